@@ -1,0 +1,2 @@
+//! The Huddle server: transports, the drivers around the sans-IO SIP cores, the registrar and
+//! location service, the stateful proxy, the state store, configuration and the CLI.

@@ -1,0 +1,1 @@
+//! Shared harness for Huddle's end-to-end tests.

@@ -6,3 +6,13 @@
 //! socket, a task or the clock; Cargo proves it, since tokio is not among its dependencies.
 //! The `huddle` crate wraps these cores in thin drivers.
 #![forbid(unsafe_code)]
+pub mod framing;
+
+pub mod build;
+pub mod headers;
+pub mod message;
+pub mod syntax;
+pub mod uri;
+pub mod validate;
+
+pub use message::{HeaderName, Message, Method};

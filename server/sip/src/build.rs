@@ -1,0 +1,454 @@
+//! Writing messages: responses to a received request, edits of a request or response that a
+//! proxy forwards (every untouched byte copied as received), and new requests (CANCEL, ACK for
+//! a non-2xx final response, requests Huddle originates).
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+
+use crate::headers::Via;
+use crate::message::{HeaderName, Message};
+use crate::syntax;
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Where the request came from, to fill in the top Via's `received` and `rport` (RFC 3261
+/// §18.2.1, RFC 3581) in responses.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub ip: &'a str,
+    pub port: u16,
+}
+
+/// Rewrites the top Via element: `received` when the sent-by host differs from the source
+/// address (always when `rport` was asked for), and `rport` filled in.
+pub fn stamp_via(top: &str, src: Source<'_>) -> Option<String> {
+    let via = Via::parse(top).ok()?;
+    let wants_rport = via.rport().is_some();
+    let host_differs = via.host.trim_start_matches('[').trim_end_matches(']') != src.ip;
+    if !wants_rport && !host_differs {
+        return None;
+    }
+    let mut out = String::with_capacity(top.len() + 40);
+    let params_at = top.len() - via.params.len();
+    out.push_str(syntax::trim_lws(&top[..params_at]));
+    for p in syntax::params(via.params) {
+        if p.name.eq_ignore_ascii_case("received")
+            || (p.name.eq_ignore_ascii_case("rport") && wants_rport)
+        {
+            continue;
+        }
+        out.push(';');
+        out.push_str(p.name);
+        if let Some(v) = p.value {
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+    let _ = write!(out, ";received={}", src.ip);
+    if wants_rport {
+        let _ = write!(out, ";rport={}", src.port);
+    }
+    Some(out)
+}
+
+/// Builds a response to a received request (RFC 3261 §8.2.6).
+#[derive(Debug)]
+pub struct ResponseBuilder<'a> {
+    req: &'a Message,
+    status: u16,
+    reason: &'a str,
+    to_tag: Option<&'a str>,
+    source: Option<Source<'a>>,
+    extra: Vec<u8>,
+    body: Option<(&'a str, &'a [u8])>,
+}
+
+impl<'a> ResponseBuilder<'a> {
+    /// Starts a response with the given status and reason phrase.
+    pub fn new(req: &'a Message, status: u16, reason: &'a str) -> Self {
+        ResponseBuilder {
+            req,
+            status,
+            reason,
+            to_tag: None,
+            source: None,
+            extra: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// Adds a To tag unless the request already has one (ignored for 100 Trying).
+    pub fn to_tag(mut self, tag: &'a str) -> Self {
+        self.to_tag = Some(tag);
+        self
+    }
+
+    /// Records where the request came from so the top Via gets `received`/`rport`.
+    pub fn source(mut self, source: Source<'a>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Appends a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        push_header(&mut self.extra, name, value);
+        self
+    }
+
+    /// Sets the body and its Content-Type.
+    pub fn body(mut self, content_type: &'a str, body: &'a [u8]) -> Self {
+        self.body = Some((content_type, body));
+        self
+    }
+
+    /// Writes the response.
+    pub fn build(self) -> Bytes {
+        let req = self.req;
+        let raw = req.raw();
+        let mut out = Vec::with_capacity(512 + self.extra.len());
+        let _ = write!(
+            VecWriter(&mut out),
+            "SIP/2.0 {} {}\r\n",
+            self.status,
+            self.reason
+        );
+        let mut via_done = false;
+        for h in req.headers() {
+            match h.name {
+                HeaderName::Via if !via_done && self.source.is_some() => {
+                    via_done = true;
+                    let value = req.text(h.value);
+                    let mut items = syntax::split_list(value);
+                    let top = items.next().unwrap_or("");
+                    let stamped = self
+                        .source
+                        .and_then(|src| stamp_via(top, src))
+                        .unwrap_or_else(|| top.to_owned());
+                    push_header(&mut out, "Via", &stamped);
+                    for rest in items {
+                        push_header(&mut out, "Via", rest);
+                    }
+                }
+                HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                    out.extend_from_slice(&raw[h.line.range()]);
+                }
+                HeaderName::To => {
+                    let value = req.text(h.value);
+                    let has_tag = req.to_header().ok().and_then(|t| t.tag()).is_some();
+                    match self.to_tag {
+                        Some(tag) if !has_tag && self.status > 100 => {
+                            push_header(&mut out, "To", &format!("{value};tag={tag}"));
+                        }
+                        _ => out.extend_from_slice(&raw[h.line.range()]),
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.extend_from_slice(&self.extra);
+        match self.body {
+            Some((ct, body)) => {
+                push_header(&mut out, "Content-Type", ct);
+                push_header(&mut out, "Content-Length", &body.len().to_string());
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(body);
+            }
+            None => out.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
+        }
+        Bytes::from(out)
+    }
+}
+
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Edits a received message for forwarding (RFC 3261 §16.6 and §16.7): everything not named
+/// here is copied byte for byte, the body included.
+#[derive(Debug)]
+pub struct Forward<'a> {
+    msg: &'a Message,
+    request_uri: Option<&'a str>,
+    top: Vec<u8>,
+    max_forwards: Option<u8>,
+    drop_top_route: bool,
+    drop_top_via: bool,
+    drop_headers: Vec<HeaderName>,
+    append: Vec<u8>,
+}
+
+impl<'a> Forward<'a> {
+    /// Starts from `msg`.
+    pub fn new(msg: &'a Message) -> Self {
+        Forward {
+            msg,
+            request_uri: None,
+            top: Vec::new(),
+            max_forwards: None,
+            drop_top_route: false,
+            drop_top_via: false,
+            drop_headers: Vec::new(),
+            append: Vec::new(),
+        }
+    }
+
+    /// Replaces the Request-URI.
+    pub fn request_uri(mut self, uri: &'a str) -> Self {
+        self.request_uri = Some(uri);
+        self
+    }
+
+    /// Inserts a header above all others (Via, then Record-Route, in call order).
+    pub fn prepend(mut self, name: &str, value: &str) -> Self {
+        push_header(&mut self.top, name, value);
+        self
+    }
+
+    /// Appends a header after all others.
+    pub fn append(mut self, name: &str, value: &str) -> Self {
+        push_header(&mut self.append, name, value);
+        self
+    }
+
+    /// Sets Max-Forwards (added when absent).
+    pub fn max_forwards(mut self, value: u8) -> Self {
+        self.max_forwards = Some(value);
+        self
+    }
+
+    /// Removes the first Route element (it named this proxy).
+    pub fn drop_top_route(mut self) -> Self {
+        self.drop_top_route = true;
+        self
+    }
+
+    /// Removes the first Via element (a response passing back through this proxy).
+    pub fn drop_top_via(mut self) -> Self {
+        self.drop_top_via = true;
+        self
+    }
+
+    /// Removes every header with this name.
+    pub fn drop_header(mut self, name: HeaderName) -> Self {
+        self.drop_headers.push(name);
+        self
+    }
+
+    /// Writes the edited message.
+    pub fn build(self) -> Bytes {
+        let msg = self.msg;
+        let raw = msg.raw();
+        let body_end = msg.headers_end() + {
+            // Blank line length plus body: everything after the header section up to the
+            // end of the Content-Length body (trailing datagram bytes are not forwarded).
+            let body = msg.body();
+            let blank = if raw.get(msg.headers_end()) == Some(&b'\r') {
+                2
+            } else {
+                1
+            };
+            blank + body.len()
+        };
+        let mut out = Vec::with_capacity(raw.len() + self.top.len() + self.append.len() + 32);
+        match (self.request_uri, msg.start_line()) {
+            (Some(uri), crate::message::StartLine::Request { method, .. }) => {
+                let _ = write!(VecWriter(&mut out), "{method} {uri} SIP/2.0\r\n");
+            }
+            _ => out.extend_from_slice(&raw[..msg.start_line_end()]),
+        }
+        out.extend_from_slice(&self.top);
+        let mut route_done = !self.drop_top_route;
+        let mut via_done = !self.drop_top_via;
+        let mut saw_max_forwards = false;
+        for h in msg.headers() {
+            if self.drop_headers.iter().any(|d| d.matches(&h.name)) {
+                continue;
+            }
+            let drop_first = match h.name {
+                HeaderName::Route if !route_done => {
+                    route_done = true;
+                    true
+                }
+                HeaderName::Via if !via_done => {
+                    via_done = true;
+                    true
+                }
+                _ => false,
+            };
+            if drop_first {
+                let value = msg.text(h.value);
+                let rest: Vec<&str> = syntax::split_list(value).skip(1).collect();
+                if !rest.is_empty() {
+                    push_header(&mut out, h.name.as_str(), &rest.join(", "));
+                }
+                continue;
+            }
+            if h.name == HeaderName::MaxForwards {
+                saw_max_forwards = true;
+                if let Some(mf) = self.max_forwards {
+                    push_header(&mut out, "Max-Forwards", &mf.to_string());
+                    continue;
+                }
+            }
+            out.extend_from_slice(&raw[h.line.range()]);
+        }
+        if let (Some(mf), false) = (self.max_forwards, saw_max_forwards) {
+            push_header(&mut out, "Max-Forwards", &mf.to_string());
+        }
+        out.extend_from_slice(&self.append);
+        out.extend_from_slice(&raw[msg.headers_end()..body_end.min(raw.len())]);
+        Bytes::from(out)
+    }
+}
+
+/// Builds a new request from scratch.
+#[derive(Debug)]
+pub struct RequestBuilder {
+    out: Vec<u8>,
+}
+
+impl RequestBuilder {
+    /// Starts `METHOD uri SIP/2.0`.
+    pub fn new(method: &str, uri: &str) -> Self {
+        let mut out = Vec::with_capacity(512);
+        let _ = write!(VecWriter(&mut out), "{method} {uri} SIP/2.0\r\n");
+        RequestBuilder { out }
+    }
+
+    /// Appends a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        push_header(&mut self.out, name, value);
+        self
+    }
+
+    /// Copies a header line of `msg` as written, for every field with this name.
+    pub fn copy(mut self, msg: &Message, name: &HeaderName) -> Self {
+        for h in msg.headers().iter().filter(|h| h.name.matches(name)) {
+            self.out.extend_from_slice(&msg.raw()[h.line.range()]);
+        }
+        self
+    }
+
+    /// Finishes without a body.
+    pub fn build(mut self) -> Bytes {
+        self.out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        Bytes::from(self.out)
+    }
+
+    /// Finishes with a body.
+    pub fn build_with_body(mut self, content_type: &str, body: &[u8]) -> Bytes {
+        push_header(&mut self.out, "Content-Type", content_type);
+        push_header(&mut self.out, "Content-Length", &body.len().to_string());
+        self.out.extend_from_slice(b"\r\n");
+        self.out.extend_from_slice(body);
+        Bytes::from(self.out)
+    }
+}
+
+/// The CANCEL for a client INVITE transaction (RFC 3261 §9.1): same Request-URI, Call-ID,
+/// From, To, CSeq number and top Via, and the request's Route headers.
+pub fn cancel_for(invite: &Message) -> Option<Bytes> {
+    let uri = invite.request_uri()?;
+    let cseq = invite.cseq().ok()?;
+    let top_via = invite.header_list(&HeaderName::Via).next()?;
+    Some(
+        RequestBuilder::new("CANCEL", uri)
+            .header("Via", top_via)
+            .copy(invite, &HeaderName::Route)
+            .copy(invite, &HeaderName::From)
+            .copy(invite, &HeaderName::To)
+            .copy(invite, &HeaderName::CallId)
+            .header("CSeq", &format!("{} CANCEL", cseq.seq))
+            .header("Max-Forwards", "70")
+            .build(),
+    )
+}
+
+/// The ACK a client INVITE transaction sends for a non-2xx final response (RFC 3261
+/// §17.1.1.3): To from the response (with its tag), the rest from the INVITE.
+pub fn ack_for_failure(invite: &Message, response: &Message) -> Option<Bytes> {
+    let uri = invite.request_uri()?;
+    let cseq = invite.cseq().ok()?;
+    let top_via = invite.header_list(&HeaderName::Via).next()?;
+    Some(
+        RequestBuilder::new("ACK", uri)
+            .header("Via", top_via)
+            .copy(invite, &HeaderName::Route)
+            .copy(invite, &HeaderName::From)
+            .copy(response, &HeaderName::To)
+            .copy(invite, &HeaderName::CallId)
+            .header("CSeq", &format!("{} ACK", cseq.seq))
+            .header("Max-Forwards", "70")
+            .build(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(text: &str) -> Message {
+        Message::parse(Bytes::copy_from_slice(text.as_bytes())).unwrap()
+    }
+
+    const INVITE: &str = "INVITE sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKa;rport\r\nRoute: <sip:proxy.example.test;lr>, <sip:other;lr>\r\nMax-Forwards: 70\r\nFrom: \"alice\"<sip:alice@example.test>;tag=1\r\nTo: <sip:bob@example.test>\r\nCall-ID: c1\r\nCSeq: 2 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n";
+
+    #[test]
+    fn response_copies_and_stamps() {
+        let req = msg(INVITE);
+        let resp = ResponseBuilder::new(&req, 180, "Ringing")
+            .to_tag("t9")
+            .source(Source {
+                ip: "127.0.0.1",
+                port: 40000,
+            })
+            .build();
+        let text = std::str::from_utf8(&resp).unwrap();
+        assert!(text.starts_with("SIP/2.0 180 Ringing\r\n"));
+        assert!(text.contains("Via: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKa;received=127.0.0.1;rport=40000\r\n"));
+        assert!(text.contains("To: <sip:bob@example.test>;tag=t9\r\n"));
+        let parsed = msg(text);
+        assert_eq!(parsed.status(), Some(180));
+    }
+
+    #[test]
+    fn forward_touches_only_what_it_must() {
+        let req = msg(INVITE);
+        let out = Forward::new(&req)
+            .prepend("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKp")
+            .prepend("Record-Route", "<sip:127.0.0.1;lr>")
+            .drop_top_route()
+            .max_forwards(69)
+            .request_uri("sip:bob@127.0.0.1:5070")
+            .build();
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.starts_with("INVITE sip:bob@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKp\r\nRecord-Route: <sip:127.0.0.1;lr>\r\nVia: SIP/2.0/WS"));
+        assert!(text.contains("Route: <sip:other;lr>\r\n"));
+        assert!(text.contains("Max-Forwards: 69\r\n"));
+        assert!(text.ends_with("\r\n\r\nv=0\n"));
+        let back = msg(text);
+        assert_eq!(back.body(), b"v=0\n");
+    }
+
+    #[test]
+    fn cancel_and_ack() {
+        let req = msg(INVITE);
+        let cancel = msg(std::str::from_utf8(&cancel_for(&req).unwrap()).unwrap());
+        assert_eq!(cancel.cseq().unwrap().seq, 2);
+        assert_eq!(cancel.branch(), Some("z9hG4bKa"));
+        let resp = msg("SIP/2.0 486 Busy\r\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKa\r\nFrom: <sip:alice@example.test>;tag=1\r\nTo: <sip:bob@example.test>;tag=b\r\nCall-ID: c1\r\nCSeq: 2 INVITE\r\nContent-Length: 0\r\n\r\n");
+        let ack = msg(std::str::from_utf8(&ack_for_failure(&req, &resp).unwrap()).unwrap());
+        assert_eq!(ack.to_header().unwrap().tag(), Some("b"));
+    }
+}

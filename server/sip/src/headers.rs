@@ -1,0 +1,334 @@
+//! Typed views of the header fields Huddle reads: Via, name-addr (From, To, Contact, Route,
+//! Record-Route) and CSeq. Each borrows from the message text.
+
+use crate::message::Method;
+use crate::syntax::{self, find_param, find_unquoted, is_lws, trim_lws};
+
+/// Why a header value could not be used. Each variant is answered `400` with a reason phrase
+/// naming the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// A mandatory header is absent.
+    #[error("missing {0} header")]
+    Missing(&'static str),
+    /// A header value does not follow its grammar.
+    #[error("invalid {0} header")]
+    Invalid(&'static str),
+}
+
+/// One Via value (RFC 3261 §20.42).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via<'a> {
+    /// Transport token as written (`UDP`, `WS`, …).
+    pub transport: &'a str,
+    /// sent-by host (IPv6 with brackets).
+    pub host: &'a str,
+    /// sent-by port.
+    pub port: Option<u16>,
+    /// The parameter text, starting at the first `;` (may be empty).
+    pub params: &'a str,
+}
+
+impl<'a> Via<'a> {
+    /// Parses one Via element (after list splitting).
+    pub fn parse(value: &'a str) -> Result<Via<'a>, HeaderError> {
+        const E: HeaderError = HeaderError::Invalid("Via");
+        let value = trim_lws(value);
+        let (head, params) = match find_unquoted(value, b';') {
+            Some(i) => (&value[..i], &value[i..]),
+            None => (value, ""),
+        };
+        let mut parts = head.splitn(3, '/');
+        let name = trim_lws(parts.next().ok_or(E)?);
+        let version = trim_lws(parts.next().ok_or(E)?);
+        let rest = trim_lws(parts.next().ok_or(E)?);
+        if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
+            return Err(E);
+        }
+        let split = rest
+            .find(|c: char| c.is_ascii() && is_lws(c as u8))
+            .ok_or(E)?;
+        let transport = &rest[..split];
+        let sent_by = trim_lws(&rest[split..]);
+        if !syntax::is_token(transport) || sent_by.is_empty() {
+            return Err(E);
+        }
+        let (host, port) = split_host_port(sent_by).ok_or(E)?;
+        for p in syntax::params(params) {
+            if !syntax::is_token(p.name) || p.value.is_some_and(|v| v.is_empty()) {
+                return Err(E);
+            }
+        }
+        Ok(Via {
+            transport,
+            host,
+            port,
+            params,
+        })
+    }
+
+    /// A parameter's value (`Some(None)` when present without value).
+    pub fn param(&self, name: &str) -> Option<Option<&'a str>> {
+        find_param(self.params, name)
+    }
+
+    /// The branch parameter.
+    pub fn branch(&self) -> Option<&'a str> {
+        self.param("branch").flatten()
+    }
+
+    /// `rport` as present/absent and its value if filled in.
+    pub fn rport(&self) -> Option<Option<&'a str>> {
+        self.param("rport")
+    }
+
+    /// The `received` parameter.
+    pub fn received(&self) -> Option<&'a str> {
+        self.param("received").flatten()
+    }
+}
+
+/// Splits `host[:port]`, with bracketed IPv6. Rejects white space and bad ports.
+pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let close = rest.find(']')?;
+        let host = &s[..close + 2];
+        let after = &rest[close + 1..];
+        match after.strip_prefix(':') {
+            Some(p) => (host, Some(trim_lws(p))),
+            None if after.is_empty() => (host, None),
+            None => return None,
+        }
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (trim_lws(h), Some(trim_lws(p))),
+            None => (s, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && (host.starts_with('[')
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'));
+    if !host_ok {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(
+            syntax::parse_u32(p)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|&n| n != 0)?,
+        ),
+        None => None,
+    };
+    Some((host, port))
+}
+
+/// A name-addr or addr-spec with header parameters (From, To, Contact, Route, Record-Route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameAddr<'a> {
+    /// Display name as written (quoted or a token sequence), if any.
+    pub display: Option<&'a str>,
+    /// The URI text without `<>`.
+    pub uri: &'a str,
+    /// True when the URI was enclosed in `<>`.
+    pub bracketed: bool,
+    /// Header parameters, starting at the first `;` (may be empty).
+    pub params: &'a str,
+}
+
+impl<'a> NameAddr<'a> {
+    /// Parses one element (after list splitting).
+    pub fn parse(value: &'a str) -> Result<NameAddr<'a>, HeaderError> {
+        const E: HeaderError = HeaderError::Invalid("address");
+        let value = trim_lws(value);
+        if !syntax::quotes_balanced(value) {
+            return Err(E);
+        }
+        let (display, after_display) = if value.starts_with('"') {
+            let close = closing_quote(value).ok_or(E)?;
+            (Some(&value[..=close]), trim_lws(&value[close + 1..]))
+        } else {
+            match value.find('<') {
+                None => (None, value),
+                Some(lt) => {
+                    let disp = trim_lws(&value[..lt]);
+                    let ok = disp
+                        .split(|c: char| c.is_ascii() && is_lws(c as u8))
+                        .filter(|w| !w.is_empty())
+                        .all(syntax::is_token);
+                    if !ok {
+                        return Err(E);
+                    }
+                    ((!disp.is_empty()).then_some(disp), &value[lt..])
+                }
+            }
+        };
+        if let Some(inner) = after_display.strip_prefix('<') {
+            let gt = inner.find('>').ok_or(E)?;
+            let uri = &inner[..gt];
+            if uri.is_empty() || uri.bytes().any(is_lws) || !has_scheme(uri) {
+                return Err(E);
+            }
+            let params = trim_lws(&inner[gt + 1..]);
+            check_params(params)?;
+            Ok(NameAddr {
+                display,
+                uri,
+                bracketed: true,
+                params,
+            })
+        } else {
+            if display.is_some() {
+                return Err(E);
+            }
+            let (uri, params) = match after_display.find(';') {
+                Some(i) => (trim_lws(&after_display[..i]), &after_display[i..]),
+                None => (after_display, ""),
+            };
+            // RFC 3261 §20: an addr-spec with `,`, `?` or `;` must be enclosed in `<>`.
+            if uri.is_empty()
+                || uri.contains([',', '?'])
+                || uri.bytes().any(is_lws)
+                || !has_scheme(uri)
+            {
+                return Err(E);
+            }
+            check_params(params)?;
+            Ok(NameAddr {
+                display,
+                uri,
+                bracketed: false,
+                params,
+            })
+        }
+    }
+
+    /// The `tag` parameter.
+    pub fn tag(&self) -> Option<&'a str> {
+        find_param(self.params, "tag").flatten()
+    }
+
+    /// A header parameter.
+    pub fn param(&self, name: &str) -> Option<Option<&'a str>> {
+        find_param(self.params, name)
+    }
+}
+
+fn has_scheme(uri: &str) -> bool {
+    uri.split_once(':').is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme.as_bytes()[0].is_ascii_alphabetic()
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    })
+}
+
+fn check_params(params: &str) -> Result<(), HeaderError> {
+    if params.is_empty() {
+        return Ok(());
+    }
+    if !params.starts_with(';') {
+        return Err(HeaderError::Invalid("address"));
+    }
+    for p in syntax::params(params) {
+        if !syntax::is_token(p.name) {
+            return Err(HeaderError::Invalid("address"));
+        }
+    }
+    Ok(())
+}
+
+fn closing_quote(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The CSeq header (RFC 3261 §20.16): a sequence number below 2^31 and a method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CSeq<'a> {
+    pub seq: u32,
+    pub method: Method,
+    /// The method text as written.
+    pub method_text: &'a str,
+}
+
+impl<'a> CSeq<'a> {
+    /// Parses a CSeq value.
+    pub fn parse(value: &'a str) -> Result<CSeq<'a>, HeaderError> {
+        const E: HeaderError = HeaderError::Invalid("CSeq");
+        let value = trim_lws(value);
+        let split = value
+            .find(|c: char| c.is_ascii() && is_lws(c as u8))
+            .ok_or(E)?;
+        let seq = syntax::parse_u32(&value[..split])
+            .filter(|&n| n < 1 << 31)
+            .ok_or(E)?;
+        let method_text = trim_lws(&value[split..]);
+        if !syntax::is_token(method_text) {
+            return Err(E);
+        }
+        Ok(CSeq {
+            seq,
+            method: Method::parse(method_text),
+            method_text,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_with_lws() {
+        let v = Via::parse("SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw").unwrap();
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.host, "192.0.2.2");
+        assert_eq!(v.branch(), Some("390skdjuw"));
+        let v = Via::parse("SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKq;rport").unwrap();
+        assert_eq!(v.rport(), Some(None));
+        let v = Via::parse("SIP/2.0/UDP [2001:db8::9]:5070;branch=z9hG4bKa").unwrap();
+        assert_eq!((v.host, v.port), ("[2001:db8::9]", Some(5070)));
+        assert!(Via::parse("SIP/2.0/UDP 192.0.2.15;;").is_err());
+        assert!(Via::parse("").is_err());
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let n = NameAddr::parse(
+            r#""J Rosenberg \\\""       <sip:jdrosen@example.com>
+  ;
+  tag = 98asjd8"#,
+        )
+        .unwrap();
+        assert_eq!(n.uri, "sip:jdrosen@example.com");
+        assert_eq!(n.tag(), Some("98asjd8"));
+        let n = NameAddr::parse("caller<sip:caller@example.com>;tag=323").unwrap();
+        assert_eq!(n.display, Some("caller"));
+        let n =
+            NameAddr::parse("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
+        assert_eq!(n.tag(), Some("1918181833n"));
+        assert!(NameAddr::parse("Bell, Alexander <sip:a.g.bell@example.com>;tag=43").is_err());
+        assert!(NameAddr::parse(r#""Watson, Thomas" < sip:t.watson@example.org >"#).is_err());
+        assert!(NameAddr::parse("sip:user@example.com?Route=%3Csip:sip.example.com%3E").is_err());
+        assert!(NameAddr::parse(r#""Mr. J. User <sip:j.user@example.com>"#).is_err());
+    }
+
+    #[test]
+    fn cseq() {
+        let c = CSeq::parse("0009\r\n  INVITE").unwrap();
+        assert_eq!((c.seq, c.method), (9, Method::Invite));
+        assert!(CSeq::parse("36893488147419103232 REGISTER").is_err());
+    }
+}

@@ -1,0 +1,377 @@
+//! The SIP message model: one received (or built) message kept as its original bytes plus the
+//! offsets of its start line, header fields and body. Nothing is copied at parse time; typed
+//! views (Via, CSeq, name-addr, URI) are parsed on demand from the original text, so a proxy can
+//! forward every byte it does not touch unchanged.
+
+mod header_name;
+mod parse;
+
+pub use header_name::HeaderName;
+pub use parse::{ParseError, ParseLimits};
+
+use bytes::Bytes;
+
+use crate::headers::{CSeq, HeaderError, NameAddr, Via};
+use crate::syntax;
+
+/// A byte range into a message's raw bytes. `u32` keeps [`Header`] small; messages are far
+/// smaller than 4 GiB because transports cap them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    pub(crate) fn new(start: usize, end: usize) -> Span {
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+    /// The range as `usize` offsets.
+    pub fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+    /// Length in bytes.
+    pub fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
+    /// True when empty.
+    pub fn is_empty(self) -> bool {
+        self.start == self.end
+    }
+}
+
+/// A SIP method. Methods are case-sensitive (RFC 3261 §7.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Method {
+    Ack,
+    Bye,
+    Cancel,
+    Info,
+    Invite,
+    Message,
+    Notify,
+    Options,
+    Prack,
+    Publish,
+    Refer,
+    Register,
+    Subscribe,
+    Update,
+    /// An extension method, as written.
+    Other(Box<str>),
+}
+
+impl Method {
+    /// Parses a method token (the caller has checked it is a token).
+    pub fn parse(s: &str) -> Method {
+        match s {
+            "ACK" => Method::Ack,
+            "BYE" => Method::Bye,
+            "CANCEL" => Method::Cancel,
+            "INFO" => Method::Info,
+            "INVITE" => Method::Invite,
+            "MESSAGE" => Method::Message,
+            "NOTIFY" => Method::Notify,
+            "OPTIONS" => Method::Options,
+            "PRACK" => Method::Prack,
+            "PUBLISH" => Method::Publish,
+            "REFER" => Method::Refer,
+            "REGISTER" => Method::Register,
+            "SUBSCRIBE" => Method::Subscribe,
+            "UPDATE" => Method::Update,
+            other => Method::Other(other.into()),
+        }
+    }
+
+    /// The method as written on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Info => "INFO",
+            Method::Invite => "INVITE",
+            Method::Message => "MESSAGE",
+            Method::Notify => "NOTIFY",
+            Method::Options => "OPTIONS",
+            Method::Prack => "PRACK",
+            Method::Publish => "PUBLISH",
+            Method::Refer => "REFER",
+            Method::Register => "REGISTER",
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Update => "UPDATE",
+            Method::Other(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The first line of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartLine {
+    /// `Method SP Request-URI SP SIP-Version`.
+    Request {
+        method: Method,
+        uri: Span,
+        /// `SIP/x.y` as written; anything but 2.0 is answered 505 by validation.
+        version: Span,
+    },
+    /// `SIP-Version SP Status-Code SP Reason-Phrase`.
+    Response { code: u16, reason: Span },
+}
+
+/// One header field line (with its continuation lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: HeaderName,
+    /// The whole field including its line terminator, for byte-exact copying and removal.
+    pub line: Span,
+    /// The value with surrounding white space trimmed; may contain folded line breaks.
+    pub value: Span,
+}
+
+/// A syntax problem that still lets Huddle answer: the headers were split, so a `400` with the
+/// fault in its reason phrase can be built (RFC 4475 §3.1.2 expects exactly that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Defect {
+    /// The Request-Line is not `Method SP Request-URI SP SIP-Version` with single spaces.
+    MalformedRequestLine,
+    /// The Request-URI is enclosed in `<>` or contains white space.
+    MalformedRequestUri,
+    /// A header line has no colon or its name is not a token.
+    MalformedHeaderLine,
+    /// Header text is not UTF-8.
+    HeaderNotUtf8,
+    /// Content-Length is not a non-negative decimal number.
+    BadContentLength,
+    /// More than one Content-Length header or value.
+    MultipleContentLength,
+    /// Content-Length is larger than the bytes received.
+    ContentLengthExceedsMessage,
+}
+
+impl Defect {
+    /// The reason phrase of the `400` this defect is answered with.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Defect::MalformedRequestLine => "Bad Request - Malformed Request-Line",
+            Defect::MalformedRequestUri => "Bad Request - Malformed Request-URI",
+            Defect::MalformedHeaderLine => "Bad Request - Malformed Header Line",
+            Defect::HeaderNotUtf8 => "Bad Request - Header Not UTF-8",
+            Defect::BadContentLength => "Bad Request - Invalid Content-Length",
+            Defect::MultipleContentLength => "Bad Request - Multiple Content-Length",
+            Defect::ContentLengthExceedsMessage => "Bad Request - Content-Length Exceeds Message",
+        }
+    }
+}
+
+/// A parsed SIP message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    raw: Bytes,
+    start: StartLine,
+    /// End of the start line including its terminator.
+    start_line_end: u32,
+    headers: Vec<Header>,
+    /// Where the blank line that ends the header section starts.
+    headers_end: u32,
+    body: Span,
+    defect: Option<Defect>,
+}
+
+impl Message {
+    /// Parses one message from a datagram or a frame cut by [`crate::framing`], with default
+    /// limits. Trailing bytes after `Content-Length` are ignored (RFC 4475 §3.1.1.8).
+    pub fn parse(raw: Bytes) -> Result<Message, ParseError> {
+        parse::parse(raw, &ParseLimits::default())
+    }
+
+    /// Like [`Message::parse`] with explicit limits.
+    pub fn parse_with(raw: Bytes, limits: &ParseLimits) -> Result<Message, ParseError> {
+        parse::parse(raw, limits)
+    }
+
+    /// The message exactly as received (or built).
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// Text of a span. Header text was checked to be UTF-8 at parse time (or the message carries
+    /// [`Defect::HeaderNotUtf8`], in which case the span reads as empty).
+    pub fn text(&self, span: Span) -> &str {
+        std::str::from_utf8(&self.raw[span.range()]).unwrap_or("")
+    }
+
+    /// The start line.
+    pub fn start_line(&self) -> &StartLine {
+        &self.start
+    }
+
+    /// Offset just after the start line's terminator.
+    pub fn start_line_end(&self) -> usize {
+        self.start_line_end as usize
+    }
+
+    /// Offset of the blank line ending the header section.
+    pub fn headers_end(&self) -> usize {
+        self.headers_end as usize
+    }
+
+    /// The syntax defect found while parsing, if any.
+    pub fn defect(&self) -> Option<Defect> {
+        self.defect
+    }
+
+    /// True for requests.
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    /// The request method, `None` for responses.
+    pub fn method(&self) -> Option<&Method> {
+        match &self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The Request-URI text, `None` for responses.
+    pub fn request_uri(&self) -> Option<&str> {
+        match &self.start {
+            StartLine::Request { uri, .. } => Some(self.text(*uri)),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The status code, `None` for requests.
+    pub fn status(&self) -> Option<u16> {
+        match &self.start {
+            StartLine::Response { code, .. } => Some(*code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The reason phrase of a response.
+    pub fn reason(&self) -> Option<&str> {
+        match &self.start {
+            StartLine::Response { reason, .. } => Some(self.text(*reason)),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// All header fields in order.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// Value of the first header field with this name.
+    pub fn header(&self, name: &HeaderName) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.matches(name))
+            .map(|h| self.text(h.value))
+    }
+
+    /// Values of every header field with this name, in order (one per field line; use
+    /// [`Message::header_list`] to split comma lists).
+    pub fn header_values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> {
+        self.headers
+            .iter()
+            .filter(move |h| h.name.matches(name))
+            .map(move |h| self.text(h.value))
+    }
+
+    /// Every element of a list-valued header (RFC 3261 §7.3.1), across all its field lines.
+    pub fn header_list<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> {
+        self.header_values(name).flat_map(syntax::split_list)
+    }
+
+    /// How many field lines carry this name.
+    pub fn header_count(&self, name: &HeaderName) -> usize {
+        self.headers.iter().filter(|h| h.name.matches(name)).count()
+    }
+
+    /// The body (exactly Content-Length bytes when the header is present).
+    pub fn body(&self) -> &[u8] {
+        &self.raw[self.body.range()]
+    }
+
+    /// The body as a cheap clone of the underlying buffer.
+    pub fn body_bytes(&self) -> Bytes {
+        self.raw.slice(self.body.range())
+    }
+
+    /// The Call-ID.
+    pub fn call_id(&self) -> Option<&str> {
+        self.header(&HeaderName::CallId)
+    }
+
+    /// The parsed CSeq.
+    pub fn cseq(&self) -> Result<CSeq<'_>, HeaderError> {
+        CSeq::parse(
+            self.header(&HeaderName::CSeq)
+                .ok_or(HeaderError::Missing("CSeq"))?,
+        )
+    }
+
+    /// The parsed From header.
+    pub fn from_header(&self) -> Result<NameAddr<'_>, HeaderError> {
+        NameAddr::parse(
+            self.header(&HeaderName::From)
+                .ok_or(HeaderError::Missing("From"))?,
+        )
+    }
+
+    /// The parsed To header.
+    pub fn to_header(&self) -> Result<NameAddr<'_>, HeaderError> {
+        NameAddr::parse(
+            self.header(&HeaderName::To)
+                .ok_or(HeaderError::Missing("To"))?,
+        )
+    }
+
+    /// The topmost Via.
+    pub fn top_via(&self) -> Result<Via<'_>, HeaderError> {
+        let first = self
+            .header_list(&HeaderName::Via)
+            .next()
+            .ok_or(HeaderError::Missing("Via"))?;
+        Via::parse(first)
+    }
+
+    /// The Max-Forwards value; `None` when absent.
+    pub fn max_forwards(&self) -> Option<Result<u8, HeaderError>> {
+        self.header(&HeaderName::MaxForwards).map(|v| {
+            syntax::parse_u32(v)
+                .and_then(|n| u8::try_from(n).ok())
+                .ok_or(HeaderError::Invalid("Max-Forwards"))
+        })
+    }
+
+    /// The Expires header as seconds; `None` when absent.
+    pub fn expires(&self) -> Option<Result<u32, HeaderError>> {
+        self.header(&HeaderName::Expires)
+            .map(|v| syntax::parse_u32(v).ok_or(HeaderError::Invalid("Expires")))
+    }
+
+    /// The Content-Type media type without parameters, lowercased comparison left to callers.
+    pub fn content_type(&self) -> Option<&str> {
+        self.header(&HeaderName::ContentType)
+            .map(|v| syntax::trim_lws(v.split(';').next().unwrap_or(v)))
+    }
+
+    /// The transaction branch of the top Via, when it carries the RFC 3261 magic cookie.
+    pub fn branch(&self) -> Option<&str> {
+        self.top_via().ok().and_then(|v| v.branch())
+    }
+}

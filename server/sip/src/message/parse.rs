@@ -1,0 +1,311 @@
+//! The message parser: start line, header field lines (with folding), Content-Length framing.
+//!
+//! Fatal problems (no start line, a malformed response status line, no end of headers, too many
+//! header fields) are a [`ParseError`]: the message cannot be answered and is dropped, or its
+//! connection closed. Problems that still allow an answer are recorded as a
+//! [`super::Defect`] and answered `400` by validation.
+
+use bytes::Bytes;
+
+use super::{Defect, Header, HeaderName, Message, Method, Span, StartLine};
+use crate::syntax;
+
+/// Parser limits; the transports already cap the message size.
+#[derive(Debug, Clone)]
+pub struct ParseLimits {
+    /// Header field lines accepted before the message is dropped.
+    pub max_headers: usize,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits { max_headers: 256 }
+    }
+}
+
+/// Why a message could not be parsed at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// Nothing but white space.
+    #[error("empty message")]
+    Empty,
+    /// The first line is neither a Request-Line nor a Status-Line.
+    #[error("start line is neither a request nor a response")]
+    BadStartLine,
+    /// A Status-Line whose code is not three digits between 100 and 699.
+    #[error("malformed Status-Line")]
+    BadStatusLine,
+    /// No blank line ends the header section.
+    #[error("header section is not terminated")]
+    Unterminated,
+    /// More header fields than [`ParseLimits::max_headers`].
+    #[error("too many header fields")]
+    TooManyHeaders,
+}
+
+fn find_byte(hay: &[u8], from: usize, needle: u8) -> Option<usize> {
+    hay.get(from..)?
+        .iter()
+        .position(|&b| b == needle)
+        .map(|i| i + from)
+}
+
+/// Returns (content end, next line start) for the line starting at `pos`.
+fn line_at(raw: &[u8], pos: usize) -> Option<(usize, usize)> {
+    let nl = find_byte(raw, pos, b'\n')?;
+    let end = if nl > pos && raw[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    Some((end, nl + 1))
+}
+
+pub(super) fn parse(raw: Bytes, limits: &ParseLimits) -> Result<Message, ParseError> {
+    let bytes = &raw[..];
+    // Leading CRLFs are keep-alives or stray terminators (RFC 3261 §7.5).
+    let mut pos = 0;
+    while pos < bytes.len() && (bytes[pos] == b'\r' || bytes[pos] == b'\n') {
+        pos += 1;
+    }
+    if pos == bytes.len() {
+        return Err(ParseError::Empty);
+    }
+    let (line_end, mut next) = line_at(bytes, pos).ok_or(ParseError::Unterminated)?;
+    let line = std::str::from_utf8(&bytes[pos..line_end]).map_err(|_| ParseError::BadStartLine)?;
+    let mut defect = None;
+    let start = if line.starts_with("SIP/") {
+        parse_status_line(line, pos)?
+    } else {
+        let (start, d) = parse_request_line(line, pos)?;
+        defect = d;
+        start
+    };
+    let start_line_end = next;
+
+    let mut headers: Vec<Header> = Vec::with_capacity(16);
+    let mut content_length: Option<Result<usize, Defect>> = None;
+    let body_start;
+    loop {
+        let (content_end, mut after) = line_at(bytes, next).ok_or(ParseError::Unterminated)?;
+        if content_end == next {
+            body_start = after;
+            break;
+        }
+        let line_start = next;
+        let mut value_end = content_end;
+        // Continuation lines start with SP or HTAB (RFC 3261 §7.3.1).
+        while after < bytes.len() && (bytes[after] == b' ' || bytes[after] == b'\t') {
+            let (cont_end, cont_next) = line_at(bytes, after).ok_or(ParseError::Unterminated)?;
+            value_end = cont_end;
+            after = cont_next;
+        }
+        next = after;
+        if headers.len() >= limits.max_headers {
+            return Err(ParseError::TooManyHeaders);
+        }
+        let field = &bytes[line_start..value_end];
+        if std::str::from_utf8(field).is_err() {
+            defect.get_or_insert(Defect::HeaderNotUtf8);
+            continue;
+        }
+        let Some(colon) = field.iter().position(|&b| b == b':') else {
+            defect.get_or_insert(Defect::MalformedHeaderLine);
+            continue;
+        };
+        let name_end = field[..colon]
+            .iter()
+            .rposition(|&b| b != b' ' && b != b'\t')
+            .map_or(0, |i| i + 1);
+        let name_text = std::str::from_utf8(&field[..name_end]).unwrap_or("");
+        if !syntax::is_token(name_text) {
+            defect.get_or_insert(Defect::MalformedHeaderLine);
+            continue;
+        }
+        let mut value_start = line_start + colon + 1;
+        while value_start < value_end && syntax::is_lws(bytes[value_start]) {
+            value_start += 1;
+        }
+        let mut trimmed_end = value_end;
+        while trimmed_end > value_start && syntax::is_lws(bytes[trimmed_end - 1]) {
+            trimmed_end -= 1;
+        }
+        let name = HeaderName::parse(name_text);
+        if name == HeaderName::ContentLength {
+            let text = std::str::from_utf8(&bytes[value_start..trimmed_end]).unwrap_or("");
+            content_length = Some(match content_length {
+                Some(_) => Err(Defect::MultipleContentLength),
+                None if text.contains(',') => Err(Defect::MultipleContentLength),
+                None => parse_content_length(text),
+            });
+        }
+        headers.push(Header {
+            name,
+            line: Span::new(line_start, next),
+            value: Span::new(value_start, trimmed_end),
+        });
+    }
+
+    let available = bytes.len() - body_start;
+    let body_len = match content_length {
+        None => available,
+        Some(Ok(n)) if n <= available => n,
+        Some(Ok(_)) => {
+            defect.get_or_insert(Defect::ContentLengthExceedsMessage);
+            available
+        }
+        Some(Err(d)) => {
+            defect.get_or_insert(d);
+            available
+        }
+    };
+    let headers_end = body_start - if bytes[body_start - 2] == b'\r' { 2 } else { 1 };
+    Ok(Message {
+        body: Span::new(body_start, body_start + body_len),
+        raw,
+        start,
+        start_line_end: start_line_end as u32,
+        headers,
+        headers_end: headers_end as u32,
+        defect,
+    })
+}
+
+fn parse_content_length(text: &str) -> Result<usize, Defect> {
+    syntax::parse_u32(text)
+        .map(|n| n as usize)
+        .ok_or(Defect::BadContentLength)
+}
+
+fn parse_status_line(line: &str, offset: usize) -> Result<StartLine, ParseError> {
+    let rest = line.get(8..).ok_or(ParseError::BadStatusLine)?;
+    if !line[..8].eq_ignore_ascii_case("SIP/2.0 ") {
+        return Err(ParseError::BadStatusLine);
+    }
+    let code_text = rest.get(..3).ok_or(ParseError::BadStatusLine)?;
+    let after = &rest[3..];
+    if !code_text.bytes().all(|b| b.is_ascii_digit())
+        || !(after.is_empty() || after.starts_with(' '))
+    {
+        return Err(ParseError::BadStatusLine);
+    }
+    let code: u16 = code_text.parse().map_err(|_| ParseError::BadStatusLine)?;
+    if !(100..=699).contains(&code) {
+        return Err(ParseError::BadStatusLine);
+    }
+    let reason_start = offset + 8 + 3 + usize::from(!after.is_empty());
+    Ok(StartLine::Response {
+        code,
+        reason: Span::new(reason_start, offset + line.len()),
+    })
+}
+
+fn parse_request_line(
+    line: &str,
+    offset: usize,
+) -> Result<(StartLine, Option<Defect>), ParseError> {
+    let first_sp = line.find(' ').ok_or(ParseError::BadStartLine)?;
+    let method_text = &line[..first_sp];
+    if !syntax::is_token(method_text) {
+        return Err(ParseError::BadStartLine);
+    }
+    let method = Method::parse(method_text);
+    let rest = &line[first_sp + 1..];
+    let mut defect = None;
+    // Exactly `Method SP Request-URI SP SIP-Version`: extra spaces anywhere are a defect.
+    let (uri_text, version_text) = match rest.rfind(' ') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    let version_ok = version_text.len() >= 7
+        && version_text[..4].eq_ignore_ascii_case("SIP/")
+        && version_text[4..].split_once('.').is_some_and(|(a, b)| {
+            !a.is_empty()
+                && !b.is_empty()
+                && a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
+        });
+    if !version_ok || uri_text.is_empty() || uri_text.contains([' ', '\t']) {
+        defect = Some(Defect::MalformedRequestLine);
+    } else if uri_text.starts_with('<') || !uri_text.contains(':') {
+        defect = Some(Defect::MalformedRequestUri);
+    }
+    let uri_start = offset + first_sp + 1;
+    let version_start =
+        uri_start + uri_text.len() + usize::from(!version_text.is_empty() || rest.ends_with(' '));
+    Ok((
+        StartLine::Request {
+            method,
+            uri: Span::new(uri_start, uri_start + uri_text.len()),
+            version: Span::new(version_start.min(offset + line.len()), offset + line.len()),
+        },
+        defect,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Message, ParseError> {
+        Message::parse(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    #[test]
+    fn request_with_body_and_folding() {
+        let m = parse(
+            "MESSAGE sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bK1;rport\r\nSubject: a\r\n  b\r\nl: 5\r\n\r\nhello trailing",
+        )
+        .unwrap();
+        assert_eq!(m.method(), Some(&Method::Message));
+        assert_eq!(m.request_uri(), Some("sip:bob@example.test"));
+        assert_eq!(m.header(&HeaderName::Subject), Some("a\r\n  b"));
+        assert_eq!(m.body(), b"hello");
+        assert_eq!(m.defect(), None);
+        assert_eq!(m.branch(), Some("z9hG4bK1"));
+    }
+
+    #[test]
+    fn response_lines() {
+        let m = parse("SIP/2.0 100 \r\nl: 0\r\n\r\n").unwrap();
+        assert_eq!(m.status(), Some(100));
+        assert_eq!(m.reason(), Some(""));
+        assert_eq!(
+            parse("SIP/2.0 4294967301 better not break\r\n\r\n").unwrap_err(),
+            ParseError::BadStatusLine
+        );
+    }
+
+    #[test]
+    fn request_line_defects() {
+        for (line, defect) in [
+            ("INVITE  sip:a@b  SIP/2.0", Defect::MalformedRequestLine),
+            ("INVITE sip:a@b; lr SIP/2.0", Defect::MalformedRequestLine),
+            ("OPTIONS sip:a@b SIP/2.0 ", Defect::MalformedRequestLine),
+            ("INVITE <sip:a@b> SIP/2.0", Defect::MalformedRequestUri),
+        ] {
+            let m = parse(&format!("{line}\r\nl: 0\r\n\r\n")).unwrap();
+            assert_eq!(m.defect(), Some(defect), "{line}");
+        }
+    }
+
+    #[test]
+    fn content_length_defects() {
+        let m = parse("OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -999\r\n\r\n").unwrap();
+        assert_eq!(m.defect(), Some(Defect::BadContentLength));
+        let m = parse("OPTIONS sip:a@b SIP/2.0\r\nl: 1\r\nContent-Length: 1\r\n\r\nx").unwrap();
+        assert_eq!(m.defect(), Some(Defect::MultipleContentLength));
+        let m = parse("OPTIONS sip:a@b SIP/2.0\r\nl: 10\r\n\r\nx").unwrap();
+        assert_eq!(m.defect(), Some(Defect::ContentLengthExceedsMessage));
+    }
+
+    #[test]
+    fn never_panics_on_prefixes() {
+        let full =
+            "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nl: 3\r\n\r\nabc";
+        for i in 0..=full.len() {
+            let _ = parse(&full[..i]);
+        }
+    }
+}

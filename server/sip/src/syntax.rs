@@ -1,0 +1,223 @@
+//! Lexical helpers shared by the header parsers: RFC 3261 §25.1 character classes, linear
+//! white space (which may include a folded CRLF), quoted strings, comma-separated header
+//! values and `;name=value` parameter lists.
+//!
+//! Everything here works on `&str` slices of the original message and never allocates.
+
+/// `token` characters (RFC 3261 §25.1).
+pub fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+/// True when `s` is a non-empty token.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_token_char)
+}
+
+/// Linear white space inside a header value: SP, HTAB and folded line breaks (the parser keeps
+/// folds in the raw text so that forwarded messages stay byte-identical).
+pub fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Trims linear white space at both ends.
+pub fn trim_lws(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8))
+}
+
+/// Byte offset of the first `needle` in `s` that is outside quoted strings and angle brackets,
+/// or `None`.
+pub fn find_unquoted(s: &str, needle: u8) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut in_quotes = false;
+    let mut angle = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_quotes {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_quotes = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_quotes = true,
+                b'<' => angle = true,
+                b'>' => angle = false,
+                _ if b == needle && !angle => return Some(i),
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Splits a header value on the commas that separate list elements (RFC 3261 §7.3.1), ignoring
+/// commas in quoted strings and `<…>`. Elements are trimmed; empty elements are kept so that
+/// validation can reject `a,,b`.
+pub fn split_list(value: &str) -> ListIter<'_> {
+    ListIter { rest: Some(value) }
+}
+
+/// Iterator returned by [`split_list`].
+#[derive(Debug, Clone)]
+pub struct ListIter<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for ListIter<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        match find_unquoted(rest, b',') {
+            Some(i) => {
+                self.rest = Some(&rest[i + 1..]);
+                Some(trim_lws(&rest[..i]))
+            }
+            None => {
+                self.rest = None;
+                Some(trim_lws(rest))
+            }
+        }
+    }
+}
+
+/// True when the quoted strings in `s` are balanced.
+pub fn quotes_balanced(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let mut in_quotes = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if in_quotes => i += 1,
+            b'"' => in_quotes = !in_quotes,
+            _ => {}
+        }
+        i += 1;
+    }
+    !in_quotes
+}
+
+/// One `;name[=value]` parameter. Names and values are trimmed of LWS; a quoted value keeps
+/// its quotes (use [`unquote`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Param<'a> {
+    pub name: &'a str,
+    pub value: Option<&'a str>,
+}
+
+/// Iterates the parameters of `s`, which starts at (or before) the first `;`. Anything before
+/// the first `;` is skipped.
+pub fn params(s: &str) -> ParamIter<'_> {
+    let rest = find_unquoted(s, b';').map(|i| &s[i + 1..]);
+    ParamIter { rest }
+}
+
+/// Iterator returned by [`params`].
+#[derive(Debug, Clone)]
+pub struct ParamIter<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for ParamIter<'a> {
+    type Item = Param<'a>;
+    fn next(&mut self) -> Option<Param<'a>> {
+        let rest = self.rest?;
+        let (item, next) = match find_unquoted(rest, b';') {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        self.rest = next;
+        let param = match item.find('=') {
+            Some(eq) => Param {
+                name: trim_lws(&item[..eq]),
+                value: Some(trim_lws(&item[eq + 1..])),
+            },
+            None => Param {
+                name: trim_lws(item),
+                value: None,
+            },
+        };
+        Some(param)
+    }
+}
+
+/// Finds a parameter by case-insensitive name. `Some(None)` means present without a value.
+pub fn find_param<'a>(s: &'a str, name: &str) -> Option<Option<&'a str>> {
+    params(s)
+        .find(|p| p.name.eq_ignore_ascii_case(name))
+        .map(|p| p.value)
+}
+
+/// Removes surrounding double quotes and resolves `\x` escapes. Borrowed when no escape occurs.
+pub fn unquote(s: &str) -> std::borrow::Cow<'_, str> {
+    let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
+        return std::borrow::Cow::Borrowed(s);
+    };
+    if !inner.contains('\\') {
+        return std::borrow::Cow::Borrowed(inner);
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Parses an unsigned decimal number with at most `u32` range, rejecting signs, empty input and
+/// overflow (RFC 4475 §3.1.2.4 sends 2^65 to check for wrap-around).
+pub fn parse_u32(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_respects_quotes_and_angles() {
+        let v = r#""a, b" <sip:x@y;p=1,2>;q=1 , <sip:z@w>"#;
+        let items: Vec<_> = split_list(v).collect();
+        assert_eq!(items, vec![r#""a, b" <sip:x@y;p=1,2>;q=1"#, "<sip:z@w>"]);
+    }
+
+    #[test]
+    fn params_with_folding() {
+        let v = "SIP/2.0/UDP h ;\r\n  branch  =   z9hG4bK9ikj8 ; rport";
+        let ps: Vec<_> = params(v).collect();
+        assert_eq!(ps[0].name, "branch");
+        assert_eq!(ps[0].value, Some("z9hG4bK9ikj8"));
+        assert_eq!(ps[1].name, "rport");
+        assert_eq!(ps[1].value, None);
+    }
+
+    #[test]
+    fn unquote_escapes() {
+        assert_eq!(unquote(r#""J Rosenberg \\\"""#), r#"J Rosenberg \""#);
+        assert_eq!(unquote("plain"), "plain");
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_u32("0068"), Some(68));
+        assert_eq!(parse_u32("36893488147419103232"), None);
+        assert_eq!(parse_u32("-1"), None);
+        assert_eq!(parse_u32("4294967296"), None);
+    }
+}

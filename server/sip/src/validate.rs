@@ -1,0 +1,175 @@
+//! Semantic validation of received messages, after parsing and before any routing: the checks
+//! every element must make (RFC 3261 §8.2, §16.3) and our own framing rules. A request that
+//! fails is answered with the [`Rejection`]'s status and a reason phrase naming the fault; a
+//! response that fails is dropped.
+
+use crate::headers::{NameAddr, Via};
+use crate::message::{HeaderName, Message, StartLine};
+use crate::syntax;
+use crate::uri::{SipUri, UriError};
+
+/// Why a request is refused, and how to answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub reason: &'static str,
+    /// For `420 Bad Extension`: the `Unsupported` header value.
+    pub unsupported: Option<String>,
+}
+
+impl Rejection {
+    fn new(status: u16, reason: &'static str) -> Rejection {
+        Rejection {
+            status,
+            reason,
+            unsupported: None,
+        }
+    }
+}
+
+/// What the element supports, for Require/Proxy-Require checks.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    /// Option tags this element supports as a proxy (Proxy-Require).
+    pub proxy_options: Vec<String>,
+}
+
+const SINGLE: [(HeaderName, &str, &str); 4] = [
+    (
+        HeaderName::CallId,
+        "Bad Request - Missing Call-ID",
+        "Bad Request - Multiple Call-ID",
+    ),
+    (
+        HeaderName::CSeq,
+        "Bad Request - Missing CSeq",
+        "Bad Request - Multiple CSeq",
+    ),
+    (
+        HeaderName::From,
+        "Bad Request - Missing From",
+        "Bad Request - Multiple From",
+    ),
+    (
+        HeaderName::To,
+        "Bad Request - Missing To",
+        "Bad Request - Multiple To",
+    ),
+];
+
+/// Validates a request. `Ok` means it may be routed.
+pub fn validate_request(msg: &Message, caps: &Capabilities) -> Result<(), Rejection> {
+    if let Some(defect) = msg.defect() {
+        return Err(Rejection::new(400, defect.reason()));
+    }
+    let StartLine::Request {
+        method, version, ..
+    } = msg.start_line()
+    else {
+        return Err(Rejection::new(400, "Bad Request - Not A Request"));
+    };
+    if !msg.text(*version).eq_ignore_ascii_case("SIP/2.0") {
+        return Err(Rejection::new(505, "Version Not Supported"));
+    }
+    check_common(msg).map_err(|reason| Rejection::new(400, reason))?;
+    let cseq = msg
+        .cseq()
+        .map_err(|_| Rejection::new(400, "Bad Request - Invalid CSeq"))?;
+    if &cseq.method != method {
+        return Err(Rejection::new(400, "Bad Request - CSeq Method Mismatch"));
+    }
+    match msg.header_count(&HeaderName::MaxForwards) {
+        0 => {}
+        1 => {
+            msg.max_forwards()
+                .transpose()
+                .map_err(|_| Rejection::new(400, "Bad Request - Invalid Max-Forwards"))?;
+        }
+        _ => return Err(Rejection::new(400, "Bad Request - Multiple Max-Forwards")),
+    }
+    if let Some(Err(_)) = msg.expires() {
+        return Err(Rejection::new(400, "Bad Request - Invalid Expires"));
+    }
+    for contact in msg.header_list(&HeaderName::Contact) {
+        if contact == "*" {
+            continue;
+        }
+        let addr = NameAddr::parse(contact)
+            .map_err(|_| Rejection::new(400, "Bad Request - Malformed Contact"))?;
+        if let Some(expires) = addr.param("expires") {
+            if expires.and_then(syntax::parse_u32).is_none() {
+                return Err(Rejection::new(400, "Bad Request - Invalid Contact expires"));
+            }
+        }
+    }
+    for route in msg.header_list(&HeaderName::Route) {
+        NameAddr::parse(route).map_err(|_| Rejection::new(400, "Bad Request - Malformed Route"))?;
+    }
+    if let Some(date) = msg.header(&HeaderName::Date) {
+        if !date.trim_end().ends_with("GMT") {
+            return Err(Rejection::new(400, "Bad Request - Invalid Date"));
+        }
+    }
+    let uri = msg.request_uri().unwrap_or("");
+    match SipUri::parse(uri) {
+        Ok(parsed) if parsed.headers.is_some() => {
+            return Err(Rejection::new(400, "Bad Request - Headers In Request-URI"));
+        }
+        Ok(_) => {}
+        Err(UriError::UnsupportedScheme) => {
+            return Err(Rejection::new(416, "Unsupported URI Scheme"));
+        }
+        Err(_) => return Err(Rejection::new(400, "Bad Request - Malformed Request-URI")),
+    }
+    let unsupported: Vec<&str> = msg
+        .header_list(&HeaderName::ProxyRequire)
+        .filter(|tag| !tag.is_empty())
+        .filter(|tag| {
+            !caps
+                .proxy_options
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(tag))
+        })
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(Rejection {
+            status: 420,
+            reason: "Bad Extension",
+            unsupported: Some(unsupported.join(", ")),
+        });
+    }
+    Ok(())
+}
+
+/// Validates a response; `Err` carries why it is dropped.
+pub fn validate_response(msg: &Message) -> Result<(), &'static str> {
+    if msg.defect().is_some() {
+        return Err("malformed response");
+    }
+    check_common(msg)?;
+    msg.cseq().map_err(|_| "invalid CSeq")?;
+    Ok(())
+}
+
+fn check_common(msg: &Message) -> Result<(), &'static str> {
+    for (name, missing, multiple) in &SINGLE {
+        match msg.header_count(name) {
+            0 => return Err(missing),
+            1 => {}
+            _ => return Err(multiple),
+        }
+    }
+    if msg.header_count(&HeaderName::Via) == 0 {
+        return Err("Bad Request - Missing Via");
+    }
+    for via in msg.header_list(&HeaderName::Via) {
+        Via::parse(via).map_err(|_| "Bad Request - Malformed Via")?;
+    }
+    msg.from_header()
+        .map_err(|_| "Bad Request - Malformed From")?;
+    msg.to_header().map_err(|_| "Bad Request - Malformed To")?;
+    if msg.call_id().is_none_or(str::is_empty) {
+        return Err("Bad Request - Empty Call-ID");
+    }
+    Ok(())
+}

@@ -1,2 +1,8 @@
 //! The Huddle server: transports, the drivers around the sans-IO SIP cores, the registrar and
 //! location service, the stateful proxy, the state store, configuration and the CLI.
+
+pub mod config;
+pub mod registrar;
+pub mod store;
+pub mod transport;
+pub mod users;

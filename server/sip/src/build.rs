@@ -182,7 +182,7 @@ pub struct Forward<'a> {
     request_uri: Option<&'a str>,
     top: Vec<u8>,
     max_forwards: Option<u8>,
-    drop_top_route: bool,
+    drop_routes: usize,
     drop_top_via: bool,
     drop_headers: Vec<HeaderName>,
     append: Vec<u8>,
@@ -196,7 +196,7 @@ impl<'a> Forward<'a> {
             request_uri: None,
             top: Vec::new(),
             max_forwards: None,
-            drop_top_route: false,
+            drop_routes: 0,
             drop_top_via: false,
             drop_headers: Vec::new(),
             append: Vec::new(),
@@ -228,8 +228,13 @@ impl<'a> Forward<'a> {
     }
 
     /// Removes the first Route element (it named this proxy).
-    pub fn drop_top_route(mut self) -> Self {
-        self.drop_top_route = true;
+    pub fn drop_top_route(self) -> Self {
+        self.drop_routes(1)
+    }
+
+    /// Removes the first `n` Route elements (they named this proxy).
+    pub fn drop_routes(mut self, n: usize) -> Self {
+        self.drop_routes = n;
         self
     }
 
@@ -268,27 +273,29 @@ impl<'a> Forward<'a> {
             _ => out.extend_from_slice(&raw[..msg.start_line_end()]),
         }
         out.extend_from_slice(&self.top);
-        let mut route_done = !self.drop_top_route;
+        let mut routes_to_drop = self.drop_routes;
         let mut via_done = !self.drop_top_via;
         let mut saw_max_forwards = false;
         for h in msg.headers() {
             if self.drop_headers.iter().any(|d| d.matches(&h.name)) {
                 continue;
             }
-            let drop_first = match h.name {
-                HeaderName::Route if !route_done => {
-                    route_done = true;
-                    true
+            let skip = match h.name {
+                HeaderName::Route if routes_to_drop > 0 => {
+                    let n = routes_to_drop;
+                    routes_to_drop = routes_to_drop
+                        .saturating_sub(syntax::split_list(msg.text(h.value)).count());
+                    n
                 }
                 HeaderName::Via if !via_done => {
                     via_done = true;
-                    true
+                    1
                 }
-                _ => false,
+                _ => 0,
             };
-            if drop_first {
+            if skip > 0 {
                 let value = msg.text(h.value);
-                let rest: Vec<&str> = syntax::split_list(value).skip(1).collect();
+                let rest: Vec<&str> = syntax::split_list(value).skip(skip).collect();
                 if !rest.is_empty() {
                     push_header(&mut out, h.name.as_str(), &rest.join(", "));
                 }

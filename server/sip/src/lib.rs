@@ -8,10 +8,12 @@
 #![forbid(unsafe_code)]
 pub mod framing;
 
+pub mod auth;
 pub mod build;
 pub mod headers;
 pub mod message;
 pub mod syntax;
+pub mod transaction;
 pub mod uri;
 pub mod validate;
 

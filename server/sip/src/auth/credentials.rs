@@ -477,7 +477,8 @@ mod tests {
 
     #[test]
     fn tolerates_lws_folding_order_case_and_unknown_params() {
-        let v = "  dIgEsT\r\n  NC = 0000000a ,\tQop=\"auth\" , Response=\"ff\",\r\n uri=\"sip:x\" ,,\
+        let v =
+            "  dIgEsT\r\n  NC = 0000000a ,\tQop=\"auth\" , Response=\"ff\",\r\n uri=\"sip:x\" ,,\
                  userhash=false, realm=\"r\",nonce=\"n\" , username = \"bob\" ,cnonce=c0, \
                  x-vendor=\"a,b=c\", ";
         let c = Credentials::parse(v).unwrap();
@@ -505,8 +506,14 @@ mod tests {
         let err = Credentials::parse("NoOneKnowsThisScheme opaque-data=here").unwrap_err();
         assert_eq!(err, AuthError::NotDigest);
         assert!(err.should_challenge());
-        assert_eq!(Credentials::parse("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="), Err(AuthError::NotDigest));
-        assert_eq!(Credentials::parse("Digestive x=y"), Err(AuthError::NotDigest));
+        assert_eq!(
+            Credentials::parse("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+            Err(AuthError::NotDigest)
+        );
+        assert_eq!(
+            Credentials::parse("Digestive x=y"),
+            Err(AuthError::NotDigest)
+        );
     }
 
     #[test]
@@ -527,22 +534,67 @@ mod tests {
             (" \r\n ".into(), Empty),
             ("\"Digest\" a=b".into(), BadParamSyntax),
             ("Digest,username=\"a\"".into(), BadParamSyntax),
-            (format!("Digest {base},username=\"b\""), DuplicateParam(Param::Username)),
-            (format!("Digest {base},NC=1,nc=2,qop=auth,cnonce=c"), DuplicateParam(Param::Nc)),
-            (format!("Digest {base},algorithm=MD5,Algorithm=MD5"), DuplicateParam(Param::Algorithm)),
-            (format!("Digest {base},qop=auth,qop=auth"), DuplicateParam(Param::Qop)),
-            ("Digest realm=\"r\",nonce=\"n\",uri=\"u\",response=\"x\"".into(), MissingParam(Param::Username)),
-            ("Digest username=\"a\",realm=\"r\",nonce=\"n\",uri=\"u\"".into(), MissingParam(Param::Response)),
+            (
+                format!("Digest {base},username=\"b\""),
+                DuplicateParam(Param::Username),
+            ),
+            (
+                format!("Digest {base},NC=1,nc=2,qop=auth,cnonce=c"),
+                DuplicateParam(Param::Nc),
+            ),
+            (
+                format!("Digest {base},algorithm=MD5,Algorithm=MD5"),
+                DuplicateParam(Param::Algorithm),
+            ),
+            (
+                format!("Digest {base},qop=auth,qop=auth"),
+                DuplicateParam(Param::Qop),
+            ),
+            (
+                "Digest realm=\"r\",nonce=\"n\",uri=\"u\",response=\"x\"".into(),
+                MissingParam(Param::Username),
+            ),
+            (
+                "Digest username=\"a\",realm=\"r\",nonce=\"n\",uri=\"u\"".into(),
+                MissingParam(Param::Response),
+            ),
             ("Digest".into(), MissingParam(Param::Username)),
-            (format!("Digest {base},qop=auth,nc=1"), MissingParam(Param::Cnonce)),
-            (format!("Digest {base},qop=auth,cnonce=c"), MissingParam(Param::Nc)),
-            (format!("Digest {base},qop=auth,cnonce=c,nc=123456789"), InvalidNonceCount),
-            (format!("Digest {base},qop=auth,cnonce=c,nc=+1"), InvalidNonceCount),
-            (format!("Digest {base},qop=auth,cnonce=c,nc=\"1\\1\""), InvalidNonceCount),
-            (format!("Digest {base},qop=auth-conf,cnonce=c,nc=1"), UnsupportedQop),
-            (format!("Digest {base},qop=\"auth,auth-int\",cnonce=c,nc=1"), UnsupportedQop),
-            (format!("Digest {base},algorithm=MD5-sess"), UnsupportedAlgorithm),
-            (format!("Digest {base},algorithm=\"SHA-256-sess\""), UnsupportedAlgorithm),
+            (
+                format!("Digest {base},qop=auth,nc=1"),
+                MissingParam(Param::Cnonce),
+            ),
+            (
+                format!("Digest {base},qop=auth,cnonce=c"),
+                MissingParam(Param::Nc),
+            ),
+            (
+                format!("Digest {base},qop=auth,cnonce=c,nc=123456789"),
+                InvalidNonceCount,
+            ),
+            (
+                format!("Digest {base},qop=auth,cnonce=c,nc=+1"),
+                InvalidNonceCount,
+            ),
+            (
+                format!("Digest {base},qop=auth,cnonce=c,nc=\"1\\1\""),
+                InvalidNonceCount,
+            ),
+            (
+                format!("Digest {base},qop=auth-conf,cnonce=c,nc=1"),
+                UnsupportedQop,
+            ),
+            (
+                format!("Digest {base},qop=\"auth,auth-int\",cnonce=c,nc=1"),
+                UnsupportedQop,
+            ),
+            (
+                format!("Digest {base},algorithm=MD5-sess"),
+                UnsupportedAlgorithm,
+            ),
+            (
+                format!("Digest {base},algorithm=\"SHA-256-sess\""),
+                UnsupportedAlgorithm,
+            ),
             (format!("Digest {base},algorithm=ROT13"), UnknownAlgorithm),
             (format!("Digest {base},opaque=\"r"), UnterminatedQuote),
             (format!("Digest {base},opaque=\"r\\"), UnterminatedQuote),
@@ -557,7 +609,10 @@ mod tests {
             assert_eq!(Credentials::parse(value).as_ref(), Err(want), "{value:?}");
             assert_eq!(
                 want.should_challenge(),
-                matches!(want, NotDigest | UnsupportedQop | UnsupportedAlgorithm | UnknownAlgorithm)
+                matches!(
+                    want,
+                    NotDigest | UnsupportedQop | UnsupportedAlgorithm | UnknownAlgorithm
+                )
             );
         }
     }

@@ -1,0 +1,91 @@
+# shellcheck shell=bash
+# Helpers shared by bench/run.sh, bench/kamailio/run.sh and tests/sipp/run.sh (sourced, not run).
+
+# die MESSAGE...: print to stderr and exit 1.
+die() {
+	printf '%s: error: %s\n' "${0##*/}" "$*" >&2
+	exit 1
+}
+
+# note MESSAGE...: progress line on stderr (stdout stays for results).
+note() {
+	printf '%s: %s\n' "${0##*/}" "$*" >&2
+}
+
+# _sip_probe_conn HOST PORT TAG: one OPTIONS over a fresh TCP connection; true on a 2xx-6xx reply.
+_sip_probe_conn() {
+	local host=$1 port=$2 tag=$3 status line
+	exec 3<>"/dev/tcp/$host/$port" || return 1
+	printf 'OPTIONS sip:%s:%s SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-probe-%s\r\nFrom: <sip:probe@127.0.0.1>;tag=%s\r\nTo: <sip:%s:%s>\r\nCall-ID: probe-%s@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n' \
+		"$host" "$port" "$tag" "$tag" "$host" "$port" "$tag" >&3
+	IFS= read -r -t 2 status <&3 || return 1
+	# Drain the headers (Content-Length 0) so closing is clean, not a reset the server logs.
+	while IFS= read -r -t 1 line <&3 && [[ -n ${line%$'\r'} ]]; do :; done
+	[[ $status == "SIP/2.0 "[2-6]* ]]
+}
+
+# sip_probe HOST PORT: true when a SIP server answers an OPTIONS over TCP with any final response.
+# Plain bash (/dev/tcp); the connect has no timeout of its own, so it runs under timeout(1).
+sip_probe() {
+	timeout 3 bash -c "$(declare -f _sip_probe_conn)"'; _sip_probe_conn "$@"' sip_probe \
+		"$1" "$2" "$RANDOM$RANDOM" 2>/dev/null
+}
+
+# tcp_listening HOST PORT: true when something accepts TCP connections there.
+tcp_listening() {
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' tcp_listening "$1" "$2" 2>/dev/null
+}
+
+# proc_tree PID: PID and all its descendants, one per line.
+proc_tree() {
+	local pid=$1 child
+	[[ -d /proc/$pid ]] || return 0
+	echo "$pid"
+	for child in $(pgrep -P "$pid" 2>/dev/null || true); do
+		proc_tree "$child"
+	done
+}
+
+# cpu_ticks PID...: sum of utime+stime (clock ticks) of the given processes and their descendants.
+# Fields 14 and 15 of /proc/PID/stat; the command name (field 2) may contain spaces, so cut after ')'.
+cpu_ticks() {
+	local total=0 pid rest stat
+	local -a f
+	for pid in $(for p in "$@"; do proc_tree "$p"; done | sort -u); do
+		stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+		rest=${stat##*) }
+		read -r -a f <<<"$rest"
+		# After ')' field 3 is index 0, so utime (14) is index 11 and stime (15) index 12.
+		total=$((total + f[11] + f[12]))
+	done
+	echo "$total"
+}
+
+# wait_pids_gone SECONDS PID...: true when all PIDs have exited within SECONDS.
+wait_pids_gone() {
+	local limit=$1 deadline pid alive
+	shift
+	deadline=$((SECONDS + limit))
+	while :; do
+		alive=0
+		for pid in "$@"; do
+			if kill -0 "$pid" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null; then
+				alive=1
+			fi
+		done
+		((alive)) || return 0
+		((SECONDS < deadline)) || return 1
+		sleep 0.2
+	done
+}
+
+# free_port START: first port >= START where neither UDP nor TCP is bound on any address.
+free_port() {
+	local port=$1 used
+	used=$(ss -Hlntu 2>/dev/null | awk '{print $5}' | sed 's/.*://' | sort -un)
+	while grep -qx "$port" <<<"$used"; do
+		port=$((port + 1))
+	done
+	echo "$port"
+}

@@ -1,0 +1,392 @@
+//! The embedded engine: one redb file, one table of byte keys to byte values.
+//!
+//! Every write is one redb write transaction committed with `Durability::Immediate`, so it is on
+//! disk when the call returns. redb runs one write transaction at a time; we additionally hold our
+//! own commit lock from the start of the transaction until its watchers are notified, so that
+//! notification order is commit order.
+//!
+//! The file carries a small metadata table with the store's layout version. A fresh (empty) file
+//! gets it on first open; a redb file with tables but without it belongs to someone else and is
+//! refused, as is a layout newer than this build knows.
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use ::redb::{
+    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, StorageError,
+    TableDefinition, WriteTransaction,
+};
+
+use super::error::{EngineError, Result, StoreError};
+use super::watch::{Change, WatchHub, DEFAULT_WATCH_CAPACITY};
+use super::{
+    check_key, check_op, check_value, scan_start, CasConflict, Op, ScanPage, Store, Watch,
+    MAX_SCAN_PAGE,
+};
+
+const KV: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("huddle_kv");
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new("huddle_meta");
+const LAYOUT_KEY: &str = "layout_version";
+/// The layout this build writes: the tables above.
+const LAYOUT_VERSION: u64 = 1;
+
+/// How to open a [`RedbStore`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedbOptions {
+    /// redb's page cache, in bytes. Default 64 MiB.
+    pub cache_size: usize,
+    /// Each watcher's channel capacity, in changes. Default [`DEFAULT_WATCH_CAPACITY`].
+    pub watch_capacity: usize,
+    /// Verify every page checksum when opening (reads the whole file once). Default `true`:
+    /// it turns a file damaged outside redb into [`StoreError::Corrupt`] at open instead of a
+    /// failure, or a panic inside redb, later.
+    pub check_integrity_on_open: bool,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        Self {
+            cache_size: 64 * 1024 * 1024,
+            watch_capacity: DEFAULT_WATCH_CAPACITY,
+            check_integrity_on_open: true,
+        }
+    }
+}
+
+/// A [`Store`] in a redb file. One handle per file: a second open, from this process or another,
+/// fails with [`StoreError::AlreadyOpen`].
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+    commit: Mutex<()>,
+    hub: WatchHub,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .field("hub", &self.hub)
+            .finish_non_exhaustive()
+    }
+}
+
+fn engine(e: impl Into<::redb::Error>) -> EngineError {
+    Box::new(e.into())
+}
+
+fn backend<E: Into<::redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError::Backend {
+        operation,
+        source: engine(e),
+    }
+}
+
+impl RedbStore {
+    /// Opens the store at `path` with default options, creating the file if it does not exist.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, &RedbOptions::default())
+    }
+
+    /// Opens the store at `path`, creating the file if it does not exist.
+    pub fn open_with(path: impl AsRef<Path>, options: &RedbOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut builder = Builder::new();
+        builder
+            .set_cache_size(options.cache_size)
+            .set_check_integrity_on_open(options.check_integrity_on_open);
+        let db = builder.create(&path).map_err(|e| open_error(&path, e))?;
+        init_layout(&db, &path)?;
+        tracing::info!(path = %path.display(), "state store opened");
+        Ok(Self {
+            db,
+            path,
+            commit: Mutex::new(()),
+            hub: WatchHub::new(options.watch_capacity),
+        })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    // Poisoning of the commit lock carries no meaning: it guards no data, and a write
+    // transaction that was in flight when a thread panicked was dropped, which aborts it.
+    fn lock_commit(&self) -> MutexGuard<'_, ()> {
+        self.commit.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn begin_write(&self) -> Result<WriteTransaction> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(backend("begin a write transaction"))?;
+        // Immediate is redb's default; say it, since acknowledged writes depend on it.
+        txn.set_durability(Durability::Immediate)
+            .map_err(backend("set durability"))?;
+        Ok(txn)
+    }
+
+    fn commit(&self, txn: WriteTransaction, changes: &[Change]) -> Result<()> {
+        txn.commit().map_err(backend("commit a write"))?;
+        self.hub.notify(changes);
+        Ok(())
+    }
+}
+
+fn open_error(path: &Path, e: DatabaseError) -> StoreError {
+    let path = path.to_path_buf();
+    match e {
+        DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyOpen { path },
+        DatabaseError::UpgradeRequired(format) => StoreError::UpgradeRequired { path, format },
+        DatabaseError::Storage(StorageError::Corrupted(_)) => StoreError::Corrupt {
+            path,
+            source: engine(e),
+        },
+        // redb reports a file that is not a database as an InvalidData I/O error, and one cut
+        // short inside its header as UnexpectedEof.
+        DatabaseError::Storage(StorageError::Io(ref io))
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            StoreError::Corrupt {
+                path,
+                source: engine(e),
+            }
+        }
+        e => StoreError::Open {
+            path,
+            source: engine(e),
+        },
+    }
+}
+
+// Checks the layout version, writing it (and creating the table) into a fresh file.
+fn init_layout(db: &Database, path: &Path) -> Result<()> {
+    let open = |e: EngineError| StoreError::Open {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let mut txn = db.begin_write().map_err(|e| open(engine(e)))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| open(engine(e)))?;
+    let has_tables = txn
+        .list_tables()
+        .map_err(|e| open(engine(e)))?
+        .next()
+        .is_some();
+    {
+        let mut meta = txn.open_table(META).map_err(|e| open(engine(e)))?;
+        let found = meta
+            .get(LAYOUT_KEY)
+            .map_err(|e| open(engine(e)))?
+            .map(|v| v.value());
+        match found {
+            Some(v) if v > LAYOUT_VERSION => {
+                return Err(StoreError::LayoutVersion {
+                    path: path.to_path_buf(),
+                    found: v,
+                    supported: LAYOUT_VERSION,
+                })
+            }
+            Some(_) => {}
+            None if has_tables => {
+                return Err(StoreError::Foreign {
+                    path: path.to_path_buf(),
+                })
+            }
+            None => {
+                meta.insert(LAYOUT_KEY, LAYOUT_VERSION)
+                    .map_err(|e| open(engine(e)))?;
+            }
+        }
+    }
+    txn.open_table(KV).map_err(|e| open(engine(e)))?;
+    txn.commit().map_err(|e| open(engine(e)))
+}
+
+impl Store for RedbStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(backend("begin a read transaction"))?;
+        let table = txn.open_table(KV).map_err(backend("open the table"))?;
+        let value = table.get(key).map_err(backend("read a key"))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_key(key)?;
+        check_value(value)?;
+        let _commit = self.lock_commit();
+        let txn = self.begin_write()?;
+        {
+            let mut table = txn.open_table(KV).map_err(backend("open the table"))?;
+            table.insert(key, value).map_err(backend("write a key"))?;
+        }
+        self.commit(
+            txn,
+            &[Change {
+                key: key.to_vec(),
+                value: Some(value.to_vec()),
+            }],
+        )
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        let _commit = self.lock_commit();
+        let txn = self.begin_write()?;
+        let existed = {
+            let mut table = txn.open_table(KV).map_err(backend("open the table"))?;
+            let removed = table.remove(key).map_err(backend("delete a key"))?;
+            removed.is_some()
+        };
+        if !existed {
+            // Nothing changed: no commit, no fsync, no event.
+            txn.abort().map_err(backend("abort a write"))?;
+            return Ok(false);
+        }
+        self.commit(
+            txn,
+            &[Change {
+                key: key.to_vec(),
+                value: None,
+            }],
+        )?;
+        Ok(true)
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Result<(), CasConflict>> {
+        check_key(key)?;
+        if let Some(v) = new {
+            check_value(v)?;
+        }
+        let _commit = self.lock_commit();
+        let txn = self.begin_write()?;
+        let change = {
+            let mut table = txn.open_table(KV).map_err(backend("open the table"))?;
+            let current = table
+                .get(key)
+                .map_err(backend("read a key"))?
+                .map(|v| v.value().to_vec());
+            if current.as_deref() != expected {
+                drop(table);
+                txn.abort().map_err(backend("abort a write"))?;
+                return Ok(Err(CasConflict { current }));
+            }
+            match new {
+                Some(v) => {
+                    table.insert(key, v).map_err(backend("write a key"))?;
+                    Some(Change {
+                        key: key.to_vec(),
+                        value: Some(v.to_vec()),
+                    })
+                }
+                // Expected and found a value: delete it. Expected and found absence: no-op.
+                None if current.is_some() => {
+                    table.remove(key).map_err(backend("delete a key"))?;
+                    Some(Change {
+                        key: key.to_vec(),
+                        value: None,
+                    })
+                }
+                None => None,
+            }
+        };
+        match change {
+            Some(change) => self.commit(txn, &[change])?,
+            None => txn.abort().map_err(backend("abort a write"))?,
+        }
+        Ok(Ok(()))
+    }
+
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ScanPage> {
+        let limit = limit.min(MAX_SCAN_PAGE);
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(backend("begin a read transaction"))?;
+        let table = txn.open_table(KV).map_err(backend("open the table"))?;
+        let range = table
+            .range::<&[u8]>((scan_start(prefix, start_after), Bound::Unbounded))
+            .map_err(backend("scan a prefix"))?;
+        let mut entries = Vec::new();
+        let mut more = false;
+        for item in range {
+            let (k, v) = item.map_err(backend("scan a prefix"))?;
+            let k = k.value();
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if entries.len() == limit {
+                more = true;
+                break;
+            }
+            entries.push((k.to_vec(), v.value().to_vec()));
+        }
+        Ok(ScanPage { entries, more })
+    }
+
+    fn apply_batch(&self, ops: Vec<Op>) -> Result<()> {
+        ops.iter().try_for_each(check_op)?;
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let _commit = self.lock_commit();
+        // An error below drops `txn` uncommitted, which aborts it: the batch is all or nothing.
+        let txn = self.begin_write()?;
+        let mut changes = Vec::with_capacity(ops.len());
+        {
+            let mut table = txn.open_table(KV).map_err(backend("open the table"))?;
+            for op in ops {
+                match op {
+                    Op::Put { key, value } => {
+                        table
+                            .insert(key.as_slice(), value.as_slice())
+                            .map_err(backend("write a key"))?;
+                        changes.push(Change {
+                            key,
+                            value: Some(value),
+                        });
+                    }
+                    Op::Delete { key } => {
+                        let removed = table
+                            .remove(key.as_slice())
+                            .map_err(backend("delete a key"))?
+                            .is_some();
+                        if removed {
+                            changes.push(Change { key, value: None });
+                        }
+                    }
+                }
+            }
+        }
+        self.commit(txn, &changes)
+    }
+
+    fn watch_prefix(&self, prefix: &[u8]) -> Result<Watch> {
+        // Registered under the commit lock, so the watch starts exactly between two commits.
+        let _commit = self.lock_commit();
+        Ok(self.hub.subscribe(prefix))
+    }
+
+    fn watch_count(&self) -> usize {
+        self.hub.len()
+    }
+}

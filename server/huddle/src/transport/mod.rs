@@ -1,0 +1,452 @@
+//! SIP transports: UDP, TCP, TLS, WS and WSS listeners and connections (RFC 3261 §18,
+//! RFC 7118), as a thin layer between sockets and the SIP core.
+//!
+//! # Shape
+//!
+//! [`Transports::bind`] opens every [`ListenSpec`] and returns three things:
+//! - [`Transports`], which owns the tasks: [`local_addrs`](Transports::local_addrs) (tests bind to
+//!   port 0), [`local_addr_for`](Transports::local_addr_for) (what the core writes in its Via
+//!   sent-by and Record-Route) and [`shutdown`](Transports::shutdown);
+//! - a [`TransportHandle`], cheap to clone, with a non-blocking [`send`](TransportHandle::send)
+//!   and [`close`](TransportHandle::close);
+//! - the receiving end of a bounded channel of [`TransportEvent`]s: each whole SIP message read
+//!   from the network ([`Inbound`]), and [`TransportEvent::FlowClosed`] once per ended connection.
+//!
+//! Tasks follow mini-redis (`server.rs`, `shutdown.rs`): one accept loop per listener, one task per
+//! connection (and one per UDP socket), a semaphore bounding connections, a `watch` channel
+//! announcing shutdown, and a completion channel whose closing tells [`Transports::shutdown`]
+//! that every task has ended.
+//!
+//! # Flows
+//!
+//! Every stream connection (inbound or outbound, TCP, TLS, WS or WSS) is a flow with a
+//! process-unique [`FlowId`] that is never reused. Messages read from it carry that id; the
+//! core sends back over the same connection with [`Destination::Flow`] (a browser's Contact is
+//! unreachable, its connection is all there is). When the connection ends, for whatever reason,
+//! the flow leaves the table first (later sends fail with [`SendError::UnknownFlow`]) and then
+//! exactly one [`TransportEvent::FlowClosed`] is sent, so the registrar can drop its bindings.
+//! UDP has no flows: datagrams carry `flow: None` and replies go to [`Destination::Address`].
+//!
+//! # Back-pressure and bounds
+//!
+//! - Reading waits while the event channel is full, so a slow core slows its peers down rather
+//!   than growing memory; UDP datagrams then queue in (and overflow from) the kernel.
+//! - Each flow has a bounded write queue; [`TransportHandle::send`] never waits: a full queue
+//!   is [`SendError::QueueFull`].
+//! - Every wait on the network is bounded: handshakes (TLS, WebSocket, outbound connect) by
+//!   `handshake_timeout`, writes by `write_timeout`, silent TCP/TLS connections by
+//!   `tcp_idle_timeout`, WebSocket peers by server pings (`ws_ping_interval` and
+//!   `ws_pong_timeout`: SIPml5 sends no keep-alives of its own).
+//! - Stream messages are framed by [`huddle_sip::framing`]; a framing error (including a message
+//!   over `max_message_size`) closes the connection. No `513 Message Too Large` is sent: a
+//!   response needs the request's Via, From, To, Call-ID and CSeq, and producing them means
+//!   parsing a message we just refused to buffer. Oversized UDP datagrams are dropped.
+//!
+//! # The event receiver
+//!
+//! The core must keep draining the receiver (or drop it) until it yields `None`, which happens
+//! after shutdown once every task has ended: connection tasks wait for room in the channel,
+//! including to deliver `FlowClosed`.
+
+mod config;
+mod listener;
+mod shared;
+mod spec;
+mod stream;
+mod tls;
+mod udp;
+mod ws;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+pub use config::{ConfigError, TransportConfig};
+pub use spec::{ListenSpec, ParseListenSpecError};
+pub use tls::{
+    client_config_with_roots, generate_self_signed, load_tls_config, TlsContext, TlsError,
+};
+
+use shared::Shared;
+
+/// A SIP transport, as named in a Via header (RFC 3261 §18, RFC 7118 §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// SIP over UDP.
+    Udp,
+    /// SIP over TCP.
+    Tcp,
+    /// SIP over TLS over TCP.
+    Tls,
+    /// SIP over WebSocket (RFC 7118).
+    Ws,
+    /// SIP over secure WebSocket (RFC 7118).
+    Wss,
+}
+
+impl Transport {
+    /// Every transport.
+    pub const ALL: [Transport; 5] = [Self::Udp, Self::Tcp, Self::Tls, Self::Ws, Self::Wss];
+
+    /// The Via transport token: `UDP`, `TCP`, `TLS`, `WS` or `WSS`.
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+            Self::Tls => "TLS",
+            Self::Ws => "WS",
+            Self::Wss => "WSS",
+        }
+    }
+
+    /// The lower-case name used in config strings and `transport=` URI parameters.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
+        }
+    }
+
+    /// Parses a Via token or `transport=` value, case-insensitively.
+    pub fn from_token(token: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.via_token().eq_ignore_ascii_case(token))
+    }
+
+    /// Everything but UDP: no retransmissions needed (RFC 3261 §17.1.1.2).
+    pub fn is_reliable(self) -> bool {
+        !matches!(self, Self::Udp)
+    }
+
+    /// TLS and WSS.
+    pub fn is_secure(self) -> bool {
+        matches!(self, Self::Tls | Self::Wss)
+    }
+
+    /// WS and WSS.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Self::Ws | Self::Wss)
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.via_token())
+    }
+}
+
+/// One stream connection, unique for the life of the process: ids are never reused, so a stale
+/// id can only miss, never reach another peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId(u64);
+
+static NEXT_FLOW: AtomicU64 = AtomicU64::new(1);
+
+impl FlowId {
+    fn next() -> Self {
+        Self(NEXT_FLOW.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The raw value, e.g. to put in a flow token.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// Rebuilds an id from [`get`](Self::get); an id that was never issued just finds no flow.
+    pub fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+}
+
+impl fmt::Display for FlowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "flow#{}", self.0)
+    }
+}
+
+/// One SIP message as it arrived: a UDP datagram, one framed message from a TCP/TLS stream, or
+/// one WebSocket message. Not parsed.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// The transport it came over.
+    pub transport: Transport,
+    /// The connection, for stream transports; `None` for UDP.
+    pub flow: Option<FlowId>,
+    /// Our address: the connection's local address, or the UDP socket's bound address.
+    pub local: SocketAddr,
+    /// The peer's address (what RFC 3261 §18.2.1 `received`/`rport` report).
+    pub remote: SocketAddr,
+    /// The message bytes.
+    pub data: Bytes,
+    /// When it was read (on tokio's clock, so paused-time tests see consistent values).
+    pub received_at: std::time::Instant,
+}
+
+/// What the transports tell the core.
+#[derive(Debug, Clone)]
+pub enum TransportEvent {
+    /// A whole SIP message arrived.
+    Message(Inbound),
+    /// A connection ended (peer close, error, timeout, [`TransportHandle::close`] or shutdown).
+    /// Sent exactly once per flow, after the flow stopped accepting sends.
+    FlowClosed {
+        /// The flow that ended.
+        flow: FlowId,
+    },
+}
+
+/// Where to send a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// Over exactly this connection, or not at all.
+    Flow(FlowId),
+    /// To an address. UDP: sent from a listening socket of the same address family. TCP/TLS:
+    /// over an existing connection to that address, else over a new outbound one. WS/WSS: only
+    /// over an existing connection (browsers cannot be dialled).
+    Address {
+        /// The transport to use.
+        transport: Transport,
+        /// The peer address.
+        addr: SocketAddr,
+    },
+}
+
+/// Why [`TransportHandle::send`] or [`TransportHandle::close`] refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No such flow: it never existed or has closed.
+    #[error("{0} does not exist or has closed")]
+    UnknownFlow(FlowId),
+    /// The flow is closing and takes no more messages.
+    #[error("{0} is closing")]
+    FlowClosing(FlowId),
+    /// The flow's write queue is full: the peer is not reading fast enough.
+    #[error("write queue of {0} is full")]
+    QueueFull(FlowId),
+    /// The UDP socket's send buffer is full.
+    #[error("UDP send buffer full")]
+    WouldBlock,
+    /// No listener of this transport (and address family) to send from.
+    #[error("no {0} socket to send from for this address family")]
+    NoSocket(Transport),
+    /// WS/WSS peers cannot be dialled and there is no open connection to this address.
+    #[error("no {transport} connection to {addr}")]
+    NoConnection {
+        /// The requested transport.
+        transport: Transport,
+        /// The requested address.
+        addr: SocketAddr,
+    },
+    /// Outbound TLS needs [`TlsContext::client`].
+    #[error("outbound TLS is not configured")]
+    TlsClientNotConfigured,
+    /// The connection limit is reached, no new outbound connection.
+    #[error("connection limit reached")]
+    TooManyConnections,
+    /// The transports are shut down.
+    #[error("transports are shut down")]
+    ShutDown,
+    /// The operating system refused the UDP send.
+    #[error("UDP send failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why [`Transports::bind`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A socket could not be bound.
+    #[error("cannot listen on {spec}: {source}")]
+    Bind {
+        /// The listener that failed.
+        spec: ListenSpec,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A TLS or WSS listener without a server certificate (neither in [`TlsContext::server`]
+    /// nor as `tls_cert`/`tls_key` in the config).
+    #[error("{0} needs a TLS certificate and key (tls_cert, tls_key)")]
+    TlsNotConfigured(ListenSpec),
+    /// The certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// What a flow is connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowInfo {
+    /// The flow's transport.
+    pub transport: Transport,
+    /// The peer address.
+    pub remote: SocketAddr,
+    /// True if we opened the connection.
+    pub outbound: bool,
+}
+
+/// Owns the transport tasks. Dropping it starts shutdown (like [`shutdown`](Self::shutdown)
+/// without waiting for the tasks).
+#[derive(Debug)]
+pub struct Transports {
+    shared: Arc<Shared>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Transports {
+    /// Binds every listener, then starts their tasks. Binding happens before anything runs, so
+    /// an error leaves nothing behind.
+    pub async fn bind(
+        specs: &[ListenSpec],
+        config: TransportConfig,
+        tls: TlsContext,
+    ) -> Result<(Transports, TransportHandle, mpsc::Receiver<TransportEvent>), TransportError> {
+        config.validate()?;
+        let mut tls = tls;
+        if tls.server.is_none() {
+            if let Some(spec) = specs.iter().find(|s| s.transport.is_secure()) {
+                match (&config.tls_cert, &config.tls_key) {
+                    (Some(cert), Some(key)) => tls.server = Some(load_tls_config(cert, key)?),
+                    _ => return Err(TransportError::TlsNotConfigured(*spec)),
+                }
+            }
+        }
+
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        let mut bound = Vec::new();
+        for spec in specs {
+            let bind_err = |source| TransportError::Bind {
+                spec: *spec,
+                source,
+            };
+            let local = if spec.transport == Transport::Udp {
+                let socket = UdpSocket::bind(spec.addr).await.map_err(bind_err)?;
+                let local = socket.local_addr().map_err(bind_err)?;
+                udp.push(Arc::new(socket));
+                local
+            } else {
+                let listener = TcpListener::bind(spec.addr).await.map_err(bind_err)?;
+                let local = listener.local_addr().map_err(bind_err)?;
+                tcp.push((spec.transport, listener, local));
+                local
+            };
+            bound.push(ListenSpec {
+                transport: spec.transport,
+                addr: local,
+            });
+        }
+
+        let (events_tx, events_rx) = mpsc::channel(config.event_queue_len);
+        let (done_tx, done_rx) = mpsc::channel(1);
+        let shared = Shared::new(config, tls, bound, udp.clone(), events_tx, done_tx);
+        for socket in udp {
+            if let Some(ctx) = shared.task_ctx() {
+                tokio::spawn(udp::run(socket, ctx));
+            }
+        }
+        for (transport, listener, local) in tcp {
+            if let Some(ctx) = shared.task_ctx() {
+                tokio::spawn(listener::run(listener, transport, local, ctx));
+            }
+        }
+        let handle = TransportHandle {
+            shared: Arc::clone(&shared),
+        };
+        Ok((
+            Transports {
+                shared,
+                done: done_rx,
+            },
+            handle,
+            events_rx,
+        ))
+    }
+
+    /// Every listener with its actual bound address (port 0 resolved).
+    pub fn local_addrs(&self) -> &[ListenSpec] {
+        &self.shared.bound
+    }
+
+    /// The first listener's address for `transport`, for Via sent-by and Record-Route. An
+    /// unspecified address (`0.0.0.0`) is returned as is; the core substitutes its public name.
+    pub fn local_addr_for(&self, transport: Transport) -> Option<SocketAddr> {
+        self.shared.local_addr_for(transport)
+    }
+
+    /// Another handle for sending.
+    pub fn handle(&self) -> TransportHandle {
+        TransportHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Stops accepting, closes every connection and waits until every task has ended. Each
+    /// open flow still produces its `FlowClosed`, so keep draining the event receiver meanwhile.
+    pub async fn shutdown(mut self) {
+        self.shared.begin_shutdown();
+        // Nobody sends on this channel: `None` means every task dropped its sender.
+        while self.done.recv().await.is_some() {}
+    }
+}
+
+impl Drop for Transports {
+    fn drop(&mut self) {
+        self.shared.begin_shutdown();
+    }
+}
+
+/// Sends SIP messages and closes flows. Cheap to clone; every method returns at once.
+#[derive(Debug, Clone)]
+pub struct TransportHandle {
+    shared: Arc<Shared>,
+}
+
+impl TransportHandle {
+    /// Queues `data` for `dest` without waiting. Returns the flow it went to (`None` for UDP),
+    /// which for a new outbound TCP/TLS connection is a flow that is still connecting: if the
+    /// connection fails, its `FlowClosed` follows. Errors mean nothing was queued.
+    pub fn send(&self, dest: Destination, data: Bytes) -> Result<Option<FlowId>, SendError> {
+        match dest {
+            Destination::Flow(flow) => self.shared.enqueue(flow, data).map(Some),
+            Destination::Address {
+                transport: Transport::Udp,
+                addr,
+            } => udp::send(&self.shared, addr, &data).map(|()| None),
+            Destination::Address { transport, addr } => {
+                stream::send_to_address(&self.shared, transport, addr, data).map(Some)
+            }
+        }
+    }
+
+    /// Closes a flow. Messages already queued may not go out. Its `FlowClosed` follows.
+    pub fn close(&self, flow: FlowId) -> Result<(), SendError> {
+        self.shared.close(flow)
+    }
+
+    /// What a live flow is connected to.
+    pub fn flow_info(&self, flow: FlowId) -> Option<FlowInfo> {
+        self.shared.flow_info(flow)
+    }
+
+    /// Every listener with its actual bound address.
+    pub fn local_addrs(&self) -> &[ListenSpec] {
+        &self.shared.bound
+    }
+
+    /// The first listener's address for `transport`.
+    pub fn local_addr_for(&self, transport: Transport) -> Option<SocketAddr> {
+        self.shared.local_addr_for(transport)
+    }
+}

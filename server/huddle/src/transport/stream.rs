@@ -1,0 +1,268 @@
+//! SIP over TCP and TLS: the per-connection driver (RFC 3261 §18.3 framing, RFC 5626 keep-alive
+//! pongs, idle timeout, bounded writes) and outbound connections.
+//!
+//! One task per connection `select!`s over shutdown, a local close request, the idle deadline,
+//! the socket and the flow's write queue. Reading and writing share the task: a write is bounded
+//! by `write_timeout`, after which the peer is considered gone.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use huddle_sip::framing::{Frame, FramingError, StreamDecoder};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_rustls::TlsConnector;
+use tracing::debug;
+
+use super::shared::{ConnSlot, FlowIo, Shared, TaskCtx};
+use super::{FlowId, Inbound, SendError, Transport, TransportEvent};
+
+/// Room made in the receive buffer before each read: one read adds at most about this much
+/// past what the decoder has already checked against the size limit.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Bound on the polite part of closing (TLS close_notify, WebSocket close frame).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a connection ended; logged, not surfaced (the core only sees `FlowClosed`).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CloseReason {
+    #[error("peer closed the connection")]
+    PeerClosed,
+    #[error("shutting down")]
+    Shutdown,
+    #[error("closed by the core")]
+    ClosedLocally,
+    #[error("idle timeout")]
+    IdleTimeout,
+    #[error("no pong within the timeout")]
+    PongTimeout,
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    #[error("write timed out")]
+    WriteTimeout,
+    #[error("event receiver dropped")]
+    CoreGone,
+    #[error("framing error: {0}")]
+    Framing(#[from] FramingError),
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("WebSocket error: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+}
+
+impl CloseReason {
+    /// After `TaskCtx::deliver` failed: shutdown or a vanished core.
+    pub(crate) fn undelivered(ctx: &TaskCtx) -> Self {
+        if ctx.shared.is_shut_down() {
+            Self::Shutdown
+        } else {
+            Self::CoreGone
+        }
+    }
+}
+
+/// Runs `fut` (a connect or handshake) within `handshake_timeout`, giving up at shutdown.
+pub(crate) async fn bounded<T, E>(
+    ctx: &mut TaskCtx,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, CloseReason>
+where
+    E: Into<CloseReason>,
+{
+    let limit = ctx.shared.config.handshake_timeout;
+    tokio::select! {
+        r = timeout(limit, fut) => match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(CloseReason::HandshakeTimeout),
+        },
+        () = TaskCtx::shutdown_signal(&mut ctx.shutdown) => Err(CloseReason::Shutdown),
+    }
+}
+
+/// Drives one registered TCP or TLS flow until it ends, and says why. The caller reports the
+/// end (`TaskCtx::finish_flow`).
+pub(crate) async fn serve<S>(
+    mut io: S,
+    local: SocketAddr,
+    flow: FlowIo,
+    ctx: &mut TaskCtx,
+) -> CloseReason
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let idle = ctx.shared.config.tcp_idle_timeout;
+    let write_limit = ctx.shared.config.write_timeout;
+    let mut decoder = StreamDecoder::new(ctx.shared.config.max_message_size);
+    let FlowIo {
+        id,
+        transport,
+        remote,
+        mut queue,
+        close,
+    } = flow;
+    let mut idle_deadline = Instant::now() + idle;
+    let reason = loop {
+        decoder.buffer_mut().reserve(READ_CHUNK);
+        tokio::select! {
+            () = TaskCtx::shutdown_signal(&mut ctx.shutdown) => break CloseReason::Shutdown,
+            () = close.notified() => break CloseReason::ClosedLocally,
+            () = sleep_until(idle_deadline) => break CloseReason::IdleTimeout,
+            read = io.read_buf(decoder.buffer_mut()) => {
+                match read {
+                    Ok(0) => break CloseReason::PeerClosed,
+                    Ok(_) => {}
+                    Err(e) => break e.into(),
+                }
+                idle_deadline = Instant::now() + idle;
+                let source = Source { transport, id, local, remote };
+                if let Err(reason) =
+                    drain_frames(&mut decoder, &mut io, source, write_limit, ctx).await
+                {
+                    break reason;
+                }
+            }
+            Some(data) = queue.recv() => {
+                if let Err(reason) = write(&mut io, &data, write_limit).await {
+                    break reason;
+                }
+                idle_deadline = Instant::now() + idle;
+            }
+        }
+    };
+    if !matches!(reason, CloseReason::Io(_) | CloseReason::WriteTimeout) {
+        // FIN, and close_notify for TLS; the peer may be gone, so bounded.
+        let _ = timeout(CLOSE_TIMEOUT, io.shutdown()).await;
+    }
+    reason
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    transport: Transport,
+    id: FlowId,
+    local: SocketAddr,
+    remote: SocketAddr,
+}
+
+/// Hands every complete message to the core and answers keep-alive pings.
+async fn drain_frames<S>(
+    decoder: &mut StreamDecoder,
+    io: &mut S,
+    source: Source,
+    write_limit: Duration,
+    ctx: &mut TaskCtx,
+) -> Result<(), CloseReason>
+where
+    S: AsyncWrite + Unpin,
+{
+    while let Some(frame) = decoder.next_frame()? {
+        match frame {
+            Frame::Message(data) => {
+                let event = TransportEvent::Message(Inbound {
+                    transport: source.transport,
+                    flow: Some(source.id),
+                    local: source.local,
+                    remote: source.remote,
+                    data,
+                    received_at: Instant::now().into_std(),
+                });
+                if !ctx.deliver(event).await {
+                    return Err(CloseReason::undelivered(ctx));
+                }
+            }
+            // RFC 5626 §4.4.1: a CRLFCRLF ping is answered with one CRLF.
+            Frame::KeepAlive { pong_needed: true } => write(io, b"\r\n", write_limit).await?,
+            Frame::KeepAlive { pong_needed: false } => {}
+        }
+    }
+    Ok(())
+}
+
+async fn write<S>(io: &mut S, data: &[u8], limit: Duration) -> Result<(), CloseReason>
+where
+    S: AsyncWrite + Unpin,
+{
+    let written = timeout(limit, async {
+        io.write_all(data).await?;
+        io.flush().await
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(CloseReason::WriteTimeout),
+    }
+}
+
+/// `Destination::Address` for the stream transports: an open flow to that address if there is
+/// one, else (TCP, TLS) a new outbound connection whose first queued message is `data`.
+pub(crate) fn send_to_address(
+    shared: &Arc<Shared>,
+    transport: Transport,
+    addr: SocketAddr,
+    data: Bytes,
+) -> Result<FlowId, SendError> {
+    if shared.is_shut_down() {
+        return Err(SendError::ShutDown);
+    }
+    if let Some(sent) = shared.enqueue_to_address(transport, addr, &data) {
+        return sent;
+    }
+    let connector = match transport {
+        Transport::Tcp => None,
+        Transport::Tls => Some(TlsConnector::from(
+            shared
+                .tls
+                .client
+                .clone()
+                .ok_or(SendError::TlsClientNotConfigured)?,
+        )),
+        Transport::Udp | Transport::Ws | Transport::Wss => {
+            return Err(SendError::NoConnection { transport, addr })
+        }
+    };
+    let ctx = shared.task_ctx().ok_or(SendError::ShutDown)?;
+    let slot = shared.acquire_slot().ok_or(SendError::TooManyConnections)?;
+    let (id, new_flow) = shared.register_outbound(transport, addr, data)?;
+    if let Some(flow) = new_flow {
+        shared.runtime.spawn(outbound(flow, connector, slot, ctx));
+    }
+    Ok(id)
+}
+
+/// Connects an outbound flow (TCP, then TLS if `connector`), then serves it like any other.
+async fn outbound(flow: FlowIo, connector: Option<TlsConnector>, slot: ConnSlot, mut ctx: TaskCtx) {
+    let id = flow.id;
+    let addr = flow.remote;
+    let connect = async {
+        let tcp = TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr()?;
+        Ok::<_, io::Error>((tcp, local))
+    };
+    let reason = match bounded(&mut ctx, connect).await {
+        Err(reason) => reason,
+        Ok((tcp, local)) => match connector {
+            None => serve(tcp, local, flow, &mut ctx).await,
+            Some(connector) => {
+                // The destination is only an address, so the certificate must name that IP.
+                let name = ServerName::IpAddress(addr.ip().into());
+                match bounded(&mut ctx, connector.connect(name, tcp)).await {
+                    Ok(tls) => serve(tls, local, flow, &mut ctx).await,
+                    Err(reason) => reason,
+                }
+            }
+        },
+    };
+    debug!(flow = %id, %addr, %reason, "outbound connection closed");
+    drop(slot);
+    ctx.finish_flow(id).await;
+}

@@ -2,7 +2,9 @@
 //! location service, the stateful proxy, the state store, configuration and the CLI.
 
 pub mod config;
+pub mod core;
 pub mod registrar;
+pub mod server;
 pub mod store;
 pub mod transport;
 pub mod users;

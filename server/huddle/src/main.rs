@@ -1,1 +1,174 @@
-fn main() {}
+//! The `huddle` command: run the server, manage users, make a local certificate.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use huddle::config::Config;
+use huddle::store::{RedbStore, Store};
+use huddle::users::{load_users, put_user, remove_user, valid_user_name, UserRecord};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "huddle",
+    version,
+    about = "SIP registrar/proxy and WebRTC conferencing server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Run {
+        #[arg(long, default_value = "config/huddle.toml")]
+        config: PathBuf,
+    },
+    /// Manage users (the server must be stopped: the store is opened exclusively).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Write a self-signed certificate and key for local TLS/WSS.
+    Cert {
+        #[arg(long, default_value = "huddle-cert.pem")]
+        cert: PathBuf,
+        #[arg(long, default_value = "huddle-key.pem")]
+        key: PathBuf,
+        /// Host names and addresses the certificate is for.
+        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        hosts: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Add a user or change their password (stores HA1s, never the password).
+    Add {
+        name: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long, default_value = "config/huddle.toml")]
+        config: PathBuf,
+    },
+    /// Remove a user.
+    Remove {
+        name: String,
+        #[arg(long, default_value = "config/huddle.toml")]
+        config: PathBuf,
+    },
+    /// List users.
+    List {
+        #[arg(long, default_value = "config/huddle.toml")]
+        config: PathBuf,
+    },
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(parent) = config.store.path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let store = RedbStore::open(&config.store.path).with_context(|| {
+        format!(
+            "opening the store {} (is a server already using it?)",
+            config.store.path.display()
+        )
+    })?;
+    Ok(Arc::new(store))
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            init_logging(&config);
+            let store = open_store(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            runtime.block_on(async move {
+                let users: Vec<String> = config
+                    .users
+                    .iter()
+                    .map(|u| format!("{}:{}", u.name, u.password))
+                    .collect();
+                let domain = config.sip.domain.clone();
+                let running = huddle::server::start(config, store).await?;
+                for (transport, addr) in &running.addrs {
+                    tracing::info!(%transport, %addr, "listening");
+                }
+                if let Some(url) = running.ws_url() {
+                    println!("Huddle is running. WebSocket URL: {url}  domain: {domain}");
+                }
+                if !users.is_empty() {
+                    println!("Demo users (name:password): {}", users.join(" "));
+                }
+                tokio::signal::ctrl_c()
+                    .await
+                    .context("waiting for Ctrl-C")?;
+                tracing::info!("shutting down");
+                running.shutdown().await;
+                anyhow::Ok(())
+            })
+        }
+        Command::User { action } => match action {
+            UserAction::Add {
+                name,
+                password,
+                config,
+            } => {
+                anyhow::ensure!(
+                    valid_user_name(&name),
+                    "invalid user name {name:?}: use letters, digits and - _ . + ~"
+                );
+                let config = Config::load(&config)?;
+                let store = open_store(&config)?;
+                put_user(
+                    store.as_ref(),
+                    &UserRecord::new(&name, config.realm(), &password),
+                )?;
+                println!("user {name} saved");
+                Ok(())
+            }
+            UserAction::Remove { name, config } => {
+                let config = Config::load(&config)?;
+                let store = open_store(&config)?;
+                anyhow::ensure!(remove_user(store.as_ref(), &name)?, "no user {name}");
+                println!("user {name} removed");
+                Ok(())
+            }
+            UserAction::List { config } => {
+                let config = Config::load(&config)?;
+                let store = open_store(&config)?;
+                let mut names: Vec<String> = load_users(store.as_ref())?.into_keys().collect();
+                names.sort();
+                for name in names {
+                    println!("{name}");
+                }
+                Ok(())
+            }
+        },
+        Command::Cert { cert, key, hosts } => {
+            huddle::transport::generate_self_signed(&hosts, &cert, &key)?;
+            println!("wrote {} and {}", cert.display(), key.display());
+            Ok(())
+        }
+    }
+}

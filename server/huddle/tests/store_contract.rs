@@ -502,7 +502,7 @@ mod contract {
                     last = Some(i);
                     seen += 1;
                     view.insert(c.key, c.value.unwrap());
-                    if seen % 7 == 0 {
+                    if seen % 8 == 7 {
                         // Be slow now and then.
                         std::thread::sleep(Duration::from_millis(1));
                     }

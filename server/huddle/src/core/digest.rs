@@ -1,0 +1,107 @@
+//! Digest authentication of requests: the glue between the sans-IO digest core
+//! (`huddle_sip::auth`), the user records and the clock. One challenge per realm, in the
+//! configured algorithm (SIPml5 answers every challenge header and only computes MD5).
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use huddle_sip::auth::{
+    challenge, verify_response, Algorithm, Credentials, NonceCounts, NonceIssuer, NonceStatus,
+};
+use huddle_sip::message::HeaderName;
+use huddle_sip::Message;
+
+use crate::users::UserRecord;
+
+/// The verdict on a request's credentials.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Authenticated as this user.
+    Accept(String),
+    /// Answer 401/407 with a challenge (`stale=true` when the digest was right but old).
+    Challenge { stale: bool },
+    /// Answer 400: credentials present but unusable.
+    BadRequest(&'static str),
+}
+
+/// Per-server digest state.
+#[derive(Debug)]
+pub struct Digest {
+    realm: String,
+    algorithm: Algorithm,
+    issuer: NonceIssuer,
+    counts: NonceCounts,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // The OS generator failing is not recoverable for a server that must issue nonces.
+    getrandom::fill(&mut b).expect("the operating system's random generator works");
+    b
+}
+
+impl Digest {
+    /// New state with a random nonce secret.
+    pub fn new(realm: &str, algorithm: Algorithm, nonce_lifetime_secs: u64) -> Digest {
+        Digest {
+            realm: realm.to_owned(),
+            algorithm,
+            issuer: NonceIssuer::new(random()).with_lifetime(nonce_lifetime_secs),
+            counts: NonceCounts::new(100_000, nonce_lifetime_secs.max(60) * 2),
+        }
+    }
+
+    /// The `WWW-Authenticate`/`Proxy-Authenticate` value for a fresh challenge.
+    pub fn challenge(&self, stale: bool) -> String {
+        let nonce = self.issuer.issue(unix_now(), &self.realm, random());
+        challenge(&self.realm, &nonce, self.algorithm, stale, None)
+    }
+
+    /// Checks the credentials of `req` in `header` (Authorization for the registrar,
+    /// Proxy-Authorization for the proxy) against `users`.
+    pub fn check(
+        &mut self,
+        req: &Message,
+        header: &HeaderName,
+        users: &HashMap<String, UserRecord>,
+    ) -> Verdict {
+        let now = unix_now();
+        let method = req.method().map(|m| m.as_str()).unwrap_or("");
+        for value in req.header_values(header) {
+            let creds = match Credentials::parse(value) {
+                Ok(c) => c,
+                Err(e) if e.should_challenge() => continue,
+                Err(_) => return Verdict::BadRequest("Bad Request - Malformed Credentials"),
+            };
+            if creds.is_empty() || creds.realm() != self.realm {
+                continue;
+            }
+            let status = self.issuer.check(creds.nonce(), &self.realm, now);
+            if status == NonceStatus::Invalid {
+                return Verdict::Challenge { stale: false };
+            }
+            let Some(user) = users.get(creds.username()) else {
+                return Verdict::Challenge { stale: false };
+            };
+            let body = Some(req.body());
+            if !verify_response(&creds, method, user.ha1(creds.algorithm()), body) {
+                return Verdict::Challenge { stale: false };
+            }
+            if status == NonceStatus::Stale {
+                return Verdict::Challenge { stale: true };
+            }
+            if !self.counts.accept(creds.nonce(), creds.nc(), now) {
+                return Verdict::Challenge { stale: true };
+            }
+            return Verdict::Accept(user.name.clone());
+        }
+        Verdict::Challenge { stale: false }
+    }
+}

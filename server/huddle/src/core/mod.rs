@@ -1,0 +1,502 @@
+//! The SIP core: one task that owns the transaction layer, the registrar, the proxy and the
+//! digest state, fed by the transports. It is the thin driver of STYLE.md: every decision is
+//! made by a sans-IO part (parser, validator, transactions, digest, location); this module
+//! reads events, calls them with the current `Instant`, and sends what they return.
+
+mod digest;
+mod limits;
+mod proxy;
+mod tokens;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use huddle_sip::build::{ResponseBuilder, Source};
+use huddle_sip::message::HeaderName;
+use huddle_sip::transaction::{
+    Event, LayerConfig, ServerKey, TimerConfig, TransactionKey, TransactionLayer,
+};
+use huddle_sip::uri::SipUri;
+use huddle_sip::validate::{validate_request, validate_response, Capabilities};
+use huddle_sip::{Message, Method};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::registrar::{Change, Location, Reach, RegisterOutcome};
+use crate::transport::{Destination, FlowId, Inbound, Transport, TransportEvent, TransportHandle};
+use crate::users::UserRecord;
+
+pub use digest::{Digest, Verdict};
+pub use limits::RateLimiter;
+pub use proxy::ProxyState;
+pub use tokens::FlowTokens;
+
+/// Where a message came from or goes to, as the transaction layer carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub transport: Transport,
+    pub flow: Option<FlowId>,
+    pub remote: SocketAddr,
+}
+
+impl Peer {
+    /// The transport destination.
+    pub fn destination(&self) -> Destination {
+        match self.flow {
+            Some(flow) => Destination::Flow(flow),
+            None => Destination::Address {
+                transport: self.transport,
+                addr: self.remote,
+            },
+        }
+    }
+}
+
+/// Everything the core task owns.
+#[derive(Debug)]
+pub struct Core {
+    pub(crate) config: Arc<Config>,
+    pub(crate) transports: TransportHandle,
+    pub(crate) local: HashMap<Transport, SocketAddr>,
+    pub(crate) identities: HashSet<String>,
+    pub(crate) txn: TransactionLayer<Peer>,
+    pub(crate) location: Location,
+    pub(crate) users: HashMap<String, UserRecord>,
+    pub(crate) digest: Digest,
+    pub(crate) tokens: FlowTokens,
+    pub(crate) proxy: ProxyState,
+    rate: RateLimiter,
+    caps: Capabilities,
+    changes: Vec<Change>,
+    persist: std::sync::mpsc::Sender<Vec<Change>>,
+    tag_seed: u64,
+    counter: u64,
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the operating system's random generator works");
+    u64::from_le_bytes(b)
+}
+
+impl Core {
+    /// Builds the core. `local` maps each transport to the address Huddle listens on for it.
+    pub fn new(
+        config: Arc<Config>,
+        transports: TransportHandle,
+        local: HashMap<Transport, SocketAddr>,
+        users: HashMap<String, UserRecord>,
+        location: Location,
+        persist: std::sync::mpsc::Sender<Vec<Change>>,
+    ) -> Core {
+        let algorithm =
+            huddle_sip::auth::Algorithm::parse(&config.auth.algorithm).unwrap_or_default();
+        let mut identities = HashSet::new();
+        identities.insert(config.sip.domain.to_ascii_lowercase());
+        for alias in &config.sip.aliases {
+            identities.insert(alias.to_ascii_lowercase());
+        }
+        for addr in local.values() {
+            identities.insert(addr.to_string());
+            identities.insert(addr.ip().to_string());
+        }
+        let timers = TimerConfig {
+            t1: Duration::from_millis(config.timers.t1_ms),
+            t2: Duration::from_millis(config.timers.t2_ms),
+            t4: Duration::from_millis(config.timers.t4_ms),
+            ..TimerConfig::default()
+        };
+        let layer = LayerConfig {
+            timers,
+            max_transactions: config.limits.max_transactions,
+            // The core sends its own 100 Trying, with received/rport stamped.
+            send_100_trying: false,
+            ..LayerConfig::default()
+        };
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("the operating system's random generator works");
+        Core {
+            txn: TransactionLayer::new(layer).expect("config checked the timers"),
+            digest: Digest::new(config.realm(), algorithm, config.auth.nonce_lifetime_secs),
+            rate: RateLimiter::new(
+                config.limits.requests_per_second_per_ip,
+                config.limits.request_burst_per_ip,
+                100_000,
+            ),
+            caps: Capabilities::default(),
+            tokens: FlowTokens::new(key),
+            proxy: ProxyState::default(),
+            changes: Vec::new(),
+            tag_seed: random_u64(),
+            counter: 0,
+            config,
+            transports,
+            local,
+            identities,
+            location,
+            users,
+            persist,
+        }
+    }
+
+    /// Runs until `shutdown` flips to true or the transports go away.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<TransportEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let deadline = [self.txn.poll_timeout(), self.location.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                event = events.recv() => {
+                    let Some(event) = event else { break };
+                    let now = Instant::now();
+                    self.on_transport_event(event, now);
+                    // Drain what is already queued before polling timers again.
+                    for _ in 0..64 {
+                        match events.try_recv() {
+                            Ok(event) => self.on_transport_event(event, now),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep => {
+                    let now = Instant::now();
+                    self.txn.handle_timeout(now);
+                    self.location.expire(now, &mut self.changes);
+                }
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { break; }
+                }
+            }
+            self.drain(Instant::now());
+        }
+    }
+
+    /// Feeds one transport event.
+    pub fn on_transport_event(&mut self, event: TransportEvent, now: Instant) {
+        match event {
+            TransportEvent::Message(inbound) => self.on_inbound(inbound, now),
+            TransportEvent::FlowClosed { flow, .. } => {
+                let aors = self.location.remove_flow(flow, &mut self.changes);
+                if !aors.is_empty() {
+                    tracing::debug!(%flow, ?aors, "connection closed, bindings removed");
+                }
+            }
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+        self.drain(now);
+    }
+
+    fn on_inbound(&mut self, inbound: Inbound, now: Instant) {
+        let peer = Peer {
+            transport: inbound.transport,
+            flow: inbound.flow,
+            remote: inbound.remote,
+        };
+        let msg = match Message::parse(inbound.data) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::debug!(remote = %peer.remote, error = %e, "unparseable message dropped");
+                return;
+            }
+        };
+        if msg.is_request() {
+            let is_ack = msg.method() == Some(&Method::Ack);
+            if !is_ack && !self.rate.allow(peer.remote.ip(), now) {
+                self.reply_stateless(
+                    &msg,
+                    &peer,
+                    503,
+                    "Service Unavailable - Rate Limited",
+                    &[("Retry-After", "1")],
+                );
+                return;
+            }
+            if let Err(rejection) = validate_request(&msg, &self.caps) {
+                if !is_ack {
+                    let mut extra = Vec::new();
+                    if let Some(u) = rejection.unsupported.as_deref() {
+                        extra.push(("Unsupported", u));
+                    }
+                    self.reply_stateless(&msg, &peer, rejection.status, rejection.reason, &extra);
+                }
+                return;
+            }
+        } else if let Err(why) = validate_response(&msg) {
+            tracing::debug!(remote = %peer.remote, why, "invalid response dropped");
+            return;
+        }
+        let reliable = peer.transport.is_reliable();
+        self.txn.receive(msg, peer, reliable, now);
+    }
+
+    /// Sends everything the sans-IO parts produced and persists registrar changes.
+    fn drain(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(transmit) = self.txn.poll_transmit() {
+                progressed = true;
+                if let Err(e) = self
+                    .transports
+                    .send(transmit.to.destination(), transmit.payload)
+                {
+                    tracing::debug!(error = %e, "send failed");
+                    if let Some(key) = transmit.key {
+                        self.txn.transport_error(key, now);
+                    }
+                }
+            }
+            while let Some(event) = self.txn.poll_event() {
+                progressed = true;
+                self.on_txn_event(event, now);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if !self.changes.is_empty() {
+            let batch = std::mem::take(&mut self.changes);
+            if self.persist.send(batch).is_err() {
+                tracing::warn!("store writer has stopped; bindings not persisted");
+            }
+        }
+    }
+
+    fn on_txn_event(&mut self, event: Event<Peer>, now: Instant) {
+        match event {
+            Event::Request { key, msg, from } => self.on_request(key, msg, from, now),
+            Event::Cancel {
+                invite,
+                cancel,
+                msg,
+                from,
+            } => {
+                self.respond(cancel, &msg, &from, 200, "OK", &[]);
+                self.proxy_cancel(invite, now);
+            }
+            Event::Ack {
+                invite: None,
+                msg,
+                from,
+            } => self.route_stateless(msg, from, now),
+            Event::Ack { .. } => {}
+            Event::Response { key, msg } => self.on_branch_response(key, Some(msg), now),
+            Event::Timeout {
+                key: TransactionKey::Client(key),
+                ..
+            }
+            | Event::TransportError {
+                key: TransactionKey::Client(key),
+            } => self.on_branch_response(key, None, now),
+            Event::Terminated { key } => self.proxy.terminated(&key),
+            Event::Rejected { msg, from, error } if msg.method() != Some(&Method::Ack) => {
+                let status = error.status().unwrap_or(500);
+                self.reply_stateless(&msg, &from, status, error.reason(), &[("Retry-After", "5")]);
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn new_tag(&mut self) -> String {
+        self.counter += 1;
+        format!("{:x}{:x}", self.tag_seed & 0xffff_ffff, self.counter)
+    }
+
+    pub(crate) fn new_branch(&mut self) -> String {
+        self.counter += 1;
+        format!("z9hG4bK-hd{:x}-{:x}", self.tag_seed >> 32, self.counter)
+    }
+
+    fn response_bytes(
+        &mut self,
+        req: &Message,
+        peer: &Peer,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) -> Bytes {
+        let tag = self.new_tag();
+        let ip = peer.remote.ip().to_string();
+        let mut builder = ResponseBuilder::new(req, status, reason)
+            .to_tag(&tag)
+            .source(Source {
+                ip: &ip,
+                port: peer.remote.port(),
+            });
+        for (name, value) in extra {
+            builder = builder.header(name, value);
+        }
+        builder
+            .header("Server", concat!("Huddle/", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+
+    /// Answers a request within its server transaction.
+    pub(crate) fn respond(
+        &mut self,
+        key: ServerKey,
+        req: &Message,
+        peer: &Peer,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let bytes = self.response_bytes(req, peer, status, reason, extra);
+        if let Err(e) = self.txn.respond(key, bytes, Instant::now()) {
+            tracing::debug!(error = %e, "response for a finished transaction dropped");
+        }
+    }
+
+    /// Answers a request that never became a transaction (invalid, rate limited, overloaded).
+    fn reply_stateless(
+        &mut self,
+        req: &Message,
+        peer: &Peer,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let bytes = self.response_bytes(req, peer, status, reason, extra);
+        if let Err(e) = self.transports.send(peer.destination(), bytes) {
+            tracing::debug!(error = %e, "stateless response not sent");
+        }
+    }
+
+    /// True when a URI host (and port) names this server.
+    pub(crate) fn is_local(&self, uri: &SipUri<'_>) -> bool {
+        let host = uri.host.to_ascii_lowercase();
+        match uri.port {
+            Some(port) => {
+                self.identities.contains(&format!("{host}:{port}"))
+                    || (self.identities.contains(&host)
+                        && !host
+                            .chars()
+                            .next()
+                            .is_some_and(|c| c.is_ascii_digit() || c == '['))
+            }
+            None => self.identities.contains(&host),
+        }
+    }
+
+    fn on_request(&mut self, key: ServerKey, msg: Message, from: Peer, now: Instant) {
+        let Some(method) = msg.method().cloned() else {
+            return;
+        };
+        if let Some(Ok(0)) = msg.max_forwards() {
+            self.respond(key, &msg, &from, 483, "Too Many Hops", &[]);
+            return;
+        }
+        if method == Method::Register {
+            let local = msg
+                .request_uri()
+                .and_then(|u| SipUri::parse(u).ok())
+                .is_some_and(|u| self.is_local(&u));
+            if local {
+                self.on_register(key, msg, from, now);
+                return;
+            }
+        }
+        self.proxy_request(key, msg, from, now);
+    }
+
+    fn on_register(&mut self, key: ServerKey, msg: Message, from: Peer, now: Instant) {
+        let require: Vec<&str> = msg
+            .header_list(&HeaderName::Require)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("outbound")
+                    && !t.eq_ignore_ascii_case("path")
+            })
+            .collect();
+        if !require.is_empty() {
+            let unsupported = require.join(", ");
+            self.respond(
+                key,
+                &msg,
+                &from,
+                420,
+                "Bad Extension",
+                &[("Unsupported", &unsupported)],
+            );
+            return;
+        }
+        match self
+            .digest
+            .check(&msg, &HeaderName::Authorization, &self.users)
+        {
+            Verdict::Accept(user) => {
+                let to_user = msg
+                    .to_header()
+                    .ok()
+                    .and_then(|t| SipUri::parse(t.uri).ok().and_then(|u| u.user_unescaped()));
+                if to_user.as_deref() != Some(user.as_str()) {
+                    self.respond(key, &msg, &from, 403, "Forbidden - Identity Mismatch", &[]);
+                    return;
+                }
+                let aor = format!("{user}@{}", self.config.sip.domain.to_ascii_lowercase());
+                let reach = match from.flow {
+                    Some(flow) => Reach::Flow {
+                        flow,
+                        transport: from.transport,
+                        remote: from.remote,
+                    },
+                    None => Reach::Address {
+                        transport: from.transport,
+                        addr: from.remote,
+                    },
+                };
+                let outcome = self.location.register(
+                    &msg,
+                    &aor,
+                    reach,
+                    now,
+                    &self.config.registrar,
+                    &mut self.changes,
+                );
+                match outcome {
+                    RegisterOutcome::Ok { contacts } => {
+                        let extra: Vec<(&str, &str)> =
+                            contacts.iter().map(|c| ("Contact", c.as_str())).collect();
+                        self.respond(key, &msg, &from, 200, "OK", &extra);
+                    }
+                    RegisterOutcome::Reject {
+                        status,
+                        reason,
+                        min_expires,
+                    } => {
+                        let min = min_expires.map(|m| m.to_string());
+                        let extra: Vec<(&str, &str)> =
+                            min.iter().map(|m| ("Min-Expires", m.as_str())).collect();
+                        self.respond(key, &msg, &from, status, reason, &extra);
+                    }
+                }
+            }
+            Verdict::Challenge { stale } => {
+                let challenge = self.digest.challenge(stale);
+                self.respond(
+                    key,
+                    &msg,
+                    &from,
+                    401,
+                    "Unauthorized",
+                    &[("WWW-Authenticate", &challenge)],
+                );
+            }
+            Verdict::BadRequest(reason) => self.respond(key, &msg, &from, 400, reason, &[]),
+        }
+    }
+}

@@ -1,0 +1,534 @@
+//! The stateful proxy (RFC 3261 §16): target selection from Route headers, flow tokens and the
+//! location service, parallel forking with first-2xx-wins and CANCEL of the other branches,
+//! best-response selection, double Record-Route with flow tokens, and stateless relay of ACK
+//! for 2xx.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use huddle_sip::build::Forward;
+use huddle_sip::headers::NameAddr;
+use huddle_sip::message::HeaderName;
+use huddle_sip::transaction::{ClientKey, ServerKey};
+use huddle_sip::uri::SipUri;
+use huddle_sip::{Message, Method};
+
+use super::{Core, Peer, Verdict};
+use crate::transport::{Destination, Transport};
+
+/// One forwarded copy of a request.
+#[derive(Debug)]
+struct Branch {
+    key: ClientKey,
+    final_status: Option<u16>,
+    final_response: Option<Message>,
+}
+
+/// One proxied server transaction and its branches.
+#[derive(Debug)]
+struct Context {
+    request: Message,
+    from: Peer,
+    invite: bool,
+    branches: Vec<Branch>,
+    final_sent: bool,
+}
+
+/// The proxy's per-transaction state, owned by the core.
+#[derive(Debug, Default)]
+pub struct ProxyState {
+    contexts: HashMap<ServerKey, Context>,
+    branches: HashMap<ClientKey, (ServerKey, usize)>,
+}
+
+impl ProxyState {
+    /// Forgets a transaction that ended.
+    pub fn terminated(&mut self, key: &huddle_sip::transaction::TransactionKey) {
+        match key {
+            huddle_sip::transaction::TransactionKey::Server(k) => {
+                if let Some(ctx) = self.contexts.remove(k) {
+                    for b in ctx.branches {
+                        self.branches.remove(&b.key);
+                    }
+                }
+            }
+            huddle_sip::transaction::TransactionKey::Client(k) => {
+                self.branches.remove(k);
+            }
+        }
+    }
+
+    /// Proxied transactions in flight.
+    pub fn len(&self) -> usize {
+        self.contexts.len()
+    }
+
+    /// True when none are in flight.
+    pub fn is_empty(&self) -> bool {
+        self.contexts.is_empty()
+    }
+}
+
+/// Where one branch goes.
+#[derive(Debug, Clone)]
+struct Target {
+    peer: Peer,
+    request_uri: Option<String>,
+}
+
+fn dialog_creating(method: &Method) -> bool {
+    matches!(
+        method,
+        Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
+    )
+}
+
+fn peer_for_uri(uri: &SipUri<'_>) -> Option<Peer> {
+    let transport = match uri.transport() {
+        Some(t) => Transport::from_token(t)?,
+        None if uri.scheme == huddle_sip::uri::Scheme::Sips => Transport::Tls,
+        None => Transport::Udp,
+    };
+    let host = uri.host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    let port = uri.port.unwrap_or(if transport == Transport::Tls {
+        5061
+    } else {
+        5060
+    });
+    Some(Peer {
+        transport,
+        flow: None,
+        remote: SocketAddr::new(ip, port),
+    })
+}
+
+impl Core {
+    /// Counts the leading Route elements that name this server, and the flow token of the
+    /// last one (the hop after us, RFC 5626 §5.3).
+    fn our_routes(&self, msg: &Message) -> (usize, Option<Peer>) {
+        let mut count = 0;
+        let mut flow_peer = None;
+        for route in msg.header_list(&HeaderName::Route) {
+            let Ok(addr) = NameAddr::parse(route) else {
+                break;
+            };
+            let Ok(uri) = SipUri::parse(addr.uri) else {
+                break;
+            };
+            if !self.is_local(&uri) {
+                break;
+            }
+            count += 1;
+            flow_peer = uri
+                .user
+                .and_then(|u| self.tokens.decode(u))
+                .and_then(|flow| {
+                    self.transports.flow_info(flow).map(|info| Peer {
+                        transport: info.transport,
+                        flow: Some(flow),
+                        remote: info.remote,
+                    })
+                });
+        }
+        (count, flow_peer)
+    }
+
+    fn record_route(&self, peer: &Peer) -> String {
+        let local = self
+            .local
+            .get(&peer.transport)
+            .or_else(|| self.local.values().next());
+        let host = local
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| self.config.sip.domain.clone());
+        let user = peer
+            .flow
+            .map(|f| format!("{}@", self.tokens.encode(f)))
+            .unwrap_or_default();
+        format!("<sip:{user}{host};transport={};lr>", peer.transport.name())
+    }
+
+    pub(super) fn proxy_request(&mut self, key: ServerKey, msg: Message, from: Peer, now: Instant) {
+        let Some(method) = msg.method().cloned() else {
+            return;
+        };
+        let in_dialog = msg.to_header().ok().and_then(|t| t.tag()).is_some();
+        let (popped, token_peer) = self.our_routes(&msg);
+
+        if !in_dialog && method != Method::Ack && method != Method::Cancel {
+            let from_local = msg
+                .from_header()
+                .ok()
+                .and_then(|f| SipUri::parse(f.uri).ok())
+                .is_some_and(|u| self.is_local(&u));
+            if from_local {
+                match self
+                    .digest
+                    .check(&msg, &HeaderName::ProxyAuthorization, &self.users)
+                {
+                    Verdict::Accept(user) => {
+                        let from_user = msg.from_header().ok().and_then(|f| {
+                            SipUri::parse(f.uri).ok().and_then(|u| u.user_unescaped())
+                        });
+                        if from_user.as_deref() != Some(user.as_str()) {
+                            self.respond(
+                                key,
+                                &msg,
+                                &from,
+                                403,
+                                "Forbidden - Identity Mismatch",
+                                &[],
+                            );
+                            return;
+                        }
+                    }
+                    Verdict::Challenge { stale } => {
+                        let challenge = self.digest.challenge(stale);
+                        self.respond(
+                            key,
+                            &msg,
+                            &from,
+                            407,
+                            "Proxy Authentication Required",
+                            &[("Proxy-Authenticate", &challenge)],
+                        );
+                        return;
+                    }
+                    Verdict::BadRequest(reason) => {
+                        self.respond(key, &msg, &from, 400, reason, &[]);
+                        return;
+                    }
+                }
+            }
+        }
+
+        let targets = match self.select_targets(&msg, in_dialog, popped, token_peer, now) {
+            Ok(targets) => targets,
+            Err((status, reason)) => {
+                self.respond(key, &msg, &from, status, reason, &[("Allow", ALLOW)]);
+                return;
+            }
+        };
+        if method == Method::Invite {
+            self.respond(key, &msg, &from, 100, "Trying", &[]);
+        }
+        let record = dialog_creating(&method) && !in_dialog;
+        let max_forwards = match msg.max_forwards() {
+            Some(Ok(n)) => n.saturating_sub(1),
+            _ => 69,
+        };
+        let mut ctx = Context {
+            request: msg,
+            from,
+            invite: method == Method::Invite,
+            branches: Vec::with_capacity(targets.len()),
+            final_sent: false,
+        };
+        for target in targets {
+            let branch = self.new_branch();
+            let out = target.peer;
+            let local = self.local.get(&out.transport).copied();
+            let Some(local) = local else {
+                continue;
+            };
+            let via = format!(
+                "SIP/2.0/{} {local};branch={branch};rport",
+                out.transport.via_token()
+            );
+            let mut fwd = Forward::new(&ctx.request)
+                .prepend("Via", &via)
+                .drop_routes(popped)
+                .max_forwards(max_forwards);
+            let rr_out;
+            let rr_in;
+            if record {
+                rr_out = self.record_route(&out);
+                rr_in = self.record_route(&from);
+                fwd = fwd
+                    .prepend("Record-Route", &rr_out)
+                    .prepend("Record-Route", &rr_in);
+            }
+            if let Some(uri) = target.request_uri.as_deref() {
+                fwd = fwd.request_uri(uri);
+            }
+            let bytes = fwd.build();
+            let Ok(request) = Message::parse(bytes) else {
+                continue;
+            };
+            let reliable = out.transport.is_reliable();
+            match self.txn.send_request(request, out, reliable, now) {
+                Ok(client) => ctx.branches.push(Branch {
+                    key: client,
+                    final_status: None,
+                    final_response: None,
+                }),
+                Err(e) => tracing::debug!(error = %e, "branch not started"),
+            }
+        }
+        if ctx.branches.is_empty() {
+            let (req, from) = (ctx.request, ctx.from);
+            self.respond(
+                key,
+                &req,
+                &from,
+                480,
+                "Temporarily Unavailable - No Reachable Contact",
+                &[],
+            );
+            return;
+        }
+        for (i, b) in ctx.branches.iter().enumerate() {
+            self.proxy.branches.insert(b.key, (key, i));
+        }
+        self.proxy.contexts.insert(key, ctx);
+    }
+
+    fn select_targets(
+        &self,
+        msg: &Message,
+        in_dialog: bool,
+        popped: usize,
+        token_peer: Option<Peer>,
+        now: Instant,
+    ) -> Result<Vec<Target>, (u16, &'static str)> {
+        if let Some(peer) = token_peer {
+            // The flow token names the connection the next hop registered over.
+            return Ok(vec![Target {
+                peer,
+                request_uri: None,
+            }]);
+        }
+        let remaining_route = msg.header_list(&HeaderName::Route).nth(popped);
+        if let Some(route) = remaining_route {
+            let uri = NameAddr::parse(route).ok().map(|a| a.uri);
+            let peer = uri
+                .and_then(|u| SipUri::parse(u).ok())
+                .and_then(|u| peer_for_uri(&u));
+            return peer
+                .map(|peer| {
+                    vec![Target {
+                        peer,
+                        request_uri: None,
+                    }]
+                })
+                .ok_or((404, "Not Found - Unroutable Route"));
+        }
+        let ruri_text = msg.request_uri().unwrap_or("");
+        let ruri = SipUri::parse(ruri_text).map_err(|_| (416, "Unsupported URI Scheme"))?;
+        if self.is_local(&ruri) {
+            let Some(user) = ruri.user_unescaped() else {
+                return Err(match msg.method() {
+                    Some(Method::Options) => (200, "OK"),
+                    _ => (405, "Method Not Allowed"),
+                });
+            };
+            if !self.users.contains_key(&user) {
+                return Err((404, "Not Found"));
+            }
+            let aor = format!("{user}@{}", self.config.sip.domain.to_ascii_lowercase());
+            let targets: Vec<Target> = self
+                .location
+                .lookup(&aor, now)
+                .map(|b| Target {
+                    peer: match b.reach {
+                        crate::registrar::Reach::Flow {
+                            flow,
+                            transport,
+                            remote,
+                        } => Peer {
+                            transport,
+                            flow: Some(flow),
+                            remote,
+                        },
+                        crate::registrar::Reach::Address { transport, addr } => Peer {
+                            transport,
+                            flow: None,
+                            remote: addr,
+                        },
+                    },
+                    request_uri: Some(b.contact.clone()),
+                })
+                .collect();
+            if targets.is_empty() {
+                return Err((480, "Temporarily Unavailable"));
+            }
+            return Ok(targets);
+        }
+        if !in_dialog && !self.config.sip.allow_foreign_domains {
+            return Err((403, "Forbidden - Relaying Denied"));
+        }
+        peer_for_uri(&ruri)
+            .map(|peer| {
+                vec![Target {
+                    peer,
+                    request_uri: None,
+                }]
+            })
+            .ok_or((404, "Not Found - Unresolvable Request-URI"))
+    }
+
+    /// Relays ACK for 2xx and other requests outside any transaction, without state.
+    pub(super) fn route_stateless(&mut self, msg: Message, _from: Peer, now: Instant) {
+        let in_dialog = msg.to_header().ok().and_then(|t| t.tag()).is_some();
+        let (popped, token_peer) = self.our_routes(&msg);
+        let Ok(mut targets) = self.select_targets(&msg, in_dialog, popped, token_peer, now) else {
+            return;
+        };
+        let Some(target) = targets.pop() else { return };
+        let out = target.peer;
+        let Some(local) = self.local.get(&out.transport).copied() else {
+            return;
+        };
+        let branch = self.new_branch();
+        let via = format!(
+            "SIP/2.0/{} {local};branch={branch};rport",
+            out.transport.via_token()
+        );
+        let max_forwards = match msg.max_forwards() {
+            Some(Ok(n)) if n > 0 => n - 1,
+            Some(Ok(_)) => return,
+            _ => 69,
+        };
+        let mut fwd = Forward::new(&msg)
+            .prepend("Via", &via)
+            .drop_routes(popped)
+            .max_forwards(max_forwards);
+        if let Some(uri) = target.request_uri.as_deref() {
+            fwd = fwd.request_uri(uri);
+        }
+        let dest: Destination = out.destination();
+        if let Err(e) = self.transports.send(dest, fwd.build()) {
+            tracing::debug!(error = %e, "stateless relay failed");
+        }
+    }
+
+    /// Cancels every branch still pending (the transaction layer holds a CANCEL back until
+    /// the branch has a provisional response, RFC 3261 §9.1).
+    pub(super) fn proxy_cancel(&mut self, invite: ServerKey, now: Instant) {
+        let Some(ctx) = self.proxy.contexts.get(&invite) else {
+            return;
+        };
+        let pending: Vec<ClientKey> = ctx
+            .branches
+            .iter()
+            .filter(|b| b.final_status.is_none())
+            .map(|b| b.key)
+            .collect();
+        for key in pending {
+            if let Err(e) = self.txn.cancel(key, now) {
+                tracing::debug!(error = %e, "branch not cancelled");
+            }
+        }
+    }
+
+    /// A response (or, with `None`, a timeout or transport failure) on one branch.
+    pub(super) fn on_branch_response(
+        &mut self,
+        key: ClientKey,
+        response: Option<Message>,
+        now: Instant,
+    ) {
+        let Some(&(server, index)) = self.proxy.branches.get(&key) else {
+            return;
+        };
+        let Some(ctx) = self.proxy.contexts.get_mut(&server) else {
+            return;
+        };
+        let status = response.as_ref().and_then(Message::status).unwrap_or(408);
+        if status == 100 {
+            return;
+        }
+        let Some(branch) = ctx.branches.get_mut(index) else {
+            return;
+        };
+        if branch.final_status.is_some() {
+            // RFC 6026: 2xx retransmissions of an accepted INVITE still go upstream.
+            if (200..300).contains(&status) {
+                if let Some(r) = response.as_ref() {
+                    let _ = self
+                        .txn
+                        .respond(server, Forward::new(r).drop_top_via().build(), now);
+                }
+            }
+            return;
+        }
+        if status < 200 {
+            if !ctx.final_sent {
+                if let Some(r) = response.as_ref() {
+                    let _ = self
+                        .txn
+                        .respond(server, Forward::new(r).drop_top_via().build(), now);
+                }
+            }
+            return;
+        }
+        branch.final_status = Some(status);
+        if (200..300).contains(&status) {
+            let first = !ctx.final_sent;
+            ctx.final_sent = true;
+            let others: Vec<ClientKey> = if first && ctx.invite {
+                ctx.branches
+                    .iter()
+                    .filter(|b| b.final_status.is_none())
+                    .map(|b| b.key)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if let Some(r) = response.as_ref() {
+                let _ = self
+                    .txn
+                    .respond(server, Forward::new(r).drop_top_via().build(), now);
+            }
+            for other in others {
+                let _ = self.txn.cancel(other, now);
+            }
+            return;
+        }
+        branch.final_response = response;
+        if ctx.final_sent || ctx.branches.iter().any(|b| b.final_status.is_none()) {
+            return;
+        }
+        // Every branch failed: forward the best response (RFC 3261 §16.7 step 6).
+        ctx.final_sent = true;
+        let best = ctx
+            .branches
+            .iter()
+            .filter_map(|b| b.final_status.map(|s| (b, s)))
+            .min_by_key(|(_, s)| match s {
+                600..=699 => 0,
+                401 | 407 => 1,
+                300..=399 | 404 | 486 | 487 => 2,
+                408 | 503 => 5,
+                _ => 3,
+            })
+            .map(|(b, s)| {
+                (
+                    b.final_response
+                        .as_ref()
+                        .map(|r| Forward::new(r).drop_top_via().build()),
+                    s,
+                )
+            });
+        let (req, from) = (ctx.request.clone(), ctx.from);
+        match best {
+            Some((Some(bytes), _)) => {
+                let _ = self.txn.respond(server, bytes, now);
+            }
+            Some((None, status)) => {
+                let reason = if status == 408 {
+                    "Request Timeout"
+                } else {
+                    "Server Error"
+                };
+                self.respond(server, &req, &from, status, reason, &[]);
+            }
+            None => {}
+        }
+    }
+}
+
+/// Methods the proxy passes on.
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, REFER, INFO, UPDATE, PRACK, REGISTER";

@@ -1,0 +1,159 @@
+//! Starting and stopping a whole server: open the store, seed users, restore bindings, bind
+//! the transports, run the core task and the store writer, and shut everything down in order.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::registrar::{BindingRecord, Change, Location};
+use crate::store::{scan_pages, Namespace, Op, Record, Store};
+use crate::transport::{generate_self_signed, TlsContext, Transport, Transports};
+use crate::users::{load_users, put_user, UserRecord};
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound address of each transport (port 0 in the config becomes the real port).
+    pub addrs: HashMap<Transport, SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    core: tokio::task::JoinHandle<()>,
+    transports: Transports,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, ends the core, flushes pending store writes.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let _ = (&mut self.core).await;
+        self.transports.shutdown().await;
+        if let Some(writer) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+
+    /// The WebSocket URL clients should use, if a `ws:` listener exists.
+    pub fn ws_url(&self) -> Option<String> {
+        self.addrs.get(&Transport::Ws).map(|a| format!("ws://{a}"))
+    }
+}
+
+/// Creates `[[users]]` from the config that the store does not have yet.
+pub fn seed_users(config: &Config, store: &dyn Store) -> anyhow::Result<()> {
+    let existing = load_users(store)?;
+    for user in &config.users {
+        if !existing.contains_key(&user.name) {
+            anyhow::ensure!(
+                crate::users::valid_user_name(&user.name),
+                "invalid user name {:?} in [[users]]",
+                user.name
+            );
+            put_user(
+                store,
+                &UserRecord::new(&user.name, config.realm(), &user.password),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn store_writer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<Vec<Change>>) {
+    let ns = Namespace::location();
+    while let Ok(mut batch) = rx.recv() {
+        // Coalesce whatever queued up meanwhile into one commit (group commit).
+        while let Ok(more) = rx.try_recv() {
+            batch.extend(more);
+        }
+        let ops: Vec<Op> = batch
+            .into_iter()
+            .filter_map(|change| match change {
+                Change::Put { key, record } => Record::encode(&record)
+                    .ok()
+                    .map(|v| Op::put(ns.key(key.as_bytes()), v)),
+                Change::Delete { key } => Some(Op::delete(ns.key(key.as_bytes()))),
+            })
+            .collect();
+        if let Err(e) = store.apply_batch(ops) {
+            tracing::error!(error = %e, "persisting bindings failed");
+        }
+    }
+}
+
+/// Starts a server with this configuration and store.
+pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    seed_users(&config, store.as_ref())?;
+    let users = load_users(store.as_ref())?;
+
+    let mut location = Location::new();
+    let mut stale = Vec::new();
+    let now = Instant::now();
+    for page in scan_pages(store.as_ref(), Namespace::location().prefix(), 1024) {
+        for (_, value) in page? {
+            match Record::decode::<BindingRecord>(&value) {
+                Ok(record) => location.restore(record, now, &mut stale),
+                Err(e) => tracing::warn!(error = %e, "unreadable binding skipped"),
+            }
+        }
+    }
+
+    let mut transport_config = config.limits.transport.clone();
+    if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
+        if config.tls.self_signed && !(cert.exists() && key.exists()) {
+            generate_self_signed(
+                &[
+                    config.sip.domain.clone(),
+                    "localhost".into(),
+                    "127.0.0.1".into(),
+                ],
+                cert,
+                key,
+            )
+            .context("making a self-signed certificate")?;
+        }
+        transport_config.tls_cert = Some(cert.clone());
+        transport_config.tls_key = Some(key.clone());
+    }
+    let (transports, handle, events) =
+        Transports::bind(&config.sip.listen, transport_config, TlsContext::default())
+            .await
+            .context("binding listeners")?;
+    let mut addrs = HashMap::new();
+    for spec in transports.local_addrs() {
+        addrs.entry(spec.transport).or_insert(spec.addr);
+    }
+
+    let (persist_tx, persist_rx) = std::sync::mpsc::channel();
+    if !stale.is_empty() {
+        let _ = persist_tx.send(stale);
+    }
+    let writer_store = store.clone();
+    let writer = std::thread::Builder::new()
+        .name("huddle-store".into())
+        .spawn(move || store_writer(writer_store, persist_rx))
+        .context("starting the store writer")?;
+
+    let core = Core::new(
+        config.clone(),
+        handle,
+        addrs.clone(),
+        users,
+        location,
+        persist_tx,
+    );
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let core = tokio::spawn(core.run(events, shutdown_rx));
+    Ok(Running {
+        addrs,
+        shutdown,
+        core,
+        transports,
+        writer: Some(writer),
+    })
+}

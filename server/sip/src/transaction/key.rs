@@ -1,0 +1,238 @@
+//! Transaction handles given to the TU, and the matching keys of RFC 3261 §17.1.3 (client) and
+//! §17.2.3 (server, with the RFC 2543 fallback).
+
+use crate::headers::{HeaderError, Via};
+use crate::message::{Message, Method};
+
+use super::TransactionError;
+
+/// The RFC 3261 branch prefix (§8.1.1.7).
+pub const MAGIC_COOKIE: &str = "z9hG4bK";
+
+/// True when a branch identifies an RFC 3261 transaction: the magic cookie followed by a
+/// unique part. A bare `z9hG4bK` (RFC 4475 §3.2.1, `badbranch`) falls back to RFC 2543 matching.
+pub fn is_rfc3261_branch(branch: &str) -> bool {
+    branch.len() > MAGIC_COOKIE.len() && branch.starts_with(MAGIC_COOKIE)
+}
+
+/// Handle of a client transaction (a request this element sent). Never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientKey(pub(crate) u64);
+
+/// Handle of a server transaction (a request this element received). Never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerKey(pub(crate) u64);
+
+/// Either handle, for events and inputs that concern both sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransactionKey {
+    Client(ClientKey),
+    Server(ServerKey),
+}
+
+impl From<ClientKey> for TransactionKey {
+    fn from(k: ClientKey) -> Self {
+        TransactionKey::Client(k)
+    }
+}
+
+impl From<ServerKey> for TransactionKey {
+    fn from(k: ServerKey) -> Self {
+        TransactionKey::Server(k)
+    }
+}
+
+impl std::fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "client#{}", self.0)
+    }
+}
+
+impl std::fmt::Display for ServerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "server#{}", self.0)
+    }
+}
+
+impl std::fmt::Display for TransactionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransactionKey::Client(k) => k.fmt(f),
+            TransactionKey::Server(k) => k.fmt(f),
+        }
+    }
+}
+
+/// RFC 3261 §17.1.3: a response matches a client transaction by the branch of its top Via and
+/// the method of its CSeq.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ClientMatch {
+    branch: Box<str>,
+    method: Method,
+}
+
+impl ClientMatch {
+    /// The key of a request the TU sends. The branch must be RFC 3261 style and the CSeq
+    /// method must be the request's, or responses could never match.
+    pub(crate) fn of_request(msg: &Message) -> Result<ClientMatch, TransactionError> {
+        let method = msg.method().ok_or(TransactionError::NotARequest)?;
+        let via = msg.top_via()?;
+        let branch = via
+            .branch()
+            .filter(|b| is_rfc3261_branch(b))
+            .ok_or(TransactionError::NoMagicCookie)?;
+        let cseq = msg.cseq()?;
+        if &cseq.method != method {
+            return Err(HeaderError::Invalid("CSeq").into());
+        }
+        Ok(ClientMatch {
+            branch: branch.into(),
+            method: method.clone(),
+        })
+    }
+
+    /// The key a response is looked up with; `None` when it has no usable Via branch or CSeq.
+    pub(crate) fn of_response(msg: &Message) -> Option<ClientMatch> {
+        let via = msg.top_via().ok()?;
+        let branch = via.branch()?;
+        let cseq = msg.cseq().ok()?;
+        Some(ClientMatch {
+            branch: branch.into(),
+            method: cseq.method,
+        })
+    }
+
+    /// The same branch with another method (the CANCEL for an INVITE).
+    pub(crate) fn with_method(&self, method: Method) -> ClientMatch {
+        ClientMatch {
+            branch: self.branch.clone(),
+            method,
+        }
+    }
+}
+
+/// RFC 3261 §17.2.3 server transaction identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum ServerMatch {
+    /// Branch (with the magic cookie), sent-by and method; ACK is folded into INVITE.
+    Branch {
+        branch: Box<str>,
+        host: Box<str>,
+        port: Option<u16>,
+        method: Method,
+    },
+    /// The RFC 2543 fallback: Request-URI, To tag, From tag, Call-ID, CSeq number, top Via and
+    /// method (ACK folded into INVITE). The To tag is that of the request; an ACK carries the
+    /// tag of our response instead, which [`ServerMatch::for_ack`] accounts for.
+    Rfc2543 {
+        uri: Box<str>,
+        to_tag: Option<Box<str>>,
+        from_tag: Option<Box<str>>,
+        call_id: Box<str>,
+        cseq: u32,
+        via: Box<str>,
+        method: Method,
+    },
+}
+
+/// Top Via in a canonical form for RFC 2543 comparison: protocol and transport upper case, host
+/// lower case, parameters with white space removed.
+fn canonical_via(via: &Via<'_>) -> Box<str> {
+    let mut s = String::with_capacity(via.host.len() + via.params.len() + 16);
+    s.push_str(&via.transport.to_ascii_uppercase());
+    s.push(' ');
+    s.push_str(&via.host.to_ascii_lowercase());
+    if let Some(p) = via.port {
+        s.push(':');
+        s.push_str(&p.to_string());
+    }
+    for p in crate::syntax::params(via.params) {
+        s.push(';');
+        s.push_str(&p.name.to_ascii_lowercase());
+        if let Some(v) = p.value {
+            s.push('=');
+            s.push_str(v);
+        }
+    }
+    s.into_boxed_str()
+}
+
+impl ServerMatch {
+    /// The key of a received request. ACK gets the INVITE's method; for the RFC 2543 form its
+    /// To tag is the request's own (see [`ServerMatch::for_ack`]).
+    pub(crate) fn of_request(msg: &Message) -> Result<ServerMatch, TransactionError> {
+        let method = msg.method().ok_or(TransactionError::NotARequest)?;
+        let method = if *method == Method::Ack {
+            Method::Invite
+        } else {
+            method.clone()
+        };
+        let via = msg.top_via()?;
+        match via.branch() {
+            Some(branch) if is_rfc3261_branch(branch) => Ok(ServerMatch::Branch {
+                branch: branch.into(),
+                host: via.host.to_ascii_lowercase().into_boxed_str(),
+                port: via.port,
+                method,
+            }),
+            _ => {
+                let uri = msg.request_uri().ok_or(TransactionError::NotARequest)?;
+                let cseq = msg.cseq()?;
+                let call_id = msg.call_id().ok_or(HeaderError::Missing("Call-ID"))?;
+                let from = msg.from_header()?;
+                let to = msg.to_header()?;
+                Ok(ServerMatch::Rfc2543 {
+                    uri: uri.into(),
+                    to_tag: to.tag().map(Into::into),
+                    from_tag: from.tag().map(Into::into),
+                    call_id: call_id.into(),
+                    cseq: cseq.seq,
+                    via: canonical_via(&via),
+                    method,
+                })
+            }
+        }
+    }
+
+    /// True for the RFC 2543 form.
+    pub(crate) fn is_rfc2543(&self) -> bool {
+        matches!(self, ServerMatch::Rfc2543 { .. })
+    }
+
+    /// The same identity with another method (a CANCEL looking for its INVITE, RFC 3261 §9.2).
+    pub(crate) fn with_method(&self, method: Method) -> ServerMatch {
+        let mut k = self.clone();
+        match &mut k {
+            ServerMatch::Branch { method: m, .. } | ServerMatch::Rfc2543 { method: m, .. } => {
+                *m = method
+            }
+        }
+        k
+    }
+
+    /// For an RFC 2543 ACK: the key of an INVITE that carried no To tag, so the ACK's tag must
+    /// be checked against our final response's instead. `None` for the branch form and for an
+    /// ACK without To tag.
+    pub(crate) fn for_ack(&self) -> Option<ServerMatch> {
+        match self {
+            ServerMatch::Rfc2543 {
+                to_tag: Some(_), ..
+            } => {
+                let mut k = self.clone();
+                if let ServerMatch::Rfc2543 { to_tag, .. } = &mut k {
+                    *to_tag = None;
+                }
+                Some(k)
+            }
+            _ => None,
+        }
+    }
+
+    /// The To tag carried in the key (RFC 2543 form only).
+    pub(crate) fn to_tag(&self) -> Option<&str> {
+        match self {
+            ServerMatch::Rfc2543 { to_tag, .. } => to_tag.as_deref(),
+            ServerMatch::Branch { .. } => None,
+        }
+    }
+}

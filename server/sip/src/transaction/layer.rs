@@ -1,0 +1,764 @@
+//! [`TransactionLayer`]: every transaction of one element, the matching indexes, the deadline
+//! queue and the output queues.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Debug;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::build::cancel_for;
+use crate::headers::HeaderError;
+use crate::message::{Message, Method};
+
+use super::client_invite::ClientInvite;
+use super::client_non_invite::ClientNonInvite;
+use super::common::{Action, State};
+use super::key::{ClientMatch, ServerMatch};
+use super::server_invite::{AckDisposition, ServerInvite};
+use super::server_non_invite::ServerNonInvite;
+use super::timers::DeadlineQueue;
+use super::{ClientKey, LayerConfig, ServerKey, Timer, TransactionError, TransactionKey};
+
+/// Bytes to send. `to` is the destination the TU gave (client transactions) or the source the
+/// request came from (server transactions); the driver resolves it to a socket or flow.
+#[derive(Debug, Clone)]
+pub struct Transmit<D> {
+    pub to: D,
+    pub payload: Bytes,
+    /// The transaction that sends it (`None` for [`TransactionLayer::send_stateless`]), so
+    /// the driver can report a failure with [`TransactionLayer::transport_error`].
+    pub key: Option<TransactionKey>,
+}
+
+/// What the layer tells the TU.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event<D> {
+    /// A new request opened server transaction `key`. The TU answers with
+    /// [`TransactionLayer::respond`]. Retransmissions are never reported again.
+    Request {
+        key: ServerKey,
+        msg: Message,
+        from: D,
+    },
+    /// A CANCEL matched the live INVITE server transaction `invite` (RFC 3261 §9.2). The CANCEL
+    /// has its own non-INVITE server transaction `cancel`, which the TU answers `200`; if the
+    /// INVITE has no final response yet ([`TransactionLayer::state`] is Proceeding) the TU
+    /// answers it `487`. A CANCEL matching nothing arrives as a plain [`Event::Request`]
+    /// (answer `481`).
+    Cancel {
+        invite: ServerKey,
+        cancel: ServerKey,
+        msg: Message,
+        from: D,
+    },
+    /// An ACK that is not the transaction layer's business: the ACK for a 2xx (end to end,
+    /// RFC 3261 §13.3.1.4; `invite` is set when it matched an Accepted INVITE transaction, RFC
+    /// 6026 §8.7) or a stray ACK matching nothing.
+    Ack {
+        invite: Option<ServerKey>,
+        msg: Message,
+        from: D,
+    },
+    /// A response for client transaction `key` (provisional, final, and in Accepted further
+    /// 2xx). Retransmitted non-2xx finals are absorbed.
+    Response { key: ClientKey, msg: Message },
+    /// A response matching no client transaction. RFC 6026 §7.3 has proxies drop these.
+    StrayResponse { msg: Message, from: D },
+    /// A timer ended the transaction: B or F (client; the TU acts as if it received 408), H
+    /// (server INVITE: no ACK came), or [`Timer::Unanswered`] (server: the TU never sent a
+    /// final response).
+    Timeout { key: TransactionKey, timer: Timer },
+    /// The driver reported a transport failure for this transaction (RFC 3261 §17.1.4,
+    /// §17.2.4); for a client transaction the TU acts as if it received 503.
+    TransportError { key: TransactionKey },
+    /// A received request the layer could not take: the TU answers `error.status()` (503
+    /// when [`TransactionError::Overloaded`], 400 when it cannot be identified) statelessly.
+    Rejected {
+        msg: Message,
+        from: D,
+        error: TransactionError,
+    },
+    /// The transaction is gone; the TU can drop whatever it keeps for it. Sent exactly once
+    /// per key, after every other event for that key.
+    Terminated { key: TransactionKey },
+}
+
+#[derive(Debug)]
+#[allow(clippy::enum_variant_names)] // named after the RFC 3261 figures
+enum Machine {
+    ClientInvite(ClientInvite),
+    ClientNonInvite(ClientNonInvite),
+    ServerInvite(ServerInvite),
+    ServerNonInvite(ServerNonInvite),
+}
+
+impl Machine {
+    fn state(&self) -> State {
+        match self {
+            Machine::ClientInvite(m) => m.state(),
+            Machine::ClientNonInvite(m) => m.state(),
+            Machine::ServerInvite(m) => m.state(),
+            Machine::ServerNonInvite(m) => m.state(),
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Machine::ClientInvite(m) => m.deadline(),
+            Machine::ClientNonInvite(m) => m.deadline(),
+            Machine::ServerInvite(m) => m.deadline(),
+            Machine::ServerNonInvite(m) => m.deadline(),
+        }
+    }
+
+    fn key(&self, id: u64) -> TransactionKey {
+        match self {
+            Machine::ClientInvite(_) | Machine::ClientNonInvite(_) => {
+                TransactionKey::Client(ClientKey(id))
+            }
+            Machine::ServerInvite(_) | Machine::ServerNonInvite(_) => {
+                TransactionKey::Server(ServerKey(id))
+            }
+        }
+    }
+
+    fn on_transport_error(&mut self) {
+        match self {
+            Machine::ClientInvite(m) => m.on_transport_error(),
+            Machine::ClientNonInvite(m) => m.on_transport_error(),
+            Machine::ServerInvite(m) => m.on_transport_error(),
+            Machine::ServerNonInvite(m) => m.on_transport_error(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Index {
+    Client(ClientMatch),
+    Server(ServerMatch),
+}
+
+#[derive(Debug)]
+struct Entry<D> {
+    machine: Machine,
+    peer: D,
+    reliable: bool,
+    /// The deadline the queue holds for this transaction.
+    scheduled: Option<Instant>,
+    index: Index,
+    /// RFC 2543 server INVITE only: the To tag of our final response, which its ACK carries.
+    final_to_tag: Option<Box<str>>,
+}
+
+/// A CANCEL asked for while its INVITE is still Calling: RFC 3261 §9.1 holds it back until a
+/// provisional response arrives, and drops it if a final one comes first.
+#[derive(Debug)]
+struct PendingCancel {
+    id: u64,
+    key: ClientMatch,
+    request: Message,
+}
+
+/// All RFC 3261 §17 transactions of one element, sans I/O.
+///
+/// `D` is the driver's opaque destination (a socket address, a connection id, a flow); the
+/// layer clones it into [`Transmit`]s and events and never looks inside.
+///
+/// Feed it with [`receive`](Self::receive), [`send_request`](Self::send_request),
+/// [`respond`](Self::respond), [`cancel`](Self::cancel),
+/// [`transport_error`](Self::transport_error) and [`handle_timeout`](Self::handle_timeout);
+/// after each input drain [`poll_transmit`](Self::poll_transmit) and
+/// [`poll_event`](Self::poll_event), then sleep until [`poll_timeout`](Self::poll_timeout).
+#[derive(Debug)]
+pub struct TransactionLayer<D> {
+    config: LayerConfig,
+    entries: HashMap<u64, Entry<D>>,
+    clients: HashMap<ClientMatch, u64>,
+    servers: HashMap<ServerMatch, u64>,
+    /// Keyed by the INVITE's id.
+    pending_cancels: HashMap<u64, PendingCancel>,
+    deadlines: DeadlineQueue,
+    transmits: VecDeque<Transmit<D>>,
+    events: VecDeque<Event<D>>,
+    next_id: u64,
+    /// Reused buffers, so steady-state input handling does not allocate for them.
+    scratch: Vec<Action>,
+    due: Vec<u64>,
+}
+
+impl<D: Clone + Debug> TransactionLayer<D> {
+    /// A layer with no transactions. Fails when the timer values are unusable.
+    pub fn new(config: LayerConfig) -> Result<Self, TransactionError> {
+        config.timers.validate()?;
+        Ok(TransactionLayer {
+            config,
+            entries: HashMap::new(),
+            clients: HashMap::new(),
+            servers: HashMap::new(),
+            pending_cancels: HashMap::new(),
+            deadlines: DeadlineQueue::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            next_id: 1,
+            scratch: Vec::new(),
+            due: Vec::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LayerConfig {
+        &self.config
+    }
+
+    /// Live transactions (a CANCEL held back for a Calling INVITE is not counted).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no transaction is live.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The state of a live transaction; `None` once it has terminated.
+    pub fn state(&self, key: impl Into<TransactionKey>) -> Option<State> {
+        let key = key.into();
+        let id = id_of(key);
+        self.entries
+            .get(&id)
+            .filter(|e| e.machine.key(id) == key)
+            .map(|e| e.machine.state())
+    }
+
+    /// The request a live client transaction sends.
+    pub fn request(&self, key: ClientKey) -> Option<&Message> {
+        match &self.entries.get(&key.0)?.machine {
+            Machine::ClientInvite(m) => Some(m.request()),
+            Machine::ClientNonInvite(m) => Some(m.request()),
+            _ => None,
+        }
+    }
+
+    /// The peer of a live transaction: where its requests or responses go.
+    pub fn peer(&self, key: impl Into<TransactionKey>) -> Option<&D> {
+        let key = key.into();
+        let id = id_of(key);
+        self.entries
+            .get(&id)
+            .filter(|e| e.machine.key(id) == key)
+            .map(|e| &e.peer)
+    }
+
+    /// A message arrived from `from` over a reliable (stream) or unreliable (datagram)
+    /// transport. The caller has parsed it (and, for requests, normally validated it).
+    pub fn receive(&mut self, msg: Message, from: D, reliable: bool, now: Instant) {
+        if msg.is_request() {
+            self.receive_request(msg, from, reliable, now);
+        } else {
+            self.receive_response(msg, from, now);
+        }
+    }
+
+    /// Starts a client transaction for `request`, which the TU has completed, including our
+    /// top Via with a unique `z9hG4bK` branch. The request is queued for `to` at once.
+    pub fn send_request(
+        &mut self,
+        request: Message,
+        to: D,
+        reliable: bool,
+        now: Instant,
+    ) -> Result<ClientKey, TransactionError> {
+        if request.method() == Some(&Method::Ack) {
+            return Err(TransactionError::AckIsNotATransaction);
+        }
+        let key = ClientMatch::of_request(&request)?;
+        if self.clients.contains_key(&key) {
+            return Err(TransactionError::DuplicateBranch);
+        }
+        if self.entries.len() >= self.config.max_transactions {
+            return Err(TransactionError::Overloaded);
+        }
+        let id = self.alloc_id();
+        self.start_client(id, key, request, to, reliable, now);
+        Ok(ClientKey(id))
+    }
+
+    /// Cancels INVITE client transaction `invite` (RFC 3261 §9.1): builds the CANCEL and runs
+    /// it as its own non-INVITE client transaction to the same destination. While the INVITE
+    /// is still Calling the CANCEL is held back until a provisional response arrives; if a
+    /// final response comes first the held CANCEL is dropped and reported
+    /// [`Event::Terminated`]. Calling it again returns the same key.
+    pub fn cancel(
+        &mut self,
+        invite: ClientKey,
+        now: Instant,
+    ) -> Result<ClientKey, TransactionError> {
+        let entry = self
+            .entries
+            .get(&invite.0)
+            .ok_or(TransactionError::UnknownTransaction)?;
+        let (Machine::ClientInvite(m), Index::Client(invite_key)) = (&entry.machine, &entry.index)
+        else {
+            return Err(match entry.machine {
+                Machine::ClientNonInvite(_) => TransactionError::NotInvite,
+                _ => TransactionError::UnknownTransaction,
+            });
+        };
+        let key = invite_key.with_method(Method::Cancel);
+        if let Some(&id) = self.clients.get(&key) {
+            return Ok(ClientKey(id));
+        }
+        if let Some(p) = self.pending_cancels.get(&invite.0) {
+            return Ok(ClientKey(p.id));
+        }
+        let calling = match m.state() {
+            State::Calling => true,
+            State::Proceeding => false,
+            _ => return Err(TransactionError::FinalResponseReceived),
+        };
+        let bytes = cancel_for(m.request()).ok_or(HeaderError::Invalid("CSeq"))?;
+        let request = Message::parse(bytes)?;
+        let (peer, reliable) = (entry.peer.clone(), entry.reliable);
+        let id = self.alloc_id();
+        if calling {
+            self.pending_cancels
+                .insert(invite.0, PendingCancel { id, key, request });
+        } else {
+            self.start_client(id, key, request, peer, reliable, now);
+        }
+        Ok(ClientKey(id))
+    }
+
+    /// The TU answers server transaction `key` with a response it built (e.g. with
+    /// [`crate::build::ResponseBuilder`]). 1xx may be sent several times; one final response
+    /// ends the exchange, except that an INVITE transaction in Accepted keeps passing 2xx
+    /// (the TU's own 2xx retransmissions, or other branches' 2xx in a proxy).
+    pub fn respond(
+        &mut self,
+        key: ServerKey,
+        response: Bytes,
+        now: Instant,
+    ) -> Result<(), TransactionError> {
+        let msg = Message::parse(response)?;
+        self.respond_message(key, &msg, now)
+    }
+
+    /// [`TransactionLayer::respond`] with an already parsed response (its raw bytes are sent).
+    pub fn respond_message(
+        &mut self,
+        key: ServerKey,
+        response: &Message,
+        now: Instant,
+    ) -> Result<(), TransactionError> {
+        let code = response.status().ok_or(TransactionError::NotAResponse)?;
+        let entry = self
+            .entries
+            .get_mut(&key.0)
+            .ok_or(TransactionError::UnknownTransaction)?;
+        let mut out = std::mem::take(&mut self.scratch);
+        let timers = &self.config.timers;
+        let raw = response.raw().clone();
+        let result = match &mut entry.machine {
+            Machine::ServerInvite(m) => m.respond(code, raw, timers, now, &mut out),
+            Machine::ServerNonInvite(m) => m.respond(code, raw, timers, now, &mut out),
+            _ => Err(TransactionError::UnknownTransaction),
+        };
+        if result.is_ok()
+            && code >= 200
+            && matches!(&entry.index, Index::Server(k) if k.is_rfc2543())
+        {
+            entry.final_to_tag = response
+                .to_header()
+                .ok()
+                .and_then(|t| t.tag())
+                .map(Into::into);
+        }
+        self.scratch = out;
+        result?;
+        self.apply(key.0);
+        self.settle(key.0, now);
+        Ok(())
+    }
+
+    /// Queues bytes outside any transaction: the ACK for a 2xx, a 2xx retransmitted by the UAS
+    /// core after Timer L, a stateless response or forward.
+    pub fn send_stateless(&mut self, payload: Bytes, to: D) {
+        self.transmits.push_back(Transmit {
+            to,
+            payload,
+            key: None,
+        });
+    }
+
+    /// The driver could not send a [`Transmit`] of transaction `key`: the transaction ends and
+    /// the TU gets [`Event::TransportError`]. Unknown keys are ignored.
+    pub fn transport_error(&mut self, key: TransactionKey, now: Instant) {
+        let id = id_of(key);
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        if entry.machine.key(id) != key {
+            return;
+        }
+        entry.machine.on_transport_error();
+        self.events.push_back(Event::TransportError { key });
+        self.settle(id, now);
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
+        let entries = &self.entries;
+        self.deadlines.pop_due(
+            now,
+            |id| entries.get(&id).and_then(|e| e.scheduled),
+            &mut due,
+        );
+        for id in due.drain(..) {
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            // Its queue entry was just consumed; `settle` re-queues the next deadline.
+            entry.scheduled = None;
+            if entry.machine.deadline().is_some_and(|d| d <= now) {
+                let mut out = std::mem::take(&mut self.scratch);
+                let timers = &self.config.timers;
+                match &mut entry.machine {
+                    Machine::ClientInvite(m) => m.on_timeout(now, &mut out),
+                    Machine::ClientNonInvite(m) => m.on_timeout(timers, now, &mut out),
+                    Machine::ServerInvite(m) => m.on_timeout(timers, now, &mut out),
+                    Machine::ServerNonInvite(m) => m.on_timeout(now, &mut out),
+                }
+                self.scratch = out;
+                self.apply(id);
+            }
+            self.settle(id, now);
+        }
+        self.due = due;
+    }
+
+    /// The next bytes to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit<D>> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the TU.
+    pub fn poll_event(&mut self) -> Option<Event<D>> {
+        self.events.pop_front()
+    }
+
+    /// When [`TransactionLayer::handle_timeout`] must next be called; `None` when no timer
+    /// runs. Amortized O(log n) in the number of transactions.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let entries = &self.entries;
+        self.deadlines
+            .peek(|id| entries.get(&id).and_then(|e| e.scheduled))
+    }
+
+    fn alloc_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn start_client(
+        &mut self,
+        id: u64,
+        key: ClientMatch,
+        request: Message,
+        to: D,
+        reliable: bool,
+        now: Instant,
+    ) {
+        let mut out = std::mem::take(&mut self.scratch);
+        let timers = &self.config.timers;
+        let machine = if request.method() == Some(&Method::Invite) {
+            Machine::ClientInvite(ClientInvite::start(
+                request, reliable, timers, now, &mut out,
+            ))
+        } else {
+            Machine::ClientNonInvite(ClientNonInvite::start(
+                request, reliable, timers, now, &mut out,
+            ))
+        };
+        self.scratch = out;
+        self.clients.insert(key.clone(), id);
+        self.entries.insert(
+            id,
+            Entry {
+                machine,
+                peer: to,
+                reliable,
+                scheduled: None,
+                index: Index::Client(key),
+                final_to_tag: None,
+            },
+        );
+        self.apply(id);
+        self.settle(id, now);
+    }
+
+    fn receive_response(&mut self, msg: Message, from: D, now: Instant) {
+        let id = ClientMatch::of_response(&msg).and_then(|k| self.clients.get(&k).copied());
+        let Some(entry) = id.and_then(|id| self.entries.get_mut(&id).map(|e| (id, e))) else {
+            self.events.push_back(Event::StrayResponse { msg, from });
+            return;
+        };
+        let (id, entry) = entry;
+        let mut out = std::mem::take(&mut self.scratch);
+        let timers = &self.config.timers;
+        match &mut entry.machine {
+            Machine::ClientInvite(m) => m.on_response(msg, timers, now, &mut out),
+            Machine::ClientNonInvite(m) => m.on_response(msg, timers, now, &mut out),
+            Machine::ServerInvite(_) | Machine::ServerNonInvite(_) => {}
+        }
+        self.scratch = out;
+        self.apply(id);
+        self.settle(id, now);
+    }
+
+    fn receive_request(&mut self, msg: Message, from: D, reliable: bool, now: Instant) {
+        let is_ack = msg.method() == Some(&Method::Ack);
+        let key = match ServerMatch::of_request(&msg) {
+            Ok(key) => key,
+            Err(_) if is_ack => {
+                self.events.push_back(Event::Ack {
+                    invite: None,
+                    msg,
+                    from,
+                });
+                return;
+            }
+            Err(error) => {
+                self.events.push_back(Event::Rejected { msg, from, error });
+                return;
+            }
+        };
+        if is_ack {
+            self.receive_ack(&key, msg, from, now);
+            return;
+        }
+        if let Some(&id) = self.servers.get(&key) {
+            self.retransmitted_request(id, from, now);
+            return;
+        }
+        if self.entries.len() >= self.config.max_transactions {
+            self.events.push_back(Event::Rejected {
+                msg,
+                from,
+                error: TransactionError::Overloaded,
+            });
+            return;
+        }
+        let id = self.alloc_id();
+        let mut out = std::mem::take(&mut self.scratch);
+        let method = msg.method().cloned();
+        let machine = if method == Some(Method::Invite) {
+            Machine::ServerInvite(ServerInvite::start(
+                &msg,
+                reliable,
+                self.config.send_100_trying,
+                self.config.unanswered_invite,
+                now,
+                &mut out,
+            ))
+        } else {
+            Machine::ServerNonInvite(ServerNonInvite::start(
+                reliable,
+                self.config.unanswered_non_invite,
+                now,
+            ))
+        };
+        self.scratch = out;
+        let invite = match method {
+            Some(Method::Cancel) => self.servers.get(&key.with_method(Method::Invite)).copied(),
+            _ => None,
+        };
+        self.servers.insert(key.clone(), id);
+        self.entries.insert(
+            id,
+            Entry {
+                machine,
+                peer: from.clone(),
+                reliable,
+                scheduled: None,
+                index: Index::Server(key),
+                final_to_tag: None,
+            },
+        );
+        self.events.push_back(match invite {
+            Some(invite) => Event::Cancel {
+                invite: ServerKey(invite),
+                cancel: ServerKey(id),
+                msg,
+                from,
+            },
+            None => Event::Request {
+                key: ServerKey(id),
+                msg,
+                from,
+            },
+        });
+        self.apply(id);
+        self.settle(id, now);
+    }
+
+    /// A request matching a live server transaction: re-send its last response, never pass it
+    /// up again. Responses follow the latest source (a reconnected stream).
+    fn retransmitted_request(&mut self, id: u64, from: D, now: Instant) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        entry.peer = from;
+        let mut out = std::mem::take(&mut self.scratch);
+        match &mut entry.machine {
+            Machine::ServerInvite(m) => m.on_invite(&mut out),
+            Machine::ServerNonInvite(m) => m.on_request(&mut out),
+            Machine::ClientInvite(_) | Machine::ClientNonInvite(_) => {}
+        }
+        self.scratch = out;
+        self.apply(id);
+        self.settle(id, now);
+    }
+
+    fn receive_ack(&mut self, key: &ServerMatch, msg: Message, from: D, now: Instant) {
+        // RFC 2543 ACK for an INVITE without To tag: the ACK carries our final's tag.
+        let id = self.servers.get(key).copied().or_else(|| {
+            let invite = self.servers.get(&key.for_ack()?).copied()?;
+            let entry = self.entries.get(&invite)?;
+            (entry.final_to_tag.as_deref() == key.to_tag()).then_some(invite)
+        });
+        let entry = id.and_then(|id| self.entries.get_mut(&id).map(|e| (id, e)));
+        let Some((
+            id,
+            Entry {
+                machine: Machine::ServerInvite(m),
+                ..
+            },
+        )) = entry
+        else {
+            self.events.push_back(Event::Ack {
+                invite: None,
+                msg,
+                from,
+            });
+            return;
+        };
+        match m.on_ack(msg, &self.config.timers, now) {
+            AckDisposition::Absorbed => {}
+            AckDisposition::ToTu(msg) => self.events.push_back(Event::Ack {
+                invite: Some(ServerKey(id)),
+                msg,
+                from,
+            }),
+        }
+        self.settle(id, now);
+    }
+
+    /// Turns the machine's actions into transmits and events.
+    fn apply(&mut self, id: u64) {
+        let Some(entry) = self.entries.get(&id) else {
+            self.scratch.clear();
+            return;
+        };
+        let key = entry.machine.key(id);
+        for action in self.scratch.drain(..) {
+            match action {
+                Action::Transmit(payload) => self.transmits.push_back(Transmit {
+                    to: entry.peer.clone(),
+                    payload,
+                    key: Some(key),
+                }),
+                Action::Deliver(msg) => {
+                    if let TransactionKey::Client(key) = key {
+                        self.events.push_back(Event::Response { key, msg });
+                    }
+                }
+                Action::Timeout(timer) => self.events.push_back(Event::Timeout { key, timer }),
+            }
+        }
+    }
+
+    /// After any input: forget a terminated transaction, re-queue a changed deadline, and
+    /// release or drop a held-back CANCEL.
+    fn settle(&mut self, id: u64, now: Instant) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let state = entry.machine.state();
+        if state == State::Terminated {
+            let key = entry.machine.key(id);
+            if let Some(entry) = self.entries.remove(&id) {
+                match entry.index {
+                    Index::Client(k) => {
+                        if self.clients.get(&k) == Some(&id) {
+                            self.clients.remove(&k);
+                        }
+                    }
+                    Index::Server(k) => {
+                        if self.servers.get(&k) == Some(&id) {
+                            self.servers.remove(&k);
+                        }
+                    }
+                }
+            }
+            self.events.push_back(Event::Terminated { key });
+            if let Some(p) = self.pending_cancels.remove(&id) {
+                self.events.push_back(Event::Terminated {
+                    key: TransactionKey::Client(ClientKey(p.id)),
+                });
+            }
+            return;
+        }
+        let deadline = entry.machine.deadline();
+        if deadline != entry.scheduled {
+            entry.scheduled = deadline;
+            if let Some(at) = deadline {
+                self.deadlines.push(at, id);
+                let live = self.entries.len();
+                self.deadlines.compact_if_needed(
+                    live,
+                    self.entries
+                        .iter()
+                        .filter_map(|(id, e)| e.scheduled.map(|at| (*id, at))),
+                );
+            }
+        }
+        let Some(entry) = self.entries.get(&id) else {
+            return;
+        };
+        if let Machine::ClientInvite(_) = entry.machine {
+            match state {
+                State::Calling => {}
+                State::Proceeding => {
+                    if let Some(p) = self.pending_cancels.remove(&id) {
+                        let (peer, reliable) = (entry.peer.clone(), entry.reliable);
+                        self.start_client(p.id, p.key, p.request, peer, reliable, now);
+                    }
+                }
+                _ => {
+                    if let Some(p) = self.pending_cancels.remove(&id) {
+                        self.events.push_back(Event::Terminated {
+                            key: TransactionKey::Client(ClientKey(p.id)),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    #[allow(dead_code)] // for tests that inspect the queue
+    pub(crate) fn queued_deadlines(&self) -> usize {
+        self.deadlines.len()
+    }
+}
+
+fn id_of(key: TransactionKey) -> u64 {
+    match key {
+        TransactionKey::Client(k) => k.0,
+        TransactionKey::Server(k) => k.0,
+    }
+}

@@ -40,6 +40,9 @@ huddle_bin=${HUDDLE_BIN:-$repo/target/release/huddle}
 max_seconds=${BENCH_MAX_SECONDS:-540}
 domain=example.test
 ip=127.0.0.1
+# SIPp's default 64 KB socket buffers overflow in bursts on a busy machine; the resulting
+# retransmissions would be charged to the server. The kernel caps this at net.core.rmem_max.
+sock_buf=4194304
 
 for v in duration reg_rate msg_rate call_rate tx_per_sipp max_seconds; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
@@ -49,6 +52,11 @@ for tool in sipp ss pgrep getconf timeout awk; do
 	command -v "$tool" >/dev/null || die "$tool not found (run: scripts/install-deps.sh --bench)"
 done
 clk_tck=$(getconf CLK_TCK)
+rmem_max=$(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo 0)
+if ((rmem_max < 1048576)); then
+	note "warning: net.core.rmem_max is $rmem_max; UDP bursts may be dropped and retransmitted" \
+		"(raise it: sysctl -w net.core.rmem_max=$sock_buf)"
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/huddle-bench.XXXXXX")
 results=$work/results.tsv
@@ -195,11 +203,11 @@ start_uas() {
 	port=$(free_port 35060)
 	(
 		cd "$dir"
-		exec timeout $((duration * 6 + 120)) sipp "$ip:$sip_port" -t "$transport" -i "$ip" -p "$port" \
+		exec timeout -k 5 $((duration * 6 + 120)) sipp "$ip:$sip_port" -t "$transport" -i "$ip" -p "$port" \
 			-sf "$repo/tests/sipp/uas_bob.xml" -oocsf "$repo/tests/sipp/uas_bob_calls.xml" \
 			-inf "$repo/tests/sipp/bob.csv" -m 1 -nd -nostdin \
 			-set expect 1000000000 -set wait_ms $(((duration * 6 + 60) * 1000)) \
-			-trace_logs -log_file "$dir/uas.log" -trace_err -error_file "$dir/uas.errors.log" \
+			-trace_logs -log_file "$dir/uas.log" -buff_size "$sock_buf" \
 			-max_recv_loops 10000 -max_sched_loops 10000 >"$dir/uas.out" 2>&1
 	) &
 	uas_pid=$!
@@ -241,11 +249,11 @@ run_workload() {
 		port=$(free_port $((40000 + k * 10)))
 		(
 			cd "$dir"
-			exec timeout $((duration * 3 + 60)) sipp "$ip:$sip_port" -t "$transport" -i "$ip" \
+			exec timeout -k 5 $((duration * 3 + 60)) sipp "$ip:$sip_port" -t "$transport" -i "$ip" \
 				-p "$port" -sf "$here/sipp/$scenario" -inf "$(users_slice "$k" "$procs")" \
 				-r "$r" -m "$m" -nostdin -timeout $((duration * 3 + 30))s \
 				-trace_stat -stf "$dir/stat.$k.csv" -fd 1 -trace_rtt -rtt_freq 1000 \
-				-trace_err -error_file "$dir/errors.$k.log" \
+				-trace_err -error_file "$dir/errors.$k.log" -buff_size "$sock_buf" \
 				-max_recv_loops 10000 -max_sched_loops 10000 >"$dir/sipp.$k.out" 2>&1
 		) &
 		pids+=("$!")

@@ -118,7 +118,7 @@ run_uac() {
 	local name=$1 scenario=$2 csv=$3 rc=0
 	local -a common
 	sipp_args "$name"
-	timeout $((timeout_s + 10)) sipp "${common[@]}" -sf "$here/$scenario" -inf "$here/$csv" \
+	timeout -k 5 $((timeout_s + 10)) sipp "${common[@]}" -sf "$here/$scenario" -inf "$here/$csv" \
 		-p "$uac_port" -m 1 -timeout "${timeout_s}s" -timeout_error >"$logdir/$name.out" 2>&1 || rc=$?
 	if ((rc == 0)); then
 		pass "$name"
@@ -137,7 +137,7 @@ uas_wait_ms=$(((timeout_s * 3 + 10) * 1000))
 (
 	common=()
 	sipp_args uas_bob
-	exec timeout $((uas_wait_ms / 1000 + 30)) sipp "${common[@]}" -sf "$here/uas_bob.xml" \
+	exec timeout -k 5 $((uas_wait_ms / 1000 + 30)) sipp "${common[@]}" -sf "$here/uas_bob.xml" \
 		-oocsf "$here/uas_bob_calls.xml" -inf "$here/bob.csv" -p "$uas_port" -m 1 -nd \
 		-set expect 3 -set wait_ms "$uas_wait_ms" -trace_logs -log_file "$logdir/uas_bob.log" \
 		>"$logdir/uas_bob.out" 2>&1

@@ -2,8 +2,7 @@
 
 import JsSIP from 'jssip';
 import { WsSocket } from './jssip-node-socket.mjs';
-import { once, describe, withTimeout } from './wait.mjs';
-import { handled } from './wait.mjs';
+import { once, describe, withTimeout, handled } from './wait.mjs';
 import { user } from './env.mjs';
 
 export { JsSIP };

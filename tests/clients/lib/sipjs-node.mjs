@@ -1,10 +1,9 @@
 // SIP.js 0.21 user agents in plain Node (UserAgent + Registerer + Messager), with cleanup on the test.
 
 import './ws-global.mjs';
-import { UserAgent, Registerer, RegistererState, Messager } from 'sip.js';
+import { UserAgent, Registerer, RegistererState, Messager, version as SIPJS_VERSION } from 'sip.js';
 import { EventEmitter } from 'node:events';
-import { withTimeout, once } from './wait.mjs';
-import { handled } from './wait.mjs';
+import { withTimeout, once, handled } from './wait.mjs';
 import { user } from './env.mjs';
 
 export { UserAgent, Registerer, RegistererState, Messager };
@@ -27,7 +26,7 @@ export async function startSipJs(target, name, cleanup, { register = true, label
     authorizationPassword: u.password,
     transportOptions: { server: target.wsUrl, connectionTimeout: 5, traceSip: false },
     logLevel: 'error',
-    userAgentString: `huddle-client-tests SIP.js/${UserAgent.version ?? '0.21'} (${label})`,
+    userAgentString: `huddle-client-tests SIP.js/${SIPJS_VERSION} (${label})`,
     delegate: {
       onMessage: (message) => {
         message.accept().catch(() => {});

@@ -10,7 +10,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { target } from '../lib/env.mjs';
 import { cleanupAll } from '../lib/wait.mjs';
-import { rawHeader } from '../lib/jssip-node.mjs';
 import {
   startSipJs,
   registerSipJs,
@@ -20,7 +19,7 @@ import {
   lastSipJsRegister,
   RegistererState,
 } from '../lib/sipjs-node.mjs';
-import { startJsSIP, sendJsSIPMessage, nextJsSIPMessage } from '../lib/jssip-node.mjs';
+import { startJsSIP, sendJsSIPMessage, nextJsSIPMessage, rawHeader } from '../lib/jssip-node.mjs';
 
 const CONTENT_TYPE = 'text/plain;charset=utf-8';
 const TO_BOB = 'héllo bob ☺ ✓';

@@ -762,3 +762,38 @@ fn id_of(key: TransactionKey) -> u64 {
         TransactionKey::Server(k) => k.0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::ResponseBuilder;
+
+    fn options(i: u32) -> Message {
+        Message::parse(Bytes::from(format!(
+            "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bKu{i}\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    }
+
+    #[test]
+    fn stale_deadlines_do_not_accumulate() {
+        // Each transaction queues its safety-net deadline and ends long before it: without
+        // compaction the heap would hold one stale entry per transaction ever seen.
+        let now = Instant::now();
+        let mut l: TransactionLayer<()> = TransactionLayer::new(LayerConfig::default()).unwrap();
+        for i in 0..10_000 {
+            let req = options(i);
+            l.receive(req.clone(), (), true, now);
+            let Some(Event::Request { key, .. }) = l.poll_event() else {
+                panic!("no request");
+            };
+            l.respond(key, ResponseBuilder::new(&req, 200, "OK").build(), now)
+                .unwrap();
+            while l.poll_event().is_some() {}
+            while l.poll_transmit().is_some() {}
+            assert!(l.queued_deadlines() <= 65, "{}", l.queued_deadlines());
+        }
+        assert!(l.is_empty());
+        assert_eq!(l.poll_timeout(), None);
+    }
+}

@@ -148,7 +148,7 @@ class SipJsPhone {
       authorizationPassword: password,
       transportOptions: { server: wsUrl, connectionTimeout: 5 },
       logLevel: 'warn',
-      userAgentString: `huddle-client-tests SIP.js browser (${label})`,
+      userAgentString: `huddle-client-tests SIP.js/${SIP.version} browser (${label})`,
       sessionDescriptionHandlerFactoryOptions: { peerConnectionConfiguration: PC_CONFIG, iceGatheringTimeout: 3000 },
       delegate: {
         onInvite: (invitation) => {

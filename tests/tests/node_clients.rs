@@ -43,3 +43,17 @@ async fn jssip_and_sipjs_in_node() {
     });
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_video_call_between_browsers() {
+    require_tool(
+        "chromium",
+        "run ./scripts/test.sh, which installs Debian's chromium",
+    );
+    let server = TestServer::start().await;
+    let s = &server;
+    tokio::task::block_in_place(|| {
+        node_test(&["browser/call.test.mjs"], s, Duration::from_secs(300));
+    });
+    server.stop().await;
+}

@@ -73,6 +73,7 @@ pub struct Core {
     changes: Vec<Change>,
     persist: std::sync::mpsc::Sender<Vec<Change>>,
     tag_seed: u64,
+    loop_hasher: std::collections::hash_map::RandomState,
     counter: u64,
 }
 
@@ -131,6 +132,7 @@ impl Core {
             proxy: ProxyState::default(),
             changes: Vec::new(),
             tag_seed: random_u64(),
+            loop_hasher: std::collections::hash_map::RandomState::new(),
             counter: 0,
             config,
             transports,
@@ -316,9 +318,48 @@ impl Core {
         format!("{:x}{:x}", self.tag_seed & 0xffff_ffff, self.counter)
     }
 
-    pub(crate) fn new_branch(&mut self) -> String {
+    /// A branch for a request this proxy forwards: `z9hG4bK-hd<loop hash>-<counter>`. The loop
+    /// hash covers what stays the same when the very same request comes back to us (RFC 3261
+    /// §16.6 step 8 and §16.3 step 4), so a loop is recognised and a spiral (new Request-URI)
+    /// is not.
+    pub(crate) fn new_branch(&mut self, msg: &Message) -> String {
         self.counter += 1;
-        format!("z9hG4bK-hd{:x}-{:x}", self.tag_seed >> 32, self.counter)
+        format!("{}{:x}", self.loop_prefix(msg), self.counter)
+    }
+
+    fn loop_prefix(&self, msg: &Message) -> String {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = self.loop_hasher.build_hasher();
+        msg.request_uri().hash(&mut h);
+        msg.call_id().hash(&mut h);
+        msg.cseq().ok().map(|c| c.seq).hash(&mut h);
+        msg.from_header().ok().and_then(|f| f.tag()).hash(&mut h);
+        msg.to_header().ok().and_then(|t| t.tag()).hash(&mut h);
+        for name in [
+            HeaderName::ProxyRequire,
+            HeaderName::ProxyAuthorization,
+            HeaderName::Route,
+        ] {
+            for v in msg.header_values(&name) {
+                v.hash(&mut h);
+            }
+        }
+        format!("z9hG4bK-hd{:x}-", h.finish())
+    }
+
+    /// True when `msg` already passed through this proxy unchanged (a loop, answered 482).
+    pub(crate) fn is_loop(&self, msg: &Message) -> bool {
+        let prefix = self.loop_prefix(msg);
+        msg.header_list(&HeaderName::Via).any(|v| {
+            huddle_sip::headers::Via::parse(v).is_ok_and(|via| {
+                via.branch().is_some_and(|b| b.starts_with(&prefix))
+                    && self.local.values().any(|a| {
+                        via.port == Some(a.port())
+                            && via.host.trim_start_matches('[').trim_end_matches(']')
+                                == a.ip().to_string()
+                    })
+            })
+        })
     }
 
     fn response_bytes(

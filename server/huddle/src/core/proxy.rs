@@ -204,6 +204,10 @@ impl Core {
             }
         }
 
+        if self.is_loop(&msg) {
+            self.respond(key, &msg, &from, 482, "Loop Detected", &[]);
+            return;
+        }
         let targets = match self.select_targets(&msg, in_dialog, popped, token_peer, now) {
             Ok(targets) => targets,
             Err((status, reason)) => {
@@ -227,7 +231,7 @@ impl Core {
             final_sent: false,
         };
         for target in targets {
-            let branch = self.new_branch();
+            let branch = self.new_branch(&ctx.request);
             let out = target.peer;
             let local = self.local.get(&out.transport).copied();
             let Some(local) = local else {
@@ -381,7 +385,7 @@ impl Core {
         let Some(local) = self.local.get(&out.transport).copied() else {
             return;
         };
-        let branch = self.new_branch();
+        let branch = self.new_branch(&msg);
         let via = format!(
             "SIP/2.0/{} {local};branch={branch};rport",
             out.transport.via_token()

@@ -38,9 +38,9 @@
 //!   `tcp_idle_timeout`, WebSocket peers by server pings (`ws_ping_interval` and
 //!   `ws_pong_timeout`: SIPml5 sends no keep-alives of its own).
 //! - Stream messages are framed by [`huddle_sip::framing`]; a framing error (including a message
-//!   over `max_message_size`) closes the connection. No `513 Message Too Large` is sent: a
-//!   response needs the request's Via, From, To, Call-ID and CSeq, and producing them means
-//!   parsing a message we just refused to buffer. Oversized UDP datagrams are dropped.
+//!   over `max_message_size`) closes the connection, after a `513 Message Too Large` when the
+//!   declared Content-Length shows the header section arrived whole. An oversized UDP datagram
+//!   is answered 513 from its first `max_message_size` bytes (see `too_large_reply`).
 //!
 //! # The event receiver
 //!
@@ -449,4 +449,35 @@ impl TransportHandle {
     pub fn local_addr_for(&self, transport: Transport) -> Option<SocketAddr> {
         self.shared.local_addr_for(transport)
     }
+}
+
+/// The `513 Message Too Large` for a message refused for its size, built from the header
+/// section that did arrive (a truncated datagram, or a stream's buffered head). `None` when
+/// that is not a request with the headers a response needs, or is an ACK.
+pub(crate) fn too_large_reply(head: &[u8], remote: SocketAddr) -> Option<Bytes> {
+    use huddle_sip::build::{ResponseBuilder, Source};
+    use huddle_sip::message::HeaderName;
+    let msg = huddle_sip::Message::parse(Bytes::copy_from_slice(head)).ok()?;
+    let method = msg.method()?;
+    let complete = [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ]
+    .iter()
+    .all(|h| msg.header_count(h) > 0);
+    if !complete || *method == huddle_sip::Method::Ack {
+        return None;
+    }
+    let ip = remote.ip().to_string();
+    Some(
+        ResponseBuilder::new(&msg, 513, "Message Too Large")
+            .source(Source {
+                ip: &ip,
+                port: remote.port(),
+            })
+            .build(),
+    )
 }

@@ -163,7 +163,28 @@ async fn drain_frames<S>(
 where
     S: AsyncWrite + Unpin,
 {
-    while let Some(frame) = decoder.next_frame()? {
+    loop {
+        let frame = match decoder.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                // A declared Content-Length over the limit means the header section is here:
+                // answer 513 (RFC 3261 §21.5.14) before closing, as the peer can then tell why.
+                if matches!(
+                    e,
+                    huddle_sip::framing::FramingError::TooLarge {
+                        declared: Some(_),
+                        ..
+                    }
+                ) {
+                    if let Some(reply) = super::too_large_reply(decoder.buffer_mut(), source.remote)
+                    {
+                        let _ = write(io, &reply, write_limit).await;
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         match frame {
             Frame::Message(data) => {
                 let event = TransportEvent::Message(Inbound {

@@ -35,7 +35,10 @@ pub(crate) async fn run(socket: Arc<UdpSocket>, mut ctx: TaskCtx) {
             }
         };
         if n > max {
-            debug!(%local, %remote, limit = max, "dropping oversized UDP datagram");
+            debug!(%local, %remote, limit = max, "oversized UDP datagram answered 513");
+            if let Some(reply) = super::too_large_reply(&buf[..max], remote) {
+                let _ = socket.try_send_to(&reply, remote);
+            }
             continue;
         }
         let data = &buf[..n];

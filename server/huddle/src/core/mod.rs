@@ -34,6 +34,13 @@ pub use limits::RateLimiter;
 pub use proxy::ProxyState;
 pub use tokens::FlowTokens;
 
+/// Who authenticates a request: the registrar (401) or the proxy (407).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Registrar,
+    Proxy,
+}
+
 /// Where a message came from or goes to, as the transaction layer carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
@@ -417,6 +424,60 @@ impl Core {
         }
     }
 
+    /// Digest-authenticates `msg` (RFC 3261 §22) for the registrar (401, Authorization, the To
+    /// user is the identity) or the proxy (407, Proxy-Authorization, the From user). Returns
+    /// the user when the request may go on; otherwise it has been answered.
+    pub(crate) fn authenticate(
+        &mut self,
+        key: ServerKey,
+        msg: &Message,
+        from: &Peer,
+        role: Role,
+    ) -> Option<String> {
+        let (credentials, status, reason, challenge_header) = match role {
+            Role::Registrar => (
+                HeaderName::Authorization,
+                401,
+                "Unauthorized",
+                "WWW-Authenticate",
+            ),
+            Role::Proxy => (
+                HeaderName::ProxyAuthorization,
+                407,
+                "Proxy Authentication Required",
+                "Proxy-Authenticate",
+            ),
+        };
+        match self.digest.check(msg, &credentials, &self.users) {
+            Verdict::Accept(user) => {
+                let identity = match role {
+                    Role::Registrar => msg.to_header(),
+                    Role::Proxy => msg.from_header(),
+                };
+                let claimed = identity
+                    .ok()
+                    .and_then(|a| SipUri::parse(a.uri).ok().and_then(|u| u.user_unescaped()));
+                if claimed.as_deref() == Some(user.as_str()) {
+                    return Some(user);
+                }
+                self.respond(key, msg, from, 403, "Forbidden - Identity Mismatch", &[]);
+            }
+            Verdict::Challenge { stale } => {
+                let challenge = self.digest.challenge(stale);
+                self.respond(
+                    key,
+                    msg,
+                    from,
+                    status,
+                    reason,
+                    &[(challenge_header, &challenge)],
+                );
+            }
+            Verdict::BadRequest(reason) => self.respond(key, msg, from, 400, reason, &[]),
+        }
+        None
+    }
+
     /// True when a URI host (and port) names this server.
     pub(crate) fn is_local(&self, uri: &SipUri<'_>) -> bool {
         let host = uri.host.to_ascii_lowercase();
@@ -475,69 +536,45 @@ impl Core {
             );
             return;
         }
-        match self
-            .digest
-            .check(&msg, &HeaderName::Authorization, &self.users)
-        {
-            Verdict::Accept(user) => {
-                let to_user = msg
-                    .to_header()
-                    .ok()
-                    .and_then(|t| SipUri::parse(t.uri).ok().and_then(|u| u.user_unescaped()));
-                if to_user.as_deref() != Some(user.as_str()) {
-                    self.respond(key, &msg, &from, 403, "Forbidden - Identity Mismatch", &[]);
-                    return;
-                }
-                let aor = format!("{user}@{}", self.config.sip.domain.to_ascii_lowercase());
-                let reach = match from.flow {
-                    Some(flow) => Reach::Flow {
-                        flow,
-                        transport: from.transport,
-                        remote: from.remote,
-                    },
-                    None => Reach::Address {
-                        transport: from.transport,
-                        addr: from.remote,
-                    },
-                };
-                let outcome = self.location.register(
-                    &msg,
-                    &aor,
-                    reach,
-                    now,
-                    &self.config.registrar,
-                    &mut self.changes,
-                );
-                match outcome {
-                    RegisterOutcome::Ok { contacts } => {
-                        let extra: Vec<(&str, &str)> =
-                            contacts.iter().map(|c| ("Contact", c.as_str())).collect();
-                        self.respond(key, &msg, &from, 200, "OK", &extra);
-                    }
-                    RegisterOutcome::Reject {
-                        status,
-                        reason,
-                        min_expires,
-                    } => {
-                        let min = min_expires.map(|m| m.to_string());
-                        let extra: Vec<(&str, &str)> =
-                            min.iter().map(|m| ("Min-Expires", m.as_str())).collect();
-                        self.respond(key, &msg, &from, status, reason, &extra);
-                    }
-                }
+        let Some(user) = self.authenticate(key, &msg, &from, Role::Registrar) else {
+            return;
+        };
+        let aor = format!("{user}@{}", self.config.sip.domain.to_ascii_lowercase());
+        let reach = match from.flow {
+            Some(flow) => Reach::Flow {
+                flow,
+                transport: from.transport,
+                remote: from.remote,
+            },
+            None => Reach::Address {
+                transport: from.transport,
+                addr: from.remote,
+            },
+        };
+        let outcome = self.location.register(
+            &msg,
+            &aor,
+            reach,
+            now,
+            &self.config.registrar,
+            &mut self.changes,
+        );
+        match outcome {
+            RegisterOutcome::Ok { contacts } => {
+                let extra: Vec<(&str, &str)> =
+                    contacts.iter().map(|c| ("Contact", c.as_str())).collect();
+                self.respond(key, &msg, &from, 200, "OK", &extra);
             }
-            Verdict::Challenge { stale } => {
-                let challenge = self.digest.challenge(stale);
-                self.respond(
-                    key,
-                    &msg,
-                    &from,
-                    401,
-                    "Unauthorized",
-                    &[("WWW-Authenticate", &challenge)],
-                );
+            RegisterOutcome::Reject {
+                status,
+                reason,
+                min_expires,
+            } => {
+                let min = min_expires.map(|m| m.to_string());
+                let extra: Vec<(&str, &str)> =
+                    min.iter().map(|m| ("Min-Expires", m.as_str())).collect();
+                self.respond(key, &msg, &from, status, reason, &extra);
             }
-            Verdict::BadRequest(reason) => self.respond(key, &msg, &from, 400, reason, &[]),
         }
     }
 }

@@ -14,7 +14,7 @@ use huddle_sip::transaction::{ClientKey, ServerKey};
 use huddle_sip::uri::SipUri;
 use huddle_sip::{Message, Method};
 
-use super::{Core, Peer, Verdict};
+use super::{Core, Peer, Role};
 use crate::transport::{Destination, Transport};
 
 /// One forwarded copy of a request.
@@ -163,44 +163,8 @@ impl Core {
                 .ok()
                 .and_then(|f| SipUri::parse(f.uri).ok())
                 .is_some_and(|u| self.is_local(&u));
-            if from_local {
-                match self
-                    .digest
-                    .check(&msg, &HeaderName::ProxyAuthorization, &self.users)
-                {
-                    Verdict::Accept(user) => {
-                        let from_user = msg.from_header().ok().and_then(|f| {
-                            SipUri::parse(f.uri).ok().and_then(|u| u.user_unescaped())
-                        });
-                        if from_user.as_deref() != Some(user.as_str()) {
-                            self.respond(
-                                key,
-                                &msg,
-                                &from,
-                                403,
-                                "Forbidden - Identity Mismatch",
-                                &[],
-                            );
-                            return;
-                        }
-                    }
-                    Verdict::Challenge { stale } => {
-                        let challenge = self.digest.challenge(stale);
-                        self.respond(
-                            key,
-                            &msg,
-                            &from,
-                            407,
-                            "Proxy Authentication Required",
-                            &[("Proxy-Authenticate", &challenge)],
-                        );
-                        return;
-                    }
-                    Verdict::BadRequest(reason) => {
-                        self.respond(key, &msg, &from, 400, reason, &[]);
-                        return;
-                    }
-                }
+            if from_local && self.authenticate(key, &msg, &from, Role::Proxy).is_none() {
+                return;
             }
         }
 

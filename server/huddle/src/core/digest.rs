@@ -71,6 +71,7 @@ impl Digest {
         req: &Message,
         header: &HeaderName,
         users: &HashMap<String, UserRecord>,
+        names_us: impl Fn(&str) -> bool,
     ) -> Verdict {
         let now = unix_now();
         let method = req.method().map(|m| m.as_str()).unwrap_or("");
@@ -86,6 +87,12 @@ impl Digest {
             let status = self.issuer.check(creds.nonce(), &self.realm, now);
             if status == NonceStatus::Invalid {
                 return Verdict::Challenge { stale: false };
+            }
+            // RFC 2617 §3.2.2.5: the digest must be for this request's Request-URI. SIPp signs
+            // `sip:<server address>` instead unless told `-auth_uri`; a URI naming this server
+            // is accepted too, since it cannot be replayed anywhere else.
+            if Some(creds.uri()) != req.request_uri() && !names_us(creds.uri()) {
+                return Verdict::BadRequest("Bad Request - Digest URI Mismatch");
             }
             let Some(user) = users.get(creds.username()) else {
                 return Verdict::Challenge { stale: false };

@@ -448,7 +448,9 @@ impl Core {
                 "Proxy-Authenticate",
             ),
         };
-        match self.digest.check(msg, &credentials, &self.users) {
+        let identities = &self.identities;
+        let names_us = |uri: &str| SipUri::parse(uri).is_ok_and(|u| uri_names_us(identities, &u));
+        match self.digest.check(msg, &credentials, &self.users, names_us) {
             Verdict::Accept(user) => {
                 let identity = match role {
                     Role::Registrar => msg.to_header(),
@@ -480,18 +482,7 @@ impl Core {
 
     /// True when a URI host (and port) names this server.
     pub(crate) fn is_local(&self, uri: &SipUri<'_>) -> bool {
-        let host = uri.host.to_ascii_lowercase();
-        match uri.port {
-            Some(port) => {
-                self.identities.contains(&format!("{host}:{port}"))
-                    || (self.identities.contains(&host)
-                        && !host
-                            .chars()
-                            .next()
-                            .is_some_and(|c| c.is_ascii_digit() || c == '['))
-            }
-            None => self.identities.contains(&host),
-        }
+        uri_names_us(&self.identities, uri)
     }
 
     fn on_request(&mut self, key: ServerKey, msg: Message, from: Peer, now: Instant) {
@@ -576,5 +567,23 @@ impl Core {
                 self.respond(key, &msg, &from, status, reason, &extra);
             }
         }
+    }
+}
+
+/// True when a URI's host (and port, for addresses) is one of this server's identities: the
+/// domain, an alias, or a listening address. A bare IP without port names us only if it is a
+/// listening IP; an IP with a port must match a listening address exactly.
+fn uri_names_us(identities: &HashSet<String>, uri: &SipUri<'_>) -> bool {
+    let host = uri.host.to_ascii_lowercase();
+    match uri.port {
+        Some(port) => {
+            identities.contains(&format!("{host}:{port}"))
+                || (identities.contains(&host)
+                    && !host
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_digit() || c == '['))
+        }
+        None => identities.contains(&host),
     }
 }

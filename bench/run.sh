@@ -12,15 +12,17 @@
 # and reports per workload: achieved ops/s, failure %, p50/p99 response time (SIPp -trace_rtt,
 # whole milliseconds; register/message: first request -> 200; call: first INVITE -> 200), server
 # CPU (user+sys of the server's processes and their children, from /proc, before/after) as
-# CPU ms per 1,000 operations, then Huddle/Kamailio ratios. One "operation" = one SIPp call.
+# CPU ms per 1,000 operations (one SIPp call) and per 1,000 server transactions (requests with a
+# final response: register 2, message 2, call 3; ACKs not counted), then Huddle/Kamailio ratios.
 #
-# Environment (defaults): BENCH_SERVERS="kamailio huddle" BENCH_DURATION=10 (s per workload)
+# Environment (defaults): BENCH_SERVERS="kamailio huddle" BENCH_WORKLOADS="register message call"
+#   BENCH_DURATION=10 (measured s per workload) BENCH_WARMUP=2 (s of the same load before, unmeasured)
 #   BENCH_REG_RATE=2000 BENCH_MSG_RATE=2000 BENCH_CALL_RATE=300 (ops/s, all SIPp processes)
-#   BENCH_TRANSPORT=u1 (or t1) BENCH_TX_PER_SIPP=6000 (SIPp-side transactions/s per SIPp
+#   BENCH_TRANSPORT=u1 (or t1) BENCH_TX_PER_SIPP=6000 (transactions/s per SIPp UAC
 #   process before the load is split over several) HUDDLE_BIN=target/release/huddle
 #   BENCH_KEEP=0 (1: keep the work folder with all SIPp and server logs)
 # Bounded: every process runs under timeout(1), the whole run stays under 10 minutes with the
-# defaults (BENCH_MAX_SECONDS=540 stops starting new workloads), and everything started here is
+# defaults (BENCH_MAX_SECONDS=480 stops starting new workloads), and everything started here is
 # stopped on exit.
 set -euo pipefail
 
@@ -30,20 +32,23 @@ repo=$(cd "$here/.." && pwd)
 . "$here/lib.sh"
 
 servers=${BENCH_SERVERS:-kamailio huddle}
+workloads=" ${BENCH_WORKLOADS:-register message call} "
 duration=${BENCH_DURATION:-10}
+warmup=${BENCH_WARMUP:-2}
 reg_rate=${BENCH_REG_RATE:-2000}
 msg_rate=${BENCH_MSG_RATE:-2000}
 call_rate=${BENCH_CALL_RATE:-300}
 transport=${BENCH_TRANSPORT:-u1}
 tx_per_sipp=${BENCH_TX_PER_SIPP:-6000}
 huddle_bin=${HUDDLE_BIN:-$repo/target/release/huddle}
-max_seconds=${BENCH_MAX_SECONDS:-540}
+max_seconds=${BENCH_MAX_SECONDS:-480}
 domain=example.test
 ip=127.0.0.1
 # SIPp's default 64 KB socket buffers overflow in bursts on a busy machine; the resulting
 # retransmissions would be charged to the server. The kernel caps this at net.core.rmem_max.
 sock_buf=4194304
 
+[[ $warmup =~ ^[0-9]+$ ]] || die "BENCH_WARMUP must be a whole number of seconds"
 for v in duration reg_rate msg_rate call_rate tx_per_sipp max_seconds; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
 done
@@ -141,6 +146,15 @@ huddle_config() { # huddle_config FILE SIP_PORT WS_PORT STORE
 		echo
 		echo "[store]"
 		echo "path = \"$4\""
+		echo
+		echo "# All load comes from 127.0.0.1: lift the per-IP request limit (keys of config/huddle.toml)."
+		echo "[limits]"
+		echo "requests_per_second_per_ip = 1000000"
+		echo "request_burst_per_ip = 1000000"
+		echo
+		echo "# Like Kamailio's debug=1: no per-request logging."
+		echo "[log]"
+		echo "level = \"warn\""
 		for u in alice bob carol; do
 			printf '\n[[users]]\nname = "%s"\npassword = "%s-pw"\n' "$u" "$u"
 		done
@@ -159,7 +173,10 @@ start_kamailio() {
 	sip_port=$(free_port 25060)
 	local ws_port
 	ws_port=$(free_port 28070)
-	kam_env=(KAM_IP="$ip" KAM_SIP_PORT="$sip_port" KAM_WS_PORT="$ws_port" KAM_DIR="$work/kamailio")
+	# tm keeps finished transactions for seconds: at thousands per second they need a big pool
+	# (a full pool shows up as 500 replies and "out of mem" in the log).
+	kam_env=(KAM_IP="$ip" KAM_SIP_PORT="$sip_port" KAM_WS_PORT="$ws_port" KAM_DIR="$work/kamailio"
+		KAM_SHM_MB="${KAM_SHM_MB:-1024}")
 	if ! env "${kam_env[@]}" "$here/kamailio/run.sh" start; then
 		kam_env=()
 		return 1
@@ -205,7 +222,7 @@ start_uas() {
 		cd "$dir"
 		exec timeout -k 5 $((duration * 6 + 120)) sipp "$ip:$sip_port" -t "$transport" -i "$ip" -p "$port" \
 			-sf "$repo/tests/sipp/uas_bob.xml" -oocsf "$repo/tests/sipp/uas_bob_calls.xml" \
-			-inf "$repo/tests/sipp/bob.csv" -m 1 -nd -nostdin \
+			-inf "$repo/tests/sipp/bob.csv" -auth_uri "$domain" -m 1 -nd -nostdin \
 			-set expect 1000000000 -set wait_ms $(((duration * 6 + 60) * 1000)) \
 			-trace_logs -log_file "$dir/uas.log" -buff_size "$sock_buf" \
 			-max_recv_loops 10000 -max_sched_loops 10000 >"$dir/uas.out" 2>&1
@@ -227,21 +244,16 @@ stat_col() {
 		{ last = $c } END { print (last == "" ? 0 : last) + 0 }' "$1"
 }
 
-# run_workload SERVER NAME SCENARIO RATE TX_PER_OP: one measured SIPp load; appends a result row.
-run_workload() {
-	local server=$1 name=$2 scenario=$3 rate=$4 tx=$5
-	local dir=$work/$server/$name count procs k r m port ok=0 failed=0 t0 t1 c0 c1 rc
+# sipp_load DIR SCENARIO AUTH_URI RATE COUNT PROCS: COUNT calls at RATE/s split over PROCS SIPp
+# processes, each with its own slice of the users; waits for all. Stats, rtt and errors go to
+# DIR. AUTH_URI: the scenario's Request-URI without "sip:" (SIPp 3.6 would put the server's
+# ip:port in the digest uri, which a server checking it against the Request-URI rejects).
+sipp_load() {
+	local dir=$1 scenario=$2 auth_uri=$3 rate=$4 count=$5 procs=$6 k r m port rc limit
 	local -a pids=()
-	if ((SECONDS > max_seconds)); then
-		note "$server/$name: skipped, the run has used ${SECONDS}s of its ${max_seconds}s budget"
-		return 0
-	fi
 	mkdir -p "$dir"
-	count=$((rate * duration))
-	procs=$(((rate * tx + tx_per_sipp - 1) / tx_per_sipp))
-	note "$server/$name: $count ops at $rate/s over $procs SIPp process(es)"
-	c0=$(cpu_ticks "${server_pids[@]}")
-	t0=$(date +%s%N)
+	# A SIPp run that falls behind stops at twice its nominal length (+15 s) and counts as failed.
+	limit=$((count * 2 / rate + 15))
 	for ((k = 0; k < procs; k++)); do
 		# Split rate and count evenly; the first processes take the remainders.
 		r=$((rate / procs + (k < rate % procs ? 1 : 0)))
@@ -249,10 +261,10 @@ run_workload() {
 		port=$(free_port $((40000 + k * 10)))
 		(
 			cd "$dir"
-			exec timeout -k 5 $((duration * 3 + 60)) sipp "$ip:$sip_port" -t "$transport" -i "$ip" \
-				-p "$port" -sf "$here/sipp/$scenario" -inf "$(users_slice "$k" "$procs")" \
-				-r "$r" -m "$m" -nostdin -timeout $((duration * 3 + 30))s \
-				-trace_stat -stf "$dir/stat.$k.csv" -fd 1 -trace_rtt -rtt_freq 1000 \
+			exec timeout -k 5 $((limit + 30)) sipp "$ip:$sip_port" -t "$transport" -i "$ip" \
+				-p "$port" -sf "$here/sipp/$scenario" -inf "$(users_slice "$k" "$procs")" -auth_uri "$auth_uri" \
+				-r "$r" -m "$m" -nostdin -timeout "${limit}s" \
+				-trace_stat -stf "$dir/stat.$k.csv" -fd 1 -trace_rtt -rtt_freq 100 \
 				-trace_err -error_file "$dir/errors.$k.log" -buff_size "$sock_buf" \
 				-max_recv_loops 10000 -max_sched_loops 10000 >"$dir/sipp.$k.out" 2>&1
 		) &
@@ -262,31 +274,55 @@ run_workload() {
 	for k in "${!pids[@]}"; do
 		rc=0
 		wait "${pids[$k]}" || rc=$?
-		((rc == 0 || rc == 1)) || note "$server/$name: SIPp process $k exited with $rc (see $dir/sipp.$k.out)"
+		((rc == 0 || rc == 1)) || note "SIPp process $k exited with $rc (see $dir/sipp.$k.out)"
 	done
+	bg_pids=()
+}
+
+# run_workload SERVER NAME SCENARIO AUTH_URI RATE TX_PER_OP: warm up, then one measured SIPp load;
+# appends a result row. TX_PER_OP: server transactions (requests answered with a final response;
+# ACKs not counted) per operation; it also sizes the number of SIPp processes.
+run_workload() {
+	local server=$1 name=$2 scenario=$3 auth_uri=$4 rate=$5 tx=$6
+	local dir=$work/$server/$name count procs k ok=0 failed=0 t0 t1 c0 c1 pct
+	if ((SECONDS > max_seconds)); then
+		note "$server/$name: skipped, the run has used ${SECONDS}s of its ${max_seconds}s budget"
+		return 0
+	fi
+	count=$((rate * duration))
+	procs=$(((rate * tx + tx_per_sipp - 1) / tx_per_sipp))
+	if ((warmup > 0)); then
+		# Not measured: first-touch memory, caches and lazily built state would otherwise be
+		# charged to whichever server runs first.
+		sipp_load "$dir/warmup" "$scenario" "$auth_uri" "$rate" $((rate * warmup)) "$procs"
+	fi
+	note "$server/$name: $count ops at $rate/s over $procs SIPp process(es)"
+	c0=$(cpu_ticks "${server_pids[@]}")
+	t0=$(date +%s%N)
+	sipp_load "$dir" "$scenario" "$auth_uri" "$rate" "$count" "$procs"
 	t1=$(date +%s%N)
 	c1=$(cpu_ticks "${server_pids[@]}")
-	bg_pids=()
 	for ((k = 0; k < procs; k++)); do
 		[[ -f $dir/stat.$k.csv ]] || continue
 		ok=$((ok + $(stat_col "$dir/stat.$k.csv" 'SuccessfulCall(C)')))
 		failed=$((failed + $(stat_col "$dir/stat.$k.csv" 'FailedCall(C)')))
 	done
-	# Response times of RTD 1 from every process: nearest-rank percentiles.
-	local pct
-	pct=$(cat "$dir"/*_rtt.csv 2>/dev/null | awk -F';' '$3 == 1 { print $2 }' | sort -n |
+	# Response times of RTD 1 from every process: nearest-rank percentiles. (SIPp writes its
+	# samples in blocks of -rtt_freq, so up to 99 per process are left out.)
+	pct=$({ cat "$dir"/*_rtt.csv 2>/dev/null || true; } | awk -F';' '$3 == 1 { print $2 }' | sort -n |
 		awk '{ v[NR] = $1 } END {
 			if (NR == 0) { print "- -"; exit }
 			i50 = int(NR * 0.50); if (i50 < NR * 0.50) i50++; if (i50 < 1) i50 = 1
 			i99 = int(NR * 0.99); if (i99 < NR * 0.99) i99++; if (i99 < 1) i99 = 1
 			print v[i50], v[i99] }')
-	# server ops/s fail% p50 p99 cpu_s cpu_ms_per_1000
-	awk -v s="$server" -v n="$name" -v ok="$ok" -v f="$failed" -v t0="$t0" -v t1="$t1" \
+	# Row: server workload ops ops/s fail% p50 p99 cpu_s cpu_ms/1000ops cpu_ms/1000tx
+	awk -v s="$server" -v n="$name" -v ok="$ok" -v f="$failed" -v t0="$t0" -v t1="$t1" -v tx="$tx" \
 		-v c="$((c1 - c0))" -v hz="$clk_tck" -v pct="$pct" 'BEGIN {
 		split(pct, p, " "); secs = (t1 - t0) / 1e9; cpu = c / hz
-		printf "%s\t%s\t%d\t%.0f\t%.2f\t%s\t%s\t%.2f\t%s\n", s, n, ok, (secs > 0 ? ok / secs : 0),
-			(ok + f > 0 ? 100 * f / (ok + f) : 100), p[1], p[2], cpu,
-			(ok > 0 ? sprintf("%.1f", cpu * 1e6 / ok) : "-") }' >>"$results"
+		printf "%s\t%s\t%d\t%.0f\t%.2f\t%s\t%s\t%.2f\t%s\t%s\n", s, n, ok,
+			(secs > 0 ? ok / secs : 0), (ok + f > 0 ? 100 * f / (ok + f) : 100), p[1], p[2], cpu,
+			(ok > 0 ? sprintf("%.1f", cpu * 1e6 / ok) : "-"),
+			(ok > 0 ? sprintf("%.1f", cpu * 1e6 / (ok * tx)) : "-") }' >>"$results"
 	if ((failed > 0)); then
 		note "$server/$name: $failed failed call(s); first errors in $dir/errors.*.log"
 	fi
@@ -299,10 +335,16 @@ bench_server() {
 	huddle) start_huddle || return 0 ;;
 	*) die "unknown server '$server' in BENCH_SERVERS" ;;
 	esac
-	run_workload "$server" register register.xml "$reg_rate" 2
-	if start_uas "$work/$server/uas"; then
-		run_workload "$server" message message.xml "$msg_rate" 2
-		run_workload "$server" call call.xml "$call_rate" 4
+	if [[ $workloads == *" register "* ]]; then
+		run_workload "$server" register register.xml "$domain" "$reg_rate" 2
+	fi
+	if [[ $workloads == *" message "* || $workloads == *" call "* ]] && start_uas "$work/$server/uas"; then
+		if [[ $workloads == *" message "* ]]; then
+			run_workload "$server" message message.xml "bob@$domain" "$msg_rate" 2
+		fi
+		if [[ $workloads == *" call "* ]]; then
+			run_workload "$server" call call.xml "bob@$domain" "$call_rate" 3
+		fi
 	fi
 	stop_server
 }
@@ -314,18 +356,19 @@ done
 
 # --- report -----------------------------------------------------------------------------------
 echo
-printf '%-9s %-9s %8s %8s %7s %5s %5s %8s %12s\n' server workload ops ops/s fail% p50ms p99ms cpu_s \
-	cpu_ms/1000
-awk -F'\t' '{ printf "%-9s %-9s %8s %8s %7s %5s %5s %8s %12s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }' \
-	"$results"
+printf '%-9s %-9s %7s %6s %6s %5s %5s %6s %11s %10s\n' server workload ops ops/s fail% p50ms \
+	p99ms cpu_s ms/1000ops ms/1000tx
+awk -F'\t' '{ printf "%-9s %-9s %7s %6s %6s %5s %5s %6s %11s %10s\n", $1, $2, $3, $4, $5, $6, $7, $8,
+	$9, $10 }' "$results"
+echo "(tx = server transactions: register 2 (401, 200), message 2 (407, 200), call 3 (407, 200, BYE))"
 if grep -q '^huddle' "$results" && grep -q '^kamailio' "$results"; then
 	echo
 	echo "Huddle / Kamailio (below 1: Huddle uses less CPU / answers faster)"
-	printf '%-9s %12s %8s %8s %8s\n' workload cpu/1000 p50 p99 ops/s
+	printf '%-9s %10s %6s %6s %6s\n' workload cpu/tx p50 p99 ops/s
 	awk -F'\t' '$1 == "kamailio" { k[$2] = $0 } $1 == "huddle" { h[$2] = $0 }
 		function ratio(a, b) { return (b + 0 > 0 && a != "-" && b != "-") ? sprintf("%.2f", a / b) : "-" }
 		END { for (w in h) if (w in k) {
 			split(h[w], H, "\t"); split(k[w], K, "\t")
-			printf "%-9s %12s %8s %8s %8s\n", w, ratio(H[9], K[9]), ratio(H[6], K[6]),
+			printf "%-9s %10s %6s %6s %6s\n", w, ratio(H[10], K[10]), ratio(H[6], K[6]),
 				ratio(H[7], K[7]), ratio(H[4], K[4]) } }' "$results"
 fi

@@ -113,13 +113,22 @@ fail() {
 	why "$1"
 }
 
-# run_uac NAME SCENARIO CSV: one call of a caller scenario in the foreground.
+# csv_field CSV N: field N (from 0) of the first data line of an injection file.
+csv_field() {
+	grep -v -e '^#' -e '^SEQUENTIAL' -e '^RANDOM' -e '^USER' "$here/$1" | head -n 1 | cut -d';' -f$(($2 + 1))
+}
+
+# run_uac NAME SCENARIO CSV AUTH_URI: one call of a caller scenario in the foreground.
+# AUTH_URI: the scenario's Request-URI without "sip:". SIPp 3.6 would otherwise put
+# "sip:<server ip:port>" in the digest uri, which a server checking it against the Request-URI
+# (RFC 2617 3.2.2.5) rejects.
 run_uac() {
-	local name=$1 scenario=$2 csv=$3 rc=0
+	local name=$1 scenario=$2 csv=$3 auth_uri=$4 rc=0
 	local -a common
 	sipp_args "$name"
 	timeout -k 5 $((timeout_s + 10)) sipp "${common[@]}" -sf "$here/$scenario" -inf "$here/$csv" \
-		-p "$uac_port" -m 1 -timeout "${timeout_s}s" -timeout_error >"$logdir/$name.out" 2>&1 || rc=$?
+		-auth_uri "$auth_uri" -p "$uac_port" -m 1 -timeout "${timeout_s}s" -timeout_error \
+		>"$logdir/$name.out" 2>&1 || rc=$?
 	if ((rc == 0)); then
 		pass "$name"
 	else
@@ -129,7 +138,12 @@ run_uac() {
 
 echo "SIPp scenarios against $host:$port over ${transport/u1/UDP}" | sed 's/over t1/over TCP/'
 
-run_uac register_auth register_auth.xml alice.csv
+domain=$(csv_field alice.csv 1)
+callee=$(csv_field alice.csv 3)
+[[ -n $domain && -n $callee ]] || die "alice.csv: no domain/callee in its first line"
+[[ $(csv_field bob.csv 0) == "$callee" ]] || die "bob.csv must register the callee of alice.csv ($callee)"
+
+run_uac register_auth register_auth.xml alice.csv "$domain"
 
 # bob's UA: registers, serves 3 out-of-call requests, unregisters. -nd: a failure must not make
 # SIPp send its own BYE/CANCEL. wait_ms bounds how long it waits for the callers.
@@ -138,7 +152,7 @@ uas_wait_ms=$(((timeout_s * 3 + 10) * 1000))
 	common=()
 	sipp_args uas_bob
 	exec timeout -k 5 $((uas_wait_ms / 1000 + 30)) sipp "${common[@]}" -sf "$here/uas_bob.xml" \
-		-oocsf "$here/uas_bob_calls.xml" -inf "$here/bob.csv" -p "$uas_port" -m 1 -nd \
+		-oocsf "$here/uas_bob_calls.xml" -inf "$here/bob.csv" -auth_uri "$domain" -p "$uas_port" -m 1 -nd \
 		-set expect 3 -set wait_ms "$uas_wait_ms" -trace_logs -log_file "$logdir/uas_bob.log" \
 		>"$logdir/uas_bob.out" 2>&1
 ) &
@@ -155,9 +169,9 @@ for _ in $(seq 100); do
 done
 
 if ((registered)); then
-	run_uac uac_invite uac_invite.xml alice.csv
-	run_uac uac_cancel uac_cancel.xml alice.csv
-	run_uac message message.xml alice.csv
+	run_uac uac_invite uac_invite.xml alice.csv "$callee@$domain"
+	run_uac uac_cancel uac_cancel.xml alice.csv "$callee@$domain"
+	run_uac message message.xml alice.csv "$callee@$domain"
 	# It unregisters as soon as it has served all three; a caller that failed leaves it waiting.
 	uas_rc=0
 	if wait_pids_gone 10 "$uas_pid"; then

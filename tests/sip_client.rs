@@ -1327,6 +1327,163 @@ pub async fn send_through_407(
     second
 }
 
+// ------------------------------------------------------------------------------------------
+// Proxy-test helpers: header access, a caller's CANCEL, bounded "nothing else came" checks
+
+/// The `branch` of the top Via; panics, showing the message, when there is none.
+pub fn top_branch(msg: &Message) -> String {
+    msg.branch()
+        .unwrap_or_else(|| panic!("no top Via branch in:\n{}", text(msg)))
+        .to_owned()
+}
+
+/// Every Via element, top first.
+pub fn via_list(msg: &Message) -> Vec<String> {
+    msg.header_list(&HeaderName::Via)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The To tag, if any.
+pub fn to_tag_of(msg: &Message) -> Option<String> {
+    msg.header(&HeaderName::To).and_then(|t| param_of(t, "tag"))
+}
+
+/// The From tag, if any.
+pub fn from_tag_of(msg: &Message) -> Option<String> {
+    msg.header(&HeaderName::From)
+        .and_then(|t| param_of(t, "tag"))
+}
+
+/// The CSeq method text (`INVITE`, `CANCEL`, …).
+pub fn cseq_method_of(msg: &Message) -> String {
+    msg.cseq()
+        .unwrap_or_else(|_| panic!("no CSeq in:\n{}", text(msg)))
+        .method_text
+        .to_owned()
+}
+
+/// The request method text, `None` for a response.
+pub fn method_of(msg: &Message) -> Option<String> {
+    msg.method().map(|m| m.as_str().to_owned())
+}
+
+/// The CANCEL a UAC sends for an INVITE it sent (RFC 3261 §9.1): the INVITE's top Via (same
+/// branch), Request-URI, Route, From, To, Call-ID and CSeq number; no body, no credentials
+/// (CANCEL cannot be challenged, §22.1).
+pub fn cancel_request(invite: &str) -> String {
+    let invite = parse_own(invite);
+    let top_via = invite
+        .header_list(&HeaderName::Via)
+        .next()
+        .expect("the INVITE has a Via");
+    let mut out = format!(
+        "CANCEL {} SIP/2.0\r\n",
+        invite.request_uri().expect("a request")
+    );
+    out.push_str(&format!("Via: {top_via}\r\n"));
+    for route in invite.header_values(&HeaderName::Route) {
+        out.push_str(&format!("Route: {route}\r\n"));
+    }
+    let header = |name: HeaderName| invite.header(&name).unwrap_or_default().to_owned();
+    out.push_str(&format!("From: {}\r\n", header(HeaderName::From)));
+    out.push_str(&format!("To: {}\r\n", header(HeaderName::To)));
+    out.push_str(&format!("Call-ID: {}\r\n", header(HeaderName::CallId)));
+    out.push_str(&format!("CSeq: {} CANCEL\r\n", cseq_of(&invite)));
+    out.push_str("Content-Length: 0\r\nMax-Forwards: 70\r\n\r\n");
+    out
+}
+
+impl Ua {
+    /// MESSAGE as SIPml5 sends it (SIPML5.md §5) to any Request-URI (another domain, an
+    /// unknown user); `to_tag` makes it look in-dialog.
+    pub fn message_request_to(
+        &self,
+        target: &str,
+        s: &Session,
+        body: &str,
+        to_tag: Option<&str>,
+        proxy_authorization: Option<&str>,
+    ) -> String {
+        let mut out = format!("MESSAGE {target} SIP/2.0\r\n");
+        out.push_str(&format!("Via: {}\r\n", self.via()));
+        out.push_str(&format!("From: {}\r\n", self.from_value(&s.tag)));
+        match to_tag {
+            Some(tag) => out.push_str(&format!("To: <{target}>;tag={tag}\r\n")),
+            None => out.push_str(&format!("To: <{target}>\r\n")),
+        }
+        out.push_str(&format!("Call-ID: {}\r\n", s.call_id));
+        out.push_str(&format!("CSeq: {} MESSAGE\r\n", s.cseq));
+        push_body(&mut out, Some(("text/plain;charset=utf-8", body)));
+        self.tail(
+            &mut out,
+            proxy_authorization.map(|a| ("Proxy-Authorization", a)),
+        );
+        out.push_str("\r\n");
+        out.push_str(body);
+        out
+    }
+}
+
+impl Conn {
+    /// Like [`Conn::wait_for`] with an explicit bound, returning `None` instead of panicking
+    /// when nothing matching arrives in time (non-matching messages stay queued).
+    pub async fn wait_for_within(
+        &mut self,
+        within: Duration,
+        pred: impl Fn(&Message) -> bool,
+    ) -> Option<Message> {
+        if let Some(i) = self.pending.iter().position(&pred) {
+            return self.pending.remove(i);
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            match self.read(deadline).await {
+                Some(msg) if pred(&msg) => return Some(msg),
+                Some(msg) => self.pending.push_back(msg),
+                None => return None,
+            }
+        }
+    }
+
+    /// Removes and returns every queued (received, not yet consumed) message `pred` accepts.
+    pub fn take_queued(&mut self, pred: impl Fn(&Message) -> bool) -> Vec<Message> {
+        let (taken, kept): (Vec<Message>, Vec<Message>) = self.pending.drain(..).partition(pred);
+        self.pending = kept.into();
+        taken
+    }
+
+    /// A round trip with the server over this connection: an out-of-dialog OPTIONS for the
+    /// server itself from a foreign (never challenged) identity, answered by the server. The
+    /// server writes to one connection in order, so when the answer is here everything it sent
+    /// to this connection before is queued: "X did not arrive" then needs no sleep.
+    pub async fn barrier(&mut self) {
+        let via = match &self.link {
+            Link::Ws(_) => format!("SIP/2.0/WS {SIPML5_HOST};branch={};rport", new_branch()),
+            Link::Udp { socket, .. } => format!(
+                "SIP/2.0/UDP {};branch={};rport",
+                socket.local_addr().expect("local address"),
+                new_branch()
+            ),
+        };
+        let call_id = new_call_id();
+        let req = format!(
+            "OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: {via}\r\nFrom: <sip:barrier@barrier.invalid>;tag={}\r\n\
+             To: <sip:{DOMAIN}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\
+             Max-Forwards: 70\r\n\r\n",
+            new_tag()
+        );
+        self.send(&req).await;
+        let resp = self.final_response(&call_id, 1).await;
+        assert!(
+            resp.status().is_some_and(|s| s < 300),
+            "{}: the server should answer an OPTIONS for itself:\n{}",
+            self.name,
+            text(&resp)
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

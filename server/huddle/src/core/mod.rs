@@ -158,10 +158,14 @@ impl Core {
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
-            let deadline = [self.txn.poll_timeout(), self.location.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                self.txn.poll_timeout(),
+                self.location.poll_timeout(),
+                self.proxy.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -185,6 +189,7 @@ impl Core {
                     let now = Instant::now();
                     self.txn.handle_timeout(now);
                     self.location.expire(now, &mut self.changes);
+                    self.proxy_timer_c(now);
                 }
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() { break; }
@@ -489,10 +494,8 @@ impl Core {
         let Some(method) = msg.method().cloned() else {
             return;
         };
-        if let Some(Ok(0)) = msg.max_forwards() {
-            self.respond(key, &msg, &from, 483, "Too Many Hops", &[]);
-            return;
-        }
+        // The registrar is where a REGISTER for our domain ends, so Max-Forwards does not
+        // apply to it (RFC 3261 §16.3 step 3 is a proxy's check).
         if method == Method::Register {
             let local = msg
                 .request_uri()
@@ -502,6 +505,10 @@ impl Core {
                 self.on_register(key, msg, from, now);
                 return;
             }
+        }
+        if let Some(Ok(0)) = msg.max_forwards() {
+            self.respond(key, &msg, &from, 483, "Too Many Hops", &[]);
+            return;
         }
         self.proxy_request(key, msg, from, now);
     }

@@ -3,9 +3,9 @@
 //! best-response selection, double Record-Route with flow tokens, and stateless relay of ACK
 //! for 2xx.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use huddle_sip::build::Forward;
 use huddle_sip::headers::NameAddr;
@@ -33,6 +33,8 @@ struct Context {
     invite: bool,
     branches: Vec<Branch>,
     final_sent: bool,
+    /// RFC 3261 §16.6 step 11: when a ringing INVITE is given up.
+    timer_c: Option<Instant>,
 }
 
 /// The proxy's per-transaction state, owned by the core.
@@ -40,7 +42,12 @@ struct Context {
 pub struct ProxyState {
     contexts: HashMap<ServerKey, Context>,
     branches: HashMap<ClientKey, (ServerKey, usize)>,
+    /// Timer C deadlines; entries whose context moved on are skipped when they fire.
+    timer_c: BTreeSet<(Instant, ServerKey)>,
 }
+
+/// Timer C: "greater than 3 minutes" (RFC 3261 §16.6 step 11).
+const TIMER_C: Duration = Duration::from_secs(181);
 
 impl ProxyState {
     /// Forgets a transaction that ended.
@@ -48,6 +55,9 @@ impl ProxyState {
         match key {
             huddle_sip::transaction::TransactionKey::Server(k) => {
                 if let Some(ctx) = self.contexts.remove(k) {
+                    if let Some(at) = ctx.timer_c {
+                        self.timer_c.remove(&(at, *k));
+                    }
                     for b in ctx.branches {
                         self.branches.remove(&b.key);
                     }
@@ -55,6 +65,24 @@ impl ProxyState {
             }
             huddle_sip::transaction::TransactionKey::Client(k) => {
                 self.branches.remove(k);
+            }
+        }
+    }
+
+    /// The earliest Timer C deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timer_c.first().map(|(t, _)| *t)
+    }
+
+    fn arm_timer_c(&mut self, key: ServerKey, now: Instant) {
+        if let Some(ctx) = self.contexts.get_mut(&key) {
+            if ctx.invite && !ctx.final_sent {
+                if let Some(old) = ctx.timer_c {
+                    self.timer_c.remove(&(old, key));
+                }
+                let at = now + TIMER_C;
+                ctx.timer_c = Some(at);
+                self.timer_c.insert((at, key));
             }
         }
     }
@@ -193,6 +221,7 @@ impl Core {
             invite: method == Method::Invite,
             branches: Vec::with_capacity(targets.len()),
             final_sent: false,
+            timer_c: None,
         };
         for target in targets {
             let branch = self.new_branch(&ctx.request);
@@ -251,6 +280,23 @@ impl Core {
             self.proxy.branches.insert(b.key, (key, i));
         }
         self.proxy.contexts.insert(key, ctx);
+        self.proxy.arm_timer_c(key, now);
+    }
+
+    /// Timer C fired for ringing INVITEs: cancel their pending branches, whose 487s then
+    /// complete the transaction (RFC 3261 §16.8).
+    pub(super) fn proxy_timer_c(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.proxy.timer_c.first() {
+            if at > now {
+                break;
+            }
+            self.proxy.timer_c.pop_first();
+            let current = self.proxy.contexts.get(&key).and_then(|c| c.timer_c);
+            if current == Some(at) {
+                tracing::debug!(?key, "Timer C fired, cancelling pending branches");
+                self.proxy_cancel(key, now);
+            }
+        }
     }
 
     fn select_targets(
@@ -324,7 +370,10 @@ impl Core {
             }
             return Ok(targets);
         }
-        if !in_dialog && !self.config.sip.allow_foreign_domains {
+        // A To tag alone does not make a request in-dialog for us: a dialog we proxied always
+        // routes through us (we Record-Route), so one that named no Route of ours is treated
+        // as out-of-dialog here, or a forged tag would open a relay.
+        if (!in_dialog || popped == 0) && !self.config.sip.allow_foreign_domains {
             return Err((403, "Forbidden - Relaying Denied"));
         }
         peer_for_uri(&ruri)
@@ -423,6 +472,13 @@ impl Core {
             return;
         }
         if status < 200 {
+            let rearm = ctx.invite && !ctx.final_sent;
+            if rearm {
+                self.proxy.arm_timer_c(server, now);
+            }
+            let Some(ctx) = self.proxy.contexts.get(&server) else {
+                return;
+            };
             if !ctx.final_sent {
                 if let Some(r) = response.as_ref() {
                     let _ = self
@@ -456,6 +512,28 @@ impl Core {
             return;
         }
         branch.final_response = response;
+        if status >= 600 && ctx.invite && !ctx.final_sent {
+            // RFC 3261 §16.7 step 5: a 6xx ends the search; the others are cancelled and
+            // their 487s complete the response context.
+            let pending: Vec<ClientKey> = ctx
+                .branches
+                .iter()
+                .filter(|b| b.final_status.is_none())
+                .map(|b| b.key)
+                .collect();
+            for other in pending {
+                let _ = self.txn.cancel(other, now);
+            }
+            let Some(ctx) = self.proxy.contexts.get_mut(&server) else {
+                return;
+            };
+            if ctx.branches.iter().any(|b| b.final_status.is_none()) {
+                return;
+            }
+        }
+        let Some(ctx) = self.proxy.contexts.get_mut(&server) else {
+            return;
+        };
         if ctx.final_sent || ctx.branches.iter().any(|b| b.final_status.is_none()) {
             return;
         }
@@ -464,21 +542,20 @@ impl Core {
         let best = ctx
             .branches
             .iter()
-            .filter_map(|b| b.final_status.map(|s| (b, s)))
-            .min_by_key(|(_, s)| match s {
-                600..=699 => 0,
-                401 | 407 => 1,
-                300..=399 | 404 | 486 | 487 => 2,
-                408 | 503 => 5,
-                _ => 3,
-            })
-            .map(|(b, s)| {
-                (
-                    b.final_response
-                        .as_ref()
-                        .map(|r| Forward::new(r).drop_top_via().build()),
-                    s,
-                )
+            .enumerate()
+            .filter_map(|(i, b)| b.final_status.map(|s| (i, b, s)))
+            .min_by_key(|&(i, _, s)| best_response_rank(s, i))
+            .map(|(_, b, s)| {
+                // A 503 is not passed upstream as is: it would make the caller's element think
+                // *we* are unavailable (RFC 3261 §16.7 step 6).
+                let forward = (s != 503)
+                    .then(|| {
+                        b.final_response
+                            .as_ref()
+                            .map(|r| Forward::new(r).drop_top_via().build())
+                    })
+                    .flatten();
+                (forward, if s == 503 { 500 } else { s })
             });
         let (req, from) = (ctx.request.clone(), ctx.from);
         match best {
@@ -486,10 +563,10 @@ impl Core {
                 let _ = self.txn.respond(server, bytes, now);
             }
             Some((None, status)) => {
-                let reason = if status == 408 {
-                    "Request Timeout"
-                } else {
-                    "Server Error"
+                let reason = match status {
+                    408 => "Request Timeout",
+                    500 => "Server Internal Error - Downstream Unavailable",
+                    _ => "Server Error",
                 };
                 self.respond(server, &req, &from, status, reason, &[]);
             }
@@ -498,5 +575,44 @@ impl Core {
     }
 }
 
+/// Orders final responses for RFC 3261 §16.7 step 6: any 6xx; then the lowest class among
+/// 3xx–5xx; within 4xx the codes that let the caller act (401, 407, 415, 420, 484) first; ties
+/// go to the earliest branch (the first registered contact).
+fn best_response_rank(status: u16, branch: usize) -> (u8, u8, usize) {
+    let class = match status {
+        600..=699 => 0,
+        300..=399 => 1,
+        400..=499 => 2,
+        _ => 3,
+    };
+    let preferred = u8::from(!matches!(status, 401 | 407 | 415 | 420 | 484));
+    (class, preferred, branch)
+}
+
 /// Methods the proxy passes on.
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, REFER, INFO, UPDATE, PRACK, REGISTER";
+
+#[cfg(test)]
+mod tests {
+    use super::best_response_rank;
+
+    fn best(codes: &[u16]) -> u16 {
+        let (i, _) = codes
+            .iter()
+            .enumerate()
+            .min_by_key(|&(i, &s)| best_response_rank(s, i))
+            .expect("non-empty");
+        codes[i]
+    }
+
+    #[test]
+    fn best_response_follows_rfc3261_16_7() {
+        assert_eq!(best(&[486, 603]), 603);
+        assert_eq!(best(&[500, 480]), 480);
+        assert_eq!(best(&[404, 484]), 484);
+        assert_eq!(best(&[404, 407]), 407);
+        assert_eq!(best(&[404, 302]), 302);
+        assert_eq!(best(&[486, 404]), 486);
+        assert_eq!(best(&[503, 408]), 408);
+    }
+}

@@ -9,18 +9,25 @@
 #   register  authenticated REGISTER (401 round + 200), users u0000..u9999
 #   message   MESSAGE with 407 round, relayed to bob, registered by a SIPp UA that answers 200
 #   call      INVITE with 407 round, 180/200, ACK, BYE through the Record-Routing proxy to bob
+# then, with bench/wsload (SIPml5-shaped WebSocket clients, one user and connection each):
+#   ws        "WS REGISTER refresh": REGISTER refreshes with pre-emptive digest (nc+1), and
+#             "WS MESSAGE relay": MESSAGE from user i to user i+1, both on WebSockets, answered
+#             200 by the receiving client (the sender took its 407 round before the run)
 # and reports per workload: achieved ops/s, failure %, p50/p99 response time (SIPp -trace_rtt,
 # whole milliseconds; register/message: first request -> 200; call: first INVITE -> 200), server
 # CPU (user+sys of the server's processes and their children, from /proc, before/after) as
 # CPU ms per 1,000 operations (one SIPp call) and per 1,000 server transactions (requests with a
-# final response: register 2, message 2, call 3; ACKs not counted), then Huddle/Kamailio ratios.
+# final response: register 2, message 2, call 3; ACKs not counted; ws 1), then Huddle/Kamailio
+# ratios. ws response times are wsload's (microseconds, shown in ms): send -> final response.
 #
-# Environment (defaults): BENCH_SERVERS="kamailio huddle" BENCH_WORKLOADS="register message call"
+# Environment (defaults): BENCH_SERVERS="kamailio huddle" BENCH_WORKLOADS="register message call ws"
 #   BENCH_DURATION=10 (measured s per workload) BENCH_WARMUP=2 (s of the same load before, unmeasured)
 #   BENCH_REG_RATE=2000 BENCH_MSG_RATE=2000 BENCH_CALL_RATE=300 (ops/s, all SIPp processes)
 #   BENCH_TRANSPORT=u1 (or t1) BENCH_TX_PER_SIPP=6000 (transactions/s per SIPp UAC
 #   process before the load is split over several) HUDDLE_BIN=target/release/huddle
 #   BENCH_KEEP=0 (1: keep the work folder with all SIPp and server logs)
+#   BENCH_WS_CONNECTIONS=2000 BENCH_WS_REG_RATE=1000 BENCH_WS_MSG_RATE=1000 (ops/s)
+#   WSLOAD_BIN=target/release/wsload (build: cargo build --release -p huddle-wsload)
 # Bounded: every process runs under timeout(1), the whole run stays under 10 minutes with the
 # defaults (BENCH_MAX_SECONDS=480 stops starting new workloads), and everything started here is
 # stopped on exit.
@@ -32,7 +39,7 @@ repo=$(cd "$here/.." && pwd)
 . "$here/lib.sh"
 
 servers=${BENCH_SERVERS:-kamailio huddle}
-workloads=" ${BENCH_WORKLOADS:-register message call} "
+workloads=" ${BENCH_WORKLOADS:-register message call ws} "
 duration=${BENCH_DURATION:-10}
 warmup=${BENCH_WARMUP:-2}
 reg_rate=${BENCH_REG_RATE:-2000}
@@ -41,6 +48,10 @@ call_rate=${BENCH_CALL_RATE:-300}
 transport=${BENCH_TRANSPORT:-u1}
 tx_per_sipp=${BENCH_TX_PER_SIPP:-6000}
 huddle_bin=${HUDDLE_BIN:-$repo/target/release/huddle}
+wsload_bin=${WSLOAD_BIN:-$repo/target/release/wsload}
+ws_conns=${BENCH_WS_CONNECTIONS:-2000}
+ws_reg_rate=${BENCH_WS_REG_RATE:-1000}
+ws_msg_rate=${BENCH_WS_MSG_RATE:-1000}
 max_seconds=${BENCH_MAX_SECONDS:-480}
 domain=example.test
 ip=127.0.0.1
@@ -49,7 +60,7 @@ ip=127.0.0.1
 sock_buf=4194304
 
 [[ $warmup =~ ^[0-9]+$ ]] || die "BENCH_WARMUP must be a whole number of seconds"
-for v in duration reg_rate msg_rate call_rate tx_per_sipp max_seconds; do
+for v in duration reg_rate msg_rate call_rate tx_per_sipp max_seconds ws_conns ws_reg_rate ws_msg_rate; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
 done
 case $transport in u1 | t1) ;; *) die "BENCH_TRANSPORT must be u1 or t1" ;; esac
@@ -61,6 +72,22 @@ rmem_max=$(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo 0)
 if ((rmem_max < 1048576)); then
 	note "warning: net.core.rmem_max is $rmem_max; UDP bursts may be dropped and retransmitted" \
 		"(raise it: sysctl -w net.core.rmem_max=$sock_buf)"
+fi
+if [[ $workloads == *" ws "* ]]; then
+	if [[ ! -x $wsload_bin ]]; then
+		note "wsload: $wsload_bin not found - skipping the ws workload (build it: cargo build --release -p huddle-wsload)"
+		workloads=${workloads/ ws / }
+	else
+		# wsload and the server each hold one descriptor per connection; both inherit this limit.
+		nofile_need=$((ws_conns + 4096))
+		if (($(ulimit -Sn) < nofile_need)); then
+			nofile_hard=$(ulimit -Hn)
+			[[ $nofile_hard == unlimited ]] || ((nofile_hard >= nofile_need)) || nofile_need=$nofile_hard
+			ulimit -Sn "$nofile_need" || note "warning: could not raise the open files limit to $nofile_need"
+		fi
+		# Kamailio's tcp_max_connections defaults to 2048 (kamailio.cfg does not change it).
+		((ws_conns <= 2000)) || note "warning: Kamailio accepts at most 2048 TCP connections; $ws_conns WebSockets will fail there"
+	fi
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/huddle-bench.XXXXXX")
@@ -151,6 +178,9 @@ huddle_config() { # huddle_config FILE SIP_PORT WS_PORT STORE
 		echo "[limits]"
 		echo "requests_per_second_per_ip = 1000000"
 		echo "request_burst_per_ip = 1000000"
+		echo "# ... and the per-IP connection cap (256), for the WebSocket clients of the ws workload."
+		echo "max_connections = $((ws_conns + 1000 > 10000 ? ws_conns + 1000 : 10000))"
+		echo "max_connections_per_ip = $((ws_conns + 1000))"
 		echo
 		echo "# Like Kamailio's debug=1: no per-request logging."
 		echo "[log]"
@@ -168,10 +198,10 @@ huddle_config() { # huddle_config FILE SIP_PORT WS_PORT STORE
 # --- servers ----------------------------------------------------------------------------------
 server_pids=()
 sip_port=""
+ws_port=""
 
 start_kamailio() {
 	sip_port=$(free_port 25060)
-	local ws_port
 	ws_port=$(free_port 28070)
 	# tm keeps finished transactions for seconds: at thousands per second they need a big pool
 	# (a full pool shows up as 500 replies and "out of mem" in the log).
@@ -191,7 +221,7 @@ start_huddle() {
 		return 1
 	fi
 	sip_port=$(free_port 26060)
-	local ws_port deadline log=$work/huddle/huddle.log
+	local deadline log=$work/huddle/huddle.log
 	ws_port=$(free_port 28081)
 	mkdir -p "$work/huddle"
 	huddle_config "$work/huddle/huddle.toml" "$sip_port" "$ws_port" "$work/huddle/huddle.redb"
@@ -328,6 +358,72 @@ run_workload() {
 	fi
 }
 
+# --- WebSocket load (bench/wsload) -------------------------------------------------------------
+# run_ws_workload SERVER NAME PHASE RATE: one wsload run (connect, clear the user's bindings left
+# by the SIPp workloads, register every connection, 407 round for message, warm-up at RATE), then
+# the measured run: wsload --sync stops before and after it so the server's CPU is read around
+# exactly that. One server transaction per operation.
+run_ws_workload() {
+	local server=$1 name=$2 phase=$3 rate=$4
+	local dir=$work/$server/ws-$phase ready_limit limit pid rfd wfd line summary="" t0 t1 c0 c1 rc
+	if ((SECONDS > max_seconds)); then
+		note "$server/$name: skipped, the run has used ${SECONDS}s of its ${max_seconds}s budget"
+		return 0
+	fi
+	mkdir -p "$dir"
+	# Set-up (bounded by --setup-timeout 60), the 407 round (a second per 1000 senders), warm-up;
+	# then the run, the drain (2 x 5 s response timeout at most) and the close.
+	ready_limit=$((60 + ws_conns / 1000 + 15 + warmup + 15))
+	limit=$((ready_limit + duration + 60))
+	note "$server/$name: $((rate * duration)) ops at $rate/s over $ws_conns WebSocket connections"
+	coproc WSLOAD {
+		exec timeout -k 5 "$limit" "$wsload_bin" --url "ws://$ip:$ws_port" --domain "$domain" \
+			--users 10000 --connections "$ws_conns" --phase "$phase" --rate "$rate" \
+			--duration "$duration" --warmup "$warmup" --setup-timeout 60 --clear-bindings --sync \
+			2>"$dir/wsload.err"
+	}
+	pid=$WSLOAD_PID rfd=${WSLOAD[0]}
+	# Coprocess descriptors are closed in subshells; a copy is not. Writes go through a subshell
+	# that ignores SIGPIPE, so a wsload that died cannot take this script with it.
+	exec {wfd}>&"${WSLOAD[1]}"
+	bg_pids+=("$pid")
+	if read -r -t "$ready_limit" -u "$rfd" line && [[ $line == "wsload ready" ]]; then
+		c0=$(cpu_ticks "${server_pids[@]}")
+		t0=$(date +%s%N)
+		(trap '' PIPE && echo go >&"$wfd") 2>/dev/null || true
+		read -r -t $((duration + 30)) -u "$rfd" summary || summary=""
+		read -r -t 30 -u "$rfd" line || true # "wsload done": connections still open
+		t1=$(date +%s%N)
+		c1=$(cpu_ticks "${server_pids[@]}")
+		(trap '' PIPE && echo close >&"$wfd") 2>/dev/null || true
+	else
+		note "$server/$name: wsload did not get ready (see $dir/wsload.err)"
+		kill -TERM "$pid" 2>/dev/null || true
+	fi
+	exec {wfd}>&-
+	rc=0
+	wait "$pid" || rc=$?
+	bg_pids=()
+	echo "$summary" >"$dir/wsload.out"
+	((rc == 0)) || note "$server/$name: wsload exited with $rc (see $dir/wsload.err)"
+	[[ $summary == "wsload phase=$phase "* ]] || return 0
+	# Row: as run_workload's; wsload's microseconds become milliseconds.
+	awk -v s="$server" -v n="$name" -v line="$summary" -v t0="$t0" -v t1="$t1" \
+		-v c="$((c1 - c0))" -v hz="$clk_tck" 'BEGIN {
+		k = split(line, kv, " ")
+		for (i = 1; i <= k; i++) { split(kv[i], p, "="); v[p[1]] = p[2] }
+		ok = v["ok"] + 0; f = v["failed"] + 0; secs = (t1 - t0) / 1e9; cpu = c / hz
+		p50 = (v["p50_us"] == "-" ? "-" : sprintf("%.2f", v["p50_us"] / 1000))
+		p99 = (v["p99_us"] == "-" ? "-" : sprintf("%.2f", v["p99_us"] / 1000))
+		printf "%s\t%s\t%d\t%.0f\t%.2f\t%s\t%s\t%.2f\t%s\t%s\n", s, n, ok,
+			(secs > 0 ? ok / secs : 0), (ok + f > 0 ? 100 * f / (ok + f) : 100), p50, p99, cpu,
+			(ok > 0 ? sprintf("%.1f", cpu * 1e6 / ok) : "-"),
+			(ok > 0 ? sprintf("%.1f", cpu * 1e6 / ok) : "-") }' >>"$results"
+	if [[ $summary == *" fail_"* ]]; then
+		note "$server/$name: failures: $(grep -o 'fail_[^ ]*' <<<"$summary" | tr '\n' ' ')(see $dir/wsload.err)"
+	fi
+}
+
 bench_server() {
 	local server=$1
 	case $server in
@@ -346,6 +442,11 @@ bench_server() {
 			run_workload "$server" call call.xml "bob@$domain" "$call_rate" 3
 		fi
 	fi
+	if [[ $workloads == *" ws "* ]]; then
+		stop_uas
+		run_ws_workload "$server" "WS REGISTER refresh" register "$ws_reg_rate"
+		run_ws_workload "$server" "WS MESSAGE relay" message "$ws_msg_rate"
+	fi
 	stop_server
 }
 
@@ -356,19 +457,20 @@ done
 
 # --- report -----------------------------------------------------------------------------------
 echo
-printf '%-9s %-9s %7s %6s %6s %5s %5s %6s %11s %10s\n' server workload ops ops/s fail% p50ms \
+printf '%-9s %-19s %7s %6s %6s %5s %5s %6s %11s %10s\n' server workload ops ops/s fail% p50ms \
 	p99ms cpu_s ms/1000ops ms/1000tx
-awk -F'\t' '{ printf "%-9s %-9s %7s %6s %6s %5s %5s %6s %11s %10s\n", $1, $2, $3, $4, $5, $6, $7, $8,
+awk -F'\t' '{ printf "%-9s %-19s %7s %6s %6s %5s %5s %6s %11s %10s\n", $1, $2, $3, $4, $5, $6, $7, $8,
 	$9, $10 }' "$results"
-echo "(tx = server transactions: register 2 (401, 200), message 2 (407, 200), call 3 (407, 200, BYE))"
+echo "(tx = server transactions: register 2 (401, 200), message 2 (407, 200), call 3 (407, 200, BYE);"
+echo " WS REGISTER refresh 1 (200), WS MESSAGE relay 1 (200 from the receiving WebSocket client))"
 if grep -q '^huddle' "$results" && grep -q '^kamailio' "$results"; then
 	echo
 	echo "Huddle / Kamailio (below 1: Huddle uses less CPU / answers faster)"
-	printf '%-9s %10s %6s %6s %6s\n' workload cpu/tx p50 p99 ops/s
-	awk -F'\t' '$1 == "kamailio" { k[$2] = $0 } $1 == "huddle" { h[$2] = $0 }
+	printf '%-19s %10s %6s %6s %6s\n' workload cpu/tx p50 p99 ops/s
+	awk -F'\t' '$1 == "kamailio" { k[$2] = $0 } $1 == "huddle" { h[$2] = $0; order[++n] = $2 }
 		function ratio(a, b) { return (b + 0 > 0 && a != "-" && b != "-") ? sprintf("%.2f", a / b) : "-" }
-		END { for (w in h) if (w in k) {
+		END { for (i = 1; i <= n; i++) { w = order[i]; if (w in k) {
 			split(h[w], H, "\t"); split(k[w], K, "\t")
-			printf "%-9s %10s %6s %6s %6s\n", w, ratio(H[10], K[10]), ratio(H[6], K[6]),
-				ratio(H[7], K[7]), ratio(H[4], K[4]) } }' "$results"
+			printf "%-19s %10s %6s %6s %6s\n", w, ratio(H[10], K[10]), ratio(H[6], K[6]),
+				ratio(H[7], K[7]), ratio(H[4], K[4]) } } }' "$results"
 fi

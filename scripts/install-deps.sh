@@ -3,7 +3,7 @@
 #
 #   scripts/install-deps.sh            build deps: pkg-config gcc g++ libc6-dev cmake clang
 #                                      (+ libssl-dev when Cargo.lock pulls openssl-sys)
-#   scripts/install-deps.sh --test     + sip-tester chromium procps iproute2, nodejs/npm only
+#   scripts/install-deps.sh --test     + sip-tester chromium cbindgen procps iproute2, nodejs/npm only
 #                                      when no node is on PATH, then npm ci in tests/clients
 #   scripts/install-deps.sh --bench    + sip-tester procps iproute2 and kamailio
 #                                      kamailio-websocket-modules kamailio-extra-modules
@@ -49,7 +49,7 @@ if ((want_test || want_bench)); then
 	packages+=(sip-tester procps iproute2)
 fi
 if ((want_test)); then
-	packages+=(chromium)
+	packages+=(chromium cbindgen)
 	if ! command -v node >/dev/null; then
 		packages+=(nodejs npm)
 	elif ! command -v npm >/dev/null; then

@@ -70,7 +70,7 @@ impl Default for LimitsConfig {
             transport: TransportConfig::default(),
             requests_per_second_per_ip: 2000,
             request_burst_per_ip: 4000,
-            max_transactions: 100_000,
+            max_transactions: 262_144,
         }
     }
 }

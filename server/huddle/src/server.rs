@@ -63,20 +63,58 @@ pub fn seed_users(config: &Config, store: &dyn Store) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long the store writer gathers registrar changes before one commit. Bindings are
+/// high-rate state: a crash loses at most this window of refreshes (DEPENDENCIES.md, "The
+/// store": write-behind for registrations), and a busy registrar pays one fsync per window
+/// instead of one per REGISTER.
+const WRITE_BEHIND: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Changes gathered before a commit even inside the window.
+const WRITE_BEHIND_MAX: usize = 8192;
+
 fn store_writer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<Vec<Change>>) {
+    use std::sync::mpsc::RecvTimeoutError;
     let ns = Namespace::location();
-    while let Ok(mut batch) = rx.recv() {
-        // Coalesce whatever queued up meanwhile into one commit (group commit).
-        while let Ok(more) = rx.try_recv() {
-            batch.extend(more);
+    let mut open = true;
+    while open {
+        let Ok(first) = rx.recv() else { break };
+        // Last write wins per key, in first-seen order.
+        let mut order: Vec<String> = Vec::new();
+        let mut latest: HashMap<String, Option<BindingRecord>> = HashMap::new();
+        let absorb = |batch: Vec<Change>,
+                      order: &mut Vec<String>,
+                      latest: &mut HashMap<String, Option<BindingRecord>>| {
+            for change in batch {
+                let (key, value) = match change {
+                    Change::Put { key, record } => (key, Some(record)),
+                    Change::Delete { key } => (key, None),
+                };
+                if latest.insert(key.clone(), value).is_none() {
+                    order.push(key);
+                }
+            }
+        };
+        absorb(first, &mut order, &mut latest);
+        let deadline = Instant::now() + WRITE_BEHIND;
+        while order.len() < WRITE_BEHIND_MAX {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(more) => absorb(more, &mut order, &mut latest),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
         }
-        let ops: Vec<Op> = batch
+        let ops: Vec<Op> = order
             .into_iter()
-            .filter_map(|change| match change {
-                Change::Put { key, record } => Record::encode(&record)
-                    .ok()
-                    .map(|v| Op::put(ns.key(key.as_bytes()), v)),
-                Change::Delete { key } => Some(Op::delete(ns.key(key.as_bytes()))),
+            .filter_map(|key| {
+                let full = ns.key(key.as_bytes());
+                match latest.remove(&key).flatten() {
+                    Some(record) => Record::encode(&record).ok().map(|v| Op::put(full, v)),
+                    None => Some(Op::delete(full)),
+                }
             })
             .collect();
         if let Err(e) = store.apply_batch(ops) {

@@ -1,0 +1,394 @@
+/*
+ * huddle_plugin.h: the Huddle plugin ABI, version 1.
+ *
+ * GENERATED from sdk/src/abi.rs by cbindgen (sdk/generate-header.sh). Do not edit by hand.
+ * The rules (versioning, ownership of every pointer, threads, claims, transactions, the store)
+ * are in the module documentation of sdk/src/abi.rs, summarised in sdk/README.md.
+ *
+ * A plugin exports exactly one function:
+ *     const HuddlePluginDescriptor *huddle_plugin_entry_v1(void);
+ */
+#ifndef HUDDLE_PLUGIN_H
+#define HUDDLE_PLUGIN_H
+
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+// The ABI major version. Part of the entry symbol's name.
+#define HUDDLE_PLUGIN_ABI_MAJOR 1
+
+// The ABI minor version this SDK was built with.
+#define HUDDLE_PLUGIN_ABI_MINOR 0
+
+// Success.
+#define HUDDLE_OK 0
+
+// The callee failed for a reason of its own (a store I/O error, a host-side bug). Logged.
+#define HUDDLE_ERR_INTERNAL (-1)
+
+// A null pointer where one is required, text that is not UTF-8, bytes that are not a SIP
+// message of the expected kind, an invalid claim.
+#define HUDDLE_ERR_INVALID_ARGUMENT (-2)
+
+// No such key, timer, watch or media session.
+#define HUDDLE_ERR_NOT_FOUND (-3)
+
+// `store_cas` found a value other than the expected one.
+#define HUDDLE_ERR_CONFLICT (-4)
+
+// `respond` for a transaction that does not exist or has its final response already.
+#define HUDDLE_ERR_UNKNOWN_TRANSACTION (-5)
+
+// The function or callback is absent: its capability is not provided.
+#define HUDDLE_ERR_NOT_SUPPORTED (-6)
+
+// A namespace the plugin may not read, or a claim the host reserves.
+#define HUDDLE_ERR_PERMISSION_DENIED (-7)
+
+// A key, value or message larger than the host accepts.
+#define HUDDLE_ERR_TOO_LARGE (-8)
+
+// Overloaded: try again later. From a plugin callback: the host answers 503 with Retry-After.
+#define HUDDLE_ERR_BUSY (-9)
+
+// Called at the wrong time (`claim` outside `init`, any call after `destroy`).
+#define HUDDLE_ERR_BAD_STATE (-10)
+
+// A plugin callback panicked; the panic was caught at the boundary.
+#define HUDDLE_ERR_PANIC (-11)
+
+// The other side's table has another major version, is too small, or lacks a mandatory entry.
+#define HUDDLE_ERR_INCOMPATIBLE (-12)
+
+// `init` refused its configuration (the plugin logged why).
+#define HUDDLE_ERR_INVALID_CONFIG (-13)
+
+// A plugin-specific failure (the plugin logged why).
+#define HUDDLE_ERR_PLUGIN (-14)
+
+// Capability: the key-value store (`store_get`, `store_put`, `store_delete`, `store_cas`,
+// `store_scan`).
+#define HUDDLE_CAP_STORE 1
+
+// Capability: prefix watches (`store_watch`, `store_unwatch`, and the `on_store_change`
+// callback).
+#define HUDDLE_CAP_STORE_WATCH 2
+
+// Capability: read access to the `location` namespace (who is registered, with which flows).
+#define HUDDLE_CAP_LOCATION 4
+
+// Capability: registration events (the `on_registration` callback). The host calls
+// `on_registration` only for plugins that require this capability.
+#define HUDDLE_CAP_REGISTRATION_EVENTS 8
+
+// Capability: sending requests (`send_request`, and the `handle_response` callback).
+#define HUDDLE_CAP_SEND_REQUEST 16
+
+// Capability: timers (`set_timer`, `cancel_timer`, and the `on_timer` callback).
+#define HUDDLE_CAP_TIMERS 32
+
+// Capability: the media engine (`media_*` host functions and media callbacks).
+#define HUDDLE_CAP_MEDIA 64
+
+// Every capability bit defined in ABI 1.0.
+#define HUDDLE_CAP_ALL_V1_0 127
+
+// Log level: an error.
+#define HUDDLE_LOG_ERROR 1
+
+// Log level: a warning.
+#define HUDDLE_LOG_WARN 2
+
+// Log level: information.
+#define HUDDLE_LOG_INFO 3
+
+// Log level: debugging detail.
+#define HUDDLE_LOG_DEBUG 4
+
+// Log level: tracing detail.
+#define HUDDLE_LOG_TRACE 5
+
+// The request came from the host itself, or the transport is unknown.
+#define HUDDLE_TRANSPORT_OTHER 0
+
+// SIP over UDP.
+#define HUDDLE_TRANSPORT_UDP 1
+
+// SIP over TCP.
+#define HUDDLE_TRANSPORT_TCP 2
+
+// SIP over TLS.
+#define HUDDLE_TRANSPORT_TLS 3
+
+// SIP over WebSocket (RFC 7118).
+#define HUDDLE_TRANSPORT_WS 4
+
+// SIP over secure WebSocket.
+#define HUDDLE_TRANSPORT_WSS 5
+
+// `on_store_change`: the key was written; the value is its new value.
+#define HUDDLE_STORE_PUT 1
+
+// `on_store_change`: the key was deleted; no value.
+#define HUDDLE_STORE_DELETE 2
+
+// `on_store_change`: changes were dropped; no key or value. Rescan the watched prefix.
+#define HUDDLE_STORE_LAGGED 3
+
+// `store_cas` flag: the key must be absent (`expected` is ignored).
+#define HUDDLE_CAS_EXPECT_ABSENT 1
+
+// `store_cas` flag: on a match, delete the key (`new_value` is ignored).
+#define HUDDLE_CAS_DELETE 2
+
+// Registration event: an address-of-record went from no bindings to at least one.
+#define HUDDLE_REG_ONLINE 1
+
+// Registration event: an address-of-record lost its last binding (expiry, unregister, or the
+// connection of a WebSocket flow closed).
+#define HUDDLE_REG_OFFLINE 2
+
+// Registration event: the bindings of an address-of-record changed while it stayed online.
+#define HUDDLE_REG_UPDATED 3
+
+// Media hang-up reason: the remote side or a SIP BYE ended the session.
+#define HUDDLE_HANGUP_NORMAL 0
+
+// Media hang-up reason: ICE or DTLS failed or timed out.
+#define HUDDLE_HANGUP_TRANSPORT 1
+
+// Media hang-up reason: the host is shutting down.
+#define HUDDLE_HANGUP_SHUTDOWN 2
+
+// A byte buffer allocated by the host and lent to the plugin.
+//
+// Ownership: the host owns `ptr[0..len]`. The plugin may read it until it passes the buffer
+// back, exactly once, to `HuddleHostApi::free_buf` of the table it came from. `token` is the
+// host's bookkeeping; the plugin leaves it untouched. A buffer whose `ptr` is null holds no
+// value (an absent key); passing it to `free_buf` is allowed and does nothing. A present but
+// empty value has a non-null `ptr` and `len == 0`.
+typedef struct {
+  // Start of the bytes, or null for "no value".
+  const uint8_t *ptr;
+  // Number of bytes at `ptr`.
+  size_t len;
+  // Host bookkeeping (for example the allocation's capacity); opaque to the plugin.
+  void *token;
+} HuddleHostBuf;
+
+// One routing claim, passed to `HuddleHostApi::claim` during `init`. See the module docs,
+// "Routing: claims". Every text field is borrowed for the call (the host copies it), UTF-8,
+// not NUL-terminated; a zero length means "any".
+typedef struct {
+  // `sizeof(HuddleClaim)` as the plugin knows it.
+  size_t struct_size;
+  // SIP method, exact and case-sensitive (`MESSAGE`).
+  const uint8_t *method;
+  // Length of `method` in bytes.
+  size_t method_len;
+  // Event package, case-insensitive (`presence`).
+  const uint8_t *event;
+  // Length of `event` in bytes.
+  size_t event_len;
+  // Request-URI user pattern, case-sensitive, `*` matches any run of characters
+  // (`room-*`).
+  const uint8_t *user;
+  // Length of `user` in bytes.
+  size_t user_len;
+} HuddleClaim;
+
+// The host's table (host → plugin), passed to `init`. Owned by the host; valid, like `ctx`,
+// until `destroy` returns. Every function takes `ctx` as its first argument. Out-parameters are
+// written only on success. See the module docs for which entries may be null.
+typedef struct {
+  // The host's ABI major version; a plugin refuses any other.
+  uint32_t abi_major;
+  // The host's ABI minor version.
+  uint32_t abi_minor;
+  // `sizeof(HuddleHostApi)` as the host was built. Entries beyond it are absent.
+  size_t struct_size;
+  // `HUDDLE_CAP_*` bits the host provides to this plugin instance.
+  uint64_t host_capabilities;
+  // The host's context for this instance; opaque to the plugin, passed back to every
+  // function.
+  void *ctx;
+  // Returns a buffer the host lent (see [`HuddleHostBuf`]). Never null.
+  void (*free_buf)(void *ctx, HuddleHostBuf buf);
+  // Logs `msg[0..len]` (UTF-8) at `level` (`HUDDLE_LOG_*`) in the host's log, tagged with
+  // the plugin's name. Never null.
+  void (*log)(void *ctx, uint32_t level, const uint8_t *msg, size_t len);
+  // Claims requests for this instance; only during `init` (module docs, "Routing: claims").
+  // `HUDDLE_ERR_INVALID_ARGUMENT` for a malformed claim, `HUDDLE_ERR_PERMISSION_DENIED` for a
+  // reserved method. Never null.
+  int32_t (*claim)(void *ctx, const HuddleClaim *claim);
+  // Sends a response (complete bytes) on server transaction `txn`. Provisional responses any
+  // number of times, then one final response. Never null.
+  int32_t (*respond)(void *ctx, uint64_t txn, const uint8_t *msg, size_t len);
+  // Sends a request (complete bytes without Via). On success writes the id its responses will
+  // carry to `*out_request_id` (never 0).
+  int32_t (*send_request)(void *ctx, const uint8_t *msg, size_t len, uint64_t *out_request_id);
+  // Reads `key` in namespace `ns` (empty: the plugin's own). On success writes the value to
+  // `*out` (a host buffer to free with `free_buf`); `HUDDLE_ERR_NOT_FOUND` when absent.
+  int32_t (*store_get)(void *ctx, const uint8_t *ns, size_t ns_len, const uint8_t *key, size_t key_len, HuddleHostBuf *out);
+  // Sets `key` to `value` in the plugin's own namespace.
+  int32_t (*store_put)(void *ctx, const uint8_t *key, size_t key_len, const uint8_t *value, size_t value_len);
+  // Deletes `key` in the plugin's own namespace; `HUDDLE_ERR_NOT_FOUND` if it was absent.
+  int32_t (*store_delete)(void *ctx, const uint8_t *key, size_t key_len);
+  // Compare-and-swap in the plugin's own namespace: if `key` currently holds `expected`
+  // (or is absent, with `HUDDLE_CAS_EXPECT_ABSENT`), sets it to `new_value` (or deletes it,
+  // with `HUDDLE_CAS_DELETE`) and returns `HUDDLE_OK`. Otherwise returns
+  // `HUDDLE_ERR_CONFLICT` and, if `out_current` is not null, writes the current value there
+  // (a null `ptr` when the key is absent), to be freed with `free_buf`.
+  int32_t (*store_cas)(void *ctx, const uint8_t *key, size_t key_len, const uint8_t *expected, size_t expected_len, const uint8_t *new_value, size_t new_value_len, uint32_t flags, HuddleHostBuf *out_current);
+  // Visits up to `limit` entries (the host may cap it lower; 0 means the host's maximum page)
+  // of namespace `ns` whose keys start with `prefix`, in key order, starting after
+  // `start_after` (empty: from the start of the prefix). Writes 1 to `*out_more` when entries
+  // remain after the last one visited (continue with its key as `start_after`), else 0.
+  int32_t (*store_scan)(void *ctx, const uint8_t *ns, size_t ns_len, const uint8_t *prefix, size_t prefix_len, const uint8_t *start_after, size_t start_after_len, uint32_t limit, int32_t (*visit)(void *user, const uint8_t *key, size_t key_len, const uint8_t *value, size_t value_len), void *visit_user, uint8_t *out_more);
+  // Watches `prefix` in namespace `ns`; changes arrive through `on_store_change` with the id
+  // written to `*out_watch_id` (never 0).
+  int32_t (*store_watch)(void *ctx, const uint8_t *ns, size_t ns_len, const uint8_t *prefix, size_t prefix_len, uint64_t *out_watch_id);
+  // Ends a watch. Changes already queued may still be delivered.
+  int32_t (*store_unwatch)(void *ctx, uint64_t watch_id);
+  // Arms a one-shot timer: `on_timer(timer_id, token)` after `delay_ms` milliseconds. Writes
+  // the id to `*out_timer_id` (never 0).
+  int32_t (*set_timer)(void *ctx, uint64_t delay_ms, uint64_t token, uint64_t *out_timer_id);
+  // Cancels a timer that has not fired; `HUDDLE_ERR_NOT_FOUND` if it fired or never existed.
+  int32_t (*cancel_timer)(void *ctx, uint64_t timer_id);
+  // Answers an SDP offer with the host's media engine. `session` 0 creates a media session
+  // (its id is written to `*out_session`); an existing id renegotiates it. The SDP answer, to
+  // put in the plugin's SIP response, is written to `*out_answer` (free with `free_buf`).
+  int32_t (*media_answer)(void *ctx, uint64_t session, const uint8_t *offer, size_t offer_len, uint64_t *out_session, HuddleHostBuf *out_answer);
+  // Sends one RTP packet (header and payload, unencrypted) on stream `mid` of `session`.
+  int32_t (*media_send_rtp)(void *ctx, uint64_t session, const uint8_t *mid, size_t mid_len, const uint8_t *packet, size_t len);
+  // Sends one RTCP packet (possibly compound, unencrypted) on `session`.
+  int32_t (*media_send_rtcp)(void *ctx, uint64_t session, const uint8_t *packet, size_t len);
+  // Asks the sender of stream `mid` of `session` for a key frame (PLI/FIR).
+  int32_t (*media_request_keyframe)(void *ctx, uint64_t session, const uint8_t *mid, size_t mid_len);
+  // Forwards stream `src_mid` of `src_session` to stream `dst_mid` of `dst_session` inside
+  // the host (SSRC rewrite, key-frame requests passed back), without the packets passing
+  // through the plugin. An empty `src_mid` stops what is forwarded to `dst_mid`.
+  int32_t (*media_forward)(void *ctx, uint64_t src_session, const uint8_t *src_mid, size_t src_mid_len, uint64_t dst_session, const uint8_t *dst_mid, size_t dst_mid_len);
+  // Closes a media session; `media_hangup` follows with `HUDDLE_HANGUP_NORMAL`.
+  int32_t (*media_close)(void *ctx, uint64_t session);
+} HuddleHostApi;
+
+// What the host knows about a request beyond its bytes. Borrowed for the duration of
+// `handle_request`, like everything it points to.
+typedef struct {
+  // `sizeof(HuddleRequestInfo)` as the host knows it. Fields beyond it are absent.
+  size_t struct_size;
+  // `HUDDLE_TRANSPORT_*` the request arrived on.
+  uint32_t transport;
+  // Source port of the request (0 when unknown).
+  uint32_t source_port;
+  // Source IP address as text (`192.0.2.1`, `2001:db8::1`), UTF-8, not NUL-terminated;
+  // empty when unknown. Used for the top Via's `received`/`rport` in responses.
+  const uint8_t *source_ip;
+  // Length of `source_ip` in bytes.
+  size_t source_ip_len;
+  // The user the host authenticated (digest username), UTF-8; empty when the request was
+  // not authenticated.
+  const uint8_t *auth_user;
+  // Length of `auth_user` in bytes.
+  size_t auth_user_len;
+  // For a CANCEL: the `txn` of the INVITE it cancels. Otherwise 0.
+  uint64_t related_txn;
+} HuddleRequestInfo;
+
+// A registration event, for plugins that require `HUDDLE_CAP_REGISTRATION_EVENTS`. Borrowed
+// for the duration of `on_registration`.
+typedef struct {
+  // `sizeof(HuddleRegistrationEvent)` as the host knows it.
+  size_t struct_size;
+  // `HUDDLE_REG_*`.
+  uint32_t kind;
+  // How many bindings the address-of-record has now.
+  uint32_t bindings;
+  // The address-of-record (`sip:alice@example.com`), UTF-8, not NUL-terminated.
+  const uint8_t *aor;
+  // Length of `aor` in bytes.
+  size_t aor_len;
+} HuddleRegistrationEvent;
+
+// The plugin's descriptor (plugin → host), returned by the entry symbol. Static: it and the
+// strings it points to live as long as the library is loaded. Callbacks below `handle_request`
+// may be null unless a required capability makes them mandatory (module docs).
+//
+// In every callback, `instance` is the pointer the plugin stored in `init`'s `out_instance`,
+// and every `(pointer, length)` argument is borrowed for the duration of the call.
+typedef struct {
+  // Must be [`HUDDLE_PLUGIN_ABI_MAJOR`].
+  uint32_t abi_major;
+  // The minor version the plugin was built against.
+  uint32_t abi_minor;
+  // `sizeof(HuddlePluginDescriptor)` as the plugin was built.
+  size_t struct_size;
+  // The plugin's name, a static NUL-terminated string of ASCII letters, digits, `-` and `_`,
+  // at most 64 bytes (it names the plugin's store namespace `plugin/<name>/`).
+  const char *name;
+  // The plugin's own version, a static NUL-terminated UTF-8 string (`0.1.0`).
+  const char *version;
+  // `HUDDLE_CAP_*` bits the plugin requires from the host.
+  uint64_t capabilities;
+  // Creates an instance. `host` is valid until `destroy` returns (module docs). `config` is
+  // the instance's `[plugins.config]` table as TOML text, UTF-8 (possibly empty), borrowed
+  // for the call. The plugin calls `host->claim` for what it handles, stores its instance
+  // pointer in `*out_instance` and returns `HUDDLE_OK`; on any other return the host does
+  // not call `destroy`, so the plugin frees what it allocated before returning, and should
+  // `log` why it failed.
+  int32_t (*init)(const HuddleHostApi *host, const uint8_t *config, size_t config_len, void **out_instance);
+  // Destroys an instance: the plugin stops its threads, frees the instance and returns.
+  // No other callback for this instance runs during or after it.
+  void (*destroy)(void *instance);
+  // A request the plugin claimed. `msg[0..len]` is the complete request; `txn` identifies
+  // its server transaction for `respond` (0: nothing to answer); `info` is never null.
+  // Return `HUDDLE_OK` once the request is taken (answered now or later); an error makes the
+  // host answer it (module docs, "Status codes").
+  int32_t (*handle_request)(void *instance, uint64_t txn, const uint8_t *msg, size_t len, const HuddleRequestInfo *info);
+  // A response to a request the plugin sent, `request_id` as `send_request` returned it.
+  // Provisional responses may come first; exactly one final response (`>= 200`) comes last.
+  int32_t (*handle_response)(void *instance, uint64_t request_id, const uint8_t *msg, size_t len);
+  // A timer set with `set_timer` fired (once; timers are one-shot). `token` is the value the
+  // plugin passed to `set_timer`.
+  int32_t (*on_timer)(void *instance, uint64_t timer_id, uint64_t token);
+  // A change under a watched prefix. `kind` is `HUDDLE_STORE_*`; `key` is relative to the
+  // watched namespace (empty for `HUDDLE_STORE_LAGGED`); `value` is empty unless
+  // `HUDDLE_STORE_PUT`.
+  int32_t (*on_store_change)(void *instance, uint64_t watch_id, uint32_t kind, const uint8_t *key, size_t key_len, const uint8_t *value, size_t value_len);
+  // A registration event (only with `HUDDLE_CAP_REGISTRATION_EVENTS`); `event` is never null.
+  int32_t (*on_registration)(void *instance, const HuddleRegistrationEvent *event);
+  // The media session `session` (created by `media_answer`) is connected: ICE and DTLS are
+  // up and media can flow.
+  int32_t (*media_ready)(void *instance, uint64_t session);
+  // One decrypted RTP packet (header and payload) received on stream `mid` of `session`.
+  int32_t (*incoming_rtp)(void *instance, uint64_t session, const uint8_t *mid, size_t mid_len, const uint8_t *packet, size_t len);
+  // One decrypted RTCP packet (possibly compound) received on `session`.
+  int32_t (*incoming_rtcp)(void *instance, uint64_t session, const uint8_t *packet, size_t len);
+  // The media session ended (`HUDDLE_HANGUP_*`); its id is no longer valid.
+  int32_t (*media_hangup)(void *instance, uint64_t session, uint32_t reason);
+} HuddlePluginDescriptor;
+
+// The type of the exported entry symbol `huddle_plugin_entry_v1`: returns the plugin's static
+// descriptor. Must be cheap, idempotent and side-effect free (the host may call it more than
+// once); must not return null.
+typedef const HuddlePluginDescriptor *(*HuddlePluginEntryFn)(void);
+
+// Visitor of `HuddleHostApi::store_scan` (the type of its `visit` argument), called once per entry on the calling thread during
+// the scan. `key` (relative to the namespace) and `value` are borrowed for the call. Return
+// 0 to continue, anything else to stop the scan early. Must not call host functions.
+typedef int32_t (*HuddleScanVisitor)(void *user, const uint8_t *key, size_t key_len, const uint8_t *value, size_t value_len);
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* The name of the one symbol a plugin exports, and its prototype (see HuddlePluginEntryFn). */
+#define HUDDLE_PLUGIN_ENTRY_SYMBOL "huddle_plugin_entry_v1"
+const HuddlePluginDescriptor *huddle_plugin_entry_v1(void);
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HUDDLE_PLUGIN_H */

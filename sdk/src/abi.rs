@@ -1,0 +1,711 @@
+//! The raw plugin ABI: the `#[repr(C)]` tables and constants that cross between the Huddle host
+//! and a plugin shared library. `include/huddle_plugin.h` is generated from this file by
+//! cbindgen (`sdk/generate-header.sh`); the header and this module are the contract, and a test
+//! fails when the checked-in header is stale.
+//!
+//! Everything here is plain C: integers, pointers, byte slices as `(pointer, length)` pairs and
+//! nullable function pointers. No Rust type (`String`, `Vec`, `Box`, `Result`, a trait object,
+//! a panic) ever crosses, and nothing allocated on one side is freed on the other.
+//!
+//! # The two tables
+//!
+//! Like Janus's `plugin.h`, there is one table per direction:
+//!
+//! * [`HuddlePluginDescriptor`] (plugin → host): what the plugin is (name, version, ABI version,
+//!   the capabilities it requires) and the callbacks the host calls. A plugin library exports
+//!   exactly one symbol, `huddle_plugin_entry_v1` ([`HUDDLE_PLUGIN_ENTRY_SYMBOL`]), a function
+//!   with no arguments returning a pointer to its descriptor. The ABI major version is part of
+//!   the symbol name, so a library built for another major has no symbol this host looks for.
+//! * [`HuddleHostApi`] (host → plugin): what the host offers (respond, send requests, the
+//!   store, timers, logging, media), passed to the plugin's `init`.
+//!
+//! Both tables start with `abi_major: u32, abi_minor: u32, struct_size: usize`, so either side
+//! can read the version of the other before anything else.
+//!
+//! # Versioning rules
+//!
+//! * **Major** ([`HUDDLE_PLUGIN_ABI_MAJOR`]): bumped when anything is removed, reordered or
+//!   changes meaning. The host loads only plugins of its own major (the entry symbol carries the
+//!   major in its name; the descriptor repeats it and the host checks it), and a plugin (the SDK
+//!   does this for Rust plugins) refuses a host table of another major.
+//! * **Minor** ([`HUDDLE_PLUGIN_ABI_MINOR`]): bumped when entries are *appended* to a table or
+//!   new constants are defined. Tables only grow: a new entry goes at the end, and every entry
+//!   added after 1.0 is optional (a nullable function pointer, or a field whose absence, judged
+//!   by `struct_size`, means "not there").
+//! * **`struct_size`**: the size of the table as the side that filled it knows it. The reader
+//!   uses a field only when the field lies entirely within `struct_size`. The host refuses a
+//!   descriptor whose `struct_size` is smaller than the 1.0 layout
+//!   ([`HUDDLE_PLUGIN_DESCRIPTOR_MIN_SIZE`] in Rust, `sizeof` of the 1.0 struct in C); a plugin
+//!   refuses a host table smaller than [`HUDDLE_HOST_API_MIN_SIZE`]. Both minimums are the full
+//!   1.0 layouts: there is nothing smaller than 1.0 in major 1.
+//! * **Newer host, older plugin** (same major): loads. The host reads only the part of the
+//!   descriptor the plugin's `struct_size` covers and treats later callbacks as absent.
+//! * **Older host, newer plugin** (same major): loads unless the plugin *requires* a capability
+//!   the host does not provide. The plugin must check `HuddleHostApi::struct_size` and the
+//!   host's capability bits before using anything newer than 1.0.
+//! * **Capabilities**: the descriptor's `capabilities` lists what the plugin cannot work
+//!   without (`HUDDLE_CAP_*`). The host refuses the plugin, naming the missing bits, when
+//!   `capabilities & !host_capabilities != 0`. Bits unknown to the host count as missing. A
+//!   plugin that can use something but does without checks `HuddleHostApi::host_capabilities`
+//!   at `init` instead of requiring it.
+//! * **Mandatory callbacks**: `init`, `destroy` and `handle_request` are never null. A required
+//!   capability makes its callbacks mandatory too: `HUDDLE_CAP_SEND_REQUEST` needs
+//!   `handle_response`, `HUDDLE_CAP_TIMERS` needs `on_timer`, `HUDDLE_CAP_STORE_WATCH` needs
+//!   `on_store_change`, `HUDDLE_CAP_REGISTRATION_EVENTS` needs `on_registration`, and
+//!   `HUDDLE_CAP_MEDIA` needs `media_ready`, `incoming_rtp`, `incoming_rtcp` and
+//!   `media_hangup`. The host refuses a descriptor that breaks this, naming the callback.
+//! * **Host functions**: `free_buf`, `log`, `claim` and `respond` are never null. Every other
+//!   host function is non-null exactly when its capability bit is set in `host_capabilities`
+//!   (store functions: `HUDDLE_CAP_STORE`; `store_watch`/`store_unwatch`:
+//!   `HUDDLE_CAP_STORE_WATCH`; `send_request`: `HUDDLE_CAP_SEND_REQUEST`; timers:
+//!   `HUDDLE_CAP_TIMERS`; `media_*`: `HUDDLE_CAP_MEDIA`). Until the media engine exists the
+//!   media functions are null and the bit is clear: "not supported".
+//!
+//! [`crate::loader::load`], [`crate::hosting::PluginEntry::from_raw`] and
+//! [`crate::hosting::PluginEntry::check_capabilities`] implement the host's half of these
+//! checks; the host in the server calls them rather than re-implementing them.
+//!
+//! # Lifetimes and ownership
+//!
+//! * The descriptor, and the `name` and `version` strings it points to, are static: they live
+//!   as long as the library stays loaded, and the host never unloads a plugin library in
+//!   production. The host never writes to them.
+//! * `init` receives a pointer to the host table and its `ctx`. Both are owned by the host and
+//!   stay valid from the start of `init` until `destroy` returns (if `init` fails, until `init`
+//!   returns). The plugin may keep the pointer and call the host functions during that time.
+//! * `init` stores an opaque instance pointer in `*out_instance`. The plugin owns it; the host
+//!   passes it back to every callback and, exactly once, to `destroy`, after which it never
+//!   uses it again. One library may be instantiated more than once (two `[[plugins]]` entries
+//!   with the same `path`); instances share nothing through the ABI.
+//! * Every `(pointer, length)` argument is *borrowed for the duration of the call*: the callee
+//!   copies what it wants to keep. Pointers may be null when the length is 0. Text arguments
+//!   are UTF-8 and not NUL-terminated (the descriptor's `name` and `version` are the only C
+//!   strings). SIP messages are the complete wire bytes.
+//! * A [`HuddleHostBuf`] written by the host into a plugin's out-parameter is owned by the host
+//!   until the plugin hands it back, exactly once, to `free_buf` of the same host table. A
+//!   buffer with a null `ptr` holds no value; `free_buf` accepts it and does nothing.
+//! * Out-parameters (`out_*`) point to plugin memory that the host writes only when the call
+//!   returns [`HUDDLE_OK`] (and, for `store_cas`, on [`HUDDLE_ERR_CONFLICT`]).
+//!
+//! # Threads and re-entrancy
+//!
+//! * The host never calls into one plugin instance concurrently: each callback returns before
+//!   the next one for that instance starts. Calls may come from different threads over time, so
+//!   a plugin's instance state must not rely on thread-local storage.
+//! * Callbacks must return quickly. A request is answered later, through `respond`, from
+//!   whichever callback or plugin thread has the answer; blocking work belongs on the plugin's
+//!   own threads.
+//! * Host functions are thread-safe: a plugin may call them from any thread, at any time between
+//!   the start of `init` and the return of `destroy`, except `claim`, which works only during
+//!   `init` (elsewhere it returns [`HUDDLE_ERR_BAD_STATE`]). A plugin that starts threads stops
+//!   them in `destroy` before returning.
+//! * The host never calls back into the plugin from inside a host function, except
+//!   `store_scan`'s visitor, which runs on the calling thread during the call and must not call
+//!   host functions itself.
+//!
+//! # Status codes
+//!
+//! Every function that can fail returns an `int32_t`: [`HUDDLE_OK`] (0) or a negative
+//! `HUDDLE_ERR_*`. A plugin callback that returns an error for a request it has not answered
+//! finally makes the host answer it: [`HUDDLE_ERR_BUSY`] → `503 Service Unavailable` with
+//! `Retry-After`, anything else → `500 Server Internal Error`; the host logs the code with the
+//! plugin's name. [`HUDDLE_ERR_PANIC`] is what a Rust plugin's trampolines return after catching
+//! a panic; the host may disable a plugin that panics, per its configuration.
+//!
+//! # Routing: claims
+//!
+//! During `init` the plugin tells the host what it handles by calling `claim` once per
+//! [`HuddleClaim`]. A claim has three optional fields (an empty field matches anything): a SIP
+//! method (exact, case-sensitive: `MESSAGE`), an Event package (case-insensitive: `presence`,
+//! for SUBSCRIBE/NOTIFY/PUBLISH), and a Request-URI user pattern (case-sensitive, `*` matches any
+//! run of characters: `echo`, `room-*`). A request matches a claim when it matches every
+//! non-empty field; a claim with all fields empty is refused, and so is one whose method is
+//! `REGISTER` (the registrar's), `ACK` or `CANCEL` (these follow their transaction). The host
+//! considers only requests whose Request-URI names one of its own domains, after validation and
+//! authentication. Two claims of different plugins that some request could match both are a
+//! conflict, and the host refuses to start, naming both plugins and claims
+//! ([`crate::claims::Claim::overlaps`] decides it). Configuration may adjust a plugin's claims;
+//! the host applies that after `init`.
+//!
+//! # Requests, transactions and responses
+//!
+//! `handle_request` gets the complete request bytes, a transaction id (`txn`, never 0 for a
+//! request that expects a response) and a [`HuddleRequestInfo`]. The plugin answers with
+//! `respond(ctx, txn, bytes, len)`: any number of provisional responses, then exactly one
+//! final response (`>= 200`), each the complete response bytes (Via, From, To, Call-ID and
+//! CSeq copied from the request, as the SDK's response builder does). After the final response
+//! the `txn` is gone ([`HUDDLE_ERR_UNKNOWN_TRANSACTION`]). Retransmissions are absorbed by the
+//! host's transaction layer and never reach the plugin. An `ACK` for a 2xx arrives with
+//! `txn == 0` (nothing to answer). A `CANCEL` is answered `200` by the host and arrives with
+//! `txn == 0` and `related_txn` naming the INVITE it cancels, which the plugin should answer
+//! `487 Request Terminated`.
+//!
+//! `send_request(ctx, bytes, len, &id)` sends a request the plugin built (start line and every
+//! header except Via: the host prepends its own Via and routes the request through its
+//! transaction layer and location service, forking to every registered contact as its proxy
+//! would). Every successful `send_request` leads to zero or more provisional responses and
+//! exactly one final response through `handle_response`, matched by the request id; when no
+//! response comes the host synthesises one (`408` on timeout, `480` when the target is not
+//! registered, `503` on transport failure). Delivered responses have the host's Via removed.
+//!
+//! # The store
+//!
+//! Each plugin has its own namespace (`plugin/<name>/` in the host's store). Writes
+//! (`store_put`, `store_delete`, `store_cas`) always go to it, with keys relative to it. Reads
+//! and watches (`store_get`, `store_scan`, `store_watch`) take a namespace name: empty for the
+//! plugin's own, or a shared namespace the host documents and lets plugins read — `location`
+//! (the registrar's bindings, keyed by address-of-record) and `plugin/<other>` for what another
+//! plugin documents. Reading a namespace the host does not offer is
+//! [`HUDDLE_ERR_PERMISSION_DENIED`]. Keys passed to and reported by these functions are always
+//! relative to the namespace. Values are opaque bytes; by convention they are self-describing
+//! records that survive upgrades.
+//!
+//! A watch reports every write committed under its prefix after it was created, in commit
+//! order, through `on_store_change`: [`HUDDLE_STORE_PUT`] (key and new value),
+//! [`HUDDLE_STORE_DELETE`] (key, no value), or [`HUDDLE_STORE_LAGGED`] (no key: changes were
+//! dropped because the plugin fell behind; rescan the prefix).
+#![allow(unsafe_code)]
+// The function-pointer types are written out in the tables so the generated header shows each
+// signature where it is documented.
+#![allow(clippy::type_complexity)]
+
+use std::ffi::{c_char, c_void};
+
+/// The ABI major version. Part of the entry symbol's name.
+pub const HUDDLE_PLUGIN_ABI_MAJOR: u32 = 1;
+/// The ABI minor version this SDK was built with.
+pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 0;
+/// The one symbol a plugin library exports: `huddle_plugin_entry_v<major>`, of type
+/// [`HuddlePluginEntryFn`].
+pub const HUDDLE_PLUGIN_ENTRY_SYMBOL: &str = "huddle_plugin_entry_v1";
+
+/// Success.
+pub const HUDDLE_OK: i32 = 0;
+/// The callee failed for a reason of its own (a store I/O error, a host-side bug). Logged.
+pub const HUDDLE_ERR_INTERNAL: i32 = -1;
+/// A null pointer where one is required, text that is not UTF-8, bytes that are not a SIP
+/// message of the expected kind, an invalid claim.
+pub const HUDDLE_ERR_INVALID_ARGUMENT: i32 = -2;
+/// No such key, timer, watch or media session.
+pub const HUDDLE_ERR_NOT_FOUND: i32 = -3;
+/// `store_cas` found a value other than the expected one.
+pub const HUDDLE_ERR_CONFLICT: i32 = -4;
+/// `respond` for a transaction that does not exist or has its final response already.
+pub const HUDDLE_ERR_UNKNOWN_TRANSACTION: i32 = -5;
+/// The function or callback is absent: its capability is not provided.
+pub const HUDDLE_ERR_NOT_SUPPORTED: i32 = -6;
+/// A namespace the plugin may not read, or a claim the host reserves.
+pub const HUDDLE_ERR_PERMISSION_DENIED: i32 = -7;
+/// A key, value or message larger than the host accepts.
+pub const HUDDLE_ERR_TOO_LARGE: i32 = -8;
+/// Overloaded: try again later. From a plugin callback: the host answers 503 with Retry-After.
+pub const HUDDLE_ERR_BUSY: i32 = -9;
+/// Called at the wrong time (`claim` outside `init`, any call after `destroy`).
+pub const HUDDLE_ERR_BAD_STATE: i32 = -10;
+/// A plugin callback panicked; the panic was caught at the boundary.
+pub const HUDDLE_ERR_PANIC: i32 = -11;
+/// The other side's table has another major version, is too small, or lacks a mandatory entry.
+pub const HUDDLE_ERR_INCOMPATIBLE: i32 = -12;
+/// `init` refused its configuration (the plugin logged why).
+pub const HUDDLE_ERR_INVALID_CONFIG: i32 = -13;
+/// A plugin-specific failure (the plugin logged why).
+pub const HUDDLE_ERR_PLUGIN: i32 = -14;
+
+/// Capability: the key-value store (`store_get`, `store_put`, `store_delete`, `store_cas`,
+/// `store_scan`).
+pub const HUDDLE_CAP_STORE: u64 = 1;
+/// Capability: prefix watches (`store_watch`, `store_unwatch`, and the `on_store_change`
+/// callback).
+pub const HUDDLE_CAP_STORE_WATCH: u64 = 2;
+/// Capability: read access to the `location` namespace (who is registered, with which flows).
+pub const HUDDLE_CAP_LOCATION: u64 = 4;
+/// Capability: registration events (the `on_registration` callback). The host calls
+/// `on_registration` only for plugins that require this capability.
+pub const HUDDLE_CAP_REGISTRATION_EVENTS: u64 = 8;
+/// Capability: sending requests (`send_request`, and the `handle_response` callback).
+pub const HUDDLE_CAP_SEND_REQUEST: u64 = 16;
+/// Capability: timers (`set_timer`, `cancel_timer`, and the `on_timer` callback).
+pub const HUDDLE_CAP_TIMERS: u64 = 32;
+/// Capability: the media engine (`media_*` host functions and media callbacks).
+pub const HUDDLE_CAP_MEDIA: u64 = 64;
+/// Every capability bit defined in ABI 1.0.
+pub const HUDDLE_CAP_ALL_V1_0: u64 = 127;
+
+/// Log level: an error.
+pub const HUDDLE_LOG_ERROR: u32 = 1;
+/// Log level: a warning.
+pub const HUDDLE_LOG_WARN: u32 = 2;
+/// Log level: information.
+pub const HUDDLE_LOG_INFO: u32 = 3;
+/// Log level: debugging detail.
+pub const HUDDLE_LOG_DEBUG: u32 = 4;
+/// Log level: tracing detail.
+pub const HUDDLE_LOG_TRACE: u32 = 5;
+
+/// The request came from the host itself, or the transport is unknown.
+pub const HUDDLE_TRANSPORT_OTHER: u32 = 0;
+/// SIP over UDP.
+pub const HUDDLE_TRANSPORT_UDP: u32 = 1;
+/// SIP over TCP.
+pub const HUDDLE_TRANSPORT_TCP: u32 = 2;
+/// SIP over TLS.
+pub const HUDDLE_TRANSPORT_TLS: u32 = 3;
+/// SIP over WebSocket (RFC 7118).
+pub const HUDDLE_TRANSPORT_WS: u32 = 4;
+/// SIP over secure WebSocket.
+pub const HUDDLE_TRANSPORT_WSS: u32 = 5;
+
+/// `on_store_change`: the key was written; the value is its new value.
+pub const HUDDLE_STORE_PUT: u32 = 1;
+/// `on_store_change`: the key was deleted; no value.
+pub const HUDDLE_STORE_DELETE: u32 = 2;
+/// `on_store_change`: changes were dropped; no key or value. Rescan the watched prefix.
+pub const HUDDLE_STORE_LAGGED: u32 = 3;
+
+/// `store_cas` flag: the key must be absent (`expected` is ignored).
+pub const HUDDLE_CAS_EXPECT_ABSENT: u32 = 1;
+/// `store_cas` flag: on a match, delete the key (`new_value` is ignored).
+pub const HUDDLE_CAS_DELETE: u32 = 2;
+
+/// Registration event: an address-of-record went from no bindings to at least one.
+pub const HUDDLE_REG_ONLINE: u32 = 1;
+/// Registration event: an address-of-record lost its last binding (expiry, unregister, or the
+/// connection of a WebSocket flow closed).
+pub const HUDDLE_REG_OFFLINE: u32 = 2;
+/// Registration event: the bindings of an address-of-record changed while it stayed online.
+pub const HUDDLE_REG_UPDATED: u32 = 3;
+
+/// Media hang-up reason: the remote side or a SIP BYE ended the session.
+pub const HUDDLE_HANGUP_NORMAL: u32 = 0;
+/// Media hang-up reason: ICE or DTLS failed or timed out.
+pub const HUDDLE_HANGUP_TRANSPORT: u32 = 1;
+/// Media hang-up reason: the host is shutting down.
+pub const HUDDLE_HANGUP_SHUTDOWN: u32 = 2;
+
+/// A byte buffer allocated by the host and lent to the plugin.
+///
+/// Ownership: the host owns `ptr[0..len]`. The plugin may read it until it passes the buffer
+/// back, exactly once, to `HuddleHostApi::free_buf` of the table it came from. `token` is the
+/// host's bookkeeping; the plugin leaves it untouched. A buffer whose `ptr` is null holds no
+/// value (an absent key); passing it to `free_buf` is allowed and does nothing. A present but
+/// empty value has a non-null `ptr` and `len == 0`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HuddleHostBuf {
+    /// Start of the bytes, or null for "no value".
+    pub ptr: *const u8,
+    /// Number of bytes at `ptr`.
+    pub len: usize,
+    /// Host bookkeeping (for example the allocation's capacity); opaque to the plugin.
+    pub token: *mut c_void,
+}
+
+impl HuddleHostBuf {
+    /// The empty buffer ("no value").
+    pub const NONE: HuddleHostBuf = HuddleHostBuf {
+        ptr: std::ptr::null(),
+        len: 0,
+        token: std::ptr::null_mut(),
+    };
+}
+
+/// One routing claim, passed to `HuddleHostApi::claim` during `init`. See the module docs,
+/// "Routing: claims". Every text field is borrowed for the call (the host copies it), UTF-8,
+/// not NUL-terminated; a zero length means "any".
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HuddleClaim {
+    /// `sizeof(HuddleClaim)` as the plugin knows it.
+    pub struct_size: usize,
+    /// SIP method, exact and case-sensitive (`MESSAGE`).
+    pub method: *const u8,
+    /// Length of `method` in bytes.
+    pub method_len: usize,
+    /// Event package, case-insensitive (`presence`).
+    pub event: *const u8,
+    /// Length of `event` in bytes.
+    pub event_len: usize,
+    /// Request-URI user pattern, case-sensitive, `*` matches any run of characters
+    /// (`room-*`).
+    pub user: *const u8,
+    /// Length of `user` in bytes.
+    pub user_len: usize,
+}
+
+/// What the host knows about a request beyond its bytes. Borrowed for the duration of
+/// `handle_request`, like everything it points to.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HuddleRequestInfo {
+    /// `sizeof(HuddleRequestInfo)` as the host knows it. Fields beyond it are absent.
+    pub struct_size: usize,
+    /// `HUDDLE_TRANSPORT_*` the request arrived on.
+    pub transport: u32,
+    /// Source port of the request (0 when unknown).
+    pub source_port: u32,
+    /// Source IP address as text (`192.0.2.1`, `2001:db8::1`), UTF-8, not NUL-terminated;
+    /// empty when unknown. Used for the top Via's `received`/`rport` in responses.
+    pub source_ip: *const u8,
+    /// Length of `source_ip` in bytes.
+    pub source_ip_len: usize,
+    /// The user the host authenticated (digest username), UTF-8; empty when the request was
+    /// not authenticated.
+    pub auth_user: *const u8,
+    /// Length of `auth_user` in bytes.
+    pub auth_user_len: usize,
+    /// For a CANCEL: the `txn` of the INVITE it cancels. Otherwise 0.
+    pub related_txn: u64,
+}
+
+/// A registration event, for plugins that require `HUDDLE_CAP_REGISTRATION_EVENTS`. Borrowed
+/// for the duration of `on_registration`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HuddleRegistrationEvent {
+    /// `sizeof(HuddleRegistrationEvent)` as the host knows it.
+    pub struct_size: usize,
+    /// `HUDDLE_REG_*`.
+    pub kind: u32,
+    /// How many bindings the address-of-record has now.
+    pub bindings: u32,
+    /// The address-of-record (`sip:alice@example.com`), UTF-8, not NUL-terminated.
+    pub aor: *const u8,
+    /// Length of `aor` in bytes.
+    pub aor_len: usize,
+}
+
+/// Visitor of `HuddleHostApi::store_scan` (the type of its `visit` argument), called once per entry on the calling thread during
+/// the scan. `key` (relative to the namespace) and `value` are borrowed for the call. Return
+/// 0 to continue, anything else to stop the scan early. Must not call host functions.
+pub type HuddleScanVisitor = unsafe extern "C" fn(
+    user: *mut c_void,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+) -> i32;
+
+/// The type of the exported entry symbol `huddle_plugin_entry_v1`: returns the plugin's static
+/// descriptor. Must be cheap, idempotent and side-effect free (the host may call it more than
+/// once); must not return null.
+pub type HuddlePluginEntryFn = unsafe extern "C" fn() -> *const HuddlePluginDescriptor;
+
+/// The plugin's descriptor (plugin → host), returned by the entry symbol. Static: it and the
+/// strings it points to live as long as the library is loaded. Callbacks below `handle_request`
+/// may be null unless a required capability makes them mandatory (module docs).
+///
+/// In every callback, `instance` is the pointer the plugin stored in `init`'s `out_instance`,
+/// and every `(pointer, length)` argument is borrowed for the duration of the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HuddlePluginDescriptor {
+    /// Must be [`HUDDLE_PLUGIN_ABI_MAJOR`].
+    pub abi_major: u32,
+    /// The minor version the plugin was built against.
+    pub abi_minor: u32,
+    /// `sizeof(HuddlePluginDescriptor)` as the plugin was built.
+    pub struct_size: usize,
+    /// The plugin's name, a static NUL-terminated string of ASCII letters, digits, `-` and `_`,
+    /// at most 64 bytes (it names the plugin's store namespace `plugin/<name>/`).
+    pub name: *const c_char,
+    /// The plugin's own version, a static NUL-terminated UTF-8 string (`0.1.0`).
+    pub version: *const c_char,
+    /// `HUDDLE_CAP_*` bits the plugin requires from the host.
+    pub capabilities: u64,
+    /// Creates an instance. `host` is valid until `destroy` returns (module docs). `config` is
+    /// the instance's `[plugins.config]` table as TOML text, UTF-8 (possibly empty), borrowed
+    /// for the call. The plugin calls `host->claim` for what it handles, stores its instance
+    /// pointer in `*out_instance` and returns `HUDDLE_OK`; on any other return the host does
+    /// not call `destroy`, so the plugin frees what it allocated before returning, and should
+    /// `log` why it failed.
+    pub init: Option<
+        unsafe extern "C" fn(
+            host: *const HuddleHostApi,
+            config: *const u8,
+            config_len: usize,
+            out_instance: *mut *mut c_void,
+        ) -> i32,
+    >,
+    /// Destroys an instance: the plugin stops its threads, frees the instance and returns.
+    /// No other callback for this instance runs during or after it.
+    pub destroy: Option<unsafe extern "C" fn(instance: *mut c_void)>,
+    /// A request the plugin claimed. `msg[0..len]` is the complete request; `txn` identifies
+    /// its server transaction for `respond` (0: nothing to answer); `info` is never null.
+    /// Return `HUDDLE_OK` once the request is taken (answered now or later); an error makes the
+    /// host answer it (module docs, "Status codes").
+    pub handle_request: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            txn: u64,
+            msg: *const u8,
+            len: usize,
+            info: *const HuddleRequestInfo,
+        ) -> i32,
+    >,
+    /// A response to a request the plugin sent, `request_id` as `send_request` returned it.
+    /// Provisional responses may come first; exactly one final response (`>= 200`) comes last.
+    pub handle_response: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            request_id: u64,
+            msg: *const u8,
+            len: usize,
+        ) -> i32,
+    >,
+    /// A timer set with `set_timer` fired (once; timers are one-shot). `token` is the value the
+    /// plugin passed to `set_timer`.
+    pub on_timer:
+        Option<unsafe extern "C" fn(instance: *mut c_void, timer_id: u64, token: u64) -> i32>,
+    /// A change under a watched prefix. `kind` is `HUDDLE_STORE_*`; `key` is relative to the
+    /// watched namespace (empty for `HUDDLE_STORE_LAGGED`); `value` is empty unless
+    /// `HUDDLE_STORE_PUT`.
+    pub on_store_change: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            watch_id: u64,
+            kind: u32,
+            key: *const u8,
+            key_len: usize,
+            value: *const u8,
+            value_len: usize,
+        ) -> i32,
+    >,
+    /// A registration event (only with `HUDDLE_CAP_REGISTRATION_EVENTS`); `event` is never null.
+    pub on_registration: Option<
+        unsafe extern "C" fn(instance: *mut c_void, event: *const HuddleRegistrationEvent) -> i32,
+    >,
+    /// The media session `session` (created by `media_answer`) is connected: ICE and DTLS are
+    /// up and media can flow.
+    pub media_ready: Option<unsafe extern "C" fn(instance: *mut c_void, session: u64) -> i32>,
+    /// One decrypted RTP packet (header and payload) received on stream `mid` of `session`.
+    pub incoming_rtp: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            session: u64,
+            mid: *const u8,
+            mid_len: usize,
+            packet: *const u8,
+            len: usize,
+        ) -> i32,
+    >,
+    /// One decrypted RTCP packet (possibly compound) received on `session`.
+    pub incoming_rtcp: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            session: u64,
+            packet: *const u8,
+            len: usize,
+        ) -> i32,
+    >,
+    /// The media session ended (`HUDDLE_HANGUP_*`); its id is no longer valid.
+    pub media_hangup:
+        Option<unsafe extern "C" fn(instance: *mut c_void, session: u64, reason: u32) -> i32>,
+}
+
+/// The host's table (host → plugin), passed to `init`. Owned by the host; valid, like `ctx`,
+/// until `destroy` returns. Every function takes `ctx` as its first argument. Out-parameters are
+/// written only on success. See the module docs for which entries may be null.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HuddleHostApi {
+    /// The host's ABI major version; a plugin refuses any other.
+    pub abi_major: u32,
+    /// The host's ABI minor version.
+    pub abi_minor: u32,
+    /// `sizeof(HuddleHostApi)` as the host was built. Entries beyond it are absent.
+    pub struct_size: usize,
+    /// `HUDDLE_CAP_*` bits the host provides to this plugin instance.
+    pub host_capabilities: u64,
+    /// The host's context for this instance; opaque to the plugin, passed back to every
+    /// function.
+    pub ctx: *mut c_void,
+    /// Returns a buffer the host lent (see [`HuddleHostBuf`]). Never null.
+    pub free_buf: Option<unsafe extern "C" fn(ctx: *mut c_void, buf: HuddleHostBuf)>,
+    /// Logs `msg[0..len]` (UTF-8) at `level` (`HUDDLE_LOG_*`) in the host's log, tagged with
+    /// the plugin's name. Never null.
+    pub log: Option<unsafe extern "C" fn(ctx: *mut c_void, level: u32, msg: *const u8, len: usize)>,
+    /// Claims requests for this instance; only during `init` (module docs, "Routing: claims").
+    /// `HUDDLE_ERR_INVALID_ARGUMENT` for a malformed claim, `HUDDLE_ERR_PERMISSION_DENIED` for a
+    /// reserved method. Never null.
+    pub claim: Option<unsafe extern "C" fn(ctx: *mut c_void, claim: *const HuddleClaim) -> i32>,
+    /// Sends a response (complete bytes) on server transaction `txn`. Provisional responses any
+    /// number of times, then one final response. Never null.
+    pub respond:
+        Option<unsafe extern "C" fn(ctx: *mut c_void, txn: u64, msg: *const u8, len: usize) -> i32>,
+    /// Sends a request (complete bytes without Via). On success writes the id its responses will
+    /// carry to `*out_request_id` (never 0).
+    pub send_request: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            msg: *const u8,
+            len: usize,
+            out_request_id: *mut u64,
+        ) -> i32,
+    >,
+    /// Reads `key` in namespace `ns` (empty: the plugin's own). On success writes the value to
+    /// `*out` (a host buffer to free with `free_buf`); `HUDDLE_ERR_NOT_FOUND` when absent.
+    pub store_get: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            ns: *const u8,
+            ns_len: usize,
+            key: *const u8,
+            key_len: usize,
+            out: *mut HuddleHostBuf,
+        ) -> i32,
+    >,
+    /// Sets `key` to `value` in the plugin's own namespace.
+    pub store_put: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            key: *const u8,
+            key_len: usize,
+            value: *const u8,
+            value_len: usize,
+        ) -> i32,
+    >,
+    /// Deletes `key` in the plugin's own namespace; `HUDDLE_ERR_NOT_FOUND` if it was absent.
+    pub store_delete:
+        Option<unsafe extern "C" fn(ctx: *mut c_void, key: *const u8, key_len: usize) -> i32>,
+    /// Compare-and-swap in the plugin's own namespace: if `key` currently holds `expected`
+    /// (or is absent, with `HUDDLE_CAS_EXPECT_ABSENT`), sets it to `new_value` (or deletes it,
+    /// with `HUDDLE_CAS_DELETE`) and returns `HUDDLE_OK`. Otherwise returns
+    /// `HUDDLE_ERR_CONFLICT` and, if `out_current` is not null, writes the current value there
+    /// (a null `ptr` when the key is absent), to be freed with `free_buf`.
+    pub store_cas: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            key: *const u8,
+            key_len: usize,
+            expected: *const u8,
+            expected_len: usize,
+            new_value: *const u8,
+            new_value_len: usize,
+            flags: u32,
+            out_current: *mut HuddleHostBuf,
+        ) -> i32,
+    >,
+    /// Visits up to `limit` entries (the host may cap it lower; 0 means the host's maximum page)
+    /// of namespace `ns` whose keys start with `prefix`, in key order, starting after
+    /// `start_after` (empty: from the start of the prefix). Writes 1 to `*out_more` when entries
+    /// remain after the last one visited (continue with its key as `start_after`), else 0.
+    pub store_scan: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            ns: *const u8,
+            ns_len: usize,
+            prefix: *const u8,
+            prefix_len: usize,
+            start_after: *const u8,
+            start_after_len: usize,
+            limit: u32,
+            visit: Option<
+                unsafe extern "C" fn(
+                    user: *mut c_void,
+                    key: *const u8,
+                    key_len: usize,
+                    value: *const u8,
+                    value_len: usize,
+                ) -> i32,
+            >,
+            visit_user: *mut c_void,
+            out_more: *mut u8,
+        ) -> i32,
+    >,
+    /// Watches `prefix` in namespace `ns`; changes arrive through `on_store_change` with the id
+    /// written to `*out_watch_id` (never 0).
+    pub store_watch: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            ns: *const u8,
+            ns_len: usize,
+            prefix: *const u8,
+            prefix_len: usize,
+            out_watch_id: *mut u64,
+        ) -> i32,
+    >,
+    /// Ends a watch. Changes already queued may still be delivered.
+    pub store_unwatch: Option<unsafe extern "C" fn(ctx: *mut c_void, watch_id: u64) -> i32>,
+    /// Arms a one-shot timer: `on_timer(timer_id, token)` after `delay_ms` milliseconds. Writes
+    /// the id to `*out_timer_id` (never 0).
+    pub set_timer: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            delay_ms: u64,
+            token: u64,
+            out_timer_id: *mut u64,
+        ) -> i32,
+    >,
+    /// Cancels a timer that has not fired; `HUDDLE_ERR_NOT_FOUND` if it fired or never existed.
+    pub cancel_timer: Option<unsafe extern "C" fn(ctx: *mut c_void, timer_id: u64) -> i32>,
+    /// Answers an SDP offer with the host's media engine. `session` 0 creates a media session
+    /// (its id is written to `*out_session`); an existing id renegotiates it. The SDP answer, to
+    /// put in the plugin's SIP response, is written to `*out_answer` (free with `free_buf`).
+    pub media_answer: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            session: u64,
+            offer: *const u8,
+            offer_len: usize,
+            out_session: *mut u64,
+            out_answer: *mut HuddleHostBuf,
+        ) -> i32,
+    >,
+    /// Sends one RTP packet (header and payload, unencrypted) on stream `mid` of `session`.
+    pub media_send_rtp: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            session: u64,
+            mid: *const u8,
+            mid_len: usize,
+            packet: *const u8,
+            len: usize,
+        ) -> i32,
+    >,
+    /// Sends one RTCP packet (possibly compound, unencrypted) on `session`.
+    pub media_send_rtcp: Option<
+        unsafe extern "C" fn(ctx: *mut c_void, session: u64, packet: *const u8, len: usize) -> i32,
+    >,
+    /// Asks the sender of stream `mid` of `session` for a key frame (PLI/FIR).
+    pub media_request_keyframe: Option<
+        unsafe extern "C" fn(ctx: *mut c_void, session: u64, mid: *const u8, mid_len: usize) -> i32,
+    >,
+    /// Forwards stream `src_mid` of `src_session` to stream `dst_mid` of `dst_session` inside
+    /// the host (SSRC rewrite, key-frame requests passed back), without the packets passing
+    /// through the plugin. An empty `src_mid` stops what is forwarded to `dst_mid`.
+    pub media_forward: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            src_session: u64,
+            src_mid: *const u8,
+            src_mid_len: usize,
+            dst_session: u64,
+            dst_mid: *const u8,
+            dst_mid_len: usize,
+        ) -> i32,
+    >,
+    /// Closes a media session; `media_hangup` follows with `HUDDLE_HANGUP_NORMAL`.
+    pub media_close: Option<unsafe extern "C" fn(ctx: *mut c_void, session: u64) -> i32>,
+}
+
+/// The smallest `struct_size` a major-1 host accepts in a descriptor: the 1.0 layout.
+pub const HUDDLE_PLUGIN_DESCRIPTOR_MIN_SIZE: usize = std::mem::size_of::<HuddlePluginDescriptor>();
+/// The smallest `struct_size` a major-1 plugin accepts in a host table: the 1.0 layout.
+pub const HUDDLE_HOST_API_MIN_SIZE: usize = std::mem::size_of::<HuddleHostApi>();
+
+/// The names of the capability bits, for messages (`HUDDLE_CAP_STORE` → `store`).
+pub const CAPABILITY_NAMES: [(u64, &str); 7] = [
+    (HUDDLE_CAP_STORE, "store"),
+    (HUDDLE_CAP_STORE_WATCH, "store_watch"),
+    (HUDDLE_CAP_LOCATION, "location"),
+    (HUDDLE_CAP_REGISTRATION_EVENTS, "registration_events"),
+    (HUDDLE_CAP_SEND_REQUEST, "send_request"),
+    (HUDDLE_CAP_TIMERS, "timers"),
+    (HUDDLE_CAP_MEDIA, "media"),
+];
+
+// SAFETY: a descriptor is immutable static data (function pointers and pointers to static C
+// strings); sharing it between threads is what the ABI expects.
+unsafe impl Sync for HuddlePluginDescriptor {}
+// SAFETY: as above; the raw pointers refer to static data, not to thread-owned memory.
+unsafe impl Send for HuddlePluginDescriptor {}

@@ -1,0 +1,474 @@
+//! The plugin side of the boundary: the descriptor [`crate::export_plugin!`] builds and the
+//! `extern "C"` trampolines that turn ABI calls into [`Plugin`] method calls.
+//!
+//! Every trampoline catches panics (`catch_unwind`): a panic never unwinds into the host. It is
+//! logged through the host with the callback's name and the panic message, and the call returns
+//! [`abi::HUDDLE_ERR_PANIC`]. An `Err` returned by a plugin method is logged at warning level
+//! and returned as its status code. A host that breaks the "one call at a time per instance"
+//! rule gets [`abi::HUDDLE_ERR_BAD_STATE`] for the overlapping call instead of undefined
+//! behaviour.
+//!
+//! Plugins must be built with `panic = "unwind"` (Cargo's default): with `panic = "abort"` a
+//! panic ends the whole server.
+#![allow(unsafe_code)]
+
+use std::cell::UnsafeCell;
+use std::ffi::{c_char, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+
+use crate::abi::{self, HuddleHostApi, HuddlePluginDescriptor, HuddleRegistrationEvent};
+use crate::claims::Claims;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::message::{Request, Response};
+use crate::raw;
+use crate::types::{
+    Capabilities, HangupReason, Level, MediaSessionId, RegistrationEvent, RegistrationKind,
+    RequestId, RequestInfo, StoreChange, TimerId, TransactionId, Transport, WatchId,
+};
+use crate::Plugin;
+
+/// A descriptor built by [`descriptor`] for a [`Plugin`] type, and so known to point at this
+/// SDK's trampolines and static strings. Only the SDK can make one; [`crate::export_plugin!`]
+/// puts it in a `static`.
+#[derive(Debug)]
+pub struct ExportedDescriptor(HuddlePluginDescriptor);
+
+impl ExportedDescriptor {
+    /// The raw descriptor, as the entry symbol returns it.
+    pub const fn as_ptr(&'static self) -> *const HuddlePluginDescriptor {
+        &self.0
+    }
+
+    /// The raw descriptor.
+    pub const fn raw(&'static self) -> &'static HuddlePluginDescriptor {
+        &self.0
+    }
+}
+
+/// Builds the descriptor of plugin type `P`. `name` and `version` must end in a NUL byte
+/// (`export_plugin!` appends it); an invalid name is a compile-time error when this runs in a
+/// `static` initializer.
+pub const fn descriptor<P: Plugin>(
+    name: &'static str,
+    version: &'static str,
+    capabilities: Capabilities,
+) -> ExportedDescriptor {
+    check_name(name.as_bytes());
+    check_version(version.as_bytes());
+    ExportedDescriptor(HuddlePluginDescriptor {
+        abi_major: abi::HUDDLE_PLUGIN_ABI_MAJOR,
+        abi_minor: abi::HUDDLE_PLUGIN_ABI_MINOR,
+        struct_size: std::mem::size_of::<HuddlePluginDescriptor>(),
+        name: name.as_ptr() as *const c_char,
+        version: version.as_ptr() as *const c_char,
+        capabilities: capabilities.bits(),
+        init: Some(init::<P>),
+        destroy: Some(destroy::<P>),
+        handle_request: Some(handle_request::<P>),
+        handle_response: Some(handle_response::<P>),
+        on_timer: Some(on_timer::<P>),
+        on_store_change: Some(on_store_change::<P>),
+        on_registration: Some(on_registration::<P>),
+        media_ready: Some(media_ready::<P>),
+        incoming_rtp: Some(incoming_rtp::<P>),
+        incoming_rtcp: Some(incoming_rtcp::<P>),
+        media_hangup: Some(media_hangup::<P>),
+    })
+}
+
+const fn check_name(name: &[u8]) {
+    let n = name.len();
+    assert!(
+        n >= 2 && name[n - 1] == 0,
+        "plugin name must be non-empty (and NUL-terminated)"
+    );
+    assert!(n - 1 <= 64, "plugin name must be at most 64 bytes");
+    let mut i = 0;
+    while i < n - 1 {
+        let c = name[i];
+        assert!(
+            c.is_ascii_alphanumeric() || c == b'-' || c == b'_',
+            "plugin name may contain only ASCII letters, digits, '-' and '_'"
+        );
+        i += 1;
+    }
+}
+
+const fn check_version(version: &[u8]) {
+    let n = version.len();
+    assert!(
+        n >= 2 && version[n - 1] == 0,
+        "plugin version must be non-empty (and NUL-terminated)"
+    );
+    let mut i = 0;
+    while i < n - 1 {
+        assert!(version[i] != 0, "plugin version must not contain NUL");
+        i += 1;
+    }
+}
+
+/// One plugin instance as the host sees it: the pointer `init` hands out.
+struct Instance<P> {
+    /// Set while a callback runs, to turn a host's concurrent call into an error.
+    busy: AtomicBool,
+    host: Host,
+    plugin: UnsafeCell<P>,
+}
+
+/// Runs `f` on the instance behind `instance`, catching panics and turning the outcome into a
+/// status code.
+///
+/// # Safety
+/// `instance` must be null or a pointer returned by `init::<P>` and not yet destroyed.
+unsafe fn call<P: Plugin>(
+    instance: *mut c_void,
+    what: &str,
+    f: impl FnOnce(&mut P, &Host) -> Result<()>,
+) -> i32 {
+    // SAFETY: the caller's promise; shared access only, the plugin itself is behind the cell.
+    let Some(inst) = (unsafe { instance.cast::<Instance<P>>().as_ref() }) else {
+        return abi::HUDDLE_ERR_INVALID_ARGUMENT;
+    };
+    if inst.busy.swap(true, Ordering::Acquire) {
+        inst.host.log(
+            Level::Error,
+            &format!("{what}: the host called this instance while another call was running"),
+        );
+        return abi::HUDDLE_ERR_BAD_STATE;
+    }
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `busy` was false and is now true, so no other `&mut P` exists until we reset
+        // it below.
+        let plugin = unsafe { &mut *inst.plugin.get() };
+        f(plugin, &inst.host)
+    }));
+    inst.busy.store(false, Ordering::Release);
+    report(&inst.host, what, outcome)
+}
+
+fn report(host: &Host, what: &str, outcome: std::thread::Result<Result<()>>) -> i32 {
+    match outcome {
+        Ok(Ok(())) => abi::HUDDLE_OK,
+        Ok(Err(e)) => {
+            host.log(Level::Warn, &format!("{what} failed: {e}"));
+            e.code()
+        }
+        Err(payload) => {
+            host.log(
+                Level::Error,
+                &format!("panic in {what}: {}", raw::panic_message(&*payload)),
+            );
+            abi::HUDDLE_ERR_PANIC
+        }
+    }
+}
+
+unsafe extern "C" fn init<P: Plugin>(
+    api: *const HuddleHostApi,
+    config: *const u8,
+    config_len: usize,
+    out_instance: *mut *mut c_void,
+) -> i32 {
+    if out_instance.is_null() {
+        return abi::HUDDLE_ERR_INVALID_ARGUMENT;
+    }
+    // SAFETY: the ABI promises that `api` stays valid until `destroy` returns, or until this
+    // call returns if it fails; `host.shutdown()` below ends our use of it in that case.
+    let host = match unsafe { Host::from_raw(api) } {
+        Ok(host) => host,
+        Err(e) => return e.code(),
+    };
+    // SAFETY: `config` is borrowed for this call (ABI).
+    let config = unsafe { raw::bytes(config, config_len) };
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<P> {
+        let config = Config::from_bytes(config.ok_or(Error::InvalidArgument)?)?;
+        let mut claims = Claims::new();
+        let plugin = P::init(&host, &config, &mut claims)?;
+        for claim in claims.iter() {
+            if let Err(e) = claim.validate() {
+                host.log(Level::Error, &format!("invalid claim {claim}: {e}"));
+                return Err(e.into());
+            }
+            if let Err(e) = host.claim(claim) {
+                host.log(
+                    Level::Error,
+                    &format!("the host refused claim {claim}: {e}"),
+                );
+                return Err(e);
+            }
+        }
+        Ok(plugin)
+    }));
+    match outcome {
+        Ok(Ok(plugin)) => {
+            let instance = Box::new(Instance {
+                busy: AtomicBool::new(false),
+                host,
+                plugin: UnsafeCell::new(plugin),
+            });
+            // SAFETY: checked non-null above; the host provides a writable pointer slot.
+            unsafe { *out_instance = Box::into_raw(instance).cast::<c_void>() };
+            abi::HUDDLE_OK
+        }
+        other => {
+            let code = report(&host, "init", other.map(|r| r.map(drop)));
+            host.shutdown();
+            if code == abi::HUDDLE_OK {
+                abi::HUDDLE_ERR_INTERNAL
+            } else {
+                code
+            }
+        }
+    }
+}
+
+unsafe extern "C" fn destroy<P: Plugin>(instance: *mut c_void) {
+    if instance.is_null() {
+        return;
+    }
+    // SAFETY: `instance` came from `Box::into_raw` in `init::<P>`, and the host calls `destroy`
+    // exactly once, with no other call running or following (ABI).
+    let inst = unsafe { Box::from_raw(instance.cast::<Instance<P>>()) };
+    let host = inst.host.clone();
+    let outcome = catch_unwind(AssertUnwindSafe(move || {
+        let mut inst = inst;
+        inst.plugin.get_mut().shutdown(&inst.host);
+        drop(inst);
+        Ok(())
+    }));
+    let _ = report(&host, "destroy", outcome);
+    host.shutdown();
+}
+
+unsafe extern "C" fn handle_request<P: Plugin>(
+    instance: *mut c_void,
+    txn: u64,
+    msg: *const u8,
+    len: usize,
+    info: *const HuddleRequestInfo,
+) -> i32 {
+    // SAFETY: `msg` and `info` are borrowed for this call (ABI).
+    let parsed = unsafe { request_from_raw(txn, msg, len, info) };
+    // SAFETY: `instance` came from `init::<P>` (ABI).
+    unsafe {
+        call::<P>(instance, "handle_request", move |p, host| {
+            p.handle_request(host, parsed?)
+        })
+    }
+}
+
+use crate::abi::HuddleRequestInfo;
+
+/// # Safety
+/// `msg[0..len]` and `*info` (with what it points to) must be valid for the call.
+unsafe fn request_from_raw(
+    txn: u64,
+    msg: *const u8,
+    len: usize,
+    info: *const HuddleRequestInfo,
+) -> Result<Request> {
+    // SAFETY: the caller's promise.
+    let bytes = unsafe { raw::bytes(msg, len) }.ok_or(Error::InvalidArgument)?;
+    // SAFETY: the caller's promise.
+    let info = unsafe { request_info_from_raw(info) }?;
+    let txn = (txn != 0).then_some(TransactionId(txn));
+    Request::parse(txn, Bytes::copy_from_slice(bytes), info)
+}
+
+/// Reads a `HuddleRequestInfo`, using only the fields its `struct_size` covers.
+///
+/// # Safety
+/// `info` must be null or point to a valid `HuddleRequestInfo` of at least `struct_size` bytes.
+pub(crate) unsafe fn request_info_from_raw(info: *const HuddleRequestInfo) -> Result<RequestInfo> {
+    // SAFETY: the caller's promise; `struct_size` is the first field.
+    let Some(size) = (unsafe { info.cast::<usize>().as_ref() }) else {
+        return Err(Error::InvalidArgument);
+    };
+    if *size < std::mem::size_of::<HuddleRequestInfo>() {
+        return Err(Error::Incompatible);
+    }
+    // SAFETY: at least the 1.0 layout is there (checked above).
+    let info = unsafe { &*info };
+    // SAFETY: borrowed for the call (ABI).
+    let ip =
+        unsafe { raw::text(info.source_ip, info.source_ip_len) }.ok_or(Error::InvalidArgument)?;
+    // SAFETY: borrowed for the call (ABI).
+    let user =
+        unsafe { raw::text(info.auth_user, info.auth_user_len) }.ok_or(Error::InvalidArgument)?;
+    Ok(RequestInfo {
+        transport: Transport::from_code(info.transport),
+        source: RequestInfo::parse_source(ip, info.source_port),
+        auth_user: (!user.is_empty()).then(|| user.to_owned()),
+        related: (info.related_txn != 0).then_some(TransactionId(info.related_txn)),
+    })
+}
+
+unsafe extern "C" fn handle_response<P: Plugin>(
+    instance: *mut c_void,
+    request_id: u64,
+    msg: *const u8,
+    len: usize,
+) -> i32 {
+    // SAFETY: borrowed for this call (ABI).
+    let bytes = unsafe { raw::bytes(msg, len) }.map(Bytes::copy_from_slice);
+    // SAFETY: `instance` came from `init::<P>` (ABI).
+    unsafe {
+        call::<P>(instance, "handle_response", move |p, host| {
+            let bytes = bytes.ok_or(Error::InvalidArgument)?;
+            p.handle_response(host, Response::parse(RequestId(request_id), bytes)?)
+        })
+    }
+}
+
+unsafe extern "C" fn on_timer<P: Plugin>(instance: *mut c_void, timer: u64, token: u64) -> i32 {
+    // SAFETY: `instance` came from `init::<P>` (ABI).
+    unsafe {
+        call::<P>(instance, "on_timer", move |p, host| {
+            p.on_timer(host, TimerId(timer), token)
+        })
+    }
+}
+
+unsafe extern "C" fn on_store_change<P: Plugin>(
+    instance: *mut c_void,
+    watch: u64,
+    kind: u32,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+) -> i32 {
+    let watch = WatchId(watch);
+    // SAFETY: borrowed for this call (ABI).
+    let (key, value) = unsafe { (raw::bytes(key, key_len), raw::bytes(value, value_len)) };
+    let change = match (kind, key, value) {
+        (abi::HUDDLE_STORE_PUT, Some(k), Some(v)) => Ok(StoreChange::Put {
+            watch,
+            key: k.to_vec(),
+            value: v.to_vec(),
+        }),
+        (abi::HUDDLE_STORE_DELETE, Some(k), _) => Ok(StoreChange::Delete {
+            watch,
+            key: k.to_vec(),
+        }),
+        (abi::HUDDLE_STORE_LAGGED, _, _) => Ok(StoreChange::Lagged { watch }),
+        _ => Err(Error::InvalidArgument),
+    };
+    // SAFETY: `instance` came from `init::<P>` (ABI).
+    unsafe {
+        call::<P>(instance, "on_store_change", move |p, host| {
+            p.on_store_change(host, change?)
+        })
+    }
+}
+
+unsafe extern "C" fn on_registration<P: Plugin>(
+    instance: *mut c_void,
+    event: *const HuddleRegistrationEvent,
+) -> i32 {
+    // SAFETY: borrowed for this call (ABI).
+    let event = unsafe { registration_from_raw(event) };
+    // SAFETY: `instance` came from `init::<P>` (ABI).
+    unsafe {
+        call::<P>(instance, "on_registration", move |p, host| {
+            p.on_registration(host, event?)
+        })
+    }
+}
+
+/// # Safety
+/// `event` must be null or point to a valid event of at least its `struct_size` bytes.
+unsafe fn registration_from_raw(
+    event: *const HuddleRegistrationEvent,
+) -> Result<RegistrationEvent> {
+    // SAFETY: the caller's promise; `struct_size` is the first field.
+    let Some(size) = (unsafe { event.cast::<usize>().as_ref() }) else {
+        return Err(Error::InvalidArgument);
+    };
+    if *size < std::mem::size_of::<HuddleRegistrationEvent>() {
+        return Err(Error::Incompatible);
+    }
+    // SAFETY: the 1.0 layout is there (checked above).
+    let e = unsafe { &*event };
+    // SAFETY: borrowed for the call (ABI).
+    let aor = unsafe { raw::text(e.aor, e.aor_len) }.ok_or(Error::InvalidArgument)?;
+    Ok(RegistrationEvent {
+        kind: RegistrationKind::from_code(e.kind),
+        aor: aor.to_owned(),
+        bindings: e.bindings,
+    })
+}
+
+unsafe extern "C" fn media_ready<P: Plugin>(instance: *mut c_void, session: u64) -> i32 {
+    // SAFETY: `instance` came from `init::<P>` (ABI).
+    unsafe {
+        call::<P>(instance, "media_ready", move |p, host| {
+            p.media_ready(host, MediaSessionId(session))
+        })
+    }
+}
+
+unsafe extern "C" fn incoming_rtp<P: Plugin>(
+    instance: *mut c_void,
+    session: u64,
+    mid: *const u8,
+    mid_len: usize,
+    packet: *const u8,
+    len: usize,
+) -> i32 {
+    // SAFETY: borrowed for this call (ABI); used only inside it.
+    let (mid, packet) = unsafe { (raw::text(mid, mid_len), raw::bytes(packet, len)) };
+    // SAFETY: `instance` came from `init::<P>` (ABI).
+    unsafe {
+        call::<P>(instance, "incoming_rtp", move |p, host| {
+            match (mid, packet) {
+                (Some(mid), Some(packet)) => {
+                    p.incoming_rtp(host, MediaSessionId(session), mid, packet)
+                }
+                _ => Err(Error::InvalidArgument),
+            }
+        })
+    }
+}
+
+unsafe extern "C" fn incoming_rtcp<P: Plugin>(
+    instance: *mut c_void,
+    session: u64,
+    packet: *const u8,
+    len: usize,
+) -> i32 {
+    // SAFETY: borrowed for this call (ABI); used only inside it.
+    let packet = unsafe { raw::bytes(packet, len) };
+    // SAFETY: `instance` came from `init::<P>` (ABI).
+    unsafe {
+        call::<P>(instance, "incoming_rtcp", move |p, host| {
+            p.incoming_rtcp(
+                host,
+                MediaSessionId(session),
+                packet.ok_or(Error::InvalidArgument)?,
+            )
+        })
+    }
+}
+
+unsafe extern "C" fn media_hangup<P: Plugin>(
+    instance: *mut c_void,
+    session: u64,
+    reason: u32,
+) -> i32 {
+    // SAFETY: `instance` came from `init::<P>` (ABI).
+    unsafe {
+        call::<P>(instance, "media_hangup", move |p, host| {
+            p.media_hangup(
+                host,
+                MediaSessionId(session),
+                HangupReason::from_code(reason),
+            )
+        })
+    }
+}

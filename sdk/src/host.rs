@@ -1,0 +1,654 @@
+//! The plugin's handle on its host: a safe wrapper around the host's [`HuddleHostApi`] table.
+//!
+//! A [`Host`] is cheap to clone, `Send` and `Sync`: a plugin may keep one and use it from its
+//! own threads. It stays usable until the plugin instance is destroyed; after that every call
+//! returns [`Error::BadState`] instead of touching the host's (by then freed) table. A call
+//! that is running when `destroy` starts finishes first: `destroy` waits for it.
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use crate::abi::{self, HuddleClaim, HuddleHostApi, HuddleHostBuf};
+use crate::claims::Claim;
+use crate::error::{Error, Result};
+use crate::message::Request;
+use crate::raw;
+use crate::types::{
+    Capabilities, Level, MediaSessionId, RequestId, ScanPage, TimerId, TransactionId, WatchId,
+};
+
+/// The plugin's handle on the host.
+///
+/// Cheap to clone, `Send` and `Sync`: a plugin may keep one and use it from its own threads. It
+/// stays usable until the plugin instance is destroyed; after that every call returns
+/// [`Error::BadState`] instead of touching the host's (by then freed) table. A call that is
+/// running when `destroy` starts finishes first: `destroy` waits for it.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// A copy of the host's table, taken at `init`. Its function pointers and `ctx` stay valid
+    /// until `destroy` returns, which is after `alive` is set to false.
+    api: HuddleHostApi,
+    alive: RwLock<bool>,
+}
+
+// SAFETY: the ABI requires every host function to be callable from any thread at any time
+// between `init` and the return of `destroy` (abi module docs, "Threads and re-entrancy"), and
+// `alive` keeps calls from happening after that. The table itself is never written after `init`.
+unsafe impl Send for Inner {}
+// SAFETY: as above; shared access only reads the copied table.
+unsafe impl Sync for Inner {}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("abi_major", &self.inner.api.abi_major)
+            .field("abi_minor", &self.inner.api.abi_minor)
+            .field("capabilities", &self.capabilities())
+            .finish()
+    }
+}
+
+/// The three fields every table starts with.
+#[repr(C)]
+struct TableHeader {
+    abi_major: u32,
+    abi_minor: u32,
+    struct_size: usize,
+}
+
+impl Host {
+    /// Wraps a host table after checking its version, size and mandatory functions.
+    ///
+    /// # Safety
+    /// `api` must be null or point to a host table (at least its first three fields, and
+    /// `struct_size` bytes in all) that, with its `ctx` and functions, stays valid until
+    /// [`Host::shutdown`] is called.
+    pub(crate) unsafe fn from_raw(api: *const HuddleHostApi) -> Result<Host> {
+        if api.is_null() {
+            return Err(Error::InvalidArgument);
+        }
+        // SAFETY: every table starts with these three fields (abi module docs); reading them
+        // first means a table smaller than ours is never over-read.
+        let header = unsafe { std::ptr::read_unaligned(api.cast::<TableHeader>()) };
+        if header.abi_major != abi::HUDDLE_PLUGIN_ABI_MAJOR
+            || header.struct_size < abi::HUDDLE_HOST_API_MIN_SIZE
+        {
+            return Err(Error::Incompatible);
+        }
+        // SAFETY: `struct_size` covers the whole 1.0 layout, checked above. Entries a newer
+        // host appends are ignored; a later minor of this SDK reads them only after checking
+        // `struct_size` against their offset.
+        let api = unsafe { std::ptr::read_unaligned(api) };
+        if api.free_buf.is_none()
+            || api.log.is_none()
+            || api.claim.is_none()
+            || api.respond.is_none()
+        {
+            return Err(Error::Incompatible);
+        }
+        Ok(Host {
+            inner: Arc::new(Inner {
+                api,
+                alive: RwLock::new(true),
+            }),
+        })
+    }
+
+    /// Marks the table as gone: waits for calls in progress, then makes every later call fail
+    /// with [`Error::BadState`]. Called by the `destroy` trampoline (and by `init` on failure)
+    /// before returning to the host.
+    pub(crate) fn shutdown(&self) {
+        *self
+            .inner
+            .alive
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = false;
+    }
+
+    /// Runs `f` on the table if the instance is still alive, holding the read side of the
+    /// liveness lock so `destroy` cannot complete meanwhile.
+    fn with<R>(&self, f: impl FnOnce(&HuddleHostApi) -> Result<R>) -> Result<R> {
+        let alive = self
+            .inner
+            .alive
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !*alive {
+            return Err(Error::BadState);
+        }
+        f(&self.inner.api)
+    }
+
+    /// What the host provides to this instance.
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities::from_bits(self.inner.api.host_capabilities)
+    }
+
+    /// The host's ABI version, `(major, minor)`.
+    pub fn abi_version(&self) -> (u32, u32) {
+        (self.inner.api.abi_major, self.inner.api.abi_minor)
+    }
+
+    /// Writes a line to the host's log, tagged with the plugin's name. Silently dropped after
+    /// the instance was destroyed. The [`crate::info!`] family of macros formats and calls this.
+    pub fn log(&self, level: Level, message: &str) {
+        let _ = self.with(|api| {
+            if let Some(log) = api.log {
+                // SAFETY: `log` and `ctx` are valid while alive (held by `with`); the message is
+                // borrowed for the call, as the ABI says.
+                unsafe { log(api.ctx, level.code(), message.as_ptr(), message.len()) };
+            }
+            Ok(())
+        });
+    }
+
+    pub(crate) fn claim(&self, claim: &Claim) -> Result<()> {
+        let part = |s: Option<&str>| s.map_or((std::ptr::null(), 0), |s| (s.as_ptr(), s.len()));
+        let (method, method_len) = part(claim.method_name());
+        let (event, event_len) = part(claim.event_package());
+        let (user, user_len) = part(claim.user_pattern());
+        let raw = HuddleClaim {
+            struct_size: std::mem::size_of::<HuddleClaim>(),
+            method,
+            method_len,
+            event,
+            event_len,
+            user,
+            user_len,
+        };
+        self.with(|api| {
+            let f = api.claim.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive; `raw` and the strings it points to outlive the call.
+            Error::from_code(unsafe { f(api.ctx, &raw) })
+        })
+    }
+
+    /// Sends a response (complete bytes, as [`Request::response`] builds them) on a server
+    /// transaction: provisional responses any number of times, then one final response.
+    pub fn respond(&self, txn: TransactionId, response: &[u8]) -> Result<()> {
+        self.with(|api| {
+            let f = api.respond.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive; the bytes are borrowed for the call.
+            Error::from_code(unsafe { f(api.ctx, txn.0, response.as_ptr(), response.len()) })
+        })
+    }
+
+    /// Answers `request` with a bodiless response. [`Error::UnknownTransaction`] for a request
+    /// that expects no answer (ACK, CANCEL).
+    pub fn reply(&self, request: &Request, status: u16, reason: &str) -> Result<()> {
+        let txn = request.transaction().ok_or(Error::UnknownTransaction)?;
+        self.respond(txn, &request.reply(status, reason))
+    }
+
+    /// Sends a request (complete bytes without Via, as [`crate::NewRequest`] builds them). Its
+    /// responses reach [`crate::Plugin::handle_response`] with the returned id.
+    pub fn send_request(&self, request: &[u8]) -> Result<RequestId> {
+        self.with(|api| {
+            let f = api.send_request.ok_or(Error::NotSupported)?;
+            let mut id = 0u64;
+            // SAFETY: valid while alive; the bytes are borrowed, `id` outlives the call.
+            Error::from_code(unsafe { f(api.ctx, request.as_ptr(), request.len(), &mut id) })?;
+            Ok(RequestId(id))
+        })
+    }
+
+    /// The plugin's own namespace, readable and writable.
+    pub fn store(&self) -> Store<'_> {
+        Store { host: self }
+    }
+
+    /// A shared namespace the host lets plugins read (`"location"`, `"plugin/presence"`).
+    pub fn namespace<'h>(&'h self, name: &'h str) -> SharedStore<'h> {
+        SharedStore {
+            host: self,
+            ns: name,
+        }
+    }
+
+    /// Ends a watch created by [`Store::watch`] or [`SharedStore::watch`].
+    pub fn unwatch(&self, watch: WatchId) -> Result<()> {
+        self.with(|api| {
+            let f = api.store_unwatch.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive.
+            Error::from_code(unsafe { f(api.ctx, watch.0) })
+        })
+    }
+
+    /// Arms a one-shot timer; [`crate::Plugin::on_timer`] gets the id and `token` after
+    /// `delay` (millisecond resolution).
+    pub fn set_timer(&self, delay: Duration, token: u64) -> Result<TimerId> {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.with(|api| {
+            let f = api.set_timer.ok_or(Error::NotSupported)?;
+            let mut id = 0u64;
+            // SAFETY: valid while alive; `id` outlives the call.
+            Error::from_code(unsafe { f(api.ctx, ms, token, &mut id) })?;
+            Ok(TimerId(id))
+        })
+    }
+
+    /// Cancels a timer; [`Error::NotFound`] if it already fired.
+    pub fn cancel_timer(&self, timer: TimerId) -> Result<()> {
+        self.with(|api| {
+            let f = api.cancel_timer.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive.
+            Error::from_code(unsafe { f(api.ctx, timer.0) })
+        })
+    }
+
+    /// Answers an SDP offer with the host's media engine: `None` creates a media session,
+    /// `Some` renegotiates one. Returns the session and the SDP answer for the SIP response.
+    pub fn media_answer(
+        &self,
+        session: Option<MediaSessionId>,
+        offer: &[u8],
+    ) -> Result<(MediaSessionId, Vec<u8>)> {
+        self.with(|api| {
+            let f = api.media_answer.ok_or(Error::NotSupported)?;
+            let mut id = session.map_or(0, |s| s.0);
+            let mut out = HuddleHostBuf::NONE;
+            // SAFETY: valid while alive; `offer` borrowed, out-parameters outlive the call.
+            let code = unsafe { f(api.ctx, id, offer.as_ptr(), offer.len(), &mut id, &mut out) };
+            Error::from_code(code)?;
+            let answer = take_buf(api, out).unwrap_or_default();
+            Ok((MediaSessionId(id), answer))
+        })
+    }
+
+    /// Sends an RTP packet on stream `mid` of a media session.
+    pub fn send_rtp(&self, session: MediaSessionId, mid: &str, packet: &[u8]) -> Result<()> {
+        self.with(|api| {
+            let f = api.media_send_rtp.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive; slices borrowed for the call.
+            Error::from_code(unsafe {
+                f(
+                    api.ctx,
+                    session.0,
+                    mid.as_ptr(),
+                    mid.len(),
+                    packet.as_ptr(),
+                    packet.len(),
+                )
+            })
+        })
+    }
+
+    /// Sends an RTCP packet on a media session.
+    pub fn send_rtcp(&self, session: MediaSessionId, packet: &[u8]) -> Result<()> {
+        self.with(|api| {
+            let f = api.media_send_rtcp.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive; slice borrowed for the call.
+            Error::from_code(unsafe { f(api.ctx, session.0, packet.as_ptr(), packet.len()) })
+        })
+    }
+
+    /// Asks the sender of stream `mid` for a key frame.
+    pub fn request_keyframe(&self, session: MediaSessionId, mid: &str) -> Result<()> {
+        self.with(|api| {
+            let f = api.media_request_keyframe.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive; slice borrowed for the call.
+            Error::from_code(unsafe { f(api.ctx, session.0, mid.as_ptr(), mid.len()) })
+        })
+    }
+
+    /// Forwards stream `src_mid` of `src` to stream `dst_mid` of `dst` inside the host;
+    /// `src_mid == ""` stops forwarding to `dst_mid`.
+    pub fn forward_stream(
+        &self,
+        src: MediaSessionId,
+        src_mid: &str,
+        dst: MediaSessionId,
+        dst_mid: &str,
+    ) -> Result<()> {
+        self.with(|api| {
+            let f = api.media_forward.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive; slices borrowed for the call.
+            Error::from_code(unsafe {
+                f(
+                    api.ctx,
+                    src.0,
+                    src_mid.as_ptr(),
+                    src_mid.len(),
+                    dst.0,
+                    dst_mid.as_ptr(),
+                    dst_mid.len(),
+                )
+            })
+        })
+    }
+
+    /// Closes a media session.
+    pub fn close_media(&self, session: MediaSessionId) -> Result<()> {
+        self.with(|api| {
+            let f = api.media_close.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive.
+            Error::from_code(unsafe { f(api.ctx, session.0) })
+        })
+    }
+
+    fn get_in(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.with(|api| {
+            let f = api.store_get.ok_or(Error::NotSupported)?;
+            let mut out = HuddleHostBuf::NONE;
+            // SAFETY: valid while alive; slices borrowed, `out` outlives the call.
+            let code = unsafe {
+                f(
+                    api.ctx,
+                    ns.as_ptr(),
+                    ns.len(),
+                    key.as_ptr(),
+                    key.len(),
+                    &mut out,
+                )
+            };
+            match Error::from_code(code) {
+                Ok(()) => Ok(Some(take_buf(api, out).unwrap_or_default())),
+                Err(Error::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn scan_in(
+        &self,
+        ns: &str,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ScanPage> {
+        self.with(|api| {
+            let f = api.store_scan.ok_or(Error::NotSupported)?;
+            let after = start_after.unwrap_or(&[]);
+            let mut page = ScanPage::default();
+            let mut more = 0u8;
+            let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+            // SAFETY: valid while alive; slices borrowed; `visit_user` points to `page`, which
+            // outlives the call and is only touched by `collect_entry` during it.
+            let code = unsafe {
+                f(
+                    api.ctx,
+                    ns.as_ptr(),
+                    ns.len(),
+                    prefix.as_ptr(),
+                    prefix.len(),
+                    after.as_ptr(),
+                    after.len(),
+                    limit,
+                    Some(collect_entry),
+                    (&mut page as *mut ScanPage).cast::<c_void>(),
+                    &mut more,
+                )
+            };
+            Error::from_code(code)?;
+            page.more = more != 0;
+            Ok(page)
+        })
+    }
+
+    fn watch_in(&self, ns: &str, prefix: &[u8]) -> Result<WatchId> {
+        self.with(|api| {
+            let f = api.store_watch.ok_or(Error::NotSupported)?;
+            let mut id = 0u64;
+            // SAFETY: valid while alive; slices borrowed, `id` outlives the call.
+            Error::from_code(unsafe {
+                f(
+                    api.ctx,
+                    ns.as_ptr(),
+                    ns.len(),
+                    prefix.as_ptr(),
+                    prefix.len(),
+                    &mut id,
+                )
+            })?;
+            Ok(WatchId(id))
+        })
+    }
+}
+
+/// Copies a host buffer and gives it back to the host.
+fn take_buf(api: &HuddleHostApi, buf: HuddleHostBuf) -> Option<Vec<u8>> {
+    if buf.ptr.is_null() {
+        return None;
+    }
+    // SAFETY: the host lends `ptr[0..len]` until `free_buf`, which follows right after the copy.
+    let copy = unsafe { raw::bytes(buf.ptr, buf.len) }.map(<[u8]>::to_vec);
+    if let Some(free) = api.free_buf {
+        // SAFETY: the buffer came from this table and is returned exactly once.
+        unsafe { free(api.ctx, buf) };
+    }
+    copy
+}
+
+/// The scan visitor: appends one entry to the `ScanPage` behind `user`.
+unsafe extern "C" fn collect_entry(
+    user: *mut c_void,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+) -> i32 {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: `user` is the `ScanPage` that `scan_in` passed for this call; key and value are
+        // borrowed for the duration of this visit (ABI).
+        let (page, key, value) = unsafe {
+            (
+                user.cast::<ScanPage>().as_mut(),
+                raw::bytes(key, key_len),
+                raw::bytes(value, value_len),
+            )
+        };
+        match (page, key, value) {
+            (Some(page), Some(k), Some(v)) => {
+                page.entries.push((k.to_vec(), v.to_vec()));
+                abi::HUDDLE_OK
+            }
+            _ => abi::HUDDLE_ERR_INVALID_ARGUMENT,
+        }
+    }));
+    result.unwrap_or(abi::HUDDLE_ERR_PANIC)
+}
+
+/// The plugin's own namespace: keys are relative to `plugin/<name>/`.
+#[derive(Debug, Clone, Copy)]
+pub struct Store<'h> {
+    host: &'h Host,
+}
+
+impl Store<'_> {
+    /// The value at `key`, if any.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.host.get_in("", key)
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.host.with(|api| {
+            let f = api.store_put.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive; slices borrowed for the call.
+            Error::from_code(unsafe {
+                f(
+                    api.ctx,
+                    key.as_ptr(),
+                    key.len(),
+                    value.as_ptr(),
+                    value.len(),
+                )
+            })
+        })
+    }
+
+    /// Deletes `key`; `true` if it was present.
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        let code = self.host.with(|api| {
+            let f = api.store_delete.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive; slice borrowed for the call.
+            Ok(unsafe { f(api.ctx, key.as_ptr(), key.len()) })
+        })?;
+        match Error::from_code(code) {
+            Ok(()) => Ok(true),
+            Err(Error::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Atomically replaces `key`'s value with `new` if it currently equals `expected`
+    /// (`None`: must be absent; `new: None`: delete). A mismatch is the inner `Err`, carrying the
+    /// value found (`None`: absent).
+    pub fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Result<(), Option<Vec<u8>>>> {
+        let mut flags = 0;
+        if expected.is_none() {
+            flags |= abi::HUDDLE_CAS_EXPECT_ABSENT;
+        }
+        if new.is_none() {
+            flags |= abi::HUDDLE_CAS_DELETE;
+        }
+        let expected = expected.unwrap_or(&[]);
+        let new = new.unwrap_or(&[]);
+        self.host.with(|api| {
+            let f = api.store_cas.ok_or(Error::NotSupported)?;
+            let mut current = HuddleHostBuf::NONE;
+            // SAFETY: valid while alive; slices borrowed, `current` outlives the call.
+            let code = unsafe {
+                f(
+                    api.ctx,
+                    key.as_ptr(),
+                    key.len(),
+                    expected.as_ptr(),
+                    expected.len(),
+                    new.as_ptr(),
+                    new.len(),
+                    flags,
+                    &mut current,
+                )
+            };
+            match Error::from_code(code) {
+                Ok(()) => Ok(Ok(())),
+                Err(Error::Conflict) => Ok(Err(take_buf(api, current))),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// One page (at most `limit` entries; the host may cap it) of keys starting with `prefix`,
+    /// after `start_after`. Continue with [`ScanPage::resume_after`].
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ScanPage> {
+        self.host.scan_in("", prefix, start_after, limit)
+    }
+
+    /// Every entry under `prefix`, read page by page (pages are separate reads).
+    pub fn scan_all(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        scan_all(|after| self.host.scan_in("", prefix, after, 0))
+    }
+
+    /// Watches writes under `prefix`; see [`crate::Plugin::on_store_change`].
+    pub fn watch(&self, prefix: &[u8]) -> Result<WatchId> {
+        self.host.watch_in("", prefix)
+    }
+}
+
+/// A read-only shared namespace (`location`, another plugin's documented keyspace).
+#[derive(Debug, Clone, Copy)]
+pub struct SharedStore<'h> {
+    host: &'h Host,
+    ns: &'h str,
+}
+
+impl SharedStore<'_> {
+    /// The value at `key`, if any.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.host.get_in(self.ns, key)
+    }
+
+    /// One page of keys starting with `prefix`, after `start_after`.
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ScanPage> {
+        self.host.scan_in(self.ns, prefix, start_after, limit)
+    }
+
+    /// Every entry under `prefix`, read page by page.
+    pub fn scan_all(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        scan_all(|after| self.host.scan_in(self.ns, prefix, after, 0))
+    }
+
+    /// Watches writes under `prefix`.
+    pub fn watch(&self, prefix: &[u8]) -> Result<WatchId> {
+        self.host.watch_in(self.ns, prefix)
+    }
+}
+
+fn scan_all(
+    mut page: impl FnMut(Option<&[u8]>) -> Result<ScanPage>,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut all: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let p = page(after.as_deref())?;
+        let next = p.resume_after().map(<[u8]>::to_vec);
+        let progressed = !p.entries.is_empty();
+        all.extend(p.entries);
+        match next {
+            // A host that says "more" without returning anything would loop forever.
+            Some(k) if progressed => after = Some(k),
+            _ => return Ok(all),
+        }
+    }
+}
+
+/// Logs through a [`Host`] at a level, `format!`-style: `huddle_sdk::log!(host, Level::Info,
+/// "joined {}", user)`.
+#[macro_export]
+macro_rules! log {
+    ($host:expr, $level:expr, $($arg:tt)+) => {
+        $crate::Host::log(&$host, $level, &::std::format!($($arg)+))
+    };
+}
+
+/// Logs an error through a [`Host`]: `huddle_sdk::error!(host, "bad {}", x)`.
+#[macro_export]
+macro_rules! error {
+    ($host:expr, $($arg:tt)+) => { $crate::log!($host, $crate::Level::Error, $($arg)+) };
+}
+
+/// Logs a warning through a [`Host`].
+#[macro_export]
+macro_rules! warn {
+    ($host:expr, $($arg:tt)+) => { $crate::log!($host, $crate::Level::Warn, $($arg)+) };
+}
+
+/// Logs information through a [`Host`].
+#[macro_export]
+macro_rules! info {
+    ($host:expr, $($arg:tt)+) => { $crate::log!($host, $crate::Level::Info, $($arg)+) };
+}
+
+/// Logs debugging detail through a [`Host`].
+#[macro_export]
+macro_rules! debug {
+    ($host:expr, $($arg:tt)+) => { $crate::log!($host, $crate::Level::Debug, $($arg)+) };
+}
+
+/// Logs tracing detail through a [`Host`].
+#[macro_export]
+macro_rules! trace {
+    ($host:expr, $($arg:tt)+) => { $crate::log!($host, $crate::Level::Trace, $($arg)+) };
+}

@@ -1,0 +1,365 @@
+//! SIP messages as plugins see them: a [`Request`] to answer, a [`Response`] to a request the
+//! plugin sent, and [`NewRequest`] to build one. Parsing and writing are `huddle-sip`'s (the
+//! same code the server runs); this module fills in what a plugin should not hand-write: To
+//! tags, Via `received`/`rport`, Call-IDs, CSeq, Max-Forwards, Content-Length.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use huddle_sip::build::{RequestBuilder, ResponseBuilder, Source};
+use huddle_sip::headers::NameAddr;
+use huddle_sip::{HeaderName, Message, Method};
+
+use crate::error::Error;
+use crate::types::{RequestId, RequestInfo, TransactionId};
+
+/// A request the host routed to the plugin.
+#[derive(Debug, Clone)]
+pub struct Request {
+    txn: Option<TransactionId>,
+    message: Message,
+    info: RequestInfo,
+    source_ip: String,
+    local_tag: String,
+}
+
+impl Request {
+    /// Parses a request as the host delivers it. `txn` is `None` for requests that expect no
+    /// response (ACK, and a CANCEL the host already answered).
+    pub fn parse(
+        txn: Option<TransactionId>,
+        bytes: Bytes,
+        info: RequestInfo,
+    ) -> Result<Request, Error> {
+        let message = Message::parse(bytes).map_err(|_| Error::InvalidArgument)?;
+        if !message.is_request() {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(Request {
+            txn,
+            source_ip: info.source_ip_text(),
+            message,
+            info,
+            local_tag: random_token(8),
+        })
+    }
+
+    /// The server transaction to answer, `None` when nothing is to be answered.
+    pub fn transaction(&self) -> Option<TransactionId> {
+        self.txn
+    }
+
+    /// The parsed message (every header, the raw bytes).
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// What the host knows about where the request came from.
+    pub fn info(&self) -> &RequestInfo {
+        &self.info
+    }
+
+    /// The method.
+    pub fn method(&self) -> &Method {
+        // A `Request` is only built from a message that `is_request()`.
+        self.message.method().unwrap_or(&Method::Ack)
+    }
+
+    /// The Request-URI as written.
+    pub fn uri(&self) -> &str {
+        self.message.request_uri().unwrap_or("")
+    }
+
+    /// The Request-URI's user part, if any (up to a `;`).
+    pub fn uri_user(&self) -> Option<&str> {
+        crate::claims::RouteKey::of(&self.message).and_then(|k| k.user)
+    }
+
+    /// The value of the first header with this name (`"Subject"`, `"Event"`; any case,
+    /// compact forms understood).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.message.header(&HeaderName::parse(name))
+    }
+
+    /// The From header's URI.
+    pub fn from_uri(&self) -> Option<&str> {
+        self.message.from_header().ok().map(|a| a.uri)
+    }
+
+    /// The To header's URI.
+    pub fn to_uri(&self) -> Option<&str> {
+        self.message.to_header().ok().map(|a| a.uri)
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        self.message.body()
+    }
+
+    /// The Content-Type without parameters.
+    pub fn content_type(&self) -> Option<&str> {
+        self.message.content_type()
+    }
+
+    /// The Content-Type as written, parameters included (`text/plain;charset=UTF-8`).
+    pub fn content_type_full(&self) -> Option<&str> {
+        self.message.header(&HeaderName::ContentType)
+    }
+
+    /// Starts a response: status line, Via (stamped with `received`/`rport` from the source),
+    /// From, To (with this request's local tag), Call-ID and CSeq. Add headers and a body, then
+    /// `build()` and pass the bytes to [`crate::Host::respond`].
+    pub fn response<'a>(&'a self, status: u16, reason: &'a str) -> ResponseBuilder<'a> {
+        let mut b = ResponseBuilder::new(&self.message, status, reason).to_tag(&self.local_tag);
+        if let Some(src) = self.info.source {
+            b = b.source(Source {
+                ip: &self.source_ip,
+                port: src.port(),
+            });
+        }
+        b
+    }
+
+    /// A complete response without a body.
+    pub fn reply(&self, status: u16, reason: &str) -> Bytes {
+        self.response(status, reason).build()
+    }
+
+    /// The To tag this plugin uses in responses to this request.
+    pub fn local_tag(&self) -> &str {
+        &self.local_tag
+    }
+}
+
+/// A response to a request the plugin sent.
+#[derive(Debug, Clone)]
+pub struct Response {
+    request: RequestId,
+    message: Message,
+}
+
+impl Response {
+    /// Parses a response as the host delivers it.
+    pub fn parse(request: RequestId, bytes: Bytes) -> Result<Response, Error> {
+        let message = Message::parse(bytes).map_err(|_| Error::InvalidArgument)?;
+        if message.status().is_none() {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(Response { request, message })
+    }
+
+    /// The id [`crate::Host::send_request`] returned.
+    pub fn request_id(&self) -> RequestId {
+        self.request
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.message.status().unwrap_or(0)
+    }
+
+    /// Whether this is the final response (`>= 200`).
+    pub fn is_final(&self) -> bool {
+        self.status() >= 200
+    }
+
+    /// The parsed message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+}
+
+/// Builds a new out-of-dialog request for [`crate::Host::send_request`]: the plugin names the
+/// method, the target and the parties; Call-ID, From tag, CSeq, Max-Forwards and
+/// Content-Length are filled in. No Via: the host adds its own.
+///
+/// ```
+/// use huddle_sdk::{Method, NewRequest};
+/// let bytes = NewRequest::new(Method::Message, "sip:alice@example.test")
+///     .from("<sip:echo@example.test>")
+///     .body("text/plain", b"hello")
+///     .build();
+/// let text = std::str::from_utf8(&bytes).unwrap();
+/// assert!(text.starts_with("MESSAGE sip:alice@example.test SIP/2.0\r\n"));
+/// assert!(text.contains("To: <sip:alice@example.test>\r\n"));
+/// assert!(text.ends_with("\r\n\r\nhello"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    method: Method,
+    uri: String,
+    from: Option<String>,
+    to: Option<String>,
+    call_id: Option<String>,
+    cseq: u32,
+    headers: Vec<(String, String)>,
+    body: Option<(String, Vec<u8>)>,
+}
+
+impl NewRequest {
+    /// `METHOD uri SIP/2.0`. To defaults to `<uri>`.
+    pub fn new(method: Method, uri: &str) -> Self {
+        NewRequest {
+            method,
+            uri: uri.to_owned(),
+            from: None,
+            to: None,
+            call_id: None,
+            cseq: 1,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// The From header (a name-addr such as `"Echo" <sip:echo@example.test>`). A tag is added
+    /// when it has none. Without it, From is `<sip:anonymous@anonymous.invalid>` (RFC 3261
+    /// §8.1.1.3) with a tag.
+    pub fn from(mut self, from: &str) -> Self {
+        self.from = Some(from.to_owned());
+        self
+    }
+
+    /// The To header (defaults to `<Request-URI>`).
+    pub fn to(mut self, to: &str) -> Self {
+        self.to = Some(to.to_owned());
+        self
+    }
+
+    /// A Call-ID (generated when not set).
+    pub fn call_id(mut self, call_id: &str) -> Self {
+        self.call_id = Some(call_id.to_owned());
+        self
+    }
+
+    /// The CSeq number (1 when not set).
+    pub fn cseq(mut self, seq: u32) -> Self {
+        self.cseq = seq;
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the body and its Content-Type.
+    pub fn body(mut self, content_type: &str, body: &[u8]) -> Self {
+        self.body = Some((content_type.to_owned(), body.to_vec()));
+        self
+    }
+
+    /// Writes the request.
+    pub fn build(self) -> Bytes {
+        let method = self.method.as_str();
+        let from = with_tag(
+            self.from
+                .as_deref()
+                .unwrap_or("<sip:anonymous@anonymous.invalid>"),
+        );
+        let to = self.to.unwrap_or_else(|| format!("<{}>", self.uri));
+        let call_id = self
+            .call_id
+            .unwrap_or_else(|| format!("{}@huddle.invalid", random_token(12)));
+        let mut b = RequestBuilder::new(method, &self.uri)
+            .header("Max-Forwards", "70")
+            .header("From", &from)
+            .header("To", &to)
+            .header("Call-ID", &call_id)
+            .header("CSeq", &format!("{} {method}", self.cseq));
+        for (name, value) in &self.headers {
+            b = b.header(name, value);
+        }
+        match &self.body {
+            Some((ct, body)) => b.build_with_body(ct, body),
+            None => b.build(),
+        }
+    }
+}
+
+fn with_tag(addr: &str) -> String {
+    match NameAddr::parse(addr) {
+        Ok(a) if a.tag().is_some() => addr.to_owned(),
+        Ok(a) if !a.bracketed => format!("<{}>{};tag={}", a.uri, a.params, random_token(8)),
+        _ => format!("{addr};tag={}", random_token(8)),
+    }
+}
+
+/// `2 * bytes` lowercase hex characters from the operating system's random source; suitable for
+/// tags, Call-IDs and branch parameters.
+pub fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes.min(64)];
+    if getrandom::fill(&mut buf).is_err() {
+        // The OS source failing is all but unheard of; uniqueness, not secrecy, is what tags
+        // need, so a clock-and-counter mix is an acceptable fallback.
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut x = nanos ^ COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        for b in &mut buf {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+    }
+    let mut out = String::with_capacity(buf.len() * 2);
+    for b in buf {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Transport;
+
+    const MESSAGE: &str = "MESSAGE sip:echo@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=a1\r\nTo: <sip:echo@example.test>\r\nCall-ID: m1\r\nCSeq: 7 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
+
+    #[test]
+    fn request_reply_stamps_via_and_tags_to() {
+        let info = RequestInfo::new(Transport::Udp, Some("192.0.2.7:40000".parse().unwrap()));
+        let req = Request::parse(
+            Some(TransactionId(3)),
+            Bytes::from_static(MESSAGE.as_bytes()),
+            info,
+        )
+        .unwrap();
+        assert_eq!(req.uri_user(), Some("echo"));
+        assert_eq!(req.from_uri(), Some("sip:alice@example.test"));
+        let resp = Message::parse(req.reply(200, "OK")).unwrap();
+        assert_eq!(resp.status(), Some(200));
+        assert_eq!(resp.to_header().unwrap().tag(), Some(req.local_tag()));
+        let via = resp.top_via().unwrap();
+        assert_eq!(via.received(), Some("192.0.2.7"));
+        assert_eq!(resp.cseq().unwrap().seq, 7);
+    }
+
+    #[test]
+    fn new_request_fills_in_the_rest() {
+        let bytes = NewRequest::new(Method::Message, "sip:alice@example.test")
+            .from("sip:echo@example.test")
+            .header("Subject", "re")
+            .body("text/plain", b"hi")
+            .build();
+        let msg = Message::parse(bytes).unwrap();
+        assert!(msg.from_header().unwrap().tag().is_some());
+        assert_eq!(msg.to_header().unwrap().uri, "sip:alice@example.test");
+        assert_eq!(msg.cseq().unwrap().method, Method::Message);
+        assert!(msg.call_id().unwrap().ends_with("@huddle.invalid"));
+        assert_eq!(msg.body(), b"hi");
+        assert_eq!(msg.header(&HeaderName::parse("Subject")), Some("re"));
+    }
+
+    #[test]
+    fn tokens_are_hex_and_differ() {
+        let a = random_token(8);
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, random_token(8));
+    }
+}

@@ -10,3 +10,6 @@ command -v cargo >/dev/null || { echo "test.sh: cargo is missing: install Rust (
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-fail-fast
+# The fuzz crate lives outside the workspace; its seed corpus (with every reproducer found so
+# far) runs through the fuzz checks on stable Rust.
+(cd fuzz && cargo fmt -- --check && cargo clippy --locked --all-targets -- -D warnings && cargo test --locked)

@@ -131,8 +131,11 @@ impl<'a> ResponseBuilder<'a> {
                         .and_then(|src| stamp_via(top, src))
                         .unwrap_or_else(|| top.to_owned());
                     push_header(&mut out, "Via", &stamped);
-                    for rest in items {
-                        push_header(&mut out, "Via", rest);
+                    // The rest of that field stays one line: one line per element would turn a
+                    // long Via list into more header fields than a parser accepts.
+                    let rest: Vec<&str> = items.collect();
+                    if !rest.is_empty() {
+                        push_header(&mut out, "Via", &rest.join(", "));
                     }
                 }
                 HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {

@@ -56,7 +56,7 @@ impl<'a> Via<'a> {
         }
         let (host, port) = split_host_port(sent_by).ok_or(E)?;
         for p in syntax::params(params) {
-            if !syntax::is_token(p.name) || p.value.is_some_and(|v| v.is_empty()) {
+            if !syntax::is_token(p.name) || p.value.is_some_and(|v| !syntax::is_gen_value(v)) {
                 return Err(E);
             }
         }
@@ -107,7 +107,14 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
         }
     };
     let host_ok = !host.is_empty()
-        && (host.starts_with('[')
+        && (host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|h| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            })
             || host
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'));
@@ -234,7 +241,13 @@ fn check_params(params: &str) -> Result<(), HeaderError> {
         return Err(HeaderError::Invalid("address"));
     }
     for p in syntax::params(params) {
-        if !syntax::is_token(p.name) {
+        let value_ok = match p.value {
+            Some(v) => syntax::is_gen_value(v),
+            // RFC 3261 §25.1: `tag = "tag" EQUAL token`; a bare `;tag` would hide the tag a
+            // response adds.
+            None => !p.name.eq_ignore_ascii_case("tag"),
+        };
+        if !syntax::is_token(p.name) || !value_ok {
             return Err(HeaderError::Invalid("address"));
         }
     }
@@ -301,6 +314,11 @@ mod tests {
         let v = Via::parse("SIP/2.0/UDP [2001:db8::9]:5070;branch=z9hG4bKa").unwrap();
         assert_eq!((v.host, v.port), ("[2001:db8::9]", Some(5070)));
         assert!(Via::parse("SIP/2.0/UDP 192.0.2.15;;").is_err());
+        // Values that would hide later parameters, and bogus IPv6 references (from fuzzing).
+        assert!(Via::parse("SIP/2.0/UDP h;rport;p=<x").is_err());
+        assert!(Via::parse("SIP/2.0/UDP h;branch=\"z9hG4bK1").is_err());
+        assert!(Via::parse("SIP/2.0/UDP [<x]").is_err());
+        assert!(Via::parse("SIP/2.0/UDP h;received=::1;maddr=\"a;b\"").is_ok());
         assert!(Via::parse("").is_err());
     }
 
@@ -323,6 +341,10 @@ mod tests {
         assert!(NameAddr::parse(r#""Watson, Thomas" < sip:t.watson@example.org >"#).is_err());
         assert!(NameAddr::parse("sip:user@example.com?Route=%3Csip:sip.example.com%3E").is_err());
         assert!(NameAddr::parse(r#""Mr. J. User <sip:j.user@example.com>"#).is_err());
+        assert!(NameAddr::parse("<sip:c@example.test>;tag").is_err());
+        assert!(NameAddr::parse("<sip:c@example.test>;p=<x").is_err());
+        let jssip = r#"<sip:x@y.invalid;transport=ws>;+sip.ice;reg-id=1;+sip.instance="<urn:uuid:6a86>";expires=600"#;
+        assert!(NameAddr::parse(jssip).is_ok());
     }
 
     #[test]

@@ -18,6 +18,27 @@ pub fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_token_char)
 }
 
+/// A parameter value per RFC 3261 `gen-value`: a token, a host (IPv6 references included) or
+/// one whole quoted string. Anything else could hide the separators after it (an unclosed `<`
+/// or `"` makes every later `;` look quoted), so values are checked before use.
+pub fn is_gen_value(v: &str) -> bool {
+    if let Some(inner) = v.strip_prefix('"') {
+        let b = inner.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'\\' => i += 2,
+                b'"' => return i + 1 == b.len(),
+                _ => i += 1,
+            }
+        }
+        return false;
+    }
+    !v.is_empty()
+        && v.bytes()
+            .all(|b| is_token_char(b) || matches!(b, b':' | b'[' | b']'))
+}
+
 /// Linear white space inside a header value: SP, HTAB and folded line breaks (the parser keeps
 /// folds in the raw text so that forwarded messages stay byte-identical).
 pub fn is_lws(b: u8) -> bool {

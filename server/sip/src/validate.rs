@@ -4,7 +4,11 @@
 //! response that fails is dropped.
 
 use crate::headers::{NameAddr, Via};
-use crate::message::{HeaderName, Message, StartLine};
+use crate::message::{HeaderName, Message, ParseLimits, StartLine};
+
+/// Header fields a proxy may add when forwarding (Via, two Record-Route, Max-Forwards, and
+/// some slack).
+const FORWARD_HEADROOM: usize = 8;
 use crate::syntax;
 use crate::uri::{SipUri, UriError};
 
@@ -70,6 +74,14 @@ pub fn validate_request(msg: &Message, caps: &Capabilities) -> Result<(), Reject
     };
     if !msg.text(*version).eq_ignore_ascii_case("SIP/2.0") {
         return Err(Rejection::new(505, "Version Not Supported"));
+    }
+    // A proxy adds Via, Record-Route and Max-Forwards: leave room so what it forwards still
+    // parses at the next hop (found by fuzzing).
+    if msg.headers().len() + FORWARD_HEADROOM > ParseLimits::default().max_headers {
+        return Err(Rejection::new(
+            513,
+            "Message Too Large - Too Many Header Fields",
+        ));
     }
     check_common(msg).map_err(|reason| Rejection::new(400, reason))?;
     let cseq = msg

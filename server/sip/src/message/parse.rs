@@ -218,14 +218,21 @@ fn parse_request_line(
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, ""),
     };
+    // `get` and not indexing: the text is UTF-8 and a multi-byte character may sit at any
+    // offset (found by fuzzing).
     let version_ok = version_text.len() >= 7
-        && version_text[..4].eq_ignore_ascii_case("SIP/")
-        && version_text[4..].split_once('.').is_some_and(|(a, b)| {
-            !a.is_empty()
-                && !b.is_empty()
-                && a.bytes().all(|c| c.is_ascii_digit())
-                && b.bytes().all(|c| c.is_ascii_digit())
-        });
+        && version_text
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+        && version_text
+            .get(4..)
+            .and_then(|v| v.split_once('.'))
+            .is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && a.bytes().all(|c| c.is_ascii_digit())
+                    && b.bytes().all(|c| c.is_ascii_digit())
+            });
     if !version_ok || uri_text.is_empty() || uri_text.contains([' ', '\t']) {
         defect = Some(Defect::MalformedRequestLine);
     } else if uri_text.starts_with('<') || !uri_text.contains(':') {

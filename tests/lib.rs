@@ -2,6 +2,7 @@
 //! ports chosen by the OS, with a redb store in a temporary folder, and helps drive real
 //! clients (Node, SIPp) against it. Every wait is bounded.
 
+pub mod plugin_support;
 pub mod sip_client;
 
 use std::path::{Path, PathBuf};

@@ -29,6 +29,9 @@ pub struct Config {
     /// Users created at start when absent from the store (demo and test set-ups).
     #[serde(default)]
     pub users: Vec<SeedUser>,
+    /// Plugin instances loaded at start, one `[[plugins]]` table each.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
 }
 
 /// `[sip]`.
@@ -193,6 +196,75 @@ pub struct SeedUser {
     pub password: String,
 }
 
+/// A `[[plugins]]` entry: one plugin instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The instance's name: its logs are tagged with it and its store namespace is
+    /// `plugin/<name>/`. Defaults to the name the plugin gives itself.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The shared library; relative paths are relative to the config file.
+    pub path: PathBuf,
+    /// Passed to the plugin's `init` as TOML text.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// What a panicking callback does to the instance.
+    #[serde(default)]
+    pub on_panic: OnPanic,
+    /// Requests waiting for the plugin beyond the one it is handling; more are answered 503.
+    #[serde(default = "default_queue_len")]
+    pub queue_len: usize,
+    /// Replaces the claims the plugin makes at `init` when present (`[]`: no requests).
+    #[serde(default)]
+    pub claims: Option<Vec<ClaimConfig>>,
+}
+
+fn default_queue_len() -> usize {
+    1024
+}
+
+/// The largest `queue_len` accepted.
+pub const MAX_PLUGIN_QUEUE_LEN: usize = 1 << 20;
+
+/// `on_panic` of a `[[plugins]]` entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnPanic {
+    /// Answer the request 500, log, and keep calling the plugin.
+    #[default]
+    Keep,
+    /// Answer the request 500, log, and never call the plugin again: requests it claimed are
+    /// answered 503 until the server restarts.
+    Disable,
+}
+
+/// One entry of a `claims` list: the parts a request must match (at least one).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimConfig {
+    /// The SIP method, exact (`MESSAGE`).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The Event package, case-insensitive (`presence`).
+    #[serde(default)]
+    pub event: Option<String>,
+    /// The Request-URI user pattern, `*` matching any run of characters (`room-*`).
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+impl ClaimConfig {
+    /// The claim, validated by the SDK's rules.
+    pub fn to_claim(&self) -> Result<huddle_sdk::Claim, huddle_sdk::claims::ClaimError> {
+        huddle_sdk::Claim::from_parts(
+            self.method.as_deref().unwrap_or(""),
+            self.event.as_deref().unwrap_or(""),
+            self.user.as_deref().unwrap_or(""),
+        )
+    }
+}
+
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -220,6 +292,31 @@ pub enum ConfigError {
     Expires { path: PathBuf },
     #[error("{path}: a tls: or wss: listener needs [tls] cert and key (or self_signed = true)")]
     TlsMissing { path: PathBuf },
+    #[error("{path}: [[plugins]] entry {}: queue_len must be between 1 and {max}", index + 1)]
+    PluginQueueLen {
+        path: PathBuf,
+        index: usize,
+        max: usize,
+    },
+    #[error("{path}: [[plugins]] entry {}: name {name:?}: {source}", index + 1)]
+    PluginName {
+        path: PathBuf,
+        index: usize,
+        name: String,
+        source: crate::store::StoreError,
+    },
+    #[error("{path}: [[plugins]] entry {}: claims: {source}", index + 1)]
+    PluginClaim {
+        path: PathBuf,
+        index: usize,
+        source: huddle_sdk::claims::ClaimError,
+    },
+    #[error("{path}: [[plugins]] entry {}: name {name:?} is used by another entry", index + 1)]
+    PluginDuplicate {
+        path: PathBuf,
+        index: usize,
+        name: String,
+    },
 }
 
 impl Config {
@@ -243,6 +340,9 @@ impl Config {
         }
         if let Some(p) = config.tls.key.as_mut() {
             resolve(p);
+        }
+        for plugin in &mut config.plugins {
+            resolve(&mut plugin.path);
         }
         Ok(config)
     }
@@ -279,11 +379,142 @@ impl Config {
         {
             return Err(ConfigError::TlsMissing { path });
         }
+        check_plugins(&config.plugins, &path)?;
         Ok(config)
     }
 
     /// The digest realm.
     pub fn realm(&self) -> &str {
         self.sip.realm.as_deref().unwrap_or(&self.sip.domain)
+    }
+}
+
+/// What can be checked of `[[plugins]]` without loading anything: queue lengths, names that
+/// can name a store namespace and are unique, claims that are valid. (Instance names taken
+/// from the libraries themselves are checked again when they are loaded.)
+fn check_plugins(plugins: &[PluginConfig], path: &Path) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for (index, plugin) in plugins.iter().enumerate() {
+        if !(1..=MAX_PLUGIN_QUEUE_LEN).contains(&plugin.queue_len) {
+            return Err(ConfigError::PluginQueueLen {
+                path: path.to_owned(),
+                index,
+                max: MAX_PLUGIN_QUEUE_LEN,
+            });
+        }
+        if let Some(name) = &plugin.name {
+            if let Err(source) = crate::store::Namespace::plugin(name) {
+                return Err(ConfigError::PluginName {
+                    path: path.to_owned(),
+                    index,
+                    name: name.clone(),
+                    source,
+                });
+            }
+            if !seen.insert(name.as_str()) {
+                return Err(ConfigError::PluginDuplicate {
+                    path: path.to_owned(),
+                    index,
+                    name: name.clone(),
+                });
+            }
+        }
+        for claim in plugin.claims.iter().flatten() {
+            if let Err(source) = claim.to_claim() {
+                return Err(ConfigError::PluginClaim {
+                    path: path.to_owned(),
+                    index,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[sip]\ndomain = \"example.test\"\nlisten = [\"udp:127.0.0.1:0\"]\n";
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!("{BASE}{extra}"), Path::new("t.toml"))
+    }
+
+    #[test]
+    fn plugin_tables_parse_with_defaults() {
+        let config = parse(
+            "[[plugins]]\npath = \"libecho.so\"\n\n[[plugins]]\nname = \"kit\"\npath = \"/x/libkit.so\"\n\
+             on_panic = \"disable\"\nqueue_len = 8\nclaims = [{ method = \"MESSAGE\", user = \"echo\" }]\n\
+             [plugins.config]\nuser = \"echo\"\nnested = { a = 1 }\n",
+        )
+        .unwrap();
+        let [first, second] = config.plugins.as_slice() else {
+            panic!("two plugins")
+        };
+        assert_eq!(first.name, None);
+        assert_eq!(first.on_panic, OnPanic::Keep);
+        assert_eq!(first.queue_len, 1024);
+        assert!(first.config.is_empty() && first.claims.is_none());
+        assert_eq!(second.on_panic, OnPanic::Disable);
+        assert_eq!(second.queue_len, 8);
+        assert_eq!(
+            second.claims.as_ref().unwrap()[0].to_claim().unwrap(),
+            huddle_sdk::Claim::method("MESSAGE").with_user("echo")
+        );
+        assert_eq!(second.config["user"].as_str(), Some("echo"));
+    }
+
+    #[test]
+    fn bad_plugin_tables_are_refused() {
+        for (extra, needle) in [
+            ("[[plugins]]\npath = \"a\"\nqueue_len = 0\n", "queue_len"),
+            ("[[plugins]]\nname = \"a/b\"\npath = \"a\"\n", "name \"a/b\""),
+            (
+                "[[plugins]]\nname = \"a\"\npath = \"a\"\n[[plugins]]\nname = \"a\"\npath = \"b\"\n",
+                "used by another entry",
+            ),
+            (
+                "[[plugins]]\npath = \"a\"\nclaims = [{ method = \"REGISTER\" }]\n",
+                "REGISTER cannot be claimed",
+            ),
+            ("[[plugins]]\npath = \"a\"\nclaims = [{}]\n", "must name a method"),
+            ("[[plugins]]\npath = \"a\"\nqueue = 3\n", "unknown field"),
+        ] {
+            let err = parse(extra).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn plugin_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("huddle.toml");
+        std::fs::write(
+            &file,
+            format!("{BASE}[[plugins]]\npath = \"../lib/libecho.so\"\n"),
+        )
+        .unwrap();
+        let config = Config::load(&file).unwrap();
+        assert_eq!(config.plugins[0].path, dir.path().join("../lib/libecho.so"));
+    }
+
+    #[test]
+    fn the_shipped_config_and_its_plugin_example_parse() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/huddle.toml");
+        let text = std::fs::read_to_string(&shipped).unwrap();
+        Config::from_toml(&text, &shipped).unwrap();
+        // The commented `[[plugins]]` example, uncommented, is a valid entry too.
+        let example: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[plugins]]"))
+            .take_while(|l| l.starts_with('#'))
+            .filter(|l| !l.starts_with("# #"))
+            .map(|l| format!("{}\n", l.trim_start_matches('#').trim_start()))
+            .collect();
+        assert!(example.contains("[[plugins]]"), "{example}");
+        let config = parse(&example).unwrap();
+        assert_eq!(config.plugins.len(), 1);
     }
 }

@@ -1,8 +1,10 @@
 //! The Huddle server: transports, the drivers around the sans-IO SIP cores, the registrar and
-//! location service, the stateful proxy, the state store, configuration and the CLI.
+//! location service, the stateful proxy, the plugin host, the state store, configuration and
+//! the CLI.
 
 pub mod config;
 pub mod core;
+pub mod plugins;
 pub mod registrar;
 pub mod server;
 pub mod store;

@@ -1,4 +1,4 @@
-//! The `huddle` command: run the server, manage users, make a local certificate.
+//! The `huddle` command: run the server, manage users, list plugins, make a local certificate.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +31,11 @@ enum Command {
     User {
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Inspect the plugins a configuration loads.
+    Plugins {
+        #[command(subcommand)]
+        action: PluginsAction,
     },
     /// Write a self-signed certificate and key for local TLS/WSS.
     Cert {
@@ -65,6 +70,81 @@ enum UserAction {
         #[arg(long, default_value = "config/huddle.toml")]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsAction {
+    /// Load each `[[plugins]]` entry (without starting a server) and show its name, version,
+    /// ABI, capabilities and claims, or why it cannot be loaded. The claims come from a dry
+    /// `init` with the entry's config against a host that discards every call (nothing is
+    /// stored or sent), or from the entry's `claims` list. Exits non-zero if any entry fails
+    /// or two entries' claims overlap.
+    List {
+        #[arg(long, default_value = "config/huddle.toml")]
+        config: PathBuf,
+    },
+}
+
+/// Prints `huddle plugins list`; false when something is wrong.
+fn list_plugins(config: &Config) -> bool {
+    let listings = huddle::plugins::list(config);
+    if listings.is_empty() {
+        println!("no [[plugins]] in the configuration");
+        return true;
+    }
+    let mut ok = true;
+    for listing in &listings {
+        match &listing.outcome {
+            Ok(p) => {
+                println!("{}", p.name);
+                println!("  library:      {}", listing.path.display());
+                if p.name != p.info.name {
+                    println!("  plugin:       {}", p.info.name);
+                }
+                println!("  version:      {}", p.info.version);
+                println!("  abi:          {}.{}", p.info.abi_major, p.info.abi_minor);
+                println!("  capabilities: {}", p.info.capabilities);
+                let origin = if p.claims_from_config {
+                    "from config"
+                } else {
+                    "from init"
+                };
+                if p.claims.is_empty() {
+                    println!("  claims:       none ({origin})");
+                }
+                for (i, claim) in p.claims.iter().enumerate() {
+                    let label = if i == 0 { "claims:" } else { "" };
+                    println!("  {label:<13} {claim} ({origin})");
+                }
+            }
+            Err(e) => {
+                ok = false;
+                println!("{}", listing.path.display());
+                // Some causes (TOML errors) end in a newline.
+                println!("  error: {}", e.to_string().trim_end());
+                let mut source = std::error::Error::source(e);
+                while let Some(s) = source {
+                    // Loader errors already include their cause in the message.
+                    if !e.to_string().contains(&s.to_string()) {
+                        println!("  caused by: {}", s.to_string().trim_end());
+                    }
+                    source = s.source();
+                }
+            }
+        }
+        for (level, message) in &listing.logs {
+            let mut lines = message.trim_end().lines();
+            println!("  log {level:?}: {}", lines.next().unwrap_or(""));
+            for line in lines {
+                println!("    {line}");
+            }
+        }
+    }
+    if let Some(conflict) = huddle::plugins::conflict(&listings) {
+        ok = false;
+        println!("error: {}", conflict.to_string().trim_end());
+    }
+    ok
 }
 
 fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
@@ -165,6 +245,13 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Plugins {
+            action: PluginsAction::List { config },
+        } => {
+            let config = Config::load(&config)?;
+            anyhow::ensure!(list_plugins(&config), "some plugins cannot be used");
+            Ok(())
+        }
         Command::Cert { cert, key, hosts } => {
             huddle::transport::generate_self_signed(&hosts, &cert, &key)?;
             println!("wrote {} and {}", cert.display(), key.display());

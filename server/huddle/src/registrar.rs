@@ -403,8 +403,15 @@ impl Location {
         self.expiries.keys().next().map(|(t, _)| *t)
     }
 
-    /// Removes bindings that expired by `now`.
-    pub fn expire(&mut self, now: Instant, changes: &mut Vec<Change>) {
+    /// Bindings an AOR has (expired ones not yet removed by [`Location::expire`] included).
+    pub fn binding_count(&self, aor: &str) -> usize {
+        self.bindings.get(aor).map_or(0, Vec::len)
+    }
+
+    /// Removes bindings that expired by `now`. Returns the AORs that lost bindings (once
+    /// each).
+    pub fn expire(&mut self, now: Instant, changes: &mut Vec<Change>) -> Vec<String> {
+        let mut touched: Vec<String> = Vec::new();
         while let Some(entry) = self.expiries.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -417,9 +424,13 @@ impl Location {
                         self.bindings.remove(&aor);
                     }
                     self.forget_index(&aor, &b, changes);
+                    if !touched.contains(&aor) {
+                        touched.push(aor);
+                    }
                 }
             }
         }
+        touched
     }
 
     /// Restores a persisted binding at start-up; expired records are reported for deletion.

@@ -1,5 +1,7 @@
-//! Starting and stopping a whole server: open the store, seed users, restore bindings, bind
-//! the transports, run the core task and the store writer, and shut everything down in order.
+//! Starting and stopping a whole server: open the store, seed users, restore bindings, load
+//! and start the plugins, bind the transports, run the core task and the store writer, and
+//! shut everything down in order (the core first, then the plugins' threads, then the
+//! writer).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::core::Core;
+use crate::plugins::Workers;
 use crate::registrar::{BindingRecord, Change, Location};
 use crate::store::{scan_pages, Namespace, Op, Record, Store};
 use crate::transport::{generate_self_signed, TlsContext, Transport, Transports};
@@ -24,6 +27,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     core: tokio::task::JoinHandle<()>,
     transports: Transports,
+    plugins: Option<Workers>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -33,6 +37,9 @@ impl Running {
         let _ = self.shutdown.send(true);
         let _ = (&mut self.core).await;
         self.transports.shutdown().await;
+        if let Some(plugins) = self.plugins.take() {
+            let _ = tokio::task::spawn_blocking(move || plugins.stop()).await;
+        }
         if let Some(writer) = self.writer.take() {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
@@ -158,14 +165,6 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
         transport_config.tls_cert = Some(cert.clone());
         transport_config.tls_key = Some(key.clone());
     }
-    let (transports, handle, events) =
-        Transports::bind(&config.sip.listen, transport_config, TlsContext::default())
-            .await
-            .context("binding listeners")?;
-    let mut addrs = HashMap::new();
-    for spec in transports.local_addrs() {
-        addrs.entry(spec.transport).or_insert(spec.addr);
-    }
 
     let (persist_tx, persist_rx) = std::sync::mpsc::channel();
     if !stale.is_empty() {
@@ -177,6 +176,34 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
         .spawn(move || store_writer(writer_store, persist_rx))
         .context("starting the store writer")?;
 
+    // Plugins start before any socket is bound: a library that does not fit stops start-up
+    // before the server is reachable. Loading and `init` block (library initialisers, store
+    // I/O), so they run off the runtime's threads. (On an error below, dropping `persist_tx`
+    // ends the writer.)
+    let (plugins, workers) = {
+        let config = config.clone();
+        let store = store.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || crate::plugins::start(&config, store, runtime))
+            .await
+            .context("starting plugins")??
+    };
+
+    let bound = Transports::bind(&config.sip.listen, transport_config, TlsContext::default())
+        .await
+        .context("binding listeners");
+    let (transports, handle, events) = match bound {
+        Ok(bound) => bound,
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
+            return Err(e);
+        }
+    };
+    let mut addrs = HashMap::new();
+    for spec in transports.local_addrs() {
+        addrs.entry(spec.transport).or_insert(spec.addr);
+    }
+
     let core = Core::new(
         config.clone(),
         handle,
@@ -184,6 +211,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
         users,
         location,
         persist_tx,
+        plugins,
     );
     let (shutdown, shutdown_rx) = watch::channel(false);
     let core = tokio::spawn(core.run(events, shutdown_rx));
@@ -192,6 +220,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
         shutdown,
         core,
         transports,
+        plugins: Some(workers),
         writer: Some(writer),
     })
 }

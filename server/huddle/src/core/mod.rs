@@ -2,9 +2,14 @@
 //! digest state, fed by the transports. It is the thin driver of STYLE.md: every decision is
 //! made by a sans-IO part (parser, validator, transactions, digest, location); this module
 //! reads events, calls them with the current `Instant`, and sends what they return.
+//!
+//! Requests go, after validation: REGISTER for our domain to the registrar; a request a
+//! plugin claimed to that plugin ([`plugins`], which also drains what plugins ask of the core
+//! through the command channel in the select loop); everything else to the proxy.
 
 mod digest;
 mod limits;
+mod plugins;
 mod proxy;
 mod tokens;
 
@@ -17,7 +22,7 @@ use bytes::Bytes;
 use huddle_sip::build::{ResponseBuilder, Source};
 use huddle_sip::message::HeaderName;
 use huddle_sip::transaction::{
-    Event, LayerConfig, ServerKey, TimerConfig, TransactionKey, TransactionLayer,
+    ClientKey, Event, LayerConfig, ServerKey, TimerConfig, TransactionKey, TransactionLayer,
 };
 use huddle_sip::uri::SipUri;
 use huddle_sip::validate::{validate_request, validate_response, Capabilities};
@@ -25,12 +30,14 @@ use huddle_sip::{Message, Method};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::plugins::{CorePlugins, HostCommand};
 use crate::registrar::{Change, Location, Reach, RegisterOutcome};
 use crate::transport::{Destination, FlowId, Inbound, Transport, TransportEvent, TransportHandle};
 use crate::users::UserRecord;
 
 pub use digest::{Digest, Verdict};
 pub use limits::RateLimiter;
+pub use plugins::PluginRouting;
 pub use proxy::ProxyState;
 pub use tokens::FlowTokens;
 
@@ -75,6 +82,10 @@ pub struct Core {
     pub(crate) digest: Digest,
     pub(crate) tokens: FlowTokens,
     pub(crate) proxy: ProxyState,
+    pub(crate) plugins: PluginRouting,
+    plugin_commands: Option<mpsc::Receiver<HostCommand>>,
+    /// Keeps the command channel open while the core runs, plugins or not.
+    _plugin_commands_tx: mpsc::Sender<HostCommand>,
     rate: RateLimiter,
     caps: Capabilities,
     changes: Vec<Change>,
@@ -91,7 +102,8 @@ fn random_u64() -> u64 {
 }
 
 impl Core {
-    /// Builds the core. `local` maps each transport to the address Huddle listens on for it.
+    /// Builds the core. `local` maps each transport to the address Huddle listens on for it;
+    /// `plugins` are the started plugin instances ([`CorePlugins::none`] for none).
     pub fn new(
         config: Arc<Config>,
         transports: TransportHandle,
@@ -99,7 +111,9 @@ impl Core {
         users: HashMap<String, UserRecord>,
         location: Location,
         persist: std::sync::mpsc::Sender<Vec<Change>>,
+        plugins: CorePlugins,
     ) -> Core {
+        let (plugins, plugin_commands, plugin_commands_tx) = PluginRouting::new(plugins);
         let algorithm =
             huddle_sip::auth::Algorithm::parse(&config.auth.algorithm).unwrap_or_default();
         let mut identities = HashSet::new();
@@ -137,6 +151,9 @@ impl Core {
             caps: Capabilities::default(),
             tokens: FlowTokens::new(key),
             proxy: ProxyState::default(),
+            plugins,
+            plugin_commands: Some(plugin_commands),
+            _plugin_commands_tx: plugin_commands_tx,
             changes: Vec::new(),
             tag_seed: random_u64(),
             loop_hasher: std::collections::hash_map::RandomState::new(),
@@ -157,6 +174,9 @@ impl Core {
         mut events: mpsc::Receiver<TransportEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let Some(mut commands) = self.plugin_commands.take() else {
+            return;
+        };
         loop {
             let deadline = [
                 self.txn.poll_timeout(),
@@ -185,10 +205,23 @@ impl Core {
                         }
                     }
                 }
+                command = commands.recv() => {
+                    // Never `None`: the core holds a sender.
+                    let Some(command) = command else { break };
+                    let now = Instant::now();
+                    self.on_plugin_command(command, now);
+                    for _ in 0..64 {
+                        match commands.try_recv() {
+                            Ok(command) => self.on_plugin_command(command, now),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 () = sleep => {
                     let now = Instant::now();
                     self.txn.handle_timeout(now);
-                    self.location.expire(now, &mut self.changes);
+                    let aors = self.location.expire(now, &mut self.changes);
+                    self.registrations_lost(aors);
                     self.proxy_timer_c(now);
                 }
                 _ = shutdown.changed() => {
@@ -207,6 +240,7 @@ impl Core {
                 let aors = self.location.remove_flow(flow, &mut self.changes);
                 if !aors.is_empty() {
                     tracing::debug!(%flow, ?aors, "connection closed, bindings removed");
+                    self.registrations_lost(aors);
                 }
             }
             #[allow(unreachable_patterns)]
@@ -300,28 +334,55 @@ impl Core {
                 from,
             } => {
                 self.respond(cancel, &msg, &from, 200, "OK", &[]);
-                self.proxy_cancel(invite, now);
+                if !self.plugin_cancel(invite, &msg, &from) {
+                    self.proxy_cancel(invite, now);
+                }
             }
-            Event::Ack {
-                invite: None,
-                msg,
-                from,
-            } => self.route_stateless(msg, from, now),
-            Event::Ack { .. } => {}
-            Event::Response { key, msg } => self.on_branch_response(key, Some(msg), now),
+            Event::Ack { invite, msg, from } => self.on_ack(invite, msg, from, now),
+            Event::Response { key, msg } => self.on_client_outcome(key, Some(msg), 0, now),
             Event::Timeout {
                 key: TransactionKey::Client(key),
                 ..
-            }
-            | Event::TransportError {
+            } => self.on_client_outcome(key, None, 408, now),
+            Event::TransportError {
                 key: TransactionKey::Client(key),
-            } => self.on_branch_response(key, None, now),
-            Event::Terminated { key } => self.proxy.terminated(&key),
+            } => self.on_client_outcome(key, None, 503, now),
+            Event::Terminated { key } => {
+                match &key {
+                    TransactionKey::Server(k) => self.plugin_server_terminated(k),
+                    TransactionKey::Client(k) => self.plugin_client_terminated(k),
+                }
+                self.proxy.terminated(&key);
+            }
             Event::Rejected { msg, from, error } if msg.method() != Some(&Method::Ack) => {
                 let status = error.status().unwrap_or(500);
                 self.reply_stateless(&msg, &from, status, error.reason(), &[("Retry-After", "5")]);
             }
             _ => {}
+        }
+    }
+
+    /// An ACK the transaction layer passed up: a plugin's, or relayed by the proxy.
+    fn on_ack(&mut self, invite: Option<ServerKey>, msg: Message, from: Peer, now: Instant) {
+        if self.plugin_ack(invite, &msg, &from) || invite.is_some() {
+            return;
+        }
+        self.route_stateless(msg, from, now);
+    }
+
+    /// A response on a client transaction, or (`None`) its timeout (`failure` 408) or
+    /// transport failure (503): for the plugin that sent the request, or the proxy.
+    fn on_client_outcome(
+        &mut self,
+        key: ClientKey,
+        response: Option<Message>,
+        failure: u16,
+        now: Instant,
+    ) {
+        if self.is_plugin_branch(&key) {
+            self.plugin_branch_response(key, response, failure, now);
+        } else {
+            self.on_branch_response(key, response, now);
         }
     }
 
@@ -506,6 +567,12 @@ impl Core {
                 return;
             }
         }
+        // A plugin is where a request it claimed ends (it is the UAS), so, like REGISTER,
+        // Max-Forwards does not apply.
+        if let Some(plugin) = self.plugin_for(&msg, None) {
+            self.hand_to_plugin(plugin, key, msg, from);
+            return;
+        }
         if let Some(Ok(0)) = msg.max_forwards() {
             self.respond(key, &msg, &from, 483, "Too Many Hops", &[]);
             return;
@@ -549,6 +616,7 @@ impl Core {
                 addr: from.remote,
             },
         };
+        let before = self.location.binding_count(&aor);
         let outcome = self.location.register(
             &msg,
             &aor,
@@ -557,6 +625,8 @@ impl Core {
             &self.config.registrar,
             &mut self.changes,
         );
+        let after = self.location.binding_count(&aor);
+        self.registration_changed(&aor, before, after);
         match outcome {
             RegisterOutcome::Ok { contacts } => {
                 let extra: Vec<(&str, &str)> =

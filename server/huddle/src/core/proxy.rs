@@ -100,12 +100,12 @@ impl ProxyState {
 
 /// Where one branch goes.
 #[derive(Debug, Clone)]
-struct Target {
-    peer: Peer,
-    request_uri: Option<String>,
+pub(super) struct Target {
+    pub(super) peer: Peer,
+    pub(super) request_uri: Option<String>,
 }
 
-fn dialog_creating(method: &Method) -> bool {
+pub(super) fn dialog_creating(method: &Method) -> bool {
     matches!(
         method,
         Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
@@ -135,7 +135,7 @@ fn peer_for_uri(uri: &SipUri<'_>) -> Option<Peer> {
 impl Core {
     /// Counts the leading Route elements that name this server, and the flow token of the
     /// last one (the hop after us, RFC 5626 §5.3).
-    fn our_routes(&self, msg: &Message) -> (usize, Option<Peer>) {
+    pub(super) fn our_routes(&self, msg: &Message) -> (usize, Option<Peer>) {
         let mut count = 0;
         let mut flow_peer = None;
         for route in msg.header_list(&HeaderName::Route) {
@@ -163,7 +163,7 @@ impl Core {
         (count, flow_peer)
     }
 
-    fn record_route(&self, peer: &Peer) -> String {
+    pub(super) fn record_route(&self, peer: &Peer) -> String {
         let local = self
             .local
             .get(&peer.transport)
@@ -200,7 +200,7 @@ impl Core {
             self.respond(key, &msg, &from, 482, "Loop Detected", &[]);
             return;
         }
-        let targets = match self.select_targets(&msg, in_dialog, popped, token_peer, now) {
+        let targets = match self.select_targets(&msg, in_dialog, popped, token_peer, now, false) {
             Ok(targets) => targets,
             Err((status, reason)) => {
                 self.respond(key, &msg, &from, status, reason, &[("Allow", ALLOW)]);
@@ -299,13 +299,16 @@ impl Core {
         }
     }
 
-    fn select_targets(
+    /// Where a request goes. `trusted` is for requests the host itself originates (from
+    /// plugins): the relay rule for foreign domains does not apply to them.
+    pub(super) fn select_targets(
         &self,
         msg: &Message,
         in_dialog: bool,
         popped: usize,
         token_peer: Option<Peer>,
         now: Instant,
+        trusted: bool,
     ) -> Result<Vec<Target>, (u16, &'static str)> {
         if let Some(peer) = token_peer {
             // The flow token names the connection the next hop registered over.
@@ -373,7 +376,7 @@ impl Core {
         // A To tag alone does not make a request in-dialog for us: a dialog we proxied always
         // routes through us (we Record-Route), so one that named no Route of ours is treated
         // as out-of-dialog here, or a forged tag would open a relay.
-        if (!in_dialog || popped == 0) && !self.config.sip.allow_foreign_domains {
+        if !trusted && (!in_dialog || popped == 0) && !self.config.sip.allow_foreign_domains {
             return Err((403, "Forbidden - Relaying Denied"));
         }
         peer_for_uri(&ruri)
@@ -390,7 +393,8 @@ impl Core {
     pub(super) fn route_stateless(&mut self, msg: Message, _from: Peer, now: Instant) {
         let in_dialog = msg.to_header().ok().and_then(|t| t.tag()).is_some();
         let (popped, token_peer) = self.our_routes(&msg);
-        let Ok(mut targets) = self.select_targets(&msg, in_dialog, popped, token_peer, now) else {
+        let Ok(mut targets) = self.select_targets(&msg, in_dialog, popped, token_peer, now, false)
+        else {
             return;
         };
         let Some(target) = targets.pop() else { return };
@@ -578,7 +582,7 @@ impl Core {
 /// Orders final responses for RFC 3261 §16.7 step 6: any 6xx; then the lowest class among
 /// 3xx–5xx; within 4xx the codes that let the caller act (401, 407, 415, 420, 484) first; ties
 /// go to the earliest branch (the first registered contact).
-fn best_response_rank(status: u16, branch: usize) -> (u8, u8, usize) {
+pub(super) fn best_response_rank(status: u16, branch: usize) -> (u8, u8, usize) {
     let class = match status {
         600..=699 => 0,
         300..=399 => 1,

@@ -1,0 +1,708 @@
+//! The core's side of the plugin host (`crate::plugins` is the plugins' side): which requests
+//! go to a plugin, the transactions handed to plugins, what plugins ask of the core, the
+//! requests plugins send, and registration events. Everything here runs in the core task and
+//! never waits for a plugin: requests are offered to a plugin's mailbox with `try_request`
+//! (full: 503 with `Retry-After`), and plugins talk back through the command channel the
+//! core's select loop drains.
+//!
+//! # Routing
+//!
+//! After validation, a request whose Request-URI names this server, that carries no Route
+//! beyond our own, and that matches a plugin's claim goes to that plugin (REGISTER for our
+//! domain stays with the registrar). Out-of-dialog requests from a local user are
+//! authenticated first, exactly as the proxy does (407), and the plugin learns the user. The
+//! plugin gets a transaction id mapped to the server transaction; its responses pass through
+//! the transaction layer, which absorbs retransmissions. A CANCEL of a plugin's INVITE is
+//! answered 200 here and delivered with the INVITE's transaction id as `related`; an ACK for
+//! a plugin's 2xx (one that names the INVITE's transaction, or any ACK whose Request-URI the
+//! plugin claims for INVITE) is delivered without a transaction.
+//!
+//! A dialog-creating request that arrived over a connection (a browser's WebSocket) is handed
+//! over with two Record-Route values naming this server, the second carrying the connection's
+//! flow token, as the proxy would add them: a plugin that keeps the Record-Route set as its
+//! route set (RFC 3261 §12.1.1) then reaches that connection with its in-dialog requests
+//! (a NOTIFY to a browser whose Contact is `*.invalid`).
+//!
+//! # Requests plugins send
+//!
+//! Routed like the proxy routes: a flow token or remaining Route first, else the location
+//! service for a local user (every binding, in parallel), else the Request-URI (a plugin is
+//! trusted: the relay rule for foreign domains does not apply). The host adds its Via (and
+//! Max-Forwards if missing) and runs one client transaction per target. The plugin gets the
+//! provisional responses (not 100) and exactly one final response: the first 2xx, else the
+//! best failure (RFC 3261 §16.7), else one the host makes up (408 on timeout, 503 on a
+//! transport failure, 480/404/403 when there is nowhere to send it), always with the host's
+//! Via removed.
+//!
+//! # Registration events
+//!
+//! Plugins that require `REGISTRATION_EVENTS` get `online` when an address-of-record gains its
+//! first binding, `offline` when it loses its last (unregister, expiry, a closed connection),
+//! and `updated` when the number of its bindings changes in between. Bindings restored from
+//! the store at start-up produce no events (a plugin reads `location` at `init` instead).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+use huddle_sdk::claims::RouteKey;
+use huddle_sdk::{
+    Error, RegistrationEvent, RegistrationKind, RequestId, RequestInfo, TransactionId,
+};
+use huddle_sip::build::{Forward, ResponseBuilder};
+use huddle_sip::message::HeaderName;
+use huddle_sip::transaction::{ClientKey, ServerKey};
+use huddle_sip::uri::SipUri;
+use huddle_sip::{Message, Method};
+
+use super::proxy::{best_response_rank, dialog_creating};
+use super::{Core, Peer, Role};
+use crate::plugins::mailbox::Job;
+use crate::plugins::services::OpenTxn;
+use crate::plugins::{CorePlugins, HostCommand, PluginHandle};
+use crate::transport::Transport;
+
+/// `Retry-After` (seconds) when a plugin's queue is full.
+const QUEUE_FULL_RETRY_AFTER: &str = "1";
+/// `Retry-After` (seconds) when a plugin said it is busy.
+const BUSY_RETRY_AFTER: &str = "5";
+
+/// A server transaction handed to a plugin, until the transaction layer forgets it.
+#[derive(Debug)]
+struct PluginTxn {
+    plugin: usize,
+    key: ServerKey,
+    request: Message,
+    from: Peer,
+}
+
+/// One client transaction of a plugin's request.
+#[derive(Debug)]
+struct OutBranch {
+    key: ClientKey,
+    final_status: Option<u16>,
+    final_response: Option<Message>,
+    live: bool,
+}
+
+/// A request a plugin sent, possibly forked to several bindings.
+#[derive(Debug)]
+struct Outgoing {
+    plugin: usize,
+    id: RequestId,
+    request: Message,
+    invite: bool,
+    branches: Vec<OutBranch>,
+    final_sent: bool,
+}
+
+/// The plugin host's state inside the core.
+#[derive(Debug)]
+pub struct PluginRouting {
+    handles: Vec<PluginHandle>,
+    txns: HashMap<u64, PluginTxn>,
+    by_key: HashMap<ServerKey, u64>,
+    next_txn: u64,
+    outgoing: HashMap<u64, Outgoing>,
+    branches: HashMap<ClientKey, (u64, usize)>,
+    next_out: u64,
+}
+
+impl PluginRouting {
+    /// Splits the host's core end into routing state and the command receiver.
+    pub(super) fn new(
+        plugins: CorePlugins,
+    ) -> (
+        PluginRouting,
+        tokio::sync::mpsc::Receiver<HostCommand>,
+        tokio::sync::mpsc::Sender<HostCommand>,
+    ) {
+        let CorePlugins {
+            handles,
+            commands,
+            _commands_tx,
+        } = plugins;
+        (
+            PluginRouting {
+                handles,
+                txns: HashMap::new(),
+                by_key: HashMap::new(),
+                next_txn: 0,
+                outgoing: HashMap::new(),
+                branches: HashMap::new(),
+                next_out: 0,
+            },
+            commands,
+            _commands_tx,
+        )
+    }
+
+    fn deliver(&self, plugin: usize, job: Job) -> bool {
+        self.handles
+            .get(plugin)
+            .is_some_and(|h| h.shared.mailbox.push(job))
+    }
+
+    fn name(&self, plugin: usize) -> &str {
+        self.handles.get(plugin).map_or("?", PluginHandle::name)
+    }
+}
+
+fn sdk_transport(t: Transport) -> huddle_sdk::Transport {
+    match t {
+        Transport::Udp => huddle_sdk::Transport::Udp,
+        Transport::Tcp => huddle_sdk::Transport::Tcp,
+        Transport::Tls => huddle_sdk::Transport::Tls,
+        Transport::Ws => huddle_sdk::Transport::Ws,
+        Transport::Wss => huddle_sdk::Transport::Wss,
+    }
+}
+
+fn info_for(from: &Peer, auth_user: Option<String>, related: Option<u64>) -> RequestInfo {
+    RequestInfo {
+        transport: sdk_transport(from.transport),
+        source: Some(from.remote),
+        auth_user,
+        related: related.map(TransactionId),
+    }
+}
+
+fn in_dialog(msg: &Message) -> bool {
+    msg.to_header().ok().and_then(|t| t.tag()).is_some()
+}
+
+impl Core {
+    /// The plugin that claims `msg` (routed as if its method were `as_method`, for ACKs), if
+    /// it is a request for us with no Route beyond our own.
+    pub(super) fn plugin_for(&self, msg: &Message, as_method: Option<&str>) -> Option<usize> {
+        if self.plugins.handles.is_empty() {
+            return None;
+        }
+        let ruri = msg.request_uri().and_then(|u| SipUri::parse(u).ok())?;
+        if !self.is_local(&ruri) {
+            return None;
+        }
+        let (popped, token_peer) = self.our_routes(msg);
+        if token_peer.is_some() || msg.header_list(&HeaderName::Route).nth(popped).is_some() {
+            return None;
+        }
+        let key = RouteKey::of(msg)?;
+        // REGISTER, ACK and CANCEL cannot be claimed, not even by a claim that names no
+        // method: a stray CANCEL (one matching no transaction) stays with the proxy.
+        if as_method.is_none() && matches!(key.method, "REGISTER" | "ACK" | "CANCEL") {
+            return None;
+        }
+        let method = as_method.unwrap_or(key.method);
+        self.plugins.handles.iter().position(|h| {
+            h.claims
+                .iter()
+                .any(|c| c.matches(method, key.event, key.user))
+        })
+    }
+
+    /// Hands a claimed request to plugin `index` (see the module docs).
+    pub(super) fn hand_to_plugin(
+        &mut self,
+        index: usize,
+        key: ServerKey,
+        msg: Message,
+        from: Peer,
+    ) {
+        let dialog = in_dialog(&msg);
+        let mut auth_user = None;
+        if !dialog {
+            let from_local = msg
+                .from_header()
+                .ok()
+                .and_then(|f| SipUri::parse(f.uri).ok())
+                .is_some_and(|u| self.is_local(&u));
+            if from_local {
+                match self.authenticate(key, &msg, &from, Role::Proxy) {
+                    Some(user) => auth_user = Some(user),
+                    None => return,
+                }
+            }
+        }
+        let shared = self.plugins.handles[index].shared.clone();
+        if shared.is_disabled() {
+            self.respond(
+                key,
+                &msg,
+                &from,
+                503,
+                "Service Unavailable - Plugin Disabled",
+                &[],
+            );
+            return;
+        }
+        let (Some(call_id), Ok(cseq)) = (msg.call_id(), msg.cseq()) else {
+            return;
+        };
+        let open = OpenTxn {
+            call_id: call_id.to_owned(),
+            cseq: cseq.seq,
+        };
+        let method = msg.method().cloned().unwrap_or(Method::Options);
+        let bytes = if dialog_creating(&method) && !dialog && from.flow.is_some() {
+            let ours = self.record_route(&Peer { flow: None, ..from });
+            let theirs = self.record_route(&from);
+            Forward::new(&msg)
+                .prepend("Record-Route", &ours)
+                .prepend("Record-Route", &theirs)
+                .build()
+        } else {
+            msg.raw().clone()
+        };
+        self.plugins.next_txn += 1;
+        let txn = self.plugins.next_txn;
+        crate::plugins::services::lock(&shared.open).insert(txn, open);
+        let job = Job::Request {
+            txn: Some(TransactionId(txn)),
+            bytes,
+            info: info_for(&from, auth_user, None),
+            counted: true,
+        };
+        if !shared.mailbox.try_request(job) {
+            shared.close_txn(txn);
+            tracing::debug!(plugin = %shared.name, "plugin queue full; request answered 503");
+            self.respond(
+                key,
+                &msg,
+                &from,
+                503,
+                "Service Unavailable - Plugin Busy",
+                &[("Retry-After", QUEUE_FULL_RETRY_AFTER)],
+            );
+            return;
+        }
+        if method == Method::Invite {
+            self.respond(key, &msg, &from, 100, "Trying", &[]);
+        }
+        self.plugins.by_key.insert(key, txn);
+        self.plugins.txns.insert(
+            txn,
+            PluginTxn {
+                plugin: index,
+                key,
+                request: msg,
+                from,
+            },
+        );
+    }
+
+    /// A CANCEL for server transaction `invite`: delivered to the plugin that has it (the
+    /// CANCEL itself is answered already). False when the INVITE is not a plugin's.
+    pub(super) fn plugin_cancel(&mut self, invite: ServerKey, msg: &Message, from: &Peer) -> bool {
+        let Some(&txn) = self.plugins.by_key.get(&invite) else {
+            return false;
+        };
+        let Some(t) = self.plugins.txns.get(&txn) else {
+            return false;
+        };
+        let handle = &self.plugins.handles[t.plugin];
+        let open = crate::plugins::services::lock(&handle.shared.open).contains_key(&txn);
+        if open && !handle.shared.is_disabled() {
+            handle.shared.mailbox.push(Job::Request {
+                txn: None,
+                bytes: msg.raw().clone(),
+                info: info_for(from, None, Some(txn)),
+                counted: false,
+            });
+        }
+        true
+    }
+
+    /// An ACK outside any transaction: to the plugin whose INVITE it acknowledges (by its
+    /// transaction, or by the plugin's INVITE claims). False when no plugin takes it.
+    pub(super) fn plugin_ack(
+        &mut self,
+        invite: Option<ServerKey>,
+        msg: &Message,
+        from: &Peer,
+    ) -> bool {
+        let plugin = match invite {
+            Some(key) => self
+                .plugins
+                .by_key
+                .get(&key)
+                .and_then(|txn| self.plugins.txns.get(txn))
+                .map(|t| t.plugin),
+            None => self.plugin_for(msg, Some(Method::Invite.as_str())),
+        };
+        let Some(plugin) = plugin else {
+            return false;
+        };
+        if !self.plugins.handles[plugin].shared.is_disabled() {
+            self.plugins.deliver(
+                plugin,
+                Job::Request {
+                    txn: None,
+                    bytes: msg.raw().clone(),
+                    info: info_for(from, None, None),
+                    counted: false,
+                },
+            );
+        }
+        true
+    }
+
+    /// The transaction layer forgot a server transaction: forget its plugin mapping too.
+    pub(super) fn plugin_server_terminated(&mut self, key: &ServerKey) {
+        let Some(txn) = self.plugins.by_key.remove(key) else {
+            return;
+        };
+        if let Some(t) = self.plugins.txns.remove(&txn) {
+            let handle = &self.plugins.handles[t.plugin];
+            if handle.shared.close_txn(txn) {
+                tracing::warn!(
+                    plugin = %handle.name(),
+                    method = %t.request.method().map_or("?", Method::as_str),
+                    "the plugin never answered a request; its transaction ended"
+                );
+            }
+        }
+    }
+
+    /// One command from a plugin instance.
+    pub(super) fn on_plugin_command(&mut self, command: HostCommand, now: Instant) {
+        match command {
+            HostCommand::Respond {
+                plugin,
+                txn,
+                response,
+            } => {
+                let Some(t) = self.plugins.txns.get(&txn).filter(|t| t.plugin == plugin) else {
+                    tracing::debug!(plugin = %self.plugins.name(plugin), txn, "response for a transaction that ended");
+                    return;
+                };
+                if let Err(e) = self.txn.respond_message(t.key, &response, now) {
+                    tracing::debug!(plugin = %self.plugins.name(plugin), error = %e, "plugin response not sent");
+                }
+            }
+            HostCommand::Fail { plugin, txn, error } => {
+                let (status, reason, extra): (u16, &str, &[(&str, &str)]) = match error {
+                    Error::Busy => (
+                        503,
+                        "Service Unavailable - Plugin Busy",
+                        &[("Retry-After", BUSY_RETRY_AFTER)],
+                    ),
+                    _ => (500, "Server Internal Error - Plugin Failed", &[]),
+                };
+                self.plugin_answer(plugin, txn, status, reason, extra);
+            }
+            HostCommand::Disabled { plugin, txn } => {
+                self.plugin_answer(
+                    plugin,
+                    txn,
+                    503,
+                    "Service Unavailable - Plugin Disabled",
+                    &[],
+                );
+            }
+            HostCommand::Send {
+                plugin,
+                id,
+                request,
+            } => self.plugin_send(plugin, id, request, now),
+        }
+    }
+
+    /// Answers a plugin's transaction on its behalf.
+    fn plugin_answer(
+        &mut self,
+        plugin: usize,
+        txn: u64,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let Some(t) = self.plugins.txns.get(&txn).filter(|t| t.plugin == plugin) else {
+            return;
+        };
+        let (key, request, from) = (t.key, t.request.clone(), t.from);
+        tracing::debug!(plugin = %self.plugins.name(plugin), status, "answering for the plugin");
+        self.respond(key, &request, &from, status, reason, extra);
+    }
+
+    /// Routes and sends a request a plugin built.
+    fn plugin_send(&mut self, plugin: usize, id: RequestId, request: Message, now: Instant) {
+        let dialog = in_dialog(&request);
+        let (popped, token_peer) = self.our_routes(&request);
+        let targets = match self.select_targets(&request, dialog, popped, token_peer, now, true) {
+            Ok(targets) => targets,
+            Err((status, reason)) => {
+                self.plugin_synthetic(plugin, id, &request, status, reason);
+                return;
+            }
+        };
+        let invite = request.method() == Some(&Method::Invite);
+        let mut out = Outgoing {
+            plugin,
+            id,
+            request,
+            invite,
+            branches: Vec::with_capacity(targets.len()),
+            final_sent: false,
+        };
+        for target in targets {
+            let peer = target.peer;
+            let Some(local) = self.local.get(&peer.transport).copied() else {
+                continue;
+            };
+            let branch = self.new_branch(&out.request);
+            let via = format!(
+                "SIP/2.0/{} {local};branch={branch};rport",
+                peer.transport.via_token()
+            );
+            let mut fwd = Forward::new(&out.request)
+                .prepend("Via", &via)
+                .drop_routes(popped);
+            if out.request.max_forwards().is_none() {
+                fwd = fwd.max_forwards(70);
+            }
+            if let Some(uri) = target.request_uri.as_deref() {
+                fwd = fwd.request_uri(uri);
+            }
+            let Ok(message) = Message::parse(fwd.build()) else {
+                continue;
+            };
+            match self
+                .txn
+                .send_request(message, peer, peer.transport.is_reliable(), now)
+            {
+                Ok(key) => out.branches.push(OutBranch {
+                    key,
+                    final_status: None,
+                    final_response: None,
+                    live: true,
+                }),
+                Err(e) => tracing::debug!(error = %e, "plugin request branch not started"),
+            }
+        }
+        if out.branches.is_empty() {
+            let request = out.request;
+            self.plugin_synthetic(
+                plugin,
+                id,
+                &request,
+                480,
+                "Temporarily Unavailable - No Reachable Contact",
+            );
+            return;
+        }
+        self.plugins.next_out += 1;
+        let ctx = self.plugins.next_out;
+        for (i, b) in out.branches.iter().enumerate() {
+            self.plugins.branches.insert(b.key, (ctx, i));
+        }
+        self.plugins.outgoing.insert(ctx, out);
+    }
+
+    /// Delivers a final response the host made up for a plugin's request.
+    fn plugin_synthetic(
+        &mut self,
+        plugin: usize,
+        id: RequestId,
+        request: &Message,
+        status: u16,
+        reason: &str,
+    ) {
+        let tag = self.new_tag();
+        let bytes = ResponseBuilder::new(request, status, reason)
+            .to_tag(&tag)
+            .header("Server", concat!("Huddle/", env!("CARGO_PKG_VERSION")))
+            .build();
+        self.plugins.deliver(
+            plugin,
+            Job::Response {
+                id,
+                bytes,
+                is_final: true,
+            },
+        );
+    }
+
+    /// Whether a client transaction carries a request a plugin sent.
+    pub(super) fn is_plugin_branch(&self, key: &ClientKey) -> bool {
+        self.plugins.branches.contains_key(key)
+    }
+
+    /// A response (or, with `None`, `failure` for a timeout or transport error) on a client
+    /// transaction of a plugin's request.
+    pub(super) fn plugin_branch_response(
+        &mut self,
+        key: ClientKey,
+        response: Option<Message>,
+        failure: u16,
+        now: Instant,
+    ) {
+        let Some(&(ctx_id, index)) = self.plugins.branches.get(&key) else {
+            return;
+        };
+        let Some(ctx) = self.plugins.outgoing.get_mut(&ctx_id) else {
+            return;
+        };
+        let status = response
+            .as_ref()
+            .and_then(Message::status)
+            .unwrap_or(failure);
+        let Some(branch) = ctx.branches.get_mut(index) else {
+            return;
+        };
+        if status == 100 || branch.final_status.is_some() {
+            return;
+        }
+        let relay = |r: &Message| Forward::new(r).drop_top_via().build();
+        if status < 200 {
+            if !ctx.final_sent {
+                if let Some(r) = response.as_ref() {
+                    let job = Job::Response {
+                        id: ctx.id,
+                        bytes: relay(r),
+                        is_final: false,
+                    };
+                    let plugin = ctx.plugin;
+                    self.plugins.deliver(plugin, job);
+                }
+            }
+            return;
+        }
+        branch.final_status = Some(status);
+        let mut cancel = Vec::new();
+        let mut deliver: Option<(usize, RequestId, Option<Bytes>, u16)> = None;
+        if (200..300).contains(&status) {
+            if !ctx.final_sent {
+                ctx.final_sent = true;
+                if ctx.invite {
+                    cancel = pending(ctx);
+                }
+                deliver = Some((ctx.plugin, ctx.id, response.as_ref().map(relay), status));
+            }
+        } else {
+            branch.final_response = response;
+            if status >= 600 && ctx.invite && !ctx.final_sent {
+                cancel = pending(ctx);
+            }
+            if !ctx.final_sent && ctx.branches.iter().all(|b| b.final_status.is_some()) {
+                ctx.final_sent = true;
+                let best = ctx
+                    .branches
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, b)| b.final_status.map(|s| (i, b, s)))
+                    .min_by_key(|&(i, _, s)| best_response_rank(s, i))
+                    .map(|(_, b, s)| (b.final_response.as_ref().map(relay), s));
+                if let Some((bytes, s)) = best {
+                    deliver = Some((ctx.plugin, ctx.id, bytes, s));
+                }
+            }
+        }
+        let request = ctx.request.clone();
+        for other in cancel {
+            let _ = self.txn.cancel(other, now);
+        }
+        if let Some((plugin, id, bytes, status)) = deliver {
+            match bytes {
+                Some(bytes) => {
+                    self.plugins.deliver(
+                        plugin,
+                        Job::Response {
+                            id,
+                            bytes,
+                            is_final: true,
+                        },
+                    );
+                }
+                None => {
+                    let reason = match status {
+                        408 => "Request Timeout",
+                        503 => "Service Unavailable - Transport Failure",
+                        _ => "Server Error",
+                    };
+                    self.plugin_synthetic(plugin, id, &request, status, reason);
+                }
+            }
+        }
+    }
+
+    /// The transaction layer forgot a client transaction: forget the plugin's branch, and the
+    /// whole request once every branch is gone.
+    pub(super) fn plugin_client_terminated(&mut self, key: &ClientKey) {
+        let Some((ctx_id, index)) = self.plugins.branches.remove(key) else {
+            return;
+        };
+        let Some(ctx) = self.plugins.outgoing.get_mut(&ctx_id) else {
+            return;
+        };
+        if let Some(b) = ctx.branches.get_mut(index) {
+            b.live = false;
+        }
+        if ctx.branches.iter().any(|b| b.live) {
+            return;
+        }
+        let Some(ctx) = self.plugins.outgoing.remove(&ctx_id) else {
+            return;
+        };
+        if !ctx.final_sent {
+            // Every transaction ends with a final response or a timeout first; this is only
+            // the safety net for the plugin's "exactly one final response".
+            self.plugin_synthetic(ctx.plugin, ctx.id, &ctx.request, 408, "Request Timeout");
+        }
+    }
+
+    /// Registration events for `aor` (without `sip:`), whose binding count went from `before`
+    /// to `after`.
+    pub(super) fn registration_changed(&mut self, aor: &str, before: usize, after: usize) {
+        let kind = match (before, after) {
+            (0, 0) => return,
+            (0, _) => RegistrationKind::Online,
+            (_, 0) => RegistrationKind::Offline,
+            (b, a) if b != a => RegistrationKind::Updated,
+            _ => return,
+        };
+        let mut event = None;
+        for handle in &self.plugins.handles {
+            if !handle.wants_registrations() || handle.shared.is_disabled() {
+                continue;
+            }
+            let event = event
+                .get_or_insert_with(|| RegistrationEvent {
+                    kind,
+                    aor: format!("sip:{aor}"),
+                    bindings: u32::try_from(after).unwrap_or(u32::MAX),
+                })
+                .clone();
+            if !handle.shared.mailbox.push_registration(event) {
+                tracing::warn!(plugin = %handle.name(), aor, "registration event dropped: the plugin is not keeping up");
+            }
+        }
+    }
+
+    /// Registration events for AORs that lost bindings (a closed connection, expiry).
+    pub(super) fn registrations_lost(&mut self, mut aors: Vec<String>) {
+        if !self
+            .plugins
+            .handles
+            .iter()
+            .any(PluginHandle::wants_registrations)
+        {
+            return;
+        }
+        aors.sort_unstable();
+        aors.dedup();
+        for aor in aors {
+            let after = self.location.binding_count(&aor);
+            // The AOR had more bindings than it has now; how many does not matter.
+            self.registration_changed(&aor, after + 1, after);
+        }
+    }
+}
+
+/// The client transactions of `ctx` without a final response.
+fn pending(ctx: &Outgoing) -> Vec<ClientKey> {
+    ctx.branches
+        .iter()
+        .filter(|b| b.final_status.is_none())
+        .map(|b| b.key)
+        .collect()
+}

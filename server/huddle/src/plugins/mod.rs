@@ -1,0 +1,471 @@
+//! The plugin host: loading the libraries listed in `[[plugins]]`, starting one instance per
+//! entry, and everything that runs on the plugins' side of the boundary. The core's side
+//! (routing requests to plugins, answering for them, sending their requests) is
+//! `core::plugins`.
+//!
+//! It owns:
+//!
+//! * **Loading** ([`load`]): each entry's library is opened with the SDK's loader, which
+//!   checks it completely before anything runs (the only `unsafe` call in the server) and
+//!   never unloads it. A library that does not fit stops start-up with an error naming the
+//!   `[[plugins]]` entry, the file and the mismatch.
+//! * **Starting** ([`start`]): the instance gets its host table ([`services::Services`]) and
+//!   its `init` runs with the entry's `config` table as TOML text. Its claims are what `init`
+//!   declared, or the entry's `claims` list when there is one. Claims of different instances
+//!   that could match one request stop start-up, naming both.
+//! * **Running** ([`worker`]): each instance has its own OS thread fed by a bounded
+//!   [`mailbox::Mailbox`]. The core pushes without waiting (a full queue: 503 with
+//!   Retry-After), so a slow or stuck plugin never stalls the SIP core.
+//! * **The host table** ([`services`]): `respond` and `send_request` go to the core through a
+//!   bounded command channel that its select loop drains ([`HostCommand`]); the store is
+//!   called directly through scoped views (`plugin/<name>/` read-write, `location/` and other
+//!   plugins' namespaces read-only); timers and watches are tokio tasks feeding the mailbox;
+//!   logs go to `tracing` tagged `plugin = <name>`.
+//! * **Listing** ([`list`]): `huddle plugins list` loads each library and runs a dry `init`
+//!   against a host that accepts and discards every call ([`dry`]), to show what each entry
+//!   would claim without starting a server.
+//!
+//! Instance names: an entry's `name`, or the plugin's own name. The name tags the logs and
+//! names the store namespace `plugin/<name>/`, so one library listed twice under two names
+//! gets two independent instances.
+
+mod dry;
+mod load;
+pub(crate) mod mailbox;
+pub(crate) mod services;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use huddle_sdk::hosting::{PluginInfo, PluginInstance, StartError};
+use huddle_sdk::loader::LoadError;
+use huddle_sdk::{Claim, Error, Level, Message, RequestId};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, OnPanic, PluginConfig};
+use crate::store::{Namespace, Store, StoreError};
+use services::{host_capabilities, PluginShared, Services};
+
+/// Commands from plugin instances to the core, buffered at most this many.
+const COMMAND_QUEUE: usize = 65_536;
+
+/// What a plugin instance asks of the core. Sent with `try_send` from host functions (a full
+/// channel is [`Error::Busy`] for the plugin) or from the instance's thread.
+#[derive(Debug)]
+pub(crate) enum HostCommand {
+    /// Send a response on a transaction handed to the plugin (checked: open, same call).
+    Respond {
+        plugin: usize,
+        txn: u64,
+        response: Message,
+    },
+    /// The callback for `txn` failed without a final response: answer it for the plugin.
+    Fail {
+        plugin: usize,
+        txn: u64,
+        error: Error,
+    },
+    /// The instance is disabled and `txn` was still queued: answer it 503.
+    Disabled { plugin: usize, txn: u64 },
+    /// Route and send a request the plugin built (checked: a request without Via).
+    Send {
+        plugin: usize,
+        id: RequestId,
+        request: Message,
+    },
+}
+
+/// One started instance, as the core routes to it.
+#[derive(Debug)]
+pub(crate) struct PluginHandle {
+    pub(crate) shared: Arc<PluginShared>,
+    pub(crate) info: PluginInfo,
+    pub(crate) claims: Vec<Claim>,
+}
+
+impl PluginHandle {
+    pub(crate) fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Whether the plugin asked for registration events.
+    pub(crate) fn wants_registrations(&self) -> bool {
+        self.info
+            .capabilities
+            .contains(huddle_sdk::Capabilities::REGISTRATION_EVENTS)
+    }
+}
+
+/// The core's end of the plugin host: the instances and the command channel.
+#[derive(Debug)]
+pub struct CorePlugins {
+    pub(crate) handles: Vec<PluginHandle>,
+    pub(crate) commands: mpsc::Receiver<HostCommand>,
+    /// Kept so that `commands` never reports "closed" while the core runs.
+    pub(crate) _commands_tx: mpsc::Sender<HostCommand>,
+}
+
+impl CorePlugins {
+    /// No plugins.
+    pub fn none() -> CorePlugins {
+        let (tx, rx) = mpsc::channel(1);
+        CorePlugins {
+            handles: Vec::new(),
+            commands: rx,
+            _commands_tx: tx,
+        }
+    }
+
+    /// How many instances run.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// True when none run.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+}
+
+/// The instances' threads, stopped at shutdown after the core.
+#[derive(Debug, Default)]
+pub struct Workers {
+    threads: Vec<(Arc<PluginShared>, std::thread::JoinHandle<()>)>,
+}
+
+impl Workers {
+    /// Closes every mailbox, stops timers and watches, and waits for each thread to destroy
+    /// its instance. Blocks: call it from a blocking context.
+    pub fn stop(self) {
+        for (shared, _) in &self.threads {
+            shared.shut();
+        }
+        for (shared, thread) in self.threads {
+            if thread.join().is_err() {
+                tracing::error!(plugin = %shared.name, "plugin thread ended abnormally");
+            }
+        }
+    }
+}
+
+/// Why the plugins could not be started. Every variant names the `[[plugins]]` entry (counted
+/// from 1, in file order) or the instance, and the file where there is one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// The library was refused by the loader (the error names the file and the mismatch).
+    #[error("[[plugins]] entry {}: {source}", index + 1)]
+    Load {
+        index: usize,
+        #[source]
+        source: LoadError,
+    },
+    /// Two entries would be the same instance name (and share a store namespace).
+    #[error(
+        "[[plugins]] entry {} ({}): the instance name `{name}` is already used by entry {}; \
+         set `name` to tell them apart",
+        index + 1,
+        path.display(),
+        other + 1
+    )]
+    DuplicateName {
+        index: usize,
+        other: usize,
+        name: String,
+        path: PathBuf,
+    },
+    /// The instance name cannot name a store namespace.
+    #[error("[[plugins]] entry {} ({}): {source}", index + 1, path.display())]
+    Name {
+        index: usize,
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    /// `init` failed, or the plugin needs what this host lacks.
+    #[error("plugin `{name}` ({}): {source}", path.display())]
+    Start {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: StartError,
+    },
+    /// Claims of two instances could both match one request.
+    #[error(
+        "plugins `{a}` and `{b}` claim overlapping requests (`{a}`: {}; `{b}`: {}); \
+         narrow one of them, for example with `claims = [...]` in its [[plugins]] table",
+        claims[0],
+        claims[1]
+    )]
+    Conflict {
+        a: String,
+        b: String,
+        /// `a`'s claim, then `b`'s.
+        claims: Box<[Claim; 2]>,
+    },
+    /// The instance's thread could not be started.
+    #[error("plugin `{name}`: cannot start its thread: {source}")]
+    Thread {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The instance name of entry `index`: its `name`, or the plugin's own.
+fn instance_name(entry: &PluginConfig, info: &PluginInfo) -> String {
+    entry.name.clone().unwrap_or_else(|| info.name.clone())
+}
+
+/// The TOML text `init` gets.
+fn config_text(entry: &PluginConfig) -> String {
+    toml::to_string(&entry.config).unwrap_or_default()
+}
+
+/// The entry's claims when it overrides the plugin's (validated by the config already).
+fn configured_claims(entry: &PluginConfig) -> Option<Vec<Claim>> {
+    entry
+        .claims
+        .as_ref()
+        .map(|list| list.iter().filter_map(|c| c.to_claim().ok()).collect())
+}
+
+/// The first pair of overlapping claims of two different instances.
+fn find_conflict<'a>(
+    instances: impl IntoIterator<Item = (&'a str, &'a [Claim])>,
+) -> Option<PluginError> {
+    let instances: Vec<_> = instances.into_iter().collect();
+    for (i, (a, a_claims)) in instances.iter().enumerate() {
+        for (b, b_claims) in &instances[i + 1..] {
+            for a_claim in a_claims.iter() {
+                if let Some(b_claim) = b_claims.iter().find(|c| a_claim.overlaps(c)) {
+                    return Some(PluginError::Conflict {
+                        a: (*a).to_owned(),
+                        b: (*b).to_owned(),
+                        claims: Box::new([a_claim.clone(), b_claim.clone()]),
+                    });
+                }
+            }
+        }
+    }
+    None
+}
+
+/// An instance between `init` and its thread.
+struct Started {
+    shared: Arc<PluginShared>,
+    instance: PluginInstance,
+    info: PluginInfo,
+    claims: Vec<Claim>,
+    on_panic: OnPanic,
+}
+
+/// Loads and starts every `[[plugins]]` entry, checks their claims against each other, and
+/// starts one thread per instance. Blocking (libraries are opened, `init` may use the store):
+/// call it from a blocking context, with a handle of the runtime the server runs on (timers
+/// and watches are tasks there). On error every instance already started is destroyed.
+pub fn start(
+    config: &Config,
+    store: Arc<dyn Store>,
+    runtime: tokio::runtime::Handle,
+) -> Result<(CorePlugins, Workers), PluginError> {
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let mut started: Vec<Started> = Vec::with_capacity(config.plugins.len());
+    let mut names: Vec<(String, usize)> = Vec::new();
+    for (index, entry) in config.plugins.iter().enumerate() {
+        let loaded = load::load_library(&entry.path, host_capabilities())
+            .map_err(|source| PluginError::Load { index, source })?;
+        let info = loaded.info().clone();
+        let name = instance_name(entry, &info);
+        if let Some((_, other)) = names.iter().find(|(n, _)| *n == name) {
+            return Err(PluginError::DuplicateName {
+                index,
+                other: *other,
+                name,
+                path: entry.path.clone(),
+            });
+        }
+        names.push((name.clone(), index));
+        let shared = Arc::new(PluginShared::new(name.clone(), entry.queue_len));
+        let services = Services::new(
+            index,
+            shared.clone(),
+            store.clone(),
+            tx.clone(),
+            runtime.clone(),
+            config.limits.transport.max_message_size,
+        )
+        .map_err(|source| PluginError::Name {
+            index,
+            path: entry.path.clone(),
+            source,
+        })?;
+        let instance =
+            PluginInstance::start(loaded.entry(), Arc::new(services), &config_text(entry))
+                .map_err(|source| {
+                    shared.shut();
+                    PluginError::Start {
+                        name: name.clone(),
+                        path: entry.path.clone(),
+                        source,
+                    }
+                })?;
+        let claims = configured_claims(entry).unwrap_or_else(|| instance.claims().to_vec());
+        tracing::info!(
+            plugin = %name,
+            version = %info.version,
+            path = %entry.path.display(),
+            claims = %claims.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            "plugin started"
+        );
+        started.push(Started {
+            shared,
+            instance,
+            info,
+            claims,
+            on_panic: entry.on_panic,
+        });
+    }
+    let conflict = find_conflict(
+        started
+            .iter()
+            .map(|s| (s.shared.name.as_str(), s.claims.as_slice())),
+    );
+    if let Some(error) = conflict {
+        for s in &started {
+            s.shared.shut();
+        }
+        return Err(error);
+    }
+    let mut handles = Vec::with_capacity(started.len());
+    let mut workers = Workers::default();
+    let mut pending = started.into_iter();
+    for (index, s) in pending.by_ref().enumerate() {
+        let Started {
+            shared,
+            instance,
+            info,
+            claims,
+            on_panic,
+        } = s;
+        let thread_shared = shared.clone();
+        let commands = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("plugin-{}", shared.name))
+            .spawn(move || worker::run(index, instance, thread_shared, commands, on_panic));
+        match spawned {
+            Ok(thread) => workers.threads.push((shared.clone(), thread)),
+            Err(source) => {
+                let name = shared.name.clone();
+                shared.shut();
+                for rest in pending {
+                    rest.shared.shut();
+                }
+                workers.stop();
+                return Err(PluginError::Thread { name, source });
+            }
+        }
+        handles.push(PluginHandle {
+            shared,
+            info,
+            claims,
+        });
+    }
+    Ok((
+        CorePlugins {
+            handles,
+            commands: rx,
+            _commands_tx: tx,
+        },
+        workers,
+    ))
+}
+
+/// What `huddle plugins list` shows of one entry.
+#[derive(Debug)]
+pub struct Listing {
+    /// The configured library.
+    pub path: PathBuf,
+    /// What the plugin logged during the dry `init`.
+    pub logs: Vec<(Level, String)>,
+    /// The plugin, or why it cannot be loaded or started.
+    pub outcome: Result<Listed, PluginError>,
+}
+
+/// A plugin that loaded and passed a dry `init`.
+#[derive(Debug)]
+pub struct Listed {
+    /// The instance name.
+    pub name: String,
+    /// Name, version, ABI and required capabilities, from the descriptor.
+    pub info: PluginInfo,
+    /// The claims it would route by.
+    pub claims: Vec<Claim>,
+    /// True when the claims come from the entry's `claims` list rather than from `init`.
+    pub claims_from_config: bool,
+}
+
+/// Loads every `[[plugins]]` entry and runs a dry `init` with its config against a host that
+/// accepts and discards every call (no store, no network, no timers), then destroys it: what
+/// each entry would claim, without a server. [`conflict`] checks the claims against each other.
+pub fn list(config: &Config) -> Vec<Listing> {
+    config
+        .plugins
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let (logs, outcome) = dry::list_one(index, entry);
+            Listing {
+                path: entry.path.clone(),
+                logs,
+                outcome,
+            }
+        })
+        .collect()
+}
+
+/// The first conflict between the claims of the listed instances that loaded.
+pub fn conflict(listings: &[Listing]) -> Option<PluginError> {
+    find_conflict(
+        listings
+            .iter()
+            .filter_map(|l| l.outcome.as_ref().ok())
+            .map(|l| (l.name.as_str(), l.claims.as_slice())),
+    )
+}
+
+/// Checks that an instance name can name a namespace (used by the dry run too).
+fn check_name(index: usize, path: &std::path::Path, name: &str) -> Result<(), PluginError> {
+    Namespace::plugin(name)
+        .map(drop)
+        .map_err(|source| PluginError::Name {
+            index,
+            path: path.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicts_name_both_instances_and_claims() {
+        let echo = [Claim::method("MESSAGE").with_user("echo")];
+        let kit = [Claim::method("OPTIONS"), Claim::user("ec*")];
+        let room = [Claim::method("INVITE").with_user("room-*")];
+        assert!(find_conflict([("echo", &echo[..]), ("room", &room[..])]).is_none());
+        let err = find_conflict([("echo", &echo[..]), ("room", &room[..]), ("kit", &kit[..])])
+            .expect("echo and kit overlap")
+            .to_string();
+        assert!(
+            err.contains("`echo` and `kit`")
+                && err.contains("method=MESSAGE user=echo")
+                && err.contains("user=ec*"),
+            "{err}"
+        );
+        // One instance's own claims may overlap each other.
+        assert!(find_conflict([("kit", &kit[..])]).is_none());
+    }
+}

@@ -1,0 +1,543 @@
+//! The host table of one plugin instance, in safe Rust: [`Services`] implements the SDK's
+//! [`HostServices`]. Its methods run on whatever thread the plugin calls from (the instance's
+//! own thread, or threads the plugin started) and never wait for the SIP core:
+//!
+//! * `respond` and `send_request` check what they can here (the transaction is open, the
+//!   bytes parse, limits) and hand the message to the core through its bounded command
+//!   channel with `try_send` (full: [`Error::Busy`]);
+//! * the store is called directly, through [`Scoped`] views: read-write `plugin/<name>/`,
+//!   read-only `location/` and other plugins' `plugin/<other>/`;
+//! * watches and timers are tokio tasks that put their events in the instance's mailbox;
+//! * logs go to `tracing` with a `plugin` field.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use huddle_sdk::hosting::HostServices;
+use huddle_sdk::{
+    Capabilities, Error, Level, Message, Method, RequestId, Result, ScanPage, StoreChange, TimerId,
+    TransactionId, WatchId,
+};
+use huddle_sip::message::HeaderName;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::AbortHandle;
+
+use super::mailbox::{Job, Mailbox};
+use super::HostCommand;
+use crate::store::{Access, Namespace, Scoped, Store, StoreError, WatchEvent, MAX_SCAN_PAGE};
+
+/// Timers one instance may have armed at once.
+pub(crate) const MAX_TIMERS: usize = 65_536;
+/// Watches one instance may hold at once.
+pub(crate) const MAX_WATCHES: usize = 1024;
+/// Requests one instance may have in flight (sent, final response not yet delivered).
+pub(crate) const MAX_IN_FLIGHT: usize = 4096;
+/// Watch changes queued for one instance before the watch tasks stop reading (and the store
+/// marks the watches lagged).
+pub(crate) const WATCH_CREDIT: usize = 1024;
+
+/// What the capabilities every instance is offered: everything but media (no media engine yet).
+pub(crate) fn host_capabilities() -> Capabilities {
+    Capabilities::ALL.without(Capabilities::MEDIA)
+}
+
+/// A server transaction of this instance that has no final response yet.
+#[derive(Debug)]
+pub(crate) struct OpenTxn {
+    pub(crate) call_id: String,
+    pub(crate) cseq: u32,
+}
+
+/// What the core, the instance's thread and its host table share.
+#[derive(Debug)]
+pub(crate) struct PluginShared {
+    /// The instance name (logs, `plugin/<name>/`).
+    pub(crate) name: String,
+    pub(crate) mailbox: Mailbox,
+    /// Transactions handed to the plugin and not answered finally. The core adds and removes
+    /// entries; `respond` removes one on its final response.
+    pub(crate) open: Mutex<HashMap<u64, OpenTxn>>,
+    /// Set when `on_panic = "disable"` took the instance out of service.
+    pub(crate) disabled: std::sync::atomic::AtomicBool,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) timers: Mutex<HashMap<u64, AbortHandle>>,
+    pub(crate) watches: Mutex<HashMap<u64, AbortHandle>>,
+    pub(crate) watch_credit: Arc<Semaphore>,
+}
+
+// The maps under these locks are updated by single inserts and removes, so a panic elsewhere
+// cannot leave them inconsistent.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl PluginShared {
+    pub(crate) fn new(name: String, queue_len: usize) -> Self {
+        PluginShared {
+            name,
+            mailbox: Mailbox::new(queue_len),
+            open: Mutex::new(HashMap::new()),
+            disabled: std::sync::atomic::AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            timers: Mutex::new(HashMap::new()),
+            watches: Mutex::new(HashMap::new()),
+            watch_credit: Arc::new(Semaphore::new(WATCH_CREDIT)),
+        }
+    }
+
+    pub(crate) fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::Relaxed)
+    }
+
+    /// Removes an open transaction; true if it was open (no final response sent yet).
+    pub(crate) fn close_txn(&self, txn: u64) -> bool {
+        lock(&self.open).remove(&txn).is_some()
+    }
+
+    /// Stops the mailbox and every timer and watch task.
+    pub(crate) fn shut(&self) {
+        self.mailbox.close();
+        self.watch_credit.close();
+        for (_, task) in lock(&self.timers).drain() {
+            task.abort();
+        }
+        for (_, task) in lock(&self.watches).drain() {
+            task.abort();
+        }
+    }
+}
+
+/// The host table's implementation for one instance. See the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct Services {
+    index: usize,
+    shared: Arc<PluginShared>,
+    own: Scoped,
+    store: Arc<dyn Store>,
+    commands: mpsc::Sender<HostCommand>,
+    runtime: tokio::runtime::Handle,
+    max_message: usize,
+    next_id: AtomicU64,
+}
+
+impl Services {
+    pub(crate) fn new(
+        index: usize,
+        shared: Arc<PluginShared>,
+        store: Arc<dyn Store>,
+        commands: mpsc::Sender<HostCommand>,
+        runtime: tokio::runtime::Handle,
+        max_message: usize,
+    ) -> std::result::Result<Self, StoreError> {
+        let own = Scoped::new(
+            store.clone(),
+            Namespace::plugin(&shared.name)?,
+            Access::ReadWrite,
+        );
+        Ok(Services {
+            index,
+            shared,
+            own,
+            store,
+            commands,
+            runtime,
+            max_message,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The view a namespace name stands for: `""` the own one (read-write), `location` and
+    /// `plugin/<other>` read-only; anything else (`credentials`) is refused.
+    fn view(&self, ns: &str) -> Result<Scoped> {
+        if ns.is_empty() {
+            return Ok(self.own.clone());
+        }
+        let namespace = match ns.trim_end_matches('/') {
+            "location" => Namespace::location(),
+            other => match other.strip_prefix("plugin/").map(Namespace::plugin) {
+                Some(Ok(namespace)) => namespace,
+                _ => return Err(Error::PermissionDenied),
+            },
+        };
+        Ok(Scoped::new(self.store.clone(), namespace, Access::ReadOnly))
+    }
+
+    fn store_error(&self, e: StoreError) -> Error {
+        match e {
+            StoreError::KeyTooLarge { .. } | StoreError::ValueTooLarge { .. } => Error::TooLarge,
+            StoreError::ReadOnly { .. } => Error::PermissionDenied,
+            other => {
+                tracing::error!(plugin = %self.shared.name, error = %other, "store call failed");
+                Error::Internal
+            }
+        }
+    }
+
+    fn command(&self, command: HostCommand) -> Result<()> {
+        self.commands.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::Busy,
+            mpsc::error::TrySendError::Closed(_) => Error::BadState,
+        })
+    }
+
+    fn parse(&self, bytes: &[u8]) -> Result<Message> {
+        if bytes.len() > self.max_message {
+            return Err(Error::TooLarge);
+        }
+        Message::parse(Bytes::copy_from_slice(bytes)).map_err(|e| {
+            tracing::warn!(plugin = %self.shared.name, error = %e, "plugin sent bytes that are not a SIP message");
+            Error::InvalidArgument
+        })
+    }
+
+    fn refuse(&self, why: &str) -> Error {
+        tracing::warn!(plugin = %self.shared.name, "{why}");
+        Error::InvalidArgument
+    }
+}
+
+impl HostServices for Services {
+    fn capabilities(&self) -> Capabilities {
+        host_capabilities()
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        let plugin = self.shared.name.as_str();
+        match level {
+            Level::Error => tracing::error!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+        }
+    }
+
+    fn respond(&self, txn: TransactionId, response: &[u8]) -> Result<()> {
+        let message = self.parse(response)?;
+        let Some(status) = message.status() else {
+            return Err(self.refuse("respond: the bytes are a request, not a response"));
+        };
+        let mut open = lock(&self.shared.open);
+        let Some(entry) = open.get(&txn.0) else {
+            return Err(Error::UnknownTransaction);
+        };
+        let same = message.call_id() == Some(entry.call_id.as_str())
+            && message.cseq().ok().map(|c| c.seq) == Some(entry.cseq);
+        if !same {
+            drop(open);
+            return Err(
+                self.refuse("respond: the response's Call-ID and CSeq are not the request's")
+            );
+        }
+        let removed = (status >= 200).then(|| open.remove(&txn.0)).flatten();
+        drop(open);
+        let sent = self.command(HostCommand::Respond {
+            plugin: self.index,
+            txn: txn.0,
+            response: message,
+        });
+        if sent.is_err() {
+            // Not handed over: the transaction is still the plugin's to answer.
+            if let Some(entry) = removed {
+                lock(&self.shared.open).insert(txn.0, entry);
+            }
+        }
+        sent
+    }
+
+    fn send_request(&self, request: &[u8]) -> Result<RequestId> {
+        let message = self.parse(request)?;
+        let Some(method) = message.method() else {
+            return Err(self.refuse("send_request: the bytes are a response, not a request"));
+        };
+        if matches!(method, Method::Ack | Method::Cancel) {
+            return Err(self.refuse(
+                "send_request: ACK and CANCEL are not sent through send_request (no response \
+                 would come)",
+            ));
+        }
+        if message.header(&HeaderName::Via).is_some() {
+            return Err(self.refuse("send_request: the request has a Via; the host adds its own"));
+        }
+        let complete = message.call_id().is_some()
+            && message.cseq().is_ok_and(|c| &c.method == method)
+            && message.from_header().is_ok()
+            && message.to_header().is_ok();
+        if !complete {
+            return Err(self.refuse(
+                "send_request: the request needs From, To, Call-ID and a CSeq naming its method",
+            ));
+        }
+        if self.shared.in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            return Err(Error::Busy);
+        }
+        let id = RequestId(self.id());
+        self.command(HostCommand::Send {
+            plugin: self.index,
+            id,
+            request: message,
+        })?;
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    fn store_get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.view(ns)?.get(key).map_err(|e| self.store_error(e))
+    }
+
+    fn store_put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.own.put(key, value).map_err(|e| self.store_error(e))
+    }
+
+    fn store_delete(&self, key: &[u8]) -> Result<bool> {
+        self.own.delete(key).map_err(|e| self.store_error(e))
+    }
+
+    fn store_compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<std::result::Result<(), Option<Vec<u8>>>> {
+        match self.own.compare_and_swap(key, expected, new) {
+            Ok(Ok(())) => Ok(Ok(())),
+            Ok(Err(conflict)) => Ok(Err(conflict.current)),
+            Err(e) => Err(self.store_error(e)),
+        }
+    }
+
+    fn store_scan(
+        &self,
+        ns: &str,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ScanPage> {
+        let limit = if limit == 0 {
+            MAX_SCAN_PAGE
+        } else {
+            limit.min(MAX_SCAN_PAGE)
+        };
+        let page = self
+            .view(ns)?
+            .scan_prefix(prefix, start_after, limit)
+            .map_err(|e| self.store_error(e))?;
+        Ok(ScanPage {
+            entries: page.entries,
+            more: page.more,
+        })
+    }
+
+    fn store_watch(&self, ns: &str, prefix: &[u8]) -> Result<WatchId> {
+        let view = self.view(ns)?;
+        let mut watches = lock(&self.shared.watches);
+        if watches.len() >= MAX_WATCHES {
+            return Err(Error::Busy);
+        }
+        let mut watch = view.watch_prefix(prefix).map_err(|e| self.store_error(e))?;
+        let id = WatchId(self.id());
+        let shared = self.shared.clone();
+        let task = self.runtime.spawn(async move {
+            while let Some(event) = watch.recv().await {
+                // One credit per queued change: a plugin that falls behind stops this task
+                // reading, the store's bounded watch channel fills, and the plugin gets
+                // `Lagged` instead of unbounded memory.
+                let Ok(permit) = shared.watch_credit.acquire().await else {
+                    break;
+                };
+                permit.forget();
+                let change = match event {
+                    WatchEvent::Change(c) => match c.value {
+                        Some(value) => StoreChange::Put {
+                            watch: id,
+                            key: c.key,
+                            value,
+                        },
+                        None => StoreChange::Delete {
+                            watch: id,
+                            key: c.key,
+                        },
+                    },
+                    WatchEvent::Lagged => StoreChange::Lagged { watch: id },
+                };
+                if !shared.mailbox.push(Job::StoreChange(change)) {
+                    break;
+                }
+            }
+        });
+        watches.insert(id.0, task.abort_handle());
+        Ok(id)
+    }
+
+    fn store_unwatch(&self, watch: WatchId) -> Result<()> {
+        let task = lock(&self.shared.watches)
+            .remove(&watch.0)
+            .ok_or(Error::NotFound)?;
+        task.abort();
+        Ok(())
+    }
+
+    fn set_timer(&self, delay: Duration, token: u64) -> Result<TimerId> {
+        let mut timers = lock(&self.shared.timers);
+        if timers.len() >= MAX_TIMERS {
+            return Err(Error::Busy);
+        }
+        let id = TimerId(self.id());
+        let shared = self.shared.clone();
+        let task = self.runtime.spawn(async move {
+            tokio::time::sleep(delay).await;
+            // Whoever removes the entry first wins: this task (fired) or cancel_timer.
+            if lock(&shared.timers).remove(&id.0).is_some() {
+                shared.mailbox.push(Job::Timer { id, token });
+            }
+        });
+        // Inserted before the lock is released, so the task cannot look for it too early.
+        timers.insert(id.0, task.abort_handle());
+        Ok(id)
+    }
+
+    fn cancel_timer(&self, timer: TimerId) -> Result<()> {
+        let task = lock(&self.shared.timers)
+            .remove(&timer.0)
+            .ok_or(Error::NotFound)?;
+        task.abort();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn services(name: &str, store: Arc<dyn Store>) -> (Services, mpsc::Receiver<HostCommand>) {
+        let (tx, rx) = mpsc::channel(4);
+        let shared = Arc::new(PluginShared::new(name.into(), 4));
+        let s = Services::new(
+            0,
+            shared,
+            store,
+            tx,
+            tokio::runtime::Handle::current(),
+            65_535,
+        )
+        .unwrap();
+        (s, rx)
+    }
+
+    #[tokio::test]
+    async fn namespaces_are_confined() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        store.put(b"location/alice@x/1", b"b").unwrap();
+        store.put(b"credentials/alice", b"secret").unwrap();
+        let (kit, _rx) = services("kit", store.clone());
+        let (other, _rx2) = services("other", store.clone());
+        kit.store_put(b"k", b"v").unwrap();
+        kit.store_put(b"../location/evil", b"v").unwrap();
+        assert_eq!(
+            store.get(b"plugin/kit/k").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        assert_eq!(store.get(b"location/evil").unwrap(), None);
+        assert_eq!(
+            kit.store_get("location", b"alice@x/1").unwrap().as_deref(),
+            Some(&b"b"[..])
+        );
+        assert_eq!(
+            other.store_get("plugin/kit", b"k").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        assert_eq!(
+            kit.store_get("credentials", b"alice"),
+            Err(Error::PermissionDenied)
+        );
+        assert_eq!(
+            kit.store_get("plugin/../x", b"a"),
+            Err(Error::PermissionDenied)
+        );
+        let page = kit.store_scan("", b"", None, 0).unwrap();
+        assert_eq!(page.entries.len(), 2);
+        assert_eq!(
+            kit.store_compare_and_swap(b"k", Some(b"nope"), Some(b"w")),
+            Ok(Err(Some(b"v".to_vec())))
+        );
+    }
+
+    #[tokio::test]
+    async fn respond_needs_an_open_transaction_with_the_same_call() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (s, mut rx) = services("kit", store);
+        let resp = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c1\r\nCSeq: 4 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            s.respond(TransactionId(7), resp),
+            Err(Error::UnknownTransaction)
+        );
+        lock(&s.shared.open).insert(
+            7,
+            OpenTxn {
+                call_id: "c2".into(),
+                cseq: 4,
+            },
+        );
+        assert_eq!(
+            s.respond(TransactionId(7), resp),
+            Err(Error::InvalidArgument)
+        );
+        lock(&s.shared.open).get_mut(&7).unwrap().call_id = "c1".into();
+        s.respond(TransactionId(7), resp).unwrap();
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(HostCommand::Respond { txn: 7, .. })
+        ));
+        assert_eq!(
+            s.respond(TransactionId(7), resp),
+            Err(Error::UnknownTransaction),
+            "finished"
+        );
+    }
+
+    #[tokio::test]
+    async fn timers_fire_once_and_cancel() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (s, _rx) = services("kit", store);
+        let t1 = s.set_timer(Duration::from_millis(1), 5).unwrap();
+        let t2 = s.set_timer(Duration::from_secs(60), 6).unwrap();
+        s.cancel_timer(t2).unwrap();
+        assert_eq!(s.cancel_timer(t2), Err(Error::NotFound));
+        let shared = s.shared.clone();
+        let job = tokio::task::spawn_blocking(move || shared.mailbox.next())
+            .await
+            .unwrap();
+        assert!(matches!(job, Some(Job::Timer { id, token: 5 }) if id == t1));
+        assert_eq!(s.cancel_timer(t1), Err(Error::NotFound), "fired");
+    }
+
+    #[tokio::test]
+    async fn send_request_checks_the_message() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (s, mut rx) = services("kit", store);
+        let good = huddle_sdk::NewRequest::new(Method::Message, "sip:alice@example.test")
+            .from("<sip:kit@example.test>")
+            .body("text/plain", b"hi")
+            .build();
+        let id = s.send_request(&good).unwrap();
+        assert!(matches!(rx.try_recv(), Ok(HostCommand::Send { id: i, .. }) if i == id));
+        let with_via = String::from_utf8(good.to_vec()).unwrap().replacen(
+            "\r\n",
+            "\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n",
+            1,
+        );
+        assert_eq!(
+            s.send_request(with_via.as_bytes()),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(s.send_request(b"garbage"), Err(Error::InvalidArgument));
+    }
+}

@@ -1,0 +1,136 @@
+//! The thread of one plugin instance: it owns the [`PluginInstance`], takes jobs from the
+//! instance's mailbox one at a time (the ABI's "one call per instance at a time") and calls
+//! the plugin. A slow plugin therefore only slows its own queue; the SIP core never waits.
+//!
+//! When a request's callback fails (an error, or a panic the SDK caught) and the plugin has
+//! not sent a final response, this thread asks the core to answer it: 503 with `Retry-After`
+//! for [`Error::Busy`], 500 otherwise. With `on_panic = "disable"` a panic takes the instance
+//! out of service: from then on the core answers its requests 503 and this thread only
+//! drains the queue (answering the requests still in it) until shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use huddle_sdk::hosting::PluginInstance;
+use huddle_sdk::{Error, TransactionId};
+use tokio::sync::mpsc;
+
+use super::mailbox::Job;
+use super::services::PluginShared;
+use super::HostCommand;
+use crate::config::OnPanic;
+
+/// Runs until the mailbox is closed, then destroys the instance (dropping it calls the
+/// plugin's `destroy`).
+pub(crate) fn run(
+    index: usize,
+    mut instance: PluginInstance,
+    shared: Arc<PluginShared>,
+    commands: mpsc::Sender<HostCommand>,
+    on_panic: OnPanic,
+) {
+    let name = shared.name.clone();
+    while let Some(job) = shared.mailbox.next() {
+        if shared.is_disabled() {
+            drain_disabled(index, &shared, &commands, job);
+            continue;
+        }
+        let (callback, result) = match job {
+            Job::Request {
+                txn, bytes, info, ..
+            } => {
+                let result = instance.handle_request(txn, &bytes, &info);
+                if let (Err(error), Some(txn)) = (&result, txn) {
+                    answer_failure(index, &shared, &commands, txn, error.clone());
+                }
+                ("handle_request", result)
+            }
+            Job::Response {
+                id,
+                bytes,
+                is_final,
+            } => {
+                if is_final {
+                    shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                }
+                ("handle_response", instance.handle_response(id, &bytes))
+            }
+            Job::Timer { id, token } => ("on_timer", instance.on_timer(id, token)),
+            Job::StoreChange(change) => {
+                let result = instance.on_store_change(&change);
+                shared.watch_credit.add_permits(1);
+                ("on_store_change", result)
+            }
+            Job::Registration(event) => ("on_registration", instance.on_registration(&event)),
+        };
+        match result {
+            Ok(()) => {}
+            Err(Error::Panic) => {
+                tracing::error!(plugin = %name, callback, "the plugin panicked (caught at the boundary)");
+                if on_panic == OnPanic::Disable {
+                    shared.disabled.store(true, Ordering::Relaxed);
+                    tracing::error!(
+                        plugin = %name,
+                        "plugin disabled after a panic (on_panic = \"disable\"); its requests are answered 503 until restart"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(plugin = %name, callback, %error, "plugin callback failed");
+            }
+        }
+    }
+    drop(instance);
+    tracing::debug!(plugin = %name, "plugin instance destroyed");
+}
+
+/// Asks the core to answer `txn` for a failed callback, unless the plugin answered it finally.
+fn answer_failure(
+    index: usize,
+    shared: &PluginShared,
+    commands: &mpsc::Sender<HostCommand>,
+    txn: TransactionId,
+    error: Error,
+) {
+    if shared.close_txn(txn.0) {
+        // This thread is not a runtime thread and may wait for room; the core never waits
+        // for it.
+        let _ = commands.blocking_send(HostCommand::Fail {
+            plugin: index,
+            txn: txn.0,
+            error,
+        });
+    }
+}
+
+/// A job for a disabled instance: requests are answered 503, everything else is dropped.
+fn drain_disabled(
+    index: usize,
+    shared: &PluginShared,
+    commands: &mpsc::Sender<HostCommand>,
+    job: Job,
+) {
+    match job {
+        Job::Request { txn: Some(txn), .. } => refuse_disabled(index, shared, commands, txn),
+        Job::Response { is_final: true, .. } => {
+            shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        Job::StoreChange(_) => shared.watch_credit.add_permits(1),
+        _ => {}
+    }
+}
+
+/// Asks the core to answer `txn` 503 for a disabled instance, unless it was answered.
+fn refuse_disabled(
+    index: usize,
+    shared: &PluginShared,
+    commands: &mpsc::Sender<HostCommand>,
+    txn: TransactionId,
+) {
+    if shared.close_txn(txn.0) {
+        let _ = commands.blocking_send(HostCommand::Disabled {
+            plugin: index,
+            txn: txn.0,
+        });
+    }
+}

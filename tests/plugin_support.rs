@@ -1,0 +1,185 @@
+//! Plugins for the end-to-end tests: building the workspace's plugin crates (the echo plugin,
+//! the test-only `testkit`) with cargo and finding the library it wrote, compiling C plugins
+//! against `sdk/include/huddle_plugin.h`, and starting a server with `[[plugins]]` entries
+//! while keeping a handle on its store.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use huddle::config::Config;
+use huddle::server::{start, Running};
+use huddle::store::{RedbStore, Store};
+use huddle::transport::Transport;
+
+use crate::{repo_root, run_bounded, test_config, DOMAIN};
+
+/// Builds the cdylib of workspace package `package` (`huddle-plugin-echo`) with
+/// `cargo build -p` and returns the library cargo reports having written. Once per process.
+pub fn cargo_cdylib(package: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let cache = BUILT.get_or_init(Mutex::default);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = cache.get(package) {
+        return path.clone();
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root()).args([
+        "build",
+        "-p",
+        package,
+        "--message-format=json-render-diagnostics",
+    ]);
+    let (ok, output) = run_bounded(cmd, Duration::from_secs(900));
+    assert!(ok, "cargo build -p {package} failed:\n{output}");
+    let path = library_in_cargo_output(&output, package)
+        .unwrap_or_else(|| panic!("cargo reported no library for {package}:\n{output}"));
+    assert!(path.exists(), "{} does not exist", path.display());
+    cache.insert(package.to_owned(), path.clone());
+    path
+}
+
+/// Builds the binary `bin` of workspace package `package` and returns its path.
+pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root()).args([
+        "build",
+        "-p",
+        package,
+        "--bin",
+        bin,
+        "--message-format=json-render-diagnostics",
+    ]);
+    let (ok, output) = run_bounded(cmd, Duration::from_secs(900));
+    assert!(ok, "cargo build -p {package} --bin {bin} failed:\n{output}");
+    let path = output
+        .lines()
+        .filter(|l| l.contains("\"reason\":\"compiler-artifact\""))
+        .find_map(|l| {
+            let start = l.find("\"executable\":\"")? + "\"executable\":\"".len();
+            Some(PathBuf::from(&l[start..start + l[start..].find('"')?]))
+        })
+        .unwrap_or_else(|| panic!("cargo reported no executable for {bin}:\n{output}"));
+    assert!(path.exists(), "{} does not exist", path.display());
+    path
+}
+
+/// The `.so`/`.dylib`/`.dll` of `package` among cargo's JSON `compiler-artifact` lines.
+fn library_in_cargo_output(output: &str, package: &str) -> Option<PathBuf> {
+    let crate_name = package.replace('-', "_");
+    output
+        .lines()
+        .filter(|l| l.contains("\"reason\":\"compiler-artifact\""))
+        .filter(|l| l.contains(&format!("\"name\":\"{crate_name}\"")))
+        .find_map(|line| {
+            let start = line.find("\"filenames\":[")? + "\"filenames\":[".len();
+            let list = &line[start..start + line[start..].find(']')?];
+            list.split(',')
+                .map(|f| f.trim().trim_matches('"'))
+                .find(|f| f.ends_with(std::env::consts::DLL_SUFFIX))
+                .map(PathBuf::from)
+        })
+}
+
+/// Compiles `source` (a C file) into a shared library `lib<name>` in `dir`, against the
+/// SDK's header, with `-D` `defines`.
+pub fn c_plugin(source: &Path, dir: &Path, name: &str, defines: &[&str]) -> PathBuf {
+    let out = dir.join(format!(
+        "{}{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let mut cmd = Command::new(cc);
+    cmd.args(["-std=c99", "-shared", "-fPIC"])
+        .arg("-I")
+        .arg(repo_root().join("sdk/include"))
+        .arg("-o")
+        .arg(&out)
+        .arg(source);
+    for d in defines {
+        cmd.arg(format!("-D{d}"));
+    }
+    let (ok, output) = run_bounded(cmd, Duration::from_secs(120));
+    assert!(ok, "compiling {} failed:\n{output}", source.display());
+    out
+}
+
+/// A `[[plugins]]` table: `path`, then `extra` lines (`name = "kit"`, `queue_len = 1`,
+/// `[plugins.config]` …) as given.
+pub fn plugin_entry(path: &Path, extra: &str) -> String {
+    format!(
+        "[[plugins]]\npath = {:?}\n{extra}\n",
+        path.display().to_string()
+    )
+}
+
+/// A server started with extra TOML (its `[[plugins]]`), whose store the test can read.
+#[derive(Debug)]
+pub struct PluginServer {
+    pub running: Running,
+    pub store: Arc<dyn Store>,
+    pub dir: tempfile::TempDir,
+}
+
+impl PluginServer {
+    /// Starts a server for [`DOMAIN`] with `extra` appended to the test config; the error is
+    /// what `huddle::server::start` returned.
+    pub async fn try_start(extra: &str) -> Result<PluginServer, anyhow::Error> {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let text = test_config(dir.path(), DOMAIN, extra);
+        let config = Config::from_toml(&text, Path::new("test.toml"))?;
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.store.path)?);
+        let running = start(config, store.clone()).await?;
+        Ok(PluginServer {
+            running,
+            store,
+            dir,
+        })
+    }
+
+    /// Like [`PluginServer::try_start`], failing the test on an error.
+    pub async fn start(extra: &str) -> PluginServer {
+        match PluginServer::try_start(extra).await {
+            Ok(server) => server,
+            Err(e) => panic!("server did not start: {e:#}"),
+        }
+    }
+
+    /// `ws://127.0.0.1:PORT`.
+    pub fn ws_url(&self) -> String {
+        self.running.ws_url().expect("a ws listener")
+    }
+
+    /// The bound address of a transport.
+    pub fn addr(&self, transport: Transport) -> std::net::SocketAddr {
+        self.running.addrs[&transport]
+    }
+
+    /// Stops the server (plugins destroyed) and returns the store.
+    pub async fn stop(self) -> Arc<dyn Store> {
+        self.running.shutdown().await;
+        self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_library_in_cargo_json() {
+        let line = r#"{"reason":"compiler-artifact","package_id":"x","target":{"kind":["cdylib","rlib"],"crate_types":["cdylib","rlib"],"name":"huddle_plugin_echo","src_path":"/r/plugins/echo/src/lib.rs"},"filenames":["/r/target/debug/libhuddle_plugin_echo.so","/r/target/debug/libhuddle_plugin_echo.rlib"],"fresh":true}"#;
+        if std::env::consts::DLL_SUFFIX == ".so" {
+            assert_eq!(
+                library_in_cargo_output(line, "huddle-plugin-echo"),
+                Some(PathBuf::from("/r/target/debug/libhuddle_plugin_echo.so"))
+            );
+        }
+        assert_eq!(library_in_cargo_output(line, "huddle-plugin-other"), None);
+    }
+}

@@ -300,12 +300,13 @@ async fn overlapping_claims_stop_start_up_naming_both_plugins() {
 async fn a_plugin_writes_only_its_own_namespace() {
     let server =
         PluginServer::start(&format!("{}{}", kit("kit", "", ""), kit("peer", "", ""))).await;
-    // A registration over UDP is persisted under location/ (WebSocket ones are not).
+    // Every registration is in location/: over UDP, and over WebSocket with its connection.
     let mut b = Conn::udp(server.addr(huddle::transport::Transport::Udp), "bob").await;
     let bob = Ua::udp("bob", "bob-pw", b.local_addr());
     register_ok(&mut b, &bob, 300).await;
 
     let mut c = Conn::ws(&server.ws_url(), "tester").await;
+    register_ok(&mut c, &Ua::sipml5("carol", "carol-pw"), 300).await;
     assert_eq!(body_of(&ask(&mut c, "kit", "put mine 1").await), "ok");
     assert_eq!(
         body_of(&ask(&mut c, "kit", "put ../location/evil 1").await),
@@ -325,12 +326,14 @@ async fn a_plugin_writes_only_its_own_namespace() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let listing = body_of(&ask(&mut c, "kit", "scan location bob@").await);
-        if listing.contains("bob@example.test/") {
+        let browsers = body_of(&ask(&mut c, "kit", "scan location carol@").await);
+        // A connection-bound binding's key names its connection.
+        if listing.contains("bob@example.test/") && browsers.contains("@flow") {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "bob's binding never showed: {listing:?}"
+            "bob's and carol's bindings never showed: {listing:?} {browsers:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

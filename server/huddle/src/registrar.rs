@@ -92,37 +92,45 @@ impl Binding {
         }
     }
 
-    /// The persisted form; connection-bound WebSocket bindings are not persisted (their
-    /// connection cannot survive a restart).
-    pub fn record(&self, aor: &str) -> Option<BindingRecord> {
-        let (transport, addr) = match self.reach {
-            Reach::Address { transport, addr } => (transport, addr),
-            Reach::Flow { transport, .. } if transport.is_websocket() => return None,
+    /// The stored form, under `location/<aor>/…`. Every binding is written, so plugins can see
+    /// who is registered and over which connection; a restart restores UDP and TCP bindings and
+    /// drops WebSocket ones (their connection is gone).
+    pub fn record(&self, aor: &str) -> BindingRecord {
+        let (transport, addr, flow) = match self.reach {
+            Reach::Address { transport, addr } => (transport, addr, None),
             Reach::Flow {
-                transport, remote, ..
-            } => (transport, remote),
+                flow,
+                transport,
+                remote,
+            } => (transport, remote, Some(flow.get())),
         };
-        Some(BindingRecord {
+        BindingRecord {
             aor: aor.to_owned(),
+            key: self.store_key(aor),
             contact: self.contact.clone(),
             contact_header: self.contact_header.clone(),
             transport: transport.name().to_owned(),
             addr: addr.to_string(),
+            flow,
             instance: self.instance.clone(),
             reg_id: self.reg_id,
             call_id: self.call_id.clone(),
             cseq: self.cseq,
             expires_unix: self.expires_unix,
-        })
+        }
     }
 
-    /// The store key of this binding under `location/`.
+    /// The store key of this binding under `location/`: RFC 5626 bindings by instance and
+    /// reg-id, connection-bound ones by Contact and connection (two SIPml5 tabs share a
+    /// Contact), the rest by Contact.
     pub fn store_key(&self, aor: &str) -> String {
-        let who = match (&self.instance, self.reg_id) {
-            (Some(i), Some(r)) => format!("{i}#{r}"),
-            _ => self.contact.clone(),
-        };
-        format!("{aor}/{who}")
+        match (&self.instance, self.reg_id, self.reach) {
+            (Some(i), Some(r), _) => format!("{aor}/{i}#{r}"),
+            (_, _, Reach::Flow { flow, .. }) => {
+                format!("{aor}/{}@flow{}", self.contact, flow.get())
+            }
+            _ => format!("{aor}/{}", self.contact),
+        }
     }
 }
 
@@ -131,10 +139,16 @@ impl Binding {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BindingRecord {
     pub aor: String,
+    /// Its own key under `location/` (records written before this field existed have none).
+    #[serde(default)]
+    pub key: String,
     pub contact: String,
     pub contact_header: String,
     pub transport: String,
     pub addr: String,
+    /// The connection it is bound to, for connection-bound bindings (as in the flow token).
+    #[serde(default)]
+    pub flow: Option<u64>,
     pub instance: Option<String>,
     pub reg_id: Option<u32>,
     pub call_id: String,
@@ -342,12 +356,10 @@ impl Location {
         }
         self.expiries
             .insert((binding.expires_at, binding.serial), aor.to_owned());
-        if let Some(record) = binding.record(aor) {
-            changes.push(Change::Put {
-                key: binding.store_key(aor),
-                record,
-            });
-        }
+        changes.push(Change::Put {
+            key: binding.store_key(aor),
+            record: binding.record(aor),
+        });
         self.bindings
             .entry(aor.to_owned())
             .or_default()
@@ -367,11 +379,9 @@ impl Location {
                 }
             }
         }
-        if b.record(aor).is_some() {
-            changes.push(Change::Delete {
-                key: b.store_key(aor),
-            });
-        }
+        changes.push(Change::Delete {
+            key: b.store_key(aor),
+        });
     }
 
     /// Removes every binding that lives on a connection that closed. Returns the AORs touched.
@@ -387,11 +397,9 @@ impl Location {
                 }
                 for b in gone {
                     self.expiries.remove(&(b.expires_at, b.serial));
-                    if b.record(aor).is_some() {
-                        changes.push(Change::Delete {
-                            key: b.store_key(aor),
-                        });
-                    }
+                    changes.push(Change::Delete {
+                        key: b.store_key(aor),
+                    });
                 }
             }
         }
@@ -438,12 +446,17 @@ impl Location {
         let left = record.expires_unix.saturating_sub(unix_now());
         let transport = Transport::from_token(&record.transport);
         let addr = record.addr.parse::<SocketAddr>().ok();
-        let (Some(transport), Some(addr), true) = (transport, addr, left > 0) else {
-            let key = match (&record.instance, record.reg_id) {
+        let old_key = if record.key.is_empty() {
+            match (&record.instance, record.reg_id) {
                 (Some(i), Some(r)) => format!("{}/{i}#{r}", record.aor),
                 _ => format!("{}/{}", record.aor, record.contact),
-            };
-            changes.push(Change::Delete { key });
+            }
+        } else {
+            record.key.clone()
+        };
+        let usable = transport.filter(|t| !t.is_websocket());
+        let (Some(transport), Some(addr), true) = (usable, addr, left > 0) else {
+            changes.push(Change::Delete { key: old_key });
             return;
         };
         self.serial += 1;
@@ -459,8 +472,14 @@ impl Location {
             expires_unix: record.expires_unix,
             serial: self.serial,
         };
-        let mut ignored = Vec::new();
-        self.insert(&record.aor, binding, &mut ignored);
+        // A TCP binding comes back reachable by address, under that key.
+        if binding.store_key(&record.aor) != old_key {
+            changes.push(Change::Delete { key: old_key });
+            self.insert(&record.aor, binding, changes);
+        } else {
+            let mut unchanged = Vec::new();
+            self.insert(&record.aor, binding, &mut unchanged);
+        }
     }
 }
 
@@ -528,8 +547,15 @@ mod tests {
         loc.remove_flow(FlowId::from_raw(1), &mut changes);
         let left: Vec<_> = loc.lookup(aor, now).map(|b| b.call_id.clone()).collect();
         assert_eq!(left, vec!["tab2"]);
-        // WebSocket bindings are never persisted.
-        assert!(changes.is_empty());
+        // Every binding is in the store, each tab under its own key (Contact + connection).
+        let puts: std::collections::HashSet<String> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Put { key, .. } => Some(key.clone()),
+                Change::Delete { .. } => None,
+            })
+            .collect();
+        assert_eq!(puts.len(), 2);
     }
 
     #[test]

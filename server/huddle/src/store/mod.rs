@@ -13,7 +13,7 @@
 //!
 //! | prefix | owner | others |
 //! |---|---|---|
-//! | `location/…` | the registrar (bindings per AOR) | plugins and the proxy read and watch |
+//! | `location/<aor>/<binding>` | the registrar: one [`crate::registrar::BindingRecord`] per binding (contact, transport, address, `flow` for connection-bound ones, expiry), written behind within 100 ms | plugins and the proxy read and watch |
 //! | `credentials/…` | the host (digest credentials) | nobody |
 //! | `plugin/<name>/…` | the plugin `<name>` | other plugins may read and watch what it documents |
 //!

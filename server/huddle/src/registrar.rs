@@ -157,6 +157,9 @@ pub struct BindingRecord {
 }
 
 /// A change the core persists.
+// Changes are short-lived (batched to the store writer and dropped); boxing the record would
+// add an allocation per Put for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Change {
     Put { key: String, record: BindingRecord },

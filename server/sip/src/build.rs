@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 
 use crate::headers::Via;
-use crate::message::{HeaderName, Message};
+use crate::message::{
+    Built, Defect, Header, HeaderName, Message, ParseError, ParseLimits, Span, StartLine,
+};
 use crate::syntax;
 
 fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
@@ -255,6 +257,45 @@ impl<'a> Forward<'a> {
 
     /// Writes the edited message.
     pub fn build(self) -> Bytes {
+        Bytes::from(self.write(&mut None))
+    }
+
+    /// Writes the edited message and returns it parsed, without parsing it again: the same
+    /// result as `Message::parse(self.build())` (which it falls back to for the rare inputs
+    /// whose offsets it does not track: a message with a defect, or an added header that is
+    /// not a plain one-line field).
+    pub fn build_message(self) -> Result<Message, ParseError> {
+        let msg = self.msg;
+        let plain = msg.defect().is_none()
+            && plain_fields(&self.top).is_some()
+            && plain_fields(&self.append).is_some();
+        if !plain {
+            return Message::parse(self.build());
+        }
+        let mut track = Some(Track::default());
+        let out = self.write(&mut track);
+        let Some((t, start)) = track.and_then(|mut t| t.start.take().map(|s| (t, s))) else {
+            return Message::parse(Bytes::from(out));
+        };
+        if t.headers.len() > ParseLimits::default().max_headers {
+            return Err(ParseError::TooManyHeaders);
+        }
+        let body_start = t.headers_end + t.blank;
+        let body_len = out.len() - body_start;
+        Ok(Message::from_built(Built {
+            raw: Bytes::from(out),
+            start,
+            start_line_end: t.start_line_end,
+            headers: t.headers,
+            headers_end: t.headers_end,
+            body: Span::new(body_start, body_start + body_len),
+            defect: t.defect,
+        }))
+    }
+
+    /// Writes the message; with `track`, records the offsets `build_message` needs (or sets
+    /// it to `None` when something is not tracked, to fall back to parsing).
+    fn write(self, track: &mut Option<Track>) -> Vec<u8> {
         let msg = self.msg;
         let raw = msg.raw();
         let body_end = msg.headers_end() + {
@@ -272,8 +313,27 @@ impl<'a> Forward<'a> {
         match (self.request_uri, msg.start_line()) {
             (Some(uri), crate::message::StartLine::Request { method, .. }) => {
                 let _ = write!(VecWriter(&mut out), "{method} {uri} SIP/2.0\r\n");
+                if let Some(t) = track.as_mut() {
+                    let line = std::str::from_utf8(&out[..out.len() - 2]).unwrap_or("");
+                    match Message::request_line(line, 0) {
+                        Some((start, defect)) if !uri.contains(['\r', '\n']) => {
+                            t.start = Some(start);
+                            t.defect = defect;
+                        }
+                        _ => *track = None,
+                    }
+                }
             }
-            _ => out.extend_from_slice(&raw[..msg.start_line_end()]),
+            _ => {
+                out.extend_from_slice(&raw[..msg.start_line_end()]);
+                if let Some(t) = track.as_mut() {
+                    t.start = Some(msg.start_line().clone());
+                }
+            }
+        }
+        if let Some(t) = track.as_mut() {
+            t.start_line_end = out.len();
+            track_plain(t, &out, &self.top);
         }
         out.extend_from_slice(&self.top);
         let mut routes_to_drop = self.drop_routes;
@@ -300,25 +360,134 @@ impl<'a> Forward<'a> {
                 let value = msg.text(h.value);
                 let rest: Vec<&str> = syntax::split_list(value).skip(skip).collect();
                 if !rest.is_empty() {
-                    push_header(&mut out, h.name.as_str(), &rest.join(", "));
+                    push_tracked(&mut out, track, h.name.clone(), &rest.join(", "));
                 }
                 continue;
             }
             if h.name == HeaderName::MaxForwards {
                 saw_max_forwards = true;
                 if let Some(mf) = self.max_forwards {
-                    push_header(&mut out, "Max-Forwards", &mf.to_string());
+                    push_tracked(&mut out, track, HeaderName::MaxForwards, &mf.to_string());
                     continue;
                 }
             }
+            let at = out.len();
             out.extend_from_slice(&raw[h.line.range()]);
+            if let Some(t) = track.as_mut() {
+                let shift = |i: u32| (i as usize + at) - h.line.start as usize;
+                t.headers.push(Header {
+                    name: h.name.clone(),
+                    line: Span::new(at, out.len()),
+                    value: Span::new(shift(h.value.start), shift(h.value.end)),
+                });
+            }
         }
         if let (Some(mf), false) = (self.max_forwards, saw_max_forwards) {
-            push_header(&mut out, "Max-Forwards", &mf.to_string());
+            push_tracked(&mut out, track, HeaderName::MaxForwards, &mf.to_string());
+        }
+        if let Some(t) = track.as_mut() {
+            track_plain(t, &out, &self.append);
         }
         out.extend_from_slice(&self.append);
+        if let Some(t) = track.as_mut() {
+            t.headers_end = out.len();
+            t.blank = if raw.get(msg.headers_end()) == Some(&b'\r') {
+                2
+            } else {
+                1
+            };
+        }
         out.extend_from_slice(&raw[msg.headers_end()..body_end.min(raw.len())]);
-        Bytes::from(out)
+        if let Some(t) = track.as_mut() {
+            if out.len() < t.headers_end + t.blank {
+                *track = None;
+            }
+        }
+        out
+    }
+}
+
+/// What [`Forward::build_message`] records while writing.
+#[derive(Default)]
+struct Track {
+    start: Option<StartLine>,
+    start_line_end: usize,
+    headers: Vec<Header>,
+    headers_end: usize,
+    blank: usize,
+    defect: Option<Defect>,
+}
+
+/// The header fields `push_header` wrote into `buf`, as (name, value offset, value end, line
+/// end) within `buf`, or `None` when one is not a plain field the parser would read the same
+/// way (a name that is not a token, Content-Length, a value with a line break or not UTF-8).
+fn plain_fields(buf: &[u8]) -> Option<Vec<(HeaderName, usize, usize, usize)>> {
+    let mut fields = Vec::new();
+    let mut pos = 0;
+    while pos < buf.len() {
+        let nl = buf[pos..].iter().position(|&b| b == b'\n')? + pos;
+        if nl == pos || buf[nl - 1] != b'\r' {
+            return None;
+        }
+        let line = std::str::from_utf8(&buf[pos..nl - 1]).ok()?;
+        if line.contains('\r') {
+            return None;
+        }
+        let (name, _) = line.split_once(": ")?;
+        if !syntax::is_token(name) {
+            return None;
+        }
+        let name = HeaderName::parse(name);
+        if name == HeaderName::ContentLength {
+            return None;
+        }
+        let mut start = pos + line.find(": ")? + 2;
+        let mut end = nl - 1;
+        while start < end && syntax::is_lws(buf[start]) {
+            start += 1;
+        }
+        while end > start && syntax::is_lws(buf[end - 1]) {
+            end -= 1;
+        }
+        fields.push((name, start, end, nl + 1));
+        pos = nl + 1;
+    }
+    Some(fields)
+}
+
+/// Records the plain fields of `buf`, about to be appended to `out`.
+fn track_plain(t: &mut Track, out: &[u8], buf: &[u8]) {
+    let base = out.len();
+    let mut line_start = base;
+    for (name, start, end, line_end) in plain_fields(buf).unwrap_or_default() {
+        t.headers.push(Header {
+            name,
+            line: Span::new(line_start, base + line_end),
+            value: Span::new(base + start, base + end),
+        });
+        line_start = base + line_end;
+    }
+}
+
+/// `push_header`, recording the field when tracking (values with line breaks or edge white
+/// space are not tracked: the parser would read them differently).
+fn push_tracked(out: &mut Vec<u8>, track: &mut Option<Track>, name: HeaderName, value: &str) {
+    let at = out.len();
+    push_header(out, name.as_str(), value);
+    if let Some(t) = track.as_mut() {
+        let plain = !value.bytes().any(|b| b == b'\r' || b == b'\n')
+            && !value.starts_with([' ', '\t'])
+            && !value.ends_with([' ', '\t']);
+        if plain {
+            let start = at + name.as_str().len() + 2;
+            t.headers.push(Header {
+                name,
+                line: Span::new(at, out.len()),
+                value: Span::new(start, start + value.len()),
+            });
+        } else {
+            *track = None;
+        }
     }
 }
 
@@ -460,5 +629,46 @@ mod tests {
         let resp = msg("SIP/2.0 486 Busy\r\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKa\r\nFrom: <sip:alice@example.test>;tag=1\r\nTo: <sip:bob@example.test>;tag=b\r\nCall-ID: c1\r\nCSeq: 2 INVITE\r\nContent-Length: 0\r\n\r\n");
         let ack = msg(std::str::from_utf8(&ack_for_failure(&req, &resp).unwrap()).unwrap());
         assert_eq!(ack.to_header().unwrap().tag(), Some("b"));
+    }
+
+    #[test]
+    fn build_message_equals_parsing_the_build() {
+        let texts = [
+            INVITE.to_owned(),
+            "\r\nMESSAGE sip:bob@example.test SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1, SIP/2.0/UDP g;branch=z9hG4bK0\nSubject: a\n  b\nRoute: <sip:a;lr>\nRoute: <sip:b;lr>,<sip:c;lr>\nl: 5\n\nhello trailing".to_owned(),
+            "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nX-Odd :  spaced value  \r\n\r\n".to_owned(),
+            "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 9\r\n\r\nx".to_owned(),
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP p;branch=z9hG4bKp, SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n".to_owned(),
+        ];
+        for text in &texts {
+            let m = msg(text);
+            let forwards = |m| {
+                vec![
+                    Forward::new(m),
+                    Forward::new(m).drop_top_via(),
+                    Forward::new(m)
+                        .prepend("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKp;rport")
+                        .prepend("Record-Route", "<sip:127.0.0.1;lr>")
+                        .prepend("Record-Route", "<sip:127.0.0.2;lr>")
+                        .drop_routes(2)
+                        .max_forwards(69)
+                        .append("X-Empty", "")
+                        .drop_header(HeaderName::Subject),
+                    Forward::new(m)
+                        .request_uri("sip:bob@127.0.0.1:5070")
+                        .drop_top_route(),
+                    Forward::new(m).request_uri("<sip:bad uri>"),
+                    Forward::new(m).request_uri("sip:a\r\nX: y"),
+                    Forward::new(m).prepend("X-Fold", "a\r\n b").max_forwards(1),
+                    Forward::new(m).prepend("l", "3"),
+                    Forward::new(m).append("Bad Name", "v"),
+                ]
+            };
+            for (a, b) in forwards(&m).into_iter().zip(forwards(&m)) {
+                let fast = a.build_message();
+                let slow = Message::parse(b.build());
+                assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{text:?}");
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@ pub mod framing;
 pub mod auth;
 pub mod build;
 pub mod headers;
+pub mod idmap;
 pub mod message;
 pub mod syntax;
 pub mod transaction;

@@ -470,7 +470,7 @@ impl Core {
         extra: &[(&str, &str)],
     ) {
         let bytes = self.response_bytes(req, peer, status, reason, extra);
-        if let Err(e) = self.txn.respond(key, bytes, Instant::now()) {
+        if let Err(e) = self.txn.respond_built(key, status, bytes, Instant::now()) {
             tracing::debug!(error = %e, "response for a finished transaction dropped");
         }
     }

@@ -41,7 +41,6 @@
 //! and `updated` when the number of its bindings changes in between. Bindings restored from
 //! the store at start-up produce no events (a plugin reads `location` at `init` instead).
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -50,6 +49,7 @@ use huddle_sdk::{
     Error, RegistrationEvent, RegistrationKind, RequestId, RequestInfo, TransactionId,
 };
 use huddle_sip::build::{Forward, ResponseBuilder};
+use huddle_sip::idmap::IdMap;
 use huddle_sip::message::HeaderName;
 use huddle_sip::transaction::{ClientKey, ServerKey};
 use huddle_sip::uri::SipUri;
@@ -100,11 +100,11 @@ struct Outgoing {
 #[derive(Debug)]
 pub struct PluginRouting {
     handles: Vec<PluginHandle>,
-    txns: HashMap<u64, PluginTxn>,
-    by_key: HashMap<ServerKey, u64>,
+    txns: IdMap<u64, PluginTxn>,
+    by_key: IdMap<ServerKey, u64>,
     next_txn: u64,
-    outgoing: HashMap<u64, Outgoing>,
-    branches: HashMap<ClientKey, (u64, usize)>,
+    outgoing: IdMap<u64, Outgoing>,
+    branches: IdMap<ClientKey, (u64, usize)>,
     next_out: u64,
 }
 
@@ -125,11 +125,11 @@ impl PluginRouting {
         (
             PluginRouting {
                 handles,
-                txns: HashMap::new(),
-                by_key: HashMap::new(),
+                txns: IdMap::default(),
+                by_key: IdMap::default(),
                 next_txn: 0,
-                outgoing: HashMap::new(),
-                branches: HashMap::new(),
+                outgoing: IdMap::default(),
+                branches: IdMap::default(),
                 next_out: 0,
             },
             commands,
@@ -463,7 +463,7 @@ impl Core {
             if let Some(uri) = target.request_uri.as_deref() {
                 fwd = fwd.request_uri(uri);
             }
-            let Ok(message) = Message::parse(fwd.build()) else {
+            let Ok(message) = fwd.build_message() else {
                 continue;
             };
             match self

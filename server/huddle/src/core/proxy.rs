@@ -3,12 +3,13 @@
 //! best-response selection, double Record-Route with flow tokens, and stateless relay of ACK
 //! for 2xx.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use huddle_sip::build::Forward;
 use huddle_sip::headers::NameAddr;
+use huddle_sip::idmap::IdMap;
 use huddle_sip::message::HeaderName;
 use huddle_sip::transaction::{ClientKey, ServerKey};
 use huddle_sip::uri::SipUri;
@@ -40,8 +41,8 @@ struct Context {
 /// The proxy's per-transaction state, owned by the core.
 #[derive(Debug, Default)]
 pub struct ProxyState {
-    contexts: HashMap<ServerKey, Context>,
-    branches: HashMap<ClientKey, (ServerKey, usize)>,
+    contexts: IdMap<ServerKey, Context>,
+    branches: IdMap<ClientKey, (ServerKey, usize)>,
     /// Timer C deadlines; entries whose context moved on are skipped when they fire.
     timer_c: BTreeSet<(Instant, ServerKey)>,
 }
@@ -250,8 +251,7 @@ impl Core {
             if let Some(uri) = target.request_uri.as_deref() {
                 fwd = fwd.request_uri(uri);
             }
-            let bytes = fwd.build();
-            let Ok(request) = Message::parse(bytes) else {
+            let Ok(request) = fwd.build_message() else {
                 continue;
             };
             let reliable = out.transport.is_reliable();
@@ -468,9 +468,9 @@ impl Core {
             // RFC 6026: 2xx retransmissions of an accepted INVITE still go upstream.
             if (200..300).contains(&status) {
                 if let Some(r) = response.as_ref() {
-                    let _ = self
-                        .txn
-                        .respond(server, Forward::new(r).drop_top_via().build(), now);
+                    if let Ok(m) = Forward::new(r).drop_top_via().build_message() {
+                        let _ = self.txn.respond_message(server, &m, now);
+                    }
                 }
             }
             return;
@@ -485,9 +485,9 @@ impl Core {
             };
             if !ctx.final_sent {
                 if let Some(r) = response.as_ref() {
-                    let _ = self
-                        .txn
-                        .respond(server, Forward::new(r).drop_top_via().build(), now);
+                    if let Ok(m) = Forward::new(r).drop_top_via().build_message() {
+                        let _ = self.txn.respond_message(server, &m, now);
+                    }
                 }
             }
             return;
@@ -506,9 +506,9 @@ impl Core {
                 Vec::new()
             };
             if let Some(r) = response.as_ref() {
-                let _ = self
-                    .txn
-                    .respond(server, Forward::new(r).drop_top_via().build(), now);
+                if let Ok(m) = Forward::new(r).drop_top_via().build_message() {
+                    let _ = self.txn.respond_message(server, &m, now);
+                }
             }
             for other in others {
                 let _ = self.txn.cancel(other, now);
@@ -556,16 +556,18 @@ impl Core {
                     .then(|| {
                         b.final_response
                             .as_ref()
-                            .map(|r| Forward::new(r).drop_top_via().build())
+                            .map(|r| Forward::new(r).drop_top_via().build_message())
                     })
                     .flatten();
                 (forward, if s == 503 { 500 } else { s })
             });
         let (req, from) = (ctx.request.clone(), ctx.from);
         match best {
-            Some((Some(bytes), _)) => {
-                let _ = self.txn.respond(server, bytes, now);
+            Some((Some(Ok(m)), _)) => {
+                let _ = self.txn.respond_message(server, &m, now);
             }
+            // As `respond` would: a forward that does not parse is dropped.
+            Some((Some(Err(_)), _)) => {}
             Some((None, status)) => {
                 let reason = match status {
                     408 => "Request Timeout",

@@ -334,7 +334,7 @@ impl Transports {
             let local = if spec.transport == Transport::Udp {
                 let socket = UdpSocket::bind(spec.addr).await.map_err(bind_err)?;
                 let local = socket.local_addr().map_err(bind_err)?;
-                udp.push(Arc::new(socket));
+                udp.push((local, Arc::new(socket)));
                 local
             } else {
                 let listener = TcpListener::bind(spec.addr).await.map_err(bind_err)?;
@@ -351,7 +351,7 @@ impl Transports {
         let (events_tx, events_rx) = mpsc::channel(config.event_queue_len);
         let (done_tx, done_rx) = mpsc::channel(1);
         let shared = Shared::new(config, tls, bound, udp.clone(), events_tx, done_tx);
-        for socket in udp {
+        for (_, socket) in udp {
             if let Some(ctx) = shared.task_ctx() {
                 tokio::spawn(udp::run(socket, ctx));
             }

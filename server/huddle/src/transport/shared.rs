@@ -18,7 +18,9 @@ pub(crate) struct Shared {
     pub(crate) config: TransportConfig,
     pub(crate) tls: TlsContext,
     pub(crate) bound: Vec<ListenSpec>,
-    pub(crate) udp: Vec<Arc<UdpSocket>>,
+    /// The UDP sockets with their local addresses (read once: `local_addr` is a system call,
+    /// too dear for every datagram sent).
+    pub(crate) udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
     /// Where `TransportHandle::send` spawns outbound connections, so it works from any thread.
     pub(crate) runtime: tokio::runtime::Handle,
     connections: Arc<Semaphore>,
@@ -94,7 +96,7 @@ impl Shared {
         config: TransportConfig,
         tls: TlsContext,
         bound: Vec<ListenSpec>,
-        udp: Vec<Arc<UdpSocket>>,
+        udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
         events: mpsc::Sender<TransportEvent>,
         done: mpsc::Sender<()>,
     ) -> Arc<Self> {

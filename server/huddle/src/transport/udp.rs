@@ -67,15 +67,15 @@ pub(crate) fn send(shared: &Shared, addr: SocketAddr, data: &[u8]) -> Result<(),
     if shared.is_shut_down() {
         return Err(SendError::ShutDown);
     }
-    let socket = shared
+    let (local, socket) = shared
         .udp
         .iter()
-        .find(|s| s.local_addr().is_ok_and(|l| l.is_ipv4() == addr.is_ipv4()))
+        .find(|(l, _)| l.is_ipv4() == addr.is_ipv4())
         .or_else(|| shared.udp.first())
         .ok_or(SendError::NoSocket(Transport::Udp))?;
     // A dual-stack IPv6 socket reaches IPv4 peers through mapped addresses.
-    let addr = match (socket.local_addr(), addr) {
-        (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => {
+    let addr = match (local, addr) {
+        (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
             SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
         }
         _ => addr,

@@ -189,7 +189,37 @@ pub struct Message {
     defect: Option<Defect>,
 }
 
+/// A message written by [`crate::build`] from a parsed one, with the offsets it recorded while
+/// writing, so it need not be parsed again.
+pub(crate) struct Built {
+    pub raw: Bytes,
+    pub start: StartLine,
+    pub start_line_end: usize,
+    pub headers: Vec<Header>,
+    pub headers_end: usize,
+    pub body: Span,
+    pub defect: Option<Defect>,
+}
+
 impl Message {
+    /// Assembles a message from what its writer recorded (see [`Built`]).
+    pub(crate) fn from_built(b: Built) -> Message {
+        Message {
+            raw: b.raw,
+            start: b.start,
+            start_line_end: b.start_line_end as u32,
+            headers: b.headers,
+            headers_end: b.headers_end as u32,
+            body: b.body,
+            defect: b.defect,
+        }
+    }
+
+    /// Parses a Request-Line at `offset` the way the parser does.
+    pub(crate) fn request_line(line: &str, offset: usize) -> Option<(StartLine, Option<Defect>)> {
+        parse::parse_request_line(line, offset).ok()
+    }
+
     /// Parses one message from a datagram or a frame cut by [`crate::framing`], with default
     /// limits. Trailing bytes after `Content-Length` are ignored (RFC 4475 §3.1.1.8).
     pub fn parse(raw: Bytes) -> Result<Message, ParseError> {

@@ -201,7 +201,7 @@ fn parse_status_line(line: &str, offset: usize) -> Result<StartLine, ParseError>
     })
 }
 
-fn parse_request_line(
+pub(super) fn parse_request_line(
     line: &str,
     offset: usize,
 ) -> Result<(StartLine, Option<Defect>), ParseError> {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use crate::build::cancel_for;
 use crate::headers::HeaderError;
+use crate::idmap::IdMap;
 use crate::message::{Message, Method};
 
 use super::client_invite::ClientInvite;
@@ -174,11 +175,11 @@ struct PendingCancel {
 #[derive(Debug)]
 pub struct TransactionLayer<D> {
     config: LayerConfig,
-    entries: HashMap<u64, Entry<D>>,
+    entries: IdMap<u64, Entry<D>>,
     clients: HashMap<ClientMatch, u64>,
     servers: HashMap<ServerMatch, u64>,
     /// Keyed by the INVITE's id.
-    pending_cancels: HashMap<u64, PendingCancel>,
+    pending_cancels: IdMap<u64, PendingCancel>,
     deadlines: DeadlineQueue,
     transmits: VecDeque<Transmit<D>>,
     events: VecDeque<Event<D>>,
@@ -194,10 +195,10 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         config.timers.validate()?;
         Ok(TransactionLayer {
             config,
-            entries: HashMap::new(),
+            entries: IdMap::default(),
             clients: HashMap::new(),
             servers: HashMap::new(),
-            pending_cancels: HashMap::new(),
+            pending_cancels: IdMap::default(),
             deadlines: DeadlineQueue::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -353,13 +354,50 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         now: Instant,
     ) -> Result<(), TransactionError> {
         let code = response.status().ok_or(TransactionError::NotAResponse)?;
+        self.respond_with(
+            key,
+            code,
+            response.raw().clone(),
+            || to_tag_of(response),
+            now,
+        )
+    }
+
+    /// [`TransactionLayer::respond`] for a response the TU has just built itself with status
+    /// `code` (e.g. with [`crate::build::ResponseBuilder`]): the bytes are trusted and parsed
+    /// only when the transaction must remember the final response's To tag (RFC 2543 peers),
+    /// which saves re-parsing every response the TU writes.
+    pub fn respond_built(
+        &mut self,
+        key: ServerKey,
+        code: u16,
+        response: Bytes,
+        now: Instant,
+    ) -> Result<(), TransactionError> {
+        let raw = response.clone();
+        self.respond_with(
+            key,
+            code,
+            raw,
+            || Message::parse(response).ok().and_then(|m| to_tag_of(&m)),
+            now,
+        )
+    }
+
+    fn respond_with(
+        &mut self,
+        key: ServerKey,
+        code: u16,
+        raw: Bytes,
+        to_tag: impl FnOnce() -> Option<Box<str>>,
+        now: Instant,
+    ) -> Result<(), TransactionError> {
         let entry = self
             .entries
             .get_mut(&key.0)
             .ok_or(TransactionError::UnknownTransaction)?;
         let mut out = std::mem::take(&mut self.scratch);
         let timers = &self.config.timers;
-        let raw = response.raw().clone();
         let result = match &mut entry.machine {
             Machine::ServerInvite(m) => m.respond(code, raw, timers, now, &mut out),
             Machine::ServerNonInvite(m) => m.respond(code, raw, timers, now, &mut out),
@@ -369,11 +407,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             && code >= 200
             && matches!(&entry.index, Index::Server(k) if k.is_rfc2543())
         {
-            entry.final_to_tag = response
-                .to_header()
-                .ok()
-                .and_then(|t| t.tag())
-                .map(Into::into);
+            entry.final_to_tag = to_tag();
         }
         self.scratch = out;
         result?;
@@ -754,6 +788,15 @@ impl<D: Clone + Debug> TransactionLayer<D> {
     pub(crate) fn queued_deadlines(&self) -> usize {
         self.deadlines.len()
     }
+}
+
+/// The To tag of a response, kept for matching an RFC 2543 ACK.
+fn to_tag_of(response: &Message) -> Option<Box<str>> {
+    response
+        .to_header()
+        .ok()
+        .and_then(|t| t.tag())
+        .map(Into::into)
 }
 
 fn id_of(key: TransactionKey) -> u64 {

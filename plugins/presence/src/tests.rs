@@ -1,0 +1,1 @@
+//! Plugin glue tests through the FakeHost.

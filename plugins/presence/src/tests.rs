@@ -1,1 +1,210 @@
-//! Plugin glue tests through the FakeHost.
+//! The glue, through the real C ABI on the SDK's FakeHost: claims, answers, NOTIFYs sent
+//! with the dialog's route set, the store layout, registration events and a restart.
+
+use super::*;
+use huddle_sdk::fake::{FakeHost, FakePlugin};
+use huddle_sdk::{Message, RegistrationKind, RequestInfo};
+
+const CONFIG: &str = "domain = \"example.test\"";
+
+fn start(host: &FakeHost, config: &str) -> FakePlugin {
+    host.start(&huddle_plugin_export::entry(), config)
+        .expect("presence starts")
+}
+
+fn ws_as(user: &str) -> RequestInfo {
+    RequestInfo::new(Transport::Ws, Some(([127, 0, 0, 1], 40000).into())).authenticated(user)
+}
+
+fn publish_req(body: &str) -> String {
+    format!("PUBLISH sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/WS b.invalid;branch=z9hG4bKp1\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.test>;tag=b1\r\nTo: <sip:bob@example.test>\r\nCall-ID: p1\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 300\r\nContent-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+}
+
+fn subscribe_req(event: &str) -> String {
+    format!("SUBSCRIBE sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/WS a.invalid;branch=z9hG4bKs1\r\nRecord-Route: <sip:127.0.0.1:5060;transport=ws;lr>\r\nRecord-Route: <sip:tok@127.0.0.1:5060;transport=ws;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=a1\r\nTo: <sip:bob@example.test>\r\nCall-ID: s1\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:alice@a.invalid;transport=ws>\r\nEvent: {event}\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n")
+}
+
+const OPEN: &str = "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:bob@example.test\"><tuple id=\"t\"><status><basic>open</basic></status></tuple></presence>";
+
+#[test]
+fn claims_are_narrow() {
+    let host = FakeHost::new();
+    let plugin = start(&host, CONFIG);
+    assert_eq!(
+        plugin.claims(),
+        &[
+            Claim::method("PUBLISH"),
+            Claim::method("SUBSCRIBE").with_event("presence"),
+            Claim::method("SUBSCRIBE").with_event("presence.winfo"),
+        ]
+    );
+    let conference = subscribe_req("conference");
+    assert!(!plugin.claims_request(conference.as_bytes()));
+    assert!(plugin.claims_request(subscribe_req("presence;id=7").as_bytes()));
+    // What a conference plugin and the messaging plugin claim does not overlap ours.
+    let theirs = [
+        Claim::method("SUBSCRIBE")
+            .with_event("conference")
+            .with_user("room-*"),
+        Claim::method("MESSAGE"),
+    ];
+    for mine in plugin.claims() {
+        assert!(theirs.iter().all(|t| !mine.overlaps(t)), "{mine}");
+    }
+}
+
+#[test]
+fn a_bad_config_fails_start_up() {
+    let host = FakeHost::new();
+    assert!(host
+        .start(&huddle_plugin_export::entry(), "policy = \"everyone\"")
+        .is_err());
+    assert!(host
+        .start(&huddle_plugin_export::entry(), "polcy = \"lists\"")
+        .is_err());
+}
+
+#[test]
+fn publish_subscribe_notify_and_the_store() {
+    let host = FakeHost::new();
+    let mut plugin = start(&host, CONFIG);
+    let txn = plugin
+        .request_with(publish_req(OPEN), &ws_as("bob"))
+        .unwrap();
+    let ok = host.final_response(txn).unwrap();
+    assert_eq!(ok.status(), 200);
+    let etag = ok
+        .message
+        .header(&huddle_sdk::HeaderName::parse("SIP-ETag"))
+        .expect("SIP-ETag on every successful PUBLISH")
+        .to_owned();
+    assert!(host
+        .get("", format!("pub/bob@example.test/{etag}").as_bytes())
+        .is_some());
+    let doc = host
+        .get("", b"presence/bob@example.test")
+        .expect("composed document");
+    assert!(String::from_utf8(doc)
+        .unwrap()
+        .contains("<basic>open</basic>"));
+
+    let txn = plugin
+        .request_with(subscribe_req("presence"), &ws_as("alice"))
+        .unwrap();
+    let ok = host.final_response(txn).unwrap();
+    assert_eq!(ok.status(), 200);
+    let to_tag = ok.message.to_header().unwrap().tag().unwrap().to_owned();
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 1);
+    let notify: &Message = &sent[0].message;
+    assert_eq!(notify.method(), Some(&Method::Notify));
+    assert_eq!(
+        notify.request_uri(),
+        Some("sip:alice@a.invalid;transport=ws")
+    );
+    assert_eq!(notify.from_header().unwrap().tag(), Some(to_tag.as_str()));
+    assert_eq!(
+        notify.header_list(&huddle_sdk::HeaderName::Route).last(),
+        Some("<sip:tok@127.0.0.1:5060;transport=ws;lr>")
+    );
+    assert!(std::str::from_utf8(notify.body()).unwrap().contains("open"));
+    assert_eq!(
+        host.entries("")
+            .iter()
+            .filter(|(k, _)| k.starts_with(b"sub/"))
+            .count(),
+        1
+    );
+
+    // The subscriber is gone (the host made up a 480): the subscription goes too.
+    plugin
+        .answer(&sent[0], 480, "Temporarily Unavailable")
+        .unwrap();
+    assert_eq!(
+        host.entries("")
+            .iter()
+            .filter(|(k, _)| k.starts_with(b"sub/"))
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn registration_events_drive_presence() {
+    let host = FakeHost::new();
+    let mut plugin = start(&host, CONFIG);
+    plugin
+        .request_with(subscribe_req("presence"), &ws_as("alice"))
+        .unwrap();
+    host.take_sent_requests();
+    let event = |kind, bindings| RegistrationEvent {
+        kind,
+        aor: "sip:bob@example.test".into(),
+        bindings,
+    };
+    plugin
+        .registration(&event(RegistrationKind::Online, 1))
+        .unwrap();
+    let sent = host.take_sent_requests();
+    assert!(std::str::from_utf8(sent[0].message.body())
+        .unwrap()
+        .contains("<basic>open</basic>"));
+    plugin
+        .registration(&event(RegistrationKind::Offline, 0))
+        .unwrap();
+    let sent = host.take_sent_requests();
+    assert!(std::str::from_utf8(sent[0].message.body())
+        .unwrap()
+        .contains("<basic>closed</basic>"));
+}
+
+#[test]
+fn a_restart_keeps_subscriptions_and_notifies_them() {
+    let host = FakeHost::new();
+    let mut plugin = start(&host, CONFIG);
+    plugin
+        .request_with(publish_req(OPEN), &ws_as("bob"))
+        .unwrap();
+    plugin
+        .request_with(subscribe_req("presence"), &ws_as("alice"))
+        .unwrap();
+    let before = host.take_sent_requests();
+    let call_id = before[0].message.call_id().unwrap().to_owned();
+    let host = plugin.stop();
+
+    let _plugin = start(&host, CONFIG);
+    let after = host.take_sent_requests();
+    assert_eq!(after.len(), 1, "one NOTIFY of the current state");
+    assert_eq!(after[0].message.call_id(), Some(call_id.as_str()));
+    assert_eq!(after[0].message.cseq().unwrap().seq, 2);
+    assert!(std::str::from_utf8(after[0].message.body())
+        .unwrap()
+        .contains("open"));
+}
+
+#[test]
+fn lists_in_the_store_are_applied_as_they_change() {
+    let host = FakeHost::new();
+    let mut plugin = start(&host, "domain = \"example.test\"\npolicy = \"lists\"");
+    plugin
+        .request_with(publish_req(OPEN), &ws_as("bob"))
+        .unwrap();
+    plugin
+        .request_with(subscribe_req("presence"), &ws_as("alice"))
+        .unwrap();
+    let sent = host.take_sent_requests();
+    assert!(std::str::from_utf8(sent[0].message.body())
+        .unwrap()
+        .contains("closed"));
+    host.put(
+        "",
+        b"policy/bob@example.test",
+        br#"{"allow":["alice@example.test"]}"#,
+    );
+    plugin.deliver_changes().unwrap();
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 1);
+    assert!(std::str::from_utf8(sent[0].message.body())
+        .unwrap()
+        .contains("open"));
+}

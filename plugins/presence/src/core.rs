@@ -846,9 +846,14 @@ impl Core {
             over_connection: req.over_connection,
             allowed,
         };
-        let ok = Reply::new(200, "OK")
+        let mut ok = Reply::new(200, "OK")
             .with("Expires", granted.to_string())
             .with("Contact", contact);
+        // RFC 3261 §12.1.1: the 2xx to a dialog-creating request carries the Record-Route set,
+        // so the subscriber's in-dialog requests come back through (and to) this server.
+        for r in &rec.route {
+            ok = ok.with("Record-Route", r.clone());
+        }
         if granted == 0 {
             // A fetch (RFC 6665 §4.4.3): the current state, once, and no subscription.
             let (body, _) = self.body_for(&rec);

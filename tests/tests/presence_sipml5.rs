@@ -7,9 +7,7 @@
 //! subscriptions (`terminated;reason=timeout`) with short configured timers.
 
 use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
-use huddle_e2e::sip_client::{
-    register_ok, response, send_through_407, text, Conn, Session, Ua,
-};
+use huddle_e2e::sip_client::{register_ok, response, send_through_407, text, Conn, Session, Ua};
 use huddle_sip::message::HeaderName;
 use huddle_sip::Message;
 
@@ -160,9 +158,14 @@ async fn sipml5_publish_subscribe_notify_over_websocket() {
     // alice watches bob: 200, then a NOTIFY on her own connection; bob is registered and has
     // published nothing, so he is open.
     let mut sub = Session::new();
-    send_through_407(&mut a, &alice, &mut sub, "SUBSCRIBE", "sip:bob@example.test", |s, auth| {
-        subscribe_request(&alice, "bob", s, 200, auth)
-    })
+    send_through_407(
+        &mut a,
+        &alice,
+        &mut sub,
+        "SUBSCRIBE",
+        "sip:bob@example.test",
+        |s, auth| subscribe_request(&alice, "bob", s, 200, auth),
+    )
     .await;
     let ok = a.final_response(&sub.call_id, sub.cseq).await;
     assert_eq!(ok.status(), Some(200), "{}", text(&ok));
@@ -181,7 +184,14 @@ async fn sipml5_publish_subscribe_notify_over_websocket() {
     // bob publishes without Event (SIPml5's default): 489, saying what is missing.
     let mut publ = Session::new();
     send_through_407(&mut b, &bob, &mut publ, "PUBLISH", &bob.aor(), |s, auth| {
-        publish_request(&bob, s, 200, "", Some(&pidf("bob", "s1", "open", "x")), auth)
+        publish_request(
+            &bob,
+            s,
+            200,
+            "",
+            Some(&pidf("bob", "s1", "open", "x")),
+            auth,
+        )
     })
     .await;
     let r = b.final_response(&publ.call_id, publ.cseq).await;
@@ -190,7 +200,15 @@ async fn sipml5_publish_subscribe_notify_over_websocket() {
 
     // With Event: presence: 200 with an entity tag, and alice hears the note.
     let doc = pidf("bob", "s8794", "open", "Bonjour de Paris");
-    let r = republish(&mut b, &bob, &mut publ, 200, "Event: presence\r\n", Some(&doc)).await;
+    let r = republish(
+        &mut b,
+        &bob,
+        &mut publ,
+        200,
+        "Event: presence\r\n",
+        Some(&doc),
+    )
+    .await;
     assert_eq!(r.status(), Some(200), "{}", text(&r));
     let etag = r
         .header(&HeaderName::parse("SIP-ETag"))
@@ -198,27 +216,61 @@ async fn sipml5_publish_subscribe_notify_over_websocket() {
         .to_owned();
     let n = notify(&mut a, &sub.call_id).await;
     assert!(body(&n).contains("Bonjour de Paris"), "{}", text(&n));
-    assert!(body(&n).contains("<im:im>away</im:im>"), "extensions survive: {}", text(&n));
+    assert!(
+        body(&n).contains("<im:im>away</im:im>"),
+        "extensions survive: {}",
+        text(&n)
+    );
 
     // Refresh (no body, SIP-If-Match): a new tag, no NOTIFY needed.
-    let r = republish(&mut b, &bob, &mut publ, 200, &format!("Event: presence\r\nSIP-If-Match: {etag}\r\n"), None).await;
+    let r = republish(
+        &mut b,
+        &bob,
+        &mut publ,
+        200,
+        &format!("Event: presence\r\nSIP-If-Match: {etag}\r\n"),
+        None,
+    )
+    .await;
     assert_eq!(r.status(), Some(200), "{}", text(&r));
     let etag = r.header(&HeaderName::parse("SIP-ETag")).unwrap().to_owned();
     // Modify.
     let doc = pidf("bob", "s8794", "open", "In a meeting");
-    let r = republish(&mut b, &bob, &mut publ, 200, &format!("Event: presence\r\nSIP-If-Match: {etag}\r\n"), Some(&doc)).await;
+    let r = republish(
+        &mut b,
+        &bob,
+        &mut publ,
+        200,
+        &format!("Event: presence\r\nSIP-If-Match: {etag}\r\n"),
+        Some(&doc),
+    )
+    .await;
     assert_eq!(r.status(), Some(200));
     let etag = r.header(&HeaderName::parse("SIP-ETag")).unwrap().to_owned();
     let n = notify(&mut a, &sub.call_id).await;
     assert!(body(&n).contains("In a meeting"), "{}", text(&n));
     // Bad XML: 400 naming the fault.
-    let r = republish(&mut b, &bob, &mut publ, 200, "Event: presence\r\n", Some("<presence")).await;
+    let r = republish(
+        &mut b,
+        &bob,
+        &mut publ,
+        200,
+        "Event: presence\r\n",
+        Some("<presence"),
+    )
+    .await;
     assert_eq!(r.status(), Some(400));
-    assert!(r.reason().unwrap_or("").contains("Malformed PIDF"), "{}", text(&r));
+    assert!(
+        r.reason().unwrap_or("").contains("Malformed PIDF"),
+        "{}",
+        text(&r)
+    );
 
     // alice refreshes in the dialog: 200 and a NOTIFY.
     sub.cseq += 1;
-    let r = a.request(&resubscribe_request(&alice, &sub, &ok, 200)).await;
+    let r = a
+        .request(&resubscribe_request(&alice, &sub, &ok, 200))
+        .await;
     assert_eq!(r.status(), Some(200), "{}", text(&r));
     notify(&mut a, &sub.call_id).await;
 
@@ -230,11 +282,23 @@ async fn sipml5_publish_subscribe_notify_over_websocket() {
     assert_eq!(r.status(), Some(412), "{}", text(&r));
     let n = notify(&mut a, &sub.call_id).await;
     assert!(!body(&n).contains("In a meeting"), "{}", text(&n));
-    assert!(body(&n).contains("<basic>open</basic>"), "still registered: {}", text(&n));
+    assert!(
+        body(&n).contains("<basic>open</basic>"),
+        "still registered: {}",
+        text(&n)
+    );
 
     // bob publishes again, then closes his tab: alice hears closed at once, without his
     // publication (it lived on his connection).
-    let r = republish(&mut b, &bob, &mut publ, 200, "Event: presence\r\n", Some(&doc)).await;
+    let r = republish(
+        &mut b,
+        &bob,
+        &mut publ,
+        200,
+        "Event: presence\r\n",
+        Some(&doc),
+    )
+    .await;
     assert_eq!(r.status(), Some(200), "{}", text(&r));
     notify(&mut a, &sub.call_id).await;
     b.close().await;
@@ -265,25 +329,54 @@ async fn publications_and_subscriptions_expire() {
 
     // alice watches carol (not registered: closed) for 3 s.
     let mut sub = Session::new();
-    send_through_407(&mut a, &alice, &mut sub, "SUBSCRIBE", "sip:carol@example.test", |s, auth| {
-        subscribe_request(&alice, "carol", s, 3, auth)
-    })
+    send_through_407(
+        &mut a,
+        &alice,
+        &mut sub,
+        "SUBSCRIBE",
+        "sip:carol@example.test",
+        |s, auth| subscribe_request(&alice, "carol", s, 3, auth),
+    )
     .await;
-    assert_eq!(a.final_response(&sub.call_id, sub.cseq).await.status(), Some(200));
+    assert_eq!(
+        a.final_response(&sub.call_id, sub.cseq).await.status(),
+        Some(200)
+    );
     let n = notify(&mut a, &sub.call_id).await;
     assert!(body(&n).contains("<basic>closed</basic>"), "{}", text(&n));
 
     // carol publishes for 1 s (without registering): open, then closed when it expires.
     let mut publ = Session::new();
-    send_through_407(&mut c, &carol, &mut publ, "PUBLISH", &carol.aor(), |s, auth| {
-        publish_request(&carol, s, 1, "Event: presence\r\n", Some(&pidf("carol", "c", "open", "brb")), auth)
-    })
+    send_through_407(
+        &mut c,
+        &carol,
+        &mut publ,
+        "PUBLISH",
+        &carol.aor(),
+        |s, auth| {
+            publish_request(
+                &carol,
+                s,
+                1,
+                "Event: presence\r\n",
+                Some(&pidf("carol", "c", "open", "brb")),
+                auth,
+            )
+        },
+    )
     .await;
-    assert_eq!(c.final_response(&publ.call_id, publ.cseq).await.status(), Some(200));
+    assert_eq!(
+        c.final_response(&publ.call_id, publ.cseq).await.status(),
+        Some(200)
+    );
     let n = notify(&mut a, &sub.call_id).await;
     assert!(body(&n).contains("brb"), "{}", text(&n));
     let n = notify(&mut a, &sub.call_id).await;
-    assert!(body(&n).contains("<basic>closed</basic>"), "the stale publication expired: {}", text(&n));
+    assert!(
+        body(&n).contains("<basic>closed</basic>"),
+        "the stale publication expired: {}",
+        text(&n)
+    );
 
     // The subscription itself runs out: terminated;reason=timeout.
     let n = notify(&mut a, &sub.call_id).await;

@@ -7,6 +7,7 @@
 #                                      when no node is on PATH, then npm ci in tests/clients
 #   scripts/install-deps.sh --bench    + sip-tester procps iproute2 and kamailio
 #                                      kamailio-websocket-modules kamailio-extra-modules
+#                                      kamailio-presence-modules (bench/presence)
 #   (--test --bench: both)
 #
 # Idempotent: checks dpkg and PATH first, runs apt-get update/install only for what is missing,
@@ -58,6 +59,8 @@ if ((want_test)); then
 fi
 if ((want_bench)); then
 	packages+=(kamailio kamailio-websocket-modules kamailio-extra-modules)
+	# bench/presence: Kamailio's presence + presence_xml as the baseline.
+	packages+=(kamailio-presence-modules)
 fi
 
 # One dpkg-query for all: installed packages print "name install ok installed".

@@ -233,10 +233,14 @@ impl Package {
     }
 }
 
+/// How far a restored subscription's CSeq jumps ahead of the stored one: more NOTIFYs than
+/// any dialog gets between two refreshes.
+const CSEQ_RESTART_GAP: u32 = 1 << 20;
+
 /// Allow-Events for 489 answers.
 const ALLOW_EVENTS: &str = "presence, presence.winfo";
 
-/// A stored publication (key `pub/<aor>/<etag>`).
+/// A stored publication (key `pub/<aor>/<id>`).
 #[derive(
     Debug, Clone, PartialEq, Eq, huddle_sdk::serde::Serialize, huddle_sdk::serde::Deserialize,
 )]
@@ -244,6 +248,8 @@ const ALLOW_EVENTS: &str = "presence, presence.winfo";
 pub struct PublicationRecord {
     /// The presentity, `user@domain`.
     pub aor: String,
+    /// Stable id (the store key): refreshes and modifications overwrite one record.
+    pub id: u64,
     /// The current entity tag.
     pub etag: String,
     /// The PIDF body.
@@ -332,8 +338,8 @@ pub enum Output {
     DeletePublication {
         /// Presentity.
         aor: String,
-        /// Its entity tag.
-        etag: String,
+        /// Its id.
+        id: u64,
     },
     /// Store a subscription.
     SaveSubscription(SubscriptionRecord),
@@ -351,6 +357,7 @@ pub enum Output {
 
 #[derive(Debug)]
 struct Publication {
+    id: u64,
     etag: String,
     body: String,
     parsed: Parsed,
@@ -565,6 +572,7 @@ impl Core {
             let etag = self.new_etag();
             let seq = self.seq();
             let publication = Publication {
+                id: seq,
                 etag: etag.clone(),
                 body,
                 parsed,
@@ -602,7 +610,7 @@ impl Core {
             return Reply::new(412, "Conditional Request Failed");
         };
         let mut publication = p.pubs.remove(index);
-        let old_deadline = (publication.expires, pub_key(publication.seq));
+        let old_deadline = (publication.expires, pub_key(publication.id));
         self.deadlines.remove(&old_deadline);
         let modified = parsed.is_some();
         if let Some((parsed, body)) = parsed {
@@ -610,13 +618,9 @@ impl Core {
             publication.body = body;
             publication.seq = seq;
         }
-        let old_etag = std::mem::replace(&mut publication.etag, new_etag.clone());
+        publication.etag.clone_from(&new_etag);
         publication.expires = now.mono + Duration::from_secs(expires.into());
         publication.over_connection = req.over_connection;
-        self.out.push_back(Output::DeletePublication {
-            aor: aor.clone(),
-            etag: old_etag,
-        });
         self.insert_publication(now, &aor, publication);
         if modified {
             self.changed(now, &aor);
@@ -648,7 +652,7 @@ impl Core {
 
     fn insert_publication(&mut self, now: Now, aor: &str, p: Publication) {
         self.deadlines.insert(
-            (p.expires, pub_key(p.seq)),
+            (p.expires, pub_key(p.id)),
             Expiry::Publication {
                 aor: aor.to_owned(),
                 etag: p.etag.clone(),
@@ -657,6 +661,7 @@ impl Core {
         self.out
             .push_back(Output::SavePublication(PublicationRecord {
                 aor: aor.to_owned(),
+                id: p.id,
                 etag: p.etag.clone(),
                 body: p.body.clone(),
                 expires_at_ms: now.unix_ms + ms(p.expires.saturating_duration_since(now.mono)),
@@ -679,10 +684,10 @@ impl Core {
         }
         let publication = p.pubs.remove(index);
         self.deadlines
-            .remove(&(publication.expires, pub_key(publication.seq)));
+            .remove(&(publication.expires, pub_key(publication.id)));
         self.out.push_back(Output::DeletePublication {
             aor: aor.to_owned(),
-            etag: publication.etag,
+            id: publication.id,
         });
         self.forget_if_empty(aor);
     }
@@ -878,6 +883,7 @@ impl Core {
         rec.id = id;
         self.add_subscription(rec, now.mono + Duration::from_secs(granted.into()));
         self.notify(now, id, None);
+        self.save(id);
         self.winfo_changed(now, &presentity);
         ok
     }
@@ -959,6 +965,7 @@ impl Core {
                 .insert((sub.expires, sub_key(id)), Expiry::Subscription(id));
             // RFC 6665 §4.2.1.2: a refresh is answered with a NOTIFY of the current state.
             self.notify(now, id, None);
+            self.save(id);
         }
         Reply::new(200, "OK")
             .with("Expires", granted.to_string())
@@ -1046,10 +1053,15 @@ impl Core {
             return;
         };
         let n = build_notify(&mut sub.rec, state, body);
-        let rec = sub.rec.clone();
         self.out.push_back(Output::Notify(n));
-        if terminal.is_none() {
-            self.out.push_back(Output::SaveSubscription(rec));
+    }
+
+    /// Stores subscription `id` (on creation, refresh, policy change, resume: not for every
+    /// NOTIFY, see [`Core::restore_subscription`]).
+    fn save(&mut self, id: u64) {
+        if let Some(sub) = self.subs.get(&id) {
+            self.out
+                .push_back(Output::SaveSubscription(sub.rec.clone()));
         }
     }
 
@@ -1204,6 +1216,7 @@ impl Core {
                     sub.rec.allowed = allowed;
                     any = true;
                     self.notify(now, id, None);
+                    self.save(id);
                 }
             }
         }
@@ -1250,8 +1263,9 @@ impl Core {
             return false;
         };
         let expires = now.mono + Duration::from_millis(rec.expires_at_ms - now.unix_ms);
-        self.next_seq = self.next_seq.max(rec.seq + 1);
+        self.next_seq = self.next_seq.max(rec.seq.max(rec.id) + 1);
         let p = Publication {
+            id: rec.id,
             etag: rec.etag,
             body: rec.body,
             parsed,
@@ -1260,7 +1274,7 @@ impl Core {
             seq: rec.seq,
         };
         self.deadlines.insert(
-            (p.expires, pub_key(p.seq)),
+            (p.expires, pub_key(p.id)),
             Expiry::Publication {
                 aor: rec.aor.clone(),
                 etag: p.etag.clone(),
@@ -1271,10 +1285,14 @@ impl Core {
     }
 
     /// Restores a stored subscription; false if it has expired.
-    pub fn restore_subscription(&mut self, now: Now, rec: SubscriptionRecord) -> bool {
+    pub fn restore_subscription(&mut self, now: Now, mut rec: SubscriptionRecord) -> bool {
         if rec.expires_at_ms <= now.unix_ms || self.subs.contains_key(&rec.id) {
             return false;
         }
+        // The stored CSeq is only written when the subscription is created or refreshed, not
+        // for every NOTIFY (that would be one store write per NOTIFY); jumping ahead keeps the
+        // dialog's CSeq increasing (RFC 3261 §12.2.1.1) across a restart.
+        rec.local_cseq = (rec.local_cseq.wrapping_add(CSEQ_RESTART_GAP) & 0x7fff_ffff).max(1);
         let expires = now.mono + Duration::from_millis(rec.expires_at_ms - now.unix_ms);
         self.add_subscription(rec, expires);
         true
@@ -1306,6 +1324,7 @@ impl Core {
         ids.sort_unstable();
         for id in ids {
             self.notify(now, id, None);
+            self.save(id);
         }
     }
 }

@@ -24,7 +24,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `pub/<aor>/<etag>` | a publication ([`core::PublicationRecord`], JSON) |
+//! | `pub/<aor>/<id>` | a publication ([`core::PublicationRecord`], JSON) |
 //! | `sub/<id>` | a subscription dialog ([`core::SubscriptionRecord`], JSON) |
 //! | `policy/<aor>` | allow/deny lists ([`core::Lists`], JSON), written by administrators |
 //! | `presence/<aor>` | the composed PIDF document of `<aor>` (`user@domain`): **other plugins read this** (namespace `plugin/presence`) |
@@ -36,7 +36,7 @@
 pub mod core;
 pub mod pidf;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use huddle_sdk::{
@@ -72,6 +72,10 @@ pub struct PresenceConfig {
     pub max_watchers_per_user: usize,
     /// Largest PIDF body, bytes.
     pub max_body: usize,
+    /// Store writes are gathered for this long and written once per key (0: every change is
+    /// written at once). Presence is soft state that clients refresh, so a crash may lose the
+    /// last window of changes; a clean shutdown writes everything.
+    pub write_behind_ms: u64,
 }
 
 impl Default for PresenceConfig {
@@ -88,6 +92,7 @@ impl Default for PresenceConfig {
             max_subscriptions_per_user: l.max_subscriptions_per_user,
             max_watchers_per_user: l.max_watchers_per_user,
             max_body: l.max_body,
+            write_behind_ms: 100,
         }
     }
 }
@@ -125,6 +130,9 @@ const PUB: &[u8] = b"pub/";
 const SUB: &[u8] = b"sub/";
 const POLICY: &[u8] = b"policy/";
 const PRESENCE: &str = "presence/";
+/// Timer tokens: the expiry timer and the write-behind flush.
+const EXPIRY: u64 = 0;
+const FLUSH: u64 = 1;
 
 /// The plugin instance.
 #[derive(Debug)]
@@ -135,6 +143,10 @@ pub struct Presence {
     /// NOTIFYs in flight → their subscription.
     in_flight: HashMap<RequestId, u64>,
     policy_watch: Option<WatchId>,
+    /// Store writes not yet made: key → value (`None`: delete), last write wins.
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    write_behind: Duration,
+    flush_timer: Option<TimerId>,
 }
 
 fn now() -> Now {
@@ -210,6 +222,9 @@ impl Plugin for Presence {
             timer: None,
             in_flight: HashMap::new(),
             policy_watch,
+            pending: BTreeMap::new(),
+            write_behind: Duration::from_millis(config.write_behind_ms),
+            flush_timer: None,
         };
         plugin.drain(host);
         huddle_sdk::info!(
@@ -274,13 +289,22 @@ impl Plugin for Presence {
         Ok(())
     }
 
-    fn on_timer(&mut self, host: &Host, timer: TimerId, _token: u64) -> Result<()> {
+    fn on_timer(&mut self, host: &Host, timer: TimerId, token: u64) -> Result<()> {
+        if token == FLUSH {
+            self.flush_timer = None;
+            self.flush(host);
+            return Ok(());
+        }
         if self.timer.is_some_and(|(id, _)| id == timer) {
             self.timer = None;
         }
         self.core.handle_timeout(now());
         self.drain(host);
         Ok(())
+    }
+
+    fn shutdown(&mut self, host: &Host) {
+        self.flush(host);
     }
 
     fn on_registration(&mut self, host: &Host, event: RegistrationEvent) -> Result<()> {
@@ -328,41 +352,69 @@ fn apply_policy(core: &mut Core, t: Now, key: &[u8], value: Option<&[u8]>) {
 impl Presence {
     /// Carries out everything the core asked for, then re-arms the timer.
     fn drain(&mut self, host: &Host) {
-        let store = host.store();
         while let Some(output) = self.core.poll_output() {
-            let result = match output {
+            match output {
                 Output::Notify(n) => match host.send_request(&n.bytes) {
                     Ok(id) => {
                         if !n.is_terminal() {
                             self.in_flight.insert(id, n.subscription);
                         }
-                        Ok(())
                     }
-                    Err(e) => Err(e),
+                    Err(e) => huddle_sdk::warn!(
+                        host,
+                        "NOTIFY of subscription {} not sent: {e}",
+                        n.subscription
+                    ),
                 },
-                Output::SavePublication(rec) => serde_json::to_vec(&rec)
-                    .map_err(|_| huddle_sdk::Error::Internal)
-                    .and_then(|v| store.put(&pub_key(&rec.aor, &rec.etag), &v)),
-                Output::DeletePublication { aor, etag } => {
-                    store.delete(&pub_key(&aor, &etag)).map(drop)
+                Output::SavePublication(rec) => {
+                    let key = pub_key(&rec.aor, rec.id);
+                    self.write(key, serde_json::to_vec(&rec).ok());
                 }
-                Output::SaveSubscription(rec) => serde_json::to_vec(&rec)
-                    .map_err(|_| huddle_sdk::Error::Internal)
-                    .and_then(|v| store.put(&sub_key(rec.id), &v)),
-                Output::DeleteSubscription(id) => store.delete(&sub_key(id)).map(drop),
-                Output::Composed { aor, document } => {
-                    let key = format!("{PRESENCE}{aor}");
-                    match document {
-                        Some(doc) => store.put(key.as_bytes(), doc.as_bytes()),
-                        None => store.delete(key.as_bytes()).map(drop),
-                    }
+                Output::DeletePublication { aor, id } => self.write(pub_key(&aor, id), None),
+                Output::SaveSubscription(rec) => {
+                    self.write(sub_key(rec.id), serde_json::to_vec(&rec).ok());
                 }
-            };
-            if let Err(e) = result {
-                huddle_sdk::warn!(host, "presence output not carried out: {e}");
+                Output::DeleteSubscription(id) => self.write(sub_key(id), None),
+                Output::Composed { aor, document } => self.write(
+                    format!("{PRESENCE}{aor}").into_bytes(),
+                    document.map(String::into_bytes),
+                ),
+            }
+        }
+        if self.write_behind.is_zero() {
+            self.flush(host);
+        } else if !self.pending.is_empty() && self.flush_timer.is_none() {
+            match host.set_timer(self.write_behind, FLUSH) {
+                Ok(id) => self.flush_timer = Some(id),
+                Err(e) => {
+                    huddle_sdk::warn!(host, "cannot arm the write-behind timer ({e}): writing now");
+                    self.flush(host);
+                }
             }
         }
         self.arm(host);
+    }
+
+    fn write(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.pending.insert(key, value);
+    }
+
+    /// Makes the pending store writes.
+    fn flush(&mut self, host: &Host) {
+        let store = host.store();
+        for (key, value) in std::mem::take(&mut self.pending) {
+            let result = match value {
+                Some(v) => store.put(&key, &v),
+                None => store.delete(&key).map(drop),
+            };
+            if let Err(e) = result {
+                huddle_sdk::warn!(
+                    host,
+                    "store write of {} failed: {e}",
+                    String::from_utf8_lossy(&key)
+                );
+            }
+        }
     }
 
     fn arm(&mut self, host: &Host) {
@@ -377,7 +429,7 @@ impl Presence {
             // Rounded up to the host's millisecond resolution, so the timer never fires
             // just before the deadline and spins.
             let delay = at.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
-            match host.set_timer(delay, 0) {
+            match host.set_timer(delay, EXPIRY) {
                 Ok(id) => self.timer = Some((id, at)),
                 Err(e) => huddle_sdk::warn!(host, "cannot arm the expiry timer: {e}"),
             }
@@ -385,8 +437,8 @@ impl Presence {
     }
 }
 
-fn pub_key(aor: &str, etag: &str) -> Vec<u8> {
-    format!("pub/{aor}/{etag}").into_bytes()
+fn pub_key(aor: &str, id: u64) -> Vec<u8> {
+    format!("pub/{aor}/{id:020}").into_bytes()
 }
 
 fn sub_key(id: u64) -> Vec<u8> {

@@ -396,6 +396,9 @@ pub struct Core {
     composed: HashMap<String, String>,
     /// Deadlines → what expires then.
     deadlines: BTreeMap<(Instant, u64), Expiry>,
+    /// Subscriptions whose latest NOTIFY could not be handed to the host (it was busy):
+    /// [`Core::resend`] sends them their state as it is then.
+    unsent: std::collections::BTreeSet<u64>,
     next_id: u64,
     next_seq: u64,
     next_etag: u64,
@@ -451,6 +454,7 @@ impl Core {
             lists: HashMap::new(),
             composed: HashMap::new(),
             deadlines: BTreeMap::new(),
+            unsent: std::collections::BTreeSet::new(),
             next_id: 1,
             next_seq: 1,
             next_etag: 1,
@@ -994,7 +998,15 @@ impl Core {
     /// The body (and its type) a subscription gets now.
     fn body_for(&self, rec: &SubscriptionRecord) -> (String, &'static str) {
         match rec.package {
-            Package::Presence if rec.allowed => (self.compose(&rec.presentity), PIDF_TYPE),
+            // The document last announced (kept by `changed`), so a change with a thousand
+            // watchers composes once, not once per watcher.
+            Package::Presence if rec.allowed => (
+                self.composed
+                    .get(&rec.presentity)
+                    .cloned()
+                    .unwrap_or_else(|| self.compose(&rec.presentity)),
+                PIDF_TYPE,
+            ),
             // Polite blocking: exactly what an offline (or unknown) user looks like.
             Package::Presence => (
                 pidf::basic(&format!("sip:{}", rec.presentity), false),
@@ -1098,6 +1110,7 @@ impl Core {
         let Some(sub) = self.subs.remove(&id) else {
             return;
         };
+        self.unsent.remove(&id);
         self.deadlines.remove(&(sub.expires, sub_key(id)));
         self.dialogs
             .remove(&(sub.rec.call_id.clone(), sub.rec.local_tag.clone()));
@@ -1115,6 +1128,28 @@ impl Core {
             self.winfo_changed(now, &sub.rec.presentity);
         }
         self.forget_if_empty(&sub.rec.presentity);
+    }
+
+    /// The NOTIFY of subscription `id` could not be sent (the host is at its limit of requests
+    /// in flight): it is sent again, with the state of that moment, by [`Core::resend`].
+    /// Nothing is lost: a NOTIFY carries the full state, so the latest one is all a watcher
+    /// needs.
+    pub fn notify_unsent(&mut self, id: u64) {
+        if self.subs.contains_key(&id) {
+            self.unsent.insert(id);
+        }
+    }
+
+    /// Whether NOTIFYs wait for [`Core::resend`].
+    pub fn has_unsent(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+
+    /// Sends the current state to every subscription whose NOTIFY could not be sent.
+    pub fn resend(&mut self, now: Now) {
+        for id in std::mem::take(&mut self.unsent) {
+            self.notify(now, id, None);
+        }
     }
 
     /// A NOTIFY of subscription `id` failed with `status` (a 481, or the host's 408/480 when

@@ -709,3 +709,24 @@ fn the_composed_document_is_published_for_other_plugins() {
         document: None
     }));
 }
+
+#[test]
+fn a_notify_the_host_refused_is_sent_again_with_the_latest_state() {
+    let mut c = core();
+    let now = t0();
+    subscribe(&mut c, now, "alice", "s1", "");
+    let id = notifies(&mut c)[0].subscription;
+    c.registration(now, BOB, 1);
+    assert_eq!(notifies(&mut c).len(), 1);
+    // The host was busy: the NOTIFY did not go out. Meanwhile bob goes offline.
+    c.notify_unsent(id);
+    c.registration(now, BOB, 0);
+    notifies(&mut c);
+    c.notify_unsent(id);
+    assert!(c.has_unsent());
+    c.resend(now);
+    let n = notifies(&mut c);
+    assert_eq!(n.len(), 1, "one NOTIFY with the state of now");
+    assert_eq!(basic_of(&n[0].body), ["closed"]);
+    assert!(!c.has_unsent());
+}

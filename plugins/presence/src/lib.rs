@@ -133,6 +133,9 @@ const PRESENCE: &str = "presence/";
 /// Timer tokens: the expiry timer and the write-behind flush.
 const EXPIRY: u64 = 0;
 const FLUSH: u64 = 1;
+const RESEND: u64 = 2;
+/// How long NOTIFYs the host refused (too many requests in flight) wait before another try.
+const RESEND_DELAY: Duration = Duration::from_millis(20);
 
 /// The plugin instance.
 #[derive(Debug)]
@@ -147,6 +150,7 @@ pub struct Presence {
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     write_behind: Duration,
     flush_timer: Option<TimerId>,
+    resend_timer: Option<TimerId>,
 }
 
 fn now() -> Now {
@@ -225,6 +229,7 @@ impl Plugin for Presence {
             pending: BTreeMap::new(),
             write_behind: Duration::from_millis(config.write_behind_ms),
             flush_timer: None,
+            resend_timer: None,
         };
         plugin.drain(host);
         huddle_sdk::info!(
@@ -295,6 +300,12 @@ impl Plugin for Presence {
             self.flush(host);
             return Ok(());
         }
+        if token == RESEND {
+            self.resend_timer = None;
+            self.core.resend(now());
+            self.drain(host);
+            return Ok(());
+        }
         if self.timer.is_some_and(|(id, _)| id == timer) {
             self.timer = None;
         }
@@ -360,6 +371,11 @@ impl Presence {
                             self.in_flight.insert(id, n.subscription);
                         }
                     }
+                    // The host holds too many of our requests: try again shortly with the
+                    // state of then (a final NOTIFY is not retried: its subscription is gone).
+                    Err(huddle_sdk::Error::Busy) if !n.is_terminal() => {
+                        self.core.notify_unsent(n.subscription);
+                    }
                     Err(e) => huddle_sdk::warn!(
                         host,
                         "NOTIFY of subscription {} not sent: {e}",
@@ -379,6 +395,12 @@ impl Presence {
                     format!("{PRESENCE}{aor}").into_bytes(),
                     document.map(String::into_bytes),
                 ),
+            }
+        }
+        if self.core.has_unsent() && self.resend_timer.is_none() {
+            match host.set_timer(RESEND_DELAY, RESEND) {
+                Ok(id) => self.resend_timer = Some(id),
+                Err(e) => huddle_sdk::warn!(host, "cannot arm the NOTIFY retry timer: {e}"),
             }
         }
         if self.write_behind.is_zero() {

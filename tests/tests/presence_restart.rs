@@ -3,6 +3,7 @@
 //! from the restarted server without subscribing again, the publisher's entity tag still
 //! works, and the next change reaches the watcher in the same dialog.
 
+use huddle::store::Namespace;
 use huddle::transport::Transport;
 use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
 use huddle_e2e::sip_client::{response, send_through_407, text, Conn, Session, Ua};
@@ -123,6 +124,16 @@ async fn subscriptions_and_publications_survive_a_restart() {
         dir,
     } = server;
     running.shutdown().await;
+    // Other plugins read bob's composed document from the presence namespace (the shutdown
+    // wrote what the write-behind window still held).
+    let key = Namespace::plugin("presence")
+        .expect("a valid plugin name")
+        .key(b"presence/bob@example.test");
+    let doc = store
+        .get(&key)
+        .expect("store readable")
+        .expect("bob's composed document");
+    assert!(String::from_utf8_lossy(&doc).contains("before the restart"));
     drop(store);
     let config = test_config(dir.path(), DOMAIN, &extra);
     let server = TestServer::start_in(dir, &config).await;

@@ -67,6 +67,8 @@ pub struct Limits {
     pub max_watchers_per_user: usize,
     /// Largest PIDF body accepted (413 above it).
     pub max_body: usize,
+    /// Largest composed document: the least relevant publications are left out beyond it.
+    pub max_document: usize,
 }
 
 impl Default for Limits {
@@ -79,6 +81,7 @@ impl Default for Limits {
             max_subscriptions_per_user: 256,
             max_watchers_per_user: 10_000,
             max_body: 16 * 1024,
+            max_document: 48 * 1024,
         }
     }
 }
@@ -720,7 +723,17 @@ impl Core {
         let mut order: Vec<&Publication> = pubs.iter().collect();
         // Open devices first, newest first: simple clients read only the first tuple.
         order.sort_by(|a, b| b.parsed.open.cmp(&a.parsed.open).then(b.seq.cmp(&a.seq)));
-        pidf::compose(&entity, order.iter().map(|p| &p.parsed))
+        // Bounded: the most relevant publications that fit in `max_document` bytes (a NOTIFY
+        // must fit in one message; a user with many busy devices must not make it fail).
+        let mut budget = self.settings.limits.max_document;
+        let fitting = order.iter().enumerate().take_while(|(i, p)| {
+            let size = p.parsed.len_hint();
+            // The first one always goes in: it is itself within max_body.
+            let fits = *i == 0 || size <= budget;
+            budget = budget.saturating_sub(size);
+            fits
+        });
+        pidf::compose(&entity, fitting.map(|(_, p)| &p.parsed))
     }
 
     /// Something about `aor`'s presence may have changed: announce the composed document

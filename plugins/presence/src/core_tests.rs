@@ -730,3 +730,21 @@ fn a_notify_the_host_refused_is_sent_again_with_the_latest_state() {
     assert_eq!(basic_of(&n[0].body), ["closed"]);
     assert!(!c.has_unsent());
 }
+
+#[test]
+fn the_composed_document_stays_within_its_bound() {
+    let mut s = settings();
+    s.limits.max_document = 600;
+    let mut c = Core::new(s, "b");
+    let now = t0();
+    for i in 0..10 {
+        let note = "x".repeat(100);
+        let body = format!("<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:bob@example.test\"><tuple id=\"d{i}\"><status><basic>open</basic></status><note>{note}</note></tuple></presence>");
+        assert_eq!(publish(&mut c, now, "Event: presence\n", &body).status, 200);
+    }
+    let doc = c.document(BOB);
+    assert!(doc.len() < 1000, "{} bytes", doc.len());
+    assert!(doc.contains("id=\"d9\""), "the newest is kept: {doc}");
+    assert!(!doc.contains("id=\"d0\""), "the oldest is left out: {doc}");
+    assert!(pidf::parse(doc.as_bytes()).is_ok());
+}

@@ -72,6 +72,9 @@ pub struct PresenceConfig {
     pub max_watchers_per_user: usize,
     /// Largest PIDF body, bytes.
     pub max_body: usize,
+    /// Largest composed document, bytes: beyond it the least relevant publications (closed
+    /// before open, older before newer) are left out, so a NOTIFY always fits in a message.
+    pub max_document: usize,
     /// Store writes are gathered for this long and written once per key (0: every change is
     /// written at once). Presence is soft state that clients refresh, so a crash may lose the
     /// last window of changes; a clean shutdown writes everything.
@@ -92,6 +95,7 @@ impl Default for PresenceConfig {
             max_subscriptions_per_user: l.max_subscriptions_per_user,
             max_watchers_per_user: l.max_watchers_per_user,
             max_body: l.max_body,
+            max_document: l.max_document,
             write_behind_ms: 100,
         }
     }
@@ -118,6 +122,7 @@ impl PresenceConfig {
                 max_subscriptions_per_user: self.max_subscriptions_per_user,
                 max_watchers_per_user: self.max_watchers_per_user,
                 max_body: self.max_body,
+                max_document: self.max_document.max(self.max_body),
             },
             policy,
             domain: self.domain.clone(),

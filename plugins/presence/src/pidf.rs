@@ -233,7 +233,8 @@ pub fn compose<'a>(entity: &str, parts: impl IntoIterator<Item = &'a Parsed>) ->
 }
 
 impl Parsed {
-    fn len_hint(&self) -> usize {
+    /// Roughly the bytes this publication adds to a composed document.
+    pub fn len_hint(&self) -> usize {
         self.tuples.iter().map(|(_, t)| t.len()).sum::<usize>()
             + self.notes.iter().map(String::len).sum::<usize>()
             + self.others.iter().map(String::len).sum::<usize>()

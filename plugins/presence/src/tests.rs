@@ -218,3 +218,24 @@ fn lists_in_the_store_are_applied_as_they_change() {
         .unwrap()
         .contains("open"));
 }
+
+#[test]
+fn the_config_documented_in_huddle_toml_is_accepted() {
+    // The commented `[plugins.config]` of the presence entry in config/huddle.toml, uncommented:
+    // every key it documents must be one the plugin accepts (`deny_unknown_fields`).
+    let text = include_str!("../../../config/huddle.toml");
+    let table: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("# name = \"presence\""))
+        .skip_while(|l| !l.starts_with("# [plugins.config]"))
+        .skip(1)
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{}\n", l.trim_start_matches('#').trim_start()))
+        .collect();
+    assert!(table.contains("write_behind_ms"), "{table}");
+    let host = FakeHost::new();
+    assert!(
+        host.start(&huddle_plugin_export::entry(), &table).is_ok(),
+        "{table}"
+    );
+}

@@ -327,7 +327,13 @@ impl Engine {
                 u.messages
                     .iter()
                     .copied()
-                    .filter(|s| self.msgs.get(s).is_some_and(|m| !m.delivered))
+                    // A message being offered to the address of record may reach this
+                    // device that way; it is queued here only if that attempt fails.
+                    .filter(|s| {
+                        self.msgs
+                            .get(s)
+                            .is_some_and(|m| !m.delivered && m.aor_attempt.is_none())
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -501,6 +507,26 @@ impl Engine {
                     }
                     self.forget(seq, &mut out);
                 } else {
+                    // Devices that appeared meanwhile get it now; the sender waits for them
+                    // (up to the answer deadline) or, with none, is answered once it is stored.
+                    let user_name = self.msgs.get(&seq).map(|m| m.data.user.clone());
+                    let devices: Vec<String> = user_name
+                        .as_ref()
+                        .and_then(|u| self.users.get_mut(u))
+                        .map(|u| {
+                            for d in u.devices.values_mut() {
+                                d.queue.insert(seq);
+                            }
+                            u.devices.keys().cloned().collect()
+                        })
+                        .unwrap_or_default();
+                    if let (Some(user_name), false) = (user_name, devices.is_empty()) {
+                        self.wakes
+                            .insert((now_ms + self.limits.answer_timeout_ms, Wake::Answer(seq)));
+                        for d in devices {
+                            self.pump(&user_name, &d, now_ms, &mut out);
+                        }
+                    }
                     self.settle(seq, &mut out);
                 }
                 self.finish_if_done(seq, &mut out);
@@ -1046,6 +1072,27 @@ mod tests {
             .filter(|e| matches!(e, Effect::Notify { .. }))
             .count();
         assert_eq!(notices, 1);
+    }
+
+    #[test]
+    fn a_device_seen_while_the_host_is_asked_gets_the_message_once() {
+        let mut e = Engine::new(limits());
+        let s = sends(&e.on_message(msg(1, "race"), 0));
+        assert_eq!(s[0].2, Target::Aor);
+        // The binding shows up in the store while the host is already delivering.
+        assert!(sends(&e.device_up(BOB1, 1)).is_empty());
+        let out = e.on_result(s[0].0, 200, 2);
+        assert_eq!(responses(&out), vec![(1, 200)]);
+        assert!(e.is_empty());
+        // Had the host found nobody, the devices seen meanwhile get it.
+        let mut e = Engine::new(limits());
+        let s = sends(&e.on_message(msg(2, "race 2"), 3));
+        let _ = e.device_up(BOB1, 4);
+        let _ = e.device_up(BOB2, 4);
+        let out = e.on_result(s[0].0, 480, 5);
+        let r = sends(&out);
+        assert_eq!(r.len(), 2, "both known devices: {out:?}");
+        assert!(responses(&out).is_empty(), "the sender waits for them");
     }
 
     #[test]

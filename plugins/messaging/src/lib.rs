@@ -321,6 +321,11 @@ impl Plugin for Messaging {
         Ok(())
     }
 
+    fn shutdown(&mut self, host: &Host) {
+        // Buffered history is written on the way out; undelivered messages are in the store.
+        self.flush(host);
+    }
+
     fn on_store_change(&mut self, host: &Host, change: StoreChange) -> Result<()> {
         if Some(change.watch()) != self.location_watch {
             return Ok(());

@@ -211,7 +211,7 @@ async fn every_acknowledged_message_survives_kill_9_and_is_delivered_once() {
     );
     assert!(ok, "{out}");
     let _ = tokio::task::block_in_place(|| child.wait());
-    let store = RedbStore::open(&dir.path().join("huddle.redb")).expect("the store reopens");
+    let store = RedbStore::open(dir.path().join("huddle.redb")).expect("the store reopens");
     let left = Arc::new(store)
         .scan_prefix(b"plugin/messaging/q/", None, 1024)
         .unwrap()

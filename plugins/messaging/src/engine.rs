@@ -9,8 +9,8 @@
 //!   (2xx); it is *done* when delivered and no device it was sent to still waits for a retry,
 //!   or when its lifetime ends (*expired*).
 //! * A **device** is one binding of the user (its `location/` key). Each device has a queue of
-//!   message ids in arrival order and at most one message in flight, so a device receives its
-//!   messages in order. A device that answers an error or times out is *failed*: it is retried
+//!   message ids in arrival order and sends them in that order with at most `device_window`
+//!   in flight (1: strictly one at a time, so not even a retry can reorder). A device that answers an error or times out is *failed*: it is retried
 //!   after an exponential backoff, up to `max_attempts` times per message, then that message is
 //!   given up for that device (it stays for devices that register later if nobody got it).
 //! * A message the sender is still waiting on is answered `200` by the first device to accept
@@ -47,6 +47,9 @@ pub struct Limits {
     pub retry_max_ms: u64,
     /// Attempts per message and device before it is given up for that device.
     pub max_attempts: u32,
+    /// Messages in flight per device. 1 keeps strict order even across a failure; more keep
+    /// the sending order (a stream or loss-free datagrams preserve it) at a higher rate.
+    pub device_window: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +63,7 @@ impl Default for Limits {
             retry_base_ms: 2_000,
             retry_max_ms: 300_000,
             max_attempts: 8,
+            device_window: 16,
         }
     }
 }
@@ -180,7 +184,8 @@ pub enum Effect {
 #[derive(Debug, Default)]
 struct Device {
     queue: BTreeSet<u64>,
-    in_flight: Option<(u64, u64)>,
+    /// Attempts in flight: attempt → message (at most `device_window`).
+    in_flight: BTreeMap<u64, u64>,
     failures: u32,
     retry_at: Option<u64>,
 }
@@ -362,9 +367,9 @@ impl Engine {
         else {
             return out;
         };
-        let in_flight = device.in_flight.map(|(_, s)| s);
+        let in_flight: BTreeSet<u64> = device.in_flight.values().copied().collect();
         for seq in device.queue {
-            if Some(seq) != in_flight {
+            if !in_flight.contains(&seq) {
                 self.settle(seq, &mut out);
             }
         }
@@ -543,9 +548,7 @@ impl Engine {
                     .get_mut(&user_name)
                     .and_then(|u| u.devices.get_mut(&key))
                 {
-                    if dev.in_flight.map(|(a, _)| a) == Some(attempt) {
-                        dev.in_flight = None;
-                    }
+                    dev.in_flight.remove(&attempt);
                     if ok {
                         dev.queue.remove(&seq);
                         dev.failures = 0;
@@ -654,33 +657,47 @@ impl Engine {
         out
     }
 
-    /// Sends the next queued message to a device that is free and not backing off.
+    /// Sends the next queued messages to a device, in order, up to `device_window` in flight,
+    /// unless it is backing off.
     fn pump(&mut self, user_name: &str, key: &str, now_ms: u64, out: &mut Vec<Effect>) {
-        loop {
-            let Some(dev) = self
-                .users
-                .get_mut(user_name)
-                .and_then(|u| u.devices.get_mut(key))
-            else {
-                return;
-            };
-            if dev.in_flight.is_some() || dev.retry_at.is_some_and(|t| t > now_ms) {
-                return;
+        let window = self.limits.device_window.max(1);
+        let Some(dev) = self
+            .users
+            .get_mut(user_name)
+            .and_then(|u| u.devices.get_mut(key))
+        else {
+            return;
+        };
+        if dev.retry_at.is_some_and(|t| t > now_ms) {
+            return;
+        }
+        let busy: BTreeSet<u64> = dev.in_flight.values().copied().collect();
+        let mut dead = Vec::new();
+        let mut next = Vec::new();
+        for &seq in &dev.queue {
+            if dev.in_flight.len() + next.len() >= window {
+                break;
             }
-            let Some(&seq) = dev.queue.first() else {
-                return;
-            };
-            let live = self
-                .msgs
-                .get(&seq)
-                .is_some_and(|m| m.data.expires_ms > now_ms);
-            if !live {
-                dev.queue.remove(&seq);
+            if busy.contains(&seq) {
                 continue;
             }
+            if self
+                .msgs
+                .get(&seq)
+                .is_some_and(|m| m.data.expires_ms > now_ms)
+            {
+                next.push(seq);
+            } else {
+                dead.push(seq);
+            }
+        }
+        for seq in dead {
+            dev.queue.remove(&seq);
+        }
+        for seq in next {
             self.next_attempt += 1;
             let attempt = self.next_attempt;
-            dev.in_flight = Some((attempt, seq));
+            dev.in_flight.insert(attempt, seq);
             self.attempts
                 .insert(attempt, (seq, Target::Device(key.to_owned())));
             out.push(Effect::Send {
@@ -688,7 +705,6 @@ impl Engine {
                 seq,
                 target: Target::Device(key.to_owned()),
             });
-            return;
         }
     }
 
@@ -709,7 +725,7 @@ impl Engine {
             || self.users.get(&m.data.user).is_some_and(|u| {
                 u.devices
                     .values()
-                    .any(|d| d.in_flight.is_some_and(|(_, s)| s == seq))
+                    .any(|d| d.in_flight.values().any(|&s| s == seq))
             })
     }
 
@@ -774,7 +790,7 @@ impl Engine {
         let queued = self.users.get(&m.data.user).is_some_and(|u| {
             u.devices
                 .values()
-                .any(|d| d.queue.contains(&seq) || d.in_flight.is_some_and(|(_, s)| s == seq))
+                .any(|d| d.queue.contains(&seq) || d.in_flight.values().any(|&s| s == seq))
         });
         if m.delivered && !queued && m.aor_attempt.is_none() {
             self.forget(seq, out);
@@ -833,6 +849,7 @@ mod tests {
             retry_base_ms: 1_000,
             retry_max_ms: 4_000,
             max_attempts: 3,
+            device_window: 1,
         }
     }
 
@@ -968,6 +985,28 @@ mod tests {
         }
         assert_eq!(got, seqs);
         assert!(e.is_empty());
+    }
+
+    #[test]
+    fn a_window_sends_several_in_order_and_refills() {
+        let mut e = Engine::new(Limits {
+            device_window: 2,
+            ..limits()
+        });
+        let mut seqs = Vec::new();
+        for i in 0..3 {
+            let s = sends(&e.on_message(msg(i, "m"), i));
+            e.on_result(s[0].0, 480, i);
+            seqs.push(s[0].1);
+        }
+        let first = sends(&e.device_up(BOB1, 10));
+        assert_eq!(
+            first.iter().map(|s| s.1).collect::<Vec<_>>(),
+            seqs[..2].to_vec()
+        );
+        let next = sends(&e.on_result(first[0].0, 200, 11));
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].1, seqs[2]);
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct MessagingConfig {
     pub retry_max_ms: u64,
     /// Attempts per message and device.
     pub max_attempts: u32,
+    /// Deliveries in flight per device (1: strict order even across failures).
+    pub device_window: usize,
     /// Where a delivery-notice request is read from: `cpim`, `header`, `both` or `off`.
     pub imdn: ImdnForm,
     /// How long history is kept, in seconds (0: no history).
@@ -103,6 +105,7 @@ impl Default for MessagingConfig {
             retry_base_ms: l.retry_base_ms,
             retry_max_ms: l.retry_max_ms,
             max_attempts: l.max_attempts,
+            device_window: l.device_window,
             imdn: ImdnForm::Both,
             history_retention_secs: 30 * 24 * 3600,
             history_flush_ms: 200,
@@ -185,6 +188,7 @@ impl Plugin for Messaging {
             retry_base_ms: config.retry_base_ms.max(1),
             retry_max_ms: config.retry_max_ms.max(1),
             max_attempts: config.max_attempts.max(1),
+            device_window: config.device_window.clamp(1, 1024),
         };
         let location_watch = Some(host.namespace("location").watch(b"")?);
         // Stored messages and bindings are read on the first timer, outside `init`, so the

@@ -473,9 +473,11 @@ impl Engine {
             for d in devices {
                 self.pump(&m.user, &d, now_ms, &mut out);
             }
-            // Every device may be busy with earlier messages or backing off: the sender is
-            // then answered once the message is durable, not after the devices catch up.
-            self.settle(seq, &mut out);
+            // A device with a full window takes the message soon; when every device is
+            // backing off after failures, nobody will before the retry: store it and answer.
+            if self.all_failing(&m.user, now_ms) {
+                self.settle(seq, &mut out);
+            }
         }
         out
     }
@@ -583,6 +585,20 @@ impl Engine {
                     self.settle(seq, &mut out);
                 }
                 self.finish_if_done(seq, &mut out);
+                if retry.is_some() && self.all_failing(&user_name, now_ms) {
+                    // Nobody will take the messages queued behind this one before a retry:
+                    // their senders are answered once they are durable.
+                    let queued: Vec<u64> = self
+                        .users
+                        .get(&user_name)
+                        .map(|u| u.messages.iter().copied().collect())
+                        .unwrap_or_default();
+                    for q in queued {
+                        if self.msgs.get(&q).is_some_and(|m| m.sender.is_some()) {
+                            self.settle(q, &mut out);
+                        }
+                    }
+                }
                 self.pump(&user_name, &key, now_ms, &mut out);
             }
         }
@@ -706,6 +722,15 @@ impl Engine {
                 target: Target::Device(key.to_owned()),
             });
         }
+    }
+
+    /// Whether every device of the user is backing off after a failure.
+    fn all_failing(&self, user_name: &str, now_ms: u64) -> bool {
+        self.users.get(user_name).is_some_and(|u| {
+            u.devices
+                .values()
+                .all(|d| d.retry_at.is_some_and(|t| t > now_ms))
+        })
     }
 
     /// Whether `seq` is still queued on device `key` of `user_name`.
@@ -1007,6 +1032,20 @@ mod tests {
         let next = sends(&e.on_result(first[0].0, 200, 11));
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].1, seqs[2]);
+    }
+
+    #[test]
+    fn a_busy_device_keeps_the_sender_waiting_a_failing_one_does_not() {
+        let mut e = Engine::new(limits());
+        e.device_up(BOB1, 0);
+        let first = sends(&e.on_message(msg(1, "a"), 0));
+        let out = e.on_message(msg(2, "b"), 1);
+        assert!(out.is_empty(), "queued behind the first: {out:?}");
+        // The device fails the first: it backs off, and the second is stored and answered.
+        let out = e.on_result(first[0].0, 500, 2);
+        assert_eq!(responses(&out), vec![(1, 202), (2, 202)]);
+        let out = e.on_message(msg(3, "c"), 3);
+        assert_eq!(responses(&out), vec![(3, 202)], "all devices failing");
     }
 
     #[test]

@@ -34,6 +34,7 @@
 
 pub mod engine;
 pub mod wire;
+pub mod writer;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,6 +47,7 @@ use huddle_sdk::{
 
 use engine::{Effect, Engine, Incoming, Limits, Stored, Target};
 use wire::{Body, ImdnForm};
+use writer::{Job, Writers, TOKEN_FAILED};
 
 /// The header that pins a request to one binding (the host strips it).
 pub const BINDING_HEADER: &str = "Huddle-Binding";
@@ -90,6 +92,9 @@ pub struct MessagingConfig {
     pub history_retention_secs: u64,
     /// How often buffered history is written, in milliseconds.
     pub history_flush_ms: u64,
+    /// Threads that write messages to the store, sharing each disk sync (group commit);
+    /// 0: write on the plugin's thread.
+    pub store_writers: usize,
 }
 
 impl Default for MessagingConfig {
@@ -109,6 +114,7 @@ impl Default for MessagingConfig {
             imdn: ImdnForm::Both,
             history_retention_secs: 30 * 24 * 3600,
             history_flush_ms: 200,
+            store_writers: 4,
         }
     }
 }
@@ -152,6 +158,7 @@ pub struct Messaging {
     history: Vec<HistoryEntry>,
     flush_armed: bool,
     history_seq: u64,
+    writers: Option<Writers>,
 }
 
 fn now_ms() -> u64 {
@@ -191,6 +198,7 @@ impl Plugin for Messaging {
             device_window: config.device_window.clamp(1, 1024),
         };
         let location_watch = Some(host.namespace("location").watch(b"")?);
+        let writers = Writers::start(host, config.store_writers.min(64));
         // Stored messages and bindings are read on the first timer, outside `init`, so the
         // deliveries they start run like any other.
         host.set_timer(Duration::ZERO, TOKEN_START)?;
@@ -209,6 +217,7 @@ impl Plugin for Messaging {
             history: Vec::new(),
             flush_armed: false,
             history_seq: 0,
+            writers,
         })
     }
 
@@ -320,14 +329,29 @@ impl Plugin for Messaging {
             }
             TOKEN_SWEEP => self.sweep(host),
             TOKEN_START => self.start(host)?,
+            TOKEN_FAILED => {
+                let failed = self
+                    .writers
+                    .as_ref()
+                    .map(Writers::take_failed)
+                    .unwrap_or_default();
+                for seq in failed {
+                    let effects = self.engine.store_failed(seq, None);
+                    self.run(host, effects);
+                }
+            }
             _ => {}
         }
         Ok(())
     }
 
     fn shutdown(&mut self, host: &Host) {
-        // Buffered history is written on the way out; undelivered messages are in the store.
+        // Buffered history is written on the way out; queued writes finish (their 202s go
+        // out) before the host goes away.
         self.flush(host);
+        if let Some(writers) = &mut self.writers {
+            writers.stop();
+        }
     }
 
     fn on_store_change(&mut self, host: &Host, change: StoreChange) -> Result<()> {
@@ -452,6 +476,30 @@ impl Messaging {
                         }
                     }
                 }
+                Effect::Persist { seq, then } if self.writers.is_some() => {
+                    let Some(stored) = self.engine.message(seq) else {
+                        continue;
+                    };
+                    let value = wire::encode(stored);
+                    let reply = then.and_then(|txn| self.waiting.remove(&txn));
+                    if let Some(request) = &reply {
+                        // Answered 202 by the writer once durable (500 if the write fails).
+                        self.log_history(host, request);
+                    }
+                    if let Some(writers) = &self.writers {
+                        let key = queue_key(seq);
+                        writers.submit(
+                            host,
+                            seq,
+                            Job::Put {
+                                seq,
+                                key,
+                                value,
+                                reply,
+                            },
+                        );
+                    }
+                }
                 Effect::Persist { seq, then } => {
                     let written = match self.engine.message(seq) {
                         Some(stored) => host.store().put(&queue_key(seq), &wire::encode(stored)),
@@ -471,6 +519,12 @@ impl Messaging {
                             huddle_sdk::error!(host, "storing message {seq} failed: {e}");
                             queue.extend(self.engine.store_failed(seq, then));
                         }
+                    }
+                }
+                Effect::Unstore { seq } if self.writers.is_some() => {
+                    if let Some(writers) = &self.writers {
+                        let key = queue_key(seq);
+                        writers.submit(host, seq, Job::Delete { key });
                     }
                 }
                 Effect::Unstore { seq } => {

@@ -18,10 +18,15 @@ fn binding(expires_unix: u64) -> Vec<u8> {
     wire::encode(&BindingRecord { expires_unix })
 }
 
+/// Starts the plugin writing on its own thread (`store_writers = 0`), so that every answer
+/// is there when a call returns; `writers_answer_202_after_the_write` covers the writers.
 fn start(config: &str) -> (FakeHost, FakePlugin) {
     let host = FakeHost::new();
     let mut plugin = host
-        .start(&huddle_plugin_export::entry(), config)
+        .start(
+            &huddle_plugin_export::entry(),
+            &format!("store_writers = 0\n{config}"),
+        )
         .expect("messaging starts");
     plugin.advance(Duration::ZERO).unwrap();
     (host, plugin)
@@ -163,9 +168,43 @@ fn stored_messages_survive_a_restart() {
         b"bob@example.test/d9",
         &binding(u64::MAX / 2000),
     );
-    let mut plugin = host.start(&huddle_plugin_export::entry(), "").unwrap();
+    let mut plugin = host
+        .start(&huddle_plugin_export::entry(), "store_writers = 0")
+        .unwrap();
     plugin.advance(Duration::ZERO).unwrap();
     let sent = host.take_sent_requests();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].message.body(), b"kept");
+}
+
+#[test]
+fn writers_answer_202_after_the_write() {
+    let host = FakeHost::new();
+    let mut plugin = host
+        .start(&huddle_plugin_export::entry(), "store_writers = 2")
+        .unwrap();
+    plugin.advance(Duration::ZERO).unwrap();
+    let mut txns = Vec::new();
+    for body in ["w1", "w2", "w3"] {
+        let txn = plugin
+            .request(sample_request("MESSAGE", BOB, body))
+            .unwrap();
+        let probe = host.take_sent_requests();
+        plugin
+            .answer(&probe[0], 480, "Temporarily Unavailable")
+            .unwrap();
+        txns.push(txn);
+    }
+    // Stopping the plugin lets the writers finish their queues: every 202 is out, and every
+    // message answered 202 is in the store.
+    let host = plugin.stop();
+    for txn in txns {
+        assert_eq!(host.final_response(txn).unwrap().status(), 202);
+    }
+    let stored = host
+        .entries("")
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(b"q/"))
+        .count();
+    assert_eq!(stored, 3);
 }

@@ -220,10 +220,18 @@ enum Wake {
     Expire(u64),
 }
 
+/// Users remembered as existing without a binding (see `Engine::offline`).
+const OFFLINE_CACHE: usize = 65_536;
+/// How long that is remembered: a user deleted meanwhile could get messages stored this long.
+const OFFLINE_TTL_MS: u64 = 60_000;
+
 /// The messaging core.
 #[derive(Debug)]
 pub struct Engine {
     limits: Limits,
+    /// Users the host recently answered "no binding" (480) for, until when: their next
+    /// messages are stored without asking again. A binding that appears shows up as a device.
+    offline: HashMap<String, u64>,
     users: HashMap<String, User>,
     msgs: HashMap<u64, Msg>,
     attempts: HashMap<u64, (u64, Target)>,
@@ -248,6 +256,7 @@ impl Engine {
     pub fn new(limits: Limits) -> Self {
         Engine {
             limits,
+            offline: HashMap::new(),
             users: HashMap::new(),
             msgs: HashMap::new(),
             attempts: HashMap::new(),
@@ -457,7 +466,16 @@ impl Engine {
             now_ms.saturating_add(self.limits.lifetime_ms),
             Wake::Expire(seq),
         ));
-        if devices.is_empty() {
+        let known_offline = held > 0
+            || self
+                .offline
+                .get(&m.user)
+                .is_some_and(|&until| until > now_ms);
+        if devices.is_empty() && known_offline {
+            // The user exists (messages are held for them, or the host said so a moment ago)
+            // and has no device: store it without asking the host again.
+            self.persist(seq, true, &mut out);
+        } else if devices.is_empty() {
             let attempt = self.new_attempt(seq, Target::Aor);
             if let Some(msg) = self.msgs.get_mut(&seq) {
                 msg.aor_attempt = Some(attempt);
@@ -504,6 +522,7 @@ impl Engine {
                 if ok {
                     self.delivered(seq, &mut out);
                 } else if status == 404 || status == 403 {
+                    self.offline.remove(&msg.data.user);
                     // The host knows no such user: nothing is kept.
                     if let Some(txn) = msg.sender.take() {
                         out.push(Effect::Respond {
@@ -514,6 +533,7 @@ impl Engine {
                     }
                     self.forget(seq, &mut out);
                 } else {
+                    self.note_offline(seq, now_ms);
                     // Devices that appeared meanwhile get it now; the sender waits for them
                     // (up to the answer deadline) or, with none, is answered once it is stored.
                     let user_name = self.msgs.get(&seq).map(|m| m.data.user.clone());
@@ -724,6 +744,21 @@ impl Engine {
         }
     }
 
+    /// Remembers for a while that the recipient of `seq` exists but has no binding.
+    fn note_offline(&mut self, seq: u64, now_ms: u64) {
+        let Some(user) = self.msgs.get(&seq).map(|m| m.data.user.clone()) else {
+            return;
+        };
+        if self.offline.len() >= OFFLINE_CACHE {
+            // Bounded: forgetting only costs one more question to the host per user.
+            self.offline.retain(|_, &mut until| until > now_ms);
+            if self.offline.len() >= OFFLINE_CACHE {
+                self.offline.clear();
+            }
+        }
+        self.offline.insert(user, now_ms + OFFLINE_TTL_MS);
+    }
+
     /// Whether every device of the user is backing off after a failure.
     fn all_failing(&self, user_name: &str, now_ms: u64) -> bool {
         self.users.get(user_name).is_some_and(|u| {
@@ -892,6 +927,19 @@ mod tests {
         }
     }
 
+    /// Leaves an offline message, whether the engine asks the host first or not; its seq.
+    fn store_offline(e: &mut Engine, txn: u64, body: &str, now: u64) -> u64 {
+        let out = e.on_message(msg(txn, body), now);
+        let out = match sends(&out).first() {
+            Some((attempt, _, Target::Aor)) => e.on_result(*attempt, 480, now),
+            _ => out,
+        };
+        match &out[..] {
+            [Effect::Persist { seq, then }] if *then == Some(txn) => *seq,
+            other => panic!("not stored with a 202: {other:?}"),
+        }
+    }
+
     fn sends(effects: &[Effect]) -> Vec<(u64, u64, Target)> {
         effects
             .iter()
@@ -984,6 +1032,24 @@ mod tests {
     }
 
     #[test]
+    fn a_user_known_to_be_offline_is_not_asked_again_for_a_while() {
+        let mut e = Engine::new(limits());
+        let first = sends(&e.on_message(msg(1, "a"), 0));
+        e.on_result(first[0].0, 480, 0);
+        let out = e.on_message(msg(2, "b"), 1);
+        assert!(sends(&out).is_empty(), "stored directly: {out:?}");
+        assert_eq!(responses(&out), vec![(2, 202)]);
+        // Once nothing is held and the memory has faded, the host is asked again.
+        let mut e = Engine::new(limits());
+        let first = sends(&e.on_message(msg(1, "a"), 0));
+        e.on_result(first[0].0, 480, 0);
+        e.on_tick(60_000);
+        assert!(e.is_empty(), "expired");
+        let again = sends(&e.on_message(msg(3, "c"), OFFLINE_TTL_MS + 1));
+        assert_eq!(again[0].2, Target::Aor);
+    }
+
+    #[test]
     fn unknown_user_is_404_and_nothing_kept() {
         let mut e = Engine::new(limits());
         let s = sends(&e.on_message(msg(7, "x"), 0));
@@ -998,9 +1064,7 @@ mod tests {
         let mut e = Engine::new(limits());
         let mut seqs = Vec::new();
         for (i, body) in ["one", "two", "three"].iter().enumerate() {
-            let s = sends(&e.on_message(msg(i as u64, body), i as u64));
-            e.on_result(s[0].0, 480, i as u64);
-            seqs.push(s[0].1);
+            seqs.push(store_offline(&mut e, i as u64, body, i as u64));
         }
         let mut got = Vec::new();
         let mut next = sends(&e.device_up(BOB1, 10));
@@ -1020,9 +1084,7 @@ mod tests {
         });
         let mut seqs = Vec::new();
         for i in 0..3 {
-            let s = sends(&e.on_message(msg(i, "m"), i));
-            e.on_result(s[0].0, 480, i);
-            seqs.push(s[0].1);
+            seqs.push(store_offline(&mut e, i, "m", i));
         }
         let first = sends(&e.device_up(BOB1, 10));
         assert_eq!(
@@ -1054,8 +1116,7 @@ mod tests {
         let out = e.on_message(msg(1, &"x".repeat(101)), 0);
         assert_eq!(responses(&out), vec![(1, 413)]);
         for i in 0..3 {
-            let s = sends(&e.on_message(msg(i, "m"), 0));
-            e.on_result(s[0].0, 480, 0);
+            store_offline(&mut e, i, "m", 0);
         }
         let out = e.on_message(msg(9, "m"), 0);
         match &out[..] {

@@ -103,8 +103,9 @@ printf 'SEQUENTIAL\nbob;%s\n' "$domain" >"$work/online.csv"
 	done
 } >"$work/offline.csv"
 
-wait_sip() { # wait_sip PID LOG: until the server answers OPTIONS (20 s).
-	local pid=$1 log=$2 deadline=$((SECONDS + 20))
+wait_sip() { # wait_sip PID LOG: until the server answers OPTIONS (60 s: Huddle writes its
+	# 10,003 [[users]] to a fresh store one durable put at a time before it listens).
+	local pid=$1 log=$2 deadline=$((SECONDS + 60))
 	until sip_probe "$ip" "$sip_port"; do
 		if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
 			tail -n 20 "$log" >&2 || true
@@ -158,6 +159,7 @@ start_huddle() {
 		echo "queue_len = 65536"
 		echo "[plugins.config]"
 		echo "history_retention_secs = 86400"
+		echo "store_writers = ${BENCH_STORE_WRITERS:-4}"
 		for u in alice bob carol; do
 			printf '[[users]]\nname = "%s"\npassword = "%s-pw"\n' "$u" "$u"
 		done

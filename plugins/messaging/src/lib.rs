@@ -481,7 +481,7 @@ impl Messaging {
                         continue;
                     };
                     let value = wire::encode(stored);
-                    let reply = then.and_then(|txn| self.waiting.remove(&txn));
+                    let reply = then.and_then(|txn| self.waiting.remove(&txn)).map(Box::new);
                     if let Some(request) = &reply {
                         // Answered 202 by the writer once durable (500 if the write fails).
                         self.log_history(host, request);

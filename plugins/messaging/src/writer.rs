@@ -32,8 +32,9 @@ pub enum Job {
         key: Vec<u8>,
         /// Its record.
         value: Vec<u8>,
-        /// The sender's request, answered 202 once the write returned.
-        reply: Option<Request>,
+        /// The sender's request, answered 202 once the write returned (boxed: a request is
+        /// large next to a delete).
+        reply: Option<Box<Request>>,
     },
     /// Delete a delivered or expired message.
     Delete {

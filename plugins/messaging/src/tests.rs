@@ -210,3 +210,40 @@ fn writers_answer_202_after_the_write() {
         .count();
     assert_eq!(stored, 3);
 }
+
+#[test]
+fn history_is_written_in_batches_and_old_batches_are_swept() {
+    let host = FakeHost::new();
+    // A batch from 1970 (older than any retention) and one from the far future.
+    let old = b"h/0000000000000001-0000000000000001".to_vec();
+    let future = b"h/7fffffffffffffff-0000000000000001".to_vec();
+    host.put("", &old, &wire::encode(&Vec::<HistoryEntry>::new()));
+    host.put("", &future, &wire::encode(&Vec::<HistoryEntry>::new()));
+    let mut plugin = host
+        .start(&huddle_plugin_export::entry(), "store_writers = 0")
+        .unwrap();
+    plugin.advance(Duration::ZERO).unwrap();
+    assert!(host.get("", &old).is_none(), "swept at start");
+    assert!(host.get("", &future).is_some(), "within retention");
+
+    register(&host, &mut plugin, "bob@example.test/d1");
+    plugin
+        .request(sample_request("MESSAGE", BOB, "for the record"))
+        .unwrap();
+    let sent = host.take_sent_requests();
+    plugin.answer(&sent[0], 200, "OK").unwrap();
+    // Written at the next flush (a timer), as one record.
+    plugin.advance(Duration::from_secs(1)).unwrap();
+    let batches: Vec<Vec<HistoryEntry>> = host
+        .entries("")
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(b"h/") && *k != future)
+        .filter_map(|(_, v)| wire::decode(&v))
+        .collect();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].len(), 1);
+    let e = &batches[0][0];
+    assert_eq!(e.from, "sip:alice@example.test");
+    assert_eq!(e.to, BOB);
+    assert_eq!(e.body, Body::Text("for the record".into()));
+}

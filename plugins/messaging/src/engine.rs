@@ -21,8 +21,10 @@
 //!   registered, and only then is the message stored (`202` after the write).
 //! * Devices registering later get every undelivered message of their user, in order.
 //!
-//! State is bounded by config: a user holds at most `quota_messages` messages and
-//! `quota_bytes` bytes of bodies (beyond: `486`), each body at most `max_body_bytes` (`413`).
+//! State is bounded by config: the store holds at most `quota_messages` messages and
+//! `quota_bytes` bytes of bodies per user (beyond: `486` with a reason), each body at most
+//! `max_body_bytes` (`413`); messages in flight to a user's live devices (not stored, their
+//! senders waiting) are capped at four times the quota.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -194,9 +196,15 @@ struct Device {
 #[derive(Debug, Default)]
 struct User {
     messages: BTreeSet<u64>,
-    bytes: usize,
+    /// Messages (and their body bytes) in the store: what the quota limits.
+    stored: usize,
+    stored_bytes: usize,
     devices: BTreeMap<String, Device>,
 }
+
+/// How many more messages than its quota a user may have in flight to live devices (not
+/// stored: their senders wait), so that memory stays bounded when a device falls behind.
+const IN_FLIGHT_FACTOR: usize = 4;
 
 #[derive(Debug)]
 struct Msg {
@@ -310,7 +318,8 @@ impl Engine {
         let seq = data.seq;
         let user = self.users.entry(data.user.clone()).or_default();
         user.messages.insert(seq);
-        user.bytes += data.body.bytes().len();
+        user.stored += 1;
+        user.stored_bytes += data.body.len();
         self.wakes.insert((data.expires_ms, Wake::Expire(seq)));
         self.msgs.insert(
             seq,
@@ -403,11 +412,18 @@ impl Engine {
             ));
             return out;
         }
-        let (held, bytes) = self
+        let (held, stored, bytes) = self
             .users
             .get(&m.user)
-            .map_or((0, 0), |u| (u.messages.len(), u.bytes));
-        if held >= self.limits.quota_messages {
+            .map_or((0, 0, 0), |u| (u.messages.len(), u.stored, u.stored_bytes));
+        if held >= self.limits.quota_messages.saturating_mul(IN_FLIGHT_FACTOR) {
+            out.push(respond(
+                486,
+                "Busy Here - Too Many Messages In Flight To This User".into(),
+            ));
+            return out;
+        }
+        if stored >= self.limits.quota_messages {
             out.push(respond(
                 486,
                 format!(
@@ -443,7 +459,6 @@ impl Engine {
         };
         let user = self.users.entry(m.user.clone()).or_default();
         user.messages.insert(seq);
-        user.bytes += m.body.len();
         let devices: Vec<String> = user.devices.keys().cloned().collect();
         for d in &devices {
             if let Some(dev) = user.devices.get_mut(d) {
@@ -636,7 +651,13 @@ impl Engine {
             });
         }
         if let Some(m) = self.msgs.get_mut(&seq) {
-            m.stored = false;
+            if m.stored {
+                m.stored = false;
+                if let Some(u) = self.users.get_mut(&m.data.user) {
+                    u.stored = u.stored.saturating_sub(1);
+                    u.stored_bytes = u.stored_bytes.saturating_sub(m.data.body.len());
+                }
+            }
             if !m.delivered {
                 self.forget(seq, &mut out);
             }
@@ -816,6 +837,10 @@ impl Engine {
             }
         } else {
             m.stored = true;
+            if let Some(u) = self.users.get_mut(&m.data.user) {
+                u.stored += 1;
+                u.stored_bytes += m.data.body.len();
+            }
             out.push(Effect::Persist { seq, then });
         }
     }
@@ -874,7 +899,10 @@ impl Engine {
         }
         if let Some(u) = self.users.get_mut(&m.data.user) {
             u.messages.remove(&seq);
-            u.bytes = u.bytes.saturating_sub(m.data.body.bytes().len());
+            if m.stored {
+                u.stored = u.stored.saturating_sub(1);
+                u.stored_bytes = u.stored_bytes.saturating_sub(m.data.body.len());
+            }
             for d in u.devices.values_mut() {
                 d.queue.remove(&seq);
             }
@@ -1108,6 +1136,23 @@ mod tests {
         assert_eq!(responses(&out), vec![(1, 202), (2, 202)]);
         let out = e.on_message(msg(3, "c"), 3);
         assert_eq!(responses(&out), vec![(3, 202)], "all devices failing");
+    }
+
+    #[test]
+    fn messages_waiting_for_a_live_device_do_not_fill_the_mailbox() {
+        let mut e = Engine::new(limits());
+        e.device_up(BOB1, 0);
+        // Quota 3, window 1: five messages queue for the device, none is stored.
+        for i in 0..5 {
+            let out = e.on_message(msg(i, "m"), 0);
+            assert!(responses(&out).is_empty(), "message {i}: {out:?}");
+        }
+        // The in-flight cap (4 x quota) still bounds memory.
+        for i in 5..12 {
+            e.on_message(msg(i, "m"), 0);
+        }
+        let out = e.on_message(msg(12, "m"), 0);
+        assert_eq!(responses(&out), vec![(12, 486)]);
     }
 
     #[test]

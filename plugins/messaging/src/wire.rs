@@ -228,6 +228,19 @@ impl Body {
         }
     }
 
+    /// The length of the bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Body::Text(t) => t.len(),
+            Body::Hex(h) => h.len() / 2,
+        }
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The bytes back.
     pub fn bytes(&self) -> Vec<u8> {
         match self {

@@ -9,6 +9,8 @@ use huddle::config::Config;
 use huddle::store::{RedbStore, Store};
 use huddle::users::{load_users, put_user, remove_user, valid_user_name, UserRecord};
 
+mod messages_cli;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "huddle",
@@ -36,6 +38,11 @@ enum Command {
     Plugins {
         #[command(subcommand)]
         action: PluginsAction,
+    },
+    /// Read the messaging plugin's history (the server must be stopped).
+    Messages {
+        #[command(subcommand)]
+        action: MessagesAction,
     },
     /// Write a self-signed certificate and key for local TLS/WSS.
     Cert {
@@ -67,6 +74,25 @@ enum UserAction {
     },
     /// List users.
     List {
+        #[arg(long, default_value = "config/huddle.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MessagesAction {
+    /// List USER's messages in time order, oldest first.
+    List {
+        user: String,
+        /// Only the conversation with this user (`bob` or `sip:bob@example.com`).
+        #[arg(long = "with")]
+        peer: Option<String>,
+        /// From this time on: unix seconds or RFC 3339 UTC (`2026-11-26T10:00:00Z`).
+        #[arg(long)]
+        since: Option<String>,
+        /// The messaging plugin's instance name (its store namespace).
+        #[arg(long, default_value = "messaging")]
+        plugin: String,
         #[arg(long, default_value = "config/huddle.toml")]
         config: PathBuf,
     },
@@ -250,6 +276,34 @@ fn main() -> anyhow::Result<()> {
         } => {
             let config = Config::load(&config)?;
             anyhow::ensure!(list_plugins(&config), "some plugins cannot be used");
+            Ok(())
+        }
+        Command::Messages {
+            action:
+                MessagesAction::List {
+                    user,
+                    peer,
+                    since,
+                    plugin,
+                    config,
+                },
+        } => {
+            let since = since
+                .as_deref()
+                .map(messages_cli::parse_since)
+                .transpose()?;
+            let config = Config::load(&config)?;
+            let store = open_store(&config)?;
+            let lines = messages_cli::list(
+                store.as_ref(),
+                &plugin,
+                &user,
+                peer.as_deref(),
+                since.unwrap_or(0),
+            )?;
+            for line in lines {
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Cert { cert, key, hosts } => {

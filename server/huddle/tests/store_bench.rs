@@ -58,3 +58,38 @@ fn store_bench_put_throughput() {
     let _watch = redb.watch_prefix(b"location/").unwrap();
     batches("redb, one lagging watcher", &redb, 50_000, 100);
 }
+
+#[test]
+#[ignore = "a measurement; run explicitly with --release --ignored --nocapture"]
+fn store_bench_group_commit_throughput() {
+    // Single puts from several threads at once: group commit shares each fsync among the
+    // writers waiting for it (the messaging plugin's store writers work like this).
+    for threads in [1usize, 4, 16] {
+        let dir = tempfile::tempdir().unwrap();
+        let redb = std::sync::Arc::new(RedbStore::open(dir.path().join("bench.redb")).unwrap());
+        let each = 500;
+        let started = Instant::now();
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let redb = redb.clone();
+                std::thread::spawn(move || {
+                    for i in 0..each {
+                        redb.put(
+                            format!("plugin/messaging/q/{t}-{i}").as_bytes(),
+                            &binding(i),
+                        )
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        report(
+            &format!("redb: single puts from {threads} threads"),
+            threads * each,
+            started,
+        );
+    }
+}

@@ -34,6 +34,11 @@
 //! transport failure, 480/404/403 when there is nowhere to send it), always with the host's
 //! Via removed.
 //!
+//! A plugin that tracks delivery per device (the messaging store) pins a request to one
+//! binding with a [`BINDING_HEADER`] naming the binding's key under `location/`
+//! (`BindingRecord::key`): the host sends it to that binding only (its flow for a WebSocket or
+//! TCP client), strips the header, and answers 480 itself when the binding is gone.
+//!
 //! # Registration events
 //!
 //! Plugins that require `REGISTRATION_EVENTS` get `online` when an address-of-record gains its
@@ -55,12 +60,17 @@ use huddle_sip::transaction::{ClientKey, ServerKey};
 use huddle_sip::uri::SipUri;
 use huddle_sip::{Message, Method};
 
-use super::proxy::{best_response_rank, dialog_creating};
+use super::proxy::{best_response_rank, dialog_creating, Target};
 use super::{Core, Peer, Role};
 use crate::plugins::mailbox::Job;
 use crate::plugins::services::OpenTxn;
 use crate::plugins::{CorePlugins, HostCommand, PluginHandle};
+use crate::registrar::Reach;
 use crate::transport::Transport;
+
+/// The header by which a plugin pins a request it sends to one binding (module docs); never
+/// forwarded.
+pub const BINDING_HEADER: &str = "Huddle-Binding";
 
 /// `Retry-After` (seconds) when a plugin's queue is full.
 const QUEUE_FULL_RETRY_AFTER: &str = "1";
@@ -428,7 +438,14 @@ impl Core {
     fn plugin_send(&mut self, plugin: usize, id: RequestId, request: Message, now: Instant) {
         let dialog = in_dialog(&request);
         let (popped, token_peer) = self.our_routes(&request);
-        let targets = match self.select_targets(&request, dialog, popped, token_peer, now, true) {
+        let pinned = request
+            .header(&HeaderName::parse(BINDING_HEADER))
+            .map(str::to_owned);
+        let selected = match pinned.as_deref() {
+            Some(key) => self.binding_target(key, now),
+            None => self.select_targets(&request, dialog, popped, token_peer, now, true),
+        };
+        let targets = match selected {
             Ok(targets) => targets,
             Err((status, reason)) => {
                 self.plugin_synthetic(plugin, id, &request, status, reason);
@@ -457,6 +474,9 @@ impl Core {
             let mut fwd = Forward::new(&out.request)
                 .prepend("Via", &via)
                 .drop_routes(popped);
+            if pinned.is_some() {
+                fwd = fwd.drop_header(HeaderName::parse(BINDING_HEADER));
+            }
             if out.request.max_forwards().is_none() {
                 fwd = fwd.max_forwards(70);
             }
@@ -496,6 +516,37 @@ impl Core {
             self.plugins.branches.insert(b.key, (ctx, i));
         }
         self.plugins.outgoing.insert(ctx, out);
+    }
+
+    /// The one live binding whose `location/` key is `key` (see [`BINDING_HEADER`]).
+    fn binding_target(&self, key: &str, now: Instant) -> Result<Vec<Target>, (u16, &'static str)> {
+        let aor = key.split('/').next().unwrap_or_default();
+        self.location
+            .lookup(aor, now)
+            .find(|b| b.store_key(aor) == key)
+            .map(|b| {
+                let peer = match b.reach {
+                    Reach::Flow {
+                        flow,
+                        transport,
+                        remote,
+                    } => Peer {
+                        transport,
+                        flow: Some(flow),
+                        remote,
+                    },
+                    Reach::Address { transport, addr } => Peer {
+                        transport,
+                        flow: None,
+                        remote: addr,
+                    },
+                };
+                vec![Target {
+                    peer,
+                    request_uri: Some(b.contact.clone()),
+                }]
+            })
+            .ok_or((480, "Temporarily Unavailable - Binding Gone"))
     }
 
     /// Delivers a final response the host made up for a plugin's request.

@@ -5,13 +5,20 @@
 //! own commit lock from the start of the transaction until its watchers are notified, so that
 //! notification order is commit order.
 //!
+//! Puts and deletes are **group-committed**: callers that arrive while a commit is running
+//! queue their operation, and the next caller to find no commit running (the leader) writes
+//! every queued operation in one transaction and one `fsync`, then wakes the others. Each call
+//! still returns only once its own write is durable; under concurrency the `fsync` is shared
+//! (the messaging plugin's store writers rely on this for its `202 Accepted`s).
+//!
 //! The file carries a small metadata table with the store's layout version. A fresh (empty) file
 //! gets it on first open; a redb file with tables but without it belongs to someone else and is
 //! refused, as is a layout newer than this build knows.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use ::redb::{
     Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, StorageError,
@@ -62,6 +69,26 @@ pub struct RedbStore {
     path: PathBuf,
     commit: Mutex<()>,
     hub: WatchHub,
+    group: Group,
+}
+
+/// Puts and deletes waiting for, or in, a group commit.
+#[derive(Debug, Default)]
+struct Group {
+    state: Mutex<GroupState>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    /// Operations not yet taken by a leader, with their tickets, in arrival order.
+    queue: Vec<(u64, Op)>,
+    /// A leader is committing a batch.
+    leader: bool,
+    next_ticket: u64,
+    /// Outcomes of committed batches, by ticket: whether the key existed before (for deletes),
+    /// or the error text (the engine's error cannot be cloned to every caller).
+    results: HashMap<u64, std::result::Result<bool, String>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -105,6 +132,7 @@ impl RedbStore {
             path,
             commit: Mutex::new(()),
             hub: WatchHub::new(options.watch_capacity),
+            group: Group::default(),
         })
     }
 
@@ -134,6 +162,114 @@ impl RedbStore {
         txn.commit().map_err(backend("commit a write"))?;
         self.hub.notify(changes);
         Ok(())
+    }
+
+    // Poisoning carries no meaning here either: the state is updated in whole steps.
+    fn lock_group(&self) -> MutexGuard<'_, GroupState> {
+        self.group
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `op` for the next group commit and returns once it is durable: whether the key
+    /// existed before (meaningful for deletes). See the module docs.
+    fn grouped(&self, op: Op) -> Result<bool> {
+        let mut st = self.lock_group();
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.queue.push((ticket, op));
+        loop {
+            if let Some(outcome) = st.results.remove(&ticket) {
+                return outcome.map_err(|text| StoreError::Backend {
+                    operation: "group commit",
+                    source: text.into(),
+                });
+            }
+            if st.leader {
+                st = self
+                    .group
+                    .done
+                    .wait(st)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            st.leader = true;
+            let batch = std::mem::take(&mut st.queue);
+            drop(st);
+            // A panic inside the engine must not leave the leader flag set (every later writer
+            // would wait forever): it fails this batch instead.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.commit_batch(&batch)
+            }))
+            .unwrap_or_else(|_| {
+                Err(StoreError::Backend {
+                    operation: "group commit",
+                    source: "panic while committing".into(),
+                })
+            });
+            st = self.lock_group();
+            match outcome {
+                Ok(existed) => {
+                    for ((t, _), e) in batch.iter().zip(existed) {
+                        st.results.insert(*t, Ok(e));
+                    }
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    for (t, _) in &batch {
+                        st.results.insert(*t, Err(text.clone()));
+                    }
+                }
+            }
+            st.leader = false;
+            self.group.done.notify_all();
+        }
+    }
+
+    /// One transaction for a batch of puts and deletes; whether each key existed before.
+    fn commit_batch(&self, batch: &[(u64, Op)]) -> Result<Vec<bool>> {
+        let _commit = self.lock_commit();
+        let txn = self.begin_write()?;
+        let mut changes = Vec::with_capacity(batch.len());
+        let mut existed = Vec::with_capacity(batch.len());
+        {
+            let mut table = txn.open_table(KV).map_err(backend("open the table"))?;
+            for (_, op) in batch {
+                match op {
+                    Op::Put { key, value } => {
+                        let old = table
+                            .insert(key.as_slice(), value.as_slice())
+                            .map_err(backend("write a key"))?;
+                        existed.push(old.is_some());
+                        changes.push(Change {
+                            key: key.clone(),
+                            value: Some(value.clone()),
+                        });
+                    }
+                    Op::Delete { key } => {
+                        let removed = table
+                            .remove(key.as_slice())
+                            .map_err(backend("delete a key"))?
+                            .is_some();
+                        existed.push(removed);
+                        if removed {
+                            changes.push(Change {
+                                key: key.clone(),
+                                value: None,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if changes.is_empty() {
+            // Only deletes of absent keys: no commit, no fsync, no event.
+            txn.abort().map_err(backend("abort a write"))?;
+        } else {
+            self.commit(txn, &changes)?;
+        }
+        Ok(existed)
     }
 }
 
@@ -224,42 +360,15 @@ impl Store for RedbStore {
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         check_key(key)?;
         check_value(value)?;
-        let _commit = self.lock_commit();
-        let txn = self.begin_write()?;
-        {
-            let mut table = txn.open_table(KV).map_err(backend("open the table"))?;
-            table.insert(key, value).map_err(backend("write a key"))?;
-        }
-        self.commit(
-            txn,
-            &[Change {
-                key: key.to_vec(),
-                value: Some(value.to_vec()),
-            }],
-        )
+        self.grouped(Op::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        })
+        .map(|_| ())
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
-        let _commit = self.lock_commit();
-        let txn = self.begin_write()?;
-        let existed = {
-            let mut table = txn.open_table(KV).map_err(backend("open the table"))?;
-            let removed = table.remove(key).map_err(backend("delete a key"))?;
-            removed.is_some()
-        };
-        if !existed {
-            // Nothing changed: no commit, no fsync, no event.
-            txn.abort().map_err(backend("abort a write"))?;
-            return Ok(false);
-        }
-        self.commit(
-            txn,
-            &[Change {
-                key: key.to_vec(),
-                value: None,
-            }],
-        )?;
-        Ok(true)
+        self.grouped(Op::Delete { key: key.to_vec() })
     }
 
     fn compare_and_swap(

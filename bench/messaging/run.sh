@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# Messaging benchmark: Huddle with plugins/messaging next to Kamailio with msilo
+# (bench/messaging/kamailio-msilo.cfg, db_text), in the same run, one server after the other on
+# fresh free ports.
+#
+#   bench/messaging/run.sh
+#   BENCH_SERVERS=huddle BENCH_RATES_OFFLINE="500 1000" bench/messaging/run.sh
+#
+# Workloads (SIPp, bench/messaging/sipp/; the sender is foreign, so neither server challenges it):
+#   online   MESSAGE to bob, registered by a SIPp UA (tests/sipp/uas_bob.xml) that answers 200;
+#            the sender expects 200
+#   offline  MESSAGE to u0000..u9999, none registered: stored, the sender expects 202
+# Each workload runs at every rate of its ladder (BENCH_RATES_ONLINE, BENCH_RATES_OFFLINE) for
+# BENCH_DURATION seconds after BENCH_WARMUP seconds of unmeasured load at the same rate. A rate
+# passes when no call failed and the achieved rate is at least 95 % of it. Reported per run:
+# achieved messages/s, failed %, p50/p99 response time (SIPp, whole ms), server CPU (user+sys of
+# the server's processes and children from /proc, before/after) and CPU ms per 1,000 messages;
+# then the Huddle/Kamailio ratios of CPU per 1,000 messages (at each rate both passed) and of the
+# highest rate passed.
+#
+# Environment (defaults): BENCH_SERVERS="kamailio huddle" BENCH_WORKLOADS="online offline"
+#   BENCH_RATES_ONLINE="1000 2000 4000" BENCH_RATES_OFFLINE="250 500 1000 2000"
+#   BENCH_DURATION=8 BENCH_WARMUP=2 BENCH_TRANSPORT=u1 (or t1) BENCH_KEEP=0 (1: keep the work folder)
+#   HUDDLE_BIN=target/release/huddle MESSAGING_LIB=target/release/libhuddle_plugin_messaging.so
+#   (build: cargo build --release -p huddle -p huddle-plugin-messaging)
+# Bounded: every process runs under timeout(1); everything started here is stopped on exit.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=../lib.sh
+. "$repo/bench/lib.sh"
+
+servers=${BENCH_SERVERS:-kamailio huddle}
+workloads=${BENCH_WORKLOADS:-online offline}
+rates_online=${BENCH_RATES_ONLINE:-1000 2000 4000}
+rates_offline=${BENCH_RATES_OFFLINE:-250 500 1000 2000}
+duration=${BENCH_DURATION:-8}
+warmup=${BENCH_WARMUP:-2}
+transport=${BENCH_TRANSPORT:-u1}
+huddle_bin=${HUDDLE_BIN:-$repo/target/release/huddle}
+messaging_lib=${MESSAGING_LIB:-$repo/target/release/libhuddle_plugin_messaging.so}
+domain=example.test
+ip=127.0.0.1
+sock_buf=4194304
+
+for v in duration warmup; do
+	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+done
+((duration > 0)) || die "BENCH_DURATION must be positive"
+for r in $rates_online $rates_offline; do
+	[[ $r =~ ^[1-9][0-9]*$ ]] || die "rates must be positive integers, got '$r'"
+done
+case $transport in u1 | t1) ;; *) die "BENCH_TRANSPORT must be u1 or t1" ;; esac
+for tool in sipp ss pgrep getconf timeout awk kamailio; do
+	command -v "$tool" >/dev/null || die "$tool not found (run: scripts/install-deps.sh --bench)"
+done
+clk_tck=$(getconf CLK_TCK)
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/huddle-bench-msg.XXXXXX")
+results=$work/results.tsv
+: >"$results"
+
+server_pid=""
+uas_pid=""
+sip_port=""
+
+stop_pid() { # TERM the process and its children, wait up to 15 s, then KILL.
+	local pid=$1
+	local -a tree
+	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+	mapfile -t tree < <(proc_tree "$pid")
+	kill -TERM "$pid" 2>/dev/null || true
+	wait_pids_gone 15 "${tree[@]}" || kill -KILL "${tree[@]}" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+stop_all() {
+	stop_pid "$uas_pid"
+	uas_pid=""
+	stop_pid "$server_pid"
+	server_pid=""
+}
+
+cleanup() {
+	stop_all
+	if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+		note "work folder kept: $work"
+	else
+		rm -rf "$work"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Injection files: bob only (online); u0000..u9999 in turn (offline).
+printf 'SEQUENTIAL\nbob;%s\n' "$domain" >"$work/online.csv"
+{
+	echo SEQUENTIAL
+	for ((i = 0; i < 10000; i++)); do
+		printf 'u%04d;%s\n' "$i" "$domain"
+	done
+} >"$work/offline.csv"
+
+wait_sip() { # wait_sip PID LOG: until the server answers OPTIONS (60 s: Huddle writes its
+	# 10,003 [[users]] to a fresh store one durable put at a time before it listens).
+	local pid=$1 log=$2 deadline=$((SECONDS + 60))
+	until sip_probe "$ip" "$sip_port"; do
+		if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
+			tail -n 20 "$log" >&2 || true
+			return 1
+		fi
+		sleep 0.2
+	done
+}
+
+start_kamailio() {
+	local dir=$work/kamailio
+	mkdir -p "$dir/db"
+	cp /usr/share/kamailio/dbtext/kamailio/version "$dir/db/"
+	# msilo 5.6 leaves callid (and status) unset on insert; the shipped db_text schema says NOT NULL.
+	sed -e 's/callid(string)/callid(string,null)/' -e 's/status(int)/status(int,null)/' \
+		/usr/share/kamailio/dbtext/kamailio/silo >"$dir/db/silo"
+	sip_port=$(free_port 25160)
+	setsid kamailio -DD -E -f "$here/kamailio-msilo.cfg" -A "SIP_IP=$ip" -A "SIP_PORT=$sip_port" \
+		-A "DB_URL=\"text://$dir/db\"" -m "${KAM_SHM_MB:-1024}" -M 16 -Y "$dir" -w "$dir" \
+		</dev/null >"$dir/kamailio.log" 2>&1 &
+	server_pid=$!
+	wait_sip "$server_pid" "$dir/kamailio.log" || {
+		note "kamailio did not start (log: $dir/kamailio.log)"
+		return 1
+	}
+	note "kamailio+msilo: pid $server_pid on $ip:$sip_port, $(proc_tree "$server_pid" | wc -l) processes"
+}
+
+start_huddle() {
+	local dir=$work/huddle i u
+	[[ -x $huddle_bin && -f $messaging_lib ]] || {
+		note "huddle: $huddle_bin or $messaging_lib missing - skipping (cargo build --release -p huddle -p huddle-plugin-messaging)"
+		return 1
+	}
+	mkdir -p "$dir"
+	sip_port=$(free_port 26160)
+	{
+		echo "# Generated by bench/messaging/run.sh"
+		echo "[sip]"
+		echo "domain = \"$domain\""
+		echo "listen = [\"udp:$ip:$sip_port\", \"tcp:$ip:$sip_port\"]"
+		echo "[store]"
+		echo "path = \"$dir/huddle.redb\""
+		echo "[limits]"
+		echo "requests_per_second_per_ip = 1000000"
+		echo "request_burst_per_ip = 1000000"
+		echo "[log]"
+		echo "level = \"warn\""
+		echo "[[plugins]]"
+		echo "path = \"$messaging_lib\""
+		echo "queue_len = 65536"
+		echo "[plugins.config]"
+		echo "history_retention_secs = 86400"
+		echo "store_writers = ${BENCH_STORE_WRITERS:-4}"
+		for u in alice bob carol; do
+			printf '[[users]]\nname = "%s"\npassword = "%s-pw"\n' "$u" "$u"
+		done
+		for ((i = 0; i < 10000; i++)); do
+			printf -v u 'u%04d' "$i"
+			printf '[[users]]\nname = "%s"\npassword = "%s-pw"\n' "$u" "$u"
+		done
+	} >"$dir/huddle.toml"
+	setsid "$huddle_bin" run --config "$dir/huddle.toml" </dev/null >"$dir/huddle.log" 2>&1 &
+	server_pid=$!
+	wait_sip "$server_pid" "$dir/huddle.log" || {
+		note "huddle did not start (log: $dir/huddle.log)"
+		return 1
+	}
+	note "huddle+messaging: pid $server_pid on $ip:$sip_port"
+}
+
+start_uas() { # bob's SIPp UA: registers, answers every MESSAGE 200, until stopped.
+	local dir=$1 port i
+	mkdir -p "$dir"
+	port=$(free_port 35160)
+	(
+		cd "$dir"
+		exec timeout -k 5 600 sipp "$ip:$sip_port" -t "$transport" -i "$ip" -p "$port" \
+			-sf "$repo/tests/sipp/uas_bob.xml" -oocsf "$repo/tests/sipp/uas_bob_calls.xml" \
+			-inf "$repo/tests/sipp/bob.csv" -auth_uri "$domain" -m 1 -nd -nostdin \
+			-set expect 1000000000 -set wait_ms 590000 -trace_logs -log_file "$dir/uas.log" \
+			-buff_size "$sock_buf" -max_recv_loops 10000 -max_sched_loops 10000 >"$dir/uas.out" 2>&1
+	) &
+	uas_pid=$!
+	for ((i = 0; i < 100; i++)); do
+		grep -q '^registered' "$dir/uas.log" 2>/dev/null && return 0
+		kill -0 "$uas_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	note "bob's UA did not register (see $dir)"
+	return 1
+}
+
+stat_col() { # stat_col FILE COLUMN: a column of the last line of a SIPp stat file.
+	awk -F';' -v col="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i; next }
+		{ last = $c } END { print (last == "" ? 0 : last) + 0 }' "$1"
+}
+
+sipp_run() { # sipp_run DIR SCENARIO CSV RATE COUNT
+	local dir=$1 scenario=$2 csv=$3 rate=$4 count=$5 limit port rc=0
+	mkdir -p "$dir"
+	limit=$((count * 2 / rate + 15))
+	port=$(free_port 40160)
+	(
+		cd "$dir"
+		exec timeout -k 5 $((limit + 30)) sipp "$ip:$sip_port" -t "$transport" -i "$ip" -p "$port" \
+			-sf "$here/sipp/$scenario" -inf "$csv" -r "$rate" -m "$count" -nostdin \
+			-timeout "${limit}s" -trace_stat -stf "$dir/stat.csv" -fd 1 -trace_rtt -rtt_freq 100 \
+			-trace_err -error_file "$dir/errors.log" -buff_size "$sock_buf" \
+			-max_recv_loops 10000 -max_sched_loops 10000 >"$dir/sipp.out" 2>&1
+	) || rc=$?
+	((rc == 0 || rc == 1)) || note "SIPp exited with $rc (see $dir/sipp.out)"
+}
+
+run_rate() { # run_rate SERVER WORKLOAD RATE: warm-up, measured run, one result row.
+	local server=$1 name=$2 rate=$3 dir=$work/$1/$2-$3 csv=$work/$2.csv count ok failed t0 t1 c0 c1 pct
+	count=$((rate * duration))
+	if ((warmup > 0)); then
+		sipp_run "$dir/warmup" "message_$name.xml" "$csv" "$rate" $((rate * warmup))
+	fi
+	c0=$(cpu_ticks "$server_pid")
+	t0=$(date +%s%N)
+	sipp_run "$dir" "message_$name.xml" "$csv" "$rate" "$count"
+	t1=$(date +%s%N)
+	c1=$(cpu_ticks "$server_pid")
+	ok=$(stat_col "$dir/stat.csv" 'SuccessfulCall(C)')
+	failed=$(stat_col "$dir/stat.csv" 'FailedCall(C)')
+	pct=$({ cat "$dir"/*_rtt.csv 2>/dev/null || true; } | awk -F';' '$3 == 1 { print $2 }' | sort -n |
+		awk '{ v[NR] = $1 } END {
+			if (NR == 0) { print "- -"; exit }
+			i50 = int(NR * 0.50); if (i50 < NR * 0.50) i50++; if (i50 < 1) i50 = 1
+			i99 = int(NR * 0.99); if (i99 < NR * 0.99) i99++; if (i99 < 1) i99 = 1
+			print v[i50], v[i99] }')
+	# Row: server workload rate ok msg/s fail% p50 p99 cpu_s cpu_ms/1000 passed
+	awk -v s="$server" -v n="$name" -v r="$rate" -v ok="$ok" -v f="$failed" -v t0="$t0" -v t1="$t1" \
+		-v c="$((c1 - c0))" -v hz="$clk_tck" -v pct="$pct" -v count="$count" 'BEGIN {
+		split(pct, p, " "); secs = (t1 - t0) / 1e9; cpu = c / hz; got = (secs > 0 ? ok / secs : 0)
+		passed = (f == 0 && ok == count && got >= 0.95 * r) ? "yes" : "no"
+		printf "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%s\t%s\t%.2f\t%s\t%s\n", s, n, r, ok, got,
+			(ok + f > 0 ? 100 * f / (ok + f) : 100), p[1], p[2], cpu,
+			(ok > 0 ? sprintf("%.1f", cpu * 1e6 / ok) : "-"), passed }' >>"$results"
+	tail -n 1 "$results" | awk -F'\t' '{ printf "  %-8s %-8s %5s/s: %s ok, %s/s, %s%% failed, cpu %s ms/1000, passed %s\n",
+		$1, $2, $3, $4, $5, $6, $10, $11 }' >&2
+	[[ $(tail -n 1 "$results" | cut -f11) == yes ]]
+}
+
+for server in $servers; do
+	case $server in
+	kamailio) start_kamailio || { stop_all; continue; } ;;
+	huddle) start_huddle || { stop_all; continue; } ;;
+	*) die "unknown server $server" ;;
+	esac
+	for name in $workloads; do
+		case $name in
+		online)
+			start_uas "$work/$server/uas" || continue
+			rates=$rates_online
+			;;
+		offline) rates=$rates_offline ;;
+		*) die "unknown workload $name" ;;
+		esac
+		for rate in $rates; do
+			# A ladder: stop at the first rate that fails.
+			run_rate "$server" "$name" "$rate" || break
+		done
+		if [[ $name == online ]]; then
+			stop_pid "$uas_pid"
+			uas_pid=""
+		fi
+	done
+	stop_all
+done
+
+echo
+printf '%-9s %-8s %6s %7s %7s %6s %5s %5s %7s %9s %6s\n' server workload rate ok msg/s fail% p50ms p99ms cpu_s cpu/1000 passed
+awk -F'\t' '{ printf "%-9s %-8s %6s %7s %7s %6s %5s %5s %7s %9s %6s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 }' "$results"
+echo
+# Ratios: CPU per 1,000 messages at each rate both servers passed; highest rate passed.
+awk -F'\t' '
+	$11 == "yes" { cpu[$1, $2, $3] = $10; if ($3 + 0 > best[$1, $2] + 0) best[$1, $2] = $3; seen[$2] = 1; rates[$2, $3] = 1 }
+	END {
+		for (w in seen) {
+			for (k in rates) {
+				split(k, kk, SUBSEP); if (kk[1] != w) continue; r = kk[2]
+				if ((("huddle", w, r) in cpu) && (("kamailio", w, r) in cpu) && cpu["kamailio", w, r] > 0)
+					printf "%s at %s/s: Huddle/Kamailio CPU per 1,000 messages = %.2f (%s / %s ms)\n", w, r,
+						cpu["huddle", w, r] / cpu["kamailio", w, r], cpu["huddle", w, r], cpu["kamailio", w, r]
+			}
+			h = best["huddle", w] + 0; k = best["kamailio", w] + 0
+			printf "%s: highest rate passed: Huddle %s/s, Kamailio %s/s%s\n", w, h, k,
+				(k > 0 ? sprintf(" (ratio %.2f)", h / k) : "")
+		}
+	}' "$results" | sort

@@ -1,0 +1,693 @@
+//! `messaging`: Huddle's message store for SIP MESSAGE (RFC 3428).
+//!
+//! It claims MESSAGE to the domain's users (the `users` globs in its config) and owns, for
+//! each message: delivery to every registered device, one at a time per device and in order;
+//! the sender's answer (`200` when a device accepted, `202 Accepted` once the message is
+//! durable in the store when no device could take it in time, `404` for an unknown user, `413`
+//! for a body over the limit, `486` for a full mailbox); retries with backoff of devices that
+//! failed; delivery of stored messages when a device registers (or a WebSocket client comes
+//! back), with the original From, Date and Content-Type; expiry; positive-delivery notices
+//! (RFC 5438 IMDN) when the sender asks; the pass-through of is-composing indications (RFC
+//! 3994), which are never stored; and a history of every accepted message, kept for a
+//! configurable time and listed by `huddle messages list`.
+//!
+//! The decisions are made by the sans-IO [`engine::Engine`]; this file is the glue that carries
+//! its [`engine::Effect`]s out through the host and feeds it requests, responses, binding
+//! changes (a watch on the `location` namespace) and timers.
+//!
+//! # Store layout (namespace `plugin/<name>/`)
+//!
+//! | key | value |
+//! |---|---|
+//! | `q/<seq, 16 hex>` | an undelivered message ([`engine::Stored`]), written before its `202` |
+//! | `h/<unix ms, 16 hex>-<seq, 16 hex>` | a batch of [`HistoryEntry`]s, in time order |
+//!
+//! Values are records: a format byte (1), then JSON. The history is flushed in batches (one
+//! write per `history_flush_ms`), so a crash may lose the last batch of history, never an
+//! acknowledged message.
+//!
+//! # Reaching one device
+//!
+//! Each delivery names the binding it is for in a `Huddle-Binding` header (its `location/`
+//! key); the host sends the request to that binding only and strips the header (see the
+//! host's `core/plugins.rs`).
+
+pub mod engine;
+pub mod wire;
+pub mod writer;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use huddle_sdk::serde::{Deserialize, Serialize};
+use huddle_sdk::{
+    Capabilities, Claim, Claims, Config, Error, Host, Method, NewRequest, Plugin, Request,
+    RequestId, Response, Result, StoreChange, TimerId, WatchId,
+};
+
+use engine::{Effect, Engine, Incoming, Limits, Stored, Target};
+use wire::{Body, ImdnForm};
+use writer::{Job, Writers, TOKEN_FAILED};
+
+/// The header that pins a request to one binding (the host strips it).
+pub const BINDING_HEADER: &str = "Huddle-Binding";
+
+const TOKEN_WAKE: u64 = 1;
+const TOKEN_FLUSH: u64 = 2;
+const TOKEN_SWEEP: u64 = 3;
+const TOKEN_START: u64 = 4;
+/// History entries buffered before a flush is forced.
+const HISTORY_BATCH: usize = 512;
+/// History keys deleted per sweep; the next sweep follows soon when more are due.
+const SWEEP_BATCH: usize = 1024;
+
+/// The `[plugins.config]` table. Every key has a default.
+#[derive(Debug, Deserialize)]
+#[serde(crate = "huddle_sdk::serde", default, deny_unknown_fields)]
+pub struct MessagingConfig {
+    /// Request-URI users whose MESSAGEs this plugin handles (globs, `*` = any run).
+    pub users: Vec<String>,
+    /// Largest body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Undelivered messages one user may hold (486 beyond).
+    pub quota_messages: usize,
+    /// Undelivered body bytes one user may hold (486 beyond).
+    pub quota_bytes: usize,
+    /// How long an undelivered message is kept, in seconds.
+    pub lifetime_secs: u64,
+    /// How long a sender waits for a device to accept before the message is stored and
+    /// answered 202, in milliseconds (SIPml5 answers only when its application accepts).
+    pub answer_timeout_ms: u64,
+    /// First retry delay for a device that failed, in milliseconds (doubles per failure).
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    pub retry_max_ms: u64,
+    /// Attempts per message and device.
+    pub max_attempts: u32,
+    /// Deliveries in flight per device (1: strict order even across failures).
+    pub device_window: usize,
+    /// Where a delivery-notice request is read from: `cpim`, `header`, `both` or `off`.
+    pub imdn: ImdnForm,
+    /// How long history is kept, in seconds (0: no history).
+    pub history_retention_secs: u64,
+    /// How often buffered history is written, in milliseconds.
+    pub history_flush_ms: u64,
+    /// Threads that write messages to the store, sharing each disk sync (group commit);
+    /// 0: write on the plugin's thread.
+    pub store_writers: usize,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        MessagingConfig {
+            users: vec!["*".to_owned()],
+            max_body_bytes: l.max_body_bytes,
+            quota_messages: l.quota_messages,
+            quota_bytes: l.quota_bytes,
+            lifetime_secs: l.lifetime_ms / 1000,
+            answer_timeout_ms: l.answer_timeout_ms,
+            retry_base_ms: l.retry_base_ms,
+            retry_max_ms: l.retry_max_ms,
+            max_attempts: l.max_attempts,
+            device_window: l.device_window,
+            imdn: ImdnForm::Both,
+            history_retention_secs: 30 * 24 * 3600,
+            history_flush_ms: 200,
+            store_writers: 4,
+        }
+    }
+}
+
+/// One message in the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(crate = "huddle_sdk::serde")]
+pub struct HistoryEntry {
+    /// The message's sequence number.
+    pub seq: u64,
+    /// Arrival, unix milliseconds.
+    pub ts_ms: u64,
+    /// Sender URI.
+    pub from: String,
+    /// Recipient URI.
+    pub to: String,
+    /// Content-Type.
+    pub content_type: String,
+    /// Body.
+    pub body: Body,
+}
+
+/// The plugin instance.
+#[derive(Debug)]
+pub struct Messaging {
+    config: MessagingConfig,
+    engine: Engine,
+    /// Senders waiting for an answer, by the engine's transaction number.
+    waiting: HashMap<u64, Request>,
+    next_txn: u64,
+    /// Deliveries in flight: request → engine attempt.
+    attempts: HashMap<RequestId, u64>,
+    /// Relayed is-composing indications: request → the sender's request.
+    relays: HashMap<RequestId, Request>,
+    /// Notices sent, for the log.
+    notices: HashSet<RequestId>,
+    /// Bindings known from `location/`.
+    devices: HashSet<String>,
+    location_watch: Option<WatchId>,
+    wake: Option<(TimerId, u64)>,
+    history: Vec<HistoryEntry>,
+    flush_armed: bool,
+    history_seq: u64,
+    writers: Option<Writers>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn queue_key(seq: u64) -> Vec<u8> {
+    format!("q/{seq:016x}").into_bytes()
+}
+
+/// The part of a `location/` record this plugin reads.
+#[derive(Debug, Deserialize)]
+#[serde(crate = "huddle_sdk::serde")]
+struct BindingView {
+    #[serde(default)]
+    expires_unix: u64,
+}
+
+impl Plugin for Messaging {
+    fn init(host: &Host, config: &Config, claims: &mut Claims) -> Result<Self> {
+        let config: MessagingConfig = config.parse()?;
+        for user in &config.users {
+            claims.add(Claim::method("MESSAGE").with_user(user));
+        }
+        let limits = Limits {
+            max_body_bytes: config.max_body_bytes,
+            quota_messages: config.quota_messages,
+            quota_bytes: config.quota_bytes,
+            lifetime_ms: config.lifetime_secs.saturating_mul(1000),
+            answer_timeout_ms: config.answer_timeout_ms,
+            retry_base_ms: config.retry_base_ms.max(1),
+            retry_max_ms: config.retry_max_ms.max(1),
+            max_attempts: config.max_attempts.max(1),
+            device_window: config.device_window.clamp(1, 1024),
+        };
+        let location_watch = Some(host.namespace("location").watch(b"")?);
+        let writers = Writers::start(host, config.store_writers.min(64));
+        // Stored messages and bindings are read on the first timer, outside `init`, so the
+        // deliveries they start run like any other.
+        host.set_timer(Duration::ZERO, TOKEN_START)?;
+        huddle_sdk::info!(host, "storing MESSAGEs to users {:?}", config.users);
+        Ok(Messaging {
+            engine: Engine::new(limits),
+            config,
+            waiting: HashMap::new(),
+            next_txn: 0,
+            attempts: HashMap::new(),
+            relays: HashMap::new(),
+            notices: HashSet::new(),
+            devices: HashSet::new(),
+            location_watch,
+            wake: None,
+            history: Vec::new(),
+            flush_armed: false,
+            history_seq: 0,
+            writers,
+        })
+    }
+
+    fn handle_request(&mut self, host: &Host, request: Request) -> Result<()> {
+        if request.method() != &Method::Message {
+            return host.reply(&request, 405, "Method Not Allowed");
+        }
+        let Some(user) = request.uri_user().map(str::to_owned) else {
+            return host.reply(&request, 404, "Not Found - No User In Request-URI");
+        };
+        let Some(from_uri) = request.from_uri().map(str::to_owned) else {
+            return host.reply(&request, 400, "Bad Request - No Usable From");
+        };
+        let body = request.body().to_vec();
+        let content_type = match request.content_type_full() {
+            Some(ct) => ct.to_owned(),
+            None if body.is_empty() => "text/plain".to_owned(),
+            None => return host.reply(&request, 400, "Bad Request - Body Without Content-Type"),
+        };
+        if body.len() > self.config.max_body_bytes {
+            let reason = format!(
+                "Request Entity Too Large - Body Over {} Bytes",
+                self.config.max_body_bytes
+            );
+            return host.reply(&request, 413, &reason);
+        }
+        let bare = request.content_type().unwrap_or("").to_ascii_lowercase();
+        if bare == wire::ISCOMPOSING {
+            return self.relay(host, request, &content_type);
+        }
+        let imdn = match self.config.imdn {
+            ImdnForm::Off => None,
+            form => {
+                let cpim = (bare == wire::CPIM && form != ImdnForm::Header)
+                    .then(|| wire::cpim_imdn(&body))
+                    .flatten();
+                cpim.or_else(|| {
+                    (form != ImdnForm::Cpim)
+                        .then(|| {
+                            wire::header_imdn(
+                                request.header("Disposition-Notification"),
+                                request.header("Message-ID"),
+                            )
+                        })
+                        .flatten()
+                })
+            }
+        };
+        let from = request
+            .header("From")
+            .map_or_else(|| format!("<{from_uri}>"), str::to_owned);
+        let to = request
+            .to_uri()
+            .filter(|t| t.contains('@'))
+            .unwrap_or(request.uri())
+            .to_owned();
+        self.next_txn += 1;
+        let txn = self.next_txn;
+        let incoming = Incoming {
+            txn,
+            user,
+            to,
+            from,
+            from_uri,
+            content_type,
+            date: request.header("Date").map(str::to_owned),
+            body,
+            imdn,
+        };
+        self.waiting.insert(txn, request);
+        let effects = self.engine.on_message(incoming, now_ms());
+        self.run(host, effects);
+        Ok(())
+    }
+
+    fn handle_response(&mut self, host: &Host, response: Response) -> Result<()> {
+        if !response.is_final() {
+            return Ok(());
+        }
+        let id = response.request_id();
+        let status = response.status();
+        if let Some(attempt) = self.attempts.remove(&id) {
+            let effects = self.engine.on_result(attempt, status, now_ms());
+            self.run(host, effects);
+        } else if let Some(request) = self.relays.remove(&id) {
+            let status = if (200..300).contains(&status) {
+                200
+            } else {
+                status
+            };
+            let reason = response.message().reason().unwrap_or("Relayed").to_owned();
+            host.reply(&request, status, if status == 200 { "OK" } else { &reason })?;
+        } else if self.notices.remove(&id) && status >= 300 {
+            huddle_sdk::debug!(host, "delivery notice not delivered: {status}");
+        }
+        Ok(())
+    }
+
+    fn on_timer(&mut self, host: &Host, _timer: TimerId, token: u64) -> Result<()> {
+        match token {
+            TOKEN_WAKE => {
+                self.wake = None;
+                let effects = self.engine.on_tick(now_ms());
+                self.run(host, effects);
+            }
+            TOKEN_FLUSH => {
+                self.flush_armed = false;
+                self.flush(host);
+            }
+            TOKEN_SWEEP => self.sweep(host),
+            TOKEN_START => self.start(host)?,
+            TOKEN_FAILED => {
+                let failed = self
+                    .writers
+                    .as_ref()
+                    .map(Writers::take_failed)
+                    .unwrap_or_default();
+                for seq in failed {
+                    let effects = self.engine.store_failed(seq, None);
+                    self.run(host, effects);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self, host: &Host) {
+        // Buffered history is written on the way out; queued writes finish (their 202s go
+        // out) before the host goes away.
+        self.flush(host);
+        if let Some(writers) = &mut self.writers {
+            writers.stop();
+        }
+    }
+
+    fn on_store_change(&mut self, host: &Host, change: StoreChange) -> Result<()> {
+        if Some(change.watch()) != self.location_watch {
+            return Ok(());
+        }
+        let now = now_ms();
+        let effects = match change {
+            StoreChange::Put { key, value, .. } => {
+                let Ok(key) = String::from_utf8(key) else {
+                    return Ok(());
+                };
+                if expired(&value, now) {
+                    return Ok(());
+                }
+                self.devices.insert(key.clone());
+                self.engine.device_up(&key, now)
+            }
+            StoreChange::Delete { key, .. } => {
+                let Ok(key) = String::from_utf8(key) else {
+                    return Ok(());
+                };
+                self.devices.remove(&key);
+                self.engine.device_down(&key)
+            }
+            StoreChange::Lagged { .. } => return self.rescan(host),
+        };
+        self.run(host, effects);
+        Ok(())
+    }
+}
+
+/// Whether a location record says its binding has expired.
+fn expired(record: &[u8], now_ms: u64) -> bool {
+    wire::decode::<BindingView>(record)
+        .is_some_and(|b| b.expires_unix != 0 && b.expires_unix.saturating_mul(1000) <= now_ms)
+}
+
+impl Messaging {
+    /// Start-up: stored messages first, then the bindings that can take them.
+    fn start(&mut self, host: &Host) -> Result<()> {
+        let now = now_ms();
+        let mut effects = Vec::new();
+        for (key, value) in host.store().scan_all(b"q/")? {
+            match wire::decode::<Stored>(&value) {
+                Some(stored) => effects.extend(self.engine.restore(stored, now)),
+                None => {
+                    huddle_sdk::warn!(
+                        host,
+                        "unreadable stored message {}; left in place",
+                        String::from_utf8_lossy(&key)
+                    );
+                }
+            }
+        }
+        if !self.engine.is_empty() {
+            huddle_sdk::info!(host, "{} stored messages to deliver", self.engine.len());
+        }
+        self.run(host, effects);
+        self.rescan(host)?;
+        self.sweep(host);
+        Ok(())
+    }
+
+    /// Reads every binding and brings the device set up to date.
+    fn rescan(&mut self, host: &Host) -> Result<()> {
+        let now = now_ms();
+        let current: HashSet<String> = host
+            .namespace("location")
+            .scan_all(b"")?
+            .into_iter()
+            .filter(|(_, v)| !expired(v, now))
+            .filter_map(|(k, _)| String::from_utf8(k).ok())
+            .collect();
+        let gone: Vec<String> = self.devices.difference(&current).cloned().collect();
+        let mut effects = Vec::new();
+        for key in gone {
+            effects.extend(self.engine.device_down(&key));
+        }
+        for key in &current {
+            effects.extend(self.engine.device_up(key, now));
+        }
+        self.devices = current;
+        self.run(host, effects);
+        Ok(())
+    }
+
+    /// Relays an is-composing indication to the user's devices through the host (forked);
+    /// the sender gets the outcome. Never stored, never in the history.
+    fn relay(&mut self, host: &Host, request: Request, content_type: &str) -> Result<()> {
+        let from = request.header("From").unwrap_or_default().to_owned();
+        let out = NewRequest::new(Method::Message, request.uri())
+            .from(&from)
+            .to(&format!("<{}>", request.to_uri().unwrap_or(request.uri())))
+            .body(content_type, request.body())
+            .build();
+        match host.send_request(&out) {
+            Ok(id) => {
+                self.relays.insert(id, request);
+                Ok(())
+            }
+            Err(_) => host.reply(&request, 503, "Service Unavailable - Relay Failed"),
+        }
+    }
+
+    /// Carries out effects in order (some produce more).
+    fn run(&mut self, host: &Host, effects: Vec<Effect>) {
+        let mut queue: VecDeque<Effect> = effects.into();
+        while let Some(effect) = queue.pop_front() {
+            match effect {
+                Effect::Respond {
+                    txn,
+                    status,
+                    reason,
+                } => {
+                    if let Some(request) = self.waiting.remove(&txn) {
+                        if let Err(e) = host.reply(&request, status, &reason) {
+                            huddle_sdk::debug!(host, "answer {status} not sent: {e}");
+                        }
+                        if status == 200 || status == 202 {
+                            self.log_history(host, &request);
+                        }
+                    }
+                }
+                Effect::Persist { seq, then } if self.writers.is_some() => {
+                    let Some(stored) = self.engine.message(seq) else {
+                        continue;
+                    };
+                    let value = wire::encode(stored);
+                    let reply = then.and_then(|txn| self.waiting.remove(&txn)).map(Box::new);
+                    if let Some(request) = &reply {
+                        // Answered 202 by the writer once durable (500 if the write fails).
+                        self.log_history(host, request);
+                    }
+                    if let Some(writers) = &self.writers {
+                        let key = queue_key(seq);
+                        writers.submit(
+                            host,
+                            seq,
+                            Job::Put {
+                                seq,
+                                key,
+                                value,
+                                reply,
+                            },
+                        );
+                    }
+                }
+                Effect::Persist { seq, then } => {
+                    let written = match self.engine.message(seq) {
+                        Some(stored) => host.store().put(&queue_key(seq), &wire::encode(stored)),
+                        None => Err(Error::NotFound),
+                    };
+                    match written {
+                        Ok(()) => {
+                            if let Some(txn) = then {
+                                queue.push_back(Effect::Respond {
+                                    txn,
+                                    status: 202,
+                                    reason: "Accepted - Stored For Delivery".into(),
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            huddle_sdk::error!(host, "storing message {seq} failed: {e}");
+                            queue.extend(self.engine.store_failed(seq, then));
+                        }
+                    }
+                }
+                Effect::Unstore { seq } if self.writers.is_some() => {
+                    if let Some(writers) = &self.writers {
+                        let key = queue_key(seq);
+                        writers.submit(host, seq, Job::Delete { key });
+                    }
+                }
+                Effect::Unstore { seq } => {
+                    if let Err(e) = host.store().delete(&queue_key(seq)) {
+                        huddle_sdk::warn!(host, "deleting stored message {seq} failed: {e}");
+                    }
+                }
+                Effect::Send {
+                    attempt,
+                    seq,
+                    target,
+                } => {
+                    let sent = self
+                        .engine
+                        .message(seq)
+                        .ok_or(Error::NotFound)
+                        .and_then(|m| host.send_request(&delivery(m, &target)));
+                    match sent {
+                        Ok(id) => {
+                            self.attempts.insert(id, attempt);
+                        }
+                        Err(e) => {
+                            huddle_sdk::debug!(host, "delivery of {seq} not sent: {e}");
+                            queue.extend(self.engine.on_result(attempt, 503, now_ms()));
+                        }
+                    }
+                }
+                Effect::Notify { stored, .. } => self.notify(host, &stored),
+                Effect::Expired { seq } => {
+                    huddle_sdk::info!(host, "message {seq} expired undelivered");
+                }
+            }
+        }
+        self.rearm(host);
+    }
+
+    fn notify(&mut self, host: &Host, m: &Stored) {
+        let Some(ask) = &m.imdn else {
+            return;
+        };
+        let (ct, body) = wire::imdn_notice(ask, &m.to, &m.from_uri, now_ms());
+        let notice = NewRequest::new(Method::Message, &m.from_uri)
+            .from(&format!("<{}>", m.to))
+            .to(&format!("<{}>", m.from_uri))
+            .header("Date", &wire::sip_date(now_ms()))
+            .body(&ct, &body)
+            .build();
+        match host.send_request(&notice) {
+            Ok(id) => {
+                self.notices.insert(id);
+            }
+            Err(e) => huddle_sdk::debug!(host, "delivery notice not sent: {e}"),
+        }
+    }
+
+    /// Keeps one host timer at the engine's next wake-up.
+    fn rearm(&mut self, host: &Host) {
+        let Some(at) = self.engine.next_wake() else {
+            return;
+        };
+        if let Some((timer, armed)) = self.wake {
+            if armed <= at {
+                return;
+            }
+            let _ = host.cancel_timer(timer);
+        }
+        let delay = Duration::from_millis(at.saturating_sub(now_ms()));
+        match host.set_timer(delay, TOKEN_WAKE) {
+            Ok(timer) => self.wake = Some((timer, at)),
+            Err(e) => {
+                self.wake = None;
+                huddle_sdk::error!(host, "no timer for retries and expiry: {e}");
+            }
+        }
+    }
+
+    fn log_history(&mut self, host: &Host, request: &Request) {
+        if self.config.history_retention_secs == 0 {
+            return;
+        }
+        self.history.push(HistoryEntry {
+            seq: {
+                self.history_seq += 1;
+                self.history_seq
+            },
+            ts_ms: now_ms(),
+            from: request.from_uri().unwrap_or_default().to_owned(),
+            to: request
+                .to_uri()
+                .filter(|t| t.contains('@'))
+                .unwrap_or(request.uri())
+                .to_owned(),
+            content_type: request.content_type_full().unwrap_or("").to_owned(),
+            body: Body::of(request.body()),
+        });
+        if self.history.len() >= HISTORY_BATCH {
+            self.flush(host);
+        } else if !self.flush_armed {
+            let delay = Duration::from_millis(self.config.history_flush_ms);
+            self.flush_armed = host.set_timer(delay, TOKEN_FLUSH).is_ok();
+        }
+    }
+
+    /// Writes buffered history as one batch (one store commit).
+    fn flush(&mut self, host: &Host) {
+        let Some(first) = self.history.first() else {
+            return;
+        };
+        let key = format!("h/{:016x}-{:016x}", first.ts_ms, first.seq);
+        let batch = std::mem::take(&mut self.history);
+        if let Err(e) = host.store().put(key.as_bytes(), &wire::encode(&batch)) {
+            huddle_sdk::warn!(host, "history of {} messages not written: {e}", batch.len());
+        }
+    }
+
+    /// Deletes history older than the retention, a bounded number at a time.
+    fn sweep(&mut self, host: &Host) {
+        let retention = self.config.history_retention_secs;
+        if retention == 0 {
+            return;
+        }
+        let cutoff = now_ms().saturating_sub(retention.saturating_mul(1000));
+        let cutoff_key = format!("h/{cutoff:016x}");
+        let mut deleted = 0;
+        if let Ok(page) = host.store().scan(b"h/", None, SWEEP_BATCH) {
+            for (key, _) in page.entries {
+                if key.as_slice() >= cutoff_key.as_bytes() {
+                    break;
+                }
+                if host.store().delete(&key).is_ok() {
+                    deleted += 1;
+                }
+            }
+        }
+        let next = if deleted == SWEEP_BATCH { 1 } else { 600 };
+        let _ = host.set_timer(Duration::from_secs(next), TOKEN_SWEEP);
+    }
+}
+
+/// The MESSAGE that delivers `m` to `target`: the original From, Date and Content-Type.
+fn delivery(m: &Stored, target: &Target) -> huddle_sdk::Bytes {
+    let mut req = NewRequest::new(Method::Message, &m.to)
+        .from(&m.from)
+        .to(&format!("<{}>", m.to))
+        .header("Date", &m.date);
+    if let Target::Device(key) = target {
+        req = req.header(BINDING_HEADER, key);
+    }
+    req.body(&m.content_type, &m.body.bytes()).build()
+}
+
+// Capabilities: it sends requests, keeps messages in its store, watches bindings and times
+// retries and expiry.
+huddle_sdk::export_plugin!(
+    Messaging,
+    "messaging",
+    env!("CARGO_PKG_VERSION"),
+    Capabilities::SEND_REQUEST
+        .with(Capabilities::STORE)
+        .with(Capabilities::STORE_WATCH)
+        .with(Capabilities::LOCATION)
+        .with(Capabilities::TIMERS)
+);
+
+#[cfg(test)]
+mod tests;

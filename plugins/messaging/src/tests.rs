@@ -1,0 +1,249 @@
+//! Glue tests: the plugin on a `FakeHost`, through the real C ABI. Timing lives in the engine's
+//! tests (virtual time); these check what crosses the boundary.
+
+use super::*;
+use huddle_sdk::fake::{sample_request, FakeHost, FakePlugin};
+use huddle_sdk::HeaderName;
+
+const BOB: &str = "sip:bob@example.test";
+
+/// A `location/` record as the registrar writes it (the fields this plugin reads).
+#[derive(Serialize)]
+#[serde(crate = "huddle_sdk::serde")]
+struct BindingRecord {
+    expires_unix: u64,
+}
+
+fn binding(expires_unix: u64) -> Vec<u8> {
+    wire::encode(&BindingRecord { expires_unix })
+}
+
+/// Starts the plugin writing on its own thread (`store_writers = 0`), so that every answer
+/// is there when a call returns; `writers_answer_202_after_the_write` covers the writers.
+fn start(config: &str) -> (FakeHost, FakePlugin) {
+    let host = FakeHost::new();
+    let mut plugin = host
+        .start(
+            &huddle_plugin_export::entry(),
+            &format!("store_writers = 0\n{config}"),
+        )
+        .expect("messaging starts");
+    plugin.advance(Duration::ZERO).unwrap();
+    (host, plugin)
+}
+
+fn register(host: &FakeHost, plugin: &mut FakePlugin, key: &str) {
+    host.put("location", key.as_bytes(), &binding(u64::MAX / 2000));
+    plugin.deliver_changes().unwrap();
+}
+
+#[test]
+fn delivers_to_each_device_separately_and_answers_200_on_the_first_accept() {
+    let (host, mut plugin) = start("");
+    register(&host, &mut plugin, "bob@example.test/d1");
+    register(&host, &mut plugin, "bob@example.test/d2");
+    let txn = plugin
+        .request(sample_request("MESSAGE", BOB, "héllo"))
+        .unwrap();
+    assert!(host.final_response(txn).is_none(), "no device answered yet");
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 2);
+    let pins: Vec<_> = sent
+        .iter()
+        .map(|s| {
+            s.message
+                .header(&HeaderName::parse(BINDING_HEADER))
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(pins, ["bob@example.test/d1", "bob@example.test/d2"]);
+    let first = &sent[0].message;
+    assert_eq!(first.body(), "héllo".as_bytes());
+    assert_eq!(first.from_header().unwrap().uri, "sip:alice@example.test");
+    assert!(first.header(&HeaderName::parse("Date")).is_some());
+    plugin.answer(&sent[1], 200, "OK").unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 200);
+    plugin.answer(&sent[0], 200, "OK").unwrap();
+    assert!(host.entries("").iter().all(|(k, _)| !k.starts_with(b"q/")));
+}
+
+#[test]
+fn offline_user_is_stored_before_202_and_delivered_on_register() {
+    let (host, mut plugin) = start("");
+    let txn = plugin
+        .request(sample_request("MESSAGE", BOB, "later"))
+        .unwrap();
+    let probe = host.take_sent_requests();
+    assert_eq!(probe.len(), 1);
+    assert!(probe[0]
+        .message
+        .header(&HeaderName::parse(BINDING_HEADER))
+        .is_none());
+    plugin
+        .answer(&probe[0], 480, "Temporarily Unavailable")
+        .unwrap();
+    let answer = host.final_response(txn).unwrap();
+    assert_eq!(answer.status(), 202);
+    let stored: Vec<_> = host
+        .entries("")
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(b"q/"))
+        .collect();
+    assert_eq!(stored.len(), 1, "durable before the 202");
+
+    register(&host, &mut plugin, "bob@example.test/d1");
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].message.body(), b"later");
+    plugin.answer(&sent[0], 200, "OK").unwrap();
+    assert!(host.entries("").iter().all(|(k, _)| !k.starts_with(b"q/")));
+}
+
+#[test]
+fn unknown_user_gets_404_and_a_big_body_413() {
+    let (host, mut plugin) = start("max_body_bytes = 4");
+    let txn = plugin
+        .request(sample_request("MESSAGE", "sip:nobody@example.test", "hi"))
+        .unwrap();
+    let probe = host.take_sent_requests();
+    plugin.answer(&probe[0], 404, "Not Found").unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 404);
+    let txn = plugin
+        .request(sample_request("MESSAGE", BOB, "too long"))
+        .unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 413);
+}
+
+#[test]
+fn is_composing_is_relayed_never_stored() {
+    let (host, mut plugin) = start("");
+    let req = String::from_utf8(sample_request("MESSAGE", BOB, "<isComposing/>").to_vec())
+        .unwrap()
+        .replace("text/plain", "application/im-iscomposing+xml");
+    let txn = plugin.request(req).unwrap();
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 1);
+    plugin
+        .answer(&sent[0], 480, "Temporarily Unavailable")
+        .unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 480);
+    assert!(host.entries("").is_empty());
+}
+
+#[test]
+fn delivery_notice_goes_back_to_the_sender() {
+    let (host, mut plugin) = start("imdn = \"header\"");
+    register(&host, &mut plugin, "bob@example.test/d1");
+    let req = String::from_utf8(sample_request("MESSAGE", BOB, "ping").to_vec())
+        .unwrap()
+        .replace(
+            "Content-Type:",
+            "Disposition-Notification: positive-delivery\r\nMessage-ID: m-42\r\nContent-Type:",
+        );
+    plugin.request(req).unwrap();
+    let sent = host.take_sent_requests();
+    plugin.answer(&sent[0], 200, "OK").unwrap();
+    let notice = host.take_sent_requests();
+    assert_eq!(notice.len(), 1);
+    let n = &notice[0].message;
+    assert_eq!(n.request_uri(), Some("sip:alice@example.test"));
+    assert_eq!(n.content_type(), Some("message/imdn+xml"));
+    assert!(std::str::from_utf8(n.body()).unwrap().contains("m-42"));
+}
+
+#[test]
+fn stored_messages_survive_a_restart() {
+    let (host, mut plugin) = start("");
+    plugin
+        .request(sample_request("MESSAGE", BOB, "kept"))
+        .unwrap();
+    let probe = host.take_sent_requests();
+    plugin
+        .answer(&probe[0], 480, "Temporarily Unavailable")
+        .unwrap();
+    let host = plugin.stop();
+    host.put(
+        "location",
+        b"bob@example.test/d9",
+        &binding(u64::MAX / 2000),
+    );
+    let mut plugin = host
+        .start(&huddle_plugin_export::entry(), "store_writers = 0")
+        .unwrap();
+    plugin.advance(Duration::ZERO).unwrap();
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].message.body(), b"kept");
+}
+
+#[test]
+fn writers_answer_202_after_the_write() {
+    let host = FakeHost::new();
+    let mut plugin = host
+        .start(&huddle_plugin_export::entry(), "store_writers = 2")
+        .unwrap();
+    plugin.advance(Duration::ZERO).unwrap();
+    let mut txns = Vec::new();
+    for body in ["w1", "w2", "w3"] {
+        let txn = plugin
+            .request(sample_request("MESSAGE", BOB, body))
+            .unwrap();
+        // Only the first asks the host; then the plugin knows bob is offline.
+        for probe in host.take_sent_requests() {
+            plugin
+                .answer(&probe, 480, "Temporarily Unavailable")
+                .unwrap();
+        }
+        txns.push(txn);
+    }
+    // Stopping the plugin lets the writers finish their queues: every 202 is out, and every
+    // message answered 202 is in the store.
+    let host = plugin.stop();
+    for txn in txns {
+        assert_eq!(host.final_response(txn).unwrap().status(), 202);
+    }
+    let stored = host
+        .entries("")
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(b"q/"))
+        .count();
+    assert_eq!(stored, 3);
+}
+
+#[test]
+fn history_is_written_in_batches_and_old_batches_are_swept() {
+    let host = FakeHost::new();
+    // A batch from 1970 (older than any retention) and one from the far future.
+    let old = b"h/0000000000000001-0000000000000001".to_vec();
+    let future = b"h/7fffffffffffffff-0000000000000001".to_vec();
+    host.put("", &old, &wire::encode(&Vec::<HistoryEntry>::new()));
+    host.put("", &future, &wire::encode(&Vec::<HistoryEntry>::new()));
+    let mut plugin = host
+        .start(&huddle_plugin_export::entry(), "store_writers = 0")
+        .unwrap();
+    plugin.advance(Duration::ZERO).unwrap();
+    assert!(host.get("", &old).is_none(), "swept at start");
+    assert!(host.get("", &future).is_some(), "within retention");
+
+    register(&host, &mut plugin, "bob@example.test/d1");
+    plugin
+        .request(sample_request("MESSAGE", BOB, "for the record"))
+        .unwrap();
+    let sent = host.take_sent_requests();
+    plugin.answer(&sent[0], 200, "OK").unwrap();
+    // Written at the next flush (a timer), as one record.
+    plugin.advance(Duration::from_secs(1)).unwrap();
+    let batches: Vec<Vec<HistoryEntry>> = host
+        .entries("")
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(b"h/") && *k != future)
+        .filter_map(|(_, v)| wire::decode(&v))
+        .collect();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].len(), 1);
+    let e = &batches[0][0];
+    assert_eq!(e.from, "sip:alice@example.test");
+    assert_eq!(e.to, BOB);
+    assert_eq!(e.body, Body::Text("for the record".into()));
+}

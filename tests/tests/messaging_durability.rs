@@ -1,0 +1,245 @@
+//! Durability of the messaging store (issue 5): a `huddle` process with the messaging plugin
+//! takes a burst of MESSAGEs for an offline user from several UDP senders and is killed with
+//! SIGKILL right after it has answered some of them `202 Accepted`, with more in flight.
+//! Restarted on the same store, it delivers every acknowledged message to the user's phone
+//! when it registers, each exactly once: no body arrives twice, and once a marker message sent
+//! after the restart has arrived (per-device delivery is in order, so everything stored before
+//! it came first) the store holds nothing more to deliver. Then `huddle messages list` shows
+//! the conversation.
+
+use std::collections::{HashMap, HashSet};
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use huddle::store::{RedbStore, Store};
+use huddle_e2e::plugin_support::{cargo_bin, cargo_cdylib, plugin_entry};
+use huddle_e2e::sip_client::{accept_message, register_ok, text, Conn, Ua};
+use huddle_e2e::{run_bounded, test_config, DOMAIN};
+use huddle_sip::Message;
+use tokio::net::UdpSocket;
+
+const SENDERS: usize = 4;
+const PER_SENDER: usize = 60;
+/// SIGKILL once this many 202s are in.
+const KILL_AFTER: usize = 80;
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts `huddle run` and waits (bounded) for its "running" line.
+fn start_server(bin: &Path, config: &Path) -> Child {
+    let mut child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("huddle starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("Huddle is running") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = child.kill();
+        panic!("the server did not start within 60 s");
+    }
+    child
+}
+
+fn message(from_port: u16, n: usize, body: &str) -> String {
+    format!(
+        "MESSAGE sip:bob@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{from_port};branch=z9hG4bK{n}x{from_port};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:ext@elsewhere.test>;tag=t{n}\r\nTo: <sip:bob@{DOMAIN}>\r\n\
+         Call-ID: load-{n}-{from_port}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain;charset=utf-8\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// One sender: sends its messages back to back, then reports every final response it gets
+/// until the server has been quiet for a while (it is killed meanwhile).
+async fn sender(
+    server: SocketAddr,
+    first: usize,
+    tx: tokio::sync::mpsc::UnboundedSender<(String, u16)>,
+) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let mut bodies = HashMap::new();
+    for n in first..first + PER_SENDER {
+        let body = format!("durable message {n} ✓");
+        socket
+            .send_to(message(port, n, &body).as_bytes(), server)
+            .await
+            .unwrap();
+        bodies.insert(format!("load-{n}-{port}"), body);
+    }
+    let mut buf = vec![0u8; 65_536];
+    while let Ok(Ok((len, _))) =
+        tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buf)).await
+    {
+        let Ok(msg) = Message::parse(bytes::Bytes::copy_from_slice(&buf[..len])) else {
+            continue;
+        };
+        let (Some(status), Some(call_id)) = (msg.status(), msg.call_id()) else {
+            continue;
+        };
+        if status >= 200 {
+            if let Some(body) = bodies.get(call_id) {
+                let _ = tx.send((body.clone(), status));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_message_survives_kill_9_and_is_delivered_once() {
+    let bin = tokio::task::block_in_place(|| cargo_bin("huddle", "huddle"));
+    let lib = tokio::task::block_in_place(|| cargo_cdylib("huddle-plugin-messaging"));
+    let dir = tempfile::tempdir().unwrap();
+    let (udp, ws) = (free_port(), free_port());
+    let config_text = test_config(dir.path(), DOMAIN, &plugin_entry(&lib, "")).replace(
+        "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\", \"ws:127.0.0.1:0\"]",
+        &format!("listen = [\"udp:127.0.0.1:{udp}\", \"ws:127.0.0.1:{ws}\"]"),
+    );
+    let config = dir.path().join("huddle.toml");
+    std::fs::write(&config, &config_text).unwrap();
+    let server: SocketAddr = format!("127.0.0.1:{udp}").parse().unwrap();
+
+    // Load, then SIGKILL right after the KILL_AFTER-th 202.
+    let mut child = tokio::task::block_in_place(|| start_server(&bin, &config));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let tasks: Vec<_> = (0..SENDERS)
+        .map(|i| tokio::spawn(sender(server, i * PER_SENDER, tx.clone())))
+        .collect();
+    drop(tx);
+    let mut acked = HashSet::new();
+    let mut killed = false;
+    while let Some((body, status)) = rx.recv().await {
+        if status == 202 {
+            acked.insert(body);
+        }
+        if !killed && acked.len() >= KILL_AFTER {
+            child.kill().expect("SIGKILL");
+            killed = true;
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    if !killed {
+        child.kill().expect("SIGKILL");
+    }
+    let _ = child.wait();
+    assert!(
+        acked.len() >= KILL_AFTER,
+        "the server acknowledged only {} messages",
+        acked.len()
+    );
+
+    // Restart on the same store; bob's phone registers and takes everything.
+    let mut child = tokio::task::block_in_place(|| start_server(&bin, &config));
+    let mut phone = Conn::udp(server, "bob's phone").await;
+    let bob = Ua::udp("bob", "bob-pw", phone.local_addr());
+    register_ok(&mut phone, &bob, 300).await;
+    let is_message = |m: &Message| m.method().is_some_and(|x| x.as_str() == "MESSAGE");
+    let marker = "marker after the restart";
+    let mut received: Vec<String> = Vec::new();
+    let mut marker_sent = false;
+    loop {
+        let m = phone.wait_for("the next stored MESSAGE", is_message).await;
+        let body = String::from_utf8(m.body().to_vec()).expect("UTF-8 body");
+        accept_message(&mut phone, &m).await;
+        if body == marker {
+            break;
+        }
+        assert!(
+            body.starts_with("durable message"),
+            "unexpected:\n{}",
+            text(&m)
+        );
+        received.push(body);
+        if !marker_sent {
+            // The plugin knows the phone now: the marker queues behind every stored message.
+            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let port = socket.local_addr().unwrap().port();
+            socket
+                .send_to(message(port, 999_999, marker).as_bytes(), server)
+                .await
+                .unwrap();
+            marker_sent = true;
+        }
+    }
+    println!(
+        "{} acknowledged before SIGKILL; {} delivered after the restart",
+        acked.len(),
+        received.len()
+    );
+    let unique: HashSet<&String> = received.iter().collect();
+    assert_eq!(unique.len(), received.len(), "a message arrived twice");
+    let missing: Vec<&String> = acked.iter().filter(|b| !unique.contains(b)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost: {missing:?}",
+        missing.len()
+    );
+
+    // Graceful stop (SIGINT), then nothing is left to deliver again.
+    let (ok, out) = run_bounded(
+        {
+            let mut c = Command::new("kill");
+            c.args(["-INT", &child.id().to_string()]);
+            c
+        },
+        Duration::from_secs(10),
+    );
+    assert!(ok, "{out}");
+    let _ = tokio::task::block_in_place(|| child.wait());
+    let store = RedbStore::open(dir.path().join("huddle.redb")).expect("the store reopens");
+    let left = Arc::new(store)
+        .scan_prefix(b"plugin/messaging/q/", None, 1024)
+        .unwrap()
+        .entries
+        .len();
+    assert_eq!(left, 0, "messages left to deliver twice");
+
+    // The history lists the conversation.
+    let mut cmd = Command::new(&bin);
+    cmd.args(["messages", "list", "bob", "--with", "ext", "--config"])
+        .arg(&config);
+    let (ok, out) = run_bounded(cmd, Duration::from_secs(30));
+    assert!(ok, "{out}");
+    assert!(out.contains(marker), "{out}");
+    assert!(
+        out.contains("sip:ext@elsewhere.test -> sip:bob@example.test"),
+        "{out}"
+    );
+    let mut cmd = Command::new(&bin);
+    cmd.args([
+        "messages",
+        "list",
+        "bob",
+        "--since",
+        "2999-01-01T00:00:00Z",
+        "--config",
+    ])
+    .arg(&config);
+    let (ok, out) = run_bounded(cmd, Duration::from_secs(30));
+    assert!(ok && out.trim().is_empty(), "{out}");
+}

@@ -4,6 +4,12 @@
 //! text back to you in a new MESSAGE, which the server delivers to wherever you are registered
 //! (a browser tab over WebSocket, a desk phone over UDP).
 //!
+//! Call `sip:echo@<your domain>` from a WebRTC client (when the server runs its media engine)
+//! and you get your own audio and video back, like Janus's EchoTest: the smallest complete
+//! media plugin. See [`calls`] for the SIP side (INVITE, re-INVITE for hold/resume, BYE from
+//! either side) and the two ways media can flow: the host's fast path (`media_forward`, the
+//! default) or through the plugin (`incoming_rtp` → `send_rtp`, `media = "plugin"`).
+//!
 //! What it shows, in order of appearance:
 //!
 //! 1. typed configuration from the `[plugins.config]` table (`Config::parse`);
@@ -13,18 +19,23 @@
 //!    response (`Plugin::handle_response`);
 //! 5. logging through the server (`huddle_sdk::info!` and friends);
 //! 6. exporting it all as a loadable library (`export_plugin!`);
-//! 7. unit tests that drive the plugin through the real C ABI with no server (`FakeHost`).
+//! 7. unit tests that drive the plugin through the real C ABI with no server (`FakeHost`);
+//! 8. media: answering an SDP offer with the host's engine, echoing RTP, ending calls.
 //!
 //! To start a plugin of your own: copy this folder to `plugins/<name>`, rename the package in
 //! `Cargo.toml` and the name in `export_plugin!`, and replace the body of `handle_request`.
 //! `sdk/README.md` has the whole walk from zero to a loaded plugin.
 
+pub mod calls;
+
 use std::collections::HashMap;
 
 use huddle_sdk::{
-    Capabilities, Claim, Claims, Config, Host, Method, NewRequest, Plugin, Request, RequestId,
-    Response, Result,
+    Capabilities, Claim, Claims, Config, HangupReason, Host, MediaSessionId, Method, NewRequest,
+    Plugin, Request, RequestId, Response, Result,
 };
+
+use calls::{Calls, MediaPath};
 
 /// The plugin's configuration: the `[plugins.config]` table of its `[[plugins]]` entry in
 /// `huddle.toml`. Every field has a default, so no table at all is fine too.
@@ -33,12 +44,16 @@ use huddle_sdk::{
 pub struct EchoConfig {
     /// The Request-URI user this plugin answers (`sip:<user>@<any local domain>`).
     pub user: String,
+    /// How echoed media flows: `"forward"` (the host's fast path, no packet enters the
+    /// plugin) or `"plugin"` (every packet through `incoming_rtp` and back with `send_rtp`).
+    pub media: MediaPath,
 }
 
 impl Default for EchoConfig {
     fn default() -> Self {
         EchoConfig {
             user: "echo".to_owned(),
+            media: MediaPath::Forward,
         }
     }
 }
@@ -51,6 +66,8 @@ pub struct Echo {
     /// Echoes we sent and have no final response for yet: request id → recipient. Only used
     /// to say something useful in the log when an echo cannot be delivered.
     in_flight: HashMap<RequestId, String>,
+    /// Audio/video calls (only when the host has a media engine).
+    calls: Calls,
 }
 
 impl Plugin for Echo {
@@ -64,14 +81,36 @@ impl Plugin for Echo {
         // server refuses to start if two plugins' claims overlap.
         claims.add(Claim::method("MESSAGE").with_user(&config.user));
 
-        huddle_sdk::info!(host, "answering MESSAGE to sip:{}@<domain>", config.user);
+        // Calls need the host's media engine. It is not required (the plugin still echoes
+        // MESSAGE without it), so the capability is checked here rather than in
+        // `export_plugin!`; without it, INVITE is left unclaimed and callers get the proxy's
+        // answer (404/480) instead of a call that cannot carry media.
+        if host.capabilities().contains(Capabilities::MEDIA) {
+            claims.add(Claim::method("INVITE").with_user(&config.user));
+            claims.add(Claim::method("BYE").with_user(&config.user));
+            huddle_sdk::info!(
+                host,
+                "answering MESSAGE and calls to sip:{}@<domain>",
+                config.user
+            );
+        } else {
+            huddle_sdk::info!(
+                host,
+                "answering MESSAGE to sip:{}@<domain> (no media engine: no calls)",
+                config.user
+            );
+        }
         Ok(Echo {
+            calls: Calls::new(config.media),
             user: config.user,
             in_flight: HashMap::new(),
         })
     }
 
     fn handle_request(&mut self, host: &Host, request: Request) -> Result<()> {
+        if request.method() != &Method::Message {
+            return self.calls.handle_request(host, request);
+        }
         // The sender: where the echo goes. A MESSAGE without a usable From cannot be echoed.
         let Some(sender) = request.from_uri().map(str::to_owned) else {
             return host.reply(&request, 400, "Bad Request - No Usable From");
@@ -108,16 +147,43 @@ impl Plugin for Echo {
         if !response.is_final() {
             return Ok(());
         }
-        let to = self
-            .in_flight
-            .remove(&response.request_id())
-            .unwrap_or_default();
+        let Some(to) = self.in_flight.remove(&response.request_id()) else {
+            // Not an echoed MESSAGE: a BYE the call side sent.
+            return self.calls.handle_response(host, response);
+        };
         match response.status() {
             200..=299 => huddle_sdk::debug!(host, "echo delivered to {to}"),
             // 480: not registered any more; 408: nobody answered. Not our fault, just say so.
             status => huddle_sdk::info!(host, "echo to {to} not delivered: {status}"),
         }
         Ok(())
+    }
+
+    fn media_ready(&mut self, host: &Host, session: MediaSessionId) -> Result<()> {
+        self.calls.media_ready(host, session)
+    }
+
+    fn incoming_rtp(
+        &mut self,
+        host: &Host,
+        session: MediaSessionId,
+        mid: &str,
+        packet: &[u8],
+    ) -> Result<()> {
+        self.calls.incoming_rtp(host, session, mid, packet)
+    }
+
+    fn incoming_rtcp(&mut self, host: &Host, session: MediaSessionId, packet: &[u8]) -> Result<()> {
+        self.calls.incoming_rtcp(host, session, packet)
+    }
+
+    fn media_hangup(
+        &mut self,
+        host: &Host,
+        session: MediaSessionId,
+        reason: HangupReason,
+    ) -> Result<()> {
+        self.calls.media_hangup(host, session, reason)
     }
 }
 

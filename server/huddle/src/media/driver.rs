@@ -197,7 +197,9 @@ impl Driver {
             }
             None => match self.by_addr.get(&source) {
                 Some(id) => *id,
-                None => return,
+                None => {
+                    return;
+                }
             },
         };
         let Some(leg) = self.legs.get_mut(&id) else {
@@ -210,7 +212,9 @@ impl Driver {
         if let Err(e) = leg.rtc.handle_input(Input::Receive(now, receive)) {
             tracing::debug!(session = id, error = %e, "media input refused");
         }
-        self.dirty.insert(id);
+        // Drained right away, not batched: in RTP mode str0m holds one received packet for
+        // the next `poll_output`, and a second input before it would overwrite the first.
+        self.drain(id);
     }
 
     fn fire_deadlines(&mut self, now: Instant) {
@@ -231,7 +235,7 @@ impl Driver {
             if let Err(e) = leg.rtc.handle_input(Input::Timeout(now)) {
                 tracing::debug!(session = id, error = %e, "media timeout handling failed");
             }
-            self.dirty.insert(id);
+            self.drain(id);
         }
     }
 
@@ -357,6 +361,11 @@ impl Driver {
         let Some(leg) = self.legs.get_mut(&id) else {
             return;
         };
+        // Time moves forward only through `handle_input`: packets written since the last input
+        // are released to `poll_output` by it (str0m's `write_rtp` enqueues them for "now").
+        if leg.rtc.is_alive() {
+            let _ = leg.rtc.handle_input(Input::Timeout(Instant::now()));
+        }
         loop {
             if !leg.rtc.is_alive() {
                 self.remove(id, HangupReason::Normal);

@@ -305,7 +305,7 @@ a=rtpmap:13 CN/8000\r\n\
 a=rtpmap:110 telephone-event/48000\r\n\
 a=rtpmap:126 telephone-event/8000\r\n\
 a=ssrc:1111 cname:abcd\r\n\
-m=video 40001 UDP/TLS/RTP/SAVPF 96 97 102 103 45 98 99\r\n\
+m=video 40001 UDP/TLS/RTP/SAVPF 96 97 102 103 45 98 99 118 120\r\n\
 c=IN IP4 127.0.0.1\r\n\
 a=rtcp:9 IN IP4 0.0.0.0\r\n\
 a=candidate:1 1 udp 2113937151 127.0.0.1 40001 typ host generation 0\r\n\
@@ -343,6 +343,8 @@ a=rtcp-fb:98 nack pli\r\n\
 a=fmtp:98 profile-id=0\r\n\
 a=rtpmap:99 rtx/90000\r\n\
 a=fmtp:99 apt=98\r\n\
+a=rtpmap:118 red/90000\r\n\
+a=rtpmap:120 ulpfec/90000\r\n\
 a=ssrc-group:FID 2222 3333\r\n\
 a=ssrc:2222 cname:abcd\r\n\
 a=ssrc:3333 cname:abcd\r\n";
@@ -368,6 +370,7 @@ a=ssrc:3333 cname:abcd\r\n";
     #[test]
     fn a_sipml5_offer_gets_a_webrtc_answer_with_our_transport() {
         let sdp = answer_for(CHROME_OFFER, &[CodecName::Opus, CodecName::Vp8]).unwrap();
+        println!("{sdp}");
         assert!(sdp.contains("a=ice-lite"), "{sdp}");
         assert!(sdp.contains("a=group:BUNDLE 0 1"), "{sdp}");
         assert!(sdp.contains("a=rtcp-mux"), "{sdp}");

@@ -50,6 +50,9 @@ pub struct MediaConfig {
     /// A leg whose ICE and DTLS have not completed this long after the answer is torn down and
     /// its plugin told (which ends the call).
     pub connect_timeout_secs: u64,
+    /// A connected leg from which nothing arrives this long (no ICE consent check, no media)
+    /// is torn down and its plugin told.
+    pub idle_timeout_secs: u64,
     /// Media legs at most; more offers are answered 503.
     pub max_sessions: usize,
     /// Codecs the engine answers with, in order of preference: opus, g722, pcmu, pcma, vp8,
@@ -64,6 +67,7 @@ impl Default for MediaConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
             connect_timeout_secs: 20,
+            idle_timeout_secs: 15,
             max_sessions: 10_000,
             codecs: ["opus", "g722", "pcmu", "pcma", "vp8", "h264", "vp9", "av1"]
                 .map(String::from)
@@ -84,6 +88,7 @@ impl MediaConfig {
             listen: self.listen,
             advertise: self.advertise,
             connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
             max_sessions: self.max_sessions,
             codecs,
         })
@@ -369,7 +374,9 @@ pub enum ConfigError {
     },
     #[error("{path}: [media] codecs: unknown codec {name:?} (known: opus, g722, pcmu, pcma, vp8, h264, vp9, av1)")]
     MediaCodec { path: PathBuf, name: String },
-    #[error("{path}: [media] connect_timeout_secs and max_sessions must be at least 1")]
+    #[error(
+        "{path}: [media] connect_timeout_secs, idle_timeout_secs and max_sessions must be at least 1"
+    )]
     MediaLimits { path: PathBuf },
     #[error("{path}: [[plugins]] entry {}: name {name:?} is used by another entry", index + 1)]
     PluginDuplicate {
@@ -443,7 +450,10 @@ impl Config {
         if let Err(name) = config.media.settings() {
             return Err(ConfigError::MediaCodec { path, name });
         }
-        if config.media.connect_timeout_secs == 0 || config.media.max_sessions == 0 {
+        if config.media.connect_timeout_secs == 0
+            || config.media.idle_timeout_secs == 0
+            || config.media.max_sessions == 0
+        {
             return Err(ConfigError::MediaLimits { path });
         }
         Ok(config)

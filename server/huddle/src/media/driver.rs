@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use huddle_sdk::HangupReason;
 use str0m::bwe::BweKind;
@@ -36,6 +36,11 @@ pub(crate) struct Leg {
     events: Arc<dyn MediaEvents>,
     /// Torn down if not connected by then.
     connect_by: Option<Instant>,
+    /// When the last datagram from the peer arrived (ICE consent checks come every few
+    /// seconds even on hold, so silence means the peer is gone).
+    last_rx: Instant,
+    /// Silence after which a connected leg is torn down.
+    idle_timeout: Duration,
     /// The `Rtc`'s next timeout.
     timeout: Option<Instant>,
     /// The deadline registered in the driver's set.
@@ -72,14 +77,18 @@ impl Leg {
         rtc: Rtc,
         ufrag: String,
         events: Arc<dyn MediaEvents>,
-        connect_by: Instant,
+        now: Instant,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
     ) -> Leg {
         Leg {
             id,
             rtc,
             ufrag,
             events,
-            connect_by: Some(connect_by),
+            connect_by: Some(now + connect_timeout),
+            last_rx: now,
+            idle_timeout,
             timeout: None,
             deadline: None,
             addrs: Vec::new(),
@@ -92,9 +101,19 @@ impl Leg {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        match (self.timeout, self.connect_by) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        // Until connected the connect deadline guards the leg, afterwards the idle one.
+        let guard = self.connect_by.unwrap_or(self.last_rx + self.idle_timeout);
+        Some(self.timeout.map_or(guard, |t| t.min(guard)))
+    }
+
+    /// Why the leg must go now, if it must.
+    fn expired(&self, now: Instant) -> Option<&'static str> {
+        match self.connect_by {
+            Some(by) if by <= now => Some("did not connect in time (ICE/DTLS)"),
+            None if self.last_rx + self.idle_timeout <= now => {
+                Some("peer silent too long (no ICE consent, no media)")
+            }
+            _ => None,
         }
     }
 }
@@ -206,6 +225,7 @@ impl Driver {
             return;
         };
         let now = Instant::now();
+        leg.last_rx = now;
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.candidate, bytes) else {
             return;
         };
@@ -227,8 +247,8 @@ impl Driver {
                 continue;
             };
             leg.deadline = None;
-            if leg.connect_by.is_some_and(|c| c <= now) {
-                tracing::info!(session = id, "media leg did not connect in time (ICE/DTLS)");
+            if let Some(why) = leg.expired(now) {
+                tracing::info!(session = id, "media leg torn down: {why}");
                 self.remove(id, HangupReason::Transport);
                 continue;
             }

@@ -27,7 +27,9 @@
 //! `answer` creates it (str0m `Rtc`, our one host candidate); the peer's ICE checks and DTLS
 //! handshake connect it (`media_ready`). A leg not connected within `connect_timeout_secs` is
 //! torn down and its plugin gets `media_hangup(TRANSPORT)`: the plugin then ends the dialog
-//! (BYE). ICE consent lost later does the same. `close` (a BYE) ends it with `NORMAL`.
+//! (BYE). A connected leg from which nothing arrives for `idle_timeout_secs` (browsers send
+//! ICE consent checks every few seconds, even on hold) goes the same way, as does one whose
+//! ICE agent reports the connection lost. `close` (a BYE) ends it with `NORMAL`.
 //! Following str0m's rule, a leg whose `Rtc` is no longer alive is never driven again.
 
 pub mod driver;
@@ -102,6 +104,8 @@ pub struct EngineSettings {
     pub advertise: Option<IpAddr>,
     /// Legs not connected (ICE + DTLS) this long after the answer are torn down.
     pub connect_timeout: Duration,
+    /// Connected legs silent this long (no ICE consent check, no media) are torn down.
+    pub idle_timeout: Duration,
     /// Legs at most; more answers get 503.
     pub max_sessions: usize,
     /// Codecs answered with.
@@ -169,6 +173,7 @@ struct Shared {
     commands: mpsc::Sender<Command>,
     leg: LegSettings,
     connect_timeout: Duration,
+    idle_timeout: Duration,
     max_sessions: usize,
     registry: Mutex<HashMap<u64, Entry>>,
     next_id: AtomicU64,
@@ -201,6 +206,7 @@ impl MediaEngine {
                 codecs: settings.codecs,
             },
             connect_timeout: settings.connect_timeout,
+            idle_timeout: settings.idle_timeout,
             max_sessions: settings.max_sessions,
             registry: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -295,7 +301,15 @@ impl MediaEngine {
                 mids: mids_of(&text),
             },
         );
-        let leg = driver::Leg::new(id, rtc, ufrag, events, now + self.shared.connect_timeout);
+        let leg = driver::Leg::new(
+            id,
+            rtc,
+            ufrag,
+            events,
+            now,
+            self.shared.connect_timeout,
+            self.shared.idle_timeout,
+        );
         if let Err(e) = self.send(Command::Insert(Box::new(leg))) {
             self.registry().remove(&id);
             return Err(e);

@@ -164,6 +164,11 @@ pub fn check_offer(offer: &[u8]) -> Result<SdpOffer, SdpError> {
     let mut ufrag = false;
     for line in text.lines() {
         let line = line.trim_end();
+        // Every line is `<letter>=<value>` (RFC 8866 §5); an empty line only at the end.
+        let b = line.as_bytes();
+        if !b.is_empty() && !(b.len() >= 2 && b[0].is_ascii_lowercase() && b[1] == b'=') {
+            return Err(SdpError::Malformed);
+        }
         if let Some(m) = line.strip_prefix("m=") {
             media += 1;
             // m=<media> <port> <proto> <fmt> ...
@@ -200,7 +205,10 @@ pub fn check_offer(offer: &[u8]) -> Result<SdpOffer, SdpError> {
     if !ufrag {
         return Err(SdpError::NoIce);
     }
-    SdpOffer::from_sdp_string(text).map_err(|_| SdpError::Malformed)
+    SdpOffer::from_sdp_string(text).map_err(|e| {
+        tracing::debug!(error = %e, "SDP offer refused by the parser");
+        SdpError::Malformed
+    })
 }
 
 /// A new leg's `Rtc`: ICE-lite (the server has known addresses and never gathers), RTP mode
@@ -370,7 +378,6 @@ a=ssrc:3333 cname:abcd\r\n";
     #[test]
     fn a_sipml5_offer_gets_a_webrtc_answer_with_our_transport() {
         let sdp = answer_for(CHROME_OFFER, &[CodecName::Opus, CodecName::Vp8]).unwrap();
-        println!("{sdp}");
         assert!(sdp.contains("a=ice-lite"), "{sdp}");
         assert!(sdp.contains("a=group:BUNDLE 0 1"), "{sdp}");
         assert!(sdp.contains("a=rtcp-mux"), "{sdp}");
@@ -424,6 +431,10 @@ a=ssrc:3333 cname:abcd\r\n";
     fn malformed_and_incomplete_offers_name_the_fault() {
         assert_eq!(check_offer(b"\xff\xfe").unwrap_err(), SdpError::NotText);
         assert_eq!(check_offer(b"hello").unwrap_err(), SdpError::Malformed);
+        assert_eq!(
+            check_offer(b"v=0\r\nthis is not sdp\r\n").unwrap_err(),
+            SdpError::Malformed
+        );
         assert_eq!(check_offer(b"").unwrap_err().status(), 400);
         assert_eq!(
             check_offer(b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\n").unwrap_err(),

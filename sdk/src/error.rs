@@ -55,7 +55,7 @@ pub enum Error {
     /// `media_answer` refused the offer: answer the INVITE with this status and reason
     /// (400 for malformed SDP, 488 for SDP the host cannot answer).
     #[error("offer refused: {} {}", .0.status, .0.reason)]
-    Sdp(SdpRefusal),
+    Sdp(Box<SdpRefusal>),
     /// A status code this SDK does not know (from a newer peer).
     #[error("unknown status code {0}")]
     Unknown(i32),
@@ -178,7 +178,7 @@ impl Error {
             }
             abi::HUDDLE_ERR_PLUGIN => Error::Plugin,
             abi::HUDDLE_ERR_SDP_MALFORMED | abi::HUDDLE_ERR_SDP_NOT_ACCEPTABLE => {
-                Error::Sdp(SdpRefusal::from_host(code, None))
+                Error::Sdp(Box::new(SdpRefusal::from_host(code, None)))
             }
             other => Error::Unknown(other),
         })

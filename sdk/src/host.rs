@@ -258,10 +258,10 @@ impl Host {
             if code == abi::HUDDLE_ERR_SDP_MALFORMED || code == abi::HUDDLE_ERR_SDP_NOT_ACCEPTABLE {
                 // ABI 1.1: the reason comes in `out` even though the call failed.
                 let text = take_buf(api, out);
-                return Err(Error::Sdp(crate::SdpRefusal::from_host(
+                return Err(Error::Sdp(Box::new(crate::SdpRefusal::from_host(
                     code,
                     text.as_deref(),
-                )));
+                ))));
             }
             Error::from_code(code)?;
             let answer = take_buf(api, out).unwrap_or_default();

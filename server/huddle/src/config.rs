@@ -58,6 +58,9 @@ pub struct MediaConfig {
     /// Codecs the engine answers with, in order of preference: opus, g722, pcmu, pcma, vp8,
     /// h264, vp9, av1.
     pub codecs: Vec<String>,
+    /// Send-side bandwidth estimation (transport-wide congestion control) with pacing; the
+    /// estimates go to plugins (`media_bitrate`). REMB from peers is reported either way.
+    pub bandwidth_estimation: bool,
 }
 
 impl Default for MediaConfig {
@@ -72,6 +75,7 @@ impl Default for MediaConfig {
             codecs: ["opus", "g722", "pcmu", "pcma", "vp8", "h264", "vp9", "av1"]
                 .map(String::from)
                 .to_vec(),
+            bandwidth_estimation: false,
         }
     }
 }
@@ -91,6 +95,7 @@ impl MediaConfig {
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
             max_sessions: self.max_sessions,
             codecs,
+            bandwidth_estimation: self.bandwidth_estimation,
         })
     }
 }

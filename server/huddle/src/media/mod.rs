@@ -110,6 +110,8 @@ pub struct EngineSettings {
     pub max_sessions: usize,
     /// Codecs answered with.
     pub codecs: Vec<CodecName>,
+    /// Send-side bandwidth estimation (TWCC) with pacing.
+    pub bandwidth_estimation: bool,
 }
 
 /// What the registry knows of a leg, for synchronous checks in the callers' threads.
@@ -204,6 +206,7 @@ impl MediaEngine {
             leg: LegSettings {
                 candidate,
                 codecs: settings.codecs,
+                bandwidth_estimation: settings.bandwidth_estimation,
             },
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.idle_timeout,

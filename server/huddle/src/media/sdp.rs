@@ -151,6 +151,9 @@ pub struct LegSettings {
     pub candidate: SocketAddr,
     /// The codecs answered with.
     pub codecs: Vec<CodecName>,
+    /// Run str0m's send-side bandwidth estimation (TWCC) and pace to it; the estimates reach
+    /// the plugin through `media_bitrate`. REMB estimates from the peer are reported either way.
+    pub bandwidth_estimation: bool,
 }
 
 /// Checks an offer before str0m parses it, then parses it.
@@ -166,7 +169,8 @@ pub fn check_offer(offer: &[u8]) -> Result<SdpOffer, SdpError> {
         let line = line.trim_end();
         // Every line is `<letter>=<value>` (RFC 8866 §5); an empty line only at the end.
         let b = line.as_bytes();
-        if !b.is_empty() && !(b.len() >= 2 && b[0].is_ascii_lowercase() && b[1] == b'=') {
+        let field = b.len() >= 2 && b[0].is_ascii_lowercase() && b[1] == b'=';
+        if !b.is_empty() && !field {
             return Err(SdpError::Malformed);
         }
         if let Some(m) = line.strip_prefix("m=") {
@@ -232,6 +236,9 @@ pub fn new_leg(settings: &LegSettings, now: Instant) -> (Rtc, String) {
             CodecName::Vp9 => config.enable_vp9(true),
             CodecName::Av1 => config.enable_av1(true),
         };
+    }
+    if settings.bandwidth_estimation {
+        config = config.enable_bwe(Some(str0m::bwe::Bitrate::kbps(1000)));
     }
     let ufrag = config
         .local_ice_credentials()
@@ -361,6 +368,7 @@ a=ssrc:3333 cname:abcd\r\n";
         LegSettings {
             candidate: "127.0.0.1:40000".parse().unwrap(),
             codecs: codecs.to_vec(),
+            bandwidth_estimation: true,
         }
     }
 

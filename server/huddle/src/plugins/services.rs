@@ -103,11 +103,11 @@ fn media_error(e: MediaError) -> Error {
         MediaError::Stopped => Error::BadState,
         MediaError::BadPacket => Error::InvalidArgument,
         MediaError::Sdp(crate::media::SdpError::TooManySessions) => Error::Busy,
-        MediaError::Sdp(sdp) => Error::Sdp(huddle_sdk::SdpRefusal {
+        MediaError::Sdp(sdp) => Error::Sdp(Box::new(huddle_sdk::SdpRefusal {
             status: sdp.status(),
             reason: sdp.reason().to_owned(),
             warning: sdp.warning().map(str::to_owned),
-        }),
+        })),
     }
 }
 

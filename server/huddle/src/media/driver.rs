@@ -49,7 +49,8 @@ pub(crate) struct Leg {
     /// The mid of each incoming SSRC.
     rx_mids: HashMap<u32, Mid>,
     /// Where each incoming stream is forwarded: (leg, mid).
-    forwards: HashMap<Mid, Vec<(u64, Mid)>>,
+    /// Shared so that each packet takes the list with a reference count, not a copy.
+    forwards: HashMap<Mid, Arc<[(u64, Mid)]>>,
     /// What feeds each outgoing stream, for key-frame requests passed back.
     fed_by: HashMap<Mid, (u64, Mid)>,
     /// Per outgoing stream: the sequence extender of plugin-sent packets and the rewriter of
@@ -233,8 +234,9 @@ impl Driver {
             tracing::debug!(session = id, error = %e, "media input refused");
         }
         // Drained right away, not batched: in RTP mode str0m holds one received packet for
-        // the next `poll_output`, and a second input before it would overwrite the first.
-        self.drain(id);
+        // the next `poll_output`, and a second input before it would overwrite the first. The
+        // receive itself advanced the leg's clock, so no extra tick.
+        self.drain(id, false);
     }
 
     fn fire_deadlines(&mut self, now: Instant) {
@@ -255,7 +257,7 @@ impl Driver {
             if let Err(e) = leg.rtc.handle_input(Input::Timeout(now)) {
                 tracing::debug!(session = id, error = %e, "media timeout handling failed");
             }
-            self.drain(id);
+            self.drain(id, false);
         }
     }
 
@@ -335,7 +337,11 @@ impl Driver {
                 .get_mut(&old_leg)
                 .and_then(|l| l.forwards.get_mut(&old_mid))
             {
-                targets.retain(|t| *t != (dst, dst_mid));
+                *targets = targets
+                    .iter()
+                    .copied()
+                    .filter(|t| *t != (dst, dst_mid))
+                    .collect();
             }
         }
         let Some((src_leg, src_mid)) = src else {
@@ -345,10 +351,8 @@ impl Driver {
             return;
         }
         if let Some(leg) = self.legs.get_mut(&src_leg) {
-            leg.forwards
-                .entry(src_mid)
-                .or_default()
-                .push((dst, dst_mid));
+            let targets = leg.forwards.entry(src_mid).or_insert_with(|| Arc::from([]));
+            *targets = targets.iter().copied().chain([(dst, dst_mid)]).collect();
             // A new receiver needs a picture now.
             if let Some(rx) = leg.rtc.direct_api().stream_rx_by_mid(src_mid, None) {
                 rx.request_keyframe(KeyframeRequestKind::Pli);
@@ -365,7 +369,7 @@ impl Driver {
         loop {
             let dirty: Vec<u64> = self.dirty.drain().collect();
             for id in dirty {
-                self.drain(id);
+                self.drain(id, true);
             }
             if self.events.is_empty() {
                 break;
@@ -376,14 +380,15 @@ impl Driver {
         }
     }
 
-    /// Polls one leg until `Timeout`: sends what it transmits, queues its events.
-    fn drain(&mut self, id: u64) {
+    /// Polls one leg until `Timeout`: sends what it transmits, queues its events. `tick`
+    /// first advances its clock, which releases packets written since its last input.
+    fn drain(&mut self, id: u64, tick: bool) {
         let Some(leg) = self.legs.get_mut(&id) else {
             return;
         };
         // Time moves forward only through `handle_input`: packets written since the last input
         // are released to `poll_output` by it (str0m's `write_rtp` enqueues them for "now").
-        if leg.rtc.is_alive() {
+        if tick && leg.rtc.is_alive() {
             let _ = leg.rtc.handle_input(Input::Timeout(Instant::now()));
         }
         loop {
@@ -488,7 +493,11 @@ impl Driver {
                 mid
             }
         };
-        let targets = leg.forwards.get(&mid).cloned().unwrap_or_default();
+        let targets = leg
+            .forwards
+            .get(&mid)
+            .cloned()
+            .unwrap_or_else(|| Arc::from([]));
         if targets.is_empty() {
             let bytes = rtp::serialize(
                 &rtp::Rtp {
@@ -513,7 +522,7 @@ impl Driver {
             .iter()
             .find(|p| p.pt() == src_pt)
             .map(|p| p.spec());
-        for (dst, dst_mid) in targets {
+        for &(dst, dst_mid) in targets.iter() {
             let Some(dst_leg) = self.legs.get_mut(&dst) else {
                 continue;
             };
@@ -596,11 +605,11 @@ impl Driver {
                 .get_mut(&src)
                 .and_then(|l| l.forwards.get_mut(&src_mid))
             {
-                t.retain(|x| *x != (id, dst_mid));
+                *t = t.iter().copied().filter(|x| *x != (id, dst_mid)).collect();
             }
         }
         for (_, targets) in leg.forwards.drain() {
-            for (dst, dst_mid) in targets {
+            for &(dst, dst_mid) in targets.iter() {
                 if let Some(l) = self.legs.get_mut(&dst) {
                     l.fed_by.remove(&dst_mid);
                 }

@@ -20,7 +20,7 @@
 #define HUDDLE_PLUGIN_ABI_MAJOR 1
 
 // The ABI minor version this SDK was built with.
-#define HUDDLE_PLUGIN_ABI_MINOR 0
+#define HUDDLE_PLUGIN_ABI_MINOR 1
 
 // Success.
 #define HUDDLE_OK 0
@@ -67,6 +67,16 @@
 
 // A plugin-specific failure (the plugin logged why).
 #define HUDDLE_ERR_PLUGIN (-14)
+
+// (ABI 1.1) `media_answer`: the offer is not SDP that can be parsed. Answer the INVITE
+// `400`; `*out_answer` holds the reason phrase to use (see `media_answer`).
+#define HUDDLE_ERR_SDP_MALFORMED (-15)
+
+// (ABI 1.1) `media_answer`: the offer is SDP the host cannot answer (plain RTP/AVP from a
+// SIP phone, no DTLS fingerprint or ICE, no codec in common). Answer the INVITE `488`;
+// `*out_answer` holds the reason phrase, optionally followed by a line feed and the text of
+// a `Warning: 399` header to add.
+#define HUDDLE_ERR_SDP_NOT_ACCEPTABLE (-16)
 
 // Capability: the key-value store (`store_get`, `store_put`, `store_delete`, `store_cas`,
 // `store_scan`).
@@ -260,6 +270,16 @@ typedef struct {
   // Answers an SDP offer with the host's media engine. `session` 0 creates a media session
   // (its id is written to `*out_session`); an existing id renegotiates it. The SDP answer, to
   // put in the plugin's SIP response, is written to `*out_answer` (free with `free_buf`).
+  //
+  // The plugin picks codecs and directions by the offer it passes (drop the payload types
+  // it does not want, change a direction attribute); the host answers each m-line with the
+  // offered codecs it supports, mirroring the direction, and adds the transport: ICE-lite
+  // credentials and candidate, DTLS fingerprint and setup, rtcp-mux, BUNDLE.
+  //
+  // (ABI 1.1) On `HUDDLE_ERR_SDP_MALFORMED` or `HUDDLE_ERR_SDP_NOT_ACCEPTABLE` the host
+  // writes the reason to `*out_answer` too (an exception to the out-parameter rule), so the
+  // plugin can answer `400`/`488` saying what was wrong. `HUDDLE_ERR_BUSY`: too many media
+  // sessions (answer `503`).
   int32_t (*media_answer)(void *ctx, uint64_t session, const uint8_t *offer, size_t offer_len, uint64_t *out_session, HuddleHostBuf *out_answer);
   // Sends one RTP packet (header and payload, unencrypted) on stream `mid` of `session`.
   int32_t (*media_send_rtp)(void *ctx, uint64_t session, const uint8_t *mid, size_t mid_len, const uint8_t *packet, size_t len);
@@ -369,6 +389,10 @@ typedef struct {
   int32_t (*incoming_rtcp)(void *instance, uint64_t session, const uint8_t *packet, size_t len);
   // The media session ended (`HUDDLE_HANGUP_*`); its id is no longer valid.
   int32_t (*media_hangup)(void *instance, uint64_t session, uint32_t reason);
+  // (ABI 1.1, optional) A new estimate of the bandwidth available towards the peer of
+  // `session`, in bits per second (transport-wide congestion control or REMB), for plugins
+  // that adapt what they send (simulcast layer, encoder bitrate).
+  int32_t (*media_bitrate)(void *instance, uint64_t session, uint64_t bps);
 } HuddlePluginDescriptor;
 
 // The type of the exported entry symbol `huddle_plugin_entry_v1`: returns the plugin's static

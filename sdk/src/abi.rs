@@ -174,7 +174,7 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version. Part of the entry symbol's name.
 pub const HUDDLE_PLUGIN_ABI_MAJOR: u32 = 1;
 /// The ABI minor version this SDK was built with.
-pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 0;
+pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 1;
 /// The one symbol a plugin library exports: `huddle_plugin_entry_v<major>`, of type
 /// [`HuddlePluginEntryFn`].
 pub const HUDDLE_PLUGIN_ENTRY_SYMBOL: &str = "huddle_plugin_entry_v1";
@@ -210,6 +210,14 @@ pub const HUDDLE_ERR_INCOMPATIBLE: i32 = -12;
 pub const HUDDLE_ERR_INVALID_CONFIG: i32 = -13;
 /// A plugin-specific failure (the plugin logged why).
 pub const HUDDLE_ERR_PLUGIN: i32 = -14;
+/// (ABI 1.1) `media_answer`: the offer is not SDP that can be parsed. Answer the INVITE
+/// `400`; `*out_answer` holds the reason phrase to use (see `media_answer`).
+pub const HUDDLE_ERR_SDP_MALFORMED: i32 = -15;
+/// (ABI 1.1) `media_answer`: the offer is SDP the host cannot answer (plain RTP/AVP from a
+/// SIP phone, no DTLS fingerprint or ICE, no codec in common). Answer the INVITE `488`;
+/// `*out_answer` holds the reason phrase, optionally followed by a line feed and the text of
+/// a `Warning: 399` header to add.
+pub const HUDDLE_ERR_SDP_NOT_ACCEPTABLE: i32 = -16;
 
 /// Capability: the key-value store (`store_get`, `store_put`, `store_delete`, `store_cas`,
 /// `store_scan`).
@@ -500,6 +508,11 @@ pub struct HuddlePluginDescriptor {
     /// The media session ended (`HUDDLE_HANGUP_*`); its id is no longer valid.
     pub media_hangup:
         Option<unsafe extern "C" fn(instance: *mut c_void, session: u64, reason: u32) -> i32>,
+    /// (ABI 1.1, optional) A new estimate of the bandwidth available towards the peer of
+    /// `session`, in bits per second (transport-wide congestion control or REMB), for plugins
+    /// that adapt what they send (simulcast layer, encoder bitrate).
+    pub media_bitrate:
+        Option<unsafe extern "C" fn(instance: *mut c_void, session: u64, bps: u64) -> i32>,
 }
 
 /// The host's table (host → plugin), passed to `init`. Owned by the host; valid, like `ctx`,
@@ -641,6 +654,16 @@ pub struct HuddleHostApi {
     /// Answers an SDP offer with the host's media engine. `session` 0 creates a media session
     /// (its id is written to `*out_session`); an existing id renegotiates it. The SDP answer, to
     /// put in the plugin's SIP response, is written to `*out_answer` (free with `free_buf`).
+    ///
+    /// The plugin picks codecs and directions by the offer it passes (drop the payload types
+    /// it does not want, change a direction attribute); the host answers each m-line with the
+    /// offered codecs it supports, mirroring the direction, and adds the transport: ICE-lite
+    /// credentials and candidate, DTLS fingerprint and setup, rtcp-mux, BUNDLE.
+    ///
+    /// (ABI 1.1) On `HUDDLE_ERR_SDP_MALFORMED` or `HUDDLE_ERR_SDP_NOT_ACCEPTABLE` the host
+    /// writes the reason to `*out_answer` too (an exception to the out-parameter rule), so the
+    /// plugin can answer `400`/`488` saying what was wrong. `HUDDLE_ERR_BUSY`: too many media
+    /// sessions (answer `503`).
     pub media_answer: Option<
         unsafe extern "C" fn(
             ctx: *mut c_void,
@@ -688,8 +711,10 @@ pub struct HuddleHostApi {
     pub media_close: Option<unsafe extern "C" fn(ctx: *mut c_void, session: u64) -> i32>,
 }
 
-/// The smallest `struct_size` a major-1 host accepts in a descriptor: the 1.0 layout.
-pub const HUDDLE_PLUGIN_DESCRIPTOR_MIN_SIZE: usize = std::mem::size_of::<HuddlePluginDescriptor>();
+/// The smallest `struct_size` a major-1 host accepts in a descriptor: the 1.0 layout, which
+/// ends with `media_hangup`.
+pub const HUDDLE_PLUGIN_DESCRIPTOR_MIN_SIZE: usize =
+    std::mem::offset_of!(HuddlePluginDescriptor, media_bitrate);
 /// The smallest `struct_size` a major-1 plugin accepts in a host table: the 1.0 layout.
 pub const HUDDLE_HOST_API_MIN_SIZE: usize = std::mem::size_of::<HuddleHostApi>();
 

@@ -52,9 +52,61 @@ pub enum Error {
     /// A plugin-specific failure (the plugin logs the detail).
     #[error("plugin failure")]
     Plugin,
+    /// `media_answer` refused the offer: answer the INVITE with this status and reason
+    /// (400 for malformed SDP, 488 for SDP the host cannot answer).
+    #[error("offer refused: {} {}", .0.status, .0.reason)]
+    Sdp(Box<SdpRefusal>),
     /// A status code this SDK does not know (from a newer peer).
     #[error("unknown status code {0}")]
     Unknown(i32),
+}
+
+/// Why the host's media engine refused an SDP offer, as the SIP answer to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdpRefusal {
+    /// 400 (malformed) or 488 (not acceptable).
+    pub status: u16,
+    /// The reason phrase, naming the fault (`Not Acceptable Here - WebRTC Media Only`).
+    pub reason: String,
+    /// The text of a `Warning: 399 <host> "..."` header, when the host has advice.
+    pub warning: Option<String>,
+}
+
+impl SdpRefusal {
+    /// Parses what the host wrote to `out_answer` with an SDP error code.
+    pub fn from_host(code: i32, text: Option<&[u8]>) -> SdpRefusal {
+        let status = if code == abi::HUDDLE_ERR_SDP_MALFORMED {
+            400
+        } else {
+            488
+        };
+        let text = text.map(String::from_utf8_lossy).unwrap_or_default();
+        let mut lines = text.splitn(2, '\n');
+        let reason = lines.next().filter(|r| !r.is_empty()).map_or_else(
+            || {
+                if status == 400 {
+                    "Bad Request - Malformed SDP".to_owned()
+                } else {
+                    "Not Acceptable Here".to_owned()
+                }
+            },
+            str::to_owned,
+        );
+        let warning = lines.next().filter(|w| !w.is_empty()).map(str::to_owned);
+        SdpRefusal {
+            status,
+            reason,
+            warning,
+        }
+    }
+
+    /// The text the host writes to `out_answer`.
+    pub fn to_host(&self) -> Vec<u8> {
+        match &self.warning {
+            Some(w) => format!("{}\n{w}", self.reason).into_bytes(),
+            None => self.reason.clone().into_bytes(),
+        }
+    }
 }
 
 /// Why a plugin's configuration was refused: the TOML parser's or deserializer's error.
@@ -95,6 +147,8 @@ impl Error {
             Error::Incompatible => abi::HUDDLE_ERR_INCOMPATIBLE,
             Error::InvalidConfig(_) => abi::HUDDLE_ERR_INVALID_CONFIG,
             Error::Plugin => abi::HUDDLE_ERR_PLUGIN,
+            Error::Sdp(r) if r.status == 400 => abi::HUDDLE_ERR_SDP_MALFORMED,
+            Error::Sdp(_) => abi::HUDDLE_ERR_SDP_NOT_ACCEPTABLE,
             // A positive or unknown code is passed on as it is; 0 would mean success, so it is
             // reported as an internal error instead.
             Error::Unknown(0) => abi::HUDDLE_ERR_INTERNAL,
@@ -123,6 +177,9 @@ impl Error {
                 Error::InvalidConfig(ConfigError::custom("refused by the plugin (see its log)"))
             }
             abi::HUDDLE_ERR_PLUGIN => Error::Plugin,
+            abi::HUDDLE_ERR_SDP_MALFORMED | abi::HUDDLE_ERR_SDP_NOT_ACCEPTABLE => {
+                Error::Sdp(Box::new(SdpRefusal::from_host(code, None)))
+            }
             other => Error::Unknown(other),
         })
     }
@@ -146,7 +203,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for code in -14..=0 {
+        for code in -16..=0 {
             match Error::from_code(code) {
                 Ok(()) => assert_eq!(code, 0),
                 Err(e) => assert_eq!(e.code(), code, "{e}"),

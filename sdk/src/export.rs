@@ -78,6 +78,7 @@ pub const fn descriptor<P: Plugin>(
         incoming_rtp: Some(incoming_rtp::<P>),
         incoming_rtcp: Some(incoming_rtcp::<P>),
         media_hangup: Some(media_hangup::<P>),
+        media_bitrate: Some(media_bitrate::<P>),
     })
 }
 
@@ -469,6 +470,19 @@ unsafe extern "C" fn media_hangup<P: Plugin>(
                 MediaSessionId(session),
                 HangupReason::from_code(reason),
             )
+        })
+    }
+}
+
+unsafe extern "C" fn media_bitrate<P: Plugin>(
+    instance: *mut c_void,
+    session: u64,
+    bps: u64,
+) -> i32 {
+    // SAFETY: `instance` came from `init::<P>` (ABI).
+    unsafe {
+        call::<P>(instance, "media_bitrate", move |p, host| {
+            p.media_bitrate(host, MediaSessionId(session), bps)
         })
     }
 }

@@ -20,7 +20,9 @@
 //! * **Timers** run on a virtual clock: [`FakePlugin::advance`] fires what is due, in order.
 //! * **Logs** are captured ([`FakeHost::logs`]).
 //! * **Media** (only with [`Capabilities::MEDIA`]): `media_answer` returns a canned SDP answer
-//!   and every media call is recorded ([`FakeHost::media_calls`]).
+//!   ([`FAKE_SDP_ANSWER`]: audio mid `0`, video mid `1`), or refuses an offer that is not SDP
+//!   (400) or is plain RTP/AVP (488), as the host does; every media call is recorded
+//!   ([`FakeHost::media_calls`]).
 //!
 //! ```
 //! # use huddle_sdk::{Claims, Claim, Config, Host, Plugin, Request, Result, Capabilities};
@@ -152,8 +154,9 @@ pub enum MediaCall {
     },
 }
 
-/// The SDP answer the fake's `media_answer` returns.
-pub const FAKE_SDP_ANSWER: &[u8] = b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=fake\r\nt=0 0\r\n";
+/// The SDP answer the fake's `media_answer` returns: an audio stream (mid `0`) and a video
+/// stream (mid `1`), as a host answering a browser's audio+video offer would.
+pub const FAKE_SDP_ANSWER: &[u8] = b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=fake\r\nt=0 0\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=rtpmap:96 VP8/90000\r\n";
 
 #[derive(Debug)]
 struct Txn {
@@ -559,6 +562,21 @@ impl HostServices for FakeHost {
         session: Option<MediaSessionId>,
         offer: &[u8],
     ) -> Result<(MediaSessionId, Vec<u8>)> {
+        // Refusals shaped like the real host's: not SDP → 400, plain RTP → 488 with advice.
+        if !offer.starts_with(b"v=") {
+            return Err(Error::Sdp(Box::new(crate::SdpRefusal {
+                status: 400,
+                reason: "Bad Request - Malformed SDP".into(),
+                warning: None,
+            })));
+        }
+        if offer.windows(8).any(|w| w == b"RTP/AVP ") {
+            return Err(Error::Sdp(Box::new(crate::SdpRefusal {
+                status: 488,
+                reason: "Not Acceptable Here - WebRTC Media Only".into(),
+                warning: Some("plain RTP (RTP/AVP) is not supported".into()),
+            })));
+        }
         let mut st = self.lock();
         let session = match session {
             Some(s) => s,

@@ -255,6 +255,14 @@ impl Host {
             let mut out = HuddleHostBuf::NONE;
             // SAFETY: valid while alive; `offer` borrowed, out-parameters outlive the call.
             let code = unsafe { f(api.ctx, id, offer.as_ptr(), offer.len(), &mut id, &mut out) };
+            if code == abi::HUDDLE_ERR_SDP_MALFORMED || code == abi::HUDDLE_ERR_SDP_NOT_ACCEPTABLE {
+                // ABI 1.1: the reason comes in `out` even though the call failed.
+                let text = take_buf(api, out);
+                return Err(Error::Sdp(Box::new(crate::SdpRefusal::from_host(
+                    code,
+                    text.as_deref(),
+                ))));
+            }
             Error::from_code(code)?;
             let answer = take_buf(api, out).unwrap_or_default();
             Ok((MediaSessionId(id), answer))

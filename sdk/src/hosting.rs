@@ -319,9 +319,25 @@ impl PluginEntry {
         if descriptor.align_offset(std::mem::align_of::<HuddlePluginDescriptor>()) != 0 {
             return Err(DescriptorError::Misaligned);
         }
-        // SAFETY: non-null, aligned, and at least the whole 1.0 layout (checked above); static
-        // for the rest of the process (the caller's promise).
-        let raw: &'static HuddlePluginDescriptor = unsafe { &*descriptor };
+        // A descriptor of an older minor is smaller than ours: copy the part its `struct_size`
+        // covers into a full-size table whose later entries are null ("absent"), rather than
+        // reading past its end. The copy lives as long as the library (never unloaded).
+        let size = header
+            .struct_size
+            .min(std::mem::size_of::<HuddlePluginDescriptor>());
+        // SAFETY: every field of the descriptor is an integer, a raw pointer or an
+        // `Option<fn>`, for which all-zero bytes are valid (0, null, `None`).
+        let mut copy: HuddlePluginDescriptor = unsafe { std::mem::zeroed() };
+        // SAFETY: non-null and at least `size` readable bytes (the caller's promise, and
+        // `size <= struct_size`); the destination is a local of at least `size` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                descriptor.cast::<u8>(),
+                (&mut copy as *mut HuddlePluginDescriptor).cast::<u8>(),
+                size,
+            );
+        }
+        let raw: &'static HuddlePluginDescriptor = Box::leak(Box::new(copy));
         // SAFETY: the strings are static per the caller's promise; reads stop at the first NUL
         // or at the bound.
         let name = unsafe { bounded_c_str(raw.name, 65) }.ok_or(DescriptorError::BadName(
@@ -687,6 +703,15 @@ impl PluginInstance {
         let f = self.entry.raw.incoming_rtcp.ok_or(Error::NotSupported)?;
         // SAFETY: instance alive; slice borrowed for the call.
         Error::from_code(unsafe { f(self.instance, session.0, packet.as_ptr(), packet.len()) })
+    }
+
+    /// A bandwidth estimate (ABI 1.1): [`Error::NotSupported`] without a call for a plugin
+    /// whose descriptor predates it.
+    pub fn media_bitrate(&mut self, session: MediaSessionId, bps: u64) -> Result<()> {
+        // Null for a descriptor whose `struct_size` does not cover it (`from_raw` copies).
+        let f = self.entry.raw.media_bitrate.ok_or(Error::NotSupported)?;
+        // SAFETY: instance alive.
+        Error::from_code(unsafe { f(self.instance, session.0, bps) })
     }
 
     /// A media session ended.
@@ -1077,7 +1102,15 @@ unsafe extern "C" fn h_media_answer(
                 return Err(Error::InvalidArgument);
             }
             let session = (session != 0).then_some(MediaSessionId(session));
-            let (id, answer) = b.services.media_answer(session, offer)?;
+            let (id, answer) = match b.services.media_answer(session, offer) {
+                Ok(answered) => answered,
+                Err(Error::Sdp(refusal)) => {
+                    // ABI 1.1: the reason goes out with the error code.
+                    write_out(out_answer, lend(refusal.to_host()))?;
+                    return Err(Error::Sdp(refusal));
+                }
+                Err(e) => return Err(e),
+            };
             write_out(out_session, id.0)?;
             write_out(out_answer, lend(answer))
         })

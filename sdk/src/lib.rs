@@ -150,7 +150,7 @@ mod types;
 pub use bytes::Bytes;
 pub use claims::{Claim, Claims};
 pub use config::Config;
-pub use error::{ConfigError, Error, Result};
+pub use error::{ConfigError, Error, Result, SdpRefusal};
 pub use host::{Host, SharedStore, Store};
 pub use huddle_sip as sip;
 pub use huddle_sip::{HeaderName, Message, Method};
@@ -234,6 +234,13 @@ pub trait Plugin: Send + Sized + 'static {
     /// A decrypted RTCP packet arrived.
     fn incoming_rtcp(&mut self, host: &Host, session: MediaSessionId, packet: &[u8]) -> Result<()> {
         let _ = (host, session, packet);
+        Ok(())
+    }
+
+    /// A new estimate of the bandwidth towards the peer of `session`, bits per second
+    /// (ABI 1.1; hosts before it never call this).
+    fn media_bitrate(&mut self, host: &Host, session: MediaSessionId, bps: u64) -> Result<()> {
+        let _ = (host, session, bps);
         Ok(())
     }
 

@@ -67,7 +67,10 @@ fn c_plugin_loads_claims_and_answers() {
     let info = loaded.info();
     assert_eq!(info.name, "c-echo");
     assert_eq!(info.version, "1.0.0");
-    assert_eq!((info.abi_major, info.abi_minor), (1, 0));
+    assert_eq!(
+        (info.abi_major, info.abi_minor),
+        (1, huddle_sdk::abi::HUDDLE_PLUGIN_ABI_MINOR)
+    );
     assert_eq!(info.capabilities, Capabilities::STORE);
     assert_eq!(
         loaded.entry().raw().struct_size,

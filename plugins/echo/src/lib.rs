@@ -4,6 +4,12 @@
 //! text back to you in a new MESSAGE, which the server delivers to wherever you are registered
 //! (a browser tab over WebSocket, a desk phone over UDP).
 //!
+//! Call `sip:echo@<your domain>` from a WebRTC client (when the server runs its media engine)
+//! and you get your own audio and video back, like Janus's EchoTest: the smallest complete
+//! media plugin. See [`calls`] for the SIP side (INVITE, re-INVITE for hold/resume, BYE from
+//! either side) and the two ways media can flow: the host's fast path (`media_forward`, the
+//! default) or through the plugin (`incoming_rtp` → `send_rtp`, `media = "plugin"`).
+//!
 //! What it shows, in order of appearance:
 //!
 //! 1. typed configuration from the `[plugins.config]` table (`Config::parse`);
@@ -13,18 +19,23 @@
 //!    response (`Plugin::handle_response`);
 //! 5. logging through the server (`huddle_sdk::info!` and friends);
 //! 6. exporting it all as a loadable library (`export_plugin!`);
-//! 7. unit tests that drive the plugin through the real C ABI with no server (`FakeHost`).
+//! 7. unit tests that drive the plugin through the real C ABI with no server (`FakeHost`);
+//! 8. media: answering an SDP offer with the host's engine, echoing RTP, ending calls.
 //!
 //! To start a plugin of your own: copy this folder to `plugins/<name>`, rename the package in
 //! `Cargo.toml` and the name in `export_plugin!`, and replace the body of `handle_request`.
 //! `sdk/README.md` has the whole walk from zero to a loaded plugin.
 
+pub mod calls;
+
 use std::collections::HashMap;
 
 use huddle_sdk::{
-    Capabilities, Claim, Claims, Config, Host, Method, NewRequest, Plugin, Request, RequestId,
-    Response, Result,
+    Capabilities, Claim, Claims, Config, HangupReason, Host, MediaSessionId, Method, NewRequest,
+    Plugin, Request, RequestId, Response, Result,
 };
+
+use calls::{Calls, MediaPath};
 
 /// The plugin's configuration: the `[plugins.config]` table of its `[[plugins]]` entry in
 /// `huddle.toml`. Every field has a default, so no table at all is fine too.
@@ -33,12 +44,16 @@ use huddle_sdk::{
 pub struct EchoConfig {
     /// The Request-URI user this plugin answers (`sip:<user>@<any local domain>`).
     pub user: String,
+    /// How echoed media flows: `"forward"` (the host's fast path, no packet enters the
+    /// plugin) or `"plugin"` (every packet through `incoming_rtp` and back with `send_rtp`).
+    pub media: MediaPath,
 }
 
 impl Default for EchoConfig {
     fn default() -> Self {
         EchoConfig {
             user: "echo".to_owned(),
+            media: MediaPath::Forward,
         }
     }
 }
@@ -51,6 +66,8 @@ pub struct Echo {
     /// Echoes we sent and have no final response for yet: request id → recipient. Only used
     /// to say something useful in the log when an echo cannot be delivered.
     in_flight: HashMap<RequestId, String>,
+    /// Audio/video calls (only when the host has a media engine).
+    calls: Calls,
 }
 
 impl Plugin for Echo {
@@ -64,14 +81,36 @@ impl Plugin for Echo {
         // server refuses to start if two plugins' claims overlap.
         claims.add(Claim::method("MESSAGE").with_user(&config.user));
 
-        huddle_sdk::info!(host, "answering MESSAGE to sip:{}@<domain>", config.user);
+        // Calls need the host's media engine. It is not required (the plugin still echoes
+        // MESSAGE without it), so the capability is checked here rather than in
+        // `export_plugin!`; without it, INVITE is left unclaimed and callers get the proxy's
+        // answer (404/480) instead of a call that cannot carry media.
+        if host.capabilities().contains(Capabilities::MEDIA) {
+            claims.add(Claim::method("INVITE").with_user(&config.user));
+            claims.add(Claim::method("BYE").with_user(&config.user));
+            huddle_sdk::info!(
+                host,
+                "answering MESSAGE and calls to sip:{}@<domain>",
+                config.user
+            );
+        } else {
+            huddle_sdk::info!(
+                host,
+                "answering MESSAGE to sip:{}@<domain> (no media engine: no calls)",
+                config.user
+            );
+        }
         Ok(Echo {
+            calls: Calls::new(config.media),
             user: config.user,
             in_flight: HashMap::new(),
         })
     }
 
     fn handle_request(&mut self, host: &Host, request: Request) -> Result<()> {
+        if request.method() != &Method::Message {
+            return self.calls.handle_request(host, request);
+        }
         // The sender: where the echo goes. A MESSAGE without a usable From cannot be echoed.
         let Some(sender) = request.from_uri().map(str::to_owned) else {
             return host.reply(&request, 400, "Bad Request - No Usable From");
@@ -108,16 +147,43 @@ impl Plugin for Echo {
         if !response.is_final() {
             return Ok(());
         }
-        let to = self
-            .in_flight
-            .remove(&response.request_id())
-            .unwrap_or_default();
+        let Some(to) = self.in_flight.remove(&response.request_id()) else {
+            // Not an echoed MESSAGE: a BYE the call side sent.
+            return self.calls.handle_response(host, response);
+        };
         match response.status() {
             200..=299 => huddle_sdk::debug!(host, "echo delivered to {to}"),
             // 480: not registered any more; 408: nobody answered. Not our fault, just say so.
             status => huddle_sdk::info!(host, "echo to {to} not delivered: {status}"),
         }
         Ok(())
+    }
+
+    fn media_ready(&mut self, host: &Host, session: MediaSessionId) -> Result<()> {
+        self.calls.media_ready(host, session)
+    }
+
+    fn incoming_rtp(
+        &mut self,
+        host: &Host,
+        session: MediaSessionId,
+        mid: &str,
+        packet: &[u8],
+    ) -> Result<()> {
+        self.calls.incoming_rtp(host, session, mid, packet)
+    }
+
+    fn incoming_rtcp(&mut self, host: &Host, session: MediaSessionId, packet: &[u8]) -> Result<()> {
+        self.calls.incoming_rtcp(host, session, packet)
+    }
+
+    fn media_hangup(
+        &mut self,
+        host: &Host,
+        session: MediaSessionId,
+        reason: HangupReason,
+    ) -> Result<()> {
+        self.calls.media_hangup(host, session, reason)
     }
 }
 
@@ -255,6 +321,217 @@ mod tests {
             Level::Info,
             "echo to sip:alice@example.test not delivered: 480"
         ));
+    }
+
+    // ---- calls (the host's media engine, faked) ----
+
+    use huddle_sdk::fake::{MediaCall, FAKE_SDP_ANSWER};
+    use huddle_sdk::{HangupReason, MediaSessionId};
+
+    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n";
+
+    fn invite(body: &str, extra: &str) -> String {
+        let uri = our_uri();
+        format!(
+            "INVITE {uri};transport=ws SIP/2.0\r\nVia: SIP/2.0/WS h.invalid;branch=z9hG4bKinv1\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=al1\r\nTo: <{uri}>\r\n\
+             Call-ID: call-1\r\nCSeq: 7 INVITE\r\nContact: <sip:alice@df7jal23ls0d.invalid;transport=ws>\r\n\
+             {extra}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn in_dialog(method: &str, to_tag: &str, cseq: u32, body: &str) -> String {
+        let uri = our_uri();
+        let ct = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".to_owned()
+        };
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/WS h.invalid;branch=z9hG4bK{method}{cseq}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=al1\r\nTo: <{uri}>;tag={to_tag}\r\n\
+             Call-ID: call-1\r\nCSeq: {cseq} {method}\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn media_host(config: &str) -> (FakeHost, huddle_sdk::fake::FakePlugin) {
+        let host = FakeHost::with_capabilities(Capabilities::ALL);
+        let plugin = host
+            .start(&huddle_plugin_export::entry(), config)
+            .expect("echo starts");
+        (host, plugin)
+    }
+
+    #[test]
+    fn with_a_media_engine_it_claims_calls_too() {
+        let (_, plugin) = media_host("");
+        let user = EchoConfig::default().user;
+        assert!(plugin
+            .claims()
+            .contains(&Claim::method("INVITE").with_user(&user)));
+        assert!(plugin
+            .claims()
+            .contains(&Claim::method("BYE").with_user(&user)));
+        let (_, plugin) = start("");
+        assert!(!plugin.claims_request(&sample_request("INVITE", &our_uri(), "")));
+    }
+
+    #[test]
+    fn a_call_is_answered_by_the_host_and_echoed_in_the_fast_path() {
+        let (host, mut plugin) = media_host("");
+        let txn = plugin.request(invite(OFFER, "")).unwrap();
+        let ok = host.final_response(txn).unwrap();
+        assert_eq!(ok.status(), 200);
+        assert_eq!(ok.message.body(), FAKE_SDP_ANSWER);
+        assert_eq!(ok.message.content_type(), Some("application/sdp"));
+        assert_eq!(
+            ok.message.header(&HeaderName::Contact),
+            Some(format!("<{}>", our_uri()).as_str())
+        );
+        assert!(ok.message.header(&HeaderName::RecordRoute).is_none());
+        let calls = host.media_calls();
+        let MediaCall::Answer { session, offer } = &calls[0] else {
+            panic!("first the answer: {calls:?}");
+        };
+        assert_eq!(offer, OFFER.as_bytes());
+        for mid in ["0", "1"] {
+            assert!(
+                calls.contains(&MediaCall::Forward {
+                    src: *session,
+                    src_mid: mid.into(),
+                    dst: *session,
+                    dst_mid: mid.into()
+                }),
+                "stream {mid} forwarded into itself: {calls:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hold_renegotiates_the_same_session_and_bye_closes_it() {
+        let (host, mut plugin) = media_host("");
+        let txn = plugin.request(invite(OFFER, "")).unwrap();
+        let ok = host.final_response(txn).unwrap();
+        let tag = ok.message.to_header().unwrap().tag().unwrap().to_owned();
+        let held = OFFER.replace("a=mid:1", "a=mid:1\r\na=sendonly");
+        let txn = plugin.request(in_dialog("INVITE", &tag, 8, &held)).unwrap();
+        let ok2 = host.final_response(txn).unwrap();
+        assert_eq!(ok2.status(), 200);
+        assert_eq!(ok2.message.to_header().unwrap().tag(), Some(tag.as_str()));
+        let answers: Vec<_> = host
+            .media_calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                MediaCall::Answer { session, .. } => Some(session),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answers.len(), 2);
+        assert_eq!(
+            answers[0], answers[1],
+            "the re-INVITE renegotiates the same session"
+        );
+
+        let txn = plugin.request(in_dialog("BYE", &tag, 9, "")).unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 200);
+        assert!(host.media_calls().contains(&MediaCall::Close {
+            session: answers[0]
+        }));
+        // The hang-up that follows a close is not news: no BYE goes out.
+        plugin
+            .media_hangup(answers[0], HangupReason::Normal)
+            .unwrap();
+        assert!(host.sent_requests().is_empty());
+        // A BYE for a call that is gone.
+        let txn = plugin.request(in_dialog("BYE", &tag, 10, "")).unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 481);
+    }
+
+    #[test]
+    fn a_failed_transport_ends_the_dialog_with_a_bye_along_the_record_route() {
+        let (host, mut plugin) = media_host("");
+        let rr = "Record-Route: <sip:127.0.0.1:5060;transport=ws;lr;ftok=abc>\r\nRecord-Route: <sip:127.0.0.1:5060;lr>\r\n";
+        let txn = plugin.request(invite(OFFER, rr)).unwrap();
+        let ok = host.final_response(txn).unwrap();
+        let tag = ok.message.to_header().unwrap().tag().unwrap().to_owned();
+        let session = MediaSessionId(match &host.media_calls()[0] {
+            MediaCall::Answer { session, .. } => session.0,
+            other => panic!("{other:?}"),
+        });
+        plugin
+            .media_hangup(session, HangupReason::Transport)
+            .unwrap();
+        let sent = host.sent_requests();
+        assert_eq!(sent.len(), 1, "one BYE");
+        let bye = &sent[0].message;
+        assert_eq!(bye.method(), Some(&Method::Bye));
+        assert_eq!(
+            bye.request_uri(),
+            Some("sip:alice@df7jal23ls0d.invalid;transport=ws")
+        );
+        assert_eq!(bye.call_id(), Some("call-1"));
+        assert_eq!(bye.from_header().unwrap().tag(), Some(tag.as_str()));
+        assert_eq!(bye.to_header().unwrap().tag(), Some("al1"));
+        let routes: Vec<&str> = bye.header_list(&HeaderName::Route).collect();
+        assert_eq!(
+            routes,
+            [
+                "<sip:127.0.0.1:5060;transport=ws;lr;ftok=abc>",
+                "<sip:127.0.0.1:5060;lr>"
+            ]
+        );
+    }
+
+    #[test]
+    fn offers_the_host_refuses_are_answered_with_its_status_and_warning() {
+        let (host, mut plugin) = media_host("");
+        let phone = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let txn = plugin.request(invite(phone, "")).unwrap();
+        let r = host.final_response(txn).unwrap();
+        assert_eq!(r.status(), 488);
+        assert!(r
+            .message
+            .header(&HeaderName::Warning)
+            .unwrap()
+            .starts_with("399 huddle \""));
+        let txn = plugin.request(invite("garbage", "")).unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 400);
+        let txn = plugin.request(invite("", "")).unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 488);
+    }
+
+    #[test]
+    fn through_the_plugin_packets_go_back_and_key_frame_requests_go_to_the_caller() {
+        let (host, mut plugin) = media_host("media = \"plugin\"");
+        let txn = plugin.request(invite(OFFER, "")).unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 200);
+        let session = MediaSessionId(match &host.media_calls()[0] {
+            MediaCall::Answer { session, .. } => session.0,
+            other => panic!("{other:?}"),
+        });
+        assert!(
+            !host
+                .media_calls()
+                .iter()
+                .any(|c| matches!(c, MediaCall::Forward { .. })),
+            "no fast path"
+        );
+        let packet = [0x80, 96, 0, 1, 0, 0, 0, 9, 0, 0, 0, 7, 1, 2, 3];
+        plugin.incoming_rtp(session, "1", &packet).unwrap();
+        assert!(host.media_calls().contains(&MediaCall::Rtp {
+            session,
+            mid: "1".into(),
+            packet: packet.to_vec()
+        }));
+        plugin
+            .incoming_rtcp(session, &[0x81, 206, 0, 2, 0, 0, 0, 0, 0, 0, 0, 7])
+            .unwrap();
+        assert!(host.media_calls().contains(&MediaCall::Keyframe {
+            session,
+            mid: "1".into()
+        }));
     }
 
     /// Echo with a fault injected: panics when the body is "panic". Loaded with

@@ -32,6 +32,72 @@ pub struct Config {
     /// Plugin instances loaded at start, one `[[plugins]]` table each.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    /// The media engine (WebRTC legs for plugins).
+    #[serde(default)]
+    pub media: MediaConfig,
+}
+
+/// `[media]`: the WebRTC media engine plugins answer calls with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Run the engine (plugins get the `media` capability only then).
+    pub enabled: bool,
+    /// The one UDP socket every media leg uses (`ip:port`; port 0 picks one).
+    pub listen: std::net::SocketAddr,
+    /// The address put in ICE candidates when it differs from the listen address (NAT 1:1).
+    pub advertise: Option<std::net::IpAddr>,
+    /// A leg whose ICE and DTLS have not completed this long after the answer is torn down and
+    /// its plugin told (which ends the call).
+    pub connect_timeout_secs: u64,
+    /// A connected leg from which nothing arrives this long (no ICE consent check, no media)
+    /// is torn down and its plugin told.
+    pub idle_timeout_secs: u64,
+    /// Media legs at most; more offers are answered 503.
+    pub max_sessions: usize,
+    /// Codecs the engine answers with, in order of preference: opus, g722, pcmu, pcma, vp8,
+    /// h264, vp9, av1.
+    pub codecs: Vec<String>,
+    /// Send-side bandwidth estimation (transport-wide congestion control) with pacing; the
+    /// estimates go to plugins (`media_bitrate`). REMB from peers is reported either way.
+    pub bandwidth_estimation: bool,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            enabled: true,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            connect_timeout_secs: 20,
+            idle_timeout_secs: 15,
+            max_sessions: 10_000,
+            codecs: ["opus", "g722", "pcmu", "pcma", "vp8", "h264", "vp9", "av1"]
+                .map(String::from)
+                .to_vec(),
+            bandwidth_estimation: false,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The engine's settings, or the first unknown codec name.
+    pub fn settings(&self) -> Result<crate::media::EngineSettings, String> {
+        let codecs = self
+            .codecs
+            .iter()
+            .map(|c| crate::media::CodecName::parse(c).ok_or_else(|| c.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::media::EngineSettings {
+            listen: self.listen,
+            advertise: self.advertise,
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            max_sessions: self.max_sessions,
+            codecs,
+            bandwidth_estimation: self.bandwidth_estimation,
+        })
+    }
 }
 
 /// `[sip]`.
@@ -311,6 +377,12 @@ pub enum ConfigError {
         index: usize,
         source: huddle_sdk::claims::ClaimError,
     },
+    #[error("{path}: [media] codecs: unknown codec {name:?} (known: opus, g722, pcmu, pcma, vp8, h264, vp9, av1)")]
+    MediaCodec { path: PathBuf, name: String },
+    #[error(
+        "{path}: [media] connect_timeout_secs, idle_timeout_secs and max_sessions must be at least 1"
+    )]
+    MediaLimits { path: PathBuf },
     #[error("{path}: [[plugins]] entry {}: name {name:?} is used by another entry", index + 1)]
     PluginDuplicate {
         path: PathBuf,
@@ -380,6 +452,15 @@ impl Config {
             return Err(ConfigError::TlsMissing { path });
         }
         check_plugins(&config.plugins, &path)?;
+        if let Err(name) = config.media.settings() {
+            return Err(ConfigError::MediaCodec { path, name });
+        }
+        if config.media.connect_timeout_secs == 0
+            || config.media.idle_timeout_secs == 0
+            || config.media.max_sessions == 0
+        {
+            return Err(ConfigError::MediaLimits { path });
+        }
         Ok(config)
     }
 

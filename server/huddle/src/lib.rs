@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod core;
+pub mod media;
 pub mod plugins;
 pub mod registrar;
 pub mod server;

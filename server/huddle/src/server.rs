@@ -29,6 +29,7 @@ pub struct Running {
     transports: Transports,
     plugins: Option<Workers>,
     writer: Option<std::thread::JoinHandle<()>>,
+    media: Option<(crate::media::MediaEngine, crate::media::EngineTask)>,
 }
 
 impl Running {
@@ -37,12 +38,28 @@ impl Running {
         let _ = self.shutdown.send(true);
         let _ = (&mut self.core).await;
         self.transports.shutdown().await;
+        // Media legs end before the plugins' threads stop, so each plugin hears of its own.
+        if let Some((engine, task)) = self.media.take() {
+            engine.shutdown(task).await;
+        }
         if let Some(plugins) = self.plugins.take() {
             let _ = tokio::task::spawn_blocking(move || plugins.stop()).await;
         }
         if let Some(writer) = self.writer.take() {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
+    }
+
+    /// The media engine's UDP address, when it runs.
+    pub fn media_addr(&self) -> Option<SocketAddr> {
+        self.media.as_ref().map(|(engine, _)| engine.local_addr())
+    }
+
+    /// Media legs alive.
+    pub fn media_sessions(&self) -> usize {
+        self.media
+            .as_ref()
+            .map_or(0, |(engine, _)| engine.sessions())
     }
 
     /// The WebSocket URL clients should use, if a `ws:` listener exists.
@@ -180,11 +197,28 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
     // before the server is reachable. Loading and `init` block (library initialisers, store
     // I/O), so they run off the runtime's threads. (On an error below, dropping `persist_tx`
     // ends the writer.)
+    // The media engine starts before the plugins: they are offered the media capability only
+    // when it runs.
+    let media = if config.media.enabled {
+        let settings = config
+            .media
+            .settings()
+            .map_err(|c| anyhow::anyhow!("[media] codecs: unknown codec {c:?}"))?;
+        let listen = settings.listen;
+        Some(
+            crate::media::MediaEngine::start(settings)
+                .await
+                .with_context(|| format!("binding the media socket [media] listen = {listen}"))?,
+        )
+    } else {
+        None
+    };
+    let engine = media.as_ref().map(|(engine, _)| engine.clone());
     let (plugins, workers) = {
         let config = config.clone();
         let store = store.clone();
         let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || crate::plugins::start(&config, store, runtime))
+        tokio::task::spawn_blocking(move || crate::plugins::start(&config, store, runtime, engine))
             .await
             .context("starting plugins")??
     };
@@ -222,5 +256,6 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
         transports,
         plugins: Some(workers),
         writer: Some(writer),
+        media,
     })
 }

@@ -19,6 +19,8 @@ use crate::config::PluginConfig;
 #[derive(Debug, Default)]
 struct DryServices {
     logs: Mutex<Vec<(Level, String)>>,
+    /// Whether the server would offer media (`[media] enabled`).
+    media: bool,
     next_id: AtomicU64,
 }
 
@@ -30,7 +32,7 @@ impl DryServices {
 
 impl HostServices for DryServices {
     fn capabilities(&self) -> Capabilities {
-        host_capabilities()
+        host_capabilities(self.media)
     }
 
     fn log(&self, level: Level, message: &str) {
@@ -98,26 +100,31 @@ impl HostServices for DryServices {
 pub(super) fn list_one(
     index: usize,
     entry: &PluginConfig,
+    media: bool,
 ) -> (
     Vec<(Level, String)>,
     std::result::Result<Listed, PluginError>,
 ) {
     let mut logs = Vec::new();
-    let outcome = start_dry(index, entry, &mut logs);
+    let outcome = start_dry(index, entry, media, &mut logs);
     (logs, outcome)
 }
 
 fn start_dry(
     index: usize,
     entry: &PluginConfig,
+    media: bool,
     logs: &mut Vec<(Level, String)>,
 ) -> std::result::Result<Listed, PluginError> {
-    let loaded = load::load_library(&entry.path, host_capabilities())
+    let loaded = load::load_library(&entry.path, host_capabilities(media))
         .map_err(|source| PluginError::Load { index, source })?;
     let info = loaded.info().clone();
     let name = instance_name(entry, &info);
     check_name(index, &entry.path, &name)?;
-    let services = Arc::new(DryServices::default());
+    let services = Arc::new(DryServices {
+        media,
+        ..DryServices::default()
+    });
     let started = PluginInstance::start(loaded.entry(), services.clone(), &config_text(entry));
     *logs = std::mem::take(&mut *lock(&services.logs));
     let instance = started.map_err(|source| PluginError::Start {

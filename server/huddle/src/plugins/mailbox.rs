@@ -13,6 +13,31 @@ use huddle_sdk::{RegistrationEvent, RequestId, RequestInfo, StoreChange, TimerId
 
 /// Registration events waiting for one plugin before new ones are dropped (and logged).
 pub(crate) const MAX_QUEUED_REGISTRATIONS: usize = 65_536;
+/// RTP/RTCP packets waiting for one plugin before new ones are dropped: about a second of a
+/// few dozen video calls. Media that waits longer is useless anyway.
+pub(crate) const MAX_QUEUED_PACKETS: usize = 8192;
+
+/// A media event for a plugin (from the media engine).
+#[derive(Debug)]
+pub(crate) enum MediaJob {
+    /// A leg connected.
+    Ready { session: u64 },
+    /// A plain RTP packet on stream `mid`.
+    Rtp {
+        session: u64,
+        mid: Box<str>,
+        packet: Vec<u8>,
+    },
+    /// An RTCP packet (key-frame requests).
+    Rtcp { session: u64, packet: Vec<u8> },
+    /// A leg ended.
+    Hangup {
+        session: u64,
+        reason: huddle_sdk::HangupReason,
+    },
+    /// A bandwidth estimate towards the peer.
+    Bitrate { session: u64, bps: u64 },
+}
 
 /// One call to make into the plugin.
 #[derive(Debug)]
@@ -37,6 +62,8 @@ pub(crate) enum Job {
     StoreChange(StoreChange),
     /// An address-of-record came online, went offline or changed.
     Registration(RegistrationEvent),
+    /// A media event; `counted` ones count against [`MAX_QUEUED_PACKETS`].
+    Media { job: MediaJob, counted: bool },
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +71,7 @@ struct State {
     jobs: VecDeque<Job>,
     requests: usize,
     registrations: usize,
+    packets: usize,
     closed: bool,
 }
 
@@ -108,6 +136,22 @@ impl Mailbox {
         true
     }
 
+    /// Queues a media event; a `counted` one (a packet) is dropped when
+    /// [`MAX_QUEUED_PACKETS`] are waiting. False when not queued.
+    pub(crate) fn push_media(&self, job: MediaJob, counted: bool) -> bool {
+        let mut st = self.lock();
+        if st.closed || (counted && st.packets >= MAX_QUEUED_PACKETS) {
+            return false;
+        }
+        if counted {
+            st.packets += 1;
+        }
+        st.jobs.push_back(Job::Media { job, counted });
+        drop(st);
+        self.ready.notify_one();
+        true
+    }
+
     /// The next job, waiting for one; `None` once closed.
     pub(crate) fn next(&self) -> Option<Job> {
         let mut st = self.lock();
@@ -119,6 +163,7 @@ impl Mailbox {
                 match &job {
                     Job::Request { counted: true, .. } => st.requests -= 1,
                     Job::Registration(_) => st.registrations -= 1,
+                    Job::Media { counted: true, .. } => st.packets -= 1,
                     _ => {}
                 }
                 return Some(job);

@@ -269,12 +269,13 @@ pub fn start(
     config: &Config,
     store: Arc<dyn Store>,
     runtime: tokio::runtime::Handle,
+    media: Option<crate::media::MediaEngine>,
 ) -> Result<(CorePlugins, Workers), PluginError> {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let mut started: Vec<Started> = Vec::with_capacity(config.plugins.len());
     let mut names: Vec<(String, usize)> = Vec::new();
     for (index, entry) in config.plugins.iter().enumerate() {
-        let loaded = load::load_library(&entry.path, host_capabilities())
+        let loaded = load::load_library(&entry.path, host_capabilities(media.is_some()))
             .map_err(|source| PluginError::Load { index, source })?;
         let info = loaded.info().clone();
         let name = instance_name(entry, &info);
@@ -295,6 +296,7 @@ pub fn start(
             tx.clone(),
             runtime.clone(),
             config.limits.transport.max_message_size,
+            media.clone(),
         )
         .map_err(|source| PluginError::Name {
             index,
@@ -415,7 +417,7 @@ pub fn list(config: &Config) -> Vec<Listing> {
         .iter()
         .enumerate()
         .map(|(index, entry)| {
-            let (logs, outcome) = dry::list_one(index, entry);
+            let (logs, outcome) = dry::list_one(index, entry, config.media.enabled);
             Listing {
                 path: entry.path.clone(),
                 logs,

@@ -8,7 +8,10 @@
 //! * the store is called directly, through [`Scoped`] views: read-write `plugin/<name>/`,
 //!   read-only `location/` and other plugins' `plugin/<other>/`;
 //! * watches and timers are tokio tasks that put their events in the instance's mailbox;
-//! * logs go to `tracing` with a `plugin` field.
+//! * logs go to `tracing` with a `plugin` field;
+//! * media calls go to the [`MediaEngine`] (when it runs: then, and only then, the instance is
+//!   offered [`Capabilities::MEDIA`]); its events come back through [`PluginMedia`], which
+//!   queues them in the mailbox like every other callback.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,15 +21,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use huddle_sdk::hosting::HostServices;
 use huddle_sdk::{
-    Capabilities, Error, Level, Message, Method, RequestId, Result, ScanPage, StoreChange, TimerId,
-    TransactionId, WatchId,
+    Capabilities, Error, Level, MediaSessionId, Message, Method, RequestId, Result, ScanPage,
+    StoreChange, TimerId, TransactionId, WatchId,
 };
 use huddle_sip::message::HeaderName;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 
-use super::mailbox::{Job, Mailbox};
+use super::mailbox::{Job, Mailbox, MediaJob};
 use super::HostCommand;
+use crate::media::{MediaEngine, MediaError, MediaEvents};
 use crate::store::{Access, Namespace, Scoped, Store, StoreError, WatchEvent, MAX_SCAN_PAGE};
 
 /// Timers one instance may have armed at once.
@@ -39,9 +43,72 @@ pub(crate) const MAX_IN_FLIGHT: usize = 4096;
 /// marks the watches lagged).
 pub(crate) const WATCH_CREDIT: usize = 1024;
 
-/// What the capabilities every instance is offered: everything but media (no media engine yet).
-pub(crate) fn host_capabilities() -> Capabilities {
-    Capabilities::ALL.without(Capabilities::MEDIA)
+/// The capabilities every instance is offered: everything, media only when the engine runs.
+pub(crate) fn host_capabilities(media: bool) -> Capabilities {
+    if media {
+        Capabilities::ALL
+    } else {
+        Capabilities::ALL.without(Capabilities::MEDIA)
+    }
+}
+
+/// Where a plugin's media legs send their events: its mailbox. RTP and RTCP are bounded by the
+/// mailbox (a plugin that falls behind loses packets, as a congested network would); ready,
+/// hang-up and bitrate events always queue.
+#[derive(Debug)]
+pub(crate) struct PluginMedia {
+    pub(crate) shared: Arc<PluginShared>,
+}
+
+impl MediaEvents for PluginMedia {
+    fn ready(&self, session: u64) {
+        self.shared
+            .mailbox
+            .push_media(MediaJob::Ready { session }, false);
+    }
+
+    fn rtp(&self, session: u64, mid: &str, packet: Vec<u8>) {
+        let job = MediaJob::Rtp {
+            session,
+            mid: mid.into(),
+            packet,
+        };
+        self.shared.mailbox.push_media(job, true);
+    }
+
+    fn rtcp(&self, session: u64, packet: Vec<u8>) {
+        self.shared
+            .mailbox
+            .push_media(MediaJob::Rtcp { session, packet }, true);
+    }
+
+    fn hangup(&self, session: u64, reason: huddle_sdk::HangupReason) {
+        self.shared
+            .mailbox
+            .push_media(MediaJob::Hangup { session, reason }, false);
+    }
+
+    fn bitrate(&self, session: u64, bps: u64) {
+        self.shared
+            .mailbox
+            .push_media(MediaJob::Bitrate { session, bps }, true);
+    }
+}
+
+/// The SDK error for a media error. A refused offer carries the SIP answer the plugin sends.
+fn media_error(e: MediaError) -> Error {
+    match e {
+        MediaError::NotFound => Error::NotFound,
+        MediaError::Busy => Error::Busy,
+        MediaError::Stopped => Error::BadState,
+        MediaError::BadPacket => Error::InvalidArgument,
+        MediaError::Sdp(crate::media::SdpError::TooManySessions) => Error::Busy,
+        MediaError::Sdp(sdp) => Error::Sdp(Box::new(huddle_sdk::SdpRefusal {
+            status: sdp.status(),
+            reason: sdp.reason().to_owned(),
+            warning: sdp.warning().map(str::to_owned),
+        })),
+    }
 }
 
 /// A server transaction of this instance that has no final response yet.
@@ -121,6 +188,7 @@ pub(crate) struct Services {
     runtime: tokio::runtime::Handle,
     max_message: usize,
     next_id: AtomicU64,
+    media: Option<(MediaEngine, Arc<PluginMedia>)>,
 }
 
 impl Services {
@@ -131,6 +199,7 @@ impl Services {
         commands: mpsc::Sender<HostCommand>,
         runtime: tokio::runtime::Handle,
         max_message: usize,
+        media: Option<MediaEngine>,
     ) -> std::result::Result<Self, StoreError> {
         let own = Scoped::new(
             store.clone(),
@@ -139,13 +208,19 @@ impl Services {
         );
         Ok(Services {
             index,
-            shared,
             own,
             store,
             commands,
             runtime,
             max_message,
             next_id: AtomicU64::new(1),
+            media: media.map(|engine| {
+                let events = Arc::new(PluginMedia {
+                    shared: shared.clone(),
+                });
+                (engine, events)
+            }),
+            shared,
         })
     }
 
@@ -205,7 +280,7 @@ impl Services {
 
 impl HostServices for Services {
     fn capabilities(&self) -> Capabilities {
-        host_capabilities()
+        host_capabilities(self.media.is_some())
     }
 
     fn log(&self, level: Level, message: &str) {
@@ -410,6 +485,57 @@ impl HostServices for Services {
         task.abort();
         Ok(())
     }
+
+    fn media_answer(
+        &self,
+        session: Option<MediaSessionId>,
+        offer: &[u8],
+    ) -> Result<(MediaSessionId, Vec<u8>)> {
+        let (engine, events) = self.media.as_ref().ok_or(Error::NotSupported)?;
+        let (id, answer) = engine
+            .answer(self.index, events.clone(), session.map(|s| s.0), offer)
+            .map_err(media_error)?;
+        Ok((MediaSessionId(id), answer.into_bytes()))
+    }
+
+    fn media_send_rtp(&self, session: MediaSessionId, mid: &str, packet: &[u8]) -> Result<()> {
+        let (engine, _) = self.media.as_ref().ok_or(Error::NotSupported)?;
+        engine
+            .send_rtp(self.index, session.0, mid, packet)
+            .map_err(media_error)
+    }
+
+    fn media_send_rtcp(&self, session: MediaSessionId, packet: &[u8]) -> Result<()> {
+        let (engine, _) = self.media.as_ref().ok_or(Error::NotSupported)?;
+        engine
+            .send_rtcp(self.index, session.0, packet)
+            .map_err(media_error)
+    }
+
+    fn media_request_keyframe(&self, session: MediaSessionId, mid: &str) -> Result<()> {
+        let (engine, _) = self.media.as_ref().ok_or(Error::NotSupported)?;
+        engine
+            .request_keyframe(self.index, session.0, mid)
+            .map_err(media_error)
+    }
+
+    fn media_forward(
+        &self,
+        src: MediaSessionId,
+        src_mid: &str,
+        dst: MediaSessionId,
+        dst_mid: &str,
+    ) -> Result<()> {
+        let (engine, _) = self.media.as_ref().ok_or(Error::NotSupported)?;
+        engine
+            .forward(self.index, src.0, src_mid, dst.0, dst_mid)
+            .map_err(media_error)
+    }
+
+    fn media_close(&self, session: MediaSessionId) -> Result<()> {
+        let (engine, _) = self.media.as_ref().ok_or(Error::NotSupported)?;
+        engine.close(self.index, session.0).map_err(media_error)
+    }
 }
 
 #[cfg(test)]
@@ -427,6 +553,7 @@ mod tests {
             tx,
             tokio::runtime::Handle::current(),
             65_535,
+            None,
         )
         .unwrap();
         (s, rx)

@@ -12,10 +12,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use huddle_sdk::hosting::PluginInstance;
-use huddle_sdk::{Error, TransactionId};
+use huddle_sdk::{Error, MediaSessionId, TransactionId};
 use tokio::sync::mpsc;
 
-use super::mailbox::Job;
+use super::mailbox::{Job, MediaJob};
 use super::services::PluginShared;
 use super::HostCommand;
 use crate::config::OnPanic;
@@ -62,6 +62,7 @@ pub(crate) fn run(
                 ("on_store_change", result)
             }
             Job::Registration(event) => ("on_registration", instance.on_registration(&event)),
+            Job::Media { job, .. } => media(&mut instance, job),
         };
         match result {
             Ok(()) => {}
@@ -82,6 +83,39 @@ pub(crate) fn run(
     }
     drop(instance);
     tracing::debug!(plugin = %name, "plugin instance destroyed");
+}
+
+/// Delivers one media event; returns the callback's name for the log and its result.
+fn media(instance: &mut PluginInstance, job: MediaJob) -> (&'static str, huddle_sdk::Result<()>) {
+    match job {
+        MediaJob::Ready { session } => {
+            ("media_ready", instance.media_ready(MediaSessionId(session)))
+        }
+        MediaJob::Rtp {
+            session,
+            mid,
+            packet,
+        } => (
+            "incoming_rtp",
+            instance.incoming_rtp(MediaSessionId(session), &mid, &packet),
+        ),
+        MediaJob::Rtcp { session, packet } => (
+            "incoming_rtcp",
+            instance.incoming_rtcp(MediaSessionId(session), &packet),
+        ),
+        MediaJob::Hangup { session, reason } => (
+            "media_hangup",
+            instance.media_hangup(MediaSessionId(session), reason),
+        ),
+        MediaJob::Bitrate { session, bps } => (
+            "media_bitrate",
+            // Absent in plugins built before ABI 1.1: not an error.
+            match instance.media_bitrate(MediaSessionId(session), bps) {
+                Err(Error::NotSupported) => Ok(()),
+                other => other,
+            },
+        ),
+    }
 }
 
 /// Asks the core to answer `txn` for a failed callback, unless the plugin answered it finally.

@@ -130,6 +130,26 @@ class JsSipPhone {
     this.session.terminate();
   }
 
+  /** Hold (re-INVITE with a=sendonly) or resume; resolves when the re-INVITE got its 2xx. */
+  setHold(on) {
+    return new Promise((resolve, reject) => {
+      const s = this.session;
+      const what = on ? 'hold' : 'unhold';
+      const timer = setTimeout(() => reject(new Error(`page: JsSIP ${what}: no 2xx within 15 s`)), 15000);
+      const failed = (e) => {
+        clearTimeout(timer);
+        reject(new Error(`page: JsSIP ${what} failed: ${e?.cause ?? e}`));
+      };
+      s.once('failed', failed);
+      const ok = (on ? s.hold : s.unhold).call(s, {}, () => {
+        clearTimeout(timer);
+        s.off('failed', failed);
+        resolve();
+      });
+      if (!ok) failed(`JsSIP refused ${what}() in its current state`);
+    });
+  }
+
   stop() {
     this.ua.stop();
   }
@@ -209,6 +229,20 @@ class SipJsPhone {
 
   pc() {
     return this.session?.sessionDescriptionHandler?.peerConnection ?? pcSeen;
+  }
+
+  /** Hold (re-INVITE with a=sendonly) or resume; resolves when the re-INVITE got its 2xx. */
+  setHold(on) {
+    const s = this.session;
+    s.sessionDescriptionHandlerOptionsReInvite = { hold: on };
+    return new Promise((resolve, reject) => {
+      s.invite({
+        requestDelegate: {
+          onAccept: () => resolve(),
+          onReject: (r) => reject(new Error(`page: SIP.js re-INVITE (hold=${on}) rejected: ${r.message.statusCode}`)),
+        },
+      }).catch((e) => reject(new Error(`page: SIP.js re-INVITE (hold=${on}): ${e.message}`)));
+    });
   }
 
   async hangup() {
@@ -296,7 +330,18 @@ window.phone = {
           packetsReceived: s.packetsReceived ?? 0,
           bytesReceived: s.bytesReceived ?? 0,
           ...(s.kind === 'video'
-            ? { framesDecoded: s.framesDecoded ?? 0, frameWidth: s.frameWidth, frameHeight: s.frameHeight }
+            ? {
+                framesDecoded: s.framesDecoded ?? 0,
+                frameWidth: s.frameWidth,
+                frameHeight: s.frameHeight,
+                framesReceived: s.framesReceived,
+                framesDropped: s.framesDropped,
+                keyFramesDecoded: s.keyFramesDecoded,
+                nackCount: s.nackCount,
+                pliCount: s.pliCount,
+                firCount: s.firCount,
+                packetsLost: s.packetsLost,
+              }
             : { totalAudioEnergy: s.totalAudioEnergy, audioLevel: s.audioLevel }),
           codec,
         };
@@ -314,6 +359,21 @@ window.phone = {
 
   async hangup() {
     await impl.hangup();
+  },
+
+  async setHold(on) {
+    await impl.setHold(on);
+  },
+
+  /** The negotiated direction of each transceiver (what the last offer/answer settled). */
+  directions() {
+    const pc = impl?.pc();
+    return pc ? pc.getTransceivers().map((t) => ({ mid: t.mid, kind: t.receiver.track?.kind, direction: t.currentDirection })) : [];
+  },
+
+  /** Drops the media without any signalling, as a browser whose network vanished would. */
+  dropMedia() {
+    impl?.pc()?.close();
   },
 
   async stop(ms) {

@@ -1,0 +1,397 @@
+//! `medialoader`: a WebRTC load client for the media engine, built on str0m (no browser).
+//!
+//! It opens `--legs` calls to `sip:<user>@<domain>` (the echo plugin) over SIP/UDP, each a
+//! str0m peer with one video m-line (VP8, DTLS-SRTP, full ICE, controlling), and once a leg is
+//! connected sends video-sized RTP at `--kbps` for `--secs` seconds. Every packet echoed back is
+//! counted; at the end it prints, per run, the packets sent and received and the loss, and —
+//! with `--server-pid` — the server's CPU time (user+sys from `/proc/<pid>/stat`) over the
+//! measured window, per leg and per forwarded stream.
+//!
+//! Each leg has its own UDP socket (the server answers every leg from one port, so the client
+//! tells legs apart by its own port) and its own tokio task driving its `Rtc`: receive, write
+//! when the pacing tick says so, and drain `poll_output` until `Timeout`.
+//!
+//! SIP is minimal and unauthenticated: the From is in a foreign domain, which the server does
+//! not challenge for plugin-claimed requests.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Parser;
+use huddle_sip::message::HeaderName;
+use huddle_sip::Message;
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "WebRTC media load: str0m legs calling the echo plugin")]
+struct Args {
+    /// The server's SIP/UDP address.
+    #[arg(long, default_value = "127.0.0.1:5060")]
+    sip: SocketAddr,
+    /// The SIP domain.
+    #[arg(long, default_value = "example.test")]
+    domain: String,
+    /// The echo plugin's user.
+    #[arg(long, default_value = "echo")]
+    user: String,
+    /// Concurrent legs.
+    #[arg(long, default_value_t = 10)]
+    legs: usize,
+    /// Video bitrate each leg sends, kbit/s.
+    #[arg(long, default_value_t = 1000)]
+    kbps: u64,
+    /// Measured seconds (after every leg connected and a warm-up second).
+    #[arg(long, default_value_t = 20)]
+    secs: u64,
+    /// New calls per second while ramping up.
+    #[arg(long, default_value_t = 100)]
+    rate: u64,
+    /// The local address for media sockets.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+    /// The server's process id, to report its CPU time.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// RTP payload per packet: a video-sized packet under the usual 1200-byte MTU budget.
+const PAYLOAD: usize = 1000;
+
+#[derive(Default)]
+struct Totals {
+    sent: AtomicU64,
+    received: AtomicU64,
+    /// Sum over legs of (highest − lowest + 1) echoed sequence numbers seen.
+    expected: AtomicU64,
+    connected: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Routes SIP responses and requests to legs by Call-ID.
+struct Sip {
+    socket: UdpSocket,
+    server: SocketAddr,
+    legs: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
+}
+
+impl Sip {
+    async fn pump(self: Arc<Self>) {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let Ok((n, _)) = self.socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(msg) = Message::parse(Bytes::copy_from_slice(&buf[..n])) else {
+                continue;
+            };
+            let Some(call_id) = msg.call_id().map(str::to_owned) else {
+                continue;
+            };
+            let tx = self
+                .legs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&call_id)
+                .cloned();
+            if let Some(tx) = tx {
+                let _ = tx.send(msg);
+            }
+        }
+    }
+
+    async fn send(&self, text: &str) -> anyhow::Result<()> {
+        self.socket.send_to(text.as_bytes(), self.server).await?;
+        Ok(())
+    }
+}
+
+fn token() -> String {
+    static N: AtomicU64 = AtomicU64::new(1);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!("{:x}{:x}", t, n)
+}
+
+struct Call {
+    call_id: String,
+    from: String,
+    to: String,
+    ruri: String,
+    cseq: u32,
+}
+
+fn request(sip: &Sip, call: &Call, method: &str, cseq: u32, body: Option<&str>) -> String {
+    let local = sip
+        .socket
+        .local_addr()
+        .map_or_else(|_| "0.0.0.0:0".into(), |a| a.to_string());
+    let mut out = format!(
+        "{method} {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: <sip:load@{local}>\r\n",
+        call.ruri,
+        token(),
+        call.from,
+        call.to,
+        call.call_id,
+    );
+    match body {
+        Some(b) => out.push_str(&format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
+        None => out.push_str("Content-Length: 0\r\n\r\n"),
+    }
+    out
+}
+
+/// One leg: INVITE, ICE/DTLS, media until `stop`, BYE.
+async fn leg(
+    args: Args,
+    sip: Arc<Sip>,
+    totals: Arc<Totals>,
+    start_send: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind((args.bind, 0)).await?;
+    let local = socket.local_addr()?;
+    let now = Instant::now();
+    let mut rtc: Rtc = RtcConfig::new()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_vp8(true)
+        .set_stats_interval(None)
+        .build(now);
+    rtc.add_local_candidate(Candidate::host(local, "udp")?);
+    let mut change = rtc.sdp_api();
+    let mid: Mid = change.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+    let (offer, pending) = change.apply().context("an offer")?;
+    let offer = offer.to_sdp_string();
+
+    let call_id = format!("{}@medialoader", token());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    sip.legs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(call_id.clone(), tx);
+    let mut call = Call {
+        call_id: call_id.clone(),
+        from: format!("<sip:load@loadgen.invalid>;tag={}", token()),
+        to: format!("<sip:{}@{}>", args.user, args.domain),
+        ruri: format!("sip:{}@{}", args.user, args.domain),
+        cseq: 1,
+    };
+    sip.send(&request(&sip, &call, "INVITE", 1, Some(&offer)))
+        .await?;
+    let ok = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .context("no final response to the INVITE")?
+            .context("SIP closed")?;
+        match msg.status() {
+            Some(s) if s < 200 => continue,
+            Some(200..=299) => break msg,
+            Some(s) => bail!("INVITE answered {s}"),
+            None => continue,
+        }
+    };
+    call.to = ok.header(&HeaderName::To).unwrap_or_default().to_owned();
+    sip.send(&request(&sip, &call, "ACK", 1, None)).await?;
+    let answer = SdpAnswer::from_sdp_string(std::str::from_utf8(ok.body())?)?;
+    rtc.sdp_api().accept_answer(pending, answer)?;
+
+    let mut buf = vec![0u8; 2048];
+    let interval = Duration::from_micros(PAYLOAD as u64 * 8 * 1000 / args.kbps.max(1));
+    let mut next_send = Instant::now();
+    let mut seq: u64 = 1;
+    let mut ts: u32 = 0;
+    let payload: Arc<[u8]> = vec![0x5a; PAYLOAD].into();
+    let mut connected = false;
+    let mut counting = false;
+    let (mut lo, mut hi, mut got) = (u64::MAX, 0u64, 0u64);
+    let mut sent = 0u64;
+    let mut pt = None;
+    loop {
+        // Drain.
+        let timeout = loop {
+            match rtc.poll_output()? {
+                Output::Transmit(t) => {
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                }
+                Output::Timeout(t) => break t,
+                Output::Event(Event::Connected) => {
+                    connected = true;
+                    totals.connected.fetch_add(1, Ordering::Relaxed);
+                    pt = rtc.codec_config().params().first().map(|p| p.pt());
+                }
+                Output::Event(Event::IceConnectionStateChange(
+                    IceConnectionState::Disconnected,
+                )) => {
+                    bail!("ICE disconnected");
+                }
+                Output::Event(Event::RtpPacket(p)) => {
+                    if counting {
+                        let s = *p.seq_no;
+                        lo = lo.min(s);
+                        hi = hi.max(s);
+                        got += 1;
+                    }
+                }
+                Output::Event(_) => {}
+            }
+        };
+        if *stop.borrow() {
+            break;
+        }
+        let sending = connected && *start_send.borrow();
+        if sending && !counting {
+            counting = true;
+        }
+        let wake = if sending {
+            timeout.min(next_send)
+        } else {
+            timeout
+        };
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let (n, source) = r?;
+                if let Ok(recv) = Receive::new(Protocol::Udp, source, local, &buf[..n]) {
+                    rtc.handle_input(Input::Receive(Instant::now(), recv))?;
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(wake.into()) => {}
+        }
+        let now = Instant::now();
+        if sending && now >= next_send {
+            if let (Some(pt), Some(tx)) = (pt, rtc.direct_api().stream_tx_by_mid(mid, None)) {
+                // Four packets per "frame" at 90 kHz: the timestamps of a ~30 fps stream.
+                let marker = seq.is_multiple_of(4);
+                tx.write_rtp(
+                    RtpWrite::new(pt, SeqNo::from(seq), ts, now, payload.clone())
+                        .marker(marker)
+                        .nackable(true),
+                );
+                if marker {
+                    ts = ts.wrapping_add(3000);
+                }
+                seq += 1;
+                sent += 1;
+            }
+            next_send += interval;
+            if next_send < now {
+                next_send = now + interval;
+            }
+        }
+        rtc.handle_input(Input::Timeout(now))?;
+    }
+    totals.sent.fetch_add(sent, Ordering::Relaxed);
+    totals.received.fetch_add(got, Ordering::Relaxed);
+    if got > 0 {
+        totals.expected.fetch_add(hi - lo + 1, Ordering::Relaxed);
+    }
+    call.cseq += 1;
+    sip.send(&request(&sip, &call, "BYE", call.cseq, None))
+        .await?;
+    Ok(())
+}
+
+/// user+sys CPU time of a process, from /proc/<pid>/stat (clock ticks → seconds).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5) (utime, stime) are 12 and 13 after the command name.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // CLK_TCK is 100 on Linux.
+    Some(ticks / 100.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    str0m::crypto::from_feature_flags().install_process_default();
+    let sip = Arc::new(Sip {
+        socket: UdpSocket::bind((args.bind, 0)).await?,
+        server: args.sip,
+        legs: Mutex::new(HashMap::new()),
+    });
+    tokio::spawn(sip.clone().pump());
+    let totals = Arc::new(Totals::default());
+    let (start_tx, start_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::with_capacity(args.legs);
+    let gap = Duration::from_micros(1_000_000 / args.rate.max(1));
+    for _ in 0..args.legs {
+        let (a, s, t, st, sp) = (
+            args.clone(),
+            sip.clone(),
+            totals.clone(),
+            start_rx.clone(),
+            stop_rx.clone(),
+        );
+        let totals = t.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = leg(a, s, t, st, sp).await {
+                totals.failed.fetch_add(1, Ordering::Relaxed);
+                eprintln!("leg failed: {e:#}");
+            }
+        }));
+        tokio::time::sleep(gap).await;
+    }
+    // Wait for every leg to connect (or fail), bounded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let done = totals.connected.load(Ordering::Relaxed) + totals.failed.load(Ordering::Relaxed);
+        if done as usize >= args.legs {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let connected = totals.connected.load(Ordering::Relaxed);
+    eprintln!("{connected}/{} legs connected; sending", args.legs);
+    let _ = start_tx.send(true);
+    // A warm-up second, then the measured window.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu0 = args.server_pid.and_then(cpu_secs);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.secs)).await;
+    let cpu1 = args.server_pid.and_then(cpu_secs);
+    let wall = t0.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let sent = totals.sent.load(Ordering::Relaxed);
+    let received = totals.received.load(Ordering::Relaxed);
+    let expected = totals.expected.load(Ordering::Relaxed).max(1);
+    let loss = 100.0 * (1.0 - received as f64 / expected as f64);
+    println!(
+        "legs={} connected={connected} failed={} kbps_per_leg={} sent={sent} received={received} expected={expected} loss={loss:.3}%",
+        args.legs,
+        totals.failed.load(Ordering::Relaxed),
+        args.kbps
+    );
+    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
+        let cpu = c1 - c0;
+        let core = cpu / wall;
+        let per_leg_ms = 1000.0 * cpu / wall / connected.max(1) as f64;
+        println!(
+            "server_cpu={cpu:.2}s over {wall:.1}s = {:.1}% of one core; {per_leg_ms:.2} ms CPU per second per leg; projected legs per core at this load: {:.0}",
+            core * 100.0,
+            if core > 0.0 { connected as f64 / core } else { 0.0 }
+        );
+    }
+    Ok(())
+}

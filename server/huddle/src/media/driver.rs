@@ -1,0 +1,693 @@
+//! The driver: one tokio task owning the UDP socket and every leg's `Rtc` (str0m's run loop,
+//! STYLE.md's "thin driver"). Each wake-up it reads every datagram waiting, fires the expired
+//! deadlines, applies queued commands, then drains the `poll_output` of every leg it touched
+//! until each says `Timeout`. Events a drain produces (RTP to forward, key-frame requests) may
+//! touch other legs, so draining repeats until nothing is left to do.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use huddle_sdk::HangupReason;
+use str0m::bwe::BweKind;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::rtp::{self, Rewriter, SeqExtender};
+use super::{Command, MediaEngine, MediaEvents};
+
+/// Largest datagram read.
+const MAX_DATAGRAM: usize = 2048;
+/// Datagrams read per wake-up before deadlines and commands get their turn.
+const READ_BATCH: usize = 256;
+/// Commands applied per wake-up.
+const COMMAND_BATCH: usize = 1024;
+
+/// One leg: its `Rtc` and what the host keeps around it.
+pub(crate) struct Leg {
+    id: u64,
+    rtc: Rtc,
+    ufrag: String,
+    events: Arc<dyn MediaEvents>,
+    /// Torn down if not connected by then.
+    connect_by: Option<Instant>,
+    /// When the last datagram from the peer arrived (ICE consent checks come every few
+    /// seconds even on hold, so silence means the peer is gone).
+    last_rx: Instant,
+    /// Silence after which a connected leg is torn down.
+    idle_timeout: Duration,
+    /// The `Rtc`'s next timeout.
+    timeout: Option<Instant>,
+    /// The deadline registered in the driver's set.
+    deadline: Option<Instant>,
+    addrs: Vec<SocketAddr>,
+    /// The mid of each incoming SSRC.
+    rx_mids: HashMap<u32, Mid>,
+    /// Where each incoming stream is forwarded: (leg, mid).
+    /// Shared so that each packet takes the list with a reference count, not a copy.
+    forwards: HashMap<Mid, Arc<[(u64, Mid)]>>,
+    /// What feeds each outgoing stream, for key-frame requests passed back.
+    fed_by: HashMap<Mid, (u64, Mid)>,
+    /// Per outgoing stream: the sequence extender of plugin-sent packets and the rewriter of
+    /// forwarded ones.
+    tx: HashMap<Mid, TxState>,
+    /// Set by `Close`: the hang-up reason is NORMAL.
+    closing: bool,
+}
+
+#[derive(Default)]
+struct TxState {
+    plugin_seq: SeqExtender,
+    rewriter: Rewriter,
+}
+
+impl std::fmt::Debug for Leg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leg").field("id", &self.id).finish()
+    }
+}
+
+impl Leg {
+    pub(crate) fn new(
+        id: u64,
+        rtc: Rtc,
+        ufrag: String,
+        events: Arc<dyn MediaEvents>,
+        now: Instant,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Leg {
+        Leg {
+            id,
+            rtc,
+            ufrag,
+            events,
+            connect_by: Some(now + connect_timeout),
+            last_rx: now,
+            idle_timeout,
+            timeout: None,
+            deadline: None,
+            addrs: Vec::new(),
+            rx_mids: HashMap::new(),
+            forwards: HashMap::new(),
+            fed_by: HashMap::new(),
+            tx: HashMap::new(),
+            closing: false,
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        // Until connected the connect deadline guards the leg, afterwards the idle one.
+        let guard = self.connect_by.unwrap_or(self.last_rx + self.idle_timeout);
+        Some(self.timeout.map_or(guard, |t| t.min(guard)))
+    }
+
+    /// Why the leg must go now, if it must.
+    fn expired(&self, now: Instant) -> Option<&'static str> {
+        match self.connect_by {
+            Some(by) if by <= now => Some("did not connect in time (ICE/DTLS)"),
+            None if self.last_rx + self.idle_timeout <= now => {
+                Some("peer silent too long (no ICE consent, no media)")
+            }
+            _ => None,
+        }
+    }
+}
+
+struct Driver {
+    socket: UdpSocket,
+    candidate: SocketAddr,
+    engine: MediaEngine,
+    legs: HashMap<u64, Leg>,
+    by_ufrag: HashMap<String, u64>,
+    by_addr: HashMap<SocketAddr, u64>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    dirty: HashSet<u64>,
+    events: VecDeque<(u64, Event)>,
+}
+
+/// Runs the engine until `Shutdown` (or every handle is gone).
+pub(crate) async fn run(
+    socket: UdpSocket,
+    candidate: SocketAddr,
+    mut commands: mpsc::Receiver<Command>,
+    engine: MediaEngine,
+) {
+    let mut d = Driver {
+        socket,
+        candidate,
+        engine,
+        legs: HashMap::new(),
+        by_ufrag: HashMap::new(),
+        by_addr: HashMap::new(),
+        deadlines: BTreeSet::new(),
+        dirty: HashSet::new(),
+        events: VecDeque::new(),
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let next = d.deadlines.first().map(|(t, _)| *t);
+        let sleep = async {
+            match next {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut stop = false;
+        tokio::select! {
+            r = d.socket.readable() => {
+                if r.is_ok() {
+                    d.read_batch(&mut buf);
+                }
+            }
+            command = commands.recv() => {
+                match command {
+                    Some(c) => stop = d.apply(c),
+                    None => stop = true,
+                }
+                for _ in 0..COMMAND_BATCH {
+                    if stop {
+                        break;
+                    }
+                    match commands.try_recv() {
+                        Ok(c) => stop = d.apply(c),
+                        Err(_) => break,
+                    }
+                }
+            }
+            () = sleep => {}
+        }
+        if stop {
+            d.shutdown();
+            return;
+        }
+        d.fire_deadlines(Instant::now());
+        d.settle();
+    }
+}
+
+impl Driver {
+    fn read_batch(&mut self, buf: &mut [u8]) {
+        for _ in 0..READ_BATCH {
+            match self.socket.try_recv_from(buf) {
+                Ok((n, source)) => self.datagram(&buf[..n], source),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                // ICMP errors (port unreachable) surface here on Linux; nothing to do.
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Routes one datagram to its leg (see the module docs of `media`).
+    fn datagram(&mut self, bytes: &[u8], source: SocketAddr) {
+        let id = match stun_ufrag(bytes).and_then(|u| self.by_ufrag.get(u).copied()) {
+            Some(id) => {
+                if let Some(leg) = self.legs.get_mut(&id) {
+                    if !leg.addrs.contains(&source) && leg.addrs.len() < 8 {
+                        leg.addrs.push(source);
+                        self.by_addr.insert(source, id);
+                    }
+                }
+                id
+            }
+            None => match self.by_addr.get(&source) {
+                Some(id) => *id,
+                None => {
+                    return;
+                }
+            },
+        };
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        let now = Instant::now();
+        leg.last_rx = now;
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.candidate, bytes) else {
+            return;
+        };
+        if let Err(e) = leg.rtc.handle_input(Input::Receive(now, receive)) {
+            tracing::debug!(session = id, error = %e, "media input refused");
+        }
+        // Drained right away, not batched: in RTP mode str0m holds one received packet for
+        // the next `poll_output`, and a second input before it would overwrite the first. The
+        // receive itself advanced the leg's clock, so no extra tick.
+        self.drain(id, false);
+    }
+
+    fn fire_deadlines(&mut self, now: Instant) {
+        while let Some(&(t, id)) = self.deadlines.first() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            let Some(leg) = self.legs.get_mut(&id) else {
+                continue;
+            };
+            leg.deadline = None;
+            if let Some(why) = leg.expired(now) {
+                tracing::info!(session = id, "media leg torn down: {why}");
+                self.remove(id, HangupReason::Transport);
+                continue;
+            }
+            if let Err(e) = leg.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(session = id, error = %e, "media timeout handling failed");
+            }
+            self.drain(id, false);
+        }
+    }
+
+    /// Applies a command; true for `Shutdown`.
+    fn apply(&mut self, command: Command) -> bool {
+        match command {
+            Command::Insert(leg) => {
+                let id = leg.id;
+                self.by_ufrag.insert(leg.ufrag.clone(), id);
+                self.legs.insert(id, *leg);
+                self.dirty.insert(id);
+            }
+            Command::Renegotiate {
+                session,
+                offer,
+                reply,
+            } => {
+                let result = match self.legs.get_mut(&session) {
+                    Some(leg) => super::sdp::answer(&mut leg.rtc, *offer),
+                    None => Err(super::SdpError::NotAcceptable),
+                };
+                let _ = reply.try_send(result);
+                self.dirty.insert(session);
+            }
+            Command::SendRtp {
+                session,
+                mid,
+                packet,
+            } => {
+                if let Some(leg) = self.legs.get_mut(&session) {
+                    send_plugin_rtp(leg, mid, &packet);
+                    self.dirty.insert(session);
+                }
+            }
+            Command::Keyframe {
+                session,
+                mid,
+                ssrcs,
+            } => {
+                if let Some(leg) = self.legs.get_mut(&session) {
+                    let mut api = leg.rtc.direct_api();
+                    if let Some(mid) = mid {
+                        if let Some(rx) = api.stream_rx_by_mid(mid, None) {
+                            rx.request_keyframe(KeyframeRequestKind::Pli);
+                        }
+                    }
+                    for ssrc in ssrcs {
+                        if let Some(rx) = api.stream_rx(&Ssrc::from(ssrc)) {
+                            rx.request_keyframe(KeyframeRequestKind::Pli);
+                        }
+                    }
+                    self.dirty.insert(session);
+                }
+            }
+            Command::Forward { src, dst, dst_mid } => self.set_forward(src, dst, dst_mid),
+            Command::Close { session } => {
+                if let Some(leg) = self.legs.get_mut(&session) {
+                    leg.closing = true;
+                    let _ = leg.rtc.close();
+                    self.dirty.insert(session);
+                }
+            }
+            Command::Shutdown => return true,
+        }
+        false
+    }
+
+    fn set_forward(&mut self, src: Option<(u64, Mid)>, dst: u64, dst_mid: Mid) {
+        // Whatever fed `dst_mid` before stops.
+        let old = self
+            .legs
+            .get_mut(&dst)
+            .and_then(|l| l.fed_by.remove(&dst_mid));
+        if let Some((old_leg, old_mid)) = old {
+            if let Some(targets) = self
+                .legs
+                .get_mut(&old_leg)
+                .and_then(|l| l.forwards.get_mut(&old_mid))
+            {
+                *targets = targets
+                    .iter()
+                    .copied()
+                    .filter(|t| *t != (dst, dst_mid))
+                    .collect();
+            }
+        }
+        let Some((src_leg, src_mid)) = src else {
+            return;
+        };
+        if !self.legs.contains_key(&dst) {
+            return;
+        }
+        if let Some(leg) = self.legs.get_mut(&src_leg) {
+            let targets = leg.forwards.entry(src_mid).or_insert_with(|| Arc::from([]));
+            *targets = targets.iter().copied().chain([(dst, dst_mid)]).collect();
+            // A new receiver needs a picture now.
+            if let Some(rx) = leg.rtc.direct_api().stream_rx_by_mid(src_mid, None) {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+            }
+            self.dirty.insert(src_leg);
+        }
+        if let Some(leg) = self.legs.get_mut(&dst) {
+            leg.fed_by.insert(dst_mid, (src_leg, src_mid));
+        }
+    }
+
+    /// Drains every touched leg and handles the events, until quiet.
+    fn settle(&mut self) {
+        loop {
+            let dirty: Vec<u64> = self.dirty.drain().collect();
+            for id in dirty {
+                self.drain(id, true);
+            }
+            if self.events.is_empty() {
+                break;
+            }
+            while let Some((id, event)) = self.events.pop_front() {
+                self.event(id, event);
+            }
+        }
+    }
+
+    /// Polls one leg until `Timeout`: sends what it transmits, queues its events. `tick`
+    /// first advances its clock, which releases packets written since its last input.
+    fn drain(&mut self, id: u64, tick: bool) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        // Time moves forward only through `handle_input`: packets written since the last input
+        // are released to `poll_output` by it (str0m's `write_rtp` enqueues them for "now").
+        if tick && leg.rtc.is_alive() {
+            let _ = leg.rtc.handle_input(Input::Timeout(Instant::now()));
+        }
+        loop {
+            if !leg.rtc.is_alive() {
+                self.remove(id, HangupReason::Normal);
+                return;
+            }
+            match leg.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    // UDP: a full socket buffer drops the datagram, as the network would.
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Timeout(t)) => {
+                    leg.timeout = Some(t);
+                    break;
+                }
+                Ok(Output::Event(e)) => self.events.push_back((id, e)),
+                Err(e) => {
+                    tracing::debug!(session = id, error = %e, "media leg failed");
+                    self.remove(id, HangupReason::Transport);
+                    return;
+                }
+            }
+        }
+        let next = leg.next_deadline();
+        if next != leg.deadline {
+            if let Some(old) = leg.deadline {
+                self.deadlines.remove(&(old, id));
+            }
+            if let Some(new) = next {
+                self.deadlines.insert((new, id));
+            }
+            leg.deadline = next;
+        }
+    }
+
+    fn event(&mut self, id: u64, event: Event) {
+        match event {
+            Event::Connected => {
+                if let Some(leg) = self.legs.get_mut(&id) {
+                    leg.connect_by = None;
+                    leg.events.ready(id);
+                    self.dirty.insert(id);
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                tracing::info!(session = id, "media leg lost ICE connectivity");
+                self.remove(id, HangupReason::Transport);
+            }
+            Event::RtpPacket(packet) => self.rtp_in(id, packet),
+            Event::KeyframeRequest(req) => {
+                let Some(leg) = self.legs.get_mut(&id) else {
+                    return;
+                };
+                if let Some(&(src, src_mid)) = leg.fed_by.get(&req.mid) {
+                    if let Some(src_leg) = self.legs.get_mut(&src) {
+                        if let Some(rx) = src_leg.rtc.direct_api().stream_rx_by_mid(src_mid, None) {
+                            rx.request_keyframe(req.kind);
+                        }
+                        self.dirty.insert(src);
+                    }
+                } else {
+                    let ssrc = leg
+                        .rtc
+                        .direct_api()
+                        .stream_tx_by_mid(req.mid, None)
+                        .map_or(0, |s| *s.ssrc());
+                    leg.events.rtcp(id, rtp::pli(0, ssrc));
+                }
+            }
+            Event::EgressBitrateEstimate(kind) => {
+                let estimate = match kind {
+                    BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. } => estimate,
+                    _ => return,
+                };
+                if let Some(leg) = self.legs.get(&id) {
+                    leg.events.bitrate(id, estimate.as_u64());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// An incoming packet: forwarded in the fast path, else handed to the plugin.
+    fn rtp_in(&mut self, id: u64, packet: RtpPacket) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        let ssrc = *packet.header.ssrc;
+        let mid = match leg.rx_mids.get(&ssrc) {
+            Some(mid) => *mid,
+            None => {
+                let Some(mid) = leg
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&packet.header.ssrc)
+                    .map(|s| s.mid())
+                else {
+                    return;
+                };
+                leg.rx_mids.insert(ssrc, mid);
+                mid
+            }
+        };
+        let targets = leg
+            .forwards
+            .get(&mid)
+            .cloned()
+            .unwrap_or_else(|| Arc::from([]));
+        if targets.is_empty() {
+            let bytes = rtp::serialize(
+                &rtp::Rtp {
+                    pt: *packet.header.payload_type,
+                    marker: packet.header.marker,
+                    seq: packet.header.sequence_number,
+                    timestamp: packet.header.timestamp,
+                    ssrc,
+                    payload: &packet.payload,
+                },
+                &packet.header.csrc[..packet.header.csrc_count.min(15)],
+            );
+            leg.events.rtp(id, &mid, bytes);
+            return;
+        }
+        let kind = leg.rtc.media(mid).map(|m| m.kind());
+        let src_pt = packet.header.payload_type;
+        let codec = leg
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.pt() == src_pt)
+            .map(|p| p.spec());
+        for &(dst, dst_mid) in targets.iter() {
+            let Some(dst_leg) = self.legs.get_mut(&dst) else {
+                continue;
+            };
+            // The same codec may have another payload type on the other leg.
+            let pt = if dst == id {
+                src_pt
+            } else {
+                match codec.and_then(|c| {
+                    dst_leg
+                        .rtc
+                        .codec_config()
+                        .params()
+                        .iter()
+                        .find(|p| p.spec().codec == c.codec && p.spec().clock_rate == c.clock_rate)
+                        .map(|p| p.pt())
+                }) {
+                    Some(pt) => pt,
+                    None => continue,
+                }
+            };
+            let step = if kind == Some(MediaKind::Audio) {
+                960
+            } else {
+                3000
+            };
+            let state = dst_leg.tx.entry(dst_mid).or_default();
+            let (seq, ts, switched) =
+                state
+                    .rewriter
+                    .rewrite(ssrc, *packet.seq_no, packet.header.timestamp, step);
+            let mut api = dst_leg.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(dst_mid, None) else {
+                continue;
+            };
+            let write = RtpWrite::new(
+                pt,
+                SeqNo::from(seq),
+                ts,
+                packet.timestamp,
+                packet.payload.clone(),
+            )
+            .marker(packet.header.marker)
+            .ext_vals(packet.header.ext_vals.clone())
+            .nackable(kind != Some(MediaKind::Audio));
+            tx.write_rtp(write);
+            self.dirty.insert(dst);
+            if switched && kind == Some(MediaKind::Video) {
+                if let Some(src_leg) = self.legs.get_mut(&id) {
+                    if let Some(rx) = src_leg.rtc.direct_api().stream_rx_by_mid(mid, None) {
+                        rx.request_keyframe(KeyframeRequestKind::Pli);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes a leg and tells its plugin.
+    fn remove(&mut self, id: u64, reason: HangupReason) {
+        let Some(mut leg) = self.legs.remove(&id) else {
+            return;
+        };
+        if leg.rtc.is_alive() {
+            let _ = leg.rtc.close();
+            // Flush what closing produced (DTLS close_notify, RTCP BYE) once.
+            while let Ok(Output::Transmit(t)) = leg.rtc.poll_output() {
+                let _ = self.socket.try_send_to(&t.contents, t.destination);
+            }
+        }
+        if let Some(d) = leg.deadline {
+            self.deadlines.remove(&(d, id));
+        }
+        self.by_ufrag.remove(&leg.ufrag);
+        for a in &leg.addrs {
+            self.by_addr.remove(a);
+        }
+        // Unhook forwards in both directions.
+        for (dst_mid, (src, src_mid)) in leg.fed_by.drain() {
+            if let Some(t) = self
+                .legs
+                .get_mut(&src)
+                .and_then(|l| l.forwards.get_mut(&src_mid))
+            {
+                *t = t.iter().copied().filter(|x| *x != (id, dst_mid)).collect();
+            }
+        }
+        for (_, targets) in leg.forwards.drain() {
+            for &(dst, dst_mid) in targets.iter() {
+                if let Some(l) = self.legs.get_mut(&dst) {
+                    l.fed_by.remove(&dst_mid);
+                }
+            }
+        }
+        self.engine.forget(id);
+        let reason = if leg.closing {
+            HangupReason::Normal
+        } else {
+            reason
+        };
+        leg.events.hangup(id, reason);
+    }
+
+    fn shutdown(&mut self) {
+        let ids: Vec<u64> = self.legs.keys().copied().collect();
+        for id in ids {
+            self.remove(id, HangupReason::Shutdown);
+        }
+    }
+}
+
+/// A packet from a plugin, on stream `mid`: its own sequence numbers, extended.
+fn send_plugin_rtp(leg: &mut Leg, mid: Mid, packet: &[u8]) {
+    let Some(p) = rtp::parse(packet) else {
+        return;
+    };
+    let kind = leg.rtc.media(mid).map(|m| m.kind());
+    let seq = leg.tx.entry(mid).or_default().plugin_seq.extend(p.seq);
+    let mut api = leg.rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+        return;
+    };
+    let write = RtpWrite::new(
+        p.pt.into(),
+        SeqNo::from(seq),
+        p.timestamp,
+        Instant::now(),
+        p.payload.to_vec(),
+    )
+    .marker(p.marker)
+    .nackable(kind != Some(MediaKind::Audio));
+    tx.write_rtp(write);
+}
+
+/// The local username fragment of a STUN binding request (`USERNAME = ours:theirs`).
+fn stun_ufrag(bytes: &[u8]) -> Option<&str> {
+    // STUN: first two bits 0, magic cookie at 4..8 (RFC 5389 §6).
+    if bytes.len() < 20 || bytes[0] & 0xc0 != 0 || bytes[4..8] != [0x21, 0x12, 0xa4, 0x42] {
+        return None;
+    }
+    let mut attrs = &bytes[20..];
+    while attrs.len() >= 4 {
+        let kind = u16::from_be_bytes([attrs[0], attrs[1]]);
+        let len = usize::from(u16::from_be_bytes([attrs[2], attrs[3]]));
+        let value = attrs.get(4..4 + len)?;
+        if kind == 0x0006 {
+            let user = std::str::from_utf8(value).ok()?;
+            return user.split(':').next();
+        }
+        let padded = (len + 3) & !3;
+        attrs = attrs.get(4 + padded..)?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_ufrag_is_read_from_a_binding_request() {
+        let mut m = vec![0x00, 0x01, 0x00, 0x10, 0x21, 0x12, 0xa4, 0x42];
+        m.extend([0u8; 12]);
+        m.extend([0x00, 0x06, 0x00, 0x09]);
+        m.extend(b"abcd:wxyz\0\0\0");
+        assert_eq!(stun_ufrag(&m), Some("abcd"));
+        assert_eq!(stun_ufrag(&m[..22]), None);
+        assert_eq!(stun_ufrag(&[0x80; 40]), None, "RTP is not STUN");
+    }
+}

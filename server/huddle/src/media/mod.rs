@@ -1,0 +1,420 @@
+//! The media engine: the host's WebRTC endpoint (ICE-lite, DTLS-SRTP, RTP/RTCP with BUNDLE and
+//! rtcp-mux), built on str0m, exposed to plugins through the ABI's `media_*` calls.
+//!
+//! # Shape
+//!
+//! * [`sdp`] is the sans-IO session layer: an offer in, an answer out, refusals mapped to SIP
+//!   statuses. Unit-tested without sockets.
+//! * [`rtp`] holds the byte-level helpers: the plain RTP that crosses the plugin boundary, the
+//!   sequence-number extension and the rewriting of the forwarding fast path, RTCP key-frame
+//!   requests.
+//! * [`driver`] is the one tokio task that owns the UDP socket and every leg's `Rtc`: it
+//!   `select!`s on the socket, the earliest leg deadline and a bounded command channel, feeds
+//!   datagrams to the leg they belong to, and drains each touched leg's `poll_output` until it
+//!   says `Timeout`. One socket serves every leg (the port in `[media] listen`).
+//! * [`MediaEngine`] is the handle plugins' host functions use. It is `Clone` and thread-safe;
+//!   its calls never wait for the driver except [`MediaEngine::answer`] on a renegotiation
+//!   (the leg's `Rtc` lives in the driver), which waits a bounded time.
+//!
+//! # Demultiplexing
+//!
+//! A STUN binding request names our ICE username fragment (`USERNAME = ours:theirs`), which
+//! identifies the leg; its source address is then bound to that leg. Everything else (DTLS,
+//! SRTP, SRTCP) is routed by source address. Datagrams from unknown addresses are dropped.
+//!
+//! # Lifecycle of a leg
+//!
+//! `answer` creates it (str0m `Rtc`, our one host candidate); the peer's ICE checks and DTLS
+//! handshake connect it (`media_ready`). A leg not connected within `connect_timeout_secs` is
+//! torn down and its plugin gets `media_hangup(TRANSPORT)`: the plugin then ends the dialog
+//! (BYE). A connected leg from which nothing arrives for `idle_timeout_secs` (browsers send
+//! ICE consent checks every few seconds, even on hold) goes the same way, as does one whose
+//! ICE agent reports the connection lost. `close` (a BYE) ends it with `NORMAL`.
+//! Following str0m's rule, a leg whose `Rtc` is no longer alive is never driven again.
+
+pub mod driver;
+pub mod rtp;
+pub mod sdp;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, PoisonError};
+use std::time::{Duration, Instant};
+
+use huddle_sdk::HangupReason;
+use str0m::media::Mid;
+use tokio::sync::mpsc;
+
+pub use sdp::{CodecName, LegSettings, SdpError};
+
+/// Commands queued towards the driver before callers get [`MediaError::Busy`].
+const COMMAND_QUEUE: usize = 16_384;
+/// How long `answer` waits for the driver on a renegotiation.
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// Installs str0m's crypto provider for the process, once.
+pub fn install_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+}
+
+/// What a plugin's media calls can fail with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// No such session (or not this plugin's), or no such stream in it.
+    #[error("no such media session or stream")]
+    NotFound,
+    /// The driver's queue is full.
+    #[error("the media engine is busy")]
+    Busy,
+    /// The engine has stopped.
+    #[error("the media engine has stopped")]
+    Stopped,
+    /// Bytes that are not an RTP packet.
+    #[error("not an RTP packet")]
+    BadPacket,
+    /// The offer was refused.
+    #[error(transparent)]
+    Sdp(#[from] SdpError),
+}
+
+/// Where a leg's events go: the plugin that answered it. Implementations queue and return at
+/// once (they run on the driver task).
+pub trait MediaEvents: Send + Sync + 'static {
+    /// ICE and DTLS are up.
+    fn ready(&self, session: u64);
+    /// One plain RTP packet received on stream `mid`.
+    fn rtp(&self, session: u64, mid: &str, packet: Vec<u8>);
+    /// One RTCP packet for the plugin (key-frame requests for what it sends).
+    fn rtcp(&self, session: u64, packet: Vec<u8>);
+    /// The leg ended.
+    fn hangup(&self, session: u64, reason: HangupReason);
+    /// A new estimate of the bandwidth towards the peer (TWCC or REMB), bits per second.
+    fn bitrate(&self, session: u64, bps: u64);
+}
+
+/// `[media]` as the engine needs it.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// The UDP socket every leg uses.
+    pub listen: SocketAddr,
+    /// The address put in candidates (NAT 1:1); default: the listen address.
+    pub advertise: Option<IpAddr>,
+    /// Legs not connected (ICE + DTLS) this long after the answer are torn down.
+    pub connect_timeout: Duration,
+    /// Connected legs silent this long (no ICE consent check, no media) are torn down.
+    pub idle_timeout: Duration,
+    /// Legs at most; more answers get 503.
+    pub max_sessions: usize,
+    /// Codecs answered with.
+    pub codecs: Vec<CodecName>,
+    /// Send-side bandwidth estimation (TWCC) with pacing.
+    pub bandwidth_estimation: bool,
+}
+
+/// What the registry knows of a leg, for synchronous checks in the callers' threads.
+#[derive(Debug)]
+struct Entry {
+    owner: usize,
+    mids: Vec<Mid>,
+}
+
+/// A command for the driver.
+pub(crate) enum Command {
+    /// A new leg, answered already.
+    Insert(Box<driver::Leg>),
+    /// A renegotiation of an existing leg.
+    Renegotiate {
+        session: u64,
+        offer: Box<str0m::change::SdpOffer>,
+        reply: std::sync::mpsc::SyncSender<Result<String, SdpError>>,
+    },
+    /// One packet from a plugin.
+    SendRtp {
+        session: u64,
+        mid: Mid,
+        packet: Vec<u8>,
+    },
+    /// Key-frame requests from a plugin's RTCP, by media SSRC.
+    Keyframe {
+        session: u64,
+        mid: Option<Mid>,
+        ssrcs: Vec<u32>,
+    },
+    /// Start (`src: Some`) or stop forwarding into `dst`/`dst_mid`.
+    Forward {
+        src: Option<(u64, Mid)>,
+        dst: u64,
+        dst_mid: Mid,
+    },
+    /// Close a leg.
+    Close { session: u64 },
+    /// Stop the engine.
+    Shutdown,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Command::Insert(_) => "Insert",
+            Command::Renegotiate { .. } => "Renegotiate",
+            Command::SendRtp { .. } => "SendRtp",
+            Command::Keyframe { .. } => "Keyframe",
+            Command::Forward { .. } => "Forward",
+            Command::Close { .. } => "Close",
+            Command::Shutdown => "Shutdown",
+        };
+        f.write_str(name)
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    commands: mpsc::Sender<Command>,
+    leg: LegSettings,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_sessions: usize,
+    registry: Mutex<HashMap<u64, Entry>>,
+    next_id: AtomicU64,
+    local: SocketAddr,
+}
+
+/// The handle on the running engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MediaEngine {
+    shared: Arc<Shared>,
+}
+
+/// The engine's task, to await at shutdown.
+#[derive(Debug)]
+pub struct EngineTask(pub tokio::task::JoinHandle<()>);
+
+impl MediaEngine {
+    /// Binds the socket and starts the driver on the current runtime.
+    pub async fn start(settings: EngineSettings) -> std::io::Result<(MediaEngine, EngineTask)> {
+        install_crypto();
+        let socket = tokio::net::UdpSocket::bind(settings.listen).await?;
+        let local = socket.local_addr()?;
+        let ip = settings.advertise.unwrap_or(local.ip());
+        let candidate = SocketAddr::new(ip, local.port());
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let shared = Arc::new(Shared {
+            commands: tx,
+            leg: LegSettings {
+                candidate,
+                codecs: settings.codecs,
+                bandwidth_estimation: settings.bandwidth_estimation,
+            },
+            connect_timeout: settings.connect_timeout,
+            idle_timeout: settings.idle_timeout,
+            max_sessions: settings.max_sessions,
+            registry: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            local,
+        });
+        let engine = MediaEngine {
+            shared: shared.clone(),
+        };
+        let task = tokio::spawn(driver::run(socket, candidate, rx, engine.clone()));
+        tracing::info!(%local, %candidate, "media engine listening");
+        Ok((engine, EngineTask(task)))
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// Legs alive.
+    pub fn sessions(&self) -> usize {
+        self.registry().len()
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+        // Only map bookkeeping happens under this lock.
+        self.shared
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn send(&self, command: Command) -> Result<(), MediaError> {
+        self.shared.commands.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => MediaError::Busy,
+            mpsc::error::TrySendError::Closed(_) => MediaError::Stopped,
+        })
+    }
+
+    /// The stream `mid` of a leg `owner` answered.
+    fn check(&self, owner: usize, session: u64, mid: Option<&str>) -> Result<Mid, MediaError> {
+        let registry = self.registry();
+        let entry = registry
+            .get(&session)
+            .filter(|e| e.owner == owner)
+            .ok_or(MediaError::NotFound)?;
+        match mid {
+            None => Ok(Mid::default()),
+            Some(mid) => entry
+                .mids
+                .iter()
+                .find(|m| &***m == mid)
+                .copied()
+                .ok_or(MediaError::NotFound),
+        }
+    }
+
+    /// Answers an offer for plugin `owner`: a new leg (`session: None`) or a renegotiation.
+    /// Blocks briefly on a renegotiation; call it from a plugin thread, not the runtime.
+    pub fn answer(
+        &self,
+        owner: usize,
+        events: Arc<dyn MediaEvents>,
+        session: Option<u64>,
+        offer: &[u8],
+    ) -> Result<(u64, String), MediaError> {
+        let offer = sdp::check_offer(offer)?;
+        if let Some(session) = session {
+            self.check(owner, session, None)?;
+            let (reply, answer) = std::sync::mpsc::sync_channel(1);
+            self.send(Command::Renegotiate {
+                session,
+                offer: Box::new(offer),
+                reply,
+            })?;
+            let text = answer
+                .recv_timeout(ANSWER_WAIT)
+                .map_err(|_| MediaError::NotFound)??;
+            self.set_mids(session, &text);
+            return Ok((session, text));
+        }
+        if self.registry().len() >= self.shared.max_sessions {
+            return Err(SdpError::TooManySessions.into());
+        }
+        let now = Instant::now();
+        let (mut rtc, ufrag) = sdp::new_leg(&self.shared.leg, now);
+        let text = sdp::answer(&mut rtc, offer)?;
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        self.registry().insert(
+            id,
+            Entry {
+                owner,
+                mids: mids_of(&text),
+            },
+        );
+        let leg = driver::Leg::new(
+            id,
+            rtc,
+            ufrag,
+            events,
+            now,
+            self.shared.connect_timeout,
+            self.shared.idle_timeout,
+        );
+        if let Err(e) = self.send(Command::Insert(Box::new(leg))) {
+            self.registry().remove(&id);
+            return Err(e);
+        }
+        Ok((id, text))
+    }
+
+    fn set_mids(&self, session: u64, answer: &str) {
+        if let Some(entry) = self.registry().get_mut(&session) {
+            entry.mids = mids_of(answer);
+        }
+    }
+
+    /// Forgets a leg the driver removed.
+    pub(crate) fn forget(&self, session: u64) {
+        self.registry().remove(&session);
+    }
+
+    /// Sends a plain RTP packet on stream `mid` (the host encrypts it and gives it the
+    /// stream's SSRC).
+    pub fn send_rtp(
+        &self,
+        owner: usize,
+        session: u64,
+        mid: &str,
+        packet: &[u8],
+    ) -> Result<(), MediaError> {
+        let mid = self.check(owner, session, Some(mid))?;
+        rtp::parse(packet).ok_or(MediaError::BadPacket)?;
+        self.send(Command::SendRtp {
+            session,
+            mid,
+            packet: packet.to_vec(),
+        })
+    }
+
+    /// RTCP from a plugin: the key-frame requests in it (PLI, FIR) go to the senders of the
+    /// streams they name. The host makes every other report itself (SR/RR, NACK, TWCC).
+    pub fn send_rtcp(&self, owner: usize, session: u64, packet: &[u8]) -> Result<(), MediaError> {
+        self.check(owner, session, None)?;
+        let ssrcs = rtp::keyframe_requests(packet);
+        if ssrcs.is_empty() {
+            return Ok(());
+        }
+        self.send(Command::Keyframe {
+            session,
+            mid: None,
+            ssrcs,
+        })
+    }
+
+    /// Asks the sender of stream `mid` for a key frame.
+    pub fn request_keyframe(
+        &self,
+        owner: usize,
+        session: u64,
+        mid: &str,
+    ) -> Result<(), MediaError> {
+        let mid = self.check(owner, session, Some(mid))?;
+        self.send(Command::Keyframe {
+            session,
+            mid: Some(mid),
+            ssrcs: Vec::new(),
+        })
+    }
+
+    /// Forwards stream `src_mid` of `src` into `dst_mid` of `dst` (`src_mid` empty: stop).
+    pub fn forward(
+        &self,
+        owner: usize,
+        src: u64,
+        src_mid: &str,
+        dst: u64,
+        dst_mid: &str,
+    ) -> Result<(), MediaError> {
+        let dst_mid = self.check(owner, dst, Some(dst_mid))?;
+        let src = if src_mid.is_empty() {
+            None
+        } else {
+            Some((src, self.check(owner, src, Some(src_mid))?))
+        };
+        self.send(Command::Forward { src, dst, dst_mid })
+    }
+
+    /// Closes a leg; `hangup(NORMAL)` follows.
+    pub fn close(&self, owner: usize, session: u64) -> Result<(), MediaError> {
+        self.check(owner, session, None)?;
+        self.send(Command::Close { session })
+    }
+
+    /// Stops the engine: every leg is closed and its plugin told `SHUTDOWN`.
+    pub async fn shutdown(&self, task: EngineTask) {
+        if self.shared.commands.send(Command::Shutdown).await.is_ok() {
+            let _ = task.0.await;
+        }
+    }
+}
+
+/// The `a=mid:` values of an SDP.
+fn mids_of(sdp: &str) -> Vec<Mid> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+        .map(Mid::from)
+        .collect()
+}

@@ -1,0 +1,271 @@
+//! The RTP/RTCP bytes that cross the plugin boundary, and the sequence/timestamp rewriting of
+//! the forwarding fast path. Pure functions over byte slices; no I/O.
+//!
+//! Plugins see plain RTP: the fixed header, CSRCs and the payload. Header extensions are the
+//! transport's business (transport-wide sequence numbers, abs-send-time, MID) and are consumed
+//! by the host; a packet a plugin sends may carry extensions, which are skipped.
+
+/// A parsed plain RTP packet (borrowing its payload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rtp<'a> {
+    /// Payload type.
+    pub pt: u8,
+    /// Marker bit.
+    pub marker: bool,
+    /// Sequence number.
+    pub seq: u16,
+    /// RTP timestamp.
+    pub timestamp: u32,
+    /// Sender SSRC.
+    pub ssrc: u32,
+    /// The payload, without padding.
+    pub payload: &'a [u8],
+}
+
+/// Parses an RTP packet; `None` when it is not one (too short, version not 2, lengths that do
+/// not fit).
+pub fn parse(packet: &[u8]) -> Option<Rtp<'_>> {
+    if packet.len() < 12 || packet[0] >> 6 != 2 {
+        return None;
+    }
+    let padding = packet[0] & 0x20 != 0;
+    let extension = packet[0] & 0x10 != 0;
+    let csrcs = usize::from(packet[0] & 0x0f);
+    let mut offset = 12 + 4 * csrcs;
+    if extension {
+        let ext = packet.get(offset..offset + 4)?;
+        let words = usize::from(u16::from_be_bytes([ext[2], ext[3]]));
+        offset += 4 + 4 * words;
+    }
+    let mut end = packet.len();
+    if padding {
+        let pad = usize::from(*packet.last()?);
+        end = end.checked_sub(pad)?;
+    }
+    if offset > end {
+        return None;
+    }
+    Some(Rtp {
+        pt: packet[1] & 0x7f,
+        marker: packet[1] & 0x80 != 0,
+        seq: u16::from_be_bytes([packet[2], packet[3]]),
+        timestamp: u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]),
+        ssrc: u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]),
+        payload: &packet[offset..end],
+    })
+}
+
+/// Serializes a plain RTP packet (no extensions, no padding).
+pub fn serialize(rtp: &Rtp<'_>, csrcs: &[u32]) -> Vec<u8> {
+    let csrcs = &csrcs[..csrcs.len().min(15)];
+    let mut out = Vec::with_capacity(12 + 4 * csrcs.len() + rtp.payload.len());
+    // `csrcs.len() <= 15` (sliced above), so it fits the 4-bit CC field.
+    out.push(0x80 | csrcs.len() as u8);
+    out.push((u8::from(rtp.marker) << 7) | (rtp.pt & 0x7f));
+    out.extend_from_slice(&rtp.seq.to_be_bytes());
+    out.extend_from_slice(&rtp.timestamp.to_be_bytes());
+    out.extend_from_slice(&rtp.ssrc.to_be_bytes());
+    for c in csrcs {
+        out.extend_from_slice(&c.to_be_bytes());
+    }
+    out.extend_from_slice(rtp.payload);
+    out
+}
+
+/// Extends 16-bit sequence numbers to 64 bits (RFC 3711 §3.3.1's rollover counter): each new
+/// number is placed in the 2^16 window nearest the last one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeqExtender {
+    last: Option<u64>,
+}
+
+impl SeqExtender {
+    /// The extended value of `seq`.
+    pub fn extend(&mut self, seq: u16) -> u64 {
+        let Some(last) = self.last else {
+            self.last = Some(u64::from(seq));
+            return u64::from(seq);
+        };
+        let base = last & !0xffff;
+        let candidates = [
+            base.wrapping_sub(0x1_0000) | u64::from(seq),
+            base | u64::from(seq),
+            (base + 0x1_0000) | u64::from(seq),
+        ];
+        let ext = candidates
+            .into_iter()
+            .filter(|c| *c < (1 << 48))
+            .min_by_key(|c| c.abs_diff(last))
+            .unwrap_or(u64::from(seq));
+        if ext > last {
+            self.last = Some(ext);
+        }
+        ext
+    }
+}
+
+/// The rewriting of one forwarded output stream: the receiver sees one continuous stream (its
+/// own SSRC, contiguous sequence numbers, monotonic timestamps) whatever sources feed it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rewriter {
+    source: Option<u32>,
+    seq_delta: u64,
+    ts_delta: u32,
+    last_out_seq: Option<u64>,
+    last_out_ts: u32,
+}
+
+impl Rewriter {
+    /// Rewrites one packet from source `ssrc` (extended `seq`, `ts`). Returns the output
+    /// sequence number and timestamp, and whether the source changed (a switch: the caller
+    /// asks the new source for a key frame).
+    pub fn rewrite(&mut self, ssrc: u32, seq: u64, ts: u32, clock_step: u32) -> (u64, u32, bool) {
+        let switched = self.source != Some(ssrc);
+        if switched {
+            self.source = Some(ssrc);
+            // Continue right after what the receiver saw last; keep the output starting low
+            // so that no rollover counter needs signalling (str0m's `RtpWrite` docs).
+            let next = self.last_out_seq.map_or(1, |s| s + 1);
+            self.seq_delta = next.wrapping_sub(seq);
+            let next_ts = if self.last_out_seq.is_some() {
+                self.last_out_ts.wrapping_add(clock_step)
+            } else {
+                ts
+            };
+            self.ts_delta = next_ts.wrapping_sub(ts);
+        }
+        let out_seq = seq.wrapping_add(self.seq_delta);
+        let out_ts = ts.wrapping_add(self.ts_delta);
+        if self.last_out_seq.is_none_or(|l| out_seq > l) {
+            self.last_out_seq = Some(out_seq);
+            self.last_out_ts = out_ts;
+        }
+        (out_seq, out_ts, switched)
+    }
+}
+
+/// RTCP payload-specific feedback (PSFB, PT 206) formats that ask for a key frame.
+const PSFB: u8 = 206;
+const FMT_PLI: u8 = 1;
+const FMT_FIR: u8 = 4;
+
+/// A Picture Loss Indication (RFC 4585 §6.3.1) from `sender` about `media`.
+pub fn pli(sender: u32, media: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12);
+    out.push(0x80 | FMT_PLI);
+    out.push(PSFB);
+    out.extend_from_slice(&2u16.to_be_bytes());
+    out.extend_from_slice(&sender.to_be_bytes());
+    out.extend_from_slice(&media.to_be_bytes());
+    out
+}
+
+/// The media SSRCs of the key-frame requests (PLI, and FIR entries) in a compound RTCP
+/// packet. Malformed packets end the walk; what was read before is kept.
+pub fn keyframe_requests(mut packet: &[u8]) -> Vec<u32> {
+    let mut out = Vec::new();
+    while packet.len() >= 4 && packet[0] >> 6 == 2 {
+        let fmt = packet[0] & 0x1f;
+        let pt = packet[1];
+        let words = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+        let len = 4 + 4 * words;
+        let Some(body) = packet.get(..len) else {
+            break;
+        };
+        if pt == PSFB && fmt == FMT_PLI && len >= 12 {
+            out.push(u32::from_be_bytes([body[8], body[9], body[10], body[11]]));
+        } else if pt == PSFB && fmt == FMT_FIR && len >= 20 {
+            // FIR entries (8 bytes each) follow the 12-byte header; the media SSRC field is 0.
+            for entry in body[12..].chunks_exact(8) {
+                out.push(u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]));
+            }
+        }
+        packet = &packet[len..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtp_round_trips_and_skips_extensions_and_padding() {
+        let p = Rtp {
+            pt: 96,
+            marker: true,
+            seq: 65535,
+            timestamp: 90_000,
+            ssrc: 0xdead_beef,
+            payload: b"frame",
+        };
+        let bytes = serialize(&p, &[7]);
+        assert_eq!(parse(&bytes), Some(p));
+        // With a one-word extension and two bytes of padding.
+        let mut ext = vec![0x80 | 0x10 | 0x20, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2];
+        ext.extend_from_slice(&[0xbe, 0xde, 0, 1, 0x10, 0xff, 0, 0]);
+        ext.extend_from_slice(b"abc");
+        ext.extend_from_slice(&[0, 2]);
+        assert_eq!(parse(&ext).unwrap().payload, b"abc");
+        assert_eq!(parse(&[0x80, 96, 0]), None);
+        assert_eq!(parse(&[0x8f; 20]), None, "15 CSRCs do not fit");
+    }
+
+    #[test]
+    fn sequence_numbers_extend_across_rollover_and_reordering() {
+        let mut x = SeqExtender::default();
+        assert_eq!(x.extend(65534), 65534);
+        assert_eq!(x.extend(65535), 65535);
+        assert_eq!(x.extend(1), 65537);
+        assert_eq!(
+            x.extend(65533),
+            65533,
+            "late packet from before the rollover"
+        );
+        assert_eq!(x.extend(2), 65538);
+    }
+
+    #[test]
+    fn a_switch_keeps_the_output_contiguous() {
+        let mut r = Rewriter::default();
+        assert_eq!(r.rewrite(1, 5000, 100, 3000), (1, 100, true));
+        assert_eq!(r.rewrite(1, 5001, 3100, 3000), (2, 3100, false));
+        let (seq, ts, switched) = r.rewrite(2, 90, 777, 3000);
+        assert!(switched);
+        assert_eq!((seq, ts), (3, 6100));
+        assert_eq!(r.rewrite(2, 91, 3777, 3000).0, 4);
+    }
+
+    #[test]
+    fn keyframe_requests_are_found_in_compound_rtcp() {
+        let mut compound = vec![0x80, 201, 0, 1, 0, 0, 0, 9]; // an empty RR
+        compound.extend(pli(9, 0x1234));
+        compound.extend([
+            0x80 | 4,
+            206,
+            0,
+            4,
+            0,
+            0,
+            0,
+            9,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0x56,
+            0x78,
+            1,
+            0,
+            0,
+            0,
+        ]);
+        assert_eq!(keyframe_requests(&compound), vec![0x1234, 0x5678]);
+        assert!(
+            keyframe_requests(&[0x80, 206, 0, 9]).is_empty(),
+            "truncated"
+        );
+    }
+}

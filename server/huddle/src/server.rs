@@ -1,7 +1,8 @@
 //! Starting and stopping a whole server: open the store, seed users, restore bindings, load
-//! and start the plugins, bind the transports, run the core task and the store writer, and
-//! shut everything down in order (the core first, then the plugins' threads, then the
-//! writer).
+//! and start the plugins, bind the transports and run the core on the SIP thread (one
+//! current-thread runtime for every socket task and the core, so a message is read, handled
+//! and answered without a cross-thread wake-up), run the store writer, and shut everything
+//! down in order (the core and transports first, then the plugins' threads, then the writer).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

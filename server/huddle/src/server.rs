@@ -1,7 +1,8 @@
 //! Starting and stopping a whole server: open the store, seed users, restore bindings, load
-//! and start the plugins, bind the transports, run the core task and the store writer, and
-//! shut everything down in order (the core first, then the plugins' threads, then the
-//! writer).
+//! and start the plugins, bind the transports and run the core on the SIP thread (one
+//! current-thread runtime for every socket task and the core, so a message is read, handled
+//! and answered without a cross-thread wake-up), run the store writer, and shut everything
+//! down in order (the core and transports first, then the plugins' threads, then the writer).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use crate::plugins::Workers;
 use crate::registrar::{BindingRecord, Change, Location};
 use crate::store::{scan_pages, Namespace, Op, Record, Store};
 use crate::transport::{generate_self_signed, TlsContext, Transport, Transports};
-use crate::users::{load_users, put_user, UserRecord};
+use crate::users::{load_users, UserRecord};
 
 /// A running server.
 #[derive(Debug)]
@@ -25,8 +26,8 @@ pub struct Running {
     /// The bound address of each transport (port 0 in the config becomes the real port).
     pub addrs: HashMap<Transport, SocketAddr>,
     shutdown: watch::Sender<bool>,
-    core: tokio::task::JoinHandle<()>,
-    transports: Transports,
+    /// The thread running the transports and the core (see [`start`]).
+    sip: Option<std::thread::JoinHandle<()>>,
     plugins: Option<Workers>,
     writer: Option<std::thread::JoinHandle<()>>,
     media: Option<(crate::media::MediaEngine, crate::media::EngineTask)>,
@@ -36,8 +37,9 @@ impl Running {
     /// Stops accepting, ends the core, flushes pending store writes.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let _ = (&mut self.core).await;
-        self.transports.shutdown().await;
+        if let Some(sip) = self.sip.take() {
+            let _ = tokio::task::spawn_blocking(move || sip.join()).await;
+        }
         // Media legs end before the plugins' threads stop, so each plugin hears of its own.
         if let Some((engine, task)) = self.media.take() {
             engine.shutdown(task).await;
@@ -68,9 +70,11 @@ impl Running {
     }
 }
 
-/// Creates `[[users]]` from the config that the store does not have yet.
+/// Creates `[[users]]` from the config that the store does not have yet, in one commit (one
+/// commit per user made a config with thousands of users take half a minute to start).
 pub fn seed_users(config: &Config, store: &dyn Store) -> anyhow::Result<()> {
     let existing = load_users(store)?;
+    let mut ops = Vec::new();
     for user in &config.users {
         if !existing.contains_key(&user.name) {
             anyhow::ensure!(
@@ -78,11 +82,15 @@ pub fn seed_users(config: &Config, store: &dyn Store) -> anyhow::Result<()> {
                 "invalid user name {:?} in [[users]]",
                 user.name
             );
-            put_user(
-                store,
-                &UserRecord::new(&user.name, config.realm(), &user.password),
-            )?;
+            let record = UserRecord::new(&user.name, config.realm(), &user.password);
+            ops.push(Op::put(
+                Namespace::credentials().key(user.name.as_bytes()),
+                Record::encode(&record)?,
+            ));
         }
+    }
+    if !ops.is_empty() {
+        store.apply_batch(ops)?;
     }
     Ok(())
 }
@@ -93,11 +101,15 @@ pub fn seed_users(config: &Config, store: &dyn Store) -> anyhow::Result<()> {
 /// instead of one per REGISTER.
 const WRITE_BEHIND: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How long the writer sleeps between looks at its queue inside a window: shutdown waits at
+/// most this long for the last commit to start.
+const WRITE_BEHIND_NAP: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Changes gathered before a commit even inside the window.
 const WRITE_BEHIND_MAX: usize = 8192;
 
 fn store_writer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<Vec<Change>>) {
-    use std::sync::mpsc::RecvTimeoutError;
+    use std::sync::mpsc::TryRecvError;
     let ns = Namespace::location();
     let mut open = true;
     while open {
@@ -119,15 +131,24 @@ fn store_writer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<Vec<Change>
             }
         };
         absorb(first, &mut order, &mut latest);
+        // Sleep through the window and then take what came, rather than waking for every
+        // batch: the core sends one per REGISTER, and each wake-up cost both threads a futex
+        // call and a context switch. The window is cut short only at shutdown (disconnect),
+        // which the next `recv` sees after this commit.
         let deadline = Instant::now() + WRITE_BEHIND;
         while order.len() < WRITE_BEHIND_MAX {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
+            match rx.try_recv() {
                 Ok(more) => absorb(more, &mut order, &mut latest),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
+                Err(TryRecvError::Disconnected) => {
                     open = false;
                     break;
+                }
+                Err(TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(left.min(WRITE_BEHIND_NAP));
                 }
             }
         }
@@ -223,39 +244,123 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
             .context("starting plugins")??
     };
 
-    let bound = Transports::bind(&config.sip.listen, transport_config, TlsContext::default())
-        .await
-        .context("binding listeners");
-    let (transports, handle, events) = match bound {
-        Ok(bound) => bound,
-        Err(e) => {
-            let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
-            return Err(e);
-        }
-    };
-    let mut addrs = HashMap::new();
-    for spec in transports.local_addrs() {
-        addrs.entry(spec.transport).or_insert(spec.addr);
-    }
-
-    let core = Core::new(
-        config.clone(),
-        handle,
-        addrs.clone(),
+    // The transports and the core run on one thread of their own, on a current-thread
+    // runtime ("huddle-sip"): a datagram or WebSocket message is read, handled and answered
+    // without waking another thread, where a multi-threaded runtime spent a fifth of its CPU
+    // on cross-thread wake-ups (futex, epoll) between the socket tasks and the core.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let sip = SipThread {
+        config: config.clone(),
+        transport_config,
         users,
         location,
-        persist_tx,
+        persist: persist_tx,
         plugins,
-    );
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let core = tokio::spawn(core.run(events, shutdown_rx));
-    Ok(Running {
-        addrs,
-        shutdown,
-        core,
-        transports,
-        plugins: Some(workers),
-        writer: Some(writer),
-        media,
-    })
+    };
+    let thread = std::thread::Builder::new()
+        .name("huddle-sip".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(
+                        anyhow::Error::from(e).context("starting the SIP runtime")
+                    ));
+                    return;
+                }
+            };
+            runtime.block_on(sip.run(shutdown_rx, ready_tx));
+        })
+        .context("starting the SIP thread");
+    let ready = match thread {
+        Ok(thread) => match ready_rx.await {
+            Ok(Ok(addrs)) => Ok((thread, addrs)),
+            Ok(Err(e)) => Err((Some(thread), e)),
+            Err(_) => Err((
+                Some(thread),
+                anyhow::anyhow!("the SIP thread ended during start-up"),
+            )),
+        },
+        Err(e) => Err((None, e)),
+    };
+    match ready {
+        Ok((thread, addrs)) => Ok(Running {
+            addrs,
+            shutdown,
+            sip: Some(thread),
+            plugins: Some(workers),
+            writer: Some(writer),
+            media,
+        }),
+        Err((thread, e)) => {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(thread) = thread {
+                    let _ = thread.join();
+                }
+                workers.stop();
+            })
+            .await;
+            if let Some((engine, task)) = media {
+                engine.shutdown(task).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// What the SIP thread needs to bind the transports and run the core.
+struct SipThread {
+    config: Arc<Config>,
+    transport_config: crate::transport::TransportConfig,
+    users: HashMap<String, UserRecord>,
+    location: Location,
+    persist: std::sync::mpsc::Sender<Vec<Change>>,
+    plugins: crate::plugins::CorePlugins,
+}
+
+impl SipThread {
+    /// Binds, reports the bound addresses (or the error) on `ready`, runs the core until
+    /// `shutdown`, then shuts the transports down.
+    async fn run(
+        self,
+        shutdown: watch::Receiver<bool>,
+        ready: tokio::sync::oneshot::Sender<anyhow::Result<HashMap<Transport, SocketAddr>>>,
+    ) {
+        let bound = Transports::bind(
+            &self.config.sip.listen,
+            self.transport_config,
+            TlsContext::default(),
+        )
+        .await
+        .context("binding listeners");
+        let (transports, handle, events) = match bound {
+            Ok(bound) => bound,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let mut addrs = HashMap::new();
+        for spec in transports.local_addrs() {
+            addrs.entry(spec.transport).or_insert(spec.addr);
+        }
+        let core = Core::new(
+            self.config,
+            handle,
+            addrs.clone(),
+            self.users,
+            self.location,
+            self.persist,
+            self.plugins,
+        );
+        if ready.send(Ok(addrs)).is_err() {
+            return;
+        }
+        core.run(events, shutdown).await;
+        transports.shutdown().await;
+    }
 }

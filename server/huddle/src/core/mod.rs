@@ -224,8 +224,9 @@ impl Core {
                     self.registrations_lost(aors);
                     self.proxy_timer_c(now);
                 }
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { break; }
+                changed = shutdown.changed() => {
+                    // A dropped sender (the server handle is gone) is shutdown too.
+                    if changed.is_err() || *shutdown.borrow() { break; }
                 }
             }
             self.drain(Instant::now());

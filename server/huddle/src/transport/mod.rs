@@ -74,6 +74,9 @@ pub use tls::{
 
 use shared::Shared;
 
+/// Receive buffer asked for on every UDP socket (see [`Transports::bind`]).
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
 /// A SIP transport, as named in a Via header (RFC 3261 §18, RFC 7118 §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
@@ -333,6 +336,11 @@ impl Transports {
             };
             let local = if spec.transport == Transport::Udp {
                 let socket = UdpSocket::bind(spec.addr).await.map_err(bind_err)?;
+                // Room for bursts while the SIP thread is busy or preempted: the default
+                // (~200 KB, a few hundred datagrams) overflowed under load on a busy machine,
+                // and every drop costs a retransmission 500 ms later. The kernel caps this
+                // at net.core.rmem_max; failing to raise it is not an error.
+                let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(UDP_RECV_BUFFER);
                 let local = socket.local_addr().map_err(bind_err)?;
                 udp.push((local, Arc::new(socket)));
                 local

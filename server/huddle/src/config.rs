@@ -35,6 +35,24 @@ pub struct Config {
     /// The media engine (WebRTC legs for plugins).
     #[serde(default)]
     pub media: MediaConfig,
+    /// The admin HTTP API and metrics.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Run-time state shared by the core and the admin API (drain flag, metrics). Not read
+    /// from the file; carried here because every part that needs it already holds the config.
+    #[serde(skip)]
+    pub ops: std::sync::Arc<crate::admin::Ops>,
+}
+
+/// `[admin]`: the admin HTTP API (`/health`, `/registrations`, `/metrics`, ...).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the API listens (`ip:port`; port 0 picks one). Absent: no admin API.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The bearer token every call must carry (`Authorization: Bearer <token>`). Without
+    /// one the API only starts on a loopback address.
+    pub token: Option<String>,
 }
 
 /// `[media]`: the WebRTC media engine plugins answer calls with.

@@ -2,9 +2,11 @@
 //! location service, the stateful proxy, the plugin host, the state store, configuration and
 //! the CLI.
 
+pub mod admin;
 pub mod config;
 pub mod core;
 pub mod media;
+pub mod metrics;
 pub mod plugins;
 pub mod registrar;
 pub mod server;

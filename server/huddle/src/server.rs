@@ -31,11 +31,16 @@ pub struct Running {
     plugins: Option<Workers>,
     writer: Option<std::thread::JoinHandle<()>>,
     media: Option<(crate::media::MediaEngine, crate::media::EngineTask)>,
+    /// The admin HTTP API, when `[admin] listen` is set.
+    admin: Option<crate::admin::AdminServer>,
 }
 
 impl Running {
     /// Stops accepting, ends the core, flushes pending store writes.
     pub async fn shutdown(mut self) {
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
         let _ = self.shutdown.send(true);
         if let Some(sip) = self.sip.take() {
             let _ = tokio::task::spawn_blocking(move || sip.join()).await;
@@ -50,6 +55,11 @@ impl Running {
         if let Some(writer) = self.writer.take() {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
+    }
+
+    /// The admin API's address, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
     }
 
     /// The media engine's UDP address, when it runs.
@@ -171,6 +181,8 @@ fn store_writer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<Vec<Change>
 /// Starts a server with this configuration and store.
 pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Running> {
     let config = Arc::new(config);
+    // Before anything starts: an exposed admin API without a token is a configuration error.
+    crate::admin::check_exposure(&config.admin)?;
     seed_users(&config, store.as_ref())?;
     let users = load_users(store.as_ref())?;
 
@@ -287,14 +299,30 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
         },
         Err(e) => Err((None, e)),
     };
+    // The admin API runs on this (main) runtime, never on the SIP thread.
+    let ready = match ready {
+        Ok((thread, addrs)) => {
+            let engine = media.as_ref().map(|(engine, _)| engine.clone());
+            match crate::admin::start(config.clone(), store.clone(), workers.shared(), engine).await
+            {
+                Ok(admin) => Ok((thread, addrs, admin)),
+                Err(e) => {
+                    let _ = shutdown.send(true);
+                    Err((Some(thread), e))
+                }
+            }
+        }
+        Err(e) => Err(e),
+    };
     match ready {
-        Ok((thread, addrs)) => Ok(Running {
+        Ok((thread, addrs, admin)) => Ok(Running {
             addrs,
             shutdown,
             sip: Some(thread),
             plugins: Some(workers),
             writer: Some(writer),
             media,
+            admin,
         }),
         Err((thread, e)) => {
             let _ = tokio::task::spawn_blocking(move || {

@@ -471,6 +471,7 @@ impl Core {
         extra: &[(&str, &str)],
     ) {
         let bytes = self.response_bytes(req, peer, status, reason, extra);
+        self.config.ops.metrics.final_response(req.method(), status);
         if let Err(e) = self.txn.respond_built(key, status, bytes, Instant::now()) {
             tracing::debug!(error = %e, "response for a finished transaction dropped");
         }
@@ -556,6 +557,20 @@ impl Core {
         let Some(method) = msg.method().cloned() else {
             return;
         };
+        // Draining (admin API): new out-of-dialog requests and registrations go elsewhere.
+        if self.config.ops.is_draining() && msg.to_header().is_ok_and(|t| t.tag().is_none()) {
+            self.config.ops.metrics.drain_refused();
+            let retry = [("Retry-After", "30")];
+            self.respond(
+                key,
+                &msg,
+                &from,
+                503,
+                "Service Unavailable - Draining",
+                &retry,
+            );
+            return;
+        }
         // The registrar is where a REGISTER for our domain ends, so Max-Forwards does not
         // apply to it (RFC 3261 §16.3 step 3 is a proxy's check).
         if method == Method::Register {

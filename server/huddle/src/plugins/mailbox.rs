@@ -181,8 +181,7 @@ impl Mailbox {
         self.ready.notify_all();
     }
 
-    /// New requests waiting.
-    #[cfg(test)]
+    /// New requests waiting (tests; the admin API's queue depth).
     pub(crate) fn waiting_requests(&self) -> usize {
         self.lock().requests
     }

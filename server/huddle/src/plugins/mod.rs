@@ -135,6 +135,11 @@ pub struct Workers {
 }
 
 impl Workers {
+    /// Each instance's shared state (the admin API reads its counters).
+    pub(crate) fn shared(&self) -> Vec<Arc<PluginShared>> {
+        self.threads.iter().map(|(s, _)| s.clone()).collect()
+    }
+
     /// Closes every mailbox, stops timers and watches, and waits for each thread to destroy
     /// its instance. Blocks: call it from a blocking context.
     pub fn stop(self) {

@@ -130,6 +130,8 @@ pub(crate) struct PluginShared {
     /// Set when `on_panic = "disable"` took the instance out of service.
     pub(crate) disabled: std::sync::atomic::AtomicBool,
     pub(crate) in_flight: AtomicUsize,
+    /// Panics caught at the boundary (admin API and metrics).
+    pub(crate) panics: AtomicU64,
     pub(crate) timers: Mutex<HashMap<u64, AbortHandle>>,
     pub(crate) watches: Mutex<HashMap<u64, AbortHandle>>,
     pub(crate) watch_credit: Arc<Semaphore>,
@@ -149,6 +151,7 @@ impl PluginShared {
             open: Mutex::new(HashMap::new()),
             disabled: std::sync::atomic::AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            panics: AtomicU64::new(0),
             timers: Mutex::new(HashMap::new()),
             watches: Mutex::new(HashMap::new()),
             watch_credit: Arc::new(Semaphore::new(WATCH_CREDIT)),

@@ -67,6 +67,7 @@ pub(crate) fn run(
         match result {
             Ok(()) => {}
             Err(Error::Panic) => {
+                shared.panics.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(plugin = %name, callback, "the plugin panicked (caught at the boundary)");
                 if on_panic == OnPanic::Disable {
                     shared.disabled.store(true, Ordering::Relaxed);

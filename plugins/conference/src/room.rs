@@ -50,8 +50,8 @@ impl VideoProfile {
     fn check(&self, room: &str) -> Result<(), String> {
         let ok = (64..=1920).contains(&self.width)
             && (64..=1080).contains(&self.height)
-            && self.width % 2 == 0
-            && self.height % 2 == 0
+            && self.width.is_multiple_of(2)
+            && self.height.is_multiple_of(2)
             && (1..=30).contains(&self.fps)
             && (50..=4000).contains(&self.bitrate_kbps);
         if ok {

@@ -49,16 +49,34 @@ fn codec_ok(video: bool, name: &str) -> bool {
     }
 }
 
+/// An offer's m-line while it is read: video or audio, its rtpmaps (pt, name) and RTX
+/// associations (pt, apt).
+#[derive(Default)]
+struct OfferSection {
+    video: bool,
+    maps: Vec<(String, String)>,
+    apts: Vec<(String, String)>,
+}
+
+/// An answer's m-line while it is read.
+#[derive(Default)]
+struct AnswerSection {
+    video: bool,
+    first_pt: Option<u8>,
+    mid: Option<String>,
+    direction: String,
+    maps: Vec<(u8, String)>,
+}
+
 /// The offer with only mixable codecs left on each audio/video m-line (RTX only when it
 /// repairs a kept payload type). An m-line left with none keeps its first format and is
 /// answered by the host as it sees fit (it will refuse it: no codec in common).
 pub fn narrow_offer(offer: &str) -> String {
     // First pass: per m-line, which payload types to keep.
     let mut keep: Vec<Vec<String>> = Vec::new();
-    let mut section: Option<(bool, Vec<(String, String)>, Vec<(String, String)>)> = None;
-    let flush = |section: &mut Option<(bool, Vec<(String, String)>, Vec<(String, String)>)>,
-                 keep: &mut Vec<Vec<String>>| {
-        if let Some((video, maps, apts)) = section.take() {
+    let mut section: Option<OfferSection> = None;
+    let flush = |section: &mut Option<OfferSection>, keep: &mut Vec<Vec<String>>| {
+        if let Some(OfferSection { video, maps, apts }) = section.take() {
             let mut kept: Vec<String> = maps
                 .iter()
                 .filter(|(_, name)| codec_ok(video, name) && !name.eq_ignore_ascii_case("rtx"))
@@ -81,12 +99,15 @@ pub fn narrow_offer(offer: &str) -> String {
         let line = line.trim_end();
         if let Some(m) = line.strip_prefix("m=") {
             flush(&mut section, &mut keep);
-            section = Some((m.starts_with("video"), Vec::new(), Vec::new()));
+            section = Some(OfferSection {
+                video: m.starts_with("video"),
+                ..OfferSection::default()
+            });
             if !m.starts_with("video") && !m.starts_with("audio") {
                 section = None;
                 keep.push(Vec::new());
             }
-        } else if let Some((_, maps, apts)) = section.as_mut() {
+        } else if let Some(OfferSection { maps, apts, .. }) = section.as_mut() {
             if let Some(rest) = line.strip_prefix("a=rtpmap:") {
                 if let Some((pt, enc)) = rest.split_once(' ') {
                     let name = enc.split('/').next().unwrap_or("");
@@ -149,43 +170,48 @@ pub fn narrow_offer(offer: &str) -> String {
 /// The streams of an answer we can use (audio with a mixable codec, VP8 video).
 pub fn answer_streams(answer: &str) -> Vec<Stream> {
     let mut out = Vec::new();
-    let mut cur: Option<(bool, Option<u8>, Option<String>, String, Vec<(u8, String)>)> = None;
-    let finish =
-        |cur: &mut Option<(bool, Option<u8>, Option<String>, String, Vec<(u8, String)>)>,
-         out: &mut Vec<Stream>| {
-            let Some((video, first_pt, mid, dir, maps)) = cur.take() else {
-                return;
-            };
-            let (Some(pt), Some(mid)) = (first_pt, mid) else {
-                return;
-            };
-            let name = maps
-                .iter()
-                .find(|(p, _)| *p == pt)
-                .map(|(_, n)| n.to_ascii_lowercase())
-                .unwrap_or_default();
-            let kind = match (video, name.as_str()) {
-                (true, "vp8") => Kind::Video,
-                (false, "opus") => Kind::Audio(AudioCodec::Opus),
-                (false, "pcmu") => Kind::Audio(AudioCodec::Pcmu),
-                (false, "pcma") => Kind::Audio(AudioCodec::Pcma),
-                _ => return,
-            };
-            // The answer's direction is ours: `recvonly` = we only receive.
-            let (sending, receiving) = match dir.as_str() {
-                "sendonly" => (true, false),
-                "recvonly" => (false, true),
-                "inactive" => (false, false),
-                _ => (true, true),
-            };
-            out.push(Stream {
-                mid,
-                kind,
-                pt,
-                receiving,
-                sending,
-            });
+    let mut cur: Option<AnswerSection> = None;
+    let finish = |cur: &mut Option<AnswerSection>, out: &mut Vec<Stream>| {
+        let Some(AnswerSection {
+            video,
+            first_pt,
+            mid,
+            direction: dir,
+            maps,
+        }) = cur.take()
+        else {
+            return;
         };
+        let (Some(pt), Some(mid)) = (first_pt, mid) else {
+            return;
+        };
+        let name = maps
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, n)| n.to_ascii_lowercase())
+            .unwrap_or_default();
+        let kind = match (video, name.as_str()) {
+            (true, "vp8") => Kind::Video,
+            (false, "opus") => Kind::Audio(AudioCodec::Opus),
+            (false, "pcmu") => Kind::Audio(AudioCodec::Pcmu),
+            (false, "pcma") => Kind::Audio(AudioCodec::Pcma),
+            _ => return,
+        };
+        // The answer's direction is ours: `recvonly` = we only receive.
+        let (sending, receiving) = match dir.as_str() {
+            "sendonly" => (true, false),
+            "recvonly" => (false, true),
+            "inactive" => (false, false),
+            _ => (true, true),
+        };
+        out.push(Stream {
+            mid,
+            kind,
+            pt,
+            receiving,
+            sending,
+        });
+    };
     for line in answer.lines() {
         let line = line.trim_end();
         if let Some(m) = line.strip_prefix("m=") {
@@ -194,15 +220,20 @@ pub fn answer_streams(answer: &str) -> Vec<Stream> {
             let port_zero = parts.get(1) == Some(&"0");
             let first_pt = parts.get(3).and_then(|p| p.parse().ok());
             cur = (!port_zero && (parts[0] == "audio" || parts[0] == "video")).then(|| {
-                (
-                    parts[0] == "video",
+                AnswerSection {
+                    video: parts[0] == "video",
                     first_pt,
-                    None,
-                    "sendrecv".to_owned(),
-                    Vec::new(),
-                )
+                    direction: "sendrecv".to_owned(),
+                    ..AnswerSection::default()
+                }
             });
-        } else if let Some((_, _, mid, dir, maps)) = cur.as_mut() {
+        } else if let Some(AnswerSection {
+            mid,
+            direction: dir,
+            maps,
+            ..
+        }) = cur.as_mut()
+        {
             if let Some(m) = line.strip_prefix("a=mid:") {
                 *mid = Some(m.to_owned());
             } else if let Some(rest) = line.strip_prefix("a=rtpmap:") {

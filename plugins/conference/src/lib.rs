@@ -83,6 +83,7 @@ struct Call {
     audio_mid: Option<String>,
     video_mid: Option<String>,
     video_in: bool,
+    display: String,
 }
 
 /// One `Event: conference` subscription.
@@ -431,6 +432,7 @@ impl Conference {
             audio_mid: spec.audio.as_ref().map(|a| a.0.clone()),
             video_mid: spec.video.as_ref().map(|v| v.0.clone()),
             video_in: sends_video,
+            display: caller.display.clone(),
         };
         self.by_session.insert(session, call_id.clone());
         self.calls.insert(call_id, call);
@@ -460,7 +462,35 @@ impl Conference {
         host.respond(
             request.transaction().ok_or(Error::UnknownTransaction)?,
             &response,
-        )
+        )?;
+        // Video stopped (a=recvonly/inactive: camera off) or started again: swap their tile
+        // between the decoded picture and the named placeholder, and tell subscribers.
+        let streams = sdp::answer_streams(&String::from_utf8_lossy(&answer));
+        let video = streams
+            .iter()
+            .find(|s| s.kind == Kind::Video && call.video_mid.as_deref() == Some(s.mid.as_str()));
+        let audio_in = streams
+            .iter()
+            .any(|s| matches!(s.kind, Kind::Audio(_)) && s.receiving);
+        let video_in = video.is_some_and(|v| v.receiving);
+        let (session, room, display) = (call.session, call.room.clone(), call.display.clone());
+        if video_in != call.video_in {
+            if let Some(m) = self.media.get_mut(&room) {
+                let pt = video.map(|v| v.pt).filter(|_| video_in);
+                if let Err(e) = m.set_video(session.0, &display, pt) {
+                    huddle_sdk::warn!(host, "room {room}: tile of {display} not swapped: {}", e.0);
+                }
+            }
+            if let Some(call) = self.calls.get_mut(call_id) {
+                call.video_in = video_in;
+            }
+            if let (true, Some(v)) = (video_in, video) {
+                let _ = host.request_keyframe(session, &v.mid);
+            }
+        }
+        self.rooms.set_media(&room, session.0, audio_in, video_in);
+        self.room_changed(host, &room);
+        Ok(())
     }
 
     fn drop_participant(&mut self, room: &str, session: MediaSessionId) {
@@ -609,7 +639,7 @@ impl Conference {
         let Some(sub) = self.subs.get_mut(call_id) else {
             return;
         };
-        let expired = sub.expires_at <= now;
+        let expired = !last && sub.expires_at <= now;
         let last = last || expired;
         sub.cseq += 1;
         sub.version += 1;
@@ -619,8 +649,11 @@ impl Conference {
             self.rooms.get(&sub.room),
             sub.version,
         );
-        let state = if last {
+        let state = if expired {
             "terminated;reason=timeout".to_owned()
+        } else if last {
+            // The subscriber unsubscribed (Expires: 0): no reason to give (RFC 6665 §4.1.3).
+            "terminated".to_owned()
         } else {
             format!(
                 "active;expires={}",

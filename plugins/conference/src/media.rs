@@ -399,10 +399,32 @@ impl RoomMedia {
         for e in &branch {
             e.sync_state_with_parent()?;
         }
-        lock(&self.shared.tiles).push((id, pad.clone()));
+        {
+            // Tiles stay in join order (ids grow with each session), also after a swap.
+            let mut tiles = lock(&self.shared.tiles);
+            tiles.push((id, pad.clone()));
+            tiles.sort_by_key(|(t, _)| *t);
+        }
         leg.branch = branch;
         leg.pad = Some(pad);
         Ok(())
+    }
+
+    /// Swaps a participant's tile between their video (`Some(pt)`) and the named placeholder.
+    pub fn set_video(
+        &mut self,
+        id: ParticipantId,
+        display: &str,
+        video_pt: Option<u8>,
+    ) -> Result<(), MediaError> {
+        let Some(mut leg) = self.legs.remove(&id) else {
+            return Ok(());
+        };
+        self.remove_tile(&mut leg, id);
+        let added = self.add_tile(&mut leg, id, display, video_pt);
+        self.legs.insert(id, leg);
+        self.shared.relayout();
+        added
     }
 
     fn remove_tile(&mut self, leg: &mut Leg, id: ParticipantId) {

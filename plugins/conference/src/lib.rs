@@ -807,6 +807,91 @@ mod tests {
         }
     }
 
+    fn in_dialog(method: &str, uri: &str, to_tag: &str, call_id: &str, extra: &str) -> String {
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/WS h.invalid;branch=z9hG4bK{method}{call_id}\r\n\
+             Max-Forwards: 70\r\nFrom: \"Zed\" <sip:zed@elsewhere.test>;tag=z1\r\nTo: <{uri}>;tag={to_tag}\r\n\
+             Call-ID: {call_id}\r\nCSeq: 2 {method}\r\nContact: <sip:zed@x.invalid;transport=ws>\r\n\
+             {extra}Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// Polls `what` until it holds, for at most 10 s: the composite comes from GStreamer's
+    /// threads, at their pace.
+    fn eventually(what: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if what() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// The whole guest path with real pipelines (GStreamer must be installed): a caller who
+    /// did not log in joins the public room under their display name, receives the
+    /// composite, is listed to a subscriber and in the store, and the room ends when they
+    /// leave.
+    #[test]
+    fn a_guest_joins_a_public_room_sees_the_composite_and_the_room_ends_when_they_leave() {
+        let (host, mut plugin) = start();
+        let uri = "sip:lobby@example.test";
+        let txn = plugin.request(invite(uri, "")).unwrap();
+        let ok = host.final_response(txn).expect("answered");
+        assert_eq!(ok.status(), 200);
+        let to_tag = ok.message.to_header().unwrap().tag().unwrap().to_owned();
+        let record = host.get("", b"rooms/lobby").expect("room record");
+        assert!(String::from_utf8_lossy(&record).contains("\"entity\":\"guest:Zed\""));
+        let session = host
+            .media_calls()
+            .iter()
+            .find_map(|c| match c {
+                huddle_sdk::fake::MediaCall::Answer { session, .. } => Some(*session),
+                _ => None,
+            })
+            .expect("a media session");
+        plugin.media_ready(session).unwrap();
+        // The composite reaches the guest on the answer's video mid, VP8 payload type 96.
+        assert!(
+            eventually(|| {
+                host.media_calls().iter().any(|c| matches!(c,
+                huddle_sdk::fake::MediaCall::Rtp { mid, packet, .. } if mid == "1" && packet[1] & 0x7f == 96))
+            }),
+            "composite RTP sent"
+        );
+
+        // A subscriber to the room sees the guest.
+        let sub = format!(
+            "SUBSCRIBE {uri} SIP/2.0\r\nVia: SIP/2.0/WS h.invalid;branch=z9hG4bKsub1\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:watch@elsewhere.test>;tag=w1\r\nTo: <{uri}>\r\n\
+             Call-ID: sub-1\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:watch@w.invalid;transport=ws>\r\n\
+             Event: conference\r\nExpires: 60\r\nContent-Length: 0\r\n\r\n"
+        );
+        let txn = plugin.request(&sub).unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 200);
+        let notify = host
+            .sent_requests()
+            .into_iter()
+            .find(|r| r.message.method() == Some(&Method::Notify))
+            .expect("a NOTIFY");
+        let body = String::from_utf8_lossy(notify.message.body()).into_owned();
+        assert!(body.contains("<user-count>1</user-count>"), "{body}");
+        assert!(body.contains("<display-text>Zed</display-text>"), "{body}");
+
+        let txn = plugin
+            .request(in_dialog("BYE", uri, &to_tag, "call-1", ""))
+            .unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 200);
+        assert_eq!(host.get("", b"rooms/lobby"), None, "the room ended");
+        let notifies = host
+            .sent_requests()
+            .into_iter()
+            .filter(|r| r.message.method() == Some(&Method::Notify))
+            .count();
+        assert_eq!(notifies, 2, "subscribers told of the leave");
+    }
+
     #[test]
     fn a_bad_config_fails_start_up() {
         let host = FakeHost::with_capabilities(Capabilities::ALL);

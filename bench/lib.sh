@@ -62,6 +62,55 @@ cpu_ticks() {
 	echo "$total"
 }
 
+# sched_wait PID...: one "TID NS" line per thread of the given processes and their descendants:
+# the nanoseconds it has spent runnable but waiting for a core (field 2 of schedstat).
+# sched_wait_delta BEFORE AFTER: "TOTAL_MS MAX_MS" between two such listings (MAX: the single
+# thread that waited longest). Diagnoses latency from preemption: a server whose one busy thread
+# waits in the run queue answers late however little CPU it uses.
+sched_wait() {
+	local pid f tid wait
+	for pid in $(for p in "$@"; do proc_tree "$p"; done | sort -u); do
+		for f in /proc/"$pid"/task/*/schedstat; do
+			tid=${f%/schedstat}
+			tid=${tid##*/}
+			read -r _ wait _ <"$f" 2>/dev/null || continue
+			echo "$tid $wait"
+		done
+	done
+}
+
+sched_wait_delta() {
+	awk 'NR == FNR { b[$1] = $2; next }
+		{ d = $2 - b[$1]; t += d; if (d > m) m = d }
+		END { printf "%.0f %.0f\n", t / 1e6, m / 1e6 }' <(echo "$1") <(echo "$2")
+}
+
+# udp_drops PORT: "ALL SERVER" datagrams dropped so far for want of receive buffer room: all of
+# the machine's UDP sockets (RcvbufErrors in /proc/net/snmp; SIPp's included, and anything else
+# running) and the sockets bound to local PORT (the drops column of /proc/net/udp and udp6). A
+# dropped request or response costs SIPp a retransmission 500 ms later (T1): a p99 spike.
+udp_drops() {
+	local all server
+	all=$(awk '$1 == "Udp:" && $2 ~ /^[0-9]+$/ { print $6 }' /proc/net/snmp)
+	server=$(awk -v port="$(printf ':%04X' "$1")" 'FNR > 1 && substr($2, length($2) - 4) == port { d += $NF }
+		END { print d + 0 }' /proc/net/udp /proc/net/udp6 2>/dev/null)
+	echo "${all:-0} ${server:-0}"
+}
+
+# prioritize NICE PID: sets PID's nice and, where the kernel groups processes by session
+# (sched_autogroup_enabled, the default on desktop and many server kernels), its session's
+# group nice: there a process's own nice only ranks it within its session, and each session
+# (a server started with setsid, each developer's shell) gets an equal share of the cores.
+# Needs CAP_SYS_NICE for a negative NICE; false when either could not be set.
+prioritize() {
+	local ok=0
+	renice -n "$1" -p "$2" >/dev/null 2>&1 || ok=1
+	if [[ -w /proc/$2/autogroup ]]; then
+		echo "$1" 2>/dev/null >"/proc/$2/autogroup" || ok=1
+	fi
+	return $ok
+}
+
 # wait_pids_gone SECONDS PID...: true when all PIDs have exited within SECONDS.
 wait_pids_gone() {
 	local limit=$1 deadline pid alive

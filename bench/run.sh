@@ -28,6 +28,7 @@
 #   BENCH_KEEP=0 (1: keep the work folder with all SIPp and server logs)
 #   BENCH_WS_CONNECTIONS=2000 BENCH_WS_REG_RATE=1000 BENCH_WS_MSG_RATE=1000 (ops/s)
 #   WSLOAD_BIN=target/release/wsload (build: cargo build --release -p huddle-wsload)
+#   BENCH_NICE=-10 (priority of everything started here, servers and load alike; 0: unchanged)
 # Bounded: every process runs under timeout(1), the whole run stays under 10 minutes with the
 # defaults (BENCH_MAX_SECONDS=480 stops starting new workloads), and everything started here is
 # stopped on exit.
@@ -53,6 +54,7 @@ ws_conns=${BENCH_WS_CONNECTIONS:-2000}
 ws_reg_rate=${BENCH_WS_REG_RATE:-1000}
 ws_msg_rate=${BENCH_WS_MSG_RATE:-1000}
 max_seconds=${BENCH_MAX_SECONDS:-480}
+bench_nice=${BENCH_NICE:--10}
 domain=example.test
 ip=127.0.0.1
 # SIPp's default 64 KB socket buffers overflow in bursts on a busy machine; the resulting
@@ -60,6 +62,7 @@ ip=127.0.0.1
 sock_buf=4194304
 
 [[ $warmup =~ ^[0-9]+$ ]] || die "BENCH_WARMUP must be a whole number of seconds"
+[[ $bench_nice =~ ^-?[0-9]+$ ]] || die "BENCH_NICE must be a whole number (-20..19)"
 for v in duration reg_rate msg_rate call_rate tx_per_sipp max_seconds ws_conns ws_reg_rate ws_msg_rate; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
 done
@@ -72,6 +75,18 @@ rmem_max=$(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo 0)
 if ((rmem_max < 1048576)); then
 	note "warning: net.core.rmem_max is $rmem_max; UDP bursts may be dropped and retransmitted" \
 		"(raise it: sysctl -w net.core.rmem_max=$sock_buf)"
+fi
+# Everything this script starts (servers, SIPp, wsload) inherits its priority. Above the
+# machine's other work (builds, editors), the servers and the load compete only with each other,
+# as on a quiet machine: on a busy 2-core machine, preemption by unrelated processes otherwise
+# decides the p99 (both servers, all load processes: the same priority). Each server is in a
+# session of its own and gets the same (prioritize in lib.sh).
+if ((bench_nice != 0)); then
+	if prioritize "$bench_nice" $$; then
+		note "running at nice $bench_nice (BENCH_NICE; servers and load generators alike)"
+	else
+		note "warning: could not set nice $bench_nice (BENCH_NICE; needs CAP_SYS_NICE); running at nice $(nice)"
+	fi
 fi
 if [[ $workloads == *" ws "* ]]; then
 	if [[ ! -x $wsload_bin ]]; then
@@ -196,6 +211,15 @@ huddle_config() { # huddle_config FILE SIP_PORT WS_PORT STORE
 }
 
 # --- servers ----------------------------------------------------------------------------------
+# prioritize_tree PID: BENCH_NICE for a server's processes (they inherit it, except those
+# started before this, as Kamailio's children) and its session's group.
+prioritize_tree() {
+	local pid
+	for pid in $(proc_tree "$1"); do
+		prioritize "$bench_nice" "$pid" || note "warning: could not set nice $bench_nice for pid $pid"
+	done
+}
+
 server_pids=()
 sip_port=""
 ws_port=""
@@ -212,6 +236,7 @@ start_kamailio() {
 		return 1
 	fi
 	server_pids=("$(env "${kam_env[@]}" "$here/kamailio/run.sh" pid)")
+	((bench_nice == 0)) || prioritize_tree "${server_pids[0]}"
 	note "kamailio: $(proc_tree "${server_pids[0]}" | wc -l) processes (main pid ${server_pids[0]})"
 }
 
@@ -227,6 +252,7 @@ start_huddle() {
 	huddle_config "$work/huddle/huddle.toml" "$sip_port" "$ws_port" "$work/huddle/huddle.redb"
 	setsid "$huddle_bin" run --config "$work/huddle/huddle.toml" </dev/null >"$log" 2>&1 &
 	huddle_pid=$!
+	((bench_nice == 0)) || prioritize_tree "$huddle_pid"
 	deadline=$((SECONDS + 20))
 	until sip_probe "$ip" "$sip_port"; do
 		if ! kill -0 "$huddle_pid" 2>/dev/null || ((SECONDS >= deadline)); then
@@ -314,7 +340,7 @@ sipp_load() {
 # ACKs not counted) per operation; it also sizes the number of SIPp processes.
 run_workload() {
 	local server=$1 name=$2 scenario=$3 auth_uri=$4 rate=$5 tx=$6
-	local dir=$work/$server/$name count procs k ok=0 failed=0 t0 t1 c0 c1 pct
+	local dir=$work/$server/$name count procs k ok=0 failed=0 t0 t1 c0 c1 pct w0 wait_ms wait_max_ms d0_all d0_server d1_all d1_server
 	if ((SECONDS > max_seconds)); then
 		note "$server/$name: skipped, the run has used ${SECONDS}s of its ${max_seconds}s budget"
 		return 0
@@ -328,10 +354,16 @@ run_workload() {
 	fi
 	note "$server/$name: $count ops at $rate/s over $procs SIPp process(es)"
 	c0=$(cpu_ticks "${server_pids[@]}")
+	w0=$(sched_wait "${server_pids[@]}")
+	read -r d0_all d0_server <<<"$(udp_drops "$sip_port")"
 	t0=$(date +%s%N)
 	sipp_load "$dir" "$scenario" "$auth_uri" "$rate" "$count" "$procs"
 	t1=$(date +%s%N)
 	c1=$(cpu_ticks "${server_pids[@]}")
+	read -r wait_ms wait_max_ms <<<"$(sched_wait_delta "$w0" "$(sched_wait "${server_pids[@]}")")"
+	read -r d1_all d1_server <<<"$(udp_drops "$sip_port")"
+	note "$server/$name: server threads waited ${wait_ms} ms for a core (longest one thread: ${wait_max_ms} ms);" \
+		"UDP datagrams dropped, receive buffer full: $((d1_server - d0_server)) at the server, $((d1_all - d0_all)) machine-wide"
 	for ((k = 0; k < procs; k++)); do
 		[[ -f $dir/stat.$k.csv ]] || continue
 		ok=$((ok + $(stat_col "$dir/stat.$k.csv" 'SuccessfulCall(C)')))
@@ -365,7 +397,7 @@ run_workload() {
 # exactly that. One server transaction per operation.
 run_ws_workload() {
 	local server=$1 name=$2 phase=$3 rate=$4
-	local dir=$work/$server/ws-$phase ready_limit limit pid rfd wfd line summary="" t0 t1 c0 c1 rc
+	local dir=$work/$server/ws-$phase ready_limit limit pid rfd wfd line summary="" t0 t1 c0 c1 rc w0 wait_ms wait_max_ms
 	if ((SECONDS > max_seconds)); then
 		note "$server/$name: skipped, the run has used ${SECONDS}s of its ${max_seconds}s budget"
 		return 0
@@ -389,12 +421,15 @@ run_ws_workload() {
 	bg_pids+=("$pid")
 	if read -r -t "$ready_limit" -u "$rfd" line && [[ $line == "wsload ready" ]]; then
 		c0=$(cpu_ticks "${server_pids[@]}")
+		w0=$(sched_wait "${server_pids[@]}")
 		t0=$(date +%s%N)
 		(trap '' PIPE && echo go >&"$wfd") 2>/dev/null || true
 		read -r -t $((duration + 30)) -u "$rfd" summary || summary=""
 		read -r -t 30 -u "$rfd" line || true # "wsload done": connections still open
 		t1=$(date +%s%N)
 		c1=$(cpu_ticks "${server_pids[@]}")
+		read -r wait_ms wait_max_ms <<<"$(sched_wait_delta "$w0" "$(sched_wait "${server_pids[@]}")")"
+		note "$server/$name: server threads waited ${wait_ms} ms for a core (longest one thread: ${wait_max_ms} ms)"
 		(trap '' PIPE && echo close >&"$wfd") 2>/dev/null || true
 	else
 		note "$server/$name: wsload did not get ready (see $dir/wsload.err)"

@@ -2,6 +2,7 @@
 # Install what building, testing and benchmarking Huddle needs on Debian 12, and nothing else.
 #
 #   scripts/install-deps.sh            build deps: pkg-config gcc g++ libc6-dev cmake clang
+#                                      + GStreamer 1.22 (conference plugin: dev headers, run-time elements)
 #                                      (+ libssl-dev when Cargo.lock pulls openssl-sys)
 #   scripts/install-deps.sh --test     + sip-tester chromium cbindgen procps iproute2, nodejs/npm only
 #                                      when no node is on PATH, then npm ci in tests/clients
@@ -32,7 +33,7 @@ for arg in "$@"; do
 	--test) want_test=1 ;;
 	--bench) want_bench=1 ;;
 	-h | --help)
-		sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*) die "unknown option '$arg' (use --test, --bench or nothing)" ;;
@@ -43,6 +44,11 @@ done
 command -v dpkg-query >/dev/null || die "dpkg-query not found"
 
 packages=(pkg-config gcc g++ libc6-dev cmake clang)
+# The conference plugin (MCU): GStreamer 1.22 headers to build gstreamer-rs, and at run time the
+# elements its pipelines use (VP8/Opus/G.711, RTP (de)payloaders, compositor, textoverlay in -x).
+packages+=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)
+packages+=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+	gstreamer1.0-libav gstreamer1.0-x)
 if grep -q '^name = "openssl-sys"' "$repo/Cargo.lock" 2>/dev/null; then
 	packages+=(libssl-dev)
 fi

@@ -1164,7 +1164,10 @@ impl Conn {
         let Link::Ws(mut ws) = self.link else {
             return;
         };
-        timeout(WAIT, ws.close(None))
+        // The inherent close (sends a Close frame), named outright: with futures' `alloc` feature
+        // on (GStreamer's dependencies turn it on), `Box<WebSocketStream>` is a `Sink` too and
+        // `ws.close` would resolve to `SinkExt::close`.
+        timeout(WAIT, WebSocketStream::close(&mut ws, None))
             .await
             .unwrap_or_else(|_| panic!("{name}: close timed out"))
             .unwrap_or_else(|e| panic!("{name}: close failed: {e}"));

@@ -32,7 +32,7 @@ command -v sipp >/dev/null || die "sipp not installed (run: scripts/install-deps
 timeout_s=${SIPP_TIMEOUT:-15}
 logdir=${SIPP_LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/huddle-sipp-msg.XXXXXX")}
 mkdir -p "$logdir"
-port=$(free_port 16060)
+port=$(free_port $((20060 + ($$ % 1000) * 2))) # PID offset: parallel runs pick apart
 common=("$target" -t "$transport" -i 127.0.0.1 -nostdin -trace_err -error_file "$logdir/err.log"
 	-trace_msg -message_file "$logdir/messages.log")
 

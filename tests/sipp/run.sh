@@ -63,8 +63,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Ports for our UAs: free now, and distinct from each other.
-uas_port=$(free_port 15060)
+# Ports for our UAs: free now, and distinct from each other. The search starts at an offset
+# from our PID: two runs at once (the test suite runs SIPp tests in parallel) would otherwise
+# both find the same port free and race to bind it.
+uas_port=$(free_port $((15060 + ($$ % 1000) * 4)))
 uac_port=$(free_port $((uas_port + 1)))
 
 # sipp_args NAME: options common to every run; logs go to $logdir/NAME.*.

@@ -95,6 +95,9 @@ pub struct Core {
     counter: u64,
 }
 
+/// A core turn (one batch of events, or the timers) longer than this is logged.
+const SLOW_TURN: std::time::Duration = std::time::Duration::from_millis(50);
+
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).expect("the operating system's random generator works");
@@ -192,7 +195,7 @@ impl Core {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            let started = tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else { break };
                     let now = Instant::now();
@@ -204,6 +207,7 @@ impl Core {
                             Err(_) => break,
                         }
                     }
+                    now
                 }
                 command = commands.recv() => {
                     // Never `None`: the core holds a sender.
@@ -216,6 +220,7 @@ impl Core {
                             Err(_) => break,
                         }
                     }
+                    now
                 }
                 () = sleep => {
                     let now = Instant::now();
@@ -223,13 +228,21 @@ impl Core {
                     let aors = self.location.expire(now, &mut self.changes);
                     self.registrations_lost(aors);
                     self.proxy_timer_c(now);
+                    now
                 }
                 changed = shutdown.changed() => {
                     // A dropped sender (the server handle is gone) is shutdown too.
                     if changed.is_err() || *shutdown.borrow() { break; }
+                    continue;
                 }
-            }
+            };
             self.drain(Instant::now());
+            // One turn handles at most 65 events; one that takes this long stalls every
+            // flow behind it (a wall-clock figure: it includes time preempted by the OS).
+            let took = started.elapsed();
+            if took >= SLOW_TURN {
+                tracing::warn!(ms = took.as_millis() as u64, "slow SIP core turn");
+            }
         }
     }
 

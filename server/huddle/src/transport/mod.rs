@@ -327,6 +327,7 @@ impl Transports {
         }
 
         let mut udp = Vec::new();
+        let mut udp_senders = Vec::new();
         let mut tcp = Vec::new();
         let mut bound = Vec::new();
         for spec in specs {
@@ -342,6 +343,16 @@ impl Transports {
                 // at net.core.rmem_max; failing to raise it is not an error.
                 let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(UDP_RECV_BUFFER);
                 let local = socket.local_addr().map_err(bind_err)?;
+                // Sends bypass tokio's readiness tracking, which reports a fresh socket as
+                // not writable until its reactor has run once: the core's first sends (e.g.
+                // a plugin's NOTIFYs queued during start-up) would fail with WouldBlock
+                // although the kernel has room. The duplicate shares the socket's
+                // non-blocking file description.
+                let sender = socket2::SockRef::from(&socket)
+                    .try_clone()
+                    .map_err(bind_err)?;
+                sender.set_nonblocking(true).map_err(bind_err)?;
+                udp_senders.push((local, std::net::UdpSocket::from(sender)));
                 udp.push((local, Arc::new(socket)));
                 local
             } else {
@@ -358,7 +369,7 @@ impl Transports {
 
         let (events_tx, events_rx) = mpsc::channel(config.event_queue_len);
         let (done_tx, done_rx) = mpsc::channel(1);
-        let shared = Shared::new(config, tls, bound, udp.clone(), events_tx, done_tx);
+        let shared = Shared::new(config, tls, bound, udp_senders, events_tx, done_tx);
         for (_, socket) in udp {
             if let Some(ctx) = shared.task_ctx() {
                 tokio::spawn(udp::run(socket, ctx));

@@ -6,7 +6,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{
@@ -20,7 +19,9 @@ pub(crate) struct Shared {
     pub(crate) bound: Vec<ListenSpec>,
     /// The UDP sockets with their local addresses (read once: `local_addr` is a system call,
     /// too dear for every datagram sent).
-    pub(crate) udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    /// The UDP sockets' send handles: each a duplicate of a listening socket, written with plain
+    /// non-blocking `send_to` (see `udp::send`).
+    pub(crate) udp: Vec<(SocketAddr, std::net::UdpSocket)>,
     /// Where `TransportHandle::send` spawns outbound connections, so it works from any thread.
     pub(crate) runtime: tokio::runtime::Handle,
     connections: Arc<Semaphore>,
@@ -96,7 +97,7 @@ impl Shared {
         config: TransportConfig,
         tls: TlsContext,
         bound: Vec<ListenSpec>,
-        udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+        udp: Vec<(SocketAddr, std::net::UdpSocket)>,
         events: mpsc::Sender<TransportEvent>,
         done: mpsc::Sender<()>,
     ) -> Arc<Self> {

@@ -62,7 +62,7 @@ pub(crate) async fn run(socket: Arc<UdpSocket>, mut ctx: TaskCtx) {
 }
 
 /// Sends one datagram from a listening socket of the destination's address family, without
-/// waiting: a full socket buffer is `WouldBlock`.
+/// waiting: a full socket buffer is `WouldBlock` (the send handle is non-blocking).
 pub(crate) fn send(shared: &Shared, addr: SocketAddr, data: &[u8]) -> Result<(), SendError> {
     if shared.is_shut_down() {
         return Err(SendError::ShutDown);
@@ -80,7 +80,7 @@ pub(crate) fn send(shared: &Shared, addr: SocketAddr, data: &[u8]) -> Result<(),
         }
         _ => addr,
     };
-    match socket.try_send_to(data, addr) {
+    match socket.send_to(data, addr) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(SendError::WouldBlock),
         Err(e) => Err(SendError::Io(e)),

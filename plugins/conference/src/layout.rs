@@ -1,0 +1,207 @@
+//! Where each participant's tile goes on the canvas: pure geometry, unit-tested.
+//!
+//! * `grid`: the smallest of 1, 2, 4, 6, 9, 16 tiles that holds everyone (more than 16: the
+//!   first 16), as 1×1, 2×1, 2×2, 3×2, 3×3, 4×4, each tile keeping the canvas's aspect ratio
+//!   inside its cell (letterboxed, centred).
+//! * `speaker`: the active speaker big (the top 3/4 of the canvas), everyone else as
+//!   thumbnails in a row along the bottom quarter (at most 6).
+
+use huddle_sdk::serde::Deserialize;
+
+/// Which layout a room uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(crate = "huddle_sdk::serde", rename_all = "snake_case")]
+pub enum LayoutKind {
+    /// Automatic grid.
+    #[default]
+    Grid,
+    /// Active speaker big, thumbnails below.
+    Speaker,
+}
+
+/// A tile: position and size in pixels; all even, so I420 chroma lines up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    /// Left edge.
+    pub x: u32,
+    /// Top edge.
+    pub y: u32,
+    /// Width.
+    pub w: u32,
+    /// Height.
+    pub h: u32,
+}
+
+/// Columns × rows of the grid for `n` participants.
+pub fn grid_shape(n: usize) -> (u32, u32) {
+    match n {
+        0 | 1 => (1, 1),
+        2 => (2, 1),
+        3 | 4 => (2, 2),
+        5 | 6 => (3, 2),
+        7..=9 => (3, 3),
+        _ => (4, 4),
+    }
+}
+
+fn even(v: u32) -> u32 {
+    v & !1
+}
+
+/// Fits a `width`×`height`-shaped tile into a cell, centred.
+fn fit(cell: Rect, width: u32, height: u32) -> Rect {
+    // Scale to the cell's width, or to its height if that is the tighter side.
+    let (w, h) = if u64::from(cell.w) * u64::from(height) <= u64::from(cell.h) * u64::from(width) {
+        (
+            cell.w,
+            (u64::from(cell.w) * u64::from(height) / u64::from(width.max(1))) as u32,
+        )
+    } else {
+        (
+            (u64::from(cell.h) * u64::from(width) / u64::from(height.max(1))) as u32,
+            cell.h,
+        )
+    };
+    let (w, h) = (even(w).max(2), even(h).max(2));
+    Rect {
+        x: even(cell.x + (cell.w - w.min(cell.w)) / 2),
+        y: even(cell.y + (cell.h - h.min(cell.h)) / 2),
+        w,
+        h,
+    }
+}
+
+/// Tiles for `n` participants (in order) on a `width`×`height` canvas; `speaker` is the index
+/// of the active speaker (used by [`LayoutKind::Speaker`]). Participants beyond the layout's
+/// capacity get no tile (`None`).
+pub fn tiles(
+    kind: LayoutKind,
+    n: usize,
+    width: u32,
+    height: u32,
+    speaker: Option<usize>,
+) -> Vec<Option<Rect>> {
+    match kind {
+        LayoutKind::Grid => grid(n, width, height),
+        LayoutKind::Speaker if n <= 1 => grid(n, width, height),
+        LayoutKind::Speaker => speaker_layout(n, width, height, speaker.unwrap_or(0).min(n - 1)),
+    }
+}
+
+fn grid(n: usize, width: u32, height: u32) -> Vec<Option<Rect>> {
+    let (cols, rows) = grid_shape(n);
+    let (cw, ch) = (width / cols, height / rows);
+    (0..n)
+        .map(|i| {
+            let i = u32::try_from(i).ok().filter(|&i| i < cols * rows)?;
+            let cell = Rect {
+                x: (i % cols) * cw,
+                y: (i / cols) * ch,
+                w: cw,
+                h: ch,
+            };
+            Some(fit(cell, width, height))
+        })
+        .collect()
+}
+
+fn speaker_layout(n: usize, width: u32, height: u32, speaker: usize) -> Vec<Option<Rect>> {
+    const THUMBS: u32 = 6;
+    let big_h = even(height * 3 / 4);
+    let big = fit(
+        Rect {
+            x: 0,
+            y: 0,
+            w: width,
+            h: big_h,
+        },
+        width,
+        height,
+    );
+    let tw = width / THUMBS;
+    let mut next = 0u32;
+    (0..n)
+        .map(|i| {
+            if i == speaker {
+                return Some(big);
+            }
+            if next >= THUMBS {
+                return None;
+            }
+            let cell = Rect {
+                x: next * tw,
+                y: big_h,
+                w: tw,
+                h: height - big_h,
+            };
+            next += 1;
+            Some(fit(cell, width, height))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_sizes_are_1_2_4_6_9_16() {
+        let sizes: Vec<u32> = [1, 2, 3, 4, 5, 6, 7, 9, 10, 16, 20]
+            .iter()
+            .map(|&n| {
+                let (c, r) = grid_shape(n);
+                c * r
+            })
+            .collect();
+        assert_eq!(sizes, [1, 2, 4, 4, 6, 6, 9, 9, 16, 16, 16]);
+    }
+
+    #[test]
+    fn tiles_stay_on_the_canvas_do_not_overlap_and_are_even() {
+        for n in 1..=20 {
+            let t: Vec<Rect> = tiles(LayoutKind::Grid, n, 1280, 720, None)
+                .into_iter()
+                .flatten()
+                .collect();
+            assert_eq!(t.len(), n.min(16));
+            for (i, a) in t.iter().enumerate() {
+                assert!(a.x + a.w <= 1280 && a.y + a.h <= 720, "{n}: {a:?}");
+                assert!(a.w % 2 == 0 && a.h % 2 == 0 && a.x % 2 == 0 && a.y % 2 == 0);
+                for b in &t[i + 1..] {
+                    let apart = a.x + a.w <= b.x
+                        || b.x + b.w <= a.x
+                        || a.y + a.h <= b.y
+                        || b.y + b.h <= a.y;
+                    assert!(apart, "{n}: {a:?} overlaps {b:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_person_fills_the_canvas_two_sit_side_by_side() {
+        assert_eq!(
+            tiles(LayoutKind::Grid, 1, 640, 360, None),
+            [Some(Rect {
+                x: 0,
+                y: 0,
+                w: 640,
+                h: 360
+            })]
+        );
+        let two = tiles(LayoutKind::Grid, 2, 640, 360, None);
+        assert_eq!(two[0].unwrap().w, 320);
+        assert_eq!(two[1].unwrap().x, 320);
+    }
+
+    #[test]
+    fn the_speaker_is_big_and_the_others_are_thumbnails() {
+        let t = tiles(LayoutKind::Speaker, 3, 1280, 720, Some(2));
+        let big = t[2].unwrap();
+        assert!(big.h >= 500, "{big:?}");
+        assert!(t[0].unwrap().h < 200 && t[0].unwrap().y >= 540);
+        assert_ne!(t[0], t[1]);
+        let many = tiles(LayoutKind::Speaker, 10, 1280, 720, Some(0));
+        assert_eq!(many.iter().flatten().count(), 7, "speaker + 6 thumbnails");
+    }
+}

@@ -1,0 +1,845 @@
+//! A live room's media: GStreamer for decoding, compositing and encoding; audio mixing in our
+//! code (`mix.rs`). RTP enters from the host (`incoming_rtp`) through `appsrc`s and leaves
+//! through `appsink`s with [`Host::send_rtp`]; no `webrtcbin`, the host owns the transport.
+//!
+//! ```text
+//! video (one pipeline per room):
+//!   videotestsrc(live, black) ───────────────────────────────┐ (background: keeps the
+//!   appsrc(RTP VP8) → rtpvp8depay → vp8dec → textoverlay → queue ─┤  canvas ticking when an
+//!   videotestsrc(placeholder) → textoverlay → queue ──────────────┤  uplink freezes)
+//!                                        compositor → vp8enc → rtpvp8pay → appsink ─► every
+//!                                                                          participant
+//! audio (one pipeline per participant):
+//!   appsrc(RTP) → depay → decode → convert/resample to 48 kHz mono → appsink ─► input queue
+//!   appsrc(PCM, from the mixer thread) → encode → pay → appsink ─► that participant
+//! mixer thread (one per room, every 20 ms): one frame from each input queue,
+//!   total − own for each participant, levels → active speaker.
+//! ```
+//!
+//! The composite is encoded once per room (its one output profile) and the same packets go to
+//! every participant, each with the payload type its answer chose. A key frame is forced on
+//! join and on a receiver's PLI (rate-limited, since it is shared).
+//!
+//! Resources are bounded by configuration: seats per room bound the branches and queues; each
+//! input queue holds at most [`MAX_QUEUE`] samples (older ones are dropped).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use huddle_sdk::{Error, Host, MediaSessionId};
+
+use crate::layout::{tiles, LayoutKind};
+use crate::mix::{level_dbov, mix_minus, SpeakerDetector, FRAME};
+use crate::room::{ParticipantId, VideoProfile};
+use crate::sdp::AudioCodec;
+
+/// At most 200 ms of decoded audio waits per participant; a sender running fast loses its
+/// oldest samples rather than growing the delay.
+pub const MAX_QUEUE: usize = FRAME * 10;
+/// A participant's audio enters the mix once 40 ms are queued (absorbs network jitter).
+const PRIME: usize = FRAME * 2;
+/// Shared key frames are forced at most this often, whoever asks.
+const KEYFRAME_GAP: Duration = Duration::from_millis(500);
+
+/// Locks, recovering the data if a thread panicked while holding it (nothing we keep is left
+/// half-updated by a panic: every critical section is a few assignments).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A failure building or changing a pipeline.
+#[derive(Debug)]
+pub struct MediaError(pub String);
+
+impl From<gst::glib::BoolError> for MediaError {
+    fn from(e: gst::glib::BoolError) -> Self {
+        MediaError(e.to_string())
+    }
+}
+impl From<gst::StateChangeError> for MediaError {
+    fn from(e: gst::StateChangeError) -> Self {
+        MediaError(e.to_string())
+    }
+}
+impl From<gst::PadLinkError> for MediaError {
+    fn from(e: gst::PadLinkError) -> Self {
+        MediaError(format!("{e:?}"))
+    }
+}
+
+fn make(factory: &str) -> Result<gst::Element, MediaError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| MediaError(format!("GStreamer element '{factory}' is not installed")))
+}
+
+/// A participant's audio as the mixer thread sees it.
+struct AudioMember {
+    id: ParticipantId,
+    queue: VecDeque<i16>,
+    primed: bool,
+    encoder: Option<gst_app::AppSrc>,
+}
+
+/// What the GStreamer threads and the mixer thread share with the plugin thread.
+struct Shared {
+    host: Host,
+    /// Receivers of the composite: (session, mid, payload type).
+    video_out: Mutex<Vec<(MediaSessionId, String, u8)>>,
+    audio: Mutex<Vec<AudioMember>>,
+    /// Tiles in order: participant and its compositor pad.
+    tiles: Mutex<Vec<(ParticipantId, gst::Pad)>>,
+    speaker: Mutex<Option<ParticipantId>>,
+    stop: AtomicBool,
+    last_keyframe: Mutex<Option<Instant>>,
+    layout: LayoutKind,
+    profile: VideoProfile,
+}
+
+impl Shared {
+    /// Puts every tile where the layout says.
+    fn relayout(&self) {
+        let tiles_now = lock(&self.tiles);
+        let speaker = *lock(&self.speaker);
+        let speaker_index = speaker.and_then(|s| tiles_now.iter().position(|(id, _)| *id == s));
+        let rects = tiles(
+            self.layout,
+            tiles_now.len(),
+            self.profile.width,
+            self.profile.height,
+            speaker_index,
+        );
+        for ((_, pad), rect) in tiles_now.iter().zip(rects) {
+            match rect {
+                Some(r) => {
+                    pad.set_property("xpos", r.x as i32);
+                    pad.set_property("ypos", r.y as i32);
+                    pad.set_property("width", r.w as i32);
+                    pad.set_property("height", r.h as i32);
+                    pad.set_property("alpha", 1.0f64);
+                }
+                None => pad.set_property("alpha", 0.0f64),
+            }
+        }
+    }
+}
+
+/// One participant's pieces.
+struct Leg {
+    /// Their audio pipeline (decode and encode), when they have audio.
+    audio: Option<gst::Pipeline>,
+    audio_in: Option<gst_app::AppSrc>,
+    audio_pt: u8,
+    /// Their video branch in the room's pipeline: the appsrc (if they send video) and every
+    /// element of the branch, in link order, and the compositor pad it feeds.
+    video_in: Option<gst_app::AppSrc>,
+    video_pt: u8,
+    branch: Vec<gst::Element>,
+    pad: Option<gst::Pad>,
+}
+
+/// A participant's media as negotiated.
+#[derive(Debug, Clone)]
+pub struct LegSpec {
+    /// The session.
+    pub session: MediaSessionId,
+    /// The name on their tile.
+    pub display: String,
+    /// Audio stream: mid, codec, payload type.
+    pub audio: Option<(String, AudioCodec, u8)>,
+    /// Video stream: mid, payload type, whether they send video to us.
+    pub video: Option<(String, u8, bool)>,
+}
+
+/// A live room's pipelines and mixer.
+pub struct RoomMedia {
+    shared: Arc<Shared>,
+    video: gst::Pipeline,
+    compositor: gst::Element,
+    encoder: gst::Element,
+    legs: BTreeMap<ParticipantId, Leg>,
+    mixer: Option<thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RoomMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomMedia")
+            .field("participants", &self.legs.len())
+            .finish()
+    }
+}
+
+impl RoomMedia {
+    /// Builds and starts the room's video pipeline and mixer thread.
+    pub fn start(
+        host: &Host,
+        room: &str,
+        profile: VideoProfile,
+        layout: LayoutKind,
+    ) -> Result<RoomMedia, MediaError> {
+        let shared = Arc::new(Shared {
+            host: host.clone(),
+            video_out: Mutex::new(Vec::new()),
+            audio: Mutex::new(Vec::new()),
+            tiles: Mutex::new(Vec::new()),
+            speaker: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            last_keyframe: Mutex::new(None),
+            layout,
+            profile,
+        });
+        let video = gst::Pipeline::with_name(&format!("room-{room}"));
+        let raw_caps = gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", profile.width as i32)
+            .field("height", profile.height as i32)
+            .field("framerate", gst::Fraction::new(profile.fps as i32, 1))
+            .build();
+        let background = make("videotestsrc")?;
+        background.set_property("is-live", true);
+        background.set_property_from_str("pattern", "black");
+        let bg_caps = make("capsfilter")?;
+        bg_caps.set_property("caps", &raw_caps);
+        let compositor = make("compositor")?;
+        compositor.set_property_from_str("background", "black");
+        // Decoders and the network are late by tens of ms; the canvas waits this much for
+        // them, then goes ahead with each tile's last frame (a frozen uplink stays frozen in
+        // its tile only).
+        compositor.set_property("latency", 60_000_000u64);
+        let out_caps = make("capsfilter")?;
+        out_caps.set_property("caps", &raw_caps);
+        let queue = make("queue")?;
+        let encoder = make("vp8enc")?;
+        encoder.set_property("deadline", 1i64);
+        // A fixed (negative) speed: positive values are adaptive and take whatever CPU is idle.
+        encoder.set_property("cpu-used", -8i32);
+        encoder.set_property_from_str("end-usage", "cbr");
+        encoder.set_property("target-bitrate", (profile.bitrate_kbps * 1000) as i32);
+        encoder.set_property("keyframe-max-dist", (profile.fps * 10) as i32);
+        encoder.set_property("lag-in-frames", 0i32);
+        encoder.set_property("threads", 2i32);
+        let pay = make("rtpvp8pay")?;
+        pay.set_property("mtu", 1150u32);
+        pay.set_property("pt", 96u32);
+        pay.set_property_from_str("picture-id-mode", "15-bit");
+        let out = out_sink(&shared, SinkKind::Video);
+        video.add_many([
+            &background,
+            &bg_caps,
+            &compositor,
+            &out_caps,
+            &queue,
+            &encoder,
+            &pay,
+            out.upcast_ref(),
+        ])?;
+        gst::Element::link_many([&background, &bg_caps])?;
+        let bg_pad = compositor
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| MediaError("compositor gave no sink pad".to_owned()))?;
+        bg_pad.set_property("zorder", 0u32);
+        bg_caps
+            .static_pad("src")
+            .ok_or_else(|| MediaError("capsfilter without src".to_owned()))?
+            .link(&bg_pad)?;
+        gst::Element::link_many([
+            &compositor,
+            &out_caps,
+            &queue,
+            &encoder,
+            &pay,
+            out.upcast_ref(),
+        ])?;
+        watch_bus(host, &video, room);
+        video.set_state(gst::State::Playing)?;
+
+        let mixer = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name(format!("mix-{room}"))
+                .spawn(move || mixer_loop(&shared))
+                .map_err(|e| MediaError(format!("mixer thread: {e}")))?
+        };
+        Ok(RoomMedia {
+            shared,
+            video,
+            compositor,
+            encoder,
+            legs: BTreeMap::new(),
+            mixer: Some(mixer),
+        })
+    }
+
+    /// Adds a participant: their audio pipeline, their tile, and them as a receiver of the
+    /// composite.
+    pub fn join(&mut self, id: ParticipantId, spec: &LegSpec) -> Result<(), MediaError> {
+        let mut leg = Leg {
+            audio: None,
+            audio_in: None,
+            audio_pt: 0,
+            video_in: None,
+            video_pt: 0,
+            branch: Vec::new(),
+            pad: None,
+        };
+        if let Some((mid, codec, pt)) = &spec.audio {
+            let (pipeline, input, encoder) =
+                audio_pipeline(&self.shared, id, spec.session, mid, *codec, *pt)?;
+            leg.audio = Some(pipeline);
+            leg.audio_in = Some(input);
+            leg.audio_pt = *pt;
+            lock(&self.shared.audio).push(AudioMember {
+                id,
+                queue: VecDeque::with_capacity(MAX_QUEUE),
+                primed: false,
+                encoder: Some(encoder),
+            });
+        }
+        let sends_video = spec.video.as_ref().is_some_and(|v| v.2);
+        self.add_tile(
+            &mut leg,
+            id,
+            &spec.display,
+            sends_video.then(|| spec.video.as_ref().map_or(96, |v| v.1)),
+        )?;
+        if let Some((mid, pt, _)) = &spec.video {
+            lock(&self.shared.video_out).push((spec.session, mid.clone(), *pt));
+        }
+        self.legs.insert(id, leg);
+        self.shared.relayout();
+        Ok(())
+    }
+
+    /// A tile for `id`: their decoded video (`Some(pt)`) or a named placeholder.
+    fn add_tile(
+        &mut self,
+        leg: &mut Leg,
+        id: ParticipantId,
+        display: &str,
+        video_pt: Option<u8>,
+    ) -> Result<(), MediaError> {
+        let fps = self.shared.profile.fps as i32;
+        let mut branch: Vec<gst::Element> = Vec::new();
+        let label = make("textoverlay")?;
+        label.set_property("text", display);
+        label.set_property("font-desc", "Sans 18");
+        label.set_property_from_str("halignment", "left");
+        label.set_property_from_str("valignment", "bottom");
+        match video_pt {
+            Some(pt) => {
+                let caps = gst::Caps::builder("application/x-rtp")
+                    .field("media", "video")
+                    .field("encoding-name", "VP8")
+                    .field("clock-rate", 90000i32)
+                    .field("payload", i32::from(pt))
+                    .build();
+                let src = gst_app::AppSrc::builder()
+                    .caps(&caps)
+                    .is_live(true)
+                    .do_timestamp(true)
+                    .format(gst::Format::Time)
+                    .max_bytes(2_000_000)
+                    .build();
+                src.set_property_from_str("leaky-type", "downstream");
+                leg.video_in = Some(src.clone());
+                leg.video_pt = pt;
+                branch.push(src.upcast());
+                branch.push(make("rtpvp8depay")?);
+                branch.push(make("vp8dec")?);
+                branch.push(make("videoconvert")?);
+            }
+            None => {
+                let src = make("videotestsrc")?;
+                src.set_property("is-live", true);
+                src.set_property_from_str("pattern", "solid-color");
+                src.set_property("foreground-color", 0xff30_3040u32);
+                let caps = make("capsfilter")?;
+                caps.set_property(
+                    "caps",
+                    gst::Caps::builder("video/x-raw")
+                        .field("format", "I420")
+                        .field("width", 320i32)
+                        .field("height", 180i32)
+                        .field("framerate", gst::Fraction::new(fps.min(5), 1))
+                        .build(),
+                );
+                label.set_property_from_str("halignment", "center");
+                label.set_property_from_str("valignment", "center");
+                branch.push(src);
+                branch.push(caps);
+            }
+        }
+        branch.push(label);
+        let queue = make("queue")?;
+        // Never let a slow tile hold the canvas back: keep the newest frames only.
+        queue.set_property_from_str("leaky", "downstream");
+        queue.set_property("max-size-buffers", 3u32);
+        queue.set_property("max-size-time", 0u64);
+        queue.set_property("max-size-bytes", 0u32);
+        branch.push(queue);
+        let refs: Vec<&gst::Element> = branch.iter().collect();
+        self.video.add_many(refs.iter().copied())?;
+        gst::Element::link_many(refs.iter().copied())?;
+        let pad = self
+            .compositor
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| MediaError("compositor gave no sink pad".to_owned()))?;
+        pad.set_property("zorder", 1u32);
+        branch
+            .last()
+            .and_then(|q| q.static_pad("src"))
+            .ok_or_else(|| MediaError("queue without src".to_owned()))?
+            .link(&pad)?;
+        for e in &branch {
+            e.sync_state_with_parent()?;
+        }
+        {
+            // Tiles stay in join order (ids grow with each session), also after a swap.
+            let mut tiles = lock(&self.shared.tiles);
+            tiles.push((id, pad.clone()));
+            tiles.sort_by_key(|(t, _)| *t);
+        }
+        leg.branch = branch;
+        leg.pad = Some(pad);
+        Ok(())
+    }
+
+    /// Swaps a participant's tile between their video (`Some(pt)`) and the named placeholder.
+    pub fn set_video(
+        &mut self,
+        id: ParticipantId,
+        display: &str,
+        video_pt: Option<u8>,
+    ) -> Result<(), MediaError> {
+        let Some(mut leg) = self.legs.remove(&id) else {
+            return Ok(());
+        };
+        self.remove_tile(&mut leg, id);
+        let added = self.add_tile(&mut leg, id, display, video_pt);
+        self.legs.insert(id, leg);
+        self.shared.relayout();
+        added
+    }
+
+    fn remove_tile(&mut self, leg: &mut Leg, id: ParticipantId) {
+        lock(&self.shared.tiles).retain(|(t, _)| *t != id);
+        // Upstream first: each element's streaming thread stops before the next one goes.
+        for e in &leg.branch {
+            let _ = e.set_state(gst::State::Null);
+        }
+        if let Some(pad) = leg.pad.take() {
+            self.compositor.release_request_pad(&pad);
+        }
+        for e in leg.branch.drain(..) {
+            let _ = self.video.remove(&e);
+        }
+        leg.video_in = None;
+    }
+
+    /// Removes a participant; their tile goes, the others move up.
+    pub fn leave(&mut self, id: ParticipantId, session: MediaSessionId) {
+        lock(&self.shared.video_out).retain(|(s, _, _)| *s != session);
+        lock(&self.shared.audio).retain(|m| m.id != id);
+        if let Some(mut leg) = self.legs.remove(&id) {
+            if let Some(p) = leg.audio.take() {
+                let _ = p.set_state(gst::State::Null);
+            }
+            self.remove_tile(&mut leg, id);
+        }
+        {
+            let mut speaker = lock(&self.shared.speaker);
+            if *speaker == Some(id) {
+                *speaker = None;
+            }
+        }
+        self.shared.relayout();
+    }
+
+    /// An RTP packet from participant `id`: audio when `audio`, else video.
+    pub fn rtp(&self, id: ParticipantId, audio: bool, packet: &[u8]) {
+        let Some(leg) = self.legs.get(&id) else {
+            return;
+        };
+        if packet.len() < 12 {
+            return;
+        }
+        let pt = packet[1] & 0x7f;
+        let (src, want) = if audio {
+            (&leg.audio_in, leg.audio_pt)
+        } else {
+            (&leg.video_in, leg.video_pt)
+        };
+        if let Some(src) = src {
+            // Other payload types (comfort noise, DTMF, a codec switch we did not answer)
+            // would confuse the depayloader: dropped.
+            if pt == want {
+                let _ = src.push_buffer(gst::Buffer::from_slice(packet.to_vec()));
+            }
+        }
+    }
+
+    /// A receiver lost the picture (PLI/FIR) or just joined: a key frame for everyone, at most
+    /// every [`KEYFRAME_GAP`].
+    pub fn force_keyframe(&self) {
+        {
+            let mut last = lock(&self.shared.last_keyframe);
+            if last.is_some_and(|t| t.elapsed() < KEYFRAME_GAP) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
+        if let Some(pad) = self.encoder.static_pad("src") {
+            pad.send_event(event);
+        }
+    }
+
+    /// How many participants have media here.
+    pub fn len(&self) -> usize {
+        self.legs.len()
+    }
+
+    /// True when nobody has media here.
+    pub fn is_empty(&self) -> bool {
+        self.legs.is_empty()
+    }
+
+    /// The current active speaker.
+    pub fn speaker(&self) -> Option<ParticipantId> {
+        *lock(&self.shared.speaker)
+    }
+}
+
+impl Drop for RoomMedia {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(m) = self.mixer.take() {
+            let _ = m.join();
+        }
+        for leg in self.legs.values() {
+            if let Some(p) = &leg.audio {
+                let _ = p.set_state(gst::State::Null);
+            }
+        }
+        let _ = self.video.set_state(gst::State::Null);
+    }
+}
+
+enum SinkKind {
+    /// The composite: to every receiver in `video_out`.
+    Video,
+    /// One participant's mix.
+    Audio(MediaSessionId, String, u8),
+}
+
+/// An appsink that sends each RTP packet it gets to the host.
+fn out_sink(shared: &Arc<Shared>, kind: SinkKind) -> gst_app::AppSink {
+    let shared = shared.clone();
+    gst_app::AppSink::builder()
+        .sync(false)
+        .max_buffers(50)
+        .drop(true)
+        .callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let Some(buffer) = sample.buffer() else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let Ok(map) = buffer.map_readable() else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let mut packet = map.as_slice().to_vec();
+                    if packet.len() < 12 {
+                        return Ok(gst::FlowSuccess::Ok);
+                    }
+                    let send = |session: MediaSessionId, mid: &str, pt: u8, packet: &mut [u8]| {
+                        // Each receiver's answer may have picked its own payload type.
+                        packet[1] = (packet[1] & 0x80) | (pt & 0x7f);
+                        match shared.host.send_rtp(session, mid, packet) {
+                            Ok(()) | Err(Error::Busy) => {}
+                            Err(_) => {}
+                        }
+                    };
+                    match &kind {
+                        SinkKind::Video => {
+                            let receivers = lock(&shared.video_out).clone();
+                            for (session, mid, pt) in receivers {
+                                send(session, &mid, pt, &mut packet);
+                            }
+                        }
+                        SinkKind::Audio(session, mid, pt) => send(*session, mid, *pt, &mut packet),
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        )
+        .build()
+}
+
+/// A participant's audio pipeline: RTP in → 48 kHz mono PCM to the mixer, and mixed PCM from
+/// the mixer → RTP out. Returns the pipeline, its RTP appsrc and its PCM appsrc.
+fn audio_pipeline(
+    shared: &Arc<Shared>,
+    id: ParticipantId,
+    session: MediaSessionId,
+    mid: &str,
+    codec: AudioCodec,
+    pt: u8,
+) -> Result<(gst::Pipeline, gst_app::AppSrc, gst_app::AppSrc), MediaError> {
+    let pipeline = gst::Pipeline::with_name(&format!("audio-{id}"));
+    let (name, rate, depay, dec, enc, pay) = match codec {
+        AudioCodec::Opus => (
+            "OPUS",
+            48000,
+            "rtpopusdepay",
+            "opusdec",
+            "opusenc",
+            "rtpopuspay",
+        ),
+        AudioCodec::Pcmu => (
+            "PCMU",
+            8000,
+            "rtppcmudepay",
+            "mulawdec",
+            "mulawenc",
+            "rtppcmupay",
+        ),
+        AudioCodec::Pcma => (
+            "PCMA",
+            8000,
+            "rtppcmadepay",
+            "alawdec",
+            "alawenc",
+            "rtppcmapay",
+        ),
+    };
+    let rtp_caps = gst::Caps::builder("application/x-rtp")
+        .field("media", "audio")
+        .field("encoding-name", name)
+        .field("clock-rate", rate)
+        .field("payload", i32::from(pt))
+        .build();
+    let pcm = gst::Caps::builder("audio/x-raw")
+        .field("format", "S16LE")
+        .field("layout", "interleaved")
+        .field("rate", 48000i32)
+        .field("channels", 1i32)
+        .build();
+
+    // Decode branch.
+    let input = gst_app::AppSrc::builder()
+        .caps(&rtp_caps)
+        .is_live(true)
+        .do_timestamp(true)
+        .format(gst::Format::Time)
+        .max_bytes(200_000)
+        .build();
+    input.set_property_from_str("leaky-type", "downstream");
+    let depay_e = make(depay)?;
+    let dec_e = make(dec)?;
+    let conv = make("audioconvert")?;
+    let resample = make("audioresample")?;
+    let to_pcm = make("capsfilter")?;
+    to_pcm.set_property("caps", &pcm);
+    let decoded = {
+        let shared = shared.clone();
+        gst_app::AppSink::builder()
+            .sync(false)
+            .caps(&pcm)
+            .callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |sink| {
+                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
+                            let mut audio = lock(&shared.audio);
+                            if let Some(m) = audio.iter_mut().find(|m| m.id == id) {
+                                m.queue.extend(
+                                    map.chunks_exact(2)
+                                        .map(|b| i16::from_le_bytes([b[0], b[1]])),
+                                );
+                                let excess = m.queue.len().saturating_sub(MAX_QUEUE);
+                                m.queue.drain(..excess);
+                            }
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            )
+            .build()
+    };
+
+    // Encode branch: PCM pushed by the mixer with its own timestamps.
+    let mixed = gst_app::AppSrc::builder()
+        .caps(&pcm)
+        .is_live(true)
+        .format(gst::Format::Time)
+        .max_bytes(100_000)
+        .build();
+    mixed.set_property_from_str("leaky-type", "downstream");
+    let conv2 = make("audioconvert")?;
+    let resample2 = make("audioresample")?;
+    let enc_e = make(enc)?;
+    if codec == AudioCodec::Opus {
+        enc_e.set_property("bitrate", 32000i32);
+        enc_e.set_property_from_str("frame-size", "20");
+    }
+    let pay_e = make(pay)?;
+    pay_e.set_property("pt", u32::from(pt));
+    let sink = out_sink(shared, SinkKind::Audio(session, mid.to_owned(), pt));
+
+    pipeline.add_many([
+        input.upcast_ref(),
+        &depay_e,
+        &dec_e,
+        &conv,
+        &resample,
+        &to_pcm,
+        decoded.upcast_ref(),
+        mixed.upcast_ref(),
+        &conv2,
+        &resample2,
+        &enc_e,
+        &pay_e,
+        sink.upcast_ref(),
+    ])?;
+    gst::Element::link_many([
+        input.upcast_ref(),
+        &depay_e,
+        &dec_e,
+        &conv,
+        &resample,
+        &to_pcm,
+        decoded.upcast_ref(),
+    ])?;
+    gst::Element::link_many([
+        mixed.upcast_ref(),
+        &conv2,
+        &resample2,
+        &enc_e,
+        &pay_e,
+        sink.upcast_ref(),
+    ])?;
+    watch_bus(&shared.host, &pipeline, &format!("audio-{id}"));
+    pipeline.set_state(gst::State::Playing)?;
+    Ok((pipeline, input, mixed))
+}
+
+/// Logs errors and warnings a pipeline posts, through the server's log.
+fn watch_bus(host: &Host, pipeline: &gst::Pipeline, what: &str) {
+    let Some(bus) = pipeline.bus() else {
+        return;
+    };
+    let host = host.clone();
+    let what = what.to_owned();
+    bus.set_sync_handler(move |_, msg| {
+        match msg.view() {
+            gst::MessageView::Error(e) => huddle_sdk::warn!(
+                host,
+                "{what}: GStreamer error from {}: {} ({:?})",
+                e.src()
+                    .map(|s| s.path_string().to_string())
+                    .unwrap_or_default(),
+                e.error(),
+                e.debug()
+            ),
+            gst::MessageView::Warning(w) => huddle_sdk::debug!(
+                host,
+                "{what}: GStreamer warning: {} ({:?})",
+                w.error(),
+                w.debug()
+            ),
+            _ => {}
+        }
+        gst::BusSyncReply::Drop
+    });
+}
+
+/// The room's audio clock: every 20 ms, one frame from every primed input, N−1 mixes out,
+/// levels into the speaker detector.
+fn mixer_loop(shared: &Shared) {
+    let period = Duration::from_millis(20);
+    let mut next = Instant::now() + period;
+    let mut tick: u64 = 0;
+    let mut detector = SpeakerDetector::new(15);
+    let mut ids: Vec<ParticipantId> = Vec::new();
+    let mut frames: Vec<Vec<i16>> = Vec::new();
+    let mut outs: Vec<Vec<i16>> = Vec::new();
+    while !shared.stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if next > now {
+            thread::sleep(next - now);
+        }
+        next += period;
+        // After a stall (machine overloaded), catch up on the clock without a burst.
+        if Instant::now() > next + period * 5 {
+            next = Instant::now() + period;
+        }
+        tick += 1;
+        let mut audio = lock(&shared.audio);
+        // The detector indexes by position: rebuild it when the membership changes.
+        let now_ids: Vec<ParticipantId> = audio.iter().map(|m| m.id).collect();
+        if now_ids != ids {
+            detector = SpeakerDetector::new(15);
+            ids = now_ids;
+        }
+        frames.resize_with(audio.len(), Vec::new);
+        let mut levels = Vec::with_capacity(audio.len());
+        let mut have = Vec::with_capacity(audio.len());
+        for (m, f) in audio.iter_mut().zip(frames.iter_mut()) {
+            f.clear();
+            if !m.primed && m.queue.len() >= PRIME {
+                m.primed = true;
+            }
+            if m.primed && m.queue.len() >= FRAME {
+                f.extend(m.queue.drain(..FRAME));
+                levels.push(level_dbov(f));
+                have.push(true);
+            } else {
+                // Ran dry: wait for the jitter margin again before playing them.
+                m.primed = false;
+                levels.push(-127.0);
+                have.push(false);
+            }
+        }
+        let inputs: Vec<Option<&[i16]>> = frames
+            .iter()
+            .zip(&have)
+            .map(|(f, h)| h.then_some(f.as_slice()))
+            .collect();
+        mix_minus(&inputs, &mut outs);
+        let pts = gst::ClockTime::from_mseconds(tick * 20);
+        for (m, out) in audio.iter().zip(&outs) {
+            if let Some(enc) = &m.encoder {
+                let bytes: Vec<u8> = out.iter().flat_map(|s| s.to_le_bytes()).collect();
+                let mut buffer = gst::Buffer::from_mut_slice(bytes);
+                if let Some(b) = buffer.get_mut() {
+                    b.set_pts(pts);
+                    b.set_duration(gst::ClockTime::from_mseconds(20));
+                }
+                let _ = enc.push_buffer(buffer);
+            }
+        }
+        let speaker = detector.update(&levels).and_then(|i| ids.get(i).copied());
+        drop(audio);
+        let changed = {
+            let mut current = lock(&shared.speaker);
+            let changed = speaker.is_some() && *current != speaker;
+            if changed {
+                *current = speaker;
+            }
+            changed
+        };
+        if changed && shared.layout == LayoutKind::Speaker {
+            shared.relayout();
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The conference plugin (the MCU) in headless Chromium: three JsSIP/SIP.js participants join
+//! `sip:team@example.test;pin=1234` through a real Huddle (media engine on loopback, the plugin
+//! loaded), each hears the others (audio with energy) and decodes the 640x360 composite; one
+//! leaves and the others continue; a conference subscription (RFC 4575) lists them; a missing
+//! or wrong PIN is refused with 403. The browser side is
+//! `tests/clients/browser/conference.test.mjs`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
+use huddle_e2e::{repo_root, require_tool, run_bounded, DOMAIN, USERS};
+
+const CONFIG: &str = "[plugins.config]\n\
+    on_demand_prefix = \"meet-\"\n\
+    [[plugins.config.rooms]]\n\
+    name = \"team\"\n\
+    pin = \"1234\"\n\
+    max_participants = 4\n\
+    video = { width = 640, height = 360, fps = 15, bitrate_kbps = 500 }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_browsers_meet_in_a_room() {
+    require_tool(
+        "node",
+        "run ./scripts/test.sh, which installs the test dependencies",
+    );
+    require_tool(
+        "chromium",
+        "run ./scripts/test.sh, which installs Debian's chromium",
+    );
+    require_tool(
+        "gst-inspect-1.0",
+        "run ./scripts/install-deps.sh, which installs GStreamer",
+    );
+    let lib = tokio::task::block_in_place(|| cargo_cdylib("huddle-plugin-conference"));
+    let server = PluginServer::start(&plugin_entry(&lib, CONFIG)).await;
+    assert!(
+        server.running.media_addr().is_some(),
+        "the media engine runs"
+    );
+    let url = server.ws_url();
+    tokio::task::block_in_place(|| {
+        let clients = repo_root().join("tests/clients");
+        let users: Vec<String> = USERS.iter().map(|(u, p)| format!("{u}:{p}")).collect();
+        let mut cmd = Command::new("node");
+        cmd.current_dir(&clients)
+            .arg("--test")
+            .arg("--test-concurrency=1")
+            .args(
+                std::env::var("HUDDLE_NODE_TEST_PATTERN")
+                    .map(|p| vec![format!("--test-name-pattern={p}")])
+                    .unwrap_or_default(),
+            )
+            .arg("browser/conference.test.mjs")
+            .env("HUDDLE_WS_URL", &url)
+            .env("HUDDLE_DOMAIN", DOMAIN)
+            .env("HUDDLE_USERS", users.join(","));
+        let (ok, output) = run_bounded(cmd, Duration::from_secs(600));
+        println!("{output}");
+        assert!(ok, "node tests failed:\n{output}");
+    });
+    assert_eq!(
+        server.running.media_sessions(),
+        0,
+        "every media leg ended with its call"
+    );
+    let store = server.stop().await;
+    assert_eq!(
+        store.get(b"plugin/conference/rooms/team").ok().flatten(),
+        None,
+        "the room's record is gone once it emptied"
+    );
+}

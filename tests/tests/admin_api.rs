@@ -6,7 +6,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use huddle_e2e::sip_client::{register, register_ok, text, Conn, Session, Ua};
+use huddle_e2e::sip_client::{
+    register, register_ok, response, send_through_407, text, Conn, Session, Ua,
+};
 use huddle_e2e::{repo_root, TestServer, DOMAIN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -263,6 +265,42 @@ async fn metrics_parse_and_move_with_traffic() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    server.stop().await;
+}
+
+/// A final response the proxy relays (not one the core builds) is counted too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_final_responses_are_counted() {
+    let server = start().await;
+    let admin = server.running.admin_addr().expect("admin API runs");
+    let relayed = "huddle_sip_transactions_total{method=\"MESSAGE\",status=\"202\"}";
+    let mut bob_conn = Conn::ws(&server.ws_url(), "bob").await;
+    let _bob = register_ok(&mut bob_conn, &Ua::sipml5("bob", "bob-pw"), 300).await;
+    let (_, body) = http(admin, "GET", "/metrics", Some(TOKEN)).await;
+    let before = value(&samples(&body), relayed);
+
+    let mut alice_conn = Conn::ws(&server.ws_url(), "alice").await;
+    let alice = Ua::sipml5("alice", "alice-pw");
+    let mut s = Session::new();
+    let target = format!("sip:bob@{DOMAIN}");
+    send_through_407(
+        &mut alice_conn,
+        &alice,
+        &mut s,
+        "MESSAGE",
+        &target,
+        |s, auth| alice.message_request("bob", s, "counted", auth),
+    )
+    .await;
+    let incoming = bob_conn.recv_request("MESSAGE").await;
+    bob_conn
+        .send(&response(&incoming, 202, "Accepted", Some("b1"), &[], None))
+        .await;
+    let answer = alice_conn.final_response(&s.call_id, s.cseq).await;
+    assert_eq!(answer.status(), Some(202), "{}", text(&answer));
+
+    let (_, body) = http(admin, "GET", "/metrics", Some(TOKEN)).await;
+    assert_eq!(value(&samples(&body), relayed), before + 1.0, "{body}");
     server.stop().await;
 }
 

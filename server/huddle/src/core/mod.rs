@@ -490,6 +490,24 @@ impl Core {
         }
     }
 
+    /// Counts a final response sent upstream that the core did not build itself (a plugin's, or
+    /// one the proxy relays), by its CSeq method.
+    pub(crate) fn count_final(&self, response: &Message) {
+        if let (Some(status), Ok(cseq)) = (response.status(), response.cseq()) {
+            self.config
+                .ops
+                .metrics
+                .final_response(Some(&cseq.method), status);
+        }
+    }
+
+    /// Sends the final response of a proxied transaction upstream and counts it.
+    pub(crate) fn relay_final(&mut self, server: ServerKey, response: &Message, now: Instant) {
+        if self.txn.respond_message(server, response, now).is_ok() {
+            self.count_final(response);
+        }
+    }
+
     /// Answers a request that never became a transaction (invalid, rate limited, overloaded).
     fn reply_stateless(
         &mut self,

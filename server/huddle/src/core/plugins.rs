@@ -385,8 +385,11 @@ impl Core {
                     tracing::debug!(plugin = %self.plugins.name(plugin), txn, "response for a transaction that ended");
                     return;
                 };
-                if let Err(e) = self.txn.respond_message(t.key, &response, now) {
-                    tracing::debug!(plugin = %self.plugins.name(plugin), error = %e, "plugin response not sent");
+                match self.txn.respond_message(t.key, &response, now) {
+                    Ok(()) => self.count_final(&response),
+                    Err(e) => {
+                        tracing::debug!(plugin = %self.plugins.name(plugin), error = %e, "plugin response not sent");
+                    }
                 }
             }
             HostCommand::Fail { plugin, txn, error } => {

@@ -507,7 +507,11 @@ impl Core {
             };
             if let Some(r) = response.as_ref() {
                 if let Ok(m) = Forward::new(r).drop_top_via().build_message() {
-                    let _ = self.txn.respond_message(server, &m, now);
+                    if first {
+                        self.relay_final(server, &m, now);
+                    } else {
+                        let _ = self.txn.respond_message(server, &m, now);
+                    }
                 }
             }
             for other in others {
@@ -563,9 +567,7 @@ impl Core {
             });
         let (req, from) = (ctx.request.clone(), ctx.from);
         match best {
-            Some((Some(Ok(m)), _)) => {
-                let _ = self.txn.respond_message(server, &m, now);
-            }
+            Some((Some(Ok(m)), _)) => self.relay_final(server, &m, now),
             // As `respond` would: a forward that does not parse is dropped.
             Some((Some(Err(_)), _)) => {}
             Some((None, status)) => {

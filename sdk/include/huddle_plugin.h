@@ -20,7 +20,7 @@
 #define HUDDLE_PLUGIN_ABI_MAJOR 1
 
 // The ABI minor version this SDK was built with.
-#define HUDDLE_PLUGIN_ABI_MINOR 1
+#define HUDDLE_PLUGIN_ABI_MINOR 2
 
 // Success.
 #define HUDDLE_OK 0
@@ -331,6 +331,12 @@ typedef struct {
   const uint8_t *aor;
   // Length of `aor` in bytes.
   size_t aor_len;
+  // ABI 1.2: the keys (under `location/`) of the address-of-record's bindings now, each
+  // followed by `\n`, UTF-8; empty when it has none. Hosts before 1.2 pass a shorter
+  // struct without this field (check `struct_size`).
+  const uint8_t *binding_keys;
+  // Length of `binding_keys` in bytes.
+  size_t binding_keys_len;
 } HuddleRegistrationEvent;
 
 // The plugin's descriptor (plugin → host), returned by the entry symbol. Static: it and the

@@ -174,7 +174,7 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version. Part of the entry symbol's name.
 pub const HUDDLE_PLUGIN_ABI_MAJOR: u32 = 1;
 /// The ABI minor version this SDK was built with.
-pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 1;
+pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 2;
 /// The one symbol a plugin library exports: `huddle_plugin_entry_v<major>`, of type
 /// [`HuddlePluginEntryFn`].
 pub const HUDDLE_PLUGIN_ENTRY_SYMBOL: &str = "huddle_plugin_entry_v1";
@@ -380,6 +380,12 @@ pub struct HuddleRegistrationEvent {
     pub aor: *const u8,
     /// Length of `aor` in bytes.
     pub aor_len: usize,
+    /// ABI 1.2: the keys (under `location/`) of the address-of-record's bindings now, each
+    /// followed by `\n`, UTF-8; empty when it has none. Hosts before 1.2 pass a shorter
+    /// struct without this field (check `struct_size`).
+    pub binding_keys: *const u8,
+    /// Length of `binding_keys` in bytes.
+    pub binding_keys_len: usize,
 }
 
 /// Visitor of `HuddleHostApi::store_scan` (the type of its `visit` argument), called once per entry on the calling thread during

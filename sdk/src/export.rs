@@ -391,17 +391,39 @@ unsafe fn registration_from_raw(
     let Some(size) = (unsafe { event.cast::<usize>().as_ref() }) else {
         return Err(Error::InvalidArgument);
     };
-    if *size < std::mem::size_of::<HuddleRegistrationEvent>() {
+    let v1_0 = std::mem::offset_of!(HuddleRegistrationEvent, binding_keys);
+    if *size < v1_0 {
         return Err(Error::Incompatible);
     }
-    // SAFETY: the 1.0 layout is there (checked above).
-    let e = unsafe { &*event };
+    // SAFETY: the 1.0 fields lie within the first `v1_0` bytes (checked above); each is read
+    // through its place, without a reference to the whole struct, which a 1.1 host's shorter
+    // one would not fill.
+    let (kind, bindings, aor_ptr, aor_len) = unsafe {
+        (
+            (&raw const (*event).kind).read(),
+            (&raw const (*event).bindings).read(),
+            (&raw const (*event).aor).read(),
+            (&raw const (*event).aor_len).read(),
+        )
+    };
     // SAFETY: borrowed for the call (ABI).
-    let aor = unsafe { raw::text(e.aor, e.aor_len) }.ok_or(Error::InvalidArgument)?;
+    let aor = unsafe { raw::text(aor_ptr, aor_len) }.ok_or(Error::InvalidArgument)?;
+    let binding_keys = if *size >= std::mem::size_of::<HuddleRegistrationEvent>() {
+        // SAFETY: a 1.2 host's struct (size checked); the list is borrowed for the call.
+        let keys = unsafe {
+            let e = &*event;
+            raw::text(e.binding_keys, e.binding_keys_len)
+        }
+        .ok_or(Error::InvalidArgument)?;
+        keys.lines().map(str::to_owned).collect()
+    } else {
+        Vec::new()
+    };
     Ok(RegistrationEvent {
-        kind: RegistrationKind::from_code(e.kind),
+        kind: RegistrationKind::from_code(kind),
         aor: aor.to_owned(),
-        bindings: e.bindings,
+        bindings,
+        binding_keys,
     })
 }
 

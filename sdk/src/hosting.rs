@@ -659,12 +659,23 @@ impl PluginInstance {
             return Err(Error::NotSupported);
         }
         let f = self.entry.raw.on_registration.ok_or(Error::NotSupported)?;
+        let mut keys = String::new();
+        for key in &event.binding_keys {
+            // A key with a line break cannot be listed unambiguously; keys never have one
+            // (they are built from parsed header values).
+            if !key.contains('\n') {
+                keys.push_str(key);
+                keys.push('\n');
+            }
+        }
         let raw_event = HuddleRegistrationEvent {
             struct_size: std::mem::size_of::<HuddleRegistrationEvent>(),
             kind: event.kind.code(),
             bindings: event.bindings,
             aor: event.aor.as_ptr(),
             aor_len: event.aor.len(),
+            binding_keys: keys.as_ptr(),
+            binding_keys_len: keys.len(),
         };
         // SAFETY: instance alive; the event and its text are borrowed for the call.
         Error::from_code(unsafe { f(self.instance, &raw_event) })

@@ -393,6 +393,10 @@ pub struct RegistrationEvent {
     pub aor: String,
     /// How many bindings it has now.
     pub bindings: u32,
+    /// The keys (under `location/`) of its bindings now, so a plugin that tracks devices learns
+    /// of a new one in order with the requests that follow it (the `location/` store itself is
+    /// written behind, up to its window later). Empty from hosts before ABI 1.2.
+    pub binding_keys: Vec<String>,
 }
 
 /// Why a media session ended.

@@ -470,7 +470,10 @@ impl Plugin for Media {
     }
 
     fn on_registration(&mut self, _: &Host, event: RegistrationEvent) -> Result<()> {
-        self.events.push(format!("{:?} {}", event.kind, event.aor));
+        self.events.push(format!(
+            "{:?} {} {:?}",
+            event.kind, event.aor, event.binding_keys
+        ));
         Ok(())
     }
 
@@ -525,6 +528,7 @@ fn media_and_registration_events_reach_a_plugin_that_requires_them() {
             kind: RegistrationKind::Online,
             aor: "sip:alice@example.test".into(),
             bindings: 1,
+            binding_keys: vec!["alice@example.test/tab#1".into()],
         })
         .unwrap();
     let txn = plugin
@@ -550,7 +554,7 @@ fn media_and_registration_events_reach_a_plugin_that_requires_them() {
     assert!(host.logged(
         Level::Info,
         &format!(
-            "hangup Transport; events [\"Online sip:alice@example.test\", \"answered {session}\"]"
+            "hangup Transport; events [\"Online sip:alice@example.test [\\\"alice@example.test/tab#1\\\"]\", \"answered {session}\"]"
         )
     ));
 }
@@ -565,6 +569,7 @@ fn registration_events_go_only_to_plugins_that_require_them() {
         kind: RegistrationKind::Offline,
         aor: "sip:a@b".into(),
         bindings: 0,
+        binding_keys: Vec::new(),
     };
     assert_eq!(instance.on_registration(&event), Err(Error::NotSupported));
 }

@@ -41,11 +41,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use huddle_sdk::serde::{Deserialize, Serialize};
 use huddle_sdk::{
-    Capabilities, Claim, Claims, Config, Error, Host, Method, NewRequest, Plugin, Request,
-    RequestId, Response, Result, StoreChange, TimerId, WatchId,
+    Capabilities, Claim, Claims, Config, Error, Host, Method, NewRequest, Plugin,
+    RegistrationEvent, Request, RequestId, Response, Result, StoreChange, TimerId, WatchId,
 };
 
-use engine::{Effect, Engine, Incoming, Limits, Stored, Target};
+use engine::{user_of_binding, Effect, Engine, Incoming, Limits, Stored, Target};
 use wire::{Body, ImdnForm};
 use writer::{Job, Writers, TOKEN_FAILED};
 
@@ -352,6 +352,44 @@ impl Plugin for Messaging {
         if let Some(writers) = &mut self.writers {
             writers.stop();
         }
+    }
+
+    /// The host announces binding changes in order with the requests that follow them, while
+    /// `location/` is written behind (up to its window later): a device that registered just
+    /// before a MESSAGE must be known when that MESSAGE arrives, or it would miss it.
+    fn on_registration(&mut self, host: &Host, event: RegistrationEvent) -> Result<()> {
+        let Some(user) = event
+            .aor
+            .strip_prefix("sip:")
+            .and_then(|aor| user_of_binding(aor))
+            .map(str::to_owned)
+        else {
+            return Ok(());
+        };
+        // Hosts before ABI 1.2 list no keys; the watch alone tells about devices then.
+        if event.binding_keys.is_empty() && event.bindings > 0 {
+            return Ok(());
+        }
+        let now = now_ms();
+        let current: HashSet<String> = event.binding_keys.into_iter().collect();
+        let gone: Vec<String> = self
+            .devices
+            .iter()
+            .filter(|k| user_of_binding(k) == Some(user.as_str()) && !current.contains(*k))
+            .cloned()
+            .collect();
+        let mut effects = Vec::new();
+        for key in gone {
+            self.devices.remove(&key);
+            effects.extend(self.engine.device_down(&key));
+        }
+        for key in current {
+            if self.devices.insert(key.clone()) {
+                effects.extend(self.engine.device_up(&key, now));
+            }
+        }
+        self.run(host, effects);
+        Ok(())
     }
 
     fn on_store_change(&mut self, host: &Host, change: StoreChange) -> Result<()> {
@@ -687,6 +725,7 @@ huddle_sdk::export_plugin!(
         .with(Capabilities::STORE_WATCH)
         .with(Capabilities::LOCATION)
         .with(Capabilities::TIMERS)
+        .with(Capabilities::REGISTRATION_EVENTS)
 );
 
 #[cfg(test)]

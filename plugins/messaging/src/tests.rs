@@ -247,3 +247,62 @@ fn history_is_written_in_batches_and_old_batches_are_swept() {
     assert_eq!(e.to, BOB);
     assert_eq!(e.body, Body::Text("for the record".into()));
 }
+
+#[test]
+fn a_device_announced_by_a_registration_event_gets_the_next_message_before_the_store_knows_it() {
+    let (host, mut plugin) = start("");
+    register(&host, &mut plugin, "bob@example.test/d1");
+    // d2 has registered (the host says so in order with requests) but `location/` is written
+    // behind: its record is not in the store yet when alice's MESSAGE arrives.
+    plugin
+        .registration(&RegistrationEvent {
+            kind: huddle_sdk::RegistrationKind::Updated,
+            aor: BOB.into(),
+            bindings: 2,
+            binding_keys: vec!["bob@example.test/d1".into(), "bob@example.test/d2".into()],
+        })
+        .unwrap();
+    let txn = plugin
+        .request(sample_request("MESSAGE", BOB, "both of you"))
+        .unwrap();
+    let sent = host.take_sent_requests();
+    let mut pins: Vec<_> = sent
+        .iter()
+        .map(|s| {
+            s.message
+                .header(&HeaderName::parse(BINDING_HEADER))
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    pins.sort();
+    assert_eq!(pins, ["bob@example.test/d1", "bob@example.test/d2"]);
+    plugin.answer(&sent[0], 200, "OK").unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 200);
+    // The write-behind catches up: nothing is sent twice.
+    register(&host, &mut plugin, "bob@example.test/d2");
+    assert!(host.take_sent_requests().is_empty());
+    // The host says d1 went away (its connection closed) before the store does.
+    plugin
+        .registration(&RegistrationEvent {
+            kind: huddle_sdk::RegistrationKind::Updated,
+            aor: BOB.into(),
+            bindings: 1,
+            binding_keys: vec!["bob@example.test/d2".into()],
+        })
+        .unwrap();
+    let txn = plugin
+        .request(sample_request("MESSAGE", BOB, "just d2"))
+        .unwrap();
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0]
+            .message
+            .header(&HeaderName::parse(BINDING_HEADER))
+            .unwrap(),
+        "bob@example.test/d2"
+    );
+    plugin.answer(&sent[0], 200, "OK").unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 200);
+}

@@ -151,6 +151,7 @@ fn registration_events_drive_presence() {
         kind,
         aor: "sip:bob@example.test".into(),
         bindings,
+        binding_keys: Vec::new(),
     };
     plugin
         .registration(&event(RegistrationKind::Online, 1))

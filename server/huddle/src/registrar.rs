@@ -419,6 +419,20 @@ impl Location {
         self.bindings.get(aor).map_or(0, Vec::len)
     }
 
+    /// The `location/` keys of an AOR's bindings (as [`Location::binding_count`] counts them),
+    /// sorted.
+    pub fn binding_keys(&self, aor: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .bindings
+            .get(aor)
+            .into_iter()
+            .flatten()
+            .map(|b| b.store_key(aor))
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
     /// Removes bindings that expired by `now`. Returns the AORs that lost bindings (once
     /// each).
     pub fn expire(&mut self, now: Instant, changes: &mut Vec<Change>) -> Vec<String> {

@@ -663,7 +663,9 @@ impl Core {
                 addr: from.remote,
             },
         };
-        let before = self.location.binding_count(&aor);
+        let before = self
+            .registration_events_wanted()
+            .then(|| self.location.binding_keys(&aor));
         let outcome = self.location.register(
             &msg,
             &aor,
@@ -672,8 +674,9 @@ impl Core {
             &self.config.registrar,
             &mut self.changes,
         );
-        let after = self.location.binding_count(&aor);
-        self.registration_changed(&aor, before, after);
+        if let Some(before) = before {
+            self.registration_changed(&aor, &before);
+        }
         match outcome {
             RegisterOutcome::Ok { contacts } => {
                 let extra: Vec<(&str, &str)> =

@@ -704,16 +704,32 @@ impl Core {
         }
     }
 
-    /// Registration events for `aor` (without `sip:`), whose binding count went from `before`
-    /// to `after`.
-    pub(super) fn registration_changed(&mut self, aor: &str, before: usize, after: usize) {
-        let kind = match (before, after) {
+    /// Whether any plugin takes registration events (the keys they carry are computed only
+    /// then).
+    pub(super) fn registration_events_wanted(&self) -> bool {
+        self.plugins
+            .handles
+            .iter()
+            .any(|h| h.wants_registrations() && !h.shared.is_disabled())
+    }
+
+    /// Registration events for `aor` (without `sip:`), whose binding keys were `before` (sorted,
+    /// as [`crate::registrar::Location::binding_keys`] gives them).
+    pub(super) fn registration_changed(&mut self, aor: &str, before: &[String]) {
+        let after = self.location.binding_keys(aor);
+        let kind = match (before.len(), after.len()) {
             (0, 0) => return,
             (0, _) => RegistrationKind::Online,
             (_, 0) => RegistrationKind::Offline,
-            (b, a) if b != a => RegistrationKind::Updated,
+            // A refresh changes nothing; a binding replaced by another (a reconnected tab, a
+            // new flow) is an update even though the count stayed.
+            _ if before != after.as_slice() => RegistrationKind::Updated,
             _ => return,
         };
+        self.announce_registration(aor, kind, after);
+    }
+
+    fn announce_registration(&mut self, aor: &str, kind: RegistrationKind, keys: Vec<String>) {
         let mut event = None;
         for handle in &self.plugins.handles {
             if !handle.wants_registrations() || handle.shared.is_disabled() {
@@ -723,7 +739,8 @@ impl Core {
                 .get_or_insert_with(|| RegistrationEvent {
                     kind,
                     aor: format!("sip:{aor}"),
-                    bindings: u32::try_from(after).unwrap_or(u32::MAX),
+                    bindings: u32::try_from(keys.len()).unwrap_or(u32::MAX),
+                    binding_keys: keys.clone(),
                 })
                 .clone();
             if !handle.shared.mailbox.push_registration(event) {
@@ -734,20 +751,19 @@ impl Core {
 
     /// Registration events for AORs that lost bindings (a closed connection, expiry).
     pub(super) fn registrations_lost(&mut self, mut aors: Vec<String>) {
-        if !self
-            .plugins
-            .handles
-            .iter()
-            .any(PluginHandle::wants_registrations)
-        {
+        if !self.registration_events_wanted() {
             return;
         }
         aors.sort_unstable();
         aors.dedup();
         for aor in aors {
-            let after = self.location.binding_count(&aor);
-            // The AOR had more bindings than it has now; how many does not matter.
-            self.registration_changed(&aor, after + 1, after);
+            let keys = self.location.binding_keys(&aor);
+            let kind = if keys.is_empty() {
+                RegistrationKind::Offline
+            } else {
+                RegistrationKind::Updated
+            };
+            self.announce_registration(&aor, kind, keys);
         }
     }
 }

@@ -102,29 +102,36 @@ function signOut() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The user-scoped HTTP API: GET, answer the Digest challenge with the SIP password, GET again.
+// The user-scoped HTTP API: HTTP Digest with the SIP password. The first call is challenged (401);
+// later ones reuse the nonce with a rising nonce count until the server asks again.
+
+let auth = null; // { realm, nonce, nc } from the last challenge
 
 async function api(path) {
-  let response = await fetch(path, { credentials: 'omit' });
+  const get = () =>
+    fetch(path, { credentials: 'omit', headers: auth ? { Authorization: digest('GET', path) } : {} });
+  let response = await get();
   if (response.status === 401) {
     const challenge = response.headers.get('WWW-Authenticate') || '';
-    response = await fetch(path, { credentials: 'omit', headers: { Authorization: digest(challenge, 'GET', path) } });
+    const param = (name) => (challenge.match(new RegExp(`${name}="?([^",]*)"?`)) || [])[1];
+    const algorithm = param('algorithm') || 'MD5';
+    if (algorithm.toUpperCase() !== 'MD5') throw new Error(`the server asks for ${algorithm}; this page computes MD5`);
+    auth = { realm: param('realm'), nonce: param('nonce'), nc: 0 };
+    response = await get();
   }
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
   return response.json();
 }
 
-function digest(challenge, method, path) {
-  const param = (name) => (challenge.match(new RegExp(`${name}="?([^",]*)"?`)) || [])[1];
-  const [realm, nonce, algorithm] = [param('realm'), param('nonce'), param('algorithm') || 'MD5'];
-  if (algorithm.toUpperCase() !== 'MD5') throw new Error(`the server asks for ${algorithm}; this page computes MD5`);
+function digest(method, path) {
   const md5 = JsSIP.Utils.calculateMD5;
+  auth.nc += 1;
+  const nc = auth.nc.toString(16).padStart(8, '0');
   const cnonce = crypto.getRandomValues(new Uint32Array(2)).join('');
-  const nc = '00000001'; // a fresh nonce for every call
-  const ha1 = md5(`${me.user}:${realm}:${me.password}`);
-  const response = md5(`${ha1}:${nonce}:${nc}:${cnonce}:auth:${md5(`${method}:${path}`)}`);
+  const ha1 = md5(`${me.user}:${auth.realm}:${me.password}`);
+  const response = md5(`${ha1}:${auth.nonce}:${nc}:${cnonce}:auth:${md5(`${method}:${path}`)}`);
   return (
-    `Digest username="${me.user}", realm="${realm}", nonce="${nonce}", uri="${path}", ` +
+    `Digest username="${me.user}", realm="${auth.realm}", nonce="${auth.nonce}", uri="${path}", ` +
     `algorithm=MD5, qop=auth, nc=${nc}, cnonce="${cnonce}", response="${response}"`
   );
 }
@@ -160,6 +167,7 @@ function setOnline(name, online) {
   item.classList.toggle('online', online);
   item.classList.toggle('offline', !online);
   item.title = online ? 'online' : 'offline';
+  item.dataset.presence = online ? 'open' : 'closed'; // set once the server has told us
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,7 +286,7 @@ function wireCall(session, name, camera) {
   call = session;
   call.camera = camera;
   showRemote(session, $('call-video'));
-  $('hang-up').hidden = false;
+  $('hang-up').hidden = $('call-video').hidden = false;
   $('hang-up').onclick = () => session.terminate();
   session.on('confirmed', () => {
     $('incoming').hidden = true;
@@ -287,7 +295,7 @@ function wireCall(session, name, camera) {
   const done = (text, isError) => {
     stopTracks(call?.camera);
     call = null;
-    $('incoming').hidden = $('hang-up').hidden = true;
+    $('incoming').hidden = $('hang-up').hidden = $('call-video').hidden = true;
     $('call-video').srcObject = null;
     say('call-state', text, isError);
   };
@@ -383,6 +391,7 @@ function stopScreen() {
 // For the browser test and for poking around in the console.
 window.demo = {
   roomStats: () => inboundStats(room?.session),
+  callStats: () => inboundStats(call),
   screenOutcome: () => screen?.outcome ?? window.demo.lastScreenOutcome ?? null,
   lastScreenOutcome: undefined,
 };

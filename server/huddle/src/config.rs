@@ -526,7 +526,10 @@ impl Config {
             let room = room.clone();
             return Err(ConfigError::WebRoom { path, room });
         }
-        if config.web.listen.is_some() && config.web.listen == config.admin.listen {
+        // Port 0 on both is two different free ports.
+        if config.web.listen.is_some_and(|a| a.port() != 0)
+            && config.web.listen == config.admin.listen
+        {
             return Err(ConfigError::WebOnAdmin { path });
         }
         Ok(config)

@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context as _;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -73,6 +73,16 @@ pub struct DigestGate {
     pub algorithm: Algorithm,
     /// Mints and checks nonces.
     pub issuer: NonceIssuer,
+}
+
+impl std::fmt::Debug for DigestGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The issuer holds the nonce secret: never printed.
+        f.debug_struct("DigestGate")
+            .field("realm", &self.realm)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`DigestGate::check`] decided.
@@ -150,7 +160,8 @@ pub(crate) async fn start(
     let addr = listener.local_addr()?;
     let algorithm = Algorithm::parse(&config.auth.algorithm).unwrap_or(Algorithm::Md5);
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).context("the operating system's random generator")?;
+    getrandom::fill(&mut secret)
+        .map_err(|e| anyhow::anyhow!("the operating system's random generator: {e}"))?;
     let issuer = NonceIssuer::new(secret).with_lifetime(config.auth.nonce_lifetime_secs);
     let counts = Mutex::new(NonceCounts::for_issuer(&issuer, NONCE_TABLE));
     let state = Arc::new(WebState {
@@ -214,7 +225,11 @@ fn content_type(path: &FsPath) -> &'static str {
 
 /// A file read at request time, so editing the page needs no rebuild.
 async fn serve_file(path: PathBuf, missing_hint: &str) -> Response {
-    match tokio::fs::read(&path).await {
+    let read = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || std::fs::read(path)).await
+    };
+    match read.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
         Ok(body) => (
             [
                 (header::CONTENT_TYPE, content_type(&path)),
@@ -260,18 +275,22 @@ async fn page_config(State(state): Shared) -> Json<PageConfig> {
     })
 }
 
-/// The caller's user name, or the 401 to send. `uri` is the request target as sent.
-async fn authenticate(state: &Arc<WebState>, request: &Request) -> Result<String, Response> {
-    let authorization = request
-        .headers()
+/// What a request says about who sends it: the headers, the method and the target as sent.
+type Asker = (HeaderMap, Method, Uri);
+
+/// The caller's user name, or the 401 to send.
+async fn authenticate(
+    state: &Arc<WebState>,
+    (headers, method, uri): Asker,
+) -> Result<String, Response> {
+    let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let uri = request.uri().path_and_query().map_or_else(
-        || request.uri().path().to_owned(),
-        |p| p.as_str().to_owned(),
-    );
-    let method = request.method().as_str().to_owned();
+    let uri = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    let method = method.as_str().to_owned();
     let state2 = state.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let gate = &state2.digest;
@@ -280,7 +299,7 @@ async fn authenticate(state: &Arc<WebState>, request: &Request) -> Result<String
         let mut counts = state2.counts.lock().unwrap_or_else(|e| e.into_inner());
         gate.check(
             authorization.as_deref(),
-            (&method, &uri),
+            (method.as_str(), uri.as_str()),
             unix_now(),
             &mut counts,
             |user| {
@@ -327,8 +346,8 @@ struct Contacts {
     contacts: Vec<String>,
 }
 
-async fn contacts(State(state): Shared, request: Request) -> Response {
-    let user = match authenticate(&state, &request).await {
+async fn contacts(State(state): Shared, headers: HeaderMap, method: Method, uri: Uri) -> Response {
+    let user = match authenticate(&state, (headers, method, uri)).await {
         Ok(user) => user,
         Err(challenge) => return challenge,
     };
@@ -364,9 +383,11 @@ async fn history(
     State(state): Shared,
     Path(peer): Path<String>,
     Query(query): Query<HistoryQuery>,
-    request: Request,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
 ) -> Response {
-    let user = match authenticate(&state, &request).await {
+    let user = match authenticate(&state, (headers, method, uri)).await {
         Ok(user) => user,
         Err(challenge) => return challenge,
     };

@@ -10,9 +10,6 @@ command -v cargo >/dev/null || { echo "run.sh: cargo is missing: install Rust (r
 cargo build --release -p huddle --bin huddle
 cargo build --release -p huddle-plugin-presence -p huddle-plugin-messaging -p huddle-plugin-conference
 mkdir -p .huddle
-# The demo page's address: [web] listen from the config.
-web=$(sed -n '/^\[web\]/,/^\[/{s/^listen *= *"\(.*\)".*/\1/p}' config/huddle.toml | head -n 1)
-if [[ -n $web ]]; then
-	echo "run.sh: demo page: open http://$web/ in two browser tabs (users alice/alice-pw, bob/bob-pw, carol/carol-pw)"
-fi
+# Huddle prints the WebSocket URL, the demo users and the demo page's URL ([web] listen):
+#   Demo page: open http://127.0.0.1:8000/ in two browser tabs
 exec target/release/huddle run --config config/huddle.toml "$@"

@@ -116,7 +116,12 @@ async fn two_demo_pages_chat_and_meet() {
     assert_eq!(status, 401, "the admin API keeps its token rule");
     let (status, _, _) = get(web, "/health", "").await;
     assert_eq!(status, 404, "admin routes are not on the page's listener");
-    let (status, _, _) = get(web, "/registrations", &format!("Authorization: Bearer {TOKEN}\r\n")).await;
+    let (status, _, _) = get(
+        web,
+        "/registrations",
+        &format!("Authorization: Bearer {TOKEN}\r\n"),
+    )
+    .await;
     assert_eq!(status, 404, "not even with the admin token");
 
     // The user-scoped API: a Digest challenge, and a wrong password is refused.

@@ -403,7 +403,7 @@ mod tests {
 
     const REALM: &str = "example.test";
 
-    fn gate() -> (DigestGate, NonceCounts) {
+    fn new_gate() -> (DigestGate, NonceCounts) {
         let issuer = NonceIssuer::new([7; 32]);
         let counts = NonceCounts::for_issuer(&issuer, 16);
         let gate = DigestGate {
@@ -439,7 +439,7 @@ mod tests {
 
     #[test]
     fn right_password_for_this_uri_is_the_user() {
-        let (gate, mut counts) = gate();
+        let (gate, mut counts) = new_gate();
         let nonce = gate.issuer.issue(1000, REALM, [1; 16]);
         let h = answer("alice", "alice-pw", &nonce, "/api/contacts", 1);
         let outcome = gate.check(Some(&h), ("GET", "/api/contacts"), 1001, &mut counts, alice);
@@ -448,7 +448,7 @@ mod tests {
 
     #[test]
     fn wrong_password_other_uri_unknown_user_or_no_header_are_challenged() {
-        let (gate, mut counts) = gate();
+        let (gate, mut counts) = new_gate();
         let nonce = gate.issuer.issue(1000, REALM, [1; 16]);
         let refused = DigestOutcome::Challenge { stale: false };
         let wrong = answer("alice", "nope", &nonce, "/api/contacts", 1);
@@ -471,7 +471,7 @@ mod tests {
 
     #[test]
     fn replayed_or_old_nonce_is_challenged_stale() {
-        let (gate, mut counts) = gate();
+        let (gate, mut counts) = new_gate();
         let nonce = gate.issuer.issue(1000, REALM, [1; 16]);
         let h = answer("alice", "alice-pw", &nonce, "/api/contacts", 1);
         let run = |counts: &mut NonceCounts, now| {
@@ -482,7 +482,7 @@ mod tests {
             run(&mut counts, 1002),
             DigestOutcome::Challenge { stale: true }
         );
-        let (_, mut fresh) = gate();
+        let (_, mut fresh) = new_gate();
         let late = 1000 + gate.issuer.lifetime_secs() + 1;
         assert_eq!(
             run(&mut fresh, late),
@@ -512,6 +512,8 @@ mod tests {
         .unwrap_err()
         .to_string()
         .contains("must differ"));
+        // Port 0 on both means two free ports, as tests use.
+        parse("[web]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n").unwrap();
         assert!(parse("[web]\nbogus = 1\n").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! The demo page (`web/`, `[web] listen`) in headless Chromium: two tabs sign in through the
-//! page's form, see each other's presence, chat with history, meet in a room with audio and
-//! video, and try the screen share (`tests/clients/browser/demo.test.mjs`). Before that, over
+//! page's form, see each other's presence, chat with history, call each other, meet in a room
+//! with audio and video, and share the screen: refused while the two-seat room is full (the page
+//! shows the 486), accepted once a seat is free (`tests/clients/browser/demo.test.mjs`). Before that, over
 //! plain HTTP: the page is served without a token while the admin API on its own listener still
 //! refuses calls without one, the admin routes are not on the page's listener, and the
 //! user-scoped API challenges with Digest and refuses a wrong password.
@@ -86,7 +87,10 @@ async fn two_demo_pages_chat_and_meet() {
         plugin_entry(&messaging, "name = \"messaging\"\n"),
         plugin_entry(
             &conference,
-            "name = \"conference\"\n[plugins.config]\non_demand_prefix = \"room-\"\n"
+            // Two seats: a screen share while both are in is refused (486), after one left
+            // it is accepted; the page must say which.
+            "name = \"conference\"\n[plugins.config]\non_demand_prefix = \"room-\"\n\
+             [plugins.config.on_demand]\nmax_participants = 2\n"
         ),
         root.join("web").display().to_string(),
         jssip.display().to_string(),

@@ -2,7 +2,8 @@
 // headless Chromium tabs: alice and bob sign in through the form, see each other online (presence
 // NOTIFY), chat (MESSAGE; the message arrives, and after a reload the history shows it), call each
 // other from the contact list (audio and video both ways), join the same room with fake camera and microphone and each receives audio and video (getStats rising),
-// then alice presses "Share screen" and the page states exactly what the server answered.
+// then alice presses "Share screen": refused while the two-seat room is full, accepted after bob
+// left, and the page states exactly what the server answered each time.
 // Run by tests/tests/demo_page.rs, which starts Huddle with the presence, messaging and conference
 // plugins and the page.
 //
@@ -128,28 +129,30 @@ test('two demo pages: presence, chat with history, a room with audio and video, 
     await alice.page.screenshot({ path: shot, fullPage: true });
     diag(`screenshot of alice's room page: ${shot}`);
 
-    // Screen share: a second, video-only call to the room. Whatever the server answers, the page
-    // must say it: "Sharing" only after a 2xx, otherwise the refusal with its status.
-    await alice.page.locator('#share-screen').click();
-    const state = alice.page.locator('#share-state');
-    await state.filter({ hasText: /Sharing your screen|refused the screen share|shared no screen/ }).waitFor({ timeout: WAIT_MS });
-    const said = await state.textContent();
-    const outcome = await alice.page.evaluate(() => window.demo.screenOutcome());
-    diag(`screen share: page says "${said}" (server answered ${outcome})`);
-    assert.doesNotMatch(said, /shared no screen/, 'getDisplayMedia gave a screen (--use-fake-ui-for-media-stream)');
-    if (outcome === 200) {
-      assert.match(said, /Sharing your screen/);
-      await alice.page.screenshot({ path: path.join(SHOTS, 'demo-room-sharing.png'), fullPage: true });
-      await alice.page.locator('#room-state', { hasText: 'In room' }).waitFor({ timeout: WAIT_MS });
-    } else {
-      assert.match(said, new RegExp(`refused the screen share: ${outcome ?? ''}`));
-    }
-
-    // Leaving ends the room call (and the screen share with it).
-    await alice.page.locator('#leave-room').click();
-    await alice.page.locator('#room-state', { hasText: 'Left room' }).waitFor({ timeout: WAIT_MS });
+    // Screen share: a second, video-only call to the room. The test's room has two seats, so while
+    // alice and bob are in, the server refuses it (486) and the page must say so; after bob leaves
+    // it is accepted and only then does the page say "Sharing".
+    const share = async (expect) => {
+      await alice.page.locator('#share-screen').click();
+      const state = alice.page.locator('#share-state');
+      await state.filter({ hasText: expect }).waitFor({ timeout: WAIT_MS }).catch(async (e) => {
+        throw new Error(`screen share: expected ${expect}, page says "${await state.textContent()}" (${e.message})`);
+      });
+      const said = await state.textContent();
+      const outcome = await alice.page.evaluate(() => window.demo.screenOutcome());
+      diag(`screen share: page says "${said}" (server answered ${outcome})`);
+      return outcome;
+    };
+    assert.equal(await share(/refused the screen share: 486/), 486, 'the full room refused the share');
     await bob.page.locator('#leave-room').click();
     await bob.page.locator('#room-state', { hasText: 'Left room' }).waitFor({ timeout: WAIT_MS });
+    assert.equal(await share(/Sharing your screen/), 200, 'the share was accepted once a seat was free');
+    await alice.page.screenshot({ path: path.join(SHOTS, 'demo-room-sharing.png'), fullPage: true });
+
+    // Leaving ends the room call and the screen share with it.
+    await alice.page.locator('#leave-room').click();
+    await alice.page.locator('#room-state', { hasText: 'Left room' }).waitFor({ timeout: WAIT_MS });
+    await alice.page.locator('#share-state', { hasText: 'Screen sharing stopped.' }).waitFor({ timeout: WAIT_MS });
   } finally {
     await withTimeout(cleanupAll(cleanup), 'closing the browser', 20000).catch((e) => diag(String(e)));
   }

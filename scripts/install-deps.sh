@@ -4,8 +4,10 @@
 #   scripts/install-deps.sh            build deps: pkg-config gcc g++ libc6-dev cmake clang
 #                                      + GStreamer 1.22 (conference plugin: dev headers, run-time elements)
 #                                      (+ libssl-dev when Cargo.lock pulls openssl-sys)
-#   scripts/install-deps.sh --test     + sip-tester chromium cbindgen procps iproute2, nodejs/npm only
-#                                      when no node is on PATH, then npm ci in tests/clients
+#                                      + the demo page's JsSIP: nodejs/npm only when no node is on
+#                                      PATH, npm ci in web/, then web/vendor/jssip.js (browser build)
+#   scripts/install-deps.sh --test     + sip-tester chromium cbindgen procps iproute2,
+#                                      then npm ci in tests/clients
 #   scripts/install-deps.sh --bench    + sip-tester procps iproute2 and kamailio
 #                                      kamailio-websocket-modules kamailio-extra-modules
 #                                      kamailio-presence-modules (bench/presence)
@@ -57,11 +59,12 @@ if ((want_test || want_bench)); then
 fi
 if ((want_test)); then
 	packages+=(chromium cbindgen)
-	if ! command -v node >/dev/null; then
-		packages+=(nodejs npm)
-	elif ! command -v npm >/dev/null; then
-		die "node $(node -v) is on PATH but npm is not; install npm with the same source as node"
-	fi
+fi
+# The demo page (web/) loads JsSIP from npm; the client tests run in Node.
+if ! command -v node >/dev/null; then
+	packages+=(nodejs npm)
+elif ! command -v npm >/dev/null; then
+	die "node $(node -v) is on PATH but npm is not; install npm with the same source as node"
 fi
 if ((want_bench)); then
 	packages+=(kamailio kamailio-websocket-modules kamailio-extra-modules)
@@ -127,6 +130,27 @@ if ((want_test)) && [[ -f $repo/tests/clients/package.json ]]; then
 			die "${npm_cmd[*]} failed in tests/clients (full log: $log)"
 		fi
 		rm -f "$log"
+	fi
+fi
+
+# The demo page's JsSIP: npm ci in web/ when its lock is newer than the install, then the browser
+# build the page loads as /jssip.js ([web] jssip) when missing or older than the install.
+web=$repo/web
+if [[ -f $web/package-lock.json ]]; then
+	stamp=$web/node_modules/.package-lock.json
+	if [[ -f $stamp && ! $web/package.json -nt $stamp && ! ($web/package-lock.json -nt $stamp) ]]; then
+		say "web node_modules up to date"
+	else
+		say "web: npm ci (JsSIP for the demo page)"
+		log=$(mktemp "${TMPDIR:-/tmp}/install-deps-npm.XXXXXX.log")
+		if ! (cd "$web" && npm ci --no-audit --no-fund --loglevel=error >"$log" 2>&1); then
+			tail -n 20 "$log" >&2
+			die "npm ci failed in web/ (full log: $log)"
+		fi
+		rm -f "$log"
+	fi
+	if [[ ! -f $web/vendor/jssip.js || $stamp -nt $web/vendor/jssip.js ]]; then
+		node "$web/build-jssip.mjs" || die "building web/vendor/jssip.js failed"
 	fi
 fi
 

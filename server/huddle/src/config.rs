@@ -38,6 +38,9 @@ pub struct Config {
     /// The admin HTTP API and metrics.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The demo web page and its user-scoped API (`crate::web`).
+    #[serde(default)]
+    pub web: WebConfig,
     /// Run-time state shared by the core and the admin API (drain flag, metrics). Not read
     /// from the file; carried here because every part that needs it already holds the config.
     #[serde(skip)]
@@ -53,6 +56,32 @@ pub struct AdminConfig {
     /// The bearer token every call must carry (`Authorization: Bearer <token>`). Without
     /// one the API only starts on a loopback address.
     pub token: Option<String>,
+}
+
+/// `[web]`: the demo page served at `/` (no token: it is public), and the user-scoped API it
+/// calls with the user's own SIP digest credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Where the page is served (`ip:port`; port 0 picks one). Absent: no page.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The folder holding `index.html`, `app.js` and `style.css`.
+    pub root: PathBuf,
+    /// The browser build of JsSIP (made by `scripts/install-deps.sh`), served as `/jssip.js`.
+    pub jssip: PathBuf,
+    /// The room the page offers to join (`sip:<room>@<domain>`).
+    pub room: String,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: None,
+            root: PathBuf::from("web"),
+            jssip: PathBuf::from("web/vendor/jssip.js"),
+            room: "room-demo".to_owned(),
+        }
+    }
 }
 
 /// `[media]`: the WebRTC media engine plugins answer calls with.
@@ -401,6 +430,12 @@ pub enum ConfigError {
         "{path}: [media] connect_timeout_secs, idle_timeout_secs and max_sessions must be at least 1"
     )]
     MediaLimits { path: PathBuf },
+    #[error("{path}: [web] room {room:?} must be 1-64 letters, digits, '-', '_' or '.'")]
+    WebRoom { path: PathBuf, room: String },
+    #[error(
+        "{path}: [web] listen and [admin] listen must differ: the page is public, the API is not"
+    )]
+    WebOnAdmin { path: PathBuf },
     #[error("{path}: [[plugins]] entry {}: name {name:?} is used by another entry", index + 1)]
     PluginDuplicate {
         path: PathBuf,
@@ -434,6 +469,8 @@ impl Config {
         for plugin in &mut config.plugins {
             resolve(&mut plugin.path);
         }
+        resolve(&mut config.web.root);
+        resolve(&mut config.web.jssip);
         Ok(config)
     }
 
@@ -478,6 +515,22 @@ impl Config {
             || config.media.max_sessions == 0
         {
             return Err(ConfigError::MediaLimits { path });
+        }
+        let room = &config.web.room;
+        if room.is_empty()
+            || room.len() > 64
+            || !room
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            let room = room.clone();
+            return Err(ConfigError::WebRoom { path, room });
+        }
+        // Port 0 on both is two different free ports.
+        if config.web.listen.is_some_and(|a| a.port() != 0)
+            && config.web.listen == config.admin.listen
+        {
+            return Err(ConfigError::WebOnAdmin { path });
         }
         Ok(config)
     }

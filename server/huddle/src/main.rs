@@ -232,6 +232,9 @@ fn main() -> anyhow::Result<()> {
                 if !users.is_empty() {
                     println!("Demo users (name:password): {}", users.join(" "));
                 }
+                if let Some(addr) = running.web_addr() {
+                    println!("Demo page: open http://{addr}/ in two browser tabs");
+                }
                 tokio::signal::ctrl_c()
                     .await
                     .context("waiting for Ctrl-C")?;

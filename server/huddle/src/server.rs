@@ -33,6 +33,8 @@ pub struct Running {
     media: Option<(crate::media::MediaEngine, crate::media::EngineTask)>,
     /// The admin HTTP API, when `[admin] listen` is set.
     admin: Option<crate::admin::AdminServer>,
+    /// The demo page, when `[web] listen` is set.
+    web: Option<crate::web::WebServer>,
 }
 
 impl Running {
@@ -40,6 +42,9 @@ impl Running {
     pub async fn shutdown(mut self) {
         if let Some(admin) = self.admin.take() {
             admin.stop();
+        }
+        if let Some(web) = self.web.take() {
+            web.stop();
         }
         let _ = self.shutdown.send(true);
         if let Some(sip) = self.sip.take() {
@@ -60,6 +65,11 @@ impl Running {
     /// The admin API's address, when it runs.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(|a| a.addr)
+    }
+
+    /// The demo page's address, when it is served.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().map(|w| w.addr)
     }
 
     /// The media engine's UDP address, when it runs.
@@ -303,9 +313,20 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
     let ready = match ready {
         Ok((thread, addrs)) => {
             let engine = media.as_ref().map(|(engine, _)| engine.clone());
+            let ws = addrs.get(&crate::transport::Transport::Ws).copied();
+            let web = crate::web::start(config.clone(), store.clone(), workers.shared(), ws);
             match crate::admin::start(config.clone(), store.clone(), workers.shared(), engine).await
             {
-                Ok(admin) => Ok((thread, addrs, admin)),
+                Ok(admin) => match web.await {
+                    Ok(web) => Ok((thread, addrs, (admin, web))),
+                    Err(e) => {
+                        if let Some(admin) = admin {
+                            admin.stop();
+                        }
+                        let _ = shutdown.send(true);
+                        Err((Some(thread), e))
+                    }
+                },
                 Err(e) => {
                     let _ = shutdown.send(true);
                     Err((Some(thread), e))
@@ -315,7 +336,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
         Err(e) => Err(e),
     };
     match ready {
-        Ok((thread, addrs, admin)) => Ok(Running {
+        Ok((thread, addrs, (admin, web))) => Ok(Running {
             addrs,
             shutdown,
             sip: Some(thread),
@@ -323,6 +344,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
             writer: Some(writer),
             media,
             admin,
+            web,
         }),
         Err((thread, e)) => {
             let _ = tokio::task::spawn_blocking(move || {

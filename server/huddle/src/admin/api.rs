@@ -458,7 +458,7 @@ pub struct HistoryQuery {
            HistoryQuery),
     responses((status = 200, description = "The conversation, oldest first", body = Conversation),
               (status = 404, description = "`not_available`: the messaging plugin is not loaded", body = ApiError)))]
-async fn messages(
+pub(crate) async fn messages(
     State(state): Shared,
     Path((user, peer)): Path<(String, String)>,
     Query(q): Query<HistoryQuery>,

@@ -356,7 +356,8 @@ impl Host {
     /// (ABI 1.2) Raises webhook event `kind` (`[a-z0-9._-]{1,64}`, dotted: `room.created`)
     /// with `details`, a JSON object as text. Never blocks: the host queues it (and drops it,
     /// counted, when its queue is full). [`Error::NotSupported`] when the host has no
-    /// [`Capabilities::EVENTS`] (older hosts, or no webhooks to feed).
+    /// [`Capabilities::EVENTS`] (hosts before ABI 1.2). A host without webhooks accepts and
+    /// drops events.
     pub fn emit_event(&self, kind: &str, details: &str) -> Result<()> {
         self.with(|api| {
             let f = api.emit_event.ok_or(Error::NotSupported)?;

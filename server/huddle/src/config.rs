@@ -38,6 +38,9 @@ pub struct Config {
     /// The admin HTTP API and metrics.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Webhooks: signed JSON events POSTed to URLs.
+    #[serde(default)]
+    pub webhooks: crate::webhooks::WebhooksConfig,
     /// Run-time state shared by the core and the admin API (drain flag, metrics). Not read
     /// from the file; carried here because every part that needs it already holds the config.
     #[serde(skip)]
@@ -401,6 +404,11 @@ pub enum ConfigError {
         "{path}: [media] connect_timeout_secs, idle_timeout_secs and max_sessions must be at least 1"
     )]
     MediaLimits { path: PathBuf },
+    #[error("{}: [webhooks] {source}", path.display())]
+    Webhooks {
+        path: PathBuf,
+        source: crate::webhooks::ConfigProblem,
+    },
     #[error("{path}: [[plugins]] entry {}: name {name:?} is used by another entry", index + 1)]
     PluginDuplicate {
         path: PathBuf,
@@ -478,6 +486,9 @@ impl Config {
             || config.media.max_sessions == 0
         {
             return Err(ConfigError::MediaLimits { path });
+        }
+        if let Err(source) = config.webhooks.validate() {
+            return Err(ConfigError::Webhooks { path, source });
         }
         Ok(config)
     }

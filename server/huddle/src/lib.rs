@@ -13,3 +13,4 @@ pub mod server;
 pub mod store;
 pub mod transport;
 pub mod users;
+pub mod webhooks;

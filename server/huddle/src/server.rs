@@ -33,6 +33,8 @@ pub struct Running {
     media: Option<(crate::media::MediaEngine, crate::media::EngineTask)>,
     /// The admin HTTP API, when `[admin] listen` is set.
     admin: Option<crate::admin::AdminServer>,
+    /// Run-time state; its webhook tasks stop with the server.
+    ops: Arc<crate::admin::Ops>,
 }
 
 impl Running {
@@ -55,6 +57,7 @@ impl Running {
         if let Some(writer) = self.writer.take() {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
+        self.ops.stop_webhooks();
     }
 
     /// The admin API's address, when it runs.
@@ -199,6 +202,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
     }
 
     let mut transport_config = config.limits.transport.clone();
+    transport_config.connections = config.ops.metrics.connections.clone();
     if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
         if config.tls.self_signed && !(cert.exists() && key.exists()) {
             generate_self_signed(
@@ -246,6 +250,8 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
     } else {
         None
     };
+    // Webhooks start before the plugins, which may raise events from `init` on.
+    config.ops.start_webhooks(&config.webhooks);
     let engine = media.as_ref().map(|(engine, _)| engine.clone());
     let (plugins, workers) = {
         let config = config.clone();
@@ -323,6 +329,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
             writer: Some(writer),
             media,
             admin,
+            ops: config.ops.clone(),
         }),
         Err((thread, e)) => {
             let _ = tokio::task::spawn_blocking(move || {
@@ -335,6 +342,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
             if let Some((engine, task)) = media {
                 engine.shutdown(task).await;
             }
+            config.ops.stop_webhooks();
             Err(e)
         }
     }

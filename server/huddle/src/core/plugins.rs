@@ -714,6 +714,15 @@ impl Core {
             (b, a) if b != a => RegistrationKind::Updated,
             _ => return,
         };
+        let hook = match kind {
+            RegistrationKind::Online => Some("user.registered"),
+            RegistrationKind::Offline => Some("user.unregistered"),
+            _ => None,
+        };
+        if let (Some(hook), true) = (hook, self.config.ops.webhooks_on()) {
+            let data = serde_json::json!({ "aor": format!("sip:{aor}"), "bindings": after });
+            self.config.ops.event(hook, "huddle", &data.to_string());
+        }
         let mut event = None;
         for handle in &self.plugins.handles {
             if !handle.wants_registrations() || handle.shared.is_disabled() {
@@ -739,6 +748,7 @@ impl Core {
             .handles
             .iter()
             .any(PluginHandle::wants_registrations)
+            && !self.config.ops.webhooks_on()
         {
             return;
         }

@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use huddle_e2e::sip_client::{
-    answer, chrome_sdp, register, response, ring, send_through_407, text, Conn, Dialog, Session,
-    Ua,
+    answer, chrome_sdp, register, response, ring, send_through_407, text, Conn, Dialog, Session, Ua,
 };
 use huddle_e2e::{TestServer, DOMAIN};
 use huddle_sip::Message;
@@ -110,7 +109,11 @@ async fn a_call_established_before_drain_stays_up_until_bye() {
     )
     .await;
     assert_eq!(refused.status(), Some(503), "{}", text(&refused));
-    assert!(text(&refused).contains("Retry-After:"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("Retry-After:"),
+        "{}",
+        text(&refused)
+    );
 
     // The established call still works both ways: an INFO from bob, then alice's BYE.
     let mut bd = Dialog::callee(&inv, &bob_tag);
@@ -119,7 +122,12 @@ async fn a_call_established_before_drain_stays_up_until_bye() {
     let info = a.recv_request("INFO").await;
     a.send(&response(&info, 200, "OK", None, &[], None)).await;
     let r = b.final_response(&bd.call_id, bd.cseq).await;
-    assert_eq!(r.status(), Some(200), "in-dialog INFO while draining: {}", text(&r));
+    assert_eq!(
+        r.status(),
+        Some(200),
+        "in-dialog INFO while draining: {}",
+        text(&r)
+    );
 
     a.send(&ad.request(&alice, "BYE", &[], None)).await;
     let bye = b.recv_request("BYE").await;

@@ -79,7 +79,14 @@ async fn registration_events_arrive_signed_and_in_order() {
     let mut sa = register_ok(&mut a, &alice, 300).await;
     register_ok(&mut b, &bob, 300).await;
     // Alice unregisters (Expires 0); bob's connection closes, which removes his binding.
-    let gone = register(&mut a, &alice, &mut sa, Some(&alice.register_contact(0)), None).await;
+    let gone = register(
+        &mut a,
+        &alice,
+        &mut sa,
+        Some(&alice.register_contact(0)),
+        None,
+    )
+    .await;
     assert_eq!(gone.status(), Some(200), "{}", text(&gone));
     drop(b);
 
@@ -110,7 +117,10 @@ async fn registration_events_arrive_signed_and_in_order() {
             ev.signature,
             ev.body
         );
-        assert!(!ev.signed_with("another secret"), "and only with the secret");
+        assert!(
+            !ev.signed_with("another secret"),
+            "and only with the secret"
+        );
     }
     server.stop().await;
     receiver.stop();
@@ -140,7 +150,10 @@ async fn a_receiver_that_was_down_gets_the_events_when_it_comes_back() {
     wait_metric(admin, "huddle_webhook_failed_attempts_total", 2).await;
     let before = metrics(admin).await;
     assert_eq!(
-        sample(&before, "huddle_webhook_events_total{outcome=\"delivered\"}"),
+        sample(
+            &before,
+            "huddle_webhook_events_total{outcome=\"delivered\"}"
+        ),
         0
     );
 
@@ -151,7 +164,12 @@ async fn a_receiver_that_was_down_gets_the_events_when_it_comes_back() {
         assert_eq!(ev.body["data"]["aor"], format!("sip:{user}@{DOMAIN}"));
         assert!(ev.signed_with(SECRET));
     }
-    let after = wait_metric(admin, "huddle_webhook_events_total{outcome=\"delivered\"}", 2).await;
+    let after = wait_metric(
+        admin,
+        "huddle_webhook_events_total{outcome=\"delivered\"}",
+        2,
+    )
+    .await;
     assert_eq!(
         sample(&after, "huddle_webhook_events_total{outcome=\"expired\"}"),
         0,
@@ -180,7 +198,14 @@ async fn a_full_queue_drops_events_counted_while_sip_keeps_answering() {
         let ua = Ua::sipml5(user, password);
         let mut conn = Conn::ws(&url, user).await;
         let mut s = Session::new();
-        let ok = register(&mut conn, &ua, &mut s, Some(&ua.register_contact(300)), None).await;
+        let ok = register(
+            &mut conn,
+            &ua,
+            &mut s,
+            Some(&ua.register_contact(300)),
+            None,
+        )
+        .await;
         assert_eq!(ok.status(), Some(200), "{}", text(&ok));
         conns.push(conn);
     }

@@ -69,7 +69,11 @@ impl AdminState {
 pub const LOCKED: (u16, &str) = (403, "Forbidden - Room Locked");
 
 #[derive(Debug, Deserialize)]
-#[serde(crate = "huddle_sdk::serde", tag = "command", rename_all = "snake_case")]
+#[serde(
+    crate = "huddle_sdk::serde",
+    tag = "command",
+    rename_all = "snake_case"
+)]
 enum Command {
     List,
     Participants {
@@ -178,16 +182,28 @@ pub fn handle(conf: &mut Conference, host: &Host, request: &str) -> Result<Strin
             } else {
                 conf.admin.muted.remove(&participant);
             }
-            huddle_sdk::info!(host, "room {room}: participant {participant} muted={muted} (admin)");
-            Ok(format!("{{\"room\":\"{}\",\"participant\":{participant},\"muted\":{muted}}}", json_escape(&room)))
+            huddle_sdk::info!(
+                host,
+                "room {room}: participant {participant} muted={muted} (admin)"
+            );
+            Ok(format!(
+                "{{\"room\":\"{}\",\"participant\":{participant},\"muted\":{muted}}}",
+                json_escape(&room)
+            ))
         }
         Command::Kick { room, participant } => {
             if !in_room(conf, &room, participant) {
                 return Ok(no_participant(&room, participant));
             }
             kick(conf, host, participant)?;
-            huddle_sdk::info!(host, "room {room}: participant {participant} kicked (admin)");
-            Ok(format!("{{\"room\":\"{}\",\"participant\":{participant},\"kicked\":true}}", json_escape(&room)))
+            huddle_sdk::info!(
+                host,
+                "room {room}: participant {participant} kicked (admin)"
+            );
+            Ok(format!(
+                "{{\"room\":\"{}\",\"participant\":{participant},\"kicked\":true}}",
+                json_escape(&room)
+            ))
         }
         Command::Lock { room, locked } => {
             if !room_of(conf, &room) {
@@ -199,7 +215,10 @@ pub fn handle(conf: &mut Conference, host: &Host, request: &str) -> Result<Strin
                 conf.admin.locked.remove(&room);
             }
             huddle_sdk::info!(host, "room {room}: locked={locked} (admin)");
-            Ok(format!("{{\"room\":\"{}\",\"locked\":{locked}}}", json_escape(&room)))
+            Ok(format!(
+                "{{\"room\":\"{}\",\"locked\":{locked}}}",
+                json_escape(&room)
+            ))
         }
         Command::Layout { room, layout } => {
             if !room_of(conf, &room) {
@@ -251,7 +270,10 @@ fn kick(conf: &mut Conference, host: &Host, id: u64) -> Result<()> {
         .to(&call.remote)
         .call_id(&call_id)
         .cseq(call.local_cseq)
-        .header("Reason", "SIP;cause=200;text=\"Removed by the room's administrator\"");
+        .header(
+            "Reason",
+            "SIP;cause=200;text=\"Removed by the room's administrator\"",
+        );
     for route in &call.routes {
         bye = bye.header("Route", route);
     }
@@ -312,5 +334,132 @@ pub fn left(conf: &mut Conference, host: &Host, room: &str, id: u64, entity: &st
             "room.ended",
             &format!("{{\"room\":\"{}\"}}", json_escape(room)),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Through the FakeHost and the real ABI (GStreamer pipelines run for the joins).
+
+    use huddle_sdk::fake::{FakeHost, MediaCall};
+    use huddle_sdk::{Capabilities, Method};
+
+    const CONFIG: &str = "on_demand_prefix = \"\"\n[[rooms]]\nname = \"lobby\"\npublic = true\n";
+
+    fn invite(call_id: &str, display: &str) -> String {
+        let uri = "sip:lobby@example.test";
+        let body = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=rtpmap:0 PCMU/8000\r\n";
+        format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/WS h.invalid;branch=z9hG4bK{call_id}\r\n\
+             Max-Forwards: 70\r\nFrom: \"{display}\" <sip:{display}@elsewhere.test>;tag=t{call_id}\r\nTo: <{uri}>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{display}@x.invalid;transport=ws>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn json(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    #[test]
+    fn commands_list_lock_mute_kick_and_raise_events() {
+        let host = FakeHost::with_capabilities(Capabilities::ALL.with(Capabilities::EVENTS));
+        let mut plugin = host
+            .start(&crate::huddle_plugin_export::entry(), CONFIG)
+            .expect("conference starts");
+        assert_eq!(
+            json(&plugin.admin_request(r#"{"command":"list"}"#).unwrap()),
+            serde_json::json!({"rooms": []})
+        );
+        let bad = json(&plugin.admin_request(r#"{"command":"explode"}"#).unwrap());
+        assert_eq!(bad["error"]["code"], "bad_request", "{bad}");
+        let none = json(
+            &plugin
+                .admin_request(r#"{"command":"lock","room":"lobby","locked":true}"#)
+                .unwrap(),
+        );
+        assert_eq!(none["error"]["code"], "not_found", "{none}");
+
+        let txn = plugin.request(invite("c1", "Zed")).unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 200);
+        let room = json(
+            &plugin
+                .admin_request(r#"{"command":"participants","room":"lobby"}"#)
+                .unwrap(),
+        );
+        let people = room["participants"].as_array().expect("a list");
+        assert_eq!(people.len(), 1, "{room}");
+        assert_eq!(people[0]["entity"], "guest:Zed");
+        let id = people[0]["id"].as_u64().expect("an id");
+
+        // Locked: the next caller is refused, the one inside stays.
+        let locked = json(
+            &plugin
+                .admin_request(r#"{"command":"lock","room":"lobby","locked":true}"#)
+                .unwrap(),
+        );
+        assert_eq!(locked["locked"], true);
+        let txn = plugin.request(invite("c2", "Amy")).unwrap();
+        let refused = host.final_response(txn).unwrap();
+        assert_eq!(refused.status(), 403);
+        assert_eq!(refused.message.reason(), Some("Forbidden - Room Locked"));
+
+        let muted = json(
+            &plugin
+                .admin_request(&format!(
+                    r#"{{"command":"mute","room":"lobby","participant":{id},"muted":true}}"#
+                ))
+                .unwrap(),
+        );
+        assert_eq!(muted["muted"], true);
+        let layout = json(
+            &plugin
+                .admin_request(r#"{"command":"layout","room":"lobby","layout":"speaker"}"#)
+                .unwrap(),
+        );
+        assert_eq!(layout["layout"], "speaker");
+        let listed = json(&plugin.admin_request(r#"{"command":"list"}"#).unwrap());
+        assert_eq!(listed["rooms"][0]["layout"], "speaker", "{listed}");
+        assert_eq!(listed["rooms"][0]["locked"], true, "{listed}");
+
+        // Kick: a BYE goes to the participant, the media leg is closed, the room ends.
+        let kicked = json(
+            &plugin
+                .admin_request(&format!(
+                    r#"{{"command":"kick","room":"lobby","participant":{id}}}"#
+                ))
+                .unwrap(),
+        );
+        assert_eq!(kicked["kicked"], true, "{kicked}");
+        let bye = host
+            .sent_requests()
+            .into_iter()
+            .find(|r| r.message.method() == Some(&Method::Bye))
+            .expect("a BYE to the kicked participant");
+        assert_eq!(bye.message.call_id(), Some("c1"));
+        assert!(host
+            .media_calls()
+            .iter()
+            .any(|c| matches!(c, MediaCall::Close { session } if session.0 == id)));
+        assert_eq!(
+            json(&plugin.admin_request(r#"{"command":"list"}"#).unwrap())["rooms"],
+            serde_json::json!([])
+        );
+        let kinds: Vec<String> = host.events().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            kinds,
+            [
+                "room.created",
+                "participant.joined",
+                "participant.left",
+                "room.ended"
+            ],
+            "{:?}",
+            host.events()
+        );
+        // The room ended, so it is unlocked: a new caller gets in.
+        let txn = plugin.request(invite("c3", "Amy")).unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 200);
     }
 }

@@ -519,10 +519,21 @@ impl Conference {
 
     /// A participant left (BYE either way): out of the mix, out of the store, subscribers told.
     fn left(&mut self, host: &Host, call: Call) {
-        let who = self.rooms.get(&call.room).and_then(|r| r.participants.get(&call.session.0)).cloned();
+        let who = self
+            .rooms
+            .get(&call.room)
+            .and_then(|r| r.participants.get(&call.session.0))
+            .cloned();
         self.drop_participant(&call.room, call.session);
         if let Some(p) = who {
-            admin::left(self, host, &call.room, call.session.0, &p.entity, &p.display);
+            admin::left(
+                self,
+                host,
+                &call.room,
+                call.session.0,
+                &p.entity,
+                &p.display,
+            );
         }
         if let Some(user) = &call.entity {
             // Another call of theirs may still be in a room: only remove our own marker.

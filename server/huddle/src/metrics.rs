@@ -308,54 +308,161 @@ impl Metrics {
     /// The metrics added with issue 9 (kept apart so that hunks stay additive).
     fn write_more(&self, out: &mut String, snap: &Snapshot) -> std::fmt::Result {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        family(out, "huddle_sip_retransmissions_total", "counter",
-            "SIP messages re-sent by the transaction layer because a timer fired (A, E, G: UDP).")?;
-        writeln!(out, "huddle_sip_retransmissions_total {}", load(&self.sip_retransmitted))?;
-        family(out, "huddle_sip_absorbed_retransmissions_total", "counter",
-            "Retransmitted requests received and absorbed by a live server transaction.")?;
-        writeln!(out, "huddle_sip_absorbed_retransmissions_total {}", load(&self.sip_absorbed))?;
-        family(out, "huddle_connections", "gauge",
-            "Stream connections open (TCP, TLS, WebSocket), by transport.")?;
+        family(
+            out,
+            "huddle_sip_retransmissions_total",
+            "counter",
+            "SIP messages re-sent by the transaction layer because a timer fired (A, E, G: UDP).",
+        )?;
+        writeln!(
+            out,
+            "huddle_sip_retransmissions_total {}",
+            load(&self.sip_retransmitted)
+        )?;
+        family(
+            out,
+            "huddle_sip_absorbed_retransmissions_total",
+            "counter",
+            "Retransmitted requests received and absorbed by a live server transaction.",
+        )?;
+        writeln!(
+            out,
+            "huddle_sip_absorbed_retransmissions_total {}",
+            load(&self.sip_absorbed)
+        )?;
+        family(
+            out,
+            "huddle_connections",
+            "gauge",
+            "Stream connections open (TCP, TLS, WebSocket), by transport.",
+        )?;
         for (i, name) in snap.transports.iter().enumerate() {
             if *name != "udp" {
-                writeln!(out, "huddle_connections{{transport=\"{name}\"}} {}", self.connections.get(i))?;
+                writeln!(
+                    out,
+                    "huddle_connections{{transport=\"{name}\"}} {}",
+                    self.connections.get(i)
+                )?;
             }
         }
         family(out, "huddle_webhook_events_total", "counter",
             "Webhook events per URL by outcome: delivered (2xx), dropped (queue full), expired (retry budget spent).")?;
         for (i, outcome) in ["delivered", "dropped", "expired"].iter().enumerate() {
-            writeln!(out, "huddle_webhook_events_total{{outcome=\"{outcome}\"}} {}", load(&self.webhook_outcomes[i]))?;
+            writeln!(
+                out,
+                "huddle_webhook_events_total{{outcome=\"{outcome}\"}} {}",
+                load(&self.webhook_outcomes[i])
+            )?;
         }
-        family(out, "huddle_webhook_failed_attempts_total", "counter",
-            "Webhook POSTs that failed (no connection, timeout, non-2xx).")?;
-        writeln!(out, "huddle_webhook_failed_attempts_total {}", load(&self.webhook_failures))?;
+        family(
+            out,
+            "huddle_webhook_failed_attempts_total",
+            "counter",
+            "Webhook POSTs that failed (no connection, timeout, non-2xx).",
+        )?;
+        writeln!(
+            out,
+            "huddle_webhook_failed_attempts_total {}",
+            load(&self.webhook_failures)
+        )?;
         if let Some(m) = snap.media {
-            family(out, "huddle_media_packets_total", "counter",
-                "UDP datagrams on the media socket (STUN, DTLS, SRTP, SRTCP), by direction.")?;
-            writeln!(out, "huddle_media_packets_total{{direction=\"in\"}} {}", m.packets_in)?;
-            writeln!(out, "huddle_media_packets_total{{direction=\"out\"}} {}", m.packets_out)?;
-            family(out, "huddle_media_bytes_total", "counter",
-                "Bytes of UDP payload on the media socket, by direction.")?;
-            writeln!(out, "huddle_media_bytes_total{{direction=\"in\"}} {}", m.bytes_in)?;
-            writeln!(out, "huddle_media_bytes_total{{direction=\"out\"}} {}", m.bytes_out)?;
-            family(out, "huddle_media_nacks_total", "counter",
-                "RTCP NACKs (lost-packet requests): sent to peers, received from peers.")?;
-            writeln!(out, "huddle_media_nacks_total{{direction=\"sent\"}} {}", m.nacks_sent)?;
-            writeln!(out, "huddle_media_nacks_total{{direction=\"received\"}} {}", m.nacks_received)?;
-            family(out, "huddle_media_plis_total", "counter",
-                "RTCP PLIs (key-frame requests): sent to peers, received from peers.")?;
-            writeln!(out, "huddle_media_plis_total{{direction=\"sent\"}} {}", m.plis_sent)?;
-            writeln!(out, "huddle_media_plis_total{{direction=\"received\"}} {}", m.plis_received)?;
+            family(
+                out,
+                "huddle_media_packets_total",
+                "counter",
+                "UDP datagrams on the media socket (STUN, DTLS, SRTP, SRTCP), by direction.",
+            )?;
+            writeln!(
+                out,
+                "huddle_media_packets_total{{direction=\"in\"}} {}",
+                m.packets_in
+            )?;
+            writeln!(
+                out,
+                "huddle_media_packets_total{{direction=\"out\"}} {}",
+                m.packets_out
+            )?;
+            family(
+                out,
+                "huddle_media_bytes_total",
+                "counter",
+                "Bytes of UDP payload on the media socket, by direction.",
+            )?;
+            writeln!(
+                out,
+                "huddle_media_bytes_total{{direction=\"in\"}} {}",
+                m.bytes_in
+            )?;
+            writeln!(
+                out,
+                "huddle_media_bytes_total{{direction=\"out\"}} {}",
+                m.bytes_out
+            )?;
+            family(
+                out,
+                "huddle_media_nacks_total",
+                "counter",
+                "RTCP NACKs (lost-packet requests): sent to peers, received from peers.",
+            )?;
+            writeln!(
+                out,
+                "huddle_media_nacks_total{{direction=\"sent\"}} {}",
+                m.nacks_sent
+            )?;
+            writeln!(
+                out,
+                "huddle_media_nacks_total{{direction=\"received\"}} {}",
+                m.nacks_received
+            )?;
+            family(
+                out,
+                "huddle_media_plis_total",
+                "counter",
+                "RTCP PLIs (key-frame requests): sent to peers, received from peers.",
+            )?;
+            writeln!(
+                out,
+                "huddle_media_plis_total{{direction=\"sent\"}} {}",
+                m.plis_sent
+            )?;
+            writeln!(
+                out,
+                "huddle_media_plis_total{{direction=\"received\"}} {}",
+                m.plis_received
+            )?;
         }
         if let Some(rooms) = &snap.rooms {
-            family(out, "huddle_rooms", "gauge", "Conference rooms with participants.")?;
+            family(
+                out,
+                "huddle_rooms",
+                "gauge",
+                "Conference rooms with participants.",
+            )?;
             writeln!(out, "huddle_rooms {}", rooms.rooms.len())?;
-            family(out, "huddle_room_participants", "gauge", "Participants per conference room.")?;
+            family(
+                out,
+                "huddle_room_participants",
+                "gauge",
+                "Participants per conference room.",
+            )?;
             for (room, n) in &rooms.rooms {
-                writeln!(out, "huddle_room_participants{{room=\"{}\"}} {n}", escape(room))?;
+                writeln!(
+                    out,
+                    "huddle_room_participants{{room=\"{}\"}} {n}",
+                    escape(room)
+                )?;
             }
-            family(out, "huddle_participants", "gauge", "Participants in every conference room.")?;
-            writeln!(out, "huddle_participants {}", rooms.rooms.iter().map(|(_, n)| n).sum::<u64>())?;
+            family(
+                out,
+                "huddle_participants",
+                "gauge",
+                "Participants in every conference room.",
+            )?;
+            writeln!(
+                out,
+                "huddle_participants {}",
+                rooms.rooms.iter().map(|(_, n)| n).sum::<u64>()
+            )?;
         }
         Ok(())
     }

@@ -632,13 +632,13 @@ async fn plugin_command(
     };
     let bytes = match answer {
         Ok(bytes) => bytes,
-        Err(huddle_sdk::Error::NotSupported) => {
-            return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "unsupported",
-                format!("plugin {name} takes no admin requests (built before plugin ABI 1.2, or has none)"),
-            ))
-        }
+        Err(huddle_sdk::Error::NotSupported) => return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "unsupported",
+            format!(
+                "plugin {name} takes no admin requests (built before plugin ABI 1.2, or has none)"
+            ),
+        )),
         Err(huddle_sdk::Error::Busy) => return Err(busy()),
         Err(e) => {
             return Err(ApiError::new(
@@ -656,7 +656,10 @@ async fn plugin_command(
         )
     })?;
     if let Some(err) = value.get("error") {
-        let code = err.get("code").and_then(|c| c.as_str()).unwrap_or("bad_request");
+        let code = err
+            .get("code")
+            .and_then(|c| c.as_str())
+            .unwrap_or("bad_request");
         let message = err
             .get("message")
             .and_then(|m| m.as_str())
@@ -817,7 +820,10 @@ async fn rooms(State(state): Shared) -> Result<Json<RoomList>, ApiError> {
     params(("room" = String, Path, description = "The room's name (user part of its URI)")),
     responses((status = 200, description = "The room and its participants", body = RoomDetail),
               (status = 404, description = "`not_found`: no live room of that name", body = ApiError)))]
-async fn room(State(state): Shared, Path(room): Path<String>) -> Result<Json<RoomDetail>, ApiError> {
+async fn room(
+    State(state): Shared,
+    Path(room): Path<String>,
+) -> Result<Json<RoomDetail>, ApiError> {
     shaped(
         plugin_command(
             &state,
@@ -844,7 +850,10 @@ async fn lock(state: &AdminState, room: String, locked: bool) -> Result<Json<Loc
     params(("room" = String, Path, description = "The room's name")),
     responses((status = 200, description = "Locked", body = LockState),
               (status = 404, description = "`not_found`: no live room of that name", body = ApiError)))]
-async fn room_lock(State(state): Shared, Path(room): Path<String>) -> Result<Json<LockState>, ApiError> {
+async fn room_lock(
+    State(state): Shared,
+    Path(room): Path<String>,
+) -> Result<Json<LockState>, ApiError> {
     lock(&state, room, true).await
 }
 
@@ -852,7 +861,10 @@ async fn room_lock(State(state): Shared, Path(room): Path<String>) -> Result<Jso
     params(("room" = String, Path, description = "The room's name")),
     responses((status = 200, description = "Unlocked", body = LockState),
               (status = 404, description = "`not_found`: no live room of that name", body = ApiError)))]
-async fn room_unlock(State(state): Shared, Path(room): Path<String>) -> Result<Json<LockState>, ApiError> {
+async fn room_unlock(
+    State(state): Shared,
+    Path(room): Path<String>,
+) -> Result<Json<LockState>, ApiError> {
     lock(&state, room, false).await
 }
 

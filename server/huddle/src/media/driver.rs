@@ -449,8 +449,12 @@ impl Driver {
             }
             Event::RtpPacket(packet) => self.rtp_in(id, packet),
             // Egress: what the peer asked of us; ingress: what we asked of the peer.
-            Event::MediaEgressStats(st) => self.rtcp_stats(id, (st.mid, st.rid, true), st.nacks, st.plis),
-            Event::MediaIngressStats(st) => self.rtcp_stats(id, (st.mid, st.rid, false), st.nacks, st.plis),
+            Event::MediaEgressStats(st) => {
+                self.rtcp_stats(id, (st.mid, st.rid, true), st.nacks, st.plis)
+            }
+            Event::MediaIngressStats(st) => {
+                self.rtcp_stats(id, (st.mid, st.rid, false), st.nacks, st.plis)
+            }
             Event::KeyframeRequest(req) => {
                 let Some(leg) = self.legs.get_mut(&id) else {
                     return;

@@ -37,7 +37,6 @@ use serde::Deserialize;
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
-
 /// `[webhooks]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -135,7 +134,10 @@ fn target(url: &str) -> Result<Target, ConfigProblem> {
         return Err(bad());
     }
     let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(bad)?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let port = uri.port_u16().unwrap_or(80);
     Ok(Target { uri, host, port })
 }
@@ -188,7 +190,12 @@ impl Webhooks {
         if config.urls.is_empty() {
             return None;
         }
-        let secret: Arc<[u8]> = config.secret.clone().unwrap_or_default().into_bytes().into();
+        let secret: Arc<[u8]> = config
+            .secret
+            .clone()
+            .unwrap_or_default()
+            .into_bytes()
+            .into();
         let mut sinks = Vec::new();
         let mut tasks = Vec::new();
         for url in &config.urls {
@@ -345,10 +352,7 @@ impl Delivery {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header("Huddle-Event", event.kind.as_str())
             .header("Huddle-Delivery", event.id.to_string())
-            .header(
-                "Huddle-Signature",
-                signature(&self.secret, t, &event.body),
-            )
+            .header("Huddle-Signature", signature(&self.secret, t, &event.body))
             .body(Full::new(event.body.clone()))
             .map_err(|e| e.to_string())?;
         sender.ready().await.map_err(|e| e.to_string())?;
@@ -428,11 +432,11 @@ mod tests {
             events: vec!["Room Created".into()],
             ..ok.clone()
         };
-        assert!(matches!(bad_event.validate(), Err(ConfigProblem::BadEvent(_))));
-        let zero = WebhooksConfig {
-            queue_len: 0,
-            ..ok
-        };
+        assert!(matches!(
+            bad_event.validate(),
+            Err(ConfigProblem::BadEvent(_))
+        ));
+        let zero = WebhooksConfig { queue_len: 0, ..ok };
         assert_eq!(zero.validate(), Err(ConfigProblem::Bounds));
         assert_eq!(WebhooksConfig::default().validate(), Ok(()));
     }

@@ -130,7 +130,17 @@ test(`admin API: list, participants, lock, mute, layout and kick in sip:${ROOM}`
     assert.ok(metric(m2, series) > metric(m1, series), `${series} rises with traffic: ${metric(m1, series)} → ${metric(m2, series)}`);
   }
   assert.ok(metric(m2, 'huddle_connections{transport="ws"}') >= 2, 'the WebSocket connections are counted');
-  diag(`PLIs sent ${metric(m2, 'huddle_media_plis_total{direction="sent"}')}, received ${metric(m2, 'huddle_media_plis_total{direction="received"}')}`);
+  // The room asked each newcomer for a key frame (a PLI): it shows once the media engine's stats
+  // (every 5 s) have come round.
+  const plis = 'huddle_media_plis_total{direction="sent"}';
+  const deadline = Date.now() + MEDIA_MS;
+  let m3 = m2;
+  while (!(metric(m3, plis) > 0) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 500));
+    m3 = (await admin('GET', '/metrics')).body;
+  }
+  assert.ok(metric(m3, plis) > 0, `${plis} counts the key-frame requests sent`);
+  diag(`PLIs sent ${metric(m3, plis)}, received ${metric(m3, 'huddle_media_plis_total{direction="received"}')}, NACKs sent ${metric(m3, 'huddle_media_nacks_total{direction="sent"}')}`);
 
   // Lock: carol is refused with 403; those inside stay. Unlock.
   assert.deepEqual(await ok('POST', `/rooms/${ROOM}/lock`), { room: ROOM, locked: true });

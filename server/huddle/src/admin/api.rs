@@ -632,13 +632,15 @@ async fn plugin_command(
     };
     let bytes = match answer {
         Ok(bytes) => bytes,
-        Err(huddle_sdk::Error::NotSupported) => return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "unsupported",
-            format!(
+        Err(huddle_sdk::Error::NotSupported) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "unsupported",
+                format!(
                 "plugin {name} takes no admin requests (built before plugin ABI 1.2, or has none)"
             ),
-        )),
+            ))
+        }
         Err(huddle_sdk::Error::Busy) => return Err(busy()),
         Err(e) => {
             return Err(ApiError::new(

@@ -248,7 +248,7 @@ impl Webhooks {
             if sink.try_send(event.clone()).is_err() {
                 self.ops.metrics.webhook_outcome(WebhookOutcome::Dropped);
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed);
-                if n % 1000 == 0 {
+                if n.is_multiple_of(1000) {
                     tracing::warn!(url, kind, dropped = n + 1, "webhook event dropped: the queue for this URL is full (receiver slow or down)");
                 }
             }

@@ -325,10 +325,8 @@ impl Delivery {
 
     /// One POST; `Err` says why it did not count as delivered.
     async fn attempt(&mut self, event: &Event) -> Result<(), String> {
-        let usable = self
-            .sender
-            .as_mut()
-            .is_some_and(|s| !s.is_closed() && s.is_ready());
+        // A kept-alive connection is reused until the receiver closes it.
+        let usable = self.sender.as_ref().is_some_and(|s| !s.is_closed());
         if !usable {
             self.sender = Some(self.connect().await?);
         }

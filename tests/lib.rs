@@ -4,6 +4,7 @@
 
 pub mod plugin_support;
 pub mod sip_client;
+pub mod webhook_receiver;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -105,6 +105,10 @@
 // Every capability bit defined in ABI 1.0.
 #define HUDDLE_CAP_ALL_V1_0 127
 
+// (ABI 1.2) Capability: raising events for the host's webhooks (`emit_event`). A plugin that
+// can do without events checks `host_capabilities` rather than requiring it.
+#define HUDDLE_CAP_EVENTS 128
+
 // Log level: an error.
 #define HUDDLE_LOG_ERROR 1
 
@@ -293,6 +297,10 @@ typedef struct {
   int32_t (*media_forward)(void *ctx, uint64_t src_session, const uint8_t *src_mid, size_t src_mid_len, uint64_t dst_session, const uint8_t *dst_mid, size_t dst_mid_len);
   // Closes a media session; `media_hangup` follows with `HUDDLE_HANGUP_NORMAL`.
   int32_t (*media_close)(void *ctx, uint64_t session);
+  // (ABI 1.2, with `HUDDLE_CAP_EVENTS`) Raises event `kind` (`[a-z0-9._-]{1,64}`) with the
+  // JSON object `json` as its details, for the host's webhooks. Never blocks (module docs,
+  // "Admin requests and events"). Absent when `struct_size` does not cover it.
+  int32_t (*emit_event)(void *ctx, const uint8_t *kind, size_t kind_len, const uint8_t *json, size_t json_len);
 } HuddleHostApi;
 
 // What the host knows about a request beyond its bytes. Borrowed for the duration of
@@ -399,6 +407,11 @@ typedef struct {
   // `session`, in bits per second (transport-wide congestion control or REMB), for plugins
   // that adapt what they send (simulcast layer, encoder bitrate).
   int32_t (*media_bitrate)(void *instance, uint64_t session, uint64_t bps);
+  // (ABI 1.2, optional) An admin request: `request[0..len]` is a UTF-8 JSON object. The
+  // plugin answers by calling `reply(reply_user, json, json_len)` once during this call,
+  // then returns `HUDDLE_OK`; `HUDDLE_ERR_NOT_SUPPORTED` when it takes no admin requests
+  // (module docs, "Admin requests and events").
+  int32_t (*admin_request)(void *instance, const uint8_t *request, size_t len, void (*reply)(void *user, const uint8_t *json, size_t json_len), void *reply_user);
 } HuddlePluginDescriptor;
 
 // The type of the exported entry symbol `huddle_plugin_entry_v1`: returns the plugin's static

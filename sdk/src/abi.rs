@@ -164,6 +164,28 @@
 //! order, through `on_store_change`: [`HUDDLE_STORE_PUT`] (key and new value),
 //! [`HUDDLE_STORE_DELETE`] (key, no value), or [`HUDDLE_STORE_LAGGED`] (no key: changes were
 //! dropped because the plugin fell behind; rescan the prefix).
+//!
+//! # Admin requests and events (ABI 1.2)
+//!
+//! `admin_request` (descriptor, optional) is how the host's admin HTTP API asks a plugin to do
+//! something or to describe its state (the conference plugin: list rooms, kick, mute, lock,
+//! change the layout). The request is a UTF-8 JSON object, `{"command": "...", ...}`, whose
+//! commands the plugin documents. The plugin answers *during the call* by calling
+//! `reply(reply_user, json, len)` once with a UTF-8 JSON value (borrowed for that call; the host
+//! copies it), then returns `HUDDLE_OK`. A command that failed is still answered `HUDDLE_OK`,
+//! with `{"error": {"code": "...", "message": "..."}}`: `code` is one of `not_found`,
+//! `bad_request`, `conflict`, `unsupported` (the host maps them to HTTP 404, 400, 409, 501).
+//! Returning [`HUDDLE_ERR_NOT_SUPPORTED`] (or having no `admin_request`, as every plugin built
+//! before 1.2) means "this plugin takes no admin requests"; any other error code is a failure
+//! the host reports as such. The call runs on the plugin's thread like every other callback,
+//! so it must be quick: what takes long (a BYE and its answer) is started and not awaited.
+//!
+//! `emit_event` (host table, with [`HUDDLE_CAP_EVENTS`]) lets a plugin raise an event for the
+//! host's webhooks: `kind` is a dotted name (`room.created`, `participant.joined`), `json` a
+//! UTF-8 JSON object with its details. The host queues it and returns at once; it never blocks
+//! the plugin (a full queue drops the event, counted and logged by the host, and still returns
+//! `HUDDLE_OK`: events are best effort by design). `HUDDLE_ERR_INVALID_ARGUMENT` for a kind that
+//! is not `[a-z0-9._-]{1,64}` or a body that is not a JSON object.
 #![allow(unsafe_code)]
 // The function-pointer types are written out in the tables so the generated header shows each
 // signature where it is documented.
@@ -238,6 +260,9 @@ pub const HUDDLE_CAP_TIMERS: u64 = 32;
 pub const HUDDLE_CAP_MEDIA: u64 = 64;
 /// Every capability bit defined in ABI 1.0.
 pub const HUDDLE_CAP_ALL_V1_0: u64 = 127;
+/// (ABI 1.2) Capability: raising events for the host's webhooks (`emit_event`). A plugin that
+/// can do without events checks `host_capabilities` rather than requiring it.
+pub const HUDDLE_CAP_EVENTS: u64 = 128;
 
 /// Log level: an error.
 pub const HUDDLE_LOG_ERROR: u32 = 1;
@@ -519,6 +544,19 @@ pub struct HuddlePluginDescriptor {
     /// that adapt what they send (simulcast layer, encoder bitrate).
     pub media_bitrate:
         Option<unsafe extern "C" fn(instance: *mut c_void, session: u64, bps: u64) -> i32>,
+    /// (ABI 1.2, optional) An admin request: `request[0..len]` is a UTF-8 JSON object. The
+    /// plugin answers by calling `reply(reply_user, json, json_len)` once during this call,
+    /// then returns `HUDDLE_OK`; `HUDDLE_ERR_NOT_SUPPORTED` when it takes no admin requests
+    /// (module docs, "Admin requests and events").
+    pub admin_request: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            request: *const u8,
+            len: usize,
+            reply: Option<unsafe extern "C" fn(user: *mut c_void, json: *const u8, json_len: usize)>,
+            reply_user: *mut c_void,
+        ) -> i32,
+    >,
 }
 
 /// The host's table (host → plugin), passed to `init`. Owned by the host; valid, like `ctx`,
@@ -715,17 +753,30 @@ pub struct HuddleHostApi {
     >,
     /// Closes a media session; `media_hangup` follows with `HUDDLE_HANGUP_NORMAL`.
     pub media_close: Option<unsafe extern "C" fn(ctx: *mut c_void, session: u64) -> i32>,
+    /// (ABI 1.2, with `HUDDLE_CAP_EVENTS`) Raises event `kind` (`[a-z0-9._-]{1,64}`) with the
+    /// JSON object `json` as its details, for the host's webhooks. Never blocks (module docs,
+    /// "Admin requests and events"). Absent when `struct_size` does not cover it.
+    pub emit_event: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            kind: *const u8,
+            kind_len: usize,
+            json: *const u8,
+            json_len: usize,
+        ) -> i32,
+    >,
 }
 
 /// The smallest `struct_size` a major-1 host accepts in a descriptor: the 1.0 layout, which
 /// ends with `media_hangup`.
 pub const HUDDLE_PLUGIN_DESCRIPTOR_MIN_SIZE: usize =
     std::mem::offset_of!(HuddlePluginDescriptor, media_bitrate);
-/// The smallest `struct_size` a major-1 plugin accepts in a host table: the 1.0 layout.
-pub const HUDDLE_HOST_API_MIN_SIZE: usize = std::mem::size_of::<HuddleHostApi>();
+/// The smallest `struct_size` a major-1 plugin accepts in a host table: the 1.0 layout, which
+/// ends with `media_close`.
+pub const HUDDLE_HOST_API_MIN_SIZE: usize = std::mem::offset_of!(HuddleHostApi, emit_event);
 
 /// The names of the capability bits, for messages (`HUDDLE_CAP_STORE` → `store`).
-pub const CAPABILITY_NAMES: [(u64, &str); 7] = [
+pub const CAPABILITY_NAMES: [(u64, &str); 8] = [
     (HUDDLE_CAP_STORE, "store"),
     (HUDDLE_CAP_STORE_WATCH, "store_watch"),
     (HUDDLE_CAP_LOCATION, "location"),
@@ -733,6 +784,7 @@ pub const CAPABILITY_NAMES: [(u64, &str); 7] = [
     (HUDDLE_CAP_SEND_REQUEST, "send_request"),
     (HUDDLE_CAP_TIMERS, "timers"),
     (HUDDLE_CAP_MEDIA, "media"),
+    (HUDDLE_CAP_EVENTS, "events"),
 ];
 
 // SAFETY: a descriptor is immutable static data (function pointers and pointers to static C

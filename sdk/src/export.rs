@@ -79,6 +79,7 @@ pub const fn descriptor<P: Plugin>(
         incoming_rtcp: Some(incoming_rtcp::<P>),
         media_hangup: Some(media_hangup::<P>),
         media_bitrate: Some(media_bitrate::<P>),
+        admin_request: Some(admin_request::<P>),
     })
 }
 
@@ -506,5 +507,44 @@ unsafe extern "C" fn media_bitrate<P: Plugin>(
         call::<P>(instance, "media_bitrate", move |p, host| {
             p.media_bitrate(host, MediaSessionId(session), bps)
         })
+    }
+}
+
+unsafe extern "C" fn admin_request<P: Plugin>(
+    instance: *mut c_void,
+    request: *const u8,
+    len: usize,
+    reply: Option<unsafe extern "C" fn(user: *mut c_void, json: *const u8, json_len: usize)>,
+    reply_user: *mut c_void,
+) -> i32 {
+    // SAFETY: borrowed for this call (ABI); used only inside it.
+    let request = unsafe { raw::text(request, len) };
+    // "Takes no admin requests" is an answer, not a failure: not logged as one.
+    let mut unsupported = false;
+    // SAFETY: `instance` came from `init::<P>` (ABI).
+    let code = unsafe {
+        call::<P>(instance, "admin_request", |p, host| {
+            let (Some(request), Some(reply)) = (request, reply) else {
+                return Err(Error::InvalidArgument);
+            };
+            match p.admin_request(host, request) {
+                Err(Error::NotSupported) => {
+                    unsupported = true;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+                Ok(answer) => {
+                    // SAFETY: the host's writer, valid during this call; the answer is
+                    // borrowed for it.
+                    reply(reply_user, answer.as_ptr(), answer.len());
+                    Ok(())
+                }
+            }
+        })
+    };
+    if unsupported {
+        abi::HUDDLE_ERR_NOT_SUPPORTED
+    } else {
+        code
     }
 }

@@ -180,6 +180,7 @@ struct State {
     logs: Vec<LogLine>,
     media: Vec<MediaCall>,
     refused_claims: Vec<Claim>,
+    events: Vec<(String, String)>,
 }
 
 impl State {
@@ -265,6 +266,7 @@ impl FakeHost {
                 logs: Vec::new(),
                 media: Vec::new(),
                 refused_claims: Vec::new(),
+                events: Vec::new(),
             })),
         }
     }
@@ -344,6 +346,12 @@ impl FakeHost {
     /// Every media call, in order.
     pub fn media_calls(&self) -> Vec<MediaCall> {
         self.lock().media.clone()
+    }
+
+    /// Events the plugin raised with [`crate::Host::emit_event`] (needs
+    /// [`Capabilities::EVENTS`]), in order: `(kind, details)`.
+    pub fn events(&self) -> Vec<(String, String)> {
+        self.lock().events.clone()
     }
 
     /// Reads `key` in `ns` (`""`: the plugin's own namespace), as the host.
@@ -634,6 +642,13 @@ impl HostServices for FakeHost {
         self.lock().media.push(MediaCall::Close { session });
         Ok(())
     }
+
+    fn emit_event(&self, kind: &str, details: &str) -> Result<()> {
+        self.lock()
+            .events
+            .push((kind.to_owned(), details.to_owned()));
+        Ok(())
+    }
 }
 
 /// A plugin instance running on a [`FakeHost`]. Dropping it destroys the instance.
@@ -673,6 +688,12 @@ impl FakePlugin {
             Ok(m) => self.claims().iter().any(|c| c.matches_request(&m)),
             Err(_) => false,
         }
+    }
+
+    /// Sends an admin request (ABI 1.2) and returns the plugin's JSON answer as text.
+    pub fn admin_request(&mut self, request: &str) -> Result<String> {
+        let answer = self.instance().admin_request(request)?;
+        String::from_utf8(answer).map_err(|_| Error::Plugin)
     }
 
     /// Delivers a request from `192.0.2.10:5060` over UDP, unauthenticated. See

@@ -81,10 +81,23 @@ impl Host {
         {
             return Err(Error::Incompatible);
         }
-        // SAFETY: `struct_size` covers the whole 1.0 layout, checked above. Entries a newer
-        // host appends are ignored; a later minor of this SDK reads them only after checking
-        // `struct_size` against their offset.
-        let api = unsafe { std::ptr::read_unaligned(api) };
+        // A table of an older minor is smaller than ours: copy the part its `struct_size`
+        // covers into a full-size table whose later entries are null ("absent"); entries a
+        // newer host appends beyond ours are ignored.
+        let size = header.struct_size.min(std::mem::size_of::<HuddleHostApi>());
+        // SAFETY: every field is an integer, a raw pointer or an `Option<fn>`, for which
+        // all-zero bytes are valid (0, null, `None`).
+        let mut copy: HuddleHostApi = unsafe { std::mem::zeroed() };
+        // SAFETY: `api` points to at least `struct_size >= size` readable bytes (the caller's
+        // promise); the destination is a local of at least `size` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                api.cast::<u8>(),
+                (&mut copy as *mut HuddleHostApi).cast::<u8>(),
+                size,
+            );
+        }
+        let api = copy;
         if api.free_buf.is_none()
             || api.log.is_none()
             || api.claim.is_none()
@@ -337,6 +350,27 @@ impl Host {
             let f = api.media_close.ok_or(Error::NotSupported)?;
             // SAFETY: valid while alive.
             Error::from_code(unsafe { f(api.ctx, session.0) })
+        })
+    }
+
+    /// (ABI 1.2) Raises webhook event `kind` (`[a-z0-9._-]{1,64}`, dotted: `room.created`)
+    /// with `details`, a JSON object as text. Never blocks: the host queues it (and drops it,
+    /// counted, when its queue is full). [`Error::NotSupported`] when the host has no
+    /// [`Capabilities::EVENTS`] (hosts before ABI 1.2). A host without webhooks accepts and
+    /// drops events.
+    pub fn emit_event(&self, kind: &str, details: &str) -> Result<()> {
+        self.with(|api| {
+            let f = api.emit_event.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive; slices borrowed for the call.
+            Error::from_code(unsafe {
+                f(
+                    api.ctx,
+                    kind.as_ptr(),
+                    kind.len(),
+                    details.as_ptr(),
+                    details.len(),
+                )
+            })
         })
     }
 

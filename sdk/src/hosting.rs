@@ -187,6 +187,13 @@ pub trait HostServices: Send + Sync + 'static {
         let _ = session;
         Err(Error::NotSupported)
     }
+
+    /// (ABI 1.2) An event for the webhooks: `kind` already checked (`[a-z0-9._-]{1,64}`),
+    /// `details` the plugin's JSON text (not yet checked). Must not block.
+    fn emit_event(&self, kind: &str, details: &str) -> Result<()> {
+        let _ = (kind, details);
+        Err(Error::NotSupported)
+    }
 }
 
 /// What a plugin says about itself, read from its descriptor.
@@ -725,6 +732,29 @@ impl PluginInstance {
         Error::from_code(unsafe { f(self.instance, session.0, bps) })
     }
 
+    /// (ABI 1.2) Sends an admin request (a JSON object as text) and returns the plugin's JSON
+    /// answer. [`Error::NotSupported`] when the plugin takes none (every plugin built before
+    /// ABI 1.2 has no `admin_request`).
+    pub fn admin_request(&mut self, request: &str) -> Result<Vec<u8>> {
+        // Null for a descriptor whose `struct_size` does not cover it (`from_raw` copies).
+        let f = self.entry.raw.admin_request.ok_or(Error::NotSupported)?;
+        let mut answer: Option<Vec<u8>> = None;
+        // SAFETY: instance alive; the request is borrowed for the call; `answer` outlives it
+        // and `collect_reply` only runs during it.
+        let code = unsafe {
+            f(
+                self.instance,
+                request.as_ptr(),
+                request.len(),
+                Some(collect_reply),
+                (&mut answer as *mut Option<Vec<u8>>).cast::<c_void>(),
+            )
+        };
+        Error::from_code(code)?;
+        // A plugin that returned OK without replying broke the contract: say so.
+        answer.ok_or(Error::Plugin)
+    }
+
     /// A media session ended.
     pub fn media_hangup(&mut self, session: MediaSessionId, reason: HangupReason) -> Result<()> {
         let f = self.entry.raw.media_hangup.ok_or(Error::NotSupported)?;
@@ -744,6 +774,24 @@ impl Drop for PluginInstance {
         // bridge came from `Box::leak` in `start` and is freed exactly once, here.
         drop(unsafe { Box::from_raw(self.bridge.as_ptr()) });
     }
+}
+
+/// The writer `admin_request` hands the plugin: keeps the first reply.
+///
+/// # Safety
+/// `user` must be the `&mut Option<Vec<u8>>` [`PluginInstance::admin_request`] passed, and
+/// `json[0..len]` readable for the call.
+unsafe extern "C" fn collect_reply(user: *mut c_void, json: *const u8, len: usize) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the caller's promise: our own slot, alive during the plugin's call.
+        let Some(slot) = (unsafe { user.cast::<Option<Vec<u8>>>().as_mut() }) else {
+            return;
+        };
+        // SAFETY: borrowed for this call (ABI).
+        if let (None, Some(bytes)) = (slot.as_ref(), unsafe { raw::bytes(json, len) }) {
+            *slot = Some(bytes.to_vec());
+        }
+    }));
 }
 
 /// The host table for a host with `caps`: functions present exactly for the capabilities.
@@ -778,6 +826,7 @@ fn host_table(caps: Capabilities) -> HuddleHostApi {
         media_request_keyframe: media.then_some(h_media_request_keyframe as _),
         media_forward: media.then_some(h_media_forward as _),
         media_close: media.then_some(h_media_close as _),
+        emit_event: has(Capabilities::EVENTS).then_some(h_emit_event as _),
     }
 }
 
@@ -1203,4 +1252,31 @@ unsafe extern "C" fn h_media_forward(
 unsafe extern "C" fn h_media_close(ctx: *mut c_void, session: u64) -> i32 {
     // SAFETY: ctx from our table.
     unsafe { host_call(ctx, |b| b.services.media_close(MediaSessionId(session))) }
+}
+
+/// Whether `kind` is a valid event name: `[a-z0-9._-]{1,64}`.
+pub fn valid_event_kind(kind: &str) -> bool {
+    (1..=64).contains(&kind.len())
+        && kind.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
+}
+
+unsafe extern "C" fn h_emit_event(
+    ctx: *mut c_void,
+    kind: *const u8,
+    kind_len: usize,
+    json: *const u8,
+    json_len: usize,
+) -> i32 {
+    // SAFETY: ctx from our table; arguments borrowed.
+    unsafe {
+        host_call(ctx, |b| {
+            let kind = text_arg(kind, kind_len)?;
+            if !valid_event_kind(kind) {
+                return Err(Error::InvalidArgument);
+            }
+            b.services.emit_event(kind, text_arg(json, json_len)?)
+        })
+    }
 }

@@ -255,6 +255,17 @@ pub trait Plugin: Send + Sized + 'static {
         Ok(())
     }
 
+    /// (ABI 1.2) An admin request from the host's admin HTTP API: `request` is a JSON object
+    /// (`{"command": "...", ...}`, commands the plugin documents). Return the answer, a JSON
+    /// value as text; a command that failed answers `{"error": {"code", "message"}}` with a
+    /// code of `not_found`, `bad_request`, `conflict` or `unsupported` (see [`abi`], "Admin
+    /// requests and events"). Runs on the plugin's thread like every callback: keep it quick.
+    /// The default takes no admin requests ([`Error::NotSupported`]).
+    fn admin_request(&mut self, host: &Host, request: &str) -> Result<String> {
+        let _ = (host, request);
+        Err(Error::NotSupported)
+    }
+
     /// The instance is being destroyed: stop threads, cancel what should not outlive it. The
     /// host is still usable here; after this returns the plugin value is dropped and every
     /// [`Host`] clone fails with [`Error::BadState`].

@@ -71,6 +71,8 @@ impl Capabilities {
     pub const TIMERS: Capabilities = Capabilities(abi::HUDDLE_CAP_TIMERS);
     /// The media engine.
     pub const MEDIA: Capabilities = Capabilities(abi::HUDDLE_CAP_MEDIA);
+    /// (ABI 1.2) Raising webhook events ([`crate::Host::emit_event`]).
+    pub const EVENTS: Capabilities = Capabilities(abi::HUDDLE_CAP_EVENTS);
     /// Everything ABI 1.0 defines.
     pub const ALL: Capabilities = Capabilities(abi::HUDDLE_CAP_ALL_V1_0);
 

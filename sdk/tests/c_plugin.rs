@@ -126,13 +126,13 @@ fn c_and_rust_layouts_agree() {
         HuddlePluginDescriptor {
             abi_major, abi_minor, struct_size, name, version, capabilities, init, destroy,
             handle_request, handle_response, on_timer, on_store_change, on_registration,
-            media_ready, incoming_rtp, incoming_rtcp, media_hangup
+            media_ready, incoming_rtp, incoming_rtcp, media_hangup, media_bitrate, admin_request
         }
         HuddleHostApi {
             abi_major, abi_minor, struct_size, host_capabilities, ctx, free_buf, log, claim,
             respond, send_request, store_get, store_put, store_delete, store_cas, store_scan,
             store_watch, store_unwatch, set_timer, cancel_timer, media_answer, media_send_rtp,
-            media_send_rtcp, media_request_keyframe, media_forward, media_close
+            media_send_rtcp, media_request_keyframe, media_forward, media_close, emit_event
         }
     };
     let mut c = String::from(

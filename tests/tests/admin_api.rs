@@ -160,10 +160,10 @@ async fn endpoints_answer_json_and_registrations_follow_register() {
         let error: serde_json::Value = serde_json::from_str(&body).expect("JSON error");
         assert_eq!(error["code"], "not_available", "{body}");
     }
-    // Rooms come with the conference plugin.
+    // Rooms come from the conference plugin: without it, a JSON "not available".
     let (status, body) = http(admin, "GET", "/rooms", Some(TOKEN)).await;
-    assert_eq!(status, 501, "{body}");
-    assert!(body.contains("not_implemented"), "{body}");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("not_available"), "{body}");
     let (status, body) = http(admin, "GET", "/nope", Some(TOKEN)).await;
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("not_found"), "{body}");

@@ -39,7 +39,7 @@ fn plugins_list_shows_each_plugin_or_why_not() {
         "echo\n",
         "libecho.so",
         "version:      0.1.0",
-        "abi:          1.1",
+        "abi:          1.2",
         "capabilities: send_request",
         "claims:       method=MESSAGE user=echo (from init)",
         "kit\n",

@@ -20,6 +20,7 @@
 //! Callbacks run one at a time on the plugin's thread; media threads (GStreamer's and the
 //! mixer's) only touch what `media.rs` shares with them.
 
+pub mod admin;
 pub mod events;
 pub mod layout;
 pub mod media;
@@ -112,6 +113,7 @@ pub struct Conference {
     notifies: HashMap<RequestId, String>,
     max_sub: u32,
     max_subs: usize,
+    admin: admin::AdminState,
 }
 
 impl Plugin for Conference {
@@ -155,6 +157,7 @@ impl Plugin for Conference {
             notifies: HashMap::new(),
             max_sub: config.max_subscription_secs,
             max_subs: config.max_subscriptions,
+            admin: admin::AdminState::default(),
         })
     }
 
@@ -230,6 +233,9 @@ impl Plugin for Conference {
         };
         if let Some(m) = self.media.get(&call.room) {
             let audio = call.audio_mid.as_deref() == Some(mid);
+            if audio && self.admin.is_muted(session.0) {
+                return Ok(());
+            }
             if audio || call.video_mid.as_deref() == Some(mid) {
                 m.rtp(session.0, audio, packet);
             }
@@ -285,6 +291,10 @@ impl Plugin for Conference {
         sent.map(|_| ())
     }
 
+    fn admin_request(&mut self, host: &Host, request: &str) -> Result<String> {
+        admin::handle(self, host, request)
+    }
+
     fn shutdown(&mut self, _host: &Host) {
         // Stops every pipeline and mixer thread (RoomMedia's Drop).
         self.media.clear();
@@ -331,6 +341,10 @@ impl Conference {
                 "{} refused from room {room}: {reason}",
                 caller.display
             );
+            return host.reply(&request, status, reason);
+        }
+        if self.admin.is_locked(&room) {
+            let (status, reason) = admin::LOCKED;
             return host.reply(&request, status, reason);
         }
         if request.body().is_empty() {
@@ -437,6 +451,7 @@ impl Conference {
         self.by_session.insert(session, call_id.clone());
         self.calls.insert(call_id, call);
         self.room_changed(host, &room);
+        admin::joined(self, host, &room, session.0, started);
         Ok(())
     }
 
@@ -504,7 +519,22 @@ impl Conference {
 
     /// A participant left (BYE either way): out of the mix, out of the store, subscribers told.
     fn left(&mut self, host: &Host, call: Call) {
+        let who = self
+            .rooms
+            .get(&call.room)
+            .and_then(|r| r.participants.get(&call.session.0))
+            .cloned();
         self.drop_participant(&call.room, call.session);
+        if let Some(p) = who {
+            admin::left(
+                self,
+                host,
+                &call.room,
+                call.session.0,
+                &p.entity,
+                &p.display,
+            );
+        }
         if let Some(user) = &call.entity {
             // Another call of theirs may still be in a room: only remove our own marker.
             let still = self.calls.values().any(|c| c.entity.as_ref() == Some(user));

@@ -98,7 +98,8 @@ struct Shared {
     speaker: Mutex<Option<ParticipantId>>,
     stop: AtomicBool,
     last_keyframe: Mutex<Option<Instant>>,
-    layout: LayoutKind,
+    /// Changed at run time by the admin API (`RoomMedia::set_layout`).
+    layout: Mutex<LayoutKind>,
     profile: VideoProfile,
 }
 
@@ -109,7 +110,7 @@ impl Shared {
         let speaker = *lock(&self.speaker);
         let speaker_index = speaker.and_then(|s| tiles_now.iter().position(|(id, _)| *id == s));
         let rects = tiles(
-            self.layout,
+            *lock(&self.layout),
             tiles_now.len(),
             self.profile.width,
             self.profile.height,
@@ -191,7 +192,7 @@ impl RoomMedia {
             speaker: Mutex::new(None),
             stop: AtomicBool::new(false),
             last_keyframe: Mutex::new(None),
-            layout,
+            layout: Mutex::new(layout),
             profile,
         });
         let video = gst::Pipeline::with_name(&format!("room-{room}"));
@@ -510,6 +511,12 @@ impl RoomMedia {
     /// True when nobody has media here.
     pub fn is_empty(&self) -> bool {
         self.legs.is_empty()
+    }
+
+    /// Switches the composite to `layout` (admin API); tiles move on the next frame.
+    pub fn set_layout(&self, layout: LayoutKind) {
+        *lock(&self.shared.layout) = layout;
+        self.shared.relayout();
     }
 
     /// The current active speaker.
@@ -838,7 +845,7 @@ fn mixer_loop(shared: &Shared) {
             }
             changed
         };
-        if changed && shared.layout == LayoutKind::Speaker {
+        if changed && *lock(&shared.layout) == LayoutKind::Speaker {
             shared.relayout();
         }
     }

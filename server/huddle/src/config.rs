@@ -41,6 +41,9 @@ pub struct Config {
     /// The demo web page and its user-scoped API (`crate::web`).
     #[serde(default)]
     pub web: WebConfig,
+    /// Webhooks: signed JSON events POSTed to URLs.
+    #[serde(default)]
+    pub webhooks: crate::webhooks::WebhooksConfig,
     /// Run-time state shared by the core and the admin API (drain flag, metrics). Not read
     /// from the file; carried here because every part that needs it already holds the config.
     #[serde(skip)]
@@ -436,6 +439,11 @@ pub enum ConfigError {
         "{path}: [web] listen and [admin] listen must differ: the page is public, the API is not"
     )]
     WebOnAdmin { path: PathBuf },
+    #[error("{}: [webhooks] {source}", path.display())]
+    Webhooks {
+        path: PathBuf,
+        source: crate::webhooks::ConfigProblem,
+    },
     #[error("{path}: [[plugins]] entry {}: name {name:?} is used by another entry", index + 1)]
     PluginDuplicate {
         path: PathBuf,
@@ -531,6 +539,9 @@ impl Config {
             && config.web.listen == config.admin.listen
         {
             return Err(ConfigError::WebOnAdmin { path });
+        }
+        if let Err(source) = config.webhooks.validate() {
+            return Err(ConfigError::Webhooks { path, source });
         }
         Ok(config)
     }

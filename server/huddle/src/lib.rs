@@ -14,3 +14,4 @@ pub mod store;
 pub mod transport;
 pub mod users;
 pub mod web;
+pub mod webhooks;

@@ -10,7 +10,8 @@
 //! maintained on the hot path.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use huddle_sip::Method;
 
@@ -63,6 +64,16 @@ pub struct Metrics {
     transactions: Box<[AtomicU64]>,
     /// New requests refused because the server is draining.
     drain_refused: AtomicU64,
+    /// The transaction layer's own counters (it lives on the SIP thread; copied after each
+    /// input).
+    sip_retransmitted: AtomicU64,
+    sip_absorbed: AtomicU64,
+    /// Webhook events by outcome: delivered, dropped, expired.
+    webhook_outcomes: [AtomicU64; 3],
+    /// Webhook attempts that failed (and were retried or gave up).
+    webhook_failures: AtomicU64,
+    /// Stream connections open, by transport (the transports bump it).
+    pub connections: ConnectionGauges,
 }
 
 impl Default for Metrics {
@@ -72,8 +83,67 @@ impl Default for Metrics {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             drain_refused: AtomicU64::new(0),
+            sip_retransmitted: AtomicU64::new(0),
+            sip_absorbed: AtomicU64::new(0),
+            webhook_outcomes: Default::default(),
+            webhook_failures: AtomicU64::new(0),
+            connections: ConnectionGauges::default(),
         }
     }
+}
+
+/// Open stream connections per transport, shared with the transports (they hold a clone in
+/// their config and bump it where a flow is registered and removed).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionGauges(Arc<[AtomicI64; 5]>);
+
+impl PartialEq for ConnectionGauges {
+    /// Gauges are run-time state, not configuration: any two compare equal.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl ConnectionGauges {
+    /// A connection over transport `index` (`Transport::ALL` order) opened (+1) or closed (-1).
+    pub fn add(&self, index: usize, delta: i64) {
+        if let Some(g) = self.0.get(index) {
+            g.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    /// Open connections over transport `index`.
+    pub fn get(&self, index: usize) -> i64 {
+        self.0.get(index).map_or(0, |g| g.load(Ordering::Relaxed))
+    }
+}
+
+/// Media engine totals, read at scrape time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MediaTotals {
+    /// UDP datagrams received / sent on the media socket (STUN, DTLS, SRTP, SRTCP).
+    pub packets_in: u64,
+    /// Datagrams sent.
+    pub packets_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// NACKs sent to peers (asking for lost packets) / received from peers.
+    pub nacks_sent: u64,
+    /// NACKs received.
+    pub nacks_received: u64,
+    /// PLIs sent to peers (asking for a key frame) / received from peers.
+    pub plis_sent: u64,
+    /// PLIs received.
+    pub plis_received: u64,
+}
+
+/// The conference plugin's rooms, read at scrape time from its documented keyspace.
+#[derive(Debug, Default, Clone)]
+pub struct RoomTotals {
+    /// Participants per live room.
+    pub rooms: Vec<(String, u64)>,
 }
 
 /// Values read at scrape time from the parts that own them.
@@ -89,6 +159,12 @@ pub struct Snapshot {
     pub media_legs: Option<u64>,
     /// 1 while draining.
     pub draining: bool,
+    /// Media engine totals, when the engine runs.
+    pub media: Option<MediaTotals>,
+    /// Rooms, when a conference plugin is loaded.
+    pub rooms: Option<RoomTotals>,
+    /// Transport names in `Transport::ALL` order (the gauges' labels).
+    pub transports: Vec<&'static str>,
 }
 
 impl Metrics {
@@ -111,6 +187,29 @@ impl Metrics {
     /// A new request was refused because the server drains.
     pub fn drain_refused(&self) {
         self.drain_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The transaction layer's counters after its latest input.
+    pub fn transaction_layer(&self, stats: huddle_sip::transaction::LayerStats) {
+        self.sip_retransmitted
+            .store(stats.retransmitted, Ordering::Relaxed);
+        self.sip_absorbed.store(stats.absorbed, Ordering::Relaxed);
+    }
+
+    /// What became of one webhook event at one URL.
+    pub fn webhook_outcome(&self, outcome: crate::webhooks::WebhookOutcome) {
+        use crate::webhooks::WebhookOutcome as O;
+        let i = match outcome {
+            O::Delivered => 0,
+            O::Dropped => 1,
+            O::Expired => 2,
+        };
+        self.webhook_outcomes[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A webhook attempt failed.
+    pub fn webhook_retry(&self) {
+        self.webhook_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every metric.
@@ -203,8 +302,176 @@ impl Metrics {
             writeln!(out, "# TYPE huddle_media_legs gauge")?;
             writeln!(out, "huddle_media_legs {legs}")?;
         }
+        self.write_more(out, snap)
+    }
+
+    /// The metrics added with issue 9 (kept apart so that hunks stay additive).
+    fn write_more(&self, out: &mut String, snap: &Snapshot) -> std::fmt::Result {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        family(
+            out,
+            "huddle_sip_retransmissions_total",
+            "counter",
+            "SIP messages re-sent by the transaction layer because a timer fired (A, E, G: UDP).",
+        )?;
+        writeln!(
+            out,
+            "huddle_sip_retransmissions_total {}",
+            load(&self.sip_retransmitted)
+        )?;
+        family(
+            out,
+            "huddle_sip_absorbed_retransmissions_total",
+            "counter",
+            "Retransmitted requests received and absorbed by a live server transaction.",
+        )?;
+        writeln!(
+            out,
+            "huddle_sip_absorbed_retransmissions_total {}",
+            load(&self.sip_absorbed)
+        )?;
+        family(
+            out,
+            "huddle_connections",
+            "gauge",
+            "Stream connections open (TCP, TLS, WebSocket), by transport.",
+        )?;
+        for (i, name) in snap.transports.iter().enumerate() {
+            if *name != "udp" {
+                writeln!(
+                    out,
+                    "huddle_connections{{transport=\"{name}\"}} {}",
+                    self.connections.get(i)
+                )?;
+            }
+        }
+        family(out, "huddle_webhook_events_total", "counter",
+            "Webhook events per URL by outcome: delivered (2xx), dropped (queue full), expired (retry budget spent).")?;
+        for (i, outcome) in ["delivered", "dropped", "expired"].iter().enumerate() {
+            writeln!(
+                out,
+                "huddle_webhook_events_total{{outcome=\"{outcome}\"}} {}",
+                load(&self.webhook_outcomes[i])
+            )?;
+        }
+        family(
+            out,
+            "huddle_webhook_failed_attempts_total",
+            "counter",
+            "Webhook POSTs that failed (no connection, timeout, non-2xx).",
+        )?;
+        writeln!(
+            out,
+            "huddle_webhook_failed_attempts_total {}",
+            load(&self.webhook_failures)
+        )?;
+        if let Some(m) = snap.media {
+            family(
+                out,
+                "huddle_media_packets_total",
+                "counter",
+                "UDP datagrams on the media socket (STUN, DTLS, SRTP, SRTCP), by direction.",
+            )?;
+            writeln!(
+                out,
+                "huddle_media_packets_total{{direction=\"in\"}} {}",
+                m.packets_in
+            )?;
+            writeln!(
+                out,
+                "huddle_media_packets_total{{direction=\"out\"}} {}",
+                m.packets_out
+            )?;
+            family(
+                out,
+                "huddle_media_bytes_total",
+                "counter",
+                "Bytes of UDP payload on the media socket, by direction.",
+            )?;
+            writeln!(
+                out,
+                "huddle_media_bytes_total{{direction=\"in\"}} {}",
+                m.bytes_in
+            )?;
+            writeln!(
+                out,
+                "huddle_media_bytes_total{{direction=\"out\"}} {}",
+                m.bytes_out
+            )?;
+            family(
+                out,
+                "huddle_media_nacks_total",
+                "counter",
+                "RTCP NACKs (lost-packet requests): sent to peers, received from peers.",
+            )?;
+            writeln!(
+                out,
+                "huddle_media_nacks_total{{direction=\"sent\"}} {}",
+                m.nacks_sent
+            )?;
+            writeln!(
+                out,
+                "huddle_media_nacks_total{{direction=\"received\"}} {}",
+                m.nacks_received
+            )?;
+            family(
+                out,
+                "huddle_media_plis_total",
+                "counter",
+                "RTCP PLIs (key-frame requests): sent to peers, received from peers.",
+            )?;
+            writeln!(
+                out,
+                "huddle_media_plis_total{{direction=\"sent\"}} {}",
+                m.plis_sent
+            )?;
+            writeln!(
+                out,
+                "huddle_media_plis_total{{direction=\"received\"}} {}",
+                m.plis_received
+            )?;
+        }
+        if let Some(rooms) = &snap.rooms {
+            family(
+                out,
+                "huddle_rooms",
+                "gauge",
+                "Conference rooms with participants.",
+            )?;
+            writeln!(out, "huddle_rooms {}", rooms.rooms.len())?;
+            family(
+                out,
+                "huddle_room_participants",
+                "gauge",
+                "Participants per conference room.",
+            )?;
+            for (room, n) in &rooms.rooms {
+                writeln!(
+                    out,
+                    "huddle_room_participants{{room=\"{}\"}} {n}",
+                    escape(room)
+                )?;
+            }
+            family(
+                out,
+                "huddle_participants",
+                "gauge",
+                "Participants in every conference room.",
+            )?;
+            writeln!(
+                out,
+                "huddle_participants {}",
+                rooms.rooms.iter().map(|(_, n)| n).sum::<u64>()
+            )?;
+        }
         Ok(())
     }
+}
+
+/// The `# HELP` and `# TYPE` lines of a family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) -> std::fmt::Result {
+    writeln!(out, "# HELP {name} {help}")?;
+    writeln!(out, "# TYPE {name} {kind}")
 }
 
 /// Escapes a label value (Prometheus text format: backslash, quote, newline).

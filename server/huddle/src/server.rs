@@ -35,6 +35,8 @@ pub struct Running {
     admin: Option<crate::admin::AdminServer>,
     /// The demo page, when `[web] listen` is set.
     web: Option<crate::web::WebServer>,
+    /// Run-time state; its webhook tasks stop with the server.
+    ops: Arc<crate::admin::Ops>,
 }
 
 impl Running {
@@ -60,6 +62,7 @@ impl Running {
         if let Some(writer) = self.writer.take() {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
+        self.ops.stop_webhooks();
     }
 
     /// The admin API's address, when it runs.
@@ -209,6 +212,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
     }
 
     let mut transport_config = config.limits.transport.clone();
+    transport_config.connections = config.ops.metrics.connections.clone();
     if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
         if config.tls.self_signed && !(cert.exists() && key.exists()) {
             generate_self_signed(
@@ -256,6 +260,8 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
     } else {
         None
     };
+    // Webhooks start before the plugins, which may raise events from `init` on.
+    config.ops.start_webhooks(&config.webhooks);
     let engine = media.as_ref().map(|(engine, _)| engine.clone());
     let (plugins, workers) = {
         let config = config.clone();
@@ -345,6 +351,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
             media,
             admin,
             web,
+            ops: config.ops.clone(),
         }),
         Err((thread, e)) => {
             let _ = tokio::task::spawn_blocking(move || {
@@ -357,6 +364,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
             if let Some((engine, task)) = media {
                 engine.shutdown(task).await;
             }
+            config.ops.stop_webhooks();
             Err(e)
         }
     }

@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -30,15 +30,17 @@ type Shared = State<Arc<AdminState>>;
 #[openapi(
     info(
         title = "Huddle admin API",
-        description = "Operating a Huddle server: health, registrations, presence, message history, plugins, drain and metrics. Every call needs `Authorization: Bearer <[admin] token>`."
+        description = "Operating a Huddle server: health, registrations, presence, message history, conference rooms, plugins, drain and metrics. Every call needs `Authorization: Bearer <[admin] token>`. Errors are JSON `{code, message}`."
     ),
     paths(
         health, ready, registrations, user_registrations, presence, messages, plugins,
-        drain_start, drain_stop, rooms, metrics
+        plugin_admin, drain_start, drain_stop, rooms, room, room_lock, room_unlock,
+        participant_mute, participant_unmute, participant_kick, room_layout, metrics
     ),
     components(schemas(
         ApiError, Health, Ready, Registration, UserRegistrations, Presence, Message,
-        Conversation, Plugin, Drain
+        Conversation, Plugin, Drain, RoomSummary, RoomList, RoomDetail, Participant, LockState,
+        MuteState, Kicked, LayoutChange
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -80,8 +82,19 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .route("/messages/{user}/{peer}", get(messages))
         .route("/plugins", get(plugins))
         .route("/drain", post(drain_start).delete(drain_stop))
-        .route("/rooms", any(rooms))
-        .route("/rooms/{*rest}", any(rooms))
+        .route("/plugins/{name}/admin", post(plugin_admin))
+        .route("/rooms", get(rooms))
+        .route("/rooms/{room}", get(room))
+        .route("/rooms/{room}/lock", post(room_lock).delete(room_unlock))
+        .route("/rooms/{room}/layout", put(room_layout))
+        .route(
+            "/rooms/{room}/participants/{id}",
+            axum::routing::delete(participant_kick),
+        )
+        .route(
+            "/rooms/{room}/participants/{id}/mute",
+            post(participant_mute).delete(participant_unmute),
+        )
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
@@ -575,14 +588,375 @@ async fn drain_stop(State(state): Shared) -> Json<Drain> {
     Json(Drain { draining: false })
 }
 
+/// How long the admin API waits for a plugin's answer.
+const PLUGIN_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sends `command` to plugin instance `name` (ABI 1.2 `admin_request`, on the plugin's own
+/// thread) and returns its JSON answer. A plugin's `{"error": {code, message}}` becomes an
+/// [`ApiError`] with that code (`not_found` 404, `bad_request` 400, `conflict` 409,
+/// `unsupported` 501, anything else 400).
+async fn plugin_command(
+    state: &AdminState,
+    name: &str,
+    command: serde_json::Value,
+) -> Result<serde_json::Value, ApiError> {
+    let shared = state
+        .plugins
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_available",
+                format!("no plugin instance named {name} is loaded"),
+            )
+        })?;
+    let busy = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("plugin {name} has too many admin requests waiting, or is stopping"),
+        )
+    };
+    let answer = shared.admin(command.to_string()).ok_or_else(busy)?;
+    let answer = match tokio::time::timeout(PLUGIN_ANSWER_TIMEOUT, answer).await {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "plugin_timeout",
+                format!("plugin {name} did not answer within {PLUGIN_ANSWER_TIMEOUT:?}"),
+            ))
+        }
+        Ok(Err(_)) => return Err(busy()),
+        Ok(Ok(answer)) => answer,
+    };
+    let bytes = match answer {
+        Ok(bytes) => bytes,
+        Err(huddle_sdk::Error::NotSupported) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "unsupported",
+                format!(
+                "plugin {name} takes no admin requests (built before plugin ABI 1.2, or has none)"
+            ),
+            ))
+        }
+        Err(huddle_sdk::Error::Busy) => return Err(busy()),
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "plugin_error",
+                format!("plugin {name} failed the request: {e}"),
+            ))
+        }
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "plugin_error",
+            format!("plugin {name} answered something that is not JSON: {e}"),
+        )
+    })?;
+    if let Some(err) = value.get("error") {
+        let code = err
+            .get("code")
+            .and_then(|c| c.as_str())
+            .unwrap_or("bad_request");
+        let message = err
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or("the plugin refused the request");
+        let status = match code {
+            "not_found" => StatusCode::NOT_FOUND,
+            "conflict" => StatusCode::CONFLICT,
+            "unsupported" => StatusCode::NOT_IMPLEMENTED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        return Err(ApiError::new(status, code, message));
+    }
+    Ok(value)
+}
+
+/// A plugin's answer in the shape the API documents.
+fn shaped<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<Json<T>, ApiError> {
+    serde_json::from_value(value).map(Json).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "plugin_error",
+            format!("the plugin's answer does not have the documented shape: {e}"),
+        )
+    })
+}
+
+#[utoipa::path(post, path = "/plugins/{name}/admin", tag = "plugins",
+    description = "Sends a JSON command to a plugin instance (plugin ABI 1.2 `admin_request`) and returns its JSON answer. The commands are the plugin's own; the conference plugin's are what `/rooms` uses. A plugin built before ABI 1.2 answers 501 `unsupported`.",
+    params(("name" = String, Path, description = "The plugin instance name")),
+    request_body(content = Object, description = "The command, a JSON object", content_type = "application/json"),
+    responses((status = 200, description = "The plugin's answer", body = Object),
+              (status = 400, description = "`bad_request`: not a JSON object, or refused by the plugin", body = ApiError),
+              (status = 404, description = "`not_available`: no such plugin instance", body = ApiError),
+              (status = 501, description = "`unsupported`: the plugin takes no admin requests", body = ApiError)))]
+async fn plugin_admin(
+    State(state): Shared,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let command: serde_json::Value = serde_json::from_slice(&body)
+        .ok()
+        .filter(serde_json::Value::is_object)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body must be a JSON object",
+            )
+        })?;
+    plugin_command(&state, &name, command).await.map(Json)
+}
+
+/// The conference plugin instance the rooms endpoints talk to.
+const CONFERENCE: &str = "conference";
+
+/// One live room.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RoomSummary {
+    /// The room's name: `sip:<name>@<domain>`.
+    pub name: String,
+    /// Participants in it.
+    pub participants: u64,
+    /// True when new callers are refused (`403 Forbidden - Room Locked`).
+    pub locked: bool,
+    /// `grid` or `speaker`.
+    pub layout: String,
+    /// Made on demand (ends when empty) rather than configured.
+    pub on_demand: bool,
+}
+
+/// The live rooms.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RoomList {
+    /// Every room with participants.
+    pub rooms: Vec<RoomSummary>,
+}
+
+/// One participant.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Participant {
+    /// Names the participant in the mute and kick calls (their media session).
+    pub id: u64,
+    /// The member's user name, or `guest:<display name>`.
+    pub entity: String,
+    /// The name on their tile.
+    pub display: String,
+    /// Whether they send audio.
+    pub audio: bool,
+    /// Whether they send video.
+    pub video: bool,
+    /// Whether the admin muted them (nobody hears them).
+    pub muted: bool,
+}
+
+/// A room and who is in it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RoomDetail {
+    /// The room's name.
+    pub room: String,
+    /// True when new callers are refused.
+    pub locked: bool,
+    /// `grid` or `speaker`.
+    pub layout: String,
+    /// In join order.
+    pub participants: Vec<Participant>,
+}
+
+/// A room's lock state after a change.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LockState {
+    /// The room.
+    pub room: String,
+    /// True: new callers are refused.
+    pub locked: bool,
+}
+
+/// A participant's mute state after a change.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MuteState {
+    /// The room.
+    pub room: String,
+    /// The participant's id.
+    pub participant: u64,
+    /// True: nobody hears them.
+    pub muted: bool,
+}
+
+/// A participant removed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Kicked {
+    /// The room.
+    pub room: String,
+    /// The participant's id.
+    pub participant: u64,
+    /// Always true: their call was ended with a BYE.
+    pub kicked: bool,
+}
+
+/// A layout, asked for or in effect.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LayoutChange {
+    /// The room (ignored in a request).
+    #[serde(default)]
+    pub room: String,
+    /// `grid` or `speaker`.
+    pub layout: String,
+}
+
 #[utoipa::path(get, path = "/rooms", tag = "rooms",
-    description = "Rooms (list, participants, mute, kick, lock, layout) come with the conference plugin. Until then every `/rooms` path answers 501 `not_implemented`.",
-    responses((status = 501, description = "Not implemented yet", body = ApiError)))]
-async fn rooms() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "rooms come with the conference plugin; this server has no rooms API yet",
+    description = "The live conference rooms (from the `conference` plugin instance).",
+    responses((status = 200, description = "Every room with participants", body = RoomList),
+              (status = 404, description = "`not_available`: the conference plugin is not loaded", body = ApiError)))]
+async fn rooms(State(state): Shared) -> Result<Json<RoomList>, ApiError> {
+    shaped(plugin_command(&state, CONFERENCE, serde_json::json!({"command": "list"})).await?)
+}
+
+#[utoipa::path(get, path = "/rooms/{room}", tag = "rooms",
+    params(("room" = String, Path, description = "The room's name (user part of its URI)")),
+    responses((status = 200, description = "The room and its participants", body = RoomDetail),
+              (status = 404, description = "`not_found`: no live room of that name", body = ApiError)))]
+async fn room(
+    State(state): Shared,
+    Path(room): Path<String>,
+) -> Result<Json<RoomDetail>, ApiError> {
+    shaped(
+        plugin_command(
+            &state,
+            CONFERENCE,
+            serde_json::json!({"command": "participants", "room": room}),
+        )
+        .await?,
+    )
+}
+
+async fn lock(state: &AdminState, room: String, locked: bool) -> Result<Json<LockState>, ApiError> {
+    shaped(
+        plugin_command(
+            state,
+            CONFERENCE,
+            serde_json::json!({"command": "lock", "room": room, "locked": locked}),
+        )
+        .await?,
+    )
+}
+
+#[utoipa::path(post, path = "/rooms/{room}/lock", tag = "rooms",
+    description = "Locks a live room: new callers get `403 Forbidden - Room Locked`; those inside stay. A room that ends is unlocked.",
+    params(("room" = String, Path, description = "The room's name")),
+    responses((status = 200, description = "Locked", body = LockState),
+              (status = 404, description = "`not_found`: no live room of that name", body = ApiError)))]
+async fn room_lock(
+    State(state): Shared,
+    Path(room): Path<String>,
+) -> Result<Json<LockState>, ApiError> {
+    lock(&state, room, true).await
+}
+
+#[utoipa::path(delete, path = "/rooms/{room}/lock", tag = "rooms",
+    params(("room" = String, Path, description = "The room's name")),
+    responses((status = 200, description = "Unlocked", body = LockState),
+              (status = 404, description = "`not_found`: no live room of that name", body = ApiError)))]
+async fn room_unlock(
+    State(state): Shared,
+    Path(room): Path<String>,
+) -> Result<Json<LockState>, ApiError> {
+    lock(&state, room, false).await
+}
+
+async fn mute(
+    state: &AdminState,
+    room: String,
+    id: u64,
+    muted: bool,
+) -> Result<Json<MuteState>, ApiError> {
+    shaped(
+        plugin_command(
+            state,
+            CONFERENCE,
+            serde_json::json!({"command": "mute", "room": room, "participant": id, "muted": muted}),
+        )
+        .await?,
+    )
+}
+
+#[utoipa::path(post, path = "/rooms/{room}/participants/{id}/mute", tag = "rooms",
+    description = "Mutes a participant: their audio is dropped before the mixer, so nobody hears them.",
+    params(("room" = String, Path, description = "The room's name"),
+           ("id" = u64, Path, description = "The participant's id (from `GET /rooms/{room}`)")),
+    responses((status = 200, description = "Muted", body = MuteState),
+              (status = 404, description = "`not_found`: no such room or participant", body = ApiError)))]
+async fn participant_mute(
+    State(state): Shared,
+    Path((room, id)): Path<(String, u64)>,
+) -> Result<Json<MuteState>, ApiError> {
+    mute(&state, room, id, true).await
+}
+
+#[utoipa::path(delete, path = "/rooms/{room}/participants/{id}/mute", tag = "rooms",
+    params(("room" = String, Path, description = "The room's name"),
+           ("id" = u64, Path, description = "The participant's id")),
+    responses((status = 200, description = "Unmuted", body = MuteState),
+              (status = 404, description = "`not_found`: no such room or participant", body = ApiError)))]
+async fn participant_unmute(
+    State(state): Shared,
+    Path((room, id)): Path<(String, u64)>,
+) -> Result<Json<MuteState>, ApiError> {
+    mute(&state, room, id, false).await
+}
+
+#[utoipa::path(delete, path = "/rooms/{room}/participants/{id}", tag = "rooms",
+    description = "Removes a participant: the room ends their call with a BYE.",
+    params(("room" = String, Path, description = "The room's name"),
+           ("id" = u64, Path, description = "The participant's id")),
+    responses((status = 200, description = "Removed", body = Kicked),
+              (status = 404, description = "`not_found`: no such room or participant", body = ApiError)))]
+async fn participant_kick(
+    State(state): Shared,
+    Path((room, id)): Path<(String, u64)>,
+) -> Result<Json<Kicked>, ApiError> {
+    shaped(
+        plugin_command(
+            &state,
+            CONFERENCE,
+            serde_json::json!({"command": "kick", "room": room, "participant": id}),
+        )
+        .await?,
+    )
+}
+
+#[utoipa::path(put, path = "/rooms/{room}/layout", tag = "rooms",
+    description = "Changes the composite's layout until the room ends.",
+    params(("room" = String, Path, description = "The room's name")),
+    request_body(content = LayoutChange, description = "`{\"layout\": \"grid\" | \"speaker\"}`", content_type = "application/json"),
+    responses((status = 200, description = "In effect", body = LayoutChange),
+              (status = 400, description = "`bad_request`: not a known layout", body = ApiError),
+              (status = 404, description = "`not_found`: no live room of that name", body = ApiError)))]
+async fn room_layout(
+    State(state): Shared,
+    Path(room): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<LayoutChange>, ApiError> {
+    let asked: LayoutChange = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected {{\"layout\": \"grid\" | \"speaker\"}}: {e}"),
+        )
+    })?;
+    shaped(
+        plugin_command(
+            &state,
+            CONFERENCE,
+            serde_json::json!({"command": "layout", "room": room, "layout": asked.layout}),
+        )
+        .await?,
     )
 }
 
@@ -599,7 +973,36 @@ fn snapshot(state: &AdminState) -> Result<Snapshot, ApiError> {
             .collect(),
         media_legs: state.media.as_ref().map(|m| m.sessions() as u64),
         draining: state.config.ops.is_draining(),
+        media: state.media.as_ref().map(|m| m.totals()),
+        rooms: room_totals(state)?,
+        transports: crate::transport::Transport::ALL
+            .iter()
+            .map(|t| t.name())
+            .collect(),
     })
+}
+
+/// Participants per live room, from the conference plugin's documented keyspace
+/// (`plugin/conference/rooms/<room>`, see `plugins/conference`); `None` without the plugin.
+fn room_totals(state: &AdminState) -> Result<Option<crate::metrics::RoomTotals>, ApiError> {
+    let Some(instance) = state.plugins.iter().find(|p| p.name == CONFERENCE) else {
+        return Ok(None);
+    };
+    #[derive(Deserialize)]
+    struct RoomRecord {
+        room: String,
+        participants: Vec<serde_json::Value>,
+    }
+    let prefix = format!("plugin/{}/rooms/", instance.name);
+    let mut rooms = Vec::new();
+    for page in scan_pages(state.store.as_ref(), prefix.as_bytes(), 1024) {
+        for (_, value) in page.map_err(ApiError::store)? {
+            if let Ok(r) = serde_json::from_slice::<RoomRecord>(&value) {
+                rooms.push((r.room, r.participants.len() as u64));
+            }
+        }
+    }
+    Ok(Some(crate::metrics::RoomTotals { rooms }))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "metrics",

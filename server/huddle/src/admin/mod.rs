@@ -34,6 +34,8 @@ pub struct Ops {
     draining: AtomicBool,
     /// The process's counters.
     pub metrics: Metrics,
+    /// The webhooks, once started (`[webhooks] urls` set).
+    webhooks: std::sync::OnceLock<crate::webhooks::Webhooks>,
 }
 
 impl Ops {
@@ -45,6 +47,35 @@ impl Ops {
     /// Starts (true) or ends (false) draining.
     pub fn set_draining(&self, on: bool) {
         self.draining.store(on, Ordering::Relaxed);
+    }
+
+    /// Starts the webhooks of `config` on the current runtime (once; later calls do nothing).
+    pub fn start_webhooks(self: &Arc<Self>, config: &crate::webhooks::WebhooksConfig) {
+        if self.webhooks.get().is_none() {
+            if let Some(w) = crate::webhooks::Webhooks::start(config, self.clone()) {
+                let _ = self.webhooks.set(w);
+            }
+        }
+    }
+
+    /// Stops the webhooks' delivery tasks.
+    pub fn stop_webhooks(&self) {
+        if let Some(w) = self.webhooks.get() {
+            w.stop();
+        }
+    }
+
+    /// Whether events go anywhere (callers skip building them otherwise).
+    pub fn webhooks_on(&self) -> bool {
+        self.webhooks.get().is_some()
+    }
+
+    /// Raises webhook event `kind` from `source` with `data` (a JSON object as text). Never
+    /// waits; a no-op without webhooks.
+    pub fn event(&self, kind: &str, source: &str, data: &str) {
+        if let Some(w) = self.webhooks.get() {
+            w.emit(kind, source, data);
+        }
     }
 }
 

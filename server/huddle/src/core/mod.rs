@@ -225,6 +225,7 @@ impl Core {
                 () = sleep => {
                     let now = Instant::now();
                     self.txn.handle_timeout(now);
+                    self.config.ops.metrics.transaction_layer(self.txn.stats());
                     let aors = self.location.expire(now, &mut self.changes);
                     self.registrations_lost(aors);
                     self.proxy_timer_c(now);
@@ -304,6 +305,7 @@ impl Core {
         }
         let reliable = peer.transport.is_reliable();
         self.txn.receive(msg, peer, reliable, now);
+        self.config.ops.metrics.transaction_layer(self.txn.stats());
     }
 
     /// Sends everything the sans-IO parts produced and persists registrar changes.
@@ -663,8 +665,7 @@ impl Core {
                 addr: from.remote,
             },
         };
-        let before = self
-            .registration_events_wanted()
+        let before = (self.registration_events_wanted() || self.config.ops.webhooks_on())
             .then(|| self.location.binding_keys(&aor));
         let outcome = self.location.register(
             &msg,

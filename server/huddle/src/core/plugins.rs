@@ -730,6 +730,15 @@ impl Core {
     }
 
     fn announce_registration(&mut self, aor: &str, kind: RegistrationKind, keys: Vec<String>) {
+        let hook = match kind {
+            RegistrationKind::Online => Some("user.registered"),
+            RegistrationKind::Offline => Some("user.unregistered"),
+            _ => None,
+        };
+        if let (Some(hook), true) = (hook, self.config.ops.webhooks_on()) {
+            let data = serde_json::json!({ "aor": format!("sip:{aor}"), "bindings": keys.len() });
+            self.config.ops.event(hook, "huddle", &data.to_string());
+        }
         let mut event = None;
         for handle in &self.plugins.handles {
             if !handle.wants_registrations() || handle.shared.is_disabled() {
@@ -751,7 +760,7 @@ impl Core {
 
     /// Registration events for AORs that lost bindings (a closed connection, expiry).
     pub(super) fn registrations_lost(&mut self, mut aors: Vec<String>) {
-        if !self.registration_events_wanted() {
+        if !self.registration_events_wanted() && !self.config.ops.webhooks_on() {
             return;
         }
         aors.sort_unstable();

@@ -58,6 +58,9 @@ pub(crate) struct Leg {
     tx: HashMap<Mid, TxState>,
     /// Set by `Close`: the hang-up reason is NORMAL.
     closing: bool,
+    /// The latest cumulative (NACKs, PLIs) of each stream's stats, keyed by (mid, rid,
+    /// egress), so that each stats event adds only what is new to the engine's totals.
+    rtcp_seen: HashMap<(Mid, Option<str0m::media::Rid>, bool), (u64, u64)>,
 }
 
 #[derive(Default)]
@@ -98,6 +101,7 @@ impl Leg {
             fed_by: HashMap::new(),
             tx: HashMap::new(),
             closing: false,
+            rtcp_seen: HashMap::new(),
         }
     }
 
@@ -195,7 +199,10 @@ impl Driver {
     fn read_batch(&mut self, buf: &mut [u8]) {
         for _ in 0..READ_BATCH {
             match self.socket.try_recv_from(buf) {
-                Ok((n, source)) => self.datagram(&buf[..n], source),
+                Ok((n, source)) => {
+                    self.engine.counters().received(n);
+                    self.datagram(&buf[..n], source)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 // ICMP errors (port unreachable) surface here on Linux; nothing to do.
                 Err(_) => {}
@@ -399,7 +406,9 @@ impl Driver {
             match leg.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
                     // UDP: a full socket buffer drops the datagram, as the network would.
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    if let Ok(n) = self.socket.try_send_to(&t.contents, t.destination) {
+                        self.engine.counters().sent(n);
+                    }
                 }
                 Ok(Output::Timeout(t)) => {
                     leg.timeout = Some(t);
@@ -439,6 +448,13 @@ impl Driver {
                 self.remove(id, HangupReason::Transport);
             }
             Event::RtpPacket(packet) => self.rtp_in(id, packet),
+            // Egress: what the peer asked of us; ingress: what we asked of the peer.
+            Event::MediaEgressStats(st) => {
+                self.rtcp_stats(id, (st.mid, st.rid, true), st.nacks, st.plis)
+            }
+            Event::MediaIngressStats(st) => {
+                self.rtcp_stats(id, (st.mid, st.rid, false), st.nacks, st.plis)
+            }
             Event::KeyframeRequest(req) => {
                 let Some(leg) = self.legs.get_mut(&id) else {
                     return;
@@ -579,6 +595,24 @@ impl Driver {
         }
     }
 
+    /// Adds what is new in a stream's cumulative NACK and PLI counts to the engine's totals.
+    fn rtcp_stats(
+        &mut self,
+        id: u64,
+        key: (Mid, Option<str0m::media::Rid>, bool),
+        nacks: u64,
+        plis: u64,
+    ) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        let egress = key.2;
+        let seen = leg.rtcp_seen.entry(key).or_default();
+        let (new_nacks, new_plis) = (nacks.saturating_sub(seen.0), plis.saturating_sub(seen.1));
+        *seen = (nacks.max(seen.0), plis.max(seen.1));
+        self.engine.counters().rtcp(egress, new_nacks, new_plis);
+    }
+
     /// Removes a leg and tells its plugin.
     fn remove(&mut self, id: u64, reason: HangupReason) {
         let Some(mut leg) = self.legs.remove(&id) else {
@@ -588,7 +622,9 @@ impl Driver {
             let _ = leg.rtc.close();
             // Flush what closing produced (DTLS close_notify, RTCP BYE) once.
             while let Ok(Output::Transmit(t)) = leg.rtc.poll_output() {
-                let _ = self.socket.try_send_to(&t.contents, t.destination);
+                if let Ok(n) = self.socket.try_send_to(&t.contents, t.destination) {
+                    self.engine.counters().sent(n);
+                }
             }
         }
         if let Some(d) = leg.deadline {

@@ -180,6 +180,45 @@ struct Shared {
     registry: Mutex<HashMap<u64, Entry>>,
     next_id: AtomicU64,
     local: SocketAddr,
+    counters: MediaCounters,
+}
+
+/// What the driver counts for `/metrics`; read at scrape time.
+#[derive(Debug, Default)]
+pub(crate) struct MediaCounters {
+    packets_in: AtomicU64,
+    packets_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    nacks_sent: AtomicU64,
+    nacks_received: AtomicU64,
+    plis_sent: AtomicU64,
+    plis_received: AtomicU64,
+}
+
+impl MediaCounters {
+    /// A datagram of `n` bytes went out.
+    pub(crate) fn sent(&self, n: usize) {
+        self.packets_out.fetch_add(1, Ordering::Relaxed);
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// A datagram of `n` bytes came in.
+    pub(crate) fn received(&self, n: usize) {
+        self.packets_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// New NACKs and PLIs: received from the peer (`egress`: about what we send) or sent.
+    pub(crate) fn rtcp(&self, egress: bool, nacks: u64, plis: u64) {
+        let (n, p) = if egress {
+            (&self.nacks_received, &self.plis_received)
+        } else {
+            (&self.nacks_sent, &self.plis_sent)
+        };
+        n.fetch_add(nacks, Ordering::Relaxed);
+        p.fetch_add(plis, Ordering::Relaxed);
+    }
 }
 
 /// The handle on the running engine. Cheap to clone.
@@ -214,6 +253,7 @@ impl MediaEngine {
             registry: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             local,
+            counters: MediaCounters::default(),
         });
         let engine = MediaEngine {
             shared: shared.clone(),
@@ -226,6 +266,26 @@ impl MediaEngine {
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local
+    }
+
+    pub(crate) fn counters(&self) -> &MediaCounters {
+        &self.shared.counters
+    }
+
+    /// Totals since start, for `/metrics`.
+    pub fn totals(&self) -> crate::metrics::MediaTotals {
+        let c = &self.shared.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        crate::metrics::MediaTotals {
+            packets_in: l(&c.packets_in),
+            packets_out: l(&c.packets_out),
+            bytes_in: l(&c.bytes_in),
+            bytes_out: l(&c.bytes_out),
+            nacks_sent: l(&c.nacks_sent),
+            nacks_received: l(&c.nacks_received),
+            plis_sent: l(&c.plis_sent),
+            plis_received: l(&c.plis_received),
+        }
     }
 
     /// Legs alive.

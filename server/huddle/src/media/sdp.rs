@@ -222,8 +222,9 @@ pub fn new_leg(settings: &LegSettings, now: Instant) -> (Rtc, String) {
     let mut config = RtcConfig::new()
         .set_ice_lite(true)
         .set_rtp_mode(true)
-        // No stats events: nothing reads them, and they cost a pass over every stream.
-        .set_stats_interval(None)
+        // Stats events only for the NACK/PLI totals of `/metrics`: rarely, as each costs a
+        // pass over every stream.
+        .set_stats_interval(Some(std::time::Duration::from_secs(5)))
         .clear_codecs();
     for codec in &settings.codecs {
         config = match codec {

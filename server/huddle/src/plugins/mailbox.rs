@@ -13,6 +13,8 @@ use huddle_sdk::{RegistrationEvent, RequestId, RequestInfo, StoreChange, TimerId
 
 /// Registration events waiting for one plugin before new ones are dropped (and logged).
 pub(crate) const MAX_QUEUED_REGISTRATIONS: usize = 65_536;
+/// Admin requests waiting for one plugin before new ones are refused (the API answers 503).
+pub(crate) const MAX_QUEUED_ADMIN: usize = 64;
 /// RTP/RTCP packets waiting for one plugin before new ones are dropped: about a second of a
 /// few dozen video calls. Media that waits longer is useless anyway.
 pub(crate) const MAX_QUEUED_PACKETS: usize = 8192;
@@ -64,6 +66,11 @@ pub(crate) enum Job {
     Registration(RegistrationEvent),
     /// A media event; `counted` ones count against [`MAX_QUEUED_PACKETS`].
     Media { job: MediaJob, counted: bool },
+    /// An admin request (ABI 1.2), answered on `reply`.
+    Admin {
+        request: String,
+        reply: tokio::sync::oneshot::Sender<huddle_sdk::Result<Vec<u8>>>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +79,7 @@ struct State {
     requests: usize,
     registrations: usize,
     packets: usize,
+    admin: usize,
     closed: bool,
 }
 
@@ -136,6 +144,19 @@ impl Mailbox {
         true
     }
 
+    /// Queues an admin request unless [`MAX_QUEUED_ADMIN`] are waiting. False when not queued.
+    pub(crate) fn push_admin(&self, job: Job) -> bool {
+        let mut st = self.lock();
+        if st.closed || st.admin >= MAX_QUEUED_ADMIN {
+            return false;
+        }
+        st.admin += 1;
+        st.jobs.push_back(job);
+        drop(st);
+        self.ready.notify_one();
+        true
+    }
+
     /// Queues a media event; a `counted` one (a packet) is dropped when
     /// [`MAX_QUEUED_PACKETS`] are waiting. False when not queued.
     pub(crate) fn push_media(&self, job: MediaJob, counted: bool) -> bool {
@@ -164,6 +185,7 @@ impl Mailbox {
                     Job::Request { counted: true, .. } => st.requests -= 1,
                     Job::Registration(_) => st.registrations -= 1,
                     Job::Media { counted: true, .. } => st.packets -= 1,
+                    Job::Admin { .. } => st.admin -= 1,
                     _ => {}
                 }
                 return Some(job);

@@ -307,7 +307,8 @@ pub fn start(
             index,
             path: entry.path.clone(),
             source,
-        })?;
+        })?
+        .with_ops(config.ops.clone());
         let instance =
             PluginInstance::start(loaded.entry(), Arc::new(services), &config_text(entry))
                 .map_err(|source| {

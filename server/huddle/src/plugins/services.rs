@@ -45,10 +45,12 @@ pub(crate) const WATCH_CREDIT: usize = 1024;
 
 /// The capabilities every instance is offered: everything, media only when the engine runs.
 pub(crate) fn host_capabilities(media: bool) -> Capabilities {
+    // Events are always offered: without `[webhooks]` they are accepted and go nowhere.
+    let all = Capabilities::ALL.with(Capabilities::EVENTS);
     if media {
-        Capabilities::ALL
+        all
     } else {
-        Capabilities::ALL.without(Capabilities::MEDIA)
+        all.without(Capabilities::MEDIA)
     }
 }
 
@@ -167,6 +169,19 @@ impl PluginShared {
         lock(&self.open).remove(&txn).is_some()
     }
 
+    /// Queues an admin request (ABI 1.2) for the instance's thread; the answer comes on the
+    /// returned channel. `None` when the mailbox is closed or too many admin requests wait
+    /// (the caller answers "busy").
+    pub(crate) fn admin(
+        &self,
+        request: String,
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<Vec<u8>>>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.mailbox
+            .push_admin(super::mailbox::Job::Admin { request, reply: tx })
+            .then_some(rx)
+    }
+
     /// Stops the mailbox and every timer and watch task.
     pub(crate) fn shut(&self) {
         self.mailbox.close();
@@ -192,6 +207,8 @@ pub(crate) struct Services {
     max_message: usize,
     next_id: AtomicU64,
     media: Option<(MediaEngine, Arc<PluginMedia>)>,
+    /// Where `emit_event` goes (the webhooks); `None`: events are accepted and dropped.
+    ops: Option<Arc<crate::admin::Ops>>,
 }
 
 impl Services {
@@ -224,7 +241,14 @@ impl Services {
                 (engine, events)
             }),
             shared,
+            ops: None,
         })
+    }
+
+    /// Sends this instance's events (`emit_event`) to the webhooks of `ops`.
+    pub(crate) fn with_ops(mut self, ops: Arc<crate::admin::Ops>) -> Self {
+        self.ops = Some(ops);
+        self
     }
 
     fn id(&self) -> u64 {
@@ -284,6 +308,19 @@ impl Services {
 impl HostServices for Services {
     fn capabilities(&self) -> Capabilities {
         host_capabilities(self.media.is_some())
+    }
+
+    fn emit_event(&self, kind: &str, details: &str) -> Result<()> {
+        let Some(ops) = self.ops.as_ref().filter(|o| o.webhooks_on()) else {
+            return Ok(());
+        };
+        // The body is spliced into the envelope as is: it must be one JSON object.
+        match serde_json::from_str::<serde_json::Value>(details) {
+            Ok(v) if v.is_object() => {}
+            _ => return Err(Error::InvalidArgument),
+        }
+        ops.event(kind, &self.shared.name, details);
+        Ok(())
     }
 
     fn log(&self, level: Level, message: &str) {

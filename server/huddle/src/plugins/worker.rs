@@ -63,6 +63,18 @@ pub(crate) fn run(
             }
             Job::Registration(event) => ("on_registration", instance.on_registration(&event)),
             Job::Media { job, .. } => media(&mut instance, job),
+            Job::Admin { request, reply } => {
+                let answer = instance.admin_request(&request);
+                // "Takes no admin requests" is an answer, not a failure of the callback.
+                let result = match &answer {
+                    Err(Error::NotSupported) => Ok(()),
+                    Err(e) => Err(e.clone()),
+                    Ok(_) => Ok(()),
+                };
+                // The API may have given up waiting; nothing to do then.
+                let _ = reply.send(answer);
+                ("admin_request", result)
+            }
         };
         match result {
             Ok(()) => {}
@@ -151,6 +163,9 @@ fn drain_disabled(
             shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
         Job::StoreChange(_) => shared.watch_credit.add_permits(1),
+        Job::Admin { reply, .. } => {
+            let _ = reply.send(Err(Error::Busy));
+        }
         _ => {}
     }
 }

@@ -46,6 +46,9 @@ pub struct TransportConfig {
     /// PEM private key for TLS and WSS listeners.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// Open-connection gauges for `/metrics` (run-time state, not read from the file).
+    #[serde(skip)]
+    pub connections: crate::metrics::ConnectionGauges,
 }
 
 impl Default for TransportConfig {
@@ -63,6 +66,7 @@ impl Default for TransportConfig {
             event_queue_len: 1024,
             tls_cert: None,
             tls_key: None,
+            connections: Default::default(),
         }
     }
 }

@@ -228,6 +228,7 @@ impl Shared {
         };
         table.flows.insert(id, entry);
         table.by_addr.insert((transport, remote), id);
+        self.config.connections.add(transport_index(transport), 1);
         Ok(FlowIo {
             id,
             transport,
@@ -241,6 +242,9 @@ impl Shared {
     pub(crate) fn unregister_flow(&self, id: FlowId) {
         let mut table = self.table();
         if let Some(entry) = table.flows.remove(&id) {
+            self.config
+                .connections
+                .add(transport_index(entry.info.transport), -1);
             let key = (entry.info.transport, entry.info.remote);
             if table.by_addr.get(&key) == Some(&id) {
                 table.by_addr.remove(&key);
@@ -312,4 +316,12 @@ impl TaskCtx {
             .send(TransportEvent::FlowClosed { flow: id })
             .await;
     }
+}
+
+/// The position of `transport` in [`Transport::ALL`] (the metrics' gauge index).
+fn transport_index(transport: Transport) -> usize {
+    Transport::ALL
+        .iter()
+        .position(|t| *t == transport)
+        .unwrap_or(0)
 }

@@ -187,6 +187,18 @@ pub struct TransactionLayer<D> {
     /// Reused buffers, so steady-state input handling does not allocate for them.
     scratch: Vec<Action>,
     due: Vec<u64>,
+    stats: LayerStats,
+}
+
+/// Counters of what the layer did on its own, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LayerStats {
+    /// Messages re-sent because a timer fired (Timers A, E, G: requests and responses over
+    /// unreliable transports).
+    pub retransmitted: u64,
+    /// Retransmitted requests that matched a live server transaction and were absorbed (its
+    /// last response re-sent, never passed up).
+    pub absorbed: u64,
 }
 
 impl<D: Clone + Debug> TransactionLayer<D> {
@@ -205,6 +217,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             next_id: 1,
             scratch: Vec::new(),
             due: Vec::new(),
+            stats: LayerStats::default(),
         })
     }
 
@@ -441,6 +454,11 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         self.settle(id, now);
     }
 
+    /// What the layer re-sent and absorbed since it was made.
+    pub fn stats(&self) -> LayerStats {
+        self.stats
+    }
+
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut due = std::mem::take(&mut self.due);
@@ -465,6 +483,10 @@ impl<D: Clone + Debug> TransactionLayer<D> {
                     Machine::ServerInvite(m) => m.on_timeout(timers, now, &mut out),
                     Machine::ServerNonInvite(m) => m.on_timeout(now, &mut out),
                 }
+                self.stats.retransmitted += out
+                    .iter()
+                    .filter(|a| matches!(a, Action::Transmit(_)))
+                    .count() as u64;
                 self.scratch = out;
                 self.apply(id);
             }
@@ -646,6 +668,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             return;
         };
         entry.peer = from;
+        self.stats.absorbed += 1;
         let mut out = std::mem::take(&mut self.scratch);
         match &mut entry.machine {
             Machine::ServerInvite(m) => m.on_invite(&mut out),

@@ -89,6 +89,6 @@ pub use common::{Action, State};
 pub use config::{LayerConfig, Timer, TimerConfig};
 pub use error::TransactionError;
 pub use key::{is_rfc3261_branch, ClientKey, ServerKey, TransactionKey, MAGIC_COOKIE};
-pub use layer::{Event, TransactionLayer, Transmit};
+pub use layer::{Event, LayerStats, TransactionLayer, Transmit};
 pub use server_invite::{AckDisposition, ServerInvite};
 pub use server_non_invite::ServerNonInvite;

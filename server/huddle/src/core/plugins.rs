@@ -233,12 +233,23 @@ impl Core {
     /// For a request for us without an Event header whose method and Request-URI some plugin
     /// claims only together with Event packages (SUBSCRIBE for `presence`): those packages,
     /// for the `489 Bad Event` the core answers with them as `Allow-Events`. The Event header
-    /// is mandatory in SUBSCRIBE and NOTIFY (RFC 6665 §8.2.1) and PUBLISH (RFC 3903 §6 answers
-    /// a missing one with 489, as Kamailio's presence module does for both), and SIPml5 leaves it out unless the application adds it (SIPML5.md §6–7): without
-    /// this the request would go to the proxy and on to the user's own devices, which answer
-    /// `481` (SIPml5) or nothing useful. `None` when a plugin claims the request as it is, or
-    /// no claim names a package for it (then it is routed as before).
+    /// is mandatory in SUBSCRIBE and NOTIFY (RFC 6665 §8.2.1) and PUBLISH (RFC 3903 §6
+    /// answers a missing one with 489, as Kamailio's presence module does for both), and
+    /// SIPml5 leaves it out unless the application adds it (SIPML5.md §6–7): without this
+    /// the request would go to the proxy and on to the user's own devices, which answer `481`
+    /// (SIPml5) or nothing useful. `None` when a plugin claims the request as it is, or no
+    /// claim names a package for it (then it is routed as before).
     pub(super) fn missing_event_packages(&self, msg: &Message) -> Option<String> {
+        // Cheap tests first: this runs for every request no plugin takes (INVITE, MESSAGE…).
+        let method = msg.method()?.as_str();
+        let packages_for_method = self.plugins.handles.iter().any(|h| {
+            h.claims
+                .iter()
+                .any(|c| c.event_package().is_some() && c.method_name().is_none_or(|m| m == method))
+        });
+        if !packages_for_method || msg.header(&HeaderName::Event).is_some() {
+            return None;
+        }
         let key = self.plugin_route_key(msg)?;
         if key.event.is_some() || matches!(key.method, "REGISTER" | "ACK" | "CANCEL") {
             return None;
@@ -492,10 +503,9 @@ impl Core {
         let pinned = request
             .header(&HeaderName::parse(BINDING_HEADER))
             .map(str::to_owned);
-        let report = request.header(&HeaderName::parse(REPORT_HEADER)).is_some();
-        let failures_only = request
-            .header(&HeaderName::parse(REPORT_HEADER))
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case(REPORT_FAILURES));
+        let report = request.header(&HeaderName::parse(REPORT_HEADER));
+        let failures_only = report.is_some_and(|v| v.trim().eq_ignore_ascii_case(REPORT_FAILURES));
+        let report = report.is_some();
         let selected = match pinned.as_deref() {
             Some(key) => self.binding_target(key, now),
             None => self.select_targets(&request, dialog, popped, token_peer, now, true),

@@ -1379,6 +1379,40 @@ mod tests {
     }
 
     #[test]
+    fn delivered_to_one_device_and_failed_on_another_is_stored_with_its_progress() {
+        let mut e = Engine::new(Limits {
+            device_window: 16,
+            max_attempts: 8,
+            ..limits()
+        });
+        e.device_up(BOB1, 0);
+        e.device_up(BOB2, 0);
+        let out = e.on_message(msg(1, "hi"), 0);
+        let s = sends(&out);
+        assert_eq!(s.len(), 2, "{out:?}");
+        let (first, second) = if s[0].2 == Target::Device(BOB1.into()) {
+            (s[0].0, s[1].0)
+        } else {
+            (s[1].0, s[0].0)
+        };
+        let out = e.on_result(first, 200, 10);
+        assert_eq!(responses(&out), vec![(1, 200)]);
+        let out = e.on_result(second, 500, 20);
+        let seq = s[0].1;
+        assert!(
+            out.contains(&Effect::Persist { seq, then: None }),
+            "{out:?}"
+        );
+        assert_eq!(
+            e.message(seq).map(|m| m.progress.clone()),
+            Some(Progress {
+                delivered: true,
+                owed: vec![BOB2.to_owned()]
+            })
+        );
+    }
+
+    #[test]
     fn an_undelivered_record_carries_no_progress() {
         let mut e = Engine::new(limits());
         let seq = store_offline(&mut e, 1, "hi", 0);

@@ -1487,61 +1487,6 @@ impl Conn {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digest_matches_rfc_2617_example() {
-        let challenge = Challenge::parse(
-            r#"Digest realm="testrealm@host.com", qop="auth,auth-int", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41""#,
-        )
-        .expect("parses");
-        let mut auth = DigestSession::new(challenge, "Mufasa", "Circle Of Life");
-        auth.cnonce = "0a4f113b".into();
-        let value = auth.authorize("GET", "/dir/index.html");
-        assert!(
-            value.contains(r#"response="6629fae49393a05397450978507c4ef1""#),
-            "{value}"
-        );
-        assert!(value.contains("qop=auth,nc=00000001"), "{value}");
-        assert!(value.ends_with(r#",opaque="5ccc069c403ebaf9f0171e9517f40e41""#));
-    }
-
-    #[test]
-    fn challenge_params_with_quotes_and_stale() {
-        let c = Challenge::parse(
-            r#"Digest realm="ex\"ample",nonce="n,1",algorithm=SHA-256,qop="auth",stale=true"#,
-        )
-        .expect("parses");
-        assert_eq!(c.realm, "ex\"ample");
-        assert_eq!(c.nonce, "n,1");
-        assert_eq!(c.algorithm.as_deref(), Some("SHA-256"));
-        assert!(c.stale);
-        assert!(Challenge::parse("Basic realm=\"x\"").is_none());
-    }
-
-    #[test]
-    fn sipml5_register_shape() {
-        let ua = Ua::sipml5("alice", "pw");
-        let s = Session::new();
-        let req = ua.register_request(&s, Some(&ua.register_contact(300)), None, None);
-        let msg = parse_own(&req);
-        assert!(msg
-            .header(&HeaderName::From)
-            .unwrap()
-            .starts_with("\"alice\"<sip:alice@"));
-        assert_eq!(
-            msg.header(&HeaderName::Contact),
-            Some("\"alice\"<sip:alice@df7jal23ls0d.invalid;rtcweb-breaker=no;transport=ws>;expires=300;click2call=no;+g.oma.sip-im;+audio;language=\"en,fr\"")
-        );
-        assert_eq!(contacts(&msg).len(), 1, "the quoted comma does not split");
-        assert!(msg.top_via().unwrap().host == SIPML5_HOST);
-        assert!(req.ends_with("Supported: path\r\n\r\n"));
-        assert!(chrome_sdp("actpass", 6144).len() >= 6144);
-    }
-}
-
 /// The presence requests of SIPML5.md §6–7. SIPml5 adds `Event`/`Accept` only when the
 /// application passes them as `sip_headers`, so they are the caller's `headers` lines
 /// (`"Event: presence\r\n"`, `"SIP-If-Match: …\r\n"`), possibly none.
@@ -1649,4 +1594,59 @@ impl Conn {
 /// A message's body as text (lossy UTF-8).
 pub fn body_text(msg: &Message) -> String {
     String::from_utf8_lossy(msg.body()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_matches_rfc_2617_example() {
+        let challenge = Challenge::parse(
+            r#"Digest realm="testrealm@host.com", qop="auth,auth-int", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41""#,
+        )
+        .expect("parses");
+        let mut auth = DigestSession::new(challenge, "Mufasa", "Circle Of Life");
+        auth.cnonce = "0a4f113b".into();
+        let value = auth.authorize("GET", "/dir/index.html");
+        assert!(
+            value.contains(r#"response="6629fae49393a05397450978507c4ef1""#),
+            "{value}"
+        );
+        assert!(value.contains("qop=auth,nc=00000001"), "{value}");
+        assert!(value.ends_with(r#",opaque="5ccc069c403ebaf9f0171e9517f40e41""#));
+    }
+
+    #[test]
+    fn challenge_params_with_quotes_and_stale() {
+        let c = Challenge::parse(
+            r#"Digest realm="ex\"ample",nonce="n,1",algorithm=SHA-256,qop="auth",stale=true"#,
+        )
+        .expect("parses");
+        assert_eq!(c.realm, "ex\"ample");
+        assert_eq!(c.nonce, "n,1");
+        assert_eq!(c.algorithm.as_deref(), Some("SHA-256"));
+        assert!(c.stale);
+        assert!(Challenge::parse("Basic realm=\"x\"").is_none());
+    }
+
+    #[test]
+    fn sipml5_register_shape() {
+        let ua = Ua::sipml5("alice", "pw");
+        let s = Session::new();
+        let req = ua.register_request(&s, Some(&ua.register_contact(300)), None, None);
+        let msg = parse_own(&req);
+        assert!(msg
+            .header(&HeaderName::From)
+            .unwrap()
+            .starts_with("\"alice\"<sip:alice@"));
+        assert_eq!(
+            msg.header(&HeaderName::Contact),
+            Some("\"alice\"<sip:alice@df7jal23ls0d.invalid;rtcweb-breaker=no;transport=ws>;expires=300;click2call=no;+g.oma.sip-im;+audio;language=\"en,fr\"")
+        );
+        assert_eq!(contacts(&msg).len(), 1, "the quoted comma does not split");
+        assert!(msg.top_via().unwrap().host == SIPML5_HOST);
+        assert!(req.ends_with("Supported: path\r\n\r\n"));
+        assert!(chrome_sdp("actpass", 6144).len() >= 6144);
+    }
 }

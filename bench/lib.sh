@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by bench/run.sh, bench/kamailio/run.sh and tests/sipp/run.sh (sourced, not run).
+# Helpers shared by bench/run.sh, bench/kamailio/run.sh, bench/presence/run.sh,
+# bench/messaging/run.sh and tests/sipp/run.sh (sourced, not run).
 
 # die MESSAGE...: print to stderr and exit 1.
 die() {
@@ -137,4 +138,88 @@ free_port() {
 		port=$((port + 1))
 	done
 	echo "$port"
+}
+
+# --- Shared by the plugin benchmarks (bench/presence/run.sh, bench/messaging/run.sh); the same
+# --- shapes as bench/run.sh's own copies, which may move here.
+
+# stop_pid PID [SECONDS]: TERM PID and its descendants, wait up to SECONDS (10), then KILL them.
+stop_pid() {
+	local pid=$1 limit=${2:-10}
+	local -a tree
+	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+	mapfile -t tree < <(proc_tree "$pid")
+	kill -TERM "$pid" 2>/dev/null || true
+	wait_pids_gone "$limit" "${tree[@]}" || kill -KILL "${tree[@]}" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+# stat_col FILE COLUMN: value of a column (by header name) in the last line of a SIPp stat file.
+stat_col() {
+	awk -F';' -v col="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i; next }
+		{ last = $c } END { print (last == "" ? 0 : last) + 0 }' "$1"
+}
+
+# rtt_percentiles FILE...: "P50 P99" (nearest rank, whole ms) of RTD 1 in SIPp -trace_rtt files,
+# "- -" without samples.
+rtt_percentiles() {
+	{ cat "$@" 2>/dev/null || true; } | awk -F';' '$3 == 1 { print $2 }' | sort -n |
+		awk '{ v[NR] = $1 } END {
+			if (NR == 0) { print "- -"; exit }
+			i50 = int(NR * 0.50); if (i50 < NR * 0.50) i50++; if (i50 < 1) i50 = 1
+			i99 = int(NR * 0.99); if (i99 < NR * 0.99) i99++; if (i99 < 1) i99 = 1
+			print v[i50], v[i99] }'
+}
+
+# huddle_base_config DOMAIN STORE LISTEN...: the [sip], [store], [limits] and [log] tables of a
+# benchmark Huddle: all load comes from 127.0.0.1, so the per-IP request limit is lifted; no
+# per-request logging (like Kamailio's debug=1). LISTEN: "udp:127.0.0.1:5060" and the like.
+huddle_base_config() {
+	local domain=$1 store=$2 listen
+	shift 2
+	listen=$(printf '"%s", ' "$@")
+	printf '[sip]\ndomain = "%s"\nlisten = [%s]\n' "$domain" "${listen%, }"
+	printf '[store]\npath = "%s"\n' "$store"
+	printf '[limits]\nrequests_per_second_per_ip = 1000000\nrequest_burst_per_ip = 1000000\n'
+	printf '[log]\nlevel = "warn"\n'
+}
+
+# huddle_users N: [[users]] tables for alice, bob, carol (password NAME-pw) and u0000..u(N-1).
+huddle_users() {
+	local i u
+	for u in alice bob carol; do
+		printf '\n[[users]]\nname = "%s"\npassword = "%s-pw"\n' "$u" "$u"
+	done
+	for ((i = 0; i < $1; i++)); do
+		printf -v u 'u%04d' "$i"
+		printf '\n[[users]]\nname = "%s"\npassword = "%s-pw"\n' "$u" "$u"
+	done
+}
+
+# start_uas DIR HOST PORT TRANSPORT SECONDS REPO: bob's SIPp UA (tests/sipp/uas_bob.xml and
+# uas_bob_calls.xml): registers bob, answers MESSAGE and INVITE/BYE for SECONDS at most; sets
+# uas_pid. False (UA stopped) when it did not register within 10 s.
+start_uas() {
+	local dir=$1 host=$2 server_port=$3 transport=$4 secs=$5 repo=$6 port i
+	mkdir -p "$dir"
+	port=$(free_port 35160)
+	(
+		cd "$dir" || exit
+		exec timeout -k 5 "$secs" sipp "$host:$server_port" -t "$transport" -i "$host" -p "$port" \
+			-sf "$repo/tests/sipp/uas_bob.xml" -oocsf "$repo/tests/sipp/uas_bob_calls.xml" \
+			-inf "$repo/tests/sipp/bob.csv" -auth_uri "${domain:-example.test}" -m 1 -nd -nostdin \
+			-set expect 1000000000 -set wait_ms $(((secs - 10) * 1000)) -trace_logs \
+			-log_file "$dir/uas.log" -buff_size 4194304 -max_recv_loops 10000 \
+			-max_sched_loops 10000 >"$dir/uas.out" 2>&1
+	) &
+	uas_pid=$!
+	for ((i = 0; i < 100; i++)); do
+		grep -q '^registered' "$dir/uas.log" 2>/dev/null && return 0
+		kill -0 "$uas_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	note "bob's UA did not register (see $dir)"
+	stop_pid "$uas_pid"
+	uas_pid=""
+	return 1
 }

@@ -1487,6 +1487,115 @@ impl Conn {
     }
 }
 
+/// The presence requests of SIPML5.md §6–7. SIPml5 adds `Event`/`Accept` only when the
+/// application passes them as `sip_headers`, so they are the caller's `headers` lines
+/// (`"Event: presence\r\n"`, `"SIP-If-Match: …\r\n"`), possibly none.
+impl Ua {
+    /// PUBLISH for session `s`: Request-URI and To are the own AOR, `Expires`, no Contact,
+    /// a PIDF body when there is one (initial and modify; refresh and remove have none).
+    pub fn publish_request(
+        &self,
+        s: &Session,
+        expires: u32,
+        headers: &str,
+        pidf: Option<&str>,
+        proxy_authorization: Option<&str>,
+    ) -> String {
+        let aor = self.aor();
+        let mut out = format!("PUBLISH {aor} SIP/2.0\r\nVia: {}\r\n", self.via());
+        out.push_str(&format!(
+            "From: {}\r\nTo: <{aor}>\r\nCall-ID: {}\r\nCSeq: {} PUBLISH\r\nExpires: {expires}\r\n{headers}",
+            self.from_value(&s.tag),
+            s.call_id,
+            s.cseq
+        ));
+        push_body(&mut out, pidf.map(|b| ("application/pidf+xml", b)));
+        self.tail(
+            &mut out,
+            proxy_authorization.map(|a| ("Proxy-Authorization", a)),
+        );
+        out.push_str("\r\n");
+        out.push_str(pidf.unwrap_or_default());
+        out
+    }
+
+    /// An out-of-dialog SUBSCRIBE to `to_user` of our domain (SIPML5.md §7).
+    pub fn subscribe_request(
+        &self,
+        to_user: &str,
+        s: &Session,
+        expires: u32,
+        headers: &str,
+        proxy_authorization: Option<&str>,
+    ) -> String {
+        let target = format!("sip:{to_user}@{}", self.domain);
+        let mut out = format!("SUBSCRIBE {target} SIP/2.0\r\nVia: {}\r\n", self.via());
+        out.push_str(&format!(
+            "From: {}\r\nTo: <{target}>\r\nContact: {}\r\nCall-ID: {}\r\nCSeq: {} SUBSCRIBE\r\nExpires: {expires}\r\nContent-Length: 0\r\n",
+            self.from_value(&s.tag),
+            self.dialog_contact(),
+            s.call_id,
+            s.cseq
+        ));
+        self.tail(
+            &mut out,
+            proxy_authorization.map(|a| ("Proxy-Authorization", a)),
+        );
+        out.push_str(headers);
+        out.push_str("\r\n");
+        out
+    }
+
+    /// An in-dialog SUBSCRIBE of session `s` (refresh, or `expires` 0 to unsubscribe) after
+    /// the 2xx `ok`: to its Contact, with the reversed Record-Route set as Route.
+    pub fn resubscribe_request(
+        &self,
+        s: &Session,
+        ok: &Message,
+        expires: u32,
+        headers: &str,
+    ) -> String {
+        let contact = ok
+            .header(&HeaderName::Contact)
+            .map(uri_of)
+            .expect("the 2xx to a SUBSCRIBE has a Contact");
+        let to = ok.header(&HeaderName::To).expect("a response has a To");
+        let mut routes: Vec<&str> = ok.header_list(&HeaderName::RecordRoute).collect();
+        routes.reverse();
+        let mut out = format!("SUBSCRIBE {contact} SIP/2.0\r\nVia: {}\r\n", self.via());
+        for r in routes {
+            out.push_str(&format!("Route: {r}\r\n"));
+        }
+        out.push_str(&format!(
+            "From: {}\r\nTo: {to}\r\nContact: {}\r\nCall-ID: {}\r\nCSeq: {} SUBSCRIBE\r\nExpires: {expires}\r\nContent-Length: 0\r\nMax-Forwards: 70\r\n{headers}\r\n",
+            self.from_value(&s.tag),
+            self.dialog_contact(),
+            s.call_id,
+            s.cseq
+        ));
+        out
+    }
+}
+
+impl Conn {
+    /// The next NOTIFY of the subscription dialog `call_id`, answered 200 as SIPml5 does
+    /// (it matches NOTIFYs on Call-ID only, SIPML5.md §7).
+    pub async fn notify_ok(&mut self, call_id: &str) -> Message {
+        let n = self
+            .wait_for(&format!("NOTIFY of {call_id}"), |m| {
+                m.method().is_some_and(|x| x.as_str() == "NOTIFY") && m.call_id() == Some(call_id)
+            })
+            .await;
+        self.send(&response(&n, 200, "OK", None, &[], None)).await;
+        n
+    }
+}
+
+/// A message's body as text (lossy UTF-8).
+pub fn body_text(msg: &Message) -> String {
+    String::from_utf8_lossy(msg.body()).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,16 +91,7 @@ start_huddle() { # start_huddle PORT DIR
 	[[ -r $plugin_lib ]] || die "$plugin_lib not built (cargo build --release -p huddle-plugin-presence)"
 	mkdir -p "$2"
 	{
-		echo "[sip]"
-		echo "domain = \"$domain\""
-		echo "listen = [\"udp:$ip:$1\", \"tcp:$ip:$1\"]"
-		echo "[store]"
-		echo "path = \"$2/huddle.redb\""
-		echo "[limits]"
-		echo "requests_per_second_per_ip = 1000000"
-		echo "request_burst_per_ip = 1000000"
-		echo "[log]"
-		echo "level = \"warn\""
+		huddle_base_config "$domain" "$2/huddle.redb" "udp:$ip:$1" "tcp:$ip:$1"
 		echo "[[plugins]]"
 		echo "path = \"$plugin_lib\""
 		echo "[plugins.config]"
@@ -108,8 +99,7 @@ start_huddle() { # start_huddle PORT DIR
 		echo "max_watchers_per_user = $((users + 10))"
 		echo "# Concurrent publish cycles each hold a publication for a moment (Kamailio has no cap)."
 		echo "max_publications_per_user = 100000"
-		for u in alice bob carol; do printf '\n[[users]]\nname = "%s"\npassword = "%s-pw"\n' "$u" "$u"; done
-		for ((i = 0; i < users; i++)); do printf '\n[[users]]\nname = "u%04d"\npassword = "u%04d-pw"\n' "$i" "$i"; done
+		huddle_users "$users"
 	} >"$2/huddle.toml"
 	setsid "$huddle_bin" run --config "$2/huddle.toml" </dev/null >"$2/server.log" 2>&1 &
 	server_pid=$!
@@ -164,14 +154,13 @@ publish_load() {
 		-max_recv_loops 10000 -max_sched_loops 10000 -nostdin -timeout $(($4 * 3 + 20)) \
 		-trace_stat -stf "$2/stat.csv" >"$2/sipp.out" 2>&1) || true
 	t1=$(date +%s.%N)
-	ok=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++)if($i=="SuccessfulCall(C)")c=i} NR>1{v=$c} END{print v+0}' "$2/stat.csv" 2>/dev/null || echo 0)
-	failed=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++)if($i=="FailedCall(C)")c=i} NR>1{v=$c} END{print v+0}' "$2/stat.csv" 2>/dev/null || echo 0)
+	ok=$(stat_col "$2/stat.csv" 'SuccessfulCall(C)' 2>/dev/null || echo 0)
+	failed=$(stat_col "$2/stat.csv" 'FailedCall(C)' 2>/dev/null || echo 0)
 	echo "$count $ok $failed $(echo "$t1 - $t0" | bc -l)"
 }
 
 stop_server() {
-	kill -TERM "$server_pid" 2>/dev/null || true
-	wait_pids_gone 30 "$server_pid" || kill -KILL "$server_pid" 2>/dev/null || true
+	stop_pid "$server_pid" 30
 	server_pid=""
 }
 

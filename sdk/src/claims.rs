@@ -11,7 +11,9 @@
 //!   be claimed.
 //! * `event`: the Event package (RFC 6665), compared ASCII case-insensitively, without
 //!   parameters (`presence`, not `presence;id=1`). A request without an Event header does not
-//!   match a claim that names one.
+//!   match a claim that names one; when no claim takes it as it is but claims name packages
+//!   for its method and Request-URI, the host answers it `489 Bad Event - Missing Event
+//!   Header` with those packages in `Allow-Events` (RFC 6665 §8.2.1: Event is mandatory).
 //! * `user`: a pattern for the Request-URI's user part as written (escapes are not decoded, and
 //!   user parameters after a `;` are not part of it), case-sensitive, where `*` matches any run of characters (possibly empty): `echo`,
 //!   `room-*`, `*-bot`. A Request-URI without a user part matches no user pattern.

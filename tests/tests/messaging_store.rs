@@ -348,3 +348,89 @@ async fn stored_messages_survive_a_restart_and_go_to_a_udp_phone() {
     accept_message(&mut c, &m).await;
     running.shutdown().await;
 }
+
+/// Delivery progress per device survives a restart: a message stored for carol (offline)
+/// goes to both her phones when they register; the first accepts, the second has not answered
+/// when the server restarts (the record now says "delivered, still owed to the second phone").
+/// After the restart the second phone gets it and the first does not get it again: the next
+/// MESSAGE the first phone sees is a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_device_gets_a_stored_message_once_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let text_config = test_config(dir.path(), DOMAIN, &plugin(""));
+    let start = |text: String| async move {
+        let config = Config::from_toml(&text, Path::new("test.toml")).unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.store.path).unwrap());
+        let running = huddle::server::start(config, store.clone()).await.unwrap();
+        (running, store)
+    };
+    let (running, store) = start(text_config.clone()).await;
+    let alice = Ua::sipml5("alice", "alice-pw");
+    let mut a = Conn::ws(&running.ws_url().unwrap(), "alice").await;
+    let r = send(&mut a, &alice, "carol", "first", |r| r).await;
+    assert_eq!(r.status(), Some(202), "{}", text(&r));
+    let mut queue = store.watch_prefix(b"plugin/messaging/q/").unwrap();
+
+    let udp = running.addrs[&huddle::transport::Transport::Udp];
+    let mut p1 = Conn::udp(udp, "carol's first phone").await;
+    let carol1 = Ua::udp("carol", "carol-pw", p1.local_addr());
+    let mut p2 = Conn::udp(udp, "carol's second phone").await;
+    let carol2 = Ua::udp("carol", "carol-pw", p2.local_addr());
+    register_ok(&mut p1, &carol1, 3600).await;
+    let m1 = p1
+        .wait_for("the stored MESSAGE", is_message_with("first"))
+        .await;
+    register_ok(&mut p2, &carol2, 3600).await;
+    p2.wait_for("the stored MESSAGE", is_message_with("first"))
+        .await;
+    // The first phone accepts while the second has not answered: the record is rewritten
+    // with the progress.
+    accept_message(&mut p1, &m1).await;
+    let rewritten = tokio::time::timeout(huddle_e2e::sip_client::WAIT, queue.recv()).await;
+    assert!(
+        matches!(rewritten, Ok(Some(_))),
+        "the progress was not written ({rewritten:?})"
+    );
+    assert_eq!(stored_count(&store), 1, "still owed to the second phone");
+    drop(queue);
+    drop(a);
+    running.shutdown().await;
+    drop(store);
+
+    let (running, store) = start(text_config).await;
+    let udp = running.addrs[&huddle::transport::Transport::Udp];
+    p1.set_server(udp);
+    p2.set_server(udp);
+    register_ok(&mut p1, &carol1, 3600).await;
+    register_ok(&mut p2, &carol2, 3600).await;
+    let again = p2
+        .wait_for("the owed MESSAGE", is_message_with("first"))
+        .await;
+    accept_message(&mut p2, &again).await;
+
+    let mut a = Conn::ws(&running.ws_url().unwrap(), "alice").await;
+    let mut s = Session::new();
+    send_through_407(
+        &mut a,
+        &alice,
+        &mut s,
+        "MESSAGE",
+        "sip:carol@example.test",
+        |s, auth| alice.message_request("carol", s, "second", auth),
+    )
+    .await;
+    let next = p1.wait_for("a MESSAGE", is_message).await;
+    assert_eq!(
+        next.body(),
+        b"second",
+        "the first phone got the first message once only:\n{}",
+        text(&next)
+    );
+    accept_message(&mut p1, &next).await;
+    assert_eq!(
+        a.final_response(&s.call_id, s.cseq).await.status(),
+        Some(200)
+    );
+    drop(store);
+    running.shutdown().await;
+}

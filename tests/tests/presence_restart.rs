@@ -6,72 +6,16 @@
 use huddle::store::Namespace;
 use huddle::transport::Transport;
 use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
-use huddle_e2e::sip_client::{response, send_through_407, text, Conn, Session, Ua};
+use huddle_e2e::sip_client::{body_text, send_through_407, text, Conn, Session, Ua};
 use huddle_e2e::{test_config, TestServer, DOMAIN};
 use huddle_sip::message::HeaderName;
-use huddle_sip::Message;
 
 fn pidf(note: &str) -> String {
     format!("<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:bob@example.test\"><tuple id=\"desk\"><status><basic>open</basic></status></tuple><note>{note}</note></presence>")
 }
 
-fn publish_request(
-    ua: &Ua,
-    s: &Session,
-    headers: &str,
-    body: Option<&str>,
-    auth: Option<&str>,
-) -> String {
-    let aor = ua.aor();
-    let mut out = format!(
-        "PUBLISH {aor} SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: <{aor}>\r\nCall-ID: {}\r\nCSeq: {} PUBLISH\r\nMax-Forwards: 70\r\nEvent: presence\r\nExpires: 600\r\n{headers}",
-        ua.via(),
-        ua.from_value(&s.tag),
-        s.call_id,
-        s.cseq
-    );
-    if let Some(a) = auth {
-        out.push_str(&format!("Proxy-Authorization: {a}\r\n"));
-    }
-    match body {
-        Some(b) => out.push_str(&format!(
-            "Content-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{b}",
-            b.len()
-        )),
-        None => out.push_str("Content-Length: 0\r\n\r\n"),
-    }
-    out
-}
-
-fn subscribe_request(ua: &Ua, s: &Session, auth: Option<&str>) -> String {
-    let mut out = format!(
-        "SUBSCRIBE sip:bob@example.test SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: <sip:bob@example.test>\r\nContact: <{}>\r\nCall-ID: {}\r\nCSeq: {} SUBSCRIBE\r\nMax-Forwards: 70\r\nEvent: presence\r\nExpires: 600\r\n",
-        ua.via(),
-        ua.from_value(&s.tag),
-        ua.contact_uri,
-        s.call_id,
-        s.cseq
-    );
-    if let Some(a) = auth {
-        out.push_str(&format!("Proxy-Authorization: {a}\r\n"));
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
-}
-
-async fn notify(conn: &mut Conn, call_id: &str) -> Message {
-    let n = conn
-        .wait_for(&format!("NOTIFY of {call_id}"), |m| {
-            m.method().is_some_and(|x| x.as_str() == "NOTIFY") && m.call_id() == Some(call_id)
-        })
-        .await;
-    conn.send(&response(&n, 200, "OK", None, &[], None)).await;
-    n
-}
-
-fn body(m: &Message) -> String {
-    String::from_utf8_lossy(m.body()).into_owned()
-}
+/// Event is added by the application (SIPML5.md §6–7).
+const EVENT: &str = "Event: presence\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_and_publications_survive_a_restart() {
@@ -91,30 +35,30 @@ async fn subscriptions_and_publications_survive_a_restart() {
         &mut sub,
         "SUBSCRIBE",
         "sip:bob@example.test",
-        |s, auth| subscribe_request(&alice, s, auth),
+        |s, auth| alice.subscribe_request("bob", s, 600, EVENT, auth),
     )
     .await;
     assert_eq!(
         a.final_response(&sub.call_id, sub.cseq).await.status(),
         Some(200)
     );
-    let first = notify(&mut a, &sub.call_id).await;
+    let first = a.notify_ok(&sub.call_id).await;
     assert!(
-        body(&first).contains("<basic>closed</basic>"),
+        body_text(&first).contains("<basic>closed</basic>"),
         "{}",
         text(&first)
     );
 
     let mut publ = Session::new();
     send_through_407(&mut b, &bob, &mut publ, "PUBLISH", &bob.aor(), |s, auth| {
-        publish_request(&bob, s, "", Some(&pidf("before the restart")), auth)
+        bob.publish_request(s, 600, EVENT, Some(&pidf("before the restart")), auth)
     })
     .await;
     let r = b.final_response(&publ.call_id, publ.cseq).await;
     assert_eq!(r.status(), Some(200), "{}", text(&r));
     let etag = r.header(&HeaderName::parse("SIP-ETag")).unwrap().to_owned();
-    let n = notify(&mut a, &sub.call_id).await;
-    assert!(body(&n).contains("before the restart"));
+    let n = a.notify_ok(&sub.call_id).await;
+    assert!(body_text(&n).contains("before the restart"));
     let cseq_before = n.cseq().unwrap().seq;
 
     // Restart on the same store.
@@ -141,8 +85,8 @@ async fn subscriptions_and_publications_survive_a_restart() {
     b.set_server(server.addr(Transport::Udp));
 
     // Without subscribing again, alice hears the current state in the same dialog.
-    let n = notify(&mut a, &sub.call_id).await;
-    assert!(body(&n).contains("before the restart"), "{}", text(&n));
+    let n = a.notify_ok(&sub.call_id).await;
+    assert!(body_text(&n).contains("before the restart"), "{}", text(&n));
     assert!(
         n.cseq().unwrap().seq > cseq_before,
         "the dialog's CSeq goes on: {}",
@@ -156,15 +100,15 @@ async fn subscriptions_and_publications_survive_a_restart() {
     // bob's entity tag still works (after a fresh challenge: the restarted server's nonces
     // are new); his change reaches alice.
     publ.cseq += 1;
-    let if_match = format!("SIP-If-Match: {etag}\r\n");
+    let if_match = format!("{EVENT}SIP-If-Match: {etag}\r\n");
     let after = pidf("after the restart");
     send_through_407(&mut b, &bob, &mut publ, "PUBLISH", &bob.aor(), |s, auth| {
-        publish_request(&bob, s, &if_match, Some(&after), auth)
+        bob.publish_request(s, 600, &if_match, Some(&after), auth)
     })
     .await;
     let r = b.final_response(&publ.call_id, publ.cseq).await;
     assert_eq!(r.status(), Some(200), "{}", text(&r));
-    let n = notify(&mut a, &sub.call_id).await;
-    assert!(body(&n).contains("after the restart"), "{}", text(&n));
+    let n = a.notify_ok(&sub.call_id).await;
+    assert!(body_text(&n).contains("after the restart"), "{}", text(&n));
     server.stop().await;
 }

@@ -1,13 +1,14 @@
 //! The presence plugin end to end with SIPml5-shaped clients over WebSocket (SIPML5.md §6–7):
 //! PUBLISH through the 407 challenge with `Event: presence` added by the application,
-//! SIP-ETag refresh/modify/remove and the duplicate remove (412), PUBLISH without Event (489),
+//! SIP-ETag refresh/modify/remove and the duplicate remove (412), PUBLISH and SUBSCRIBE
+//! without Event (489 naming the packages),
 //! SUBSCRIBE with the immediate NOTIFY on the subscriber's own connection, refresh in the
 //! dialog, NOTIFY on every change, `closed` at once when the publisher's WebSocket closes,
 //! unsubscribe and the duplicate unsubscribe (481); then expiry of publications and of
 //! subscriptions (`terminated;reason=timeout`) with short configured timers.
 
 use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
-use huddle_e2e::sip_client::{register_ok, response, send_through_407, text, Conn, Session, Ua};
+use huddle_e2e::sip_client::{body_text, register_ok, send_through_407, text, Conn, Session, Ua};
 use huddle_sip::message::HeaderName;
 use huddle_sip::Message;
 
@@ -25,61 +26,8 @@ fn pidf(user: &str, id: &str, basic: &str, note: &str) -> String {
     )
 }
 
-/// PUBLISH as SIPml5 sends it: Request-URI and To are the own AOR, no Contact; `headers` are
-/// extra lines (`Event: presence\r\n`, `SIP-If-Match: …\r\n`).
-fn publish_request(
-    ua: &Ua,
-    s: &Session,
-    expires: u32,
-    headers: &str,
-    body: Option<&str>,
-    auth: Option<&str>,
-) -> String {
-    let aor = ua.aor();
-    let mut out = format!("PUBLISH {aor} SIP/2.0\r\nVia: {}\r\n", ua.via());
-    out.push_str(&format!(
-        "From: {}\r\nTo: <{aor}>\r\nCall-ID: {}\r\nCSeq: {} PUBLISH\r\nExpires: {expires}\r\nMax-Forwards: 70\r\n{headers}",
-        ua.from_value(&s.tag),
-        s.call_id,
-        s.cseq
-    ));
-    if let Some(a) = auth {
-        out.push_str(&format!("Proxy-Authorization: {a}\r\n"));
-    }
-    match body {
-        Some(b) => out.push_str(&format!(
-            "Content-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{b}",
-            b.len()
-        )),
-        None => out.push_str("Content-Length: 0\r\n\r\n"),
-    }
-    out
-}
-
-/// An out-of-dialog SUBSCRIBE as SIPml5 sends it (SIPML5.md §7) with the Event and Accept the
-/// application adds.
-fn subscribe_request(
-    ua: &Ua,
-    to_user: &str,
-    s: &Session,
-    expires: u32,
-    auth: Option<&str>,
-) -> String {
-    let target = format!("sip:{to_user}@example.test");
-    let mut out = format!("SUBSCRIBE {target} SIP/2.0\r\nVia: {}\r\n", ua.via());
-    out.push_str(&format!(
-        "From: {}\r\nTo: <{target}>\r\nContact: {}\r\nCall-ID: {}\r\nCSeq: {} SUBSCRIBE\r\nExpires: {expires}\r\nContent-Length: 0\r\nMax-Forwards: 70\r\n",
-        ua.from_value(&s.tag),
-        ua.dialog_contact(),
-        s.call_id,
-        s.cseq
-    ));
-    if let Some(a) = auth {
-        out.push_str(&format!("Proxy-Authorization: {a}\r\n"));
-    }
-    out.push_str("Event: presence\r\nAccept: application/pidf+xml\r\n\r\n");
-    out
-}
+/// The Event and Accept lines a SIPml5 application adds to its SUBSCRIBE (SIPML5.md §7).
+const SUBSCRIBE_EVENT: &str = "Event: presence\r\nAccept: application/pidf+xml\r\n";
 
 /// A PUBLISH after the first: same Call-ID, CSeq + 1, the credentials of the last challenge.
 async fn republish(
@@ -96,53 +44,14 @@ async fn republish(
         .as_mut()
         .expect("challenged before")
         .authorize("PUBLISH", &ua.aor());
-    conn.request(&publish_request(ua, s, expires, headers, body, Some(&auth)))
+    conn.request(&ua.publish_request(s, expires, headers, body, Some(&auth)))
         .await
-}
-
-/// The next NOTIFY of dialog `call_id`, answered 200 as SIPml5 does.
-async fn notify(conn: &mut Conn, call_id: &str) -> Message {
-    let n = conn
-        .wait_for(&format!("NOTIFY of {call_id}"), |m| {
-            m.method().is_some_and(|x| x.as_str() == "NOTIFY") && m.call_id() == Some(call_id)
-        })
-        .await;
-    conn.send(&response(&n, 200, "OK", None, &[], None)).await;
-    n
-}
-
-fn body(m: &Message) -> String {
-    String::from_utf8_lossy(m.body()).into_owned()
 }
 
 fn state(m: &Message) -> String {
     m.header(&HeaderName::SubscriptionState)
         .unwrap_or_default()
         .to_owned()
-}
-
-/// An in-dialog SUBSCRIBE of alice's dialog (refresh, or `expires` 0 to unsubscribe), sent
-/// to the Contact of the 200 with the reversed Record-Route set as its Route.
-fn resubscribe_request(ua: &Ua, s: &Session, ok: &Message, expires: u32) -> String {
-    let contact = ok
-        .header(&HeaderName::Contact)
-        .map(huddle_e2e::sip_client::uri_of)
-        .expect("the 200 has a Contact");
-    let to = ok.header(&HeaderName::To).expect("To");
-    let mut routes: Vec<&str> = ok.header_list(&HeaderName::RecordRoute).collect();
-    routes.reverse();
-    let mut out = format!("SUBSCRIBE {contact} SIP/2.0\r\nVia: {}\r\n", ua.via());
-    for r in routes {
-        out.push_str(&format!("Route: {r}\r\n"));
-    }
-    out.push_str(&format!(
-        "From: {}\r\nTo: {to}\r\nContact: {}\r\nCall-ID: {}\r\nCSeq: {} SUBSCRIBE\r\nExpires: {expires}\r\nContent-Length: 0\r\nMax-Forwards: 70\r\nEvent: presence\r\nAccept: application/pidf+xml\r\n\r\n",
-        ua.from_value(&s.tag),
-        ua.dialog_contact(),
-        s.call_id,
-        s.cseq
-    ));
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,6 +64,20 @@ async fn sipml5_publish_subscribe_notify_over_websocket() {
     register_ok(&mut a, &alice, 300).await;
     register_ok(&mut b, &bob, 300).await;
 
+    // alice subscribes without Event (SIPml5's default): the host answers 489 at once on the
+    // plugins' behalf, naming the packages, instead of challenging and relaying it to bob's
+    // tab (which would answer 481, or nothing).
+    let bare = Session::new();
+    let r = a
+        .request(&alice.subscribe_request("bob", &bare, 200, "", None))
+        .await;
+    assert_eq!(r.status(), Some(489), "{}", text(&r));
+    assert_eq!(r.reason(), Some("Bad Event - Missing Event Header"));
+    assert_eq!(
+        r.header(&HeaderName::AllowEvents),
+        Some("presence, presence.winfo")
+    );
+
     // alice watches bob: 200, then a NOTIFY on her own connection; bob is registered and has
     // published nothing, so he is open.
     let mut sub = Session::new();
@@ -164,13 +87,13 @@ async fn sipml5_publish_subscribe_notify_over_websocket() {
         &mut sub,
         "SUBSCRIBE",
         "sip:bob@example.test",
-        |s, auth| subscribe_request(&alice, "bob", s, 200, auth),
+        |s, auth| alice.subscribe_request("bob", s, 200, SUBSCRIBE_EVENT, auth),
     )
     .await;
     let ok = a.final_response(&sub.call_id, sub.cseq).await;
     assert_eq!(ok.status(), Some(200), "{}", text(&ok));
     assert_eq!(ok.header(&HeaderName::Expires), Some("200"));
-    let n = notify(&mut a, &sub.call_id).await;
+    let n = a.notify_ok(&sub.call_id).await;
     assert!(state(&n).starts_with("active;expires="), "{}", text(&n));
     assert_eq!(n.header(&HeaderName::Event), Some("presence"));
     assert_eq!(
@@ -179,19 +102,16 @@ async fn sipml5_publish_subscribe_notify_over_websocket() {
         "the NOTIFY targets alice's Contact:\n{}",
         text(&n)
     );
-    assert!(body(&n).contains("<basic>open</basic>"), "{}", text(&n));
+    assert!(
+        body_text(&n).contains("<basic>open</basic>"),
+        "{}",
+        text(&n)
+    );
 
     // bob publishes without Event (SIPml5's default): 489, saying what is missing.
     let mut publ = Session::new();
     send_through_407(&mut b, &bob, &mut publ, "PUBLISH", &bob.aor(), |s, auth| {
-        publish_request(
-            &bob,
-            s,
-            200,
-            "",
-            Some(&pidf("bob", "s1", "open", "x")),
-            auth,
-        )
+        bob.publish_request(s, 200, "", Some(&pidf("bob", "s1", "open", "x")), auth)
     })
     .await;
     let r = b.final_response(&publ.call_id, publ.cseq).await;
@@ -214,10 +134,10 @@ async fn sipml5_publish_subscribe_notify_over_websocket() {
         .header(&HeaderName::parse("SIP-ETag"))
         .expect("SIP-ETag")
         .to_owned();
-    let n = notify(&mut a, &sub.call_id).await;
-    assert!(body(&n).contains("Bonjour de Paris"), "{}", text(&n));
+    let n = a.notify_ok(&sub.call_id).await;
+    assert!(body_text(&n).contains("Bonjour de Paris"), "{}", text(&n));
     assert!(
-        body(&n).contains("<im:im>away</im:im>"),
+        body_text(&n).contains("<im:im>away</im:im>"),
         "extensions survive: {}",
         text(&n)
     );
@@ -247,8 +167,8 @@ async fn sipml5_publish_subscribe_notify_over_websocket() {
     .await;
     assert_eq!(r.status(), Some(200));
     let etag = r.header(&HeaderName::parse("SIP-ETag")).unwrap().to_owned();
-    let n = notify(&mut a, &sub.call_id).await;
-    assert!(body(&n).contains("In a meeting"), "{}", text(&n));
+    let n = a.notify_ok(&sub.call_id).await;
+    assert!(body_text(&n).contains("In a meeting"), "{}", text(&n));
     // Bad XML: 400 naming the fault.
     let r = republish(
         &mut b,
@@ -269,10 +189,10 @@ async fn sipml5_publish_subscribe_notify_over_websocket() {
     // alice refreshes in the dialog: 200 and a NOTIFY.
     sub.cseq += 1;
     let r = a
-        .request(&resubscribe_request(&alice, &sub, &ok, 200))
+        .request(&alice.resubscribe_request(&sub, &ok, 200, SUBSCRIBE_EVENT))
         .await;
     assert_eq!(r.status(), Some(200), "{}", text(&r));
-    notify(&mut a, &sub.call_id).await;
+    a.notify_ok(&sub.call_id).await;
 
     // Remove, and SIPml5's second remove: 200 then a harmless 412.
     let rm = format!("Event: presence\r\nSIP-If-Match: {etag}\r\n");
@@ -280,10 +200,10 @@ async fn sipml5_publish_subscribe_notify_over_websocket() {
     assert_eq!(r.status(), Some(200), "{}", text(&r));
     let r = republish(&mut b, &bob, &mut publ, 0, &rm, None).await;
     assert_eq!(r.status(), Some(412), "{}", text(&r));
-    let n = notify(&mut a, &sub.call_id).await;
-    assert!(!body(&n).contains("In a meeting"), "{}", text(&n));
+    let n = a.notify_ok(&sub.call_id).await;
+    assert!(!body_text(&n).contains("In a meeting"), "{}", text(&n));
     assert!(
-        body(&n).contains("<basic>open</basic>"),
+        body_text(&n).contains("<basic>open</basic>"),
         "still registered: {}",
         text(&n)
     );
@@ -300,20 +220,28 @@ async fn sipml5_publish_subscribe_notify_over_websocket() {
     )
     .await;
     assert_eq!(r.status(), Some(200), "{}", text(&r));
-    notify(&mut a, &sub.call_id).await;
+    a.notify_ok(&sub.call_id).await;
     b.close().await;
-    let n = notify(&mut a, &sub.call_id).await;
-    assert!(body(&n).contains("<basic>closed</basic>"), "{}", text(&n));
-    assert!(!body(&n).contains("In a meeting"), "{}", text(&n));
+    let n = a.notify_ok(&sub.call_id).await;
+    assert!(
+        body_text(&n).contains("<basic>closed</basic>"),
+        "{}",
+        text(&n)
+    );
+    assert!(!body_text(&n).contains("In a meeting"), "{}", text(&n));
 
     // Unsubscribe, twice as SIPml5 does: 200 with a final NOTIFY, then 481.
     sub.cseq += 1;
-    let r = a.request(&resubscribe_request(&alice, &sub, &ok, 0)).await;
+    let r = a
+        .request(&alice.resubscribe_request(&sub, &ok, 0, SUBSCRIBE_EVENT))
+        .await;
     assert_eq!(r.status(), Some(200), "{}", text(&r));
-    let n = notify(&mut a, &sub.call_id).await;
+    let n = a.notify_ok(&sub.call_id).await;
     assert!(state(&n).starts_with("terminated"), "{}", text(&n));
     sub.cseq += 1;
-    let r = a.request(&resubscribe_request(&alice, &sub, &ok, 0)).await;
+    let r = a
+        .request(&alice.resubscribe_request(&sub, &ok, 0, SUBSCRIBE_EVENT))
+        .await;
     assert_eq!(r.status(), Some(481), "{}", text(&r));
     server.stop().await;
 }
@@ -335,15 +263,19 @@ async fn publications_and_subscriptions_expire() {
         &mut sub,
         "SUBSCRIBE",
         "sip:carol@example.test",
-        |s, auth| subscribe_request(&alice, "carol", s, 3, auth),
+        |s, auth| alice.subscribe_request("carol", s, 3, SUBSCRIBE_EVENT, auth),
     )
     .await;
     assert_eq!(
         a.final_response(&sub.call_id, sub.cseq).await.status(),
         Some(200)
     );
-    let n = notify(&mut a, &sub.call_id).await;
-    assert!(body(&n).contains("<basic>closed</basic>"), "{}", text(&n));
+    let n = a.notify_ok(&sub.call_id).await;
+    assert!(
+        body_text(&n).contains("<basic>closed</basic>"),
+        "{}",
+        text(&n)
+    );
 
     // carol publishes for 1 s (without registering): open, then closed when it expires.
     let mut publ = Session::new();
@@ -354,8 +286,7 @@ async fn publications_and_subscriptions_expire() {
         "PUBLISH",
         &carol.aor(),
         |s, auth| {
-            publish_request(
-                &carol,
+            carol.publish_request(
                 s,
                 1,
                 "Event: presence\r\n",
@@ -369,17 +300,17 @@ async fn publications_and_subscriptions_expire() {
         c.final_response(&publ.call_id, publ.cseq).await.status(),
         Some(200)
     );
-    let n = notify(&mut a, &sub.call_id).await;
-    assert!(body(&n).contains("brb"), "{}", text(&n));
-    let n = notify(&mut a, &sub.call_id).await;
+    let n = a.notify_ok(&sub.call_id).await;
+    assert!(body_text(&n).contains("brb"), "{}", text(&n));
+    let n = a.notify_ok(&sub.call_id).await;
     assert!(
-        body(&n).contains("<basic>closed</basic>"),
+        body_text(&n).contains("<basic>closed</basic>"),
         "the stale publication expired: {}",
         text(&n)
     );
 
     // The subscription itself runs out: terminated;reason=timeout.
-    let n = notify(&mut a, &sub.call_id).await;
+    let n = a.notify_ok(&sub.call_id).await;
     assert_eq!(state(&n), "terminated;reason=timeout", "{}", text(&n));
     server.stop().await;
 }

@@ -99,6 +99,38 @@ pub struct Stored {
     /// The sender's request for a delivery notice.
     #[serde(default)]
     pub imdn: Option<ImdnAsk>,
+    /// Delivery progress, kept in the record so that a restart neither repeats a message to
+    /// a device that accepted it nor forgets one still owed (see [`Progress`]).
+    #[serde(default, skip_serializing_if = "Progress::is_undelivered")]
+    pub progress: Progress,
+}
+
+/// How far a stored message got. Undelivered, it goes to every device of its user, those that
+/// register later included; once a device accepted it, only to the devices it was queued on
+/// then (the engine's rule within a run, which the record carries across a restart).
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    huddle_sdk::serde::Serialize,
+    huddle_sdk::serde::Deserialize,
+)]
+#[serde(crate = "huddle_sdk::serde")]
+pub struct Progress {
+    /// Some device accepted it (the sender got its 200 or 202 and any notice went out).
+    pub delivered: bool,
+    /// Devices (`location/` keys) that still get it, when `delivered`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owed: Vec<String>,
+}
+
+impl Progress {
+    /// True for a message no device accepted yet (the record then carries no progress).
+    pub fn is_undelivered(&self) -> bool {
+        !self.delivered
+    }
 }
 
 /// A message as it arrives (the glue has parsed it).
@@ -152,6 +184,12 @@ pub enum Effect {
         seq: u64,
         /// The transaction to answer `202 Accepted` once it is durable.
         then: Option<u64>,
+    },
+    /// Rewrite stored message `seq` (same key, same writer as its [`Effect::Persist`]): its
+    /// [`Stored::progress`] changed.
+    Progress {
+        /// The message.
+        seq: u64,
     },
     /// Delete stored message `seq`.
     Unstore {
@@ -321,13 +359,15 @@ impl Engine {
         user.stored += 1;
         user.stored_bytes += data.body.len();
         self.wakes.insert((data.expires_ms, Wake::Expire(seq)));
+        let delivered = data.progress.delivered;
         self.msgs.insert(
             seq,
             Msg {
                 data,
                 stored: true,
-                delivered: false,
-                notified: false,
+                delivered,
+                // The notice went out with the first delivery, before the restart.
+                notified: delivered,
                 sender: None,
                 attempts: HashMap::new(),
                 aor_attempt: None,
@@ -353,9 +393,10 @@ impl Engine {
                     // A message being offered to the address of record may reach this
                     // device that way; it is queued here only if that attempt fails.
                     .filter(|s| {
-                        self.msgs
-                            .get(s)
-                            .is_some_and(|m| !m.delivered && m.aor_attempt.is_none())
+                        self.msgs.get(s).is_some_and(|m| {
+                            m.aor_attempt.is_none()
+                                && (!m.delivered || m.data.progress.owed.iter().any(|k| k == key))
+                        })
                     })
                     .collect()
             })
@@ -456,6 +497,7 @@ impl Engine {
             received_ms: now_ms,
             expires_ms: now_ms.saturating_add(self.limits.lifetime_ms),
             imdn: m.imdn,
+            progress: Progress::default(),
         };
         let user = self.users.entry(m.user.clone()).or_default();
         user.messages.insert(seq);
@@ -611,6 +653,7 @@ impl Engine {
                 }
                 if ok {
                     self.delivered(seq, &mut out);
+                    self.record_progress(seq, &mut out);
                 } else if retry.is_some() && self.queued_on(seq, &user_name, &key) {
                     // Retried later from the store: durable now, whoever else delivers it.
                     let answer =
@@ -841,7 +884,60 @@ impl Engine {
                 u.stored += 1;
                 u.stored_bytes += m.data.body.len();
             }
+            self.refresh_progress(seq);
             out.push(Effect::Persist { seq, then });
+        }
+    }
+
+    /// Brings `seq`'s [`Progress`] up to date: whether it was delivered, and the devices that
+    /// still have it queued or in flight. True when that changed.
+    fn refresh_progress(&mut self, seq: u64) -> bool {
+        let Some(m) = self.msgs.get(&seq) else {
+            return false;
+        };
+        let owed: Vec<String> = if m.delivered {
+            self.users
+                .get(&m.data.user)
+                .map(|u| {
+                    u.devices
+                        .iter()
+                        .filter(|(_, d)| {
+                            d.queue.contains(&seq) || d.in_flight.values().any(|&s| s == seq)
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let progress = Progress {
+            delivered: m.delivered,
+            owed,
+        };
+        match self.msgs.get_mut(&seq) {
+            Some(m) if m.data.progress != progress => {
+                m.data.progress = progress;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// After a device accepted `seq`: a stored message that other devices still get has its
+    /// progress rewritten, so that a restart delivers it to each of them once (one that is
+    /// done is deleted by [`Engine::finish_if_done`] instead).
+    fn record_progress(&mut self, seq: u64, out: &mut Vec<Effect>) {
+        let stored_and_owed = self.msgs.get(&seq).is_some_and(|m| m.stored)
+            && self.msgs.get(&seq).is_some_and(|m| {
+                self.users.get(&m.data.user).is_some_and(|u| {
+                    u.devices
+                        .values()
+                        .any(|d| d.queue.contains(&seq) || d.in_flight.values().any(|&s| s == seq))
+                })
+            });
+        if stored_and_owed && self.refresh_progress(seq) {
+            out.push(Effect::Progress { seq });
         }
     }
 
@@ -1219,6 +1315,7 @@ mod tests {
             received_ms: 0,
             expires_ms,
             imdn: None,
+            progress: Progress::default(),
         };
         assert!(e.restore(mk(5, 100), 50).is_empty());
         assert_eq!(
@@ -1235,6 +1332,92 @@ mod tests {
         // New sequence numbers never reuse a restored one.
         let s = sends(&e.on_message(msg(1, "n"), 0));
         assert!(s[0].1 > 5);
+    }
+
+    #[test]
+    fn per_device_progress_survives_a_restart() {
+        let mut e = Engine::new(limits());
+        let seq = store_offline(&mut e, 1, "hi", 0);
+        let first = sends(&e.device_up(BOB1, 10));
+        let second = sends(&e.device_up(BOB2, 10));
+        assert_eq!((first.len(), second.len()), (1, 1));
+        // The first device accepts: the stored record is rewritten with who still gets it.
+        let out = e.on_result(first[0].0, 200, 20);
+        assert!(out.contains(&Effect::Progress { seq }), "{out:?}");
+        let record = e
+            .message(seq)
+            .expect("still owed to the second device")
+            .clone();
+        assert_eq!(
+            record.progress,
+            Progress {
+                delivered: true,
+                owed: vec![BOB2.to_owned()]
+            }
+        );
+        // What the store holds, read back after a restart.
+        let record: Stored =
+            crate::wire::decode(&crate::wire::encode(&record)).expect("the record reads back");
+        let mut e = Engine::new(limits());
+        assert!(e.restore(record, 30).is_empty());
+        assert!(
+            sends(&e.device_up(BOB1, 40)).is_empty(),
+            "the first device had it already"
+        );
+        assert!(
+            sends(&e.device_up("bob@example.test/dev3", 40)).is_empty(),
+            "a device that registered after the delivery does not get it, as within a run"
+        );
+        let again = sends(&e.device_up(BOB2, 40));
+        assert_eq!(again.len(), 1, "the second device still gets it");
+        let out = e.on_result(again[0].0, 200, 50);
+        assert!(out.contains(&Effect::Unstore { seq }), "{out:?}");
+        assert!(
+            !out.iter().any(|x| matches!(x, Effect::Notify { .. })),
+            "no second notice: {out:?}"
+        );
+    }
+
+    #[test]
+    fn delivered_to_one_device_and_failed_on_another_is_stored_with_its_progress() {
+        let mut e = Engine::new(Limits {
+            device_window: 16,
+            max_attempts: 8,
+            ..limits()
+        });
+        e.device_up(BOB1, 0);
+        e.device_up(BOB2, 0);
+        let out = e.on_message(msg(1, "hi"), 0);
+        let s = sends(&out);
+        assert_eq!(s.len(), 2, "{out:?}");
+        let (first, second) = if s[0].2 == Target::Device(BOB1.into()) {
+            (s[0].0, s[1].0)
+        } else {
+            (s[1].0, s[0].0)
+        };
+        let out = e.on_result(first, 200, 10);
+        assert_eq!(responses(&out), vec![(1, 200)]);
+        let out = e.on_result(second, 500, 20);
+        let seq = s[0].1;
+        assert!(
+            out.contains(&Effect::Persist { seq, then: None }),
+            "{out:?}"
+        );
+        assert_eq!(
+            e.message(seq).map(|m| m.progress.clone()),
+            Some(Progress {
+                delivered: true,
+                owed: vec![BOB2.to_owned()]
+            })
+        );
+    }
+
+    #[test]
+    fn an_undelivered_record_carries_no_progress() {
+        let mut e = Engine::new(limits());
+        let seq = store_offline(&mut e, 1, "hi", 0);
+        let record = crate::wire::encode(e.message(seq).expect("stored"));
+        assert!(!String::from_utf8_lossy(&record).contains("progress"));
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `q/<seq, 16 hex>` | an undelivered message ([`engine::Stored`]), written before its `202` |
+//! | `q/<seq, 16 hex>` | an undelivered message ([`engine::Stored`]), written before its `202`, rewritten with its per-device progress when one of several devices accepted it |
 //! | `h/<unix ms, 16 hex>-<seq, 16 hex>` | a batch of [`HistoryEntry`]s, in time order |
 //!
 //! Values are records: a format byte (1), then JSON. The history is flushed in batches (one
@@ -556,6 +556,25 @@ impl Messaging {
                         Err(e) => {
                             huddle_sdk::error!(host, "storing message {seq} failed: {e}");
                             queue.extend(self.engine.store_failed(seq, then));
+                        }
+                    }
+                }
+                Effect::Progress { seq } => {
+                    // Same key and (by sequence number) the same writer as the message's put,
+                    // so the rewrite lands after it and before its delete.
+                    let Some(stored) = self.engine.message(seq) else {
+                        continue;
+                    };
+                    let (key, value) = (queue_key(seq), wire::encode(stored));
+                    match &self.writers {
+                        Some(writers) => writers.submit(host, seq, Job::Rewrite { key, value }),
+                        None => {
+                            if let Err(e) = host.store().put(&key, &value) {
+                                huddle_sdk::warn!(
+                                    host,
+                                    "progress of message {seq} not written: {e}"
+                                );
+                            }
                         }
                     }
                 }

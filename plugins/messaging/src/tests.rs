@@ -306,3 +306,28 @@ fn a_device_announced_by_a_registration_event_gets_the_next_message_before_the_s
     plugin.answer(&sent[0], 200, "OK").unwrap();
     assert_eq!(host.final_response(txn).unwrap().status(), 200);
 }
+
+#[test]
+fn a_device_failing_after_another_accepted_keeps_the_message_stored_for_it() {
+    let (host, mut plugin) = start("");
+    register(&host, &mut plugin, "bob@example.test/d1");
+    register(&host, &mut plugin, "bob@example.test/d2");
+    let txn = plugin
+        .request(sample_request("MESSAGE", BOB, "hi"))
+        .unwrap();
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 2);
+    plugin.answer(&sent[0], 200, "OK").unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 200);
+    plugin
+        .answer(&sent[1], 500, "Server Internal Error")
+        .unwrap();
+    let stored: Vec<_> = host
+        .entries("")
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(b"q/"))
+        .collect();
+    assert_eq!(stored.len(), 1, "kept for the retry of d2");
+    let record = String::from_utf8_lossy(&stored[0].1).into_owned();
+    assert!(record.contains("bob@example.test/d2"), "{record}");
+}

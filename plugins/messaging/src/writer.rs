@@ -6,7 +6,7 @@
 //! thread keeps serving meanwhile. A writer answers the sender `202 Accepted` itself, right
 //! after its write returned, so the answer never precedes durability.
 //!
-//! A message's writes (its put, then its delete once delivered) always go to the same writer,
+//! A message's writes (its put, rewrites of its progress, then its delete once done) always go to the same writer,
 //! chosen by sequence number, so they reach the store in the order the engine decided them.
 //! A failed put is answered `500` by the writer and reported to the plugin's thread with a
 //! zero-delay timer (`TOKEN_FAILED`), where the engine forgets the message.
@@ -35,6 +35,14 @@ pub enum Job {
         /// The sender's request, answered 202 once the write returned (boxed: a request is
         /// large next to a delete).
         reply: Option<Box<Request>>,
+    },
+    /// Rewrite a stored message's record (its delivery progress); a failure is logged: the
+    /// previous record stays, which at worst repeats the message to a device after a restart.
+    Rewrite {
+        /// Its store key.
+        key: Vec<u8>,
+        /// Its record.
+        value: Vec<u8>,
     },
     /// Delete a delivered or expired message.
     Delete {
@@ -144,6 +152,15 @@ fn run(host: &Host, failed: &Mutex<Vec<u64>>, job: Job) {
                 let _ = host.set_timer(Duration::ZERO, TOKEN_FAILED);
             }
         },
+        Job::Rewrite { key, value } => {
+            if let Err(e) = host.store().put(&key, &value) {
+                huddle_sdk::warn!(
+                    host,
+                    "rewriting {} failed: {e}",
+                    String::from_utf8_lossy(&key)
+                );
+            }
+        }
         Job::Delete { key } => {
             if let Err(e) = host.store().delete(&key) {
                 huddle_sdk::warn!(

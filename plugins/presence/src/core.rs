@@ -1165,6 +1165,14 @@ impl Core {
         }
     }
 
+    /// The subscription whose dialog is `call_id` with our tag `local_tag` (the From tag of
+    /// the NOTIFYs we send, so a NOTIFY's response names its subscription).
+    pub fn subscription_of(&self, call_id: &str, local_tag: &str) -> Option<u64> {
+        self.dialogs
+            .get(&(call_id.to_owned(), local_tag.to_owned()))
+            .copied()
+    }
+
     /// A NOTIFY of subscription `id` failed with `status` (a 481, or the host's 408/480 when
     /// the subscriber's connection is gone): RFC 6665 §4.2.2 removes the subscription.
     pub fn notify_failed(&mut self, now: Now, id: u64, status: u16) {
@@ -1409,6 +1417,9 @@ fn build_notify(rec: &mut SubscriptionRecord, state: String, body: String) -> No
     }
     let req = req
         .header("Contact", &rec.contact)
+        // Only a failure needs an answer (it ends the subscription): the host then hands us
+        // no response for the 2xx of each of the thousands of NOTIFYs of a busy presentity.
+        .header("Huddle-Report", "failures")
         .header("Event", &rec.event)
         .header("Subscription-State", &state)
         .body(rec.package.content_type(), body.as_bytes());

@@ -18,7 +18,11 @@
 //! sends unless the application adds `Event: presence` — gets `489 Bad Event` with
 //! `Allow-Events: presence` from us rather than a confusing answer from the proxy), and
 //! `SUBSCRIBE` with `Event: presence` or `Event: presence.winfo` only: a conference plugin
-//! claims `SUBSCRIBE` with `Event: conference`, the messaging plugin `MESSAGE`.
+//! claims `SUBSCRIBE` with `Event: conference`, the messaging plugin `MESSAGE`. A SUBSCRIBE
+//! without Event (SIPml5's default too) matches no claim; because claims name packages for
+//! SUBSCRIBE, the host answers it `489 Bad Event - Missing Event Header` with
+//! `Allow-Events: presence, presence.winfo` (and the other plugins' packages) instead of
+//! proxying it to the presentity's devices.
 //!
 //! # Store layout (`plugin/presence/`)
 //!
@@ -36,12 +40,12 @@
 pub mod core;
 pub mod pidf;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use huddle_sdk::{
     Capabilities, Claim, Claims, Config, Host, Method, Plugin, RegistrationEvent, Request,
-    RequestId, Response, Result, StoreChange, TimerId, Transport, WatchId,
+    Response, Result, StoreChange, TimerId, Transport, WatchId,
 };
 
 use crate::core::{Core, Incoming, Lists, Now, Output, Policy, Settings};
@@ -148,11 +152,12 @@ pub struct Presence {
     core: Core,
     /// The armed timer and the deadline it is for.
     timer: Option<(TimerId, Instant)>,
-    /// NOTIFYs in flight → their subscription.
-    in_flight: HashMap<RequestId, u64>,
     policy_watch: Option<WatchId>,
     /// Store writes not yet made: key → value (`None`: delete), last write wins.
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Keys this plugin knows to be in the store: a key put and deleted within one
+    /// write-behind window (a publish cycle, a short fetch) then costs no store call at all.
+    in_store: HashSet<Vec<u8>>,
     write_behind: Duration,
     flush_timer: Option<TimerId>,
     resend_timer: Option<TimerId>,
@@ -188,11 +193,14 @@ impl Plugin for Presence {
         let t = now();
         let store = host.store();
         let mut stale: Vec<Vec<u8>> = Vec::new();
+        let mut in_store: HashSet<Vec<u8>> = HashSet::new();
         for (key, value) in store.scan_all(PUB)? {
             let ok = serde_json::from_slice(&value)
                 .ok()
                 .is_some_and(|rec| core.restore_publication(t, rec));
-            if !ok {
+            if ok {
+                in_store.insert(key);
+            } else {
                 stale.push(key);
             }
         }
@@ -200,13 +208,21 @@ impl Plugin for Presence {
             let ok = serde_json::from_slice(&value)
                 .ok()
                 .is_some_and(|rec| core.restore_subscription(t, rec));
-            if !ok {
+            if ok {
+                in_store.insert(key);
+            } else {
                 stale.push(key);
             }
         }
         for key in stale {
             store.delete(&key)?;
         }
+        in_store.extend(
+            store
+                .scan_all(PRESENCE.as_bytes())?
+                .into_iter()
+                .map(|(key, _)| key),
+        );
         for (key, value) in store.scan_all(POLICY)? {
             apply_policy(&mut core, t, &key, Some(&value));
         }
@@ -229,9 +245,9 @@ impl Plugin for Presence {
         let mut plugin = Presence {
             core,
             timer: None,
-            in_flight: HashMap::new(),
             policy_watch,
             pending: BTreeMap::new(),
+            in_store,
             write_behind: Duration::from_millis(config.write_behind_ms),
             flush_timer: None,
             resend_timer: None,
@@ -282,19 +298,24 @@ impl Plugin for Presence {
     }
 
     fn handle_response(&mut self, host: &Host, response: Response) -> Result<()> {
-        if !response.is_final() {
+        // NOTIFYs go out with `Huddle-Report: failures`: a failure is what arrives here (a host
+        // without that support also hands over the 2xx, which need nothing).
+        if !response.is_final() || response.status() < 300 {
             return Ok(());
         }
-        if let Some(sub) = self.in_flight.remove(&response.request_id()) {
-            if response.status() >= 300 {
-                huddle_sdk::debug!(
-                    host,
-                    "NOTIFY of subscription {sub} failed with {}: removing it",
-                    response.status()
-                );
-                self.core.notify_failed(now(), sub, response.status());
-                self.drain(host);
-            }
+        let msg = response.message();
+        let sub = msg
+            .call_id()
+            .zip(msg.from_header().ok().and_then(|f| f.tag()))
+            .and_then(|(call_id, tag)| self.core.subscription_of(call_id, tag));
+        if let Some(sub) = sub {
+            huddle_sdk::debug!(
+                host,
+                "NOTIFY of subscription {sub} failed with {}: removing it",
+                response.status()
+            );
+            self.core.notify_failed(now(), sub, response.status());
+            self.drain(host);
         }
         Ok(())
     }
@@ -371,11 +392,7 @@ impl Presence {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Notify(n) => match host.send_request(&n.bytes) {
-                    Ok(id) => {
-                        if !n.is_terminal() {
-                            self.in_flight.insert(id, n.subscription);
-                        }
-                    }
+                    Ok(_) => {}
                     // The host holds too many of our requests: try again shortly with the
                     // state of then (a final NOTIFY is not retried: its subscription is gone).
                     Err(huddle_sdk::Error::Busy) if !n.is_terminal() => {
@@ -423,6 +440,11 @@ impl Presence {
     }
 
     fn write(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if value.is_none() && !self.in_store.contains(&key) {
+            // Never written: forget the pending put instead of deleting an absent key.
+            self.pending.remove(&key);
+            return;
+        }
         self.pending.insert(key, value);
     }
 
@@ -431,8 +453,12 @@ impl Presence {
         let store = host.store();
         for (key, value) in std::mem::take(&mut self.pending) {
             let result = match value {
-                Some(v) => store.put(&key, &v),
-                None => store.delete(&key).map(drop),
+                Some(v) => store.put(&key, &v).map(|()| {
+                    self.in_store.insert(key.clone());
+                }),
+                None => store.delete(&key).map(|_| {
+                    self.in_store.remove(&key);
+                }),
             };
             if let Err(e) = result {
                 huddle_sdk::warn!(

@@ -116,6 +116,11 @@ fn publish_subscribe_notify_and_the_store() {
         Some("<sip:tok@127.0.0.1:5060;transport=ws;lr>")
     );
     assert!(std::str::from_utf8(notify.body()).unwrap().contains("open"));
+    assert_eq!(
+        notify.header(&huddle_sdk::HeaderName::parse("Huddle-Report")),
+        Some("failures"),
+        "only a failed NOTIFY needs its response"
+    );
     plugin.advance(Duration::from_millis(100)).unwrap();
     assert_eq!(
         host.entries("")

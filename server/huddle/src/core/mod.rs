@@ -622,6 +622,18 @@ impl Core {
             self.hand_to_plugin(plugin, key, msg, from);
             return;
         }
+        if let Some(packages) = self.missing_event_packages(&msg) {
+            let allow = [("Allow-Events", packages.as_str())];
+            self.respond(
+                key,
+                &msg,
+                &from,
+                489,
+                "Bad Event - Missing Event Header",
+                &allow,
+            );
+            return;
+        }
         if let Some(Ok(0)) = msg.max_forwards() {
             self.respond(key, &msg, &from, 483, "Too Many Hops", &[]);
             return;

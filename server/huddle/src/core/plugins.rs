@@ -39,6 +39,12 @@
 //! (`BindingRecord::key`): the host sends it to that binding only (its flow for a WebSocket or
 //! TCP client), strips the header, and answers 480 itself when the binding is gone.
 //!
+//! A plugin that only cares whether a request failed (the presence agent's NOTIFYs, thousands
+//! per change) sends it with `Huddle-Report: failures` ([`REPORT_HEADER`]): the host strips it
+//! and, when the request succeeds, hands the plugin no response (its request id is simply
+//! retired); a failure is delivered as usual. That saves a response build, a hand-off to the
+//! plugin's thread and a parse per successful request.
+//!
 //! # Registration events
 //!
 //! Plugins that require `REGISTRATION_EVENTS` get `online` when an address-of-record gains its
@@ -46,6 +52,7 @@
 //! and `updated` when the number of its bindings changes in between. Bindings restored from
 //! the store at start-up produce no events (a plugin reads `location` at `init` instead).
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -71,6 +78,11 @@ use crate::transport::Transport;
 /// The header by which a plugin pins a request it sends to one binding (module docs); never
 /// forwarded.
 pub const BINDING_HEADER: &str = "Huddle-Binding";
+/// The header by which a plugin asks to hear only failures of a request it sends (module docs,
+/// value [`REPORT_FAILURES`]); never forwarded.
+pub const REPORT_HEADER: &str = "Huddle-Report";
+/// [`REPORT_HEADER`]'s value: no response for a 2xx, the final response for a failure.
+pub const REPORT_FAILURES: &str = "failures";
 
 /// `Retry-After` (seconds) when a plugin's queue is full.
 const QUEUE_FULL_RETRY_AFTER: &str = "1";
@@ -104,6 +116,8 @@ struct Outgoing {
     invite: bool,
     branches: Vec<OutBranch>,
     final_sent: bool,
+    /// `Huddle-Report: failures`: a 2xx is not delivered.
+    failures_only: bool,
 }
 
 /// The plugin host's state inside the core.
@@ -185,18 +199,7 @@ impl Core {
     /// The plugin that claims `msg` (routed as if its method were `as_method`, for ACKs), if
     /// it is a request for us with no Route beyond our own.
     pub(super) fn plugin_for(&self, msg: &Message, as_method: Option<&str>) -> Option<usize> {
-        if self.plugins.handles.is_empty() {
-            return None;
-        }
-        let ruri = msg.request_uri().and_then(|u| SipUri::parse(u).ok())?;
-        if !self.is_local(&ruri) {
-            return None;
-        }
-        let (popped, token_peer) = self.our_routes(msg);
-        if token_peer.is_some() || msg.header_list(&HeaderName::Route).nth(popped).is_some() {
-            return None;
-        }
-        let key = RouteKey::of(msg)?;
+        let key = self.plugin_route_key(msg)?;
         // REGISTER, ACK and CANCEL cannot be claimed, not even by a claim that names no
         // method: a stray CANCEL (one matching no transaction) stays with the proxy.
         if as_method.is_none() && matches!(key.method, "REGISTER" | "ACK" | "CANCEL") {
@@ -208,6 +211,62 @@ impl Core {
                 .iter()
                 .any(|c| c.matches(method, key.event, key.user))
         })
+    }
+
+    /// The route key of `msg` when plugins could take it: plugins are loaded, the Request-URI
+    /// names us and no Route goes beyond our own.
+    fn plugin_route_key<'m>(&self, msg: &'m Message) -> Option<RouteKey<'m>> {
+        if self.plugins.handles.is_empty() {
+            return None;
+        }
+        let ruri = msg.request_uri().and_then(|u| SipUri::parse(u).ok())?;
+        if !self.is_local(&ruri) {
+            return None;
+        }
+        let (popped, token_peer) = self.our_routes(msg);
+        if token_peer.is_some() || msg.header_list(&HeaderName::Route).nth(popped).is_some() {
+            return None;
+        }
+        RouteKey::of(msg)
+    }
+
+    /// For a request for us without an Event header whose method and Request-URI some plugin
+    /// claims only together with Event packages (SUBSCRIBE for `presence`): those packages,
+    /// for the `489 Bad Event` the core answers with them as `Allow-Events`. The Event header
+    /// is mandatory in SUBSCRIBE and NOTIFY (RFC 6665 §8.2.1) and PUBLISH (RFC 3903 §6
+    /// answers a missing one with 489, as Kamailio's presence module does for both), and
+    /// SIPml5 leaves it out unless the application adds it (SIPML5.md §6–7): without this
+    /// the request would go to the proxy and on to the user's own devices, which answer `481`
+    /// (SIPml5) or nothing useful. `None` when a plugin claims the request as it is, or no
+    /// claim names a package for it (then it is routed as before).
+    pub(super) fn missing_event_packages(&self, msg: &Message) -> Option<String> {
+        // Cheap tests first: this runs for every request no plugin takes (INVITE, MESSAGE…).
+        let method = msg.method()?.as_str();
+        let packages_for_method = self.plugins.handles.iter().any(|h| {
+            h.claims
+                .iter()
+                .any(|c| c.event_package().is_some() && c.method_name().is_none_or(|m| m == method))
+        });
+        if !packages_for_method || msg.header(&HeaderName::Event).is_some() {
+            return None;
+        }
+        let key = self.plugin_route_key(msg)?;
+        if key.event.is_some() || matches!(key.method, "REGISTER" | "ACK" | "CANCEL") {
+            return None;
+        }
+        let claims = || self.plugins.handles.iter().flat_map(|h| h.claims.iter());
+        if claims().any(|c| c.matches(key.method, None, key.user)) {
+            return None;
+        }
+        let mut packages: Vec<&str> = claims()
+            .filter_map(|c| {
+                c.event_package()
+                    .filter(|p| c.matches(key.method, Some(p), key.user))
+            })
+            .collect();
+        packages.sort_unstable_by_key(|p| p.to_ascii_lowercase());
+        packages.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+        (!packages.is_empty()).then(|| packages.join(", "))
     }
 
     /// Hands a claimed request to plugin `index` (see the module docs).
@@ -444,6 +503,9 @@ impl Core {
         let pinned = request
             .header(&HeaderName::parse(BINDING_HEADER))
             .map(str::to_owned);
+        let report = request.header(&HeaderName::parse(REPORT_HEADER));
+        let failures_only = report.is_some_and(|v| v.trim().eq_ignore_ascii_case(REPORT_FAILURES));
+        let report = report.is_some();
         let selected = match pinned.as_deref() {
             Some(key) => self.binding_target(key, now),
             None => self.select_targets(&request, dialog, popped, token_peer, now, true),
@@ -463,6 +525,7 @@ impl Core {
             invite,
             branches: Vec::with_capacity(targets.len()),
             final_sent: false,
+            failures_only,
         };
         for target in targets {
             let peer = target.peer;
@@ -479,6 +542,9 @@ impl Core {
                 .drop_routes(popped);
             if pinned.is_some() {
                 fwd = fwd.drop_header(HeaderName::parse(BINDING_HEADER));
+            }
+            if report {
+                fwd = fwd.drop_header(HeaderName::parse(REPORT_HEADER));
             }
             if out.request.max_forwards().is_none() {
                 fwd = fwd.max_forwards(70);
@@ -630,7 +696,15 @@ impl Core {
                 if ctx.invite {
                     cancel = pending(ctx);
                 }
-                deliver = Some((ctx.plugin, ctx.id, response.as_ref().map(relay), status));
+                if ctx.failures_only {
+                    // Retired without a response: the plugin's count of requests in flight
+                    // goes down here instead of on its thread.
+                    if let Some(h) = self.plugins.handles.get(ctx.plugin) {
+                        h.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    }
+                } else {
+                    deliver = Some((ctx.plugin, ctx.id, response.as_ref().map(relay), status));
+                }
             }
         } else {
             branch.final_response = response;

@@ -218,7 +218,10 @@ mod tests {
     ];
 
     fn request(fields: &[&str]) -> Message {
-        let text = format!("OPTIONS sip:a@b SIP/2.0\r\n{}\r\nl: 0\r\n\r\n", fields.join("\r\n"));
+        let text = format!(
+            "OPTIONS sip:a@b SIP/2.0\r\n{}\r\nl: 0\r\n\r\n",
+            fields.join("\r\n")
+        );
         Message::parse(Bytes::from(text)).unwrap()
     }
 

@@ -359,9 +359,15 @@ impl Location {
         }
         self.expiries
             .insert((binding.expires_at, binding.serial), aor.to_owned());
+        let record = binding.record(aor);
+        // A refresh replaces the binding under the same key: its Delete, just queued by
+        // `forget_index`, would only be overwritten by this Put.
+        if matches!(changes.last(), Some(Change::Delete { key }) if *key == record.key) {
+            changes.pop();
+        }
         changes.push(Change::Put {
-            key: binding.store_key(aor),
-            record: binding.record(aor),
+            key: record.key.clone(),
+            record,
         });
         self.bindings
             .entry(aor.to_owned())

@@ -12,6 +12,26 @@ use crate::message::{
 };
 use crate::syntax;
 
+/// `n` in decimal, written into `buf` (the formatting machinery costs more than the digits for
+/// the few numbers every response carries).
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Nothing but ASCII digits.
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+fn push_decimal(out: &mut Vec<u8>, n: u32) {
+    out.extend_from_slice(decimal(n, &mut [0; 10]).as_bytes());
+}
+
 fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -52,9 +72,11 @@ pub fn stamp_via(top: &str, src: Source<'_>) -> Option<String> {
             out.push_str(v);
         }
     }
-    let _ = write!(out, ";received={}", src.ip);
+    out.push_str(";received=");
+    out.push_str(src.ip);
     if wants_rport {
-        let _ = write!(out, ";rport={}", src.port);
+        out.push_str(";rport=");
+        out.push_str(decimal(u32::from(src.port), &mut [0; 10]));
     }
     Some(out)
 }
@@ -114,12 +136,11 @@ impl<'a> ResponseBuilder<'a> {
         let req = self.req;
         let raw = req.raw();
         let mut out = Vec::with_capacity(512 + self.extra.len());
-        let _ = write!(
-            VecWriter(&mut out),
-            "SIP/2.0 {} {}\r\n",
-            self.status,
-            self.reason
-        );
+        out.extend_from_slice(b"SIP/2.0 ");
+        push_decimal(&mut out, u32::from(self.status));
+        out.push(b' ');
+        out.extend_from_slice(self.reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
         let mut via_done = false;
         for h in req.headers() {
             match h.name {
@@ -148,7 +169,11 @@ impl<'a> ResponseBuilder<'a> {
                     let has_tag = req.to_header().ok().and_then(|t| t.tag()).is_some();
                     match self.to_tag {
                         Some(tag) if !has_tag && self.status > 100 => {
-                            push_header(&mut out, "To", &format!("{value};tag={tag}"));
+                            out.extend_from_slice(b"To: ");
+                            out.extend_from_slice(value.as_bytes());
+                            out.extend_from_slice(b";tag=");
+                            out.extend_from_slice(tag.as_bytes());
+                            out.extend_from_slice(b"\r\n");
                         }
                         _ => out.extend_from_slice(&raw[h.line.range()]),
                     }
@@ -160,7 +185,9 @@ impl<'a> ResponseBuilder<'a> {
         match self.body {
             Some((ct, body)) => {
                 push_header(&mut out, "Content-Type", ct);
-                push_header(&mut out, "Content-Length", &body.len().to_string());
+                out.extend_from_slice(b"Content-Length: ");
+                push_decimal(&mut out, u32::try_from(body.len()).unwrap_or(u32::MAX));
+                out.extend_from_slice(b"\r\n");
                 out.extend_from_slice(b"\r\n");
                 out.extend_from_slice(body);
             }

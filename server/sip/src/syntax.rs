@@ -4,13 +4,35 @@
 //!
 //! Everything here works on `&str` slices of the original message and never allocates.
 
+/// Byte classes, one table lookup per byte: every header parse tests every byte of its
+/// names and parameters.
+const TOKEN: u8 = 1;
+/// `gen-value` characters outside quoted strings: token characters, `:`, `[` and `]`.
+const GEN_VALUE: u8 = 2;
+
+const CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let token = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        if token {
+            t[b] = TOKEN | GEN_VALUE;
+        } else if matches!(c, b':' | b'[' | b']') {
+            t[b] = GEN_VALUE;
+        }
+        b += 1;
+    }
+    t
+};
+
 /// `token` characters (RFC 3261 §25.1).
 pub fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    CLASSES[usize::from(b)] & TOKEN != 0
 }
 
 /// True when `s` is a non-empty token.
@@ -34,9 +56,7 @@ pub fn is_gen_value(v: &str) -> bool {
         }
         return false;
     }
-    !v.is_empty()
-        && v.bytes()
-            .all(|b| is_token_char(b) || matches!(b, b':' | b'[' | b']'))
+    !v.is_empty() && v.bytes().all(|b| CLASSES[usize::from(b)] & GEN_VALUE != 0)
 }
 
 /// Linear white space inside a header value: SP, HTAB and folded line breaks (the parser keeps
@@ -47,7 +67,17 @@ pub fn is_lws(b: u8) -> bool {
 
 /// Trims linear white space at both ends.
 pub fn trim_lws(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8))
+    let b = s.as_bytes();
+    let mut start = 0;
+    let mut end = b.len();
+    while start < end && is_lws(b[start]) {
+        start += 1;
+    }
+    while end > start && is_lws(b[end - 1]) {
+        end -= 1;
+    }
+    // Only ASCII bytes were skipped, so both ends are character boundaries.
+    s.get(start..end).unwrap_or("")
 }
 
 /// Byte offset of the first `needle` in `s` that is outside quoted strings and angle brackets,
@@ -232,6 +262,27 @@ mod tests {
     fn unquote_escapes() {
         assert_eq!(unquote(r#""J Rosenberg \\\"""#), r#"J Rosenberg \""#);
         assert_eq!(unquote("plain"), "plain");
+    }
+
+    #[test]
+    fn character_classes_match_the_grammar() {
+        for b in 0..=255u8 {
+            let token = b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
+            assert_eq!(is_token_char(b), token, "{b}");
+            let gen = token || b":[]".contains(&b);
+            assert_eq!(
+                is_gen_value(std::str::from_utf8(&[b]).unwrap_or("\"")),
+                gen,
+                "{b}"
+            );
+        }
+    }
+
+    #[test]
+    fn trims_lws_only() {
+        assert_eq!(trim_lws(" \t\r\n ü x \r\n"), "ü x");
+        assert_eq!(trim_lws(" \t "), "");
+        assert_eq!(trim_lws("\u{a0}a\u{a0}"), "\u{a0}a\u{a0}");
     }
 
     #[test]

@@ -164,14 +164,32 @@ pub fn validate_response(msg: &Message) -> Result<(), &'static str> {
 }
 
 fn check_common(msg: &Message) -> Result<(), &'static str> {
-    for (name, missing, multiple) in &SINGLE {
-        match msg.header_count(name) {
-            0 => return Err(missing),
+    // One pass over the fields counts all of them (this runs for every message).
+    let mut counts = [0usize; SINGLE.len()];
+    let mut vias = 0usize;
+    for h in msg.headers() {
+        // Indexes into SINGLE.
+        let slot = match h.name {
+            HeaderName::CallId => 0,
+            HeaderName::CSeq => 1,
+            HeaderName::From => 2,
+            HeaderName::To => 3,
+            HeaderName::Via => {
+                vias += 1;
+                continue;
+            }
+            _ => continue,
+        };
+        counts[slot] += 1;
+    }
+    for ((_, missing, multiple), count) in SINGLE.iter().zip(counts) {
+        match count {
+            0 => return Err(*missing),
             1 => {}
-            _ => return Err(multiple),
+            _ => return Err(*multiple),
         }
     }
-    if msg.header_count(&HeaderName::Via) == 0 {
+    if vias == 0 {
         return Err("Bad Request - Missing Via");
     }
     for via in msg.header_list(&HeaderName::Via) {
@@ -184,4 +202,61 @@ fn check_common(msg: &Message) -> Result<(), &'static str> {
         return Err("Bad Request - Empty Call-ID");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    const FIELDS: [&str; 5] = [
+        "Via: SIP/2.0/UDP h;branch=z9hG4bK1",
+        "Call-ID: c",
+        "CSeq: 1 OPTIONS",
+        "From: <sip:a@b>;tag=1",
+        "To: <sip:a@b>",
+    ];
+
+    fn request(fields: &[&str]) -> Message {
+        let text = format!(
+            "OPTIONS sip:a@b SIP/2.0\r\n{}\r\nl: 0\r\n\r\n",
+            fields.join("\r\n")
+        );
+        Message::parse(Bytes::from(text)).unwrap()
+    }
+
+    #[test]
+    fn mandatory_fields_exactly_once() {
+        let caps = Capabilities::default();
+        assert_eq!(validate_request(&request(&FIELDS), &caps), Ok(()));
+        for (i, reason) in [
+            "Bad Request - Missing Via",
+            "Bad Request - Missing Call-ID",
+            "Bad Request - Missing CSeq",
+            "Bad Request - Missing From",
+            "Bad Request - Missing To",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut fields = FIELDS.to_vec();
+            fields.remove(i);
+            let r = validate_request(&request(&fields), &caps).unwrap_err();
+            assert_eq!((r.status, r.reason), (400, reason));
+        }
+        for (i, reason) in [
+            "Bad Request - Multiple Call-ID",
+            "Bad Request - Multiple CSeq",
+            "Bad Request - Multiple From",
+            "Bad Request - Multiple To",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut fields = FIELDS.to_vec();
+            fields.push(FIELDS[i + 1]);
+            let r = validate_request(&request(&fields), &caps).unwrap_err();
+            assert_eq!((r.status, r.reason), (400, reason));
+        }
+    }
 }

@@ -31,6 +31,51 @@ pub struct Digest {
     algorithm: Algorithm,
     issuer: NonceIssuer,
     counts: NonceCounts,
+    salts: SaltPool,
+}
+
+/// Nonce salts from the operating system's generator, fetched [`SaltPool::BATCH`] at a time:
+/// a `getrandom` call per challenge was a system call per 401/407.
+struct SaltPool {
+    buf: Box<[u8]>,
+    /// Bytes of `buf` already handed out.
+    used: usize,
+}
+
+impl SaltPool {
+    const SALT: usize = 16;
+    const BATCH: usize = 256;
+
+    fn new() -> Self {
+        let len = Self::SALT * Self::BATCH;
+        SaltPool {
+            buf: vec![0; len].into_boxed_slice(),
+            used: len,
+        }
+    }
+
+    fn next(&mut self) -> [u8; Self::SALT] {
+        if self.used == self.buf.len() {
+            // The OS generator failing is not recoverable for a server that must issue nonces.
+            getrandom::fill(&mut self.buf).expect("the operating system's random generator works");
+            self.used = 0;
+        }
+        let mut salt = [0u8; Self::SALT];
+        salt.copy_from_slice(&self.buf[self.used..self.used + Self::SALT]);
+        // Each salt is handed out once; wipe it so the rest of the batch is all that is kept.
+        self.buf[self.used..self.used + Self::SALT].fill(0);
+        self.used += Self::SALT;
+        salt
+    }
+}
+
+impl std::fmt::Debug for SaltPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Unused salts are secret until they go out in a nonce.
+        f.debug_struct("SaltPool")
+            .field("used", &self.used)
+            .finish_non_exhaustive()
+    }
 }
 
 fn unix_now() -> u64 {
@@ -55,12 +100,14 @@ impl Digest {
             algorithm,
             issuer: NonceIssuer::new(random()).with_lifetime(nonce_lifetime_secs),
             counts: NonceCounts::new(100_000, nonce_lifetime_secs.max(60) * 2),
+            salts: SaltPool::new(),
         }
     }
 
     /// The `WWW-Authenticate`/`Proxy-Authenticate` value for a fresh challenge.
-    pub fn challenge(&self, stale: bool) -> String {
-        let nonce = self.issuer.issue(unix_now(), &self.realm, random());
+    pub fn challenge(&mut self, stale: bool) -> String {
+        let salt = self.salts.next();
+        let nonce = self.issuer.issue(unix_now(), &self.realm, salt);
         challenge(&self.realm, &nonce, self.algorithm, stale, None)
     }
 
@@ -110,5 +157,27 @@ impl Digest {
             return Verdict::Accept(user.name.clone());
         }
         Verdict::Challenge { stale: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn salts_are_distinct_across_refills() {
+        let mut pool = SaltPool::new();
+        let salts: std::collections::HashSet<[u8; 16]> =
+            (0..SaltPool::BATCH * 2 + 3).map(|_| pool.next()).collect();
+        assert_eq!(salts.len(), SaltPool::BATCH * 2 + 3);
+    }
+
+    #[test]
+    fn challenges_carry_distinct_nonces() {
+        let mut digest = Digest::new("example.test", Algorithm::Md5, 300);
+        let a = digest.challenge(false);
+        let b = digest.challenge(false);
+        assert_ne!(a, b);
+        assert!(a.contains("realm=\"example.test\""), "{a}");
     }
 }

@@ -13,7 +13,7 @@ mod plugins;
 mod proxy;
 mod tokens;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,7 +75,7 @@ pub struct Core {
     pub(crate) config: Arc<Config>,
     pub(crate) transports: TransportHandle,
     pub(crate) local: HashMap<Transport, SocketAddr>,
-    pub(crate) identities: HashSet<String>,
+    pub(crate) identities: Identities,
     pub(crate) txn: TransactionLayer<Peer>,
     pub(crate) location: Location,
     pub(crate) users: HashMap<String, UserRecord>,
@@ -93,6 +93,11 @@ pub struct Core {
     tag_seed: u64,
     loop_hasher: std::collections::hash_map::RandomState,
     counter: u64,
+    /// The text of the last source IP a response was stamped with (`received=`): most
+    /// responses go to the same few peers, and formatting an address is not free.
+    last_ip: (Option<std::net::IpAddr>, String),
+    /// `[sip] domain` in lower case, the host part of every AOR.
+    pub(crate) domain: String,
 }
 
 /// A core turn (one batch of events, or the timers) longer than this is logged.
@@ -119,14 +124,14 @@ impl Core {
         let (plugins, plugin_commands, plugin_commands_tx) = PluginRouting::new(plugins);
         let algorithm =
             huddle_sip::auth::Algorithm::parse(&config.auth.algorithm).unwrap_or_default();
-        let mut identities = HashSet::new();
-        identities.insert(config.sip.domain.to_ascii_lowercase());
+        let mut identities = Identities::default();
+        identities.add(config.sip.domain.to_ascii_lowercase());
         for alias in &config.sip.aliases {
-            identities.insert(alias.to_ascii_lowercase());
+            identities.add(alias.to_ascii_lowercase());
         }
         for addr in local.values() {
-            identities.insert(addr.to_string());
-            identities.insert(addr.ip().to_string());
+            identities.add(addr.to_string());
+            identities.add(addr.ip().to_string());
         }
         let timers = TimerConfig {
             t1: Duration::from_millis(config.timers.t1_ms),
@@ -161,6 +166,8 @@ impl Core {
             tag_seed: random_u64(),
             loop_hasher: std::collections::hash_map::RandomState::new(),
             counter: 0,
+            last_ip: (None, String::new()),
+            domain: config.sip.domain.to_ascii_lowercase(),
             config,
             transports,
             local,
@@ -180,6 +187,12 @@ impl Core {
         let Some(mut commands) = self.plugin_commands.take() else {
             return;
         };
+        // One timer for the whole loop, re-armed only when the earliest deadline moves: under
+        // load it rarely does (new transactions time out later than old ones), and registering
+        // a fresh timer on every turn cost a timer-wheel insert and removal per batch of events.
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
         loop {
             let deadline = [
                 self.txn.poll_timeout(),
@@ -189,12 +202,12 @@ impl Core {
             .into_iter()
             .flatten()
             .min();
-            let sleep = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
+            if deadline != armed {
+                if let Some(at) = deadline {
+                    sleep.as_mut().reset(at.into());
                 }
-            };
+                armed = deadline;
+            }
             let started = tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else { break };
@@ -222,7 +235,9 @@ impl Core {
                     }
                     now
                 }
-                () = sleep => {
+                () = &mut sleep, if armed.is_some() => {
+                    // Fired: re-armed next turn even if the earliest deadline is unchanged.
+                    armed = None;
                     let now = Instant::now();
                     self.txn.handle_timeout(now);
                     self.config.ops.metrics.transaction_layer(self.txn.stats());
@@ -412,11 +427,17 @@ impl Core {
     /// §16.6 step 8 and §16.3 step 4), so a loop is recognised and a spiral (new Request-URI)
     /// is not.
     pub(crate) fn new_branch(&mut self, msg: &Message) -> String {
-        self.counter += 1;
-        format!("{}{:x}", self.loop_prefix(msg), self.counter)
+        let prefix = self.loop_prefix(msg);
+        self.branch_with(&prefix)
     }
 
-    fn loop_prefix(&self, msg: &Message) -> String {
+    /// [`Core::new_branch`] with the loop prefix of the request already computed.
+    pub(crate) fn branch_with(&mut self, loop_prefix: &str) -> String {
+        self.counter += 1;
+        format!("{loop_prefix}{:x}", self.counter)
+    }
+
+    pub(crate) fn loop_prefix(&self, msg: &Message) -> String {
         use std::hash::{BuildHasher, Hash, Hasher};
         let mut h = self.loop_hasher.build_hasher();
         msg.request_uri().hash(&mut h);
@@ -436,12 +457,12 @@ impl Core {
         format!("z9hG4bK-hd{:x}-", h.finish())
     }
 
-    /// True when `msg` already passed through this proxy unchanged (a loop, answered 482).
-    pub(crate) fn is_loop(&self, msg: &Message) -> bool {
-        let prefix = self.loop_prefix(msg);
+    /// True when `msg`, whose [`Core::loop_prefix`] is `prefix`, already passed through this
+    /// proxy unchanged (a loop, answered 482).
+    pub(crate) fn is_loop(&self, msg: &Message, prefix: &str) -> bool {
         msg.header_list(&HeaderName::Via).any(|v| {
             huddle_sip::headers::Via::parse(v).is_ok_and(|via| {
-                via.branch().is_some_and(|b| b.starts_with(&prefix))
+                via.branch().is_some_and(|b| b.starts_with(prefix))
                     && self.local.values().any(|a| {
                         via.port == Some(a.port())
                             && via.host.trim_start_matches('[').trim_end_matches(']')
@@ -460,11 +481,15 @@ impl Core {
         extra: &[(&str, &str)],
     ) -> Bytes {
         let tag = self.new_tag();
-        let ip = peer.remote.ip().to_string();
+        let remote_ip = peer.remote.ip();
+        if self.last_ip.0 != Some(remote_ip) {
+            self.last_ip = (Some(remote_ip), remote_ip.to_string());
+        }
+        let ip = &self.last_ip.1;
         let mut builder = ResponseBuilder::new(req, status, reason)
             .to_tag(&tag)
             .source(Source {
-                ip: &ip,
+                ip,
                 port: peer.remote.port(),
             });
         for (name, value) in extra {
@@ -665,7 +690,7 @@ impl Core {
         let Some(user) = self.authenticate(key, &msg, &from, Role::Registrar) else {
             return;
         };
-        let aor = format!("{user}@{}", self.config.sip.domain.to_ascii_lowercase());
+        let aor = format!("{user}@{}", self.domain);
         let reach = match from.flow {
             Some(flow) => Reach::Flow {
                 flow,
@@ -710,20 +735,50 @@ impl Core {
     }
 }
 
+/// The names this server answers to, lower case: the domain, aliases, and each listening
+/// address as `ip:port` and as a bare IP. A handful of entries, so a list: it is checked for
+/// nearly every request (Request-URI, digest URI, Route) and needs no allocation that way.
+#[derive(Debug, Default)]
+pub(crate) struct Identities(Vec<String>);
+
+impl Identities {
+    fn add(&mut self, name: String) {
+        if !self.0.contains(&name) {
+            self.0.push(name);
+        }
+    }
+
+    /// True when `host` (any case) is one of the names.
+    fn contains(&self, host: &str) -> bool {
+        self.0.iter().any(|n| n.eq_ignore_ascii_case(host))
+    }
+
+    /// True when `host:port` (host in any case) is one of the names.
+    fn contains_with_port(&self, host: &str, port: u16) -> bool {
+        self.0.iter().any(|n| {
+            n.len() > host.len()
+                && n.as_bytes()[host.len()] == b':'
+                && n.as_bytes()[..host.len()].eq_ignore_ascii_case(host.as_bytes())
+                && n.get(host.len() + 1..)
+                    .is_some_and(|p| p.parse::<u16>() == Ok(port))
+        })
+    }
+}
+
 /// True when a URI's host (and port, for addresses) is one of this server's identities: the
 /// domain, an alias, or a listening address. A bare IP without port names us only if it is a
 /// listening IP; an IP with a port must match a listening address exactly.
-fn uri_names_us(identities: &HashSet<String>, uri: &SipUri<'_>) -> bool {
-    let host = uri.host.to_ascii_lowercase();
+fn uri_names_us(identities: &Identities, uri: &SipUri<'_>) -> bool {
+    let host = uri.host;
     match uri.port {
         Some(port) => {
-            identities.contains(&format!("{host}:{port}"))
-                || (identities.contains(&host)
+            identities.contains_with_port(host, port)
+                || (identities.contains(host)
                     && !host
                         .chars()
                         .next()
                         .is_some_and(|c| c.is_ascii_digit() || c == '['))
         }
-        None => identities.contains(&host),
+        None => identities.contains(host),
     }
 }

@@ -70,6 +70,20 @@ impl ProxyState {
         }
     }
 
+    /// Drops the context of a non-INVITE request once its final response went upstream: nothing
+    /// after that reaches the caller (later branch responses are dropped, RFC 3261 §16.7), and
+    /// the server transaction, which absorbs retransmissions for another 32 s over UDP (Timer
+    /// J), does not need the request or the branch responses kept alive that long.
+    fn forget_answered_non_invite(&mut self, server: ServerKey) {
+        let done = self
+            .contexts
+            .get(&server)
+            .is_some_and(|ctx| !ctx.invite && ctx.final_sent);
+        if done {
+            self.terminated(&huddle_sip::transaction::TransactionKey::Server(server));
+        }
+    }
+
     /// The earliest Timer C deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timer_c.first().map(|(t, _)| *t)
@@ -197,7 +211,9 @@ impl Core {
             }
         }
 
-        if self.is_loop(&msg) {
+        // Computed once: the loop check and every branch of this request use it.
+        let loop_prefix = self.loop_prefix(&msg);
+        if self.is_loop(&msg, &loop_prefix) {
             self.respond(key, &msg, &from, 482, "Loop Detected", &[]);
             return;
         }
@@ -225,7 +241,7 @@ impl Core {
             timer_c: None,
         };
         for target in targets {
-            let branch = self.new_branch(&ctx.request);
+            let branch = self.branch_with(&loop_prefix);
             let out = target.peer;
             let local = self.local.get(&out.transport).copied();
             let Some(local) = local else {
@@ -344,7 +360,7 @@ impl Core {
             if !self.users.contains_key(&user) {
                 return Err((404, "Not Found"));
             }
-            let aor = format!("{user}@{}", self.config.sip.domain.to_ascii_lowercase());
+            let aor = format!("{user}@{}", self.domain);
             let targets: Vec<Target> = self
                 .location
                 .lookup(&aor, now)
@@ -451,6 +467,14 @@ impl Core {
         response: Option<Message>,
         now: Instant,
     ) {
+        let Some(&(server, _)) = self.proxy.branches.get(&key) else {
+            return;
+        };
+        self.branch_outcome(key, response, now);
+        self.proxy.forget_answered_non_invite(server);
+    }
+
+    fn branch_outcome(&mut self, key: ClientKey, response: Option<Message>, now: Instant) {
         let Some(&(server, index)) = self.proxy.branches.get(&key) else {
             return;
         };

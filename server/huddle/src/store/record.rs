@@ -22,7 +22,8 @@ impl Record {
 
     /// Encodes `value` as a record: [`Self::FORMAT_VERSION`] followed by its JSON.
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(64);
+        // Room for a typical record (a binding is ~300 bytes of JSON) without regrowing.
+        let mut out = Vec::with_capacity(384);
         out.push(Self::FORMAT_VERSION);
         serde_json::to_writer(&mut out, value).map_err(StoreError::RecordEncode)?;
         Ok(out)

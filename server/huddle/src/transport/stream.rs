@@ -9,6 +9,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -109,12 +110,21 @@ where
         close,
     } = flow;
     let mut idle_deadline = Instant::now() + idle;
+    // Traffic only moves `idle_deadline`; the timer is re-armed when it fires early, so a busy
+    // connection costs one timer per idle period rather than one per message.
+    let idle_timer = sleep_until(idle_deadline);
+    tokio::pin!(idle_timer);
     let reason = loop {
         decoder.buffer_mut().reserve(READ_CHUNK);
         tokio::select! {
             () = TaskCtx::shutdown_signal(&mut ctx.shutdown) => break CloseReason::Shutdown,
             () = close.notified() => break CloseReason::ClosedLocally,
-            () = sleep_until(idle_deadline) => break CloseReason::IdleTimeout,
+            () = &mut idle_timer => {
+                if Instant::now() >= idle_deadline {
+                    break CloseReason::IdleTimeout;
+                }
+                idle_timer.as_mut().reset(idle_deadline);
+            }
             read = io.read_buf(decoder.buffer_mut()) => {
                 match read {
                     Ok(0) => break CloseReason::PeerClosed,
@@ -211,15 +221,27 @@ async fn write<S>(io: &mut S, data: &[u8], limit: Duration) -> Result<(), CloseR
 where
     S: AsyncWrite + Unpin,
 {
-    let written = timeout(limit, async {
+    let written = within(limit, async {
         io.write_all(data).await?;
         io.flush().await
     })
     .await;
     match written {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(CloseReason::WriteTimeout),
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(CloseReason::WriteTimeout),
+    }
+}
+
+/// Runs `fut` for at most `limit`; `None` when it took longer. A write almost always completes
+/// on its first poll (the socket has room), and then no timer is armed at all: a timer per
+/// message was a timer-wheel insertion and removal on every send.
+pub(crate) async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => timeout(limit, fut).await.ok(),
     }
 }
 

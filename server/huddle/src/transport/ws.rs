@@ -183,10 +183,10 @@ async fn send<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match timeout(limit, ws.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(CloseReason::WriteTimeout),
+    match super::stream::within(limit, ws.send(message)).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(CloseReason::WriteTimeout),
     }
 }
 

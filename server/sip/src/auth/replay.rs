@@ -40,7 +40,8 @@ const ONCE: u64 = u64::MAX;
 /// unauthenticated traffic cannot fill the table.
 #[derive(Debug)]
 pub struct NonceCounts {
-    highest: HashMap<Key, u64>,
+    /// Only nonces that verified get here (minted by us), hashed with a seeded fast hasher.
+    highest: HashMap<Key, u64, foldhash::fast::RandomState>,
     // Keys in order of first use, with that time; the front is the oldest entry.
     order: VecDeque<(Key, u64)>,
     capacity: usize,
@@ -51,7 +52,7 @@ impl NonceCounts {
     /// Remembers up to `capacity` nonces (at least one) for `ttl_secs` after first use.
     pub fn new(capacity: usize, ttl_secs: u64) -> Self {
         Self {
-            highest: HashMap::new(),
+            highest: HashMap::default(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
             ttl_secs,

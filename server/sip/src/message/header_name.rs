@@ -74,49 +74,58 @@ impl HeaderName {
                 _ => Other(name.into()),
             };
         }
-        const KNOWN: &[(&str, HeaderName)] = &[
-            ("via", Via),
-            ("from", From),
-            ("to", To),
-            ("call-id", CallId),
-            ("cseq", CSeq),
-            ("content-length", ContentLength),
-            ("max-forwards", MaxForwards),
-            ("contact", Contact),
-            ("route", Route),
-            ("record-route", RecordRoute),
-            ("content-type", ContentType),
-            ("expires", Expires),
-            ("authorization", Authorization),
-            ("proxy-authorization", ProxyAuthorization),
-            ("www-authenticate", WwwAuthenticate),
-            ("proxy-authenticate", ProxyAuthenticate),
-            ("user-agent", UserAgent),
-            ("supported", Supported),
-            ("require", Require),
-            ("proxy-require", ProxyRequire),
-            ("unsupported", Unsupported),
-            ("allow", Allow),
-            ("accept", Accept),
-            ("event", Event),
-            ("min-expires", MinExpires),
-            ("path", Path),
-            ("server", Server),
-            ("sip-etag", SipEtag),
-            ("sip-if-match", SipIfMatch),
-            ("subscription-state", SubscriptionState),
-            ("date", Date),
-            ("retry-after", RetryAfter),
-            ("accept-contact", AcceptContact),
-            ("allow-events", AllowEvents),
-            ("content-encoding", ContentEncoding),
-            ("refer-to", ReferTo),
-            ("referred-by", ReferredBy),
-            ("session-expires", SessionExpires),
-            ("subject", Subject),
-            ("warning", Warning),
-        ];
-        for (text, known) in KNOWN {
+        // Candidates by first letter, then by length, before comparing text.
+        let first = name.as_bytes().first().map_or(0, u8::to_ascii_lowercase);
+        let candidates: &[(&str, HeaderName)] = match first {
+            b'a' => &[
+                ("authorization", Authorization),
+                ("allow", Allow),
+                ("accept", Accept),
+                ("accept-contact", AcceptContact),
+                ("allow-events", AllowEvents),
+            ],
+            b'c' => &[
+                ("call-id", CallId),
+                ("cseq", CSeq),
+                ("content-length", ContentLength),
+                ("contact", Contact),
+                ("content-type", ContentType),
+                ("content-encoding", ContentEncoding),
+            ],
+            b'd' => &[("date", Date)],
+            b'e' => &[("expires", Expires), ("event", Event)],
+            b'f' => &[("from", From)],
+            b'm' => &[("max-forwards", MaxForwards), ("min-expires", MinExpires)],
+            b'p' => &[
+                ("proxy-authorization", ProxyAuthorization),
+                ("proxy-authenticate", ProxyAuthenticate),
+                ("proxy-require", ProxyRequire),
+                ("path", Path),
+            ],
+            b'r' => &[
+                ("route", Route),
+                ("record-route", RecordRoute),
+                ("require", Require),
+                ("retry-after", RetryAfter),
+                ("refer-to", ReferTo),
+                ("referred-by", ReferredBy),
+            ],
+            b's' => &[
+                ("supported", Supported),
+                ("server", Server),
+                ("sip-etag", SipEtag),
+                ("sip-if-match", SipIfMatch),
+                ("subscription-state", SubscriptionState),
+                ("session-expires", SessionExpires),
+                ("subject", Subject),
+            ],
+            b't' => &[("to", To)],
+            b'u' => &[("user-agent", UserAgent), ("unsupported", Unsupported)],
+            b'v' => &[("via", Via)],
+            b'w' => &[("www-authenticate", WwwAuthenticate), ("warning", Warning)],
+            _ => &[],
+        };
+        for (text, known) in candidates {
             if text.len() == name.len() && text.eq_ignore_ascii_case(name) {
                 return known.clone();
             }
@@ -184,5 +193,73 @@ impl HeaderName {
 impl std::fmt::Display for HeaderName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeaderName;
+
+    #[test]
+    fn every_known_name_resolves_in_any_case() {
+        let names = [
+            "Accept",
+            "Accept-Contact",
+            "Allow",
+            "Allow-Events",
+            "Authorization",
+            "Call-ID",
+            "Contact",
+            "Content-Encoding",
+            "Content-Length",
+            "Content-Type",
+            "CSeq",
+            "Date",
+            "Event",
+            "Expires",
+            "From",
+            "Max-Forwards",
+            "Min-Expires",
+            "Path",
+            "Proxy-Authenticate",
+            "Proxy-Authorization",
+            "Proxy-Require",
+            "Record-Route",
+            "Refer-To",
+            "Referred-By",
+            "Require",
+            "Retry-After",
+            "Route",
+            "Server",
+            "Session-Expires",
+            "SIP-ETag",
+            "SIP-If-Match",
+            "Subject",
+            "Subscription-State",
+            "Supported",
+            "To",
+            "Unsupported",
+            "User-Agent",
+            "Via",
+            "Warning",
+            "WWW-Authenticate",
+        ];
+        for name in names {
+            for written in [
+                name.to_owned(),
+                name.to_ascii_lowercase(),
+                name.to_ascii_uppercase(),
+            ] {
+                let parsed = HeaderName::parse(&written);
+                assert!(!matches!(parsed, HeaderName::Other(_)), "{written}");
+                assert_eq!(parsed.as_str(), name);
+            }
+        }
+        assert_eq!(HeaderName::parse(""), HeaderName::Other("".into()));
+        assert_eq!(
+            HeaderName::parse("X-Via"),
+            HeaderName::Other("X-Via".into())
+        );
+        assert_eq!(HeaderName::parse("v"), HeaderName::Via);
     }
 }

@@ -9,6 +9,8 @@ mod parse;
 pub use header_name::HeaderName;
 pub use parse::{ParseError, ParseLimits};
 
+use std::sync::{Arc, OnceLock};
+
 use bytes::Bytes;
 
 use crate::headers::{CSeq, HeaderError, NameAddr, Via};
@@ -179,6 +181,10 @@ impl Defect {
 #[derive(Debug, Clone)]
 pub struct Message {
     raw: Bytes,
+    /// `raw[..headers_end]` as text, validated once when the message was parsed or written, so
+    /// that reading a header does not validate its bytes again. `None` when some header field
+    /// is not UTF-8 ([`Defect::HeaderNotUtf8`]); spans are then validated one by one.
+    head: Option<Arc<str>>,
     start: StartLine,
     /// End of the start line including its terminator.
     start_line_end: u32,
@@ -187,6 +193,33 @@ pub struct Message {
     headers_end: u32,
     body: Span,
     defect: Option<Defect>,
+    /// The typed views every layer asks for (validation, transactions, registrar, proxy),
+    /// parsed on first use and kept as offsets: each used to be parsed again by every caller.
+    views: Views,
+}
+
+/// Memoised parses of From, To and the top Via, as offsets into the message.
+#[derive(Debug, Clone, Default)]
+struct Views {
+    from: OnceLock<Result<NameAddrSpans, HeaderError>>,
+    to: OnceLock<Result<NameAddrSpans, HeaderError>>,
+    top_via: OnceLock<Result<ViaSpans, HeaderError>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NameAddrSpans {
+    display: Option<Span>,
+    uri: Span,
+    bracketed: bool,
+    params: Span,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ViaSpans {
+    transport: Span,
+    host: Span,
+    port: Option<u16>,
+    params: Span,
 }
 
 /// A message written by [`crate::build`] from a parsed one, with the offsets it recorded while
@@ -205,6 +238,7 @@ impl Message {
     /// Assembles a message from what its writer recorded (see [`Built`]).
     pub(crate) fn from_built(b: Built) -> Message {
         Message {
+            head: head_text(&b.raw, b.headers_end),
             raw: b.raw,
             start: b.start,
             start_line_end: b.start_line_end as u32,
@@ -212,6 +246,7 @@ impl Message {
             headers_end: b.headers_end as u32,
             body: b.body,
             defect: b.defect,
+            views: Views::default(),
         }
     }
 
@@ -239,7 +274,14 @@ impl Message {
     /// Text of a span. Header text was checked to be UTF-8 at parse time (or the message carries
     /// [`Defect::HeaderNotUtf8`], in which case the span reads as empty).
     pub fn text(&self, span: Span) -> &str {
-        std::str::from_utf8(&self.raw[span.range()]).unwrap_or("")
+        match &self.head {
+            Some(head) if span.end as usize <= head.len() => head.get(span.range()).unwrap_or(""),
+            _ => self
+                .raw
+                .get(span.range())
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or(""),
+        }
     }
 
     /// The start line.
@@ -354,29 +396,83 @@ impl Message {
         )
     }
 
-    /// The parsed From header.
+    /// The parsed From header (parsed once, on first use).
     pub fn from_header(&self) -> Result<NameAddr<'_>, HeaderError> {
-        NameAddr::parse(
-            self.header(&HeaderName::From)
-                .ok_or(HeaderError::Missing("From"))?,
-        )
+        let spans = self.views.from.get_or_init(|| {
+            let addr = NameAddr::parse(
+                self.header(&HeaderName::From)
+                    .ok_or(HeaderError::Missing("From"))?,
+            )?;
+            Ok(self.name_addr_spans(&addr))
+        });
+        (*spans).map(|s| self.name_addr_at(s))
     }
 
-    /// The parsed To header.
+    /// The parsed To header (parsed once, on first use).
     pub fn to_header(&self) -> Result<NameAddr<'_>, HeaderError> {
-        NameAddr::parse(
-            self.header(&HeaderName::To)
-                .ok_or(HeaderError::Missing("To"))?,
-        )
+        let spans = self.views.to.get_or_init(|| {
+            let addr = NameAddr::parse(
+                self.header(&HeaderName::To)
+                    .ok_or(HeaderError::Missing("To"))?,
+            )?;
+            Ok(self.name_addr_spans(&addr))
+        });
+        (*spans).map(|s| self.name_addr_at(s))
     }
 
-    /// The topmost Via.
+    /// The topmost Via (parsed once, on first use).
     pub fn top_via(&self) -> Result<Via<'_>, HeaderError> {
-        let first = self
-            .header_list(&HeaderName::Via)
-            .next()
-            .ok_or(HeaderError::Missing("Via"))?;
-        Via::parse(first)
+        let spans = self.views.top_via.get_or_init(|| {
+            let first = self
+                .header_list(&HeaderName::Via)
+                .next()
+                .ok_or(HeaderError::Missing("Via"))?;
+            let via = Via::parse(first)?;
+            Ok(ViaSpans {
+                transport: self.span_of(via.transport),
+                host: self.span_of(via.host),
+                port: via.port,
+                params: self.span_of(via.params),
+            })
+        });
+        (*spans).map(|s| Via {
+            transport: self.text(s.transport),
+            host: self.text(s.host),
+            port: s.port,
+            params: self.text(s.params),
+        })
+    }
+
+    /// Where `part`, a slice of text this message handed out (through [`Message::text`]), lies
+    /// in the message. An empty slice that did not come from here maps to an empty span.
+    fn span_of(&self, part: &str) -> Span {
+        let base = match &self.head {
+            Some(head) => head.as_ptr() as usize,
+            None => self.raw.as_ptr() as usize,
+        };
+        let start = (part.as_ptr() as usize).wrapping_sub(base);
+        if part.is_empty() || start > self.raw.len() {
+            return Span::default();
+        }
+        Span::new(start, start + part.len())
+    }
+
+    fn name_addr_spans(&self, addr: &NameAddr<'_>) -> NameAddrSpans {
+        NameAddrSpans {
+            display: addr.display.map(|d| self.span_of(d)),
+            uri: self.span_of(addr.uri),
+            bracketed: addr.bracketed,
+            params: self.span_of(addr.params),
+        }
+    }
+
+    fn name_addr_at(&self, s: NameAddrSpans) -> NameAddr<'_> {
+        NameAddr {
+            display: s.display.map(|d| self.text(d)),
+            uri: self.text(s.uri),
+            bracketed: s.bracketed,
+            params: self.text(s.params),
+        }
     }
 
     /// The Max-Forwards value; `None` when absent.
@@ -404,4 +500,10 @@ impl Message {
     pub fn branch(&self) -> Option<&str> {
         self.top_via().ok().and_then(|v| v.branch())
     }
+}
+
+/// The header section (`raw[..headers_end]`) as shared text, `None` when it is not UTF-8.
+pub(crate) fn head_text(raw: &[u8], headers_end: usize) -> Option<Arc<str>> {
+    let head = raw.get(..headers_end)?;
+    std::str::from_utf8(head).ok().map(Arc::from)
 }

@@ -45,10 +45,7 @@ pub enum ParseError {
 }
 
 fn find_byte(hay: &[u8], from: usize, needle: u8) -> Option<usize> {
-    hay.get(from..)?
-        .iter()
-        .position(|&b| b == needle)
-        .map(|i| i + from)
+    memchr::memchr(needle, hay.get(from..)?).map(|i| i + from)
 }
 
 /// Returns (content end, next line start) for the line starting at `pos`.
@@ -63,6 +60,22 @@ fn line_at(raw: &[u8], pos: usize) -> Option<(usize, usize)> {
 }
 
 pub(super) fn parse(raw: Bytes, limits: &ParseLimits) -> Result<Message, ParseError> {
+    // Nearly every message is UTF-8 throughout its header section: check that once, as a whole,
+    // and only when it is not go through the fields one by one to find and skip the bad ones.
+    match parse_fields(raw.clone(), limits, false) {
+        Ok(msg) if msg.head.is_some() => Ok(msg),
+        _ => parse_fields(raw, limits, true),
+    }
+}
+
+/// One parsing pass; `check_fields` validates each header field as UTF-8 (skipping and
+/// recording [`Defect::HeaderNotUtf8`] for one that is not), for a header section that is not
+/// UTF-8 as a whole.
+fn parse_fields(
+    raw: Bytes,
+    limits: &ParseLimits,
+    check_fields: bool,
+) -> Result<Message, ParseError> {
     let bytes = &raw[..];
     // Leading CRLFs are keep-alives or stray terminators (RFC 3261 §7.5).
     let mut pos = 0;
@@ -106,11 +119,11 @@ pub(super) fn parse(raw: Bytes, limits: &ParseLimits) -> Result<Message, ParseEr
             return Err(ParseError::TooManyHeaders);
         }
         let field = &bytes[line_start..value_end];
-        if std::str::from_utf8(field).is_err() {
+        if check_fields && std::str::from_utf8(field).is_err() {
             defect.get_or_insert(Defect::HeaderNotUtf8);
             continue;
         }
-        let Some(colon) = field.iter().position(|&b| b == b':') else {
+        let Some(colon) = memchr::memchr(b':', field) else {
             defect.get_or_insert(Defect::MalformedHeaderLine);
             continue;
         };
@@ -162,6 +175,7 @@ pub(super) fn parse(raw: Bytes, limits: &ParseLimits) -> Result<Message, ParseEr
     };
     let headers_end = body_start - if bytes[body_start - 2] == b'\r' { 2 } else { 1 };
     Ok(Message {
+        head: super::head_text(bytes, headers_end),
         body: Span::new(body_start, body_start + body_len),
         raw,
         start,
@@ -169,6 +183,7 @@ pub(super) fn parse(raw: Bytes, limits: &ParseLimits) -> Result<Message, ParseEr
         headers,
         headers_end: headers_end as u32,
         defect,
+        views: Default::default(),
     })
 }
 
@@ -305,6 +320,24 @@ mod tests {
         assert_eq!(m.defect(), Some(Defect::MultipleContentLength));
         let m = parse("OPTIONS sip:a@b SIP/2.0\r\nl: 10\r\n\r\nx").unwrap();
         assert_eq!(m.defect(), Some(Defect::ContentLengthExceedsMessage));
+    }
+
+    #[test]
+    fn header_not_utf8_is_skipped_and_the_rest_still_reads() {
+        let mut raw = b"OPTIONS sip:a@b SIP/2.0\r\nSubject: ok\r\nX-Bad: ".to_vec();
+        raw.extend_from_slice(&[0xff, 0xfe]);
+        raw.extend_from_slice("\r\nTo: <sip:ü@b>\r\nl: 2\r\n\r\nhi".as_bytes());
+        let m = Message::parse(Bytes::from(raw)).unwrap();
+        assert_eq!(m.defect(), Some(Defect::HeaderNotUtf8));
+        assert_eq!(m.header(&HeaderName::Subject), Some("ok"));
+        assert_eq!(m.header(&HeaderName::To), Some("<sip:ü@b>"));
+        assert_eq!(m.header_count(&HeaderName::Other("X-Bad".into())), 0);
+        assert_eq!(m.body(), b"hi");
+        // The same message without the bad field is read through the validated header text.
+        let m = parse("OPTIONS sip:a@b SIP/2.0\r\nTo: <sip:ü@b>\r\nl: 0\r\n\r\n").unwrap();
+        assert_eq!(m.defect(), None);
+        assert_eq!(m.header(&HeaderName::To), Some("<sip:ü@b>"));
+        assert_eq!(m.request_uri(), Some("sip:a@b"));
     }
 
     #[test]

@@ -176,8 +176,10 @@ struct PendingCancel {
 pub struct TransactionLayer<D> {
     config: LayerConfig,
     entries: IdMap<u64, Entry<D>>,
-    clients: HashMap<ClientMatch, u64>,
-    servers: HashMap<ServerMatch, u64>,
+    /// Keyed by what peers write (branches, hosts): a hasher seeded at random per process,
+    /// faster than SipHash on these short keys and still not predictable from outside.
+    clients: HashMap<ClientMatch, u64, foldhash::fast::RandomState>,
+    servers: HashMap<ServerMatch, u64, foldhash::fast::RandomState>,
     /// Keyed by the INVITE's id.
     pending_cancels: IdMap<u64, PendingCancel>,
     deadlines: DeadlineQueue,
@@ -208,8 +210,8 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         Ok(TransactionLayer {
             config,
             entries: IdMap::default(),
-            clients: HashMap::new(),
-            servers: HashMap::new(),
+            clients: HashMap::default(),
+            servers: HashMap::default(),
             pending_cancels: IdMap::default(),
             deadlines: DeadlineQueue::default(),
             transmits: VecDeque::new(),

@@ -8,6 +8,8 @@
 // 1280x720 screen) with a second JsSIP line to sip:team-screen@<domain>; bob watches it on a line of
 // his own (recvonly). What must hold:
 //   * bob decodes frames, rising, at exactly the resolution alice's encoder sends (relayed as-is);
+//   * bob joining makes the relay ask alice for a key frame (her encoder counts the PLI), so his
+//     first picture does not wait for her next periodic key frame;
 //   * bob presenting meanwhile is refused with 403 naming alice; carol, not in the room, may not watch;
 //   * alice hanging up her screen line ends bob's viewing call with a BYE from the server;
 //   * alice presenting again and leaving the room (hanging up her camera call) ends her screen call
@@ -135,12 +137,17 @@ test(`screenshare: a participant of ${ROOM} shares the screen, a viewer gets it 
 
   // bob watches, joining after the presentation started: his first picture needs a key frame.
   await openLine(bob, tg, 'view', cleanup);
+  const plisBefore = (await lineStats(alice, 'present')).outbound.pliCount;
   const asked = Date.now();
   await onLine(bob, 'view', 'INVITE (recvonly)', (a) => window.screenLines[a.line].view(a.arg), screenUri);
   await lineWait(bob, 'view', 'established', ['failed', 'ended']);
   const seen = await awaitRelayedScreen(bob, alice, diag);
   diag(`bob's first relayed picture within ${Date.now() - asked} ms of his INVITE (key frames decoded: ${seen.keyFramesDecoded})`);
   const presenterSees = await lineStats(alice, 'present');
+  assert.ok(
+    presenterSees.outbound.pliCount > plisBefore,
+    `the relay asked alice for a key frame when bob joined (PLIs at alice: ${plisBefore} before, ${presenterSees.outbound.pliCount} after)`,
+  );
   assert.deepEqual(presenterSees.directions, ['sendonly'], 'the relay answers the presenter recvonly');
   assert.deepEqual((await lineStats(bob, 'view')).directions, ['recvonly']);
 

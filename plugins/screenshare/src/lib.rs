@@ -537,11 +537,15 @@ impl Screenshare {
             return host.reply(&request, 488, "Not Acceptable Here - SDP Offer Required");
         }
         let offer = String::from_utf8_lossy(request.body()).into_owned();
-        let narrowed =
-            match sdp::role_of(&offer).and_then(|_| sdp::narrow_offer(&offer, &self.codec)) {
-                Ok(n) => n,
-                Err(e) => return host.reply(&request, 488, e.reason()),
-            };
+        // Still one video stream and nothing else; `inactive` (held) is fine in a re-INVITE.
+        let shape = match sdp::role_of(&offer) {
+            Err(sdp::OfferError::Inactive) => Ok(()),
+            other => other.map(drop),
+        };
+        let narrowed = match shape.and_then(|()| sdp::narrow_offer(&offer, &self.codec)) {
+            Ok(n) => n,
+            Err(e) => return host.reply(&request, 488, e.reason()),
+        };
         let answer = match host.media_answer(Some(call.session), narrowed.as_bytes()) {
             Ok((_, a)) => a,
             Err(e) => return refuse_media(host, &request, e),
@@ -883,6 +887,35 @@ mod tests {
         // By role: `presenters` need no seat.
         let (host, mut plugin) = start("presenters = [\"mallory\"]");
         assert_eq!(call(&host, &mut plugin, "mallory", "m2", PRESENT).0, 200);
+    }
+
+    fn reinvite(call_id: &str, to_tag: &str, body: &str) -> String {
+        invite("x", call_id, body)
+            .replace(
+                "To: <sip:team-screen@example.test>",
+                &format!("To: <sip:team-screen@example.test>;tag={to_tag}"),
+            )
+            .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+    }
+
+    #[test]
+    fn a_reinvite_renegotiates_the_same_leg_and_may_hold_but_not_add_audio() {
+        let (host, mut plugin) = start("");
+        seat(&host, &["alice"]);
+        let (_, _, tag) = call(&host, &mut plugin, "alice", "p1", PRESENT);
+        let session = sessions(&host)[0];
+        let held = PRESENT.replace("a=sendrecv", "a=inactive");
+        let txn = plugin.request(reinvite("p1", &tag, &held)).unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 200);
+        assert_eq!(sessions(&host), [session, session], "the same session");
+        let with_audio = PRESENT.replace(
+            "m=video",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:a\r\nm=video",
+        );
+        let txn = plugin.request(reinvite("p1", &tag, &with_audio)).unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 488);
+        let txn = plugin.request(reinvite("nope", "x", PRESENT)).unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 481);
     }
 
     #[test]

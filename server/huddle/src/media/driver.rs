@@ -18,7 +18,7 @@ use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::rtp::{self, Rewriter, SeqExtender};
+use super::rtp::{self, KeyframeGate, Rewriter, SeqExtender};
 use super::{Command, MediaEngine, MediaEvents};
 
 /// Largest datagram read.
@@ -27,6 +27,9 @@ const MAX_DATAGRAM: usize = 2048;
 const READ_BATCH: usize = 256;
 /// Commands applied per wake-up.
 const COMMAND_BATCH: usize = 1024;
+/// Receivers' key-frame requests passed to the sender of a forwarded stream at most this often
+/// ([`KeyframeGate`]).
+pub(crate) const FORWARDED_KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
 
 /// One leg: its `Rtc` and what the host keeps around it.
 pub(crate) struct Leg {
@@ -53,6 +56,8 @@ pub(crate) struct Leg {
     forwards: HashMap<Mid, Arc<[(u64, Mid)]>>,
     /// What feeds each outgoing stream, for key-frame requests passed back.
     fed_by: HashMap<Mid, (u64, Mid)>,
+    /// Per incoming stream that is forwarded: the rate limit of receivers' key-frame requests.
+    keyframe_gates: HashMap<Mid, KeyframeGate>,
     /// Per outgoing stream: the sequence extender of plugin-sent packets and the rewriter of
     /// forwarded ones.
     tx: HashMap<Mid, TxState>,
@@ -99,6 +104,7 @@ impl Leg {
             rx_mids: HashMap::new(),
             forwards: HashMap::new(),
             fed_by: HashMap::new(),
+            keyframe_gates: HashMap::new(),
             tx: HashMap::new(),
             closing: false,
             rtcp_seen: HashMap::new(),
@@ -305,6 +311,12 @@ impl Driver {
                 ssrcs,
             } => {
                 if let Some(leg) = self.legs.get_mut(&session) {
+                    if let Some(mid) = mid {
+                        leg.keyframe_gates
+                            .entry(mid)
+                            .or_default()
+                            .note(Instant::now());
+                    }
                     let mut api = leg.rtc.direct_api();
                     if let Some(mid) = mid {
                         if let Some(rx) = api.stream_rx_by_mid(mid, None) {
@@ -461,10 +473,19 @@ impl Driver {
                 };
                 if let Some(&(src, src_mid)) = leg.fed_by.get(&req.mid) {
                     if let Some(src_leg) = self.legs.get_mut(&src) {
-                        if let Some(rx) = src_leg.rtc.direct_api().stream_rx_by_mid(src_mid, None) {
-                            rx.request_keyframe(req.kind);
+                        let passed = src_leg
+                            .keyframe_gates
+                            .entry(src_mid)
+                            .or_default()
+                            .allow(Instant::now(), FORWARDED_KEYFRAME_INTERVAL);
+                        if passed {
+                            if let Some(rx) =
+                                src_leg.rtc.direct_api().stream_rx_by_mid(src_mid, None)
+                            {
+                                rx.request_keyframe(req.kind);
+                            }
+                            self.dirty.insert(src);
                         }
-                        self.dirty.insert(src);
                     }
                 } else {
                     let ssrc = leg

@@ -33,6 +33,8 @@
 //! Following str0m's rule, a leg whose `Rtc` is no longer alive is never driven again.
 
 pub mod driver;
+#[cfg(test)]
+mod forward_tests;
 pub mod rtp;
 pub mod sdp;
 

@@ -144,6 +144,36 @@ impl Rewriter {
     }
 }
 
+/// Rate limit of the key-frame requests forwarded to the sender of one stream. Every receiver
+/// of a forwarded stream may ask for key frames (each PLI of a lossy or newly joined viewer);
+/// passing each one on would make the sender encode key frame after key frame, raising its
+/// bitrate for everyone because of one receiver. One request per interval is passed on: the key
+/// frame it causes serves every receiver that asked meanwhile.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyframeGate {
+    last: Option<std::time::Instant>,
+}
+
+impl KeyframeGate {
+    /// Whether a request at `now` is passed on (and, if so, it is remembered).
+    pub fn allow(&mut self, now: std::time::Instant, interval: std::time::Duration) -> bool {
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < interval)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+
+    /// Remembers a request made at `now` outside the gate (the plugin's own), so that receivers'
+    /// requests right after it are absorbed.
+    pub fn note(&mut self, now: std::time::Instant) {
+        self.last = Some(now);
+    }
+}
+
 /// RTCP payload-specific feedback (PSFB, PT 206) formats that ask for a key frame.
 const PSFB: u8 = 206;
 const FMT_PLI: u8 = 1;
@@ -234,6 +264,21 @@ mod tests {
         assert!(switched);
         assert_eq!((seq, ts), (3, 6100));
         assert_eq!(r.rewrite(2, 91, 3777, 3000).0, 4);
+    }
+
+    #[test]
+    fn forwarded_keyframe_requests_are_rate_limited() {
+        use std::time::{Duration, Instant};
+        let interval = Duration::from_millis(500);
+        let t0 = Instant::now();
+        let mut gate = KeyframeGate::default();
+        assert!(gate.allow(t0, interval));
+        assert!(!gate.allow(t0 + Duration::from_millis(10), interval));
+        assert!(!gate.allow(t0 + Duration::from_millis(499), interval));
+        assert!(gate.allow(t0 + Duration::from_millis(500), interval));
+        gate.note(t0 + Duration::from_millis(900));
+        assert!(!gate.allow(t0 + Duration::from_millis(1000), interval));
+        assert!(gate.allow(t0 + Duration::from_millis(1400), interval));
     }
 
     #[test]

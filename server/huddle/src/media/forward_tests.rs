@@ -1,0 +1,375 @@
+//! The forwarding fast path across two legs, end to end on loopback: a running [`MediaEngine`]
+//! and two str0m peers (full ICE, DTLS-SRTP) in the test — a sender whose video the engine
+//! forwards into a receiver's leg, as the screen-share relay and an SFU use it.
+//!
+//! What must hold: the receiver gets every packet with the payload unchanged, under the SSRC the
+//! engine announced for its leg (not the sender's), with contiguous sequence numbers and the
+//! sender's timestamp spacing; no forwarded packet reaches the plugin; the receiver's key-frame
+//! request reaches the sender (at most once per [`FORWARDED_KEYFRAME_INTERVAL`]); the plugin's
+//! own request for a key frame reaches the sender too; the sender's leg ending leaves the
+//! receiver's leg up.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use huddle_sdk::HangupReason;
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::driver::FORWARDED_KEYFRAME_INTERVAL;
+use super::{CodecName, EngineSettings, MediaEngine, MediaEvents};
+
+/// What the engine told the "plugin".
+#[derive(Default)]
+struct Seen {
+    ready: Vec<u64>,
+    rtp: Vec<(u64, String)>,
+    hangups: Vec<(u64, HangupReason)>,
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Seen>);
+
+impl Recorder {
+    fn seen<R>(&self, f: impl FnOnce(&Seen) -> R) -> R {
+        f(&self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+impl MediaEvents for Recorder {
+    fn ready(&self, session: u64) {
+        self.0.lock().unwrap().ready.push(session);
+    }
+    fn rtp(&self, session: u64, mid: &str, _packet: Vec<u8>) {
+        self.0.lock().unwrap().rtp.push((session, mid.to_owned()));
+    }
+    fn rtcp(&self, _session: u64, _packet: Vec<u8>) {}
+    fn hangup(&self, session: u64, reason: HangupReason) {
+        self.0.lock().unwrap().hangups.push((session, reason));
+    }
+    fn bitrate(&self, _session: u64, _bps: u64) {}
+}
+
+/// What a test peer reports.
+#[derive(Debug)]
+enum PeerEvent {
+    Connected,
+    Rtp {
+        ssrc: u32,
+        seq: u64,
+        ts: u32,
+        payload: Vec<u8>,
+    },
+    KeyframeRequest,
+}
+
+/// What a test peer is told to do.
+enum PeerCommand {
+    Send { seq: u64, ts: u32, payload: Vec<u8> },
+    RequestKeyframe,
+}
+
+/// A str0m peer driven by its own task: events out, commands in.
+struct Peer {
+    events: mpsc::UnboundedReceiver<PeerEvent>,
+    commands: mpsc::UnboundedSender<PeerCommand>,
+}
+
+impl Peer {
+    /// Offers one video m-line in `direction` to the engine, applies the answer and starts the
+    /// peer's task. Returns the peer, its session and the engine's answer.
+    async fn call(
+        engine: &MediaEngine,
+        events: Arc<Recorder>,
+        direction: Direction,
+    ) -> (Peer, u64, String) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let mut rtc = RtcConfig::new()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_vp8(true)
+            .set_stats_interval(None)
+            .build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        let mid = change.add_media(MediaKind::Video, direction, None, None, None);
+        let (offer, pending) = change.apply().unwrap();
+        let (session, answer) = engine
+            .answer(1, events, None, offer.to_sdp_string().as_bytes())
+            .unwrap();
+        rtc.sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+            .unwrap();
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let (command_tx, command_rx) = mpsc::unbounded_channel();
+        tokio::spawn(drive(rtc, socket, local, mid, event_tx, command_rx));
+        (
+            Peer {
+                events: event_rx,
+                commands: command_tx,
+            },
+            session,
+            answer,
+        )
+    }
+
+    async fn next(&mut self, what: &str) -> PeerEvent {
+        tokio::time::timeout(Duration::from_secs(10), self.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .expect("peer task alive")
+    }
+
+    async fn until(&mut self, what: &str, pred: impl Fn(&PeerEvent) -> bool) -> PeerEvent {
+        loop {
+            let e = self.next(what).await;
+            if pred(&e) {
+                return e;
+            }
+        }
+    }
+}
+
+async fn drive(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    mid: Mid,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    mut commands: mpsc::UnboundedReceiver<PeerCommand>,
+) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Event(Event::Connected)) => {
+                    let _ = events.send(PeerEvent::Connected);
+                }
+                Ok(Output::Event(Event::RtpPacket(p))) => {
+                    let _ = events.send(PeerEvent::Rtp {
+                        ssrc: *p.header.ssrc,
+                        seq: *p.seq_no,
+                        ts: p.header.timestamp,
+                        payload: p.payload.to_vec(),
+                    });
+                }
+                Ok(Output::Event(Event::KeyframeRequest(_))) => {
+                    let _ = events.send(PeerEvent::KeyframeRequest);
+                }
+                Ok(Output::Event(_)) => {}
+                Err(_) => return,
+            }
+        };
+        if !rtc.is_alive() {
+            return;
+        }
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let Ok((n, source)) = r else { return };
+                if let Ok(receive) = Receive::new(Protocol::Udp, source, local, &buf[..n]) {
+                    let _ = rtc.handle_input(Input::Receive(Instant::now(), receive));
+                }
+                continue;
+            }
+            command = commands.recv() => {
+                let now = Instant::now();
+                match command {
+                    None => return,
+                    Some(PeerCommand::Send { seq, ts, payload }) => {
+                        let pt = rtc.codec_config().params().first().map(|p| p.pt());
+                        if let (Some(pt), Some(tx)) = (pt, rtc.direct_api().stream_tx_by_mid(mid, None)) {
+                            tx.write_rtp(
+                                RtpWrite::new(pt, SeqNo::from(seq), ts, now, payload)
+                                    .marker(true)
+                                    .nackable(true),
+                            );
+                        }
+                    }
+                    Some(PeerCommand::RequestKeyframe) => {
+                        if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
+                            rx.request_keyframe(KeyframeRequestKind::Pli);
+                        }
+                    }
+                }
+                let _ = rtc.handle_input(Input::Timeout(now));
+            }
+            () = tokio::time::sleep_until(timeout.into()) => {
+                let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+            }
+        }
+    }
+}
+
+/// The `a=ssrc:` of the engine's answer (what it sends with on that leg).
+fn answered_ssrc(answer: &str) -> u32 {
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ssrc:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("the answer announces the leg's SSRC")
+}
+
+fn mid_of(answer: &str) -> String {
+    super::mids_of(answer)[0].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_forwarded_into_another_leg_arrives_rewritten_and_key_frame_requests_go_back() {
+    let (engine, task) = MediaEngine::start(EngineSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: None,
+        connect_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(10),
+        max_sessions: 8,
+        codecs: vec![CodecName::Vp8],
+        bandwidth_estimation: true,
+    })
+    .await
+    .unwrap();
+    let plugin = Arc::new(Recorder::default());
+    let (mut sender, src, src_answer) =
+        Peer::call(&engine, plugin.clone(), Direction::SendOnly).await;
+    let (mut receiver, dst, dst_answer) =
+        Peer::call(&engine, plugin.clone(), Direction::RecvOnly).await;
+    assert!(src_answer.contains("a=recvonly"), "{src_answer}");
+    assert!(dst_answer.contains("a=sendonly"), "{dst_answer}");
+    engine
+        .forward(1, src, &mid_of(&src_answer), dst, &mid_of(&dst_answer))
+        .unwrap();
+    sender
+        .until("the sender to connect", |e| {
+            matches!(e, PeerEvent::Connected)
+        })
+        .await;
+    receiver
+        .until("the receiver to connect", |e| {
+            matches!(e, PeerEvent::Connected)
+        })
+        .await;
+
+    // The sender's own numbering, starting high and with a 3000-tick frame spacing.
+    let first_seq = 40_000u64;
+    let first_ts = 1_000_000u32;
+    let count = 50u64;
+    // Packets written before the receiver's DTLS is fully up may be lost: send until some
+    // arrive, then a counted burst.
+    let mut seq = first_seq;
+    let mut arrived = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !arrived && Instant::now() < deadline {
+        let ts = first_ts.wrapping_add(3000 * (seq - first_seq) as u32);
+        sender
+            .commands
+            .send(PeerCommand::Send {
+                seq,
+                ts,
+                payload: format!("frame {seq}").into_bytes(),
+            })
+            .unwrap();
+        seq += 1;
+        let next = tokio::time::timeout(Duration::from_millis(50), receiver.events.recv()).await;
+        arrived = matches!(next, Ok(Some(PeerEvent::Rtp { .. })));
+    }
+    assert!(arrived, "nothing was forwarded");
+    let burst_start = seq;
+    for i in 0..count {
+        let s = burst_start + i;
+        sender
+            .commands
+            .send(PeerCommand::Send {
+                seq: s,
+                ts: first_ts.wrapping_add(3000 * (s - first_seq) as u32),
+                payload: format!("frame {s}").into_bytes(),
+            })
+            .unwrap();
+    }
+    let dst_ssrc = answered_ssrc(&dst_answer);
+    let mut burst = Vec::new();
+    while burst.len() < count as usize {
+        if let PeerEvent::Rtp {
+            ssrc,
+            seq,
+            ts,
+            payload,
+        } = receiver.next("the forwarded burst").await
+        {
+            let text = String::from_utf8(payload).unwrap();
+            let sent: u64 = text.strip_prefix("frame ").unwrap().parse().unwrap();
+            if sent >= burst_start {
+                assert_eq!(ssrc, dst_ssrc, "rewritten to the receiver leg's SSRC");
+                burst.push((sent, seq, ts));
+            }
+        }
+    }
+    for pair in burst.windows(2) {
+        let ((a_sent, a_seq, a_ts), (b_sent, b_seq, b_ts)) = (pair[0], pair[1]);
+        assert_eq!(b_sent, a_sent + 1, "in order, none lost on loopback");
+        assert_eq!(b_seq, a_seq + 1, "contiguous output sequence numbers");
+        assert_eq!(
+            b_ts.wrapping_sub(a_ts),
+            3000,
+            "the sender's timestamp spacing"
+        );
+    }
+    assert!(
+        plugin.seen(|s| s.rtp.iter().all(|(session, _)| *session != src)),
+        "forwarded packets never reach the plugin"
+    );
+    assert!(plugin.seen(|s| s.ready.contains(&src) && s.ready.contains(&dst)));
+
+    // The receiver asks for a key frame: the sender is asked; after the rate limit's interval,
+    // again.
+    receiver
+        .commands
+        .send(PeerCommand::RequestKeyframe)
+        .unwrap();
+    sender
+        .until("the receiver's PLI at the sender", |e| {
+            matches!(e, PeerEvent::KeyframeRequest)
+        })
+        .await;
+    tokio::time::sleep(FORWARDED_KEYFRAME_INTERVAL + Duration::from_millis(100)).await;
+    receiver
+        .commands
+        .send(PeerCommand::RequestKeyframe)
+        .unwrap();
+    sender
+        .until("a later PLI at the sender", |e| {
+            matches!(e, PeerEvent::KeyframeRequest)
+        })
+        .await;
+    // The plugin's own request (a viewer joined) reaches the sender too.
+    engine
+        .request_keyframe(1, src, &mid_of(&src_answer))
+        .unwrap();
+    sender
+        .until("the plugin's PLI at the sender", |e| {
+            matches!(e, PeerEvent::KeyframeRequest)
+        })
+        .await;
+
+    // The sender's leg goes: the receiver's leg stays, fed by nothing.
+    engine.close(1, src).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !plugin.seen(|s| s.hangups.contains(&(src, HangupReason::Normal))) {
+        assert!(Instant::now() < deadline, "the sender's leg did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(plugin.seen(|s| s.hangups.iter().all(|(s, _)| *s != dst)));
+    engine.shutdown(task).await;
+}

@@ -1,0 +1,84 @@
+//! The screen-share relay in headless Chromium: alice and bob join room `team` (the conference
+//! plugin, loaded next to the relay), alice shares her screen (getDisplayMedia) to
+//! `sip:team-screen@example.test`, bob watches it there and decodes it at the resolution alice's
+//! encoder sends (relayed by the host's forwarding path, not transcoded), bob presenting meanwhile
+//! gets 403, carol (not in the room) may not watch, and the end of the presentation — alice
+//! hanging up, or leaving the room — ends bob's viewing call with a BYE. The browser side is
+//! `tests/clients/browser/screenshare.test.mjs`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
+use huddle_e2e::{repo_root, require_tool, run_bounded, DOMAIN, USERS};
+
+/// Room `team` without a PIN (the conference's on-demand rooms are off: their `room-*` claim
+/// would overlap the relay's `*-screen`), with a small composite to keep the CPU for the relay.
+const CONFERENCE: &str = "[plugins.config]\n\
+    on_demand_prefix = \"\"\n\
+    [[plugins.config.rooms]]\n\
+    name = \"team\"\n\
+    max_participants = 4\n\
+    video = { width = 320, height = 180, fps = 10, bitrate_kbps = 200 }\n";
+
+const SCREENSHARE: &str = "[plugins.config]\n\
+    screen_user = \"{room}-screen\"\n\
+    second_presenter = \"refuse\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_screen_is_relayed_to_a_viewer_as_sent() {
+    require_tool(
+        "node",
+        "run ./scripts/test.sh, which installs the test dependencies",
+    );
+    require_tool(
+        "chromium",
+        "run ./scripts/test.sh, which installs Debian's chromium",
+    );
+    require_tool(
+        "gst-inspect-1.0",
+        "run ./scripts/install-deps.sh, which installs GStreamer",
+    );
+    let (conference, screenshare) = tokio::task::block_in_place(|| {
+        (
+            cargo_cdylib("huddle-plugin-conference"),
+            cargo_cdylib("huddle-plugin-screenshare"),
+        )
+    });
+    let extra = format!(
+        "{}{}",
+        plugin_entry(&conference, CONFERENCE),
+        plugin_entry(&screenshare, SCREENSHARE)
+    );
+    let server = PluginServer::start(&extra).await;
+    let url = server.ws_url();
+    tokio::task::block_in_place(|| {
+        let clients = repo_root().join("tests/clients");
+        let users: Vec<String> = USERS.iter().map(|(u, p)| format!("{u}:{p}")).collect();
+        let mut cmd = Command::new("node");
+        cmd.current_dir(&clients)
+            .arg("--test")
+            .arg("--test-concurrency=1")
+            .arg("browser/screenshare.test.mjs")
+            .env("HUDDLE_WS_URL", &url)
+            .env("HUDDLE_DOMAIN", DOMAIN)
+            .env("HUDDLE_USERS", users.join(","));
+        let (ok, output) = run_bounded(cmd, Duration::from_secs(600));
+        println!("{output}");
+        assert!(ok, "node tests failed:\n{output}");
+    });
+    assert_eq!(
+        server.running.media_sessions(),
+        0,
+        "every media leg ended with its call"
+    );
+    let store = server.stop().await;
+    assert_eq!(
+        store
+            .get(b"plugin/screenshare/presentations/team")
+            .ok()
+            .flatten(),
+        None,
+        "no presentation record is left behind"
+    );
+}

@@ -174,7 +174,7 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version. Part of the entry symbol's name.
 pub const HUDDLE_PLUGIN_ABI_MAJOR: u32 = 1;
 /// The ABI minor version this SDK was built with.
-pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 1;
+pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 2;
 /// The one symbol a plugin library exports: `huddle_plugin_entry_v<major>`, of type
 /// [`HuddlePluginEntryFn`].
 pub const HUDDLE_PLUGIN_ENTRY_SYMBOL: &str = "huddle_plugin_entry_v1";
@@ -338,7 +338,20 @@ pub struct HuddleClaim {
     pub user: *const u8,
     /// Length of `user` in bytes.
     pub user_len: usize,
+    /// (ABI 1.2, optional by `struct_size`) `HUDDLE_CLAIM_*` bits; bits the host does not know
+    /// are ignored.
+    pub flags: u32,
 }
+
+/// (ABI 1.2) `HuddleClaim::flags`: out-of-dialog requests this claim matches reach the plugin
+/// without the digest challenge (407) the host sends callers who name a local user in From,
+/// unless they carry credentials; the plugin sees no `auth_user` and decides what a guest may
+/// do (a public conference room).
+pub const HUDDLE_CLAIM_GUESTS: u32 = 1;
+
+/// The smallest `struct_size` a major-1 host accepts in a claim: the 1.0 layout, which ends
+/// with `user_len`.
+pub const HUDDLE_CLAIM_MIN_SIZE: usize = std::mem::offset_of!(HuddleClaim, flags);
 
 /// What the host knows about a request beyond its bytes. Borrowed for the duration of
 /// `handle_request`, like everything it points to.

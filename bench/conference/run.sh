@@ -128,6 +128,7 @@ load() {
 	"${pin_client[@]}" "$target/medialoader" --sip "127.0.0.1:$sip_port" --user bench --legs "$n" \
 		--rate 20 --secs "$secs" --server-pid "$server_pid" --video-clip "$work/video.rtp" "$@" \
 		2>"$work/loader.err" || { cat "$work/loader.err" >&2; die "medialoader failed"; }
+	[[ ${BENCH_VERBOSE:-0} == 1 ]] && cat "$work/loader.err" >&2
 	stop_server
 }
 

@@ -147,7 +147,7 @@ impl Clip {
 struct Replay {
     clip: Arc<Clip>,
     mid: Mid,
-    pt: Option<str0m::rtp::Pt>,
+    pt: Option<str0m::media::Pt>,
     index: usize,
     loops: u32,
     seq: u64,
@@ -163,8 +163,8 @@ impl Replay {
 
     /// Sends the next packet; returns false when the stream cannot send yet.
     fn send(&mut self, rtc: &mut Rtc, now: Instant) -> bool {
-        let (Some(pt), Some(tx)) = (self.pt, rtc.direct_api().stream_tx_by_mid(self.mid, None))
-        else {
+        let mut api = rtc.direct_api();
+        let (Some(pt), Some(tx)) = (self.pt, api.stream_tx_by_mid(self.mid, None)) else {
             return false;
         };
         let p = &self.clip.packets[self.index];

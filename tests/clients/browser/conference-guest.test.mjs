@@ -4,7 +4,7 @@
 // a public room `lobby` and a members-only room `team` (PIN 1234), both composited at 640x360.
 //
 // What must hold: the public room admits the guest under the display name it sent (a conference
-// subscriber sees it listed as a guest) and the guest hears the room and decodes the composite;
+// subscriber sees it listed as a guest) and the guest receives the mix and decodes the composite;
 // the same caller to the members-only room, and to a registered user, is challenged with 407
 // (which it cannot answer), exactly as before public rooms existed.
 
@@ -73,31 +73,34 @@ function guestStats(page) {
     const out = { audio: null, video: null };
     (await pc.getStats()).forEach((s) => {
       if (s.type !== 'inbound-rtp') return;
-      if (s.kind === 'audio') out.audio = { packets: s.packetsReceived ?? 0, energy: s.totalAudioEnergy ?? 0 };
+      if (s.kind === 'audio') out.audio = { packets: s.packetsReceived ?? 0 };
       if (s.kind === 'video') out.video = { frames: s.framesDecoded ?? 0, width: s.frameWidth, height: s.frameHeight };
     });
     return out;
   });
 }
 
-/** Polls until the mix has energy and composite frames decode at the room's size, twice in a row rising. */
+/**
+ * Polls until mix packets and composite frames at the room's size keep arriving (twice in a row
+ * rising). The guest is alone in the room, so its N−1 mix is silence by design: no energy check.
+ */
 async function awaitGuestMedia(page, label, diag) {
   const deadline = Date.now() + MEDIA_MS;
   const good = (s, b) =>
-    s?.audio && s?.video && s.audio.packets > b.packets && s.audio.energy > b.energy && s.video.frames > b.frames && s.video.width === WIDTH && s.video.height === HEIGHT;
-  let base = { packets: 0, energy: 0, frames: 0 };
+    s?.audio && s?.video && s.audio.packets > b.packets && s.video.frames > b.frames && s.video.width === WIDTH && s.video.height === HEIGHT;
+  let base = { packets: 0, frames: 0 };
   let hits = 0;
   let last = null;
   while (Date.now() < deadline && hits < 2) {
     last = await guestStats(page);
     if (good(last, base)) {
       hits += 1;
-      base = { packets: last.audio.packets, energy: last.audio.energy, frames: last.video.frames };
+      base = { packets: last.audio.packets, frames: last.video.frames };
     }
     await new Promise((r) => setTimeout(r, 500));
   }
   diag(`${label}: ${JSON.stringify(last)}`);
-  assert.equal(hits, 2, `${label}: mixed audio with energy and ${WIDTH}x${HEIGHT} composite frames keep arriving`);
+  assert.equal(hits, 2, `${label}: mix packets and ${WIDTH}x${HEIGHT} composite frames keep arriving`);
 }
 
 test('conference: a caller who never logged in joins the public room as a guest; members-only rooms and users still challenge it (407)', async (t) => {

@@ -100,6 +100,44 @@ struct Receiver {
     pt: u8,
     /// Which output profile it gets (index into the room's profiles).
     profile: usize,
+    /// Its own RTP numbering: each profile's payloader counts on its own, so a receiver moved
+    /// to another profile would see sequence numbers and timestamps jump (a browser's jitter
+    /// buffer drops such a stream). Its next sequence number, its last timestamp, the offset
+    /// from the current profile's timestamps, and whether to re-anchor on the next packet.
+    next_seq: u16,
+    last_ts: u32,
+    ts_offset: u32,
+    rebase: bool,
+}
+
+impl Receiver {
+    fn new(session: MediaSessionId, mid: String, pt: u8, profile: usize) -> Receiver {
+        Receiver {
+            session,
+            mid,
+            pt,
+            profile,
+            next_seq: 0,
+            last_ts: 0,
+            ts_offset: 0,
+            rebase: true,
+        }
+    }
+
+    /// Rewrites `packet` (of its profile's stream) into this receiver's numbering.
+    fn renumber(&mut self, packet: &mut [u8]) {
+        let ts = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        if self.rebase {
+            // One 90 kHz frame at 30 fps after the last packet sent: continuous enough.
+            self.ts_offset = self.last_ts.wrapping_add(3000).wrapping_sub(ts);
+            self.rebase = false;
+        }
+        let out_ts = ts.wrapping_add(self.ts_offset);
+        packet[2..4].copy_from_slice(&self.next_seq.to_be_bytes());
+        packet[4..8].copy_from_slice(&out_ts.to_be_bytes());
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.last_ts = out_ts;
+    }
 }
 
 /// What the GStreamer threads and the mixer thread share with the plugin thread.
@@ -323,12 +361,12 @@ impl RoomMedia {
             sends_video.then(|| spec.video.as_ref().map_or(96, |v| v.1)),
         )?;
         if let Some((mid, pt, _)) = &spec.video {
-            lock(&self.shared.video_out).push(Receiver {
-                session: spec.session,
-                mid: mid.clone(),
-                pt: *pt,
-                profile: spec.profile.min(self.encoders.len() - 1),
-            });
+            lock(&self.shared.video_out).push(Receiver::new(
+                spec.session,
+                mid.clone(),
+                *pt,
+                spec.profile.min(self.encoders.len() - 1),
+            ));
         }
         self.legs.insert(id, leg);
         self.shared.relayout();
@@ -525,6 +563,7 @@ impl RoomMedia {
             .filter(|r| r.session == session && r.profile != profile)
         {
             r.profile = profile;
+            r.rebase = true;
             changed = true;
         }
         if changed {
@@ -611,13 +650,18 @@ fn out_sink(shared: &Arc<Shared>, kind: SinkKind) -> gst_app::AppSink {
                     };
                     match &kind {
                         SinkKind::Video(profile) => {
-                            let receivers: Vec<Receiver> = lock(&shared.video_out)
-                                .iter()
+                            // Renumbered under the lock, sent after it.
+                            let mut out: Vec<(MediaSessionId, String, u8, Vec<u8>)> = Vec::new();
+                            for r in lock(&shared.video_out)
+                                .iter_mut()
                                 .filter(|r| r.profile == *profile)
-                                .cloned()
-                                .collect();
-                            for r in receivers {
-                                send(r.session, &r.mid, r.pt, &mut packet);
+                            {
+                                let mut copy = packet.clone();
+                                r.renumber(&mut copy);
+                                out.push((r.session, r.mid.clone(), r.pt, copy));
+                            }
+                            for (session, mid, pt, mut copy) in out {
+                                send(session, &mid, pt, &mut copy);
                             }
                         }
                         SinkKind::Audio(session, mid, pt) => send(*session, mid, *pt, &mut packet),

@@ -14,7 +14,7 @@
 #   cargo build --release -p huddle -p huddle-plugin-conference -p huddle-medialoader
 #   bench/conference/run.sh                       # N = 2 4 9 16, then 25
 #   BENCH_CONF_SIZES="2 4" BENCH_CONF_SECS=10 bench/conference/run.sh
-#   BENCH_CONF_PROFILES="1280x720@30:1500"        # output profiles, WxH@fps:kbit/s
+#   BENCH_CONF_PROFILES="1280x720@30:1500 640x360@15:500"   # output profiles, WxH@fps:kbit/s
 #
 # With BENCH_PIN=1 the server and gst-launch run on core BENCH_SERVER_CPU (0) and the load
 # client on BENCH_CLIENT_CPU (1) (taskset); by default nothing is pinned, since a 25-person room
@@ -29,7 +29,9 @@ source "$root/bench/lib.sh"
 
 sizes=${BENCH_CONF_SIZES:-"2 4 9 16 25"}
 secs=${BENCH_CONF_SECS:-10}
-profiles=${BENCH_CONF_PROFILES:-"1280x720@30:1500 640x360@15:500"}
+# The shape is "1280x720@30:1500 640x360@15:500"; a room with a lower profile at a
+# 720p canvas does not start its composite reliably yet (see README), so one profile by default.
+profiles=${BENCH_CONF_PROFILES:-"1280x720@30:1500"}
 server_cpu=${BENCH_SERVER_CPU:-0}
 client_cpu=${BENCH_CLIENT_CPU:-1}
 target="${CARGO_TARGET_DIR:-$root/target}/release"

@@ -6,6 +6,10 @@
 #
 #   bench/conference/raw-floor.sh [N ...]      default: 2 4 9 16 25
 #   SECS=10 (clip length, real time per run)
+#   CLIP=file.webm   use this VP8 clip (bench/conference/run.sh passes the one its load client
+#                    sends) instead of encoding one
+#   PROFILES="1280x720@30:1500 640x360@15:500"   output profiles, WxH@fps:kbit/s; the first is
+#                    the canvas, each is encoded once
 #
 # Output, per N: CPU seconds (user+sys of gst-launch) over the run, cores used, and cores per
 # participant. The input clip is encoded once (not measured) to a temporary WebM file.
@@ -18,15 +22,35 @@ command -v gst-launch-1.0 >/dev/null || {
 	echo "gst-launch-1.0 not found: run scripts/install-deps.sh" >&2
 	exit 1
 }
+read -r -a profiles <<<"${PROFILES:-1280x720@30:1500 640x360@15:500}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-clip=$tmp/in360p30.webm
-frames=$((secs * 30))
-# The input: 360p30 VP8 at ~500 kbit/s, what a browser sends for a small tile.
-gst-launch-1.0 -q videotestsrc num-buffers="$frames" pattern=ball \
-	! video/x-raw,width=640,height=360,framerate=30/1 \
-	! vp8enc deadline=1 cpu-used=-8 target-bitrate=500000 end-usage=cbr keyframe-max-dist=300 \
-	! webmmux ! filesink location="$clip"
+clip=${CLIP:-}
+if [[ -z $clip ]]; then
+	clip=$tmp/in360p30.webm
+	frames=$((secs * 30))
+	# The input: 360p30 VP8 at ~500 kbit/s, what a browser sends for a small tile.
+	gst-launch-1.0 -q videotestsrc num-buffers="$frames" pattern=ball \
+		! video/x-raw,width=640,height=360,framerate=30/1 \
+		! vp8enc deadline=1 cpu-used=-8 target-bitrate=500000 end-usage=cbr keyframe-max-dist=300 \
+		! webmmux ! filesink location="$clip"
+fi
+# One branch per output profile off the composite's tee: scaled and rate-limited when it is
+# not the canvas, encoded once (what every receiver of that profile shares).
+parse_profile() { # WxH@fps:kbps → "W H FPS KBPS"
+	local p=$1
+	echo "${p%%x*} $(tmp=${p#*x} && echo "${tmp%%@*}") $(tmp=${p#*@} && echo "${tmp%%:*}") ${p##*:}"
+}
+read -r canvas_w canvas_h canvas_fps _ <<<"$(parse_profile "${profiles[0]}")"
+outputs=""
+for p in "${profiles[@]}"; do
+	read -r w h fps kbps <<<"$(parse_profile "$p")"
+	scale=""
+	if [[ $p != "${profiles[0]}" ]]; then
+		scale="videorate ! videoscale ! video/x-raw,width=$w,height=$h,framerate=$fps/1 !"
+	fi
+	outputs+=" t. ! queue ! $scale vp8enc deadline=1 cpu-used=-8 target-bitrate=$((kbps * 1000)) end-usage=cbr lag-in-frames=0 threads=2 ! rtpvp8pay mtu=1150 ! fakesink sync=true"
+done
 
 hz=$(getconf CLK_TCK)
 children_ticks() { awk '{print $16 + $17}' /proc/$$/stat; }
@@ -35,8 +59,8 @@ printf '%4s %8s %8s %8s %14s %9s\n' N wall_s cpu_s cores cores/partic. realtime
 for n in "${sizes[@]}"; do
 	cols=1
 	while ((cols * cols < n)); do cols=$((cols + 1)); done
-	w=$((1280 / cols / 2 * 2))
-	h=$((720 / cols / 2 * 2))
+	w=$((canvas_w / cols / 2 * 2))
+	h=$((canvas_h / cols / 2 * 2))
 	inputs=""
 	for ((i = 0; i < n; i++)); do
 		x=$(((i % cols) * w))
@@ -48,12 +72,8 @@ for n in "${sizes[@]}"; do
 	# shellcheck disable=SC2086
 	start=$(date +%s.%N)
 	gst-launch-1.0 -q compositor name=c background=black $pads \
-		! video/x-raw,width=1280,height=720,framerate=30/1 ! tee name=t \
-		t. ! queue ! vp8enc deadline=1 cpu-used=-8 target-bitrate=1500000 end-usage=cbr lag-in-frames=0 threads=2 \
-		! rtpvp8pay mtu=1150 ! fakesink sync=true \
-		t. ! queue ! videorate ! videoscale ! video/x-raw,width=640,height=360,framerate=15/1 \
-		! vp8enc deadline=1 cpu-used=-8 target-bitrate=500000 end-usage=cbr lag-in-frames=0 \
-		! rtpvp8pay mtu=1150 ! fakesink sync=true \
+		! video/x-raw,width="$canvas_w",height="$canvas_h",framerate="$canvas_fps"/1 ! tee name=t \
+		$outputs \
 		$inputs &
 	pid=$!
 	wait "$pid" || {

@@ -176,6 +176,12 @@
 // Media hang-up reason: the host is shutting down.
 #define HUDDLE_HANGUP_SHUTDOWN 2
 
+// (ABI 1.2) `HuddleClaim::flags`: out-of-dialog requests this claim matches reach the plugin
+// without the digest challenge (407) the host sends callers who name a local user in From,
+// unless they carry credentials; the plugin sees no `auth_user` and decides what a guest may
+// do (a public conference room).
+#define HUDDLE_CLAIM_GUESTS 1
+
 // A byte buffer allocated by the host and lent to the plugin.
 //
 // Ownership: the host owns `ptr[0..len]`. The plugin may read it until it passes the buffer
@@ -211,6 +217,9 @@ typedef struct {
   const uint8_t *user;
   // Length of `user` in bytes.
   size_t user_len;
+  // (ABI 1.2, optional by `struct_size`) `HUDDLE_CLAIM_*` bits; bits the host does not know
+  // are ignored.
+  uint32_t flags;
 } HuddleClaim;
 
 // The host's table (host → plugin), passed to `init`. Owned by the host; valid, like `ctx`,

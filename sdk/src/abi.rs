@@ -363,7 +363,20 @@ pub struct HuddleClaim {
     pub user: *const u8,
     /// Length of `user` in bytes.
     pub user_len: usize,
+    /// (ABI 1.2, optional by `struct_size`) `HUDDLE_CLAIM_*` bits; bits the host does not know
+    /// are ignored.
+    pub flags: u32,
 }
+
+/// (ABI 1.2) `HuddleClaim::flags`: out-of-dialog requests this claim matches reach the plugin
+/// without the digest challenge (407) the host sends callers who name a local user in From,
+/// unless they carry credentials; the plugin sees no `auth_user` and decides what a guest may
+/// do (a public conference room).
+pub const HUDDLE_CLAIM_GUESTS: u32 = 1;
+
+/// The smallest `struct_size` a major-1 host accepts in a claim: the 1.0 layout, which ends
+/// with `user_len`.
+pub const HUDDLE_CLAIM_MIN_SIZE: usize = std::mem::offset_of!(HuddleClaim, flags);
 
 /// What the host knows about a request beyond its bytes. Borrowed for the duration of
 /// `handle_request`, like everything it points to.

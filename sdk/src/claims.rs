@@ -18,6 +18,13 @@
 //!   user parameters after a `;` are not part of it), case-sensitive, where `*` matches any run of characters (possibly empty): `echo`,
 //!   `room-*`, `*-bot`. A Request-URI without a user part matches no user pattern.
 //!
+//! A claim may also be *open to guests* ([`Claim::open_to_guests`]): an out-of-dialog request it
+//! matches is handed over without the digest challenge (407) the host otherwise sends callers
+//! who name a local user in From, unless the request carries credentials anyway. The plugin
+//! sees such a caller with no authenticated user (`RequestInfo::auth_user` is `None`) and
+//! decides what a guest may do (a public conference room). Openness plays no part in matching
+//! or in conflicts.
+//!
 //! Put a claimed user in the Contact of the dialogs a plugin creates, so that in-dialog
 //! requests (BYE, re-INVITE, SUBSCRIBE refreshes) come back to it.
 
@@ -73,6 +80,7 @@ pub struct Claim {
     method: Option<Box<str>>,
     event: Option<Box<str>>,
     user: Option<Box<str>>,
+    guests: bool,
 }
 
 impl Claim {
@@ -109,12 +117,24 @@ impl Claim {
         self
     }
 
+    /// Also admits callers who did not authenticate (see the [module docs](self)).
+    pub fn open_to_guests(mut self) -> Self {
+        self.guests = true;
+        self
+    }
+
+    /// Whether the claim admits callers who did not authenticate.
+    pub fn admits_guests(&self) -> bool {
+        self.guests
+    }
+
     /// Builds a claim from its three fields as they cross the ABI (empty: any), validated.
     pub fn from_parts(method: &str, event: &str, user: &str) -> Result<Self, ClaimError> {
         let claim = Claim {
             method: non_empty(method),
             event: non_empty(event),
             user: non_empty(user),
+            guests: false,
         };
         claim.validate()?;
         Ok(claim)
@@ -224,7 +244,11 @@ impl fmt::Display for Claim {
         };
         part(f, "method", &self.method)?;
         part(f, "event", &self.event)?;
-        part(f, "user", &self.user)
+        part(f, "user", &self.user)?;
+        if self.guests {
+            f.write_str(" guests")?;
+        }
+        Ok(())
     }
 }
 

@@ -174,6 +174,11 @@ impl Host {
             event_len,
             user,
             user_len,
+            flags: if claim.admits_guests() {
+                abi::HUDDLE_CLAIM_GUESTS
+            } else {
+                0
+            },
         };
         self.with(|api| {
             let f = api.claim.ok_or(Error::NotSupported)?;

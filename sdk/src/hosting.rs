@@ -920,14 +920,20 @@ unsafe extern "C" fn h_claim(ctx: *mut c_void, claim: *const HuddleClaim) -> i32
     unsafe {
         host_call(ctx, |b| {
             let c = claim.as_ref().ok_or(Error::InvalidArgument)?;
-            if c.struct_size < std::mem::size_of::<HuddleClaim>() {
+            if c.struct_size < abi::HUDDLE_CLAIM_MIN_SIZE {
                 return Err(Error::Incompatible);
             }
-            let claim = Claim::from_parts(
+            let mut claim = Claim::from_parts(
                 text_arg(c.method, c.method_len)?,
                 text_arg(c.event, c.event_len)?,
                 text_arg(c.user, c.user_len)?,
             )?;
+            // A 1.0/1.1 plugin's claim ends before `flags`: it has none.
+            let has_flags = c.struct_size
+                >= std::mem::offset_of!(HuddleClaim, flags) + std::mem::size_of::<u32>();
+            if has_flags && c.flags & abi::HUDDLE_CLAIM_GUESTS != 0 {
+                claim = claim.open_to_guests();
+            }
             let mut slot = b.claims.lock().unwrap_or_else(PoisonError::into_inner);
             let list = slot.as_mut().ok_or(Error::BadState)?;
             b.services.check_claim(&claim)?;

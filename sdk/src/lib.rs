@@ -137,6 +137,7 @@
 pub mod abi;
 pub mod claims;
 mod config;
+pub mod dialog;
 mod error;
 pub mod export;
 pub mod fake;

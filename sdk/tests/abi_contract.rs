@@ -667,6 +667,30 @@ fn reserved_methods_cannot_be_claimed() {
     );
 }
 
+#[test]
+fn a_claim_open_to_guests_keeps_its_flag_across_the_abi() {
+    struct Lobby;
+    impl Plugin for Lobby {
+        fn init(_: &Host, _: &Config, claims: &mut Claims) -> Result<Self> {
+            claims.add(Claim::method("INVITE").with_user("lobby").open_to_guests());
+            claims.add(Claim::method("INVITE").with_user("board"));
+            Ok(Lobby)
+        }
+        fn handle_request(&mut self, _: &Host, _: Request) -> Result<()> {
+            Ok(())
+        }
+    }
+    let host = FakeHost::new();
+    let entry = huddle_sdk::plugin_entry!(Lobby, "lobby", "1", Capabilities::NONE);
+    let plugin = host.start(&entry, "").expect("starts");
+    let open: Vec<bool> = plugin.claims().iter().map(Claim::admits_guests).collect();
+    assert_eq!(open, [true, false]);
+    assert_eq!(
+        plugin.claims()[0].to_string(),
+        "method=INVITE user=lobby guests"
+    );
+}
+
 // --- the Host handle's lifetime and threads ---------------------------------------------------
 
 static KEPT: Mutex<Option<Host>> = Mutex::new(None);

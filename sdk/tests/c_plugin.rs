@@ -117,7 +117,7 @@ fn c_and_rust_layouts_agree() {
     }
     let structs = layout! {
         HuddleHostBuf { ptr, len, token }
-        HuddleClaim { struct_size, method, method_len, event, event_len, user, user_len }
+        HuddleClaim { struct_size, method, method_len, event, event_len, user, user_len, flags }
         HuddleRequestInfo {
             struct_size, transport, source_port, source_ip, source_ip_len, auth_user,
             auth_user_len, related_txn

@@ -11,8 +11,15 @@
 //! tells legs apart by its own port) and its own tokio task driving its `Rtc`: receive, write
 //! when the pacing tick says so, and drain `poll_output` until `Timeout`.
 //!
+//! With `--video-clip` (and `--audio-clip`) the legs send recorded RTP instead of filler: real
+//! VP8 (and Opus, on a second m-line) that a conference mixer decodes, as `bench/conference`
+//! needs. A clip is a file of RFC 4571-framed RTP packets (a 2-byte length before each), as
+//! GStreamer's `rtpstreampay ! filesink` writes it; each leg replays it in a loop, paced by the
+//! packets' RTP timestamps, under its own SSRC and sequence numbers. Counting is per payload
+//! type (the composite and the mix come back as two streams).
+//!
 //! SIP is minimal and unauthenticated: the From is in a foreign domain, which the server does
-//! not challenge for plugin-claimed requests.
+//! not challenge for plugin-claimed requests (a conference room must be public to admit it).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -63,6 +70,118 @@ struct Args {
     /// The server's process id, to report its CPU time.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Recorded VP8 RTP to send instead of filler (RFC 4571 framing; `--kbps` is then unused).
+    #[arg(long)]
+    video_clip: Option<std::path::PathBuf>,
+    /// Recorded Opus RTP to send on an audio m-line (RFC 4571 framing); needs `--video-clip`.
+    #[arg(long, requires = "video_clip")]
+    audio_clip: Option<std::path::PathBuf>,
+}
+
+/// One recorded RTP packet: what a leg re-sends under its own SSRC and sequence numbers.
+#[derive(Debug)]
+struct ClipPacket {
+    /// RTP timestamp relative to the clip's first packet.
+    ts: u32,
+    marker: bool,
+    payload: Arc<[u8]>,
+}
+
+/// A recorded stream, replayed in a loop.
+#[derive(Debug)]
+struct Clip {
+    packets: Vec<ClipPacket>,
+    /// RTP clock rate (90 kHz video, 48 kHz Opus).
+    clock: u32,
+    /// Length of one loop in RTP ticks (last timestamp plus one frame step).
+    length: u32,
+}
+
+impl Clip {
+    /// Reads RFC 4571-framed RTP packets from `path`.
+    fn load(path: &std::path::Path, clock: u32) -> anyhow::Result<Clip> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut packets = Vec::new();
+        let mut rest = &bytes[..];
+        let mut first = None;
+        while rest.len() >= 2 {
+            let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            let Some(packet) = rest.get(2..2 + len) else {
+                bail!("{}: truncated packet", path.display());
+            };
+            rest = &rest[2 + len..];
+            if packet.len() < 12 || packet[0] >> 6 != 2 {
+                bail!("{}: not RTP", path.display());
+            }
+            let csrcs = usize::from(packet[0] & 0x0f);
+            let mut header = 12 + 4 * csrcs;
+            if packet[0] & 0x10 != 0 {
+                let ext = packet
+                    .get(header + 2..header + 4)
+                    .context("short extension")?;
+                header += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
+            }
+            let ts = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+            let first_ts = *first.get_or_insert(ts);
+            packets.push(ClipPacket {
+                ts: ts.wrapping_sub(first_ts),
+                marker: packet[1] & 0x80 != 0,
+                payload: packet.get(header..).context("short packet")?.into(),
+            });
+        }
+        let mut stamps: Vec<u32> = packets.iter().map(|p| p.ts).collect();
+        stamps.dedup();
+        let step = match stamps.as_slice() {
+            [.., a, b] => b - a,
+            _ => bail!("{}: fewer than two frames", path.display()),
+        };
+        Ok(Clip {
+            length: stamps[stamps.len() - 1] + step,
+            packets,
+            clock,
+        })
+    }
+}
+
+/// One leg's replay position in a clip.
+struct Replay {
+    clip: Arc<Clip>,
+    mid: Mid,
+    pt: Option<str0m::media::Pt>,
+    index: usize,
+    loops: u32,
+    seq: u64,
+}
+
+impl Replay {
+    /// When the next packet is due, counted from the leg's start.
+    fn due(&self) -> Duration {
+        let ticks = u64::from(self.loops) * u64::from(self.clip.length)
+            + u64::from(self.clip.packets[self.index].ts);
+        Duration::from_micros(ticks * 1_000_000 / u64::from(self.clip.clock))
+    }
+
+    /// Sends the next packet; returns false when the stream cannot send yet.
+    fn send(&mut self, rtc: &mut Rtc, now: Instant) -> bool {
+        let mut api = rtc.direct_api();
+        let (Some(pt), Some(tx)) = (self.pt, api.stream_tx_by_mid(self.mid, None)) else {
+            return false;
+        };
+        let p = &self.clip.packets[self.index];
+        let ts = p.ts.wrapping_add(self.loops.wrapping_mul(self.clip.length));
+        tx.write_rtp(
+            RtpWrite::new(pt, SeqNo::from(self.seq), ts, now, p.payload.clone())
+                .marker(p.marker)
+                .nackable(true),
+        );
+        self.seq += 1;
+        self.index += 1;
+        if self.index == self.clip.packets.len() {
+            self.index = 0;
+            self.loops += 1;
+        }
+        true
+    }
 }
 
 /// RTP payload per packet: a video-sized packet under the usual 1200-byte MTU budget.
@@ -76,6 +195,10 @@ struct Totals {
     expected: AtomicU64,
     connected: AtomicU64,
     failed: AtomicU64,
+    /// Complete frames (marker bits) of the VP8 stream received back, over every leg.
+    video_frames: AtomicU64,
+    /// Milliseconds every leg spent counting, summed (frames ÷ this = frames per second).
+    counting_ms: AtomicU64,
 }
 
 /// Routes SIP responses and requests to legs by Call-ID.
@@ -159,6 +282,7 @@ fn request(sip: &Sip, call: &Call, method: &str, cseq: u32, body: Option<&str>) 
 /// One leg: INVITE, ICE/DTLS, media until `stop`, BYE.
 async fn leg(
     args: Args,
+    clips: Option<(Arc<Clip>, Option<Arc<Clip>>)>,
     sip: Arc<Sip>,
     totals: Arc<Totals>,
     start_send: tokio::sync::watch::Receiver<bool>,
@@ -167,15 +291,34 @@ async fn leg(
     let socket = UdpSocket::bind((args.bind, 0)).await?;
     let local = socket.local_addr()?;
     let now = Instant::now();
+    let with_audio = clips.as_ref().is_some_and(|(_, a)| a.is_some());
     let mut rtc: Rtc = RtcConfig::new()
         .set_rtp_mode(true)
         .clear_codecs()
         .enable_vp8(true)
+        .enable_opus(with_audio, false)
         .set_stats_interval(None)
         .build(now);
     rtc.add_local_candidate(Candidate::host(local, "udp")?);
     let mut change = rtc.sdp_api();
+    let audio_mid = with_audio
+        .then(|| change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None));
     let mid: Mid = change.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+    let mut replays: Vec<Replay> = Vec::new();
+    if let Some((video, audio)) = &clips {
+        let fresh = |clip: &Arc<Clip>, mid: Mid| Replay {
+            clip: clip.clone(),
+            mid,
+            pt: None,
+            index: 0,
+            loops: 0,
+            seq: 1,
+        };
+        replays.push(fresh(video, mid));
+        if let (Some(audio), Some(amid)) = (audio, audio_mid) {
+            replays.push(fresh(audio, amid));
+        }
+    }
     let (offer, pending) = change.apply().context("an offer")?;
     let offer = offer.to_sdp_string();
 
@@ -219,9 +362,14 @@ async fn leg(
     let payload: Arc<[u8]> = vec![0x5a; PAYLOAD].into();
     let mut connected = false;
     let mut counting = false;
-    let (mut lo, mut hi, mut got) = (u64::MAX, 0u64, 0u64);
+    // Per received payload type: (lowest, highest) sequence number and packets counted.
+    let mut seen: HashMap<u8, (u64, u64)> = HashMap::new();
+    let mut got = 0u64;
     let mut sent = 0u64;
     let mut pt = None;
+    let mut replay_start: Option<Instant> = None;
+    let mut counting_since: Option<Instant> = None;
+    let mut frames = 0u64;
     loop {
         // Drain.
         let timeout = loop {
@@ -234,6 +382,19 @@ async fn leg(
                     connected = true;
                     totals.connected.fetch_add(1, Ordering::Relaxed);
                     pt = rtc.codec_config().params().first().map(|p| p.pt());
+                    for r in &mut replays {
+                        let want = if r.clip.clock == 90_000 {
+                            str0m::format::Codec::Vp8
+                        } else {
+                            str0m::format::Codec::Opus
+                        };
+                        r.pt = rtc
+                            .codec_config()
+                            .params()
+                            .iter()
+                            .find(|p| p.spec().codec == want)
+                            .map(|p| p.pt());
+                    }
                 }
                 Output::Event(Event::IceConnectionStateChange(
                     IceConnectionState::Disconnected,
@@ -242,9 +403,14 @@ async fn leg(
                 }
                 Output::Event(Event::RtpPacket(p)) => {
                     if counting {
+                        let vp8 = replays.first().and_then(|r| r.pt);
+                        if p.header.marker && Some(p.header.payload_type) == vp8 {
+                            frames += 1;
+                        }
                         let s = *p.seq_no;
-                        lo = lo.min(s);
-                        hi = hi.max(s);
+                        let e = seen.entry(*p.header.payload_type).or_insert((s, s));
+                        e.0 = e.0.min(s);
+                        e.1 = e.1.max(s);
                         got += 1;
                     }
                 }
@@ -257,8 +423,24 @@ async fn leg(
         let sending = connected && *start_send.borrow();
         if sending && !counting {
             counting = true;
+            counting_since = Some(Instant::now());
         }
-        let wake = if sending {
+        if !replays.is_empty() {
+            // Recorded media flows from the moment the leg connects: the mixer then sees real
+            // streams (key frames, steady audio) before the measured window opens.
+            if connected && replay_start.is_none() {
+                replay_start = Some(Instant::now());
+            }
+            if let Some(start) = replay_start {
+                next_send = replays
+                    .iter()
+                    .map(|r| start + r.due())
+                    .min()
+                    .unwrap_or(timeout);
+            }
+        }
+        let replaying = replay_start.is_some();
+        let wake = if (sending && replays.is_empty()) || replaying {
             timeout.min(next_send)
         } else {
             timeout
@@ -274,7 +456,18 @@ async fn leg(
             () = tokio::time::sleep_until(wake.into()) => {}
         }
         let now = Instant::now();
-        if sending && now >= next_send {
+        if let Some(start) = replay_start {
+            for r in &mut replays {
+                while start + r.due() <= now {
+                    if !r.send(&mut rtc, now) {
+                        break;
+                    }
+                    if counting {
+                        sent += 1;
+                    }
+                }
+            }
+        } else if sending && replays.is_empty() && now >= next_send {
             if let (Some(pt), Some(tx)) = (pt, rtc.direct_api().stream_tx_by_mid(mid, None)) {
                 // Four packets per "frame" at 90 kHz: the timestamps of a ~30 fps stream.
                 let marker = seq.is_multiple_of(4);
@@ -298,9 +491,14 @@ async fn leg(
     }
     totals.sent.fetch_add(sent, Ordering::Relaxed);
     totals.received.fetch_add(got, Ordering::Relaxed);
-    if got > 0 {
-        totals.expected.fetch_add(hi - lo + 1, Ordering::Relaxed);
+    totals.video_frames.fetch_add(frames, Ordering::Relaxed);
+    if let Some(since) = counting_since {
+        totals
+            .counting_ms
+            .fetch_add(since.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
+    let expected: u64 = seen.values().map(|(lo, hi)| hi - lo + 1).sum();
+    totals.expected.fetch_add(expected, Ordering::Relaxed);
     call.cseq += 1;
     sip.send(&request(&sip, &call, "BYE", call.cseq, None))
         .await?;
@@ -329,13 +527,24 @@ async fn main() -> anyhow::Result<()> {
     });
     tokio::spawn(sip.clone().pump());
     let totals = Arc::new(Totals::default());
+    let clips = match &args.video_clip {
+        Some(video) => Some((
+            Arc::new(Clip::load(video, 90_000)?),
+            match &args.audio_clip {
+                Some(audio) => Some(Arc::new(Clip::load(audio, 48_000)?)),
+                None => None,
+            },
+        )),
+        None => None,
+    };
     let (start_tx, start_rx) = tokio::sync::watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::with_capacity(args.legs);
     let gap = Duration::from_micros(1_000_000 / args.rate.max(1));
     for _ in 0..args.legs {
-        let (a, s, t, st, sp) = (
+        let (a, c, s, t, st, sp) = (
             args.clone(),
+            clips.clone(),
             sip.clone(),
             totals.clone(),
             start_rx.clone(),
@@ -343,7 +552,7 @@ async fn main() -> anyhow::Result<()> {
         );
         let totals = t.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = leg(a, s, t, st, sp).await {
+            if let Err(e) = leg(a, c, s, t, st, sp).await {
                 totals.failed.fetch_add(1, Ordering::Relaxed);
                 eprintln!("leg failed: {e:#}");
             }
@@ -383,6 +592,13 @@ async fn main() -> anyhow::Result<()> {
         totals.failed.load(Ordering::Relaxed),
         args.kbps
     );
+    if clips.is_some() {
+        let ms = totals.counting_ms.load(Ordering::Relaxed).max(1) as f64;
+        println!(
+            "video_fps_received_per_leg={:.1}",
+            totals.video_frames.load(Ordering::Relaxed) as f64 * 1000.0 / ms
+        );
+    }
     if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
         let cpu = c1 - c0;
         let core = cpu / wall;

@@ -24,7 +24,7 @@
 use std::collections::HashSet;
 
 use huddle_sdk::serde::Deserialize;
-use huddle_sdk::{Error, Host, MediaSessionId, Method, NewRequest, Result};
+use huddle_sdk::{Error, Host, MediaSessionId, Method, Result};
 
 use crate::events::json_escape;
 use crate::layout::LayoutKind;
@@ -264,19 +264,10 @@ fn kick(conf: &mut Conference, host: &Host, id: u64) -> Result<()> {
     let Some(mut call) = conf.calls.remove(&call_id) else {
         return Err(Error::NotFound);
     };
-    call.local_cseq += 1;
-    let mut bye = NewRequest::new(Method::Bye, &call.remote_target)
-        .from(&format!("<{}>;tag={}", call.local_uri, call.local_tag))
-        .to(&call.remote)
-        .call_id(&call_id)
-        .cseq(call.local_cseq)
-        .header(
-            "Reason",
-            "SIP;cause=200;text=\"Removed by the room's administrator\"",
-        );
-    for route in &call.routes {
-        bye = bye.header("Route", route);
-    }
+    let bye = call.dialog.request(Method::Bye).header(
+        "Reason",
+        "SIP;cause=200;text=\"Removed by the room's administrator\"",
+    );
     let sent = host.send_request(&bye.build());
     // The leg's hang-up that follows finds no call any more and sends nothing.
     let _ = host.close_media(session);

@@ -3,8 +3,10 @@
 //! * `grid`: the smallest of 1, 2, 4, 6, 9, 16 tiles that holds everyone (more than 16: the
 //!   first 16), as 1×1, 2×1, 2×2, 3×2, 3×3, 4×4, each tile keeping the canvas's aspect ratio
 //!   inside its cell (letterboxed, centred).
-//! * `speaker`: the active speaker big (the top 3/4 of the canvas), everyone else as
-//!   thumbnails in a row along the bottom quarter (at most 6).
+//! * `speaker`: one *featured* tile big (the top 3/4 of the canvas), everyone else as
+//!   thumbnails in a row along the bottom quarter (at most 6). Which tile is featured is the
+//!   caller's choice, not geometry: the room features its active speaker; a layout that
+//!   features something else (a shared screen) needs only another choice, not other shapes.
 
 use huddle_sdk::serde::Deserialize;
 
@@ -71,20 +73,20 @@ fn fit(cell: Rect, width: u32, height: u32) -> Rect {
     }
 }
 
-/// Tiles for `n` participants (in order) on a `width`×`height` canvas; `speaker` is the index
-/// of the active speaker (used by [`LayoutKind::Speaker`]). Participants beyond the layout's
-/// capacity get no tile (`None`).
+/// Tiles for `n` tiles (in order) on a `width`×`height` canvas; `featured` is the index of the
+/// tile shown big by [`LayoutKind::Speaker`] (the first when `None`). Tiles beyond the layout's
+/// capacity get no place (`None`).
 pub fn tiles(
     kind: LayoutKind,
     n: usize,
     width: u32,
     height: u32,
-    speaker: Option<usize>,
+    featured: Option<usize>,
 ) -> Vec<Option<Rect>> {
     match kind {
         LayoutKind::Grid => grid(n, width, height),
         LayoutKind::Speaker if n <= 1 => grid(n, width, height),
-        LayoutKind::Speaker => speaker_layout(n, width, height, speaker.unwrap_or(0).min(n - 1)),
+        LayoutKind::Speaker => featured_layout(n, width, height, featured.unwrap_or(0).min(n - 1)),
     }
 }
 
@@ -105,7 +107,7 @@ fn grid(n: usize, width: u32, height: u32) -> Vec<Option<Rect>> {
         .collect()
 }
 
-fn speaker_layout(n: usize, width: u32, height: u32, speaker: usize) -> Vec<Option<Rect>> {
+fn featured_layout(n: usize, width: u32, height: u32, featured: usize) -> Vec<Option<Rect>> {
     const THUMBS: u32 = 6;
     let big_h = even(height * 3 / 4);
     let big = fit(
@@ -122,7 +124,7 @@ fn speaker_layout(n: usize, width: u32, height: u32, speaker: usize) -> Vec<Opti
     let mut next = 0u32;
     (0..n)
         .map(|i| {
-            if i == speaker {
+            if i == featured {
                 return Some(big);
             }
             if next >= THUMBS {

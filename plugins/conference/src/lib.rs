@@ -31,10 +31,10 @@ pub mod sdp;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use huddle_sdk::sip::headers::NameAddr;
+use huddle_sdk::dialog::{self, UasDialog};
 use huddle_sdk::{
     Capabilities, Claim, Claims, Config, Error, HangupReason, HeaderName, Host, MediaSessionId,
-    Method, NewRequest, Plugin, Request, RequestId, Response, Result,
+    Method, Plugin, Request, RequestId, Response, Result,
 };
 
 use media::{LegSpec, RoomMedia};
@@ -75,29 +75,27 @@ struct Call {
     session: MediaSessionId,
     room: String,
     entity: Option<String>,
-    local_tag: String,
-    remote: String,
-    local_uri: String,
-    remote_target: String,
-    routes: Vec<String>,
-    local_cseq: u32,
+    /// The dialog; its local URI (the room's) is our Contact.
+    dialog: UasDialog,
     audio_mid: Option<String>,
     video_mid: Option<String>,
     video_in: bool,
     display: String,
+    /// The output profile they receive, and since when (switches are spaced out).
+    profile: usize,
+    profile_since: Instant,
 }
+
+/// The shortest time between two profile switches of one receiver: each costs a key frame.
+const PROFILE_SWITCH_GAP: Duration = Duration::from_secs(5);
 
 /// One `Event: conference` subscription.
 #[derive(Debug)]
 struct Subscription {
     room: String,
-    room_uri: String,
     domain: String,
-    local_tag: String,
-    remote: String,
-    remote_target: String,
-    routes: Vec<String>,
-    cseq: u32,
+    /// The subscription's dialog; its local URI is the room's.
+    dialog: UasDialog,
     version: u32,
     expires_at: Instant,
 }
@@ -134,20 +132,33 @@ impl Plugin for Conference {
             ));
         }
         gstreamer::init().map_err(|e| invalid(format!("GStreamer: {e}")))?;
-        let mut users: Vec<String> = rooms.configured_names().map(str::to_owned).collect();
-        if let Some(prefix) = rooms.on_demand_prefix() {
-            users.push(format!("{prefix}*"));
-        }
-        for user in &users {
-            claims.add(Claim::method("INVITE").with_user(user));
+        // Public rooms' INVITEs and SUBSCRIBEs are open to guests: the host hands them over
+        // without challenging a caller who did not log in, and `Rooms::check` admits such a
+        // caller (no authenticated user) only to public rooms. Members-only rooms keep the
+        // host's 407 for local callers.
+        let users = rooms.user_patterns();
+        let open = |claim: Claim, public: bool| {
+            if public {
+                claim.open_to_guests()
+            } else {
+                claim
+            }
+        };
+        for (user, public) in &users {
+            claims.add(open(Claim::method("INVITE").with_user(user), *public));
             claims.add(Claim::method("BYE").with_user(user));
-            claims.add(
+            claims.add(open(
                 Claim::method("SUBSCRIBE")
                     .with_event("conference")
                     .with_user(user),
-            );
+                *public,
+            ));
         }
-        huddle_sdk::info!(host, "conference rooms: {}", users.join(", "));
+        let names: Vec<String> = users
+            .iter()
+            .map(|(u, public)| format!("{u}{}", if *public { " (public)" } else { "" }))
+            .collect();
+        huddle_sdk::info!(host, "conference rooms: {}", names.join(", "));
         Ok(Conference {
             rooms,
             media: HashMap::new(),
@@ -212,7 +223,7 @@ impl Plugin for Conference {
             let _ = host.request_keyframe(session, mid);
         }
         if let Some(m) = self.media.get(&call.room) {
-            m.force_keyframe();
+            m.force_keyframe(call.profile);
         }
         Ok(())
     }
@@ -249,14 +260,49 @@ impl Plugin for Conference {
         session: MediaSessionId,
         _packet: &[u8],
     ) -> Result<()> {
-        // What reaches a plugin as RTCP is a key-frame request for what it sends: the composite.
-        if let Some(m) = self
+        // What reaches a plugin as RTCP is a key-frame request for what it sends: the composite,
+        // in this receiver's profile.
+        if let Some(call) = self
             .by_session
             .get(&session)
             .and_then(|c| self.calls.get(c))
-            .and_then(|call| self.media.get(&call.room))
         {
-            m.force_keyframe();
+            if let Some(m) = self.media.get(&call.room) {
+                m.force_keyframe(call.profile);
+            }
+        }
+        Ok(())
+    }
+
+    fn media_bitrate(&mut self, host: &Host, session: MediaSessionId, bps: u64) -> Result<()> {
+        let Some(call) = self
+            .by_session
+            .get(&session)
+            .and_then(|c| self.calls.get_mut(c))
+        else {
+            return Ok(());
+        };
+        let (Some(m), Some(settings)) = (
+            self.media.get(&call.room),
+            self.rooms.get(&call.room).map(|r| &r.settings),
+        ) else {
+            return Ok(());
+        };
+        if m.profiles() < 2 || call.profile_since.elapsed() < PROFILE_SWITCH_GAP {
+            return Ok(());
+        }
+        let kbps = u32::try_from(bps / 1000).unwrap_or(u32::MAX);
+        let wanted = room::profile_for(&settings.profiles(), Some(kbps), Some(call.profile));
+        if wanted != call.profile && m.set_profile(session, wanted) {
+            huddle_sdk::debug!(
+                host,
+                "{} in room {}: profile {} -> {wanted} ({kbps} kbit/s)",
+                call.display,
+                call.room,
+                call.profile
+            );
+            call.profile = wanted;
+            call.profile_since = Instant::now();
         }
         Ok(())
     }
@@ -277,18 +323,9 @@ impl Plugin for Conference {
             host,
             "call {call_id}: media ended ({reason:?}); sending BYE"
         );
-        call.local_cseq += 1;
-        let mut bye = NewRequest::new(Method::Bye, &call.remote_target)
-            .from(&format!("<{}>;tag={}", call.local_uri, call.local_tag))
-            .to(&call.remote)
-            .call_id(&call_id)
-            .cseq(call.local_cseq);
-        for route in &call.routes {
-            bye = bye.header("Route", route);
-        }
-        let sent = host.send_request(&bye.build());
+        let sent = call.dialog.send_bye(host);
         self.left(host, call);
-        sent.map(|_| ())
+        sent
     }
 
     fn admin_request(&mut self, host: &Host, request: &str) -> Result<String> {
@@ -303,13 +340,7 @@ impl Plugin for Conference {
 
 impl Conference {
     fn invite(&mut self, host: &Host, request: Request, call_id: String) -> Result<()> {
-        let in_dialog = request
-            .message()
-            .to_header()
-            .ok()
-            .and_then(|t| t.tag())
-            .is_some();
-        if in_dialog {
+        if dialog::is_in_dialog(&request) {
             return self.reinvite(host, request, &call_id);
         }
         if self.calls.contains_key(&call_id) {
@@ -351,9 +382,10 @@ impl Conference {
             return host.reply(&request, 488, "Not Acceptable Here - SDP Offer Required");
         }
         let offer = sdp::narrow_offer(&String::from_utf8_lossy(request.body()));
+        let offered_kbps = sdp::video_bandwidth_kbps(&offer);
         let (session, answer) = match host.media_answer(None, offer.as_bytes()) {
             Ok(a) => a,
-            Err(e) => return refuse_media(host, &request, e),
+            Err(e) => return dialog::refuse_offer(host, &request, e),
         };
         let streams = sdp::answer_streams(&String::from_utf8_lossy(&answer));
         let audio = streams.iter().find(|s| matches!(s.kind, Kind::Audio(_)));
@@ -378,7 +410,7 @@ impl Conference {
         if started {
             let settings = self.rooms.get(&room).map(|r| r.settings.clone());
             if let Some(s) = settings {
-                match RoomMedia::start(host, &room, s.video, s.layout) {
+                match RoomMedia::start(host, &room, &s.profiles(), s.layout) {
                     Ok(m) => {
                         self.media.insert(room.clone(), m);
                     }
@@ -391,8 +423,12 @@ impl Conference {
                 }
             }
         }
+        let profile = self.rooms.get(&room).map_or(0, |r| {
+            room::profile_for(&r.settings.profiles(), offered_kbps, None)
+        });
         let spec = LegSpec {
             session,
+            profile,
             display: caller.display.clone(),
             audio: audio.and_then(|a| match a.kind {
                 Kind::Audio(codec) => Some((a.mid.clone(), codec, a.pt)),
@@ -417,10 +453,10 @@ impl Conference {
             return host.reply(&request, 500, "Server Internal Error - Mixer Failed");
         }
 
-        let local_uri = strip_params(request.uri()).to_owned();
+        let call_dialog = UasDialog::accept(&request);
         let response = request
             .response(200, "OK")
-            .header("Contact", &format!("<{local_uri}>;isfocus"))
+            .header("Contact", &format!("<{}>;isfocus", call_dialog.local_uri))
             .header("Allow", "INVITE, ACK, BYE, CANCEL, SUBSCRIBE")
             .body("application/sdp", &answer)
             .build();
@@ -433,20 +469,13 @@ impl Conference {
             session,
             room: room.clone(),
             entity: caller.member.clone(),
-            local_tag: request.local_tag().to_owned(),
-            remote: from,
-            local_uri,
-            remote_target: contact_uri(&request).unwrap_or_default(),
-            routes: request
-                .message()
-                .header_list(&HeaderName::RecordRoute)
-                .map(str::to_owned)
-                .collect(),
-            local_cseq: 0,
+            dialog: call_dialog,
             audio_mid: spec.audio.as_ref().map(|a| a.0.clone()),
             video_mid: spec.video.as_ref().map(|v| v.0.clone()),
             video_in: sends_video,
             display: caller.display.clone(),
+            profile,
+            profile_since: Instant::now(),
         };
         self.by_session.insert(session, call_id.clone());
         self.calls.insert(call_id, call);
@@ -467,11 +496,11 @@ impl Conference {
         let offer = sdp::narrow_offer(&String::from_utf8_lossy(request.body()));
         let answer = match host.media_answer(Some(call.session), offer.as_bytes()) {
             Ok((_, a)) => a,
-            Err(e) => return refuse_media(host, &request, e),
+            Err(e) => return dialog::refuse_offer(host, &request, e),
         };
         let response = request
             .response(200, "OK")
-            .header("Contact", &format!("<{}>;isfocus", call.local_uri))
+            .header("Contact", &format!("<{}>;isfocus", call.dialog.local_uri))
             .body("application/sdp", &answer)
             .build();
         host.respond(
@@ -579,12 +608,7 @@ impl Conference {
     }
 
     fn subscribe(&mut self, host: &Host, request: Request, call_id: String) -> Result<()> {
-        let in_dialog = request
-            .message()
-            .to_header()
-            .ok()
-            .and_then(|t| t.tag())
-            .is_some();
+        let in_dialog = dialog::is_in_dialog(&request);
         let expires = request
             .header("Expires")
             .and_then(|e| e.trim().parse::<u32>().ok())
@@ -626,13 +650,17 @@ impl Conference {
                 &response,
             );
         }
-        let room_uri = strip_params(request.uri()).to_owned();
-        let domain = room_uri.split('@').nth(1).unwrap_or("").to_owned();
-        let local_tag = request.local_tag().to_owned();
+        let sub_dialog = UasDialog::accept(&request);
+        let domain = sub_dialog
+            .local_uri
+            .split('@')
+            .nth(1)
+            .unwrap_or("")
+            .to_owned();
         let response = request
             .response(200, "OK")
             .header("Expires", &expires.to_string())
-            .header("Contact", &format!("<{room_uri}>"))
+            .header("Contact", &format!("<{}>", sub_dialog.local_uri))
             .build();
         host.respond(
             request.transaction().ok_or(Error::UnknownTransaction)?,
@@ -640,21 +668,8 @@ impl Conference {
         )?;
         let sub = Subscription {
             room,
-            room_uri,
             domain,
-            local_tag,
-            remote: request
-                .message()
-                .header(&HeaderName::From)
-                .unwrap_or_default()
-                .to_owned(),
-            remote_target: contact_uri(&request).unwrap_or_default(),
-            routes: request
-                .message()
-                .header_list(&HeaderName::RecordRoute)
-                .map(str::to_owned)
-                .collect(),
-            cseq: 0,
+            dialog: sub_dialog,
             version: 0,
             expires_at: Instant::now() + Duration::from_secs(u64::from(expires)),
         };
@@ -671,10 +686,9 @@ impl Conference {
         };
         let expired = !last && sub.expires_at <= now;
         let last = last || expired;
-        sub.cseq += 1;
         sub.version += 1;
         let body = events::conference_info(
-            &sub.room_uri,
+            &sub.dialog.local_uri,
             &sub.domain,
             self.rooms.get(&sub.room),
             sub.version,
@@ -690,18 +704,13 @@ impl Conference {
                 sub.expires_at.saturating_duration_since(now).as_secs()
             )
         };
-        let mut req = NewRequest::new(Method::Notify, &sub.remote_target)
-            .from(&format!("<{}>;tag={}", sub.room_uri, sub.local_tag))
-            .to(&sub.remote)
-            .call_id(call_id)
-            .cseq(sub.cseq)
+        let contact = format!("<{}>", sub.dialog.local_uri);
+        let req = sub
+            .dialog
+            .request(Method::Notify)
             .header("Event", "conference")
             .header("Subscription-State", &state)
-            .header("Contact", &format!("<{}>", sub.room_uri));
-        for route in &sub.routes {
-            req = req.header("Route", route);
-        }
-        let req = req
+            .header("Contact", &contact)
             .body("application/conference-info+xml", body.as_bytes())
             .build();
         match host.send_request(&req) {
@@ -714,41 +723,6 @@ impl Conference {
             self.subs.remove(call_id);
         }
     }
-}
-
-/// Answers a failed `media_answer` as echo does: the host's status, reason and Warning.
-fn refuse_media(host: &Host, request: &Request, e: Error) -> Result<()> {
-    let txn = request.transaction().ok_or(Error::UnknownTransaction)?;
-    match e {
-        Error::Sdp(refusal) => {
-            let mut response = request.response(refusal.status, &refusal.reason);
-            let warning;
-            if let Some(w) = &refusal.warning {
-                warning = format!("399 huddle \"{}\"", w.replace('"', "'"));
-                response = response.header("Warning", &warning);
-            }
-            host.respond(txn, &response.build())
-        }
-        Error::Busy => {
-            let response = request
-                .response(503, "Service Unavailable - Media Busy")
-                .header("Retry-After", "5")
-                .build();
-            host.respond(txn, &response)
-        }
-        e => Err(e),
-    }
-}
-
-/// The URI of the request's Contact.
-fn contact_uri(request: &Request) -> Option<String> {
-    let value = request.message().header(&HeaderName::Contact)?;
-    NameAddr::parse(value).ok().map(|a| a.uri.to_owned())
-}
-
-/// A URI without its parameters.
-fn strip_params(uri: &str) -> &str {
-    uri.split(';').next().unwrap_or(uri)
 }
 
 huddle_sdk::export_plugin!(
@@ -771,7 +745,10 @@ mod tests {
     const CONFIG: &str = "on_demand_prefix = \"meet-\"\n\
         [[rooms]]\nname = \"board\"\npin = \"1234\"\n\
         [[rooms]]\nname = \"lobby\"\npublic = true\n\
-        [[rooms]]\nname = \"team\"\n";
+        [[rooms]]\nname = \"team\"\n\
+        [[rooms]]\nname = \"stage\"\npublic = true\n\
+        video = { width = 320, height = 180, fps = 15, bitrate_kbps = 300 }\n\
+        lower_profiles = [{ width = 160, height = 90, fps = 10, bitrate_kbps = 100 }]\n";
 
     fn start() -> (FakeHost, huddle_sdk::fake::FakePlugin) {
         let host = FakeHost::with_capabilities(Capabilities::ALL);
@@ -797,11 +774,25 @@ mod tests {
         let (_, plugin) = start();
         let claims = plugin.claims();
         assert!(claims.contains(&Claim::method("INVITE").with_user("board")));
+        // Only the public room admits callers who did not log in.
+        assert!(claims.contains(&Claim::method("INVITE").with_user("lobby").open_to_guests()));
+        let open: Vec<_> = claims
+            .iter()
+            .filter(|c| c.admits_guests())
+            .filter_map(|c| c.user_pattern())
+            .collect();
+        assert_eq!(open, ["lobby", "lobby", "stage", "stage"]);
         assert!(claims.contains(&Claim::method("INVITE").with_user("meet-*")));
         assert!(claims.contains(
             &Claim::method("SUBSCRIBE")
                 .with_event("conference")
                 .with_user("lobby")
+                .open_to_guests()
+        ));
+        assert!(claims.contains(
+            &Claim::method("SUBSCRIBE")
+                .with_event("conference")
+                .with_user("team")
         ));
     }
 
@@ -920,6 +911,190 @@ mod tests {
             .filter(|r| r.message.method() == Some(&Method::Notify))
             .count();
         assert_eq!(notifies, 2, "subscribers told of the leave");
+    }
+
+    /// An audio+video offer from guest `who` (call `call_id`), asking for `kbps` of video.
+    fn invite_av(uri: &str, who: &str, call_id: &str, kbps: u32) -> String {
+        let body = format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\nb=AS:{kbps}\r\na=rtpmap:96 VP8/90000\r\n"
+        );
+        format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/WS h.invalid;branch=z9hG4bK{call_id}\r\n\
+             Max-Forwards: 70\r\nFrom: \"{who}\" <sip:{who}@elsewhere.test>;tag={call_id}\r\nTo: <{uri}>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{who}@x.invalid;transport=ws>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    /// Joins `who` to `uri` and returns their media session (the FakeHost's newest answer).
+    fn join_av(
+        host: &FakeHost,
+        plugin: &mut huddle_sdk::fake::FakePlugin,
+        uri: &str,
+        who: &str,
+        kbps: u32,
+    ) -> MediaSessionId {
+        let txn = plugin.request(invite_av(uri, who, who, kbps)).unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 200, "{who}");
+        let session = host
+            .media_calls()
+            .iter()
+            .rev()
+            .find_map(|c| match c {
+                huddle_sdk::fake::MediaCall::Answer { session, .. } => Some(*session),
+                _ => None,
+            })
+            .expect("a media session");
+        plugin.media_ready(session).unwrap();
+        session
+    }
+
+    /// Whether an RTP packet carries the start of a VP8 key frame (RFC 7741 §4.2–4.3).
+    fn vp8_key_frame_start(packet: &[u8]) -> bool {
+        let Some(desc) = packet.get(12..) else {
+            return false;
+        };
+        let first = desc[0];
+        let (extended, start, partition) = (first & 0x80 != 0, first & 0x10 != 0, first & 0x07);
+        let mut at = 1;
+        if extended {
+            let x = desc.get(1).copied().unwrap_or(0);
+            at = 2;
+            if x & 0x80 != 0 {
+                at += if desc.get(at).is_some_and(|b| b & 0x80 != 0) {
+                    2
+                } else {
+                    1
+                };
+            }
+            if x & 0x40 != 0 {
+                at += 1;
+            }
+            if x & 0x30 != 0 {
+                at += 1;
+            }
+        }
+        start && partition == 0 && desc.get(at).is_some_and(|b| b & 0x01 == 0)
+    }
+
+    /// VP8 packets sent to `session` from position `from` of the FakeHost's media log:
+    /// (packets, frames, key frames).
+    fn composite_to(
+        host: &FakeHost,
+        session: MediaSessionId,
+        from: usize,
+    ) -> (usize, usize, usize) {
+        let mut out = (0, 0, 0);
+        for c in host.media_calls().iter().skip(from) {
+            if let huddle_sdk::fake::MediaCall::Rtp {
+                session: s,
+                mid,
+                packet,
+            } = c
+            {
+                if *s == session && mid == "1" {
+                    out.0 += 1;
+                    out.1 += usize::from(packet[1] & 0x80 != 0);
+                    out.2 += usize::from(vp8_key_frame_start(packet));
+                }
+            }
+        }
+        out
+    }
+
+    /// Encoded once per profile: a receiver whose offer asks for little bandwidth gets the lower
+    /// profile; a PLI from it brings a key frame in its profile only (the other receiver's
+    /// stream goes on without one); and a participant who sent video and then went silent (a
+    /// frozen uplink) does not stop the composite. Real GStreamer pipelines.
+    #[test]
+    fn profiles_key_frames_and_a_frozen_uplink() {
+        let (host, mut plugin) = start();
+        let uri = "sip:stage@example.test";
+        let big = join_av(&host, &mut plugin, uri, "big", 2000);
+        let small = join_av(&host, &mut plugin, uri, "small", 150);
+        // Both get the composite, each its own profile: one packet stream per profile, told
+        // apart by the size of their key frames' picture (VP8 frame header: width/height).
+        assert!(
+            eventually(|| composite_to(&host, big, 0).2 > 0 && composite_to(&host, small, 0).2 > 0),
+            "key frames reach both receivers"
+        );
+        let size_of_key = |session| {
+            host.media_calls().iter().find_map(|c| match c {
+                huddle_sdk::fake::MediaCall::Rtp {
+                    session: s, packet, ..
+                } if *s == session && vp8_key_frame_start(packet) => {
+                    // Descriptor (3 bytes with a 15-bit picture id), then the 10-byte key frame
+                    // header whose bytes 6..10 are the width and height (14 bits each).
+                    let f = packet.get(12 + 4..)?;
+                    let w = u16::from_le_bytes([f[6], f[7]]) & 0x3fff;
+                    let h = u16::from_le_bytes([f[8], f[9]]) & 0x3fff;
+                    Some((w, h))
+                }
+                _ => None,
+            })
+        };
+        assert_eq!(size_of_key(big), Some((320, 180)), "the canvas profile");
+        assert_eq!(size_of_key(small), Some((160, 90)), "the lower profile");
+
+        // The join key frames are out; a PLI from the lower-profile receiver now.
+        let mark = host.media_calls().len();
+        plugin
+            .incoming_rtcp(small, &[0x81, 206, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2])
+            .unwrap();
+        assert!(
+            eventually(|| composite_to(&host, small, mark).2 > 0),
+            "a key frame for the receiver that asked"
+        );
+        // The other profile keeps flowing (frames rising) with no key frame forced into it.
+        assert!(eventually(|| composite_to(&host, big, mark).1 >= 10));
+        assert_eq!(
+            composite_to(&host, big, mark).2,
+            0,
+            "the other profile is not disturbed"
+        );
+
+        // A frozen uplink: `big` sends a few real VP8 frames, then nothing. The composite keeps
+        // coming to `small`.
+        let packets = vp8_rtp_packets(10);
+        for p in &packets {
+            plugin.incoming_rtp(big, "1", p).unwrap();
+        }
+        let after = host.media_calls().len();
+        assert!(
+            eventually(|| composite_to(&host, small, after).1 >= 10),
+            "the canvas keeps ticking after the sender froze"
+        );
+    }
+
+    /// `frames` frames of 160x90 VP8 as RTP (payload type 96), from GStreamer's encoder.
+    fn vp8_rtp_packets(frames: i32) -> Vec<Vec<u8>> {
+        use gstreamer::prelude::*;
+        gstreamer::init().unwrap();
+        let pipeline = gstreamer::parse::launch(&format!(
+            "videotestsrc num-buffers={frames} ! video/x-raw,width=160,height=90,framerate=15/1 \
+             ! vp8enc deadline=1 cpu-used=-8 ! rtpvp8pay pt=96 ! appsink name=out sync=false"
+        ))
+        .unwrap()
+        .downcast::<gstreamer::Pipeline>()
+        .unwrap();
+        let sink = pipeline
+            .by_name("out")
+            .unwrap()
+            .downcast::<gstreamer_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gstreamer::State::Playing).unwrap();
+        let mut out = Vec::new();
+        while let Ok(sample) = sink.pull_sample() {
+            if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
+                out.push(map.to_vec());
+            }
+        }
+        pipeline.set_state(gstreamer::State::Null).unwrap();
+        assert!(!out.is_empty());
+        out
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //!   videotestsrc(live, black) ───────────────────────────────┐ (background: keeps the
 //!   appsrc(RTP VP8) → rtpvp8depay → vp8dec → textoverlay → queue ─┤  canvas ticking when an
 //!   videotestsrc(placeholder) → textoverlay → queue ──────────────┤  uplink freezes)
-//!                                        compositor → vp8enc → rtpvp8pay → appsink ─► every
-//!                                                                          participant
+//!                                        compositor → tee ─┬→ queue → vp8enc → rtpvp8pay → appsink ─► receivers of
+//!                                                          │                                        profile 0 (canvas)
+//!                                                          └→ queue → videorate → videoscale → vp8enc → … ─► profile 1, …
 //! audio (one pipeline per participant):
 //!   appsrc(RTP) → depay → decode → convert/resample to 48 kHz mono → appsink ─► input queue
 //!   appsrc(PCM, from the mixer thread) → encode → pay → appsink ─► that participant
@@ -16,9 +17,12 @@
 //!   total − own for each participant, levels → active speaker.
 //! ```
 //!
-//! The composite is encoded once per room (its one output profile) and the same packets go to
-//! every participant, each with the payload type its answer chose. A key frame is forced on
-//! join and on a receiver's PLI (rate-limited, since it is shared).
+//! The composite is encoded once per output profile (the room's `video`, then its
+//! `lower_profiles`) and the same packets go to every receiver of that profile, each with the
+//! payload type its answer chose. A key frame is forced on join and on a receiver's PLI in that
+//! receiver's profile only (rate-limited, since it is shared by the profile's receivers).
+//! Every tile and every encoder branch sits behind a leaky queue: a frozen uplink or a slow
+//! encoder never holds the canvas back.
 //!
 //! Resources are bounded by configuration: seats per room bound the branches and queues; each
 //! input queue holds at most [`MAX_QUEUE`] samples (older ones are dropped).
@@ -87,34 +91,83 @@ struct AudioMember {
     encoder: Option<gst_app::AppSrc>,
 }
 
+/// A receiver of the composite.
+#[derive(Debug, Clone)]
+struct Receiver {
+    session: MediaSessionId,
+    mid: String,
+    /// The payload type its answer chose for VP8.
+    pt: u8,
+    /// Which output profile it gets (index into the room's profiles).
+    profile: usize,
+    /// Its own RTP numbering: each profile's payloader counts on its own, so a receiver moved
+    /// to another profile would see sequence numbers and timestamps jump (a browser's jitter
+    /// buffer drops such a stream). Its next sequence number, its last timestamp, the offset
+    /// from the current profile's timestamps, and whether to re-anchor on the next packet.
+    next_seq: u16,
+    last_ts: u32,
+    ts_offset: u32,
+    rebase: bool,
+}
+
+impl Receiver {
+    fn new(session: MediaSessionId, mid: String, pt: u8, profile: usize) -> Receiver {
+        Receiver {
+            session,
+            mid,
+            pt,
+            profile,
+            next_seq: 0,
+            last_ts: 0,
+            ts_offset: 0,
+            rebase: true,
+        }
+    }
+
+    /// Rewrites `packet` (of its profile's stream) into this receiver's numbering.
+    fn renumber(&mut self, packet: &mut [u8]) {
+        let ts = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        if self.rebase {
+            // One 90 kHz frame at 30 fps after the last packet sent: continuous enough.
+            self.ts_offset = self.last_ts.wrapping_add(3000).wrapping_sub(ts);
+            self.rebase = false;
+        }
+        let out_ts = ts.wrapping_add(self.ts_offset);
+        packet[2..4].copy_from_slice(&self.next_seq.to_be_bytes());
+        packet[4..8].copy_from_slice(&out_ts.to_be_bytes());
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.last_ts = out_ts;
+    }
+}
+
 /// What the GStreamer threads and the mixer thread share with the plugin thread.
 struct Shared {
     host: Host,
-    /// Receivers of the composite: (session, mid, payload type).
-    video_out: Mutex<Vec<(MediaSessionId, String, u8)>>,
+    /// Receivers of the composite.
+    video_out: Mutex<Vec<Receiver>>,
     audio: Mutex<Vec<AudioMember>>,
     /// Tiles in order: participant and its compositor pad.
     tiles: Mutex<Vec<(ParticipantId, gst::Pad)>>,
     speaker: Mutex<Option<ParticipantId>>,
     stop: AtomicBool,
-    last_keyframe: Mutex<Option<Instant>>,
     /// Changed at run time by the admin API (`RoomMedia::set_layout`).
     layout: Mutex<LayoutKind>,
-    profile: VideoProfile,
+    /// The canvas (the first output profile).
+    canvas: VideoProfile,
 }
 
 impl Shared {
-    /// Puts every tile where the layout says.
+    /// Puts every tile where the layout says; the active speaker's is the featured one.
     fn relayout(&self) {
         let tiles_now = lock(&self.tiles);
         let speaker = *lock(&self.speaker);
-        let speaker_index = speaker.and_then(|s| tiles_now.iter().position(|(id, _)| *id == s));
+        let featured = speaker.and_then(|s| tiles_now.iter().position(|(id, _)| *id == s));
         let rects = tiles(
             *lock(&self.layout),
             tiles_now.len(),
-            self.profile.width,
-            self.profile.height,
-            speaker_index,
+            self.canvas.width,
+            self.canvas.height,
+            featured,
         );
         for ((_, pad), rect) in tiles_now.iter().zip(rects) {
             match rect {
@@ -156,6 +209,8 @@ pub struct LegSpec {
     pub audio: Option<(String, AudioCodec, u8)>,
     /// Video stream: mid, payload type, whether they send video to us.
     pub video: Option<(String, u8, bool)>,
+    /// The output profile they receive.
+    pub profile: usize,
 }
 
 /// A live room's pipelines and mixer.
@@ -163,7 +218,10 @@ pub struct RoomMedia {
     shared: Arc<Shared>,
     video: gst::Pipeline,
     compositor: gst::Element,
-    encoder: gst::Element,
+    /// One encoder per output profile, in profile order.
+    encoders: Vec<gst::Element>,
+    /// When each profile's last forced key frame was asked for.
+    last_keyframe: Mutex<Vec<Option<Instant>>>,
     legs: BTreeMap<ParticipantId, Leg>,
     mixer: Option<thread::JoinHandle<()>>,
 }
@@ -177,13 +235,17 @@ impl std::fmt::Debug for RoomMedia {
 }
 
 impl RoomMedia {
-    /// Builds and starts the room's video pipeline and mixer thread.
+    /// Builds and starts the room's video pipeline (canvas `profiles[0]`, one encoder per
+    /// profile) and mixer thread.
     pub fn start(
         host: &Host,
         room: &str,
-        profile: VideoProfile,
+        profiles: &[VideoProfile],
         layout: LayoutKind,
     ) -> Result<RoomMedia, MediaError> {
+        let canvas = *profiles
+            .first()
+            .ok_or_else(|| MediaError("a room needs an output profile".to_owned()))?;
         let shared = Arc::new(Shared {
             host: host.clone(),
             video_out: Mutex::new(Vec::new()),
@@ -191,17 +253,11 @@ impl RoomMedia {
             tiles: Mutex::new(Vec::new()),
             speaker: Mutex::new(None),
             stop: AtomicBool::new(false),
-            last_keyframe: Mutex::new(None),
             layout: Mutex::new(layout),
-            profile,
+            canvas,
         });
         let video = gst::Pipeline::with_name(&format!("room-{room}"));
-        let raw_caps = gst::Caps::builder("video/x-raw")
-            .field("format", "I420")
-            .field("width", profile.width as i32)
-            .field("height", profile.height as i32)
-            .field("framerate", gst::Fraction::new(profile.fps as i32, 1))
-            .build();
+        let raw_caps = raw_video_caps(&canvas);
         let background = make("videotestsrc")?;
         background.set_property("is-live", true);
         background.set_property_from_str("pattern", "black");
@@ -215,31 +271,8 @@ impl RoomMedia {
         compositor.set_property("latency", 60_000_000u64);
         let out_caps = make("capsfilter")?;
         out_caps.set_property("caps", &raw_caps);
-        let queue = make("queue")?;
-        let encoder = make("vp8enc")?;
-        encoder.set_property("deadline", 1i64);
-        // A fixed (negative) speed: positive values are adaptive and take whatever CPU is idle.
-        encoder.set_property("cpu-used", -8i32);
-        encoder.set_property_from_str("end-usage", "cbr");
-        encoder.set_property("target-bitrate", (profile.bitrate_kbps * 1000) as i32);
-        encoder.set_property("keyframe-max-dist", (profile.fps * 10) as i32);
-        encoder.set_property("lag-in-frames", 0i32);
-        encoder.set_property("threads", 2i32);
-        let pay = make("rtpvp8pay")?;
-        pay.set_property("mtu", 1150u32);
-        pay.set_property("pt", 96u32);
-        pay.set_property_from_str("picture-id-mode", "15-bit");
-        let out = out_sink(&shared, SinkKind::Video);
-        video.add_many([
-            &background,
-            &bg_caps,
-            &compositor,
-            &out_caps,
-            &queue,
-            &encoder,
-            &pay,
-            out.upcast_ref(),
-        ])?;
+        let tee = make("tee")?;
+        video.add_many([&background, &bg_caps, &compositor, &out_caps, &tee])?;
         gst::Element::link_many([&background, &bg_caps])?;
         let bg_pad = compositor
             .request_pad_simple("sink_%u")
@@ -249,14 +282,32 @@ impl RoomMedia {
             .static_pad("src")
             .ok_or_else(|| MediaError("capsfilter without src".to_owned()))?
             .link(&bg_pad)?;
-        gst::Element::link_many([
-            &compositor,
-            &out_caps,
-            &queue,
-            &encoder,
-            &pay,
-            out.upcast_ref(),
-        ])?;
+        gst::Element::link_many([&compositor, &out_caps, &tee])?;
+        let mut encoders = Vec::with_capacity(profiles.len());
+        for (index, profile) in profiles.iter().enumerate() {
+            let mut branch = vec![newest_frames_queue()?];
+            if index > 0 {
+                // Drop frames before scaling them: the scaler then works at the profile's rate.
+                branch.push(make("videorate")?);
+                branch.push(make("videoscale")?);
+                let caps = make("capsfilter")?;
+                caps.set_property("caps", raw_video_caps(profile));
+                branch.push(caps);
+            }
+            let encoder = vp8_encoder(profile)?;
+            encoders.push(encoder.clone());
+            branch.push(encoder);
+            let pay = make("rtpvp8pay")?;
+            pay.set_property("mtu", 1150u32);
+            pay.set_property("pt", 96u32);
+            pay.set_property_from_str("picture-id-mode", "15-bit");
+            branch.push(pay);
+            branch.push(out_sink(&shared, SinkKind::Video(index)).upcast());
+            let refs: Vec<&gst::Element> = branch.iter().collect();
+            video.add_many(refs.iter().copied())?;
+            gst::Element::link_many(refs.iter().copied())?;
+            tee.link(&branch[0])?;
+        }
         watch_bus(host, &video, room);
         video.set_state(gst::State::Playing)?;
 
@@ -271,7 +322,8 @@ impl RoomMedia {
             shared,
             video,
             compositor,
-            encoder,
+            last_keyframe: Mutex::new(vec![None; encoders.len()]),
+            encoders,
             legs: BTreeMap::new(),
             mixer: Some(mixer),
         })
@@ -310,7 +362,12 @@ impl RoomMedia {
             sends_video.then(|| spec.video.as_ref().map_or(96, |v| v.1)),
         )?;
         if let Some((mid, pt, _)) = &spec.video {
-            lock(&self.shared.video_out).push((spec.session, mid.clone(), *pt));
+            lock(&self.shared.video_out).push(Receiver::new(
+                spec.session,
+                mid.clone(),
+                *pt,
+                spec.profile.min(self.encoders.len() - 1),
+            ));
         }
         self.legs.insert(id, leg);
         self.shared.relayout();
@@ -325,7 +382,7 @@ impl RoomMedia {
         display: &str,
         video_pt: Option<u8>,
     ) -> Result<(), MediaError> {
-        let fps = self.shared.profile.fps as i32;
+        let fps = self.shared.canvas.fps as i32;
         let mut branch: Vec<gst::Element> = Vec::new();
         let label = make("textoverlay")?;
         label.set_property("text", display);
@@ -340,14 +397,7 @@ impl RoomMedia {
                     .field("clock-rate", 90000i32)
                     .field("payload", i32::from(pt))
                     .build();
-                let src = gst_app::AppSrc::builder()
-                    .caps(&caps)
-                    .is_live(true)
-                    .do_timestamp(true)
-                    .format(gst::Format::Time)
-                    .max_bytes(2_000_000)
-                    .build();
-                src.set_property_from_str("leaky-type", "downstream");
+                let src = live_appsrc(&caps, 2_000_000, true);
                 leg.video_in = Some(src.clone());
                 leg.video_pt = pt;
                 branch.push(src.upcast());
@@ -377,13 +427,8 @@ impl RoomMedia {
             }
         }
         branch.push(label);
-        let queue = make("queue")?;
-        // Never let a slow tile hold the canvas back: keep the newest frames only.
-        queue.set_property_from_str("leaky", "downstream");
-        queue.set_property("max-size-buffers", 3u32);
-        queue.set_property("max-size-time", 0u64);
-        queue.set_property("max-size-bytes", 0u32);
-        branch.push(queue);
+        // Never let a slow tile hold the canvas back.
+        branch.push(newest_frames_queue()?);
         let refs: Vec<&gst::Element> = branch.iter().collect();
         self.video.add_many(refs.iter().copied())?;
         gst::Element::link_many(refs.iter().copied())?;
@@ -445,7 +490,7 @@ impl RoomMedia {
 
     /// Removes a participant; their tile goes, the others move up.
     pub fn leave(&mut self, id: ParticipantId, session: MediaSessionId) {
-        lock(&self.shared.video_out).retain(|(s, _, _)| *s != session);
+        lock(&self.shared.video_out).retain(|r| r.session != session);
         lock(&self.shared.audio).retain(|m| m.id != id);
         if let Some(mut leg) = self.legs.remove(&id) {
             if let Some(p) = leg.audio.take() {
@@ -485,11 +530,15 @@ impl RoomMedia {
         }
     }
 
-    /// A receiver lost the picture (PLI/FIR) or just joined: a key frame for everyone, at most
-    /// every [`KEYFRAME_GAP`].
-    pub fn force_keyframe(&self) {
+    /// A receiver of `profile` lost the picture (PLI/FIR) or just joined: a key frame in that
+    /// profile (receivers of other profiles are not disturbed), at most every
+    /// [`KEYFRAME_GAP`].
+    pub fn force_keyframe(&self, profile: usize) {
         {
-            let mut last = lock(&self.shared.last_keyframe);
+            let mut last = lock(&self.last_keyframe);
+            let Some(last) = last.get_mut(profile) else {
+                return;
+            };
             if last.is_some_and(|t| t.elapsed() < KEYFRAME_GAP) {
                 return;
             }
@@ -498,9 +547,39 @@ impl RoomMedia {
         let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
             .all_headers(true)
             .build();
-        if let Some(pad) = self.encoder.static_pad("src") {
+        if let Some(pad) = self.encoders.get(profile).and_then(|e| e.static_pad("src")) {
             pad.send_event(event);
         }
+    }
+
+    /// Moves `session` to output profile `profile` (its bandwidth changed), with a key frame of
+    /// the new profile so its picture starts at once. False when nothing changed.
+    pub fn set_profile(&self, session: MediaSessionId, profile: usize) -> bool {
+        if profile >= self.encoders.len() {
+            return false;
+        }
+        let mut changed = false;
+        for r in lock(&self.shared.video_out)
+            .iter_mut()
+            .filter(|r| r.session == session && r.profile != profile)
+        {
+            r.profile = profile;
+            r.rebase = true;
+            changed = true;
+        }
+        if changed {
+            // The new stream must start with a key frame even within the rate limit.
+            if let Some(t) = lock(&self.last_keyframe).get_mut(profile) {
+                *t = None;
+            }
+            self.force_keyframe(profile);
+        }
+        changed
+    }
+
+    /// How many output profiles (encoders) the room has.
+    pub fn profiles(&self) -> usize {
+        self.encoders.len()
     }
 
     /// How many participants have media here.
@@ -541,8 +620,8 @@ impl Drop for RoomMedia {
 }
 
 enum SinkKind {
-    /// The composite: to every receiver in `video_out`.
-    Video,
+    /// The composite in this output profile: to its receivers in `video_out`.
+    Video(usize),
     /// One participant's mix.
     Audio(MediaSessionId, String, u8),
 }
@@ -577,10 +656,19 @@ fn out_sink(shared: &Arc<Shared>, kind: SinkKind) -> gst_app::AppSink {
                         }
                     };
                     match &kind {
-                        SinkKind::Video => {
-                            let receivers = lock(&shared.video_out).clone();
-                            for (session, mid, pt) in receivers {
-                                send(session, &mid, pt, &mut packet);
+                        SinkKind::Video(profile) => {
+                            // Renumbered under the lock, sent after it.
+                            let mut out: Vec<(MediaSessionId, String, u8, Vec<u8>)> = Vec::new();
+                            for r in lock(&shared.video_out)
+                                .iter_mut()
+                                .filter(|r| r.profile == *profile)
+                            {
+                                let mut copy = packet.clone();
+                                r.renumber(&mut copy);
+                                out.push((r.session, r.mid.clone(), r.pt, copy));
+                            }
+                            for (session, mid, pt, mut copy) in out {
+                                send(session, &mid, pt, &mut copy);
                             }
                         }
                         SinkKind::Audio(session, mid, pt) => send(*session, mid, *pt, &mut packet),
@@ -643,14 +731,7 @@ fn audio_pipeline(
         .build();
 
     // Decode branch.
-    let input = gst_app::AppSrc::builder()
-        .caps(&rtp_caps)
-        .is_live(true)
-        .do_timestamp(true)
-        .format(gst::Format::Time)
-        .max_bytes(200_000)
-        .build();
-    input.set_property_from_str("leaky-type", "downstream");
+    let input = live_appsrc(&rtp_caps, 200_000, true);
     let depay_e = make(depay)?;
     let dec_e = make(dec)?;
     let conv = make("audioconvert")?;
@@ -685,13 +766,7 @@ fn audio_pipeline(
     };
 
     // Encode branch: PCM pushed by the mixer with its own timestamps.
-    let mixed = gst_app::AppSrc::builder()
-        .caps(&pcm)
-        .is_live(true)
-        .format(gst::Format::Time)
-        .max_bytes(100_000)
-        .build();
-    mixed.set_property_from_str("leaky-type", "downstream");
+    let mixed = live_appsrc(&pcm, 100_000, false);
     let conv2 = make("audioconvert")?;
     let resample2 = make("audioresample")?;
     let enc_e = make(enc)?;
@@ -738,6 +813,56 @@ fn audio_pipeline(
     watch_bus(&shared.host, &pipeline, &format!("audio-{id}"));
     pipeline.set_state(gst::State::Playing)?;
     Ok((pipeline, input, mixed))
+}
+
+/// A live `appsrc` for what we push (RTP from the host, PCM from the mixer): at most
+/// `max_bytes` wait, the oldest dropped first when a pipeline falls behind; `timestamp` stamps
+/// buffers on arrival (RTP), otherwise the pusher sets them (the mixer's clock).
+fn live_appsrc(caps: &gst::Caps, max_bytes: u64, timestamp: bool) -> gst_app::AppSrc {
+    let src = gst_app::AppSrc::builder()
+        .caps(caps)
+        .is_live(true)
+        .do_timestamp(timestamp)
+        .format(gst::Format::Time)
+        .max_bytes(max_bytes)
+        .build();
+    src.set_property_from_str("leaky-type", "downstream");
+    src
+}
+
+/// A queue that keeps the newest few frames and drops older ones: what sits between the
+/// canvas and anything that may be slow (a tile's decoder, an encoder).
+fn newest_frames_queue() -> Result<gst::Element, MediaError> {
+    let queue = make("queue")?;
+    queue.set_property_from_str("leaky", "downstream");
+    queue.set_property("max-size-buffers", 3u32);
+    queue.set_property("max-size-time", 0u64);
+    queue.set_property("max-size-bytes", 0u32);
+    Ok(queue)
+}
+
+/// I420 caps of a profile's size and rate.
+fn raw_video_caps(profile: &VideoProfile) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", profile.width as i32)
+        .field("height", profile.height as i32)
+        .field("framerate", gst::Fraction::new(profile.fps as i32, 1))
+        .build()
+}
+
+/// A VP8 encoder for a profile: real-time, fixed speed, constant bitrate, no look-ahead.
+fn vp8_encoder(profile: &VideoProfile) -> Result<gst::Element, MediaError> {
+    let encoder = make("vp8enc")?;
+    encoder.set_property("deadline", 1i64);
+    // A fixed (negative) speed: positive values are adaptive and take whatever CPU is idle.
+    encoder.set_property("cpu-used", -8i32);
+    encoder.set_property_from_str("end-usage", "cbr");
+    encoder.set_property("target-bitrate", (profile.bitrate_kbps * 1000) as i32);
+    encoder.set_property("keyframe-max-dist", (profile.fps * 10) as i32);
+    encoder.set_property("lag-in-frames", 0i32);
+    encoder.set_property("threads", 2i32);
+    Ok(encoder)
 }
 
 /// Logs errors and warnings a pipeline posts, through the server's log.

@@ -78,8 +78,12 @@ pub struct RoomSettings {
     pub layout: LayoutKind,
     /// Whether callers that did not log in are admitted (as guests).
     pub public: bool,
-    /// The composite every participant receives.
+    /// The composite: the canvas's size and rate, and the first (largest) output profile.
     pub video: VideoProfile,
+    /// Further output profiles of the same composite, scaled down (at most 3, each no larger
+    /// and no faster than `video`). Each is encoded once; a receiver gets the largest its
+    /// offer's bandwidth (`b=AS`/`b=TIAS`) and later the host's estimate fit.
+    pub lower_profiles: Vec<VideoProfile>,
 }
 
 impl Default for RoomSettings {
@@ -91,6 +95,7 @@ impl Default for RoomSettings {
             layout: LayoutKind::Grid,
             public: false,
             video: VideoProfile::default(),
+            lower_profiles: Vec::new(),
         }
     }
 }
@@ -111,7 +116,63 @@ impl RoomSettings {
                 "room {room}: name must be letters, digits, '-', '_' or '.'"
             ));
         }
-        self.video.check(room)
+        self.video.check(room)?;
+        if self.lower_profiles.len() > 3 {
+            return Err(format!("room {room}: at most 3 lower_profiles"));
+        }
+        for p in &self.lower_profiles {
+            p.check(room)?;
+            if p.width > self.video.width || p.height > self.video.height || p.fps > self.video.fps
+            {
+                return Err(format!(
+                    "room {room}: each of lower_profiles must be no larger and no faster than video"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every output profile, the canvas's first.
+    pub fn profiles(&self) -> Vec<VideoProfile> {
+        std::iter::once(self.video)
+            .chain(self.lower_profiles.iter().copied())
+            .collect()
+    }
+}
+
+/// A receiver's profile (an index into `profiles`, largest first) for the bandwidth it has,
+/// kbit/s. Without a figure: the first. Otherwise the first profile whose bitrate fits, else the
+/// last; when `current` is given, the change must be clear — up only with 25 % headroom above
+/// the new profile's bitrate, down only when below 80 % of the current one — so an estimate
+/// wobbling around a boundary does not flip a receiver (and force key frames) back and forth.
+pub fn profile_for(profiles: &[VideoProfile], kbps: Option<u32>, current: Option<usize>) -> usize {
+    let Some(kbps) = kbps else {
+        return current.unwrap_or(0);
+    };
+    let last = profiles.len().saturating_sub(1);
+    let fits = profiles
+        .iter()
+        .position(|p| p.bitrate_kbps <= kbps)
+        .unwrap_or(last);
+    match current {
+        None => fits,
+        Some(cur) if fits < cur => {
+            let headroom = u64::from(profiles[fits].bitrate_kbps) * 5 / 4;
+            if u64::from(kbps) >= headroom {
+                fits
+            } else {
+                cur
+            }
+        }
+        Some(cur) if fits > cur => {
+            let floor = u64::from(profiles[cur].bitrate_kbps) * 4 / 5;
+            if u64::from(kbps) < floor {
+                fits
+            } else {
+                cur
+            }
+        }
+        Some(cur) => cur,
     }
 }
 
@@ -231,6 +292,20 @@ impl Rooms {
     /// Configured room names.
     pub fn configured_names(&self) -> impl Iterator<Item = &str> {
         self.configured.keys().map(String::as_str)
+    }
+
+    /// The Request-URI user patterns the plugin claims, each with whether its rooms are public:
+    /// every configured room, and `<prefix>*` for on-demand rooms.
+    pub fn user_patterns(&self) -> Vec<(String, bool)> {
+        let mut patterns: Vec<(String, bool)> = self
+            .configured
+            .values()
+            .map(|s| (s.name.clone(), s.public))
+            .collect();
+        if let Some(prefix) = &self.on_demand_prefix {
+            patterns.push((format!("{prefix}*"), self.on_demand.public));
+        }
+        patterns
     }
 
     /// The on-demand prefix, if on-demand rooms are enabled.
@@ -517,6 +592,38 @@ mod tests {
         assert!(Rooms::new(vec![bad], "", RoomSettings::default()).is_err());
         assert!(Rooms::new(vec![room("a"), room("a")], "", RoomSettings::default()).is_err());
         assert!(Rooms::new(vec![room("a b")], "", RoomSettings::default()).is_err());
+    }
+
+    #[test]
+    fn receivers_get_the_largest_profile_their_bandwidth_fits_without_flapping() {
+        let p = |w, h, fps, kbps| VideoProfile {
+            width: w,
+            height: h,
+            fps,
+            bitrate_kbps: kbps,
+        };
+        let profiles = [p(1280, 720, 30, 1500), p(640, 360, 15, 500)];
+        assert_eq!(profile_for(&profiles, None, None), 0);
+        assert_eq!(profile_for(&profiles, Some(2000), None), 0);
+        assert_eq!(profile_for(&profiles, Some(800), None), 1);
+        assert_eq!(
+            profile_for(&profiles, Some(100), None),
+            1,
+            "the smallest, whatever"
+        );
+        // An estimate just under 1500 does not drop a 720p receiver; under 1200 does.
+        assert_eq!(profile_for(&profiles, Some(1400), Some(0)), 0);
+        assert_eq!(profile_for(&profiles, Some(1100), Some(0)), 1);
+        // Up again only with headroom (1875 for 1500).
+        assert_eq!(profile_for(&profiles, Some(1600), Some(1)), 1);
+        assert_eq!(profile_for(&profiles, Some(1900), Some(1)), 0);
+
+        let mut s = room("x");
+        s.lower_profiles = vec![p(1920, 1080, 30, 2000)];
+        assert!(s.check().unwrap_err().contains("no larger"));
+        s.lower_profiles = vec![p(320, 180, 15, 200)];
+        assert_eq!(s.profiles().len(), 2);
+        assert!(s.check().is_ok());
     }
 
     #[test]

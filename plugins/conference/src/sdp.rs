@@ -253,6 +253,29 @@ pub fn answer_streams(answer: &str) -> Vec<Stream> {
     out
 }
 
+/// The bandwidth the offer's first video m-line asks for, kbit/s: `b=AS:` (kbit/s) or
+/// `b=TIAS:` (bit/s), if it has either.
+pub fn video_bandwidth_kbps(offer: &str) -> Option<u32> {
+    let mut in_video = false;
+    for line in offer.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            if in_video {
+                return None;
+            }
+            in_video = m.starts_with("video");
+        } else if in_video {
+            if let Some(v) = line.strip_prefix("b=AS:") {
+                return v.trim().parse().ok();
+            }
+            if let Some(v) = line.strip_prefix("b=TIAS:") {
+                return v.trim().parse::<u64>().ok().map(|bps| (bps / 1000) as u32);
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +296,18 @@ mod tests {
         assert!(!n.contains("H264") && !n.contains("G722") && !n.contains("apt=102"));
         assert!(n.contains("a=fmtp:111 minptime=10;useinbandfec=1"));
         assert!(n.contains("a=fmtp:97 apt=96"));
+    }
+
+    #[test]
+    fn the_video_bandwidth_comes_from_b_as_or_b_tias() {
+        assert_eq!(video_bandwidth_kbps(OFFER), None);
+        let as_line = OFFER.replace("a=mid:1\r\n", "a=mid:1\r\nb=AS:800\r\n");
+        assert_eq!(video_bandwidth_kbps(&as_line), Some(800));
+        let tias = OFFER.replace("a=mid:1\r\n", "a=mid:1\r\nb=TIAS:512000\r\n");
+        assert_eq!(video_bandwidth_kbps(&tias), Some(512));
+        // An audio m-line's bandwidth is not the video's.
+        let audio = OFFER.replace("a=mid:0\r\n", "a=mid:0\r\nb=AS:64\r\n");
+        assert_eq!(video_bandwidth_kbps(&audio), None);
     }
 
     #[test]

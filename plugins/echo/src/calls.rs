@@ -28,11 +28,8 @@
 
 use std::collections::HashMap;
 
-use huddle_sdk::sip::headers::NameAddr;
-use huddle_sdk::{
-    Error, HangupReason, HeaderName, Host, MediaSessionId, Method, NewRequest, Request, Response,
-    Result,
-};
+use huddle_sdk::dialog::{self, UasDialog};
+use huddle_sdk::{Error, HangupReason, Host, MediaSessionId, Method, Request, Response, Result};
 
 /// How echoed media flows (`media` in the plugin's config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, huddle_sdk::serde::Deserialize)]
@@ -49,18 +46,8 @@ pub enum MediaPath {
 #[derive(Debug)]
 struct Call {
     session: MediaSessionId,
-    /// Our tag (To of the caller's requests, From of ours).
-    local_tag: String,
-    /// The caller's From (with its tag): the To of our BYE.
-    remote: String,
-    /// Our URI: the From of our BYE and our Contact.
-    local_uri: String,
-    /// The caller's Contact: the Request-URI of our BYE.
-    remote_target: String,
-    /// The Record-Route values the host added, in order: our BYE's Route set.
-    routes: Vec<String>,
-    /// The CSeq of the last request we sent in the dialog.
-    local_cseq: u32,
+    /// The dialog: our tag, the caller's target and the route set of our BYE.
+    dialog: UasDialog,
     /// The media streams (mid, is video) of the last answer.
     streams: Vec<(String, bool)>,
 }
@@ -116,12 +103,7 @@ impl Calls {
     }
 
     fn invite(&mut self, host: &Host, request: Request, call_id: String) -> Result<()> {
-        let in_dialog = request
-            .message()
-            .to_header()
-            .ok()
-            .and_then(|t| t.tag())
-            .is_some();
+        let in_dialog = dialog::is_in_dialog(&request);
         let existing = self.by_call_id.get(&call_id).map(|c| c.session);
         if in_dialog && existing.is_none() {
             return host.reply(&request, 481, "Call/Transaction Does Not Exist");
@@ -132,39 +114,21 @@ impl Calls {
         }
         let (session, answer) = match host.media_answer(existing, request.body()) {
             Ok(answered) => answered,
-            Err(Error::Sdp(refusal)) => {
-                let mut response = request.response(refusal.status, &refusal.reason);
-                let warning;
-                if let Some(w) = &refusal.warning {
-                    warning = format!("399 huddle \"{}\"", w.replace('"', "'"));
-                    response = response.header("Warning", &warning);
-                }
-                return host.respond(txn(&request)?, &response.build());
-            }
-            Err(Error::Busy) => {
-                let response = request
-                    .response(503, "Service Unavailable - Media Busy")
-                    .header("Retry-After", "5")
-                    .build();
-                return host.respond(txn(&request)?, &response);
-            }
-            Err(e) => return Err(e),
+            Err(e) => return dialog::refuse_offer(host, &request, e),
         };
         let answer_text = String::from_utf8_lossy(&answer).into_owned();
         let streams = streams_of(&answer_text);
-        let local_uri = strip_params(request.uri()).to_owned();
-        let local_tag = match self.by_call_id.get(&call_id) {
-            Some(c) => c.local_tag.clone(),
-            None => request.local_tag().to_owned(),
-        };
-        let contact = format!("<{local_uri}>");
+        let contact = format!("<{}>", dialog::strip_params(request.uri()));
         let response = request
             .response(200, "OK")
             .header("Contact", &contact)
             .header("Allow", "INVITE, ACK, BYE, CANCEL")
             .body("application/sdp", &answer)
             .build();
-        host.respond(txn(&request)?, &response)?;
+        host.respond(
+            request.transaction().ok_or(Error::UnknownTransaction)?,
+            &response,
+        )?;
 
         if self.path == MediaPath::Forward {
             for (mid, _) in &streams {
@@ -176,30 +140,13 @@ impl Calls {
             Some(call) => {
                 // A re-INVITE may add streams (video added) or refresh the caller's target.
                 call.streams = streams;
-                if let Some(target) = contact_uri(&request) {
-                    call.remote_target = target;
-                }
+                call.dialog.refresh_target(&request);
                 huddle_sdk::debug!(host, "call {call_id} renegotiated");
             }
             None => {
-                let remote = request
-                    .message()
-                    .header(&HeaderName::From)
-                    .unwrap_or_default()
-                    .to_owned();
-                let routes = request
-                    .message()
-                    .header_list(&HeaderName::RecordRoute)
-                    .map(str::to_owned)
-                    .collect();
                 let call = Call {
                     session,
-                    local_tag,
-                    remote,
-                    local_uri,
-                    remote_target: contact_uri(&request).unwrap_or_default(),
-                    routes,
-                    local_cseq: 0,
+                    dialog: UasDialog::accept(&request),
                     streams,
                 };
                 huddle_sdk::info!(
@@ -284,34 +231,8 @@ impl Calls {
             host,
             "call {call_id}: media ended ({reason:?}); sending BYE"
         );
-        call.local_cseq += 1;
-        let mut bye = NewRequest::new(Method::Bye, &call.remote_target)
-            .from(&format!("<{}>;tag={}", call.local_uri, call.local_tag))
-            .to(&call.remote)
-            .call_id(&call_id)
-            // Above any CSeq of the caller's we might have echoed: ours is a separate space.
-            .cseq(call.local_cseq);
-        for route in &call.routes {
-            bye = bye.header("Route", route);
-        }
-        host.send_request(&bye.build())?;
-        Ok(())
+        call.dialog.send_bye(host)
     }
-}
-
-fn txn(request: &Request) -> Result<huddle_sdk::TransactionId> {
-    request.transaction().ok_or(Error::UnknownTransaction)
-}
-
-/// The URI of the request's Contact.
-fn contact_uri(request: &Request) -> Option<String> {
-    let value = request.message().header(&HeaderName::Contact)?;
-    NameAddr::parse(value).ok().map(|a| a.uri.to_owned())
-}
-
-/// A URI without its parameters (`sip:echo@example.test;transport=ws` → `sip:echo@example.test`).
-fn strip_params(uri: &str) -> &str {
-    uri.split(';').next().unwrap_or(uri)
 }
 
 /// The streams of an SDP: (mid, is video) per m-line that has a mid.

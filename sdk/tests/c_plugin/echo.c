@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stddef.h>
 #include "huddle_plugin.h"
 
 typedef struct {
@@ -30,8 +31,9 @@ static int32_t c_init(const HuddleHostApi *host, const uint8_t *config, size_t c
         return HUDDLE_ERR_INCOMPATIBLE;
     }
     static const char user[] = "c-*";
-    HuddleClaim claim = {sizeof(HuddleClaim), NULL, 0, NULL, 0, (const uint8_t *)user,
-                         sizeof(user) - 1};
+    /* Sized as a 1.1 plugin knows the struct (no `flags`): the host must still accept it. */
+    HuddleClaim claim = {offsetof(HuddleClaim, flags), NULL, 0, NULL, 0, (const uint8_t *)user,
+                         sizeof(user) - 1, 0};
     int32_t rc = host->claim(host->ctx, &claim);
     if (rc != HUDDLE_OK) {
         return rc;

@@ -368,6 +368,9 @@ pub struct ClaimConfig {
     /// The Request-URI user pattern, `*` matching any run of characters (`room-*`).
     #[serde(default)]
     pub user: Option<String>,
+    /// Requests it matches are handed over without a digest challenge (a public room).
+    #[serde(default)]
+    pub guests: bool,
 }
 
 impl ClaimConfig {
@@ -378,6 +381,7 @@ impl ClaimConfig {
             self.event.as_deref().unwrap_or(""),
             self.user.as_deref().unwrap_or(""),
         )
+        .map(|c| if self.guests { c.open_to_guests() } else { c })
     }
 }
 

@@ -10,7 +10,9 @@
 //! After validation, a request whose Request-URI names this server, that carries no Route
 //! beyond our own, and that matches a plugin's claim goes to that plugin (REGISTER for our
 //! domain stays with the registrar). Out-of-dialog requests from a local user are
-//! authenticated first, exactly as the proxy does (407), and the plugin learns the user. The
+//! authenticated first, exactly as the proxy does (407), and the plugin learns the user, unless
+//! a claim open to guests matches and the request carries no credentials: then the plugin gets
+//! it with no user, as it gets callers from other domains (a public conference room). The
 //! plugin gets a transaction id mapped to the server transaction; its responses pass through
 //! the transaction layer, which absorbs retransmissions. A CANCEL of a plugin's INVITE is
 //! answered 200 here and delivered with the INVITE's transaction id as `related`; an ACK for
@@ -269,6 +271,20 @@ impl Core {
         (!packages.is_empty()).then(|| packages.join(", "))
     }
 
+    /// Whether plugin `index` takes `msg` without authentication: a claim open to guests
+    /// matches it and it carries no credentials (a caller who sends some is checked, so that a
+    /// member reaches the plugin as themselves).
+    fn admits_guest(&self, index: usize, msg: &Message) -> bool {
+        let Some(key) = RouteKey::of(msg) else {
+            return false;
+        };
+        msg.header(&HeaderName::ProxyAuthorization).is_none()
+            && self.plugins.handles[index]
+                .claims
+                .iter()
+                .any(|c| c.admits_guests() && c.matches(key.method, key.event, key.user))
+    }
+
     /// Hands a claimed request to plugin `index` (see the module docs).
     pub(super) fn hand_to_plugin(
         &mut self,
@@ -285,7 +301,7 @@ impl Core {
                 .ok()
                 .and_then(|f| SipUri::parse(f.uri).ok())
                 .is_some_and(|u| self.is_local(&u));
-            if from_local {
+            if from_local && !self.admits_guest(index, &msg) {
                 match self.authenticate(key, &msg, &from, Role::Proxy) {
                     Some(user) => auth_user = Some(user),
                     None => return,

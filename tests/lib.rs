@@ -144,3 +144,52 @@ pub fn require_tool(name: &str, hint: &str) {
         .unwrap_or(false);
     assert!(found, "{name} is not installed: {hint}");
 }
+
+/// Fails with a clear message unless the browser tests' tools are installed: Node with the
+/// client packages, Debian's Chromium and, for rooms (`gstreamer`), GStreamer.
+pub fn require_browser_tools(gstreamer: bool) {
+    require_tool(
+        "node",
+        "run ./scripts/test.sh, which installs the test dependencies",
+    );
+    require_tool(
+        "chromium",
+        "run ./scripts/test.sh, which installs Debian's chromium",
+    );
+    if gstreamer {
+        require_tool(
+            "gst-inspect-1.0",
+            "run ./scripts/install-deps.sh, which installs GStreamer",
+        );
+    }
+    assert!(
+        repo_root().join("tests/clients/node_modules").exists(),
+        "tests/clients/node_modules is missing: run ./scripts/test.sh (npm ci)"
+    );
+}
+
+/// Runs `node --test` on `files` (under `tests/clients`), one test at a time, against the
+/// server at `ws_url` with the shared users and domain (`HUDDLE_WS_URL`, `HUDDLE_DOMAIN`,
+/// `HUDDLE_USERS`) and `env`; `HUDDLE_NODE_TEST_PATTERN` narrows the run while iterating.
+/// Blocks the calling thread (use `block_in_place` in async tests); panics with Node's output
+/// when a test fails or `limit` passes.
+pub fn run_node_tests(files: &[&str], ws_url: &str, env: &[(&str, &str)], limit: Duration) {
+    let users: Vec<String> = USERS.iter().map(|(u, p)| format!("{u}:{p}")).collect();
+    let mut cmd = Command::new("node");
+    cmd.current_dir(repo_root().join("tests/clients"))
+        .arg("--test")
+        .arg("--test-concurrency=1")
+        .args(
+            std::env::var("HUDDLE_NODE_TEST_PATTERN")
+                .map(|p| vec![format!("--test-name-pattern={p}")])
+                .unwrap_or_default(),
+        )
+        .args(files)
+        .env("HUDDLE_WS_URL", ws_url)
+        .env("HUDDLE_DOMAIN", DOMAIN)
+        .env("HUDDLE_USERS", users.join(","))
+        .envs(env.iter().copied());
+    let (ok, output) = run_bounded(cmd, limit);
+    println!("{output}");
+    assert!(ok, "node tests {files:?} failed:\n{output}");
+}

@@ -5,12 +5,11 @@
 //! (room created, participants joined and left, room ended) reach a receiver in this test,
 //! signed, in order.
 
-use std::process::Command;
 use std::time::Duration;
 
 use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
 use huddle_e2e::webhook_receiver::Receiver;
-use huddle_e2e::{repo_root, require_tool, run_bounded, DOMAIN, USERS};
+use huddle_e2e::{require_browser_tools, run_node_tests};
 
 const TOKEN: &str = "rooms-token";
 const SECRET: &str = "rooms-secret";
@@ -23,18 +22,7 @@ const CONFIG: &str = "[plugins.config]\n\
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_manages_a_live_room_and_its_events_are_hooked() {
-    require_tool(
-        "node",
-        "run ./scripts/test.sh, which installs the test dependencies",
-    );
-    require_tool(
-        "chromium",
-        "run ./scripts/test.sh, which installs Debian's chromium",
-    );
-    require_tool(
-        "gst-inspect-1.0",
-        "run ./scripts/install-deps.sh, which installs GStreamer",
-    );
+    require_browser_tools(true);
     let lib = tokio::task::block_in_place(|| cargo_cdylib("huddle-plugin-conference"));
     let mut receiver = Receiver::start("127.0.0.1:0".parse().unwrap()).await;
     let extra = format!(
@@ -48,21 +36,15 @@ async fn admin_manages_a_live_room_and_its_events_are_hooked() {
     let admin = server.running.admin_addr().expect("admin API runs");
     let url = server.ws_url();
     tokio::task::block_in_place(|| {
-        let clients = repo_root().join("tests/clients");
-        let users: Vec<String> = USERS.iter().map(|(u, p)| format!("{u}:{p}")).collect();
-        let mut cmd = Command::new("node");
-        cmd.current_dir(&clients)
-            .arg("--test")
-            .arg("--test-concurrency=1")
-            .arg("browser/admin-rooms.test.mjs")
-            .env("HUDDLE_WS_URL", &url)
-            .env("HUDDLE_DOMAIN", DOMAIN)
-            .env("HUDDLE_USERS", users.join(","))
-            .env("HUDDLE_ADMIN_URL", format!("http://{admin}"))
-            .env("HUDDLE_ADMIN_TOKEN", TOKEN);
-        let (ok, output) = run_bounded(cmd, Duration::from_secs(600));
-        println!("{output}");
-        assert!(ok, "node tests failed:\n{output}");
+        run_node_tests(
+            &["browser/admin-rooms.test.mjs"],
+            &url,
+            &[
+                ("HUDDLE_ADMIN_URL", &format!("http://{admin}")),
+                ("HUDDLE_ADMIN_TOKEN", TOKEN),
+            ],
+            Duration::from_secs(600),
+        )
     });
 
     // The room's life as webhooks saw it, in order (carol was refused: no event).

@@ -5,11 +5,10 @@
 //! or wrong PIN is refused with 403. The browser side is
 //! `tests/clients/browser/conference.test.mjs`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
-use huddle_e2e::{repo_root, require_tool, run_bounded, DOMAIN, USERS};
+use huddle_e2e::{require_browser_tools, run_node_tests};
 
 const CONFIG: &str = "[plugins.config]\n\
     on_demand_prefix = \"meet-\"\n\
@@ -21,18 +20,7 @@ const CONFIG: &str = "[plugins.config]\n\
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_browsers_meet_in_a_room() {
-    require_tool(
-        "node",
-        "run ./scripts/test.sh, which installs the test dependencies",
-    );
-    require_tool(
-        "chromium",
-        "run ./scripts/test.sh, which installs Debian's chromium",
-    );
-    require_tool(
-        "gst-inspect-1.0",
-        "run ./scripts/install-deps.sh, which installs GStreamer",
-    );
+    require_browser_tools(true);
     let lib = tokio::task::block_in_place(|| cargo_cdylib("huddle-plugin-conference"));
     let server = PluginServer::start(&plugin_entry(&lib, CONFIG)).await;
     assert!(
@@ -41,24 +29,12 @@ async fn three_browsers_meet_in_a_room() {
     );
     let url = server.ws_url();
     tokio::task::block_in_place(|| {
-        let clients = repo_root().join("tests/clients");
-        let users: Vec<String> = USERS.iter().map(|(u, p)| format!("{u}:{p}")).collect();
-        let mut cmd = Command::new("node");
-        cmd.current_dir(&clients)
-            .arg("--test")
-            .arg("--test-concurrency=1")
-            .args(
-                std::env::var("HUDDLE_NODE_TEST_PATTERN")
-                    .map(|p| vec![format!("--test-name-pattern={p}")])
-                    .unwrap_or_default(),
-            )
-            .arg("browser/conference.test.mjs")
-            .env("HUDDLE_WS_URL", &url)
-            .env("HUDDLE_DOMAIN", DOMAIN)
-            .env("HUDDLE_USERS", users.join(","));
-        let (ok, output) = run_bounded(cmd, Duration::from_secs(600));
-        println!("{output}");
-        assert!(ok, "node tests failed:\n{output}");
+        run_node_tests(
+            &["browser/conference.test.mjs"],
+            &url,
+            &[],
+            Duration::from_secs(600),
+        )
     });
     assert_eq!(
         server.running.media_sessions(),

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
-use huddle_e2e::{repo_root, require_tool, run_bounded, DOMAIN};
+use huddle_e2e::{repo_root, require_browser_tools, run_bounded, DOMAIN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "demo-admin-token";
@@ -44,18 +44,7 @@ async fn get(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_demo_pages_chat_and_meet() {
-    require_tool(
-        "node",
-        "run ./scripts/test.sh, which installs the test dependencies",
-    );
-    require_tool(
-        "chromium",
-        "run ./scripts/test.sh, which installs Debian's chromium",
-    );
-    require_tool(
-        "gst-inspect-1.0",
-        "run ./scripts/install-deps.sh, which installs GStreamer",
-    );
+    require_browser_tools(true);
     let root = repo_root();
     let (presence, messaging, conference) = tokio::task::block_in_place(|| {
         (

@@ -6,11 +6,10 @@
 //! hanging up, or leaving the room — ends bob's viewing call with a BYE. The browser side is
 //! `tests/clients/browser/screenshare.test.mjs`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
-use huddle_e2e::{repo_root, require_tool, run_bounded, DOMAIN, USERS};
+use huddle_e2e::{require_browser_tools, run_node_tests};
 
 /// Room `team` without a PIN (the conference's on-demand rooms are off: their `room-*` claim
 /// would overlap the relay's `*-screen`), with a small composite to keep the CPU for the relay.
@@ -27,18 +26,7 @@ const SCREENSHARE: &str = "[plugins.config]\n\
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_screen_is_relayed_to_a_viewer_as_sent() {
-    require_tool(
-        "node",
-        "run ./scripts/test.sh, which installs the test dependencies",
-    );
-    require_tool(
-        "chromium",
-        "run ./scripts/test.sh, which installs Debian's chromium",
-    );
-    require_tool(
-        "gst-inspect-1.0",
-        "run ./scripts/install-deps.sh, which installs GStreamer",
-    );
+    require_browser_tools(true);
     let (conference, screenshare) = tokio::task::block_in_place(|| {
         (
             cargo_cdylib("huddle-plugin-conference"),
@@ -53,19 +41,12 @@ async fn a_screen_is_relayed_to_a_viewer_as_sent() {
     let server = PluginServer::start(&extra).await;
     let url = server.ws_url();
     tokio::task::block_in_place(|| {
-        let clients = repo_root().join("tests/clients");
-        let users: Vec<String> = USERS.iter().map(|(u, p)| format!("{u}:{p}")).collect();
-        let mut cmd = Command::new("node");
-        cmd.current_dir(&clients)
-            .arg("--test")
-            .arg("--test-concurrency=1")
-            .arg("browser/screenshare.test.mjs")
-            .env("HUDDLE_WS_URL", &url)
-            .env("HUDDLE_DOMAIN", DOMAIN)
-            .env("HUDDLE_USERS", users.join(","));
-        let (ok, output) = run_bounded(cmd, Duration::from_secs(600));
-        println!("{output}");
-        assert!(ok, "node tests failed:\n{output}");
+        run_node_tests(
+            &["browser/screenshare.test.mjs"],
+            &url,
+            &[],
+            Duration::from_secs(600),
+        )
     });
     assert_eq!(
         server.running.media_sessions(),

@@ -747,8 +747,8 @@ mod tests {
         [[rooms]]\nname = \"lobby\"\npublic = true\n\
         [[rooms]]\nname = \"team\"\n\
         [[rooms]]\nname = \"stage\"\npublic = true\n\
-        video = { width = 320, height = 180, fps = 15, bitrate_kbps = 300 }\n\
-        lower_profiles = [{ width = 160, height = 90, fps = 10, bitrate_kbps = 100 }]\n";
+        video = { width = 320, height = 180, fps = 15, bitrate_kbps = 300, keyframe_interval_secs = 3600 }\n\
+        lower_profiles = [{ width = 160, height = 90, fps = 10, bitrate_kbps = 100, keyframe_interval_secs = 3600 }]\n";
 
     fn start() -> (FakeHost, huddle_sdk::fake::FakePlugin) {
         let host = FakeHost::with_capabilities(Capabilities::ALL);

@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -150,13 +150,78 @@ struct Shared {
     tiles: Mutex<Vec<(ParticipantId, gst::Pad)>>,
     speaker: Mutex<Option<ParticipantId>>,
     stop: AtomicBool,
+    /// Each profile's encoder output, where key frames are asked for (set once built).
+    encoder_pads: OnceLock<Vec<gst::Pad>>,
+    /// Each profile's forced key frames: when the last was asked for, and whether one is owed.
+    keyframes: Mutex<Vec<KeyframeState>>,
     /// Changed at run time by the admin API (`RoomMedia::set_layout`).
     layout: Mutex<LayoutKind>,
     /// The canvas (the first output profile).
     canvas: VideoProfile,
 }
 
+/// Forced key frames of one output profile.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyframeState {
+    last: Option<Instant>,
+    /// A request came within [`KEYFRAME_GAP`] of the last: one key frame is sent when the gap
+    /// ends (by the room's clock, the mixer thread), so no receiver is left waiting for the
+    /// encoder's periodic one.
+    owed: bool,
+}
+
 impl Shared {
+    /// A key frame in `profile` now, or when [`KEYFRAME_GAP`] since the last has passed.
+    fn request_keyframe(&self, profile: usize, now: Instant) {
+        {
+            let mut states = lock(&self.keyframes);
+            let Some(state) = states.get_mut(profile) else {
+                return;
+            };
+            if state
+                .last
+                .is_some_and(|t| now.duration_since(t) < KEYFRAME_GAP)
+            {
+                state.owed = true;
+                return;
+            }
+            state.last = Some(now);
+            state.owed = false;
+        }
+        self.send_keyframe_event(profile);
+    }
+
+    /// Sends the key frames owed whose gap has passed.
+    fn pay_owed_keyframes(&self, now: Instant) {
+        let due: Vec<usize> = {
+            let mut states = lock(&self.keyframes);
+            states
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, s)| {
+                    s.owed && s.last.is_none_or(|t| now.duration_since(t) >= KEYFRAME_GAP)
+                })
+                .map(|(i, s)| {
+                    s.owed = false;
+                    s.last = Some(now);
+                    i
+                })
+                .collect()
+        };
+        for profile in due {
+            self.send_keyframe_event(profile);
+        }
+    }
+
+    fn send_keyframe_event(&self, profile: usize) {
+        let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
+        if let Some(pad) = self.encoder_pads.get().and_then(|p| p.get(profile)) {
+            pad.send_event(event);
+        }
+    }
+
     /// Puts every tile where the layout says; the active speaker's is the featured one.
     fn relayout(&self) {
         let tiles_now = lock(&self.tiles);
@@ -220,8 +285,6 @@ pub struct RoomMedia {
     compositor: gst::Element,
     /// One encoder per output profile, in profile order.
     encoders: Vec<gst::Element>,
-    /// When each profile's last forced key frame was asked for.
-    last_keyframe: Mutex<Vec<Option<Instant>>>,
     legs: BTreeMap<ParticipantId, Leg>,
     mixer: Option<thread::JoinHandle<()>>,
 }
@@ -253,6 +316,8 @@ impl RoomMedia {
             tiles: Mutex::new(Vec::new()),
             speaker: Mutex::new(None),
             stop: AtomicBool::new(false),
+            encoder_pads: OnceLock::new(),
+            keyframes: Mutex::new(vec![KeyframeState::default(); profiles.len()]),
             layout: Mutex::new(layout),
             canvas,
         });
@@ -308,6 +373,12 @@ impl RoomMedia {
             gst::Element::link_many(refs.iter().copied())?;
             tee.link(&branch[0])?;
         }
+        let _ = shared.encoder_pads.set(
+            encoders
+                .iter()
+                .filter_map(|e: &gst::Element| e.static_pad("src"))
+                .collect(),
+        );
         watch_bus(host, &video, room);
         video.set_state(gst::State::Playing)?;
 
@@ -322,7 +393,6 @@ impl RoomMedia {
             shared,
             video,
             compositor,
-            last_keyframe: Mutex::new(vec![None; encoders.len()]),
             encoders,
             legs: BTreeMap::new(),
             mixer: Some(mixer),
@@ -531,25 +601,10 @@ impl RoomMedia {
     }
 
     /// A receiver of `profile` lost the picture (PLI/FIR) or just joined: a key frame in that
-    /// profile (receivers of other profiles are not disturbed), at most every
-    /// [`KEYFRAME_GAP`].
+    /// profile (receivers of other profiles are not disturbed), at most one per
+    /// [`KEYFRAME_GAP`]; a request inside the gap is paid when it ends.
     pub fn force_keyframe(&self, profile: usize) {
-        {
-            let mut last = lock(&self.last_keyframe);
-            let Some(last) = last.get_mut(profile) else {
-                return;
-            };
-            if last.is_some_and(|t| t.elapsed() < KEYFRAME_GAP) {
-                return;
-            }
-            *last = Some(Instant::now());
-        }
-        let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
-            .all_headers(true)
-            .build();
-        if let Some(pad) = self.encoders.get(profile).and_then(|e| e.static_pad("src")) {
-            pad.send_event(event);
-        }
+        self.shared.request_keyframe(profile, Instant::now());
     }
 
     /// Moves `session` to output profile `profile` (its bandwidth changed), with a key frame of
@@ -569,8 +624,8 @@ impl RoomMedia {
         }
         if changed {
             // The new stream must start with a key frame even within the rate limit.
-            if let Some(t) = lock(&self.last_keyframe).get_mut(profile) {
-                *t = None;
+            if let Some(state) = lock(&self.shared.keyframes).get_mut(profile) {
+                state.last = None;
             }
             self.force_keyframe(profile);
         }
@@ -859,7 +914,11 @@ fn vp8_encoder(profile: &VideoProfile) -> Result<gst::Element, MediaError> {
     encoder.set_property("cpu-used", -8i32);
     encoder.set_property_from_str("end-usage", "cbr");
     encoder.set_property("target-bitrate", (profile.bitrate_kbps * 1000) as i32);
-    encoder.set_property("keyframe-max-dist", (profile.fps * 10) as i32);
+    let interval = profile.fps.saturating_mul(profile.keyframe_interval_secs);
+    encoder.set_property(
+        "keyframe-max-dist",
+        i32::try_from(interval).unwrap_or(i32::MAX),
+    );
     encoder.set_property("lag-in-frames", 0i32);
     encoder.set_property("threads", 2i32);
     Ok(encoder)
@@ -916,6 +975,7 @@ fn mixer_loop(shared: &Shared) {
             next = Instant::now() + period;
         }
         tick += 1;
+        shared.pay_owed_keyframes(Instant::now());
         let mut audio = lock(&shared.audio);
         // The detector indexes by position: rebuild it when the membership changes.
         let now_ids: Vec<ParticipantId> = audio.iter().map(|m| m.id).collect();

@@ -33,6 +33,9 @@ pub struct VideoProfile {
     pub fps: u32,
     /// Target bitrate of the composite, kbit/s (50..=4000).
     pub bitrate_kbps: u32,
+    /// Longest time between two key frames nobody asked for, seconds (1..=3600): what a
+    /// receiver that lost the picture and cannot ask (no RTCP feedback) waits at worst.
+    pub keyframe_interval_secs: u32,
 }
 
 impl Default for VideoProfile {
@@ -42,6 +45,7 @@ impl Default for VideoProfile {
             height: 360,
             fps: 15,
             bitrate_kbps: 600,
+            keyframe_interval_secs: 10,
         }
     }
 }
@@ -53,12 +57,13 @@ impl VideoProfile {
             && self.width.is_multiple_of(2)
             && self.height.is_multiple_of(2)
             && (1..=30).contains(&self.fps)
-            && (50..=4000).contains(&self.bitrate_kbps);
+            && (50..=4000).contains(&self.bitrate_kbps)
+            && (1..=3600).contains(&self.keyframe_interval_secs);
         if ok {
             Ok(())
         } else {
             Err(format!(
-                "room {room}: video must be even 64..=1920 x 64..=1080, fps 1..=30, bitrate_kbps 50..=4000"
+                "room {room}: video must be even 64..=1920 x 64..=1080, fps 1..=30, bitrate_kbps 50..=4000, keyframe_interval_secs 1..=3600"
             ))
         }
     }
@@ -601,6 +606,7 @@ mod tests {
             height: h,
             fps,
             bitrate_kbps: kbps,
+            keyframe_interval_secs: 10,
         };
         let profiles = [p(1280, 720, 30, 1500), p(640, 360, 15, 500)];
         assert_eq!(profile_for(&profiles, None, None), 0);

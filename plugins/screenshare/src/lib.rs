@@ -59,10 +59,10 @@ pub mod sdp;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use huddle_sdk::sip::headers::NameAddr;
+use huddle_sdk::dialog::{refuse_offer, strip_params, UasDialog};
 use huddle_sdk::{
     Capabilities, Claim, Claims, Config, Error, HangupReason, HeaderName, Host, MediaSessionId,
-    Method, NewRequest, Plugin, Request, Response, Result, StoreChange, WatchId,
+    Method, Plugin, Request, Response, Result, StoreChange, WatchId,
 };
 
 use presentation::{
@@ -109,21 +109,6 @@ impl Default for ScreenshareConfig {
     }
 }
 
-/// The dialog of one call, as needed to answer re-INVITEs and to send a BYE.
-#[derive(Debug)]
-struct Dialog {
-    local_tag: String,
-    /// The caller's From (with its tag): the To of our BYE.
-    remote: String,
-    /// Our URI (the screen URI): the From of our BYE and our Contact.
-    local_uri: String,
-    /// The caller's Contact: the Request-URI of our BYE.
-    remote_target: String,
-    /// The Record-Route values the host added: our BYE's route set.
-    routes: Vec<String>,
-    local_cseq: u32,
-}
-
 /// One call to a screen URI.
 #[derive(Debug)]
 struct Call {
@@ -132,7 +117,7 @@ struct Call {
     role: Role,
     /// The video stream of the leg.
     mid: String,
-    dialog: Dialog,
+    dialog: UasDialog,
 }
 
 /// A room's running presentation.
@@ -287,14 +272,14 @@ impl Plugin for Screenshare {
         let Some(call_id) = self.by_session.remove(&session) else {
             return Ok(());
         };
-        let Some(call) = self.calls.remove(&call_id) else {
+        let Some(mut call) = self.calls.remove(&call_id) else {
             return Ok(());
         };
         huddle_sdk::info!(
             host,
             "call {call_id}: media ended ({reason:?}); sending BYE"
         );
-        let sent = send_bye(host, &call_id, &call.dialog);
+        let sent = call.dialog.send_bye(host);
         self.ended(host, &call_id, call);
         sent
     }
@@ -413,7 +398,7 @@ impl Screenshare {
         };
         let (session, answer) = match host.media_answer(None, narrowed.as_bytes()) {
             Ok(a) => a,
-            Err(e) => return refuse_media(host, &request, e),
+            Err(e) => return refuse_offer(host, &request, e),
         };
         let Some(mid) = sdp::video_mid(&String::from_utf8_lossy(&answer)) else {
             let _ = host.close_media(session);
@@ -435,18 +420,7 @@ impl Screenshare {
             room: room.clone(),
             role,
             mid: mid.clone(),
-            dialog: Dialog {
-                local_tag: request.local_tag().to_owned(),
-                remote: from,
-                local_uri,
-                remote_target: contact_uri(&request).unwrap_or_default(),
-                routes: request
-                    .message()
-                    .header_list(&HeaderName::RecordRoute)
-                    .map(str::to_owned)
-                    .collect(),
-                local_cseq: 0,
-            },
+            dialog: UasDialog::accept(&request),
         };
         self.by_session.insert(session, call_id.clone());
         self.calls.insert(call_id.clone(), call);
@@ -518,10 +492,10 @@ impl Screenshare {
         let Some(p) = self.presentations.remove(room) else {
             return BTreeSet::new();
         };
-        if let Some(call) = self.calls.remove(old) {
+        if let Some(mut call) = self.calls.remove(old) {
             self.by_session.remove(&call.session);
             huddle_sdk::info!(host, "{} loses the presentation in {room}", p.user);
-            let _ = send_bye(host, old, &call.dialog);
+            let _ = call.dialog.send_bye(host);
             let _ = host.close_media(call.session);
         }
         p.viewers
@@ -548,7 +522,7 @@ impl Screenshare {
         };
         let answer = match host.media_answer(Some(call.session), narrowed.as_bytes()) {
             Ok((_, a)) => a,
-            Err(e) => return refuse_media(host, &request, e),
+            Err(e) => return refuse_offer(host, &request, e),
         };
         let response = request
             .response(200, "OK")
@@ -597,9 +571,9 @@ impl Screenshare {
             p.viewers.len()
         );
         for viewer in p.viewers {
-            if let Some(call) = self.calls.remove(&viewer) {
+            if let Some(mut call) = self.calls.remove(&viewer) {
                 self.by_session.remove(&call.session);
-                let _ = send_bye(host, &viewer, &call.dialog);
+                let _ = call.dialog.send_bye(host);
                 let _ = host.close_media(call.session);
             }
         }
@@ -619,62 +593,13 @@ impl Screenshare {
             return;
         }
         let presenter = p.call_id.clone();
-        if let Some(call) = self.calls.remove(&presenter) {
+        if let Some(mut call) = self.calls.remove(&presenter) {
             self.by_session.remove(&call.session);
-            let _ = send_bye(host, &presenter, &call.dialog);
+            let _ = call.dialog.send_bye(host);
             let _ = host.close_media(call.session);
         }
         self.end_presentation(host, room, "the presenter left the room");
     }
-}
-
-/// Sends a BYE in `dialog` (ours: From is the screen URI with our tag).
-fn send_bye(host: &Host, call_id: &str, dialog: &Dialog) -> Result<()> {
-    let mut bye = NewRequest::new(Method::Bye, &dialog.remote_target)
-        .from(&format!("<{}>;tag={}", dialog.local_uri, dialog.local_tag))
-        .to(&dialog.remote)
-        .call_id(call_id)
-        // Our CSeq space is separate from the caller's; we send one request per dialog.
-        .cseq(dialog.local_cseq + 1);
-    for route in &dialog.routes {
-        bye = bye.header("Route", route);
-    }
-    host.send_request(&bye.build()).map(|_| ())
-}
-
-/// Answers an INVITE whose offer the host refused, with the host's status and advice.
-fn refuse_media(host: &Host, request: &Request, e: Error) -> Result<()> {
-    let txn = request.transaction().ok_or(Error::UnknownTransaction)?;
-    match e {
-        Error::Sdp(refusal) => {
-            let mut response = request.response(refusal.status, &refusal.reason);
-            let warning;
-            if let Some(w) = &refusal.warning {
-                warning = format!("399 huddle \"{}\"", w.replace('"', "'"));
-                response = response.header("Warning", &warning);
-            }
-            host.respond(txn, &response.build())
-        }
-        Error::Busy => {
-            let response = request
-                .response(503, "Service Unavailable - Media Busy")
-                .header("Retry-After", "5")
-                .build();
-            host.respond(txn, &response)
-        }
-        other => Err(other),
-    }
-}
-
-/// The URI of the request's Contact.
-fn contact_uri(request: &Request) -> Option<String> {
-    let value = request.message().header(&HeaderName::Contact)?;
-    NameAddr::parse(value).ok().map(|a| a.uri.to_owned())
-}
-
-/// A URI without its parameters.
-fn strip_params(uri: &str) -> &str {
-    uri.split(';').next().unwrap_or(uri)
 }
 
 huddle_sdk::export_plugin!(

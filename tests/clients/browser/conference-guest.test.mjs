@@ -14,7 +14,7 @@ import { target, WAIT_MS } from '../lib/env.mjs';
 import { withTimeout, cleanupAll } from '../lib/wait.mjs';
 import { launchChromium, newPhoneContext } from '../lib/chromium.mjs';
 import { startStaticServer } from '../lib/static-server.mjs';
-import { startJsSIP } from '../lib/jssip-node.mjs';
+import { startJsSIP, unsubscribeJsSIP } from '../lib/jssip-node.mjs';
 
 const MEDIA_MS = Number(process.env.HUDDLE_MEDIA_TIMEOUT_MS || 60000);
 const WIDTH = 640;
@@ -123,11 +123,7 @@ test('conference: a caller who never logged in joins the public room as a guest;
       if ((body ?? '').includes('<display-text>Gina the Guest</display-text>')) resolve(body);
     });
   });
-  cleanup.push(() => {
-    try {
-      sub.terminate();
-    } catch {}
-  });
+  cleanup.push(() => unsubscribeJsSIP(sub, 'watcher'));
   sub.subscribe();
 
   // Guest (From in our domain, no password, never registered) → public room: admitted.

@@ -14,7 +14,7 @@ import { target, user, WAIT_MS } from '../lib/env.mjs';
 import { withTimeout, cleanupAll } from '../lib/wait.mjs';
 import { launchChromium, newPhoneContext } from '../lib/chromium.mjs';
 import { startStaticServer } from '../lib/static-server.mjs';
-import { startJsSIP } from '../lib/jssip-node.mjs';
+import { startJsSIP, unsubscribeJsSIP } from '../lib/jssip-node.mjs';
 
 const MEDIA_MS = Number(process.env.HUDDLE_MEDIA_TIMEOUT_MS || 60000);
 // ICE-lite drops a leg 15 s after the peer's last connectivity check; then the BYE comes.
@@ -123,11 +123,7 @@ async function subscribeConference(tg, cleanup, diag) {
     diag(`watcher: NOTIFY (${request.getHeader('Subscription-State')}) users=${(body?.match(/<user /g) ?? []).length}`);
     for (const w of [...waiters]) w();
   });
-  cleanup.push(() => {
-    try {
-      sub.terminate();
-    } catch {}
-  });
+  cleanup.push(() => unsubscribeJsSIP(sub, 'watcher'));
   sub.subscribe();
   const until = (what, pred) =>
     withTimeout(

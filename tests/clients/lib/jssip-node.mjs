@@ -152,3 +152,20 @@ export async function unregisterJsSIP(client) {
   client.ua.unregister();
   return done;
 }
+
+/**
+ * Ends a JsSIP subscription and waits (bounded) for JsSIP to call it terminated. Until then
+ * JsSIP keeps its refresh timer (minutes away for a long Expires), which would keep Node from
+ * exiting after the tests if the UA closed first.
+ */
+export async function unsubscribeJsSIP(sub, label) {
+  if (sub.state === sub.constructor.C.STATE_TERMINATED) return;
+  const ended = once(sub, 'terminated', `${label}: subscription terminated`, { ms: 5000 });
+  try {
+    sub.terminate();
+  } catch (e) {
+    ended.catch(() => {});
+    throw e;
+  }
+  await ended;
+}

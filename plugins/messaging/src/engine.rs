@@ -376,6 +376,14 @@ impl Engine {
         out
     }
 
+    /// The `location/` keys of `user`'s known devices.
+    pub fn devices_of(&self, user: &str) -> impl Iterator<Item = &str> {
+        self.users
+            .get(user)
+            .into_iter()
+            .flat_map(|u| u.devices.keys().map(String::as_str))
+    }
+
     /// A binding appeared or was refreshed: queue the user's undelivered messages on it and
     /// start sending. A refreshed device that was failing is retried now.
     pub fn device_up(&mut self, key: &str, now_ms: u64) -> Vec<Effect> {

@@ -372,11 +372,12 @@ impl Plugin for Messaging {
         }
         let now = now_ms();
         let current: HashSet<String> = event.binding_keys.into_iter().collect();
+        // Only this user's devices: a registration must not cost a walk over every device.
         let gone: Vec<String> = self
-            .devices
-            .iter()
-            .filter(|k| user_of_binding(k) == Some(user.as_str()) && !current.contains(*k))
-            .cloned()
+            .engine
+            .devices_of(&user)
+            .filter(|k| !current.contains(*k))
+            .map(str::to_owned)
             .collect();
         let mut effects = Vec::new();
         for key in gone {

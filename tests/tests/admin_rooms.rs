@@ -15,6 +15,7 @@ const TOKEN: &str = "rooms-token";
 const SECRET: &str = "rooms-secret";
 const CONFIG: &str = "[plugins.config]\n\
     on_demand_prefix = \"\"\n\
+    stats_interval_secs = 1\n\
     [[plugins.config.rooms]]\n\
     name = \"ops\"\n\
     max_participants = 4\n\

@@ -110,6 +110,18 @@ pub fn room_record(room: &Room) -> String {
     )
 }
 
+/// The `plugin/conference/stats/<room>` record: what the room's media has cost so far
+/// (`mixer_cpu_seconds`: see [`crate::cpu`] for what is counted). Rewritten every
+/// `stats_interval_secs` while the room lives, deleted when it ends; the host's `/metrics`
+/// reads it.
+pub fn stats_record(room: &str, cpu: std::time::Duration) -> String {
+    format!(
+        "{{\"v\":1,\"room\":\"{}\",\"mixer_cpu_seconds\":{:.3}}}",
+        json_escape(room),
+        cpu.as_secs_f64()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@
 //! mixer's) only touch what `media.rs` shares with them.
 
 pub mod admin;
+pub mod cpu;
 pub mod events;
 pub mod layout;
 pub mod media;
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 use huddle_sdk::dialog::{self, UasDialog};
 use huddle_sdk::{
     Capabilities, Claim, Claims, Config, Error, HangupReason, HeaderName, Host, MediaSessionId,
-    Method, Plugin, Request, RequestId, Response, Result,
+    Method, Plugin, Request, RequestId, Response, Result, TimerId,
 };
 
 use media::{LegSpec, RoomMedia};
@@ -55,6 +56,9 @@ pub struct ConferenceConfig {
     pub max_subscription_secs: u32,
     /// Most conference subscriptions at once (1..=10000); more → 503.
     pub max_subscriptions: usize,
+    /// How often each live room's `stats/<room>` record (mixer CPU) is rewritten, seconds
+    /// (1..=3600).
+    pub stats_interval_secs: u64,
 }
 
 impl Default for ConferenceConfig {
@@ -65,6 +69,7 @@ impl Default for ConferenceConfig {
             on_demand: RoomSettings::default(),
             max_subscription_secs: 3600,
             max_subscriptions: 1000,
+            stats_interval_secs: 10,
         }
     }
 }
@@ -112,7 +117,13 @@ pub struct Conference {
     max_sub: u32,
     max_subs: usize,
     admin: admin::AdminState,
+    stats_interval: Duration,
+    /// Armed while a room is live.
+    stats_timer: Option<TimerId>,
 }
+
+/// The token of the room-statistics timer (the only timer this plugin sets).
+const STATS_TIMER: u64 = 1;
 
 impl Plugin for Conference {
     fn init(host: &Host, config: &Config, claims: &mut Claims) -> Result<Self> {
@@ -130,6 +141,9 @@ impl Plugin for Conference {
                 "max_subscription_secs must be 60..=86400 and max_subscriptions 1..=10000"
                     .to_owned(),
             ));
+        }
+        if !(1..=3600).contains(&config.stats_interval_secs) {
+            return Err(invalid("stats_interval_secs must be 1..=3600".to_owned()));
         }
         gstreamer::init().map_err(|e| invalid(format!("GStreamer: {e}")))?;
         // Public rooms' INVITEs and SUBSCRIBEs are open to guests: the host hands them over
@@ -169,6 +183,8 @@ impl Plugin for Conference {
             max_sub: config.max_subscription_secs,
             max_subs: config.max_subscriptions,
             admin: admin::AdminState::default(),
+            stats_interval: Duration::from_secs(config.stats_interval_secs),
+            stats_timer: None,
         })
     }
 
@@ -206,6 +222,20 @@ impl Plugin for Conference {
                 );
                 self.subs.remove(&call_id);
             }
+        }
+        Ok(())
+    }
+
+    fn on_timer(&mut self, host: &Host, _timer: TimerId, token: u64) -> Result<()> {
+        if token == STATS_TIMER {
+            self.stats_timer = None;
+            for (room, media) in &self.media {
+                let _ = host.store().put(
+                    format!("stats/{room}").as_bytes(),
+                    events::stats_record(room, media.cpu_time()).as_bytes(),
+                );
+            }
+            self.arm_stats(host);
         }
         Ok(())
     }
@@ -413,6 +443,7 @@ impl Conference {
                 match RoomMedia::start(host, &room, &s.profiles(), s.layout) {
                     Ok(m) => {
                         self.media.insert(room.clone(), m);
+                        self.arm_stats(host);
                     }
                     Err(e) => {
                         huddle_sdk::error!(host, "room {room}: mixer did not start: {}", e.0);
@@ -575,6 +606,13 @@ impl Conference {
         self.room_changed(host, &call.room);
     }
 
+    /// Keeps the statistics timer running while any room is live.
+    fn arm_stats(&mut self, host: &Host) {
+        if self.stats_timer.is_none() && !self.media.is_empty() {
+            self.stats_timer = host.set_timer(self.stats_interval, STATS_TIMER).ok();
+        }
+    }
+
     /// Writes the room's store record and notifies its subscribers.
     fn room_changed(&mut self, host: &Host, room: &str) {
         let key = format!("rooms/{room}");
@@ -594,6 +632,7 @@ impl Conference {
             }
             None => {
                 let _ = host.store().delete(key.as_bytes());
+                let _ = host.store().delete(format!("stats/{room}").as_bytes());
             }
         }
         let ids: Vec<String> = self
@@ -732,6 +771,7 @@ huddle_sdk::export_plugin!(
     Capabilities::SEND_REQUEST
         .with(Capabilities::MEDIA)
         .with(Capabilities::STORE)
+        .with(Capabilities::TIMERS)
 );
 
 #[cfg(test)]
@@ -881,6 +921,19 @@ mod tests {
             }),
             "composite RTP sent"
         );
+        // The statistics timer writes what the room's media has cost so far.
+        let (timer, delay, _) = host.timers()[0];
+        assert_eq!(delay, Duration::from_secs(10));
+        plugin.fire_timer(timer).unwrap();
+        let stats = host.get("", b"stats/lobby").expect("stats record");
+        let stats = String::from_utf8_lossy(&stats).into_owned();
+        let cpu: f64 = stats
+            .split("\"mixer_cpu_seconds\":")
+            .nth(1)
+            .and_then(|v| v.trim_end_matches('}').parse().ok())
+            .expect("mixer_cpu_seconds");
+        assert!(cpu > 0.0, "the room's pipelines were charged: {stats}");
+        assert_eq!(host.timers().len(), 1, "re-armed while the room lives");
 
         // A subscriber to the room sees the guest.
         let sub = format!(
@@ -905,6 +958,7 @@ mod tests {
             .unwrap();
         assert_eq!(host.final_response(txn).unwrap().status(), 200);
         assert_eq!(host.get("", b"rooms/lobby"), None, "the room ended");
+        assert_eq!(host.get("", b"stats/lobby"), None, "its statistics too");
         let notifies = host
             .sent_requests()
             .into_iter()
@@ -1005,6 +1059,27 @@ mod tests {
         out
     }
 
+    /// Complete VP8 frames sent to `session` since the last key frame began.
+    fn frames_since_key(host: &FakeHost, session: MediaSessionId) -> usize {
+        let mut frames = 0;
+        for c in host.media_calls().iter() {
+            if let huddle_sdk::fake::MediaCall::Rtp {
+                session: s,
+                mid,
+                packet,
+            } = c
+            {
+                if *s == session && mid == "1" {
+                    if vp8_key_frame_start(packet) {
+                        frames = 0;
+                    }
+                    frames += usize::from(packet[1] & 0x80 != 0);
+                }
+            }
+        }
+        frames
+    }
+
     /// Encoded once per profile: a receiver whose offer asks for little bandwidth gets the lower
     /// profile; a PLI from it brings a key frame in its profile only (the other receiver's
     /// stream goes on without one); and a participant who sent video and then went silent (a
@@ -1039,7 +1114,14 @@ mod tests {
         assert_eq!(size_of_key(big), Some((320, 180)), "the canvas profile");
         assert_eq!(size_of_key(small), Some((160, 90)), "the lower profile");
 
-        // The join key frames are out; a PLI from the lower-profile receiver now.
+        // The join key frames are out once each stream has gone on for a few frames after its
+        // last key frame (the first frames of a new encoder are key frames anyway, and the one
+        // forced at join can follow them a frame or two later: under load, after the first
+        // key frame seen above). A PLI from the lower-profile receiver now.
+        assert!(
+            eventually(|| frames_since_key(&host, big) >= 5 && frames_since_key(&host, small) >= 5),
+            "both streams settle after their join key frames"
+        );
         let mark = host.media_calls().len();
         plugin
             .incoming_rtcp(small, &[0x81, 206, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2])

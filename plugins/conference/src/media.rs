@@ -38,6 +38,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use huddle_sdk::{Error, Host, MediaSessionId};
 
+use crate::cpu::RoomCpu;
 use crate::layout::{tiles, LayoutKind};
 use crate::mix::{level_dbov, mix_minus, SpeakerDetector, FRAME};
 use crate::room::{ParticipantId, VideoProfile};
@@ -158,6 +159,9 @@ struct Shared {
     layout: Mutex<LayoutKind>,
     /// The canvas (the first output profile).
     canvas: VideoProfile,
+    /// CPU the room's pipelines and mixer have used (its own `Arc`: bus handlers hold it, and
+    /// they must not hold `Shared`, which holds the pipelines' elements).
+    cpu: Arc<RoomCpu>,
 }
 
 /// Forced key frames of one output profile.
@@ -320,6 +324,7 @@ impl RoomMedia {
             keyframes: Mutex::new(vec![KeyframeState::default(); profiles.len()]),
             layout: Mutex::new(layout),
             canvas,
+            cpu: Arc::new(RoomCpu::default()),
         });
         let video = gst::Pipeline::with_name(&format!("room-{room}"));
         let raw_caps = raw_video_caps(&canvas);
@@ -379,7 +384,7 @@ impl RoomMedia {
                 .filter_map(|e: &gst::Element| e.static_pad("src"))
                 .collect(),
         );
-        watch_bus(host, &video, room);
+        watch_bus(host, &video, room, &shared.cpu);
         video.set_state(gst::State::Playing)?;
 
         let mixer = {
@@ -653,6 +658,11 @@ impl RoomMedia {
         self.shared.relayout();
     }
 
+    /// CPU the room's media has used so far (see [`crate::cpu`]).
+    pub fn cpu_time(&self) -> Duration {
+        self.shared.cpu.total()
+    }
+
     /// The current active speaker.
     pub fn speaker(&self) -> Option<ParticipantId> {
         *lock(&self.shared.speaker)
@@ -865,7 +875,7 @@ fn audio_pipeline(
         &pay_e,
         sink.upcast_ref(),
     ])?;
-    watch_bus(&shared.host, &pipeline, &format!("audio-{id}"));
+    watch_bus(&shared.host, &pipeline, &format!("audio-{id}"), &shared.cpu);
     pipeline.set_state(gst::State::Playing)?;
     Ok((pipeline, input, mixed))
 }
@@ -924,15 +934,23 @@ fn vp8_encoder(profile: &VideoProfile) -> Result<gst::Element, MediaError> {
     Ok(encoder)
 }
 
-/// Logs errors and warnings a pipeline posts, through the server's log.
-fn watch_bus(host: &Host, pipeline: &gst::Pipeline, what: &str) {
+/// Logs errors and warnings a pipeline posts, through the server's log, and charges the room
+/// for its streaming threads (they post `ENTER`/`LEAVE` themselves, so the sync handler runs on
+/// the thread concerned).
+fn watch_bus(host: &Host, pipeline: &gst::Pipeline, what: &str, cpu: &Arc<RoomCpu>) {
     let Some(bus) = pipeline.bus() else {
         return;
     };
     let host = host.clone();
     let what = what.to_owned();
+    let cpu = cpu.clone();
     bus.set_sync_handler(move |_, msg| {
         match msg.view() {
+            gst::MessageView::StreamStatus(status) => match status.get().0 {
+                gst::StreamStatusType::Enter => cpu.enter_current(),
+                gst::StreamStatusType::Leave => cpu.leave_current(),
+                _ => {}
+            },
             gst::MessageView::Error(e) => huddle_sdk::warn!(
                 host,
                 "{what}: GStreamer error from {}: {} ({:?})",
@@ -957,6 +975,7 @@ fn watch_bus(host: &Host, pipeline: &gst::Pipeline, what: &str) {
 /// The room's audio clock: every 20 ms, one frame from every primed input, N−1 mixes out,
 /// levels into the speaker detector.
 fn mixer_loop(shared: &Shared) {
+    shared.cpu.enter_current();
     let period = Duration::from_millis(20);
     let mut next = Instant::now() + period;
     let mut tick: u64 = 0;
@@ -1034,4 +1053,5 @@ fn mixer_loop(shared: &Shared) {
             shared.relayout();
         }
     }
+    shared.cpu.leave_current();
 }

@@ -144,6 +144,8 @@ pub struct MediaTotals {
 pub struct RoomTotals {
     /// Participants per live room.
     pub rooms: Vec<(String, u64)>,
+    /// CPU seconds each live room's media has used (pipelines and mixer).
+    pub mixer_cpu_seconds: Vec<(String, f64)>,
 }
 
 /// Values read at scrape time from the parts that own them.
@@ -463,6 +465,19 @@ impl Metrics {
                 "huddle_participants {}",
                 rooms.rooms.iter().map(|(_, n)| n).sum::<u64>()
             )?;
+            family(
+                out,
+                "huddle_room_mixer_cpu_seconds_total",
+                "counter",
+                "CPU time of a room's media pipelines and mixer thread (codec-internal worker threads not included); resets when the room ends.",
+            )?;
+            for (room, secs) in &rooms.mixer_cpu_seconds {
+                writeln!(
+                    out,
+                    "huddle_room_mixer_cpu_seconds_total{{room=\"{}\"}} {secs}",
+                    escape(room)
+                )?;
+            }
         }
         Ok(())
     }

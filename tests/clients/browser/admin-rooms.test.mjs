@@ -140,6 +140,23 @@ test(`admin API: list, participants, lock, mute, layout and kick in sip:${ROOM}`
     m3 = (await admin('GET', '/metrics')).body;
   }
   assert.ok(metric(m3, plis) > 0, `${plis} counts the key-frame requests sent`);
+  // The room's mixer CPU (rewritten every second here, stats_interval_secs = 1) keeps rising
+  // while two participants send video.
+  const cpu = `huddle_room_mixer_cpu_seconds_total{room="${ROOM}"}`;
+  const cpuUntil = async (above) => {
+    const until = Date.now() + MEDIA_MS;
+    let text = (await admin('GET', '/metrics')).body;
+    while (!(metric(text, cpu) > above) && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 250));
+      text = (await admin('GET', '/metrics')).body;
+    }
+    return metric(text, cpu);
+  };
+  const cpu1 = await cpuUntil(0);
+  assert.ok(cpu1 > 0, `${cpu} is reported: ${cpu1}`);
+  const cpu2 = await cpuUntil(cpu1);
+  assert.ok(cpu2 > cpu1, `${cpu} rises while the room mixes: ${cpu1} → ${cpu2}`);
+  diag(`room mixer CPU ${cpu1} s → ${cpu2} s`);
   diag(`PLIs sent ${metric(m3, plis)}, received ${metric(m3, 'huddle_media_plis_total{direction="received"}')}, NACKs sent ${metric(m3, 'huddle_media_nacks_total{direction="sent"}')}`);
 
   // Lock: carol is refused with 403; those inside stay. Unlock.

@@ -982,8 +982,9 @@ fn snapshot(state: &AdminState) -> Result<Snapshot, ApiError> {
     })
 }
 
-/// Participants per live room, from the conference plugin's documented keyspace
-/// (`plugin/conference/rooms/<room>`, see `plugins/conference`); `None` without the plugin.
+/// Participants and mixer CPU per live room, from the conference plugin's documented keyspace
+/// (`plugin/conference/rooms/<room>` and `stats/<room>`, see `plugins/conference`); `None`
+/// without the plugin.
 fn room_totals(state: &AdminState) -> Result<Option<crate::metrics::RoomTotals>, ApiError> {
     let Some(instance) = state.plugins.iter().find(|p| p.name == CONFERENCE) else {
         return Ok(None);
@@ -1002,7 +1003,24 @@ fn room_totals(state: &AdminState) -> Result<Option<crate::metrics::RoomTotals>,
             }
         }
     }
-    Ok(Some(crate::metrics::RoomTotals { rooms }))
+    #[derive(Deserialize)]
+    struct StatsRecord {
+        room: String,
+        mixer_cpu_seconds: f64,
+    }
+    let prefix = format!("plugin/{}/stats/", instance.name);
+    let mut mixer_cpu_seconds = Vec::new();
+    for page in scan_pages(state.store.as_ref(), prefix.as_bytes(), 1024) {
+        for (_, value) in page.map_err(ApiError::store)? {
+            if let Ok(r) = serde_json::from_slice::<StatsRecord>(&value) {
+                mixer_cpu_seconds.push((r.room, r.mixer_cpu_seconds));
+            }
+        }
+    }
+    Ok(Some(crate::metrics::RoomTotals {
+        rooms,
+        mixer_cpu_seconds,
+    }))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "metrics",

@@ -56,8 +56,8 @@ pub(crate) struct Leg {
     forwards: HashMap<Mid, Arc<[(u64, Mid)]>>,
     /// What feeds each outgoing stream, for key-frame requests passed back.
     fed_by: HashMap<Mid, (u64, Mid)>,
-    /// Per incoming stream: the plugins tapping it (by plugin index) and where their events go.
-    taps: HashMap<Mid, Vec<(usize, Arc<dyn MediaEvents>)>>,
+    /// Per incoming stream: the plugins tapping it.
+    taps: HashMap<Mid, Vec<Tapper>>,
     /// Per incoming stream that is forwarded: the rate limit of receivers' key-frame requests.
     keyframe_gates: HashMap<Mid, KeyframeGate>,
     /// Per outgoing stream: the sequence extender of plugin-sent packets and the rewriter of
@@ -69,6 +69,9 @@ pub(crate) struct Leg {
     /// egress), so that each stats event adds only what is new to the engine's totals.
     rtcp_seen: HashMap<(Mid, Option<str0m::media::Rid>, bool), (u64, u64)>,
 }
+
+/// A plugin tapping a stream: its index and where its events go.
+type Tapper = (usize, Arc<dyn MediaEvents>);
 
 #[derive(Default)]
 struct TxState {

@@ -1361,6 +1361,51 @@ mod tests {
             }));
     }
 
+    /// Video fed from the room's first moment (a participant's, or a screen already shared
+    /// when the first participant joins) does not freeze the canvas: the room's pipeline is
+    /// playing before any tile is fed (it reaches PLAYING asynchronously, and tiles fed before
+    /// then froze it). Real GStreamer pipelines.
+    #[test]
+    fn video_fed_from_the_rooms_first_moment_does_not_freeze_the_canvas() {
+        let host = FakeHost::with_capabilities(Capabilities::ALL);
+        host.allow_namespace("plugin/screenshare");
+        let mut plugin = host
+            .start(&huddle_plugin_export::entry(), CONFIG)
+            .expect("conference starts");
+        // carol presents (by role) into the empty room: tapped, nothing to show yet.
+        let presenter = MediaSessionId(4242);
+        host.put(
+            "plugin/screenshare",
+            b"presentations/stage",
+            &presentation("stage", presenter.0),
+        );
+        plugin.deliver_changes().unwrap();
+        let packets = vp8_rtp_packets(10);
+        let uri = "sip:stage@example.test";
+        let alice = join_av(&host, &mut plugin, uri, "alice", 1000);
+        assert_eq!(
+            layout_of(&host, "stage"),
+            "presenter",
+            "shown as the room starts"
+        );
+        assert!(host
+            .media_calls()
+            .contains(&huddle_sdk::fake::MediaCall::Keyframe {
+                session: presenter,
+                mid: "0".into()
+            }));
+        let bob = join_av(&host, &mut plugin, uri, "bob", 1000);
+        for p in &packets {
+            plugin.incoming_rtp(presenter, "0", p).unwrap();
+            plugin.incoming_rtp(alice, "1", p).unwrap();
+        }
+        let mark = host.media_calls().len();
+        assert!(
+            eventually(|| composite_to(&host, bob, mark).1 >= 10),
+            "the canvas keeps coming"
+        );
+    }
+
     #[test]
     fn a_bad_config_fails_start_up() {
         let host = FakeHost::with_capabilities(Capabilities::ALL);

@@ -411,6 +411,17 @@ impl RoomMedia {
         );
         watch_bus(host, &video, room);
         video.set_state(gst::State::Playing)?;
+        // The live pipeline reaches PLAYING asynchronously (tens of ms). A tile added and fed
+        // before then (a participant's video, a tapped screen arriving with the first joiner)
+        // gets timestamps from before the pipeline's base time and froze the whole canvas: so
+        // the room starts only once it is playing (bounded).
+        let (reached, _, _) = video.state(Some(gst::ClockTime::from_seconds(2)));
+        if reached.is_err() {
+            let _ = video.set_state(gst::State::Null);
+            return Err(MediaError(format!(
+                "room {room}: the video pipeline did not start"
+            )));
+        }
 
         let mixer = {
             let shared = shared.clone();

@@ -416,7 +416,11 @@ impl Plugin for Conference {
         admin::handle(self, host, request)
     }
 
-    fn shutdown(&mut self, _host: &Host) {
+    fn shutdown(&mut self, host: &Host) {
+        // No tapped screen's packets for an instance that is going.
+        for (_, screen) in self.screens.all() {
+            let _ = host.tap_stream(screen.session, &screen.mid, false);
+        }
         // Stops every pipeline and mixer thread (RoomMedia's Drop).
         self.media.clear();
     }
@@ -1403,6 +1407,16 @@ mod tests {
         assert!(
             eventually(|| composite_to(&host, bob, mark).1 >= 10),
             "the canvas keeps coming"
+        );
+        let host = plugin.stop();
+        assert!(
+            host.media_calls()
+                .contains(&huddle_sdk::fake::MediaCall::Tap {
+                    session: presenter,
+                    mid: "0".into(),
+                    on: false
+                }),
+            "untapped at shutdown"
         );
     }
 

@@ -20,7 +20,7 @@
 #define HUDDLE_PLUGIN_ABI_MAJOR 1
 
 // The ABI minor version this SDK was built with.
-#define HUDDLE_PLUGIN_ABI_MINOR 2
+#define HUDDLE_PLUGIN_ABI_MINOR 3
 
 // Success.
 #define HUDDLE_OK 0
@@ -310,6 +310,14 @@ typedef struct {
   // JSON object `json` as its details, for the host's webhooks. Never blocks (module docs,
   // "Admin requests and events"). Absent when `struct_size` does not cover it.
   int32_t (*emit_event)(void *ctx, const uint8_t *kind, size_t kind_len, const uint8_t *json, size_t json_len);
+  // (ABI 1.3, with `HUDDLE_CAP_MEDIA`) Taps (`on` 1) or untaps (`on` 0) the incoming stream
+  // `mid` of `session`, which may be any plugin's media session: each packet of it is then
+  // also delivered to this plugin's `incoming_rtp`, with `session` (not one of this plugin's
+  // own) as its session, and this plugin may call `media_request_keyframe` on it. A tap ends
+  // when the tapped session ends (no `media_hangup` is sent for it: the tapper learns that
+  // from the owner's shared state). `HUDDLE_ERR_NOT_FOUND`: no such session or stream (it is
+  // gone), or, to untap, no such tap. Absent when `struct_size` does not cover it.
+  int32_t (*media_tap)(void *ctx, uint64_t session, const uint8_t *mid, size_t mid_len, uint32_t on);
 } HuddleHostApi;
 
 // What the host knows about a request beyond its bytes. Borrowed for the duration of

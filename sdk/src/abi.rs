@@ -196,7 +196,7 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version. Part of the entry symbol's name.
 pub const HUDDLE_PLUGIN_ABI_MAJOR: u32 = 1;
 /// The ABI minor version this SDK was built with.
-pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 2;
+pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 3;
 /// The one symbol a plugin library exports: `huddle_plugin_entry_v<major>`, of type
 /// [`HuddlePluginEntryFn`].
 pub const HUDDLE_PLUGIN_ENTRY_SYMBOL: &str = "huddle_plugin_entry_v1";
@@ -776,6 +776,22 @@ pub struct HuddleHostApi {
             kind_len: usize,
             json: *const u8,
             json_len: usize,
+        ) -> i32,
+    >,
+    /// (ABI 1.3, with `HUDDLE_CAP_MEDIA`) Taps (`on` 1) or untaps (`on` 0) the incoming stream
+    /// `mid` of `session`, which may be any plugin's media session: each packet of it is then
+    /// also delivered to this plugin's `incoming_rtp`, with `session` (not one of this plugin's
+    /// own) as its session, and this plugin may call `media_request_keyframe` on it. A tap ends
+    /// when the tapped session ends (no `media_hangup` is sent for it: the tapper learns that
+    /// from the owner's shared state). `HUDDLE_ERR_NOT_FOUND`: no such session or stream (it is
+    /// gone), or, to untap, no such tap. Absent when `struct_size` does not cover it.
+    pub media_tap: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            session: u64,
+            mid: *const u8,
+            mid_len: usize,
+            on: u32,
         ) -> i32,
     >,
 }

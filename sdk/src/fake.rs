@@ -152,6 +152,15 @@ pub enum MediaCall {
         /// The session.
         session: MediaSessionId,
     },
+    /// (ABI 1.3) `media_tap`.
+    Tap {
+        /// The tapped session (any plugin's).
+        session: MediaSessionId,
+        /// The stream.
+        mid: String,
+        /// Tap (true) or untap.
+        on: bool,
+    },
 }
 
 /// The SDP answer the fake's `media_answer` returns: an audio stream (mid `0`) and a video
@@ -634,6 +643,15 @@ impl HostServices for FakeHost {
             src_mid: src_mid.to_owned(),
             dst,
             dst_mid: dst_mid.to_owned(),
+        });
+        Ok(())
+    }
+
+    fn media_tap(&self, session: MediaSessionId, mid: &str, on: bool) -> Result<()> {
+        self.lock().media.push(MediaCall::Tap {
+            session,
+            mid: mid.to_owned(),
+            on,
         });
         Ok(())
     }

@@ -349,6 +349,22 @@ impl Host {
         })
     }
 
+    /// (ABI 1.3) Taps (`on`) or untaps the incoming stream `mid` of `session`, any plugin's
+    /// media session (another plugin's, found in its shared state): its packets then also
+    /// reach [`crate::Plugin::incoming_rtp`] with `session` as theirs, and
+    /// [`Host::request_keyframe`] works on it. The tap ends when `session` ends.
+    /// [`Error::NotFound`] when the session or stream does not exist (or is gone);
+    /// [`Error::NotSupported`] from hosts before ABI 1.3 or without media.
+    pub fn tap_stream(&self, session: MediaSessionId, mid: &str, on: bool) -> Result<()> {
+        self.with(|api| {
+            let f = api.media_tap.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive; slice borrowed for the call.
+            Error::from_code(unsafe {
+                f(api.ctx, session.0, mid.as_ptr(), mid.len(), u32::from(on))
+            })
+        })
+    }
+
     /// Closes a media session.
     pub fn close_media(&self, session: MediaSessionId) -> Result<()> {
         self.with(|api| {

@@ -182,6 +182,12 @@ pub trait HostServices: Send + Sync + 'static {
         Err(Error::NotSupported)
     }
 
+    /// (ABI 1.3) Taps (`on`) or untaps stream `mid` of any plugin's media session.
+    fn media_tap(&self, session: MediaSessionId, mid: &str, on: bool) -> Result<()> {
+        let _ = (session, mid, on);
+        Err(Error::NotSupported)
+    }
+
     /// Closes a media session.
     fn media_close(&self, session: MediaSessionId) -> Result<()> {
         let _ = session;
@@ -827,6 +833,7 @@ fn host_table(caps: Capabilities) -> HuddleHostApi {
         media_forward: media.then_some(h_media_forward as _),
         media_close: media.then_some(h_media_close as _),
         emit_event: has(Capabilities::EVENTS).then_some(h_emit_event as _),
+        media_tap: media.then_some(h_media_tap as _),
     }
 }
 
@@ -1251,6 +1258,22 @@ unsafe extern "C" fn h_media_forward(
                 MediaSessionId(dst),
                 text_arg(dst_mid, dst_mid_len)?,
             )
+        })
+    }
+}
+
+unsafe extern "C" fn h_media_tap(
+    ctx: *mut c_void,
+    session: u64,
+    mid: *const u8,
+    mid_len: usize,
+    on: u32,
+) -> i32 {
+    // SAFETY: ctx from our table; arguments borrowed.
+    unsafe {
+        host_call(ctx, |b| {
+            b.services
+                .media_tap(MediaSessionId(session), text_arg(mid, mid_len)?, on != 0)
         })
     }
 }

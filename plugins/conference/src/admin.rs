@@ -227,6 +227,7 @@ pub fn handle(conf: &mut Conference, host: &Host, request: &str) -> Result<Strin
             conf.admin.layouts.insert(room.clone(), layout);
             if let Some(m) = conf.media.get(&room) {
                 m.set_layout(layout);
+                conf.room_changed(host, &room);
             }
             huddle_sdk::info!(host, "room {room}: layout {} (admin)", layout_name(layout));
             Ok(format!(

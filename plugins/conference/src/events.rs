@@ -88,8 +88,10 @@ pub fn conference_info(room_uri: &str, domain: &str, room: Option<&Room>, versio
     xml
 }
 
-/// The store record of a live room (`rooms/<name>`), read by presence to show "in a meeting".
-pub fn room_record(room: &Room) -> String {
+/// The store record of a live room (`rooms/<name>`), read by presence to show "in a meeting"
+/// and by the screen-share relay to see who is in the room; `layout` is the layout the
+/// composite shows now (`grid`, `speaker`, or `presenter` while a screen is shared).
+pub fn room_record(room: &Room, layout: &str) -> String {
     let people: Vec<String> = room
         .participants
         .values()
@@ -104,8 +106,9 @@ pub fn room_record(room: &Room) -> String {
         })
         .collect();
     format!(
-        "{{\"v\":1,\"room\":\"{}\",\"participants\":[{}]}}",
+        "{{\"v\":1,\"room\":\"{}\",\"layout\":\"{}\",\"participants\":[{}]}}",
         json_escape(&room.settings.name),
+        json_escape(layout),
         people.join(",")
     )
 }
@@ -158,8 +161,9 @@ mod tests {
         assert!(xml.contains("entity=\"sip:alice@d\""));
         assert!(xml.contains("Alice &lt;A&amp;B&gt;"));
         assert!(xml.contains("entity=\"sip:guest-Zed-Q@d\""));
-        let json = room_record(room.unwrap());
+        let json = room_record(room.unwrap(), "presenter");
         assert!(json.contains("\"entity\":\"guest:Zed Q\""), "{json}");
+        assert!(json.contains("\"layout\":\"presenter\""), "{json}");
         let empty = conference_info("sip:team@d", "d", None, 4);
         assert!(empty.contains("<user-count>0</user-count>"));
     }

@@ -7,6 +7,9 @@
 //!   thumbnails in a row along the bottom quarter (at most 6). Which tile is featured is the
 //!   caller's choice, not geometry: the room features its active speaker; a layout that
 //!   features something else (a shared screen) needs only another choice, not other shapes.
+//! * while a screen is shared ([`arrange`] with `presenting`), the room shows the *presenter*
+//!   layout whatever its own: the screen as the featured tile, every participant a thumbnail;
+//!   when the presentation ends the room's own layout comes back.
 
 use huddle_sdk::serde::Deserialize;
 
@@ -87,6 +90,51 @@ pub fn tiles(
         LayoutKind::Grid => grid(n, width, height),
         LayoutKind::Speaker if n <= 1 => grid(n, width, height),
         LayoutKind::Speaker => featured_layout(n, width, height, featured.unwrap_or(0).min(n - 1)),
+    }
+}
+
+/// What the canvas shows: the shared screen's place (when one is shared) and each
+/// participant's, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrangement {
+    /// The shared screen: `Some` exactly while presenting.
+    pub screen: Option<Rect>,
+    /// Each participant's tile; `None`: no room for it.
+    pub tiles: Vec<Option<Rect>>,
+}
+
+/// The name of the layout shown: the room's own (`grid`, `speaker`) or `presenter` while a
+/// screen is shared. Published in the room record.
+pub fn shown(kind: LayoutKind, presenting: bool) -> &'static str {
+    match (presenting, kind) {
+        (true, _) => "presenter",
+        (false, LayoutKind::Grid) => "grid",
+        (false, LayoutKind::Speaker) => "speaker",
+    }
+}
+
+/// Places `n` participants and, when `presenting`, the shared screen on a `width`×`height`
+/// canvas. Presenting: the screen takes the featured place, the participants (up to six)
+/// the thumbnails, whatever `kind` is; otherwise [`tiles`] with `speaker` featured.
+pub fn arrange(
+    kind: LayoutKind,
+    n: usize,
+    width: u32,
+    height: u32,
+    speaker: Option<usize>,
+    presenting: bool,
+) -> Arrangement {
+    if !presenting {
+        return Arrangement {
+            screen: None,
+            tiles: tiles(kind, n, width, height, speaker),
+        };
+    }
+    // The screen is tile 0 of a featured layout, featured.
+    let mut all = featured_layout(n + 1, width, height, 0).into_iter();
+    Arrangement {
+        screen: all.next().flatten(),
+        tiles: all.collect(),
     }
 }
 
@@ -194,6 +242,45 @@ mod tests {
         let two = tiles(LayoutKind::Grid, 2, 640, 360, None);
         assert_eq!(two[0].unwrap().w, 320);
         assert_eq!(two[1].unwrap().x, 320);
+    }
+
+    #[test]
+    fn a_shared_screen_switches_any_layout_to_presenter_and_back() {
+        for kind in [LayoutKind::Grid, LayoutKind::Speaker] {
+            let before = arrange(kind, 2, 1280, 720, Some(1), false);
+            assert_eq!(before.screen, None);
+            assert_eq!(before.tiles, tiles(kind, 2, 1280, 720, Some(1)));
+            assert_eq!(
+                shown(kind, false),
+                if kind == LayoutKind::Grid {
+                    "grid"
+                } else {
+                    "speaker"
+                }
+            );
+
+            let during = arrange(kind, 2, 1280, 720, Some(1), true);
+            let screen = during.screen.expect("the screen has a place");
+            assert_eq!(shown(kind, true), "presenter");
+            // The screen is big, across the top three quarters, centred.
+            assert!(screen.h >= 500 && screen.y == 0, "{screen:?}");
+            assert_eq!(screen.x + screen.w / 2, 640, "{screen:?}");
+            // Both participants are thumbnails below it, side by side, not overlapping it.
+            assert_eq!(during.tiles.len(), 2);
+            for t in during.tiles.iter().map(|t| t.expect("a thumbnail each")) {
+                assert!(t.y >= screen.y + screen.h && t.h < 200, "{t:?}");
+            }
+            assert_ne!(during.tiles[0], during.tiles[1]);
+
+            let after = arrange(kind, 2, 1280, 720, Some(1), false);
+            assert_eq!(after, before, "the room's own layout comes back");
+        }
+        // Nobody (yet) in the room: the screen alone.
+        let alone = arrange(LayoutKind::Grid, 0, 640, 360, None, true);
+        assert!(alone.screen.is_some() && alone.tiles.is_empty());
+        // Six thumbnails at most.
+        let crowd = arrange(LayoutKind::Grid, 9, 1280, 720, None, true);
+        assert_eq!(crowd.tiles.iter().flatten().count(), 6);
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //! * [`events`]: RFC 4575 conference-info for `SUBSCRIBE Event: conference` to a room, and the
 //!   room record in the store (`plugin/conference/rooms/<room>`, plus
 //!   `plugin/conference/in-meeting/<user>` per member) so presence can show "in a meeting".
+//! * [`screens`]: the screen-share relay's presentation records, watched in its namespace
+//!   (`screenshare_namespace`); while a room's screen is shared the mixer taps the presenter's
+//!   stream through the host (`Host::tap_stream`) and the composite shows the presenter layout
+//!   (the screen big, participants as thumbnails), back to the room's own when it ends. The
+//!   room record says which layout is shown (`"layout"`).
 //!
 //! The SIP side follows `plugins/echo` (the template): the host answers SDP, adds ICE/DTLS, and
 //! Record-Routes; our 200 carries the room URI as Contact so in-dialog requests come back here.
@@ -27,6 +32,7 @@ pub mod layout;
 pub mod media;
 pub mod mix;
 pub mod room;
+pub mod screens;
 pub mod sdp;
 
 use std::collections::HashMap;
@@ -35,7 +41,7 @@ use std::time::{Duration, Instant};
 use huddle_sdk::dialog::{self, UasDialog};
 use huddle_sdk::{
     Capabilities, Claim, Claims, Config, Error, HangupReason, HeaderName, Host, MediaSessionId,
-    Method, Plugin, Request, RequestId, Response, Result, TimerId,
+    Method, Plugin, Request, RequestId, Response, Result, StoreChange, TimerId, WatchId,
 };
 
 use media::{LegSpec, RoomMedia};
@@ -59,6 +65,9 @@ pub struct ConferenceConfig {
     /// How often each live room's `stats/<room>` record (mixer CPU) is rewritten, seconds
     /// (1..=3600).
     pub stats_interval_secs: u64,
+    /// Where the screen-share relay keeps its presentation records (`plugin/<its instance
+    /// name>`), followed for the presenter layout; `""`: no presenter layout.
+    pub screenshare_namespace: String,
 }
 
 impl Default for ConferenceConfig {
@@ -70,6 +79,7 @@ impl Default for ConferenceConfig {
             max_subscription_secs: 3600,
             max_subscriptions: 1000,
             stats_interval_secs: 10,
+            screenshare_namespace: "plugin/screenshare".to_owned(),
         }
     }
 }
@@ -120,6 +130,11 @@ pub struct Conference {
     stats_interval: Duration,
     /// Armed while a room is live.
     stats_timer: Option<TimerId>,
+    /// Screens shared in rooms, from the relay's records.
+    screens: screens::Screens,
+    /// The relay's namespace and our watch on its presentations (`None`: not followed).
+    screens_ns: String,
+    screens_watch: Option<WatchId>,
 }
 
 /// The token of the room-statistics timer (the only timer this plugin sets).
@@ -173,7 +188,31 @@ impl Plugin for Conference {
             .map(|(u, public)| format!("{u}{}", if *public { " (public)" } else { "" }))
             .collect();
         huddle_sdk::info!(host, "conference rooms: {}", names.join(", "));
-        Ok(Conference {
+        let ns = config
+            .screenshare_namespace
+            .trim_end_matches('/')
+            .to_owned();
+        if !ns.is_empty() && !ns.starts_with("plugin/") {
+            return Err(invalid(format!(
+                "screenshare_namespace {ns:?} must be plugin/<the relay's instance name>, or \"\""
+            )));
+        }
+        let screens_watch = if ns.is_empty() {
+            None
+        } else {
+            match host.namespace(&ns).watch(screens::PRESENTATIONS.as_bytes()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    huddle_sdk::warn!(
+                        host,
+                        "cannot watch {ns}/{}: {e}; no presenter layout",
+                        screens::PRESENTATIONS
+                    );
+                    None
+                }
+            }
+        };
+        let mut conference = Conference {
             rooms,
             media: HashMap::new(),
             calls: HashMap::new(),
@@ -185,7 +224,46 @@ impl Plugin for Conference {
             admin: admin::AdminState::default(),
             stats_interval: Duration::from_secs(config.stats_interval_secs),
             stats_timer: None,
-        })
+            screens: screens::Screens::default(),
+            screens_ns: ns,
+            screens_watch,
+        };
+        if conference.screens_watch.is_some() {
+            conference.rescan_screens(host);
+        }
+        Ok(conference)
+    }
+
+    fn on_store_change(&mut self, host: &Host, change: StoreChange) -> Result<()> {
+        if Some(change.watch()) != self.screens_watch {
+            return Ok(());
+        }
+        match change {
+            StoreChange::Put { key, value, .. } => match screens::parse(&key, &value) {
+                Some((room, Ok(screen))) => {
+                    let changes = self.screens.set(&room, Some(screen));
+                    self.apply_screens(host, changes);
+                }
+                Some((room, Err(why))) => {
+                    huddle_sdk::warn!(
+                        host,
+                        "room {room}: the shared screen cannot be shown ({why:?})"
+                    );
+                    let changes = self.screens.set(&room, None);
+                    self.apply_screens(host, changes);
+                }
+                None => {}
+            },
+            StoreChange::Delete { key, .. } => {
+                if let Some(room) = screens::room_of(&key) {
+                    let changes = self.screens.set(room, None);
+                    self.apply_screens(host, changes);
+                }
+            }
+            // Changes were lost: read every record again.
+            StoreChange::Lagged { .. } => self.rescan_screens(host),
+        }
+        Ok(())
     }
 
     fn handle_request(&mut self, host: &Host, request: Request) -> Result<()> {
@@ -270,6 +348,12 @@ impl Plugin for Conference {
             .get(&session)
             .and_then(|c| self.calls.get(c))
         else {
+            // Not one of our calls: a tapped screen.
+            if let Some(room) = self.screens.room_of_session(session) {
+                if let Some(m) = self.media.get_mut(room) {
+                    m.screen_rtp(packet);
+                }
+            }
             return Ok(());
         };
         if let Some(m) = self.media.get(&call.room) {
@@ -362,7 +446,11 @@ impl Plugin for Conference {
         admin::handle(self, host, request)
     }
 
-    fn shutdown(&mut self, _host: &Host) {
+    fn shutdown(&mut self, host: &Host) {
+        // No tapped screen's packets for an instance that is going.
+        for (_, screen) in self.screens.all() {
+            let _ = host.tap_stream(screen.session, &screen.mid, false);
+        }
         // Stops every pipeline and mixer thread (RoomMedia's Drop).
         self.media.clear();
     }
@@ -444,6 +532,9 @@ impl Conference {
                     Ok(m) => {
                         self.media.insert(room.clone(), m);
                         self.arm_stats(host);
+                        if let Some(screen) = self.screens.get(&room).cloned() {
+                            self.show_screen(host, &room, &screen);
+                        }
                     }
                     Err(e) => {
                         huddle_sdk::error!(host, "room {room}: mixer did not start: {}", e.0);
@@ -614,13 +705,79 @@ impl Conference {
     }
 
     /// Writes the room's store record and notifies its subscribers.
+    /// Reads every presentation record of the relay again and follows what changed.
+    fn rescan_screens(&mut self, host: &Host) {
+        let records = match host
+            .namespace(&self.screens_ns)
+            .scan_all(screens::PRESENTATIONS.as_bytes())
+        {
+            Ok(r) => r,
+            Err(e) => {
+                huddle_sdk::warn!(host, "cannot read {}: {e}", self.screens_ns);
+                return;
+            }
+        };
+        let now = records
+            .iter()
+            .filter_map(|(k, v)| match screens::parse(k, v)? {
+                (room, Ok(screen)) => Some((room, screen)),
+                (_, Err(_)) => None,
+            })
+            .collect();
+        let changes = self.screens.reset(now);
+        self.apply_screens(host, changes);
+    }
+
+    /// Taps and shows, or untaps and hides, shared screens.
+    fn apply_screens(&mut self, host: &Host, changes: Vec<screens::ScreenChange>) {
+        for change in changes {
+            match change {
+                screens::ScreenChange::Show(room, screen) => {
+                    if let Err(e) = host.tap_stream(screen.session, &screen.mid, true) {
+                        // Gone already (its record goes next), or a host without taps.
+                        huddle_sdk::warn!(host, "room {room}: cannot tap the shared screen: {e}");
+                        continue;
+                    }
+                    huddle_sdk::info!(host, "room {room}: {} shares a screen", screen.display);
+                    if self.media.contains_key(&room) {
+                        self.show_screen(host, &room, &screen);
+                    }
+                }
+                screens::ScreenChange::Hide(room, screen) => {
+                    // The tap is gone already when the presenter's session ended.
+                    let _ = host.tap_stream(screen.session, &screen.mid, false);
+                    if let Some(m) = self.media.get_mut(&room) {
+                        m.hide_screen();
+                        huddle_sdk::info!(host, "room {room}: the screen share ended");
+                        self.room_changed(host, &room);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts the tapped `screen` on `room`'s canvas and asks the presenter for a key frame, so
+    /// the screen appears at once rather than at the presenter's next periodic key frame.
+    fn show_screen(&mut self, host: &Host, room: &str, screen: &screens::Screen) {
+        let Some(m) = self.media.get_mut(room) else {
+            return;
+        };
+        if let Err(e) = m.show_screen(&screen.display) {
+            huddle_sdk::error!(host, "room {room}: cannot show the shared screen: {}", e.0);
+            return;
+        }
+        let _ = host.request_keyframe(screen.session, &screen.mid);
+        self.room_changed(host, room);
+    }
+
     fn room_changed(&mut self, host: &Host, room: &str) {
         let key = format!("rooms/{room}");
         match self.rooms.get(room) {
             Some(live) => {
+                let layout = self.media.get(room).map_or("grid", |m| m.shown_layout());
                 let _ = host
                     .store()
-                    .put(key.as_bytes(), events::room_record(live).as_bytes());
+                    .put(key.as_bytes(), events::room_record(live, layout).as_bytes());
                 for p in live.participants.values() {
                     if !p.entity.starts_with("guest:") {
                         let _ = host.store().put(
@@ -1177,6 +1334,172 @@ mod tests {
         pipeline.set_state(gstreamer::State::Null).unwrap();
         assert!(!out.is_empty());
         out
+    }
+
+    /// A presentation record of the relay for `room`: presenter session `session`, mid `0`.
+    fn presentation(room: &str, session: u64) -> Vec<u8> {
+        format!(
+            "{{\"v\":1,\"room\":\"{room}\",\"presenter\":\"carol\",\"display\":\"Carol\",\
+             \"screen_uri\":\"sip:{room}-screen@example.test\",\"started\":1,\
+             \"session\":{session},\"video_mid\":\"0\",\"codec\":\"vp8\"}}"
+        )
+        .into_bytes()
+    }
+
+    fn layout_of(host: &FakeHost, room: &str) -> String {
+        let record = host
+            .get("", format!("rooms/{room}").as_bytes())
+            .expect("room record");
+        let v: serde_json::Value = serde_json::from_slice(&record).unwrap();
+        v["layout"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The relay's presentation record starts and ends the presenter layout: the conference
+    /// taps the presenter's stream (a session that is not its own), asks it for a key frame,
+    /// mixes its packets (any payload type), and the canvas keeps coming when the screen
+    /// freezes; the record's removal untaps it and brings the room's layout back. Real
+    /// GStreamer pipelines.
+    #[test]
+    fn a_shared_screen_switches_the_room_to_the_presenter_layout_and_back() {
+        let host = FakeHost::with_capabilities(Capabilities::ALL);
+        host.allow_namespace("plugin/screenshare");
+        let mut plugin = host
+            .start(&huddle_plugin_export::entry(), CONFIG)
+            .expect("conference starts");
+        let uri = "sip:stage@example.test";
+        let alice = join_av(&host, &mut plugin, uri, "alice", 1000);
+        let _bob = join_av(&host, &mut plugin, uri, "bob", 1000);
+        assert_eq!(layout_of(&host, "stage"), "grid");
+        // A live room (a screen is shared into a room whose canvas runs already).
+        let mark = host.media_calls().len();
+        assert!(eventually(|| composite_to(&host, alice, mark).1 >= 5));
+
+        let presenter = MediaSessionId(4242);
+        host.put(
+            "plugin/screenshare",
+            b"presentations/stage",
+            &presentation("stage", presenter.0),
+        );
+        plugin.deliver_changes().unwrap();
+        let calls = host.media_calls();
+        assert!(calls.contains(&huddle_sdk::fake::MediaCall::Tap {
+            session: presenter,
+            mid: "0".into(),
+            on: true
+        }));
+        assert!(
+            calls.contains(&huddle_sdk::fake::MediaCall::Keyframe {
+                session: presenter,
+                mid: "0".into()
+            }),
+            "the screen's first picture is asked for at once"
+        );
+        assert_eq!(layout_of(&host, "stage"), "presenter");
+
+        // The screen's packets (the relay chose payload type 100), then nothing: a frozen
+        // screen. The composite keeps coming to alice.
+        for mut p in vp8_rtp_packets(10) {
+            p[1] = (p[1] & 0x80) | 100;
+            plugin.incoming_rtp(presenter, "0", &p).unwrap();
+        }
+        let mark = host.media_calls().len();
+        assert!(
+            eventually(|| composite_to(&host, alice, mark).1 >= 10),
+            "the canvas does not freeze with the screen"
+        );
+
+        // The presentation ends: untapped, the room's own layout again.
+        host.delete("plugin/screenshare", b"presentations/stage");
+        plugin.deliver_changes().unwrap();
+        assert!(host
+            .media_calls()
+            .contains(&huddle_sdk::fake::MediaCall::Tap {
+                session: presenter,
+                mid: "0".into(),
+                on: false
+            }));
+        assert_eq!(layout_of(&host, "stage"), "grid");
+        // Packets from the old presenter are ignored now.
+        plugin
+            .incoming_rtp(
+                presenter,
+                "0",
+                &[0x80, 100, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 0],
+            )
+            .unwrap();
+
+        // Changes lost: a rescan finds a presentation that started meanwhile.
+        host.put(
+            "plugin/screenshare",
+            b"presentations/stage",
+            &presentation("stage", 4343),
+        );
+        let watch = host.watches()[0].0;
+        host.lag_watch(watch);
+        plugin.deliver_changes().unwrap();
+        assert_eq!(layout_of(&host, "stage"), "presenter");
+        assert!(host
+            .media_calls()
+            .contains(&huddle_sdk::fake::MediaCall::Tap {
+                session: MediaSessionId(4343),
+                mid: "0".into(),
+                on: true
+            }));
+    }
+
+    /// Video fed from the room's first moment (a participant's, or a screen already shared
+    /// when the first participant joins) does not freeze the canvas: the room's pipeline is
+    /// playing before any tile is fed (it reaches PLAYING asynchronously, and tiles fed before
+    /// then froze it). Real GStreamer pipelines.
+    #[test]
+    fn video_fed_from_the_rooms_first_moment_does_not_freeze_the_canvas() {
+        let host = FakeHost::with_capabilities(Capabilities::ALL);
+        host.allow_namespace("plugin/screenshare");
+        let mut plugin = host
+            .start(&huddle_plugin_export::entry(), CONFIG)
+            .expect("conference starts");
+        // carol presents (by role) into the empty room: tapped, nothing to show yet.
+        let presenter = MediaSessionId(4242);
+        host.put(
+            "plugin/screenshare",
+            b"presentations/stage",
+            &presentation("stage", presenter.0),
+        );
+        plugin.deliver_changes().unwrap();
+        let packets = vp8_rtp_packets(10);
+        let uri = "sip:stage@example.test";
+        let alice = join_av(&host, &mut plugin, uri, "alice", 1000);
+        assert_eq!(
+            layout_of(&host, "stage"),
+            "presenter",
+            "shown as the room starts"
+        );
+        assert!(host
+            .media_calls()
+            .contains(&huddle_sdk::fake::MediaCall::Keyframe {
+                session: presenter,
+                mid: "0".into()
+            }));
+        let bob = join_av(&host, &mut plugin, uri, "bob", 1000);
+        for p in &packets {
+            plugin.incoming_rtp(presenter, "0", p).unwrap();
+            plugin.incoming_rtp(alice, "1", p).unwrap();
+        }
+        let mark = host.media_calls().len();
+        assert!(
+            eventually(|| composite_to(&host, bob, mark).1 >= 10),
+            "the canvas keeps coming"
+        );
+        let host = plugin.stop();
+        assert!(
+            host.media_calls()
+                .contains(&huddle_sdk::fake::MediaCall::Tap {
+                    session: presenter,
+                    mid: "0".into(),
+                    on: false
+                }),
+            "untapped at shutdown"
+        );
     }
 
     #[test]

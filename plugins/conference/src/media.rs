@@ -7,6 +7,7 @@
 //!   videotestsrc(live, black) ───────────────────────────────┐ (background: keeps the
 //!   appsrc(RTP VP8) → rtpvp8depay → vp8dec → textoverlay → queue ─┤  canvas ticking when an
 //!   videotestsrc(placeholder) → textoverlay → queue ──────────────┤  uplink freezes)
+//!   appsrc(tapped screen, VP8) → depay → vp8dec → textoverlay → queue ┤ (while one is shared)
 //!                                        compositor → tee ─┬→ queue → vp8enc → rtpvp8pay → appsink ─► receivers of
 //!                                                          │                                        profile 0 (canvas)
 //!                                                          └→ queue → videorate → videoscale → vp8enc → … ─► profile 1, …
@@ -24,6 +25,11 @@
 //! Every tile and every encoder branch sits behind a leaky queue: a frozen uplink or a slow
 //! encoder never holds the canvas back.
 //!
+//! A shared screen (the relay's presenter, tapped through the host: [`RoomMedia::show_screen`])
+//! is one more input, built like a participant's and behind the same leaky queue (a frozen
+//! screen freezes in its place only); while it is there the canvas shows the presenter layout
+//! (`layout::arrange`), and without it the room's own layout comes back.
+//!
 //! Resources are bounded by configuration: seats per room bound the branches and queues; each
 //! input queue holds at most [`MAX_QUEUE`] samples (older ones are dropped).
 
@@ -39,7 +45,7 @@ use gstreamer_app as gst_app;
 use huddle_sdk::{Error, Host, MediaSessionId};
 
 use crate::cpu::RoomCpu;
-use crate::layout::{tiles, LayoutKind};
+use crate::layout::{arrange, shown, LayoutKind};
 use crate::mix::{level_dbov, mix_minus, SpeakerDetector, FRAME};
 use crate::room::{ParticipantId, VideoProfile};
 use crate::sdp::AudioCodec;
@@ -162,6 +168,8 @@ struct Shared {
     /// CPU the room's pipelines and mixer have used (its own `Arc`: bus handlers hold it, and
     /// they must not hold `Shared`, which holds the pipelines' elements).
     cpu: Arc<RoomCpu>,
+    /// The shared screen's compositor pad, while one is shown.
+    screen: Mutex<Option<gst::Pad>>,
 }
 
 /// Forced key frames of one output profile.
@@ -226,19 +234,26 @@ impl Shared {
         }
     }
 
-    /// Puts every tile where the layout says; the active speaker's is the featured one.
+    /// Puts every tile where the layout says; the active speaker's is the featured one, or the
+    /// shared screen while there is one.
     fn relayout(&self) {
         let tiles_now = lock(&self.tiles);
         let speaker = *lock(&self.speaker);
+        let screen = lock(&self.screen);
         let featured = speaker.and_then(|s| tiles_now.iter().position(|(id, _)| *id == s));
-        let rects = tiles(
+        let arrangement = arrange(
             *lock(&self.layout),
             tiles_now.len(),
             self.canvas.width,
             self.canvas.height,
             featured,
+            screen.is_some(),
         );
-        for ((_, pad), rect) in tiles_now.iter().zip(rects) {
+        let pads = screen
+            .iter()
+            .zip([arrangement.screen])
+            .chain(tiles_now.iter().map(|(_, pad)| pad).zip(arrangement.tiles));
+        for (pad, rect) in pads {
             match rect {
                 Some(r) => {
                     pad.set_property("xpos", r.x as i32);
@@ -291,7 +306,21 @@ pub struct RoomMedia {
     encoders: Vec<gst::Element>,
     legs: BTreeMap<ParticipantId, Leg>,
     mixer: Option<thread::JoinHandle<()>>,
+    /// The shared screen's input, while one is shown.
+    screen: Option<ScreenInput>,
 }
+
+/// The shared screen's branch: its appsrc, the payload type its packets carry (the relay's
+/// choice, learnt from the first packet) and its elements.
+struct ScreenInput {
+    src: gst_app::AppSrc,
+    pt: Option<u8>,
+    branch: Vec<gst::Element>,
+    pad: gst::Pad,
+}
+
+/// The payload type the screen's appsrc is built for; packets are rewritten to it.
+const SCREEN_PT: u8 = 96;
 
 impl std::fmt::Debug for RoomMedia {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -325,6 +354,7 @@ impl RoomMedia {
             layout: Mutex::new(layout),
             canvas,
             cpu: Arc::new(RoomCpu::default()),
+            screen: Mutex::new(None),
         });
         let video = gst::Pipeline::with_name(&format!("room-{room}"));
         let raw_caps = raw_video_caps(&canvas);
@@ -386,6 +416,17 @@ impl RoomMedia {
         );
         watch_bus(host, &video, room, &shared.cpu);
         video.set_state(gst::State::Playing)?;
+        // The live pipeline reaches PLAYING asynchronously (tens of ms). A tile added and fed
+        // before then (a participant's video, a tapped screen arriving with the first joiner)
+        // gets timestamps from before the pipeline's base time and froze the whole canvas: so
+        // the room starts only once it is playing (bounded).
+        let (reached, _, _) = video.state(Some(gst::ClockTime::from_seconds(2)));
+        if reached.is_err() {
+            let _ = video.set_state(gst::State::Null);
+            return Err(MediaError(format!(
+                "room {room}: the video pipeline did not start"
+            )));
+        }
 
         let mixer = {
             let shared = shared.clone();
@@ -401,6 +442,7 @@ impl RoomMedia {
             encoders,
             legs: BTreeMap::new(),
             mixer: Some(mixer),
+            screen: None,
         })
     }
 
@@ -447,6 +489,111 @@ impl RoomMedia {
         self.legs.insert(id, leg);
         self.shared.relayout();
         Ok(())
+    }
+
+    /// Shows a shared screen (VP8 RTP to come through [`RoomMedia::screen_rtp`]), labelled
+    /// `label`: the canvas switches to the presenter layout. A screen already shown is
+    /// replaced.
+    pub fn show_screen(&mut self, label: &str) -> Result<(), MediaError> {
+        self.hide_screen();
+        let caps = gst::Caps::builder("application/x-rtp")
+            .field("media", "video")
+            .field("encoding-name", "VP8")
+            .field("clock-rate", 90000i32)
+            .field("payload", i32::from(SCREEN_PT))
+            .build();
+        let src = live_appsrc(&caps, 4_000_000, true);
+        let overlay = make("textoverlay")?;
+        overlay.set_property("text", label);
+        overlay.set_property("font-desc", "Sans 18");
+        overlay.set_property_from_str("halignment", "left");
+        overlay.set_property_from_str("valignment", "bottom");
+        let branch = vec![
+            src.clone().upcast(),
+            make("rtpvp8depay")?,
+            make("vp8dec")?,
+            make("videoconvert")?,
+            overlay,
+            // A frozen screen must not hold the canvas back.
+            newest_frames_queue()?,
+        ];
+        let refs: Vec<&gst::Element> = branch.iter().collect();
+        self.video.add_many(refs.iter().copied())?;
+        gst::Element::link_many(refs.iter().copied())?;
+        let pad = self
+            .compositor
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| MediaError("compositor gave no sink pad".to_owned()))?;
+        pad.set_property("zorder", 1u32);
+        branch
+            .last()
+            .and_then(|q| q.static_pad("src"))
+            .ok_or_else(|| MediaError("queue without src".to_owned()))?
+            .link(&pad)?;
+        for e in &branch {
+            e.sync_state_with_parent()?;
+        }
+        *lock(&self.shared.screen) = Some(pad.clone());
+        self.screen = Some(ScreenInput {
+            src,
+            pt: None,
+            branch,
+            pad,
+        });
+        self.shared.relayout();
+        // Everyone's picture changes at once: a key frame of every profile.
+        for profile in 0..self.encoders.len() {
+            self.force_keyframe(profile);
+        }
+        Ok(())
+    }
+
+    /// Removes the shared screen: the room's own layout comes back.
+    pub fn hide_screen(&mut self) {
+        let Some(screen) = self.screen.take() else {
+            return;
+        };
+        *lock(&self.shared.screen) = None;
+        for e in &screen.branch {
+            let _ = e.set_state(gst::State::Null);
+        }
+        self.compositor.release_request_pad(&screen.pad);
+        for e in &screen.branch {
+            let _ = self.video.remove(e);
+        }
+        self.shared.relayout();
+        for profile in 0..self.encoders.len() {
+            self.force_keyframe(profile);
+        }
+    }
+
+    /// Whether a shared screen is shown.
+    pub fn has_screen(&self) -> bool {
+        self.screen.is_some()
+    }
+
+    /// The name of the layout the canvas shows now (`grid`, `speaker`, `presenter`).
+    pub fn shown_layout(&self) -> &'static str {
+        shown(*lock(&self.shared.layout), self.screen.is_some())
+    }
+
+    /// One RTP packet of the shared screen. The stream's payload type is taken from its first
+    /// packet (the relay negotiated it); packets of another type (RTX is repaired by the
+    /// host) are dropped, the others rewritten to the type the depayloader expects.
+    pub fn screen_rtp(&mut self, packet: &[u8]) {
+        let Some(screen) = self.screen.as_mut() else {
+            return;
+        };
+        if packet.len() < 12 {
+            return;
+        }
+        let pt = packet[1] & 0x7f;
+        if *screen.pt.get_or_insert(pt) != pt {
+            return;
+        }
+        let mut packet = packet.to_vec();
+        packet[1] = (packet[1] & 0x80) | SCREEN_PT;
+        let _ = screen.src.push_buffer(gst::Buffer::from_mut_slice(packet));
     }
 
     /// A tile for `id`: their decoded video (`Some(pt)`) or a named placeholder.

@@ -36,8 +36,9 @@
 //! viewer's call is ended with a BYE — a clean end the viewer's client shows.
 //!
 //! While it runs, `presentations/<room>` in this plugin's namespace (`plugin/screenshare/`)
-//! holds a JSON record `{"v":1,"room","presenter","display","screen_uri","started"}` (started:
-//! Unix seconds) that the conference plugin can watch to switch to a presenter layout. Records
+//! holds a JSON record `{"v":1,"room","presenter","display","screen_uri","started","session",
+//! "video_mid","codec"}` (started: Unix seconds; session and video_mid: the presenter's stream,
+//! which the conference plugin taps for its presenter layout, `Host::tap_stream`). Records
 //! are removed when the presentation ends and at start-up and shutdown.
 //!
 //! # Media
@@ -463,6 +464,9 @@ impl Screenshare {
                     started: SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs()),
+                    session: session.0,
+                    video_mid: mid.clone(),
+                    codec: self.codec.clone(),
                 };
                 host.store().put(
                     format!("{PRESENTATIONS}{room}").as_bytes(),
@@ -764,6 +768,15 @@ mod tests {
         let record: PresentationRecord = serde_json::from_slice(&record).unwrap();
         assert_eq!(record.presenter, "alice");
         assert_eq!(record.screen_uri, "sip:team-screen@example.test");
+        assert_eq!(
+            (
+                record.session,
+                record.video_mid.as_str(),
+                record.codec.as_str()
+            ),
+            (presenter.0, "1", "vp8"),
+            "where a tapper finds the screen"
+        );
 
         let (status, _, _) = call(&host, &mut plugin, "bob", "v1", &view_offer());
         assert_eq!(status, 200);

@@ -255,6 +255,16 @@ pub struct PresentationRecord {
     pub screen_uri: String,
     /// When the presentation started, seconds since the Unix epoch.
     pub started: u64,
+    /// The presenter's media session (a host id), for a plugin that taps the screen
+    /// (`Host::tap_stream`, as the conference mixer does); 0 in records written before it.
+    #[serde(default)]
+    pub session: u64,
+    /// The mid of the presenter's video stream in that session.
+    #[serde(default)]
+    pub video_mid: String,
+    /// The screen's codec (`vp8`, `h264`, …: the relay's `codec`).
+    #[serde(default)]
+    pub codec: String,
 }
 
 impl PresentationRecord {
@@ -469,6 +479,9 @@ mod tests {
             display: "Alice \"A\"".to_owned(),
             screen_uri: "sip:team-screen@d".to_owned(),
             started: 1_700_000_000,
+            session: 7,
+            video_mid: "0".to_owned(),
+            codec: "vp8".to_owned(),
         };
         let bytes = r.to_bytes();
         let back: PresentationRecord = serde_json::from_slice(&bytes).unwrap();

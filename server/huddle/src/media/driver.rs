@@ -56,6 +56,8 @@ pub(crate) struct Leg {
     forwards: HashMap<Mid, Arc<[(u64, Mid)]>>,
     /// What feeds each outgoing stream, for key-frame requests passed back.
     fed_by: HashMap<Mid, (u64, Mid)>,
+    /// Per incoming stream: the plugins tapping it.
+    taps: HashMap<Mid, Vec<Tapper>>,
     /// Per incoming stream that is forwarded: the rate limit of receivers' key-frame requests.
     keyframe_gates: HashMap<Mid, KeyframeGate>,
     /// Per outgoing stream: the sequence extender of plugin-sent packets and the rewriter of
@@ -67,6 +69,9 @@ pub(crate) struct Leg {
     /// egress), so that each stats event adds only what is new to the engine's totals.
     rtcp_seen: HashMap<(Mid, Option<str0m::media::Rid>, bool), (u64, u64)>,
 }
+
+/// A plugin tapping a stream: its index and where its events go.
+type Tapper = (usize, Arc<dyn MediaEvents>);
 
 #[derive(Default)]
 struct TxState {
@@ -104,6 +109,7 @@ impl Leg {
             rx_mids: HashMap::new(),
             forwards: HashMap::new(),
             fed_by: HashMap::new(),
+            taps: HashMap::new(),
             keyframe_gates: HashMap::new(),
             tx: HashMap::new(),
             closing: false,
@@ -332,6 +338,23 @@ impl Driver {
                 }
             }
             Command::Forward { src, dst, dst_mid } => self.set_forward(src, dst, dst_mid),
+            Command::Tap {
+                session,
+                mid,
+                owner,
+                tapper,
+            } => {
+                if let Some(leg) = self.legs.get_mut(&session) {
+                    let taps = leg.taps.entry(mid).or_default();
+                    taps.retain(|(o, _)| *o != owner);
+                    if let Some(events) = tapper {
+                        taps.push((owner, events));
+                    }
+                    if taps.is_empty() {
+                        leg.taps.remove(&mid);
+                    }
+                }
+            }
             Command::Close { session } => {
                 if let Some(leg) = self.legs.get_mut(&session) {
                     leg.closing = true;
@@ -535,7 +558,8 @@ impl Driver {
             .get(&mid)
             .cloned()
             .unwrap_or_else(|| Arc::from([]));
-        if targets.is_empty() {
+        let taps = leg.taps.get(&mid);
+        if targets.is_empty() || taps.is_some() {
             let bytes = rtp::serialize(
                 &rtp::Rtp {
                     pt: *packet.header.payload_type,
@@ -547,8 +571,13 @@ impl Driver {
                 },
                 &packet.header.csrc[..packet.header.csrc_count.min(15)],
             );
-            leg.events.rtp(id, &mid, bytes);
-            return;
+            for (_, tapper) in taps.into_iter().flatten() {
+                tapper.rtp(id, &mid, bytes.clone());
+            }
+            if targets.is_empty() {
+                leg.events.rtp(id, &mid, bytes);
+                return;
+            }
         }
         let kind = leg.rtc.media(mid).map(|m| m.kind());
         let src_pt = packet.header.payload_type;

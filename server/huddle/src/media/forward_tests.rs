@@ -8,6 +8,12 @@
 //! request reaches the sender (at most once per [`FORWARDED_KEYFRAME_INTERVAL`]); the plugin's
 //! own request for a key frame reaches the sender too; the sender's leg ending leaves the
 //! receiver's leg up.
+//!
+//! A tap (another plugin receiving a leg's incoming stream, as the conference mixer takes the
+//! presenter's screen) is tested here too, with the same peers: the tapper gets every packet
+//! under the tapped session's id, forwarded or not, may ask for key frames, and gets nothing
+//! more once it untaps or the tapped leg is gone, and a tap of a leg that is gone is refused
+//! with `NotFound`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -30,6 +36,8 @@ use super::{CodecName, EngineSettings, MediaEngine, MediaEvents};
 struct Seen {
     ready: Vec<u64>,
     rtp: Vec<(u64, String)>,
+    /// Each packet's session and payload (the RTP header stripped).
+    payloads: Vec<(u64, Vec<u8>)>,
     hangups: Vec<(u64, HangupReason)>,
 }
 
@@ -49,8 +57,12 @@ impl MediaEvents for Recorder {
     fn ready(&self, session: u64) {
         self.0.lock().unwrap().ready.push(session);
     }
-    fn rtp(&self, session: u64, mid: &str, _packet: Vec<u8>) {
-        self.0.lock().unwrap().rtp.push((session, mid.to_owned()));
+    fn rtp(&self, session: u64, mid: &str, packet: Vec<u8>) {
+        let mut seen = self.0.lock().unwrap();
+        seen.rtp.push((session, mid.to_owned()));
+        if let Some(p) = super::rtp::parse(&packet) {
+            seen.payloads.push((session, p.payload.to_vec()));
+        }
     }
     fn rtcp(&self, _session: u64, _packet: Vec<u8>) {}
     fn hangup(&self, session: u64, reason: HangupReason) {
@@ -92,6 +104,16 @@ impl Peer {
         events: Arc<Recorder>,
         direction: Direction,
     ) -> (Peer, u64, String) {
+        Peer::call_as(engine, 1, events, direction).await
+    }
+
+    /// As [`Peer::call`], for plugin `owner`.
+    async fn call_as(
+        engine: &MediaEngine,
+        owner: usize,
+        events: Arc<Recorder>,
+        direction: Direction,
+    ) -> (Peer, u64, String) {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let local = socket.local_addr().unwrap();
         let mut rtc = RtcConfig::new()
@@ -105,7 +127,7 @@ impl Peer {
         let mid = change.add_media(MediaKind::Video, direction, None, None, None);
         let (offer, pending) = change.apply().unwrap();
         let (session, answer) = engine
-            .answer(1, events, None, offer.to_sdp_string().as_bytes())
+            .answer(owner, events, None, offer.to_sdp_string().as_bytes())
             .unwrap();
         rtc.sdp_api()
             .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
@@ -371,5 +393,184 @@ async fn a_stream_forwarded_into_another_leg_arrives_rewritten_and_key_frame_req
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(plugin.seen(|s| s.hangups.iter().all(|(s, _)| *s != dst)));
+    engine.shutdown(task).await;
+}
+
+async fn start_engine() -> (MediaEngine, super::EngineTask) {
+    MediaEngine::start(EngineSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: None,
+        connect_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(10),
+        max_sessions: 8,
+        codecs: vec![CodecName::Vp8],
+        bandwidth_estimation: true,
+    })
+    .await
+    .unwrap()
+}
+
+/// Sends `frame <seq>` packets from `sender` until `arrived` says one reached its target;
+/// returns the next sequence number. Bounded: panics after 10 s.
+async fn send_until(sender: &Peer, mut seq: u64, arrived: impl Fn() -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !arrived() {
+        assert!(Instant::now() < deadline, "nothing arrived");
+        sender
+            .commands
+            .send(PeerCommand::Send {
+                seq,
+                ts: 3000 * seq as u32,
+                payload: format!("frame {seq}").into_bytes(),
+            })
+            .unwrap();
+        seq += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    seq
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_plugin_taps_a_stream_forwarded_or_not_and_the_tap_ends_with_the_leg() {
+    let (engine, task) = start_engine().await;
+    let owner = Arc::new(Recorder::default());
+    let tapper = Arc::new(Recorder::default());
+    let (mut sender, src, src_answer) =
+        Peer::call_as(&engine, 1, owner.clone(), Direction::SendOnly).await;
+    let (mut receiver, dst, dst_answer) =
+        Peer::call_as(&engine, 1, owner.clone(), Direction::RecvOnly).await;
+    let (src_mid, dst_mid) = (mid_of(&src_answer), mid_of(&dst_answer));
+
+    // Nothing to tap yet where there is no leg or stream.
+    assert_eq!(
+        engine.tap(2, tapper.clone(), 999, &src_mid, true),
+        Err(super::MediaError::NotFound)
+    );
+    assert_eq!(
+        engine.tap(2, tapper.clone(), src, "no-such-mid", true),
+        Err(super::MediaError::NotFound)
+    );
+    // A plugin that neither owns nor taps the leg may not ask it for key frames.
+    assert_eq!(
+        engine.request_keyframe(2, src, &src_mid),
+        Err(super::MediaError::NotFound)
+    );
+
+    // Not forwarded: the owner and the tapper both get the packets.
+    engine.tap(2, tapper.clone(), src, &src_mid, true).unwrap();
+    for peer in [&mut sender, &mut receiver] {
+        peer.until("the peer to connect", |e| matches!(e, PeerEvent::Connected))
+            .await;
+    }
+    let seq = send_until(&sender, 1, || {
+        tapper.seen(|s| !s.payloads.is_empty()) && owner.seen(|s| !s.payloads.is_empty())
+    })
+    .await;
+    assert!(tapper.seen(|s| s
+        .rtp
+        .iter()
+        .all(|(session, mid)| *session == src && *mid == src_mid)));
+    assert!(tapper.seen(|s| s.payloads.iter().all(|(_, p)| p.starts_with(b"frame "))));
+
+    // Forwarded: the tapper still gets every packet (the owner does not: the fast path).
+    engine.forward(1, src, &src_mid, dst, &dst_mid).unwrap();
+    let forwarded_from = seq;
+    let seq = send_until(&sender, seq, || {
+        tapper.seen(|s| {
+            s.payloads
+                .iter()
+                .any(|(_, p)| *p == format!("frame {forwarded_from}").into_bytes())
+        })
+    })
+    .await;
+    receiver
+        .until("the forwarded stream", |e| {
+            matches!(e, PeerEvent::Rtp { .. })
+        })
+        .await;
+    let owner_had = owner.seen(|s| s.payloads.len());
+
+    // The tapper's key-frame request reaches the sender.
+    engine.request_keyframe(2, src, &src_mid).unwrap();
+    sender
+        .until("the tapper's PLI at the sender", |e| {
+            matches!(e, PeerEvent::KeyframeRequest)
+        })
+        .await;
+
+    // Untapped: the tapper gets nothing more, the viewer still does.
+    engine.tap(2, tapper.clone(), src, &src_mid, false).unwrap();
+    assert_eq!(
+        engine.tap(2, tapper.clone(), src, &src_mid, false),
+        Err(super::MediaError::NotFound),
+        "no second untap"
+    );
+    // Commands reach the driver in order: once a packet sent after the untap is forwarded,
+    // the untap has been applied.
+    // Once a packet sent after the untap reached the viewer, the untap (queued before it) has
+    // been applied: from then on nothing more may reach the tapper.
+    let mut next = seq;
+    let mut settled = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the viewer stopped getting packets"
+        );
+        sender
+            .commands
+            .send(PeerCommand::Send {
+                seq: next,
+                ts: 3000 * next as u32,
+                payload: format!("frame {next}").into_bytes(),
+            })
+            .unwrap();
+        next += 1;
+        let Ok(Some(PeerEvent::Rtp { payload, .. })) =
+            tokio::time::timeout(Duration::from_millis(50), receiver.events.recv()).await
+        else {
+            continue;
+        };
+        let n: u64 = String::from_utf8(payload)
+            .ok()
+            .and_then(|t| t.strip_prefix("frame ").and_then(|n| n.parse().ok()))
+            .unwrap_or(0);
+        match settled {
+            None if n >= seq => settled = Some((next, tapper.seen(|s| s.payloads.len()))),
+            Some((from, count)) if n >= from + 10 => {
+                assert_eq!(
+                    tapper.seen(|s| s.payloads.len()),
+                    count,
+                    "nothing reaches the tapper after the untap"
+                );
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        owner.seen(|s| s.payloads.len()),
+        owner_had,
+        "still forwarded only"
+    );
+
+    // Tapped again, then the tapped leg ends: the tap ends with it, nothing is said to the
+    // tapper, and tapping the gone leg is refused.
+    engine.tap(2, tapper.clone(), src, &src_mid, true).unwrap();
+    engine.close(1, src).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !owner.seen(|s| s.hangups.contains(&(src, HangupReason::Normal))) {
+        assert!(Instant::now() < deadline, "the sender's leg did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(tapper.seen(|s| s.hangups.is_empty()));
+    assert_eq!(
+        engine.tap(2, tapper.clone(), src, &src_mid, true),
+        Err(super::MediaError::NotFound)
+    );
+    assert_eq!(
+        engine.request_keyframe(2, src, &src_mid),
+        Err(super::MediaError::NotFound)
+    );
     engine.shutdown(task).await;
 }

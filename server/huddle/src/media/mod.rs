@@ -31,6 +31,15 @@
 //! ICE consent checks every few seconds, even on hold) goes the same way, as does one whose
 //! ICE agent reports the connection lost. `close` (a BYE) ends it with `NORMAL`.
 //! Following str0m's rule, a leg whose `Rtc` is no longer alive is never driven again.
+//!
+//! # Taps
+//!
+//! [`MediaEngine::tap`] lets a plugin receive another leg's incoming RTP (any plugin's leg: the
+//! conference mixer taps the screen-share relay's presenter). Each packet of the tapped stream
+//! then also goes to the tapper's `rtp` event, under the tapped session's id, whether the
+//! stream is forwarded or handed to its own plugin; the tapper may ask that leg for key frames.
+//! A tap ends with `tap(.., false)` or when the tapped leg ends (the tapper is not told: it
+//! learns that from the owner's shared state, as it learnt of the stream).
 
 pub mod driver;
 #[cfg(test)]
@@ -121,6 +130,8 @@ pub struct EngineSettings {
 struct Entry {
     owner: usize,
     mids: Vec<Mid>,
+    /// (plugin, stream) taps: those plugins may ask it for key frames too.
+    tappers: Vec<(usize, Mid)>,
 }
 
 /// A command for the driver.
@@ -151,6 +162,14 @@ pub(crate) enum Command {
         dst: u64,
         dst_mid: Mid,
     },
+    /// Start (`tapper: Some`) or stop (`None`) delivering `session`'s incoming `mid` to plugin
+    /// `owner`'s events as well.
+    Tap {
+        session: u64,
+        mid: Mid,
+        owner: usize,
+        tapper: Option<Arc<dyn MediaEvents>>,
+    },
     /// Close a leg.
     Close { session: u64 },
     /// Stop the engine.
@@ -165,6 +184,7 @@ impl std::fmt::Debug for Command {
             Command::SendRtp { .. } => "SendRtp",
             Command::Keyframe { .. } => "Keyframe",
             Command::Forward { .. } => "Forward",
+            Command::Tap { .. } => "Tap",
             Command::Close { .. } => "Close",
             Command::Shutdown => "Shutdown",
         };
@@ -312,10 +332,20 @@ impl MediaEngine {
 
     /// The stream `mid` of a leg `owner` answered.
     fn check(&self, owner: usize, session: u64, mid: Option<&str>) -> Result<Mid, MediaError> {
+        self.check_with(session, mid, |e| e.owner == owner)
+    }
+
+    /// The stream `mid` of a leg whose entry passes `allowed`.
+    fn check_with(
+        &self,
+        session: u64,
+        mid: Option<&str>,
+        allowed: impl Fn(&Entry) -> bool,
+    ) -> Result<Mid, MediaError> {
         let registry = self.registry();
         let entry = registry
             .get(&session)
-            .filter(|e| e.owner == owner)
+            .filter(|e| allowed(e))
             .ok_or(MediaError::NotFound)?;
         match mid {
             None => Ok(Mid::default()),
@@ -364,6 +394,7 @@ impl MediaEngine {
             Entry {
                 owner,
                 mids: mids_of(&text),
+                tappers: Vec::new(),
             },
         );
         let leg = driver::Leg::new(
@@ -426,14 +457,16 @@ impl MediaEngine {
         })
     }
 
-    /// Asks the sender of stream `mid` for a key frame.
+    /// Asks the sender of stream `mid` for a key frame: of a leg `owner` answered or taps.
     pub fn request_keyframe(
         &self,
         owner: usize,
         session: u64,
         mid: &str,
     ) -> Result<(), MediaError> {
-        let mid = self.check(owner, session, Some(mid))?;
+        let mid = self.check_with(session, Some(mid), |e| {
+            e.owner == owner || e.tappers.iter().any(|(t, _)| *t == owner)
+        })?;
         self.send(Command::Keyframe {
             session,
             mid: Some(mid),
@@ -457,6 +490,46 @@ impl MediaEngine {
             Some((src, self.check(owner, src, Some(src_mid))?))
         };
         self.send(Command::Forward { src, dst, dst_mid })
+    }
+
+    /// Starts (`on`) or stops delivering the incoming stream `mid` of `session` (any plugin's
+    /// leg) to plugin `owner`'s `events` too, under `session`'s id (module docs, "Taps").
+    /// [`MediaError::NotFound`] when the leg or stream does not exist (or is gone), or, to
+    /// stop, when `owner` does not tap that leg.
+    pub fn tap(
+        &self,
+        owner: usize,
+        events: Arc<dyn MediaEvents>,
+        session: u64,
+        mid: &str,
+        on: bool,
+    ) -> Result<(), MediaError> {
+        let mid = {
+            let mut registry = self.registry();
+            let entry = registry.get_mut(&session).ok_or(MediaError::NotFound)?;
+            let mid = entry
+                .mids
+                .iter()
+                .find(|m| &***m == mid)
+                .copied()
+                .ok_or(MediaError::NotFound)?;
+            let at = entry.tappers.iter().position(|t| *t == (owner, mid));
+            match (on, at) {
+                (true, None) => entry.tappers.push((owner, mid)),
+                (true, Some(_)) => {}
+                (false, Some(at)) => {
+                    entry.tappers.swap_remove(at);
+                }
+                (false, None) => return Err(MediaError::NotFound),
+            }
+            mid
+        };
+        self.send(Command::Tap {
+            session,
+            mid,
+            owner,
+            tapper: on.then_some(events),
+        })
     }
 
     /// Closes a leg; `hangup(NORMAL)` follows.

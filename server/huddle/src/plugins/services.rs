@@ -572,6 +572,13 @@ impl HostServices for Services {
             .map_err(media_error)
     }
 
+    fn media_tap(&self, session: MediaSessionId, mid: &str, on: bool) -> Result<()> {
+        let (engine, events) = self.media.as_ref().ok_or(Error::NotSupported)?;
+        engine
+            .tap(self.index, events.clone(), session.0, mid, on)
+            .map_err(media_error)
+    }
+
     fn media_close(&self, session: MediaSessionId) -> Result<()> {
         let (engine, _) = self.media.as_ref().ok_or(Error::NotSupported)?;
         engine.close(self.index, session.0).map_err(media_error)

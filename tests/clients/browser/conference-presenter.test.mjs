@@ -1,0 +1,193 @@
+// The conference composite follows a shared screen, in headless Chromium. Run by
+// tests/tests/conference_presenter.rs, which starts Huddle with the conference plugin (room
+// `team`, no PIN, a 320x180 grid composite) and the screenshare relay (screen URI
+// sip:team-screen@<domain>; carol may present in any room by role).
+//
+// alice (JsSIP) and bob (SIP.js) are in the room with their cameras: the composite they receive
+// is a 2x1 grid, two 16:9 tiles across the middle, black above and below. carol (a third call,
+// JsSIP, not a participant) shares her screen (getDisplayMedia, Chromium's fake screen) to the
+// room's screen URI, and bob watches it on a line of his own. What must hold, read from the
+// decoded composite's pixels in alice's and bob's pages (the <video> drawn to a canvas):
+//   * while carol shares, both composites switch to the presenter layout: the screen fills the
+//     top-centre band (black in the grid) and the participants become thumbnails along the
+//     bottom (black in the grid);
+//   * carol hanging up brings the grid back for both (top and bottom black again), and ends
+//     bob's viewing call cleanly with a BYE from the server.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { target, user, WAIT_MS } from '../lib/env.mjs';
+import { withTimeout, cleanupAll } from '../lib/wait.mjs';
+import { launchChromium, newPhoneContext } from '../lib/chromium.mjs';
+import { startStaticServer } from '../lib/static-server.mjs';
+
+const MEDIA_MS = Number(process.env.HUDDLE_MEDIA_TIMEOUT_MS || 60000);
+const ROOM = process.env.HUDDLE_ROOM || 'team';
+const LINE_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'screenshare-page.js');
+// Mean luma (0..255) below which a region counts as the black background, and the rise over it
+// that counts as something drawn there.
+const BLACK = 30;
+const DRAWN = 25;
+
+async function inPage(page, label, what, fn, arg, ms = WAIT_MS) {
+  try {
+    return await withTimeout(page.evaluate(fn, arg), `${label}: ${what}`, ms + 2000);
+  } catch (e) {
+    const msg = String(e?.message ?? e).replace(/^page\.evaluate: Error: /, '');
+    throw new Error(msg.startsWith(label) ? msg : `${label}: ${what}: ${msg}`);
+  }
+}
+
+/** A registered phone page with the screen-line script loaded; in the room when `lib` is set. */
+async function phonePage(browser, origin, tg, name, lib, cleanup, diag) {
+  const label = `${name}[${lib ?? 'jssip'}]`;
+  const { context, page } = await newPhoneContext(browser, origin, label, diag);
+  cleanup.push(() => context.close());
+  await withTimeout(page.goto(`${origin}/`), `${label}: page load`);
+  await page.waitForFunction(() => window.phoneReady === true, null, { timeout: WAIT_MS });
+  await page.addScriptTag({ path: LINE_SCRIPT });
+  cleanup.push(() => inPage(page, label, 'stop', (ms) => window.phone.stop(ms), 3000, 3000).catch(() => {}));
+  const u = user(tg, name);
+  const o = { lib: lib ?? 'jssip', wsUrl: tg.wsUrl, uri: u.aor, user: u.name, password: u.password, autoAnswer: false, label };
+  await inPage(page, label, 'registered', (a) => window.phone.start(a.o, a.ms), { o, ms: WAIT_MS });
+  if (lib) {
+    await inPage(page, label, 'INVITE to the room', (to) => window.phone.call(to), `sip:${ROOM}@${tg.domain}`);
+    await inPage(page, label, "in the room ('established')", (ms) => window.phone.waitFor('established', ms, ['failed', 'ended']), MEDIA_MS, MEDIA_MS);
+  }
+  return { page, label, name };
+}
+
+/** Opens screen line `line` of `who` (a second JsSIP user agent in the page). */
+async function openLine(who, tg, line, cleanup) {
+  const u = user(tg, who.name);
+  await inPage(
+    who.page,
+    who.label,
+    `screen line '${line}' connected`,
+    (a) => {
+      window.screenLines[a.line]?.stop();
+      window.screenLines[a.line] = new window.ScreenLine(a.line);
+      return window.screenLines[a.line].start(a.o, a.ms).then(() => true);
+    },
+    { line, o: { wsUrl: tg.wsUrl, uri: u.aor, password: u.password }, ms: WAIT_MS },
+  );
+  cleanup.push(() => inPage(who.page, who.label, 'stop line', (l) => window.screenLines[l]?.stop(), line).catch(() => {}));
+}
+
+const onLine = (who, line, what, fn, arg, ms) =>
+  inPage(who.page, who.label, `${line}: ${what}`, fn, { line, arg }, ms);
+const lineWait = (who, line, names, failOn, ms = MEDIA_MS) =>
+  onLine(who, line, `waiting for ${names}`, (a) => window.screenLines[a.line].waitFor(a.arg.names, a.arg.ms, a.arg.failOn), { names, failOn, ms }, ms);
+
+/**
+ * The decoded composite's signature: mean luma of three regions, as fractions of the picture.
+ * `top`: the top-centre band (background in the grid, the screen in the presenter layout);
+ * `bottom`: the bottom-left band (background in the grid, thumbnails in the presenter layout);
+ * `middle`: the left tile of the grid. Also the frames decoded, to see the picture move on.
+ */
+function signature(who) {
+  return inPage(who.page, who.label, 'composite pixels', async () => {
+    const v = document.getElementById('remote');
+    const w = v.videoWidth;
+    const h = v.videoHeight;
+    if (!w || !h) return null;
+    const c = document.createElement('canvas');
+    c.width = w;
+    c.height = h;
+    const g = c.getContext('2d', { willReadFrequently: true });
+    g.drawImage(v, 0, 0, w, h);
+    const luma = (x0, y0, x1, y1) => {
+      const d = g.getImageData(Math.round(x0 * w), Math.round(y0 * h), Math.max(1, Math.round((x1 - x0) * w)), Math.max(1, Math.round((y1 - y0) * h))).data;
+      let sum = 0;
+      for (let i = 0; i < d.length; i += 4) sum += 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+      return Math.round(sum / (d.length / 4));
+    };
+    const stats = await window.phone.stats();
+    return {
+      w,
+      h,
+      top: luma(0.375, 0.03, 0.625, 0.2),
+      bottom: luma(0.02, 0.82, 0.3, 0.95),
+      middle: luma(0.05, 0.35, 0.45, 0.65),
+      framesDecoded: stats?.video?.framesDecoded ?? 0,
+    };
+  });
+}
+
+/** Polls `who`'s composite until `pred` holds (bounded by MEDIA_MS); returns that signature. */
+async function awaitComposite(who, what, pred, diag) {
+  const deadline = Date.now() + MEDIA_MS;
+  let last = null;
+  while (Date.now() < deadline) {
+    last = await signature(who);
+    if (last && pred(last)) {
+      diag(`${who.label} composite ${what}: ${JSON.stringify(last)}`);
+      return last;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`${who.label}: timed out after ${MEDIA_MS} ms waiting for the composite ${what}; last: ${JSON.stringify(last)}`);
+}
+
+const isGrid = (s) => s.top < BLACK && s.bottom < BLACK && s.middle > BLACK;
+
+test(`conference: the composite of ${ROOM} switches to the presenter layout while a screen is shared, and back after`, async (t) => {
+  const cleanup = [];
+  t.after(() => cleanupAll(cleanup));
+  const diag = (l) => t.diagnostic(l);
+  const tg = target();
+  const screenUri = `sip:${ROOM}-screen@${tg.domain}`;
+  const server = await startStaticServer();
+  cleanup.push(() => server.close());
+  const browser = await launchChromium();
+  cleanup.push(() => browser.close());
+
+  const alice = await phonePage(browser, server.origin, tg, 'alice', 'jssip', cleanup, diag);
+  const bob = await phonePage(browser, server.origin, tg, 'bob', 'sipjs', cleanup, diag);
+  const participants = [alice, bob];
+
+  // Before: the grid (both cameras in the middle band, black above and below).
+  const before = {};
+  for (const p of participants) before[p.name] = await awaitComposite(p, 'as a grid of two', isGrid, diag);
+
+  // carol shares her screen; bob also watches it on a line of his own.
+  const carol = await phonePage(browser, server.origin, tg, 'carol', null, cleanup, diag);
+  await openLine(carol, tg, 'present', cleanup);
+  const shared = await onLine(carol, 'present', 'getDisplayMedia + INVITE', (a) => window.screenLines[a.line].present(a.arg), screenUri);
+  diag(`carol shares a ${shared.width}x${shared.height} screen`);
+  await lineWait(carol, 'present', 'established', ['failed', 'ended']);
+  await openLine(bob, tg, 'view', cleanup);
+  await onLine(bob, 'view', 'INVITE (recvonly)', (a) => window.screenLines[a.line].view(a.arg), screenUri);
+  await lineWait(bob, 'view', 'established', ['failed', 'ended']);
+
+  // During: the presenter layout — the screen in the top band, thumbnails along the bottom.
+  for (const p of participants) {
+    const b = before[p.name];
+    const during = await awaitComposite(
+      p,
+      'in the presenter layout',
+      (s) => s.top > b.top + DRAWN && s.bottom > b.bottom + DRAWN,
+      diag,
+    );
+    assert.equal(during.w, b.w, 'the same canvas, re-laid out');
+    // It keeps moving (the canvas is not frozen by the screen).
+    await awaitComposite(p, 'still decoding', (s) => s.framesDecoded > during.framesDecoded, diag);
+  }
+
+  // carol stops: the viewer's call ends cleanly and both composites go back to the grid.
+  await onLine(carol, 'present', 'hang up', (a) => window.screenLines[a.line].hangup());
+  const over = await lineWait(bob, 'view', 'ended', ['failed']);
+  diag(`bob's view after carol stopped: ${JSON.stringify(over.detail)}`);
+  assert.equal(over.detail.originator, 'remote', "the server's BYE ended bob's view");
+  for (const p of participants) {
+    const after = await awaitComposite(p, 'back to the grid', isGrid, diag);
+    assert.ok(Math.abs(after.top - before[p.name].top) < DRAWN, `${p.label}: the top band is background again`);
+  }
+
+  for (const p of participants) {
+    await inPage(p.page, p.label, 'leave the room (BYE)', () => window.phone.hangup());
+    await inPage(p.page, p.label, "session 'ended'", (ms) => window.phone.waitFor('ended', ms), WAIT_MS);
+  }
+});

@@ -29,6 +29,10 @@
 #   BENCH_WS_CONNECTIONS=2000 BENCH_WS_REG_RATE=1000 BENCH_WS_MSG_RATE=1000 (ops/s)
 #   WSLOAD_BIN=target/release/wsload (build: cargo build --release -p huddle-wsload)
 #   BENCH_NICE=-10 (priority of everything started here, servers and load alike; 0: unchanged)
+#   BENCH_START_SECONDS=20 (how long Huddle may take to answer OPTIONS; more under valgrind)
+#   BENCH_HOOK= (a command run as `HOOK start PID DIR` just before and `HOOK stop PID DIR` just
+#   after each measured run, PID the server's main process, DIR the workload's folder: e.g.
+#   bench/profile-hook.sh, which turns callgrind's instrumentation on and off or runs perf/strace)
 # Bounded: every process runs under timeout(1), the whole run stays under 10 minutes with the
 # defaults (BENCH_MAX_SECONDS=480 stops starting new workloads), and everything started here is
 # stopped on exit.
@@ -253,11 +257,11 @@ start_huddle() {
 	setsid "$huddle_bin" run --config "$work/huddle/huddle.toml" </dev/null >"$log" 2>&1 &
 	huddle_pid=$!
 	((bench_nice == 0)) || prioritize_tree "$huddle_pid"
-	deadline=$((SECONDS + 20))
+	deadline=$((SECONDS + ${BENCH_START_SECONDS:-20}))
 	until sip_probe "$ip" "$sip_port"; do
 		if ! kill -0 "$huddle_pid" 2>/dev/null || ((SECONDS >= deadline)); then
 			tail -n 15 "$log" >&2 || true
-			note "huddle: did not answer SIP OPTIONS on tcp $ip:$sip_port within 20 s - skipping Huddle"
+			note "huddle: did not answer SIP OPTIONS on tcp $ip:$sip_port within ${BENCH_START_SECONDS:-20} s - skipping Huddle"
 			stop_server
 			return 1
 		fi
@@ -335,6 +339,12 @@ sipp_load() {
 	bg_pids=()
 }
 
+# measure_hook start|stop DIR: BENCH_HOOK around a measured run (profilers), if set.
+measure_hook() {
+	[[ -n ${BENCH_HOOK:-} ]] || return 0
+	"$BENCH_HOOK" "$1" "${server_pids[0]}" "$2" || note "BENCH_HOOK $1 failed"
+}
+
 # run_workload SERVER NAME SCENARIO AUTH_URI RATE TX_PER_OP: warm up, then one measured SIPp load;
 # appends a result row. TX_PER_OP: server transactions (requests answered with a final response;
 # ACKs not counted) per operation; it also sizes the number of SIPp processes.
@@ -353,6 +363,7 @@ run_workload() {
 		sipp_load "$dir/warmup" "$scenario" "$auth_uri" "$rate" $((rate * warmup)) "$procs"
 	fi
 	note "$server/$name: $count ops at $rate/s over $procs SIPp process(es)"
+	measure_hook start "$dir"
 	c0=$(cpu_ticks "${server_pids[@]}")
 	w0=$(sched_wait "${server_pids[@]}")
 	read -r d0_all d0_server <<<"$(udp_drops "$sip_port")"
@@ -360,6 +371,7 @@ run_workload() {
 	sipp_load "$dir" "$scenario" "$auth_uri" "$rate" "$count" "$procs"
 	t1=$(date +%s%N)
 	c1=$(cpu_ticks "${server_pids[@]}")
+	measure_hook stop "$dir"
 	read -r wait_ms wait_max_ms <<<"$(sched_wait_delta "$w0" "$(sched_wait "${server_pids[@]}")")"
 	read -r d1_all d1_server <<<"$(udp_drops "$sip_port")"
 	note "$server/$name: server threads waited ${wait_ms} ms for a core (longest one thread: ${wait_max_ms} ms);" \
@@ -420,6 +432,7 @@ run_ws_workload() {
 	exec {wfd}>&"${WSLOAD[1]}"
 	bg_pids+=("$pid")
 	if read -r -t "$ready_limit" -u "$rfd" line && [[ $line == "wsload ready" ]]; then
+		measure_hook start "$dir"
 		c0=$(cpu_ticks "${server_pids[@]}")
 		w0=$(sched_wait "${server_pids[@]}")
 		t0=$(date +%s%N)
@@ -428,6 +441,7 @@ run_ws_workload() {
 		read -r -t 30 -u "$rfd" line || true # "wsload done": connections still open
 		t1=$(date +%s%N)
 		c1=$(cpu_ticks "${server_pids[@]}")
+		measure_hook stop "$dir"
 		read -r wait_ms wait_max_ms <<<"$(sched_wait_delta "$w0" "$(sched_wait "${server_pids[@]}")")"
 		note "$server/$name: server threads waited ${wait_ms} ms for a core (longest one thread: ${wait_max_ms} ms)"
 		(trap '' PIPE && echo close >&"$wfd") 2>/dev/null || true

@@ -119,9 +119,10 @@ pub fn seed_users(config: &Config, store: &dyn Store) -> anyhow::Result<()> {
 }
 
 /// How long the store writer gathers registrar changes before one commit. Bindings are
-/// high-rate state: a crash loses at most this window of refreshes (DEPENDENCIES.md, "The
-/// store": write-behind for registrations), and a busy registrar pays one fsync per window
-/// instead of one per REGISTER.
+/// high-rate state (DEPENDENCIES.md, "The store": write-behind for registrations): readers see
+/// a change within this window, a crash loses at most this window plus [`DURABLE_EVERY`], and
+/// a busy registrar pays one commit per window and one fsync per [`DURABLE_EVERY`] instead of
+/// one each per REGISTER.
 const WRITE_BEHIND: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long the writer sleeps between looks at its queue inside a window: shutdown waits at
@@ -131,12 +132,43 @@ const WRITE_BEHIND_NAP: std::time::Duration = std::time::Duration::from_millis(2
 /// Changes gathered before a commit even inside the window.
 const WRITE_BEHIND_MAX: usize = 8192;
 
+/// How long a commit of the writer may stay non-durable. Under load the writer commits every
+/// window; an `fsync` each time (and redb's freed-page bookkeeping for a durable commit) was
+/// most of its cost, so only one commit per this period is durable and the others are visible
+/// (to the admin API, plugins, watchers) but on disk with the next durable one. A crash loses
+/// at most this much of binding changes (refreshes, mostly: the client registers again).
+const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn store_writer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<Vec<Change>>) {
-    use std::sync::mpsc::TryRecvError;
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     let ns = Namespace::location();
     let mut open = true;
+    // When the last durable commit was, and (if a later one was not durable) when to sync.
+    let mut last_durable: Option<Instant> = None;
+    let mut sync_at: Option<Instant> = None;
+    let sync = |store: &dyn Store| {
+        if let Err(e) = store.sync() {
+            tracing::error!(error = %e, "persisting bindings failed");
+        }
+    };
     while open {
-        let Ok(first) = rx.recv() else { break };
+        let first = match sync_at {
+            None => match rx.recv() {
+                Ok(first) => first,
+                Err(_) => break,
+            },
+            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Quiet since a non-durable commit: make it durable now.
+                    sync(store.as_ref());
+                    last_durable = Some(Instant::now());
+                    sync_at = None;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+        };
         // Last write wins per key, in first-seen order.
         let mut order: Vec<String> = Vec::new();
         let mut latest: HashMap<String, Option<BindingRecord>> = HashMap::new();
@@ -185,9 +217,28 @@ fn store_writer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<Vec<Change>
                 }
             })
             .collect();
-        if let Err(e) = store.apply_batch(ops) {
+        let now = Instant::now();
+        // Durable when the last durable commit is a period old (the first commit after a quiet
+        // spell, as at low rates: every one), and for the last one before shutdown.
+        let durable = !open || last_durable.is_none_or(|at| now >= at + DURABLE_EVERY);
+        let result = if durable {
+            store.apply_batch(ops)
+        } else {
+            store.apply_batch_deferred(ops)
+        };
+        if let Err(e) = result {
             tracing::error!(error = %e, "persisting bindings failed");
         }
+        if durable {
+            last_durable = Some(now);
+            sync_at = None;
+        } else {
+            sync_at.get_or_insert(last_durable.map_or(now, |at| at + DURABLE_EVERY));
+        }
+    }
+    // Shutdown: whatever is still only visible becomes durable.
+    if sync_at.is_some() {
+        sync(store.as_ref());
     }
 }
 

@@ -237,3 +237,35 @@ fn store_redb_concurrent_writers_are_group_committed() {
     let kept = s.scan_prefix(b"g/", None, 1024).unwrap().entries.len();
     assert_eq!(kept, THREADS * (EACH - EACH / 4));
 }
+
+/// The registrar's write-behind path: a deferred batch is seen at once by readers and watchers
+/// like any commit, and `sync` (or any later durable commit) puts it on disk.
+#[test]
+fn store_redb_deferred_batches_are_visible_at_once_and_kept_after_sync() {
+    use huddle::store::{Op, WatchEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let s = RedbStore::open(&path).unwrap();
+        let mut watch = s.watch_prefix(b"location/").unwrap();
+        s.apply_batch_deferred(vec![Op::put(&b"location/a"[..], &b"1"[..])])
+            .unwrap();
+        assert_eq!(s.get(b"location/a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert!(matches!(watch.try_recv(), Some(WatchEvent::Change(c)) if c.key == b"location/a"));
+        s.apply_batch_deferred(vec![
+            Op::put(&b"location/b"[..], &b"2"[..]),
+            Op::delete(&b"location/a"[..]),
+        ])
+        .unwrap();
+        s.sync().unwrap();
+        // A durable commit of someone else after deferred ones keeps them too.
+        s.apply_batch_deferred(vec![Op::put(&b"location/c"[..], &b"3"[..])])
+            .unwrap();
+        s.put(b"other", b"x").unwrap();
+    }
+    let s = RedbStore::open(&path).unwrap();
+    assert_eq!(s.get(b"location/a").unwrap(), None);
+    assert_eq!(s.get(b"location/b").unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(s.get(b"location/c").unwrap().as_deref(), Some(&b"3"[..]));
+    assert_eq!(s.get(b"other").unwrap().as_deref(), Some(&b"x"[..]));
+}

@@ -51,6 +51,11 @@ pub struct Source<'a> {
 /// address (always when `rport` was asked for), and `rport` filled in.
 pub fn stamp_via(top: &str, src: Source<'_>) -> Option<String> {
     let via = Via::parse(top).ok()?;
+    stamp_parsed_via(top, &via, src)
+}
+
+/// [`stamp_via`] with `top` already parsed into `via`, whose parameters end where `top` ends.
+fn stamp_parsed_via(top: &str, via: &Via<'_>, src: Source<'_>) -> Option<String> {
     let wants_rport = via.rport().is_some();
     let host_differs = via.host.trim_start_matches('[').trim_end_matches(']') != src.ip;
     if !wants_rport && !host_differs {
@@ -149,9 +154,19 @@ impl<'a> ResponseBuilder<'a> {
                     let value = req.text(h.value);
                     let mut items = syntax::split_list(value);
                     let top = items.next().unwrap_or("");
+                    // The request's memoised top Via is this element when its parameters
+                    // end where the element ends, in the same buffer: no second parse.
+                    let parsed = req.top_via().ok().filter(|v| {
+                        v.params.as_ptr() as usize + v.params.len()
+                            == top.as_ptr() as usize + top.len()
+                            && top.len() >= v.params.len()
+                    });
                     let stamped = self
                         .source
-                        .and_then(|src| stamp_via(top, src))
+                        .and_then(|src| match &parsed {
+                            Some(via) => stamp_parsed_via(top, via, src),
+                            None => stamp_via(top, src),
+                        })
                         .unwrap_or_else(|| top.to_owned());
                     push_header(&mut out, "Via", &stamped);
                     // The rest of that field stays one line: one line per element would turn a

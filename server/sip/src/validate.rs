@@ -192,7 +192,10 @@ fn check_common(msg: &Message) -> Result<(), &'static str> {
     if vias == 0 {
         return Err("Bad Request - Missing Via");
     }
-    for via in msg.header_list(&HeaderName::Via) {
+    // The top Via through the message's memoised view: the transaction layer and the
+    // response builder read it again, and parsing it once serves all three.
+    msg.top_via().map_err(|_| "Bad Request - Malformed Via")?;
+    for via in msg.header_list(&HeaderName::Via).skip(1) {
         Via::parse(via).map_err(|_| "Bad Request - Malformed Via")?;
     }
     msg.from_header()

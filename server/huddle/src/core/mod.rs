@@ -100,6 +100,28 @@ pub struct Core {
     pub(crate) domain: String,
 }
 
+/// The core's timers fire on a grid of this step: a deadline waits for the next grid point, so
+/// every deadline within one step is handled in one wake-up. Under load each transaction ends
+/// on a timer of its own (Timers I, J, K, L, M, D), thousands of distinct instants per second,
+/// and waking for each cost a sleep and a context switch (for calls, more wake-ups than
+/// datagrams). RFC 3261 timers are hundreds of milliseconds or more; 10 ms late is nothing.
+const TIMER_GRAIN: Duration = Duration::from_millis(10);
+
+/// `at` rounded up to the next point of the [`TIMER_GRAIN`] grid that starts at `origin`
+/// (`origin` itself for a deadline before it).
+fn on_timer_grid(at: Instant, origin: Instant) -> Instant {
+    let grain = TIMER_GRAIN.as_nanos();
+    let steps = at
+        .saturating_duration_since(origin)
+        .as_nanos()
+        .div_ceil(grain);
+    // Deadlines are at most days away: the product fits a u64 of nanoseconds (584 years).
+    let offset = u64::try_from(steps * grain).unwrap_or(u64::MAX);
+    origin
+        .checked_add(Duration::from_nanos(offset))
+        .unwrap_or(at)
+}
+
 /// A core turn (one batch of events, or the timers) longer than this is logged.
 const SLOW_TURN: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -193,6 +215,7 @@ impl Core {
         let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
+        let grid = Instant::now();
         loop {
             let deadline = [
                 self.txn.poll_timeout(),
@@ -201,7 +224,8 @@ impl Core {
             ]
             .into_iter()
             .flatten()
-            .min();
+            .min()
+            .map(|at| on_timer_grid(at, grid));
             if deadline != armed {
                 if let Some(at) = deadline {
                     sleep.as_mut().reset(at.into());
@@ -780,5 +804,30 @@ fn uri_names_us(identities: &Identities, uri: &SipUri<'_>) -> bool {
                         .is_some_and(|c| c.is_ascii_digit() || c == '['))
         }
         None => identities.contains(host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_round_up_to_the_grid() {
+        let origin = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(on_timer_grid(origin, origin), origin);
+        assert_eq!(on_timer_grid(origin + ms(1), origin), origin + ms(10));
+        assert_eq!(on_timer_grid(origin + ms(10), origin), origin + ms(10));
+        assert_eq!(
+            on_timer_grid(origin + ms(10) + Duration::from_nanos(1), origin),
+            origin + ms(20)
+        );
+        assert_eq!(
+            on_timer_grid(origin + ms(32_004), origin),
+            origin + ms(32_010)
+        );
+        // A deadline from before the grid started is due at once.
+        let later = origin + ms(500);
+        assert_eq!(on_timer_grid(origin, later), later);
     }
 }

@@ -66,7 +66,9 @@
 //! [`RedbStore`] commits every write with immediate durability: once a call returns `Ok`, the
 //! write survives `kill -9` and power loss (tested by killing a writer process and checking
 //! every acknowledged key). [`apply_batch`](Store::apply_batch) amortises the `fsync` over many
-//! writes. Opening a file that is damaged, or not a Huddle store, fails with an error naming the
+//! writes. The one exception is [`apply_batch_deferred`](Store::apply_batch_deferred), for state
+//! written behind (the registrar's bindings, at most a second behind; see `server.rs`): visible
+//! at once, durable with the next durable commit or [`sync`](Store::sync). Opening a file that is damaged, or not a Huddle store, fails with an error naming the
 //! path and writes nothing to it.
 //!
 //! # Measuring throughput
@@ -220,6 +222,20 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Commits all of `ops`, in order, in one transaction: all of them or none.
     fn apply_batch(&self, ops: Vec<Op>) -> Result<()>;
+
+    /// [`Store::apply_batch`] for state written behind (the registrar's bindings): readers and
+    /// watchers see the commit at once, as any other, but the engine may leave it to the next
+    /// durable commit or [`Store::sync`] to reach the disk (a crash before that loses it).
+    /// Durable by default.
+    fn apply_batch_deferred(&self, ops: Vec<Op>) -> Result<()> {
+        self.apply_batch(ops)
+    }
+
+    /// Makes every commit of [`Store::apply_batch_deferred`] so far durable. Nothing to do by
+    /// default.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Watches every write committed under `prefix` from now on. See the module docs.
     fn watch_prefix(&self, prefix: &[u8]) -> Result<Watch>;

@@ -1,7 +1,8 @@
 //! The embedded engine: one redb file, one table of byte keys to byte values.
 //!
 //! Every write is one redb write transaction committed with `Durability::Immediate`, so it is on
-//! disk when the call returns. redb runs one write transaction at a time; we additionally hold our
+//! disk when the call returns (except `apply_batch_deferred`: `Durability::None`, on disk with
+//! the next immediate commit). redb runs one write transaction at a time; we additionally hold our
 //! own commit lock from the start of the transaction until its watchers are notified, so that
 //! notification order is commit order.
 //!
@@ -148,14 +149,56 @@ impl RedbStore {
     }
 
     fn begin_write(&self) -> Result<WriteTransaction> {
+        // Immediate is redb's default; say it, since acknowledged writes depend on it.
+        self.begin_write_with(Durability::Immediate)
+    }
+
+    fn begin_write_with(&self, durability: Durability) -> Result<WriteTransaction> {
         let mut txn = self
             .db
             .begin_write()
             .map_err(backend("begin a write transaction"))?;
-        // Immediate is redb's default; say it, since acknowledged writes depend on it.
-        txn.set_durability(Durability::Immediate)
+        txn.set_durability(durability)
             .map_err(backend("set durability"))?;
         Ok(txn)
+    }
+
+    /// One transaction with every op of `ops`, committed with `durability`.
+    fn apply_batch_with(&self, ops: Vec<Op>, durability: Durability) -> Result<()> {
+        ops.iter().try_for_each(check_op)?;
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let _commit = self.lock_commit();
+        // An error below drops `txn` uncommitted, which aborts it: the batch is all or nothing.
+        let txn = self.begin_write_with(durability)?;
+        let mut changes = Vec::with_capacity(ops.len());
+        {
+            let mut table = txn.open_table(KV).map_err(backend("open the table"))?;
+            for op in ops {
+                match op {
+                    Op::Put { key, value } => {
+                        table
+                            .insert(key.as_slice(), value.as_slice())
+                            .map_err(backend("write a key"))?;
+                        changes.push(Change {
+                            key,
+                            value: Some(value),
+                        });
+                    }
+                    Op::Delete { key } => {
+                        let removed = table
+                            .remove(key.as_slice())
+                            .map_err(backend("delete a key"))?
+                            .is_some();
+                        if removed {
+                            changes.push(Change { key, value: None });
+                        }
+                    }
+                }
+            }
+        }
+        self.commit(txn, &changes)
     }
 
     fn commit(&self, txn: WriteTransaction, changes: &[Change]) -> Result<()> {
@@ -453,40 +496,20 @@ impl Store for RedbStore {
     }
 
     fn apply_batch(&self, ops: Vec<Op>) -> Result<()> {
-        ops.iter().try_for_each(check_op)?;
-        if ops.is_empty() {
-            return Ok(());
-        }
+        self.apply_batch_with(ops, Durability::Immediate)
+    }
+
+    // redb's non-durable commit: visible at once, no fsync, no freed-page bookkeeping on disk;
+    // the next durable commit (anyone's, or `sync`) persists it with everything before it.
+    fn apply_batch_deferred(&self, ops: Vec<Op>) -> Result<()> {
+        self.apply_batch_with(ops, Durability::None)
+    }
+
+    fn sync(&self) -> Result<()> {
         let _commit = self.lock_commit();
-        // An error below drops `txn` uncommitted, which aborts it: the batch is all or nothing.
-        let txn = self.begin_write()?;
-        let mut changes = Vec::with_capacity(ops.len());
-        {
-            let mut table = txn.open_table(KV).map_err(backend("open the table"))?;
-            for op in ops {
-                match op {
-                    Op::Put { key, value } => {
-                        table
-                            .insert(key.as_slice(), value.as_slice())
-                            .map_err(backend("write a key"))?;
-                        changes.push(Change {
-                            key,
-                            value: Some(value),
-                        });
-                    }
-                    Op::Delete { key } => {
-                        let removed = table
-                            .remove(key.as_slice())
-                            .map_err(backend("delete a key"))?
-                            .is_some();
-                        if removed {
-                            changes.push(Change { key, value: None });
-                        }
-                    }
-                }
-            }
-        }
-        self.commit(txn, &changes)
+        self.begin_write()?
+            .commit()
+            .map_err(backend("commit a write"))
     }
 
     fn watch_prefix(&self, prefix: &[u8]) -> Result<Watch> {

@@ -301,6 +301,13 @@ impl TaskCtx {
     /// Hands an event to the core, waiting for room; `false` if the core is gone or shutdown
     /// began meanwhile.
     pub(crate) async fn deliver(&mut self, event: TransportEvent) -> bool {
+        // Room in the channel is the common case: no futures to build and drop for it (this
+        // runs once per message).
+        let event = match self.events.try_send(event) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+        };
         tokio::select! {
             sent = self.events.send(event) => sent.is_ok(),
             () = Self::shutdown_signal(&mut self.shutdown) => false,

@@ -21,9 +21,13 @@ pub(crate) async fn run(socket: Arc<UdpSocket>, mut ctx: TaskCtx) {
     // One byte more than allowed, so an oversized datagram shows up as `n > max` instead of
     // being silently truncated to a valid-looking size.
     let mut buf = vec![0u8; max + 1];
+    // One shutdown future for the life of the socket, not one per datagram.
+    let mut shutdown = ctx.shutdown.clone();
+    let stop = TaskCtx::shutdown_signal(&mut shutdown);
+    tokio::pin!(stop);
     loop {
         let received = tokio::select! {
-            () = TaskCtx::shutdown_signal(&mut ctx.shutdown) => break,
+            () = &mut stop => break,
             r = socket.recv_from(&mut buf) => r,
         };
         let (n, remote) = match received {

@@ -102,10 +102,18 @@ where
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Set when a ping goes out with nothing heard since; cleared by any frame from the peer.
     let mut pong_deadline: Option<Instant> = None;
+    // Shutdown and a local close are waited for by one future each for the whole connection,
+    // not by new ones on every turn (a turn per message each way). `notify_one` keeps a permit
+    // for a waiter that is not registered yet, so nothing is missed before the first poll.
+    let mut shutdown = ctx.shutdown.clone();
+    let stop = TaskCtx::shutdown_signal(&mut shutdown);
+    tokio::pin!(stop);
+    let closed = close.notified();
+    tokio::pin!(closed);
     let reason = loop {
         tokio::select! {
-            () = TaskCtx::shutdown_signal(&mut ctx.shutdown) => break CloseReason::Shutdown,
-            () = close.notified() => break CloseReason::ClosedLocally,
+            () = &mut stop => break CloseReason::Shutdown,
+            () = &mut closed => break CloseReason::ClosedLocally,
             () = sleep_until_opt(pong_deadline) => break CloseReason::PongTimeout,
             _ = pings.tick() => {
                 pong_deadline.get_or_insert(Instant::now() + pong_timeout);

@@ -897,7 +897,7 @@ mod tests {
 
     #[test]
     fn claims_the_screen_uris_and_checks_its_config() {
-        let (_, plugin) = start("");
+        let (host, plugin) = start("");
         assert_eq!(
             plugin.claims(),
             &[
@@ -905,6 +905,12 @@ mod tests {
                 Claim::method("BYE").with_user("screen-*")
             ],
             "the default cannot overlap the conference's on-demand prefix room-"
+        );
+        let about: serde_json::Value =
+            serde_json::from_slice(&host.get("", b"about").expect("about")).unwrap();
+        assert_eq!(
+            about["screen_user"], "screen-{room}",
+            "clients learn the template"
         );
         let (_, plugin) = start("screen_user = \"{room}-screen\"");
         assert!(plugin

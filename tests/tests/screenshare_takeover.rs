@@ -1,7 +1,8 @@
 //! A screen-share presentation taken over, in headless Chromium (the browser side is
 //! `tests/clients/browser/screenshare-takeover.test.mjs`): with `second_presenter = "take_over"`,
 //! bob presenting while alice presents ends alice's screen call with a BYE, and carol, watching,
-//! keeps her call and decodes bob's screen (another size) from then on. The relay's webhook
+//! keeps her call and decodes bob's screen (another size) from then on; the relay's admin state
+//! lists the presentation and carol's loss counters. The relay's webhook
 //! events reach a receiver in this test, signed and in order: started (alice), stopped (alice,
 //! taken over), started (bob), stopped (bob, hang-up).
 
@@ -12,6 +13,7 @@ use huddle_e2e::webhook_receiver::Receiver;
 use huddle_e2e::{require_browser_tools, run_node_tests};
 
 const SECRET: &str = "takeover-secret";
+const TOKEN: &str = "takeover-token";
 
 /// Room `team`, which nobody joins here: the relay still reads the conference's records.
 const CONFERENCE: &str = "[plugins.config]\n\
@@ -37,7 +39,7 @@ async fn a_second_presenter_takes_over_and_the_viewer_follows() {
     });
     let mut receiver = Receiver::start("127.0.0.1:0".parse().unwrap()).await;
     let extra = format!(
-        "{}{}[webhooks]\nurls = [\"{}\"]\nsecret = \"{SECRET}\"\n\
+        "{}{}[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n[webhooks]\nurls = [\"{}\"]\nsecret = \"{SECRET}\"\n\
          events = [\"presentation.started\", \"presentation.stopped\"]\n",
         plugin_entry(&conference, CONFERENCE),
         plugin_entry(&screenshare, SCREENSHARE),
@@ -45,11 +47,15 @@ async fn a_second_presenter_takes_over_and_the_viewer_follows() {
     );
     let server = PluginServer::start(&extra).await;
     let url = server.ws_url();
+    let admin = server.running.admin_addr().expect("the admin API runs");
     tokio::task::block_in_place(|| {
         run_node_tests(
             &["browser/screenshare-takeover.test.mjs"],
             &url,
-            &[],
+            &[
+                ("HUDDLE_ADMIN_URL", &format!("http://{admin}")),
+                ("HUDDLE_ADMIN_TOKEN", TOKEN),
+            ],
             Duration::from_secs(600),
         )
     });

@@ -7,17 +7,36 @@
 //   * alice shares Chromium's fake screen; carol watches and decodes it at alice's size;
 //   * bob shares a 640x360 green canvas: alice's screen call ends with the server's BYE, carol's
 //     viewing call stays up (no re-INVITE, no BYE) and she now decodes bob's 640x360 frames;
+//   * the relay's admin state (POST /plugins/screenshare/admin, HUDDLE_ADMIN_URL with
+//     HUDDLE_ADMIN_TOKEN) names the presenter and lists carol as a viewer with her loss counters;
 //   * bob hangs up: carol's viewing call ends with the server's BYE.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { target } from '../lib/env.mjs';
-import { cleanupAll } from '../lib/wait.mjs';
+import { target, WAIT_MS } from '../lib/env.mjs';
+import { cleanupAll, withTimeout } from '../lib/wait.mjs';
 import { launchChromium } from '../lib/chromium.mjs';
 import { startStaticServer } from '../lib/static-server.mjs';
 import { openPhone, openLine, onLine, lineWait, lineEvents, awaitRelayedScreen } from '../lib/screen-lines.mjs';
 
 const ROOM = process.env.HUDDLE_ROOM || 'team';
+const ADMIN = process.env.HUDDLE_ADMIN_URL;
+const TOKEN = process.env.HUDDLE_ADMIN_TOKEN;
+
+/** The relay's running presentations, from its admin command. */
+async function presentations() {
+  const r = await withTimeout(
+    fetch(`${ADMIN}/plugins/screenshare/admin`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ command: 'presentations' }),
+    }),
+    'admin presentations',
+    WAIT_MS,
+  );
+  assert.equal(r.status, 200);
+  return (await r.json()).presentations;
+}
 
 test(`screenshare: a second presenter takes over ${ROOM}, the first gets a BYE, the viewer keeps watching the new screen`, async (t) => {
   const cleanup = [];
@@ -61,8 +80,22 @@ test(`screenshare: a second presenter takes over ${ROOM}, the first gets a BYE, 
   assert.ok(after.framesDecoded > before.framesDecoded, 'the same viewing call went on decoding');
   assert.deepEqual(await lineEvents(phones.carol, 'view'), ['ws-connected', 'established'], "carol's viewing call never ended or failed");
 
+  // The admin state: bob presents, carol watches, with her loss counters.
+  const [running, ...others] = await presentations();
+  diag(`admin state: ${JSON.stringify(running)}`);
+  assert.deepEqual(others, [], 'one presentation');
+  assert.equal(running.room, ROOM);
+  assert.equal(running.presenter, 'bob');
+  assert.equal(running.screen_uri, screenUri);
+  assert.equal(running.viewers.length, 1);
+  const [viewer] = running.viewers;
+  assert.equal(viewer.viewer, 'carol');
+  for (const k of ['fraction_lost_percent', 'cumulative_lost', 'reports']) assert.equal(typeof viewer[k], 'number', `${k}: ${JSON.stringify(viewer)}`);
+  assert.equal(viewer.lossy, false, 'no loss on loopback');
+
   // bob stops: carol's view ends with the server's BYE.
   await onLine(phones.bob, 'present', 'hang up', (a) => window.screenLines[a.line].hangup());
   const over = await lineWait(phones.carol, 'view', 'ended', ['failed']);
   assert.equal(over.detail.originator, 'remote', "the server's BYE ended carol's view");
+  assert.deepEqual(await presentations(), [], 'nothing runs any more');
 });

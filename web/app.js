@@ -6,16 +6,20 @@
 //                comes from GET /api/history/<peer>
 //   call         INVITE sip:<contact>@<domain> with camera and microphone
 //   room         INVITE sip:<room>@<domain> (conference plugin: one mixed audio, one composite video)
-//   share screen a second, video-only INVITE to the same room with getDisplayMedia's stream (the
-//                SIPml5 guide's call-screenshare); the page says what the server answered
+//   share screen a video-only INVITE with getDisplayMedia's stream to the room's screen URI,
+//                sip:<screen_user with {room}>@<domain> (screenshare plugin; the template comes
+//                from /config.json); the page says what the server answered
+//   watch screen while in a room the page asks GET /api/presentation/<room> every few seconds;
+//                when someone else presents, it calls the screen URI receive-only and shows the
+//                relayed screen in its own video element until the presentation ends (BYE)
 //
-// The two HTTP calls are authenticated with HTTP Digest using the SIP password you signed in
+// The HTTP calls are authenticated with HTTP Digest using the SIP password you signed in
 // with (the same HA1 the registrar checks), so the page never needs an admin token.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
 
-let server = null; // /config.json: { domain, ws_port, room }
+let server = null; // /config.json: { domain, ws_port, room, screen_user }
 let ua = null; // JsSIP.UA while signed in
 let me = null; // { user, password }
 const contacts = new Map(); // name -> { item, subscriber }
@@ -23,6 +27,10 @@ let chatPeer = null;
 let call = null; // the one-to-one call's RTCSession
 let room = null; // { name, session, camera }
 let screen = null; // { session, stream, outcome }
+let watching = null; // { session, uri, presenter }: a running viewer call
+let presentationPoll = null; // the interval asking whether a presentation runs
+const seenPresentations = new Set(); // "<screen_uri> <started> <presenter>" being watched or refused
+const PRESENTATION_POLL_MS = 2000;
 
 function say(id, text, isError = false) {
   const el = $(id);
@@ -31,6 +39,7 @@ function say(id, text, isError = false) {
 }
 const status = (text, isError) => say('status', text, isError);
 const uri = (name) => `sip:${name}@${server.domain}`;
+const screenUri = (roomName) => uri(server.screen_user.replace('{room}', roomName));
 const reasonOf = (e) =>
   e.message && e.message.status_code ? `${e.message.status_code} ${e.message.reason_phrase}` : e.cause;
 
@@ -331,11 +340,13 @@ async function joinRoom(name) {
   say('room-state', `Joining ${name}…`);
   session.on('confirmed', () => {
     say('room-state', `In room ${name}.`);
-    $('share-screen').hidden = false;
+    $('share-screen').hidden = !server.screen_user;
+    if (server.screen_user) startWatchingPresentations(name);
   });
   const done = (text, isError) => {
     if (room?.session !== session) return;
     stopScreen();
+    stopWatching();
     stopTracks(camera);
     room = null;
     $('room-video').srcObject = $('self-video').srcObject = null;
@@ -352,28 +363,33 @@ function leaveRoom() {
 }
 
 async function shareScreen() {
-  if (!room || screen) return;
+  if (screen) return stopScreen(); // the button says "Stop sharing" while sharing
+  if (!room || !server.screen_user) return;
   let stream;
   try {
     stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
   } catch (e) {
     return say('share-state', `The browser shared no screen: ${e.name}`, true);
   }
-  // A second call to the room, video only, sending the screen (SIPml5's call-screenshare).
-  const session = ua.call(uri(room.name), {
+  // A video-only call to the room's screen URI, sending the screen (SIPml5's call-screenshare);
+  // the relay forwards it to everyone in the room who watches.
+  const target = screenUri(room.name);
+  const session = ua.call(target, {
     mediaStream: stream,
     rtcOfferConstraints: { offerToReceiveAudio: false, offerToReceiveVideo: false },
   });
   screen = { session, stream, outcome: null };
-  say('share-state', 'Asking the room to take your screen…');
+  $('share-screen').textContent = 'Stop sharing';
+  say('share-state', `Asking ${target} to take your screen…`);
   stream.getVideoTracks()[0].addEventListener('ended', () => stopScreen());
   session.on('confirmed', () => {
     screen.outcome = 200;
-    say('share-state', `Sharing your screen: ${room.name} accepted the video-only call.`);
+    say('share-state', `Sharing your screen with ${room.name}.`);
   });
   const done = (text, isError, status) => {
     stopTracks(stream);
     if (screen?.session === session) screen = null;
+    $('share-screen').textContent = 'Share screen';
     window.demo.lastScreenOutcome = status;
     say('share-state', text, isError);
   };
@@ -388,11 +404,80 @@ function stopScreen() {
   if (screen && !screen.session.isEnded()) screen.session.terminate();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Watching someone else's screen: the screenshare plugin records the running presentation of a
+// room (GET /api/presentation/<room>: presenter, screen_uri, started); a receive-only call to
+// its screen_uri gets the presenter's stream relayed as sent. The relay ends the call (BYE)
+// when the presentation ends; a new presentation is watched anew.
+
+function startWatchingPresentations(roomName) {
+  clearInterval(presentationPoll);
+  const check = () => checkPresentation(roomName).catch((e) => say('screen-state', `Could not ask for presentations: ${e.message}`, true));
+  presentationPoll = setInterval(check, PRESENTATION_POLL_MS);
+  check();
+}
+
+async function checkPresentation(roomName) {
+  if (room?.name !== roomName || watching) return;
+  let record;
+  try {
+    record = await api(`/api/presentation/${encodeURIComponent(roomName)}`);
+  } catch (e) {
+    if (/HTTP 404/.test(e.message)) return; // nobody presents
+    throw e;
+  }
+  const key = `${record.screen_uri} ${record.started} ${record.presenter}`;
+  if (record.presenter === me.user || seenPresentations.has(key) || room?.name !== roomName || watching) return;
+  seenPresentations.add(key);
+  watchScreen(record, key);
+}
+
+function watchScreen(record, key) {
+  const session = ua.call(record.screen_uri, {
+    mediaConstraints: { audio: false, video: false },
+    eventHandlers: {
+      // Before JsSIP makes the offer: one video m-line, receive only.
+      peerconnection: (e) => e.peerconnection.addTransceiver('video', { direction: 'recvonly' }),
+    },
+  });
+  watching = { session, uri: record.screen_uri, presenter: record.presenter };
+  showRemote(session, $('screen-video'));
+  $('screen-video').hidden = false;
+  say('screen-state', `Connecting to ${record.display || record.presenter}'s screen…`);
+  session.on('confirmed', () => say('screen-state', `Watching ${record.display || record.presenter}'s screen.`));
+  const done = (text, isError) => {
+    if (watching?.session !== session) return;
+    watching = null;
+    $('screen-video').srcObject = null;
+    $('screen-video').hidden = true;
+    say('screen-state', text, isError);
+  };
+  session.on('ended', () => {
+    seenPresentations.delete(key); // watched to its end: a new one may look the same
+    done(`${record.display || record.presenter}'s screen share ended.`);
+  });
+  session.on('failed', (ev) => done(`Could not watch the screen: ${reasonOf(ev)}`, ev.originator !== 'local'));
+}
+
+function stopWatching() {
+  clearInterval(presentationPoll);
+  presentationPoll = null;
+  if (watching && !watching.session.isEnded()) watching.session.terminate();
+}
+
 // For the browser test and for poking around in the console.
 window.demo = {
   roomStats: () => inboundStats(room?.session),
   callStats: () => inboundStats(call),
   screenOutcome: () => screen?.outcome ?? window.demo.lastScreenOutcome ?? null,
+  screenStats: () => inboundStats(watching?.session),
+  screenSent: async () => {
+    let out = null;
+    (await screen?.session?.connection?.getStats())?.forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video') out = { frameWidth: s.frameWidth, frameHeight: s.frameHeight, framesEncoded: s.framesEncoded };
+    });
+    return out;
+  },
   lastScreenOutcome: undefined,
 };
 

@@ -1,10 +1,14 @@
 //! The demo page (`web/`, `[web] listen`) in headless Chromium: two tabs sign in through the
 //! page's form, see each other's presence, chat with history, call each other, meet in a room
-//! with audio and video, and share the screen: refused while the two-seat room is full (the page
-//! shows the 486), accepted once a seat is free (`tests/clients/browser/demo.test.mjs`). Before that, over
+//! with audio and video, and share the screen through the screenshare relay: the other tab sees the
+//! presentation and decodes the shared screen at the size it is sent, a second presenter is
+//! refused (the page shows the 403), stopping ends the other tab's view
+//! (`tests/clients/browser/demo.test.mjs`). The shipped defaults are used for the relay
+//! (`screen-{room}`) next to on-demand rooms (`room-`): no clash. Before that, over
 //! plain HTTP: the page is served without a token while the admin API on its own listener still
 //! refuses calls without one, the admin routes are not on the page's listener, and the
-//! user-scoped API challenges with Digest and refuses a wrong password.
+//! user-scoped API challenges with Digest and refuses a wrong password, and `/config.json` names
+//! the relay's screen URI template.
 //!
 //! The JsSIP the page loads is built from the test side's npm install by the same script the run
 //! command uses (`web/build-jssip.mjs`). Screenshots go to `target/demo-page/`.
@@ -46,11 +50,12 @@ async fn get(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, Strin
 async fn two_demo_pages_chat_and_meet() {
     require_browser_tools(true);
     let root = repo_root();
-    let (presence, messaging, conference) = tokio::task::block_in_place(|| {
+    let (presence, messaging, conference, screenshare) = tokio::task::block_in_place(|| {
         (
             cargo_cdylib("huddle-plugin-presence"),
             cargo_cdylib("huddle-plugin-messaging"),
             cargo_cdylib("huddle-plugin-conference"),
+            cargo_cdylib("huddle-plugin-screenshare"),
         )
     });
     let scratch = tempfile::tempdir().expect("temporary folder");
@@ -67,7 +72,7 @@ async fn two_demo_pages_chat_and_meet() {
     });
 
     let extra = format!(
-        "{}{}{}[web]\nlisten = \"127.0.0.1:0\"\nroot = {:?}\njssip = {:?}\nroom = \"room-e2e\"\n\
+        "{}{}{}{}[web]\nlisten = \"127.0.0.1:0\"\nroot = {:?}\njssip = {:?}\nroom = \"room-e2e\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n",
         plugin_entry(
             &presence,
@@ -76,11 +81,12 @@ async fn two_demo_pages_chat_and_meet() {
         plugin_entry(&messaging, "name = \"messaging\"\n"),
         plugin_entry(
             &conference,
-            // Two seats: a screen share while both are in is refused (486), after one left
-            // it is accepted; the page must say which.
+            // Two seats: a screen share is no seat in the room, so it must not be refused.
             "name = \"conference\"\n[plugins.config]\non_demand_prefix = \"room-\"\n\
              [plugins.config.on_demand]\nmax_participants = 2\n"
         ),
+        // The relay's defaults, as shipped.
+        plugin_entry(&screenshare, "name = \"screenshare\"\n"),
         root.join("web").display().to_string(),
         jssip.display().to_string(),
     );
@@ -102,6 +108,10 @@ async fn two_demo_pages_chat_and_meet() {
     assert_eq!(config["domain"], DOMAIN);
     assert_eq!(config["room"], "room-e2e");
     assert_eq!(
+        config["screen_user"], "screen-{room}",
+        "the page learns where to present from the relay"
+    );
+    assert_eq!(
         config["ws_port"],
         server.addr(huddle::transport::Transport::Ws).port()
     );
@@ -118,6 +128,8 @@ async fn two_demo_pages_chat_and_meet() {
     assert_eq!(status, 404, "not even with the admin token");
 
     // The user-scoped API: a Digest challenge, and a wrong password is refused.
+    let (status, head, _) = get(web, "/api/presentation/room-e2e", "").await;
+    assert_eq!(status, 401, "who presents is for signed-in users: {head}");
     let (status, head, _) = get(web, "/api/contacts", "").await;
     assert_eq!(status, 401, "{head}");
     let challenge = head

@@ -46,7 +46,7 @@ struct Args {
     #[arg(long, default_value = "example.test")]
     domain: String,
     /// The screen URI's user part.
-    #[arg(long, default_value = "team-screen")]
+    #[arg(long, default_value = "screen-team")]
     screen: String,
     /// The presenter's user (digest).
     #[arg(long, default_value = "alice")]

@@ -3,9 +3,9 @@
 //!
 //! # How a call reaches the relay rather than the conference
 //!
-//! Each room has a *screen URI* next to its own: `sip:<room>-screen@<domain>` by default
-//! (`screen_user = "{room}-screen"`; any template with one `{room}` and a fixed prefix or
-//! suffix, such as `"screen-{room}"`). The relay claims INVITE and BYE to that pattern; the
+//! Each room has a *screen URI* next to its own: `sip:screen-<room>@<domain>` by default
+//! (`screen_user = "screen-{room}"`; any template with one `{room}` and a fixed prefix or
+//! suffix, such as `"{room}-screen"`). The relay claims INVITE and BYE to that pattern; the
 //! conference plugin claims the rooms themselves. The two plugins never call each other:
 //!
 //! * **Presenter**: a video-only INVITE to the screen URI whose video the caller sends
@@ -21,9 +21,9 @@
 //!   presentation → 480.
 //!
 //! Claims of two plugins must not overlap (the server refuses to start): the conference
-//! plugin's on-demand prefix `room-` claims `room-*`, which overlaps `*-screen`. With on-demand
-//! rooms, give the relay a prefix form (`screen_user = "screen-{room}"`) or the conference
-//! another naming.
+//! plugin's on-demand prefix `room-` claims `room-*`, which the default `screen-*` cannot
+//! match; a suffix form (`"{room}-screen"`, claiming `*-screen`) overlaps it, so use one only
+//! with on-demand rooms off or under another prefix.
 //!
 //! # A presentation
 //!
@@ -35,11 +35,27 @@
 //! fails) or when the presenter leaves the room (a watch on the conference record); then every
 //! viewer's call is ended with a BYE — a clean end the viewer's client shows.
 //!
+//! `about` in this plugin's namespace holds `{"v":1,"screen_user":"<template>"}` from start-up,
+//! for clients (the host's demo page) to learn the screen URIs.
+//!
 //! While it runs, `presentations/<room>` in this plugin's namespace (`plugin/screenshare/`)
 //! holds a JSON record `{"v":1,"room","presenter","display","screen_uri","started","session",
 //! "video_mid","codec"}` (started: Unix seconds; session and video_mid: the presenter's stream,
 //! which the conference plugin taps for its presenter layout, `Host::tap_stream`). Records
 //! are removed when the presentation ends and at start-up and shutdown.
+//!
+//! # Operations
+//!
+//! * Webhooks ([`events`], when the host takes events): `presentation.started` and
+//!   `presentation.stopped` with the reason (`hangup`, `media_failure`, `left_room`,
+//!   `taken_over`) and the duration.
+//! * Admin state (`POST /plugins/<name>/admin` with `{"command": "presentations"}`): each
+//!   running presentation and its viewers' loss as their RTCP receiver reports tell it
+//!   ([`loss`], from `incoming_rtcp`); a viewer crossing `loss_warn_percent` is logged (warn),
+//!   and again (info) when it recovers below half of it. The server's media engine (str0m)
+//!   consumes receiver reports itself and, as of this writing, hands a plugin's
+//!   `incoming_rtcp` none of them, so against that host the counts stay at zero (`reports`
+//!   says so) until the host passes them on.
 //!
 //! # Media
 //!
@@ -52,13 +68,17 @@
 //! sees the screen without waiting for the next periodic key frame. The presenter's bitrate is
 //! governed by its own link to the server (the host's congestion feedback to the presenter
 //! reflects only that leg); a slow viewer loses packets on its own leg and never slows the
-//! presenter.
+//! presenter: the host terminates each viewer's receiver reports and REMB/TWCC on the viewer's
+//! leg (they shape only what that leg sends), and passes back key-frame requests alone. The
+//! viewer's loss is reported, not acted on (see Operations).
 
+pub mod events;
+pub mod loss;
 pub mod presentation;
 pub mod sdp;
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use huddle_sdk::dialog::{refuse_offer, strip_params, UasDialog};
 use huddle_sdk::{
@@ -66,6 +86,8 @@ use huddle_sdk::{
     Method, Plugin, Request, Response, Result, StoreChange, WatchId,
 };
 
+use events::{Presenting, StopReason};
+use loss::{Crossing, ViewerLoss};
 use presentation::{
     Admission, Caller, Current, Policy, PresentationRecord, RoomRecord, ScreenName,
     SecondPresenter, ViewerPolicy,
@@ -78,6 +100,9 @@ const CODECS: [&str; 4] = ["vp8", "h264", "vp9", "av1"];
 const ROOMS: &str = "rooms/";
 /// The prefix of our presentation records.
 const PRESENTATIONS: &str = "presentations/";
+/// Our `{"v":1,"screen_user"}` record: the screen URI template, for clients to present and
+/// watch where the relay listens.
+const ABOUT: &str = "about";
 
 /// The plugin's configuration (`[plugins.config]`).
 #[derive(Debug, huddle_sdk::serde::Deserialize)]
@@ -95,17 +120,21 @@ pub struct ScreenshareConfig {
     pub conference_namespace: String,
     /// The one video codec of every leg: `vp8`, `h264`, `vp9` or `av1`.
     pub codec: String,
+    /// A viewer whose receiver reports say it lost at least this share of the packets
+    /// (percent, 1..=100) is logged, and again when it recovers below half of it.
+    pub loss_warn_percent: u32,
 }
 
 impl Default for ScreenshareConfig {
     fn default() -> Self {
         ScreenshareConfig {
-            screen_user: "{room}-screen".to_owned(),
+            screen_user: "screen-{room}".to_owned(),
             presenters: Vec::new(),
             second_presenter: SecondPresenter::Refuse,
             viewers: ViewerPolicy::Participants,
             conference_namespace: "plugin/conference".to_owned(),
             codec: "vp8".to_owned(),
+            loss_warn_percent: 5,
         }
     }
 }
@@ -119,6 +148,10 @@ struct Call {
     /// The video stream of the leg.
     mid: String,
     dialog: UasDialog,
+    /// The caller's user, or their display name when they did not log in.
+    who: String,
+    /// A viewer's reception per its receiver reports.
+    loss: ViewerLoss,
 }
 
 /// A room's running presentation.
@@ -127,6 +160,11 @@ struct Presentation {
     /// The presenter's Call-ID.
     call_id: String,
     user: String,
+    /// The presenter's display name.
+    display: String,
+    screen_uri: String,
+    /// When it started (for the duration in `presentation.stopped`).
+    since: Instant,
     /// Whether the presenter is allowed by `presenters` (then leaving the room ends nothing).
     by_role: bool,
     session: MediaSessionId,
@@ -142,6 +180,8 @@ pub struct Screenshare {
     policy: Policy,
     conference_ns: String,
     codec: String,
+    /// `loss_warn_percent` in 1/256.
+    loss_threshold: u8,
     calls: HashMap<String, Call>,
     by_session: HashMap<MediaSessionId, String>,
     /// Running presentations by room.
@@ -165,6 +205,7 @@ impl Plugin for Screenshare {
                 CODECS.join(", ")
             )));
         }
+        let loss_threshold = loss::threshold_of(config.loss_warn_percent).map_err(invalid)?;
         if !config.conference_namespace.starts_with("plugin/") {
             return Err(invalid(format!(
                 "conference_namespace {:?} must be plugin/<conference instance name>",
@@ -184,6 +225,10 @@ impl Plugin for Screenshare {
         for (key, _) in host.store().scan_all(PRESENTATIONS.as_bytes())? {
             host.store().delete(&key)?;
         }
+        // Where clients find the screen URIs: the host's demo page reads this.
+        let about = serde_json::json!({"v": 1, "screen_user": config.screen_user});
+        host.store()
+            .put(ABOUT.as_bytes(), about.to_string().as_bytes())?;
         let pattern = names.pattern();
         claims.add(Claim::method("INVITE").with_user(&pattern));
         claims.add(Claim::method("BYE").with_user(&pattern));
@@ -201,6 +246,7 @@ impl Plugin for Screenshare {
             },
             conference_ns: config.conference_namespace,
             codec,
+            loss_threshold,
             calls: HashMap::new(),
             by_session: HashMap::new(),
             presentations: HashMap::new(),
@@ -217,7 +263,7 @@ impl Plugin for Screenshare {
                     host.reply(&request, 200, "OK")?;
                     self.by_session.remove(&call.session);
                     let _ = host.close_media(call.session);
-                    self.ended(host, &call_id, call);
+                    self.ended(host, &call_id, call, StopReason::Hangup);
                     Ok(())
                 }
                 None => host.reply(&request, 481, "Call/Transaction Does Not Exist"),
@@ -281,8 +327,45 @@ impl Plugin for Screenshare {
             "call {call_id}: media ended ({reason:?}); sending BYE"
         );
         let sent = call.dialog.send_bye(host);
-        self.ended(host, &call_id, call);
+        self.ended(host, &call_id, call, StopReason::MediaFailure);
         sent
+    }
+
+    fn incoming_rtcp(&mut self, host: &Host, session: MediaSessionId, packet: &[u8]) -> Result<()> {
+        // Only viewers' reports are accounted: they describe the viewer's own leg and are never
+        // turned into pressure on the presenter (the relay forwards what arrives).
+        let threshold = self.loss_threshold;
+        let Some(call) = self
+            .by_session
+            .get(&session)
+            .and_then(|id| self.calls.get_mut(id))
+            .filter(|c| c.role == Role::View)
+        else {
+            return Ok(());
+        };
+        match call.loss.observe(packet, threshold) {
+            Some(Crossing::Above) => huddle_sdk::warn!(
+                host,
+                "viewer {} in {} loses {}% of the screen's packets ({} lost so far)",
+                call.who,
+                call.room,
+                call.loss.percent(),
+                call.loss.cumulative_lost
+            ),
+            Some(Crossing::Below) => huddle_sdk::info!(
+                host,
+                "viewer {} in {} recovered: {}% lost now",
+                call.who,
+                call.room,
+                call.loss.percent()
+            ),
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn admin_request(&mut self, _host: &Host, request: &str) -> Result<String> {
+        Ok(admin_answer(&self.presentations, &self.calls, request))
     }
 
     fn on_store_change(&mut self, host: &Host, change: StoreChange) -> Result<()> {
@@ -422,6 +505,11 @@ impl Screenshare {
             role,
             mid: mid.clone(),
             dialog: UasDialog::accept(&request),
+            who: caller
+                .user
+                .clone()
+                .unwrap_or_else(|| caller.display.clone()),
+            loss: ViewerLoss::default(),
         };
         self.by_session.insert(session, call_id.clone());
         self.calls.insert(call_id.clone(), call);
@@ -455,12 +543,13 @@ impl Screenshare {
                     .next()
                     .unwrap_or_default()
                     .to_owned();
+                let screen_uri = format!("sip:{}@{domain}", self.names.user_of(&room));
                 let record = PresentationRecord {
                     v: 1,
                     room: room.clone(),
                     presenter: user.clone(),
                     display: caller.display.clone(),
-                    screen_uri: format!("sip:{}@{domain}", self.names.user_of(&room)),
+                    screen_uri: screen_uri.clone(),
                     started: SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs()),
@@ -472,11 +561,24 @@ impl Screenshare {
                     format!("{PRESENTATIONS}{room}").as_bytes(),
                     &record.to_bytes(),
                 )?;
+                emit(
+                    host,
+                    "presentation.started",
+                    &events::started(&Presenting {
+                        room: &room,
+                        presenter: &user,
+                        display: &caller.display,
+                        screen_uri: &screen_uri,
+                    }),
+                );
                 self.presentations.insert(
                     room.clone(),
                     Presentation {
                         call_id,
                         user,
+                        display: caller.display.clone(),
+                        screen_uri,
+                        since: Instant::now(),
                         by_role,
                         session,
                         mid,
@@ -502,6 +604,7 @@ impl Screenshare {
             let _ = call.dialog.send_bye(host);
             let _ = host.close_media(call.session);
         }
+        p.emit_stopped(host, room, StopReason::TakenOver);
         p.viewers
     }
 
@@ -541,7 +644,7 @@ impl Screenshare {
 
     /// A call is gone (BYE either way, or its media failed): a presenter's end ends the
     /// presentation; a viewer just leaves it.
-    fn ended(&mut self, host: &Host, call_id: &str, call: Call) {
+    fn ended(&mut self, host: &Host, call_id: &str, call: Call, reason: StopReason) {
         match call.role {
             Role::View => {
                 if let Some(p) = self.presentations.get_mut(&call.room) {
@@ -554,14 +657,14 @@ impl Screenshare {
                     .get(&call.room)
                     .is_some_and(|p| p.call_id == call_id);
                 if ours {
-                    self.end_presentation(host, &call.room, "the presenter hung up");
+                    self.end_presentation(host, &call.room, reason);
                 }
             }
         }
     }
 
     /// Ends `room`'s presentation: its record goes, every viewer gets a BYE.
-    fn end_presentation(&mut self, host: &Host, room: &str, why: &str) {
+    fn end_presentation(&mut self, host: &Host, room: &str, why: StopReason) {
         let Some(p) = self.presentations.remove(room) else {
             return;
         };
@@ -570,10 +673,12 @@ impl Screenshare {
             .delete(format!("{PRESENTATIONS}{room}").as_bytes());
         huddle_sdk::info!(
             host,
-            "presentation in {room} by {} ended: {why}; {} viewer(s) hung up",
+            "presentation in {room} by {} ended: {}; {} viewer(s) hung up",
             p.user,
+            why.describe(),
             p.viewers.len()
         );
+        p.emit_stopped(host, room, why);
         for viewer in p.viewers {
             if let Some(mut call) = self.calls.remove(&viewer) {
                 self.by_session.remove(&call.session);
@@ -602,8 +707,84 @@ impl Screenshare {
             let _ = call.dialog.send_bye(host);
             let _ = host.close_media(call.session);
         }
-        self.end_presentation(host, room, "the presenter left the room");
+        self.end_presentation(host, room, StopReason::LeftRoom);
     }
+}
+
+impl Presentation {
+    fn emit_stopped(&self, host: &Host, room: &str, reason: StopReason) {
+        let who = Presenting {
+            room,
+            presenter: &self.user,
+            display: &self.display,
+            screen_uri: &self.screen_uri,
+        };
+        emit(
+            host,
+            "presentation.stopped",
+            &events::stopped(&who, reason, self.since.elapsed()),
+        );
+    }
+}
+
+/// Raises a webhook event when the host takes events (ABI 1.2 and `EVENTS`); best effort.
+fn emit(host: &Host, kind: &str, details: &str) {
+    match host.emit_event(kind, details) {
+        Ok(()) | Err(Error::NotSupported) => {}
+        Err(e) => huddle_sdk::debug!(host, "event {kind} not raised: {e}"),
+    }
+}
+
+/// The admin command (ABI 1.2 `admin_request`, `POST /plugins/<name>/admin`):
+/// `{"command": "presentations"}` → `{"presentations": [{"room", "presenter", "display",
+/// "screen_uri", "duration_ms", "viewers": [{"call_id", "viewer", "fraction_lost_percent",
+/// "cumulative_lost", "reports", "lossy"}]}]}`, rooms in name order. Anything else is a
+/// `bad_request` error object.
+fn admin_answer(
+    presentations: &HashMap<String, Presentation>,
+    calls: &HashMap<String, Call>,
+    request: &str,
+) -> String {
+    use serde_json::{json, Value};
+    let command = serde_json::from_str::<Value>(request)
+        .ok()
+        .and_then(|v| v.get("command").and_then(Value::as_str).map(str::to_owned));
+    if command.as_deref() != Some("presentations") {
+        return json!({"error": {"code": "bad_request",
+            "message": "commands: {\"command\": \"presentations\"}"}})
+        .to_string();
+    }
+    let mut rooms: Vec<_> = presentations.iter().collect();
+    rooms.sort_by(|a, b| a.0.cmp(b.0));
+    let list: Vec<Value> = rooms
+        .into_iter()
+        .map(|(room, p)| {
+            let viewers: Vec<Value> = p
+                .viewers
+                .iter()
+                .filter_map(|id| calls.get(id).map(|c| (id, c)))
+                .map(|(id, c)| {
+                    json!({
+                        "call_id": id,
+                        "viewer": c.who,
+                        "fraction_lost_percent": c.loss.percent(),
+                        "cumulative_lost": c.loss.cumulative_lost,
+                        "reports": c.loss.reports,
+                        "lossy": c.loss.lossy,
+                    })
+                })
+                .collect();
+            json!({
+                "room": room,
+                "presenter": p.user,
+                "display": p.display,
+                "screen_uri": p.screen_uri,
+                "duration_ms": u64::try_from(p.since.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "viewers": viewers,
+            })
+        })
+        .collect();
+    json!({ "presentations": list }).to_string()
 }
 
 huddle_sdk::export_plugin!(
@@ -633,7 +814,7 @@ mod tests {
     }
 
     fn start(config: &str) -> (FakeHost, FakePlugin) {
-        let host = FakeHost::with_capabilities(Capabilities::ALL);
+        let host = FakeHost::with_capabilities(Capabilities::ALL.with(Capabilities::EVENTS));
         host.allow_namespace(CONF);
         let plugin = host
             .start(&huddle_plugin_export::entry(), config)
@@ -658,9 +839,9 @@ mod tests {
 
     fn invite(user: &str, call_id: &str, body: &str) -> String {
         format!(
-            "INVITE sip:team-screen@example.test;transport=ws SIP/2.0\r\n\
+            "INVITE sip:screen-team@example.test;transport=ws SIP/2.0\r\n\
              Via: SIP/2.0/WS h.invalid;branch=z9hG4bK{call_id}\r\nMax-Forwards: 70\r\n\
-             From: \"{user}\" <sip:{user}@example.test>;tag=t-{call_id}\r\nTo: <sip:team-screen@example.test>\r\n\
+             From: \"{user}\" <sip:{user}@example.test>;tag=t-{call_id}\r\nTo: <sip:screen-team@example.test>\r\n\
              Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@x.invalid;transport=ws>\r\n\
              Record-Route: <sip:127.0.0.1:5060;transport=ws;lr;ftok={user}>\r\n\
              Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
@@ -670,8 +851,8 @@ mod tests {
 
     fn bye(call_id: &str, to_tag: &str) -> String {
         format!(
-            "BYE sip:team-screen@example.test SIP/2.0\r\nVia: SIP/2.0/WS h.invalid;branch=z9hG4bKbye{call_id}\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:x@example.test>;tag=t-{call_id}\r\nTo: <sip:team-screen@example.test>;tag={to_tag}\r\n\
+            "BYE sip:screen-team@example.test SIP/2.0\r\nVia: SIP/2.0/WS h.invalid;branch=z9hG4bKbye{call_id}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:x@example.test>;tag=t-{call_id}\r\nTo: <sip:screen-team@example.test>;tag={to_tag}\r\n\
              Call-ID: {call_id}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
         )
     }
@@ -720,22 +901,30 @@ mod tests {
 
     #[test]
     fn claims_the_screen_uris_and_checks_its_config() {
-        let (_, plugin) = start("");
+        let (host, plugin) = start("");
         assert_eq!(
             plugin.claims(),
             &[
-                Claim::method("INVITE").with_user("*-screen"),
-                Claim::method("BYE").with_user("*-screen")
-            ]
+                Claim::method("INVITE").with_user("screen-*"),
+                Claim::method("BYE").with_user("screen-*")
+            ],
+            "the default cannot overlap the conference's on-demand prefix room-"
         );
-        let (_, plugin) = start("screen_user = \"screen-{room}\"");
+        let about: serde_json::Value =
+            serde_json::from_slice(&host.get("", b"about").expect("about")).unwrap();
+        assert_eq!(
+            about["screen_user"], "screen-{room}",
+            "clients learn the template"
+        );
+        let (_, plugin) = start("screen_user = \"{room}-screen\"");
         assert!(plugin
             .claims()
-            .contains(&Claim::method("INVITE").with_user("screen-*")));
+            .contains(&Claim::method("INVITE").with_user("*-screen")));
         for (bad, says) in [
             ("screen_user = \"{room}\"", "prefix or suffix"),
             ("codec = \"theora\"", "theora"),
             ("conference_namespace = \"location\"", "plugin/"),
+            ("loss_warn_percent = 0", "loss_warn_percent"),
         ] {
             let host = FakeHost::with_capabilities(Capabilities::ALL);
             host.allow_namespace(CONF);
@@ -767,7 +956,7 @@ mod tests {
         let record = host.get("", b"presentations/team").expect("record");
         let record: PresentationRecord = serde_json::from_slice(&record).unwrap();
         assert_eq!(record.presenter, "alice");
-        assert_eq!(record.screen_uri, "sip:team-screen@example.test");
+        assert_eq!(record.screen_uri, "sip:screen-team@example.test");
         assert_eq!(
             (
                 record.session,
@@ -830,8 +1019,8 @@ mod tests {
     fn reinvite(call_id: &str, to_tag: &str, body: &str) -> String {
         invite("x", call_id, body)
             .replace(
-                "To: <sip:team-screen@example.test>",
-                &format!("To: <sip:team-screen@example.test>;tag={to_tag}"),
+                "To: <sip:screen-team@example.test>",
+                &format!("To: <sip:screen-team@example.test>;tag={to_tag}"),
             )
             .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
     }
@@ -964,5 +1153,137 @@ mod tests {
         byes.sort();
         assert_eq!(byes, ["p1", "v1"]);
         assert_eq!(host.get("", b"presentations/team"), None);
+    }
+
+    /// The (kind, reason or presenter) of every event raised so far, in order.
+    fn events_of(host: &FakeHost) -> Vec<(String, String)> {
+        host.events()
+            .into_iter()
+            .map(|(kind, body)| {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(v["room"], "team", "{body}");
+                let what = if kind == "presentation.stopped" {
+                    assert!(v["duration_ms"].is_u64(), "{body}");
+                    format!(
+                        "{} {}",
+                        v["presenter"].as_str().unwrap(),
+                        v["reason"].as_str().unwrap()
+                    )
+                } else {
+                    assert_eq!(v["screen_uri"], "sip:screen-team@example.test", "{body}");
+                    v["presenter"].as_str().unwrap().to_owned()
+                };
+                (kind, what)
+            })
+            .collect()
+    }
+
+    fn started(who: &str) -> (String, String) {
+        ("presentation.started".to_owned(), who.to_owned())
+    }
+
+    fn stopped(who_why: &str) -> (String, String) {
+        ("presentation.stopped".to_owned(), who_why.to_owned())
+    }
+
+    #[test]
+    fn every_way_a_presentation_ends_raises_its_event_with_the_reason() {
+        let (host, mut plugin) = start("second_presenter = \"take_over\"");
+        seat(&host, &["alice", "bob"]);
+        // Hang-up.
+        let (_, _, tag) = call(&host, &mut plugin, "alice", "p1", PRESENT);
+        let txn = plugin.request(bye("p1", &tag)).unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 200);
+        // Taken over, then the new presenter's media fails.
+        call(&host, &mut plugin, "alice", "p2", PRESENT);
+        call(&host, &mut plugin, "bob", "p3", PRESENT);
+        let bobs = *sessions(&host).last().unwrap();
+        plugin.media_hangup(bobs, HangupReason::Transport).unwrap();
+        // Left the room.
+        call(&host, &mut plugin, "alice", "p4", PRESENT);
+        seat(&host, &["bob"]);
+        plugin.deliver_changes().unwrap();
+        assert_eq!(
+            events_of(&host),
+            [
+                started("alice"),
+                stopped("alice hangup"),
+                started("alice"),
+                stopped("alice taken_over"),
+                started("bob"),
+                stopped("bob media_failure"),
+                started("alice"),
+                stopped("alice left_room"),
+            ]
+        );
+    }
+
+    /// A viewer's receiver report saying it lost `fraction`/256 of the packets.
+    fn receiver_report(fraction: u8, cumulative: u32) -> Vec<u8> {
+        use rtcp_types::{ReceiverReport, ReportBlock, RtcpPacketWriterExt};
+        let rr = ReceiverReport::builder(7).add_report_block(
+            ReportBlock::builder(9)
+                .fraction_lost(fraction)
+                .cumulative_lost(cumulative),
+        );
+        let mut buf = vec![0; 64];
+        let n = rr.write_into(&mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn viewers_loss_is_in_the_admin_state_and_logged_when_it_crosses_the_threshold() {
+        let (host, mut plugin) = start("loss_warn_percent = 10");
+        seat(&host, &["alice", "bob", "carol"]);
+        call(&host, &mut plugin, "alice", "p1", PRESENT);
+        call(&host, &mut plugin, "bob", "v1", &view_offer());
+        call(&host, &mut plugin, "carol", "v2", &view_offer());
+        let [presenter, bob, carol] = sessions(&host)[..] else {
+            panic!("three sessions");
+        };
+        let before = host.media_calls().len();
+        plugin
+            .incoming_rtcp(bob, &receiver_report(64, 120))
+            .unwrap();
+        plugin.incoming_rtcp(carol, &receiver_report(0, 0)).unwrap();
+        // The presenter's own reports are not a viewer's loss.
+        plugin
+            .incoming_rtcp(presenter, &receiver_report(200, 9))
+            .unwrap();
+        assert!(
+            host.logged(Level::Warn, "viewer bob in team loses 25%"),
+            "{:?}",
+            host.logs()
+        );
+        assert!(!host.logged(Level::Warn, "carol"));
+        assert_eq!(
+            host.media_calls().len(),
+            before,
+            "reports cause nothing on the media path (no pressure on the presenter)"
+        );
+        let answer: serde_json::Value = serde_json::from_str(
+            &plugin
+                .admin_request(r#"{"command":"presentations"}"#)
+                .unwrap(),
+        )
+        .unwrap();
+        let p = &answer["presentations"][0];
+        assert_eq!(p["room"], "team");
+        assert_eq!(p["presenter"], "alice");
+        let viewers = p["viewers"].as_array().unwrap();
+        assert_eq!(viewers.len(), 2, "{answer}");
+        let bob_state = viewers.iter().find(|v| v["viewer"] == "bob").unwrap();
+        assert_eq!(bob_state["fraction_lost_percent"], 25);
+        assert_eq!(bob_state["cumulative_lost"], 120);
+        assert_eq!(bob_state["lossy"], true);
+        let carol_state = viewers.iter().find(|v| v["viewer"] == "carol").unwrap();
+        assert_eq!(carol_state["lossy"], false);
+        assert_eq!(carol_state["reports"], 1);
+        // bob recovers.
+        plugin.incoming_rtcp(bob, &receiver_report(3, 121)).unwrap();
+        assert!(host.logged(Level::Info, "viewer bob in team recovered"));
+        let wrong = plugin.admin_request(r#"{"command":"kick"}"#).unwrap();
+        assert!(wrong.contains("bad_request"), "{wrong}");
     }
 }

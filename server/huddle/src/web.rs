@@ -7,7 +7,12 @@
 //!   browser build of JsSIP as `/jssip.js`) and `/config.json` (domain, WebSocket port, room)
 //!   to anyone: the page is public, so it has its own listener and never shares the admin
 //!   API's, whose bearer-token rule stays as it is;
-//! * `/api/contacts` and `/api/history/{peer}`, which answer only for the caller's own account.
+//! * `/config.json` also names the screen URI template (`screen_user`, e.g. `screen-{room}`) a
+//!   loaded screen-share plugin publishes under `about` in its namespace, so the page presents
+//!   where that plugin listens whatever it is configured with (null: no screen sharing);
+//! * `/api/contacts`, `/api/history/{peer}` and `/api/presentation/{room}` (the running
+//!   presentation of a room as the screen-share plugin records it, so the page knows when to
+//!   watch), which answer only for a signed-in user (the first two for the caller's own account).
 //!   They are authenticated with HTTP Digest (RFC 7616) against the same HA1 the registrar
 //!   checks, so the browser proves the password it already gave JsSIP and nothing new is handed
 //!   out: no admin token ever reaches a browser, and the password itself is never sent. Reading
@@ -201,6 +206,7 @@ fn router(state: Arc<WebState>) -> Router {
         .route("/config.json", get(page_config))
         .route("/api/contacts", get(contacts))
         .route("/api/history/{peer}", get(history))
+        .route("/api/presentation/{room}", get(presentation))
         .fallback(|| async { text(StatusCode::NOT_FOUND, "not found\n".into()) })
         .with_state(state)
 }
@@ -264,15 +270,68 @@ struct PageConfig {
     /// The `ws:` listener's port (the page uses its own host name), or null without one.
     ws_port: Option<u16>,
     room: String,
+    /// The screen URI's user part with `{room}` (`screen-{room}`), or null without a
+    /// screen-share plugin.
+    screen_user: Option<String>,
 }
 
 async fn page_config(State(state): Shared) -> Json<PageConfig> {
+    let reads = state.clone();
+    let screen_user = tokio::task::spawn_blocking(move || {
+        let about = plugin_value(&reads, "about")?;
+        let about: serde_json::Value = serde_json::from_slice(&about).ok()?;
+        about["screen_user"].as_str().map(str::to_owned)
+    })
+    .await
+    .ok()
+    .flatten();
     let config = &state.reads.config;
     Json(PageConfig {
         domain: config.sip.domain.clone(),
         ws_port: state.ws_port,
         room: config.web.room.clone(),
+        screen_user,
     })
+}
+
+/// `key` in the namespace of the first plugin instance that has it: what plugins publish for
+/// the page (the screen-share plugin's `about` and `presentations/<room>`). Blocking.
+fn plugin_value(state: &WebState, key: &str) -> Option<Vec<u8>> {
+    state.reads.plugins.iter().find_map(|p| {
+        let ns = Namespace::plugin(&p.name).ok()?;
+        state.reads.store.get(&ns.key(key.as_bytes())).ok()?
+    })
+}
+
+/// The running presentation of `room` (the screen-share plugin's record, JSON with
+/// `screen_uri`), or 404.
+async fn presentation(
+    State(state): Shared,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+) -> Response {
+    if let Err(challenge) = authenticate(&state, (headers, method, uri)).await {
+        return challenge;
+    }
+    let reads = state.clone();
+    let record =
+        tokio::task::spawn_blocking(move || plugin_value(&reads, &format!("presentations/{room}")))
+            .await
+            .ok()
+            .flatten();
+    match record {
+        Some(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({
+                "code": "not_found",
+                "message": "no presentation runs in this room",
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// What a request says about who sends it: the headers, the method and the target as sent.

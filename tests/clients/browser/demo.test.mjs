@@ -2,10 +2,13 @@
 // headless Chromium tabs: alice and bob sign in through the form, see each other online (presence
 // NOTIFY), chat (MESSAGE; the message arrives, and after a reload the history shows it), call each
 // other from the contact list (audio and video both ways), join the same room with fake camera and microphone and each receives audio and video (getStats rising),
-// then alice presses "Share screen": refused while the two-seat room is full, accepted after bob
-// left, and the page states exactly what the server answered each time.
-// Run by tests/tests/demo_page.rs, which starts Huddle with the presence, messaging and conference
-// plugins and the page.
+// then alice presses "Share screen": her screen goes to the room's screen URI (screenshare plugin,
+// template from /config.json), bob's page notices the presentation and shows alice's screen in its
+// own video element (frames decoded, rising, at the size alice sends), bob sharing meanwhile is
+// refused with the server's 403, and alice stopping ends bob's view. The pages state exactly what
+// the server answered each time.
+// Run by tests/tests/demo_page.rs, which starts Huddle with the presence, messaging, conference
+// and screenshare plugins and the page.
 //
 //   HUDDLE_WEB_URL         http://127.0.0.1:PORT (required)
 //   HUDDLE_SCREENSHOT_DIR  where the room screenshots go (required)
@@ -71,6 +74,32 @@ async function awaitMedia(tab, which, diag, frames = 1) {
   throw new Error(`${tab.name}: timed out after ${MEDIA_MS} ms waiting for ${which} audio packets and decoded video frames to rise; last ${JSON.stringify(last)}`);
 }
 
+/**
+ * Polls the watched screen's getStats (viewer) and the shared screen's (presenter) until the viewer
+ * has decoded frames at the size the presenter encodes and then 5 more; returns both.
+ */
+async function awaitScreen(viewer, presenter, diag) {
+  const deadline = Date.now() + MEDIA_MS;
+  let base = null;
+  let last = null;
+  let sent = null;
+  while (Date.now() < deadline) {
+    last = await viewer.page.evaluate(async () => {
+      const v = (await window.demo.screenStats()).video;
+      return v && { framesDecoded: v.framesDecoded ?? 0, frameWidth: v.frameWidth, frameHeight: v.frameHeight };
+    });
+    sent = await presenter.page.evaluate(() => window.demo.screenSent());
+    const asSent = last?.framesDecoded > 0 && sent?.frameWidth > 0 && last.frameWidth === sent.frameWidth && last.frameHeight === sent.frameHeight;
+    if (asSent && !base) base = last;
+    else if (asSent && last.framesDecoded >= base.framesDecoded + 5) {
+      diag(`${viewer.name} watching: frames decoded ${base.framesDecoded} -> ${last.framesDecoded} at ${last.frameWidth}x${last.frameHeight}; ${presenter.name} sends ${JSON.stringify(sent)}`);
+      return { seen: last, sent };
+    }
+    await new Promise((r) => setTimeout(r, 400));
+  }
+  throw new Error(`${viewer.name}: timed out after ${MEDIA_MS} ms waiting for the shared screen's frames at the sent size to rise; last ${JSON.stringify(last)}, sent ${JSON.stringify(sent)}`);
+}
+
 test('two demo pages: presence, chat with history, a room with audio and video, screen share', { timeout: 300000 }, async (t) => {
   assert.ok(WEB, 'HUDDLE_WEB_URL is set (tests/tests/demo_page.rs sets it)');
   assert.ok(SHOTS, 'HUDDLE_SCREENSHOT_DIR is set');
@@ -129,30 +158,44 @@ test('two demo pages: presence, chat with history, a room with audio and video, 
     await alice.page.screenshot({ path: shot, fullPage: true });
     diag(`screenshot of alice's room page: ${shot}`);
 
-    // Screen share: a second, video-only call to the room. The test's room has two seats, so while
-    // alice and bob are in, the server refuses it (486) and the page must say so; after bob leaves
-    // it is accepted and only then does the page say "Sharing".
-    const share = async (expect) => {
-      await alice.page.locator('#share-screen').click();
-      const state = alice.page.locator('#share-state');
+    // Screen share: a video-only call to the room's screen URI (the screenshare relay, not a seat
+    // in the room); the page says what the server answered.
+    const share = async (tab, expect) => {
+      await tab.page.locator('#share-screen').click();
+      const state = tab.page.locator('#share-state');
       await state.filter({ hasText: expect }).waitFor({ timeout: WAIT_MS }).catch(async (e) => {
-        throw new Error(`screen share: expected ${expect}, page says "${await state.textContent()}" (${e.message})`);
+        throw new Error(`${tab.name} screen share: expected ${expect}, page says "${await state.textContent()}" (${e.message})`);
       });
       const said = await state.textContent();
-      const outcome = await alice.page.evaluate(() => window.demo.screenOutcome());
-      diag(`screen share: page says "${said}" (server answered ${outcome})`);
+      const outcome = await tab.page.evaluate(() => window.demo.screenOutcome());
+      diag(`${tab.name} screen share: page says "${said}" (server answered ${outcome})`);
       return outcome;
     };
-    assert.equal(await share(/refused the screen share: 486/), 486, 'the full room refused the share');
-    await bob.page.locator('#leave-room').click();
-    await bob.page.locator('#room-state', { hasText: 'Left room' }).waitFor({ timeout: WAIT_MS });
-    assert.equal(await share(/Sharing your screen/), 200, 'the share was accepted once a seat was free');
-    await alice.page.screenshot({ path: path.join(SHOTS, 'demo-room-sharing.png'), fullPage: true });
+    assert.equal(await share(alice, /Sharing your screen/), 200, 'the relay took alice\'s screen');
 
-    // Leaving ends the room call and the screen share with it.
+    // bob's page notices the presentation and watches it in its own video element.
+    await bob.page.locator('#screen-state', { hasText: "Watching alice's screen." }).waitFor({ timeout: MEDIA_MS });
+    const { seen, sent } = await awaitScreen(bob, alice, diag);
+    assert.ok(await bob.page.locator('#screen-video').isVisible(), "bob's page shows the screen in its own video element");
+    assert.equal(seen.frameWidth, sent.frameWidth, 'bob decodes the width alice sends (relayed as-is)');
+    await bob.page.screenshot({ path: path.join(SHOTS, 'demo-room-watching.png'), fullPage: true });
+
+    // One presenter at a time: bob's share is refused and his page says why.
+    assert.equal(await share(bob, /refused the screen share: 403 Forbidden - alice Is Presenting/), 403);
+
+    // alice stops sharing: the relay ends bob's view and his page says so.
+    await alice.page.locator('#share-screen', { hasText: 'Stop sharing' }).click();
+    await alice.page.locator('#share-state', { hasText: 'Screen sharing stopped.' }).waitFor({ timeout: WAIT_MS });
+    await bob.page.locator('#screen-state', { hasText: "alice's screen share ended." }).waitFor({ timeout: WAIT_MS });
+    assert.ok(!(await bob.page.locator('#screen-video').isVisible()), 'the screen video is hidden again');
+
+    // Leaving ends the room call and a running screen share with it.
+    assert.equal(await share(alice, /Sharing your screen/), 200, 'alice shares again');
     await alice.page.locator('#leave-room').click();
     await alice.page.locator('#room-state', { hasText: 'Left room' }).waitFor({ timeout: WAIT_MS });
     await alice.page.locator('#share-state', { hasText: 'Screen sharing stopped.' }).waitFor({ timeout: WAIT_MS });
+    await bob.page.locator('#leave-room').click();
+    await bob.page.locator('#room-state', { hasText: 'Left room' }).waitFor({ timeout: WAIT_MS });
   } finally {
     await withTimeout(cleanupAll(cleanup), 'closing the browser', 20000).catch((e) => diag(String(e)));
   }

@@ -7,6 +7,7 @@
 //   window.ScreenLine: new ScreenLine(label); await line.start({ wsUrl, uri, password });
 //   line.present(target)  getDisplayMedia (the fake screen) → a video-only INVITE (sendrecv, as
 //                         JsSIP offers a local track)
+//   line.presentCanvas(target, { width, height, color })  the same with a painted canvas instead
 //   line.view(target)     a video-only INVITE with a recvonly transceiver and no local media
 //   line.waitFor(names, ms, failOn), line.stats(), line.hangup(), line.stop()
 
@@ -93,6 +94,35 @@
       return this.shared;
     }
 
+    /**
+     * Presents a canvas of `width`x`height` filled with `color` and a moving bar, captured at
+     * 15 fps: a screen that is told apart from Chromium's fake one by its size.
+     */
+    presentCanvas(target, { width, height, color }) {
+      const canvas = document.createElement('canvas');
+      canvas.width = width;
+      canvas.height = height;
+      const g = canvas.getContext('2d');
+      let x = 0;
+      const draw = () => {
+        g.fillStyle = color;
+        g.fillRect(0, 0, width, height);
+        g.fillStyle = '#ffffff';
+        g.fillRect(x, 0, width / 10, height);
+        x = (x + 8) % width;
+      };
+      draw();
+      // Frames come only when the canvas changes; a timer keeps them coming in a hidden tab.
+      this.painter = setInterval(draw, 66);
+      const stream = canvas.captureStream(15);
+      const track = stream.getVideoTracks()[0];
+      track.contentHint = 'detail';
+      this.shared = { width, height };
+      this.log(`sharing a ${width}x${height} ${color} canvas`);
+      this.call(target, { mediaStream: stream });
+      return this.shared;
+    }
+
     view(target) {
       this.call(target, {
         mediaConstraints: { audio: false, video: false },
@@ -144,6 +174,7 @@
     }
 
     stop() {
+      clearInterval(this.painter);
       this.ua?.stop();
     }
   }

@@ -15,6 +15,13 @@
 #   bench/conference/run.sh                       # N = 2 4 9 16, then 25
 #   BENCH_CONF_SIZES="2 4" BENCH_CONF_SECS=10 bench/conference/run.sh
 #   BENCH_CONF_PROFILES="1280x720@30:1500 640x360@15:500"   # output profiles, WxH@fps:kbit/s
+#   BENCH_CONF_DELAY_N=4                          # room size of the delay run (0: no delay run)
+#
+# The delay run: N legs send silence (Opus of digital silence) and video; the first leg sends a
+# 200 ms burst of the tone every second, and every other leg times how long after the burst's
+# first packet left the first loud packet of its N−1 mix comes back (`medialoader
+# --probe-clip`): the audio delay the mixer adds (decode, its jitter margin, mix, encode),
+# as p50/p90/max over every burst heard.
 #
 # With BENCH_PIN=1 the server and gst-launch run on core BENCH_SERVER_CPU (0) and the load
 # client on BENCH_CLIENT_CPU (1) (taskset); by default nothing is pinned, since a 25-person room
@@ -72,6 +79,11 @@ gst-launch-1.0 -q filesrc location="$work/in.webm" ! matroskademux ! rtpvp8pay m
 gst-launch-1.0 -q audiotestsrc num-buffers=$((secs * 50 + 100)) wave=sine freq=440 samplesperbuffer=960 \
 	! audio/x-raw,rate=48000,channels=1 ! opusenc bitrate=32000 frame-size=20 ! rtpopuspay pt=111 \
 	! rtpstreampay ! filesink location="$work/audio.rtp"
+# Digital silence for the delay run (the tone above is its loud burst; white noise would do too,
+# but rtpstreampay here sometimes writes a wrong length before a noise packet).
+gst-launch-1.0 -q audiotestsrc num-buffers=$((secs * 50 + 100)) wave=silence samplesperbuffer=960 \
+	! audio/x-raw,rate=48000,channels=1 ! opusenc bitrate=32000 frame-size=20 ! rtpopuspay pt=111 \
+	! rtpstreampay ! filesink location="$work/silence.rtp"
 
 # The plugin's room, shaped like the raw pipeline: the first profile is the canvas.
 parse() { sed -E 's/^([0-9]+)x([0-9]+)@([0-9]+):([0-9]+)$/width = \1, height = \2, fps = \3, bitrate_kbps = \4/' <<<"$1"; }
@@ -157,4 +169,9 @@ for n in $sizes; do
 	done
 	echo "$row"
 done
+delay_n=${BENCH_CONF_DELAY_N:-4}
+if ((delay_n > 1)); then
+	out=$(load "$delay_n" --audio-clip "$work/silence.rtp" --probe-clip "$work/audio.rtp")
+	note "audio delay added by the mixer, N=$delay_n: $(grep audio_delay_ms <<<"$out")"
+fi
 note "load after: $(uptime | sed 's/.*load average: //')"

@@ -18,6 +18,14 @@
 //! packets' RTP timestamps, under its own SSRC and sequence numbers. Counting is per payload
 //! type (the composite and the mix come back as two streams).
 //!
+//! With `--probe-clip` (loud Opus RTP; needs an `--audio-clip` of digital silence) it measures
+//! the audio delay the mixer adds: every `--probe-every-ms` the first leg (the speaker) sends
+//! `--probe-ms` of the loud clip instead of silence, and every other leg times how long after
+//! the burst's first packet went out the first loud packet of its N−1 mix arrives (a mix of
+//! silence encodes to a few bytes per Opus frame, a mix with the burst to many more:
+//! `--probe-loud-bytes`). The loopback adds nothing measurable, the client's own scheduling
+//! does (the figure is an upper bound).
+//!
 //! SIP is minimal and unauthenticated: the From is in a foreign domain, which the server does
 //! not challenge for plugin-claimed requests (a conference room must be public to admit it).
 
@@ -76,6 +84,75 @@ struct Args {
     /// Recorded Opus RTP to send on an audio m-line (RFC 4571 framing); needs `--video-clip`.
     #[arg(long, requires = "video_clip")]
     audio_clip: Option<std::path::PathBuf>,
+    /// Loud Opus RTP the first leg sends in bursts, to time the mix's delay; needs an
+    /// `--audio-clip` of digital silence.
+    #[arg(long, requires = "audio_clip")]
+    probe_clip: Option<std::path::PathBuf>,
+    /// Time between the starts of two bursts, ms.
+    #[arg(long, default_value_t = 1000)]
+    probe_every_ms: u64,
+    /// Length of one burst, ms.
+    #[arg(long, default_value_t = 200)]
+    probe_ms: u64,
+    /// An Opus payload at least this long is a loud frame.
+    #[arg(long, default_value_t = 40)]
+    probe_loud_bytes: usize,
+}
+
+/// The delay probe's shared state: the speaker opens bursts, the listeners time them.
+#[derive(Debug)]
+struct Probe {
+    loud: Arc<Clip>,
+    every: Duration,
+    burst: Duration,
+    loud_bytes: usize,
+    /// The current burst's number (from 1) and when its first packet went out.
+    current: Mutex<(u64, Option<Instant>)>,
+    /// Every listener's delay for every burst it heard.
+    delays: Mutex<Vec<Duration>>,
+    /// The longest payload a listener received outside bursts (how loud "silence" is).
+    quiet_max: AtomicU64,
+}
+
+impl Probe {
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The speaker's payload for an audio packet sent at `since` into the measured window:
+    /// the loud clip's inside a burst (opening it on its first packet), else `None`.
+    fn speak(&self, since: Duration, index: usize, now: Instant) -> Option<Arc<[u8]>> {
+        let every = self.every.as_micros().max(1);
+        let number = (since.as_micros() / every) as u64 + 1;
+        let phase = since.as_micros() % every;
+        if phase >= self.burst.as_micros() {
+            return None;
+        }
+        let mut current = Self::lock(&self.current);
+        if current.0 != number {
+            *current = (number, Some(now));
+        }
+        let packets = &self.loud.packets;
+        Some(packets[index % packets.len()].payload.clone())
+    }
+
+    /// A listener received an audio payload of `len` bytes; `heard` is the last burst it timed.
+    fn listen(&self, len: usize, now: Instant, heard: &mut u64) {
+        let (number, started) = *Self::lock(&self.current);
+        if len < self.loud_bytes {
+            return;
+        }
+        match started {
+            Some(at) if number > *heard => {
+                *heard = number;
+                Self::lock(&self.delays).push(now.saturating_duration_since(at));
+            }
+            _ if number == *heard => {}
+            _ => {
+                self.quiet_max.fetch_max(len as u64, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// One recorded RTP packet: what a leg re-sends under its own SSRC and sequence numbers.
@@ -161,8 +238,9 @@ impl Replay {
         Duration::from_micros(ticks * 1_000_000 / u64::from(self.clip.clock))
     }
 
-    /// Sends the next packet; returns false when the stream cannot send yet.
-    fn send(&mut self, rtc: &mut Rtc, now: Instant) -> bool {
+    /// Sends the next packet (with `payload` instead of the clip's, when given); returns false
+    /// when the stream cannot send yet.
+    fn send(&mut self, rtc: &mut Rtc, now: Instant, payload: Option<Arc<[u8]>>) -> bool {
         let mut api = rtc.direct_api();
         let (Some(pt), Some(tx)) = (self.pt, api.stream_tx_by_mid(self.mid, None)) else {
             return false;
@@ -170,9 +248,15 @@ impl Replay {
         let p = &self.clip.packets[self.index];
         let ts = p.ts.wrapping_add(self.loops.wrapping_mul(self.clip.length));
         tx.write_rtp(
-            RtpWrite::new(pt, SeqNo::from(self.seq), ts, now, p.payload.clone())
-                .marker(p.marker)
-                .nackable(true),
+            RtpWrite::new(
+                pt,
+                SeqNo::from(self.seq),
+                ts,
+                now,
+                payload.unwrap_or_else(|| p.payload.clone()),
+            )
+            .marker(p.marker)
+            .nackable(true),
         );
         self.seq += 1;
         self.index += 1;
@@ -279,9 +363,12 @@ fn request(sip: &Sip, call: &Call, method: &str, cseq: u32, body: Option<&str>) 
     out
 }
 
-/// One leg: INVITE, ICE/DTLS, media until `stop`, BYE.
+/// One leg: INVITE, ICE/DTLS, media until `stop`, BYE. With a `probe`, the `speaker` sends its
+/// bursts and every other leg times them.
+#[allow(clippy::too_many_arguments)]
 async fn leg(
     args: Args,
+    probe: Option<(Arc<Probe>, bool)>,
     clips: Option<(Arc<Clip>, Option<Arc<Clip>>)>,
     sip: Arc<Sip>,
     totals: Arc<Totals>,
@@ -370,6 +457,7 @@ async fn leg(
     let mut replay_start: Option<Instant> = None;
     let mut counting_since: Option<Instant> = None;
     let mut frames = 0u64;
+    let mut heard = 0u64;
     loop {
         // Drain.
         let timeout = loop {
@@ -406,6 +494,12 @@ async fn leg(
                         let vp8 = replays.first().and_then(|r| r.pt);
                         if p.header.marker && Some(p.header.payload_type) == vp8 {
                             frames += 1;
+                        }
+                        let opus = replays.get(1).and_then(|r| r.pt);
+                        if let (Some((probe, false)), true) =
+                            (&probe, Some(p.header.payload_type) == opus)
+                        {
+                            probe.listen(p.payload.len(), Instant::now(), &mut heard);
                         }
                         let s = *p.seq_no;
                         let e = seen.entry(*p.header.payload_type).or_insert((s, s));
@@ -459,7 +553,13 @@ async fn leg(
         if let Some(start) = replay_start {
             for r in &mut replays {
                 while start + r.due() <= now {
-                    if !r.send(&mut rtc, now) {
+                    let payload = match (&probe, counting_since) {
+                        (Some((probe, true)), Some(since)) if r.clip.clock == 48_000 => {
+                            probe.speak(now.saturating_duration_since(since), r.index, now)
+                        }
+                        _ => None,
+                    };
+                    if !r.send(&mut rtc, now, payload) {
                         break;
                     }
                     if counting {
@@ -537,13 +637,26 @@ async fn main() -> anyhow::Result<()> {
         )),
         None => None,
     };
+    let probe = match &args.probe_clip {
+        Some(path) => Some(Arc::new(Probe {
+            loud: Arc::new(Clip::load(path, 48_000)?),
+            every: Duration::from_millis(args.probe_every_ms.max(1)),
+            burst: Duration::from_millis(args.probe_ms),
+            loud_bytes: args.probe_loud_bytes,
+            current: Mutex::new((0, None)),
+            delays: Mutex::new(Vec::new()),
+            quiet_max: AtomicU64::new(0),
+        })),
+        None => None,
+    };
     let (start_tx, start_rx) = tokio::sync::watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::with_capacity(args.legs);
     let gap = Duration::from_micros(1_000_000 / args.rate.max(1));
-    for _ in 0..args.legs {
-        let (a, c, s, t, st, sp) = (
+    for index in 0..args.legs {
+        let (a, p, c, s, t, st, sp) = (
             args.clone(),
+            probe.clone().map(|p| (p, index == 0)),
             clips.clone(),
             sip.clone(),
             totals.clone(),
@@ -552,7 +665,7 @@ async fn main() -> anyhow::Result<()> {
         );
         let totals = t.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = leg(a, c, s, t, st, sp).await {
+            if let Err(e) = leg(a, p, c, s, t, st, sp).await {
                 totals.failed.fetch_add(1, Ordering::Relaxed);
                 eprintln!("leg failed: {e:#}");
             }
@@ -597,6 +710,23 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "video_fps_received_per_leg={:.1}",
             totals.video_frames.load(Ordering::Relaxed) as f64 * 1000.0 / ms
+        );
+    }
+    if let Some(probe) = &probe {
+        let mut delays = Probe::lock(&probe.delays).clone();
+        delays.sort();
+        let at = |q: f64| {
+            delays
+                .get(((delays.len() as f64 - 1.0) * q).round() as usize)
+                .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+        };
+        println!(
+            "audio_delay_ms p50={:.1} p90={:.1} max={:.1} samples={} quiet_max_bytes={}",
+            at(0.5),
+            at(0.9),
+            at(1.0),
+            delays.len(),
+            probe.quiet_max.load(Ordering::Relaxed)
         );
     }
     if let (Some(c0), Some(c1)) = (cpu0, cpu1) {

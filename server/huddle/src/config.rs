@@ -677,6 +677,18 @@ mod tests {
     }
 
     #[test]
+    fn plugin_batch_limits_are_checked() {
+        let ok = parse("").unwrap();
+        assert_eq!(ok.store.plugin_batch_max_ops, 1024);
+        let ok = parse("[store]\nplugin_batch_max_ops = 7\n").unwrap();
+        assert_eq!(ok.store.plugin_batch_max_ops, 7);
+        for bad in ["plugin_batch_max_ops = 0", "plugin_batch_max_bytes = 0"] {
+            let err = parse(&format!("[store]\n{bad}\n")).unwrap_err().to_string();
+            assert!(err.contains("plugin_batch_max_ops must be"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn plugin_paths_are_relative_to_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("huddle.toml");

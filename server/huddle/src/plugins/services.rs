@@ -673,6 +673,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_commits_in_the_own_namespace_within_its_limits() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        store.put(b"plugin/kit/old", b"x").unwrap();
+        let (kit, _rx) = services("kit", store.clone());
+        let kit = kit.with_batch_limit(3, 64);
+        kit.store_batch(&[
+            BatchOp::Put {
+                key: b"a",
+                value: b"1",
+            },
+            BatchOp::Delete { key: b"old" },
+            BatchOp::Delete {
+                key: b"never-there",
+            },
+        ])
+        .unwrap();
+        assert_eq!(
+            store.get(b"plugin/kit/a").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(store.get(b"plugin/kit/old").unwrap(), None);
+        // Four ops, or more than 64 bytes: refused whole, nothing written.
+        let four = [BatchOp::Delete { key: b"a" }; 4];
+        assert_eq!(kit.store_batch(&four), Err(Error::TooLarge));
+        let big = [BatchOp::Put {
+            key: b"b",
+            value: &[0; 64],
+        }];
+        assert_eq!(kit.store_batch(&big), Err(Error::TooLarge));
+        assert_eq!(
+            store.get(b"plugin/kit/a").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(store.get(b"plugin/kit/b").unwrap(), None);
+    }
+
+    #[tokio::test]
     async fn respond_needs_an_open_transaction_with_the_same_call() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let (s, mut rx) = services("kit", store);

@@ -57,6 +57,12 @@ use engine::{user_of_binding, Effect, Engine, Incoming, Limits, Stored, Target};
 use wire::{Body, ImdnForm};
 use writer::{Gather, Job, Writers, TOKEN_FAILED};
 
+/// mimalloc rather than glibc malloc for everything the plugin allocates (requests, records,
+/// history): see the note in Cargo.toml. A program linking this crate as an rlib must not
+/// declare an allocator of its own (none does: the CLI reads the store itself).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The header that pins a request to one binding (the host strips it).
 pub const BINDING_HEADER: &str = "Huddle-Binding";
 
@@ -730,13 +736,23 @@ impl Messaging {
         }
     }
 
-    /// Writes buffered history as one batch (one store commit).
+    /// Writes buffered history as one record (on a writer when there are writers).
     fn flush(&mut self, host: &Host) {
         let Some(first) = self.history.first() else {
             return;
         };
         let key = format!("h/{:016x}-{:016x}", first.ts_ms, first.seq);
         let batch = std::mem::take(&mut self.history);
+        if let Some(writers) = &self.writers {
+            // Off this thread, sharing a commit with the messages being written.
+            let value = wire::encode(&batch);
+            let job = Job::Rewrite {
+                key: key.into_bytes(),
+                value,
+            };
+            writers.submit(host, 0, job);
+            return;
+        }
         if let Err(e) = host.store().put(key.as_bytes(), &wire::encode(&batch)) {
             huddle_sdk::warn!(host, "history of {} messages not written: {e}", batch.len());
         }

@@ -381,6 +381,15 @@ fn a_writer_gathers_writes_into_few_commits_and_answers_202_after_them() {
         assert_eq!(host.final_response(txn).unwrap().status(), 202);
     }
     assert_eq!(stored_count(&host), bodies.len());
+    // The history, flushed on the way out, went through the writer too.
+    let history: Vec<HistoryEntry> = host
+        .entries("")
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(b"h/"))
+        .filter_map(|(_, v)| wire::decode::<Vec<HistoryEntry>>(&v))
+        .flatten()
+        .collect();
+    assert_eq!(history.len(), bodies.len());
     let commits = host.batch_commits();
     assert!(
         (1..bodies.len()).contains(&commits),

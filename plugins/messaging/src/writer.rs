@@ -43,8 +43,9 @@ pub enum Job {
         /// The `message.stored` event's details (JSON), raised once durable.
         event: Option<String>,
     },
-    /// Rewrite a stored message's record (its delivery progress); a failure is logged: the
-    /// previous record stays, which at worst repeats the message to a device after a restart.
+    /// Rewrite a stored message's record (its delivery progress), or write a batch of
+    /// history; a failure is logged: the previous record stays, which at worst repeats the
+    /// message to a device after a restart (or loses that history).
     Rewrite {
         /// Its store key.
         key: Vec<u8>,

@@ -57,12 +57,6 @@ use engine::{user_of_binding, Effect, Engine, Incoming, Limits, Stored, Target};
 use wire::{Body, ImdnForm};
 use writer::{Gather, Job, Writers, TOKEN_FAILED};
 
-/// mimalloc rather than glibc malloc for everything the plugin allocates (requests, records,
-/// history): see the note in Cargo.toml. A program linking this crate as an rlib must not
-/// declare an allocator of its own (none does: the CLI reads the store itself).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The header that pins a request to one binding (the host strips it).
 pub const BINDING_HEADER: &str = "Huddle-Binding";
 

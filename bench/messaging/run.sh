@@ -23,6 +23,7 @@
 #   BENCH_RATES_ONLINE="1000 2000 4000" BENCH_RATES_OFFLINE="250 500 1000 2000"
 #   BENCH_DURATION=8 BENCH_WARMUP=2 BENCH_TRANSPORT=u1 (or t1) BENCH_KEEP=0 (1: keep the work folder)
 #   HUDDLE_BIN=target/release/huddle MESSAGING_LIB=target/release/libhuddle_plugin_messaging.so
+#   BENCH_STORE_WRITERS, BENCH_BATCH_WINDOW_MS (unset: the plugin's defaults)
 #   (build: cargo build --release -p huddle -p huddle-plugin-messaging)
 # Bounded: every process runs under timeout(1); everything started here is stopped on exit.
 set -euo pipefail
@@ -140,7 +141,9 @@ start_huddle() {
 		echo "queue_len = 65536"
 		echo "[plugins.config]"
 		echo "history_retention_secs = 86400"
-		echo "store_writers = ${BENCH_STORE_WRITERS:-4}"
+		# The plugin's own defaults unless set (a build before batched writes used 4 writers).
+		[[ -z ${BENCH_STORE_WRITERS:-} ]] || echo "store_writers = $BENCH_STORE_WRITERS"
+		[[ -z ${BENCH_BATCH_WINDOW_MS:-} ]] || echo "store_batch_window_ms = $BENCH_BATCH_WINDOW_MS"
 		huddle_users 10000
 	} >"$dir/huddle.toml"
 	setsid "$huddle_bin" run --config "$dir/huddle.toml" </dev/null >"$dir/huddle.log" 2>&1 &

@@ -157,6 +157,13 @@
 // `store_cas` flag: on a match, delete the key (`new_value` is ignored).
 #define HUDDLE_CAS_DELETE 2
 
+// (ABI 1.3) [`HuddleStoreOp::op`]: set `key` to `value`.
+#define HUDDLE_STORE_OP_PUT 1
+
+// (ABI 1.3) [`HuddleStoreOp::op`]: delete `key` (absent already is not an error); `value` is
+// ignored.
+#define HUDDLE_STORE_OP_DELETE 2
+
 // Registration event: an address-of-record went from no bindings to at least one.
 #define HUDDLE_REG_ONLINE 1
 
@@ -221,6 +228,21 @@ typedef struct {
   // are ignored.
   uint32_t flags;
 } HuddleClaim;
+
+// (ABI 1.3) One write of `HuddleHostApi::store_batch`. The key and value are borrowed for the
+// call, relative to the plugin's own namespace; a zero length allows a null pointer.
+typedef struct {
+  // `HUDDLE_STORE_OP_*`.
+  uint32_t op;
+  // The key.
+  const uint8_t *key;
+  // Length of `key` in bytes.
+  size_t key_len;
+  // The new value (`HUDDLE_STORE_OP_PUT`; ignored otherwise).
+  const uint8_t *value;
+  // Length of `value` in bytes.
+  size_t value_len;
+} HuddleStoreOp;
 
 // The host's table (host → plugin), passed to `init`. Owned by the host; valid, like `ctx`,
 // until `destroy` returns. Every function takes `ctx` as its first argument. Out-parameters are
@@ -318,6 +340,12 @@ typedef struct {
   // from the owner's shared state). `HUDDLE_ERR_NOT_FOUND`: no such session or stream (it is
   // gone), or, to untap, no such tap. Absent when `struct_size` does not cover it.
   int32_t (*media_tap)(void *ctx, uint64_t session, const uint8_t *mid, size_t mid_len, uint32_t on);
+  // (ABI 1.3, with `HUDDLE_CAP_STORE`) Applies `ops[0..count]` in the plugin's own
+  // namespace, in order, in one durable commit: all or none, `HUDDLE_OK` only once durable.
+  // `HUDDLE_ERR_TOO_LARGE` over the host's limits (split the batch), and
+  // `HUDDLE_ERR_INVALID_ARGUMENT` for an unknown op. Module docs, "The store". Absent when
+  // `struct_size` does not cover it.
+  int32_t (*store_batch)(void *ctx, const HuddleStoreOp *ops, size_t count);
 } HuddleHostApi;
 
 // What the host knows about a request beyond its bytes. Borrowed for the duration of

@@ -165,6 +165,16 @@
 //! [`HUDDLE_STORE_DELETE`] (key, no value), or [`HUDDLE_STORE_LAGGED`] (no key: changes were
 //! dropped because the plugin fell behind; rescan the prefix).
 //!
+//! `store_batch` (ABI 1.3, optional by `struct_size`, present with [`HUDDLE_CAP_STORE`])
+//! applies an array of [`HuddleStoreOp`]s (puts and deletes in the plugin's own namespace, in
+//! array order) in ONE durable commit: it returns `HUDDLE_OK` only once every op is on disk,
+//! and on any error none of them is applied. One `fsync` for many writes is what makes it
+//! worth having next to `store_put`. A batch over the host's limits (operations, or bytes of
+//! keys and values; `[store] plugin_batch_max_ops` / `plugin_batch_max_bytes`) is refused
+//! whole with [`HUDDLE_ERR_TOO_LARGE`] (the host logs which limit): split it and try again.
+//! An unknown `op`, or a null pointer with a non-zero length, is
+//! [`HUDDLE_ERR_INVALID_ARGUMENT`]. An empty batch is `HUDDLE_OK` at once.
+//!
 //! # Admin requests and events (ABI 1.2)
 //!
 //! `admin_request` (descriptor, optional) is how the host's admin HTTP API asks a plugin to do
@@ -300,6 +310,12 @@ pub const HUDDLE_CAS_EXPECT_ABSENT: u32 = 1;
 /// `store_cas` flag: on a match, delete the key (`new_value` is ignored).
 pub const HUDDLE_CAS_DELETE: u32 = 2;
 
+/// (ABI 1.3) [`HuddleStoreOp::op`]: set `key` to `value`.
+pub const HUDDLE_STORE_OP_PUT: u32 = 1;
+/// (ABI 1.3) [`HuddleStoreOp::op`]: delete `key` (absent already is not an error); `value` is
+/// ignored.
+pub const HUDDLE_STORE_OP_DELETE: u32 = 2;
+
 /// Registration event: an address-of-record went from no bindings to at least one.
 pub const HUDDLE_REG_ONLINE: u32 = 1;
 /// Registration event: an address-of-record lost its last binding (expiry, unregister, or the
@@ -373,6 +389,23 @@ pub struct HuddleClaim {
 /// unless they carry credentials; the plugin sees no `auth_user` and decides what a guest may
 /// do (a public conference room).
 pub const HUDDLE_CLAIM_GUESTS: u32 = 1;
+
+/// (ABI 1.3) One write of `HuddleHostApi::store_batch`. The key and value are borrowed for the
+/// call, relative to the plugin's own namespace; a zero length allows a null pointer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HuddleStoreOp {
+    /// `HUDDLE_STORE_OP_*`.
+    pub op: u32,
+    /// The key.
+    pub key: *const u8,
+    /// Length of `key` in bytes.
+    pub key_len: usize,
+    /// The new value (`HUDDLE_STORE_OP_PUT`; ignored otherwise).
+    pub value: *const u8,
+    /// Length of `value` in bytes.
+    pub value_len: usize,
+}
 
 /// The smallest `struct_size` a major-1 host accepts in a claim: the 1.0 layout, which ends
 /// with `user_len`.
@@ -793,6 +826,14 @@ pub struct HuddleHostApi {
             mid_len: usize,
             on: u32,
         ) -> i32,
+    >,
+    /// (ABI 1.3, with `HUDDLE_CAP_STORE`) Applies `ops[0..count]` in the plugin's own
+    /// namespace, in order, in one durable commit: all or none, `HUDDLE_OK` only once durable.
+    /// `HUDDLE_ERR_TOO_LARGE` over the host's limits (split the batch), and
+    /// `HUDDLE_ERR_INVALID_ARGUMENT` for an unknown op. Module docs, "The store". Absent when
+    /// `struct_size` does not cover it.
+    pub store_batch: Option<
+        unsafe extern "C" fn(ctx: *mut c_void, ops: *const HuddleStoreOp, count: usize) -> i32,
     >,
 }
 

@@ -56,12 +56,16 @@ use crate::claims::{Claim, RouteKey};
 use crate::error::{Error, Result};
 use crate::hosting::{HostServices, PluginEntry, PluginInfo, PluginInstance, StartError};
 use crate::types::{
-    Capabilities, HangupReason, Level, MediaSessionId, RegistrationEvent, RequestId, RequestInfo,
-    ScanPage, StoreChange, TimerId, TransactionId, Transport, WatchId,
+    BatchOp, Capabilities, HangupReason, Level, MediaSessionId, RegistrationEvent, RequestId,
+    RequestInfo, ScanPage, StoreChange, TimerId, TransactionId, Transport, WatchId,
 };
 
 /// The largest scan page the fake returns (the server's limit too).
 pub const MAX_SCAN_PAGE: usize = 1024;
+/// The fake's default `store_batch` limit on operations (the server's default too).
+pub const DEFAULT_BATCH_OPS: usize = 1024;
+/// The fake's default `store_batch` limit on bytes of keys and values (the server's default).
+pub const DEFAULT_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// How many watch events one call may cause before the fake stops delivering (a plugin that
 /// writes on every change of its own namespace would otherwise loop forever).
 pub const MAX_CHAIN: usize = 10_000;
@@ -190,6 +194,11 @@ struct State {
     media: Vec<MediaCall>,
     refused_claims: Vec<Claim>,
     events: Vec<(String, String)>,
+    /// `store_batch` limits (operations, bytes of keys and values); `None`: batches refused
+    /// as by a host before ABI 1.3.
+    batch_limit: Option<(usize, usize)>,
+    /// Batches committed.
+    batches: usize,
 }
 
 impl State {
@@ -276,6 +285,8 @@ impl FakeHost {
                 media: Vec::new(),
                 refused_claims: Vec::new(),
                 events: Vec::new(),
+                batch_limit: Some((DEFAULT_BATCH_OPS, DEFAULT_BATCH_BYTES)),
+                batches: 0,
             })),
         }
     }
@@ -288,6 +299,18 @@ impl FakeHost {
     pub fn allow_namespace(&self, ns: &str) -> &Self {
         self.lock().readable.insert(ns.to_owned());
         self
+    }
+
+    /// Sets the `store_batch` limits (`None`: answer [`Error::NotSupported`], as a host before
+    /// ABI 1.3). The default is [`DEFAULT_BATCH_OPS`] operations and [`DEFAULT_BATCH_BYTES`].
+    pub fn set_batch_limit(&self, limit: Option<(usize, usize)>) -> &Self {
+        self.lock().batch_limit = limit;
+        self
+    }
+
+    /// How many `store_batch` calls committed (each one commit).
+    pub fn batch_commits(&self) -> usize {
+        self.lock().batches
     }
 
     /// Makes the host refuse this claim during `init` (as a host's configuration might).
@@ -495,6 +518,23 @@ impl HostServices for FakeHost {
 
     fn store_delete(&self, key: &[u8]) -> Result<bool> {
         Ok(self.lock().write("", key, None))
+    }
+
+    fn store_batch(&self, ops: &[BatchOp<'_>]) -> Result<()> {
+        let mut st = self.lock();
+        let (max_ops, max_bytes) = st.batch_limit.ok_or(Error::NotSupported)?;
+        let bytes: usize = ops.iter().map(BatchOp::byte_len).sum();
+        if ops.len() > max_ops || bytes > max_bytes {
+            return Err(Error::TooLarge);
+        }
+        for op in ops {
+            match op {
+                BatchOp::Put { key, value } => st.write("", key, Some(value)),
+                BatchOp::Delete { key } => st.write("", key, None),
+            };
+        }
+        st.batches += 1;
+        Ok(())
     }
 
     fn store_compare_and_swap(

@@ -10,13 +10,14 @@ use std::ffi::c_void;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use crate::abi::{self, HuddleClaim, HuddleHostApi, HuddleHostBuf};
+use crate::abi::{self, HuddleClaim, HuddleHostApi, HuddleHostBuf, HuddleStoreOp};
 use crate::claims::Claim;
 use crate::error::{Error, Result};
 use crate::message::Request;
 use crate::raw;
 use crate::types::{
-    Capabilities, Level, MediaSessionId, RequestId, ScanPage, TimerId, TransactionId, WatchId,
+    BatchOp, Capabilities, Level, MediaSessionId, RequestId, ScanPage, TimerId, TransactionId,
+    WatchId,
 };
 
 /// The plugin's handle on the host.
@@ -558,6 +559,37 @@ impl Store<'_> {
             Err(Error::NotFound) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// (ABI 1.3) Applies `ops` in order in ONE durable commit, all or none; returns once they
+    /// are on disk. [`Error::TooLarge`] when the batch is over the host's limits (nothing is
+    /// written: split it), [`Error::NotSupported`] on a host before ABI 1.3 (write the ops one
+    /// by one instead). An empty batch is `Ok` at once.
+    pub fn apply_batch(&self, ops: &[BatchOp<'_>]) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let raw: Vec<HuddleStoreOp> = ops
+            .iter()
+            .map(|op| {
+                let (code, key, value) = match op {
+                    BatchOp::Put { key, value } => (abi::HUDDLE_STORE_OP_PUT, *key, *value),
+                    BatchOp::Delete { key } => (abi::HUDDLE_STORE_OP_DELETE, *key, &[][..]),
+                };
+                HuddleStoreOp {
+                    op: code,
+                    key: key.as_ptr(),
+                    key_len: key.len(),
+                    value: value.as_ptr(),
+                    value_len: value.len(),
+                }
+            })
+            .collect();
+        self.host.with(|api| {
+            let f = api.store_batch.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive; `raw` and the slices it points to outlive the call.
+            Error::from_code(unsafe { f(api.ctx, raw.as_ptr(), raw.len()) })
+        })
     }
 
     /// Atomically replaces `key`'s value with `new` if it currently equals `expected`

@@ -37,8 +37,8 @@ use crate::error::{Error, Result};
 use crate::export::ExportedDescriptor;
 use crate::raw;
 use crate::types::{
-    Capabilities, HangupReason, Level, MediaSessionId, RegistrationEvent, RequestId, RequestInfo,
-    ScanPage, StoreChange, TimerId, TransactionId, WatchId,
+    BatchOp, Capabilities, HangupReason, Level, MediaSessionId, RegistrationEvent, RequestId,
+    RequestInfo, ScanPage, StoreChange, TimerId, TransactionId, WatchId,
 };
 
 /// What a host offers one plugin instance, in safe Rust. The SDK turns it into the
@@ -91,6 +91,13 @@ pub trait HostServices: Send + Sync + 'static {
     /// Deletes a key in the own namespace; `true` if it was present.
     fn store_delete(&self, key: &[u8]) -> Result<bool> {
         let _ = key;
+        Err(Error::NotSupported)
+    }
+
+    /// (ABI 1.3) Applies `ops` in the own namespace in one durable commit, all or none;
+    /// returns once durable. [`Error::TooLarge`] for a batch over the host's limits.
+    fn store_batch(&self, ops: &[BatchOp<'_>]) -> Result<()> {
+        let _ = ops;
         Err(Error::NotSupported)
     }
 
@@ -834,6 +841,7 @@ fn host_table(caps: Capabilities) -> HuddleHostApi {
         media_close: media.then_some(h_media_close as _),
         emit_event: has(Capabilities::EVENTS).then_some(h_emit_event as _),
         media_tap: media.then_some(h_media_tap as _),
+        store_batch: store.then_some(h_store_batch as _),
     }
 }
 
@@ -1027,6 +1035,41 @@ unsafe extern "C" fn h_store_delete(ctx: *mut c_void, key: *const u8, key_len: u
             } else {
                 Err(Error::NotFound)
             }
+        })
+    }
+}
+
+unsafe extern "C" fn h_store_batch(
+    ctx: *mut c_void,
+    ops: *const abi::HuddleStoreOp,
+    count: usize,
+) -> i32 {
+    // SAFETY: ctx from our table; `ops[0..count]` and what they point to are borrowed.
+    unsafe {
+        host_call(ctx, |b| {
+            if count == 0 {
+                return Ok(());
+            }
+            let too_many = count > isize::MAX as usize / std::mem::size_of::<abi::HuddleStoreOp>();
+            if ops.is_null() || !ops.is_aligned() || too_many {
+                return Err(Error::InvalidArgument);
+            }
+            // SAFETY: non-null, aligned, length bounded; the plugin lends `count` ops for the
+            // call (ABI).
+            let raw_ops = std::slice::from_raw_parts(ops, count);
+            let mut batch = Vec::with_capacity(count);
+            for op in raw_ops {
+                let key = arg(op.key, op.key_len)?;
+                batch.push(match op.op {
+                    abi::HUDDLE_STORE_OP_PUT => BatchOp::Put {
+                        key,
+                        value: arg(op.value, op.value_len)?,
+                    },
+                    abi::HUDDLE_STORE_OP_DELETE => BatchOp::Delete { key },
+                    _ => return Err(Error::InvalidArgument),
+                });
+            }
+            b.services.store_batch(&batch)
         })
     }
 }

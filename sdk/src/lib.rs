@@ -161,8 +161,9 @@ pub use message::{random_token, NewRequest, Request, Response};
 /// `#[serde(crate = "huddle_sdk::serde")]`.
 pub use serde;
 pub use types::{
-    Capabilities, HangupReason, Level, MediaSessionId, RegistrationEvent, RegistrationKind,
-    RequestId, RequestInfo, ScanPage, StoreChange, TimerId, TransactionId, Transport, WatchId,
+    BatchOp, Capabilities, HangupReason, Level, MediaSessionId, RegistrationEvent,
+    RegistrationKind, RequestId, RequestInfo, ScanPage, StoreChange, TimerId, TransactionId,
+    Transport, WatchId,
 };
 
 /// A plugin, in safe Rust. [`export_plugin!`] turns an implementation into the exported C ABI.

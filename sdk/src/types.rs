@@ -285,6 +285,40 @@ impl Default for RequestInfo {
     }
 }
 
+/// (ABI 1.3) One write of [`crate::Store::apply_batch`], borrowing its key and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOp<'a> {
+    /// Set `key` to `value`.
+    Put {
+        /// The key, relative to the own namespace.
+        key: &'a [u8],
+        /// The new value.
+        value: &'a [u8],
+    },
+    /// Delete `key` (absent already is fine).
+    Delete {
+        /// The key, relative to the own namespace.
+        key: &'a [u8],
+    },
+}
+
+impl BatchOp<'_> {
+    /// The key this op writes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key } => key,
+        }
+    }
+
+    /// Bytes of key and value, as the host counts them against its batch limit.
+    pub fn byte_len(&self) -> usize {
+        match self {
+            BatchOp::Put { key, value } => key.len() + value.len(),
+            BatchOp::Delete { key } => key.len(),
+        }
+    }
+}
+
 /// One page of a prefix scan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanPage {

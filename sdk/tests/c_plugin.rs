@@ -12,7 +12,7 @@ use std::process::Command;
 
 use huddle_sdk::abi::{
     HuddleClaim, HuddleHostApi, HuddleHostBuf, HuddlePluginDescriptor, HuddleRegistrationEvent,
-    HuddleRequestInfo,
+    HuddleRequestInfo, HuddleStoreOp,
 };
 use huddle_sdk::fake::{sample_request, FakeHost};
 use huddle_sdk::hosting::DescriptorError;
@@ -123,6 +123,7 @@ fn c_and_rust_layouts_agree() {
             auth_user_len, related_txn
         }
         HuddleRegistrationEvent { struct_size, kind, bindings, aor, aor_len }
+        HuddleStoreOp { op, key, key_len, value, value_len }
         HuddlePluginDescriptor {
             abi_major, abi_minor, struct_size, name, version, capabilities, init, destroy,
             handle_request, handle_response, on_timer, on_store_change, on_registration,
@@ -133,7 +134,7 @@ fn c_and_rust_layouts_agree() {
             respond, send_request, store_get, store_put, store_delete, store_cas, store_scan,
             store_watch, store_unwatch, set_timer, cancel_timer, media_answer, media_send_rtp,
             media_send_rtcp, media_request_keyframe, media_forward, media_close, emit_event,
-            media_tap
+            media_tap, store_batch
         }
     };
     let mut c = String::from(

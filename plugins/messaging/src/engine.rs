@@ -322,6 +322,12 @@ impl Engine {
         self.msgs.get(&seq).map(|m| &m.data)
     }
 
+    /// The message and target of an attempt in flight.
+    pub fn attempt(&self, attempt: u64) -> Option<(&Stored, &Target)> {
+        let (seq, target) = self.attempts.get(&attempt)?;
+        Some((self.message(*seq)?, target))
+    }
+
     /// How many messages are held (all users).
     pub fn len(&self) -> usize {
         self.msgs.len()

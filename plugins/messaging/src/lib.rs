@@ -26,6 +26,14 @@
 //! write per `history_flush_ms`), so a crash may lose the last batch of history, never an
 //! acknowledged message.
 //!
+//! # Events (webhooks)
+//!
+//! Raised with `Host::emit_event`, best effort, never with a body: `message.stored` once an
+//! undelivered message is durable (`id`, the 16-hex sequence number of its store key; `from`,
+//! `to`, `content_type`, `size` in bytes), and `message.delivered` each time a device accepts
+//! one (`id`, `from`, `to`, `binding`: the device's `location/` key, or `null` when the host
+//! forked it to the user's devices).
+//!
 //! # Reaching one device
 //!
 //! Each delivery names the binding it is for in a `Huddle-Binding` header (its `location/`
@@ -41,13 +49,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use huddle_sdk::serde::{Deserialize, Serialize};
 use huddle_sdk::{
-    Capabilities, Claim, Claims, Config, Error, Host, Method, NewRequest, Plugin,
+    Capabilities, Claim, Claims, Config, ConfigError, Error, Host, Method, NewRequest, Plugin,
     RegistrationEvent, Request, RequestId, Response, Result, StoreChange, TimerId, WatchId,
 };
 
 use engine::{user_of_binding, Effect, Engine, Incoming, Limits, Stored, Target};
 use wire::{Body, ImdnForm};
-use writer::{Job, Writers, TOKEN_FAILED};
+use writer::{Gather, Job, Writers, TOKEN_FAILED};
 
 /// The header that pins a request to one binding (the host strips it).
 pub const BINDING_HEADER: &str = "Huddle-Binding";
@@ -92,10 +100,21 @@ pub struct MessagingConfig {
     pub history_retention_secs: u64,
     /// How often buffered history is written, in milliseconds.
     pub history_flush_ms: u64,
-    /// Threads that write messages to the store, sharing each disk sync (group commit);
-    /// 0: write on the plugin's thread.
+    /// Threads that write messages to the store (each gathers writes into batches, one disk
+    /// sync per batch); 0: write on the plugin's thread, one sync per write.
     pub store_writers: usize,
+    /// How long a writer's first write waits for more to share its commit, in milliseconds
+    /// (0: only what is queued already). Its sender's 202 waits as long at most.
+    pub store_batch_window_ms: u64,
+    /// Writes in one commit at most (a full batch commits at once). Batches over the host's
+    /// `[store] plugin_batch_max_*` are split.
+    pub store_batch_max: usize,
 }
+
+/// The longest `store_batch_window_ms` accepted.
+pub const MAX_BATCH_WINDOW_MS: u64 = 1000;
+/// The largest `store_batch_max` accepted.
+pub const MAX_BATCH: usize = 65_536;
 
 impl Default for MessagingConfig {
     fn default() -> Self {
@@ -114,7 +133,9 @@ impl Default for MessagingConfig {
             imdn: ImdnForm::Both,
             history_retention_secs: 30 * 24 * 3600,
             history_flush_ms: 200,
-            store_writers: 4,
+            store_writers: 1,
+            store_batch_window_ms: 2,
+            store_batch_max: 256,
         }
     }
 }
@@ -183,6 +204,14 @@ struct BindingView {
 impl Plugin for Messaging {
     fn init(host: &Host, config: &Config, claims: &mut Claims) -> Result<Self> {
         let config: MessagingConfig = config.parse()?;
+        if config.store_batch_window_ms > MAX_BATCH_WINDOW_MS
+            || !(1..=MAX_BATCH).contains(&config.store_batch_max)
+        {
+            return Err(Error::InvalidConfig(ConfigError::custom(format!(
+                "store_batch_window_ms must be 0-{MAX_BATCH_WINDOW_MS} and store_batch_max \
+                 1-{MAX_BATCH}"
+            ))));
+        }
         for user in &config.users {
             claims.add(Claim::method("MESSAGE").with_user(user));
         }
@@ -198,7 +227,11 @@ impl Plugin for Messaging {
             device_window: config.device_window.clamp(1, 1024),
         };
         let location_watch = Some(host.namespace("location").watch(b"")?);
-        let writers = Writers::start(host, config.store_writers.min(64));
+        let gather = Gather {
+            window: Duration::from_millis(config.store_batch_window_ms),
+            max: config.store_batch_max,
+        };
+        let writers = Writers::start(host, config.store_writers.min(64), gather);
         // Stored messages and bindings are read on the first timer, outside `init`, so the
         // deliveries they start run like any other.
         host.set_timer(Duration::ZERO, TOKEN_START)?;
@@ -300,6 +333,11 @@ impl Plugin for Messaging {
         let id = response.request_id();
         let status = response.status();
         if let Some(attempt) = self.attempts.remove(&id) {
+            if (200..300).contains(&status) {
+                if let Some((stored, target)) = self.engine.attempt(attempt) {
+                    let _ = host.emit_event("message.delivered", &delivered_event(stored, target));
+                }
+            }
             let effects = self.engine.on_result(attempt, status, now_ms());
             self.run(host, effects);
         } else if let Some(request) = self.relays.remove(&id) {
@@ -520,6 +558,7 @@ impl Messaging {
                         continue;
                     };
                     let value = wire::encode(stored);
+                    let event = Some(stored_event(stored));
                     let reply = then.and_then(|txn| self.waiting.remove(&txn)).map(Box::new);
                     if let Some(request) = &reply {
                         // Answered 202 by the writer once durable (500 if the write fails).
@@ -535,17 +574,22 @@ impl Messaging {
                                 key,
                                 value,
                                 reply,
+                                event,
                             },
                         );
                     }
                 }
                 Effect::Persist { seq, then } => {
                     let written = match self.engine.message(seq) {
-                        Some(stored) => host.store().put(&queue_key(seq), &wire::encode(stored)),
+                        Some(stored) => host
+                            .store()
+                            .put(&queue_key(seq), &wire::encode(stored))
+                            .map(|()| stored_event(stored)),
                         None => Err(Error::NotFound),
                     };
                     match written {
-                        Ok(()) => {
+                        Ok(event) => {
+                            let _ = host.emit_event("message.stored", &event);
                             if let Some(txn) = then {
                                 queue.push_back(Effect::Respond {
                                     txn,
@@ -686,13 +730,23 @@ impl Messaging {
         }
     }
 
-    /// Writes buffered history as one batch (one store commit).
+    /// Writes buffered history as one record (on a writer when there are writers).
     fn flush(&mut self, host: &Host) {
         let Some(first) = self.history.first() else {
             return;
         };
         let key = format!("h/{:016x}-{:016x}", first.ts_ms, first.seq);
         let batch = std::mem::take(&mut self.history);
+        if let Some(writers) = &self.writers {
+            // Off this thread, sharing a commit with the messages being written.
+            let value = wire::encode(&batch);
+            let job = Job::Rewrite {
+                key: key.into_bytes(),
+                value,
+            };
+            writers.submit(host, 0, job);
+            return;
+        }
         if let Err(e) = host.store().put(key.as_bytes(), &wire::encode(&batch)) {
             huddle_sdk::warn!(host, "history of {} messages not written: {e}", batch.len());
         }
@@ -720,6 +774,36 @@ impl Messaging {
         let next = if deleted == SWEEP_BATCH { 1 } else { 600 };
         let _ = host.set_timer(Duration::from_secs(next), TOKEN_SWEEP);
     }
+}
+
+/// The `message.stored` event of a message made durable: who, what kind, how big; never the
+/// body.
+fn stored_event(m: &Stored) -> String {
+    serde_json::json!({
+        "id": format!("{:016x}", m.seq),
+        "from": m.from_uri,
+        "to": m.to,
+        "content_type": m.content_type,
+        "size": m.body.len(),
+    })
+    .to_string()
+}
+
+/// The `message.delivered` event of a message a device accepted: `binding` is the device's
+/// `location/` key, `null` when the host forked the message to the user's devices and one
+/// accepted.
+fn delivered_event(m: &Stored, target: &Target) -> String {
+    let binding = match target {
+        Target::Device(key) => Some(key.as_str()),
+        Target::Aor => None,
+    };
+    serde_json::json!({
+        "id": format!("{:016x}", m.seq),
+        "from": m.from_uri,
+        "to": m.to,
+        "binding": binding,
+    })
+    .to_string()
 }
 
 /// The MESSAGE that delivers `m` to `target`: the original From, Date and Content-Type.

@@ -331,3 +331,159 @@ fn a_device_failing_after_another_accepted_keeps_the_message_stored_for_it() {
     let record = String::from_utf8_lossy(&stored[0].1).into_owned();
     assert!(record.contains("bob@example.test/d2"), "{record}");
 }
+
+/// Sends `bodies` to offline bob on a plugin with one writer that gathers for up to `window_ms`
+/// (answering the host's one probe 480), stops it (the writer commits what it holds) and
+/// returns the host and the transactions.
+fn offline_burst(
+    host: FakeHost,
+    config: &str,
+    bodies: &[&str],
+) -> (FakeHost, Vec<huddle_sdk::TransactionId>) {
+    let mut plugin = host
+        .start(&huddle_plugin_export::entry(), config)
+        .expect("messaging starts");
+    plugin.advance(Duration::ZERO).unwrap();
+    let mut txns = Vec::new();
+    for body in bodies {
+        txns.push(
+            plugin
+                .request(sample_request("MESSAGE", BOB, body))
+                .unwrap(),
+        );
+        for probe in host.take_sent_requests() {
+            plugin
+                .answer(&probe, 480, "Temporarily Unavailable")
+                .unwrap();
+        }
+    }
+    (plugin.stop(), txns)
+}
+
+fn stored_count(host: &FakeHost) -> usize {
+    host.entries("")
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(b"q/"))
+        .count()
+}
+
+#[test]
+fn a_writer_gathers_writes_into_few_commits_and_answers_202_after_them() {
+    let bodies = ["b1", "b2", "b3", "b4", "b5", "b6"];
+    // A window far longer than the burst takes: every write shares the first one's commit
+    // (a second commit only if this thread stalled for a second).
+    let (host, txns) = offline_burst(
+        FakeHost::new(),
+        "store_writers = 1\nstore_batch_window_ms = 1000\nstore_batch_max = 64",
+        &bodies,
+    );
+    for txn in txns {
+        assert_eq!(host.final_response(txn).unwrap().status(), 202);
+    }
+    assert_eq!(stored_count(&host), bodies.len());
+    // The history, flushed on the way out, went through the writer too.
+    let history: Vec<HistoryEntry> = host
+        .entries("")
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(b"h/"))
+        .filter_map(|(_, v)| wire::decode::<Vec<HistoryEntry>>(&v))
+        .flatten()
+        .collect();
+    assert_eq!(history.len(), bodies.len());
+    let commits = host.batch_commits();
+    assert!(
+        (1..bodies.len()).contains(&commits),
+        "{commits} commits for {} writes",
+        bodies.len()
+    );
+}
+
+#[test]
+fn a_batch_over_the_host_limit_is_split_and_still_all_stored() {
+    let host = FakeHost::new();
+    host.set_batch_limit(Some((2, 1 << 20)));
+    let bodies = ["s1", "s2", "s3", "s4", "s5"];
+    let (host, txns) = offline_burst(
+        host,
+        "store_writers = 1\nstore_batch_window_ms = 1000\nstore_batch_max = 64",
+        &bodies,
+    );
+    for txn in txns {
+        assert_eq!(host.final_response(txn).unwrap().status(), 202);
+    }
+    assert_eq!(stored_count(&host), bodies.len());
+    assert!(host.batch_commits() >= 3, "{}", host.batch_commits());
+}
+
+#[test]
+fn a_host_without_batches_gets_one_write_at_a_time() {
+    let host = FakeHost::new();
+    host.set_batch_limit(None);
+    let bodies = ["o1", "o2", "o3"];
+    let (host, txns) = offline_burst(host, "store_writers = 1", &bodies);
+    for txn in txns {
+        assert_eq!(host.final_response(txn).unwrap().status(), 202);
+    }
+    assert_eq!(stored_count(&host), bodies.len());
+    assert_eq!(host.batch_commits(), 0);
+}
+
+#[test]
+fn batch_settings_out_of_range_are_refused() {
+    for bad in ["store_batch_max = 0", "store_batch_window_ms = 5000"] {
+        let host = FakeHost::new();
+        assert!(
+            host.start(&huddle_plugin_export::entry(), bad).is_err(),
+            "{bad} accepted"
+        );
+    }
+}
+
+#[test]
+fn stored_and_delivered_events_name_the_message_never_its_body() {
+    let host = FakeHost::with_capabilities(
+        Capabilities::ALL
+            .without(Capabilities::MEDIA)
+            .with(Capabilities::EVENTS),
+    );
+    let mut plugin = host
+        .start(&huddle_plugin_export::entry(), "store_writers = 0")
+        .expect("messaging starts");
+    plugin.advance(Duration::ZERO).unwrap();
+    let txn = plugin
+        .request(sample_request("MESSAGE", BOB, "secret words"))
+        .unwrap();
+    for probe in host.take_sent_requests() {
+        plugin
+            .answer(&probe, 480, "Temporarily Unavailable")
+            .unwrap();
+    }
+    assert_eq!(host.final_response(txn).unwrap().status(), 202);
+    register(&host, &mut plugin, "bob@example.test/d1");
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 1);
+    plugin.answer(&sent[0], 200, "OK").unwrap();
+
+    let events = host.events();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["message.stored", "message.delivered"]);
+    for (_, details) in &events {
+        assert!(!details.contains("secret"), "{details}");
+    }
+    let stored: serde_json::Value = serde_json::from_str(&events[0].1).unwrap();
+    assert_eq!(stored["from"], "sip:alice@example.test");
+    assert_eq!(stored["to"], BOB);
+    assert_eq!(stored["size"], "secret words".len());
+    assert!(stored["content_type"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("text/plain")));
+    let key = format!("q/{}", stored["id"].as_str().unwrap());
+    let delivered: serde_json::Value = serde_json::from_str(&events[1].1).unwrap();
+    assert_eq!(delivered["id"], stored["id"]);
+    assert_eq!(delivered["binding"], "bob@example.test/d1");
+    assert_eq!(delivered["to"], BOB);
+    assert!(
+        host.get("", key.as_bytes()).is_none(),
+        "delivered: unstored"
+    );
+}

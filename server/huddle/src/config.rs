@@ -275,12 +275,24 @@ pub struct TlsConfig {
 pub struct StoreConfig {
     /// The redb file; relative paths are relative to the config file.
     pub path: PathBuf,
+    /// The most operations one plugin `store_batch` call may carry (ABI 1.3).
+    pub plugin_batch_max_ops: usize,
+    /// The most bytes (keys and values) one plugin `store_batch` call may carry.
+    pub plugin_batch_max_bytes: usize,
 }
+
+/// The largest `[store] plugin_batch_max_ops` accepted.
+pub const MAX_PLUGIN_BATCH_OPS: usize = 65_536;
+/// The largest `[store] plugin_batch_max_bytes` accepted (the store's own cap on one value is
+/// 4 MiB; a batch may hold several).
+pub const MAX_PLUGIN_BATCH_BYTES: usize = 256 * 1024 * 1024;
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: PathBuf::from("huddle.redb"),
+            plugin_batch_max_ops: 1024,
+            plugin_batch_max_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -448,6 +460,10 @@ pub enum ConfigError {
         path: PathBuf,
         source: crate::webhooks::ConfigProblem,
     },
+    #[error(
+        "{path}: [store] plugin_batch_max_ops must be 1-{MAX_PLUGIN_BATCH_OPS} and plugin_batch_max_bytes 1-{MAX_PLUGIN_BATCH_BYTES}"
+    )]
+    StoreBatch { path: PathBuf },
     #[error("{path}: [[plugins]] entry {}: name {name:?} is used by another entry", index + 1)]
     PluginDuplicate {
         path: PathBuf,
@@ -517,6 +533,12 @@ impl Config {
             && (config.tls.cert.is_none() || config.tls.key.is_none())
         {
             return Err(ConfigError::TlsMissing { path });
+        }
+        let store = &config.store;
+        if !(1..=MAX_PLUGIN_BATCH_OPS).contains(&store.plugin_batch_max_ops)
+            || !(1..=MAX_PLUGIN_BATCH_BYTES).contains(&store.plugin_batch_max_bytes)
+        {
+            return Err(ConfigError::StoreBatch { path });
         }
         check_plugins(&config.plugins, &path)?;
         if let Err(name) = config.media.settings() {
@@ -651,6 +673,18 @@ mod tests {
         ] {
             let err = parse(extra).unwrap_err().to_string();
             assert!(err.contains(needle), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn plugin_batch_limits_are_checked() {
+        let ok = parse("").unwrap();
+        assert_eq!(ok.store.plugin_batch_max_ops, 1024);
+        let ok = parse("[store]\nplugin_batch_max_ops = 7\n").unwrap();
+        assert_eq!(ok.store.plugin_batch_max_ops, 7);
+        for bad in ["plugin_batch_max_ops = 0", "plugin_batch_max_bytes = 0"] {
+            let err = parse(&format!("[store]\n{bad}\n")).unwrap_err().to_string();
+            assert!(err.contains("plugin_batch_max_ops must be"), "{bad}: {err}");
         }
     }
 

@@ -308,7 +308,11 @@ pub fn start(
             path: entry.path.clone(),
             source,
         })?
-        .with_ops(config.ops.clone());
+        .with_ops(config.ops.clone())
+        .with_batch_limit(
+            config.store.plugin_batch_max_ops,
+            config.store.plugin_batch_max_bytes,
+        );
         let instance =
             PluginInstance::start(loaded.entry(), Arc::new(services), &config_text(entry))
                 .map_err(|source| {

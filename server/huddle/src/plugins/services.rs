@@ -21,8 +21,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use huddle_sdk::hosting::HostServices;
 use huddle_sdk::{
-    Capabilities, Error, Level, MediaSessionId, Message, Method, RequestId, Result, ScanPage,
-    StoreChange, TimerId, TransactionId, WatchId,
+    BatchOp, Capabilities, Error, Level, MediaSessionId, Message, Method, RequestId, Result,
+    ScanPage, StoreChange, TimerId, TransactionId, WatchId,
 };
 use huddle_sip::message::HeaderName;
 use tokio::sync::{mpsc, Semaphore};
@@ -31,7 +31,7 @@ use tokio::task::AbortHandle;
 use super::mailbox::{Job, Mailbox, MediaJob};
 use super::HostCommand;
 use crate::media::{MediaEngine, MediaError, MediaEvents};
-use crate::store::{Access, Namespace, Scoped, Store, StoreError, WatchEvent, MAX_SCAN_PAGE};
+use crate::store::{Access, Namespace, Op, Scoped, Store, StoreError, WatchEvent, MAX_SCAN_PAGE};
 
 /// Timers one instance may have armed at once.
 pub(crate) const MAX_TIMERS: usize = 65_536;
@@ -209,6 +209,8 @@ pub(crate) struct Services {
     media: Option<(MediaEngine, Arc<PluginMedia>)>,
     /// Where `emit_event` goes (the webhooks); `None`: events are accepted and dropped.
     ops: Option<Arc<crate::admin::Ops>>,
+    /// `store_batch` limits: operations, bytes of keys and values (`[store]`).
+    batch_limit: (usize, usize),
 }
 
 impl Services {
@@ -242,7 +244,17 @@ impl Services {
             }),
             shared,
             ops: None,
+            batch_limit: (
+                crate::config::StoreConfig::default().plugin_batch_max_ops,
+                crate::config::StoreConfig::default().plugin_batch_max_bytes,
+            ),
         })
+    }
+
+    /// Limits `store_batch` to `max_ops` operations and `max_bytes` of keys and values.
+    pub(crate) fn with_batch_limit(mut self, max_ops: usize, max_bytes: usize) -> Self {
+        self.batch_limit = (max_ops, max_bytes);
+        self
     }
 
     /// Sends this instance's events (`emit_event`) to the webhooks of `ops`.
@@ -413,6 +425,29 @@ impl HostServices for Services {
 
     fn store_delete(&self, key: &[u8]) -> Result<bool> {
         self.own.delete(key).map_err(|e| self.store_error(e))
+    }
+
+    fn store_batch(&self, ops: &[BatchOp<'_>]) -> Result<()> {
+        let (max_ops, max_bytes) = self.batch_limit;
+        let bytes: usize = ops.iter().map(BatchOp::byte_len).sum();
+        if ops.len() > max_ops || bytes > max_bytes {
+            tracing::warn!(
+                plugin = %self.shared.name,
+                ops = ops.len(),
+                bytes,
+                "store_batch refused: over [store] plugin_batch_max_ops = {max_ops} or \
+                 plugin_batch_max_bytes = {max_bytes}"
+            );
+            return Err(Error::TooLarge);
+        }
+        let ops = ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::Put { key, value } => Op::put(*key, *value),
+                BatchOp::Delete { key } => Op::delete(*key),
+            })
+            .collect();
+        self.own.apply_batch(ops).map_err(|e| self.store_error(e))
     }
 
     fn store_compare_and_swap(
@@ -642,6 +677,43 @@ mod tests {
             kit.store_compare_and_swap(b"k", Some(b"nope"), Some(b"w")),
             Ok(Err(Some(b"v".to_vec())))
         );
+    }
+
+    #[tokio::test]
+    async fn a_batch_commits_in_the_own_namespace_within_its_limits() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        store.put(b"plugin/kit/old", b"x").unwrap();
+        let (kit, _rx) = services("kit", store.clone());
+        let kit = kit.with_batch_limit(3, 64);
+        kit.store_batch(&[
+            BatchOp::Put {
+                key: b"a",
+                value: b"1",
+            },
+            BatchOp::Delete { key: b"old" },
+            BatchOp::Delete {
+                key: b"never-there",
+            },
+        ])
+        .unwrap();
+        assert_eq!(
+            store.get(b"plugin/kit/a").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(store.get(b"plugin/kit/old").unwrap(), None);
+        // Four ops, or more than 64 bytes: refused whole, nothing written.
+        let four = [BatchOp::Delete { key: b"a" }; 4];
+        assert_eq!(kit.store_batch(&four), Err(Error::TooLarge));
+        let big = [BatchOp::Put {
+            key: b"b",
+            value: &[0; 64],
+        }];
+        assert_eq!(kit.store_batch(&big), Err(Error::TooLarge));
+        assert_eq!(
+            store.get(b"plugin/kit/a").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(store.get(b"plugin/kit/b").unwrap(), None);
     }
 
     #[tokio::test]

@@ -35,11 +35,16 @@ fn plugins_list_shows_each_plugin_or_why_not() {
     std::fs::write(&config, good).unwrap();
     let (ok, out) = list(&config);
     assert!(ok, "{out}");
+    let abi = format!(
+        "abi:          {}.{}",
+        huddle_sdk::abi::HUDDLE_PLUGIN_ABI_MAJOR,
+        huddle_sdk::abi::HUDDLE_PLUGIN_ABI_MINOR
+    );
     for needle in [
         "echo\n",
         "libecho.so",
         "version:      0.1.0",
-        "abi:          1.2",
+        abi.as_str(),
         "capabilities: send_request",
         "claims:       method=MESSAGE user=echo (from init)",
         "kit\n",

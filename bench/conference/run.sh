@@ -36,9 +36,8 @@ source "$root/bench/lib.sh"
 
 sizes=${BENCH_CONF_SIZES:-"2 4 9 16 25"}
 secs=${BENCH_CONF_SECS:-10}
-# The shape is "1280x720@30:1500 640x360@15:500"; a room with a lower profile at a
-# 720p canvas does not start its composite reliably yet (see README), so one profile by default.
-profiles=${BENCH_CONF_PROFILES:-"1280x720@30:1500"}
+# The shape: a 720p30 canvas and a 360p15 lower profile.
+profiles=${BENCH_CONF_PROFILES:-"1280x720@30:1500 640x360@15:500"}
 server_cpu=${BENCH_SERVER_CPU:-0}
 client_cpu=${BENCH_CLIENT_CPU:-1}
 target="${CARGO_TARGET_DIR:-$root/target}/release"

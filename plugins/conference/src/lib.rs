@@ -7,8 +7,12 @@
 //! * [`room`]: which rooms exist (configured, or on demand under a prefix), PINs (`;pin=` in
 //!   the Request-URI or a `TP-BridgePin` header → 403 when wrong or missing), seats, members
 //!   versus guests (public rooms admit callers who did not log in, under their display name).
-//! * [`sdp`]: the offer narrowed to what the mixer decodes (Opus/PCMU/PCMA, VP8) before the
-//!   host's media engine answers it.
+//! * [`sdp`]: the offer narrowed to what the mixer decodes (Opus/PCMU/PCMA; VP8, or H.264
+//!   when VP8 is not offered) before the host's media engine answers it. The composite goes out
+//!   as VP8 only, so a caller offering H.264 but not VP8 (packetization-mode=1, Baseline or
+//!   Constrained Baseline) is answered receive-only on video: their picture is mixed, but they
+//!   see no composite (an answer listing H.264 alone leaves no codec we can send on that
+//!   m-line). Whenever VP8 is offered, VP8 alone is answered, whatever the offer's order.
 //! * [`media`]: GStreamer pipelines (decode, composite, encode once per room) and the mixer
 //!   thread; [`mix`] and [`layout`] are its pure parts.
 //! * [`events`]: RFC 4575 conference-info for `SUBSCRIBE Event: conference` to a room, and the
@@ -44,7 +48,7 @@ use huddle_sdk::{
     Method, Plugin, Request, RequestId, Response, Result, StoreChange, TimerId, WatchId,
 };
 
-use media::{LegSpec, RoomMedia};
+use media::{LegSpec, RoomMedia, VideoSpec};
 use room::{Caller, RoomSettings, Rooms};
 use sdp::Kind;
 
@@ -507,7 +511,7 @@ impl Conference {
         };
         let streams = sdp::answer_streams(&String::from_utf8_lossy(&answer));
         let audio = streams.iter().find(|s| matches!(s.kind, Kind::Audio(_)));
-        let video = streams.iter().find(|s| s.kind == Kind::Video);
+        let video = streams.iter().find(|s| matches!(s.kind, Kind::Video(_)));
         if audio.is_none() && video.is_none() {
             let _ = host.close_media(session);
             return host.reply(&request, 488, "Not Acceptable Here - No Mixable Codec");
@@ -554,9 +558,18 @@ impl Conference {
             display: caller.display.clone(),
             audio: audio.and_then(|a| match a.kind {
                 Kind::Audio(codec) => Some((a.mid.clone(), codec, a.pt)),
-                Kind::Video => None,
+                Kind::Video(_) => None,
             }),
-            video: video.map(|v| (v.mid.clone(), v.pt, v.receiving)),
+            video: video.and_then(|v| match v.kind {
+                Kind::Video(codec) => Some(VideoSpec {
+                    mid: v.mid.clone(),
+                    codec,
+                    pt: v.pt,
+                    receiving: v.receiving,
+                    sending: v.sending,
+                }),
+                Kind::Audio(_) => None,
+            }),
         };
         let joined = self
             .media
@@ -593,7 +606,7 @@ impl Conference {
             entity: caller.member.clone(),
             dialog: call_dialog,
             audio_mid: spec.audio.as_ref().map(|a| a.0.clone()),
-            video_mid: spec.video.as_ref().map(|v| v.0.clone()),
+            video_mid: spec.video.as_ref().map(|v| v.mid.clone()),
             video_in: sends_video,
             display: caller.display.clone(),
             profile,
@@ -632,9 +645,9 @@ impl Conference {
         // Video stopped (a=recvonly/inactive: camera off) or started again: swap their tile
         // between the decoded picture and the named placeholder, and tell subscribers.
         let streams = sdp::answer_streams(&String::from_utf8_lossy(&answer));
-        let video = streams
-            .iter()
-            .find(|s| s.kind == Kind::Video && call.video_mid.as_deref() == Some(s.mid.as_str()));
+        let video = streams.iter().find(|s| {
+            matches!(s.kind, Kind::Video(_)) && call.video_mid.as_deref() == Some(s.mid.as_str())
+        });
         let audio_in = streams
             .iter()
             .any(|s| matches!(s.kind, Kind::Audio(_)) && s.receiving);
@@ -642,8 +655,11 @@ impl Conference {
         let (session, room, display) = (call.session, call.room.clone(), call.display.clone());
         if video_in != call.video_in {
             if let Some(m) = self.media.get_mut(&room) {
-                let pt = video.map(|v| v.pt).filter(|_| video_in);
-                if let Err(e) = m.set_video(session.0, &display, pt) {
+                let input = video.filter(|_| video_in).and_then(|v| match v.kind {
+                    Kind::Video(codec) => Some((codec, v.pt)),
+                    Kind::Audio(_) => None,
+                });
+                if let Err(e) = m.set_video(session.0, &display, input) {
                     huddle_sdk::warn!(host, "room {room}: tile of {display} not swapped: {}", e.0);
                 }
             }
@@ -762,7 +778,7 @@ impl Conference {
         let Some(m) = self.media.get_mut(room) else {
             return;
         };
-        if let Err(e) = m.show_screen(&screen.display) {
+        if let Err(e) = m.show_screen(&screen.display, screen.codec) {
             huddle_sdk::error!(host, "room {room}: cannot show the shared screen: {}", e.0);
             return;
         }
@@ -1338,12 +1354,189 @@ mod tests {
 
     /// A presentation record of the relay for `room`: presenter session `session`, mid `0`.
     fn presentation(room: &str, session: u64) -> Vec<u8> {
+        presentation_in(room, session, "vp8")
+    }
+
+    /// The same in `codec`.
+    fn presentation_in(room: &str, session: u64, codec: &str) -> Vec<u8> {
         format!(
             "{{\"v\":1,\"room\":\"{room}\",\"presenter\":\"carol\",\"display\":\"Carol\",\
              \"screen_uri\":\"sip:{room}-screen@example.test\",\"started\":1,\
-             \"session\":{session},\"video_mid\":\"0\",\"codec\":\"vp8\"}}"
+             \"session\":{session},\"video_mid\":\"0\",\"codec\":\"{codec}\"}}"
         )
         .into_bytes()
+    }
+
+    /// `frames` white frames of 160x90 H.264 (Constrained Baseline, packetization-mode 1, as
+    /// browsers send it) as RTP on payload type `pt`, from openh264's encoder.
+    fn h264_rtp_packets(frames: i32, pt: u8) -> Vec<Vec<u8>> {
+        use gstreamer::prelude::*;
+        gstreamer::init().unwrap();
+        let pipeline = gstreamer::parse::launch(&format!(
+            "videotestsrc num-buffers={frames} pattern=white \
+             ! video/x-raw,width=160,height=90,framerate=15/1 ! openh264enc \
+             ! rtph264pay pt={pt} config-interval=-1 ! appsink name=out sync=false"
+        ))
+        .unwrap()
+        .downcast::<gstreamer::Pipeline>()
+        .unwrap();
+        let sink = pipeline
+            .by_name("out")
+            .unwrap()
+            .downcast::<gstreamer_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gstreamer::State::Playing).unwrap();
+        let mut out = Vec::new();
+        while let Ok(sample) = sink.pull_sample() {
+            if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
+                out.push(map.to_vec());
+            }
+        }
+        pipeline.set_state(gstreamer::State::Null).unwrap();
+        assert!(
+            out.len() >= frames as usize,
+            "one packet per frame at least"
+        );
+        out
+    }
+
+    /// The last picture of the VP8 composite sent to `session` from position `from` of the
+    /// FakeHost's media log, decoded by GStreamer: its width and its luma plane (rows of
+    /// `width` bytes).
+    fn last_composite_picture(
+        host: &FakeHost,
+        session: MediaSessionId,
+        from: usize,
+    ) -> Option<(usize, Vec<u8>)> {
+        use gstreamer::prelude::*;
+        let pipeline = gstreamer::parse::launch(
+            "appsrc name=in format=time \
+             caps=application/x-rtp,media=video,encoding-name=VP8,clock-rate=90000,payload=96 \
+             ! rtpvp8depay ! vp8dec ! videoconvert ! video/x-raw,format=GRAY8 \
+             ! appsink name=out sync=false",
+        )
+        .unwrap()
+        .downcast::<gstreamer::Pipeline>()
+        .unwrap();
+        let src = pipeline
+            .by_name("in")
+            .unwrap()
+            .downcast::<gstreamer_app::AppSrc>()
+            .unwrap();
+        let sink = pipeline
+            .by_name("out")
+            .unwrap()
+            .downcast::<gstreamer_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gstreamer::State::Playing).unwrap();
+        for c in host.media_calls().iter().skip(from) {
+            if let huddle_sdk::fake::MediaCall::Rtp {
+                session: s,
+                mid,
+                packet,
+            } = c
+            {
+                if *s == session && mid == "1" {
+                    let mut p = packet.clone();
+                    p[1] = (p[1] & 0x80) | 96;
+                    src.push_buffer(gstreamer::Buffer::from_mut_slice(p))
+                        .unwrap();
+                }
+            }
+        }
+        src.end_of_stream().unwrap();
+        let mut last = None;
+        while let Ok(sample) = sink.pull_sample() {
+            let width = sample
+                .caps()
+                .and_then(|c| c.structure(0)?.get::<i32>("width").ok())
+                .and_then(|w| usize::try_from(w).ok());
+            let info = sample
+                .caps()
+                .and_then(|c| gstreamer_video::VideoInfo::from_caps(c).ok());
+            if let (Some(width), Some(info), Some(buffer)) = (width, info, sample.buffer()) {
+                let map = buffer.map_readable().ok()?;
+                let stride = info.stride()[0] as usize;
+                let rows = map.len() / stride;
+                let luma = (0..rows)
+                    .flat_map(|r| map[r * stride..r * stride + width].to_vec())
+                    .collect();
+                last = Some((width, luma));
+            }
+        }
+        pipeline.set_state(gstreamer::State::Null).unwrap();
+        last
+    }
+
+    /// A screen shared in H.264 (the relay negotiated it) is decoded and mixed like a VP8
+    /// one: real H.264 RTP from openh264 into the tapped stream, and the white screen shows
+    /// in its place on the composite that alice decodes. Real GStreamer pipelines.
+    #[test]
+    fn a_screen_shared_in_h264_is_decoded_into_the_composite() {
+        let host = FakeHost::with_capabilities(Capabilities::ALL);
+        host.allow_namespace("plugin/screenshare");
+        let mut plugin = host
+            .start(&huddle_plugin_export::entry(), CONFIG)
+            .expect("conference starts");
+        let uri = "sip:stage@example.test";
+        let alice = join_av(&host, &mut plugin, uri, "alice", 1000);
+        let _bob = join_av(&host, &mut plugin, uri, "bob", 1000);
+        let mark = host.media_calls().len();
+        assert!(eventually(|| composite_to(&host, alice, mark).1 >= 5));
+
+        let presenter = MediaSessionId(4242);
+        host.put(
+            "plugin/screenshare",
+            b"presentations/stage",
+            &presentation_in("stage", presenter.0, "h264"),
+        );
+        plugin.deliver_changes().unwrap();
+        assert_eq!(layout_of(&host, "stage"), "presenter");
+        assert!(
+            !host.logged(huddle_sdk::Level::Warn, "cannot be shown"),
+            "H.264 is not refused"
+        );
+        let shown = host.media_calls().len();
+        for p in h264_rtp_packets(15, 102) {
+            plugin.incoming_rtp(presenter, "0", &p).unwrap();
+        }
+        let fed = host.media_calls().len();
+        assert!(
+            eventually(|| composite_to(&host, alice, fed).1 >= 10),
+            "the canvas keeps coming"
+        );
+        // The screen's place (the stage canvas is 320x180, two participants as thumbnails):
+        // its upper middle, clear of the label, is white; the canvas's background is black
+        // and the placeholders are dark.
+        let screen = layout::arrange(layout::LayoutKind::Grid, 2, 320, 180, None, true)
+            .screen
+            .expect("a screen place");
+        let (width, luma) = last_composite_picture(&host, alice, shown).expect("a picture");
+        assert_eq!(width, 320);
+        let (x0, x1) = (screen.x + screen.w / 4, screen.x + screen.w * 3 / 4);
+        let (y0, y1) = (screen.y + screen.h / 8, screen.y + screen.h / 2);
+        let mut sum = 0u64;
+        let mut n = 0u64;
+        for y in y0..y1 {
+            for x in x0..x1 {
+                sum += u64::from(luma[y as usize * width + x as usize]);
+                n += 1;
+            }
+        }
+        let mean = sum / n;
+        assert!(mean > 200, "the H.264 screen shows (mean luma {mean})");
+        // Beside it (the canvas's left edge, letterboxed) it is not white.
+        assert!(screen.x > 0, "the screen is letterboxed: {screen:?}");
+        let rows = screen.y as usize..(screen.y + screen.h) as usize;
+        let outside = rows
+            .clone()
+            .map(|y| u64::from(luma[y * width]))
+            .sum::<u64>()
+            / rows.len() as u64;
+        assert!(
+            outside < 120,
+            "only the screen is white (edge luma {outside})"
+        );
     }
 
     fn layout_of(host: &FakeHost, room: &str) -> String {

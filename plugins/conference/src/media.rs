@@ -6,8 +6,9 @@
 //! video (one pipeline per room):
 //!   videotestsrc(live, black) ───────────────────────────────┐ (background: keeps the
 //!   appsrc(RTP VP8) → rtpvp8depay → vp8dec → textoverlay → queue ─┤  canvas ticking when an
-//!   videotestsrc(placeholder) → textoverlay → queue ──────────────┤  uplink freezes)
-//!   appsrc(tapped screen, VP8) → depay → vp8dec → textoverlay → queue ┤ (while one is shared)
+//!   appsrc(RTP H.264) → rtph264depay → avdec_h264 → … → queue ─────┤  uplink freezes)
+//!   videotestsrc(placeholder) → textoverlay → queue ──────────────┤
+//!   appsrc(tapped screen, VP8/H.264) → depay → decode → textoverlay → queue ┤ (while one is shared)
 //!                                        compositor → tee ─┬→ queue → vp8enc → rtpvp8pay → appsink ─► receivers of
 //!                                                          │                                        profile 0 (canvas)
 //!                                                          └→ queue → videorate → videoscale → vp8enc → … ─► profile 1, …
@@ -24,6 +25,14 @@
 //! receiver's profile only (rate-limited, since it is shared by the profile's receivers).
 //! Every tile and every encoder branch sits behind a leaky queue: a frozen uplink or a slow
 //! encoder never holds the canvas back.
+//!
+//! A participant's video comes in as VP8 or H.264 (Baseline/Constrained Baseline,
+//! packetization-mode 1: `sdp.rs` says when); only the depayloader and decoder differ, the rest
+//! of the tile is the same. H.264 is decoded by libav's `avdec_h264` rather than `openh264dec`:
+//! it decodes every profile a sender may actually put in the stream (openh264 only Constrained
+//! Baseline), and conceals lost slices instead of dropping whole frames. It runs one thread per
+//! tile: libav's frame threading would add a frame of delay per thread, and a room has a
+//! decoder per participant already.
 //!
 //! A shared screen (the relay's presenter, tapped through the host: [`RoomMedia::show_screen`])
 //! is one more input, built like a participant's and behind the same leaky queue (a frozen
@@ -48,7 +57,7 @@ use crate::cpu::RoomCpu;
 use crate::layout::{arrange, shown, LayoutKind};
 use crate::mix::{level_dbov, mix_minus, SpeakerDetector, FRAME};
 use crate::room::{ParticipantId, VideoProfile};
-use crate::sdp::AudioCodec;
+use crate::sdp::{AudioCodec, VideoCodec};
 
 /// At most 200 ms of decoded audio waits per participant; a sender running fast loses its
 /// oldest samples rather than growing the delay.
@@ -291,10 +300,26 @@ pub struct LegSpec {
     pub display: String,
     /// Audio stream: mid, codec, payload type.
     pub audio: Option<(String, AudioCodec, u8)>,
-    /// Video stream: mid, payload type, whether they send video to us.
-    pub video: Option<(String, u8, bool)>,
+    /// Video stream.
+    pub video: Option<VideoSpec>,
     /// The output profile they receive.
     pub profile: usize,
+}
+
+/// A participant's video stream as negotiated.
+#[derive(Debug, Clone)]
+pub struct VideoSpec {
+    /// Its mid.
+    pub mid: String,
+    /// The codec the answer chose (what they send us).
+    pub codec: VideoCodec,
+    /// Its payload type (also the one the composite goes out on, when we send).
+    pub pt: u8,
+    /// Whether they send video to us.
+    pub receiving: bool,
+    /// Whether we send them the composite (VP8, on this payload type): not on an H.264-only
+    /// m-line.
+    pub sending: bool,
 }
 
 /// A live room's pipelines and mixer.
@@ -471,18 +496,17 @@ impl RoomMedia {
                 encoder: Some(encoder),
             });
         }
-        let sends_video = spec.video.as_ref().is_some_and(|v| v.2);
-        self.add_tile(
-            &mut leg,
-            id,
-            &spec.display,
-            sends_video.then(|| spec.video.as_ref().map_or(96, |v| v.1)),
-        )?;
-        if let Some((mid, pt, _)) = &spec.video {
+        let video_in = spec
+            .video
+            .as_ref()
+            .filter(|v| v.receiving)
+            .map(|v| (v.codec, v.pt));
+        self.add_tile(&mut leg, id, &spec.display, video_in)?;
+        if let Some(v) = spec.video.as_ref().filter(|v| v.sending) {
             lock(&self.shared.video_out).push(Receiver::new(
                 spec.session,
-                mid.clone(),
-                *pt,
+                v.mid.clone(),
+                v.pt,
                 spec.profile.min(self.encoders.len() - 1),
             ));
         }
@@ -491,18 +515,14 @@ impl RoomMedia {
         Ok(())
     }
 
-    /// Shows a shared screen (VP8 RTP to come through [`RoomMedia::screen_rtp`]), labelled
-    /// `label`: the canvas switches to the presenter layout. A screen already shown is
-    /// replaced.
-    pub fn show_screen(&mut self, label: &str) -> Result<(), MediaError> {
+    /// Shows a shared screen (RTP in `codec` to come through [`RoomMedia::screen_rtp`]),
+    /// labelled `label`: the canvas switches to the presenter layout. A screen already shown
+    /// is replaced.
+    pub fn show_screen(&mut self, label: &str, codec: VideoCodec) -> Result<(), MediaError> {
         self.hide_screen();
-        let caps = gst::Caps::builder("application/x-rtp")
-            .field("media", "video")
-            .field("encoding-name", "VP8")
-            .field("clock-rate", 90000i32)
-            .field("payload", i32::from(SCREEN_PT))
-            .build();
+        let caps = video_rtp_caps(codec, SCREEN_PT);
         let src = live_appsrc(&caps, 4_000_000, true);
+        let [depay, decoder] = video_decoder(codec)?;
         let overlay = make("textoverlay")?;
         overlay.set_property("text", label);
         overlay.set_property("font-desc", "Sans 18");
@@ -510,8 +530,8 @@ impl RoomMedia {
         overlay.set_property_from_str("valignment", "bottom");
         let branch = vec![
             src.clone().upcast(),
-            make("rtpvp8depay")?,
-            make("vp8dec")?,
+            depay,
+            decoder,
             make("videoconvert")?,
             overlay,
             // A frozen screen must not hold the canvas back.
@@ -596,13 +616,13 @@ impl RoomMedia {
         let _ = screen.src.push_buffer(gst::Buffer::from_mut_slice(packet));
     }
 
-    /// A tile for `id`: their decoded video (`Some(pt)`) or a named placeholder.
+    /// A tile for `id`: their decoded video (`Some((codec, pt))`) or a named placeholder.
     fn add_tile(
         &mut self,
         leg: &mut Leg,
         id: ParticipantId,
         display: &str,
-        video_pt: Option<u8>,
+        video_in: Option<(VideoCodec, u8)>,
     ) -> Result<(), MediaError> {
         let fps = self.shared.canvas.fps as i32;
         let mut branch: Vec<gst::Element> = Vec::new();
@@ -611,20 +631,13 @@ impl RoomMedia {
         label.set_property("font-desc", "Sans 18");
         label.set_property_from_str("halignment", "left");
         label.set_property_from_str("valignment", "bottom");
-        match video_pt {
-            Some(pt) => {
-                let caps = gst::Caps::builder("application/x-rtp")
-                    .field("media", "video")
-                    .field("encoding-name", "VP8")
-                    .field("clock-rate", 90000i32)
-                    .field("payload", i32::from(pt))
-                    .build();
-                let src = live_appsrc(&caps, 2_000_000, true);
+        match video_in {
+            Some((codec, pt)) => {
+                let src = live_appsrc(&video_rtp_caps(codec, pt), 2_000_000, true);
                 leg.video_in = Some(src.clone());
                 leg.video_pt = pt;
                 branch.push(src.upcast());
-                branch.push(make("rtpvp8depay")?);
-                branch.push(make("vp8dec")?);
+                branch.extend(video_decoder(codec)?);
                 branch.push(make("videoconvert")?);
             }
             None => {
@@ -678,18 +691,19 @@ impl RoomMedia {
         Ok(())
     }
 
-    /// Swaps a participant's tile between their video (`Some(pt)`) and the named placeholder.
+    /// Swaps a participant's tile between their video (`Some((codec, pt))`) and the named
+    /// placeholder.
     pub fn set_video(
         &mut self,
         id: ParticipantId,
         display: &str,
-        video_pt: Option<u8>,
+        video_in: Option<(VideoCodec, u8)>,
     ) -> Result<(), MediaError> {
         let Some(mut leg) = self.legs.remove(&id) else {
             return Ok(());
         };
         self.remove_tile(&mut leg, id);
-        let added = self.add_tile(&mut leg, id, display, video_pt);
+        let added = self.add_tile(&mut leg, id, display, video_in);
         self.legs.insert(id, leg);
         self.shared.relayout();
         added
@@ -1061,6 +1075,28 @@ fn raw_video_caps(profile: &VideoProfile) -> gst::Caps {
         .field("height", profile.height as i32)
         .field("framerate", gst::Fraction::new(profile.fps as i32, 1))
         .build()
+}
+
+/// The RTP caps of a video input in `codec` on payload type `pt`.
+fn video_rtp_caps(codec: VideoCodec, pt: u8) -> gst::Caps {
+    gst::Caps::builder("application/x-rtp")
+        .field("media", "video")
+        .field("encoding-name", codec.encoding_name())
+        .field("clock-rate", 90000i32)
+        .field("payload", i32::from(pt))
+        .build()
+}
+
+/// The depayloader and decoder of a video input (see the module doc for the H.264 choice).
+fn video_decoder(codec: VideoCodec) -> Result<[gst::Element; 2], MediaError> {
+    Ok(match codec {
+        VideoCodec::Vp8 => [make("rtpvp8depay")?, make("vp8dec")?],
+        VideoCodec::H264 => {
+            let decoder = make("avdec_h264")?;
+            decoder.set_property("max-threads", 1i32);
+            [make("rtph264depay")?, decoder]
+        }
+    })
 }
 
 /// A VP8 encoder for a profile: real-time, fixed speed, constant bitrate, no look-ahead.

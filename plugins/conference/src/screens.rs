@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use huddle_sdk::serde::Deserialize;
 use huddle_sdk::MediaSessionId;
 
+use crate::sdp::VideoCodec;
+
 /// The prefix of presentation records in the relay's namespace.
 pub const PRESENTATIONS: &str = "presentations/";
 
@@ -40,6 +42,8 @@ pub struct Screen {
     pub mid: String,
     /// Who presents, for the tile's label.
     pub display: String,
+    /// The codec the relay negotiated (VP8 or H.264; both decoded).
+    pub codec: VideoCodec,
 }
 
 /// Why a record cannot be shown.
@@ -64,14 +68,15 @@ pub fn parse(key: &[u8], value: &[u8]) -> Option<(String, Result<Screen, Unusabl
         Ok(r) if r.v == 1 && r.room == room => {
             if r.session == 0 || r.video_mid.is_empty() {
                 Err(Unusable::NoStream)
-            } else if !r.codec.eq_ignore_ascii_case("vp8") {
-                Err(Unusable::Codec(r.codec))
-            } else {
+            } else if let Some(codec) = VideoCodec::from_name(&r.codec) {
                 Ok(Screen {
                     session: MediaSessionId(r.session),
                     mid: r.video_mid,
                     display: r.display,
+                    codec,
                 })
+            } else {
+                Err(Unusable::Codec(r.codec))
             }
         }
         _ => Err(Unusable::NotARecord),
@@ -176,6 +181,7 @@ mod tests {
             session: MediaSessionId(session),
             mid: "0".to_owned(),
             display: "Alice".to_owned(),
+            codec: VideoCodec::Vp8,
         }
     }
 
@@ -185,9 +191,17 @@ mod tests {
             parse(b"presentations/team", &record("team", 7, "vp8")),
             Some(("team".to_owned(), Ok(screen(7))))
         );
+        let h264 = Screen {
+            codec: VideoCodec::H264,
+            ..screen(7)
+        };
         assert_eq!(
-            parse(b"presentations/team", &record("team", 7, "h264")),
-            Some(("team".to_owned(), Err(Unusable::Codec("h264".to_owned()))))
+            parse(b"presentations/team", &record("team", 7, "H264")),
+            Some(("team".to_owned(), Ok(h264)))
+        );
+        assert_eq!(
+            parse(b"presentations/team", &record("team", 7, "vp9")),
+            Some(("team".to_owned(), Err(Unusable::Codec("vp9".to_owned()))))
         );
         assert_eq!(
             parse(b"presentations/team", &record("team", 0, "vp8")),

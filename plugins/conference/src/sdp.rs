@@ -3,7 +3,16 @@
 //!
 //! The host's engine answers each m-line with the offer's codecs that it enables; the plugin
 //! decides which it can *mix*, so it hands over an offer that lists only those (Opus, PCMU,
-//! PCMA for audio; VP8 and its RTX for video). Everything else in the offer passes unchanged.
+//! PCMA for audio; VP8 or H.264 and their RTX for video). Everything else in the offer passes
+//! unchanged.
+//!
+//! Video: the composite always goes out as VP8, and an answer's codec list is what *both* sides
+//! may send on the m-line. So VP8 wins whenever it is offered (H.264 is then left out: the tile
+//! decodes the one codec the answer names). An offer with H.264 but no VP8 (packetization-mode=1,
+//! a Baseline or Constrained Baseline profile-level-id) keeps H.264, and its direction is
+//! turned so that the answer only *receives* on that m-line (`sendrecv` → `sendonly`,
+//! `recvonly` → `inactive`): that caller's H.264 video is mixed, but they get no composite,
+//! since VP8 cannot be sent on an m-line whose answer lists only H.264.
 
 /// An audio codec the mixer decodes and encodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +30,7 @@ pub enum AudioCodec {
 pub struct Stream {
     /// Its mid.
     pub mid: String,
-    /// Audio (with its codec) or video (VP8).
+    /// Audio or video, with its codec.
     pub kind: Kind,
     /// The payload type the answer chose (the first listed).
     pub pt: u8,
@@ -36,26 +45,164 @@ pub struct Stream {
 pub enum Kind {
     /// Audio in this codec.
     Audio(AudioCodec),
-    /// VP8 video.
-    Video,
+    /// Video in this codec.
+    Video(VideoCodec),
 }
 
-fn codec_ok(video: bool, name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    if video {
-        name == "vp8" || name == "rtx"
-    } else {
-        matches!(name.as_str(), "opus" | "pcmu" | "pcma")
+/// A video codec the mixer decodes (it encodes VP8 only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// VP8.
+    Vp8,
+    /// H.264, packetization-mode 1, Baseline or Constrained Baseline.
+    H264,
+}
+
+impl VideoCodec {
+    /// The RTP encoding name (`a=rtpmap`, GStreamer's RTP caps).
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            VideoCodec::Vp8 => "VP8",
+            VideoCodec::H264 => "H264",
+        }
+    }
+
+    /// The codec of an `a=rtpmap` encoding name, if the mixer decodes it.
+    pub fn from_name(name: &str) -> Option<VideoCodec> {
+        if name.eq_ignore_ascii_case("vp8") {
+            Some(VideoCodec::Vp8)
+        } else if name.eq_ignore_ascii_case("h264") {
+            Some(VideoCodec::H264)
+        } else {
+            None
+        }
     }
 }
 
-/// An offer's m-line while it is read: video or audio, its rtpmaps (pt, name) and RTX
-/// associations (pt, apt).
+fn audio_ok(name: &str) -> bool {
+    matches!(name.to_ascii_lowercase().as_str(), "opus" | "pcmu" | "pcma")
+}
+
+/// Whether an H.264 format's `a=fmtp` parameters are ones the decoder is given: non-interleaved
+/// mode (`packetization-mode=1`; mode 0, the default, is single-NAL and browsers pair it with
+/// a mode-1 twin anyway) and a profile every H.264 decoder handles: Baseline (`42`), or
+/// Constrained Baseline signalled as Main/Extended with the constraint flags of RFC 6184
+/// table 5. A missing profile-level-id means Baseline (RFC 6184 §8.1).
+pub fn h264_fmtp_ok(params: &str) -> bool {
+    let mut mode_1 = false;
+    let mut profile = Some((0x42u8, 0u8));
+    for p in params.split(';') {
+        let Some((key, value)) = p.trim().split_once('=') else {
+            continue;
+        };
+        let value = value.trim();
+        if key.eq_ignore_ascii_case("packetization-mode") {
+            mode_1 = value == "1";
+        } else if key.eq_ignore_ascii_case("profile-level-id") {
+            let byte = |i: usize| {
+                value
+                    .get(i..i + 2)
+                    .and_then(|b| u8::from_str_radix(b, 16).ok())
+            };
+            profile = match (value.len(), byte(0), byte(2)) {
+                (6, Some(idc), Some(iop)) => Some((idc, iop)),
+                _ => None,
+            };
+        }
+    }
+    let baseline = match profile {
+        Some((0x42, _)) => true,
+        Some((0x4d, iop)) => iop & 0x80 != 0,
+        Some((0x58, iop)) => iop & 0xc0 == 0xc0,
+        _ => false,
+    };
+    mode_1 && baseline
+}
+
+/// An offer's m-line while it is read: video or audio, its rtpmaps (pt, name), RTX
+/// associations (pt, apt), H.264 format parameters (pt, params) and direction attribute.
 #[derive(Default)]
 struct OfferSection {
     video: bool,
     maps: Vec<(String, String)>,
     apts: Vec<(String, String)>,
+    fmtps: Vec<(String, String)>,
+    direction: Option<String>,
+}
+
+/// What the second pass does to one m-line: the payload types it keeps (none: left as it is)
+/// and the direction it gets instead of the offer's (H.264 only: we cannot send VP8 back).
+#[derive(Default)]
+struct SectionPlan {
+    keep: Vec<String>,
+    direction: Option<&'static str>,
+}
+
+impl OfferSection {
+    fn plan(self) -> SectionPlan {
+        let OfferSection {
+            video,
+            maps,
+            apts,
+            fmtps,
+            direction,
+        } = self;
+        let fmtp = |pt: &str| {
+            fmtps
+                .iter()
+                .find(|(p, _)| p == pt)
+                .map_or("", |(_, params)| params.as_str())
+        };
+        let mut only_h264 = false;
+        let mut kept: Vec<String> = if video {
+            let of = |codec| -> Vec<String> {
+                maps.iter()
+                    .filter(|(pt, name)| {
+                        VideoCodec::from_name(name) == Some(codec)
+                            && (codec != VideoCodec::H264 || h264_fmtp_ok(fmtp(pt)))
+                    })
+                    .map(|(pt, _)| pt.clone())
+                    .collect()
+            };
+            let vp8 = of(VideoCodec::Vp8);
+            if vp8.is_empty() {
+                let h264 = of(VideoCodec::H264);
+                only_h264 = !h264.is_empty();
+                h264
+            } else {
+                vp8
+            }
+        } else {
+            maps.iter()
+                .filter(|(_, name)| audio_ok(name))
+                .map(|(pt, _)| pt.clone())
+                .collect()
+        };
+        let rtx: Vec<String> = maps
+            .iter()
+            .filter(|(_, name)| video && name.eq_ignore_ascii_case("rtx"))
+            .filter(|(pt, _)| {
+                apts.iter()
+                    .any(|(p, apt)| p == pt && kept.iter().any(|k| k == apt))
+            })
+            .map(|(pt, _)| pt.clone())
+            .collect();
+        kept.extend(rtx);
+        // The offer's direction from the caller's side; ours in the answer is its mirror, so
+        // taking the caller's receiving half away leaves us receiving only.
+        let direction = only_h264.then_some(match direction.as_deref() {
+            Some("recvonly") | Some("inactive") => "inactive",
+            _ => "sendonly",
+        });
+        SectionPlan {
+            keep: kept,
+            direction,
+        }
+    }
+}
+
+fn is_direction(attr: &str) -> bool {
+    matches!(attr, "sendrecv" | "sendonly" | "recvonly" | "inactive")
 }
 
 /// An answer's m-line while it is read.
@@ -69,71 +216,66 @@ struct AnswerSection {
 }
 
 /// The offer with only mixable codecs left on each audio/video m-line (RTX only when it
-/// repairs a kept payload type). An m-line left with none keeps its first format and is
-/// answered by the host as it sees fit (it will refuse it: no codec in common).
+/// repairs a kept payload type), VP8 preferred to H.264 (see the module doc). An m-line left
+/// with none keeps its first format and is answered by the host as it sees fit (it will refuse
+/// it: no codec in common).
 pub fn narrow_offer(offer: &str) -> String {
-    // First pass: per m-line, which payload types to keep.
-    let mut keep: Vec<Vec<String>> = Vec::new();
+    // First pass: per m-line, which payload types to keep and whether its direction changes.
+    let mut plans: Vec<SectionPlan> = Vec::new();
     let mut section: Option<OfferSection> = None;
-    let flush = |section: &mut Option<OfferSection>, keep: &mut Vec<Vec<String>>| {
-        if let Some(OfferSection { video, maps, apts }) = section.take() {
-            let mut kept: Vec<String> = maps
-                .iter()
-                .filter(|(_, name)| codec_ok(video, name) && !name.eq_ignore_ascii_case("rtx"))
-                .map(|(pt, _)| pt.clone())
-                .collect();
-            let rtx: Vec<String> = maps
-                .iter()
-                .filter(|(_, name)| name.eq_ignore_ascii_case("rtx"))
-                .filter(|(pt, _)| {
-                    apts.iter()
-                        .any(|(p, apt)| p == pt && kept.iter().any(|k| k == apt))
-                })
-                .map(|(pt, _)| pt.clone())
-                .collect();
-            kept.extend(rtx);
-            keep.push(kept);
-        }
-    };
     for line in offer.lines() {
         let line = line.trim_end();
         if let Some(m) = line.strip_prefix("m=") {
-            flush(&mut section, &mut keep);
-            section = Some(OfferSection {
-                video: m.starts_with("video"),
-                ..OfferSection::default()
-            });
-            if !m.starts_with("video") && !m.starts_with("audio") {
-                section = None;
-                keep.push(Vec::new());
+            if let Some(done) = section.take() {
+                plans.push(done.plan());
             }
-        } else if let Some(OfferSection { maps, apts, .. }) = section.as_mut() {
+            if m.starts_with("video") || m.starts_with("audio") {
+                section = Some(OfferSection {
+                    video: m.starts_with("video"),
+                    ..OfferSection::default()
+                });
+            } else {
+                plans.push(SectionPlan::default());
+            }
+        } else if let Some(cur) = section.as_mut() {
             if let Some(rest) = line.strip_prefix("a=rtpmap:") {
                 if let Some((pt, enc)) = rest.split_once(' ') {
                     let name = enc.split('/').next().unwrap_or("");
-                    maps.push((pt.to_owned(), name.to_owned()));
+                    cur.maps.push((pt.to_owned(), name.to_owned()));
                 }
             } else if let Some(rest) = line.strip_prefix("a=fmtp:") {
                 if let Some((pt, params)) = rest.split_once(' ') {
                     for p in params.split(';') {
                         if let Some(apt) = p.trim().strip_prefix("apt=") {
-                            apts.push((pt.to_owned(), apt.to_owned()));
+                            cur.apts.push((pt.to_owned(), apt.to_owned()));
                         }
                     }
+                    cur.fmtps.push((pt.to_owned(), params.to_owned()));
                 }
+            } else if let Some(attr) = line.strip_prefix("a=").filter(|a| is_direction(a)) {
+                cur.direction = Some(attr.to_owned());
             }
         }
     }
-    flush(&mut section, &mut keep);
+    if let Some(done) = section.take() {
+        plans.push(done.plan());
+    }
 
-    // Second pass: rewrite m-lines and drop attribute lines of removed payload types.
+    // Second pass: rewrite m-lines and directions, drop attribute lines of removed payload
+    // types. A section whose direction changes but had no direction line gets one at its end.
     let mut out = String::with_capacity(offer.len());
     let mut index: Option<usize> = None;
+    let mut direction_owed: Option<&'static str> = None;
     for line in offer.lines() {
         let line = line.trim_end();
         if let Some(m) = line.strip_prefix("m=") {
+            if let Some(d) = direction_owed.take() {
+                out.push_str(&format!("a={d}\r\n"));
+            }
             index = Some(index.map_or(0, |i| i + 1));
-            let kept = index.and_then(|i| keep.get(i)).filter(|k| !k.is_empty());
+            let plan = index.and_then(|i| plans.get(i));
+            direction_owed = plan.and_then(|p| p.direction);
+            let kept = plan.map(|p| &p.keep).filter(|k| !k.is_empty());
             let parts: Vec<&str> = m.split(' ').collect();
             match kept {
                 Some(kept) if parts.len() > 3 => {
@@ -149,7 +291,18 @@ pub fn narrow_offer(offer: &str) -> String {
             out.push_str("\r\n");
             continue;
         }
-        let kept = index.and_then(|i| keep.get(i)).filter(|k| !k.is_empty());
+        if let (Some(d), Some(_)) = (
+            direction_owed,
+            line.strip_prefix("a=").filter(|a| is_direction(a)),
+        ) {
+            out.push_str(&format!("a={d}\r\n"));
+            direction_owed = None;
+            continue;
+        }
+        let kept = index
+            .and_then(|i| plans.get(i))
+            .map(|p| &p.keep)
+            .filter(|k| !k.is_empty());
         if let Some(kept) = kept {
             let pt_attr = ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"]
                 .iter()
@@ -164,10 +317,13 @@ pub fn narrow_offer(offer: &str) -> String {
         out.push_str(line);
         out.push_str("\r\n");
     }
+    if let Some(d) = direction_owed {
+        out.push_str(&format!("a={d}\r\n"));
+    }
     out
 }
 
-/// The streams of an answer we can use (audio with a mixable codec, VP8 video).
+/// The streams of an answer we can use (audio with a mixable codec, VP8 or H.264 video).
 pub fn answer_streams(answer: &str) -> Vec<Stream> {
     let mut out = Vec::new();
     let mut cur: Option<AnswerSection> = None;
@@ -191,7 +347,8 @@ pub fn answer_streams(answer: &str) -> Vec<Stream> {
             .map(|(_, n)| n.to_ascii_lowercase())
             .unwrap_or_default();
         let kind = match (video, name.as_str()) {
-            (true, "vp8") => Kind::Video,
+            (true, "vp8") => Kind::Video(VideoCodec::Vp8),
+            (true, "h264") => Kind::Video(VideoCodec::H264),
             (false, "opus") => Kind::Audio(AudioCodec::Opus),
             (false, "pcmu") => Kind::Audio(AudioCodec::Pcmu),
             (false, "pcma") => Kind::Audio(AudioCodec::Pcma),
@@ -319,8 +476,107 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].kind, Kind::Audio(AudioCodec::Pcmu));
         assert_eq!((s[0].pt, s[0].receiving, s[0].sending), (0, true, true));
-        assert_eq!(s[1].kind, Kind::Video);
+        assert_eq!(s[1].kind, Kind::Video(VideoCodec::Vp8));
         assert_eq!((s[1].mid.as_str(), s[1].pt), ("v", 96));
         assert_eq!((s[1].receiving, s[1].sending), (false, true));
+    }
+
+    /// A Chromium-shaped video m-line offering H.264 only (as after
+    /// `setCodecPreferences([H264…])`): mode 1 and mode 0 of Constrained Baseline, a High
+    /// profile, each with RTX.
+    const H264_ONLY: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 102 103 104 105 112 113\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=sendrecv\r\n\
+        a=rtpmap:102 H264/90000\r\na=rtcp-fb:102 nack pli\r\n\
+        a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+        a=rtpmap:103 rtx/90000\r\na=fmtp:103 apt=102\r\n\
+        a=rtpmap:104 H264/90000\r\na=fmtp:104 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n\
+        a=rtpmap:105 rtx/90000\r\na=fmtp:105 apt=104\r\n\
+        a=rtpmap:112 H264/90000\r\na=fmtp:112 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f\r\n\
+        a=rtpmap:113 rtx/90000\r\na=fmtp:113 apt=112\r\n";
+
+    #[test]
+    fn an_h264_only_offer_keeps_baseline_mode_1_and_is_answered_receive_only() {
+        let n = narrow_offer(H264_ONLY);
+        assert!(n.contains("m=video 9 UDP/TLS/RTP/SAVPF 102 103\r\n"), "{n}");
+        assert!(n.contains(
+            "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+        ));
+        assert!(n.contains("a=fmtp:103 apt=102\r\n"));
+        assert!(!n.contains("a=rtpmap:104") && !n.contains("64001f") && !n.contains("apt=112"));
+        // We cannot send VP8 on an m-line whose answer may list only H.264: the caller sends.
+        let video = &n[n.find("m=video").unwrap()..];
+        assert!(
+            video.contains("a=sendonly\r\n") && !video.contains("a=sendrecv"),
+            "{n}"
+        );
+        // The audio m-line is untouched.
+        assert!(n[..n.find("m=video").unwrap()].contains("a=sendrecv\r\n"));
+        // A caller that only wants to receive video is left with nothing to do on it.
+        let recv =
+            narrow_offer(&H264_ONLY.replace("a=mid:1\r\na=sendrecv", "a=mid:1\r\na=recvonly"));
+        assert!(
+            recv[recv.find("m=video").unwrap()..].contains("a=inactive\r\n"),
+            "{recv}"
+        );
+        // No direction line (sendrecv by default): one is added at the end of the section.
+        let none = narrow_offer(&H264_ONLY.replace("a=mid:1\r\na=sendrecv\r\n", "a=mid:1\r\n"));
+        assert!(
+            none.ends_with("a=fmtp:103 apt=102\r\na=sendonly\r\n"),
+            "{none}"
+        );
+    }
+
+    #[test]
+    fn vp8_wins_when_both_are_offered_whatever_the_order() {
+        // H.264 first, as a caller preferring it offers: VP8 still answers, sendrecv kept.
+        let both = H264_ONLY
+            .replace("SAVPF 102 103 104 105 112 113", "SAVPF 102 103 96 97")
+            .replace(
+                "a=rtpmap:102 H264",
+                "a=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\na=rtpmap:102 H264",
+            );
+        let n = narrow_offer(&both);
+        assert!(n.contains("m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\n"), "{n}");
+        assert!(
+            !n.contains("H264") && n.contains("a=mid:1\r\na=sendrecv\r\n"),
+            "{n}"
+        );
+    }
+
+    #[test]
+    fn h264_profiles_the_decoder_is_given() {
+        // Baseline and Constrained Baseline, as Chromium, Firefox and SIPml5 offer them.
+        for id in ["42e01f", "42001f", "42C01E", "4d8028", "58c01f"] {
+            assert!(
+                h264_fmtp_ok(&format!("packetization-mode=1;profile-level-id={id}")),
+                "{id}"
+            );
+        }
+        // No profile-level-id: Baseline.
+        assert!(h264_fmtp_ok("packetization-mode=1"));
+        // Main, High, Constrained High; mode 0 (also by default); malformed ids.
+        for params in [
+            "packetization-mode=1;profile-level-id=4d001f",
+            "packetization-mode=1;profile-level-id=640c1f",
+            "packetization-mode=1;profile-level-id=58401f",
+            "packetization-mode=0;profile-level-id=42e01f",
+            "profile-level-id=42e01f",
+            "packetization-mode=1;profile-level-id=42e0",
+            "packetization-mode=1;profile-level-id=zz001f",
+            "packetization-mode=1;profile-level-id=42é01",
+        ] {
+            assert!(!h264_fmtp_ok(params), "{params}");
+        }
+    }
+
+    #[test]
+    fn answer_streams_read_h264_video() {
+        let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 103\r\na=mid:1\r\n\
+            a=rtpmap:102 H264/90000\r\na=rtpmap:103 rtx/90000\r\na=recvonly\r\n";
+        let s = answer_streams(answer);
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].kind, s[0].pt), (Kind::Video(VideoCodec::H264), 102));
+        assert_eq!((s[0].receiving, s[0].sending), (true, false));
     }
 }

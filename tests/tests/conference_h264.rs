@@ -1,0 +1,42 @@
+//! H.264 into the conference, in headless Chromium: alice (JsSIP) joins room `team` sending
+//! VP8 as usual; bob (JsSIP) joins with his video transceiver restricted to H.264
+//! (`RTCRtpTransceiver.setCodecPreferences`), so his offer has no VP8. The conference answers
+//! his video m-line receive-only with H.264, decodes his picture (`avdec_h264`) into his tile,
+//! and alice's VP8 composite shows it. The browser side, which reads bob's tile from the decoded
+//! composite's pixels, is `tests/clients/browser/conference-h264.test.mjs`.
+
+use std::time::Duration;
+
+use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
+use huddle_e2e::{require_browser_tools, run_node_tests};
+
+/// Room `team` without a PIN, a small 2x1 grid composite.
+const CONFERENCE: &str = "[plugins.config]\n\
+    on_demand_prefix = \"\"\n\
+    [[plugins.config.rooms]]\n\
+    name = \"team\"\n\
+    max_participants = 4\n\
+    layout = \"grid\"\n\
+    video = { width = 320, height = 180, fps = 10, bitrate_kbps = 300 }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_sending_h264_shows_in_the_vp8_composite() {
+    require_browser_tools(true);
+    let conference = tokio::task::block_in_place(|| cargo_cdylib("huddle-plugin-conference"));
+    let server = PluginServer::start(&plugin_entry(&conference, CONFERENCE)).await;
+    let url = server.ws_url();
+    tokio::task::block_in_place(|| {
+        run_node_tests(
+            &["browser/conference-h264.test.mjs"],
+            &url,
+            &[],
+            Duration::from_secs(300),
+        )
+    });
+    assert_eq!(
+        server.running.media_sessions(),
+        0,
+        "every media leg ended with its call"
+    );
+    server.stop().await;
+}

@@ -444,7 +444,12 @@ typedef struct {
   int32_t (*media_ready)(void *instance, uint64_t session);
   // One decrypted RTP packet (header and payload) received on stream `mid` of `session`.
   int32_t (*incoming_rtp)(void *instance, uint64_t session, const uint8_t *mid, size_t mid_len, const uint8_t *packet, size_t len);
-  // One decrypted RTCP packet (possibly compound) received on `session`.
+  // One decrypted RTCP packet (possibly compound) for `session`. What a host delivers: the
+  // peer's key-frame requests (PLI/FIR) for streams the plugin sends itself, and, for each
+  // stream the host forwards into the session (`media_forward`), a receiver report (RFC 3550,
+  // one block, reporter SSRC 0) per stats interval saying what the peer reported it lost.
+  // Other feedback (NACK, REMB/TWCC) the host handles itself. Check what a packet is before
+  // acting on it (the SDK's `rtcp::asks_for_keyframe`).
   int32_t (*incoming_rtcp)(void *instance, uint64_t session, const uint8_t *packet, size_t len);
   // The media session ended (`HUDDLE_HANGUP_*`); its id is no longer valid.
   int32_t (*media_hangup)(void *instance, uint64_t session, uint32_t reason);

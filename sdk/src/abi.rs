@@ -573,7 +573,12 @@ pub struct HuddlePluginDescriptor {
             len: usize,
         ) -> i32,
     >,
-    /// One decrypted RTCP packet (possibly compound) received on `session`.
+    /// One decrypted RTCP packet (possibly compound) for `session`. What a host delivers: the
+    /// peer's key-frame requests (PLI/FIR) for streams the plugin sends itself, and, for each
+    /// stream the host forwards into the session (`media_forward`), a receiver report (RFC 3550,
+    /// one block, reporter SSRC 0) per stats interval saying what the peer reported it lost.
+    /// Other feedback (NACK, REMB/TWCC) the host handles itself. Check what a packet is before
+    /// acting on it (the SDK's `rtcp::asks_for_keyframe`).
     pub incoming_rtcp: Option<
         unsafe extern "C" fn(
             instance: *mut c_void,

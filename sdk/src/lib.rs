@@ -146,6 +146,7 @@ pub mod hosting;
 pub mod loader;
 mod message;
 mod raw;
+pub mod rtcp;
 mod types;
 
 pub use bytes::Bytes;
@@ -233,7 +234,8 @@ pub trait Plugin: Send + Sized + 'static {
         Ok(())
     }
 
-    /// A decrypted RTCP packet arrived.
+    /// RTCP for a session: the peer's key-frame requests for what the plugin sends, and
+    /// receiver reports for streams the host forwards into it ([`rtcp`] tells them apart).
     fn incoming_rtcp(&mut self, host: &Host, session: MediaSessionId, packet: &[u8]) -> Result<()> {
         let _ = (host, session, packet);
         Ok(())

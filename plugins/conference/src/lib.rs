@@ -376,10 +376,12 @@ impl Plugin for Conference {
         &mut self,
         _host: &Host,
         session: MediaSessionId,
-        _packet: &[u8],
+        packet: &[u8],
     ) -> Result<()> {
-        // What reaches a plugin as RTCP is a key-frame request for what it sends: the composite,
-        // in this receiver's profile.
+        // A key-frame request for what we send: the composite, in this receiver's profile.
+        if !huddle_sdk::rtcp::asks_for_keyframe(packet) {
+            return Ok(());
+        }
         if let Some(call) = self
             .by_session
             .get(&session)

@@ -191,13 +191,17 @@ impl Calls {
     }
 
     /// A key-frame request (PLI/FIR) for the video we send back: it comes from the caller's
-    /// decoder, and only the caller's encoder can answer it.
+    /// decoder, and only the caller's encoder can answer it. Receiver reports (the host's
+    /// summary of what the caller got of a forwarded stream) need nothing from us.
     pub fn incoming_rtcp(
         &mut self,
         host: &Host,
         session: MediaSessionId,
-        _packet: &[u8],
+        packet: &[u8],
     ) -> Result<()> {
+        if !huddle_sdk::rtcp::asks_for_keyframe(packet) {
+            return Ok(());
+        }
         let Some(call) = self
             .by_session
             .get(&session)

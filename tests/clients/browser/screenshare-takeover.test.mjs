@@ -92,6 +92,16 @@ test(`screenshare: a second presenter takes over ${ROOM}, the first gets a BYE, 
   assert.equal(viewer.viewer, 'carol');
   for (const k of ['fraction_lost_percent', 'cumulative_lost', 'reports']) assert.equal(typeof viewer[k], 'number', `${k}: ${JSON.stringify(viewer)}`);
   assert.equal(viewer.lossy, false, 'no loss on loopback');
+  // The host passes carol's receiver reports on as one report per stats interval (5 s): they
+  // reach the relay, which counts them (the presenter never sees them).
+  let reported = viewer;
+  for (const until = Date.now() + 20000; !(reported.reports > 0) && Date.now() < until;) {
+    await new Promise((r) => setTimeout(r, 250));
+    reported = (await presentations())[0]?.viewers?.[0] ?? reported;
+  }
+  diag(`carol's loss as the relay knows it: ${JSON.stringify(reported)}`);
+  assert.ok(reported.reports > 0, `carol's receiver reports reach the relay: ${JSON.stringify(reported)}`);
+  assert.equal(reported.lossy, false, 'no loss on loopback');
 
   // bob stops: carol's view ends with the server's BYE.
   await onLine(phones.bob, 'present', 'hang up', (a) => window.screenLines[a.line].hangup());

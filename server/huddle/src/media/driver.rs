@@ -485,7 +485,8 @@ impl Driver {
             Event::RtpPacket(packet) => self.rtp_in(id, packet),
             // Egress: what the peer asked of us; ingress: what we asked of the peer.
             Event::MediaEgressStats(st) => {
-                self.rtcp_stats(id, (st.mid, st.rid, true), st.nacks, st.plis)
+                self.rtcp_stats(id, (st.mid, st.rid, true), st.nacks, st.plis);
+                self.report_forwarded_loss(id, &st);
             }
             Event::MediaIngressStats(st) => {
                 self.rtcp_stats(id, (st.mid, st.rid, false), st.nacks, st.plis)
@@ -643,6 +644,39 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// What the peer reported about a stream the host forwards into its leg (a relay's viewer)
+    /// goes to the plugin as one receiver report per stats interval: the plugin never sees that
+    /// stream's packets, so this is how it learns the viewer's loss. Streams the plugin sends
+    /// itself are not reported (their peers' reports shape only what the host sends them).
+    fn report_forwarded_loss(&mut self, id: u64, st: &str0m::stats::MediaEgressStats) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        if !leg.fed_by.contains_key(&st.mid) || (st.loss.is_none() && st.remote.is_none()) {
+            return;
+        }
+        let Some(source) = leg
+            .rtc
+            .direct_api()
+            .stream_tx_by_mid(st.mid, None)
+            .map(|s| *s.ssrc())
+        else {
+            return;
+        };
+        let remote = st.remote.as_ref();
+        let report = rtp::ReceptionReport {
+            source,
+            fraction_lost: st
+                .loss
+                .map_or(0, |f| (f.clamp(0.0, 1.0) * 256.0).min(255.0) as u8),
+            cumulative_lost: remote
+                .map_or(0, |r| u32::try_from(r.packets_lost).unwrap_or(u32::MAX)),
+            highest_seq: remote.map_or(0, |r| *r.maximum_sequence_number as u32),
+            jitter: remote.map_or(0, |r| r.jitter),
+        };
+        leg.events.rtcp(id, rtp::receiver_report(&report));
     }
 
     /// Adds what is new in a stream's cumulative NACK and PLI counts to the engine's totals.

@@ -179,6 +179,42 @@ const PSFB: u8 = 206;
 const FMT_PLI: u8 = 1;
 const FMT_FIR: u8 = 4;
 
+/// RTCP receiver report (RFC 3550 §6.4.2).
+const RR: u8 = 201;
+
+/// What a peer reported about one stream we send it, as RFC 3550 report-block fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceptionReport {
+    /// The stream (our SSRC toward the peer).
+    pub source: u32,
+    /// Fraction lost since the previous report, in 1/256.
+    pub fraction_lost: u8,
+    /// Packets lost in all (24 bits on the wire; larger counts saturate).
+    pub cumulative_lost: u32,
+    /// Extended highest sequence number received.
+    pub highest_seq: u32,
+    /// Interarrival jitter, RTP timestamp units.
+    pub jitter: u32,
+}
+
+/// A receiver report with one block, reporter SSRC 0 (the host speaks for the peer). LSR and
+/// DLSR are 0: round-trip time is the host's business.
+pub fn receiver_report(report: &ReceptionReport) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    out.push(0x80 | 1);
+    out.push(RR);
+    out.extend_from_slice(&7u16.to_be_bytes());
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&report.source.to_be_bytes());
+    let lost = report.cumulative_lost.min(0x7f_ffff);
+    out.push(report.fraction_lost);
+    out.extend_from_slice(&lost.to_be_bytes()[1..]);
+    out.extend_from_slice(&report.highest_seq.to_be_bytes());
+    out.extend_from_slice(&report.jitter.to_be_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out
+}
+
 /// A Picture Loss Indication (RFC 4585 §6.3.1) from `sender` about `media`.
 pub fn pli(sender: u32, media: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(12);
@@ -312,5 +348,28 @@ mod tests {
             keyframe_requests(&[0x80, 206, 0, 9]).is_empty(),
             "truncated"
         );
+    }
+
+    #[test]
+    fn a_receiver_report_carries_one_block_and_asks_for_no_key_frame() {
+        let rr = receiver_report(&ReceptionReport {
+            source: 0xdead_beef,
+            fraction_lost: 26,
+            cumulative_lost: 0x0100_0000,
+            highest_seq: 70_000,
+            jitter: 90,
+        });
+        assert_eq!(rr.len(), 32, "header, reporter, one 24-byte block");
+        assert_eq!(&rr[..4], &[0x81, 201, 0, 7]);
+        assert_eq!(&rr[8..12], &0xdead_beefu32.to_be_bytes());
+        assert_eq!(rr[12], 26);
+        assert_eq!(
+            &rr[13..16],
+            &[0x7f, 0xff, 0xff],
+            "cumulative saturates at 24 bits"
+        );
+        assert_eq!(&rr[16..20], &70_000u32.to_be_bytes());
+        assert_eq!(&rr[20..24], &90u32.to_be_bytes());
+        assert!(keyframe_requests(&rr).is_empty());
     }
 }

@@ -515,6 +515,28 @@ impl RoomMedia {
         Ok(())
     }
 
+    /// Adds a decoding branch (ending in its leaky queue) to the running pipeline, links it to a
+    /// new compositor pad above the background, and starts it; the pad is where the layout
+    /// places it.
+    fn attach_to_canvas(&self, branch: &[gst::Element]) -> Result<gst::Pad, MediaError> {
+        self.video.add_many(branch)?;
+        gst::Element::link_many(branch)?;
+        let pad = self
+            .compositor
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| MediaError("compositor gave no sink pad".to_owned()))?;
+        pad.set_property("zorder", 1u32);
+        branch
+            .last()
+            .and_then(|q| q.static_pad("src"))
+            .ok_or_else(|| MediaError("queue without src".to_owned()))?
+            .link(&pad)?;
+        for e in branch {
+            e.sync_state_with_parent()?;
+        }
+        Ok(pad)
+    }
+
     /// Shows a shared screen (RTP in `codec` to come through [`RoomMedia::screen_rtp`]),
     /// labelled `label`: the canvas switches to the presenter layout. A screen already shown
     /// is replaced.
@@ -537,22 +559,7 @@ impl RoomMedia {
             // A frozen screen must not hold the canvas back.
             newest_frames_queue()?,
         ];
-        let refs: Vec<&gst::Element> = branch.iter().collect();
-        self.video.add_many(refs.iter().copied())?;
-        gst::Element::link_many(refs.iter().copied())?;
-        let pad = self
-            .compositor
-            .request_pad_simple("sink_%u")
-            .ok_or_else(|| MediaError("compositor gave no sink pad".to_owned()))?;
-        pad.set_property("zorder", 1u32);
-        branch
-            .last()
-            .and_then(|q| q.static_pad("src"))
-            .ok_or_else(|| MediaError("queue without src".to_owned()))?
-            .link(&pad)?;
-        for e in &branch {
-            e.sync_state_with_parent()?;
-        }
+        let pad = self.attach_to_canvas(&branch)?;
         *lock(&self.shared.screen) = Some(pad.clone());
         self.screen = Some(ScreenInput {
             src,
@@ -664,22 +671,7 @@ impl RoomMedia {
         branch.push(label);
         // Never let a slow tile hold the canvas back.
         branch.push(newest_frames_queue()?);
-        let refs: Vec<&gst::Element> = branch.iter().collect();
-        self.video.add_many(refs.iter().copied())?;
-        gst::Element::link_many(refs.iter().copied())?;
-        let pad = self
-            .compositor
-            .request_pad_simple("sink_%u")
-            .ok_or_else(|| MediaError("compositor gave no sink pad".to_owned()))?;
-        pad.set_property("zorder", 1u32);
-        branch
-            .last()
-            .and_then(|q| q.static_pad("src"))
-            .ok_or_else(|| MediaError("queue without src".to_owned()))?
-            .link(&pad)?;
-        for e in &branch {
-            e.sync_state_with_parent()?;
-        }
+        let pad = self.attach_to_canvas(&branch)?;
         {
             // Tiles stay in join order (ids grow with each session), also after a swap.
             let mut tiles = lock(&self.shared.tiles);

@@ -1328,15 +1328,23 @@ mod tests {
 
     /// `frames` frames of 160x90 VP8 as RTP (payload type 96), from GStreamer's encoder.
     fn vp8_rtp_packets(frames: i32) -> Vec<Vec<u8>> {
+        let out = rtp_packets_from(&format!(
+            "videotestsrc num-buffers={frames} ! video/x-raw,width=160,height=90,framerate=15/1 \
+             ! vp8enc deadline=1 cpu-used=-8 ! rtpvp8pay pt=96"
+        ));
+        assert!(!out.is_empty());
+        out
+    }
+
+    /// Every RTP packet a `gst-launch` description (ending in a payloader) produces until EOS.
+    fn rtp_packets_from(description: &str) -> Vec<Vec<u8>> {
         use gstreamer::prelude::*;
         gstreamer::init().unwrap();
-        let pipeline = gstreamer::parse::launch(&format!(
-            "videotestsrc num-buffers={frames} ! video/x-raw,width=160,height=90,framerate=15/1 \
-             ! vp8enc deadline=1 cpu-used=-8 ! rtpvp8pay pt=96 ! appsink name=out sync=false"
-        ))
-        .unwrap()
-        .downcast::<gstreamer::Pipeline>()
-        .unwrap();
+        let pipeline =
+            gstreamer::parse::launch(&format!("{description} ! appsink name=out sync=false"))
+                .unwrap()
+                .downcast::<gstreamer::Pipeline>()
+                .unwrap();
         let sink = pipeline
             .by_name("out")
             .unwrap()
@@ -1350,7 +1358,6 @@ mod tests {
             }
         }
         pipeline.set_state(gstreamer::State::Null).unwrap();
-        assert!(!out.is_empty());
         out
     }
 
@@ -1372,29 +1379,11 @@ mod tests {
     /// `frames` white frames of 160x90 H.264 (Constrained Baseline, packetization-mode 1, as
     /// browsers send it) as RTP on payload type `pt`, from openh264's encoder.
     fn h264_rtp_packets(frames: i32, pt: u8) -> Vec<Vec<u8>> {
-        use gstreamer::prelude::*;
-        gstreamer::init().unwrap();
-        let pipeline = gstreamer::parse::launch(&format!(
+        let out = rtp_packets_from(&format!(
             "videotestsrc num-buffers={frames} pattern=white \
              ! video/x-raw,width=160,height=90,framerate=15/1 ! openh264enc \
-             ! rtph264pay pt={pt} config-interval=-1 ! appsink name=out sync=false"
-        ))
-        .unwrap()
-        .downcast::<gstreamer::Pipeline>()
-        .unwrap();
-        let sink = pipeline
-            .by_name("out")
-            .unwrap()
-            .downcast::<gstreamer_app::AppSink>()
-            .unwrap();
-        pipeline.set_state(gstreamer::State::Playing).unwrap();
-        let mut out = Vec::new();
-        while let Ok(sample) = sink.pull_sample() {
-            if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
-                out.push(map.to_vec());
-            }
-        }
-        pipeline.set_state(gstreamer::State::Null).unwrap();
+             ! rtph264pay pt={pt} config-interval=-1"
+        ));
         assert!(
             out.len() >= frames as usize,
             "one packet per frame at least"

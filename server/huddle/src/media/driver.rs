@@ -559,7 +559,12 @@ impl Driver {
             .get(&mid)
             .cloned()
             .unwrap_or_else(|| Arc::from([]));
-        let taps = leg.taps.get(&mid);
+        // Per packet: skip hashing the mid when nothing is tapped at all (the usual case).
+        let taps = if leg.taps.is_empty() {
+            None
+        } else {
+            leg.taps.get(&mid)
+        };
         if targets.is_empty() || taps.is_some() {
             let bytes = rtp::serialize(
                 &rtp::Rtp {

@@ -20,7 +20,7 @@
 #define HUDDLE_PLUGIN_ABI_MAJOR 1
 
 // The ABI minor version this SDK was built with.
-#define HUDDLE_PLUGIN_ABI_MINOR 3
+#define HUDDLE_PLUGIN_ABI_MINOR 4
 
 // Success.
 #define HUDDLE_OK 0
@@ -346,6 +346,11 @@ typedef struct {
   // `HUDDLE_ERR_INVALID_ARGUMENT` for an unknown op. Module docs, "The store". Absent when
   // `struct_size` does not cover it.
   int32_t (*store_batch)(void *ctx, const HuddleStoreOp *ops, size_t count);
+  // (ABI 1.4) Gives up server transaction `txn` (out of dialog, no final response yet) and
+  // has the host route its request again as if its Request-URI were `uri[0..uri_len]`
+  // (UTF-8, a `sip:`/`sips:` URI naming this server). Module docs, "Retargeting". Never
+  // null when `struct_size` covers it; absent otherwise.
+  int32_t (*retarget)(void *ctx, uint64_t txn, const uint8_t *uri, size_t uri_len);
 } HuddleHostApi;
 
 // What the host knows about a request beyond its bytes. Borrowed for the duration of

@@ -54,7 +54,8 @@
 //!   `on_store_change`, `HUDDLE_CAP_REGISTRATION_EVENTS` needs `on_registration`, and
 //!   `HUDDLE_CAP_MEDIA` needs `media_ready`, `incoming_rtp`, `incoming_rtcp` and
 //!   `media_hangup`. The host refuses a descriptor that breaks this, naming the callback.
-//! * **Host functions**: `free_buf`, `log`, `claim` and `respond` are never null. Every other
+//! * **Host functions**: `free_buf`, `log`, `claim` and `respond` are never null, nor is
+//!   `retarget` in a table whose `struct_size` covers it (ABI 1.4). Every other
 //!   host function is non-null exactly when its capability bit is set in `host_capabilities`
 //!   (store functions: `HUDDLE_CAP_STORE`; `store_watch`/`store_unwatch`:
 //!   `HUDDLE_CAP_STORE_WATCH`; `send_request`: `HUDDLE_CAP_SEND_REQUEST`; timers:
@@ -148,6 +149,32 @@
 //! response comes the host synthesises one (`408` on timeout, `480` when the target is not
 //! registered, `503` on transport failure). Delivered responses have the host's Via removed.
 //!
+//! # Retargeting (ABI 1.4)
+//!
+//! `retarget(ctx, txn, uri, uri_len)` (host table, optional by `struct_size`; never null in a
+//! host whose table covers it) is what a SIP proxy calls retargeting: the plugin gives up an
+//! out-of-dialog server transaction it has not answered finally (an INVITE it claimed) and the
+//! host routes the request again as if its Request-URI were `uri`. The plugin whose claim
+//! matches then gets the request with that Request-URI and every other byte as it arrived
+//! (headers, SDP), with the same [`HuddleRequestInfo`] (authenticated user, or none for a
+//! guest) and the same Record-Route values; it may be the same plugin. From the call on, `txn`
+//! is not the caller's any more ([`HUDDLE_ERR_UNKNOWN_TRANSACTION`] for `respond`): a later
+//! CANCEL goes to the new owner, and ACK and in-dialog requests follow the Contact the new owner
+//! answers with. Provisional responses the plugin sent stay sent; a plugin that retargets
+//! should have sent none but `100`.
+//!
+//! Returned at once: [`HUDDLE_ERR_INVALID_ARGUMENT`] when `uri` is not a `sip:`/`sips:` URI,
+//! [`HUDDLE_ERR_UNKNOWN_TRANSACTION`] when `txn` is not an open transaction of this plugin
+//! (answered finally, retargeted already, or never its), [`HUDDLE_ERR_BAD_STATE`] for an
+//! in-dialog request, and [`HUDDLE_ERR_BUSY`] when the host cannot take the command now (the
+//! transaction stays the plugin's). Decided by the host afterwards, which then answers the
+//! request itself: `404 Not Found` when `uri` does not name this server or no claim matches it,
+//! `482 Loop Detected` when the request was retargeted three times already, `487` when it was
+//! cancelled meanwhile, and the digest challenge (`407`) when the new claim is not open to
+//! guests and the request carries no authenticated user while its From names a local user, as
+//! on first arrival (the client's authenticated retry reaches the first plugin again, which
+//! retargets again).
+//!
 //! # The store
 //!
 //! Each plugin has its own namespace (`plugin/<name>/` in the host's store). Writes
@@ -206,7 +233,7 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version. Part of the entry symbol's name.
 pub const HUDDLE_PLUGIN_ABI_MAJOR: u32 = 1;
 /// The ABI minor version this SDK was built with.
-pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 3;
+pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 4;
 /// The one symbol a plugin library exports: `huddle_plugin_entry_v<major>`, of type
 /// [`HuddlePluginEntryFn`].
 pub const HUDDLE_PLUGIN_ENTRY_SYMBOL: &str = "huddle_plugin_entry_v1";
@@ -839,6 +866,13 @@ pub struct HuddleHostApi {
     /// `struct_size` does not cover it.
     pub store_batch: Option<
         unsafe extern "C" fn(ctx: *mut c_void, ops: *const HuddleStoreOp, count: usize) -> i32,
+    >,
+    /// (ABI 1.4) Gives up server transaction `txn` (out of dialog, no final response yet) and
+    /// has the host route its request again as if its Request-URI were `uri[0..uri_len]`
+    /// (UTF-8, a `sip:`/`sips:` URI naming this server). Module docs, "Retargeting". Never
+    /// null when `struct_size` covers it; absent otherwise.
+    pub retarget: Option<
+        unsafe extern "C" fn(ctx: *mut c_void, txn: u64, uri: *const u8, uri_len: usize) -> i32,
     >,
 }
 

@@ -19,6 +19,10 @@
 //!   delivered after the call that caused them returns, never from inside a host call.
 //! * **Timers** run on a virtual clock: [`FakePlugin::advance`] fires what is due, in order.
 //! * **Logs** are captured ([`FakeHost::logs`]).
+//! * **Retargets** (ABI 1.4): [`crate::Host::retarget`] on an open out-of-dialog transaction
+//!   takes it from the plugin (no response may follow) and is recorded
+//!   ([`FakeHost::retargets`]); the fake routes nothing further, so a test checks where the
+//!   request was sent.
 //! * **Media** (only with [`Capabilities::MEDIA`]): `media_answer` returns a canned SDP answer
 //!   ([`FAKE_SDP_ANSWER`]: audio mid `0`, video mid `1`), or refuses an offer that is not SDP
 //!   (400) or is plain RTP/AVP (488), as the host does; every media call is recorded
@@ -194,6 +198,7 @@ struct State {
     media: Vec<MediaCall>,
     refused_claims: Vec<Claim>,
     events: Vec<(String, String)>,
+    retargets: Vec<(TransactionId, String)>,
     /// `store_batch` limits (operations, bytes of keys and values); `None`: batches refused
     /// as by a host before ABI 1.3.
     batch_limit: Option<(usize, usize)>,
@@ -285,6 +290,7 @@ impl FakeHost {
                 media: Vec::new(),
                 refused_claims: Vec::new(),
                 events: Vec::new(),
+                retargets: Vec::new(),
                 batch_limit: Some((DEFAULT_BATCH_OPS, DEFAULT_BATCH_BYTES)),
                 batches: 0,
             })),
@@ -378,6 +384,11 @@ impl FakeHost {
     /// Every media call, in order.
     pub fn media_calls(&self) -> Vec<MediaCall> {
         self.lock().media.clone()
+    }
+
+    /// The requests the plugin retargeted (ABI 1.4), in order: the transaction and the URI.
+    pub fn retargets(&self) -> Vec<(TransactionId, String)> {
+        self.lock().retargets.clone()
     }
 
     /// Events the plugin raised with [`crate::Host::emit_event`] (needs
@@ -486,6 +497,22 @@ impl HostServices for FakeHost {
             message,
             synthetic: false,
         });
+        Ok(())
+    }
+
+    fn retarget(&self, txn: TransactionId, uri: &str) -> Result<()> {
+        huddle_sip::uri::SipUri::parse(uri).map_err(|_| Error::InvalidArgument)?;
+        let mut st = self.lock();
+        let t = st.txns.get_mut(&txn).ok_or(Error::UnknownTransaction)?;
+        if t.final_sent {
+            return Err(Error::UnknownTransaction);
+        }
+        if t.request.to_header().ok().and_then(|to| to.tag()).is_some() {
+            return Err(Error::BadState);
+        }
+        // The transaction is the new owner's now: nothing more from this plugin.
+        t.final_sent = true;
+        st.retargets.push((txn, uri.to_owned()));
         Ok(())
     }
 

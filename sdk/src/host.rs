@@ -198,6 +198,23 @@ impl Host {
         })
     }
 
+    /// (ABI 1.4) Retargets: gives up the server transaction `txn` (an out-of-dialog request
+    /// not answered finally, typically an INVITE) and has the host route its request again as
+    /// if its Request-URI were `uri` (`sip:screen-team@example.com`). The plugin whose claim
+    /// matches gets it, Request-URI rewritten, everything else as it arrived; from here on
+    /// `txn` is not this plugin's (its CANCEL goes to the new owner). When nothing claims
+    /// `uri`, the host answers `404` itself; see [`crate::abi`], "Retargeting", for the rest.
+    /// [`Error::InvalidArgument`] for a URI that is not `sip:`/`sips:`,
+    /// [`Error::UnknownTransaction`] for a transaction that is not open,
+    /// [`Error::NotSupported`] from hosts before ABI 1.4.
+    pub fn retarget(&self, txn: TransactionId, uri: &str) -> Result<()> {
+        self.with(|api| {
+            let f = api.retarget.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive; the URI is borrowed for the call.
+            Error::from_code(unsafe { f(api.ctx, txn.0, uri.as_ptr(), uri.len()) })
+        })
+    }
+
     /// Answers `request` with a bodiless response. [`Error::UnknownTransaction`] for a request
     /// that expects no answer (ACK, CANCEL).
     pub fn reply(&self, request: &Request, status: u16, reason: &str) -> Result<()> {

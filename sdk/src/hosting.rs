@@ -62,6 +62,14 @@ pub trait HostServices: Send + Sync + 'static {
     /// A response on server transaction `txn` (complete bytes, not yet checked by the SDK).
     fn respond(&self, txn: TransactionId, response: &[u8]) -> Result<()>;
 
+    /// (ABI 1.4) The plugin gives up server transaction `txn` and asks that its request be
+    /// routed again as if its Request-URI were `uri` (not yet checked by the SDK beyond UTF-8).
+    /// See [`crate::abi`], "Retargeting". The default answers [`Error::NotSupported`].
+    fn retarget(&self, txn: TransactionId, uri: &str) -> Result<()> {
+        let _ = (txn, uri);
+        Err(Error::NotSupported)
+    }
+
     /// A claim the plugin makes during `init`, already validated by the SDK
     /// ([`Claim::validate`]). Refuse it to make `init` fail; the default accepts. Conflicts
     /// between plugins are checked after every `init`, not here.
@@ -842,6 +850,7 @@ fn host_table(caps: Capabilities) -> HuddleHostApi {
         emit_event: has(Capabilities::EVENTS).then_some(h_emit_event as _),
         media_tap: media.then_some(h_media_tap as _),
         store_batch: store.then_some(h_store_batch as _),
+        retarget: Some(h_retarget),
     }
 }
 
@@ -963,6 +972,15 @@ unsafe extern "C" fn h_respond(ctx: *mut c_void, txn: u64, msg: *const u8, len: 
     unsafe {
         host_call(ctx, |b| {
             b.services.respond(TransactionId(txn), arg(msg, len)?)
+        })
+    }
+}
+
+unsafe extern "C" fn h_retarget(ctx: *mut c_void, txn: u64, uri: *const u8, len: usize) -> i32 {
+    // SAFETY: ctx from our table; the URI is borrowed for the call.
+    unsafe {
+        host_call(ctx, |b| {
+            b.services.retarget(TransactionId(txn), text_arg(uri, len)?)
         })
     }
 }

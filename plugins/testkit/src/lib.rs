@@ -10,7 +10,15 @@
 //! * `sleep_ms`: how long `handle_request` sleeps before answering (a slow plugin);
 //! * `invite` (default false): also claim `INVITE` to the user — the body `answer` gets a 200
 //!   (its ACK is recorded), anything else a 180 and then nothing until a CANCEL (answered
-//!   `487` on the INVITE, recorded).
+//!   `487` on the INVITE, recorded). Every INVITE is recorded as `invite RURI user=USER
+//!   body=BODY` (`-` for no authenticated user).
+//! * `guests` (default false): the INVITE claim is open to guests (no 407 for a local caller
+//!   without credentials).
+//!
+//! An INVITE whose body is `retarget WHO URI REST…` is retargeted (ABI 1.4, `Host::retarget`)
+//! to `URI` by the instance whose user is `WHO` (or by every instance, for `*`), recorded as
+//! `retarget URI ok` or `retarget URI error: …` (then answered `500`); any other instance
+//! treats `REST` as the body (`answer`, or ringing).
 //!
 //! Commands (words separated by spaces; `-` names the own namespace):
 //!
@@ -53,6 +61,8 @@ pub struct KitConfig {
     pub sleep_ms: u64,
     /// Also claim INVITE.
     pub invite: bool,
+    /// The INVITE claim is open to guests.
+    pub guests: bool,
 }
 
 /// One instance.
@@ -173,7 +183,12 @@ impl Plugin for Kit {
         };
         claims.add(Claim::method("MESSAGE").with_user(&user));
         if config.invite {
-            claims.add(Claim::method("INVITE").with_user(&user));
+            let invite = Claim::method("INVITE").with_user(&user);
+            claims.add(if config.guests {
+                invite.open_to_guests()
+            } else {
+                invite
+            });
         }
         huddle_sdk::info!(host, "testkit answering sip:{user}@<domain>");
         Ok(Kit {
@@ -212,6 +227,32 @@ impl Plugin for Kit {
             Method::Invite => {
                 let contact = format!("<sip:{}@{}>", self.user, "127.0.0.1");
                 let txn = request.transaction().ok_or(Error::UnknownTransaction)?;
+                self.events.push(format!(
+                    "invite {} user={} body={body}",
+                    request.uri(),
+                    request.info().auth_user.as_deref().unwrap_or("-")
+                ));
+                let words: Vec<&str> = body.split_whitespace().collect();
+                let body = match words.as_slice() {
+                    ["retarget", who, uri, ..] if *who == "*" || *who == self.user => {
+                        match host.retarget(txn, uri) {
+                            Ok(()) => {
+                                self.events.push(format!("retarget {uri} ok"));
+                                return Ok(());
+                            }
+                            Err(e) => {
+                                self.events.push(format!("retarget {uri} error: {e}"));
+                                let failed = request
+                                    .response(500, "Server Internal Error - Retarget Failed")
+                                    .body("text/plain", format!("error: {e}").as_bytes())
+                                    .build();
+                                return host.respond(txn, &failed);
+                            }
+                        }
+                    }
+                    ["retarget", _, _, rest @ ..] => rest.join(" "),
+                    _ => body,
+                };
                 if body == "answer" {
                     let ok = request
                         .response(200, "OK")

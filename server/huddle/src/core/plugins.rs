@@ -19,6 +19,16 @@
 //! a plugin's 2xx (one that names the INVITE's transaction, or any ACK whose Request-URI the
 //! plugin claims for INVITE) is delivered without a transaction.
 //!
+//! A plugin may *retarget* an out-of-dialog request it has not answered finally (ABI 1.4,
+//! `HostCommand::Retarget`): its transaction id is retired, and the request, with the new
+//! Request-URI and otherwise unchanged, is routed again as above to whichever plugin claims
+//! it, under a new transaction id, with the same caller (authenticated user or none) and
+//! Record-Route values; the server transaction stays the same, so a later CANCEL reaches the
+//! new owner. The host answers itself when that cannot be done: 404 when no claim matches the
+//! new URI (or it does not name us), 482 after [`MAX_RETARGETS`], 487 when a CANCEL came
+//! meanwhile, 407 when the new claim is closed to guests and the caller (a local From) did not
+//! authenticate.
+//!
 //! A dialog-creating request that arrived over a connection (a browser's WebSocket) is handed
 //! over with two Record-Route values naming this server, the second carrying the connection's
 //! flow token, as the proxy would add them: a plugin that keeps the Record-Route set as its
@@ -91,6 +101,9 @@ const QUEUE_FULL_RETRY_AFTER: &str = "1";
 /// `Retry-After` (seconds) when a plugin said it is busy.
 const BUSY_RETRY_AFTER: &str = "5";
 
+/// How many times one request may be retargeted (ABI 1.4); one more is answered `482`.
+pub(crate) const MAX_RETARGETS: u8 = 3;
+
 /// A server transaction handed to a plugin, until the transaction layer forgets it.
 #[derive(Debug)]
 struct PluginTxn {
@@ -98,6 +111,12 @@ struct PluginTxn {
     key: ServerKey,
     request: Message,
     from: Peer,
+    /// Who the plugin was told the caller is (kept for a retarget).
+    auth_user: Option<String>,
+    /// Retargets so far.
+    retargets: u8,
+    /// A CANCEL for it arrived (a retarget after that is answered `487`).
+    cancelled: bool,
 }
 
 /// One client transaction of a plugin's request.
@@ -293,21 +312,55 @@ impl Core {
         msg: Message,
         from: Peer,
     ) {
-        let dialog = in_dialog(&msg);
-        let mut auth_user = None;
-        if !dialog {
-            let from_local = msg
-                .from_header()
-                .ok()
-                .and_then(|f| SipUri::parse(f.uri).ok())
-                .is_some_and(|u| self.is_local(&u));
-            if from_local && !self.admits_guest(index, &msg) {
-                match self.authenticate(key, &msg, &from, Role::Proxy) {
-                    Some(user) => auth_user = Some(user),
-                    None => return,
-                }
+        let auth_user = if in_dialog(&msg) {
+            None
+        } else {
+            match self.caller_for(index, key, &msg, &from, None) {
+                Some(user) => user,
+                None => return,
             }
+        };
+        self.offer_to_plugin(index, key, msg, from, auth_user, 0);
+    }
+
+    /// Who the caller of out-of-dialog `msg` is for plugin `index`: `known` when the host
+    /// authenticated them already, else the digest user for a local From that no claim open
+    /// to guests admits (a 407 when the request carries no credentials: `None`, answered),
+    /// else nobody (a guest, a caller from another domain).
+    fn caller_for(
+        &mut self,
+        index: usize,
+        key: ServerKey,
+        msg: &Message,
+        from: &Peer,
+        known: Option<String>,
+    ) -> Option<Option<String>> {
+        if known.is_some() {
+            return Some(known);
         }
+        let from_local = msg
+            .from_header()
+            .ok()
+            .and_then(|f| SipUri::parse(f.uri).ok())
+            .is_some_and(|u| self.is_local(&u));
+        if from_local && !self.admits_guest(index, msg) {
+            return self.authenticate(key, msg, from, Role::Proxy).map(Some);
+        }
+        Some(None)
+    }
+
+    /// Gives `msg` (server transaction `key`) to plugin `index` as a new plugin transaction;
+    /// `retargets` says how often it was retargeted before (then the 100 Trying went already).
+    fn offer_to_plugin(
+        &mut self,
+        index: usize,
+        key: ServerKey,
+        msg: Message,
+        from: Peer,
+        auth_user: Option<String>,
+        retargets: u8,
+    ) {
+        let dialog = in_dialog(&msg);
         let shared = self.plugins.handles[index].shared.clone();
         if shared.is_disabled() {
             self.respond(
@@ -326,6 +379,7 @@ impl Core {
         let open = OpenTxn {
             call_id: call_id.to_owned(),
             cseq: cseq.seq,
+            out_of_dialog: !dialog,
         };
         let method = msg.method().cloned().unwrap_or(Method::Options);
         let bytes = if dialog_creating(&method) && !dialog && from.flow.is_some() {
@@ -344,7 +398,7 @@ impl Core {
         let job = Job::Request {
             txn: Some(TransactionId(txn)),
             bytes,
-            info: info_for(&from, auth_user, None),
+            info: info_for(&from, auth_user.clone(), None),
             counted: true,
         };
         if !shared.mailbox.try_request(job) {
@@ -360,7 +414,7 @@ impl Core {
             );
             return;
         }
-        if method == Method::Invite {
+        if method == Method::Invite && retargets == 0 {
             self.respond(key, &msg, &from, 100, "Trying", &[]);
         }
         self.plugins.by_key.insert(key, txn);
@@ -371,8 +425,62 @@ impl Core {
                 key,
                 request: msg,
                 from,
+                auth_user,
+                retargets,
+                cancelled: false,
             },
         );
+    }
+
+    /// (ABI 1.4) Plugin `plugin` gave up `txn`: route its request again as if its Request-URI
+    /// were `uri`, to whichever plugin claims that (see `huddle_sdk::abi`, "Retargeting").
+    fn plugin_retarget(&mut self, plugin: usize, txn: u64, uri: &str) {
+        if !self
+            .plugins
+            .txns
+            .get(&txn)
+            .is_some_and(|t| t.plugin == plugin)
+        {
+            tracing::debug!(plugin = %self.plugins.name(plugin), txn, "retarget of a transaction that ended");
+            return;
+        }
+        let Some(t) = self.plugins.txns.remove(&txn) else {
+            return;
+        };
+        self.plugins.by_key.remove(&t.key);
+        let PluginTxn {
+            key,
+            request,
+            from,
+            auth_user,
+            retargets,
+            cancelled,
+            ..
+        } = t;
+        let refuse = |core: &mut Core, status: u16, reason: &str| {
+            tracing::debug!(plugin = %core.plugins.name(plugin), uri, status, "retarget answered by the host");
+            core.respond(key, &request, &from, status, reason, &[]);
+        };
+        let target = Forward::new(&request).request_uri(uri).build_message();
+        let index = target.as_ref().ok().and_then(|m| self.plugin_for(m, None));
+        let (Ok(target), Some(index)) = (target, index) else {
+            let (status, reason) =
+                retarget_refusal(cancelled, retargets, false).unwrap_or(NOT_CLAIMED);
+            return refuse(self, status, reason);
+        };
+        if let Some((status, reason)) = retarget_refusal(cancelled, retargets, true) {
+            return refuse(self, status, reason);
+        }
+        let Some(auth_user) = self.caller_for(index, key, &target, &from, auth_user) else {
+            return;
+        };
+        tracing::debug!(
+            from = %self.plugins.name(plugin),
+            to = %self.plugins.name(index),
+            uri,
+            "request retargeted"
+        );
+        self.offer_to_plugin(index, key, target, from, auth_user, retargets + 1);
     }
 
     /// A CANCEL for server transaction `invite`: delivered to the plugin that has it (the
@@ -381,9 +489,10 @@ impl Core {
         let Some(&txn) = self.plugins.by_key.get(&invite) else {
             return false;
         };
-        let Some(t) = self.plugins.txns.get(&txn) else {
+        let Some(t) = self.plugins.txns.get_mut(&txn) else {
             return false;
         };
+        t.cancelled = true;
         let handle = &self.plugins.handles[t.plugin];
         let open = crate::plugins::services::lock(&handle.shared.open).contains_key(&txn);
         if open && !handle.shared.is_disabled() {
@@ -492,6 +601,7 @@ impl Core {
                 id,
                 request,
             } => self.plugin_send(plugin, id, request, now),
+            HostCommand::Retarget { plugin, txn, uri } => self.plugin_retarget(plugin, txn, &uri),
         }
     }
 
@@ -867,6 +977,24 @@ impl Core {
     }
 }
 
+/// The host's answer to a retarget whose target no plugin claims.
+const NOT_CLAIMED: (u16, &str) = (404, "Not Found - Retarget Claimed By No Plugin");
+
+/// The answer the host gives instead of handing a retargeted request on, if any: a request
+/// cancelled meanwhile is over (487), one retargeted [`MAX_RETARGETS`] times already is a loop
+/// (482), and one whose new Request-URI no plugin `claimed` has nowhere to go (404).
+fn retarget_refusal(cancelled: bool, retargets: u8, claimed: bool) -> Option<(u16, &'static str)> {
+    if cancelled {
+        Some((487, "Request Terminated"))
+    } else if retargets >= MAX_RETARGETS {
+        Some((482, "Loop Detected - Retargeted Too Often"))
+    } else if !claimed {
+        Some(NOT_CLAIMED)
+    } else {
+        None
+    }
+}
+
 /// The client transactions of `ctx` without a final response.
 fn pending(ctx: &Outgoing) -> Vec<ClientKey> {
     ctx.branches
@@ -874,4 +1002,30 @@ fn pending(ctx: &Outgoing) -> Vec<ClientKey> {
         .filter(|b| b.final_status.is_none())
         .map(|b| b.key)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retarget_is_refused_when_cancelled_looping_or_unclaimed() {
+        assert_eq!(retarget_refusal(false, 0, true), None);
+        assert_eq!(retarget_refusal(false, MAX_RETARGETS - 1, true), None);
+        assert_eq!(
+            retarget_refusal(false, MAX_RETARGETS, true).map(|r| r.0),
+            Some(482)
+        );
+        assert_eq!(retarget_refusal(false, 0, false).map(|r| r.0), Some(404));
+        // A cancelled request is over, wherever it was going; a loop beats a missing claim.
+        assert_eq!(retarget_refusal(true, 0, true).map(|r| r.0), Some(487));
+        assert_eq!(
+            retarget_refusal(true, MAX_RETARGETS, false).map(|r| r.0),
+            Some(487)
+        );
+        assert_eq!(
+            retarget_refusal(false, MAX_RETARGETS, false).map(|r| r.0),
+            Some(482)
+        );
+    }
 }

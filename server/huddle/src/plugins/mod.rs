@@ -68,6 +68,13 @@ pub(crate) enum HostCommand {
     },
     /// The instance is disabled and `txn` was still queued: answer it 503.
     Disabled { plugin: usize, txn: u64 },
+    /// (ABI 1.4) The plugin gave up `txn` (checked: open, out of dialog, `uri` a SIP URI):
+    /// route its request again as if its Request-URI were `uri`.
+    Retarget {
+        plugin: usize,
+        txn: u64,
+        uri: String,
+    },
     /// Route and send a request the plugin built (checked: a request without Via).
     Send {
         plugin: usize,

@@ -118,6 +118,8 @@ fn media_error(e: MediaError) -> Error {
 pub(crate) struct OpenTxn {
     pub(crate) call_id: String,
     pub(crate) cseq: u32,
+    /// Out of dialog (no To tag): the plugin may retarget it (ABI 1.4).
+    pub(crate) out_of_dialog: bool,
 }
 
 /// What the core, the instance's thread and its host table share.
@@ -373,6 +375,33 @@ impl HostServices for Services {
         if sent.is_err() {
             // Not handed over: the transaction is still the plugin's to answer.
             if let Some(entry) = removed {
+                lock(&self.shared.open).insert(txn.0, entry);
+            }
+        }
+        sent
+    }
+
+    fn retarget(&self, txn: TransactionId, uri: &str) -> Result<()> {
+        if huddle_sip::uri::SipUri::parse(uri).is_err() {
+            return Err(self.refuse("retarget: the target is not a sip: or sips: URI"));
+        }
+        let mut open = lock(&self.shared.open);
+        match open.get(&txn.0) {
+            None => return Err(Error::UnknownTransaction),
+            Some(entry) if !entry.out_of_dialog => return Err(Error::BadState),
+            Some(_) => {}
+        }
+        // Taken from the plugin now: a response it sends after this is refused.
+        let entry = open.remove(&txn.0);
+        drop(open);
+        let sent = self.command(HostCommand::Retarget {
+            plugin: self.index,
+            txn: txn.0,
+            uri: uri.to_owned(),
+        });
+        if sent.is_err() {
+            // Not handed over: the transaction is still the plugin's to answer.
+            if let Some(entry) = entry {
                 lock(&self.shared.open).insert(txn.0, entry);
             }
         }
@@ -730,6 +759,7 @@ mod tests {
             OpenTxn {
                 call_id: "c2".into(),
                 cseq: 4,
+                out_of_dialog: true,
             },
         );
         assert_eq!(
@@ -746,6 +776,53 @@ mod tests {
             s.respond(TransactionId(7), resp),
             Err(Error::UnknownTransaction),
             "finished"
+        );
+    }
+
+    #[tokio::test]
+    async fn retarget_takes_an_open_out_of_dialog_transaction_once() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (s, mut rx) = services("kit", store);
+        let open = |out_of_dialog| OpenTxn {
+            call_id: "c1".into(),
+            cseq: 1,
+            out_of_dialog,
+        };
+        let uri = "sip:screen-team@example.test";
+        assert_eq!(
+            s.retarget(TransactionId(3), uri),
+            Err(Error::UnknownTransaction)
+        );
+        lock(&s.shared.open).insert(3, open(true));
+        assert_eq!(
+            s.retarget(TransactionId(3), "tel:+15550100"),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(
+            s.retarget(TransactionId(3), "not a uri"),
+            Err(Error::InvalidArgument)
+        );
+        s.retarget(TransactionId(3), uri).unwrap();
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(HostCommand::Retarget { txn: 3, uri: u, .. }) if u == uri
+        ));
+        assert_eq!(
+            s.retarget(TransactionId(3), uri),
+            Err(Error::UnknownTransaction),
+            "the transaction is not the plugin's any more"
+        );
+        let ok = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            s.respond(TransactionId(3), ok),
+            Err(Error::UnknownTransaction),
+            "nor may it answer it"
+        );
+        lock(&s.shared.open).insert(4, open(false));
+        assert_eq!(
+            s.retarget(TransactionId(4), uri),
+            Err(Error::BadState),
+            "in-dialog requests stay"
         );
     }
 

@@ -1,0 +1,229 @@
+//! Retargeting (ABI 1.4, `Host::retarget`) through a running server, with two instances of the
+//! test-only `plugins/testkit` (`kit` claims INVITE to `sip:kit@…` open to guests, `kit2`
+//! INVITE to `sip:kit2@…` closed to them). An INVITE to `kit` whose body says so is handed
+//! to `kit2` with the Request-URI rewritten and its body unchanged; `kit2` answers it
+//! (the caller sees one 100 Trying, then `kit2`'s answer), and a CANCEL reaches `kit2`, not
+//! `kit`. The host answers itself when the retarget cannot be done: 404 for a URI no plugin
+//! claims (or another domain), 482 when the request keeps being retargeted, and the
+//! synchronous error for a URI that is not SIP. A local caller who did not authenticate is
+//! challenged (407) when the new claim is closed to guests; the authenticated retry reaches
+//! `kit2` as that user.
+
+use std::time::{Duration, Instant};
+
+use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
+use huddle_e2e::sip_client::{
+    ack_for_failure, cancel_request, new_branch, new_call_id, new_tag, text, Challenge, Conn,
+    DigestSession, SIPML5_HOST,
+};
+use huddle_sip::message::HeaderName;
+use huddle_sip::Message;
+
+async fn two_kits() -> PluginServer {
+    let lib = tokio::task::block_in_place(|| cargo_cdylib("huddle-plugin-testkit"));
+    PluginServer::start(&format!(
+        "{}{}",
+        plugin_entry(
+            &lib,
+            "name = \"kit\"\n[plugins.config]\nuser = \"kit\"\ninvite = true\nguests = true\n"
+        ),
+        plugin_entry(
+            &lib,
+            "name = \"kit2\"\n[plugins.config]\nuser = \"kit2\"\ninvite = true\n"
+        ),
+    ))
+    .await
+}
+
+/// A request to `sip:<user>@example.test` from `from` (`sip:tester@tests.invalid`: a caller
+/// from another domain), with `extra` headers.
+fn request(method: &str, user: &str, from: &str, extra: &str, body: &str) -> (String, String) {
+    let call_id = new_call_id();
+    let req = format!(
+        "{method} sip:{user}@example.test SIP/2.0\r\nVia: SIP/2.0/WS {SIPML5_HOST};branch={};rport\r\n\
+         From: <{from}>;tag={}\r\nTo: <sip:{user}@example.test>\r\n\
+         Contact: <sip:tester@{SIPML5_HOST};transport=ws>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        new_branch(),
+        new_tag(),
+        body.len()
+    );
+    (req, call_id)
+}
+
+const FOREIGN: &str = "sip:tester@tests.invalid";
+
+/// The event log of instance `user`.
+async fn events(conn: &mut Conn, user: &str) -> String {
+    let (req, _) = request("MESSAGE", user, FOREIGN, "", "events");
+    let r = conn.request(&req).await;
+    assert_eq!(r.status(), Some(200), "{}", text(&r));
+    String::from_utf8_lossy(r.body()).into_owned()
+}
+
+/// Polls `user`'s event log until a line contains `needle`.
+async fn wait_event(conn: &mut Conn, user: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = events(conn, user).await;
+        if log.lines().any(|l| l.contains(needle)) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{user}: no event {needle:?}; events so far:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends an INVITE to `kit` and returns its final response (after checking the provisional
+/// ones: one 100 Trying, whoever answers), ACKing a failure.
+async fn invite_kit(conn: &mut Conn, body: &str) -> Message {
+    let (invite, call_id) = request("INVITE", "kit", FOREIGN, "", body);
+    conn.send(&invite).await;
+    let mut trying = 0;
+    loop {
+        let r = conn.next_response(&call_id, 1).await;
+        match r.status() {
+            Some(100) => trying += 1,
+            Some(s) if s >= 200 => {
+                assert_eq!(trying, 1, "one 100 Trying, from the host");
+                if s >= 300 {
+                    let own = Message::parse(invite.clone().into()).unwrap();
+                    conn.send(&ack_for_failure(&own, &r)).await;
+                }
+                return r;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retargeted_invite_reaches_the_other_plugin_with_its_cancel() {
+    let server = two_kits().await;
+    let mut c = Conn::ws(&server.ws_url(), "tester").await;
+
+    // Answered by kit2, which saw the new Request-URI and the body as sent.
+    let body = "retarget kit sip:kit2@example.test answer";
+    let ok = invite_kit(&mut c, body).await;
+    assert_eq!(ok.status(), Some(200), "{}", text(&ok));
+    let contact = ok.header(&HeaderName::Contact).unwrap_or_default();
+    assert!(
+        contact.contains("sip:kit2@"),
+        "kit2 answered: {}",
+        text(&ok)
+    );
+    wait_event(&mut c, "kit", "retarget sip:kit2@example.test ok").await;
+    wait_event(
+        &mut c,
+        "kit2",
+        &format!("invite sip:kit2@example.test user=- body={body}"),
+    )
+    .await;
+
+    // Ringing at kit2, then CANCEL: kit2 ends the INVITE with 487, kit never hears of it.
+    let (invite, call_id) = request(
+        "INVITE",
+        "kit",
+        FOREIGN,
+        "",
+        "retarget kit sip:kit2@example.test ring",
+    );
+    c.send(&invite).await;
+    let trying = c.next_response(&call_id, 1).await;
+    assert_eq!(trying.status(), Some(100), "{}", text(&trying));
+    let ringing = c.next_response(&call_id, 1).await;
+    assert_eq!(ringing.status(), Some(180), "{}", text(&ringing));
+    c.send(&cancel_request(&invite)).await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let r = c
+            .wait_for("a final response to the INVITE or the CANCEL", |m| {
+                m.call_id() == Some(call_id.as_str()) && m.status().is_some_and(|s| s >= 200)
+            })
+            .await;
+        got.push((r.cseq().unwrap().method.as_str().to_owned(), r.status()));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("CANCEL".to_owned(), Some(200)),
+            ("INVITE".to_owned(), Some(487))
+        ]
+    );
+    wait_event(&mut c, "kit2", "cancel").await;
+    let kit = events(&mut c, "kit").await;
+    assert!(
+        !kit.lines().any(|l| l == "cancel"),
+        "kit got the CANCEL:\n{kit}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_answers_retargets_that_go_nowhere() {
+    let server = two_kits().await;
+    let mut c = Conn::ws(&server.ws_url(), "tester").await;
+
+    // Nothing claims the URI, or it names another domain: 404 from the host.
+    for uri in ["sip:nobody@example.test", "sip:kit2@elsewhere.invalid"] {
+        let r = invite_kit(&mut c, &format!("retarget kit {uri} answer")).await;
+        assert_eq!(r.status(), Some(404), "{uri}: {}", text(&r));
+    }
+
+    // kit2 retargets to itself for ever: the fourth retarget is a loop.
+    let r = invite_kit(&mut c, "retarget * sip:kit2@example.test").await;
+    assert_eq!(r.status(), Some(482), "{}", text(&r));
+    let log = events(&mut c, "kit2").await;
+    let retargets = log
+        .lines()
+        .filter(|l| l.starts_with("retarget sip:kit2@example.test ok"))
+        .count();
+    assert_eq!(retargets, 3, "kit2 retargeted twice more after kit:\n{log}");
+
+    // Not a SIP URI: refused at the call, the request still kit's to answer.
+    let r = invite_kit(&mut c, "retarget kit tel:+15550100 answer").await;
+    assert_eq!(r.status(), Some(500), "{}", text(&r));
+    assert_eq!(r.body(), b"error: invalid argument", "{}", text(&r));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_retargeted_to_a_closed_claim_is_challenged_and_the_retry_gets_through() {
+    let server = two_kits().await;
+    let mut c = Conn::ws(&server.ws_url(), "alice").await;
+    let body = "retarget kit sip:kit2@example.test answer";
+
+    // alice (a local user) without credentials: kit is open to guests, kit2 is not.
+    let (invite, call_id) = request("INVITE", "kit", "sip:alice@example.test", "", body);
+    c.send(&invite).await;
+    let challenge = c.final_response(&call_id, 1).await;
+    assert_eq!(challenge.status(), Some(407), "{}", text(&challenge));
+    let own = Message::parse(invite.clone().into()).unwrap();
+    c.send(&ack_for_failure(&own, &challenge)).await;
+    wait_event(&mut c, "kit", "invite sip:kit@example.test user=- ").await;
+
+    // The authenticated retry reaches kit as alice, and kit2 with her after the retarget.
+    let mut digest = DigestSession::new(Challenge::of(&challenge), "alice", "alice-pw");
+    let credentials = format!(
+        "Proxy-Authorization: {}\r\n",
+        digest.authorize("INVITE", "sip:kit@example.test")
+    );
+    let (invite, call_id) = request(
+        "INVITE",
+        "kit",
+        "sip:alice@example.test",
+        &credentials,
+        body,
+    );
+    c.send(&invite).await;
+    let ok = c.final_response(&call_id, 1).await;
+    assert_eq!(ok.status(), Some(200), "{}", text(&ok));
+    wait_event(&mut c, "kit", "invite sip:kit@example.test user=alice ").await;
+    wait_event(&mut c, "kit2", "invite sip:kit2@example.test user=alice ").await;
+    server.stop().await;
+}

@@ -23,6 +23,11 @@
 //!   stream through the host (`Host::tap_stream`) and the composite shows the presenter layout
 //!   (the screen big, participants as thumbnails), back to the room's own when it ends. The
 //!   room record says which layout is shown (`"layout"`).
+//! * [`present`]: a participant's second, video-only call to the room URI (SIPml5's
+//!   `call-screenshare` to the room) becomes the room's presentation: when the relay publishes
+//!   its screen URIs (`about` in `screenshare_namespace`) the INVITE is retargeted there
+//!   (`Host::retarget`, ABI 1.4) and the relay admits it as it admits any presenter. A
+//!   video-only call from someone not in the room, or with no relay, joins as a participant.
 //!
 //! The SIP side follows `plugins/echo` (the template): the host answers SDP, adds ICE/DTLS, and
 //! Record-Routes; our 200 carries the room URI as Contact so in-dialog requests come back here.
@@ -35,6 +40,7 @@ pub mod events;
 pub mod layout;
 pub mod media;
 pub mod mix;
+pub mod present;
 pub mod room;
 pub mod screens;
 pub mod sdp;
@@ -489,6 +495,26 @@ impl Conference {
                     .or_else(|| request.header("X-Pin")),
             ),
         };
+        // Before the room's own checks: a presenter already has a seat (and passed the PIN).
+        if let Some(screen) = self.screen_share_target(host, &request, &room, &caller) {
+            let txn = request.transaction().ok_or(Error::UnknownTransaction)?;
+            match host.retarget(txn, &screen) {
+                Ok(()) => {
+                    huddle_sdk::info!(
+                        host,
+                        "{} shares a screen in room {room}: handed to {screen}",
+                        caller.display
+                    );
+                    return Ok(());
+                }
+                // A host before ABI 1.4: the call joins as it did before.
+                Err(e) => huddle_sdk::warn!(
+                    host,
+                    "room {room}: cannot hand {}'s screen to {screen}: {e}; joining it",
+                    caller.display
+                ),
+            }
+        }
         if let Err(refusal) = self.rooms.check(&room, &caller) {
             let (status, reason) = refusal.status();
             huddle_sdk::info!(
@@ -619,6 +645,44 @@ impl Conference {
         self.room_changed(host, &room);
         admin::joined(self, host, &room, session.0, started);
         Ok(())
+    }
+
+    /// Where a new INVITE to `room` goes instead of joining it: the relay's screen URI for a
+    /// video-only offer from someone in the room, when the relay runs ([`present`]).
+    fn screen_share_target(
+        &self,
+        host: &Host,
+        request: &Request,
+        room: &str,
+        caller: &Caller,
+    ) -> Option<String> {
+        if self.screens_ns.is_empty() {
+            return None;
+        }
+        let offer = String::from_utf8_lossy(request.body());
+        // Cheap tests first: most INVITEs carry audio and never read the relay's record.
+        if !present::shares_video_only(&offer) {
+            return None;
+        }
+        let about = host
+            .namespace(&self.screens_ns)
+            .get(present::ABOUT.as_bytes())
+            .ok()
+            .flatten()?;
+        let relay = present::Relay::parse(&about);
+        let who = present::Who {
+            member: caller.member.as_deref(),
+            display: &caller.display,
+        };
+        let in_room = self
+            .calls
+            .values()
+            .filter(|c| c.room == room)
+            .map(|c| present::Who {
+                member: c.entity.as_deref(),
+                display: &c.display,
+            });
+        present::target(relay.as_ref(), &offer, &who, in_room, room, request.uri())
     }
 
     /// A re-INVITE (hold, resume, ICE restart): renegotiated on the same session. The mixer keeps
@@ -1156,6 +1220,66 @@ mod tests {
              Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
+    }
+
+    /// A video-only offer that sends (a shared screen) from guest `who`, call `call_id`.
+    fn invite_screen(uri: &str, who: &str, call_id: &str) -> String {
+        let av = invite_av(uri, who, call_id, 500);
+        let (head, body) = av.split_once("\r\n\r\n").unwrap();
+        let video = &body[body.find("m=video").unwrap()..];
+        let screen = format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n{}a=sendrecv\r\n",
+            video
+        );
+        let head = head.replace(
+            &format!("Content-Length: {}", body.len()),
+            &format!("Content-Length: {}", screen.len()),
+        );
+        format!("{head}\r\n\r\n{screen}")
+    }
+
+    /// A participant's second, video-only call to the room goes to the relay's screen URI
+    /// (retargeted), when the relay publishes it; someone not in the room, or any call when
+    /// no relay runs, joins as a participant.
+    #[test]
+    fn a_participants_screen_call_to_the_room_is_retargeted_to_the_relay() {
+        let (host, mut plugin) = start();
+        host.allow_namespace("plugin/screenshare");
+        host.put(
+            "plugin/screenshare",
+            b"about",
+            br#"{"v":1,"screen_user":"screen-{room}"}"#,
+        );
+        let uri = "sip:stage@example.test";
+        join_av(&host, &mut plugin, uri, "Zed", 300);
+        let joined = host.media_calls().len();
+
+        let txn = plugin
+            .request(invite_screen(uri, "Zed", "zed-screen"))
+            .unwrap();
+        assert_eq!(
+            host.retargets(),
+            [(txn, "sip:screen-stage@example.test".to_owned())]
+        );
+        assert!(host.final_response(txn).is_none(), "the relay answers it");
+        assert_eq!(host.media_calls().len(), joined, "no media session for it");
+        let record = String::from_utf8_lossy(&host.get("", b"rooms/stage").unwrap()).into_owned();
+        assert_eq!(record.matches("\"entity\"").count(), 1, "{record}");
+
+        // Yan is not in the room: a video-only participant.
+        let txn = plugin
+            .request(invite_screen(uri, "Yan", "yan-screen"))
+            .unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 200);
+        assert_eq!(host.retargets().len(), 1);
+
+        // No relay (its record is gone): Zed's screen call joins too.
+        host.delete("plugin/screenshare", b"about");
+        let txn = plugin
+            .request(invite_screen(uri, "Zed", "zed-screen-2"))
+            .unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 200);
+        assert_eq!(host.retargets().len(), 1);
     }
 
     /// Joins `who` to `uri` and returns their media session (the FakeHost's newest answer).

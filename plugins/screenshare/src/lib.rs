@@ -20,6 +20,19 @@
 //!   name, as the conference plugin lists them) or anyone (`viewers = "anyone"`); without a
 //!   presentation → 480.
 //!
+//! * **A second call to the room itself**: a participant who makes a second, video-only call
+//!   to the *room* URI (what SIPml5's `call-screenshare` does when the page dials the room)
+//!   reaches the conference plugin, which claims the room; when the caller is in the room and
+//!   the offer sends video only, the conference retargets the INVITE here (ABI 1.4,
+//!   `Host::retarget`: the host routes it again with our screen URI as its Request-URI, every
+//!   other byte as sent). It then arrives as a presenter's call to the screen URI and is
+//!   admitted, refused or takes over exactly as one: no policy lives in the conference, which
+//!   learns where we listen from `about` (below). A guest of a public room whose screen call
+//!   is retargeted gets `403 Forbidden - Log In To Present`, as at the screen URI: a guest is
+//!   known only by a display name anyone can type, and a presentation replaces what the whole
+//!   room sees, so presenting stays for logged-in users (watching, which shows the guest
+//!   what they can already see in the composite, is open to guests in the room).
+//!
 //! Claims of two plugins must not overlap (the server refuses to start): the conference
 //! plugin's on-demand prefix `room-` claims `room-*`, which the default `screen-*` cannot
 //! match; a suffix form (`"{room}-screen"`, claiming `*-screen`) overlaps it, so use one only
@@ -35,8 +48,9 @@
 //! fails) or when the presenter leaves the room (a watch on the conference record); then every
 //! viewer's call is ended with a BYE — a clean end the viewer's client shows.
 //!
-//! `about` in this plugin's namespace holds `{"v":1,"screen_user":"<template>"}` from start-up,
-//! for clients (the host's demo page) to learn the screen URIs.
+//! `about` in this plugin's namespace holds `{"v":1,"screen_user":"<template>"}` from start-up
+//! until shutdown, for clients (the host's demo page) to learn the screen URIs and for the
+//! conference plugin to know that a relay runs and where to retarget a screen call.
 //!
 //! While it runs, `presentations/<room>` in this plugin's namespace (`plugin/screenshare/`)
 //! holds a JSON record `{"v":1,"room","presenter","display","screen_uri","started","session",
@@ -397,6 +411,8 @@ impl Plugin for Screenshare {
                 .store()
                 .delete(format!("{PRESENTATIONS}{room}").as_bytes());
         }
+        // No relay, no screen URIs: the conference stops handing screen calls over.
+        let _ = host.store().delete(ABOUT.as_bytes());
     }
 }
 
@@ -915,6 +931,12 @@ mod tests {
         assert_eq!(
             about["screen_user"], "screen-{room}",
             "clients learn the template"
+        );
+        let host = plugin.stop();
+        assert_eq!(
+            host.get("", b"about"),
+            None,
+            "a stopped relay takes no screens: the conference stops handing them over"
         );
         let (_, plugin) = start("screen_user = \"{room}-screen\"");
         assert!(plugin

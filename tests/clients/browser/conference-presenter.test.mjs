@@ -22,14 +22,11 @@ import { target, user, WAIT_MS } from '../lib/env.mjs';
 import { withTimeout, cleanupAll } from '../lib/wait.mjs';
 import { launchChromium, newPhoneContext } from '../lib/chromium.mjs';
 import { startStaticServer } from '../lib/static-server.mjs';
+import { awaitComposite, isGrid, DRAWN } from '../lib/composite.mjs';
 
 const MEDIA_MS = Number(process.env.HUDDLE_MEDIA_TIMEOUT_MS || 60000);
 const ROOM = process.env.HUDDLE_ROOM || 'team';
 const LINE_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'screenshare-page.js');
-// Mean luma (0..255) below which a region counts as the black background, and the rise over it
-// that counts as something drawn there.
-const BLACK = 30;
-const DRAWN = 25;
 
 async function inPage(page, label, what, fn, arg, ms = WAIT_MS) {
   try {
@@ -81,57 +78,6 @@ const onLine = (who, line, what, fn, arg, ms) =>
 const lineWait = (who, line, names, failOn, ms = MEDIA_MS) =>
   onLine(who, line, `waiting for ${names}`, (a) => window.screenLines[a.line].waitFor(a.arg.names, a.arg.ms, a.arg.failOn), { names, failOn, ms }, ms);
 
-/**
- * The decoded composite's signature: mean luma of three regions, as fractions of the picture.
- * `top`: the top-centre band (background in the grid, the screen in the presenter layout);
- * `bottom`: the bottom-left band (background in the grid, thumbnails in the presenter layout);
- * `middle`: the left tile of the grid. Also the frames decoded, to see the picture move on.
- */
-function signature(who) {
-  return inPage(who.page, who.label, 'composite pixels', async () => {
-    const v = document.getElementById('remote');
-    const w = v.videoWidth;
-    const h = v.videoHeight;
-    if (!w || !h) return null;
-    const c = document.createElement('canvas');
-    c.width = w;
-    c.height = h;
-    const g = c.getContext('2d', { willReadFrequently: true });
-    g.drawImage(v, 0, 0, w, h);
-    const luma = (x0, y0, x1, y1) => {
-      const d = g.getImageData(Math.round(x0 * w), Math.round(y0 * h), Math.max(1, Math.round((x1 - x0) * w)), Math.max(1, Math.round((y1 - y0) * h))).data;
-      let sum = 0;
-      for (let i = 0; i < d.length; i += 4) sum += 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
-      return Math.round(sum / (d.length / 4));
-    };
-    const stats = await window.phone.stats();
-    return {
-      w,
-      h,
-      top: luma(0.375, 0.03, 0.625, 0.2),
-      bottom: luma(0.02, 0.82, 0.3, 0.95),
-      middle: luma(0.05, 0.35, 0.45, 0.65),
-      framesDecoded: stats?.video?.framesDecoded ?? 0,
-    };
-  });
-}
-
-/** Polls `who`'s composite until `pred` holds (bounded by MEDIA_MS); returns that signature. */
-async function awaitComposite(who, what, pred, diag) {
-  const deadline = Date.now() + MEDIA_MS;
-  let last = null;
-  while (Date.now() < deadline) {
-    last = await signature(who);
-    if (last && pred(last)) {
-      diag(`${who.label} composite ${what}: ${JSON.stringify(last)}`);
-      return last;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`${who.label}: timed out after ${MEDIA_MS} ms waiting for the composite ${what}; last: ${JSON.stringify(last)}`);
-}
-
-const isGrid = (s) => s.top < BLACK && s.bottom < BLACK && s.middle > BLACK;
 
 test(`conference: the composite of ${ROOM} switches to the presenter layout while a screen is shared, and back after`, async (t) => {
   const cleanup = [];

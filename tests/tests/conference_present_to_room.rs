@@ -1,0 +1,67 @@
+//! Presenting by calling the room itself, in headless Chromium: alice and bob are in room `team`
+//! (the conference plugin) with their cameras; alice's second, video-only call (getDisplayMedia)
+//! to `sip:team@example.test` is retargeted by the conference to the screen-share relay (ABI 1.4
+//! `retarget`) and becomes the room's presentation: the composite switches to the presenter
+//! layout, bob watching the screen URI decodes alice's frames at her size, and alice hanging up
+//! returns the grid and ends bob's view. carol, not in the room, making the same call to the room
+//! joins it as a participant. The browser side is
+//! `tests/clients/browser/conference-present-to-room.test.mjs`.
+
+use std::time::Duration;
+
+use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
+use huddle_e2e::{require_browser_tools, run_node_tests};
+
+/// Room `team` without a PIN (on-demand rooms off: their `room-*` claim would overlap the
+/// relay's `*-screen`), a small grid composite.
+const CONFERENCE: &str = "[plugins.config]\n\
+    on_demand_prefix = \"\"\n\
+    [[plugins.config.rooms]]\n\
+    name = \"team\"\n\
+    max_participants = 4\n\
+    layout = \"grid\"\n\
+    video = { width = 320, height = 180, fps = 10, bitrate_kbps = 300 }\n";
+
+/// No presenters by role: only someone in the room presents.
+const SCREENSHARE: &str = "[plugins.config]\n\
+    screen_user = \"{room}-screen\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participants_video_only_call_to_the_room_becomes_its_presentation() {
+    require_browser_tools(true);
+    let (conference, screenshare) = tokio::task::block_in_place(|| {
+        (
+            cargo_cdylib("huddle-plugin-conference"),
+            cargo_cdylib("huddle-plugin-screenshare"),
+        )
+    });
+    let extra = format!(
+        "{}{}",
+        plugin_entry(&conference, CONFERENCE),
+        plugin_entry(&screenshare, SCREENSHARE)
+    );
+    let server = PluginServer::start(&extra).await;
+    let url = server.ws_url();
+    tokio::task::block_in_place(|| {
+        run_node_tests(
+            &["browser/conference-present-to-room.test.mjs"],
+            &url,
+            &[],
+            Duration::from_secs(600),
+        )
+    });
+    assert_eq!(
+        server.running.media_sessions(),
+        0,
+        "every media leg ended with its call"
+    );
+    let store = server.stop().await;
+    assert_eq!(
+        store
+            .get(b"plugin/screenshare/presentations/team")
+            .ok()
+            .flatten(),
+        None,
+        "no presentation record is left behind"
+    );
+}

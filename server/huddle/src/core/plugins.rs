@@ -435,12 +435,7 @@ impl Core {
     /// (ABI 1.4) Plugin `plugin` gave up `txn`: route its request again as if its Request-URI
     /// were `uri`, to whichever plugin claims that (see `huddle_sdk::abi`, "Retargeting").
     fn plugin_retarget(&mut self, plugin: usize, txn: u64, uri: &str) {
-        if !self
-            .plugins
-            .txns
-            .get(&txn)
-            .is_some_and(|t| t.plugin == plugin)
-        {
+        if self.plugins.txns.get(&txn).map(|t| t.plugin) != Some(plugin) {
             tracing::debug!(plugin = %self.plugins.name(plugin), txn, "retarget of a transaction that ended");
             return;
         }

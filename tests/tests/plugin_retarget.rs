@@ -3,7 +3,7 @@
 //! INVITE to `sip:kit2@…` closed to them). An INVITE to `kit` whose body says so is handed
 //! to `kit2` with the Request-URI rewritten and its body unchanged; `kit2` answers it
 //! (the caller sees one 100 Trying, then `kit2`'s answer), and a CANCEL reaches `kit2`, not
-//! `kit`. The host answers itself when the retarget cannot be done: 404 for a URI no plugin
+//! `kit`; a request retargeted after its CANCEL came is answered 487 by the host. The host answers itself when the retarget cannot be done: 404 for a URI no plugin
 //! claims (or another domain), 482 when the request keeps being retargeted, and the
 //! synchronous error for a URI that is not SIP. A local caller who did not authenticate is
 //! challenged (407) when the new claim is closed to guests; the authenticated retry reaches
@@ -160,6 +160,35 @@ async fn a_retargeted_invite_reaches_the_other_plugin_with_its_cancel() {
     assert!(
         !kit.lines().any(|l| l == "cancel"),
         "kit got the CANCEL:\n{kit}"
+    );
+
+    // Retargeted after its CANCEL arrived: over, the host answers 487 and kit2 never rings.
+    let (invite, call_id) = request(
+        "INVITE",
+        "kit",
+        FOREIGN,
+        "",
+        "retarget-on-cancel sip:kit2@example.test",
+    );
+    c.send(&invite).await;
+    let trying = c.next_response(&call_id, 1).await;
+    assert_eq!(trying.status(), Some(100), "{}", text(&trying));
+    let ringing = c.next_response(&call_id, 1).await;
+    assert_eq!(ringing.status(), Some(180), "kit rings: {}", text(&ringing));
+    c.send(&cancel_request(&invite)).await;
+    let ended = c
+        .wait_for("the INVITE's final response", |m| {
+            m.call_id() == Some(call_id.as_str())
+                && m.cseq().is_ok_and(|c| c.method.as_str() == "INVITE")
+                && m.status().is_some_and(|s| s >= 200)
+        })
+        .await;
+    assert_eq!(ended.status(), Some(487), "{}", text(&ended));
+    wait_event(&mut c, "kit", "retarget-on-cancel sip:kit2@example.test ok").await;
+    let kit2 = events(&mut c, "kit2").await;
+    assert!(
+        !kit2.contains("body=retarget-on-cancel"),
+        "kit2 got a cancelled INVITE:\n{kit2}"
     );
     server.stop().await;
 }

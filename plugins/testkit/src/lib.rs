@@ -18,7 +18,9 @@
 //! An INVITE whose body is `retarget WHO URI REST…` is retargeted (ABI 1.4, `Host::retarget`)
 //! to `URI` by the instance whose user is `WHO` (or by every instance, for `*`), recorded as
 //! `retarget URI ok` or `retarget URI error: …` (then answered `500`); any other instance
-//! treats `REST` as the body (`answer`, or ringing).
+//! treats `REST` as the body (`answer`, or ringing). An INVITE whose body is
+//! `retarget-on-cancel URI` rings, and its CANCEL is met with a retarget to `URI` instead of
+//! a 487 (recorded as `retarget-on-cancel URI ok`).
 //!
 //! Commands (words separated by spaces; `-` names the own namespace):
 //!
@@ -220,7 +222,22 @@ impl Plugin for Kit {
                     .related
                     .and_then(|txn| self.ringing.remove(&txn))
                 {
-                    host.reply(&invite, 487, "Request Terminated")?;
+                    let words: Vec<String> = String::from_utf8_lossy(invite.body())
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect();
+                    match (words.first().map(String::as_str), words.get(1)) {
+                        (Some("retarget-on-cancel"), Some(uri)) => {
+                            let txn = invite.transaction().ok_or(Error::UnknownTransaction)?;
+                            let outcome = match host.retarget(txn, uri) {
+                                Ok(()) => "ok".to_owned(),
+                                Err(e) => format!("error: {e}"),
+                            };
+                            self.events
+                                .push(format!("retarget-on-cancel {uri} {outcome}"));
+                        }
+                        _ => host.reply(&invite, 487, "Request Terminated")?,
+                    }
                 }
                 return Ok(());
             }

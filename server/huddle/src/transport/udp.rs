@@ -13,8 +13,9 @@ use tracing::{debug, trace};
 use super::shared::{Shared, TaskCtx};
 use super::{Inbound, SendError, Transport, TransportEvent};
 
-/// Datagrams read per system call at most; a wake-up under load finds a handful.
-const RECV_BATCH: usize = 16;
+/// Datagrams read per system call at most; a wake-up under load finds a handful. One where
+/// there is no `recvmmsg`.
+const RECV_BATCH: usize = if cfg!(target_os = "linux") { 16 } else { 1 };
 
 /// Datagrams written per system call at most (the kernel takes up to 1024).
 const SEND_BATCH: usize = 64;
@@ -39,19 +40,36 @@ pub(crate) async fn run(socket: UdpSocket, reader: std::net::UdpSocket, mut ctx:
     let stop = TaskCtx::shutdown_signal(&mut shutdown);
     tokio::pin!(stop);
     loop {
-        received.clear();
-        // `async_io` waits until tokio reports the socket readable and forgets that when the
-        // read finds it empty (`WouldBlock`), as tokio's own receive methods do.
-        let result = tokio::select! {
+        let ready = tokio::select! {
             () = &mut stop => break,
-            r = socket.async_io(Interest::READABLE, || {
-                receive(&reader, &mut buf, slot, &mut received)
-            }) => r,
+            ready = socket.readable() => ready,
         };
-        if let Err(e) = result {
-            // Per-datagram errors (e.g. ICMP reports on some systems); the socket lives on.
-            debug!(%local, error = %e, "UDP receive error");
-            continue;
+        if ready.is_err() {
+            // The reactor is gone: the runtime is shutting down.
+            break;
+        }
+        received.clear();
+        // `WouldBlock` makes tokio forget that the socket is readable, so the next turn waits
+        // for the next datagram. Besides an empty socket, that is also the right answer for a
+        // batch that is not full: the read stopped because the socket ran dry (tokio does the
+        // same after a short read of a stream), and checking with another system call would
+        // only find it empty. Nothing is missed: tokio clears only the readiness it had seen
+        // before the read, and a datagram arriving since is a newer readiness event.
+        let result = socket.try_io(Interest::READABLE, || {
+            receive(&reader, &mut buf, slot, &mut received)?;
+            if received.len() < RECV_BATCH {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                // Per-datagram errors (e.g. ICMP reports on some systems); the socket lives on.
+                debug!(%local, error = %e, "UDP receive error");
+                continue;
+            }
         }
         for (i, &(len, remote)) in received.iter().enumerate() {
             // Without a sender address there is no one to answer.

@@ -25,6 +25,8 @@
 #   BENCH_REG_RATE=2000 BENCH_MSG_RATE=2000 BENCH_CALL_RATE=300 (ops/s, all SIPp processes)
 #   BENCH_TRANSPORT=u1 (or t1) BENCH_TX_PER_SIPP=6000 (transactions/s per SIPp UAC
 #   process before the load is split over several) HUDDLE_BIN=target/release/huddle
+#   HUDDLE_BASE_BIN= (another Huddle build, measured as server "huddle-base" when BENCH_SERVERS
+#   names it, e.g. "kamailio huddle-base huddle": before/after figures from the same run)
 #   BENCH_KEEP=0 (1: keep the work folder with all SIPp and server logs)
 #   BENCH_WS_CONNECTIONS=2000 BENCH_WS_REG_RATE=1000 BENCH_WS_MSG_RATE=1000 (ops/s)
 #   WSLOAD_BIN=target/release/wsload (build: cargo build --release -p huddle-wsload)
@@ -53,6 +55,7 @@ call_rate=${BENCH_CALL_RATE:-300}
 transport=${BENCH_TRANSPORT:-u1}
 tx_per_sipp=${BENCH_TX_PER_SIPP:-6000}
 huddle_bin=${HUDDLE_BIN:-$repo/target/release/huddle}
+huddle_base_bin=${HUDDLE_BASE_BIN:-}
 wsload_bin=${WSLOAD_BIN:-$repo/target/release/wsload}
 ws_conns=${BENCH_WS_CONNECTIONS:-2000}
 ws_reg_rate=${BENCH_WS_REG_RATE:-1000}
@@ -244,31 +247,33 @@ start_kamailio() {
 	note "kamailio: $(proc_tree "${server_pids[0]}" | wc -l) processes (main pid ${server_pids[0]})"
 }
 
-start_huddle() {
-	if [[ ! -x $huddle_bin ]]; then
-		note "huddle: $huddle_bin not found - skipping Huddle (build it: cargo build --release -p huddle)"
+start_huddle() { # start_huddle NAME BINARY
+	local name=$1 bin=$2
+	if [[ ! -x $bin ]]; then
+		note "$name: '$bin' not found - skipping it (build it: cargo build --release -p huddle)"
 		return 1
 	fi
 	sip_port=$(free_port 26060)
-	local deadline log=$work/huddle/huddle.log
+	local deadline dir=$work/$name
+	local log=$dir/huddle.log
 	ws_port=$(free_port 28081)
-	mkdir -p "$work/huddle"
-	huddle_config "$work/huddle/huddle.toml" "$sip_port" "$ws_port" "$work/huddle/huddle.redb"
-	setsid "$huddle_bin" run --config "$work/huddle/huddle.toml" </dev/null >"$log" 2>&1 &
+	mkdir -p "$dir"
+	huddle_config "$dir/huddle.toml" "$sip_port" "$ws_port" "$dir/huddle.redb"
+	setsid "$bin" run --config "$dir/huddle.toml" </dev/null >"$log" 2>&1 &
 	huddle_pid=$!
 	((bench_nice == 0)) || prioritize_tree "$huddle_pid"
 	deadline=$((SECONDS + ${BENCH_START_SECONDS:-20}))
 	until sip_probe "$ip" "$sip_port"; do
 		if ! kill -0 "$huddle_pid" 2>/dev/null || ((SECONDS >= deadline)); then
 			tail -n 15 "$log" >&2 || true
-			note "huddle: did not answer SIP OPTIONS on tcp $ip:$sip_port within ${BENCH_START_SECONDS:-20} s - skipping Huddle"
+			note "$name: did not answer SIP OPTIONS on tcp $ip:$sip_port within ${BENCH_START_SECONDS:-20} s - skipping Huddle"
 			stop_server
 			return 1
 		fi
 		sleep 0.2
 	done
 	server_pids=("$huddle_pid")
-	note "huddle: pid $huddle_pid on $ip:$sip_port (ws $ws_port)"
+	note "$name: pid $huddle_pid on $ip:$sip_port (ws $ws_port)"
 }
 
 # --- SIPp -------------------------------------------------------------------------------------
@@ -477,7 +482,8 @@ bench_server() {
 	local server=$1
 	case $server in
 	kamailio) start_kamailio || return 0 ;;
-	huddle) start_huddle || return 0 ;;
+	huddle) start_huddle huddle "$huddle_bin" || return 0 ;;
+	huddle-base) start_huddle huddle-base "$huddle_base_bin" || return 0 ;;
 	*) die "unknown server '$server' in BENCH_SERVERS" ;;
 	esac
 	if [[ $workloads == *" register "* ]]; then
@@ -506,20 +512,23 @@ done
 
 # --- report -----------------------------------------------------------------------------------
 echo
-printf '%-9s %-19s %7s %6s %6s %5s %5s %6s %11s %10s\n' server workload ops ops/s fail% p50ms \
+printf '%-11s %-19s %7s %6s %6s %5s %5s %6s %11s %10s\n' server workload ops ops/s fail% p50ms \
 	p99ms cpu_s ms/1000ops ms/1000tx
-awk -F'\t' '{ printf "%-9s %-19s %7s %6s %6s %5s %5s %6s %11s %10s\n", $1, $2, $3, $4, $5, $6, $7, $8,
+awk -F'\t' '{ printf "%-11s %-19s %7s %6s %6s %5s %5s %6s %11s %10s\n", $1, $2, $3, $4, $5, $6, $7, $8,
 	$9, $10 }' "$results"
 echo "(tx = server transactions: register 2 (401, 200), message 2 (407, 200), call 3 (407, 200, BYE);"
 echo " WS REGISTER refresh 1 (200), WS MESSAGE relay 1 (200 from the receiving WebSocket client))"
-if grep -q '^huddle' "$results" && grep -q '^kamailio' "$results"; then
+for huddle in huddle-base huddle; do
+	if ! grep -q "^$huddle	" "$results" || ! grep -q '^kamailio' "$results"; then
+		continue
+	fi
 	echo
-	echo "Huddle / Kamailio (below 1: Huddle uses less CPU / answers faster)"
+	echo "$huddle / Kamailio (below 1: Huddle uses less CPU / answers faster)"
 	printf '%-19s %10s %6s %6s %6s\n' workload cpu/tx p50 p99 ops/s
-	awk -F'\t' '$1 == "kamailio" { k[$2] = $0 } $1 == "huddle" { h[$2] = $0; order[++n] = $2 }
+	awk -F'\t' -v h="$huddle" '$1 == "kamailio" { k[$2] = $0 } $1 == h { hu[$2] = $0; order[++n] = $2 }
 		function ratio(a, b) { return (b + 0 > 0 && a != "-" && b != "-") ? sprintf("%.2f", a / b) : "-" }
 		END { for (i = 1; i <= n; i++) { w = order[i]; if (w in k) {
-			split(h[w], H, "\t"); split(k[w], K, "\t")
+			split(hu[w], H, "\t"); split(k[w], K, "\t")
 			printf "%-19s %10s %6s %6s %6s\n", w, ratio(H[10], K[10]), ratio(H[6], K[6]),
 				ratio(H[7], K[7]), ratio(H[4], K[4]) } } }' "$results"
-fi
+done

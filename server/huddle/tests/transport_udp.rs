@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use huddle::transport::{
     Destination, FlowId, SendError, TlsContext, Transport, TransportConfig, TransportEvent,
-    Transports,
+    Transports, UdpBatch,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::Receiver;
@@ -100,6 +100,114 @@ mod transport_udp {
         );
     }
 
+    /// More datagrams than one receive call takes arrive whole and in order.
+    #[tokio::test]
+    async fn a_burst_of_datagrams_arrives_whole_and_in_order() {
+        let specs = ["udp:127.0.0.1:0".parse().unwrap()];
+        let (transports, _handle, mut rx) =
+            Transports::bind(&specs, TransportConfig::default(), TlsContext::default())
+                .await
+                .unwrap();
+        let server = transports.local_addr_for(Transport::Udp).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let messages: Vec<String> = (0..50)
+            .map(|i| OPTIONS.replace("Call-ID: u1", &format!("Call-ID: burst-{i}")))
+            .collect();
+        for m in &messages {
+            client.send_to(m.as_bytes(), server).await.unwrap();
+        }
+        for expected in &messages {
+            let TransportEvent::Message(m) = next_event(&mut rx).await else {
+                panic!("expected a message")
+            };
+            assert_eq!(&m.data[..], expected.as_bytes());
+            assert_eq!(m.remote, client.local_addr().unwrap());
+        }
+    }
+
+    /// Datagrams held in a batch go out at `flush`, each to its peer, in the order held, also
+    /// when there are more than one system call takes.
+    #[tokio::test]
+    async fn batched_datagrams_go_out_at_flush_in_order() {
+        let specs = ["udp:127.0.0.1:0".parse().unwrap()];
+        let (transports, handle, _rx) =
+            Transports::bind(&specs, TransportConfig::default(), TlsContext::default())
+                .await
+                .unwrap();
+        let server = transports.local_addr_for(Transport::Udp).unwrap();
+        let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peers = [alice.local_addr().unwrap(), bob.local_addr().unwrap()];
+        let mut batch = UdpBatch::default();
+        for i in 0..150u32 {
+            let to = Destination::Address {
+                transport: Transport::Udp,
+                addr: peers[(i % 2) as usize],
+            };
+            let sent = handle
+                .send_batched(&mut batch, to, Bytes::from(format!("datagram {i}")), i)
+                .unwrap();
+            assert_eq!(sent, None);
+        }
+        assert!(!batch.is_empty());
+        let mut failed = Vec::new();
+        handle.flush(&mut batch, |tag, e| failed.push((tag, e.to_string())));
+        assert!(failed.is_empty(), "{failed:?}");
+        assert!(batch.is_empty());
+        let mut buf = [0u8; 256];
+        for (peer, socket) in [(0, &alice), (1, &bob)] {
+            for i in (peer..150).step_by(2) {
+                let (n, from) = timeout(LIMIT, socket.recv_from(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(from, server);
+                assert_eq!(&buf[..n], format!("datagram {i}").as_bytes());
+            }
+        }
+    }
+
+    /// A datagram the kernel refuses (broadcast without SO_BROADCAST) comes back with its tag;
+    /// the ones around it still go out.
+    #[tokio::test]
+    async fn a_refused_datagram_comes_back_with_its_tag() {
+        let specs = ["udp:127.0.0.1:0".parse().unwrap()];
+        let (_transports, handle, _rx) =
+            Transports::bind(&specs, TransportConfig::default(), TlsContext::default())
+                .await
+                .unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = |addr| Destination::Address {
+            transport: Transport::Udp,
+            addr,
+        };
+        let mut batch = UdpBatch::default();
+        let good = to(client.local_addr().unwrap());
+        let refused = to("255.255.255.255:5060".parse().unwrap());
+        handle
+            .send_batched(&mut batch, good, Bytes::from_static(b"first"), "first")
+            .unwrap();
+        handle
+            .send_batched(&mut batch, refused, Bytes::from_static(b"x"), "refused")
+            .unwrap();
+        handle
+            .send_batched(&mut batch, good, Bytes::from_static(b"last"), "last")
+            .unwrap();
+        let mut failed = Vec::new();
+        handle.flush(&mut batch, |tag, e| failed.push((tag, e)));
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].0, "refused");
+        assert!(matches!(failed[0].1, SendError::Io(_)), "{:?}", failed[0].1);
+        let mut buf = [0u8; 64];
+        for expected in [&b"first"[..], b"last"] {
+            let (n, _) = timeout(LIMIT, client.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf[..n], expected);
+        }
+    }
+
     #[tokio::test]
     async fn udp_send_errors() {
         let specs = ["tcp:127.0.0.1:0".parse().unwrap()];
@@ -117,6 +225,20 @@ mod transport_udp {
             )
             .unwrap_err();
         assert!(matches!(err, SendError::NoSocket(Transport::Udp)), "{err}");
+        let mut batch = UdpBatch::default();
+        let err = handle
+            .send_batched(
+                &mut batch,
+                Destination::Address {
+                    transport: Transport::Udp,
+                    addr: "127.0.0.1:5060".parse().unwrap(),
+                },
+                Bytes::from_static(b"x"),
+                (),
+            )
+            .unwrap_err();
+        assert!(matches!(err, SendError::NoSocket(Transport::Udp)), "{err}");
+        assert!(batch.is_empty());
         let err = handle
             .send(
                 Destination::Flow(FlowId::from_raw(u64::MAX)),

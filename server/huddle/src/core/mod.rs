@@ -32,7 +32,9 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::plugins::{CorePlugins, HostCommand};
 use crate::registrar::{Change, Location, Reach, RegisterOutcome};
-use crate::transport::{Destination, FlowId, Inbound, Transport, TransportEvent, TransportHandle};
+use crate::transport::{
+    Destination, FlowId, Inbound, Transport, TransportEvent, TransportHandle, UdpBatch,
+};
 use crate::users::UserRecord;
 
 pub use digest::{Digest, Verdict};
@@ -74,6 +76,9 @@ impl Peer {
 pub struct Core {
     pub(crate) config: Arc<Config>,
     pub(crate) transports: TransportHandle,
+    /// The UDP datagrams of the current turn, sent together at its end (`flush_udp`), each
+    /// with the transaction that sent it.
+    udp_out: UdpBatch<Option<TransactionKey>>,
     pub(crate) local: HashMap<Transport, SocketAddr>,
     pub(crate) identities: Identities,
     pub(crate) txn: TransactionLayer<Peer>,
@@ -192,6 +197,7 @@ impl Core {
             domain: config.sip.domain.to_ascii_lowercase(),
             config,
             transports,
+            udp_out: UdpBatch::default(),
             local,
             identities,
             location,
@@ -276,7 +282,9 @@ impl Core {
                     continue;
                 }
             };
-            self.drain(Instant::now());
+            let now = Instant::now();
+            self.drain(now);
+            self.flush_udp(now);
             // One turn handles at most 65 events; one that takes this long stalls every
             // flow behind it (a wall-clock figure: it includes time preempted by the OS).
             let took = started.elapsed();
@@ -347,16 +355,41 @@ impl Core {
         self.config.ops.metrics.transaction_layer(self.txn.stats());
     }
 
+    /// Sends the UDP datagrams held during the turn, all in one system call. A transaction
+    /// whose datagram could not go out is told, which may send more (held again, sent by the
+    /// next round here or at the end of the next turn).
+    fn flush_udp(&mut self, now: Instant) {
+        for _ in 0..4 {
+            if self.udp_out.is_empty() {
+                return;
+            }
+            let mut failed = Vec::new();
+            self.transports.flush(&mut self.udp_out, |key, e| {
+                tracing::debug!(error = %e, "send failed");
+                failed.extend(key);
+            });
+            if failed.is_empty() {
+                return;
+            }
+            for key in failed {
+                self.txn.transport_error(key, now);
+            }
+            self.drain(now);
+        }
+    }
+
     /// Sends everything the sans-IO parts produced and persists registrar changes.
     fn drain(&mut self, now: Instant) {
         loop {
             let mut progressed = false;
             while let Some(transmit) = self.txn.poll_transmit() {
                 progressed = true;
-                if let Err(e) = self
-                    .transports
-                    .send(transmit.to.destination(), transmit.payload)
-                {
+                if let Err(e) = self.transports.send_batched(
+                    &mut self.udp_out,
+                    transmit.to.destination(),
+                    transmit.payload,
+                    transmit.key,
+                ) {
                     tracing::debug!(error = %e, "send failed");
                     if let Some(key) = transmit.key {
                         self.txn.transport_error(key, now);
@@ -569,7 +602,11 @@ impl Core {
         extra: &[(&str, &str)],
     ) {
         let bytes = self.response_bytes(req, peer, status, reason, extra);
-        if let Err(e) = self.transports.send(peer.destination(), bytes) {
+        let dest = peer.destination();
+        if let Err(e) = self
+            .transports
+            .send_batched(&mut self.udp_out, dest, bytes, None)
+        {
             tracing::debug!(error = %e, "stateless response not sent");
         }
     }

@@ -71,6 +71,7 @@ pub use spec::{ListenSpec, ParseListenSpecError};
 pub use tls::{
     client_config_with_roots, generate_self_signed, load_tls_config, TlsContext, TlsError,
 };
+pub use udp::UdpBatch;
 
 use shared::Shared;
 
@@ -352,8 +353,11 @@ impl Transports {
                     .try_clone()
                     .map_err(bind_err)?;
                 sender.set_nonblocking(true).map_err(bind_err)?;
+                // The reader's handle for `recvmmsg`, which tokio's socket does not offer; tokio
+                // still tells when there is something to read (see `udp::run`).
+                let reader = sender.try_clone().map_err(bind_err)?;
                 udp_senders.push((local, std::net::UdpSocket::from(sender)));
-                udp.push((local, Arc::new(socket)));
+                udp.push((socket, std::net::UdpSocket::from(reader)));
                 local
             } else {
                 let listener = TcpListener::bind(spec.addr).await.map_err(bind_err)?;
@@ -370,9 +374,9 @@ impl Transports {
         let (events_tx, events_rx) = mpsc::channel(config.event_queue_len);
         let (done_tx, done_rx) = mpsc::channel(1);
         let shared = Shared::new(config, tls, bound, udp_senders, events_tx, done_tx);
-        for (_, socket) in udp {
+        for (socket, reader) in udp {
             if let Some(ctx) = shared.task_ctx() {
-                tokio::spawn(udp::run(socket, ctx));
+                tokio::spawn(udp::run(socket, reader, ctx));
             }
         }
         for (transport, listener, local) in tcp {
@@ -447,6 +451,31 @@ impl TransportHandle {
                 stream::send_to_address(&self.shared, transport, addr, data).map(Some)
             }
         }
+    }
+
+    /// Like [`send`](Self::send), except that a UDP datagram is held in `batch` until
+    /// [`flush`](Self::flush) (its destination is checked now): the datagrams of one core turn
+    /// then go out with one system call. `tag` comes back if sending it fails.
+    pub fn send_batched<T>(
+        &self,
+        batch: &mut UdpBatch<T>,
+        dest: Destination,
+        data: Bytes,
+        tag: T,
+    ) -> Result<Option<FlowId>, SendError> {
+        match dest {
+            Destination::Address {
+                transport: Transport::Udp,
+                addr,
+            } => udp::hold(&self.shared, batch, addr, data, tag).map(|()| None),
+            dest => self.send(dest, data),
+        }
+    }
+
+    /// Sends what `batch` holds, in order, and empties it; `failed` gets the tag and the error
+    /// of each datagram that could not be sent.
+    pub fn flush<T>(&self, batch: &mut UdpBatch<T>, failed: impl FnMut(T, SendError)) {
+        udp::flush(&self.shared, batch, failed);
     }
 
     /// Closes a flow. Messages already queued may not go out. Its `FlowClosed` follows.

@@ -114,11 +114,19 @@ where
     // connection costs one timer per idle period rather than one per message.
     let idle_timer = sleep_until(idle_deadline);
     tokio::pin!(idle_timer);
+    // Shutdown and a local close are waited for by one future each for the whole connection,
+    // not by new ones on every turn (as in the WebSocket driver). `notify_one` keeps a permit
+    // for a waiter that is not registered yet, so nothing is missed before the first poll.
+    let mut shutdown = ctx.shutdown.clone();
+    let stop = TaskCtx::shutdown_signal(&mut shutdown);
+    tokio::pin!(stop);
+    let closed = close.notified();
+    tokio::pin!(closed);
     let reason = loop {
         decoder.buffer_mut().reserve(READ_CHUNK);
         tokio::select! {
-            () = TaskCtx::shutdown_signal(&mut ctx.shutdown) => break CloseReason::Shutdown,
-            () = close.notified() => break CloseReason::ClosedLocally,
+            () = &mut stop => break CloseReason::Shutdown,
+            () = &mut closed => break CloseReason::ClosedLocally,
             () = &mut idle_timer => {
                 if Instant::now() >= idle_deadline {
                     break CloseReason::IdleTimeout;

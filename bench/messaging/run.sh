@@ -24,6 +24,8 @@
 #   BENCH_DURATION=8 BENCH_WARMUP=2 BENCH_TRANSPORT=u1 (or t1) BENCH_KEEP=0 (1: keep the work folder)
 #   HUDDLE_BIN=target/release/huddle MESSAGING_LIB=target/release/libhuddle_plugin_messaging.so
 #   BENCH_STORE_WRITERS, BENCH_BATCH_WINDOW_MS (unset: the plugin's defaults)
+#   BENCH_HOOK= (a command run as `HOOK start PID DIR` just before and `HOOK stop PID DIR` just
+#   after each measured run, as in bench/run.sh: e.g. PROFILE=record BENCH_HOOK=bench/profile-hook.sh)
 #   (build: cargo build --release -p huddle -p huddle-plugin-messaging)
 # Bounded: every process runs under timeout(1); everything started here is stopped on exit.
 set -euo pipefail
@@ -171,17 +173,26 @@ sipp_run() { # sipp_run DIR SCENARIO CSV RATE COUNT
 	((rc == 0 || rc == 1)) || note "SIPp exited with $rc (see $dir/sipp.out)"
 }
 
+# measure_hook start|stop DIR: BENCH_HOOK around a measured run (profilers), if set.
+measure_hook() {
+	[[ -n ${BENCH_HOOK:-} ]] || return 0
+	"$BENCH_HOOK" "$1" "$server_pid" "$2" || note "BENCH_HOOK $1 failed"
+}
+
 run_rate() { # run_rate SERVER WORKLOAD RATE: warm-up, measured run, one result row.
 	local server=$1 name=$2 rate=$3 dir=$work/$1/$2-$3 csv=$work/$2.csv count ok failed t0 t1 c0 c1 pct
 	count=$((rate * duration))
 	if ((warmup > 0)); then
 		sipp_run "$dir/warmup" "message_$name.xml" "$csv" "$rate" $((rate * warmup))
 	fi
+	mkdir -p "$dir"
+	measure_hook start "$dir"
 	c0=$(cpu_ticks "$server_pid")
 	t0=$(date +%s%N)
 	sipp_run "$dir" "message_$name.xml" "$csv" "$rate" "$count"
 	t1=$(date +%s%N)
 	c1=$(cpu_ticks "$server_pid")
+	measure_hook stop "$dir"
 	ok=$(stat_col "$dir/stat.csv" 'SuccessfulCall(C)')
 	failed=$(stat_col "$dir/stat.csv" 'FailedCall(C)')
 	pct=$(rtt_percentiles "$dir"/*_rtt.csv)

@@ -470,22 +470,27 @@ impl Presence {
         }
     }
 
+    /// Keeps one host timer at or before the core's next deadline. A timer armed for an
+    /// earlier deadline that went away (a publication removed) is kept: it fires, finds
+    /// nothing due and re-arms. Moving it on every change cost a timer cancelled and one set
+    /// (two wake-ups of the host's timer thread) per PUBLISH.
     fn arm(&mut self, host: &Host) {
-        let next = self.core.poll_timeout();
-        if self.timer.map(|(_, at)| at) == next {
+        let Some(at) = self.core.poll_timeout() else {
             return;
-        }
-        if let Some((id, _)) = self.timer.take() {
-            let _ = host.cancel_timer(id);
-        }
-        if let Some(at) = next {
-            // Rounded up to the host's millisecond resolution, so the timer never fires
-            // just before the deadline and spins.
-            let delay = at.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
-            match host.set_timer(delay, EXPIRY) {
-                Ok(id) => self.timer = Some((id, at)),
-                Err(e) => huddle_sdk::warn!(host, "cannot arm the expiry timer: {e}"),
+        };
+        if let Some((id, armed)) = self.timer {
+            if armed <= at {
+                return;
             }
+            let _ = host.cancel_timer(id);
+            self.timer = None;
+        }
+        // Rounded up to the host's millisecond resolution, so the timer never fires just
+        // before the deadline and spins.
+        let delay = at.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
+        match host.set_timer(delay, EXPIRY) {
+            Ok(id) => self.timer = Some((id, at)),
+            Err(e) => huddle_sdk::warn!(host, "cannot arm the expiry timer: {e}"),
         }
     }
 }

@@ -245,3 +245,63 @@ fn the_config_documented_in_huddle_toml_is_accepted() {
         "{table}"
     );
 }
+
+#[test]
+fn the_expiry_timer_stays_when_its_deadline_goes_away() {
+    let host = FakeHost::new();
+    let mut plugin = start(&host, CONFIG);
+    plugin
+        .request_with(subscribe_req("presence"), &ws_as("alice"))
+        .unwrap();
+    let txn = plugin
+        .request_with(publish_req(OPEN), &ws_as("bob"))
+        .unwrap();
+    let etag = host
+        .final_response(txn)
+        .unwrap()
+        .message
+        .header(&huddle_sdk::HeaderName::parse("SIP-ETag"))
+        .unwrap()
+        .to_owned();
+    let expiry_timers = || -> Vec<(TimerId, Duration)> {
+        host.timers()
+            .into_iter()
+            .filter(|&(_, _, token)| token == EXPIRY)
+            .map(|(id, due, _)| (id, due))
+            .collect()
+    };
+    let armed = expiry_timers();
+    assert_eq!(
+        armed.len(),
+        1,
+        "one timer, at the publication's expiry (300 s)"
+    );
+    let remove = publish_req("")
+        .replace("Expires: 300", "Expires: 0")
+        .replace("CSeq: 1", "CSeq: 2")
+        .replace(
+            "Content-Type: application/pidf+xml\r\n",
+            &format!("SIP-If-Match: {etag}\r\n"),
+        );
+    let txn = plugin.request_with(remove, &ws_as("bob")).unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 200);
+    assert_eq!(
+        expiry_timers(),
+        armed,
+        "the next deadline (the subscription's, 600 s) is later: the timer is kept, not moved"
+    );
+    // It fires early, finds nothing due and is set again for the subscription.
+    plugin.fire_timer(armed[0].0).unwrap();
+    let rearmed = expiry_timers();
+    assert_eq!(rearmed.len(), 1);
+    assert_ne!(rearmed[0].0, armed[0].0);
+    assert_eq!(
+        host.take_sent_requests()
+            .iter()
+            .filter(|r| r.message.method() == Some(&Method::Notify))
+            .count(),
+        3,
+        "the subscription's first NOTIFY, the publication's and the removal's; the early \
+         timer sends nothing"
+    );
+}

@@ -30,6 +30,7 @@ use huddle_sip::{Message, Method};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::plugins::mailbox::HeldWakes;
 use crate::plugins::{CorePlugins, HostCommand};
 use crate::registrar::{Change, Location, Reach, RegisterOutcome};
 use crate::transport::{
@@ -238,9 +239,12 @@ impl Core {
                 }
                 armed = deadline;
             }
+            // Plugin threads this turn hands jobs to are woken once, when it ends.
+            let held;
             let started = tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else { break };
+                    held = HeldWakes::begin();
                     let now = Instant::now();
                     self.on_transport_event(event, now);
                     // Drain what is already queued before polling timers again.
@@ -255,6 +259,7 @@ impl Core {
                 command = commands.recv() => {
                     // Never `None`: the core holds a sender.
                     let Some(command) = command else { break };
+                    held = HeldWakes::begin();
                     let now = Instant::now();
                     self.on_plugin_command(command, now);
                     for _ in 0..64 {
@@ -268,6 +273,7 @@ impl Core {
                 () = &mut sleep, if armed.is_some() => {
                     // Fired: re-armed next turn even if the earliest deadline is unchanged.
                     armed = None;
+                    held = HeldWakes::begin();
                     let now = Instant::now();
                     self.txn.handle_timeout(now);
                     self.config.ops.metrics.transaction_layer(self.txn.stats());
@@ -285,6 +291,7 @@ impl Core {
             let now = Instant::now();
             self.drain(now);
             self.flush_udp(now);
+            drop(held);
             // One turn handles at most 65 events; one that takes this long stalls every
             // flow behind it (a wall-clock figure: it includes time preempted by the OS).
             let took = started.elapsed();

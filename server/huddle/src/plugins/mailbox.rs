@@ -4,9 +4,15 @@
 //! (responses to the plugin's requests, CANCEL/ACK, timers, watch changes, registration
 //! events) is bounded where it is produced, so one FIFO keeps every ordering a plugin can see
 //! (an INVITE before its CANCEL, a write before the watch change it causes).
+//!
+//! Hand-offs cost system calls, so the instance's thread takes everything queued at once
+//! (one lock per batch, not per job), a push notifies only when that thread sleeps, and the
+//! SIP core notifies once at the end of its turn ([`HeldWakes`]) rather than at each push.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use huddle_sdk::{RegistrationEvent, RequestId, RequestInfo, StoreChange, TimerId, TransactionId};
@@ -76,136 +82,241 @@ pub(crate) enum Job {
 #[derive(Debug, Default)]
 struct State {
     jobs: VecDeque<Job>,
-    requests: usize,
-    registrations: usize,
-    packets: usize,
-    admin: usize,
-    closed: bool,
+    /// The instance's thread waits on `ready` and no push has woken it since: the next push
+    /// notifies. While the thread runs, pushes only queue (a notify is a system call).
+    sleeping: bool,
+}
+
+/// The queue and what its taking thread sleeps on; shared with the list of wake-ups a core
+/// turn owes ([`HeldWakes`]).
+#[derive(Debug)]
+struct Signal {
+    state: Mutex<State>,
+    ready: Condvar,
+}
+
+impl Signal {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+thread_local! {
+    /// While a [`HeldWakes`] lives on this thread: the queues its pushes woke, to notify when
+    /// it ends.
+    static OWED: RefCell<Option<Vec<Arc<Signal>>>> = const { RefCell::new(None) };
+}
+
+/// Notifies `signal`'s sleeping thread now, or at the end of this thread's [`HeldWakes`].
+fn wake_or_defer(signal: &Arc<Signal>) {
+    let deferred = OWED.with(|owed| match owed.borrow_mut().as_mut() {
+        Some(list) => {
+            list.push(signal.clone());
+            true
+        }
+        None => false,
+    });
+    if !deferred {
+        signal.ready.notify_one();
+    }
+}
+
+/// Holds back the wake-ups of plugin threads that this thread's pushes cause until it is
+/// dropped: the SIP core holds one over each turn (a batch of datagrams, commands or timers),
+/// so a plugin thread is woken once per turn with every job of the turn queued, not once per
+/// job. Pushes from other threads are not held (a push only owes a wake-up when the taking
+/// thread sleeps, so one owed by a turn covers what other threads push meanwhile).
+#[derive(Debug)]
+pub(crate) struct HeldWakes {
+    /// False for a hold begun inside another: the outer one wakes.
+    outer: bool,
+}
+
+impl HeldWakes {
+    /// Starts holding on this thread.
+    pub(crate) fn begin() -> HeldWakes {
+        let outer = OWED.with(|owed| {
+            let mut owed = owed.borrow_mut();
+            let outer = owed.is_none();
+            owed.get_or_insert_with(Vec::new);
+            outer
+        });
+        HeldWakes { outer }
+    }
+}
+
+impl Drop for HeldWakes {
+    fn drop(&mut self) {
+        if !self.outer {
+            return;
+        }
+        let owed = OWED
+            .with(|owed| owed.borrow_mut().take())
+            .unwrap_or_default();
+        for signal in owed {
+            signal.ready.notify_one();
+        }
+    }
 }
 
 /// See the [module docs](self).
+///
+/// One thread takes jobs ([`Mailbox::next_batch`]); the bounded kinds are counted from their
+/// push until that thread has taken them out of its batch to call the plugin, so a batch
+/// taken but not yet called still counts against `queue_len`.
 #[derive(Debug)]
 pub(crate) struct Mailbox {
-    state: Mutex<State>,
-    ready: Condvar,
+    signal: Arc<Signal>,
     queue_len: usize,
+    closed: AtomicBool,
+    // Raised under `state` (so two producers cannot both pass a bound), lowered without it by
+    // the taking thread.
+    requests: AtomicUsize,
+    registrations: AtomicUsize,
+    packets: AtomicUsize,
+    admin: AtomicUsize,
 }
 
 impl Mailbox {
     pub(crate) fn new(queue_len: usize) -> Self {
         Mailbox {
-            state: Mutex::new(State::default()),
-            ready: Condvar::new(),
+            signal: Arc::new(Signal {
+                state: Mutex::new(State::default()),
+                ready: Condvar::new(),
+            }),
             queue_len: queue_len.max(1),
+            closed: AtomicBool::new(false),
+            requests: AtomicUsize::new(0),
+            registrations: AtomicUsize::new(0),
+            packets: AtomicUsize::new(0),
+            admin: AtomicUsize::new(0),
         }
     }
 
     // Only queue bookkeeping happens under this lock, never plugin code, so poisoning cannot
     // leave it half-updated.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.signal.lock()
+    }
+
+    /// Queues `job` if open and, when `bound` is given, fewer than its limit of that kind are
+    /// waiting (the count is raised). Wakes the taking thread only if it sleeps.
+    fn queue(&self, job: Job, bound: Option<(&AtomicUsize, usize)>) -> bool {
+        let mut st = self.lock();
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        if let Some((count, limit)) = bound {
+            if count.load(Ordering::Relaxed) >= limit {
+                return false;
+            }
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        st.jobs.push_back(job);
+        let wake = std::mem::take(&mut st.sleeping);
+        drop(st);
+        if wake {
+            wake_or_defer(&self.signal);
+        }
+        true
     }
 
     /// Queues a new request unless `queue_len` are already waiting (false: not queued).
     pub(crate) fn try_request(&self, job: Job) -> bool {
-        let mut st = self.lock();
-        if st.closed || st.requests >= self.queue_len {
-            return false;
-        }
-        st.requests += 1;
-        st.jobs.push_back(job);
-        drop(st);
-        self.ready.notify_one();
-        true
+        self.queue(job, Some((&self.requests, self.queue_len)))
     }
 
     /// Queues a job whose producer bounds itself. False once closed.
     pub(crate) fn push(&self, job: Job) -> bool {
-        let mut st = self.lock();
-        if st.closed {
-            return false;
-        }
-        st.jobs.push_back(job);
-        drop(st);
-        self.ready.notify_one();
-        true
+        self.queue(job, None)
     }
 
     /// Queues a registration event unless [`MAX_QUEUED_REGISTRATIONS`] are waiting.
     pub(crate) fn push_registration(&self, event: RegistrationEvent) -> bool {
-        let mut st = self.lock();
-        if st.closed || st.registrations >= MAX_QUEUED_REGISTRATIONS {
-            return false;
-        }
-        st.registrations += 1;
-        st.jobs.push_back(Job::Registration(event));
-        drop(st);
-        self.ready.notify_one();
-        true
+        self.queue(
+            Job::Registration(event),
+            Some((&self.registrations, MAX_QUEUED_REGISTRATIONS)),
+        )
     }
 
     /// Queues an admin request unless [`MAX_QUEUED_ADMIN`] are waiting. False when not queued.
     pub(crate) fn push_admin(&self, job: Job) -> bool {
-        let mut st = self.lock();
-        if st.closed || st.admin >= MAX_QUEUED_ADMIN {
-            return false;
-        }
-        st.admin += 1;
-        st.jobs.push_back(job);
-        drop(st);
-        self.ready.notify_one();
-        true
+        self.queue(job, Some((&self.admin, MAX_QUEUED_ADMIN)))
     }
 
     /// Queues a media event; a `counted` one (a packet) is dropped when
     /// [`MAX_QUEUED_PACKETS`] are waiting. False when not queued.
     pub(crate) fn push_media(&self, job: MediaJob, counted: bool) -> bool {
-        let mut st = self.lock();
-        if st.closed || (counted && st.packets >= MAX_QUEUED_PACKETS) {
-            return false;
-        }
-        if counted {
-            st.packets += 1;
-        }
-        st.jobs.push_back(Job::Media { job, counted });
-        drop(st);
-        self.ready.notify_one();
-        true
+        let bound = counted.then_some((&self.packets, MAX_QUEUED_PACKETS));
+        self.queue(Job::Media { job, counted }, bound)
     }
 
-    /// The next job, waiting for one; `None` once closed.
-    pub(crate) fn next(&self) -> Option<Job> {
-        let mut st = self.lock();
-        loop {
-            if st.closed {
-                return None;
-            }
-            if let Some(job) = st.jobs.pop_front() {
-                match &job {
-                    Job::Request { counted: true, .. } => st.requests -= 1,
-                    Job::Registration(_) => st.registrations -= 1,
-                    Job::Media { counted: true, .. } => st.packets -= 1,
-                    Job::Admin { .. } => st.admin -= 1,
-                    _ => {}
+    /// The next job for the taking thread, in push order: from `batch` (jobs it took
+    /// earlier), else everything queued is moved into `batch` under one lock, waiting for a
+    /// job when there is none. `None` once closed (what `batch` held is dropped).
+    pub(crate) fn next_batch(&self, batch: &mut VecDeque<Job>) -> Option<Job> {
+        if batch.is_empty() {
+            let mut st = self.lock();
+            loop {
+                if self.closed.load(Ordering::Relaxed) {
+                    return None;
                 }
-                return Some(job);
+                if !st.jobs.is_empty() {
+                    std::mem::swap(&mut st.jobs, batch);
+                    break;
+                }
+                st.sleeping = true;
+                st = self
+                    .signal
+                    .ready
+                    .wait(st)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
-            st = self.ready.wait(st).unwrap_or_else(PoisonError::into_inner);
+        } else if self.closed.load(Ordering::Relaxed) {
+            batch.clear();
+            return None;
         }
+        let job = batch.pop_front()?;
+        let count = match &job {
+            Job::Request { counted: true, .. } => Some(&self.requests),
+            Job::Registration(_) => Some(&self.registrations),
+            Job::Media { counted: true, .. } => Some(&self.packets),
+            Job::Admin { .. } => Some(&self.admin),
+            _ => None,
+        };
+        if let Some(count) = count {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(job)
     }
 
-    /// Stops the queue: `next` returns `None`, pushes are refused, queued jobs are dropped.
+    /// The next job, waiting for one; `None` once closed (one job at a time: tests).
+    #[cfg(test)]
+    pub(crate) fn next(&self) -> Option<Job> {
+        let mut one = VecDeque::new();
+        let job = self.next_batch(&mut one)?;
+        // Put back what came along, in order, ahead of anything pushed since.
+        let mut st = self.lock();
+        while let Some(rest) = one.pop_back() {
+            st.jobs.push_front(rest);
+        }
+        drop(st);
+        Some(job)
+    }
+
+    /// Stops the queue: `next_batch` returns `None`, pushes are refused, queued jobs are
+    /// dropped.
     pub(crate) fn close(&self) {
         let mut st = self.lock();
-        st.closed = true;
+        self.closed.store(true, Ordering::Relaxed);
         st.jobs.clear();
         drop(st);
-        self.ready.notify_all();
+        self.signal.ready.notify_all();
     }
 
     /// New requests waiting (tests; the admin API's queue depth).
     pub(crate) fn waiting_requests(&self) -> usize {
-        self.lock().requests
+        self.requests.load(Ordering::Relaxed)
     }
 }
 
@@ -246,6 +357,124 @@ mod tests {
         mb.close();
         assert!(mb.next().is_none());
         assert!(!mb.push(request(false)));
+    }
+
+    #[test]
+    fn a_batch_keeps_push_order_and_counts_until_taken() {
+        let mb = Mailbox::new(2);
+        assert!(mb.try_request(request(true)));
+        assert!(mb.push(Job::Timer {
+            id: TimerId(7),
+            token: 0
+        }));
+        assert!(mb.try_request(request(true)));
+        let mut batch = VecDeque::new();
+        assert!(matches!(
+            mb.next_batch(&mut batch),
+            Some(Job::Request { counted: true, .. })
+        ));
+        assert_eq!(batch.len(), 2, "the rest came along in the same take");
+        assert_eq!(
+            mb.waiting_requests(),
+            1,
+            "a request taken into the batch but not called still counts"
+        );
+        assert!(mb.try_request(request(true)), "one slot is free again");
+        assert!(
+            !mb.try_request(request(true)),
+            "queue_len holds across batch and queue"
+        );
+        assert!(matches!(
+            mb.next_batch(&mut batch),
+            Some(Job::Timer { id: TimerId(7), .. })
+        ));
+        assert!(matches!(
+            mb.next_batch(&mut batch),
+            Some(Job::Request { counted: true, .. })
+        ));
+        assert!(batch.is_empty());
+        assert!(
+            matches!(
+                mb.next_batch(&mut batch),
+                Some(Job::Request { counted: true, .. })
+            ),
+            "pushed during the batch, taken after it"
+        );
+        assert_eq!(mb.waiting_requests(), 0);
+        assert!(mb.push(request(false)));
+        mb.close();
+        assert!(mb.next_batch(&mut batch).is_none());
+    }
+
+    #[test]
+    fn a_sleeping_thread_wakes_on_push() {
+        let mb = std::sync::Arc::new(Mailbox::new(4));
+        let taker = {
+            let mb = mb.clone();
+            std::thread::spawn(move || {
+                let mut batch = VecDeque::new();
+                let mut tokens = Vec::new();
+                while let Some(job) = mb.next_batch(&mut batch) {
+                    if let Job::Timer { token, .. } = job {
+                        tokens.push(token);
+                    }
+                    if tokens.len() == 3 {
+                        break;
+                    }
+                }
+                tokens
+            })
+        };
+        for token in 0..3 {
+            // Whether the thread sleeps or runs at each push, every job reaches it.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            assert!(mb.push(Job::Timer {
+                id: TimerId(token),
+                token
+            }));
+        }
+        assert_eq!(taker.join().unwrap(), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_held_push_wakes_the_sleeping_thread_when_the_hold_ends() {
+        let mb = Arc::new(Mailbox::new(4));
+        let taker = {
+            let mb = mb.clone();
+            std::thread::spawn(move || {
+                let mut batch = VecDeque::new();
+                let first = mb.next_batch(&mut batch);
+                (first.is_some(), batch.len())
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !mb.lock().sleeping {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the taker never slept"
+            );
+            std::thread::yield_now();
+        }
+        let owed = || OWED.with(|o| o.borrow().as_ref().map(Vec::len));
+        let hold = HeldWakes::begin();
+        let inner = HeldWakes::begin();
+        for token in 0..2 {
+            assert!(mb.push(Job::Timer {
+                id: TimerId(token),
+                token
+            }));
+        }
+        drop(inner);
+        assert_eq!(
+            owed(),
+            Some(1),
+            "one wake-up owed, not made, for both pushes"
+        );
+        drop(hold);
+        assert_eq!(owed(), None);
+        let (got, rest) = taker.join().unwrap();
+        assert!(got);
+        assert_eq!(rest, 1, "woken once with both jobs queued");
     }
 
     #[test]

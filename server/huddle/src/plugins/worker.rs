@@ -1,6 +1,8 @@
 //! The thread of one plugin instance: it owns the [`PluginInstance`], takes jobs from the
-//! instance's mailbox one at a time (the ABI's "one call per instance at a time") and calls
-//! the plugin. A slow plugin therefore only slows its own queue; the SIP core never waits.
+//! instance's mailbox and calls the plugin with them one at a time, in order (the ABI's "one
+//! call per instance at a time"). A slow plugin therefore only slows its own queue; the SIP
+//! core never waits. It takes everything queued under one lock and sleeps again only once
+//! that batch is done, so a busy instance costs no wake-up per job.
 //!
 //! When a request's callback fails (an error, or a panic the SDK caught) and the plugin has
 //! not sent a final response, this thread asks the core to answer it: 503 with `Retry-After`
@@ -8,6 +10,7 @@
 //! out of service: from then on the core answers its requests 503 and this thread only
 //! drains the queue (answering the requests still in it) until shutdown.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -30,7 +33,8 @@ pub(crate) fn run(
     on_panic: OnPanic,
 ) {
     let name = shared.name.clone();
-    while let Some(job) = shared.mailbox.next() {
+    let mut batch = VecDeque::new();
+    while let Some(job) = shared.mailbox.next_batch(&mut batch) {
         if shared.is_disabled() {
             drain_disabled(index, &shared, &commands, job);
             continue;

@@ -28,8 +28,8 @@
 # the first, which sends 360p30 VP8 that is black and white half a second each
 # (`videotestsrc pattern=blink`; `medialoader --video-probe-clip` finds the frames where it
 # turns white by decoding it). Every other leg decodes the composite it receives (GStreamer
-# vp8dec in the load client) and times when the first leg's tile — its grid cell, from the
-# room's grid shape for N — turns bright (mean luma of the cell's centre above 128), from
+# vp8dec in the load client) and times when the first leg's tile — the brightest cell of the
+# room's grid for N — turns bright (mean luma of the cell's centre above 128), from
 # when the first packet of the white frame left: decode, the compositor's wait, the encode
 # and the packetization of the mixer, as p50/p90/max over every change seen.
 #
@@ -191,8 +191,8 @@ if ((delay_n > 1)); then
 fi
 video_delay_n=${BENCH_CONF_VIDEO_DELAY_N:-4}
 if ((video_delay_n > 1)); then
-	# The first leg's cell in the grid (plugins/conference/src/layout.rs grid_shape): the top
-	# left one, 1/cols wide and 1/rows high.
+	# The room's grid shape for N (plugins/conference/src/layout.rs grid_shape); the first
+	# leg's tile is whichever cell turns white.
 	case $video_delay_n in
 	2) cols=2 rows=1 ;;
 	3 | 4) cols=2 rows=2 ;;
@@ -200,8 +200,7 @@ if ((video_delay_n > 1)); then
 	7 | 8 | 9) cols=3 rows=3 ;;
 	*) cols=4 rows=4 ;;
 	esac
-	region=$(awk -v c="$cols" -v r="$rows" 'BEGIN{printf "0,0,%.4f,%.4f", 1/c, 1/r}')
-	out=$(load "$video_delay_n" --video-probe-clip "$work/blink.rtp" --video-probe-region "$region")
+	out=$(load "$video_delay_n" --video-probe-clip "$work/blink.rtp" --video-probe-grid "${cols}x${rows}")
 	note "video delay added by the mixer, N=$video_delay_n: $(grep video_delay_ms <<<"$out"), composite received at $(field video_fps_received_per_leg <<<"$out") fps"
 fi
 note "load after: $(uptime | sed 's/.*load average: //')"

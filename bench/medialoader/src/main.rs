@@ -29,8 +29,8 @@
 //! With `--video-probe-clip` (VP8 RTP whose picture turns bright at known frames) it measures
 //! the video (glass-to-glass) delay the mixer adds: the first leg sends that clip instead of
 //! `--video-clip`, every other leg decodes the composite it receives and times when the first
-//! leg's tile (`--video-probe-region`) turns bright, from when the first packet of the changed
-//! frame went out (`video_probe.rs`).
+//! leg's tile (the brightest cell of the `--video-probe-grid`) turns bright, from when the
+//! first packet of the changed frame went out (`video_probe.rs`).
 //!
 //! SIP is minimal and unauthenticated: the From is in a foreign domain, which the server does
 //! not challenge for plugin-claimed requests (a conference room must be public to admit it).
@@ -55,7 +55,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 mod video_probe;
-use video_probe::{rtp_bytes, Region, VideoProbe, Watcher};
+use video_probe::{rtp_bytes, Grid, VideoProbe, Watcher};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "WebRTC media load: str0m legs calling the echo plugin")]
@@ -110,10 +110,10 @@ struct Args {
     /// sends it instead of `--video-clip`, the others time when its tile turns bright.
     #[arg(long, requires = "video_clip")]
     video_probe_clip: Option<std::path::PathBuf>,
-    /// The first leg's tile in the composite, as fractions of the canvas: `x,y,w,h` (its
-    /// central part is measured). The default is the top-left cell of a 2x2 grid.
-    #[arg(long, default_value = "0,0,0.5,0.5")]
-    video_probe_region: Region,
+    /// The room's grid, `COLSxROWS`: the first leg's tile is the brightest cell (the centre of
+    /// each is measured).
+    #[arg(long, default_value = "2x2")]
+    video_probe_grid: Grid,
     /// Mean luma (0–255) above which a picture (of the clip) or a tile (of the composite) is
     /// bright.
     #[arg(long, default_value_t = 128.0)]
@@ -712,7 +712,7 @@ async fn main() -> anyhow::Result<()> {
             gstreamer::init().context("GStreamer (for the video probe)")?;
             let probe = VideoProbe::load(
                 Clip::load(path, 90_000)?,
-                args.video_probe_region,
+                args.video_probe_grid,
                 args.video_probe_luma,
             )?;
             eprintln!(

@@ -8,8 +8,10 @@
 //! burst opens (its send instant is noted, [`VideoProbe::sent_onset`]). Every other leg decodes
 //! the composite it receives ([`Watcher`]: `appsrc → rtpvp8depay → vp8dec → appsink` in
 //! GStreamer) and, when the speaker's tile turns bright, times the arrival of that composite
-//! frame against the burst's opening. The tile is a region of the canvas given as fractions
-//! (the speaker's grid cell); its central part is measured, clear of the name label.
+//! frame against the burst's opening. The speaker's place in the grid is not assumed (the
+//! room orders tiles by its own session ids): each cell's central part (clear of the name
+//! label) is measured and the brightest counts; the other legs' clip (a ball on black) keeps
+//! theirs dark.
 //!
 //! What is timed: the first packet of the changed input frame leaving the speaker → the
 //! changed composite frame arriving (its packets' arrival, not the receiver's decode): decode,
@@ -31,6 +33,44 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The room's grid: columns × rows (`2x2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    pub cols: u32,
+    pub rows: u32,
+}
+
+impl std::str::FromStr for Grid {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Grid, String> {
+        let parsed = s
+            .split_once('x')
+            .and_then(|(c, r)| Some((c.trim().parse().ok()?, r.trim().parse().ok()?)));
+        match parsed {
+            Some((cols, rows)) if (1..=8).contains(&cols) && (1..=8).contains(&rows) => {
+                Ok(Grid { cols, rows })
+            }
+            _ => Err(format!("'{s}': want COLSxROWS, each 1..=8")),
+        }
+    }
+}
+
+impl Grid {
+    /// Every cell, row by row.
+    fn cells(self) -> impl Iterator<Item = Region> {
+        let (w, h) = (1.0 / f64::from(self.cols), 1.0 / f64::from(self.rows));
+        (0..self.rows).flat_map(move |r| {
+            (0..self.cols).map(move |c| Region {
+                x: f64::from(c) * w,
+                y: f64::from(r) * h,
+                w,
+                h,
+            })
+        })
+    }
+}
+
 /// A canvas region in fractions of its width and height.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Region {
@@ -38,32 +78,6 @@ pub struct Region {
     pub y: f64,
     pub w: f64,
     pub h: f64,
-}
-
-impl std::str::FromStr for Region {
-    type Err = String;
-
-    /// `x,y,w,h`, each in 0..=1.
-    fn from_str(s: &str) -> Result<Region, String> {
-        let v: Vec<f64> = s
-            .split(',')
-            .map(|p| p.trim().parse::<f64>().map_err(|e| format!("{p}: {e}")))
-            .collect::<Result<_, _>>()?;
-        match v[..] {
-            [x, y, w, h]
-                if v.iter().all(|f| (0.0..=1.0).contains(f))
-                    && w > 0.0
-                    && h > 0.0
-                    && x + w <= 1.0
-                    && y + h <= 1.0 =>
-            {
-                Ok(Region { x, y, w, h })
-            }
-            _ => Err(format!(
-                "'{s}': want x,y,w,h as fractions of the canvas (0..=1, inside it)"
-            )),
-        }
-    }
 }
 
 impl Region {
@@ -102,7 +116,8 @@ pub fn mean_luma(plane: &[u8], stride: usize, width: usize, height: usize, regio
 }
 
 /// A decoder of VP8 RTP: packets in with their arrival instants, each decoded picture's
-/// luma mean over `region` out (with the arrival instant its packets carried).
+/// brightest cell of `grid` out (mean luma of its centre, with the arrival instant its packets
+/// carried).
 struct Decoder {
     pipeline: gst::Pipeline,
     src: gst_app::AppSrc,
@@ -112,7 +127,7 @@ struct Decoder {
 impl Decoder {
     fn new(
         pt: u8,
-        region: Region,
+        grid: Grid,
         mut on_picture: impl FnMut(Instant, f64) + Send + 'static,
     ) -> anyhow::Result<Decoder> {
         let epoch = Instant::now();
@@ -148,13 +163,18 @@ impl Decoder {
                         return Ok(gst::FlowSuccess::Ok);
                     };
                     let plane = &map[info.offset()[0]..];
-                    let mean = mean_luma(
-                        plane,
-                        info.stride()[0] as usize,
-                        info.width() as usize,
-                        info.height() as usize,
-                        region.centre(),
-                    );
+                    let mean = grid
+                        .cells()
+                        .map(|cell| {
+                            mean_luma(
+                                plane,
+                                info.stride()[0] as usize,
+                                info.width() as usize,
+                                info.height() as usize,
+                                cell.centre(),
+                            )
+                        })
+                        .fold(0.0, f64::max);
                     on_picture(epoch + Duration::from_nanos(pts.nseconds()), mean);
                     Ok(gst::FlowSuccess::Ok)
                 })
@@ -214,12 +234,7 @@ pub fn rtp_bytes(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[
 /// (mean luma of the whole picture above `threshold`) after one that is not; the clip loops,
 /// so its first picture follows its last.
 pub fn onsets(clip: &Clip, threshold: f64) -> anyhow::Result<Vec<bool>> {
-    let whole = Region {
-        x: 0.0,
-        y: 0.0,
-        w: 1.0,
-        h: 1.0,
-    };
+    let whole = Grid { cols: 1, rows: 1 };
     let pictures: Arc<Mutex<Vec<(Instant, f64)>>> = Arc::default();
     let decoder = {
         let pictures = pictures.clone();
@@ -274,7 +289,7 @@ pub struct VideoProbe {
     pub clip: Arc<Clip>,
     /// Per packet of `clip`: whether it opens a bright picture.
     pub onset: Vec<bool>,
-    pub region: Region,
+    pub grid: Grid,
     pub threshold: f64,
     /// The current burst's number (from 1) and when its first packet went out.
     current: Mutex<(u64, Option<Instant>)>,
@@ -287,17 +302,18 @@ pub struct VideoProbe {
 }
 
 impl VideoProbe {
-    /// The probe of `clip` (its onsets found by decoding it), watched in `region`.
-    pub fn load(clip: Clip, region: Region, threshold: f64) -> anyhow::Result<VideoProbe> {
+    /// The probe of `clip` (its onsets found by decoding it), watched in a composite laid out
+    /// as `grid`.
+    pub fn load(clip: Clip, grid: Grid, threshold: f64) -> anyhow::Result<VideoProbe> {
         let onset = onsets(&clip, threshold)?;
-        Ok(VideoProbe::new(Arc::new(clip), onset, region, threshold))
+        Ok(VideoProbe::new(Arc::new(clip), onset, grid, threshold))
     }
 
-    fn new(clip: Arc<Clip>, onset: Vec<bool>, region: Region, threshold: f64) -> VideoProbe {
+    fn new(clip: Arc<Clip>, onset: Vec<bool>, grid: Grid, threshold: f64) -> VideoProbe {
         VideoProbe {
             clip,
             onset,
-            region,
+            grid,
             threshold,
             current: Mutex::new((0, None)),
             delays: Mutex::new(Vec::new()),
@@ -347,7 +363,7 @@ impl Watcher {
         let mut bright = true;
         let mut seen = 0u64;
         let watched = probe.clone();
-        let decoder = Decoder::new(pt, probe.region, move |at, mean| {
+        let decoder = Decoder::new(pt, probe.grid, move |at, mean| {
             watched.pictures.fetch_add(1, Ordering::Relaxed);
             {
                 let mut range = lock(&watched.luma_range);
@@ -373,19 +389,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_region_parses_and_stays_inside_the_canvas() {
-        let r: Region = "0,0,0.5,0.5".parse().unwrap();
-        assert_eq!(
-            r,
-            Region {
-                x: 0.0,
-                y: 0.0,
-                w: 0.5,
-                h: 0.5
-            }
-        );
-        for bad in ["0,0,0.5", "0,0,1.5,1", "0.6,0,0.5,1", "0,0,0,1", "a,0,1,1"] {
-            assert!(bad.parse::<Region>().is_err(), "{bad}");
+    fn a_grid_parses_and_names_its_cells_row_by_row() {
+        let g: Grid = "3x2".parse().unwrap();
+        assert_eq!(g, Grid { cols: 3, rows: 2 });
+        let cells: Vec<Region> = g.cells().collect();
+        assert_eq!(cells.len(), 6);
+        assert_eq!((cells[1].x, cells[1].y), (1.0 / 3.0, 0.0));
+        assert_eq!((cells[3].x, cells[3].y, cells[3].h), (0.0, 0.5, 0.5));
+        for bad in ["3", "0x2", "9x1", "ax2", "2x"] {
+            assert!(bad.parse::<Grid>().is_err(), "{bad}");
         }
     }
 
@@ -421,7 +433,7 @@ mod tests {
             clock: 90_000,
             length: 0,
         });
-        let probe = VideoProbe::new(clip, Vec::new(), "0,0,1,1".parse().unwrap(), 128.0);
+        let probe = VideoProbe::new(clip, Vec::new(), Grid { cols: 1, rows: 1 }, 128.0);
         let t0 = Instant::now();
         let mut seen = 0;
         // Before any burst opened: nothing to time.

@@ -122,7 +122,7 @@ async function bright(who, x0) {
   return { first, last };
 }
 
-test(`conference: a participant sending H.264 shows in the VP8 composite of ${ROOM}`, async (t) => {
+test(`conference: an H.264-only participant shows in the VP8 composite of ${ROOM} and receives an H.264 one`, async (t) => {
   const cleanup = [];
   t.after(() => cleanupAll(cleanup));
   const diag = (l) => t.diagnostic(l);

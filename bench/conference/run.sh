@@ -16,12 +16,22 @@
 #   BENCH_CONF_SIZES="2 4" BENCH_CONF_SECS=10 bench/conference/run.sh
 #   BENCH_CONF_PROFILES="1280x720@30:1500 640x360@15:500"   # output profiles, WxH@fps:kbit/s
 #   BENCH_CONF_DELAY_N=4                          # room size of the delay run (0: no delay run)
+#   BENCH_CONF_VIDEO_DELAY_N=4                    # room size of the video delay run (0: none)
 #
 # The delay run: N legs send silence (Opus of digital silence) and video; the first leg sends a
 # 200 ms burst of the tone every second, and every other leg times how long after the burst's
 # first packet left the first loud packet of its N−1 mix comes back (`medialoader
 # --probe-clip`): the audio delay the mixer adds (decode, its jitter margin, mix, encode),
 # as p50/p90/max over every burst heard.
+#
+# The video delay run (glass to glass through the mixer): N legs send the clip above, except
+# the first, which sends 360p30 VP8 that is black and white half a second each
+# (`videotestsrc pattern=blink`; `medialoader --video-probe-clip` finds the frames where it
+# turns white by decoding it). Every other leg decodes the composite it receives (GStreamer
+# vp8dec in the load client) and times when the first leg's tile — the brightest cell of the
+# room's grid for N — turns bright (mean luma of the cell's centre above 128), from
+# when the first packet of the white frame left: decode, the compositor's wait, the encode
+# and the packetization of the mixer, as p50/p90/max over every change seen.
 #
 # With BENCH_PIN=1 the server and gst-launch run on core BENCH_SERVER_CPU (0) and the load
 # client on BENCH_CLIENT_CPU (1) (taskset); by default nothing is pinned, since a 25-person room
@@ -78,6 +88,12 @@ gst-launch-1.0 -q filesrc location="$work/in.webm" ! matroskademux ! rtpvp8pay m
 gst-launch-1.0 -q audiotestsrc num-buffers=$((secs * 50 + 100)) wave=sine freq=440 samplesperbuffer=960 \
 	! audio/x-raw,rate=48000,channels=1 ! opusenc bitrate=32000 frame-size=20 ! rtpopuspay pt=111 \
 	! rtpstreampay ! filesink location="$work/audio.rtp"
+# The video delay run's first leg: black and white, half a second each (blink at 2 fps,
+# repeated to 30 fps), same encoder settings as the clip above.
+gst-launch-1.0 -q videotestsrc pattern=blink num-buffers=9 \
+	! video/x-raw,width=640,height=360,framerate=2/1 ! videorate ! video/x-raw,framerate=30/1 \
+	! vp8enc deadline=1 cpu-used=-8 target-bitrate=500000 end-usage=cbr keyframe-max-dist=60 lag-in-frames=0 \
+	! rtpvp8pay mtu=1150 pt=96 picture-id-mode=15-bit ! rtpstreampay ! filesink location="$work/blink.rtp"
 # Digital silence for the delay run (the tone above is its loud burst; white noise would do too,
 # but rtpstreampay here sometimes writes a wrong length before a noise packet).
 gst-launch-1.0 -q audiotestsrc num-buffers=$((secs * 50 + 100)) wave=silence samplesperbuffer=960 \
@@ -172,5 +188,19 @@ delay_n=${BENCH_CONF_DELAY_N:-4}
 if ((delay_n > 1)); then
 	out=$(load "$delay_n" --audio-clip "$work/silence.rtp" --probe-clip "$work/audio.rtp")
 	note "audio delay added by the mixer, N=$delay_n: $(grep audio_delay_ms <<<"$out")"
+fi
+video_delay_n=${BENCH_CONF_VIDEO_DELAY_N:-4}
+if ((video_delay_n > 1)); then
+	# The room's grid shape for N (plugins/conference/src/layout.rs grid_shape); the first
+	# leg's tile is whichever cell turns white.
+	case $video_delay_n in
+	2) cols=2 rows=1 ;;
+	3 | 4) cols=2 rows=2 ;;
+	5 | 6) cols=3 rows=2 ;;
+	7 | 8 | 9) cols=3 rows=3 ;;
+	*) cols=4 rows=4 ;;
+	esac
+	out=$(load "$video_delay_n" --video-probe-clip "$work/blink.rtp" --video-probe-grid "${cols}x${rows}")
+	note "video delay added by the mixer, N=$video_delay_n: $(grep video_delay_ms <<<"$out"), composite received at $(field video_fps_received_per_leg <<<"$out") fps"
 fi
 note "load after: $(uptime | sed 's/.*load average: //')"

@@ -1,9 +1,11 @@
 //! H.264 into the conference, in headless Chromium: alice (JsSIP) joins room `team` sending
 //! VP8 as usual; bob (JsSIP) joins with his video transceiver restricted to H.264
 //! (`RTCRtpTransceiver.setCodecPreferences`), so his offer has no VP8. The conference answers
-//! his video m-line receive-only with H.264, decodes his picture (`avdec_h264`) into his tile,
-//! and alice's VP8 composite shows it. The browser side, which reads bob's tile from the decoded
-//! composite's pixels, is `tests/clients/browser/conference-h264.test.mjs`.
+//! his video m-line with one H.264 format, both ways: it decodes his picture (`avdec_h264`) into
+//! his tile, which alice's VP8 composite shows, and sends him the room's H.264 composite
+//! (openh264, Constrained Baseline, packetization-mode 1), which his Chromium decodes and which
+//! shows alice. The browser side, which reads each one's view of the other's tile from the
+//! decoded composite's pixels, is `tests/clients/browser/conference-h264.test.mjs`.
 
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ const CONFERENCE: &str = "[plugins.config]\n\
     video = { width = 320, height = 180, fps = 10, bitrate_kbps = 300 }\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_participant_sending_h264_shows_in_the_vp8_composite() {
+async fn an_h264_only_participant_shows_in_the_vp8_composite_and_receives_an_h264_one() {
     require_browser_tools(true);
     let conference = tokio::task::block_in_place(|| cargo_cdylib("huddle-plugin-conference"));
     let server = PluginServer::start(&plugin_entry(&conference, CONFERENCE)).await;

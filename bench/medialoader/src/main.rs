@@ -26,6 +26,12 @@
 //! `--probe-loud-bytes`). The loopback adds nothing measurable, the client's own scheduling
 //! does (the figure is an upper bound).
 //!
+//! With `--video-probe-clip` (VP8 RTP whose picture turns bright at known frames) it measures
+//! the video (glass-to-glass) delay the mixer adds: the first leg sends that clip instead of
+//! `--video-clip`, every other leg decodes the composite it receives and times when the first
+//! leg's tile (the brightest cell of the `--video-probe-grid`) turns bright, from when the
+//! first packet of the changed frame went out (`video_probe.rs`).
+//!
 //! SIP is minimal and unauthenticated: the From is in a foreign domain, which the server does
 //! not challenge for plugin-claimed requests (a conference room must be public to admit it).
 
@@ -47,6 +53,9 @@ use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+
+mod video_probe;
+use video_probe::{rtp_bytes, Grid, VideoProbe, Watcher};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "WebRTC media load: str0m legs calling the echo plugin")]
@@ -97,6 +106,18 @@ struct Args {
     /// An Opus payload at least this long is a loud frame.
     #[arg(long, default_value_t = 40)]
     probe_loud_bytes: usize,
+    /// VP8 RTP (RFC 4571 framing) whose picture turns bright at known frames: the first leg
+    /// sends it instead of `--video-clip`, the others time when its tile turns bright.
+    #[arg(long, requires = "video_clip")]
+    video_probe_clip: Option<std::path::PathBuf>,
+    /// The room's grid, `COLSxROWS`: the first leg's tile is the brightest cell (the centre of
+    /// each is measured).
+    #[arg(long, default_value = "2x2")]
+    video_probe_grid: Grid,
+    /// Mean luma (0–255) above which a picture (of the clip) or a tile (of the composite) is
+    /// bright.
+    #[arg(long, default_value_t = 128.0)]
+    video_probe_luma: f64,
 }
 
 /// The delay probe's shared state: the speaker opens bursts, the listeners time them.
@@ -369,6 +390,7 @@ fn request(sip: &Sip, call: &Call, method: &str, cseq: u32, body: Option<&str>) 
 async fn leg(
     args: Args,
     probe: Option<(Arc<Probe>, bool)>,
+    video_probe: Option<(Arc<VideoProbe>, bool)>,
     clips: Option<(Arc<Clip>, Option<Arc<Clip>>)>,
     sip: Arc<Sip>,
     totals: Arc<Totals>,
@@ -400,6 +422,11 @@ async fn leg(
             index: 0,
             loops: 0,
             seq: 1,
+        };
+        // The video probe's speaker sends the probe clip instead.
+        let video = match &video_probe {
+            Some((p, true)) => &p.clip,
+            _ => video,
         };
         replays.push(fresh(video, mid));
         if let (Some(audio), Some(amid)) = (audio, audio_mid) {
@@ -458,6 +485,8 @@ async fn leg(
     let mut counting_since: Option<Instant> = None;
     let mut frames = 0u64;
     let mut heard = 0u64;
+    // A watcher of the video probe decodes the composite from the moment it connects.
+    let mut watcher: Option<Watcher> = None;
     loop {
         // Drain.
         let timeout = loop {
@@ -483,6 +512,11 @@ async fn leg(
                             .find(|p| p.spec().codec == want)
                             .map(|p| p.pt());
                     }
+                    if let (Some((probe, false)), Some(vp8)) =
+                        (&video_probe, replays.first().and_then(|r| r.pt))
+                    {
+                        watcher = Some(Watcher::new(probe.clone(), *vp8)?);
+                    }
                 }
                 Output::Event(Event::IceConnectionStateChange(
                     IceConnectionState::Disconnected,
@@ -490,6 +524,21 @@ async fn leg(
                     bail!("ICE disconnected");
                 }
                 Output::Event(Event::RtpPacket(p)) => {
+                    if let Some(w) = &watcher {
+                        if Some(p.header.payload_type) == replays.first().and_then(|r| r.pt) {
+                            w.push(
+                                rtp_bytes(
+                                    *p.header.payload_type,
+                                    p.header.marker,
+                                    p.header.sequence_number,
+                                    p.header.timestamp,
+                                    *p.header.ssrc,
+                                    &p.payload,
+                                ),
+                                Instant::now(),
+                            );
+                        }
+                    }
                     if counting {
                         let vp8 = replays.first().and_then(|r| r.pt);
                         if p.header.marker && Some(p.header.payload_type) == vp8 {
@@ -559,8 +608,17 @@ async fn leg(
                         }
                         _ => None,
                     };
+                    let onset = match (&video_probe, counting) {
+                        (Some((probe, true)), true) if r.clip.clock == 90_000 => {
+                            probe.onset.get(r.index).copied().unwrap_or(false)
+                        }
+                        _ => false,
+                    };
                     if !r.send(&mut rtc, now, payload) {
                         break;
+                    }
+                    if let (true, Some((probe, _))) = (onset, &video_probe) {
+                        probe.sent_onset(now);
                     }
                     if counting {
                         sent += 1;
@@ -649,14 +707,32 @@ async fn main() -> anyhow::Result<()> {
         })),
         None => None,
     };
+    let video_probe = match &args.video_probe_clip {
+        Some(path) => {
+            gstreamer::init().context("GStreamer (for the video probe)")?;
+            let probe = VideoProbe::load(
+                Clip::load(path, 90_000)?,
+                args.video_probe_grid,
+                args.video_probe_luma,
+            )?;
+            eprintln!(
+                "video probe: {} onsets in a clip of {} packets",
+                probe.onset.iter().filter(|o| **o).count(),
+                probe.onset.len()
+            );
+            Some(Arc::new(probe))
+        }
+        None => None,
+    };
     let (start_tx, start_rx) = tokio::sync::watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::with_capacity(args.legs);
     let gap = Duration::from_micros(1_000_000 / args.rate.max(1));
     for index in 0..args.legs {
-        let (a, p, c, s, t, st, sp) = (
+        let (a, p, vp, c, s, t, st, sp) = (
             args.clone(),
             probe.clone().map(|p| (p, index == 0)),
+            video_probe.clone().map(|p| (p, index == 0)),
             clips.clone(),
             sip.clone(),
             totals.clone(),
@@ -665,7 +741,7 @@ async fn main() -> anyhow::Result<()> {
         );
         let totals = t.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = leg(a, p, c, s, t, st, sp).await {
+            if let Err(e) = leg(a, p, vp, c, s, t, st, sp).await {
                 totals.failed.fetch_add(1, Ordering::Relaxed);
                 eprintln!("leg failed: {e:#}");
             }
@@ -727,6 +803,23 @@ async fn main() -> anyhow::Result<()> {
             at(1.0),
             delays.len(),
             probe.quiet_max.load(Ordering::Relaxed)
+        );
+    }
+    if let Some(probe) = &video_probe {
+        let delays = probe.delays();
+        let at = |q: f64| {
+            delays
+                .get(((delays.len() as f64 - 1.0) * q).round() as usize)
+                .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+        };
+        let (darkest, brightest) = probe.luma_range();
+        println!(
+            "video_delay_ms p50={:.1} p90={:.1} max={:.1} samples={} pictures_decoded={} tile_luma={darkest:.0}..{brightest:.0}",
+            at(0.5),
+            at(0.9),
+            at(1.0),
+            delays.len(),
+            probe.pictures.load(Ordering::Relaxed),
         );
     }
     if let (Some(c0), Some(c1)) = (cpu0, cpu1) {

@@ -604,17 +604,21 @@ impl Conference {
             .get_mut(&room)
             .map(|m| m.join(session.0, &spec))
             .unwrap_or_else(|| Err(media::MediaError("room has no mixer".to_owned())));
-        if let Err(e) = joined {
-            huddle_sdk::error!(
-                host,
-                "room {room}: could not add {}: {}",
-                caller.display,
-                e.0
-            );
-            self.drop_participant(&room, session);
-            let _ = host.close_media(session);
-            return host.reply(&request, 500, "Server Internal Error - Mixer Failed");
-        }
+        // The output they receive: their VP8 profile, or the room's H.264 output.
+        let profile = match joined {
+            Ok(output) => output,
+            Err(e) => {
+                huddle_sdk::error!(
+                    host,
+                    "room {room}: could not add {}: {}",
+                    caller.display,
+                    e.0
+                );
+                self.drop_participant(&room, session);
+                let _ = host.close_media(session);
+                return host.reply(&request, 500, "Server Internal Error - Mixer Failed");
+            }
+        };
 
         let call_dialog = UasDialog::accept(&request);
         let response = request

@@ -11,7 +11,9 @@
 //!   appsrc(tapped screen, VP8/H.264) → depay → decode → textoverlay → queue ┤ (while one is shared)
 //!                                        compositor → tee ─┬→ queue → vp8enc → rtpvp8pay → appsink ─► receivers of
 //!                                                          │                                        profile 0 (canvas)
-//!                                                          └→ queue → videorate → videoscale → vp8enc → … ─► profile 1, …
+//!                                                          ├→ queue → videorate → videoscale → vp8enc → … ─► profile 1, …
+//!                                                          └→ queue → [videorate → videoscale] → openh264enc
+//!                                                               → rtph264pay → appsink ─► H.264 receivers (while any)
 //! audio (one pipeline per participant):
 //!   appsrc(RTP) → depay → decode → convert/resample to 48 kHz mono → appsink ─► input queue
 //!   appsrc(PCM, from the mixer thread) → encode → pay → appsink ─► that participant
@@ -23,6 +25,16 @@
 //! `lower_profiles`) and the same packets go to every receiver of that profile, each with the
 //! payload type its answer chose. A key frame is forced on join and on a receiver's PLI in that
 //! receiver's profile only (rate-limited, since it is shared by the profile's receivers).
+//!
+//! Receivers that take H.264 only (no VP8 in their offer, `sdp.rs`) share one more output, the
+//! H.264 one: built when the first of them joins, at the profile its offer's bandwidth picks
+//! (`room::profile_for`), kept while any remains and removed after the last leaves, so a room
+//! without them pays nothing. It is encoded by openh264 (`openh264enc`, in
+//! gstreamer1.0-plugins-bad with the VP8 decoder): Constrained Baseline, which every
+//! Baseline/Constrained Baseline packetization-mode 1 format the caller may have offered
+//! decodes, packetized by `rtph264pay` in mode 1 with SPS/PPS before every IDR (a receiver joining
+//! or asking by PLI starts from the key frame alone). Its receivers keep it when their
+//! bandwidth changes (one H.264 encode per room); key frames on join and PLI as for VP8.
 //! Every tile and every encoder branch sits behind a leaky queue: a frozen uplink or a slow
 //! encoder never holds the canvas back.
 //!
@@ -44,7 +56,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -112,9 +124,10 @@ struct AudioMember {
 struct Receiver {
     session: MediaSessionId,
     mid: String,
-    /// The payload type its answer chose for VP8.
+    /// The payload type its answer chose for the codec it gets.
     pt: u8,
-    /// Which output profile it gets (index into the room's profiles).
+    /// Which output it gets: a VP8 profile (index into the room's profiles), or the H.264
+    /// output (index [`Shared::h264_output`]).
     profile: usize,
     /// Its own RTP numbering: each profile's payloader counts on its own, so a receiver moved
     /// to another profile would see sequence numbers and timestamps jump (a browser's jitter
@@ -166,10 +179,13 @@ struct Shared {
     tiles: Mutex<Vec<(ParticipantId, gst::Pad)>>,
     speaker: Mutex<Option<ParticipantId>>,
     stop: AtomicBool,
-    /// Each profile's encoder output, where key frames are asked for (set once built).
-    encoder_pads: OnceLock<Vec<gst::Pad>>,
-    /// Each profile's forced key frames: when the last was asked for, and whether one is owed.
+    /// Each output's encoder src pad, where key frames are asked for: the VP8 profiles (set
+    /// once built), then the H.264 output's while it exists.
+    encoder_pads: Mutex<Vec<Option<gst::Pad>>>,
+    /// Each output's forced key frames: when the last was asked for, and whether one is owed.
     keyframes: Mutex<Vec<KeyframeState>>,
+    /// The index of the H.264 output (after the VP8 profiles).
+    h264_output: usize,
     /// Changed at run time by the admin API (`RoomMedia::set_layout`).
     layout: Mutex<LayoutKind>,
     /// The canvas (the first output profile).
@@ -238,7 +254,8 @@ impl Shared {
         let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
             .all_headers(true)
             .build();
-        if let Some(pad) = self.encoder_pads.get().and_then(|p| p.get(profile)) {
+        let pad = lock(&self.encoder_pads).get(profile).cloned().flatten();
+        if let Some(pad) = pad {
             pad.send_event(event);
         }
     }
@@ -302,7 +319,8 @@ pub struct LegSpec {
     pub audio: Option<(String, AudioCodec, u8)>,
     /// Video stream.
     pub video: Option<VideoSpec>,
-    /// The output profile they receive.
+    /// The VP8 output profile their bandwidth fits (also the H.264 output's shape when they
+    /// are its first receiver).
     pub profile: usize,
 }
 
@@ -317,8 +335,7 @@ pub struct VideoSpec {
     pub pt: u8,
     /// Whether they send video to us.
     pub receiving: bool,
-    /// Whether we send them the composite (VP8, on this payload type): not on an H.264-only
-    /// m-line.
+    /// Whether we send them the composite, in `codec` on this payload type.
     pub sending: bool,
 }
 
@@ -329,6 +346,12 @@ pub struct RoomMedia {
     compositor: gst::Element,
     /// One encoder per output profile, in profile order.
     encoders: Vec<gst::Element>,
+    /// The output profiles (the canvas's first).
+    profiles: Vec<VideoProfile>,
+    /// Where every output branch starts.
+    tee: gst::Element,
+    /// The H.264 output's branch, while an H.264 receiver is here.
+    h264: Option<OutputBranch>,
     legs: BTreeMap<ParticipantId, Leg>,
     mixer: Option<thread::JoinHandle<()>>,
     /// The shared screen's input, while one is shown.
@@ -346,6 +369,12 @@ struct ScreenInput {
 
 /// The payload type the screen's appsrc is built for; packets are rewritten to it.
 const SCREEN_PT: u8 = 96;
+
+/// An output branch added to a running room: its tee pad and its elements, in link order.
+struct OutputBranch {
+    tee_pad: gst::Pad,
+    elements: Vec<gst::Element>,
+}
 
 impl std::fmt::Debug for RoomMedia {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -374,8 +403,9 @@ impl RoomMedia {
             tiles: Mutex::new(Vec::new()),
             speaker: Mutex::new(None),
             stop: AtomicBool::new(false),
-            encoder_pads: OnceLock::new(),
-            keyframes: Mutex::new(vec![KeyframeState::default(); profiles.len()]),
+            encoder_pads: Mutex::new(vec![None; profiles.len() + 1]),
+            keyframes: Mutex::new(vec![KeyframeState::default(); profiles.len() + 1]),
+            h264_output: profiles.len(),
             layout: Mutex::new(layout),
             canvas,
             cpu: Arc::new(RoomCpu::default()),
@@ -412,12 +442,7 @@ impl RoomMedia {
         for (index, profile) in profiles.iter().enumerate() {
             let mut branch = vec![newest_frames_queue()?];
             if index > 0 {
-                // Drop frames before scaling them: the scaler then works at the profile's rate.
-                branch.push(make("videorate")?);
-                branch.push(make("videoscale")?);
-                let caps = make("capsfilter")?;
-                caps.set_property("caps", raw_video_caps(profile));
-                branch.push(caps);
+                branch.extend(scaler(profile)?);
             }
             let encoder = vp8_encoder(profile)?;
             encoders.push(encoder.clone());
@@ -433,12 +458,12 @@ impl RoomMedia {
             gst::Element::link_many(refs.iter().copied())?;
             tee.link(&branch[0])?;
         }
-        let _ = shared.encoder_pads.set(
-            encoders
-                .iter()
-                .filter_map(|e: &gst::Element| e.static_pad("src"))
-                .collect(),
-        );
+        {
+            let mut pads = lock(&shared.encoder_pads);
+            for (slot, encoder) in pads.iter_mut().zip(&encoders) {
+                *slot = encoder.static_pad("src");
+            }
+        }
         watch_bus(host, &video, room, &shared.cpu);
         video.set_state(gst::State::Playing)?;
         // The live pipeline reaches PLAYING asynchronously (tens of ms). A tile added and fed
@@ -465,6 +490,9 @@ impl RoomMedia {
             video,
             compositor,
             encoders,
+            profiles: profiles.to_vec(),
+            tee,
+            h264: None,
             legs: BTreeMap::new(),
             mixer: Some(mixer),
             screen: None,
@@ -472,8 +500,9 @@ impl RoomMedia {
     }
 
     /// Adds a participant: their audio pipeline, their tile, and them as a receiver of the
-    /// composite.
-    pub fn join(&mut self, id: ParticipantId, spec: &LegSpec) -> Result<(), MediaError> {
+    /// composite. Returns the output they receive: their VP8 profile, or the H.264 output
+    /// (built now if they are its first receiver); what [`RoomMedia::force_keyframe`] takes.
+    pub fn join(&mut self, id: ParticipantId, spec: &LegSpec) -> Result<usize, MediaError> {
         let mut leg = Leg {
             audio: None,
             audio_in: None,
@@ -501,18 +530,128 @@ impl RoomMedia {
             .as_ref()
             .filter(|v| v.receiving)
             .map(|v| (v.codec, v.pt));
-        self.add_tile(&mut leg, id, &spec.display, video_in)?;
+        let mut output = spec.profile.min(self.encoders.len() - 1);
+        if let Some(v) = spec.video.as_ref().filter(|v| v.sending) {
+            if v.codec == VideoCodec::H264 {
+                if self.h264.is_none() {
+                    self.h264 = Some(self.add_h264_output(output)?);
+                }
+                output = self.shared.h264_output;
+            }
+        }
+        if let Err(e) = self.add_tile(&mut leg, id, &spec.display, video_in) {
+            self.drop_unused_h264_output();
+            return Err(e);
+        }
         if let Some(v) = spec.video.as_ref().filter(|v| v.sending) {
             lock(&self.shared.video_out).push(Receiver::new(
                 spec.session,
                 v.mid.clone(),
                 v.pt,
-                spec.profile.min(self.encoders.len() - 1),
+                output,
             ));
         }
         self.legs.insert(id, leg);
         self.shared.relayout();
-        Ok(())
+        Ok(output)
+    }
+
+    /// Builds the H.264 output at the size and rate of `profile` and starts it: a new branch of
+    /// the tee (see the module doc).
+    fn add_h264_output(&self, profile: usize) -> Result<OutputBranch, MediaError> {
+        let shape = self.profiles[profile];
+        let mut elements = vec![newest_frames_queue()?];
+        if profile > 0 {
+            elements.extend(scaler(&shape)?);
+        }
+        let encoder = h264_encoder(&shape)?;
+        let encoder_src = encoder
+            .static_pad("src")
+            .ok_or_else(|| MediaError("openh264enc without src".to_owned()))?;
+        elements.push(encoder);
+        let caps = make("capsfilter")?;
+        caps.set_property(
+            "caps",
+            gst::Caps::builder("video/x-h264")
+                .field("profile", "constrained-baseline")
+                .field("stream-format", "byte-stream")
+                .field("alignment", "au")
+                .build(),
+        );
+        elements.push(caps);
+        let pay = make("rtph264pay")?;
+        pay.set_property("mtu", 1150u32);
+        pay.set_property("pt", 96u32);
+        // SPS and PPS before every IDR: a receiver starts from any key frame.
+        pay.set_property("config-interval", -1i32);
+        pay.set_property_from_str("aggregate-mode", "zero-latency");
+        elements.push(pay);
+        elements.push(out_sink(&self.shared, SinkKind::Video(self.shared.h264_output)).upcast());
+        self.video.add_many(&elements)?;
+        let linked = gst::Element::link_many(&elements)
+            .map_err(MediaError::from)
+            .and_then(|()| {
+                let tee_pad = self
+                    .tee
+                    .request_pad_simple("src_%u")
+                    .ok_or_else(|| MediaError("tee gave no src pad".to_owned()))?;
+                let sink = elements[0]
+                    .static_pad("sink")
+                    .ok_or_else(|| MediaError("queue without sink".to_owned()))?;
+                // Downstream first, so the branch is ready before the first frame comes.
+                for e in elements.iter().rev() {
+                    e.sync_state_with_parent()?;
+                }
+                if let Err(e) = tee_pad.link(&sink) {
+                    self.tee.release_request_pad(&tee_pad);
+                    return Err(e.into());
+                }
+                Ok(tee_pad)
+            });
+        let tee_pad = match linked {
+            Ok(pad) => pad,
+            Err(e) => {
+                for el in &elements {
+                    let _ = el.set_state(gst::State::Null);
+                    let _ = self.video.remove(el);
+                }
+                return Err(e);
+            }
+        };
+        if let Some(slot) = lock(&self.shared.encoder_pads).get_mut(self.shared.h264_output) {
+            *slot = Some(encoder_src);
+        }
+        if let Some(state) = lock(&self.shared.keyframes).get_mut(self.shared.h264_output) {
+            *state = KeyframeState::default();
+        }
+        Ok(OutputBranch { tee_pad, elements })
+    }
+
+    /// Removes the H.264 output when nobody receives it any more.
+    fn drop_unused_h264_output(&mut self) {
+        let h264 = self.shared.h264_output;
+        if lock(&self.shared.video_out)
+            .iter()
+            .any(|r| r.profile == h264)
+        {
+            return;
+        }
+        let Some(branch) = self.h264.take() else {
+            return;
+        };
+        if let Some(slot) = lock(&self.shared.encoder_pads).get_mut(h264) {
+            *slot = None;
+        }
+        // Unlinked first: the tee then skips the pad (a tee only fails when every pad is
+        // unlinked), and no buffer enters the branch while it stops.
+        if let Some(peer) = branch.tee_pad.peer() {
+            let _ = branch.tee_pad.unlink(&peer);
+        }
+        self.tee.release_request_pad(&branch.tee_pad);
+        for e in &branch.elements {
+            let _ = e.set_state(gst::State::Null);
+            let _ = self.video.remove(e);
+        }
     }
 
     /// Adds a decoding branch (ending in its leaky queue) to the running pipeline, links it to a
@@ -568,10 +707,8 @@ impl RoomMedia {
             pad,
         });
         self.shared.relayout();
-        // Everyone's picture changes at once: a key frame of every profile.
-        for profile in 0..self.encoders.len() {
-            self.force_keyframe(profile);
-        }
+        // Everyone's picture changes at once: a key frame of every output.
+        self.force_keyframes();
         Ok(())
     }
 
@@ -589,8 +726,16 @@ impl RoomMedia {
             let _ = self.video.remove(e);
         }
         self.shared.relayout();
+        self.force_keyframes();
+    }
+
+    /// A key frame of every output there is.
+    fn force_keyframes(&self) {
         for profile in 0..self.encoders.len() {
             self.force_keyframe(profile);
+        }
+        if self.h264.is_some() {
+            self.force_keyframe(self.shared.h264_output);
         }
     }
 
@@ -719,6 +864,7 @@ impl RoomMedia {
     /// Removes a participant; their tile goes, the others move up.
     pub fn leave(&mut self, id: ParticipantId, session: MediaSessionId) {
         lock(&self.shared.video_out).retain(|r| r.session != session);
+        self.drop_unused_h264_output();
         lock(&self.shared.audio).retain(|m| m.id != id);
         if let Some(mut leg) = self.legs.remove(&id) {
             if let Some(p) = leg.audio.take() {
@@ -758,23 +904,26 @@ impl RoomMedia {
         }
     }
 
-    /// A receiver of `profile` lost the picture (PLI/FIR) or just joined: a key frame in that
-    /// profile (receivers of other profiles are not disturbed), at most one per
+    /// A receiver of output `profile` (a VP8 profile or the H.264 output, as
+    /// [`RoomMedia::join`] said) lost the picture (PLI/FIR) or just joined: a key frame in that
+    /// output (receivers of other outputs are not disturbed), at most one per
     /// [`KEYFRAME_GAP`]; a request inside the gap is paid when it ends.
     pub fn force_keyframe(&self, profile: usize) {
         self.shared.request_keyframe(profile, Instant::now());
     }
 
-    /// Moves `session` to output profile `profile` (its bandwidth changed), with a key frame of
-    /// the new profile so its picture starts at once. False when nothing changed.
+    /// Moves `session` to VP8 profile `profile` (its bandwidth changed), with a key frame of
+    /// the new profile so its picture starts at once. False when nothing changed; a receiver of
+    /// the H.264 output stays on it.
     pub fn set_profile(&self, session: MediaSessionId, profile: usize) -> bool {
         if profile >= self.encoders.len() {
             return false;
         }
         let mut changed = false;
+        let h264 = self.shared.h264_output;
         for r in lock(&self.shared.video_out)
             .iter_mut()
-            .filter(|r| r.session == session && r.profile != profile)
+            .filter(|r| r.session == session && r.profile != profile && r.profile != h264)
         {
             r.profile = profile;
             r.rebase = true;
@@ -790,7 +939,7 @@ impl RoomMedia {
         changed
     }
 
-    /// How many output profiles (encoders) the room has.
+    /// How many VP8 output profiles (encoders) the room has.
     pub fn profiles(&self) -> usize {
         self.encoders.len()
     }
@@ -1089,6 +1238,30 @@ fn video_decoder(codec: VideoCodec) -> Result<[gst::Element; 2], MediaError> {
             [make("rtph264depay")?, decoder]
         }
     })
+}
+
+/// What turns the canvas into a lower profile: drop frames first, so the scaler works at the
+/// profile's rate, then scale.
+fn scaler(profile: &VideoProfile) -> Result<[gst::Element; 3], MediaError> {
+    let caps = make("capsfilter")?;
+    caps.set_property("caps", raw_video_caps(profile));
+    Ok([make("videorate")?, make("videoscale")?, caps])
+}
+
+/// The H.264 encoder of the H.264 output: openh264 at its fastest, bitrate rate control, no
+/// frame skipping (the canvas's rate is the receivers' frame rate), one slice per frame.
+fn h264_encoder(profile: &VideoProfile) -> Result<gst::Element, MediaError> {
+    let encoder = make("openh264enc")?;
+    encoder.set_property("bitrate", profile.bitrate_kbps * 1000);
+    encoder.set_property_from_str("rate-control", "bitrate");
+    encoder.set_property_from_str("complexity", "low");
+    encoder.set_property("enable-frame-skip", false);
+    encoder.set_property(
+        "gop-size",
+        profile.fps.saturating_mul(profile.keyframe_interval_secs),
+    );
+    encoder.set_property("multi-thread", 1u32);
+    Ok(encoder)
 }
 
 /// A VP8 encoder for a profile: real-time, fixed speed, constant bitrate, no look-ahead.

@@ -6,13 +6,13 @@
 //! PCMA for audio; VP8 or H.264 and their RTX for video). Everything else in the offer passes
 //! unchanged.
 //!
-//! Video: the composite always goes out as VP8, and an answer's codec list is what *both* sides
-//! may send on the m-line. So VP8 wins whenever it is offered (H.264 is then left out: the tile
-//! decodes the one codec the answer names). An offer with H.264 but no VP8 (packetization-mode=1,
-//! a Baseline or Constrained Baseline profile-level-id) keeps H.264, and its direction is
-//! turned so that the answer only *receives* on that m-line (`sendrecv` → `sendonly`,
-//! `recvonly` → `inactive`): that caller's H.264 video is mixed, but they get no composite,
-//! since VP8 cannot be sent on an m-line whose answer lists only H.264.
+//! Video: an answer's codec list is what *both* sides may send on the m-line, so one codec is
+//! kept. VP8 wins whenever it is offered (H.264 is then left out): the composite's VP8 profiles
+//! are what most receivers share. An offer with H.264 but no VP8 keeps one H.264 format
+//! ([`h264_choice`]: packetization-mode=1, Baseline or Constrained Baseline, Constrained
+//! Baseline first) and its RTX: that caller's H.264 is decoded into their tile, and they receive
+//! the room's H.264 composite (Constrained Baseline from openh264, which both of those
+//! profiles decode) on the payload type of that format.
 
 /// An audio codec the mixer decodes and encodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub enum Kind {
     Video(VideoCodec),
 }
 
-/// A video codec the mixer decodes (it encodes VP8 only).
+/// A video codec the mixer decodes and encodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoCodec {
     /// VP8.
@@ -120,22 +120,52 @@ pub fn h264_fmtp_ok(params: &str) -> bool {
 }
 
 /// An offer's m-line while it is read: video or audio, its rtpmaps (pt, name), RTX
-/// associations (pt, apt), H.264 format parameters (pt, params) and direction attribute.
+/// associations (pt, apt) and format parameters (pt, params).
 #[derive(Default)]
 struct OfferSection {
     video: bool,
     maps: Vec<(String, String)>,
     apts: Vec<(String, String)>,
     fmtps: Vec<(String, String)>,
-    direction: Option<String>,
 }
 
-/// What the second pass does to one m-line: the payload types it keeps (none: left as it is)
-/// and the direction it gets instead of the offer's (H.264 only: we cannot send VP8 back).
+/// What the second pass does to one m-line: the payload types it keeps (none: left as it is).
 #[derive(Default)]
 struct SectionPlan {
     keep: Vec<String>,
-    direction: Option<&'static str>,
+}
+
+/// Whether an H.264 format (its `a=fmtp` parameters) is Constrained Baseline: profile_idc 66
+/// with constraint_set1, or Main/Extended with the constraint flags that make it so (RFC 6184
+/// table 5).
+fn h264_constrained_baseline(params: &str) -> bool {
+    let id = params.split(';').find_map(|p| {
+        let (key, value) = p.trim().split_once('=')?;
+        key.eq_ignore_ascii_case("profile-level-id")
+            .then(|| value.trim().to_owned())
+    });
+    let byte = |id: &str, i: usize| {
+        id.get(i..i + 2)
+            .and_then(|b| u8::from_str_radix(b, 16).ok())
+    };
+    match id.as_deref().map(|id| (byte(id, 0), byte(id, 2))) {
+        Some((Some(0x42), Some(iop))) => iop & 0x40 != 0,
+        Some((Some(0x4d), Some(iop))) => iop & 0x80 != 0,
+        Some((Some(0x58), Some(iop))) => iop & 0xc0 == 0xc0,
+        _ => false,
+    }
+}
+
+/// The one H.264 format kept from an offer without VP8, given its formats in offer order as
+/// (payload type, `a=fmtp` parameters): the first Constrained Baseline one in mode 1 (what
+/// openh264 encodes the composite in, and what browsers list first), else the first Baseline
+/// one in mode 1 (a Constrained Baseline stream is a valid Baseline one), else none.
+pub fn h264_choice<'a>(formats: &[(&'a str, &str)]) -> Option<&'a str> {
+    let usable = || formats.iter().filter(|(_, params)| h264_fmtp_ok(params));
+    usable()
+        .find(|(_, params)| h264_constrained_baseline(params))
+        .or_else(|| usable().next())
+        .map(|(pt, _)| *pt)
 }
 
 impl OfferSection {
@@ -145,7 +175,6 @@ impl OfferSection {
             maps,
             apts,
             fmtps,
-            direction,
         } = self;
         let fmtp = |pt: &str| {
             fmtps
@@ -153,22 +182,19 @@ impl OfferSection {
                 .find(|(p, _)| p == pt)
                 .map_or("", |(_, params)| params.as_str())
         };
-        let mut only_h264 = false;
         let mut kept: Vec<String> = if video {
-            let of = |codec| -> Vec<String> {
-                maps.iter()
-                    .filter(|(pt, name)| {
-                        VideoCodec::from_name(name) == Some(codec)
-                            && (codec != VideoCodec::H264 || h264_fmtp_ok(fmtp(pt)))
-                    })
-                    .map(|(pt, _)| pt.clone())
-                    .collect()
-            };
-            let vp8 = of(VideoCodec::Vp8);
+            let vp8: Vec<String> = maps
+                .iter()
+                .filter(|(_, name)| VideoCodec::from_name(name) == Some(VideoCodec::Vp8))
+                .map(|(pt, _)| pt.clone())
+                .collect();
             if vp8.is_empty() {
-                let h264 = of(VideoCodec::H264);
-                only_h264 = !h264.is_empty();
-                h264
+                let h264: Vec<(&str, &str)> = maps
+                    .iter()
+                    .filter(|(_, name)| VideoCodec::from_name(name) == Some(VideoCodec::H264))
+                    .map(|(pt, _)| (pt.as_str(), fmtp(pt)))
+                    .collect();
+                h264_choice(&h264).map(str::to_owned).into_iter().collect()
             } else {
                 vp8
             }
@@ -188,21 +214,8 @@ impl OfferSection {
             .map(|(pt, _)| pt.clone())
             .collect();
         kept.extend(rtx);
-        // The offer's direction from the caller's side; ours in the answer is its mirror, so
-        // taking the caller's receiving half away leaves us receiving only.
-        let direction = only_h264.then_some(match direction.as_deref() {
-            Some("recvonly") | Some("inactive") => "inactive",
-            _ => "sendonly",
-        });
-        SectionPlan {
-            keep: kept,
-            direction,
-        }
+        SectionPlan { keep: kept }
     }
-}
-
-fn is_direction(attr: &str) -> bool {
-    matches!(attr, "sendrecv" | "sendonly" | "recvonly" | "inactive")
 }
 
 /// An answer's m-line while it is read.
@@ -216,11 +229,11 @@ struct AnswerSection {
 }
 
 /// The offer with only mixable codecs left on each audio/video m-line (RTX only when it
-/// repairs a kept payload type), VP8 preferred to H.264 (see the module doc). An m-line left
+/// repairs a kept payload type), VP8 preferred to one H.264 format (see the module doc). An m-line left
 /// with none keeps its first format and is answered by the host as it sees fit (it will refuse
 /// it: no codec in common).
 pub fn narrow_offer(offer: &str) -> String {
-    // First pass: per m-line, which payload types to keep and whether its direction changes.
+    // First pass: per m-line, which payload types to keep.
     let mut plans: Vec<SectionPlan> = Vec::new();
     let mut section: Option<OfferSection> = None;
     for line in offer.lines() {
@@ -252,8 +265,6 @@ pub fn narrow_offer(offer: &str) -> String {
                     }
                     cur.fmtps.push((pt.to_owned(), params.to_owned()));
                 }
-            } else if let Some(attr) = line.strip_prefix("a=").filter(|a| is_direction(a)) {
-                cur.direction = Some(attr.to_owned());
             }
         }
     }
@@ -261,20 +272,14 @@ pub fn narrow_offer(offer: &str) -> String {
         plans.push(done.plan());
     }
 
-    // Second pass: rewrite m-lines and directions, drop attribute lines of removed payload
-    // types. A section whose direction changes but had no direction line gets one at its end.
+    // Second pass: rewrite m-lines, drop attribute lines of removed payload types.
     let mut out = String::with_capacity(offer.len());
     let mut index: Option<usize> = None;
-    let mut direction_owed: Option<&'static str> = None;
     for line in offer.lines() {
         let line = line.trim_end();
         if let Some(m) = line.strip_prefix("m=") {
-            if let Some(d) = direction_owed.take() {
-                out.push_str(&format!("a={d}\r\n"));
-            }
             index = Some(index.map_or(0, |i| i + 1));
             let plan = index.and_then(|i| plans.get(i));
-            direction_owed = plan.and_then(|p| p.direction);
             let kept = plan.map(|p| &p.keep).filter(|k| !k.is_empty());
             let parts: Vec<&str> = m.split(' ').collect();
             match kept {
@@ -289,14 +294,6 @@ pub fn narrow_offer(offer: &str) -> String {
                 _ => out.push_str(line),
             }
             out.push_str("\r\n");
-            continue;
-        }
-        if let (Some(d), Some(_)) = (
-            direction_owed,
-            line.strip_prefix("a=").filter(|a| is_direction(a)),
-        ) {
-            out.push_str(&format!("a={d}\r\n"));
-            direction_owed = None;
             continue;
         }
         let kept = index
@@ -316,9 +313,6 @@ pub fn narrow_offer(offer: &str) -> String {
         }
         out.push_str(line);
         out.push_str("\r\n");
-    }
-    if let Some(d) = direction_owed {
-        out.push_str(&format!("a={d}\r\n"));
     }
     out
 }
@@ -496,7 +490,7 @@ mod tests {
         a=rtpmap:113 rtx/90000\r\na=fmtp:113 apt=112\r\n";
 
     #[test]
-    fn an_h264_only_offer_keeps_baseline_mode_1_and_is_answered_receive_only() {
+    fn an_h264_only_offer_keeps_one_baseline_mode_1_format_and_its_direction() {
         let n = narrow_offer(H264_ONLY);
         assert!(n.contains("m=video 9 UDP/TLS/RTP/SAVPF 102 103\r\n"), "{n}");
         assert!(n.contains(
@@ -504,27 +498,56 @@ mod tests {
         ));
         assert!(n.contains("a=fmtp:103 apt=102\r\n"));
         assert!(!n.contains("a=rtpmap:104") && !n.contains("64001f") && !n.contains("apt=112"));
-        // We cannot send VP8 on an m-line whose answer may list only H.264: the caller sends.
+        // The composite goes back in H.264: the caller's direction stands.
         let video = &n[n.find("m=video").unwrap()..];
-        assert!(
-            video.contains("a=sendonly\r\n") && !video.contains("a=sendrecv"),
-            "{n}"
-        );
-        // The audio m-line is untouched.
-        assert!(n[..n.find("m=video").unwrap()].contains("a=sendrecv\r\n"));
-        // A caller that only wants to receive video is left with nothing to do on it.
+        assert!(video.contains("a=sendrecv\r\n"), "{n}");
         let recv =
             narrow_offer(&H264_ONLY.replace("a=mid:1\r\na=sendrecv", "a=mid:1\r\na=recvonly"));
         assert!(
-            recv[recv.find("m=video").unwrap()..].contains("a=inactive\r\n"),
+            recv[recv.find("m=video").unwrap()..].contains("a=recvonly\r\n"),
             "{recv}"
         );
-        // No direction line (sendrecv by default): one is added at the end of the section.
-        let none = narrow_offer(&H264_ONLY.replace("a=mid:1\r\na=sendrecv\r\n", "a=mid:1\r\n"));
-        assert!(
-            none.ends_with("a=fmtp:103 apt=102\r\na=sendonly\r\n"),
-            "{none}"
+    }
+
+    #[test]
+    fn the_h264_format_kept_is_constrained_baseline_first_then_baseline_in_offer_order() {
+        let mode1 = |id: &str| {
+            format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={id}")
+        };
+        let (b, cb, cb_main, high) = (
+            mode1("42001f"),
+            mode1("42e01f"),
+            mode1("4de01f"),
+            mode1("64001f"),
         );
+        let cb_mode0 = "packetization-mode=0;profile-level-id=42e01f";
+        // Baseline listed first (Firefox's order): Constrained Baseline still wins.
+        assert_eq!(h264_choice(&[("97", &b), ("126", &cb)]), Some("126"));
+        // Among Constrained Baselines, the caller's order.
+        assert_eq!(h264_choice(&[("102", &cb), ("127", &cb_main)]), Some("102"));
+        assert_eq!(h264_choice(&[("127", &cb_main), ("102", &cb)]), Some("127"));
+        // Only Baseline (a Constrained Baseline stream decodes as Baseline).
+        assert_eq!(h264_choice(&[("112", &high), ("97", &b)]), Some("97"));
+        // Mode 0 or High only: nothing we send or are given.
+        assert_eq!(h264_choice(&[("104", cb_mode0), ("112", &high)]), None);
+        assert_eq!(h264_choice(&[]), None);
+        // No profile-level-id is Baseline, not Constrained Baseline.
+        assert_eq!(
+            h264_choice(&[("98", "packetization-mode=1"), ("99", &cb)]),
+            Some("99")
+        );
+        // Through the offer: Baseline listed before Constrained Baseline keeps the latter only.
+        let offer = H264_ONLY
+            .replace(
+                "profile-level-id=42e01f\r\na=rtpmap:103",
+                "profile-level-id=42001f\r\na=rtpmap:103",
+            )
+            .replace(
+                "packetization-mode=1;profile-level-id=64001f",
+                "packetization-mode=1;profile-level-id=42e01f",
+            );
+        let n = narrow_offer(&offer);
+        assert!(n.contains("m=video 9 UDP/TLS/RTP/SAVPF 112 113\r\n"), "{n}");
     }
 
     #[test]

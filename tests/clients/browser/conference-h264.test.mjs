@@ -4,11 +4,14 @@
 // alice (JsSIP) joins with her camera in VP8, as browsers offer by default. bob (JsSIP) joins
 // with every video transceiver restricted to H.264 before each offer
 // (RTCRtpTransceiver.setCodecPreferences), so his offer has no VP8. What must hold:
-//   * bob's call is answered, his video m-line receive-only on the server's side (the composite
-//     is VP8 and his answer can only list H.264), and he sends H.264 (his outbound stats);
+//   * bob's call is answered with one H.264 format on his video m-line, sendrecv, and he sends
+//     H.264 (his outbound stats);
 //   * alice's composite (VP8) shows bob's tile — the right cell of the 2x1 grid — with his
 //     decoded camera: bright and moving, not the black of a tile whose decoder never output a
-//     picture nor the static dark placeholder of a participant without video.
+//     picture nor the static dark placeholder of a participant without video;
+//   * bob receives the room's H.264 composite: his inbound video is H.264, decoded by Chromium
+//     at the composite's size (320x180), and alice's tile — the left cell — shows her camera,
+//     bright and moving.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -63,9 +66,10 @@ async function joinRoom(browser, origin, tg, name, h264, cleanup, diag) {
   return { page, label, name };
 }
 
-/** Mean luma of bob's cell of the 2x1 grid (its upper part, clear of the name label). */
-function bobTile(who) {
-  return inPage(who.page, who.label, 'composite pixels', async () => {
+/** Mean luma of a cell of the 2x1 grid (its upper part, clear of the name label): bob's, the
+ *  right one (`x0` 0.6), or alice's, the left one (`x0` 0.1). */
+function tile(who, x0) {
+  return inPage(who.page, who.label, 'composite pixels', async (x0) => {
     const v = document.getElementById('remote');
     const w = v.videoWidth;
     const h = v.videoHeight;
@@ -75,7 +79,7 @@ function bobTile(who) {
     c.height = h;
     const g = c.getContext('2d', { willReadFrequently: true });
     g.drawImage(v, 0, 0, w, h);
-    const d = g.getImageData(Math.round(0.6 * w), Math.round(0.3 * h), Math.round(0.3 * w), Math.round(0.22 * h)).data;
+    const d = g.getImageData(Math.round(x0 * w), Math.round(0.3 * h), Math.round(0.3 * w), Math.round(0.22 * h)).data;
     let sum = 0;
     let sumSq = 0;
     const n = d.length / 4;
@@ -89,11 +93,36 @@ function bobTile(who) {
     // A checksum of the region: the fake camera moves, a placeholder does not.
     let hash = 0;
     for (let i = 0; i < d.length; i += 16) hash = (hash * 31 + d[i]) >>> 0;
-    return { w, h, mean: Math.round(mean), spread: Math.round(Math.sqrt(Math.max(0, sumSq / n - mean * mean))), hash, framesDecoded: stats?.video?.framesDecoded ?? 0 };
-  });
+    return {
+      w,
+      h,
+      mean: Math.round(mean),
+      spread: Math.round(Math.sqrt(Math.max(0, sumSq / n - mean * mean))),
+      hash,
+      framesDecoded: stats?.video?.framesDecoded ?? 0,
+      codec: stats?.video?.codec ?? null,
+    };
+  }, x0);
 }
 
-test(`conference: a participant sending H.264 shows in the VP8 composite of ${ROOM}`, async (t) => {
+/** Waits until `who`'s cell at `x0` is brighter than a placeholder and has changed picture
+ *  with more frames decoded; returns the first bright sample and the last. */
+async function bright(who, x0) {
+  const deadline = Date.now() + MEDIA_MS;
+  let first = null;
+  let last = null;
+  while (Date.now() < deadline) {
+    last = await tile(who, x0);
+    if (last && last.mean > CAMERA) {
+      if (!first) first = last;
+      else if (last.hash !== first.hash && last.framesDecoded > first.framesDecoded) break;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return { first, last };
+}
+
+test(`conference: an H.264-only participant shows in the VP8 composite of ${ROOM} and receives an H.264 one`, async (t) => {
   const cleanup = [];
   t.after(() => cleanupAll(cleanup));
   const diag = (l) => t.diagnostic(l);
@@ -106,7 +135,7 @@ test(`conference: a participant sending H.264 shows in the VP8 composite of ${RO
   const alice = await joinRoom(browser, server.origin, tg, 'alice', false, cleanup, diag);
   const bob = await joinRoom(browser, server.origin, tg, 'bob', true, cleanup, diag);
 
-  // bob's side: his offer had no VP8, the answer took H.264 and only receives his video.
+  // bob's side: his offer had no VP8, the answer took one H.264 format both ways.
   const negotiated = await inPage(bob.page, bob.label, 'H.264 negotiated and sent', async (ms) => {
     const pc = window.offerPcs.at(-1);
     const deadline = Date.now() + ms;
@@ -131,26 +160,26 @@ test(`conference: a participant sending H.264 shows in the VP8 composite of ${RO
   }, MEDIA_MS, MEDIA_MS);
   diag(`bob: ${JSON.stringify(negotiated)}`);
   assert.equal(negotiated.offerHasVp8, false, "bob's offer is H.264 only");
-  assert.ok(negotiated.answerVideo.includes('a=recvonly'), 'the server only receives on his video m-line');
+  assert.ok(negotiated.answerVideo.includes('a=sendrecv'), 'the server sends and receives on his video m-line');
+  assert.equal(negotiated.answerVideo.filter((l) => / H264\//.test(l)).length, 1, 'one H.264 format in his answer');
   assert.ok(negotiated.answerVideo.every((l) => !/VP8/.test(l)), 'no VP8 in his answer');
   assert.equal(negotiated.codec, 'video/H264', 'bob sends H.264');
   assert.ok(negotiated.framesEncoded > 10, 'bob keeps sending');
 
   // alice's composite: bob's cell shows his decoded camera, and it moves.
-  const deadline = Date.now() + MEDIA_MS;
-  let first = null;
-  let last = null;
-  while (Date.now() < deadline) {
-    last = await bobTile(alice);
-    if (last && last.mean > CAMERA) {
-      if (!first) first = last;
-      else if (last.hash !== first.hash && last.framesDecoded > first.framesDecoded) break;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  diag(`alice sees bob's tile: first ${JSON.stringify(first)}, then ${JSON.stringify(last)}`);
-  assert.ok(first, `bob's tile is brighter than a placeholder or black (last: ${JSON.stringify(last)})`);
-  assert.notEqual(last.hash, first.hash, "bob's tile moves: his camera, decoded");
+  const seen = await bright(alice, 0.6);
+  diag(`alice sees bob's tile: first ${JSON.stringify(seen.first)}, then ${JSON.stringify(seen.last)}`);
+  assert.ok(seen.first, `bob's tile is brighter than a placeholder or black (last: ${JSON.stringify(seen.last)})`);
+  assert.notEqual(seen.last.hash, seen.first.hash, "bob's tile moves: his camera, decoded");
+
+  // bob's composite: H.264, decoded at the canvas size, alice's cell shows her camera moving.
+  const back = await bright(bob, 0.1);
+  diag(`bob sees alice's tile: first ${JSON.stringify(back.first)}, then ${JSON.stringify(back.last)}`);
+  assert.ok(back.first, `alice's tile in bob's composite is brighter than a placeholder or black (last: ${JSON.stringify(back.last)})`);
+  assert.equal(back.last.codec, 'video/H264', 'bob receives the composite in H.264');
+  assert.deepEqual([back.last.w, back.last.h], [320, 180], "the composite's size");
+  assert.notEqual(back.last.hash, back.first.hash, "alice's tile moves in bob's H.264 composite");
+  assert.ok(back.last.framesDecoded > back.first.framesDecoded, 'bob keeps decoding the H.264 composite');
 
   for (const p of [alice, bob]) {
     await inPage(p.page, p.label, 'leave the room (BYE)', () => window.phone.hangup());

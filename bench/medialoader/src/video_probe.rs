@@ -9,7 +9,8 @@
 //! the composite it receives ([`Watcher`]: `appsrc → rtpvp8depay → vp8dec → appsink` in
 //! GStreamer) and, when the speaker's tile turns bright, times the arrival of that composite
 //! frame against the burst's opening. The speaker's place in the grid is not assumed (the
-//! room orders tiles by its own session ids): each cell's central part (clear of the name
+//! room orders tiles by the order it answered the calls in, and under load the first leg's
+//! INVITE was not always the first answered): each cell's central part (clear of the name
 //! label) is measured and the brightest counts; the other legs' clip (a ball on black) keeps
 //! theirs dark.
 //!

@@ -2,20 +2,7 @@
 //! STYLE.md's "thin driver"). Each wake-up it reads every datagram waiting, fires the expired
 //! deadlines, applies queued commands, then drains the `poll_output` of every leg it touched
 //! until each says `Timeout`. Events a drain produces (RTP to forward, key-frame requests) may
-//! touch other legs, so draining repeats until nothing is left to do. What the legs transmit in
-//! one turn is written out together at its end ([`udp`](super::udp)).
-//!
-//! # Deadlines on a grid
-//!
-//! Each leg's `Rtc` asks to be woken for its own timers (NACK every 33 ms, TWCC feedback every
-//! 50 ms, RTCP reports, DTLS retransmits). Woken exactly when asked, a leg receiving media
-//! every few milliseconds costs a wake-up and a full `handle_timeout` pass for each of them,
-//! although its next packet (every receive runs the same pass) would have done the work a
-//! moment later. So a leg's deadline is rounded up to the next multiple of [`DEADLINE_GRID`]:
-//! never earlier than str0m asks, at most that much later; a packet arriving meanwhile does
-//! the timer's work and moves the deadline on, and legs due in the same slot are handled in
-//! one wake-up. A few milliseconds late is within what these timers are for: NACKs are sent
-//! every 33 ms anyway, TWCC feedback carries its own arrival times, reports are seconds apart.
+//! touch other legs, so draining repeats until nothing is left to do.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -32,13 +19,12 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::rtp::{self, KeyframeGate, Rewriter, SeqExtender};
-use super::udp::{Outbox, RecvBuffers, OUTBOX_LIMIT};
 use super::{Command, MediaEngine, MediaEvents};
 
+/// Largest datagram read.
+const MAX_DATAGRAM: usize = 2048;
 /// Datagrams read per wake-up before deadlines and commands get their turn.
 const READ_BATCH: usize = 256;
-/// Legs' deadlines are rounded up to a multiple of this (module docs).
-pub(crate) const DEADLINE_GRID: Duration = Duration::from_millis(10);
 /// Commands applied per wake-up.
 const COMMAND_BATCH: usize = 1024;
 /// Receivers' key-frame requests passed to the sender of a forwarded stream at most this often
@@ -131,11 +117,10 @@ impl Leg {
         }
     }
 
-    fn next_deadline(&self, epoch: Instant) -> Option<Instant> {
+    fn next_deadline(&self) -> Option<Instant> {
         // Until connected the connect deadline guards the leg, afterwards the idle one.
         let guard = self.connect_by.unwrap_or(self.last_rx + self.idle_timeout);
-        let due = self.timeout.map_or(guard, |t| t.min(guard));
-        Some(on_grid(due, epoch, DEADLINE_GRID))
+        Some(self.timeout.map_or(guard, |t| t.min(guard)))
     }
 
     /// Why the leg must go now, if it must.
@@ -160,10 +145,6 @@ struct Driver {
     deadlines: BTreeSet<(Instant, u64)>,
     dirty: HashSet<u64>,
     events: VecDeque<(u64, Event)>,
-    /// What the legs transmitted this turn, written at its end.
-    outbox: Outbox,
-    /// The origin of the deadline grid.
-    epoch: Instant,
 }
 
 /// Runs the engine until `Shutdown` (or every handle is gone).
@@ -183,10 +164,8 @@ pub(crate) async fn run(
         deadlines: BTreeSet::new(),
         dirty: HashSet::new(),
         events: VecDeque::new(),
-        outbox: Outbox::default(),
-        epoch: Instant::now(),
     };
-    let mut buf = RecvBuffers::new();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let next = d.deadlines.first().map(|(t, _)| *t);
         let sleep = async {
@@ -221,47 +200,25 @@ pub(crate) async fn run(
         }
         if stop {
             d.shutdown();
-            d.flush();
             return;
         }
         d.fire_deadlines(Instant::now());
         d.settle();
-        d.flush();
     }
 }
 
 impl Driver {
-    fn read_batch(&mut self, buf: &mut RecvBuffers) {
-        let mut read = 0;
-        while read < READ_BATCH {
-            match buf.read(&self.socket) {
-                Ok(()) => {
-                    // An empty batch: datagrams without an IP sender only.
-                    read += buf.received.len().max(1);
-                    for i in 0..buf.received.len() {
-                        let (n, source) = buf.received[i];
-                        self.engine.counters().received(n);
-                        self.datagram(buf.datagram(i), source);
-                    }
+    fn read_batch(&mut self, buf: &mut [u8]) {
+        for _ in 0..READ_BATCH {
+            match self.socket.try_recv_from(buf) {
+                Ok((n, source)) => {
+                    self.engine.counters().received(n);
+                    self.datagram(&buf[..n], source)
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 // ICMP errors (port unreachable) surface here on Linux; nothing to do.
-                Err(_) => read += 1,
+                Err(_) => {}
             }
-        }
-    }
-
-    /// Writes out what the legs transmitted.
-    fn flush(&mut self) {
-        let counters = self.engine.counters();
-        self.outbox.flush(&self.socket, |n| counters.sent(n));
-    }
-
-    /// Holds one datagram for the end of the turn (written sooner if many are held).
-    fn transmit(&mut self, to: SocketAddr, datagram: Vec<u8>) {
-        self.outbox.push(to, datagram);
-        if self.outbox.len() >= OUTBOX_LIMIT {
-            self.flush();
         }
     }
 
@@ -484,10 +441,8 @@ impl Driver {
             match leg.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
                     // UDP: a full socket buffer drops the datagram, as the network would.
-                    self.outbox.push(t.destination, t.contents.into());
-                    if self.outbox.len() >= OUTBOX_LIMIT {
-                        let counters = self.engine.counters();
-                        self.outbox.flush(&self.socket, |n| counters.sent(n));
+                    if let Ok(n) = self.socket.try_send_to(&t.contents, t.destination) {
+                        self.engine.counters().sent(n);
                     }
                 }
                 Ok(Output::Timeout(t)) => {
@@ -502,7 +457,7 @@ impl Driver {
                 }
             }
         }
-        let next = leg.next_deadline(self.epoch);
+        let next = leg.next_deadline();
         if next != leg.deadline {
             if let Some(old) = leg.deadline {
                 self.deadlines.remove(&(old, id));
@@ -756,7 +711,9 @@ impl Driver {
             let _ = leg.rtc.close();
             // Flush what closing produced (DTLS close_notify, RTCP BYE) once.
             while let Ok(Output::Transmit(t)) = leg.rtc.poll_output() {
-                self.transmit(t.destination, t.contents.into());
+                if let Ok(n) = self.socket.try_send_to(&t.contents, t.destination) {
+                    self.engine.counters().sent(n);
+                }
             }
         }
         if let Some(d) = leg.deadline {
@@ -823,18 +780,6 @@ fn send_plugin_rtp(leg: &mut Leg, mid: Mid, packet: &[u8]) {
     tx.write_rtp(write);
 }
 
-/// `t` rounded up to the next multiple of `grid` after `epoch` (`t` itself if on it or
-/// before `epoch`).
-fn on_grid(t: Instant, epoch: Instant, grid: Duration) -> Instant {
-    let Some(since) = t.checked_duration_since(epoch) else {
-        return t;
-    };
-    let grid_ns = grid.as_nanos().max(1);
-    let slots = since.as_nanos().div_ceil(grid_ns);
-    let rounded = u64::try_from(slots * grid_ns).map_or(t, |ns| epoch + Duration::from_nanos(ns));
-    rounded.max(t)
-}
-
 /// The local username fragment of a STUN binding request (`USERNAME = ours:theirs`).
 fn stun_ufrag(bytes: &[u8]) -> Option<&str> {
     // STUN: first two bits 0, magic cookie at 4..8 (RFC 5389 §6).
@@ -869,24 +814,5 @@ mod tests {
         assert_eq!(stun_ufrag(&m), Some("abcd"));
         assert_eq!(stun_ufrag(&m[..22]), None);
         assert_eq!(stun_ufrag(&[0x80; 40]), None, "RTP is not STUN");
-    }
-
-    #[test]
-    fn deadlines_round_up_to_the_grid_never_earlier() {
-        let epoch = Instant::now();
-        let grid = Duration::from_millis(5);
-        let ms = |n: u64| epoch + Duration::from_millis(n);
-        assert_eq!(on_grid(ms(0), epoch, grid), ms(0));
-        assert_eq!(on_grid(ms(1), epoch, grid), ms(5));
-        assert_eq!(on_grid(ms(5), epoch, grid), ms(5), "on the grid already");
-        assert_eq!(
-            on_grid(ms(5) + Duration::from_nanos(1), epoch, grid),
-            ms(10)
-        );
-        assert_eq!(on_grid(ms(33), epoch, grid), ms(35));
-        // Before the epoch (a deadline already past when the driver started): as asked.
-        if let Some(before) = epoch.checked_sub(Duration::from_millis(3)) {
-            assert_eq!(on_grid(before, epoch, grid), before);
-        }
     }
 }

@@ -906,8 +906,8 @@ impl RoomMedia {
 
     /// A receiver of output `profile` (a VP8 profile or the H.264 output, as
     /// [`RoomMedia::join`] said) lost the picture (PLI/FIR) or just joined: a key frame in that
-    /// output (receivers of other outputs are not disturbed), at most one per
-    /// [`KEYFRAME_GAP`]; a request inside the gap is paid when it ends.
+    /// output (receivers of other outputs are not disturbed), at most one per 500 ms
+    /// (`KEYFRAME_GAP`); a request inside the gap is paid when it ends.
     pub fn force_keyframe(&self, profile: usize) {
         self.shared.request_keyframe(profile, Instant::now());
     }

@@ -14,7 +14,7 @@ use huddle::server::{start, Running};
 use huddle::store::{RedbStore, Store};
 use huddle::transport::Transport;
 
-use crate::{repo_root, run_bounded, test_config, DOMAIN};
+use crate::{repo_root, run_bounded, run_node_tests, test_config, DOMAIN};
 
 /// Builds the cdylib of workspace package `package` (`huddle-plugin-echo`) with
 /// `cargo build -p` and returns the library cargo reports having written. Once per process.
@@ -164,6 +164,32 @@ impl PluginServer {
     pub async fn stop(self) -> Arc<dyn Store> {
         self.running.shutdown().await;
         self.store
+    }
+
+    /// Starts a server with the workspace's plugin packages, each built as a cdylib and given
+    /// its `[[plugins]]` extra lines: `&[("huddle-plugin-conference", CONFERENCE)]`.
+    pub async fn start_with(plugins: &[(&str, &str)]) -> PluginServer {
+        let extra: String = tokio::task::block_in_place(|| {
+            plugins
+                .iter()
+                .map(|(package, extra)| plugin_entry(&cargo_cdylib(package), extra))
+                .collect()
+        });
+        PluginServer::start(&extra).await
+    }
+
+    /// Runs Node/browser test files (under `tests/clients`) against this server's WebSocket
+    /// listener, checks every media leg ended with its call, then stops the server and returns
+    /// its store for the test's checks of what is left behind.
+    pub async fn run_clients_then_stop(self, files: &[&str]) -> Arc<dyn Store> {
+        let url = self.ws_url();
+        tokio::task::block_in_place(|| run_node_tests(files, &url, &[], Duration::from_secs(600)));
+        assert_eq!(
+            self.running.media_sessions(),
+            0,
+            "every media leg ended with its call"
+        );
+        self.stop().await
     }
 }
 

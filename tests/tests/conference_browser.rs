@@ -5,10 +5,8 @@
 //! or wrong PIN is refused with 403. The browser side is
 //! `tests/clients/browser/conference.test.mjs`.
 
-use std::time::Duration;
-
-use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
-use huddle_e2e::{require_browser_tools, run_node_tests};
+use huddle_e2e::plugin_support::PluginServer;
+use huddle_e2e::require_browser_tools;
 
 const CONFIG: &str = "[plugins.config]\n\
     on_demand_prefix = \"meet-\"\n\
@@ -21,27 +19,14 @@ const CONFIG: &str = "[plugins.config]\n\
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_browsers_meet_in_a_room() {
     require_browser_tools(true);
-    let lib = tokio::task::block_in_place(|| cargo_cdylib("huddle-plugin-conference"));
-    let server = PluginServer::start(&plugin_entry(&lib, CONFIG)).await;
+    let server = PluginServer::start_with(&[("huddle-plugin-conference", CONFIG)]).await;
     assert!(
         server.running.media_addr().is_some(),
         "the media engine runs"
     );
-    let url = server.ws_url();
-    tokio::task::block_in_place(|| {
-        run_node_tests(
-            &["browser/conference.test.mjs"],
-            &url,
-            &[],
-            Duration::from_secs(600),
-        )
-    });
-    assert_eq!(
-        server.running.media_sessions(),
-        0,
-        "every media leg ended with its call"
-    );
-    let store = server.stop().await;
+    let store = server
+        .run_clients_then_stop(&["browser/conference.test.mjs"])
+        .await;
     assert_eq!(
         store.get(b"plugin/conference/rooms/team").ok().flatten(),
         None,

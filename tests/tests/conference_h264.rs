@@ -7,10 +7,8 @@
 //! shows alice. The browser side, which reads each one's view of the other's tile from the
 //! decoded composite's pixels, is `tests/clients/browser/conference-h264.test.mjs`.
 
-use std::time::Duration;
-
-use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
-use huddle_e2e::{require_browser_tools, run_node_tests};
+use huddle_e2e::plugin_support::PluginServer;
+use huddle_e2e::require_browser_tools;
 
 /// Room `team` without a PIN, a small 2x1 grid composite.
 const CONFERENCE: &str = "[plugins.config]\n\
@@ -24,21 +22,8 @@ const CONFERENCE: &str = "[plugins.config]\n\
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h264_only_participant_shows_in_the_vp8_composite_and_receives_an_h264_one() {
     require_browser_tools(true);
-    let conference = tokio::task::block_in_place(|| cargo_cdylib("huddle-plugin-conference"));
-    let server = PluginServer::start(&plugin_entry(&conference, CONFERENCE)).await;
-    let url = server.ws_url();
-    tokio::task::block_in_place(|| {
-        run_node_tests(
-            &["browser/conference-h264.test.mjs"],
-            &url,
-            &[],
-            Duration::from_secs(300),
-        )
-    });
-    assert_eq!(
-        server.running.media_sessions(),
-        0,
-        "every media leg ended with its call"
-    );
-    server.stop().await;
+    let server = PluginServer::start_with(&[("huddle-plugin-conference", CONFERENCE)]).await;
+    server
+        .run_clients_then_stop(&["browser/conference-h264.test.mjs"])
+        .await;
 }

@@ -7,10 +7,8 @@
 //! joins it as a participant. The browser side is
 //! `tests/clients/browser/conference-present-to-room.test.mjs`.
 
-use std::time::Duration;
-
-use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
-use huddle_e2e::{require_browser_tools, run_node_tests};
+use huddle_e2e::plugin_support::PluginServer;
+use huddle_e2e::require_browser_tools;
 
 /// Room `team` without a PIN (on-demand rooms off: their `room-*` claim would overlap the
 /// relay's `*-screen`), a small grid composite.
@@ -29,33 +27,14 @@ const SCREENSHARE: &str = "[plugins.config]\n\
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participants_video_only_call_to_the_room_becomes_its_presentation() {
     require_browser_tools(true);
-    let (conference, screenshare) = tokio::task::block_in_place(|| {
-        (
-            cargo_cdylib("huddle-plugin-conference"),
-            cargo_cdylib("huddle-plugin-screenshare"),
-        )
-    });
-    let extra = format!(
-        "{}{}",
-        plugin_entry(&conference, CONFERENCE),
-        plugin_entry(&screenshare, SCREENSHARE)
-    );
-    let server = PluginServer::start(&extra).await;
-    let url = server.ws_url();
-    tokio::task::block_in_place(|| {
-        run_node_tests(
-            &["browser/conference-present-to-room.test.mjs"],
-            &url,
-            &[],
-            Duration::from_secs(600),
-        )
-    });
-    assert_eq!(
-        server.running.media_sessions(),
-        0,
-        "every media leg ended with its call"
-    );
-    let store = server.stop().await;
+    let server = PluginServer::start_with(&[
+        ("huddle-plugin-conference", CONFERENCE),
+        ("huddle-plugin-screenshare", SCREENSHARE),
+    ])
+    .await;
+    let store = server
+        .run_clients_then_stop(&["browser/conference-present-to-room.test.mjs"])
+        .await;
     assert_eq!(
         store
             .get(b"plugin/screenshare/presentations/team")

@@ -49,7 +49,7 @@ for p in "${profiles[@]}"; do
 	if [[ $p != "${profiles[0]}" ]]; then
 		scale="videorate ! videoscale ! video/x-raw,width=$w,height=$h,framerate=$fps/1 !"
 	fi
-	outputs+=" t. ! queue ! $scale vp8enc deadline=1 cpu-used=-8 target-bitrate=$((kbps * 1000)) end-usage=cbr lag-in-frames=0 threads=2 ! rtpvp8pay mtu=1150 ! fakesink sync=true"
+	outputs+=" t. ! queue ! $scale vp8enc deadline=1 cpu-used=-8 target-bitrate=$((kbps * 1000)) end-usage=cbr lag-in-frames=0 threads=1 ! rtpvp8pay mtu=1150 ! fakesink sync=true"
 done
 
 hz=$(getconf CLK_TCK)

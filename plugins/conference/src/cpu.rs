@@ -6,7 +6,8 @@
 //! stream-status messages, which the thread posts itself). Thread CPU comes from
 //! `/proc/<pid>/task/<tid>/schedstat` (nanoseconds on CPU; Linux with scheduler statistics,
 //! which every mainstream kernel has). Not counted: worker threads a codec library starts by
-//! itself (libvpx's encoder threads), which no pipeline owns.
+//! itself, which no pipeline owns (the VP8 encoders run with one thread, so they start none;
+//! openh264 may).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -16,68 +16,14 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { target, user, WAIT_MS } from '../lib/env.mjs';
-import { withTimeout, cleanupAll } from '../lib/wait.mjs';
-import { launchChromium, newPhoneContext } from '../lib/chromium.mjs';
+import { target, WAIT_MS } from '../lib/env.mjs';
+import { cleanupAll } from '../lib/wait.mjs';
+import { launchChromium } from '../lib/chromium.mjs';
 import { startStaticServer } from '../lib/static-server.mjs';
 import { awaitComposite, isGrid, DRAWN } from '../lib/composite.mjs';
+import { inPage, openPhone, openLine, onLine, lineWait } from '../lib/screen-lines.mjs';
 
-const MEDIA_MS = Number(process.env.HUDDLE_MEDIA_TIMEOUT_MS || 60000);
 const ROOM = process.env.HUDDLE_ROOM || 'team';
-const LINE_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'screenshare-page.js');
-
-async function inPage(page, label, what, fn, arg, ms = WAIT_MS) {
-  try {
-    return await withTimeout(page.evaluate(fn, arg), `${label}: ${what}`, ms + 2000);
-  } catch (e) {
-    const msg = String(e?.message ?? e).replace(/^page\.evaluate: Error: /, '');
-    throw new Error(msg.startsWith(label) ? msg : `${label}: ${what}: ${msg}`);
-  }
-}
-
-/** A registered phone page with the screen-line script loaded; in the room when `lib` is set. */
-async function phonePage(browser, origin, tg, name, lib, cleanup, diag) {
-  const label = `${name}[${lib ?? 'jssip'}]`;
-  const { context, page } = await newPhoneContext(browser, origin, label, diag);
-  cleanup.push(() => context.close());
-  await withTimeout(page.goto(`${origin}/`), `${label}: page load`);
-  await page.waitForFunction(() => window.phoneReady === true, null, { timeout: WAIT_MS });
-  await page.addScriptTag({ path: LINE_SCRIPT });
-  cleanup.push(() => inPage(page, label, 'stop', (ms) => window.phone.stop(ms), 3000, 3000).catch(() => {}));
-  const u = user(tg, name);
-  const o = { lib: lib ?? 'jssip', wsUrl: tg.wsUrl, uri: u.aor, user: u.name, password: u.password, autoAnswer: false, label };
-  await inPage(page, label, 'registered', (a) => window.phone.start(a.o, a.ms), { o, ms: WAIT_MS });
-  if (lib) {
-    await inPage(page, label, 'INVITE to the room', (to) => window.phone.call(to), `sip:${ROOM}@${tg.domain}`);
-    await inPage(page, label, "in the room ('established')", (ms) => window.phone.waitFor('established', ms, ['failed', 'ended']), MEDIA_MS, MEDIA_MS);
-  }
-  return { page, label, name };
-}
-
-/** Opens screen line `line` of `who` (a second JsSIP user agent in the page). */
-async function openLine(who, tg, line, cleanup) {
-  const u = user(tg, who.name);
-  await inPage(
-    who.page,
-    who.label,
-    `screen line '${line}' connected`,
-    (a) => {
-      window.screenLines[a.line]?.stop();
-      window.screenLines[a.line] = new window.ScreenLine(a.line);
-      return window.screenLines[a.line].start(a.o, a.ms).then(() => true);
-    },
-    { line, o: { wsUrl: tg.wsUrl, uri: u.aor, password: u.password }, ms: WAIT_MS },
-  );
-  cleanup.push(() => inPage(who.page, who.label, 'stop line', (l) => window.screenLines[l]?.stop(), line).catch(() => {}));
-}
-
-const onLine = (who, line, what, fn, arg, ms) =>
-  inPage(who.page, who.label, `${line}: ${what}`, fn, { line, arg }, ms);
-const lineWait = (who, line, names, failOn, ms = MEDIA_MS) =>
-  onLine(who, line, `waiting for ${names}`, (a) => window.screenLines[a.line].waitFor(a.arg.names, a.arg.ms, a.arg.failOn), { names, failOn, ms }, ms);
-
 
 test(`conference: the composite of ${ROOM} switches to the presenter layout while a screen is shared, and back after`, async (t) => {
   const cleanup = [];
@@ -90,8 +36,8 @@ test(`conference: the composite of ${ROOM} switches to the presenter layout whil
   const browser = await launchChromium();
   cleanup.push(() => browser.close());
 
-  const alice = await phonePage(browser, server.origin, tg, 'alice', 'jssip', cleanup, diag);
-  const bob = await phonePage(browser, server.origin, tg, 'bob', 'sipjs', cleanup, diag);
+  const alice = await openPhone(browser, server.origin, tg, 'alice', 'jssip', ROOM, cleanup, diag);
+  const bob = await openPhone(browser, server.origin, tg, 'bob', 'sipjs', ROOM, cleanup, diag);
   const participants = [alice, bob];
 
   // Before: the grid (both cameras in the middle band, black above and below).
@@ -99,7 +45,7 @@ test(`conference: the composite of ${ROOM} switches to the presenter layout whil
   for (const p of participants) before[p.name] = await awaitComposite(p, 'as a grid of two', isGrid, diag);
 
   // carol shares her screen; bob also watches it on a line of his own.
-  const carol = await phonePage(browser, server.origin, tg, 'carol', null, cleanup, diag);
+  const carol = await openPhone(browser, server.origin, tg, 'carol', null, ROOM, cleanup, diag);
   await openLine(carol, tg, 'present', cleanup);
   const shared = await onLine(carol, 'present', 'getDisplayMedia + INVITE', (a) => window.screenLines[a.line].present(a.arg), screenUri);
   diag(`carol shares a ${shared.width}x${shared.height} screen`);

@@ -19,8 +19,8 @@ import { target, user, WAIT_MS } from '../lib/env.mjs';
 import { withTimeout, cleanupAll } from '../lib/wait.mjs';
 import { launchChromium, newPhoneContext } from '../lib/chromium.mjs';
 import { startStaticServer } from '../lib/static-server.mjs';
+import { inPage, MEDIA_MS } from '../lib/screen-lines.mjs';
 
-const MEDIA_MS = Number(process.env.HUDDLE_MEDIA_TIMEOUT_MS || 60000);
 const ROOM = process.env.HUDDLE_ROOM || 'team';
 // The placeholder tile is #303040 (luma ≈ 50) and the background black: a decoded camera
 // is brighter than this.
@@ -38,15 +38,6 @@ function forceH264() {
     if (!window.offerPcs.includes(this)) window.offerPcs.push(this);
     return original.apply(this, args);
   };
-}
-
-async function inPage(page, label, what, fn, arg, ms = WAIT_MS) {
-  try {
-    return await withTimeout(page.evaluate(fn, arg), `${label}: ${what}`, ms + 2000);
-  } catch (e) {
-    const msg = String(e?.message ?? e).replace(/^page\.evaluate: Error: /, '');
-    throw new Error(msg.startsWith(label) ? msg : `${label}: ${what}: ${msg}`);
-  }
 }
 
 /** A registered phone page in the room; `h264` restricts its video to H.264. */

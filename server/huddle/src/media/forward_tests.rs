@@ -350,7 +350,12 @@ async fn a_stream_forwarded_into_another_leg_arrives_rewritten_and_key_frame_req
     }
     assert!(
         plugin.seen(|s| s.rtp.iter().all(|(session, _)| *session != src)),
-        "forwarded packets never reach the plugin"
+        "forwarded packets never reach the plugin; it got {:?}",
+        plugin.seen(|s| s
+            .payloads
+            .iter()
+            .map(|(session, p)| (*session, String::from_utf8_lossy(p).into_owned()))
+            .collect::<Vec<_>>())
     );
     assert!(plugin.seen(|s| s.ready.contains(&src) && s.ready.contains(&dst)));
 

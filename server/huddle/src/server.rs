@@ -469,7 +469,11 @@ impl SipThread {
         if ready.send(Ok(addrs)).is_err() {
             return;
         }
-        core.run(events, shutdown).await;
+        // The core runs as a task of its own, not as this `block_on` future: a socket task
+        // that wakes the `block_on` future makes the runtime poll the reactor once more
+        // (`epoll_wait` with no timeout) before polling it, on every message; a woken task is
+        // simply polled next.
+        let _ = tokio::spawn(core.run(events, shutdown)).await;
         transports.shutdown().await;
     }
 }

@@ -436,7 +436,12 @@ impl Core {
             fwd = fwd.request_uri(uri);
         }
         let dest: Destination = out.destination();
-        if let Err(e) = self.transports.send(dest, fwd.build()) {
+        // Held with the turn's other UDP datagrams (one `sendmmsg` at its end); no transaction
+        // to tell if it fails, so no tag.
+        if let Err(e) = self
+            .transports
+            .send_batched(&mut self.udp_out, dest, fwd.build(), None)
+        {
             tracing::debug!(error = %e, "stateless relay failed");
         }
     }

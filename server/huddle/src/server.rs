@@ -473,7 +473,12 @@ impl SipThread {
         // that wakes the `block_on` future makes the runtime poll the reactor once more
         // (`epoll_wait` with no timeout) before polling it, on every message; a woken task is
         // simply polled next.
-        let _ = tokio::spawn(core.run(events, shutdown)).await;
+        if let Err(e) = tokio::spawn(core.run(events, shutdown)).await {
+            if e.is_panic() {
+                // As before the core was a task: a panic in it is not swallowed.
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
         transports.shutdown().await;
     }
 }

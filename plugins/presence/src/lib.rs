@@ -38,6 +38,7 @@
 //! NOTIFYs across a restart without subscribing again.
 
 pub mod core;
+pub mod notify;
 pub mod pidf;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

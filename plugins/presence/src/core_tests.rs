@@ -267,7 +267,7 @@ fn a_stale_publication_expires_and_watchers_hear_it() {
     );
     assert_eq!(r.status, 200);
     let n = notifies(&mut c);
-    assert_eq!(basic_of(&n.last().unwrap().body()), ["open"]);
+    assert_eq!(basic_of(n.last().unwrap().body()), ["open"]);
 
     advance(&mut c, now.after(Duration::from_secs(59)));
     assert!(notifies(&mut c).is_empty(), "not yet");
@@ -296,7 +296,7 @@ fn two_devices_compose_into_one_document_open_first() {
         &format!("Event: presence\nSIP-If-Match: {e}\nExpires: 0\n"),
         "",
     );
-    assert_eq!(basic_of(&notifies(&mut c)[0].body()), ["closed"]);
+    assert_eq!(basic_of(notifies(&mut c)[0].body()), ["closed"]);
     assert_eq!(r1.status, 200);
 }
 

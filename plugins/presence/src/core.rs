@@ -21,13 +21,12 @@
 //! * What a watcher is sent is a function of state, so restoring the stored records after a
 //!   restart and calling [`Core::resume`] brings every watcher up to date with one NOTIFY.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use huddle_sdk::sip::headers::NameAddr;
 use huddle_sdk::sip::uri::SipUri;
-use std::borrow::Cow;
-
 use huddle_sdk::{Bytes, HeaderName, Message};
 
 use crate::notify::NotifyTemplate;

@@ -21,13 +21,15 @@
 //! * What a watcher is sent is a function of state, so restoring the stored records after a
 //!   restart and calling [`Core::resume`] brings every watcher up to date with one NOTIFY.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use huddle_sdk::sip::headers::NameAddr;
 use huddle_sdk::sip::uri::SipUri;
-use huddle_sdk::{Bytes, HeaderName, Message, Method, NewRequest};
+use huddle_sdk::{Bytes, HeaderName, Message};
 
+use crate::notify::NotifyTemplate;
 use crate::pidf::{self, Parsed, PIDF_TYPE, WINFO_TYPE};
 
 /// The current time, as every input carries it.
@@ -228,7 +230,7 @@ impl Package {
         }
     }
 
-    fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Package::Presence => PIDF_TYPE,
             Package::Winfo => WINFO_TYPE,
@@ -317,13 +319,19 @@ pub struct Notify {
     pub subscription: u64,
     /// The Subscription-State value.
     pub state: String,
-    /// The body.
-    pub body: String,
     /// The request, complete but for Via.
     pub bytes: Bytes,
+    /// Where the body starts in `bytes`.
+    body_at: usize,
 }
 
 impl Notify {
+    /// The body.
+    pub fn body(&self) -> &str {
+        // Written from a `&str` at `body_at` (see `NotifyTemplate::request`).
+        std::str::from_utf8(&self.bytes[self.body_at..]).unwrap_or_default()
+    }
+
     /// Whether it ends the subscription.
     pub fn is_terminal(&self) -> bool {
         self.state.starts_with("terminated")
@@ -380,6 +388,8 @@ struct Presentity {
 struct Subscription {
     rec: SubscriptionRecord,
     expires: Instant,
+    /// The fixed part of its NOTIFYs (the dialog does not change).
+    template: NotifyTemplate,
 }
 
 /// The presence agent.
@@ -878,8 +888,8 @@ impl Core {
         }
         if granted == 0 {
             // A fetch (RFC 6665 §4.4.3): the current state, once, and no subscription.
-            let (body, _) = self.body_for(&rec);
-            let n = build_notify(&mut rec, "terminated;reason=timeout".to_owned(), body);
+            let template = NotifyTemplate::new(&rec);
+            let n = self.notify_of(&rec, &template, "terminated;reason=timeout".to_owned());
             self.out.push_back(Output::Notify(n));
             return ok;
         }
@@ -937,7 +947,15 @@ impl Core {
         self.deadlines
             .insert((expires, sub_key(id)), Expiry::Subscription(id));
         self.next_id = self.next_id.max(id + 1);
-        self.subs.insert(id, Subscription { rec, expires });
+        let template = NotifyTemplate::new(&rec);
+        self.subs.insert(
+            id,
+            Subscription {
+                rec,
+                expires,
+                template,
+            },
+        );
     }
 
     fn resubscribe(
@@ -1008,24 +1026,37 @@ impl Core {
         }
     }
 
-    /// The body (and its type) a subscription gets now.
-    fn body_for(&self, rec: &SubscriptionRecord) -> (String, &'static str) {
+    /// The body a subscription gets now.
+    fn body_for(&self, rec: &SubscriptionRecord) -> Cow<'_, str> {
         match rec.package {
             // The document last announced (kept by `changed`), so a change with a thousand
-            // watchers composes once, not once per watcher.
-            Package::Presence if rec.allowed => (
-                self.composed
-                    .get(&rec.presentity)
-                    .cloned()
-                    .unwrap_or_else(|| self.compose(&rec.presentity)),
-                PIDF_TYPE,
-            ),
+            // watchers composes once, not once per watcher, and copies it only into each
+            // NOTIFY.
+            Package::Presence if rec.allowed => match self.composed.get(&rec.presentity) {
+                Some(doc) => Cow::Borrowed(doc),
+                None => Cow::Owned(self.compose(&rec.presentity)),
+            },
             // Polite blocking: exactly what an offline (or unknown) user looks like.
-            Package::Presence => (
-                pidf::basic(&format!("sip:{}", rec.presentity), false),
-                PIDF_TYPE,
-            ),
-            Package::Winfo => (self.winfo_doc(&rec.presentity, rec.id), WINFO_TYPE),
+            Package::Presence => Cow::Owned(pidf::basic(&format!("sip:{}", rec.presentity), false)),
+            Package::Winfo => Cow::Owned(self.winfo_doc(&rec.presentity, rec.id)),
+        }
+    }
+
+    /// The next NOTIFY of `rec`'s dialog (its CSeq is `rec.local_cseq`; the caller counts it).
+    fn notify_of(
+        &self,
+        rec: &SubscriptionRecord,
+        template: &NotifyTemplate,
+        state: String,
+    ) -> Notify {
+        let body = self.body_for(rec);
+        let (bytes, body_at) =
+            template.request(rec.local_cseq, &state, rec.package.content_type(), &body);
+        Notify {
+            subscription: rec.id,
+            state,
+            bytes,
+            body_at,
         }
     }
 
@@ -1063,7 +1094,6 @@ impl Core {
         let Some(sub) = self.subs.get(&id) else {
             return;
         };
-        let (body, _) = self.body_for(&sub.rec);
         let state = match terminal {
             Some(s) => s.to_owned(),
             None => format!(
@@ -1074,10 +1104,10 @@ impl Core {
                     .max(1)
             ),
         };
-        let Some(sub) = self.subs.get_mut(&id) else {
-            return;
-        };
-        let n = build_notify(&mut sub.rec, state, body);
+        let n = self.notify_of(&sub.rec, &sub.template, state);
+        if let Some(sub) = self.subs.get_mut(&id) {
+            sub.rec.local_cseq = next_cseq(sub.rec.local_cseq);
+        }
         self.out.push_back(Output::Notify(n));
     }
 
@@ -1403,32 +1433,9 @@ fn contact_uri(msg: &Message) -> String {
     }
 }
 
-/// Builds the next NOTIFY of a dialog (and counts its CSeq).
-fn build_notify(rec: &mut SubscriptionRecord, state: String, body: String) -> Notify {
-    let cseq = rec.local_cseq;
-    rec.local_cseq = rec.local_cseq.wrapping_add(1).max(1);
-    let mut req = NewRequest::new(Method::Notify, &rec.target)
-        .from(&format!("<{}>;tag={}", rec.local_uri, rec.local_tag))
-        .to(&rec.remote)
-        .call_id(&rec.call_id)
-        .cseq(cseq);
-    for r in &rec.route {
-        req = req.header("Route", r);
-    }
-    let req = req
-        .header("Contact", &rec.contact)
-        // Only a failure needs an answer (it ends the subscription): the host then hands us
-        // no response for the 2xx of each of the thousands of NOTIFYs of a busy presentity.
-        .header("Huddle-Report", "failures")
-        .header("Event", &rec.event)
-        .header("Subscription-State", &state)
-        .body(rec.package.content_type(), body.as_bytes());
-    Notify {
-        subscription: rec.id,
-        state,
-        body,
-        bytes: req.build(),
-    }
+/// The CSeq after `cseq` (never 0).
+fn next_cseq(cseq: u32) -> u32 {
+    cseq.wrapping_add(1).max(1)
 }
 
 #[cfg(test)]

@@ -267,14 +267,14 @@ fn a_stale_publication_expires_and_watchers_hear_it() {
     );
     assert_eq!(r.status, 200);
     let n = notifies(&mut c);
-    assert_eq!(basic_of(&n.last().unwrap().body), ["open"]);
+    assert_eq!(basic_of(n.last().unwrap().body()), ["open"]);
 
     advance(&mut c, now.after(Duration::from_secs(59)));
     assert!(notifies(&mut c).is_empty(), "not yet");
     advance(&mut c, now.after(Duration::from_secs(60)));
     let n = notifies(&mut c);
     assert_eq!(n.len(), 1);
-    assert_eq!(basic_of(&n[0].body), ["closed"]);
+    assert_eq!(basic_of(n[0].body()), ["closed"]);
     assert_eq!(c.publication_count(BOB), 0);
 }
 
@@ -287,7 +287,7 @@ fn two_devices_compose_into_one_document_open_first() {
     let r2 = publish(&mut c, now, "Event: presence\n", &pidf("phone", "open"));
     let n = notifies(&mut c);
     assert_eq!(n.len(), 3, "initial, then one per change");
-    assert_eq!(basic_of(&n[2].body), ["open", "closed"], "{}", n[2].body);
+    assert_eq!(basic_of(n[2].body()), ["open", "closed"], "{}", n[2].body());
     // Removing one device leaves the other.
     let e = r2.header("SIP-ETag").unwrap();
     publish(
@@ -296,7 +296,7 @@ fn two_devices_compose_into_one_document_open_first() {
         &format!("Event: presence\nSIP-If-Match: {e}\nExpires: 0\n"),
         "",
     );
-    assert_eq!(basic_of(&notifies(&mut c)[0].body), ["closed"]);
+    assert_eq!(basic_of(notifies(&mut c)[0].body()), ["closed"]);
     assert_eq!(r1.status, 200);
 }
 
@@ -319,7 +319,7 @@ fn subscribe_creates_the_dialog_and_notifies_over_the_route_set() {
     let n = notifies(&mut c);
     assert_eq!(n.len(), 1);
     assert_eq!(n[0].state, "active;expires=300");
-    assert_eq!(basic_of(&n[0].body), ["closed"], "nothing known: closed");
+    assert_eq!(basic_of(n[0].body()), ["closed"], "nothing known: closed");
     let m = Message::parse(n[0].bytes.clone()).unwrap();
     assert_eq!(
         m.request_uri(),
@@ -344,7 +344,7 @@ fn subscribe_creates_the_dialog_and_notifies_over_the_route_set() {
     // Registered without publishing: open.
     c.registration(now, BOB, 1);
     let n = notifies(&mut c);
-    assert_eq!(basic_of(&n[0].body), ["open"]);
+    assert_eq!(basic_of(n[0].body()), ["open"]);
     let m = Message::parse(n[0].bytes.clone()).unwrap();
     assert_eq!(m.cseq().unwrap().seq, 2, "CSeq grows in the dialog");
 }
@@ -402,7 +402,7 @@ fn fetch_with_expires_0_notifies_once_and_keeps_nothing() {
     let n = notifies(&mut c);
     assert_eq!(n.len(), 1);
     assert_eq!(n[0].state, "terminated;reason=timeout");
-    assert_eq!(basic_of(&n[0].body), ["open"]);
+    assert_eq!(basic_of(n[0].body()), ["open"]);
     assert_eq!(c.subscription_count(), 0);
 }
 
@@ -465,12 +465,12 @@ fn last_binding_gone_means_closed_at_once_and_no_leftovers() {
     c.registration(now, BOB, 1);
     assert!(notifies(&mut c)
         .iter()
-        .all(|n| basic_of(&n.body) == ["open"]));
+        .all(|n| basic_of(n.body()) == ["open"]));
     // The last one goes: closed now, and the tab's publication is gone with its connection.
     c.registration(now, BOB, 0);
     let n = notifies(&mut c);
     assert_eq!(n.len(), 1);
-    assert_eq!(basic_of(&n[0].body), ["closed"]);
+    assert_eq!(basic_of(n[0].body()), ["closed"]);
     assert_eq!(c.publication_count(BOB), 0);
 }
 
@@ -518,29 +518,31 @@ fn watcher_info_lists_who_watches() {
     );
     assert_eq!(r.status, 200);
     let n = notifies(&mut c);
-    assert!(n[0].body.contains("<watcher-list resource=\"sip:bob@example.test\" package=\"presence\">\n</watcher-list>"), "{}", n[0].body);
+    assert!(n[0].body().contains("<watcher-list resource=\"sip:bob@example.test\" package=\"presence\">\n</watcher-list>"), "{}", n[0].body());
     let m = Message::parse(n[0].bytes.clone()).unwrap();
     assert_eq!(m.content_type(), Some("application/watcherinfo+xml"));
 
     subscribe(&mut c, now, "alice", "s1", "");
     let n: Vec<Notify> = notifies(&mut c)
         .into_iter()
-        .filter(|n| n.body.contains("watcherinfo"))
+        .filter(|n| n.body().contains("watcherinfo"))
         .collect();
     assert_eq!(n.len(), 1);
-    assert!(n[0].body.contains("status=\"active\" event=\"subscribe\""));
+    assert!(n[0]
+        .body()
+        .contains("status=\"active\" event=\"subscribe\""));
     assert!(
-        n[0].body.contains(">sip:alice@example.test</watcher>"),
+        n[0].body().contains(">sip:alice@example.test</watcher>"),
         "{}",
-        n[0].body
+        n[0].body()
     );
-    assert!(n[0].body.contains("version=\"2\""));
+    assert!(n[0].body().contains("version=\"2\""));
     resubscribe(&mut c, now, "alice", "s1", 11, 0);
     let n: Vec<Notify> = notifies(&mut c)
         .into_iter()
-        .filter(|n| n.body.contains("watcherinfo"))
+        .filter(|n| n.body().contains("watcherinfo"))
         .collect();
-    assert!(!n[0].body.contains("alice"), "{}", n[0].body);
+    assert!(!n[0].body().contains("alice"), "{}", n[0].body());
 }
 
 #[test]
@@ -567,10 +569,10 @@ fn a_denied_watcher_sees_what_an_offline_user_looks_like() {
         3,
         "every watcher is accepted: no error tells who exists"
     );
-    assert_eq!(basic_of(&n[0].body), ["open"]);
+    assert_eq!(basic_of(n[0].body()), ["open"]);
     let offline = pidf::basic("sip:bob@example.test", false);
-    assert_eq!(n[1].body, offline);
-    assert_eq!(n[2].body, offline);
+    assert_eq!(n[1].body(), offline);
+    assert_eq!(n[2].body(), offline);
     // Allowing dave later tells him at once.
     c.set_lists(
         now,
@@ -582,7 +584,7 @@ fn a_denied_watcher_sees_what_an_offline_user_looks_like() {
     );
     let n = notifies(&mut c);
     assert_eq!(n.len(), 1);
-    assert_eq!(basic_of(&n[0].body), ["open"]);
+    assert_eq!(basic_of(n[0].body()), ["open"]);
 
     // Domain policy: deny still wins.
     let mut c = core();
@@ -598,8 +600,8 @@ fn a_denied_watcher_sees_what_an_offline_user_looks_like() {
     subscribe(&mut c, now, "mallory", "m1", "");
     subscribe(&mut c, now, "alice", "a1", "");
     let n = notifies(&mut c);
-    assert_eq!(basic_of(&n[0].body), ["closed"]);
-    assert_eq!(basic_of(&n[1].body), ["open"]);
+    assert_eq!(basic_of(n[0].body()), ["closed"]);
+    assert_eq!(basic_of(n[1].body()), ["open"]);
 }
 
 // ------------------------------------------------------------------ restart
@@ -651,7 +653,7 @@ fn state_survives_a_restart_and_notifies_continue() {
     c.resume(later);
     let n = notifies(&mut c);
     assert_eq!(n.len(), 1);
-    assert_eq!(basic_of(&n[0].body), ["open"]);
+    assert_eq!(basic_of(n[0].body()), ["open"]);
     assert_eq!(n[0].state, "active;expires=500");
     let m = Message::parse(n[0].bytes.clone()).unwrap();
     assert!(
@@ -727,7 +729,7 @@ fn a_notify_the_host_refused_is_sent_again_with_the_latest_state() {
     c.resend(now);
     let n = notifies(&mut c);
     assert_eq!(n.len(), 1, "one NOTIFY with the state of now");
-    assert_eq!(basic_of(&n[0].body), ["closed"]);
+    assert_eq!(basic_of(n[0].body()), ["closed"]);
     assert!(!c.has_unsent());
 }
 

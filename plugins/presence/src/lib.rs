@@ -38,13 +38,14 @@
 //! NOTIFYs across a restart without subscribing again.
 
 pub mod core;
+pub mod notify;
 pub mod pidf;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use huddle_sdk::{
-    Capabilities, Claim, Claims, Config, Host, Method, Plugin, RegistrationEvent, Request,
+    BatchOp, Capabilities, Claim, Claims, Config, Host, Method, Plugin, RegistrationEvent, Request,
     Response, Result, StoreChange, TimerId, Transport, WatchId,
 };
 
@@ -143,6 +144,8 @@ const PRESENCE: &str = "presence/";
 const EXPIRY: u64 = 0;
 const FLUSH: u64 = 1;
 const RESEND: u64 = 2;
+/// Store writes per batch (one durable commit); within the host's default limit of 1,024.
+const FLUSH_BATCH: usize = 512;
 /// How long NOTIFYs the host refused (too many requests in flight) wait before another try.
 const RESEND_DELAY: Duration = Duration::from_millis(20);
 
@@ -448,25 +451,68 @@ impl Presence {
         self.pending.insert(key, value);
     }
 
-    /// Makes the pending store writes.
+    /// Makes the pending store writes: one durable commit per [`FLUSH_BATCH`] keys (a fan-out
+    /// or a write-behind window of publish cycles used to cost a commit, and an fdatasync,
+    /// per key). A host that refuses the batch (over its `[store]` limits, or before ABI 1.3)
+    /// gets the writes one by one.
     fn flush(&mut self, host: &Host) {
+        if self.pending.is_empty() {
+            return;
+        }
         let store = host.store();
-        for (key, value) in std::mem::take(&mut self.pending) {
-            let result = match value {
-                Some(v) => store.put(&key, &v).map(|()| {
-                    self.in_store.insert(key.clone());
-                }),
-                None => store.delete(&key).map(|_| {
-                    self.in_store.remove(&key);
-                }),
-            };
-            if let Err(e) = result {
-                huddle_sdk::warn!(
-                    host,
-                    "store write of {} failed: {e}",
-                    String::from_utf8_lossy(&key)
-                );
+        let pending: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            std::mem::take(&mut self.pending).into_iter().collect();
+        for chunk in pending.chunks(FLUSH_BATCH) {
+            let ops: Vec<BatchOp<'_>> = chunk
+                .iter()
+                .map(|(key, value)| match value {
+                    Some(value) => BatchOp::Put { key, value },
+                    None => BatchOp::Delete { key },
+                })
+                .collect();
+            match store.apply_batch(&ops) {
+                Ok(()) => {
+                    for (key, value) in chunk {
+                        self.stored(key, value.is_some());
+                    }
+                }
+                Err(huddle_sdk::Error::TooLarge | huddle_sdk::Error::NotSupported) => {
+                    for (key, value) in chunk {
+                        self.write_one(host, key, value.as_deref());
+                    }
+                }
+                Err(e) => {
+                    huddle_sdk::warn!(host, "store batch of {} writes failed: {e}", chunk.len())
+                }
             }
+        }
+    }
+
+    /// One store write, outside a batch.
+    fn write_one(&mut self, host: &Host, key: &[u8], value: Option<&[u8]>) {
+        let store = host.store();
+        let result = match value {
+            Some(v) => store.put(key, v),
+            None => store.delete(key).map(|_| ()),
+        };
+        match result {
+            Ok(()) => self.stored(key, value.is_some()),
+            Err(e) => huddle_sdk::warn!(
+                host,
+                "store write of {} failed: {e}",
+                String::from_utf8_lossy(key)
+            ),
+        }
+    }
+
+    /// Records that `key` is (`present`) or is not in the store.
+    fn stored(&mut self, key: &[u8], present: bool) {
+        if present {
+            if !self.in_store.contains(key) {
+                self.in_store.insert(key.to_vec());
+            }
+        } else {
+            self.in_store.remove(key);
         }
     }
 

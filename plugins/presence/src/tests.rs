@@ -305,3 +305,63 @@ fn the_expiry_timer_stays_when_its_deadline_goes_away() {
          timer sends nothing"
     );
 }
+
+#[test]
+fn a_write_behind_window_is_one_store_commit() {
+    for batches in [true, false] {
+        let host = FakeHost::new();
+        if !batches {
+            // A host before ABI 1.3 (or one whose limits refuse the batch): one write per key.
+            host.set_batch_limit(None);
+        }
+        let mut plugin = start(&host, CONFIG);
+        for (n, user) in ["alice", "carol", "dave"].into_iter().enumerate() {
+            let sub = subscribe_req("presence")
+                .replace("alice", user)
+                .replace("Call-ID: s1", &format!("Call-ID: s{n}"));
+            plugin.request_with(sub, &ws_as(user)).unwrap();
+        }
+        plugin
+            .request_with(publish_req(OPEN), &ws_as("bob"))
+            .unwrap();
+        assert!(host.entries("").is_empty(), "nothing written yet");
+        let commits = host.batch_commits();
+        plugin.advance(Duration::from_millis(100)).unwrap();
+        let keys: Vec<Vec<u8>> = host.entries("").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys.iter().filter(|k| k.starts_with(b"sub/")).count(),
+            3,
+            "{batches}"
+        );
+        assert_eq!(keys.iter().filter(|k| k.starts_with(b"pub/")).count(), 1);
+        assert!(keys.iter().any(|k| k == b"presence/bob@example.test"));
+        let expected = if batches { commits + 1 } else { commits };
+        assert_eq!(host.batch_commits(), expected, "batches: {batches}");
+
+        // The publication removed within the next window: deleted in the store, the
+        // subscriptions stay.
+        let etag = host
+            .responses()
+            .iter()
+            .rev()
+            .find_map(|r| {
+                r.message
+                    .header(&huddle_sdk::HeaderName::parse("SIP-ETag"))
+                    .map(str::to_owned)
+            })
+            .unwrap();
+        let remove = publish_req("")
+            .replace(
+                "Expires: 300",
+                &format!("Expires: 0\r\nSIP-If-Match: {etag}"),
+            )
+            .replace("Content-Type: application/pidf+xml\r\n", "")
+            .replace("CSeq: 1", "CSeq: 2");
+        let txn = plugin.request_with(remove, &ws_as("bob")).unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 200);
+        plugin.advance(Duration::from_millis(100)).unwrap();
+        let keys: Vec<Vec<u8>> = host.entries("").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys.iter().filter(|k| k.starts_with(b"pub/")).count(), 0);
+        assert_eq!(keys.iter().filter(|k| k.starts_with(b"sub/")).count(), 3);
+    }
+}

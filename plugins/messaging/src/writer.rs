@@ -104,6 +104,9 @@ pub enum Take<T> {
 pub struct Pending<T> {
     jobs: VecDeque<T>,
     sleeping: bool,
+    /// The writer holds a batch for its window and wants waking only once this many jobs
+    /// are queued (they fill the batch).
+    fill_at: Option<usize>,
     closed: bool,
 }
 
@@ -112,17 +115,19 @@ impl<T> Default for Pending<T> {
         Pending {
             jobs: VecDeque::new(),
             sleeping: false,
+            fill_at: None,
             closed: false,
         }
     }
 }
 
 impl<T> Pending<T> {
-    /// Queues `job`; `true` when the writer sleeps and must be woken (once: the next pushes
-    /// say `false` until it sleeps again).
+    /// Queues `job`; `true` when the writer must be woken: it sleeps (once: the next pushes
+    /// say `false` until it sleeps again), or it holds a batch that this job fills.
     pub fn push(&mut self, job: T) -> bool {
         self.jobs.push_back(job);
-        std::mem::take(&mut self.sleeping)
+        let fills = self.fill_at == Some(self.jobs.len());
+        std::mem::take(&mut self.sleeping) || fills
     }
 
     /// What the writer does next: up to `max` queued jobs, oldest first; or sleep (it is then
@@ -140,20 +145,30 @@ impl<T> Pending<T> {
         Take::Batch(self.jobs.drain(..n).collect())
     }
 
-    /// Up to `max - batch.len()` more queued jobs onto `batch` (a writer holding for its
-    /// window); whether any came. The writer is marked sleeping when none did.
-    pub fn top_up(&mut self, batch: &mut Vec<T>, max: usize) -> bool {
+    /// The writer holds `batch` for its window: no wake-ups until enough jobs are queued to
+    /// fill it to `max` (or the queue is closed).
+    pub fn hold(&mut self, batch: &[T], max: usize) {
+        self.sleeping = false;
+        self.fill_at = Some(max.saturating_sub(batch.len()).max(1));
+    }
+
+    /// Ends a hold: up to `max - batch.len()` queued jobs onto `batch`, oldest first.
+    pub fn top_up(&mut self, batch: &mut Vec<T>, max: usize) {
+        self.fill_at = None;
         let n = self.jobs.len().min(max.saturating_sub(batch.len()));
         batch.extend(self.jobs.drain(..n));
-        self.sleeping = n == 0 && !self.closed;
-        n > 0
+    }
+
+    /// Whether the writer holding a batch has enough queued to fill it to `max`.
+    pub fn fills(&self, batch: &[T], max: usize) -> bool {
+        batch.len() + self.jobs.len() >= max
     }
 
     /// No more pushes: the writer drains the queue, then stops. `true` when it sleeps and
     /// must be woken to see it.
     pub fn close(&mut self) -> bool {
         self.closed = true;
-        std::mem::take(&mut self.sleeping)
+        std::mem::take(&mut self.sleeping) || self.fill_at.is_some()
     }
 
     /// Jobs queued.
@@ -201,10 +216,13 @@ impl Shared {
         if gather.window.is_zero() {
             return Some(batch);
         }
+        // Held until the window ends, the batch can be filled, or the queue closes; the
+        // plugin's pushes meanwhile wake nobody.
         let deadline = Instant::now() + gather.window;
-        while batch.len() < gather.max && !pending.top_up(&mut batch, gather.max) {
+        pending.hold(&batch, gather.max);
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || pending.closed {
+            if left.is_zero() || pending.closed || pending.fills(&batch, gather.max) {
                 break;
             }
             pending = self
@@ -213,8 +231,7 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        // Awake now, whatever `top_up` last assumed.
-        pending.sleeping = false;
+        pending.top_up(&mut batch, gather.max);
         Some(batch)
     }
 }
@@ -454,19 +471,33 @@ mod pending_tests {
     }
 
     #[test]
-    fn top_up_adds_what_came_up_to_the_maximum_and_marks_an_empty_queue_asleep() {
+    fn a_held_batch_is_woken_only_when_it_can_be_filled_then_topped_up_to_the_maximum() {
         let mut q = Pending::default();
         q.push(1);
         let Take::Batch(mut batch) = q.take(3) else {
             panic!("one queued");
         };
-        assert!(!q.top_up(&mut batch, 3), "nothing more");
-        assert!(q.push(2), "a writer holding for its window sleeps: wake it");
-        q.push(3);
-        q.push(4);
-        assert!(q.top_up(&mut batch, 3));
+        q.hold(&batch, 3);
+        assert!(!q.push(2), "a held batch is not woken per write");
+        assert!(!q.fills(&batch, 3));
+        assert!(q.push(3), "this one fills the batch: wake the writer");
+        assert!(!q.push(4));
+        assert!(q.fills(&batch, 3));
+        q.top_up(&mut batch, 3);
         assert_eq!(batch, vec![1, 2, 3]);
-        assert_eq!(q.len(), 1);
+        assert_eq!(q.len(), 1, "the rest makes the next batch");
+        assert_eq!(q.take(3), Take::Batch(vec![4]));
+    }
+
+    #[test]
+    fn closing_wakes_a_writer_holding_a_batch() {
+        let mut q = Pending::default();
+        q.push(1);
+        let Take::Batch(batch) = q.take(8) else {
+            panic!("one queued");
+        };
+        q.hold(&batch, 8);
+        assert!(q.close());
     }
 
     #[test]

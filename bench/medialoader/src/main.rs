@@ -857,7 +857,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!(
             "echoed_packets={echoed} ({:.0}/s) server_us_per_echoed_packet={:.1}",
             echoed as f64 / wall,
-            if echoed > 0 { cpu * 1e6 / echoed as f64 } else { 0.0 }
+            if echoed > 0 {
+                cpu * 1e6 / echoed as f64
+            } else {
+                0.0
+            }
         );
     }
     Ok(())

@@ -13,8 +13,9 @@
 //! So each datagram's events are handled as soon as its leg is drained — the packets it
 //! carries are written into their egress legs right away — and a leg written into gets its
 //! extra pass only at the end of the turn, and only if no datagram of its own arrived after
-//! the write (`Leg::unreleased`): a leg that both receives and is forwarded into within one
-//! wake-up (the echo, a conference where everyone speaks) pays one pass for both.
+//! the write (`Leg::unreleased`): a leg forwarded into and then receiving within one wake-up
+//! (the echo, a conference where everyone speaks, once batches grow under load) pays one pass
+//! for both.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;

@@ -28,17 +28,21 @@ secs=${BENCH_MEDIA_SECS:-20}
 server_cpu=${BENCH_SERVER_CPU:-0}
 client_cpu=${BENCH_CLIENT_CPU:-1}
 target="${CARGO_TARGET_DIR:-$root/target}/release"
+# The load client; another build's (BENCH_MEDIALOADER) keeps the client the same when two
+# servers are compared (bench/media/ab.sh).
+loader=${BENCH_MEDIALOADER:-$target/medialoader}
 
-for bin in huddle medialoader; do
-	[[ -x $target/$bin ]] || die "$target/$bin is missing: cargo build --release -p huddle -p huddle-plugin-echo -p huddle-medialoader"
+for bin in "$target/huddle" "$loader"; do
+	[[ -x $bin ]] || die "$bin is missing: cargo build --release -p huddle -p huddle-plugin-echo -p huddle-medialoader"
 done
 echo_lib=$target/libhuddle_plugin_echo.so
 [[ -f $echo_lib ]] || die "$echo_lib is missing: cargo build --release -p huddle-plugin-echo"
 
-pin_server=() pin_client=()
+pin_server=() pin_client=() client_threads=0
 if command -v taskset >/dev/null 2>&1 && (($(nproc) > 1)); then
 	pin_server=(taskset -c "$server_cpu")
 	pin_client=(taskset -c "$client_cpu")
+	client_threads=1
 fi
 
 work=$(mktemp -d)
@@ -85,8 +89,8 @@ sip_probe 127.0.0.1 "$sip_port" || { cat "$work/huddle.log" >&2; die "huddle did
 
 for legs in $legs_list; do
 	note "run: $legs legs at $kbps kbit/s for $secs s"
-	"${pin_client[@]}" "$target/medialoader" --sip "127.0.0.1:$sip_port" --legs "$legs" --kbps "$kbps" \
-		--secs "$secs" --server-pid "$server_pid" --rate 50
+	"${pin_client[@]}" "$loader" --sip "127.0.0.1:$sip_port" --legs "$legs" --kbps "$kbps" \
+		--secs "$secs" --server-pid "$server_pid" --rate 50 --threads "$client_threads"
 	# Let every BYE land before the next run.
 	sleep 2
 done

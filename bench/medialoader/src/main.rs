@@ -118,6 +118,10 @@ struct Args {
     /// bright.
     #[arg(long, default_value_t = 128.0)]
     video_probe_luma: f64,
+    /// Runtime worker threads; 0: one per available core. `bench/media/run.sh` passes 1 when
+    /// it pins the client to one core, where a second worker only adds context switches.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 /// The delay probe's shared state: the speaker opens bursts, the listeners time them.
@@ -304,6 +308,9 @@ struct Totals {
     video_frames: AtomicU64,
     /// Milliseconds every leg spent counting, summed (frames ÷ this = frames per second).
     counting_ms: AtomicU64,
+    /// Packets received back so far, live (read at both ends of the CPU window, so that the
+    /// server's CPU is divided by exactly the packets it echoed in that window).
+    echoed_live: AtomicU64,
 }
 
 /// Routes SIP responses and requests to legs by Call-ID.
@@ -524,6 +531,7 @@ async fn leg(
                     bail!("ICE disconnected");
                 }
                 Output::Event(Event::RtpPacket(p)) => {
+                    totals.echoed_live.fetch_add(1, Ordering::Relaxed);
                     if let Some(w) = &watcher {
                         if Some(p.header.payload_type) == replays.first().and_then(|r| r.pt) {
                             w.push(
@@ -674,9 +682,20 @@ fn cpu_secs(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let mut runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if args.threads > 1 {
+        runtime.worker_threads(args.threads);
+    }
+    runtime.enable_all().build()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     str0m::crypto::from_feature_flags().install_process_default();
     let sip = Arc::new(Sip {
         socket: UdpSocket::bind((args.bind, 0)).await?,
@@ -763,9 +782,11 @@ async fn main() -> anyhow::Result<()> {
     // A warm-up second, then the measured window.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cpu0 = args.server_pid.and_then(cpu_secs);
+    let echoed0 = totals.echoed_live.load(Ordering::Relaxed);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
     let cpu1 = args.server_pid.and_then(cpu_secs);
+    let echoed = totals.echoed_live.load(Ordering::Relaxed) - echoed0;
     let wall = t0.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
     for t in tasks {
@@ -830,6 +851,17 @@ async fn main() -> anyhow::Result<()> {
             "server_cpu={cpu:.2}s over {wall:.1}s = {:.1}% of one core; {per_leg_ms:.2} ms CPU per second per leg; projected legs per core at this load: {:.0}",
             core * 100.0,
             if core > 0.0 { connected as f64 / core } else { 0.0 }
+        );
+        // One echoed packet is one received and one sent by the server: half of this is the
+        // cost of one forwarded packet.
+        println!(
+            "echoed_packets={echoed} ({:.0}/s) server_us_per_echoed_packet={:.1}",
+            echoed as f64 / wall,
+            if echoed > 0 {
+                cpu * 1e6 / echoed as f64
+            } else {
+                0.0
+            }
         );
     }
     Ok(())

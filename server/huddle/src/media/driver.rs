@@ -3,6 +3,19 @@
 //! deadlines, applies queued commands, then drains the `poll_output` of every leg it touched
 //! until each says `Timeout`. Events a drain produces (RTP to forward, key-frame requests) may
 //! touch other legs, so draining repeats until nothing is left to do.
+//!
+//! # Passes per forwarded packet
+//!
+//! str0m moves a leg's clock only through `handle_input`, and sends a packet written with
+//! `write_rtp` only once its clock has moved past the write. Every receive runs that timer
+//! pass itself; a leg written into from outside (a forwarded packet, a key-frame request, a
+//! command) needs one more pass (`Input::Timeout`) before its `poll_output` shows the change.
+//! So each datagram's events are handled as soon as its leg is drained — the packets it
+//! carries are written into their egress legs right away — and a leg written into gets its
+//! extra pass only at the end of the turn, and only if no datagram of its own arrived after
+//! the write (`Leg::unreleased`): a leg forwarded into and then receiving within one wake-up
+//! (the echo, a conference where everyone speaks, once batches grow under load) pays one pass
+//! for both.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -65,6 +78,12 @@ pub(crate) struct Leg {
     tx: HashMap<Mid, TxState>,
     /// Set by `Close`: the hang-up reason is NORMAL.
     closing: bool,
+    /// The `Rtc` was changed from outside (a packet written, a key frame requested, a command)
+    /// since its last input: its clock must advance through `handle_input` before
+    /// `poll_output` shows the change (str0m releases what `write_rtp` queued only then). Any
+    /// input clears it, so a leg that receives a datagram after a forwarded packet was written
+    /// into it needs no pass of its own to send that packet (module docs).
+    unreleased: bool,
     /// The latest cumulative (NACKs, PLIs) of each stream's stats, keyed by (mid, rid,
     /// egress), so that each stats event adds only what is new to the engine's totals.
     rtcp_seen: HashMap<(Mid, Option<str0m::media::Rid>, bool), (u64, u64)>,
@@ -113,6 +132,8 @@ impl Leg {
             keyframe_gates: HashMap::new(),
             tx: HashMap::new(),
             closing: false,
+            // A new leg's first drain advances its clock once.
+            unreleased: true,
             rtcp_seen: HashMap::new(),
         }
     }
@@ -166,14 +187,19 @@ pub(crate) async fn run(
         events: VecDeque::new(),
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // One timer for the whole run, moved only when the earliest deadline changes (a new
+    // `Sleep` per turn would register and cancel a timer-wheel entry on every wake-up).
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
     loop {
         let next = d.deadlines.first().map(|(t, _)| *t);
-        let sleep = async {
-            match next {
-                Some(t) => tokio::time::sleep_until(t.into()).await,
-                None => std::future::pending().await,
+        if next != armed {
+            if let Some(t) = next {
+                sleep.as_mut().reset(t.into());
             }
-        };
+            armed = next;
+        }
         let mut stop = false;
         tokio::select! {
             r = d.socket.readable() => {
@@ -196,7 +222,7 @@ pub(crate) async fn run(
                     }
                 }
             }
-            () = sleep => {}
+            () = &mut sleep, if armed.is_some() => {}
         }
         if stop {
             d.shutdown();
@@ -252,10 +278,29 @@ impl Driver {
         if let Err(e) = leg.rtc.handle_input(Input::Receive(now, receive)) {
             tracing::debug!(session = id, error = %e, "media input refused");
         }
+        leg.unreleased = false;
         // Drained right away, not batched: in RTP mode str0m holds one received packet for
         // the next `poll_output`, and a second input before it would overwrite the first. The
         // receive itself advanced the leg's clock, so no extra tick.
         self.drain(id, false);
+        // Its events too, before the next datagram: a packet forwarded now is written into
+        // its egress leg at once, so a datagram that leg receives later in this turn releases
+        // it with its own receive pass (module docs).
+        self.handle_events();
+    }
+
+    fn handle_events(&mut self) {
+        while let Some((id, event)) = self.events.pop_front() {
+            self.event(id, event);
+        }
+    }
+
+    /// Marks a leg changed from outside: drained (and its clock advanced) before the turn ends.
+    fn touch(&mut self, id: u64) {
+        if let Some(leg) = self.legs.get_mut(&id) {
+            leg.unreleased = true;
+        }
+        self.dirty.insert(id);
     }
 
     fn fire_deadlines(&mut self, now: Instant) {
@@ -276,6 +321,7 @@ impl Driver {
             if let Err(e) = leg.rtc.handle_input(Input::Timeout(now)) {
                 tracing::debug!(session = id, error = %e, "media timeout handling failed");
             }
+            leg.unreleased = false;
             self.drain(id, false);
         }
     }
@@ -287,7 +333,7 @@ impl Driver {
                 let id = leg.id;
                 self.by_ufrag.insert(leg.ufrag.clone(), id);
                 self.legs.insert(id, *leg);
-                self.dirty.insert(id);
+                self.touch(id);
             }
             Command::Renegotiate {
                 session,
@@ -299,7 +345,7 @@ impl Driver {
                     None => Err(super::SdpError::NotAcceptable),
                 };
                 let _ = reply.try_send(result);
-                self.dirty.insert(session);
+                self.touch(session);
             }
             Command::SendRtp {
                 session,
@@ -308,7 +354,7 @@ impl Driver {
             } => {
                 if let Some(leg) = self.legs.get_mut(&session) {
                     send_plugin_rtp(leg, mid, &packet);
-                    self.dirty.insert(session);
+                    self.touch(session);
                 }
             }
             Command::Keyframe {
@@ -334,7 +380,7 @@ impl Driver {
                             rx.request_keyframe(KeyframeRequestKind::Pli);
                         }
                     }
-                    self.dirty.insert(session);
+                    self.touch(session);
                 }
             }
             Command::Forward { src, dst, dst_mid } => self.set_forward(src, dst, dst_mid),
@@ -359,7 +405,7 @@ impl Driver {
                 if let Some(leg) = self.legs.get_mut(&session) {
                     leg.closing = true;
                     let _ = leg.rtc.close();
-                    self.dirty.insert(session);
+                    self.touch(session);
                 }
             }
             Command::Shutdown => return true,
@@ -399,7 +445,7 @@ impl Driver {
             if let Some(rx) = leg.rtc.direct_api().stream_rx_by_mid(src_mid, None) {
                 rx.request_keyframe(KeyframeRequestKind::Pli);
             }
-            self.dirty.insert(src_leg);
+            self.touch(src_leg);
         }
         if let Some(leg) = self.legs.get_mut(&dst) {
             leg.fed_by.insert(dst_mid, (src_leg, src_mid));
@@ -416,22 +462,22 @@ impl Driver {
             if self.events.is_empty() {
                 break;
             }
-            while let Some((id, event)) = self.events.pop_front() {
-                self.event(id, event);
-            }
+            self.handle_events();
         }
     }
 
     /// Polls one leg until `Timeout`: sends what it transmits, queues its events. `tick`
-    /// first advances its clock, which releases packets written since its last input.
+    /// first advances its clock if the leg was changed since its last input, which releases
+    /// packets written since then.
     fn drain(&mut self, id: u64, tick: bool) {
         let Some(leg) = self.legs.get_mut(&id) else {
             return;
         };
         // Time moves forward only through `handle_input`: packets written since the last input
         // are released to `poll_output` by it (str0m's `write_rtp` enqueues them for "now").
-        if tick && leg.rtc.is_alive() {
+        if tick && leg.unreleased && leg.rtc.is_alive() {
             let _ = leg.rtc.handle_input(Input::Timeout(Instant::now()));
+            leg.unreleased = false;
         }
         loop {
             if !leg.rtc.is_alive() {
@@ -475,7 +521,7 @@ impl Driver {
                 if let Some(leg) = self.legs.get_mut(&id) {
                     leg.connect_by = None;
                     leg.events.ready(id);
-                    self.dirty.insert(id);
+                    self.touch(id);
                 }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -508,7 +554,7 @@ impl Driver {
                             {
                                 rx.request_keyframe(req.kind);
                             }
-                            self.dirty.insert(src);
+                            self.touch(src);
                         }
                     }
                 } else {
@@ -640,12 +686,15 @@ impl Driver {
             .ext_vals(packet.header.ext_vals.clone())
             .nackable(kind != Some(MediaKind::Audio));
             tx.write_rtp(write);
+            dst_leg.unreleased = true;
             self.dirty.insert(dst);
             if switched && kind == Some(MediaKind::Video) {
                 if let Some(src_leg) = self.legs.get_mut(&id) {
                     if let Some(rx) = src_leg.rtc.direct_api().stream_rx_by_mid(mid, None) {
                         rx.request_keyframe(KeyframeRequestKind::Pli);
                     }
+                    src_leg.unreleased = true;
+                    self.dirty.insert(id);
                 }
             }
         }

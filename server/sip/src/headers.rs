@@ -2,7 +2,7 @@
 //! Record-Route) and CSeq. Each borrows from the message text.
 
 use crate::message::Method;
-use crate::syntax::{self, find_param, find_unquoted, is_lws, trim_lws};
+use crate::syntax::{self, find_byte, find_param, find_unquoted, is_lws, split_at_byte, trim_lws};
 
 /// Why a header value could not be used. Each variant is answered `400` with a reason phrase
 /// naming the header.
@@ -92,7 +92,7 @@ impl<'a> Via<'a> {
 /// Splits `host[:port]`, with bracketed IPv6. Rejects white space and bad ports.
 pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let close = rest.find(']')?;
+        let close = find_byte(rest, b']')?;
         let host = &s[..close + 2];
         let after = &rest[close + 1..];
         match after.strip_prefix(':') {
@@ -101,7 +101,7 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
             None => return None,
         }
     } else {
-        match s.split_once(':') {
+        match split_at_byte(s, b':') {
             Some((h, p)) => (trim_lws(h), Some(trim_lws(p))),
             None => (s, None),
         }
@@ -221,12 +221,6 @@ impl<'a> NameAddr<'a> {
     pub fn param(&self, name: &str) -> Option<Option<&'a str>> {
         find_param(self.params, name)
     }
-}
-
-/// The first `needle` (ASCII) in `s`: `memchr`, without `str::find`'s per-call searcher set-up
-/// (name-addr parsing was a visible share of a REGISTER's instructions).
-fn find_byte(s: &str, needle: u8) -> Option<usize> {
-    memchr::memchr(needle, s.as_bytes())
 }
 
 fn has_scheme(uri: &str) -> bool {

@@ -131,12 +131,21 @@ impl HeaderName {
             b'w' => &[("www-authenticate", WwwAuthenticate), ("warning", Warning)],
             _ => &[],
         };
-        for (text, known) in candidates {
-            if text.len() == name.len() && text.as_bytes().eq_ignore_ascii_case(name) {
-                return Some(known.clone());
-            }
+        let candidates = candidates
+            .iter()
+            .filter(|(text, _)| text.len() == name.len());
+        // Nearly every client writes the canonical form: a plain comparison first, case
+        // folding (a visible share of a REGISTER's instructions) only for other spellings.
+        if let Some((_, known)) = candidates
+            .clone()
+            .find(|(_, known)| known.as_str().as_bytes() == name)
+        {
+            return Some(known.clone());
         }
-        None
+        candidates
+            .into_iter()
+            .find(|(text, _)| text.as_bytes().eq_ignore_ascii_case(name))
+            .map(|(_, known)| known.clone())
     }
 
     /// The canonical full form, used when Huddle writes a header.

@@ -2,7 +2,7 @@
 //! Record-Route) and CSeq. Each borrows from the message text.
 
 use crate::message::Method;
-use crate::syntax::{self, find_param, find_unquoted, is_lws, trim_lws};
+use crate::syntax::{self, find_byte, find_param, find_unquoted, is_lws, split_at_byte, trim_lws};
 
 /// Why a header value could not be used. Each variant is answered `400` with a reason phrase
 /// naming the header.
@@ -92,7 +92,7 @@ impl<'a> Via<'a> {
 /// Splits `host[:port]`, with bracketed IPv6. Rejects white space and bad ports.
 pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let close = rest.find(']')?;
+        let close = find_byte(rest, b']')?;
         let host = &s[..close + 2];
         let after = &rest[close + 1..];
         match after.strip_prefix(':') {
@@ -101,7 +101,7 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
             None => return None,
         }
     } else {
-        match s.split_once(':') {
+        match split_at_byte(s, b':') {
             Some((h, p)) => (trim_lws(h), Some(trim_lws(p))),
             None => (s, None),
         }
@@ -157,7 +157,7 @@ impl<'a> NameAddr<'a> {
             let close = closing_quote(value).ok_or(E)?;
             (Some(&value[..=close]), trim_lws(&value[close + 1..]))
         } else {
-            match value.find('<') {
+            match find_byte(value, b'<') {
                 None => (None, value),
                 Some(lt) => {
                     let disp = trim_lws(&value[..lt]);
@@ -173,7 +173,7 @@ impl<'a> NameAddr<'a> {
             }
         };
         if let Some(inner) = after_display.strip_prefix('<') {
-            let gt = inner.find('>').ok_or(E)?;
+            let gt = find_byte(inner, b'>').ok_or(E)?;
             let uri = &inner[..gt];
             if uri.is_empty() || uri.bytes().any(is_lws) || !has_scheme(uri) {
                 return Err(E);
@@ -190,7 +190,7 @@ impl<'a> NameAddr<'a> {
             if display.is_some() {
                 return Err(E);
             }
-            let (uri, params) = match after_display.find(';') {
+            let (uri, params) = match find_byte(after_display, b';') {
                 Some(i) => (trim_lws(&after_display[..i]), &after_display[i..]),
                 None => (after_display, ""),
             };
@@ -224,13 +224,15 @@ impl<'a> NameAddr<'a> {
 }
 
 fn has_scheme(uri: &str) -> bool {
-    uri.split_once(':').is_some_and(|(scheme, _)| {
-        !scheme.is_empty()
-            && scheme.as_bytes()[0].is_ascii_alphabetic()
-            && scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-    })
+    find_byte(uri, b':')
+        .map(|i| &uri[..i])
+        .is_some_and(|scheme| {
+            !scheme.is_empty()
+                && scheme.as_bytes()[0].is_ascii_alphabetic()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        })
 }
 
 fn check_params(params: &str) -> Result<(), HeaderError> {

@@ -40,7 +40,7 @@ pub struct SipUri<'a> {
 impl<'a> SipUri<'a> {
     /// Parses `uri`.
     pub fn parse(uri: &'a str) -> Result<SipUri<'a>, UriError> {
-        let (scheme_text, rest) = uri.split_once(':').ok_or(UriError::Malformed)?;
+        let (scheme_text, rest) = syntax::split_at_byte(uri, b':').ok_or(UriError::Malformed)?;
         let scheme = if scheme_text.eq_ignore_ascii_case("sip") {
             Scheme::Sip
         } else if scheme_text.eq_ignore_ascii_case("sips") {
@@ -56,18 +56,18 @@ impl<'a> SipUri<'a> {
         }
         // The user part may contain `?` and `;` but never a bare `@`, so the first `@` ends it;
         // only then does `?` start the headers (RFC 4475 §3.1.1.2).
-        let (user, hostpart) = match rest.find('@') {
+        let (user, hostpart) = match syntax::find_byte(rest, b'@') {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
         };
         if user.is_some_and(str::is_empty) {
             return Err(UriError::Malformed);
         }
-        let (hostpart, headers) = match hostpart.split_once('?') {
+        let (hostpart, headers) = match syntax::split_at_byte(hostpart, b'?') {
             Some((r, h)) => (r, Some(h)),
             None => (hostpart, None),
         };
-        let (hostport, params) = match hostpart.find(';') {
+        let (hostport, params) = match syntax::find_byte(hostpart, b';') {
             Some(i) => (&hostpart[..i], &hostpart[i..]),
             None => (hostpart, ""),
         };

@@ -131,11 +131,13 @@ fn parse_fields(
             .iter()
             .rposition(|&b| b != b' ' && b != b'\t')
             .map_or(0, |i| i + 1);
-        let name_text = std::str::from_utf8(&field[..name_end]).unwrap_or("");
-        if !syntax::is_token(name_text) {
+        // Token characters are ASCII: checked on the bytes, the name needs no UTF-8 pass.
+        let name_bytes = &field[..name_end];
+        if name_bytes.is_empty() || !name_bytes.iter().all(|&b| syntax::is_token_char(b)) {
             defect.get_or_insert(Defect::MalformedHeaderLine);
             continue;
         }
+
         let mut value_start = line_start + colon + 1;
         while value_start < value_end && syntax::is_lws(bytes[value_start]) {
             value_start += 1;
@@ -144,7 +146,9 @@ fn parse_fields(
         while trimmed_end > value_start && syntax::is_lws(bytes[trimmed_end - 1]) {
             trimmed_end -= 1;
         }
-        let name = HeaderName::parse(name_text);
+        let name = HeaderName::known(name_bytes).unwrap_or_else(|| {
+            HeaderName::Other(std::str::from_utf8(name_bytes).unwrap_or("").into())
+        });
         if name == HeaderName::ContentLength {
             let text = std::str::from_utf8(&bytes[value_start..trimmed_end]).unwrap_or("");
             content_length = Some(match content_length {

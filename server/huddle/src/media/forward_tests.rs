@@ -145,6 +145,17 @@ impl Peer {
         )
     }
 
+    /// Sends frame `seq` (payload "frame <seq>", 3000 ticks per frame).
+    fn send_frame(&self, seq: u64) {
+        self.commands
+            .send(PeerCommand::Send {
+                seq,
+                ts: 3000 * seq as u32,
+                payload: format!("frame {seq}").into_bytes(),
+            })
+            .unwrap();
+    }
+
     async fn next(&mut self, what: &str) -> PeerEvent {
         tokio::time::timeout(Duration::from_secs(10), self.events.recv())
             .await
@@ -421,14 +432,7 @@ async fn send_until(sender: &Peer, mut seq: u64, arrived: impl Fn() -> bool) -> 
     let deadline = Instant::now() + Duration::from_secs(10);
     while !arrived() {
         assert!(Instant::now() < deadline, "nothing arrived");
-        sender
-            .commands
-            .send(PeerCommand::Send {
-                seq,
-                ts: 3000 * seq as u32,
-                payload: format!("frame {seq}").into_bytes(),
-            })
-            .unwrap();
+        sender.send_frame(seq);
         seq += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -487,14 +491,7 @@ async fn another_plugin_taps_a_stream_forwarded_or_not_and_the_tap_ends_with_the
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         assert!(Instant::now() < deadline, "the forwarded stream never came");
-        sender
-            .commands
-            .send(PeerCommand::Send {
-                seq,
-                ts: 3000 * seq as u32,
-                payload: format!("frame {seq}").into_bytes(),
-            })
-            .unwrap();
+        sender.send_frame(seq);
         seq += 1;
         if let Ok(Some(PeerEvent::Rtp { .. })) =
             tokio::time::timeout(Duration::from_millis(50), receiver.events.recv()).await
@@ -543,14 +540,7 @@ async fn another_plugin_taps_a_stream_forwarded_or_not_and_the_tap_ends_with_the
             Instant::now() < deadline,
             "the tapper kept getting packets after the untap, or the viewer stopped getting them"
         );
-        sender
-            .commands
-            .send(PeerCommand::Send {
-                seq: next,
-                ts: 3000 * next as u32,
-                payload: format!("frame {next}").into_bytes(),
-            })
-            .unwrap();
+        sender.send_frame(next);
         next += 1;
         let Ok(Some(PeerEvent::Rtp { payload, .. })) =
             tokio::time::timeout(Duration::from_millis(50), receiver.events.recv()).await

@@ -193,6 +193,27 @@ impl PluginServer {
     }
 }
 
+/// Room `team` without a PIN (on-demand rooms off: their `room-*` claim would overlap the
+/// screen-share relay's `*-screen`), a small grid composite: the conference's config in the
+/// tests that present into a room.
+pub const TEAM_ROOM: &str = "[plugins.config]\n\
+    on_demand_prefix = \"\"\n\
+    [[plugins.config.rooms]]\n\
+    name = \"team\"\n\
+    max_participants = 4\n\
+    layout = \"grid\"\n\
+    video = { width = 320, height = 180, fps = 10, bitrate_kbps = 300 }\n";
+
+/// The screen-share relay left no presentation record for `room` behind.
+pub fn assert_no_presentation_left(store: &dyn Store, room: &str) {
+    let key = format!("plugin/screenshare/presentations/{room}");
+    assert_eq!(
+        store.get(key.as_bytes()).ok().flatten(),
+        None,
+        "no presentation record is left behind"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

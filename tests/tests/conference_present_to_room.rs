@@ -7,18 +7,8 @@
 //! joins it as a participant. The browser side is
 //! `tests/clients/browser/conference-present-to-room.test.mjs`.
 
-use huddle_e2e::plugin_support::PluginServer;
+use huddle_e2e::plugin_support::{assert_no_presentation_left, PluginServer, TEAM_ROOM};
 use huddle_e2e::require_browser_tools;
-
-/// Room `team` without a PIN (on-demand rooms off: their `room-*` claim would overlap the
-/// relay's `*-screen`), a small grid composite.
-const CONFERENCE: &str = "[plugins.config]\n\
-    on_demand_prefix = \"\"\n\
-    [[plugins.config.rooms]]\n\
-    name = \"team\"\n\
-    max_participants = 4\n\
-    layout = \"grid\"\n\
-    video = { width = 320, height = 180, fps = 10, bitrate_kbps = 300 }\n";
 
 /// No presenters by role: only someone in the room presents.
 const SCREENSHARE: &str = "[plugins.config]\n\
@@ -28,19 +18,12 @@ const SCREENSHARE: &str = "[plugins.config]\n\
 async fn a_participants_video_only_call_to_the_room_becomes_its_presentation() {
     require_browser_tools(true);
     let server = PluginServer::start_with(&[
-        ("huddle-plugin-conference", CONFERENCE),
+        ("huddle-plugin-conference", TEAM_ROOM),
         ("huddle-plugin-screenshare", SCREENSHARE),
     ])
     .await;
     let store = server
         .run_clients_then_stop(&["browser/conference-present-to-room.test.mjs"])
         .await;
-    assert_eq!(
-        store
-            .get(b"plugin/screenshare/presentations/team")
-            .ok()
-            .flatten(),
-        None,
-        "no presentation record is left behind"
-    );
+    assert_no_presentation_left(&*store, "team");
 }

@@ -7,18 +7,8 @@
 //! browser side, which reads the layout from the decoded composite's pixels, is
 //! `tests/clients/browser/conference-presenter.test.mjs`.
 
-use huddle_e2e::plugin_support::PluginServer;
+use huddle_e2e::plugin_support::{assert_no_presentation_left, PluginServer, TEAM_ROOM};
 use huddle_e2e::require_browser_tools;
-
-/// Room `team` without a PIN (on-demand rooms off: their `room-*` claim would overlap the
-/// relay's `*-screen`), a small grid composite.
-const CONFERENCE: &str = "[plugins.config]\n\
-    on_demand_prefix = \"\"\n\
-    [[plugins.config.rooms]]\n\
-    name = \"team\"\n\
-    max_participants = 4\n\
-    layout = \"grid\"\n\
-    video = { width = 320, height = 180, fps = 10, bitrate_kbps = 300 }\n";
 
 /// carol presents by role, without being in the room: the room keeps two participants.
 const SCREENSHARE: &str = "[plugins.config]\n\
@@ -29,19 +19,12 @@ const SCREENSHARE: &str = "[plugins.config]\n\
 async fn the_composite_shows_the_presenter_layout_while_a_screen_is_shared() {
     require_browser_tools(true);
     let server = PluginServer::start_with(&[
-        ("huddle-plugin-conference", CONFERENCE),
+        ("huddle-plugin-conference", TEAM_ROOM),
         ("huddle-plugin-screenshare", SCREENSHARE),
     ])
     .await;
     let store = server
         .run_clients_then_stop(&["browser/conference-presenter.test.mjs"])
         .await;
-    assert_eq!(
-        store
-            .get(b"plugin/screenshare/presentations/team")
-            .ok()
-            .flatten(),
-        None,
-        "no presentation record is left behind"
-    );
+    assert_no_presentation_left(&*store, "team");
 }

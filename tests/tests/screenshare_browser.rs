@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
+use huddle_e2e::plugin_support::{
+    assert_no_presentation_left, cargo_cdylib, plugin_entry, PluginServer,
+};
 use huddle_e2e::webhook_receiver::Receiver;
 use huddle_e2e::{require_browser_tools, run_node_tests};
 
@@ -92,12 +94,5 @@ async fn a_screen_is_relayed_to_a_viewer_as_sent() {
     );
     receiver.stop();
     let store = server.stop().await;
-    assert_eq!(
-        store
-            .get(b"plugin/screenshare/presentations/team")
-            .ok()
-            .flatten(),
-        None,
-        "no presentation record is left behind"
-    );
+    assert_no_presentation_left(&*store, "team");
 }

@@ -195,7 +195,7 @@ impl PluginServer {
 
 /// Room `team` without a PIN (on-demand rooms off: their `room-*` claim would overlap the
 /// screen-share relay's `*-screen`), a small grid composite: the conference's config in the
-/// tests that present into a room.
+/// browser tests of a room.
 pub const TEAM_ROOM: &str = "[plugins.config]\n\
     on_demand_prefix = \"\"\n\
     [[plugins.config.rooms]]\n\
@@ -203,6 +203,18 @@ pub const TEAM_ROOM: &str = "[plugins.config]\n\
     max_participants = 4\n\
     layout = \"grid\"\n\
     video = { width = 320, height = 180, fps = 10, bitrate_kbps = 300 }\n";
+
+/// Runs a browser test file against room `team` (`TEAM_ROOM`) next to the screen-share relay
+/// configured by `screenshare`, then checks no presentation record of `team` is left behind.
+pub async fn run_team_room_with_relay(screenshare: &str, client: &str) {
+    let server = PluginServer::start_with(&[
+        ("huddle-plugin-conference", TEAM_ROOM),
+        ("huddle-plugin-screenshare", screenshare),
+    ])
+    .await;
+    let store = server.run_clients_then_stop(&[client]).await;
+    assert_no_presentation_left(&*store, "team");
+}
 
 /// The screen-share relay left no presentation record for `room` behind.
 pub fn assert_no_presentation_left(store: &dyn Store, room: &str) {

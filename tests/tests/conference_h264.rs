@@ -7,22 +7,13 @@
 //! shows alice. The browser side, which reads each one's view of the other's tile from the
 //! decoded composite's pixels, is `tests/clients/browser/conference-h264.test.mjs`.
 
-use huddle_e2e::plugin_support::PluginServer;
+use huddle_e2e::plugin_support::{PluginServer, TEAM_ROOM};
 use huddle_e2e::require_browser_tools;
-
-/// Room `team` without a PIN, a small 2x1 grid composite.
-const CONFERENCE: &str = "[plugins.config]\n\
-    on_demand_prefix = \"\"\n\
-    [[plugins.config.rooms]]\n\
-    name = \"team\"\n\
-    max_participants = 4\n\
-    layout = \"grid\"\n\
-    video = { width = 320, height = 180, fps = 10, bitrate_kbps = 300 }\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h264_only_participant_shows_in_the_vp8_composite_and_receives_an_h264_one() {
     require_browser_tools(true);
-    let server = PluginServer::start_with(&[("huddle-plugin-conference", CONFERENCE)]).await;
+    let server = PluginServer::start_with(&[("huddle-plugin-conference", TEAM_ROOM)]).await;
     server
         .run_clients_then_stop(&["browser/conference-h264.test.mjs"])
         .await;

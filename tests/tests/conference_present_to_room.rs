@@ -7,7 +7,7 @@
 //! joins it as a participant. The browser side is
 //! `tests/clients/browser/conference-present-to-room.test.mjs`.
 
-use huddle_e2e::plugin_support::{assert_no_presentation_left, PluginServer, TEAM_ROOM};
+use huddle_e2e::plugin_support::run_team_room_with_relay;
 use huddle_e2e::require_browser_tools;
 
 /// No presenters by role: only someone in the room presents.
@@ -17,13 +17,5 @@ const SCREENSHARE: &str = "[plugins.config]\n\
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participants_video_only_call_to_the_room_becomes_its_presentation() {
     require_browser_tools(true);
-    let server = PluginServer::start_with(&[
-        ("huddle-plugin-conference", TEAM_ROOM),
-        ("huddle-plugin-screenshare", SCREENSHARE),
-    ])
-    .await;
-    let store = server
-        .run_clients_then_stop(&["browser/conference-present-to-room.test.mjs"])
-        .await;
-    assert_no_presentation_left(&*store, "team");
+    run_team_room_with_relay(SCREENSHARE, "browser/conference-present-to-room.test.mjs").await;
 }

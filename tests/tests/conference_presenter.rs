@@ -7,7 +7,7 @@
 //! browser side, which reads the layout from the decoded composite's pixels, is
 //! `tests/clients/browser/conference-presenter.test.mjs`.
 
-use huddle_e2e::plugin_support::{assert_no_presentation_left, PluginServer, TEAM_ROOM};
+use huddle_e2e::plugin_support::run_team_room_with_relay;
 use huddle_e2e::require_browser_tools;
 
 /// carol presents by role, without being in the room: the room keeps two participants.
@@ -18,13 +18,5 @@ const SCREENSHARE: &str = "[plugins.config]\n\
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_composite_shows_the_presenter_layout_while_a_screen_is_shared() {
     require_browser_tools(true);
-    let server = PluginServer::start_with(&[
-        ("huddle-plugin-conference", TEAM_ROOM),
-        ("huddle-plugin-screenshare", SCREENSHARE),
-    ])
-    .await;
-    let store = server
-        .run_clients_then_stop(&["browser/conference-presenter.test.mjs"])
-        .await;
-    assert_no_presentation_left(&*store, "team");
+    run_team_room_with_relay(SCREENSHARE, "browser/conference-presenter.test.mjs").await;
 }

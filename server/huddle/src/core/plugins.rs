@@ -65,6 +65,7 @@
 //! the store at start-up produce no events (a plugin reads `location` at `init` instead).
 
 use std::sync::atomic::Ordering;
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -95,6 +96,11 @@ pub const BINDING_HEADER: &str = "Huddle-Binding";
 pub const REPORT_HEADER: &str = "Huddle-Report";
 /// [`REPORT_HEADER`]'s value: no response for a 2xx, the final response for a failure.
 pub const REPORT_FAILURES: &str = "failures";
+
+/// [`BINDING_HEADER`] and [`REPORT_HEADER`] as header names, resolved once: a plugin request
+/// used to resolve (and allocate) each name once per lookup and once per branch.
+static BINDING_NAME: LazyLock<HeaderName> = LazyLock::new(|| HeaderName::parse(BINDING_HEADER));
+static REPORT_NAME: LazyLock<HeaderName> = LazyLock::new(|| HeaderName::parse(REPORT_HEADER));
 
 /// `Retry-After` (seconds) when a plugin's queue is full.
 const QUEUE_FULL_RETRY_AFTER: &str = "1";
@@ -621,10 +627,8 @@ impl Core {
     fn plugin_send(&mut self, plugin: usize, id: RequestId, request: Message, now: Instant) {
         let dialog = in_dialog(&request);
         let (popped, token_peer) = self.our_routes(&request);
-        let pinned = request
-            .header(&HeaderName::parse(BINDING_HEADER))
-            .map(str::to_owned);
-        let report = request.header(&HeaderName::parse(REPORT_HEADER));
+        let pinned = request.header(&BINDING_NAME).map(str::to_owned);
+        let report = request.header(&REPORT_NAME);
         let failures_only = report.is_some_and(|v| v.trim().eq_ignore_ascii_case(REPORT_FAILURES));
         let report = report.is_some();
         let selected = match pinned.as_deref() {
@@ -662,10 +666,10 @@ impl Core {
                 .prepend("Via", &via)
                 .drop_routes(popped);
             if pinned.is_some() {
-                fwd = fwd.drop_header(HeaderName::parse(BINDING_HEADER));
+                fwd = fwd.drop_header(BINDING_NAME.clone());
             }
             if report {
-                fwd = fwd.drop_header(HeaderName::parse(REPORT_HEADER));
+                fwd = fwd.drop_header(REPORT_NAME.clone());
             }
             if out.request.max_forwards().is_none() {
                 fwd = fwd.max_forwards(70);
@@ -846,7 +850,12 @@ impl Core {
                 }
             }
         }
-        let request = ctx.request.clone();
+        // The request is needed only for a response the host makes up (rare): cloning it for
+        // every final response cost an allocation and a copy of its header table per NOTIFY.
+        let synthetic = deliver
+            .as_ref()
+            .is_some_and(|(_, _, bytes, _)| bytes.is_none())
+            .then(|| ctx.request.clone());
         for other in cancel {
             let _ = self.txn.cancel(other, now);
         }
@@ -868,7 +877,9 @@ impl Core {
                         503 => "Service Unavailable - Transport Failure",
                         _ => "Server Error",
                     };
-                    self.plugin_synthetic(plugin, id, &request, status, reason);
+                    if let Some(request) = synthetic {
+                        self.plugin_synthetic(plugin, id, &request, status, reason);
+                    }
                 }
             }
         }
@@ -1002,6 +1013,32 @@ fn pending(ctx: &Outgoing) -> Vec<ClientKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hosts_own_headers_are_found_in_any_case_and_dropped_when_forwarded() {
+        let request = Message::parse(Bytes::from_static(
+            b"NOTIFY sip:alice@192.0.2.1 SIP/2.0\r\n\
+              From: <sip:bob@example.test>;tag=1\r\n\
+              To: <sip:alice@example.test>;tag=2\r\n\
+              Call-ID: c1\r\n\
+              CSeq: 1 NOTIFY\r\n\
+              huddle-REPORT: failures\r\n\
+              HUDDLE-binding: alice@example.test/b1\r\n\
+              Event: presence\r\n\
+              Content-Length: 0\r\n\r\n",
+        ))
+        .unwrap();
+        assert_eq!(request.header(&REPORT_NAME), Some("failures"));
+        assert_eq!(request.header(&BINDING_NAME), Some("alice@example.test/b1"));
+        let forwarded = Forward::new(&request)
+            .drop_header(REPORT_NAME.clone())
+            .drop_header(BINDING_NAME.clone())
+            .build_message()
+            .unwrap();
+        assert_eq!(forwarded.header(&REPORT_NAME), None);
+        assert_eq!(forwarded.header(&BINDING_NAME), None);
+        assert_eq!(forwarded.header(&HeaderName::Event), Some("presence"));
+    }
 
     #[test]
     fn a_retarget_is_refused_when_cancelled_looping_or_unclaimed() {

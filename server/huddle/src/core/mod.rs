@@ -652,7 +652,7 @@ impl Core {
                 };
                 let claimed = identity
                     .ok()
-                    .and_then(|a| SipUri::parse(a.uri).ok().and_then(|u| u.user_unescaped()));
+                    .and_then(|a| SipUri::parse(a.uri).ok().and_then(|u| u.user_decoded()));
                 if claimed.as_deref() == Some(user.as_str()) {
                     return Some(user);
                 }
@@ -758,7 +758,10 @@ impl Core {
         let Some(user) = self.authenticate(key, &msg, &from, Role::Registrar) else {
             return;
         };
-        let aor = format!("{user}@{}", self.domain);
+        let mut aor = String::with_capacity(user.len() + 1 + self.domain.len());
+        aor.push_str(&user);
+        aor.push('@');
+        aor.push_str(&self.domain);
         let reach = match from.flow {
             Some(flow) => Reach::Flow {
                 flow,

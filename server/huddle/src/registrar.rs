@@ -163,13 +163,25 @@ impl Binding {
     /// reg-id, connection-bound ones by Contact and connection (two SIPml5 tabs share a
     /// Contact), the rest by Contact.
     pub fn store_key(&self, aor: &str) -> String {
+        // Sized up front: format! would grow the string as it writes.
+        let mut key = String::with_capacity(aor.len() + self.contact.len() + 32);
+        key.push_str(aor);
+        key.push('/');
+        let mut digits = [0; 20];
         match (&self.instance, self.reg_id, self.reach) {
-            (Some(i), Some(r), _) => format!("{aor}/{i}#{r}"),
-            (_, _, Reach::Flow { flow, .. }) => {
-                format!("{aor}/{}@flow{}", self.contact, flow.get())
+            (Some(i), Some(r), _) => {
+                key.push_str(i);
+                key.push('#');
+                push_decimal(&mut key, u64::from(r), &mut digits);
             }
-            _ => format!("{aor}/{}", self.contact),
+            (_, _, Reach::Flow { flow, .. }) => {
+                key.push_str(&self.contact);
+                key.push_str("@flow");
+                push_decimal(&mut key, flow.get(), &mut digits);
+            }
+            _ => key.push_str(&self.contact),
         }
+        key
     }
 }
 
@@ -268,6 +280,16 @@ fn push_json_string(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = text.as_bytes();
+    // Nearly every value needs no escape. Checking every byte without stopping early lets the
+    // compiler do it many bytes at a time; then the text goes in with one copy.
+    let needs_escape = bytes.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escape {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let short = match b {
@@ -358,6 +380,12 @@ fn write_contact_header(out: &mut String, addr: &NameAddr<'_>) {
             out.push_str(v);
         }
     }
+}
+
+/// Appends `n` in decimal to `out` (`digits` is scratch space).
+fn push_decimal(out: &mut String, n: u64, digits: &mut [u8; 20]) {
+    // Nothing but ASCII digits.
+    out.push_str(std::str::from_utf8(decimal_u64(n, digits)).unwrap_or("0"));
 }
 
 /// Replaces `slot`'s text with `text`, keeping its allocation when it has room.
@@ -576,9 +604,7 @@ impl Location {
                 contact.push_str(&b.contact_header);
                 contact.push_str(";expires=");
                 let mut digits = [0; 20];
-                let remaining = decimal_u64(u64::from(b.remaining(now)), &mut digits);
-                // Nothing but ASCII digits.
-                contact.push_str(std::str::from_utf8(remaining).unwrap_or("0"));
+                push_decimal(&mut contact, u64::from(b.remaining(now)), &mut digits);
                 contact
             })
             .collect();
@@ -961,6 +987,7 @@ mod tests {
             // Byte for byte what serialising the owned record (the old write path) gives.
             assert_eq!(value, &Record::encode(&binding.record(aor)).unwrap());
             let record: BindingRecord = Record::decode(value).unwrap();
+            assert_eq!(key, "alice@example.test/<urn:uuid:1>#1");
             assert_eq!(&record.key, key);
             assert_eq!(record.flow, reach.flow().map(FlowId::get));
             loc.remove_flow(FlowId::from_raw(7), &mut Vec::new());

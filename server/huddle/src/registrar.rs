@@ -10,6 +10,7 @@
 //! keyed by (Contact, connection), and two tabs stay two bindings. RFC 5626 clients (JsSIP) are
 //! keyed by `+sip.instance` and `reg-id`. Datagram bindings follow RFC 3261: keyed by Contact.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +21,7 @@ use huddle_sip::{syntax, Message};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RegistrarConfig;
+use crate::store::Record;
 use crate::transport::{FlowId, Transport};
 
 /// How to reach a binding.
@@ -77,18 +79,13 @@ impl Binding {
             .unwrap_or(u32::MAX)
     }
 
-    fn same_key(&self, other: &Binding) -> bool {
-        match (&self.instance, self.reg_id, &other.instance, other.reg_id) {
+    /// True when a binding with this key (RFC 5626 instance and reg-id, else Contact and
+    /// connection) is this one.
+    fn has_key(&self, key: &BindingKey<'_>) -> bool {
+        match (&self.instance, self.reg_id, key.instance, key.reg_id) {
             (Some(a), Some(ra), Some(b), Some(rb)) => a == b && ra == rb,
             (Some(_), Some(_), _, _) | (_, _, Some(_), Some(_)) => false,
-            _ => {
-                self.contact == other.contact
-                    && match (self.reach.flow(), other.reach.flow()) {
-                        (Some(a), Some(b)) => a == b,
-                        (None, None) => true,
-                        _ => false,
-                    }
-            }
+            _ => self.contact == key.contact && self.reach.flow() == key.flow,
         }
     }
 
@@ -120,17 +117,71 @@ impl Binding {
         }
     }
 
+    /// The stored value of this binding (keyed `key`, its [`Binding::store_key`]): byte for
+    /// byte what [`Record::encode`] makes of [`Binding::record`] (format byte, then the JSON
+    /// serde_json writes), written straight from the binding's fields. Plugins and older
+    /// builds read these records as JSON, so the format stays; what goes is the copy of every
+    /// string into a record and serde's per-byte escaping (4 % of a REGISTER's instructions).
+    pub fn encode_record(&self, aor: &str, key: &str) -> Vec<u8> {
+        let (transport, addr, flow) = match self.reach {
+            Reach::Address { transport, addr } => (transport, addr, None),
+            Reach::Flow {
+                flow,
+                transport,
+                remote,
+            } => (transport, remote, Some(flow.get())),
+        };
+        // Strings plus numbers: the size of the JSON without escapes, and room for them.
+        let mut out = Vec::with_capacity(
+            aor.len()
+                + key.len()
+                + self.contact.len()
+                + self.contact_header.len()
+                + self.instance.as_deref().map_or(0, str::len)
+                + self.call_id.len()
+                + 256,
+        );
+        out.push(Record::FORMAT_VERSION);
+        let mut json = JsonObject::new(&mut out);
+        json.string("aor", aor);
+        json.string("key", key);
+        json.string("contact", &self.contact);
+        json.string("contact_header", &self.contact_header);
+        json.string("transport", transport.name());
+        json.addr("addr", addr);
+        json.number("flow", flow);
+        json.string_or_null("instance", self.instance.as_deref());
+        json.number("reg_id", self.reg_id.map(u64::from));
+        json.string("call_id", &self.call_id);
+        json.number("cseq", Some(u64::from(self.cseq)));
+        json.number("expires_unix", Some(self.expires_unix));
+        json.finish();
+        out
+    }
+
     /// The store key of this binding under `location/`: RFC 5626 bindings by instance and
     /// reg-id, connection-bound ones by Contact and connection (two SIPml5 tabs share a
     /// Contact), the rest by Contact.
     pub fn store_key(&self, aor: &str) -> String {
+        // Sized up front: format! would grow the string as it writes.
+        let mut key = String::with_capacity(aor.len() + self.contact.len() + 32);
+        key.push_str(aor);
+        key.push('/');
+        let mut digits = [0; 20];
         match (&self.instance, self.reg_id, self.reach) {
-            (Some(i), Some(r), _) => format!("{aor}/{i}#{r}"),
-            (_, _, Reach::Flow { flow, .. }) => {
-                format!("{aor}/{}@flow{}", self.contact, flow.get())
+            (Some(i), Some(r), _) => {
+                key.push_str(i);
+                key.push('#');
+                push_decimal(&mut key, u64::from(r), &mut digits);
             }
-            _ => format!("{aor}/{}", self.contact),
+            (_, _, Reach::Flow { flow, .. }) => {
+                key.push_str(&self.contact);
+                key.push_str("@flow");
+                push_decimal(&mut key, flow.get(), &mut digits);
+            }
+            _ => key.push_str(&self.contact),
         }
+        key
     }
 }
 
@@ -156,14 +207,193 @@ pub struct BindingRecord {
     pub expires_unix: u64,
 }
 
-/// A change the core persists.
-// Changes are short-lived (batched to the store writer and dropped); boxing the record would
-// add an allocation per Put for nothing.
-#[allow(clippy::large_enum_variant)]
+/// A JSON object written field by field as serde_json writes a struct: no white space,
+/// strings escaped as its `format_escaped_str` does (`\"`, `\\`, the short escapes
+/// `\b \f \n \r \t`, other control characters as `\u00xx`, everything else as is).
+struct JsonObject<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> JsonObject<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        JsonObject { out, first: true }
+    }
+
+    fn name(&mut self, name: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        push_json_string(self.out, name);
+        self.out.push(b':');
+    }
+
+    fn string(&mut self, name: &str, value: &str) {
+        self.name(name);
+        push_json_string(self.out, value);
+    }
+
+    fn string_or_null(&mut self, name: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.string(name, v),
+            None => {
+                self.name(name);
+                self.out.extend_from_slice(b"null");
+            }
+        }
+    }
+
+    /// A socket address, which serde writes as a string of its `Display` form.
+    fn addr(&mut self, name: &str, value: SocketAddr) {
+        use std::io::Write as _;
+        self.name(name);
+        // The longest form, `[v6%scope]:port`, is 64 bytes.
+        let mut buf = [0u8; 80];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let written = match write!(cursor, "{value}") {
+            Ok(()) => usize::try_from(cursor.position()).unwrap_or(0),
+            Err(_) => 0,
+        };
+        push_json_string(self.out, std::str::from_utf8(&buf[..written]).unwrap_or(""));
+    }
+
+    fn number(&mut self, name: &str, value: Option<u64>) {
+        self.name(name);
+        match value {
+            Some(n) => {
+                let mut digits = [0; 20];
+                self.out.extend_from_slice(decimal_u64(n, &mut digits));
+            }
+            None => self.out.extend_from_slice(b"null"),
+        }
+    }
+
+    fn finish(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// `text` as a JSON string, escaped as serde_json escapes it.
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    // Nearly every value needs no escape. Checking every byte without stopping early lets the
+    // compiler do it many bytes at a time; then the text goes in with one copy.
+    let needs_escape = bytes.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escape {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x0c => b'f',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0..=0x1f => b'u',
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + 1;
+        out.push(b'\\');
+        out.push(short);
+        if short == b'u' {
+            out.extend_from_slice(b"00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// `n` in decimal, written into `buf`.
+fn decimal_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// A change the core persists: `value` is the encoded [`BindingRecord`] (format byte and
+/// JSON, see [`Record`]), made on the SIP thread from the binding itself.
 #[derive(Debug, Clone)]
 pub enum Change {
-    Put { key: String, record: BindingRecord },
+    Put { key: String, value: Vec<u8> },
     Delete { key: String },
+}
+
+/// What tells one binding of an AOR from another, borrowed from a REGISTER's Contact.
+struct BindingKey<'a> {
+    contact: &'a str,
+    instance: Option<&'a str>,
+    reg_id: Option<u32>,
+    flow: Option<FlowId>,
+}
+
+/// One Contact of a REGISTER, checked, before anything changes.
+struct Update<'m> {
+    expires: u32,
+    contact: &'m str,
+    /// The Contact element as the 200 echoes it (see [`write_contact_header`]).
+    addr: NameAddr<'m>,
+    instance: Option<Cow<'m, str>>,
+    reg_id: Option<u32>,
+}
+
+/// Writes a Contact element into `out` without its expires parameter (the 200 adds the
+/// remaining time), `<>` always.
+fn write_contact_header(out: &mut String, addr: &NameAddr<'_>) {
+    out.clear();
+    if addr.bracketed {
+        if let Some(d) = addr.display {
+            out.push_str(d);
+        }
+    }
+    out.push('<');
+    out.push_str(addr.uri);
+    out.push('>');
+    for p in syntax::params(addr.params) {
+        if p.name.eq_ignore_ascii_case("expires") {
+            continue;
+        }
+        out.push(';');
+        out.push_str(p.name);
+        if let Some(v) = p.value {
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+}
+
+/// Appends `n` in decimal to `out` (`digits` is scratch space).
+fn push_decimal(out: &mut String, n: u64, digits: &mut [u8; 20]) {
+    // Nothing but ASCII digits.
+    out.push_str(std::str::from_utf8(decimal_u64(n, digits)).unwrap_or("0"));
+}
+
+/// Replaces `slot`'s text with `text`, keeping its allocation when it has room.
+fn set_text(slot: &mut String, text: &str) {
+    if slot != text {
+        slot.clear();
+        slot.push_str(text);
+    }
 }
 
 /// The answer to a REGISTER.
@@ -241,18 +471,19 @@ impl Location {
             Some(Err(_)) => return reject(400, "Bad Request - Invalid Expires"),
             None => None,
         };
-        let contacts: Vec<&str> = req.header_list(&HeaderName::Contact).collect();
-        if contacts.contains(&"*") {
-            if contacts.len() != 1 || header_expires != Some(0) {
-                return reject(400, "Bad Request - Wildcard Contact Needs Expires 0");
+        let mut updates: Vec<Update<'_>> = Vec::new();
+        for text in req.header_list(&HeaderName::Contact) {
+            if text == "*" {
+                if req.header_list(&HeaderName::Contact).nth(1).is_some()
+                    || header_expires != Some(0)
+                {
+                    return reject(400, "Bad Request - Wildcard Contact Needs Expires 0");
+                }
+                for b in self.bindings.remove(aor).unwrap_or_default() {
+                    self.forget_index(aor, &b, changes);
+                }
+                return RegisterOutcome::Ok { contacts: vec![] };
             }
-            for b in self.bindings.remove(aor).unwrap_or_default() {
-                self.forget_index(aor, &b, changes);
-            }
-            return RegisterOutcome::Ok { contacts: vec![] };
-        }
-        let mut updates = Vec::with_capacity(contacts.len());
-        for text in &contacts {
             let Ok(addr) = NameAddr::parse(text) else {
                 return reject(400, "Bad Request - Malformed Contact");
             };
@@ -271,81 +502,111 @@ impl Location {
                     min_expires: Some(cfg.min_expires),
                 };
             }
-            let expires = requested.min(cfg.max_expires);
-            let instance = addr
-                .param("+sip.instance")
-                .flatten()
-                .map(|v| syntax::unquote(v).into_owned());
-            let reg_id = addr.param("reg-id").flatten().and_then(syntax::parse_u32);
-            // Keep the header element without its expires parameter; the 200 adds the
-            // remaining time.
-            let mut contact_header = String::with_capacity(text.len());
-            if addr.bracketed {
-                if let Some(d) = addr.display {
-                    contact_header.push_str(d);
-                }
-                contact_header.push('<');
-                contact_header.push_str(addr.uri);
-                contact_header.push('>');
-            } else {
-                contact_header.push('<');
-                contact_header.push_str(addr.uri);
-                contact_header.push('>');
-            }
-            for p in syntax::params(addr.params) {
-                if p.name.eq_ignore_ascii_case("expires") {
-                    continue;
-                }
-                contact_header.push(';');
-                contact_header.push_str(p.name);
-                if let Some(v) = p.value {
-                    contact_header.push('=');
-                    contact_header.push_str(v);
-                }
-            }
-            self.serial += 1;
-            updates.push((
-                expires,
-                Binding {
-                    contact: addr.uri.to_owned(),
-                    contact_header,
-                    reach,
-                    instance,
-                    reg_id,
-                    call_id: call_id.to_owned(),
-                    cseq: cseq.seq,
-                    expires_at: now + Duration::from_secs(u64::from(expires)),
-                    expires_unix: unix_now() + u64::from(expires),
-                    serial: self.serial,
-                },
-            ));
+            updates.push(Update {
+                expires: requested.min(cfg.max_expires),
+                contact: addr.uri,
+                instance: addr.param("+sip.instance").flatten().map(syntax::unquote),
+                reg_id: addr.param("reg-id").flatten().and_then(syntax::parse_u32),
+                addr,
+            });
         }
-        for (expires, binding) in updates {
-            let list = self.bindings.entry(aor.to_owned()).or_default();
-            if let Some(pos) = list.iter().position(|b| b.same_key(&binding)) {
-                let old = &list[pos];
-                // RFC 3261 §10.3 step 7: an out-of-order refresh within one Call-ID.
-                if old.call_id == binding.call_id && binding.cseq <= old.cseq {
-                    continue;
+        let flow = reach.flow();
+        for update in updates {
+            let key = BindingKey {
+                contact: update.contact,
+                instance: update.instance.as_deref(),
+                reg_id: update.reg_id,
+                flow,
+            };
+            // The binding this Contact refreshes, taken out of its AOR's list with its expiry
+            // entry (whose AOR text the new entry reuses).
+            let mut previous = None;
+            if let Some(list) = self.bindings.get_mut(aor) {
+                if let Some(pos) = list.iter().position(|b| b.has_key(&key)) {
+                    let old = &list[pos];
+                    // RFC 3261 §10.3 step 7: an out-of-order refresh within one Call-ID.
+                    if old.call_id == call_id && cseq.seq <= old.cseq {
+                        continue;
+                    }
+                    let old = list.remove(pos);
+                    let aor_text = self.expiries.remove(&(old.expires_at, old.serial));
+                    previous = Some((old, aor_text));
                 }
-                let old = list.remove(pos);
-                self.forget_index(aor, &old, changes);
             }
-            if expires == 0 {
+            if update.expires == 0 {
+                if let Some((old, _)) = previous {
+                    self.unlink_flow(aor, &old);
+                    changes.push(Change::Delete {
+                        key: old.store_key(aor),
+                    });
+                }
                 continue;
             }
-            let list = self.bindings.entry(aor.to_owned()).or_default();
-            if list.len() >= cfg.max_bindings_per_aor {
-                if let Some((oldest, _)) = list.iter().enumerate().min_by_key(|(_, b)| b.serial) {
-                    let old = list.remove(oldest);
-                    self.forget_index(aor, &old, changes);
+            self.serial += 1;
+            let expires_at = now + Duration::from_secs(u64::from(update.expires));
+            let expires_unix = unix_now() + u64::from(update.expires);
+            let (binding, aor_text) = match previous {
+                // A refresh: the binding keeps its strings, rewritten in place.
+                Some((mut b, aor_text)) => {
+                    if b.reach.flow() != flow {
+                        self.unlink_flow(aor, &b);
+                        self.link_flow(aor, flow);
+                    }
+                    set_text(&mut b.contact, update.contact);
+                    write_contact_header(&mut b.contact_header, &update.addr);
+                    match (&mut b.instance, update.instance) {
+                        (Some(old), Some(new)) => set_text(old, &new),
+                        (slot, new) => *slot = new.map(Cow::into_owned),
+                    }
+                    b.reg_id = update.reg_id;
+                    b.reach = reach;
+                    set_text(&mut b.call_id, call_id);
+                    b.cseq = cseq.seq;
+                    b.expires_at = expires_at;
+                    b.expires_unix = expires_unix;
+                    b.serial = self.serial;
+                    (b, aor_text)
                 }
-            }
-            self.insert(aor, binding, changes);
+                None => {
+                    if self.binding_count(aor) >= cfg.max_bindings_per_aor {
+                        if let Some(list) = self.bindings.get_mut(aor) {
+                            let oldest = list.iter().enumerate().min_by_key(|(_, b)| b.serial);
+                            if let Some((oldest, _)) = oldest {
+                                let old = list.remove(oldest);
+                                self.forget_index(aor, &old, changes);
+                            }
+                        }
+                    }
+                    self.link_flow(aor, flow);
+                    let mut contact_header = String::with_capacity(update.contact.len() + 64);
+                    write_contact_header(&mut contact_header, &update.addr);
+                    let binding = Binding {
+                        contact: update.contact.to_owned(),
+                        contact_header,
+                        reach,
+                        instance: update.instance.map(Cow::into_owned),
+                        reg_id: update.reg_id,
+                        call_id: call_id.to_owned(),
+                        cseq: cseq.seq,
+                        expires_at,
+                        expires_unix,
+                        serial: self.serial,
+                    };
+                    (binding, None)
+                }
+            };
+            self.insert(aor, binding, aor_text, changes);
         }
         let contacts = self
             .lookup(aor, now)
-            .map(|b| format!("{};expires={}", b.contact_header, b.remaining(now)))
+            .map(|b| {
+                let mut contact = String::with_capacity(b.contact_header.len() + 20);
+                contact.push_str(&b.contact_header);
+                contact.push_str(";expires=");
+                let mut digits = [0; 20];
+                push_decimal(&mut contact, u64::from(b.remaining(now)), &mut digits);
+                contact
+            })
             .collect();
         if self.bindings.get(aor).is_some_and(Vec::is_empty) {
             self.bindings.remove(aor);
@@ -353,41 +614,68 @@ impl Location {
         RegisterOutcome::Ok { contacts }
     }
 
-    fn insert(&mut self, aor: &str, binding: Binding, changes: &mut Vec<Change>) {
-        if let Some(flow) = binding.reach.flow() {
-            self.by_flow.entry(flow).or_default().push(aor.to_owned());
-        }
-        self.expiries
-            .insert((binding.expires_at, binding.serial), aor.to_owned());
-        let record = binding.record(aor);
-        // A refresh replaces the binding under the same key: its Delete, just queued by
-        // `forget_index`, would only be overwritten by this Put.
-        if matches!(changes.last(), Some(Change::Delete { key }) if *key == record.key) {
-            changes.pop();
-        }
-        changes.push(Change::Put {
-            key: record.key.clone(),
-            record,
-        });
-        self.bindings
-            .entry(aor.to_owned())
-            .or_default()
-            .push(binding);
-    }
-
-    /// Drops the indexes of a binding already removed from its AOR's list.
-    fn forget_index(&mut self, aor: &str, b: &Binding, changes: &mut Vec<Change>) {
-        self.expiries.remove(&(b.expires_at, b.serial));
-        if let Some(flow) = b.reach.flow() {
-            if let Some(aors) = self.by_flow.get_mut(&flow) {
-                if let Some(i) = aors.iter().position(|a| a == aor) {
-                    aors.swap_remove(i);
-                }
-                if aors.is_empty() {
-                    self.by_flow.remove(&flow);
-                }
+    /// Adds `binding` (its flow already linked) to its AOR, its expiry and the store.
+    /// `aor_text` is an owned copy of `aor` to reuse for the expiry entry.
+    fn insert(
+        &mut self,
+        aor: &str,
+        binding: Binding,
+        aor_text: Option<String>,
+        changes: &mut Vec<Change>,
+    ) {
+        self.expiries.insert(
+            (binding.expires_at, binding.serial),
+            aor_text.unwrap_or_else(|| aor.to_owned()),
+        );
+        let key = binding.store_key(aor);
+        let value = binding.encode_record(aor, &key);
+        changes.push(Change::Put { key, value });
+        match self.bindings.get_mut(aor) {
+            Some(list) => list.push(binding),
+            None => {
+                self.bindings.insert(aor.to_owned(), vec![binding]);
             }
         }
+    }
+
+    /// Notes that `aor` has a binding on `flow`, for [`Location::remove_flow`].
+    fn link_flow(&mut self, aor: &str, flow: Option<FlowId>) {
+        if let Some(flow) = flow {
+            let aors = self.by_flow.entry(flow).or_default();
+            if !aors.iter().any(|a| a == aor) {
+                aors.push(aor.to_owned());
+            }
+        }
+    }
+
+    /// Undoes [`Location::link_flow`] for a binding removed from its AOR's list, unless
+    /// another binding of the AOR still uses that flow.
+    fn unlink_flow(&mut self, aor: &str, b: &Binding) {
+        let Some(flow) = b.reach.flow() else {
+            return;
+        };
+        let still_used = self
+            .bindings
+            .get(aor)
+            .is_some_and(|list| list.iter().any(|o| o.reach.flow() == Some(flow)));
+        if still_used {
+            return;
+        }
+        if let Some(aors) = self.by_flow.get_mut(&flow) {
+            if let Some(i) = aors.iter().position(|a| a == aor) {
+                aors.swap_remove(i);
+            }
+            if aors.is_empty() {
+                self.by_flow.remove(&flow);
+            }
+        }
+    }
+
+    /// Drops the indexes of a binding already removed from its AOR's list and deletes it from
+    /// the store.
+    fn forget_index(&mut self, aor: &str, b: &Binding, changes: &mut Vec<Change>) {
+        self.expiries.remove(&(b.expires_at, b.serial));
+        self.unlink_flow(aor, b);
         changes.push(Change::Delete {
             key: b.store_key(aor),
         });
@@ -498,10 +786,10 @@ impl Location {
         // A TCP binding comes back reachable by address, under that key.
         if binding.store_key(&record.aor) != old_key {
             changes.push(Change::Delete { key: old_key });
-            self.insert(&record.aor, binding, changes);
+            self.insert(&record.aor, binding, None, changes);
         } else {
             let mut unchanged = Vec::new();
-            self.insert(&record.aor, binding, &mut unchanged);
+            self.insert(&record.aor, binding, None, &mut unchanged);
         }
     }
 }
@@ -653,5 +941,254 @@ mod tests {
         );
         assert!(matches!(out, RegisterOutcome::Ok { ref contacts } if contacts.is_empty()));
         assert_eq!(loc.lookup(aor, now).count(), 0);
+    }
+
+    fn udp() -> Reach {
+        Reach::Address {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5070".parse().unwrap(),
+        }
+    }
+
+    fn puts(changes: &[Change]) -> Vec<(&str, BindingRecord)> {
+        changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Put { key, value } => Some((
+                    key.as_str(),
+                    Record::decode::<BindingRecord>(value).unwrap(),
+                )),
+                Change::Delete { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stored_value_is_the_binding_record_json_older_builds_and_plugins_read() {
+        let cfg = RegistrarConfig::default();
+        let mut loc = Location::new();
+        let now = Instant::now();
+        let aor = "alice@example.test";
+        let contact = "\"Al \\\"A\\\"\" <sip:a@h;transport=ws>;+sip.instance=\"<urn:uuid:1>\";reg-id=1;expires=600";
+        for reach in [ws(7), udp()] {
+            let mut changes = Vec::new();
+            loc.register(
+                &register("x", 1, contact, None),
+                aor,
+                reach,
+                now,
+                &cfg,
+                &mut changes,
+            );
+            let Some(Change::Put { key, value }) = changes.last() else {
+                panic!("no Put: {changes:?}");
+            };
+            let binding = loc.lookup(aor, now).next().unwrap();
+            // Byte for byte what serialising the owned record (the old write path) gives.
+            assert_eq!(value, &Record::encode(&binding.record(aor)).unwrap());
+            let record: BindingRecord = Record::decode(value).unwrap();
+            assert_eq!(key, "alice@example.test/<urn:uuid:1>#1");
+            assert_eq!(&record.key, key);
+            assert_eq!(record.flow, reach.flow().map(FlowId::get));
+            loc.remove_flow(FlowId::from_raw(7), &mut Vec::new());
+            loc.register(
+                &register("x", 9, "*", Some(0)),
+                aor,
+                reach,
+                now,
+                &cfg,
+                &mut Vec::new(),
+            );
+        }
+    }
+
+    #[test]
+    fn records_written_by_older_builds_still_restore() {
+        // As the JSON-writing build stored them: no `key`, no `flow` (before those fields).
+        let old = br#"{"aor":"bob@example.test","contact":"sip:bob@10.0.0.2:5062","contact_header":"<sip:bob@10.0.0.2:5062>","transport":"UDP","addr":"10.0.0.2:5062","instance":null,"reg_id":null,"call_id":"c1","cseq":3,"expires_unix":99999999999}"#;
+        let mut value = vec![Record::FORMAT_VERSION];
+        value.extend_from_slice(old);
+        let record: BindingRecord = Record::decode(&value).unwrap();
+        let now = Instant::now();
+        let mut loc = Location::new();
+        let mut changes = Vec::new();
+        loc.restore(record, now, &mut changes);
+        assert!(changes.is_empty(), "{changes:?}");
+        let b = loc.lookup("bob@example.test", now).next().unwrap();
+        assert_eq!(b.contact, "sip:bob@10.0.0.2:5062");
+        assert_eq!(b.cseq, 3);
+        assert_eq!(
+            b.reach,
+            Reach::Address {
+                transport: Transport::Udp,
+                addr: "10.0.0.2:5062".parse().unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn refresh_rewrites_the_binding_in_place_and_stores_it_under_its_key() {
+        let cfg = RegistrarConfig::default();
+        let mut loc = Location::new();
+        let now = Instant::now();
+        let aor = "alice@example.test";
+        let mut changes = Vec::new();
+        loc.register(
+            &register("tab", 1, SIPML5, None),
+            aor,
+            ws(1),
+            now,
+            &cfg,
+            &mut changes,
+        );
+        changes.clear();
+        let later = now + Duration::from_secs(100);
+        let out = loc.register(
+            &register("tab", 2, SIPML5, Some(600)),
+            aor,
+            ws(1),
+            later,
+            &cfg,
+            &mut changes,
+        );
+        // One Put under the same key, no Delete; the 200 lists the one binding, expires kept
+        // from the Contact parameter (300), the expiry index moved with it.
+        let [(key, record)] = &puts(&changes)[..] else {
+            panic!("{changes:?}");
+        };
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            *key,
+            "alice@example.test/sip:alice@df7jal23ls0d.invalid;rtcweb-breaker=no;transport=ws@flow1"
+        );
+        assert_eq!(record.cseq, 2);
+        let RegisterOutcome::Ok { contacts } = out else {
+            panic!("{out:?}");
+        };
+        assert_eq!(
+            contacts,
+            vec!["\"alice\"<sip:alice@df7jal23ls0d.invalid;rtcweb-breaker=no;transport=ws>;click2call=no;expires=300"]
+        );
+        assert_eq!(loc.poll_timeout(), Some(later + Duration::from_secs(300)));
+        assert!(loc
+            .expire(later + Duration::from_secs(299), &mut changes)
+            .is_empty());
+        // The connection still owns it: closing it removes the binding.
+        assert_eq!(
+            loc.remove_flow(FlowId::from_raw(1), &mut changes),
+            vec![aor.to_owned()]
+        );
+        assert_eq!(loc.binding_count(aor), 0);
+        assert_eq!(loc.poll_timeout(), None);
+        // A stale refresh (same Call-ID, lower CSeq) after a new one changes nothing.
+        loc.register(
+            &register("tab", 5, SIPML5, None),
+            aor,
+            ws(2),
+            now,
+            &cfg,
+            &mut changes,
+        );
+        changes.clear();
+        loc.register(
+            &register("tab", 4, SIPML5, None),
+            aor,
+            ws(2),
+            now,
+            &cfg,
+            &mut changes,
+        );
+        assert!(changes.is_empty(), "{changes:?}");
+        // Expires 0 on the Contact removes it and deletes its record.
+        loc.register(
+            &register(
+                "tab",
+                6,
+                "<sip:alice@df7jal23ls0d.invalid;rtcweb-breaker=no;transport=ws>;expires=0",
+                None,
+            ),
+            aor,
+            ws(2),
+            now,
+            &cfg,
+            &mut changes,
+        );
+        assert!(
+            matches!(changes.as_slice(), [Change::Delete { .. }]),
+            "{changes:?}"
+        );
+        assert_eq!(loc.binding_count(aor), 0);
+        assert!(loc
+            .remove_flow(FlowId::from_raw(2), &mut changes)
+            .is_empty());
+    }
+
+    #[test]
+    fn outbound_binding_moving_to_a_new_connection_follows_it() {
+        let cfg = RegistrarConfig::default();
+        let mut loc = Location::new();
+        let now = Instant::now();
+        let aor = "alice@example.test";
+        let mut changes = Vec::new();
+        let jssip =
+            "<sip:x@y.invalid;transport=ws>;+sip.instance=\"<urn:uuid:1>\";reg-id=1;expires=600";
+        loc.register(
+            &register("j", 1, jssip, None),
+            aor,
+            ws(3),
+            now,
+            &cfg,
+            &mut changes,
+        );
+        loc.register(
+            &register("j", 2, jssip, None),
+            aor,
+            ws(4),
+            now,
+            &cfg,
+            &mut changes,
+        );
+        assert_eq!(loc.binding_count(aor), 1);
+        assert!(loc
+            .remove_flow(FlowId::from_raw(3), &mut changes)
+            .is_empty());
+        assert_eq!(loc.binding_count(aor), 1);
+        assert_eq!(
+            loc.remove_flow(FlowId::from_raw(4), &mut changes),
+            vec![aor.to_owned()]
+        );
+        assert_eq!(loc.binding_count(aor), 0);
+    }
+
+    #[test]
+    fn json_strings_are_escaped_as_serde_json_escapes_them() {
+        let all_controls: String = (0u8..0x20).map(char::from).collect();
+        for text in [
+            "",
+            "plain sip:alice@example.test;transport=ws",
+            "\"quoted\" and back\\slash",
+            &all_controls,
+            "del \u{7f}, é, 日本, 😀, </script>",
+        ] {
+            let mut ours = Vec::new();
+            push_json_string(&mut ours, text);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(text).unwrap()
+            );
+        }
+        let scoped = std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 65535, 0, 7);
+        for addr in [
+            "10.0.0.1:5060".parse().unwrap(),
+            SocketAddr::V6(scoped),
+            "[::ffff:1.2.3.4]:1".parse().unwrap(),
+        ] {
+            let mut ours = Vec::new();
+            JsonObject::new(&mut ours).addr("a", addr);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                format!("{{\"a\":{}", serde_json::to_string(&addr).unwrap())
+            );
+        }
     }
 }

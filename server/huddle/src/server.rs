@@ -171,13 +171,13 @@ fn store_writer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<Vec<Change>
         };
         // Last write wins per key, in first-seen order.
         let mut order: Vec<String> = Vec::new();
-        let mut latest: HashMap<String, Option<BindingRecord>> = HashMap::new();
+        let mut latest: HashMap<String, Option<Vec<u8>>> = HashMap::new();
         let absorb = |batch: Vec<Change>,
                       order: &mut Vec<String>,
-                      latest: &mut HashMap<String, Option<BindingRecord>>| {
+                      latest: &mut HashMap<String, Option<Vec<u8>>>| {
             for change in batch {
                 let (key, value) = match change {
-                    Change::Put { key, record } => (key, Some(record)),
+                    Change::Put { key, value } => (key, Some(value)),
                     Change::Delete { key } => (key, None),
                 };
                 if latest.insert(key.clone(), value).is_none() {
@@ -209,11 +209,11 @@ fn store_writer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<Vec<Change>
         }
         let ops: Vec<Op> = order
             .into_iter()
-            .filter_map(|key| {
+            .map(|key| {
                 let full = ns.key(key.as_bytes());
                 match latest.remove(&key).flatten() {
-                    Some(record) => Record::encode(&record).ok().map(|v| Op::put(full, v)),
-                    None => Some(Op::delete(full)),
+                    Some(value) => Op::put(full, value),
+                    None => Op::delete(full),
                 }
             })
             .collect();

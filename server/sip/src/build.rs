@@ -126,6 +126,11 @@ impl<'a> ResponseBuilder<'a> {
 
     /// Appends a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
+        // Room for the usual few (Server, a Contact or a challenge) at once, rather than
+        // growing from nothing with each.
+        if self.extra.capacity() == 0 {
+            self.extra.reserve(name.len() + value.len() + 256);
+        }
         push_header(&mut self.extra, name, value);
         self
     }
@@ -258,6 +263,10 @@ impl<'a> Forward<'a> {
 
     /// Inserts a header above all others (Via, then Record-Route, in call order).
     pub fn prepend(mut self, name: &str, value: &str) -> Self {
+        // Room for a Via and a Record-Route pair at once, rather than growing with each.
+        if self.top.capacity() == 0 {
+            self.top.reserve(name.len() + value.len() + 256);
+        }
         push_header(&mut self.top, name, value);
         self
     }
@@ -351,7 +360,17 @@ impl<'a> Forward<'a> {
             };
             blank + body.len()
         };
-        let mut out = Vec::with_capacity(raw.len() + self.top.len() + self.append.len() + 32);
+        let mut out = Vec::with_capacity(
+            raw.len()
+                + self.top.len()
+                + self.append.len()
+                + self.request_uri.map_or(0, str::len)
+                + 32,
+        );
+        if let Some(t) = track.as_mut() {
+            // Every header of the original and the added ones, without regrowing.
+            t.headers.reserve(msg.headers().len() + 8);
+        }
         match (self.request_uri, msg.start_line()) {
             (Some(uri), crate::message::StartLine::Request { method, .. }) => {
                 let _ = write!(VecWriter(&mut out), "{method} {uri} SIP/2.0\r\n");
@@ -409,7 +428,9 @@ impl<'a> Forward<'a> {
             if h.name == HeaderName::MaxForwards {
                 saw_max_forwards = true;
                 if let Some(mf) = self.max_forwards {
-                    push_tracked(&mut out, track, HeaderName::MaxForwards, &mf.to_string());
+                    let mut buf = [0; 10];
+                    let value = decimal(u32::from(mf), &mut buf);
+                    push_tracked(&mut out, track, HeaderName::MaxForwards, value);
                     continue;
                 }
             }
@@ -425,7 +446,9 @@ impl<'a> Forward<'a> {
             }
         }
         if let (Some(mf), false) = (self.max_forwards, saw_max_forwards) {
-            push_tracked(&mut out, track, HeaderName::MaxForwards, &mf.to_string());
+            let mut buf = [0; 10];
+            let value = decimal(u32::from(mf), &mut buf);
+            push_tracked(&mut out, track, HeaderName::MaxForwards, value);
         }
         if let Some(t) = track.as_mut() {
             track_plain(t, &out, &self.append);

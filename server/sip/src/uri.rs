@@ -104,8 +104,20 @@ impl<'a> SipUri<'a> {
 
     /// The user part without URI-parameters embedded in it, unescaped.
     pub fn user_unescaped(&self) -> Option<String> {
-        self.user
-            .map(|u| percent_decode(u.split(':').next().unwrap_or(u)))
+        self.user_decoded().map(std::borrow::Cow::into_owned)
+    }
+
+    /// [`Self::user_unescaped`] borrowed from the URI text when it has no `%` escape (the usual
+    /// case), so comparing or looking up a user does not allocate.
+    pub fn user_decoded(&self) -> Option<std::borrow::Cow<'a, str>> {
+        self.user.map(|u| {
+            let user = u.split(':').next().unwrap_or(u);
+            if user.contains('%') {
+                std::borrow::Cow::Owned(percent_decode(user))
+            } else {
+                std::borrow::Cow::Borrowed(user)
+            }
+        })
     }
 
     /// `user@host` with the user unescaped and the host lowercased: the address-of-record key.

@@ -482,8 +482,13 @@ impl Core {
     }
 
     pub(crate) fn new_tag(&mut self) -> String {
+        use std::fmt::Write as _;
         self.counter += 1;
-        format!("{:x}{:x}", self.tag_seed & 0xffff_ffff, self.counter)
+        // Sized for both numbers up front (format! would grow the string as it writes).
+        let mut tag = String::with_capacity(24);
+        // Writing to a `String` cannot fail.
+        let _ = write!(tag, "{:x}{:x}", self.tag_seed & 0xffff_ffff, self.counter);
+        tag
     }
 
     /// A branch for a request this proxy forwards: `z9hG4bK-hd<loop hash>-<counter>`. The loop
@@ -502,6 +507,7 @@ impl Core {
     }
 
     pub(crate) fn loop_prefix(&self, msg: &Message) -> String {
+        use std::fmt::Write as _;
         use std::hash::{BuildHasher, Hash, Hasher};
         let mut h = self.loop_hasher.build_hasher();
         msg.request_uri().hash(&mut h);
@@ -518,21 +524,26 @@ impl Core {
                 v.hash(&mut h);
             }
         }
-        format!("z9hG4bK-hd{:x}-", h.finish())
+        let mut prefix = String::with_capacity(48);
+        // Writing to a `String` cannot fail.
+        let _ = write!(prefix, "z9hG4bK-hd{:x}-", h.finish());
+        prefix
     }
 
     /// True when `msg`, whose [`Core::loop_prefix`] is `prefix`, already passed through this
     /// proxy unchanged (a loop, answered 482).
     pub(crate) fn is_loop(&self, msg: &Message, prefix: &str) -> bool {
+        // A branch is part of its Via's text: only a Via containing the prefix is parsed.
         msg.header_list(&HeaderName::Via).any(|v| {
-            huddle_sip::headers::Via::parse(v).is_ok_and(|via| {
-                via.branch().is_some_and(|b| b.starts_with(prefix))
-                    && self.local.values().any(|a| {
-                        via.port == Some(a.port())
-                            && via.host.trim_start_matches('[').trim_end_matches(']')
-                                == a.ip().to_string()
-                    })
-            })
+            v.contains(prefix)
+                && huddle_sip::headers::Via::parse(v).is_ok_and(|via| {
+                    via.branch().is_some_and(|b| b.starts_with(prefix))
+                        && self.local.values().any(|a| {
+                            via.port == Some(a.port())
+                                && via.host.trim_start_matches('[').trim_end_matches(']')
+                                    == a.ip().to_string()
+                        })
+                })
         })
     }
 
@@ -652,7 +663,7 @@ impl Core {
                 };
                 let claimed = identity
                     .ok()
-                    .and_then(|a| SipUri::parse(a.uri).ok().and_then(|u| u.user_unescaped()));
+                    .and_then(|a| SipUri::parse(a.uri).ok().and_then(|u| u.user_decoded()));
                 if claimed.as_deref() == Some(user.as_str()) {
                     return Some(user);
                 }
@@ -758,7 +769,10 @@ impl Core {
         let Some(user) = self.authenticate(key, &msg, &from, Role::Registrar) else {
             return;
         };
-        let aor = format!("{user}@{}", self.domain);
+        let mut aor = String::with_capacity(user.len() + 1 + self.domain.len());
+        aor.push_str(&user);
+        aor.push('@');
+        aor.push_str(&self.domain);
         let reach = match from.flow {
             Some(flow) => Reach::Flow {
                 flow,

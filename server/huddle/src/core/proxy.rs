@@ -178,19 +178,52 @@ impl Core {
         (count, flow_peer)
     }
 
+    /// `<sip:[flow token@]host;transport=…;lr>`, written into one string (a Record-Route
+    /// pair per proxied INVITE).
     pub(super) fn record_route(&self, peer: &Peer) -> String {
+        use std::fmt::Write as _;
         let local = self
             .local
             .get(&peer.transport)
             .or_else(|| self.local.values().next());
-        let host = local
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| self.config.sip.domain.clone());
-        let user = peer
-            .flow
-            .map(|f| format!("{}@", self.tokens.encode(f)))
-            .unwrap_or_default();
-        format!("<sip:{user}{host};transport={};lr>", peer.transport.name())
+        let mut out = String::with_capacity(96);
+        out.push_str("<sip:");
+        if let Some(flow) = peer.flow {
+            out.push_str(&self.tokens.encode(flow));
+            out.push('@');
+        }
+        match local {
+            // Writing to a `String` cannot fail.
+            Some(addr) => {
+                let _ = write!(out, "{addr}");
+            }
+            None => out.push_str(&self.config.sip.domain),
+        }
+        out.push_str(";transport=");
+        out.push_str(peer.transport.name());
+        out.push_str(";lr>");
+        out
+    }
+
+    /// The Via this proxy adds to a request it forwards over `transport` from `local`, with a
+    /// new branch ([`Core::branch_with`]'s form), written into one string.
+    fn via_with_branch(
+        &mut self,
+        transport: Transport,
+        local: SocketAddr,
+        loop_prefix: &str,
+    ) -> String {
+        use std::fmt::Write as _;
+        self.counter += 1;
+        let mut via = String::with_capacity(96 + loop_prefix.len());
+        // Writing to a `String` cannot fail.
+        let _ = write!(
+            via,
+            "SIP/2.0/{} {local};branch={loop_prefix}{:x};rport",
+            transport.via_token(),
+            self.counter
+        );
+        via
     }
 
     pub(super) fn proxy_request(&mut self, key: ServerKey, msg: Message, from: Peer, now: Instant) {
@@ -241,16 +274,12 @@ impl Core {
             timer_c: None,
         };
         for target in targets {
-            let branch = self.branch_with(&loop_prefix);
             let out = target.peer;
             let local = self.local.get(&out.transport).copied();
             let Some(local) = local else {
                 continue;
             };
-            let via = format!(
-                "SIP/2.0/{} {local};branch={branch};rport",
-                out.transport.via_token()
-            );
+            let via = self.via_with_branch(out.transport, local, &loop_prefix);
             let mut fwd = Forward::new(&ctx.request)
                 .prepend("Via", &via)
                 .drop_routes(popped)
@@ -351,16 +380,19 @@ impl Core {
         let ruri_text = msg.request_uri().unwrap_or("");
         let ruri = SipUri::parse(ruri_text).map_err(|_| (416, "Unsupported URI Scheme"))?;
         if self.is_local(&ruri) {
-            let Some(user) = ruri.user_unescaped() else {
+            let Some(user) = ruri.user_decoded() else {
                 return Err(match msg.method() {
                     Some(Method::Options) => (200, "OK"),
                     _ => (405, "Method Not Allowed"),
                 });
             };
-            if !self.users.contains_key(&user) {
+            if !self.users.contains_key(&*user) {
                 return Err((404, "Not Found"));
             }
-            let aor = format!("{user}@{}", self.domain);
+            let mut aor = String::with_capacity(user.len() + 1 + self.domain.len());
+            aor.push_str(&user);
+            aor.push('@');
+            aor.push_str(&self.domain);
             let targets: Vec<Target> = self
                 .location
                 .lookup(&aor, now)
@@ -418,11 +450,8 @@ impl Core {
         let Some(local) = self.local.get(&out.transport).copied() else {
             return;
         };
-        let branch = self.new_branch(&msg);
-        let via = format!(
-            "SIP/2.0/{} {local};branch={branch};rport",
-            out.transport.via_token()
-        );
+        let loop_prefix = self.loop_prefix(&msg);
+        let via = self.via_with_branch(out.transport, local, &loop_prefix);
         let max_forwards = match msg.max_forwards() {
             Some(Ok(n)) if n > 0 => n - 1,
             Some(Ok(_)) => return,

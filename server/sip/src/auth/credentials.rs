@@ -51,6 +51,7 @@ impl Param {
         }
     }
 
+    #[cfg(test)]
     const ALL: [Param; 10] = [
         Self::Username,
         Self::Realm,
@@ -65,8 +66,19 @@ impl Param {
     ];
 
     fn from_name(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
+        // By length first: at most two names share one, so one or two comparisons.
+        let candidates: &[Param] = match name.len() {
+            2 => &[Self::Nc],
+            3 => &[Self::Uri, Self::Qop],
+            5 => &[Self::Realm, Self::Nonce],
+            6 => &[Self::Cnonce, Self::Opaque],
+            8 => &[Self::Username, Self::Response],
+            9 => &[Self::Algorithm],
+            _ => &[],
+        };
+        candidates
+            .iter()
+            .copied()
             .find(|param| name.eq_ignore_ascii_case(param.as_str()))
     }
 }
@@ -356,9 +368,23 @@ fn parse_nc(text: &str) -> Result<u32, AuthError> {
     })
 }
 
-/// RFC 3261 §25.1 `token` characters.
+/// RFC 3261 §25.1 `token` characters, one table lookup per byte.
 fn is_token(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)
+    const TOKEN: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut c = 0;
+        while c < 256 {
+            let b = c as u8;
+            table[c] = b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+                );
+            c += 1;
+        }
+        table
+    };
+    TOKEN[usize::from(c)]
 }
 
 /// Whitespace that may appear in LWS. CR and LF only ever arrive as part of a fold, since the
@@ -417,20 +443,24 @@ impl<'a> Cursor<'a> {
         let mut i = start;
         let mut escaped = false;
         // `"` and `\` are ASCII and never occur inside a multi-byte UTF-8 sequence, so scanning
-        // bytes is safe and every index we slice at is a char boundary.
+        // bytes is safe and every index we slice at is a char boundary. memchr jumps over the
+        // ordinary bytes between them (a nonce, a response hash).
         loop {
-            match bytes.get(i) {
-                None => return Err(AuthError::UnterminatedQuote),
-                Some(b'"') => break,
-                Some(b'\\') => {
-                    if i + 1 >= bytes.len() {
-                        return Err(AuthError::UnterminatedQuote);
-                    }
-                    escaped = true;
-                    i += 2;
-                }
-                Some(_) => i += 1,
+            let Some(at) = bytes
+                .get(i..)
+                .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+            else {
+                return Err(AuthError::UnterminatedQuote);
+            };
+            i += at;
+            if bytes[i] == b'"' {
+                break;
             }
+            if i + 1 >= bytes.len() {
+                return Err(AuthError::UnterminatedQuote);
+            }
+            escaped = true;
+            i += 2;
         }
         self.pos = i + 1;
         let raw = self.text.get(start..i).ok_or(AuthError::BadParamSyntax)?;
@@ -453,6 +483,29 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_parameter_name_is_known_in_any_case_and_no_other() {
+        for param in Param::ALL {
+            let name = param.as_str();
+            assert_eq!(Param::from_name(name), Some(param));
+            assert_eq!(Param::from_name(&name.to_ascii_uppercase()), Some(param));
+            assert_eq!(Param::from_name(&format!("{name}x")), None);
+            assert_eq!(Param::from_name(&format!("z{}", &name[1..])), None);
+        }
+        for other in ["", "userhash", "username*", "stale", "domain", "n"] {
+            assert_eq!(Param::from_name(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn token_characters_are_rfc_3261s() {
+        let expected: Vec<u8> = (0u8..=255)
+            .filter(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(c))
+            .collect();
+        let ours: Vec<u8> = (0u8..=255).filter(|&c| is_token(c)).collect();
+        assert_eq!(ours, expected);
+    }
 
     const SIPML5: &str = "Digest username=\"alice\",realm=\"example.test\",nonce=\"abc\",uri=\"sip:example.test\",response=\"b63d\",algorithm=MD5,cnonce=\"8511\",qop=auth,nc=00000001";
 

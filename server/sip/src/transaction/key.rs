@@ -116,8 +116,10 @@ impl ClientMatch {
 pub(crate) enum ServerMatch {
     /// Branch (with the magic cookie), sent-by and method; ACK is folded into INVITE.
     Branch {
-        branch: Box<str>,
-        host: Box<str>,
+        /// The branch, a space, and the sent-by host in lower case: one allocation per
+        /// request instead of two (neither a token nor a host contains a space, so the pair is
+        /// still told apart exactly).
+        branch_host: Box<str>,
         port: Option<u16>,
         method: Method,
     },
@@ -170,8 +172,14 @@ impl ServerMatch {
         let via = msg.top_via()?;
         match via.branch() {
             Some(branch) if is_rfc3261_branch(branch) => Ok(ServerMatch::Branch {
-                branch: branch.into(),
-                host: via.host.to_ascii_lowercase().into_boxed_str(),
+                branch_host: {
+                    let mut key = String::with_capacity(branch.len() + 1 + via.host.len());
+                    key.push_str(branch);
+                    key.push(' ');
+                    key.push_str(via.host);
+                    key[branch.len() + 1..].make_ascii_lowercase();
+                    key.into_boxed_str()
+                },
                 port: via.port,
                 method,
             }),

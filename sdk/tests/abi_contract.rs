@@ -774,9 +774,7 @@ fn directory_entry() -> huddle_sdk::hosting::PluginEntry {
 /// The status `plugin` answers a MESSAGE to `user@example.test` with.
 fn ask(host: &FakeHost, plugin: &mut huddle_sdk::fake::FakePlugin, user: &str) -> u16 {
     let uri = format!("sip:{user}@example.test");
-    let txn = plugin
-        .request(sample_request("MESSAGE", &uri, ""))
-        .unwrap();
+    let txn = plugin.request(sample_request("MESSAGE", &uri, "")).unwrap();
     host.final_response(txn).unwrap().status()
 }
 
@@ -798,7 +796,11 @@ fn user_exists_needs_the_location_capability_and_a_host_that_keeps_accounts() {
     let host = FakeHost::with_capabilities(Capabilities::STORE);
     host.add_user("bob");
     let mut plugin = host.start(&directory_entry(), "").unwrap();
-    assert_eq!(ask(&host, &mut plugin, "bob"), 501, "no location capability");
+    assert_eq!(
+        ask(&host, &mut plugin, "bob"),
+        501,
+        "no location capability"
+    );
 
     let host = FakeHost::new();
     host.add_user("bob");

@@ -486,17 +486,15 @@ impl Engine {
             ));
             return out;
         }
-        let (held, stored, bytes, has_devices) = self.users.get(&m.user).map_or(
-            (0, 0, 0, false),
-            |u| {
+        let (held, stored, bytes, has_devices) =
+            self.users.get(&m.user).map_or((0, 0, 0, false), |u| {
                 (
                     u.messages.len(),
                     u.stored,
                     u.stored_bytes,
                     !u.devices.is_empty(),
                 )
-            },
-        );
+            });
         if m.recipient == Recipient::NoSuchUser && !has_devices {
             // The host has no account of that name (now; messages held from before the
             // account went stay until delivered or expired): nothing is kept.

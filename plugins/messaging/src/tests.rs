@@ -241,7 +241,7 @@ fn delivery_notice_goes_back_to_the_sender() {
 
 #[test]
 fn stored_messages_survive_a_restart() {
-    let (host, mut plugin) = start("");
+    let (_, mut plugin) = start("");
     plugin
         .request(sample_request("MESSAGE", BOB, "kept"))
         .unwrap();

@@ -348,7 +348,7 @@ async fn stored_messages_survive_a_restart_and_go_to_a_udp_phone() {
     let running = huddle::server::start(config, store.clone()).await.unwrap();
     let alice = Ua::sipml5("alice", "alice-pw");
     let mut a = Conn::ws(&running.ws_url().unwrap(), "alice").await;
-    let r = send(&mut a, &alice, "erin", "across a restart", |r| r).await;
+    let r = send(&mut a, &alice, "carol", "across a restart", |r| r).await;
     assert_eq!(r.status(), Some(202), "{}", text(&r));
     drop(a);
     running.shutdown().await;
@@ -359,7 +359,7 @@ async fn stored_messages_survive_a_restart_and_go_to_a_udp_phone() {
     let running = huddle::server::start(config, store.clone()).await.unwrap();
     let udp = running.addrs[&huddle::transport::Transport::Udp];
     let mut c = Conn::udp(udp, "carol's phone").await;
-    let erin = Ua::udp("erin", "erin-pw", c.local_addr());
+    let carol = Ua::udp("carol", "carol-pw", c.local_addr());
     register_ok(&mut c, &carol, 300).await;
     let m = c
         .wait_for("the stored MESSAGE", is_message_with("across a restart"))
@@ -392,15 +392,15 @@ async fn each_device_gets_a_stored_message_once_across_a_restart() {
     let (running, store) = start(text_config.clone()).await;
     let alice = Ua::sipml5("alice", "alice-pw");
     let mut a = Conn::ws(&running.ws_url().unwrap(), "alice").await;
-    let r = send(&mut a, &alice, "erin", "first", |r| r).await;
+    let r = send(&mut a, &alice, "carol", "first", |r| r).await;
     assert_eq!(r.status(), Some(202), "{}", text(&r));
     let mut queue = store.watch_prefix(b"plugin/messaging/q/").unwrap();
 
     let udp = running.addrs[&huddle::transport::Transport::Udp];
     let mut p1 = Conn::udp(udp, "carol's first phone").await;
-    let carol1 = Ua::udp("erin", "erin-pw", p1.local_addr());
+    let carol1 = Ua::udp("carol", "carol-pw", p1.local_addr());
     let mut p2 = Conn::udp(udp, "carol's second phone").await;
-    let carol2 = Ua::udp("erin", "erin-pw", p2.local_addr());
+    let carol2 = Ua::udp("carol", "carol-pw", p2.local_addr());
     register_ok(&mut p1, &carol1, 3600).await;
     let m1 = p1
         .wait_for("the stored MESSAGE", is_message_with("first"))
@@ -441,7 +441,7 @@ async fn each_device_gets_a_stored_message_once_across_a_restart() {
         &mut s,
         "MESSAGE",
         "sip:carol@example.test",
-        |s, auth| alice.message_request("erin", s, "second", auth),
+        |s, auth| alice.message_request("carol", s, "second", auth),
     )
     .await;
     let next = p1.wait_for("a MESSAGE", is_message).await;

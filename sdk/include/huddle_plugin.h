@@ -20,7 +20,7 @@
 #define HUDDLE_PLUGIN_ABI_MAJOR 1
 
 // The ABI minor version this SDK was built with.
-#define HUDDLE_PLUGIN_ABI_MINOR 4
+#define HUDDLE_PLUGIN_ABI_MINOR 5
 
 // Success.
 #define HUDDLE_OK 0
@@ -351,6 +351,11 @@ typedef struct {
   // (UTF-8, a `sip:`/`sips:` URI naming this server). Module docs, "Retargeting". Never
   // null when `struct_size` covers it; absent otherwise.
   int32_t (*retarget)(void *ctx, uint64_t txn, const uint8_t *uri, size_t uri_len);
+  // (ABI 1.5, with `HUDDLE_CAP_LOCATION`) Whether the host has an account named
+  // `user[0..user_len]` (UTF-8, a Request-URI user part): `HUDDLE_OK` when it has,
+  // `HUDDLE_ERR_NOT_FOUND` when it has not. Read at the moment of the call; nothing about
+  // bindings. Module docs, "Users". Absent when `struct_size` does not cover it.
+  int32_t (*user_exists)(void *ctx, const uint8_t *user, size_t user_len);
 } HuddleHostApi;
 
 // What the host knows about a request beyond its bytes. Borrowed for the duration of

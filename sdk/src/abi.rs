@@ -59,7 +59,8 @@
 //!   host function is non-null exactly when its capability bit is set in `host_capabilities`
 //!   (store functions: `HUDDLE_CAP_STORE`; `store_watch`/`store_unwatch`:
 //!   `HUDDLE_CAP_STORE_WATCH`; `send_request`: `HUDDLE_CAP_SEND_REQUEST`; timers:
-//!   `HUDDLE_CAP_TIMERS`; `media_*`: `HUDDLE_CAP_MEDIA`). Until the media engine exists the
+//!   `HUDDLE_CAP_TIMERS`; `media_*`: `HUDDLE_CAP_MEDIA`; `user_exists` (ABI 1.5):
+//!   `HUDDLE_CAP_LOCATION`). Until the media engine exists the
 //!   media functions are null and the bit is clear: "not supported".
 //!
 //! [`crate::loader::load`], [`crate::hosting::PluginEntry::from_raw`] and
@@ -175,6 +176,20 @@
 //! on first arrival (the client's authenticated retry reaches the first plugin again, which
 //! retargets again).
 //!
+//! # Users (ABI 1.5)
+//!
+//! `user_exists(ctx, user, user_len)` (host table, optional by `struct_size`, present with
+//! [`HUDDLE_CAP_LOCATION`]) answers whether the host has an account named `user` (a Request-URI
+//! user part, UTF-8, unescaped): [`HUDDLE_OK`] when it has, [`HUDDLE_ERR_NOT_FOUND`] when it has
+//! not (a name no account can have, empty or with characters user names never contain, is
+//! simply not found). The host reads its accounts as they are at the moment of the call (the
+//! store, where `huddle user add` and `huddle user remove` write them), so the answer is never
+//! older than the call; it costs a store read, no SIP round trip. Whether the user has
+//! bindings is what registration events and the `location` namespace say (events come in order
+//! with the requests that follow them); this call says nothing about bindings, so that a plugin
+//! never mixes two views of them that may disagree for a moment. The accounts' credentials stay
+//! the host's: there is no other way to read them.
+//!
 //! # The store
 //!
 //! Each plugin has its own namespace (`plugin/<name>/` in the host's store). Writes
@@ -233,7 +248,7 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version. Part of the entry symbol's name.
 pub const HUDDLE_PLUGIN_ABI_MAJOR: u32 = 1;
 /// The ABI minor version this SDK was built with.
-pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 4;
+pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 5;
 /// The one symbol a plugin library exports: `huddle_plugin_entry_v<major>`, of type
 /// [`HuddlePluginEntryFn`].
 pub const HUDDLE_PLUGIN_ENTRY_SYMBOL: &str = "huddle_plugin_entry_v1";
@@ -874,6 +889,12 @@ pub struct HuddleHostApi {
     pub retarget: Option<
         unsafe extern "C" fn(ctx: *mut c_void, txn: u64, uri: *const u8, uri_len: usize) -> i32,
     >,
+    /// (ABI 1.5, with `HUDDLE_CAP_LOCATION`) Whether the host has an account named
+    /// `user[0..user_len]` (UTF-8, a Request-URI user part): `HUDDLE_OK` when it has,
+    /// `HUDDLE_ERR_NOT_FOUND` when it has not. Read at the moment of the call; nothing about
+    /// bindings. Module docs, "Users". Absent when `struct_size` does not cover it.
+    pub user_exists:
+        Option<unsafe extern "C" fn(ctx: *mut c_void, user: *const u8, user_len: usize) -> i32>,
 }
 
 /// The smallest `struct_size` a major-1 host accepts in a descriptor: the 1.0 layout, which

@@ -23,6 +23,10 @@
 //!   takes it from the plugin (no response may follow) and is recorded
 //!   ([`FakeHost::retargets`]); the fake routes nothing further, so a test checks where the
 //!   request was sent.
+//! * **Users** (ABI 1.5): [`crate::Host::user_exists`] answers from the accounts added with
+//!   [`FakeHost::add_user`] (none at first) and taken away with [`FakeHost::remove_user`];
+//!   [`FakeHost::set_user_lookup`]`(false)` makes it [`Error::NotSupported`], as a host before
+//!   1.5 (and, through the table, a host without [`Capabilities::LOCATION`]).
 //! * **Media** (only with [`Capabilities::MEDIA`]): `media_answer` returns a canned SDP answer
 //!   ([`FAKE_SDP_ANSWER`]: audio mid `0`, video mid `1`), or refuses an offer that is not SDP
 //!   (400) or is plain RTP/AVP (488), as the host does; every media call is recorded
@@ -204,6 +208,10 @@ struct State {
     batch_limit: Option<(usize, usize)>,
     /// Batches committed.
     batches: usize,
+    /// Accounts `user_exists` knows.
+    users: BTreeSet<String>,
+    /// Whether `user_exists` answers (false: not supported, as by a host before ABI 1.5).
+    user_lookup: bool,
 }
 
 impl State {
@@ -293,6 +301,8 @@ impl FakeHost {
                 retargets: Vec::new(),
                 batch_limit: Some((DEFAULT_BATCH_OPS, DEFAULT_BATCH_BYTES)),
                 batches: 0,
+                users: BTreeSet::new(),
+                user_lookup: true,
             })),
         }
     }
@@ -311,6 +321,25 @@ impl FakeHost {
     /// ABI 1.3). The default is [`DEFAULT_BATCH_OPS`] operations and [`DEFAULT_BATCH_BYTES`].
     pub fn set_batch_limit(&self, limit: Option<(usize, usize)>) -> &Self {
         self.lock().batch_limit = limit;
+        self
+    }
+
+    /// Adds an account named `name`: [`crate::Host::user_exists`] says yes from now on.
+    pub fn add_user(&self, name: &str) -> &Self {
+        self.lock().users.insert(name.to_owned());
+        self
+    }
+
+    /// Removes the account named `name` (as `huddle user remove` does).
+    pub fn remove_user(&self, name: &str) -> &Self {
+        self.lock().users.remove(name);
+        self
+    }
+
+    /// `false`: [`crate::Host::user_exists`] answers [`Error::NotSupported`], as a host before
+    /// ABI 1.5; `true` (the default): it answers from the accounts added.
+    pub fn set_user_lookup(&self, supported: bool) -> &Self {
+        self.lock().user_lookup = supported;
         self
     }
 
@@ -514,6 +543,14 @@ impl HostServices for FakeHost {
         t.final_sent = true;
         st.retargets.push((txn, uri.to_owned()));
         Ok(())
+    }
+
+    fn user_exists(&self, user: &str) -> Result<bool> {
+        let st = self.lock();
+        if !st.user_lookup {
+            return Err(Error::NotSupported);
+        }
+        Ok(st.users.contains(user))
     }
 
     fn send_request(&self, request: &[u8]) -> Result<RequestId> {

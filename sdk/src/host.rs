@@ -215,6 +215,24 @@ impl Host {
         })
     }
 
+    /// (ABI 1.5, with [`crate::Capabilities::LOCATION`]) Whether the host has an account named
+    /// `user` (a Request-URI user part): read as the host's store holds it at the moment of the
+    /// call, with no SIP round trip. Says nothing about bindings (registration events and the
+    /// `location` namespace do). [`Error::NotSupported`] from hosts before ABI 1.5 or without
+    /// the capability: the plugin then learns it some other way (routing to the address of
+    /// record: `404` for no such user).
+    pub fn user_exists(&self, user: &str) -> Result<bool> {
+        self.with(|api| {
+            let f = api.user_exists.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive; the name is borrowed for the call.
+            match Error::from_code(unsafe { f(api.ctx, user.as_ptr(), user.len()) }) {
+                Ok(()) => Ok(true),
+                Err(Error::NotFound) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     /// Answers `request` with a bodiless response. [`Error::UnknownTransaction`] for a request
     /// that expects no answer (ACK, CANCEL).
     pub fn reply(&self, request: &Request, status: u16, reason: &str) -> Result<()> {

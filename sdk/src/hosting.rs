@@ -70,6 +70,14 @@ pub trait HostServices: Send + Sync + 'static {
         Err(Error::NotSupported)
     }
 
+    /// (ABI 1.5) Whether the host has an account named `user` (UTF-8, not yet checked by the
+    /// SDK otherwise). Offered with [`Capabilities::LOCATION`]. See [`crate::abi`], "Users".
+    /// The default answers [`Error::NotSupported`].
+    fn user_exists(&self, user: &str) -> Result<bool> {
+        let _ = user;
+        Err(Error::NotSupported)
+    }
+
     /// A claim the plugin makes during `init`, already validated by the SDK
     /// ([`Claim::validate`]). Refuse it to make `init` fail; the default accepts. Conflicts
     /// between plugins are checked after every `init`, not here.
@@ -851,6 +859,7 @@ fn host_table(caps: Capabilities) -> HuddleHostApi {
         media_tap: media.then_some(h_media_tap as _),
         store_batch: store.then_some(h_store_batch as _),
         retarget: Some(h_retarget),
+        user_exists: has(Capabilities::LOCATION).then_some(h_user_exists as _),
     }
 }
 
@@ -981,6 +990,19 @@ unsafe extern "C" fn h_retarget(ctx: *mut c_void, txn: u64, uri: *const u8, len:
     unsafe {
         host_call(ctx, |b| {
             b.services.retarget(TransactionId(txn), text_arg(uri, len)?)
+        })
+    }
+}
+
+unsafe extern "C" fn h_user_exists(ctx: *mut c_void, user: *const u8, len: usize) -> i32 {
+    // SAFETY: ctx from our table; the name is borrowed for the call.
+    unsafe {
+        host_call(ctx, |b| {
+            if b.services.user_exists(text_arg(user, len)?)? {
+                Ok(())
+            } else {
+                Err(Error::NotFound)
+            }
         })
     }
 }

@@ -6,8 +6,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use huddle_sdk::abi::HuddlePluginDescriptor;
 use huddle_sdk::fake::{sample_request, FakeHost};
-use huddle_sdk::hosting::{DescriptorError, PluginInstance, StartError};
+use huddle_sdk::hosting::{DescriptorError, PluginEntry, PluginInstance, StartError};
 use huddle_sdk::{
     Capabilities, Claim, Claims, Config, Error, HangupReason, Host, Level, MediaSessionId, Method,
     NewRequest, Plugin, RegistrationEvent, RegistrationKind, Request, RequestId, Response, Result,
@@ -742,4 +743,155 @@ fn host_handles_work_from_plugin_threads_and_die_with_the_instance() {
     assert_eq!(kept.store().get(b"k"), Err(Error::BadState));
     kept.log(Level::Info, "dropped silently");
     assert!(!host.logged(Level::Info, "dropped silently"));
+}
+
+// --- users (ABI 1.5) ----------------------------------------------------------------------------
+
+/// Answers a MESSAGE with whether the host has an account named by its Request-URI user:
+/// 200 yes, 404 no, 501 when the host cannot tell.
+struct Directory;
+
+impl Plugin for Directory {
+    fn init(_: &Host, _: &Config, claims: &mut Claims) -> Result<Self> {
+        claims.add(Claim::method("MESSAGE"));
+        Ok(Directory)
+    }
+
+    fn handle_request(&mut self, host: &Host, req: Request) -> Result<()> {
+        match host.user_exists(req.uri_user().unwrap_or("")) {
+            Ok(true) => host.reply(&req, 200, "OK"),
+            Ok(false) => host.reply(&req, 404, "Not Found"),
+            Err(Error::NotSupported) => host.reply(&req, 501, "Not Implemented"),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn directory_entry() -> huddle_sdk::hosting::PluginEntry {
+    huddle_sdk::plugin_entry!(Directory, "directory", "1", Capabilities::NONE)
+}
+
+/// The status `plugin` answers a MESSAGE to `user@example.test` with.
+fn ask(host: &FakeHost, plugin: &mut huddle_sdk::fake::FakePlugin, user: &str) -> u16 {
+    let uri = format!("sip:{user}@example.test");
+    let txn = plugin.request(sample_request("MESSAGE", &uri, "")).unwrap();
+    host.final_response(txn).unwrap().status()
+}
+
+#[test]
+fn user_exists_answers_from_the_hosts_accounts_as_they_are_at_the_call() {
+    let host = FakeHost::new();
+    host.add_user("bob");
+    let mut plugin = host.start(&directory_entry(), "").unwrap();
+    assert_eq!(ask(&host, &mut plugin, "bob"), 200);
+    assert_eq!(ask(&host, &mut plugin, "carol"), 404);
+    host.add_user("carol");
+    assert_eq!(ask(&host, &mut plugin, "carol"), 200);
+    host.remove_user("bob");
+    assert_eq!(ask(&host, &mut plugin, "bob"), 404);
+}
+
+#[test]
+fn user_exists_needs_the_location_capability_and_a_host_that_keeps_accounts() {
+    let host = FakeHost::with_capabilities(Capabilities::STORE);
+    host.add_user("bob");
+    let mut plugin = host.start(&directory_entry(), "").unwrap();
+    assert_eq!(
+        ask(&host, &mut plugin, "bob"),
+        501,
+        "no location capability"
+    );
+
+    let host = FakeHost::new();
+    host.add_user("bob");
+    host.set_user_lookup(false);
+    let mut plugin = host.start(&directory_entry(), "").unwrap();
+    assert_eq!(ask(&host, &mut plugin, "bob"), 501, "a host before 1.5");
+}
+
+#[test]
+fn a_plugin_built_for_abi_1_4_loads_on_a_1_5_host() {
+    // 1.5 added only a host-table entry: a 1.4 plugin's descriptor is the same layout with
+    // minor 4, and must load and serve as before.
+    let mut old: HuddlePluginDescriptor = *directory_entry().raw();
+    old.abi_minor = 4;
+    let old: &'static HuddlePluginDescriptor = Box::leak(Box::new(old));
+    // SAFETY: a copy of a valid SDK descriptor, leaked: static.
+    #[allow(unsafe_code)]
+    let entry = unsafe { PluginEntry::from_raw(old) }.expect("a 1.4 descriptor loads");
+    assert_eq!(entry.info().abi_minor, 4);
+    let host = FakeHost::new();
+    host.add_user("bob");
+    let mut plugin = host.start(&entry, "").unwrap();
+    assert_eq!(ask(&host, &mut plugin, "bob"), 200);
+}
+
+/// What [`AsksAtInit`] got from `user_exists`.
+static ASKED_AT_INIT: Mutex<Option<Result<bool>>> = Mutex::new(None);
+
+/// Asks for `bob` during `init` (host functions work from the start of `init`).
+struct AsksAtInit;
+
+impl Plugin for AsksAtInit {
+    fn init(host: &Host, _: &Config, claims: &mut Claims) -> Result<Self> {
+        claims.add(Claim::method("MESSAGE"));
+        *ASKED_AT_INIT.lock().unwrap() = Some(host.user_exists("bob"));
+        Ok(AsksAtInit)
+    }
+
+    fn handle_request(&mut self, _: &Host, _: Request) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[allow(unsafe_code)]
+mod table_1_4 {
+    //! A host table as a 1.4 host fills it: `struct_size` ends before `user_exists`.
+    use std::ffi::c_void;
+
+    use huddle_sdk::abi::{self, HuddleClaim, HuddleHostBuf};
+
+    pub unsafe extern "C" fn free_buf(_: *mut c_void, _: HuddleHostBuf) {}
+    pub unsafe extern "C" fn log(_: *mut c_void, _: u32, _: *const u8, _: usize) {}
+    pub unsafe extern "C" fn claim(_: *mut c_void, _: *const HuddleClaim) -> i32 {
+        abi::HUDDLE_OK
+    }
+    pub unsafe extern "C" fn respond(_: *mut c_void, _: u64, _: *const u8, _: usize) -> i32 {
+        abi::HUDDLE_OK
+    }
+    /// Lies beyond `struct_size`: a plugin that read it would get "yes".
+    pub unsafe extern "C" fn user_exists(_: *mut c_void, _: *const u8, _: usize) -> i32 {
+        abi::HUDDLE_OK
+    }
+}
+
+#[test]
+#[allow(unsafe_code)]
+fn a_1_4_host_table_has_no_user_exists_even_with_bytes_beyond_its_size() {
+    use huddle_sdk::abi::HuddleHostApi;
+    // SAFETY: every field is an integer, a raw pointer or an `Option<fn>`: all-zero is valid.
+    let mut table: HuddleHostApi = unsafe { std::mem::zeroed() };
+    table.abi_major = huddle_sdk::abi::HUDDLE_PLUGIN_ABI_MAJOR;
+    table.abi_minor = 4;
+    table.struct_size = std::mem::offset_of!(HuddleHostApi, user_exists);
+    table.host_capabilities = Capabilities::ALL.without(Capabilities::MEDIA).bits();
+    table.free_buf = Some(table_1_4::free_buf);
+    table.log = Some(table_1_4::log);
+    table.claim = Some(table_1_4::claim);
+    table.respond = Some(table_1_4::respond);
+    table.retarget = None;
+    table.user_exists = Some(table_1_4::user_exists);
+    let entry = huddle_sdk::plugin_entry!(AsksAtInit, "asks", "1", Capabilities::NONE);
+    let raw = entry.raw();
+    let mut instance: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: the table and its functions outlive the instance (destroyed below); the config is
+    // empty; `instance` is written by `init` on success.
+    let status = unsafe { (raw.init.unwrap())(&table, std::ptr::null(), 0, &mut instance) };
+    assert_eq!(status, huddle_sdk::abi::HUDDLE_OK);
+    // SAFETY: the instance `init` returned, destroyed once.
+    unsafe { (raw.destroy.unwrap())(instance) };
+    assert_eq!(
+        ASKED_AT_INIT.lock().unwrap().take(),
+        Some(Err(Error::NotSupported))
+    );
 }

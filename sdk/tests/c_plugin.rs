@@ -134,7 +134,7 @@ fn c_and_rust_layouts_agree() {
             respond, send_request, store_get, store_put, store_delete, store_cas, store_scan,
             store_watch, store_unwatch, set_timer, cancel_timer, media_answer, media_send_rtp,
             media_send_rtcp, media_request_keyframe, media_forward, media_close, emit_event,
-            media_tap, store_batch, retarget
+            media_tap, store_batch, retarget, user_exists
         }
     };
     let mut c = String::from(

@@ -3,7 +3,8 @@
 //! offline store (202 only once stored, then delivery on REGISTER in order with the original
 //! From, Date and Content-Type); unknown user 404, body limit 413, quota 486; a device that
 //! answers an error is retried from the store; a positive-delivery notice (RFC 5438) goes back
-//! to the sender; is-composing is relayed and never stored; stored messages survive a restart.
+//! to the sender; is-composing is relayed and never stored; stored messages survive a restart;
+//! accounts added or removed while the server runs decide between 202 and 404 at once.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -185,6 +186,30 @@ async fn unknown_user_404_large_body_413_full_mailbox_486() {
     let r = send(&mut a, &alice, "bob", "one too many", |r| r).await;
     assert_eq!(r.status(), Some(486), "{}", text(&r));
     assert!(r.reason().unwrap_or("").contains("Full"), "{}", text(&r));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_written_while_running_decide_between_202_and_404() {
+    // The plugin asks the host's accounts (plugin ABI 1.5 `user_exists`, a store read), not
+    // the user's address: erin, written to the store after start-up, is unknown to the
+    // proxy's routing (which would answer 404) yet gets her message stored.
+    let server = server("").await;
+    let alice = Ua::sipml5("alice", "alice-pw");
+    let mut a = Conn::ws(&server.ws_url(), "alice").await;
+    let r = send(&mut a, &alice, "erin", "before", |r| r).await;
+    assert_eq!(r.status(), Some(404), "{}", text(&r));
+
+    let erin = huddle::users::UserRecord::new("erin", DOMAIN, "erin-pw");
+    huddle::users::put_user(server.store.as_ref(), &erin).unwrap();
+    let r = send(&mut a, &alice, "erin", "while she exists", |r| r).await;
+    assert_eq!(r.status(), Some(202), "{}", text(&r));
+    assert_eq!(stored_count(&server.store), 1);
+
+    assert!(huddle::users::remove_user(server.store.as_ref(), "erin").unwrap());
+    let r = send(&mut a, &alice, "erin", "after", |r| r).await;
+    assert_eq!(r.status(), Some(404), "{}", text(&r));
+    assert_eq!(stored_count(&server.store), 1, "nothing kept for no one");
     server.stop().await;
 }
 

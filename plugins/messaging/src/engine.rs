@@ -16,9 +16,12 @@
 //! * A message the sender is still waiting on is answered `200` by the first device to accept
 //!   it; if no device accepted it within `answer_timeout_ms` (SIPml5 answers only when its
 //!   application calls `accept()`), or every device failed, it is made durable and answered
-//!   `202 Accepted`. A user with no device: the host is asked to deliver to the address of
-//!   record ([`Target::Aor`]) — it answers `404` for an unknown user and `480` when nobody is
-//!   registered, and only then is the message stored (`202` after the write).
+//!   `202 Accepted`. A user with no device: when the host said whether the user exists
+//!   ([`Recipient`], from its account list), an unknown user is answered `404` and a known one
+//!   has the message stored at once (`202` after the write), with no SIP round trip. A host that
+//!   cannot tell (before plugin ABI 1.5) is asked to deliver to the address of record
+//!   ([`Target::Aor`]) instead — it answers `404` for an unknown user and `480` when nobody is
+//!   registered, and only then is the message stored.
 //! * Devices registering later get every undelivered message of their user, in order.
 //!
 //! State is bounded by config: the store holds at most `quota_messages` messages and
@@ -154,6 +157,22 @@ pub struct Incoming {
     pub body: Vec<u8>,
     /// A delivery notice request.
     pub imdn: Option<ImdnAsk>,
+    /// What the host said about the recipient.
+    pub recipient: Recipient,
+}
+
+/// What the host said about a message's recipient when it arrived. Only consulted when the
+/// user has no device: bindings are known from registration events, which come in order
+/// with the messages that follow them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipient {
+    /// Not asked, or the host cannot tell: with no device, the host is asked by routing the
+    /// message to the address of record.
+    Unknown,
+    /// The host has an account of that name.
+    Exists,
+    /// The host has no such account.
+    NoSuchUser,
 }
 
 /// Where an attempt goes.
@@ -467,10 +486,21 @@ impl Engine {
             ));
             return out;
         }
-        let (held, stored, bytes) = self
-            .users
-            .get(&m.user)
-            .map_or((0, 0, 0), |u| (u.messages.len(), u.stored, u.stored_bytes));
+        let (held, stored, bytes, has_devices) =
+            self.users.get(&m.user).map_or((0, 0, 0, false), |u| {
+                (
+                    u.messages.len(),
+                    u.stored,
+                    u.stored_bytes,
+                    !u.devices.is_empty(),
+                )
+            });
+        if m.recipient == Recipient::NoSuchUser && !has_devices {
+            // The host has no account of that name (now; messages held from before the
+            // account went stay until delivered or expired): nothing is kept.
+            out.push(respond(404, "Not Found - No Such User".into()));
+            return out;
+        }
         if held >= self.limits.quota_messages.saturating_mul(IN_FLIGHT_FACTOR) {
             out.push(respond(
                 486,
@@ -537,14 +567,21 @@ impl Engine {
             now_ms.saturating_add(self.limits.lifetime_ms),
             Wake::Expire(seq),
         ));
-        let known_offline = held > 0
-            || self
-                .offline
-                .get(&m.user)
-                .is_some_and(|&until| until > now_ms);
+        let known_offline = match m.recipient {
+            // The host's account list says so, now.
+            Recipient::Exists => true,
+            Recipient::NoSuchUser => false,
+            // Messages are held for them, or the host's routing said so a moment ago.
+            Recipient::Unknown => {
+                held > 0
+                    || self
+                        .offline
+                        .get(&m.user)
+                        .is_some_and(|&until| until > now_ms)
+            }
+        };
         if devices.is_empty() && known_offline {
-            // The user exists (messages are held for them, or the host said so a moment ago)
-            // and has no device: store it without asking the host again.
+            // The user exists and has no device: store it without asking the host.
             self.persist(seq, true, &mut out);
         } else if devices.is_empty() {
             let attempt = self.new_attempt(seq, Target::Aor);
@@ -1062,6 +1099,15 @@ mod tests {
             date: None,
             body: body.as_bytes().to_vec(),
             imdn: None,
+            recipient: Recipient::Unknown,
+        }
+    }
+
+    /// A message to bob, about whom the host said `recipient`.
+    fn msg_to(txn: u64, body: &str, recipient: Recipient) -> Incoming {
+        Incoming {
+            recipient,
+            ..msg(txn, body)
         }
     }
 
@@ -1118,6 +1164,64 @@ mod tests {
         assert!(responses(&out).is_empty());
         assert!(e.is_empty(), "delivered everywhere: forgotten");
         assert!(!out.iter().any(|e| matches!(e, Effect::Persist { .. })));
+    }
+
+    #[test]
+    fn a_known_user_without_a_device_is_stored_at_once_without_asking_the_host() {
+        let mut e = Engine::new(limits());
+        for txn in 1..=2 {
+            let out = e.on_message(msg_to(txn, "later", Recipient::Exists), 10);
+            assert!(sends(&out).is_empty(), "no probe: {out:?}");
+            match &out[..] {
+                [Effect::Persist { then, .. }] => assert_eq!(*then, Some(txn)),
+                other => panic!("not stored with a 202: {other:?}"),
+            }
+        }
+        // A device that registers later gets them, in order.
+        let r = sends(&e.device_up(BOB1, 20));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].2, Target::Device(BOB1.into()));
+    }
+
+    #[test]
+    fn an_unknown_user_is_answered_404_at_once_and_nothing_is_kept() {
+        let mut e = Engine::new(limits());
+        let out = e.on_message(msg_to(1, "hi", Recipient::NoSuchUser), 10);
+        assert_eq!(
+            out,
+            vec![Effect::Respond {
+                txn: 1,
+                status: 404,
+                reason: "Not Found - No Such User".into()
+            }]
+        );
+        assert!(e.is_empty());
+        assert_eq!(e.next_wake(), None);
+    }
+
+    #[test]
+    fn a_removed_user_gets_404_while_what_was_stored_before_stays() {
+        let mut e = Engine::new(limits());
+        let out = e.on_message(msg_to(1, "before", Recipient::Exists), 10);
+        assert!(matches!(&out[..], [Effect::Persist { .. }]));
+        // Held messages no longer vouch for the user: the host's answer does.
+        let out = e.on_message(msg_to(2, "after", Recipient::NoSuchUser), 20);
+        assert_eq!(responses(&out), vec![(2, 404)]);
+        assert_eq!(e.len(), 1, "the stored one is kept until it expires");
+        // Added again (or the host cannot tell): stored as before.
+        let out = e.on_message(msg_to(3, "again", Recipient::Exists), 30);
+        assert_eq!(responses(&out), vec![(3, 202)]);
+    }
+
+    #[test]
+    fn a_user_with_a_device_is_not_refused_on_the_account_answer_alone() {
+        // The glue asks only when no device is known; a device the user still has (an account
+        // removed while registered) keeps receiving, as the host's routing would.
+        let mut e = Engine::new(limits());
+        e.device_up(BOB1, 0);
+        let out = e.on_message(msg_to(1, "hi", Recipient::NoSuchUser), 10);
+        assert_eq!(sends(&out).len(), 1);
+        assert!(responses(&out).is_empty());
     }
 
     #[test]

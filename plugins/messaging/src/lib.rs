@@ -13,7 +13,10 @@
 //!
 //! The decisions are made by the sans-IO [`engine::Engine`]; this file is the glue that carries
 //! its [`engine::Effect`]s out through the host and feeds it requests, responses, binding
-//! changes (a watch on the `location` namespace) and timers.
+//! changes (registration events and a watch on the `location` namespace), timers, and, for a
+//! message to a user with no device, whether the host has an account of that name
+//! (`Host::user_exists`, ABI 1.5: a known user's message is stored at once, an unknown user
+//! gets `404`, with no request to the user's address to find out).
 //!
 //! # Store layout (namespace `plugin/<name>/`)
 //!
@@ -53,7 +56,7 @@ use huddle_sdk::{
     RegistrationEvent, Request, RequestId, Response, Result, StoreChange, TimerId, WatchId,
 };
 
-use engine::{user_of_binding, Effect, Engine, Incoming, Limits, Stored, Target};
+use engine::{user_of_binding, Effect, Engine, Incoming, Limits, Recipient, Stored, Target};
 use wire::{Body, ImdnForm};
 use writer::{Gather, Job, Writers, TOKEN_FAILED};
 
@@ -309,6 +312,7 @@ impl Plugin for Messaging {
             .filter(|t| t.contains('@'))
             .unwrap_or(request.uri())
             .to_owned();
+        let recipient = self.recipient(host, &user);
         self.next_txn += 1;
         let txn = self.next_txn;
         let incoming = Incoming {
@@ -321,6 +325,7 @@ impl Plugin for Messaging {
             date: request.header("Date").map(str::to_owned),
             body,
             imdn,
+            recipient,
         };
         self.waiting.insert(txn, request);
         let effects = self.engine.on_message(incoming, now_ms());
@@ -470,6 +475,22 @@ fn expired(record: &[u8], now_ms: u64) -> bool {
 }
 
 impl Messaging {
+    /// Whether the recipient has an account, asked of the host (a store read, ABI 1.5) only
+    /// when it matters: for a user with no known device. Bindings need no asking: they come
+    /// from registration events, in order with the requests that follow them. An escaped user
+    /// part (the host's accounts have plain names), a host before ABI 1.5 or a failed call
+    /// leave it to the engine, which then asks by routing to the address of record.
+    fn recipient(&self, host: &Host, user: &str) -> Recipient {
+        if self.engine.devices_of(user).next().is_some() || user.contains('%') {
+            return Recipient::Unknown;
+        }
+        match host.user_exists(user) {
+            Ok(true) => Recipient::Exists,
+            Ok(false) => Recipient::NoSuchUser,
+            Err(_) => Recipient::Unknown,
+        }
+    }
+
     /// Start-up: stored messages first, then the bindings that can take them.
     fn start(&mut self, host: &Host) -> Result<()> {
         let now = now_ms();

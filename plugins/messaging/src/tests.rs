@@ -18,10 +18,20 @@ fn binding(expires_unix: u64) -> Vec<u8> {
     wire::encode(&BindingRecord { expires_unix })
 }
 
+/// A host with one account, bob's.
+fn host_with_bob() -> FakeHost {
+    let host = FakeHost::new();
+    host.add_user("bob");
+    host
+}
+
 /// Starts the plugin writing on its own thread (`store_writers = 0`), so that every answer
 /// is there when a call returns; `writers_answer_202_after_the_write` covers the writers.
 fn start(config: &str) -> (FakeHost, FakePlugin) {
-    let host = FakeHost::new();
+    start_on(host_with_bob(), config)
+}
+
+fn start_on(host: FakeHost, config: &str) -> (FakeHost, FakePlugin) {
     let mut plugin = host
         .start(
             &huddle_plugin_export::entry(),
@@ -69,8 +79,78 @@ fn delivers_to_each_device_separately_and_answers_200_on_the_first_accept() {
 }
 
 #[test]
-fn offline_user_is_stored_before_202_and_delivered_on_register() {
+fn offline_user_is_stored_before_202_without_asking_and_delivered_on_register() {
     let (host, mut plugin) = start("");
+    let txn = plugin
+        .request(sample_request("MESSAGE", BOB, "later"))
+        .unwrap();
+    assert!(
+        host.sent_requests().is_empty(),
+        "the account answer replaces the probe"
+    );
+    assert_eq!(host.final_response(txn).unwrap().status(), 202);
+    assert_eq!(stored_count(&host), 1, "durable before the 202");
+
+    register(&host, &mut plugin, "bob@example.test/d1");
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].message.body(), b"later");
+    plugin.answer(&sent[0], 200, "OK").unwrap();
+    assert_eq!(stored_count(&host), 0);
+}
+
+#[test]
+fn users_added_and_removed_at_run_time_are_answered_as_they_are_now() {
+    let (host, mut plugin) = start("");
+    let to_carol = || sample_request("MESSAGE", "sip:carol@example.test", "hi carol");
+    let txn = plugin.request(to_carol()).unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 404);
+    host.add_user("carol");
+    let txn = plugin.request(to_carol()).unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 202);
+    host.remove_user("carol");
+    let txn = plugin.request(to_carol()).unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 404);
+    assert_eq!(stored_count(&host), 1, "what was accepted before stays");
+    assert!(host.sent_requests().is_empty(), "never a probe");
+}
+
+#[test]
+fn a_device_gone_by_registration_event_leaves_the_next_message_stored_at_once() {
+    let (host, mut plugin) = start("");
+    let online = |n| RegistrationEvent {
+        kind: if n == 0 {
+            huddle_sdk::RegistrationKind::Offline
+        } else {
+            huddle_sdk::RegistrationKind::Online
+        },
+        aor: BOB.into(),
+        bindings: n,
+        binding_keys: (0..n).map(|i| format!("bob@example.test/ws{i}")).collect(),
+    };
+    plugin.registration(&online(1)).unwrap();
+    let txn = plugin
+        .request(sample_request("MESSAGE", BOB, "live"))
+        .unwrap();
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 1, "to the device, not stored");
+    plugin.answer(&sent[0], 200, "OK").unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 200);
+    // The WebSocket closed: the host announces it before `location/` is rewritten.
+    plugin.registration(&online(0)).unwrap();
+    let txn = plugin
+        .request(sample_request("MESSAGE", BOB, "gone"))
+        .unwrap();
+    assert!(host.take_sent_requests().is_empty(), "no probe, no device");
+    assert_eq!(host.final_response(txn).unwrap().status(), 202);
+}
+
+#[test]
+fn a_host_that_cannot_tell_is_asked_by_routing_to_the_address_of_record() {
+    // A host before ABI 1.5: no account answer, so the plugin probes as it always did.
+    let host = host_with_bob();
+    host.set_user_lookup(false);
+    let (host, mut plugin) = start_on(host, "");
     let txn = plugin
         .request(sample_request("MESSAGE", BOB, "later"))
         .unwrap();
@@ -98,6 +178,14 @@ fn offline_user_is_stored_before_202_and_delivered_on_register() {
     assert_eq!(sent[0].message.body(), b"later");
     plugin.answer(&sent[0], 200, "OK").unwrap();
     assert!(host.entries("").iter().all(|(k, _)| !k.starts_with(b"q/")));
+    // The host's routing knows no such user: 404, nothing kept.
+    let txn = plugin
+        .request(sample_request("MESSAGE", "sip:nobody@example.test", "hi"))
+        .unwrap();
+    let probe = host.take_sent_requests();
+    plugin.answer(&probe[0], 404, "Not Found").unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 404);
+    assert_eq!(stored_count(&host), 0);
 }
 
 #[test]
@@ -106,8 +194,7 @@ fn unknown_user_gets_404_and_a_big_body_413() {
     let txn = plugin
         .request(sample_request("MESSAGE", "sip:nobody@example.test", "hi"))
         .unwrap();
-    let probe = host.take_sent_requests();
-    plugin.answer(&probe[0], 404, "Not Found").unwrap();
+    assert!(host.sent_requests().is_empty(), "no probe");
     assert_eq!(host.final_response(txn).unwrap().status(), 404);
     let txn = plugin
         .request(sample_request("MESSAGE", BOB, "too long"))
@@ -154,13 +241,9 @@ fn delivery_notice_goes_back_to_the_sender() {
 
 #[test]
 fn stored_messages_survive_a_restart() {
-    let (host, mut plugin) = start("");
+    let (_, mut plugin) = start("");
     plugin
         .request(sample_request("MESSAGE", BOB, "kept"))
-        .unwrap();
-    let probe = host.take_sent_requests();
-    plugin
-        .answer(&probe[0], 480, "Temporarily Unavailable")
         .unwrap();
     let host = plugin.stop();
     host.put(
@@ -179,7 +262,7 @@ fn stored_messages_survive_a_restart() {
 
 #[test]
 fn writers_answer_202_after_the_write() {
-    let host = FakeHost::new();
+    let host = host_with_bob();
     let mut plugin = host
         .start(&huddle_plugin_export::entry(), "store_writers = 2")
         .unwrap();
@@ -189,12 +272,7 @@ fn writers_answer_202_after_the_write() {
         let txn = plugin
             .request(sample_request("MESSAGE", BOB, body))
             .unwrap();
-        // Only the first asks the host; then the plugin knows bob is offline.
-        for probe in host.take_sent_requests() {
-            plugin
-                .answer(&probe, 480, "Temporarily Unavailable")
-                .unwrap();
-        }
+        assert!(host.sent_requests().is_empty(), "no probe");
         txns.push(txn);
     }
     // Stopping the plugin lets the writers finish their queues: every 202 is out, and every
@@ -332,14 +410,15 @@ fn a_device_failing_after_another_accepted_keeps_the_message_stored_for_it() {
     assert!(record.contains("bob@example.test/d2"), "{record}");
 }
 
-/// Sends `bodies` to offline bob on a plugin with one writer that gathers for up to `window_ms`
-/// (answering the host's one probe 480), stops it (the writer commits what it holds) and
-/// returns the host and the transactions.
+/// Sends `bodies` to offline bob (given an account here) on a plugin with one writer that
+/// gathers for up to `window_ms`, stops it (the writer commits what it holds) and returns the
+/// host and the transactions.
 fn offline_burst(
     host: FakeHost,
     config: &str,
     bodies: &[&str],
 ) -> (FakeHost, Vec<huddle_sdk::TransactionId>) {
+    host.add_user("bob");
     let mut plugin = host
         .start(&huddle_plugin_export::entry(), config)
         .expect("messaging starts");
@@ -351,12 +430,8 @@ fn offline_burst(
                 .request(sample_request("MESSAGE", BOB, body))
                 .unwrap(),
         );
-        for probe in host.take_sent_requests() {
-            plugin
-                .answer(&probe, 480, "Temporarily Unavailable")
-                .unwrap();
-        }
     }
+    assert!(host.sent_requests().is_empty(), "no probe");
     (plugin.stop(), txns)
 }
 
@@ -446,6 +521,7 @@ fn stored_and_delivered_events_name_the_message_never_its_body() {
             .without(Capabilities::MEDIA)
             .with(Capabilities::EVENTS),
     );
+    host.add_user("bob");
     let mut plugin = host
         .start(&huddle_plugin_export::entry(), "store_writers = 0")
         .expect("messaging starts");
@@ -453,11 +529,6 @@ fn stored_and_delivered_events_name_the_message_never_its_body() {
     let txn = plugin
         .request(sample_request("MESSAGE", BOB, "secret words"))
         .unwrap();
-    for probe in host.take_sent_requests() {
-        plugin
-            .answer(&probe, 480, "Temporarily Unavailable")
-            .unwrap();
-    }
     assert_eq!(host.final_response(txn).unwrap().status(), 202);
     register(&host, &mut plugin, "bob@example.test/d1");
     let sent = host.take_sent_requests();

@@ -6,7 +6,8 @@
 //!   bytes parse, limits) and hand the message to the core through its bounded command
 //!   channel with `try_send` (full: [`Error::Busy`]);
 //! * the store is called directly, through [`Scoped`] views: read-write `plugin/<name>/`,
-//!   read-only `location/` and other plugins' `plugin/<other>/`;
+//!   read-only `location/` and other plugins' `plugin/<other>/`; `user_exists` (ABI 1.5) reads
+//!   whether `credentials/<user>` is there, never its value;
 //! * watches and timers are tokio tasks that put their events in the instance's mailbox;
 //! * logs go to `tracing` with a `plugin` field;
 //! * media calls go to the [`MediaEngine`] (when it runs: then, and only then, the instance is
@@ -448,6 +449,18 @@ impl HostServices for Services {
         self.view(ns)?.get(key).map_err(|e| self.store_error(e))
     }
 
+    fn user_exists(&self, user: &str) -> Result<bool> {
+        // Accounts are written by `huddle user add` and `[[users]]` under names that pass this
+        // check; anything else is no account, and never a key elsewhere in `credentials/`.
+        if !crate::users::valid_user_name(user) {
+            return Ok(false);
+        }
+        self.store
+            .get(&Namespace::credentials().key(user.as_bytes()))
+            .map(|record| record.is_some())
+            .map_err(|e| self.store_error(e))
+    }
+
     fn store_put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.own.put(key, value).map_err(|e| self.store_error(e))
     }
@@ -706,6 +719,26 @@ mod tests {
             kit.store_compare_and_swap(b"k", Some(b"nope"), Some(b"w")),
             Ok(Err(Some(b"v".to_vec())))
         );
+    }
+
+    #[tokio::test]
+    async fn user_exists_reads_the_accounts_as_they_are_now_and_nothing_else() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (kit, _rx) = services("kit", store.clone());
+        assert_eq!(kit.user_exists("bob"), Ok(false));
+        crate::users::put_user(
+            store.as_ref(),
+            &crate::users::UserRecord::new("bob", "example.test", "pw"),
+        )
+        .unwrap();
+        assert_eq!(kit.user_exists("bob"), Ok(true));
+        assert_eq!(kit.user_exists("bo"), Ok(false));
+        // Names no account can have are not looked up (no path out of `credentials/`).
+        store.put(b"credentials/a/b", b"x").unwrap();
+        assert_eq!(kit.user_exists("a/b"), Ok(false));
+        assert_eq!(kit.user_exists(""), Ok(false));
+        assert!(crate::users::remove_user(store.as_ref(), "bob").unwrap());
+        assert_eq!(kit.user_exists("bob"), Ok(false));
     }
 
     #[tokio::test]

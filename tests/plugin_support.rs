@@ -1,19 +1,23 @@
 //! Plugins for the end-to-end tests: building the workspace's plugin crates (the echo plugin,
 //! the test-only `testkit`) with cargo and finding the library it wrote, compiling C plugins
-//! against `sdk/include/huddle_plugin.h`, and starting a server with `[[plugins]]` entries
-//! while keeping a handle on its store.
+//! against `sdk/include/huddle_plugin.h`, starting a server with `[[plugins]]` entries
+//! while keeping a handle on its store, and talking to the test-only testkit plugin (commands
+//! in MESSAGE bodies, its event log, a rung then cancelled INVITE).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use huddle::config::Config;
 use huddle::server::{start, Running};
 use huddle::store::{RedbStore, Store};
 use huddle::transport::Transport;
 
+use crate::sip_client::{
+    cancel_request, new_branch, new_call_id, new_tag, text, Conn, SIPML5_HOST,
+};
 use crate::{repo_root, run_bounded, run_node_tests, test_config, DOMAIN};
 
 /// Builds the cdylib of workspace package `package` (`huddle-plugin-echo`) with
@@ -223,6 +227,97 @@ pub fn assert_no_presentation_left(store: &dyn Store, room: &str) {
         store.get(key.as_bytes()).ok().flatten(),
         None,
         "no presentation record is left behind"
+    );
+}
+
+/// A `[[plugins]]` table for an instance `name` of the test-only `plugins/testkit` (built once
+/// per process), claiming `sip:<name>@…`, with `config` lines added to its `[plugins.config]`.
+pub fn testkit_entry(name: &str, config: &str) -> String {
+    let lib = tokio::task::block_in_place(|| cargo_cdylib("huddle-plugin-testkit"));
+    plugin_entry(
+        &lib,
+        &format!("name = \"{name}\"\n[plugins.config]\nuser = \"{name}\"\n{config}"),
+    )
+}
+
+/// A sender of another domain (never challenged): the usual `from` of [`testkit_request`].
+pub const FOREIGN_SENDER: &str = "sip:tester@tests.invalid";
+
+/// A request to testkit instance `sip:<user>@example.test` over WebSocket from `from`, with
+/// `extra` header lines and a text/plain `body` (the testkit's command); also its Call-ID.
+pub fn testkit_request(
+    method: &str,
+    user: &str,
+    from: &str,
+    extra: &str,
+    body: &str,
+) -> (String, String) {
+    let call_id = new_call_id();
+    let req = format!(
+        "{method} sip:{user}@example.test SIP/2.0\r\nVia: SIP/2.0/WS {SIPML5_HOST};branch={};rport\r\n\
+         From: <{from}>;tag={}\r\nTo: <sip:{user}@example.test>\r\n\
+         Contact: <sip:tester@{SIPML5_HOST};transport=ws>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        new_branch(),
+        new_tag(),
+        body.len()
+    );
+    (req, call_id)
+}
+
+/// Sends testkit instance `user` the command `body` in a MESSAGE from [`FOREIGN_SENDER`];
+/// requires a 200 and returns its body.
+pub async fn testkit_ask(conn: &mut Conn, user: &str, body: &str) -> String {
+    let (req, _) = testkit_request("MESSAGE", user, FOREIGN_SENDER, "", body);
+    let r = conn.request(&req).await;
+    assert_eq!(r.status(), Some(200), "{}", text(&r));
+    String::from_utf8_lossy(r.body()).into_owned()
+}
+
+/// Polls the event log of testkit instance `user` until a line contains `needle` (bounded:
+/// 5 s); returns the log.
+pub async fn testkit_wait_event(conn: &mut Conn, user: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = testkit_ask(conn, user, "events").await;
+        if log.lines().any(|l| l.contains(needle)) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{user}: no event {needle:?}; events so far:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `invite` (Call-ID `call_id`, to a testkit told to ring), requires 100 Trying then 180
+/// Ringing, cancels it, and requires the host's 200 for the CANCEL and a 487 for the INVITE,
+/// in either order.
+pub async fn ring_then_cancel(conn: &mut Conn, invite: &str, call_id: &str) {
+    conn.send(invite).await;
+    let trying = conn.next_response(call_id, 1).await;
+    assert_eq!(trying.status(), Some(100), "{}", text(&trying));
+    let ringing = conn.next_response(call_id, 1).await;
+    assert_eq!(ringing.status(), Some(180), "{}", text(&ringing));
+    conn.send(&cancel_request(invite)).await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let r = conn
+            .wait_for("a final response to the INVITE or the CANCEL", |m| {
+                m.call_id() == Some(call_id) && m.status().is_some_and(|s| s >= 200)
+            })
+            .await;
+        got.push((r.cseq().unwrap().method.as_str().to_owned(), r.status()));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("CANCEL".to_owned(), Some(200)),
+            ("INVITE".to_owned(), Some(487))
+        ]
     );
 }
 

@@ -8,12 +8,12 @@
 //! CANCEL answered 200 and passed to the plugin, which ends the INVITE with 487; an ACK for
 //! its 2xx reaches it.
 
-use std::time::{Duration, Instant};
-
-use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
+use huddle_e2e::plugin_support::{
+    ring_then_cancel, testkit_ask, testkit_entry, testkit_request, testkit_wait_event,
+    PluginServer, FOREIGN_SENDER,
+};
 use huddle_e2e::sip_client::{
-    accept_message, cancel_request, new_branch, new_call_id, new_tag, register, register_ok, text,
-    Conn, Session, Ua, SIPML5_HOST,
+    accept_message, new_branch, register, register_ok, text, Conn, Session, Ua, SIPML5_HOST,
 };
 use huddle_sip::Message;
 
@@ -21,56 +21,24 @@ async fn kit_server(config: &str) -> PluginServer {
     kit_server_with("", config).await
 }
 
-/// A server with `server_toml` (other tables) and the testkit with `config`.
+/// A server with `server_toml` (other tables) and the testkit `kit` with `config`.
 async fn kit_server_with(server_toml: &str, config: &str) -> PluginServer {
-    let lib = tokio::task::block_in_place(|| cargo_cdylib("huddle-plugin-testkit"));
-    PluginServer::start(&format!(
-        "{server_toml}\n{}",
-        plugin_entry(
-            &lib,
-            &format!("name = \"kit\"\n[plugins.config]\nuser = \"kit\"\n{config}"),
-        )
-    ))
-    .await
+    PluginServer::start(&format!("{server_toml}\n{}", testkit_entry("kit", config))).await
 }
 
 /// A MESSAGE (or INVITE) to `sip:kit@example.test` from a foreign sender.
 fn request(method: &str, body: &str) -> (String, String) {
-    let call_id = new_call_id();
-    let req = format!(
-        "{method} sip:kit@example.test SIP/2.0\r\nVia: SIP/2.0/WS {SIPML5_HOST};branch={};rport\r\n\
-         From: <sip:tester@tests.invalid>;tag={}\r\nTo: <sip:kit@example.test>\r\n\
-         Contact: <sip:tester@{SIPML5_HOST};transport=ws>\r\n\
-         Call-ID: {call_id}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n\
-         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        new_branch(),
-        new_tag(),
-        body.len()
-    );
-    (req, call_id)
+    testkit_request(method, "kit", FOREIGN_SENDER, "", body)
 }
 
+/// Sends `kit` the command `body`; its 200's body.
 async fn ask(conn: &mut Conn, body: &str) -> String {
-    let (req, _) = request("MESSAGE", body);
-    let r = conn.request(&req).await;
-    assert_eq!(r.status(), Some(200), "{}", text(&r));
-    String::from_utf8_lossy(r.body()).into_owned()
+    testkit_ask(conn, "kit", body).await
 }
 
-/// Polls the plugin's event log until it has a line containing `needle`.
+/// Polls kit's event log until it has a line containing `needle`.
 async fn wait_event(conn: &mut Conn, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let events = ask(conn, "events").await;
-        if events.lines().any(|l| l.contains(needle)) {
-            return events;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no event {needle:?}; events so far:\n{events}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit_wait_event(conn, "kit", needle).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,32 +149,7 @@ async fn a_claimed_invite_is_cancelled_and_an_answered_one_acknowledged() {
     // Ringing, then CANCEL: 200 for the CANCEL from the host, 487 for the INVITE from the
     // plugin.
     let (invite, call_id) = request("INVITE", "ring");
-    c.send(&invite).await;
-    let trying = c.next_response(&call_id, 1).await;
-    assert_eq!(trying.status(), Some(100), "{}", text(&trying));
-    let ringing = c.next_response(&call_id, 1).await;
-    assert_eq!(ringing.status(), Some(180), "{}", text(&ringing));
-    c.send(&cancel_request(&invite)).await;
-    let mut got = Vec::new();
-    for _ in 0..2 {
-        let r = c
-            .wait_for(
-                "a final response to the INVITE or the CANCEL",
-                |m: &Message| {
-                    m.call_id() == Some(call_id.as_str()) && m.status().is_some_and(|s| s >= 200)
-                },
-            )
-            .await;
-        got.push((
-            r.cseq().map(|c| c.method.as_str().to_owned()).unwrap(),
-            r.status().unwrap(),
-        ));
-    }
-    got.sort();
-    assert_eq!(
-        got,
-        [("CANCEL".to_owned(), 200), ("INVITE".to_owned(), 487)]
-    );
+    ring_then_cancel(&mut c, &invite, &call_id).await;
     wait_event(&mut c, "cancel").await;
 
     // Answered: the ACK for the 2xx (new branch, to the plugin's Contact) reaches the plugin.

@@ -9,73 +9,29 @@
 //! challenged (407) when the new claim is closed to guests; the authenticated retry reaches
 //! `kit2` as that user.
 
-use std::time::{Duration, Instant};
-
-use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
+use huddle_e2e::plugin_support::{
+    ring_then_cancel, testkit_ask, testkit_entry, testkit_request as request, testkit_wait_event,
+    PluginServer, FOREIGN_SENDER as FOREIGN,
+};
 use huddle_e2e::sip_client::{
-    ack_for_failure, cancel_request, new_branch, new_call_id, new_tag, text, Challenge, Conn,
-    DigestSession, SIPML5_HOST,
+    ack_for_failure, cancel_request, text, Challenge, Conn, DigestSession,
 };
 use huddle_sip::message::HeaderName;
 use huddle_sip::Message;
 
+/// `kit` claims INVITE and is open to guests, `kit2` claims INVITE and is not.
 async fn two_kits() -> PluginServer {
-    let lib = tokio::task::block_in_place(|| cargo_cdylib("huddle-plugin-testkit"));
     PluginServer::start(&format!(
         "{}{}",
-        plugin_entry(
-            &lib,
-            "name = \"kit\"\n[plugins.config]\nuser = \"kit\"\ninvite = true\nguests = true\n"
-        ),
-        plugin_entry(
-            &lib,
-            "name = \"kit2\"\n[plugins.config]\nuser = \"kit2\"\ninvite = true\n"
-        ),
+        testkit_entry("kit", "invite = true\nguests = true\n"),
+        testkit_entry("kit2", "invite = true\n"),
     ))
     .await
 }
 
-/// A request to `sip:<user>@example.test` from `from` (`sip:tester@tests.invalid`: a caller
-/// from another domain), with `extra` headers.
-fn request(method: &str, user: &str, from: &str, extra: &str, body: &str) -> (String, String) {
-    let call_id = new_call_id();
-    let req = format!(
-        "{method} sip:{user}@example.test SIP/2.0\r\nVia: SIP/2.0/WS {SIPML5_HOST};branch={};rport\r\n\
-         From: <{from}>;tag={}\r\nTo: <sip:{user}@example.test>\r\n\
-         Contact: <sip:tester@{SIPML5_HOST};transport=ws>\r\n\
-         Call-ID: {call_id}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}\
-         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        new_branch(),
-        new_tag(),
-        body.len()
-    );
-    (req, call_id)
-}
-
-const FOREIGN: &str = "sip:tester@tests.invalid";
-
 /// The event log of instance `user`.
 async fn events(conn: &mut Conn, user: &str) -> String {
-    let (req, _) = request("MESSAGE", user, FOREIGN, "", "events");
-    let r = conn.request(&req).await;
-    assert_eq!(r.status(), Some(200), "{}", text(&r));
-    String::from_utf8_lossy(r.body()).into_owned()
-}
-
-/// Polls `user`'s event log until a line contains `needle`.
-async fn wait_event(conn: &mut Conn, user: &str, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let log = events(conn, user).await;
-        if log.lines().any(|l| l.contains(needle)) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{user}: no event {needle:?}; events so far:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit_ask(conn, user, "events").await
 }
 
 /// Sends an INVITE to `kit` and returns its final response (after checking the provisional
@@ -116,8 +72,8 @@ async fn a_retargeted_invite_reaches_the_other_plugin_with_its_cancel() {
         "kit2 answered: {}",
         text(&ok)
     );
-    wait_event(&mut c, "kit", "retarget sip:kit2@example.test ok").await;
-    wait_event(
+    testkit_wait_event(&mut c, "kit", "retarget sip:kit2@example.test ok").await;
+    testkit_wait_event(
         &mut c,
         "kit2",
         &format!("invite sip:kit2@example.test user=- body={body}"),
@@ -132,30 +88,8 @@ async fn a_retargeted_invite_reaches_the_other_plugin_with_its_cancel() {
         "",
         "retarget kit sip:kit2@example.test ring",
     );
-    c.send(&invite).await;
-    let trying = c.next_response(&call_id, 1).await;
-    assert_eq!(trying.status(), Some(100), "{}", text(&trying));
-    let ringing = c.next_response(&call_id, 1).await;
-    assert_eq!(ringing.status(), Some(180), "{}", text(&ringing));
-    c.send(&cancel_request(&invite)).await;
-    let mut got = Vec::new();
-    for _ in 0..2 {
-        let r = c
-            .wait_for("a final response to the INVITE or the CANCEL", |m| {
-                m.call_id() == Some(call_id.as_str()) && m.status().is_some_and(|s| s >= 200)
-            })
-            .await;
-        got.push((r.cseq().unwrap().method.as_str().to_owned(), r.status()));
-    }
-    got.sort();
-    assert_eq!(
-        got,
-        [
-            ("CANCEL".to_owned(), Some(200)),
-            ("INVITE".to_owned(), Some(487))
-        ]
-    );
-    wait_event(&mut c, "kit2", "cancel").await;
+    ring_then_cancel(&mut c, &invite, &call_id).await;
+    testkit_wait_event(&mut c, "kit2", "cancel").await;
     let kit = events(&mut c, "kit").await;
     assert!(
         !kit.lines().any(|l| l == "cancel"),
@@ -184,7 +118,7 @@ async fn a_retargeted_invite_reaches_the_other_plugin_with_its_cancel() {
         })
         .await;
     assert_eq!(ended.status(), Some(487), "{}", text(&ended));
-    wait_event(&mut c, "kit", "retarget-on-cancel sip:kit2@example.test ok").await;
+    testkit_wait_event(&mut c, "kit", "retarget-on-cancel sip:kit2@example.test ok").await;
     let kit2 = events(&mut c, "kit2").await;
     assert!(
         !kit2.contains("body=retarget-on-cancel"),
@@ -234,7 +168,7 @@ async fn a_guest_retargeted_to_a_closed_claim_is_challenged_and_the_retry_gets_t
     assert_eq!(challenge.status(), Some(407), "{}", text(&challenge));
     let own = Message::parse(invite.clone().into()).unwrap();
     c.send(&ack_for_failure(&own, &challenge)).await;
-    wait_event(&mut c, "kit", "invite sip:kit@example.test user=- ").await;
+    testkit_wait_event(&mut c, "kit", "invite sip:kit@example.test user=- ").await;
 
     // The authenticated retry reaches kit as alice, and kit2 with her after the retarget.
     let mut digest = DigestSession::new(Challenge::of(&challenge), "alice", "alice-pw");
@@ -252,7 +186,7 @@ async fn a_guest_retargeted_to_a_closed_claim_is_challenged_and_the_retry_gets_t
     c.send(&invite).await;
     let ok = c.final_response(&call_id, 1).await;
     assert_eq!(ok.status(), Some(200), "{}", text(&ok));
-    wait_event(&mut c, "kit", "invite sip:kit@example.test user=alice ").await;
-    wait_event(&mut c, "kit2", "invite sip:kit2@example.test user=alice ").await;
+    testkit_wait_event(&mut c, "kit", "invite sip:kit@example.test user=alice ").await;
+    testkit_wait_event(&mut c, "kit2", "invite sip:kit2@example.test user=alice ").await;
     server.stop().await;
 }

@@ -140,43 +140,18 @@ impl Decoder {
         .context("a VP8 decoding pipeline (gstreamer1.0-plugins-good installed?)")?
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow!("not a pipeline"))?;
-        let src = pipeline
-            .by_name("in")
-            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-            .context("appsrc")?;
+        let src: gst_app::AppSrc = element(&pipeline, "in")?;
         // Unbounded: the leg's task must never block on the decoder.
         src.set_max_bytes(0);
-        let sink = pipeline
-            .by_name("out")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .context("appsink")?;
+        let sink: gst_app::AppSink = element(&pipeline, "out")?;
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let Ok(info) = gstreamer_video::VideoInfo::from_caps(caps) else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let (Some(pts), Ok(map)) = (buffer.pts(), buffer.map_readable()) else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let plane = &map[info.offset()[0]..];
-                    let mean = grid
-                        .cells()
-                        .map(|cell| {
-                            mean_luma(
-                                plane,
-                                info.stride()[0] as usize,
-                                info.width() as usize,
-                                info.height() as usize,
-                                cell.centre(),
-                            )
-                        })
-                        .fold(0.0, f64::max);
-                    on_picture(epoch + Duration::from_nanos(pts.nseconds()), mean);
+                    // A sample without a readable, timed raw picture is skipped.
+                    if let Some((pts, mean)) = brightest_cell(&sample, grid) {
+                        on_picture(epoch + Duration::from_nanos(pts.nseconds()), mean);
+                    }
                     Ok(gst::FlowSuccess::Ok)
                 })
                 .build(),
@@ -211,6 +186,37 @@ impl Decoder {
         }
         let _ = self.pipeline.set_state(gst::State::Null);
     }
+}
+
+/// The element `name` of `pipeline`, as the type `T` it must be.
+fn element<T: IsA<gst::Element>>(pipeline: &gst::Pipeline, name: &str) -> anyhow::Result<T> {
+    pipeline
+        .by_name(name)
+        .and_then(|e| e.downcast::<T>().ok())
+        .with_context(|| format!("no {} named '{name}'", std::any::type_name::<T>()))
+}
+
+/// A decoded picture's timestamp and the mean luma of its brightest `grid` cell (centres
+/// only); `None` when the sample has no buffer, caps, raw video info, timestamp or mapping.
+fn brightest_cell(sample: &gst::Sample, grid: Grid) -> Option<(gst::ClockTime, f64)> {
+    let buffer = sample.buffer()?;
+    let info = gstreamer_video::VideoInfo::from_caps(sample.caps()?).ok()?;
+    let pts = buffer.pts()?;
+    let map = buffer.map_readable().ok()?;
+    let plane = &map[info.offset()[0]..];
+    let mean = grid
+        .cells()
+        .map(|cell| {
+            mean_luma(
+                plane,
+                info.stride()[0] as usize,
+                info.width() as usize,
+                info.height() as usize,
+                cell.centre(),
+            )
+        })
+        .fold(0.0, f64::max);
+    Some((pts, mean))
 }
 
 impl Drop for Decoder {
@@ -418,12 +424,7 @@ mod tests {
             h: 1.0,
         };
         assert_eq!(mean_luma(&plane, 10, 8, 4, left), 200.0);
-        let whole = Region {
-            x: 0.0,
-            y: 0.0,
-            w: 1.0,
-            h: 1.0,
-        };
+        let whole = Region { w: 1.0, ..left };
         assert_eq!(mean_luma(&plane, 10, 8, 4, whole), 110.0);
     }
 

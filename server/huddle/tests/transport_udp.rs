@@ -1,11 +1,12 @@
 //! SIP over UDP through `huddle::transport`, on real loopback sockets.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use huddle::transport::{
     Destination, FlowId, SendError, TlsContext, Transport, TransportConfig, TransportEvent,
-    Transports, UdpBatch,
+    TransportHandle, Transports, UdpBatch,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::Receiver;
@@ -16,6 +17,44 @@ const LIMIT: Duration = Duration::from_secs(5);
 const OPTIONS: &str = "OPTIONS sip:bob@example.test SIP/2.0\r\n\
     Via: SIP/2.0/UDP client.test;branch=z9hG4bK1;rport\r\nCall-ID: u1\r\nCSeq: 1 OPTIONS\r\n\
     Content-Length: 0\r\n\r\n";
+
+/// Binds the one listener `spec` (`udp:127.0.0.1:0`) with `config`.
+async fn bind(
+    spec: &str,
+    config: TransportConfig,
+) -> (Transports, TransportHandle, Receiver<TransportEvent>) {
+    Transports::bind(&[spec.parse().unwrap()], config, TlsContext::default())
+        .await
+        .unwrap()
+}
+
+/// A UDP listener on an ephemeral loopback port, default limits; also its address.
+async fn bind_udp() -> (
+    Transports,
+    TransportHandle,
+    Receiver<TransportEvent>,
+    SocketAddr,
+) {
+    let (transports, handle, rx) = bind("udp:127.0.0.1:0", TransportConfig::default()).await;
+    let server = transports.local_addr_for(Transport::Udp).unwrap();
+    (transports, handle, rx, server)
+}
+
+/// Where a datagram to `addr` goes.
+fn udp_to(addr: SocketAddr) -> Destination {
+    Destination::Address {
+        transport: Transport::Udp,
+        addr,
+    }
+}
+
+/// The next datagram `socket` receives (bounded by `LIMIT`): its length in `buf` and its sender.
+async fn recv_datagram(socket: &UdpSocket, buf: &mut [u8]) -> (usize, SocketAddr) {
+    timeout(LIMIT, socket.recv_from(buf))
+        .await
+        .expect("no datagram in time")
+        .unwrap()
+}
 
 async fn next_event(rx: &mut Receiver<TransportEvent>) -> TransportEvent {
     timeout(LIMIT, rx.recv())
@@ -30,12 +69,7 @@ mod transport_udp {
 
     #[tokio::test]
     async fn udp_echo_through_the_channel() {
-        let specs = ["udp:127.0.0.1:0".parse().unwrap()];
-        let (transports, handle, mut rx) =
-            Transports::bind(&specs, TransportConfig::default(), TlsContext::default())
-                .await
-                .unwrap();
-        let server = transports.local_addr_for(Transport::Udp).unwrap();
+        let (transports, handle, mut rx, server) = bind_udp().await;
         assert_ne!(server.port(), 0);
         assert_eq!(transports.local_addrs()[0].addr, server);
         assert_eq!(handle.local_addr_for(Transport::Udp), Some(server));
@@ -54,20 +88,11 @@ mod transport_udp {
 
         let reply = "SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
         let sent = handle
-            .send(
-                Destination::Address {
-                    transport: Transport::Udp,
-                    addr: m.remote,
-                },
-                Bytes::from_static(reply.as_bytes()),
-            )
+            .send(udp_to(m.remote), Bytes::from_static(reply.as_bytes()))
             .unwrap();
         assert_eq!(sent, None, "UDP has no flows");
         let mut buf = [0u8; 2048];
-        let (n, from) = timeout(LIMIT, client.recv_from(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
+        let (n, from) = recv_datagram(&client, &mut buf).await;
         assert_eq!(from, server, "sent from the listening socket");
         assert_eq!(&buf[..n], reply.as_bytes());
         transports.shutdown().await;
@@ -80,10 +105,7 @@ mod transport_udp {
             max_message_size: 1024,
             ..Default::default()
         };
-        let specs = ["udp:127.0.0.1:0".parse().unwrap()];
-        let (transports, _handle, mut rx) = Transports::bind(&specs, config, TlsContext::default())
-            .await
-            .unwrap();
+        let (transports, _handle, mut rx) = bind("udp:127.0.0.1:0", config).await;
         let server = transports.local_addr_for(Transport::Udp).unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let big = format!("{OPTIONS}{}", "x".repeat(1100));
@@ -103,12 +125,7 @@ mod transport_udp {
     /// More datagrams than one receive call takes arrive whole and in order.
     #[tokio::test]
     async fn a_burst_of_datagrams_arrives_whole_and_in_order() {
-        let specs = ["udp:127.0.0.1:0".parse().unwrap()];
-        let (transports, _handle, mut rx) =
-            Transports::bind(&specs, TransportConfig::default(), TlsContext::default())
-                .await
-                .unwrap();
-        let server = transports.local_addr_for(Transport::Udp).unwrap();
+        let (_transports, _handle, mut rx, server) = bind_udp().await;
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let messages: Vec<String> = (0..50)
             .map(|i| OPTIONS.replace("Call-ID: u1", &format!("Call-ID: burst-{i}")))
@@ -129,21 +146,13 @@ mod transport_udp {
     /// when there are more than one system call takes.
     #[tokio::test]
     async fn batched_datagrams_go_out_at_flush_in_order() {
-        let specs = ["udp:127.0.0.1:0".parse().unwrap()];
-        let (transports, handle, _rx) =
-            Transports::bind(&specs, TransportConfig::default(), TlsContext::default())
-                .await
-                .unwrap();
-        let server = transports.local_addr_for(Transport::Udp).unwrap();
+        let (_transports, handle, _rx, server) = bind_udp().await;
         let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let peers = [alice.local_addr().unwrap(), bob.local_addr().unwrap()];
         let mut batch = UdpBatch::default();
         for i in 0..150u32 {
-            let to = Destination::Address {
-                transport: Transport::Udp,
-                addr: peers[(i % 2) as usize],
-            };
+            let to = udp_to(peers[(i % 2) as usize]);
             let sent = handle
                 .send_batched(&mut batch, to, Bytes::from(format!("datagram {i}")), i)
                 .unwrap();
@@ -157,10 +166,7 @@ mod transport_udp {
         let mut buf = [0u8; 256];
         for (peer, socket) in [(0, &alice), (1, &bob)] {
             for i in (peer..150).step_by(2) {
-                let (n, from) = timeout(LIMIT, socket.recv_from(&mut buf))
-                    .await
-                    .unwrap()
-                    .unwrap();
+                let (n, from) = recv_datagram(socket, &mut buf).await;
                 assert_eq!(from, server);
                 assert_eq!(&buf[..n], format!("datagram {i}").as_bytes());
             }
@@ -171,19 +177,11 @@ mod transport_udp {
     /// the ones around it still go out.
     #[tokio::test]
     async fn a_refused_datagram_comes_back_with_its_tag() {
-        let specs = ["udp:127.0.0.1:0".parse().unwrap()];
-        let (_transports, handle, _rx) =
-            Transports::bind(&specs, TransportConfig::default(), TlsContext::default())
-                .await
-                .unwrap();
+        let (_transports, handle, _rx, _server) = bind_udp().await;
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let to = |addr| Destination::Address {
-            transport: Transport::Udp,
-            addr,
-        };
         let mut batch = UdpBatch::default();
-        let good = to(client.local_addr().unwrap());
-        let refused = to("255.255.255.255:5060".parse().unwrap());
+        let good = udp_to(client.local_addr().unwrap());
+        let refused = udp_to("255.255.255.255:5060".parse().unwrap());
         handle
             .send_batched(&mut batch, good, Bytes::from_static(b"first"), "first")
             .unwrap();
@@ -200,42 +198,20 @@ mod transport_udp {
         assert!(matches!(failed[0].1, SendError::Io(_)), "{:?}", failed[0].1);
         let mut buf = [0u8; 64];
         for expected in [&b"first"[..], b"last"] {
-            let (n, _) = timeout(LIMIT, client.recv_from(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
+            let (n, _) = recv_datagram(&client, &mut buf).await;
             assert_eq!(&buf[..n], expected);
         }
     }
 
     #[tokio::test]
     async fn udp_send_errors() {
-        let specs = ["tcp:127.0.0.1:0".parse().unwrap()];
-        let (_transports, handle, _rx) =
-            Transports::bind(&specs, TransportConfig::default(), TlsContext::default())
-                .await
-                .unwrap();
-        let err = handle
-            .send(
-                Destination::Address {
-                    transport: Transport::Udp,
-                    addr: "127.0.0.1:5060".parse().unwrap(),
-                },
-                Bytes::from_static(b"x"),
-            )
-            .unwrap_err();
+        let (_transports, handle, _rx) = bind("tcp:127.0.0.1:0", TransportConfig::default()).await;
+        let nowhere = udp_to("127.0.0.1:5060".parse().unwrap());
+        let err = handle.send(nowhere, Bytes::from_static(b"x")).unwrap_err();
         assert!(matches!(err, SendError::NoSocket(Transport::Udp)), "{err}");
         let mut batch = UdpBatch::default();
         let err = handle
-            .send_batched(
-                &mut batch,
-                Destination::Address {
-                    transport: Transport::Udp,
-                    addr: "127.0.0.1:5060".parse().unwrap(),
-                },
-                Bytes::from_static(b"x"),
-                (),
-            )
+            .send_batched(&mut batch, nowhere, Bytes::from_static(b"x"), ())
             .unwrap_err();
         assert!(matches!(err, SendError::NoSocket(Transport::Udp)), "{err}");
         assert!(batch.is_empty());

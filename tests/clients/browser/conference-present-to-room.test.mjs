@@ -17,12 +17,9 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { target, WAIT_MS } from '../lib/env.mjs';
-import { cleanupAll } from '../lib/wait.mjs';
-import { launchChromium } from '../lib/chromium.mjs';
-import { startStaticServer } from '../lib/static-server.mjs';
-import { inPage, openPhone, openLine, onLine, lineStats, lineWait, awaitRelayedScreen, MEDIA_MS } from '../lib/screen-lines.mjs';
-import { awaitComposite, isGrid, isPresenting, DRAWN } from '../lib/composite.mjs';
+import { onLine, lineStats, lineWait, awaitRelayedScreen, MEDIA_MS } from '../lib/screen-lines.mjs';
+import { awaitComposite, isPresenting } from '../lib/composite.mjs';
+import { openRoomOfTwo, shareScreen, watchScreen, stopSharing, leaveRoom } from '../lib/presenter-room.mjs';
 
 const ROOM = process.env.HUDDLE_ROOM || 'team';
 
@@ -39,28 +36,11 @@ async function awaitLine(who, line, what, pred) {
 }
 
 test(`conference: a participant's video-only call to ${ROOM} becomes its presentation; a stranger's joins`, async (t) => {
-  const cleanup = [];
-  t.after(() => cleanupAll(cleanup));
-  const diag = (l) => t.diagnostic(l);
-  const tg = target();
-  const roomUri = `sip:${ROOM}@${tg.domain}`;
-  const screenUri = `sip:${ROOM}-screen@${tg.domain}`;
-  const server = await startStaticServer();
-  cleanup.push(() => server.close());
-  const browser = await launchChromium();
-  cleanup.push(() => browser.close());
-
-  const alice = await openPhone(browser, server.origin, tg, 'alice', 'jssip', ROOM, cleanup, diag);
-  const bob = await openPhone(browser, server.origin, tg, 'bob', 'sipjs', ROOM, cleanup, diag);
-  const participants = [alice, bob];
-  const before = {};
-  for (const p of participants) before[p.name] = await awaitComposite(p, 'as a grid of two', isGrid, diag);
+  const room = await openRoomOfTwo(t, ROOM);
+  const { alice, bob, participants, before, diag } = room;
 
   // alice shares her screen by calling the room again, video only.
-  await openLine(alice, tg, 'present', cleanup);
-  const shared = await onLine(alice, 'present', 'getDisplayMedia + INVITE to the room', (a) => window.screenLines[a.line].present(a.arg), roomUri);
-  diag(`alice shares a ${shared.width}x${shared.height} screen to ${roomUri}`);
-  await lineWait(alice, 'present', 'established', ['failed', 'ended']);
+  await shareScreen(room, alice, 'present', room.roomUri);
   const presenting = await lineStats(alice, 'present');
   assert.deepEqual(presenting.directions, ['sendonly'], 'the relay answered her screen call (it sends nothing back)');
 
@@ -70,33 +50,20 @@ test(`conference: a participant's video-only call to ${ROOM} becomes its present
   }
 
   // bob watches at the screen URI: alice's frames, at her size.
-  await openLine(bob, tg, 'view', cleanup);
-  await onLine(bob, 'view', 'INVITE (recvonly)', (a) => window.screenLines[a.line].view(a.arg), screenUri);
-  await lineWait(bob, 'view', 'established', ['failed', 'ended']);
+  await watchScreen(room, bob);
   await awaitRelayedScreen(bob, alice, diag);
 
   // alice stops sharing: bob's view ends with a BYE from the server, the grid comes back.
-  await onLine(alice, 'present', 'hang up', (a) => window.screenLines[a.line].hangup());
-  const over = await lineWait(bob, 'view', 'ended', ['failed']);
-  assert.equal(over.detail.originator, 'remote', "the server's BYE ended bob's view");
-  for (const p of participants) {
-    const after = await awaitComposite(p, 'back to the grid', isGrid, diag);
-    assert.ok(Math.abs(after.top - before[p.name].top) < DRAWN, `${p.label}: the top band is background again`);
-  }
+  await stopSharing(room, alice, 'present', bob);
 
   // carol is not in the room: her video-only call to it is a participant's, composite and all.
-  const carol = await openPhone(browser, server.origin, tg, 'carol', null, ROOM, cleanup, diag);
-  await openLine(carol, tg, 'screen', cleanup);
-  await onLine(carol, 'screen', 'getDisplayMedia + INVITE to the room', (a) => window.screenLines[a.line].present(a.arg), roomUri);
-  await lineWait(carol, 'screen', 'established', ['failed', 'ended']);
+  const carol = await room.joinAs('carol', null);
+  await shareScreen(room, carol, 'screen', room.roomUri);
   const joined = await awaitLine(carol, 'screen', 'the composite decoding', (s) => s.inbound?.framesDecoded > 0);
   diag(`carol's video-only call to the room: ${JSON.stringify(joined)}`);
   assert.deepEqual(joined.directions, ['sendrecv'], 'the conference answered her (she receives the composite)');
   await onLine(carol, 'screen', 'hang up', (a) => window.screenLines[a.line].hangup());
   await lineWait(carol, 'screen', 'ended', ['failed']);
 
-  for (const p of participants) {
-    await inPage(p.page, p.label, 'leave the room (BYE)', () => window.phone.hangup());
-    await inPage(p.page, p.label, "session 'ended'", (ms) => window.phone.waitFor('ended', ms), WAIT_MS);
-  }
+  await leaveRoom(room);
 });

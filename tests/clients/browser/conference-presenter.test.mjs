@@ -16,70 +16,32 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { target, WAIT_MS } from '../lib/env.mjs';
-import { cleanupAll } from '../lib/wait.mjs';
-import { launchChromium } from '../lib/chromium.mjs';
-import { startStaticServer } from '../lib/static-server.mjs';
-import { awaitComposite, isGrid, DRAWN } from '../lib/composite.mjs';
-import { inPage, openPhone, openLine, onLine, lineWait } from '../lib/screen-lines.mjs';
+import { awaitComposite, isPresenting } from '../lib/composite.mjs';
+import { openRoomOfTwo, shareScreen, watchScreen, stopSharing, leaveRoom } from '../lib/presenter-room.mjs';
 
 const ROOM = process.env.HUDDLE_ROOM || 'team';
 
 test(`conference: the composite of ${ROOM} switches to the presenter layout while a screen is shared, and back after`, async (t) => {
-  const cleanup = [];
-  t.after(() => cleanupAll(cleanup));
-  const diag = (l) => t.diagnostic(l);
-  const tg = target();
-  const screenUri = `sip:${ROOM}-screen@${tg.domain}`;
-  const server = await startStaticServer();
-  cleanup.push(() => server.close());
-  const browser = await launchChromium();
-  cleanup.push(() => browser.close());
-
-  const alice = await openPhone(browser, server.origin, tg, 'alice', 'jssip', ROOM, cleanup, diag);
-  const bob = await openPhone(browser, server.origin, tg, 'bob', 'sipjs', ROOM, cleanup, diag);
-  const participants = [alice, bob];
-
   // Before: the grid (both cameras in the middle band, black above and below).
-  const before = {};
-  for (const p of participants) before[p.name] = await awaitComposite(p, 'as a grid of two', isGrid, diag);
+  const room = await openRoomOfTwo(t, ROOM);
+  const { bob, participants, before, diag } = room;
 
   // carol shares her screen; bob also watches it on a line of his own.
-  const carol = await openPhone(browser, server.origin, tg, 'carol', null, ROOM, cleanup, diag);
-  await openLine(carol, tg, 'present', cleanup);
-  const shared = await onLine(carol, 'present', 'getDisplayMedia + INVITE', (a) => window.screenLines[a.line].present(a.arg), screenUri);
-  diag(`carol shares a ${shared.width}x${shared.height} screen`);
-  await lineWait(carol, 'present', 'established', ['failed', 'ended']);
-  await openLine(bob, tg, 'view', cleanup);
-  await onLine(bob, 'view', 'INVITE (recvonly)', (a) => window.screenLines[a.line].view(a.arg), screenUri);
-  await lineWait(bob, 'view', 'established', ['failed', 'ended']);
+  const carol = await room.joinAs('carol', null);
+  await shareScreen(room, carol, 'present', room.screenUri);
+  await watchScreen(room, bob);
 
   // During: the presenter layout — the screen in the top band, thumbnails along the bottom.
   for (const p of participants) {
     const b = before[p.name];
-    const during = await awaitComposite(
-      p,
-      'in the presenter layout',
-      (s) => s.top > b.top + DRAWN && s.bottom > b.bottom + DRAWN,
-      diag,
-    );
+    const during = await awaitComposite(p, 'in the presenter layout', isPresenting(b), diag);
     assert.equal(during.w, b.w, 'the same canvas, re-laid out');
     // It keeps moving (the canvas is not frozen by the screen).
     await awaitComposite(p, 'still decoding', (s) => s.framesDecoded > during.framesDecoded, diag);
   }
 
   // carol stops: the viewer's call ends cleanly and both composites go back to the grid.
-  await onLine(carol, 'present', 'hang up', (a) => window.screenLines[a.line].hangup());
-  const over = await lineWait(bob, 'view', 'ended', ['failed']);
-  diag(`bob's view after carol stopped: ${JSON.stringify(over.detail)}`);
-  assert.equal(over.detail.originator, 'remote', "the server's BYE ended bob's view");
-  for (const p of participants) {
-    const after = await awaitComposite(p, 'back to the grid', isGrid, diag);
-    assert.ok(Math.abs(after.top - before[p.name].top) < DRAWN, `${p.label}: the top band is background again`);
-  }
+  await stopSharing(room, carol, 'present', bob);
 
-  for (const p of participants) {
-    await inPage(p.page, p.label, 'leave the room (BYE)', () => window.phone.hangup());
-    await inPage(p.page, p.label, "session 'ended'", (ms) => window.phone.waitFor('ended', ms), WAIT_MS);
-  }
+  await leaveRoom(room);
 });

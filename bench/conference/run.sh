@@ -17,6 +17,9 @@
 #   BENCH_CONF_PROFILES="1280x720@30:1500 640x360@15:500"   # output profiles, WxH@fps:kbit/s
 #   BENCH_CONF_DELAY_N=4                          # room size of the delay run (0: no delay run)
 #   BENCH_CONF_VIDEO_DELAY_N=4                    # room size of the video delay run (0: none)
+#   BENCH_CONF_AUDIO="no yes"                     # video-only run, with-audio run, or one of them
+#   BENCH_HOOK=bench/profile-hook.sh PROFILE=perf # run as `HOOK start|stop PID DIR` around each
+#                                                 # measured load run, DIR under BENCH_HOOK_DIR
 #
 # The delay run: N legs send silence (Opus of digital silence) and video; the first leg sends a
 # 200 ms burst of the tone every second, and every other leg times how long after the burst's
@@ -154,12 +157,24 @@ load() {
 	local n=$1
 	shift
 	start_server
+	local hook_dir=
+	if [[ -n ${BENCH_HOOK:-} ]]; then
+		mkdir -p "$hook_root"
+		hook_dir=$(mktemp -d "$hook_root/n$n-XXXX")
+		"$BENCH_HOOK" start "$server_pid" "$hook_dir" || note "BENCH_HOOK start failed"
+	fi
 	"${pin_client[@]}" "$target/medialoader" --sip "127.0.0.1:$sip_port" --user bench --legs "$n" \
 		--rate 20 --secs "$secs" --server-pid "$server_pid" --video-clip "$work/video.rtp" "$@" \
 		2>"$work/loader.err" || { cat "$work/loader.err" >&2; die "medialoader failed"; }
+	if [[ -n $hook_dir ]]; then
+		"$BENCH_HOOK" stop "$server_pid" "$hook_dir" || note "BENCH_HOOK stop failed"
+		note "N=$n: profile in $hook_dir"
+	fi
 	[[ ${BENCH_VERBOSE:-0} == 1 ]] && cat "$work/loader.err" >&2
 	stop_server
 }
+
+hook_root=${BENCH_HOOK_DIR:-/tmp/conference-bench-hook.$$}
 
 field() { sed -nE "s/.*$1=([0-9.]+).*/\\1/p" | head -1; }
 
@@ -170,7 +185,7 @@ for n in $sizes; do
 	raw=$(CLIP="$work/in.webm" SECS=$secs PROFILES="$profiles" "${pin_server[@]}" "$here/raw-floor.sh" "$n" | tail -1)
 	read -r _ _ _ raw_cores _ raw_rt <<<"$raw"
 	row=$(printf '%4d | %8.3f %8.4f %5s |' "$n" "$raw_cores" "$(awk -v c="$raw_cores" -v n="$n" 'BEGIN{print c/n}')" "$raw_rt")
-	for audio in no yes; do
+	for audio in ${BENCH_CONF_AUDIO:-no yes}; do
 		extra=()
 		[[ $audio == yes ]] && extra=(--audio-clip "$work/audio.rtp")
 		out=$(load "$n" "${extra[@]}")

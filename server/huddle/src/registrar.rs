@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -118,10 +119,9 @@ impl Binding {
     }
 
     /// The stored value of this binding (keyed `key`, its [`Binding::store_key`]): byte for
-    /// byte what [`Record::encode`] makes of [`Binding::record`] (format byte, then the JSON
-    /// serde_json writes), written straight from the binding's fields. Plugins and older
-    /// builds read these records as JSON, so the format stays; what goes is the copy of every
-    /// string into a record and serde's per-byte escaping (4 % of a REGISTER's instructions).
+    /// byte what [`Record::encode`] makes of [`Binding::record`], serialised from borrowed
+    /// fields so that no string is copied into a record first. Plugins and older builds read
+    /// these records as JSON, so the format stays.
     pub fn encode_record(&self, aor: &str, key: &str) -> Vec<u8> {
         let (transport, addr, flow) = match self.reach {
             Reach::Address { transport, addr } => (transport, addr, None),
@@ -131,32 +131,25 @@ impl Binding {
                 remote,
             } => (transport, remote, Some(flow.get())),
         };
-        // Strings plus numbers: the size of the JSON without escapes, and room for them.
-        let mut out = Vec::with_capacity(
-            aor.len()
-                + key.len()
-                + self.contact.len()
-                + self.contact_header.len()
-                + self.instance.as_deref().map_or(0, str::len)
-                + self.call_id.len()
-                + 256,
-        );
-        out.push(Record::FORMAT_VERSION);
-        let mut json = JsonObject::new(&mut out);
-        json.string("aor", aor);
-        json.string("key", key);
-        json.string("contact", &self.contact);
-        json.string("contact_header", &self.contact_header);
-        json.string("transport", transport.name());
-        json.addr("addr", addr);
-        json.number("flow", flow);
-        json.string_or_null("instance", self.instance.as_deref());
-        json.number("reg_id", self.reg_id.map(u64::from));
-        json.string("call_id", &self.call_id);
-        json.number("cseq", Some(u64::from(self.cseq)));
-        json.number("expires_unix", Some(self.expires_unix));
-        json.finish();
-        out
+        let record = BindingRecordRef {
+            aor,
+            key,
+            contact: &self.contact,
+            contact_header: &self.contact_header,
+            transport: transport.name(),
+            addr,
+            flow,
+            instance: self.instance.as_deref(),
+            reg_id: self.reg_id,
+            call_id: &self.call_id,
+            cseq: self.cseq,
+            expires_unix: self.expires_unix,
+        };
+        // Strings, numbers and an address: serde_json has nothing to refuse.
+        Record::encode(&record).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "binding record not encoded");
+            Vec::new()
+        })
     }
 
     /// The store key of this binding under `location/`: RFC 5626 bindings by instance and
@@ -167,17 +160,13 @@ impl Binding {
         let mut key = String::with_capacity(aor.len() + self.contact.len() + 32);
         key.push_str(aor);
         key.push('/');
-        let mut digits = [0; 20];
+        // Writing into a String cannot fail.
         match (&self.instance, self.reg_id, self.reach) {
             (Some(i), Some(r), _) => {
-                key.push_str(i);
-                key.push('#');
-                push_decimal(&mut key, u64::from(r), &mut digits);
+                let _ = write!(key, "{i}#{r}");
             }
             (_, _, Reach::Flow { flow, .. }) => {
-                key.push_str(&self.contact);
-                key.push_str("@flow");
-                push_decimal(&mut key, flow.get(), &mut digits);
+                let _ = write!(key, "{}@flow{}", self.contact, flow.get());
             }
             _ => key.push_str(&self.contact),
         }
@@ -207,128 +196,23 @@ pub struct BindingRecord {
     pub expires_unix: u64,
 }
 
-/// A JSON object written field by field as serde_json writes a struct: no white space,
-/// strings escaped as its `format_escaped_str` does (`\"`, `\\`, the short escapes
-/// `\b \f \n \r \t`, other control characters as `\u00xx`, everything else as is).
-struct JsonObject<'a> {
-    out: &'a mut Vec<u8>,
-    first: bool,
-}
-
-impl<'a> JsonObject<'a> {
-    fn new(out: &'a mut Vec<u8>) -> Self {
-        out.push(b'{');
-        JsonObject { out, first: true }
-    }
-
-    fn name(&mut self, name: &str) {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        push_json_string(self.out, name);
-        self.out.push(b':');
-    }
-
-    fn string(&mut self, name: &str, value: &str) {
-        self.name(name);
-        push_json_string(self.out, value);
-    }
-
-    fn string_or_null(&mut self, name: &str, value: Option<&str>) {
-        match value {
-            Some(v) => self.string(name, v),
-            None => {
-                self.name(name);
-                self.out.extend_from_slice(b"null");
-            }
-        }
-    }
-
-    /// A socket address, which serde writes as a string of its `Display` form.
-    fn addr(&mut self, name: &str, value: SocketAddr) {
-        use std::io::Write as _;
-        self.name(name);
-        // The longest form, `[v6%scope]:port`, is 64 bytes.
-        let mut buf = [0u8; 80];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        let written = match write!(cursor, "{value}") {
-            Ok(()) => usize::try_from(cursor.position()).unwrap_or(0),
-            Err(_) => 0,
-        };
-        push_json_string(self.out, std::str::from_utf8(&buf[..written]).unwrap_or(""));
-    }
-
-    fn number(&mut self, name: &str, value: Option<u64>) {
-        self.name(name);
-        match value {
-            Some(n) => {
-                let mut digits = [0; 20];
-                self.out.extend_from_slice(decimal_u64(n, &mut digits));
-            }
-            None => self.out.extend_from_slice(b"null"),
-        }
-    }
-
-    fn finish(self) {
-        self.out.push(b'}');
-    }
-}
-
-/// `text` as a JSON string, escaped as serde_json escapes it.
-fn push_json_string(out: &mut Vec<u8>, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = text.as_bytes();
-    // Nearly every value needs no escape. Checking every byte without stopping early lets the
-    // compiler do it many bytes at a time; then the text goes in with one copy.
-    let needs_escape = bytes.iter().fold(false, |any, &b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if !needs_escape {
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
-    }
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short = match b {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            0x08 => b'b',
-            0x0c => b'f',
-            b'\n' => b'n',
-            b'\r' => b'r',
-            b'\t' => b't',
-            0..=0x1f => b'u',
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        start = i + 1;
-        out.push(b'\\');
-        out.push(short);
-        if short == b'u' {
-            out.extend_from_slice(b"00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        }
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
-}
-
-/// `n` in decimal, written into `buf`.
-fn decimal_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
+/// [`BindingRecord`] borrowed from a [`Binding`]: the same fields in the same order, so it
+/// serialises to the same JSON.
+#[derive(Serialize)]
+struct BindingRecordRef<'a> {
+    aor: &'a str,
+    key: &'a str,
+    contact: &'a str,
+    contact_header: &'a str,
+    transport: &'a str,
+    /// serde writes an address as its `Display` form, as `BindingRecord::addr` holds it.
+    addr: SocketAddr,
+    flow: Option<u64>,
+    instance: Option<&'a str>,
+    reg_id: Option<u32>,
+    call_id: &'a str,
+    cseq: u32,
+    expires_unix: u64,
 }
 
 /// A change the core persists: `value` is the encoded [`BindingRecord`] (format byte and
@@ -380,12 +264,6 @@ fn write_contact_header(out: &mut String, addr: &NameAddr<'_>) {
             out.push_str(v);
         }
     }
-}
-
-/// Appends `n` in decimal to `out` (`digits` is scratch space).
-fn push_decimal(out: &mut String, n: u64, digits: &mut [u8; 20]) {
-    // Nothing but ASCII digits.
-    out.push_str(std::str::from_utf8(decimal_u64(n, digits)).unwrap_or("0"));
 }
 
 /// Replaces `slot`'s text with `text`, keeping its allocation when it has room.
@@ -601,10 +479,8 @@ impl Location {
             .lookup(aor, now)
             .map(|b| {
                 let mut contact = String::with_capacity(b.contact_header.len() + 20);
-                contact.push_str(&b.contact_header);
-                contact.push_str(";expires=");
-                let mut digits = [0; 20];
-                push_decimal(&mut contact, u64::from(b.remaining(now)), &mut digits);
+                // Writing into a String cannot fail.
+                let _ = write!(contact, "{};expires={}", b.contact_header, b.remaining(now));
                 contact
             })
             .collect();
@@ -1161,33 +1037,16 @@ mod tests {
     }
 
     #[test]
-    fn json_strings_are_escaped_as_serde_json_escapes_them() {
-        let all_controls: String = (0u8..0x20).map(char::from).collect();
-        for text in [
-            "",
-            "plain sip:alice@example.test;transport=ws",
-            "\"quoted\" and back\\slash",
-            &all_controls,
-            "del \u{7f}, é, 日本, 😀, </script>",
-        ] {
-            let mut ours = Vec::new();
-            push_json_string(&mut ours, text);
-            assert_eq!(
-                String::from_utf8(ours).unwrap(),
-                serde_json::to_string(text).unwrap()
-            );
-        }
+    fn a_stored_address_is_written_as_its_display_form_as_the_owned_record_holds_it() {
         let scoped = std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 65535, 0, 7);
         for addr in [
             "10.0.0.1:5060".parse().unwrap(),
             SocketAddr::V6(scoped),
             "[::ffff:1.2.3.4]:1".parse().unwrap(),
         ] {
-            let mut ours = Vec::new();
-            JsonObject::new(&mut ours).addr("a", addr);
             assert_eq!(
-                String::from_utf8(ours).unwrap(),
-                format!("{{\"a\":{}", serde_json::to_string(&addr).unwrap())
+                serde_json::to_string(&addr).unwrap(),
+                serde_json::to_string(&addr.to_string()).unwrap()
             );
         }
     }

@@ -253,17 +253,9 @@ fn write_contact_header(out: &mut String, addr: &NameAddr<'_>) {
     out.push('<');
     out.push_str(addr.uri);
     out.push('>');
-    for p in syntax::params(addr.params) {
-        if p.name.eq_ignore_ascii_case("expires") {
-            continue;
-        }
-        out.push(';');
-        out.push_str(p.name);
-        if let Some(v) = p.value {
-            out.push('=');
-            out.push_str(v);
-        }
-    }
+    syntax::push_params_except(&mut out, addr.params, |name| {
+        name.eq_ignore_ascii_case("expires")
+    });
 }
 
 /// Replaces `slot`'s text with `text`, keeping its allocation when it has room.

@@ -64,19 +64,9 @@ fn stamp_parsed_via(top: &str, via: &Via<'_>, src: Source<'_>) -> Option<String>
     let mut out = String::with_capacity(top.len() + 40);
     let params_at = top.len() - via.params.len();
     out.push_str(syntax::trim_lws(&top[..params_at]));
-    for p in syntax::params(via.params) {
-        if p.name.eq_ignore_ascii_case("received")
-            || (p.name.eq_ignore_ascii_case("rport") && wants_rport)
-        {
-            continue;
-        }
-        out.push(';');
-        out.push_str(p.name);
-        if let Some(v) = p.value {
-            out.push('=');
-            out.push_str(v);
-        }
-    }
+    syntax::push_params_except(&mut out, via.params, |name| {
+        name.eq_ignore_ascii_case("received") || (name.eq_ignore_ascii_case("rport") && wants_rport)
+    });
     out.push_str(";received=");
     out.push_str(src.ip);
     if wants_rport {

@@ -230,6 +230,19 @@ pub fn params(s: &str) -> ParamIter<'_> {
     ParamIter { rest }
 }
 
+/// Appends the parameters of `s` (as [`params`] reads them) to `out` as `;name[=value]`, in
+/// order and as written, leaving out those for which `skip(name)` holds.
+pub fn push_params_except(out: &mut String, s: &str, skip: impl Fn(&str) -> bool) {
+    for p in params(s).filter(|p| !skip(p.name)) {
+        out.push(';');
+        out.push_str(p.name);
+        if let Some(v) = p.value {
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+}
+
 /// Iterator returned by [`params`].
 #[derive(Debug, Clone)]
 pub struct ParamIter<'a> {
@@ -300,6 +313,17 @@ pub fn parse_u32(s: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn params_are_copied_as_written_but_the_skipped_ones() {
+        let mut out = String::from("<sip:a@h>");
+        push_params_except(
+            &mut out,
+            r#"<sip:a@h>;Expires=60;+sip.instance="<urn:x;y>";lr;q=0.5"#,
+            |name| name.eq_ignore_ascii_case("expires"),
+        );
+        assert_eq!(out, r#"<sip:a@h>;+sip.instance="<urn:x;y>";lr;q=0.5"#);
+    }
 
     #[test]
     fn find_unquoted_agrees_with_the_bytewise_scan() {

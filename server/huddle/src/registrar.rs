@@ -253,7 +253,7 @@ fn write_contact_header(out: &mut String, addr: &NameAddr<'_>) {
     out.push('<');
     out.push_str(addr.uri);
     out.push('>');
-    syntax::push_params_except(&mut out, addr.params, |name| {
+    syntax::push_params_except(out, addr.params, |name| {
         name.eq_ignore_ascii_case("expires")
     });
 }

@@ -491,19 +491,28 @@ impl Core {
         tag
     }
 
-    /// A branch for a request this proxy forwards: `z9hG4bK-hd<loop hash>-<counter>`. The loop
-    /// hash covers what stays the same when the very same request comes back to us (RFC 3261
-    /// §16.6 step 8 and §16.3 step 4), so a loop is recognised and a spiral (new Request-URI)
-    /// is not.
-    pub(crate) fn new_branch(&mut self, msg: &Message) -> String {
-        let prefix = self.loop_prefix(msg);
-        self.branch_with(&prefix)
-    }
-
-    /// [`Core::new_branch`] with the loop prefix of the request already computed.
-    pub(crate) fn branch_with(&mut self, loop_prefix: &str) -> String {
+    /// The Via this proxy adds to a request it forwards over `transport` from `local`, written
+    /// into one string, with a new branch `z9hG4bK-hd<loop hash>-<counter>`: `loop_prefix` is
+    /// [`Core::loop_prefix`] of the request, whose hash covers what stays the same when the very
+    /// same request comes back to us (RFC 3261 §16.6 step 8 and §16.3 step 4), so a loop is
+    /// recognised and a spiral (new Request-URI) is not; the counter makes the branch unique.
+    pub(crate) fn via_with_branch(
+        &mut self,
+        transport: Transport,
+        local: SocketAddr,
+        loop_prefix: &str,
+    ) -> String {
+        use std::fmt::Write as _;
         self.counter += 1;
-        format!("{loop_prefix}{:x}", self.counter)
+        let mut via = String::with_capacity(96 + loop_prefix.len());
+        // Writing to a `String` cannot fail.
+        let _ = write!(
+            via,
+            "SIP/2.0/{} {local};branch={loop_prefix}{:x};rport",
+            transport.via_token(),
+            self.counter
+        );
+        via
     }
 
     pub(crate) fn loop_prefix(&self, msg: &Message) -> String {

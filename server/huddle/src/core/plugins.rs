@@ -657,11 +657,8 @@ impl Core {
             let Some(local) = self.local.get(&peer.transport).copied() else {
                 continue;
             };
-            let branch = self.new_branch(&out.request);
-            let via = format!(
-                "SIP/2.0/{} {local};branch={branch};rport",
-                peer.transport.via_token()
-            );
+            let loop_prefix = self.loop_prefix(&out.request);
+            let via = self.via_with_branch(peer.transport, local, &loop_prefix);
             let mut fwd = Forward::new(&out.request)
                 .prepend("Via", &via)
                 .drop_routes(popped);

@@ -205,27 +205,6 @@ impl Core {
         out
     }
 
-    /// The Via this proxy adds to a request it forwards over `transport` from `local`, with a
-    /// new branch ([`Core::branch_with`]'s form), written into one string.
-    fn via_with_branch(
-        &mut self,
-        transport: Transport,
-        local: SocketAddr,
-        loop_prefix: &str,
-    ) -> String {
-        use std::fmt::Write as _;
-        self.counter += 1;
-        let mut via = String::with_capacity(96 + loop_prefix.len());
-        // Writing to a `String` cannot fail.
-        let _ = write!(
-            via,
-            "SIP/2.0/{} {local};branch={loop_prefix}{:x};rport",
-            transport.via_token(),
-            self.counter
-        );
-        via
-    }
-
     pub(super) fn proxy_request(&mut self, key: ServerKey, msg: Message, from: Peer, now: Instant) {
         let Some(method) = msg.method().cloned() else {
             return;

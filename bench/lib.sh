@@ -223,3 +223,23 @@ start_uas() {
 	uas_pid=""
 	return 1
 }
+
+# steal_ticks: CPU time (clock ticks, all cores) the hypervisor has given to other guests so far.
+steal_ticks() {
+	awk '$1 == "cpu" { print $9; exit }' /proc/stat
+}
+
+# measure_hook start|stop DIR PID: around each measured run. Notes the host's steal time over the
+# run: on a shared VM it slows every thread, and a run with much of it measures more CPU per
+# operation for the same work (compare runs with little of it). With BENCH_HOOK set, also runs
+# `$BENCH_HOOK start|stop PID DIR` (e.g. bench/profile-hook.sh).
+measure_hook() {
+	local action=$1 dir=$2 pid=$3
+	if [[ $action == start ]]; then
+		_measure_steal_start=$(steal_ticks)
+	else
+		note "host steal during the measured run: $((($(steal_ticks) - ${_measure_steal_start:-0}) * 1000 / $(getconf CLK_TCK))) ms (all cores)"
+	fi
+	[[ -n ${BENCH_HOOK:-} ]] || return 0
+	"$BENCH_HOOK" "$action" "$pid" "$dir" || note "BENCH_HOOK $action failed"
+}

@@ -344,12 +344,6 @@ sipp_load() {
 	bg_pids=()
 }
 
-# measure_hook start|stop DIR: BENCH_HOOK around a measured run (profilers), if set.
-measure_hook() {
-	[[ -n ${BENCH_HOOK:-} ]] || return 0
-	"$BENCH_HOOK" "$1" "${server_pids[0]}" "$2" || note "BENCH_HOOK $1 failed"
-}
-
 # run_workload SERVER NAME SCENARIO AUTH_URI RATE TX_PER_OP: warm up, then one measured SIPp load;
 # appends a result row. TX_PER_OP: server transactions (requests answered with a final response;
 # ACKs not counted) per operation; it also sizes the number of SIPp processes.
@@ -368,7 +362,7 @@ run_workload() {
 		sipp_load "$dir/warmup" "$scenario" "$auth_uri" "$rate" $((rate * warmup)) "$procs"
 	fi
 	note "$server/$name: $count ops at $rate/s over $procs SIPp process(es)"
-	measure_hook start "$dir"
+	measure_hook start "$dir" "${server_pids[0]}"
 	c0=$(cpu_ticks "${server_pids[@]}")
 	w0=$(sched_wait "${server_pids[@]}")
 	read -r d0_all d0_server <<<"$(udp_drops "$sip_port")"
@@ -376,7 +370,7 @@ run_workload() {
 	sipp_load "$dir" "$scenario" "$auth_uri" "$rate" "$count" "$procs"
 	t1=$(date +%s%N)
 	c1=$(cpu_ticks "${server_pids[@]}")
-	measure_hook stop "$dir"
+	measure_hook stop "$dir" "${server_pids[0]}"
 	read -r wait_ms wait_max_ms <<<"$(sched_wait_delta "$w0" "$(sched_wait "${server_pids[@]}")")"
 	read -r d1_all d1_server <<<"$(udp_drops "$sip_port")"
 	note "$server/$name: server threads waited ${wait_ms} ms for a core (longest one thread: ${wait_max_ms} ms);" \
@@ -437,7 +431,7 @@ run_ws_workload() {
 	exec {wfd}>&"${WSLOAD[1]}"
 	bg_pids+=("$pid")
 	if read -r -t "$ready_limit" -u "$rfd" line && [[ $line == "wsload ready" ]]; then
-		measure_hook start "$dir"
+		measure_hook start "$dir" "${server_pids[0]}"
 		c0=$(cpu_ticks "${server_pids[@]}")
 		w0=$(sched_wait "${server_pids[@]}")
 		t0=$(date +%s%N)
@@ -446,7 +440,7 @@ run_ws_workload() {
 		read -r -t 30 -u "$rfd" line || true # "wsload done": connections still open
 		t1=$(date +%s%N)
 		c1=$(cpu_ticks "${server_pids[@]}")
-		measure_hook stop "$dir"
+		measure_hook stop "$dir" "${server_pids[0]}"
 		read -r wait_ms wait_max_ms <<<"$(sched_wait_delta "$w0" "$(sched_wait "${server_pids[@]}")")"
 		note "$server/$name: server threads waited ${wait_ms} ms for a core (longest one thread: ${wait_max_ms} ms)"
 		(trap '' PIPE && echo close >&"$wfd") 2>/dev/null || true

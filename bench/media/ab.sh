@@ -31,8 +31,9 @@ for i in $(seq "$runs"); do
 		ms=$(grep -o '[0-9.]* ms CPU per second per leg' <<<"$result" | cut -d' ' -f1)
 		us=$(grep -o 'server_us_per_echoed_packet=[0-9.]*' <<<"$result" | cut -d= -f2)
 		pps=$(grep -o 'echoed_packets=[0-9]* ([0-9]*/s)' <<<"$result" | grep -o '([0-9]*' | tr -d '(')
-		printf '%s run=%s %s load=%s loss=%s%% ms_per_leg_s=%s us_per_echoed_packet=%s echoed_per_s=%s\n' \
-			"$(date -u +%H:%M:%S)" "$i" "$which" "$load" "$loss" "$ms" "$us" "$pps" | tee -a "$out"
+		steal=$(grep -o 'host_steal_ms=[0-9]*' <<<"$result" | cut -d= -f2)
+		printf '%s run=%s %s load=%s loss=%s%% ms_per_leg_s=%s us_per_echoed_packet=%s echoed_per_s=%s steal_ms=%s\n' \
+			"$(date -u +%H:%M:%S)" "$i" "$which" "$load" "$loss" "$ms" "$us" "$pps" "$steal" | tee -a "$out"
 	done
 done
 

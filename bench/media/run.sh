@@ -89,8 +89,11 @@ sip_probe 127.0.0.1 "$sip_port" || { cat "$work/huddle.log" >&2; die "huddle did
 
 for legs in $legs_list; do
 	note "run: $legs legs at $kbps kbit/s for $secs s"
+	steal0=$(steal_ticks)
 	"${pin_client[@]}" "$loader" --sip "127.0.0.1:$sip_port" --legs "$legs" --kbps "$kbps" \
 		--secs "$secs" --server-pid "$server_pid" --rate 50 --threads "$client_threads"
+	# CPU the hypervisor gave other guests meanwhile (all cores, the whole run): see measure_hook.
+	echo "host_steal_ms=$((($(steal_ticks) - steal0) * 1000 / $(getconf CLK_TCK)))"
 	# Let every BYE land before the next run.
 	sleep 2
 done

@@ -173,12 +173,6 @@ sipp_run() { # sipp_run DIR SCENARIO CSV RATE COUNT
 	((rc == 0 || rc == 1)) || note "SIPp exited with $rc (see $dir/sipp.out)"
 }
 
-# measure_hook start|stop DIR: BENCH_HOOK around a measured run (profilers), if set.
-measure_hook() {
-	[[ -n ${BENCH_HOOK:-} ]] || return 0
-	"$BENCH_HOOK" "$1" "$server_pid" "$2" || note "BENCH_HOOK $1 failed"
-}
-
 run_rate() { # run_rate SERVER WORKLOAD RATE: warm-up, measured run, one result row.
 	local server=$1 name=$2 rate=$3 dir=$work/$1/$2-$3 csv=$work/$2.csv count ok failed t0 t1 c0 c1 pct
 	count=$((rate * duration))
@@ -186,13 +180,13 @@ run_rate() { # run_rate SERVER WORKLOAD RATE: warm-up, measured run, one result 
 		sipp_run "$dir/warmup" "message_$name.xml" "$csv" "$rate" $((rate * warmup))
 	fi
 	mkdir -p "$dir"
-	measure_hook start "$dir"
+	measure_hook start "$dir" "$server_pid"
 	c0=$(cpu_ticks "$server_pid")
 	t0=$(date +%s%N)
 	sipp_run "$dir" "message_$name.xml" "$csv" "$rate" "$count"
 	t1=$(date +%s%N)
 	c1=$(cpu_ticks "$server_pid")
-	measure_hook stop "$dir"
+	measure_hook stop "$dir" "$server_pid"
 	ok=$(stat_col "$dir/stat.csv" 'SuccessfulCall(C)')
 	failed=$(stat_col "$dir/stat.csv" 'FailedCall(C)')
 	pct=$(rtt_percentiles "$dir"/*_rtt.csv)

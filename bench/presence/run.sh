@@ -167,12 +167,6 @@ stop_server() {
 	server_pid=""
 }
 
-# measure_hook start|stop DIR: BENCH_HOOK around a measured run (profilers), if set.
-measure_hook() {
-	[[ -n ${BENCH_HOOK:-} ]] || return 0
-	"$BENCH_HOOK" "$1" "$server_pid" "$2" || note "BENCH_HOOK $1 failed"
-}
-
 # fanout PORT DIR: sets times[], fan_med/fan_max/cpu_notify[$server]; false with $fan_error.
 fanout() {
 	local port=$1 dir=$2 k c0 c1 sent last sorted
@@ -182,7 +176,7 @@ fanout() {
 		fan_error="only $(count_lines "$dir/fan/watchers.log" init) of $fan_watchers watchers subscribed"
 		return 1
 	fi
-	measure_hook start "$dir/fan"
+	measure_hook start "$dir/fan" "$server_pid"
 	c0=$(cpu_ticks "$server_pid")
 	for ((k = 1; k <= fan_rounds; k++)); do
 		mkdir -p "$dir/fan/round-$k"
@@ -201,7 +195,7 @@ fanout() {
 		times+=("$(echo "($last - $sent) * 1000" | bc -l)")
 	done
 	c1=$(cpu_ticks "$server_pid")
-	measure_hook stop "$dir/fan"
+	measure_hook stop "$dir/fan" "$server_pid"
 	cpu_notify[$server]=$(echo "($c1 - $c0) * 1000 / $hz * 1000 / ($fan_rounds * $fan_watchers)" | bc -l)
 	sorted=$(printf '%s\n' "${times[@]}" | sort -n)
 	fan_med[$server]=$(sed -n "$(((fan_rounds + 1) / 2))p" <<<"$sorted")
@@ -221,12 +215,12 @@ for server in $servers; do
 	start_watchers "$port" "$dir/w10" "$watchers" || die "$server: only $(count_lines "$dir/w10/watchers.log" init) of $watchers watchers subscribed"
 	n0=$(count_lines "$dir/w10/watchers.log" notify)
 	mkdir -p "$dir/cpu"
-	measure_hook start "$dir/cpu"
+	measure_hook start "$dir/cpu" "$server_pid"
 	c0=$(cpu_ticks "$server_pid")
 	read -r count ok failed secs < <(publish_load "$port" "$dir/cpu" "$rate" "$duration")
 	wait_lines "$dir/w10/watchers.log" notify $((n0 + ok * 2 * watchers)) 30 || true
 	c1=$(cpu_ticks "$server_pid")
-	measure_hook stop "$dir/cpu"
+	measure_hook stop "$dir/cpu" "$server_pid"
 	n1=$(count_lines "$dir/w10/watchers.log" notify)
 	ms=$(echo "($c1 - $c0) * 1000 / $hz" | bc -l)
 	notifies=$((n1 - n0))

@@ -82,8 +82,26 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Binds a socket with room for ~100 ms of the heaviest load in each direction: loss in the
+/// floor must mean the reflector could not keep up, not that a default-sized buffer overflowed
+/// while a thread waited for its core.
+fn bind_roomy(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    const ROOM: usize = 16 << 20;
+    let socket = UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))?;
+    // The forcing variants pass net.core.rmem_max/wmem_max (root, as the bench runs); the
+    // plain ones are the fallback, capped by those limits.
+    if setsockopt(&socket, sockopt::RcvBufForce, &ROOM).is_err() {
+        let _ = setsockopt(&socket, sockopt::RcvBuf, &ROOM);
+    }
+    if setsockopt(&socket, sockopt::SndBufForce, &ROOM).is_err() {
+        let _ = setsockopt(&socket, sockopt::SndBuf, &ROOM);
+    }
+    Ok(socket)
+}
+
 fn reflect(bind: SocketAddr) -> anyhow::Result<()> {
-    let socket = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
+    let socket = bind_roomy(bind)?;
     let mut buf = vec![0u8; 65_536];
     loop {
         let (len, from) = socket.recv_from(&mut buf)?;
@@ -99,7 +117,7 @@ fn reflect_batched(bind: SocketAddr, batch: usize) -> anyhow::Result<()> {
     use std::os::fd::AsRawFd;
 
     const SLOT: usize = 2048;
-    let socket = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
+    let socket = bind_roomy(bind)?;
     let mut buf = vec![0u8; SLOT * batch];
     let mut received: Vec<(usize, SocketAddrAny)> = Vec::with_capacity(batch);
     loop {
@@ -173,7 +191,7 @@ fn blast(
     secs: u64,
     reflector_pid: u32,
 ) -> anyhow::Result<()> {
-    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    let socket = bind_roomy("127.0.0.1:0".parse()?)?;
     socket.set_nonblocking(true)?;
     let packet = vec![0x80u8; bytes];
     let mut buf = vec![0u8; 65_536];

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use huddle_sip::headers::NameAddr;
+use huddle_sip::idmap::IdMap;
 use huddle_sip::message::HeaderName;
 use huddle_sip::{syntax, Message};
 use serde::{Deserialize, Serialize};
@@ -282,8 +283,10 @@ pub enum RegisterOutcome {
 /// The location service.
 #[derive(Debug, Default)]
 pub struct Location {
-    bindings: HashMap<String, Vec<Binding>>,
-    by_flow: HashMap<FlowId, Vec<String>>,
+    /// Keyed by AOR: only authenticated users (or records the store held) get an entry; a
+    /// seeded fast hasher all the same.
+    bindings: HashMap<String, Vec<Binding>, foldhash::fast::RandomState>,
+    by_flow: IdMap<FlowId, Vec<String>>,
     expiries: BTreeMap<(Instant, u64), String>,
     serial: u64,
 }

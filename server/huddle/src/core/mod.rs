@@ -84,7 +84,8 @@ pub struct Core {
     pub(crate) identities: Identities,
     pub(crate) txn: TransactionLayer<Peer>,
     pub(crate) location: Location,
-    pub(crate) users: HashMap<String, UserRecord>,
+    /// Looked up for every authenticated request; the names are the configuration's.
+    pub(crate) users: HashMap<String, UserRecord, foldhash::fast::RandomState>,
     pub(crate) digest: Digest,
     pub(crate) tokens: FlowTokens,
     pub(crate) proxy: ProxyState,
@@ -102,6 +103,8 @@ pub struct Core {
     /// The text of the last source IP a response was stamped with (`received=`): most
     /// responses go to the same few peers, and formatting an address is not free.
     last_ip: (Option<std::net::IpAddr>, String),
+    /// The buffer every 401/407 challenge is written into.
+    challenge: String,
     /// `[sip] domain` in lower case, the host part of every AOR.
     pub(crate) domain: String,
 }
@@ -195,6 +198,7 @@ impl Core {
             loop_hasher: std::collections::hash_map::RandomState::new(),
             counter: 0,
             last_ip: (None, String::new()),
+            challenge: String::new(),
             domain: config.sip.domain.to_ascii_lowercase(),
             config,
             transports,
@@ -202,7 +206,7 @@ impl Core {
             local,
             identities,
             location,
-            users,
+            users: users.into_iter().collect(),
             persist,
         }
     }
@@ -482,13 +486,13 @@ impl Core {
     }
 
     pub(crate) fn new_tag(&mut self) -> String {
-        use std::fmt::Write as _;
+        self.next_tag(&mut TagBuf::default()).to_owned()
+    }
+
+    /// A new To tag written into `buf`: the low half of the seed and the counter, in hex.
+    fn next_tag<'b>(&mut self, buf: &'b mut TagBuf) -> &'b str {
         self.counter += 1;
-        // Sized for both numbers up front (format! would grow the string as it writes).
-        let mut tag = String::with_capacity(24);
-        // Writing to a `String` cannot fail.
-        let _ = write!(tag, "{:x}{:x}", self.tag_seed & 0xffff_ffff, self.counter);
-        tag
+        buf.write(self.tag_seed & 0xffff_ffff, self.counter)
     }
 
     /// The Via this proxy adds to a request it forwards over `transport` from `local`, written
@@ -564,23 +568,23 @@ impl Core {
         reason: &str,
         extra: &[(&str, &str)],
     ) -> Bytes {
-        let tag = self.new_tag();
+        const SERVER: &[(&str, &str)] =
+            &[("Server", concat!("Huddle/", env!("CARGO_PKG_VERSION")))];
+        let mut tag = TagBuf::default();
+        let tag = self.next_tag(&mut tag);
         let remote_ip = peer.remote.ip();
         if self.last_ip.0 != Some(remote_ip) {
             self.last_ip = (Some(remote_ip), remote_ip.to_string());
         }
         let ip = &self.last_ip.1;
-        let mut builder = ResponseBuilder::new(req, status, reason)
-            .to_tag(&tag)
+        ResponseBuilder::new(req, status, reason)
+            .to_tag(tag)
             .source(Source {
                 ip,
                 port: peer.remote.port(),
-            });
-        for (name, value) in extra {
-            builder = builder.header(name, value);
-        }
-        builder
-            .header("Server", concat!("Huddle/", env!("CARGO_PKG_VERSION")))
+            })
+            .headers(extra)
+            .headers(SERVER)
             .build()
     }
 
@@ -679,7 +683,8 @@ impl Core {
                 self.respond(key, msg, from, 403, "Forbidden - Identity Mismatch", &[]);
             }
             Verdict::Challenge { stale } => {
-                let challenge = self.digest.challenge(stale);
+                let mut challenge = std::mem::take(&mut self.challenge);
+                self.digest.challenge_into(stale, &mut challenge);
                 self.respond(
                     key,
                     msg,
@@ -688,6 +693,7 @@ impl Core {
                     reason,
                     &[(challenge_header, &challenge)],
                 );
+                self.challenge = challenge;
             }
             Verdict::BadRequest(reason) => self.respond(key, msg, from, 400, reason, &[]),
         }
@@ -826,6 +832,27 @@ impl Core {
     }
 }
 
+/// Room for a To tag: two 64-bit numbers in hex.
+#[derive(Debug, Default)]
+pub(crate) struct TagBuf([u8; 32]);
+
+impl TagBuf {
+    /// `high` then `low` in lower-case hex without leading zeros, as `format!("{high:x}{low:x}")`.
+    fn write(&mut self, high: u64, low: u64) -> &str {
+        let mut len = 0;
+        for n in [high, low] {
+            let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+            for i in 0..digits {
+                let nibble = (n >> (4 * (digits - 1 - i))) & 0xf;
+                self.0[len + i] = b"0123456789abcdef"[nibble as usize];
+            }
+            len += digits;
+        }
+        // Nothing but ASCII hex digits.
+        std::str::from_utf8(&self.0[..len]).unwrap_or("0")
+    }
+}
+
 /// The names this server answers to, lower case: the domain, aliases, and each listening
 /// address as `ip:port` and as a bare IP. A handful of entries, so a list: it is checked for
 /// nearly every request (Request-URI, digest URI, Route) and needs no allocation that way.
@@ -877,6 +904,16 @@ fn uri_names_us(identities: &Identities, uri: &SipUri<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_are_both_numbers_in_hex() {
+        for (high, low) in [(0, 0), (0xffff_ffff, 1), (0x1234_abcd, u64::MAX), (9, 0x10)] {
+            assert_eq!(
+                TagBuf::default().write(high, low),
+                format!("{high:x}{low:x}")
+            );
+        }
+    }
 
     #[test]
     fn timers_round_up_to_the_grid() {

@@ -12,7 +12,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -161,13 +160,16 @@ impl Binding {
         let mut key = String::with_capacity(aor.len() + self.contact.len() + 32);
         key.push_str(aor);
         key.push('/');
-        // Writing into a String cannot fail.
         match (&self.instance, self.reg_id, self.reach) {
             (Some(i), Some(r), _) => {
-                let _ = write!(key, "{i}#{r}");
+                key.push_str(i);
+                key.push('#');
+                key.push_str(itoa::Buffer::new().format(r));
             }
             (_, _, Reach::Flow { flow, .. }) => {
-                let _ = write!(key, "{}@flow{}", self.contact, flow.get());
+                key.push_str(&self.contact);
+                key.push_str("@flow");
+                key.push_str(itoa::Buffer::new().format(flow.get()));
             }
             _ => key.push_str(&self.contact),
         }
@@ -473,9 +475,12 @@ impl Location {
         let contacts = self
             .lookup(aor, now)
             .map(|b| {
-                let mut contact = String::with_capacity(b.contact_header.len() + 20);
-                // Writing into a String cannot fail.
-                let _ = write!(contact, "{};expires={}", b.contact_header, b.remaining(now));
+                let mut expires = itoa::Buffer::new();
+                let expires = expires.format(b.remaining(now));
+                let mut contact = String::with_capacity(b.contact_header.len() + 9 + expires.len());
+                contact.push_str(&b.contact_header);
+                contact.push_str(";expires=");
+                contact.push_str(expires);
                 contact
             })
             .collect();

@@ -81,6 +81,8 @@ pub struct Core {
     /// with the transaction that sent it.
     udp_out: UdpBatch<Option<TransactionKey>>,
     pub(crate) local: HashMap<Transport, SocketAddr>,
+    /// Each listening address and its text (`ip:port`), for [`Core::push_local`].
+    local_text: Vec<(SocketAddr, String)>,
     pub(crate) identities: Identities,
     pub(crate) txn: TransactionLayer<Peer>,
     pub(crate) location: Location,
@@ -203,6 +205,7 @@ impl Core {
             config,
             transports,
             udp_out: UdpBatch::default(),
+            local_text: local.values().map(|a| (*a, a.to_string())).collect(),
             local,
             identities,
             location,
@@ -506,21 +509,33 @@ impl Core {
         local: SocketAddr,
         loop_prefix: &str,
     ) -> String {
-        use std::fmt::Write as _;
         self.counter += 1;
         let mut via = String::with_capacity(96 + loop_prefix.len());
-        // Writing to a `String` cannot fail.
-        let _ = write!(
-            via,
-            "SIP/2.0/{} {local};branch={loop_prefix}{:x};rport",
-            transport.via_token(),
-            self.counter
-        );
+        via.push_str("SIP/2.0/");
+        via.push_str(transport.via_token());
+        via.push(' ');
+        self.push_local(&mut via, local);
+        via.push_str(";branch=");
+        via.push_str(loop_prefix);
+        via.push_str(hex(self.counter, &mut [0; 16]));
+        via.push_str(";rport");
         via
     }
 
+    /// Appends a listening address as `ip:port`: its text is kept from the start, since
+    /// formatting an address costs more than the rest of a Via or Record-Route.
+    pub(crate) fn push_local(&self, out: &mut String, addr: SocketAddr) {
+        match self.local_text.iter().find(|(a, _)| *a == addr) {
+            Some((_, text)) => out.push_str(text),
+            None => {
+                use std::fmt::Write as _;
+                // Writing to a `String` cannot fail.
+                let _ = write!(out, "{addr}");
+            }
+        }
+    }
+
     pub(crate) fn loop_prefix(&self, msg: &Message) -> String {
-        use std::fmt::Write as _;
         use std::hash::{BuildHasher, Hash, Hasher};
         let mut h = self.loop_hasher.build_hasher();
         msg.request_uri().hash(&mut h);
@@ -538,8 +553,9 @@ impl Core {
             }
         }
         let mut prefix = String::with_capacity(48);
-        // Writing to a `String` cannot fail.
-        let _ = write!(prefix, "z9hG4bK-hd{:x}-", h.finish());
+        prefix.push_str("z9hG4bK-hd");
+        prefix.push_str(hex(h.finish(), &mut [0; 16]));
+        prefix.push('-');
         prefix
     }
 
@@ -813,11 +829,15 @@ impl Core {
             self.registration_changed(&aor, &before);
         }
         match outcome {
-            RegisterOutcome::Ok { contacts } => {
-                let extra: Vec<(&str, &str)> =
-                    contacts.iter().map(|c| ("Contact", c.as_str())).collect();
-                self.respond(key, &msg, &from, 200, "OK", &extra);
-            }
+            // One binding is the usual answer: no list of headers built for it.
+            RegisterOutcome::Ok { contacts } => match contacts.as_slice() {
+                [one] => self.respond(key, &msg, &from, 200, "OK", &[("Contact", one)]),
+                all => {
+                    let extra: Vec<(&str, &str)> =
+                        all.iter().map(|c| ("Contact", c.as_str())).collect();
+                    self.respond(key, &msg, &from, 200, "OK", &extra);
+                }
+            },
             RegisterOutcome::Reject {
                 status,
                 reason,
@@ -839,18 +859,25 @@ pub(crate) struct TagBuf([u8; 32]);
 impl TagBuf {
     /// `high` then `low` in lower-case hex without leading zeros, as `format!("{high:x}{low:x}")`.
     fn write(&mut self, high: u64, low: u64) -> &str {
-        let mut len = 0;
-        for n in [high, low] {
-            let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
-            for i in 0..digits {
-                let nibble = (n >> (4 * (digits - 1 - i))) & 0xf;
-                self.0[len + i] = b"0123456789abcdef"[nibble as usize];
-            }
-            len += digits;
-        }
+        let (mut a, mut b) = ([0; 16], [0; 16]);
+        let (high, low) = (hex(high, &mut a).as_bytes(), hex(low, &mut b).as_bytes());
+        self.0[..high.len()].copy_from_slice(high);
+        self.0[high.len()..high.len() + low.len()].copy_from_slice(low);
         // Nothing but ASCII hex digits.
-        std::str::from_utf8(&self.0[..len]).unwrap_or("0")
+        std::str::from_utf8(&self.0[..high.len() + low.len()]).unwrap_or("0")
     }
+}
+
+/// `n` in lower-case hex without leading zeros, as `format!("{n:x}")`, written into `buf` (the
+/// formatting machinery costs more than the digits for the tags and branches of every message).
+fn hex(n: u64, buf: &mut [u8; 16]) -> &str {
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, slot) in buf[..digits].iter_mut().enumerate() {
+        let nibble = (n >> (4 * (digits - 1 - i))) & 0xf;
+        *slot = b"0123456789abcdef"[nibble as usize];
+    }
+    // Nothing but ASCII hex digits.
+    std::str::from_utf8(&buf[..digits]).unwrap_or("0")
 }
 
 /// The names this server answers to, lower case: the domain, aliases, and each listening
@@ -904,6 +931,13 @@ fn uri_names_us(identities: &Identities, uri: &SipUri<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_format_hex() {
+        for n in [0, 1, 0xf, 0x10, 0xdead_beef, u64::MAX, 1 << 63] {
+            assert_eq!(hex(n, &mut [0; 16]), format!("{n:x}"));
+        }
+    }
 
     #[test]
     fn tags_are_both_numbers_in_hex() {

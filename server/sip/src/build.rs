@@ -409,7 +409,9 @@ impl<'a> Forward<'a> {
         }
         match (self.request_uri, msg.start_line()) {
             (Some(uri), crate::message::StartLine::Request { method, .. }) => {
-                let _ = write!(VecWriter(&mut out), "{method} {uri} SIP/2.0\r\n");
+                for part in [method.as_str(), " ", uri, " SIP/2.0\r\n"] {
+                    out.extend_from_slice(part.as_bytes());
+                }
                 if let Some(t) = track.as_mut() {
                     let line = std::str::from_utf8(&out[..out.len() - 2]).unwrap_or("");
                     match Message::request_line(line, 0) {

@@ -524,7 +524,7 @@ impl Core {
 
     /// Appends a listening address as `ip:port`: its text is kept from the start, since
     /// formatting an address costs more than the rest of a Via or Record-Route.
-    pub(crate) fn push_local(&self, out: &mut String, addr: SocketAddr) {
+    fn push_local(&self, out: &mut String, addr: SocketAddr) {
         match self.local_text.iter().find(|(a, _)| *a == addr) {
             Some((_, text)) => out.push_str(text),
             None => {
@@ -854,7 +854,7 @@ impl Core {
 
 /// Room for a To tag: two 64-bit numbers in hex.
 #[derive(Debug, Default)]
-pub(crate) struct TagBuf([u8; 32]);
+struct TagBuf([u8; 32]);
 
 impl TagBuf {
     /// `high` then `low` in lower-case hex without leading zeros, as `format!("{high:x}{low:x}")`.

@@ -12,11 +12,11 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use huddle_sip::headers::NameAddr;
+use huddle_sip::idmap::IdMap;
 use huddle_sip::message::HeaderName;
 use huddle_sip::{syntax, Message};
 use serde::{Deserialize, Serialize};
@@ -131,13 +131,14 @@ impl Binding {
                 remote,
             } => (transport, remote, Some(flow.get())),
         };
+        let mut v4 = arrayvec::ArrayString::<21>::new();
         let record = BindingRecordRef {
             aor,
             key,
             contact: &self.contact,
             contact_header: &self.contact_header,
             transport: transport.name(),
-            addr,
+            addr: &addr_text(addr, &mut v4),
             flow,
             instance: self.instance.as_deref(),
             reg_id: self.reg_id,
@@ -160,13 +161,16 @@ impl Binding {
         let mut key = String::with_capacity(aor.len() + self.contact.len() + 32);
         key.push_str(aor);
         key.push('/');
-        // Writing into a String cannot fail.
         match (&self.instance, self.reg_id, self.reach) {
             (Some(i), Some(r), _) => {
-                let _ = write!(key, "{i}#{r}");
+                key.push_str(i);
+                key.push('#');
+                key.push_str(itoa::Buffer::new().format(r));
             }
             (_, _, Reach::Flow { flow, .. }) => {
-                let _ = write!(key, "{}@flow{}", self.contact, flow.get());
+                key.push_str(&self.contact);
+                key.push_str("@flow");
+                key.push_str(itoa::Buffer::new().format(flow.get()));
             }
             _ => key.push_str(&self.contact),
         }
@@ -205,8 +209,9 @@ struct BindingRecordRef<'a> {
     contact: &'a str,
     contact_header: &'a str,
     transport: &'a str,
-    /// serde writes an address as its `Display` form, as `BindingRecord::addr` holds it.
-    addr: SocketAddr,
+    /// The address's `Display` form (as serde writes a `SocketAddr`), as `BindingRecord::addr`
+    /// holds it.
+    addr: &'a str,
     flow: Option<u64>,
     instance: Option<&'a str>,
     reg_id: Option<u32>,
@@ -221,6 +226,25 @@ struct BindingRecordRef<'a> {
 pub enum Change {
     Put { key: String, value: Vec<u8> },
     Delete { key: String },
+}
+
+/// `addr` as its `Display` form writes it: an IPv4 address (every UDP binding here) is written
+/// into `v4` digit by digit, since the formatting machinery cost more than the rest of the
+/// record; any other goes through `Display`.
+fn addr_text(addr: SocketAddr, v4: &mut arrayvec::ArrayString<21>) -> Cow<'_, str> {
+    let SocketAddr::V4(a) = addr else {
+        return Cow::Owned(addr.to_string());
+    };
+    let mut digits = itoa::Buffer::new();
+    for (i, octet) in a.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            v4.push('.');
+        }
+        v4.push_str(digits.format(octet));
+    }
+    v4.push(':');
+    v4.push_str(digits.format(a.port()));
+    Cow::Borrowed(v4.as_str())
 }
 
 /// What tells one binding of an AOR from another, borrowed from a REGISTER's Contact.
@@ -282,8 +306,10 @@ pub enum RegisterOutcome {
 /// The location service.
 #[derive(Debug, Default)]
 pub struct Location {
-    bindings: HashMap<String, Vec<Binding>>,
-    by_flow: HashMap<FlowId, Vec<String>>,
+    /// Keyed by AOR: only authenticated users (or records the store held) get an entry; a
+    /// seeded fast hasher all the same.
+    bindings: HashMap<String, Vec<Binding>, foldhash::fast::RandomState>,
+    by_flow: IdMap<FlowId, Vec<String>>,
     expiries: BTreeMap<(Instant, u64), String>,
     serial: u64,
 }
@@ -470,9 +496,12 @@ impl Location {
         let contacts = self
             .lookup(aor, now)
             .map(|b| {
-                let mut contact = String::with_capacity(b.contact_header.len() + 20);
-                // Writing into a String cannot fail.
-                let _ = write!(contact, "{};expires={}", b.contact_header, b.remaining(now));
+                let mut expires = itoa::Buffer::new();
+                let expires = expires.format(b.remaining(now));
+                let mut contact = String::with_capacity(b.contact_header.len() + 9 + expires.len());
+                contact.push_str(&b.contact_header);
+                contact.push_str(";expires=");
+                contact.push_str(expires);
                 contact
             })
             .collect();
@@ -688,6 +717,23 @@ mod tests {
     }
 
     const SIPML5: &str = "\"alice\"<sip:alice@df7jal23ls0d.invalid;rtcweb-breaker=no;transport=ws>;expires=300;click2call=no";
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for text in [
+            "0.0.0.0:1",
+            "127.0.0.1:5060",
+            "255.255.255.255:65535",
+            "10.20.30.4:0",
+            "[::1]:5060",
+            "[2001:db8::7]:65535",
+        ] {
+            let addr: SocketAddr = text.parse().unwrap();
+            let mut v4 = arrayvec::ArrayString::<21>::new();
+            assert_eq!(addr_text(addr, &mut v4), addr.to_string());
+            assert_eq!(addr_text(addr, &mut arrayvec::ArrayString::new()), text);
+        }
+    }
 
     #[test]
     fn two_sipml5_tabs_stay_two_bindings_and_close_removes_one() {

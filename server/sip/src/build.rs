@@ -51,29 +51,35 @@ pub struct Source<'a> {
 /// address (always when `rport` was asked for), and `rport` filled in.
 pub fn stamp_via(top: &str, src: Source<'_>) -> Option<String> {
     let via = Via::parse(top).ok()?;
-    stamp_parsed_via(top, &via, src)
+    let mut out = String::new();
+    push_stamped_via(&mut out, top, &via, src).then_some(out)
 }
 
-/// [`stamp_via`] with `top` already parsed into `via`, whose parameters end where `top` ends.
-fn stamp_parsed_via(top: &str, via: &Via<'_>, src: Source<'_>) -> Option<String> {
+/// Writes [`stamp_via`] of `top`, already parsed into `via` (whose parameters end where `top`
+/// ends), into `out`; false, writing nothing, when the Via needs no stamp.
+fn push_stamped_via(
+    out: &mut impl syntax::PushText,
+    top: &str,
+    via: &Via<'_>,
+    src: Source<'_>,
+) -> bool {
     let wants_rport = via.rport().is_some();
     let host_differs = via.host.trim_start_matches('[').trim_end_matches(']') != src.ip;
     if !wants_rport && !host_differs {
-        return None;
+        return false;
     }
-    let mut out = String::with_capacity(top.len() + 40);
     let params_at = top.len() - via.params.len();
-    out.push_str(syntax::trim_lws(&top[..params_at]));
-    syntax::push_params_except(&mut out, via.params, |name| {
+    out.push_text(syntax::trim_lws(&top[..params_at]));
+    syntax::push_params_except(out, via.params, |name| {
         name.eq_ignore_ascii_case("received") || (name.eq_ignore_ascii_case("rport") && wants_rport)
     });
-    out.push_str(";received=");
-    out.push_str(src.ip);
+    out.push_text(";received=");
+    out.push_text(src.ip);
     if wants_rport {
-        out.push_str(";rport=");
-        out.push_str(decimal(u32::from(src.port), &mut [0; 10]));
+        out.push_text(";rport=");
+        out.push_text(decimal(u32::from(src.port), &mut [0; 10]));
     }
-    Some(out)
+    true
 }
 
 /// Builds a response to a received request (RFC 3261 §8.2.6).
@@ -84,6 +90,8 @@ pub struct ResponseBuilder<'a> {
     reason: &'a str,
     to_tag: Option<&'a str>,
     source: Option<Source<'a>>,
+    /// Header lists given with [`ResponseBuilder::headers`], written in order before `extra`.
+    lists: [&'a [(&'a str, &'a str)]; 2],
     extra: Vec<u8>,
     body: Option<(&'a str, &'a [u8])>,
 }
@@ -97,6 +105,7 @@ impl<'a> ResponseBuilder<'a> {
             reason,
             to_tag: None,
             source: None,
+            lists: [&[]; 2],
             extra: Vec::new(),
             body: None,
         }
@@ -111,6 +120,25 @@ impl<'a> ResponseBuilder<'a> {
     /// Records where the request came from so the top Via gets `received`/`rport`.
     pub fn source(mut self, source: Source<'a>) -> Self {
         self.source = Some(source);
+        self
+    }
+
+    /// Appends the headers of `list` (name, value), borrowed until [`ResponseBuilder::build`]
+    /// writes them: unlike [`ResponseBuilder::header`], nothing is copied before.
+    pub fn headers(mut self, list: &'a [(&'a str, &'a str)]) -> Self {
+        if list.is_empty() {
+            return self;
+        }
+        // Written in call order: once a header was copied, or both slots are taken, the list
+        // is copied behind it.
+        match self.lists.iter_mut().find(|l| l.is_empty()) {
+            Some(slot) if self.extra.is_empty() => *slot = list,
+            _ => {
+                for (name, value) in list {
+                    self = self.header(name, value);
+                }
+            }
+        }
         self
     }
 
@@ -135,7 +163,13 @@ impl<'a> ResponseBuilder<'a> {
     pub fn build(self) -> Bytes {
         let req = self.req;
         let raw = req.raw();
-        let mut out = Vec::with_capacity(512 + self.extra.len());
+        let listed: usize = self
+            .lists
+            .iter()
+            .flat_map(|l| l.iter())
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum();
+        let mut out = Vec::with_capacity(512 + listed + self.extra.len());
         out.extend_from_slice(b"SIP/2.0 ");
         push_decimal(&mut out, u32::from(self.status));
         out.push(b' ');
@@ -149,6 +183,7 @@ impl<'a> ResponseBuilder<'a> {
                     let value = req.text(h.value);
                     let mut items = syntax::split_list(value);
                     let top = items.next().unwrap_or("");
+                    out.extend_from_slice(b"Via: ");
                     // The request's memoised top Via is this element when its parameters
                     // end where the element ends, in the same buffer: no second parse.
                     let parsed = req.top_via().ok().filter(|v| {
@@ -156,19 +191,27 @@ impl<'a> ResponseBuilder<'a> {
                             == top.as_ptr() as usize + top.len()
                             && top.len() >= v.params.len()
                     });
-                    let stamped = self
-                        .source
-                        .and_then(|src| match &parsed {
-                            Some(via) => stamp_parsed_via(top, via, src),
-                            None => stamp_via(top, src),
-                        })
-                        .unwrap_or_else(|| top.to_owned());
-                    push_header(&mut out, "Via", &stamped);
+                    let stamped = self.source.is_some_and(|src| match &parsed {
+                        Some(via) => push_stamped_via(&mut out, top, via, src),
+                        None => Via::parse(top)
+                            .is_ok_and(|via| push_stamped_via(&mut out, top, &via, src)),
+                    });
+                    if !stamped {
+                        out.extend_from_slice(top.as_bytes());
+                    }
+                    out.extend_from_slice(b"\r\n");
                     // The rest of that field stays one line: one line per element would turn a
                     // long Via list into more header fields than a parser accepts.
-                    let rest: Vec<&str> = items.collect();
-                    if !rest.is_empty() {
-                        push_header(&mut out, "Via", &rest.join(", "));
+                    let mut rest = items.peekable();
+                    if rest.peek().is_some() {
+                        out.extend_from_slice(b"Via: ");
+                        for (i, item) in rest.enumerate() {
+                            if i > 0 {
+                                out.extend_from_slice(b", ");
+                            }
+                            out.extend_from_slice(item.as_bytes());
+                        }
+                        out.extend_from_slice(b"\r\n");
                     }
                 }
                 HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
@@ -190,6 +233,9 @@ impl<'a> ResponseBuilder<'a> {
                 }
                 _ => {}
             }
+        }
+        for (name, value) in self.lists.iter().flat_map(|l| l.iter()) {
+            push_header(&mut out, name, value);
         }
         out.extend_from_slice(&self.extra);
         match self.body {
@@ -363,7 +409,9 @@ impl<'a> Forward<'a> {
         }
         match (self.request_uri, msg.start_line()) {
             (Some(uri), crate::message::StartLine::Request { method, .. }) => {
-                let _ = write!(VecWriter(&mut out), "{method} {uri} SIP/2.0\r\n");
+                for part in [method.as_str(), " ", uri, " SIP/2.0\r\n"] {
+                    out.extend_from_slice(part.as_bytes());
+                }
                 if let Some(t) = track.as_mut() {
                     let line = std::str::from_utf8(&out[..out.len() - 2]).unwrap_or("");
                     match Message::request_line(line, 0) {
@@ -654,6 +702,61 @@ mod tests {
         assert!(text.contains("To: <sip:bob@example.test>;tag=t9\r\n"));
         let parsed = msg(text);
         assert_eq!(parsed.status(), Some(180));
+    }
+
+    #[test]
+    fn response_writes_the_via_list_and_headers_in_call_order() {
+        // Two Via elements in the top field, a second Via field, a Via sent-by equal to the
+        // source (no rport: left as it is), and an unparseable top Via (copied as it is).
+        let req = msg("OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx ;rport, SIP/2.0/UDP b;branch=z9hG4bKy\r\nVia: SIP/2.0/TCP c;branch=z9hG4bKz\r\nFrom: <sip:a@h>;tag=f\r\nTo: <sip:h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+        let src = Source {
+            ip: "10.0.0.9",
+            port: 5070,
+        };
+        let list = [("Contact", "<sip:a@b>"), ("Expires", "60")];
+        let resp = ResponseBuilder::new(&req, 200, "OK")
+            .to_tag("t")
+            .source(src)
+            .headers(&list)
+            .header("Supported", "path")
+            .headers(&[("Server", "S")])
+            .build();
+        assert_eq!(
+            std::str::from_utf8(&resp).unwrap(),
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;received=10.0.0.9;rport=5070\r\nVia: SIP/2.0/UDP b;branch=z9hG4bKy\r\nVia: SIP/2.0/TCP c;branch=z9hG4bKz\r\nFrom: <sip:a@h>;tag=f\r\nTo: <sip:h>;tag=t\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContact: <sip:a@b>\r\nExpires: 60\r\nSupported: path\r\nServer: S\r\nContent-Length: 0\r\n\r\n"
+        );
+        // The same headers given one by one write the same bytes.
+        let one_by_one = ResponseBuilder::new(&req, 200, "OK")
+            .to_tag("t")
+            .source(src)
+            .header("Contact", "<sip:a@b>")
+            .header("Expires", "60")
+            .header("Supported", "path")
+            .header("Server", "S")
+            .build();
+        assert_eq!(resp, one_by_one);
+        // More lists than slots still come out in order.
+        let three = ResponseBuilder::new(&req, 200, "OK")
+            .headers(&list[..1])
+            .headers(&list[1..])
+            .headers(&[("Supported", "path")])
+            .headers(&[("Server", "S")])
+            .build();
+        let text = std::str::from_utf8(&three).unwrap();
+        assert!(
+            text.contains("Contact: <sip:a@b>\r\nExpires: 60\r\nSupported: path\r\nServer: S\r\n")
+        );
+        assert!(
+            text.contains("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx ;rport, SIP/2.0/UDP b")
+        );
+
+        let same_host = msg("OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bKx\r\nFrom: <sip:a@h>;tag=f\r\nTo: <sip:h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+        let resp = ResponseBuilder::new(&same_host, 200, "OK")
+            .source(src)
+            .build();
+        assert!(std::str::from_utf8(&resp)
+            .unwrap()
+            .contains("\r\nVia: SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bKx\r\n"));
     }
 
     #[test]

@@ -230,15 +230,34 @@ pub fn params(s: &str) -> ParamIter<'_> {
     ParamIter { rest }
 }
 
+/// Where text is written: a `String`, or a message's bytes being built (a `Vec<u8>`), so a
+/// piece of a header can go straight into the message instead of through a `String` first.
+pub trait PushText {
+    /// Appends `s`.
+    fn push_text(&mut self, s: &str);
+}
+
+impl PushText for String {
+    fn push_text(&mut self, s: &str) {
+        self.push_str(s);
+    }
+}
+
+impl PushText for Vec<u8> {
+    fn push_text(&mut self, s: &str) {
+        self.extend_from_slice(s.as_bytes());
+    }
+}
+
 /// Appends the parameters of `s` (as [`params`] reads them) to `out` as `;name[=value]`, in
 /// order and as written, leaving out those for which `skip(name)` holds.
-pub fn push_params_except(out: &mut String, s: &str, skip: impl Fn(&str) -> bool) {
+pub fn push_params_except(out: &mut impl PushText, s: &str, skip: impl Fn(&str) -> bool) {
     for p in params(s).filter(|p| !skip(p.name)) {
-        out.push(';');
-        out.push_str(p.name);
+        out.push_text(";");
+        out.push_text(p.name);
         if let Some(v) = p.value {
-            out.push('=');
-            out.push_str(v);
+            out.push_text("=");
+            out.push_text(v);
         }
     }
 }

@@ -3,10 +3,11 @@
 //! configured algorithm (SIPml5 answers every challenge header and only computes MD5).
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use huddle_sip::auth::{
-    challenge, verify_response, Algorithm, Credentials, NonceCounts, NonceIssuer, NonceStatus,
+    challenge_into, verify_response, Algorithm, Credentials, NonceCounts, NonceIssuer, NonceStatus,
 };
 use huddle_sip::message::HeaderName;
 use huddle_sip::Message;
@@ -32,6 +33,8 @@ pub struct Digest {
     issuer: NonceIssuer,
     counts: NonceCounts,
     salts: SaltPool,
+    /// The last nonce issued, its buffer reused by every challenge.
+    nonce: String,
 }
 
 /// Nonce salts from the operating system's generator, fetched [`SaltPool::BATCH`] at a time:
@@ -101,14 +104,18 @@ impl Digest {
             issuer: NonceIssuer::new(random()).with_lifetime(nonce_lifetime_secs),
             counts: NonceCounts::new(100_000, nonce_lifetime_secs.max(60) * 2),
             salts: SaltPool::new(),
+            nonce: String::new(),
         }
     }
 
-    /// The `WWW-Authenticate`/`Proxy-Authenticate` value for a fresh challenge.
-    pub fn challenge(&mut self, stale: bool) -> String {
+    /// The `WWW-Authenticate`/`Proxy-Authenticate` value for a fresh challenge, written into
+    /// `out` (cleared first): the caller keeps one buffer for every challenge.
+    pub fn challenge_into(&mut self, stale: bool, out: &mut String) {
         let salt = self.salts.next();
-        let nonce = self.issuer.issue(unix_now(), &self.realm, salt);
-        challenge(&self.realm, &nonce, self.algorithm, stale, None)
+        self.nonce.clear();
+        self.issuer
+            .issue_into(unix_now(), &self.realm, salt, &mut self.nonce);
+        challenge_into(out, &self.realm, &self.nonce, self.algorithm, stale, None);
     }
 
     /// Checks the credentials of `req` in `header` (Authorization for the registrar,
@@ -117,7 +124,7 @@ impl Digest {
         &mut self,
         req: &Message,
         header: &HeaderName,
-        users: &HashMap<String, UserRecord>,
+        users: &HashMap<String, UserRecord, impl BuildHasher>,
         names_us: impl Fn(&str) -> bool,
     ) -> Verdict {
         let now = unix_now();
@@ -175,9 +182,25 @@ mod tests {
     #[test]
     fn challenges_carry_distinct_nonces() {
         let mut digest = Digest::new("example.test", Algorithm::Md5, 300);
-        let a = digest.challenge(false);
-        let b = digest.challenge(false);
+        let (mut a, mut b) = (String::new(), String::from("left over"));
+        digest.challenge_into(false, &mut a);
+        digest.challenge_into(true, &mut b);
         assert_ne!(a, b);
-        assert!(a.contains("realm=\"example.test\""), "{a}");
+        assert!(
+            a.starts_with("Digest realm=\"example.test\",nonce=\""),
+            "{a}"
+        );
+        assert!(
+            b.starts_with("Digest realm=\"example.test\",nonce=\""),
+            "{b}"
+        );
+        assert!(b.ends_with(",stale=true"), "{b}");
+        // The nonce in the challenge is one the issuer accepts.
+        let nonce = &a["Digest realm=\"example.test\",nonce=\"".len()..];
+        let nonce = &nonce[..nonce.find('"').unwrap()];
+        assert_eq!(
+            digest.issuer.check(nonce, "example.test", unix_now()),
+            NonceStatus::Valid
+        );
     }
 }

@@ -15,7 +15,9 @@ struct Bucket {
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
-    buckets: HashMap<IpAddr, Bucket>,
+    /// Keyed by peers' addresses: a hasher seeded at random per process (as the transaction
+    /// layer's maps), cheaper than SipHash per request.
+    buckets: HashMap<IpAddr, Bucket, foldhash::fast::RandomState>,
     max_tracked: usize,
 }
 
@@ -25,7 +27,7 @@ impl RateLimiter {
         RateLimiter {
             rate: f64::from(rate.max(1)),
             burst: f64::from(burst.max(rate).max(1)),
-            buckets: HashMap::new(),
+            buckets: HashMap::default(),
             max_tracked: max_tracked.max(16),
         }
     }

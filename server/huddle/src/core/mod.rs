@@ -81,10 +81,13 @@ pub struct Core {
     /// with the transaction that sent it.
     udp_out: UdpBatch<Option<TransactionKey>>,
     pub(crate) local: HashMap<Transport, SocketAddr>,
+    /// Each listening address and its text (`ip:port`), for [`Core::push_local`].
+    local_text: Vec<(SocketAddr, String)>,
     pub(crate) identities: Identities,
     pub(crate) txn: TransactionLayer<Peer>,
     pub(crate) location: Location,
-    pub(crate) users: HashMap<String, UserRecord>,
+    /// Looked up for every authenticated request; the names are the configuration's.
+    pub(crate) users: HashMap<String, UserRecord, foldhash::fast::RandomState>,
     pub(crate) digest: Digest,
     pub(crate) tokens: FlowTokens,
     pub(crate) proxy: ProxyState,
@@ -102,6 +105,8 @@ pub struct Core {
     /// The text of the last source IP a response was stamped with (`received=`): most
     /// responses go to the same few peers, and formatting an address is not free.
     last_ip: (Option<std::net::IpAddr>, String),
+    /// The buffer every 401/407 challenge is written into.
+    challenge: String,
     /// `[sip] domain` in lower case, the host part of every AOR.
     pub(crate) domain: String,
 }
@@ -195,14 +200,16 @@ impl Core {
             loop_hasher: std::collections::hash_map::RandomState::new(),
             counter: 0,
             last_ip: (None, String::new()),
+            challenge: String::new(),
             domain: config.sip.domain.to_ascii_lowercase(),
             config,
             transports,
             udp_out: UdpBatch::default(),
+            local_text: local.values().map(|a| (*a, a.to_string())).collect(),
             local,
             identities,
             location,
-            users,
+            users: users.into_iter().collect(),
             persist,
         }
     }
@@ -482,13 +489,13 @@ impl Core {
     }
 
     pub(crate) fn new_tag(&mut self) -> String {
-        use std::fmt::Write as _;
+        self.next_tag(&mut TagBuf::default()).to_owned()
+    }
+
+    /// A new To tag written into `buf`: the low half of the seed and the counter, in hex.
+    fn next_tag<'b>(&mut self, buf: &'b mut TagBuf) -> &'b str {
         self.counter += 1;
-        // Sized for both numbers up front (format! would grow the string as it writes).
-        let mut tag = String::with_capacity(24);
-        // Writing to a `String` cannot fail.
-        let _ = write!(tag, "{:x}{:x}", self.tag_seed & 0xffff_ffff, self.counter);
-        tag
+        buf.write(self.tag_seed & 0xffff_ffff, self.counter)
     }
 
     /// The Via this proxy adds to a request it forwards over `transport` from `local`, written
@@ -502,21 +509,33 @@ impl Core {
         local: SocketAddr,
         loop_prefix: &str,
     ) -> String {
-        use std::fmt::Write as _;
         self.counter += 1;
         let mut via = String::with_capacity(96 + loop_prefix.len());
-        // Writing to a `String` cannot fail.
-        let _ = write!(
-            via,
-            "SIP/2.0/{} {local};branch={loop_prefix}{:x};rport",
-            transport.via_token(),
-            self.counter
-        );
+        via.push_str("SIP/2.0/");
+        via.push_str(transport.via_token());
+        via.push(' ');
+        self.push_local(&mut via, local);
+        via.push_str(";branch=");
+        via.push_str(loop_prefix);
+        via.push_str(hex(self.counter, &mut [0; 16]));
+        via.push_str(";rport");
         via
     }
 
+    /// Appends a listening address as `ip:port`: its text is kept from the start, since
+    /// formatting an address costs more than the rest of a Via or Record-Route.
+    fn push_local(&self, out: &mut String, addr: SocketAddr) {
+        match self.local_text.iter().find(|(a, _)| *a == addr) {
+            Some((_, text)) => out.push_str(text),
+            None => {
+                use std::fmt::Write as _;
+                // Writing to a `String` cannot fail.
+                let _ = write!(out, "{addr}");
+            }
+        }
+    }
+
     pub(crate) fn loop_prefix(&self, msg: &Message) -> String {
-        use std::fmt::Write as _;
         use std::hash::{BuildHasher, Hash, Hasher};
         let mut h = self.loop_hasher.build_hasher();
         msg.request_uri().hash(&mut h);
@@ -534,8 +553,9 @@ impl Core {
             }
         }
         let mut prefix = String::with_capacity(48);
-        // Writing to a `String` cannot fail.
-        let _ = write!(prefix, "z9hG4bK-hd{:x}-", h.finish());
+        prefix.push_str("z9hG4bK-hd");
+        prefix.push_str(hex(h.finish(), &mut [0; 16]));
+        prefix.push('-');
         prefix
     }
 
@@ -564,23 +584,23 @@ impl Core {
         reason: &str,
         extra: &[(&str, &str)],
     ) -> Bytes {
-        let tag = self.new_tag();
+        const SERVER: &[(&str, &str)] =
+            &[("Server", concat!("Huddle/", env!("CARGO_PKG_VERSION")))];
+        let mut tag = TagBuf::default();
+        let tag = self.next_tag(&mut tag);
         let remote_ip = peer.remote.ip();
         if self.last_ip.0 != Some(remote_ip) {
             self.last_ip = (Some(remote_ip), remote_ip.to_string());
         }
         let ip = &self.last_ip.1;
-        let mut builder = ResponseBuilder::new(req, status, reason)
-            .to_tag(&tag)
+        ResponseBuilder::new(req, status, reason)
+            .to_tag(tag)
             .source(Source {
                 ip,
                 port: peer.remote.port(),
-            });
-        for (name, value) in extra {
-            builder = builder.header(name, value);
-        }
-        builder
-            .header("Server", concat!("Huddle/", env!("CARGO_PKG_VERSION")))
+            })
+            .headers(extra)
+            .headers(SERVER)
             .build()
     }
 
@@ -679,7 +699,8 @@ impl Core {
                 self.respond(key, msg, from, 403, "Forbidden - Identity Mismatch", &[]);
             }
             Verdict::Challenge { stale } => {
-                let challenge = self.digest.challenge(stale);
+                let mut challenge = std::mem::take(&mut self.challenge);
+                self.digest.challenge_into(stale, &mut challenge);
                 self.respond(
                     key,
                     msg,
@@ -688,6 +709,7 @@ impl Core {
                     reason,
                     &[(challenge_header, &challenge)],
                 );
+                self.challenge = challenge;
             }
             Verdict::BadRequest(reason) => self.respond(key, msg, from, 400, reason, &[]),
         }
@@ -807,11 +829,15 @@ impl Core {
             self.registration_changed(&aor, &before);
         }
         match outcome {
-            RegisterOutcome::Ok { contacts } => {
-                let extra: Vec<(&str, &str)> =
-                    contacts.iter().map(|c| ("Contact", c.as_str())).collect();
-                self.respond(key, &msg, &from, 200, "OK", &extra);
-            }
+            // One binding is the usual answer: no list of headers built for it.
+            RegisterOutcome::Ok { contacts } => match contacts.as_slice() {
+                [one] => self.respond(key, &msg, &from, 200, "OK", &[("Contact", one)]),
+                all => {
+                    let extra: Vec<(&str, &str)> =
+                        all.iter().map(|c| ("Contact", c.as_str())).collect();
+                    self.respond(key, &msg, &from, 200, "OK", &extra);
+                }
+            },
             RegisterOutcome::Reject {
                 status,
                 reason,
@@ -824,6 +850,34 @@ impl Core {
             }
         }
     }
+}
+
+/// Room for a To tag: two 64-bit numbers in hex.
+#[derive(Debug, Default)]
+struct TagBuf([u8; 32]);
+
+impl TagBuf {
+    /// `high` then `low` in lower-case hex without leading zeros, as `format!("{high:x}{low:x}")`.
+    fn write(&mut self, high: u64, low: u64) -> &str {
+        let (mut a, mut b) = ([0; 16], [0; 16]);
+        let (high, low) = (hex(high, &mut a).as_bytes(), hex(low, &mut b).as_bytes());
+        self.0[..high.len()].copy_from_slice(high);
+        self.0[high.len()..high.len() + low.len()].copy_from_slice(low);
+        // Nothing but ASCII hex digits.
+        std::str::from_utf8(&self.0[..high.len() + low.len()]).unwrap_or("0")
+    }
+}
+
+/// `n` in lower-case hex without leading zeros, as `format!("{n:x}")`, written into `buf` (the
+/// formatting machinery costs more than the digits for the tags and branches of every message).
+fn hex(n: u64, buf: &mut [u8; 16]) -> &str {
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, slot) in buf[..digits].iter_mut().enumerate() {
+        let nibble = (n >> (4 * (digits - 1 - i))) & 0xf;
+        *slot = b"0123456789abcdef"[nibble as usize];
+    }
+    // Nothing but ASCII hex digits.
+    std::str::from_utf8(&buf[..digits]).unwrap_or("0")
 }
 
 /// The names this server answers to, lower case: the domain, aliases, and each listening
@@ -877,6 +931,23 @@ fn uri_names_us(identities: &Identities, uri: &SipUri<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_format_hex() {
+        for n in [0, 1, 0xf, 0x10, 0xdead_beef, u64::MAX, 1 << 63] {
+            assert_eq!(hex(n, &mut [0; 16]), format!("{n:x}"));
+        }
+    }
+
+    #[test]
+    fn tags_are_both_numbers_in_hex() {
+        for (high, low) in [(0, 0), (0xffff_ffff, 1), (0x1234_abcd, u64::MAX), (9, 0x10)] {
+            assert_eq!(
+                TagBuf::default().write(high, low),
+                format!("{high:x}{low:x}")
+            );
+        }
+    }
 
     #[test]
     fn timers_round_up_to_the_grid() {

@@ -181,7 +181,6 @@ impl Core {
     /// `<sip:[flow token@]host;transport=…;lr>`, written into one string (a Record-Route
     /// pair per proxied INVITE).
     pub(super) fn record_route(&self, peer: &Peer) -> String {
-        use std::fmt::Write as _;
         let local = self
             .local
             .get(&peer.transport)
@@ -193,10 +192,7 @@ impl Core {
             out.push('@');
         }
         match local {
-            // Writing to a `String` cannot fail.
-            Some(addr) => {
-                let _ = write!(out, "{addr}");
-            }
+            Some(addr) => self.push_local(&mut out, *addr),
             None => out.push_str(&self.config.sip.domain),
         }
         out.push_str(";transport=");

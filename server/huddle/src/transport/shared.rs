@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
+use huddle_sip::idmap::IdMap;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{
@@ -40,9 +41,10 @@ struct Running {
 
 #[derive(Debug, Default)]
 struct FlowTable {
-    flows: HashMap<FlowId, FlowEntry>,
-    by_addr: HashMap<(Transport, SocketAddr), FlowId>,
-    per_ip: HashMap<IpAddr, usize>,
+    /// Ids are Huddle's own: a plain integer hash. Addresses are the peers': a seeded hasher.
+    flows: IdMap<FlowId, FlowEntry>,
+    by_addr: HashMap<(Transport, SocketAddr), FlowId, foldhash::fast::RandomState>,
+    per_ip: HashMap<IpAddr, usize, foldhash::fast::RandomState>,
 }
 
 #[derive(Debug)]

@@ -303,24 +303,29 @@ fn send_all<T>(socket: &std::net::UdpSocket, held: &mut [Held<T>]) {
     }
 }
 
-/// One `sendmmsg`: how many of `held` (from the first) went out.
+/// One `sendmmsg`: how many of `held` (from the first, at most [`SEND_BATCH`]) went out. The
+/// message headers and what they point to are built on the stack, filled in place: four
+/// `Vec`s per call cost four allocations for every batch the core flushed, and an `ArrayVec`
+/// returned from `collect` is copied whole (its full capacity) on the way out.
 #[cfg(target_os = "linux")]
 fn send_many<T>(socket: &std::net::UdpSocket, held: &[Held<T>]) -> std::io::Result<usize> {
+    use arrayvec::ArrayVec;
     use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
     use std::io::IoSlice;
 
-    let addrs: Vec<SocketAddrAny> = held.iter().map(|h| SocketAddrAny::from(h.to)).collect();
-    let iovs: Vec<[IoSlice<'_>; 1]> = held.iter().map(|h| [IoSlice::new(&h.data)]).collect();
-    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = held
-        .iter()
-        .map(|_| SendAncillaryBuffer::default())
-        .collect();
-    let mut msgs: Vec<MMsgHdr<'_>> = addrs
-        .iter()
-        .zip(&iovs)
-        .zip(controls.iter_mut())
-        .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
-        .collect();
+    let held = &held[..held.len().min(SEND_BATCH)];
+    let mut addrs = ArrayVec::<SocketAddrAny, SEND_BATCH>::new();
+    let mut iovs = ArrayVec::<[IoSlice<'_>; 1], SEND_BATCH>::new();
+    let mut controls = ArrayVec::<SendAncillaryBuffer<'_, '_, '_>, SEND_BATCH>::new();
+    for h in held {
+        addrs.push(SocketAddrAny::from(h.to));
+        iovs.push([IoSlice::new(&h.data)]);
+        controls.push(SendAncillaryBuffer::default());
+    }
+    let mut msgs = ArrayVec::<MMsgHdr<'_>, SEND_BATCH>::new();
+    for ((addr, iov), control) in addrs.iter().zip(&iovs).zip(controls.iter_mut()) {
+        msgs.push(MMsgHdr::new_with_addr(addr, iov, control));
+    }
     Ok(sendmmsg(socket, &mut msgs, SendFlags::empty())?)
 }
 

@@ -24,10 +24,24 @@ pub fn challenge(
 ) -> String {
     let mut out =
         String::with_capacity(64 + realm.len() + nonce.len() + opaque.map_or(0, |o| o.len() + 10));
+    challenge_into(&mut out, realm, nonce, algorithm, stale, opaque);
+    out
+}
+
+/// [`challenge`] written into `out` (cleared first), a buffer the caller reuses.
+pub fn challenge_into(
+    out: &mut String,
+    realm: &str,
+    nonce: &str,
+    algorithm: Algorithm,
+    stale: bool,
+    opaque: Option<&str>,
+) {
+    out.clear();
     out.push_str("Digest realm=\"");
-    push_quoted(&mut out, realm);
+    push_quoted(out, realm);
     out.push_str("\",nonce=\"");
-    push_quoted(&mut out, nonce);
+    push_quoted(out, nonce);
     out.push_str("\",algorithm=");
     out.push_str(algorithm.as_str());
     out.push_str(",qop=\"auth\"");
@@ -36,13 +50,20 @@ pub fn challenge(
     }
     if let Some(opaque) = opaque {
         out.push_str(",opaque=\"");
-        push_quoted(&mut out, opaque);
+        push_quoted(out, opaque);
         out.push('"');
     }
-    out
 }
 
 fn push_quoted(out: &mut String, value: &str) {
+    // Realms and nonces nearly always need no escape: copied whole.
+    if !value
+        .bytes()
+        .any(|b| b == b'"' || b == b'\\' || b.is_ascii_control())
+    {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         match c {
             '"' | '\\' => {
@@ -73,6 +94,18 @@ mod tests {
         assert_eq!(
             challenge("r", "n", Algorithm::Sha256, true, Some("o-1")),
             r#"Digest realm="r",nonce="n",algorithm=SHA-256,qop="auth",stale=true,opaque="o-1""#
+        );
+    }
+
+    #[test]
+    fn challenge_into_replaces_what_the_buffer_held() {
+        let mut out = String::from("left over");
+        challenge_into(&mut out, "r", "n", Algorithm::Md5, true, Some("o"));
+        assert_eq!(out, challenge("r", "n", Algorithm::Md5, true, Some("o")));
+        challenge_into(&mut out, "a\tb", "m", Algorithm::Sha256, false, None);
+        assert_eq!(
+            out,
+            r#"Digest realm="a	b",nonce="m",algorithm=SHA-256,qop="auth""#
         );
     }
 

@@ -110,7 +110,7 @@ mod response;
 mod tests;
 
 pub use algorithm::{ha1, Algorithm};
-pub use challenge::challenge;
+pub use challenge::{challenge, challenge_into};
 pub use credentials::{Credentials, Param, Qop};
 pub use error::AuthError;
 pub use nonce::{NonceIssuer, NonceStatus};

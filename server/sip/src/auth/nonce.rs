@@ -96,14 +96,19 @@ impl NonceIssuer {
     /// Mints a nonce for `realm` at `now_secs` (unix seconds), using `salt` from the caller's
     /// random source. Put it in [`challenge`](super::challenge).
     pub fn issue(&self, now_secs: u64, realm: &str, salt: [u8; 16]) -> String {
+        let mut out = String::with_capacity(ENCODED_LEN);
+        self.issue_into(now_secs, realm, salt, &mut out);
+        out
+    }
+
+    /// [`NonceIssuer::issue`] appended to `out` (a buffer the caller reuses).
+    pub fn issue_into(&self, now_secs: u64, realm: &str, salt: [u8; 16], out: &mut String) {
         let mut raw = [0u8; RAW_LEN];
         raw[..8].copy_from_slice(&now_secs.to_be_bytes());
         raw[8..24].copy_from_slice(&salt);
         let tag = self.tag(&raw[..24], realm).finalize().into_bytes();
         raw[24..].copy_from_slice(&tag[..TAG_LEN]);
-        let mut out = String::with_capacity(ENCODED_LEN);
-        base64url_encode(&raw, &mut out);
-        out
+        base64url_encode(&raw, out);
     }
 
     /// Classifies a nonce received in credentials for `realm` at `now_secs`.
@@ -219,6 +224,21 @@ mod tests {
         NonceIssuer::new([9; 32])
             .with_lifetime(300)
             .with_max_skew(5)
+    }
+
+    #[test]
+    fn issue_into_appends_the_nonce_issue_returns() {
+        let issuer = NonceIssuer::new([7; 32]);
+        let mut out = String::from("x");
+        issuer.issue_into(NOW, "example.test", [3; 16], &mut out);
+        assert_eq!(
+            out,
+            format!("x{}", issuer.issue(NOW, "example.test", [3; 16]))
+        );
+        assert_eq!(
+            issuer.check(&out[1..], "example.test", NOW),
+            NonceStatus::Valid
+        );
     }
 
     #[test]

@@ -803,7 +803,12 @@ impl RoomMedia {
                 leg.video_pt = pt;
                 branch.push(src.upcast());
                 branch.extend(video_decoder(codec)?);
-                branch.push(make("videoconvert")?);
+                // vp8dec gives I420, which the label draws on as it is (a videoconvert there
+                // is a pass-through per frame that raw-floor.sh does not have); H.264 may come
+                // in other chroma layouts.
+                if codec != VideoCodec::Vp8 {
+                    branch.push(make("videoconvert")?);
+                }
             }
             None => {
                 let src = make("videotestsrc")?;

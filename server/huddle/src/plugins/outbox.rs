@@ -10,12 +10,11 @@
 //! from another thread (a plugin's writer thread answering 202 once its write is durable)
 //! first sends what the instance's thread holds, then itself, so nothing a plugin did before
 //! handing work to its own thread reaches the core after that work's result.
-//!
-//! [`Error::Busy`]: huddle_sdk::Error::Busy
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::ThreadId;
 
+use huddle_sdk::{Error, Result};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::{OwnedPermit, Sender};
 
@@ -70,35 +69,42 @@ impl Outbox {
     }
 
     /// Sends `command` to the core through `tx`, or, on the holding thread, reserves its slot
-    /// and holds it. An error (the channel is full or closed) gives the command back.
-    pub(crate) fn send(
-        &self,
-        tx: &Sender<HostCommand>,
-        command: HostCommand,
-    ) -> Result<(), TrySendError<HostCommand>> {
+    /// and holds it. [`Error::Busy`] when the channel is full, [`Error::BadState`] once the
+    /// core is gone (the command is dropped).
+    pub(crate) fn send(&self, tx: &Sender<HostCommand>, command: HostCommand) -> Result<()> {
         let mut held = self.lock();
-        if held.holder != Some(std::thread::current().id()) {
-            held.release();
-            return tx.try_send(command);
-        }
-        match tx.clone().try_reserve_owned() {
-            Ok(permit) => {
-                held.commands.push((permit, command));
-                if held.commands.len() >= MAX_HELD {
-                    held.release();
+        let refused = if held.holder == Some(std::thread::current().id()) {
+            match tx.clone().try_reserve_owned() {
+                Ok(permit) => {
+                    held.commands.push((permit, command));
+                    if held.commands.len() >= MAX_HELD {
+                        held.release();
+                    }
+                    return Ok(());
                 }
-                Ok(())
+                Err(TrySendError::Full(_)) => true,
+                Err(TrySendError::Closed(_)) => false,
             }
-            Err(TrySendError::Full(_)) => Err(TrySendError::Full(command)),
-            Err(TrySendError::Closed(_)) => Err(TrySendError::Closed(command)),
-        }
+        } else {
+            held.release();
+            match tx.try_send(command) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(_)) => true,
+                Err(TrySendError::Closed(_)) => false,
+            }
+        };
+        Err(if refused {
+            Error::Busy
+        } else {
+            Error::BadState
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use huddle_sdk::{Error, RequestId};
+    use huddle_sdk::RequestId;
 
     fn command(txn: u64) -> HostCommand {
         HostCommand::Fail {
@@ -142,11 +148,9 @@ mod tests {
         outbox.send(&tx, command(1)).unwrap();
         outbox.send(&tx, command(2)).unwrap();
         let refused = outbox.send(&tx, command(3));
-        assert!(
-            matches!(
-                refused,
-                Err(TrySendError::Full(HostCommand::Fail { txn: 3, .. }))
-            ),
+        assert_eq!(
+            refused,
+            Err(Error::Busy),
             "both slots are reserved by held commands"
         );
         outbox.release();

@@ -303,13 +303,7 @@ impl Services {
     }
 
     fn command(&self, command: HostCommand) -> Result<()> {
-        self.shared
-            .outbox
-            .send(&self.commands, command)
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => Error::Busy,
-                mpsc::error::TrySendError::Closed(_) => Error::BadState,
-            })
+        self.shared.outbox.send(&self.commands, command)
     }
 
     fn parse(&self, bytes: &[u8]) -> Result<Message> {

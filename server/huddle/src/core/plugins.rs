@@ -1123,19 +1123,23 @@ mod tests {
               CSeq: 1 NOTIFY\r\n\
               huddle-REPORT: failures\r\n\
               HUDDLE-binding: alice@example.test/b1\r\n\
+              huddle-answer: 7\r\n\
               Event: presence\r\n\
               Content-Length: 0\r\n\r\n",
         ))
         .unwrap();
         assert_eq!(request.header(&REPORT_NAME), Some("failures"));
         assert_eq!(request.header(&BINDING_NAME), Some("alice@example.test/b1"));
+        assert_eq!(request.header(&ANSWER_NAME), Some("7"));
         let forwarded = Forward::new(&request)
             .drop_header(REPORT_NAME.clone())
             .drop_header(BINDING_NAME.clone())
+            .drop_header(ANSWER_NAME.clone())
             .build_message()
             .unwrap();
         assert_eq!(forwarded.header(&REPORT_NAME), None);
         assert_eq!(forwarded.header(&BINDING_NAME), None);
+        assert_eq!(forwarded.header(&ANSWER_NAME), None);
         assert_eq!(forwarded.header(&HeaderName::Event), Some("presence"));
     }
 

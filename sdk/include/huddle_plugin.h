@@ -20,7 +20,7 @@
 #define HUDDLE_PLUGIN_ABI_MAJOR 1
 
 // The ABI minor version this SDK was built with.
-#define HUDDLE_PLUGIN_ABI_MINOR 5
+#define HUDDLE_PLUGIN_ABI_MINOR 6
 
 // Success.
 #define HUDDLE_OK 0
@@ -493,5 +493,9 @@ const HuddlePluginDescriptor *huddle_plugin_entry_v1(void);
 #ifdef __cplusplus
 }
 #endif
+
+/* (ABI 1.6) The header naming the plugin's transaction (decimal txn) that the host answers
+ * 200 OK when the request carrying it succeeds (sdk/src/abi.rs, "Answers made by the host"). */
+#define HUDDLE_ANSWER_HEADER "Huddle-Answer"
 
 #endif /* HUDDLE_PLUGIN_H */

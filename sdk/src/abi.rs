@@ -150,6 +150,22 @@
 //! response comes the host synthesises one (`408` on timeout, `480` when the target is not
 //! registered, `503` on transport failure). Delivered responses have the host's Via removed.
 //!
+//! # Answers made by the host (ABI 1.6)
+//!
+//! A plugin that answers one of its transactions `200 OK` as soon as a request it sends
+//! succeeds (a message store relaying a MESSAGE to an online device) may put a
+//! [`HUDDLE_ANSWER_HEADER`] header naming that transaction (its `txn` as a decimal number) in
+//! the request. The host strips the header before sending, and on the request's first 2xx
+//! answers the transaction `200 OK` itself, unless the plugin answered it finally already, or
+//! it is an INVITE, or not the plugin's; then it delivers the 2xx through `handle_response` as
+//! usual, but without urgency when it answered: the 2xx waits for the next callback that
+//! wakes the plugin anyway, at most a few tens of milliseconds (the host's
+//! `UNHURRIED_DEADLINE`, 20 ms). A plugin that gets that 2xx while the transaction is still unanswered on its side
+//! knows the host answered it (its own `respond` would get
+//! [`HUDDLE_ERR_UNKNOWN_TRANSACTION`]). A failure changes nothing: the plugin gets it and
+//! answers. The caller's `200` then leaves without a round trip through the plugin. Hosts
+//! before 1.6 forward the header and never answer: check the host's minor version first.
+//!
 //! # Retargeting (ABI 1.4)
 //!
 //! `retarget(ctx, txn, uri, uri_len)` (host table, optional by `struct_size`; never null in a
@@ -248,7 +264,10 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version. Part of the entry symbol's name.
 pub const HUDDLE_PLUGIN_ABI_MAJOR: u32 = 1;
 /// The ABI minor version this SDK was built with.
-pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 5;
+pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 6;
+/// (ABI 1.6) The header naming the plugin's transaction the host answers `200 OK` when the
+/// request carrying it succeeds (module docs, "Answers made by the host").
+pub const HUDDLE_ANSWER_HEADER: &str = "Huddle-Answer";
 /// The one symbol a plugin library exports: `huddle_plugin_entry_v<major>`, of type
 /// [`HuddlePluginEntryFn`].
 pub const HUDDLE_PLUGIN_ENTRY_SYMBOL: &str = "huddle_plugin_entry_v1";

@@ -13,6 +13,9 @@
 //!   does.
 //! * **Requests the plugin sends** are recorded ([`FakeHost::sent_requests`]); they must parse
 //!   and carry no Via. Answer them with [`FakePlugin::answer`] or [`FakePlugin::response`].
+//!   A 2xx to one carrying [`HUDDLE_ANSWER_HEADER`] (ABI 1.6) first answers the transaction it
+//!   names `200 OK` when that is open and not an INVITE, as the host does (marked
+//!   [`SentResponse::synthetic`]).
 //! * **Store**: one namespace per name (`""` is the plugin's own), `location` readable with
 //!   [`Capabilities::LOCATION`], other shared namespaces readable once
 //!   [`FakeHost::allow_namespace`] names them; writes only to the own namespace. Watches are
@@ -60,6 +63,7 @@ use bytes::Bytes;
 use huddle_sip::build::ResponseBuilder;
 use huddle_sip::{HeaderName, Message, Method};
 
+use crate::abi::HUDDLE_ANSWER_HEADER;
 use crate::claims::{Claim, RouteKey};
 use crate::error::{Error, Result};
 use crate::hosting::{HostServices, PluginEntry, PluginInfo, PluginInstance, StartError};
@@ -85,7 +89,8 @@ pub struct SentResponse {
     pub txn: TransactionId,
     /// The response.
     pub message: Message,
-    /// True when the fake host generated it because the plugin's callback failed.
+    /// True when the fake host generated it: the plugin's callback failed, or (ABI 1.6) a
+    /// request naming the transaction in [`HUDDLE_ANSWER_HEADER`] succeeded.
     pub synthetic: bool,
 }
 
@@ -212,6 +217,8 @@ struct State {
     users: BTreeSet<String>,
     /// Whether `user_exists` answers (false: not supported, as by a host before ABI 1.5).
     user_lookup: bool,
+    /// (ABI 1.6) Requests sent with [`HUDDLE_ANSWER_HEADER`], by id: the transaction named.
+    answers: BTreeMap<RequestId, TransactionId>,
 }
 
 impl State {
@@ -303,6 +310,7 @@ impl FakeHost {
                 batches: 0,
                 users: BTreeSet::new(),
                 user_lookup: true,
+                answers: BTreeMap::new(),
             })),
         }
     }
@@ -563,8 +571,14 @@ impl HostServices for FakeHost {
             );
             return Err(Error::InvalidArgument);
         }
+        let answer = message
+            .header(&HeaderName::parse(HUDDLE_ANSWER_HEADER))
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let mut st = self.lock();
         let id = RequestId(st.id());
+        if let Some(txn) = answer {
+            st.answers.insert(id, TransactionId(txn));
+        }
         st.requests.push(SentRequest { id, message });
         Ok(id)
     }
@@ -897,10 +911,42 @@ impl FakePlugin {
         });
     }
 
-    /// Delivers a response to a request the plugin sent.
+    /// Delivers a response to a request the plugin sent (after answering the transaction its
+    /// [`HUDDLE_ANSWER_HEADER`] names, for a final 2xx, as the host does).
     pub fn response(&mut self, id: RequestId, response: impl AsRef<[u8]>) -> Result<()> {
+        let status = Message::parse(Bytes::copy_from_slice(response.as_ref()))
+            .ok()
+            .and_then(|m| m.status());
+        if let Some(status) = status.filter(|s| *s >= 200) {
+            self.answer_for_plugin(id, (200..300).contains(&status));
+        }
         let result = self.instance().handle_response(id, response.as_ref());
         self.settle(result)
+    }
+
+    /// The host's `200 OK` on the transaction `id`'s [`HUDDLE_ANSWER_HEADER`] named, if it
+    /// `succeeded` and the transaction is open and not an INVITE.
+    fn answer_for_plugin(&mut self, id: RequestId, succeeded: bool) {
+        let mut st = self.host.lock();
+        let Some(txn) = st.answers.remove(&id).filter(|_| succeeded) else {
+            return;
+        };
+        let Some(t) = st.txns.get_mut(&txn) else {
+            return;
+        };
+        if t.final_sent || t.request.method() == Some(&Method::Invite) {
+            return;
+        }
+        t.final_sent = true;
+        let bytes = ResponseBuilder::new(&t.request, 200, "OK")
+            .to_tag("fakehost")
+            .build();
+        let message = Message::parse(bytes).expect("the builder writes a valid response");
+        st.responses.push(SentResponse {
+            txn,
+            message,
+            synthetic: true,
+        });
     }
 
     /// Answers a request the plugin sent with `status`, as its target would.

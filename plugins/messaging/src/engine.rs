@@ -341,6 +341,11 @@ impl Engine {
         self.msgs.get(&seq).map(|m| &m.data)
     }
 
+    /// The sender's transaction (the plugin's number) while the sender of `seq` waits.
+    pub fn sender(&self, seq: u64) -> Option<u64> {
+        self.msgs.get(&seq).and_then(|m| m.sender)
+    }
+
     /// The message and target of an attempt in flight.
     pub fn attempt(&self, attempt: u64) -> Option<(&Stored, &Target)> {
         let (seq, target) = self.attempts.get(&attempt)?;

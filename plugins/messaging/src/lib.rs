@@ -41,7 +41,11 @@
 //!
 //! Each delivery names the binding it is for in a `Huddle-Binding` header (its `location/`
 //! key); the host sends the request to that binding only and strips the header (see the
-//! host's `core/plugins.rs`).
+//! host's `core/plugins.rs`). On a host of ABI 1.6 or later a delivery (or an is-composing
+//! relay) for a sender still waiting also names the sender's transaction in `Huddle-Answer`:
+//! the host answers the sender `200 OK` itself on the first 2xx, so the sender's answer does
+//! not wait for a round trip through this plugin's thread; the 2xx still arrives here and
+//! settles the message as before (without a second answer).
 
 pub mod engine;
 pub mod wire;
@@ -50,10 +54,12 @@ pub mod writer;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use huddle_sdk::abi::HUDDLE_ANSWER_HEADER;
 use huddle_sdk::serde::{Deserialize, Serialize};
 use huddle_sdk::{
     Capabilities, Claim, Claims, Config, ConfigError, Error, Host, Method, NewRequest, Plugin,
-    RegistrationEvent, Request, RequestId, Response, Result, StoreChange, TimerId, WatchId,
+    RegistrationEvent, Request, RequestId, Response, Result, StoreChange, TimerId, TransactionId,
+    WatchId,
 };
 
 use engine::{user_of_binding, Effect, Engine, Incoming, Limits, Recipient, Stored, Target};
@@ -173,6 +179,15 @@ pub struct Messaging {
     next_txn: u64,
     /// Deliveries in flight: request → engine attempt.
     attempts: HashMap<RequestId, u64>,
+    /// Whether the host answers a waiting sender itself when a delivery naming it succeeds
+    /// (ABI 1.6, `Huddle-Answer`): the sender's 200 then needs no round trip through here.
+    host_answers: bool,
+    /// Deliveries and relays in flight that name a waiting sender in `Huddle-Answer`: request
+    /// → the sender's transaction (the engine's number).
+    answering: HashMap<RequestId, u64>,
+    /// Senders the host answered 200 for us (a delivery naming them succeeded); the engine's
+    /// answer to them is not sent again.
+    answered_by_host: HashSet<u64>,
     /// Relayed is-composing indications: request → the sender's request.
     relays: HashMap<RequestId, Request>,
     /// Notices sent, for the log.
@@ -247,6 +262,9 @@ impl Plugin for Messaging {
             waiting: HashMap::new(),
             next_txn: 0,
             attempts: HashMap::new(),
+            host_answers: host.abi_version() >= (1, 6),
+            answering: HashMap::new(),
+            answered_by_host: HashSet::new(),
             relays: HashMap::new(),
             notices: HashSet::new(),
             devices: HashSet::new(),
@@ -339,6 +357,12 @@ impl Plugin for Messaging {
         }
         let id = response.request_id();
         let status = response.status();
+        if let Some(sender) = self.answering.remove(&id) {
+            // Still unanswered here: the host answered it 200 on this 2xx.
+            if (200..300).contains(&status) && self.waiting.contains_key(&sender) {
+                self.answered_by_host.insert(sender);
+            }
+        }
         if let Some(attempt) = self.attempts.remove(&id) {
             if (200..300).contains(&status) {
                 if let Some((stored, target)) = self.engine.attempt(attempt) {
@@ -348,6 +372,11 @@ impl Plugin for Messaging {
             let effects = self.engine.on_result(attempt, status, now_ms());
             self.run(host, effects);
         } else if let Some(request) = self.relays.remove(&id) {
+            // Sent naming the sender in `Huddle-Answer`: the host answered it 200 on this 2xx.
+            if self.host_answers && request.transaction().is_some() && (200..300).contains(&status)
+            {
+                return Ok(());
+            }
             let status = if (200..300).contains(&status) {
                 200
             } else {
@@ -543,11 +572,14 @@ impl Messaging {
     /// the sender gets the outcome. Never stored, never in the history.
     fn relay(&mut self, host: &Host, request: Request, content_type: &str) -> Result<()> {
         let from = request.header("From").unwrap_or_default().to_owned();
-        let out = NewRequest::new(Method::Message, request.uri())
+        let mut out = NewRequest::new(Method::Message, request.uri())
             .from(&from)
-            .to(&format!("<{}>", request.to_uri().unwrap_or(request.uri())))
-            .body(content_type, request.body())
-            .build();
+            .to(&format!("<{}>", request.to_uri().unwrap_or(request.uri())));
+        let answer = request.transaction().filter(|_| self.host_answers);
+        if let Some(txn) = answer {
+            out = out.header(HUDDLE_ANSWER_HEADER, &txn.0.to_string());
+        }
+        let out = out.body(content_type, request.body()).build();
         match host.send_request(&out) {
             Ok(id) => {
                 self.relays.insert(id, request);
@@ -568,7 +600,9 @@ impl Messaging {
                     reason,
                 } => {
                     if let Some(request) = self.waiting.remove(&txn) {
-                        if let Err(e) = host.reply(&request, status, &reason) {
+                        if self.answered_by_host.remove(&txn) {
+                            // The host answered 200 already (`Huddle-Answer`).
+                        } else if let Err(e) = host.reply(&request, status, &reason) {
                             huddle_sdk::debug!(host, "answer {status} not sent: {e}");
                         }
                         if status == 200 || status == 202 {
@@ -662,14 +696,28 @@ impl Messaging {
                     seq,
                     target,
                 } => {
+                    // The waiting sender, for the host to answer on success (ABI 1.6).
+                    let answer = self
+                        .engine
+                        .sender(seq)
+                        .filter(|_| self.host_answers)
+                        .and_then(|sender| {
+                            let txn = self.waiting.get(&sender)?.transaction()?;
+                            Some((sender, txn))
+                        });
                     let sent = self
                         .engine
                         .message(seq)
                         .ok_or(Error::NotFound)
-                        .and_then(|m| host.send_request(&delivery(m, &target)));
+                        .and_then(|m| {
+                            host.send_request(&delivery(m, &target, answer.map(|(_, t)| t)))
+                        });
                     match sent {
                         Ok(id) => {
                             self.attempts.insert(id, attempt);
+                            if let Some((sender, _)) = answer {
+                                self.answering.insert(id, sender);
+                            }
                         }
                         Err(e) => {
                             huddle_sdk::debug!(host, "delivery of {seq} not sent: {e}");
@@ -830,13 +878,16 @@ fn delivered_event(m: &Stored, target: &Target) -> String {
 }
 
 /// The MESSAGE that delivers `m` to `target`: the original From, Date and Content-Type.
-fn delivery(m: &Stored, target: &Target) -> huddle_sdk::Bytes {
+fn delivery(m: &Stored, target: &Target, answer: Option<TransactionId>) -> huddle_sdk::Bytes {
     let mut req = NewRequest::new(Method::Message, &m.to)
         .from(&m.from)
         .to(&format!("<{}>", m.to))
         .header("Date", &m.date);
     if let Target::Device(key) = target {
         req = req.header(BINDING_HEADER, key);
+    }
+    if let Some(txn) = answer {
+        req = req.header(HUDDLE_ANSWER_HEADER, &txn.0.to_string());
     }
     req.body(&m.content_type, &m.body.bytes()).build()
 }

@@ -79,6 +79,54 @@ fn delivers_to_each_device_separately_and_answers_200_on_the_first_accept() {
 }
 
 #[test]
+fn a_waiting_sender_is_answered_by_the_host_on_the_first_accept_and_only_once() {
+    let (host, mut plugin) = start("");
+    register(&host, &mut plugin, "bob@example.test/d1");
+    register(&host, &mut plugin, "bob@example.test/d2");
+    let txn = plugin
+        .request(sample_request("MESSAGE", BOB, "hi"))
+        .unwrap();
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 2);
+    let answer = HeaderName::parse(HUDDLE_ANSWER_HEADER);
+    for s in &sent {
+        assert_eq!(
+            s.message.header(&answer),
+            Some(txn.0.to_string().as_str()),
+            "each delivery names the waiting sender"
+        );
+    }
+    plugin.answer(&sent[0], 200, "OK").unwrap();
+    plugin.answer(&sent[1], 200, "OK").unwrap();
+    let answers = host.responses_to(txn);
+    assert_eq!(answers.len(), 1, "one answer: the host's");
+    assert_eq!(answers[0].status(), 200);
+    assert!(
+        answers[0].synthetic,
+        "made by the host, not sent again by the plugin"
+    );
+    assert!(!host.logged(huddle_sdk::Level::Debug, "not sent"));
+    assert!(host.entries("").iter().all(|(k, _)| !k.starts_with(b"q/")));
+}
+
+#[test]
+fn a_failed_delivery_is_still_answered_by_the_plugin() {
+    let (host, mut plugin) = start("");
+    register(&host, &mut plugin, "bob@example.test/d1");
+    let txn = plugin
+        .request(sample_request("MESSAGE", BOB, "hi"))
+        .unwrap();
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 1);
+    plugin.answer(&sent[0], 486, "Busy Here").unwrap();
+    let answer = host
+        .final_response(txn)
+        .expect("answered after the failure");
+    assert!(!answer.synthetic, "the plugin's own answer");
+    assert_ne!(answer.status(), 200);
+}
+
+#[test]
 fn offline_user_is_stored_before_202_without_asking_and_delivered_on_register() {
     let (host, mut plugin) = start("");
     let txn = plugin

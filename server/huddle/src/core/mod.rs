@@ -235,6 +235,7 @@ impl Core {
                 self.txn.poll_timeout(),
                 self.location.poll_timeout(),
                 self.proxy.poll_timeout(),
+                self.plugin_poll_timeout(),
             ]
             .into_iter()
             .flatten()
@@ -287,6 +288,7 @@ impl Core {
                     let aors = self.location.expire(now, &mut self.changes);
                     self.registrations_lost(aors);
                     self.proxy_timer_c(now);
+                    self.plugin_handle_timeout(now);
                     now
                 }
                 changed = shutdown.changed() => {

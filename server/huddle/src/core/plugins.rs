@@ -57,6 +57,16 @@
 //! retired); a failure is delivered as usual. That saves a response build, a hand-off to the
 //! plugin's thread and a parse per successful request.
 //!
+//! A plugin that answers its caller `200 OK` as soon as the request it sends on succeeds (the
+//! messaging store delivering to an online device) names the caller's transaction in an
+//! [`ANSWER_HEADER`] (ABI 1.6, `huddle_sdk::abi::HUDDLE_ANSWER_HEADER`): the host strips it and,
+//! on the first 2xx, answers that transaction `200 OK` itself when the plugin has not answered
+//! it finally yet (never an INVITE). The caller's answer then costs no round trip through the
+//! plugin's thread (a hand-off there, a `respond` and a hand-off back). The 2xx is still
+//! delivered, but without urgency: it waits in the plugin's mailbox for the next job that
+//! wakes the plugin's thread, at most [`UNHURRIED_DEADLINE`] (a sleeping thread is woken for
+//! it then), so an online message costs the plugin's thread one wake-up instead of two.
+//!
 //! # Registration events
 //!
 //! Plugins that require `REGISTRATION_EVENTS` get `online` when an address-of-record gains its
@@ -66,7 +76,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use huddle_sdk::claims::RouteKey;
@@ -96,11 +106,19 @@ pub const BINDING_HEADER: &str = "Huddle-Binding";
 pub const REPORT_HEADER: &str = "Huddle-Report";
 /// [`REPORT_HEADER`]'s value: no response for a 2xx, the final response for a failure.
 pub const REPORT_FAILURES: &str = "failures";
+/// The header by which a plugin has the host answer one of its transactions `200 OK` when the
+/// request it sends succeeds (module docs; ABI 1.6); never forwarded.
+pub const ANSWER_HEADER: &str = huddle_sdk::abi::HUDDLE_ANSWER_HEADER;
 
 /// [`BINDING_HEADER`] and [`REPORT_HEADER`] as header names, resolved once: a plugin request
 /// used to resolve (and allocate) each name once per lookup and once per branch.
 static BINDING_NAME: LazyLock<HeaderName> = LazyLock::new(|| HeaderName::parse(BINDING_HEADER));
 static REPORT_NAME: LazyLock<HeaderName> = LazyLock::new(|| HeaderName::parse(REPORT_HEADER));
+static ANSWER_NAME: LazyLock<HeaderName> = LazyLock::new(|| HeaderName::parse(ANSWER_HEADER));
+
+/// How long a 2xx the host answered for (module docs) may wait in a plugin's mailbox for
+/// another job to wake the plugin's thread before that thread is woken for it.
+pub(crate) const UNHURRIED_DEADLINE: Duration = Duration::from_millis(20);
 
 /// `Retry-After` (seconds) when a plugin's queue is full.
 const QUEUE_FULL_RETRY_AFTER: &str = "1";
@@ -145,6 +163,8 @@ struct Outgoing {
     final_sent: bool,
     /// `Huddle-Report: failures`: a 2xx is not delivered.
     failures_only: bool,
+    /// `Huddle-Answer`: the plugin's transaction the host answers `200 OK` on a 2xx.
+    answer: Option<u64>,
 }
 
 /// The plugin host's state inside the core.
@@ -157,6 +177,10 @@ pub struct PluginRouting {
     outgoing: IdMap<u64, Outgoing>,
     branches: IdMap<ClientKey, (u64, usize)>,
     next_out: u64,
+    /// Plugins whose thread sleeps with an unhurried job queued, and when the first of them
+    /// is to be woken anyway ([`UNHURRIED_DEADLINE`]).
+    unhurried: Vec<usize>,
+    unhurried_due: Option<Instant>,
 }
 
 impl PluginRouting {
@@ -182,6 +206,8 @@ impl PluginRouting {
                 outgoing: IdMap::default(),
                 branches: IdMap::default(),
                 next_out: 0,
+                unhurried: Vec::new(),
+                unhurried_due: None,
             },
             commands,
             _commands_tx,
@@ -192,6 +218,20 @@ impl PluginRouting {
         self.handles
             .get(plugin)
             .is_some_and(|h| h.shared.mailbox.push(job))
+    }
+
+    /// Queues `job` for `plugin` without waking its thread; owes that thread a wake-up by
+    /// [`UNHURRIED_DEADLINE`] from `now` when it sleeps.
+    fn deliver_unhurried(&mut self, plugin: usize, job: Job, now: Instant) {
+        let Some(handle) = self.handles.get(plugin) else {
+            return;
+        };
+        if handle.shared.mailbox.push_unhurried(job) == Some(true) {
+            if !self.unhurried.contains(&plugin) {
+                self.unhurried.push(plugin);
+            }
+            self.unhurried_due.get_or_insert(now + UNHURRIED_DEADLINE);
+        }
     }
 
     fn name(&self, plugin: usize) -> &str {
@@ -631,6 +671,9 @@ impl Core {
         let report = request.header(&REPORT_NAME);
         let failures_only = report.is_some_and(|v| v.trim().eq_ignore_ascii_case(REPORT_FAILURES));
         let report = report.is_some();
+        let answer_header = request.header(&ANSWER_NAME);
+        let answer = answer_header.and_then(|v| v.trim().parse::<u64>().ok());
+        let answer_header = answer_header.is_some();
         let selected = match pinned.as_deref() {
             Some(key) => self.binding_target(key, now),
             None => self.select_targets(&request, dialog, popped, token_peer, now, true),
@@ -651,6 +694,7 @@ impl Core {
             branches: Vec::with_capacity(targets.len()),
             final_sent: false,
             failures_only,
+            answer,
         };
         for target in targets {
             let peer = target.peer;
@@ -667,6 +711,9 @@ impl Core {
             }
             if report {
                 fwd = fwd.drop_header(REPORT_NAME.clone());
+            }
+            if answer_header {
+                fwd = fwd.drop_header(ANSWER_NAME.clone());
             }
             if out.request.max_forwards().is_none() {
                 fwd = fwd.max_forwards(70);
@@ -812,9 +859,11 @@ impl Core {
         branch.final_status = Some(status);
         let mut cancel = Vec::new();
         let mut deliver: Option<(usize, RequestId, Option<Bytes>, u16)> = None;
+        let mut answer = None;
         if (200..300).contains(&status) {
             if !ctx.final_sent {
                 ctx.final_sent = true;
+                answer = ctx.answer.map(|txn| (ctx.plugin, txn));
                 if ctx.invite {
                     cancel = pending(ctx);
                 }
@@ -856,17 +905,20 @@ impl Core {
         for other in cancel {
             let _ = self.txn.cancel(other, now);
         }
+        let answered = answer.is_some_and(|(plugin, txn)| self.answer_for_plugin(plugin, txn));
         if let Some((plugin, id, bytes, status)) = deliver {
             match bytes {
                 Some(bytes) => {
-                    self.plugins.deliver(
-                        plugin,
-                        Job::Response {
-                            id,
-                            bytes,
-                            is_final: true,
-                        },
-                    );
+                    let job = Job::Response {
+                        id,
+                        bytes,
+                        is_final: true,
+                    };
+                    if answered {
+                        self.plugins.deliver_unhurried(plugin, job, now);
+                    } else {
+                        self.plugins.deliver(plugin, job);
+                    }
                 }
                 None => {
                     let reason = match status {
@@ -878,6 +930,56 @@ impl Core {
                         self.plugin_synthetic(plugin, id, &request, status, reason);
                     }
                 }
+            }
+        }
+    }
+
+    /// A request plugin `plugin` sent with [`ANSWER_HEADER`] naming `txn` succeeded: answer
+    /// `txn` `200 OK` for the plugin unless it is not the plugin's, is an INVITE, or was
+    /// answered finally already (then nothing: the plugin answers as it sees fit). True when
+    /// answered.
+    fn answer_for_plugin(&mut self, plugin: usize, txn: u64) -> bool {
+        // A 200 to an INVITE needs the plugin's Contact and session: never made up here.
+        let ours = self
+            .plugins
+            .txns
+            .get(&txn)
+            .is_some_and(|t| t.plugin == plugin && t.request.method() != Some(&Method::Invite));
+        if !ours {
+            return false;
+        }
+        let Some(handle) = self.plugins.handles.get(plugin) else {
+            return false;
+        };
+        // Closed here, as `respond` closes it on the plugin's side: whichever comes first
+        // answers, the other is told the transaction is not open.
+        if !handle.shared.close_txn(txn) {
+            return false;
+        }
+        // Taken out for the call and put back: the core needs it until the transaction layer
+        // forgets the transaction (and a clone would copy its header table).
+        let Some(t) = self.plugins.txns.remove(&txn) else {
+            return false;
+        };
+        self.respond(t.key, &t.request, &t.from, 200, "OK", &[]);
+        self.plugins.txns.insert(txn, t);
+        true
+    }
+
+    /// When a plugin's thread that sleeps with an unhurried job queued is to be woken.
+    pub(super) fn plugin_poll_timeout(&self) -> Option<Instant> {
+        self.plugins.unhurried_due
+    }
+
+    /// Wakes the plugin threads still sleeping with unhurried jobs once their deadline passed.
+    pub(super) fn plugin_handle_timeout(&mut self, now: Instant) {
+        if self.plugins.unhurried_due.is_none_or(|due| due > now) {
+            return;
+        }
+        self.plugins.unhurried_due = None;
+        for plugin in std::mem::take(&mut self.plugins.unhurried) {
+            if let Some(handle) = self.plugins.handles.get(plugin) {
+                handle.shared.mailbox.wake_if_waiting();
             }
         }
     }
@@ -1021,19 +1123,23 @@ mod tests {
               CSeq: 1 NOTIFY\r\n\
               huddle-REPORT: failures\r\n\
               HUDDLE-binding: alice@example.test/b1\r\n\
+              huddle-answer: 7\r\n\
               Event: presence\r\n\
               Content-Length: 0\r\n\r\n",
         ))
         .unwrap();
         assert_eq!(request.header(&REPORT_NAME), Some("failures"));
         assert_eq!(request.header(&BINDING_NAME), Some("alice@example.test/b1"));
+        assert_eq!(request.header(&ANSWER_NAME), Some("7"));
         let forwarded = Forward::new(&request)
             .drop_header(REPORT_NAME.clone())
             .drop_header(BINDING_NAME.clone())
+            .drop_header(ANSWER_NAME.clone())
             .build_message()
             .unwrap();
         assert_eq!(forwarded.header(&REPORT_NAME), None);
         assert_eq!(forwarded.header(&BINDING_NAME), None);
+        assert_eq!(forwarded.header(&ANSWER_NAME), None);
         assert_eq!(forwarded.header(&HeaderName::Event), Some("presence"));
     }
 

@@ -221,6 +221,34 @@ impl Mailbox {
         true
     }
 
+    /// Queues a job the plugin need not see at once (the 2xx of a request whose caller the
+    /// host answered for it, ABI 1.6) without waking the taking thread: it comes along with
+    /// the next job that does wake it. `Some(true)` when that thread sleeps with it queued:
+    /// then the caller owes it a wake-up by a deadline ([`Mailbox::wake_if_waiting`]).
+    /// `None` once closed.
+    pub(crate) fn push_unhurried(&self, job: Job) -> Option<bool> {
+        let mut st = self.lock();
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        st.jobs.push_back(job);
+        Some(st.sleeping)
+    }
+
+    /// Wakes the taking thread if it still sleeps with jobs queued (an unhurried job's
+    /// deadline passed and nothing else woke it).
+    pub(crate) fn wake_if_waiting(&self) {
+        let mut st = self.lock();
+        let wake = st.sleeping && !st.jobs.is_empty();
+        if wake {
+            st.sleeping = false;
+        }
+        drop(st);
+        if wake {
+            wake_or_defer(&self.signal);
+        }
+    }
+
     /// Queues a new request unless `queue_len` are already waiting (false: not queued).
     pub(crate) fn try_request(&self, job: Job) -> bool {
         self.queue(job, Some((&self.requests, self.queue_len)))
@@ -475,6 +503,57 @@ mod tests {
         let (got, rest) = taker.join().unwrap();
         assert!(got);
         assert_eq!(rest, 1, "woken once with both jobs queued");
+    }
+
+    #[test]
+    fn an_unhurried_job_waits_for_the_next_wake_or_its_deadline() {
+        let mb = Arc::new(Mailbox::new(4));
+        let taker = {
+            let mb = mb.clone();
+            std::thread::spawn(move || {
+                let mut batch = VecDeque::new();
+                let mut tokens = Vec::new();
+                while let Some(job) = mb.next_batch(&mut batch) {
+                    if let Job::Timer { token, .. } = job {
+                        tokens.push((token, batch.len()));
+                    }
+                    if tokens.len() == 4 {
+                        break;
+                    }
+                }
+                tokens
+            })
+        };
+        let until_asleep = || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !(mb.lock().sleeping && mb.lock().jobs.is_empty()) {
+                assert!(std::time::Instant::now() < deadline, "never slept");
+                std::thread::yield_now();
+            }
+        };
+        let timer = |token| Job::Timer {
+            id: TimerId(token),
+            token,
+        };
+        until_asleep();
+        assert_eq!(mb.push_unhurried(timer(0)), Some(true), "a wake-up is owed");
+        assert!(mb.lock().sleeping, "not woken by it");
+        assert!(mb.push(timer(1)), "an ordinary push wakes it");
+        until_asleep();
+        assert_eq!(mb.push_unhurried(timer(2)), Some(true));
+        mb.wake_if_waiting();
+        until_asleep();
+        mb.wake_if_waiting();
+        assert!(mb.lock().sleeping, "nothing queued: not woken");
+        assert!(mb.push(timer(3)));
+        let got = taker.join().unwrap();
+        assert_eq!(
+            got,
+            vec![(0, 1), (1, 0), (2, 0), (3, 0)],
+            "the unhurried job came along with the next one, in order"
+        );
+        mb.close();
+        assert_eq!(mb.push_unhurried(timer(4)), None);
     }
 
     #[test]

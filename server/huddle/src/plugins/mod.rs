@@ -32,6 +32,7 @@
 mod dry;
 mod load;
 pub(crate) mod mailbox;
+mod outbox;
 pub(crate) mod services;
 mod worker;
 

@@ -4,7 +4,8 @@
 //!
 //! * `respond` and `send_request` check what they can here (the transaction is open, the
 //!   bytes parse, limits) and hand the message to the core through its bounded command
-//!   channel with `try_send` (full: [`Error::Busy`]);
+//!   channel (full: [`Error::Busy`]), held until the end of the batch when the call comes
+//!   from the instance's own thread ([`Outbox`]);
 //! * the store is called directly, through [`Scoped`] views: read-write `plugin/<name>/`,
 //!   read-only `location/` and other plugins' `plugin/<other>/`; `user_exists` (ABI 1.5) reads
 //!   whether `credentials/<user>` is there, never its value;
@@ -30,6 +31,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 
 use super::mailbox::{Job, Mailbox, MediaJob};
+use super::outbox::Outbox;
 use super::HostCommand;
 use crate::media::{MediaEngine, MediaError, MediaEvents};
 use crate::store::{Access, Namespace, Op, Scoped, Store, StoreError, WatchEvent, MAX_SCAN_PAGE};
@@ -129,6 +131,8 @@ pub(crate) struct PluginShared {
     /// The instance name (logs, `plugin/<name>/`).
     pub(crate) name: String,
     pub(crate) mailbox: Mailbox,
+    /// Commands on their way to the core, held while the instance's thread runs a batch.
+    pub(crate) outbox: Outbox,
     /// Transactions handed to the plugin and not answered finally. The core adds and removes
     /// entries; `respond` removes one on its final response.
     pub(crate) open: Mutex<HashMap<u64, OpenTxn>>,
@@ -153,6 +157,7 @@ impl PluginShared {
         PluginShared {
             name,
             mailbox: Mailbox::new(queue_len),
+            outbox: Outbox::default(),
             open: Mutex::new(HashMap::new()),
             disabled: std::sync::atomic::AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -298,10 +303,7 @@ impl Services {
     }
 
     fn command(&self, command: HostCommand) -> Result<()> {
-        self.commands.try_send(command).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Error::Busy,
-            mpsc::error::TrySendError::Closed(_) => Error::BadState,
-        })
+        self.shared.outbox.send(&self.commands, command)
     }
 
     fn parse(&self, bytes: &[u8]) -> Result<Message> {

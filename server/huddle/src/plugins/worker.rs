@@ -2,7 +2,9 @@
 //! instance's mailbox and calls the plugin with them one at a time, in order (the ABI's "one
 //! call per instance at a time"). A slow plugin therefore only slows its own queue; the SIP
 //! core never waits. It takes everything queued under one lock and sleeps again only once
-//! that batch is done, so a busy instance costs no wake-up per job.
+//! that batch is done, so a busy instance costs no wake-up per job; what the plugin sends the
+//! core from this thread during a batch is held until the batch is done ([`super::outbox`]),
+//! so the core, too, is woken at most once per batch.
 //!
 //! When a request's callback fails (an error, or a panic the SDK caught) and the plugin has
 //! not sent a final response, this thread asks the core to answer it: 503 with `Retry-After`
@@ -34,72 +36,93 @@ pub(crate) fn run(
 ) {
     let name = shared.name.clone();
     let mut batch = VecDeque::new();
+    // What the plugin sends from this thread goes to the core when the batch is done (or
+    // before this thread waits for anything), so the core wakes once per batch.
+    shared.outbox.hold_this_thread();
     while let Some(job) = shared.mailbox.next_batch(&mut batch) {
         if shared.is_disabled() {
             drain_disabled(index, &shared, &commands, job);
-            continue;
+        } else {
+            call(index, &mut instance, &shared, &commands, on_panic, job);
         }
-        let (callback, result) = match job {
-            Job::Request {
-                txn, bytes, info, ..
-            } => {
-                let result = instance.handle_request(txn, &bytes, &info);
-                if let (Err(error), Some(txn)) = (&result, txn) {
-                    answer_failure(index, &shared, &commands, txn, error.clone());
-                }
-                ("handle_request", result)
-            }
-            Job::Response {
-                id,
-                bytes,
-                is_final,
-            } => {
-                if is_final {
-                    shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-                }
-                ("handle_response", instance.handle_response(id, &bytes))
-            }
-            Job::Timer { id, token } => ("on_timer", instance.on_timer(id, token)),
-            Job::StoreChange(change) => {
-                let result = instance.on_store_change(&change);
-                shared.watch_credit.add_permits(1);
-                ("on_store_change", result)
-            }
-            Job::Registration(event) => ("on_registration", instance.on_registration(&event)),
-            Job::Media { job, .. } => media(&mut instance, job),
-            Job::Admin { request, reply } => {
-                let answer = instance.admin_request(&request);
-                // "Takes no admin requests" is an answer, not a failure of the callback.
-                let result = match &answer {
-                    Err(Error::NotSupported) => Ok(()),
-                    Err(e) => Err(e.clone()),
-                    Ok(_) => Ok(()),
-                };
-                // The API may have given up waiting; nothing to do then.
-                let _ = reply.send(answer);
-                ("admin_request", result)
-            }
-        };
-        match result {
-            Ok(()) => {}
-            Err(Error::Panic) => {
-                shared.panics.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(plugin = %name, callback, "the plugin panicked (caught at the boundary)");
-                if on_panic == OnPanic::Disable {
-                    shared.disabled.store(true, Ordering::Relaxed);
-                    tracing::error!(
-                        plugin = %name,
-                        "plugin disabled after a panic (on_panic = \"disable\"); its requests are answered 503 until restart"
-                    );
-                }
-            }
-            Err(error) => {
-                tracing::warn!(plugin = %name, callback, %error, "plugin callback failed");
-            }
+        if batch.is_empty() {
+            shared.outbox.release();
         }
     }
+    // `destroy` may still send; nothing holds it any more.
+    shared.outbox.stop_holding();
     drop(instance);
     tracing::debug!(plugin = %name, "plugin instance destroyed");
+}
+
+/// Calls the plugin with one job and logs a failed callback.
+fn call(
+    index: usize,
+    instance: &mut PluginInstance,
+    shared: &PluginShared,
+    commands: &mpsc::Sender<HostCommand>,
+    on_panic: OnPanic,
+    job: Job,
+) {
+    let name = &shared.name;
+    let (callback, result) = match job {
+        Job::Request {
+            txn, bytes, info, ..
+        } => {
+            let result = instance.handle_request(txn, &bytes, &info);
+            if let (Err(error), Some(txn)) = (&result, txn) {
+                answer_failure(index, shared, commands, txn, error.clone());
+            }
+            ("handle_request", result)
+        }
+        Job::Response {
+            id,
+            bytes,
+            is_final,
+        } => {
+            if is_final {
+                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+            ("handle_response", instance.handle_response(id, &bytes))
+        }
+        Job::Timer { id, token } => ("on_timer", instance.on_timer(id, token)),
+        Job::StoreChange(change) => {
+            let result = instance.on_store_change(&change);
+            shared.watch_credit.add_permits(1);
+            ("on_store_change", result)
+        }
+        Job::Registration(event) => ("on_registration", instance.on_registration(&event)),
+        Job::Media { job, .. } => media(instance, job),
+        Job::Admin { request, reply } => {
+            let answer = instance.admin_request(&request);
+            // "Takes no admin requests" is an answer, not a failure of the callback.
+            let result = match &answer {
+                Err(Error::NotSupported) => Ok(()),
+                Err(e) => Err(e.clone()),
+                Ok(_) => Ok(()),
+            };
+            // The API may have given up waiting; nothing to do then.
+            let _ = reply.send(answer);
+            ("admin_request", result)
+        }
+    };
+    match result {
+        Ok(()) => {}
+        Err(Error::Panic) => {
+            shared.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(plugin = %name, callback, "the plugin panicked (caught at the boundary)");
+            if on_panic == OnPanic::Disable {
+                shared.disabled.store(true, Ordering::Relaxed);
+                tracing::error!(
+                    plugin = %name,
+                    "plugin disabled after a panic (on_panic = \"disable\"); its requests are answered 503 until restart"
+                );
+            }
+        }
+        Err(error) => {
+            tracing::warn!(plugin = %name, callback, %error, "plugin callback failed");
+        }
+    }
 }
 
 /// Delivers one media event; returns the callback's name for the log and its result.
@@ -144,8 +167,9 @@ fn answer_failure(
     error: Error,
 ) {
     if shared.close_txn(txn.0) {
-        // This thread is not a runtime thread and may wait for room; the core never waits
-        // for it.
+        // After what the callback sent. This thread is not a runtime thread and may wait for
+        // room; the core never waits for it.
+        shared.outbox.release();
         let _ = commands.blocking_send(HostCommand::Fail {
             plugin: index,
             txn: txn.0,
@@ -182,6 +206,7 @@ fn refuse_disabled(
     txn: TransactionId,
 ) {
     if shared.close_txn(txn.0) {
+        shared.outbox.release();
         let _ = commands.blocking_send(HostCommand::Disabled {
             plugin: index,
             txn: txn.0,

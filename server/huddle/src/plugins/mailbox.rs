@@ -464,6 +464,24 @@ mod tests {
         assert_eq!(taker.join().unwrap(), vec![0, 1, 2]);
     }
 
+    /// Waits (bounded) until the mailbox's taker sleeps with nothing queued.
+    fn until_asleep(mb: &Mailbox) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            {
+                let state = mb.lock();
+                if state.sleeping && state.jobs.is_empty() {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the taker never slept"
+            );
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn a_held_push_wakes_the_sleeping_thread_when_the_hold_ends() {
         let mb = Arc::new(Mailbox::new(4));
@@ -475,14 +493,7 @@ mod tests {
                 (first.is_some(), batch.len())
             })
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !mb.lock().sleeping {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the taker never slept"
-            );
-            std::thread::yield_now();
-        }
+        until_asleep(&mb);
         let owed = || OWED.with(|o| o.borrow().as_ref().map(Vec::len));
         let hold = HeldWakes::begin();
         let inner = HeldWakes::begin();
@@ -524,25 +535,18 @@ mod tests {
                 tokens
             })
         };
-        let until_asleep = || {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while !(mb.lock().sleeping && mb.lock().jobs.is_empty()) {
-                assert!(std::time::Instant::now() < deadline, "never slept");
-                std::thread::yield_now();
-            }
-        };
         let timer = |token| Job::Timer {
             id: TimerId(token),
             token,
         };
-        until_asleep();
+        until_asleep(&mb);
         assert_eq!(mb.push_unhurried(timer(0)), Some(true), "a wake-up is owed");
         assert!(mb.lock().sleeping, "not woken by it");
         assert!(mb.push(timer(1)), "an ordinary push wakes it");
-        until_asleep();
+        until_asleep(&mb);
         assert_eq!(mb.push_unhurried(timer(2)), Some(true));
         mb.wake_if_waiting();
-        until_asleep();
+        until_asleep(&mb);
         mb.wake_if_waiting();
         assert!(mb.lock().sleeping, "nothing queued: not woken");
         assert!(mb.push(timer(3)));

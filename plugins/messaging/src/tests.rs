@@ -2,7 +2,7 @@
 //! tests (virtual time); these check what crosses the boundary.
 
 use super::*;
-use huddle_sdk::fake::{sample_request, FakeHost, FakePlugin};
+use huddle_sdk::fake::{sample_request, FakeHost, FakePlugin, SentRequest};
 use huddle_sdk::HeaderName;
 
 const BOB: &str = "sip:bob@example.test";
@@ -47,17 +47,31 @@ fn register(host: &FakeHost, plugin: &mut FakePlugin, key: &str) {
     plugin.deliver_changes().unwrap();
 }
 
-#[test]
-fn delivers_to_each_device_separately_and_answers_200_on_the_first_accept() {
+/// bob on two devices (d1, d2) and a MESSAGE with `body` to him: the plugin's transaction and
+/// the two deliveries it sent.
+fn two_devices_and_a_message(
+    body: &str,
+) -> (
+    FakeHost,
+    FakePlugin,
+    huddle_sdk::TransactionId,
+    Vec<SentRequest>,
+) {
     let (host, mut plugin) = start("");
     register(&host, &mut plugin, "bob@example.test/d1");
     register(&host, &mut plugin, "bob@example.test/d2");
     let txn = plugin
-        .request(sample_request("MESSAGE", BOB, "héllo"))
+        .request(sample_request("MESSAGE", BOB, body))
         .unwrap();
     assert!(host.final_response(txn).is_none(), "no device answered yet");
     let sent = host.take_sent_requests();
-    assert_eq!(sent.len(), 2);
+    assert_eq!(sent.len(), 2, "one delivery per device");
+    (host, plugin, txn, sent)
+}
+
+#[test]
+fn delivers_to_each_device_separately_and_answers_200_on_the_first_accept() {
+    let (host, mut plugin, txn, sent) = two_devices_and_a_message("héllo");
     let pins: Vec<_> = sent
         .iter()
         .map(|s| {
@@ -80,14 +94,7 @@ fn delivers_to_each_device_separately_and_answers_200_on_the_first_accept() {
 
 #[test]
 fn a_waiting_sender_is_answered_by_the_host_on_the_first_accept_and_only_once() {
-    let (host, mut plugin) = start("");
-    register(&host, &mut plugin, "bob@example.test/d1");
-    register(&host, &mut plugin, "bob@example.test/d2");
-    let txn = plugin
-        .request(sample_request("MESSAGE", BOB, "hi"))
-        .unwrap();
-    let sent = host.take_sent_requests();
-    assert_eq!(sent.len(), 2);
+    let (host, mut plugin, txn, sent) = two_devices_and_a_message("hi");
     let answer = HeaderName::parse(HUDDLE_ANSWER_HEADER);
     for s in &sent {
         assert_eq!(
@@ -435,14 +442,7 @@ fn a_device_announced_by_a_registration_event_gets_the_next_message_before_the_s
 
 #[test]
 fn a_device_failing_after_another_accepted_keeps_the_message_stored_for_it() {
-    let (host, mut plugin) = start("");
-    register(&host, &mut plugin, "bob@example.test/d1");
-    register(&host, &mut plugin, "bob@example.test/d2");
-    let txn = plugin
-        .request(sample_request("MESSAGE", BOB, "hi"))
-        .unwrap();
-    let sent = host.take_sent_requests();
-    assert_eq!(sent.len(), 2);
+    let (host, mut plugin, txn, sent) = two_devices_and_a_message("hi");
     plugin.answer(&sent[0], 200, "OK").unwrap();
     assert_eq!(host.final_response(txn).unwrap().status(), 200);
     plugin

@@ -39,16 +39,24 @@ impl<'a> Via<'a> {
             Some(i) => (&value[..i], &value[i..]),
             None => (value, ""),
         };
-        let mut parts = head.splitn(3, '/');
-        let name = trim_lws(parts.next().ok_or(E)?);
-        let version = trim_lws(parts.next().ok_or(E)?);
-        let rest = trim_lws(parts.next().ok_or(E)?);
-        if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
-            return Err(E);
-        }
-        let split = rest
-            .find(|c: char| c.is_ascii() && is_lws(c as u8))
-            .ok_or(E)?;
+        // `SIP/2.0/` as nearly every Via writes it; the general path allows white space around
+        // the slashes (RFC 4475 §3.1.1.1).
+        let rest = match head.get(..8) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("SIP/2.0/") => trim_lws(&head[8..]),
+            _ => {
+                let mut parts = head.splitn(3, '/');
+                let name = trim_lws(parts.next().ok_or(E)?);
+                let version = trim_lws(parts.next().ok_or(E)?);
+                let rest = trim_lws(parts.next().ok_or(E)?);
+                if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
+                    return Err(E);
+                }
+                rest
+            }
+        };
+        // White space is ASCII, and no byte of a multi-byte character is: a byte search finds
+        // the same offset as a character search.
+        let split = rest.bytes().position(is_lws).ok_or(E)?;
         let transport = &rest[..split];
         let sent_by = trim_lws(&rest[split..]);
         if !syntax::is_token(transport) || sent_by.is_empty() {
@@ -283,9 +291,8 @@ impl<'a> CSeq<'a> {
     pub fn parse(value: &'a str) -> Result<CSeq<'a>, HeaderError> {
         const E: HeaderError = HeaderError::Invalid("CSeq");
         let value = trim_lws(value);
-        let split = value
-            .find(|c: char| c.is_ascii() && is_lws(c as u8))
-            .ok_or(E)?;
+        // A byte search: white space is ASCII and never part of a multi-byte character.
+        let split = value.bytes().position(is_lws).ok_or(E)?;
         let seq = syntax::parse_u32(&value[..split])
             .filter(|&n| n < 1 << 31)
             .ok_or(E)?;
@@ -322,6 +329,35 @@ mod tests {
         assert!(Via::parse("SIP/2.0/UDP [<x]").is_err());
         assert!(Via::parse("SIP/2.0/UDP h;received=::1;maddr=\"a;b\"").is_ok());
         assert!(Via::parse("").is_err());
+    }
+
+    #[test]
+    fn via_prefix_shortcut_reads_as_the_general_path() {
+        // `SIP/2.0/` is taken whole; any other spelling goes through the slash-by-slash path,
+        // and both must agree.
+        for (fast, general) in [
+            (
+                "SIP/2.0/UDP h:5060;branch=z9hG4bK1",
+                "SIP / 2.0 / UDP h:5060;branch=z9hG4bK1",
+            ),
+            ("sip/2.0/tcp h;rport", "sip/2.0 /tcp h;rport"),
+            ("SIP/2.0/ UDP h", "SIP /2.0/ UDP h"),
+            ("SIP/2.0/UDP\th", "SIP/ 2.0/UDP\th"),
+        ] {
+            assert_eq!(Via::parse(fast), Via::parse(general), "{fast}");
+            assert!(Via::parse(fast).is_ok(), "{fast}");
+        }
+        for bad in [
+            "SIP/2.0/UDP",
+            "SIP/2.0/",
+            "SIP/2.0/ ",
+            "SIP/2.0/U/P h",
+            "SIP/2.1/UDP h",
+        ] {
+            assert!(Via::parse(bad).is_err(), "{bad}");
+        }
+        // A multi-byte character where the shortcut would cut is not a panic.
+        assert!(Via::parse("SIP/2.\u{e9}/UDP h").is_err());
     }
 
     #[test]

@@ -186,7 +186,13 @@ impl<'a> Iterator for ListIter<'a> {
     type Item = &'a str;
     fn next(&mut self) -> Option<&'a str> {
         let rest = self.rest?;
-        match find_unquoted(rest, b',') {
+        // Most values are one element: with no comma at all there is nothing to split, and the
+        // quote- and bracket-aware scan is skipped.
+        let comma = match find_byte(rest, b',') {
+            Some(_) => find_unquoted(rest, b','),
+            None => None,
+        };
+        match comma {
             Some(i) => {
                 self.rest = Some(&rest[i + 1..]);
                 Some(trim_lws(&rest[..i]))
@@ -277,7 +283,7 @@ impl<'a> Iterator for ParamIter<'a> {
             None => (rest, None),
         };
         self.rest = next;
-        let param = match item.find('=') {
+        let param = match find_byte(item, b'=') {
             Some(eq) => Param {
                 name: trim_lws(&item[..eq]),
                 value: Some(trim_lws(&item[eq + 1..])),

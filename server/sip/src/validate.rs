@@ -10,7 +10,7 @@ use crate::message::{HeaderName, Message, ParseLimits, StartLine};
 /// some slack).
 const FORWARD_HEADROOM: usize = 8;
 use crate::syntax;
-use crate::uri::{SipUri, UriError};
+use crate::uri::UriError;
 
 /// Why a request is refused, and how to answer it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,8 +122,7 @@ pub fn validate_request(msg: &Message, caps: &Capabilities) -> Result<(), Reject
             return Err(Rejection::new(400, "Bad Request - Invalid Date"));
         }
     }
-    let uri = msg.request_uri().unwrap_or("");
-    match SipUri::parse(uri) {
+    match msg.request_sip_uri().unwrap_or(Err(UriError::Malformed)) {
         Ok(parsed) if parsed.headers.is_some() => {
             return Err(Rejection::new(400, "Bad Request - Headers In Request-URI"));
         }

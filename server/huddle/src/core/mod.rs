@@ -745,8 +745,8 @@ impl Core {
         // apply to it (RFC 3261 §16.3 step 3 is a proxy's check).
         if method == Method::Register {
             let local = msg
-                .request_uri()
-                .and_then(|u| SipUri::parse(u).ok())
+                .request_sip_uri()
+                .and_then(Result::ok)
                 .is_some_and(|u| self.is_local(&u));
             if local {
                 self.on_register(key, msg, from, now);

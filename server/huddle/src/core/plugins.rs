@@ -286,7 +286,7 @@ impl Core {
         if self.plugins.handles.is_empty() {
             return None;
         }
-        let ruri = msg.request_uri().and_then(|u| SipUri::parse(u).ok())?;
+        let ruri = msg.request_sip_uri()?.ok()?;
         if !self.is_local(&ruri) {
             return None;
         }

@@ -352,8 +352,10 @@ impl Core {
                 })
                 .ok_or((404, "Not Found - Unroutable Route"));
         }
-        let ruri_text = msg.request_uri().unwrap_or("");
-        let ruri = SipUri::parse(ruri_text).map_err(|_| (416, "Unsupported URI Scheme"))?;
+        let ruri = msg
+            .request_sip_uri()
+            .unwrap_or(Err(huddle_sip::uri::UriError::Malformed))
+            .map_err(|_| (416, "Unsupported URI Scheme"))?;
         if self.is_local(&ruri) {
             let Some(user) = ruri.user_decoded() else {
                 return Err(match msg.method() {

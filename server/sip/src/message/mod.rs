@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::headers::{CSeq, HeaderError, NameAddr, Via};
 use crate::syntax;
+use crate::uri::{Scheme, SipUri, UriError};
 
 /// A byte range into a message's raw bytes. `u32` keeps [`Header`] small; messages are far
 /// smaller than 4 GiB because transports cap them.
@@ -198,12 +199,23 @@ pub struct Message {
     views: Views,
 }
 
-/// Memoised parses of From, To and the top Via, as offsets into the message.
+/// Memoised parses of From, To, the top Via and the Request-URI, as offsets into the message.
 #[derive(Debug, Clone, Default)]
 struct Views {
     from: OnceLock<Result<NameAddrSpans, HeaderError>>,
     to: OnceLock<Result<NameAddrSpans, HeaderError>>,
     top_via: OnceLock<Result<ViaSpans, HeaderError>>,
+    request_uri: OnceLock<Result<UriSpans, UriError>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct UriSpans {
+    scheme: Scheme,
+    user: Option<Span>,
+    host: Span,
+    port: Option<u16>,
+    params: Span,
+    headers: Option<Span>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -441,6 +453,31 @@ impl Message {
             port: s.port,
             params: self.text(s.params),
         })
+    }
+
+    /// The Request-URI as a SIP URI (parsed once, on first use: validation, routing and the
+    /// registrar each read it). `None` for responses.
+    pub fn request_sip_uri(&self) -> Option<Result<SipUri<'_>, UriError>> {
+        let uri = self.request_uri()?;
+        let spans = self.views.request_uri.get_or_init(|| {
+            let u = SipUri::parse(uri)?;
+            Ok(UriSpans {
+                scheme: u.scheme,
+                user: u.user.map(|s| self.span_of(s)),
+                host: self.span_of(u.host),
+                port: u.port,
+                params: self.span_of(u.params),
+                headers: u.headers.map(|s| self.span_of(s)),
+            })
+        });
+        Some((*spans).map(|s| SipUri {
+            scheme: s.scheme,
+            user: s.user.map(|u| self.text(u)),
+            host: self.text(s.host),
+            port: s.port,
+            params: self.text(s.params),
+            headers: s.headers.map(|h| self.text(h)),
+        }))
     }
 
     /// Where `part`, a slice of text this message handed out (through [`Message::text`]), lies

@@ -62,21 +62,47 @@ fn line_at(raw: &[u8], pos: usize) -> Option<(usize, usize)> {
 pub(super) fn parse(raw: Bytes, limits: &ParseLimits) -> Result<Message, ParseError> {
     // Nearly every message is UTF-8 throughout its header section: check that once, as a whole,
     // and only when it is not go through the fields one by one to find and skip the bad ones.
-    match parse_fields(raw.clone(), limits, false) {
-        Ok(msg) if msg.head.is_some() => Ok(msg),
-        _ => parse_fields(raw, limits, true),
-    }
+    // The passes borrow the bytes: cloning a `Bytes` made from a `Vec` (every datagram) would
+    // allocate its shared header just for the first pass.
+    let (layout, head) = match parse_fields(&raw, limits, false) {
+        Ok(layout) => match super::head_text(&raw, layout.headers_end) {
+            Some(head) => (layout, Some(head)),
+            None => (parse_fields(&raw, limits, true)?, None),
+        },
+        Err(_) => (parse_fields(&raw, limits, true)?, None),
+    };
+    let head = head.or_else(|| super::head_text(&raw, layout.headers_end));
+    Ok(Message {
+        head,
+        body: layout.body,
+        raw,
+        start: layout.start,
+        start_line_end: layout.start_line_end as u32,
+        headers: layout.headers,
+        headers_end: layout.headers_end as u32,
+        defect: layout.defect,
+        views: Default::default(),
+    })
+}
+
+/// What one parsing pass found: everything of a [`Message`] but its bytes and header text.
+struct Layout {
+    start: StartLine,
+    start_line_end: usize,
+    headers: Vec<Header>,
+    headers_end: usize,
+    body: Span,
+    defect: Option<Defect>,
 }
 
 /// One parsing pass; `check_fields` validates each header field as UTF-8 (skipping and
 /// recording [`Defect::HeaderNotUtf8`] for one that is not), for a header section that is not
 /// UTF-8 as a whole.
 fn parse_fields(
-    raw: Bytes,
+    bytes: &[u8],
     limits: &ParseLimits,
     check_fields: bool,
-) -> Result<Message, ParseError> {
-    let bytes = &raw[..];
+) -> Result<Layout, ParseError> {
     // Leading CRLFs are keep-alives or stray terminators (RFC 3261 §7.5).
     let mut pos = 0;
     while pos < bytes.len() && (bytes[pos] == b'\r' || bytes[pos] == b'\n') {
@@ -178,16 +204,13 @@ fn parse_fields(
         }
     };
     let headers_end = body_start - if bytes[body_start - 2] == b'\r' { 2 } else { 1 };
-    Ok(Message {
-        head: super::head_text(bytes, headers_end),
-        body: Span::new(body_start, body_start + body_len),
-        raw,
+    Ok(Layout {
         start,
-        start_line_end: start_line_end as u32,
+        start_line_end,
         headers,
-        headers_end: headers_end as u32,
+        headers_end,
+        body: Span::new(body_start, body_start + body_len),
         defect,
-        views: Default::default(),
     })
 }
 
@@ -342,6 +365,35 @@ mod tests {
         assert_eq!(m.defect(), None);
         assert_eq!(m.header(&HeaderName::To), Some("<sip:ü@b>"));
         assert_eq!(m.request_uri(), Some("sip:a@b"));
+    }
+
+    #[test]
+    fn request_uri_view_reads_as_the_uri_parser() {
+        use crate::uri::SipUri;
+        for line in [
+            "REGISTER sip:example.test SIP/2.0",
+            "INVITE sip:bob@example.test:5070;transport=udp?subject=x SIP/2.0",
+            "INVITE sips:user;par=u%40example.net@[::1]:5061;lr SIP/2.0",
+            "INVITE sip:a@b? SIP/2.0",
+            "INVITE tel:+1 SIP/2.0",
+            "INVITE sip:@b SIP/2.0",
+        ] {
+            let m = parse(&format!("{line}\r\nl: 0\r\n\r\n")).unwrap();
+            let expected = SipUri::parse(m.request_uri().unwrap());
+            assert_eq!(m.request_sip_uri(), Some(expected), "{line}");
+            // Read twice: the second comes from the memoised offsets.
+            assert_eq!(m.request_sip_uri(), Some(expected), "{line}");
+        }
+        // Header text that is not UTF-8: offsets are into the raw bytes.
+        let mut raw = b"OPTIONS sip:a@b;lr SIP/2.0\r\nX-Bad: ".to_vec();
+        raw.extend_from_slice(&[0xff, 0xfe]);
+        raw.extend_from_slice(b"\r\nl: 0\r\n\r\n");
+        let m = Message::parse(Bytes::from(raw)).unwrap();
+        assert_eq!(m.request_sip_uri(), Some(SipUri::parse("sip:a@b;lr")));
+        assert_eq!(
+            parse("SIP/2.0 200 OK\r\n\r\n").unwrap().request_sip_uri(),
+            None
+        );
     }
 
     #[test]

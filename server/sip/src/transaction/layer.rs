@@ -1,9 +1,9 @@
 //! [`TransactionLayer`]: every transaction of one element, the matching indexes, the deadline
 //! queue and the output queues.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Debug;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -158,39 +158,35 @@ struct Entry<D> {
     final_to_tag: Option<Box<str>>,
 }
 
-/// Server transactions by [`ServerMatch`], as ids only: the key lives in the transaction's
-/// [`Entry`], so a new request's key is moved there instead of being cloned (an allocation per
-/// request) and kept twice for the transaction's life (32 s over UDP).
+/// Transactions by their matching key ([`ServerMatch`] or [`ClientMatch`]), as ids only: the
+/// key lives in the transaction's [`Entry`], so a new transaction's key is moved there instead
+/// of being cloned (an allocation per transaction) and kept twice for the transaction's life
+/// (32 s over UDP).
 #[derive(Debug, Default)]
-struct ServerIndex {
+struct KeyIndex {
     /// Seeded per process: keys are what peers write.
     hasher: foldhash::fast::RandomState,
     /// (hash of the key, transaction id).
     table: hashbrown::HashTable<(u64, u64)>,
 }
 
-impl ServerIndex {
-    /// The live transaction whose entry holds `key`.
-    fn get<D>(&self, key: &ServerMatch, entries: &IdMap<u64, Entry<D>>) -> Option<u64> {
+impl KeyIndex {
+    /// The transaction indexed under `key`: one with its hash for which `holds_key(id)`.
+    fn get(&self, key: &impl Hash, holds_key: impl Fn(u64) -> bool) -> Option<u64> {
         let hash = self.hasher.hash_one(key);
         self.table
-            .find(hash, |&(h, id)| {
-                h == hash
-                    && entries
-                        .get(&id)
-                        .is_some_and(|e| matches!(&e.index, Index::Server(k) if k == key))
-            })
+            .find(hash, |&(h, id)| h == hash && holds_key(id))
             .map(|&(_, id)| id)
     }
 
     /// Indexes transaction `id` under `key`, which the caller checked is not indexed yet.
-    fn insert(&mut self, key: &ServerMatch, id: u64) {
+    fn insert(&mut self, key: &impl Hash, id: u64) {
         let hash = self.hasher.hash_one(key);
         self.table.insert_unique(hash, (hash, id), |&(h, _)| h);
     }
 
     /// Forgets transaction `id`, indexed under `key`.
-    fn remove(&mut self, key: &ServerMatch, id: u64) {
+    fn remove(&mut self, key: &impl Hash, id: u64) {
         let hash = self.hasher.hash_one(key);
         if let Ok(found) = self.table.find_entry(hash, |&(_, i)| i == id) {
             found.remove();
@@ -223,8 +219,8 @@ pub struct TransactionLayer<D> {
     entries: IdMap<u64, Entry<D>>,
     /// Keyed by what peers write (branches, hosts): a hasher seeded at random per process,
     /// faster than SipHash on these short keys and still not predictable from outside.
-    clients: HashMap<ClientMatch, u64, foldhash::fast::RandomState>,
-    servers: ServerIndex,
+    clients: KeyIndex,
+    servers: KeyIndex,
     /// Keyed by the INVITE's id.
     pending_cancels: IdMap<u64, PendingCancel>,
     deadlines: DeadlineQueue,
@@ -255,8 +251,8 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         Ok(TransactionLayer {
             config,
             entries: IdMap::default(),
-            clients: HashMap::default(),
-            servers: ServerIndex::default(),
+            clients: KeyIndex::default(),
+            servers: KeyIndex::default(),
             pending_cancels: IdMap::default(),
             deadlines: DeadlineQueue::default(),
             transmits: VecDeque::new(),
@@ -265,6 +261,24 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             scratch: Vec::new(),
             due: Vec::new(),
             stats: LayerStats::default(),
+        })
+    }
+
+    /// The live server transaction matching `key`.
+    fn server_id(&self, key: &ServerMatch) -> Option<u64> {
+        self.servers.get(key, |id| {
+            self.entries
+                .get(&id)
+                .is_some_and(|e| matches!(&e.index, Index::Server(k) if k == key))
+        })
+    }
+
+    /// The live client transaction matching `key`.
+    fn client_id(&self, key: &ClientMatch) -> Option<u64> {
+        self.clients.get(key, |id| {
+            self.entries
+                .get(&id)
+                .is_some_and(|e| matches!(&e.index, Index::Client(k) if k == key))
         })
     }
 
@@ -335,7 +349,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             return Err(TransactionError::AckIsNotATransaction);
         }
         let key = ClientMatch::of_request(&request)?;
-        if self.clients.contains_key(&key) {
+        if self.client_id(&key).is_some() {
             return Err(TransactionError::DuplicateBranch);
         }
         if self.entries.len() >= self.config.max_transactions {
@@ -368,7 +382,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             });
         };
         let key = invite_key.with_method(Method::Cancel);
-        if let Some(&id) = self.clients.get(&key) {
+        if let Some(id) = self.client_id(&key) {
             return Ok(ClientKey(id));
         }
         if let Some(p) = self.pending_cancels.get(&invite.0) {
@@ -587,7 +601,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             )))
         };
         self.scratch = out;
-        self.clients.insert(key.clone(), id);
+        self.clients.insert(&key, id);
         self.entries.insert(
             id,
             Entry {
@@ -604,7 +618,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
     }
 
     fn receive_response(&mut self, msg: Message, from: D, now: Instant) {
-        let id = ClientMatch::of_response(&msg).and_then(|k| self.clients.get(&k).copied());
+        let id = ClientMatch::of_response(&msg).and_then(|k| self.client_id(&k));
         let Some(entry) = id.and_then(|id| self.entries.get_mut(&id).map(|e| (id, e))) else {
             self.events.push_back(Event::StrayResponse { msg, from });
             return;
@@ -643,7 +657,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             self.receive_ack(&key, msg, from, now);
             return;
         }
-        if let Some(id) = self.servers.get(&key, &self.entries) {
+        if let Some(id) = self.server_id(&key) {
             self.retransmitted_request(id, from, now);
             return;
         }
@@ -676,9 +690,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         };
         self.scratch = out;
         let invite = match method {
-            Some(Method::Cancel) => self
-                .servers
-                .get(&key.with_method(Method::Invite), &self.entries),
+            Some(Method::Cancel) => self.server_id(&key.with_method(Method::Invite)),
             _ => None,
         };
         self.servers.insert(&key, id);
@@ -731,8 +743,8 @@ impl<D: Clone + Debug> TransactionLayer<D> {
 
     fn receive_ack(&mut self, key: &ServerMatch, msg: Message, from: D, now: Instant) {
         // RFC 2543 ACK for an INVITE without To tag: the ACK carries our final's tag.
-        let id = self.servers.get(key, &self.entries).or_else(|| {
-            let invite = self.servers.get(&key.for_ack()?, &self.entries)?;
+        let id = self.server_id(key).or_else(|| {
+            let invite = self.server_id(&key.for_ack()?)?;
             let entry = self.entries.get(&invite)?;
             (entry.final_to_tag.as_deref() == key.to_tag()).then_some(invite)
         });
@@ -798,11 +810,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             let key = entry.machine.key(id);
             if let Some(entry) = self.entries.remove(&id) {
                 match entry.index {
-                    Index::Client(k) => {
-                        if self.clients.get(&k) == Some(&id) {
-                            self.clients.remove(&k);
-                        }
-                    }
+                    Index::Client(k) => self.clients.remove(&k, id),
                     Index::Server(k) => self.servers.remove(&k, id),
                 }
             }

@@ -159,17 +159,55 @@ impl<'a> ResponseBuilder<'a> {
         self
     }
 
-    /// Writes the response.
-    pub fn build(self) -> Bytes {
-        let req = self.req;
-        let raw = req.raw();
+    /// How many bytes [`ResponseBuilder::build`] writes at most (plus a little for a split
+    /// Via list's separators): the response is allocated at that size, since over UDP the
+    /// transaction keeps it for 32 s (Timer J), slack and all.
+    fn size_hint(&self) -> usize {
         let listed: usize = self
             .lists
             .iter()
             .flat_map(|l| l.iter())
             .map(|(n, v)| n.len() + v.len() + 4)
             .sum();
-        let mut out = Vec::with_capacity(512 + listed + self.extra.len());
+        let copied: usize = self
+            .req
+            .headers()
+            .iter()
+            .filter(|h| {
+                matches!(
+                    h.name,
+                    HeaderName::Via
+                        | HeaderName::From
+                        | HeaderName::CallId
+                        | HeaderName::CSeq
+                        | HeaderName::To
+                )
+            })
+            .map(|h| h.line.len() + 3)
+            .sum();
+        let stamp = self
+            .source
+            .map_or(0, |s| ";received=;rport=65535".len() + s.ip.len());
+        let tag = self.to_tag.map_or(0, |t| ";tag=".len() + t.len());
+        let body = self.body.map_or(0, |(ct, body)| {
+            "Content-Type: \r\n".len() + ct.len() + body.len()
+        });
+        "SIP/2.0 200 \r\nContent-Length: 4294967295\r\n\r\n".len()
+            + self.reason.len()
+            + copied
+            + stamp
+            + tag
+            + listed
+            + self.extra.len()
+            + body
+            + 64
+    }
+
+    /// Writes the response.
+    pub fn build(self) -> Bytes {
+        let req = self.req;
+        let raw = req.raw();
+        let mut out = Vec::with_capacity(self.size_hint());
         out.extend_from_slice(b"SIP/2.0 ");
         push_decimal(&mut out, u32::from(self.status));
         out.push(b' ');
@@ -702,6 +740,36 @@ mod tests {
         assert!(text.contains("To: <sip:bob@example.test>;tag=t9\r\n"));
         let parsed = msg(text);
         assert_eq!(parsed.status(), Some(180));
+    }
+
+    #[test]
+    fn response_size_hint_covers_what_is_written() {
+        // Compact names, a long Via list split over two lines with separators, an IPv6
+        // source, a body: the hint (the allocation) is never short of the bytes written.
+        let vias: Vec<String> = (0..40)
+            .map(|i| format!("SIP/2.0/UDP h{i},SIP/2.0/UDP g{i}"))
+            .collect();
+        let req = msg(&format!(
+            "INVITE sip:h SIP/2.0\r\nv: SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKx;rport,{}\r\nf: <sip:a@h>;tag=f\r\nt: <sip:h>\r\ni: c\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n",
+            vias.join(",")
+        ));
+        let src = Source {
+            ip: "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+            port: 65535,
+        };
+        for status in [100, 180, 200, 401] {
+            let builder = ResponseBuilder::new(&req, status, "Some Reason")
+                .to_tag("a-fairly-long-tag-0123456789abcdef")
+                .source(src)
+                .headers(&[("Contact", "<sip:a@b>"), ("Expires", "60")])
+                .header("WWW-Authenticate", "Digest realm=\"r\", nonce=\"n\"")
+                .body("application/sdp", b"v=0\r\n");
+            let hint = builder.size_hint();
+            let written = builder.build().len();
+            assert!(written <= hint, "{status}: {written} > {hint}");
+            // Not wildly over either: the point is to keep no slack for 32 s.
+            assert!(hint - written <= 160, "{status}: {written} of {hint}");
+        }
     }
 
     #[test]

@@ -90,10 +90,9 @@ pub enum Event<D> {
 #[derive(Debug)]
 #[allow(clippy::enum_variant_names)] // named after the RFC 3261 figures
 enum Machine {
-    // Boxed: a client transaction keeps its request (a `Message`, about 300 bytes), and the
-    // entry table holds every transaction inline, most of them server ones (about 80 bytes):
-    // unboxed, each slot was 576 bytes (216 now), and the table is copied whole each time it
-    // grows, which it does through the first 32 s (Timer J) of any load.
+    // Boxed: a client transaction keeps its request (a `Message`, about 300 bytes), and most
+    // transactions are server ones (about 80 bytes), each of which kept for 32 s over UDP
+    // (Timer J): unboxed, every entry was 576 bytes, now 216.
     ClientInvite(Box<ClientInvite>),
     ClientNonInvite(Box<ClientNonInvite>),
     ServerInvite(ServerInvite),
@@ -216,7 +215,11 @@ struct PendingCancel {
 #[derive(Debug)]
 pub struct TransactionLayer<D> {
     config: LayerConfig,
-    entries: IdMap<u64, Entry<D>>,
+    /// Boxed: over UDP a completed transaction stays 32 s (Timer J), so under load the table
+    /// grows through the first half minute and is copied whole at each doubling; with the
+    /// entries inline that moved and freshly touched about 300 bytes per live transaction
+    /// each time (the first source of page faults under a REGISTER load), boxed 16.
+    entries: IdMap<u64, Box<Entry<D>>>,
     /// Keyed by what peers write (branches, hosts): a hasher seeded at random per process,
     /// faster than SipHash on these short keys and still not predictable from outside.
     clients: KeyIndex,
@@ -604,14 +607,14 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         self.clients.insert(&key, id);
         self.entries.insert(
             id,
-            Entry {
+            Box::new(Entry {
                 machine,
                 peer: to,
                 reliable,
                 scheduled: None,
                 index: Index::Client(key),
                 final_to_tag: None,
-            },
+            }),
         );
         self.apply(id);
         self.settle(id, now);
@@ -696,14 +699,14 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         self.servers.insert(&key, id);
         self.entries.insert(
             id,
-            Entry {
+            Box::new(Entry {
                 machine,
                 peer: from.clone(),
                 reliable,
                 scheduled: None,
                 index: Index::Server(key),
                 final_to_tag: None,
-            },
+            }),
         );
         self.events.push_back(match invite {
             Some(invite) => Event::Cancel {
@@ -748,7 +751,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             let entry = self.entries.get(&invite)?;
             (entry.final_to_tag.as_deref() == key.to_tag()).then_some(invite)
         });
-        let entry = id.and_then(|id| self.entries.get_mut(&id).map(|e| (id, e)));
+        let entry = id.and_then(|id| self.entries.get_mut(&id).map(|e| (id, &mut **e)));
         let Some((
             id,
             Entry {

@@ -300,6 +300,7 @@ impl Core {
             let now = Instant::now();
             self.drain(now);
             self.flush_udp(now);
+            self.persist_changes();
             drop(held);
             // One turn handles at most 65 events; one that takes this long stalls every
             // flow behind it (a wall-clock figure: it includes time preempted by the OS).
@@ -308,6 +309,7 @@ impl Core {
                 tracing::warn!(ms = took.as_millis() as u64, "slow SIP core turn");
             }
         }
+        self.persist_changes();
     }
 
     /// Feeds one transport event.
@@ -394,7 +396,20 @@ impl Core {
         }
     }
 
-    /// Sends everything the sans-IO parts produced and persists registrar changes.
+    /// Hands the registrar changes of this turn to the store writer, as one batch: one per
+    /// turn rather than one per REGISTER (each a `Vec` built here and freed on the writer's
+    /// thread, and a channel send).
+    fn persist_changes(&mut self) {
+        if !self.changes.is_empty() {
+            let batch = std::mem::take(&mut self.changes);
+            if self.persist.send(batch).is_err() {
+                tracing::warn!("store writer has stopped; bindings not persisted");
+            }
+        }
+    }
+
+    /// Sends everything the sans-IO parts produced (registrar changes wait for the end of the
+    /// turn, [`Core::persist_changes`]).
     fn drain(&mut self, now: Instant) {
         loop {
             let mut progressed = false;
@@ -418,12 +433,6 @@ impl Core {
             }
             if !progressed {
                 break;
-            }
-        }
-        if !self.changes.is_empty() {
-            let batch = std::mem::take(&mut self.changes);
-            if self.persist.send(batch).is_err() {
-                tracing::warn!("store writer has stopped; bindings not persisted");
             }
         }
     }

@@ -216,9 +216,10 @@ struct PendingCancel {
 pub struct TransactionLayer<D> {
     config: LayerConfig,
     /// Boxed: over UDP a completed transaction stays 32 s (Timer J), so under load the table
-    /// grows through the first half minute and is copied whole at each doubling; with the
-    /// entries inline that moved and freshly touched about 300 bytes per live transaction
-    /// each time (the first source of page faults under a REGISTER load), boxed 16.
+    /// grows through the first half minute and is copied whole at each doubling. With the
+    /// entries inline each doubling moved and freshly touched a whole entry per live
+    /// transaction (the first source of page faults under a REGISTER load); boxed, a slot is
+    /// 16 bytes.
     entries: IdMap<u64, Box<Entry<D>>>,
     /// Keyed by what peers write (branches, hosts): a hasher seeded at random per process,
     /// faster than SipHash on these short keys and still not predictable from outside.

@@ -170,6 +170,13 @@ struct KeyIndex {
 }
 
 impl KeyIndex {
+    fn with_capacity(capacity: usize) -> Self {
+        KeyIndex {
+            hasher: foldhash::fast::RandomState::default(),
+            table: hashbrown::HashTable::with_capacity(capacity),
+        }
+    }
+
     /// The transaction indexed under `key`: one with its hash for which `holds_key(id)`.
     fn get(&self, key: &impl Hash, holds_key: impl Fn(u64) -> bool) -> Option<u64> {
         let hash = self.hasher.hash_one(key);
@@ -252,13 +259,14 @@ impl<D: Clone + Debug> TransactionLayer<D> {
     /// A layer with no transactions. Fails when the timer values are unusable.
     pub fn new(config: LayerConfig) -> Result<Self, TransactionError> {
         config.timers.validate()?;
+        let reserved = config.reserved_transactions.min(config.max_transactions);
         Ok(TransactionLayer {
             config,
-            entries: IdMap::default(),
-            clients: KeyIndex::default(),
-            servers: KeyIndex::default(),
+            entries: IdMap::with_capacity_and_hasher(reserved, Default::default()),
+            clients: KeyIndex::with_capacity(reserved),
+            servers: KeyIndex::with_capacity(reserved),
             pending_cancels: IdMap::default(),
-            deadlines: DeadlineQueue::default(),
+            deadlines: DeadlineQueue::with_capacity(reserved),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_id: 1,
@@ -918,5 +926,53 @@ mod tests {
         }
         assert!(l.is_empty());
         assert_eq!(l.poll_timeout(), None);
+    }
+
+    #[test]
+    fn reserved_tables_hold_that_many_transactions_without_growing() {
+        let now = Instant::now();
+        let config = LayerConfig {
+            reserved_transactions: 3_000,
+            ..LayerConfig::default()
+        };
+        let mut l: TransactionLayer<()> = TransactionLayer::new(config).unwrap();
+        let before = (
+            l.entries.capacity(),
+            l.servers.table.capacity(),
+            l.clients.table.capacity(),
+            l.deadlines.capacity(),
+        );
+        assert!(before.0 >= 3_000 && before.1 >= 3_000 && before.2 >= 3_000 && before.3 >= 3_000);
+        // Answered over UDP, each stays (Timer J) and keeps its deadline queued.
+        for i in 0..3_000 {
+            let req = options(i);
+            l.receive(req.clone(), (), false, now);
+            let Some(Event::Request { key, .. }) = l.poll_event() else {
+                panic!("no request");
+            };
+            l.respond(key, ResponseBuilder::new(&req, 200, "OK").build(), now)
+                .unwrap();
+            while l.poll_event().is_some() {}
+            while l.poll_transmit().is_some() {}
+        }
+        assert_eq!(l.len(), 3_000);
+        let after = (
+            l.entries.capacity(),
+            l.servers.table.capacity(),
+            l.clients.table.capacity(),
+            l.deadlines.capacity(),
+        );
+        assert_eq!(before, after, "a table grew");
+    }
+
+    #[test]
+    fn no_reservation_beyond_the_transaction_limit() {
+        let config = LayerConfig {
+            reserved_transactions: 1 << 20,
+            max_transactions: 100,
+            ..LayerConfig::default()
+        };
+        let l: TransactionLayer<()> = TransactionLayer::new(config).unwrap();
+        assert!(l.entries.capacity() < 1_000, "{}", l.entries.capacity());
     }
 }

@@ -13,6 +13,12 @@ pub(crate) struct DeadlineQueue {
 }
 
 impl DeadlineQueue {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        DeadlineQueue {
+            heap: BinaryHeap::with_capacity(capacity),
+        }
+    }
+
     pub(crate) fn push(&mut self, at: Instant, id: u64) {
         self.heap.push(Reverse((at, id)));
     }
@@ -48,6 +54,12 @@ impl DeadlineQueue {
         }
     }
 
+    /// Entries the heap holds without growing.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.heap.capacity()
+    }
+
     /// Entries held, stale ones included.
     #[cfg(test)]
     #[allow(dead_code)] // for tests that inspect the queue
@@ -63,7 +75,11 @@ impl DeadlineQueue {
         deadlines: impl Iterator<Item = (u64, Instant)>,
     ) {
         if self.heap.len() > 64 && self.heap.len() > 4 * live {
-            self.heap = deadlines.map(|(id, at)| Reverse((at, id))).collect();
+            // Rebuilt in the same allocation, so a reserved capacity stays reserved.
+            let mut entries = std::mem::take(&mut self.heap).into_vec();
+            entries.clear();
+            entries.extend(deadlines.map(|(id, at)| Reverse((at, id))));
+            self.heap = BinaryHeap::from(entries);
         }
     }
 }

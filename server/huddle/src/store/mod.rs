@@ -78,6 +78,7 @@
 //! to compare before and after a change on the same machine.
 
 mod error;
+mod journal;
 mod memory;
 mod namespace;
 mod record;
@@ -85,6 +86,7 @@ mod redb_store;
 mod watch;
 
 pub use error::{EngineError, NameFault, Result, StoreError};
+pub use journal::DEFAULT_JOURNAL_BYTES;
 pub use memory::MemoryStore;
 pub use namespace::{Access, Namespace, Scoped, MAX_PLUGIN_NAME_LEN};
 pub use record::Record;

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # A BENCH_HOOK for bench/run.sh: profiles the server during each measured run only (never the
 # warm-up or the set-up). Called as `profile-hook.sh start|stop PID DIR`.
 #
@@ -8,7 +9,8 @@
 #   PROFILE=perf: `perf stat` of the server's threads (context switches, CPU migrations, cycles
 #     and instructions, user and kernel cycles, system calls by kind) into DIR/perf-stat.txt.
 #   PROFILE=record: `perf record -g` of the server (DIR/perf.data; read it with perf report).
-#   PROFILE=strace: `strace -c -f` of the server (system calls counted, DIR/strace.txt).
+#   PROFILE=strace: `strace -c -f` of the server and every process under it (system calls
+#     counted, DIR/strace.txt).
 #
 #   HUDDLE_BIN=bench/callgrind-huddle.sh BENCH_RATE... BENCH_HOOK=bench/profile-hook.sh bench/run.sh
 set -euo pipefail
@@ -16,6 +18,8 @@ set -euo pipefail
 action=$1 pid=$2 dir=$3
 profile=${PROFILE:-callgrind}
 state=$dir/.profile-hook.pid
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Per-thread CPU (utime+stime ticks by thread name) at start and stop, whatever the profile:
 # DIR/threads.txt gets the difference (where the server's CPU went: SIP thread, store writer...).
@@ -61,7 +65,11 @@ record:start)
 	echo $! >"$state"
 	;;
 strace:start)
-	strace -c -f -p "$pid" -o "$dir/strace.txt" 2>/dev/null &
+	# Every process of the server's tree (Kamailio's workers are processes, not threads: -f
+	# alone follows only the threads and the children started after the attach).
+	attach=()
+	for p in $(proc_tree "$pid"); do attach+=(-p "$p"); done
+	strace -c -f "${attach[@]}" -o "$dir/strace.txt" 2>/dev/null &
 	echo $! >"$state"
 	;;
 perf:stop | record:stop | strace:stop)

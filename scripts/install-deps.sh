@@ -11,6 +11,7 @@
 #   scripts/install-deps.sh --bench    + sip-tester procps iproute2 and kamailio
 #                                      kamailio-websocket-modules kamailio-extra-modules
 #                                      kamailio-presence-modules (bench/presence)
+#                                      kamailio-sqlite-modules sqlite3 (bench/messaging)
 #   (--test --bench: both)
 #
 # Idempotent: checks dpkg and PATH first, runs apt-get update/install only for what is missing,
@@ -71,6 +72,8 @@ if ((want_bench)); then
 	packages+=(kamailio kamailio-websocket-modules kamailio-extra-modules)
 	# bench/presence: Kamailio's presence + presence_xml as the baseline.
 	packages+=(kamailio-presence-modules)
+	# bench/messaging: msilo on db_sqlite, the durable baseline (schema loaded with sqlite3).
+	packages+=(kamailio-sqlite-modules sqlite3)
 fi
 
 # One dpkg-query for all: installed packages print "name install ok installed".

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # Messaging benchmark: Huddle with plugins/messaging next to Kamailio with msilo
-# (bench/messaging/kamailio-msilo.cfg, db_text), in the same run, one server after the other on
-# fresh free ports.
+# (bench/messaging/kamailio-msilo.cfg), in the same run, one server after the other on fresh
+# free ports. Kamailio runs twice by default: msilo on db_text (the table in memory, no fsync:
+# its 202 comes before the message is on disk) and msilo on db_sqlite (SQLite's defaults:
+# rollback journal, synchronous=FULL, so the message is on disk before the 202, as Huddle's).
 #
 #   bench/messaging/run.sh
 #   BENCH_SERVERS=huddle BENCH_RATES_OFFLINE="500 1000" bench/messaging/run.sh
+#   BENCH_KAMAILIO_DB=sqlite BENCH_WORKLOADS=offline bench/messaging/run.sh
 #
 # Workloads (SIPp, bench/messaging/sipp/; the sender is foreign, so neither server challenges it):
 #   online   MESSAGE to bob, registered by a SIPp UA (tests/sipp/uas_bob.xml) that answers 200;
@@ -17,10 +20,18 @@
 # achieved messages/s, failed %, p50/p99 response time (SIPp, whole ms), server CPU (user+sys of
 # the server's processes and children from /proc, before/after) and CPU ms per 1,000 messages;
 # then the Huddle/Kamailio ratios of CPU per 1,000 messages (at each rate both passed) and of the
-# highest rate passed.
+# highest rate passed, against each Kamailio variant. Packages: scripts/install-deps.sh --bench
+# (run from here when db_sqlite or sqlite3 is missing and the sqlite variant is asked for).
 #
 # Environment (defaults): BENCH_SERVERS="kamailio huddle" BENCH_WORKLOADS="online offline"
-#   BENCH_RATES_ONLINE="1000 2000 4000" BENCH_RATES_OFFLINE="250 500 1000 2000"
+#   BENCH_KAMAILIO_DB=both (text: msilo on db_text, result label "kamailio"; sqlite: on db_sqlite,
+#   label "kamailio-sqlite"; both: one after the other; ratios are printed against each)
+#   BENCH_KAMAILIO_SQLITE_JOURNAL=WAL (or DELETE, SQLite's own default: four fdatasyncs and a
+#   journal file created and unlinked per stored message, about 30/s here; WAL: one fdatasync)
+#   BENCH_KAMAILIO_SQLITE_CHILDREN=1 (UDP and TCP workers of the db_sqlite Kamailio; 4, as the
+#   db_text one, makes concurrent INSERTs fail with "database is locked": no busy timeout)
+#   BENCH_RATES_ONLINE="1000 2000 4000" BENCH_RATES_OFFLINE="100 250 500 1000 2000" (msilo on
+#   db_sqlite, one durable INSERT at a time, passes 100/s and 150/s but not 250/s here)
 #   BENCH_DURATION=8 BENCH_WARMUP=2 BENCH_TRANSPORT=u1 (or t1) BENCH_KEEP=0 (1: keep the work folder)
 #   HUDDLE_BIN=target/release/huddle MESSAGING_LIB=target/release/libhuddle_plugin_messaging.so
 #   BENCH_STORE_WRITERS, BENCH_BATCH_WINDOW_MS (unset: the plugin's defaults)
@@ -36,9 +47,12 @@ repo=$(cd "$here/../.." && pwd)
 . "$repo/bench/lib.sh"
 
 servers=${BENCH_SERVERS:-kamailio huddle}
+kamailio_db=${BENCH_KAMAILIO_DB:-both}
+kamailio_sqlite_children=${BENCH_KAMAILIO_SQLITE_CHILDREN:-1}
+kamailio_sqlite_journal=${BENCH_KAMAILIO_SQLITE_JOURNAL:-WAL}
 workloads=${BENCH_WORKLOADS:-online offline}
 rates_online=${BENCH_RATES_ONLINE:-1000 2000 4000}
-rates_offline=${BENCH_RATES_OFFLINE:-250 500 1000 2000}
+rates_offline=${BENCH_RATES_OFFLINE:-100 250 500 1000 2000}
 duration=${BENCH_DURATION:-8}
 warmup=${BENCH_WARMUP:-2}
 transport=${BENCH_TRANSPORT:-u1}
@@ -56,6 +70,23 @@ for r in $rates_online $rates_offline; do
 	[[ $r =~ ^[1-9][0-9]*$ ]] || die "rates must be positive integers, got '$r'"
 done
 case $transport in u1 | t1) ;; *) die "BENCH_TRANSPORT must be u1 or t1" ;; esac
+case $kamailio_db in
+text | sqlite) kamailio_dbs=$kamailio_db ;;
+both) kamailio_dbs="text sqlite" ;;
+*) die "BENCH_KAMAILIO_DB must be text, sqlite or both, got '$kamailio_db'" ;;
+esac
+case $kamailio_sqlite_children in 1 | 4) ;; *) die "BENCH_KAMAILIO_SQLITE_CHILDREN must be 1 or 4" ;; esac
+case $kamailio_sqlite_journal in WAL | DELETE) ;; *) die "BENCH_KAMAILIO_SQLITE_JOURNAL must be WAL or DELETE" ;; esac
+# Result label of each Kamailio variant (db_text keeps the label of earlier runs).
+kamailio_label() {
+	case $1 in text) echo kamailio ;; sqlite) echo kamailio-sqlite ;; esac
+}
+if [[ " $servers " == *" kamailio "* && " $kamailio_dbs " == *" sqlite "* ]] &&
+	! { [[ -f /usr/share/kamailio/db_sqlite/msilo-create.sql ]] && command -v sqlite3 >/dev/null; }; then
+	# db_sqlite (kamailio-sqlite-modules) and the sqlite3 shell: installed like every bench package.
+	note "kamailio-sqlite-modules or sqlite3 missing: running scripts/install-deps.sh --bench"
+	"$repo/scripts/install-deps.sh" --bench >&2 || die "scripts/install-deps.sh --bench failed"
+fi
 for tool in sipp ss pgrep getconf timeout awk kamailio; do
 	command -v "$tool" >/dev/null || die "$tool not found (run: scripts/install-deps.sh --bench)"
 done
@@ -108,23 +139,36 @@ wait_sip() { # wait_sip PID LOG: until the server answers OPTIONS (60 s: Huddle 
 	done
 }
 
-start_kamailio() {
-	local dir=$work/kamailio
+start_kamailio() { # start_kamailio LABEL text|sqlite
+	local dir=$work/$1 db=$2 url
+	local -a defines=()
 	mkdir -p "$dir/db"
-	cp /usr/share/kamailio/dbtext/kamailio/version "$dir/db/"
-	# msilo 5.6 leaves callid (and status) unset on insert; the shipped db_text schema says NOT NULL.
-	sed -e 's/callid(string)/callid(string,null)/' -e 's/status(int)/status(int,null)/' \
-		/usr/share/kamailio/dbtext/kamailio/silo >"$dir/db/silo"
+	if [[ $db == text ]]; then
+		cp /usr/share/kamailio/dbtext/kamailio/version "$dir/db/"
+		# msilo 5.6 leaves callid (and status) unset on insert; the shipped db_text schema says NOT NULL.
+		sed -e 's/callid(string)/callid(string,null)/' -e 's/status(int)/status(int,null)/' \
+			/usr/share/kamailio/dbtext/kamailio/silo >"$dir/db/silo"
+		url="text://$dir/db"
+	else
+		# The shipped schema (version table, silo with its index). SQLite's defaults stay:
+		# journal_mode=DELETE, synchronous=FULL (see kamailio-msilo.cfg).
+		cat /usr/share/kamailio/db_sqlite/standard-create.sql \
+			/usr/share/kamailio/db_sqlite/msilo-create.sql | sqlite3 "$dir/db/msilo.db"
+		# db_sqlite drops the first "/" of the path after "sqlite://": four in all for an absolute one.
+		url="sqlite:///$dir/db/msilo.db"
+		defines=(-A USE_SQLITE -A "SQLITE_JOURNAL=\"$dir/db/msilo.db=$kamailio_sqlite_journal\"")
+		((kamailio_sqlite_children == 1)) && defines+=(-A ONE_WORKER)
+	fi
 	sip_port=$(free_port 25160)
 	setsid kamailio -DD -E -f "$here/kamailio-msilo.cfg" -A "SIP_IP=$ip" -A "SIP_PORT=$sip_port" \
-		-A "DB_URL=\"text://$dir/db\"" -m "${KAM_SHM_MB:-1024}" -M 16 -Y "$dir" -w "$dir" \
+		-A "DB_URL=\"$url\"" "${defines[@]}" -m "${KAM_SHM_MB:-1024}" -M 16 -Y "$dir" -w "$dir" \
 		</dev/null >"$dir/kamailio.log" 2>&1 &
 	server_pid=$!
 	wait_sip "$server_pid" "$dir/kamailio.log" || {
 		note "kamailio did not start (log: $dir/kamailio.log)"
 		return 1
 	}
-	note "kamailio+msilo: pid $server_pid on $ip:$sip_port, $(proc_tree "$server_pid" | wc -l) processes"
+	note "kamailio+msilo ($db): pid $server_pid on $ip:$sip_port, $(proc_tree "$server_pid" | wc -l) processes"
 }
 
 start_huddle() {
@@ -203,11 +247,25 @@ run_rate() { # run_rate SERVER WORKLOAD RATE: warm-up, measured run, one result 
 	[[ $(tail -n 1 "$results" | cut -f11) == yes ]]
 }
 
+# "kamailio" in BENCH_SERVERS runs one Kamailio per msilo store of BENCH_KAMAILIO_DB.
+runs=()
 for server in $servers; do
 	case $server in
-	kamailio) start_kamailio || { stop_all; continue; } ;;
-	huddle) start_huddle || { stop_all; continue; } ;;
+	kamailio)
+		for db in $kamailio_dbs; do
+			runs+=("$(kamailio_label "$db")")
+		done
+		;;
+	huddle) runs+=(huddle) ;;
 	*) die "unknown server $server" ;;
+	esac
+done
+
+for server in "${runs[@]}"; do
+	case $server in
+	kamailio) start_kamailio "$server" text || { stop_all; continue; } ;;
+	kamailio-sqlite) start_kamailio "$server" sqlite || { stop_all; continue; } ;;
+	huddle) start_huddle || { stop_all; continue; } ;;
 	esac
 	for name in $workloads; do
 		case $name in
@@ -231,22 +289,26 @@ for server in $servers; do
 done
 
 echo
-printf '%-9s %-8s %6s %7s %7s %6s %5s %5s %7s %9s %6s\n' server workload rate ok msg/s fail% p50ms p99ms cpu_s cpu/1000 passed
-awk -F'\t' '{ printf "%-9s %-8s %6s %7s %7s %6s %5s %5s %7s %9s %6s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 }' "$results"
+printf '%-15s %-8s %6s %7s %7s %6s %5s %5s %7s %9s %6s\n' server workload rate ok msg/s fail% p50ms p99ms cpu_s cpu/1000 passed
+awk -F'\t' '{ printf "%-15s %-8s %6s %7s %7s %6s %5s %5s %7s %9s %6s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 }' "$results"
 echo
-# Ratios: CPU per 1,000 messages at each rate both servers passed; highest rate passed.
+# Ratios against each Kamailio variant: CPU per 1,000 messages at each rate both passed; highest
+# rate passed. "kamailio" is msilo on db_text (202 before the message is on disk),
+# "kamailio-sqlite" msilo on db_sqlite (on disk before the 202, as Huddle).
 awk -F'\t' '
-	$11 == "yes" { cpu[$1, $2, $3] = $10; if ($3 + 0 > best[$1, $2] + 0) best[$1, $2] = $3; seen[$2] = 1; rates[$2, $3] = 1 }
+	$11 == "yes" { cpu[$1, $2, $3] = $10; if ($3 + 0 > best[$1, $2] + 0) best[$1, $2] = $3; rates[$2, $3] = 1 }
+	{ seen[$2] = 1; if ($1 ~ /^kamailio/) kams[$1] = 1 }
 	END {
-		for (w in seen) {
+		for (kam in kams) for (w in seen) {
+			what = (kam == "kamailio" ? "db_text, not durable at 202" : "db_sqlite, durable at 202")
 			for (k in rates) {
 				split(k, kk, SUBSEP); if (kk[1] != w) continue; r = kk[2]
-				if ((("huddle", w, r) in cpu) && (("kamailio", w, r) in cpu) && cpu["kamailio", w, r] > 0)
-					printf "%s at %s/s: Huddle/Kamailio CPU per 1,000 messages = %.2f (%s / %s ms)\n", w, r,
-						cpu["huddle", w, r] / cpu["kamailio", w, r], cpu["huddle", w, r], cpu["kamailio", w, r]
+				if ((("huddle", w, r) in cpu) && ((kam, w, r) in cpu) && cpu[kam, w, r] > 0)
+					printf "%s at %s/s: Huddle/%s (%s) CPU per 1,000 messages = %.2f (%s / %s ms)\n", w, r,
+						kam, what, cpu["huddle", w, r] / cpu[kam, w, r], cpu["huddle", w, r], cpu[kam, w, r]
 			}
-			h = best["huddle", w] + 0; k = best["kamailio", w] + 0
-			printf "%s: highest rate passed: Huddle %s/s, Kamailio %s/s%s\n", w, h, k,
+			h = best["huddle", w] + 0; k = best[kam, w] + 0
+			printf "%s: highest rate passed: Huddle %s/s, %s %s/s%s\n", w, h, kam, k,
 				(k > 0 ? sprintf(" (ratio %.2f)", h / k) : "")
 		}
 	}' "$results" | sort

@@ -1,5 +1,4 @@
 #!/usr/bin/env bash
-# shellcheck source-path=SCRIPTDIR
 # A BENCH_HOOK for bench/run.sh: profiles the server during each measured run only (never the
 # warm-up or the set-up). Called as `profile-hook.sh start|stop PID DIR`.
 #

@@ -7,10 +7,6 @@
 //! acks (no sleeps), kills the child, reopens the store and checks: every acknowledged step is
 //! present with its value, the steps present form a gap-free sequence (commits are ordered), and
 //! no batch is half-applied.
-//!
-//! With [`JOURNAL_ENV`] set, the child opens the store with that journal size and makes no
-//! compare-and-swaps (each is a durable redb commit that empties the journal), so that a small
-//! journal fills and is checkpointed again and again before the kill.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -18,11 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use huddle::store::{Op, Record, RedbOptions, RedbStore, Store};
+use huddle::store::{Op, Record, RedbStore, Store};
 
 const CHILD_ENV: &str = "HUDDLE_STORE_CRASH_CHILD";
 const ROUND_ENV: &str = "HUDDLE_STORE_CRASH_ROUND";
-const JOURNAL_ENV: &str = "HUDDLE_STORE_CRASH_JOURNAL";
 const CHILD_TEST: &str = "store_crash_child_writer";
 /// A child that never gets this far is broken, not slow: it stops by itself.
 const CHILD_MAX_STEPS: u64 = 100_000;
@@ -52,8 +47,7 @@ fn store_crash_child_writer() {
         return;
     };
     let round: u32 = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
-    let journal: Option<u64> = std::env::var(JOURNAL_ENV).ok().map(|v| v.parse().unwrap());
-    let store = RedbStore::open_with(&path, &options(journal)).unwrap();
+    let store = RedbStore::open(&path).unwrap();
     let mut out = std::io::stdout().lock();
     // The test harness may have printed a partial line; start ours on a fresh one.
     out.write_all(b"\n").unwrap();
@@ -61,7 +55,6 @@ fn store_crash_child_writer() {
         let writes = step_writes(round, step);
         match step % 3 {
             0 => store.put(&writes[0].0, &writes[0].1).unwrap(),
-            1 if journal.is_some() => store.put(&writes[0].0, &writes[0].1).unwrap(),
             1 => store
                 .compare_and_swap(&writes[0].0, None, Some(&writes[0].1))
                 .unwrap()
@@ -80,14 +73,6 @@ fn store_crash_child_writer() {
     }
 }
 
-fn options(journal: Option<u64>) -> RedbOptions {
-    let mut options = RedbOptions::default();
-    if let Some(bytes) = journal {
-        options.journal_bytes = bytes;
-    }
-    options
-}
-
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
@@ -99,19 +84,16 @@ impl Drop for KillOnDrop {
 
 /// Runs one child until it has acknowledged `acks` steps, then SIGKILLs it. Returns the highest
 /// step acknowledged before the kill.
-fn run_child_and_kill(path: &Path, round: u32, acks: u64, journal: Option<u64>) -> u64 {
+fn run_child_and_kill(path: &Path, round: u32, acks: u64) -> u64 {
     let exe = std::env::current_exe().unwrap();
-    let mut command = Command::new(exe);
-    command
+    let child = Command::new(exe)
         .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, path)
         .env(ROUND_ENV, round.to_string())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    if let Some(bytes) = journal {
-        command.env(JOURNAL_ENV, bytes.to_string());
-    }
-    let child = command.spawn().unwrap();
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
     let mut child = KillOnDrop(child);
     let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -185,28 +167,11 @@ fn verify(store: &RedbStore, round: u32, last_ack: u64) -> u64 {
 
 #[test]
 fn store_crash_kill9_keeps_acknowledged_writes() {
-    kill9_rounds(None, &[(0, 25), (1, 90), (2, 7), (3, 160)]);
-}
-
-/// A 16 KiB journal holds about 30 steps: the child checkpoints every few dozen writes and
-/// overwrites the journal from its start each time, so the kill lands anywhere in that cycle.
-#[test]
-fn store_crash_kill9_keeps_acknowledged_writes_across_journal_checkpoints() {
-    kill9_rounds(Some(16 * 1024), &[(0, 100), (1, 37), (2, 250), (3, 5)]);
-}
-
-/// Without the journal every write is a durable redb commit, as before it existed.
-#[test]
-fn store_crash_kill9_keeps_acknowledged_writes_without_a_journal() {
-    kill9_rounds(Some(0), &[(0, 40), (1, 90)]);
-}
-
-fn kill9_rounds(journal: Option<u64>, rounds: &[(u32, u64)]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.redb");
-    for &(round, acks) in rounds {
-        let last_ack = run_child_and_kill(&path, round, acks, journal);
-        let store = RedbStore::open_with(&path, &options(journal)).unwrap();
+    for (round, acks) in [(0u32, 25u64), (1, 90), (2, 7), (3, 160)] {
+        let last_ack = run_child_and_kill(&path, round, acks);
+        let store = RedbStore::open(&path).unwrap();
         let present = verify(&store, round, last_ack);
         for earlier in 0..round {
             // Earlier rounds' data survives later crashes too.

@@ -80,7 +80,6 @@
 //! to compare before and after a change on the same machine.
 
 mod error;
-mod journal;
 mod memory;
 mod namespace;
 mod record;
@@ -88,7 +87,6 @@ mod redb_store;
 mod watch;
 
 pub use error::{EngineError, NameFault, Result, StoreError};
-pub use journal::DEFAULT_JOURNAL_BYTES;
 pub use memory::MemoryStore;
 pub use namespace::{Access, Namespace, Scoped, MAX_PLUGIN_NAME_LEN};
 pub use record::Record;

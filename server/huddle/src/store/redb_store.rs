@@ -1,17 +1,10 @@
 //! The embedded engine: one redb file, one table of byte keys to byte values.
 //!
-//! Every write is on disk when the call returns (except `apply_batch_deferred`'s: on disk with
-//! the next durable write or `sync`). With the commit journal (the default, see [`journal`]),
-//! a write is one redb transaction committed with `Durability::None` (visible, in memory) plus
-//! one record appended to `<store>.journal` and synced; when the journal is full, one redb
-//! commit with `Durability::Immediate` persists everything (a checkpoint) and the journal
-//! starts over; opening the store applies the records its redb file lacks after a crash.
-//! Without it (`RedbOptions::journal_bytes = 0`), every write is a redb commit with
-//! `Durability::Immediate`. Compare-and-swap always is one. redb runs one write transaction at
-//! a time; we additionally hold our own commit lock from the start of the transaction until its
-//! watchers are notified, so that notification order is commit order.
-//!
-//! [`journal`]: super::journal
+//! Every write is one redb write transaction committed with `Durability::Immediate`, so it is on
+//! disk when the call returns (except `apply_batch_deferred`: `Durability::None`, on disk with
+//! the next immediate commit). redb runs one write transaction at a time; we additionally hold our
+//! own commit lock from the start of the transaction until its watchers are notified, so that
+//! notification order is commit order.
 //!
 //! Puts and deletes are **group-committed**: callers that arrive while a commit is running
 //! queue their operation, and the next caller to find no commit running (the leader) writes
@@ -34,7 +27,6 @@ use ::redb::{
 };
 
 use super::error::{EngineError, Result, StoreError};
-use super::journal::{self, Journal, DEFAULT_JOURNAL_BYTES};
 use super::watch::{Change, WatchHub, DEFAULT_WATCH_CAPACITY};
 use super::{
     check_key, check_op, check_value, scan_start, CasConflict, Op, ScanPage, Store, Watch,
@@ -44,8 +36,6 @@ use super::{
 const KV: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("huddle_kv");
 const META: TableDefinition<'static, &str, u64> = TableDefinition::new("huddle_meta");
 const LAYOUT_KEY: &str = "layout_version";
-/// The sequence number of the last journal record this redb state contains.
-const JOURNAL_SEQ_KEY: &str = "journal_seq";
 /// The layout this build writes: the tables above.
 const LAYOUT_VERSION: u64 = 1;
 
@@ -61,10 +51,6 @@ pub struct RedbOptions {
     /// it turns a file damaged outside redb into [`StoreError::Corrupt`] at open instead of a
     /// failure, or a panic inside redb, later.
     pub check_integrity_on_open: bool,
-    /// Size of the commit journal (`<store>.journal`) in bytes; 0: no journal, every write is a
-    /// durable redb commit. Default [`DEFAULT_JOURNAL_BYTES`]. A journal left by an earlier run
-    /// is applied at open either way.
-    pub journal_bytes: u64,
 }
 
 impl Default for RedbOptions {
@@ -73,7 +59,6 @@ impl Default for RedbOptions {
             cache_size: 64 * 1024 * 1024,
             watch_capacity: DEFAULT_WATCH_CAPACITY,
             check_integrity_on_open: true,
-            journal_bytes: DEFAULT_JOURNAL_BYTES,
         }
     }
 }
@@ -83,17 +68,9 @@ impl Default for RedbOptions {
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
-    commit: Mutex<Commits>,
+    commit: Mutex<()>,
     hub: WatchHub,
     group: Group,
-}
-
-/// What the commit lock guards: the journal, while it is in use.
-#[derive(Debug)]
-struct Commits {
-    journal: Option<Journal>,
-    /// The next journal record's sequence number.
-    next_seq: u64,
 }
 
 /// Puts and deletes waiting for, or in, a group commit.
@@ -150,12 +127,11 @@ impl RedbStore {
             .set_check_integrity_on_open(options.check_integrity_on_open);
         let db = builder.create(&path).map_err(|e| open_error(&path, e))?;
         init_layout(&db, &path)?;
-        let commits = open_journal(&db, &path, options.journal_bytes)?;
         tracing::info!(path = %path.display(), "state store opened");
         Ok(Self {
             db,
             path,
-            commit: Mutex::new(commits),
+            commit: Mutex::new(()),
             hub: WatchHub::new(options.watch_capacity),
             group: Group::default(),
         })
@@ -168,7 +144,7 @@ impl RedbStore {
 
     // Poisoning of the commit lock carries no meaning: it guards no data, and a write
     // transaction that was in flight when a thread panicked was dropped, which aborts it.
-    fn lock_commit(&self) -> MutexGuard<'_, Commits> {
+    fn lock_commit(&self) -> MutexGuard<'_, ()> {
         self.commit.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -187,28 +163,27 @@ impl RedbStore {
         Ok(txn)
     }
 
-    /// One transaction with every op of `ops`: durable when the call returns, or (`durable`
-    /// false) with the next durable write or `sync`.
-    fn apply_batch_with(&self, ops: Vec<Op>, durable: bool) -> Result<()> {
+    /// One transaction with every op of `ops`, committed with `durability`.
+    fn apply_batch_with(&self, ops: Vec<Op>, durability: Durability) -> Result<()> {
         ops.iter().try_for_each(check_op)?;
         if ops.is_empty() {
             return Ok(());
         }
-        let mut commits = self.lock_commit();
+        let _commit = self.lock_commit();
         // An error below drops `txn` uncommitted, which aborts it: the batch is all or nothing.
-        let mut txn = self.begin_write_with(Durability::None)?;
+        let txn = self.begin_write_with(durability)?;
         let mut changes = Vec::with_capacity(ops.len());
         {
             let mut table = txn.open_table(KV).map_err(backend("open the table"))?;
-            for op in &ops {
+            for op in ops {
                 match op {
                     Op::Put { key, value } => {
                         table
                             .insert(key.as_slice(), value.as_slice())
                             .map_err(backend("write a key"))?;
                         changes.push(Change {
-                            key: key.clone(),
-                            value: Some(value.clone()),
+                            key,
+                            value: Some(value),
                         });
                     }
                     Op::Delete { key } => {
@@ -217,21 +192,12 @@ impl RedbStore {
                             .map_err(backend("delete a key"))?
                             .is_some();
                         if removed {
-                            changes.push(Change {
-                                key: key.clone(),
-                                value: None,
-                            });
+                            changes.push(Change { key, value: None });
                         }
                     }
                 }
             }
         }
-        if changes.is_empty() {
-            // Only deletes of absent keys: no commit, no record, no event.
-            return txn.abort().map_err(backend("abort a write"));
-        }
-        let refs: Vec<&Op> = ops.iter().collect();
-        self.record_and_commit(&mut commits, &mut txn, &refs, durable)?;
         self.commit(txn, &changes)
     }
 
@@ -239,57 +205,6 @@ impl RedbStore {
         txn.commit().map_err(backend("commit a write"))?;
         self.hub.notify(changes);
         Ok(())
-    }
-
-    /// Prepares `txn` (begun with `Durability::None`, holding `ops`) for its commit: with the
-    /// journal, `ops` become the next record (synced when `durable`) and `txn` stays
-    /// non-durable; when the record does not fit (the journal is full: a checkpoint), or there
-    /// is no journal, `txn` becomes a durable redb commit. A journal that fails to write is
-    /// dropped for good (`txn` becomes durable instead, and redb commits every write from then
-    /// on): after a failed `fdatasync` the file's state is unknown.
-    fn record_and_commit(
-        &self,
-        commits: &mut Commits,
-        txn: &mut WriteTransaction,
-        ops: &[&Op],
-        durable: bool,
-    ) -> Result<()> {
-        let seq = commits.next_seq;
-        // The record's number goes into this state, journal or not: after a crash, the durable
-        // redb state says which records it holds (see `journal`).
-        txn.open_table(META)
-            .map_err(backend("open the metadata"))?
-            .insert(JOURNAL_SEQ_KEY, seq)
-            .map_err(backend("write the journal position"))?;
-        commits.next_seq += 1;
-        let Some(journal) = commits.journal.as_mut() else {
-            return set_durable(txn);
-        };
-        let record = journal::encode(seq, ops);
-        if !journal.can_hold(record.len()) || !journal.fits(record.len()) {
-            // A checkpoint: this commit persists every earlier one; the journal starts over.
-            set_durable(txn)?;
-            journal.rewind();
-            return Ok(());
-        }
-        let written =
-            journal
-                .append(&record)
-                .and_then(|()| if durable { journal.sync() } else { Ok(()) });
-        if let Err(e) = written {
-            tracing::error!(path = %journal.path().display(), error = %e,
-                "the store's journal failed; every write is now a durable commit of the store");
-            commits.journal = None;
-            return set_durable(txn);
-        }
-        Ok(())
-    }
-
-    /// A durable redb commit persisted everything: the journal's records are not needed.
-    fn rewind_journal(commits: &mut Commits) {
-        if let Some(journal) = commits.journal.as_mut() {
-            journal.rewind();
-        }
     }
 
     // Poisoning carries no meaning here either: the state is updated in whole steps.
@@ -357,8 +272,8 @@ impl RedbStore {
 
     /// One transaction for a batch of puts and deletes; whether each key existed before.
     fn commit_batch(&self, batch: &[(u64, Op)]) -> Result<Vec<bool>> {
-        let mut commits = self.lock_commit();
-        let mut txn = self.begin_write_with(Durability::None)?;
+        let _commit = self.lock_commit();
+        let txn = self.begin_write()?;
         let mut changes = Vec::with_capacity(batch.len());
         let mut existed = Vec::with_capacity(batch.len());
         {
@@ -395,8 +310,6 @@ impl RedbStore {
             // Only deletes of absent keys: no commit, no fsync, no event.
             txn.abort().map_err(backend("abort a write"))?;
         } else {
-            let ops: Vec<&Op> = batch.iter().map(|(_, op)| op).collect();
-            self.record_and_commit(&mut commits, &mut txn, &ops, true)?;
             self.commit(txn, &changes)?;
         }
         Ok(existed)
@@ -476,107 +389,6 @@ fn init_layout(db: &Database, path: &Path) -> Result<()> {
     txn.commit().map_err(|e| open(engine(e)))
 }
 
-/// A checkpoint on the way out, so that the next open has no journal to apply (a crash skips
-/// this, and the next open applies the journal instead).
-impl Drop for RedbStore {
-    fn drop(&mut self) {
-        let commits = self
-            .commit
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        if commits.journal.is_none() {
-            return;
-        }
-        let persisted = self
-            .db
-            .begin_write()
-            .map_err(engine)
-            .and_then(|txn| txn.commit().map_err(engine));
-        match persisted {
-            Ok(()) => Self::rewind_journal(commits),
-            Err(e) => {
-                tracing::warn!(error = %e, "final store checkpoint failed; the journal is applied at the next open")
-            }
-        }
-    }
-}
-
-fn set_durable(txn: &mut WriteTransaction) -> Result<()> {
-    txn.set_durability(Durability::Immediate)
-        .map_err(backend("set durability"))
-}
-
-/// Opens the journal (when `capacity` is not 0, or one is left from an earlier run), applies
-/// the records the redb state lacks in one durable commit, and says where the next goes.
-fn open_journal(db: &Database, path: &Path, capacity: u64) -> Result<Commits> {
-    let journal_path = journal::path_for(path);
-    let open = |e: EngineError| StoreError::Open {
-        path: journal_path.clone(),
-        source: e,
-    };
-    if capacity == 0 && !journal_path.exists() {
-        return Ok(Commits {
-            journal: None,
-            next_seq: 1,
-        });
-    }
-    let (mut journal, records) =
-        Journal::open(&journal_path, capacity).map_err(|e| open(Box::new(e)))?;
-    let mut txn = db.begin_write().map_err(|e| open(engine(e)))?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| open(engine(e)))?;
-    let durable_seq = txn
-        .open_table(META)
-        .map_err(|e| open(engine(e)))?
-        .get(JOURNAL_SEQ_KEY)
-        .map_err(|e| open(engine(e)))?
-        .map_or(0, |v| v.value());
-    let missing: Vec<_> = records
-        .into_iter()
-        .filter(|r| r.seq > durable_seq)
-        .collect();
-    let last_seq = missing.last().map_or(durable_seq, |r| r.seq);
-    if missing.is_empty() {
-        txn.abort().map_err(|e| open(engine(e)))?;
-    } else {
-        {
-            let mut table = txn.open_table(KV).map_err(|e| open(engine(e)))?;
-            for op in missing.iter().flat_map(|r| &r.ops) {
-                match op {
-                    Op::Put { key, value } => {
-                        table
-                            .insert(key.as_slice(), value.as_slice())
-                            .map_err(|e| open(engine(e)))?;
-                    }
-                    Op::Delete { key } => {
-                        table.remove(key.as_slice()).map_err(|e| open(engine(e)))?;
-                    }
-                }
-            }
-            txn.open_table(META)
-                .map_err(|e| open(engine(e)))?
-                .insert(JOURNAL_SEQ_KEY, last_seq)
-                .map_err(|e| open(engine(e)))?;
-        }
-        txn.commit().map_err(|e| open(engine(e)))?;
-        tracing::info!(path = %journal_path.display(), records = missing.len(),
-            "applied the store's journal after an unclean stop");
-    }
-    journal.rewind();
-    if capacity == 0 {
-        drop(journal);
-        std::fs::remove_file(&journal_path).map_err(|e| open(Box::new(e)))?;
-        return Ok(Commits {
-            journal: None,
-            next_seq: last_seq + 1,
-        });
-    }
-    Ok(Commits {
-        journal: Some(journal),
-        next_seq: last_seq + 1,
-    })
-}
-
 impl Store for RedbStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let txn = self
@@ -612,7 +424,7 @@ impl Store for RedbStore {
         if let Some(v) = new {
             check_value(v)?;
         }
-        let mut commits = self.lock_commit();
+        let _commit = self.lock_commit();
         let txn = self.begin_write()?;
         let change = {
             let mut table = txn.open_table(KV).map_err(backend("open the table"))?;
@@ -645,10 +457,7 @@ impl Store for RedbStore {
             }
         };
         match change {
-            Some(change) => {
-                self.commit(txn, &[change])?;
-                Self::rewind_journal(&mut commits);
-            }
+            Some(change) => self.commit(txn, &[change])?,
             None => txn.abort().map_err(backend("abort a write"))?,
         }
         Ok(Ok(()))
@@ -687,33 +496,20 @@ impl Store for RedbStore {
     }
 
     fn apply_batch(&self, ops: Vec<Op>) -> Result<()> {
-        self.apply_batch_with(ops, true)
+        self.apply_batch_with(ops, Durability::Immediate)
     }
 
-    // A non-durable redb commit with its journal record written but not synced (without the
-    // journal: only the commit, no freed-page bookkeeping on disk); the next durable write
-    // (anyone's, or `sync`) persists it with everything before it.
+    // redb's non-durable commit: visible at once, no fsync, no freed-page bookkeeping on disk;
+    // the next durable commit (anyone's, or `sync`) persists it with everything before it.
     fn apply_batch_deferred(&self, ops: Vec<Op>) -> Result<()> {
-        self.apply_batch_with(ops, false)
+        self.apply_batch_with(ops, Durability::None)
     }
 
     fn sync(&self) -> Result<()> {
-        let mut commits = self.lock_commit();
-        if let Some(journal) = commits.journal.as_mut() {
-            match journal.sync() {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::error!(path = %journal.path().display(), error = %e,
-                        "the store's journal failed; every write is now a durable commit of the store");
-                    commits.journal = None;
-                }
-            }
-        }
+        let _commit = self.lock_commit();
         self.begin_write()?
             .commit()
-            .map_err(backend("commit a write"))?;
-        Self::rewind_journal(&mut commits);
-        Ok(())
+            .map_err(backend("commit a write"))
     }
 
     fn watch_prefix(&self, prefix: &[u8]) -> Result<Watch> {

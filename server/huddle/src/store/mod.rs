@@ -63,12 +63,10 @@
 //!
 //! # Durability
 //!
-//! [`RedbStore`] makes every write durable before it returns: once a call returns `Ok`, the
+//! [`RedbStore`] commits every write with immediate durability: once a call returns `Ok`, the
 //! write survives `kill -9` and power loss (tested by killing a writer process and checking
-//! every acknowledged key). It does so with a commit journal next to the file
-//! (`<store>.journal`: one sequential record and one `fdatasync` per commit, a durable redb
-//! commit only when the journal is full; see `journal.rs`), so the store is that pair of files.
-//! [`apply_batch`](Store::apply_batch) amortises the `fsync` over many writes. The one exception is [`apply_batch_deferred`](Store::apply_batch_deferred), for state
+//! every acknowledged key). [`apply_batch`](Store::apply_batch) amortises the `fsync` over many
+//! writes. The one exception is [`apply_batch_deferred`](Store::apply_batch_deferred), for state
 //! written behind (the registrar's bindings, at most a second behind; see `server.rs`): visible
 //! at once, durable with the next durable commit or [`sync`](Store::sync). Opening a file that is damaged, or not a Huddle store, fails with an error naming the
 //! path and writes nothing to it.

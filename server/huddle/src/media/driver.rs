@@ -16,8 +16,10 @@
 //! extra pass only at the end of the turn, and only if no datagram of its own arrived after
 //! the write (`Leg::unreleased`): a leg forwarded into and then receiving within one wake-up
 //! (a conference where everyone speaks, once batches grow under load) pays one pass for both.
-//! A leg written into by its own events (the echo) is ticked within the same drain, before
-//! the poll that would otherwise have ended it in `Timeout`.
+//! The echo (a leg written into by its own events) keeps the same rule: ticking it within
+//! the drain, before the poll that ends it in `Timeout`, saves one `poll_output` walk per
+//! packet but loses the receive passes that release it for free once batches grow, and
+//! measured more passes per echoed packet (bench/NOTES.md, "Media: passes per echoed packet").
 //!
 //! # Timer slack
 //!
@@ -509,17 +511,13 @@ impl Driver {
     }
 
     /// Polls one leg until `Timeout`: sends what it transmits and handles its events as they
-    /// come (an event may write into this leg or others). `tick` first advances its clock if
-    /// the leg was changed since its last input, which releases packets written since then;
-    /// a leg written into by one of its own events (the echo: a packet forwarded back into
-    /// the leg it came from) is ticked at once, before the poll that would otherwise end in
-    /// `Timeout` — one `poll_output` pass over the leg fewer per such packet.
+    /// come (an event may write into this leg or others, marking them). `tick` first advances
+    /// its clock if the leg was changed since its last input, which releases packets written
+    /// since then. A leg written into by its own events (the echo) is not ticked within the
+    /// same drain: a later datagram of its own in this turn may still release the packet with
+    /// its receive pass (module docs).
     fn drain(&mut self, id: u64, tick: bool) {
-        let mut tick = tick;
-        loop {
-            let Some(leg) = self.legs.get_mut(&id) else {
-                return;
-            };
+        if let Some(leg) = self.legs.get_mut(&id) {
             // Time moves forward only through `handle_input`: packets written since the last
             // input are released to `poll_output` by it (str0m's `write_rtp` enqueues them for
             // "now").
@@ -528,6 +526,11 @@ impl Driver {
                 let _ = leg.rtc.handle_input(Input::Timeout(leg.clock));
                 leg.unreleased = false;
             }
+        }
+        loop {
+            let Some(leg) = self.legs.get_mut(&id) else {
+                return;
+            };
             if !leg.rtc.is_alive() {
                 self.remove(id, HangupReason::Normal);
                 return;
@@ -541,17 +544,9 @@ impl Driver {
                 }
                 Ok(Output::Timeout(t)) => {
                     leg.set_timeout(t);
-                    if !leg.unreleased {
-                        // Nothing left for the end of the turn (an echoed packet was
-                        // released by the tick above).
-                        self.dirty.remove(&id);
-                    }
                     break;
                 }
-                Ok(Output::Event(e)) => {
-                    self.event(id, e);
-                    tick = true;
-                }
+                Ok(Output::Event(e)) => self.event(id, e),
                 Err(e) => {
                     tracing::debug!(session = id, error = %e, "media leg failed");
                     self.remove(id, HangupReason::Transport);

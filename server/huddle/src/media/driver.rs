@@ -1,8 +1,9 @@
 //! The driver: one tokio task owning the UDP socket and every leg's `Rtc` (str0m's run loop,
 //! STYLE.md's "thin driver"). Each wake-up it reads every datagram waiting, fires the expired
 //! deadlines, applies queued commands, then drains the `poll_output` of every leg it touched
-//! until each says `Timeout`. Events a drain produces (RTP to forward, key-frame requests) may
-//! touch other legs, so draining repeats until nothing is left to do.
+//! until each says `Timeout`. A leg's events are handled as its drain produces them; those
+//! that touch other legs (RTP to forward, key-frame requests) mark them for draining too, so
+//! draining repeats until nothing is left to do.
 //!
 //! # Passes per forwarded packet
 //!
@@ -10,14 +11,28 @@
 //! `write_rtp` only once its clock has moved past the write. Every receive runs that timer
 //! pass itself; a leg written into from outside (a forwarded packet, a key-frame request, a
 //! command) needs one more pass (`Input::Timeout`) before its `poll_output` shows the change.
-//! So each datagram's events are handled as soon as its leg is drained — the packets it
-//! carries are written into their egress legs right away — and a leg written into gets its
+//! So each datagram's events are handled as soon as its leg's drain yields them — the packets
+//! it carries are written into their egress legs right away — and a leg written into gets its
 //! extra pass only at the end of the turn, and only if no datagram of its own arrived after
 //! the write (`Leg::unreleased`): a leg forwarded into and then receiving within one wake-up
-//! (the echo, a conference where everyone speaks, once batches grow under load) pays one pass
-//! for both.
+//! (a conference where everyone speaks, once batches grow under load) pays one pass for both.
+//! The echo (a leg written into by its own events) keeps the same rule: ticking it within
+//! the drain, before the poll that ends it in `Timeout`, saves one `poll_output` walk per
+//! packet but loses the receive passes that release it for free once batches grow, and
+//! measured more passes per echoed packet (bench/NOTES.md, "Media: passes per echoed packet").
+//!
+//! # Timer slack
+//!
+//! Besides its packets, each leg asks for timer passes of its own: NACK reports every 33 ms,
+//! TWCC feedback every 50 ms, RR/SR, stats and the pause check. Each would be a pass (and often
+//! a wake-up) between two packets of the leg, although the next packet's receive runs the
+//! same timer work. So these periodic timeouts fire up to [`TIMER_SLACK`] late: a leg that
+//! receives media meanwhile does the work in its receive pass and its timer never fires; a
+//! quiet leg reports a few milliseconds late. Timeouts str0m asks for "now" (a key-frame
+//! request, a packet to send), DTLS and ICE timers, and every timer of a leg whose `Rtc` paces
+//! (bandwidth estimation on) fire on time.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,12 +42,18 @@ use str0m::bwe::BweKind;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, Ssrc};
-use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Event, IceConnectionState, Input, Output, Reason, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::rtp::{self, KeyframeGate, Rewriter, SeqExtender};
 use super::{Command, MediaEngine, MediaEvents};
+
+/// The driver's maps, looked up several times per packet: keys are ids, addresses and small
+/// values the driver controls or the peer's SSRCs, so a fast non-DoS-hardened hash is enough
+/// (an attacker choosing SSRCs only slows its own leg's map).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 2048;
@@ -43,6 +64,9 @@ const COMMAND_BATCH: usize = 1024;
 /// Receivers' key-frame requests passed to the sender of a forwarded stream at most this often
 /// ([`KeyframeGate`]).
 pub(crate) const FORWARDED_KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// How much later than str0m asks a leg's periodic report timers may fire (module docs,
+/// "Timer slack"): longer than the 8 ms between two packets of a 1 Mbit/s video stream.
+pub(crate) const TIMER_SLACK: Duration = Duration::from_millis(10);
 
 /// One leg: its `Rtc` and what the host keeps around it.
 pub(crate) struct Leg {
@@ -59,23 +83,30 @@ pub(crate) struct Leg {
     idle_timeout: Duration,
     /// The `Rtc`'s next timeout.
     timeout: Option<Instant>,
+    /// `timeout` is a periodic report (NACK, TWCC, RR/SR, stats, pause check) that may fire
+    /// up to `timer_slack` late: the leg's next datagram usually does its work first.
+    lenient: bool,
+    /// How late lenient timeouts may fire; zero when str0m paces (bandwidth estimation on).
+    timer_slack: Duration,
+    /// The last instant fed to the `Rtc` (`handle_input`).
+    clock: Instant,
     /// The deadline registered in the driver's set.
     deadline: Option<Instant>,
     addrs: Vec<SocketAddr>,
     /// The mid of each incoming SSRC.
-    rx_mids: HashMap<u32, Mid>,
+    rx_mids: FastMap<u32, Mid>,
     /// Where each incoming stream is forwarded: (leg, mid).
     /// Shared so that each packet takes the list with a reference count, not a copy.
-    forwards: HashMap<Mid, Arc<[(u64, Mid)]>>,
+    forwards: FastMap<Mid, Arc<[(u64, Mid)]>>,
     /// What feeds each outgoing stream, for key-frame requests passed back.
-    fed_by: HashMap<Mid, (u64, Mid)>,
+    fed_by: FastMap<Mid, (u64, Mid)>,
     /// Per incoming stream: the plugins tapping it.
-    taps: HashMap<Mid, Vec<Tapper>>,
+    taps: FastMap<Mid, Vec<Tapper>>,
     /// Per incoming stream that is forwarded: the rate limit of receivers' key-frame requests.
-    keyframe_gates: HashMap<Mid, KeyframeGate>,
+    keyframe_gates: FastMap<Mid, KeyframeGate>,
     /// Per outgoing stream: the sequence extender of plugin-sent packets and the rewriter of
     /// forwarded ones.
-    tx: HashMap<Mid, TxState>,
+    tx: FastMap<Mid, TxState>,
     /// Set by `Close`: the hang-up reason is NORMAL.
     closing: bool,
     /// The `Rtc` was changed from outside (a packet written, a key frame requested, a command)
@@ -86,7 +117,7 @@ pub(crate) struct Leg {
     unreleased: bool,
     /// The latest cumulative (NACKs, PLIs) of each stream's stats, keyed by (mid, rid,
     /// egress), so that each stats event adds only what is new to the engine's totals.
-    rtcp_seen: HashMap<(Mid, Option<str0m::media::Rid>, bool), (u64, u64)>,
+    rtcp_seen: FastMap<(Mid, Option<str0m::media::Rid>, bool), (u64, u64)>,
 }
 
 /// A plugin tapping a stream: its index and where its events go.
@@ -123,25 +154,50 @@ impl Leg {
             last_rx: now,
             idle_timeout,
             timeout: None,
+            lenient: false,
+            timer_slack: TIMER_SLACK,
+            clock: now,
             deadline: None,
             addrs: Vec::new(),
-            rx_mids: HashMap::new(),
-            forwards: HashMap::new(),
-            fed_by: HashMap::new(),
-            taps: HashMap::new(),
-            keyframe_gates: HashMap::new(),
-            tx: HashMap::new(),
+            rx_mids: FastMap::default(),
+            forwards: FastMap::default(),
+            fed_by: FastMap::default(),
+            taps: FastMap::default(),
+            keyframe_gates: FastMap::default(),
+            tx: FastMap::default(),
             closing: false,
             // A new leg's first drain advances its clock once.
             unreleased: true,
-            rtcp_seen: HashMap::new(),
+            rtcp_seen: FastMap::default(),
         }
+    }
+
+    /// Lets every timeout fire when str0m asks: for legs whose `Rtc` paces its sending
+    /// (bandwidth estimation), where a late timer would delay packets.
+    pub(crate) fn without_timer_slack(mut self) -> Leg {
+        self.timer_slack = Duration::ZERO;
+        self
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         // Until connected the connect deadline guards the leg, afterwards the idle one.
         let guard = self.connect_by.unwrap_or(self.last_rx + self.idle_timeout);
-        Some(self.timeout.map_or(guard, |t| t.min(guard)))
+        let timeout = match self.timeout {
+            Some(t) if self.lenient => Some(t + self.timer_slack),
+            t => t,
+        };
+        Some(timeout.map_or(guard, |t| t.min(guard)))
+    }
+
+    /// Notes the `Rtc`'s next timeout: lenient if it is a periodic report due in the future
+    /// (never a pending key-frame request or a packet to send, which str0m asks for "now").
+    fn set_timeout(&mut self, t: Instant) {
+        self.timeout = Some(t);
+        self.lenient = t > self.clock
+            && matches!(
+                self.rtc.last_timeout_reason(),
+                Reason::Nack | Reason::Twcc | Reason::Feedback | Reason::PauseCheck | Reason::Stats
+            );
     }
 
     /// Why the leg must go now, if it must.
@@ -160,12 +216,11 @@ struct Driver {
     socket: UdpSocket,
     candidate: SocketAddr,
     engine: MediaEngine,
-    legs: HashMap<u64, Leg>,
-    by_ufrag: HashMap<String, u64>,
-    by_addr: HashMap<SocketAddr, u64>,
+    legs: FastMap<u64, Leg>,
+    by_ufrag: FastMap<String, u64>,
+    by_addr: FastMap<SocketAddr, u64>,
     deadlines: BTreeSet<(Instant, u64)>,
-    dirty: HashSet<u64>,
-    events: VecDeque<(u64, Event)>,
+    dirty: FastSet<u64>,
 }
 
 /// Runs the engine until `Shutdown` (or every handle is gone).
@@ -179,12 +234,11 @@ pub(crate) async fn run(
         socket,
         candidate,
         engine,
-        legs: HashMap::new(),
-        by_ufrag: HashMap::new(),
-        by_addr: HashMap::new(),
+        legs: FastMap::default(),
+        by_ufrag: FastMap::default(),
+        by_addr: FastMap::default(),
         deadlines: BTreeSet::new(),
-        dirty: HashSet::new(),
-        events: VecDeque::new(),
+        dirty: FastSet::default(),
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     // One timer for the whole run, moved only when the earliest deadline changes (a new
@@ -272,6 +326,7 @@ impl Driver {
         };
         let now = Instant::now();
         leg.last_rx = now;
+        leg.clock = now;
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.candidate, bytes) else {
             return;
         };
@@ -281,18 +336,9 @@ impl Driver {
         leg.unreleased = false;
         // Drained right away, not batched: in RTP mode str0m holds one received packet for
         // the next `poll_output`, and a second input before it would overwrite the first. The
-        // receive itself advanced the leg's clock, so no extra tick.
+        // receive itself advanced the leg's clock; its events are handled as they come out, so
+        // a packet forwarded now is written into its egress leg at once (module docs).
         self.drain(id, false);
-        // Its events too, before the next datagram: a packet forwarded now is written into
-        // its egress leg at once, so a datagram that leg receives later in this turn releases
-        // it with its own receive pass (module docs).
-        self.handle_events();
-    }
-
-    fn handle_events(&mut self) {
-        while let Some((id, event)) = self.events.pop_front() {
-            self.event(id, event);
-        }
     }
 
     /// Marks a leg changed from outside: drained (and its clock advanced) before the turn ends.
@@ -318,6 +364,7 @@ impl Driver {
                 self.remove(id, HangupReason::Transport);
                 continue;
             }
+            leg.clock = now;
             if let Err(e) = leg.rtc.handle_input(Input::Timeout(now)) {
                 tracing::debug!(session = id, error = %e, "media timeout handling failed");
             }
@@ -452,34 +499,38 @@ impl Driver {
         }
     }
 
-    /// Drains every touched leg and handles the events, until quiet.
+    /// Drains every touched leg, until quiet (draining one may touch others).
     fn settle(&mut self) {
-        loop {
-            let dirty: Vec<u64> = self.dirty.drain().collect();
-            for id in dirty {
+        let mut dirty = Vec::new();
+        while !self.dirty.is_empty() {
+            dirty.extend(self.dirty.drain());
+            for id in dirty.drain(..) {
                 self.drain(id, true);
             }
-            if self.events.is_empty() {
-                break;
-            }
-            self.handle_events();
         }
     }
 
-    /// Polls one leg until `Timeout`: sends what it transmits, queues its events. `tick`
-    /// first advances its clock if the leg was changed since its last input, which releases
-    /// packets written since then.
+    /// Polls one leg until `Timeout`: sends what it transmits and handles its events as they
+    /// come (an event may write into this leg or others, marking them). `tick` first advances
+    /// its clock if the leg was changed since its last input, which releases packets written
+    /// since then. A leg written into by its own events (the echo) is not ticked within the
+    /// same drain: a later datagram of its own in this turn may still release the packet with
+    /// its receive pass (module docs).
     fn drain(&mut self, id: u64, tick: bool) {
-        let Some(leg) = self.legs.get_mut(&id) else {
-            return;
-        };
-        // Time moves forward only through `handle_input`: packets written since the last input
-        // are released to `poll_output` by it (str0m's `write_rtp` enqueues them for "now").
-        if tick && leg.unreleased && leg.rtc.is_alive() {
-            let _ = leg.rtc.handle_input(Input::Timeout(Instant::now()));
-            leg.unreleased = false;
+        if let Some(leg) = self.legs.get_mut(&id) {
+            // Time moves forward only through `handle_input`: packets written since the last
+            // input are released to `poll_output` by it (str0m's `write_rtp` enqueues them for
+            // "now").
+            if tick && leg.unreleased && leg.rtc.is_alive() {
+                leg.clock = Instant::now();
+                let _ = leg.rtc.handle_input(Input::Timeout(leg.clock));
+                leg.unreleased = false;
+            }
         }
         loop {
+            let Some(leg) = self.legs.get_mut(&id) else {
+                return;
+            };
             if !leg.rtc.is_alive() {
                 self.remove(id, HangupReason::Normal);
                 return;
@@ -492,10 +543,10 @@ impl Driver {
                     }
                 }
                 Ok(Output::Timeout(t)) => {
-                    leg.timeout = Some(t);
+                    leg.set_timeout(t);
                     break;
                 }
-                Ok(Output::Event(e)) => self.events.push_back((id, e)),
+                Ok(Output::Event(e)) => self.event(id, e),
                 Err(e) => {
                     tracing::debug!(session = id, error = %e, "media leg failed");
                     self.remove(id, HangupReason::Transport);
@@ -503,6 +554,9 @@ impl Driver {
                 }
             }
         }
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
         let next = leg.next_deadline();
         if next != leg.deadline {
             if let Some(old) = leg.deadline {
@@ -580,7 +634,7 @@ impl Driver {
     }
 
     /// An incoming packet: forwarded in the fast path, else handed to the plugin.
-    fn rtp_in(&mut self, id: u64, packet: RtpPacket) {
+    fn rtp_in(&mut self, id: u64, mut packet: RtpPacket) {
         let Some(leg) = self.legs.get_mut(&id) else {
             return;
         };
@@ -600,11 +654,8 @@ impl Driver {
                 mid
             }
         };
-        let targets = leg
-            .forwards
-            .get(&mid)
-            .cloned()
-            .unwrap_or_else(|| Arc::from([]));
+        let targets = leg.forwards.get(&mid).cloned();
+        let targets: &[(u64, Mid)] = targets.as_deref().unwrap_or(&[]);
         // Per packet: skip hashing the mid when nothing is tapped at all (the usual case).
         let taps = if leg.taps.is_empty() {
             None
@@ -640,7 +691,8 @@ impl Driver {
             .iter()
             .find(|p| p.pt() == src_pt)
             .map(|p| p.spec());
-        for &(dst, dst_mid) in targets.iter() {
+        let last = targets.len().saturating_sub(1);
+        for (i, &(dst, dst_mid)) in targets.iter().enumerate() {
             let Some(dst_leg) = self.legs.get_mut(&dst) else {
                 continue;
             };
@@ -675,16 +727,20 @@ impl Driver {
             let Some(tx) = api.stream_tx_by_mid(dst_mid, None) else {
                 continue;
             };
-            let write = RtpWrite::new(
-                pt,
-                SeqNo::from(seq),
-                ts,
-                packet.timestamp,
-                packet.payload.clone(),
-            )
-            .marker(packet.header.marker)
-            .ext_vals(packet.header.ext_vals.clone())
-            .nackable(kind != Some(MediaKind::Audio));
+            // The last target takes the packet's payload and extension values; only the
+            // others need copies (none in an echo or a one-to-one forward).
+            let (payload, ext_vals) = if i == last {
+                (
+                    std::mem::take(&mut packet.payload),
+                    std::mem::take(&mut packet.header.ext_vals),
+                )
+            } else {
+                (packet.payload.clone(), packet.header.ext_vals.clone())
+            };
+            let write = RtpWrite::new(pt, SeqNo::from(seq), ts, packet.timestamp, payload)
+                .marker(packet.header.marker)
+                .ext_vals(ext_vals)
+                .nackable(kind != Some(MediaKind::Audio));
             tx.write_rtp(write);
             dst_leg.unreleased = true;
             self.dirty.insert(dst);

@@ -397,7 +397,7 @@ impl MediaEngine {
                 tappers: Vec::new(),
             },
         );
-        let leg = driver::Leg::new(
+        let mut leg = driver::Leg::new(
             id,
             rtc,
             ufrag,
@@ -406,6 +406,9 @@ impl MediaEngine {
             self.shared.connect_timeout,
             self.shared.idle_timeout,
         );
+        if self.shared.leg.bandwidth_estimation {
+            leg = leg.without_timer_slack();
+        }
         if let Err(e) = self.send(Command::Insert(Box::new(leg))) {
             self.registry().remove(&id);
             return Err(e);

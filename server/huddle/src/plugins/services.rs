@@ -201,14 +201,11 @@ impl PluginShared {
     /// Replaces the RTP sink (ABI 1.7); returns once no delivery of the old one runs, and
     /// drops it.
     pub(crate) fn set_rtp_sink(&self, sink: Option<RegisteredRtpSink>) {
-        let old = std::mem::replace(
-            &mut *self
-                .rtp_sink
-                .write()
-                .unwrap_or_else(PoisonError::into_inner),
-            sink,
-        );
-        drop(old);
+        // The old one goes under the write lock: no delivery of it is running.
+        *self
+            .rtp_sink
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = sink;
     }
 
     /// The RTP sink panicked (caught in the plugin): counted and logged like a panic in a

@@ -1588,11 +1588,26 @@ mod tests {
     /// in its place on the composite that alice decodes. Real GStreamer pipelines.
     #[test]
     fn a_screen_shared_in_h264_is_decoded_into_the_composite() {
+        h264_screen_into_the_composite(true);
+    }
+
+    /// The same on a host without RTP sinks (before ABI 1.7): `incoming_rtp` feeds the same
+    /// routes.
+    #[test]
+    fn without_an_rtp_sink_incoming_rtp_feeds_the_same_routes() {
+        h264_screen_into_the_composite(false);
+    }
+
+    /// Two participants, then a screen shared in H.264: the screen shows in the composite.
+    /// Incoming RTP through the plugin's RTP sink (`sinks`) or through `incoming_rtp`.
+    fn h264_screen_into_the_composite(sinks: bool) {
         let host = FakeHost::with_capabilities(Capabilities::ALL);
+        host.set_rtp_sinks(sinks);
         host.allow_namespace("plugin/screenshare");
         let mut plugin = host
             .start(&huddle_plugin_export::entry(), CONFIG)
             .expect("conference starts");
+        assert_eq!(host.has_rtp_sink(), sinks);
         let uri = "sip:stage@example.test";
         let alice = join_av(&host, &mut plugin, uri, "alice", 1000);
         let _bob = join_av(&host, &mut plugin, uri, "bob", 1000);

@@ -20,7 +20,7 @@
 #define HUDDLE_PLUGIN_ABI_MAJOR 1
 
 // The ABI minor version this SDK was built with.
-#define HUDDLE_PLUGIN_ABI_MINOR 6
+#define HUDDLE_PLUGIN_ABI_MINOR 7
 
 // Success.
 #define HUDDLE_OK 0
@@ -244,6 +244,21 @@ typedef struct {
   size_t value_len;
 } HuddleStoreOp;
 
+// (ABI 1.7) One packet of `HuddleHostApi::media_send_rtp_batch`: what `media_send_rtp` takes,
+// as a struct. Borrowed for the call.
+typedef struct {
+  // The media session.
+  uint64_t session;
+  // The stream, UTF-8, not NUL-terminated.
+  const uint8_t *mid;
+  // Length of `mid` in bytes.
+  size_t mid_len;
+  // One plain RTP packet (header and payload, unencrypted).
+  const uint8_t *packet;
+  // Length of `packet` in bytes.
+  size_t len;
+} HuddleRtpOut;
+
 // The host's table (host → plugin), passed to `init`. Owned by the host; valid, like `ctx`,
 // until `destroy` returns. Every function takes `ctx` as its first argument. Out-parameters are
 // written only on success. See the module docs for which entries may be null.
@@ -356,6 +371,18 @@ typedef struct {
   // `HUDDLE_ERR_NOT_FOUND` when it has not. Read at the moment of the call; nothing about
   // bindings. Module docs, "Users". Absent when `struct_size` does not cover it.
   int32_t (*user_exists)(void *ctx, const uint8_t *user, size_t user_len);
+  // (ABI 1.7, with `HUDDLE_CAP_MEDIA`) Registers `sink` (with `user`) as the instance's
+  // receiver of incoming RTP, called on the host's media thread instead of queueing
+  // `incoming_rtp`; a null `sink` goes back to `incoming_rtp`. When this returns, the
+  // previous sink is not running and will not be called again. `HUDDLE_ERR_BAD_STATE` from
+  // inside a sink. Module docs, "Incoming RTP on the media thread". Absent when
+  // `struct_size` does not cover it.
+  int32_t (*media_rtp_sink)(void *ctx, int32_t (*sink)(void *user, uint64_t session, const uint8_t *mid, size_t mid_len, const uint8_t *packet, size_t len), void *user);
+  // (ABI 1.7, with `HUDDLE_CAP_MEDIA`) Sends `packets[0..count]`, each as `media_send_rtp`
+  // would, in one crossing into the media engine. Entries that fail their check are skipped
+  // and the first failure is returned; `HUDDLE_ERR_BUSY`: none was sent. Module docs,
+  // "Sending one packet to many legs". Absent when `struct_size` does not cover it.
+  int32_t (*media_send_rtp_batch)(void *ctx, const HuddleRtpOut *packets, size_t count);
 } HuddleHostApi;
 
 // What the host knows about a request beyond its bytes. Borrowed for the duration of
@@ -483,6 +510,14 @@ typedef const HuddlePluginDescriptor *(*HuddlePluginEntryFn)(void);
 // the scan. `key` (relative to the namespace) and `value` are borrowed for the call. Return
 // 0 to continue, anything else to stop the scan early. Must not call host functions.
 typedef int32_t (*HuddleScanVisitor)(void *user, const uint8_t *key, size_t key_len, const uint8_t *value, size_t value_len);
+
+// (ABI 1.7) A plugin's receiver of incoming RTP on the host's media thread, registered with
+// `HuddleHostApi::media_rtp_sink` (module docs, "Incoming RTP on the media thread"): one
+// decrypted RTP packet (`packet[0..len]`, header and payload) received on stream `mid` of
+// `session`, both borrowed for the call. `user` is the pointer registered with it. Called
+// from any host thread, possibly concurrently; must be quick and must not unwind. Returns
+// `HUDDLE_OK`, or `HUDDLE_ERR_PANIC` after catching a panic.
+typedef int32_t (*HuddleRtpSinkFn)(void *user, uint64_t session, const uint8_t *mid, size_t mid_len, const uint8_t *packet, size_t len);
 
 #ifdef __cplusplus
 extern "C" {

@@ -60,7 +60,8 @@
 //!   (store functions: `HUDDLE_CAP_STORE`; `store_watch`/`store_unwatch`:
 //!   `HUDDLE_CAP_STORE_WATCH`; `send_request`: `HUDDLE_CAP_SEND_REQUEST`; timers:
 //!   `HUDDLE_CAP_TIMERS`; `media_*`: `HUDDLE_CAP_MEDIA`; `user_exists` (ABI 1.5):
-//!   `HUDDLE_CAP_LOCATION`). Until the media engine exists the
+//!   `HUDDLE_CAP_LOCATION`; `media_rtp_sink`, `media_send_rtp_batch` (ABI 1.7):
+//!   `HUDDLE_CAP_MEDIA`). Until the media engine exists the
 //!   media functions are null and the bit is clear: "not supported".
 //!
 //! [`crate::loader::load`], [`crate::hosting::PluginEntry::from_raw`] and
@@ -92,7 +93,9 @@
 //! # Threads and re-entrancy
 //!
 //! * The host never calls into one plugin instance concurrently: each callback returns before
-//!   the next one for that instance starts. Calls may come from different threads over time, so
+//!   the next one for that instance starts. The one exception is opt-in: an RTP sink registered with
+//!   `media_rtp_sink` (ABI 1.7, "Incoming RTP on the media thread") runs concurrently with
+//!   the callbacks. Calls may come from different threads over time, so
 //!   a plugin's instance state must not rely on thread-local storage.
 //! * Callbacks must return quickly. A request is answered later, through `respond`, from
 //!   whichever callback or plugin thread has the answer; blocking work belongs on the plugin's
@@ -254,6 +257,64 @@
 //! the plugin (a full queue drops the event, counted and logged by the host, and still returns
 //! `HUDDLE_OK`: events are best effort by design). `HUDDLE_ERR_INVALID_ARGUMENT` for a kind that
 //! is not `[a-z0-9._-]{1,64}` or a body that is not a JSON object.
+//!
+//! # Incoming RTP on the media thread (ABI 1.7)
+//!
+//! By default every incoming RTP packet reaches the plugin like every other callback: queued
+//! for the instance and delivered through `incoming_rtp`, one call at a time, on the thread
+//! that drives the instance. For a media plugin that costs two thread hand-offs per packet
+//! (the host's media thread, then the instance's thread) before the plugin can pass the packet
+//! on to threads of its own (a decoder's). A plugin whose handling of incoming RTP is
+//! thread-safe can opt out of the queue, as Janus plugins do: `media_rtp_sink(ctx, sink,
+//! user)` (host table, optional by `struct_size`, present with [`HUDDLE_CAP_MEDIA`]) registers
+//! `sink` ([`HuddleRtpSinkFn`]), and from then on the host calls `sink(user, session, mid,
+//! mid_len, packet, len)` directly on its media thread for every incoming RTP packet it would
+//! have delivered to `incoming_rtp` (the instance's own sessions and the streams it taps),
+//! instead of queueing it. Everything else (`media_ready`, `incoming_rtcp`, `media_bitrate`,
+//! `media_hangup`, requests, timers) keeps the one-call-at-a-time path. A plugin that never
+//! calls `media_rtp_sink` (every plugin built before 1.7) keeps today's behaviour.
+//!
+//! The sink's contract (the plugin's promise):
+//!
+//! * **Thread-safe.** It is called from the host's media threads, concurrently with the
+//!   instance's callbacks and the plugin's own threads, and possibly concurrently with itself
+//!   (today the host has one media thread; do not rely on it). Everything it touches must be
+//!   synchronised; in Rust, it is a `Send + Sync` value ([`crate::RtpSink`]).
+//! * **Quick and non-blocking.** It runs on the thread that moves every leg's media: copy the
+//!   packet where it goes (a decoder's queue) and return. No store call, no waiting on a lock
+//!   a slow thread holds, no `media_answer`. Other host functions may be called from it
+//!   (`media_send_rtp`, `media_request_keyframe`, `log`); `media_rtp_sink` may not
+//!   ([`HUDDLE_ERR_BAD_STATE`]: it would wait for the very call it is made from).
+//! * **Order and lifetimes of sessions.** Packets of one stream arrive in order. A packet may
+//!   arrive before the instance's thread has handled `media_ready` for its session, or after
+//!   `media_hangup` was queued for it: the sink ignores sessions it does not know (or no longer
+//!   knows). The packet and `mid` are borrowed for the call.
+//! * **Never unwinds.** A Rust plugin's sink catches panics at the boundary (the SDK's
+//!   trampoline does) and returns [`HUDDLE_ERR_PANIC`]; the host counts and logs it like a
+//!   panic in a callback, and with the instance's `on_panic = "disable"` disables the instance
+//!   (its sink is not called again). Any other return value is ignored: a packet the sink did
+//!   not want is simply dropped.
+//!
+//! The host's promise: `sink` and `user` are used until the plugin replaces them (another
+//! `media_rtp_sink` call) or clears them (`sink` null), and never after `destroy` starts. When
+//! `media_rtp_sink` returns, no call of the previous sink is running or will start, so the
+//! plugin may free the previous `user` then (the call waits for a delivery in progress: do not
+//! call it while holding a lock the sink takes). Returns [`HUDDLE_OK`], or
+//! [`HUDDLE_ERR_BAD_STATE`] from inside a sink.
+//!
+//! # Sending one packet to many legs (ABI 1.7)
+//!
+//! `media_send_rtp_batch(ctx, packets, count)` (host table, optional by `struct_size`, present
+//! with [`HUDDLE_CAP_MEDIA`]) sends `count` [`HuddleRtpOut`]s (each as `media_send_rtp` would:
+//! a session, a stream, a plain RTP packet) in one crossing into the media engine, where
+//! `media_send_rtp` costs one crossing (and possibly one wake-up of the media thread) per
+//! packet. An MCU sending each composite packet to every receiver (each with its own sequence
+//! numbers) makes one call per composite packet instead of one per receiver. Every entry is
+//! checked as `media_send_rtp` checks its arguments; an entry that fails (a session that just
+//! ended: [`HUDDLE_ERR_NOT_FOUND`]; bytes that are not RTP: [`HUDDLE_ERR_INVALID_ARGUMENT`]) is
+//! skipped, the others are still sent, and the call returns the first such error.
+//! [`HUDDLE_ERR_BUSY`]: the engine's queue is full and nothing was sent. Everything is
+//! borrowed for the call; `count` 0 is [`HUDDLE_OK`] at once.
 #![allow(unsafe_code)]
 // The function-pointer types are written out in the tables so the generated header shows each
 // signature where it is documented.
@@ -264,7 +325,7 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version. Part of the entry symbol's name.
 pub const HUDDLE_PLUGIN_ABI_MAJOR: u32 = 1;
 /// The ABI minor version this SDK was built with.
-pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 6;
+pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 7;
 /// (ABI 1.6) The header naming the plugin's transaction the host answers `200 OK` when the
 /// request carrying it succeeds (module docs, "Answers made by the host").
 pub const HUDDLE_ANSWER_HEADER: &str = "Huddle-Answer";
@@ -518,6 +579,38 @@ pub struct HuddleRegistrationEvent {
     pub binding_keys: *const u8,
     /// Length of `binding_keys` in bytes.
     pub binding_keys_len: usize,
+}
+
+/// (ABI 1.7) A plugin's receiver of incoming RTP on the host's media thread, registered with
+/// `HuddleHostApi::media_rtp_sink` (module docs, "Incoming RTP on the media thread"): one
+/// decrypted RTP packet (`packet[0..len]`, header and payload) received on stream `mid` of
+/// `session`, both borrowed for the call. `user` is the pointer registered with it. Called
+/// from any host thread, possibly concurrently; must be quick and must not unwind. Returns
+/// `HUDDLE_OK`, or `HUDDLE_ERR_PANIC` after catching a panic.
+pub type HuddleRtpSinkFn = unsafe extern "C" fn(
+    user: *mut c_void,
+    session: u64,
+    mid: *const u8,
+    mid_len: usize,
+    packet: *const u8,
+    len: usize,
+) -> i32;
+
+/// (ABI 1.7) One packet of `HuddleHostApi::media_send_rtp_batch`: what `media_send_rtp` takes,
+/// as a struct. Borrowed for the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HuddleRtpOut {
+    /// The media session.
+    pub session: u64,
+    /// The stream, UTF-8, not NUL-terminated.
+    pub mid: *const u8,
+    /// Length of `mid` in bytes.
+    pub mid_len: usize,
+    /// One plain RTP packet (header and payload, unencrypted).
+    pub packet: *const u8,
+    /// Length of `packet` in bytes.
+    pub len: usize,
 }
 
 /// Visitor of `HuddleHostApi::store_scan` (the type of its `visit` argument), called once per entry on the calling thread during
@@ -914,6 +1007,35 @@ pub struct HuddleHostApi {
     /// bindings. Module docs, "Users". Absent when `struct_size` does not cover it.
     pub user_exists:
         Option<unsafe extern "C" fn(ctx: *mut c_void, user: *const u8, user_len: usize) -> i32>,
+    /// (ABI 1.7, with `HUDDLE_CAP_MEDIA`) Registers `sink` (with `user`) as the instance's
+    /// receiver of incoming RTP, called on the host's media thread instead of queueing
+    /// `incoming_rtp`; a null `sink` goes back to `incoming_rtp`. When this returns, the
+    /// previous sink is not running and will not be called again. `HUDDLE_ERR_BAD_STATE` from
+    /// inside a sink. Module docs, "Incoming RTP on the media thread". Absent when
+    /// `struct_size` does not cover it.
+    pub media_rtp_sink: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            sink: Option<
+                unsafe extern "C" fn(
+                    user: *mut c_void,
+                    session: u64,
+                    mid: *const u8,
+                    mid_len: usize,
+                    packet: *const u8,
+                    len: usize,
+                ) -> i32,
+            >,
+            user: *mut c_void,
+        ) -> i32,
+    >,
+    /// (ABI 1.7, with `HUDDLE_CAP_MEDIA`) Sends `packets[0..count]`, each as `media_send_rtp`
+    /// would, in one crossing into the media engine. Entries that fail their check are skipped
+    /// and the first failure is returned; `HUDDLE_ERR_BUSY`: none was sent. Module docs,
+    /// "Sending one packet to many legs". Absent when `struct_size` does not cover it.
+    pub media_send_rtp_batch: Option<
+        unsafe extern "C" fn(ctx: *mut c_void, packets: *const HuddleRtpOut, count: usize) -> i32,
+    >,
 }
 
 /// The smallest `struct_size` a major-1 host accepts in a descriptor: the 1.0 layout, which

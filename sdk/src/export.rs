@@ -237,6 +237,8 @@ unsafe extern "C" fn destroy<P: Plugin>(instance: *mut c_void) {
     // exactly once, with no other call running or following (ABI).
     let inst = unsafe { Box::from_raw(instance.cast::<Instance<P>>()) };
     let host = inst.host.clone();
+    // The RTP sink (ABI 1.7) is not called during or after the plugin's shutdown.
+    host.drop_rtp_sink();
     let outcome = catch_unwind(AssertUnwindSafe(move || {
         let mut inst = inst;
         inst.plugin.get_mut().shutdown(&inst.host);

@@ -33,7 +33,11 @@
 //! * **Media** (only with [`Capabilities::MEDIA`]): `media_answer` returns a canned SDP answer
 //!   ([`FAKE_SDP_ANSWER`]: audio mid `0`, video mid `1`), or refuses an offer that is not SDP
 //!   (400) or is plain RTP/AVP (488), as the host does; every media call is recorded
-//!   ([`FakeHost::media_calls`]).
+//!   ([`FakeHost::media_calls`]; a `send_rtp_batch` as its packets, counted by
+//!   [`FakeHost::rtp_batches`]). An RTP sink (ABI 1.7, [`crate::Host::set_rtp_sink`]) is
+//!   kept, and [`FakePlugin::incoming_rtp`] then calls it on the calling thread instead of
+//!   the instance's `incoming_rtp`, as the server calls it on its media thread;
+//!   [`FakeHost::set_rtp_sinks`]`(false)` refuses sinks, as a host before 1.7.
 //!
 //! ```
 //! # use huddle_sdk::{Claims, Claim, Config, Host, Plugin, Request, Result, Capabilities};
@@ -56,7 +60,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,10 +70,12 @@ use huddle_sip::{HeaderName, Message, Method};
 use crate::abi::HUDDLE_ANSWER_HEADER;
 use crate::claims::{Claim, RouteKey};
 use crate::error::{Error, Result};
-use crate::hosting::{HostServices, PluginEntry, PluginInfo, PluginInstance, StartError};
+use crate::hosting::{
+    HostServices, PluginEntry, PluginInfo, PluginInstance, RegisteredRtpSink, StartError,
+};
 use crate::types::{
-    BatchOp, Capabilities, HangupReason, Level, MediaSessionId, RegistrationEvent, RequestId,
-    RequestInfo, ScanPage, StoreChange, TimerId, TransactionId, Transport, WatchId,
+    BatchOp, Capabilities, HangupReason, Level, MediaSessionId, OutgoingRtp, RegistrationEvent,
+    RequestId, RequestInfo, ScanPage, StoreChange, TimerId, TransactionId, Transport, WatchId,
 };
 
 /// The largest scan page the fake returns (the server's limit too).
@@ -219,6 +225,10 @@ struct State {
     user_lookup: bool,
     /// (ABI 1.6) Requests sent with [`HUDDLE_ANSWER_HEADER`], by id: the transaction named.
     answers: BTreeMap<RequestId, TransactionId>,
+    /// (ABI 1.7) Whether RTP sinks are accepted (false: not supported, as by a host before).
+    rtp_sinks: bool,
+    /// (ABI 1.7) `send_rtp_batch` calls.
+    rtp_batches: usize,
 }
 
 impl State {
@@ -272,6 +282,9 @@ impl State {
 #[derive(Debug, Clone)]
 pub struct FakeHost {
     state: Arc<Mutex<State>>,
+    /// (ABI 1.7) The plugin's RTP sink; apart from `state` so that a sink calling the host
+    /// does not wait for itself.
+    rtp_sink: Arc<RwLock<Option<RegisteredRtpSink>>>,
 }
 
 impl Default for FakeHost {
@@ -311,7 +324,10 @@ impl FakeHost {
                 users: BTreeSet::new(),
                 user_lookup: true,
                 answers: BTreeMap::new(),
+                rtp_sinks: true,
+                rtp_batches: 0,
             })),
+            rtp_sink: Arc::new(RwLock::new(None)),
         }
     }
 
@@ -349,6 +365,27 @@ impl FakeHost {
     pub fn set_user_lookup(&self, supported: bool) -> &Self {
         self.lock().user_lookup = supported;
         self
+    }
+
+    /// `false`: [`crate::Host::set_rtp_sink`] answers [`Error::NotSupported`], as a host
+    /// before ABI 1.7; `true` (the default): the sink is kept and called.
+    pub fn set_rtp_sinks(&self, supported: bool) -> &Self {
+        self.lock().rtp_sinks = supported;
+        self
+    }
+
+    /// (ABI 1.7) Whether the plugin has an RTP sink registered.
+    pub fn has_rtp_sink(&self) -> bool {
+        self.rtp_sink
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// (ABI 1.7) How many `send_rtp_batch` calls reached the host (their packets are in
+    /// [`FakeHost::media_calls`]).
+    pub fn rtp_batches(&self) -> usize {
+        self.lock().rtp_batches
     }
 
     /// How many `store_batch` calls committed (each one commit).
@@ -779,6 +816,31 @@ impl HostServices for FakeHost {
         Ok(())
     }
 
+    fn media_rtp_sink(&self, sink: Option<RegisteredRtpSink>) -> Result<()> {
+        if !self.lock().rtp_sinks {
+            return Err(Error::NotSupported);
+        }
+        // The write lock waits for a delivery in progress; the old sink is dropped under it.
+        *self
+            .rtp_sink
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = sink;
+        Ok(())
+    }
+
+    fn media_send_rtp_batch(&self, packets: &[OutgoingRtp<'_>]) -> Result<()> {
+        let mut st = self.lock();
+        st.rtp_batches += 1;
+        for p in packets {
+            st.media.push(MediaCall::Rtp {
+                session: p.session,
+                mid: p.mid.to_owned(),
+                packet: p.packet.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
     fn emit_event(&self, kind: &str, details: &str) -> Result<()> {
         self.lock()
             .events
@@ -1018,14 +1080,27 @@ impl FakePlugin {
         self.settle(r)
     }
 
-    /// Media: an incoming RTP packet.
+    /// Media: an incoming RTP packet. With an RTP sink registered (ABI 1.7) it goes to the
+    /// sink, on this thread, instead of the instance's `incoming_rtp`; [`Error::Panic`] when
+    /// the sink panicked.
     pub fn incoming_rtp(
         &mut self,
         session: MediaSessionId,
         mid: &str,
         packet: &[u8],
     ) -> Result<()> {
-        let r = self.instance().incoming_rtp(session, mid, packet);
+        let delivered = {
+            let sink = self
+                .host
+                .rtp_sink
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            sink.as_ref().map(|s| s.deliver(session, mid, packet))
+        };
+        let r = match delivered {
+            Some(r) => r,
+            None => self.instance().incoming_rtp(session, mid, packet),
+        };
         self.settle(r)
     }
 

@@ -7,17 +7,18 @@
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use crate::abi::{self, HuddleClaim, HuddleHostApi, HuddleHostBuf, HuddleStoreOp};
+use crate::abi::{self, HuddleClaim, HuddleHostApi, HuddleHostBuf, HuddleRtpOut, HuddleStoreOp};
 use crate::claims::Claim;
 use crate::error::{Error, Result};
 use crate::message::Request;
 use crate::raw;
 use crate::types::{
-    BatchOp, Capabilities, Level, MediaSessionId, RequestId, ScanPage, TimerId, TransactionId,
-    WatchId,
+    BatchOp, Capabilities, Level, MediaSessionId, OutgoingRtp, RequestId, ScanPage, TimerId,
+    TransactionId, WatchId,
 };
 
 /// The plugin's handle on the host.
@@ -36,6 +37,33 @@ struct Inner {
     /// until `destroy` returns, which is after `alive` is set to false.
     api: HuddleHostApi,
     alive: RwLock<bool>,
+    /// (ABI 1.7) The RTP sink registered with the host, if any: the `user` pointer the host
+    /// holds points into this box, so it is freed only once the host has let go of it.
+    rtp_sink: Mutex<Option<Box<SinkCell>>>,
+}
+
+/// What the host's `user` pointer of a registered RTP sink points to.
+struct SinkCell {
+    sink: Arc<dyn RtpSink>,
+    /// For logging a panic (weak: the cell lives inside the `Inner` it points to).
+    host: Weak<Inner>,
+}
+
+/// (ABI 1.7) A plugin's thread-safe receiver of incoming RTP, registered with
+/// [`Host::set_rtp_sink`]: the host then calls [`RtpSink::incoming_rtp`] directly on its media
+/// thread for every RTP packet it would have delivered to [`crate::Plugin::incoming_rtp`],
+/// instead of queueing it for the instance's thread (see [`crate::abi`], "Incoming RTP on the
+/// media thread").
+///
+/// It runs concurrently with the plugin's callbacks and its own threads (hence `Send + Sync`),
+/// possibly concurrently with itself, and on the thread that moves every leg's media: keep it
+/// short and never block (hand the packet to a queue: a GStreamer `appsrc`, a channel). It may
+/// see a packet of a session before `media_ready` or after `media_hangup` reached the plugin:
+/// ignore sessions it does not know. A panic is caught at the boundary and counted by the
+/// host as a panic in a callback.
+pub trait RtpSink: Send + Sync + 'static {
+    /// One decrypted RTP packet (header and payload) received on stream `mid` of `session`.
+    fn incoming_rtp(&self, session: MediaSessionId, mid: &str, packet: &[u8]);
 }
 
 // SAFETY: the ABI requires every host function to be callable from any thread at any time
@@ -110,14 +138,16 @@ impl Host {
             inner: Arc::new(Inner {
                 api,
                 alive: RwLock::new(true),
+                rtp_sink: Mutex::new(None),
             }),
         })
     }
 
-    /// Marks the table as gone: waits for calls in progress, then makes every later call fail
-    /// with [`Error::BadState`]. Called by the `destroy` trampoline (and by `init` on failure)
-    /// before returning to the host.
+    /// Marks the table as gone: takes back a registered RTP sink, waits for calls in progress,
+    /// then makes every later call fail with [`Error::BadState`]. Called by the `destroy`
+    /// trampoline (and by `init` on failure) before returning to the host.
     pub(crate) fn shutdown(&self) {
+        self.drop_rtp_sink();
         *self
             .inner
             .alive
@@ -339,6 +369,104 @@ impl Host {
                 )
             })
         })
+    }
+
+    /// (ABI 1.7) Sends several RTP packets, each as [`Host::send_rtp`] would, in one crossing
+    /// into the host's media engine (one command, one wake-up of its thread, where `send_rtp`
+    /// costs one per packet): an MCU sends each composite packet to every receiver this way.
+    /// Entries that fail (a session that just ended: [`Error::NotFound`]) are skipped, the
+    /// others still sent, and the first failure is returned; [`Error::Busy`] when none was
+    /// sent. A host before ABI 1.7 gets the packets one by one through `send_rtp`.
+    pub fn send_rtp_batch(&self, packets: &[OutgoingRtp<'_>]) -> Result<()> {
+        if packets.is_empty() {
+            return Ok(());
+        }
+        self.with(|api| {
+            let Some(f) = api.media_send_rtp_batch else {
+                let mut first = Ok(());
+                for p in packets {
+                    let f = api.media_send_rtp.ok_or(Error::NotSupported)?;
+                    // SAFETY: valid while alive; slices borrowed for the call.
+                    let code = unsafe {
+                        f(
+                            api.ctx,
+                            p.session.0,
+                            p.mid.as_ptr(),
+                            p.mid.len(),
+                            p.packet.as_ptr(),
+                            p.packet.len(),
+                        )
+                    };
+                    if let (Err(e), true) = (Error::from_code(code), first.is_ok()) {
+                        first = Err(e);
+                    }
+                }
+                return first;
+            };
+            let raw: Vec<HuddleRtpOut> = packets
+                .iter()
+                .map(|p| HuddleRtpOut {
+                    session: p.session.0,
+                    mid: p.mid.as_ptr(),
+                    mid_len: p.mid.len(),
+                    packet: p.packet.as_ptr(),
+                    len: p.packet.len(),
+                })
+                .collect();
+            // SAFETY: valid while alive; `raw` and the slices it points to outlive the call.
+            Error::from_code(unsafe { f(api.ctx, raw.as_ptr(), raw.len()) })
+        })
+    }
+
+    /// (ABI 1.7) Registers `sink` as this instance's receiver of incoming RTP, called on the
+    /// host's media thread instead of [`crate::Plugin::incoming_rtp`] on the instance's thread
+    /// (see [`RtpSink`] for what that asks of it); `None` goes back to `incoming_rtp`. Once
+    /// this returns the previous sink is not running and will not be called again; it is then
+    /// dropped. Do not call it while holding a lock the sink takes (it waits for a delivery in
+    /// progress), nor from inside the sink ([`Error::BadState`]). The SDK clears the sink when
+    /// the instance is destroyed. [`Error::NotSupported`] from hosts before ABI 1.7 or without
+    /// media: keep handling `incoming_rtp` then.
+    pub fn set_rtp_sink(&self, sink: Option<Arc<dyn RtpSink>>) -> Result<()> {
+        let mut slot = self
+            .inner
+            .rtp_sink
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let cell = sink.map(|sink| {
+            Box::new(SinkCell {
+                sink,
+                host: Arc::downgrade(&self.inner),
+            })
+        });
+        let user = cell.as_deref().map_or(std::ptr::null_mut(), |c| {
+            (c as *const SinkCell).cast_mut().cast::<c_void>()
+        });
+        let trampoline: Option<abi::HuddleRtpSinkFn> =
+            cell.as_ref().map(|_| rtp_sink_trampoline as _);
+        self.with(|api| {
+            let f = api.media_rtp_sink.ok_or(Error::NotSupported)?;
+            // SAFETY: valid while alive; `user` points into `cell`, which is kept in the slot
+            // below until the host has let go of it (a later call, or `shutdown`).
+            Error::from_code(unsafe { f(api.ctx, trampoline, user) })
+        })?;
+        // The host no longer calls the previous sink: it may go.
+        *slot = cell;
+        Ok(())
+    }
+
+    /// Takes a registered RTP sink back from the host (if there is one) and frees it.
+    pub(crate) fn drop_rtp_sink(&self) {
+        let registered = self
+            .inner
+            .rtp_sink
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if registered {
+            let _ = self.set_rtp_sink(None);
+            // A host that refused to let go keeps the box alive in the slot: leaked, never
+            // freed under its feet.
+        }
     }
 
     /// Sends an RTCP packet on a media session.
@@ -781,4 +909,44 @@ macro_rules! debug {
 #[macro_export]
 macro_rules! trace {
     ($host:expr, $($arg:tt)+) => { $crate::log!($host, $crate::Level::Trace, $($arg)+) };
+}
+
+/// The `HuddleRtpSinkFn` the SDK registers: calls the plugin's [`RtpSink`] behind `user`,
+/// catching a panic (logged through the host) so it never unwinds into the host.
+///
+/// # Safety
+/// `user` must be the [`SinkCell`] pointer [`Host::set_rtp_sink`] registered, not yet taken
+/// back; `mid[0..mid_len]` and `packet[0..len]` readable for the call.
+unsafe extern "C" fn rtp_sink_trampoline(
+    user: *mut c_void,
+    session: u64,
+    mid: *const u8,
+    mid_len: usize,
+    packet: *const u8,
+    len: usize,
+) -> i32 {
+    // SAFETY: the caller's promise: the cell stays in its slot until the host lets go of it.
+    let Some(cell) = (unsafe { user.cast::<SinkCell>().as_ref() }) else {
+        return abi::HUDDLE_ERR_INVALID_ARGUMENT;
+    };
+    // SAFETY: borrowed for this call (ABI).
+    let (Some(mid), Some(packet)) = (unsafe { (raw::text(mid, mid_len), raw::bytes(packet, len)) })
+    else {
+        return abi::HUDDLE_ERR_INVALID_ARGUMENT;
+    };
+    match catch_unwind(AssertUnwindSafe(|| {
+        cell.sink.incoming_rtp(MediaSessionId(session), mid, packet);
+    })) {
+        Ok(()) => abi::HUDDLE_OK,
+        Err(payload) => {
+            if let Some(inner) = cell.host.upgrade() {
+                let host = Host { inner };
+                host.log(
+                    Level::Error,
+                    &format!("panic in the RTP sink: {}", raw::panic_message(&*payload)),
+                );
+            }
+            abi::HUDDLE_ERR_PANIC
+        }
+    }
 }

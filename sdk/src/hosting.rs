@@ -22,6 +22,7 @@
 //! * keep the library loaded for as long as any instance exists (the loader never unloads).
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
@@ -37,8 +38,8 @@ use crate::error::{Error, Result};
 use crate::export::ExportedDescriptor;
 use crate::raw;
 use crate::types::{
-    BatchOp, Capabilities, HangupReason, Level, MediaSessionId, RegistrationEvent, RequestId,
-    RequestInfo, ScanPage, StoreChange, TimerId, TransactionId, WatchId,
+    BatchOp, Capabilities, HangupReason, Level, MediaSessionId, OutgoingRtp, RegistrationEvent,
+    RequestId, RequestInfo, ScanPage, StoreChange, TimerId, TransactionId, WatchId,
 };
 
 /// What a host offers one plugin instance, in safe Rust. The SDK turns it into the
@@ -217,11 +218,94 @@ pub trait HostServices: Send + Sync + 'static {
         Err(Error::NotSupported)
     }
 
+    /// (ABI 1.7) Registers (`Some`) or clears (`None`) the instance's RTP sink: from then on
+    /// incoming RTP for the instance (its sessions and its taps) goes to
+    /// [`RegisteredRtpSink::deliver`], called on the media thread, instead of the queued
+    /// [`PluginInstance::incoming_rtp`]. Must not return before the previous sink is dropped
+    /// and no delivery of it is running: the plugin frees it once this returns. Never called
+    /// from inside a delivery (the SDK answers [`Error::BadState`] itself). Drop the sink
+    /// before dropping the [`PluginInstance`] (the SDK's `destroy` clears it too).
+    fn media_rtp_sink(&self, sink: Option<RegisteredRtpSink>) -> Result<()> {
+        let _ = sink;
+        Err(Error::NotSupported)
+    }
+
+    /// (ABI 1.7) Sends several RTP packets, each as [`media_send_rtp`](Self::media_send_rtp)
+    /// would, in one go: entries that fail are skipped and the first failure returned;
+    /// [`Error::Busy`] when none could be sent. The default sends them one by one.
+    fn media_send_rtp_batch(&self, packets: &[OutgoingRtp<'_>]) -> Result<()> {
+        let mut first = Ok(());
+        for p in packets {
+            if let Err(e) = self.media_send_rtp(p.session, p.mid, p.packet) {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
     /// (ABI 1.2) An event for the webhooks: `kind` already checked (`[a-z0-9._-]{1,64}`),
     /// `details` the plugin's JSON text (not yet checked). Must not block.
     fn emit_event(&self, kind: &str, details: &str) -> Result<()> {
         let _ = (kind, details);
         Err(Error::NotSupported)
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs a plugin's RTP sink ([`RegisteredRtpSink::deliver`]): a
+    /// `media_rtp_sink` call from inside it would wait for itself.
+    static IN_RTP_SINK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// (ABI 1.7) A plugin's RTP sink as the host holds it ([`HostServices::media_rtp_sink`]): the
+/// function and user pointer the plugin registered. Not `Clone`: the host keeps the one value
+/// it was given and drops it when the plugin replaces or clears it.
+pub struct RegisteredRtpSink {
+    sink: abi::HuddleRtpSinkFn,
+    user: *mut c_void,
+}
+
+// SAFETY: the plugin promises (abi module docs, "Incoming RTP on the media thread") that its
+// sink is callable from any thread, concurrently, with this `user`, until the host drops it.
+unsafe impl Send for RegisteredRtpSink {}
+// SAFETY: as above: concurrent calls are part of the sink's contract.
+unsafe impl Sync for RegisteredRtpSink {}
+
+impl std::fmt::Debug for RegisteredRtpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisteredRtpSink")
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
+impl RegisteredRtpSink {
+    /// Delivers one decrypted RTP packet of stream `mid` of `session`, on the calling thread.
+    /// [`Error::Panic`] when the plugin's sink panicked (caught in the plugin); any other
+    /// outcome is `Ok` (the sink's return carries nothing else).
+    pub fn deliver(&self, session: MediaSessionId, mid: &str, packet: &[u8]) -> Result<()> {
+        IN_RTP_SINK.with(|s| s.set(true));
+        // SAFETY: the plugin registered `sink` and `user` for exactly this, valid until the host
+        // drops this value (which it does before `destroy`); the slices are borrowed for the
+        // call.
+        let code = unsafe {
+            (self.sink)(
+                self.user,
+                session.0,
+                mid.as_ptr(),
+                mid.len(),
+                packet.as_ptr(),
+                packet.len(),
+            )
+        };
+        IN_RTP_SINK.with(|s| s.set(false));
+        if code == abi::HUDDLE_ERR_PANIC {
+            Err(Error::Panic)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -860,6 +944,8 @@ fn host_table(caps: Capabilities) -> HuddleHostApi {
         store_batch: store.then_some(h_store_batch as _),
         retarget: Some(h_retarget),
         user_exists: has(Capabilities::LOCATION).then_some(h_user_exists as _),
+        media_rtp_sink: media.then_some(h_media_rtp_sink as _),
+        media_send_rtp_batch: media.then_some(h_media_send_rtp_batch as _),
     }
 }
 
@@ -1357,6 +1443,67 @@ unsafe extern "C" fn h_media_tap(
         host_call(ctx, |b| {
             b.services
                 .media_tap(MediaSessionId(session), text_arg(mid, mid_len)?, on != 0)
+        })
+    }
+}
+
+unsafe extern "C" fn h_media_rtp_sink(
+    ctx: *mut c_void,
+    sink: Option<abi::HuddleRtpSinkFn>,
+    user: *mut c_void,
+) -> i32 {
+    // SAFETY: ctx from our table; `sink` and `user` are the plugin's, valid until it replaces
+    // them (ABI), which is what `RegisteredRtpSink` is held to.
+    unsafe {
+        host_call(ctx, |b| {
+            if IN_RTP_SINK.with(Cell::get) {
+                return Err(Error::BadState);
+            }
+            b.services
+                .media_rtp_sink(sink.map(|sink| RegisteredRtpSink { sink, user }))
+        })
+    }
+}
+
+unsafe extern "C" fn h_media_send_rtp_batch(
+    ctx: *mut c_void,
+    packets: *const abi::HuddleRtpOut,
+    count: usize,
+) -> i32 {
+    // SAFETY: ctx from our table; `packets[0..count]` and what they point to are borrowed.
+    unsafe {
+        host_call(ctx, |b| {
+            if count == 0 {
+                return Ok(());
+            }
+            let too_many = count > isize::MAX as usize / std::mem::size_of::<abi::HuddleRtpOut>();
+            if packets.is_null() || !packets.is_aligned() || too_many {
+                return Err(Error::InvalidArgument);
+            }
+            // SAFETY: non-null, aligned, length bounded; the plugin lends `count` entries for
+            // the call (ABI).
+            let raw = std::slice::from_raw_parts(packets, count);
+            let mut batch = Vec::with_capacity(count);
+            let mut first = Ok(());
+            for p in raw {
+                match (text_arg(p.mid, p.mid_len), arg(p.packet, p.len)) {
+                    (Ok(mid), Ok(packet)) => batch.push(OutgoingRtp {
+                        session: MediaSessionId(p.session),
+                        mid,
+                        packet,
+                    }),
+                    (Err(e), _) | (_, Err(e)) => {
+                        if first.is_ok() {
+                            first = Err(e);
+                        }
+                    }
+                }
+            }
+            match b.services.media_send_rtp_batch(&batch) {
+                // Nothing went out: say so rather than the skipped entry's error.
+                Err(Error::Busy) => Err(Error::Busy),
+                sent => first.and(sent),
+            }
         })
     }
 }

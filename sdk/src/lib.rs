@@ -128,7 +128,10 @@
 //! # The run loop, from the plugin's side
 //!
 //! The host calls one instance one callback at a time (possibly from different threads over
-//! time, hence `Plugin: Send`). A callback must return quickly: it answers now, or keeps what it
+//! time, hence `Plugin: Send`). The one opt-in exception is incoming RTP: a plugin that
+//! registers a thread-safe [`RtpSink`] ([`Host::set_rtp_sink`], ABI 1.7) gets its packets on
+//! the host's media thread, concurrently with its callbacks, without the queue. A callback
+//! must return quickly: it answers now, or keeps what it
 //! needs (the [`Request`], its [`TransactionId`]) and answers later from another callback
 //! (a timer, a response, a store change) or from its own thread with a cloned [`Host`]. Host
 //! calls never call back into the plugin; their effects (a response to a request the plugin
@@ -153,7 +156,7 @@ pub use bytes::Bytes;
 pub use claims::{Claim, Claims};
 pub use config::Config;
 pub use error::{ConfigError, Error, Result, SdpRefusal};
-pub use host::{Host, SharedStore, Store};
+pub use host::{Host, RtpSink, SharedStore, Store};
 pub use huddle_sip as sip;
 pub use huddle_sip::{HeaderName, Message, Method};
 pub use message::{random_token, NewRequest, Request, Response};
@@ -162,7 +165,7 @@ pub use message::{random_token, NewRequest, Request, Response};
 /// `#[serde(crate = "huddle_sdk::serde")]`.
 pub use serde;
 pub use types::{
-    BatchOp, Capabilities, HangupReason, Level, MediaSessionId, RegistrationEvent,
+    BatchOp, Capabilities, HangupReason, Level, MediaSessionId, OutgoingRtp, RegistrationEvent,
     RegistrationKind, RequestId, RequestInfo, ScanPage, StoreChange, TimerId, TransactionId,
     Transport, WatchId,
 };
@@ -222,7 +225,9 @@ pub trait Plugin: Send + Sized + 'static {
         Ok(())
     }
 
-    /// A decrypted RTP packet arrived on stream `mid`. Called per packet: keep it cheap.
+    /// A decrypted RTP packet arrived on stream `mid`. Called per packet: keep it cheap. Not
+    /// called while the plugin has an [`RtpSink`] registered ([`Host::set_rtp_sink`], ABI
+    /// 1.7): the host then hands packets to the sink on its media thread instead.
     fn incoming_rtp(
         &mut self,
         host: &Host,

@@ -319,6 +319,18 @@ impl BatchOp<'_> {
     }
 }
 
+/// (ABI 1.7) One packet of [`crate::Host::send_rtp_batch`]: what [`crate::Host::send_rtp`]
+/// takes, borrowed for the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutgoingRtp<'a> {
+    /// The media session.
+    pub session: MediaSessionId,
+    /// The stream.
+    pub mid: &'a str,
+    /// One plain RTP packet (header and payload).
+    pub packet: &'a [u8],
+}
+
 /// One page of a prefix scan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanPage {

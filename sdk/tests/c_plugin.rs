@@ -12,7 +12,7 @@ use std::process::Command;
 
 use huddle_sdk::abi::{
     HuddleClaim, HuddleHostApi, HuddleHostBuf, HuddlePluginDescriptor, HuddleRegistrationEvent,
-    HuddleRequestInfo, HuddleStoreOp,
+    HuddleRequestInfo, HuddleRtpOut, HuddleStoreOp,
 };
 use huddle_sdk::fake::{sample_request, FakeHost};
 use huddle_sdk::hosting::DescriptorError;
@@ -124,6 +124,7 @@ fn c_and_rust_layouts_agree() {
         }
         HuddleRegistrationEvent { struct_size, kind, bindings, aor, aor_len }
         HuddleStoreOp { op, key, key_len, value, value_len }
+        HuddleRtpOut { session, mid, mid_len, packet, len }
         HuddlePluginDescriptor {
             abi_major, abi_minor, struct_size, name, version, capabilities, init, destroy,
             handle_request, handle_response, on_timer, on_store_change, on_registration,
@@ -134,7 +135,7 @@ fn c_and_rust_layouts_agree() {
             respond, send_request, store_get, store_put, store_delete, store_cas, store_scan,
             store_watch, store_unwatch, set_timer, cancel_timer, media_answer, media_send_rtp,
             media_send_rtcp, media_request_keyframe, media_forward, media_close, emit_event,
-            media_tap, store_batch, retarget, user_exists
+            media_tap, store_batch, retarget, user_exists, media_rtp_sink, media_send_rtp_batch
         }
     };
     let mut c = String::from(

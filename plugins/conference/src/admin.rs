@@ -182,6 +182,8 @@ pub fn handle(conf: &mut Conference, host: &Host, request: &str) -> Result<Strin
             } else {
                 conf.admin.muted.remove(&participant);
             }
+            // Participant ids are their media sessions': what the RTP routes are keyed by.
+            conf.ingress.set_muted(participant, muted);
             huddle_sdk::info!(
                 host,
                 "room {room}: participant {participant} muted={muted} (admin)"

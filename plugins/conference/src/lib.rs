@@ -14,7 +14,10 @@
 //!   see no composite (an answer listing H.264 alone leaves no codec we can send on that
 //!   m-line). Whenever VP8 is offered, VP8 alone is answered, whatever the offer's order.
 //! * [`media`]: GStreamer pipelines (decode, composite, encode once per room) and the mixer
-//!   thread; [`mix`] and [`layout`] are its pure parts.
+//!   thread; [`mix`] and [`layout`] are its pure parts. [`ingress`] routes incoming RTP to the
+//!   pipelines' `appsrc`s: registered as the plugin's RTP sink (ABI 1.7), it runs on the host's
+//!   media thread, so a packet reaches its decoder without a hop through the plugin's thread
+//!   (on older hosts `incoming_rtp` feeds it the same way).
 //! * [`events`]: RFC 4575 conference-info for `SUBSCRIBE Event: conference` to a room, and the
 //!   room record in the store (`plugin/conference/rooms/<room>`, plus
 //!   `plugin/conference/in-meeting/<user>` per member) so presence can show "in a meeting".
@@ -31,12 +34,14 @@
 //!
 //! The SIP side follows `plugins/echo` (the template): the host answers SDP, adds ICE/DTLS, and
 //! Record-Routes; our 200 carries the room URI as Contact so in-dialog requests come back here.
-//! Callbacks run one at a time on the plugin's thread; media threads (GStreamer's and the
-//! mixer's) only touch what `media.rs` shares with them.
+//! Callbacks run one at a time on the plugin's thread; media threads (GStreamer's, the
+//! mixer's, the host's delivering RTP) only touch what `media.rs` and `ingress.rs` share with
+//! them.
 
 pub mod admin;
 pub mod cpu;
 pub mod events;
+pub mod ingress;
 pub mod layout;
 pub mod media;
 pub mod mix;
@@ -46,6 +51,7 @@ pub mod screens;
 pub mod sdp;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use huddle_sdk::dialog::{self, UasDialog};
@@ -54,6 +60,7 @@ use huddle_sdk::{
     Method, Plugin, Request, RequestId, Response, Result, StoreChange, TimerId, WatchId,
 };
 
+use ingress::Ingress;
 use media::{LegSpec, RoomMedia, VideoSpec};
 use room::{Caller, RoomSettings, Rooms};
 use sdp::Kind;
@@ -102,7 +109,6 @@ struct Call {
     entity: Option<String>,
     /// The dialog; its local URI (the room's) is our Contact.
     dialog: UasDialog,
-    audio_mid: Option<String>,
     video_mid: Option<String>,
     video_in: bool,
     display: String,
@@ -130,6 +136,9 @@ struct Subscription {
 pub struct Conference {
     rooms: Rooms,
     media: HashMap<String, RoomMedia>,
+    /// Incoming RTP's routes into the rooms' pipelines (the RTP sink, where the host takes
+    /// one).
+    ingress: Arc<Ingress>,
     calls: HashMap<String, Call>,
     by_session: HashMap<MediaSessionId, String>,
     subs: HashMap<String, Subscription>,
@@ -222,9 +231,17 @@ impl Plugin for Conference {
                 }
             }
         };
+        // Incoming RTP goes from the host's media thread straight into the pipelines; a host
+        // before ABI 1.7 delivers it to `incoming_rtp`, which feeds the same routes.
+        let ingress = Arc::new(Ingress::default());
+        match host.set_rtp_sink(Some(ingress.clone())) {
+            Ok(()) => huddle_sdk::debug!(host, "incoming RTP is routed on the media thread"),
+            Err(e) => huddle_sdk::debug!(host, "no RTP sink ({e}): incoming_rtp routes it"),
+        }
         let mut conference = Conference {
             rooms,
             media: HashMap::new(),
+            ingress,
             calls: HashMap::new(),
             by_session: HashMap::new(),
             subs: HashMap::new(),
@@ -353,28 +370,8 @@ impl Plugin for Conference {
         mid: &str,
         packet: &[u8],
     ) -> Result<()> {
-        let Some(call) = self
-            .by_session
-            .get(&session)
-            .and_then(|c| self.calls.get(c))
-        else {
-            // Not one of our calls: a tapped screen.
-            if let Some(room) = self.screens.room_of_session(session) {
-                if let Some(m) = self.media.get_mut(room) {
-                    m.screen_rtp(packet);
-                }
-            }
-            return Ok(());
-        };
-        if let Some(m) = self.media.get(&call.room) {
-            let audio = call.audio_mid.as_deref() == Some(mid);
-            if audio && self.admin.is_muted(session.0) {
-                return Ok(());
-            }
-            if audio || call.video_mid.as_deref() == Some(mid) {
-                m.rtp(session.0, audio, packet);
-            }
-        }
+        // Only on hosts without RTP sinks (ABI 1.7): the same routes as the sink's.
+        self.ingress.deliver(session.0, mid, packet);
         Ok(())
     }
 
@@ -560,7 +557,7 @@ impl Conference {
         if started {
             let settings = self.rooms.get(&room).map(|r| r.settings.clone());
             if let Some(s) = settings {
-                match RoomMedia::start(host, &room, &s.profiles(), s.layout) {
+                match RoomMedia::start(host, &self.ingress, &room, &s.profiles(), s.layout) {
                     Ok(m) => {
                         self.media.insert(room.clone(), m);
                         self.arm_stats(host);
@@ -637,7 +634,6 @@ impl Conference {
             room: room.clone(),
             entity: caller.member.clone(),
             dialog: call_dialog,
-            audio_mid: spec.audio.as_ref().map(|a| a.0.clone()),
             video_mid: spec.video.as_ref().map(|v| v.mid.clone()),
             video_in: sends_video,
             display: caller.display.clone(),
@@ -848,7 +844,7 @@ impl Conference {
         let Some(m) = self.media.get_mut(room) else {
             return;
         };
-        if let Err(e) = m.show_screen(&screen.display, screen.codec) {
+        if let Err(e) = m.show_screen(screen.session, &screen.display, screen.codec) {
             huddle_sdk::error!(host, "room {room}: cannot show the shared screen: {}", e.0);
             return;
         }
@@ -1592,11 +1588,26 @@ mod tests {
     /// in its place on the composite that alice decodes. Real GStreamer pipelines.
     #[test]
     fn a_screen_shared_in_h264_is_decoded_into_the_composite() {
+        h264_screen_into_the_composite(true);
+    }
+
+    /// The same on a host without RTP sinks (before ABI 1.7): `incoming_rtp` feeds the same
+    /// routes.
+    #[test]
+    fn without_an_rtp_sink_incoming_rtp_feeds_the_same_routes() {
+        h264_screen_into_the_composite(false);
+    }
+
+    /// Two participants, then a screen shared in H.264: the screen shows in the composite.
+    /// Incoming RTP through the plugin's RTP sink (`sinks`) or through `incoming_rtp`.
+    fn h264_screen_into_the_composite(sinks: bool) {
         let host = FakeHost::with_capabilities(Capabilities::ALL);
+        host.set_rtp_sinks(sinks);
         host.allow_namespace("plugin/screenshare");
         let mut plugin = host
             .start(&huddle_plugin_export::entry(), CONFIG)
             .expect("conference starts");
+        assert_eq!(host.has_rtp_sink(), sinks);
         let uri = "sip:stage@example.test";
         let alice = join_av(&host, &mut plugin, uri, "alice", 1000);
         let _bob = join_av(&host, &mut plugin, uri, "bob", 1000);

@@ -1,6 +1,8 @@
 //! A live room's media: GStreamer for decoding, compositing and encoding; audio mixing in our
-//! code (`mix.rs`). RTP enters from the host (`incoming_rtp`) through `appsrc`s and leaves
-//! through `appsink`s with [`Host::send_rtp`]; no `webrtcbin`, the host owns the transport.
+//! code (`mix.rs`). RTP enters from the host through `appsrc`s (routed by [`Ingress`], on the
+//! host's media thread where the host takes an RTP sink) and leaves through `appsink`s with
+//! [`Host::send_rtp`] (audio) and [`Host::send_rtp_batch`] (each composite packet to all its
+//! receivers in one call); no `webrtcbin`, the host owns the transport.
 //!
 //! ```text
 //! video (one pipeline per room):
@@ -63,9 +65,10 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use huddle_sdk::{Error, Host, MediaSessionId};
+use huddle_sdk::{Error, Host, MediaSessionId, OutgoingRtp};
 
 use crate::cpu::RoomCpu;
+use crate::ingress::{Feed, Ingress, SCREEN_PT};
 use crate::layout::{arrange, shown, LayoutKind};
 use crate::mix::{level_dbov, mix_minus, SpeakerDetector, FRAME};
 use crate::room::{ParticipantId, VideoProfile};
@@ -296,6 +299,8 @@ impl Shared {
 
 /// One participant's pieces.
 struct Leg {
+    /// Their media session (the key of their routes in [`Ingress`]).
+    session: u64,
     /// Their audio pipeline (decode and encode), when they have audio.
     audio: Option<gst::Pipeline>,
     audio_in: Option<gst_app::AppSrc>,
@@ -306,6 +311,24 @@ struct Leg {
     video_pt: u8,
     branch: Vec<gst::Element>,
     pad: Option<gst::Pad>,
+}
+
+impl Leg {
+    /// Where their audio packets go, while they have audio.
+    fn audio_feed(&self) -> Option<Feed> {
+        self.audio_in.clone().map(|src| Feed {
+            src,
+            pt: self.audio_pt,
+        })
+    }
+
+    /// Where their video packets go, while they send video.
+    fn video_feed(&self) -> Option<Feed> {
+        self.video_in.clone().map(|src| Feed {
+            src,
+            pt: self.video_pt,
+        })
+    }
 }
 
 /// A participant's media as negotiated.
@@ -342,6 +365,8 @@ pub struct VideoSpec {
 /// A live room's pipelines and mixer.
 pub struct RoomMedia {
     shared: Arc<Shared>,
+    /// Where incoming RTP is routed to this room's `appsrc`s.
+    ingress: Arc<Ingress>,
     video: gst::Pipeline,
     compositor: gst::Element,
     /// One encoder per output profile, in profile order.
@@ -358,17 +383,13 @@ pub struct RoomMedia {
     screen: Option<ScreenInput>,
 }
 
-/// The shared screen's branch: its appsrc, the payload type its packets carry (the relay's
-/// choice, learnt from the first packet) and its elements.
+/// The shared screen's branch: the tapped session feeding it (routed by [`Ingress`]) and its
+/// elements.
 struct ScreenInput {
-    src: gst_app::AppSrc,
-    pt: Option<u8>,
+    session: u64,
     branch: Vec<gst::Element>,
     pad: gst::Pad,
 }
-
-/// The payload type the screen's appsrc is built for; packets are rewritten to it.
-const SCREEN_PT: u8 = 96;
 
 /// An output branch added to a running room: its tee pad and its elements, in link order.
 struct OutputBranch {
@@ -386,9 +407,10 @@ impl std::fmt::Debug for RoomMedia {
 
 impl RoomMedia {
     /// Builds and starts the room's video pipeline (canvas `profiles[0]`, one encoder per
-    /// profile) and mixer thread.
+    /// profile) and mixer thread; its participants' and screen's RTP is routed in `ingress`.
     pub fn start(
         host: &Host,
+        ingress: &Arc<Ingress>,
         room: &str,
         profiles: &[VideoProfile],
         layout: LayoutKind,
@@ -500,6 +522,7 @@ impl RoomMedia {
         };
         Ok(RoomMedia {
             shared,
+            ingress: ingress.clone(),
             video,
             compositor,
             encoders,
@@ -517,6 +540,7 @@ impl RoomMedia {
     /// (built now if they are its first receiver); what [`RoomMedia::force_keyframe`] takes.
     pub fn join(&mut self, id: ParticipantId, spec: &LegSpec) -> Result<usize, MediaError> {
         let mut leg = Leg {
+            session: spec.session.0,
             audio: None,
             audio_in: None,
             audio_pt: 0,
@@ -564,6 +588,16 @@ impl RoomMedia {
                 output,
             ));
         }
+        // Their packets flow from here on.
+        self.ingress.participant(
+            leg.session,
+            spec.audio
+                .as_ref()
+                .zip(leg.audio_feed())
+                .map(|((mid, _, _), feed)| (mid.clone(), feed)),
+            spec.video.as_ref().map(|v| v.mid.clone()),
+            leg.video_feed(),
+        );
         self.legs.insert(id, leg);
         self.shared.relayout();
         Ok(output)
@@ -689,10 +723,15 @@ impl RoomMedia {
         Ok(pad)
     }
 
-    /// Shows a shared screen (RTP in `codec` to come through [`RoomMedia::screen_rtp`]),
-    /// labelled `label`: the canvas switches to the presenter layout. A screen already shown
-    /// is replaced.
-    pub fn show_screen(&mut self, label: &str, codec: VideoCodec) -> Result<(), MediaError> {
+    /// Shows a shared screen, the tapped stream of `session` (RTP in `codec`, routed to it by
+    /// [`Ingress`]), labelled `label`: the canvas switches to the presenter layout. A screen
+    /// already shown is replaced.
+    pub fn show_screen(
+        &mut self,
+        session: MediaSessionId,
+        label: &str,
+        codec: VideoCodec,
+    ) -> Result<(), MediaError> {
         self.hide_screen();
         let caps = video_rtp_caps(codec, SCREEN_PT);
         let src = live_appsrc(&caps, 4_000_000, true);
@@ -713,9 +752,9 @@ impl RoomMedia {
         ];
         let pad = self.attach_to_canvas(&branch)?;
         *lock(&self.shared.screen) = Some(pad.clone());
+        self.ingress.screen(session.0, src);
         self.screen = Some(ScreenInput {
-            src,
-            pt: None,
+            session: session.0,
             branch,
             pad,
         });
@@ -730,6 +769,7 @@ impl RoomMedia {
         let Some(screen) = self.screen.take() else {
             return;
         };
+        self.ingress.remove(screen.session);
         *lock(&self.shared.screen) = None;
         for e in &screen.branch {
             let _ = e.set_state(gst::State::Null);
@@ -760,25 +800,6 @@ impl RoomMedia {
     /// The name of the layout the canvas shows now (`grid`, `speaker`, `presenter`).
     pub fn shown_layout(&self) -> &'static str {
         shown(*lock(&self.shared.layout), self.screen.is_some())
-    }
-
-    /// One RTP packet of the shared screen. The stream's payload type is taken from its first
-    /// packet (the relay negotiated it); packets of another type (RTX is repaired by the
-    /// host) are dropped, the others rewritten to the type the depayloader expects.
-    pub fn screen_rtp(&mut self, packet: &[u8]) {
-        let Some(screen) = self.screen.as_mut() else {
-            return;
-        };
-        if packet.len() < 12 {
-            return;
-        }
-        let pt = packet[1] & 0x7f;
-        if *screen.pt.get_or_insert(pt) != pt {
-            return;
-        }
-        let mut packet = packet.to_vec();
-        packet[1] = (packet[1] & 0x80) | SCREEN_PT;
-        let _ = screen.src.push_buffer(gst::Buffer::from_mut_slice(packet));
     }
 
     /// A tile for `id`: their decoded video (`Some((codec, pt))`) or a named placeholder.
@@ -857,8 +878,13 @@ impl RoomMedia {
         let Some(mut leg) = self.legs.remove(&id) else {
             return Ok(());
         };
+        // No packet for the old tile while it goes.
+        self.ingress.set_video(leg.session, None);
         self.remove_tile(&mut leg, id);
         let added = self.add_tile(&mut leg, id, display, video_in);
+        if added.is_ok() {
+            self.ingress.set_video(leg.session, leg.video_feed());
+        }
         self.legs.insert(id, leg);
         self.shared.relayout();
         added
@@ -881,6 +907,7 @@ impl RoomMedia {
 
     /// Removes a participant; their tile goes, the others move up.
     pub fn leave(&mut self, id: ParticipantId, session: MediaSessionId) {
+        self.ingress.remove(session.0);
         lock(&self.shared.video_out).retain(|r| r.session != session);
         self.drop_unused_h264_output();
         lock(&self.shared.audio).retain(|m| m.id != id);
@@ -897,29 +924,6 @@ impl RoomMedia {
             }
         }
         self.shared.relayout();
-    }
-
-    /// An RTP packet from participant `id`: audio when `audio`, else video.
-    pub fn rtp(&self, id: ParticipantId, audio: bool, packet: &[u8]) {
-        let Some(leg) = self.legs.get(&id) else {
-            return;
-        };
-        if packet.len() < 12 {
-            return;
-        }
-        let pt = packet[1] & 0x7f;
-        let (src, want) = if audio {
-            (&leg.audio_in, leg.audio_pt)
-        } else {
-            (&leg.video_in, leg.video_pt)
-        };
-        if let Some(src) = src {
-            // Other payload types (comfort noise, DTMF, a codec switch we did not answer)
-            // would confuse the depayloader: dropped.
-            if pt == want {
-                let _ = src.push_buffer(gst::Buffer::from_slice(packet.to_vec()));
-            }
-        }
     }
 
     /// A receiver of output `profile` (a VP8 profile or the H.264 output, as
@@ -991,6 +995,12 @@ impl RoomMedia {
 
 impl Drop for RoomMedia {
     fn drop(&mut self) {
+        for leg in self.legs.values() {
+            self.ingress.remove(leg.session);
+        }
+        if let Some(screen) = &self.screen {
+            self.ingress.remove(screen.session);
+        }
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(m) = self.mixer.take() {
             let _ = m.join();
@@ -1042,19 +1052,29 @@ fn out_sink(shared: &Arc<Shared>, kind: SinkKind) -> gst_app::AppSink {
                     };
                     match &kind {
                         SinkKind::Video(profile) => {
-                            // Renumbered under the lock, sent after it.
-                            let mut out: Vec<(MediaSessionId, String, u8, Vec<u8>)> = Vec::new();
+                            // Renumbered (and given each receiver's payload type) under the
+                            // lock, sent after it to every receiver in one call.
+                            let mut out: Vec<(MediaSessionId, String, Vec<u8>)> = Vec::new();
                             for r in lock(&shared.video_out)
                                 .iter_mut()
                                 .filter(|r| r.profile == *profile)
                             {
                                 let mut copy = packet.clone();
                                 r.renumber(&mut copy);
-                                out.push((r.session, r.mid.clone(), r.pt, copy));
+                                copy[1] = (copy[1] & 0x80) | (r.pt & 0x7f);
+                                out.push((r.session, r.mid.clone(), copy));
                             }
-                            for (session, mid, pt, mut copy) in out {
-                                send(session, &mid, pt, &mut copy);
-                            }
+                            let batch: Vec<OutgoingRtp<'_>> = out
+                                .iter()
+                                .map(|(session, mid, copy)| OutgoingRtp {
+                                    session: *session,
+                                    mid,
+                                    packet: copy,
+                                })
+                                .collect();
+                            // A receiver that just left is skipped by the host; a full queue
+                            // drops the packet, as the network would.
+                            let _ = shared.host.send_rtp_batch(&batch);
                         }
                         SinkKind::Audio(session, mid, pt) => send(*session, mid, *pt, &mut packet),
                     }

@@ -404,6 +404,20 @@ impl Driver {
                     self.touch(session);
                 }
             }
+            Command::SendRtpBatch {
+                targets,
+                packets,
+                ends,
+            } => {
+                let mut start = 0;
+                for ((session, mid), end) in targets.into_iter().zip(ends) {
+                    if let Some(leg) = self.legs.get_mut(&session) {
+                        send_plugin_rtp(leg, mid, &packets[start..end]);
+                        self.touch(session);
+                    }
+                    start = end;
+                }
+            }
             Command::Keyframe {
                 session,
                 mid,

@@ -150,6 +150,13 @@ pub(crate) enum Command {
         mid: Mid,
         packet: Vec<u8>,
     },
+    /// Packets from a plugin sent in one go (ABI 1.7 `media_send_rtp_batch`): each as
+    /// `SendRtp`, checked already; `packets` holds them back to back, `ends` where each ends.
+    SendRtpBatch {
+        targets: Vec<(u64, Mid)>,
+        packets: Vec<u8>,
+        ends: Vec<usize>,
+    },
     /// Key-frame requests from a plugin's RTCP, by media SSRC.
     Keyframe {
         session: u64,
@@ -182,6 +189,7 @@ impl std::fmt::Debug for Command {
             Command::Insert(_) => "Insert",
             Command::Renegotiate { .. } => "Renegotiate",
             Command::SendRtp { .. } => "SendRtp",
+            Command::SendRtpBatch { .. } => "SendRtpBatch",
             Command::Keyframe { .. } => "Keyframe",
             Command::Forward { .. } => "Forward",
             Command::Tap { .. } => "Tap",
@@ -443,6 +451,55 @@ impl MediaEngine {
             mid,
             packet: packet.to_vec(),
         })
+    }
+
+    /// Sends plain RTP packets `(session, mid, packet)`, each as [`MediaEngine::send_rtp`]
+    /// would, in one command (one crossing into the driver, where `send_rtp` costs one per
+    /// packet). Entries that fail their check are skipped and the first failure returned;
+    /// [`MediaError::Busy`] (or `Stopped`) when none was sent.
+    pub fn send_rtp_batch(
+        &self,
+        owner: usize,
+        packets: &[(u64, &str, &[u8])],
+    ) -> Result<(), MediaError> {
+        let mut first = Ok(());
+        let mut targets = Vec::with_capacity(packets.len());
+        let mut bytes = Vec::with_capacity(packets.iter().map(|p| p.2.len()).sum());
+        let mut ends = Vec::with_capacity(packets.len());
+        {
+            let registry = self.registry();
+            for &(session, mid, packet) in packets {
+                let checked = registry
+                    .get(&session)
+                    .filter(|e| e.owner == owner)
+                    .and_then(|e| e.mids.iter().find(|m| &***m == mid).copied())
+                    .ok_or(MediaError::NotFound)
+                    .and_then(|mid| match rtp::parse(packet) {
+                        Some(_) => Ok(mid),
+                        None => Err(MediaError::BadPacket),
+                    });
+                match checked {
+                    Ok(mid) => {
+                        targets.push((session, mid));
+                        bytes.extend_from_slice(packet);
+                        ends.push(bytes.len());
+                    }
+                    Err(e) => {
+                        if first.is_ok() {
+                            first = Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        if !targets.is_empty() {
+            self.send(Command::SendRtpBatch {
+                targets,
+                packets: bytes,
+                ends,
+            })?;
+        }
+        first
     }
 
     /// RTCP from a plugin: the key-frame requests in it (PLI, FIR) go to the senders of the

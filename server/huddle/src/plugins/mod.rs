@@ -302,6 +302,10 @@ pub fn start(
         }
         names.push((name.clone(), index));
         let shared = Arc::new(PluginShared::new(name.clone(), entry.queue_len));
+        shared.disable_on_panic.store(
+            entry.on_panic == OnPanic::Disable,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let services = Services::new(
             index,
             shared.clone(),

@@ -13,18 +13,20 @@
 //! * logs go to `tracing` with a `plugin` field;
 //! * media calls go to the [`MediaEngine`] (when it runs: then, and only then, the instance is
 //!   offered [`Capabilities::MEDIA`]); its events come back through [`PluginMedia`], which
-//!   queues them in the mailbox like every other callback.
+//!   queues them in the mailbox like every other callback, except incoming RTP once the plugin
+//!   registered an RTP sink (ABI 1.7): that is handed to the sink right there, on the media
+//!   thread, with no queue and no hop to the instance's thread.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use huddle_sdk::hosting::HostServices;
+use huddle_sdk::hosting::{HostServices, RegisteredRtpSink};
 use huddle_sdk::{
-    BatchOp, Capabilities, Error, Level, MediaSessionId, Message, Method, RequestId, Result,
-    ScanPage, StoreChange, TimerId, TransactionId, WatchId,
+    BatchOp, Capabilities, Error, Level, MediaSessionId, Message, Method, OutgoingRtp, RequestId,
+    Result, ScanPage, StoreChange, TimerId, TransactionId, WatchId,
 };
 use huddle_sip::message::HeaderName;
 use tokio::sync::{mpsc, Semaphore};
@@ -59,7 +61,8 @@ pub(crate) fn host_capabilities(media: bool) -> Capabilities {
 
 /// Where a plugin's media legs send their events: its mailbox. RTP and RTCP are bounded by the
 /// mailbox (a plugin that falls behind loses packets, as a congested network would); ready,
-/// hang-up and bitrate events always queue.
+/// hang-up and bitrate events always queue. RTP goes to the plugin's RTP sink instead when it
+/// registered one (ABI 1.7), called here on the media thread.
 #[derive(Debug)]
 pub(crate) struct PluginMedia {
     pub(crate) shared: Arc<PluginShared>,
@@ -73,6 +76,18 @@ impl MediaEvents for PluginMedia {
     }
 
     fn rtp(&self, session: u64, mid: &str, packet: Vec<u8>) {
+        {
+            let sink = read(&self.shared.rtp_sink);
+            if let Some(sink) = sink.as_ref() {
+                // A disabled instance gets nothing more; its queue drops media too.
+                if !self.shared.is_disabled() {
+                    if let Err(Error::Panic) = sink.deliver(MediaSessionId(session), mid, &packet) {
+                        self.shared.sink_panicked();
+                    }
+                }
+                return;
+            }
+        }
         let job = MediaJob::Rtp {
             session,
             mid: mid.into(),
@@ -144,12 +159,25 @@ pub(crate) struct PluginShared {
     pub(crate) timers: Mutex<HashMap<u64, AbortHandle>>,
     pub(crate) watches: Mutex<HashMap<u64, AbortHandle>>,
     pub(crate) watch_credit: Arc<Semaphore>,
+    /// (ABI 1.7) The plugin's RTP sink: incoming RTP is handed to it on the media thread
+    /// instead of the mailbox. A delivery holds the read side, so replacing it (the write side)
+    /// waits until no delivery of the old one runs.
+    pub(crate) rtp_sink: RwLock<Option<RegisteredRtpSink>>,
+    /// `on_panic = "disable"`: what a panic in the RTP sink does (the instance's thread knows
+    /// it for the other callbacks).
+    pub(crate) disable_on_panic: AtomicBool,
 }
 
 // The maps under these locks are updated by single inserts and removes, so a panic elsewhere
 // cannot leave them inconsistent.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The read side of the RTP sink's lock (nothing can be left half-written under it: the value
+/// is replaced whole).
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl PluginShared {
@@ -165,6 +193,33 @@ impl PluginShared {
             timers: Mutex::new(HashMap::new()),
             watches: Mutex::new(HashMap::new()),
             watch_credit: Arc::new(Semaphore::new(WATCH_CREDIT)),
+            rtp_sink: RwLock::new(None),
+            disable_on_panic: AtomicBool::new(false),
+        }
+    }
+
+    /// Replaces the RTP sink (ABI 1.7); returns once no delivery of the old one runs, and
+    /// drops it.
+    pub(crate) fn set_rtp_sink(&self, sink: Option<RegisteredRtpSink>) {
+        // The old one goes under the write lock: no delivery of it is running.
+        *self
+            .rtp_sink
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = sink;
+    }
+
+    /// The RTP sink panicked (caught in the plugin): counted and logged like a panic in a
+    /// callback, and with `on_panic = "disable"` the instance goes out of service.
+    fn sink_panicked(&self) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(plugin = %self.name, callback = "rtp_sink", "the plugin panicked (caught at the boundary)");
+        if self.disable_on_panic.load(Ordering::Relaxed)
+            && !self.disabled.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(
+                plugin = %self.name,
+                "plugin disabled after a panic (on_panic = \"disable\"); its requests are answered 503 until restart"
+            );
         }
     }
 
@@ -662,6 +717,23 @@ impl HostServices for Services {
         let (engine, _) = self.media.as_ref().ok_or(Error::NotSupported)?;
         engine.close(self.index, session.0).map_err(media_error)
     }
+
+    fn media_rtp_sink(&self, sink: Option<RegisteredRtpSink>) -> Result<()> {
+        self.media.as_ref().ok_or(Error::NotSupported)?;
+        self.shared.set_rtp_sink(sink);
+        Ok(())
+    }
+
+    fn media_send_rtp_batch(&self, packets: &[OutgoingRtp<'_>]) -> Result<()> {
+        let (engine, _) = self.media.as_ref().ok_or(Error::NotSupported)?;
+        let batch: Vec<(u64, &str, &[u8])> = packets
+            .iter()
+            .map(|p| (p.session.0, p.mid, p.packet))
+            .collect();
+        engine
+            .send_rtp_batch(self.index, &batch)
+            .map_err(media_error)
+    }
 }
 
 #[cfg(test)]
@@ -897,5 +969,98 @@ mod tests {
             Err(Error::InvalidArgument)
         );
         assert_eq!(s.send_request(b"garbage"), Err(Error::InvalidArgument));
+    }
+
+    /// A plugin whose RTP sink (ABI 1.7) counts packets and panics on `boom`.
+    struct Sinky;
+
+    static SUNK: AtomicUsize = AtomicUsize::new(0);
+
+    struct CountingSink;
+
+    impl huddle_sdk::RtpSink for CountingSink {
+        fn incoming_rtp(&self, _: MediaSessionId, _: &str, packet: &[u8]) {
+            assert_ne!(packet, b"boom", "sink boom");
+            SUNK.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    impl huddle_sdk::Plugin for Sinky {
+        fn init(
+            host: &huddle_sdk::Host,
+            _: &huddle_sdk::Config,
+            _: &mut huddle_sdk::Claims,
+        ) -> Result<Self> {
+            host.set_rtp_sink(Some(Arc::new(CountingSink)))?;
+            Ok(Sinky)
+        }
+
+        fn handle_request(&mut self, _: &huddle_sdk::Host, _: huddle_sdk::Request) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn rtp_goes_to_the_sink_where_it_arrives_and_a_panic_there_disables_the_instance() {
+        let (engine, task) = crate::media::MediaEngine::start(crate::media::EngineSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: None,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(10),
+            max_sessions: 8,
+            codecs: vec![crate::media::CodecName::Vp8],
+            bandwidth_estimation: false,
+        })
+        .await
+        .unwrap();
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (tx, _rx) = mpsc::channel(4);
+        let shared = Arc::new(PluginShared::new("sinky".into(), 4));
+        shared.disable_on_panic.store(true, Ordering::Relaxed);
+        let services = Services::new(
+            0,
+            shared.clone(),
+            store,
+            tx,
+            tokio::runtime::Handle::current(),
+            65_535,
+            Some(engine.clone()),
+        )
+        .unwrap();
+        let entry = huddle_sdk::plugin_entry!(Sinky, "sinky", "1", huddle_sdk::Capabilities::MEDIA);
+        let instance =
+            huddle_sdk::hosting::PluginInstance::start(&entry, Arc::new(services), "").unwrap();
+        // What the media engine calls for an incoming packet, on its own thread.
+        let media = PluginMedia {
+            shared: shared.clone(),
+        };
+        media.rtp(7, "0", b"\x80one".to_vec());
+        media.rtp(7, "1", b"\x80two".to_vec());
+        assert_eq!(
+            SUNK.load(Ordering::Relaxed),
+            2,
+            "delivered where they arrived"
+        );
+        // A panic is caught in the plugin, counted here, and (on_panic = "disable") takes the
+        // instance out of service: its sink gets nothing more.
+        media.rtp(7, "0", b"boom".to_vec());
+        assert_eq!(shared.panics.load(Ordering::Relaxed), 1);
+        assert!(shared.is_disabled());
+        media.rtp(7, "0", b"\x80three".to_vec());
+        assert_eq!(SUNK.load(Ordering::Relaxed), 2);
+        // Without a sink (what the instance's thread does before `destroy`), packets queue
+        // again; nothing the sink took was queued.
+        shared.set_rtp_sink(None);
+        media.rtp(7, "0", b"\x80queued".to_vec());
+        let mailbox = shared.clone();
+        let job = tokio::task::spawn_blocking(move || mailbox.mailbox.next())
+            .await
+            .unwrap();
+        assert!(
+            matches!(&job, Some(Job::Media { job: MediaJob::Rtp { packet, .. }, .. }) if packet == b"\x80queued"),
+            "{job:?}"
+        );
+        drop(instance);
+        engine.shutdown(task).await;
     }
 }

@@ -51,6 +51,9 @@ pub(crate) fn run(
     }
     // `destroy` may still send; nothing holds it any more.
     shared.outbox.stop_holding();
+    // No RTP sink call (ABI 1.7) from the media thread once `destroy` starts: this waits for a
+    // delivery in progress.
+    shared.set_rtp_sink(None);
     drop(instance);
     tracing::debug!(plugin = %name, "plugin instance destroyed");
 }

@@ -1008,6 +1008,24 @@ unsafe fn text_arg<'a>(ptr: *const u8, len: usize) -> Result<&'a str> {
     unsafe { raw::text(ptr, len) }.ok_or(Error::InvalidArgument)
 }
 
+/// A borrowed array of `count` entries, or `InvalidArgument` when the pointer cannot be one
+/// (null, misaligned, or a length whose bytes overflow `isize`). `count` 0 is the empty slice.
+///
+/// # Safety
+/// When the checks pass, `ptr` must point to `count` initialised entries that stay valid and
+/// unchanged for `'a` (the ABI: the plugin lends them for the call).
+unsafe fn lent_array<'a, T>(ptr: *const T, count: usize) -> Result<&'a [T]> {
+    if count == 0 {
+        return Ok(&[]);
+    }
+    let too_many = count > isize::MAX as usize / std::mem::size_of::<T>().max(1);
+    if ptr.is_null() || !ptr.is_aligned() || too_many {
+        return Err(Error::InvalidArgument);
+    }
+    // SAFETY: non-null, aligned, length bounded; validity for 'a is the caller's promise.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, count) })
+}
+
 unsafe extern "C" fn h_free_buf(_ctx: *mut c_void, buf: HuddleHostBuf) {
     if buf.ptr.is_null() {
         return;
@@ -1176,13 +1194,8 @@ unsafe extern "C" fn h_store_batch(
             if count == 0 {
                 return Ok(());
             }
-            let too_many = count > isize::MAX as usize / std::mem::size_of::<abi::HuddleStoreOp>();
-            if ops.is_null() || !ops.is_aligned() || too_many {
-                return Err(Error::InvalidArgument);
-            }
-            // SAFETY: non-null, aligned, length bounded; the plugin lends `count` ops for the
-            // call (ABI).
-            let raw_ops = std::slice::from_raw_parts(ops, count);
+            // SAFETY: the plugin lends `count` ops for the call (ABI).
+            let raw_ops = lent_array(ops, count)?;
             let mut batch = Vec::with_capacity(count);
             for op in raw_ops {
                 let key = arg(op.key, op.key_len)?;
@@ -1476,13 +1489,8 @@ unsafe extern "C" fn h_media_send_rtp_batch(
             if count == 0 {
                 return Ok(());
             }
-            let too_many = count > isize::MAX as usize / std::mem::size_of::<abi::HuddleRtpOut>();
-            if packets.is_null() || !packets.is_aligned() || too_many {
-                return Err(Error::InvalidArgument);
-            }
-            // SAFETY: non-null, aligned, length bounded; the plugin lends `count` entries for
-            // the call (ABI).
-            let raw = std::slice::from_raw_parts(packets, count);
+            // SAFETY: the plugin lends `count` entries for the call (ABI).
+            let raw = lent_array(packets, count)?;
             let mut batch = Vec::with_capacity(count);
             let mut first = Ok(());
             for p in raw {

@@ -906,6 +906,19 @@ mod tests {
         .unwrap()
     }
 
+    /// Receives OPTIONS number `i` and answers it 200, draining what that produced.
+    fn answer_options(l: &mut TransactionLayer<()>, i: u32, reliable: bool, now: Instant) {
+        let req = options(i);
+        l.receive(req.clone(), (), reliable, now);
+        let Some(Event::Request { key, .. }) = l.poll_event() else {
+            panic!("no request");
+        };
+        l.respond(key, ResponseBuilder::new(&req, 200, "OK").build(), now)
+            .unwrap();
+        while l.poll_event().is_some() {}
+        while l.poll_transmit().is_some() {}
+    }
+
     #[test]
     fn stale_deadlines_do_not_accumulate() {
         // Each transaction queues its safety-net deadline and ends long before it: without
@@ -913,15 +926,7 @@ mod tests {
         let now = Instant::now();
         let mut l: TransactionLayer<()> = TransactionLayer::new(LayerConfig::default()).unwrap();
         for i in 0..10_000 {
-            let req = options(i);
-            l.receive(req.clone(), (), true, now);
-            let Some(Event::Request { key, .. }) = l.poll_event() else {
-                panic!("no request");
-            };
-            l.respond(key, ResponseBuilder::new(&req, 200, "OK").build(), now)
-                .unwrap();
-            while l.poll_event().is_some() {}
-            while l.poll_transmit().is_some() {}
+            answer_options(&mut l, i, true, now);
             assert!(l.queued_deadlines() <= 65, "{}", l.queued_deadlines());
         }
         assert!(l.is_empty());
@@ -945,15 +950,7 @@ mod tests {
         assert!(before.0 >= 3_000 && before.1 >= 3_000 && before.2 >= 3_000 && before.3 >= 3_000);
         // Answered over UDP, each stays (Timer J) and keeps its deadline queued.
         for i in 0..3_000 {
-            let req = options(i);
-            l.receive(req.clone(), (), false, now);
-            let Some(Event::Request { key, .. }) = l.poll_event() else {
-                panic!("no request");
-            };
-            l.respond(key, ResponseBuilder::new(&req, 200, "OK").build(), now)
-                .unwrap();
-            while l.poll_event().is_some() {}
-            while l.poll_transmit().is_some() {}
+            answer_options(&mut l, i, false, now);
         }
         assert_eq!(l.len(), 3_000);
         let after = (

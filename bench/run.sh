@@ -30,6 +30,9 @@
 #   BENCH_KEEP=0 (1: keep the work folder with all SIPp and server logs)
 #   BENCH_WS_CONNECTIONS=2000 BENCH_WS_REG_RATE=1000 BENCH_WS_MSG_RATE=1000 (ops/s)
 #   WSLOAD_BIN=target/release/wsload (build: cargo build --release -p huddle-wsload)
+#   BENCH_ORDER=servers (each server runs every workload, then the next server) or interleaved
+#   (per workload group — register; message + call; ws — every server in turn, the order
+#   rotated per group: compared runs close in time, no build always first; more server starts)
 #   BENCH_NICE=-10 (priority of everything started here, servers and load alike; 0: unchanged)
 #   BENCH_START_SECONDS=20 (how long Huddle may take to answer OPTIONS; more under valgrind)
 #   BENCH_HOOK= (a command run as `HOOK start PID DIR` just before and `HOOK stop PID DIR` just
@@ -258,6 +261,8 @@ start_huddle() { # start_huddle NAME BINARY
 	local log=$dir/huddle.log
 	ws_port=$(free_port 28081)
 	mkdir -p "$dir"
+	# A fresh store each start (BENCH_ORDER=interleaved starts a server once per workload group).
+	rm -f "$dir/huddle.redb"
 	huddle_config "$dir/huddle.toml" "$sip_port" "$ws_port" "$dir/huddle.redb"
 	setsid "$bin" run --config "$dir/huddle.toml" </dev/null >"$log" 2>&1 &
 	huddle_pid=$!
@@ -500,9 +505,28 @@ bench_server() {
 }
 
 note "work folder $work; $duration s per workload, transport $transport, CLK_TCK $clk_tck"
-for server in $servers; do
-	bench_server "$server"
-done
+if [[ ${BENCH_ORDER:-servers} == interleaved ]]; then
+	# Workload groups outermost, every server once per group, the servers' order rotated by one
+	# per group: runs that are compared sit minutes apart at most, and no build is always first.
+	requested=$workloads
+	read -r -a order <<<"$servers"
+	for group in register "message call" ws; do
+		workloads=" "
+		for w in $group; do
+			[[ $requested == *" $w "* ]] && workloads+="$w "
+		done
+		[[ $workloads == " " ]] && continue
+		for server in "${order[@]}"; do
+			bench_server "$server"
+		done
+		order=("${order[@]:1}" "${order[0]}")
+	done
+	workloads=$requested
+else
+	for server in $servers; do
+		bench_server "$server"
+	done
+fi
 
 # --- report -----------------------------------------------------------------------------------
 echo

@@ -1016,6 +1016,8 @@ pub struct HuddleHostApi {
     pub media_rtp_sink: Option<
         unsafe extern "C" fn(
             ctx: *mut c_void,
+            // `HuddleRtpSinkFn` spelled out: cbindgen 0.24 writes `Option<alias>` as an opaque
+            // `Option_HuddleRtpSinkFn` struct instead of a nullable function pointer.
             sink: Option<
                 unsafe extern "C" fn(
                     user: *mut c_void,

@@ -4,14 +4,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, warn};
 
-use super::shared::{ConnSlot, TaskCtx};
-use super::stream::{self, bounded, CloseReason};
+use super::shared::{ConnSlot, FlowIo, TaskCtx};
+use super::stream::{self, bounded, CloseReason, DirectIo};
 use super::{ws, Transport};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) instead of spinning.
@@ -68,36 +70,56 @@ async fn connection(
 ) {
     let _ = socket.set_nodelay(true);
     let local = socket.local_addr().unwrap_or(listen_addr);
-    let max = ctx.shared.config.max_message_size;
     let handshake = match (transport, acceptor) {
         (Transport::Tcp, _) => {
-            serve_stream(socket, transport, local, peer, slot, &mut ctx).await;
+            // Plain TCP: senders write to the socket themselves (`shared::Outlet`).
+            let (read, write) = socket.into_split();
+            let flow = ctx.shared.register_flow(transport, peer, Some(write));
+            let io = DirectIo {
+                read,
+                outlet: Arc::clone(&flow.outlet),
+            };
+            serve_stream(io, flow, local, slot, &mut ctx).await;
             return;
         }
         (Transport::Tls, Some(acceptor)) => {
             match bounded(&mut ctx, acceptor.accept(socket)).await {
                 Ok(tls) => {
-                    serve_stream(tls, transport, local, peer, slot, &mut ctx).await;
+                    let flow = ctx.shared.register_flow(transport, peer, None);
+                    serve_stream(tls, flow, local, slot, &mut ctx).await;
                     return;
                 }
                 Err(reason) => reason,
             }
         }
-        (Transport::Ws, _) => match bounded(&mut ctx, ws::accept(socket, max)).await {
-            Ok(websocket) => {
-                serve_ws(websocket, transport, local, peer, slot, &mut ctx).await;
-                return;
+        (Transport::Ws, _) => {
+            let mut socket = socket;
+            match bounded(&mut ctx, ws::accept(&mut socket)).await {
+                Ok(tail) => {
+                    // Plain WS: senders write whole frames to the socket themselves.
+                    let (read, write) = socket.into_split();
+                    let flow = ctx.shared.register_flow(transport, peer, Some(write));
+                    let io = DirectIo {
+                        read,
+                        outlet: Arc::clone(&flow.outlet),
+                    };
+                    serve_ws(io, tail, flow, local, slot, &mut ctx).await;
+                    return;
+                }
+                Err(reason) => reason,
             }
-            Err(reason) => reason,
-        },
+        }
         (Transport::Wss, Some(acceptor)) => {
             let handshakes = async {
-                let tls = acceptor.accept(socket).await?;
-                ws::accept(tls, max).await.map_err(CloseReason::from)
+                let mut tls = acceptor.accept(socket).await?;
+                let tail = ws::accept(&mut tls).await?;
+                Ok::<_, CloseReason>((tls, tail))
             };
             match bounded(&mut ctx, handshakes).await {
-                Ok(websocket) => {
-                    serve_ws(websocket, transport, local, peer, slot, &mut ctx).await;
+                Ok((tls, tail)) => {
+                    // rustls's state is the connection task's: WSS sends always queue.
+                    let flow = ctx.shared.register_flow(transport, peer, None);
+                    serve_ws(tls, tail, flow, local, slot, &mut ctx).await;
                     return;
                 }
                 Err(reason) => reason,
@@ -109,18 +131,11 @@ async fn connection(
     debug!(%peer, %transport, reason = %handshake, "handshake failed");
 }
 
-async fn serve_stream<S>(
-    io: S,
-    transport: Transport,
-    local: SocketAddr,
-    peer: SocketAddr,
-    slot: ConnSlot,
-    ctx: &mut TaskCtx,
-) where
+async fn serve_stream<S>(io: S, flow: FlowIo, local: SocketAddr, slot: ConnSlot, ctx: &mut TaskCtx)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let flow = ctx.shared.register_flow(transport, peer);
-    let id = flow.id;
+    let (id, peer, transport) = (flow.id, flow.remote, flow.transport);
     debug!(flow = %id, %peer, %transport, "connection open");
     let reason = stream::serve(io, local, flow, ctx).await;
     debug!(flow = %id, %peer, %reason, "connection closed");
@@ -130,19 +145,19 @@ async fn serve_stream<S>(
 }
 
 async fn serve_ws<S>(
-    websocket: WebSocketStream<S>,
-    transport: Transport,
+    io: S,
+    tail: BytesMut,
+    flow: FlowIo,
     local: SocketAddr,
-    peer: SocketAddr,
     slot: ConnSlot,
     ctx: &mut TaskCtx,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let flow = ctx.shared.register_flow(transport, peer);
-    let id = flow.id;
+    let (id, peer, transport) = (flow.id, flow.remote, flow.transport);
     debug!(flow = %id, %peer, %transport, "WebSocket open");
-    let reason = ws::serve(websocket, local, flow, ctx).await;
+    let decoder = ws::Decoder::new(ctx.shared.config.max_message_size, tail);
+    let reason = ws::serve(io, decoder, local, flow, ctx).await;
     debug!(flow = %id, %peer, %reason, "WebSocket closed");
     drop(slot);
     ctx.finish_flow(id).await;

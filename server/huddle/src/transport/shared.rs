@@ -2,11 +2,13 @@
 //! the shutdown plumbing.
 
 use std::collections::HashMap;
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use huddle_sip::idmap::IdMap;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{
@@ -50,8 +52,130 @@ struct FlowTable {
 #[derive(Debug)]
 struct FlowEntry {
     info: FlowInfo,
-    queue: mpsc::Sender<Bytes>,
+    outlet: Arc<Outlet>,
     close: Arc<Notify>,
+}
+
+/// The sending side of a flow, shared by whoever sends (the core, plugin threads, the
+/// connection task's own pings and pongs) and the connection task that drains its queue.
+///
+/// With a `direct` socket (plain TCP and WS), a sender whose flow has nothing waiting writes
+/// the bytes itself with one non-blocking `send`, from its own thread, as Kamailio's workers
+/// do: no wake-up of the connection task per message. Whatever the socket does not take at
+/// once (a full send buffer, a partial write) goes to the queue, and from then on everything
+/// queues behind it until the connection task has written it all: bytes leave in the order
+/// they were sent, and no frame or message is ever interleaved with another. TLS and WSS
+/// (rustls's state lives in the connection task) always queue.
+#[derive(Debug)]
+pub(crate) struct Outlet {
+    id: FlowId,
+    websocket: bool,
+    direct: Option<OwnedWriteHalf>,
+    state: Mutex<OutletState>,
+}
+
+#[derive(Debug)]
+struct OutletState {
+    queue: mpsc::Sender<Bytes>,
+    /// Items in the queue or being written by the connection task; direct writes only at 0.
+    backlog: usize,
+    /// Set by the connection task when it stops: nothing more may reach the socket.
+    closed: bool,
+}
+
+impl Outlet {
+    /// Sends one SIP message: a binary frame on a WebSocket, the bytes as they are otherwise.
+    pub(crate) fn send(&self, data: Bytes) -> Result<(), SendError> {
+        if self.websocket {
+            self.send_frame(super::ws::OP_BINARY, data)
+        } else {
+            self.push(&[], data)
+        }
+    }
+
+    /// Sends one WebSocket frame (the connection task's control frames and CRLF pongs).
+    pub(crate) fn send_frame(&self, opcode: u8, data: Bytes) -> Result<(), SendError> {
+        let head = super::ws::FrameHead::new(opcode, data.len());
+        self.push(head.as_bytes(), data)
+    }
+
+    fn push(&self, head: &[u8], body: Bytes) -> Result<(), SendError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.closed {
+            return Err(SendError::FlowClosing(self.id));
+        }
+        let item = match &self.direct {
+            Some(socket) if state.backlog == 0 => {
+                let written = match socket
+                    .as_ref()
+                    .try_write_vectored(&[IoSlice::new(head), IoSlice::new(&body)])
+                {
+                    Ok(n) => n,
+                    // WouldBlock, or an error the connection task meets again on its own write
+                    // of the queued bytes, and closes the flow for.
+                    Err(_) => 0,
+                };
+                match unwritten(head, body, written) {
+                    None => return Ok(()),
+                    Some(rest) => rest,
+                }
+            }
+            _ => join(head, body),
+        };
+        state.queue.try_send(item).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::QueueFull(self.id),
+            mpsc::error::TrySendError::Closed(_) => SendError::FlowClosing(self.id),
+        })?;
+        state.backlog += 1;
+        Ok(())
+    }
+
+    /// The connection task wrote one queued item out completely.
+    pub(crate) fn written(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.backlog = state.backlog.saturating_sub(1);
+    }
+
+    /// The connection task is ending: later sends fail with `FlowClosing`, and nothing but
+    /// the task itself writes to the socket any more.
+    pub(crate) fn shut(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+    }
+
+    /// The socket for the connection task's own writes of queued bytes, when sends go direct.
+    pub(crate) fn direct_socket(&self) -> Option<&tokio::net::TcpStream> {
+        self.direct.as_ref().map(AsRef::as_ref)
+    }
+}
+
+/// What is left of `head` + `body` after the first `written` bytes, as one buffer; `None`
+/// when all of it went.
+fn unwritten(head: &[u8], body: Bytes, written: usize) -> Option<Bytes> {
+    if written >= head.len() + body.len() {
+        None
+    } else if written >= head.len() {
+        Some(body.slice(written - head.len()..))
+    } else {
+        Some(join(&head[written..], body))
+    }
+}
+
+fn join(head: &[u8], body: Bytes) -> Bytes {
+    if head.is_empty() {
+        return body;
+    }
+    let mut joined = BytesMut::with_capacity(head.len() + body.len());
+    joined.put_slice(head);
+    joined.put_slice(&body);
+    joined.freeze()
+}
+
+/// Whether `e` means "try again later" for a non-blocking socket.
+pub(crate) fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
 }
 
 /// What a task needs: the way to the core, the shutdown signal, and a completion token.
@@ -70,6 +194,7 @@ pub(crate) struct FlowIo {
     pub(crate) transport: Transport,
     pub(crate) remote: SocketAddr,
     pub(crate) queue: mpsc::Receiver<Bytes>,
+    pub(crate) outlet: Arc<Outlet>,
     pub(crate) close: Arc<Notify>,
 }
 
@@ -179,10 +304,17 @@ impl Shared {
         Some(slot)
     }
 
-    /// Adds a flow to the table (and the address index) and gives its driver end.
-    pub(crate) fn register_flow(&self, transport: Transport, remote: SocketAddr) -> FlowIo {
+    /// Adds a flow to the table (and the address index) and gives its driver end. With
+    /// `direct`, senders write to that socket themselves when the flow has nothing waiting
+    /// (see [`Outlet`]).
+    pub(crate) fn register_flow(
+        &self,
+        transport: Transport,
+        remote: SocketAddr,
+        direct: Option<OwnedWriteHalf>,
+    ) -> FlowIo {
         let mut table = self.table();
-        self.insert_flow(&mut table, transport, remote, false, None)
+        self.insert_flow(&mut table, transport, remote, false, None, direct)
             .expect("no initial message, so nothing can fail")
     }
 
@@ -197,9 +329,9 @@ impl Shared {
     ) -> Result<(FlowId, Option<FlowIo>), SendError> {
         let mut table = self.table();
         if let Some(&id) = table.by_addr.get(&(transport, remote)) {
-            return table.enqueue(id, first).map(|()| (id, None));
+            return table.outlet(id)?.send(first).map(|()| (id, None));
         }
-        let io = self.insert_flow(&mut table, transport, remote, true, Some(first))?;
+        let io = self.insert_flow(&mut table, transport, remote, true, Some(first), None)?;
         Ok((io.id, Some(io)))
     }
 
@@ -210,13 +342,22 @@ impl Shared {
         remote: SocketAddr,
         outbound: bool,
         first: Option<Bytes>,
+        direct: Option<OwnedWriteHalf>,
     ) -> Result<FlowIo, SendError> {
         let id = FlowId::next();
         let (queue_tx, queue_rx) = mpsc::channel(self.config.write_queue_len);
+        let outlet = Arc::new(Outlet {
+            id,
+            websocket: transport.is_websocket(),
+            direct,
+            state: Mutex::new(OutletState {
+                queue: queue_tx,
+                backlog: 0,
+                closed: false,
+            }),
+        });
         if let Some(first) = first {
-            queue_tx
-                .try_send(first)
-                .map_err(|_| SendError::QueueFull(id))?;
+            outlet.send(first)?;
         }
         let close = Arc::new(Notify::new());
         let entry = FlowEntry {
@@ -225,7 +366,7 @@ impl Shared {
                 remote,
                 outbound,
             },
-            queue: queue_tx,
+            outlet: Arc::clone(&outlet),
             close: Arc::clone(&close),
         };
         table.flows.insert(id, entry);
@@ -236,6 +377,7 @@ impl Shared {
             transport,
             remote,
             queue: queue_rx,
+            outlet,
             close,
         })
     }
@@ -255,7 +397,9 @@ impl Shared {
     }
 
     pub(crate) fn enqueue(&self, id: FlowId, data: Bytes) -> Result<FlowId, SendError> {
-        self.table().enqueue(id, data).map(|()| id)
+        // The table is not held over a direct write's system call.
+        let outlet = self.table().outlet(id)?;
+        outlet.send(data).map(|()| id)
     }
 
     /// Queues on the open flow to `addr`, if there is one.
@@ -265,9 +409,12 @@ impl Shared {
         addr: SocketAddr,
         data: &Bytes,
     ) -> Option<Result<FlowId, SendError>> {
-        let table = self.table();
-        let id = *table.by_addr.get(&(transport, addr))?;
-        Some(table.enqueue(id, data.clone()).map(|()| id))
+        let outlet = {
+            let table = self.table();
+            let id = *table.by_addr.get(&(transport, addr))?;
+            table.outlet(id)
+        };
+        Some(outlet.and_then(|o| o.send(data.clone()).map(|()| o.id)))
     }
 
     pub(crate) fn close(&self, id: FlowId) -> Result<(), SendError> {
@@ -284,12 +431,11 @@ impl Shared {
 }
 
 impl FlowTable {
-    fn enqueue(&self, id: FlowId, data: Bytes) -> Result<(), SendError> {
-        let entry = self.flows.get(&id).ok_or(SendError::UnknownFlow(id))?;
-        entry.queue.try_send(data).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::QueueFull(id),
-            mpsc::error::TrySendError::Closed(_) => SendError::FlowClosing(id),
-        })
+    fn outlet(&self, id: FlowId) -> Result<Arc<Outlet>, SendError> {
+        self.flows
+            .get(&id)
+            .map(|e| Arc::clone(&e.outlet))
+            .ok_or(SendError::UnknownFlow(id))
     }
 }
 
@@ -333,4 +479,128 @@ fn transport_index(transport: Transport) -> usize {
         .iter()
         .position(|t| *t == transport)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::stream::DirectIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A connected pair on loopback with small buffers, so the server's side fills quickly.
+    async fn small_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let _ = socket2::SockRef::from(&server).set_send_buffer_size(4096);
+        let _ = socket2::SockRef::from(&client).set_recv_buffer_size(4096);
+        (server, client)
+    }
+
+    fn outlet(direct: OwnedWriteHalf) -> (Arc<Outlet>, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(100_000);
+        let outlet = Outlet {
+            id: FlowId::next(),
+            websocket: true,
+            direct: Some(direct),
+            state: Mutex::new(OutletState {
+                queue: tx,
+                backlog: 0,
+                closed: false,
+            }),
+        };
+        (Arc::new(outlet), rx)
+    }
+
+    fn backlog(outlet: &Outlet) -> usize {
+        outlet.state.lock().unwrap().backlog
+    }
+
+    /// Message `n`: 1,000 bytes that say which one they are.
+    fn numbered(n: u32) -> Bytes {
+        let mut m = vec![(n % 251) as u8; 1000];
+        m[..4].copy_from_slice(&n.to_be_bytes());
+        Bytes::from(m)
+    }
+
+    /// Reads server frames (binary, 126-form length) until EOF, checking they are the
+    /// numbered messages in order; returns how many.
+    async fn read_numbered(mut client: TcpStream) -> u32 {
+        let mut wire = Vec::new();
+        client.read_to_end(&mut wire).await.unwrap();
+        let mut rest = &wire[..];
+        let mut n = 0;
+        while !rest.is_empty() {
+            assert_eq!(rest[..2], [0x82, 126], "frame {n} starts where one must");
+            let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+            assert_eq!(
+                &rest[4..4 + len],
+                &numbered(n)[..],
+                "frame {n} in order, whole"
+            );
+            rest = &rest[4 + len..];
+            n += 1;
+        }
+        n
+    }
+
+    #[tokio::test]
+    async fn direct_writes_fall_back_to_the_queue_in_order() {
+        let (server, client) = small_pair().await;
+        let (read, write) = server.into_split();
+        let (outlet, mut queue) = outlet(write);
+        // Direct writes until the socket takes only part of one (or none).
+        let mut sent = 0;
+        while backlog(&outlet) == 0 {
+            outlet.send(numbered(sent)).unwrap();
+            sent += 1;
+            assert!(sent < 1_000_000, "the send buffer never filled");
+        }
+        assert!(sent > 0);
+        // From now on everything queues behind the rest, even once the peer reads.
+        let reader = tokio::spawn(read_numbered(client));
+        for _ in 0..20 {
+            outlet.send(numbered(sent)).unwrap();
+            sent += 1;
+        }
+        assert_eq!(backlog(&outlet), 21);
+        assert_eq!(queue.len(), 21);
+        // The connection task's part, with senders still sending meanwhile.
+        let mut io = DirectIo {
+            read,
+            outlet: Arc::clone(&outlet),
+        };
+        let mut extra = 0;
+        while backlog(&outlet) > 0 {
+            let data = queue.recv().await.unwrap();
+            io.write_all(&data).await.unwrap();
+            outlet.written();
+            if extra < 5 {
+                outlet.send(numbered(sent)).unwrap();
+                sent += 1;
+                extra += 1;
+            }
+        }
+        assert!(queue.is_empty());
+        // Drained: the next send is written directly again (the peer is reading).
+        outlet.send(numbered(sent)).unwrap();
+        sent += 1;
+        io.shutdown().await.unwrap();
+        assert_eq!(reader.await.unwrap(), sent);
+    }
+
+    #[tokio::test]
+    async fn a_shut_outlet_refuses() {
+        let (server, _client) = small_pair().await;
+        let (_read, write) = server.into_split();
+        let (outlet, _queue) = outlet(write);
+        outlet.shut();
+        assert!(matches!(
+            outlet.send(Bytes::from_static(b"late")),
+            Err(SendError::FlowClosing(_))
+        ));
+    }
 }

@@ -8,20 +8,22 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use huddle_sip::framing::{Frame, FramingError, StreamDecoder};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_rustls::TlsConnector;
 use tracing::debug;
 
-use super::shared::{ConnSlot, FlowIo, Shared, TaskCtx};
+use super::shared::{would_block, ConnSlot, FlowIo, Outlet, Shared, TaskCtx};
 use super::{FlowId, Inbound, SendError, Transport, TransportEvent};
 
 /// Room made in the receive buffer before each read: one read adds at most about this much
@@ -56,6 +58,12 @@ pub(crate) enum CloseReason {
     Io(#[from] io::Error),
     #[error("WebSocket error: {0}")]
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("WebSocket handshake refused: {0}")]
+    Handshake(&'static str),
+    #[error("WebSocket {0}")]
+    WsProtocol(#[from] super::ws::WsError),
+    #[error("peer closed the WebSocket (status {0:?})")]
+    WsPeerClose(Option<u16>),
 }
 
 impl CloseReason {
@@ -107,6 +115,7 @@ where
         transport,
         remote,
         mut queue,
+        outlet,
         close,
     } = flow;
     let mut idle_deadline = Instant::now() + idle;
@@ -142,7 +151,7 @@ where
                 idle_deadline = Instant::now() + idle;
                 let source = Source { transport, id, local, remote };
                 if let Err(reason) =
-                    drain_frames(&mut decoder, &mut io, source, write_limit, ctx).await
+                    drain_frames(&mut decoder, &outlet, source, ctx).await
                 {
                     break reason;
                 }
@@ -151,11 +160,22 @@ where
                 if let Err(reason) = write(&mut io, &data, write_limit).await {
                     break reason;
                 }
+                outlet.written();
                 idle_deadline = Instant::now() + idle;
             }
         }
     };
+    outlet.shut();
     if !matches!(reason, CloseReason::Io(_) | CloseReason::WriteTimeout) {
+        // A sender may have begun a message the queue holds the rest of: finish it, so the
+        // peer does not read half a message before the FIN.
+        let _ = timeout(CLOSE_TIMEOUT, async {
+            while let Ok(data) = queue.try_recv() {
+                io.write_all(&data).await?;
+            }
+            io.flush().await
+        })
+        .await;
         // FIN, and close_notify for TLS; the peer may be gone, so bounded.
         let _ = timeout(CLOSE_TIMEOUT, io.shutdown()).await;
     }
@@ -171,16 +191,12 @@ struct Source {
 }
 
 /// Hands every complete message to the core and answers keep-alive pings.
-async fn drain_frames<S>(
+async fn drain_frames(
     decoder: &mut StreamDecoder,
-    io: &mut S,
+    outlet: &Outlet,
     source: Source,
-    write_limit: Duration,
     ctx: &mut TaskCtx,
-) -> Result<(), CloseReason>
-where
-    S: AsyncWrite + Unpin,
-{
+) -> Result<(), CloseReason> {
     loop {
         let frame = match decoder.next_frame() {
             Ok(Some(frame)) => frame,
@@ -197,7 +213,9 @@ where
                 ) {
                     if let Some(reply) = super::too_large_reply(decoder.buffer_mut(), source.remote)
                     {
-                        let _ = write(io, &reply, write_limit).await;
+                        // Through the outlet, behind anything a sender began; the close
+                        // writes out what is queued.
+                        let _ = outlet.send(reply);
                     }
                 }
                 return Err(e.into());
@@ -217,15 +235,19 @@ where
                     return Err(CloseReason::undelivered(ctx));
                 }
             }
-            // RFC 5626 §4.4.1: a CRLFCRLF ping is answered with one CRLF.
-            Frame::KeepAlive { pong_needed: true } => write(io, b"\r\n", write_limit).await?,
+            // RFC 5626 §4.4.1: a CRLFCRLF ping is answered with one CRLF. It goes through the
+            // outlet, behind anything a sender began; a full queue drops it (the peer is not
+            // reading, and will time out on its own).
+            Frame::KeepAlive { pong_needed: true } => {
+                let _ = outlet.send(Bytes::from_static(b"\r\n"));
+            }
             Frame::KeepAlive { pong_needed: false } => {}
         }
     }
     Ok(())
 }
 
-async fn write<S>(io: &mut S, data: &[u8], limit: Duration) -> Result<(), CloseReason>
+pub(crate) async fn write<S>(io: &mut S, data: &[u8], limit: Duration) -> Result<(), CloseReason>
 where
     S: AsyncWrite + Unpin,
 {
@@ -238,6 +260,56 @@ where
         Some(Ok(())) => Ok(()),
         Some(Err(e)) => Err(e.into()),
         None => Err(CloseReason::WriteTimeout),
+    }
+}
+
+/// A plain TCP connection whose flow's senders write to the socket themselves (see
+/// `shared::Outlet`): the connection task reads its own half and writes what was queued
+/// through the outlet's.
+#[derive(Debug)]
+pub(crate) struct DirectIo {
+    pub(crate) read: OwnedReadHalf,
+    pub(crate) outlet: Arc<Outlet>,
+}
+
+impl AsyncRead for DirectIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for DirectIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let Some(socket) = self.outlet.direct_socket() else {
+            return Poll::Ready(Err(io::Error::other("flow has no direct socket")));
+        };
+        loop {
+            ready!(socket.poll_write_ready(cx))?;
+            match socket.try_write(buf) {
+                Err(e) if would_block(&e) => continue,
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = match self.outlet.direct_socket() {
+            Some(socket) => socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write),
+            None => Ok(()),
+        };
+        Poll::Ready(result)
     }
 }
 

@@ -1,86 +1,367 @@
-//! SIP over WebSocket (RFC 7118): the `sip` subprotocol handshake and the per-connection driver.
+//! SIP over WebSocket (RFC 7118): the `sip` subprotocol handshake, the framing (RFC 6455 §5)
+//! and the per-connection driver.
 //!
 //! One SIP message per WebSocket message. Text and binary messages are accepted; everything we
 //! send is binary, because SIPml5 drops non-ASCII bodies that arrive in text frames (it compares
 //! Content-Length in bytes with the body length in UTF-16 units). The server pings every
-//! `ws_ping_interval` and closes a peer that shows no sign of life (a pong or any other frame)
+//! `ws_ping_interval` and closes a peer that shows no sign of life (a pong or any other bytes)
 //! within `ws_pong_timeout`: browsers answer pings, and SIPml5 has no keep-alive of its own.
+//!
+//! The framing is Huddle's own after tungstenite's handshake parsing: frames are encoded where
+//! a message is sent, so that on plain WS the sender writes them straight to the socket when
+//! the flow has nothing waiting (see `shared::Outlet`), and decoded in place in one reused read
+//! buffer, every whole frame of a read at once. Server frames are unmasked and unfragmented;
+//! client frames must be masked (else close 1002), fragments are reassembled within
+//! `max_message_size` (else close 1009), text messages must be UTF-8 (else close 1007).
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
+use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_response, Request};
+use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
 
-use super::shared::{FlowIo, TaskCtx};
-use super::stream::CloseReason;
+use super::shared::{FlowIo, Outlet, TaskCtx};
+use super::stream::{write, CloseReason};
 use super::{Inbound, TransportEvent};
 
 /// The RFC 7118 subprotocol token.
 const SUBPROTOCOL: &str = "sip";
 
-/// Per-connection read buffer; tungstenite's default (128 KiB, allocated up front) is too much
-/// for thousands of mostly idle browser connections.
-const READ_BUFFER: usize = 8 * 1024;
+/// Room made in the read buffer before each read (the buffer is reused, never zeroed).
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Bound on the HTTP upgrade request (browsers send cookies; 16 KiB is generous).
+const MAX_HANDSHAKE: usize = 16 * 1024;
 
 /// Bound on the polite close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-fn config(max_message_size: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        // Each message goes out at once; our own queue provides the buffering.
-        .write_buffer_size(0)
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size))
+pub(crate) const OP_CONTINUATION: u8 = 0x0;
+pub(crate) const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_BINARY: u8 = 0x2;
+pub(crate) const OP_CLOSE: u8 = 0x8;
+pub(crate) const OP_PING: u8 = 0x9;
+pub(crate) const OP_PONG: u8 = 0xA;
+
+/// Close status codes (RFC 6455 §7.4.1).
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_AWAY: u16 = 1001;
+const CLOSE_PROTOCOL: u16 = 1002;
+const CLOSE_BAD_DATA: u16 = 1007;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_ERROR: u16 = 1011;
+
+/// The header of one unmasked, final server frame.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameHead {
+    bytes: [u8; 10],
+    len: u8,
 }
 
-/// Server handshake, refusing (400) a client that does not offer the `sip` subprotocol.
-pub(crate) async fn accept<S>(
-    io: S,
-    max_message_size: usize,
-) -> Result<WebSocketStream<S>, tungstenite::Error>
+impl FrameHead {
+    pub(crate) fn new(opcode: u8, payload_len: usize) -> Self {
+        let mut bytes = [0u8; 10];
+        bytes[0] = 0x80 | opcode;
+        let len = if payload_len < 126 {
+            bytes[1] = payload_len as u8;
+            2
+        } else if let Ok(short) = u16::try_from(payload_len) {
+            bytes[1] = 126;
+            bytes[2..4].copy_from_slice(&short.to_be_bytes());
+            4
+        } else {
+            bytes[1] = 127;
+            bytes[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+            10
+        };
+        Self { bytes, len }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// A broken rule of RFC 6455 on the client's side; the connection closes with its code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WsError {
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("message over the size limit")]
+    TooLarge,
+    #[error("text that is not UTF-8")]
+    BadUtf8,
+}
+
+impl WsError {
+    fn close_code(&self) -> u16 {
+        match self {
+            Self::Protocol(_) => CLOSE_PROTOCOL,
+            Self::TooLarge => CLOSE_TOO_BIG,
+            Self::BadUtf8 => CLOSE_BAD_DATA,
+        }
+    }
+}
+
+/// What the client said, frame by frame, with data messages reassembled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WsEvent {
+    /// A whole text or binary message (text already checked to be UTF-8).
+    Message {
+        data: Bytes,
+        text: bool,
+    },
+    Ping(Bytes),
+    Pong,
+    /// The client's close, with its status code if it gave one.
+    Close(Option<u16>),
+}
+
+/// Sans-IO decoder of client frames.
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    buf: BytesMut,
+    max: usize,
+    /// A fragmented message being reassembled: text or not, and the parts so far.
+    partial: Option<(bool, BytesMut)>,
+}
+
+impl Decoder {
+    /// `initial` is what arrived behind the handshake.
+    pub(crate) fn new(max_message_size: usize, initial: BytesMut) -> Self {
+        Self {
+            buf: initial,
+            max: max_message_size,
+            partial: None,
+        }
+    }
+
+    /// The read buffer, with room for one more read.
+    pub(crate) fn buffer_for_read(&mut self) -> &mut BytesMut {
+        self.buf.reserve(READ_CHUNK);
+        &mut self.buf
+    }
+
+    /// The next event from the bytes read so far; `Ok(None)` until more arrive. A frame
+    /// longer than the limit fails as soon as its header is here, so the buffer never holds
+    /// more than one frame within the limit plus one read.
+    pub(crate) fn next_event(&mut self) -> Result<Option<WsEvent>, WsError> {
+        loop {
+            let Some((head_len, payload_len)) = self.frame_lengths()? else {
+                return Ok(None);
+            };
+            let b0 = self.buf[0];
+            let fin = b0 & 0x80 != 0;
+            let opcode = b0 & 0x0F;
+            let control = opcode & 0x08 != 0;
+            if control && (!fin || payload_len > 125) {
+                return Err(WsError::Protocol("fragmented or long control frame"));
+            }
+            if !control {
+                let so_far = self.partial.as_ref().map_or(0, |(_, p)| p.len());
+                if so_far as u64 + payload_len > self.max as u64 {
+                    return Err(WsError::TooLarge);
+                }
+            }
+            // Within the limit (or ≤ 125), so this fits in usize.
+            let payload_len = payload_len as usize;
+            if self.buf.len() < head_len + payload_len {
+                return Ok(None);
+            }
+            let mut key = [0u8; 4];
+            key.copy_from_slice(&self.buf[head_len - 4..head_len]);
+            self.buf.advance(head_len);
+            let mut payload = self.buf.split_to(payload_len);
+            unmask(&mut payload, key);
+            match opcode {
+                OP_TEXT | OP_BINARY => {
+                    if self.partial.is_some() {
+                        return Err(WsError::Protocol("new message inside a fragmented one"));
+                    }
+                    let text = opcode == OP_TEXT;
+                    if fin {
+                        return message(payload, text).map(Some);
+                    }
+                    self.partial = Some((text, payload));
+                }
+                OP_CONTINUATION => {
+                    let Some((text, mut parts)) = self.partial.take() else {
+                        return Err(WsError::Protocol("continuation without a message"));
+                    };
+                    parts.unsplit(payload);
+                    if fin {
+                        return message(parts, text).map(Some);
+                    }
+                    self.partial = Some((text, parts));
+                }
+                OP_PING => return Ok(Some(WsEvent::Ping(payload.freeze()))),
+                OP_PONG => return Ok(Some(WsEvent::Pong)),
+                OP_CLOSE => return close_status(&payload).map(|c| Some(WsEvent::Close(c))),
+                _ => return Err(WsError::Protocol("reserved opcode")),
+            }
+        }
+    }
+
+    /// The header's length and the payload's, once the header is here.
+    fn frame_lengths(&self) -> Result<Option<(usize, u64)>, WsError> {
+        let buf = &self.buf[..];
+        if buf.len() < 2 {
+            return Ok(None);
+        }
+        if buf[0] & 0x70 != 0 {
+            return Err(WsError::Protocol("reserved bits set without an extension"));
+        }
+        if buf[1] & 0x80 == 0 {
+            return Err(WsError::Protocol("unmasked client frame"));
+        }
+        let (len_bytes, payload_len) = match buf[1] & 0x7F {
+            126 => match buf.get(2..4) {
+                Some(b) => (2, u64::from(u16::from_be_bytes([b[0], b[1]]))),
+                None => return Ok(None),
+            },
+            127 => match buf.get(2..10) {
+                Some(b) => {
+                    let mut n = [0u8; 8];
+                    n.copy_from_slice(b);
+                    (8, u64::from_be_bytes(n))
+                }
+                None => return Ok(None),
+            },
+            n => (0, u64::from(n)),
+        };
+        let head_len = 2 + len_bytes + 4;
+        if buf.len() < head_len {
+            return Ok(None);
+        }
+        Ok(Some((head_len, payload_len)))
+    }
+}
+
+fn message(data: BytesMut, text: bool) -> Result<WsEvent, WsError> {
+    if text && std::str::from_utf8(&data).is_err() {
+        return Err(WsError::BadUtf8);
+    }
+    Ok(WsEvent::Message {
+        data: data.freeze(),
+        text,
+    })
+}
+
+/// The status code of a close frame's payload (RFC 6455 §5.5.1, §7.4).
+fn close_status(payload: &[u8]) -> Result<Option<u16>, WsError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(WsError::Protocol("one-byte close payload")),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            let known = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+            if !known {
+                return Err(WsError::Protocol("close code not allowed on the wire"));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(WsError::BadUtf8);
+            }
+            Ok(Some(code))
+        }
+    }
+}
+
+fn unmask(payload: &mut [u8], key: [u8; 4]) {
+    let word = u32::from_ne_bytes(key);
+    let mut chunks = payload.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        let v = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) ^ word;
+        chunk.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (b, k) in chunks.into_remainder().iter_mut().zip(key) {
+        *b ^= k;
+    }
+}
+
+/// Server handshake: reads the upgrade request and answers 101 with the `sip` subprotocol, or
+/// 400 to a client that does not offer it (or sends no valid upgrade). Returns whatever arrived
+/// behind the request, for the decoder.
+pub(crate) async fn accept<S>(io: &mut S) -> Result<BytesMut, CloseReason>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    tokio_tungstenite::accept_hdr_async_with_config(io, select_sip, Some(config(max_message_size)))
-        .await
+    let mut buf = BytesMut::with_capacity(1024);
+    let (used, request) = loop {
+        match Request::try_parse(&buf) {
+            Ok(Some(parsed)) => break parsed,
+            Ok(None) if buf.len() < MAX_HANDSHAKE => {}
+            Ok(None) => {
+                refuse(io, "upgrade request too long\n").await;
+                return Err(CloseReason::Handshake("upgrade request too long"));
+            }
+            Err(e) => {
+                refuse(io, "bad upgrade request\n").await;
+                return Err(e.into());
+            }
+        }
+        buf.reserve(1024);
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(CloseReason::PeerClosed);
+        }
+    };
+    if !offers_sip(&request) {
+        refuse(
+            io,
+            "SIP over WebSocket requires the \"sip\" subprotocol (RFC 7118)\n",
+        )
+        .await;
+        return Err(CloseReason::Handshake("no sip subprotocol"));
+    }
+    let mut response = match create_response(&request) {
+        Ok(response) => response,
+        Err(e) => {
+            refuse(io, "bad upgrade request\n").await;
+            return Err(e.into());
+        }
+    };
+    response.headers_mut().insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(SUBPROTOCOL),
+    );
+    let mut out = Vec::with_capacity(256);
+    write_response(&mut out, &response)?;
+    io.write_all(&out).await?;
+    io.flush().await?;
+    buf.advance(used);
+    Ok(buf)
 }
 
-// The signature is tungstenite's callback contract; its error type is an HTTP response.
-#[allow(clippy::result_large_err)]
-fn select_sip(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
-    let offers_sip = request
+fn offers_sip(request: &Request) -> bool {
+    request
         .headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == SUBPROTOCOL);
-    if !offers_sip {
-        let mut refusal = ErrorResponse::new(Some(
-            "SIP over WebSocket requires the \"sip\" subprotocol (RFC 7118)\n".to_owned(),
-        ));
-        *refusal.status_mut() = StatusCode::BAD_REQUEST;
-        return Err(refusal);
-    }
-    response.headers_mut().insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
-    Ok(response)
+        .any(|p| p.trim() == SUBPROTOCOL)
 }
 
-/// Drives one registered WS or WSS flow until it ends, and says why.
+/// A 400 with `why` as its body; the connection closes after it anyway.
+async fn refuse<S: AsyncWrite + Unpin>(io: &mut S, why: &str) {
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{why}",
+        why.len()
+    );
+    let _ = io.write_all(response.as_bytes()).await;
+    let _ = io.flush().await;
+}
+
+/// Drives one registered WS or WSS flow until it ends, and says why. `decoder` holds what
+/// arrived behind the handshake. Reads, pings, timeouts and the close handshake are the
+/// connection task's; sends go through the flow's outlet (written here only when queued).
 pub(crate) async fn serve<S>(
-    mut ws: WebSocketStream<S>,
+    mut io: S,
+    mut decoder: Decoder,
     local: std::net::SocketAddr,
     flow: FlowIo,
     ctx: &mut TaskCtx,
@@ -96,11 +377,12 @@ where
         transport,
         remote,
         mut queue,
+        outlet,
         close,
     } = flow;
     let mut pings = interval_at(Instant::now() + ping_interval, ping_interval);
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // Set when a ping goes out with nothing heard since; cleared by any frame from the peer.
+    // Set when a ping goes out with nothing heard since; cleared by any bytes from the peer.
     let mut pong_deadline: Option<Instant> = None;
     // Shutdown and a local close are waited for by one future each for the whole connection,
     // not by new ones on every turn (a turn per message each way). `notify_one` keeps a permit
@@ -110,6 +392,12 @@ where
     tokio::pin!(stop);
     let closed = close.notified();
     tokio::pin!(closed);
+    let source = Source {
+        transport,
+        id,
+        local,
+        remote,
+    };
     let reason = loop {
         tokio::select! {
             () = &mut stop => break CloseReason::Shutdown,
@@ -117,90 +405,347 @@ where
             () = sleep_until_opt(pong_deadline) => break CloseReason::PongTimeout,
             _ = pings.tick() => {
                 pong_deadline.get_or_insert(Instant::now() + pong_timeout);
-                if let Err(reason) = send(&mut ws, Message::Ping(Bytes::new()), write_limit).await {
-                    break reason;
-                }
+                // A full queue means the peer is not reading: the pong deadline then decides.
+                let _ = outlet.send_frame(OP_PING, Bytes::new());
             }
-            received = ws.next() => {
-                let message = match received {
-                    None => break CloseReason::PeerClosed,
-                    Some(Err(e)) => break e.into(),
-                    Some(Ok(message)) => message,
-                };
-                pong_deadline = None;
-                let data = match message {
-                    Message::Text(text) => Bytes::from(text),
-                    Message::Binary(data) => data,
-                    // tungstenite answers pings and close frames itself on the next poll; after
-                    // a close the stream ends with `None`.
-                    Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {
-                        continue
-                    }
-                };
-                if data.iter().all(u8::is_ascii_whitespace) {
-                    // SIP.js sends CRLFCRLF keep-alives over WebSocket and expects a CRLF back.
-                    if &data[..] == b"\r\n\r\n" {
-                        if let Err(reason) = send(&mut ws, Message::text("\r\n"), write_limit).await {
-                            break reason;
-                        }
-                    }
-                    continue;
+            read = io.read_buf(decoder.buffer_for_read()) => {
+                match read {
+                    Ok(0) => break CloseReason::PeerClosed,
+                    Ok(_) => {}
+                    Err(e) => break e.into(),
                 }
-                let event = TransportEvent::Message(Inbound {
-                    transport,
-                    flow: Some(id),
-                    local,
-                    remote,
-                    data,
-                    received_at: Instant::now().into_std(),
-                });
-                if !ctx.deliver(event).await {
-                    break CloseReason::undelivered(ctx);
+                pong_deadline = None;
+                if let Err(reason) = drain_events(&mut decoder, &outlet, source, ctx).await {
+                    break reason;
                 }
             }
             Some(data) = queue.recv() => {
-                if let Err(reason) = send(&mut ws, Message::Binary(data), write_limit).await {
+                if let Err(reason) = write(&mut io, &data, write_limit).await {
                     break reason;
                 }
+                outlet.written();
             }
         }
     };
-    let close_frame = match &reason {
-        CloseReason::Shutdown => Some(CloseCode::Away),
-        CloseReason::ClosedLocally => Some(CloseCode::Normal),
-        CloseReason::PongTimeout => Some(CloseCode::Policy),
-        CloseReason::CoreGone => Some(CloseCode::Error),
-        CloseReason::WebSocket(tungstenite::Error::Capacity(_)) => Some(CloseCode::Size),
-        _ => None,
-    };
-    if let Some(code) = close_frame {
-        let frame = CloseFrame {
-            code,
-            reason: "".into(),
-        };
-        let _ = timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
+    outlet.shut();
+    if let Some(payload) = close_payload(&reason) {
+        let head = FrameHead::new(OP_CLOSE, payload.len());
+        // Whatever is queued goes first: it may be the rest of a frame a sender began.
+        let _ = timeout(CLOSE_TIMEOUT, async {
+            while let Ok(data) = queue.try_recv() {
+                io.write_all(&data).await?;
+            }
+            io.write_all(head.as_bytes()).await?;
+            io.write_all(&payload).await?;
+            io.flush().await?;
+            io.shutdown().await
+        })
+        .await;
     }
     reason
 }
 
-async fn send<S>(
-    ws: &mut WebSocketStream<S>,
-    message: Message,
-    limit: Duration,
-) -> Result<(), CloseReason>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match super::stream::within(limit, ws.send(message)).await {
-        Some(Ok(())) => Ok(()),
-        Some(Err(e)) => Err(e.into()),
-        None => Err(CloseReason::WriteTimeout),
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    transport: super::Transport,
+    id: super::FlowId,
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+}
+
+/// Hands every whole message read so far to the core and answers pings and keep-alives.
+async fn drain_events(
+    decoder: &mut Decoder,
+    outlet: &Outlet,
+    source: Source,
+    ctx: &mut TaskCtx,
+) -> Result<(), CloseReason> {
+    loop {
+        let data = match decoder.next_event()? {
+            None => return Ok(()),
+            Some(WsEvent::Message { data, .. }) => data,
+            Some(WsEvent::Ping(payload)) => {
+                let _ = outlet.send_frame(OP_PONG, payload);
+                continue;
+            }
+            Some(WsEvent::Pong) => continue,
+            Some(WsEvent::Close(code)) => return Err(CloseReason::WsPeerClose(code)),
+        };
+        if data.iter().all(u8::is_ascii_whitespace) {
+            // SIP.js sends CRLFCRLF keep-alives over WebSocket and expects a CRLF back.
+            if &data[..] == b"\r\n\r\n" {
+                let _ = outlet.send_frame(OP_TEXT, Bytes::from_static(b"\r\n"));
+            }
+            continue;
+        }
+        let event = TransportEvent::Message(Inbound {
+            transport: source.transport,
+            flow: Some(source.id),
+            local: source.local,
+            remote: source.remote,
+            data,
+            received_at: Instant::now().into_std(),
+        });
+        if !ctx.deliver(event).await {
+            return Err(CloseReason::undelivered(ctx));
+        }
     }
+}
+
+/// The close frame's payload to end with, if the connection is still fit for one.
+fn close_payload(reason: &CloseReason) -> Option<Bytes> {
+    let code = match reason {
+        CloseReason::Shutdown => CLOSE_AWAY,
+        CloseReason::ClosedLocally => CLOSE_NORMAL,
+        CloseReason::PongTimeout => CLOSE_POLICY,
+        CloseReason::CoreGone => CLOSE_ERROR,
+        CloseReason::WsProtocol(e) => e.close_code(),
+        // The reply to the peer's close echoes its code (RFC 6455 §5.5.1).
+        CloseReason::WsPeerClose(None) => return Some(Bytes::new()),
+        CloseReason::WsPeerClose(Some(code)) => *code,
+        _ => return None,
+    };
+    Some(Bytes::copy_from_slice(&code.to_be_bytes()))
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client frame as a browser sends it: masked with `key`.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+        let head = FrameHead::new(opcode, payload.len());
+        let mut out = head.as_bytes().to_vec();
+        if !fin {
+            out[0] &= 0x7F;
+        }
+        out[1] |= 0x80;
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        out
+    }
+
+    fn decoder_with(max: usize, bytes: &[u8]) -> Decoder {
+        Decoder::new(max, BytesMut::from(bytes))
+    }
+
+    fn all_events(decoder: &mut Decoder) -> Result<Vec<WsEvent>, WsError> {
+        let mut events = Vec::new();
+        while let Some(e) = decoder.next_event()? {
+            events.push(e);
+        }
+        Ok(events)
+    }
+
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    #[test]
+    fn frame_heads_use_the_shortest_length() {
+        assert_eq!(FrameHead::new(OP_BINARY, 5).as_bytes(), [0x82, 5]);
+        assert_eq!(FrameHead::new(OP_BINARY, 125).as_bytes(), [0x82, 125]);
+        assert_eq!(FrameHead::new(OP_TEXT, 126).as_bytes(), [0x81, 126, 0, 126]);
+        assert_eq!(
+            FrameHead::new(OP_BINARY, 65_535).as_bytes(),
+            [0x82, 126, 0xff, 0xff]
+        );
+        assert_eq!(
+            FrameHead::new(OP_BINARY, 65_536).as_bytes(),
+            [0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]
+        );
+    }
+
+    #[test]
+    fn several_frames_in_one_read_and_a_frame_split_over_reads() {
+        let mut wire = client_frame(true, OP_TEXT, b"REGISTER one", KEY);
+        wire.extend(client_frame(true, OP_BINARY, &[0xff; 300], KEY));
+        let third = client_frame(true, OP_BINARY, b"three", [1, 2, 3, 4]);
+        wire.extend_from_slice(&third[..4]);
+        let mut d = decoder_with(4096, &wire);
+        assert_eq!(
+            all_events(&mut d).unwrap(),
+            [
+                WsEvent::Message {
+                    data: Bytes::from_static(b"REGISTER one"),
+                    text: true
+                },
+                WsEvent::Message {
+                    data: Bytes::from(vec![0xff; 300]),
+                    text: false
+                },
+            ]
+        );
+        d.buffer_for_read().extend_from_slice(&third[4..]);
+        assert_eq!(
+            d.next_event().unwrap(),
+            Some(WsEvent::Message {
+                data: Bytes::from_static(b"three"),
+                text: false
+            })
+        );
+        assert_eq!(d.next_event().unwrap(), None);
+    }
+
+    #[test]
+    fn fragments_are_reassembled_with_control_frames_between() {
+        let mut wire = client_frame(false, OP_TEXT, b"REGI", KEY);
+        wire.extend(client_frame(true, OP_PING, b"hi", KEY));
+        wire.extend(client_frame(false, OP_CONTINUATION, b"STER ", KEY));
+        wire.extend(client_frame(true, OP_CONTINUATION, b"sip:x", KEY));
+        let mut d = decoder_with(4096, &wire);
+        assert_eq!(
+            all_events(&mut d).unwrap(),
+            [
+                WsEvent::Ping(Bytes::from_static(b"hi")),
+                WsEvent::Message {
+                    data: Bytes::from_static(b"REGISTER sip:x"),
+                    text: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn broken_fragment_sequences_are_protocol_errors() {
+        let lone = client_frame(true, OP_CONTINUATION, b"x", KEY);
+        assert!(matches!(
+            decoder_with(100, &lone).next_event(),
+            Err(WsError::Protocol(_))
+        ));
+        let mut nested = client_frame(false, OP_BINARY, b"a", KEY);
+        nested.extend(client_frame(true, OP_BINARY, b"b", KEY));
+        assert!(matches!(
+            all_events(&mut decoder_with(100, &nested)),
+            Err(WsError::Protocol(_))
+        ));
+        let fragmented_ping = client_frame(false, OP_PING, b"", KEY);
+        assert!(matches!(
+            decoder_with(100, &fragmented_ping).next_event(),
+            Err(WsError::Protocol(_))
+        ));
+        let long_ping = client_frame(true, OP_PING, &[0; 126], KEY);
+        assert!(matches!(
+            decoder_with(1000, &long_ping).next_event(),
+            Err(WsError::Protocol(_))
+        ));
+        let reserved = client_frame(true, 0x3, b"", KEY);
+        assert!(matches!(
+            decoder_with(100, &reserved).next_event(),
+            Err(WsError::Protocol(_))
+        ));
+        let mut rsv = client_frame(true, OP_TEXT, b"x", KEY);
+        rsv[0] |= 0x40;
+        assert!(matches!(
+            decoder_with(100, &rsv).next_event(),
+            Err(WsError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn unmasked_client_frame_closes_with_1002() {
+        let unmasked = [0x81, 2, b'h', b'i'];
+        let err = decoder_with(100, &unmasked).next_event().unwrap_err();
+        assert_eq!(err.close_code(), 1002);
+        let reason = CloseReason::WsProtocol(err);
+        assert_eq!(close_payload(&reason).unwrap()[..], 1002u16.to_be_bytes());
+    }
+
+    #[test]
+    fn oversize_fails_at_the_header_and_across_fragments() {
+        // Only the header of a frame over the limit has arrived: refused before buffering it.
+        let big = client_frame(true, OP_BINARY, &[0; 5000], KEY);
+        let err = decoder_with(4096, &big[..8]).next_event().unwrap_err();
+        assert_eq!(err, WsError::TooLarge);
+        assert_eq!(err.close_code(), 1009);
+        // A 64-bit length that does not fit anywhere.
+        let mut huge = vec![0x82, 0xFF];
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        huge.extend_from_slice(&KEY);
+        assert_eq!(
+            decoder_with(4096, &huge).next_event(),
+            Err(WsError::TooLarge)
+        );
+        // Each fragment fits, together they do not.
+        let mut parts = client_frame(false, OP_BINARY, &[0; 3000], KEY);
+        parts.extend(client_frame(true, OP_CONTINUATION, &[0; 3000], KEY));
+        assert_eq!(
+            all_events(&mut decoder_with(4096, &parts)),
+            Err(WsError::TooLarge)
+        );
+        // Exactly the limit is fine.
+        let exact = client_frame(true, OP_BINARY, &[7; 4096], KEY);
+        assert!(decoder_with(4096, &exact).next_event().unwrap().is_some());
+    }
+
+    #[test]
+    fn text_must_be_utf8() {
+        let bad = client_frame(true, OP_TEXT, &[0xC3, 0x28], KEY);
+        let err = decoder_with(100, &bad).next_event().unwrap_err();
+        assert_eq!(err.close_code(), 1007);
+        // Binary may hold anything.
+        let binary = client_frame(true, OP_BINARY, &[0xC3, 0x28], KEY);
+        assert!(decoder_with(100, &binary).next_event().is_ok());
+    }
+
+    #[test]
+    fn ping_pong_and_close() {
+        let mut wire = client_frame(true, OP_PING, b"p", KEY);
+        wire.extend(client_frame(true, OP_PONG, b"", KEY));
+        wire.extend(client_frame(
+            true,
+            OP_CLOSE,
+            &[0x03, 0xE8, b'b', b'y', b'e'],
+            KEY,
+        ));
+        let mut d = decoder_with(100, &wire);
+        assert_eq!(
+            all_events(&mut d).unwrap(),
+            [
+                WsEvent::Ping(Bytes::from_static(b"p")),
+                WsEvent::Pong,
+                WsEvent::Close(Some(1000))
+            ]
+        );
+        // The reply echoes the code; an empty close gets an empty one.
+        assert_eq!(
+            close_payload(&CloseReason::WsPeerClose(Some(1000))).unwrap()[..],
+            [0x03, 0xE8]
+        );
+        assert!(close_payload(&CloseReason::WsPeerClose(None))
+            .unwrap()
+            .is_empty());
+        let empty = client_frame(true, OP_CLOSE, b"", KEY);
+        assert_eq!(
+            decoder_with(100, &empty).next_event().unwrap(),
+            Some(WsEvent::Close(None))
+        );
+        for bad in [&[0x03][..], &[0x03, 0xED], &[0x00, 0x01]] {
+            let frame = client_frame(true, OP_CLOSE, bad, KEY);
+            assert!(matches!(
+                decoder_with(100, &frame).next_event(),
+                Err(WsError::Protocol(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn unmask_matches_the_byte_by_byte_rule() {
+        for len in 0..19 {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let mut masked = data.clone();
+            unmask(&mut masked, KEY);
+            let expected: Vec<u8> = data
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ KEY[i % 4])
+                .collect();
+            assert_eq!(masked, expected);
+        }
     }
 }

@@ -32,7 +32,12 @@
 //! - Reading waits while the event channel is full, so a slow core slows its peers down rather
 //!   than growing memory; UDP datagrams then queue in (and overflow from) the kernel.
 //! - Each flow has a bounded write queue; [`TransportHandle::send`] never waits: a full queue
-//!   is [`SendError::QueueFull`].
+//!   is [`SendError::QueueFull`]. On plain TCP and WS inbound flows, a send to a flow with
+//!   nothing queued is written to the socket at once, from the sender's thread, with one
+//!   non-blocking system call (no wake-up of the connection task); whatever the socket does not
+//!   take goes to the queue, and later sends queue behind it until the connection task has
+//!   written it out, so bytes keep their order and frames are never interleaved. TLS and WSS
+//!   always queue (the TLS session belongs to the connection task).
 //! - Every wait on the network is bounded: handshakes (TLS, WebSocket, outbound connect) by
 //!   `handshake_timeout`, writes by `write_timeout`, silent TCP/TLS connections by
 //!   `tcp_idle_timeout`, WebSocket peers by server pings (`ws_ping_interval` and

@@ -225,7 +225,18 @@ pub struct RegistrarConfig {
     pub default_expires: u32,
     /// Bindings kept per address-of-record; the oldest is replaced beyond it.
     pub max_bindings_per_aor: usize,
+    /// Binding changes are written to the store in one batch this often (milliseconds; at
+    /// most [`MAX_PERSIST_INTERVAL_MS`]), each binding once as it then stands, however often
+    /// it was refreshed in between; 0 writes at the end of every turn of the SIP core. A clean
+    /// stop writes the last batch; a crash loses at most this interval of changes (and the
+    /// batch being committed). Readers of `location/` (plugins, the admin API) see a change
+    /// this much later.
+    pub persist_interval_ms: u64,
 }
+
+/// The longest `[registrar] persist_interval_ms`: a minute, Kamailio's usrloc
+/// `timer_interval` default for the same write-back.
+pub const MAX_PERSIST_INTERVAL_MS: u64 = 60_000;
 
 impl Default for RegistrarConfig {
     fn default() -> Self {
@@ -234,6 +245,7 @@ impl Default for RegistrarConfig {
             max_expires: 3600,
             default_expires: 600,
             max_bindings_per_aor: 16,
+            persist_interval_ms: 1000,
         }
     }
 }
@@ -422,6 +434,8 @@ pub enum ConfigError {
     Algorithm { path: PathBuf },
     #[error("{path}: [registrar] needs min_expires <= default_expires <= max_expires")]
     Expires { path: PathBuf },
+    #[error("{path}: [registrar] persist_interval_ms must be at most {MAX_PERSIST_INTERVAL_MS}")]
+    PersistInterval { path: PathBuf },
     #[error("{path}: a tls: or wss: listener needs [tls] cert and key (or self_signed = true)")]
     TlsMissing { path: PathBuf },
     #[error("{path}: [[plugins]] entry {}: queue_len must be between 1 and {max}", index + 1)]
@@ -526,6 +540,9 @@ impl Config {
         let r = &config.registrar;
         if !(r.min_expires <= r.default_expires && r.default_expires <= r.max_expires) {
             return Err(ConfigError::Expires { path });
+        }
+        if r.persist_interval_ms > MAX_PERSIST_INTERVAL_MS {
+            return Err(ConfigError::PersistInterval { path });
         }
         let needs_tls = config.sip.listen.iter().any(|l| l.transport.is_secure());
         if needs_tls

@@ -2,8 +2,16 @@
 //! to the places a user can be reached.
 //!
 //! This module is sans-IO: it takes parsed REGISTER requests, where they came from and an
-//! `Instant`, and returns what to answer and what changed; the core persists the changes and
-//! drives expiry from [`Location::poll_timeout`].
+//! `Instant`, and returns what to answer; it drives expiry from [`Location::poll_timeout`].
+//!
+//! Persistence is write-back, as Kamailio's usrloc `db_mode=2`: a change only marks its
+//! binding, and the core takes the marked bindings as they then stand
+//! ([`Location::take_changes`]) once per `[registrar] persist_interval_ms` and hands them to
+//! the store writer as one batch, each binding once however often it was refreshed in
+//! between. A clean stop writes the last batch; a crash (`kill -9`, power loss) loses at most
+//! the changes of the last interval (and of the commit in flight), which for the usual
+//! change, a refresh, costs nothing: the client refreshes again, and until then the restored
+//! binding (its previous refresh) still routes.
 //!
 //! How bindings are told apart matters for browsers: every SIPml5 client on earth registers the
 //! same `sip:alice@df7jal23ls0d.invalid` Contact, so a binding that arrived over a connection is
@@ -159,6 +167,13 @@ impl Binding {
     pub fn store_key(&self, aor: &str) -> String {
         // Sized up front: format! would grow the string as it writes.
         let mut key = String::with_capacity(aor.len() + self.contact.len() + 32);
+        self.write_store_key(aor, &mut key);
+        key
+    }
+
+    /// [`Binding::store_key`] written into `key` (cleared first), a buffer the caller reuses.
+    fn write_store_key(&self, aor: &str, key: &mut String) {
+        key.clear();
         key.push_str(aor);
         key.push('/');
         match (&self.instance, self.reg_id, self.reach) {
@@ -174,7 +189,6 @@ impl Binding {
             }
             _ => key.push_str(&self.contact),
         }
-        key
     }
 }
 
@@ -220,8 +234,9 @@ struct BindingRecordRef<'a> {
     expires_unix: u64,
 }
 
-/// A change the core persists: `value` is the encoded [`BindingRecord`] (format byte and
-/// JSON, see [`Record`]), made on the SIP thread from the binding itself.
+/// A write the store writer makes, from [`Location::take_changes`]: `value` is the encoded
+/// [`BindingRecord`] (format byte and JSON, see [`Record`]), made on the SIP thread from the
+/// binding itself; `key` is relative to `location/`.
 #[derive(Debug, Clone)]
 pub enum Change {
     Put { key: String, value: Vec<u8> },
@@ -312,6 +327,13 @@ pub struct Location {
     by_flow: IdMap<FlowId, Vec<String>>,
     expiries: BTreeMap<(Instant, u64), String>,
     serial: u64,
+    /// The store keys of the bindings changed (added, refreshed, removed) since the last
+    /// [`Location::take_changes`], each with the length of its AOR, the key's first part.
+    /// The store is written from here in one batch per persist interval, each key once as it
+    /// then stands: a binding refreshed many times within the interval is one write.
+    dirty: HashMap<String, usize, foldhash::fast::RandomState>,
+    /// A store key being built or compared, reused.
+    scratch: String,
 }
 
 fn unix_now() -> u64 {
@@ -349,7 +371,6 @@ impl Location {
         reach: Reach,
         now: Instant,
         cfg: &RegistrarConfig,
-        changes: &mut Vec<Change>,
     ) -> RegisterOutcome {
         let reject = |status, reason| RegisterOutcome::Reject {
             status,
@@ -376,7 +397,7 @@ impl Location {
                     return reject(400, "Bad Request - Wildcard Contact Needs Expires 0");
                 }
                 for b in self.bindings.remove(aor).unwrap_or_default() {
-                    self.forget_index(aor, &b, changes);
+                    self.forget_index(aor, &b);
                 }
                 return RegisterOutcome::Ok { contacts: vec![] };
             }
@@ -432,9 +453,7 @@ impl Location {
             if update.expires == 0 {
                 if let Some((old, _)) = previous {
                     self.unlink_flow(aor, &old);
-                    changes.push(Change::Delete {
-                        key: old.store_key(aor),
-                    });
+                    self.touch(aor, &old);
                 }
                 continue;
             }
@@ -469,7 +488,7 @@ impl Location {
                             let oldest = list.iter().enumerate().min_by_key(|(_, b)| b.serial);
                             if let Some((oldest, _)) = oldest {
                                 let old = list.remove(oldest);
-                                self.forget_index(aor, &old, changes);
+                                self.forget_index(aor, &old);
                             }
                         }
                     }
@@ -491,7 +510,7 @@ impl Location {
                     (binding, None)
                 }
             };
-            self.insert(aor, binding, aor_text, changes);
+            self.insert(aor, binding, aor_text);
         }
         let contacts = self
             .lookup(aor, now)
@@ -513,20 +532,17 @@ impl Location {
 
     /// Adds `binding` (its flow already linked) to its AOR, its expiry and the store.
     /// `aor_text` is an owned copy of `aor` to reuse for the expiry entry.
-    fn insert(
-        &mut self,
-        aor: &str,
-        binding: Binding,
-        aor_text: Option<String>,
-        changes: &mut Vec<Change>,
-    ) {
+    fn insert(&mut self, aor: &str, binding: Binding, aor_text: Option<String>) {
+        self.touch(aor, &binding);
+        self.insert_quietly(aor, binding, aor_text);
+    }
+
+    /// [`Location::insert`] of a binding the store already holds as it is.
+    fn insert_quietly(&mut self, aor: &str, binding: Binding, aor_text: Option<String>) {
         self.expiries.insert(
             (binding.expires_at, binding.serial),
             aor_text.unwrap_or_else(|| aor.to_owned()),
         );
-        let key = binding.store_key(aor);
-        let value = binding.encode_record(aor, &key);
-        changes.push(Change::Put { key, value });
         match self.bindings.get_mut(aor) {
             Some(list) => list.push(binding),
             None => {
@@ -570,16 +586,58 @@ impl Location {
 
     /// Drops the indexes of a binding already removed from its AOR's list and deletes it from
     /// the store.
-    fn forget_index(&mut self, aor: &str, b: &Binding, changes: &mut Vec<Change>) {
+    fn forget_index(&mut self, aor: &str, b: &Binding) {
         self.expiries.remove(&(b.expires_at, b.serial));
         self.unlink_flow(aor, b);
-        changes.push(Change::Delete {
-            key: b.store_key(aor),
-        });
+        self.touch(aor, b);
+    }
+
+    /// Notes that `b`'s stored form (present or not) must be written back.
+    fn touch(&mut self, aor: &str, b: &Binding) {
+        b.write_store_key(aor, &mut self.scratch);
+        // A refresh within the interval finds its key already there: no allocation.
+        if !self.dirty.contains_key(self.scratch.as_str()) {
+            self.dirty.insert(self.scratch.clone(), aor.len());
+        }
+    }
+
+    /// Whether any binding changed since the last [`Location::take_changes`].
+    pub fn has_changes(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Appends to `out` what the store must do to hold every binding changed since the last
+    /// call as it is now: a put of its record for each changed binding that is still here,
+    /// a delete for each one that is gone, one per key whatever happened to it in between.
+    /// The records are encoded here, once per key and call, not at every change.
+    pub fn take_changes(&mut self, out: &mut Vec<Change>) {
+        let Location {
+            bindings,
+            dirty,
+            scratch,
+            ..
+        } = self;
+        out.reserve(dirty.len());
+        for (key, aor_len) in dirty.drain() {
+            let aor = key.get(..aor_len).unwrap_or_default();
+            let current = bindings.get(aor).and_then(|list| {
+                list.iter().find(|b| {
+                    b.write_store_key(aor, scratch);
+                    *scratch == key
+                })
+            });
+            match current {
+                Some(b) => {
+                    let value = b.encode_record(aor, &key);
+                    out.push(Change::Put { key, value });
+                }
+                None => out.push(Change::Delete { key }),
+            }
+        }
     }
 
     /// Removes every binding that lives on a connection that closed. Returns the AORs touched.
-    pub fn remove_flow(&mut self, flow: FlowId, changes: &mut Vec<Change>) -> Vec<String> {
+    pub fn remove_flow(&mut self, flow: FlowId) -> Vec<String> {
         let aors = self.by_flow.remove(&flow).unwrap_or_default();
         for aor in &aors {
             if let Some(list) = self.bindings.get_mut(aor) {
@@ -591,9 +649,7 @@ impl Location {
                 }
                 for b in gone {
                     self.expiries.remove(&(b.expires_at, b.serial));
-                    changes.push(Change::Delete {
-                        key: b.store_key(aor),
-                    });
+                    self.touch(aor, &b);
                 }
             }
         }
@@ -626,7 +682,7 @@ impl Location {
 
     /// Removes bindings that expired by `now`. Returns the AORs that lost bindings (once
     /// each).
-    pub fn expire(&mut self, now: Instant, changes: &mut Vec<Change>) -> Vec<String> {
+    pub fn expire(&mut self, now: Instant) -> Vec<String> {
         let mut touched: Vec<String> = Vec::new();
         while let Some(entry) = self.expiries.first_entry() {
             if entry.key().0 > now {
@@ -639,7 +695,7 @@ impl Location {
                     if list.is_empty() {
                         self.bindings.remove(&aor);
                     }
-                    self.forget_index(&aor, &b, changes);
+                    self.forget_index(&aor, &b);
                     if !touched.contains(&aor) {
                         touched.push(aor);
                     }
@@ -649,8 +705,9 @@ impl Location {
         touched
     }
 
-    /// Restores a persisted binding at start-up; expired records are reported for deletion.
-    pub fn restore(&mut self, record: BindingRecord, now: Instant, changes: &mut Vec<Change>) {
+    /// Restores a persisted binding at start-up; expired records are deleted from the store
+    /// with the next [`Location::take_changes`].
+    pub fn restore(&mut self, record: BindingRecord, now: Instant) {
         let left = record.expires_unix.saturating_sub(unix_now());
         let transport = Transport::from_token(&record.transport);
         let addr = record.addr.parse::<SocketAddr>().ok();
@@ -664,7 +721,7 @@ impl Location {
         };
         let usable = transport.filter(|t| !t.is_websocket());
         let (Some(transport), Some(addr), true) = (usable, addr, left > 0) else {
-            changes.push(Change::Delete { key: old_key });
+            self.touch_key(old_key, record.aor.len());
             return;
         };
         self.serial += 1;
@@ -682,12 +739,22 @@ impl Location {
         };
         // A TCP binding comes back reachable by address, under that key.
         if binding.store_key(&record.aor) != old_key {
-            changes.push(Change::Delete { key: old_key });
-            self.insert(&record.aor, binding, None, changes);
+            self.touch_key(old_key, record.aor.len());
+            self.insert(&record.aor, binding, None);
         } else {
-            let mut unchanged = Vec::new();
-            self.insert(&record.aor, binding, None, &mut unchanged);
+            self.insert_quietly(&record.aor, binding, None);
         }
+    }
+
+    /// [`Location::touch`] by key, for a stored key no binding here has (any more).
+    fn touch_key(&mut self, key: String, aor_len: usize) {
+        // Keys of records are `<aor>/…`; one that is not (damaged) is written back whole.
+        let aor_len = if key.is_char_boundary(aor_len) {
+            aor_len
+        } else {
+            0
+        };
+        self.dirty.entry(key).or_insert(aor_len);
     }
 }
 
@@ -742,45 +809,25 @@ mod tests {
         let now = Instant::now();
         let mut changes = Vec::new();
         let aor = "alice@example.test";
-        loc.register(
-            &register("tab1", 1, SIPML5, None),
-            aor,
-            ws(1),
-            now,
-            &cfg,
-            &mut changes,
-        );
-        loc.register(
-            &register("tab2", 1, SIPML5, None),
-            aor,
-            ws(2),
-            now,
-            &cfg,
-            &mut changes,
-        );
+        loc.register(&register("tab1", 1, SIPML5, None), aor, ws(1), now, &cfg);
+        loc.register(&register("tab2", 1, SIPML5, None), aor, ws(2), now, &cfg);
         assert_eq!(loc.lookup(aor, now).count(), 2);
         // A refresh on tab 1 replaces its own binding only.
-        loc.register(
-            &register("tab1", 2, SIPML5, None),
-            aor,
-            ws(1),
-            now,
-            &cfg,
-            &mut changes,
-        );
+        loc.register(&register("tab1", 2, SIPML5, None), aor, ws(1), now, &cfg);
         assert_eq!(loc.lookup(aor, now).count(), 2);
-        loc.remove_flow(FlowId::from_raw(1), &mut changes);
+        // Every binding is in the store, each tab under its own key (Contact + connection).
+        loc.take_changes(&mut changes);
+        let keys: std::collections::HashSet<&str> = puts(&changes).iter().map(|p| p.0).collect();
+        assert_eq!((keys.len(), changes.len()), (2, 2), "{changes:?}");
+        changes.clear();
+        loc.remove_flow(FlowId::from_raw(1));
         let left: Vec<_> = loc.lookup(aor, now).map(|b| b.call_id.clone()).collect();
         assert_eq!(left, vec!["tab2"]);
-        // Every binding is in the store, each tab under its own key (Contact + connection).
-        let puts: std::collections::HashSet<String> = changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Put { key, .. } => Some(key.clone()),
-                Change::Delete { .. } => None,
-            })
-            .collect();
-        assert_eq!(puts.len(), 2);
+        loc.take_changes(&mut changes);
+        assert!(
+            matches!(&changes[..], [Change::Delete { key }] if key.ends_with("@flow1")),
+            "{changes:?}"
+        );
     }
 
     #[test]
@@ -796,7 +843,6 @@ mod tests {
             ws(1),
             now,
             &cfg,
-            &mut changes,
         );
         assert!(matches!(
             out,
@@ -816,43 +862,22 @@ mod tests {
             udp,
             now,
             &cfg,
-            &mut changes,
         );
+        loc.take_changes(&mut changes);
         assert!(matches!(changes.as_slice(), [Change::Put { .. }]));
         let jssip =
             "<sip:x@y.invalid;transport=ws>;+sip.instance=\"<urn:uuid:1>\";reg-id=1;expires=600";
-        loc.register(
-            &register("j", 1, jssip, None),
-            aor,
-            ws(3),
-            now,
-            &cfg,
-            &mut changes,
-        );
-        loc.register(
-            &register("j2", 1, jssip, None),
-            aor,
-            ws(4),
-            now,
-            &cfg,
-            &mut changes,
-        );
+        loc.register(&register("j", 1, jssip, None), aor, ws(3), now, &cfg);
+        loc.register(&register("j2", 1, jssip, None), aor, ws(4), now, &cfg);
         assert_eq!(
             loc.lookup(aor, now).count(),
             2,
             "same instance+reg-id replaces"
         );
         assert_eq!(loc.poll_timeout(), Some(now + Duration::from_secs(120)));
-        loc.expire(now + Duration::from_secs(121), &mut changes);
+        loc.expire(now + Duration::from_secs(121));
         assert_eq!(loc.lookup(aor, now).count(), 1);
-        let out = loc.register(
-            &register("j2", 2, "*", Some(0)),
-            aor,
-            ws(4),
-            now,
-            &cfg,
-            &mut changes,
-        );
+        let out = loc.register(&register("j2", 2, "*", Some(0)), aor, ws(4), now, &cfg);
         assert!(matches!(out, RegisterOutcome::Ok { ref contacts } if contacts.is_empty()));
         assert_eq!(loc.lookup(aor, now).count(), 0);
     }
@@ -886,14 +911,8 @@ mod tests {
         let contact = "\"Al \\\"A\\\"\" <sip:a@h;transport=ws>;+sip.instance=\"<urn:uuid:1>\";reg-id=1;expires=600";
         for reach in [ws(7), udp()] {
             let mut changes = Vec::new();
-            loc.register(
-                &register("x", 1, contact, None),
-                aor,
-                reach,
-                now,
-                &cfg,
-                &mut changes,
-            );
+            loc.register(&register("x", 1, contact, None), aor, reach, now, &cfg);
+            loc.take_changes(&mut changes);
             let Some(Change::Put { key, value }) = changes.last() else {
                 panic!("no Put: {changes:?}");
             };
@@ -904,15 +923,9 @@ mod tests {
             assert_eq!(key, "alice@example.test/<urn:uuid:1>#1");
             assert_eq!(&record.key, key);
             assert_eq!(record.flow, reach.flow().map(FlowId::get));
-            loc.remove_flow(FlowId::from_raw(7), &mut Vec::new());
-            loc.register(
-                &register("x", 9, "*", Some(0)),
-                aor,
-                reach,
-                now,
-                &cfg,
-                &mut Vec::new(),
-            );
+            loc.remove_flow(FlowId::from_raw(7));
+            loc.register(&register("x", 9, "*", Some(0)), aor, reach, now, &cfg);
+            loc.take_changes(&mut Vec::new());
         }
     }
 
@@ -926,7 +939,8 @@ mod tests {
         let now = Instant::now();
         let mut loc = Location::new();
         let mut changes = Vec::new();
-        loc.restore(record, now, &mut changes);
+        loc.restore(record, now);
+        loc.take_changes(&mut changes);
         assert!(changes.is_empty(), "{changes:?}");
         let b = loc.lookup("bob@example.test", now).next().unwrap();
         assert_eq!(b.contact, "sip:bob@10.0.0.2:5062");
@@ -947,15 +961,8 @@ mod tests {
         let now = Instant::now();
         let aor = "alice@example.test";
         let mut changes = Vec::new();
-        loc.register(
-            &register("tab", 1, SIPML5, None),
-            aor,
-            ws(1),
-            now,
-            &cfg,
-            &mut changes,
-        );
-        changes.clear();
+        loc.register(&register("tab", 1, SIPML5, None), aor, ws(1), now, &cfg);
+        loc.take_changes(&mut Vec::new());
         let later = now + Duration::from_secs(100);
         let out = loc.register(
             &register("tab", 2, SIPML5, Some(600)),
@@ -963,8 +970,8 @@ mod tests {
             ws(1),
             later,
             &cfg,
-            &mut changes,
         );
+        loc.take_changes(&mut changes);
         // One Put under the same key, no Delete; the 200 lists the one binding, expires kept
         // from the Contact parameter (300), the expiry index moved with it.
         let [(key, record)] = &puts(&changes)[..] else {
@@ -984,35 +991,17 @@ mod tests {
             vec!["\"alice\"<sip:alice@df7jal23ls0d.invalid;rtcweb-breaker=no;transport=ws>;click2call=no;expires=300"]
         );
         assert_eq!(loc.poll_timeout(), Some(later + Duration::from_secs(300)));
-        assert!(loc
-            .expire(later + Duration::from_secs(299), &mut changes)
-            .is_empty());
+        assert!(loc.expire(later + Duration::from_secs(299)).is_empty());
         // The connection still owns it: closing it removes the binding.
-        assert_eq!(
-            loc.remove_flow(FlowId::from_raw(1), &mut changes),
-            vec![aor.to_owned()]
-        );
+        assert_eq!(loc.remove_flow(FlowId::from_raw(1)), vec![aor.to_owned()]);
         assert_eq!(loc.binding_count(aor), 0);
         assert_eq!(loc.poll_timeout(), None);
         // A stale refresh (same Call-ID, lower CSeq) after a new one changes nothing.
-        loc.register(
-            &register("tab", 5, SIPML5, None),
-            aor,
-            ws(2),
-            now,
-            &cfg,
-            &mut changes,
-        );
+        loc.register(&register("tab", 5, SIPML5, None), aor, ws(2), now, &cfg);
+        loc.take_changes(&mut Vec::new());
         changes.clear();
-        loc.register(
-            &register("tab", 4, SIPML5, None),
-            aor,
-            ws(2),
-            now,
-            &cfg,
-            &mut changes,
-        );
-        assert!(changes.is_empty(), "{changes:?}");
+        loc.register(&register("tab", 4, SIPML5, None), aor, ws(2), now, &cfg);
+        assert!(!loc.has_changes());
         // Expires 0 on the Contact removes it and deletes its record.
         loc.register(
             &register(
@@ -1025,16 +1014,14 @@ mod tests {
             ws(2),
             now,
             &cfg,
-            &mut changes,
         );
+        loc.take_changes(&mut changes);
         assert!(
             matches!(changes.as_slice(), [Change::Delete { .. }]),
             "{changes:?}"
         );
         assert_eq!(loc.binding_count(aor), 0);
-        assert!(loc
-            .remove_flow(FlowId::from_raw(2), &mut changes)
-            .is_empty());
+        assert!(loc.remove_flow(FlowId::from_raw(2)).is_empty());
     }
 
     #[test]
@@ -1043,35 +1030,113 @@ mod tests {
         let mut loc = Location::new();
         let now = Instant::now();
         let aor = "alice@example.test";
-        let mut changes = Vec::new();
         let jssip =
             "<sip:x@y.invalid;transport=ws>;+sip.instance=\"<urn:uuid:1>\";reg-id=1;expires=600";
-        loc.register(
-            &register("j", 1, jssip, None),
-            aor,
-            ws(3),
-            now,
-            &cfg,
-            &mut changes,
-        );
-        loc.register(
-            &register("j", 2, jssip, None),
-            aor,
-            ws(4),
-            now,
-            &cfg,
-            &mut changes,
-        );
+        loc.register(&register("j", 1, jssip, None), aor, ws(3), now, &cfg);
+        loc.register(&register("j", 2, jssip, None), aor, ws(4), now, &cfg);
         assert_eq!(loc.binding_count(aor), 1);
-        assert!(loc
-            .remove_flow(FlowId::from_raw(3), &mut changes)
-            .is_empty());
+        assert!(loc.remove_flow(FlowId::from_raw(3)).is_empty());
         assert_eq!(loc.binding_count(aor), 1);
-        assert_eq!(
-            loc.remove_flow(FlowId::from_raw(4), &mut changes),
-            vec![aor.to_owned()]
-        );
+        assert_eq!(loc.remove_flow(FlowId::from_raw(4)), vec![aor.to_owned()]);
         assert_eq!(loc.binding_count(aor), 0);
+    }
+
+    #[test]
+    fn refreshes_within_an_interval_are_one_write_of_the_last_state() {
+        let cfg = RegistrarConfig::default();
+        let mut loc = Location::new();
+        let now = Instant::now();
+        let aor = "alice@example.test";
+        let phone = "<sip:alice@127.0.0.1:5070>";
+        for cseq in 1..=5 {
+            loc.register(
+                &register("c", cseq, phone, Some(600)),
+                aor,
+                udp(),
+                now,
+                &cfg,
+            );
+        }
+        let mut changes = Vec::new();
+        loc.take_changes(&mut changes);
+        let [(key, record)] = &puts(&changes)[..] else {
+            panic!("{changes:?}");
+        };
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(*key, "alice@example.test/sip:alice@127.0.0.1:5070");
+        assert_eq!(record.cseq, 5, "the last refresh is what is written");
+        // Taken: the next interval starts empty.
+        assert!(!loc.has_changes());
+        changes.clear();
+        loc.take_changes(&mut changes);
+        assert!(changes.is_empty(), "{changes:?}");
+
+        // Added and removed within one interval: a delete (the store may hold an older record
+        // of the key), never the record that no longer exists.
+        let desk = "<sip:alice@127.0.0.1:5080>";
+        loc.register(&register("d", 1, desk, Some(600)), aor, udp(), now, &cfg);
+        let gone = "<sip:alice@127.0.0.1:5080>;expires=0";
+        loc.register(&register("d", 2, gone, None), aor, udp(), now, &cfg);
+        loc.take_changes(&mut changes);
+        assert!(
+            matches!(&changes[..], [Change::Delete { key }] if key.ends_with(":5080")),
+            "{changes:?}"
+        );
+
+        // Removed and added again: the new record.
+        changes.clear();
+        loc.register(&register("e", 1, "*", Some(0)), aor, udp(), now, &cfg);
+        loc.register(&register("e", 2, phone, Some(600)), aor, udp(), now, &cfg);
+        loc.take_changes(&mut changes);
+        let [(_, record)] = &puts(&changes)[..] else {
+            panic!("{changes:?}");
+        };
+        assert_eq!((record.call_id.as_str(), changes.len()), ("e", 1));
+    }
+
+    #[test]
+    fn restoring_writes_back_only_what_must_change() {
+        let now = Instant::now();
+        let mut loc = Location::new();
+        let record = |contact: &str, expires_unix: u64, transport: &str| BindingRecord {
+            aor: "bob@example.test".into(),
+            key: format!("bob@example.test/{contact}"),
+            contact: contact.into(),
+            contact_header: format!("<{contact}>"),
+            transport: transport.into(),
+            addr: "10.0.0.2:5062".into(),
+            flow: None,
+            instance: None,
+            reg_id: None,
+            call_id: "c1".into(),
+            cseq: 3,
+            expires_unix,
+        };
+        let later = unix_now() + 600;
+        loc.restore(record("sip:bob@10.0.0.2:5062", later, "UDP"), now);
+        loc.restore(record("sip:bob@10.0.0.2:5063", 1, "UDP"), now);
+        loc.restore(
+            record("sip:bob@10.0.0.2:5064;transport=ws", later, "WS"),
+            now,
+        );
+        let mut changes = Vec::new();
+        loc.take_changes(&mut changes);
+        let mut deleted: Vec<&str> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Delete { key } => key.as_str(),
+                Change::Put { key, .. } => panic!("{key} rewritten as it was"),
+            })
+            .collect();
+        deleted.sort_unstable();
+        assert_eq!(
+            deleted,
+            [
+                "bob@example.test/sip:bob@10.0.0.2:5063",
+                "bob@example.test/sip:bob@10.0.0.2:5064;transport=ws"
+            ]
+        );
+        assert_eq!(loc.binding_count("bob@example.test"), 1);
     }
 
     #[test]

@@ -118,127 +118,26 @@ pub fn seed_users(config: &Config, store: &dyn Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long the store writer gathers registrar changes before one commit. Bindings are
-/// high-rate state (DEPENDENCIES.md, "The store": write-behind for registrations): readers see
-/// a change within this window, a crash loses at most this window plus [`DURABLE_EVERY`], and
-/// a busy registrar pays one commit per window and one fsync per [`DURABLE_EVERY`] instead of
-/// one each per REGISTER.
-const WRITE_BEHIND: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// How long the writer sleeps between looks at its queue inside a window: shutdown waits at
-/// most this long for the last commit to start.
-const WRITE_BEHIND_NAP: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Changes gathered before a commit even inside the window.
-const WRITE_BEHIND_MAX: usize = 8192;
-
-/// How long a commit of the writer may stay non-durable. Under load the writer commits every
-/// window; an `fsync` each time (and redb's freed-page bookkeeping for a durable commit) was
-/// most of its cost, so only one commit per this period is durable and the others are visible
-/// (to the admin API, plugins, watchers) but on disk with the next durable one. A crash loses
-/// at most this much of binding changes (refreshes, mostly: the client registers again).
-const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
+/// Commits the registrar's write-back batches: the core sends one per `[registrar]
+/// persist_interval_ms`, each changed binding once (see `registrar`'s module docs), and each
+/// is one durable commit. Batches that queued during a commit (a slow disk, or an interval of
+/// 0) go together into the next one, in order, so the last write of a key wins.
 fn store_writer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<Vec<Change>>) {
-    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     let ns = Namespace::location();
-    let mut open = true;
-    // When the last durable commit was, and (if a later one was not durable) when to sync.
-    let mut last_durable: Option<Instant> = None;
-    let mut sync_at: Option<Instant> = None;
-    let sync = |store: &dyn Store| {
-        if let Err(e) = store.sync() {
-            tracing::error!(error = %e, "persisting bindings failed");
+    while let Ok(mut changes) = rx.recv() {
+        while let Ok(more) = rx.try_recv() {
+            changes.extend(more);
         }
-    };
-    while open {
-        let first = match sync_at {
-            None => match rx.recv() {
-                Ok(first) => first,
-                Err(_) => break,
-            },
-            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                Ok(first) => first,
-                Err(RecvTimeoutError::Timeout) => {
-                    // Quiet since a non-durable commit: make it durable now.
-                    sync(store.as_ref());
-                    last_durable = Some(Instant::now());
-                    sync_at = None;
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-        };
-        // Last write wins per key, in first-seen order.
-        let mut order: Vec<String> = Vec::new();
-        let mut latest: HashMap<String, Option<Vec<u8>>> = HashMap::new();
-        let absorb = |batch: Vec<Change>,
-                      order: &mut Vec<String>,
-                      latest: &mut HashMap<String, Option<Vec<u8>>>| {
-            for change in batch {
-                let (key, value) = match change {
-                    Change::Put { key, value } => (key, Some(value)),
-                    Change::Delete { key } => (key, None),
-                };
-                if latest.insert(key.clone(), value).is_none() {
-                    order.push(key);
-                }
-            }
-        };
-        absorb(first, &mut order, &mut latest);
-        // Sleep through the window and then take what came, rather than waking for every
-        // batch: the core sends one per REGISTER, and each wake-up cost both threads a futex
-        // call and a context switch. The window is cut short only at shutdown (disconnect),
-        // which the next `recv` sees after this commit.
-        let deadline = Instant::now() + WRITE_BEHIND;
-        while order.len() < WRITE_BEHIND_MAX {
-            match rx.try_recv() {
-                Ok(more) => absorb(more, &mut order, &mut latest),
-                Err(TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-                Err(TryRecvError::Empty) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    std::thread::sleep(left.min(WRITE_BEHIND_NAP));
-                }
-            }
-        }
-        let ops: Vec<Op> = order
+        let ops: Vec<Op> = changes
             .into_iter()
-            .map(|key| {
-                let full = ns.key(key.as_bytes());
-                match latest.remove(&key).flatten() {
-                    Some(value) => Op::put(full, value),
-                    None => Op::delete(full),
-                }
+            .map(|change| match change {
+                Change::Put { key, value } => Op::put(ns.key(key.as_bytes()), value),
+                Change::Delete { key } => Op::delete(ns.key(key.as_bytes())),
             })
             .collect();
-        let now = Instant::now();
-        // Durable when the last durable commit is a period old (the first commit after a quiet
-        // spell, as at low rates: every one), and for the last one before shutdown.
-        let durable = !open || last_durable.is_none_or(|at| now >= at + DURABLE_EVERY);
-        let result = if durable {
-            store.apply_batch(ops)
-        } else {
-            store.apply_batch_deferred(ops)
-        };
-        if let Err(e) = result {
+        if let Err(e) = store.apply_batch(ops) {
             tracing::error!(error = %e, "persisting bindings failed");
         }
-        if durable {
-            last_durable = Some(now);
-            sync_at = None;
-        } else {
-            sync_at.get_or_insert(last_durable.map_or(now, |at| at + DURABLE_EVERY));
-        }
-    }
-    // Shutdown: whatever is still only visible becomes durable.
-    if sync_at.is_some() {
-        sync(store.as_ref());
     }
 }
 
@@ -251,16 +150,18 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
     let users = load_users(store.as_ref())?;
 
     let mut location = Location::new();
-    let mut stale = Vec::new();
     let now = Instant::now();
     for page in scan_pages(store.as_ref(), Namespace::location().prefix(), 1024) {
         for (_, value) in page? {
             match Record::decode::<BindingRecord>(&value) {
-                Ok(record) => location.restore(record, now, &mut stale),
+                Ok(record) => location.restore(record, now),
                 Err(e) => tracing::warn!(error = %e, "unreadable binding skipped"),
             }
         }
     }
+    // Expired and connection-bound records are deleted by the writer's first commit.
+    let mut stale = Vec::new();
+    location.take_changes(&mut stale);
 
     let mut transport_config = config.limits.transport.clone();
     transport_config.connections = config.ops.metrics.connections.clone();

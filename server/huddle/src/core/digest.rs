@@ -138,10 +138,10 @@ impl Digest {
             if creds.is_empty() || creds.realm() != self.realm {
                 continue;
             }
-            let status = self.issuer.check(creds.nonce(), &self.realm, now);
-            if status == NonceStatus::Invalid {
+            let (status, id) = self.issuer.check_id(creds.nonce(), &self.realm, now);
+            let Some(id) = id else {
                 return Verdict::Challenge { stale: false };
-            }
+            };
             // RFC 2617 §3.2.2.5: the digest must be for this request's Request-URI. SIPp signs
             // `sip:<server address>` instead unless told `-auth_uri`; a URI naming this server
             // is accepted too, since it cannot be replayed anywhere else.
@@ -158,7 +158,7 @@ impl Digest {
             if status == NonceStatus::Stale {
                 return Verdict::Challenge { stale: true };
             }
-            if !self.counts.accept(creds.nonce(), creds.nc(), now) {
+            if !self.counts.accept_id(id, creds.nc(), now) {
                 return Verdict::Challenge { stale: true };
             }
             return Verdict::Accept(user.name.clone());

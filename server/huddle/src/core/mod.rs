@@ -97,7 +97,10 @@ pub struct Core {
     _plugin_commands_tx: mpsc::Sender<HostCommand>,
     rate: RateLimiter,
     caps: Capabilities,
-    changes: Vec<Change>,
+    /// When the bindings changed since the last write-back go to the store writer (`None`:
+    /// nothing waiting); `[registrar] persist_interval_ms` after the first change.
+    persist_at: Option<Instant>,
+    persist_interval: Duration,
     persist: std::sync::mpsc::Sender<Vec<Change>>,
     tag_seed: u64,
     loop_hasher: std::collections::hash_map::RandomState,
@@ -202,7 +205,8 @@ impl Core {
             plugins,
             plugin_commands: Some(plugin_commands),
             _plugin_commands_tx: plugin_commands_tx,
-            changes: Vec::new(),
+            persist_at: None,
+            persist_interval: Duration::from_millis(config.registrar.persist_interval_ms),
             tag_seed: random_u64(),
             loop_hasher: std::collections::hash_map::RandomState::new(),
             counter: 0,
@@ -241,6 +245,7 @@ impl Core {
             let deadline = [
                 self.txn.poll_timeout(),
                 self.location.poll_timeout(),
+                self.persist_at,
                 self.proxy.poll_timeout(),
                 self.plugin_poll_timeout(),
             ]
@@ -292,7 +297,7 @@ impl Core {
                     let now = Instant::now();
                     self.txn.handle_timeout(now);
                     self.config.ops.metrics.transaction_layer(self.txn.stats());
-                    let aors = self.location.expire(now, &mut self.changes);
+                    let aors = self.location.expire(now);
                     self.registrations_lost(aors);
                     self.proxy_timer_c(now);
                     self.plugin_handle_timeout(now);
@@ -307,7 +312,7 @@ impl Core {
             let now = Instant::now();
             self.drain(now);
             self.flush_udp(now);
-            self.persist_changes();
+            self.write_back(now);
             drop(held);
             // One turn handles at most 65 events; one that takes this long stalls every
             // flow behind it (a wall-clock figure: it includes time preempted by the OS).
@@ -316,6 +321,7 @@ impl Core {
                 tracing::warn!(ms = took.as_millis() as u64, "slow SIP core turn");
             }
         }
+        // A clean stop writes what the interval held.
         self.persist_changes();
     }
 
@@ -324,7 +330,7 @@ impl Core {
         match event {
             TransportEvent::Message(inbound) => self.on_inbound(inbound, now),
             TransportEvent::FlowClosed { flow, .. } => {
-                let aors = self.location.remove_flow(flow, &mut self.changes);
+                let aors = self.location.remove_flow(flow);
                 if !aors.is_empty() {
                     tracing::debug!(%flow, ?aors, "connection closed, bindings removed");
                     self.registrations_lost(aors);
@@ -403,20 +409,40 @@ impl Core {
         }
     }
 
-    /// Hands the registrar changes of this turn to the store writer, as one batch: one per
-    /// turn rather than one per REGISTER (each a `Vec` built here and freed on the writer's
-    /// thread, and a channel send).
-    fn persist_changes(&mut self) {
-        if !self.changes.is_empty() {
-            let batch = std::mem::take(&mut self.changes);
-            if self.persist.send(batch).is_err() {
-                tracing::warn!("store writer has stopped; bindings not persisted");
+    /// At the end of a turn: starts the write-back interval at the first binding change, and
+    /// hands the changes over when it is up (also checked here, not only when the timer
+    /// fires: under load the loop may not go idle for the timer's turn).
+    fn write_back(&mut self, now: Instant) {
+        match self.persist_at {
+            Some(at) if now >= at => self.persist_changes(),
+            Some(_) => {}
+            None if self.location.has_changes() => {
+                if self.persist_interval.is_zero() {
+                    self.persist_changes();
+                } else {
+                    self.persist_at = Some(now + self.persist_interval);
+                }
             }
+            None => {}
         }
     }
 
-    /// Sends everything the sans-IO parts produced (registrar changes wait for the end of the
-    /// turn, [`Core::persist_changes`]).
+    /// Hands the bindings changed since the last call to the store writer, as one batch: each
+    /// binding once, as it stands now, encoded now (see `registrar`'s module docs).
+    fn persist_changes(&mut self) {
+        self.persist_at = None;
+        if !self.location.has_changes() {
+            return;
+        }
+        let mut batch = Vec::new();
+        self.location.take_changes(&mut batch);
+        if self.persist.send(batch).is_err() {
+            tracing::warn!("store writer has stopped; bindings not persisted");
+        }
+    }
+
+    /// Sends everything the sans-IO parts produced (registrar changes wait for the write-back
+    /// interval, [`Core::write_back`]).
     fn drain(&mut self, now: Instant) {
         loop {
             let mut progressed = false;
@@ -835,14 +861,9 @@ impl Core {
         };
         let before = (self.registration_events_wanted() || self.config.ops.webhooks_on())
             .then(|| self.location.binding_keys(&aor));
-        let outcome = self.location.register(
-            &msg,
-            &aor,
-            reach,
-            now,
-            &self.config.registrar,
-            &mut self.changes,
-        );
+        let outcome = self
+            .location
+            .register(&msg, &aor, reach, now, &self.config.registrar);
         if let Some(before) = before {
             self.registration_changed(&aor, &before);
         }

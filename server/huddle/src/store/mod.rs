@@ -13,7 +13,7 @@
 //!
 //! | prefix | owner | others |
 //! |---|---|---|
-//! | `location/<aor>/<binding>` | the registrar: one [`crate::registrar::BindingRecord`] per binding (contact, transport, address, `flow` for connection-bound ones, expiry), written behind within 100 ms | plugins and the proxy read and watch |
+//! | `location/<aor>/<binding>` | the registrar: one [`crate::registrar::BindingRecord`] per binding (contact, transport, address, `flow` for connection-bound ones, expiry), written back once per `[registrar] persist_interval_ms` (1 s by default) | plugins and the proxy read and watch |
 //! | `credentials/…` | the host (digest credentials) | nobody |
 //! | `plugin/<name>/…` | the plugin `<name>` | other plugins may read and watch what it documents |
 //!
@@ -66,9 +66,11 @@
 //! [`RedbStore`] commits every write with immediate durability: once a call returns `Ok`, the
 //! write survives `kill -9` and power loss (tested by killing a writer process and checking
 //! every acknowledged key). [`apply_batch`](Store::apply_batch) amortises the `fsync` over many
-//! writes. The one exception is [`apply_batch_deferred`](Store::apply_batch_deferred), for state
-//! written behind (the registrar's bindings, at most a second behind; see `server.rs`): visible
-//! at once, durable with the next durable commit or [`sync`](Store::sync). Opening a file that is damaged, or not a Huddle store, fails with an error naming the
+//! writes (the registrar writes its bindings back as one durable batch per interval, see
+//! `registrar`'s module docs). The one exception is
+//! [`apply_batch_deferred`](Store::apply_batch_deferred), for state written behind that may be
+//! visible before it is durable: durable with the next durable commit or
+//! [`sync`](Store::sync). Opening a file that is damaged, or not a Huddle store, fails with an error naming the
 //! path and writes nothing to it.
 //!
 //! # Measuring throughput

@@ -113,6 +113,6 @@ pub use algorithm::{ha1, Algorithm};
 pub use challenge::{challenge, challenge_into};
 pub use credentials::{Credentials, Param, Qop};
 pub use error::AuthError;
-pub use nonce::{NonceIssuer, NonceStatus};
+pub use nonce::{NonceId, NonceIssuer, NonceStatus};
 pub use replay::NonceCounts;
 pub use response::verify_response;

@@ -26,6 +26,12 @@ pub enum NonceStatus {
     Invalid,
 }
 
+/// What tells one nonce of a [`NonceIssuer`] from every other: its tag, 128 bits of HMAC over
+/// its time, salt and realm. [`NonceCounts::accept_id`](super::NonceCounts::accept_id) keys on
+/// it, so a verified nonce is not hashed a second time to be remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NonceId(pub(super) [u8; TAG_LEN]);
+
 /// Mints and checks stateless nonces.
 ///
 /// A nonce is the unpadded base64url (RFC 4648 §5) encoding of 40 bytes:
@@ -115,27 +121,42 @@ impl NonceIssuer {
     ///
     /// Runs in constant time with respect to the tag; never panics, whatever `nonce` holds.
     pub fn check(&self, nonce: &str, realm: &str, now_secs: u64) -> NonceStatus {
+        self.check_id(nonce, realm, now_secs).0
+    }
+
+    /// [`NonceIssuer::check`], and the nonce's [`NonceId`] when it is ours (valid or stale;
+    /// `None` exactly when the status is [`NonceStatus::Invalid`]).
+    pub fn check_id(
+        &self,
+        nonce: &str,
+        realm: &str,
+        now_secs: u64,
+    ) -> (NonceStatus, Option<NonceId>) {
         let mut raw = [0u8; RAW_LEN];
         if !base64url_decode(nonce.as_bytes(), &mut raw) {
-            return NonceStatus::Invalid;
+            return (NonceStatus::Invalid, None);
         }
         if self
             .tag(&raw[..24], realm)
             .verify_truncated_left(&raw[24..])
             .is_err()
         {
-            return NonceStatus::Invalid;
+            return (NonceStatus::Invalid, None);
         }
         let mut stamp = [0u8; 8];
         stamp.copy_from_slice(&raw[..8]);
         let issued = u64::from_be_bytes(stamp);
         if issued > now_secs.saturating_add(self.max_skew_secs) {
-            NonceStatus::Invalid
-        } else if now_secs.saturating_sub(issued) > self.lifetime_secs {
+            return (NonceStatus::Invalid, None);
+        }
+        let status = if now_secs.saturating_sub(issued) > self.lifetime_secs {
             NonceStatus::Stale
         } else {
             NonceStatus::Valid
-        }
+        };
+        let mut id = [0u8; TAG_LEN];
+        id.copy_from_slice(&raw[24..]);
+        (status, Some(NonceId(id)))
     }
 
     fn tag(&self, stamp_and_salt: &[u8], realm: &str) -> Hmac<Sha256> {

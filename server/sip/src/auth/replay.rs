@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use sha2::{Digest, Sha256};
 
-use super::nonce::NonceIssuer;
+use super::nonce::{NonceId, NonceIssuer};
 
 /// Fixed-size stand-in for a nonce string: the first 16 bytes of its SHA-256. Keeps entries small
 /// and allocation-free whatever nonce a client echoes, and 128 bits make a collision between two
@@ -76,8 +76,19 @@ impl NonceCounts {
     /// `nc = 0` never passes). With `None`: true only for the first use of the nonce. A refused
     /// use changes nothing; answer it with a `stale=true` challenge.
     pub fn accept(&mut self, nonce: &str, nc: Option<u32>, now_secs: u64) -> bool {
+        self.accept_key(key(nonce), nc, now_secs)
+    }
+
+    /// [`NonceCounts::accept`] for a nonce known by its [`NonceId`]
+    /// ([`NonceIssuer::check_id`]), which needs no hashing: one SHA-256 less per authenticated
+    /// request. Keep one table to one of the two methods: a nonce remembered by its text is
+    /// not found by its id.
+    pub fn accept_id(&mut self, id: NonceId, nc: Option<u32>, now_secs: u64) -> bool {
+        self.accept_key(id.0, nc, now_secs)
+    }
+
+    fn accept_key(&mut self, key: Key, nc: Option<u32>, now_secs: u64) -> bool {
         self.expire(now_secs);
-        let key = key(nonce);
         let wanted = nc.map_or(ONCE, u64::from);
         match self.highest.entry(key) {
             Entry::Occupied(mut seen) => {
@@ -144,6 +155,7 @@ fn key(nonce: &str) -> Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::NonceStatus;
 
     #[test]
     fn nc_must_increase() {
@@ -203,6 +215,48 @@ mod tests {
         assert_eq!(counts.len(), 3);
         assert_eq!(counts.order.len(), 3);
         assert_eq!(NonceCounts::new(0, 1).capacity(), 1);
+    }
+
+    #[test]
+    fn ids_are_counted_as_nonces_are() {
+        let issuer = NonceIssuer::new([7; 32]);
+        let a = issuer.issue(1000, "r", [1; 16]);
+        let b = issuer.issue(1000, "r", [2; 16]);
+        let (status, Some(id_a)) = issuer.check_id(&a, "r", 1000) else {
+            panic!("no id for our own nonce");
+        };
+        assert_eq!(status, NonceStatus::Valid);
+        let (_, id_b) = issuer.check_id(&b, "r", 1000);
+        assert_ne!(Some(id_a), id_b, "each nonce its own id");
+        assert_eq!(
+            issuer.check_id(&a, "r", 1000).1,
+            Some(id_a),
+            "and always the same"
+        );
+        let (status, id) = issuer.check_id(&a, "r", 1000 + issuer.lifetime_secs() + 1);
+        assert_eq!((status, id), (NonceStatus::Stale, Some(id_a)));
+        assert_eq!(
+            issuer.check_id(&a, "other", 1000),
+            (NonceStatus::Invalid, None)
+        );
+        assert_eq!(issuer.check_id(&a, "r", 0), (NonceStatus::Invalid, None));
+        assert_eq!(
+            issuer.check_id("garbage", "r", 1000),
+            (NonceStatus::Invalid, None)
+        );
+
+        let mut counts = NonceCounts::new(10, 300);
+        assert!(counts.accept_id(id_a, Some(1), 0));
+        assert!(!counts.accept_id(id_a, Some(1), 0), "replay");
+        assert!(counts.accept_id(id_a, Some(2), 1));
+        assert!(
+            !counts.accept_id(id_a, None, 1),
+            "switching to no-qop is not"
+        );
+        let id_b = id_b.unwrap();
+        assert!(counts.accept_id(id_b, None, 1));
+        assert!(!counts.accept_id(id_b, None, 2), "without qop: once");
+        assert_eq!(counts.len(), 2);
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //!   see no composite (an answer listing H.264 alone leaves no codec we can send on that
 //!   m-line). Whenever VP8 is offered, VP8 alone is answered, whatever the offer's order.
 //! * [`media`]: GStreamer pipelines (decode, composite, encode once per room) and the mixer
-//!   thread; [`mix`] and [`layout`] are its pure parts. [`ingress`] routes incoming RTP to the
+//!   thread; [`mix`] and [`layout`] are its pure parts, [`labels`] renders the tiles' names
+//!   (drawn on the canvas, at each tile's displayed size). [`ingress`] routes incoming RTP to the
 //!   pipelines' `appsrc`s: registered as the plugin's RTP sink (ABI 1.7), it runs on the host's
 //!   media thread, so a packet reaches its decoder without a hop through the plugin's thread
 //!   (on older hosts `incoming_rtp` feeds it the same way).
@@ -42,6 +43,7 @@ pub mod admin;
 pub mod cpu;
 pub mod events;
 pub mod ingress;
+pub mod labels;
 pub mod layout;
 pub mod media;
 pub mod mix;

@@ -1585,6 +1585,70 @@ mod tests {
         last
     }
 
+    /// Every tile's name is on the composite, drawn at the size the tile is shown, in its
+    /// bottom-left corner, also before any picture came (the tiles are black here); at 4 and 9
+    /// participants on a 1280x720 canvas. (The FakeHost answers every offer with audio and
+    /// video, so the placeholders' centred names are checked in `layout`'s tests.) With
+    /// `CONFERENCE_TEST_PICTURES=<dir>` the decoded composites are saved there (PGM) to look at.
+    #[test]
+    fn names_are_drawn_on_the_canvas_on_every_tile_at_its_size() {
+        for n in [4, 9] {
+            names_on_every_tile(n);
+        }
+    }
+
+    fn names_on_every_tile(n: usize) {
+        let host = FakeHost::with_capabilities(Capabilities::ALL);
+        let mut plugin = host
+            .start(
+                &huddle_plugin_export::entry(),
+                "[[rooms]]\nname = \"hall\"\npublic = true\n\
+                 video = { width = 1280, height = 720, fps = 15, bitrate_kbps = 2000, keyframe_interval_secs = 3600 }\n",
+            )
+            .expect("conference starts");
+        let uri = "sip:hall@example.test";
+        let viewer = join_av(&host, &mut plugin, uri, "Viewer", 3000);
+        for i in 1..n {
+            join_av(&host, &mut plugin, uri, &format!("Guest{i}"), 3000);
+        }
+        let joined = host.media_calls().len();
+        assert!(
+            eventually(|| composite_to(&host, viewer, joined).1 >= 5),
+            "the canvas keeps coming"
+        );
+        let (width, luma) = last_composite_picture(&host, viewer, 0).expect("a picture");
+        assert_eq!(width, 1280);
+        if let Some(dir) = std::env::var_os("CONFERENCE_TEST_PICTURES") {
+            let mut pgm = format!("P5 {width} {} 255\n", luma.len() / width).into_bytes();
+            pgm.extend_from_slice(&luma);
+            std::fs::write(
+                std::path::Path::new(&dir).join(format!("names-{n}.pgm")),
+                pgm,
+            )
+            .unwrap();
+        }
+        // Text pixels (white) in a part of the canvas.
+        let bright = |x0: u32, y0: u32, x1: u32, y1: u32| {
+            (y0..y1)
+                .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+                .filter(|&(x, y)| luma[y as usize * width + x as usize] > 200)
+                .count()
+        };
+        let tiles = layout::tiles(layout::LayoutKind::Grid, n, 1280, 720, None);
+        for (i, tile) in tiles.iter().enumerate() {
+            let t = tile.expect("everyone has a place");
+            let (mid_x, mid_y) = (t.x + t.w / 2, t.y + t.h / 2);
+            let corner = bright(t.x, mid_y, mid_x, t.y + t.h);
+            assert!(
+                corner > 20,
+                "n={n} tile {i}: name bottom-left ({corner} px)"
+            );
+            let rest =
+                bright(t.x, t.y, t.x + t.w, mid_y) + bright(mid_x, mid_y, t.x + t.w, t.y + t.h);
+            assert_eq!(rest, 0, "n={n} tile {i}: only the name is bright");
+        }
+    }
+
     /// A screen shared in H.264 (the relay negotiated it) is decoded and mixed like a VP8
     /// one: real H.264 RTP from openh264 into the tapped stream, and the white screen shows
     /// in its place on the composite that alice decodes. Real GStreamer pipelines.

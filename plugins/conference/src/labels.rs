@@ -203,6 +203,10 @@ impl Renderer {
             .map_err(|e| e.to_string())?;
         gst::Element::link_many([src.upcast_ref(), &render, sink.upcast_ref()])
             .map_err(|e| e.to_string())?;
+        // Nobody reads its messages (a failed render is a missing label): none pile up.
+        if let Some(bus) = pipeline.bus() {
+            bus.set_flushing(true);
+        }
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| format!("label renderer: {e}"))?;
@@ -216,6 +220,8 @@ impl Renderer {
 
     /// One label: the text through `textrender` into the box, cropped to its opaque pixels.
     fn render(&self, text: &str, px: u32) -> Option<Label> {
+        // A picture a timed-out render left behind is not this text's.
+        while self.sink.try_pull_sample(gst::ClockTime::ZERO).is_some() {}
         self.render
             .set_property("font-desc", format!("Sans {px}px"));
         self.src

@@ -8,8 +8,12 @@
 //! rectangles (one per visible tile, placed by `layout::label_place`) is blended onto the
 //! composite: per frame only the labels' pixels at the size shown, and the composition is
 //! rebuilt only when the layout or the names change (`media.rs`, `Shared::relayout`).
+//!
+//! Rendering blocks (the first time for as long as Pango and fontconfig take to load), so it
+//! happens on a thread of its own per room (`media.rs`, `label_loop`): a relayout draws the
+//! names it has ([`LabelCache`]) and asks for the others, which show a frame or two later.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use gstreamer as gst;
@@ -28,7 +32,7 @@ const BOX_H: u32 = 128;
 const MAX_CACHED: usize = 256;
 /// How long a label may take to render before it is given up (a stuck renderer must not
 /// stall a relayout).
-const RENDER_TIMEOUT: Duration = Duration::from_millis(1000);
+const RENDER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a label shows for a participant's display name: one line of at most [`MAX_CHARS`]
 /// characters, control characters (a line break in a SIP display name) as spaces.
@@ -100,30 +104,68 @@ impl Label {
     }
 }
 
-/// Renders names with `textrender` (`appsrc ! textrender ! appsink`, built on first use and
-/// kept: a label costs one text buffer through it) and keeps what it rendered.
-#[derive(Default)]
-pub struct Labels {
-    renderer: Option<Renderer>,
-    /// Set once building the renderer failed (no `textrender`): no labels, no retry per frame.
-    broken: bool,
-    cache: HashMap<(String, u32), Option<Label>>,
+/// What a room knows of its names' renderings: those done (`None`: nothing to draw, an empty
+/// name or a failed render) and those asked of the renderer's thread and not back yet.
+#[derive(Debug, Default)]
+pub struct LabelCache {
+    rendered: HashMap<(String, u32), Option<Label>>,
+    pending: HashSet<(String, u32)>,
 }
 
-impl std::fmt::Debug for Labels {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Labels")
-            .field("rendered", &self.cache.len())
-            .field("broken", &self.broken)
-            .finish()
+/// A cache lookup.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Rendered (or known to be nothing to draw).
+    Ready(Option<Label>),
+    /// Not yet: the caller is to ask the renderer for it (`true`), or it asked already.
+    Missing(bool),
+}
+
+impl LabelCache {
+    /// `text` at `px` pixels if rendered; otherwise notes it as asked for, once.
+    pub fn lookup(&mut self, text: &str, px: u32) -> Lookup {
+        let key = (text.to_owned(), px);
+        if let Some(label) = self.rendered.get(&key) {
+            return Lookup::Ready(label.clone());
+        }
+        if text.is_empty() {
+            return Lookup::Ready(None);
+        }
+        Lookup::Missing(self.pending.insert(key))
+    }
+
+    /// A rendering came back.
+    pub fn put(&mut self, text: String, px: u32, label: Option<Label>) {
+        let key = (text, px);
+        self.pending.remove(&key);
+        if self.rendered.len() >= MAX_CACHED {
+            self.rendered.clear();
+        }
+        self.rendered.insert(key, label);
+    }
+
+    /// Forgets the renderings of names no longer in the room.
+    pub fn keep_only(&mut self, texts: &[&str]) {
+        self.rendered
+            .retain(|(t, _), _| texts.contains(&t.as_str()));
     }
 }
 
-struct Renderer {
+/// Renders names with `textrender` (`appsrc ! textrender ! appsink`, built once and kept: a
+/// label costs one text buffer through it). It blocks, the first time for as long as Pango
+/// and fontconfig take to load (seconds on a cold, busy machine): it runs on a room's label
+/// thread, never on the plugin's or the mixer's.
+pub struct Renderer {
     pipeline: gst::Pipeline,
     src: gst_app::AppSrc,
     render: gst::Element,
     sink: gst_app::AppSink,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer").finish_non_exhaustive()
+    }
 }
 
 impl Drop for Renderer {
@@ -132,41 +174,9 @@ impl Drop for Renderer {
     }
 }
 
-impl Labels {
-    /// `text` (already [`label_text`]) at `px` pixels, rendered now or earlier; `None` when it
-    /// cannot be (empty, or no renderer: the reason is in `Err` the first time).
-    pub fn get(&mut self, text: &str, px: u32) -> Result<Option<Label>, String> {
-        if let Some(label) = self.cache.get(&(text.to_owned(), px)) {
-            return Ok(label.clone());
-        }
-        if text.is_empty() || self.broken {
-            return Ok(None);
-        }
-        if self.renderer.is_none() {
-            match Renderer::new() {
-                Ok(r) => self.renderer = Some(r),
-                Err(e) => {
-                    self.broken = true;
-                    return Err(e);
-                }
-            }
-        }
-        let label = self.renderer.as_ref().and_then(|r| r.render(text, px));
-        if self.cache.len() >= MAX_CACHED {
-            self.cache.clear();
-        }
-        self.cache.insert((text.to_owned(), px), label.clone());
-        Ok(label)
-    }
-
-    /// Forgets the renderings of names no longer in the room.
-    pub fn keep_only(&mut self, texts: &[&str]) {
-        self.cache.retain(|(t, _), _| texts.contains(&t.as_str()));
-    }
-}
-
 impl Renderer {
-    fn new() -> Result<Renderer, String> {
+    /// Builds and starts the renderer; `Err` says what is missing.
+    pub fn new() -> Result<Renderer, String> {
         let make = |factory: &str| {
             gst::ElementFactory::make(factory)
                 .build()
@@ -218,8 +228,9 @@ impl Renderer {
         })
     }
 
-    /// One label: the text through `textrender` into the box, cropped to its opaque pixels.
-    fn render(&self, text: &str, px: u32) -> Option<Label> {
+    /// One label (`text` already [`label_text`]): the text through `textrender` into the box,
+    /// cropped to its opaque pixels; `None` when nothing came back in time.
+    pub fn render(&self, text: &str, px: u32) -> Option<Label> {
         // A picture a timed-out render left behind is not this text's.
         while self.sink.try_pull_sample(gst::ClockTime::ZERO).is_some() {}
         self.render
@@ -289,12 +300,12 @@ mod tests {
     #[test]
     fn names_render_to_white_text_cropped_to_their_size() {
         gst::init().unwrap();
-        let mut labels = Labels::default();
-        let small = labels.get("Alice", 12).unwrap().expect("rendered");
-        let big = labels.get("Alice", 36).unwrap().expect("rendered");
+        let renderer = Renderer::new().unwrap();
+        let small = renderer.render("Alice", 12).expect("rendered");
+        let big = renderer.render("Alice", 36).expect("rendered");
         assert!(big.width > small.width * 2 && big.height > small.height * 2);
         assert!(small.height >= 10 && small.height < 30, "{small:?}");
-        let longer = labels.get("Alice Example", 12).unwrap().expect("rendered");
+        let longer = renderer.render("Alice Example", 12).expect("rendered");
         assert!(longer.width > small.width);
         // The text is light (luma), its outline dark.
         let map = big.pixels.map_readable().unwrap();
@@ -304,8 +315,33 @@ mod tests {
             .map(|p| p[1])
             .collect();
         assert!(lumas.iter().any(|&y| y > 200) && lumas.iter().any(|&y| y < 60));
-        assert_eq!(labels.get("", 12).unwrap().map(|l| l.width), None);
-        labels.keep_only(&["Alice"]);
-        assert_eq!(labels.cache.len(), 2);
+    }
+
+    #[test]
+    fn the_cache_asks_for_each_rendering_once_and_forgets_names_that_left() {
+        gst::init().unwrap();
+        let mut cache = LabelCache::default();
+        assert!(matches!(cache.lookup("Alice", 12), Lookup::Missing(true)));
+        assert!(matches!(cache.lookup("Alice", 12), Lookup::Missing(false)));
+        assert!(matches!(cache.lookup("Alice", 24), Lookup::Missing(true)));
+        assert!(matches!(cache.lookup("", 12), Lookup::Ready(None)));
+        let pixels = gst::Buffer::with_size(4).unwrap();
+        cache.put(
+            "Alice".into(),
+            12,
+            Some(Label {
+                pixels,
+                width: 1,
+                height: 1,
+            }),
+        );
+        assert!(matches!(cache.lookup("Alice", 12), Lookup::Ready(Some(_))));
+        // A failed rendering is not asked for again.
+        cache.put("Alice".into(), 24, None);
+        assert!(matches!(cache.lookup("Alice", 24), Lookup::Ready(None)));
+        cache.put("Bob".into(), 12, None);
+        cache.keep_only(&["Bob"]);
+        assert!(matches!(cache.lookup("Alice", 12), Lookup::Missing(true)));
+        assert!(matches!(cache.lookup("Bob", 12), Lookup::Ready(None)));
     }
 }

@@ -1611,42 +1611,45 @@ mod tests {
         for i in 1..n {
             join_av(&host, &mut plugin, uri, &format!("Guest{i}"), 3000);
         }
-        let joined = host.media_calls().len();
-        assert!(
-            eventually(|| composite_to(&host, viewer, joined).1 >= 5),
-            "the canvas keeps coming"
-        );
-        let (width, luma) = last_composite_picture(&host, viewer, 0).expect("a picture");
-        assert_eq!(width, 1280);
-        if let Some(dir) = std::env::var_os("CONFERENCE_TEST_PICTURES") {
-            let mut pgm = format!("P5 {width} {} 255\n", luma.len() / width).into_bytes();
-            pgm.extend_from_slice(&luma);
-            std::fs::write(
-                std::path::Path::new(&dir).join(format!("names-{n}.pgm")),
-                pgm,
-            )
-            .unwrap();
-        }
-        // Text pixels (white) in a part of the canvas.
-        let bright = |x0: u32, y0: u32, x1: u32, y1: u32| {
-            (y0..y1)
-                .flat_map(|y| (x0..x1).map(move |x| (x, y)))
-                .filter(|&(x, y)| luma[y as usize * width + x as usize] > 200)
-                .count()
-        };
+        // The names are rendered on the room's label thread and show from the frame after:
+        // look at the latest picture until every tile has its name.
         let tiles = layout::tiles(layout::LayoutKind::Grid, n, 1280, 720, None);
-        for (i, tile) in tiles.iter().enumerate() {
-            let t = tile.expect("everyone has a place");
-            let (mid_x, mid_y) = (t.x + t.w / 2, t.y + t.h / 2);
-            let corner = bright(t.x, mid_y, mid_x, t.y + t.h);
-            assert!(
-                corner > 20,
-                "n={n} tile {i}: name bottom-left ({corner} px)"
-            );
-            let rest =
-                bright(t.x, t.y, t.x + t.w, mid_y) + bright(mid_x, mid_y, t.x + t.w, t.y + t.h);
-            assert_eq!(rest, 0, "n={n} tile {i}: only the name is bright");
-        }
+        let check = || -> Result<(), String> {
+            let (width, luma) = last_composite_picture(&host, viewer, 0).ok_or("no picture yet")?;
+            if width != 1280 {
+                return Err(format!("width {width}"));
+            }
+            if let Some(dir) = std::env::var_os("CONFERENCE_TEST_PICTURES") {
+                let mut pgm = format!("P5 {width} {} 255\n", luma.len() / width).into_bytes();
+                pgm.extend_from_slice(&luma);
+                let _ = std::fs::write(
+                    std::path::Path::new(&dir).join(format!("names-{n}.pgm")),
+                    pgm,
+                );
+            }
+            // Text pixels (white) in a part of the canvas.
+            let bright = |x0: u32, y0: u32, x1: u32, y1: u32| {
+                (y0..y1)
+                    .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+                    .filter(|&(x, y)| luma[y as usize * width + x as usize] > 200)
+                    .count()
+            };
+            for (i, tile) in tiles.iter().enumerate() {
+                let t = tile.ok_or(format!("tile {i} has no place"))?;
+                let (mid_x, mid_y) = (t.x + t.w / 2, t.y + t.h / 2);
+                let corner = bright(t.x, mid_y, mid_x, t.y + t.h);
+                if corner <= 20 {
+                    return Err(format!("tile {i}: no name bottom-left ({corner} px)"));
+                }
+                let rest =
+                    bright(t.x, t.y, t.x + t.w, mid_y) + bright(mid_x, mid_y, t.x + t.w, t.y + t.h);
+                if rest != 0 {
+                    return Err(format!("tile {i}: {rest} bright px outside the name"));
+                }
+            }
+            Ok(())
+        };
+        assert!(eventually(|| check().is_ok()), "n={n}: {:?}", check());
     }
 
     /// A screen shared in H.264 (the relay negotiated it) is decoded and mixed like a VP8

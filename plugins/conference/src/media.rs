@@ -65,7 +65,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -77,7 +77,7 @@ use huddle_sdk::{Error, Host, MediaSessionId, OutgoingRtp};
 
 use crate::cpu::RoomCpu;
 use crate::ingress::{Feed, Ingress, SCREEN_PT};
-use crate::labels::{label_text, Labels};
+use crate::labels::{label_text, LabelCache, Lookup, Renderer};
 use crate::layout::{arrange, label_place, label_px, shown, tiles, LayoutKind, Rect};
 use crate::mix::{level_dbov, mix_minus, SpeakerDetector, FRAME};
 use crate::room::{ParticipantId, VideoProfile};
@@ -207,8 +207,11 @@ struct Shared {
     cpu: Arc<RoomCpu>,
     /// The shared screen's compositor pad and label, while one is shown.
     screen: Mutex<Option<(gst::Pad, String)>>,
-    /// The names, rendered.
-    labels: Mutex<Labels>,
+    /// The names, rendered or asked for.
+    labels: Mutex<LabelCache>,
+    /// Where names to render go: the room's label thread ([`label_loop`]); `None` once the
+    /// room stops.
+    label_jobs: Mutex<Option<mpsc::Sender<(String, u32)>>>,
     /// The names as placed now, blended onto every composite frame (its own `Arc`: the
     /// compositor's pad probe holds it).
     overlay: Arc<Mutex<Option<gst_video::VideoOverlayComposition>>>,
@@ -345,32 +348,42 @@ impl Shared {
         self.draw_labels(&named, &all, &sizes);
     }
 
-    /// Makes the names in `named` (text, its tile, centred) the composite's overlay, renders
-    /// every name of `all` at each of `sizes` ahead of need, and forgets the others.
+    /// Makes the names in `named` (text, its tile, centred) the composite's overlay; asks the
+    /// label thread for every rendering missing (of those, and of every name of `all` at each
+    /// of `sizes`, ahead of need), which relayouts again when it has them; forgets the names
+    /// no longer in `all`. Never renders here: this runs on the plugin's and the mixer's
+    /// threads.
     fn draw_labels(&self, named: &[(&str, Rect, bool)], all: &[&str], sizes: &[u32]) {
         let mut labels = lock(&self.labels);
         let mut rects = Vec::with_capacity(named.len());
-        let mut failed = None;
+        let mut jobs = Vec::new();
         for &(text, tile, centred) in named {
-            match labels.get(text, label_px(tile)) {
-                Ok(Some(label)) => {
+            let px = label_px(tile);
+            match labels.lookup(text, px) {
+                Lookup::Ready(Some(label)) => {
                     if let Some(at) = label_place(tile, label.width, label.height, centred) {
                         rects.push(label.at(at.x, at.y, at.w, at.h));
                     }
                 }
-                Ok(None) => {}
-                Err(e) => failed = Some(e),
+                Lookup::Ready(None) | Lookup::Missing(false) => {}
+                Lookup::Missing(true) => jobs.push((text.to_owned(), px)),
             }
         }
         for text in all {
             for &px in sizes {
-                let _ = labels.get(text, px);
+                if let Lookup::Missing(true) = labels.lookup(text, px) {
+                    jobs.push(((*text).to_owned(), px));
+                }
             }
         }
         labels.keep_only(all);
         drop(labels);
-        if let Some(e) = failed {
-            huddle_sdk::warn!(self.host, "tiles are shown without names: {e}");
+        if !jobs.is_empty() {
+            if let Some(tx) = lock(&self.label_jobs).as_ref() {
+                for job in jobs {
+                    let _ = tx.send(job);
+                }
+            }
         }
         let composition = if rects.is_empty() {
             None
@@ -379,6 +392,40 @@ impl Shared {
         };
         *lock(&self.overlay) = composition;
     }
+}
+
+/// A room's label thread: renders the names asked for (in batches: a layout change asks for
+/// several), puts them in the room's cache and relayouts so they show. Ends when the room
+/// stops (its sender is dropped) or is gone.
+fn label_loop(shared: Weak<Shared>, jobs: mpsc::Receiver<(String, u32)>, cpu: Arc<RoomCpu>) {
+    cpu.enter_current();
+    let mut renderer: Option<Result<Renderer, String>> = None;
+    while let Ok(first) = jobs.recv() {
+        let batch: Vec<(String, u32)> = std::iter::once(first).chain(jobs.try_iter()).collect();
+        let new = renderer.is_none();
+        let renderer = renderer.get_or_insert_with(Renderer::new);
+        let done: Vec<_> = batch
+            .into_iter()
+            .map(|(text, px)| {
+                let label = renderer.as_ref().ok().and_then(|r| r.render(&text, px));
+                (text, px, label)
+            })
+            .collect();
+        let Some(shared) = shared.upgrade() else {
+            break;
+        };
+        if let (true, Err(e)) = (new, &renderer) {
+            huddle_sdk::warn!(shared.host, "tiles are shown without names: {e}");
+        }
+        {
+            let mut labels = lock(&shared.labels);
+            for (text, px, label) in done {
+                labels.put(text, px, label);
+            }
+        }
+        shared.relayout();
+    }
+    cpu.leave_current();
 }
 
 /// One participant's pieces.
@@ -463,6 +510,8 @@ pub struct RoomMedia {
     h264: Option<OutputBranch>,
     legs: BTreeMap<ParticipantId, Leg>,
     mixer: Option<thread::JoinHandle<()>>,
+    /// The thread rendering names ([`label_loop`]).
+    labeller: Option<thread::JoinHandle<()>>,
     /// The shared screen's input, while one is shown.
     screen: Option<ScreenInput>,
 }
@@ -516,9 +565,20 @@ impl RoomMedia {
             canvas,
             cpu: Arc::new(RoomCpu::default()),
             screen: Mutex::new(None),
-            labels: Mutex::new(Labels::default()),
+            labels: Mutex::new(LabelCache::default()),
+            label_jobs: Mutex::new(None),
             overlay: Arc::default(),
         });
+        let labeller = {
+            let (tx, rx) = mpsc::channel();
+            *lock(&shared.label_jobs) = Some(tx);
+            let weak = Arc::downgrade(&shared);
+            let cpu = shared.cpu.clone();
+            thread::Builder::new()
+                .name(format!("labels-{room}"))
+                .spawn(move || label_loop(weak, rx, cpu))
+                .map_err(|e| MediaError(format!("label thread: {e}")))?
+        };
         let video = gst::Pipeline::with_name(&format!("room-{room}"));
         let raw_caps = raw_video_caps(&canvas);
         let background = make("videotestsrc")?;
@@ -618,6 +678,7 @@ impl RoomMedia {
             h264: None,
             legs: BTreeMap::new(),
             mixer: Some(mixer),
+            labeller: Some(labeller),
             screen: None,
         })
     }
@@ -1082,6 +1143,11 @@ impl Drop for RoomMedia {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(m) = self.mixer.take() {
             let _ = m.join();
+        }
+        // Its channel closes: the label thread ends after the batch it may be rendering.
+        lock(&self.shared.label_jobs).take();
+        if let Some(l) = self.labeller.take() {
+            let _ = l.join();
         }
         for leg in self.legs.values() {
             if let Some(p) = &leg.audio {

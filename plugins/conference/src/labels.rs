@@ -14,6 +14,7 @@
 //! names it has ([`LabelCache`]) and asks for the others, which show a frame or two later.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gstreamer as gst;
@@ -77,30 +78,145 @@ pub fn opaque_box(
     (x1 > x0 && y1 > y0).then(|| (x0, y0, x1 - x0, y1 - y0))
 }
 
-/// A rendered label: AYUV pixels (not premultiplied) with their video meta, as an overlay
-/// rectangle wants them.
+/// A rendered label: packed AYUV pixels (not premultiplied), cropped to the text and its
+/// outline.
 #[derive(Debug, Clone)]
 pub struct Label {
-    /// The pixels, cropped to the text and its outline.
-    pub pixels: gst::Buffer,
-    /// Their width.
+    /// `width` × `height` pixels, 4 bytes each: alpha, Y, U, V.
+    pub pixels: Arc<Vec<u8>>,
+    /// Its width.
     pub width: u32,
-    /// Their height.
+    /// Its height.
     pub height: u32,
 }
 
 impl Label {
-    /// The label drawn at `(x, y)`, `w`×`h` on the canvas (scaled by GStreamer, once, when
-    /// that is not its own size).
-    pub fn at(&self, x: u32, y: u32, w: u32, h: u32) -> gst_video::VideoOverlayRectangle {
-        gst_video::VideoOverlayRectangle::new_raw(
-            &self.pixels,
-            x as i32,
-            y as i32,
+    /// The label placed at `(x, y)` (even), `w`×`h` on the canvas (scaled, nearest pixel, when
+    /// that is not its own size), split into I420's planes for [`stamp_i420`].
+    pub fn at(&self, x: u32, y: u32, w: u32, h: u32) -> Stamp {
+        let (sw, sh) = (self.width as usize, self.height as usize);
+        let (w, h) = ((w as usize) & !1, (h as usize) & !1);
+        let mut luma = vec![0u8; w * h];
+        let mut alpha = vec![0u8; w * h];
+        let mut src = vec![[0u8; 4]; w * h];
+        for row in 0..h {
+            let sy = row * sh / h.max(1);
+            for col in 0..w {
+                let sx = col * sw / w.max(1);
+                let at = (sy * sw + sx) * 4;
+                if let Some(px) = self.pixels.get(at..at + 4) {
+                    src[row * w + col] = [px[0], px[1], px[2], px[3]];
+                    alpha[row * w + col] = px[0];
+                    luma[row * w + col] = px[1];
+                }
+            }
+        }
+        // Chroma per 2x2 block: its mean alpha, and the colour weighted by each pixel's alpha.
+        let (cw, ch) = (w / 2, h / 2);
+        let mut u = vec![128u8; cw * ch];
+        let mut v = vec![128u8; cw * ch];
+        let mut calpha = vec![0u8; cw * ch];
+        for row in 0..ch {
+            for col in 0..cw {
+                let block = [
+                    src[2 * row * w + 2 * col],
+                    src[2 * row * w + 2 * col + 1],
+                    src[(2 * row + 1) * w + 2 * col],
+                    src[(2 * row + 1) * w + 2 * col + 1],
+                ];
+                let total: u32 = block.iter().map(|p| u32::from(p[0])).sum();
+                let i = row * cw + col;
+                calpha[i] = (total / 4) as u8;
+                if total > 0 {
+                    let weighted = |c: usize| {
+                        (block
+                            .iter()
+                            .map(|p| u32::from(p[0]) * u32::from(p[c]))
+                            .sum::<u32>()
+                            / total) as u8
+                    };
+                    u[i] = weighted(2);
+                    v[i] = weighted(3);
+                }
+            }
+        }
+        Stamp {
+            x: x as usize & !1,
+            y: y as usize & !1,
             w,
             h,
-            gst_video::VideoOverlayFormatFlags::empty(),
-        )
+            planes: [(luma, alpha), (u, calpha.clone()), (v, calpha)],
+        }
+    }
+}
+
+/// A label as blended onto each composite frame: its place and, per I420 plane (Y, U, V at
+/// half size), its samples and their alpha.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    x: usize,
+    y: usize,
+    w: usize,
+    h: usize,
+    planes: [(Vec<u8>, Vec<u8>); 3],
+}
+
+impl Stamp {
+    /// Blends this label's `plane` into `data` (`stride` bytes a row, `pw`×`ph` samples),
+    /// clipped to it: only the label's own samples are read and written.
+    fn blend(&self, plane: usize, data: &mut [u8], stride: usize, pw: usize, ph: usize) {
+        let shift = usize::from(plane > 0);
+        let (x, y, w, h) = (
+            self.x >> shift,
+            self.y >> shift,
+            self.w >> shift,
+            self.h >> shift,
+        );
+        let (samples, alpha) = &self.planes[plane];
+        let cols = w.min(pw.saturating_sub(x));
+        for row in 0..h.min(ph.saturating_sub(y)) {
+            let Some(dst) = data.get_mut((y + row) * stride + x..(y + row) * stride + x + cols)
+            else {
+                return;
+            };
+            let src = samples.get(row * w..row * w + cols).unwrap_or(&[]);
+            let a = alpha.get(row * w..row * w + cols).unwrap_or(&[]);
+            for ((d, &s), &a) in dst.iter_mut().zip(src).zip(a) {
+                if a != 0 {
+                    let a = u32::from(a);
+                    *d = ((a * u32::from(s) + (255 - a) * u32::from(*d) + 127) / 255) as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Blends `stamps` onto an I420 frame (anything else is left alone). Per frame this touches
+/// the labels' samples only: `gst_video_blend` (what an overlay composition or `textoverlay`
+/// blends with) unpacks and packs every whole line a label crosses, which on a 1280-wide
+/// canvas cost more than the labels had on the tiles' 640-wide frames.
+pub fn stamp_i420(frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>, stamps: &[Stamp]) {
+    if frame.format() != gst_video::VideoFormat::I420 || stamps.is_empty() {
+        return;
+    }
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    let strides: Vec<usize> = frame
+        .plane_stride()
+        .iter()
+        .map(|&s| usize::try_from(s).unwrap_or(0))
+        .collect();
+    for (plane, &stride) in strides.iter().enumerate().take(3) {
+        let (pw, ph) = if plane == 0 {
+            (w, h)
+        } else {
+            (w.div_ceil(2), h.div_ceil(2))
+        };
+        let Ok(data) = frame.plane_data_mut(plane as u32) else {
+            continue;
+        };
+        for s in stamps {
+            s.blend(plane, data, stride, pw, ph);
+        }
     }
 }
 
@@ -252,17 +368,8 @@ impl Renderer {
             let start = row as usize * stride + x as usize * 4;
             out.extend_from_slice(data.get(start..start + w as usize * 4)?);
         }
-        let mut pixels = gst::Buffer::from_mut_slice(out);
-        gst_video::VideoMeta::add(
-            pixels.get_mut()?,
-            gst_video::VideoFrameFlags::empty(),
-            gst_video::VideoFormat::Ayuv,
-            w,
-            h,
-        )
-        .ok()?;
         Some(Label {
-            pixels,
+            pixels: Arc::new(out),
             width: w,
             height: h,
         })
@@ -308,8 +415,8 @@ mod tests {
         let longer = renderer.render("Alice Example", 12).expect("rendered");
         assert!(longer.width > small.width);
         // The text is light (luma), its outline dark.
-        let map = big.pixels.map_readable().unwrap();
-        let lumas: Vec<u8> = map
+        let lumas: Vec<u8> = big
+            .pixels
             .chunks_exact(4)
             .filter(|p| p[0] > 200)
             .map(|p| p[1])
@@ -325,7 +432,7 @@ mod tests {
         assert!(matches!(cache.lookup("Alice", 12), Lookup::Missing(false)));
         assert!(matches!(cache.lookup("Alice", 24), Lookup::Missing(true)));
         assert!(matches!(cache.lookup("", 12), Lookup::Ready(None)));
-        let pixels = gst::Buffer::with_size(4).unwrap();
+        let pixels = Arc::new(vec![0u8; 4]);
         cache.put(
             "Alice".into(),
             12,
@@ -343,5 +450,55 @@ mod tests {
         cache.keep_only(&["Bob"]);
         assert!(matches!(cache.lookup("Alice", 12), Lookup::Missing(true)));
         assert!(matches!(cache.lookup("Bob", 12), Lookup::Ready(None)));
+    }
+
+    #[test]
+    fn a_stamp_blends_only_its_own_samples_and_is_clipped_to_the_frame() {
+        gst::init().unwrap();
+        // A 4x2 label: opaque white on the left half, transparent on the right.
+        let mut pixels = Vec::new();
+        for _row in 0..2 {
+            for col in 0..4 {
+                pixels.extend_from_slice(if col < 2 {
+                    &[255, 235, 128, 128]
+                } else {
+                    &[0, 0, 0, 0]
+                });
+            }
+        }
+        let label = Label {
+            pixels: Arc::new(pixels),
+            width: 4,
+            height: 2,
+        };
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, 8, 4)
+            .build()
+            .unwrap();
+        let mut buffer = gst::Buffer::with_size(info.size()).unwrap();
+        buffer.get_mut().unwrap().map_writable().unwrap().fill(16);
+        {
+            let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(
+                buffer.get_mut().unwrap(),
+                &info,
+            )
+            .unwrap();
+            // At (2, 2), and a second one hanging off the bottom-right corner.
+            stamp_i420(&mut frame, &[label.at(2, 2, 4, 2), label.at(6, 2, 4, 2)]);
+            let stride = frame.plane_stride()[0] as usize;
+            let y = frame.plane_data(0).unwrap();
+            let row = |r: usize| y[r * stride..r * stride + 8].to_vec();
+            assert_eq!(row(0), [16; 8]);
+            assert_eq!(row(1), [16; 8]);
+            assert_eq!(row(2), [16, 16, 235, 235, 16, 16, 235, 235]);
+            assert_eq!(row(3), [16, 16, 235, 235, 16, 16, 235, 235]);
+            // Chroma: the opaque 2x2 block's colour, the rest untouched.
+            let cstride = frame.plane_stride()[1] as usize;
+            let u = frame.plane_data(1).unwrap();
+            assert_eq!(&u[cstride..cstride + 4], [16, 128, 16, 128]);
+            assert_eq!(&u[..4], [16; 4]);
+        }
+        // Scaled: twice the size, every sample of the left half opaque.
+        let big = label.at(0, 0, 8, 4);
+        assert_eq!(big.planes[0].1.iter().filter(|&&a| a == 255).count(), 16);
     }
 }

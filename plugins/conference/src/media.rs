@@ -77,7 +77,7 @@ use huddle_sdk::{Error, Host, MediaSessionId, OutgoingRtp};
 
 use crate::cpu::RoomCpu;
 use crate::ingress::{Feed, Ingress, SCREEN_PT};
-use crate::labels::{label_text, LabelCache, Lookup, Renderer};
+use crate::labels::{label_text, stamp_i420, LabelCache, Lookup, Renderer, Stamp};
 use crate::layout::{arrange, label_place, label_px, shown, tiles, LayoutKind, Rect};
 use crate::mix::{level_dbov, mix_minus, SpeakerDetector, FRAME};
 use crate::room::{ParticipantId, VideoProfile};
@@ -214,7 +214,7 @@ struct Shared {
     label_jobs: Mutex<Option<mpsc::Sender<(String, u32)>>>,
     /// The names as placed now, blended onto every composite frame (its own `Arc`: the
     /// compositor's pad probe holds it).
-    overlay: Arc<Mutex<Option<gst_video::VideoOverlayComposition>>>,
+    overlay: Arc<Mutex<Arc<Vec<Stamp>>>>,
 }
 
 /// A participant's tile: their compositor pad and the name drawn on it.
@@ -385,12 +385,7 @@ impl Shared {
                 }
             }
         }
-        let composition = if rects.is_empty() {
-            None
-        } else {
-            gst_video::VideoOverlayComposition::new(rects.iter()).ok()
-        };
-        *lock(&self.overlay) = composition;
+        *lock(&self.overlay) = Arc::new(rects);
     }
 }
 
@@ -1381,11 +1376,11 @@ fn live_appsrc(caps: &gst::Caps, max_bytes: u64, timestamp: bool) -> gst_app::Ap
 
 /// Blends the room's names (`overlay`, as [`Shared::relayout`] last placed them) onto every
 /// frame the compositor puts out, in its thread, before the tee hands the frame to the
-/// encoders: only the labels' pixels are touched, at the size the tiles are shown.
+/// encoders: only the labels' samples are touched, at the size the tiles are shown.
 fn blend_names(
     compositor: &gst::Element,
     canvas: &gst::Caps,
-    overlay: &Arc<Mutex<Option<gst_video::VideoOverlayComposition>>>,
+    overlay: &Arc<Mutex<Arc<Vec<Stamp>>>>,
 ) -> Result<(), MediaError> {
     let info = gst_video::VideoInfo::from_caps(canvas)?;
     let overlay = overlay.clone();
@@ -1393,16 +1388,16 @@ fn blend_names(
         .static_pad("src")
         .ok_or_else(|| MediaError("compositor without src".to_owned()))?
         .add_probe(gst::PadProbeType::BUFFER, move |_, probe| {
-            let composition = lock(&overlay).clone();
-            if let (Some(composition), Some(gst::PadProbeData::Buffer(buffer))) =
-                (composition, probe.data.as_mut())
+            let stamps = lock(&overlay).clone();
+            if let (false, Some(gst::PadProbeData::Buffer(buffer))) =
+                (stamps.is_empty(), probe.data.as_mut())
             {
                 // The compositor's fresh frame: writable without a copy.
                 let buffer = buffer.make_mut();
                 if let Ok(mut frame) =
                     gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, &info)
                 {
-                    let _ = composition.blend(&mut frame);
+                    stamp_i420(&mut frame, &stamps);
                 }
             }
             gst::PadProbeReturn::Ok

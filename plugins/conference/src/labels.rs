@@ -501,4 +501,107 @@ mod tests {
         let big = label.at(0, 0, 8, 4);
         assert_eq!(big.planes[0].1.iter().filter(|&&a| a == 255).count(), 16);
     }
+
+    /// What a second of names costs at 30 fps (printed, not asserted): 16 names on their 640x360
+    /// frames as `textoverlay` blended them (`gst_video_blend` through an overlay composition),
+    /// the same 16 at the tiles' size on the 1280x720 canvas blended the same way, and with
+    /// [`stamp_i420`]. `cargo test -p huddle-plugin-conference --release -- --ignored
+    /// --nocapture what_names_cost`.
+    #[test]
+    #[ignore = "a measurement, not a test"]
+    fn what_names_cost() {
+        gst::init().unwrap();
+        let renderer = Renderer::new().unwrap();
+        let frame_of = |w: u32, h: u32| {
+            let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, w, h)
+                .build()
+                .unwrap();
+            let buffer = gst::Buffer::with_size(info.size()).unwrap();
+            (info, buffer)
+        };
+        let rect_of = |label: &Label, x: u32, y: u32| {
+            let mut pixels = gst::Buffer::from_slice(label.pixels.to_vec());
+            gst_video::VideoMeta::add(
+                pixels.get_mut().unwrap(),
+                gst_video::VideoFrameFlags::empty(),
+                gst_video::VideoFormat::Ayuv,
+                label.width,
+                label.height,
+            )
+            .unwrap();
+            gst_video::VideoOverlayRectangle::new_raw(
+                &pixels,
+                x as i32,
+                y as i32,
+                label.width,
+                label.height,
+                gst_video::VideoOverlayFormatFlags::empty(),
+            )
+        };
+        let frames = 30;
+        for n in [4u32, 16] {
+            let cols = if n == 4 { 2 } else { 4 };
+            let (tw, th) = (1280 / cols, 720 / cols);
+            let px = (th / 15).clamp(10, 48);
+            // Before: each tile's frame, 640x360, its label at 24 px.
+            let tile_label = renderer.render("Guest 12", 24).unwrap();
+            let (info, mut buffer) = frame_of(640, 360);
+            let tile =
+                gst_video::VideoOverlayComposition::new([&rect_of(&tile_label, 24, 300)]).unwrap();
+            let t = std::time::Instant::now();
+            for _ in 0..frames * n {
+                let mut f = gst_video::VideoFrameRef::from_buffer_ref_writable(
+                    buffer.get_mut().unwrap(),
+                    &info,
+                )
+                .unwrap();
+                tile.blend(&mut f).unwrap();
+            }
+            let before = t.elapsed();
+            // On the canvas, one label per tile at its size.
+            let label = renderer.render("Guest 12", px).unwrap();
+            let places: Vec<(u32, u32)> = (0..n)
+                .map(|i| {
+                    (
+                        (i % cols) * tw + px,
+                        (i / cols) * th + th - px - label.height,
+                    )
+                })
+                .collect();
+            let (info, mut buffer) = frame_of(1280, 720);
+            let rects: Vec<_> = places.iter().map(|&(x, y)| rect_of(&label, x, y)).collect();
+            let composition = gst_video::VideoOverlayComposition::new(rects.iter()).unwrap();
+            let t = std::time::Instant::now();
+            for _ in 0..frames {
+                let mut f = gst_video::VideoFrameRef::from_buffer_ref_writable(
+                    buffer.get_mut().unwrap(),
+                    &info,
+                )
+                .unwrap();
+                composition.blend(&mut f).unwrap();
+            }
+            let canvas_gst = t.elapsed();
+            let stamps: Vec<Stamp> = places
+                .iter()
+                .map(|&(x, y)| label.at(x, y, label.width, label.height))
+                .collect();
+            let t = std::time::Instant::now();
+            for _ in 0..frames {
+                let mut f = gst_video::VideoFrameRef::from_buffer_ref_writable(
+                    buffer.get_mut().unwrap(),
+                    &info,
+                )
+                .unwrap();
+                stamp_i420(&mut f, &stamps);
+            }
+            let canvas_stamp = t.elapsed();
+            println!(
+                "N={n}: one second of names: on each tile's frame {:.2} ms, on the canvas with \
+                 gst_video_blend {:.2} ms, with stamp_i420 {:.2} ms",
+                before.as_secs_f64() * 1e3,
+                canvas_gst.as_secs_f64() * 1e3,
+                canvas_stamp.as_secs_f64() * 1e3
+            );
+        }
+    }
 }

@@ -10,6 +10,9 @@
 //! * while a screen is shared ([`arrange`] with `presenting`), the room shows the *presenter*
 //!   layout whatever its own: the screen as the featured tile, every participant a thumbnail;
 //!   when the presentation ends the room's own layout comes back.
+//! * name labels: where a tile's name goes on the canvas ([`label_px`], [`label_place`]): at the
+//!   tile's displayed size (a font a fifteenth of its height), in its bottom-left corner, or
+//!   centred on a placeholder; the canvas draws them (`media.rs`), not each decoded frame.
 
 use huddle_sdk::serde::Deserialize;
 
@@ -190,6 +193,53 @@ fn featured_layout(n: usize, width: u32, height: u32, featured: usize) -> Vec<Op
         .collect()
 }
 
+/// The font size (pixels) of the name label on `tile`: a fifteenth of its height, as a 24 px
+/// label on a 360-line picture, between 10 (still legible on a thumbnail) and 48.
+pub fn label_px(tile: Rect) -> u32 {
+    (tile.h / 15).clamp(10, 48)
+}
+
+/// Where a rendered `w`×`h` label goes on `tile`: its bottom-left corner, one font size in from
+/// both edges, or its centre (`centred`: a placeholder's name). A label too big for the tile is
+/// scaled down to fit, keeping its shape; `None` when the tile has no room for one. Even, like
+/// every tile, so the label's chroma lines up with the canvas's.
+pub fn label_place(tile: Rect, w: u32, h: u32, centred: bool) -> Option<Rect> {
+    let pad = label_px(tile);
+    let room_w = tile.w.saturating_sub(2 * pad);
+    let room_h = tile.h.saturating_sub(2 * pad);
+    if w == 0 || h == 0 || room_w < 8 || room_h < 8 {
+        return None;
+    }
+    let (w, h) = if w > room_w || h > room_h {
+        // The tighter side sets the scale.
+        if u64::from(w) * u64::from(room_h) >= u64::from(h) * u64::from(room_w) {
+            (
+                room_w,
+                (u64::from(h) * u64::from(room_w) / u64::from(w)) as u32,
+            )
+        } else {
+            (
+                (u64::from(w) * u64::from(room_h) / u64::from(h)) as u32,
+                room_h,
+            )
+        }
+    } else {
+        (w, h)
+    };
+    let (w, h) = (even(w).max(2), even(h).max(2));
+    let (x, y) = if centred {
+        (tile.x + (tile.w - w) / 2, tile.y + (tile.h - h) / 2)
+    } else {
+        (tile.x + pad, tile.y + tile.h - pad - h)
+    };
+    Some(Rect {
+        x: even(x),
+        y: even(y),
+        w,
+        h,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,5 +342,81 @@ mod tests {
         assert_ne!(t[0], t[1]);
         let many = tiles(LayoutKind::Speaker, 10, 1280, 720, Some(0));
         assert_eq!(many.iter().flatten().count(), 7, "speaker + 6 thumbnails");
+    }
+
+    fn inside(inner: Rect, outer: Rect) -> bool {
+        inner.x >= outer.x
+            && inner.y >= outer.y
+            && inner.x + inner.w <= outer.x + outer.w
+            && inner.y + inner.h <= outer.y + outer.h
+    }
+
+    #[test]
+    fn labels_sit_bottom_left_inside_their_tile_in_every_layout() {
+        let (cw, ch) = (1280, 720);
+        let mut arrangements = Vec::new();
+        for n in [1, 2, 4, 6, 9, 16] {
+            arrangements.push(arrange(LayoutKind::Grid, n, cw, ch, None, false));
+            arrangements.push(arrange(LayoutKind::Speaker, n, cw, ch, Some(n / 2), false));
+            arrangements.push(arrange(LayoutKind::Grid, n, cw, ch, None, true));
+        }
+        for a in &arrangements {
+            for tile in a.screen.iter().chain(a.tiles.iter().flatten()) {
+                let px = label_px(*tile);
+                // A name of ten characters at that size, about as a renderer gives it.
+                let (w, h) = (px * 6, px * 3 / 2);
+                let label = label_place(*tile, w, h, false).expect("room for a label");
+                assert!(inside(label, *tile), "{label:?} in {tile:?}");
+                assert_eq!(
+                    (label.x % 2, label.y % 2, label.w % 2, label.h % 2),
+                    (0, 0, 0, 0)
+                );
+                // Left, at the bottom: in the tile's lower-left quarter.
+                assert!(label.x < tile.x + tile.w / 2, "{label:?} in {tile:?}");
+                assert!(label.y >= tile.y + tile.h / 2, "{label:?} in {tile:?}");
+                // On the same tile's labels of other tiles do not land (tiles do not overlap).
+                let centred = label_place(*tile, w, h, true).expect("room for a label");
+                assert!(inside(centred, *tile), "{centred:?} in {tile:?}");
+                let (mid_x, mid_y) = (tile.x + tile.w / 2, tile.y + tile.h / 2);
+                assert!(centred.x <= mid_x && centred.x + centred.w >= mid_x);
+                assert!(centred.y <= mid_y && centred.y + centred.h >= mid_y);
+            }
+        }
+    }
+
+    #[test]
+    fn the_label_follows_the_tile_size() {
+        let grid4 = tiles(LayoutKind::Grid, 4, 1280, 720, None)[0].unwrap();
+        let grid16 = tiles(LayoutKind::Grid, 16, 1280, 720, None)[0].unwrap();
+        let speaker = tiles(LayoutKind::Speaker, 3, 1280, 720, Some(0));
+        // A 640x360 tile gets the 24 px the label had on a decoded 640x360 frame.
+        assert_eq!(label_px(grid4), 24);
+        assert_eq!(label_px(grid16), 12);
+        assert!(label_px(speaker[0].unwrap()) > label_px(grid4));
+        assert_eq!(label_px(speaker[1].unwrap()), 10, "thumbnails stay legible");
+    }
+
+    #[test]
+    fn a_label_too_wide_for_its_tile_is_scaled_down_and_a_tiny_tile_has_none() {
+        let tile = Rect {
+            x: 100,
+            y: 50,
+            w: 200,
+            h: 120,
+        };
+        let label = label_place(tile, 900, 30, false).expect("scaled");
+        assert_eq!(label.w, 200 - 2 * label_px(tile));
+        assert!(label.h < 30 && label.h >= 2);
+        assert!(inside(label, tile));
+        let tall = label_place(tile, 40, 400, true).expect("scaled");
+        assert!(inside(tall, tile) && tall.h <= 100);
+        let tiny = Rect {
+            x: 0,
+            y: 0,
+            w: 20,
+            h: 20,
+        };
+        assert_eq!(label_place(tiny, 10, 10, false), None);
+        assert_eq!(label_place(tile, 0, 10, false), None);
     }
 }

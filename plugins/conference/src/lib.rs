@@ -14,7 +14,8 @@
 //!   see no composite (an answer listing H.264 alone leaves no codec we can send on that
 //!   m-line). Whenever VP8 is offered, VP8 alone is answered, whatever the offer's order.
 //! * [`media`]: GStreamer pipelines (decode, composite, encode once per room) and the mixer
-//!   thread; [`mix`] and [`layout`] are its pure parts. [`ingress`] routes incoming RTP to the
+//!   thread; [`mix`] and [`layout`] are its pure parts, [`labels`] renders the tiles' names
+//!   (drawn on the canvas, at each tile's displayed size). [`ingress`] routes incoming RTP to the
 //!   pipelines' `appsrc`s: registered as the plugin's RTP sink (ABI 1.7), it runs on the host's
 //!   media thread, so a packet reaches its decoder without a hop through the plugin's thread
 //!   (on older hosts `incoming_rtp` feeds it the same way).
@@ -42,6 +43,7 @@ pub mod admin;
 pub mod cpu;
 pub mod events;
 pub mod ingress;
+pub mod labels;
 pub mod layout;
 pub mod media;
 pub mod mix;
@@ -1581,6 +1583,73 @@ mod tests {
         }
         pipeline.set_state(gstreamer::State::Null).unwrap();
         last
+    }
+
+    /// Every tile's name is on the composite, drawn at the size the tile is shown, in its
+    /// bottom-left corner, also before any picture came (the tiles are black here); at 4 and 9
+    /// participants on a 1280x720 canvas. (The FakeHost answers every offer with audio and
+    /// video, so the placeholders' centred names are checked in `layout`'s tests.) With
+    /// `CONFERENCE_TEST_PICTURES=<dir>` the decoded composites are saved there (PGM) to look at.
+    #[test]
+    fn names_are_drawn_on_the_canvas_on_every_tile_at_its_size() {
+        for n in [4, 9] {
+            names_on_every_tile(n);
+        }
+    }
+
+    fn names_on_every_tile(n: usize) {
+        let host = FakeHost::with_capabilities(Capabilities::ALL);
+        let mut plugin = host
+            .start(
+                &huddle_plugin_export::entry(),
+                "[[rooms]]\nname = \"hall\"\npublic = true\n\
+                 video = { width = 1280, height = 720, fps = 15, bitrate_kbps = 2000, keyframe_interval_secs = 3600 }\n",
+            )
+            .expect("conference starts");
+        let uri = "sip:hall@example.test";
+        let viewer = join_av(&host, &mut plugin, uri, "Viewer", 3000);
+        for i in 1..n {
+            join_av(&host, &mut plugin, uri, &format!("Guest{i}"), 3000);
+        }
+        // The names are rendered on the room's label thread and show from the frame after:
+        // look at the latest picture until every tile has its name.
+        let tiles = layout::tiles(layout::LayoutKind::Grid, n, 1280, 720, None);
+        let check = || -> Result<(), String> {
+            let (width, luma) = last_composite_picture(&host, viewer, 0).ok_or("no picture yet")?;
+            if width != 1280 {
+                return Err(format!("width {width}"));
+            }
+            if let Some(dir) = std::env::var_os("CONFERENCE_TEST_PICTURES") {
+                let mut pgm = format!("P5 {width} {} 255\n", luma.len() / width).into_bytes();
+                pgm.extend_from_slice(&luma);
+                let _ = std::fs::write(
+                    std::path::Path::new(&dir).join(format!("names-{n}.pgm")),
+                    pgm,
+                );
+            }
+            // Text pixels (white) in a part of the canvas.
+            let bright = |x0: u32, y0: u32, x1: u32, y1: u32| {
+                (y0..y1)
+                    .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+                    .filter(|&(x, y)| luma[y as usize * width + x as usize] > 200)
+                    .count()
+            };
+            for (i, tile) in tiles.iter().enumerate() {
+                let t = tile.ok_or(format!("tile {i} has no place"))?;
+                let (mid_x, mid_y) = (t.x + t.w / 2, t.y + t.h / 2);
+                let corner = bright(t.x, mid_y, mid_x, t.y + t.h);
+                if corner <= 20 {
+                    return Err(format!("tile {i}: no name bottom-left ({corner} px)"));
+                }
+                let rest =
+                    bright(t.x, t.y, t.x + t.w, mid_y) + bright(mid_x, mid_y, t.x + t.w, t.y + t.h);
+                if rest != 0 {
+                    return Err(format!("tile {i}: {rest} bright px outside the name"));
+                }
+            }
+            Ok(())
+        };
+        assert!(eventually(|| check().is_ok()), "n={n}: {:?}", check());
     }
 
     /// A screen shared in H.264 (the relay negotiated it) is decoded and mixed like a VP8

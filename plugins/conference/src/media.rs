@@ -7,11 +7,11 @@
 //! ```text
 //! video (one pipeline per room):
 //!   videotestsrc(live, 16x16, transparent) ──────────────────┐ (background: keeps the
-//!   appsrc(RTP VP8) → rtpvp8depay → vp8dec → textoverlay → queue ─┤  canvas ticking when an
-//!   appsrc(RTP H.264) → rtph264depay → avdec_h264 → … → queue ─────┤  uplink freezes)
-//!   videotestsrc(placeholder) → textoverlay → queue ──────────────┤
-//!   appsrc(tapped screen, VP8/H.264) → depay → decode → textoverlay → queue ┤ (while one is shared)
-//!                                        compositor → tee ─┬→ queue → vp8enc → rtpvp8pay → appsink ─► receivers of
+//!   appsrc(RTP VP8) → rtpvp8depay → vp8dec → queue ───────────┤  canvas ticking when an
+//!   appsrc(RTP H.264) → rtph264depay → avdec_h264 → … → queue ─┤  uplink freezes)
+//!   videotestsrc(placeholder) → queue ────────────────────────┤
+//!   appsrc(tapped screen, VP8/H.264) → depay → decode → queue ┤ (while one is shared)
+//!                          compositor ─(names blended: probe)→ tee ─┬→ queue → vp8enc → rtpvp8pay → appsink ─► receivers of
 //!                                                          │                                        profile 0 (canvas)
 //!                                                          ├→ queue → videorate → videoscale → vp8enc → … ─► profile 1, …
 //!                                                          └→ queue → [videorate → videoscale] → openh264enc
@@ -40,6 +40,13 @@
 //! Every tile and every encoder branch sits behind a leaky queue: a frozen uplink or a slow
 //! encoder never holds the canvas back.
 //!
+//! Names (each participant's on their tile, centred on a placeholder; the presenter's on the
+//! shared screen) are not drawn in the tiles' branches but on the composite, at the size each
+//! tile is shown: a buffer probe on the compositor's output blends the room's overlay
+//! composition (one rectangle per visible name, `labels.rs`), which [`Shared::relayout`]
+//! rebuilds whenever tiles move or names change. A tile's thread thus only depayloads and
+//! decodes, as a raw `gst-launch` pipeline does.
+//!
 //! A participant's video comes in as VP8 or H.264 (Baseline/Constrained Baseline,
 //! packetization-mode 1: `sdp.rs` says when); only the depayloader and decoder differ, the rest
 //! of the tile is the same. H.264 is decoded by libav's `avdec_h264` rather than `openh264dec`:
@@ -58,18 +65,20 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
 use huddle_sdk::{Error, Host, MediaSessionId, OutgoingRtp};
 
 use crate::cpu::RoomCpu;
 use crate::ingress::{Feed, Ingress, SCREEN_PT};
-use crate::layout::{arrange, shown, LayoutKind};
+use crate::labels::{label_text, stamp_i420, LabelCache, Lookup, Renderer, Stamp};
+use crate::layout::{arrange, label_place, label_px, shown, tiles, LayoutKind, Rect};
 use crate::mix::{level_dbov, mix_minus, SpeakerDetector, FRAME};
 use crate::room::{ParticipantId, VideoProfile};
 use crate::sdp::{AudioCodec, VideoCodec};
@@ -178,8 +187,8 @@ struct Shared {
     /// Receivers of the composite.
     video_out: Mutex<Vec<Receiver>>,
     audio: Mutex<Vec<AudioMember>>,
-    /// Tiles in order: participant and its compositor pad.
-    tiles: Mutex<Vec<(ParticipantId, gst::Pad)>>,
+    /// Tiles in order.
+    tiles: Mutex<Vec<Tile>>,
     speaker: Mutex<Option<ParticipantId>>,
     stop: AtomicBool,
     /// Each output's encoder src pad, where key frames are asked for: the VP8 profiles (set
@@ -196,8 +205,25 @@ struct Shared {
     /// CPU the room's pipelines and mixer have used (its own `Arc`: bus handlers hold it, and
     /// they must not hold `Shared`, which holds the pipelines' elements).
     cpu: Arc<RoomCpu>,
-    /// The shared screen's compositor pad, while one is shown.
-    screen: Mutex<Option<gst::Pad>>,
+    /// The shared screen's compositor pad and label, while one is shown.
+    screen: Mutex<Option<(gst::Pad, String)>>,
+    /// The names, rendered or asked for.
+    labels: Mutex<LabelCache>,
+    /// Where names to render go: the room's label thread ([`label_loop`]); `None` once the
+    /// room stops.
+    label_jobs: Mutex<Option<mpsc::Sender<(String, u32)>>>,
+    /// The names as placed now, blended onto every composite frame (its own `Arc`: the
+    /// compositor's pad probe holds it).
+    overlay: Arc<Mutex<Arc<Vec<Stamp>>>>,
+}
+
+/// A participant's tile: their compositor pad and the name drawn on it.
+struct Tile {
+    id: ParticipantId,
+    pad: gst::Pad,
+    label: String,
+    /// No picture (audio only, or video off): the name goes in the middle.
+    placeholder: bool,
 }
 
 /// Forced key frames of one output profile.
@@ -263,26 +289,37 @@ impl Shared {
         }
     }
 
-    /// Puts every tile where the layout says; the active speaker's is the featured one, or the
-    /// shared screen while there is one.
+    /// Puts every tile where the layout says, and its name on it; the active speaker's is the
+    /// featured one, or the shared screen while there is one.
     fn relayout(&self) {
+        // Held throughout, so two relayouts (the plugin's thread, the mixer's on a speaker
+        // change) leave the pads and the names of the same arrangement.
         let tiles_now = lock(&self.tiles);
         let speaker = *lock(&self.speaker);
         let screen = lock(&self.screen);
-        let featured = speaker.and_then(|s| tiles_now.iter().position(|(id, _)| *id == s));
+        let kind = *lock(&self.layout);
+        let featured = speaker.and_then(|s| tiles_now.iter().position(|t| t.id == s));
+        let (width, height) = (self.canvas.width, self.canvas.height);
         let arrangement = arrange(
-            *lock(&self.layout),
+            kind,
             tiles_now.len(),
-            self.canvas.width,
-            self.canvas.height,
+            width,
+            height,
             featured,
             screen.is_some(),
         );
-        let pads = screen
+        let places = screen
             .iter()
+            .map(|(pad, label)| (pad, label.as_str(), false))
             .zip([arrangement.screen])
-            .chain(tiles_now.iter().map(|(_, pad)| pad).zip(arrangement.tiles));
-        for (pad, rect) in pads {
+            .chain(
+                tiles_now
+                    .iter()
+                    .map(|t| (&t.pad, t.label.as_str(), t.placeholder))
+                    .zip(arrangement.tiles),
+            );
+        let mut named = Vec::new();
+        for ((pad, label, centred), rect) in places {
             match rect {
                 Some(r) => {
                     pad.set_property("xpos", r.x as i32);
@@ -290,11 +327,100 @@ impl Shared {
                     pad.set_property("width", r.w as i32);
                     pad.set_property("height", r.h as i32);
                     pad.set_property("alpha", 1.0f64);
+                    named.push((label, r, centred));
                 }
                 None => pad.set_property("alpha", 0.0f64),
             }
         }
+        // In the speaker layout a new speaker (the mixer's thread) moves two names between
+        // the big size and the thumbnails': every name is rendered at both here, so that
+        // relayout finds them all and renders nothing.
+        let mut sizes = Vec::new();
+        if kind == LayoutKind::Speaker && screen.is_none() && tiles_now.len() > 1 {
+            let shapes = tiles(kind, tiles_now.len(), width, height, Some(0));
+            sizes.extend(shapes.iter().take(2).flatten().map(|r| label_px(*r)));
+        }
+        let all: Vec<&str> = screen
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .chain(tiles_now.iter().map(|t| t.label.as_str()))
+            .collect();
+        self.draw_labels(&named, &all, &sizes);
     }
+
+    /// Makes the names in `named` (text, its tile, centred) the composite's overlay; asks the
+    /// label thread for every rendering missing (of those, and of every name of `all` at each
+    /// of `sizes`, ahead of need), which relayouts again when it has them; forgets the names
+    /// no longer in `all`. Never renders here: this runs on the plugin's and the mixer's
+    /// threads.
+    fn draw_labels(&self, named: &[(&str, Rect, bool)], all: &[&str], sizes: &[u32]) {
+        let mut labels = lock(&self.labels);
+        let mut rects = Vec::with_capacity(named.len());
+        let mut jobs = Vec::new();
+        for &(text, tile, centred) in named {
+            let px = label_px(tile);
+            match labels.lookup(text, px) {
+                Lookup::Ready(Some(label)) => {
+                    if let Some(at) = label_place(tile, label.width, label.height, centred) {
+                        rects.push(label.at(at.x, at.y, at.w, at.h));
+                    }
+                }
+                Lookup::Ready(None) | Lookup::Missing(false) => {}
+                Lookup::Missing(true) => jobs.push((text.to_owned(), px)),
+            }
+        }
+        for text in all {
+            for &px in sizes {
+                if let Lookup::Missing(true) = labels.lookup(text, px) {
+                    jobs.push(((*text).to_owned(), px));
+                }
+            }
+        }
+        labels.keep_only(all);
+        drop(labels);
+        if !jobs.is_empty() {
+            if let Some(tx) = lock(&self.label_jobs).as_ref() {
+                for job in jobs {
+                    let _ = tx.send(job);
+                }
+            }
+        }
+        *lock(&self.overlay) = Arc::new(rects);
+    }
+}
+
+/// A room's label thread: renders the names asked for (in batches: a layout change asks for
+/// several), puts them in the room's cache and relayouts so they show. Ends when the room
+/// stops (its sender is dropped) or is gone.
+fn label_loop(shared: Weak<Shared>, jobs: mpsc::Receiver<(String, u32)>, cpu: Arc<RoomCpu>) {
+    cpu.enter_current();
+    let mut renderer: Option<Result<Renderer, String>> = None;
+    while let Ok(first) = jobs.recv() {
+        let batch: Vec<(String, u32)> = std::iter::once(first).chain(jobs.try_iter()).collect();
+        let new = renderer.is_none();
+        let renderer = renderer.get_or_insert_with(Renderer::new);
+        let done: Vec<_> = batch
+            .into_iter()
+            .map(|(text, px)| {
+                let label = renderer.as_ref().ok().and_then(|r| r.render(&text, px));
+                (text, px, label)
+            })
+            .collect();
+        let Some(shared) = shared.upgrade() else {
+            break;
+        };
+        if let (true, Err(e)) = (new, &renderer) {
+            huddle_sdk::warn!(shared.host, "tiles are shown without names: {e}");
+        }
+        {
+            let mut labels = lock(&shared.labels);
+            for (text, px, label) in done {
+                labels.put(text, px, label);
+            }
+        }
+        shared.relayout();
+    }
+    cpu.leave_current();
 }
 
 /// One participant's pieces.
@@ -379,6 +505,8 @@ pub struct RoomMedia {
     h264: Option<OutputBranch>,
     legs: BTreeMap<ParticipantId, Leg>,
     mixer: Option<thread::JoinHandle<()>>,
+    /// The thread rendering names ([`label_loop`]).
+    labeller: Option<thread::JoinHandle<()>>,
     /// The shared screen's input, while one is shown.
     screen: Option<ScreenInput>,
 }
@@ -432,7 +560,20 @@ impl RoomMedia {
             canvas,
             cpu: Arc::new(RoomCpu::default()),
             screen: Mutex::new(None),
+            labels: Mutex::new(LabelCache::default()),
+            label_jobs: Mutex::new(None),
+            overlay: Arc::default(),
         });
+        let labeller = {
+            let (tx, rx) = mpsc::channel();
+            *lock(&shared.label_jobs) = Some(tx);
+            let weak = Arc::downgrade(&shared);
+            let cpu = shared.cpu.clone();
+            thread::Builder::new()
+                .name(format!("labels-{room}"))
+                .spawn(move || label_loop(weak, rx, cpu))
+                .map_err(|e| MediaError(format!("label thread: {e}")))?
+        };
         let video = gst::Pipeline::with_name(&format!("room-{room}"));
         let raw_caps = raw_video_caps(&canvas);
         let background = make("videotestsrc")?;
@@ -473,6 +614,7 @@ impl RoomMedia {
             .ok_or_else(|| MediaError("capsfilter without src".to_owned()))?
             .link(&bg_pad)?;
         gst::Element::link_many([&compositor, &out_caps, &tee])?;
+        blend_names(&compositor, &raw_caps, &shared.overlay)?;
         let mut encoders = Vec::with_capacity(profiles.len());
         for (index, profile) in profiles.iter().enumerate() {
             let mut branch = vec![newest_frames_queue()?];
@@ -531,6 +673,7 @@ impl RoomMedia {
             h264: None,
             legs: BTreeMap::new(),
             mixer: Some(mixer),
+            labeller: Some(labeller),
             screen: None,
         })
     }
@@ -736,22 +879,16 @@ impl RoomMedia {
         let caps = video_rtp_caps(codec, SCREEN_PT);
         let src = live_appsrc(&caps, 4_000_000, true);
         let [depay, decoder] = video_decoder(codec)?;
-        let overlay = make("textoverlay")?;
-        overlay.set_property("text", label);
-        overlay.set_property("font-desc", "Sans 18");
-        overlay.set_property_from_str("halignment", "left");
-        overlay.set_property_from_str("valignment", "bottom");
         let branch = vec![
             src.clone().upcast(),
             depay,
             decoder,
             make("videoconvert")?,
-            overlay,
             // A frozen screen must not hold the canvas back.
             newest_frames_queue()?,
         ];
         let pad = self.attach_to_canvas(&branch)?;
-        *lock(&self.shared.screen) = Some(pad.clone());
+        *lock(&self.shared.screen) = Some((pad.clone(), label_text(label)));
         self.ingress.screen(session.0, src);
         self.screen = Some(ScreenInput {
             session: session.0,
@@ -812,11 +949,6 @@ impl RoomMedia {
     ) -> Result<(), MediaError> {
         let fps = self.shared.canvas.fps as i32;
         let mut branch: Vec<gst::Element> = Vec::new();
-        let label = make("textoverlay")?;
-        label.set_property("text", display);
-        label.set_property("font-desc", "Sans 18");
-        label.set_property_from_str("halignment", "left");
-        label.set_property_from_str("valignment", "bottom");
         match video_in {
             Some((codec, pt)) => {
                 let src = live_appsrc(&video_rtp_caps(codec, pt), 2_000_000, true);
@@ -824,9 +956,9 @@ impl RoomMedia {
                 leg.video_pt = pt;
                 branch.push(src.upcast());
                 branch.extend(video_decoder(codec)?);
-                // vp8dec gives I420, which the label draws on as it is (a videoconvert there
+                // vp8dec gives I420, which the compositor takes as it is (a videoconvert there
                 // is a pass-through per frame that raw-floor.sh does not have); H.264 may come
-                // in other chroma layouts.
+                // in chroma layouts or depths the compositor does not take.
                 if codec != VideoCodec::Vp8 {
                     branch.push(make("videoconvert")?);
                 }
@@ -846,21 +978,23 @@ impl RoomMedia {
                         .field("framerate", gst::Fraction::new(fps.min(5), 1))
                         .build(),
                 );
-                label.set_property_from_str("halignment", "center");
-                label.set_property_from_str("valignment", "center");
                 branch.push(src);
                 branch.push(caps);
             }
         }
-        branch.push(label);
         // Never let a slow tile hold the canvas back.
         branch.push(newest_frames_queue()?);
         let pad = self.attach_to_canvas(&branch)?;
         {
             // Tiles stay in join order (ids grow with each session), also after a swap.
             let mut tiles = lock(&self.shared.tiles);
-            tiles.push((id, pad.clone()));
-            tiles.sort_by_key(|(t, _)| *t);
+            tiles.push(Tile {
+                id,
+                pad: pad.clone(),
+                label: label_text(display),
+                placeholder: video_in.is_none(),
+            });
+            tiles.sort_by_key(|t| t.id);
         }
         leg.branch = branch;
         leg.pad = Some(pad);
@@ -891,7 +1025,7 @@ impl RoomMedia {
     }
 
     fn remove_tile(&mut self, leg: &mut Leg, id: ParticipantId) {
-        lock(&self.shared.tiles).retain(|(t, _)| *t != id);
+        lock(&self.shared.tiles).retain(|t| t.id != id);
         // Upstream first: each element's streaming thread stops before the next one goes.
         for e in &leg.branch {
             let _ = e.set_state(gst::State::Null);
@@ -1004,6 +1138,11 @@ impl Drop for RoomMedia {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(m) = self.mixer.take() {
             let _ = m.join();
+        }
+        // Its channel closes: the label thread ends after the batch it may be rendering.
+        lock(&self.shared.label_jobs).take();
+        if let Some(l) = self.labeller.take() {
+            let _ = l.join();
         }
         for leg in self.legs.values() {
             if let Some(p) = &leg.audio {
@@ -1233,6 +1372,38 @@ fn live_appsrc(caps: &gst::Caps, max_bytes: u64, timestamp: bool) -> gst_app::Ap
         .build();
     src.set_property_from_str("leaky-type", "downstream");
     src
+}
+
+/// Blends the room's names (`overlay`, as [`Shared::relayout`] last placed them) onto every
+/// frame the compositor puts out, in its thread, before the tee hands the frame to the
+/// encoders: only the labels' samples are touched, at the size the tiles are shown.
+fn blend_names(
+    compositor: &gst::Element,
+    canvas: &gst::Caps,
+    overlay: &Arc<Mutex<Arc<Vec<Stamp>>>>,
+) -> Result<(), MediaError> {
+    let info = gst_video::VideoInfo::from_caps(canvas)?;
+    let overlay = overlay.clone();
+    compositor
+        .static_pad("src")
+        .ok_or_else(|| MediaError("compositor without src".to_owned()))?
+        .add_probe(gst::PadProbeType::BUFFER, move |_, probe| {
+            let stamps = lock(&overlay).clone();
+            if let (false, Some(gst::PadProbeData::Buffer(buffer))) =
+                (stamps.is_empty(), probe.data.as_mut())
+            {
+                // The compositor's fresh frame: writable without a copy.
+                let buffer = buffer.make_mut();
+                if let Ok(mut frame) =
+                    gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, &info)
+                {
+                    stamp_i420(&mut frame, &stamps);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        })
+        .ok_or_else(|| MediaError("no probe on the compositor".to_owned()))?;
+    Ok(())
 }
 
 /// A queue that keeps the newest few frames and drops older ones: what sits between the

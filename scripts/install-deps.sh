@@ -48,7 +48,7 @@ command -v dpkg-query >/dev/null || die "dpkg-query not found"
 
 packages=(pkg-config gcc g++ libc6-dev cmake clang)
 # The conference plugin (MCU): GStreamer 1.22 headers to build gstreamer-rs, and at run time the
-# elements its pipelines use (VP8/Opus/G.711, RTP (de)payloaders, compositor, textoverlay in -x,
+# elements its pipelines use (VP8/Opus/G.711, RTP (de)payloaders, compositor, textrender (names) in -x,
 # avdec_h264 in -libav, and openh264enc for the H.264 composite in -bad, which pulls libopenh264).
 packages+=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)
 packages+=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
@@ -74,6 +74,8 @@ if ((want_bench)); then
 	packages+=(kamailio-presence-modules)
 	# bench/messaging: msilo on db_sqlite, the durable baseline (schema loaded with sqlite3).
 	packages+=(kamailio-sqlite-modules sqlite3)
+	# bench/conference: the raw pipeline it measures against runs in gst-launch-1.0.
+	packages+=(gstreamer1.0-tools)
 fi
 
 # One dpkg-query for all: installed packages print "name install ok installed".

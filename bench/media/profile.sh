@@ -9,7 +9,8 @@
 #     (VMs without hardware counters) and call graphs (PERF_CALL_GRAPH, default `dwarf,8192`;
 #     `fp` is cheaper but Rust release code keeps no frame pointers) into OUT;
 #   PROFILE=count: `perf stat` of the server into OUT: task-clock, context switches, the socket
-#     and wake-up system calls, and every uprobe already defined on TARGET_DIR's huddle
+#     system calls (per datagram and batched) and the wake-ups, and every uprobe already
+#     defined on TARGET_DIR's huddle
 #     (e.g. `perf probe -x TARGET_DIR/release/huddle --add <mangled str0m::Rtc::poll_output>`:
 #     calls into str0m per echoed packet).
 # Then prints run.sh's result lines (echoed packets, CPU per echoed packet, steal). OUT.log keeps
@@ -38,6 +39,7 @@ record)
 count)
 	probes=$(perf probe -l 2>/dev/null | grep -F "in $target/release/huddle" | awk '{print $1}' | paste -sd, - || true)
 	perf stat -e task-clock,context-switches,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto \
+		-e syscalls:sys_enter_recvmmsg,syscalls:sys_enter_sendmmsg \
 		-e syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex${probes:+,$probes} \
 		-p "$server" -o "$out" -- sleep "$secs"
 	;;

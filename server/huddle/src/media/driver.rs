@@ -21,6 +21,16 @@
 //! packet but loses the receive passes that release it for free once batches grow, and
 //! measured more passes per echoed packet (bench/NOTES.md, "Media: passes per echoed packet").
 //!
+//! # System calls
+//!
+//! The socket is read [`RECV_BATCH`](super::udp::RECV_BATCH) datagrams per `recvmmsg`, and
+//! what the legs transmit during a turn (the echoes of a receive batch, a composite packet's
+//! copies for every receiver, RTCP) is held in an [`Outbox`] and written with `sendmmsg` at the
+//! end of the turn, or as soon as a system call's worth is held. Datagrams leave in the order
+//! the legs produced them. If the socket's buffer is full the rest waits, in order, for the
+//! socket to become writable (bounded: beyond [`OUTBOX_LIMIT`](super::udp::OUTBOX_LIMIT) newer
+//! datagrams are dropped, as a full network queue would drop them).
+//!
 //! # Timer slack
 //!
 //! Besides its packets, each leg asks for timer passes of its own: NACK reports every 33 ms,
@@ -47,6 +57,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::rtp::{self, KeyframeGate, Rewriter, SeqExtender};
+use super::udp::{Outbox, RecvBuffers, SEND_BATCH};
 use super::{Command, MediaEngine, MediaEvents};
 
 /// The driver's maps, looked up several times per packet: keys are ids, addresses and small
@@ -55,8 +66,6 @@ use super::{Command, MediaEngine, MediaEvents};
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
-/// Largest datagram read.
-const MAX_DATAGRAM: usize = 2048;
 /// Datagrams read per wake-up before deadlines and commands get their turn.
 const READ_BATCH: usize = 256;
 /// Commands applied per wake-up.
@@ -221,6 +230,9 @@ struct Driver {
     by_addr: FastMap<SocketAddr, u64>,
     deadlines: BTreeSet<(Instant, u64)>,
     dirty: FastSet<u64>,
+    /// What the legs transmitted this turn, written with `sendmmsg` (module docs, "System
+    /// calls").
+    outbox: Outbox,
 }
 
 /// Runs the engine until `Shutdown` (or every handle is gone).
@@ -239,8 +251,9 @@ pub(crate) async fn run(
         by_addr: FastMap::default(),
         deadlines: BTreeSet::new(),
         dirty: FastSet::default(),
+        outbox: Outbox::default(),
     };
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = RecvBuffers::new();
     // One timer for the whole run, moved only when the earliest deadline changes (a new
     // `Sleep` per turn would register and cancel a timer-wheel entry on every wake-up).
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
@@ -277,29 +290,65 @@ pub(crate) async fn run(
                 }
             }
             () = &mut sleep, if armed.is_some() => {}
+            // Only while datagrams wait for room in the socket's buffer (the flush below).
+            r = d.socket.writable(), if d.outbox.blocked() => {
+                let _ = r;
+            }
         }
         if stop {
             d.shutdown();
+            d.flush();
             return;
         }
         d.fire_deadlines(Instant::now());
         d.settle();
+        d.flush();
     }
 }
 
 impl Driver {
-    fn read_batch(&mut self, buf: &mut [u8]) {
-        for _ in 0..READ_BATCH {
-            match self.socket.try_recv_from(buf) {
-                Ok((n, source)) => {
-                    self.engine.counters().received(n);
-                    self.datagram(&buf[..n], source)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+    fn read_batch(&mut self, buf: &mut RecvBuffers) {
+        let mut read = 0;
+        while read < READ_BATCH {
+            // A short batch (the socket ran dry) ends the read: no system call to find it
+            // empty (`RecvBuffers::read`).
+            let more = match buf.read(&self.socket) {
+                Ok(full) => full,
                 // ICMP errors (port unreachable) surface here on Linux; nothing to do.
-                Err(_) => {}
+                Err(_) => {
+                    read += 1;
+                    continue;
+                }
+            };
+            read += buf.len();
+            for i in 0..buf.len() {
+                let (bytes, source) = buf.datagram(i);
+                self.engine.counters().received(bytes.len());
+                if let Some(source) = source {
+                    self.datagram(bytes, source);
+                }
+            }
+            if !more {
+                return;
             }
         }
+    }
+
+    /// Holds a datagram for the end of the turn; a full system call's worth is written at
+    /// once, so that a long turn does not hold back what it produced first.
+    fn transmit(&mut self, to: SocketAddr, datagram: Vec<u8>) {
+        // UDP: what does not fit (the socket's buffer and the outbox full) is dropped, as the
+        // network would drop it.
+        self.outbox.push(to, datagram);
+        if self.outbox.len() >= SEND_BATCH && !self.outbox.blocked() {
+            self.flush();
+        }
+    }
+
+    /// Writes out what the legs transmitted, as far as the socket takes it.
+    fn flush(&mut self) {
+        let counters = self.engine.counters();
+        self.outbox.flush(&self.socket, |n| counters.sent(n));
     }
 
     /// Routes one datagram to its leg (see the module docs of `media`).
@@ -550,12 +599,7 @@ impl Driver {
                 return;
             }
             match leg.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => {
-                    // UDP: a full socket buffer drops the datagram, as the network would.
-                    if let Ok(n) = self.socket.try_send_to(&t.contents, t.destination) {
-                        self.engine.counters().sent(n);
-                    }
-                }
+                Ok(Output::Transmit(t)) => self.transmit(t.destination, t.contents.into()),
                 Ok(Output::Timeout(t)) => {
                     leg.set_timeout(t);
                     break;
@@ -830,9 +874,7 @@ impl Driver {
             let _ = leg.rtc.close();
             // Flush what closing produced (DTLS close_notify, RTCP BYE) once.
             while let Ok(Output::Transmit(t)) = leg.rtc.poll_output() {
-                if let Ok(n) = self.socket.try_send_to(&t.contents, t.destination) {
-                    self.engine.counters().sent(n);
-                }
+                self.transmit(t.destination, t.contents.into());
             }
         }
         if let Some(d) = leg.deadline {

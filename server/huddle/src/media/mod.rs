@@ -11,7 +11,8 @@
 //! * [`driver`] is the one tokio task that owns the UDP socket and every leg's `Rtc`: it
 //!   `select!`s on the socket, the earliest leg deadline and a bounded command channel, feeds
 //!   datagrams to the leg they belong to, and drains each touched leg's `poll_output` until it
-//!   says `Timeout`. One socket serves every leg (the port in `[media] listen`).
+//!   says `Timeout`. One socket serves every leg (the port in `[media] listen`); [`udp`] reads
+//!   it with `recvmmsg` and writes each turn's datagrams with `sendmmsg`.
 //! * [`MediaEngine`] is the handle plugins' host functions use. It is `Clone` and thread-safe;
 //!   its calls never wait for the driver except [`MediaEngine::answer`] on a renegotiation
 //!   (the leg's `Rtc` lives in the driver), which waits a bounded time.
@@ -46,6 +47,7 @@ pub mod driver;
 mod forward_tests;
 pub mod rtp;
 pub mod sdp;
+mod udp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

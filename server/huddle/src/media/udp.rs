@@ -1,0 +1,364 @@
+//! Batched datagram I/O of the media socket, with the crates and the safe wrappers the SIP UDP
+//! transport uses (nix's `recvmmsg`, rustix's `sendmmsg`; no `unsafe` here).
+//!
+//! * [`RecvBuffers`] reads up to [`RECV_BATCH`] datagrams per system call.
+//! * [`Outbox`] holds what the legs transmit during one driver turn (the echoes of a receive
+//!   batch, a composite packet's copies for every receiver) and writes it with `sendmmsg`,
+//!   [`SEND_BATCH`] datagrams per call. Datagrams leave in the order they were held, so each
+//!   destination sees its packets in the order its leg produced them. A full socket buffer
+//!   (`EAGAIN`, or a batch the kernel cut short) keeps the rest, in order, for the next time
+//!   the socket is writable; while blocked the outbox holds at most [`OUTBOX_LIMIT`] datagrams
+//!   and drops newer ones beyond that, as a full network queue would.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Largest datagram read.
+pub(crate) const MAX_DATAGRAM: usize = 2048;
+/// Datagrams read per system call at most. A wake-up at 50 echo legs finds 18–26 (bench/NOTES.md,
+/// "Media: passes per echoed packet").
+pub(crate) const RECV_BATCH: usize = if cfg!(target_os = "linux") { 32 } else { 1 };
+/// Datagrams written per system call at most (the kernel takes up to 1024).
+pub(crate) const SEND_BATCH: usize = 64;
+/// Datagrams held while the socket cannot take them; newer ones are dropped beyond this.
+pub(crate) const OUTBOX_LIMIT: usize = 4096;
+
+/// Receive slots: datagram `i` of a batch lands in `buf[i * MAX_DATAGRAM..]`.
+pub(crate) struct RecvBuffers {
+    buf: Vec<u8>,
+    /// Length and sender of each datagram of the last batch (`None`: not an IP address).
+    received: Vec<(usize, Option<SocketAddr>)>,
+}
+
+impl RecvBuffers {
+    pub(crate) fn new() -> RecvBuffers {
+        RecvBuffers {
+            buf: vec![0; MAX_DATAGRAM * RECV_BATCH],
+            received: Vec::with_capacity(RECV_BATCH),
+        }
+    }
+
+    /// How many datagrams the last [`read`](Self::read) got.
+    pub(crate) fn len(&self) -> usize {
+        self.received.len()
+    }
+
+    /// Datagram `i` of the last batch and its sender (`None`: not an IP address, no leg's).
+    pub(crate) fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
+        let (len, source) = self.received[i];
+        let start = i * MAX_DATAGRAM;
+        (&self.buf[start..start + len], source)
+    }
+
+    /// Reads what the socket holds, up to [`RECV_BATCH`] datagrams. True if the batch was full
+    /// (more may be waiting). A short batch means the socket ran dry: tokio is told so
+    /// (`WouldBlock` inside `try_io`) and the next wake-up waits for a new datagram, without a
+    /// system call that would only find the socket empty. Nothing is missed: tokio clears only
+    /// the readiness it had seen before the read. Errors other than an empty socket are the
+    /// socket's (ICMP reports on Linux); the caller goes on.
+    pub(crate) fn read(&mut self, socket: &UdpSocket) -> std::io::Result<bool> {
+        self.received.clear();
+        let RecvBuffers { buf, received } = self;
+        let result = socket.try_io(Interest::READABLE, || {
+            receive(socket, buf, received)?;
+            if received.len() < RECV_BATCH {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn receive(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    out: &mut Vec<(usize, Option<SocketAddr>)>,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{
+        recvmmsg, AddressFamily, MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage,
+    };
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd;
+
+    // Built per call (two small allocations): the headers remember the address length the
+    // kernel wrote last, so a reused set would cut the next sender's address to it.
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
+    let mut slots = buf.chunks_mut(MAX_DATAGRAM);
+    let mut iovs: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
+        std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
+    let results = recvmmsg(
+        socket.as_raw_fd(),
+        &mut headers,
+        iovs.iter_mut(),
+        MsgFlags::empty(),
+        None,
+    )?;
+    for msg in results {
+        let source = msg.address.and_then(|a| match a.family() {
+            Some(AddressFamily::Inet) => a.as_sockaddr_in().map(|v4| SocketAddr::V4((*v4).into())),
+            Some(AddressFamily::Inet6) => {
+                a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+            }
+            _ => None,
+        });
+        out.push((msg.bytes, source));
+    }
+    Ok(())
+}
+
+/// [`receive`] one datagram at a time, where `recvmmsg` is not available.
+#[cfg(not(target_os = "linux"))]
+fn receive(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    out: &mut Vec<(usize, Option<SocketAddr>)>,
+) -> std::io::Result<()> {
+    let (len, source) = socket.try_recv_from(&mut buf[..MAX_DATAGRAM])?;
+    out.push((len, Some(source)));
+    Ok(())
+}
+
+/// Datagrams held until [`Outbox::flush`] (module docs).
+#[derive(Default)]
+pub(crate) struct Outbox {
+    held: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// The socket refused the front datagram (full buffer): wait until it is writable.
+    blocked: bool,
+}
+
+impl Outbox {
+    /// Holds one datagram; false if it was dropped because the outbox is full.
+    pub(crate) fn push(&mut self, to: SocketAddr, datagram: Vec<u8>) -> bool {
+        if self.held.len() >= OUTBOX_LIMIT {
+            return false;
+        }
+        self.held.push_back((to, datagram));
+        true
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Datagrams are held and the last flush found the socket full.
+    pub(crate) fn blocked(&self) -> bool {
+        self.blocked && !self.held.is_empty()
+    }
+
+    /// Writes held datagrams in order until none is left or the socket is full; `sent` gets
+    /// the size of each one that went out. A datagram the kernel refuses for another reason
+    /// (an unreachable destination) is dropped and the rest go on.
+    pub(crate) fn flush(&mut self, socket: &UdpSocket, sent: impl FnMut(usize)) {
+        // `try_io`: `EAGAIN` clears tokio's writable readiness, so `writable()` then waits for
+        // the kernel to make room.
+        self.flush_with(
+            |batch| socket.try_io(Interest::WRITABLE, || send_many(socket, batch)),
+            sent,
+        );
+    }
+
+    /// [`flush`](Self::flush) through `send`, which writes a prefix of the datagrams it is
+    /// given and says how many.
+    fn flush_with(
+        &mut self,
+        mut send: impl FnMut(&[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize>,
+        mut sent: impl FnMut(usize),
+    ) {
+        self.blocked = false;
+        while !self.held.is_empty() {
+            let (front, _) = self.held.as_slices();
+            // The ring buffer's front part (where it wraps, the rest comes next round).
+            let batch = &front[..front.len().min(SEND_BATCH)];
+            match send(batch) {
+                Ok(n) if n > 0 => {
+                    for (_, d) in self.held.drain(..n.min(batch.len())) {
+                        sent(d.len());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.blocked = true;
+                    return;
+                }
+                // Refused (or nothing written without an error): that one is dropped, as the
+                // network would drop it.
+                Ok(_) | Err(_) => {
+                    self.held.pop_front();
+                }
+            }
+        }
+    }
+}
+
+/// One `sendmmsg`: how many of `held` (from the first, at most [`SEND_BATCH`]) went out. The
+/// headers are built on the stack (as in the SIP transport: no allocation per call).
+#[cfg(target_os = "linux")]
+fn send_many(socket: &UdpSocket, held: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
+    use arrayvec::ArrayVec;
+    use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
+    use std::io::IoSlice;
+
+    let held = &held[..held.len().min(SEND_BATCH)];
+    let mut addrs = ArrayVec::<SocketAddrAny, SEND_BATCH>::new();
+    let mut iovs = ArrayVec::<[IoSlice<'_>; 1], SEND_BATCH>::new();
+    let mut controls = ArrayVec::<SendAncillaryBuffer<'_, '_, '_>, SEND_BATCH>::new();
+    for (to, d) in held {
+        addrs.push(SocketAddrAny::from(*to));
+        iovs.push([IoSlice::new(d)]);
+        controls.push(SendAncillaryBuffer::default());
+    }
+    let mut msgs = ArrayVec::<MMsgHdr<'_>, SEND_BATCH>::new();
+    for ((addr, iov), control) in addrs.iter().zip(&iovs).zip(controls.iter_mut()) {
+        msgs.push(MMsgHdr::new_with_addr(addr, iov, control));
+    }
+    Ok(sendmmsg(socket, &mut msgs, SendFlags::empty())?)
+}
+
+/// [`send_many`] one datagram at a time, where `sendmmsg` is not available.
+#[cfg(not(target_os = "linux"))]
+fn send_many(socket: &UdpSocket, held: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
+    let Some((to, d)) = held.first() else {
+        return Ok(0);
+    };
+    socket.try_send_to(d, *to).map(|_| 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(rx: &UdpSocket, count: usize) -> Vec<(Vec<u8>, Option<SocketAddr>)> {
+        let mut bufs = RecvBuffers::new();
+        let mut got = Vec::new();
+        while got.len() < count {
+            rx.readable().await.unwrap();
+            bufs.read(rx).unwrap();
+            for i in 0..bufs.len() {
+                let (d, from) = bufs.datagram(i);
+                got.push((d.to_vec(), from));
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_out_in_order_and_comes_back_in_batches() {
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = b.local_addr().unwrap();
+        let mut outbox = Outbox::default();
+        // More than one system call's worth each way.
+        let count = SEND_BATCH + RECV_BATCH + 3;
+        let datagram = |i: usize| vec![i as u8; 100 + i];
+        for i in 0..count {
+            assert!(outbox.push(to, datagram(i)));
+        }
+        let mut sizes = Vec::new();
+        // tokio lets `try_io` write only once the reactor has seen the socket writable; until
+        // then a flush holds everything, as it does when the socket's buffer is full.
+        loop {
+            a.writable().await.unwrap();
+            outbox.flush(&a, |n| sizes.push(n));
+            if outbox.len() == 0 {
+                break;
+            }
+            assert!(outbox.blocked());
+        }
+        assert_eq!(sizes, (0..count).map(|i| 100 + i).collect::<Vec<_>>());
+        assert!(!outbox.blocked());
+        let got = read_all(&b, count).await;
+        let from = a.local_addr().unwrap();
+        let expected: Vec<_> = (0..count).map(|i| (datagram(i), Some(from))).collect();
+        assert_eq!(got, expected);
+    }
+
+    /// A sender that takes `take[i]` datagrams on call `i` (`None`: the socket is full),
+    /// recording the first byte of each.
+    fn sender<'a>(
+        take: &'a [Option<usize>],
+        wire: &'a mut Vec<u8>,
+    ) -> impl FnMut(&[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> + 'a {
+        let mut call = 0;
+        move |batch| {
+            let step = take.get(call).copied().flatten();
+            call += 1;
+            match step {
+                None => Err(std::io::ErrorKind::WouldBlock.into()),
+                Some(n) => {
+                    let n = n.min(batch.len());
+                    wire.extend(batch[..n].iter().map(|(_, d)| d[0]));
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_socket_keeps_the_rest_in_order_for_the_next_flush() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut outbox = Outbox::default();
+        for i in 0..10u8 {
+            assert!(outbox.push(to, vec![i; 10]));
+        }
+        let mut wire = Vec::new();
+        let mut sent = 0;
+        // The kernel cuts a batch short, then the next call finds the buffer full.
+        outbox.flush_with(sender(&[Some(3), Some(2), None], &mut wire), |_| sent += 1);
+        assert_eq!(wire, [0, 1, 2, 3, 4]);
+        assert_eq!(sent, 5);
+        assert!(outbox.blocked());
+        assert_eq!(outbox.len(), 5);
+        // Held while blocked, after what was already waiting.
+        assert!(outbox.push(to, vec![10; 10]));
+        outbox.flush_with(sender(&[Some(64)], &mut wire), |_| sent += 1);
+        assert_eq!(wire, (0..11).collect::<Vec<u8>>());
+        assert_eq!(sent, 11);
+        assert!(!outbox.blocked());
+        assert_eq!(outbox.len(), 0);
+    }
+
+    #[test]
+    fn a_refused_datagram_is_dropped_and_the_rest_go_on() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut outbox = Outbox::default();
+        for i in 0..4u8 {
+            outbox.push(to, vec![i; 10]);
+        }
+        let mut calls = 0;
+        let mut wire = Vec::new();
+        outbox.flush_with(
+            |batch| {
+                calls += 1;
+                if calls == 1 {
+                    // EHOSTUNREACH-like: the front datagram fails alone.
+                    return Err(std::io::ErrorKind::PermissionDenied.into());
+                }
+                wire.extend(batch.iter().map(|(_, d)| d[0]));
+                Ok(batch.len())
+            },
+            |_| {},
+        );
+        assert_eq!(wire, [1, 2, 3]);
+        assert_eq!(outbox.len(), 0);
+        assert!(!outbox.blocked());
+    }
+
+    #[test]
+    fn a_full_outbox_drops_newer_datagrams() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut outbox = Outbox::default();
+        for _ in 0..OUTBOX_LIMIT {
+            assert!(outbox.push(to, vec![0; 10]));
+        }
+        assert!(!outbox.push(to, vec![1; 10]));
+        assert_eq!(outbox.len(), OUTBOX_LIMIT);
+    }
+}

@@ -316,6 +316,10 @@ pub fn user_of_binding(key: &str) -> Option<&str> {
     aor.split('@').next().filter(|u| !u.is_empty())
 }
 
+/// Deliveries in flight to one device up to which [`Engine::pump`] scans them rather than
+/// building a set.
+const SCAN_IN_FLIGHT: usize = 32;
+
 impl Engine {
     /// An empty engine.
     pub fn new(limits: Limits) -> Self {
@@ -827,14 +831,21 @@ impl Engine {
         if dev.retry_at.is_some_and(|t| t > now_ms) {
             return;
         }
-        let busy: BTreeSet<u64> = dev.in_flight.values().copied().collect();
+        // What is in flight is skipped. A small window (16 by default) is scanned: a set built
+        // on every call cost an allocation per delivery and per answer.
+        let busy: Option<BTreeSet<u64>> = (dev.in_flight.len() > SCAN_IN_FLIGHT)
+            .then(|| dev.in_flight.values().copied().collect());
         let mut dead = Vec::new();
         let mut next = Vec::new();
         for &seq in &dev.queue {
             if dev.in_flight.len() + next.len() >= window {
                 break;
             }
-            if busy.contains(&seq) {
+            let in_flight = match &busy {
+                Some(busy) => busy.contains(&seq),
+                None => dev.in_flight.values().any(|&s| s == seq),
+            };
+            if in_flight {
                 continue;
             }
             if self

@@ -203,6 +203,34 @@ pub struct Messaging {
     flush_armed: bool,
     history_seq: u64,
     writers: Option<Writers>,
+    /// `Date` of the current second, for messages that came without one (formatting it cost
+    /// about as much as the rest of the engine's work on a message).
+    date: Option<(u64, String)>,
+    /// Call-IDs of the requests this plugin sends.
+    call_ids: CallIds,
+}
+
+/// Call-IDs for the requests this plugin sends: a random prefix drawn once per instance and a
+/// counter, unique as a random one would be, without a draw from the OS (a system call) and
+/// its hex formatting per request.
+#[derive(Debug)]
+struct CallIds {
+    prefix: String,
+    next: u64,
+}
+
+impl CallIds {
+    fn new() -> Self {
+        CallIds {
+            prefix: huddle_sdk::random_token(8),
+            next: 0,
+        }
+    }
+
+    fn next(&mut self) -> String {
+        self.next += 1;
+        format!("{}-{:x}@huddle.invalid", self.prefix, self.next)
+    }
 }
 
 fn now_ms() -> u64 {
@@ -277,6 +305,8 @@ impl Plugin for Messaging {
             flush_armed: false,
             history_seq: 0,
             writers,
+            date: None,
+            call_ids: CallIds::new(),
         })
     }
 
@@ -303,14 +333,14 @@ impl Plugin for Messaging {
             );
             return host.reply(&request, 413, &reason);
         }
-        let bare = request.content_type().unwrap_or("").to_ascii_lowercase();
-        if bare == wire::ISCOMPOSING {
+        let bare = request.content_type().unwrap_or("");
+        if bare.eq_ignore_ascii_case(wire::ISCOMPOSING) {
             return self.relay(host, request, &content_type);
         }
         let imdn = match self.config.imdn {
             ImdnForm::Off => None,
             form => {
-                let cpim = (bare == wire::CPIM && form != ImdnForm::Header)
+                let cpim = (bare.eq_ignore_ascii_case(wire::CPIM) && form != ImdnForm::Header)
                     .then(|| wire::cpim_imdn(&body))
                     .flatten();
                 cpim.or_else(|| {
@@ -334,6 +364,11 @@ impl Plugin for Messaging {
             .unwrap_or(request.uri())
             .to_owned();
         let recipient = self.recipient(host, &user);
+        let now = now_ms();
+        let date = match request.header("Date") {
+            Some(date) => date.to_owned(),
+            None => self.date_of(now),
+        };
         self.next_txn += 1;
         let txn = self.next_txn;
         let incoming = Incoming {
@@ -343,13 +378,13 @@ impl Plugin for Messaging {
             from,
             from_uri,
             content_type,
-            date: request.header("Date").map(str::to_owned),
+            date: Some(date),
             body,
             imdn,
             recipient,
         };
         self.waiting.insert(txn, request);
-        let effects = self.engine.on_message(incoming, now_ms());
+        let effects = self.engine.on_message(incoming, now);
         self.run(host, effects);
         Ok(())
     }
@@ -576,6 +611,7 @@ impl Messaging {
     fn relay(&mut self, host: &Host, request: Request, content_type: &str) -> Result<()> {
         let from = request.header("From").unwrap_or_default().to_owned();
         let mut out = NewRequest::new(Method::Message, request.uri())
+            .call_id(&self.call_ids.next())
             .from(&from)
             .to(&format!("<{}>", request.to_uri().unwrap_or(request.uri())));
         let answer = request.transaction().filter(|_| self.host_answers);
@@ -708,12 +744,14 @@ impl Messaging {
                             let txn = self.waiting.get(&sender)?.transaction()?;
                             Some((sender, txn))
                         });
+                    let call_id = self.call_ids.next();
                     let sent = self
                         .engine
                         .message(seq)
                         .ok_or(Error::NotFound)
                         .and_then(|m| {
-                            host.send_request(&delivery(m, &target, answer.map(|(_, t)| t)))
+                            let answer = answer.map(|(_, t)| t);
+                            host.send_request(&delivery(m, &target, &call_id, answer))
                         });
                     match sent {
                         Ok(id) => {
@@ -743,6 +781,7 @@ impl Messaging {
         };
         let (ct, body) = wire::imdn_notice(ask, &m.to, &m.from_uri, now_ms());
         let notice = NewRequest::new(Method::Message, &m.from_uri)
+            .call_id(&self.call_ids.next())
             .from(&format!("<{}>", m.to))
             .to(&format!("<{}>", m.from_uri))
             .header("Date", &wire::sip_date(now_ms()))
@@ -753,6 +792,19 @@ impl Messaging {
                 self.notices.insert(id);
             }
             Err(e) => huddle_sdk::debug!(host, "delivery notice not sent: {e}"),
+        }
+    }
+
+    /// The `Date` value for `now_ms`, formatted once per second.
+    fn date_of(&mut self, now_ms: u64) -> String {
+        let second = now_ms / 1000;
+        match &self.date {
+            Some((at, date)) if *at == second => date.clone(),
+            _ => {
+                let date = wire::sip_date(now_ms);
+                self.date = Some((second, date.clone()));
+                date
+            }
         }
     }
 
@@ -851,38 +903,79 @@ impl Messaging {
 }
 
 /// The `message.stored` event of a message made durable: who, what kind, how big; never the
-/// body.
+/// body. Written straight from borrowed fields: built for every stored message whether or not
+/// the host has webhooks (the plugin cannot tell), and a `json!` value cost a dozen
+/// allocations per message where this costs one.
 fn stored_event(m: &Stored) -> String {
-    serde_json::json!({
-        "id": format!("{:016x}", m.seq),
-        "from": m.from_uri,
-        "to": m.to,
-        "content_type": m.content_type,
-        "size": m.body.len(),
+    #[derive(Serialize)]
+    #[serde(crate = "huddle_sdk::serde")]
+    struct Event<'a> {
+        id: Hex16,
+        from: &'a str,
+        to: &'a str,
+        content_type: &'a str,
+        size: usize,
+    }
+    to_json(&Event {
+        id: Hex16(m.seq),
+        from: &m.from_uri,
+        to: &m.to,
+        content_type: &m.content_type,
+        size: m.body.len(),
     })
-    .to_string()
 }
 
 /// The `message.delivered` event of a message a device accepted: `binding` is the device's
 /// `location/` key, `null` when the host forked the message to the user's devices and one
 /// accepted.
 fn delivered_event(m: &Stored, target: &Target) -> String {
+    #[derive(Serialize)]
+    #[serde(crate = "huddle_sdk::serde")]
+    struct Event<'a> {
+        id: Hex16,
+        from: &'a str,
+        to: &'a str,
+        binding: Option<&'a str>,
+    }
     let binding = match target {
         Target::Device(key) => Some(key.as_str()),
         Target::Aor => None,
     };
-    serde_json::json!({
-        "id": format!("{:016x}", m.seq),
-        "from": m.from_uri,
-        "to": m.to,
-        "binding": binding,
+    to_json(&Event {
+        id: Hex16(m.seq),
+        from: &m.from_uri,
+        to: &m.to,
+        binding,
     })
-    .to_string()
+}
+
+/// A sequence number as the 16 lowercase hex digits of its store key, serialized as a string
+/// without an intermediate `String`.
+struct Hex16(u64);
+
+impl Serialize for Hex16 {
+    fn serialize<S: huddle_sdk::serde::Serializer>(
+        &self,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:016x}", self.0))
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // Structs of strings and numbers always serialize.
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// The MESSAGE that delivers `m` to `target`: the original From, Date and Content-Type.
-fn delivery(m: &Stored, target: &Target, answer: Option<TransactionId>) -> huddle_sdk::Bytes {
+fn delivery(
+    m: &Stored,
+    target: &Target,
+    call_id: &str,
+    answer: Option<TransactionId>,
+) -> huddle_sdk::Bytes {
     let mut req = NewRequest::new(Method::Message, &m.to)
+        .call_id(call_id)
         .from(&m.from)
         .to(&format!("<{}>", m.to))
         .header("Date", &m.date);

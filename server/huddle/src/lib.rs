@@ -7,6 +7,8 @@ pub mod config;
 pub mod core;
 pub mod media;
 pub mod metrics;
+#[cfg(target_os = "linux")]
+mod mmsg;
 pub mod plugins;
 pub mod registrar;
 pub mod server;

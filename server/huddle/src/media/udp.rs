@@ -1,5 +1,5 @@
-//! Batched datagram I/O of the media socket, with the crates and the safe wrappers the SIP UDP
-//! transport uses (nix's `recvmmsg`, rustix's `sendmmsg`; no `unsafe` here).
+//! Batched datagram I/O of the media socket, through the system calls the SIP UDP transport
+//! uses too ([`crate::mmsg`]: `recvmmsg`, `sendmmsg`; no `unsafe` here).
 //!
 //! * [`RecvBuffers`] reads up to [`RECV_BATCH`] datagrams per system call.
 //! * [`Outbox`] holds what the legs transmit during one driver turn (the echoes of a receive
@@ -21,7 +21,10 @@ pub(crate) const MAX_DATAGRAM: usize = 2048;
 /// Datagrams read per system call at most. A wake-up at 50 echo legs finds 18–26 (bench/NOTES.md,
 /// "Media: passes per echoed packet").
 pub(crate) const RECV_BATCH: usize = if cfg!(target_os = "linux") { 32 } else { 1 };
-/// Datagrams written per system call at most (the kernel takes up to 1024).
+/// Datagrams written per system call at most (one at a time where there is no `sendmmsg`).
+#[cfg(target_os = "linux")]
+pub(crate) const SEND_BATCH: usize = crate::mmsg::SEND_BATCH;
+#[cfg(not(target_os = "linux"))]
 pub(crate) const SEND_BATCH: usize = 64;
 /// Datagrams held while the socket cannot take them; newer ones are dropped beyond this.
 pub(crate) const OUTBOX_LIMIT: usize = 4096;
@@ -83,36 +86,7 @@ fn receive(
     buf: &mut [u8],
     out: &mut Vec<(usize, Option<SocketAddr>)>,
 ) -> std::io::Result<()> {
-    use nix::sys::socket::{
-        recvmmsg, AddressFamily, MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage,
-    };
-    use std::io::IoSliceMut;
-    use std::os::fd::AsRawFd;
-
-    // Built per call (two small allocations): the headers remember the address length the
-    // kernel wrote last, so a reused set would cut the next sender's address to it.
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
-    let mut slots = buf.chunks_mut(MAX_DATAGRAM);
-    let mut iovs: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
-        std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
-    let results = recvmmsg(
-        socket.as_raw_fd(),
-        &mut headers,
-        iovs.iter_mut(),
-        MsgFlags::empty(),
-        None,
-    )?;
-    for msg in results {
-        let source = msg.address.and_then(|a| match a.family() {
-            Some(AddressFamily::Inet) => a.as_sockaddr_in().map(|v4| SocketAddr::V4((*v4).into())),
-            Some(AddressFamily::Inet6) => {
-                a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
-            }
-            _ => None,
-        });
-        out.push((msg.bytes, source));
-    }
-    Ok(())
+    crate::mmsg::receive::<RECV_BATCH>(socket, buf, MAX_DATAGRAM, out)
 }
 
 /// [`receive`] one datagram at a time, where `recvmmsg` is not available.
@@ -198,28 +172,10 @@ impl Outbox {
     }
 }
 
-/// One `sendmmsg`: how many of `held` (from the first, at most [`SEND_BATCH`]) went out. The
-/// headers are built on the stack (as in the SIP transport: no allocation per call).
+/// One `sendmmsg`: how many of `held` (from the first, at most [`SEND_BATCH`]) went out.
 #[cfg(target_os = "linux")]
 fn send_many(socket: &UdpSocket, held: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
-    use arrayvec::ArrayVec;
-    use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
-    use std::io::IoSlice;
-
-    let held = &held[..held.len().min(SEND_BATCH)];
-    let mut addrs = ArrayVec::<SocketAddrAny, SEND_BATCH>::new();
-    let mut iovs = ArrayVec::<[IoSlice<'_>; 1], SEND_BATCH>::new();
-    let mut controls = ArrayVec::<SendAncillaryBuffer<'_, '_, '_>, SEND_BATCH>::new();
-    for (to, d) in held {
-        addrs.push(SocketAddrAny::from(*to));
-        iovs.push([IoSlice::new(d)]);
-        controls.push(SendAncillaryBuffer::default());
-    }
-    let mut msgs = ArrayVec::<MMsgHdr<'_>, SEND_BATCH>::new();
-    for ((addr, iov), control) in addrs.iter().zip(&iovs).zip(controls.iter_mut()) {
-        msgs.push(MMsgHdr::new_with_addr(addr, iov, control));
-    }
-    Ok(sendmmsg(socket, &mut msgs, SendFlags::empty())?)
+    crate::mmsg::send(socket, held.iter().map(|(to, d)| (*to, d.as_slice())))
 }
 
 /// [`send_many`] one datagram at a time, where `sendmmsg` is not available.

@@ -17,7 +17,10 @@ use super::{Inbound, SendError, Transport, TransportEvent};
 /// there is no `recvmmsg`.
 const RECV_BATCH: usize = if cfg!(target_os = "linux") { 16 } else { 1 };
 
-/// Datagrams written per system call at most (the kernel takes up to 1024).
+/// Datagrams written per system call at most (one at a time where there is no `sendmmsg`).
+#[cfg(target_os = "linux")]
+const SEND_BATCH: usize = crate::mmsg::SEND_BATCH;
+#[cfg(not(target_os = "linux"))]
 const SEND_BATCH: usize = 64;
 
 /// Reads datagrams until shutdown. Each datagram is one message (RFC 3261 §18.3 framing does
@@ -104,9 +107,7 @@ pub(crate) async fn run(socket: UdpSocket, reader: std::net::UdpSocket, mut ctx:
     debug!(%local, "UDP listener stopped");
 }
 
-/// Reads what the socket holds, up to [`RECV_BATCH`] datagrams, datagram `i` into
-/// `buf[i * slot..]`, appending `(length, sender)` for each to `out` (the sender is `None` if
-/// it is not an IP address). `WouldBlock` when the socket is empty.
+/// Reads what the socket holds, up to [`RECV_BATCH`] datagrams (see [`crate::mmsg::receive`]).
 #[cfg(target_os = "linux")]
 fn receive(
     socket: &std::net::UdpSocket,
@@ -114,36 +115,7 @@ fn receive(
     slot: usize,
     out: &mut Vec<(usize, Option<SocketAddr>)>,
 ) -> std::io::Result<()> {
-    use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage};
-    use std::io::IoSliceMut;
-    use std::os::fd::AsRawFd;
-
-    // Built per call (two small allocations): the headers remember the address length the
-    // kernel wrote last, so a reused set would cut the next sender's address to it.
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
-    let mut slots = buf.chunks_mut(slot);
-    let mut iovs: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
-        std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
-    let results = recvmmsg(
-        socket.as_raw_fd(),
-        &mut headers,
-        iovs.iter_mut(),
-        MsgFlags::empty(),
-        None,
-    )?;
-    for msg in results {
-        let remote = msg.address.and_then(|a| match a.family() {
-            Some(nix::sys::socket::AddressFamily::Inet) => {
-                a.as_sockaddr_in().map(|v4| SocketAddr::V4((*v4).into()))
-            }
-            Some(nix::sys::socket::AddressFamily::Inet6) => {
-                a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
-            }
-            _ => None,
-        });
-        out.push((msg.bytes, remote));
-    }
-    Ok(())
+    crate::mmsg::receive::<RECV_BATCH>(socket, buf, slot, out)
 }
 
 /// [`receive`] one datagram at a time, where `recvmmsg` is not available.
@@ -303,30 +275,10 @@ fn send_all<T>(socket: &std::net::UdpSocket, held: &mut [Held<T>]) {
     }
 }
 
-/// One `sendmmsg`: how many of `held` (from the first, at most [`SEND_BATCH`]) went out. The
-/// message headers and what they point to are built on the stack, filled in place: four
-/// `Vec`s per call cost four allocations for every batch the core flushed, and an `ArrayVec`
-/// returned from `collect` is copied whole (its full capacity) on the way out.
+/// One `sendmmsg`: how many of `held` (from the first, at most [`SEND_BATCH`]) went out.
 #[cfg(target_os = "linux")]
 fn send_many<T>(socket: &std::net::UdpSocket, held: &[Held<T>]) -> std::io::Result<usize> {
-    use arrayvec::ArrayVec;
-    use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
-    use std::io::IoSlice;
-
-    let held = &held[..held.len().min(SEND_BATCH)];
-    let mut addrs = ArrayVec::<SocketAddrAny, SEND_BATCH>::new();
-    let mut iovs = ArrayVec::<[IoSlice<'_>; 1], SEND_BATCH>::new();
-    let mut controls = ArrayVec::<SendAncillaryBuffer<'_, '_, '_>, SEND_BATCH>::new();
-    for h in held {
-        addrs.push(SocketAddrAny::from(h.to));
-        iovs.push([IoSlice::new(&h.data)]);
-        controls.push(SendAncillaryBuffer::default());
-    }
-    let mut msgs = ArrayVec::<MMsgHdr<'_>, SEND_BATCH>::new();
-    for ((addr, iov), control) in addrs.iter().zip(&iovs).zip(controls.iter_mut()) {
-        msgs.push(MMsgHdr::new_with_addr(addr, iov, control));
-    }
-    Ok(sendmmsg(socket, &mut msgs, SendFlags::empty())?)
+    crate::mmsg::send(socket, held.iter().map(|h| (h.to, &h.data[..])))
 }
 
 /// [`send_many`] one datagram at a time, where `sendmmsg` is not available.

@@ -106,15 +106,12 @@ impl Outlet {
         }
         let item = match &self.direct {
             Some(socket) if state.backlog == 0 => {
-                let written = match socket
+                // On WouldBlock, or an error the connection task meets again on its own write
+                // of the queued bytes (and closes the flow for), nothing was written.
+                let written: usize = socket
                     .as_ref()
                     .try_write_vectored(&[IoSlice::new(head), IoSlice::new(&body)])
-                {
-                    Ok(n) => n,
-                    // WouldBlock, or an error the connection task meets again on its own write
-                    // of the queued bytes, and closes the flow for.
-                    Err(_) => 0,
-                };
+                    .unwrap_or_default();
                 match unwritten(head, body, written) {
                     None => return Ok(()),
                     Some(rest) => rest,

@@ -182,12 +182,27 @@ where
     reason
 }
 
+/// Where a stream connection's messages come from (TCP, TLS, WS and WSS alike).
 #[derive(Debug, Clone, Copy)]
-struct Source {
-    transport: Transport,
-    id: FlowId,
-    local: SocketAddr,
-    remote: SocketAddr,
+pub(crate) struct Source {
+    pub(crate) transport: Transport,
+    pub(crate) id: FlowId,
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+}
+
+impl Source {
+    /// One whole message read from this connection, for the core.
+    pub(crate) fn message(&self, data: Bytes) -> TransportEvent {
+        TransportEvent::Message(Inbound {
+            transport: self.transport,
+            flow: Some(self.id),
+            local: self.local,
+            remote: self.remote,
+            data,
+            received_at: Instant::now().into_std(),
+        })
+    }
 }
 
 /// Hands every complete message to the core and answers keep-alive pings.
@@ -223,15 +238,7 @@ async fn drain_frames(
         };
         match frame {
             Frame::Message(data) => {
-                let event = TransportEvent::Message(Inbound {
-                    transport: source.transport,
-                    flow: Some(source.id),
-                    local: source.local,
-                    remote: source.remote,
-                    data,
-                    received_at: Instant::now().into_std(),
-                });
-                if !ctx.deliver(event).await {
+                if !ctx.deliver(source.message(data)).await {
                     return Err(CloseReason::undelivered(ctx));
                 }
             }

@@ -24,8 +24,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_r
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
 
 use super::shared::{FlowIo, Outlet, TaskCtx};
-use super::stream::{write, CloseReason};
-use super::{Inbound, TransportEvent};
+use super::stream::{write, CloseReason, Source};
 
 /// The RFC 7118 subprotocol token.
 const SUBPROTOCOL: &str = "sip";
@@ -445,14 +444,6 @@ where
     reason
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Source {
-    transport: super::Transport,
-    id: super::FlowId,
-    local: std::net::SocketAddr,
-    remote: std::net::SocketAddr,
-}
-
 /// Hands every whole message read so far to the core and answers pings and keep-alives.
 async fn drain_events(
     decoder: &mut Decoder,
@@ -478,15 +469,7 @@ async fn drain_events(
             }
             continue;
         }
-        let event = TransportEvent::Message(Inbound {
-            transport: source.transport,
-            flow: Some(source.id),
-            local: source.local,
-            remote: source.remote,
-            data,
-            received_at: Instant::now().into_std(),
-        });
-        if !ctx.deliver(event).await {
+        if !ctx.deliver(source.message(data)).await {
             return Err(CloseReason::undelivered(ctx));
         }
     }

@@ -1,9 +1,10 @@
 //! The driver: one tokio task owning the UDP socket and every leg's `Rtc` (str0m's run loop,
-//! STYLE.md's "thin driver"). Each wake-up it reads every datagram waiting, fires the expired
-//! deadlines, applies queued commands, then drains the `poll_output` of every leg it touched
-//! until each says `Timeout`. A leg's events are handled as its drain produces them; those
-//! that touch other legs (RTP to forward, key-frame requests) mark them for draining too, so
-//! draining repeats until nothing is left to do.
+//! STYLE.md's "thin driver"). Each wake-up it reads every datagram waiting, applying the
+//! queued commands after each read and before its datagrams (a command queued before a
+//! datagram arrived is in place for it), fires the expired deadlines, then drains the
+//! `poll_output` of every leg it touched until each says `Timeout`. A leg's events are
+//! handled as its drain produces them; those that touch other legs (RTP to forward, key-frame
+//! requests) mark them for draining too, so draining repeats until nothing is left to do.
 //!
 //! # Passes per forwarded packet
 //!
@@ -66,7 +67,7 @@ use super::{Command, MediaEngine, MediaEvents};
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
-/// Datagrams read per wake-up before deadlines and commands get their turn.
+/// Datagrams read per wake-up before deadlines and timers get their turn.
 const READ_BATCH: usize = 256;
 /// Commands applied per wake-up.
 const COMMAND_BATCH: usize = 1024;
@@ -268,25 +269,13 @@ pub(crate) async fn run(
             armed = next;
         }
         let mut stop = false;
+        let mut readable = false;
         tokio::select! {
-            r = d.socket.readable() => {
-                if r.is_ok() {
-                    d.read_batch(&mut buf);
-                }
-            }
+            r = d.socket.readable() => readable = r.is_ok(),
             command = commands.recv() => {
                 match command {
                     Some(c) => stop = d.apply(c),
                     None => stop = true,
-                }
-                for _ in 0..COMMAND_BATCH {
-                    if stop {
-                        break;
-                    }
-                    match commands.try_recv() {
-                        Ok(c) => stop = d.apply(c),
-                        Err(_) => break,
-                    }
                 }
             }
             () = &mut sleep, if armed.is_some() => {}
@@ -294,6 +283,11 @@ pub(crate) async fn run(
             r = d.socket.writable(), if d.outbox.blocked() => {
                 let _ = r;
             }
+        }
+        if readable && !stop {
+            stop = d.read_batch(&mut buf, &mut commands);
+        } else if !stop {
+            stop = d.apply_queued(&mut commands);
         }
         if stop {
             d.shutdown();
@@ -307,7 +301,12 @@ pub(crate) async fn run(
 }
 
 impl Driver {
-    fn read_batch(&mut self, buf: &mut RecvBuffers) {
+    /// Reads and handles what waits on the socket; true when a command said stop.
+    fn read_batch(
+        &mut self,
+        buf: &mut RecvBuffers,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> bool {
         let mut read = 0;
         while read < READ_BATCH {
             // A short batch (the socket ran dry) ends the read: no system call to find it
@@ -320,6 +319,12 @@ impl Driver {
                     continue;
                 }
             };
+            // Commands queued before these datagrams arrived go first: a plugin that sets up
+            // a forward and then has its peer send relies on the forward being in place for
+            // the first packet. Applied after the read, so none queued earlier is missed.
+            if self.apply_queued(commands) {
+                return true;
+            }
             read += buf.len();
             for i in 0..buf.len() {
                 let (bytes, source) = buf.datagram(i);
@@ -329,9 +334,25 @@ impl Driver {
                 }
             }
             if !more {
-                return;
+                break;
             }
         }
+        false
+    }
+
+    /// Applies up to [`COMMAND_BATCH`] queued commands; true for `Shutdown`.
+    fn apply_queued(&mut self, commands: &mut mpsc::Receiver<Command>) -> bool {
+        for _ in 0..COMMAND_BATCH {
+            match commands.try_recv() {
+                Ok(c) => {
+                    if self.apply(c) {
+                        return true;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        false
     }
 
     /// Holds a datagram for the end of the turn; a full system call's worth is written at

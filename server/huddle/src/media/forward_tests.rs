@@ -281,9 +281,6 @@ async fn a_stream_forwarded_into_another_leg_arrives_rewritten_and_key_frame_req
         Peer::call(&engine, plugin.clone(), Direction::RecvOnly).await;
     assert!(src_answer.contains("a=recvonly"), "{src_answer}");
     assert!(dst_answer.contains("a=sendonly"), "{dst_answer}");
-    engine
-        .forward(1, src, &mid_of(&src_answer), dst, &mid_of(&dst_answer))
-        .unwrap();
     sender
         .until("the sender to connect", |e| {
             matches!(e, PeerEvent::Connected)
@@ -294,6 +291,11 @@ async fn a_stream_forwarded_into_another_leg_arrives_rewritten_and_key_frame_req
             matches!(e, PeerEvent::Connected)
         })
         .await;
+    // Set up just before the sender starts: the engine applies a command queued before a
+    // datagram arrived ahead of it, so not even the first packet reaches the plugin.
+    engine
+        .forward(1, src, &mid_of(&src_answer), dst, &mid_of(&dst_answer))
+        .unwrap();
 
     // The sender's own numbering, starting high and with a 3000-tick frame spacing.
     let first_seq = 40_000u64;

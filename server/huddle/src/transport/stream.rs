@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use huddle_sip::framing::{Frame, FramingError, StreamDecoder};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -26,9 +26,24 @@ use tracing::debug;
 use super::shared::{would_block, ConnSlot, FlowIo, Outlet, Shared, TaskCtx};
 use super::{FlowId, Inbound, SendError, Transport, TransportEvent};
 
-/// Room made in the receive buffer before each read: one read adds at most about this much
-/// past what the decoder has already checked against the size limit.
+/// Room made in a connection's receive buffer when it runs short (the buffer is reused, never
+/// zeroed): one read adds at most about this much past what the decoder has already checked
+/// against the size limit.
 const READ_CHUNK: usize = 8 * 1024;
+
+/// The least room a read is given before [`READ_CHUNK`] more is made. A received message is
+/// split off the buffer and kept by the core, sharing the buffer's allocation: making room
+/// before every read would then allocate a fresh chunk (and its shared header) per message.
+/// Reading into what is left of the chunk lets several messages share one allocation, and a
+/// kept message still pins at most one chunk, as before.
+const MIN_READ_ROOM: usize = 2 * 1024;
+
+/// Makes room in `buf` for the next read (see [`MIN_READ_ROOM`]).
+pub(crate) fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < MIN_READ_ROOM {
+        buf.reserve(READ_CHUNK);
+    }
+}
 
 /// Bound on the polite part of closing (TLS close_notify, WebSocket close frame).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -132,7 +147,7 @@ where
     let closed = close.notified();
     tokio::pin!(closed);
     let reason = loop {
-        decoder.buffer_mut().reserve(READ_CHUNK);
+        make_room(decoder.buffer_mut());
         tokio::select! {
             () = &mut stop => break CloseReason::Shutdown,
             () = &mut closed => break CloseReason::ClosedLocally,

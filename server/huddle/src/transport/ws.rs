@@ -24,13 +24,10 @@ use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_r
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
 
 use super::shared::{FlowIo, Outlet, TaskCtx};
-use super::stream::{write, CloseReason, Source};
+use super::stream::{make_room, write, CloseReason, Source};
 
 /// The RFC 7118 subprotocol token.
 const SUBPROTOCOL: &str = "sip";
-
-/// Room made in the read buffer before each read (the buffer is reused, never zeroed).
-const READ_CHUNK: usize = 8 * 1024;
 
 /// Bound on the HTTP upgrade request (browsers send cookies; 16 KiB is generous).
 const MAX_HANDSHAKE: usize = 16 * 1024;
@@ -141,7 +138,7 @@ impl Decoder {
 
     /// The read buffer, with room for one more read.
     pub(crate) fn buffer_for_read(&mut self) -> &mut BytesMut {
-        self.buf.reserve(READ_CHUNK);
+        make_room(&mut self.buf);
         &mut self.buf
     }
 
@@ -573,6 +570,37 @@ mod tests {
             })
         );
         assert_eq!(d.next_event().unwrap(), None);
+    }
+
+    #[test]
+    fn kept_messages_share_the_read_chunk_until_it_runs_short() {
+        // Messages read one per read and all kept (as the core keeps requests in its
+        // transactions): each is a slice of the same chunk, no fresh buffer per read, until
+        // the chunk runs short (stream::make_room); then a new one, the kept ones intact.
+        let payload = [b'x'; 500];
+        let frame = client_frame(true, OP_BINARY, &payload, KEY);
+        let mut d = Decoder::new(65_536, BytesMut::new());
+        let mut kept: Vec<Bytes> = Vec::new();
+        let mut fresh_chunks = 0;
+        for _ in 0..40 {
+            d.buffer_for_read().extend_from_slice(&frame);
+            let Some(WsEvent::Message { data, .. }) = d.next_event().unwrap() else {
+                panic!("no message");
+            };
+            let follows = kept
+                .last()
+                .is_some_and(|last| data.as_ptr() as usize == last.as_ptr() as usize + frame.len());
+            if !follows {
+                fresh_chunks += 1;
+            }
+            kept.push(data);
+        }
+        assert!(kept.iter().all(|m| m[..] == payload[..]));
+        // 40 frames of 508 bytes: 40 fresh chunks before, 4 (about 8 KiB each) now.
+        assert!(
+            fresh_chunks <= 5,
+            "{fresh_chunks} fresh chunks for 40 reads"
+        );
     }
 
     #[test]

@@ -208,8 +208,12 @@ impl<'a> Iterator for ListIter<'a> {
 /// True when the quoted strings in `s` are balanced.
 pub fn quotes_balanced(s: &str) -> bool {
     let bytes = s.as_bytes();
+    // Most values quote nothing: one `memchr` instead of a look at every byte.
+    let Some(first) = memchr::memchr(b'"', bytes) else {
+        return true;
+    };
     let mut in_quotes = false;
-    let mut i = 0;
+    let mut i = first;
     while i < bytes.len() {
         match bytes[i] {
             b'\\' if in_quotes => i += 1,
@@ -375,6 +379,36 @@ mod tests {
                     needle as char
                 );
             }
+        }
+    }
+
+    #[test]
+    fn quotes_balance_as_a_scan_of_every_byte_says() {
+        fn every_byte(s: &str) -> bool {
+            let mut in_quotes = false;
+            let mut escaped = false;
+            for b in s.bytes() {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' if in_quotes => escaped = true,
+                    b'"' => in_quotes = !in_quotes,
+                    _ => {}
+                }
+            }
+            !in_quotes
+        }
+        for s in [
+            "",
+            "no quotes at all \\ here",
+            r#"\"not an escape outside quotes""#,
+            r#""a" <sip:x@y>"#,
+            r#""a \" b" <sip:x>"#,
+            r#""unclosed"#,
+            r#"x="1\""#,
+            r#"x="1\\""#,
+            r#"""""#,
+        ] {
+            assert_eq!(quotes_balanced(s), every_byte(s), "{s:?}");
         }
     }
 

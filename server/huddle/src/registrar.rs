@@ -467,7 +467,7 @@ impl Location {
             None => None,
         };
         let mut updates: Vec<Update<'_>> = Vec::new();
-        for text in req.header_list(&HeaderName::Contact) {
+        for (i, text) in req.header_list(&HeaderName::Contact).enumerate() {
             if text == "*" {
                 if req.header_list(&HeaderName::Contact).nth(1).is_some()
                     || header_expires != Some(0)
@@ -479,7 +479,8 @@ impl Location {
                 }
                 return RegisterOutcome::Ok { contacts: vec![] };
             }
-            let Ok(addr) = NameAddr::parse(text) else {
+            // Validation parsed the first one already (the message keeps it).
+            let Ok(addr) = req.contact_at(i, text) else {
                 return reject(400, "Bad Request - Malformed Contact");
             };
             let params = ContactParams::of(&addr);

@@ -102,11 +102,12 @@ pub fn validate_request(msg: &Message, caps: &Capabilities) -> Result<(), Reject
     if let Some(Err(_)) = msg.expires() {
         return Err(Rejection::new(400, "Bad Request - Invalid Expires"));
     }
-    for contact in msg.header_list(&HeaderName::Contact) {
+    for (i, contact) in msg.header_list(&HeaderName::Contact).enumerate() {
         if contact == "*" {
             continue;
         }
-        let addr = NameAddr::parse(contact)
+        let addr = msg
+            .contact_at(i, contact)
             .map_err(|_| Rejection::new(400, "Bad Request - Malformed Contact"))?;
         if let Some(expires) = addr.param("expires") {
             if expires.and_then(syntax::parse_u32).is_none() {

@@ -199,13 +199,15 @@ pub struct Message {
     views: Views,
 }
 
-/// Memoised parses of From, To, the top Via and the Request-URI, as offsets into the message.
+/// Memoised parses of From, To, the top Via, the Request-URI and the first Contact, as offsets
+/// into the message.
 #[derive(Debug, Clone, Default)]
 struct Views {
     from: OnceLock<Result<NameAddrSpans, HeaderError>>,
     to: OnceLock<Result<NameAddrSpans, HeaderError>>,
     top_via: OnceLock<Result<ViaSpans, HeaderError>>,
     request_uri: OnceLock<Result<UriSpans, UriError>>,
+    first_contact: OnceLock<Result<NameAddrSpans, HeaderError>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -430,6 +432,33 @@ impl Message {
             Ok(self.name_addr_spans(&addr))
         });
         (*spans).map(|s| self.name_addr_at(s))
+    }
+
+    /// The first element of the Contact field(s) (parsed once, on first use: validation and the
+    /// registrar both read it), `None` without Contact. The wildcard `*` is an error here, as
+    /// [`NameAddr::parse`] makes it; callers that accept it check the text first.
+    pub fn first_contact(&self) -> Option<Result<NameAddr<'_>, HeaderError>> {
+        let first = self.header_list(&HeaderName::Contact).next()?;
+        let spans = self
+            .views
+            .first_contact
+            .get_or_init(|| NameAddr::parse(first).map(|addr| self.name_addr_spans(&addr)));
+        Some((*spans).map(|s| self.name_addr_at(s)))
+    }
+
+    /// The `index`th element of the Contact field(s), whose text is `text`, parsed: the first
+    /// through [`Message::first_contact`], any other as it comes.
+    pub fn contact_at<'a>(
+        &'a self,
+        index: usize,
+        text: &'a str,
+    ) -> Result<NameAddr<'a>, HeaderError> {
+        match index {
+            0 => self
+                .first_contact()
+                .unwrap_or_else(|| NameAddr::parse(text)),
+            _ => NameAddr::parse(text),
+        }
     }
 
     /// The topmost Via (parsed once, on first use).

@@ -296,6 +296,7 @@ pub(super) fn parse_request_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::NameAddr;
 
     fn parse(text: &str) -> Result<Message, ParseError> {
         Message::parse(Bytes::copy_from_slice(text.as_bytes()))
@@ -313,6 +314,31 @@ mod tests {
         assert_eq!(m.body(), b"hello");
         assert_eq!(m.defect(), None);
         assert_eq!(m.branch(), Some("z9hG4bK1"));
+    }
+
+    #[test]
+    fn the_kept_first_contact_reads_as_a_fresh_parse() {
+        for contact in [
+            "",
+            "Contact: \"A, b\" <sip:a@h;transport=ws>;expires=60;+sip.instance=\"<urn:x>\"\r\n",
+            "m: sip:a@h;q=0.5, <sip:b@h>\r\nContact: <sip:c@h>\r\n",
+            "Contact: *\r\n",
+            "Contact: <sip:a@h\r\n",
+            "Contact:  <sip:a@h>\r\n  ;expires=5\r\n",
+        ] {
+            let m = parse(&format!(
+                "REGISTER sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n{contact}l: 0\r\n\r\n"
+            ))
+            .unwrap();
+            let texts: Vec<&str> = m.header_list(&HeaderName::Contact).collect();
+            let fresh = texts.first().map(|t| NameAddr::parse(t));
+            // Twice: the second read comes from what the first kept.
+            assert_eq!(m.first_contact(), fresh, "{contact:?}");
+            assert_eq!(m.first_contact(), fresh, "{contact:?}");
+            for (i, text) in texts.iter().enumerate() {
+                assert_eq!(m.contact_at(i, text), NameAddr::parse(text), "{contact:?} {i}");
+            }
+        }
     }
 
     #[test]

@@ -256,36 +256,48 @@ pub enum Change {
 
 /// Appends `s` to `out` as a JSON string, escaped as serde_json escapes it: `"` and `\\`,
 /// the control characters (`\\b \\t \\n \\f \\r` by name, the rest as `\\u00xx`), nothing
-/// else.
+/// else. Sixteen bytes are tested at a time (a test without early exit, which the compiler
+/// turns into a few vector instructions) and copied whole when none needs escaping, which is
+/// nearly always: a byte at a time cost ~10 instructions a byte.
 fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    out.push(b'"');
-    let mut plain = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            0x09 => b"\\t",
-            0x0A => b"\\n",
-            0x0C => b"\\f",
-            0x0D => b"\\r",
-            0x00..=0x1F => b"",
-            _ => continue,
-        };
-        // Escaped bytes are ASCII: the cuts fall between characters.
-        out.extend_from_slice(bytes.get(plain..i).unwrap_or_default());
-        if short.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0x0F)]);
-        } else {
-            out.extend_from_slice(short);
-        }
-        plain = i + 1;
+    fn needs_escape(b: u8) -> bool {
+        b < 0x20 || b == b'"' || b == b'\\'
     }
-    out.extend_from_slice(bytes.get(plain..).unwrap_or_default());
+    fn push_escaped(out: &mut Vec<u8>, b: u8) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x09 => out.extend_from_slice(b"\\t"),
+            0x0A => out.extend_from_slice(b"\\n"),
+            0x0C => out.extend_from_slice(b"\\f"),
+            0x0D => out.extend_from_slice(b"\\r"),
+            0x00..=0x1F => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0x0F)]);
+            }
+            _ => out.push(b),
+        }
+    }
+    // Escaping only ever touches ASCII bytes, so bytes can be copied through one by one even
+    // where a chunk cuts a character.
+    fn push_part(out: &mut Vec<u8>, part: &[u8]) {
+        if part.iter().fold(false, |any, &b| any | needs_escape(b)) {
+            for &b in part {
+                push_escaped(out, b);
+            }
+        } else {
+            out.extend_from_slice(part);
+        }
+    }
+    out.push(b'"');
+    let mut chunks = s.as_bytes().chunks_exact(16);
+    for chunk in &mut chunks {
+        push_part(out, chunk);
+    }
+    push_part(out, chunks.remainder());
     out.push(b'"');
 }
 
@@ -876,6 +888,8 @@ mod tests {
             all_controls,
             String::from("\u{7f}/é😀\u{80}"),
             String::new(),
+            // Characters and escapes across the sixteen-byte chunks push_json_str tests.
+            format!("{}é{}\"\n{}", "a".repeat(15), "b".repeat(20), "😀".repeat(9)),
         ];
         let reaches = [
             ws(u64::MAX),
@@ -915,7 +929,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 15);
+        assert_eq!(checked, 18);
     }
 
     #[test]

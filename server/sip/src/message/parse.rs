@@ -336,7 +336,11 @@ mod tests {
             assert_eq!(m.first_contact(), fresh, "{contact:?}");
             assert_eq!(m.first_contact(), fresh, "{contact:?}");
             for (i, text) in texts.iter().enumerate() {
-                assert_eq!(m.contact_at(i, text), NameAddr::parse(text), "{contact:?} {i}");
+                assert_eq!(
+                    m.contact_at(i, text),
+                    NameAddr::parse(text),
+                    "{contact:?} {i}"
+                );
             }
         }
     }

@@ -889,7 +889,12 @@ mod tests {
             String::from("\u{7f}/é😀\u{80}"),
             String::new(),
             // Characters and escapes across the sixteen-byte chunks push_json_str tests.
-            format!("{}é{}\"\n{}", "a".repeat(15), "b".repeat(20), "😀".repeat(9)),
+            format!(
+                "{}é{}\"\n{}",
+                "a".repeat(15),
+                "b".repeat(20),
+                "😀".repeat(9)
+            ),
         ];
         let reaches = [
             ws(u64::MAX),

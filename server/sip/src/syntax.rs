@@ -370,7 +370,26 @@ mod tests {
             r#"x;y="1;2";z"#,
             "\\,;",
         ];
-        for s in samples {
+        // The same past memchr's first vector: needles, quotes and brackets before, across
+        // and after 32 bytes.
+        let long: Vec<String> = samples
+            .iter()
+            .flat_map(|s| {
+                (28..=34).flat_map(move |pad| {
+                    [
+                        format!("{}{s}", "x".repeat(pad)),
+                        format!("{}\"a;b,c\"{s}", "y".repeat(pad)),
+                        format!("{}<a;b,c>{s}", "z".repeat(pad)),
+                        format!("{}\"q{}\";,{s}", "w".repeat(pad - 10), "v".repeat(12)),
+                    ]
+                })
+            })
+            .collect();
+        for s in samples
+            .iter()
+            .copied()
+            .chain(long.iter().map(String::as_str))
+        {
             for needle in [b',', b';', b'=', b'@', b'"', b'<', b'>', b'\\'] {
                 assert_eq!(
                     find_unquoted(s, needle),

@@ -554,6 +554,30 @@ mod tests {
     }
 
     #[test]
+    fn quoted_values_read_the_same_at_any_length() {
+        // Escapes and the closing quote anywhere in short and long values.
+        for len in 0..60 {
+            for at in 0..=len {
+                let (a, b) = ("a".repeat(at), "é".repeat(len - at));
+                let v = format!(
+                    r#"Digest username="{a}\"{b}",realm="r",nonce="{b}{a}",uri="u",response="r""#
+                );
+                let c = Credentials::parse(&v).unwrap();
+                assert_eq!(c.username(), format!("{a}\"{b}"), "{v}");
+                assert_eq!(c.nonce(), format!("{b}{a}"), "{v}");
+                let open =
+                    format!(r#"Digest username="u",realm="r",nonce="n",uri="u",response="{a}{b}"#);
+                assert_eq!(Credentials::parse(&open), Err(AuthError::UnterminatedQuote));
+                let trailing = format!("{open}\\");
+                assert_eq!(
+                    Credentials::parse(&trailing),
+                    Err(AuthError::UnterminatedQuote)
+                );
+            }
+        }
+    }
+
+    #[test]
     fn other_scheme_asks_for_a_challenge() {
         // RFC 4475 §3.3.7 regaut01.
         let err = Credentials::parse("NoOneKnowsThisScheme opaque-data=here").unwrap_err();

@@ -45,6 +45,9 @@ pub struct ProxyState {
     branches: IdMap<ClientKey, (ServerKey, usize)>,
     /// Timer C deadlines; entries whose context moved on are skipped when they fire.
     timer_c: BTreeSet<(Instant, ServerKey)>,
+    /// The Record-Route values this proxy writes without a flow token, one per listening
+    /// transport (see [`Core::our_routes`]); made at first use.
+    flowless_routes: std::cell::OnceCell<Vec<Box<str>>>,
 }
 
 /// Timer C: "greater than 3 minutes" (RFC 3261 §16.6 step 11).
@@ -151,21 +154,39 @@ impl Core {
     /// Counts the leading Route elements that name this server, and the flow token of the
     /// last one (the hop after us, RFC 5626 §5.3).
     pub(super) fn our_routes(&self, msg: &Message) -> (usize, Option<Peer>) {
+        let flowless = self
+            .proxy
+            .flowless_routes
+            .get_or_init(|| self.flowless_routes());
         let mut count = 0;
         let mut flow_peer = None;
         for route in msg.header_list(&HeaderName::Route) {
-            let Ok(addr) = NameAddr::parse(route) else {
-                break;
+            // Every in-dialog request of a dialog we Record-Routed without a flow token (all
+            // of a UDP call's) carries our own text back: known without parsing it.
+            let peer = if flowless.iter().any(|own| **own == *route) {
+                None
+            } else {
+                match self.route_to_us(route) {
+                    Some(peer) => peer,
+                    None => break,
+                }
             };
-            let Ok(uri) = SipUri::parse(addr.uri) else {
-                break;
-            };
-            if !self.is_local(&uri) {
-                break;
-            }
             count += 1;
-            flow_peer = uri
-                .user
+            flow_peer = peer;
+        }
+        (count, flow_peer)
+    }
+
+    /// For a Route element naming this server, the connection its flow token names, if it has
+    /// a valid one; `None` when it names someone else (or does not parse).
+    fn route_to_us(&self, route: &str) -> Option<Option<Peer>> {
+        let addr = NameAddr::parse(route).ok()?;
+        let uri = SipUri::parse(addr.uri).ok()?;
+        if !self.is_local(&uri) {
+            return None;
+        }
+        Some(
+            uri.user
                 .and_then(|u| self.tokens.decode(u))
                 .and_then(|flow| {
                     self.transports.flow_info(flow).map(|info| Peer {
@@ -173,9 +194,26 @@ impl Core {
                         flow: Some(flow),
                         remote: info.remote,
                     })
-                });
-        }
-        (count, flow_peer)
+                }),
+        )
+    }
+
+    /// What [`Core::record_route`] writes for a peer without a flow, per listening transport,
+    /// kept only where [`Core::route_to_us`] reads it back as naming us without a flow, so
+    /// that matching one by its text is the same as parsing it.
+    fn flowless_routes(&self) -> Vec<Box<str>> {
+        self.local
+            .keys()
+            .map(|&transport| {
+                self.record_route(&Peer {
+                    transport,
+                    flow: None,
+                    remote: SocketAddr::from(([0, 0, 0, 0], 0)),
+                })
+            })
+            .filter(|route| matches!(self.route_to_us(route), Some(None)))
+            .map(String::into_boxed_str)
+            .collect()
     }
 
     /// `<sip:[flow token@]host;transport=…;lr>`, written into one string (a Record-Route
@@ -188,7 +226,7 @@ impl Core {
         let mut out = String::with_capacity(96);
         out.push_str("<sip:");
         if let Some(flow) = peer.flow {
-            out.push_str(&self.tokens.encode(flow));
+            self.tokens.encode_into(flow, &mut out);
             out.push('@');
         }
         match local {

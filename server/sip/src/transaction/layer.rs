@@ -16,7 +16,7 @@ use crate::message::{Message, Method};
 use super::client_invite::ClientInvite;
 use super::client_non_invite::ClientNonInvite;
 use super::common::{Action, State};
-use super::key::{ClientMatch, ServerMatch};
+use super::key::{ClientMatch, ClientMatchRef, ServerMatch, ServerMatchRef};
 use super::server_invite::{AckDisposition, ServerInvite};
 use super::server_non_invite::ServerNonInvite;
 use super::timers::DeadlineQueue;
@@ -285,12 +285,30 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         })
     }
 
+    /// The live server transaction matching a borrowed key.
+    fn server_id_ref(&self, key: &ServerMatchRef<'_>) -> Option<u64> {
+        self.servers.get(key, |id| {
+            self.entries
+                .get(&id)
+                .is_some_and(|e| matches!(&e.index, Index::Server(k) if k.matches(key)))
+        })
+    }
+
     /// The live client transaction matching `key`.
     fn client_id(&self, key: &ClientMatch) -> Option<u64> {
         self.clients.get(key, |id| {
             self.entries
                 .get(&id)
                 .is_some_and(|e| matches!(&e.index, Index::Client(k) if k == key))
+        })
+    }
+
+    /// The live client transaction matching a borrowed key.
+    fn client_id_ref(&self, key: &ClientMatchRef<'_>) -> Option<u64> {
+        self.clients.get(key, |id| {
+            self.entries
+                .get(&id)
+                .is_some_and(|e| matches!(&e.index, Index::Client(k) if k.matches(key)))
         })
     }
 
@@ -630,7 +648,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
     }
 
     fn receive_response(&mut self, msg: Message, from: D, now: Instant) {
-        let id = ClientMatch::of_response(&msg).and_then(|k| self.client_id(&k));
+        let id = ClientMatch::of_response(&msg).and_then(|k| self.client_id_ref(&k));
         let Some(entry) = id.and_then(|id| self.entries.get_mut(&id).map(|e| (id, e))) else {
             self.events.push_back(Event::StrayResponse { msg, from });
             return;
@@ -650,28 +668,49 @@ impl<D: Clone + Debug> TransactionLayer<D> {
 
     fn receive_request(&mut self, msg: Message, from: D, reliable: bool, now: Instant) {
         let is_ack = msg.method() == Some(&Method::Ack);
+        // Most requests have an RFC 3261 branch: an ACK or a retransmission is matched by the
+        // key borrowed from it, and only a new transaction builds its key.
+        let (existing, cancelled) = match ServerMatch::view(&msg) {
+            Some(view) => (
+                Some(self.server_id_ref(&view)),
+                (msg.method() == Some(&Method::Cancel))
+                    .then(|| self.server_id_ref(&view.with_method(Method::Invite)))
+                    .flatten(),
+            ),
+            None => (None, None),
+        };
+        if is_ack {
+            let id = match existing {
+                Some(id) => id,
+                None => match ServerMatch::of_request(&msg) {
+                    // RFC 2543 ACK for an INVITE without To tag: the ACK carries our final's tag.
+                    Ok(key) => self.server_id(&key).or_else(|| {
+                        let invite = self.server_id(&key.for_ack()?)?;
+                        let entry = self.entries.get(&invite)?;
+                        (entry.final_to_tag.as_deref() == key.to_tag()).then_some(invite)
+                    }),
+                    Err(_) => None,
+                },
+            };
+            self.receive_ack(id, msg, from, now);
+            return;
+        }
+        if let Some(Some(id)) = existing {
+            self.retransmitted_request(id, from, now);
+            return;
+        }
         let key = match ServerMatch::of_request(&msg) {
             Ok(key) => key,
-            Err(_) if is_ack => {
-                self.events.push_back(Event::Ack {
-                    invite: None,
-                    msg,
-                    from,
-                });
-                return;
-            }
             Err(error) => {
                 self.events.push_back(Event::Rejected { msg, from, error });
                 return;
             }
         };
-        if is_ack {
-            self.receive_ack(&key, msg, from, now);
-            return;
-        }
-        if let Some(id) = self.server_id(&key) {
-            self.retransmitted_request(id, from, now);
-            return;
+        if existing.is_none() {
+            if let Some(id) = self.server_id(&key) {
+                self.retransmitted_request(id, from, now);
+                return;
+            }
         }
         if self.entries.len() >= self.config.max_transactions {
             self.events.push_back(Event::Rejected {
@@ -702,6 +741,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         };
         self.scratch = out;
         let invite = match method {
+            Some(Method::Cancel) if !key.is_rfc2543() => cancelled,
             Some(Method::Cancel) => self.server_id(&key.with_method(Method::Invite)),
             _ => None,
         };
@@ -753,13 +793,8 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         self.settle(id, now);
     }
 
-    fn receive_ack(&mut self, key: &ServerMatch, msg: Message, from: D, now: Instant) {
-        // RFC 2543 ACK for an INVITE without To tag: the ACK carries our final's tag.
-        let id = self.server_id(key).or_else(|| {
-            let invite = self.server_id(&key.for_ack()?)?;
-            let entry = self.entries.get(&invite)?;
-            (entry.final_to_tag.as_deref() == key.to_tag()).then_some(invite)
-        });
+    /// An ACK, matching server transaction `id` if any.
+    fn receive_ack(&mut self, id: Option<u64>, msg: Message, from: D, now: Instant) {
         let entry = id.and_then(|id| self.entries.get_mut(&id).map(|e| (id, &mut **e)));
         let Some((
             id,

@@ -568,7 +568,7 @@ struct Track {
 fn plain_field(name: &str, value: &str) -> bool {
     syntax::is_token(name)
         && HeaderName::known(name.as_bytes()) != Some(HeaderName::ContentLength)
-        && !value.bytes().any(|b| b == b'\r' || b == b'\n')
+        && memchr::memchr2(b'\r', b'\n', value.as_bytes()).is_none()
         && !value.starts_with([' ', '\t'])
         && !value.ends_with([' ', '\t'])
 }
@@ -619,7 +619,7 @@ fn push_tracked(out: &mut Vec<u8>, track: &mut Option<Track>, name: HeaderName, 
     let at = out.len();
     push_header(out, name.as_str(), value);
     if let Some(t) = track.as_mut() {
-        let plain = !value.bytes().any(|b| b == b'\r' || b == b'\n')
+        let plain = memchr::memchr2(b'\r', b'\n', value.as_bytes()).is_none()
             && !value.starts_with([' ', '\t'])
             && !value.ends_with([' ', '\t']);
         if plain {

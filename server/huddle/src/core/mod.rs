@@ -600,6 +600,16 @@ impl Core {
         prefix
     }
 
+    /// The branch prefix of a request relayed without state ([`Core::route_stateless`]): as
+    /// [`Core::loop_prefix`] writes it, with this process's seed for the hash.
+    pub(crate) fn stateless_prefix(&self) -> LoopPrefix {
+        let mut prefix = LoopPrefix::new();
+        prefix.push_str("z9hG4bK-hd");
+        prefix.push_str(hex(self.tag_seed >> 32, &mut [0; 16]));
+        prefix.push('-');
+        prefix
+    }
+
     /// True when `msg`, whose [`Core::loop_prefix`] is `prefix`, already passed through this
     /// proxy unchanged (a loop, answered 482).
     pub(crate) fn is_loop(&self, msg: &Message, prefix: &str) -> bool {
@@ -889,6 +899,14 @@ impl Core {
 }
 
 /// Room for a To tag: two 64-bit numbers in hex.
+/// The branch of a Via [`Core::via_with_branch`] wrote (nothing in the address before it
+/// contains `;`).
+pub(crate) fn via_branch(via: &str) -> &str {
+    via.split_once(";branch=")
+        .and_then(|(_, rest)| rest.split(';').next())
+        .unwrap_or_default()
+}
+
 /// A Via this proxy writes ([`Core::via_with_branch`]), on the stack: `SIP/2.0/` and a
 /// transport token, a listening address (at most 65 bytes as `[IPv6%scope]:port`), the branch
 /// (a [`LoopPrefix`] and a counter, 16 hex digits at most) and `;rport`: well under the

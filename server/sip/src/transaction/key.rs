@@ -77,12 +77,21 @@ impl ClientMatch {
     /// The key of a request the TU sends. The branch must be RFC 3261 style and the CSeq
     /// method must be the request's, or responses could never match.
     pub(crate) fn of_request(msg: &Message) -> Result<ClientMatch, TransactionError> {
-        let method = msg.method().ok_or(TransactionError::NotARequest)?;
+        msg.method().ok_or(TransactionError::NotARequest)?;
         let via = msg.top_via()?;
-        let branch = via
-            .branch()
-            .filter(|b| is_rfc3261_branch(b))
-            .ok_or(TransactionError::NoMagicCookie)?;
+        let branch = via.branch().ok_or(TransactionError::NoMagicCookie)?;
+        Self::of_request_with_branch(msg, branch)
+    }
+
+    /// [`ClientMatch::of_request`] with the top Via's branch given by the TU that wrote it.
+    pub(crate) fn of_request_with_branch(
+        msg: &Message,
+        branch: &str,
+    ) -> Result<ClientMatch, TransactionError> {
+        let method = msg.method().ok_or(TransactionError::NotARequest)?;
+        if !is_rfc3261_branch(branch) {
+            return Err(TransactionError::NoMagicCookie);
+        }
         let cseq = msg.cseq()?;
         if &cseq.method != method {
             return Err(HeaderError::Invalid("CSeq").into());
@@ -193,6 +202,23 @@ impl Hash for ServerMatchRef<'_> {
 }
 
 impl ServerMatchRef<'_> {
+    /// The key itself, to index a new transaction under: what [`ServerMatch::of_request`] makes
+    /// of the same request.
+    pub(crate) fn to_key(&self) -> ServerMatch {
+        let mut key = String::with_capacity(self.branch.len() + 1 + self.host.len());
+        key.push_str(self.branch);
+        key.push(' ');
+        key.push_str(self.host);
+        key[self.branch.len() + 1..].make_ascii_lowercase();
+        ServerMatch::Branch {
+            branch_host: key.into_boxed_str(),
+            // `ServerMatch::view` checked that it fits.
+            branch_len: self.branch.len() as u32,
+            port: self.port,
+            method: self.method.clone(),
+        }
+    }
+
     /// The same identity with another method (a CANCEL looking for its INVITE).
     pub(crate) fn with_method(&self, method: Method) -> ServerMatchRef<'_> {
         ServerMatchRef {
@@ -251,19 +277,13 @@ impl ServerMatch {
         let via = msg.top_via()?;
         match via.branch() {
             Some(branch) if is_rfc3261_branch(branch) && u32::try_from(branch.len()).is_ok() => {
-                Ok(ServerMatch::Branch {
-                    branch_host: {
-                        let mut key = String::with_capacity(branch.len() + 1 + via.host.len());
-                        key.push_str(branch);
-                        key.push(' ');
-                        key.push_str(via.host);
-                        key[branch.len() + 1..].make_ascii_lowercase();
-                        key.into_boxed_str()
-                    },
-                    branch_len: branch.len() as u32,
+                Ok(ServerMatchRef {
+                    branch,
+                    host: via.host,
                     port: via.port,
                     method,
-                })
+                }
+                .to_key())
             }
             _ => {
                 let uri = msg.request_uri().ok_or(TransactionError::NotARequest)?;

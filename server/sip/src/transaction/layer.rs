@@ -379,6 +379,41 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             return Err(TransactionError::AckIsNotATransaction);
         }
         let key = ClientMatch::of_request(&request)?;
+        self.start_request(key, request, to, reliable, now)
+    }
+
+    /// [`TransactionLayer::send_request`] for a request whose top Via the TU has just written
+    /// itself, with branch `branch`: the key is made from that instead of parsing the Via
+    /// again. `branch` must be the top Via's (checked in debug builds), or responses would
+    /// not match.
+    pub fn send_request_with_branch(
+        &mut self,
+        request: Message,
+        branch: &str,
+        to: D,
+        reliable: bool,
+        now: Instant,
+    ) -> Result<ClientKey, TransactionError> {
+        if request.method() == Some(&Method::Ack) {
+            return Err(TransactionError::AckIsNotATransaction);
+        }
+        let key = ClientMatch::of_request_with_branch(&request, branch)?;
+        debug_assert_eq!(
+            ClientMatch::of_request(&request).ok().as_ref(),
+            Some(&key),
+            "{branch} is not the top Via's branch"
+        );
+        self.start_request(key, request, to, reliable, now)
+    }
+
+    fn start_request(
+        &mut self,
+        key: ClientMatch,
+        request: Message,
+        to: D,
+        reliable: bool,
+        now: Instant,
+    ) -> Result<ClientKey, TransactionError> {
         if self.client_id(&key).is_some() {
             return Err(TransactionError::DuplicateBranch);
         }
@@ -668,50 +703,49 @@ impl<D: Clone + Debug> TransactionLayer<D> {
 
     fn receive_request(&mut self, msg: Message, from: D, reliable: bool, now: Instant) {
         let is_ack = msg.method() == Some(&Method::Ack);
-        // Most requests have an RFC 3261 branch: an ACK or a retransmission is matched by the
-        // key borrowed from it, and only a new transaction builds its key.
-        let (existing, cancelled) = match ServerMatch::view(&msg) {
-            Some(view) => (
-                Some(self.server_id_ref(&view)),
-                (msg.method() == Some(&Method::Cancel))
-                    .then(|| self.server_id_ref(&view.with_method(Method::Invite)))
-                    .flatten(),
-            ),
-            None => (None, None),
+        // Most requests have an RFC 3261 branch: they are matched by the key borrowed from
+        // them, and only a new transaction builds its key (once, from the same view).
+        let (existing, key, cancelled) = match ServerMatch::view(&msg) {
+            Some(view) => match self.server_id_ref(&view) {
+                Some(id) => (Some(id), None, None),
+                None if is_ack => (None, None, None),
+                None => {
+                    let cancelled = (msg.method() == Some(&Method::Cancel))
+                        .then(|| self.server_id_ref(&view.with_method(Method::Invite)))
+                        .flatten();
+                    (None, Some(Ok(view.to_key())), cancelled)
+                }
+            },
+            None => {
+                let key = ServerMatch::of_request(&msg);
+                let existing = key.as_ref().ok().and_then(|key| self.server_id(key));
+                (existing, Some(key), None)
+            }
         };
         if is_ack {
-            let id = match existing {
-                Some(id) => id,
-                None => match ServerMatch::of_request(&msg) {
-                    // RFC 2543 ACK for an INVITE without To tag: the ACK carries our final's tag.
-                    Ok(key) => self.server_id(&key).or_else(|| {
-                        let invite = self.server_id(&key.for_ack()?)?;
-                        let entry = self.entries.get(&invite)?;
-                        (entry.final_to_tag.as_deref() == key.to_tag()).then_some(invite)
-                    }),
-                    Err(_) => None,
-                },
-            };
+            let id = existing.or_else(|| {
+                // RFC 2543 ACK for an INVITE without To tag: the ACK carries our final's tag.
+                let key = key?.ok()?;
+                let invite = self.server_id(&key.for_ack()?)?;
+                let entry = self.entries.get(&invite)?;
+                (entry.final_to_tag.as_deref() == key.to_tag()).then_some(invite)
+            });
             self.receive_ack(id, msg, from, now);
             return;
         }
-        if let Some(Some(id)) = existing {
+        if let Some(id) = existing {
             self.retransmitted_request(id, from, now);
             return;
         }
-        let key = match ServerMatch::of_request(&msg) {
-            Ok(key) => key,
-            Err(error) => {
+        let key = match key {
+            Some(Ok(key)) => key,
+            Some(Err(error)) => {
                 self.events.push_back(Event::Rejected { msg, from, error });
                 return;
             }
+            // Only for an ACK, handled above.
+            None => return,
         };
-        if existing.is_none() {
-            if let Some(id) = self.server_id(&key) {
-                self.retransmitted_request(id, from, now);
-                return;
-            }
-        }
         if self.entries.len() >= self.config.max_transactions {
             self.events.push_back(Event::Rejected {
                 msg,

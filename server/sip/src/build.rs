@@ -312,6 +312,10 @@ pub struct Forward<'a> {
     drop_top_via: bool,
     drop_headers: Vec<HeaderName>,
     append: Vec<u8>,
+    /// True while every field added to `top` and `append` is one the parser reads back as
+    /// written ([`plain_field`]): `build_message` then records their offsets as it copies
+    /// them, without scanning them again.
+    plain: bool,
 }
 
 impl<'a> Forward<'a> {
@@ -326,6 +330,7 @@ impl<'a> Forward<'a> {
             drop_top_via: false,
             drop_headers: Vec::new(),
             append: Vec::new(),
+            plain: true,
         }
     }
 
@@ -341,12 +346,14 @@ impl<'a> Forward<'a> {
         if self.top.capacity() == 0 {
             self.top.reserve(name.len() + value.len() + 256);
         }
+        self.plain &= plain_field(name, value);
         push_header(&mut self.top, name, value);
         self
     }
 
     /// Appends a header after all others.
     pub fn append(mut self, name: &str, value: &str) -> Self {
+        self.plain &= plain_field(name, value);
         push_header(&mut self.append, name, value);
         self
     }
@@ -391,10 +398,7 @@ impl<'a> Forward<'a> {
     /// not a plain one-line field).
     pub fn build_message(self) -> Result<Message, ParseError> {
         let msg = self.msg;
-        let plain = msg.defect().is_none()
-            && plain_fields(&self.top).is_some()
-            && plain_fields(&self.append).is_some();
-        if !plain {
+        if msg.defect().is_some() || !self.plain {
             return Message::parse(self.build());
         }
         let mut track = Some(Track::default());
@@ -494,10 +498,8 @@ impl<'a> Forward<'a> {
                 _ => 0,
             };
             if skip > 0 {
-                let value = msg.text(h.value);
-                let rest: Vec<&str> = syntax::split_list(value).skip(skip).collect();
-                if !rest.is_empty() {
-                    push_tracked(&mut out, track, h.name.clone(), &rest.join(", "));
+                if let Some(rest) = list_after(msg.text(h.value), skip) {
+                    push_tracked(&mut out, track, h.name.clone(), rest);
                 }
                 continue;
             }
@@ -559,55 +561,56 @@ struct Track {
     defect: Option<Defect>,
 }
 
-/// The header fields `push_header` wrote into `buf`, as (name, value offset, value end, line
-/// end) within `buf`, or `None` when one is not a plain field the parser would read the same
-/// way (a name that is not a token, Content-Length, a value with a line break or not UTF-8).
-fn plain_fields(buf: &[u8]) -> Option<Vec<(HeaderName, usize, usize, usize)>> {
-    let mut fields = Vec::new();
-    let mut pos = 0;
-    while pos < buf.len() {
-        let nl = buf[pos..].iter().position(|&b| b == b'\n')? + pos;
-        if nl == pos || buf[nl - 1] != b'\r' {
-            return None;
-        }
-        let line = std::str::from_utf8(&buf[pos..nl - 1]).ok()?;
-        if line.contains('\r') {
-            return None;
-        }
-        let (name, _) = line.split_once(": ")?;
-        if !syntax::is_token(name) {
-            return None;
-        }
-        let name = HeaderName::parse(name);
-        if name == HeaderName::ContentLength {
-            return None;
-        }
-        let mut start = pos + line.find(": ")? + 2;
-        let mut end = nl - 1;
-        while start < end && syntax::is_lws(buf[start]) {
-            start += 1;
-        }
-        while end > start && syntax::is_lws(buf[end - 1]) {
-            end -= 1;
-        }
-        fields.push((name, start, end, nl + 1));
-        pos = nl + 1;
-    }
-    Some(fields)
+/// True when `push_header(name, value)` writes a field the parser reads back with exactly
+/// this name and value: a token name other than Content-Length (which the parser checks
+/// against the body), a value without line breaks or white space at its ends (which the
+/// parser would trim). Anything else makes `build_message` parse what it wrote.
+fn plain_field(name: &str, value: &str) -> bool {
+    syntax::is_token(name)
+        && HeaderName::known(name.as_bytes()) != Some(HeaderName::ContentLength)
+        && memchr::memchr2(b'\r', b'\n', value.as_bytes()).is_none()
+        && !value.starts_with([' ', '\t'])
+        && !value.ends_with([' ', '\t'])
 }
 
-/// Records the plain fields of `buf`, about to be appended to `out`.
+/// Records the fields of `buf`, about to be appended to `out`: `push_header` wrote each as
+/// `name: value\r\n`, and [`plain_field`] held for all of them, so the first `:` ends the
+/// name (a token has none) and the first `\n` the line (the value has none).
 fn track_plain(t: &mut Track, out: &[u8], buf: &[u8]) {
     let base = out.len();
-    let mut line_start = base;
-    for (name, start, end, line_end) in plain_fields(buf).unwrap_or_default() {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let (Some(colon), Some(nl)) = (
+            memchr::memchr(b':', &buf[pos..]),
+            memchr::memchr(b'\n', &buf[pos..]),
+        ) else {
+            break;
+        };
+        let (name_end, line_end) = (pos + colon, pos + nl + 1);
+        let name = &buf[pos..name_end];
+        let name = HeaderName::known(name).unwrap_or_else(|| {
+            // A token: ASCII.
+            HeaderName::parse(std::str::from_utf8(name).unwrap_or_default())
+        });
         t.headers.push(Header {
             name,
-            line: Span::new(line_start, base + line_end),
-            value: Span::new(base + start, base + end),
+            line: Span::new(base + pos, base + line_end),
+            value: Span::new(base + name_end + 2, base + line_end - 2),
         });
-        line_start = base + line_end;
+        pos = line_end;
     }
+}
+
+/// The text of list `value` from its element number `skip` (counting from 0) to its end, as
+/// received; `None` when it has no more elements.
+fn list_after(value: &str, skip: usize) -> Option<&str> {
+    let mut rest = syntax::split_list(value).skip(skip);
+    let first = rest.next()?;
+    let last = rest.last().unwrap_or(first);
+    // Both are slices of `value`.
+    let start = first.as_ptr() as usize - value.as_ptr() as usize;
+    let end = last.as_ptr() as usize - value.as_ptr() as usize + last.len();
+    value.get(start..end)
 }
 
 /// `push_header`, recording the field when tracking (values with line breaks or edge white
@@ -616,7 +619,7 @@ fn push_tracked(out: &mut Vec<u8>, track: &mut Option<Track>, name: HeaderName, 
     let at = out.len();
     push_header(out, name.as_str(), value);
     if let Some(t) = track.as_mut() {
-        let plain = !value.bytes().any(|b| b == b'\r' || b == b'\n')
+        let plain = memchr::memchr2(b'\r', b'\n', value.as_bytes()).is_none()
             && !value.starts_with([' ', '\t'])
             && !value.ends_with([' ', '\t']);
         if plain {
@@ -865,6 +868,10 @@ mod tests {
             "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nX-Odd :  spaced value  \r\n\r\n".to_owned(),
             "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 9\r\n\r\nx".to_owned(),
             "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP p;branch=z9hG4bKp, SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            // Lists whose rest after the first element is odd: empty elements, folds, a
+            // trailing comma.
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP p;branch=z9hG4bKp , ,SIP/2.0/UDP h;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP q,\r\nRoute: <sip:a;lr>,\r\n <sip:b;lr>  ,  <sip:c;lr>\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP p;branch=z9hG4bKp,\r\nRoute: <sip:a;lr>, \"x,y\" <sip:b;lr>\r\nContent-Length: 0\r\n\r\n".to_owned(),
         ];
         for text in &texts {
             let m = msg(text);
@@ -888,6 +895,15 @@ mod tests {
                     Forward::new(m).prepend("X-Fold", "a\r\n b").max_forwards(1),
                     Forward::new(m).prepend("l", "3"),
                     Forward::new(m).append("Bad Name", "v"),
+                    Forward::new(m).drop_top_via().drop_routes(1),
+                    Forward::new(m).drop_routes(2),
+                    Forward::new(m)
+                        .prepend("X-Pad", " padded")
+                        .append("X-Tail", "tail\t"),
+                    Forward::new(m)
+                        .prepend("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKp;rport")
+                        .append("X-Other-Name", "a: b")
+                        .drop_top_via(),
                 ]
             };
             for (a, b) in forwards(&m).into_iter().zip(forwards(&m)) {

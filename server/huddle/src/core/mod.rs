@@ -552,9 +552,9 @@ impl Core {
         transport: Transport,
         local: SocketAddr,
         loop_prefix: &str,
-    ) -> String {
+    ) -> ViaText {
         self.counter += 1;
-        let mut via = String::with_capacity(96 + loop_prefix.len());
+        let mut via = ViaText::new();
         via.push_str("SIP/2.0/");
         via.push_str(transport.via_token());
         via.push(' ');
@@ -568,18 +568,15 @@ impl Core {
 
     /// Appends a listening address as `ip:port`: its text is kept from the start, since
     /// formatting an address costs more than the rest of a Via or Record-Route.
-    fn push_local(&self, out: &mut String, addr: SocketAddr) {
-        match self.local_text.iter().find(|(a, _)| *a == addr) {
-            Some((_, text)) => out.push_str(text),
-            None => {
-                use std::fmt::Write as _;
-                // Writing to a `String` cannot fail.
-                let _ = write!(out, "{addr}");
-            }
-        }
+    fn push_local(&self, out: &mut impl std::fmt::Write, addr: SocketAddr) {
+        // Either has room for any address (see `ViaText`).
+        let _ = match self.local_text.iter().find(|(a, _)| *a == addr) {
+            Some((_, text)) => out.write_str(text),
+            None => write!(out, "{addr}"),
+        };
     }
 
-    pub(crate) fn loop_prefix(&self, msg: &Message) -> String {
+    pub(crate) fn loop_prefix(&self, msg: &Message) -> LoopPrefix {
         use std::hash::{BuildHasher, Hash, Hasher};
         let mut h = self.loop_hasher.build_hasher();
         msg.request_uri().hash(&mut h);
@@ -596,9 +593,19 @@ impl Core {
                 v.hash(&mut h);
             }
         }
-        let mut prefix = String::with_capacity(48);
+        let mut prefix = LoopPrefix::new();
         prefix.push_str("z9hG4bK-hd");
         prefix.push_str(hex(h.finish(), &mut [0; 16]));
+        prefix.push('-');
+        prefix
+    }
+
+    /// The branch prefix of a request relayed without state ([`Core::route_stateless`]): as
+    /// [`Core::loop_prefix`] writes it, with this process's seed for the hash.
+    pub(crate) fn stateless_prefix(&self) -> LoopPrefix {
+        let mut prefix = LoopPrefix::new();
+        prefix.push_str("z9hG4bK-hd");
+        prefix.push_str(hex(self.tag_seed >> 32, &mut [0; 16]));
         prefix.push('-');
         prefix
     }
@@ -892,6 +899,23 @@ impl Core {
 }
 
 /// Room for a To tag: two 64-bit numbers in hex.
+/// The branch of a Via [`Core::via_with_branch`] wrote (nothing in the address before it
+/// contains `;`).
+pub(crate) fn via_branch(via: &str) -> &str {
+    via.split_once(";branch=")
+        .and_then(|(_, rest)| rest.split(';').next())
+        .unwrap_or_default()
+}
+
+/// A Via this proxy writes ([`Core::via_with_branch`]), on the stack: `SIP/2.0/` and a
+/// transport token, a listening address (at most 65 bytes as `[IPv6%scope]:port`), the branch
+/// (a [`LoopPrefix`] and a counter, 16 hex digits at most) and `;rport`: well under the
+/// capacity, whatever the request (none of it comes from the peer).
+pub(crate) type ViaText = arrayvec::ArrayString<192>;
+
+/// [`Core::loop_prefix`]: `z9hG4bK-hd`, a 64-bit hash in hex, `-` (27 bytes at most).
+pub(crate) type LoopPrefix = arrayvec::ArrayString<32>;
+
 #[derive(Debug, Default)]
 struct TagBuf([u8; 32]);
 

@@ -3,6 +3,7 @@
 //! best-response selection, double Record-Route with flow tokens, and stateless relay of ACK
 //! for 2xx.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -45,6 +46,9 @@ pub struct ProxyState {
     branches: IdMap<ClientKey, (ServerKey, usize)>,
     /// Timer C deadlines; entries whose context moved on are skipped when they fire.
     timer_c: BTreeSet<(Instant, ServerKey)>,
+    /// The Record-Route values this proxy writes without a flow token, one per listening
+    /// transport (see [`Core::our_routes`]); made at first use.
+    flowless_routes: std::cell::OnceCell<Vec<(Transport, Box<str>)>>,
 }
 
 /// Timer C: "greater than 3 minutes" (RFC 3261 §16.6 step 11).
@@ -151,21 +155,36 @@ impl Core {
     /// Counts the leading Route elements that name this server, and the flow token of the
     /// last one (the hop after us, RFC 5626 §5.3).
     pub(super) fn our_routes(&self, msg: &Message) -> (usize, Option<Peer>) {
+        let flowless = self.flowless_routes();
         let mut count = 0;
         let mut flow_peer = None;
         for route in msg.header_list(&HeaderName::Route) {
-            let Ok(addr) = NameAddr::parse(route) else {
-                break;
+            // Every in-dialog request of a dialog we Record-Routed without a flow token (all
+            // of a UDP call's) carries our own text back: known without parsing it.
+            let peer = if flowless.iter().any(|(_, own)| **own == *route) {
+                None
+            } else {
+                match self.route_to_us(route) {
+                    Some(peer) => peer,
+                    None => break,
+                }
             };
-            let Ok(uri) = SipUri::parse(addr.uri) else {
-                break;
-            };
-            if !self.is_local(&uri) {
-                break;
-            }
             count += 1;
-            flow_peer = uri
-                .user
+            flow_peer = peer;
+        }
+        (count, flow_peer)
+    }
+
+    /// For a Route element naming this server, the connection its flow token names, if it has
+    /// a valid one; `None` when it names someone else (or does not parse).
+    fn route_to_us(&self, route: &str) -> Option<Option<Peer>> {
+        let addr = NameAddr::parse(route).ok()?;
+        let uri = SipUri::parse(addr.uri).ok()?;
+        if !self.is_local(&uri) {
+            return None;
+        }
+        Some(
+            uri.user
                 .and_then(|u| self.tokens.decode(u))
                 .and_then(|flow| {
                     self.transports.flow_info(flow).map(|info| Peer {
@@ -173,14 +192,48 @@ impl Core {
                         flow: Some(flow),
                         remote: info.remote,
                     })
-                });
-        }
-        (count, flow_peer)
+                }),
+        )
     }
 
-    /// `<sip:[flow token@]host;transport=…;lr>`, written into one string (a Record-Route
-    /// pair per proxied INVITE).
-    pub(super) fn record_route(&self, peer: &Peer) -> String {
+    /// What [`Core::record_route`] writes for a peer without a flow, per listening transport,
+    /// kept only where [`Core::route_to_us`] reads it back as naming us without a flow, so
+    /// that matching one by its text is the same as parsing it.
+    fn flowless_routes(&self) -> &[(Transport, Box<str>)] {
+        self.proxy.flowless_routes.get_or_init(|| {
+            self.local
+                .keys()
+                .map(|&transport| {
+                    let peer = Peer {
+                        transport,
+                        flow: None,
+                        remote: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    };
+                    (transport, self.write_record_route(&peer))
+                })
+                .filter(|(_, route)| matches!(self.route_to_us(route), Some(None)))
+                .map(|(transport, route)| (transport, route.into_boxed_str()))
+                .collect()
+        })
+    }
+
+    /// `<sip:[flow token@]host;transport=…;lr>` (a Record-Route pair per proxied INVITE):
+    /// without a flow token the same text every time, written once.
+    pub(super) fn record_route(&self, peer: &Peer) -> Cow<'_, str> {
+        if peer.flow.is_none() {
+            if let Some((_, route)) = self
+                .flowless_routes()
+                .iter()
+                .find(|(t, _)| *t == peer.transport)
+            {
+                return Cow::Borrowed(route);
+            }
+        }
+        Cow::Owned(self.write_record_route(peer))
+    }
+
+    /// [`Core::record_route`], written into one string.
+    fn write_record_route(&self, peer: &Peer) -> String {
         let local = self
             .local
             .get(&peer.transport)
@@ -188,7 +241,7 @@ impl Core {
         let mut out = String::with_capacity(96);
         out.push_str("<sip:");
         if let Some(flow) = peer.flow {
-            out.push_str(&self.tokens.encode(flow));
+            self.tokens.encode_into(flow, &mut out);
             out.push('@');
         }
         match local {
@@ -255,27 +308,34 @@ impl Core {
                 continue;
             };
             let via = self.via_with_branch(out.transport, local, &loop_prefix);
-            let mut fwd = Forward::new(&ctx.request)
-                .prepend("Via", &via)
-                .drop_routes(popped)
-                .max_forwards(max_forwards);
-            let rr_out;
-            let rr_in;
-            if record {
-                rr_out = self.record_route(&out);
-                rr_in = self.record_route(&from);
-                fwd = fwd
-                    .prepend("Record-Route", &rr_out)
-                    .prepend("Record-Route", &rr_in);
-            }
-            if let Some(uri) = target.request_uri.as_deref() {
-                fwd = fwd.request_uri(uri);
-            }
-            let Ok(request) = fwd.build_message() else {
+            let built = {
+                let mut fwd = Forward::new(&ctx.request)
+                    .prepend("Via", &via)
+                    .drop_routes(popped)
+                    .max_forwards(max_forwards);
+                let rr_out;
+                let rr_in;
+                if record {
+                    rr_out = self.record_route(&out);
+                    rr_in = self.record_route(&from);
+                    fwd = fwd
+                        .prepend("Record-Route", &rr_out)
+                        .prepend("Record-Route", &rr_in);
+                }
+                if let Some(uri) = target.request_uri.as_deref() {
+                    fwd = fwd.request_uri(uri);
+                }
+                fwd.build_message()
+            };
+            let Ok(request) = built else {
                 continue;
             };
             let reliable = out.transport.is_reliable();
-            match self.txn.send_request(request, out, reliable, now) {
+            let branch = super::via_branch(&via);
+            match self
+                .txn
+                .send_request_with_branch(request, branch, out, reliable, now)
+            {
                 Ok(client) => ctx.branches.push(Branch {
                     key: client,
                     final_status: None,
@@ -427,8 +487,10 @@ impl Core {
         let Some(local) = self.local.get(&out.transport).copied() else {
             return;
         };
-        let loop_prefix = self.loop_prefix(&msg);
-        let via = self.via_with_branch(out.transport, local, &loop_prefix);
+        // Nothing here checks for loops (a looping ACK ends with Max-Forwards), so the branch
+        // needs no hash of the request: unique by the counter, and across restarts by the seed.
+        let prefix = self.stateless_prefix();
+        let via = self.via_with_branch(out.transport, local, &prefix);
         let max_forwards = match msg.max_forwards() {
             Some(Ok(n)) if n > 0 => n - 1,
             Some(Ok(_)) => return,

@@ -1,6 +1,8 @@
 //! Transaction handles given to the TU, and the matching keys of RFC 3261 §17.1.3 (client) and
 //! §17.2.3 (server, with the RFC 2543 fallback).
 
+use std::hash::{Hash, Hasher};
+
 use crate::headers::{HeaderError, Via};
 use crate::message::{Message, Method};
 
@@ -75,12 +77,21 @@ impl ClientMatch {
     /// The key of a request the TU sends. The branch must be RFC 3261 style and the CSeq
     /// method must be the request's, or responses could never match.
     pub(crate) fn of_request(msg: &Message) -> Result<ClientMatch, TransactionError> {
-        let method = msg.method().ok_or(TransactionError::NotARequest)?;
+        msg.method().ok_or(TransactionError::NotARequest)?;
         let via = msg.top_via()?;
-        let branch = via
-            .branch()
-            .filter(|b| is_rfc3261_branch(b))
-            .ok_or(TransactionError::NoMagicCookie)?;
+        let branch = via.branch().ok_or(TransactionError::NoMagicCookie)?;
+        Self::of_request_with_branch(msg, branch)
+    }
+
+    /// [`ClientMatch::of_request`] with the top Via's branch given by the TU that wrote it.
+    pub(crate) fn of_request_with_branch(
+        msg: &Message,
+        branch: &str,
+    ) -> Result<ClientMatch, TransactionError> {
+        let method = msg.method().ok_or(TransactionError::NotARequest)?;
+        if !is_rfc3261_branch(branch) {
+            return Err(TransactionError::NoMagicCookie);
+        }
         let cseq = msg.cseq()?;
         if &cseq.method != method {
             return Err(HeaderError::Invalid("CSeq").into());
@@ -91,15 +102,21 @@ impl ClientMatch {
         })
     }
 
-    /// The key a response is looked up with; `None` when it has no usable Via branch or CSeq.
-    pub(crate) fn of_response(msg: &Message) -> Option<ClientMatch> {
+    /// The key a response is looked up with, borrowed from it; `None` when it has no usable
+    /// Via branch or CSeq.
+    pub(crate) fn of_response(msg: &Message) -> Option<ClientMatchRef<'_>> {
         let via = msg.top_via().ok()?;
         let branch = via.branch()?;
         let cseq = msg.cseq().ok()?;
-        Some(ClientMatch {
-            branch: branch.into(),
+        Some(ClientMatchRef {
+            branch,
             method: cseq.method,
         })
+    }
+
+    /// True when a response with this borrowed key matches.
+    pub(crate) fn matches(&self, key: &ClientMatchRef<'_>) -> bool {
+        *self.branch == *key.branch && self.method == key.method
     }
 
     /// The same branch with another method (the CANCEL for an INVITE).
@@ -111,15 +128,24 @@ impl ClientMatch {
     }
 }
 
+/// A [`ClientMatch`] borrowed from a response: looking a response up builds no key. It hashes
+/// as the key does (a `Box<str>` hashes as the `str` it holds).
+#[derive(Debug, Hash)]
+pub(crate) struct ClientMatchRef<'a> {
+    branch: &'a str,
+    method: Method,
+}
+
 /// RFC 3261 §17.2.3 server transaction identity.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ServerMatch {
     /// Branch (with the magic cookie), sent-by and method; ACK is folded into INVITE.
     Branch {
         /// The branch, a space, and the sent-by host in lower case: one allocation per
-        /// request instead of two (neither a token nor a host contains a space, so the pair is
-        /// still told apart exactly).
+        /// request instead of two.
         branch_host: Box<str>,
+        /// Where the branch ends in `branch_host`.
+        branch_len: u32,
         port: Option<u16>,
         method: Method,
     },
@@ -130,6 +156,78 @@ pub(crate) enum ServerMatch {
     /// Boxed: it is rare (RFC 2543 clients) and more than twice the size of the branch form
     /// (112 bytes against 48), which every transaction's entry would otherwise be sized for.
     Rfc2543(Box<Rfc2543Match>),
+}
+
+/// Hashes what [`ServerMatchRef`] hashes for the same request: for the branch form the branch
+/// (not the host, which the key holds in lower case and a request may not), port and method.
+impl Hash for ServerMatch {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            ServerMatch::Branch {
+                branch_host,
+                branch_len,
+                port,
+                method,
+            } => {
+                branch_host
+                    .get(..*branch_len as usize)
+                    .unwrap_or_default()
+                    .hash(state);
+                port.hash(state);
+                method.hash(state);
+            }
+            ServerMatch::Rfc2543(k) => k.hash(state),
+        }
+    }
+}
+
+/// The branch form of a [`ServerMatch`] borrowed from a request, for lookups that build no key
+/// (ACKs, retransmissions, a CANCEL's INVITE). Equal to a key when [`ServerMatch::matches`]
+/// says so, and then of the same hash.
+#[derive(Debug)]
+pub(crate) struct ServerMatchRef<'a> {
+    branch: &'a str,
+    /// As received; compared ignoring ASCII case.
+    host: &'a str,
+    port: Option<u16>,
+    method: Method,
+}
+
+impl Hash for ServerMatchRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.branch.hash(state);
+        self.port.hash(state);
+        self.method.hash(state);
+    }
+}
+
+impl ServerMatchRef<'_> {
+    /// The key itself, to index a new transaction under: what [`ServerMatch::of_request`] makes
+    /// of the same request.
+    pub(crate) fn to_key(&self) -> ServerMatch {
+        let mut key = String::with_capacity(self.branch.len() + 1 + self.host.len());
+        key.push_str(self.branch);
+        key.push(' ');
+        key.push_str(self.host);
+        key[self.branch.len() + 1..].make_ascii_lowercase();
+        ServerMatch::Branch {
+            branch_host: key.into_boxed_str(),
+            // `ServerMatch::view` checked that it fits.
+            branch_len: self.branch.len() as u32,
+            port: self.port,
+            method: self.method.clone(),
+        }
+    }
+
+    /// The same identity with another method (a CANCEL looking for its INVITE).
+    pub(crate) fn with_method(&self, method: Method) -> ServerMatchRef<'_> {
+        ServerMatchRef {
+            branch: self.branch,
+            host: self.host,
+            port: self.port,
+            method,
+        }
+    }
 }
 
 /// The fields of [`ServerMatch::Rfc2543`].
@@ -178,18 +276,15 @@ impl ServerMatch {
         };
         let via = msg.top_via()?;
         match via.branch() {
-            Some(branch) if is_rfc3261_branch(branch) => Ok(ServerMatch::Branch {
-                branch_host: {
-                    let mut key = String::with_capacity(branch.len() + 1 + via.host.len());
-                    key.push_str(branch);
-                    key.push(' ');
-                    key.push_str(via.host);
-                    key[branch.len() + 1..].make_ascii_lowercase();
-                    key.into_boxed_str()
-                },
-                port: via.port,
-                method,
-            }),
+            Some(branch) if is_rfc3261_branch(branch) && u32::try_from(branch.len()).is_ok() => {
+                Ok(ServerMatchRef {
+                    branch,
+                    host: via.host,
+                    port: via.port,
+                    method,
+                }
+                .to_key())
+            }
             _ => {
                 let uri = msg.request_uri().ok_or(TransactionError::NotARequest)?;
                 let cseq = msg.cseq()?;
@@ -206,6 +301,48 @@ impl ServerMatch {
                     method,
                 })))
             }
+        }
+    }
+
+    /// The branch form of a received request's key, borrowed; `None` when the request has no
+    /// such key ([`ServerMatch::of_request`] then makes the RFC 2543 form, or fails).
+    pub(crate) fn view(msg: &Message) -> Option<ServerMatchRef<'_>> {
+        let method = match msg.method()? {
+            Method::Ack => Method::Invite,
+            m => m.clone(),
+        };
+        let via = msg.top_via().ok()?;
+        let branch = via
+            .branch()
+            .filter(|b| is_rfc3261_branch(b) && u32::try_from(b.len()).is_ok())?;
+        Some(ServerMatchRef {
+            branch,
+            host: via.host,
+            port: via.port,
+            method,
+        })
+    }
+
+    /// True when a request with this borrowed key matches.
+    pub(crate) fn matches(&self, key: &ServerMatchRef<'_>) -> bool {
+        match self {
+            ServerMatch::Branch {
+                branch_host,
+                branch_len,
+                port,
+                method,
+            } => {
+                let Some((branch, host)) = branch_host.split_at_checked(*branch_len as usize)
+                else {
+                    return false;
+                };
+                branch == key.branch
+                    && *port == key.port
+                    && *method == key.method
+                    // The host after the space, already in lower case.
+                    && host.get(1..).is_some_and(|h| h.eq_ignore_ascii_case(key.host))
+            }
+            ServerMatch::Rfc2543(_) => false,
         }
     }
 
@@ -243,6 +380,87 @@ impl ServerMatch {
         match self {
             ServerMatch::Rfc2543(k) => k.to_tag.as_deref(),
             ServerMatch::Branch { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn msg(text: &str) -> Message {
+        Message::parse(Bytes::from(text.replace('\n', "\r\n"))).unwrap()
+    }
+
+    const INVITE: &str = "INVITE sip:b@h SIP/2.0\nVia: SIP/2.0/UDP Client.Example:5070;branch=z9hG4bK-1\nFrom: <sip:a@h>;tag=f\nTo: <sip:b@h>\nCall-ID: c\nCSeq: 7 INVITE\nContent-Length: 0\n\n";
+
+    #[test]
+    fn borrowed_server_keys_match_and_hash_as_the_built_ones() {
+        let hasher = foldhash::fast::RandomState::default();
+        let invite = msg(INVITE);
+        let key = ServerMatch::of_request(&invite).unwrap();
+        let same = [
+            INVITE.to_owned(),
+            // The ACK of a non-2xx final, with the host in another case.
+            INVITE
+                .replace("INVITE sip", "ACK sip")
+                .replace("7 INVITE", "7 ACK")
+                .replace("Client.Example", "client.EXAMPLE"),
+        ];
+        for text in &same {
+            let m = msg(text);
+            let view = ServerMatch::view(&m).unwrap();
+            assert!(key.matches(&view), "{text}");
+            assert_eq!(hasher.hash_one(&key), hasher.hash_one(&view), "{text}");
+            assert_eq!(ServerMatch::of_request(&m).unwrap(), key);
+        }
+        let other = [
+            INVITE.replace("branch=z9hG4bK-1", "branch=z9hG4bK-2"),
+            INVITE.replace("Client.Example:5070", "Client.Example:5071"),
+            INVITE.replace("Client.Example:5070", "Client.Example"),
+            INVITE.replace("Client.Example", "client.example.org"),
+            INVITE
+                .replace("INVITE sip", "BYE sip")
+                .replace("7 INVITE", "7 BYE"),
+        ];
+        for text in &other {
+            let m = msg(text);
+            let view = ServerMatch::view(&m).unwrap();
+            assert!(!key.matches(&view), "{text}");
+            assert_ne!(ServerMatch::of_request(&m).unwrap(), key);
+        }
+        let cancel = msg(&INVITE
+            .replace("INVITE sip", "CANCEL sip")
+            .replace("7 INVITE", "7 CANCEL"));
+        let view = ServerMatch::view(&cancel).unwrap();
+        assert!(!key.matches(&view));
+        let for_invite = view.with_method(Method::Invite);
+        assert!(key.matches(&for_invite));
+        assert_eq!(hasher.hash_one(&key), hasher.hash_one(&for_invite));
+        // No RFC 3261 branch: no borrowed form, the RFC 2543 key instead.
+        for branch in ["branch=z9hG4bK", "branch=1234"] {
+            let m = msg(&INVITE.replace("branch=z9hG4bK-1", branch));
+            assert!(ServerMatch::view(&m).is_none());
+            assert!(ServerMatch::of_request(&m).unwrap().is_rfc2543());
+        }
+    }
+
+    #[test]
+    fn borrowed_client_keys_match_and_hash_as_the_built_ones() {
+        let hasher = foldhash::fast::RandomState::default();
+        let key = ClientMatch::of_request(&msg(INVITE)).unwrap();
+        let ok = msg("SIP/2.0 180 Ringing\nVia: SIP/2.0/UDP Client.Example:5070;branch=z9hG4bK-1\nFrom: <sip:a@h>;tag=f\nTo: <sip:b@h>;tag=t\nCall-ID: c\nCSeq: 7 INVITE\nContent-Length: 0\n\n");
+        let view = ClientMatch::of_response(&ok).unwrap();
+        assert!(key.matches(&view));
+        assert_eq!(hasher.hash_one(&key), hasher.hash_one(&view));
+        for (from, to) in [("z9hG4bK-1", "z9hG4bK-2"), ("7 INVITE", "7 CANCEL")] {
+            let text = std::str::from_utf8(ok.raw()).unwrap().replace(from, to);
+            let m = Message::parse(Bytes::from(text)).unwrap();
+            assert!(!key.matches(&ClientMatch::of_response(&m).unwrap()));
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::message::{Message, Method};
 use super::client_invite::ClientInvite;
 use super::client_non_invite::ClientNonInvite;
 use super::common::{Action, State};
-use super::key::{ClientMatch, ServerMatch};
+use super::key::{ClientMatch, ClientMatchRef, ServerMatch, ServerMatchRef};
 use super::server_invite::{AckDisposition, ServerInvite};
 use super::server_non_invite::ServerNonInvite;
 use super::timers::DeadlineQueue;
@@ -285,12 +285,30 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         })
     }
 
+    /// The live server transaction matching a borrowed key.
+    fn server_id_ref(&self, key: &ServerMatchRef<'_>) -> Option<u64> {
+        self.servers.get(key, |id| {
+            self.entries
+                .get(&id)
+                .is_some_and(|e| matches!(&e.index, Index::Server(k) if k.matches(key)))
+        })
+    }
+
     /// The live client transaction matching `key`.
     fn client_id(&self, key: &ClientMatch) -> Option<u64> {
         self.clients.get(key, |id| {
             self.entries
                 .get(&id)
                 .is_some_and(|e| matches!(&e.index, Index::Client(k) if k == key))
+        })
+    }
+
+    /// The live client transaction matching a borrowed key.
+    fn client_id_ref(&self, key: &ClientMatchRef<'_>) -> Option<u64> {
+        self.clients.get(key, |id| {
+            self.entries
+                .get(&id)
+                .is_some_and(|e| matches!(&e.index, Index::Client(k) if k.matches(key)))
         })
     }
 
@@ -361,6 +379,41 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             return Err(TransactionError::AckIsNotATransaction);
         }
         let key = ClientMatch::of_request(&request)?;
+        self.start_request(key, request, to, reliable, now)
+    }
+
+    /// [`TransactionLayer::send_request`] for a request whose top Via the TU has just written
+    /// itself, with branch `branch`: the key is made from that instead of parsing the Via
+    /// again. `branch` must be the top Via's (checked in debug builds), or responses would
+    /// not match.
+    pub fn send_request_with_branch(
+        &mut self,
+        request: Message,
+        branch: &str,
+        to: D,
+        reliable: bool,
+        now: Instant,
+    ) -> Result<ClientKey, TransactionError> {
+        if request.method() == Some(&Method::Ack) {
+            return Err(TransactionError::AckIsNotATransaction);
+        }
+        let key = ClientMatch::of_request_with_branch(&request, branch)?;
+        debug_assert_eq!(
+            ClientMatch::of_request(&request).ok().as_ref(),
+            Some(&key),
+            "{branch} is not the top Via's branch"
+        );
+        self.start_request(key, request, to, reliable, now)
+    }
+
+    fn start_request(
+        &mut self,
+        key: ClientMatch,
+        request: Message,
+        to: D,
+        reliable: bool,
+        now: Instant,
+    ) -> Result<ClientKey, TransactionError> {
         if self.client_id(&key).is_some() {
             return Err(TransactionError::DuplicateBranch);
         }
@@ -630,7 +683,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
     }
 
     fn receive_response(&mut self, msg: Message, from: D, now: Instant) {
-        let id = ClientMatch::of_response(&msg).and_then(|k| self.client_id(&k));
+        let id = ClientMatch::of_response(&msg).and_then(|k| self.client_id_ref(&k));
         let Some(entry) = id.and_then(|id| self.entries.get_mut(&id).map(|e| (id, e))) else {
             self.events.push_back(Event::StrayResponse { msg, from });
             return;
@@ -650,29 +703,49 @@ impl<D: Clone + Debug> TransactionLayer<D> {
 
     fn receive_request(&mut self, msg: Message, from: D, reliable: bool, now: Instant) {
         let is_ack = msg.method() == Some(&Method::Ack);
-        let key = match ServerMatch::of_request(&msg) {
-            Ok(key) => key,
-            Err(_) if is_ack => {
-                self.events.push_back(Event::Ack {
-                    invite: None,
-                    msg,
-                    from,
-                });
-                return;
-            }
-            Err(error) => {
-                self.events.push_back(Event::Rejected { msg, from, error });
-                return;
+        // Most requests have an RFC 3261 branch: they are matched by the key borrowed from
+        // them, and only a new transaction builds its key (once, from the same view).
+        let (existing, key, cancelled) = match ServerMatch::view(&msg) {
+            Some(view) => match self.server_id_ref(&view) {
+                Some(id) => (Some(id), None, None),
+                None if is_ack => (None, None, None),
+                None => {
+                    let cancelled = (msg.method() == Some(&Method::Cancel))
+                        .then(|| self.server_id_ref(&view.with_method(Method::Invite)))
+                        .flatten();
+                    (None, Some(Ok(view.to_key())), cancelled)
+                }
+            },
+            None => {
+                let key = ServerMatch::of_request(&msg);
+                let existing = key.as_ref().ok().and_then(|key| self.server_id(key));
+                (existing, Some(key), None)
             }
         };
         if is_ack {
-            self.receive_ack(&key, msg, from, now);
+            let id = existing.or_else(|| {
+                // RFC 2543 ACK for an INVITE without To tag: the ACK carries our final's tag.
+                let key = key?.ok()?;
+                let invite = self.server_id(&key.for_ack()?)?;
+                let entry = self.entries.get(&invite)?;
+                (entry.final_to_tag.as_deref() == key.to_tag()).then_some(invite)
+            });
+            self.receive_ack(id, msg, from, now);
             return;
         }
-        if let Some(id) = self.server_id(&key) {
+        if let Some(id) = existing {
             self.retransmitted_request(id, from, now);
             return;
         }
+        let key = match key {
+            Some(Ok(key)) => key,
+            Some(Err(error)) => {
+                self.events.push_back(Event::Rejected { msg, from, error });
+                return;
+            }
+            // Only for an ACK, handled above.
+            None => return,
+        };
         if self.entries.len() >= self.config.max_transactions {
             self.events.push_back(Event::Rejected {
                 msg,
@@ -702,6 +775,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         };
         self.scratch = out;
         let invite = match method {
+            Some(Method::Cancel) if !key.is_rfc2543() => cancelled,
             Some(Method::Cancel) => self.server_id(&key.with_method(Method::Invite)),
             _ => None,
         };
@@ -753,13 +827,8 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         self.settle(id, now);
     }
 
-    fn receive_ack(&mut self, key: &ServerMatch, msg: Message, from: D, now: Instant) {
-        // RFC 2543 ACK for an INVITE without To tag: the ACK carries our final's tag.
-        let id = self.server_id(key).or_else(|| {
-            let invite = self.server_id(&key.for_ack()?)?;
-            let entry = self.entries.get(&invite)?;
-            (entry.final_to_tag.as_deref() == key.to_tag()).then_some(invite)
-        });
+    /// An ACK, matching server transaction `id` if any.
+    fn receive_ack(&mut self, id: Option<u64>, msg: Message, from: D, now: Instant) {
         let entry = id.and_then(|id| self.entries.get_mut(&id).map(|e| (id, &mut **e)));
         let Some((
             id,

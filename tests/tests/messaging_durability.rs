@@ -195,6 +195,23 @@ async fn every_acknowledged_message_survives_kill_9_and_is_delivered_once() {
             marker_sent = true;
         }
     }
+    // The phone's 200s reach the plugin through the host's queue, after the test has sent
+    // them; a stop drops what the plugin has not taken yet (the marker's history entry, the
+    // deletes of the last stored ones). One more live MESSAGE, queued behind those answers,
+    // reaching the phone is the sign that the plugin has handled them all.
+    let closing = "closing marker";
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    socket
+        .send_to(message(port, 999_998, closing).as_bytes(), server)
+        .await
+        .unwrap();
+    let m = phone
+        .wait_for("the closing MESSAGE", |m| {
+            is_message(m) && m.body() == closing.as_bytes()
+        })
+        .await;
+    accept_message(&mut phone, &m).await;
     println!(
         "{} acknowledged before SIGKILL; {} delivered after the restart",
         acked.len(),

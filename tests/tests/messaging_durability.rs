@@ -34,8 +34,21 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A `huddle run` process, killed when dropped still running: a test that fails half-way
+/// must not leave a server running (and listening) through the rest of the suite.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `huddle run` and waits (bounded) for its "running" line.
-fn start_server(bin: &Path, config: &Path) -> Child {
+fn start_server(bin: &Path, config: &Path) -> Server {
     let mut child = Command::new(bin)
         .args(["run", "--config"])
         .arg(config)
@@ -59,7 +72,7 @@ fn start_server(bin: &Path, config: &Path) -> Child {
         let _ = child.kill();
         panic!("the server did not start within 60 s");
     }
-    child
+    Server(child)
 }
 
 fn message(from_port: u16, n: usize, body: &str) -> String {
@@ -136,7 +149,7 @@ async fn every_acknowledged_message_survives_kill_9_and_is_delivered_once() {
             acked.insert(body);
         }
         if !killed && acked.len() >= KILL_AFTER {
-            child.kill().expect("SIGKILL");
+            child.0.kill().expect("SIGKILL");
             killed = true;
         }
     }
@@ -144,9 +157,9 @@ async fn every_acknowledged_message_survives_kill_9_and_is_delivered_once() {
         t.await.unwrap();
     }
     if !killed {
-        child.kill().expect("SIGKILL");
+        child.0.kill().expect("SIGKILL");
     }
-    let _ = child.wait();
+    let _ = child.0.wait();
     assert!(
         acked.len() >= KILL_AFTER,
         "the server acknowledged only {} messages",
@@ -230,13 +243,13 @@ async fn every_acknowledged_message_survives_kill_9_and_is_delivered_once() {
     let (ok, out) = run_bounded(
         {
             let mut c = Command::new("kill");
-            c.args(["-INT", &child.id().to_string()]);
+            c.args(["-INT", &child.0.id().to_string()]);
             c
         },
         Duration::from_secs(10),
     );
     assert!(ok, "{out}");
-    let _ = tokio::task::block_in_place(|| child.wait());
+    let _ = tokio::task::block_in_place(|| child.0.wait());
     let store = RedbStore::open(dir.path().join("huddle.redb")).expect("the store reopens");
     let left = Arc::new(store)
         .scan_prefix(b"plugin/messaging/q/", None, 1024)

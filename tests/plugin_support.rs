@@ -47,19 +47,27 @@ pub fn cargo_cdylib(package: &str) -> PathBuf {
 }
 
 /// Builds the binary `bin` of workspace package `package` and returns its path.
+///
+/// Built with the whole workspace's feature resolution (`--workspace --bin`), as
+/// `cargo test --workspace` builds it: that build is then fresh. `-p package` resolves the
+/// features of that package alone (without GStreamer's extra `futures-util` features, say) and
+/// rebuilt the server and much of its dependency tree inside the first test that asked, which
+/// took minutes on a loaded 2-core machine (messaging_durability: 870 s).
 pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo_root()).args([
         "build",
-        "-p",
-        package,
+        "--workspace",
         "--bin",
         bin,
         "--message-format=json-render-diagnostics",
     ]);
     let (ok, output) = run_bounded(cmd, Duration::from_secs(900));
-    assert!(ok, "cargo build -p {package} --bin {bin} failed:\n{output}");
+    assert!(
+        ok,
+        "cargo build --workspace --bin {bin} ({package}) failed:\n{output}"
+    );
     let path = output
         .lines()
         .filter(|l| l.contains("\"reason\":\"compiler-artifact\""))

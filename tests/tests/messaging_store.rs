@@ -13,7 +13,8 @@ use huddle::config::Config;
 use huddle::store::{RedbStore, Store};
 use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
 use huddle_e2e::sip_client::{
-    accept_message, register_ok, response, send_through_407, text, uri_of, Conn, Session, Ua,
+    accept_message, register_ok, response, send_through_407, text, top_branch, uri_of, Conn,
+    Session, Ua,
 };
 use huddle_e2e::{test_config, DOMAIN};
 use huddle_sip::message::HeaderName;
@@ -406,7 +407,8 @@ async fn each_device_gets_a_stored_message_once_across_a_restart() {
         .wait_for("the stored MESSAGE", is_message_with("first"))
         .await;
     register_ok(&mut p2, &carol2, 3600).await;
-    p2.wait_for("the stored MESSAGE", is_message_with("first"))
+    let m2 = p2
+        .wait_for("the stored MESSAGE", is_message_with("first"))
         .await;
     // The first phone accepts while the second has not answered: the record is rewritten
     // with the progress.
@@ -428,8 +430,15 @@ async fn each_device_gets_a_stored_message_once_across_a_restart() {
     p2.set_server(udp);
     register_ok(&mut p1, &carol1, 3600).await;
     register_ok(&mut p2, &carol2, 3600).await;
+    // The old server's copies may still wait in the phones' sockets: Timer E resends a copy
+    // every T1 (500 ms) until it is answered, and neither phone reads its socket between
+    // taking its copy and the restart. A retransmission is the old transaction (same branch),
+    // not a delivery: only a copy sent by the restarted server counts.
+    let (old1, old2) = (top_branch(&m1), top_branch(&m2));
     let again = p2
-        .wait_for("the owed MESSAGE", is_message_with("first"))
+        .wait_for("the owed MESSAGE", |m| {
+            is_message_with("first")(m) && top_branch(m) != old2
+        })
         .await;
     accept_message(&mut p2, &again).await;
 
@@ -444,7 +453,9 @@ async fn each_device_gets_a_stored_message_once_across_a_restart() {
         |s, auth| alice.message_request("carol", s, "second", auth),
     )
     .await;
-    let next = p1.wait_for("a MESSAGE", is_message).await;
+    let next = p1
+        .wait_for("a MESSAGE", |m| is_message(m) && top_branch(m) != old1)
+        .await;
     assert_eq!(
         next.body(),
         b"second",

@@ -6,9 +6,12 @@
 use huddle::store::Namespace;
 use huddle::transport::Transport;
 use huddle_e2e::plugin_support::{cargo_cdylib, plugin_entry, PluginServer};
-use huddle_e2e::sip_client::{body_text, send_through_407, text, Conn, Session, Ua};
+use huddle_e2e::sip_client::{
+    body_text, response, send_through_407, text, top_branch, Conn, Session, Ua,
+};
 use huddle_e2e::{test_config, TestServer, DOMAIN};
 use huddle_sip::message::HeaderName;
+use huddle_sip::Message;
 
 fn pidf(note: &str) -> String {
     format!("<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:bob@example.test\"><tuple id=\"desk\"><status><basic>open</basic></status></tuple><note>{note}</note></presence>")
@@ -16,6 +19,24 @@ fn pidf(note: &str) -> String {
 
 /// Event is added by the application (SIPML5.md §6–7).
 const EVENT: &str = "Event: presence\r\n";
+
+/// The next NOTIFY of the subscription dialog `call_id` not answered yet, answered 200 (as
+/// [`Conn::notify_ok`]). Over UDP the server resends a NOTIFY every T1 (500 ms) until its 200
+/// arrives: when the test answers late (a loaded machine), a copy of one answered already
+/// (same top Via branch: the same transaction) waits in the socket, and it is not a new
+/// state. `answered` holds the branches answered so far.
+async fn next_notify(conn: &mut Conn, call_id: &str, answered: &mut Vec<String>) -> Message {
+    let n = conn
+        .wait_for(&format!("a new NOTIFY of {call_id}"), |m| {
+            m.method().is_some_and(|x| x.as_str() == "NOTIFY")
+                && m.call_id() == Some(call_id)
+                && m.branch().is_some_and(|b| !answered.iter().any(|a| a == b))
+        })
+        .await;
+    conn.send(&response(&n, 200, "OK", None, &[], None)).await;
+    answered.push(top_branch(&n));
+    n
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_and_publications_survive_a_restart() {
@@ -28,6 +49,7 @@ async fn subscriptions_and_publications_survive_a_restart() {
     let mut b = Conn::udp(server.addr(Transport::Udp), "bob-udp").await;
     let bob = Ua::udp("bob", "bob-pw", b.local_addr());
 
+    let mut answered = Vec::new();
     let mut sub = Session::new();
     send_through_407(
         &mut a,
@@ -42,7 +64,7 @@ async fn subscriptions_and_publications_survive_a_restart() {
         a.final_response(&sub.call_id, sub.cseq).await.status(),
         Some(200)
     );
-    let first = a.notify_ok(&sub.call_id).await;
+    let first = next_notify(&mut a, &sub.call_id, &mut answered).await;
     assert!(
         body_text(&first).contains("<basic>closed</basic>"),
         "{}",
@@ -57,7 +79,7 @@ async fn subscriptions_and_publications_survive_a_restart() {
     let r = b.final_response(&publ.call_id, publ.cseq).await;
     assert_eq!(r.status(), Some(200), "{}", text(&r));
     let etag = r.header(&HeaderName::parse("SIP-ETag")).unwrap().to_owned();
-    let n = a.notify_ok(&sub.call_id).await;
+    let n = next_notify(&mut a, &sub.call_id, &mut answered).await;
     assert!(body_text(&n).contains("before the restart"));
     let cseq_before = n.cseq().unwrap().seq;
 
@@ -85,7 +107,7 @@ async fn subscriptions_and_publications_survive_a_restart() {
     b.set_server(server.addr(Transport::Udp));
 
     // Without subscribing again, alice hears the current state in the same dialog.
-    let n = a.notify_ok(&sub.call_id).await;
+    let n = next_notify(&mut a, &sub.call_id, &mut answered).await;
     assert!(body_text(&n).contains("before the restart"), "{}", text(&n));
     assert!(
         n.cseq().unwrap().seq > cseq_before,
@@ -108,7 +130,7 @@ async fn subscriptions_and_publications_survive_a_restart() {
     .await;
     let r = b.final_response(&publ.call_id, publ.cseq).await;
     assert_eq!(r.status(), Some(200), "{}", text(&r));
-    let n = a.notify_ok(&sub.call_id).await;
+    let n = next_notify(&mut a, &sub.call_id, &mut answered).await;
     assert!(body_text(&n).contains("after the restart"), "{}", text(&n));
     server.stop().await;
 }

@@ -10,7 +10,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { target, WAIT_MS } from '../lib/env.mjs';
+import { target, WAIT_MS, PAGE_MS } from '../lib/env.mjs';
 import { withTimeout, cleanupAll } from '../lib/wait.mjs';
 import { launchChromium, newPhoneContext } from '../lib/chromium.mjs';
 import { startStaticServer } from '../lib/static-server.mjs';
@@ -24,8 +24,8 @@ const HEIGHT = 360;
 async function openPage(browser, origin, label, cleanup, log) {
   const { context, page } = await newPhoneContext(browser, origin, label, log);
   cleanup.push(() => context.close());
-  await withTimeout(page.goto(`${origin}/`), `${label}: page load`);
-  await page.waitForFunction(() => window.phoneReady === true && !!window.JsSIP, null, { timeout: WAIT_MS }).catch(() => {
+  await withTimeout(page.goto(`${origin}/`), `${label}: page load`, PAGE_MS);
+  await page.waitForFunction(() => window.phoneReady === true && !!window.JsSIP, null, { timeout: PAGE_MS }).catch(() => {
     throw new Error(`${label}: timed out waiting for the JsSIP bundle`);
   });
   cleanup.push(() => page.evaluate(() => window.guest?.ua.stop()).catch(() => {}));

@@ -15,7 +15,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { target, user, WAIT_MS } from '../lib/env.mjs';
+import { target, user, WAIT_MS, PAGE_MS } from '../lib/env.mjs';
 import { withTimeout, cleanupAll } from '../lib/wait.mjs';
 import { launchChromium, newPhoneContext } from '../lib/chromium.mjs';
 import { startStaticServer } from '../lib/static-server.mjs';
@@ -46,8 +46,8 @@ async function joinRoom(browser, origin, tg, name, h264, cleanup, diag) {
   const { context, page } = await newPhoneContext(browser, origin, label, diag);
   cleanup.push(() => context.close());
   if (h264) await page.addInitScript(forceH264);
-  await withTimeout(page.goto(`${origin}/`), `${label}: page load`);
-  await page.waitForFunction(() => window.phoneReady === true, null, { timeout: WAIT_MS });
+  await withTimeout(page.goto(`${origin}/`), `${label}: page load`, PAGE_MS);
+  await page.waitForFunction(() => window.phoneReady === true, null, { timeout: PAGE_MS });
   cleanup.push(() => inPage(page, label, 'stop', (ms) => window.phone.stop(ms), 3000, 3000).catch(() => {}));
   const u = user(tg, name);
   const o = { lib: 'jssip', wsUrl: tg.wsUrl, uri: u.aor, user: u.name, password: u.password, autoAnswer: false, label };

@@ -16,7 +16,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { WAIT_MS } from '../lib/env.mjs';
+import { PAGE_MS, WAIT_MS } from '../lib/env.mjs';
 import { withTimeout, cleanupAll } from '../lib/wait.mjs';
 import { launchChromium, newPhoneContext } from '../lib/chromium.mjs';
 
@@ -36,7 +36,7 @@ async function openDemo(browser, name, cleanup, diag) {
 
 /** Fills the sign-in form as a person would and waits for the page to say so. */
 async function signIn({ name, page }) {
-  await page.locator('#user').fill(name, { timeout: WAIT_MS });
+  await page.locator('#user').fill(name, { timeout: PAGE_MS });
   await page.locator('#password').fill(`${name}-pw`);
   await page.locator('#sign-in-button').click();
   await page.locator('#status', { hasText: `Signed in as ${name}.` }).waitFor({ timeout: WAIT_MS });
@@ -163,7 +163,8 @@ test('two demo pages: presence, chat with history, a room with audio and video, 
     const share = async (tab, expect) => {
       await tab.page.locator('#share-screen').click();
       const state = tab.page.locator('#share-state');
-      await state.filter({ hasText: expect }).waitFor({ timeout: WAIT_MS }).catch(async (e) => {
+      // Answered once Chromium has captured the screen and the relay has answered: media set-up.
+      await state.filter({ hasText: expect }).waitFor({ timeout: MEDIA_MS }).catch(async (e) => {
         throw new Error(`${tab.name} screen share: expected ${expect}, page says "${await state.textContent()}" (${e.message})`);
       });
       const said = await state.textContent();

@@ -12,7 +12,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { target, user, WAIT_MS } from '../lib/env.mjs';
+import { target, user, WAIT_MS, PAGE_MS } from '../lib/env.mjs';
 import { withTimeout, cleanupAll } from '../lib/wait.mjs';
 import { launchChromium, newPhoneContext } from '../lib/chromium.mjs';
 import { startStaticServer } from '../lib/static-server.mjs';
@@ -25,8 +25,8 @@ const ECHO = process.env.HUDDLE_ECHO_USER || 'echo';
 async function openPhone(browser, origin, label, cleanup, log) {
   const { context, page } = await newPhoneContext(browser, origin, label, log);
   cleanup.push(() => context.close());
-  await withTimeout(page.goto(`${origin}/${process.env.HUDDLE_TRACE_SIP === '1' ? '?trace=1' : ''}`), `${label}: page load`);
-  await page.waitForFunction(() => window.phoneReady === true, null, { timeout: WAIT_MS }).catch(() => {
+  await withTimeout(page.goto(`${origin}/${process.env.HUDDLE_TRACE_SIP === '1' ? '?trace=1' : ''}`), `${label}: page load`, PAGE_MS);
+  await page.waitForFunction(() => window.phoneReady === true, null, { timeout: PAGE_MS }).catch(() => {
     throw new Error(`${label}: timed out waiting for the phone module to load`);
   });
   return page;

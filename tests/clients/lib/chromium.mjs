@@ -5,7 +5,7 @@
 
 import fs from 'node:fs';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_PATH } from './env.mjs';
+import { CHROMIUM_PATH, PAGE_MS } from './env.mjs';
 
 export const CHROMIUM_ARGS = [
   '--no-sandbox',
@@ -35,6 +35,8 @@ export async function launchChromium() {
 /** A fresh context (its own profile: cookies, storage) with camera and microphone granted to `origin`. */
 export async function newPhoneContext(browser, origin, label, log = console.log) {
   const context = await browser.newContext();
+  // Page loads are bounded by PAGE_MS (env.mjs), not Playwright's 30 s default.
+  context.setDefaultNavigationTimeout(PAGE_MS);
   await context.grantPermissions(['camera', 'microphone'], { origin });
   const page = await context.newPage();
   page.on('console', (m) => {

@@ -40,4 +40,9 @@ export function user(t, name) {
 }
 
 export const WAIT_MS = Number(process.env.HUDDLE_TEST_TIMEOUT_MS || 10000);
+// Loading a test page in Chromium (its SIP bundles) and the page's start-up: seconds on a quiet
+// machine, but a 2-core runner at full load (a second Chromium, GStreamer, the build's leftovers)
+// took more than 10 s: WAIT_MS is for SIP events, this bound only decides when a hung load is
+// reported.
+export const PAGE_MS = Number(process.env.HUDDLE_PAGE_TIMEOUT_MS || 60000);
 export const CHROMIUM_PATH = process.env.CHROMIUM_PATH || '/usr/bin/chromium';

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { user, WAIT_MS } from './env.mjs';
+import { user, WAIT_MS, PAGE_MS } from './env.mjs';
 import { withTimeout } from './wait.mjs';
 import { newPhoneContext } from './chromium.mjs';
 
@@ -30,8 +30,8 @@ export async function openPhone(browser, origin, tg, name, lib, room, cleanup, d
   const label = `${name}[${lib ?? 'no room'}]`;
   const { context, page } = await newPhoneContext(browser, origin, label, diag);
   cleanup.push(() => context.close());
-  await withTimeout(page.goto(`${origin}/`), `${label}: page load`);
-  await page.waitForFunction(() => window.phoneReady === true, null, { timeout: WAIT_MS });
+  await withTimeout(page.goto(`${origin}/`), `${label}: page load`, PAGE_MS);
+  await page.waitForFunction(() => window.phoneReady === true, null, { timeout: PAGE_MS });
   await page.addScriptTag({ path: LINE_SCRIPT });
   cleanup.push(() => inPage(page, label, 'stop', (ms) => window.phone.stop(ms), 3000, 3000).catch(() => {}));
   const u = user(tg, name);

@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
@@ -398,20 +399,26 @@ where
         tokio::select! {
             () = &mut stop => break CloseReason::Shutdown,
             () = &mut closed => break CloseReason::ClosedLocally,
-            () = sleep_until_opt(pong_deadline) => break CloseReason::PongTimeout,
+            () = sleep_until_opt(pong_deadline) => {
+                // After a stall longer than the timeout, the deadline and bytes that arrived
+                // meanwhile are ready together and `select!` picks at random: those bytes are
+                // the sign of life the deadline waits for, so look before closing.
+                let Some(read) = io.read_buf(decoder.buffer_for_read()).now_or_never() else {
+                    break CloseReason::PongTimeout;
+                };
+                pong_deadline = None;
+                if let Err(reason) = after_read(read, &mut decoder, &outlet, source, ctx).await {
+                    break reason;
+                }
+            }
             _ = pings.tick() => {
                 pong_deadline.get_or_insert(Instant::now() + pong_timeout);
                 // A full queue means the peer is not reading: the pong deadline then decides.
                 let _ = outlet.send_frame(OP_PING, Bytes::new());
             }
             read = io.read_buf(decoder.buffer_for_read()) => {
-                match read {
-                    Ok(0) => break CloseReason::PeerClosed,
-                    Ok(_) => {}
-                    Err(e) => break e.into(),
-                }
                 pong_deadline = None;
-                if let Err(reason) = drain_events(&mut decoder, &outlet, source, ctx).await {
+                if let Err(reason) = after_read(read, &mut decoder, &outlet, source, ctx).await {
                     break reason;
                 }
             }
@@ -439,6 +446,22 @@ where
         .await;
     }
     reason
+}
+
+/// What a read of the peer's bytes leads to: the end of the connection, or its messages
+/// handed on ([`drain_events`]).
+async fn after_read(
+    read: std::io::Result<usize>,
+    decoder: &mut Decoder,
+    outlet: &Outlet,
+    source: Source,
+    ctx: &mut TaskCtx,
+) -> Result<(), CloseReason> {
+    match read {
+        Ok(0) => Err(CloseReason::PeerClosed),
+        Ok(_) => drain_events(decoder, outlet, source, ctx).await,
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Hands every whole message read so far to the core and answers pings and keep-alives.

@@ -7,7 +7,8 @@
 //!
 //! * `user` (default `"kit"`): the Request-URI user it claims;
 //! * `panic_on`: a body that makes `handle_request` panic (fault injection);
-//! * `sleep_ms`: how long `handle_request` sleeps before answering (a slow plugin);
+//! * `hold_file`: `handle_request` waits until this file exists (a slow plugin that the test
+//!   releases when it has seen what happens meanwhile);
 //! * `invite` (default false): also claim `INVITE` to the user — the body `answer` gets a 200
 //!   (its ACK is recorded), anything else a 180 and then nothing until a CANCEL (answered
 //!   `487` on the INVITE, recorded). Every INVITE is recorded as `invite RURI user=USER
@@ -59,8 +60,8 @@ pub struct KitConfig {
     pub user: String,
     /// A body that makes `handle_request` panic.
     pub panic_on: Option<String>,
-    /// Milliseconds `handle_request` sleeps first.
-    pub sleep_ms: u64,
+    /// `handle_request` waits until this file exists.
+    pub hold_file: Option<String>,
     /// Also claim INVITE.
     pub invite: bool,
     /// The INVITE claim is open to guests.
@@ -72,7 +73,7 @@ pub struct KitConfig {
 pub struct Kit {
     user: String,
     panic_on: Option<String>,
-    sleep: Duration,
+    hold_file: Option<std::path::PathBuf>,
     events: Vec<String>,
     /// INVITEs waiting (answered 180), by transaction.
     ringing: HashMap<TransactionId, Request>,
@@ -196,7 +197,7 @@ impl Plugin for Kit {
         Ok(Kit {
             user,
             panic_on: config.panic_on,
-            sleep: Duration::from_millis(config.sleep_ms),
+            hold_file: config.hold_file.map(Into::into),
             events: Vec::new(),
             ringing: HashMap::new(),
         })
@@ -207,8 +208,11 @@ impl Plugin for Kit {
         if self.panic_on.as_deref() == Some(body.as_str()) {
             panic!("testkit: panic on cue");
         }
-        if !self.sleep.is_zero() {
-            std::thread::sleep(self.sleep);
+        if let Some(release) = &self.hold_file {
+            // A plugin stuck in its own work; the file is the test's signal, not a clock.
+            while !release.exists() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         match request.method() {
             Method::Ack => {

@@ -1166,7 +1166,7 @@ enum SinkKind {
 /// always, `rtph264pay` for a fragmented NAL unit), so a composite frame goes to all its
 /// receivers in one [`Host::send_rtp_batch`] instead of one per packet. The host's media
 /// thread then advances each receiver's leg once per frame rather than once per packet (a
-/// timer pass of its `Rtc` per leg and batch), and is woken once per frame.
+/// timer pass of its `Rtc` per leg and batch), and gets one command per frame.
 fn out_sink(shared: &Arc<Shared>, kind: SinkKind) -> gst_app::AppSink {
     let shared = shared.clone();
     gst_app::AppSink::builder()

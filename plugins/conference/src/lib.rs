@@ -1466,14 +1466,29 @@ mod tests {
             eventually(|| composite_to(&host, a, 0).1 >= 3 && composite_to(&host, b, 0).1 >= 3),
             "both receive the canvas"
         );
+        // Noise on `a`'s tile, so that a key frame of the canvas takes several packets.
+        let snow = rtp_packets_from(
+            "videotestsrc pattern=snow num-buffers=5 ! video/x-raw,width=160,height=90,framerate=15/1 \
+             ! vp8enc deadline=1 cpu-used=-8 ! rtpvp8pay pt=96",
+        );
+        for p in &snow {
+            plugin.incoming_rtp(a, "1", p).unwrap();
+        }
         // The log first, then the count: a batch counted here has all its packets in the log
         // (the fake records a batch whole, under one lock), and one logged before `mark` is
         // not counted in `batches` below.
         let mark = host.media_calls().len();
         let before = host.rtp_batches();
+        // A key frame of the noisy canvas (asked for by `b`'s PLI) among the frames counted.
+        plugin
+            .incoming_rtcp(b, &[0x81, 206, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2])
+            .unwrap();
         assert!(
-            eventually(|| composite_to(&host, a, mark).1 >= 10),
-            "the canvas goes on"
+            eventually(|| {
+                let (_, frames, keys) = composite_to(&host, a, mark);
+                keys > 0 && frames >= 10
+            }),
+            "the canvas goes on, with a key frame"
         );
         let batches = host.rtp_batches() - before;
         let calls = host.media_calls();
@@ -1497,6 +1512,11 @@ mod tests {
         assert!(
             batches <= frames,
             "{batches} batches for {frames} frames: one batch per frame at most"
+        );
+        assert!(
+            batches < to_a.len(),
+            "{batches} batches for {} packets: a frame's packets go together",
+            to_a.len()
         );
         // Payloads (after the fixed header) match one for one; sequence numbers run on.
         let payloads = |v: &[Vec<u8>]| v.iter().map(|p| p[12..].to_vec()).collect::<Vec<_>>();

@@ -1452,6 +1452,88 @@ mod tests {
         );
     }
 
+    /// A composite frame goes to every receiver of its profile in one `send_rtp_batch` (the
+    /// host then advances each receiver's leg once per frame, not once per packet): no more
+    /// batches than frames, the same packets to each receiver in the same order, each in its
+    /// own unbroken numbering.
+    #[test]
+    fn a_composite_frame_goes_to_all_its_receivers_in_one_batch() {
+        let (host, mut plugin) = start();
+        let uri = "sip:stage@example.test";
+        let a = join_av(&host, &mut plugin, uri, "a", 2000);
+        let b = join_av(&host, &mut plugin, uri, "b", 2000);
+        assert!(
+            eventually(|| composite_to(&host, a, 0).1 >= 3 && composite_to(&host, b, 0).1 >= 3),
+            "both receive the canvas"
+        );
+        // Noise on `a`'s tile, so that a key frame of the canvas takes several packets.
+        let snow = rtp_packets_from(
+            "videotestsrc pattern=snow num-buffers=5 ! video/x-raw,width=160,height=90,framerate=15/1 \
+             ! vp8enc deadline=1 cpu-used=-8 ! rtpvp8pay pt=96",
+        );
+        for p in &snow {
+            plugin.incoming_rtp(a, "1", p).unwrap();
+        }
+        // The log first, then the count: a batch counted here has all its packets in the log
+        // (the fake records a batch whole, under one lock), and one logged before `mark` is
+        // not counted in `batches` below.
+        let mark = host.media_calls().len();
+        let before = host.rtp_batches();
+        // A key frame of the noisy canvas (asked for by `b`'s PLI) among the frames counted.
+        plugin
+            .incoming_rtcp(b, &[0x81, 206, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2])
+            .unwrap();
+        assert!(
+            eventually(|| {
+                let (_, frames, keys) = composite_to(&host, a, mark);
+                keys > 0 && frames >= 10
+            }),
+            "the canvas goes on, with a key frame"
+        );
+        let batches = host.rtp_batches() - before;
+        let calls = host.media_calls();
+        let to = |session| -> Vec<Vec<u8>> {
+            calls
+                .iter()
+                .skip(mark)
+                .filter_map(|c| match c {
+                    huddle_sdk::fake::MediaCall::Rtp {
+                        session: s,
+                        mid,
+                        packet,
+                    } if *s == session && mid == "1" => Some(packet.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (to_a, to_b) = (to(a), to(b));
+        let frames = to_a.iter().filter(|p| p[1] & 0x80 != 0).count();
+        assert!(batches >= 1, "sent in batches");
+        assert!(
+            batches <= frames,
+            "{batches} batches for {frames} frames: one batch per frame at most"
+        );
+        assert!(
+            batches < to_a.len(),
+            "{batches} batches for {} packets: a frame's packets go together",
+            to_a.len()
+        );
+        // Payloads (after the fixed header) match one for one; sequence numbers run on.
+        let payloads = |v: &[Vec<u8>]| v.iter().map(|p| p[12..].to_vec()).collect::<Vec<_>>();
+        assert_eq!(to_a.len(), to_b.len(), "the same packets to both");
+        assert_eq!(payloads(&to_a), payloads(&to_b), "in the same order");
+        for packets in [&to_a, &to_b] {
+            let seqs: Vec<u16> = packets
+                .iter()
+                .map(|p| u16::from_be_bytes([p[2], p[3]]))
+                .collect();
+            assert!(
+                seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+                "unbroken numbering: {seqs:?}"
+            );
+        }
+    }
+
     /// `frames` frames of 160x90 VP8 as RTP (payload type 96), from GStreamer's encoder.
     fn vp8_rtp_packets(frames: i32) -> Vec<Vec<u8>> {
         let out = rtp_packets_from(&format!(

@@ -1,8 +1,8 @@
 //! A live room's media: GStreamer for decoding, compositing and encoding; audio mixing in our
 //! code (`mix.rs`). RTP enters from the host through `appsrc`s (routed by [`Ingress`], on the
 //! host's media thread where the host takes an RTP sink) and leaves through `appsink`s with
-//! [`Host::send_rtp`] (audio) and [`Host::send_rtp_batch`] (each composite packet to all its
-//! receivers in one call); no `webrtcbin`, the host owns the transport.
+//! [`Host::send_rtp`] (audio) and [`Host::send_rtp_batch`] (each composite frame's packets to
+//! all its receivers in one call); no `webrtcbin`, the host owns the transport.
 //!
 //! ```text
 //! video (one pipeline per room):
@@ -73,7 +73,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
-use huddle_sdk::{Error, Host, MediaSessionId, OutgoingRtp};
+use huddle_sdk::{Host, MediaSessionId, OutgoingRtp};
 
 use crate::cpu::RoomCpu;
 use crate::ingress::{Feed, Ingress, SCREEN_PT};
@@ -1160,68 +1160,100 @@ enum SinkKind {
     Audio(MediaSessionId, String, u8),
 }
 
-/// An appsink that sends each RTP packet it gets to the host.
+/// An appsink that sends the RTP packets it gets to the host.
+///
+/// It takes buffer lists: a payloader pushes a frame's packets as one list (`rtpvp8pay`
+/// always, `rtph264pay` for a fragmented NAL unit), so a composite frame goes to all its
+/// receivers in one [`Host::send_rtp_batch`] instead of one per packet. The host's media
+/// thread then advances each receiver's leg once per frame rather than once per packet (a
+/// timer pass of its `Rtc` per leg and batch), and gets one command per frame.
 fn out_sink(shared: &Arc<Shared>, kind: SinkKind) -> gst_app::AppSink {
     let shared = shared.clone();
     gst_app::AppSink::builder()
         .sync(false)
         .max_buffers(50)
         .drop(true)
+        .buffer_list(true)
         .callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let Some(buffer) = sample.buffer() else {
-                        return Ok(gst::FlowSuccess::Ok);
+                    let buffers: Vec<&gst::BufferRef> = match sample.buffer_list() {
+                        Some(list) => list.iter().collect(),
+                        None => sample.buffer().into_iter().collect(),
                     };
-                    let Ok(map) = buffer.map_readable() else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let mut packet = map.as_slice().to_vec();
-                    if packet.len() < 12 {
-                        return Ok(gst::FlowSuccess::Ok);
-                    }
-                    let send = |session: MediaSessionId, mid: &str, pt: u8, packet: &mut [u8]| {
-                        // Each receiver's answer may have picked its own payload type.
-                        packet[1] = (packet[1] & 0x80) | (pt & 0x7f);
-                        match shared.host.send_rtp(session, mid, packet) {
-                            Ok(()) | Err(Error::Busy) => {}
-                            Err(_) => {}
-                        }
-                    };
+                    let maps: Vec<_> = buffers
+                        .into_iter()
+                        .filter_map(|b| b.map_readable().ok())
+                        .filter(|m| m.len() >= 12)
+                        .collect();
                     match &kind {
                         SinkKind::Video(profile) => {
-                            // Renumbered (and given each receiver's payload type) under the
-                            // lock, sent after it to every receiver in one call.
-                            let mut out: Vec<(MediaSessionId, String, Vec<u8>)> = Vec::new();
-                            for r in lock(&shared.video_out)
-                                .iter_mut()
-                                .filter(|r| r.profile == *profile)
-                            {
-                                let mut copy = packet.clone();
-                                r.renumber(&mut copy);
-                                copy[1] = (copy[1] & 0x80) | (r.pt & 0x7f);
-                                out.push((r.session, r.mid.clone(), copy));
-                            }
-                            let batch: Vec<OutgoingRtp<'_>> = out
-                                .iter()
-                                .map(|(session, mid, copy)| OutgoingRtp {
-                                    session: *session,
-                                    mid,
-                                    packet: copy,
-                                })
-                                .collect();
-                            // A receiver that just left is skipped by the host; a full queue
-                            // drops the packet, as the network would.
-                            let _ = shared.host.send_rtp_batch(&batch);
+                            send_composite(&shared, *profile, maps.iter().map(|m| m.as_slice()))
                         }
-                        SinkKind::Audio(session, mid, pt) => send(*session, mid, *pt, &mut packet),
+                        SinkKind::Audio(session, mid, pt) => {
+                            for map in &maps {
+                                let mut packet = map.as_slice().to_vec();
+                                // The receiver's answer may have picked its own payload type.
+                                packet[1] = (packet[1] & 0x80) | (pt & 0x7f);
+                                // A full queue drops the packet, as the network would.
+                                let _ = shared.host.send_rtp(*session, mid, &packet);
+                            }
+                        }
                     }
                     Ok(gst::FlowSuccess::Ok)
                 })
                 .build(),
         )
         .build()
+}
+
+/// Sends packets of output `profile` to every receiver of that profile, in one call:
+/// renumbered (and given each receiver's payload type) under the receivers' lock, sent after
+/// it. Each receiver gets the packets in the order given.
+fn send_composite<'a>(shared: &Shared, profile: usize, packets: impl Iterator<Item = &'a [u8]>) {
+    // Every copy back to back in one buffer; `out` says whose each is (an index into `to`)
+    // and where it ends.
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut to: Vec<(MediaSessionId, String)> = Vec::new();
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    {
+        let mut receivers = lock(&shared.video_out);
+        let mut mine: Vec<&mut Receiver> = receivers
+            .iter_mut()
+            .filter(|r| r.profile == profile)
+            .collect();
+        if mine.is_empty() {
+            return;
+        }
+        to.extend(mine.iter().map(|r| (r.session, r.mid.clone())));
+        for packet in packets {
+            for (i, r) in mine.iter_mut().enumerate() {
+                let start = bytes.len();
+                bytes.extend_from_slice(packet);
+                let copy = &mut bytes[start..];
+                r.renumber(copy);
+                copy[1] = (copy[1] & 0x80) | (r.pt & 0x7f);
+                out.push((i, bytes.len()));
+            }
+        }
+    }
+    let mut start = 0;
+    let batch: Vec<OutgoingRtp<'_>> = out
+        .iter()
+        .map(|&(i, end)| {
+            let packet = &bytes[start..end];
+            start = end;
+            OutgoingRtp {
+                session: to[i].0,
+                mid: &to[i].1,
+                packet,
+            }
+        })
+        .collect();
+    // A receiver that just left is skipped by the host; a full queue drops the packets, as the
+    // network would.
+    let _ = shared.host.send_rtp_batch(&batch);
 }
 
 /// A participant's audio pipeline: RTP in → 48 kHz mono PCM to the mixer, and mixed PCM from

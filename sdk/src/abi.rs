@@ -62,8 +62,7 @@
 //!   `HUDDLE_CAP_TIMERS`; `media_*`: `HUDDLE_CAP_MEDIA`; `user_exists` (ABI 1.5):
 //!   `HUDDLE_CAP_LOCATION`; `media_rtp_sink`, `media_send_rtp_batch` (ABI 1.7):
 //!   `HUDDLE_CAP_MEDIA`; `event_wanted` (ABI 1.8): `HUDDLE_CAP_EVENTS`). Until the media
-//!   engine exists the
-//!   media functions are null and the bit is clear: "not supported".
+//!   engine exists the media functions are null and the bit is clear: "not supported".
 //!
 //! [`crate::loader::load`], [`crate::hosting::PluginEntry::from_raw`] and
 //! [`crate::hosting::PluginEntry::check_capabilities`] implement the host's half of these

@@ -20,7 +20,7 @@
 #define HUDDLE_PLUGIN_ABI_MAJOR 1
 
 // The ABI minor version this SDK was built with.
-#define HUDDLE_PLUGIN_ABI_MINOR 7
+#define HUDDLE_PLUGIN_ABI_MINOR 8
 
 // Success.
 #define HUDDLE_OK 0
@@ -383,6 +383,11 @@ typedef struct {
   // and the first failure is returned; `HUDDLE_ERR_BUSY`: none was sent. Module docs,
   // "Sending one packet to many legs". Absent when `struct_size` does not cover it.
   int32_t (*media_send_rtp_batch)(void *ctx, const HuddleRtpOut *packets, size_t count);
+  // (ABI 1.8, with `HUDDLE_CAP_EVENTS`) Whether an event `kind[0..kind_len]` raised now with
+  // `emit_event` would go anywhere: `HUDDLE_OK` when it would, `HUDDLE_ERR_NOT_FOUND` when
+  // the host would drop it (no webhooks, or none that takes this kind). Module docs, "Events
+  // nobody takes (ABI 1.8)". Absent when `struct_size` does not cover it.
+  int32_t (*event_wanted)(void *ctx, const uint8_t *kind, size_t kind_len);
 } HuddleHostApi;
 
 // What the host knows about a request beyond its bytes. Borrowed for the duration of

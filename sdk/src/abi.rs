@@ -61,8 +61,8 @@
 //!   `HUDDLE_CAP_STORE_WATCH`; `send_request`: `HUDDLE_CAP_SEND_REQUEST`; timers:
 //!   `HUDDLE_CAP_TIMERS`; `media_*`: `HUDDLE_CAP_MEDIA`; `user_exists` (ABI 1.5):
 //!   `HUDDLE_CAP_LOCATION`; `media_rtp_sink`, `media_send_rtp_batch` (ABI 1.7):
-//!   `HUDDLE_CAP_MEDIA`). Until the media engine exists the
-//!   media functions are null and the bit is clear: "not supported".
+//!   `HUDDLE_CAP_MEDIA`; `event_wanted` (ABI 1.8): `HUDDLE_CAP_EVENTS`). Until the media
+//!   engine exists the media functions are null and the bit is clear: "not supported".
 //!
 //! [`crate::loader::load`], [`crate::hosting::PluginEntry::from_raw`] and
 //! [`crate::hosting::PluginEntry::check_capabilities`] implement the host's half of these
@@ -258,6 +258,18 @@
 //! `HUDDLE_OK`: events are best effort by design). `HUDDLE_ERR_INVALID_ARGUMENT` for a kind that
 //! is not `[a-z0-9._-]{1,64}` or a body that is not a JSON object.
 //!
+//! # Events nobody takes (ABI 1.8)
+//!
+//! `event_wanted(ctx, kind, kind_len)` (host table, optional by `struct_size`, present with
+//! [`HUDDLE_CAP_EVENTS`]) tells a plugin before it builds an event's details whether the host
+//! would deliver an event of `kind` raised now: [`HUDDLE_OK`] when some webhook takes that
+//! kind, [`HUDDLE_ERR_NOT_FOUND`] when `emit_event` would accept and drop it (no webhooks, or
+//! every webhook filters the kind out). A plugin raising an event per message or per call
+//! asks first and skips the JSON when nobody takes it. The answer is about the moment of the
+//! call (webhooks start after plugins' `init`): ask when about to raise, not once at `init`.
+//! `HUDDLE_ERR_INVALID_ARGUMENT` for a kind `emit_event` would refuse. Hosts before 1.8 have no
+//! such call: build and raise the event as before.
+//!
 //! # Incoming RTP on the media thread (ABI 1.7)
 //!
 //! By default every incoming RTP packet reaches the plugin like every other callback: queued
@@ -325,7 +337,7 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version. Part of the entry symbol's name.
 pub const HUDDLE_PLUGIN_ABI_MAJOR: u32 = 1;
 /// The ABI minor version this SDK was built with.
-pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 7;
+pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 8;
 /// (ABI 1.6) The header naming the plugin's transaction the host answers `200 OK` when the
 /// request carrying it succeeds (module docs, "Answers made by the host").
 pub const HUDDLE_ANSWER_HEADER: &str = "Huddle-Answer";
@@ -1038,6 +1050,12 @@ pub struct HuddleHostApi {
     pub media_send_rtp_batch: Option<
         unsafe extern "C" fn(ctx: *mut c_void, packets: *const HuddleRtpOut, count: usize) -> i32,
     >,
+    /// (ABI 1.8, with `HUDDLE_CAP_EVENTS`) Whether an event `kind[0..kind_len]` raised now with
+    /// `emit_event` would go anywhere: `HUDDLE_OK` when it would, `HUDDLE_ERR_NOT_FOUND` when
+    /// the host would drop it (no webhooks, or none that takes this kind). Module docs, "Events
+    /// nobody takes (ABI 1.8)". Absent when `struct_size` does not cover it.
+    pub event_wanted:
+        Option<unsafe extern "C" fn(ctx: *mut c_void, kind: *const u8, kind_len: usize) -> i32>,
 }
 
 /// The smallest `struct_size` a major-1 host accepts in a descriptor: the 1.0 layout, which

@@ -30,6 +30,10 @@
 //!   [`FakeHost::add_user`] (none at first) and taken away with [`FakeHost::remove_user`];
 //!   [`FakeHost::set_user_lookup`]`(false)` makes it [`Error::NotSupported`], as a host before
 //!   1.5 (and, through the table, a host without [`Capabilities::LOCATION`]).
+//! * **Events** (with [`Capabilities::EVENTS`]) are recorded ([`FakeHost::events`]); with
+//!   [`FakeHost::set_events_taken`] only some kinds are taken (ABI 1.8,
+//!   [`crate::Host::wants_event`]) and the others dropped, as by a host whose webhooks filter
+//!   them out.
 //! * **Media** (only with [`Capabilities::MEDIA`]): `media_answer` returns a canned SDP answer
 //!   ([`FAKE_SDP_ANSWER`]: audio mid `0`, video mid `1`), or refuses an offer that is not SDP
 //!   (400) or is plain RTP/AVP (488), as the host does; every media call is recorded
@@ -229,6 +233,8 @@ struct State {
     rtp_sinks: bool,
     /// (ABI 1.7) `send_rtp_batch` calls.
     rtp_batches: usize,
+    /// (ABI 1.8) The event kinds a webhook takes; `None`: every kind.
+    events_taken: Option<BTreeSet<String>>,
 }
 
 impl State {
@@ -326,6 +332,7 @@ impl FakeHost {
                 answers: BTreeMap::new(),
                 rtp_sinks: true,
                 rtp_batches: 0,
+                events_taken: None,
             })),
             rtp_sink: Arc::new(RwLock::new(None)),
         }
@@ -458,6 +465,15 @@ impl FakeHost {
     /// Every media call, in order.
     pub fn media_calls(&self) -> Vec<MediaCall> {
         self.lock().media.clone()
+    }
+
+    /// (ABI 1.8) The event kinds the host's webhooks take: [`crate::Host::wants_event`] says
+    /// yes to these only, and events of other kinds are accepted and dropped (not in
+    /// [`FakeHost::events`]), as a host whose webhooks filter them out. `None` (the default):
+    /// every kind is taken.
+    pub fn set_events_taken(&self, kinds: Option<&[&str]>) -> &Self {
+        self.lock().events_taken = kinds.map(|k| k.iter().map(|kind| (*kind).to_owned()).collect());
+        self
     }
 
     /// The requests the plugin retargeted (ABI 1.4), in order: the transaction and the URI.
@@ -842,10 +858,19 @@ impl HostServices for FakeHost {
     }
 
     fn emit_event(&self, kind: &str, details: &str) -> Result<()> {
-        self.lock()
-            .events
-            .push((kind.to_owned(), details.to_owned()));
+        let mut state = self.lock();
+        if state.events_taken.as_ref().is_none_or(|k| k.contains(kind)) {
+            state.events.push((kind.to_owned(), details.to_owned()));
+        }
         Ok(())
+    }
+
+    fn event_wanted(&self, kind: &str) -> Result<bool> {
+        Ok(self
+            .lock()
+            .events_taken
+            .as_ref()
+            .is_none_or(|k| k.contains(kind)))
     }
 }
 

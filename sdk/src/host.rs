@@ -559,6 +559,29 @@ impl Host {
         })
     }
 
+    /// (ABI 1.8) Whether an event of `kind` raised now would go anywhere: ask before building
+    /// the details of an event raised per message or per call, and skip it when nobody takes
+    /// it. `false` when the host has no [`Capabilities::EVENTS`] (nothing would take it);
+    /// `true` from a host before ABI 1.8, which cannot tell (build and raise it as before),
+    /// and on any failure of the call (an event too many is harmless, one too few is not).
+    /// The answer holds for the moment of the call: webhooks start after `init`.
+    pub fn wants_event(&self, kind: &str) -> bool {
+        self.with(|api| {
+            if api.emit_event.is_none() {
+                return Ok(false);
+            }
+            let Some(f) = api.event_wanted else {
+                return Ok(true);
+            };
+            // SAFETY: valid while alive; the kind is borrowed for the call.
+            Ok(!matches!(
+                Error::from_code(unsafe { f(api.ctx, kind.as_ptr(), kind.len()) }),
+                Err(Error::NotFound)
+            ))
+        })
+        .unwrap_or(false)
+    }
+
     fn get_in(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.with(|api| {
             let f = api.store_get.ok_or(Error::NotSupported)?;

@@ -251,6 +251,14 @@ pub trait HostServices: Send + Sync + 'static {
         let _ = (kind, details);
         Err(Error::NotSupported)
     }
+
+    /// (ABI 1.8) Whether an event of `kind` (already checked) raised now would go anywhere.
+    /// Offered with [`Capabilities::EVENTS`]. See [`crate::abi`], "Events nobody takes". The
+    /// default says yes: a host that cannot tell has the plugin build every event, as before.
+    fn event_wanted(&self, kind: &str) -> Result<bool> {
+        let _ = kind;
+        Ok(true)
+    }
 }
 
 thread_local! {
@@ -946,6 +954,7 @@ fn host_table(caps: Capabilities) -> HuddleHostApi {
         user_exists: has(Capabilities::LOCATION).then_some(h_user_exists as _),
         media_rtp_sink: media.then_some(h_media_rtp_sink as _),
         media_send_rtp_batch: media.then_some(h_media_send_rtp_batch as _),
+        event_wanted: has(Capabilities::EVENTS).then_some(h_event_wanted as _),
     }
 }
 
@@ -1527,6 +1536,23 @@ pub fn valid_event_kind(kind: &str) -> bool {
         && kind.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
         })
+}
+
+unsafe extern "C" fn h_event_wanted(ctx: *mut c_void, kind: *const u8, kind_len: usize) -> i32 {
+    // SAFETY: ctx from our table; the kind is borrowed for the call.
+    unsafe {
+        host_call(ctx, |b| {
+            let kind = text_arg(kind, kind_len)?;
+            if !valid_event_kind(kind) {
+                return Err(Error::InvalidArgument);
+            }
+            if b.services.event_wanted(kind)? {
+                Ok(())
+            } else {
+                Err(Error::NotFound)
+            }
+        })
+    }
 }
 
 unsafe extern "C" fn h_emit_event(

@@ -4,6 +4,7 @@
 //! tags, Via `received`/`rport`, Call-IDs, CSeq, Max-Forwards, Content-Length.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use huddle_sip::build::{RequestBuilder, ResponseBuilder, Source};
@@ -19,8 +20,12 @@ pub struct Request {
     txn: Option<TransactionId>,
     message: Message,
     info: RequestInfo,
-    source_ip: String,
-    local_tag: String,
+    /// The source address as text and the To tag, made on first use: a request the plugin
+    /// never answers itself (a message the host answers on the delivery's 2xx) needs neither,
+    /// and the tag costs a system call (`getrandom`). The tag is shared with clones, so every
+    /// copy of the request answers with the same one.
+    source_ip: OnceLock<String>,
+    local_tag: Arc<OnceLock<String>>,
 }
 
 impl Request {
@@ -37,10 +42,10 @@ impl Request {
         }
         Ok(Request {
             txn,
-            source_ip: info.source_ip_text(),
+            source_ip: OnceLock::new(),
             message,
             info,
-            local_tag: random_token(8),
+            local_tag: Arc::new(OnceLock::new()),
         })
     }
 
@@ -110,10 +115,10 @@ impl Request {
     /// From, To (with this request's local tag), Call-ID and CSeq. Add headers and a body, then
     /// `build()` and pass the bytes to [`crate::Host::respond`].
     pub fn response<'a>(&'a self, status: u16, reason: &'a str) -> ResponseBuilder<'a> {
-        let mut b = ResponseBuilder::new(&self.message, status, reason).to_tag(&self.local_tag);
+        let mut b = ResponseBuilder::new(&self.message, status, reason).to_tag(self.local_tag());
         if let Some(src) = self.info.source {
             b = b.source(Source {
-                ip: &self.source_ip,
+                ip: self.source_ip.get_or_init(|| self.info.source_ip_text()),
                 port: src.port(),
             });
         }
@@ -127,7 +132,7 @@ impl Request {
 
     /// The To tag this plugin uses in responses to this request.
     pub fn local_tag(&self) -> &str {
-        &self.local_tag
+        self.local_tag.get_or_init(|| random_token(8))
     }
 }
 
@@ -321,6 +326,22 @@ mod tests {
     const MESSAGE: &str = "MESSAGE sip:echo@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=a1\r\nTo: <sip:echo@example.test>\r\nCall-ID: m1\r\nCSeq: 7 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
 
     #[test]
+    fn clones_made_before_the_first_answer_share_its_tag() {
+        let info = RequestInfo::new(Transport::Udp, Some("192.0.2.7:40000".parse().unwrap()));
+        let req = Request::parse(
+            Some(TransactionId(3)),
+            Bytes::from_static(MESSAGE.as_bytes()),
+            info,
+        )
+        .unwrap();
+        let copy = req.clone();
+        let first = Message::parse(copy.reply(180, "Ringing")).unwrap();
+        let tag = first.to_header().unwrap().tag().map(str::to_owned);
+        assert!(tag.as_deref().is_some_and(|t| t.len() == 16));
+        assert_eq!(tag.as_deref(), Some(req.local_tag()));
+    }
+
+    #[test]
     fn request_reply_stamps_via_and_tags_to() {
         let info = RequestInfo::new(Transport::Udp, Some("192.0.2.7:40000".parse().unwrap()));
         let req = Request::parse(
@@ -334,6 +355,12 @@ mod tests {
         let resp = Message::parse(req.reply(200, "OK")).unwrap();
         assert_eq!(resp.status(), Some(200));
         assert_eq!(resp.to_header().unwrap().tag(), Some(req.local_tag()));
+        let again = Message::parse(req.clone().reply(180, "Ringing")).unwrap();
+        assert_eq!(
+            again.to_header().unwrap().tag(),
+            Some(req.local_tag()),
+            "one tag for every response, from a clone too"
+        );
         let via = resp.top_via().unwrap();
         assert_eq!(via.received(), Some("192.0.2.7"));
         assert_eq!(resp.cseq().unwrap().seq, 7);

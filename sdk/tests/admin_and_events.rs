@@ -128,3 +128,146 @@ fn a_plugin_built_for_abi_1_1_loads_and_answers_not_supported() {
         Err(Error::NotSupported)
     );
 }
+
+/// Answers an admin request `{"kind":...}` with whether an event of that kind is wanted
+/// (ABI 1.8), and raises it when it is.
+struct Asker;
+
+impl Plugin for Asker {
+    fn init(_: &Host, _: &Config, claims: &mut Claims) -> Result<Self> {
+        claims.add(Claim::user("asker"));
+        Ok(Asker)
+    }
+
+    fn handle_request(&mut self, host: &Host, req: Request) -> Result<()> {
+        host.reply(&req, 200, "OK")
+    }
+
+    fn admin_request(&mut self, host: &Host, request: &str) -> Result<String> {
+        let kind = request
+            .strip_prefix(r#"{"kind":""#)
+            .and_then(|k| k.strip_suffix(r#""}"#))
+            .unwrap_or("");
+        let wanted = host.wants_event(kind);
+        if wanted {
+            let _ = host.emit_event(kind, "{}");
+        }
+        Ok(format!("{{\"wanted\":{wanted}}}"))
+    }
+}
+
+fn asker_entry() -> PluginEntry {
+    huddle_sdk::plugin_entry!(Asker, "asker", "0.1.0", Capabilities::NONE)
+}
+
+fn ask(plugin: &mut huddle_sdk::fake::FakePlugin, kind: &str) -> String {
+    plugin
+        .admin_request(&format!(r#"{{"kind":"{kind}"}}"#))
+        .unwrap()
+}
+
+#[test]
+fn a_plugin_asks_which_events_are_taken_and_skips_the_others() {
+    let host = FakeHost::with_capabilities(Capabilities::ALL.with(Capabilities::EVENTS));
+    let mut plugin = host.start(&asker_entry(), "").unwrap();
+    // Every kind is taken by default.
+    assert_eq!(ask(&mut plugin, "a.b"), r#"{"wanted":true}"#);
+    host.set_events_taken(Some(&["a.b"]));
+    assert_eq!(ask(&mut plugin, "a.b"), r#"{"wanted":true}"#);
+    assert_eq!(ask(&mut plugin, "c.d"), r#"{"wanted":false}"#);
+    // A kind the host refuses gets no "nobody takes it", so the SDK says yes (an event too
+    // many is harmless) and `emit_event` then refuses the kind.
+    assert_eq!(ask(&mut plugin, "Bad Kind"), r#"{"wanted":true}"#);
+    host.set_events_taken(Some(&[]));
+    assert_eq!(ask(&mut plugin, "a.b"), r#"{"wanted":false}"#);
+    assert_eq!(
+        host.events(),
+        vec![
+            ("a.b".to_owned(), "{}".to_owned()),
+            ("a.b".to_owned(), "{}".to_owned())
+        ],
+        "c.d was not raised, the refused kind not taken"
+    );
+}
+
+#[test]
+fn without_the_events_capability_no_event_is_wanted() {
+    let host = FakeHost::with_capabilities(Capabilities::ALL);
+    let mut plugin = host.start(&asker_entry(), "").unwrap();
+    assert_eq!(ask(&mut plugin, "a.b"), r#"{"wanted":false}"#);
+}
+
+/// What [`AsksAtInit`] got from `wants_event`.
+static WANTED_AT_INIT: std::sync::Mutex<Option<bool>> = std::sync::Mutex::new(None);
+
+struct AsksAtInit;
+
+impl Plugin for AsksAtInit {
+    fn init(host: &Host, _: &Config, _: &mut Claims) -> Result<Self> {
+        *WANTED_AT_INIT.lock().unwrap() = Some(host.wants_event("a.b"));
+        Ok(AsksAtInit)
+    }
+
+    fn handle_request(&mut self, host: &Host, req: Request) -> Result<()> {
+        host.reply(&req, 200, "OK")
+    }
+}
+
+#[allow(unsafe_code)]
+mod table_1_7 {
+    //! A host table as a 1.7 host with events fills it: `struct_size` ends before
+    //! `event_wanted`.
+    use std::ffi::c_void;
+
+    use huddle_sdk::abi::{self, HuddleClaim, HuddleHostBuf};
+
+    pub unsafe extern "C" fn free_buf(_: *mut c_void, _: HuddleHostBuf) {}
+    pub unsafe extern "C" fn log(_: *mut c_void, _: u32, _: *const u8, _: usize) {}
+    pub unsafe extern "C" fn claim(_: *mut c_void, _: *const HuddleClaim) -> i32 {
+        abi::HUDDLE_OK
+    }
+    pub unsafe extern "C" fn respond(_: *mut c_void, _: u64, _: *const u8, _: usize) -> i32 {
+        abi::HUDDLE_OK
+    }
+    pub unsafe extern "C" fn emit_event(
+        _: *mut c_void,
+        _: *const u8,
+        _: usize,
+        _: *const u8,
+        _: usize,
+    ) -> i32 {
+        abi::HUDDLE_OK
+    }
+    /// Lies beyond `struct_size`: a plugin that read it would get "nobody takes it".
+    pub unsafe extern "C" fn event_wanted(_: *mut c_void, _: *const u8, _: usize) -> i32 {
+        abi::HUDDLE_ERR_NOT_FOUND
+    }
+}
+
+#[test]
+#[allow(unsafe_code)]
+fn a_1_7_host_cannot_tell_so_every_event_is_built() {
+    use huddle_sdk::abi::HuddleHostApi;
+    // SAFETY: every field is an integer, a raw pointer or an `Option<fn>`: all-zero is valid.
+    let mut table: HuddleHostApi = unsafe { std::mem::zeroed() };
+    table.abi_major = huddle_sdk::abi::HUDDLE_PLUGIN_ABI_MAJOR;
+    table.abi_minor = 7;
+    table.struct_size = std::mem::offset_of!(HuddleHostApi, event_wanted);
+    table.host_capabilities = Capabilities::EVENTS.bits();
+    table.free_buf = Some(table_1_7::free_buf);
+    table.log = Some(table_1_7::log);
+    table.claim = Some(table_1_7::claim);
+    table.respond = Some(table_1_7::respond);
+    table.emit_event = Some(table_1_7::emit_event);
+    table.event_wanted = Some(table_1_7::event_wanted);
+    let entry = huddle_sdk::plugin_entry!(AsksAtInit, "asks", "1", Capabilities::NONE);
+    let raw = entry.raw();
+    let mut instance: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: the table and its functions outlive the instance (destroyed below); the config is
+    // empty; `instance` is written by `init` on success.
+    let status = unsafe { (raw.init.unwrap())(&table, std::ptr::null(), 0, &mut instance) };
+    assert_eq!(status, huddle_sdk::abi::HUDDLE_OK);
+    // SAFETY: the instance `init` returned, destroyed once.
+    unsafe { (raw.destroy.unwrap())(instance) };
+    assert_eq!(WANTED_AT_INIT.lock().unwrap().take(), Some(true));
+}

@@ -135,7 +135,8 @@ fn c_and_rust_layouts_agree() {
             respond, send_request, store_get, store_put, store_delete, store_cas, store_scan,
             store_watch, store_unwatch, set_timer, cancel_timer, media_answer, media_send_rtp,
             media_send_rtcp, media_request_keyframe, media_forward, media_close, emit_event,
-            media_tap, store_batch, retarget, user_exists, media_rtp_sink, media_send_rtp_batch
+            media_tap, store_batch, retarget, user_exists, media_rtp_sink, media_send_rtp_batch,
+            event_wanted
         }
     };
     let mut c = String::from(

@@ -35,7 +35,8 @@
 //! undelivered message is durable (`id`, the 16-hex sequence number of its store key; `from`,
 //! `to`, `content_type`, `size` in bytes), and `message.delivered` each time a device accepts
 //! one (`id`, `from`, `to`, `binding`: the device's `location/` key, or `null` when the host
-//! forked it to the user's devices).
+//! forked it to the user's devices). On a host of ABI 1.8 or later the plugin asks first
+//! (`Host::wants_event`) and builds neither when no webhook takes it.
 //!
 //! # Reaching one device
 //!
@@ -403,8 +404,12 @@ impl Plugin for Messaging {
         }
         if let Some(attempt) = self.attempts.remove(&id) {
             if (200..300).contains(&status) {
-                if let Some((stored, target)) = self.engine.attempt(attempt) {
-                    let _ = host.emit_event("message.delivered", &delivered_event(stored, target));
+                if let Some((stored, target)) = self
+                    .engine
+                    .attempt(attempt)
+                    .filter(|_| host.wants_event(EVENT_DELIVERED))
+                {
+                    let _ = host.emit_event(EVENT_DELIVERED, &delivered_event(stored, target));
                 }
             }
             let effects = self.engine.on_result(attempt, status, now_ms());
@@ -654,7 +659,7 @@ impl Messaging {
                         continue;
                     };
                     let value = wire::encode(stored);
-                    let event = Some(stored_event(stored));
+                    let event = host.wants_event(EVENT_STORED).then(|| stored_event(stored));
                     let reply = then.and_then(|txn| self.waiting.remove(&txn)).map(Box::new);
                     if let Some(request) = &reply {
                         // Answered 202 by the writer once durable (500 if the write fails).
@@ -680,12 +685,14 @@ impl Messaging {
                         Some(stored) => host
                             .store()
                             .put(&queue_key(seq), &wire::encode(stored))
-                            .map(|()| stored_event(stored)),
+                            .map(|()| host.wants_event(EVENT_STORED).then(|| stored_event(stored))),
                         None => Err(Error::NotFound),
                     };
                     match written {
                         Ok(event) => {
-                            let _ = host.emit_event("message.stored", &event);
+                            if let Some(event) = event {
+                                let _ = host.emit_event(EVENT_STORED, &event);
+                            }
                             if let Some(txn) = then {
                                 queue.push_back(Effect::Respond {
                                     txn,
@@ -902,10 +909,15 @@ impl Messaging {
     }
 }
 
+/// The webhook event of a message made durable.
+pub(crate) const EVENT_STORED: &str = "message.stored";
+/// The webhook event of a message a device accepted.
+const EVENT_DELIVERED: &str = "message.delivered";
+
 /// The `message.stored` event of a message made durable: who, what kind, how big; never the
-/// body. Written straight from borrowed fields: built for every stored message whether or not
-/// the host has webhooks (the plugin cannot tell), and a `json!` value cost a dozen
-/// allocations per message where this costs one.
+/// body. Written straight from borrowed fields (a `json!` value cost a dozen allocations per
+/// message where this costs one), and only when a webhook takes it (ABI 1.8; a host before
+/// that cannot tell, and gets it for every stored message).
 fn stored_event(m: &Stored) -> String {
     #[derive(Serialize)]
     #[serde(crate = "huddle_sdk::serde")]

@@ -606,3 +606,42 @@ fn stored_and_delivered_events_name_the_message_never_its_body() {
         "delivered: unstored"
     );
 }
+
+#[test]
+fn events_no_webhook_takes_are_not_raised() {
+    let host = FakeHost::with_capabilities(
+        Capabilities::ALL
+            .without(Capabilities::MEDIA)
+            .with(Capabilities::EVENTS),
+    );
+    host.set_events_taken(Some(&["message.delivered"]));
+    host.add_user("bob");
+    let mut plugin = host
+        .start(&huddle_plugin_export::entry(), "store_writers = 0")
+        .expect("messaging starts");
+    plugin.advance(Duration::ZERO).unwrap();
+    let txn = plugin
+        .request(sample_request("MESSAGE", BOB, "hello"))
+        .unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 202);
+    register(&host, &mut plugin, "bob@example.test/d1");
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 1);
+    plugin.answer(&sent[0], 200, "OK").unwrap();
+    let kinds: Vec<String> = host.events().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(kinds, ["message.delivered"]);
+
+    host.set_events_taken(Some(&[]));
+    let txn = plugin
+        .request(sample_request("MESSAGE", BOB, "again"))
+        .unwrap();
+    let sent = host.take_sent_requests();
+    assert_eq!(sent.len(), 1);
+    plugin.answer(&sent[0], 200, "OK").unwrap();
+    assert_eq!(host.final_response(txn).unwrap().status(), 200);
+    assert_eq!(
+        host.events().len(),
+        1,
+        "nothing raised once no webhook takes it"
+    );
+}

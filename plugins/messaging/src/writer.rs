@@ -395,7 +395,7 @@ fn finish(host: &Host, failed: &Mutex<Vec<u64>>, job: Job, result: &huddle_sdk::
             }
             if let Some(details) = event {
                 // Best effort by design: a host without events (before ABI 1.2) has none.
-                let _ = host.emit_event("message.stored", &details);
+                let _ = host.emit_event(crate::EVENT_STORED, &details);
             }
         }
         (Job::Put { seq, reply, .. }, Err(e)) => {

@@ -70,6 +70,11 @@ impl Ops {
         self.webhooks.get().is_some()
     }
 
+    /// Whether an event of `kind` raised now goes anywhere (webhooks on and taking it).
+    pub fn event_taken(&self, kind: &str) -> bool {
+        self.webhooks.get().is_some_and(|w| w.takes(kind))
+    }
+
     /// Raises webhook event `kind` from `source` with `data` (a JSON object as text). Never
     /// waits; a no-op without webhooks.
     pub fn event(&self, kind: &str, source: &str, data: &str) {

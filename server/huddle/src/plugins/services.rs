@@ -395,6 +395,10 @@ impl HostServices for Services {
         Ok(())
     }
 
+    fn event_wanted(&self, kind: &str) -> Result<bool> {
+        Ok(self.ops.as_ref().is_some_and(|o| o.event_taken(kind)))
+    }
+
     fn log(&self, level: Level, message: &str) {
         let plugin = self.shared.name.as_str();
         match level {
@@ -755,6 +759,30 @@ mod tests {
         )
         .unwrap();
         (s, rx)
+    }
+
+    #[tokio::test]
+    async fn an_event_is_wanted_only_when_a_webhook_takes_its_kind() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (kit, _rx) = services("kit", store.clone());
+        assert_eq!(kit.event_wanted("message.stored"), Ok(false), "no ops");
+        let ops = Arc::new(crate::admin::Ops::default());
+        let kit = kit.with_ops(ops.clone());
+        assert_eq!(kit.event_wanted("message.stored"), Ok(false), "no webhooks");
+        ops.start_webhooks(&crate::webhooks::WebhooksConfig {
+            // Nothing listens there; nothing is raised here either.
+            urls: vec!["http://127.0.0.1:9/hook".into()],
+            secret: Some("s".into()),
+            events: vec!["message.delivered".into()],
+            ..Default::default()
+        });
+        assert_eq!(kit.event_wanted("message.delivered"), Ok(true));
+        assert_eq!(
+            kit.event_wanted("message.stored"),
+            Ok(false),
+            "filtered out"
+        );
+        ops.stop_webhooks();
     }
 
     #[tokio::test]

@@ -226,10 +226,16 @@ impl Webhooks {
         })
     }
 
+    /// Whether an event of `kind` goes anywhere (`[webhooks] events` empty, or naming it):
+    /// what plugins ask before building an event's details (`event_wanted`, ABI 1.8).
+    pub fn takes(&self, kind: &str) -> bool {
+        self.filter.is_empty() || self.filter.iter().any(|f| f == kind)
+    }
+
     /// Queues event `kind` from `source` (`huddle`, or a plugin instance's name) with
     /// `data` (a JSON object as text, already checked or built by us). Never waits.
     pub fn emit(&self, kind: &str, source: &str, data: &str) {
-        if !self.filter.is_empty() && !self.filter.iter().any(|f| f == kind) {
+        if !self.takes(kind) {
             return;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

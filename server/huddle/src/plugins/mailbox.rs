@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use bytes::Bytes;
 use huddle_sdk::{RegistrationEvent, RequestId, RequestInfo, StoreChange, TimerId, TransactionId};
@@ -85,6 +86,8 @@ struct State {
     /// The instance's thread waits on `ready` and no push has woken it since: the next push
     /// notifies. While the thread runs, pushes only queue (a notify is a system call).
     sleeping: bool,
+    /// Closed by a graceful stop: what is queued is still handed out until then.
+    drain_until: Option<Instant>,
 }
 
 /// The queue and what its taking thread sleeps on; shared with the list of wake-ups a core
@@ -281,13 +284,19 @@ impl Mailbox {
 
     /// The next job for the taking thread, in push order: from `batch` (jobs it took
     /// earlier), else everything queued is moved into `batch` under one lock, waiting for a
-    /// job when there is none. `None` once closed (what `batch` held is dropped).
+    /// job when there is none. `None` once closed (what `batch` held is dropped), or, after
+    /// [`Mailbox::close_after_queued`], once what was queued is handed out or its deadline
+    /// has passed.
     pub(crate) fn next_batch(&self, batch: &mut VecDeque<Job>) -> Option<Job> {
         if batch.is_empty() {
             let mut st = self.lock();
             loop {
                 if self.closed.load(Ordering::Relaxed) {
-                    return None;
+                    let draining = st.drain_until.is_some_and(|t| Instant::now() < t);
+                    if !draining || st.jobs.is_empty() {
+                        st.jobs.clear();
+                        return None;
+                    }
                 }
                 if !st.jobs.is_empty() {
                     std::mem::swap(&mut st.jobs, batch);
@@ -300,7 +309,9 @@ impl Mailbox {
                     .wait(st)
                     .unwrap_or_else(PoisonError::into_inner);
             }
-        } else if self.closed.load(Ordering::Relaxed) {
+        } else if self.closed.load(Ordering::Relaxed)
+            && !self.lock().drain_until.is_some_and(|t| Instant::now() < t)
+        {
             batch.clear();
             return None;
         }
@@ -330,6 +341,17 @@ impl Mailbox {
         }
         drop(st);
         Some(job)
+    }
+
+    /// Stops the queue gracefully: pushes are refused, but what is queued is still handed out
+    /// until `deadline` (answers the core passed on before it stopped: a delivered message
+    /// the plugin has not yet marked delivered would be delivered again after a restart).
+    pub(crate) fn close_after_queued(&self, deadline: Instant) {
+        let mut st = self.lock();
+        self.closed.store(true, Ordering::Relaxed);
+        st.drain_until = Some(deadline);
+        drop(st);
+        self.signal.ready.notify_all();
     }
 
     /// Stops the queue: `next_batch` returns `None`, pushes are refused, queued jobs are
@@ -558,6 +580,33 @@ mod tests {
         );
         mb.close();
         assert_eq!(mb.push_unhurried(timer(4)), None);
+    }
+
+    #[test]
+    fn a_graceful_close_hands_out_what_was_queued_until_its_deadline() {
+        let mb = Mailbox::new(4);
+        assert!(mb.push(request(false)));
+        assert!(mb.push(request(false)));
+        mb.close_after_queued(Instant::now() + std::time::Duration::from_secs(60));
+        assert!(!mb.push(request(false)), "closed to new jobs");
+        let mut batch = VecDeque::new();
+        let mut got = Vec::new();
+        while let Some(job) = mb.next_batch(&mut batch) {
+            got.push(job);
+        }
+        assert_eq!(got.len(), 2, "both queued jobs, then the end");
+
+        let late = Mailbox::new(4);
+        assert!(late.push(request(false)));
+        assert!(late.push(request(false)));
+        let mut batch = VecDeque::new();
+        assert!(late.next_batch(&mut batch).is_some());
+        late.close_after_queued(Instant::now());
+        assert!(
+            late.next_batch(&mut batch).is_none(),
+            "past the deadline the rest is dropped"
+        );
+        assert!(batch.is_empty());
     }
 
     #[test]

@@ -136,6 +136,10 @@ impl CorePlugins {
     }
 }
 
+/// How long a graceful stop lets plugins work through what was queued for them (answers to
+/// their requests, events) before the rest is dropped.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The instances' threads, stopped at shutdown after the core.
 #[derive(Debug, Default)]
 pub struct Workers {
@@ -148,11 +152,13 @@ impl Workers {
         self.threads.iter().map(|(s, _)| s.clone()).collect()
     }
 
-    /// Closes every mailbox, stops timers and watches, and waits for each thread to destroy
-    /// its instance. Blocks: call it from a blocking context.
+    /// Closes every mailbox to new work, stops timers and watches, lets each thread handle
+    /// what was queued (for up to [`STOP_GRACE`]) and waits for it to destroy its instance.
+    /// Blocks: call it from a blocking context.
     pub fn stop(self) {
+        let deadline = std::time::Instant::now() + STOP_GRACE;
         for (shared, _) in &self.threads {
-            shared.shut();
+            shared.shut_after_queued(deadline);
         }
         for (shared, thread) in self.threads {
             if thread.join().is_err() {

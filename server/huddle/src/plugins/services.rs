@@ -248,6 +248,17 @@ impl PluginShared {
     /// Stops the mailbox and every timer and watch task.
     pub(crate) fn shut(&self) {
         self.mailbox.close();
+        self.stop_tasks();
+    }
+
+    /// As [`PluginShared::shut`], but what is already queued is still handed to the plugin
+    /// until `deadline` (a graceful stop).
+    pub(crate) fn shut_after_queued(&self, deadline: std::time::Instant) {
+        self.mailbox.close_after_queued(deadline);
+        self.stop_tasks();
+    }
+
+    fn stop_tasks(&self) {
         self.watch_credit.close();
         for (_, task) in lock(&self.timers).drain() {
             task.abort();

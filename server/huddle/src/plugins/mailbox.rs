@@ -90,6 +90,13 @@ struct State {
     drain_until: Option<Instant>,
 }
 
+impl State {
+    /// Closed gracefully and its deadline not passed yet.
+    fn draining(&self) -> bool {
+        self.drain_until.is_some_and(|t| Instant::now() < t)
+    }
+}
+
 /// The queue and what its taking thread sleeps on; shared with the list of wake-ups a core
 /// turn owes ([`HeldWakes`]).
 #[derive(Debug)]
@@ -291,12 +298,9 @@ impl Mailbox {
         if batch.is_empty() {
             let mut st = self.lock();
             loop {
-                if self.closed.load(Ordering::Relaxed) {
-                    let draining = st.drain_until.is_some_and(|t| Instant::now() < t);
-                    if !draining || st.jobs.is_empty() {
-                        st.jobs.clear();
-                        return None;
-                    }
+                if self.closed.load(Ordering::Relaxed) && (!st.draining() || st.jobs.is_empty()) {
+                    st.jobs.clear();
+                    return None;
                 }
                 if !st.jobs.is_empty() {
                     std::mem::swap(&mut st.jobs, batch);
@@ -309,9 +313,7 @@ impl Mailbox {
                     .wait(st)
                     .unwrap_or_else(PoisonError::into_inner);
             }
-        } else if self.closed.load(Ordering::Relaxed)
-            && !self.lock().drain_until.is_some_and(|t| Instant::now() < t)
-        {
+        } else if self.closed.load(Ordering::Relaxed) && !self.lock().draining() {
             batch.clear();
             return None;
         }

@@ -470,6 +470,7 @@ window.demo = {
   roomStats: () => inboundStats(room?.session),
   callStats: () => inboundStats(call),
   screenOutcome: () => screen?.outcome ?? window.demo.lastScreenOutcome ?? null,
+  history: (peer) => api(`/api/history/${encodeURIComponent(peer)}`),
   screenStats: () => inboundStats(watching?.session),
   screenSent: async () => {
     let out = null;

@@ -127,7 +127,14 @@ test('two demo pages: presence, chat with history, a room with audio and video, 
     await alice.page.locator('#messages li.out[data-state="sent"]', { hasText: text }).waitFor({ timeout: WAIT_MS });
     diag('the message reached bob and alice saw 200 OK');
 
-    // After a reload bob signs in again; the conversation's history comes from the server.
+    // After a reload bob signs in again; the conversation's history comes from the server. The
+    // plugin writes history in batches (`history_flush_ms`, 200 ms by default), so the reload
+    // waits until the server has it.
+    await bob.page.waitForFunction(
+      async (t) => (await window.demo.history('alice')).messages.some((m) => m.text === t),
+      text,
+      { timeout: WAIT_MS, polling: 100 },
+    );
     await bob.page.reload();
     await signIn(bob);
     await contact(bob.page, 'alice').locator('.name').click();

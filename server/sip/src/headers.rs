@@ -33,6 +33,15 @@ pub struct Via<'a> {
 impl<'a> Via<'a> {
     /// Parses one Via element (after list splitting).
     pub fn parse(value: &'a str) -> Result<Via<'a>, HeaderError> {
+        Via::parse_with_branch(value).map(|(via, _)| via)
+    }
+
+    /// [`Via::parse`], and what [`Via::branch`] would then return, found by the same pass
+    /// over the parameters that checks them (the transaction layer, the proxy and responses
+    /// all ask for the top Via's branch; [`crate::Message`] keeps it).
+    pub(crate) fn parse_with_branch(
+        value: &'a str,
+    ) -> Result<(Via<'a>, Option<&'a str>), HeaderError> {
         const E: HeaderError = HeaderError::Invalid("Via");
         let value = trim_lws(value);
         let (head, params) = match find_unquoted(value, b';') {
@@ -63,17 +72,25 @@ impl<'a> Via<'a> {
             return Err(E);
         }
         let (host, port) = split_host_port(sent_by).ok_or(E)?;
+        // The first parameter named `branch` in any case, as `find_param` finds it.
+        let mut branch = None;
         for p in syntax::params(params) {
             if !syntax::is_token(p.name) || p.value.is_some_and(|v| !syntax::is_gen_value(v)) {
                 return Err(E);
             }
+            if branch.is_none() && p.name.eq_ignore_ascii_case("branch") {
+                branch = Some(p.value);
+            }
         }
-        Ok(Via {
-            transport,
-            host,
-            port,
-            params,
-        })
+        Ok((
+            Via {
+                transport,
+                host,
+                port,
+                params,
+            },
+            branch.flatten(),
+        ))
     }
 
     /// A parameter's value (`Some(None)` when present without value).
@@ -329,6 +346,44 @@ mod tests {
         assert!(Via::parse("SIP/2.0/UDP [<x]").is_err());
         assert!(Via::parse("SIP/2.0/UDP h;received=::1;maddr=\"a;b\"").is_ok());
         assert!(Via::parse("").is_err());
+    }
+
+    #[test]
+    fn the_branch_found_while_parsing_is_the_one_branch_finds() {
+        for params in [
+            "",
+            ";branch=z9hG4bK1",
+            ";rport;branch=z9hG4bK1;received=1.2.3.4",
+            ";BRANCH=z9hG4bKup",
+            ";Branch = z9hG4bKsp ;rport",
+            ";branch",
+            ";branch=",
+            ";branch;branch=z9hG4bK2",
+            ";branch=z9hG4bK1;branch=z9hG4bK2",
+            ";branches=z9hG4bK1;xbranch=2",
+            ";x=\"a;branch=q\";branch=z9hG4bK3",
+            ";branch=\"z9hG4bK4\"",
+            ";branch=z9hG4bK1;p=<x",
+        ] {
+            let value = format!("SIP/2.0/UDP h:5060{params}");
+            assert_eq!(
+                Via::parse_with_branch(&value),
+                Via::parse(&value).map(|via| (via, via.branch())),
+                "{value}"
+            );
+            // And the message keeps it, read through its view.
+            let m = crate::Message::parse(bytes::Bytes::from(format!(
+                "OPTIONS sip:a@b SIP/2.0\r\nVia: {value}, SIP/2.0/UDP o;branch=z9hG4bKo\r\nl: 0\r\n\r\n"
+            )))
+            .unwrap();
+            assert_eq!(
+                m.branch(),
+                Via::parse(&value).ok().and_then(|via| via.branch()),
+                "{value}"
+            );
+            // Twice: the second read comes from the kept offsets.
+            assert_eq!(m.branch(), m.top_via().ok().and_then(|via| via.branch()));
+        }
     }
 
     #[test]

@@ -23,6 +23,8 @@ fn failure_is_acked_and_the_ack_resent_for_retransmissions() {
         ms(t0, 100),
     );
     events(&mut l);
+    // Proceeding: the request is kept (a CANCEL or the ACK for a failure is built from it).
+    assert_eq!(l.request(key).map(|r| r.raw()), Some(inv.raw()));
 
     l.receive(
         response_msg(&inv, 486, "Busy Here"),
@@ -48,6 +50,8 @@ fn failure_is_acked_and_the_ack_resent_for_retransmissions() {
     assert_eq!(ack.cseq().unwrap().seq, 1);
     assert_eq!(ack.cseq().unwrap().method, Method::Ack);
     assert_eq!(l.state(key), Some(State::Completed));
+    // Completed keeps the ACK, not the INVITE it was built from.
+    assert!(l.request(key).is_none());
 
     // The ACK was lost; the server retransmits its final: ACK again, TU not bothered.
     l.receive(
@@ -102,6 +106,7 @@ fn success_moves_to_accepted_and_passes_every_2xx_until_timer_m() {
         "the TU ACKs a 2xx, not the transaction"
     );
     assert_eq!(l.state(key), Some(State::Accepted));
+    assert!(l.request(key).is_none(), "Accepted keeps no request");
 
     // A retransmission and a 2xx from another fork both reach the TU.
     l.receive(response_msg(&inv, 200, "OK"), "proxy", false, ms(t0, 800));

@@ -71,8 +71,16 @@ fn final_response_completes_and_timer_k_terminates() {
     let req = request("OPTIONS", "z9hG4bKe3", "c-e3");
     let key = l.send_request(req.clone(), "bob", false, t0).unwrap();
     transmits(&mut l);
-    run_timers(&mut l, t0, ms(t0, 1_000));
-    transmits(&mut l);
+    let ticks = run_timers(&mut l, t0, ms(t0, 1_000));
+    assert_eq!(
+        ticks
+            .iter()
+            .flat_map(|t| t.transmits.iter().map(|t| t.payload.clone()))
+            .collect::<Vec<_>>(),
+        [req.raw().clone()],
+        "Timer E re-sent the request it keeps"
+    );
+    assert_eq!(l.request(key).map(|r| r.raw()), Some(req.raw()));
 
     l.receive(response_msg(&req, 200, "OK"), "bob", false, ms(t0, 1_000));
     let ev = events(&mut l);
@@ -80,6 +88,8 @@ fn final_response_completes_and_timer_k_terminates() {
         matches!(ev.as_slice(), [Event::Response { key: k, msg }] if *k == key && msg.status() == Some(200))
     );
     assert_eq!(l.state(key), Some(State::Completed));
+    // Completed keeps only what absorbing retransmissions needs: not the request.
+    assert!(l.request(key).is_none());
     assert_eq!(l.poll_timeout(), Some(ms(t0, 6_000)), "Timer K = T4");
 
     // Retransmitted final responses are absorbed.

@@ -80,72 +80,61 @@ impl HeaderName {
                 _ => return None,
             });
         }
-        // Candidates by first letter, then by length, before comparing text.
+        // Candidates by length and first letter (at most two share both), before comparing
+        // text: this runs for every header field of every message.
         let first = name.first().map_or(0, u8::to_ascii_lowercase);
-        let candidates: &[(&str, HeaderName)] = match first {
-            b'a' => &[
-                ("authorization", Authorization),
-                ("allow", Allow),
-                ("accept", Accept),
-                ("accept-contact", AcceptContact),
-                ("allow-events", AllowEvents),
-            ],
-            b'c' => &[
-                ("call-id", CallId),
-                ("cseq", CSeq),
-                ("content-length", ContentLength),
-                ("contact", Contact),
-                ("content-type", ContentType),
-                ("content-encoding", ContentEncoding),
-            ],
-            b'd' => &[("date", Date)],
-            b'e' => &[("expires", Expires), ("event", Event)],
-            b'f' => &[("from", From)],
-            b'm' => &[("max-forwards", MaxForwards), ("min-expires", MinExpires)],
-            b'p' => &[
-                ("proxy-authorization", ProxyAuthorization),
-                ("proxy-authenticate", ProxyAuthenticate),
-                ("proxy-require", ProxyRequire),
-                ("path", Path),
-            ],
-            b'r' => &[
-                ("route", Route),
-                ("record-route", RecordRoute),
-                ("require", Require),
-                ("retry-after", RetryAfter),
-                ("refer-to", ReferTo),
-                ("referred-by", ReferredBy),
-            ],
-            b's' => &[
-                ("supported", Supported),
-                ("server", Server),
-                ("sip-etag", SipEtag),
-                ("sip-if-match", SipIfMatch),
-                ("subscription-state", SubscriptionState),
-                ("session-expires", SessionExpires),
-                ("subject", Subject),
-            ],
-            b't' => &[("to", To)],
-            b'u' => &[("user-agent", UserAgent), ("unsupported", Unsupported)],
-            b'v' => &[("via", Via)],
-            b'w' => &[("www-authenticate", WwwAuthenticate), ("warning", Warning)],
+        let candidates: &[HeaderName] = match (name.len(), first) {
+            (2, b't') => &[To],
+            (3, b'v') => &[Via],
+            (4, b'c') => &[CSeq],
+            (4, b'd') => &[Date],
+            (4, b'f') => &[From],
+            (4, b'p') => &[Path],
+            (5, b'a') => &[Allow],
+            (5, b'e') => &[Event],
+            (5, b'r') => &[Route],
+            (6, b'a') => &[Accept],
+            (6, b's') => &[Server],
+            (7, b'c') => &[CallId, Contact],
+            (7, b'e') => &[Expires],
+            (7, b'r') => &[Require],
+            (7, b's') => &[Subject],
+            (7, b'w') => &[Warning],
+            (8, b'r') => &[ReferTo],
+            (8, b's') => &[SipEtag],
+            (9, b's') => &[Supported],
+            (10, b'u') => &[UserAgent],
+            (11, b'm') => &[MinExpires],
+            (11, b'r') => &[ReferredBy, RetryAfter],
+            (11, b'u') => &[Unsupported],
+            (12, b'a') => &[AllowEvents],
+            (12, b'c') => &[ContentType],
+            (12, b'm') => &[MaxForwards],
+            (12, b'r') => &[RecordRoute],
+            (12, b's') => &[SipIfMatch],
+            (13, b'a') => &[Authorization],
+            (13, b'p') => &[ProxyRequire],
+            (14, b'a') => &[AcceptContact],
+            (14, b'c') => &[ContentLength],
+            (15, b's') => &[SessionExpires],
+            (16, b'c') => &[ContentEncoding],
+            (16, b'w') => &[WwwAuthenticate],
+            (18, b'p') => &[ProxyAuthenticate],
+            (18, b's') => &[SubscriptionState],
+            (19, b'p') => &[ProxyAuthorization],
             _ => &[],
         };
-        let candidates = candidates
-            .iter()
-            .filter(|(text, _)| text.len() == name.len());
         // Nearly every client writes the canonical form: a plain comparison first, case
-        // folding (a visible share of a REGISTER's instructions) only for other spellings.
-        if let Some((_, known)) = candidates
-            .clone()
-            .find(|(_, known)| known.as_str().as_bytes() == name)
-        {
-            return Some(known.clone());
-        }
+        // folding only for other spellings.
         candidates
-            .into_iter()
-            .find(|(text, _)| text.as_bytes().eq_ignore_ascii_case(name))
-            .map(|(_, known)| known.clone())
+            .iter()
+            .find(|known| known.as_str().as_bytes() == name)
+            .or_else(|| {
+                candidates
+                    .iter()
+                    .find(|known| known.as_str().as_bytes().eq_ignore_ascii_case(name))
+            })
+            .cloned()
     }
 
     /// The canonical full form, used when Huddle writes a header.
@@ -279,5 +268,34 @@ mod tests {
             HeaderName::Other("X-Via".into())
         );
         assert_eq!(HeaderName::parse("v"), HeaderName::Via);
+        // Near misses (one byte changed, one more or one less) are other names, unless they
+        // spell a known name: the lookup by length and first letter finds exactly the names
+        // a comparison with every known name finds.
+        let mut written: Vec<String> = Vec::new();
+        for name in names {
+            let lower = name.to_ascii_lowercase();
+            written.push(format!("{lower}s"));
+            written.push(format!("x{lower}"));
+            written.push(lower[1..].to_owned());
+            written.push(lower[..lower.len() - 1].to_owned());
+            for i in 0..lower.len() {
+                for c in ['a', 'c', 'e', 'r', 's', '-', 'Z'] {
+                    let mut w = lower.clone().into_bytes();
+                    w[i] = c as u8;
+                    written.push(String::from_utf8(w).unwrap());
+                }
+            }
+        }
+        // (One-letter names are the compact forms, checked above.)
+        for w in written.into_iter().filter(|w| w.len() > 1) {
+            let expected = names
+                .iter()
+                .find(|n| n.eq_ignore_ascii_case(&w))
+                .map_or_else(
+                    || HeaderName::Other(w.as_str().into()),
+                    |n| HeaderName::parse(n),
+                );
+            assert_eq!(HeaderName::parse(&w), expected, "{w}");
+        }
     }
 }

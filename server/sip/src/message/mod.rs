@@ -234,6 +234,8 @@ struct ViaSpans {
     host: Span,
     port: Option<u16>,
     params: Span,
+    /// [`Via::branch`] of the top Via: the transaction layer looks every message up by it.
+    branch: Option<Span>,
 }
 
 /// A message written by [`crate::build`] from a parsed one, with the offsets it recorded while
@@ -463,24 +465,29 @@ impl Message {
 
     /// The topmost Via (parsed once, on first use).
     pub fn top_via(&self) -> Result<Via<'_>, HeaderError> {
-        let spans = self.views.top_via.get_or_init(|| {
+        self.top_via_spans().map(|s| Via {
+            transport: self.text(s.transport),
+            host: self.text(s.host),
+            port: s.port,
+            params: self.text(s.params),
+        })
+    }
+
+    fn top_via_spans(&self) -> Result<ViaSpans, HeaderError> {
+        *self.views.top_via.get_or_init(|| {
             let first = self
                 .header_list(&HeaderName::Via)
                 .next()
                 .ok_or(HeaderError::Missing("Via"))?;
-            let via = Via::parse(first)?;
+            let (via, branch) = Via::parse_with_branch(first)?;
             Ok(ViaSpans {
                 transport: self.span_of(via.transport),
                 host: self.span_of(via.host),
                 port: via.port,
                 params: self.span_of(via.params),
+                // An empty value maps to an empty span, which reads as "" again.
+                branch: branch.map(|b| self.span_of(b)),
             })
-        });
-        (*spans).map(|s| Via {
-            transport: self.text(s.transport),
-            host: self.text(s.host),
-            port: s.port,
-            params: self.text(s.params),
         })
     }
 
@@ -562,9 +569,10 @@ impl Message {
             .map(|v| syntax::trim_lws(v.split(';').next().unwrap_or(v)))
     }
 
-    /// The transaction branch of the top Via, when it carries the RFC 3261 magic cookie.
+    /// The `branch` parameter of the top Via (whether or not it carries the RFC 3261 magic
+    /// cookie), as [`Via::branch`] reads it; found once, when the top Via is parsed.
     pub fn branch(&self) -> Option<&str> {
-        self.top_via().ok().and_then(|v| v.branch())
+        self.top_via_spans().ok()?.branch.map(|s| self.text(s))
     }
 }
 

@@ -149,20 +149,24 @@ fn parse_fields(
             defect.get_or_insert(Defect::HeaderNotUtf8);
             continue;
         }
-        let Some(colon) = memchr::memchr(b':', field) else {
-            defect.get_or_insert(Defect::MalformedHeaderLine);
-            continue;
-        };
-        let name_end = field[..colon]
+        // The name is the token before the colon, white space allowed before the colon only.
+        // One pass over the name finds its end and checks it (`:` is not a token character, so
+        // this is "up to the first colon, trailing SP/HTAB trimmed, all token characters");
+        // token characters are ASCII: the name needs no UTF-8 pass.
+        let name_end = field
             .iter()
-            .rposition(|&b| b != b' ' && b != b'\t')
-            .map_or(0, |i| i + 1);
-        // Token characters are ASCII: checked on the bytes, the name needs no UTF-8 pass.
-        let name_bytes = &field[..name_end];
-        if name_bytes.is_empty() || !name_bytes.iter().all(|&b| syntax::is_token_char(b)) {
+            .position(|&b| !syntax::is_token_char(b))
+            .unwrap_or(field.len());
+        let colon = name_end
+            + field[name_end..]
+                .iter()
+                .position(|&b| b != b' ' && b != b'\t')
+                .unwrap_or(field.len() - name_end);
+        if name_end == 0 || field.get(colon) != Some(&b':') {
             defect.get_or_insert(Defect::MalformedHeaderLine);
             continue;
         }
+        let name_bytes = &field[..name_end];
 
         let mut value_start = line_start + colon + 1;
         while value_start < value_end && syntax::is_lws(bytes[value_start]) {
@@ -341,6 +345,70 @@ mod tests {
                     NameAddr::parse(text),
                     "{contact:?} {i}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn field_names_read_as_the_colon_rule() {
+        // The rule the one-pass scan replaces: up to the first colon, trailing SP/HTAB
+        // trimmed, a non-empty token.
+        fn by_the_colon(field: &str) -> Option<(&str, &str)> {
+            let colon = field.find(':')?;
+            let name = field[..colon].trim_end_matches([' ', '\t']);
+            (!name.is_empty() && name.bytes().all(syntax::is_token_char))
+                .then(|| (name, syntax::trim_lws(&field[colon + 1..])))
+        }
+        let mut fields: Vec<String> = [
+            "Via: SIP/2.0/UDP h",
+            "Via : x",
+            "Via\t \t:x",
+            "Via:",
+            ":x",
+            " : x",
+            "V ia: x",
+            "Via;: x",
+            "Via",
+            "Via x",
+            "X-Ü: y",
+            "ÜVia: y",
+            "Via:: y",
+            "a:b:c",
+            "Call-ID:  id@h  ",
+            "!%*_+`'~-.ab09: v",
+            "To\x0b: v",
+        ]
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+        // Every byte before, in and after a name, then the colon.
+        for b in (0u8..0x80).filter(|&b| b != b'\r' && b != b'\n') {
+            let c = b as char;
+            fields.push(format!("{c}Via: v"));
+            fields.push(format!("Vi{c}a: v"));
+            fields.push(format!("Via{c}: v"));
+            fields.push(format!("Via {c}: v"));
+        }
+        for field in &fields {
+            let m = parse(&format!(
+                "OPTIONS sip:a@b SIP/2.0\r\n{field}\r\nl: 0\r\n\r\n"
+            ))
+            .unwrap();
+            let got = m
+                .headers()
+                .iter()
+                .filter(|h| h.name != HeaderName::ContentLength)
+                .count();
+            match by_the_colon(field) {
+                Some((name, value)) => {
+                    assert_eq!(m.defect(), None, "{field:?}");
+                    assert_eq!(got, 1, "{field:?}");
+                    assert_eq!(m.header(&HeaderName::parse(name)), Some(value), "{field:?}");
+                }
+                None => {
+                    assert_eq!(m.defect(), Some(Defect::MalformedHeaderLine), "{field:?}");
+                    assert_eq!(got, 0, "{field:?}");
+                }
             }
         }
     }

@@ -36,7 +36,11 @@ enum Inner {
 /// One INVITE client transaction.
 #[derive(Debug)]
 pub struct ClientInvite {
-    request: Message,
+    /// Kept while it may be sent again or answered with a failure (Calling, Proceeding: Timer
+    /// A, a CANCEL, the ACK for a 3xx–6xx), then dropped: an Accepted or Completed transaction
+    /// lives 32 s over UDP (Timers M, D) and needs only its deadline and ACK. Boxed, so that
+    /// a finished transaction is small.
+    request: Option<Box<Message>>,
     reliable: bool,
     inner: Inner,
 }
@@ -56,14 +60,14 @@ impl ClientInvite {
                 a: Retransmit::start(reliable, now, timers.timer_a()),
                 b: after(now, timers.timer_b()),
             },
-            request,
+            request: Some(Box::new(request)),
             reliable,
         }
     }
 
-    /// The INVITE this transaction sends.
-    pub fn request(&self) -> &Message {
-        &self.request
+    /// The INVITE this transaction sends, until a final response arrives (or it ends).
+    pub fn request(&self) -> Option<&Message> {
+        self.request.as_deref()
     }
 
     /// The current state.
@@ -107,11 +111,15 @@ impl ClientInvite {
                 self.inner = Inner::Accepted {
                     m: after(now, timers.timer_m()),
                 };
+                self.request = None;
                 out.push(Action::Deliver(response));
             }
             (Inner::Accepted { .. }, 200..=299) => out.push(Action::Deliver(response)),
             (Inner::Calling { .. } | Inner::Proceeding, 300..=699) => {
-                let ack = ack_for_failure(&self.request, &response);
+                let ack = self
+                    .request
+                    .take()
+                    .and_then(|request| ack_for_failure(&request, &response));
                 if let Some(ack) = &ack {
                     out.push(Action::Transmit(ack.clone()));
                 }
@@ -142,9 +150,12 @@ impl ClientInvite {
             Inner::Calling { b, .. } if *b <= now => {
                 out.push(Action::Timeout(Timer::B));
                 self.inner = Inner::Terminated;
+                self.request = None;
             }
             Inner::Calling { a: Some(a), .. } if a.due(now) => {
-                out.push(Action::Transmit(self.request.raw().clone()));
+                if let Some(request) = &self.request {
+                    out.push(Action::Transmit(request.raw().clone()));
+                }
                 a.reset(now, |i| i.saturating_mul(2));
             }
             Inner::Completed { d, .. } if *d <= now => self.inner = Inner::Terminated,
@@ -156,5 +167,6 @@ impl ClientInvite {
     /// The transport failed to send (RFC 3261 §17.1.4): the owner informs the TU.
     pub fn on_transport_error(&mut self) {
         self.inner = Inner::Terminated;
+        self.request = None;
     }
 }

@@ -29,7 +29,9 @@ enum Inner {
 /// One non-INVITE client transaction.
 #[derive(Debug)]
 pub struct ClientNonInvite {
-    request: Message,
+    /// Kept while Timer E may send it again, then dropped: a Completed transaction lives on
+    /// for Timer K and needs nothing of it. Boxed, so that a finished transaction is small.
+    request: Option<Box<Message>>,
     reliable: bool,
     inner: Inner,
 }
@@ -49,14 +51,14 @@ impl ClientNonInvite {
                 e: Retransmit::start(reliable, now, timers.timer_e()),
                 f: after(now, timers.timer_f()),
             },
-            request,
+            request: Some(Box::new(request)),
             reliable,
         }
     }
 
-    /// The request this transaction sends.
-    pub fn request(&self) -> &Message {
-        &self.request
+    /// The request this transaction sends, until a final response arrives (or it ends).
+    pub fn request(&self) -> Option<&Message> {
+        self.request.as_deref()
     }
 
     /// The current state.
@@ -98,6 +100,7 @@ impl ClientNonInvite {
             }
             (Inner::Trying { .. } | Inner::Proceeding { .. }, 200..=699) => {
                 out.push(Action::Deliver(response));
+                self.request = None;
                 let k = timers.timer_k(self.reliable);
                 self.inner = if k.is_zero() {
                     Inner::Terminated
@@ -117,11 +120,14 @@ impl ClientNonInvite {
             Inner::Trying { f, .. } | Inner::Proceeding { f, .. } if *f <= now => {
                 out.push(Action::Timeout(Timer::F));
                 self.inner = Inner::Terminated;
+                self.request = None;
             }
             Inner::Trying { e: Some(e), .. } | Inner::Proceeding { e: Some(e), .. }
                 if e.due(now) =>
             {
-                out.push(Action::Transmit(self.request.raw().clone()));
+                if let Some(request) = &self.request {
+                    out.push(Action::Transmit(request.raw().clone()));
+                }
                 let t2 = timers.t2;
                 if proceeding {
                     e.reset(now, |_| t2);
@@ -137,5 +143,6 @@ impl ClientNonInvite {
     /// The transport failed to send (RFC 3261 §17.1.4): the owner informs the TU.
     pub fn on_transport_error(&mut self) {
         self.inner = Inner::Terminated;
+        self.request = None;
     }
 }

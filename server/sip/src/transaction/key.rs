@@ -78,8 +78,8 @@ impl ClientMatch {
     /// method must be the request's, or responses could never match.
     pub(crate) fn of_request(msg: &Message) -> Result<ClientMatch, TransactionError> {
         msg.method().ok_or(TransactionError::NotARequest)?;
-        let via = msg.top_via()?;
-        let branch = via.branch().ok_or(TransactionError::NoMagicCookie)?;
+        msg.top_via()?;
+        let branch = msg.branch().ok_or(TransactionError::NoMagicCookie)?;
         Self::of_request_with_branch(msg, branch)
     }
 
@@ -105,8 +105,7 @@ impl ClientMatch {
     /// The key a response is looked up with, borrowed from it; `None` when it has no usable
     /// Via branch or CSeq.
     pub(crate) fn of_response(msg: &Message) -> Option<ClientMatchRef<'_>> {
-        let via = msg.top_via().ok()?;
-        let branch = via.branch()?;
+        let branch = msg.branch()?;
         let cseq = msg.cseq().ok()?;
         Some(ClientMatchRef {
             branch,
@@ -275,7 +274,7 @@ impl ServerMatch {
             method.clone()
         };
         let via = msg.top_via()?;
-        match via.branch() {
+        match msg.branch() {
             Some(branch) if is_rfc3261_branch(branch) && u32::try_from(branch.len()).is_ok() => {
                 Ok(ServerMatchRef {
                     branch,
@@ -312,7 +311,7 @@ impl ServerMatch {
             m => m.clone(),
         };
         let via = msg.top_via().ok()?;
-        let branch = via
+        let branch = msg
             .branch()
             .filter(|b| is_rfc3261_branch(b) && u32::try_from(b.len()).is_ok())?;
         Some(ServerMatchRef {

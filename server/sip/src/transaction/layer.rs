@@ -90,11 +90,11 @@ pub enum Event<D> {
 #[derive(Debug)]
 #[allow(clippy::enum_variant_names)] // named after the RFC 3261 figures
 enum Machine {
-    // Boxed: a client transaction keeps its request (a `Message`, about 300 bytes), and most
-    // transactions are server ones (about 80 bytes), each of which kept for 32 s over UDP
-    // (Timer J): unboxed, every entry was 576 bytes, now 216.
-    ClientInvite(Box<ClientInvite>),
-    ClientNonInvite(Box<ClientNonInvite>),
+    // A client machine keeps its request (a `Message`, about 300 bytes) boxed, and only until
+    // the final response, so that no entry is sized for it: entries live 32 s over UDP
+    // (Timers J, M, D) and most are server ones.
+    ClientInvite(ClientInvite),
+    ClientNonInvite(ClientNonInvite),
     ServerInvite(ServerInvite),
     ServerNonInvite(ServerNonInvite),
 }
@@ -337,11 +337,12 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             .map(|e| e.machine.state())
     }
 
-    /// The request a live client transaction sends.
+    /// The request a live client transaction sends, until it has a final response: then only
+    /// what matching and the ACK need is kept.
     pub fn request(&self, key: ClientKey) -> Option<&Message> {
         match &self.entries.get(&key.0)?.machine {
-            Machine::ClientInvite(m) => Some(m.request()),
-            Machine::ClientNonInvite(m) => Some(m.request()),
+            Machine::ClientInvite(m) => m.request(),
+            Machine::ClientNonInvite(m) => m.request(),
             _ => None,
         }
     }
@@ -458,7 +459,8 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             State::Proceeding => false,
             _ => return Err(TransactionError::FinalResponseReceived),
         };
-        let bytes = cancel_for(m.request()).ok_or(HeaderError::Invalid("CSeq"))?;
+        let request = m.request().ok_or(TransactionError::FinalResponseReceived)?;
+        let bytes = cancel_for(request).ok_or(HeaderError::Invalid("CSeq"))?;
         let request = Message::parse(bytes)?;
         let (peer, reliable) = (entry.peer.clone(), entry.reliable);
         let id = self.alloc_id();
@@ -657,13 +659,13 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         let mut out = std::mem::take(&mut self.scratch);
         let timers = &self.config.timers;
         let machine = if request.method() == Some(&Method::Invite) {
-            Machine::ClientInvite(Box::new(ClientInvite::start(
+            Machine::ClientInvite(ClientInvite::start(
                 request, reliable, timers, now, &mut out,
-            )))
+            ))
         } else {
-            Machine::ClientNonInvite(Box::new(ClientNonInvite::start(
+            Machine::ClientNonInvite(ClientNonInvite::start(
                 request, reliable, timers, now, &mut out,
-            )))
+            ))
         };
         self.scratch = out;
         self.clients.insert(&key, id);

@@ -9,7 +9,8 @@ mod parse;
 pub use header_name::HeaderName;
 pub use parse::{ParseError, ParseLimits};
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -203,11 +204,178 @@ pub struct Message {
 /// into the message.
 #[derive(Debug, Clone, Default)]
 struct Views {
-    from: OnceLock<Result<NameAddrSpans, HeaderError>>,
-    to: OnceLock<Result<NameAddrSpans, HeaderError>>,
-    top_via: OnceLock<Result<ViaSpans, HeaderError>>,
-    request_uri: OnceLock<Result<UriSpans, UriError>>,
-    first_contact: OnceLock<Result<NameAddrSpans, HeaderError>>,
+    from: Memo<4>,
+    to: Memo<4>,
+    top_via: Memo<5>,
+    request_uri: Memo<5>,
+    first_contact: Memo<4>,
+}
+
+/// One memoised view, as words written by whichever reader parsed it first.
+///
+/// Not a `OnceLock`: its first fill (a compare-and-swap, the closure called through `Once`,
+/// a swap and a waiter check) cost about 150 instructions, five times per message. Here a
+/// fill is plain stores: parsing is a pure function of the message's bytes, so two threads
+/// racing to fill a view write the same words, and a reader that sees `ready` (acquire) sees
+/// the words stored before it (release). Only `Ok` parses are kept; an error (a malformed
+/// message, answered and dropped) is parsed again when asked for again, with the same result.
+#[derive(Debug)]
+struct Memo<const N: usize> {
+    ready: AtomicBool,
+    words: [AtomicU64; N],
+}
+
+impl<const N: usize> Default for Memo<N> {
+    fn default() -> Self {
+        Memo {
+            ready: AtomicBool::new(false),
+            words: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl<const N: usize> Clone for Memo<N> {
+    fn clone(&self) -> Self {
+        let memo = Memo::default();
+        if let Some(words) = self.get() {
+            memo.set(words);
+        }
+        memo
+    }
+}
+
+impl<const N: usize> Memo<N> {
+    fn get(&self) -> Option<[u64; N]> {
+        self.ready
+            .load(Ordering::Acquire)
+            .then(|| std::array::from_fn(|i| self.words[i].load(Ordering::Relaxed)))
+    }
+
+    fn set(&self, words: [u64; N]) {
+        for (slot, word) in self.words.iter().zip(words) {
+            slot.store(word, Ordering::Relaxed);
+        }
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// The kept view, or what `parse` makes of the message (kept when `Ok`).
+    fn get_or_parse<T: Words<N>, E>(&self, parse: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        if let Some(words) = self.get() {
+            return Ok(T::from_words(words));
+        }
+        let view = parse()?;
+        self.set(view.to_words());
+        Ok(view)
+    }
+}
+
+/// A view's offsets as `N` words, for [`Memo`].
+trait Words<const N: usize>: Sized {
+    fn to_words(&self) -> [u64; N];
+    fn from_words(words: [u64; N]) -> Self;
+}
+
+/// No span of a message (capped far below 4 GiB) starts and ends at `u32::MAX`.
+const NO_SPAN: u64 = u64::MAX;
+
+fn span_word(s: Span) -> u64 {
+    (u64::from(s.start) << 32) | u64::from(s.end)
+}
+
+fn word_span(w: u64) -> Span {
+    Span {
+        start: (w >> 32) as u32,
+        end: w as u32,
+    }
+}
+
+fn opt_span_word(s: Option<Span>) -> u64 {
+    s.map_or(NO_SPAN, span_word)
+}
+
+fn word_opt_span(w: u64) -> Option<Span> {
+    (w != NO_SPAN).then(|| word_span(w))
+}
+
+const HAS_PORT: u64 = 1 << 16;
+const FLAG_A: u64 = 1 << 17;
+
+fn port_word(port: Option<u16>) -> u64 {
+    port.map_or(0, |p| HAS_PORT | u64::from(p))
+}
+
+fn word_port(w: u64) -> Option<u16> {
+    (w & HAS_PORT != 0).then_some(w as u16)
+}
+
+impl Words<4> for NameAddrSpans {
+    fn to_words(&self) -> [u64; 4] {
+        [
+            opt_span_word(self.display),
+            span_word(self.uri),
+            span_word(self.params),
+            if self.bracketed { FLAG_A } else { 0 },
+        ]
+    }
+    fn from_words(w: [u64; 4]) -> Self {
+        NameAddrSpans {
+            display: word_opt_span(w[0]),
+            uri: word_span(w[1]),
+            params: word_span(w[2]),
+            bracketed: w[3] & FLAG_A != 0,
+        }
+    }
+}
+
+impl Words<5> for ViaSpans {
+    fn to_words(&self) -> [u64; 5] {
+        [
+            span_word(self.transport),
+            span_word(self.host),
+            span_word(self.params),
+            opt_span_word(self.branch),
+            port_word(self.port),
+        ]
+    }
+    fn from_words(w: [u64; 5]) -> Self {
+        ViaSpans {
+            transport: word_span(w[0]),
+            host: word_span(w[1]),
+            params: word_span(w[2]),
+            branch: word_opt_span(w[3]),
+            port: word_port(w[4]),
+        }
+    }
+}
+
+impl Words<5> for UriSpans {
+    fn to_words(&self) -> [u64; 5] {
+        let sips = match self.scheme {
+            Scheme::Sip => 0,
+            Scheme::Sips => FLAG_A,
+        };
+        [
+            opt_span_word(self.user),
+            span_word(self.host),
+            span_word(self.params),
+            opt_span_word(self.headers),
+            port_word(self.port) | sips,
+        ]
+    }
+    fn from_words(w: [u64; 5]) -> Self {
+        UriSpans {
+            user: word_opt_span(w[0]),
+            host: word_span(w[1]),
+            params: word_span(w[2]),
+            headers: word_opt_span(w[3]),
+            port: word_port(w[4]),
+            scheme: if w[4] & FLAG_A != 0 {
+                Scheme::Sips
+            } else {
+                Scheme::Sip
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -414,26 +582,26 @@ impl Message {
 
     /// The parsed From header (parsed once, on first use).
     pub fn from_header(&self) -> Result<NameAddr<'_>, HeaderError> {
-        let spans = self.views.from.get_or_init(|| {
+        let spans = self.views.from.get_or_parse(|| {
             let addr = NameAddr::parse(
                 self.header(&HeaderName::From)
                     .ok_or(HeaderError::Missing("From"))?,
             )?;
             Ok(self.name_addr_spans(&addr))
         });
-        (*spans).map(|s| self.name_addr_at(s))
+        spans.map(|s| self.name_addr_at(s))
     }
 
     /// The parsed To header (parsed once, on first use).
     pub fn to_header(&self) -> Result<NameAddr<'_>, HeaderError> {
-        let spans = self.views.to.get_or_init(|| {
+        let spans = self.views.to.get_or_parse(|| {
             let addr = NameAddr::parse(
                 self.header(&HeaderName::To)
                     .ok_or(HeaderError::Missing("To"))?,
             )?;
             Ok(self.name_addr_spans(&addr))
         });
-        (*spans).map(|s| self.name_addr_at(s))
+        spans.map(|s| self.name_addr_at(s))
     }
 
     /// The first element of the Contact field(s) (parsed once, on first use: validation and the
@@ -444,8 +612,8 @@ impl Message {
         let spans = self
             .views
             .first_contact
-            .get_or_init(|| NameAddr::parse(first).map(|addr| self.name_addr_spans(&addr)));
-        Some((*spans).map(|s| self.name_addr_at(s)))
+            .get_or_parse(|| NameAddr::parse(first).map(|addr| self.name_addr_spans(&addr)));
+        Some(spans.map(|s| self.name_addr_at(s)))
     }
 
     /// The `index`th element of the Contact field(s), whose text is `text`, parsed: the first
@@ -474,7 +642,7 @@ impl Message {
     }
 
     fn top_via_spans(&self) -> Result<ViaSpans, HeaderError> {
-        *self.views.top_via.get_or_init(|| {
+        self.views.top_via.get_or_parse(|| {
             let first = self
                 .header_list(&HeaderName::Via)
                 .next()
@@ -495,7 +663,7 @@ impl Message {
     /// registrar each read it). `None` for responses.
     pub fn request_sip_uri(&self) -> Option<Result<SipUri<'_>, UriError>> {
         let uri = self.request_uri()?;
-        let spans = self.views.request_uri.get_or_init(|| {
+        let spans = self.views.request_uri.get_or_parse(|| {
             let u = SipUri::parse(uri)?;
             Ok(UriSpans {
                 scheme: u.scheme,
@@ -506,7 +674,7 @@ impl Message {
                 headers: u.headers.map(|s| self.span_of(s)),
             })
         });
-        Some((*spans).map(|s| SipUri {
+        Some(spans.map(|s| SipUri {
             scheme: s.scheme,
             user: s.user.map(|u| self.text(u)),
             host: self.text(s.host),
@@ -580,4 +748,97 @@ impl Message {
 pub(crate) fn head_text(raw: &[u8], headers_end: usize) -> Option<Arc<str>> {
     let head = raw.get(..headers_end)?;
     std::str::from_utf8(head).ok().map(Arc::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_views_read_back_as_they_were_written() {
+        let spans = [
+            None,
+            Some(Span::default()),
+            Some(Span::new(3, 3)),
+            Some(Span::new(0, 1)),
+            Some(Span::new(70_000, 70_100)),
+            Some(Span {
+                start: u32::MAX - 1,
+                end: u32::MAX,
+            }),
+        ];
+        let ports = [None, Some(0), Some(5060), Some(u16::MAX)];
+        for &a in &spans {
+            for &b in &spans {
+                let (a1, b1) = (a.unwrap_or_default(), b.unwrap_or_default());
+                for bracketed in [false, true] {
+                    let n = NameAddrSpans {
+                        display: a,
+                        uri: b1,
+                        bracketed,
+                        params: a1,
+                    };
+                    let back = NameAddrSpans::from_words(n.to_words());
+                    assert_eq!(format!("{back:?}"), format!("{n:?}"));
+                }
+                for port in ports {
+                    let v = ViaSpans {
+                        transport: a1,
+                        host: b1,
+                        port,
+                        params: a1,
+                        branch: b,
+                    };
+                    let back = ViaSpans::from_words(v.to_words());
+                    assert_eq!(format!("{back:?}"), format!("{v:?}"));
+                    for scheme in [Scheme::Sip, Scheme::Sips] {
+                        let u = UriSpans {
+                            scheme,
+                            user: a,
+                            host: b1,
+                            port,
+                            params: a1,
+                            headers: b,
+                        };
+                        let back = UriSpans::from_words(u.to_words());
+                        assert_eq!(format!("{back:?}"), format!("{u:?}"));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn views_read_alike_from_threads_racing_to_parse_them_and_from_clones() {
+        let text = "INVITE sips:bob@[::1]:5061;transport=tls SIP/2.0\r\n\
+                    Via: SIP/2.0/TLS h:5061;branch=z9hG4bKr;rport\r\n\
+                    From: \"A\" <sip:a@h>;tag=1\r\nTo: sip:b@h\r\n\
+                    Contact: <sip:a@h;ob>;expires=30\r\nl: 0\r\n\r\n";
+        let fresh = || Message::parse(Bytes::from_static(text.as_bytes())).unwrap();
+        let reference = fresh();
+        let read = |m: &Message| {
+            format!(
+                "{:?} {:?} {:?} {:?} {:?} {:?}",
+                m.top_via(),
+                m.branch(),
+                m.from_header(),
+                m.to_header(),
+                m.request_sip_uri(),
+                m.first_contact()
+            )
+        };
+        let expected = read(&reference);
+        assert_eq!(read(&reference), expected, "read again from the kept words");
+        assert_eq!(read(&reference.clone()), expected, "a clone keeps them");
+        assert_eq!(read(&fresh().clone()), expected, "a clone before any read");
+        for _ in 0..20 {
+            let m = fresh();
+            std::thread::scope(|s| {
+                let readers: Vec<_> = (0..4).map(|_| s.spawn(|| read(&m))).collect();
+                for r in readers {
+                    assert_eq!(r.join().unwrap(), expected);
+                }
+            });
+        }
+    }
 }

@@ -116,6 +116,32 @@ impl<'a> Via<'a> {
 
 /// Splits `host[:port]`, with bracketed IPv6. Rejects white space and bad ports.
 pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    // Nearly every sent-by is a name or IPv4 address, possibly with a port: one pass over the
+    // host finds its end and checks it. Anything else (IPv6, white space before the colon, an
+    // empty host) takes the general path below, which reads these the same way.
+    let b = s.as_bytes();
+    let host_end = b.iter().position(|&c| !is_host_char(c)).unwrap_or(b.len());
+    if host_end > 0 {
+        match b.get(host_end) {
+            None => return Some((s, None)),
+            Some(b':') => return Some((&s[..host_end], Some(parse_port(&s[host_end + 1..])?))),
+            Some(_) => {}
+        }
+    }
+    split_host_port_general(s)
+}
+
+fn is_host_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'
+}
+
+fn parse_port(p: &str) -> Option<u16> {
+    syntax::parse_u32(trim_lws(p))
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|&n| n != 0)
+}
+
+fn split_host_port_general(s: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let close = find_byte(rest, b']')?;
         let host = &s[..close + 2];
@@ -140,18 +166,12 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
                     && h.bytes()
                         .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
             })
-            || host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'));
+            || host.bytes().all(is_host_char));
     if !host_ok {
         return None;
     }
     let port = match port {
-        Some(p) => Some(
-            syntax::parse_u32(p)
-                .and_then(|n| u16::try_from(n).ok())
-                .filter(|&n| n != 0)?,
-        ),
+        Some(p) => Some(parse_port(p)?),
         None => None,
     };
     Some((host, port))
@@ -346,6 +366,48 @@ mod tests {
         assert!(Via::parse("SIP/2.0/UDP [<x]").is_err());
         assert!(Via::parse("SIP/2.0/UDP h;received=::1;maddr=\"a;b\"").is_ok());
         assert!(Via::parse("").is_err());
+    }
+
+    #[test]
+    fn host_and_port_read_as_the_general_path() {
+        let mut inputs: Vec<String> = [
+            "h",
+            "h:5060",
+            "127.0.0.1:5060",
+            "a_b-c.d",
+            "h:",
+            "h: 5060",
+            "h :5060",
+            "h:5060 ",
+            "h:0",
+            "h:65536",
+            "h:99999999999",
+            ":5060",
+            "",
+            "[::1]",
+            "[::1]:5061",
+            "[::1] :5061",
+            "h:50:60",
+            "h;x",
+            "h\r\n :5060",
+            "Ü:1",
+            "hÜ:1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for c in (0u8..0x80).map(char::from).chain(['Ü']) {
+            for base in ["host.test:5060", "h"] {
+                for i in 0..=base.len() {
+                    let mut s = base.to_owned();
+                    s.insert(i, c);
+                    inputs.push(s);
+                }
+            }
+        }
+        for s in &inputs {
+            assert_eq!(split_host_port(s), split_host_port_general(s), "{s:?}");
+        }
     }
 
     #[test]

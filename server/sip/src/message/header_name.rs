@@ -80,61 +80,63 @@ impl HeaderName {
                 _ => return None,
             });
         }
-        // Candidates by length and first letter (at most two share both), before comparing
-        // text: this runs for every header field of every message.
-        let first = name.first().map_or(0, u8::to_ascii_lowercase);
-        let candidates: &[HeaderName] = match (name.len(), first) {
-            (2, b't') => &[To],
-            (3, b'v') => &[Via],
-            (4, b'c') => &[CSeq],
-            (4, b'd') => &[Date],
-            (4, b'f') => &[From],
-            (4, b'p') => &[Path],
-            (5, b'a') => &[Allow],
-            (5, b'e') => &[Event],
-            (5, b'r') => &[Route],
-            (6, b'a') => &[Accept],
-            (6, b's') => &[Server],
-            (7, b'c') => &[CallId, Contact],
-            (7, b'e') => &[Expires],
-            (7, b'r') => &[Require],
-            (7, b's') => &[Subject],
-            (7, b'w') => &[Warning],
-            (8, b'r') => &[ReferTo],
-            (8, b's') => &[SipEtag],
-            (9, b's') => &[Supported],
-            (10, b'u') => &[UserAgent],
-            (11, b'm') => &[MinExpires],
-            (11, b'r') => &[ReferredBy, RetryAfter],
-            (11, b'u') => &[Unsupported],
-            (12, b'a') => &[AllowEvents],
-            (12, b'c') => &[ContentType],
-            (12, b'm') => &[MaxForwards],
-            (12, b'r') => &[RecordRoute],
-            (12, b's') => &[SipIfMatch],
-            (13, b'a') => &[Authorization],
-            (13, b'p') => &[ProxyRequire],
-            (14, b'a') => &[AcceptContact],
-            (14, b'c') => &[ContentLength],
-            (15, b's') => &[SessionExpires],
-            (16, b'c') => &[ContentEncoding],
-            (16, b'w') => &[WwwAuthenticate],
-            (18, b'p') => &[ProxyAuthenticate],
-            (18, b's') => &[SubscriptionState],
-            (19, b'p') => &[ProxyAuthorization],
-            _ => &[],
-        };
-        // Nearly every client writes the canonical form: a plain comparison first, case
+        // By length and first letter (at most two names share both), then compared with
+        // literals, which the compiler turns into a few word compares: this runs for every
+        // header field of every message. Nearly every client writes the canonical form; case
         // folding only for other spellings.
-        candidates
-            .iter()
-            .find(|known| known.as_str().as_bytes() == name)
-            .or_else(|| {
-                candidates
-                    .iter()
-                    .find(|known| known.as_str().as_bytes().eq_ignore_ascii_case(name))
-            })
-            .cloned()
+        macro_rules! known {
+            ($($text:literal => $name:ident),+) => {{
+                $(if name == $text.as_bytes() {
+                    return Some($name);
+                })+
+                $(if name.eq_ignore_ascii_case($text.as_bytes()) {
+                    return Some($name);
+                })+
+                None
+            }};
+        }
+        let first = name.first().map_or(0, u8::to_ascii_lowercase);
+        match (name.len(), first) {
+            (2, b't') => known!("To" => To),
+            (3, b'v') => known!("Via" => Via),
+            (4, b'c') => known!("CSeq" => CSeq),
+            (4, b'd') => known!("Date" => Date),
+            (4, b'f') => known!("From" => From),
+            (4, b'p') => known!("Path" => Path),
+            (5, b'a') => known!("Allow" => Allow),
+            (5, b'e') => known!("Event" => Event),
+            (5, b'r') => known!("Route" => Route),
+            (6, b'a') => known!("Accept" => Accept),
+            (6, b's') => known!("Server" => Server),
+            (7, b'c') => known!("Call-ID" => CallId, "Contact" => Contact),
+            (7, b'e') => known!("Expires" => Expires),
+            (7, b'r') => known!("Require" => Require),
+            (7, b's') => known!("Subject" => Subject),
+            (7, b'w') => known!("Warning" => Warning),
+            (8, b'r') => known!("Refer-To" => ReferTo),
+            (8, b's') => known!("SIP-ETag" => SipEtag),
+            (9, b's') => known!("Supported" => Supported),
+            (10, b'u') => known!("User-Agent" => UserAgent),
+            (11, b'm') => known!("Min-Expires" => MinExpires),
+            (11, b'r') => known!("Referred-By" => ReferredBy, "Retry-After" => RetryAfter),
+            (11, b'u') => known!("Unsupported" => Unsupported),
+            (12, b'a') => known!("Allow-Events" => AllowEvents),
+            (12, b'c') => known!("Content-Type" => ContentType),
+            (12, b'm') => known!("Max-Forwards" => MaxForwards),
+            (12, b'r') => known!("Record-Route" => RecordRoute),
+            (12, b's') => known!("SIP-If-Match" => SipIfMatch),
+            (13, b'a') => known!("Authorization" => Authorization),
+            (13, b'p') => known!("Proxy-Require" => ProxyRequire),
+            (14, b'a') => known!("Accept-Contact" => AcceptContact),
+            (14, b'c') => known!("Content-Length" => ContentLength),
+            (15, b's') => known!("Session-Expires" => SessionExpires),
+            (16, b'c') => known!("Content-Encoding" => ContentEncoding),
+            (16, b'w') => known!("WWW-Authenticate" => WwwAuthenticate),
+            (18, b'p') => known!("Proxy-Authenticate" => ProxyAuthenticate),
+            (18, b's') => known!("Subscription-State" => SubscriptionState),
+            (19, b'p') => known!("Proxy-Authorization" => ProxyAuthorization),
+            _ => None,
+        }
     }
 
     /// The canonical full form, used when Huddle writes a header.

@@ -236,7 +236,12 @@ pub struct Param<'a> {
 /// Iterates the parameters of `s`, which starts at (or before) the first `;`. Anything before
 /// the first `;` is skipped.
 pub fn params(s: &str) -> ParamIter<'_> {
-    let rest = find_unquoted(s, b';').map(|i| &s[i + 1..]);
+    // Parameter text as the header parsers keep it starts at its `;`: that is the first
+    // unquoted `;`, without a search (most callers pass such text, several times a message).
+    let rest = match s.strip_prefix(';') {
+        Some(rest) => Some(rest),
+        None => find_unquoted(s, b';').map(|i| &s[i + 1..]),
+    };
     ParamIter { rest }
 }
 
@@ -342,6 +347,32 @@ pub fn parse_u32(s: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn params_at_a_leading_semicolon_read_as_the_search_finds_them() {
+        for s in [
+            ";",
+            ";;",
+            ";tag=1",
+            ";tag=1;x",
+            ";x=\"a;b\";y",
+            ";<a;b>;c",
+            "; a = b ;c",
+            "a;b",
+            "<sip:a;b>;c",
+            "\";\";d",
+            "",
+        ] {
+            let searched = ParamIter {
+                rest: find_unquoted(s, b';').map(|i| &s[i + 1..]),
+            };
+            assert_eq!(
+                params(s).collect::<Vec<_>>(),
+                searched.collect::<Vec<_>>(),
+                "{s:?}"
+            );
+        }
+    }
 
     #[test]
     fn params_are_copied_as_written_but_the_skipped_ones() {

@@ -18,6 +18,11 @@
 #     into DIR/groups.txt.
 #   STEADY=record: also `perf record -F 499 -g` of the server over the window (DIR/perf.data);
 #     cores by library and thread: perf report -i DIR/perf.data --sort comm,dso -g none.
+#   STEADY=stat: instead of sleeping, `perf stat --per-thread` over the window (DIR/stat.csv):
+#     task-clock, context switches, datagrams the server put on the wire (`net:net_dev_queue`)
+#     and its socket, epoll and futex system calls, summed per thread group into
+#     DIR/stat-groups.txt. Counts compare builds where CPU is too noisy to (the media thread's
+#     `epoll_wait`s per `recvmmsg`, context switches per datagram sent).
 set -euo pipefail
 
 action=$1 pid=$2 dir=$3
@@ -45,6 +50,18 @@ start)
 		snapshot >"$dir/threads.start"
 		if [[ ${STEADY:-threads} == record ]]; then
 			timeout -s INT "$win" perf record -q -F 499 -g -p "$pid" -o "$dir/perf.data" 2>/dev/null || true
+		elif [[ ${STEADY:-threads} == stat ]]; then
+			perf stat --per-thread -x, -e task-clock,context-switches,net:net_dev_queue \
+				-e syscalls:sys_enter_recvmmsg,syscalls:sys_enter_sendmmsg \
+				-e syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex \
+				-p "$pid" -o "$dir/stat.csv" -- sleep "$win" 2>/dev/null || true
+			# "name-tid,value,unit,event,…" -> per group (numbers folded as above) and event.
+			awk -F, 'NF > 3 && $1 !~ /^#/ {
+					n = $1; sub(/-[0-9]+$/, "", n); gsub(/[0-9]+(:|$)/, "N&", n); gsub(/N[0-9]+/, "N", n)
+					v[n " " $4] += $2
+				}
+				END { for (k in v) { split(k, a, " "); printf "%-18s %-34s %12.0f\n", a[1], a[2], v[k] } }' \
+				"$dir/stat.csv" | sort >"$dir/stat-groups.txt"
 		else
 			sleep "$win"
 		fi

@@ -54,10 +54,11 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Reason, Rtc};
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::rtp::{self, KeyframeGate, Rewriter, SeqExtender};
-use super::udp::{MediaSocket, Outbox, RecvBuffers, SEND_BATCH};
+use super::udp::{Outbox, RecvBuffers, SEND_BATCH};
 use super::{Command, MediaEngine, MediaEvents};
 
 /// The driver's maps, looked up several times per packet: keys are ids, addresses and small
@@ -222,7 +223,7 @@ impl Leg {
 }
 
 struct Driver {
-    socket: MediaSocket,
+    socket: UdpSocket,
     candidate: SocketAddr,
     engine: MediaEngine,
     legs: FastMap<u64, Leg>,
@@ -237,7 +238,7 @@ struct Driver {
 
 /// Runs the engine until `Shutdown` (or every handle is gone).
 pub(crate) async fn run(
-    socket: MediaSocket,
+    socket: UdpSocket,
     candidate: SocketAddr,
     mut commands: mpsc::Receiver<Command>,
     engine: MediaEngine,
@@ -368,7 +369,7 @@ impl Driver {
     /// Writes out what the legs transmitted, as far as the socket takes it.
     fn flush(&mut self) {
         let counters = self.engine.counters();
-        self.outbox.flush(&mut self.socket, |n| counters.sent(n));
+        self.outbox.flush(&self.socket, |n| counters.sent(n));
     }
 
     /// Routes one datagram to its leg (see the module docs of `media`).

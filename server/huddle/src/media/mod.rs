@@ -267,7 +267,7 @@ impl MediaEngine {
     /// Binds the socket and starts the driver on the current runtime.
     pub async fn start(settings: EngineSettings) -> std::io::Result<(MediaEngine, EngineTask)> {
         install_crypto();
-        let socket = udp::MediaSocket::bind(settings.listen)?;
+        let socket = tokio::net::UdpSocket::bind(settings.listen).await?;
         let local = socket.local_addr()?;
         let ip = settings.advertise.unwrap_or(local.ip());
         let candidate = SocketAddr::new(ip, local.port());

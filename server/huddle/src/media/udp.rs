@@ -9,27 +9,12 @@
 //!   (`EAGAIN`, or a batch the kernel cut short) keeps the rest, in order, for the next time
 //!   the socket is writable; while blocked the outbox holds at most [`OUTBOX_LIMIT`] datagrams
 //!   and drops newer ones beyond that, as a full network queue would.
-//! * [`MediaSocket`] is the socket itself, registered with the runtime for reading only; it
-//!   waits for room to write only while the outbox is blocked.
-//!
-//! # Why not a `tokio::net::UdpSocket`
-//!
-//! tokio registers its sockets for both directions, edge-triggered. On Linux every datagram
-//! the kernel has finished sending gives the socket room again (`sock_wfree`, at once on
-//! loopback, at transmit completion on a NIC), which is a new writable edge: epoll wakes
-//! whichever runtime worker is parked on the reactor, for a readiness nobody waits for, and
-//! that worker goes back to sleep. With the driver running on one worker and the other parked,
-//! a room's composite (16 receivers × ~90 packets/s) woke the idle worker about once per
-//! datagram sent: more wake-ups of the media thread than every incoming datagram caused
-//! (bench/NOTES.md, "Conference room (MCU): the media socket's writable wake-ups"). So the
-//! socket is registered readable only, sends are plain non-blocking system calls, and
-//! writability is watched — through a second descriptor of the same socket, registered
-//! writable only — just while a full socket buffer holds datagrams back.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use tokio::io::Interest;
+use tokio::net::UdpSocket;
 
 /// Largest datagram read.
 pub(crate) const MAX_DATAGRAM: usize = 2048;
@@ -43,137 +28,6 @@ pub(crate) const SEND_BATCH: usize = crate::mmsg::SEND_BATCH;
 pub(crate) const SEND_BATCH: usize = 64;
 /// Datagrams held while the socket cannot take them; newer ones are dropped beyond this.
 pub(crate) const OUTBOX_LIMIT: usize = 4096;
-
-/// The system socket the reads and writes below work on.
-#[cfg(unix)]
-type Socket = std::net::UdpSocket;
-#[cfg(not(unix))]
-type Socket = tokio::net::UdpSocket;
-
-/// The media socket (module docs, "Why not a `tokio::net::UdpSocket`").
-#[cfg(unix)]
-pub(crate) struct MediaSocket {
-    /// Registered readable only: sends raise no readiness here.
-    read: tokio::io::unix::AsyncFd<std::net::UdpSocket>,
-    /// A second descriptor of the same socket, registered writable only, while the outbox is
-    /// blocked on a full socket buffer.
-    write: Option<tokio::io::unix::AsyncFd<std::net::UdpSocket>>,
-}
-
-#[cfg(unix)]
-impl MediaSocket {
-    /// Binds a non-blocking socket and registers it with the current runtime for reading.
-    pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<MediaSocket> {
-        let socket = std::net::UdpSocket::bind(addr)?;
-        socket.set_nonblocking(true)?;
-        Ok(MediaSocket {
-            read: register(socket, Interest::READABLE)?,
-            write: None,
-        })
-    }
-
-    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.read.get_ref().local_addr()
-    }
-
-    /// Waits until a datagram may be waiting (readiness is kept until a read finds the
-    /// socket empty).
-    pub(crate) async fn readable(&self) -> std::io::Result<()> {
-        self.read.readable().await.map(drop)
-    }
-
-    /// Waits until a blocked outbox may write again; never returns while nothing is held
-    /// back (no writable registration exists then).
-    pub(crate) async fn writable(&self) -> std::io::Result<()> {
-        match &self.write {
-            Some(w) => w.writable().await.map(drop),
-            None => std::future::pending().await,
-        }
-    }
-
-    /// A read: `WouldBlock` from `f` clears the readiness it was called for.
-    fn try_read<R>(&self, f: impl FnOnce(&Socket) -> std::io::Result<R>) -> std::io::Result<R> {
-        self.read.try_io(Interest::READABLE, f)
-    }
-
-    /// A write: straight to the socket while nothing is blocked; through the writable
-    /// registration while one is (`WouldBlock` then clears its readiness, so `writable`
-    /// waits for the kernel to make room).
-    fn try_write<R>(&self, f: impl FnOnce(&Socket) -> std::io::Result<R>) -> std::io::Result<R> {
-        match &self.write {
-            Some(w) => w.try_io(Interest::WRITABLE, f),
-            None => f(self.read.get_ref()),
-        }
-    }
-
-    /// Watches writability while `blocked`, and only then. If the second descriptor cannot be
-    /// had, the held datagrams wait for the next turn's flush instead.
-    fn watch_writable(&mut self, blocked: bool) {
-        if !blocked {
-            self.write = None;
-        } else if self.write.is_none() {
-            self.write = self
-                .read
-                .get_ref()
-                .try_clone()
-                .and_then(|s| register(s, Interest::WRITABLE))
-                .ok();
-        }
-    }
-}
-
-/// Registers a socket with the current runtime for `interest` only.
-// tokio 1.54 deprecates this safe constructor because a type's `as_raw_fd` could change or
-// close its descriptor behind the registration; a `std::net::UdpSocket` owns its descriptor
-// and returns the same one until it is dropped (with the registration), so the call is sound
-// here and needs no `unsafe`.
-#[cfg(unix)]
-#[allow(deprecated)]
-fn register(
-    socket: std::net::UdpSocket,
-    interest: Interest,
-) -> std::io::Result<tokio::io::unix::AsyncFd<std::net::UdpSocket>> {
-    tokio::io::unix::AsyncFd::with_interest(socket, interest)
-}
-
-/// Elsewhere, tokio's socket (registered both ways).
-#[cfg(not(unix))]
-pub(crate) struct MediaSocket {
-    socket: tokio::net::UdpSocket,
-}
-
-#[cfg(not(unix))]
-impl MediaSocket {
-    pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<MediaSocket> {
-        let socket = std::net::UdpSocket::bind(addr)?;
-        socket.set_nonblocking(true)?;
-        Ok(MediaSocket {
-            socket: tokio::net::UdpSocket::from_std(socket)?,
-        })
-    }
-
-    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr()
-    }
-
-    pub(crate) async fn readable(&self) -> std::io::Result<()> {
-        self.socket.readable().await
-    }
-
-    pub(crate) async fn writable(&self) -> std::io::Result<()> {
-        self.socket.writable().await
-    }
-
-    fn try_read<R>(&self, f: impl FnOnce(&Socket) -> std::io::Result<R>) -> std::io::Result<R> {
-        self.socket.try_io(Interest::READABLE, || f(&self.socket))
-    }
-
-    fn try_write<R>(&self, f: impl FnOnce(&Socket) -> std::io::Result<R>) -> std::io::Result<R> {
-        self.socket.try_io(Interest::WRITABLE, || f(&self.socket))
-    }
-
-    fn watch_writable(&mut self, _blocked: bool) {}
-}
 
 /// Receive slots: datagram `i` of a batch lands in `buf[i * MAX_DATAGRAM..]`.
 pub(crate) struct RecvBuffers {
@@ -208,10 +62,10 @@ impl RecvBuffers {
     /// system call that would only find the socket empty. Nothing is missed: tokio clears only
     /// the readiness it had seen before the read. Errors other than an empty socket are the
     /// socket's (ICMP reports on Linux); the caller goes on.
-    pub(crate) fn read(&mut self, socket: &MediaSocket) -> std::io::Result<bool> {
+    pub(crate) fn read(&mut self, socket: &UdpSocket) -> std::io::Result<bool> {
         self.received.clear();
         let RecvBuffers { buf, received } = self;
-        let result = socket.try_read(|socket| {
+        let result = socket.try_io(Interest::READABLE, || {
             receive(socket, buf, received)?;
             if received.len() < RECV_BATCH {
                 return Err(std::io::ErrorKind::WouldBlock.into());
@@ -228,7 +82,7 @@ impl RecvBuffers {
 
 #[cfg(target_os = "linux")]
 fn receive(
-    socket: &Socket,
+    socket: &UdpSocket,
     buf: &mut [u8],
     out: &mut Vec<(usize, Option<SocketAddr>)>,
 ) -> std::io::Result<()> {
@@ -238,13 +92,10 @@ fn receive(
 /// [`receive`] one datagram at a time, where `recvmmsg` is not available.
 #[cfg(not(target_os = "linux"))]
 fn receive(
-    socket: &Socket,
+    socket: &UdpSocket,
     buf: &mut [u8],
     out: &mut Vec<(usize, Option<SocketAddr>)>,
 ) -> std::io::Result<()> {
-    #[cfg(unix)]
-    let (len, source) = socket.recv_from(&mut buf[..MAX_DATAGRAM])?;
-    #[cfg(not(unix))]
     let (len, source) = socket.try_recv_from(&mut buf[..MAX_DATAGRAM])?;
     out.push((len, Some(source)));
     Ok(())
@@ -280,9 +131,13 @@ impl Outbox {
     /// Writes held datagrams in order until none is left or the socket is full; `sent` gets
     /// the size of each one that went out. A datagram the kernel refuses for another reason
     /// (an unreachable destination) is dropped and the rest go on.
-    pub(crate) fn flush(&mut self, socket: &mut MediaSocket, sent: impl FnMut(usize)) {
-        self.flush_with(|batch| socket.try_write(|s| send_many(s, batch)), sent);
-        socket.watch_writable(self.blocked());
+    pub(crate) fn flush(&mut self, socket: &UdpSocket, sent: impl FnMut(usize)) {
+        // `try_io`: `EAGAIN` clears tokio's writable readiness, so `writable()` then waits for
+        // the kernel to make room.
+        self.flush_with(
+            |batch| socket.try_io(Interest::WRITABLE, || send_many(socket, batch)),
+            sent,
+        );
     }
 
     /// [`flush`](Self::flush) through `send`, which writes a prefix of the datagrams it is
@@ -319,28 +174,24 @@ impl Outbox {
 
 /// One `sendmmsg`: how many of `held` (from the first, at most [`SEND_BATCH`]) went out.
 #[cfg(target_os = "linux")]
-fn send_many(socket: &Socket, held: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
+fn send_many(socket: &UdpSocket, held: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
     crate::mmsg::send(socket, held.iter().map(|(to, d)| (*to, d.as_slice())))
 }
 
 /// [`send_many`] one datagram at a time, where `sendmmsg` is not available.
 #[cfg(not(target_os = "linux"))]
-fn send_many(socket: &Socket, held: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
+fn send_many(socket: &UdpSocket, held: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
     let Some((to, d)) = held.first() else {
         return Ok(0);
     };
-    #[cfg(unix)]
-    let sent = socket.send_to(d, *to);
-    #[cfg(not(unix))]
-    let sent = socket.try_send_to(d, *to);
-    sent.map(|_| 1)
+    socket.try_send_to(d, *to).map(|_| 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    async fn read_all(rx: &MediaSocket, count: usize) -> Vec<(Vec<u8>, Option<SocketAddr>)> {
+    async fn read_all(rx: &UdpSocket, count: usize) -> Vec<(Vec<u8>, Option<SocketAddr>)> {
         let mut bufs = RecvBuffers::new();
         let mut got = Vec::new();
         while got.len() < count {
@@ -354,14 +205,10 @@ mod tests {
         got
     }
 
-    fn loopback() -> MediaSocket {
-        MediaSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap()
-    }
-
     #[tokio::test]
     async fn a_batch_goes_out_in_order_and_comes_back_in_batches() {
-        let mut a = loopback();
-        let b = loopback();
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let to = b.local_addr().unwrap();
         let mut outbox = Outbox::default();
         // More than one system call's worth each way.
@@ -371,32 +218,22 @@ mod tests {
             assert!(outbox.push(to, datagram(i)));
         }
         let mut sizes = Vec::new();
-        // Written at once: sending waits for no readiness from the runtime.
-        outbox.flush(&mut a, |n| sizes.push(n));
-        assert_eq!(outbox.len(), 0);
+        // tokio lets `try_io` write only once the reactor has seen the socket writable; until
+        // then a flush holds everything, as it does when the socket's buffer is full.
+        loop {
+            a.writable().await.unwrap();
+            outbox.flush(&a, |n| sizes.push(n));
+            if outbox.len() == 0 {
+                break;
+            }
+            assert!(outbox.blocked());
+        }
         assert_eq!(sizes, (0..count).map(|i| 100 + i).collect::<Vec<_>>());
         assert!(!outbox.blocked());
         let got = read_all(&b, count).await;
         let from = a.local_addr().unwrap();
         let expected: Vec<_> = (0..count).map(|i| (datagram(i), Some(from))).collect();
         assert_eq!(got, expected);
-    }
-
-    #[cfg(unix)]
-    #[tokio::test]
-    async fn writability_is_watched_only_while_the_outbox_is_blocked() {
-        use futures_util::FutureExt;
-        let mut a = loopback();
-        // Not registered for writing: sends raise no wake-ups, and nothing waits for room.
-        assert!(a.writable().now_or_never().is_none());
-        a.watch_writable(true);
-        // A socket with room: the registration reports it.
-        a.writable().await.unwrap();
-        a.watch_writable(true);
-        a.writable().await.unwrap();
-        a.watch_writable(false);
-        assert!(a.write.is_none());
-        assert!(a.writable().now_or_never().is_none());
     }
 
     /// A sender that takes `take[i]` datagrams on call `i` (`None`: the socket is full),

@@ -52,6 +52,15 @@ pub mod engine;
 pub mod wire;
 pub mod writer;
 
+/// mimalloc rather than glibc malloc, as in the host binary: a library loaded into the host
+/// still has its own Rust allocator, and this one allocates a few dozen small blocks per
+/// message (the parsed request, the delivery, the engine's records), for which glibc's
+/// `malloc`/`free` cost about as many instructions as the store engine itself. Nothing
+/// allocated here is freed by the host or the other way round (the ABI's rule), and the host
+/// never unloads a plugin library, so mimalloc's thread-exit hooks stay mapped.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -17,7 +17,7 @@ use super::{parse, Header, HeaderName, Message, Span, StartLine};
 use crate::syntax;
 
 /// One header field as an index gives it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FieldSpans {
     /// The whole field, continuation lines and line terminator included.
     pub line: Span,
@@ -147,8 +147,15 @@ impl Message {
         })
     }
 
-    /// This message's index, for [`Message::from_index`] on another copy of its bytes; `None`
-    /// for a response or a message with a defect (those are parsed).
+    /// The body's place in the bytes.
+    pub fn body_span(&self) -> Span {
+        self.body
+    }
+
+    /// This message's header fields as an index, for [`Message::from_index`] on another copy
+    /// of its bytes (with [`Message::start_line_end`], [`Message::headers_end`] and
+    /// [`Message::body_span`]); `None` for a response or a message with a defect (those are
+    /// parsed).
     pub fn index_fields(&self) -> Option<impl ExactSizeIterator<Item = FieldSpans> + '_> {
         if !self.is_request() || self.defect.is_some() || self.head.is_none() {
             return None;

@@ -52,20 +52,7 @@ pub mod engine;
 pub mod wire;
 pub mod writer;
 
-/// mimalloc rather than glibc malloc, as in the host binary: a library loaded into the host
-/// still has its own Rust allocator, and this one allocates a few dozen small blocks per
-/// message (the parsed request, the delivery, the engine's records), for which glibc's
-/// `malloc`/`free` cost about as many instructions as the store engine itself. Nothing
-/// allocated here is freed by the host or the other way round (the ABI's rule), and the host
-/// never unloads a plugin library, so mimalloc's thread-exit hooks stay mapped.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::collections::VecDeque;
-
-/// The plugin's maps hash with foldhash (seeded per process), as the engine's.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use huddle_sdk::abi::HUDDLE_ANSWER_HEADER;
@@ -79,6 +66,10 @@ use huddle_sdk::{
 use engine::{user_of_binding, Effect, Engine, Incoming, Limits, Recipient, Stored, Target};
 use wire::{Body, ImdnForm};
 use writer::{Gather, Job, Writers, TOKEN_FAILED};
+
+/// The plugin's maps hash with foldhash (seeded per process), as the engine's.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// The header that pins a request to one binding (the host strips it).
 pub const BINDING_HEADER: &str = "Huddle-Binding";

@@ -20,7 +20,7 @@
 #define HUDDLE_PLUGIN_ABI_MAJOR 1
 
 // The ABI minor version this SDK was built with.
-#define HUDDLE_PLUGIN_ABI_MINOR 8
+#define HUDDLE_PLUGIN_ABI_MINOR 9
 
 // Success.
 #define HUDDLE_OK 0
@@ -188,6 +188,15 @@
 // unless they carry credentials; the plugin sees no `auth_user` and decides what a guest may
 // do (a public conference room).
 #define HUDDLE_CLAIM_GUESTS 1
+
+// (ABI 1.9) `HuddleRequestInfo::source_family`: the source address is unknown.
+#define HUDDLE_ADDR_NONE 0
+
+// (ABI 1.9) `HuddleRequestInfo::source_family`: IPv4, the first 4 bytes of `source_addr`.
+#define HUDDLE_ADDR_IPV4 4
+
+// (ABI 1.9) `HuddleRequestInfo::source_family`: IPv6, all 16 bytes of `source_addr`.
+#define HUDDLE_ADDR_IPV6 6
 
 // A byte buffer allocated by the host and lent to the plugin.
 //
@@ -390,6 +399,19 @@ typedef struct {
   int32_t (*event_wanted)(void *ctx, const uint8_t *kind, size_t kind_len);
 } HuddleHostApi;
 
+// (ABI 1.9) One header field of a request as the host's parse found it: byte offsets into the
+// request, ends exclusive.
+typedef struct {
+  // Where the field's first line starts (its name).
+  uint32_t line_start;
+  // Just after the field's last line terminator (continuation lines included).
+  uint32_t line_end;
+  // Where the value starts, white space after the colon skipped.
+  uint32_t value_start;
+  // Just after the value's last character, trailing white space and the terminator left out.
+  uint32_t value_end;
+} HuddleField;
+
 // What the host knows about a request beyond its bytes. Borrowed for the duration of
 // `handle_request`, like everything it points to.
 typedef struct {
@@ -411,6 +433,25 @@ typedef struct {
   size_t auth_user_len;
   // For a CANCEL: the `txn` of the INVITE it cancels. Otherwise 0.
   uint64_t related_txn;
+  // (ABI 1.9) `HUDDLE_ADDR_*`: how to read `source_addr`. Module docs, "The request's index
+  // and binary source".
+  uint32_t source_family;
+  // (ABI 1.9) The source IP, network byte order: 4 bytes for `HUDDLE_ADDR_IPV4`, 16 for
+  // `HUDDLE_ADDR_IPV6`, the rest zero.
+  uint8_t source_addr[16];
+  // (ABI 1.9) The host's index of the request's header fields, in order, or null when it
+  // has none (parse the bytes then).
+  const HuddleField *fields;
+  // (ABI 1.9) Number of entries in `fields`.
+  size_t fields_len;
+  // (ABI 1.9) Offset just after the Request-Line's line terminator (0 without `fields`).
+  uint32_t start_line_end;
+  // (ABI 1.9) Offset of the blank line that ends the header section (0 without `fields`).
+  uint32_t headers_end;
+  // (ABI 1.9) Offset of the body's first byte (0 without `fields`).
+  uint32_t body_start;
+  // (ABI 1.9) Offset just after the body (0 without `fields`).
+  uint32_t body_end;
 } HuddleRequestInfo;
 
 // A registration event, for plugins that require `HUDDLE_CAP_REGISTRATION_EVENTS`. Borrowed

@@ -258,6 +258,27 @@
 //! `HUDDLE_OK`: events are best effort by design). `HUDDLE_ERR_INVALID_ARGUMENT` for a kind that
 //! is not `[a-z0-9._-]{1,64}` or a body that is not a JSON object.
 //!
+//! # The request's index and binary source (ABI 1.9)
+//!
+//! [`HuddleRequestInfo`] grew at its end (a host before 1.9 passes the 1.0 layout, with a
+//! `struct_size` that ends at `related_txn`; a plugin reads a field only when `struct_size`
+//! covers it, and accepts any `struct_size` from [`HUDDLE_REQUEST_INFO_MIN_SIZE`] up):
+//!
+//! * `source_family` and `source_addr`: the source IP in binary ([`HUDDLE_ADDR_IPV4`]: the
+//!   first 4 bytes of `source_addr`, network order; [`HUDDLE_ADDR_IPV6`]: all 16;
+//!   [`HUDDLE_ADDR_NONE`]: unknown), so the plugin need not parse `source_ip` back. The text
+//!   is still filled in, with the same meaning as before.
+//! * `fields`, `fields_len`, `start_line_end`, `headers_end`, `body_start`, `body_end`: where
+//!   the host's own parse of the request found its parts, as byte offsets into `msg`: one
+//!   [`HuddleField`] per header field, in order (a folded field is one entry, its line
+//!   breaks inside `line_start..line_end`); the end of the Request-Line including its line
+//!   terminator; the start of the blank line that ends the header section; the body
+//!   (`Content-Length` bytes). A plugin that splits messages itself can take these instead of
+//!   scanning the header section again. `fields` is null (and the rest 0) when the host has no
+//!   index for the request; a plugin must then parse the bytes, as before 1.9. The index is
+//!   borrowed for the call like the rest of the info. A plugin that uses it still checks it
+//!   against the bytes (the SDK does, and parses the bytes when any check fails).
+//!
 //! # Events nobody takes (ABI 1.8)
 //!
 //! `event_wanted(ctx, kind, kind_len)` (host table, optional by `struct_size`, present with
@@ -337,7 +358,7 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version. Part of the entry symbol's name.
 pub const HUDDLE_PLUGIN_ABI_MAJOR: u32 = 1;
 /// The ABI minor version this SDK was built with.
-pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 8;
+pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 9;
 /// (ABI 1.6) The header naming the plugin's transaction the host answers `200 OK` when the
 /// request carrying it succeeds (module docs, "Answers made by the host").
 pub const HUDDLE_ANSWER_HEADER: &str = "Huddle-Answer";
@@ -568,6 +589,52 @@ pub struct HuddleRequestInfo {
     pub auth_user_len: usize,
     /// For a CANCEL: the `txn` of the INVITE it cancels. Otherwise 0.
     pub related_txn: u64,
+    /// (ABI 1.9) `HUDDLE_ADDR_*`: how to read `source_addr`. Module docs, "The request's index
+    /// and binary source".
+    pub source_family: u32,
+    /// (ABI 1.9) The source IP, network byte order: 4 bytes for `HUDDLE_ADDR_IPV4`, 16 for
+    /// `HUDDLE_ADDR_IPV6`, the rest zero.
+    pub source_addr: [u8; 16],
+    /// (ABI 1.9) The host's index of the request's header fields, in order, or null when it
+    /// has none (parse the bytes then).
+    pub fields: *const HuddleField,
+    /// (ABI 1.9) Number of entries in `fields`.
+    pub fields_len: usize,
+    /// (ABI 1.9) Offset just after the Request-Line's line terminator (0 without `fields`).
+    pub start_line_end: u32,
+    /// (ABI 1.9) Offset of the blank line that ends the header section (0 without `fields`).
+    pub headers_end: u32,
+    /// (ABI 1.9) Offset of the body's first byte (0 without `fields`).
+    pub body_start: u32,
+    /// (ABI 1.9) Offset just after the body (0 without `fields`).
+    pub body_end: u32,
+}
+
+/// The smallest `struct_size` a major-1 plugin accepts in a request info: the 1.0 layout, which
+/// ends with `related_txn`.
+pub const HUDDLE_REQUEST_INFO_MIN_SIZE: usize =
+    std::mem::offset_of!(HuddleRequestInfo, source_family);
+
+/// (ABI 1.9) `HuddleRequestInfo::source_family`: the source address is unknown.
+pub const HUDDLE_ADDR_NONE: u32 = 0;
+/// (ABI 1.9) `HuddleRequestInfo::source_family`: IPv4, the first 4 bytes of `source_addr`.
+pub const HUDDLE_ADDR_IPV4: u32 = 4;
+/// (ABI 1.9) `HuddleRequestInfo::source_family`: IPv6, all 16 bytes of `source_addr`.
+pub const HUDDLE_ADDR_IPV6: u32 = 6;
+
+/// (ABI 1.9) One header field of a request as the host's parse found it: byte offsets into the
+/// request, ends exclusive.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HuddleField {
+    /// Where the field's first line starts (its name).
+    pub line_start: u32,
+    /// Just after the field's last line terminator (continuation lines included).
+    pub line_end: u32,
+    /// Where the value starts, white space after the colon skipped.
+    pub value_start: u32,
+    /// Just after the value's last character, trailing white space and the terminator left out.
+    pub value_end: u32,
 }
 
 /// A registration event, for plugins that require `HUDDLE_CAP_REGISTRATION_EVENTS`. Borrowed

@@ -31,6 +31,9 @@ use crate::types::{
     RequestId, RequestInfo, StoreChange, TimerId, TransactionId, Transport, WatchId,
 };
 use crate::Plugin;
+use huddle_sip::message::{FieldSpans, MessageIndex, Span};
+use huddle_sip::Message;
+use std::net::{IpAddr, SocketAddr};
 
 /// A descriptor built by [`descriptor`] for a [`Plugin`] type, and so known to point at this
 /// SDK's trampolines and static strings. Only the SDK can make one; [`crate::export_plugin!`]
@@ -256,17 +259,18 @@ unsafe extern "C" fn handle_request<P: Plugin>(
     len: usize,
     info: *const HuddleRequestInfo,
 ) -> i32 {
-    // SAFETY: `msg` and `info` are borrowed for this call (ABI).
-    let parsed = unsafe { request_from_raw(txn, msg, len, info) };
+    // Read inside the call, so that a panic on a hostile index (there should be none:
+    // `Message::from_index` checks every span) is caught like one in the plugin.
+    let f = move |p: &mut P, host: &Host| {
+        // SAFETY: `msg` and `info` are borrowed for this call (ABI), which is still running.
+        let parsed = unsafe { request_from_raw(txn, msg, len, info) };
+        p.handle_request(host, parsed?)
+    };
     // SAFETY: `instance` came from `init::<P>` (ABI).
-    unsafe {
-        call::<P>(instance, "handle_request", move |p, host| {
-            p.handle_request(host, parsed?)
-        })
-    }
+    unsafe { call::<P>(instance, "handle_request", f) }
 }
 
-use crate::abi::HuddleRequestInfo;
+use crate::abi::{HuddleField, HuddleRequestInfo};
 
 /// # Safety
 /// `msg[0..len]` and `*info` (with what it points to) must be valid for the call.
@@ -279,37 +283,168 @@ unsafe fn request_from_raw(
     // SAFETY: the caller's promise.
     let bytes = unsafe { raw::bytes(msg, len) }.ok_or(Error::InvalidArgument)?;
     // SAFETY: the caller's promise.
-    let info = unsafe { request_info_from_raw(info) }?;
+    let request_info = unsafe { request_info_from_raw(info) }?;
     let txn = (txn != 0).then_some(TransactionId(txn));
-    Request::parse(txn, Bytes::copy_from_slice(bytes), info)
+    let bytes = Bytes::copy_from_slice(bytes);
+    // SAFETY: the caller's promise (`request_info_from_raw` checked that `info` is not null).
+    match unsafe { indexed_message(&bytes, info) } {
+        Some(message) => Request::from_message(txn, message, request_info),
+        None => Request::parse(txn, bytes, request_info),
+    }
 }
 
-/// Reads a `HuddleRequestInfo`, using only the fields its `struct_size` covers.
+/// Index entries read into a buffer on the stack; a request with more fields has its index
+/// copied to the heap.
+const STACK_FIELDS: usize = 32;
+
+/// (ABI 1.9) The request built from the host's index of it (module docs of [`abi`], "The
+/// request's index and binary source"); `None` when the info has no index (a host before 1.9,
+/// or a request it has none for) or the index does not fit the bytes: parse them then.
+///
+/// # Safety
+/// `info` must point to a valid `HuddleRequestInfo` of at least `struct_size` bytes, and
+/// `fields[0..fields_len]` must be valid for the call when `struct_size` covers them and
+/// `fields` is not null.
+unsafe fn indexed_message(bytes: &Bytes, info: *const HuddleRequestInfo) -> Option<Message> {
+    const NEEDED: usize =
+        std::mem::offset_of!(HuddleRequestInfo, body_end) + std::mem::size_of::<u32>();
+    // SAFETY: the caller's promise; `struct_size` is the first field.
+    if unsafe { *info.cast::<usize>() } < NEEDED {
+        return None;
+    }
+    // SAFETY: the whole struct is there (checked above).
+    let info = unsafe { &*info };
+    if info.fields.is_null() || info.fields_len > 256 {
+        return None;
+    }
+    // SAFETY: non-null, at most 256 entries, borrowed for the call (ABI).
+    let raw_fields: &[HuddleField] =
+        unsafe { std::slice::from_raw_parts(info.fields, info.fields_len) };
+    let spans = |f: &HuddleField| FieldSpans {
+        line: Span {
+            start: f.line_start,
+            end: f.line_end,
+        },
+        value: Span {
+            start: f.value_start,
+            end: f.value_end,
+        },
+    };
+    let mut stack = [FieldSpans::default(); STACK_FIELDS];
+    let heap: Vec<FieldSpans>;
+    let fields = match stack.get_mut(..raw_fields.len()) {
+        Some(buf) => {
+            for (slot, f) in buf.iter_mut().zip(raw_fields) {
+                *slot = spans(f);
+            }
+            &*buf
+        }
+        None => {
+            heap = raw_fields.iter().map(spans).collect();
+            &heap
+        }
+    };
+    Message::from_index(
+        bytes.clone(),
+        &MessageIndex {
+            start_line_end: info.start_line_end,
+            fields,
+            headers_end: info.headers_end,
+            body: Span {
+                start: info.body_start,
+                end: info.body_end,
+            },
+        },
+    )
+}
+
+/// Reads a `HuddleRequestInfo`, using only the fields its `struct_size` covers: a host before
+/// ABI 1.9 passes the 1.0 layout.
 ///
 /// # Safety
 /// `info` must be null or point to a valid `HuddleRequestInfo` of at least `struct_size` bytes.
 pub(crate) unsafe fn request_info_from_raw(info: *const HuddleRequestInfo) -> Result<RequestInfo> {
     // SAFETY: the caller's promise; `struct_size` is the first field.
-    let Some(size) = (unsafe { info.cast::<usize>().as_ref() }) else {
+    let Some(&size) = (unsafe { info.cast::<usize>().as_ref() }) else {
         return Err(Error::InvalidArgument);
     };
-    if *size < std::mem::size_of::<HuddleRequestInfo>() {
+    if size < abi::HUDDLE_REQUEST_INFO_MIN_SIZE {
         return Err(Error::Incompatible);
     }
-    // SAFETY: at least the 1.0 layout is there (checked above).
+    // SAFETY: at least the 1.0 layout is there (checked above); later fields are read only
+    // through `binary_source`, which checks `size` first.
+    let info = info.cast::<Info10>();
+    // SAFETY: as above.
     let info = unsafe { &*info };
-    // SAFETY: borrowed for the call (ABI).
-    let ip =
-        unsafe { raw::text(info.source_ip, info.source_ip_len) }.ok_or(Error::InvalidArgument)?;
     // SAFETY: borrowed for the call (ABI).
     let user =
         unsafe { raw::text(info.auth_user, info.auth_user_len) }.ok_or(Error::InvalidArgument)?;
+    // SAFETY: `size` is the info's `struct_size` (the caller's promise).
+    let source = match unsafe { binary_source(info, size) } {
+        Some(source) => source,
+        None => {
+            // SAFETY: borrowed for the call (ABI).
+            let ip = unsafe { raw::text(info.source_ip, info.source_ip_len) }
+                .ok_or(Error::InvalidArgument)?;
+            RequestInfo::parse_source(ip, info.source_port)
+        }
+    };
     Ok(RequestInfo {
         transport: Transport::from_code(info.transport),
-        source: RequestInfo::parse_source(ip, info.source_port),
+        source,
         auth_user: (!user.is_empty()).then(|| user.to_owned()),
         related: (info.related_txn != 0).then_some(TransactionId(info.related_txn)),
     })
+}
+
+/// The 1.0 layout of [`HuddleRequestInfo`]: what a reference to an info from a host before 1.9
+/// may cover (a `&HuddleRequestInfo` would claim bytes past its `struct_size`).
+#[repr(C)]
+struct Info10 {
+    struct_size: usize,
+    transport: u32,
+    source_port: u32,
+    source_ip: *const u8,
+    source_ip_len: usize,
+    auth_user: *const u8,
+    auth_user_len: usize,
+    related_txn: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<Info10>() == abi::HUDDLE_REQUEST_INFO_MIN_SIZE);
+
+/// (ABI 1.9) The source from `source_family`/`source_addr`, when `size` covers them and the
+/// host knew it: `Some(None)` for a host that says it does not know, `None` for a host before
+/// 1.9 (read the text then).
+///
+/// # Safety
+/// `info` must point to a `HuddleRequestInfo` of at least `size` bytes.
+unsafe fn binary_source(info: &Info10, size: usize) -> Option<Option<SocketAddr>> {
+    const NEEDED: usize = std::mem::offset_of!(HuddleRequestInfo, source_addr) + 16;
+    if size < NEEDED {
+        return None;
+    }
+    let full = (info as *const Info10).cast::<HuddleRequestInfo>();
+    // SAFETY: `size` covers both fields (checked above; the caller's promise); read through
+    // the pointer, as the struct past them may be absent.
+    let (family, addr) = unsafe {
+        (
+            std::ptr::addr_of!((*full).source_family).read(),
+            std::ptr::addr_of!((*full).source_addr).read(),
+        )
+    };
+    let port = u16::try_from(info.source_port).unwrap_or(0);
+    let ip = match family {
+        abi::HUDDLE_ADDR_IPV4 => {
+            let [a, b, c, d, ..] = addr;
+            IpAddr::from([a, b, c, d])
+        }
+        abi::HUDDLE_ADDR_IPV6 => IpAddr::from(addr),
+        abi::HUDDLE_ADDR_NONE => return Some(None),
+        // A family this SDK does not know: the text still says it.
+        _ => return None,
+    };
+    Some(Some(SocketAddr::new(ip, port)))
 }
 
 unsafe extern "C" fn handle_response<P: Plugin>(

@@ -952,13 +952,14 @@ impl FakePlugin {
             st.txns.insert(
                 txn,
                 Txn {
-                    request: message,
+                    request: message.clone(),
                     final_sent: false,
                 },
             );
             txn
         };
-        let result = self.instance().handle_request(Some(txn), bytes, info);
+        // With its index, as the server hands it over (ABI 1.9).
+        let result = self.instance().handle_message(Some(txn), &message, info);
         if let Err(e) = &result {
             self.answer_failure(txn, e);
         }

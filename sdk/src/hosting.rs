@@ -24,13 +24,16 @@
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_void};
+use std::net::{IpAddr, Ipv4Addr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use huddle_sip::Message;
+
 use crate::abi::{
-    self, HuddleClaim, HuddleHostApi, HuddleHostBuf, HuddlePluginDescriptor,
+    self, HuddleClaim, HuddleField, HuddleHostApi, HuddleHostBuf, HuddlePluginDescriptor,
     HuddleRegistrationEvent, HuddleRequestInfo, HuddleScanVisitor,
 };
 use crate::claims::Claim;
@@ -624,6 +627,8 @@ pub struct PluginInstance {
     instance: *mut c_void,
     bridge: NonNull<Bridge>,
     claims: Vec<Claim>,
+    /// The index handed with a request (ABI 1.9), kept between calls for its allocation.
+    fields: Vec<HuddleField>,
 }
 
 // SAFETY: the ABI lets the host call an instance from any thread as long as calls do not
@@ -690,6 +695,7 @@ impl PluginInstance {
             instance,
             bridge,
             claims,
+            fields: Vec::new(),
         })
     }
 
@@ -712,9 +718,68 @@ impl PluginInstance {
         request: &[u8],
         info: &RequestInfo,
     ) -> Result<()> {
+        self.fields.clear();
+        self.deliver(txn, request, None, info)
+    }
+
+    /// Like [`PluginInstance::handle_request`] for a request the host parsed: its index goes
+    /// with the bytes (ABI 1.9, `HuddleRequestInfo::fields`), so the plugin need not split
+    /// the header section again.
+    pub fn handle_message(
+        &mut self,
+        txn: Option<TransactionId>,
+        request: &Message,
+        info: &RequestInfo,
+    ) -> Result<()> {
+        self.fields.clear();
+        let index = request.index_fields().map(|fields| {
+            self.fields.extend(fields.map(|f| HuddleField {
+                line_start: f.line.start,
+                line_end: f.line.end,
+                value_start: f.value.start,
+                value_end: f.value.end,
+            }));
+            let body = request.body_span();
+            // Offsets fit in `u32`: the message's own spans are `u32`.
+            [
+                request.start_line_end() as u32,
+                request.headers_end() as u32,
+                body.start,
+                body.end,
+            ]
+        });
+        self.deliver(txn, request.raw(), index, info)
+    }
+
+    /// `index`: start line end, headers end, body start and end, with `self.fields`.
+    fn deliver(
+        &mut self,
+        txn: Option<TransactionId>,
+        request: &[u8],
+        index: Option<[u32; 4]>,
+        info: &RequestInfo,
+    ) -> Result<()> {
         let f = self.entry.raw.handle_request.ok_or(Error::NotSupported)?;
-        let ip = info.source_ip_text();
+        let mut ip_buf = [0u8; IP_TEXT_MAX];
+        let (source_family, source_addr, ip) = match info.source.map(|s| s.ip()) {
+            Some(IpAddr::V4(v4)) => {
+                let mut addr = [0u8; 16];
+                addr[..4].copy_from_slice(&v4.octets());
+                (abi::HUDDLE_ADDR_IPV4, addr, ipv4_text(v4, &mut ip_buf))
+            }
+            Some(IpAddr::V6(v6)) => (
+                abi::HUDDLE_ADDR_IPV6,
+                v6.octets(),
+                ip_text(IpAddr::V6(v6), &mut ip_buf),
+            ),
+            None => (abi::HUDDLE_ADDR_NONE, [0; 16], ""),
+        };
         let user = info.auth_user.as_deref().unwrap_or("");
+        let [start_line_end, headers_end, body_start, body_end] = index.unwrap_or_default();
+        let (fields, fields_len) = match index {
+            Some(_) => (self.fields.as_ptr(), self.fields.len()),
+            None => (std::ptr::null(), 0),
+        };
         let raw_info = HuddleRequestInfo {
             struct_size: std::mem::size_of::<HuddleRequestInfo>(),
             transport: info.transport.code(),
@@ -724,6 +789,14 @@ impl PluginInstance {
             auth_user: user.as_ptr(),
             auth_user_len: user.len(),
             related_txn: info.related.map_or(0, |t| t.0),
+            source_family,
+            source_addr,
+            fields,
+            fields_len,
+            start_line_end,
+            headers_end,
+            body_start,
+            body_end,
         };
         // SAFETY: the instance is alive (not destroyed before `Drop`); every pointer is
         // borrowed for the call.
@@ -1571,5 +1644,70 @@ unsafe extern "C" fn h_emit_event(
             }
             b.services.emit_event(kind, text_arg(json, json_len)?)
         })
+    }
+}
+
+/// The longest IP address text (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+const IP_TEXT_MAX: usize = 45;
+
+/// An IPv4 address as dotted-quad text in `buf`, without the formatting machinery (this text
+/// is written for every request a plugin gets).
+fn ipv4_text(ip: Ipv4Addr, buf: &mut [u8; IP_TEXT_MAX]) -> &str {
+    let mut n = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
+/// Any IP address as text in `buf`.
+fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &str {
+    use std::io::Write as _;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    if write!(cursor, "{ip}").is_err() {
+        return "";
+    }
+    let n = usize::try_from(cursor.position()).unwrap_or(0);
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
+#[cfg(test)]
+mod ip_tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_is_what_display_writes() {
+        let mut buf = [0u8; IP_TEXT_MAX];
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "192.0.2.1",
+            "1.22.3.44",
+        ] {
+            let v4: Ipv4Addr = ip.parse().unwrap();
+            assert_eq!(ipv4_text(v4, &mut buf), ip);
+        }
+        for ip in [
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let v6: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(v6, &mut buf), v6.to_string());
+        }
     }
 }

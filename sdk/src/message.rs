@@ -37,6 +37,15 @@ impl Request {
         info: RequestInfo,
     ) -> Result<Request, Error> {
         let message = Message::parse(bytes).map_err(|_| Error::InvalidArgument)?;
+        Request::from_message(txn, message, info)
+    }
+
+    /// A request from a message parsed already (by the host's index of it, ABI 1.9).
+    pub fn from_message(
+        txn: Option<TransactionId>,
+        message: Message,
+        info: RequestInfo,
+    ) -> Result<Request, Error> {
         if !message.is_request() {
             return Err(Error::InvalidArgument);
         }

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use huddle_sdk::abi::{
-    HuddleClaim, HuddleHostApi, HuddleHostBuf, HuddlePluginDescriptor, HuddleRegistrationEvent,
-    HuddleRequestInfo, HuddleRtpOut, HuddleStoreOp,
+    HuddleClaim, HuddleField, HuddleHostApi, HuddleHostBuf, HuddlePluginDescriptor,
+    HuddleRegistrationEvent, HuddleRequestInfo, HuddleRtpOut, HuddleStoreOp,
 };
 use huddle_sdk::fake::{sample_request, FakeHost};
 use huddle_sdk::hosting::DescriptorError;
@@ -120,8 +120,10 @@ fn c_and_rust_layouts_agree() {
         HuddleClaim { struct_size, method, method_len, event, event_len, user, user_len, flags }
         HuddleRequestInfo {
             struct_size, transport, source_port, source_ip, source_ip_len, auth_user,
-            auth_user_len, related_txn
+            auth_user_len, related_txn, source_family, source_addr, fields, fields_len,
+            start_line_end, headers_end, body_start, body_end
         }
+        HuddleField { line_start, line_end, value_start, value_end }
         HuddleRegistrationEvent { struct_size, kind, bindings, aor, aor_len }
         HuddleStoreOp { op, key, key_len, value, value_len }
         HuddleRtpOut { session, mid, mid_len, packet, len }

@@ -29,7 +29,11 @@
 //! `max_body_bytes` (`413`); messages in flight to a user's live devices (not stored, their
 //! senders waiting) are capped at four times the quota.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The engine's maps hash with foldhash (seeded per process, as the host's maps): SipHash was
+/// a visible part of the per-message bookkeeping (several lookups per message and device).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use crate::wire::{Body, ImdnAsk};
 
@@ -325,10 +329,10 @@ impl Engine {
     pub fn new(limits: Limits) -> Self {
         Engine {
             limits,
-            offline: HashMap::new(),
-            users: HashMap::new(),
-            msgs: HashMap::new(),
-            attempts: HashMap::new(),
+            offline: HashMap::default(),
+            users: HashMap::default(),
+            msgs: HashMap::default(),
+            attempts: HashMap::default(),
             wakes: BTreeSet::new(),
             next_attempt: 0,
             last_seq: 0,
@@ -403,7 +407,7 @@ impl Engine {
                 // The notice went out with the first delivery, before the restart.
                 notified: delivered,
                 sender: None,
-                attempts: HashMap::new(),
+                attempts: HashMap::default(),
                 aor_attempt: None,
             },
         );
@@ -568,7 +572,7 @@ impl Engine {
                 delivered: false,
                 notified: false,
                 sender: Some(m.txn),
-                attempts: HashMap::new(),
+                attempts: HashMap::default(),
                 aor_attempt: None,
             },
         );

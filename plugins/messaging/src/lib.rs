@@ -52,7 +52,7 @@ pub mod engine;
 pub mod wire;
 pub mod writer;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use huddle_sdk::abi::HUDDLE_ANSWER_HEADER;
@@ -66,6 +66,10 @@ use huddle_sdk::{
 use engine::{user_of_binding, Effect, Engine, Incoming, Limits, Recipient, Stored, Target};
 use wire::{Body, ImdnForm};
 use writer::{Gather, Job, Writers, TOKEN_FAILED};
+
+/// The plugin's maps hash with foldhash (seeded per process), as the engine's.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// The header that pins a request to one binding (the host strips it).
 pub const BINDING_HEADER: &str = "Huddle-Binding";
@@ -291,15 +295,15 @@ impl Plugin for Messaging {
         Ok(Messaging {
             engine: Engine::new(limits),
             config,
-            waiting: HashMap::new(),
+            waiting: HashMap::default(),
             next_txn: 0,
-            attempts: HashMap::new(),
+            attempts: HashMap::default(),
             host_answers: host.abi_version() >= (1, 6),
-            answering: HashMap::new(),
-            answered_by_host: HashSet::new(),
-            relays: HashMap::new(),
-            notices: HashSet::new(),
-            devices: HashSet::new(),
+            answering: HashMap::default(),
+            answered_by_host: HashSet::default(),
+            relays: HashMap::default(),
+            notices: HashSet::default(),
+            devices: HashSet::default(),
             location_watch,
             wake: None,
             history: Vec::new(),

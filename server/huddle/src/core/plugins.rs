@@ -75,7 +75,7 @@
 //! the store at start-up produce no events (a plugin reads `location` at `init` instead).
 
 use std::sync::atomic::Ordering;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -133,7 +133,8 @@ pub(crate) const MAX_RETARGETS: u8 = 3;
 struct PluginTxn {
     plugin: usize,
     key: ServerKey,
-    request: Message,
+    /// Shared with the plugin's job, and with the host's answers made for the plugin.
+    request: Arc<Message>,
     from: Peer,
     /// Who the plugin was told the caller is (kept for a retarget).
     auth_user: Option<String>,
@@ -428,22 +429,31 @@ impl Core {
             out_of_dialog: !dialog,
         };
         let method = msg.method().cloned().unwrap_or(Method::Options);
-        let bytes = if dialog_creating(&method) && !dialog && from.flow.is_some() {
+        // Shared by the plugin's job (its index goes across the ABI, 1.9) and the transaction.
+        let msg = Arc::new(msg);
+        let request = if dialog_creating(&method) && !dialog && from.flow.is_some() {
             let ours = self.record_route(&Peer { flow: None, ..from });
             let theirs = self.record_route(&from);
-            Forward::new(&msg)
+            let built = Forward::new(&msg)
                 .prepend("Record-Route", &ours)
                 .prepend("Record-Route", &theirs)
-                .build()
+                .build_message();
+            let Ok(built) = built else {
+                // Two more header fields than the parser's limit: the plugin could not have
+                // parsed it either.
+                self.respond(key, &msg, &from, 500, "Server Internal Error", &[]);
+                return;
+            };
+            Arc::new(built)
         } else {
-            msg.raw().clone()
+            Arc::clone(&msg)
         };
         self.plugins.next_txn += 1;
         let txn = self.plugins.next_txn;
         crate::plugins::services::lock(&shared.open).insert(txn, open);
         let job = Job::Request {
             txn: Some(TransactionId(txn)),
-            bytes,
+            request,
             info: info_for(&from, auth_user.clone(), None),
             counted: true,
         };
@@ -539,7 +549,7 @@ impl Core {
         if open && !handle.shared.is_disabled() {
             handle.shared.mailbox.push(Job::Request {
                 txn: None,
-                bytes: msg.raw().clone(),
+                request: Arc::new(msg.clone()),
                 info: info_for(from, None, Some(txn)),
                 counted: false,
             });
@@ -572,7 +582,7 @@ impl Core {
                 plugin,
                 Job::Request {
                     txn: None,
-                    bytes: msg.raw().clone(),
+                    request: Arc::new(msg.clone()),
                     info: info_for(from, None, None),
                     counted: false,
                 },

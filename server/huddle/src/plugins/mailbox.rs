@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use huddle_sdk::{RegistrationEvent, RequestId, RequestInfo, StoreChange, TimerId, TransactionId};
+use huddle_sip::Message;
 
 /// Registration events waiting for one plugin before new ones are dropped (and logged).
 pub(crate) const MAX_QUEUED_REGISTRATIONS: usize = 65_536;
@@ -55,7 +56,8 @@ pub(crate) enum Job {
     /// against `queue_len`.
     Request {
         txn: Option<TransactionId>,
-        bytes: Bytes,
+        /// Parsed: its index goes to the plugin with the bytes (ABI 1.9).
+        request: Arc<Message>,
         info: RequestInfo,
         counted: bool,
     },
@@ -379,7 +381,12 @@ mod tests {
     fn request(counted: bool) -> Job {
         Job::Request {
             txn: counted.then_some(TransactionId(1)),
-            bytes: Bytes::new(),
+            request: Arc::new(
+                Message::parse(Bytes::from_static(
+                    b"OPTIONS sip:a@x SIP/2.0\r\nContent-Length: 0\r\n\r\n",
+                ))
+                .unwrap(),
+            ),
             info: RequestInfo::default(),
             counted,
         }

@@ -70,9 +70,9 @@ fn call(
     let name = &shared.name;
     let (callback, result) = match job {
         Job::Request {
-            txn, bytes, info, ..
+            txn, request, info, ..
         } => {
-            let result = instance.handle_request(txn, &bytes, &info);
+            let result = instance.handle_message(txn, &request, &info);
             if let (Err(error), Some(txn)) = (&result, txn) {
                 answer_failure(index, shared, commands, txn, error.clone());
             }

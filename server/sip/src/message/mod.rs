@@ -4,9 +4,11 @@
 //! forward every byte it does not touch unchanged.
 
 mod header_name;
+mod indexed;
 mod parse;
 
 pub use header_name::HeaderName;
+pub use indexed::{FieldSpans, MessageIndex};
 pub use parse::{ParseError, ParseLimits};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

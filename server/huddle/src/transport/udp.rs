@@ -96,7 +96,6 @@ pub(crate) async fn run(socket: UdpSocket, reader: std::net::UdpSocket, mut ctx:
                 local,
                 remote,
                 data: Bytes::copy_from_slice(data),
-                received_at: tokio::time::Instant::now().into_std(),
             });
             if !ctx.deliver(event).await {
                 debug!(%local, "UDP listener stopped");

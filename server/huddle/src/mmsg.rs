@@ -159,8 +159,13 @@ mod tests {
             eprintln!("no IPv6 loopback here: only one address family to read");
             return;
         };
-        // Dual-stack: IPv4 senders arrive as IPv4-mapped IPv6 addresses.
-        let dual = UdpSocket::bind("[::]:0").unwrap();
+        // Dual-stack (whatever the system's default): IPv4 senders arrive as IPv4-mapped IPv6
+        // addresses.
+        let dual = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None).unwrap();
+        dual.set_only_v6(false).unwrap();
+        dual.bind(&"[::]:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let dual = UdpSocket::from(dual);
         let from4 = UdpSocket::bind("127.0.0.1:0").unwrap();
         let from6 = UdpSocket::bind("[::1]:0").unwrap();
         let (a4, a6) = (from4.local_addr().unwrap(), from6.local_addr().unwrap());

@@ -25,14 +25,68 @@ pub(crate) fn receive<const N: usize>(
     out: &mut Vec<(usize, Option<SocketAddr>)>,
 ) -> std::io::Result<()> {
     // Built per call (two small allocations): the headers remember the address length the
-    // kernel wrote last, so a reused set would cut the next sender's address to it.
+    // kernel wrote last, so a set reused for a socket of another family would cut the next
+    // sender's address to it (see `receive_kept`).
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(N, None);
+    receive_with::<N>(socket, &mut headers, buf, slot, out)
+}
+
+/// A set of `recvmmsg` headers kept for one address family and batch size.
+struct Kept {
+    ipv6: bool,
+    batch: usize,
+    headers: MultiHeaders<SockaddrStorage>,
+}
+
+thread_local! {
+    /// Headers kept between [`receive_kept`] calls on this thread. (nix's headers are not
+    /// `Send`, so an async task could not hold them across an `await`; the SIP runtime runs
+    /// its UDP tasks on one thread.)
+    static KEPT: std::cell::RefCell<Vec<Kept>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`receive`] with the message headers kept on this thread from one call to the next instead
+/// of built per call (two allocations and `N` headers filled in). `ipv6` is the socket's
+/// address family: the kernel leaves in each header the length of the address it wrote,
+/// which for a UDP socket is its family's (`sockaddr_in`, or `sockaddr_in6` also for IPv4
+/// senders to a dual-stack socket) whatever the sender, so a set is reused only for sockets of
+/// one family, where that length is always the right one.
+pub(crate) fn receive_kept<const N: usize>(
+    socket: &impl AsFd,
+    ipv6: bool,
+    buf: &mut [u8],
+    slot: usize,
+    out: &mut Vec<(usize, Option<SocketAddr>)>,
+) -> std::io::Result<()> {
+    KEPT.with_borrow_mut(|kept| {
+        let index = match kept.iter().position(|k| k.ipv6 == ipv6 && k.batch == N) {
+            Some(i) => i,
+            None => {
+                kept.push(Kept {
+                    ipv6,
+                    batch: N,
+                    headers: MultiHeaders::preallocate(N, None),
+                });
+                kept.len() - 1
+            }
+        };
+        receive_with::<N>(socket, &mut kept[index].headers, buf, slot, out)
+    })
+}
+
+fn receive_with<const N: usize>(
+    socket: &impl AsFd,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    buf: &mut [u8],
+    slot: usize,
+    out: &mut Vec<(usize, Option<SocketAddr>)>,
+) -> std::io::Result<()> {
     let mut slots = buf.chunks_mut(slot);
     let mut iovs: [[IoSliceMut<'_>; 1]; N] =
         std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
     let results = recvmmsg(
         socket.as_fd().as_raw_fd(),
-        &mut headers,
+        headers,
         iovs.iter_mut(),
         MsgFlags::empty(),
         None,
@@ -71,4 +125,109 @@ pub(crate) fn send<'a>(
         msgs.push(MMsgHdr::new_with_addr(addr, iov, control));
     }
     Ok(sendmmsg(socket, &mut msgs, SendFlags::empty())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    /// Reads the one datagram `to` will hold, with kept headers or fresh ones.
+    fn read_one(to: &UdpSocket, kept: bool) -> (Vec<u8>, Option<SocketAddr>) {
+        // Wait (blocking) until it is there, then read it the way the SIP task does.
+        to.set_nonblocking(false).unwrap();
+        to.peek_from(&mut [0u8; 1]).unwrap();
+        to.set_nonblocking(true).unwrap();
+        let ipv6 = to.local_addr().unwrap().is_ipv6();
+        let mut buf = vec![0u8; 64 * 4];
+        let mut out = Vec::new();
+        if kept {
+            receive_kept::<4>(to, ipv6, &mut buf, 64, &mut out).unwrap();
+        } else {
+            receive::<4>(to, &mut buf, 64, &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (len, from) = out[0];
+        (buf[..len].to_vec(), from)
+    }
+
+    #[test]
+    fn kept_headers_give_every_socket_its_senders_full_address() {
+        let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Without IPv6 there is one family, and nothing to mix up.
+        let Ok(v6) = UdpSocket::bind("[::1]:0") else {
+            eprintln!("no IPv6 loopback here: only one address family to read");
+            return;
+        };
+        // Dual-stack (whatever the system's default): IPv4 senders arrive as IPv4-mapped IPv6
+        // addresses.
+        let dual = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None).unwrap();
+        dual.set_only_v6(false).unwrap();
+        dual.bind(&"[::]:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let dual = UdpSocket::from(dual);
+        let from4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let from6 = UdpSocket::bind("[::1]:0").unwrap();
+        let (a4, a6) = (from4.local_addr().unwrap(), from6.local_addr().unwrap());
+        let dual_port = dual.local_addr().unwrap().port();
+        let mapped = SocketAddr::new(
+            match a4.ip() {
+                std::net::IpAddr::V4(ip) => ip.to_ipv6_mapped().into(),
+                std::net::IpAddr::V6(ip) => ip.into(),
+            },
+            a4.port(),
+        );
+        // Alternating families on one thread, each read twice (the second with the set the
+        // first left behind), kept and fresh headers alike: an IPv6 address read with a set
+        // an IPv4 socket had used would come out cut to the IPv4 length.
+        for round in 0..2u8 {
+            for kept in [true, false] {
+                from4
+                    .send_to(&[1, round], v4.local_addr().unwrap())
+                    .unwrap();
+                assert_eq!(read_one(&v4, kept), (vec![1, round], Some(a4)));
+                from6
+                    .send_to(&[2, round], v6.local_addr().unwrap())
+                    .unwrap();
+                assert_eq!(read_one(&v6, kept), (vec![2, round], Some(a6)));
+                from4
+                    .send_to(&[3, round], ("127.0.0.1", dual_port))
+                    .unwrap();
+                assert_eq!(read_one(&dual, kept), (vec![3, round], Some(mapped)));
+                from6.send_to(&[4, round], ("::1", dual_port)).unwrap();
+                assert_eq!(read_one(&dual, kept), (vec![4, round], Some(a6)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_kept_set_reads_full_batches_and_short_ones() {
+        let to = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let from = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sender = from.local_addr().unwrap();
+        to.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 8 * 4];
+        for count in [4usize, 1, 3, 4] {
+            for i in 0..count {
+                from.send_to(&[i as u8; 5], to.local_addr().unwrap())
+                    .unwrap();
+            }
+            let mut out = Vec::new();
+            // Everything sent is read, in order, at most four per call.
+            while out.len() < count {
+                let before = out.len();
+                to.set_nonblocking(false).unwrap();
+                to.peek_from(&mut [0u8; 1]).unwrap();
+                to.set_nonblocking(true).unwrap();
+                receive_kept::<4>(&to, false, &mut buf, 8, &mut out).unwrap();
+                for (j, &(len, addr)) in out.iter().enumerate().skip(before) {
+                    assert_eq!(len, 5);
+                    assert_eq!(addr, Some(sender));
+                    let slot = (j - before) * 8;
+                    assert_eq!(buf[slot..slot + 5], [j as u8; 5]);
+                }
+            }
+            assert_eq!(out.len(), count);
+        }
+    }
 }

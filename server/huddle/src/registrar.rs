@@ -395,6 +395,60 @@ fn set_text(slot: &mut String, text: &str) {
     }
 }
 
+/// A REGISTER refused: the status, reason and (for 423) the Min-Expires to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub reason: &'static str,
+    pub min_expires: Option<u32>,
+}
+
+/// The Contact values of a 200 to REGISTER (each `<uri>;params;expires=N`), written one after
+/// another into one buffer that the caller keeps from one REGISTER to the next: a `Vec` of
+/// `String`s was two allocations per REGISTER.
+#[derive(Debug, Default)]
+pub struct ContactList {
+    text: String,
+    /// Where each value ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl ContactList {
+    /// Every value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let value = self.text.get(start..end).unwrap_or_default();
+            start = end;
+            value
+        })
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when there is none (the answer to a wildcard removal, or to an AOR left empty).
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    /// Appends `contact_header` with `;expires=` the seconds left.
+    fn push(&mut self, contact_header: &str, expires: u32) {
+        let mut digits = itoa::Buffer::new();
+        self.text.push_str(contact_header);
+        self.text.push_str(";expires=");
+        self.text.push_str(digits.format(expires));
+        self.ends.push(self.text.len());
+    }
+}
+
 /// The answer to a REGISTER.
 #[derive(Debug)]
 pub enum RegisterOutcome {
@@ -462,10 +516,41 @@ impl Location {
         now: Instant,
         cfg: &RegistrarConfig,
     ) -> RegisterOutcome {
-        let reject = |status, reason| RegisterOutcome::Reject {
-            status,
-            reason,
-            min_expires: None,
+        let mut contacts = ContactList::default();
+        match self.register_into(req, aor, reach, now, cfg, &mut contacts) {
+            Ok(()) => RegisterOutcome::Ok {
+                contacts: contacts.iter().map(str::to_owned).collect(),
+            },
+            Err(Rejection {
+                status,
+                reason,
+                min_expires,
+            }) => RegisterOutcome::Reject {
+                status,
+                reason,
+                min_expires,
+            },
+        }
+    }
+
+    /// [`Location::register`] with the 200's Contact values written into `contacts` (cleared
+    /// first; left empty on a rejection), a list the caller reuses.
+    pub fn register_into(
+        &mut self,
+        req: &Message,
+        aor: &str,
+        reach: Reach,
+        now: Instant,
+        cfg: &RegistrarConfig,
+        contacts: &mut ContactList,
+    ) -> Result<(), Rejection> {
+        contacts.clear();
+        let reject = |status, reason| {
+            Err(Rejection {
+                status,
+                reason,
+                min_expires: None,
+            })
         };
         let Some(call_id) = req.call_id() else {
             return reject(400, "Bad Request - Missing Call-ID");
@@ -478,7 +563,9 @@ impl Location {
             Some(Err(_)) => return reject(400, "Bad Request - Invalid Expires"),
             None => None,
         };
-        let mut updates: Vec<Update<'_>> = Vec::new();
+        // Nearly every REGISTER has one Contact: it goes in `first`, no Vec allocated for it.
+        let mut first: Option<Update<'_>> = None;
+        let mut more: Vec<Update<'_>> = Vec::new();
         for (i, text) in req.header_list(&HeaderName::Contact).enumerate() {
             if text == "*" {
                 if req.header_list(&HeaderName::Contact).nth(1).is_some()
@@ -489,7 +576,7 @@ impl Location {
                 for b in self.bindings.remove(aor).unwrap_or_default() {
                     self.forget_index(aor, &b);
                 }
-                return RegisterOutcome::Ok { contacts: vec![] };
+                return Ok(());
             }
             // Validation parsed the first one already (the message keeps it).
             let Ok(addr) = req.contact_at(i, text) else {
@@ -505,22 +592,26 @@ impl Location {
                 None => header_expires.unwrap_or(cfg.default_expires),
             };
             if requested != 0 && requested < cfg.min_expires {
-                return RegisterOutcome::Reject {
+                return Err(Rejection {
                     status: 423,
                     reason: "Interval Too Brief",
                     min_expires: Some(cfg.min_expires),
-                };
+                });
             }
-            updates.push(Update {
+            let update = Update {
                 expires: requested.min(cfg.max_expires),
                 contact: addr.uri,
                 instance: params.instance.flatten().map(syntax::unquote),
                 reg_id: params.reg_id.flatten().and_then(syntax::parse_u32),
                 addr,
-            });
+            };
+            match first {
+                None => first = Some(update),
+                Some(_) => more.push(update),
+            }
         }
         let flow = reach.flow();
-        for update in updates {
+        for update in first.into_iter().chain(more) {
             let key = BindingKey {
                 contact: update.contact,
                 instance: update.instance.as_deref(),
@@ -604,22 +695,13 @@ impl Location {
             };
             self.insert(aor, binding, aor_text);
         }
-        let contacts = self
-            .lookup(aor, now)
-            .map(|b| {
-                let mut expires = itoa::Buffer::new();
-                let expires = expires.format(b.remaining(now));
-                let mut contact = String::with_capacity(b.contact_header.len() + 9 + expires.len());
-                contact.push_str(&b.contact_header);
-                contact.push_str(";expires=");
-                contact.push_str(expires);
-                contact
-            })
-            .collect();
+        for b in self.lookup(aor, now) {
+            contacts.push(&b.contact_header, b.remaining(now));
+        }
         if self.bindings.get(aor).is_some_and(Vec::is_empty) {
             self.bindings.remove(aor);
         }
-        RegisterOutcome::Ok { contacts }
+        Ok(())
     }
 
     /// Adds `binding` (its flow already linked) to its AOR, its expiry and the store.
@@ -876,6 +958,81 @@ mod tests {
     }
 
     const SIPML5: &str = "\"alice\"<sip:alice@df7jal23ls0d.invalid;rtcweb-breaker=no;transport=ws>;expires=300;click2call=no";
+
+    #[test]
+    fn a_reused_contact_list_holds_only_the_latest_answer() {
+        let cfg = RegistrarConfig::default();
+        let (mut loc, mut twin) = (Location::new(), Location::new());
+        let now = Instant::now();
+        let aor = "alice@example.test";
+        let mut list = ContactList::default();
+        // Two Contacts in one REGISTER, then a third binding, a refresh, a rejection, a
+        // wildcard removal: the list, reused throughout, says what `register` says each time.
+        let steps: [(&str, u32, &str, Option<u32>, Reach); 6] = [
+            (
+                "a",
+                1,
+                "<sip:a@h1>, <sip:a@h2>;expires=200",
+                Some(120),
+                udp(),
+            ),
+            ("b", 1, SIPML5, None, ws(1)),
+            ("a", 2, "<sip:a@h1>", Some(3600), udp()),
+            ("c", 1, "<sip:a@h3>", Some(10), udp()),
+            ("b", 2, SIPML5, Some(0), ws(1)),
+            ("a", 3, "*", Some(0), udp()),
+        ];
+        for (call_id, cseq, contact, expires, reach) in steps {
+            let req = register(call_id, cseq, contact, expires);
+            let got = loc.register_into(&req, aor, reach, now, &cfg, &mut list);
+            let want = twin.register(&req, aor, reach, now, &cfg);
+            match want {
+                RegisterOutcome::Ok { contacts } => {
+                    assert_eq!(got, Ok(()), "{contact}");
+                    assert_eq!(list.iter().collect::<Vec<_>>(), contacts, "{contact}");
+                    assert_eq!(list.len(), contacts.len());
+                }
+                RegisterOutcome::Reject {
+                    status,
+                    reason,
+                    min_expires,
+                } => {
+                    let rejection = Rejection {
+                        status,
+                        reason,
+                        min_expires,
+                    };
+                    assert_eq!(got, Err(rejection), "{contact}");
+                    assert!(list.is_empty(), "a rejection lists nothing");
+                }
+            }
+        }
+        assert!(list.is_empty(), "the wildcard removed every binding");
+        assert_eq!(loc.binding_count(aor), 0);
+    }
+
+    #[test]
+    fn contact_values_carry_the_seconds_left() {
+        let cfg = RegistrarConfig::default();
+        let mut loc = Location::new();
+        let now = Instant::now();
+        let aor = "alice@example.test";
+        let mut list = ContactList::default();
+        let req = register("a", 1, "<sip:a@h1>;expires=300, <sip:a@h2>", Some(120));
+        assert_eq!(
+            loc.register_into(&req, aor, udp(), now, &cfg, &mut list),
+            Ok(())
+        );
+        let later = now + Duration::from_secs(100);
+        let req = register("a", 2, "<sip:a@h2>", Some(600));
+        assert_eq!(
+            loc.register_into(&req, aor, udp(), later, &cfg, &mut list),
+            Ok(())
+        );
+        let mut values: Vec<&str> = list.iter().collect();
+        values.sort_unstable();
+        assert_eq!(values, ["<sip:a@h1>;expires=200", "<sip:a@h2>;expires=600"]);
+    }
 
     #[test]
     fn records_are_written_byte_for_byte_as_serde_json_writes_them() {

@@ -16,9 +16,10 @@ use crate::users::UserRecord;
 
 /// The verdict on a request's credentials.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Authenticated as this user.
-    Accept(String),
+pub enum Verdict<'u> {
+    /// Authenticated as this user (the name borrowed from the user records: the registrar
+    /// writes it into its reused AOR buffer, so no copy is made per request).
+    Accept(&'u str),
     /// Answer 401/407 with a challenge (`stale=true` when the digest was right but old).
     Challenge { stale: bool },
     /// Answer 400: credentials present but unusable.
@@ -120,13 +121,13 @@ impl Digest {
 
     /// Checks the credentials of `req` in `header` (Authorization for the registrar,
     /// Proxy-Authorization for the proxy) against `users`.
-    pub fn check(
+    pub fn check<'u>(
         &mut self,
         req: &Message,
         header: &HeaderName,
-        users: &HashMap<String, UserRecord, impl BuildHasher>,
+        users: &'u HashMap<String, UserRecord, impl BuildHasher>,
         names_us: impl Fn(&str) -> bool,
-    ) -> Verdict {
+    ) -> Verdict<'u> {
         let now = unix_now();
         let method = req.method().map(|m| m.as_str()).unwrap_or("");
         for value in req.header_values(header) {
@@ -161,7 +162,7 @@ impl Digest {
             if !self.counts.accept_id(id, creds.nc(), now) {
                 return Verdict::Challenge { stale: true };
             }
-            return Verdict::Accept(user.name.clone());
+            return Verdict::Accept(&user.name);
         }
         Verdict::Challenge { stale: false }
     }

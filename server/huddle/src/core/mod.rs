@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::plugins::mailbox::HeldWakes;
 use crate::plugins::{CorePlugins, HostCommand};
-use crate::registrar::{Change, Location, Reach, RegisterOutcome};
+use crate::registrar::{Change, ContactList, Location, Reach, Rejection};
 use crate::transport::{
     Destination, FlowId, Inbound, Transport, TransportEvent, TransportHandle, UdpBatch,
 };
@@ -110,6 +110,10 @@ pub struct Core {
     last_ip: (Option<std::net::IpAddr>, String),
     /// The buffer every 401/407 challenge is written into.
     challenge: String,
+    /// The buffer every REGISTER's AOR is built in.
+    aor: String,
+    /// The Contact values of every 200 to a REGISTER, written into one reused list.
+    contacts: ContactList,
     /// `[sip] domain` in lower case, the host part of every AOR.
     pub(crate) domain: String,
 }
@@ -212,6 +216,8 @@ impl Core {
             counter: 0,
             last_ip: (None, String::new()),
             challenge: String::new(),
+            aor: String::new(),
+            contacts: ContactList::default(),
             domain: config.sip.domain.to_ascii_lowercase(),
             config,
             transports,
@@ -719,6 +725,22 @@ impl Core {
         from: &Peer,
         role: Role,
     ) -> Option<String> {
+        let mut user = String::new();
+        self.authenticate_into(key, msg, from, role, &mut user)
+            .then_some(user)
+    }
+
+    /// [`Core::authenticate`] writing the user into `user` (cleared first) instead of a new
+    /// `String`: the registrar reuses one buffer for the AOR it builds from the user. True when
+    /// the request may go on.
+    fn authenticate_into(
+        &mut self,
+        key: ServerKey,
+        msg: &Message,
+        from: &Peer,
+        role: Role,
+        user_out: &mut String,
+    ) -> bool {
         let (credentials, status, reason, challenge_header) = match role {
             Role::Registrar => (
                 HeaderName::Authorization,
@@ -744,8 +766,10 @@ impl Core {
                 let claimed = identity
                     .ok()
                     .and_then(|a| SipUri::parse(a.uri).ok().and_then(|u| u.user_decoded()));
-                if claimed.as_deref() == Some(user.as_str()) {
-                    return Some(user);
+                if claimed.as_deref() == Some(user) {
+                    user_out.clear();
+                    user_out.push_str(user);
+                    return true;
                 }
                 self.respond(key, msg, from, 403, "Forbidden - Identity Mismatch", &[]);
             }
@@ -764,7 +788,7 @@ impl Core {
             }
             Verdict::BadRequest(reason) => self.respond(key, msg, from, 400, reason, &[]),
         }
-        None
+        false
     }
 
     /// True when a URI host (and port) names this server.
@@ -848,13 +872,26 @@ impl Core {
             );
             return;
         }
-        let Some(user) = self.authenticate(key, &msg, &from, Role::Registrar) else {
-            return;
-        };
-        let mut aor = String::with_capacity(user.len() + 1 + self.domain.len());
-        aor.push_str(&user);
-        aor.push('@');
-        aor.push_str(&self.domain);
+        // The AOR is built in a buffer kept across REGISTERs (taken out while in use).
+        let mut aor = std::mem::take(&mut self.aor);
+        if self.authenticate_into(key, &msg, &from, Role::Registrar, &mut aor) {
+            aor.push('@');
+            aor.push_str(&self.domain);
+            self.register_binding(key, &msg, &from, &aor, now);
+        }
+        self.aor = aor;
+    }
+
+    /// The registrar's part of an authenticated REGISTER for `aor`: update the bindings and
+    /// answer with every current one.
+    fn register_binding(
+        &mut self,
+        key: ServerKey,
+        msg: &Message,
+        from: &Peer,
+        aor: &str,
+        now: Instant,
+    ) {
         let reach = match from.flow {
             Some(flow) => Reach::Flow {
                 flow,
@@ -867,34 +904,47 @@ impl Core {
             },
         };
         let before = (self.registration_events_wanted() || self.config.ops.webhooks_on())
-            .then(|| self.location.binding_keys(&aor));
-        let outcome = self
-            .location
-            .register(&msg, &aor, reach, now, &self.config.registrar);
+            .then(|| self.location.binding_keys(aor));
+        // The 200's Contact values go into a list kept across REGISTERs.
+        let mut contacts = std::mem::take(&mut self.contacts);
+        let outcome = self.location.register_into(
+            msg,
+            aor,
+            reach,
+            now,
+            &self.config.registrar,
+            &mut contacts,
+        );
         if let Some(before) = before {
-            self.registration_changed(&aor, &before);
+            self.registration_changed(aor, &before);
         }
         match outcome {
-            // One binding is the usual answer: no list of headers built for it.
-            RegisterOutcome::Ok { contacts } => match contacts.as_slice() {
-                [one] => self.respond(key, &msg, &from, 200, "OK", &[("Contact", one)]),
-                all => {
-                    let extra: Vec<(&str, &str)> =
-                        all.iter().map(|c| ("Contact", c.as_str())).collect();
-                    self.respond(key, &msg, &from, 200, "OK", &extra);
+            Ok(()) => {
+                let mut all = contacts.iter();
+                match (all.next(), all.next()) {
+                    // One binding is the usual answer: no list of headers built for it.
+                    (Some(one), None) => {
+                        self.respond(key, msg, from, 200, "OK", &[("Contact", one)]);
+                    }
+                    _ => {
+                        let extra: Vec<(&str, &str)> =
+                            contacts.iter().map(|c| ("Contact", c)).collect();
+                        self.respond(key, msg, from, 200, "OK", &extra);
+                    }
                 }
-            },
-            RegisterOutcome::Reject {
+            }
+            Err(Rejection {
                 status,
                 reason,
                 min_expires,
-            } => {
+            }) => {
                 let min = min_expires.map(|m| m.to_string());
                 let extra: Vec<(&str, &str)> =
                     min.iter().map(|m| ("Min-Expires", m.as_str())).collect();
-                self.respond(key, &msg, &from, status, reason, &extra);
+                self.respond(key, msg, from, status, reason, &extra);
             }
         }
+        self.contacts = contacts;
     }
 }
 

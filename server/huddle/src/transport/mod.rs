@@ -196,8 +196,6 @@ pub struct Inbound {
     pub remote: SocketAddr,
     /// The message bytes.
     pub data: Bytes,
-    /// When it was read (on tokio's clock, so paused-time tests see consistent values).
-    pub received_at: std::time::Instant,
 }
 
 /// What the transports tell the core.

@@ -215,7 +215,6 @@ impl Source {
             local: self.local,
             remote: self.remote,
             data,
-            received_at: Instant::now().into_std(),
         })
     }
 }

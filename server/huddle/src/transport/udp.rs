@@ -59,7 +59,7 @@ pub(crate) async fn run(socket: UdpSocket, reader: std::net::UdpSocket, mut ctx:
         // only find it empty. Nothing is missed: tokio clears only the readiness it had seen
         // before the read, and a datagram arriving since is a newer readiness event.
         let result = socket.try_io(Interest::READABLE, || {
-            receive(&reader, &mut buf, slot, &mut received)?;
+            receive(&reader, local.is_ipv6(), &mut buf, slot, &mut received)?;
             if received.len() < RECV_BATCH {
                 return Err(std::io::ErrorKind::WouldBlock.into());
             }
@@ -96,7 +96,6 @@ pub(crate) async fn run(socket: UdpSocket, reader: std::net::UdpSocket, mut ctx:
                 local,
                 remote,
                 data: Bytes::copy_from_slice(data),
-                received_at: tokio::time::Instant::now().into_std(),
             });
             if !ctx.deliver(event).await {
                 debug!(%local, "UDP listener stopped");
@@ -107,21 +106,24 @@ pub(crate) async fn run(socket: UdpSocket, reader: std::net::UdpSocket, mut ctx:
     debug!(%local, "UDP listener stopped");
 }
 
-/// Reads what the socket holds, up to [`RECV_BATCH`] datagrams (see [`crate::mmsg::receive`]).
+/// Reads what the socket (IPv6 or not: `ipv6`) holds, up to [`RECV_BATCH`] datagrams (see
+/// [`crate::mmsg::receive_kept`]).
 #[cfg(target_os = "linux")]
 fn receive(
     socket: &std::net::UdpSocket,
+    ipv6: bool,
     buf: &mut [u8],
     slot: usize,
     out: &mut Vec<(usize, Option<SocketAddr>)>,
 ) -> std::io::Result<()> {
-    crate::mmsg::receive::<RECV_BATCH>(socket, buf, slot, out)
+    crate::mmsg::receive_kept::<RECV_BATCH>(socket, ipv6, buf, slot, out)
 }
 
 /// [`receive`] one datagram at a time, where `recvmmsg` is not available.
 #[cfg(not(target_os = "linux"))]
 fn receive(
     socket: &std::net::UdpSocket,
+    _ipv6: bool,
     buf: &mut [u8],
     slot: usize,
     out: &mut Vec<(usize, Option<SocketAddr>)>,

@@ -1704,3 +1704,42 @@ fn mixer_loop(shared: &Shared) {
     }
     shared.cpu.leave_current();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The idle mixer's wait: a poke that came before the wait ends it at once (a member added
+    /// between the mixer's look at the room and its wait is not slept through), and only once.
+    #[test]
+    fn a_poke_before_the_wait_counts_once() {
+        let wake = MixerWake::default();
+        wake.poke();
+        // Would block for an hour if the earlier poke were lost.
+        wake.wait(Duration::from_secs(3600));
+        assert!(!*lock(&wake.poked), "the wait took the poke");
+        // Without a new poke the wait runs to its timeout.
+        wake.wait(Duration::ZERO);
+        assert!(!*lock(&wake.poked));
+    }
+
+    /// A poke from another thread (a join, a key frame owed, the room stopping) wakes a mixer
+    /// that is already waiting.
+    #[test]
+    fn a_poke_wakes_a_waiting_mixer() {
+        let wake = Arc::new(MixerWake::default());
+        let (tx, rx) = mpsc::channel();
+        let waiter = {
+            let wake = wake.clone();
+            thread::spawn(move || {
+                tx.send(()).unwrap();
+                wake.wait(Duration::from_secs(3600));
+            })
+        };
+        // Poked after the waiter started: whether it is already waiting or not, the flag or the
+        // notification ends its wait.
+        rx.recv().unwrap();
+        wake.poke();
+        waiter.join().unwrap();
+    }
+}

@@ -1452,50 +1452,6 @@ mod tests {
         );
     }
 
-    /// A room without audio has no mixer tick (its thread waits for a member or a key frame
-    /// it owes): a second PLI within the key-frame gap still brings its key frame once the gap
-    /// has passed. (A build whose waiting mixer does not pay passes too — a key frame still
-    /// comes about half a second later, from a cause not found — so this guards the behaviour,
-    /// not the payment.)
-    #[test]
-    fn a_room_without_audio_still_pays_the_key_frame_it_owes() {
-        let (host, mut plugin) = start();
-        let uri = "sip:stage@example.test";
-        // A video-only participant (no relay runs, so a video-only call joins as one).
-        let txn = plugin
-            .request(invite_screen(uri, "Yan", "yan-video"))
-            .unwrap();
-        assert_eq!(host.final_response(txn).unwrap().status(), 200);
-        let yan = host
-            .media_calls()
-            .iter()
-            .rev()
-            .find_map(|c| match c {
-                huddle_sdk::fake::MediaCall::Answer { session, .. } => Some(*session),
-                _ => None,
-            })
-            .expect("a media session");
-        plugin.media_ready(yan).unwrap();
-        assert!(
-            eventually(|| composite_to(&host, yan, 0).2 > 0 && frames_since_key(&host, yan) >= 5),
-            "the canvas reaches the receiver and settles after its join key frame"
-        );
-        let mark = host.media_calls().len();
-        let pli = [0x81, 206, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2];
-        plugin.incoming_rtcp(yan, &pli).unwrap();
-        assert!(
-            eventually(|| composite_to(&host, yan, mark).2 >= 1),
-            "a key frame for the PLI (at once, or owed if the join's was too recent)"
-        );
-        // Right after that key frame, so inside the gap: owed, and paid when the gap ends.
-        let mark = host.media_calls().len();
-        plugin.incoming_rtcp(yan, &pli).unwrap();
-        assert!(
-            eventually(|| composite_to(&host, yan, mark).2 >= 1),
-            "the owed key frame comes once the gap has passed"
-        );
-    }
-
     /// A composite frame goes to every receiver of its profile in one `send_rtp_batch` (the
     /// host then advances each receiver's leg once per frame, not once per packet): no more
     /// batches than frames, the same packets to each receiver in the same order, each in its

@@ -65,7 +65,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -90,8 +90,6 @@ pub const MAX_QUEUE: usize = FRAME * 10;
 const PRIME: usize = FRAME * 2;
 /// Shared key frames are forced at most this often, whoever asks.
 const KEYFRAME_GAP: Duration = Duration::from_millis(500);
-/// The longest an idle mixer (a room without audio) waits unwoken; pokes wake it sooner.
-const IDLE_MIXER_WAIT: Duration = Duration::from_secs(1);
 
 /// Locks, recovering the data if a thread panicked while holding it (nothing we keep is left
 /// half-updated by a panic: every critical section is a few assignments).
@@ -217,35 +215,6 @@ struct Shared {
     /// The names as placed now, blended onto every composite frame (its own `Arc`: the
     /// compositor's pad probe holds it).
     overlay: Arc<Mutex<Arc<Vec<Stamp>>>>,
-    /// Wakes the mixer thread while it waits with nothing to mix ([`mixer_loop`]).
-    mixer_wake: MixerWake,
-}
-
-/// How the mixer thread waits while the room has no audio: no 20 ms tick then (in a
-/// video-only room it was 50 wake-ups a second for nothing but the owed key frames), only
-/// until the next owed key frame is due or something changes. `poked` makes a poke that comes
-/// before the wait count (a member added between the mixer's look and its wait).
-#[derive(Default)]
-struct MixerWake {
-    poked: Mutex<bool>,
-    changed: Condvar,
-}
-
-impl MixerWake {
-    fn poke(&self) {
-        *lock(&self.poked) = true;
-        self.changed.notify_one();
-    }
-
-    /// Waits for a poke (one that came since the last wait counts) or `timeout`.
-    fn wait(&self, timeout: Duration) {
-        let poked = lock(&self.poked);
-        let (mut poked, _) = self
-            .changed
-            .wait_timeout_while(poked, timeout, |p| !*p)
-            .unwrap_or_else(|e| e.into_inner());
-        *poked = false;
-    }
 }
 
 /// A participant's tile: their compositor pad and the name drawn on it.
@@ -280,9 +249,6 @@ impl Shared {
                 .is_some_and(|t| now.duration_since(t) < KEYFRAME_GAP)
             {
                 state.owed = true;
-                drop(states);
-                // An idle mixer (no audio) sleeps until it is due.
-                self.mixer_wake.poke();
                 return;
             }
             state.last = Some(now);
@@ -311,15 +277,6 @@ impl Shared {
         for profile in due {
             self.send_keyframe_event(profile);
         }
-    }
-
-    /// When the earliest owed key frame is due, if one is owed.
-    fn owed_keyframe_due(&self) -> Option<Instant> {
-        lock(&self.keyframes)
-            .iter()
-            .filter(|s| s.owed)
-            .map(|s| s.last.map_or_else(Instant::now, |t| t + KEYFRAME_GAP))
-            .min()
     }
 
     fn send_keyframe_event(&self, profile: usize) {
@@ -606,7 +563,6 @@ impl RoomMedia {
             labels: Mutex::new(LabelCache::default()),
             label_jobs: Mutex::new(None),
             overlay: Arc::default(),
-            mixer_wake: MixerWake::default(),
         });
         let labeller = {
             let (tx, rx) = mpsc::channel();
@@ -748,7 +704,6 @@ impl RoomMedia {
                 primed: false,
                 encoder: Some(encoder),
             });
-            self.shared.mixer_wake.poke();
         }
         let video_in = spec
             .video
@@ -1181,7 +1136,6 @@ impl Drop for RoomMedia {
             self.ingress.remove(screen.session);
         }
         self.shared.stop.store(true, Ordering::Relaxed);
-        self.shared.mixer_wake.poke();
         if let Some(m) = self.mixer.take() {
             let _ = m.join();
         }
@@ -1623,16 +1577,6 @@ fn mixer_loop(shared: &Shared) {
     let mut frames: Vec<Vec<i16>> = Vec::new();
     let mut outs: Vec<Vec<i16>> = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
-        if lock(&shared.audio).is_empty() {
-            // Nothing to mix: wait for a member, a stop, or the next owed key frame.
-            shared.pay_owed_keyframes(Instant::now());
-            let timeout = shared.owed_keyframe_due().map_or(IDLE_MIXER_WAIT, |due| {
-                due.saturating_duration_since(Instant::now())
-            });
-            shared.mixer_wake.wait(timeout);
-            next = Instant::now();
-            continue;
-        }
         let now = Instant::now();
         if next > now {
             thread::sleep(next - now);

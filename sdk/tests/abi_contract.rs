@@ -3,6 +3,8 @@
 //! and its namespaces, watches, timers, sent requests and their responses, panics and errors at
 //! the boundary, capabilities, init failures, and the lifetime of the `Host` handle.
 
+mod common;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -846,19 +848,11 @@ impl Plugin for AsksAtInit {
 
 #[allow(unsafe_code)]
 mod table_1_4 {
-    //! A host table as a 1.4 host fills it: `struct_size` ends before `user_exists`.
+    //! What a 1.4 host adds to the bare table: nothing; `struct_size` ends before `user_exists`.
     use std::ffi::c_void;
 
-    use huddle_sdk::abi::{self, HuddleClaim, HuddleHostBuf};
+    use huddle_sdk::abi;
 
-    pub unsafe extern "C" fn free_buf(_: *mut c_void, _: HuddleHostBuf) {}
-    pub unsafe extern "C" fn log(_: *mut c_void, _: u32, _: *const u8, _: usize) {}
-    pub unsafe extern "C" fn claim(_: *mut c_void, _: *const HuddleClaim) -> i32 {
-        abi::HUDDLE_OK
-    }
-    pub unsafe extern "C" fn respond(_: *mut c_void, _: u64, _: *const u8, _: usize) -> i32 {
-        abi::HUDDLE_OK
-    }
     /// Lies beyond `struct_size`: a plugin that read it would get "yes".
     pub unsafe extern "C" fn user_exists(_: *mut c_void, _: *const u8, _: usize) -> i32 {
         abi::HUDDLE_OK
@@ -866,30 +860,13 @@ mod table_1_4 {
 }
 
 #[test]
-#[allow(unsafe_code)]
 fn a_1_4_host_table_has_no_user_exists_even_with_bytes_beyond_its_size() {
     use huddle_sdk::abi::HuddleHostApi;
-    // SAFETY: every field is an integer, a raw pointer or an `Option<fn>`: all-zero is valid.
-    let mut table: HuddleHostApi = unsafe { std::mem::zeroed() };
-    table.abi_major = huddle_sdk::abi::HUDDLE_PLUGIN_ABI_MAJOR;
-    table.abi_minor = 4;
-    table.struct_size = std::mem::offset_of!(HuddleHostApi, user_exists);
+    let mut table = common::bare_table(4, std::mem::offset_of!(HuddleHostApi, user_exists));
     table.host_capabilities = Capabilities::ALL.without(Capabilities::MEDIA).bits();
-    table.free_buf = Some(table_1_4::free_buf);
-    table.log = Some(table_1_4::log);
-    table.claim = Some(table_1_4::claim);
-    table.respond = Some(table_1_4::respond);
-    table.retarget = None;
     table.user_exists = Some(table_1_4::user_exists);
     let entry = huddle_sdk::plugin_entry!(AsksAtInit, "asks", "1", Capabilities::NONE);
-    let raw = entry.raw();
-    let mut instance: *mut std::ffi::c_void = std::ptr::null_mut();
-    // SAFETY: the table and its functions outlive the instance (destroyed below); the config is
-    // empty; `instance` is written by `init` on success.
-    let status = unsafe { (raw.init.unwrap())(&table, std::ptr::null(), 0, &mut instance) };
-    assert_eq!(status, huddle_sdk::abi::HUDDLE_OK);
-    // SAFETY: the instance `init` returned, destroyed once.
-    unsafe { (raw.destroy.unwrap())(instance) };
+    common::init_and_destroy(&entry, &table);
     assert_eq!(
         ASKED_AT_INIT.lock().unwrap().take(),
         Some(Err(Error::NotSupported))

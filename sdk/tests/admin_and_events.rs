@@ -3,6 +3,8 @@
 //! 1.1 layout — answers "not supported"; a host without the events capability says so to a
 //! plugin that tries; event names are checked at the boundary.
 
+mod common;
+
 use huddle_sdk::abi::HuddlePluginDescriptor;
 use huddle_sdk::fake::FakeHost;
 use huddle_sdk::hosting::PluginEntry;
@@ -215,29 +217,12 @@ impl Plugin for AsksAtInit {
 
 #[allow(unsafe_code)]
 mod table_1_7 {
-    //! A host table as a 1.7 host with events fills it: `struct_size` ends before
+    //! What a 1.7 host with events adds to the bare table; `struct_size` ends before
     //! `event_wanted`.
     use std::ffi::c_void;
 
-    use huddle_sdk::abi::{self, HuddleClaim, HuddleHostBuf};
+    use huddle_sdk::abi;
 
-    pub unsafe extern "C" fn free_buf(_: *mut c_void, _: HuddleHostBuf) {}
-    pub unsafe extern "C" fn log(_: *mut c_void, _: u32, _: *const u8, _: usize) {}
-    pub unsafe extern "C" fn claim(_: *mut c_void, _: *const HuddleClaim) -> i32 {
-        abi::HUDDLE_OK
-    }
-    pub unsafe extern "C" fn respond(_: *mut c_void, _: u64, _: *const u8, _: usize) -> i32 {
-        abi::HUDDLE_OK
-    }
-    pub unsafe extern "C" fn emit_event(
-        _: *mut c_void,
-        _: *const u8,
-        _: usize,
-        _: *const u8,
-        _: usize,
-    ) -> i32 {
-        abi::HUDDLE_OK
-    }
     /// Lies beyond `struct_size`: a plugin that read it would get "nobody takes it".
     pub unsafe extern "C" fn event_wanted(_: *mut c_void, _: *const u8, _: usize) -> i32 {
         abi::HUDDLE_ERR_NOT_FOUND
@@ -245,29 +230,13 @@ mod table_1_7 {
 }
 
 #[test]
-#[allow(unsafe_code)]
 fn a_1_7_host_cannot_tell_so_every_event_is_built() {
     use huddle_sdk::abi::HuddleHostApi;
-    // SAFETY: every field is an integer, a raw pointer or an `Option<fn>`: all-zero is valid.
-    let mut table: HuddleHostApi = unsafe { std::mem::zeroed() };
-    table.abi_major = huddle_sdk::abi::HUDDLE_PLUGIN_ABI_MAJOR;
-    table.abi_minor = 7;
-    table.struct_size = std::mem::offset_of!(HuddleHostApi, event_wanted);
+    let mut table = common::bare_table(7, std::mem::offset_of!(HuddleHostApi, event_wanted));
     table.host_capabilities = Capabilities::EVENTS.bits();
-    table.free_buf = Some(table_1_7::free_buf);
-    table.log = Some(table_1_7::log);
-    table.claim = Some(table_1_7::claim);
-    table.respond = Some(table_1_7::respond);
-    table.emit_event = Some(table_1_7::emit_event);
+    table.emit_event = Some(common::noop::emit_event);
     table.event_wanted = Some(table_1_7::event_wanted);
     let entry = huddle_sdk::plugin_entry!(AsksAtInit, "asks", "1", Capabilities::NONE);
-    let raw = entry.raw();
-    let mut instance: *mut std::ffi::c_void = std::ptr::null_mut();
-    // SAFETY: the table and its functions outlive the instance (destroyed below); the config is
-    // empty; `instance` is written by `init` on success.
-    let status = unsafe { (raw.init.unwrap())(&table, std::ptr::null(), 0, &mut instance) };
-    assert_eq!(status, huddle_sdk::abi::HUDDLE_OK);
-    // SAFETY: the instance `init` returned, destroyed once.
-    unsafe { (raw.destroy.unwrap())(instance) };
+    common::init_and_destroy(&entry, &table);
     assert_eq!(WANTED_AT_INIT.lock().unwrap().take(), Some(true));
 }

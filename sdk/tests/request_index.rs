@@ -4,6 +4,8 @@
 //! this host (it reads the 1.0 part, the source as text, as it always did).
 #![allow(unsafe_code)]
 
+mod common;
+
 use std::ffi::c_void;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -49,58 +51,20 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Calls the plugin's `handle_request` with `info` as a host would, returning what it saw.
 fn deliver(entry: &PluginEntry, info: &HuddleRequestInfo) -> Seen {
     // Started by hand, not through `FakeHost`: the info is what is under test here.
-    let raw = entry.raw();
-    let table = host_table();
-    let mut instance: *mut c_void = std::ptr::null_mut();
-    // SAFETY: the table outlives the instance (destroyed below); empty config.
-    let status = unsafe { (raw.init.unwrap())(&table.0, std::ptr::null(), 0, &mut instance) };
-    assert_eq!(status, abi::HUDDLE_OK);
+    let mut table = common::bare_table(abi::HUDDLE_PLUGIN_ABI_MINOR, abi::HUDDLE_HOST_API_MIN_SIZE);
+    table.emit_event = Some(common::noop::emit_event);
+    let instance = common::init(entry, &table);
     *SEEN.lock().unwrap() = None;
     // SAFETY: the message and the info (with what it points to) are valid for the call.
     let status = unsafe {
-        (raw.handle_request.unwrap())(instance, 5, MESSAGE.as_ptr(), MESSAGE.len(), info)
+        (entry.raw().handle_request.unwrap())(instance, 5, MESSAGE.as_ptr(), MESSAGE.len(), info)
     };
-    // SAFETY: the instance `init` returned, destroyed once.
-    unsafe { (raw.destroy.unwrap())(instance) };
+    common::destroy(entry, instance);
     assert_eq!(status, abi::HUDDLE_OK);
     SEEN.lock()
         .unwrap()
         .take()
         .expect("the plugin saw the request")
-}
-
-/// A minimal host table (the 1.0 functions) for a plugin started by hand.
-struct Table(abi::HuddleHostApi);
-
-fn host_table() -> Table {
-    unsafe extern "C" fn free_buf(_: *mut c_void, _: abi::HuddleHostBuf) {}
-    unsafe extern "C" fn log(_: *mut c_void, _: u32, _: *const u8, _: usize) {}
-    unsafe extern "C" fn claim(_: *mut c_void, _: *const abi::HuddleClaim) -> i32 {
-        abi::HUDDLE_OK
-    }
-    unsafe extern "C" fn respond(_: *mut c_void, _: u64, _: *const u8, _: usize) -> i32 {
-        abi::HUDDLE_OK
-    }
-    unsafe extern "C" fn emit_event(
-        _: *mut c_void,
-        _: *const u8,
-        _: usize,
-        _: *const u8,
-        _: usize,
-    ) -> i32 {
-        abi::HUDDLE_OK
-    }
-    // SAFETY: every field is an integer, a raw pointer or an `Option<fn>`: all-zero is valid.
-    let mut t: abi::HuddleHostApi = unsafe { std::mem::zeroed() };
-    t.abi_major = abi::HUDDLE_PLUGIN_ABI_MAJOR;
-    t.abi_minor = abi::HUDDLE_PLUGIN_ABI_MINOR;
-    t.struct_size = abi::HUDDLE_HOST_API_MIN_SIZE;
-    t.free_buf = Some(free_buf);
-    t.log = Some(log);
-    t.claim = Some(claim);
-    t.respond = Some(respond);
-    t.emit_event = Some(emit_event);
-    Table(t)
 }
 
 /// A full 1.9 info for `MESSAGE` from 192.0.2.7:40000 (text and binary), with `fields`.

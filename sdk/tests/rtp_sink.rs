@@ -5,6 +5,8 @@
 //! `incoming_rtp`. `send_rtp_batch` is one host call, and on a host table from before 1.7 it
 //! becomes one `send_rtp` per packet.
 
+mod common;
+
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -322,18 +324,10 @@ mod table_1_6 {
     use std::ffi::c_void;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use huddle_sdk::abi::{self, HuddleClaim, HuddleHostBuf, HuddleRtpOut};
+    use huddle_sdk::abi::{self, HuddleRtpOut};
 
     pub static SENT: AtomicUsize = AtomicUsize::new(0);
 
-    pub unsafe extern "C" fn free_buf(_: *mut c_void, _: HuddleHostBuf) {}
-    pub unsafe extern "C" fn log(_: *mut c_void, _: u32, _: *const u8, _: usize) {}
-    pub unsafe extern "C" fn claim(_: *mut c_void, _: *const HuddleClaim) -> i32 {
-        abi::HUDDLE_OK
-    }
-    pub unsafe extern "C" fn respond(_: *mut c_void, _: u64, _: *const u8, _: usize) -> i32 {
-        abi::HUDDLE_OK
-    }
     pub unsafe extern "C" fn send_rtp(
         _: *mut c_void,
         _: u64,
@@ -382,31 +376,15 @@ impl Plugin for BatchesAtInit {
 }
 
 #[test]
-#[allow(unsafe_code)]
 fn on_a_1_6_host_a_batch_is_sent_packet_by_packet_and_there_is_no_sink() {
     use huddle_sdk::abi::HuddleHostApi;
     use std::sync::atomic::Ordering;
-    // SAFETY: every field is an integer, a raw pointer or an `Option<fn>`: all-zero is valid.
-    let mut table: HuddleHostApi = unsafe { std::mem::zeroed() };
-    table.abi_major = huddle_sdk::abi::HUDDLE_PLUGIN_ABI_MAJOR;
-    table.abi_minor = 6;
-    table.struct_size = std::mem::offset_of!(HuddleHostApi, media_rtp_sink);
+    let mut table = common::bare_table(6, std::mem::offset_of!(HuddleHostApi, media_rtp_sink));
     table.host_capabilities = Capabilities::ALL.bits();
-    table.free_buf = Some(table_1_6::free_buf);
-    table.log = Some(table_1_6::log);
-    table.claim = Some(table_1_6::claim);
-    table.respond = Some(table_1_6::respond);
     table.media_send_rtp = Some(table_1_6::send_rtp);
     table.media_send_rtp_batch = Some(table_1_6::send_rtp_batch);
     let entry = huddle_sdk::plugin_entry!(BatchesAtInit, "batches", "1", Capabilities::NONE);
-    let raw = entry.raw();
-    let mut instance: *mut std::ffi::c_void = std::ptr::null_mut();
-    // SAFETY: the table and its functions outlive the instance (destroyed below); the config is
-    // empty; `instance` is written by `init` on success.
-    let status = unsafe { (raw.init.unwrap())(&table, std::ptr::null(), 0, &mut instance) };
-    assert_eq!(status, huddle_sdk::abi::HUDDLE_OK);
-    // SAFETY: the instance `init` returned, destroyed once.
-    unsafe { (raw.destroy.unwrap())(instance) };
+    common::init_and_destroy(&entry, &table);
     assert_eq!(
         AT_INIT.lock().unwrap().take(),
         Some((Err(Error::NotSupported), Ok(())))

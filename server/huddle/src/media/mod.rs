@@ -47,6 +47,7 @@ pub mod driver;
 mod forward_tests;
 pub mod rtp;
 pub mod sdp;
+pub(crate) mod srtp;
 mod udp;
 
 use std::collections::HashMap;

@@ -57,7 +57,9 @@ use str0m::{Event, IceConnectionState, Input, Output, Reason, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::keytap::{KeySlot, LegKeys};
 use super::rtp::{self, KeyframeGate, Rewriter, SeqExtender};
+use super::srtp::{LegSrtp, SrtpRx, SrtpTx};
 use super::udp::{Outbox, RecvBuffers, SEND_BATCH};
 use super::{Command, MediaEngine, MediaEvents};
 
@@ -83,6 +85,10 @@ pub(crate) struct Leg {
     id: u64,
     rtc: Rtc,
     ufrag: String,
+    /// Where the `Rtc`'s DTLS leaves the SRTP keys ([`keytap`](super::keytap)).
+    keys: Arc<KeySlot>,
+    /// Our own SRTP contexts, from the keys in `keys` once DTLS is up ([`Leg::own_srtp`]).
+    srtp: Option<OwnSrtp>,
     events: Arc<dyn MediaEvents>,
     /// Torn down if not connected by then.
     connect_by: Option<Instant>,
@@ -139,6 +145,36 @@ struct TxState {
     rewriter: Rewriter,
 }
 
+/// A leg's SRTP contexts of our own, next to str0m's: the same keys, for the forwarding fast
+/// path (bench/NOTES.md, "Media: a forwarding fast path outside str0m"). Built once per leg;
+/// for now only debug builds use them, to check each inbound packet ([`verify_inbound`]).
+#[derive(Debug)]
+pub(crate) struct OwnSrtp {
+    /// The key slot's generation these were built from.
+    generation: u32,
+    profile: super::srtp::SrtpProfile,
+    /// Seals what the fast path will send outside str0m (step 2 of the plan).
+    #[allow(dead_code)]
+    tx: SrtpTx,
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
+    rx: SrtpRx,
+}
+
+impl OwnSrtp {
+    /// The contexts for `keys`; `None` for a profile or material our SRTP does not take.
+    pub(crate) fn new(keys: &LegKeys) -> Option<OwnSrtp> {
+        let profile = super::keytap::srtp_profile(keys.profile)?;
+        let LegSrtp { tx, rx } =
+            LegSrtp::from_keying_material(profile, &keys.material, keys.dtls_client).ok()?;
+        Some(OwnSrtp {
+            generation: keys.generation,
+            profile,
+            tx,
+            rx,
+        })
+    }
+}
+
 impl std::fmt::Debug for Leg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Leg").field("id", &self.id).finish()
@@ -146,10 +182,12 @@ impl std::fmt::Debug for Leg {
 }
 
 impl Leg {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: u64,
         rtc: Rtc,
         ufrag: String,
+        keys: Arc<KeySlot>,
         events: Arc<dyn MediaEvents>,
         now: Instant,
         connect_timeout: Duration,
@@ -159,6 +197,8 @@ impl Leg {
             id,
             rtc,
             ufrag,
+            keys,
+            srtp: None,
             events,
             connect_by: Some(now + connect_timeout),
             last_rx: now,
@@ -187,6 +227,18 @@ impl Leg {
     pub(crate) fn without_timer_slack(mut self) -> Leg {
         self.timer_slack = Duration::ZERO;
         self
+    }
+
+    /// Our SRTP contexts, current with the keys DTLS exported last. A second export (a rekey)
+    /// moves the slot's generation: the old contexts are dropped and the new keys read, with
+    /// fresh receive state, so nothing is ever sealed or opened with stale keys. `None` before
+    /// DTLS is up or when the keys are unusable.
+    fn own_srtp(&mut self) -> Option<&mut OwnSrtp> {
+        let generation = self.keys.generation();
+        if self.srtp.as_ref().map_or(0, |s| s.generation) != generation {
+            self.srtp = self.keys.take().as_ref().and_then(OwnSrtp::new);
+        }
+        self.srtp.as_mut()
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -400,6 +452,8 @@ impl Driver {
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.candidate, bytes) else {
             return;
         };
+        #[cfg(debug_assertions)]
+        verify_inbound(leg, bytes, self.engine.counters());
         if let Err(e) = leg.rtc.handle_input(Input::Receive(now, receive)) {
             tracing::debug!(session = id, error = %e, "media input refused");
         }
@@ -652,6 +706,10 @@ impl Driver {
         match event {
             Event::Connected => {
                 if let Some(leg) = self.legs.get_mut(&id) {
+                    // DTLS handed its keying material to the tap in the drain that emits this.
+                    let profile = leg.own_srtp().map(|s| s.profile);
+                    self.engine.counters().srtp_profile(profile);
+                    tracing::debug!(session = id, srtp = ?profile, "media leg connected");
                     leg.connect_by = None;
                     leg.events.ready(id);
                     self.touch(id);
@@ -962,6 +1020,33 @@ fn send_plugin_rtp(leg: &mut Leg, mid: Mid, packet: &[u8]) {
     tx.write_rtp(write);
 }
 
+/// Debug builds: opens a copy of each inbound SRTP/SRTCP datagram with our own receive context
+/// and counts what opened (`/metrics` has no place for it: [`MediaEngine::srtp_verify`]). After
+/// DTLS every packet str0m accepts must open here too; a shortfall means our keys, index
+/// estimate or replay window disagree with str0m's.
+#[cfg(debug_assertions)]
+fn verify_inbound(leg: &mut Leg, bytes: &[u8], counters: &super::MediaCounters) {
+    // RFC 7983: RTP and RTCP start with 128..=191; RFC 5761: RTCP's packet type is 192..=223.
+    if !bytes.first().is_some_and(|b| (128..=191).contains(b)) {
+        return;
+    }
+    let rtcp = bytes.get(1).is_some_and(|b| (192..=223).contains(b));
+    let id = leg.id;
+    let Some(srtp) = leg.own_srtp() else {
+        return;
+    };
+    let mut copy = bytes.to_vec();
+    let opened = if rtcp {
+        srtp.rx.unprotect_rtcp(&mut copy).map(|_| ())
+    } else {
+        srtp.rx.unprotect_rtp(&mut copy).map(|_| ())
+    };
+    if let Err(e) = opened {
+        tracing::warn!(session = id, rtcp, error = %e, "our SRTP context did not open an inbound packet");
+    }
+    counters.srtp_verified(rtcp, opened.is_ok());
+}
+
 /// The local username fragment of a STUN binding request (`USERNAME = ours:theirs`).
 fn stun_ufrag(bytes: &[u8]) -> Option<&str> {
     // STUN: first two bits 0, magic cookie at 4..8 (RFC 5389 §6).
@@ -986,6 +1071,52 @@ fn stun_ufrag(bytes: &[u8]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::sdp::{new_leg, CodecName, LegSettings};
+    use str0m::crypto::dtls::SrtpProfile;
+
+    struct Quiet;
+
+    impl MediaEvents for Quiet {
+        fn ready(&self, _: u64) {}
+        fn rtp(&self, _: u64, _: &str, _: Vec<u8>) {}
+        fn rtcp(&self, _: u64, _: Vec<u8>) {}
+        fn hangup(&self, _: u64, _: HangupReason) {}
+        fn bitrate(&self, _: u64, _: u64) {}
+    }
+
+    #[test]
+    fn our_srtp_follows_the_key_slot_and_a_rekey_replaces_it() {
+        crate::media::install_crypto();
+        let now = Instant::now();
+        let settings = LegSettings {
+            candidate: "127.0.0.1:40000".parse().unwrap(),
+            codecs: vec![CodecName::Opus],
+            bandwidth_estimation: false,
+        };
+        let (rtc, ufrag, keys) = new_leg(&settings, now);
+        let t = Duration::from_secs(10);
+        let mut leg = Leg::new(1, rtc, ufrag, keys.clone(), Arc::new(Quiet), now, t, t);
+        assert!(leg.own_srtp().is_none(), "no keys before DTLS");
+        keys.put(&[1; 88], SrtpProfile::AEAD_AES_256_GCM, false);
+        let first = leg.own_srtp().map(|s| (s.generation, s.profile));
+        assert_eq!(
+            first,
+            Some((1, super::super::srtp::SrtpProfile::AeadAes256Gcm))
+        );
+        // Read once: the slot is empty now, the contexts stay.
+        assert_eq!(leg.own_srtp().map(|s| s.generation), Some(1));
+        // A second export: new contexts from the new keys.
+        keys.put(&[2; 56], SrtpProfile::AEAD_AES_128_GCM, true);
+        let second = leg.own_srtp().map(|s| (s.generation, s.profile));
+        assert_eq!(
+            second,
+            Some((2, super::super::srtp::SrtpProfile::AeadAes128Gcm))
+        );
+        // Keys we cannot use: the old contexts go too, nothing is left to seal with.
+        keys.put(&[3; 10], SrtpProfile::AEAD_AES_128_GCM, true);
+        assert!(leg.own_srtp().is_none());
+        assert_eq!(keys.generation(), 3);
+    }
 
     #[test]
     fn the_local_ufrag_is_read_from_a_binding_request() {

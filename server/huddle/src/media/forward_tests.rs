@@ -412,6 +412,18 @@ async fn a_stream_forwarded_into_another_leg_arrives_rewritten_and_key_frame_req
     }
     assert!(plugin.seen(|s| s.hangups.iter().all(|(s, _)| *s != dst)));
     engine.shutdown(task).await;
+    // Both legs got our own SRTP contexts (str0m to str0m: AES-256-GCM), and in debug builds
+    // they opened every SRTP and SRTCP packet that arrived (read once nothing arrives).
+    let verify = engine.srtp_verify();
+    assert_eq!(verify.legs, [0, 0, 2, 0], "{verify:?}");
+    if cfg!(debug_assertions) {
+        assert!(verify.rtp >= count && verify.rtcp > 0, "{verify:?}");
+        assert_eq!(
+            (verify.rtp_opened, verify.rtcp_opened),
+            (verify.rtp, verify.rtcp),
+            "{verify:?}"
+        );
+    }
 }
 
 async fn start_engine() -> (MediaEngine, super::EngineTask) {

@@ -45,6 +45,9 @@
 pub mod driver;
 #[cfg(test)]
 mod forward_tests;
+mod keytap;
+#[cfg(test)]
+mod keytap_tests;
 pub mod rtp;
 pub mod sdp;
 pub(crate) mod srtp;
@@ -67,10 +70,11 @@ const COMMAND_QUEUE: usize = 16_384;
 /// How long `answer` waits for the driver on a renegotiation.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
-/// Installs str0m's crypto provider for the process, once.
+/// Installs the process's crypto provider, once: str0m's aws-lc-rs one with each leg's DTLS
+/// keys tapped ([`keytap`]).
 pub fn install_crypto() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+    ONCE.call_once(keytap::install);
 }
 
 /// What a plugin's media calls can fail with.
@@ -227,6 +231,30 @@ pub(crate) struct MediaCounters {
     nacks_received: AtomicU64,
     plis_sent: AtomicU64,
     plis_received: AtomicU64,
+    /// Legs connected, by the SRTP profile our own contexts were built for
+    /// ([`SrtpVerify::legs`]).
+    srtp_legs: [AtomicU64; 4],
+    /// Debug builds: inbound SRTP, SRTCP seen with our contexts up, and how many of each they
+    /// opened.
+    srtp_verify: [AtomicU64; 4],
+}
+
+/// What the engine's own SRTP contexts did next to str0m's: read in tests (debug builds check
+/// every inbound packet with them; release builds only count the legs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SrtpVerify {
+    /// Legs connected, by profile: AES-128-CM-SHA1-80, AEAD-AES-128-GCM, AEAD-AES-256-GCM,
+    /// none (keys missing or a profile we do not implement).
+    pub legs: [u64; 4],
+    /// Inbound SRTP packets seen once our contexts were up (debug builds).
+    pub rtp: u64,
+    /// Of those, how many our receive context opened.
+    pub rtp_opened: u64,
+    /// Inbound SRTCP packets seen once our contexts were up (debug builds).
+    pub rtcp: u64,
+    /// Of those, how many our receive context opened.
+    pub rtcp_opened: u64,
 }
 
 impl MediaCounters {
@@ -240,6 +268,27 @@ impl MediaCounters {
     pub(crate) fn received(&self, n: usize) {
         self.packets_in.fetch_add(1, Ordering::Relaxed);
         self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// A leg connected with our SRTP contexts for `profile` (or none).
+    pub(crate) fn srtp_profile(&self, profile: Option<srtp::SrtpProfile>) {
+        let i = match profile {
+            Some(srtp::SrtpProfile::Aes128CmSha1_80) => 0,
+            Some(srtp::SrtpProfile::AeadAes128Gcm) => 1,
+            Some(srtp::SrtpProfile::AeadAes256Gcm) => 2,
+            None => 3,
+        };
+        self.srtp_legs[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Debug builds: an inbound SRTP (`rtcp`: SRTCP) packet checked with our own context.
+    #[cfg(debug_assertions)]
+    pub(crate) fn srtp_verified(&self, rtcp: bool, opened: bool) {
+        let i = if rtcp { 2 } else { 0 };
+        self.srtp_verify[i].fetch_add(1, Ordering::Relaxed);
+        if opened {
+            self.srtp_verify[i + 1].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// New NACKs and PLIs: received from the peer (`egress`: about what we send) or sent.
@@ -321,6 +370,20 @@ impl MediaEngine {
         }
     }
 
+    /// What our own SRTP contexts did since start ([`SrtpVerify`]).
+    pub fn srtp_verify(&self) -> SrtpVerify {
+        let c = &self.shared.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let v = &c.srtp_verify;
+        SrtpVerify {
+            legs: [0, 1, 2, 3].map(|i| l(&c.srtp_legs[i])),
+            rtp: l(&v[0]),
+            rtp_opened: l(&v[1]),
+            rtcp: l(&v[2]),
+            rtcp_opened: l(&v[3]),
+        }
+    }
+
     /// Legs alive.
     pub fn sessions(&self) -> usize {
         self.registry().len()
@@ -397,7 +460,7 @@ impl MediaEngine {
             return Err(SdpError::TooManySessions.into());
         }
         let now = Instant::now();
-        let (mut rtc, ufrag) = sdp::new_leg(&self.shared.leg, now);
+        let (mut rtc, ufrag, keys) = sdp::new_leg(&self.shared.leg, now);
         let text = sdp::answer(&mut rtc, offer)?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         self.registry().insert(
@@ -412,6 +475,7 @@ impl MediaEngine {
             id,
             rtc,
             ufrag,
+            keys,
             events,
             now,
             self.shared.connect_timeout,

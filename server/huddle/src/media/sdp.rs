@@ -19,10 +19,13 @@
 //! * no codec in common → 488.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::change::SdpOffer;
 use str0m::{Candidate, Rtc, RtcConfig};
+
+use super::keytap::{self, KeySlot};
 
 /// The codecs the engine can answer with (`[media] codecs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,8 +220,9 @@ pub fn check_offer(offer: &[u8]) -> Result<SdpOffer, SdpError> {
 
 /// A new leg's `Rtc`: ICE-lite (the server has known addresses and never gathers), RTP mode
 /// (plugins see RTP packets, not frames), the configured codecs only, our host candidate.
-/// Returns it with the local ICE username fragment, which demultiplexes its STUN.
-pub fn new_leg(settings: &LegSettings, now: Instant) -> (Rtc, String) {
+/// Returns it with the local ICE username fragment, which demultiplexes its STUN, and the slot
+/// where its DTLS leaves the SRTP keys ([`keytap`](super::keytap)).
+pub(crate) fn new_leg(settings: &LegSettings, now: Instant) -> (Rtc, String, Arc<KeySlot>) {
     let mut config = RtcConfig::new()
         .set_ice_lite(true)
         .set_rtp_mode(true)
@@ -253,11 +257,11 @@ pub fn new_leg(settings: &LegSettings, now: Instant) -> (Rtc, String) {
     } else {
         (config, ufrag)
     };
-    let mut rtc = config.build(now);
+    let (mut rtc, keys) = keytap::build(config, now);
     if let Ok(candidate) = Candidate::host(settings.candidate, "udp") {
         rtc.add_local_candidate(candidate);
     }
-    (rtc, ufrag)
+    (rtc, ufrag, keys)
 }
 
 /// Answers `offer` on `rtc` (a new leg or a renegotiation).
@@ -380,7 +384,7 @@ a=ssrc:3333 cname:abcd\r\n";
     fn answer_for(offer: &str, codecs: &[CodecName]) -> Result<String, SdpError> {
         crypto();
         let offer = check_offer(offer.as_bytes())?;
-        let (mut rtc, _) = new_leg(&settings(codecs), Instant::now());
+        let (mut rtc, _, _) = new_leg(&settings(codecs), Instant::now());
         answer(&mut rtc, offer)
     }
 
@@ -415,7 +419,7 @@ a=ssrc:3333 cname:abcd\r\n";
     #[test]
     fn a_renegotiation_on_the_same_leg_keeps_the_transport() {
         crypto();
-        let (mut rtc, ufrag) = new_leg(&settings(&CodecName::ALL), Instant::now());
+        let (mut rtc, ufrag, _) = new_leg(&settings(&CodecName::ALL), Instant::now());
         let first = answer(&mut rtc, check_offer(CHROME_OFFER.as_bytes()).unwrap()).unwrap();
         let held = CHROME_OFFER
             .replace("a=sendrecv", "a=sendonly")

@@ -31,5 +31,24 @@ async fn browsers_call_echo_and_get_their_media_back() {
         0,
         "every media leg ended with its call"
     );
+    // Every leg got the host's own SRTP contexts from the DTLS keys, and (debug builds) they
+    // opened every SRTP/SRTCP packet Chromium sent once connected.
+    let srtp = server
+        .running
+        .media_srtp_verify()
+        .expect("the media engine runs");
+    eprintln!("own SRTP contexts (legs by profile: CM-SHA1-80, GCM-128, GCM-256, none): {srtp:?}");
+    assert!(
+        srtp.legs[3] == 0 && srtp.legs[..3].iter().sum::<u64>() > 0,
+        "{srtp:?}"
+    );
+    if cfg!(debug_assertions) {
+        assert!(srtp.rtp > 0 && srtp.rtcp > 0, "{srtp:?}");
+        assert_eq!(
+            (srtp.rtp_opened, srtp.rtcp_opened),
+            (srtp.rtp, srtp.rtcp),
+            "{srtp:?}"
+        );
+    }
     server.stop().await;
 }

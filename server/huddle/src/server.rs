@@ -87,6 +87,11 @@ impl Running {
             .map_or(0, |(engine, _)| engine.sessions())
     }
 
+    /// What the media engine's own SRTP contexts did (the forwarding fast path's keys), for tests.
+    pub fn media_srtp_verify(&self) -> Option<crate::media::SrtpVerify> {
+        self.media.as_ref().map(|(engine, _)| engine.srtp_verify())
+    }
+
     /// The WebSocket URL clients should use, if a `ws:` listener exists.
     pub fn ws_url(&self) -> Option<String> {
         self.addrs.get(&Transport::Ws).map(|a| format!("ws://{a}"))

@@ -208,6 +208,17 @@ pub(crate) struct KeyTapInstance {
     slot: Arc<KeySlot>,
 }
 
+impl KeyTapInstance {
+    /// Once per handshake.
+    #[cold]
+    #[inline(never)]
+    fn capture(&self, output: &DtlsOutput<'_>) {
+        if let DtlsOutput::KeyingMaterial(material, profile) = output {
+            self.slot.put(material, *profile, self.inner.is_active());
+        }
+    }
+}
+
 impl DtlsInstance for KeyTapInstance {
     fn set_active(&mut self, active: bool) {
         self.inner.set_active(active);
@@ -218,9 +229,11 @@ impl DtlsInstance for KeyTapInstance {
     }
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        // str0m polls DTLS on every `Rtc::poll_output`, several times per packet for a leg's
+        // life: the capture is kept out of line so that this stays a call and a compare.
         let output = self.inner.poll_output(buf);
-        if let DtlsOutput::KeyingMaterial(material, profile) = &output {
-            self.slot.put(material, *profile, self.inner.is_active());
+        if let DtlsOutput::KeyingMaterial(..) = &output {
+            self.capture(&output);
         }
         output
     }

@@ -1773,3 +1773,90 @@ mod tests {
         }
     }
 }
+
+/// Per-packet cost of the fast path's crypto: open on the ingress leg, seal on the egress leg.
+///
+/// `cargo test --release -p huddle --lib media::srtp::bench -- --ignored --nocapture`
+/// (`SRTP_BENCH_BATCHES` to shorten it and `SRTP_BENCH_PROFILE=AeadAes128Gcm` etc. to pick one
+/// profile, e.g. under callgrind with `--toggle-collect='*forward_batch*'`: every collected
+/// instruction is then the forwarding of `BATCH` packets per batch, warm-up included).
+#[cfg(test)]
+mod bench {
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    use super::*;
+
+    const PAYLOAD: usize = 1200;
+    const BATCH: usize = 2000;
+
+    /// Opens each packet with `ingress` and seals it again with `egress`, in place.
+    #[inline(never)]
+    fn forward_batch(ingress: &mut SrtpRx, egress: &SrtpTx, packets: &mut [Vec<u8>]) {
+        for p in packets.iter_mut() {
+            let opened = ingress.unprotect_rtp(p).expect("open");
+            let n = egress
+                .protect_rtp(p, opened.len, opened.index)
+                .expect("seal");
+            black_box(n);
+        }
+    }
+
+    #[test]
+    #[ignore = "measurement: run in release with --ignored --nocapture"]
+    fn forward_cost_per_packet() {
+        let batches: usize = std::env::var("SRTP_BENCH_BATCHES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10);
+        for profile in [
+            SrtpProfile::AeadAes128Gcm,
+            SrtpProfile::AeadAes256Gcm,
+            SrtpProfile::Aes128CmSha1_80,
+        ] {
+            if let Ok(only) = std::env::var("SRTP_BENCH_PROFILE") {
+                if !format!("{profile:?}").eq_ignore_ascii_case(&only) {
+                    continue;
+                }
+            }
+            let material: Vec<u8> = (0..profile.keying_material_len())
+                .map(|i| i as u8)
+                .collect();
+            let sender = LegSrtp::from_keying_material(profile, &material, true).expect("a");
+            let mut ingress = LegSrtp::from_keying_material(profile, &material, false).expect("a");
+            let egress =
+                LegSrtp::from_keying_material(profile, &[0x5a; 88][..material.len()], false)
+                    .expect("b");
+            let mut index = 0u64;
+            let mut packets: Vec<Vec<u8>> = (0..BATCH)
+                .map(|_| Vec::with_capacity(12 + PAYLOAD + 16))
+                .collect();
+            let mut per_packet = Vec::new();
+            // One warm-up batch, then the measured ones.
+            for round in 0..=batches {
+                for p in packets.iter_mut() {
+                    p.clear();
+                    p.extend_from_slice(&[0x80, 96]);
+                    p.extend_from_slice(&(index as u16).to_be_bytes());
+                    p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0x12, 0x34]);
+                    p.resize(12 + PAYLOAD, 0xa5);
+                    sender.tx.protect_rtp_vec(p, index).expect("sender");
+                    index += 1;
+                }
+                let start = Instant::now();
+                forward_batch(&mut ingress.rx, &egress.tx, &mut packets);
+                let ns = start.elapsed().as_nanos() as f64 / BATCH as f64;
+                if round > 0 {
+                    per_packet.push(ns);
+                }
+            }
+            per_packet.sort_by(f64::total_cmp);
+            let median = per_packet[per_packet.len() / 2];
+            println!(
+                "{profile:?}: open+seal of a {PAYLOAD}-byte payload: median {median:.0} ns, \
+                 min {:.0} ns ({batches} batches of {BATCH})",
+                per_packet[0]
+            );
+        }
+    }
+}

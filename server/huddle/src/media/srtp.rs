@@ -91,6 +91,19 @@ pub(crate) enum SrtpProfile {
 }
 
 impl SrtpProfile {
+    /// The profile the DTLS handshake negotiated, as str0m reports it with the keying material
+    /// (`DtlsOutput::KeyingMaterial`); `None` for one this module does not implement (dimpl's
+    /// enum is non-exhaustive).
+    pub(crate) fn from_dtls(profile: str0m::crypto::dtls::SrtpProfile) -> Option<SrtpProfile> {
+        use str0m::crypto::dtls::SrtpProfile as Dtls;
+        match profile {
+            Dtls::AES128_CM_SHA1_80 => Some(SrtpProfile::Aes128CmSha1_80),
+            Dtls::AEAD_AES_128_GCM => Some(SrtpProfile::AeadAes128Gcm),
+            Dtls::AEAD_AES_256_GCM => Some(SrtpProfile::AeadAes256Gcm),
+            _ => None,
+        }
+    }
+
     /// Length of the master key, in bytes.
     pub(crate) const fn master_key_len(self) -> usize {
         match self {
@@ -1214,6 +1227,22 @@ mod tests {
         assert_eq!(SrtpProfile::AeadAes256Gcm.rtp_overhead(), 16);
         assert_eq!(SrtpProfile::Aes128CmSha1_80.rtcp_overhead(), 14);
         assert_eq!(SrtpProfile::AeadAes128Gcm.rtcp_overhead(), 20);
+    }
+
+    #[test]
+    fn profiles_map_from_dtls_with_the_same_material_length() {
+        for dtls in str0m::crypto::dtls::SrtpProfile::ALL {
+            let ours = SrtpProfile::from_dtls(*dtls).expect("every profile dimpl offers");
+            assert_eq!(
+                ours.keying_material_len(),
+                dtls.keying_material_len(),
+                "{dtls:?}"
+            );
+        }
+        assert_eq!(
+            SrtpProfile::from_dtls(str0m::crypto::dtls::SrtpProfile::AEAD_AES_256_GCM),
+            Some(SrtpProfile::AeadAes256Gcm)
+        );
     }
 
     #[test]

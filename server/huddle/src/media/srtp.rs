@@ -587,7 +587,9 @@ impl SrtpRx {
 
     /// Sets the receive state of an RTP stream whose earlier packets were opened elsewhere
     /// (by str0m): `highest_index` is the highest index seen so far, which fixes the ROC the
-    /// next packets are estimated against. The replay window starts empty above it.
+    /// next packets are estimated against. Every index in the window at and below it counts as
+    /// received: we cannot know which of those str0m already took, and dropping a late one at
+    /// the hand-over is better than letting a recorded one be replayed.
     pub(crate) fn seed_rtp_index(
         &mut self,
         ssrc: u32,
@@ -599,7 +601,7 @@ impl SrtpRx {
         let state = ReplayState {
             ssrc,
             top: highest_index,
-            window: 1,
+            window: u128::MAX,
         };
         if let Some(s) = self.rtp_streams.iter_mut().find(|s| s.ssrc == ssrc) {
             *s = state;
@@ -1629,6 +1631,11 @@ mod tests {
             Err(SrtpError::AuthFailed)
         );
         server.rx.seed_rtp_index(8, index - 1).expect("seed");
+        // What str0m may already have opened is not opened again.
+        assert_eq!(
+            open(&mut server.rx, &sealed(&client.tx, 8, index - 2, 10)),
+            Err(SrtpError::Replayed)
+        );
         assert_eq!(
             open(&mut server.rx, &sealed(&client.tx, 8, index, 10)).map(|o| o.index),
             Ok(index)

@@ -1332,6 +1332,25 @@ mod tests {
         }
     }
 
+    /// RFC 5764 §4.2: the client writes with the first key and the first salt.
+    #[test]
+    fn the_dtls_client_sends_with_the_first_key_and_salt() {
+        for profile in ALL {
+            let m = material(profile);
+            let (kl, sl) = (profile.master_key_len(), profile.master_salt_len());
+            let client_write = SrtpTx::new(profile, &m[..kl], &m[2 * kl..2 * kl + sl]).expect("c");
+            let server_write = SrtpTx::new(profile, &m[kl..2 * kl], &m[2 * kl + sl..]).expect("s");
+            let (client, server) = pair(profile);
+            for (leg, expected) in [(&client.tx, &client_write), (&server.tx, &server_write)] {
+                assert_eq!(
+                    sealed(leg, 4, 9, 50),
+                    sealed(expected, 4, 9, 50),
+                    "{profile:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_leg_does_not_open_its_own_packets() {
         for profile in ALL {

@@ -146,6 +146,7 @@ impl SrtpProfile {
 
 /// Why a packet could not be protected or unprotected, or keys not derived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub(crate) enum SrtpError {
     /// The keying material is not `profile.keying_material_len()` bytes long.
     #[error("keying material has the wrong length for the profile")]
@@ -334,46 +335,39 @@ impl SrtpTx {
     /// direction never repeats an (SSRC, index) pair, so no nonce is reused, and receivers keep
     /// a window per SSRC in which a gap is harmless.
     pub(crate) fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
-        let tag_len = self.profile.tag_len();
-        let out_len = len
-            .checked_add(tag_len + SRTCP_INDEX_LEN)
-            .ok_or(SrtpError::BufferTooSmall)?;
-        if buf.len() < out_len {
-            return Err(SrtpError::BufferTooSmall);
-        }
-        check_rtcp_header(&buf[..len])?;
         if self.srtcp_index > MAX_RTCP_INDEX {
             return Err(SrtpError::IndexExhausted);
         }
-        let index = self.srtcp_index;
-        let ssrc = read_u32(buf, 4);
-        let e_index = (E_FLAG | index).to_be_bytes();
-        match &self.rtcp {
-            Cipher::Cm { key, auth, salt } => {
-                let iv = cm_iv(salt, ssrc, u64::from(index));
-                ctr_apply(key, iv, &mut buf[RTCP_HEADER_LEN..len])?;
-                buf[len..len + SRTCP_INDEX_LEN].copy_from_slice(&e_index);
-                let tag = hmac_sha1(auth, &buf[..len + SRTCP_INDEX_LEN], None);
-                buf[len + SRTCP_INDEX_LEN..out_len].copy_from_slice(&tag[..HMAC_TAG_LEN]);
-            }
-            Cipher::Gcm { key, salt } => {
-                let iv = gcm_rtcp_iv(salt, ssrc, index);
-                let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_INDEX_LEN];
-                aad[..RTCP_HEADER_LEN].copy_from_slice(&buf[..RTCP_HEADER_LEN]);
-                aad[RTCP_HEADER_LEN..].copy_from_slice(&e_index);
-                let tag = key
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(iv),
-                        Aad::from(&aad),
-                        &mut buf[RTCP_HEADER_LEN..len],
-                    )
-                    .map_err(|_| SrtpError::Malformed)?;
-                buf[len..len + GCM_TAG_LEN].copy_from_slice(tag.as_ref());
-                buf[len + GCM_TAG_LEN..out_len].copy_from_slice(&e_index);
-            }
-        }
+        let out_len = self
+            .rtcp
+            .seal_rtcp(self.profile, buf, len, self.srtcp_index)?;
         self.srtcp_index += 1;
         Ok(out_len)
+    }
+
+    /// Protects an RTCP packet with a given SRTCP index, leaving the counter alone: for
+    /// re-sealing a packet of the same leg's sender after [`SrtpTx::open_own_rtcp`] and a
+    /// patch (the design's SR rewrite), so the ciphertext replaces the original one under the
+    /// same (SSRC, index) and only one of them may ever be sent.
+    pub(crate) fn protect_rtcp_at(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        index: u32,
+    ) -> Result<usize, SrtpError> {
+        if index > MAX_RTCP_INDEX {
+            return Err(SrtpError::BadIndex);
+        }
+        self.rtcp.seal_rtcp(self.profile, buf, len, index)
+    }
+
+    /// Authenticates and decrypts in place an SRTCP packet sealed with these keys (str0m's
+    /// outgoing SRTCP on the same leg, before it is sent), without any replay state: it is our
+    /// own output. `index` in the result is what [`SrtpTx::protect_rtcp_at`] re-seals with.
+    pub(crate) fn open_own_rtcp(&self, buf: &mut [u8]) -> Result<OpenedRtcp, SrtpError> {
+        let trailer = parse_srtcp(self.profile, &self.rtcp, buf)?;
+        self.rtcp.open_rtcp(buf, &trailer)?;
+        Ok(trailer)
     }
 
     /// The index the next SRTCP packet will carry.
@@ -510,79 +504,22 @@ impl SrtpRx {
     /// Authenticates and (if its E flag says so) decrypts the SRTCP packet `buf` in place,
     /// checking the SRTCP index against the sender SSRC's replay window.
     pub(crate) fn unprotect_rtcp(&mut self, buf: &mut [u8]) -> Result<OpenedRtcp, SrtpError> {
-        let tag_len = self.profile.tag_len();
-        if buf.len() < RTCP_HEADER_LEN + SRTCP_INDEX_LEN + tag_len {
-            return Err(SrtpError::Malformed);
-        }
-        check_rtcp_header(buf)?;
-        let ssrc = read_u32(buf, 4);
-        let total = buf.len();
-        // The E‖index word ends the packet with AES-GCM and precedes the tag with AES-CM.
-        let word_at = match self.rtcp {
-            Cipher::Cm { .. } => total - tag_len - SRTCP_INDEX_LEN,
-            Cipher::Gcm { .. } => total - SRTCP_INDEX_LEN,
-        };
-        let word = read_u32(buf, word_at);
-        let encrypted = word & E_FLAG != 0;
-        let index = word & !E_FLAG;
+        let opened = parse_srtcp(self.profile, &self.rtcp, buf)?;
+        let (ssrc, index) = (opened.ssrc, u64::from(opened.index));
         let slot = self.rtcp_streams.iter().position(|s| s.ssrc == ssrc);
         match slot {
-            Some(i) => self.rtcp_streams[i].check(u64::from(index))?,
+            Some(i) => self.rtcp_streams[i].check(index)?,
             None if self.rtcp_streams.len() >= MAX_RX_SSRCS => {
                 return Err(SrtpError::TooManySsrcs);
             }
             None => {}
         }
-        let len = total - tag_len - SRTCP_INDEX_LEN;
-        match &self.rtcp {
-            Cipher::Cm { key, auth, salt } => {
-                let tag = hmac_sha1(auth, &buf[..len + SRTCP_INDEX_LEN], None);
-                aws_lc_rs::constant_time::verify_slices_are_equal(
-                    &tag[..HMAC_TAG_LEN],
-                    &buf[len + SRTCP_INDEX_LEN..],
-                )
-                .map_err(|_| SrtpError::AuthFailed)?;
-                if encrypted {
-                    let iv = cm_iv(salt, ssrc, u64::from(index));
-                    ctr_apply(key, iv, &mut buf[RTCP_HEADER_LEN..len])?;
-                }
-            }
-            Cipher::Gcm { key, salt } => {
-                let iv = gcm_rtcp_iv(salt, ssrc, index);
-                let word = word.to_be_bytes();
-                if encrypted {
-                    let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_INDEX_LEN];
-                    aad[..RTCP_HEADER_LEN].copy_from_slice(&buf[..RTCP_HEADER_LEN]);
-                    aad[RTCP_HEADER_LEN..].copy_from_slice(&word);
-                    key.open_in_place(
-                        Nonce::assume_unique_for_key(iv),
-                        Aad::from(&aad),
-                        &mut buf[RTCP_HEADER_LEN..len + GCM_TAG_LEN],
-                    )
-                    .map_err(|_| SrtpError::AuthFailed)?;
-                } else {
-                    // RFC 7714 §9.2: unencrypted, the whole packet and the E‖index word are the
-                    // AAD and the plaintext is empty. Swapping the tag and the word makes the
-                    // AAD one slice without copying the packet.
-                    buf[len..].rotate_right(SRTCP_INDEX_LEN);
-                    let (aad, tag) = buf.split_at_mut(len + SRTCP_INDEX_LEN);
-                    key.open_in_place(Nonce::assume_unique_for_key(iv), Aad::from(&*aad), tag)
-                        .map_err(|_| SrtpError::AuthFailed)?;
-                }
-            }
-        }
+        self.rtcp.open_rtcp(buf, &opened)?;
         match slot {
-            Some(i) => self.rtcp_streams[i].accept(u64::from(index)),
-            None => self
-                .rtcp_streams
-                .push(ReplayState::new(ssrc, u64::from(index))),
+            Some(i) => self.rtcp_streams[i].accept(index),
+            None => self.rtcp_streams.push(ReplayState::new(ssrc, index)),
         }
-        Ok(OpenedRtcp {
-            len,
-            ssrc,
-            index,
-            encrypted,
-        })
+        Ok(opened)
     }
 
     /// Sets the receive state of an RTP stream whose earlier packets were opened elsewhere
@@ -751,6 +688,101 @@ impl Cipher {
         }
     }
 
+    /// Seals the RTCP packet `buf[..len]` in place with SRTCP index `index`, E = 1, and returns
+    /// the SRTCP length.
+    fn seal_rtcp(
+        &self,
+        profile: SrtpProfile,
+        buf: &mut [u8],
+        len: usize,
+        index: u32,
+    ) -> Result<usize, SrtpError> {
+        let tag_len = profile.tag_len();
+        let out_len = len
+            .checked_add(tag_len + SRTCP_INDEX_LEN)
+            .ok_or(SrtpError::BufferTooSmall)?;
+        if buf.len() < out_len {
+            return Err(SrtpError::BufferTooSmall);
+        }
+        check_rtcp_header(&buf[..len])?;
+        let ssrc = read_u32(buf, 4);
+        let e_index = (E_FLAG | index).to_be_bytes();
+        match self {
+            Cipher::Cm { key, auth, salt } => {
+                let iv = cm_iv(salt, ssrc, u64::from(index));
+                ctr_apply(key, iv, &mut buf[RTCP_HEADER_LEN..len])?;
+                buf[len..len + SRTCP_INDEX_LEN].copy_from_slice(&e_index);
+                let tag = hmac_sha1(auth, &buf[..len + SRTCP_INDEX_LEN], None);
+                buf[len + SRTCP_INDEX_LEN..out_len].copy_from_slice(&tag[..HMAC_TAG_LEN]);
+            }
+            Cipher::Gcm { key, salt } => {
+                let iv = gcm_rtcp_iv(salt, ssrc, index);
+                let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_INDEX_LEN];
+                aad[..RTCP_HEADER_LEN].copy_from_slice(&buf[..RTCP_HEADER_LEN]);
+                aad[RTCP_HEADER_LEN..].copy_from_slice(&e_index);
+                let tag = key
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(iv),
+                        Aad::from(&aad),
+                        &mut buf[RTCP_HEADER_LEN..len],
+                    )
+                    .map_err(|_| SrtpError::Malformed)?;
+                buf[len..len + GCM_TAG_LEN].copy_from_slice(tag.as_ref());
+                buf[len + GCM_TAG_LEN..out_len].copy_from_slice(&e_index);
+            }
+        }
+        Ok(out_len)
+    }
+
+    /// Authenticates and (if E says so) decrypts the SRTCP packet `buf` whose trailer
+    /// [`parse_srtcp`] read.
+    fn open_rtcp(&self, buf: &mut [u8], trailer: &OpenedRtcp) -> Result<(), SrtpError> {
+        let OpenedRtcp {
+            len,
+            ssrc,
+            index,
+            encrypted,
+        } = *trailer;
+        match self {
+            Cipher::Cm { key, auth, salt } => {
+                let tag = hmac_sha1(auth, &buf[..len + SRTCP_INDEX_LEN], None);
+                aws_lc_rs::constant_time::verify_slices_are_equal(
+                    &tag[..HMAC_TAG_LEN],
+                    &buf[len + SRTCP_INDEX_LEN..],
+                )
+                .map_err(|_| SrtpError::AuthFailed)?;
+                if encrypted {
+                    let iv = cm_iv(salt, ssrc, u64::from(index));
+                    ctr_apply(key, iv, &mut buf[RTCP_HEADER_LEN..len])?;
+                }
+            }
+            Cipher::Gcm { key, salt } => {
+                let iv = gcm_rtcp_iv(salt, ssrc, index);
+                let word = (if encrypted { E_FLAG } else { 0 } | index).to_be_bytes();
+                if encrypted {
+                    let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_INDEX_LEN];
+                    aad[..RTCP_HEADER_LEN].copy_from_slice(&buf[..RTCP_HEADER_LEN]);
+                    aad[RTCP_HEADER_LEN..].copy_from_slice(&word);
+                    key.open_in_place(
+                        Nonce::assume_unique_for_key(iv),
+                        Aad::from(&aad),
+                        &mut buf[RTCP_HEADER_LEN..len + GCM_TAG_LEN],
+                    )
+                    .map_err(|_| SrtpError::AuthFailed)?;
+                } else {
+                    // RFC 7714 §9.2: unencrypted, the whole packet and the E‖index word are the
+                    // AAD and the plaintext is empty. Swapping the tag and the word makes the
+                    // AAD one slice without copying the packet.
+                    buf[len..].rotate_right(SRTCP_INDEX_LEN);
+                    let (aad, tag) = buf.split_at_mut(len + SRTCP_INDEX_LEN);
+                    key.open_in_place(Nonce::assume_unique_for_key(iv), Aad::from(&*aad), tag)
+                        .map_err(|_| SrtpError::AuthFailed)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The RTP and the SRTCP session keys of one direction (RFC 3711 §4.3, RFC 7714 §12).
     fn derive_pair(
         profile: SrtpProfile,
@@ -781,6 +813,29 @@ impl Cipher {
             one([LABEL_RTCP_KEY, LABEL_RTCP_AUTH, LABEL_RTCP_SALT])?,
         ))
     }
+}
+
+/// Reads an SRTCP packet's header and trailer (E flag, index; where they sit depends on the
+/// profile) without touching its bytes.
+fn parse_srtcp(profile: SrtpProfile, cipher: &Cipher, buf: &[u8]) -> Result<OpenedRtcp, SrtpError> {
+    let tag_len = profile.tag_len();
+    if buf.len() < RTCP_HEADER_LEN + SRTCP_INDEX_LEN + tag_len {
+        return Err(SrtpError::Malformed);
+    }
+    check_rtcp_header(buf)?;
+    let total = buf.len();
+    // The E‖index word ends the packet with AES-GCM and precedes the tag with AES-CM.
+    let word_at = match cipher {
+        Cipher::Cm { .. } => total - tag_len - SRTCP_INDEX_LEN,
+        Cipher::Gcm { .. } => total - SRTCP_INDEX_LEN,
+    };
+    let word = read_u32(buf, word_at);
+    Ok(OpenedRtcp {
+        len: total - tag_len - SRTCP_INDEX_LEN,
+        ssrc: read_u32(buf, 4),
+        index: word & !E_FLAG,
+        encrypted: word & E_FLAG != 0,
+    })
 }
 
 /// RFC 3711 §4.3.1 with a key derivation rate of 0 (r = 0): the AES-CM keystream under the
@@ -1683,6 +1738,61 @@ mod tests {
         server.rx.forget_ssrc(5);
         assert_eq!(server.rx.rtp_highest_index(5), None);
         assert!(open(&mut server.rx, &sealed(&client.tx, extra, 1, 4)).is_ok());
+    }
+
+    /// The design's SR rewrite: open the leg's own outgoing SRTCP, patch it, re-seal it under
+    /// the same index; the peer opens the patched packet.
+    #[test]
+    fn own_srtcp_opens_and_reseals_with_the_same_index() {
+        for profile in ALL {
+            let (mut client, mut server) = pair(profile);
+            let plain = rtcp(0x0bad_cafe);
+            let mut sent = Vec::new();
+            for _ in 0..2 {
+                let mut buf = plain.clone();
+                buf.resize(plain.len() + profile.rtcp_overhead(), 0);
+                client
+                    .tx
+                    .protect_rtcp(&mut buf, plain.len())
+                    .expect("protect");
+                sent.push(buf);
+            }
+            let mut buf = sent[1].clone();
+            assert_eq!(
+                server.tx.open_own_rtcp(&mut buf.clone()),
+                Err(SrtpError::AuthFailed),
+                "another direction's keys"
+            );
+            let opened = client.tx.open_own_rtcp(&mut buf).expect("own");
+            assert_eq!(
+                opened,
+                OpenedRtcp {
+                    len: plain.len(),
+                    ssrc: 0x0bad_cafe,
+                    index: 1,
+                    encrypted: true
+                }
+            );
+            assert_eq!(buf[..opened.len], plain[..]);
+            buf[8..12].copy_from_slice(&[9, 9, 9, 9]); // the patch (an SR's NTP time)
+            let n = client
+                .tx
+                .protect_rtcp_at(&mut buf, opened.len, opened.index)
+                .expect("reseal");
+            assert_eq!(n, sent[1].len());
+            assert_eq!(client.tx.next_srtcp_index(), 2, "the counter is left alone");
+            let got = server
+                .rx
+                .unprotect_rtcp(&mut buf)
+                .expect("peer opens the patch");
+            assert_eq!(got.index, 1, "{profile:?}");
+            assert_eq!(buf[8..12], [9, 9, 9, 9]);
+            assert_eq!(buf[12..got.len], plain[12..]);
+            assert_eq!(
+                client.tx.protect_rtcp_at(&mut [0; 100], 28, 1 << 31),
+                Err(SrtpError::BadIndex)
+            );
+        }
     }
 
     #[test]

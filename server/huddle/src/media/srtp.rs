@@ -91,6 +91,19 @@ pub(crate) enum SrtpProfile {
 }
 
 impl SrtpProfile {
+    /// The profile the DTLS handshake negotiated, as str0m reports it with the keying material
+    /// (`DtlsOutput::KeyingMaterial`); `None` for one this module does not implement (dimpl's
+    /// enum is non-exhaustive).
+    pub(crate) fn from_dtls(profile: str0m::crypto::dtls::SrtpProfile) -> Option<SrtpProfile> {
+        use str0m::crypto::dtls::SrtpProfile as Dtls;
+        match profile {
+            Dtls::AES128_CM_SHA1_80 => Some(SrtpProfile::Aes128CmSha1_80),
+            Dtls::AEAD_AES_128_GCM => Some(SrtpProfile::AeadAes128Gcm),
+            Dtls::AEAD_AES_256_GCM => Some(SrtpProfile::AeadAes256Gcm),
+            _ => None,
+        }
+    }
+
     /// Length of the master key, in bytes.
     pub(crate) const fn master_key_len(self) -> usize {
         match self {
@@ -133,6 +146,7 @@ impl SrtpProfile {
 
 /// Why a packet could not be protected or unprotected, or keys not derived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub(crate) enum SrtpError {
     /// The keying material is not `profile.keying_material_len()` bytes long.
     #[error("keying material has the wrong length for the profile")]
@@ -321,46 +335,39 @@ impl SrtpTx {
     /// direction never repeats an (SSRC, index) pair, so no nonce is reused, and receivers keep
     /// a window per SSRC in which a gap is harmless.
     pub(crate) fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
-        let tag_len = self.profile.tag_len();
-        let out_len = len
-            .checked_add(tag_len + SRTCP_INDEX_LEN)
-            .ok_or(SrtpError::BufferTooSmall)?;
-        if buf.len() < out_len {
-            return Err(SrtpError::BufferTooSmall);
-        }
-        check_rtcp_header(&buf[..len])?;
         if self.srtcp_index > MAX_RTCP_INDEX {
             return Err(SrtpError::IndexExhausted);
         }
-        let index = self.srtcp_index;
-        let ssrc = read_u32(buf, 4);
-        let e_index = (E_FLAG | index).to_be_bytes();
-        match &self.rtcp {
-            Cipher::Cm { key, auth, salt } => {
-                let iv = cm_iv(salt, ssrc, u64::from(index));
-                ctr_apply(key, iv, &mut buf[RTCP_HEADER_LEN..len])?;
-                buf[len..len + SRTCP_INDEX_LEN].copy_from_slice(&e_index);
-                let tag = hmac_sha1(auth, &buf[..len + SRTCP_INDEX_LEN], None);
-                buf[len + SRTCP_INDEX_LEN..out_len].copy_from_slice(&tag[..HMAC_TAG_LEN]);
-            }
-            Cipher::Gcm { key, salt } => {
-                let iv = gcm_rtcp_iv(salt, ssrc, index);
-                let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_INDEX_LEN];
-                aad[..RTCP_HEADER_LEN].copy_from_slice(&buf[..RTCP_HEADER_LEN]);
-                aad[RTCP_HEADER_LEN..].copy_from_slice(&e_index);
-                let tag = key
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(iv),
-                        Aad::from(&aad),
-                        &mut buf[RTCP_HEADER_LEN..len],
-                    )
-                    .map_err(|_| SrtpError::Malformed)?;
-                buf[len..len + GCM_TAG_LEN].copy_from_slice(tag.as_ref());
-                buf[len + GCM_TAG_LEN..out_len].copy_from_slice(&e_index);
-            }
-        }
+        let out_len = self
+            .rtcp
+            .seal_rtcp(self.profile, buf, len, self.srtcp_index)?;
         self.srtcp_index += 1;
         Ok(out_len)
+    }
+
+    /// Protects an RTCP packet with a given SRTCP index, leaving the counter alone: for
+    /// re-sealing a packet of the same leg's sender after [`SrtpTx::open_own_rtcp`] and a
+    /// patch (the design's SR rewrite), so the ciphertext replaces the original one under the
+    /// same (SSRC, index) and only one of them may ever be sent.
+    pub(crate) fn protect_rtcp_at(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        index: u32,
+    ) -> Result<usize, SrtpError> {
+        if index > MAX_RTCP_INDEX {
+            return Err(SrtpError::BadIndex);
+        }
+        self.rtcp.seal_rtcp(self.profile, buf, len, index)
+    }
+
+    /// Authenticates and decrypts in place an SRTCP packet sealed with these keys (str0m's
+    /// outgoing SRTCP on the same leg, before it is sent), without any replay state: it is our
+    /// own output. `index` in the result is what [`SrtpTx::protect_rtcp_at`] re-seals with.
+    pub(crate) fn open_own_rtcp(&self, buf: &mut [u8]) -> Result<OpenedRtcp, SrtpError> {
+        let trailer = parse_srtcp(self.profile, &self.rtcp, buf)?;
+        self.rtcp.open_rtcp(buf, &trailer)?;
+        Ok(trailer)
     }
 
     /// The index the next SRTCP packet will carry.
@@ -497,84 +504,29 @@ impl SrtpRx {
     /// Authenticates and (if its E flag says so) decrypts the SRTCP packet `buf` in place,
     /// checking the SRTCP index against the sender SSRC's replay window.
     pub(crate) fn unprotect_rtcp(&mut self, buf: &mut [u8]) -> Result<OpenedRtcp, SrtpError> {
-        let tag_len = self.profile.tag_len();
-        if buf.len() < RTCP_HEADER_LEN + SRTCP_INDEX_LEN + tag_len {
-            return Err(SrtpError::Malformed);
-        }
-        check_rtcp_header(buf)?;
-        let ssrc = read_u32(buf, 4);
-        let total = buf.len();
-        // The E‖index word ends the packet with AES-GCM and precedes the tag with AES-CM.
-        let word_at = match self.rtcp {
-            Cipher::Cm { .. } => total - tag_len - SRTCP_INDEX_LEN,
-            Cipher::Gcm { .. } => total - SRTCP_INDEX_LEN,
-        };
-        let word = read_u32(buf, word_at);
-        let encrypted = word & E_FLAG != 0;
-        let index = word & !E_FLAG;
+        let opened = parse_srtcp(self.profile, &self.rtcp, buf)?;
+        let (ssrc, index) = (opened.ssrc, u64::from(opened.index));
         let slot = self.rtcp_streams.iter().position(|s| s.ssrc == ssrc);
         match slot {
-            Some(i) => self.rtcp_streams[i].check(u64::from(index))?,
+            Some(i) => self.rtcp_streams[i].check(index)?,
             None if self.rtcp_streams.len() >= MAX_RX_SSRCS => {
                 return Err(SrtpError::TooManySsrcs);
             }
             None => {}
         }
-        let len = total - tag_len - SRTCP_INDEX_LEN;
-        match &self.rtcp {
-            Cipher::Cm { key, auth, salt } => {
-                let tag = hmac_sha1(auth, &buf[..len + SRTCP_INDEX_LEN], None);
-                aws_lc_rs::constant_time::verify_slices_are_equal(
-                    &tag[..HMAC_TAG_LEN],
-                    &buf[len + SRTCP_INDEX_LEN..],
-                )
-                .map_err(|_| SrtpError::AuthFailed)?;
-                if encrypted {
-                    let iv = cm_iv(salt, ssrc, u64::from(index));
-                    ctr_apply(key, iv, &mut buf[RTCP_HEADER_LEN..len])?;
-                }
-            }
-            Cipher::Gcm { key, salt } => {
-                let iv = gcm_rtcp_iv(salt, ssrc, index);
-                let word = word.to_be_bytes();
-                if encrypted {
-                    let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_INDEX_LEN];
-                    aad[..RTCP_HEADER_LEN].copy_from_slice(&buf[..RTCP_HEADER_LEN]);
-                    aad[RTCP_HEADER_LEN..].copy_from_slice(&word);
-                    key.open_in_place(
-                        Nonce::assume_unique_for_key(iv),
-                        Aad::from(&aad),
-                        &mut buf[RTCP_HEADER_LEN..len + GCM_TAG_LEN],
-                    )
-                    .map_err(|_| SrtpError::AuthFailed)?;
-                } else {
-                    // RFC 7714 §9.2: unencrypted, the whole packet and the E‖index word are the
-                    // AAD and the plaintext is empty. Swapping the tag and the word makes the
-                    // AAD one slice without copying the packet.
-                    buf[len..].rotate_right(SRTCP_INDEX_LEN);
-                    let (aad, tag) = buf.split_at_mut(len + SRTCP_INDEX_LEN);
-                    key.open_in_place(Nonce::assume_unique_for_key(iv), Aad::from(&*aad), tag)
-                        .map_err(|_| SrtpError::AuthFailed)?;
-                }
-            }
-        }
+        self.rtcp.open_rtcp(buf, &opened)?;
         match slot {
-            Some(i) => self.rtcp_streams[i].accept(u64::from(index)),
-            None => self
-                .rtcp_streams
-                .push(ReplayState::new(ssrc, u64::from(index))),
+            Some(i) => self.rtcp_streams[i].accept(index),
+            None => self.rtcp_streams.push(ReplayState::new(ssrc, index)),
         }
-        Ok(OpenedRtcp {
-            len,
-            ssrc,
-            index,
-            encrypted,
-        })
+        Ok(opened)
     }
 
     /// Sets the receive state of an RTP stream whose earlier packets were opened elsewhere
     /// (by str0m): `highest_index` is the highest index seen so far, which fixes the ROC the
-    /// next packets are estimated against. The replay window starts empty above it.
+    /// next packets are estimated against. Every index in the window at and below it counts as
+    /// received: we cannot know which of those str0m already took, and dropping a late one at
+    /// the hand-over is better than letting a recorded one be replayed.
     pub(crate) fn seed_rtp_index(
         &mut self,
         ssrc: u32,
@@ -586,7 +538,7 @@ impl SrtpRx {
         let state = ReplayState {
             ssrc,
             top: highest_index,
-            window: 1,
+            window: u128::MAX,
         };
         if let Some(s) = self.rtp_streams.iter_mut().find(|s| s.ssrc == ssrc) {
             *s = state;
@@ -702,6 +654,135 @@ enum Cipher {
 }
 
 impl Cipher {
+    /// One direction's RTP or SRTCP cipher from its session keys (`auth` only for AES-CM).
+    fn from_session(
+        profile: SrtpProfile,
+        key: &[u8],
+        auth: &[u8],
+        salt: &[u8],
+    ) -> Result<Cipher, SrtpError> {
+        let bad = |_| SrtpError::KeyingMaterialLength;
+        match profile {
+            SrtpProfile::Aes128CmSha1_80 => Ok(Cipher::Cm {
+                key: UnboundCipherKey::new(&AES_128, key)
+                    .and_then(EncryptingKey::ctr)
+                    .map_err(bad)?,
+                auth: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, auth),
+                salt: salt
+                    .try_into()
+                    .map_err(|_| SrtpError::KeyingMaterialLength)?,
+            }),
+            SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => {
+                let alg = if profile == SrtpProfile::AeadAes128Gcm {
+                    &AES_128_GCM
+                } else {
+                    &AES_256_GCM
+                };
+                Ok(Cipher::Gcm {
+                    key: LessSafeKey::new(UnboundKey::new(alg, key).map_err(bad)?),
+                    salt: salt
+                        .try_into()
+                        .map_err(|_| SrtpError::KeyingMaterialLength)?,
+                })
+            }
+        }
+    }
+
+    /// Seals the RTCP packet `buf[..len]` in place with SRTCP index `index`, E = 1, and returns
+    /// the SRTCP length.
+    fn seal_rtcp(
+        &self,
+        profile: SrtpProfile,
+        buf: &mut [u8],
+        len: usize,
+        index: u32,
+    ) -> Result<usize, SrtpError> {
+        let tag_len = profile.tag_len();
+        let out_len = len
+            .checked_add(tag_len + SRTCP_INDEX_LEN)
+            .ok_or(SrtpError::BufferTooSmall)?;
+        if buf.len() < out_len {
+            return Err(SrtpError::BufferTooSmall);
+        }
+        check_rtcp_header(&buf[..len])?;
+        let ssrc = read_u32(buf, 4);
+        let e_index = (E_FLAG | index).to_be_bytes();
+        match self {
+            Cipher::Cm { key, auth, salt } => {
+                let iv = cm_iv(salt, ssrc, u64::from(index));
+                ctr_apply(key, iv, &mut buf[RTCP_HEADER_LEN..len])?;
+                buf[len..len + SRTCP_INDEX_LEN].copy_from_slice(&e_index);
+                let tag = hmac_sha1(auth, &buf[..len + SRTCP_INDEX_LEN], None);
+                buf[len + SRTCP_INDEX_LEN..out_len].copy_from_slice(&tag[..HMAC_TAG_LEN]);
+            }
+            Cipher::Gcm { key, salt } => {
+                let iv = gcm_rtcp_iv(salt, ssrc, index);
+                let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_INDEX_LEN];
+                aad[..RTCP_HEADER_LEN].copy_from_slice(&buf[..RTCP_HEADER_LEN]);
+                aad[RTCP_HEADER_LEN..].copy_from_slice(&e_index);
+                let tag = key
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(iv),
+                        Aad::from(&aad),
+                        &mut buf[RTCP_HEADER_LEN..len],
+                    )
+                    .map_err(|_| SrtpError::Malformed)?;
+                buf[len..len + GCM_TAG_LEN].copy_from_slice(tag.as_ref());
+                buf[len + GCM_TAG_LEN..out_len].copy_from_slice(&e_index);
+            }
+        }
+        Ok(out_len)
+    }
+
+    /// Authenticates and (if E says so) decrypts the SRTCP packet `buf` whose trailer
+    /// [`parse_srtcp`] read.
+    fn open_rtcp(&self, buf: &mut [u8], trailer: &OpenedRtcp) -> Result<(), SrtpError> {
+        let OpenedRtcp {
+            len,
+            ssrc,
+            index,
+            encrypted,
+        } = *trailer;
+        match self {
+            Cipher::Cm { key, auth, salt } => {
+                let tag = hmac_sha1(auth, &buf[..len + SRTCP_INDEX_LEN], None);
+                aws_lc_rs::constant_time::verify_slices_are_equal(
+                    &tag[..HMAC_TAG_LEN],
+                    &buf[len + SRTCP_INDEX_LEN..],
+                )
+                .map_err(|_| SrtpError::AuthFailed)?;
+                if encrypted {
+                    let iv = cm_iv(salt, ssrc, u64::from(index));
+                    ctr_apply(key, iv, &mut buf[RTCP_HEADER_LEN..len])?;
+                }
+            }
+            Cipher::Gcm { key, salt } => {
+                let iv = gcm_rtcp_iv(salt, ssrc, index);
+                let word = (if encrypted { E_FLAG } else { 0 } | index).to_be_bytes();
+                if encrypted {
+                    let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_INDEX_LEN];
+                    aad[..RTCP_HEADER_LEN].copy_from_slice(&buf[..RTCP_HEADER_LEN]);
+                    aad[RTCP_HEADER_LEN..].copy_from_slice(&word);
+                    key.open_in_place(
+                        Nonce::assume_unique_for_key(iv),
+                        Aad::from(&aad),
+                        &mut buf[RTCP_HEADER_LEN..len + GCM_TAG_LEN],
+                    )
+                    .map_err(|_| SrtpError::AuthFailed)?;
+                } else {
+                    // RFC 7714 §9.2: unencrypted, the whole packet and the E‖index word are the
+                    // AAD and the plaintext is empty. Swapping the tag and the word makes the
+                    // AAD one slice without copying the packet.
+                    buf[len..].rotate_right(SRTCP_INDEX_LEN);
+                    let (aad, tag) = buf.split_at_mut(len + SRTCP_INDEX_LEN);
+                    key.open_in_place(Nonce::assume_unique_for_key(iv), Aad::from(&*aad), tag)
+                        .map_err(|_| SrtpError::AuthFailed)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The RTP and the SRTCP session keys of one direction (RFC 3711 §4.3, RFC 7714 §12).
     fn derive_pair(
         profile: SrtpProfile,
@@ -715,45 +796,46 @@ impl Cipher {
         }
         let one = |labels: [u8; 3]| -> Result<Cipher, SrtpError> {
             let [key_label, auth_label, salt_label] = labels;
-            match profile {
-                SrtpProfile::Aes128CmSha1_80 => {
-                    let mut k = [0u8; 16];
-                    let mut a = [0u8; HMAC_KEY_LEN];
-                    let mut s = [0u8; CM_SALT_LEN];
-                    kdf(master_key, master_salt, key_label, &mut k)?;
-                    kdf(master_key, master_salt, auth_label, &mut a)?;
-                    kdf(master_key, master_salt, salt_label, &mut s)?;
-                    let key = UnboundCipherKey::new(&AES_128, &k)
-                        .and_then(EncryptingKey::ctr)
-                        .map_err(|_| SrtpError::KeyingMaterialLength)?;
-                    let auth = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &a);
-                    Ok(Cipher::Cm { key, auth, salt: s })
-                }
-                SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => {
-                    let mut k = [0u8; 32];
-                    let k = &mut k[..profile.master_key_len()];
-                    let mut s = [0u8; GCM_SALT_LEN];
-                    kdf(master_key, master_salt, key_label, k)?;
-                    kdf(master_key, master_salt, salt_label, &mut s)?;
-                    let alg = if profile == SrtpProfile::AeadAes128Gcm {
-                        &AES_128_GCM
-                    } else {
-                        &AES_256_GCM
-                    };
-                    let key =
-                        UnboundKey::new(alg, k).map_err(|_| SrtpError::KeyingMaterialLength)?;
-                    Ok(Cipher::Gcm {
-                        key: LessSafeKey::new(key),
-                        salt: s,
-                    })
-                }
+            let mut key = [0u8; 32];
+            let key = &mut key[..profile.master_key_len()];
+            let mut auth = [0u8; HMAC_KEY_LEN];
+            let mut salt = [0u8; CM_SALT_LEN];
+            let salt = &mut salt[..profile.master_salt_len()];
+            kdf(master_key, master_salt, key_label, key)?;
+            kdf(master_key, master_salt, salt_label, salt)?;
+            if profile == SrtpProfile::Aes128CmSha1_80 {
+                kdf(master_key, master_salt, auth_label, &mut auth)?;
             }
+            Cipher::from_session(profile, key, &auth, salt)
         };
         Ok((
             one([LABEL_RTP_KEY, LABEL_RTP_AUTH, LABEL_RTP_SALT])?,
             one([LABEL_RTCP_KEY, LABEL_RTCP_AUTH, LABEL_RTCP_SALT])?,
         ))
     }
+}
+
+/// Reads an SRTCP packet's header and trailer (E flag, index; where they sit depends on the
+/// profile) without touching its bytes.
+fn parse_srtcp(profile: SrtpProfile, cipher: &Cipher, buf: &[u8]) -> Result<OpenedRtcp, SrtpError> {
+    let tag_len = profile.tag_len();
+    if buf.len() < RTCP_HEADER_LEN + SRTCP_INDEX_LEN + tag_len {
+        return Err(SrtpError::Malformed);
+    }
+    check_rtcp_header(buf)?;
+    let total = buf.len();
+    // The E‖index word ends the packet with AES-GCM and precedes the tag with AES-CM.
+    let word_at = match cipher {
+        Cipher::Cm { .. } => total - tag_len - SRTCP_INDEX_LEN,
+        Cipher::Gcm { .. } => total - SRTCP_INDEX_LEN,
+    };
+    let word = read_u32(buf, word_at);
+    Ok(OpenedRtcp {
+        len: total - tag_len - SRTCP_INDEX_LEN,
+        ssrc: read_u32(buf, 4),
+        index: word & !E_FLAG,
+        encrypted: word & E_FLAG != 0,
+    })
 }
 
 /// RFC 3711 §4.3.1 with a key derivation rate of 0 (r = 0): the AES-CM keystream under the
@@ -898,6 +980,26 @@ mod tests {
         (client, server)
     }
 
+    /// Sender and receiver of one direction with the same session keys for RTP and SRTCP, as
+    /// the RFC 7714 vectors give them (no key derivation).
+    fn from_session(profile: SrtpProfile, key: &[u8], salt: &[u8]) -> (SrtpTx, SrtpRx) {
+        let c = || Cipher::from_session(profile, key, &[], salt).expect("session keys");
+        let tx = SrtpTx {
+            profile,
+            rtp: c(),
+            rtcp: c(),
+            srtcp_index: 0,
+        };
+        let rx = SrtpRx {
+            profile,
+            rtp: c(),
+            rtcp: c(),
+            rtp_streams: Vec::new(),
+            rtcp_streams: Vec::new(),
+        };
+        (tx, rx)
+    }
+
     fn rtp(ssrc: u32, seq: u16, payload_len: usize) -> Vec<u8> {
         let mut p = vec![0x80, 96];
         p.extend_from_slice(&seq.to_be_bytes());
@@ -911,6 +1013,313 @@ mod tests {
         let mut p = rtp(ssrc, index as u16, payload_len);
         tx.protect_rtp_vec(&mut p, index).expect("protect");
         p
+    }
+
+    /// A sender report from `ssrc` with a few bytes of body.
+    fn rtcp(ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 200, 0, 6];
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend((0..20u8).map(|i| i.wrapping_mul(7)));
+        p
+    }
+
+    fn open(rx: &mut SrtpRx, packet: &[u8]) -> Result<OpenedRtp, SrtpError> {
+        rx.unprotect_rtp(&mut packet.to_vec())
+    }
+
+    // ---- Known answers ----
+
+    #[test]
+    fn rfc3711_b2_aes_cm_keystream() {
+        let salt: [u8; 14] = hex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD")
+            .try_into()
+            .expect("salt");
+        let Cipher::Cm { key, .. } = Cipher::from_session(
+            SrtpProfile::Aes128CmSha1_80,
+            &hex("2B7E151628AED2A6ABF7158809CF4F3C"),
+            &[0; 20],
+            &salt,
+        )
+        .expect("keys") else {
+            unreachable!("AES-CM profile")
+        };
+        // SSRC 0, index 0: the IV is the salt shifted, the RFC's "offset".
+        let iv = cm_iv(&salt, 0, 0);
+        assert_eq!(iv[..], hex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD0000")[..]);
+        let mut stream = vec![0u8; 65282 * 16];
+        ctr_apply(&key, iv, &mut stream).expect("ctr");
+        let block = |n: usize| stream[n * 16..(n + 1) * 16].to_vec();
+        assert_eq!(block(0), hex("E03EAD0935C95E80E166B16DD92B4EB4"));
+        assert_eq!(block(1), hex("D23513162B02D0F72A43A2FE4A5F97AB"));
+        assert_eq!(block(2), hex("41E95B3BB0A2E8DD477901E4FCA894C0"));
+        assert_eq!(block(0xfeff), hex("EC8CDF7398607CB0F2D21675EA9EA1E4"));
+        assert_eq!(block(0xff00), hex("362B7C3C6773516318A077D7FC5073AE"));
+        assert_eq!(block(0xff01), hex("6A2CC3787889374FBEB4C81B17BA6C44"));
+    }
+
+    #[test]
+    fn rfc3711_b3_key_derivation() {
+        let master = hex("E1F97A0D3E018BE0D64FA32C06DE4139");
+        let salt = hex("0EC675AD498AFEEBB6960B3AABE6");
+        let mut key = [0u8; 16];
+        kdf(&master, &salt, LABEL_RTP_KEY, &mut key).expect("kdf");
+        assert_eq!(key[..], hex("C61E7A93744F39EE10734AFE3FF7A087")[..]);
+        let mut session_salt = [0u8; 14];
+        kdf(&master, &salt, LABEL_RTP_SALT, &mut session_salt).expect("kdf");
+        assert_eq!(session_salt[..], hex("30CBBC08863D8C85D49DB34A9AE1")[..]);
+        // The RFC derives a 94-octet auth key; SHA1-80 uses its first 20 octets.
+        let mut auth = [0u8; 94];
+        kdf(&master, &salt, LABEL_RTP_AUTH, &mut auth).expect("kdf");
+        let want = hex(
+            "CEBE321F6FF7716B6FD4AB49AF256A15 6D38BAA48F0A0ACF3C34E2359E6CDBCE
+             E049646C43D9327AD175578EF7227098 6371C10C9A369AC2F94A8C5FBCDDDC25
+             6D6E919A48B610EF17C2041E47403576 6B68642C59BBFC2F34DB60DBDFB2",
+        );
+        assert_eq!(auth[..], want[..]);
+    }
+
+    /// libsrtp's reference packets (test/srtp_driver.c, `srtp_validate`), keyed with the RFC
+    /// 3711 B.3 master key and salt: the whole AES-CM path, derivation, IV, HMAC and trailer.
+    #[test]
+    fn libsrtp_reference_packets_aes_cm_sha1_80() {
+        let master = hex("E1F97A0D3E018BE0D64FA32C06DE4139");
+        let salt = hex("0EC675AD498AFEEBB6960B3AABE6");
+        let profile = SrtpProfile::Aes128CmSha1_80;
+        let mut tx = SrtpTx::new(profile, &master, &salt).expect("tx");
+        let mut rx = SrtpRx::new(profile, &master, &salt).expect("rx");
+
+        let plain = hex("800f1234decafbadcafebabe abababababababababababababababab");
+        let want =
+            hex("800f1234decafbadcafebabe 4e55dc4ce79978d88ca4d215949d2402 b78d6acc99ea179b8dbb");
+        let mut p = plain.clone();
+        tx.protect_rtp_vec(&mut p, 0x1234).expect("protect");
+        assert_eq!(p, want);
+        let opened = rx.unprotect_rtp(&mut p).expect("unprotect");
+        assert_eq!(opened.index, 0x1234);
+        assert_eq!(p[..opened.len], plain[..]);
+
+        // libsrtp's first SRTCP packet carries index 1.
+        let plain = hex("81c8000bcafebabe abababababababababababababababab");
+        let want =
+            hex("81c8000bcafebabe 7128035be487b9bdbef89041f977a5a8 80000001 993e08cd54d6c1230798");
+        tx.srtcp_index = 1;
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + profile.rtcp_overhead(), 0);
+        let n = tx.protect_rtcp(&mut buf, plain.len()).expect("protect");
+        assert_eq!(buf[..n], want[..]);
+        assert_eq!(tx.next_srtcp_index(), 2);
+        let opened = rx.unprotect_rtcp(&mut buf).expect("unprotect");
+        assert_eq!(
+            opened,
+            OpenedRtcp {
+                len: plain.len(),
+                ssrc: 0xcafebabe,
+                index: 1,
+                encrypted: true
+            }
+        );
+        assert_eq!(buf[..opened.len], plain[..]);
+    }
+
+    /// A browser's SRTCP packet with the DTLS keying material it was sent under, from str0m's
+    /// own test suite (str0m 0.25 `rtp/srtp.rs`): the role split on real material, opened as
+    /// the DTLS server and sealed back byte for byte by the client's half.
+    #[test]
+    fn a_captured_aes_cm_srtcp_packet_opens_and_reseals() {
+        let mat = hex(
+            "2CB02346B42276A672CFD143AEC2D5EEDDDE55F0AD7BCAC22666F1C6386173ED
+             6EB25CB7D26A61A1EE2C210ADAE760AAA2FD67B672C41AED105F9D36",
+        );
+        let srtcp = hex("80C80006 3CD7CC13
+             B7C831DCB776CD8DC26FDA1D9BFC8EE6589A1A8A49289CAEB264200C37D2D0A4
+             AFAC6385FFC60DEC7D06D4873DD3A8CC
+             80000001 B7BB526521D1E73C0FC0");
+        let plain = hex(
+            "80c800063cd7cc13e2ee35c8604e618c26f32734000000430000140781ca0006
+             3cd7cc130110386e46753268576672 4d447247 66346f0000",
+        );
+        let profile = SrtpProfile::Aes128CmSha1_80;
+        let mut server = LegSrtp::from_keying_material(profile, &mat, false).expect("server");
+        let mut buf = srtcp.clone();
+        let opened = server.rx.unprotect_rtcp(&mut buf).expect("unprotect");
+        assert_eq!(opened.index, 1);
+        assert_eq!(buf[..opened.len], plain[..]);
+
+        let mut client = LegSrtp::from_keying_material(profile, &mat, true).expect("client");
+        client.tx.srtcp_index = 1;
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + profile.rtcp_overhead(), 0);
+        let n = client
+            .tx
+            .protect_rtcp(&mut buf, plain.len())
+            .expect("protect");
+        assert_eq!(buf[..n], srtcp[..]);
+    }
+
+    const RFC7714_SALT: &str = "517569642070726f2071756f";
+    const RFC7714_KEY_128: &str = "000102030405060708090a0b0c0d0e0f";
+    const RFC7714_KEY_256: &str =
+        "000102030405060708090a0b0c0d0e0f 101112131415161718191a1b1c1d1e1f";
+    /// §16: the RTP packet (SSRC 0x5501a0b2, SEQ 0xf17b, ROC 0), "Gallia est omnis divisa in
+    /// partes tres".
+    const RFC7714_RTP: &str = "8040f17b8041f8d35501a0b2
+        47616c6c696120657374206f6d6e69732064697669736120696e207061727465732074726573";
+    /// §17: the RTCP packet of the subsections (the section's preamble prints another one; the
+    /// subsections' vectors are consistent with this).
+    const RFC7714_RTCP: &str = "81c8000d4d617273 4e5450314e545032525450200000042a0000e9304c756e61
+        deadbeefdeadbeefdeadbeefdeadbeefdeadbeef";
+
+    #[test]
+    fn rfc7714_16_srtp_aes_gcm() {
+        for (profile, key, want) in [
+            (
+                SrtpProfile::AeadAes128Gcm,
+                RFC7714_KEY_128,
+                "8040f17b8041f8d35501a0b2
+                 f24de3a3fb34de6cacba861c9d7e4bcabe633bd50d294e6f42a5f47a51c7d19b36de3adf8833
+                 899d7f27beb16a9152cf765ee4390cce",
+            ),
+            (
+                SrtpProfile::AeadAes256Gcm,
+                RFC7714_KEY_256,
+                "8040f17b8041f8d35501a0b2
+                 32b1de78a822fe12ef9f78fa332e33aab18012389a58e2f3b50b2a0276ffae0f1ba63799b87b
+                 7aa3db36dfffd6b0f9bb7878d7a76c13",
+            ),
+        ] {
+            let (tx, mut rx) = from_session(profile, &hex(key), &hex(RFC7714_SALT));
+            let plain = hex(RFC7714_RTP);
+            let mut p = plain.clone();
+            tx.protect_rtp_vec(&mut p, 0xf17b).expect("protect");
+            assert_eq!(p, hex(want), "{profile:?}");
+            let opened = rx.unprotect_rtp(&mut p).expect("unprotect");
+            assert_eq!(
+                opened,
+                OpenedRtp {
+                    len: plain.len(),
+                    header_len: 12,
+                    ssrc: 0x5501a0b2,
+                    index: 0xf17b
+                }
+            );
+            assert_eq!(p[..opened.len], plain[..]);
+        }
+    }
+
+    #[test]
+    fn rfc7714_17_srtcp_aes_gcm_encrypted_and_tagged_only() {
+        for (profile, key, encrypted, tagged) in [
+            (
+                SrtpProfile::AeadAes128Gcm,
+                RFC7714_KEY_128,
+                "81c8000d4d617273
+                 63e94885dcdab67ca727d7662f6b7e997ff5c0f76c06f32dc676a5f1730d6fda4ce09b46
+                 86303ded0bb9275b c84aa45896cf4d2fc5abf87245d9eade 800005d4",
+                "841dd9683dd78ec92ae58790125f62b3",
+            ),
+            (
+                SrtpProfile::AeadAes256Gcm,
+                RFC7714_KEY_256,
+                "81c8000d4d617273
+                 d50ae4d1f5ce5d304ba297e47d470c282c3ece5dbffe0a50a2eaa5c1110555be8415f658
+                 c61de0476f1b6fad 1d1eb30c4446839f57ff6f6cb26ac3be 800005d4",
+                "91db4afbfeee5a978fab4393ed2615fe",
+            ),
+        ] {
+            let plain = hex(RFC7714_RTCP);
+            // §17.1 / §17.2: sealed, E = 1, index 0x5d4.
+            let (mut tx, mut rx) = from_session(profile, &hex(key), &hex(RFC7714_SALT));
+            tx.srtcp_index = 0x5d4;
+            let mut buf = plain.clone();
+            buf.resize(plain.len() + profile.rtcp_overhead(), 0);
+            let n = tx.protect_rtcp(&mut buf, plain.len()).expect("protect");
+            assert_eq!(buf[..n], hex(encrypted)[..], "{profile:?}");
+            let opened = rx.unprotect_rtcp(&mut buf).expect("unprotect");
+            assert_eq!(
+                opened,
+                OpenedRtcp {
+                    len: plain.len(),
+                    ssrc: 0x4d617273,
+                    index: 0x5d4,
+                    encrypted: true
+                }
+            );
+            assert_eq!(buf[..opened.len], plain[..]);
+
+            // §17.3 / §17.4: authenticated only, E = 0 (we never send these, peers may).
+            let (_, mut rx) = from_session(profile, &hex(key), &hex(RFC7714_SALT));
+            let mut buf = plain.clone();
+            buf.extend_from_slice(&hex(tagged));
+            buf.extend_from_slice(&hex("000005d4"));
+            let opened = rx.unprotect_rtcp(&mut buf).expect("unprotect tagged");
+            assert_eq!(
+                opened,
+                OpenedRtcp {
+                    len: plain.len(),
+                    ssrc: 0x4d617273,
+                    index: 0x5d4,
+                    encrypted: false
+                }
+            );
+            assert_eq!(buf[..opened.len], plain[..]);
+
+            // The same tag does not cover another packet.
+            let (_, mut rx) = from_session(profile, &hex(key), &hex(RFC7714_SALT));
+            let mut buf = plain.clone();
+            buf[20] ^= 1;
+            buf.extend_from_slice(&hex(tagged));
+            buf.extend_from_slice(&hex("000005d4"));
+            assert_eq!(rx.unprotect_rtcp(&mut buf), Err(SrtpError::AuthFailed));
+        }
+    }
+
+    // ---- Keys and roles ----
+
+    #[test]
+    fn profile_lengths() {
+        assert_eq!(SrtpProfile::Aes128CmSha1_80.keying_material_len(), 60);
+        assert_eq!(SrtpProfile::AeadAes128Gcm.keying_material_len(), 56);
+        assert_eq!(SrtpProfile::AeadAes256Gcm.keying_material_len(), 88);
+        assert_eq!(SrtpProfile::Aes128CmSha1_80.rtp_overhead(), 10);
+        assert_eq!(SrtpProfile::AeadAes256Gcm.rtp_overhead(), 16);
+        assert_eq!(SrtpProfile::Aes128CmSha1_80.rtcp_overhead(), 14);
+        assert_eq!(SrtpProfile::AeadAes128Gcm.rtcp_overhead(), 20);
+    }
+
+    #[test]
+    fn profiles_map_from_dtls_with_the_same_material_length() {
+        for dtls in str0m::crypto::dtls::SrtpProfile::ALL {
+            let ours = SrtpProfile::from_dtls(*dtls).expect("every profile dimpl offers");
+            assert_eq!(
+                ours.keying_material_len(),
+                dtls.keying_material_len(),
+                "{dtls:?}"
+            );
+        }
+        assert_eq!(
+            SrtpProfile::from_dtls(str0m::crypto::dtls::SrtpProfile::AEAD_AES_256_GCM),
+            Some(SrtpProfile::AeadAes256Gcm)
+        );
+    }
+
+    #[test]
+    fn keying_material_of_another_length_is_refused() {
+        for profile in ALL {
+            for len in [
+                0,
+                profile.keying_material_len() - 1,
+                profile.keying_material_len() + 1,
+            ] {
+                let err = LegSrtp::from_keying_material(profile, &vec![7; len], true).err();
+                assert_eq!(
+                    err,
+                    Some(SrtpError::KeyingMaterialLength),
+                    "{profile:?} {len}"
+                );
+            }
+        }
+        let err = SrtpTx::new(SrtpProfile::AeadAes128Gcm, &[0; 16], &[0; 14]).err();
+        assert_eq!(err, Some(SrtpError::KeyingMaterialLength));
     }
 
     #[test]
@@ -944,14 +1353,674 @@ mod tests {
     }
 
     #[test]
+    fn srtcp_round_trip_every_profile_both_roles() {
+        for profile in ALL {
+            let (mut client, mut server) = pair(profile);
+            for (tx, rx) in [
+                (&mut client.tx, &mut server.rx),
+                (&mut server.tx, &mut client.rx),
+            ] {
+                for i in 0..3u32 {
+                    let plain = rtcp(0x5151);
+                    let mut buf = plain.clone();
+                    buf.resize(plain.len() + profile.rtcp_overhead(), 0);
+                    let n = tx.protect_rtcp(&mut buf, plain.len()).expect("protect");
+                    assert_eq!(n, buf.len());
+                    assert_ne!(
+                        buf[8..plain.len()],
+                        plain[8..],
+                        "{profile:?} body not encrypted"
+                    );
+                    let opened = rx.unprotect_rtcp(&mut buf).expect("unprotect");
+                    assert_eq!(
+                        opened,
+                        OpenedRtcp {
+                            len: plain.len(),
+                            ssrc: 0x5151,
+                            index: i,
+                            encrypted: true
+                        }
+                    );
+                    assert_eq!(buf[..opened.len], plain[..]);
+                }
+            }
+        }
+    }
+
+    /// RFC 5764 §4.2: the client writes with the first key and the first salt.
+    #[test]
+    fn the_dtls_client_sends_with_the_first_key_and_salt() {
+        for profile in ALL {
+            let m = material(profile);
+            let (kl, sl) = (profile.master_key_len(), profile.master_salt_len());
+            let client_write = SrtpTx::new(profile, &m[..kl], &m[2 * kl..2 * kl + sl]).expect("c");
+            let server_write = SrtpTx::new(profile, &m[kl..2 * kl], &m[2 * kl + sl..]).expect("s");
+            let (client, server) = pair(profile);
+            for (leg, expected) in [(&client.tx, &client_write), (&server.tx, &server_write)] {
+                assert_eq!(
+                    sealed(leg, 4, 9, 50),
+                    sealed(expected, 4, 9, 50),
+                    "{profile:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_leg_does_not_open_its_own_packets() {
         for profile in ALL {
             let (mut client, _) = pair(profile);
-            let mut p = sealed(&client.tx, 1, 1, 100);
+            let p = sealed(&client.tx, 1, 1, 100);
             assert_eq!(
-                client.rx.unprotect_rtp(&mut p),
+                open(&mut client.rx, &p),
                 Err(SrtpError::AuthFailed),
                 "{profile:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_halves_can_move_apart() {
+        fn send<T: Send + Sync + 'static>() {}
+        send::<SrtpTx>();
+        send::<SrtpRx>();
+    }
+
+    #[test]
+    fn csrcs_and_a_header_extension_are_authenticated_not_encrypted() {
+        for profile in ALL {
+            let (client, mut server) = pair(profile);
+            // X = 1, CC = 2: two CSRCs and a one-byte-header extension of two words.
+            let mut plain = vec![0x92, 96, 0, 9];
+            plain.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 42]);
+            plain.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 8]);
+            plain.extend_from_slice(&[0xbe, 0xde, 0, 2, 0x10, 0xff, 0, 0, 0x22, 1, 2, 3]);
+            plain.extend_from_slice(b"payload bytes");
+            let header_len = 12 + 8 + 4 + 8;
+            let mut p = plain.clone();
+            client.tx.protect_rtp_vec(&mut p, 9).expect("protect");
+            assert_eq!(p[..header_len], plain[..header_len]);
+            let mut tampered = p.clone();
+            tampered[header_len - 2] ^= 0x40; // inside the extension
+            assert_eq!(open(&mut server.rx, &tampered), Err(SrtpError::AuthFailed));
+            let opened = server.rx.unprotect_rtp(&mut p).expect("unprotect");
+            assert_eq!(opened.header_len, header_len, "{profile:?}");
+            assert_eq!(opened.ssrc, 42);
+            assert_eq!(p[..opened.len], plain[..]);
+        }
+    }
+
+    // ---- Tampering ----
+
+    #[test]
+    fn a_flipped_bit_anywhere_fails_and_changes_nothing() {
+        for profile in ALL {
+            let (client, mut server) = pair(profile);
+            let good = sealed(&client.tx, 9, 100, 64);
+            // Header (timestamp, and the sequence number: a forged index), payload, tag.
+            for at in [5, 3, 12, 40, good.len() - 1] {
+                let mut bad = good.clone();
+                bad[at] ^= 0x01;
+                assert_eq!(
+                    open(&mut server.rx, &bad),
+                    Err(SrtpError::AuthFailed),
+                    "{at}"
+                );
+                assert_eq!(
+                    server.rx.rtp_highest_index(9),
+                    None,
+                    "no state from a forgery"
+                );
+            }
+            assert_eq!(
+                open(&mut server.rx, &good).map(|o| o.index),
+                Ok(100),
+                "{profile:?}"
+            );
+            for at in [5, 3, 40, good.len() - 1] {
+                let mut bad = good.clone();
+                bad[at] ^= 0x80;
+                assert!(open(&mut server.rx, &bad).is_err());
+            }
+            assert_eq!(server.rx.rtp_highest_index(9), Some(100));
+        }
+    }
+
+    #[test]
+    fn a_forged_sequence_jump_does_not_move_the_index_estimate() {
+        for profile in ALL {
+            let (client, mut server) = pair(profile);
+            open(&mut server.rx, &sealed(&client.tx, 9, 60_000, 10)).expect("first");
+            // A forgery whose sequence number says the ROC moved on (65535 → 100 would be a
+            // wrap); its tag cannot verify.
+            let mut forged = sealed(&client.tx, 9, 60_001, 10);
+            forged[2..4].copy_from_slice(&100u16.to_be_bytes());
+            assert_eq!(open(&mut server.rx, &forged), Err(SrtpError::AuthFailed));
+            assert_eq!(server.rx.rtp_highest_index(9), Some(60_000), "{profile:?}");
+            // The genuine stream goes on at ROC 0.
+            let next = open(&mut server.rx, &sealed(&client.tx, 9, 60_002, 10));
+            assert_eq!(next.map(|o| o.index), Ok(60_002));
+        }
+    }
+
+    #[test]
+    fn srtcp_tampering_fails_and_changes_nothing() {
+        for profile in ALL {
+            let (mut client, mut server) = pair(profile);
+            let plain = rtcp(77);
+            let mut good = plain.clone();
+            good.resize(plain.len() + profile.rtcp_overhead(), 0);
+            client
+                .tx
+                .protect_rtcp(&mut good, plain.len())
+                .expect("protect");
+            for at in [1, 6, 10, good.len() - 1, good.len() - 11, good.len() - 17] {
+                let mut bad = good.clone();
+                bad[at] ^= 0x01;
+                assert_eq!(
+                    server.rx.unprotect_rtcp(&mut bad),
+                    Err(SrtpError::AuthFailed)
+                );
+            }
+            let opened = server
+                .rx
+                .unprotect_rtcp(&mut good.clone())
+                .expect("genuine");
+            assert_eq!(opened.index, 0, "{profile:?}");
+            assert_eq!(
+                server.rx.unprotect_rtcp(&mut good),
+                Err(SrtpError::Replayed)
+            );
+        }
+    }
+
+    // ---- Replay and the index ----
+
+    #[test]
+    fn replay_window() {
+        for profile in ALL {
+            let (client, mut server) = pair(profile);
+            let p = |i: u64| sealed(&client.tx, 5, i, 20);
+            assert!(open(&mut server.rx, &p(200)).is_ok());
+            assert_eq!(open(&mut server.rx, &p(200)), Err(SrtpError::Replayed));
+            // Late but inside the window: once.
+            assert_eq!(open(&mut server.rx, &p(150)).map(|o| o.index), Ok(150));
+            assert_eq!(open(&mut server.rx, &p(150)), Err(SrtpError::Replayed));
+            // The window's oldest slot (age 127) and the first one out (age 128).
+            assert_eq!(open(&mut server.rx, &p(73)).map(|o| o.index), Ok(73));
+            assert_eq!(open(&mut server.rx, &p(72)), Err(SrtpError::TooOld));
+            // A jump ahead keeps the bits that are still in the window.
+            assert!(open(&mut server.rx, &p(260)).is_ok());
+            assert_eq!(open(&mut server.rx, &p(200)), Err(SrtpError::Replayed));
+            assert_eq!(open(&mut server.rx, &p(150)), Err(SrtpError::Replayed));
+            assert_eq!(open(&mut server.rx, &p(201)).map(|o| o.index), Ok(201));
+            // A jump past the window clears it.
+            assert!(open(&mut server.rx, &p(1000)).is_ok());
+            assert_eq!(open(&mut server.rx, &p(900)).map(|o| o.index), Ok(900));
+            assert_eq!(open(&mut server.rx, &p(260)), Err(SrtpError::TooOld));
+        }
+    }
+
+    #[test]
+    fn streams_have_separate_windows() {
+        let (client, mut server) = pair(SrtpProfile::AeadAes128Gcm);
+        assert!(open(&mut server.rx, &sealed(&client.tx, 1, 10, 5)).is_ok());
+        assert!(open(&mut server.rx, &sealed(&client.tx, 2, 10, 5)).is_ok());
+        assert_eq!(
+            open(&mut server.rx, &sealed(&client.tx, 1, 10, 5)),
+            Err(SrtpError::Replayed)
+        );
+    }
+
+    #[test]
+    fn srtcp_replay_window() {
+        for profile in ALL {
+            let (mut client, mut server) = pair(profile);
+            let mut sent = Vec::new();
+            for _ in 0..200 {
+                let plain = rtcp(3);
+                let mut buf = plain.clone();
+                buf.resize(plain.len() + profile.rtcp_overhead(), 0);
+                client
+                    .tx
+                    .protect_rtcp(&mut buf, plain.len())
+                    .expect("protect");
+                sent.push(buf);
+            }
+            assert!(server.rx.unprotect_rtcp(&mut sent[199].clone()).is_ok());
+            assert_eq!(
+                server.rx.unprotect_rtcp(&mut sent[199].clone()),
+                Err(SrtpError::Replayed)
+            );
+            assert_eq!(
+                server
+                    .rx
+                    .unprotect_rtcp(&mut sent[100].clone())
+                    .map(|o| o.index),
+                Ok(100)
+            );
+            assert_eq!(
+                server.rx.unprotect_rtcp(&mut sent[100].clone()),
+                Err(SrtpError::Replayed)
+            );
+            assert_eq!(
+                server.rx.unprotect_rtcp(&mut sent[71].clone()),
+                Err(SrtpError::TooOld)
+            );
+        }
+    }
+
+    #[test]
+    fn roc_rolls_over_forward_and_a_late_packet_from_before_the_wrap_opens() {
+        for profile in ALL {
+            let (client, mut server) = pair(profile);
+            let p = |i: u64| sealed(&client.tx, 0x77, i, 30);
+            for i in 65_530..=65_533 {
+                assert_eq!(open(&mut server.rx, &p(i)).map(|o| o.index), Ok(i));
+            }
+            // 65534 and 65535 are held back; the stream wraps to ROC 1.
+            for i in 65_536..=65_540 {
+                assert_eq!(
+                    open(&mut server.rx, &p(i)).map(|o| o.index),
+                    Ok(i),
+                    "{profile:?}"
+                );
+            }
+            assert_eq!(server.rx.rtp_highest_index(0x77), Some(65_540));
+            // Late, from before the wrap: estimated at ROC 0 and opened once.
+            assert_eq!(
+                open(&mut server.rx, &p(65_535)).map(|o| o.index),
+                Ok(65_535)
+            );
+            assert_eq!(
+                open(&mut server.rx, &p(65_534)).map(|o| o.index),
+                Ok(65_534)
+            );
+            assert_eq!(open(&mut server.rx, &p(65_535)), Err(SrtpError::Replayed));
+            assert_eq!(server.rx.rtp_highest_index(0x77), Some(65_540));
+            // And on across the next wrap, far from the first.
+            let top = (5 << 16) | 0xfffe;
+            server.rx.seed_rtp_index(0x77, top).expect("seed");
+            for i in top + 1..top + 4 {
+                assert_eq!(open(&mut server.rx, &p(i)).map(|o| o.index), Ok(i));
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_that_starts_just_before_the_wrap() {
+        let (client, mut server) = pair(SrtpProfile::AeadAes256Gcm);
+        let p = |i: u64| sealed(&client.tx, 3, i, 30);
+        assert_eq!(
+            open(&mut server.rx, &p(65_535)).map(|o| o.index),
+            Ok(65_535)
+        );
+        assert_eq!(
+            open(&mut server.rx, &p(65_536)).map(|o| o.index),
+            Ok(65_536)
+        );
+        // Before the first packet seen and in the window.
+        assert_eq!(
+            open(&mut server.rx, &p(65_534)).map(|o| o.index),
+            Ok(65_534)
+        );
+    }
+
+    #[test]
+    fn a_packet_from_before_index_zero_is_refused_without_work() {
+        let (client, mut server) = pair(SrtpProfile::AeadAes128Gcm);
+        assert!(open(&mut server.rx, &sealed(&client.tx, 3, 10, 30)).is_ok());
+        // SEQ 40000 with s_l = 10 would be ROC - 1 = -1.
+        let mut p = rtp(3, 40_000, 30);
+        p.resize(p.len() + 16, 0);
+        assert_eq!(open(&mut server.rx, &p), Err(SrtpError::TooOld));
+    }
+
+    #[test]
+    fn index_estimate_matches_rfc3711_3_3_1() {
+        // (s_l with ROC, SEQ) → index.
+        let cases = [
+            (10u64, 11u16, Some(11u64)),
+            (10, 40_000, None),
+            ((1 << 16) | 10, 65_000, Some(65_000)),
+            (65_000, 10, Some((1 << 16) | 10)),
+            (65_000, 40_000, Some(40_000)),
+            (32_768, 0, Some(0)),
+            (32_769, 0, Some(1 << 16)),
+            ((7 << 16) | 100, 100, Some((7 << 16) | 100)),
+            (MAX_RTP_INDEX, 5, None),
+        ];
+        for (top, seq, want) in cases {
+            assert_eq!(estimate_index(top, seq), want, "top {top:#x} seq {seq}");
+        }
+    }
+
+    #[test]
+    fn seeding_sets_the_roc_of_a_stream_str0m_opened_before() {
+        let (client, mut server) = pair(SrtpProfile::AeadAes128Gcm);
+        let index = (3 << 16) | 500;
+        // Unseeded, the receiver assumes ROC 0 and the tag fails.
+        assert_eq!(
+            open(&mut server.rx, &sealed(&client.tx, 8, index, 10)),
+            Err(SrtpError::AuthFailed)
+        );
+        server.rx.seed_rtp_index(8, index - 1).expect("seed");
+        // What str0m may already have opened is not opened again.
+        assert_eq!(
+            open(&mut server.rx, &sealed(&client.tx, 8, index - 2, 10)),
+            Err(SrtpError::Replayed)
+        );
+        assert_eq!(
+            open(&mut server.rx, &sealed(&client.tx, 8, index, 10)).map(|o| o.index),
+            Ok(index)
+        );
+        assert_eq!(
+            server.rx.seed_rtp_index(8, 1 << 48),
+            Err(SrtpError::BadIndex)
+        );
+    }
+
+    // ---- Bounds ----
+
+    #[test]
+    fn ssrc_state_is_capped_and_freed_by_forget() {
+        let (client, mut server) = pair(SrtpProfile::AeadAes128Gcm);
+        for ssrc in 0..MAX_RX_SSRCS as u32 {
+            assert!(open(&mut server.rx, &sealed(&client.tx, ssrc, 1, 4)).is_ok());
+        }
+        let extra = MAX_RX_SSRCS as u32;
+        assert_eq!(
+            open(&mut server.rx, &sealed(&client.tx, extra, 1, 4)),
+            Err(SrtpError::TooManySsrcs)
+        );
+        // Known streams go on.
+        assert!(open(&mut server.rx, &sealed(&client.tx, 0, 2, 4)).is_ok());
+        server.rx.forget_ssrc(5);
+        assert_eq!(server.rx.rtp_highest_index(5), None);
+        assert!(open(&mut server.rx, &sealed(&client.tx, extra, 1, 4)).is_ok());
+    }
+
+    /// The design's SR rewrite: open the leg's own outgoing SRTCP, patch it, re-seal it under
+    /// the same index; the peer opens the patched packet.
+    #[test]
+    fn own_srtcp_opens_and_reseals_with_the_same_index() {
+        for profile in ALL {
+            let (mut client, mut server) = pair(profile);
+            let plain = rtcp(0x0bad_cafe);
+            let mut sent = Vec::new();
+            for _ in 0..2 {
+                let mut buf = plain.clone();
+                buf.resize(plain.len() + profile.rtcp_overhead(), 0);
+                client
+                    .tx
+                    .protect_rtcp(&mut buf, plain.len())
+                    .expect("protect");
+                sent.push(buf);
+            }
+            let mut buf = sent[1].clone();
+            assert_eq!(
+                server.tx.open_own_rtcp(&mut buf.clone()),
+                Err(SrtpError::AuthFailed),
+                "another direction's keys"
+            );
+            let opened = client.tx.open_own_rtcp(&mut buf).expect("own");
+            assert_eq!(
+                opened,
+                OpenedRtcp {
+                    len: plain.len(),
+                    ssrc: 0x0bad_cafe,
+                    index: 1,
+                    encrypted: true
+                }
+            );
+            assert_eq!(buf[..opened.len], plain[..]);
+            buf[8..12].copy_from_slice(&[9, 9, 9, 9]); // the patch (an SR's NTP time)
+            let n = client
+                .tx
+                .protect_rtcp_at(&mut buf, opened.len, opened.index)
+                .expect("reseal");
+            assert_eq!(n, sent[1].len());
+            assert_eq!(client.tx.next_srtcp_index(), 2, "the counter is left alone");
+            let got = server
+                .rx
+                .unprotect_rtcp(&mut buf)
+                .expect("peer opens the patch");
+            assert_eq!(got.index, 1, "{profile:?}");
+            assert_eq!(buf[8..12], [9, 9, 9, 9]);
+            assert_eq!(buf[12..got.len], plain[12..]);
+            assert_eq!(
+                client.tx.protect_rtcp_at(&mut [0; 100], 28, 1 << 31),
+                Err(SrtpError::BadIndex)
+            );
+        }
+    }
+
+    #[test]
+    fn srtcp_index_exhaustion_is_an_error() {
+        let (mut client, _) = pair(SrtpProfile::AeadAes128Gcm);
+        client.tx.srtcp_index = MAX_RTCP_INDEX;
+        let plain = rtcp(1);
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + 20, 0);
+        assert!(client.tx.protect_rtcp(&mut buf, plain.len()).is_ok());
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + 20, 0);
+        assert_eq!(
+            client.tx.protect_rtcp(&mut buf, plain.len()),
+            Err(SrtpError::IndexExhausted)
+        );
+    }
+
+    #[test]
+    fn protect_refuses_bad_input() {
+        for profile in ALL {
+            let (client, _) = pair(profile);
+            let plain = rtp(1, 10, 8);
+            // No room for the tag.
+            let mut buf = plain.clone();
+            buf.resize(plain.len() + profile.rtp_overhead() - 1, 0);
+            assert_eq!(
+                client.tx.protect_rtp(&mut buf, plain.len(), 10),
+                Err(SrtpError::BufferTooSmall)
+            );
+            assert_eq!(
+                client.tx.protect_rtp(&mut buf, usize::MAX, 10),
+                Err(SrtpError::BufferTooSmall)
+            );
+            // The index must carry the packet's sequence number and fit 48 bits.
+            let mut v = plain.clone();
+            assert_eq!(
+                client.tx.protect_rtp_vec(&mut v, 11),
+                Err(SrtpError::BadIndex)
+            );
+            assert_eq!(v, plain, "a refused Vec is left as it was");
+            assert_eq!(
+                client.tx.protect_rtp_vec(&mut v, (1 << 48) | 10),
+                Err(SrtpError::BadIndex)
+            );
+            // Malformed headers.
+            for bad in [
+                &[0x80u8, 0, 0][..],
+                &[0x40; 20][..],
+                &[0x8f; 20][..],
+                &[0x90; 14][..],
+            ] {
+                let mut v = bad.to_vec();
+                assert_eq!(
+                    client.tx.protect_rtp_vec(&mut v, 0),
+                    Err(SrtpError::Malformed),
+                    "{bad:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unprotect_refuses_malformed_packets() {
+        for profile in ALL {
+            let (_, mut server) = pair(profile);
+            let tag = profile.rtp_overhead();
+            let mut cases: Vec<Vec<u8>> = (0..12).map(|n| vec![0x80; n]).collect();
+            cases.push(vec![0x00; 40]); // version 0
+            cases.push(
+                [
+                    vec![0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
+                    vec![0; tag - 1],
+                ]
+                .concat(),
+            );
+            // CC = 15 runs past the end.
+            cases.push([vec![0x8f, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], vec![0; 30]].concat());
+            // X with the extension header cut off, and with a length past the end.
+            cases.push(vec![0x90, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xbe]);
+            cases.push(
+                [
+                    vec![
+                        0x90, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xbe, 0xde, 0xff, 0xff,
+                    ],
+                    vec![0; 40],
+                ]
+                .concat(),
+            );
+            for mut case in cases {
+                let before = case.clone();
+                assert_eq!(
+                    server.rx.unprotect_rtp(&mut case),
+                    Err(SrtpError::Malformed),
+                    "{before:?}"
+                );
+            }
+            let rtcp_tail = profile.rtcp_overhead();
+            let mut cases: Vec<Vec<u8>> = (0..8 + rtcp_tail).map(|n| vec![0x80; n]).collect();
+            cases.push(vec![0x40; 60]); // version 1
+            for mut case in cases {
+                let before = case.clone();
+                assert_eq!(
+                    server.rx.unprotect_rtcp(&mut case),
+                    Err(SrtpError::Malformed),
+                    "{before:?}"
+                );
+            }
+        }
+    }
+
+    /// Arbitrary bytes (and arbitrary bytes behind a valid-looking header) never panic.
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for profile in ALL {
+            let (mut client, mut server) = pair(profile);
+            for round in 0..3000 {
+                let len = (next() % 120) as usize;
+                let mut buf: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                if round % 2 == 0 && len > 0 {
+                    buf[0] = (buf[0] & 0x3f) | 0x80;
+                }
+                let _ = server.rx.unprotect_rtp(&mut buf.clone());
+                let _ = server.rx.unprotect_rtcp(&mut buf.clone());
+                let cap = buf.len() + 20;
+                let mut out = buf.clone();
+                out.resize(cap, 0);
+                let seq = if len >= 4 {
+                    u64::from(u16::from_be_bytes([buf[2], buf[3]]))
+                } else {
+                    0
+                };
+                let _ = client.tx.protect_rtp(&mut out, len, seq);
+                let _ = client.tx.protect_rtcp(&mut out, len);
+            }
+        }
+    }
+}
+
+/// Per-packet cost of the fast path's crypto: open on the ingress leg, seal on the egress leg.
+///
+/// `cargo test --release -p huddle --lib media::srtp::bench -- --ignored --nocapture`
+/// (`SRTP_BENCH_BATCHES` to shorten it and `SRTP_BENCH_PROFILE=AeadAes128Gcm` etc. to pick one
+/// profile, e.g. under callgrind with `--toggle-collect='*forward_batch*'`: every collected
+/// instruction is then the forwarding of `BATCH` packets per batch, warm-up included).
+#[cfg(test)]
+mod bench {
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    use super::*;
+
+    const PAYLOAD: usize = 1200;
+    const BATCH: usize = 2000;
+
+    /// Opens each packet with `ingress` and seals it again with `egress`, in place.
+    #[inline(never)]
+    fn forward_batch(ingress: &mut SrtpRx, egress: &SrtpTx, packets: &mut [Vec<u8>]) {
+        for p in packets.iter_mut() {
+            let opened = ingress.unprotect_rtp(p).expect("open");
+            let n = egress
+                .protect_rtp(p, opened.len, opened.index)
+                .expect("seal");
+            black_box(n);
+        }
+    }
+
+    #[test]
+    #[ignore = "measurement: run in release with --ignored --nocapture"]
+    fn forward_cost_per_packet() {
+        let batches: usize = std::env::var("SRTP_BENCH_BATCHES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10);
+        for profile in [
+            SrtpProfile::AeadAes128Gcm,
+            SrtpProfile::AeadAes256Gcm,
+            SrtpProfile::Aes128CmSha1_80,
+        ] {
+            if let Ok(only) = std::env::var("SRTP_BENCH_PROFILE") {
+                if !format!("{profile:?}").eq_ignore_ascii_case(&only) {
+                    continue;
+                }
+            }
+            let material: Vec<u8> = (0..profile.keying_material_len())
+                .map(|i| i as u8)
+                .collect();
+            let sender = LegSrtp::from_keying_material(profile, &material, true).expect("a");
+            let mut ingress = LegSrtp::from_keying_material(profile, &material, false).expect("a");
+            let egress =
+                LegSrtp::from_keying_material(profile, &[0x5a; 88][..material.len()], false)
+                    .expect("b");
+            let mut index = 0u64;
+            let mut packets: Vec<Vec<u8>> = (0..BATCH)
+                .map(|_| Vec::with_capacity(12 + PAYLOAD + 16))
+                .collect();
+            let mut per_packet = Vec::new();
+            // One warm-up batch, then the measured ones.
+            for round in 0..=batches {
+                for p in packets.iter_mut() {
+                    p.clear();
+                    p.extend_from_slice(&[0x80, 96]);
+                    p.extend_from_slice(&(index as u16).to_be_bytes());
+                    p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0x12, 0x34]);
+                    p.resize(12 + PAYLOAD, 0xa5);
+                    sender.tx.protect_rtp_vec(p, index).expect("sender");
+                    index += 1;
+                }
+                let start = Instant::now();
+                forward_batch(&mut ingress.rx, &egress.tx, &mut packets);
+                let ns = start.elapsed().as_nanos() as f64 / BATCH as f64;
+                if round > 0 {
+                    per_packet.push(ns);
+                }
+            }
+            per_packet.sort_by(f64::total_cmp);
+            let median = per_packet[per_packet.len() / 2];
+            println!(
+                "{profile:?}: open+seal of a {PAYLOAD}-byte payload: median {median:.0} ns, \
+                 min {:.0} ns ({batches} batches of {BATCH})",
+                per_packet[0]
             );
         }
     }

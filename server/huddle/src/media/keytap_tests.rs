@@ -322,4 +322,27 @@ fn our_contexts_open_what_str0m_sends_and_seal_exactly_what_it_seals() {
             "report {k}: our SRTCP equals str0m's"
         );
     }
+    // The SR rewrite's tools (step 2): our transmit keys open the leg's own outgoing SRTCP
+    // before it leaves, and re-seal it at str0m's index into the same bytes.
+    for (k, datagram) in leg_rtcp.iter().enumerate() {
+        let mut own = datagram.clone();
+        let opened = leg.tx.open_own_rtcp(&mut own).expect("our own SRTCP opens");
+        assert_eq!(opened.index as usize, k);
+        let mut again = datagram.clone();
+        assert!(
+            peer.rx.unprotect_rtcp(&mut again).is_err(),
+            "a replay to the peer's window is refused"
+        );
+        own.truncate(opened.len);
+        own.resize(datagram.len(), 0);
+        let n = leg
+            .tx
+            .protect_rtcp_at(&mut own, opened.len, opened.index)
+            .unwrap();
+        assert_eq!(
+            &own[..n],
+            &datagram[..],
+            "report {k} re-sealed at its index"
+        );
+    }
 }

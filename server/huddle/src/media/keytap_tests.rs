@@ -268,12 +268,14 @@ fn our_contexts_open_what_str0m_sends_and_seal_exactly_what_it_seals() {
     assert_eq!(heard.len(), 12, "the peer got all: {heard:?}");
     let sent = rtp_of(&pair.leg.wire);
     assert_eq!(sent.len(), 12);
+    let mut template = Vec::new();
     for (i, datagram) in sent.iter().enumerate() {
         let index = first + i as u64;
         let mut plain = datagram.clone();
         let opened = peer.rx.unprotect_rtp(&mut plain).expect("opens");
         assert_eq!(opened.index, index, "ROC and sequence number as written");
         assert_eq!(&plain[opened.header_len..opened.len], &payload(index)[..]);
+        template = plain[..opened.header_len].to_vec();
         plain.truncate(opened.len);
         leg.tx.protect_rtp_vec(&mut plain, index).unwrap();
         assert_eq!(
@@ -281,6 +283,28 @@ fn our_contexts_open_what_str0m_sends_and_seal_exactly_what_it_seals() {
             "packet {i}: our SRTP equals str0m's, byte for byte"
         );
     }
+
+    // Step 2's premise: packets we build and seal ourselves, on the SSRC str0m sends on,
+    // interleaved with str0m's own, are taken by a receiver like str0m's (no IV is reused:
+    // each extended sequence number is sealed by one of the two only).
+    let last = first + 11;
+    assert!(
+        peer.rx.unprotect_rtp(&mut sent[11].clone()).is_err(),
+        "already seen: refused as a replay"
+    );
+    for seq in last + 1..last + 6 {
+        let mut packet = template.clone();
+        packet[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
+        packet[4..8].copy_from_slice(&(90 * seq as u32).to_be_bytes());
+        packet.extend_from_slice(&payload(seq));
+        leg.tx.protect_rtp_vec(&mut packet, seq).unwrap();
+        deliver(&mut pair.peer, pair.leg.addr, vec![packet], pair.now);
+    }
+    write_rtp(&mut pair.leg, mid, last + 6, pair.now, &payload(last + 6));
+    pair.run(1);
+    let tail: Vec<(u64, Vec<u8>)> = pair.peer.rtp[12..].to_vec();
+    let want: Vec<(u64, Vec<u8>)> = (last + 1..=last + 6).map(|s| (s, payload(s))).collect();
+    assert_eq!(tail, want, "ours, then str0m's, on one SSRC");
 
     // SRTCP both ways: a few seconds of reports (SR, RR, TWCC, NACK-free).
     let until = pair.now + Duration::from_secs(6);

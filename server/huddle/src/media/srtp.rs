@@ -12,14 +12,29 @@
 //!   [`SrtpRx`], which own nothing in common and can live in different places.
 //! * [`SrtpTx`] seals in place. RTP takes the 48-bit index from the caller, who already keeps
 //!   the extended sequence number per outgoing stream (the rewriter), so one index space is
-//!   shared with whatever str0m sent on that stream before; SRTCP counts its own index.
+//!   shared with whatever str0m sent on that stream before; SRTCP counts its own index, for
+//!   one sender SSRC reserved for our own RTCP ([`SrtpTx::reserve_own_rtcp_ssrc`]).
 //! * [`SrtpRx`] opens in place and keeps, per SSRC, the RFC 3711 §3.3.1 index estimate and a
 //!   128-packet replay window, both moved only by a packet whose tag verified.
 //!
+//! # Sharing keys with str0m
+//!
+//! Both halves use the same session keys as str0m's own SRTP context on the leg, and an
+//! AES-GCM nonce is only (SSRC, index): sealing two different packets under one (SSRC, index),
+//! here and in str0m or twice here, reveals their XOR and lets anyone recover the GHASH key
+//! and forge packets for the whole leg (with AES-CM, the keystream repeats). So the fast path
+//! seals RTP only on SSRCs str0m never sends on, and SRTCP only for the reserved SSRC
+//! (enforced: [`SrtpError::RtcpSsrcNotReserved`]) or, re-sealing str0m's own report, under
+//! str0m's index (where the reserved SSRC is refused: [`SrtpError::RtcpSsrcReserved`]).
+//!
+//! # Errors and the buffer
+//!
 //! Nothing here allocates per packet (a new SSRC grows a small table, up to
 //! [`MAX_RX_SSRCS`]) and nothing panics on any input: every malformed packet is an
-//! [`SrtpError`]. On an error from an unprotect call the buffer's bytes are unspecified
-//! (AES-GCM may have decrypted in place before the tag check failed); the caller drops it.
+//! [`SrtpError`]. Every error leaves the buffer as it was, except [`SrtpError::AuthFailed`]
+//! under an AES-GCM profile: aws-lc decrypts in place before it compares the tag, so the bytes
+//! are then unspecified and the caller drops them (AES-CM compares the HMAC before it
+//! decrypts; every other error is found before any byte is written).
 //!
 //! # Profiles
 //!
@@ -177,6 +192,26 @@ pub(crate) enum SrtpError {
     /// [`MAX_RX_SSRCS`] SSRCs already have state; this packet's SSRC is new.
     #[error("too many SRTP streams")]
     TooManySsrcs,
+    /// An SRTP packet of an SSRC with no receive state, on an [`SrtpRx`] that refuses those
+    /// ([`SrtpRx::refuse_unknown_ssrcs`]) until the driver adopts or seeds the SSRC: its ROC
+    /// is unknown, and a guess of 0 would turn a stream past its first wrap into
+    /// [`SrtpError::AuthFailed`] forever, indistinguishable from an attack.
+    #[error("SRTP packet of an SSRC with no receive state")]
+    UnknownSsrc,
+    /// An SRTCP packet with E = 0 (authenticated, not encrypted). WebRTC endpoints always
+    /// encrypt SRTCP; refusing the rest keeps one layout of the authenticated data.
+    #[error("unencrypted SRTCP")]
+    Unencrypted,
+    /// [`SrtpTx::protect_rtcp`] with a sender SSRC that is not the one reserved for our own
+    /// RTCP, or before one was reserved: its own index counter would repeat (SSRC, index)
+    /// pairs str0m's context seals on the same key.
+    #[error("SRTCP sender SSRC not reserved for our own RTCP")]
+    RtcpSsrcNotReserved,
+    /// [`SrtpTx::protect_rtcp_at`] (str0m's index) with the SSRC reserved for our own RTCP,
+    /// whose indices our counter hands out; or a second, different SSRC to
+    /// [`SrtpTx::reserve_own_rtcp_ssrc`].
+    #[error("SRTCP sender SSRC reserved for our own RTCP")]
+    RtcpSsrcReserved,
 }
 
 /// One leg's SRTP contexts, both directions, as derived from the DTLS keying material.
@@ -224,8 +259,11 @@ pub(crate) struct SrtpTx {
     profile: SrtpProfile,
     rtp: Cipher,
     rtcp: Cipher,
-    /// Index of the next SRTCP packet.
+    /// Index of the next SRTCP packet of [`SrtpTx::protect_rtcp`].
     srtcp_index: u32,
+    /// The one sender SSRC [`SrtpTx::protect_rtcp`] seals for (and
+    /// [`SrtpTx::protect_rtcp_at`] refuses).
+    own_rtcp_ssrc: Option<u32>,
 }
 
 impl fmt::Debug for SrtpTx {
@@ -233,6 +271,7 @@ impl fmt::Debug for SrtpTx {
         f.debug_struct("SrtpTx")
             .field("profile", &self.profile)
             .field("srtcp_index", &self.srtcp_index)
+            .field("own_rtcp_ssrc", &self.own_rtcp_ssrc)
             .finish_non_exhaustive()
     }
 }
@@ -251,7 +290,31 @@ impl SrtpTx {
             rtp,
             rtcp,
             srtcp_index: 0,
+            own_rtcp_ssrc: None,
         })
+    }
+
+    /// Reserves `ssrc` as the sender SSRC of the RTCP we originate ourselves: the only one
+    /// [`SrtpTx::protect_rtcp`] seals for, and one [`SrtpTx::protect_rtcp_at`] refuses.
+    ///
+    /// str0m's SRTCP context on this leg seals with the same key and its own index from 0, so
+    /// the caller must pick an SSRC str0m never sends RTCP from on this leg (none of the leg's
+    /// local media SSRCs, nor str0m's RTCP-only one). It is reserved for the life of these
+    /// keys: reserving it again is a no-op, another SSRC is [`SrtpError::RtcpSsrcReserved`]
+    /// (indices already spent on the first would be free again for str0m's packets).
+    pub(crate) fn reserve_own_rtcp_ssrc(&mut self, ssrc: u32) -> Result<(), SrtpError> {
+        match self.own_rtcp_ssrc {
+            Some(own) if own != ssrc => Err(SrtpError::RtcpSsrcReserved),
+            _ => {
+                self.own_rtcp_ssrc = Some(ssrc);
+                Ok(())
+            }
+        }
+    }
+
+    /// The SSRC reserved for our own RTCP, if any.
+    pub(crate) fn own_rtcp_ssrc(&self) -> Option<u32> {
+        self.own_rtcp_ssrc
     }
 
     /// The profile these keys are for.
@@ -264,8 +327,15 @@ impl SrtpTx {
     ///
     /// `index` is the packet's 48-bit SRTP index, `ROC << 16 | SEQ`: the extended sequence
     /// number of the outgoing stream. Its low 16 bits must equal the header's sequence number.
-    /// The caller must never seal two packets with the same SSRC and index (for AES-GCM that
-    /// would reuse a nonce).
+    ///
+    /// Nothing here can check the two rules the nonce depends on, so the caller keeps them:
+    /// never seal on an SSRC that str0m also seals on for this leg (str0m has the same key and
+    /// its own indices: a stream str0m sent on before is ours only once str0m sends on it no
+    /// more, and goes on above str0m's highest index), and never seal the same (SSRC, index)
+    /// twice with a different header or payload (a retransmission must be the same bytes, or go out as RTX under its own
+    /// SSRC and index). A repeated AES-GCM nonce gives away the plaintexts' XOR and the GHASH
+    /// key, with which anyone can forge packets for the leg; AES-CM repeats its keystream.
+    /// A refused packet is left as it was.
     pub(crate) fn protect_rtp(
         &self,
         buf: &mut [u8],
@@ -331,10 +401,16 @@ impl SrtpTx {
     /// the next SRTCP index, and returns the SRTCP packet's length (`len +
     /// profile.rtcp_overhead()`); `buf` must have that room.
     ///
-    /// The index counts from 0 per `SrtpTx`, whatever the packet's SSRC: one counter per
-    /// direction never repeats an (SSRC, index) pair, so no nonce is reused, and receivers keep
-    /// a window per SSRC in which a gap is harmless.
+    /// Only for RTCP we originate: its sender SSRC (the first packet's) must be the one
+    /// reserved with [`SrtpTx::reserve_own_rtcp_ssrc`], else [`SrtpError::RtcpSsrcNotReserved`]
+    /// (also before any was reserved). The index counts from 0 per `SrtpTx`, as str0m's does
+    /// on the same key, so the reservation is what keeps the two from sealing one (SSRC,
+    /// index) twice. A refused packet is left as it was.
     pub(crate) fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        let ssrc = rtcp_sender_ssrc(buf, len)?;
+        if self.own_rtcp_ssrc != Some(ssrc) {
+            return Err(SrtpError::RtcpSsrcNotReserved);
+        }
         if self.srtcp_index > MAX_RTCP_INDEX {
             return Err(SrtpError::IndexExhausted);
         }
@@ -346,9 +422,11 @@ impl SrtpTx {
     }
 
     /// Protects an RTCP packet with a given SRTCP index, leaving the counter alone: for
-    /// re-sealing a packet of the same leg's sender after [`SrtpTx::open_own_rtcp`] and a
+    /// re-sealing a packet of str0m's on the same leg after [`SrtpTx::open_own_rtcp`] and a
     /// patch (the design's SR rewrite), so the ciphertext replaces the original one under the
-    /// same (SSRC, index) and only one of them may ever be sent.
+    /// same (SSRC, index) and only one of them may ever be sent. The SSRC reserved for our own
+    /// RTCP is refused ([`SrtpError::RtcpSsrcReserved`]): its indices are
+    /// [`SrtpTx::protect_rtcp`]'s. A refused packet is left as it was.
     pub(crate) fn protect_rtcp_at(
         &self,
         buf: &mut [u8],
@@ -358,14 +436,21 @@ impl SrtpTx {
         if index > MAX_RTCP_INDEX {
             return Err(SrtpError::BadIndex);
         }
+        if self.own_rtcp_ssrc == Some(rtcp_sender_ssrc(buf, len)?) {
+            return Err(SrtpError::RtcpSsrcReserved);
+        }
         self.rtcp.seal_rtcp(self.profile, buf, len, index)
     }
 
     /// Authenticates and decrypts in place an SRTCP packet sealed with these keys (str0m's
     /// outgoing SRTCP on the same leg, before it is sent), without any replay state: it is our
     /// own output. `index` in the result is what [`SrtpTx::protect_rtcp_at`] re-seals with.
+    ///
+    /// On [`SrtpError::AuthFailed`] under AES-GCM the datagram's bytes are unspecified: the
+    /// caller must drop it, not send it on (or open a copy). Every other error leaves it as
+    /// it was.
     pub(crate) fn open_own_rtcp(&self, buf: &mut [u8]) -> Result<OpenedRtcp, SrtpError> {
-        let trailer = parse_srtcp(self.profile, &self.rtcp, buf)?;
+        let trailer = parse_srtcp(self.profile, buf)?;
         self.rtcp.open_rtcp(buf, &trailer)?;
         Ok(trailer)
     }
@@ -398,7 +483,8 @@ pub(crate) struct OpenedRtcp {
     pub(crate) ssrc: u32,
     /// The SRTCP index.
     pub(crate) index: u32,
-    /// Whether the packet was encrypted (E flag); an unencrypted one was still authenticated.
+    /// Whether the packet was encrypted (E flag): always, since E = 0 is refused
+    /// ([`SrtpError::Unencrypted`]).
     pub(crate) encrypted: bool,
 }
 
@@ -409,6 +495,9 @@ pub(crate) struct SrtpRx {
     rtcp: Cipher,
     rtp_streams: Vec<ReplayState>,
     rtcp_streams: Vec<ReplayState>,
+    /// Whether an RTP packet of an SSRC without state is [`SrtpError::UnknownSsrc`] rather
+    /// than taken to be at ROC 0.
+    refuse_unknown: bool,
 }
 
 impl fmt::Debug for SrtpRx {
@@ -417,6 +506,7 @@ impl fmt::Debug for SrtpRx {
             .field("profile", &self.profile)
             .field("rtp_streams", &self.rtp_streams.len())
             .field("rtcp_streams", &self.rtcp_streams.len())
+            .field("refuse_unknown", &self.refuse_unknown)
             .finish_non_exhaustive()
     }
 }
@@ -436,7 +526,36 @@ impl SrtpRx {
             rtcp,
             rtp_streams: Vec::with_capacity(8),
             rtcp_streams: Vec::with_capacity(4),
+            refuse_unknown: false,
         })
+    }
+
+    /// From now on, an SRTP packet of an SSRC with no receive state is
+    /// [`SrtpError::UnknownSsrc`] (its buffer left as it was) instead of being opened at ROC
+    /// 0, until the driver declares the SSRC: [`SrtpRx::seed_rtp_index`] for a stream str0m
+    /// opened before (its ROC is str0m's), [`SrtpRx::adopt_ssrc`] for one that starts with us.
+    ///
+    /// Off by default, where every new SSRC starts at ROC 0, which is right when this context
+    /// sees a stream from its first packet (a check beside str0m), and silently wrong for one
+    /// handed over past its first wrap (every packet then fails as `AuthFailed`). A fast path
+    /// that takes streams over from str0m turns it on. SRTCP is not affected: its index is in
+    /// the clear.
+    pub(crate) fn refuse_unknown_ssrcs(&mut self, refuse: bool) {
+        self.refuse_unknown = refuse;
+    }
+
+    /// Declares an RTP stream whose first packet will come to this context (str0m opened none
+    /// of it): it starts at ROC 0 with the first packet that authenticates. A no-op for an SSRC
+    /// that has state already; [`SrtpError::TooManySsrcs`] when [`MAX_RX_SSRCS`] have.
+    pub(crate) fn adopt_ssrc(&mut self, ssrc: u32) -> Result<(), SrtpError> {
+        if self.rtp_streams.iter().any(|s| s.ssrc == ssrc) {
+            return Ok(());
+        }
+        if self.rtp_streams.len() >= MAX_RX_SSRCS {
+            return Err(SrtpError::TooManySsrcs);
+        }
+        self.rtp_streams.push(ReplayState::adopted(ssrc));
+        Ok(())
     }
 
     /// The profile these keys are for.
@@ -447,8 +566,11 @@ impl SrtpRx {
     /// Authenticates and decrypts the SRTP packet `buf` in place.
     ///
     /// The index is estimated from the SSRC's highest authenticated index (RFC 3711 §3.3.1; a
-    /// new SSRC starts at ROC 0), checked against the replay window, and only once the tag
-    /// verifies does the packet move the estimate and the window.
+    /// new SSRC starts at ROC 0, or is [`SrtpError::UnknownSsrc`] after
+    /// [`SrtpRx::refuse_unknown_ssrcs`]), checked against the replay window, and only once the
+    /// tag verifies does the packet move the estimate and the window. On
+    /// [`SrtpError::AuthFailed`] under AES-GCM `buf` is unspecified; every other error leaves
+    /// it as it was.
     pub(crate) fn unprotect_rtp(&mut self, buf: &mut [u8]) -> Result<OpenedRtp, SrtpError> {
         let tag_len = self.profile.tag_len();
         let hlen = rtp_header_len(buf)?;
@@ -459,12 +581,15 @@ impl SrtpRx {
         let ssrc = read_u32(buf, 8);
         let slot = self.rtp_streams.iter().position(|s| s.ssrc == ssrc);
         let index = match slot {
-            Some(i) => {
+            Some(i) if self.rtp_streams[i].started => {
                 let state = &self.rtp_streams[i];
                 let index = estimate_index(state.top, seq).ok_or(SrtpError::TooOld)?;
                 state.check(index)?;
                 index
             }
+            // Adopted: its first packet, at ROC 0.
+            Some(_) => u64::from(seq),
+            None if self.refuse_unknown => return Err(SrtpError::UnknownSsrc),
             None if self.rtp_streams.len() >= MAX_RX_SSRCS => {
                 return Err(SrtpError::TooManySsrcs);
             }
@@ -501,10 +626,12 @@ impl SrtpRx {
         })
     }
 
-    /// Authenticates and (if its E flag says so) decrypts the SRTCP packet `buf` in place,
-    /// checking the SRTCP index against the sender SSRC's replay window.
+    /// Authenticates and decrypts the SRTCP packet `buf` in place, checking the SRTCP index
+    /// against the sender SSRC's replay window; E = 0 is [`SrtpError::Unencrypted`]. On
+    /// [`SrtpError::AuthFailed`] under AES-GCM `buf` is unspecified; every other error leaves
+    /// it as it was.
     pub(crate) fn unprotect_rtcp(&mut self, buf: &mut [u8]) -> Result<OpenedRtcp, SrtpError> {
-        let opened = parse_srtcp(self.profile, &self.rtcp, buf)?;
+        let opened = parse_srtcp(self.profile, buf)?;
         let (ssrc, index) = (opened.ssrc, u64::from(opened.index));
         let slot = self.rtcp_streams.iter().position(|s| s.ssrc == ssrc);
         match slot {
@@ -527,6 +654,13 @@ impl SrtpRx {
     /// next packets are estimated against. Every index in the window at and below it counts as
     /// received: we cannot know which of those str0m already took, and dropping a late one at
     /// the hand-over is better than letting a recorded one be replayed.
+    ///
+    /// A seed never moves a stream backwards: with packets already opened here, the state keeps
+    /// the larger of its own highest index and the seed, and the union of both windows. A
+    /// seed read from str0m may lag what this context has opened since (a race, not a fault,
+    /// so it is not refused), and taking it as is would open again what was accepted above it
+    /// and, across a wrap, fix a ROC one too low for good. Only authenticated packets and
+    /// seeds move the state, both only forwards.
     pub(crate) fn seed_rtp_index(
         &mut self,
         ssrc: u32,
@@ -535,32 +669,36 @@ impl SrtpRx {
         if highest_index > MAX_RTP_INDEX {
             return Err(SrtpError::BadIndex);
         }
-        let state = ReplayState {
-            ssrc,
-            top: highest_index,
-            window: u128::MAX,
-        };
         if let Some(s) = self.rtp_streams.iter_mut().find(|s| s.ssrc == ssrc) {
-            *s = state;
+            s.seed(highest_index);
         } else if self.rtp_streams.len() >= MAX_RX_SSRCS {
             return Err(SrtpError::TooManySsrcs);
         } else {
+            let mut state = ReplayState::adopted(ssrc);
+            state.seed(highest_index);
             self.rtp_streams.push(state);
         }
         Ok(())
     }
 
     /// Drops the receive state (RTP and SRTCP) of an SSRC that ended, freeing its slot.
+    ///
+    /// Forget only an SSRC the driver also took out of its routing. Unless
+    /// [`SrtpRx::refuse_unknown_ssrcs`] is on, a packet of the SSRC afterwards starts a new
+    /// stream at ROC 0 with an empty window, so each recorded packet of the old stream at ROC 0
+    /// opens once more (a replay) and would be forwarded if the SSRC were still routed. With it
+    /// on, such packets are [`SrtpError::UnknownSsrc`] until the SSRC is adopted again.
     pub(crate) fn forget_ssrc(&mut self, ssrc: u32) {
         self.rtp_streams.retain(|s| s.ssrc != ssrc);
         self.rtcp_streams.retain(|s| s.ssrc != ssrc);
     }
 
-    /// The highest authenticated RTP index of `ssrc`, if it has state.
+    /// The highest authenticated (or seeded) RTP index of `ssrc`; `None` without state or
+    /// for an adopted SSRC with no packet yet.
     pub(crate) fn rtp_highest_index(&self, ssrc: u32) -> Option<u64> {
         self.rtp_streams
             .iter()
-            .find(|s| s.ssrc == ssrc)
+            .find(|s| s.ssrc == ssrc && s.started)
             .map(|s| s.top)
     }
 }
@@ -572,6 +710,8 @@ struct ReplayState {
     ssrc: u32,
     top: u64,
     window: u128,
+    /// False for an adopted SSRC with no packet yet (`top` and `window` mean nothing).
+    started: bool,
 }
 
 impl ReplayState {
@@ -580,6 +720,35 @@ impl ReplayState {
             ssrc,
             top: index,
             window: 1,
+            started: true,
+        }
+    }
+
+    fn adopted(ssrc: u32) -> ReplayState {
+        ReplayState {
+            ssrc,
+            top: 0,
+            window: 0,
+            started: false,
+        }
+    }
+
+    /// Merges a seed (everything in the window at and below `index` received) into the state,
+    /// never lowering `top`.
+    fn seed(&mut self, index: u64) {
+        if !self.started || index > self.top {
+            *self = ReplayState {
+                ssrc: self.ssrc,
+                top: index,
+                window: u128::MAX,
+                started: true,
+            };
+            return;
+        }
+        // Ages at and above `top - index` are the indices at and below the seed.
+        let age = self.top - index;
+        if age < REPLAY_WINDOW {
+            self.window |= u128::MAX << age;
         }
     }
 
@@ -597,9 +766,12 @@ impl ReplayState {
         Ok(())
     }
 
-    /// Records an authenticated packet that passed [`ReplayState::check`].
+    /// Records an authenticated packet that passed [`ReplayState::check`] (or, not started,
+    /// the first one).
     fn accept(&mut self, index: u64) {
-        if index > self.top {
+        if !self.started {
+            *self = ReplayState::new(self.ssrc, index);
+        } else if index > self.top {
             let shift = index - self.top;
             self.window = if shift >= REPLAY_WINDOW {
                 0
@@ -734,14 +906,11 @@ impl Cipher {
         Ok(out_len)
     }
 
-    /// Authenticates and (if E says so) decrypts the SRTCP packet `buf` whose trailer
-    /// [`parse_srtcp`] read.
+    /// Authenticates and decrypts the SRTCP packet `buf` whose trailer [`parse_srtcp`] read
+    /// (E = 1: it refuses the rest).
     fn open_rtcp(&self, buf: &mut [u8], trailer: &OpenedRtcp) -> Result<(), SrtpError> {
         let OpenedRtcp {
-            len,
-            ssrc,
-            index,
-            encrypted,
+            len, ssrc, index, ..
         } = *trailer;
         match self {
             Cipher::Cm { key, auth, salt } => {
@@ -751,33 +920,20 @@ impl Cipher {
                     &buf[len + SRTCP_INDEX_LEN..],
                 )
                 .map_err(|_| SrtpError::AuthFailed)?;
-                if encrypted {
-                    let iv = cm_iv(salt, ssrc, u64::from(index));
-                    ctr_apply(key, iv, &mut buf[RTCP_HEADER_LEN..len])?;
-                }
+                let iv = cm_iv(salt, ssrc, u64::from(index));
+                ctr_apply(key, iv, &mut buf[RTCP_HEADER_LEN..len])?;
             }
             Cipher::Gcm { key, salt } => {
                 let iv = gcm_rtcp_iv(salt, ssrc, index);
-                let word = (if encrypted { E_FLAG } else { 0 } | index).to_be_bytes();
-                if encrypted {
-                    let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_INDEX_LEN];
-                    aad[..RTCP_HEADER_LEN].copy_from_slice(&buf[..RTCP_HEADER_LEN]);
-                    aad[RTCP_HEADER_LEN..].copy_from_slice(&word);
-                    key.open_in_place(
-                        Nonce::assume_unique_for_key(iv),
-                        Aad::from(&aad),
-                        &mut buf[RTCP_HEADER_LEN..len + GCM_TAG_LEN],
-                    )
-                    .map_err(|_| SrtpError::AuthFailed)?;
-                } else {
-                    // RFC 7714 §9.2: unencrypted, the whole packet and the E‖index word are the
-                    // AAD and the plaintext is empty. Swapping the tag and the word makes the
-                    // AAD one slice without copying the packet.
-                    buf[len..].rotate_right(SRTCP_INDEX_LEN);
-                    let (aad, tag) = buf.split_at_mut(len + SRTCP_INDEX_LEN);
-                    key.open_in_place(Nonce::assume_unique_for_key(iv), Aad::from(&*aad), tag)
-                        .map_err(|_| SrtpError::AuthFailed)?;
-                }
+                let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_INDEX_LEN];
+                aad[..RTCP_HEADER_LEN].copy_from_slice(&buf[..RTCP_HEADER_LEN]);
+                aad[RTCP_HEADER_LEN..].copy_from_slice(&(E_FLAG | index).to_be_bytes());
+                key.open_in_place(
+                    Nonce::assume_unique_for_key(iv),
+                    Aad::from(&aad),
+                    &mut buf[RTCP_HEADER_LEN..len + GCM_TAG_LEN],
+                )
+                .map_err(|_| SrtpError::AuthFailed)?;
             }
         }
         Ok(())
@@ -816,26 +972,38 @@ impl Cipher {
 }
 
 /// Reads an SRTCP packet's header and trailer (E flag, index; where they sit depends on the
-/// profile) without touching its bytes.
-fn parse_srtcp(profile: SrtpProfile, cipher: &Cipher, buf: &[u8]) -> Result<OpenedRtcp, SrtpError> {
+/// profile) without touching its bytes; E = 0 is refused.
+fn parse_srtcp(profile: SrtpProfile, buf: &[u8]) -> Result<OpenedRtcp, SrtpError> {
     let tag_len = profile.tag_len();
     if buf.len() < RTCP_HEADER_LEN + SRTCP_INDEX_LEN + tag_len {
         return Err(SrtpError::Malformed);
     }
     check_rtcp_header(buf)?;
     let total = buf.len();
+    let len = total - tag_len - SRTCP_INDEX_LEN;
     // The E‖index word ends the packet with AES-GCM and precedes the tag with AES-CM.
-    let word_at = match cipher {
-        Cipher::Cm { .. } => total - tag_len - SRTCP_INDEX_LEN,
-        Cipher::Gcm { .. } => total - SRTCP_INDEX_LEN,
+    let word_at = match profile {
+        SrtpProfile::Aes128CmSha1_80 => len,
+        SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => total - SRTCP_INDEX_LEN,
     };
     let word = read_u32(buf, word_at);
+    if word & E_FLAG == 0 {
+        return Err(SrtpError::Unencrypted);
+    }
     Ok(OpenedRtcp {
-        len: total - tag_len - SRTCP_INDEX_LEN,
+        len,
         ssrc: read_u32(buf, 4),
         index: word & !E_FLAG,
-        encrypted: word & E_FLAG != 0,
+        encrypted: true,
     })
+}
+
+/// The sender SSRC of the RTCP packet `buf[..len]` (the first packet's), for the checks before
+/// sealing; `Malformed` as sealing would say for a short or non-v2 packet.
+fn rtcp_sender_ssrc(buf: &[u8], len: usize) -> Result<u32, SrtpError> {
+    let packet = buf.get(..len).ok_or(SrtpError::BufferTooSmall)?;
+    check_rtcp_header(packet)?;
+    Ok(read_u32(packet, 4))
 }
 
 /// RFC 3711 §4.3.1 with a key derivation rate of 0 (r = 0): the AES-CM keystream under the
@@ -989,6 +1157,7 @@ mod tests {
             rtp: c(),
             rtcp: c(),
             srtcp_index: 0,
+            own_rtcp_ssrc: None,
         };
         let rx = SrtpRx {
             profile,
@@ -996,6 +1165,7 @@ mod tests {
             rtcp: c(),
             rtp_streams: Vec::new(),
             rtcp_streams: Vec::new(),
+            refuse_unknown: false,
         };
         (tx, rx)
     }
@@ -1103,6 +1273,7 @@ mod tests {
         let want =
             hex("81c8000bcafebabe 7128035be487b9bdbef89041f977a5a8 80000001 993e08cd54d6c1230798");
         tx.srtcp_index = 1;
+        tx.reserve_own_rtcp_ssrc(0xcafebabe).expect("reserve");
         let mut buf = plain.clone();
         buf.resize(plain.len() + profile.rtcp_overhead(), 0);
         let n = tx.protect_rtcp(&mut buf, plain.len()).expect("protect");
@@ -1147,6 +1318,10 @@ mod tests {
 
         let mut client = LegSrtp::from_keying_material(profile, &mat, true).expect("client");
         client.tx.srtcp_index = 1;
+        client
+            .tx
+            .reserve_own_rtcp_ssrc(0x3cd7cc13)
+            .expect("reserve");
         let mut buf = plain.clone();
         buf.resize(plain.len() + profile.rtcp_overhead(), 0);
         let n = client
@@ -1207,7 +1382,7 @@ mod tests {
     }
 
     #[test]
-    fn rfc7714_17_srtcp_aes_gcm_encrypted_and_tagged_only() {
+    fn rfc7714_17_srtcp_aes_gcm_encrypted_and_tag_only_refused() {
         for (profile, key, encrypted, tagged) in [
             (
                 SrtpProfile::AeadAes128Gcm,
@@ -1230,6 +1405,7 @@ mod tests {
             // §17.1 / §17.2: sealed, E = 1, index 0x5d4.
             let (mut tx, mut rx) = from_session(profile, &hex(key), &hex(RFC7714_SALT));
             tx.srtcp_index = 0x5d4;
+            tx.reserve_own_rtcp_ssrc(0x4d617273).expect("reserve");
             let mut buf = plain.clone();
             buf.resize(plain.len() + profile.rtcp_overhead(), 0);
             let n = tx.protect_rtcp(&mut buf, plain.len()).expect("protect");
@@ -1246,30 +1422,19 @@ mod tests {
             );
             assert_eq!(buf[..opened.len], plain[..]);
 
-            // §17.3 / §17.4: authenticated only, E = 0 (we never send these, peers may).
+            // §17.3 / §17.4: authenticated only, E = 0. A genuine packet, refused before any
+            // crypto (WebRTC peers always encrypt), its bytes untouched; and it does not
+            // count against the index's window.
             let (_, mut rx) = from_session(profile, &hex(key), &hex(RFC7714_SALT));
             let mut buf = plain.clone();
             buf.extend_from_slice(&hex(tagged));
             buf.extend_from_slice(&hex("000005d4"));
-            let opened = rx.unprotect_rtcp(&mut buf).expect("unprotect tagged");
-            assert_eq!(
-                opened,
-                OpenedRtcp {
-                    len: plain.len(),
-                    ssrc: 0x4d617273,
-                    index: 0x5d4,
-                    encrypted: false
-                }
-            );
-            assert_eq!(buf[..opened.len], plain[..]);
-
-            // The same tag does not cover another packet.
-            let (_, mut rx) = from_session(profile, &hex(key), &hex(RFC7714_SALT));
-            let mut buf = plain.clone();
-            buf[20] ^= 1;
-            buf.extend_from_slice(&hex(tagged));
-            buf.extend_from_slice(&hex("000005d4"));
-            assert_eq!(rx.unprotect_rtcp(&mut buf), Err(SrtpError::AuthFailed));
+            let before = buf.clone();
+            assert_eq!(rx.unprotect_rtcp(&mut buf), Err(SrtpError::Unencrypted));
+            assert_eq!(buf, before);
+            assert!(rx.rtcp_streams.is_empty(), "no state from a refused packet");
+            assert_eq!(tx.open_own_rtcp(&mut buf), Err(SrtpError::Unencrypted));
+            assert_eq!(buf, before);
         }
     }
 
@@ -1360,6 +1525,7 @@ mod tests {
                 (&mut client.tx, &mut server.rx),
                 (&mut server.tx, &mut client.rx),
             ] {
+                tx.reserve_own_rtcp_ssrc(0x5151).expect("reserve");
                 for i in 0..3u32 {
                     let plain = rtcp(0x5151);
                     let mut buf = plain.clone();
@@ -1507,6 +1673,7 @@ mod tests {
     fn srtcp_tampering_fails_and_changes_nothing() {
         for profile in ALL {
             let (mut client, mut server) = pair(profile);
+            client.tx.reserve_own_rtcp_ssrc(77).expect("reserve");
             let plain = rtcp(77);
             let mut good = plain.clone();
             good.resize(plain.len() + profile.rtcp_overhead(), 0);
@@ -1576,6 +1743,7 @@ mod tests {
     fn srtcp_replay_window() {
         for profile in ALL {
             let (mut client, mut server) = pair(profile);
+            client.tx.reserve_own_rtcp_ssrc(3).expect("reserve");
             let mut sent = Vec::new();
             for _ in 0..200 {
                 let plain = rtcp(3);
@@ -1740,20 +1908,292 @@ mod tests {
         assert!(open(&mut server.rx, &sealed(&client.tx, extra, 1, 4)).is_ok());
     }
 
+    #[test]
+    fn a_stale_seed_does_not_reopen_what_was_accepted() {
+        for profile in ALL {
+            let (client, mut server) = pair(profile);
+            let p = |i: u64| sealed(&client.tx, 8, i, 10);
+            for i in 200..=210 {
+                assert!(open(&mut server.rx, &p(i)).is_ok());
+            }
+            // str0m's view, read before those packets reached us.
+            server.rx.seed_rtp_index(8, 150).expect("seed");
+            assert_eq!(server.rx.rtp_highest_index(8), Some(210), "{profile:?}");
+            for i in [205, 210] {
+                assert_eq!(open(&mut server.rx, &p(i)), Err(SrtpError::Replayed), "{i}");
+            }
+            // The seed's own window joins ours: what str0m may have taken is not opened again,
+            // what neither saw still opens once.
+            assert_eq!(open(&mut server.rx, &p(140)), Err(SrtpError::Replayed));
+            assert_eq!(open(&mut server.rx, &p(180)).map(|o| o.index), Ok(180));
+            assert_eq!(open(&mut server.rx, &p(211)).map(|o| o.index), Ok(211));
+        }
+    }
+
+    #[test]
+    fn a_stale_seed_across_a_wrap_keeps_the_roc() {
+        for profile in ALL {
+            let (client, mut server) = pair(profile);
+            let p = |i: u64| sealed(&client.tx, 8, i, 10);
+            let top = (1 << 16) | 100;
+            server.rx.seed_rtp_index(8, top).expect("seed");
+            assert_eq!(
+                open(&mut server.rx, &p(top + 1)).map(|o| o.index),
+                Ok(top + 1)
+            );
+            // A stale seed from before the wrap, same SEQ: taken as is it would fix ROC 0.
+            server.rx.seed_rtp_index(8, 100).expect("seed");
+            for i in top + 2..top + 5 {
+                assert_eq!(
+                    open(&mut server.rx, &p(i)).map(|o| o.index),
+                    Ok(i),
+                    "{profile:?}"
+                );
+            }
+            // A later seed still moves it on.
+            server.rx.seed_rtp_index(8, top + 1000).expect("seed");
+            assert_eq!(server.rx.rtp_highest_index(8), Some(top + 1000));
+            assert_eq!(open(&mut server.rx, &p(top + 4)), Err(SrtpError::TooOld));
+        }
+    }
+
+    #[test]
+    fn unknown_ssrcs_are_told_apart_once_refused() {
+        for profile in ALL {
+            let (client, mut server) = pair(profile);
+            server.rx.refuse_unknown_ssrcs(true);
+            let past_a_wrap = (3 << 16) | 500;
+            let mut p = sealed(&client.tx, 8, past_a_wrap, 10);
+            let before = p.clone();
+            assert_eq!(
+                server.rx.unprotect_rtp(&mut p),
+                Err(SrtpError::UnknownSsrc),
+                "{profile:?}"
+            );
+            assert_eq!(p, before, "left as it was");
+            assert!(server.rx.rtp_streams.is_empty(), "no state");
+            // Seeded with str0m's index, it opens at the right ROC.
+            server.rx.seed_rtp_index(8, past_a_wrap - 1).expect("seed");
+            assert_eq!(
+                server.rx.unprotect_rtp(&mut p).map(|o| o.index),
+                Ok(past_a_wrap)
+            );
+            // Adopted, a new stream starts at ROC 0 with its first packet.
+            server.rx.adopt_ssrc(9).expect("adopt");
+            assert_eq!(server.rx.rtp_highest_index(9), None);
+            assert_eq!(
+                open(&mut server.rx, &sealed(&client.tx, 9, 40_000, 10)).map(|o| o.index),
+                Ok(40_000)
+            );
+            assert_eq!(
+                open(&mut server.rx, &sealed(&client.tx, 9, 39_999, 10)).map(|o| o.index),
+                Ok(39_999)
+            );
+            assert_eq!(server.rx.rtp_highest_index(9), Some(40_000));
+            // Adopting again changes nothing.
+            server.rx.adopt_ssrc(9).expect("adopt");
+            assert_eq!(
+                open(&mut server.rx, &sealed(&client.tx, 9, 40_000, 10)),
+                Err(SrtpError::Replayed)
+            );
+            // Off again: the default, ROC 0 for a new SSRC.
+            server.rx.refuse_unknown_ssrcs(false);
+            assert_eq!(
+                open(&mut server.rx, &sealed(&client.tx, 10, 7, 10)).map(|o| o.index),
+                Ok(7)
+            );
+        }
+    }
+
+    #[test]
+    fn adopting_counts_against_the_cap() {
+        let (_, mut server) = pair(SrtpProfile::AeadAes128Gcm);
+        for ssrc in 0..MAX_RX_SSRCS as u32 {
+            server.rx.adopt_ssrc(ssrc).expect("adopt");
+        }
+        assert_eq!(server.rx.adopt_ssrc(1), Ok(()), "known already");
+        assert_eq!(
+            server.rx.adopt_ssrc(MAX_RX_SSRCS as u32),
+            Err(SrtpError::TooManySsrcs)
+        );
+    }
+
+    /// What `forget_ssrc` documents: by default a forgotten stream's recorded packets at ROC 0
+    /// open once more; refusing unknown SSRCs closes that.
+    #[test]
+    fn a_forgotten_ssrc_is_replayable_once_unless_unknown_ssrcs_are_refused() {
+        for refuse in [false, true] {
+            let (client, mut server) = pair(SrtpProfile::AeadAes128Gcm);
+            server.rx.refuse_unknown_ssrcs(refuse);
+            server.rx.adopt_ssrc(4).expect("adopt");
+            let recorded = sealed(&client.tx, 4, 10, 10);
+            assert!(open(&mut server.rx, &recorded).is_ok());
+            assert_eq!(open(&mut server.rx, &recorded), Err(SrtpError::Replayed));
+            server.rx.forget_ssrc(4);
+            let again = open(&mut server.rx, &recorded);
+            if refuse {
+                assert_eq!(again, Err(SrtpError::UnknownSsrc));
+            } else {
+                assert_eq!(
+                    again.map(|o| o.index),
+                    Ok(10),
+                    "the replay the docs warn of"
+                );
+            }
+        }
+    }
+
+    /// str0m's SRTCP context on the leg has the same key and counts from 0 too: our counter
+    /// may only seal for the reserved SSRC, and str0m's index only for the others.
+    #[test]
+    fn own_rtcp_is_sealed_only_for_the_reserved_ssrc() {
+        for profile in ALL {
+            let (mut client, _) = pair(profile);
+            let room = |p: &[u8]| {
+                let mut b = p.to_vec();
+                b.resize(p.len() + profile.rtcp_overhead(), 0);
+                b
+            };
+            let str0ms = rtcp(0x5700);
+            let ours = rtcp(0x0e1f);
+            // Nothing reserved yet.
+            let mut buf = room(&ours);
+            assert_eq!(
+                client.tx.protect_rtcp(&mut buf, ours.len()),
+                Err(SrtpError::RtcpSsrcNotReserved)
+            );
+            assert_eq!(buf, room(&ours), "left as it was");
+            client.tx.reserve_own_rtcp_ssrc(0x0e1f).expect("reserve");
+            assert_eq!(client.tx.reserve_own_rtcp_ssrc(0x0e1f), Ok(()));
+            assert_eq!(
+                client.tx.reserve_own_rtcp_ssrc(0x5700),
+                Err(SrtpError::RtcpSsrcReserved)
+            );
+            assert_eq!(client.tx.own_rtcp_ssrc(), Some(0x0e1f));
+            // str0m's SSRC through our counter: the (SSRC, index 0) str0m's first report has.
+            let mut buf = room(&str0ms);
+            assert_eq!(
+                client.tx.protect_rtcp(&mut buf, str0ms.len()),
+                Err(SrtpError::RtcpSsrcNotReserved),
+                "{profile:?}"
+            );
+            assert_eq!(buf, room(&str0ms));
+            assert_eq!(client.tx.next_srtcp_index(), 0, "no index spent");
+            let mut buf = room(&ours);
+            assert!(client.tx.protect_rtcp(&mut buf, ours.len()).is_ok());
+            // Our SSRC at an index of str0m's choosing: refused, it is our counter's.
+            let mut buf = room(&ours);
+            assert_eq!(
+                client.tx.protect_rtcp_at(&mut buf, ours.len(), 0),
+                Err(SrtpError::RtcpSsrcReserved)
+            );
+            assert_eq!(buf, room(&ours));
+            let mut buf = room(&str0ms);
+            assert!(client.tx.protect_rtcp_at(&mut buf, str0ms.len(), 0).is_ok());
+            // Too short to carry a sender SSRC.
+            assert_eq!(
+                client.tx.protect_rtcp(&mut [0x80; 40], 4),
+                Err(SrtpError::Malformed)
+            );
+            assert_eq!(
+                client.tx.protect_rtcp(&mut [0x80; 10], 12),
+                Err(SrtpError::BufferTooSmall)
+            );
+        }
+    }
+
+    /// Every refusal leaves the packet as it was, but a failed AES-GCM tag (decrypted in
+    /// place before the compare); AES-CM compares first.
+    #[test]
+    fn refusals_leave_the_buffer_intact() {
+        for profile in ALL {
+            let (mut client, mut server) = pair(profile);
+            client.tx.reserve_own_rtcp_ssrc(6).expect("reserve");
+            let good = sealed(&client.tx, 5, 300, 40);
+            let mut cases: Vec<(Vec<u8>, SrtpError)> = vec![
+                (good[..11].to_vec(), SrtpError::Malformed),
+                (sealed(&client.tx, 5, 100, 40), SrtpError::TooOld),
+                (good.clone(), SrtpError::Replayed),
+            ];
+            assert!(open(&mut server.rx, &good).is_ok());
+            let mut tampered = sealed(&client.tx, 5, 301, 40);
+            tampered[20] ^= 1;
+            let gcm = profile != SrtpProfile::Aes128CmSha1_80;
+            for (mut p, want) in cases.drain(..) {
+                let before = p.clone();
+                assert_eq!(server.rx.unprotect_rtp(&mut p), Err(want), "{profile:?}");
+                assert_eq!(p, before, "{profile:?} {want:?}");
+            }
+            let before = tampered.clone();
+            assert_eq!(
+                server.rx.unprotect_rtp(&mut tampered),
+                Err(SrtpError::AuthFailed)
+            );
+            assert_eq!(tampered == before, !gcm, "{profile:?}");
+            for ssrc in 100..100 + MAX_RX_SSRCS as u32 - 1 {
+                server.rx.adopt_ssrc(ssrc).expect("adopt");
+            }
+            let mut p = sealed(&client.tx, 1, 1, 10);
+            let before = p.clone();
+            assert_eq!(
+                server.rx.unprotect_rtp(&mut p),
+                Err(SrtpError::TooManySsrcs)
+            );
+            assert_eq!(p, before);
+
+            // SRTCP: replayed, E = 0, and a bad tag.
+            let plain = rtcp(6);
+            let mut srtcp = plain.clone();
+            srtcp.resize(plain.len() + profile.rtcp_overhead(), 0);
+            client
+                .tx
+                .protect_rtcp(&mut srtcp, plain.len())
+                .expect("protect");
+            assert!(server.rx.unprotect_rtcp(&mut srtcp.clone()).is_ok());
+            let mut e0 = srtcp.clone();
+            let word = if gcm { e0.len() - 4 } else { plain.len() };
+            e0[word] &= 0x7f;
+            // A fresh index, so the tag is what fails.
+            let mut bad = plain.clone();
+            bad.resize(srtcp.len(), 0);
+            client
+                .tx
+                .protect_rtcp(&mut bad, plain.len())
+                .expect("protect");
+            bad[10] ^= 1;
+            for (mut p, want) in [
+                (srtcp.clone(), SrtpError::Replayed),
+                (e0, SrtpError::Unencrypted),
+                (bad, SrtpError::AuthFailed),
+            ] {
+                let before = p.clone();
+                assert_eq!(server.rx.unprotect_rtcp(&mut p), Err(want), "{profile:?}");
+                assert_eq!(
+                    p == before,
+                    !(gcm && want == SrtpError::AuthFailed),
+                    "{want:?}"
+                );
+            }
+        }
+    }
+
     /// The design's SR rewrite: open the leg's own outgoing SRTCP, patch it, re-seal it under
     /// the same index; the peer opens the patched packet.
     #[test]
     fn own_srtcp_opens_and_reseals_with_the_same_index() {
         for profile in ALL {
             let (mut client, mut server) = pair(profile);
+            client.tx.reserve_own_rtcp_ssrc(0x600d).expect("reserve");
             let plain = rtcp(0x0bad_cafe);
+            // What str0m sends, with the same key and its own counter (indices 0 and 1).
+            let (str0m, _) = pair(profile);
             let mut sent = Vec::new();
-            for _ in 0..2 {
+            for k in 0..2 {
                 let mut buf = plain.clone();
                 buf.resize(plain.len() + profile.rtcp_overhead(), 0);
-                client
+                str0m
                     .tx
-                    .protect_rtcp(&mut buf, plain.len())
+                    .protect_rtcp_at(&mut buf, plain.len(), k)
                     .expect("protect");
                 sent.push(buf);
             }
@@ -1780,7 +2220,7 @@ mod tests {
                 .protect_rtcp_at(&mut buf, opened.len, opened.index)
                 .expect("reseal");
             assert_eq!(n, sent[1].len());
-            assert_eq!(client.tx.next_srtcp_index(), 2, "the counter is left alone");
+            assert_eq!(client.tx.next_srtcp_index(), 0, "the counter is left alone");
             let got = server
                 .rx
                 .unprotect_rtcp(&mut buf)
@@ -1798,6 +2238,7 @@ mod tests {
     #[test]
     fn srtcp_index_exhaustion_is_an_error() {
         let (mut client, _) = pair(SrtpProfile::AeadAes128Gcm);
+        client.tx.reserve_own_rtcp_ssrc(1).expect("reserve");
         client.tx.srtcp_index = MAX_RTCP_INDEX;
         let plain = rtcp(1);
         let mut buf = plain.clone();

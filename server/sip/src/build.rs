@@ -52,18 +52,20 @@ pub struct Source<'a> {
 pub fn stamp_via(top: &str, src: Source<'_>) -> Option<String> {
     let via = Via::parse(top).ok()?;
     let mut out = String::new();
-    push_stamped_via(&mut out, top, &via, src).then_some(out)
+    push_stamped_via(&mut out, top, &via, via.rport(), src).then_some(out)
 }
 
 /// Writes [`stamp_via`] of `top`, already parsed into `via` (whose parameters end where `top`
-/// ends), into `out`; false, writing nothing, when the Via needs no stamp.
+/// ends) with its `rport` ([`Via::rport`]), into `out`; false, writing nothing, when the Via
+/// needs no stamp.
 fn push_stamped_via(
     out: &mut impl syntax::PushText,
     top: &str,
     via: &Via<'_>,
+    rport: Option<Option<&str>>,
     src: Source<'_>,
 ) -> bool {
-    let wants_rport = via.rport().is_some();
+    let wants_rport = rport.is_some();
     let host_differs = via.host.trim_start_matches('[').trim_end_matches(']') != src.ip;
     if !wants_rport && !host_differs {
         return false;
@@ -230,9 +232,14 @@ impl<'a> ResponseBuilder<'a> {
                             && top.len() >= v.params.len()
                     });
                     let stamped = self.source.is_some_and(|src| match &parsed {
-                        Some(via) => push_stamped_via(&mut out, top, via, src),
-                        None => Via::parse(top)
-                            .is_ok_and(|via| push_stamped_via(&mut out, top, &via, src)),
+                        // Its `rport` was found when it was parsed.
+                        Some(via) => {
+                            let rport = req.top_via_rport().unwrap_or_else(|| via.rport());
+                            push_stamped_via(&mut out, top, via, rport, src)
+                        }
+                        None => Via::parse(top).is_ok_and(|via| {
+                            push_stamped_via(&mut out, top, &via, via.rport(), src)
+                        }),
                     });
                     if !stamped {
                         out.extend_from_slice(top.as_bytes());

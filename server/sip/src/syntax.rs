@@ -283,9 +283,59 @@ pub struct ParamIter<'a> {
     rest: Option<&'a str>,
 }
 
-impl<'a> Iterator for ParamIter<'a> {
-    type Item = Param<'a>;
-    fn next(&mut self) -> Option<Param<'a>> {
+/// The parameter at the start of `rest` when it is written plainly: a token name, then
+/// optionally `=` and a non-empty run of `gen-value` characters outside quotes (token
+/// characters, `:`, `[`, `]`), then `;` or the end. Returns it with the text after that `;`.
+///
+/// Such an item has no quote, bracket, white space or second `=`, so the general path below
+/// reads it the same (the first unquoted `;` is the first `;`, nothing to trim), and it passes
+/// the name and value checks validation makes: one pass over its bytes instead of a `memchr`
+/// for the `;`, one for the `=`, two trims and the two checks. Anything else gives `None`.
+#[inline]
+pub(crate) fn plain_param(rest: &str) -> Option<(Param<'_>, Option<&str>)> {
+    let b = rest.as_bytes();
+    let mut i = 0;
+    while i < b.len() && CLASSES[usize::from(b[i])] & TOKEN != 0 {
+        i += 1;
+    }
+    if i == 0 {
+        return None;
+    }
+    let name = &rest[..i];
+    let value = if b.get(i) == Some(&b'=') {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && CLASSES[usize::from(b[i])] & GEN_VALUE != 0 {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        Some(&rest[start..i])
+    } else {
+        None
+    };
+    let next = match b.get(i) {
+        None => None,
+        Some(b';') => Some(&rest[i + 1..]),
+        Some(_) => return None,
+    };
+    Some((Param { name, value }, next))
+}
+
+impl<'a> ParamIter<'a> {
+    /// The next parameter, and whether it was written plainly (see [`plain_param`]): then its
+    /// name is a token and its value, if any, a `gen-value`, and callers need not check them.
+    pub(crate) fn next_checked(&mut self) -> Option<(Param<'a>, bool)> {
+        let rest = self.rest?;
+        if let Some((param, next)) = plain_param(rest) {
+            self.rest = next;
+            return Some((param, true));
+        }
+        self.next_general().map(|p| (p, false))
+    }
+
+    fn next_general(&mut self) -> Option<Param<'a>> {
         let rest = self.rest?;
         let (item, next) = match find_unquoted(rest, b';') {
             Some(i) => (&rest[..i], Some(&rest[i + 1..])),
@@ -303,6 +353,13 @@ impl<'a> Iterator for ParamIter<'a> {
             },
         };
         Some(param)
+    }
+}
+
+impl<'a> Iterator for ParamIter<'a> {
+    type Item = Param<'a>;
+    fn next(&mut self) -> Option<Param<'a>> {
+        self.next_checked().map(|(p, _)| p)
     }
 }
 
@@ -345,7 +402,7 @@ pub fn parse_u32(s: &str) -> Option<u32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -371,6 +428,60 @@ mod tests {
                 searched.collect::<Vec<_>>(),
                 "{s:?}"
             );
+        }
+    }
+
+    /// Inputs for the one-pass scanners' equivalence tests: `bases`, and each with every ASCII
+    /// byte and a multi-byte character inserted at every position.
+    pub(crate) fn mutations(bases: &[&str]) -> Vec<String> {
+        let mut inputs: Vec<String> = bases.iter().map(|s| s.to_string()).collect();
+        for base in bases {
+            for c in (0u8..0x80).map(char::from).chain(['Ü']) {
+                for i in (0..=base.len()).filter(|&i| base.is_char_boundary(i)) {
+                    let mut s = base.to_string();
+                    s.insert(i, c);
+                    inputs.push(s);
+                }
+            }
+        }
+        inputs
+    }
+
+    #[test]
+    fn plain_params_read_as_the_general_path_and_pass_the_checks() {
+        let inputs = mutations(&[
+            ";branch=z9hG4bK-1;rport",
+            ";tag=1a;lr;transport=ws;maddr=[::1]:5",
+            ";received=192.0.2.1;x",
+            ";a=\"q;r\";b=<c>;d",
+            "; a = b ;c=",
+            ";;x",
+            "",
+        ]);
+        assert_eq!(
+            params(";branch=z9hG4bK-1;rport").next_checked(),
+            Some((
+                Param {
+                    name: "branch",
+                    value: Some("z9hG4bK-1")
+                },
+                true
+            ))
+        );
+        for s in &inputs {
+            let mut general = params(s);
+            let mut fast = params(s);
+            loop {
+                let g = general.next_general();
+                let f = fast.next_checked();
+                assert_eq!(f.map(|(p, _)| p), g, "{s:?}");
+                assert_eq!(fast.rest, general.rest, "{s:?}");
+                let Some((p, plain)) = f else { break };
+                if plain {
+                    assert!(is_token(p.name), "{s:?}");
+                    assert!(p.value.is_none_or(is_gen_value), "{s:?}");
+                }
+            }
         }
     }
 

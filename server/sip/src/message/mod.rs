@@ -208,7 +208,7 @@ pub struct Message {
 struct Views {
     from: Memo<4>,
     to: Memo<4>,
-    top_via: Memo<5>,
+    top_via: Memo<6>,
     request_uri: Memo<5>,
     first_contact: Memo<4>,
 }
@@ -329,23 +329,26 @@ impl Words<4> for NameAddrSpans {
     }
 }
 
-impl Words<5> for ViaSpans {
-    fn to_words(&self) -> [u64; 5] {
+impl Words<6> for ViaSpans {
+    fn to_words(&self) -> [u64; 6] {
+        let rport = if self.rport.is_some() { FLAG_A } else { 0 };
         [
             span_word(self.transport),
             span_word(self.host),
             span_word(self.params),
             opt_span_word(self.branch),
-            port_word(self.port),
+            port_word(self.port) | rport,
+            opt_span_word(self.rport.flatten()),
         ]
     }
-    fn from_words(w: [u64; 5]) -> Self {
+    fn from_words(w: [u64; 6]) -> Self {
         ViaSpans {
             transport: word_span(w[0]),
             host: word_span(w[1]),
             params: word_span(w[2]),
             branch: word_opt_span(w[3]),
             port: word_port(w[4]),
+            rport: (w[4] & FLAG_A != 0).then(|| word_opt_span(w[5])),
         }
     }
 }
@@ -406,6 +409,8 @@ struct ViaSpans {
     params: Span,
     /// [`Via::branch`] of the top Via: the transaction layer looks every message up by it.
     branch: Option<Span>,
+    /// [`Via::rport`] of the top Via: every response asks for it.
+    rport: Option<Option<Span>>,
 }
 
 /// A message written by [`crate::build`] from a parsed one, with the offsets it recorded while
@@ -649,14 +654,16 @@ impl Message {
                 .header_list(&HeaderName::Via)
                 .next()
                 .ok_or(HeaderError::Missing("Via"))?;
-            let (via, branch) = Via::parse_with_branch(first)?;
+            let found = Via::parse_found(first)?;
+            let via = found.via;
             Ok(ViaSpans {
                 transport: self.span_of(via.transport),
                 host: self.span_of(via.host),
                 port: via.port,
                 params: self.span_of(via.params),
                 // An empty value maps to an empty span, which reads as "" again.
-                branch: branch.map(|b| self.span_of(b)),
+                branch: found.branch.flatten().map(|b| self.span_of(b)),
+                rport: found.rport.map(|r| r.map(|v| self.span_of(v))),
             })
         })
     }
@@ -744,6 +751,12 @@ impl Message {
     pub fn branch(&self) -> Option<&str> {
         self.top_via_spans().ok()?.branch.map(|s| self.text(s))
     }
+
+    /// [`Via::rport`] of the top Via, found when it was parsed; `None` when it does not parse.
+    pub(crate) fn top_via_rport(&self) -> Option<Option<Option<&str>>> {
+        let spans = self.top_via_spans().ok()?;
+        Some(spans.rport.map(|r| r.map(|s| self.text(s))))
+    }
 }
 
 /// The header section (`raw[..headers_end]`) as shared text, `None` when it is not UTF-8.
@@ -784,15 +797,18 @@ mod tests {
                     assert_eq!(format!("{back:?}"), format!("{n:?}"));
                 }
                 for port in ports {
-                    let v = ViaSpans {
-                        transport: a1,
-                        host: b1,
-                        port,
-                        params: a1,
-                        branch: b,
-                    };
-                    let back = ViaSpans::from_words(v.to_words());
-                    assert_eq!(format!("{back:?}"), format!("{v:?}"));
+                    for rport in [None, Some(None), Some(a), Some(b)] {
+                        let v = ViaSpans {
+                            transport: a1,
+                            host: b1,
+                            port,
+                            params: a1,
+                            branch: b,
+                            rport,
+                        };
+                        let back = ViaSpans::from_words(v.to_words());
+                        assert_eq!(format!("{back:?}"), format!("{v:?}"));
+                    }
                     for scheme in [Scheme::Sip, Scheme::Sips] {
                         let u = UriSpans {
                             scheme,

@@ -226,11 +226,11 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     split_host_port_general(s)
 }
 
-fn is_host_char(b: u8) -> bool {
+pub(crate) fn is_host_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'
 }
 
-fn parse_port(p: &str) -> Option<u16> {
+pub(crate) fn parse_port(p: &str) -> Option<u16> {
     syntax::parse_u32(trim_lws(p))
         .and_then(|n| u16::try_from(n).ok())
         .filter(|&n| n != 0)

@@ -14,7 +14,7 @@ use crate::syntax;
 
 /// `n` in decimal, written into `buf` (the formatting machinery costs more than the digits for
 /// the few numbers every response carries).
-fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &str {
+fn decimal_digits(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -24,12 +24,18 @@ fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &str {
             break;
         }
     }
+    &buf[i..]
+}
+
+/// [`decimal_digits`] as text.
+fn decimal(n: u32, buf: &mut [u8; 10]) -> &str {
     // Nothing but ASCII digits.
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+    std::str::from_utf8(decimal_digits(n, buf)).unwrap_or("0")
 }
 
 fn push_decimal(out: &mut Vec<u8>, n: u32) {
-    out.extend_from_slice(decimal(n, &mut [0; 10]).as_bytes());
+    // The digits as bytes: no UTF-8 check of them, as a `&str` needs.
+    out.extend_from_slice(decimal_digits(n, &mut [0; 10]));
 }
 
 fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {

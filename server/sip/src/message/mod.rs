@@ -702,9 +702,12 @@ impl Message {
         text: &'a str,
     ) -> Result<NameAddr<'a>, HeaderError> {
         match index {
+            // `text` is the first element: parsed into the kept view without finding it again.
             0 => self
-                .first_contact()
-                .unwrap_or_else(|| NameAddr::parse(text)),
+                .views
+                .first_contact
+                .get_or_parse(|| NameAddr::parse(text).map(|addr| self.name_addr_spans(&addr)))
+                .map(|s| self.name_addr_at(s)),
             _ => NameAddr::parse(text),
         }
     }

@@ -2,7 +2,9 @@
 //! Record-Route) and CSeq. Each borrows from the message text.
 
 use crate::message::Method;
-use crate::syntax::{self, find_byte, find_param, find_unquoted, is_lws, split_at_byte, trim_lws};
+use crate::syntax::{
+    self, find_byte, find_param, find_unquoted, is_host_char, is_lws, split_at_byte, trim_lws,
+};
 
 /// Why a header value could not be used. Each variant is answered `400` with a reason phrase
 /// naming the header.
@@ -224,10 +226,6 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
         }
     }
     split_host_port_general(s)
-}
-
-pub(crate) fn is_host_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'
 }
 
 pub(crate) fn parse_port(p: &str) -> Option<u16> {

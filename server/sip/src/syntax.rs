@@ -9,6 +9,8 @@
 const TOKEN: u8 = 1;
 /// `gen-value` characters outside quoted strings: token characters, `:`, `[` and `]`.
 const GEN_VALUE: u8 = 2;
+/// Characters of a host name or IPv4 address: letters, digits, `-`, `.`, `_`.
+const HOST: u8 = 4;
 
 const CLASSES: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -20,7 +22,9 @@ const CLASSES: [u8; 256] = {
                 c,
                 b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
             );
-        if token {
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_') {
+            t[b] = TOKEN | GEN_VALUE | HOST;
+        } else if token {
             t[b] = TOKEN | GEN_VALUE;
         } else if matches!(c, b':' | b'[' | b']') {
             t[b] = GEN_VALUE;
@@ -45,6 +49,12 @@ pub(crate) fn split_at_byte(s: &str, needle: u8) -> Option<(&str, &str)> {
 /// `token` characters (RFC 3261 §25.1).
 pub fn is_token_char(b: u8) -> bool {
     CLASSES[usize::from(b)] & TOKEN != 0
+}
+
+/// Characters of a host name or IPv4 address (letters, digits, `-`, `.`, `_`), by the table:
+/// every Via and URI host is checked byte by byte.
+pub(crate) fn is_host_char(b: u8) -> bool {
+    CLASSES[usize::from(b)] & HOST != 0
 }
 
 /// True when `s` is a non-empty token.
@@ -610,6 +620,8 @@ pub(crate) mod tests {
         for b in 0..=255u8 {
             let token = b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
             assert_eq!(is_token_char(b), token, "{b}");
+            let host = b.is_ascii_alphanumeric() || b"-._".contains(&b);
+            assert_eq!(is_host_char(b), host, "{b}");
             let gen = token || b":[]".contains(&b);
             assert_eq!(
                 is_gen_value(std::str::from_utf8(&[b]).unwrap_or("\"")),

@@ -1,7 +1,7 @@
 //! SIP and SIPS URIs (RFC 3261 §19.1), borrowed from message text.
 
-use crate::headers::{is_host_char, parse_port, split_host_port};
-use crate::syntax::{self, find_param};
+use crate::headers::{parse_port, split_host_port};
+use crate::syntax::{self, find_param, is_host_char};
 
 /// The scheme of a URI Huddle can route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -344,13 +344,11 @@ impl<'a> NameAddr<'a> {
         if b.get(i) != Some(&b':') {
             return None;
         }
-        loop {
-            match *b.get(i)? {
-                b'>' => break,
-                b'"' => return None,
-                c if is_lws(c) => return None,
-                _ => i += 1,
-            }
+        while b.get(i).is_some_and(|&c| syntax::is_angled_char(c)) {
+            i += 1;
+        }
+        if b.get(i) != Some(&b'>') {
+            return None;
         }
         let uri = &value[uri_start..i];
         let params = &value[i + 1..];

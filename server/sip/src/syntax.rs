@@ -11,6 +11,9 @@ const TOKEN: u8 = 1;
 const GEN_VALUE: u8 = 2;
 /// Characters of a host name or IPv4 address: letters, digits, `-`, `.`, `_`.
 const HOST: u8 = 4;
+/// Bytes a plain name-addr's URI may hold between `<` and `>`: all but white space, `"` and
+/// `>`.
+const ANGLED: u8 = 8;
 
 const CLASSES: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -28,6 +31,9 @@ const CLASSES: [u8; 256] = {
             t[b] = TOKEN | GEN_VALUE;
         } else if matches!(c, b':' | b'[' | b']') {
             t[b] = GEN_VALUE;
+        }
+        if !matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'"' | b'>') {
+            t[b] |= ANGLED;
         }
         b += 1;
     }
@@ -55,6 +61,11 @@ pub fn is_token_char(b: u8) -> bool {
 /// every Via and URI host is checked byte by byte.
 pub(crate) fn is_host_char(b: u8) -> bool {
     CLASSES[usize::from(b)] & HOST != 0
+}
+
+/// Bytes of a URI in `<>` that need no second look (not white space, `"` or `>`).
+pub(crate) fn is_angled_char(b: u8) -> bool {
+    CLASSES[usize::from(b)] & ANGLED != 0
 }
 
 /// True when `s` is a non-empty token.
@@ -622,6 +633,7 @@ pub(crate) mod tests {
             assert_eq!(is_token_char(b), token, "{b}");
             let host = b.is_ascii_alphanumeric() || b"-._".contains(&b);
             assert_eq!(is_host_char(b), host, "{b}");
+            assert_eq!(is_angled_char(b), !b" \t\r\n\">".contains(&b), "{b}");
             let gen = token || b":[]".contains(&b);
             assert_eq!(
                 is_gen_value(std::str::from_utf8(&[b]).unwrap_or("\"")),

@@ -55,8 +55,11 @@ impl<'a> Via<'a> {
     /// these the same way (test `plain_vias_read_as_the_general_path`).
     fn parse_plain(value: &'a str) -> Option<ViaFound<'a>> {
         let b = value.as_bytes();
-        if !b.get(..8)?.eq_ignore_ascii_case(b"SIP/2.0/") {
-            return None;
+        // As written nearly always by a word compare; any other case by the fold.
+        match b.get(..8)? {
+            b"SIP/2.0/" => {}
+            prefix if prefix.eq_ignore_ascii_case(b"SIP/2.0/") => {}
+            _ => return None,
         }
         let mut i = 8;
         while b.get(i).is_some_and(|&c| syntax::is_token_char(c)) {
@@ -203,9 +206,14 @@ impl<'a> ViaFound<'a> {
     /// Takes `p` into account: the first parameter of each name in any case is the one
     /// `find_param` finds; a valueless `branch` is no branch.
     fn note(&mut self, p: syntax::Param<'a>) {
-        if self.branch.is_none() && p.name.eq_ignore_ascii_case("branch") {
+        // The lowercase names by a word compare first (the fold goes byte by byte).
+        let name = p.name.as_bytes();
+        let branch = matches!(name, b"branch") || name.eq_ignore_ascii_case(b"branch");
+        if self.branch.is_none() && branch {
             self.branch = Some(p.value);
-        } else if self.rport.is_none() && p.name.eq_ignore_ascii_case("rport") {
+        } else if self.rport.is_none()
+            && (matches!(name, b"rport") || name.eq_ignore_ascii_case(b"rport"))
+        {
             self.rport = Some(p.value);
         }
     }

@@ -61,10 +61,7 @@ impl<'a> Via<'a> {
             prefix if prefix.eq_ignore_ascii_case(b"SIP/2.0/") => {}
             _ => return None,
         }
-        let mut i = 8;
-        while b.get(i).is_some_and(|&c| syntax::is_token_char(c)) {
-            i += 1;
-        }
+        let mut i = syntax::run_end(b, 8, syntax::is_token_char);
         let transport = &value[8..i];
         if transport.is_empty() {
             return None;
@@ -74,19 +71,14 @@ impl<'a> Via<'a> {
             i += 1;
         }
         let host_start = i;
-        while b.get(i).is_some_and(|&c| is_host_char(c)) {
-            i += 1;
-        }
+        i = syntax::run_end(b, i, is_host_char);
         if i == spaces || i == host_start {
             return None;
         }
         let host = &value[host_start..i];
         let port = if b.get(i) == Some(&b':') {
             let digits = i + 1;
-            i = digits;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
+            i = syntax::run_end(b, digits, |c| c.is_ascii_digit());
             Some(parse_port(&value[digits..i])?)
         } else {
             None
@@ -323,18 +315,14 @@ impl<'a> NameAddr<'a> {
                 Some(&value[..i])
             }
             _ => {
-                while b.get(i).is_some_and(|&c| syntax::is_token_char(c)) {
-                    i += 1;
-                }
+                i = syntax::run_end(b, i, syntax::is_token_char);
                 if i == 0 {
                     return None;
                 }
                 Some(&value[..i])
             }
         };
-        while b.get(i).is_some_and(|&c| is_lws(c)) {
-            i += 1;
-        }
+        i = syntax::run_end(b, i, is_lws);
         if b.get(i) != Some(&b'<') {
             return None;
         }
@@ -352,9 +340,7 @@ impl<'a> NameAddr<'a> {
         if b.get(i) != Some(&b':') {
             return None;
         }
-        while b.get(i).is_some_and(|&c| syntax::is_angled_char(c)) {
-            i += 1;
-        }
+        i = syntax::run_end(b, i, syntax::is_angled_char);
         if b.get(i) != Some(&b'>') {
             return None;
         }

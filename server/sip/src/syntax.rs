@@ -57,6 +57,14 @@ pub fn is_token_char(b: u8) -> bool {
     CLASSES[usize::from(b)] & TOKEN != 0
 }
 
+/// Where the run of bytes from `from` on for which `class` holds ends (`b.len()` at most): the
+/// scanners' inner loop, as an iterator search (no bounds check per byte).
+#[inline]
+pub(crate) fn run_end(b: &[u8], from: usize, class: impl Fn(u8) -> bool) -> usize {
+    let rest = b.get(from..).unwrap_or_default();
+    from + rest.iter().position(|&c| !class(c)).unwrap_or(rest.len())
+}
+
 /// Characters of a host name or IPv4 address (letters, digits, `-`, `.`, `_`), by the table:
 /// every Via and URI host is checked byte by byte.
 pub(crate) fn is_host_char(b: u8) -> bool {
@@ -315,20 +323,14 @@ pub struct ParamIter<'a> {
 #[inline]
 pub(crate) fn plain_param(rest: &str) -> Option<(Param<'_>, Option<&str>)> {
     let b = rest.as_bytes();
-    let mut i = 0;
-    while i < b.len() && CLASSES[usize::from(b[i])] & TOKEN != 0 {
-        i += 1;
-    }
+    let mut i = run_end(b, 0, |c| CLASSES[usize::from(c)] & TOKEN != 0);
     if i == 0 {
         return None;
     }
     let name = &rest[..i];
     let value = if b.get(i) == Some(&b'=') {
         let start = i + 1;
-        i = start;
-        while i < b.len() && CLASSES[usize::from(b[i])] & GEN_VALUE != 0 {
-            i += 1;
-        }
+        i = run_end(b, start, |c| CLASSES[usize::from(c)] & GEN_VALUE != 0);
         if i == start {
             return None;
         }

@@ -54,36 +54,30 @@ impl<'a> SipUri<'a> {
     /// checks accept, and none is an `@` after the user's, nor a `?`.
     fn parse_plain(uri: &'a str) -> Option<SipUri<'a>> {
         let b = uri.as_bytes();
-        let (scheme, start) = if b.get(..4)?.eq_ignore_ascii_case(b"sip:") {
-            (Scheme::Sip, 4)
-        } else if b.get(..5)?.eq_ignore_ascii_case(b"sips:") {
-            (Scheme::Sips, 5)
-        } else {
-            return None;
+        // The lowercase scheme by a word compare first; any other case by the fold.
+        let (scheme, start) = match b.get(..4)? {
+            b"sip:" => (Scheme::Sip, 4),
+            p if p.eq_ignore_ascii_case(b"sip:") => (Scheme::Sip, 4),
+            _ => match b.get(..5)? {
+                b"sips:" => (Scheme::Sips, 5),
+                p if p.eq_ignore_ascii_case(b"sips:") => (Scheme::Sips, 5),
+                _ => return None,
+            },
         };
-        let mut i = start;
-        while b.get(i).copied().is_some_and(is_plain_user_char) {
-            i += 1;
-        }
+        let i = syntax::run_end(b, start, is_plain_user_char);
         let (user, host_start) = match b.get(i) {
             Some(b'@') if i > start => (Some(&uri[start..i]), i + 1),
             Some(b'@') => return None,
             _ => (None, start),
         };
-        i = host_start;
-        while b.get(i).copied().is_some_and(is_host_char) {
-            i += 1;
-        }
+        let mut i = syntax::run_end(b, host_start, is_host_char);
         if i == host_start {
             return None;
         }
         let host = &uri[host_start..i];
         let port = if b.get(i) == Some(&b':') {
             let digits = i + 1;
-            i = digits;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
+            i = syntax::run_end(b, digits, |c| c.is_ascii_digit());
             Some(parse_port(&uri[digits..i])?)
         } else {
             None

@@ -14,7 +14,7 @@ use crate::syntax;
 
 /// `n` in decimal, written into `buf` (the formatting machinery costs more than the digits for
 /// the few numbers every response carries).
-fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &str {
+fn decimal_digits(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -24,12 +24,18 @@ fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &str {
             break;
         }
     }
+    &buf[i..]
+}
+
+/// [`decimal_digits`] as text.
+fn decimal(n: u32, buf: &mut [u8; 10]) -> &str {
     // Nothing but ASCII digits.
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+    std::str::from_utf8(decimal_digits(n, buf)).unwrap_or("0")
 }
 
 fn push_decimal(out: &mut Vec<u8>, n: u32) {
-    out.extend_from_slice(decimal(n, &mut [0; 10]).as_bytes());
+    // The digits as bytes: no UTF-8 check of them, as a `&str` needs.
+    out.extend_from_slice(decimal_digits(n, &mut [0; 10]));
 }
 
 fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
@@ -52,18 +58,20 @@ pub struct Source<'a> {
 pub fn stamp_via(top: &str, src: Source<'_>) -> Option<String> {
     let via = Via::parse(top).ok()?;
     let mut out = String::new();
-    push_stamped_via(&mut out, top, &via, src).then_some(out)
+    push_stamped_via(&mut out, top, &via, via.rport(), src).then_some(out)
 }
 
 /// Writes [`stamp_via`] of `top`, already parsed into `via` (whose parameters end where `top`
-/// ends), into `out`; false, writing nothing, when the Via needs no stamp.
+/// ends) with its `rport` ([`Via::rport`]), into `out`; false, writing nothing, when the Via
+/// needs no stamp.
 fn push_stamped_via(
     out: &mut impl syntax::PushText,
     top: &str,
     via: &Via<'_>,
+    rport: Option<Option<&str>>,
     src: Source<'_>,
 ) -> bool {
-    let wants_rport = via.rport().is_some();
+    let wants_rport = rport.is_some();
     let host_differs = via.host.trim_start_matches('[').trim_end_matches(']') != src.ip;
     if !wants_rport && !host_differs {
         return false;
@@ -230,9 +238,14 @@ impl<'a> ResponseBuilder<'a> {
                             && top.len() >= v.params.len()
                     });
                     let stamped = self.source.is_some_and(|src| match &parsed {
-                        Some(via) => push_stamped_via(&mut out, top, via, src),
-                        None => Via::parse(top)
-                            .is_ok_and(|via| push_stamped_via(&mut out, top, &via, src)),
+                        // Its `rport` was found when it was parsed.
+                        Some(via) => {
+                            let rport = req.top_via_rport().unwrap_or_else(|| via.rport());
+                            push_stamped_via(&mut out, top, via, rport, src)
+                        }
+                        None => Via::parse(top).is_ok_and(|via| {
+                            push_stamped_via(&mut out, top, &via, via.rport(), src)
+                        }),
                     });
                     if !stamped {
                         out.extend_from_slice(top.as_bytes());

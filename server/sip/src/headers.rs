@@ -2,7 +2,9 @@
 //! Record-Route) and CSeq. Each borrows from the message text.
 
 use crate::message::Method;
-use crate::syntax::{self, find_byte, find_param, find_unquoted, is_lws, split_at_byte, trim_lws};
+use crate::syntax::{
+    self, find_byte, find_param, find_unquoted, is_host_char, is_lws, split_at_byte, trim_lws,
+};
 
 /// Why a header value could not be used. Each variant is answered `400` with a reason phrase
 /// naming the header.
@@ -33,15 +35,81 @@ pub struct Via<'a> {
 impl<'a> Via<'a> {
     /// Parses one Via element (after list splitting).
     pub fn parse(value: &'a str) -> Result<Via<'a>, HeaderError> {
-        Via::parse_with_branch(value).map(|(via, _)| via)
+        Via::parse_found(value).map(|found| found.via)
     }
 
-    /// [`Via::parse`], and what [`Via::branch`] would then return, found by the same pass
-    /// over the parameters that checks them (the transaction layer, the proxy and responses
-    /// all ask for the top Via's branch; [`crate::Message`] keeps it).
-    pub(crate) fn parse_with_branch(
-        value: &'a str,
-    ) -> Result<(Via<'a>, Option<&'a str>), HeaderError> {
+    /// [`Via::parse`], and what [`Via::branch`] and [`Via::rport`] would then return, found by
+    /// the same pass over the parameters that checks them (the transaction layer, the proxy and
+    /// responses all ask for the top Via's branch, responses for its `rport`; [`crate::Message`]
+    /// keeps them).
+    pub(crate) fn parse_found(value: &'a str) -> Result<ViaFound<'a>, HeaderError> {
+        match Via::parse_plain(value) {
+            Some(found) => Ok(found),
+            None => Via::parse_general(value),
+        }
+    }
+
+    /// The usual Via in one pass: `SIP/2.0/` in any case, a token transport, spaces or tabs, a
+    /// name or IPv4 host with an optional port, then plain parameters (`syntax::plain_param`),
+    /// nothing else. `None` for anything else, which [`Via::parse_general`] reads: it reads
+    /// these the same way (test `plain_vias_read_as_the_general_path`).
+    fn parse_plain(value: &'a str) -> Option<ViaFound<'a>> {
+        let b = value.as_bytes();
+        // As written nearly always by a word compare; any other case by the fold.
+        match b.get(..8)? {
+            b"SIP/2.0/" => {}
+            prefix if prefix.eq_ignore_ascii_case(b"SIP/2.0/") => {}
+            _ => return None,
+        }
+        let mut i = syntax::run_end(b, 8, syntax::is_token_char);
+        let transport = &value[8..i];
+        if transport.is_empty() {
+            return None;
+        }
+        let spaces = i;
+        while matches!(b.get(i), Some(b' ' | b'\t')) {
+            i += 1;
+        }
+        let host_start = i;
+        i = syntax::run_end(b, i, is_host_char);
+        if i == spaces || i == host_start {
+            return None;
+        }
+        let host = &value[host_start..i];
+        let port = if b.get(i) == Some(&b':') {
+            let digits = i + 1;
+            i = syntax::run_end(b, digits, |c| c.is_ascii_digit());
+            Some(parse_port(&value[digits..i])?)
+        } else {
+            None
+        };
+        let params = &value[i..];
+        let mut found = ViaFound {
+            via: Via {
+                transport,
+                host,
+                port,
+                params,
+            },
+            branch: None,
+            rport: None,
+        };
+        let mut rest = match b.get(i) {
+            None => return Some(found),
+            Some(b';') => &params[1..],
+            Some(_) => return None,
+        };
+        loop {
+            let (p, next) = syntax::plain_param(rest)?;
+            found.note(p);
+            match next {
+                Some(next) => rest = next,
+                None => return Some(found),
+            }
+        }
+    }
+
+    fn parse_general(value: &'a str) -> Result<ViaFound<'a>, HeaderError> {
         const E: HeaderError = HeaderError::Invalid("Via");
         let value = trim_lws(value);
         let (head, params) = match find_unquoted(value, b';') {
@@ -72,25 +140,26 @@ impl<'a> Via<'a> {
             return Err(E);
         }
         let (host, port) = split_host_port(sent_by).ok_or(E)?;
-        // The first parameter named `branch` in any case, as `find_param` finds it.
-        let mut branch = None;
-        for p in syntax::params(params) {
-            if !syntax::is_token(p.name) || p.value.is_some_and(|v| !syntax::is_gen_value(v)) {
-                return Err(E);
-            }
-            if branch.is_none() && p.name.eq_ignore_ascii_case("branch") {
-                branch = Some(p.value);
-            }
-        }
-        Ok((
-            Via {
+        let mut found = ViaFound {
+            via: Via {
                 transport,
                 host,
                 port,
                 params,
             },
-            branch.flatten(),
-        ))
+            branch: None,
+            rport: None,
+        };
+        let mut list = syntax::params(params);
+        while let Some((p, plain)) = list.next_checked() {
+            if !plain
+                && (!syntax::is_token(p.name) || p.value.is_some_and(|v| !syntax::is_gen_value(v)))
+            {
+                return Err(E);
+            }
+            found.note(p);
+        }
+        Ok(found)
     }
 
     /// A parameter's value (`Some(None)` when present without value).
@@ -114,6 +183,34 @@ impl<'a> Via<'a> {
     }
 }
 
+/// A parsed Via with the parameters the layers above ask for, found while checking them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ViaFound<'a> {
+    pub via: Via<'a>,
+    /// The first `branch` parameter as found (`Some(None)` without a value): [`Via::branch`]
+    /// is its value.
+    pub branch: Option<Option<&'a str>>,
+    /// [`Via::rport`].
+    pub rport: Option<Option<&'a str>>,
+}
+
+impl<'a> ViaFound<'a> {
+    /// Takes `p` into account: the first parameter of each name in any case is the one
+    /// `find_param` finds; a valueless `branch` is no branch.
+    fn note(&mut self, p: syntax::Param<'a>) {
+        // The lowercase names by a word compare first (the fold goes byte by byte).
+        let name = p.name.as_bytes();
+        let branch = matches!(name, b"branch") || name.eq_ignore_ascii_case(b"branch");
+        if self.branch.is_none() && branch {
+            self.branch = Some(p.value);
+        } else if self.rport.is_none()
+            && (matches!(name, b"rport") || name.eq_ignore_ascii_case(b"rport"))
+        {
+            self.rport = Some(p.value);
+        }
+    }
+}
+
 /// Splits `host[:port]`, with bracketed IPv6. Rejects white space and bad ports.
 pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     // Nearly every sent-by is a name or IPv4 address, possibly with a port: one pass over the
@@ -131,11 +228,7 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     split_host_port_general(s)
 }
 
-fn is_host_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'
-}
-
-fn parse_port(p: &str) -> Option<u16> {
+pub(crate) fn parse_port(p: &str) -> Option<u16> {
     syntax::parse_u32(trim_lws(p))
         .and_then(|n| u16::try_from(n).ok())
         .filter(|&n| n != 0)
@@ -193,6 +286,87 @@ pub struct NameAddr<'a> {
 impl<'a> NameAddr<'a> {
     /// Parses one element (after list splitting).
     pub fn parse(value: &'a str) -> Result<NameAddr<'a>, HeaderError> {
+        match NameAddr::parse_plain(value) {
+            Some(addr) => Ok(addr),
+            None => NameAddr::parse_general(value),
+        }
+    }
+
+    /// The usual name-addr in one pass: `<uri>`, `"display"<uri>` (no escapes) or
+    /// `token <uri>`, the URI with a scheme and no white space or quote, then plain parameters
+    /// (`syntax::plain_param`) right after the `>`. `None` for anything else, which
+    /// [`NameAddr::parse_general`] reads: it reads these the same way (test
+    /// `plain_name_addrs_read_as_the_general_path`).
+    fn parse_plain(value: &'a str) -> Option<NameAddr<'a>> {
+        let b = value.as_bytes();
+        let mut i = 0;
+        let display = match *b.first()? {
+            b'<' => None,
+            b'"' => {
+                i = 1;
+                loop {
+                    match *b.get(i)? {
+                        b'"' => break,
+                        b'\\' => return None,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+                Some(&value[..i])
+            }
+            _ => {
+                i = syntax::run_end(b, i, syntax::is_token_char);
+                if i == 0 {
+                    return None;
+                }
+                Some(&value[..i])
+            }
+        };
+        i = syntax::run_end(b, i, is_lws);
+        if b.get(i) != Some(&b'<') {
+            return None;
+        }
+        i += 1;
+        let uri_start = i;
+        if !b.get(i)?.is_ascii_alphabetic() {
+            return None;
+        }
+        while b
+            .get(i)
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+        {
+            i += 1;
+        }
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = syntax::run_end(b, i, syntax::is_angled_char);
+        if b.get(i) != Some(&b'>') {
+            return None;
+        }
+        let uri = &value[uri_start..i];
+        let params = &value[i + 1..];
+        let mut rest = match params.as_bytes().first() {
+            None => None,
+            Some(b';') => Some(&params[1..]),
+            Some(_) => return None,
+        };
+        while let Some(text) = rest {
+            let (p, next) = syntax::plain_param(text)?;
+            if p.value.is_none() && p.name.eq_ignore_ascii_case("tag") {
+                return None;
+            }
+            rest = next;
+        }
+        Some(NameAddr {
+            display,
+            uri,
+            bracketed: true,
+            params,
+        })
+    }
+
+    fn parse_general(value: &'a str) -> Result<NameAddr<'a>, HeaderError> {
         const E: HeaderError = HeaderError::Invalid("address");
         let value = trim_lws(value);
         if !syntax::quotes_balanced(value) {
@@ -287,14 +461,15 @@ fn check_params(params: &str) -> Result<(), HeaderError> {
     if !params.starts_with(';') {
         return Err(HeaderError::Invalid("address"));
     }
-    for p in syntax::params(params) {
+    let mut list = syntax::params(params);
+    while let Some((p, plain)) = list.next_checked() {
         let value_ok = match p.value {
-            Some(v) => syntax::is_gen_value(v),
+            Some(v) => plain || syntax::is_gen_value(v),
             // RFC 3261 §25.1: `tag = "tag" EQUAL token`; a bare `;tag` would hide the tag a
             // response adds.
             None => !p.name.eq_ignore_ascii_case("tag"),
         };
-        if !syntax::is_token(p.name) || !value_ok {
+        if !(plain || syntax::is_token(p.name)) || !value_ok {
             return Err(HeaderError::Invalid("address"));
         }
     }
@@ -429,8 +604,8 @@ mod tests {
         ] {
             let value = format!("SIP/2.0/UDP h:5060{params}");
             assert_eq!(
-                Via::parse_with_branch(&value),
-                Via::parse(&value).map(|via| (via, via.branch())),
+                Via::parse_found(&value).map(|f| (f.via, f.branch.flatten(), f.rport)),
+                Via::parse(&value).map(|via| (via, via.branch(), via.rport())),
                 "{value}"
             );
             // And the message keeps it, read through its view.
@@ -446,6 +621,52 @@ mod tests {
             // Twice: the second read comes from the kept offsets.
             assert_eq!(m.branch(), m.top_via().ok().and_then(|via| via.branch()));
         }
+    }
+
+    #[test]
+    fn plain_vias_read_as_the_general_path() {
+        let inputs = crate::syntax::tests::mutations(&[
+            "SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-2;rport",
+            "sip/2.0/ws df7jal23ls0d.invalid;rport=5;branch=z9hG4bKx",
+            "SIP/2.0/TCP h_1.example:5060",
+            "SIP/2.0/UDP h;Branch=b;BRANCH=c;RPORT;rport=1;received=::1",
+            "SIP/2.0/TLS [::1]:5061;x=\"a;b\"",
+            "SIP / 2.0 / UDP h:0;;",
+        ]);
+        let mut plain = 0;
+        for s in &inputs {
+            let general = Via::parse_general(s);
+            if let Some(found) = Via::parse_plain(s) {
+                plain += 1;
+                assert_eq!(Ok(found), general, "{s:?}");
+            }
+            // What the kept branch and rport stand for.
+            if let Ok(found) = general {
+                assert_eq!(found.branch.flatten(), found.via.branch(), "{s:?}");
+                assert_eq!(found.rport, found.via.rport(), "{s:?}");
+            }
+        }
+        assert!(plain > inputs.len() / 4, "{plain} of {}", inputs.len());
+    }
+
+    #[test]
+    fn plain_name_addrs_read_as_the_general_path() {
+        let inputs = crate::syntax::tests::mutations(&[
+            "<sip:user17@huddle.test>;tag=12345SIPpTag0017",
+            "\"user17\"<sip:u@h;transport=ws>;expires=600;+sip.ice",
+            "caller <sips:[::1]:5061>",
+            "<sip:c@example.test>;tag;x=\"<q>\"",
+            "Bob Smith <sip:b@h?x=y>;lr",
+            "sip:a@b;tag=1",
+        ]);
+        let mut plain = 0;
+        for s in &inputs {
+            if let Some(addr) = NameAddr::parse_plain(s) {
+                plain += 1;
+                assert_eq!(Ok(addr), NameAddr::parse_general(s), "{s:?}");
+            }
+        }
+        assert!(plain > inputs.len() / 4, "{plain} of {}", inputs.len());
     }
 
     #[test]

@@ -9,6 +9,11 @@
 const TOKEN: u8 = 1;
 /// `gen-value` characters outside quoted strings: token characters, `:`, `[` and `]`.
 const GEN_VALUE: u8 = 2;
+/// Characters of a host name or IPv4 address: letters, digits, `-`, `.`, `_`.
+const HOST: u8 = 4;
+/// Bytes a plain name-addr's URI may hold between `<` and `>`: all but white space, `"` and
+/// `>`.
+const ANGLED: u8 = 8;
 
 const CLASSES: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -20,10 +25,15 @@ const CLASSES: [u8; 256] = {
                 c,
                 b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
             );
-        if token {
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_') {
+            t[b] = TOKEN | GEN_VALUE | HOST;
+        } else if token {
             t[b] = TOKEN | GEN_VALUE;
         } else if matches!(c, b':' | b'[' | b']') {
             t[b] = GEN_VALUE;
+        }
+        if !matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'"' | b'>') {
+            t[b] |= ANGLED;
         }
         b += 1;
     }
@@ -45,6 +55,25 @@ pub(crate) fn split_at_byte(s: &str, needle: u8) -> Option<(&str, &str)> {
 /// `token` characters (RFC 3261 §25.1).
 pub fn is_token_char(b: u8) -> bool {
     CLASSES[usize::from(b)] & TOKEN != 0
+}
+
+/// Where the run of bytes from `from` on for which `class` holds ends (`b.len()` at most): the
+/// scanners' inner loop, as an iterator search (no bounds check per byte).
+#[inline]
+pub(crate) fn run_end(b: &[u8], from: usize, class: impl Fn(u8) -> bool) -> usize {
+    let rest = b.get(from..).unwrap_or_default();
+    from + rest.iter().position(|&c| !class(c)).unwrap_or(rest.len())
+}
+
+/// Characters of a host name or IPv4 address (letters, digits, `-`, `.`, `_`), by the table:
+/// every Via and URI host is checked byte by byte.
+pub(crate) fn is_host_char(b: u8) -> bool {
+    CLASSES[usize::from(b)] & HOST != 0
+}
+
+/// Bytes of a URI in `<>` that need no second look (not white space, `"` or `>`).
+pub(crate) fn is_angled_char(b: u8) -> bool {
+    CLASSES[usize::from(b)] & ANGLED != 0
 }
 
 /// True when `s` is a non-empty token.
@@ -283,9 +312,53 @@ pub struct ParamIter<'a> {
     rest: Option<&'a str>,
 }
 
-impl<'a> Iterator for ParamIter<'a> {
-    type Item = Param<'a>;
-    fn next(&mut self) -> Option<Param<'a>> {
+/// The parameter at the start of `rest` when it is written plainly: a token name, then
+/// optionally `=` and a non-empty run of `gen-value` characters outside quotes (token
+/// characters, `:`, `[`, `]`), then `;` or the end. Returns it with the text after that `;`.
+///
+/// Such an item has no quote, bracket, white space or second `=`, so the general path below
+/// reads it the same (the first unquoted `;` is the first `;`, nothing to trim), and it passes
+/// the name and value checks validation makes: one pass over its bytes instead of a `memchr`
+/// for the `;`, one for the `=`, two trims and the two checks. Anything else gives `None`.
+#[inline]
+pub(crate) fn plain_param(rest: &str) -> Option<(Param<'_>, Option<&str>)> {
+    let b = rest.as_bytes();
+    let mut i = run_end(b, 0, |c| CLASSES[usize::from(c)] & TOKEN != 0);
+    if i == 0 {
+        return None;
+    }
+    let name = &rest[..i];
+    let value = if b.get(i) == Some(&b'=') {
+        let start = i + 1;
+        i = run_end(b, start, |c| CLASSES[usize::from(c)] & GEN_VALUE != 0);
+        if i == start {
+            return None;
+        }
+        Some(&rest[start..i])
+    } else {
+        None
+    };
+    let next = match b.get(i) {
+        None => None,
+        Some(b';') => Some(&rest[i + 1..]),
+        Some(_) => return None,
+    };
+    Some((Param { name, value }, next))
+}
+
+impl<'a> ParamIter<'a> {
+    /// The next parameter, and whether it was written plainly (see [`plain_param`]): then its
+    /// name is a token and its value, if any, a `gen-value`, and callers need not check them.
+    pub(crate) fn next_checked(&mut self) -> Option<(Param<'a>, bool)> {
+        let rest = self.rest?;
+        if let Some((param, next)) = plain_param(rest) {
+            self.rest = next;
+            return Some((param, true));
+        }
+        self.next_general().map(|p| (p, false))
+    }
+
+    fn next_general(&mut self) -> Option<Param<'a>> {
         let rest = self.rest?;
         let (item, next) = match find_unquoted(rest, b';') {
             Some(i) => (&rest[..i], Some(&rest[i + 1..])),
@@ -303,6 +376,13 @@ impl<'a> Iterator for ParamIter<'a> {
             },
         };
         Some(param)
+    }
+}
+
+impl<'a> Iterator for ParamIter<'a> {
+    type Item = Param<'a>;
+    fn next(&mut self) -> Option<Param<'a>> {
+        self.next_checked().map(|(p, _)| p)
     }
 }
 
@@ -338,14 +418,23 @@ pub fn unquote(s: &str) -> std::borrow::Cow<'_, str> {
 /// Parses an unsigned decimal number with at most `u32` range, rejecting signs, empty input and
 /// overflow (RFC 4475 §3.1.2.4 sends 2^65 to check for wrap-around).
 pub fn parse_u32(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() || s.len() > 10 {
         return None;
     }
-    s.parse().ok()
+    // Ten digits fit a `u64`: add them up there and check the range once (`str::parse` costs
+    // ~130 instructions for a port, and this runs several times a message).
+    let mut n = 0u64;
+    for b in s.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    u32::try_from(n).ok()
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -371,6 +460,60 @@ mod tests {
                 searched.collect::<Vec<_>>(),
                 "{s:?}"
             );
+        }
+    }
+
+    /// Inputs for the one-pass scanners' equivalence tests: `bases`, and each with every ASCII
+    /// byte and a multi-byte character inserted at every position.
+    pub(crate) fn mutations(bases: &[&str]) -> Vec<String> {
+        let mut inputs: Vec<String> = bases.iter().map(|s| s.to_string()).collect();
+        for base in bases {
+            for c in (0u8..0x80).map(char::from).chain(['Ü']) {
+                for i in (0..=base.len()).filter(|&i| base.is_char_boundary(i)) {
+                    let mut s = base.to_string();
+                    s.insert(i, c);
+                    inputs.push(s);
+                }
+            }
+        }
+        inputs
+    }
+
+    #[test]
+    fn plain_params_read_as_the_general_path_and_pass_the_checks() {
+        let inputs = mutations(&[
+            ";branch=z9hG4bK-1;rport",
+            ";tag=1a;lr;transport=ws;maddr=[::1]:5",
+            ";received=192.0.2.1;x",
+            ";a=\"q;r\";b=<c>;d",
+            "; a = b ;c=",
+            ";;x",
+            "",
+        ]);
+        assert_eq!(
+            params(";branch=z9hG4bK-1;rport").next_checked(),
+            Some((
+                Param {
+                    name: "branch",
+                    value: Some("z9hG4bK-1")
+                },
+                true
+            ))
+        );
+        for s in &inputs {
+            let mut general = params(s);
+            let mut fast = params(s);
+            loop {
+                let g = general.next_general();
+                let f = fast.next_checked();
+                assert_eq!(f.map(|(p, _)| p), g, "{s:?}");
+                assert_eq!(fast.rest, general.rest, "{s:?}");
+                let Some((p, plain)) = f else { break };
+                if plain {
+                    assert!(is_token(p.name), "{s:?}");
+                    assert!(p.value.is_none_or(is_gen_value), "{s:?}");
+                }
+            }
         }
     }
 
@@ -490,6 +633,9 @@ mod tests {
         for b in 0..=255u8 {
             let token = b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
             assert_eq!(is_token_char(b), token, "{b}");
+            let host = b.is_ascii_alphanumeric() || b"-._".contains(&b);
+            assert_eq!(is_host_char(b), host, "{b}");
+            assert_eq!(is_angled_char(b), !b" \t\r\n\">".contains(&b), "{b}");
             let gen = token || b":[]".contains(&b);
             assert_eq!(
                 is_gen_value(std::str::from_utf8(&[b]).unwrap_or("\"")),
@@ -512,5 +658,27 @@ mod tests {
         assert_eq!(parse_u32("36893488147419103232"), None);
         assert_eq!(parse_u32("-1"), None);
         assert_eq!(parse_u32("4294967296"), None);
+        // As the standard parser reads digits, at every length and around the limit.
+        let mut inputs: Vec<String> = ["", "+1", " 1", "1 ", "٣", "00000000000", "4294967295"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for len in 1..=11 {
+            for d in ['0', '1', '4', '5', '9'] {
+                inputs.push(d.to_string().repeat(len));
+            }
+            inputs.push(format!("{}x", "7".repeat(len)));
+        }
+        for n in [4_294_967_290u64, 4_294_967_296, 9_999_999_999] {
+            for k in 0..8 {
+                inputs.push((n + k).to_string());
+            }
+        }
+        for s in &inputs {
+            let std = (!s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u32>().ok())
+                .flatten();
+            assert_eq!(parse_u32(s), std, "{s:?}");
+        }
     }
 }

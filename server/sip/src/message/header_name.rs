@@ -187,6 +187,58 @@ impl HeaderName {
         }
     }
 
+    /// How many names have a variant of their own ([`HeaderName::slot`] is below it).
+    pub(crate) const KNOWN: usize = 40;
+
+    /// A number per known name, below [`HeaderName::KNOWN`], `None` for [`HeaderName::Other`]:
+    /// [`crate::Message`] keeps where each known name's first field is by it.
+    pub(crate) fn slot(&self) -> Option<usize> {
+        use HeaderName::*;
+        Some(match self {
+            Accept => 0,
+            AcceptContact => 1,
+            Allow => 2,
+            AllowEvents => 3,
+            Authorization => 4,
+            CallId => 5,
+            Contact => 6,
+            ContentEncoding => 7,
+            ContentLength => 8,
+            ContentType => 9,
+            CSeq => 10,
+            Date => 11,
+            Event => 12,
+            Expires => 13,
+            From => 14,
+            MaxForwards => 15,
+            MinExpires => 16,
+            Path => 17,
+            ProxyAuthenticate => 18,
+            ProxyAuthorization => 19,
+            ProxyRequire => 20,
+            RecordRoute => 21,
+            ReferTo => 22,
+            ReferredBy => 23,
+            Require => 24,
+            RetryAfter => 25,
+            Route => 26,
+            Server => 27,
+            SessionExpires => 28,
+            SipEtag => 29,
+            SipIfMatch => 30,
+            Subject => 31,
+            SubscriptionState => 32,
+            Supported => 33,
+            To => 34,
+            Unsupported => 35,
+            UserAgent => 36,
+            Via => 37,
+            Warning => 38,
+            WwwAuthenticate => 39,
+            Other(_) => return None,
+        })
+    }
+
     /// Compares with another name the way SIP does (compact forms and case folded).
     // Inlined, and known names compared by variant alone: every header lookup calls this once
     // per field of the message (about 50 lookups per REGISTER, bench/NOTES.md).
@@ -209,50 +261,83 @@ impl std::fmt::Display for HeaderName {
 mod tests {
     use super::HeaderName;
 
+    const KNOWN_NAMES: [&str; HeaderName::KNOWN] = [
+        "Accept",
+        "Accept-Contact",
+        "Allow",
+        "Allow-Events",
+        "Authorization",
+        "Call-ID",
+        "Contact",
+        "Content-Encoding",
+        "Content-Length",
+        "Content-Type",
+        "CSeq",
+        "Date",
+        "Event",
+        "Expires",
+        "From",
+        "Max-Forwards",
+        "Min-Expires",
+        "Path",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Require",
+        "Record-Route",
+        "Refer-To",
+        "Referred-By",
+        "Require",
+        "Retry-After",
+        "Route",
+        "Server",
+        "Session-Expires",
+        "SIP-ETag",
+        "SIP-If-Match",
+        "Subject",
+        "Subscription-State",
+        "Supported",
+        "To",
+        "Unsupported",
+        "User-Agent",
+        "Via",
+        "Warning",
+        "WWW-Authenticate",
+    ];
+
+    #[test]
+    fn known_names_have_slots_of_their_own() {
+        let mut seen = [false; HeaderName::KNOWN];
+        // Full names and every compact form.
+        let compact = (b'a'..=b'z').map(|c| char::from(c).to_string());
+        let all: Vec<String> = KNOWN_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .chain(compact)
+            .collect();
+        for written in &all {
+            let name = HeaderName::parse(written);
+            let Some(slot) = name.slot() else {
+                assert!(matches!(name, HeaderName::Other(_)), "{written}");
+                continue;
+            };
+            assert!(slot < HeaderName::KNOWN, "{written}");
+            seen[slot] = true;
+            // The same slot as every name it matches, and none that it does not.
+            for other in KNOWN_NAMES.iter().map(|w| HeaderName::parse(w)) {
+                assert_eq!(
+                    other.slot() == Some(slot),
+                    other.matches(&name),
+                    "{written}"
+                );
+            }
+        }
+        assert!(seen.iter().all(|&s| s));
+        assert_eq!(HeaderName::parse("X-Via").slot(), None);
+    }
+
     #[test]
     fn every_known_name_resolves_in_any_case() {
-        let names = [
-            "Accept",
-            "Accept-Contact",
-            "Allow",
-            "Allow-Events",
-            "Authorization",
-            "Call-ID",
-            "Contact",
-            "Content-Encoding",
-            "Content-Length",
-            "Content-Type",
-            "CSeq",
-            "Date",
-            "Event",
-            "Expires",
-            "From",
-            "Max-Forwards",
-            "Min-Expires",
-            "Path",
-            "Proxy-Authenticate",
-            "Proxy-Authorization",
-            "Proxy-Require",
-            "Record-Route",
-            "Refer-To",
-            "Referred-By",
-            "Require",
-            "Retry-After",
-            "Route",
-            "Server",
-            "Session-Expires",
-            "SIP-ETag",
-            "SIP-If-Match",
-            "Subject",
-            "Subscription-State",
-            "Supported",
-            "To",
-            "Unsupported",
-            "User-Agent",
-            "Via",
-            "Warning",
-            "WWW-Authenticate",
-        ];
+        let names = KNOWN_NAMES;
         for name in names {
             for written in [
                 name.to_owned(),

@@ -206,9 +206,11 @@ pub struct Message {
 /// into the message.
 #[derive(Debug, Clone, Default)]
 struct Views {
+    /// Where the first field of each known name is.
+    first: FirstFields,
     from: Memo<4>,
     to: Memo<4>,
-    top_via: Memo<5>,
+    top_via: Memo<6>,
     request_uri: Memo<5>,
     first_contact: Memo<4>,
 }
@@ -253,6 +255,14 @@ impl<const N: usize> Memo<N> {
             .then(|| std::array::from_fn(|i| self.words[i].load(Ordering::Relaxed)))
     }
 
+    /// One kept word, without loading the others.
+    #[inline]
+    fn word(&self, i: usize) -> Option<u64> {
+        self.ready
+            .load(Ordering::Acquire)
+            .then(|| self.words[i].load(Ordering::Relaxed))
+    }
+
     fn set(&self, words: [u64; N]) {
         for (slot, word) in self.words.iter().zip(words) {
             slot.store(word, Ordering::Relaxed);
@@ -268,6 +278,56 @@ impl<const N: usize> Memo<N> {
         let view = parse()?;
         self.set(view.to_words());
         Ok(view)
+    }
+}
+
+/// Where the first field of each known header name is, one byte per name ([`HeaderName::slot`]):
+/// 0 for none, else one more than its index, 255 for 254 or later (then the search starts
+/// there). Made on the first lookup by name, in one pass over the fields: without it every
+/// lookup compared each field's name until it found one (about 20 lookups a request, several of
+/// names the request does not carry), ~1.5k instructions a REGISTER. Filled as [`Memo`] is.
+#[derive(Debug, Clone, Default)]
+struct FirstFields {
+    words: Memo<FIRST_WORDS>,
+}
+
+const FIRST_WORDS: usize = HeaderName::KNOWN.div_ceil(8);
+
+impl FirstFields {
+    /// Where the search for `name` in `headers` starts, `None` when no field carries it.
+    #[inline]
+    fn start(&self, headers: &[Header], name: &HeaderName) -> Option<usize> {
+        let Some(slot) = name.slot() else {
+            return Some(0);
+        };
+        let word = match self.words.word(slot / 8) {
+            Some(word) => word,
+            None => {
+                let words = FirstFields::find(headers);
+                self.words.set(words);
+                words[slot / 8]
+            }
+        };
+        match (word >> (slot % 8 * 8)) as u8 {
+            0 => None,
+            at => Some(usize::from(at) - 1),
+        }
+    }
+
+    fn find(headers: &[Header]) -> [u64; FIRST_WORDS] {
+        let mut first = [0u8; FIRST_WORDS * 8];
+        for (i, h) in headers.iter().enumerate() {
+            if let Some(slot) = h.name.slot() {
+                if first[slot] == 0 {
+                    first[slot] = u8::try_from(i + 1).unwrap_or(u8::MAX);
+                }
+            }
+        }
+        std::array::from_fn(|w| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&first[w * 8..w * 8 + 8]);
+            u64::from_le_bytes(bytes)
+        })
     }
 }
 
@@ -329,23 +389,26 @@ impl Words<4> for NameAddrSpans {
     }
 }
 
-impl Words<5> for ViaSpans {
-    fn to_words(&self) -> [u64; 5] {
+impl Words<6> for ViaSpans {
+    fn to_words(&self) -> [u64; 6] {
+        let rport = if self.rport.is_some() { FLAG_A } else { 0 };
         [
             span_word(self.transport),
             span_word(self.host),
             span_word(self.params),
             opt_span_word(self.branch),
-            port_word(self.port),
+            port_word(self.port) | rport,
+            opt_span_word(self.rport.flatten()),
         ]
     }
-    fn from_words(w: [u64; 5]) -> Self {
+    fn from_words(w: [u64; 6]) -> Self {
         ViaSpans {
             transport: word_span(w[0]),
             host: word_span(w[1]),
             params: word_span(w[2]),
             branch: word_opt_span(w[3]),
             port: word_port(w[4]),
+            rport: (w[4] & FLAG_A != 0).then(|| word_opt_span(w[5])),
         }
     }
 }
@@ -406,6 +469,8 @@ struct ViaSpans {
     params: Span,
     /// [`Via::branch`] of the top Via: the transaction layer looks every message up by it.
     branch: Option<Span>,
+    /// [`Via::rport`] of the top Via: every response asks for it.
+    rport: Option<Option<Span>>,
 }
 
 /// A message written by [`crate::build`] from a parsed one, with the offsets it recorded while
@@ -534,16 +599,24 @@ impl Message {
 
     /// Value of the first header field with this name.
     pub fn header(&self, name: &HeaderName) -> Option<&str> {
-        self.headers
+        self.fields_from_first(name)
             .iter()
             .find(|h| h.name.matches(name))
             .map(|h| self.text(h.value))
     }
 
+    /// The fields from the first one named `name` on (none when no field is).
+    fn fields_from_first(&self, name: &HeaderName) -> &[Header] {
+        match self.views.first.start(&self.headers, name) {
+            Some(at) => self.headers.get(at..).unwrap_or_default(),
+            None => &[],
+        }
+    }
+
     /// Values of every header field with this name, in order (one per field line; use
     /// [`Message::header_list`] to split comma lists).
     pub fn header_values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> {
-        self.headers
+        self.fields_from_first(name)
             .iter()
             .filter(move |h| h.name.matches(name))
             .map(move |h| self.text(h.value))
@@ -551,12 +624,20 @@ impl Message {
 
     /// Every element of a list-valued header (RFC 3261 §7.3.1), across all its field lines.
     pub fn header_list<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> {
-        self.header_values(name).flat_map(syntax::split_list)
+        HeaderList {
+            msg: self,
+            name,
+            fields: self.fields_from_first(name).iter(),
+            list: None,
+        }
     }
 
     /// How many field lines carry this name.
     pub fn header_count(&self, name: &HeaderName) -> usize {
-        self.headers.iter().filter(|h| h.name.matches(name)).count()
+        self.fields_from_first(name)
+            .iter()
+            .filter(|h| h.name.matches(name))
+            .count()
     }
 
     /// The body (exactly Content-Length bytes when the header is present).
@@ -626,9 +707,12 @@ impl Message {
         text: &'a str,
     ) -> Result<NameAddr<'a>, HeaderError> {
         match index {
+            // `text` is the first element: parsed into the kept view without finding it again.
             0 => self
-                .first_contact()
-                .unwrap_or_else(|| NameAddr::parse(text)),
+                .views
+                .first_contact
+                .get_or_parse(|| NameAddr::parse(text).map(|addr| self.name_addr_spans(&addr)))
+                .map(|s| self.name_addr_at(s)),
             _ => NameAddr::parse(text),
         }
     }
@@ -649,14 +733,16 @@ impl Message {
                 .header_list(&HeaderName::Via)
                 .next()
                 .ok_or(HeaderError::Missing("Via"))?;
-            let (via, branch) = Via::parse_with_branch(first)?;
+            let found = Via::parse_found(first)?;
+            let via = found.via;
             Ok(ViaSpans {
                 transport: self.span_of(via.transport),
                 host: self.span_of(via.host),
                 port: via.port,
                 params: self.span_of(via.params),
                 // An empty value maps to an empty span, which reads as "" again.
-                branch: branch.map(|b| self.span_of(b)),
+                branch: found.branch.flatten().map(|b| self.span_of(b)),
+                rport: found.rport.map(|r| r.map(|v| self.span_of(v))),
             })
         })
     }
@@ -744,6 +830,35 @@ impl Message {
     pub fn branch(&self) -> Option<&str> {
         self.top_via_spans().ok()?.branch.map(|s| self.text(s))
     }
+
+    /// [`Via::rport`] of the top Via, found when it was parsed; `None` when it does not parse.
+    pub(crate) fn top_via_rport(&self) -> Option<Option<Option<&str>>> {
+        let spans = self.top_via_spans().ok()?;
+        Some(spans.rport.map(|r| r.map(|s| self.text(s))))
+    }
+}
+
+/// [`Message::header_list`]: what `header_values(name).flat_map(split_list)` yields, written
+/// out (the adapters cost ~100 instructions a call, several calls a message).
+struct HeaderList<'a> {
+    msg: &'a Message,
+    name: &'a HeaderName,
+    fields: std::slice::Iter<'a, Header>,
+    list: Option<syntax::ListIter<'a>>,
+}
+
+impl<'a> Iterator for HeaderList<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            if let Some(item) = self.list.as_mut().and_then(Iterator::next) {
+                return Some(item);
+            }
+            let name = self.name;
+            let field = self.fields.find(|h| h.name.matches(name))?;
+            self.list = Some(syntax::split_list(self.msg.text(field.value)));
+        }
+    }
 }
 
 /// The header section (`raw[..headers_end]`) as shared text, `None` when it is not UTF-8.
@@ -784,15 +899,18 @@ mod tests {
                     assert_eq!(format!("{back:?}"), format!("{n:?}"));
                 }
                 for port in ports {
-                    let v = ViaSpans {
-                        transport: a1,
-                        host: b1,
-                        port,
-                        params: a1,
-                        branch: b,
-                    };
-                    let back = ViaSpans::from_words(v.to_words());
-                    assert_eq!(format!("{back:?}"), format!("{v:?}"));
+                    for rport in [None, Some(None), Some(a), Some(b)] {
+                        let v = ViaSpans {
+                            transport: a1,
+                            host: b1,
+                            port,
+                            params: a1,
+                            branch: b,
+                            rport,
+                        };
+                        let back = ViaSpans::from_words(v.to_words());
+                        assert_eq!(format!("{back:?}"), format!("{v:?}"));
+                    }
                     for scheme in [Scheme::Sip, Scheme::Sips] {
                         let u = UriSpans {
                             scheme,
@@ -806,6 +924,76 @@ mod tests {
                         assert_eq!(format!("{back:?}"), format!("{u:?}"));
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn lookups_by_name_find_what_a_scan_of_every_field_finds() {
+        let names = [
+            "Via",
+            "v",
+            "From",
+            "To",
+            "t",
+            "Contact",
+            "m",
+            "Route",
+            "Expires",
+            "X-Other",
+            "x-other",
+            "Call-ID",
+            "CSeq",
+            "Max-Forwards",
+            "Require",
+        ];
+        // Fields in a pseudo-random order, with repeats, some past the 254th field (where the
+        // kept position is capped and the search starts at the cap).
+        for (count, step) in [(5, 3), (20, 7), (300, 11), (600, 13)] {
+            let mut text = String::from("OPTIONS sip:a@b SIP/2.0\r\n");
+            for i in 0..count {
+                let name = names[(i * step + i / 7) % names.len()];
+                let value = match i % 4 {
+                    0 => format!("v{i}"),
+                    1 => format!("a{i}, b{i}"),
+                    2 => format!("\"q,{i}\" <x,{i}>,, c"),
+                    _ => String::new(),
+                };
+                let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{name}: {value}\r\n"));
+            }
+            if count > 250 {
+                text.push_str("Proxy-Require: late\r\n");
+            }
+            text.push_str("l: 0\r\n\r\n");
+            let m =
+                Message::parse_with(Bytes::from(text), &ParseLimits { max_headers: 1000 }).unwrap();
+            let mut asked: Vec<HeaderName> = names.iter().map(|n| HeaderName::parse(n)).collect();
+            asked.extend([
+                HeaderName::ProxyRequire,
+                HeaderName::Date,
+                HeaderName::ContentLength,
+                HeaderName::Other("Absent".into()),
+            ]);
+            for name in &asked {
+                let scan: Vec<&str> = m
+                    .headers()
+                    .iter()
+                    .filter(|h| h.name.matches(name))
+                    .map(|h| m.text(h.value))
+                    .collect();
+                assert_eq!(m.header(name), scan.first().copied(), "{name} of {count}");
+                assert_eq!(
+                    m.header_values(name).collect::<Vec<_>>(),
+                    scan,
+                    "{name} of {count}"
+                );
+                assert_eq!(m.header_count(name), scan.len(), "{name} of {count}");
+                let split: Vec<&str> = scan.iter().flat_map(|v| syntax::split_list(v)).collect();
+                assert_eq!(
+                    m.header_list(name).collect::<Vec<_>>(),
+                    split,
+                    "{name} of {count}"
+                );
             }
         }
     }

@@ -254,11 +254,18 @@ pub(super) fn parse_request_line(
     // Searched by byte: the separators are ASCII, so every offset found is a character
     // boundary, and `str` patterns (a char searcher per call) cost several hundred
     // instructions per line.
-    let first_sp = memchr::memchr(b' ', line.as_bytes()).ok_or(ParseError::BadStartLine)?;
-    let method_text = &line[..first_sp];
-    if !syntax::is_token(method_text) {
+    // The method is the token before the first space: one pass finds its end and checks it
+    // (a space is not a token character, so a line whose first non-token byte is not a space
+    // has no token before its first space).
+    let b = line.as_bytes();
+    let first_sp = b
+        .iter()
+        .position(|&c| !syntax::is_token_char(c))
+        .unwrap_or(b.len());
+    if first_sp == 0 || b.get(first_sp) != Some(&b' ') {
         return Err(ParseError::BadStartLine);
     }
+    let method_text = &line[..first_sp];
     let method = Method::parse(method_text);
     let rest = &line[first_sp + 1..];
     let mut defect = None;

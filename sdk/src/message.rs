@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use huddle_sip::build::{RequestBuilder, ResponseBuilder, Source};
 use huddle_sip::headers::NameAddr;
+use huddle_sip::message::RequestParts;
 use huddle_sip::{HeaderName, Message, Method};
 
 use crate::error::Error;
@@ -261,6 +262,57 @@ impl NewRequest {
     pub fn body(mut self, content_type: &str, body: &[u8]) -> Self {
         self.body = Some((content_type.to_owned(), body.to_vec()));
         self
+    }
+
+    /// Hands `f` the request as parts ([`crate::Host::send_parts`]): the fields
+    /// [`NewRequest::build`] writes, in the same order, Content-Length left to the writer.
+    pub fn with_parts<R>(&self, f: impl FnOnce(&RequestParts<'_>) -> R) -> R {
+        let method = self.method.as_str();
+        let from = with_tag(
+            self.from
+                .as_deref()
+                .unwrap_or("<sip:anonymous@anonymous.invalid>"),
+        );
+        let to;
+        let to = match &self.to {
+            Some(t) => t.as_str(),
+            None => {
+                to = format!("<{}>", self.uri);
+                to.as_str()
+            }
+        };
+        let call_id;
+        let call_id = match &self.call_id {
+            Some(c) => c.as_str(),
+            None => {
+                call_id = format!("{}@huddle.invalid", random_token(12));
+                call_id.as_str()
+            }
+        };
+        let mut cseq = String::with_capacity(11 + method.len());
+        let _ = write!(cseq, "{} {method}", self.cseq);
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(6 + self.headers.len());
+        headers.extend([
+            ("Max-Forwards", "70"),
+            ("From", from.as_str()),
+            ("To", to),
+            ("Call-ID", call_id),
+            ("CSeq", cseq.as_str()),
+        ]);
+        headers.extend(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let body: &[u8] = match &self.body {
+            Some((ct, body)) => {
+                headers.push(("Content-Type", ct.as_str()));
+                body
+            }
+            None => b"",
+        };
+        f(&RequestParts {
+            method,
+            uri: &self.uri,
+            headers: &headers,
+            body,
+        })
     }
 
     /// Writes the request.

@@ -627,8 +627,8 @@ impl Messaging {
         if let Some(txn) = answer {
             out = out.header(HUDDLE_ANSWER_HEADER, &txn.0.to_string());
         }
-        let out = out.body(content_type, request.body()).build();
-        match host.send_request(&out) {
+        let out = out.body(content_type, request.body());
+        match host.send(&out) {
             Ok(id) => {
                 self.relays.insert(id, request);
                 Ok(())
@@ -762,7 +762,7 @@ impl Messaging {
                         .ok_or(Error::NotFound)
                         .and_then(|m| {
                             let answer = answer.map(|(_, t)| t);
-                            host.send_request(&delivery(m, &target, &call_id, answer))
+                            host.send(&delivery(m, &target, &call_id, answer))
                         });
                     match sent {
                         Ok(id) => {
@@ -796,9 +796,8 @@ impl Messaging {
             .from(&format!("<{}>", m.to))
             .to(&format!("<{}>", m.from_uri))
             .header("Date", &wire::sip_date(now_ms()))
-            .body(&ct, &body)
-            .build();
-        match host.send_request(&notice) {
+            .body(&ct, &body);
+        match host.send(&notice) {
             Ok(id) => {
                 self.notices.insert(id);
             }
@@ -989,7 +988,7 @@ fn delivery(
     target: &Target,
     call_id: &str,
     answer: Option<TransactionId>,
-) -> huddle_sdk::Bytes {
+) -> NewRequest {
     let mut req = NewRequest::new(Method::Message, &m.to)
         .call_id(call_id)
         .from(&m.from)
@@ -1001,7 +1000,7 @@ fn delivery(
     if let Some(txn) = answer {
         req = req.header(HUDDLE_ANSWER_HEADER, &txn.0.to_string());
     }
-    req.body(&m.content_type, &m.body.bytes()).build()
+    req.body(&m.content_type, &m.body.bytes())
 }
 
 // Capabilities: it sends requests, keeps messages in its store, watches bindings and times

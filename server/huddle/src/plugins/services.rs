@@ -28,7 +28,7 @@ use huddle_sdk::{
     BatchOp, Capabilities, Error, Level, MediaSessionId, Message, Method, OutgoingRtp, RequestId,
     Result, ScanPage, StoreChange, TimerId, TransactionId, WatchId,
 };
-use huddle_sip::message::HeaderName;
+use huddle_sip::message::{HeaderName, PartsError, RequestParts};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 
@@ -382,6 +382,42 @@ impl Services {
         })
     }
 
+    /// Checks a request the plugin gave (as bytes or parts) and hands it to the core.
+    fn send_message(&self, message: Message) -> Result<RequestId> {
+        let Some(method) = message.method() else {
+            return Err(self.refuse("send_request: the bytes are a response, not a request"));
+        };
+        if matches!(method, Method::Ack | Method::Cancel) {
+            return Err(self.refuse(
+                "send_request: ACK and CANCEL are not sent through send_request (no response \
+                 would come)",
+            ));
+        }
+        if message.header(&HeaderName::Via).is_some() {
+            return Err(self.refuse("send_request: the request has a Via; the host adds its own"));
+        }
+        let complete = message.call_id().is_some()
+            && message.cseq().is_ok_and(|c| &c.method == method)
+            && message.from_header().is_ok()
+            && message.to_header().is_ok();
+        if !complete {
+            return Err(self.refuse(
+                "send_request: the request needs From, To, Call-ID and a CSeq naming its method",
+            ));
+        }
+        if self.shared.in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            return Err(Error::Busy);
+        }
+        let id = RequestId(self.id());
+        self.command(HostCommand::Send {
+            plugin: self.index,
+            id,
+            request: message,
+        })?;
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
     fn refuse(&self, why: &str) -> Error {
         tracing::warn!(plugin = %self.shared.name, "{why}");
         Error::InvalidArgument
@@ -483,38 +519,21 @@ impl HostServices for Services {
 
     fn send_request(&self, request: &[u8]) -> Result<RequestId> {
         let message = self.parse(request)?;
-        let Some(method) = message.method() else {
-            return Err(self.refuse("send_request: the bytes are a response, not a request"));
-        };
-        if matches!(method, Method::Ack | Method::Cancel) {
-            return Err(self.refuse(
-                "send_request: ACK and CANCEL are not sent through send_request (no response \
-                 would come)",
-            ));
-        }
-        if message.header(&HeaderName::Via).is_some() {
-            return Err(self.refuse("send_request: the request has a Via; the host adds its own"));
-        }
-        let complete = message.call_id().is_some()
-            && message.cseq().is_ok_and(|c| &c.method == method)
-            && message.from_header().is_ok()
-            && message.to_header().is_ok();
-        if !complete {
-            return Err(self.refuse(
-                "send_request: the request needs From, To, Call-ID and a CSeq naming its method",
-            ));
-        }
-        if self.shared.in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
-            return Err(Error::Busy);
-        }
-        let id = RequestId(self.id());
-        self.command(HostCommand::Send {
-            plugin: self.index,
-            id,
-            request: message,
+        self.send_message(message)
+    }
+
+    fn send_request_parts(&self, parts: &RequestParts<'_>) -> Result<RequestId> {
+        // Written once with the offsets recorded: the checks the parser's reading stands for
+        // here are `from_parts`'s (tokens, no line breaks, the mandatory fields once, the
+        // CSeq's method), and the rest are the byte form's, below.
+        let message = Message::from_parts(parts, self.max_message).map_err(|e| {
+            tracing::warn!(plugin = %self.shared.name, error = %e, "send_request_parts refused");
+            match e {
+                PartsError::TooLarge(_) | PartsError::TooManyHeaders(_) => Error::TooLarge,
+                _ => Error::InvalidArgument,
+            }
         })?;
-        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        Ok(id)
+        self.send_message(message)
     }
 
     fn store_get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {

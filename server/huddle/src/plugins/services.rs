@@ -382,8 +382,10 @@ impl Services {
         })
     }
 
-    /// Checks a request the plugin gave (as bytes or parts) and hands it to the core.
-    fn send_message(&self, message: Message) -> Result<RequestId> {
+    /// Checks a request the plugin gave (as bytes or parts) and hands it to the core. `built`:
+    /// written by [`Message::from_parts`], which checked already that it has no Via, a Call-ID
+    /// and a CSeq naming its method.
+    fn send_message(&self, message: Message, built: bool) -> Result<RequestId> {
         let Some(method) = message.method() else {
             return Err(self.refuse("send_request: the bytes are a response, not a request"));
         };
@@ -393,11 +395,11 @@ impl Services {
                  would come)",
             ));
         }
-        if message.header(&HeaderName::Via).is_some() {
+        if !built && message.header(&HeaderName::Via).is_some() {
             return Err(self.refuse("send_request: the request has a Via; the host adds its own"));
         }
-        let complete = message.call_id().is_some()
-            && message.cseq().is_ok_and(|c| &c.method == method)
+        let complete = (built
+            || message.call_id().is_some() && message.cseq().is_ok_and(|c| &c.method == method))
             && message.from_header().is_ok()
             && message.to_header().is_ok();
         if !complete {
@@ -519,7 +521,7 @@ impl HostServices for Services {
 
     fn send_request(&self, request: &[u8]) -> Result<RequestId> {
         let message = self.parse(request)?;
-        self.send_message(message)
+        self.send_message(message, false)
     }
 
     fn send_request_parts(&self, parts: &RequestParts<'_>) -> Result<RequestId> {
@@ -533,7 +535,7 @@ impl HostServices for Services {
                 _ => Error::InvalidArgument,
             }
         })?;
-        self.send_message(message)
+        self.send_message(message, true)
     }
 
     fn store_get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -1027,6 +1029,85 @@ mod tests {
             Err(Error::InvalidArgument)
         );
         assert_eq!(s.send_request(b"garbage"), Err(Error::InvalidArgument));
+    }
+
+    #[tokio::test]
+    async fn parts_are_sent_as_the_same_request_and_refused_as_bytes_are_and_more() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (s, mut rx) = services("kit", store);
+        let request = huddle_sdk::NewRequest::new(Method::Message, "sip:alice@example.test")
+            .from("<sip:kit@example.test>;tag=k1")
+            .call_id("c1@example.test")
+            .header("Huddle-Answer", "4")
+            .body("text/plain", b"hi");
+        let id = request.with_parts(|p| s.send_request_parts(p)).unwrap();
+        match rx.try_recv() {
+            Ok(HostCommand::Send {
+                id: i, request: m, ..
+            }) => {
+                assert_eq!(i, id);
+                assert_eq!(m.raw(), &request.clone().build(), "the bytes' request");
+                assert_eq!(m.header(&HeaderName::parse("Huddle-Answer")), Some("4"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let fields = [
+            ("From", "<sip:kit@example.test>;tag=k1"),
+            ("To", "<sip:alice@example.test>"),
+            ("Call-ID", "c2"),
+            ("CSeq", "1 MESSAGE"),
+        ];
+        let parts = |method, headers| RequestParts {
+            method,
+            uri: "sip:alice@example.test",
+            headers,
+            body: b"",
+        };
+        assert!(s.send_request_parts(&parts("MESSAGE", &fields)).is_ok());
+        assert!(rx.try_recv().is_ok());
+        // What the byte form refuses after parsing: ACK and CANCEL, a From or To that is no
+        // name-addr.
+        for method in ["ACK", "CANCEL"] {
+            let mut f = fields;
+            f[3].1 = if method == "ACK" { "1 ACK" } else { "1 CANCEL" };
+            assert_eq!(
+                s.send_request_parts(&parts(method, &f)),
+                Err(Error::InvalidArgument)
+            );
+        }
+        let mut f = fields;
+        f[0].1 = "<sip:kit@example.test";
+        assert_eq!(
+            s.send_request_parts(&parts("MESSAGE", &f)),
+            Err(Error::InvalidArgument)
+        );
+        // What only parts can get wrong: a value with a line break, a Via, a field twice.
+        let mut f = fields.to_vec();
+        f.push(("Subject", "x\r\nVia: SIP/2.0/UDP 192.0.2.1"));
+        assert_eq!(
+            s.send_request_parts(&parts("MESSAGE", &f)),
+            Err(Error::InvalidArgument)
+        );
+        let mut f = fields.to_vec();
+        f.push(("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx"));
+        assert_eq!(
+            s.send_request_parts(&parts("MESSAGE", &f)),
+            Err(Error::InvalidArgument)
+        );
+        let mut f = fields.to_vec();
+        f.push(("i", "again"));
+        assert_eq!(
+            s.send_request_parts(&parts("MESSAGE", &f)),
+            Err(Error::InvalidArgument)
+        );
+        let big = "x".repeat(70_000);
+        let mut f = fields.to_vec();
+        f.push(("Subject", &big));
+        assert_eq!(
+            s.send_request_parts(&parts("MESSAGE", &f)),
+            Err(Error::TooLarge)
+        );
+        assert!(rx.try_recv().is_err(), "nothing refused was sent");
     }
 
     /// A plugin whose RTP sink (ABI 1.7) counts packets and panics on `boom`.

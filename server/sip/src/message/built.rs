@@ -78,9 +78,8 @@ impl Message {
         if uri.is_empty()
             || uri[0] == b'<'
             || memchr::memchr(b':', uri).is_none()
-            || uri
-                .iter()
-                .any(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0))
+            || memchr::memchr3(b' ', b'\t', 0, uri).is_some()
+            || has_line_break(uri)
         {
             return Err(PartsError::RequestUri);
         }
@@ -96,7 +95,9 @@ impl Message {
             return Err(PartsError::TooLarge(max_len.min(u32::MAX as usize)));
         }
 
-        let mut head = String::with_capacity(len - parts.body.len());
+        // The body goes after the header text in the same buffer: one allocation, none regrown
+        // (and `Bytes::from` a full `Vec` takes it as it is).
+        let mut head = String::with_capacity(len);
         head.push_str(parts.method);
         head.push(' ');
         head.push_str(parts.uri);
@@ -116,7 +117,7 @@ impl Message {
             if !syntax::is_token(name) {
                 return Err(PartsError::HeaderName(i));
             }
-            if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            if has_line_break(value.as_bytes()) || memchr::memchr(0, value.as_bytes()).is_some() {
                 return Err(PartsError::HeaderValue(i, name.to_owned()));
             }
             let known = HeaderName::known(name.as_bytes());
@@ -143,13 +144,12 @@ impl Message {
             let value_start = head.len();
             head.push_str(value);
             // The parser leaves white space around a value out of it.
-            let trimmed = value.trim_matches([' ', '\t']);
-            let lead = value.len() - value.trim_start_matches([' ', '\t']).len();
+            let (lead, trail) = blank_ends(value.as_bytes());
             head.push_str("\r\n");
             headers.push(Header {
                 name: header_name,
                 line: Span::new(line_start, head.len()),
-                value: Span::new(value_start + lead, value_start + lead + trimmed.len()),
+                value: Span::new(value_start + lead, value_start + value.len() - trail),
             });
         }
         if let Some(k) = seen.iter().position(|&n| n == 0) {
@@ -193,6 +193,18 @@ impl Message {
         }
         Ok(message)
     }
+}
+
+fn has_line_break(b: &[u8]) -> bool {
+    memchr::memchr2(b'\r', b'\n', b).is_some()
+}
+
+/// How many SP and HTAB start and end `v` (all of it counted once, as leading).
+fn blank_ends(v: &[u8]) -> (usize, usize) {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let lead = v.iter().take_while(|b| blank(b)).count();
+    let trail = v[lead..].iter().rev().take_while(|b| blank(b)).count();
+    (lead, trail)
 }
 
 /// `n` in decimal.

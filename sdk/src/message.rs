@@ -289,8 +289,11 @@ impl NewRequest {
                 call_id.as_str()
             }
         };
+        // Written by hand: the formatting machinery costs more than the digits.
         let mut cseq = String::with_capacity(11 + method.len());
-        let _ = write!(cseq, "{} {method}", self.cseq);
+        push_decimal(&mut cseq, self.cseq);
+        cseq.push(' ');
+        cseq.push_str(method);
         let mut headers: Vec<(&str, &str)> = Vec::with_capacity(6 + self.headers.len());
         headers.extend([
             ("Max-Forwards", "70"),
@@ -340,6 +343,23 @@ impl NewRequest {
             Some((ct, body)) => b.build_with_body(ct, body),
             None => b.build(),
         }
+    }
+}
+
+fn push_decimal(out: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
     }
 }
 
@@ -441,6 +461,26 @@ mod tests {
         assert!(msg.call_id().unwrap().ends_with("@huddle.invalid"));
         assert_eq!(msg.body(), b"hi");
         assert_eq!(msg.header(&HeaderName::parse("Subject")), Some("re"));
+    }
+
+    #[test]
+    fn the_parts_are_the_request_build_writes() {
+        for seq in [0, 7, 10, 2_147_483_647] {
+            for body in [None, Some(&b"hi\r\n"[..])] {
+                let mut r = NewRequest::new(Method::Notify, "sip:alice@example.test")
+                    .from("<sip:echo@example.test>;tag=e1")
+                    .call_id("c@h")
+                    .cseq(seq)
+                    .header("Event", "presence");
+                if let Some(body) = body {
+                    r = r.body("text/plain", body);
+                }
+                let written = r
+                    .with_parts(|p| Message::from_parts(p, usize::MAX))
+                    .unwrap();
+                assert_eq!(written.raw(), &r.build());
+            }
+        }
     }
 
     #[test]

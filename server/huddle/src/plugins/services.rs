@@ -1057,12 +1057,14 @@ mod tests {
             ("Call-ID", "c2"),
             ("CSeq", "1 MESSAGE"),
         ];
-        let parts = |method, headers| RequestParts {
-            method,
-            uri: "sip:alice@example.test",
-            headers,
-            body: b"",
-        };
+        fn parts<'a>(method: &'a str, headers: &'a [(&'a str, &'a str)]) -> RequestParts<'a> {
+            RequestParts {
+                method,
+                uri: "sip:alice@example.test",
+                headers,
+                body: b"",
+            }
+        }
         assert!(s.send_request_parts(&parts("MESSAGE", &fields)).is_ok());
         assert!(rx.try_recv().is_ok());
         // What the byte form refuses after parsing: ACK and CANCEL, a From or To that is no

@@ -380,7 +380,7 @@ mod tests {
         let many: Vec<_> = HEADERS
             .iter()
             .copied()
-            .chain(std::iter::repeat(("X", "y")).take(300))
+            .chain(std::iter::repeat_n(("X", "y"), 300))
             .collect();
         assert_eq!(refused(parts(&many, b"")), PartsError::TooManyHeaders(256));
         let body = vec![b'x'; 4096];

@@ -3,6 +3,7 @@
 //! same code the server runs); this module fills in what a plugin should not hand-write: To
 //! tags, Via `received`/`rport`, Call-IDs, CSeq, Max-Forwards, Content-Length.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 
@@ -268,7 +269,7 @@ impl NewRequest {
     /// [`NewRequest::build`] writes, in the same order, Content-Length left to the writer.
     pub fn with_parts<R>(&self, f: impl FnOnce(&RequestParts<'_>) -> R) -> R {
         let method = self.method.as_str();
-        let from = with_tag(
+        let from = tagged(
             self.from
                 .as_deref()
                 .unwrap_or("<sip:anonymous@anonymous.invalid>"),
@@ -297,7 +298,7 @@ impl NewRequest {
         let mut headers: Vec<(&str, &str)> = Vec::with_capacity(6 + self.headers.len());
         headers.extend([
             ("Max-Forwards", "70"),
-            ("From", from.as_str()),
+            ("From", &from),
             ("To", to),
             ("Call-ID", call_id),
             ("CSeq", cseq.as_str()),
@@ -321,7 +322,7 @@ impl NewRequest {
     /// Writes the request.
     pub fn build(self) -> Bytes {
         let method = self.method.as_str();
-        let from = with_tag(
+        let from = tagged(
             self.from
                 .as_deref()
                 .unwrap_or("<sip:anonymous@anonymous.invalid>"),
@@ -363,11 +364,17 @@ fn push_decimal(out: &mut String, n: u32) {
     }
 }
 
-fn with_tag(addr: &str) -> String {
+/// A From value with a tag (what [`NewRequest`] sends): `addr` itself when it has one, else
+/// `addr` with a fresh one (bracketed first when it is a bare URI with parameters, so the tag
+/// is the header's and not the URI's). For a plugin that sends a request in parts
+/// ([`crate::Host::send_parts`]) with a From it did not write.
+pub fn tagged(addr: &str) -> Cow<'_, str> {
     match NameAddr::parse(addr) {
-        Ok(a) if a.tag().is_some() => addr.to_owned(),
-        Ok(a) if !a.bracketed => format!("<{}>{};tag={}", a.uri, a.params, random_token(8)),
-        _ => format!("{addr};tag={}", random_token(8)),
+        Ok(a) if a.tag().is_some() => Cow::Borrowed(addr),
+        Ok(a) if !a.bracketed => {
+            Cow::Owned(format!("<{}>{};tag={}", a.uri, a.params, random_token(8)))
+        }
+        _ => Cow::Owned(format!("{addr};tag={}", random_token(8))),
     }
 }
 

@@ -20,7 +20,7 @@
 #define HUDDLE_PLUGIN_ABI_MAJOR 1
 
 // The ABI minor version this SDK was built with.
-#define HUDDLE_PLUGIN_ABI_MINOR 9
+#define HUDDLE_PLUGIN_ABI_MINOR 10
 
 // Success.
 #define HUDDLE_OK 0
@@ -268,6 +268,42 @@ typedef struct {
   size_t len;
 } HuddleRtpOut;
 
+// (ABI 1.10) One header field of [`HuddleRequestParts`]: written `name: value`. Borrowed for
+// the call.
+typedef struct {
+  // The field name, a token (`Subject`, `f`), UTF-8, not NUL-terminated.
+  const uint8_t *name;
+  // Length of `name` in bytes.
+  size_t name_len;
+  // The value, UTF-8 without CR, LF or NUL, not NUL-terminated.
+  const uint8_t *value;
+  // Length of `value` in bytes.
+  size_t value_len;
+} HuddleHeader;
+
+// (ABI 1.10) A request for `HuddleHostApi::send_request_parts`, given as its parts (module
+// docs, "Requests in parts"). Borrowed for the call, like everything it points to.
+typedef struct {
+  // `sizeof(HuddleRequestParts)` as the plugin knows it.
+  size_t struct_size;
+  // The method, a token (`MESSAGE`).
+  const uint8_t *method;
+  // Length of `method` in bytes.
+  size_t method_len;
+  // The Request-URI (`sip:alice@example.com`).
+  const uint8_t *uri;
+  // Length of `uri` in bytes.
+  size_t uri_len;
+  // The header fields, in the order they are written; neither Via nor Content-Length.
+  const HuddleHeader *headers;
+  // Number of entries in `headers`.
+  size_t headers_len;
+  // The body (may be null when `body_len` is 0).
+  const uint8_t *body;
+  // Length of `body` in bytes.
+  size_t body_len;
+} HuddleRequestParts;
+
 // The host's table (host → plugin), passed to `init`. Owned by the host; valid, like `ctx`,
 // until `destroy` returns. Every function takes `ctx` as its first argument. Out-parameters are
 // written only on success. See the module docs for which entries may be null.
@@ -397,6 +433,11 @@ typedef struct {
   // the host would drop it (no webhooks, or none that takes this kind). Module docs, "Events
   // nobody takes (ABI 1.8)". Absent when `struct_size` does not cover it.
   int32_t (*event_wanted)(void *ctx, const uint8_t *kind, size_t kind_len);
+  // (ABI 1.10, with `HUDDLE_CAP_SEND_REQUEST`) Sends the request `*parts` (method,
+  // Request-URI, header fields without Via or Content-Length, body), which the host writes
+  // with its Via; otherwise as `send_request`, whose id it writes to `*out_request_id`.
+  // Module docs, "Requests in parts". Absent when `struct_size` does not cover it.
+  int32_t (*send_request_parts)(void *ctx, const HuddleRequestParts *parts, uint64_t *out_request_id);
 } HuddleHostApi;
 
 // (ABI 1.9) One header field of a request as the host's parse found it: byte offsets into the

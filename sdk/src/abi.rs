@@ -61,7 +61,8 @@
 //!   `HUDDLE_CAP_STORE_WATCH`; `send_request`: `HUDDLE_CAP_SEND_REQUEST`; timers:
 //!   `HUDDLE_CAP_TIMERS`; `media_*`: `HUDDLE_CAP_MEDIA`; `user_exists` (ABI 1.5):
 //!   `HUDDLE_CAP_LOCATION`; `media_rtp_sink`, `media_send_rtp_batch` (ABI 1.7):
-//!   `HUDDLE_CAP_MEDIA`; `event_wanted` (ABI 1.8): `HUDDLE_CAP_EVENTS`). Until the media
+//!   `HUDDLE_CAP_MEDIA`; `event_wanted` (ABI 1.8): `HUDDLE_CAP_EVENTS`; `send_request_parts`
+//!   (ABI 1.10): `HUDDLE_CAP_SEND_REQUEST`). Until the media
 //!   engine exists the media functions are null and the bit is clear: "not supported".
 //!
 //! [`crate::loader::load`], [`crate::hosting::PluginEntry::from_raw`] and
@@ -152,6 +153,32 @@
 //! exactly one final response through `handle_response`, matched by the request id; when no
 //! response comes the host synthesises one (`408` on timeout, `480` when the target is not
 //! registered, `503` on transport failure). Delivered responses have the host's Via removed.
+//!
+//! # Requests in parts (ABI 1.10)
+//!
+//! `send_request_parts(ctx, parts, &id)` (host table, optional by `struct_size`, present with
+//! [`HUDDLE_CAP_SEND_REQUEST`]) sends the same request `send_request` would, given as its
+//! parts ([`HuddleRequestParts`]: method, Request-URI, header fields as [`HuddleHeader`] name
+//! and value pairs in order, body) instead of bytes. The host writes the request once, with
+//! its own Via, recording where each part went, where from bytes it would parse them first: a
+//! plugin that has the parts at hand (the SDK's `NewRequest`) saves writing them and the host
+//! saves reading them. Everything else is `send_request`'s: the id, the responses through
+//! `handle_response`, the host's headers (`Huddle-Answer` and the others the host documents
+//! are given as fields like any other and taken out before sending).
+//!
+//! The host writes `method SP uri SP SIP/2.0`, then each field as `name: value` in the order
+//! given, then `Content-Length` (the body's length), the blank line and the body. Refused with
+//! [`HUDDLE_ERR_INVALID_ARGUMENT`] (and the reason in the host's log): a method that is not a
+//! token; a Request-URI that is empty, starts with `<`, has no `:`, or has white space, a line
+//! break or a NUL; a name that is not a token; a value with a CR, LF or NUL; a `Via` or
+//! `Content-Length` field (the host writes them); From, To, Call-ID or CSeq missing or given
+//! more than once, or a CSeq that is not a number and `method`; text that is not UTF-8; and
+//! everything `send_request` refuses (ACK, CANCEL, a From or To that is not a name-addr).
+//! [`HUDDLE_ERR_TOO_LARGE`]: the request written would be larger than the host's message size
+//! limit, or have more header fields than it parses. White space around a value is kept in
+//! the bytes and left out of the value, as a parser reads it. `parts` and everything it points
+//! to are borrowed for the call. A host before 1.10 has no such entry: write the bytes and call
+//! `send_request` (the SDK does).
 //!
 //! # Answers made by the host (ABI 1.6)
 //!
@@ -358,7 +385,7 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version. Part of the entry symbol's name.
 pub const HUDDLE_PLUGIN_ABI_MAJOR: u32 = 1;
 /// The ABI minor version this SDK was built with.
-pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 9;
+pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 10;
 /// (ABI 1.6) The header naming the plugin's transaction the host answers `200 OK` when the
 /// request carrying it succeeds (module docs, "Answers made by the host").
 pub const HUDDLE_ANSWER_HEADER: &str = "Huddle-Answer";
@@ -636,6 +663,50 @@ pub struct HuddleField {
     /// Just after the value's last character, trailing white space and the terminator left out.
     pub value_end: u32,
 }
+
+/// (ABI 1.10) One header field of [`HuddleRequestParts`]: written `name: value`. Borrowed for
+/// the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HuddleHeader {
+    /// The field name, a token (`Subject`, `f`), UTF-8, not NUL-terminated.
+    pub name: *const u8,
+    /// Length of `name` in bytes.
+    pub name_len: usize,
+    /// The value, UTF-8 without CR, LF or NUL, not NUL-terminated.
+    pub value: *const u8,
+    /// Length of `value` in bytes.
+    pub value_len: usize,
+}
+
+/// (ABI 1.10) A request for `HuddleHostApi::send_request_parts`, given as its parts (module
+/// docs, "Requests in parts"). Borrowed for the call, like everything it points to.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HuddleRequestParts {
+    /// `sizeof(HuddleRequestParts)` as the plugin knows it.
+    pub struct_size: usize,
+    /// The method, a token (`MESSAGE`).
+    pub method: *const u8,
+    /// Length of `method` in bytes.
+    pub method_len: usize,
+    /// The Request-URI (`sip:alice@example.com`).
+    pub uri: *const u8,
+    /// Length of `uri` in bytes.
+    pub uri_len: usize,
+    /// The header fields, in the order they are written; neither Via nor Content-Length.
+    pub headers: *const HuddleHeader,
+    /// Number of entries in `headers`.
+    pub headers_len: usize,
+    /// The body (may be null when `body_len` is 0).
+    pub body: *const u8,
+    /// Length of `body` in bytes.
+    pub body_len: usize,
+}
+
+/// The smallest `struct_size` a host accepts in request parts: the 1.10 layout, which ends
+/// with `body_len`.
+pub const HUDDLE_REQUEST_PARTS_MIN_SIZE: usize = std::mem::size_of::<HuddleRequestParts>();
 
 /// A registration event, for plugins that require `HUDDLE_CAP_REGISTRATION_EVENTS`. Borrowed
 /// for the duration of `on_registration`.
@@ -1123,6 +1194,17 @@ pub struct HuddleHostApi {
     /// nobody takes (ABI 1.8)". Absent when `struct_size` does not cover it.
     pub event_wanted:
         Option<unsafe extern "C" fn(ctx: *mut c_void, kind: *const u8, kind_len: usize) -> i32>,
+    /// (ABI 1.10, with `HUDDLE_CAP_SEND_REQUEST`) Sends the request `*parts` (method,
+    /// Request-URI, header fields without Via or Content-Length, body), which the host writes
+    /// with its Via; otherwise as `send_request`, whose id it writes to `*out_request_id`.
+    /// Module docs, "Requests in parts". Absent when `struct_size` does not cover it.
+    pub send_request_parts: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            parts: *const HuddleRequestParts,
+            out_request_id: *mut u64,
+        ) -> i32,
+    >,
 }
 
 /// The smallest `struct_size` a major-1 host accepts in a descriptor: the 1.0 layout, which

@@ -11,15 +11,19 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use crate::abi::{self, HuddleClaim, HuddleHostApi, HuddleHostBuf, HuddleRtpOut, HuddleStoreOp};
+use crate::abi::{
+    self, HuddleClaim, HuddleHeader, HuddleHostApi, HuddleHostBuf, HuddleRequestParts,
+    HuddleRtpOut, HuddleStoreOp,
+};
 use crate::claims::Claim;
 use crate::error::{Error, Result};
-use crate::message::Request;
+use crate::message::{NewRequest, Request};
 use crate::raw;
 use crate::types::{
     BatchOp, Capabilities, Level, MediaSessionId, OutgoingRtp, RequestId, ScanPage, TimerId,
     TransactionId, WatchId,
 };
+use huddle_sip::message::RequestParts;
 
 /// The plugin's handle on the host.
 ///
@@ -82,6 +86,13 @@ impl std::fmt::Debug for Host {
             .finish()
     }
 }
+
+const EMPTY_HEADER: HuddleHeader = HuddleHeader {
+    name: std::ptr::null(),
+    name_len: 0,
+    value: std::ptr::null(),
+    value_len: 0,
+};
 
 /// The three fields every table starts with.
 #[repr(C)]
@@ -280,6 +291,70 @@ impl Host {
             Error::from_code(unsafe { f(api.ctx, request.as_ptr(), request.len(), &mut id) })?;
             Ok(RequestId(id))
         })
+    }
+
+    /// (ABI 1.10) Sends a request given as its parts (method, Request-URI, header fields
+    /// without Via or Content-Length, body): the host writes it once with its Via, where the
+    /// bytes of [`Host::send_request`] are written here and parsed again there. From a host
+    /// before 1.10 the bytes are written here and sent as before. Refused as the host refuses
+    /// it ([`crate::abi`], "Requests in parts"): [`Error::InvalidArgument`] for a method,
+    /// URI, name or value that cannot be written as given (a line break in a value), a Via or
+    /// Content-Length among the fields, From, To, Call-ID or CSeq missing or twice, or a CSeq
+    /// that does not name the method.
+    pub fn send_parts(&self, parts: &RequestParts<'_>) -> Result<RequestId> {
+        let written = self.with(|api| {
+            let Some(f) = api.send_request_parts else {
+                return Ok(None);
+            };
+            // On the stack for the usual handful of fields; a long list goes to the heap.
+            let mut small = [EMPTY_HEADER; 16];
+            let mut large = Vec::new();
+            let fields: &mut [HuddleHeader] = if parts.headers.len() <= small.len() {
+                &mut small[..parts.headers.len()]
+            } else {
+                large.resize(parts.headers.len(), EMPTY_HEADER);
+                &mut large
+            };
+            for (field, (name, value)) in fields.iter_mut().zip(parts.headers) {
+                *field = HuddleHeader {
+                    name: name.as_ptr(),
+                    name_len: name.len(),
+                    value: value.as_ptr(),
+                    value_len: value.len(),
+                };
+            }
+            let raw = HuddleRequestParts {
+                struct_size: std::mem::size_of::<HuddleRequestParts>(),
+                method: parts.method.as_ptr(),
+                method_len: parts.method.len(),
+                uri: parts.uri.as_ptr(),
+                uri_len: parts.uri.len(),
+                headers: fields.as_ptr(),
+                headers_len: fields.len(),
+                body: parts.body.as_ptr(),
+                body_len: parts.body.len(),
+            };
+            let mut id = 0u64;
+            // SAFETY: valid while alive; `raw` and everything it points to (the caller's
+            // strings and body, `fields`) outlive the call, `id` too.
+            Error::from_code(unsafe { f(api.ctx, &raw, &mut id) })?;
+            Ok(Some(RequestId(id)))
+        })?;
+        match written {
+            Some(id) => Ok(id),
+            None => {
+                // A host before 1.10: the same bytes, written here.
+                let message = huddle_sip::Message::from_parts(parts, usize::MAX)
+                    .map_err(|_| Error::InvalidArgument)?;
+                self.send_request(message.raw())
+            }
+        }
+    }
+
+    /// Sends `request` ([`Host::send_parts`] of its parts; the same request as
+    /// `send_request(&request.build())`, written once, by the host, when it is 1.10 or newer).
+    pub fn send(&self, request: &NewRequest) -> Result<RequestId> {
+        request.with_parts(|parts| self.send_parts(parts))
     }
 
     /// The plugin's own namespace, readable and writable.

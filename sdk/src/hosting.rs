@@ -30,11 +30,13 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use huddle_sip::message::{PartsError, RequestParts};
 use huddle_sip::Message;
 
 use crate::abi::{
-    self, HuddleClaim, HuddleField, HuddleHostApi, HuddleHostBuf, HuddlePluginDescriptor,
-    HuddleRegistrationEvent, HuddleRequestInfo, HuddleScanVisitor,
+    self, HuddleClaim, HuddleField, HuddleHeader, HuddleHostApi, HuddleHostBuf,
+    HuddlePluginDescriptor, HuddleRegistrationEvent, HuddleRequestInfo, HuddleRequestParts,
+    HuddleScanVisitor,
 };
 use crate::claims::Claim;
 use crate::error::{Error, Result};
@@ -94,6 +96,19 @@ pub trait HostServices: Send + Sync + 'static {
     fn send_request(&self, request: &[u8]) -> Result<RequestId> {
         let _ = request;
         Err(Error::NotSupported)
+    }
+
+    /// (ABI 1.10) A request to send, as its parts (not yet checked by the SDK beyond UTF-8):
+    /// see [`crate::abi`], "Requests in parts". The default writes the bytes (refusing, as
+    /// [`Message::from_parts`] does, parts that are no request) and calls
+    /// [`send_request`](Self::send_request), so a host that implements only the byte form
+    /// serves both; a host that can take the written message as it is overrides it.
+    fn send_request_parts(&self, parts: &RequestParts<'_>) -> Result<RequestId> {
+        let message = Message::from_parts(parts, usize::MAX).map_err(|e| match e {
+            PartsError::TooLarge(_) | PartsError::TooManyHeaders(_) => Error::TooLarge,
+            _ => Error::InvalidArgument,
+        })?;
+        self.send_request(message.raw())
     }
 
     /// Reads a key.
@@ -1028,6 +1043,7 @@ fn host_table(caps: Capabilities) -> HuddleHostApi {
         media_rtp_sink: media.then_some(h_media_rtp_sink as _),
         media_send_rtp_batch: media.then_some(h_media_send_rtp_batch as _),
         event_wanted: has(Capabilities::EVENTS).then_some(h_event_wanted as _),
+        send_request_parts: has(Capabilities::SEND_REQUEST).then_some(h_send_request_parts as _),
     }
 }
 
@@ -1207,6 +1223,53 @@ unsafe extern "C" fn h_send_request(
                 return Err(Error::InvalidArgument);
             }
             let id = b.services.send_request(bytes)?;
+            write_out(out_id, id.0)
+        })
+    }
+}
+
+unsafe extern "C" fn h_send_request_parts(
+    ctx: *mut c_void,
+    parts: *const HuddleRequestParts,
+    out_id: *mut u64,
+) -> i32 {
+    // SAFETY: ctx from our table; the parts and all they point to are borrowed for the call;
+    // `out_id` is the plugin's slot.
+    unsafe {
+        host_call(ctx, |b| {
+            if parts.is_null() || out_id.is_null() {
+                return Err(Error::InvalidArgument);
+            }
+            // The size first: a struct smaller than the 1.10 layout is not read beyond it.
+            if std::ptr::addr_of!((*parts).struct_size).read_unaligned()
+                < abi::HUDDLE_REQUEST_PARTS_MIN_SIZE
+            {
+                return Err(Error::InvalidArgument);
+            }
+            let p = parts.read_unaligned();
+            let fields: &[HuddleHeader] = lent_array(p.headers, p.headers_len)?;
+            // On the stack for the usual handful of fields; a long list goes to the heap.
+            let mut small = [("", ""); 16];
+            let mut large = Vec::new();
+            let pairs: &mut [(&str, &str)] = if fields.len() <= small.len() {
+                &mut small[..fields.len()]
+            } else {
+                large.resize(fields.len(), ("", ""));
+                &mut large
+            };
+            for (pair, f) in pairs.iter_mut().zip(fields) {
+                *pair = (
+                    text_arg(f.name, f.name_len)?,
+                    text_arg(f.value, f.value_len)?,
+                );
+            }
+            let parts = RequestParts {
+                method: text_arg(p.method, p.method_len)?,
+                uri: text_arg(p.uri, p.uri_len)?,
+                headers: pairs,
+                body: arg(p.body, p.body_len)?,
+            };
+            let id = b.services.send_request_parts(&parts)?;
             write_out(out_id, id.0)
         })
     }

@@ -158,8 +158,9 @@ pub use config::Config;
 pub use error::{ConfigError, Error, Result, SdpRefusal};
 pub use host::{Host, RtpSink, SharedStore, Store};
 pub use huddle_sip as sip;
+pub use huddle_sip::message::RequestParts;
 pub use huddle_sip::{HeaderName, Message, Method};
-pub use message::{random_token, NewRequest, Request, Response};
+pub use message::{random_token, tagged, NewRequest, Request, Response};
 /// Re-exported so plugins can derive `Deserialize` for their configuration without depending on
 /// serde themselves: `#[derive(huddle_sdk::serde::Deserialize)]` with
 /// `#[serde(crate = "huddle_sdk::serde")]`.

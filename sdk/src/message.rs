@@ -3,12 +3,14 @@
 //! same code the server runs); this module fills in what a plugin should not hand-write: To
 //! tags, Via `received`/`rport`, Call-IDs, CSeq, Max-Forwards, Content-Length.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use huddle_sip::build::{RequestBuilder, ResponseBuilder, Source};
 use huddle_sip::headers::NameAddr;
+use huddle_sip::message::RequestParts;
 use huddle_sip::{HeaderName, Message, Method};
 
 use crate::error::Error;
@@ -263,10 +265,64 @@ impl NewRequest {
         self
     }
 
+    /// Hands `f` the request as parts ([`crate::Host::send_parts`]): the fields
+    /// [`NewRequest::build`] writes, in the same order, Content-Length left to the writer.
+    pub fn with_parts<R>(&self, f: impl FnOnce(&RequestParts<'_>) -> R) -> R {
+        let method = self.method.as_str();
+        let from = tagged(
+            self.from
+                .as_deref()
+                .unwrap_or("<sip:anonymous@anonymous.invalid>"),
+        );
+        let to;
+        let to = match &self.to {
+            Some(t) => t.as_str(),
+            None => {
+                to = format!("<{}>", self.uri);
+                to.as_str()
+            }
+        };
+        let call_id;
+        let call_id = match &self.call_id {
+            Some(c) => c.as_str(),
+            None => {
+                call_id = format!("{}@huddle.invalid", random_token(12));
+                call_id.as_str()
+            }
+        };
+        // Written by hand: the formatting machinery costs more than the digits.
+        let mut cseq = String::with_capacity(11 + method.len());
+        push_decimal(&mut cseq, self.cseq);
+        cseq.push(' ');
+        cseq.push_str(method);
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(6 + self.headers.len());
+        headers.extend([
+            ("Max-Forwards", "70"),
+            ("From", &from),
+            ("To", to),
+            ("Call-ID", call_id),
+            ("CSeq", cseq.as_str()),
+        ]);
+        headers.extend(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let body: &[u8] = match &self.body {
+            Some((ct, body)) => {
+                headers.push(("Content-Type", ct.as_str()));
+                body
+            }
+            None => b"",
+        };
+        f(&RequestParts {
+            method,
+            uri: &self.uri,
+            headers: &headers,
+            body,
+        })
+    }
+
     /// Writes the request.
     pub fn build(self) -> Bytes {
         let method = self.method.as_str();
-        let from = with_tag(
+        let from = tagged(
             self.from
                 .as_deref()
                 .unwrap_or("<sip:anonymous@anonymous.invalid>"),
@@ -291,11 +347,34 @@ impl NewRequest {
     }
 }
 
-fn with_tag(addr: &str) -> String {
+fn push_decimal(out: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
+}
+
+/// A From value with a tag (what [`NewRequest`] sends): `addr` itself when it has one, else
+/// `addr` with a fresh one (bracketed first when it is a bare URI with parameters, so the tag
+/// is the header's and not the URI's). For a plugin that sends a request in parts
+/// ([`crate::Host::send_parts`]) with a From it did not write.
+pub fn tagged(addr: &str) -> Cow<'_, str> {
     match NameAddr::parse(addr) {
-        Ok(a) if a.tag().is_some() => addr.to_owned(),
-        Ok(a) if !a.bracketed => format!("<{}>{};tag={}", a.uri, a.params, random_token(8)),
-        _ => format!("{addr};tag={}", random_token(8)),
+        Ok(a) if a.tag().is_some() => Cow::Borrowed(addr),
+        Ok(a) if !a.bracketed => {
+            Cow::Owned(format!("<{}>{};tag={}", a.uri, a.params, random_token(8)))
+        }
+        _ => Cow::Owned(format!("{addr};tag={}", random_token(8))),
     }
 }
 
@@ -389,6 +468,26 @@ mod tests {
         assert!(msg.call_id().unwrap().ends_with("@huddle.invalid"));
         assert_eq!(msg.body(), b"hi");
         assert_eq!(msg.header(&HeaderName::parse("Subject")), Some("re"));
+    }
+
+    #[test]
+    fn the_parts_are_the_request_build_writes() {
+        for seq in [0, 7, 10, 2_147_483_647] {
+            for body in [None, Some(&b"hi\r\n"[..])] {
+                let mut r = NewRequest::new(Method::Notify, "sip:alice@example.test")
+                    .from("<sip:echo@example.test>;tag=e1")
+                    .call_id("c@h")
+                    .cseq(seq)
+                    .header("Event", "presence");
+                if let Some(body) = body {
+                    r = r.body("text/plain", body);
+                }
+                let written = r
+                    .with_parts(|p| Message::from_parts(p, usize::MAX))
+                    .unwrap();
+                assert_eq!(written.raw(), &r.build());
+            }
+        }
     }
 
     #[test]

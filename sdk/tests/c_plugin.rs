@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use huddle_sdk::abi::{
-    HuddleClaim, HuddleField, HuddleHostApi, HuddleHostBuf, HuddlePluginDescriptor,
-    HuddleRegistrationEvent, HuddleRequestInfo, HuddleRtpOut, HuddleStoreOp,
+    HuddleClaim, HuddleField, HuddleHeader, HuddleHostApi, HuddleHostBuf, HuddlePluginDescriptor,
+    HuddleRegistrationEvent, HuddleRequestInfo, HuddleRequestParts, HuddleRtpOut, HuddleStoreOp,
 };
 use huddle_sdk::fake::{sample_request, FakeHost};
 use huddle_sdk::hosting::DescriptorError;
@@ -124,6 +124,10 @@ fn c_and_rust_layouts_agree() {
             start_line_end, headers_end, body_start, body_end
         }
         HuddleField { line_start, line_end, value_start, value_end }
+        HuddleHeader { name, name_len, value, value_len }
+        HuddleRequestParts {
+            struct_size, method, method_len, uri, uri_len, headers, headers_len, body, body_len
+        }
         HuddleRegistrationEvent { struct_size, kind, bindings, aor, aor_len }
         HuddleStoreOp { op, key, key_len, value, value_len }
         HuddleRtpOut { session, mid, mid_len, packet, len }
@@ -138,7 +142,7 @@ fn c_and_rust_layouts_agree() {
             store_watch, store_unwatch, set_timer, cancel_timer, media_answer, media_send_rtp,
             media_send_rtcp, media_request_keyframe, media_forward, media_close, emit_event,
             media_tap, store_batch, retarget, user_exists, media_rtp_sink, media_send_rtp_batch,
-            event_wanted
+            event_wanted, send_request_parts
         }
     };
     let mut c = String::from(

@@ -59,8 +59,8 @@ use huddle_sdk::abi::HUDDLE_ANSWER_HEADER;
 use huddle_sdk::serde::{Deserialize, Serialize};
 use huddle_sdk::{
     Capabilities, Claim, Claims, Config, ConfigError, Error, Host, Method, NewRequest, Plugin,
-    RegistrationEvent, Request, RequestId, Response, Result, StoreChange, TimerId, TransactionId,
-    WatchId,
+    RegistrationEvent, Request, RequestId, RequestParts, Response, Result, StoreChange, TimerId,
+    TransactionId, WatchId,
 };
 
 use engine::{user_of_binding, Effect, Engine, Incoming, Limits, Recipient, Stored, Target};
@@ -627,8 +627,8 @@ impl Messaging {
         if let Some(txn) = answer {
             out = out.header(HUDDLE_ANSWER_HEADER, &txn.0.to_string());
         }
-        let out = out.body(content_type, request.body()).build();
-        match host.send_request(&out) {
+        let out = out.body(content_type, request.body());
+        match host.send(&out) {
             Ok(id) => {
                 self.relays.insert(id, request);
                 Ok(())
@@ -762,7 +762,7 @@ impl Messaging {
                         .ok_or(Error::NotFound)
                         .and_then(|m| {
                             let answer = answer.map(|(_, t)| t);
-                            host.send_request(&delivery(m, &target, &call_id, answer))
+                            send_delivery(host, m, &target, &call_id, answer)
                         });
                     match sent {
                         Ok(id) => {
@@ -796,9 +796,8 @@ impl Messaging {
             .from(&format!("<{}>", m.to))
             .to(&format!("<{}>", m.from_uri))
             .header("Date", &wire::sip_date(now_ms()))
-            .body(&ct, &body)
-            .build();
-        match host.send_request(&notice) {
+            .body(&ct, &body);
+        match host.send(&notice) {
             Ok(id) => {
                 self.notices.insert(id);
             }
@@ -983,25 +982,53 @@ fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-/// The MESSAGE that delivers `m` to `target`: the original From, Date and Content-Type.
-fn delivery(
+/// Sends the MESSAGE that delivers `m` to `target`: the original From, Date and Content-Type.
+fn send_delivery(
+    host: &Host,
     m: &Stored,
     target: &Target,
     call_id: &str,
     answer: Option<TransactionId>,
-) -> huddle_sdk::Bytes {
-    let mut req = NewRequest::new(Method::Message, &m.to)
-        .call_id(call_id)
-        .from(&m.from)
-        .to(&format!("<{}>", m.to))
-        .header("Date", &m.date);
+) -> Result<RequestId> {
+    delivery_parts(m, target, call_id, answer, |parts| host.send_parts(parts))
+}
+
+/// Hands `f` the delivery of `m` to `target` in parts, borrowed from `m`: the fields
+/// `NewRequest` would write, in its order, without copying them into one first (this runs for
+/// every delivery).
+fn delivery_parts<R>(
+    m: &Stored,
+    target: &Target,
+    call_id: &str,
+    answer: Option<TransactionId>,
+    f: impl FnOnce(&RequestParts<'_>) -> R,
+) -> R {
+    let from = huddle_sdk::tagged(&m.from);
+    let to = format!("<{}>", m.to);
+    let answer = answer.map(|txn| txn.0.to_string());
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(9);
+    headers.extend([
+        ("Max-Forwards", "70"),
+        ("From", &*from),
+        ("To", &*to),
+        ("Call-ID", call_id),
+        ("CSeq", "1 MESSAGE"),
+        ("Date", &*m.date),
+    ]);
     if let Target::Device(key) = target {
-        req = req.header(BINDING_HEADER, key);
+        headers.push((BINDING_HEADER, key));
     }
-    if let Some(txn) = answer {
-        req = req.header(HUDDLE_ANSWER_HEADER, &txn.0.to_string());
+    if let Some(txn) = &answer {
+        headers.push((HUDDLE_ANSWER_HEADER, txn));
     }
-    req.body(&m.content_type, &m.body.bytes()).build()
+    headers.push(("Content-Type", &m.content_type));
+    let body = m.body.as_bytes();
+    f(&RequestParts {
+        method: "MESSAGE",
+        uri: &m.to,
+        headers: &headers,
+        body: &body,
+    })
 }
 
 // Capabilities: it sends requests, keeps messages in its store, watches bindings and times

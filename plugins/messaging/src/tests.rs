@@ -645,3 +645,67 @@ fn events_no_webhook_takes_are_not_raised() {
         "nothing raised once no webhook takes it"
     );
 }
+
+#[test]
+fn a_delivery_in_parts_is_the_request_new_request_writes() {
+    for (from, body, target, answer) in [
+        (
+            "\"Alice\" <sip:alice@example.test>;tag=a1",
+            Body::of(b"hello"),
+            Target::Device("bob@example.test/k1".into()),
+            Some(TransactionId(42)),
+        ),
+        (
+            "sip:alice@example.test;x=y",
+            Body::of(&[0xff, 0, 1]),
+            Target::Aor,
+            None,
+        ),
+    ] {
+        let m = Stored {
+            seq: 1,
+            user: "bob".into(),
+            to: BOB.into(),
+            from: from.into(),
+            from_uri: "sip:alice@example.test".into(),
+            content_type: "text/plain".into(),
+            date: "Fri, 27 Nov 2026 17:00:00 GMT".into(),
+            body,
+            received_ms: 0,
+            expires_ms: 1,
+            imdn: None,
+            progress: Default::default(),
+        };
+        let parts = delivery_parts(&m, &target, "c1@h", answer, |p| {
+            huddle_sdk::Message::from_parts(p, 65_535).unwrap()
+        });
+        let mut req = NewRequest::new(Method::Message, &m.to)
+            .call_id("c1@h")
+            .from(&m.from)
+            .to(&format!("<{}>", m.to))
+            .header("Date", &m.date);
+        if let Target::Device(key) = &target {
+            req = req.header(BINDING_HEADER, key);
+        }
+        if let Some(txn) = answer {
+            req = req.header(HUDDLE_ANSWER_HEADER, &txn.0.to_string());
+        }
+        let bytes = req.body(&m.content_type, &m.body.bytes()).build();
+        let tag = |m: &huddle_sdk::Message| {
+            m.from_header()
+                .ok()
+                .and_then(|f| f.tag().map(str::to_owned))
+        };
+        let built = huddle_sdk::Message::parse(bytes).unwrap();
+        if from.contains("tag=") {
+            assert_eq!(parts.raw(), built.raw());
+        } else {
+            // A fresh tag each: equal but for it.
+            let (a, b) = (tag(&parts).unwrap(), tag(&built).unwrap());
+            let text = |m: &huddle_sdk::Message, t: &str| {
+                String::from_utf8_lossy(m.raw()).replace(t, "TAG")
+            };
+            assert_eq!(text(&parts, &a), text(&built, &b));
+        }
+    }
+}

@@ -241,6 +241,14 @@ impl Body {
         self.len() == 0
     }
 
+    /// The bytes, borrowed when they are kept as they are.
+    pub fn as_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Body::Text(text) => std::borrow::Cow::Borrowed(text.as_bytes()),
+            Body::Hex(_) => std::borrow::Cow::Owned(self.bytes()),
+        }
+    }
+
     /// The bytes back.
     pub fn bytes(&self) -> Vec<u8> {
         match self {

@@ -28,7 +28,7 @@ use huddle_sdk::{
     BatchOp, Capabilities, Error, Level, MediaSessionId, Message, Method, OutgoingRtp, RequestId,
     Result, ScanPage, StoreChange, TimerId, TransactionId, WatchId,
 };
-use huddle_sip::message::HeaderName;
+use huddle_sip::message::{HeaderName, PartsError, RequestParts};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 
@@ -382,6 +382,44 @@ impl Services {
         })
     }
 
+    /// Checks a request the plugin gave (as bytes or parts) and hands it to the core. `built`:
+    /// written by [`Message::from_parts`], which checked already that it has no Via, a Call-ID
+    /// and a CSeq naming its method.
+    fn send_message(&self, message: Message, built: bool) -> Result<RequestId> {
+        let Some(method) = message.method() else {
+            return Err(self.refuse("send_request: the bytes are a response, not a request"));
+        };
+        if matches!(method, Method::Ack | Method::Cancel) {
+            return Err(self.refuse(
+                "send_request: ACK and CANCEL are not sent through send_request (no response \
+                 would come)",
+            ));
+        }
+        if !built && message.header(&HeaderName::Via).is_some() {
+            return Err(self.refuse("send_request: the request has a Via; the host adds its own"));
+        }
+        let complete = (built
+            || message.call_id().is_some() && message.cseq().is_ok_and(|c| &c.method == method))
+            && message.from_header().is_ok()
+            && message.to_header().is_ok();
+        if !complete {
+            return Err(self.refuse(
+                "send_request: the request needs From, To, Call-ID and a CSeq naming its method",
+            ));
+        }
+        if self.shared.in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            return Err(Error::Busy);
+        }
+        let id = RequestId(self.id());
+        self.command(HostCommand::Send {
+            plugin: self.index,
+            id,
+            request: message,
+        })?;
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
     fn refuse(&self, why: &str) -> Error {
         tracing::warn!(plugin = %self.shared.name, "{why}");
         Error::InvalidArgument
@@ -483,38 +521,21 @@ impl HostServices for Services {
 
     fn send_request(&self, request: &[u8]) -> Result<RequestId> {
         let message = self.parse(request)?;
-        let Some(method) = message.method() else {
-            return Err(self.refuse("send_request: the bytes are a response, not a request"));
-        };
-        if matches!(method, Method::Ack | Method::Cancel) {
-            return Err(self.refuse(
-                "send_request: ACK and CANCEL are not sent through send_request (no response \
-                 would come)",
-            ));
-        }
-        if message.header(&HeaderName::Via).is_some() {
-            return Err(self.refuse("send_request: the request has a Via; the host adds its own"));
-        }
-        let complete = message.call_id().is_some()
-            && message.cseq().is_ok_and(|c| &c.method == method)
-            && message.from_header().is_ok()
-            && message.to_header().is_ok();
-        if !complete {
-            return Err(self.refuse(
-                "send_request: the request needs From, To, Call-ID and a CSeq naming its method",
-            ));
-        }
-        if self.shared.in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
-            return Err(Error::Busy);
-        }
-        let id = RequestId(self.id());
-        self.command(HostCommand::Send {
-            plugin: self.index,
-            id,
-            request: message,
+        self.send_message(message, false)
+    }
+
+    fn send_request_parts(&self, parts: &RequestParts<'_>) -> Result<RequestId> {
+        // Written once with the offsets recorded: the checks the parser's reading stands for
+        // here are `from_parts`'s (tokens, no line breaks, the mandatory fields once, the
+        // CSeq's method), and the rest are the byte form's, below.
+        let message = Message::from_parts(parts, self.max_message).map_err(|e| {
+            tracing::warn!(plugin = %self.shared.name, error = %e, "send_request_parts refused");
+            match e {
+                PartsError::TooLarge(_) | PartsError::TooManyHeaders(_) => Error::TooLarge,
+                _ => Error::InvalidArgument,
+            }
         })?;
-        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        Ok(id)
+        self.send_message(message, true)
     }
 
     fn store_get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -1008,6 +1029,87 @@ mod tests {
             Err(Error::InvalidArgument)
         );
         assert_eq!(s.send_request(b"garbage"), Err(Error::InvalidArgument));
+    }
+
+    #[tokio::test]
+    async fn parts_are_sent_as_the_same_request_and_refused_as_bytes_are_and_more() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (s, mut rx) = services("kit", store);
+        let request = huddle_sdk::NewRequest::new(Method::Message, "sip:alice@example.test")
+            .from("<sip:kit@example.test>;tag=k1")
+            .call_id("c1@example.test")
+            .header("Huddle-Answer", "4")
+            .body("text/plain", b"hi");
+        let id = request.with_parts(|p| s.send_request_parts(p)).unwrap();
+        match rx.try_recv() {
+            Ok(HostCommand::Send {
+                id: i, request: m, ..
+            }) => {
+                assert_eq!(i, id);
+                assert_eq!(m.raw(), &request.clone().build(), "the bytes' request");
+                assert_eq!(m.header(&HeaderName::parse("Huddle-Answer")), Some("4"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let fields = [
+            ("From", "<sip:kit@example.test>;tag=k1"),
+            ("To", "<sip:alice@example.test>"),
+            ("Call-ID", "c2"),
+            ("CSeq", "1 MESSAGE"),
+        ];
+        fn parts<'a>(method: &'a str, headers: &'a [(&'a str, &'a str)]) -> RequestParts<'a> {
+            RequestParts {
+                method,
+                uri: "sip:alice@example.test",
+                headers,
+                body: b"",
+            }
+        }
+        assert!(s.send_request_parts(&parts("MESSAGE", &fields)).is_ok());
+        assert!(rx.try_recv().is_ok());
+        // What the byte form refuses after parsing: ACK and CANCEL, a From or To that is no
+        // name-addr.
+        for method in ["ACK", "CANCEL"] {
+            let mut f = fields;
+            f[3].1 = if method == "ACK" { "1 ACK" } else { "1 CANCEL" };
+            assert_eq!(
+                s.send_request_parts(&parts(method, &f)),
+                Err(Error::InvalidArgument)
+            );
+        }
+        let mut f = fields;
+        f[0].1 = "<sip:kit@example.test";
+        assert_eq!(
+            s.send_request_parts(&parts("MESSAGE", &f)),
+            Err(Error::InvalidArgument)
+        );
+        // What only parts can get wrong: a value with a line break, a Via, a field twice.
+        let mut f = fields.to_vec();
+        f.push(("Subject", "x\r\nVia: SIP/2.0/UDP 192.0.2.1"));
+        assert_eq!(
+            s.send_request_parts(&parts("MESSAGE", &f)),
+            Err(Error::InvalidArgument)
+        );
+        let mut f = fields.to_vec();
+        f.push(("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx"));
+        assert_eq!(
+            s.send_request_parts(&parts("MESSAGE", &f)),
+            Err(Error::InvalidArgument)
+        );
+        let mut f = fields.to_vec();
+        f.push(("i", "again"));
+        assert_eq!(
+            s.send_request_parts(&parts("MESSAGE", &f)),
+            Err(Error::InvalidArgument)
+        );
+        let big = "x".repeat(70_000);
+        let mut f = fields.to_vec();
+        f.push(("Subject", &big));
+        assert_eq!(
+            s.send_request_parts(&parts("MESSAGE", &f)),
+            Err(Error::TooLarge)
+        );
+        assert!(rx.try_recv().is_err(), "nothing refused was sent");
     }
 
     /// A plugin whose RTP sink (ABI 1.7) counts packets and panics on `boom`.

@@ -3,10 +3,12 @@
 //! views (Via, CSeq, name-addr, URI) are parsed on demand from the original text, so a proxy can
 //! forward every byte it does not touch unchanged.
 
+mod built;
 mod header_name;
 mod indexed;
 mod parse;
 
+pub use built::{PartsError, RequestParts};
 pub use header_name::HeaderName;
 pub use indexed::{FieldSpans, MessageIndex};
 pub use parse::{ParseError, ParseLimits};

@@ -103,7 +103,10 @@ pub struct Core {
     persist_interval: Duration,
     persist: std::sync::mpsc::Sender<Vec<Change>>,
     tag_seed: u64,
-    loop_hasher: std::collections::hash_map::RandomState,
+    // Seeded per process (a looping request comes back to this process). foldhash, not SipHash:
+    // a collision can only make a sender's own request look like a loop, and SipHash cost
+    // ~0.7 k instructions per relayed request (bench/NOTES.md, session 13).
+    loop_hasher: foldhash::quality::RandomState,
     counter: u64,
     /// The text of the last source IP a response was stamped with (`received=`): most
     /// responses go to the same few peers, and formatting an address is not free.
@@ -212,7 +215,7 @@ impl Core {
             persist_at: None,
             persist_interval: Duration::from_millis(config.registrar.persist_interval_ms),
             tag_seed: random_u64(),
-            loop_hasher: std::collections::hash_map::RandomState::new(),
+            loop_hasher: foldhash::quality::RandomState::default(),
             counter: 0,
             last_ip: (None, String::new()),
             challenge: String::new(),

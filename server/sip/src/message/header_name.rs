@@ -242,7 +242,7 @@ impl HeaderName {
     /// Compares with another name the way SIP does (compact forms and case folded).
     // Inlined, and known names compared by variant alone: every header lookup calls this once
     // per field of the message (about 50 lookups per REGISTER, bench/NOTES.md).
-    #[inline]
+    #[inline(always)]
     pub fn matches(&self, other: &HeaderName) -> bool {
         match (self, other) {
             (HeaderName::Other(a), HeaderName::Other(b)) => a.eq_ignore_ascii_case(b),

@@ -105,7 +105,7 @@ pub struct Core {
     tag_seed: u64,
     // Seeded per process (a looping request comes back to this process). foldhash, not SipHash:
     // a collision can only make a sender's own request look like a loop, and SipHash cost
-    // ~0.7 k instructions per relayed request (bench/NOTES.md, session 13).
+    // ~1.4 k instructions per relayed request (bench/NOTES.md, session 13).
     loop_hasher: foldhash::quality::RandomState,
     counter: u64,
     /// The text of the last source IP a response was stamped with (`received=`): most

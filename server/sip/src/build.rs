@@ -28,7 +28,7 @@ fn decimal_digits(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
 }
 
 /// [`decimal_digits`] as text.
-fn decimal(n: u32, buf: &mut [u8; 10]) -> &str {
+pub(crate) fn decimal(n: u32, buf: &mut [u8; 10]) -> &str {
     // Nothing but ASCII digits.
     std::str::from_utf8(decimal_digits(n, buf)).unwrap_or("0")
 }

@@ -87,8 +87,12 @@ impl Message {
         for (name, value) in parts.headers {
             len += name.len() + 2 + value.len() + 2;
         }
-        let mut digits = [0u8; 20];
-        let body_len = decimal(parts.body.len(), &mut digits);
+        // A body past u32::MAX is refused by the size check below whatever its digits say.
+        let mut digits = [0u8; 10];
+        let body_len = crate::build::decimal(
+            u32::try_from(parts.body.len()).unwrap_or(u32::MAX),
+            &mut digits,
+        );
         len += "Content-Length: \r\n\r\n".len() + body_len.len() + parts.body.len();
         if len > max_len || len > u32::MAX as usize {
             return Err(PartsError::TooLarge(max_len.min(u32::MAX as usize)));
@@ -208,21 +212,6 @@ fn blank_ends(v: &[u8]) -> (usize, usize) {
     let lead = v.iter().take_while(|b| blank(b)).count();
     let trail = v[lead..].iter().rev().take_while(|b| blank(b)).count();
     (lead, trail)
-}
-
-/// `n` in decimal.
-fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Nothing but ASCII digits.
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 #[cfg(test)]

@@ -290,9 +290,9 @@ impl NewRequest {
                 call_id.as_str()
             }
         };
-        // Written by hand: the formatting machinery costs more than the digits.
+        // itoa: the formatting machinery costs more than the digits.
         let mut cseq = String::with_capacity(11 + method.len());
-        push_decimal(&mut cseq, self.cseq);
+        cseq.push_str(itoa::Buffer::new().format(self.cseq));
         cseq.push(' ');
         cseq.push_str(method);
         let mut headers: Vec<(&str, &str)> = Vec::with_capacity(6 + self.headers.len());
@@ -344,23 +344,6 @@ impl NewRequest {
             Some((ct, body)) => b.build_with_body(ct, body),
             None => b.build(),
         }
-    }
-}
-
-fn push_decimal(out: &mut String, n: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
     }
 }
 

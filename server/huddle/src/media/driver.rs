@@ -163,7 +163,7 @@ pub(crate) struct OwnSrtp {
 impl OwnSrtp {
     /// The contexts for `keys`; `None` for a profile or material our SRTP does not take.
     pub(crate) fn new(keys: &LegKeys) -> Option<OwnSrtp> {
-        let profile = super::keytap::srtp_profile(keys.profile)?;
+        let profile = super::srtp::SrtpProfile::from_dtls(keys.profile)?;
         let LegSrtp { tx, rx } =
             LegSrtp::from_keying_material(profile, &keys.material, keys.dtls_client).ok()?;
         Some(OwnSrtp {

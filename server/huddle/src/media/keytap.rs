@@ -135,17 +135,6 @@ pub(crate) fn build(config: RtcConfig, now: Instant) -> (Rtc, Arc<KeySlot>) {
     (rtc, slot)
 }
 
-/// Our SRTP's name for a profile DTLS negotiated; `None` for one it does not implement.
-pub(crate) fn srtp_profile(profile: SrtpProfile) -> Option<super::srtp::SrtpProfile> {
-    use super::srtp::SrtpProfile as Ours;
-    Some(match profile {
-        SrtpProfile::AES128_CM_SHA1_80 => Ours::Aes128CmSha1_80,
-        SrtpProfile::AEAD_AES_128_GCM => Ours::AeadAes128Gcm,
-        SrtpProfile::AEAD_AES_256_GCM => Ours::AeadAes256Gcm,
-        _ => return None,
-    })
-}
-
 /// The crypto provider str0m builds with by default (aws-lc-rs).
 fn base() -> &'static CryptoProvider {
     static BASE: OnceLock<CryptoProvider> = OnceLock::new();

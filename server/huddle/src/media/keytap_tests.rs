@@ -204,7 +204,8 @@ fn both_sides_capture_the_same_keys_in_opposite_roles_before_connected() {
 /// Our contexts for one side, from what its tap captured.
 fn own(side: &Side) -> LegSrtp {
     let keys = side.keys.take().expect("captured keys");
-    let profile = keytap::srtp_profile(keys.profile).expect("a profile we implement");
+    let profile =
+        crate::media::srtp::SrtpProfile::from_dtls(keys.profile).expect("a profile we implement");
     LegSrtp::from_keying_material(profile, &keys.material, keys.dtls_client).unwrap()
 }
 

@@ -111,6 +111,9 @@ pub struct MediaConfig {
     /// Send-side bandwidth estimation (transport-wide congestion control) with pacing; the
     /// estimates go to plugins (`media_bitrate`). REMB from peers is reported either way.
     pub bandwidth_estimation: bool,
+    /// Forwarded streams of legs without bandwidth estimation are sealed and sent by the
+    /// media driver itself, with its own NACK repair, instead of through str0m.
+    pub fast_egress: bool,
 }
 
 impl Default for MediaConfig {
@@ -126,6 +129,7 @@ impl Default for MediaConfig {
                 .map(String::from)
                 .to_vec(),
             bandwidth_estimation: false,
+            fast_egress: true,
         }
     }
 }
@@ -146,6 +150,7 @@ impl MediaConfig {
             max_sessions: self.max_sessions,
             codecs,
             bandwidth_estimation: self.bandwidth_estimation,
+            fast_egress: self.fast_egress,
         })
     }
 }

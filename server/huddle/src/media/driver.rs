@@ -42,6 +42,42 @@
 //! quiet leg reports a few milliseconds late. Timeouts str0m asks for "now" (a key-frame
 //! request, a packet to send), DTLS and ICE timers, and every timer of a leg whose `Rtc` paces
 //! (bandwidth estimation on) fire on time.
+//!
+//! # Fast egress
+//!
+//! On a leg without bandwidth estimation (and with the engine's `fast_egress` on), forwarded
+//! streams do not go through str0m's `write_rtp`: the driver writes the receiver's RTP header
+//! (its SSRC, the [`Rewriter`]'s sequence number and timestamp, the MID and the kept
+//! extensions — audio level, video orientation, playout delay — under the receiver's ids;
+//! never transport-cc or abs-send-time) and the payload into the datagram, seals it with the
+//! leg's own SRTP context ([`Leg::own_srtp`], index = the rewriter's extended sequence number)
+//! and puts it in the outbox: no `write_rtp`, no release pass, no `poll_output` for it.
+//! What keeps this correct next to str0m, which seals with the same keys:
+//!
+//! * **Nonces.** An (SSRC, index) is sealed once: each extended sequence number of a stream is
+//!   either ours or str0m's, and a packet whose rewritten number was used already (a late
+//!   packet of a source switched away from) or is too old to tell is not sent
+//!   ([`repair::SealedIndices`]). The receiver's RTX SSRC of a fast stream is ours alone: what
+//!   str0m writes on a fast leg's forwarded stream is not nackable (so its RTX cache stays
+//!   empty and it never resends), and without bandwidth estimation str0m sends no padding;
+//!   a stream the plugin sent nackable packets on keeps its RTX to str0m, and the fast
+//!   egress repairs it by retransmission. No SRTCP of ours is sent.
+//! * **Sender reports.** str0m's SR for a stream takes its RTP time from the last packet
+//!   written plus the time since, and says 0 for a stream it never wrote, which breaks the
+//!   receiver's audio/video sync. So one packet per stream per [`STR0M_ANCHOR_INTERVAL`]
+//!   (the first, and the first after a switch of source, included) still goes through
+//!   `write_rtp` with its arrival time: the SR's (NTP, RTP) pair is then str0m's own
+//!   computation, from a packet at most that old. Until str0m has sent that packet (on the
+//!   leg's next input) the stream's next packets follow it through str0m, so that none
+//!   overtakes it. Its packet and octet counts only count
+//!   those packets.
+//! * **Loss repair.** A sent packet of a video stream is kept ([`repair::SentCache`]); the
+//!   peer's SRTCP is opened (a copy, with our own receive context) and its NACKs answered with
+//!   RTX (or a retransmission of our own packet where RTX is not negotiated). str0m still gets
+//!   that SRTCP: PLI/FIR, receiver reports and its NACK count work as before.
+//! * **Keys.** Only with current keys: `own_srtp` follows the key slot's generation and is
+//!   `None` before DTLS or for unusable keys; then (or before str0m has sent the leg anything,
+//!   which tells where to send) packets go through str0m.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -50,7 +86,7 @@ use std::time::{Duration, Instant};
 
 use huddle_sdk::HangupReason;
 use str0m::bwe::BweKind;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{ExtensionValues, Frequency, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Reason, Rtc};
@@ -58,7 +94,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::keytap::{KeySlot, LegKeys};
-use super::rtp::{self, KeyframeGate, Rewriter, SeqExtender};
+use super::repair::{self, Resend, SentCache};
+use super::rtp::{self, EgressExtensions, EgressHeader, KeyframeGate, Rewriter, SeqExtender};
 use super::srtp::{LegSrtp, SrtpRx, SrtpTx};
 use super::udp::{Outbox, RecvBuffers, SEND_BATCH};
 use super::{Command, MediaEngine, MediaEvents};
@@ -76,6 +113,14 @@ const COMMAND_BATCH: usize = 1024;
 /// Receivers' key-frame requests passed to the sender of a forwarded stream at most this often
 /// ([`KeyframeGate`]).
 pub(crate) const FORWARDED_KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// On a fast-egress leg, one forwarded packet per stream at least this often still goes
+/// through str0m's `write_rtp` (module docs, "Fast egress"): str0m's sender reports take their
+/// RTP time from the last packet written, and would say 0 for a stream it never wrote.
+pub(crate) const STR0M_ANCHOR_INTERVAL: Duration = Duration::from_secs(1);
+/// After such a packet, the stream's next ones follow it through str0m until str0m has sent
+/// it (it does so only on the leg's next input), so that none overtakes it on the wire; at
+/// most this long, should str0m never send it.
+const ANCHOR_RELEASE_WAIT: Duration = Duration::from_millis(100);
 /// How much later than str0m asks a leg's periodic report timers may fire (module docs,
 /// "Timer slack"): longer than the 8 ms between two packets of a 1 Mbit/s video stream.
 pub(crate) const TIMER_SLACK: Duration = Duration::from_millis(10);
@@ -134,6 +179,16 @@ pub(crate) struct Leg {
     /// The latest cumulative (NACKs, PLIs) of each stream's stats, keyed by (mid, rid,
     /// egress), so that each stats event adds only what is new to the engine's totals.
     rtcp_seen: FastMap<(Mid, Option<str0m::media::Rid>, bool), (u64, u64)>,
+    /// Forwarded streams are sealed by the driver (module docs, "Fast egress"): bandwidth
+    /// estimation off, and the engine's knob on.
+    fast_egress: bool,
+    /// Where str0m sent this leg's SRTP or SRTCP last (the ICE pair in use): where the fast
+    /// egress sends.
+    dest: Option<SocketAddr>,
+    /// Some outgoing stream keeps sent packets for repair: the peer's SRTCP is read for NACKs.
+    repairs: bool,
+    /// Fast streams waiting for str0m to send their anchor packet (`FastStream::behind_anchor`).
+    anchors: usize,
 }
 
 /// A plugin tapping a stream: its index and where its events go.
@@ -143,6 +198,81 @@ type Tapper = (usize, Arc<dyn MediaEvents>);
 struct TxState {
     plugin_seq: SeqExtender,
     rewriter: Rewriter,
+    /// The stream as the fast egress sends it, from its first forwarded packet on.
+    fast: Option<Box<FastStream>>,
+    /// The plugin sent nackable packets on it through str0m: str0m may answer NACKs on its
+    /// RTX SSRC, so the fast egress must not (it repairs by retransmission instead).
+    str0m_rtx: bool,
+}
+
+/// One outgoing stream of a fast-egress leg, as the driver sends it itself.
+struct FastStream {
+    ssrc: u32,
+    /// The RTX SSRC, when the receiver negotiated RTX and it is ours to send on.
+    rtx: Option<u32>,
+    mid: Mid,
+    exts: EgressExtensions,
+    /// Sent packets kept for repair (video; audio is not NACKed).
+    cache: Option<SentCache>,
+    /// When a packet of this stream last went through str0m ([`STR0M_ANCHOR_INTERVAL`]).
+    anchored: Option<Instant>,
+    /// That packet is not on the wire yet: the stream's packets queue behind it in str0m.
+    behind_anchor: bool,
+    /// The send stream still exists (a renegotiation may remove it).
+    live: bool,
+    /// Main-stream indices sealed so far, by us or by str0m: none is sealed twice.
+    sealed: repair::SealedIndices,
+}
+
+impl FastStream {
+    /// The stream `mid` of `rtc` as the receiver negotiated it; `None` when it has no send
+    /// stream.
+    fn new(rtc: &mut Rtc, mid: Mid, video: bool, str0m_rtx: bool) -> Option<FastStream> {
+        let exts = rtc.media(mid).map_or_else(EgressExtensions::default, |m| {
+            let map = m.remote_extmap();
+            EgressExtensions {
+                mid: map.id_of(str0m::rtp::Extension::RtpMid),
+                audio_level: map.id_of(str0m::rtp::Extension::AudioLevel),
+                video_orientation: map.id_of(str0m::rtp::Extension::VideoOrientation),
+                playout_delay: map.id_of(str0m::rtp::Extension::PlayoutDelay),
+            }
+        });
+        let mut api = rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None)?;
+        Some(FastStream {
+            ssrc: *tx.ssrc(),
+            rtx: tx.rtx().filter(|_| !str0m_rtx).map(|s| *s),
+            mid,
+            exts,
+            cache: video.then(|| SentCache::new(repair::CACHE_PACKETS, repair::CACHE_AGE)),
+            anchored: None,
+            behind_anchor: false,
+            live: true,
+            sealed: repair::SealedIndices::default(),
+        })
+    }
+}
+
+/// How one forwarded packet leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Sealed by the driver, sent to this address.
+    Fast(SocketAddr),
+    /// Through str0m's `write_rtp`; `anchor`: on a fast leg, to keep its sender reports true.
+    Str0m { anchor: bool },
+    /// Not at all: its index was sealed already (module docs, "Fast egress").
+    Skip,
+}
+
+/// One forwarded packet for one receiver, rewritten.
+struct Outgoing<'a> {
+    pt: u8,
+    /// The receiver's RTX payload type for `pt`, if negotiated.
+    rtx_pt: Option<u8>,
+    marker: bool,
+    seq: u64,
+    ts: u32,
+    ext: &'a ExtensionValues,
 }
 
 /// A leg's SRTP contexts of our own, next to str0m's: the same keys, for the forwarding fast
@@ -219,6 +349,208 @@ impl Leg {
             // A new leg's first drain advances its clock once.
             unreleased: true,
             rtcp_seen: FastMap::default(),
+            fast_egress: false,
+            dest: None,
+            repairs: false,
+            anchors: 0,
+        }
+    }
+
+    /// Sends forwarded streams outside str0m (module docs, "Fast egress"); only for a leg
+    /// without bandwidth estimation (str0m's pacer and probes would send on the RTX SSRCs).
+    pub(crate) fn with_fast_egress(mut self) -> Leg {
+        self.fast_egress = true;
+        self
+    }
+
+    /// How the next forwarded packet of `mid` leaves. Fast only with current keys and a known
+    /// destination; even then one packet per [`STR0M_ANCHOR_INTERVAL`] (and the first) goes
+    /// through str0m.
+    fn route(&mut self, mid: Mid, seq: u64, video: bool, now: Instant) -> Route {
+        if !self.fast_egress {
+            return Route::Str0m { anchor: false };
+        }
+        let Some(to) = self.dest else {
+            return Route::Str0m { anchor: false };
+        };
+        if self.own_srtp().is_none() {
+            return Route::Str0m { anchor: false };
+        }
+        let Leg {
+            rtc,
+            tx,
+            repairs,
+            anchors,
+            ..
+        } = self;
+        let state = tx.entry(mid).or_default();
+        if state.fast.is_none() {
+            state.fast = FastStream::new(rtc, mid, video, state.str0m_rtx).map(Box::new);
+            *repairs |= state.fast.as_ref().is_some_and(|f| f.cache.is_some());
+        }
+        let Some(fast) = state.fast.as_mut().filter(|f| f.live) else {
+            return Route::Str0m { anchor: false };
+        };
+        if !fast.sealed.claim(seq) {
+            return Route::Skip;
+        }
+        let since = fast.anchored.map(|at| now.saturating_duration_since(at));
+        if fast.behind_anchor {
+            if since.is_some_and(|d| d < ANCHOR_RELEASE_WAIT) {
+                return Route::Str0m { anchor: true };
+            }
+            fast.behind_anchor = false;
+            *anchors -= 1;
+        }
+        match since {
+            Some(d) if d < STR0M_ANCHOR_INTERVAL => Route::Fast(to),
+            _ => {
+                fast.anchored = Some(now);
+                fast.behind_anchor = true;
+                *anchors += 1;
+                Route::Str0m { anchor: true }
+            }
+        }
+    }
+
+    /// str0m sent `datagram` for this leg: an anchor packet ([`STR0M_ANCHOR_INTERVAL`]) that
+    /// went out lets its stream's next packets go fast again.
+    fn released(&mut self, datagram: &[u8]) {
+        let Some(ssrc) = datagram.get(8..12) else {
+            return;
+        };
+        let ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
+        for state in self.tx.values_mut() {
+            if let Some(fast) = state.fast.as_deref_mut() {
+                if fast.behind_anchor && fast.ssrc == ssrc {
+                    fast.behind_anchor = false;
+                    self.anchors -= 1;
+                }
+            }
+        }
+    }
+
+    /// After a renegotiation: each fast stream takes the SSRCs and extension ids now
+    /// negotiated, keeping its RTX sequence and cache (an index once used stays used).
+    fn refresh_fast_streams(&mut self) {
+        let Leg { rtc, tx, .. } = self;
+        for (mid, state) in tx.iter_mut() {
+            let Some(fast) = state.fast.as_deref_mut() else {
+                continue;
+            };
+            match FastStream::new(rtc, *mid, fast.cache.is_some(), state.str0m_rtx) {
+                Some(new) => {
+                    fast.ssrc = new.ssrc;
+                    fast.rtx = new.rtx;
+                    fast.exts = new.exts;
+                    fast.live = true;
+                }
+                // The stream is gone: nothing more is sent fast on it (str0m finds no send
+                // stream for what comes and drops it).
+                None => fast.live = false,
+            }
+        }
+    }
+
+    /// Builds and seals one forwarded packet of `mid` for this leg's peer (the stream's
+    /// [`FastStream`] exists: [`Leg::route`] said `Fast`). Keeps it for repair when the stream
+    /// caches, taking `payload` there. `None` when sealing failed (nothing to send).
+    fn seal_forwarded(
+        &mut self,
+        mid: Mid,
+        p: &Outgoing<'_>,
+        payload: Arc<[u8]>,
+        now: Instant,
+    ) -> Option<Vec<u8>> {
+        let srtp = self.srtp.as_ref()?;
+        let fast = self.tx.get_mut(&mid)?.fast.as_deref_mut()?;
+        let overhead = srtp.profile.rtp_overhead();
+        let mut buf = Vec::with_capacity(repair::MAX_HEADER + payload.len() + overhead);
+        let header_len = write_header(&mut buf, fast, p);
+        buf.extend_from_slice(&payload);
+        let len = buf.len();
+        buf.resize(len + overhead, 0);
+        let sealed = srtp.tx.protect_rtp(&mut buf, len, p.seq).ok()?;
+        buf.truncate(sealed);
+        if let Some(cache) = fast.cache.as_mut() {
+            // SRTP leaves the header in the clear: it is still the plaintext one.
+            cache.insert(now, p.seq, &buf[..header_len], payload, p.rtx_pt, true);
+        }
+        Some(buf)
+    }
+
+    /// A forwarded packet of `mid` that str0m writes on a fast leg: kept for repair by RTX
+    /// (never retransmitted as it was: str0m sealed it).
+    fn cache_str0m_write(&mut self, mid: Mid, p: &Outgoing<'_>, payload: &Arc<[u8]>, now: Instant) {
+        let Some(fast) = self.tx.get_mut(&mid).and_then(|s| s.fast.as_deref_mut()) else {
+            return;
+        };
+        if fast.cache.is_none() || p.rtx_pt.is_none() || fast.rtx.is_none() {
+            return;
+        }
+        let mut header = Vec::with_capacity(repair::MAX_HEADER);
+        write_header(&mut header, fast, p);
+        if let Some(cache) = fast.cache.as_mut() {
+            cache.insert(now, p.seq, &header, payload.clone(), p.rtx_pt, false);
+        }
+    }
+
+    /// Answers the NACKs in the peer's RTCP (`plain`, opened) for streams the fast egress
+    /// sends: each repair sealed into `out`.
+    fn answer_nacks(&mut self, plain: &[u8], now: Instant, out: &mut Vec<Vec<u8>>) {
+        let mut asked: Vec<(u32, u16)> = Vec::new();
+        repair::for_each_nack(plain, |ssrc, seq| {
+            // Bounded: a compound packet of 1,500 bytes names at most ~6,000.
+            asked.push((ssrc, seq));
+        });
+        if asked.is_empty() || self.own_srtp().is_none() {
+            return;
+        }
+        let Leg { srtp, tx, .. } = self;
+        let Some(srtp) = srtp.as_ref() else {
+            return;
+        };
+        let overhead = srtp.profile.rtp_overhead();
+        for (ssrc, seq) in asked {
+            let Some(fast) = tx
+                .values_mut()
+                .filter_map(|s| s.fast.as_deref_mut())
+                .find(|f| f.ssrc == ssrc)
+            else {
+                continue;
+            };
+            let rtx = fast.rtx;
+            let Some(cache) = fast.cache.as_mut() else {
+                continue;
+            };
+            let Some(seq) = cache.extend(seq) else {
+                continue;
+            };
+            let Some((how, sent)) = cache.resend(now, seq, rtx.is_some()) else {
+                continue;
+            };
+            let mut buf =
+                Vec::with_capacity(sent.header().len() + sent.payload().len() + 2 + overhead);
+            let index = match (how, rtx) {
+                (Resend::Rtx { rtx_seq }, Some(rtx_ssrc)) => {
+                    // The low 16 bits of the RTX index are its sequence number.
+                    if repair::write_rtx(sent, rtx_ssrc, rtx_seq as u16, &mut buf).is_none() {
+                        continue;
+                    }
+                    rtx_seq
+                }
+                (Resend::Again { seq }, _) => {
+                    repair::write_again(sent, &mut buf);
+                    seq
+                }
+                (Resend::Rtx { .. }, None) => continue,
+            };
+            let len = buf.len();
+            buf.resize(len + overhead, 0);
+            if let Ok(n) = srtp.tx.protect_rtp(&mut buf, len, index) {
+                buf.truncate(n);
+                out.push(buf);
+            }
         }
     }
 
@@ -286,6 +618,9 @@ struct Driver {
     /// What the legs transmitted this turn, written with `sendmmsg` (module docs, "System
     /// calls").
     outbox: Outbox,
+    /// Debug builds: packets the fast egress sealed, for its loss hook.
+    #[cfg(debug_assertions)]
+    sealed: u64,
 }
 
 /// Runs the engine until `Shutdown` (or every handle is gone).
@@ -305,6 +640,8 @@ pub(crate) async fn run(
         deadlines: BTreeSet::new(),
         dirty: FastSet::default(),
         outbox: Outbox::default(),
+        #[cfg(debug_assertions)]
+        sealed: 0,
     };
     let mut buf = RecvBuffers::new();
     // One timer for the whole run, moved only when the earliest deadline changes (a new
@@ -452,12 +789,29 @@ impl Driver {
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.candidate, bytes) else {
             return;
         };
-        #[cfg(debug_assertions)]
-        verify_inbound(leg, bytes, self.engine.counters());
+        let mut repairs = Vec::new();
+        match srtp_kind(bytes) {
+            Some(true) if cfg!(debug_assertions) || leg.repairs => {
+                if let Some(plain) = open_inbound_rtcp(leg, bytes, self.engine.counters()) {
+                    if leg.repairs {
+                        leg.answer_nacks(&plain, now, &mut repairs);
+                    }
+                }
+            }
+            #[cfg(debug_assertions)]
+            Some(false) => verify_inbound_rtp(leg, bytes, self.engine.counters()),
+            _ => {}
+        }
         if let Err(e) = leg.rtc.handle_input(Input::Receive(now, receive)) {
             tracing::debug!(session = id, error = %e, "media input refused");
         }
         leg.unreleased = false;
+        if let (false, Some(to)) = (repairs.is_empty(), leg.dest) {
+            for datagram in repairs {
+                self.engine.counters().fast(2);
+                self.transmit(to, datagram);
+            }
+        }
         // Drained right away, not batched: in RTP mode str0m holds one received packet for
         // the next `poll_output`, and a second input before it would overwrite the first. The
         // receive itself advanced the leg's clock; its events are handled as they come out, so
@@ -512,7 +866,11 @@ impl Driver {
                 reply,
             } => {
                 let result = match self.legs.get_mut(&session) {
-                    Some(leg) => super::sdp::answer(&mut leg.rtc, *offer),
+                    Some(leg) => {
+                        let answer = super::sdp::answer(&mut leg.rtc, *offer);
+                        leg.refresh_fast_streams();
+                        answer
+                    }
                     None => Err(super::SdpError::NotAcceptable),
                 };
                 let _ = reply.try_send(result);
@@ -674,7 +1032,17 @@ impl Driver {
                 return;
             }
             match leg.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => self.transmit(t.destination, t.contents.into()),
+                Ok(Output::Transmit(t)) => {
+                    // SRTP and SRTCP go to the selected ICE pair (a STUN reply goes where
+                    // its check came from, which may be another candidate).
+                    if let Some(rtcp) = srtp_kind(&t.contents) {
+                        leg.dest = Some(t.destination);
+                        if !rtcp && leg.anchors > 0 {
+                            leg.released(&t.contents);
+                        }
+                    }
+                    self.transmit(t.destination, t.contents.into());
+                }
                 Ok(Output::Timeout(t)) => {
                     leg.set_timeout(t);
                     break;
@@ -829,26 +1197,27 @@ impl Driver {
             .find(|p| p.pt() == src_pt)
             .map(|p| p.spec());
         let last = targets.len().saturating_sub(1);
+        let video = kind == Some(MediaKind::Video);
+        let now = Instant::now();
         for (i, &(dst, dst_mid)) in targets.iter().enumerate() {
             let Some(dst_leg) = self.legs.get_mut(&dst) else {
                 continue;
             };
             // The same codec may have another payload type on the other leg.
-            let pt = if dst == id {
-                src_pt
+            let params = dst_leg.rtc.codec_config().params();
+            let found = if dst == id {
+                params.iter().find(|p| p.pt() == src_pt)
             } else {
-                match codec.and_then(|c| {
-                    dst_leg
-                        .rtc
-                        .codec_config()
-                        .params()
+                codec.and_then(|c| {
+                    params
                         .iter()
                         .find(|p| p.spec().codec == c.codec && p.spec().clock_rate == c.clock_rate)
-                        .map(|p| p.pt())
-                }) {
-                    Some(pt) => pt,
-                    None => continue,
-                }
+                })
+            };
+            let (pt, rtx_pt) = match (found, dst == id) {
+                (Some(p), _) => (p.pt(), p.resend()),
+                (None, true) => (src_pt, None),
+                (None, false) => continue,
             };
             let step = if kind == Some(MediaKind::Audio) {
                 960
@@ -860,27 +1229,68 @@ impl Driver {
                 state
                     .rewriter
                     .rewrite(ssrc, *packet.seq_no, packet.header.timestamp, step);
-            let mut api = dst_leg.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(dst_mid, None) else {
-                continue;
-            };
+            if switched {
+                // The output's timestamps now follow another clock: str0m's sender reports
+                // must learn the new relation from this packet (module docs, "Fast egress").
+                if let Some(fast) = state.fast.as_deref_mut() {
+                    fast.anchored = None;
+                }
+            }
             // The last target takes the packet's payload and extension values; only the
             // others need copies (none in an echo or a one-to-one forward).
-            let (payload, ext_vals) = if i == last {
-                (
-                    std::mem::take(&mut packet.payload),
-                    std::mem::take(&mut packet.header.ext_vals),
-                )
+            let payload = if i == last {
+                std::mem::take(&mut packet.payload)
             } else {
-                (packet.payload.clone(), packet.header.ext_vals.clone())
+                packet.payload.clone()
             };
-            let write = RtpWrite::new(pt, SeqNo::from(seq), ts, packet.timestamp, payload)
-                .marker(packet.header.marker)
-                .ext_vals(ext_vals)
-                .nackable(kind != Some(MediaKind::Audio));
-            tx.write_rtp(write);
-            dst_leg.unreleased = true;
-            self.dirty.insert(dst);
+            let out = Outgoing {
+                pt: *pt,
+                rtx_pt: rtx_pt.map(|p| *p),
+                marker: packet.header.marker,
+                seq,
+                ts,
+                ext: &packet.header.ext_vals,
+            };
+            match dst_leg.route(dst_mid, seq, video, now) {
+                Route::Skip => {}
+                Route::Fast(to) => {
+                    let sealed = dst_leg.seal_forwarded(dst_mid, &out, payload, now);
+                    if let Some(datagram) = sealed {
+                        self.engine.counters().fast(0);
+                        #[cfg(debug_assertions)]
+                        let send = !self.debug_drop();
+                        #[cfg(not(debug_assertions))]
+                        let send = true;
+                        if send {
+                            self.transmit(to, datagram);
+                        }
+                    }
+                }
+                Route::Str0m { anchor } => {
+                    if anchor {
+                        dst_leg.cache_str0m_write(dst_mid, &out, &payload, now);
+                        self.engine.counters().fast(1);
+                    }
+                    let ext_vals = if i == last {
+                        std::mem::take(&mut packet.header.ext_vals)
+                    } else {
+                        packet.header.ext_vals.clone()
+                    };
+                    let mut api = dst_leg.rtc.direct_api();
+                    let Some(tx) = api.stream_tx_by_mid(dst_mid, None) else {
+                        continue;
+                    };
+                    // On a fast leg str0m must never answer a NACK for a forwarded stream: it
+                    // would send on the RTX SSRC the driver sends on (module docs).
+                    let write = RtpWrite::new(pt, SeqNo::from(seq), ts, packet.timestamp, payload)
+                        .marker(packet.header.marker)
+                        .ext_vals(ext_vals)
+                        .nackable(video && !dst_leg.fast_egress);
+                    tx.write_rtp(write);
+                    dst_leg.unreleased = true;
+                    self.dirty.insert(dst);
+                }
+            }
             if switched && kind == Some(MediaKind::Video) {
                 if let Some(src_leg) = self.legs.get_mut(&id) {
                     if let Some(rx) = src_leg.rtc.direct_api().stream_rx_by_mid(mid, None) {
@@ -891,6 +1301,21 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Debug builds: whether to leave out this sealed packet ([`MediaEngine::drop_fast_egress_every`]).
+    #[cfg(debug_assertions)]
+    fn debug_drop(&mut self) -> bool {
+        let every = self.engine.counters().drop_every();
+        if every == 0 {
+            return false;
+        }
+        self.sealed += 1;
+        if self.sealed.is_multiple_of(every) {
+            self.engine.counters().fast(3);
+            return true;
+        }
+        false
     }
 
     /// What the peer reported about a stream the host forwards into its leg (a relay's viewer)
@@ -1003,7 +1428,12 @@ fn send_plugin_rtp(leg: &mut Leg, mid: Mid, packet: &[u8]) {
         return;
     };
     let kind = leg.rtc.media(mid).map(|m| m.kind());
-    let seq = leg.tx.entry(mid).or_default().plugin_seq.extend(p.seq);
+    let state = leg.tx.entry(mid).or_default();
+    let seq = state.plugin_seq.extend(p.seq);
+    // A stream the fast egress sent on may have had RTX of ours: str0m must not send RTX
+    // there (one RTX sequence per SSRC and key). Otherwise str0m's RTX stays str0m's.
+    let nackable = kind != Some(MediaKind::Audio) && state.fast.is_none();
+    state.str0m_rtx |= nackable;
     let mut api = leg.rtc.direct_api();
     let Some(tx) = api.stream_tx_by_mid(mid, None) else {
         return;
@@ -1016,35 +1446,100 @@ fn send_plugin_rtp(leg: &mut Leg, mid: Mid, packet: &[u8]) {
         p.payload.to_vec(),
     )
     .marker(p.marker)
-    .nackable(kind != Some(MediaKind::Audio));
+    .nackable(nackable);
     tx.write_rtp(write);
 }
 
-/// Debug builds: opens a copy of each inbound SRTP/SRTCP datagram with our own receive context
-/// and counts what opened (`/metrics` has no place for it: [`MediaEngine::srtp_verify`]). After
-/// DTLS every packet str0m accepts must open here too; a shortfall means our keys, index
-/// estimate or replay window disagree with str0m's.
-#[cfg(debug_assertions)]
-fn verify_inbound(leg: &mut Leg, bytes: &[u8], counters: &super::MediaCounters) {
-    // RFC 7983: RTP and RTCP start with 128..=191; RFC 5761: RTCP's packet type is 192..=223.
+/// RTP or RTCP (RFC 7983: the first byte is 128..=191), and which: RTCP's packet type is
+/// 192..=223 (RFC 5761).
+fn srtp_kind(bytes: &[u8]) -> Option<bool> {
     if !bytes.first().is_some_and(|b| (128..=191).contains(b)) {
-        return;
+        return None;
     }
-    let rtcp = bytes.get(1).is_some_and(|b| (192..=223).contains(b));
+    Some(bytes.get(1).is_some_and(|b| (192..=223).contains(b)))
+}
+
+/// Debug builds: opens a copy of each inbound SRTP datagram with our own receive context and
+/// counts what opened (`/metrics` has no place for it: [`MediaEngine::srtp_verify`]). After
+/// DTLS every packet str0m accepts must open here too; a shortfall means our keys, index
+/// estimate or replay window disagree with str0m's. SRTCP is opened (once) by
+/// [`open_inbound_rtcp`].
+#[cfg(debug_assertions)]
+fn verify_inbound_rtp(leg: &mut Leg, bytes: &[u8], counters: &super::MediaCounters) {
     let id = leg.id;
     let Some(srtp) = leg.own_srtp() else {
         return;
     };
     let mut copy = bytes.to_vec();
-    let opened = if rtcp {
-        srtp.rx.unprotect_rtcp(&mut copy).map(|_| ())
-    } else {
-        srtp.rx.unprotect_rtp(&mut copy).map(|_| ())
-    };
+    let opened = srtp.rx.unprotect_rtp(&mut copy).map(|_| ());
     if let Err(e) = opened {
-        tracing::warn!(session = id, rtcp, error = %e, "our SRTP context did not open an inbound packet");
+        tracing::warn!(session = id, error = %e, "our SRTP context did not open an inbound packet");
     }
-    counters.srtp_verified(rtcp, opened.is_ok());
+    counters.srtp_verified(false, opened.is_ok());
+}
+
+/// Opens a copy of an inbound SRTCP datagram with our own receive context (the fast egress
+/// reads the peer's NACKs in it; str0m still gets the datagram as it came). Debug builds
+/// count every one, as [`verify_inbound_rtp`] does for SRTP.
+fn open_inbound_rtcp(
+    leg: &mut Leg,
+    bytes: &[u8],
+    counters: &super::MediaCounters,
+) -> Option<Vec<u8>> {
+    let id = leg.id;
+    let srtp = leg.own_srtp()?;
+    let mut copy = bytes.to_vec();
+    let opened = srtp.rx.unprotect_rtcp(&mut copy);
+    #[cfg(debug_assertions)]
+    {
+        if let Err(e) = &opened {
+            tracing::warn!(session = id, error = %e, "our SRTCP context did not open an inbound packet");
+        }
+        counters.srtp_verified(true, opened.is_ok());
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = (id, counters);
+    let len = opened.ok()?.len;
+    copy.truncate(len);
+    Some(copy)
+}
+
+/// Appends the header of one forwarded packet as `fast` sends it: the receiver's SSRC and
+/// extension ids, the values the sender gave kept where the receiver negotiated them.
+fn write_header(out: &mut Vec<u8>, fast: &FastStream, p: &Outgoing<'_>) -> usize {
+    let ev = p.ext;
+    let audio_level = match (ev.audio_level, ev.voice_activity) {
+        // RFC 6464: V, then the level as -dBov.
+        (Some(level), Some(voice)) => {
+            Some(if voice { 0x80 } else { 0 } | (level.unsigned_abs() & 0x7f))
+        }
+        _ => None,
+    };
+    let playout_delay = match (ev.play_delay_min, ev.play_delay_max) {
+        (Some(min), Some(max)) => {
+            let min = (min.rebase(Frequency::HUNDREDTHS).numer() & 0xfff) as u16;
+            let max = (max.rebase(Frequency::HUNDREDTHS).numer() & 0xfff) as u16;
+            Some([
+                (min >> 4) as u8,
+                ((min << 4) as u8) | (max >> 8) as u8,
+                max as u8,
+            ])
+        }
+        _ => None,
+    };
+    let header = EgressHeader {
+        pt: p.pt,
+        marker: p.marker,
+        // The index's low 16 bits (what SRTP checks against the header).
+        seq: p.seq as u16,
+        timestamp: p.ts,
+        ssrc: fast.ssrc,
+        mid: fast.mid.as_bytes(),
+        audio_level,
+        video_orientation: ev.video_orientation.map(|o| o as u8),
+        playout_delay,
+    };
+    rtp::write_egress_header(out, &header, &fast.exts)
 }
 
 /// The local username fragment of a STUN binding request (`USERNAME = ours:theirs`).
@@ -1116,6 +1611,123 @@ mod tests {
         keys.put(&[3; 10], SrtpProfile::AEAD_AES_128_GCM, true);
         assert!(leg.own_srtp().is_none());
         assert_eq!(keys.generation(), 3);
+    }
+
+    #[test]
+    fn the_fast_egress_seals_only_with_current_keys_once_per_index_and_anchors_in_str0m() {
+        use crate::media::srtp::SrtpProfile as Ours;
+        use str0m::media::Direction;
+        crate::media::install_crypto();
+        let now = Instant::now();
+        let settings = LegSettings {
+            candidate: "127.0.0.1:40000".parse().unwrap(),
+            codecs: vec![CodecName::Vp8],
+            bandwidth_estimation: false,
+        };
+        let (mut rtc, ufrag, keys) = new_leg(&settings, now);
+        let peer_addr: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let mut peer = str0m::RtcConfig::new()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_vp8(true)
+            .build(now);
+        peer.add_local_candidate(str0m::Candidate::host(peer_addr, "udp").unwrap());
+        let mut change = peer.sdp_api();
+        let mid = change.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+        let (offer, _) = change.apply().unwrap();
+        let offer = crate::media::sdp::check_offer(offer.to_sdp_string().as_bytes()).unwrap();
+        crate::media::sdp::answer(&mut rtc, offer).unwrap();
+        let t = Duration::from_secs(10);
+        let mut leg =
+            Leg::new(1, rtc, ufrag, keys.clone(), Arc::new(Quiet), now, t, t).with_fast_egress();
+
+        let anchor = Route::Str0m { anchor: true };
+        let str0m = Route::Str0m { anchor: false };
+        assert_eq!(
+            leg.route(mid, 1, true, now),
+            str0m,
+            "no destination, no keys"
+        );
+        leg.dest = Some(peer_addr);
+        assert_eq!(leg.route(mid, 2, true, now), str0m, "no keys");
+        let first = [7u8; 88];
+        keys.put(&first, SrtpProfile::AEAD_AES_256_GCM, false);
+        assert_eq!(
+            leg.route(mid, 3, true, now),
+            anchor,
+            "the first goes through str0m"
+        );
+        assert_eq!(
+            leg.route(mid, 4, true, now),
+            anchor,
+            "behind it, until str0m sent it"
+        );
+        let ssrc = leg.tx[&mid].fast.as_ref().unwrap().ssrc;
+        let mut sent_by_str0m = vec![0x80, 96, 0, 3, 0, 0, 0, 0];
+        sent_by_str0m.extend_from_slice(&ssrc.to_be_bytes());
+        leg.released(&sent_by_str0m);
+        assert_eq!(leg.anchors, 0);
+        assert_eq!(leg.route(mid, 5, true, now), Route::Fast(peer_addr));
+        assert_eq!(
+            leg.route(mid, 5, true, now),
+            Route::Skip,
+            "an index is used once"
+        );
+        assert_eq!(leg.route(mid, 3, true, now), Route::Skip, "str0m's too");
+        let later = now + STR0M_ANCHOR_INTERVAL;
+        assert_eq!(leg.route(mid, 6, true, later), anchor, "one a second");
+        // Should str0m never send it, the stream goes fast again after a while.
+        let later = later + ANCHOR_RELEASE_WAIT;
+        assert_eq!(leg.route(mid, 7, true, later), Route::Fast(peer_addr));
+        assert_eq!(leg.anchors, 0);
+
+        // Sealed with the leg's keys (the DTLS server's half): the peer's side opens it, with
+        // the receiver's MID in the header.
+        let ext = ExtensionValues::default();
+        let out = |seq| Outgoing {
+            pt: 96,
+            rtx_pt: Some(97),
+            marker: true,
+            seq,
+            ts: 1234,
+            ext: &ext,
+        };
+        let sealed = leg
+            .seal_forwarded(mid, &out(7), Arc::from(&b"six"[..]), later)
+            .expect("sealed");
+        let peer_rx = |material: &[u8]| {
+            LegSrtp::from_keying_material(Ours::AeadAes256Gcm, material, true)
+                .unwrap()
+                .rx
+        };
+        let mut rx1 = peer_rx(&first);
+        let mut buf = sealed.clone();
+        let opened = rx1
+            .unprotect_rtp(&mut buf)
+            .expect("opens with the leg's keys");
+        assert_eq!(opened.index, 7);
+        assert_eq!(&buf[opened.header_len..opened.len], b"six");
+        let header = rtp::parse(&buf[..opened.len]).unwrap();
+        assert_eq!(header.ssrc, leg.tx[&mid].fast.as_ref().unwrap().ssrc);
+
+        // Unusable keys: nothing is sealed fast any more.
+        keys.put(&[1; 10], SrtpProfile::AEAD_AES_128_GCM, false);
+        assert_eq!(leg.route(mid, 9, true, later), str0m);
+        // New keys: sealed under them, never under the old ones.
+        let second = [9u8; 88];
+        keys.put(&second, SrtpProfile::AEAD_AES_256_GCM, false);
+        assert_eq!(leg.route(mid, 10, true, later), Route::Fast(peer_addr));
+        let sealed = leg
+            .seal_forwarded(mid, &out(10), Arc::from(&b"eight"[..]), later)
+            .unwrap();
+        assert!(
+            rx1.unprotect_rtp(&mut sealed.clone()).is_err(),
+            "stale keys"
+        );
+        let mut rx2 = peer_rx(&second);
+        let mut buf = sealed.clone();
+        let opened = rx2.unprotect_rtp(&mut buf).expect("the new keys");
+        assert_eq!(&buf[opened.header_len..opened.len], b"eight");
     }
 
     #[test]

@@ -271,6 +271,7 @@ async fn a_stream_forwarded_into_another_leg_arrives_rewritten_and_key_frame_req
         max_sessions: 8,
         codecs: vec![CodecName::Vp8],
         bandwidth_estimation: true,
+        fast_egress: false,
     })
     .await
     .unwrap();
@@ -435,6 +436,7 @@ async fn start_engine() -> (MediaEngine, super::EngineTask) {
         max_sessions: 8,
         codecs: vec![CodecName::Vp8],
         bandwidth_estimation: true,
+        fast_egress: false,
     })
     .await
     .unwrap()

@@ -44,10 +44,13 @@
 
 pub mod driver;
 #[cfg(test)]
+mod fastegress_tests;
+#[cfg(test)]
 mod forward_tests;
 mod keytap;
 #[cfg(test)]
 mod keytap_tests;
+mod repair;
 pub mod rtp;
 pub mod sdp;
 pub(crate) mod srtp;
@@ -130,6 +133,10 @@ pub struct EngineSettings {
     pub codecs: Vec<CodecName>,
     /// Send-side bandwidth estimation (TWCC) with pacing.
     pub bandwidth_estimation: bool,
+    /// Forwarded streams of legs without bandwidth estimation are sealed and sent by the
+    /// driver itself, outside str0m, with its own loss repair (bench/NOTES.md, "Media fast
+    /// path, step 2").
+    pub fast_egress: bool,
 }
 
 /// What the registry knows of a leg, for synchronous checks in the callers' threads.
@@ -218,6 +225,8 @@ struct Shared {
     next_id: AtomicU64,
     local: SocketAddr,
     counters: MediaCounters,
+    /// [`EngineSettings::fast_egress`], for legs without bandwidth estimation.
+    fast_egress: bool,
 }
 
 /// What the driver counts for `/metrics`; read at scrape time.
@@ -237,6 +246,29 @@ pub(crate) struct MediaCounters {
     /// Debug builds: inbound SRTP, SRTCP seen with our contexts up, and how many of each they
     /// opened.
     srtp_verify: [AtomicU64; 4],
+    /// Fast egress: packets sealed by the driver, forwarded packets written through str0m on
+    /// fast legs (its sender reports' anchor), repairs sent, debug drops ([`FastEgress`]).
+    fast: [AtomicU64; 4],
+    /// Debug builds: the fast egress drops every n-th packet it seals (0: none), so that tests
+    /// see its loss repair at work.
+    #[cfg(debug_assertions)]
+    drop_every: AtomicU64,
+}
+
+/// What the fast egress did since start (read in tests and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FastEgress {
+    /// Packets the driver sealed and sent itself.
+    pub sealed: u64,
+    /// Forwarded packets of fast legs written through str0m (about one a second per stream,
+    /// so that str0m's sender reports carry the stream's clock; and every packet of a leg
+    /// whose keys are not there).
+    pub through_str0m: u64,
+    /// RTX packets or retransmissions sent for receivers' NACKs.
+    pub repaired: u64,
+    /// Debug builds: packets left out on purpose ([`MediaEngine::drop_fast_egress_every`]).
+    pub dropped: u64,
 }
 
 /// What the engine's own SRTP contexts did next to str0m's: read in tests (debug builds check
@@ -291,6 +323,20 @@ impl MediaCounters {
         }
     }
 
+    /// Fast egress: one packet sealed (`0`), written through str0m (`1`), repaired (`2`) or
+    /// dropped on purpose (`3`, debug builds).
+    pub(crate) fn fast(&self, what: usize) {
+        if let Some(c) = self.fast.get(what) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Debug builds: the n-th packets to drop (0: none).
+    #[cfg(debug_assertions)]
+    pub(crate) fn drop_every(&self) -> u64 {
+        self.drop_every.load(Ordering::Relaxed)
+    }
+
     /// New NACKs and PLIs: received from the peer (`egress`: about what we send) or sent.
     pub(crate) fn rtcp(&self, egress: bool, nacks: u64, plis: u64) {
         let (n, p) = if egress {
@@ -329,6 +375,7 @@ impl MediaEngine {
                 codecs: settings.codecs,
                 bandwidth_estimation: settings.bandwidth_estimation,
             },
+            fast_egress: settings.fast_egress,
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.idle_timeout,
             max_sessions: settings.max_sessions,
@@ -340,6 +387,13 @@ impl MediaEngine {
         let engine = MediaEngine {
             shared: shared.clone(),
         };
+        #[cfg(debug_assertions)]
+        if let Some(n) = std::env::var("HUDDLE_DEBUG_FAST_EGRESS_DROP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            engine.drop_fast_egress_every(n);
+        }
         let task = tokio::spawn(driver::run(socket, candidate, rx, engine.clone()));
         tracing::info!(%local, %candidate, "media engine listening");
         Ok((engine, EngineTask(task)))
@@ -382,6 +436,26 @@ impl MediaEngine {
             rtcp: l(&v[2]),
             rtcp_opened: l(&v[3]),
         }
+    }
+
+    /// What the fast egress did since start ([`FastEgress`]).
+    pub fn fast_egress(&self) -> FastEgress {
+        let c = &self.shared.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        FastEgress {
+            sealed: l(&c.fast[0]),
+            through_str0m: l(&c.fast[1]),
+            repaired: l(&c.fast[2]),
+            dropped: l(&c.fast[3]),
+        }
+    }
+
+    /// Debug builds: the fast egress leaves out every `n`-th packet it seals (0: none), as a
+    /// lossy network would, keeping it for repair. Also set at start from the environment
+    /// variable `HUDDLE_DEBUG_FAST_EGRESS_DROP` (for tests that run the whole server).
+    #[cfg(debug_assertions)]
+    pub fn drop_fast_egress_every(&self, n: u64) {
+        self.shared.counters.drop_every.store(n, Ordering::Relaxed);
     }
 
     /// Legs alive.
@@ -483,6 +557,8 @@ impl MediaEngine {
         );
         if self.shared.leg.bandwidth_estimation {
             leg = leg.without_timer_slack();
+        } else if self.shared.fast_egress {
+            leg = leg.with_fast_egress();
         }
         if let Err(e) = self.send(Command::Insert(Box::new(leg))) {
             self.registry().remove(&id);

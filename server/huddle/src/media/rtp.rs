@@ -72,6 +72,104 @@ pub fn serialize(rtp: &Rtp<'_>, csrcs: &[u32]) -> Vec<u8> {
     out
 }
 
+/// The header extension ids one receiver negotiated for what the fast egress writes
+/// (`None`: not negotiated, not written). Transport-wide sequence numbers and abs-send-time
+/// are never written: they belong to str0m's sender-side estimation, off on fast legs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EgressExtensions {
+    /// `urn:ietf:params:rtp-hdrext:sdes:mid`.
+    pub mid: Option<u8>,
+    /// `urn:ietf:params:rtp-hdrext:ssrc-audio-level`.
+    pub audio_level: Option<u8>,
+    /// `urn:3gpp:video-orientation`.
+    pub video_orientation: Option<u8>,
+    /// `http://www.webrtc.org/experiments/rtp-hdrext/playout-delay`.
+    pub playout_delay: Option<u8>,
+}
+
+/// One packet's header as the fast egress writes it for its receiver.
+#[derive(Debug, Clone, Copy)]
+pub struct EgressHeader<'a> {
+    pub pt: u8,
+    pub marker: bool,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    /// The receiver's MID of the stream (written when negotiated and 1..=16 bytes, or in the
+    /// two-byte form up to 255).
+    pub mid: &'a [u8],
+    /// RFC 6464's byte (V bit and level), as the sender sent it.
+    pub audio_level: Option<u8>,
+    /// The CVO byte.
+    pub video_orientation: Option<u8>,
+    /// The three playout-delay bytes (12-bit minimum and maximum, 10 ms units).
+    pub playout_delay: Option<[u8; 3]>,
+}
+
+/// Appends the RTP header of `h` (no CSRCs) with the extensions `ids` names, in RFC 8285's
+/// one-byte form when every id and value fits it, else the two-byte form. Returns its length.
+pub fn write_egress_header(
+    out: &mut Vec<u8>,
+    h: &EgressHeader<'_>,
+    ids: &EgressExtensions,
+) -> usize {
+    let start = out.len();
+    let level = h.audio_level.map(|b| [b]);
+    let cvo = h.video_orientation.map(|b| [b]);
+    let mut elements: [(u8, &[u8]); 4] = [(0, &[]); 4];
+    let mut n = 0;
+    let candidates: [(Option<u8>, Option<&[u8]>); 4] = [
+        (ids.mid, Some(h.mid)),
+        (ids.audio_level, level.as_ref().map(|b| &b[..])),
+        (ids.video_orientation, cvo.as_ref().map(|b| &b[..])),
+        (ids.playout_delay, h.playout_delay.as_ref().map(|b| &b[..])),
+    ];
+    for (id, value) in candidates {
+        if let (Some(id), Some(value)) = (id, value) {
+            if id != 0 && !value.is_empty() && value.len() <= 255 {
+                elements[n] = (id, value);
+                n += 1;
+            }
+        }
+    }
+    let elements = &elements[..n];
+    let x = if elements.is_empty() { 0 } else { 0x10 };
+    out.push(0x80 | x);
+    out.push((u8::from(h.marker) << 7) | (h.pt & 0x7f));
+    out.extend_from_slice(&h.seq.to_be_bytes());
+    out.extend_from_slice(&h.timestamp.to_be_bytes());
+    out.extend_from_slice(&h.ssrc.to_be_bytes());
+    if elements.is_empty() {
+        return out.len() - start;
+    }
+    let one_byte = elements
+        .iter()
+        .all(|(id, v)| *id <= 14 && (1..=16).contains(&v.len()));
+    let profile: u16 = if one_byte { 0xbede } else { 0x1000 };
+    out.extend_from_slice(&profile.to_be_bytes());
+    let words_at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    let body = out.len();
+    for (id, value) in elements {
+        if one_byte {
+            // `value.len()` is 1..=16 here.
+            out.push((id << 4) | (value.len() as u8 - 1));
+        } else {
+            out.push(*id);
+            // At most 255 (checked when collected).
+            out.push(value.len() as u8);
+        }
+        out.extend_from_slice(value);
+    }
+    while !(out.len() - body).is_multiple_of(4) {
+        out.push(0);
+    }
+    // At most 4 elements of 257 bytes: far below 2^16 words.
+    let words = ((out.len() - body) / 4) as u16;
+    out[words_at..words_at + 2].copy_from_slice(&words.to_be_bytes());
+    out.len() - start
+}
+
 /// Extends 16-bit sequence numbers to 64 bits (RFC 3711 §3.3.1's rollover counter): each new
 /// number is placed in the 2^16 window nearest the last one.
 #[derive(Debug, Clone, Copy, Default)]
@@ -275,6 +373,74 @@ mod tests {
         assert_eq!(parse(&ext).unwrap().payload, b"abc");
         assert_eq!(parse(&[0x80, 96, 0]), None);
         assert_eq!(parse(&[0x8f; 20]), None, "15 CSRCs do not fit");
+    }
+
+    #[test]
+    fn egress_headers_carry_the_receivers_extension_ids() {
+        let h = EgressHeader {
+            pt: 96,
+            marker: true,
+            seq: 7,
+            timestamp: 90_000,
+            ssrc: 0xdead_beef,
+            mid: b"v1",
+            audio_level: None,
+            video_orientation: Some(3),
+            playout_delay: Some([0, 0x10, 0x64]),
+        };
+        let ids = EgressExtensions {
+            mid: Some(9),
+            audio_level: Some(1),
+            video_orientation: Some(13),
+            playout_delay: None,
+        };
+        let mut out = vec![0xaa];
+        let len = write_egress_header(&mut out, &h, &ids);
+        let hdr = &out[1..];
+        assert_eq!(len, hdr.len());
+        assert_eq!(
+            &hdr[..12],
+            &[
+                0x90,
+                0x80 | 96,
+                0,
+                7,
+                0,
+                1,
+                0x5f,
+                0x90,
+                0xde,
+                0xad,
+                0xbe,
+                0xef
+            ]
+        );
+        // MID (id 9, 2 bytes), CVO (id 13, 1 byte), padding to a word; no audio level value.
+        assert_eq!(
+            &hdr[12..],
+            &[0xbe, 0xde, 0, 2, 0x91, b'v', b'1', 0xd0, 3, 0, 0, 0]
+        );
+        let parsed = parse(&out[1..]).unwrap();
+        assert_eq!(
+            (parsed.seq, parsed.ssrc, parsed.payload.len()),
+            (7, 0xdead_beef, 0)
+        );
+
+        // An id above 14: the two-byte form.
+        let ids = EgressExtensions {
+            mid: Some(15),
+            ..EgressExtensions::default()
+        };
+        let mut out = Vec::new();
+        write_egress_header(&mut out, &h, &ids);
+        assert_eq!(&out[12..], &[0x10, 0x00, 0, 1, 15, 2, b'v', b'1']);
+        // Nothing negotiated: no extension block at all.
+        let mut out = Vec::new();
+        assert_eq!(
+            write_egress_header(&mut out, &h, &EgressExtensions::default()),
+            12
+        );
+        assert_eq!(out[0], 0x80);
     }
 
     #[test]

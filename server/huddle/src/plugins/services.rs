@@ -1151,6 +1151,7 @@ mod tests {
             max_sessions: 8,
             codecs: vec![crate::media::CodecName::Vp8],
             bandwidth_estimation: false,
+            fast_egress: false,
         })
         .await
         .unwrap();

@@ -1,0 +1,467 @@
+//! Loss repair for the streams the driver sends outside str0m (the fast egress, bench/NOTES.md
+//! "Media fast path, step 2"), sans-IO.
+//!
+//! str0m answers a receiver's NACK from its own RTX cache, which holds only what str0m wrote;
+//! a forwarded stream the driver seals itself would go unrepaired. So each such stream keeps a
+//! [`SentCache`] of what went out (plaintext header and payload, bounded by count and age), the
+//! driver opens a copy of the receiver's SRTCP and hands it to [`for_each_nack`], and
+//! [`SentCache::resend`] says what to send back: an RTX packet (RFC 4588: the original
+//! sequence number, then the payload, on the receiver's RTX SSRC and payload type with our own
+//! RTX sequence) when RTX is negotiated, else the original packet again.
+//!
+//! # Nonce rule
+//!
+//! A retransmission without RTX repeats the original (SSRC, index), so it must be the same
+//! bytes, sealed again into the same ciphertext: only packets we sealed ourselves are resent
+//! that way ([`Sent::ours`]); one str0m wrote is resent only as RTX, whose SSRC is ours alone
+//! (the driver never lets str0m send on it: its packets on a fast stream are not nackable, and
+//! without bandwidth estimation str0m sends no padding).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// RTCP transport-layer feedback (RFC 4585 §6.2).
+const RTPFB: u8 = 205;
+/// Generic NACK (RFC 4585 §6.2.1).
+const FMT_NACK: u8 = 1;
+
+/// How many packets a stream's cache keeps at most.
+pub(crate) const CACHE_PACKETS: usize = 512;
+/// How old a cached packet may be and still be resent: a receiver asks again after about a
+/// round trip, and a frame this late is past its jitter buffer anyway.
+pub(crate) const CACHE_AGE: Duration = Duration::from_millis(1500);
+/// One packet is resent at most this often (a receiver repeating its NACK before the repair
+/// could arrive) ...
+const RESEND_INTERVAL: Duration = Duration::from_millis(10);
+/// ... and at most this many times, so that a peer's NACKs cannot make a stream's sender
+/// send much more than the stream.
+const MAX_RESENDS: u8 = 4;
+
+/// Longest RTP header the cache keeps (fixed header, one-byte extensions: MID and the few
+/// values kept); a packet with a longer one is sent but not cached.
+pub(crate) const MAX_HEADER: usize = 64;
+
+/// One packet sent on a stream.
+#[derive(Debug)]
+pub(crate) struct Sent {
+    /// Its extended sequence number (the SRTP index).
+    pub seq: u64,
+    at: Instant,
+    header: [u8; MAX_HEADER],
+    header_len: u8,
+    /// Shared with the packet str0m handed up (a reference count, no copy).
+    payload: Arc<[u8]>,
+    /// The RTX payload type for its payload type on the receiver's side, if RTX is negotiated.
+    rtx_pt: Option<u8>,
+    /// We sealed it ourselves (else str0m did): only then may it be sent again as it was.
+    ours: bool,
+    resends: u8,
+    last_resend: Option<Instant>,
+}
+
+impl Sent {
+    /// The header as sent (its SSRC, sequence number, payload type, extensions).
+    pub fn header(&self) -> &[u8] {
+        &self.header[..usize::from(self.header_len)]
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+/// What to send to repair one lost packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// An RTX packet: seal it at index `rtx_seq` of the RTX stream.
+    Rtx { rtx_seq: u64 },
+    /// The original packet again: seal it at its own index.
+    Again { seq: u64 },
+}
+
+/// The packets recently sent on one stream, and its RTX sequence.
+#[derive(Debug)]
+pub(crate) struct SentCache {
+    /// In the order sent (sequence numbers mostly ascending; a late source packet may come
+    /// out of order).
+    entries: VecDeque<Sent>,
+    max_packets: usize,
+    max_age: Duration,
+    /// The next RTX sequence number (extended: the RTX stream's SRTP index).
+    next_rtx_seq: u64,
+}
+
+impl SentCache {
+    pub(crate) fn new(max_packets: usize, max_age: Duration) -> SentCache {
+        SentCache {
+            entries: VecDeque::with_capacity(max_packets.min(64)),
+            max_packets: max_packets.max(1),
+            max_age,
+            // Low, as the rewriter starts its streams: no rollover counter to signal.
+            next_rtx_seq: 1,
+        }
+    }
+
+    /// Keeps a packet sent at `now`; drops what is too old or beyond the count. `false` (and
+    /// nothing kept) when the header is longer than [`MAX_HEADER`].
+    pub(crate) fn insert(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        header: &[u8],
+        payload: Arc<[u8]>,
+        rtx_pt: Option<u8>,
+        ours: bool,
+    ) -> bool {
+        let Ok(header_len) = u8::try_from(header.len()) else {
+            return false;
+        };
+        if header.len() > MAX_HEADER {
+            return false;
+        }
+        while self.entries.len() >= self.max_packets
+            || self
+                .entries
+                .front()
+                .is_some_and(|e| now.saturating_duration_since(e.at) > self.max_age)
+        {
+            self.entries.pop_front();
+        }
+        let mut h = [0; MAX_HEADER];
+        h[..header.len()].copy_from_slice(header);
+        self.entries.push_back(Sent {
+            seq,
+            at: now,
+            header: h,
+            header_len,
+            payload,
+            rtx_pt,
+            ours,
+            resends: 0,
+            last_resend: None,
+        });
+        true
+    }
+
+    /// Packets held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The extended value of a NACKed 16-bit sequence number: the one nearest the newest
+    /// packet sent.
+    pub(crate) fn extend(&self, seq: u16) -> Option<u64> {
+        let last = self.entries.back()?.seq;
+        let candidate = (last & !0xffff) | u64::from(seq);
+        Some(if candidate > last && candidate - last > 0x8000 {
+            candidate.checked_sub(0x1_0000)?
+        } else if candidate < last && last - candidate > 0x8000 {
+            candidate + 0x1_0000
+        } else {
+            candidate
+        })
+    }
+
+    /// How to repair `seq` at `now` (with RTX if `rtx` is negotiated on the stream), and the
+    /// cached packet to build it from; `None` when it is not held any more, too old, resent
+    /// just now or too often, or (without RTX) not ours to send again.
+    pub(crate) fn resend(&mut self, now: Instant, seq: u64, rtx: bool) -> Option<(Resend, &Sent)> {
+        let max_age = self.max_age;
+        // NACKs name recent packets: search from the newest.
+        let entry = self.entries.iter_mut().rev().find(|e| e.seq == seq)?;
+        if now.saturating_duration_since(entry.at) > max_age
+            || entry.resends >= MAX_RESENDS
+            || entry
+                .last_resend
+                .is_some_and(|t| now.saturating_duration_since(t) < RESEND_INTERVAL)
+        {
+            return None;
+        }
+        let how = match (rtx, entry.rtx_pt) {
+            (true, Some(_)) => {
+                let rtx_seq = self.next_rtx_seq;
+                self.next_rtx_seq += 1;
+                Resend::Rtx { rtx_seq }
+            }
+            _ if entry.ours => Resend::Again { seq: entry.seq },
+            _ => return None,
+        };
+        entry.resends += 1;
+        entry.last_resend = Some(now);
+        Some((how, entry))
+    }
+}
+
+/// The indices of one stream already sealed (by us or by str0m), so that none is sealed twice
+/// with other contents: a packet whose rewritten sequence number was used before (a source
+/// switch and a late packet of the old source can land on one) or is older than the window
+/// is not sent. A 128-index window, as SRTP's replay window.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SealedIndices {
+    top: Option<u64>,
+    /// Bit `i`: `top - i` was used.
+    used: u128,
+}
+
+impl SealedIndices {
+    /// Marks `index` used; `false` if it was used already or is too old to tell.
+    pub(crate) fn claim(&mut self, index: u64) -> bool {
+        let Some(top) = self.top else {
+            self.top = Some(index);
+            self.used = 1;
+            return true;
+        };
+        if index > top {
+            let shift = index - top;
+            self.used = if shift >= 128 { 0 } else { self.used << shift };
+            self.used |= 1;
+            self.top = Some(index);
+            return true;
+        }
+        let age = top - index;
+        if age >= 128 || self.used & (1 << age) != 0 {
+            return false;
+        }
+        self.used |= 1 << age;
+        true
+    }
+}
+
+/// Appends to `out` the RTX packet (RFC 4588 §4) repairing `sent`: its header with the RTX
+/// SSRC, payload type and sequence number, then the original sequence number and payload.
+/// `None` (nothing appended) when `sent` has no RTX payload type.
+pub(crate) fn write_rtx(sent: &Sent, rtx_ssrc: u32, rtx_seq: u16, out: &mut Vec<u8>) -> Option<()> {
+    let rtx_pt = sent.rtx_pt?;
+    let header = sent.header();
+    let start = out.len();
+    out.extend_from_slice(header);
+    out[start + 1] = (header[1] & 0x80) | (rtx_pt & 0x7f);
+    out[start + 2..start + 4].copy_from_slice(&rtx_seq.to_be_bytes());
+    out[start + 8..start + 12].copy_from_slice(&rtx_ssrc.to_be_bytes());
+    out.extend_from_slice(&(sent.seq as u16).to_be_bytes());
+    out.extend_from_slice(&sent.payload);
+    Some(())
+}
+
+/// Appends the original packet of `sent` to `out`, byte for byte as it was first sealed.
+pub(crate) fn write_again(sent: &Sent, out: &mut Vec<u8>) {
+    out.extend_from_slice(sent.header());
+    out.extend_from_slice(&sent.payload);
+}
+
+/// Calls `f(media_ssrc, seq)` for every sequence number a Generic NACK in the compound RTCP
+/// `packet` (plaintext) asks for. A malformed packet ends the walk; what was read before
+/// stands.
+pub(crate) fn for_each_nack(mut packet: &[u8], mut f: impl FnMut(u32, u16)) {
+    while packet.len() >= 4 && packet[0] >> 6 == 2 {
+        let fmt = packet[0] & 0x1f;
+        let pt = packet[1];
+        let words = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+        let len = 4 + 4 * words;
+        let Some(body) = packet.get(..len) else {
+            break;
+        };
+        if pt == RTPFB && fmt == FMT_NACK && len >= 16 {
+            let media = u32::from_be_bytes([body[8], body[9], body[10], body[11]]);
+            for fci in body[12..].chunks_exact(4) {
+                let pid = u16::from_be_bytes([fci[0], fci[1]]);
+                let blp = u16::from_be_bytes([fci[2], fci[3]]);
+                f(media, pid);
+                for bit in 0..16u16 {
+                    if blp & (1 << bit) != 0 {
+                        f(media, pid.wrapping_add(bit + 1));
+                    }
+                }
+            }
+        }
+        packet = &packet[len..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(seq: u16, ssrc: u32) -> Vec<u8> {
+        let mut h = vec![0x90, 0x80 | 96];
+        h.extend_from_slice(&seq.to_be_bytes());
+        h.extend_from_slice(&1234u32.to_be_bytes());
+        h.extend_from_slice(&ssrc.to_be_bytes());
+        // One-byte extensions: MID "1" at id 4.
+        h.extend_from_slice(&[0xbe, 0xde, 0, 1, 0x40, b'1', 0, 0]);
+        h
+    }
+
+    fn nack(media: u32, fci: &[(u16, u16)]) -> Vec<u8> {
+        let words = 2 + fci.len() as u16;
+        let mut p = vec![0x80 | FMT_NACK, RTPFB];
+        p.extend_from_slice(&words.to_be_bytes());
+        p.extend_from_slice(&1u32.to_be_bytes());
+        p.extend_from_slice(&media.to_be_bytes());
+        for (pid, blp) in fci {
+            p.extend_from_slice(&pid.to_be_bytes());
+            p.extend_from_slice(&blp.to_be_bytes());
+        }
+        p
+    }
+
+    #[test]
+    fn nacks_are_read_from_compound_rtcp_with_their_bitmasks() {
+        let mut compound = vec![0x80, 201, 0, 1, 0, 0, 0, 9]; // an empty RR
+        compound.extend(nack(0xabcd, &[(100, 0b101), (65535, 1)]));
+        compound.extend(crate::media::rtp::pli(9, 0x1234));
+        let mut seen = Vec::new();
+        for_each_nack(&compound, |ssrc, seq| seen.push((ssrc, seq)));
+        assert_eq!(
+            seen,
+            vec![
+                (0xabcd, 100),
+                (0xabcd, 101),
+                (0xabcd, 103),
+                (0xabcd, 65535),
+                (0xabcd, 0)
+            ]
+        );
+        // Truncated: the length says more than there is.
+        let mut cut = nack(1, &[(5, 0)]);
+        cut.truncate(14);
+        for_each_nack(&cut, |_, _| panic!("nothing to read"));
+        for_each_nack(&[0x81, RTPFB, 0, 1, 0, 0, 0, 0], |_, _| panic!("no FCI"));
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_count_and_age() {
+        let t0 = Instant::now();
+        let mut cache = SentCache::new(4, Duration::from_millis(100));
+        for seq in 1..=6u64 {
+            assert!(cache.insert(
+                t0,
+                seq,
+                &header(seq as u16, 7),
+                Arc::from([seq as u8]),
+                None,
+                true
+            ));
+        }
+        assert_eq!(cache.len(), 4, "count");
+        assert!(cache.resend(t0, 2, false).is_none(), "evicted by count");
+        assert!(cache.resend(t0, 3, false).is_some());
+        // 150 ms later everything before is too old, and goes at the next insert.
+        let later = t0 + Duration::from_millis(150);
+        assert!(cache.resend(later, 4, false).is_none(), "too old to resend");
+        cache.insert(later, 7, &header(7, 7), Arc::from([7u8]), None, true);
+        assert_eq!(cache.len(), 1, "age");
+        assert!(
+            !cache.insert(later, 8, &[0; MAX_HEADER + 1], Arc::from([]), None, true),
+            "a header too long is not kept"
+        );
+    }
+
+    #[test]
+    fn a_lost_packet_is_repaired_as_rtx_or_as_it_was_and_not_too_often() {
+        let t0 = Instant::now();
+        let mut cache = SentCache::new(CACHE_PACKETS, CACHE_AGE);
+        let h = header(40, 0x1111);
+        cache.insert(t0, 40, &h, Arc::from(&b"payload"[..]), Some(97), true);
+        cache.insert(
+            t0,
+            41,
+            &header(41, 0x1111),
+            Arc::from(&b"str0m's"[..]),
+            Some(97),
+            false,
+        );
+        cache.insert(
+            t0,
+            42,
+            &header(42, 0x1111),
+            Arc::from(&b"no rtx"[..]),
+            None,
+            false,
+        );
+
+        let (how, sent) = cache.resend(t0, 40, true).expect("held");
+        assert_eq!(how, Resend::Rtx { rtx_seq: 1 });
+        let mut out = Vec::new();
+        write_rtx(sent, 0x2222, 1, &mut out).unwrap();
+        assert_eq!(out[1], 0x80 | 97, "marker kept, RTX payload type");
+        assert_eq!(&out[2..4], &1u16.to_be_bytes(), "RTX sequence");
+        assert_eq!(&out[4..8], &1234u32.to_be_bytes(), "timestamp kept");
+        assert_eq!(&out[8..12], &0x2222u32.to_be_bytes(), "RTX SSRC");
+        assert_eq!(&out[12..20], &h[12..20], "extensions kept");
+        assert_eq!(
+            &out[20..22],
+            &40u16.to_be_bytes(),
+            "original sequence number"
+        );
+        assert_eq!(&out[22..], b"payload");
+
+        assert!(
+            cache
+                .resend(t0 + Duration::from_millis(5), 40, true)
+                .is_none(),
+            "asked again right away: once is enough"
+        );
+        let (how, _) = cache
+            .resend(t0 + Duration::from_millis(20), 40, true)
+            .unwrap();
+        assert_eq!(how, Resend::Rtx { rtx_seq: 2 }, "a new RTX sequence number");
+        for i in 3..=MAX_RESENDS {
+            let at = t0 + Duration::from_millis(20 * u64::from(i));
+            assert!(cache.resend(at, 40, true).is_some());
+        }
+        assert!(
+            cache
+                .resend(t0 + Duration::from_secs(1), 40, true)
+                .is_none(),
+            "resends are capped"
+        );
+
+        // Without RTX: ours goes again as it was; str0m's may not (its nonce is str0m's).
+        assert!(cache.resend(t0, 41, false).is_none());
+        assert!(
+            cache.resend(t0, 42, true).is_none(),
+            "no RTX type, not ours"
+        );
+        let mut cache = SentCache::new(8, CACHE_AGE);
+        cache.insert(t0, 9, &h, Arc::from(&b"payload"[..]), None, true);
+        let (how, sent) = cache.resend(t0, 9, true).unwrap();
+        assert_eq!(how, Resend::Again { seq: 9 });
+        let mut out = Vec::new();
+        write_again(sent, &mut out);
+        assert_eq!(&out[..h.len()], &h[..]);
+        assert_eq!(&out[h.len()..], b"payload");
+    }
+
+    #[test]
+    fn an_index_is_claimed_once_and_old_ones_are_refused() {
+        let mut w = SealedIndices::default();
+        assert!(w.claim(10));
+        assert!(!w.claim(10), "twice");
+        assert!(w.claim(12));
+        assert!(w.claim(11), "late, unused");
+        assert!(!w.claim(11));
+        assert!(w.claim(200));
+        assert!(!w.claim(12), "beyond the window: cannot tell, refused");
+        assert!(w.claim(73), "age 127");
+        assert!(!w.claim(72), "age 128");
+        assert!(w.claim(1000));
+        assert!(!w.claim(200));
+    }
+
+    #[test]
+    fn nacked_sequence_numbers_extend_around_the_newest_sent() {
+        let t0 = Instant::now();
+        let mut cache = SentCache::new(8, CACHE_AGE);
+        assert_eq!(cache.extend(5), None, "nothing sent");
+        cache.insert(t0, 0x1_0002, &header(2, 1), Arc::from([]), None, true);
+        assert_eq!(cache.extend(1), Some(0x1_0001));
+        assert_eq!(cache.extend(0xfffe), Some(0xfffe), "before the rollover");
+        assert_eq!(cache.extend(3), Some(0x1_0003));
+        let mut low = SentCache::new(8, CACHE_AGE);
+        low.insert(t0, 3, &header(3, 1), Arc::from([]), None, true);
+        assert_eq!(low.extend(0xfffe), None, "no index below 0");
+    }
+}

@@ -92,6 +92,11 @@ impl Running {
         self.media.as_ref().map(|(engine, _)| engine.srtp_verify())
     }
 
+    /// What the media engine's fast egress did (packets it sealed, repairs), for tests.
+    pub fn media_fast_egress(&self) -> Option<crate::media::FastEgress> {
+        self.media.as_ref().map(|(engine, _)| engine.fast_egress())
+    }
+
     /// The WebSocket URL clients should use, if a `ws:` listener exists.
     pub fn ws_url(&self) -> Option<String> {
         self.addrs.get(&Transport::Ws).map(|a| format!("ws://{a}"))

@@ -84,8 +84,15 @@ async function awaitEcho(page, label, diag, after = null) {
     second = await stats(page, label);
     if (second.audio.packetsReceived > first.audio.packetsReceived && second.video.framesDecoded > first.video.framesDecoded) break;
   }
+  // The server's debug loss hook (HUDDLE_EXPECT_NACK): lost video packets are NACKed, and the video keeps
+  // decoding (checked below) because the server repairs them.
+  while (process.env.HUDDLE_EXPECT_NACK && !(second.video.nackCount > 0) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 500));
+    second = await stats(page, label);
+  }
   diag(`${label} sample 1: ${fmt(first)}`);
   diag(`${label} sample 2: ${fmt(second)}`);
+  if (process.env.HUDDLE_EXPECT_NACK) assert.ok(second.video.nackCount > 0, `${label}: lost video packets NACKed`);
   assert.ok(second.audio.packetsReceived > first.audio.packetsReceived, `${label}: echoed audio packetsReceived rising`);
   assert.ok(second.video.packetsReceived > first.video.packetsReceived, `${label}: echoed video packetsReceived rising`);
   assert.ok(second.video.framesDecoded > first.video.framesDecoded, `${label}: echoed video framesDecoded rising`);

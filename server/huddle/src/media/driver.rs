@@ -881,10 +881,7 @@ impl Driver {
                 mid,
                 packet,
             } => {
-                if let Some(leg) = self.legs.get_mut(&session) {
-                    send_plugin_rtp(leg, mid, &packet);
-                    self.touch(session);
-                }
+                self.send_plugin_rtp(session, mid, &packet);
             }
             Command::SendRtpBatch {
                 targets,
@@ -893,9 +890,8 @@ impl Driver {
             } => {
                 let mut start = 0;
                 for ((session, mid), end) in targets.into_iter().zip(ends) {
-                    if let Some(leg) = self.legs.get_mut(&session) {
-                        send_plugin_rtp(leg, mid, &packets[start..end]);
-                        self.touch(session);
+                    if let Some(packet) = packets.get(start..end) {
+                        self.send_plugin_rtp(session, mid, packet);
                     }
                     start = end;
                 }
@@ -1303,6 +1299,83 @@ impl Driver {
         }
     }
 
+    /// A packet from a plugin, on stream `mid` of leg `session`: its own sequence numbers,
+    /// extended. On a fast-egress leg sealed by the driver like a forwarded packet (module
+    /// docs, "Fast egress"), else written through str0m.
+    fn send_plugin_rtp(&mut self, session: u64, mid: Mid, packet: &[u8]) {
+        let Some(leg) = self.legs.get_mut(&session) else {
+            return;
+        };
+        let Some(p) = rtp::parse(packet) else {
+            return;
+        };
+        let kind = leg.rtc.media(mid).map(|m| m.kind());
+        let video = kind == Some(MediaKind::Video);
+        let state = leg.tx.entry(mid).or_default();
+        let seq = state.plugin_seq.extend(p.seq);
+        let now = Instant::now();
+        let route = leg.route(mid, seq, video, now);
+        let rtx_pt = match route {
+            Route::Skip => return,
+            Route::Fast(_) | Route::Str0m { anchor: true } if video => leg
+                .rtc
+                .codec_config()
+                .params()
+                .iter()
+                .find(|c| *c.pt() == p.pt)
+                .and_then(|c| c.resend())
+                .map(|pt| *pt),
+            _ => None,
+        };
+        let ext = ExtensionValues::default();
+        let out = Outgoing {
+            pt: p.pt,
+            rtx_pt,
+            marker: p.marker,
+            seq,
+            ts: p.timestamp,
+            ext: &ext,
+        };
+        let payload: Arc<[u8]> = Arc::from(p.payload);
+        match route {
+            Route::Skip => {}
+            Route::Fast(to) => {
+                if let Some(datagram) = leg.seal_forwarded(mid, &out, payload, now) {
+                    self.engine.counters().fast(0);
+                    #[cfg(debug_assertions)]
+                    let send = !self.debug_drop();
+                    #[cfg(not(debug_assertions))]
+                    let send = true;
+                    if send {
+                        self.transmit(to, datagram);
+                    }
+                }
+            }
+            Route::Str0m { anchor } => {
+                if anchor {
+                    leg.cache_str0m_write(mid, &out, &payload, now);
+                    self.engine.counters().fast(1);
+                }
+                // On a fast leg str0m never answers NACKs (the driver does, module docs).
+                // Elsewhere a stream the fast egress sent on may have had RTX of ours: str0m
+                // must not send RTX there (one RTX sequence per SSRC and key); otherwise str0m's
+                // RTX stays str0m's.
+                let state = leg.tx.entry(mid).or_default();
+                let nackable = video && !leg.fast_egress && state.fast.is_none();
+                state.str0m_rtx |= nackable;
+                let mut api = leg.rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                    return;
+                };
+                let write = RtpWrite::new(p.pt.into(), SeqNo::from(seq), p.timestamp, now, payload)
+                    .marker(p.marker)
+                    .nackable(nackable);
+                tx.write_rtp(write);
+                self.touch(session);
+            }
+        }
+    }
+
     /// Debug builds: whether to leave out this sealed packet ([`MediaEngine::drop_fast_egress_every`]).
     #[cfg(debug_assertions)]
     fn debug_drop(&mut self) -> bool {
@@ -1420,34 +1493,6 @@ impl Driver {
             self.remove(id, HangupReason::Shutdown);
         }
     }
-}
-
-/// A packet from a plugin, on stream `mid`: its own sequence numbers, extended.
-fn send_plugin_rtp(leg: &mut Leg, mid: Mid, packet: &[u8]) {
-    let Some(p) = rtp::parse(packet) else {
-        return;
-    };
-    let kind = leg.rtc.media(mid).map(|m| m.kind());
-    let state = leg.tx.entry(mid).or_default();
-    let seq = state.plugin_seq.extend(p.seq);
-    // A stream the fast egress sent on may have had RTX of ours: str0m must not send RTX
-    // there (one RTX sequence per SSRC and key). Otherwise str0m's RTX stays str0m's.
-    let nackable = kind != Some(MediaKind::Audio) && state.fast.is_none();
-    state.str0m_rtx |= nackable;
-    let mut api = leg.rtc.direct_api();
-    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-        return;
-    };
-    let write = RtpWrite::new(
-        p.pt.into(),
-        SeqNo::from(seq),
-        p.timestamp,
-        Instant::now(),
-        p.payload.to_vec(),
-    )
-    .marker(p.marker)
-    .nackable(nackable);
-    tx.write_rtp(write);
 }
 
 /// RTP or RTCP (RFC 7983: the first byte is 128..=191), and which: RTCP's packet type is

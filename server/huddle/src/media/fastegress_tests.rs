@@ -429,3 +429,66 @@ async fn packets_the_driver_leaves_out_are_repaired_from_its_own_cache() {
     engine.drop_fast_egress_every(0);
     engine.shutdown(task).await;
 }
+
+/// A stream the plugin sends itself (the conference's composite) leaves the same way: sealed
+/// by the driver, with the receiver's MID, and (debug builds) repaired when left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_sent_stream_is_sealed_by_the_driver_and_repaired() {
+    let (engine, task) = start().await;
+    let config = RtcConfig::new()
+        .clear_extension_map()
+        .set_extension(9, Extension::RtpMid)
+        .set_extension(3, Extension::TransportSequenceNumber);
+    let (mut receiver, dst, answer) = Peer::call(&engine, config, Direction::RecvOnly).await;
+    receiver.connected().await;
+    let mid = super::mids_of(&answer)[0].to_string();
+    #[cfg(debug_assertions)]
+    engine.drop_fast_egress_every(5);
+    let send = |seq: u16| {
+        let payload = format!("frame {seq}").into_bytes();
+        let packet = super::rtp::serialize(
+            &super::rtp::Rtp {
+                pt: 96,
+                marker: true,
+                seq,
+                timestamp: 3000 * u32::from(seq),
+                ssrc: 1,
+                payload: &payload,
+            },
+            &[],
+        );
+        engine.send_rtp(1, dst, &mid, &packet).unwrap();
+    };
+    let count = 60u16;
+    let mut next = 1u16;
+    let mut got = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (1..=count).any(|n| !got.contains_key(&u64::from(n))) {
+        assert!(
+            Instant::now() < deadline,
+            "missing: {:?} ({:?})",
+            (1..=count)
+                .filter(|n| !got.contains_key(&u64::from(*n)))
+                .collect::<Vec<_>>(),
+            engine.fast_egress()
+        );
+        // Paced as a stream is; it goes on past `count` so that every hole shows.
+        send(next);
+        next += 1;
+        while let Ok(Some(PeerEvent::Rtp(p))) =
+            tokio::time::timeout(Duration::from_millis(5), receiver.events.recv()).await
+        {
+            if let Some(n) = frame_number(&p.payload) {
+                got.insert(n, p);
+            }
+        }
+    }
+    let sealed: Vec<_> = got.values().filter(|p| !p.transport_cc).collect();
+    assert!(sealed.len() >= usize::from(count) / 2, "{}", sealed.len());
+    assert!(sealed.iter().all(|p| p.mid == Some(receiver.mid)));
+    let stats = engine.fast_egress();
+    if cfg!(debug_assertions) {
+        assert!(stats.dropped > 0 && stats.repaired > 0, "{stats:?}");
+    }
+    engine.shutdown(task).await;
+}

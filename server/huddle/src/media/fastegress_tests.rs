@@ -14,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use huddle_sdk::HangupReason;
 use str0m::change::SdpAnswer;
-use str0m::media::{Direction, ExtensionValues, MediaKind, Mid};
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Direction, ExtensionValues, Frequency, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, RtpWrite, SeqNo, VideoOrientation};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
@@ -67,9 +68,18 @@ struct Peer {
 }
 
 impl Peer {
-    /// Offers one video m-line in `direction`; `config` is the peer's `RtcConfig` (its
-    /// extension ids).
+    /// Offers one video m-line (VP8 with RTX) in `direction`; `config` is the peer's
+    /// `RtcConfig` (its extension ids).
     async fn call(
+        engine: &MediaEngine,
+        config: RtcConfig,
+        direction: Direction,
+    ) -> (Peer, u64, String) {
+        Peer::call_with(engine, config.clear_codecs().enable_vp8(true), direction).await
+    }
+
+    /// As [`Peer::call`], with the codecs `config` has.
+    async fn call_with(
         engine: &MediaEngine,
         config: RtcConfig,
         direction: Direction,
@@ -78,8 +88,6 @@ impl Peer {
         let local = socket.local_addr().unwrap();
         let mut rtc = config
             .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_vp8(true)
             .set_stats_interval(None)
             .build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
@@ -92,6 +100,11 @@ impl Peer {
         rtc.sdp_api()
             .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
             .unwrap();
+        // str0m NACKs only where RTX is negotiated; a browser NACKs wherever `nack` feedback
+        // is: be the browser.
+        if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
+            rx.suppress_nack(false);
+        }
         let (event_tx, events) = mpsc::unbounded_channel();
         let (frames, frame_rx) = mpsc::unbounded_channel();
         tokio::spawn(drive(rtc, socket, local, mid, event_tx, frame_rx));
@@ -226,16 +239,34 @@ async fn start() -> (MediaEngine, super::EngineTask) {
 /// A sender and a receiver whose extension ids differ from the sender's (and from str0m's
 /// defaults), both connected, the sender's video forwarded into the receiver's leg.
 async fn forwarded_pair(engine: &MediaEngine) -> (Peer, Peer, u32) {
+    forwarded_pair_with(engine, true).await
+}
+
+/// As [`forwarded_pair`]; `rtx`: the receiver offers VP8 with RTX (else without).
+async fn forwarded_pair_with(engine: &MediaEngine, rtx: bool) -> (Peer, Peer, u32) {
     let (mut sender, src, src_answer) =
         Peer::call(engine, RtcConfig::new(), Direction::SendOnly).await;
-    let receiver_config = RtcConfig::new()
+    let mut receiver_config = RtcConfig::new()
         .clear_extension_map()
         .set_extension(7, Extension::RtpMid)
         .set_extension(5, Extension::VideoOrientation)
         .set_extension(3, Extension::TransportSequenceNumber)
-        .set_extension(12, Extension::AbsoluteSendTime);
+        .set_extension(12, Extension::AbsoluteSendTime)
+        .clear_codecs();
+    if rtx {
+        receiver_config = receiver_config.enable_vp8(true);
+    } else {
+        receiver_config.codec_config().add_config(
+            96.into(),
+            None,
+            Codec::Vp8,
+            Frequency::NINETY_KHZ,
+            None,
+            FormatParams::default(),
+        );
+    }
     let (mut receiver, dst, dst_answer) =
-        Peer::call(engine, receiver_config, Direction::RecvOnly).await;
+        Peer::call_with(engine, receiver_config, Direction::RecvOnly).await;
     sender.connected().await;
     receiver.connected().await;
     let mid = |answer: &str| super::mids_of(answer)[0].to_string();
@@ -385,8 +416,20 @@ async fn the_receivers_sender_reports_follow_the_forwarded_streams_clock() {
 #[cfg(debug_assertions)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packets_the_driver_leaves_out_are_repaired_from_its_own_cache() {
+    repaired(true).await;
+}
+
+/// Without RTX negotiated the repair is the packet again, as it was first sealed.
+#[cfg(debug_assertions)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_rtx_lost_packets_are_sent_again() {
+    repaired(false).await;
+}
+
+#[cfg(debug_assertions)]
+async fn repaired(rtx: bool) {
     let (engine, task) = start().await;
-    let (sender, mut receiver, _) = forwarded_pair(&engine).await;
+    let (sender, mut receiver, _) = forwarded_pair_with(&engine, rtx).await;
     let seq = until_flowing(&sender, &mut receiver, 1).await;
     engine.drop_fast_egress_every(7);
     let count = 100u64;

@@ -231,10 +231,13 @@ impl SealedIndices {
 
 /// Appends to `out` the RTX packet (RFC 4588 §4) repairing `sent`: its header with the RTX
 /// SSRC, payload type and sequence number, then the original sequence number and payload.
-/// `None` (nothing appended) when `sent` has no RTX payload type.
+/// `None` (nothing appended) when `sent` has no RTX payload type (or no whole RTP header).
 pub(crate) fn write_rtx(sent: &Sent, rtx_ssrc: u32, rtx_seq: u16, out: &mut Vec<u8>) -> Option<()> {
     let rtx_pt = sent.rtx_pt?;
     let header = sent.header();
+    if header.len() < 12 {
+        return None;
+    }
     let start = out.len();
     out.extend_from_slice(header);
     out[start + 1] = (header[1] & 0x80) | (rtx_pt & 0x7f);

@@ -486,7 +486,7 @@ async fn a_plugin_sent_stream_is_sealed_by_the_driver_and_repaired() {
     receiver.connected().await;
     let mid = super::mids_of(&answer)[0].to_string();
     #[cfg(debug_assertions)]
-    engine.drop_fast_egress_every(5);
+    engine.drop_fast_egress_every(7);
     let send = |seq: u16| {
         let payload = format!("frame {seq}").into_bytes();
         let packet = super::rtp::serialize(

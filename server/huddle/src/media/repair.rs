@@ -34,9 +34,15 @@ pub(crate) const CACHE_AGE: Duration = Duration::from_millis(1500);
 /// One packet is resent at most this often (a receiver repeating its NACK before the repair
 /// could arrive) ...
 const RESEND_INTERVAL: Duration = Duration::from_millis(10);
-/// ... and at most this many times, so that a peer's NACKs cannot make a stream's sender
-/// send much more than the stream.
+/// ... and at most this many times ...
 const MAX_RESENDS: u8 = 4;
+/// ... and a stream's repairs in one [`RATIO_WINDOW`] stay under about this share of the
+/// packets it sent in the previous one (plus [`RESEND_FLOOR`]): a receiver that loses much
+/// (an overloaded one, or one on a congested path) must not get more on top of the stream,
+/// which only deepens its loss (str0m caps its RTX the same way, 15 % by default).
+const RESEND_SHARE: u32 = 6;
+const RESEND_FLOOR: u32 = 4;
+const RATIO_WINDOW: Duration = Duration::from_secs(1);
 
 /// Longest RTP header the cache keeps (fixed header, one-byte extensions: MID and the few
 /// values kept); a packet with a longer one is sent but not cached.
@@ -90,6 +96,12 @@ pub(crate) struct SentCache {
     max_age: Duration,
     /// The next RTX sequence number (extended: the RTX stream's SRTP index).
     next_rtx_seq: u64,
+    /// Start of the current window, packets sent and repairs made in it, packets sent in
+    /// the previous one ([`RESEND_SHARE`]).
+    window: Option<Instant>,
+    sent: u32,
+    resent: u32,
+    sent_before: u32,
 }
 
 impl SentCache {
@@ -100,6 +112,26 @@ impl SentCache {
             max_age,
             // Low, as the rewriter starts its streams: no rollover counter to signal.
             next_rtx_seq: 1,
+            window: None,
+            sent: 0,
+            resent: 0,
+            sent_before: 0,
+        }
+    }
+
+    /// Moves the repair budget's window to `now`.
+    fn tick(&mut self, now: Instant) {
+        match self.window {
+            Some(start) if now.saturating_duration_since(start) < RATIO_WINDOW => {}
+            Some(start) => {
+                // A stream silent for more than a window has no recent rate to speak of.
+                let gap = now.saturating_duration_since(start);
+                self.sent_before = if gap < RATIO_WINDOW * 2 { self.sent } else { 0 };
+                self.sent = 0;
+                self.resent = 0;
+                self.window = Some(now);
+            }
+            None => self.window = Some(now),
         }
     }
 
@@ -128,6 +160,8 @@ impl SentCache {
         {
             self.entries.pop_front();
         }
+        self.tick(now);
+        self.sent = self.sent.saturating_add(1);
         let mut h = [0; MAX_HEADER];
         h[..header.len()].copy_from_slice(header);
         self.entries.push_back(Sent {
@@ -168,9 +202,20 @@ impl SentCache {
     /// cached packet to build it from; `None` when it is not held any more, too old, resent
     /// just now or too often, or (without RTX) not ours to send again.
     pub(crate) fn resend(&mut self, now: Instant, seq: u64, rtx: bool) -> Option<(Resend, &Sent)> {
+        self.tick(now);
+        let budget = self.sent.max(self.sent_before) / RESEND_SHARE + RESEND_FLOOR;
+        if self.resent >= budget {
+            return None;
+        }
         let max_age = self.max_age;
         // NACKs name recent packets: search from the newest.
-        let entry = self.entries.iter_mut().rev().find(|e| e.seq == seq)?;
+        let Self {
+            entries,
+            next_rtx_seq,
+            resent,
+            ..
+        } = self;
+        let entry = entries.iter_mut().rev().find(|e| e.seq == seq)?;
         if now.saturating_duration_since(entry.at) > max_age
             || entry.resends >= MAX_RESENDS
             || entry
@@ -181,8 +226,8 @@ impl SentCache {
         }
         let how = match (rtx, entry.rtx_pt) {
             (true, Some(_)) => {
-                let rtx_seq = self.next_rtx_seq;
-                self.next_rtx_seq += 1;
+                let rtx_seq = *next_rtx_seq;
+                *next_rtx_seq += 1;
                 Resend::Rtx { rtx_seq }
             }
             _ if entry.ours => Resend::Again { seq: entry.seq },
@@ -190,6 +235,7 @@ impl SentCache {
         };
         entry.resends += 1;
         entry.last_resend = Some(now);
+        *resent += 1;
         Some((how, entry))
     }
 }
@@ -423,6 +469,23 @@ mod tests {
         );
 
         // Without RTX: ours goes again as it was; str0m's may not (its nonce is str0m's).
+        let mut cache = SentCache::new(CACHE_PACKETS, CACHE_AGE);
+        cache.insert(
+            t0,
+            41,
+            &header(41, 0x1111),
+            Arc::from(&b"str0m's"[..]),
+            Some(97),
+            false,
+        );
+        cache.insert(
+            t0,
+            42,
+            &header(42, 0x1111),
+            Arc::from(&b"no rtx"[..]),
+            None,
+            false,
+        );
         assert!(cache.resend(t0, 41, false).is_none());
         assert!(
             cache.resend(t0, 42, true).is_none(),
@@ -452,6 +515,43 @@ mod tests {
         assert!(!w.claim(72), "age 128");
         assert!(w.claim(1000));
         assert!(!w.claim(200));
+    }
+
+    #[test]
+    fn repairs_stay_a_share_of_what_the_stream_sends() {
+        let t0 = Instant::now();
+        let mut cache = SentCache::new(CACHE_PACKETS, CACHE_AGE);
+        for seq in 0..60u64 {
+            cache.insert(
+                t0,
+                seq,
+                &header(seq as u16, 7),
+                Arc::from([0u8]),
+                Some(97),
+                true,
+            );
+        }
+        // 60 sent: 60 / 6 + 4 = 14 repairs in this window, whatever is asked.
+        let granted = (0..60)
+            .filter(|s| cache.resend(t0, *s, true).is_some())
+            .count();
+        assert_eq!(granted, 14);
+        // The next window: the budget comes from the packets sent before.
+        let t1 = t0 + RATIO_WINDOW;
+        for seq in 60..70u64 {
+            cache.insert(
+                t1,
+                seq,
+                &header(seq as u16, 7),
+                Arc::from([0u8]),
+                Some(97),
+                true,
+            );
+        }
+        let granted = (20..70)
+            .filter(|s| cache.resend(t1, *s, true).is_some())
+            .count();
+        assert_eq!(granted, 14, "60 sent in the window before");
     }
 
     #[test]

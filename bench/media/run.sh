@@ -56,6 +56,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# BENCH_MEDIA_FAST_EGRESS=true|false sets `[media] fast_egress` (builds from branch fastegress
+# on); unset, the key is not written, so builds without it start too.
+fast_egress_line=
+[[ -n ${BENCH_MEDIA_FAST_EGRESS:-} ]] && fast_egress_line="fast_egress = $BENCH_MEDIA_FAST_EGRESS"
 sip_port=$(free_port 25060)
 media_port=$(free_port 30000)
 cat >"$work/huddle.toml" <<TOML
@@ -69,6 +73,7 @@ request_burst_per_ip = 100000
 listen = "127.0.0.1:$media_port"
 connect_timeout_secs = 30
 max_sessions = 100000
+${fast_egress_line}
 [store]
 path = "$work/huddle.redb"
 [log]

@@ -71,10 +71,12 @@ impl Message {
 
     /// [`Message::from_parts`], except that the extension fields (names the parser does not
     /// know) for which `leave_out(name, value)` says true are not written: a host's control
-    /// fields, which it takes as instructions instead of sending them. `leave_out` sees each
-    /// extension field in order once its name and value passed the checks; a field left out
-    /// still counts towards `max_len` and the field limit, so the parts refused are exactly
-    /// those `from_parts` refuses.
+    /// fields, which it takes as instructions instead of sending them. `leave_out` is asked
+    /// about every field, in order, before anything is checked or written (so that the buffer
+    /// is allocated at the size written): what it keeps of a field counts only when the result
+    /// is `Ok`. A known name is written whatever it says, and so is every field past the
+    /// 256th. A field left out is checked as every field is and counts towards `max_len` and
+    /// the field limit, so the parts refused are exactly those `from_parts` refuses.
     pub fn from_parts_leaving_out(
         parts: &RequestParts<'_>,
         max_len: usize,
@@ -96,8 +98,14 @@ impl Message {
         // buffer), computed before anything is written or regrown.
         let mut len = parts.method.len() + 1 + uri.len() + " SIP/2.0\r\n".len();
         let mut left_out = 0;
-        for (name, value) in parts.headers {
-            len += name.len() + 2 + value.len() + 2;
+        let mut out_bits = [0u64; 4];
+        for (i, (name, value)) in parts.headers.iter().enumerate() {
+            let size = name.len() + 2 + value.len() + 2;
+            len += size;
+            if i < 256 && leave_out(name, value) {
+                out_bits[i / 64] |= 1 << (i % 64);
+                left_out += size;
+            }
         }
         // A body past u32::MAX is refused by the size check below whatever its digits say.
         let mut digits = [0u8; 10];
@@ -111,9 +119,8 @@ impl Message {
         }
 
         // The body goes after the header text in the same buffer: one allocation, none regrown
-        // (and `Bytes::from` a full `Vec` takes it as it is; a field left out is given back
-        // before the body is added).
-        let mut head = String::with_capacity(len);
+        // (and `Bytes::from` a full `Vec` takes it as it is).
+        let mut head = String::with_capacity(len - left_out);
         head.push_str(parts.method);
         head.push(' ');
         head.push_str(parts.uri);
@@ -137,8 +144,7 @@ impl Message {
                 return Err(PartsError::HeaderValue(i, name.to_owned()));
             }
             let known = HeaderName::known(name.as_bytes());
-            if known.is_none() && leave_out(name, value) {
-                left_out += name.len() + 2 + value.len() + 2;
+            if i < 256 && out_bits[i / 64] >> (i % 64) & 1 == 1 && known.is_none() {
                 continue;
             }
             match known {
@@ -190,9 +196,6 @@ impl Message {
 
         let head_text: Arc<str> = Arc::from(&head[..headers_end]);
         let mut raw = head.into_bytes();
-        if left_out > 0 {
-            raw.shrink_to(len - left_out);
-        }
         raw.extend_from_slice(parts.body);
         let body = Span::new(raw.len() - parts.body.len(), raw.len());
         let message = Message {
@@ -684,6 +687,13 @@ mod tests {
         let old = old.request_uri(uri).build_message().unwrap();
         let new = kept.relayed(VIA, Some(uri), None).unwrap();
         assert_eq!(seen(&new), seen(&old));
+
+        // Only extension fields are left out: a known name is written whatever the answer.
+        let kept_all = Message::from_parts_leaving_out(&p, 65_535, |_, _| true).unwrap();
+        let parsed = Message::parse(Bytes::copy_from_slice(kept_all.raw())).unwrap();
+        assert_eq!(seen(&kept_all), seen(&parsed));
+        assert_eq!(kept_all.headers().len(), 8, "{:?}", kept_all.raw());
+        assert_eq!(kept_all.header(&HeaderName::parse("X-Empty")), None);
 
         // Refused as `from_parts` refuses: a control value with a line break, and the limits
         // count the fields left out.

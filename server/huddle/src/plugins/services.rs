@@ -50,8 +50,11 @@ pub(crate) const WATCH_CREDIT: usize = 1024;
 
 /// The capabilities every instance is offered: everything, media only when the engine runs.
 pub(crate) fn host_capabilities(media: bool) -> Capabilities {
-    // Events are always offered: without `[webhooks]` they are accepted and go nowhere.
-    let all = Capabilities::ALL.with(Capabilities::EVENTS);
+    // Events are always offered: without `[webhooks]` they are accepted and go nowhere. The
+    // allocator lent (ABI 1.11) is this program's global one.
+    let all = Capabilities::ALL
+        .with(Capabilities::EVENTS)
+        .with(Capabilities::HOST_ALLOCATOR);
     if media {
         all
     } else {

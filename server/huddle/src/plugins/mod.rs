@@ -129,12 +129,20 @@ impl SendControl {
 
     /// Takes field `name: value` when it is a control field (true), recording it unless one of
     /// its name came before; false for any other field.
+    #[inline]
     pub(crate) fn take(&mut self, name: &str, value: &str) -> bool {
         // Asked about every field of every request sent in parts: the lengths of the three
-        // names (13 and 14) tell almost every other field apart before any compare.
-        if !(REPORT_HEADER.len()..=BINDING_HEADER.len()).contains(&name.len()) {
+        // names (13 and 14) and their first letter tell almost every other field apart here.
+        let n = name.as_bytes();
+        if !(REPORT_HEADER.len()..=BINDING_HEADER.len()).contains(&n.len())
+            || n[0].to_ascii_lowercase() != b'h'
+        {
             return false;
         }
+        self.take_named(name, value)
+    }
+
+    fn take_named(&mut self, name: &str, value: &str) -> bool {
         let bit = if name.eq_ignore_ascii_case(BINDING_HEADER) {
             Self::BINDING
         } else if name.eq_ignore_ascii_case(REPORT_HEADER) {

@@ -135,7 +135,7 @@ impl SendControl {
         // names (13 and 14) and their first letter tell almost every other field apart here.
         let n = name.as_bytes();
         if !(REPORT_HEADER.len()..=BINDING_HEADER.len()).contains(&n.len())
-            || n[0].to_ascii_lowercase() != b'h'
+            || !n[0].eq_ignore_ascii_case(&b'h')
         {
             return false;
         }

@@ -1022,29 +1022,38 @@ fn hex(n: u64, buf: &mut [u8; 16]) -> &str {
 /// address as `ip:port` and as a bare IP. A handful of entries, so a list: it is checked for
 /// nearly every request (Request-URI, digest URI, Route) and needs no allocation that way.
 #[derive(Debug, Default)]
-pub(crate) struct Identities(Vec<String>);
+pub(crate) struct Identities {
+    names: Vec<String>,
+    /// Each name that reads as `host:port` (at any of its colons) as its host and port number:
+    /// [`Identities::contains_with_port`] compares numbers instead of parsing each name's port
+    /// for every Request-URI with a port (~600 instructions a lookup).
+    with_port: Vec<(String, u16)>,
+}
 
 impl Identities {
     fn add(&mut self, name: String) {
-        if !self.0.contains(&name) {
-            self.0.push(name);
+        if self.names.contains(&name) {
+            return;
         }
+        for (i, _) in name.match_indices(':') {
+            if let Ok(port) = name[i + 1..].parse::<u16>() {
+                self.with_port.push((name[..i].to_owned(), port));
+            }
+        }
+        self.names.push(name);
     }
 
     /// True when `host` (any case) is one of the names.
     fn contains(&self, host: &str) -> bool {
-        self.0.iter().any(|n| n.eq_ignore_ascii_case(host))
+        self.names.iter().any(|n| n.eq_ignore_ascii_case(host))
     }
 
-    /// True when `host:port` (host in any case) is one of the names.
+    /// True when `host:port` (host in any case) is one of the names: some name has a colon
+    /// after a prefix equal to `host` and a port number equal to `port` after that colon.
     fn contains_with_port(&self, host: &str, port: u16) -> bool {
-        self.0.iter().any(|n| {
-            n.len() > host.len()
-                && n.as_bytes()[host.len()] == b':'
-                && n.as_bytes()[..host.len()].eq_ignore_ascii_case(host.as_bytes())
-                && n.get(host.len() + 1..)
-                    .is_some_and(|p| p.parse::<u16>() == Ok(port))
-        })
+        self.with_port
+            .iter()
+            .any(|(h, p)| *p == port && h.eq_ignore_ascii_case(host))
     }
 }
 
@@ -1083,6 +1092,66 @@ mod tests {
                 TagBuf::default().write(n, n.rotate_left(7)),
                 format!("{n:x}{:x}", n.rotate_left(7))
             );
+        }
+    }
+
+    #[test]
+    fn names_with_ports_are_found_as_parsing_each_name_finds_them() {
+        // What `contains_with_port` did before the ports were kept as numbers.
+        fn parsing(names: &[&str], host: &str, port: u16) -> bool {
+            names.iter().any(|n| {
+                n.len() > host.len()
+                    && n.as_bytes()[host.len()] == b':'
+                    && n.as_bytes()[..host.len()].eq_ignore_ascii_case(host.as_bytes())
+                    && n.get(host.len() + 1..)
+                        .is_some_and(|p| p.parse::<u16>() == Ok(port))
+            })
+        }
+        let names = [
+            "example.test",
+            "Example.Test:5070",
+            "127.0.0.1:5060",
+            "127.0.0.1",
+            "[::1]:5061",
+            "[::1]",
+            "a:b:7",
+            "host:+80",
+            "host:65536",
+            "host:",
+            "x:0",
+        ];
+        let mut identities = Identities::default();
+        for name in names {
+            identities.add(name.to_owned());
+        }
+        identities.add("127.0.0.1".to_owned());
+        assert_eq!(identities.names.len(), names.len());
+        let hosts = [
+            "example.test",
+            "EXAMPLE.TEST",
+            "127.0.0.1",
+            "127.0.0.2",
+            "[::1]",
+            "[",
+            "[:",
+            "a",
+            "a:b",
+            "A:B",
+            "host",
+            "x",
+            "",
+            "127.0.0",
+            "ü",
+        ];
+        let ports = [0, 1, 7, 80, 5060, 5061, 5070, 65535];
+        for host in hosts {
+            for port in ports {
+                assert_eq!(
+                    identities.contains_with_port(host, port),
+                    parsing(&names, host, port),
+                    "{host}:{port}"
+                );
+            }
         }
     }
 

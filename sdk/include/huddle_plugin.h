@@ -20,7 +20,7 @@
 #define HUDDLE_PLUGIN_ABI_MAJOR 1
 
 // The ABI minor version this SDK was built with.
-#define HUDDLE_PLUGIN_ABI_MINOR 10
+#define HUDDLE_PLUGIN_ABI_MINOR 11
 
 // Success.
 #define HUDDLE_OK 0
@@ -108,6 +108,11 @@
 // (ABI 1.2) Capability: raising events for the host's webhooks (`emit_event`). A plugin that
 // can do without events checks `host_capabilities` rather than requiring it.
 #define HUDDLE_CAP_EVENTS 128
+
+// (ABI 1.11) Capability: the host lends its allocator (`mem_alloc`, `mem_alloc_zeroed`,
+// `mem_dealloc`, `mem_realloc`; module docs, "The host's allocator"). Never required: a plugin
+// that can use it checks `host_capabilities`.
+#define HUDDLE_CAP_HOST_ALLOCATOR 256
 
 // Log level: an error.
 #define HUDDLE_LOG_ERROR 1
@@ -438,6 +443,19 @@ typedef struct {
   // with its Via; otherwise as `send_request`, whose id it writes to `*out_request_id`.
   // Module docs, "Requests in parts". Absent when `struct_size` does not cover it.
   int32_t (*send_request_parts)(void *ctx, const HuddleRequestParts *parts, uint64_t *out_request_id);
+  // (ABI 1.11, with `HUDDLE_CAP_HOST_ALLOCATOR`) A block of `size` bytes aligned to `align`
+  // from the host's allocator, or null. The process's, not an instance's: no `ctx`. Module
+  // docs, "The host's allocator". Absent when `struct_size` does not cover it.
+  uint8_t *(*mem_alloc)(size_t size, size_t align);
+  // (ABI 1.11, with `HUDDLE_CAP_HOST_ALLOCATOR`) As `mem_alloc`, the block zeroed.
+  uint8_t *(*mem_alloc_zeroed)(size_t size, size_t align);
+  // (ABI 1.11, with `HUDDLE_CAP_HOST_ALLOCATOR`) Releases a block `mem_alloc`,
+  // `mem_alloc_zeroed` or `mem_realloc` made with this `size` and `align`.
+  void (*mem_dealloc)(uint8_t *ptr, size_t size, size_t align);
+  // (ABI 1.11, with `HUDDLE_CAP_HOST_ALLOCATOR`) Resizes a block made with `size` and
+  // `align` to `new_size` bytes, keeping its contents up to the smaller size: the block's
+  // new address, or null (then the old block is untouched).
+  uint8_t *(*mem_realloc)(uint8_t *ptr, size_t size, size_t align, size_t new_size);
 } HuddleHostApi;
 
 // (ABI 1.9) One header field of a request as the host's parse found it: byte offsets into the

@@ -62,7 +62,8 @@
 //!   `HUDDLE_CAP_TIMERS`; `media_*`: `HUDDLE_CAP_MEDIA`; `user_exists` (ABI 1.5):
 //!   `HUDDLE_CAP_LOCATION`; `media_rtp_sink`, `media_send_rtp_batch` (ABI 1.7):
 //!   `HUDDLE_CAP_MEDIA`; `event_wanted` (ABI 1.8): `HUDDLE_CAP_EVENTS`; `send_request_parts`
-//!   (ABI 1.10): `HUDDLE_CAP_SEND_REQUEST`). Until the media
+//!   (ABI 1.10): `HUDDLE_CAP_SEND_REQUEST`; `mem_alloc`, `mem_alloc_zeroed`, `mem_dealloc`,
+//!   `mem_realloc` (ABI 1.11): `HUDDLE_CAP_HOST_ALLOCATOR`). Until the media
 //!   engine exists the media functions are null and the bit is clear: "not supported".
 //!
 //! [`crate::loader::load`], [`crate::hosting::PluginEntry::from_raw`] and
@@ -375,6 +376,25 @@
 //! skipped, the others are still sent, and the call returns the first such error.
 //! [`HUDDLE_ERR_BUSY`]: the engine's queue is full and nothing was sent. Everything is
 //! borrowed for the call; `count` 0 is [`HUDDLE_OK`] at once.
+//!
+//! # The host's allocator (ABI 1.11)
+//!
+//! `mem_alloc(size, align)`, `mem_alloc_zeroed(size, align)`, `mem_dealloc(ptr, size, align)`
+//! and `mem_realloc(ptr, size, align, new_size)` (host table, optional by `struct_size`, all
+//! four present exactly with [`HUDDLE_CAP_HOST_ALLOCATOR`]) lend a plugin library the allocator
+//! the host runs on, with the contract of Rust's `GlobalAlloc`: `align` a power of two, `size`
+//! (and `new_size`) non-zero and at most `isize::MAX` once rounded up to `align`; a block is
+//! released or resized with the size and alignment it was made with. Any other request gets a
+//! null pointer (`mem_dealloc` ignores it); so does a failed allocation. Nothing unwinds. They
+//! take no `ctx`: they are the process's, valid for its whole life (before `init` returns, after
+//! `destroy`, on any thread, from thread-local destructors), not an instance's.
+//!
+//! A library takes the lent allocator only if nothing it allocated is still to be released by
+//! another allocator: the Rust SDK's `HostAllocator` (opt-in, `use_host_allocator!`) switches to
+//! it at the first `init` when nothing was allocated before, and otherwise, or on a host before
+//! 1.11, stays on the system allocator for the library's whole life. Memory of the lent
+//! allocator still belongs to the plugin: the "nothing allocated on one side is freed on the
+//! other" rule above is about ownership across the boundary, which this does not change.
 #![allow(unsafe_code)]
 // The function-pointer types are written out in the tables so the generated header shows each
 // signature where it is documented.
@@ -385,7 +405,7 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version. Part of the entry symbol's name.
 pub const HUDDLE_PLUGIN_ABI_MAJOR: u32 = 1;
 /// The ABI minor version this SDK was built with.
-pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 10;
+pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 11;
 /// (ABI 1.6) The header naming the plugin's transaction the host answers `200 OK` when the
 /// request carrying it succeeds (module docs, "Answers made by the host").
 pub const HUDDLE_ANSWER_HEADER: &str = "Huddle-Answer";
@@ -455,6 +475,10 @@ pub const HUDDLE_CAP_ALL_V1_0: u64 = 127;
 /// (ABI 1.2) Capability: raising events for the host's webhooks (`emit_event`). A plugin that
 /// can do without events checks `host_capabilities` rather than requiring it.
 pub const HUDDLE_CAP_EVENTS: u64 = 128;
+/// (ABI 1.11) Capability: the host lends its allocator (`mem_alloc`, `mem_alloc_zeroed`,
+/// `mem_dealloc`, `mem_realloc`; module docs, "The host's allocator"). Never required: a plugin
+/// that can use it checks `host_capabilities`.
+pub const HUDDLE_CAP_HOST_ALLOCATOR: u64 = 256;
 
 /// Log level: an error.
 pub const HUDDLE_LOG_ERROR: u32 = 1;
@@ -1205,6 +1229,21 @@ pub struct HuddleHostApi {
             out_request_id: *mut u64,
         ) -> i32,
     >,
+    /// (ABI 1.11, with `HUDDLE_CAP_HOST_ALLOCATOR`) A block of `size` bytes aligned to `align`
+    /// from the host's allocator, or null. The process's, not an instance's: no `ctx`. Module
+    /// docs, "The host's allocator". Absent when `struct_size` does not cover it.
+    pub mem_alloc: Option<unsafe extern "C" fn(size: usize, align: usize) -> *mut u8>,
+    /// (ABI 1.11, with `HUDDLE_CAP_HOST_ALLOCATOR`) As `mem_alloc`, the block zeroed.
+    pub mem_alloc_zeroed: Option<unsafe extern "C" fn(size: usize, align: usize) -> *mut u8>,
+    /// (ABI 1.11, with `HUDDLE_CAP_HOST_ALLOCATOR`) Releases a block `mem_alloc`,
+    /// `mem_alloc_zeroed` or `mem_realloc` made with this `size` and `align`.
+    pub mem_dealloc: Option<unsafe extern "C" fn(ptr: *mut u8, size: usize, align: usize)>,
+    /// (ABI 1.11, with `HUDDLE_CAP_HOST_ALLOCATOR`) Resizes a block made with `size` and
+    /// `align` to `new_size` bytes, keeping its contents up to the smaller size: the block's
+    /// new address, or null (then the old block is untouched).
+    pub mem_realloc: Option<
+        unsafe extern "C" fn(ptr: *mut u8, size: usize, align: usize, new_size: usize) -> *mut u8,
+    >,
 }
 
 /// The smallest `struct_size` a major-1 host accepts in a descriptor: the 1.0 layout, which
@@ -1216,7 +1255,7 @@ pub const HUDDLE_PLUGIN_DESCRIPTOR_MIN_SIZE: usize =
 pub const HUDDLE_HOST_API_MIN_SIZE: usize = std::mem::offset_of!(HuddleHostApi, emit_event);
 
 /// The names of the capability bits, for messages (`HUDDLE_CAP_STORE` → `store`).
-pub const CAPABILITY_NAMES: [(u64, &str); 8] = [
+pub const CAPABILITY_NAMES: [(u64, &str); 9] = [
     (HUDDLE_CAP_STORE, "store"),
     (HUDDLE_CAP_STORE_WATCH, "store_watch"),
     (HUDDLE_CAP_LOCATION, "location"),
@@ -1225,6 +1264,7 @@ pub const CAPABILITY_NAMES: [(u64, &str); 8] = [
     (HUDDLE_CAP_TIMERS, "timers"),
     (HUDDLE_CAP_MEDIA, "media"),
     (HUDDLE_CAP_EVENTS, "events"),
+    (HUDDLE_CAP_HOST_ALLOCATOR, "host_allocator"),
 ];
 
 // SAFETY: a descriptor is immutable static data (function pointers and pointers to static C

@@ -179,6 +179,10 @@ unsafe extern "C" fn init<P: Plugin>(
     config_len: usize,
     out_instance: *mut *mut c_void,
 ) -> i32 {
+    // First, before anything is allocated: a library on `HostAllocator` takes the host's
+    // allocator only if nothing was allocated before (`allocator` module docs).
+    // SAFETY: `api` is null or the host's table, `struct_size` bytes (ABI).
+    unsafe { crate::allocator::offered(api) };
     if out_instance.is_null() {
         return abi::HUDDLE_ERR_INVALID_ARGUMENT;
     }

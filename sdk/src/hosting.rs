@@ -22,6 +22,7 @@
 //! * keep the library loaded for as long as any instance exists (the loader never unloads).
 #![allow(unsafe_code)]
 
+use std::alloc::Layout;
 use std::cell::Cell;
 use std::ffi::{c_char, c_void};
 use std::net::{IpAddr, Ipv4Addr};
@@ -1044,7 +1045,85 @@ fn host_table(caps: Capabilities) -> HuddleHostApi {
         media_send_rtp_batch: media.then_some(h_media_send_rtp_batch as _),
         event_wanted: has(Capabilities::EVENTS).then_some(h_event_wanted as _),
         send_request_parts: has(Capabilities::SEND_REQUEST).then_some(h_send_request_parts as _),
+        mem_alloc: has(Capabilities::HOST_ALLOCATOR).then_some(h_mem_alloc as _),
+        mem_alloc_zeroed: has(Capabilities::HOST_ALLOCATOR).then_some(h_mem_alloc_zeroed as _),
+        mem_dealloc: has(Capabilities::HOST_ALLOCATOR).then_some(h_mem_dealloc as _),
+        mem_realloc: has(Capabilities::HOST_ALLOCATOR).then_some(h_mem_realloc as _),
     }
+}
+
+/// (ABI 1.11) The host's global allocator, lent to plugin libraries (`abi`, "The host's
+/// allocator"): whatever `std::alloc` is in the program that hosts (the server's mimalloc).
+/// Every request a `Layout` could not hold, and size 0, get null; nothing unwinds.
+unsafe extern "C" fn h_mem_alloc(size: usize, align: usize) -> *mut u8 {
+    match Layout::from_size_align(size, align) {
+        // SAFETY: a valid layout of non-zero size.
+        Ok(layout) if size != 0 => unsafe { std::alloc::alloc(layout) },
+        _ => std::ptr::null_mut(),
+    }
+}
+
+/// (ABI 1.11) As [`h_mem_alloc`], zeroed.
+unsafe extern "C" fn h_mem_alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    match Layout::from_size_align(size, align) {
+        // SAFETY: a valid layout of non-zero size.
+        Ok(layout) if size != 0 => unsafe { std::alloc::alloc_zeroed(layout) },
+        _ => std::ptr::null_mut(),
+    }
+}
+
+/// (ABI 1.11) Releases a block [`h_mem_alloc`] made. A null pointer or an impossible layout is
+/// ignored.
+///
+/// # Safety
+/// `ptr` must be null or a block of the host's allocator made with `size` and `align`, not yet
+/// released.
+unsafe extern "C" fn h_mem_dealloc(ptr: *mut u8, size: usize, align: usize) {
+    if ptr.is_null() || size == 0 {
+        return;
+    }
+    if let Ok(layout) = Layout::from_size_align(size, align) {
+        // SAFETY: the caller's promise: our allocator's block, with this layout.
+        unsafe { std::alloc::dealloc(ptr, layout) };
+    }
+}
+
+/// (ABI 1.11) Resizes a block [`h_mem_alloc`] made; null (the block untouched) for a null
+/// pointer, an impossible layout or a new size of 0 or past `isize::MAX` once aligned.
+///
+/// # Safety
+/// As [`h_mem_dealloc`].
+unsafe extern "C" fn h_mem_realloc(
+    ptr: *mut u8,
+    size: usize,
+    align: usize,
+    new_size: usize,
+) -> *mut u8 {
+    if ptr.is_null() || size == 0 || new_size == 0 {
+        return std::ptr::null_mut();
+    }
+    match (
+        Layout::from_size_align(size, align),
+        Layout::from_size_align(new_size, align),
+    ) {
+        // SAFETY: the caller's promise for the block and its layout; the new size is non-zero
+        // and fits `isize` once aligned (the second layout is valid).
+        (Ok(layout), Ok(_)) => unsafe { std::alloc::realloc(ptr, layout, new_size) },
+        _ => std::ptr::null_mut(),
+    }
+}
+
+/// Where this copy of the SDK's lent `mem_alloc` is: a plugin built into the same program as
+/// its host must not take the allocator it would lend itself (`allocator::lent_by`).
+pub(crate) fn lent_alloc_address() -> usize {
+    let f: unsafe extern "C" fn(usize, usize) -> *mut u8 = h_mem_alloc;
+    f as usize
+}
+
+/// This copy of the SDK's lent `mem_alloc`, for tests.
+#[cfg(test)]
+pub(crate) fn lent_alloc_fn() -> Option<unsafe extern "C" fn(usize, usize) -> *mut u8> {
+    Some(h_mem_alloc)
 }
 
 /// Runs a host function body on the bridge behind `ctx`, catching panics (a host panic must

@@ -138,6 +138,7 @@
 //! sent, a watch event caused by its own write) arrive as later callbacks.
 
 pub mod abi;
+pub mod allocator;
 pub mod claims;
 mod config;
 pub mod dialog;
@@ -152,6 +153,7 @@ mod raw;
 pub mod rtcp;
 mod types;
 
+pub use allocator::HostAllocator;
 pub use bytes::Bytes;
 pub use claims::{Claim, Claims};
 pub use config::Config;

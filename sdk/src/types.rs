@@ -73,6 +73,8 @@ impl Capabilities {
     pub const MEDIA: Capabilities = Capabilities(abi::HUDDLE_CAP_MEDIA);
     /// (ABI 1.2) Raising webhook events ([`crate::Host::emit_event`]).
     pub const EVENTS: Capabilities = Capabilities(abi::HUDDLE_CAP_EVENTS);
+    /// (ABI 1.11) The host lends its allocator ([`crate::HostAllocator`]).
+    pub const HOST_ALLOCATOR: Capabilities = Capabilities(abi::HUDDLE_CAP_HOST_ALLOCATOR);
     /// Everything ABI 1.0 defines.
     pub const ALL: Capabilities = Capabilities(abi::HUDDLE_CAP_ALL_V1_0);
 

@@ -142,7 +142,8 @@ fn c_and_rust_layouts_agree() {
             store_watch, store_unwatch, set_timer, cancel_timer, media_answer, media_send_rtp,
             media_send_rtcp, media_request_keyframe, media_forward, media_close, emit_event,
             media_tap, store_batch, retarget, user_exists, media_rtp_sink, media_send_rtp_batch,
-            event_wanted, send_request_parts
+            event_wanted, send_request_parts, mem_alloc, mem_alloc_zeroed, mem_dealloc,
+            mem_realloc
         }
     };
     let mut c = String::from(

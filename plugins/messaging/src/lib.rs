@@ -259,6 +259,15 @@ struct BindingView {
 
 impl Plugin for Messaging {
     fn init(host: &Host, config: &Config, claims: &mut Claims) -> Result<Self> {
+        huddle_sdk::debug!(
+            host,
+            "allocator: {}",
+            if huddle_sdk::HostAllocator::is_lent() {
+                "the host's (ABI 1.11)"
+            } else {
+                "the system's"
+            }
+        );
         let config: MessagingConfig = config.parse()?;
         if config.store_batch_window_ms > MAX_BATCH_WINDOW_MS
             || !(1..=MAX_BATCH).contains(&config.store_batch_max)
@@ -1030,6 +1039,12 @@ fn delivery_parts<R>(
         body: &body,
     })
 }
+
+// Its allocations go to the host's allocator (ABI 1.11; the system's on an older host): glibc's
+// malloc and free were 8–11.5 k instructions of each online message. Only the library's: the
+// crate is also linked as an rlib, by its own tests (which get the system's allocator through
+// it) and never by a program with an allocator of its own.
+huddle_sdk::use_host_allocator!();
 
 // Capabilities: it sends requests, keeps messages in its store, watches bindings and times
 // retries and expiry.

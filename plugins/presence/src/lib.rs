@@ -549,6 +549,10 @@ fn sub_key(id: u64) -> Vec<u8> {
     format!("sub/{id:020}").into_bytes()
 }
 
+// Its allocations go to the host's allocator (ABI 1.11; the system's on an older host), as the
+// messaging plugin's: the crate's rlib is linked only by its own tests.
+huddle_sdk::use_host_allocator!();
+
 huddle_sdk::export_plugin!(
     Presence,
     "presence",

@@ -52,6 +52,12 @@ pub(crate) fn split_at_byte(s: &str, needle: u8) -> Option<(&str, &str)> {
     find_byte(s, needle).map(|i| (&s[..i], &s[i + 1..]))
 }
 
+/// True when `s` has no CR or LF: a value written after `name: ` stays one header line.
+/// By `memchr2`: a `str` search for a set of chars walks it a character at a time.
+pub fn is_one_line(s: &str) -> bool {
+    memchr::memchr2(b'\r', b'\n', s.as_bytes()).is_none()
+}
+
 /// `token` characters (RFC 3261 §25.1).
 pub fn is_token_char(b: u8) -> bool {
     CLASSES[usize::from(b)] & TOKEN != 0

@@ -80,7 +80,11 @@ fn final_response_completes_and_timer_k_terminates() {
         [req.raw().clone()],
         "Timer E re-sent the request it keeps"
     );
-    assert_eq!(l.request(key).map(|r| r.raw()), Some(req.raw()));
+    assert_eq!(l.request_bytes(key), Some(req.raw()));
+    assert!(
+        l.request(key).is_none(),
+        "a non-INVITE keeps only its bytes"
+    );
 
     l.receive(response_msg(&req, 200, "OK"), "bob", false, ms(t0, 1_000));
     let ev = events(&mut l);
@@ -89,7 +93,7 @@ fn final_response_completes_and_timer_k_terminates() {
     );
     assert_eq!(l.state(key), Some(State::Completed));
     // Completed keeps only what absorbing retransmissions needs: not the request.
-    assert!(l.request(key).is_none());
+    assert!(l.request_bytes(key).is_none());
     assert_eq!(l.poll_timeout(), Some(ms(t0, 6_000)), "Timer K = T4");
 
     // Retransmitted final responses are absorbed.

@@ -7,7 +7,8 @@ use std::hash::BuildHasher;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use huddle_sip::auth::{
-    challenge_into, verify_response, Algorithm, Credentials, NonceCounts, NonceIssuer, NonceStatus,
+    challenge_into, verify_response_cached, Algorithm, Credentials, Ha2Cache, NonceCounts,
+    NonceIssuer, NonceStatus,
 };
 use huddle_sip::message::HeaderName;
 use huddle_sip::Message;
@@ -36,6 +37,8 @@ pub struct Digest {
     salts: SaltPool,
     /// The last nonce issued, its buffer reused by every challenge.
     nonce: String,
+    /// The last request's HA2: refreshes and calls to one user hash the same one.
+    ha2: Ha2Cache,
 }
 
 /// Nonce salts from the operating system's generator, fetched [`SaltPool::BATCH`] at a time:
@@ -106,6 +109,7 @@ impl Digest {
             counts: NonceCounts::new(100_000, nonce_lifetime_secs.max(60) * 2),
             salts: SaltPool::new(),
             nonce: String::new(),
+            ha2: Ha2Cache::default(),
         }
     }
 
@@ -153,7 +157,8 @@ impl Digest {
                 return Verdict::Challenge { stale: false };
             };
             let body = Some(req.body());
-            if !verify_response(&creds, method, user.ha1(creds.algorithm()), body) {
+            let ha1 = user.ha1(creds.algorithm());
+            if !verify_response_cached(&creds, method, ha1, body, &mut self.ha2) {
                 return Verdict::Challenge { stale: false };
             }
             if status == NonceStatus::Stale {

@@ -692,10 +692,20 @@ impl Core {
         }
     }
 
-    /// Sends the final response of a proxied transaction upstream and counts it.
-    pub(crate) fn relay_final(&mut self, server: ServerKey, response: &Message, now: Instant) {
-        if self.txn.respond_message(server, response, now).is_ok() {
-            self.count_final(response);
+    /// Sends the final response of a proxied transaction upstream, `received` relayed as
+    /// `bytes` (less our Via, which leaves its status and CSeq as they are), and counts it.
+    pub(crate) fn relay_final(
+        &mut self,
+        server: ServerKey,
+        received: &Message,
+        bytes: Bytes,
+        now: Instant,
+    ) {
+        let Some(status) = received.status() else {
+            return;
+        };
+        if self.txn.respond_built(server, status, bytes, now).is_ok() {
+            self.count_final(received);
         }
     }
 
@@ -975,54 +985,75 @@ struct TagBuf([u8; 32]);
 impl TagBuf {
     /// `high` then `low` in lower-case hex without leading zeros, as `format!("{high:x}{low:x}")`.
     fn write(&mut self, high: u64, low: u64) -> &str {
-        let (mut a, mut b) = ([0; 16], [0; 16]);
-        let (high, low) = (hex(high, &mut a).as_bytes(), hex(low, &mut b).as_bytes());
-        self.0[..high.len()].copy_from_slice(high);
-        self.0[high.len()..high.len() + low.len()].copy_from_slice(low);
+        let (a, b) = (hex_digits(high), hex_digits(low));
+        let (a, b) = (&a[hex_skip(high)..], &b[hex_skip(low)..]);
+        self.0[..a.len()].copy_from_slice(a);
+        self.0[a.len()..a.len() + b.len()].copy_from_slice(b);
         // Nothing but ASCII hex digits.
-        std::str::from_utf8(&self.0[..high.len() + low.len()]).unwrap_or("0")
+        std::str::from_utf8(&self.0[..a.len() + b.len()]).unwrap_or("0")
     }
+}
+
+/// `n` as 16 lower-case hex digits, leading zeros included: a loop of fixed length, which the
+/// compiler unrolls (per digit of a variable length it cost ~8 instructions and a bounds check,
+/// for the tags and branches of every message).
+fn hex_digits(n: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = b"0123456789abcdef"[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
+/// How many of [`hex_digits`]'s leading zeros `format!("{n:x}")` leaves out (all but one for 0).
+fn hex_skip(n: u64) -> usize {
+    (n.leading_zeros() / 4).min(15) as usize
 }
 
 /// `n` in lower-case hex without leading zeros, as `format!("{n:x}")`, written into `buf` (the
 /// formatting machinery costs more than the digits for the tags and branches of every message).
 fn hex(n: u64, buf: &mut [u8; 16]) -> &str {
-    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
-    for (i, slot) in buf[..digits].iter_mut().enumerate() {
-        let nibble = (n >> (4 * (digits - 1 - i))) & 0xf;
-        *slot = b"0123456789abcdef"[nibble as usize];
-    }
+    *buf = hex_digits(n);
     // Nothing but ASCII hex digits.
-    std::str::from_utf8(&buf[..digits]).unwrap_or("0")
+    std::str::from_utf8(&buf[hex_skip(n)..]).unwrap_or("0")
 }
 
 /// The names this server answers to, lower case: the domain, aliases, and each listening
 /// address as `ip:port` and as a bare IP. A handful of entries, so a list: it is checked for
 /// nearly every request (Request-URI, digest URI, Route) and needs no allocation that way.
 #[derive(Debug, Default)]
-pub(crate) struct Identities(Vec<String>);
+pub(crate) struct Identities {
+    names: Vec<String>,
+    /// Each name that reads as `host:port` (at any of its colons) as its host and port number:
+    /// [`Identities::contains_with_port`] compares numbers instead of parsing each name's port
+    /// for every Request-URI with a port (~600 instructions a lookup).
+    with_port: Vec<(String, u16)>,
+}
 
 impl Identities {
     fn add(&mut self, name: String) {
-        if !self.0.contains(&name) {
-            self.0.push(name);
+        if self.names.contains(&name) {
+            return;
         }
+        for (i, _) in name.match_indices(':') {
+            if let Ok(port) = name[i + 1..].parse::<u16>() {
+                self.with_port.push((name[..i].to_owned(), port));
+            }
+        }
+        self.names.push(name);
     }
 
     /// True when `host` (any case) is one of the names.
     fn contains(&self, host: &str) -> bool {
-        self.0.iter().any(|n| n.eq_ignore_ascii_case(host))
+        self.names.iter().any(|n| n.eq_ignore_ascii_case(host))
     }
 
-    /// True when `host:port` (host in any case) is one of the names.
+    /// True when `host:port` (host in any case) is one of the names: some name has a colon
+    /// after a prefix equal to `host` and a port number equal to `port` after that colon.
     fn contains_with_port(&self, host: &str, port: u16) -> bool {
-        self.0.iter().any(|n| {
-            n.len() > host.len()
-                && n.as_bytes()[host.len()] == b':'
-                && n.as_bytes()[..host.len()].eq_ignore_ascii_case(host.as_bytes())
-                && n.get(host.len() + 1..)
-                    .is_some_and(|p| p.parse::<u16>() == Ok(port))
-        })
+        self.with_port
+            .iter()
+            .any(|(h, p)| *p == port && h.eq_ignore_ascii_case(host))
     }
 }
 
@@ -1050,8 +1081,77 @@ mod tests {
 
     #[test]
     fn hex_is_format_hex() {
-        for n in [0, 1, 0xf, 0x10, 0xdead_beef, u64::MAX, 1 << 63] {
+        let mut numbers = vec![0, 1, 0xf, 0x10, 0xdead_beef, u64::MAX, 1 << 63];
+        for shift in 0..64 {
+            numbers.extend([1u64 << shift, (1u64 << shift) - 1, u64::MAX >> shift]);
+            numbers.push(0x0123_4567_89ab_cdef_u64.rotate_left(shift));
+        }
+        for n in numbers {
             assert_eq!(hex(n, &mut [0; 16]), format!("{n:x}"));
+            assert_eq!(
+                TagBuf::default().write(n, n.rotate_left(7)),
+                format!("{n:x}{:x}", n.rotate_left(7))
+            );
+        }
+    }
+
+    #[test]
+    fn names_with_ports_are_found_as_parsing_each_name_finds_them() {
+        // What `contains_with_port` did before the ports were kept as numbers.
+        fn parsing(names: &[&str], host: &str, port: u16) -> bool {
+            names.iter().any(|n| {
+                n.len() > host.len()
+                    && n.as_bytes()[host.len()] == b':'
+                    && n.as_bytes()[..host.len()].eq_ignore_ascii_case(host.as_bytes())
+                    && n.get(host.len() + 1..)
+                        .is_some_and(|p| p.parse::<u16>() == Ok(port))
+            })
+        }
+        let names = [
+            "example.test",
+            "Example.Test:5070",
+            "127.0.0.1:5060",
+            "127.0.0.1",
+            "[::1]:5061",
+            "[::1]",
+            "a:b:7",
+            "host:+80",
+            "host:65536",
+            "host:",
+            "x:0",
+        ];
+        let mut identities = Identities::default();
+        for name in names {
+            identities.add(name.to_owned());
+        }
+        identities.add("127.0.0.1".to_owned());
+        assert_eq!(identities.names.len(), names.len());
+        let hosts = [
+            "example.test",
+            "EXAMPLE.TEST",
+            "127.0.0.1",
+            "127.0.0.2",
+            "[::1]",
+            "[",
+            "[:",
+            "a",
+            "a:b",
+            "A:B",
+            "host",
+            "x",
+            "",
+            "127.0.0",
+            "ü",
+        ];
+        let ports = [0, 1, 7, 80, 5060, 5061, 5070, 65535];
+        for host in hosts {
+            for port in ports {
+                assert_eq!(
+                    identities.contains_with_port(host, port),
+                    parsing(&names, host, port),
+                    "{host}:{port}"
+                );
+            }
         }
     }
 

@@ -47,19 +47,19 @@
 //! Via removed.
 //!
 //! A plugin that tracks delivery per device (the messaging store) pins a request to one
-//! binding with a [`BINDING_HEADER`] naming the binding's key under `location/`
+//! binding with a [`BINDING_HEADER`](crate::plugins::BINDING_HEADER) naming the binding's key under `location/`
 //! (`BindingRecord::key`): the host sends it to that binding only (its flow for a WebSocket or
 //! TCP client), strips the header, and answers 480 itself when the binding is gone.
 //!
 //! A plugin that only cares whether a request failed (the presence agent's NOTIFYs, thousands
-//! per change) sends it with `Huddle-Report: failures` ([`REPORT_HEADER`]): the host strips it
+//! per change) sends it with `Huddle-Report: failures` ([`REPORT_HEADER`](crate::plugins::REPORT_HEADER)): the host strips it
 //! and, when the request succeeds, hands the plugin no response (its request id is simply
 //! retired); a failure is delivered as usual. That saves a response build, a hand-off to the
 //! plugin's thread and a parse per successful request.
 //!
 //! A plugin that answers its caller `200 OK` as soon as the request it sends on succeeds (the
 //! messaging store delivering to an online device) names the caller's transaction in an
-//! [`ANSWER_HEADER`] (ABI 1.6, `huddle_sdk::abi::HUDDLE_ANSWER_HEADER`): the host strips it and,
+//! [`ANSWER_HEADER`](crate::plugins::ANSWER_HEADER) (ABI 1.6, `huddle_sdk::abi::HUDDLE_ANSWER_HEADER`): the host strips it and,
 //! on the first 2xx, answers that transaction `200 OK` itself when the plugin has not answered
 //! it finally yet (never an INVITE). The caller's answer then costs no round trip through the
 //! plugin's thread (a hand-off there, a `respond` and a hand-off back). The 2xx is still
@@ -75,7 +75,7 @@
 //! the store at start-up produce no events (a plugin reads `location` at `init` instead).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -94,27 +94,9 @@ use super::proxy::{best_response_rank, dialog_creating, Target};
 use super::{Core, Peer, Role};
 use crate::plugins::mailbox::Job;
 use crate::plugins::services::OpenTxn;
-use crate::plugins::{CorePlugins, HostCommand, PluginHandle};
+use crate::plugins::{CorePlugins, HostCommand, PluginHandle, SendControl};
 use crate::registrar::Reach;
 use crate::transport::Transport;
-
-/// The header by which a plugin pins a request it sends to one binding (module docs); never
-/// forwarded.
-pub const BINDING_HEADER: &str = "Huddle-Binding";
-/// The header by which a plugin asks to hear only failures of a request it sends (module docs,
-/// value [`REPORT_FAILURES`]); never forwarded.
-pub const REPORT_HEADER: &str = "Huddle-Report";
-/// [`REPORT_HEADER`]'s value: no response for a 2xx, the final response for a failure.
-pub const REPORT_FAILURES: &str = "failures";
-/// The header by which a plugin has the host answer one of its transactions `200 OK` when the
-/// request it sends succeeds (module docs; ABI 1.6); never forwarded.
-pub const ANSWER_HEADER: &str = huddle_sdk::abi::HUDDLE_ANSWER_HEADER;
-
-/// [`BINDING_HEADER`] and [`REPORT_HEADER`] as header names, resolved once: a plugin request
-/// used to resolve (and allocate) each name once per lookup and once per branch.
-static BINDING_NAME: LazyLock<HeaderName> = LazyLock::new(|| HeaderName::parse(BINDING_HEADER));
-static REPORT_NAME: LazyLock<HeaderName> = LazyLock::new(|| HeaderName::parse(REPORT_HEADER));
-static ANSWER_NAME: LazyLock<HeaderName> = LazyLock::new(|| HeaderName::parse(ANSWER_HEADER));
 
 /// How long a 2xx the host answered for (module docs) may wait in a plugin's mailbox for
 /// another job to wake the plugin's thread before that thread is woken for it.
@@ -651,7 +633,8 @@ impl Core {
                 plugin,
                 id,
                 request,
-            } => self.plugin_send(plugin, id, request, now),
+                control,
+            } => self.plugin_send(plugin, id, request, control, now),
             HostCommand::Retarget { plugin, txn, uri } => self.plugin_retarget(plugin, txn, &uri),
         }
     }
@@ -673,18 +656,27 @@ impl Core {
         self.respond(key, &request, &from, status, reason, extra);
     }
 
-    /// Routes and sends a request a plugin built.
-    fn plugin_send(&mut self, plugin: usize, id: RequestId, request: Message, now: Instant) {
+    /// Routes and sends a request a plugin built. `control`: its control fields, when they
+    /// were taken out of it already (`None`: read them from its fields and drop those).
+    fn plugin_send(
+        &mut self,
+        plugin: usize,
+        id: RequestId,
+        request: Message,
+        control: Option<SendControl>,
+        now: Instant,
+    ) {
         let dialog = in_dialog(&request);
         let (popped, token_peer) = self.our_routes(&request);
-        let pinned = request.header(&BINDING_NAME).map(str::to_owned);
-        let report = request.header(&REPORT_NAME);
-        let failures_only = report.is_some_and(|v| v.trim().eq_ignore_ascii_case(REPORT_FAILURES));
-        let report = report.is_some();
-        let answer_header = request.header(&ANSWER_NAME);
-        let answer = answer_header.and_then(|v| v.trim().parse::<u64>().ok());
-        let answer_header = answer_header.is_some();
-        let selected = match pinned.as_deref() {
+        let (control, strip) = match control {
+            Some(control) => (control, false),
+            None => {
+                let control = SendControl::of(&request);
+                let strip = control.any();
+                (control, strip)
+            }
+        };
+        let selected = match control.binding.as_deref() {
             Some(key) => self.binding_target(key, now),
             None => self.select_targets(&request, dialog, popped, token_peer, now, true),
         };
@@ -696,6 +688,7 @@ impl Core {
             }
         };
         let invite = request.method() == Some(&Method::Invite);
+        let max_forwards = request.max_forwards().is_none().then_some(70);
         let mut out = Outgoing {
             plugin,
             id,
@@ -703,8 +696,8 @@ impl Core {
             invite,
             branches: Vec::with_capacity(targets.len()),
             final_sent: false,
-            failures_only,
-            answer,
+            failures_only: control.failures_only,
+            answer: control.answer,
         };
         for target in targets {
             let peer = target.peer;
@@ -713,26 +706,35 @@ impl Core {
             };
             let loop_prefix = self.loop_prefix(&out.request);
             let via = self.via_with_branch(peer.transport, local, &loop_prefix);
-            let mut fwd = Forward::new(&out.request)
-                .prepend("Via", &via)
-                .drop_routes(popped);
-            if pinned.is_some() {
-                fwd = fwd.drop_header(BINDING_NAME.clone());
-            }
-            if report {
-                fwd = fwd.drop_header(REPORT_NAME.clone());
-            }
-            if answer_header {
-                fwd = fwd.drop_header(ANSWER_NAME.clone());
-            }
-            if out.request.max_forwards().is_none() {
-                fwd = fwd.max_forwards(70);
-            }
-            if let Some(uri) = target.request_uri.as_deref() {
-                fwd = fwd.request_uri(uri);
-            }
-            let Ok(message) = fwd.build_message() else {
-                continue;
+            let uri = target.request_uri.as_deref();
+            // Written once, the fields copied as one block, unless something in them is to be
+            // removed (control fields in a request given as bytes, our own Route entries) or
+            // the message is not one `relayed` writes: then `Forward` edits it field by field.
+            let relayed = (!strip && popped == 0)
+                .then(|| out.request.relayed(&via, uri, max_forwards))
+                .flatten();
+            let message = match relayed {
+                Some(message) => message,
+                None => {
+                    let mut fwd = Forward::new(&out.request)
+                        .prepend("Via", &via)
+                        .drop_routes(popped);
+                    if strip {
+                        for name in control.names() {
+                            fwd = fwd.drop_header(name.clone());
+                        }
+                    }
+                    if let Some(n) = max_forwards {
+                        fwd = fwd.max_forwards(n);
+                    }
+                    if let Some(uri) = uri {
+                        fwd = fwd.request_uri(uri);
+                    }
+                    let Ok(message) = fwd.build_message() else {
+                        continue;
+                    };
+                    message
+                }
             };
             match self
                 .txn
@@ -766,7 +768,7 @@ impl Core {
         self.plugins.outgoing.insert(ctx, out);
     }
 
-    /// The one live binding whose `location/` key is `key` (see [`BINDING_HEADER`]).
+    /// The one live binding whose `location/` key is `key` (see [`BINDING_HEADER`](crate::plugins::BINDING_HEADER)).
     fn binding_target(&self, key: &str, now: Instant) -> Result<Vec<Target>, (u16, &'static str)> {
         let aor = key.split('/').next().unwrap_or_default();
         self.location
@@ -944,7 +946,7 @@ impl Core {
         }
     }
 
-    /// A request plugin `plugin` sent with [`ANSWER_HEADER`] naming `txn` succeeded: answer
+    /// A request plugin `plugin` sent with [`ANSWER_HEADER`](crate::plugins::ANSWER_HEADER) naming `txn` succeeded: answer
     /// `txn` `200 OK` for the plugin unless it is not the plugin's, is an INVITE, or was
     /// answered finally already (then nothing: the plugin answers as it sees fit). True when
     /// answered.
@@ -1122,6 +1124,7 @@ fn pending(ctx: &Outgoing) -> Vec<ClientKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugins::{ANSWER_HEADER, BINDING_HEADER, REPORT_HEADER};
 
     #[test]
     fn the_hosts_own_headers_are_found_in_any_case_and_dropped_when_forwarded() {
@@ -1138,19 +1141,64 @@ mod tests {
               Content-Length: 0\r\n\r\n",
         ))
         .unwrap();
-        assert_eq!(request.header(&REPORT_NAME), Some("failures"));
-        assert_eq!(request.header(&BINDING_NAME), Some("alice@example.test/b1"));
-        assert_eq!(request.header(&ANSWER_NAME), Some("7"));
-        let forwarded = Forward::new(&request)
-            .drop_header(REPORT_NAME.clone())
-            .drop_header(BINDING_NAME.clone())
-            .drop_header(ANSWER_NAME.clone())
-            .build_message()
-            .unwrap();
-        assert_eq!(forwarded.header(&REPORT_NAME), None);
-        assert_eq!(forwarded.header(&BINDING_NAME), None);
-        assert_eq!(forwarded.header(&ANSWER_NAME), None);
+        let control = SendControl::of(&request);
+        assert_eq!(control.binding.as_deref(), Some("alice@example.test/b1"));
+        assert!(control.failures_only);
+        assert_eq!(control.answer, Some(7));
+        let mut forwarded = Forward::new(&request);
+        for name in control.names() {
+            forwarded = forwarded.drop_header(name.clone());
+        }
+        let forwarded = forwarded.build_message().unwrap();
+        for name in [BINDING_HEADER, REPORT_HEADER, ANSWER_HEADER] {
+            assert_eq!(forwarded.header(&HeaderName::parse(name)), None);
+        }
         assert_eq!(forwarded.header(&HeaderName::Event), Some("presence"));
+    }
+
+    #[test]
+    fn control_fields_taken_out_of_parts_mean_what_they_meant_as_fields() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[("Huddle-Binding", " alice@example.test/b1\t")],
+            &[("huddle-report", "FAILURES "), ("Huddle-Report", "all")],
+            &[("Huddle-Report", "all"), ("Huddle-Report", "failures")],
+            &[("Huddle-Answer", "12"), ("HUDDLE-ANSWER", "13")],
+            &[("Huddle-Answer", "x")],
+            &[("Huddle-Binding", "")],
+            &[
+                ("Huddle-Other", "1"),
+                ("X-Huddle-Binding", "2"),
+                ("Huddle-Report", ""),
+            ],
+            &[],
+        ];
+        for fields in cases {
+            let mut headers = vec![
+                ("From", "<sip:kit@example.test>;tag=1"),
+                ("To", "<sip:alice@example.test>"),
+                ("Call-ID", "c1"),
+                ("CSeq", "1 MESSAGE"),
+            ];
+            headers.extend_from_slice(fields);
+            headers.push(("Content-Type", "text/plain"));
+            let parts = huddle_sip::message::RequestParts {
+                method: "MESSAGE",
+                uri: "sip:alice@example.test",
+                headers: &headers,
+                body: b"hi",
+            };
+            let whole = Message::from_parts(&parts, 65_535).unwrap();
+            let mut taken = SendControl::default();
+            let kept =
+                Message::from_parts_leaving_out(&parts, 65_535, |n, v| taken.take(n, v)).unwrap();
+            assert_eq!(taken, SendControl::of(&whole), "{fields:?}");
+            // The request sent is the one the fields were dropped from.
+            let mut fwd = Forward::new(&whole);
+            for name in taken.names() {
+                fwd = fwd.drop_header(name.clone());
+            }
+            assert_eq!(kept.raw(), &fwd.build(), "{fields:?}");
+        }
     }
 
     #[test]

@@ -117,6 +117,15 @@ impl ProxyState {
     }
 }
 
+/// A request's Route elements as the proxy reads them: how many name us (popped), the flow
+/// token of the last of those, and the first that does not (the next hop's).
+#[derive(Debug, Clone, Copy)]
+struct Route<'m> {
+    popped: usize,
+    token_peer: Option<Peer>,
+    next: Option<&'m str>,
+}
+
 /// Where one branch goes.
 #[derive(Debug, Clone)]
 pub(super) struct Target {
@@ -155,6 +164,14 @@ impl Core {
     /// Counts the leading Route elements that name this server, and the flow token of the
     /// last one (the hop after us, RFC 5626 §5.3).
     pub(super) fn our_routes(&self, msg: &Message) -> (usize, Option<Peer>) {
+        let (count, flow_peer, _) = self.routes(msg);
+        (count, flow_peer)
+    }
+
+    /// [`Core::our_routes`], and the first Route element after ours (`header_list(Route)
+    /// .nth(count)`, the next hop's), found by the same pass: splitting a Route list costs a
+    /// scan per element, and the proxy asked for it again in [`Core::select_targets`].
+    fn routes<'m>(&self, msg: &'m Message) -> (usize, Option<Peer>, Option<&'m str>) {
         let flowless = self.flowless_routes();
         let mut count = 0;
         let mut flow_peer = None;
@@ -166,13 +183,13 @@ impl Core {
             } else {
                 match self.route_to_us(route) {
                     Some(peer) => peer,
-                    None => break,
+                    None => return (count, flow_peer, Some(route)),
                 }
             };
             count += 1;
             flow_peer = peer;
         }
-        (count, flow_peer)
+        (count, flow_peer, None)
     }
 
     /// For a Route element naming this server, the connection its flow token names, if it has
@@ -259,7 +276,7 @@ impl Core {
             return;
         };
         let in_dialog = msg.to_header().ok().and_then(|t| t.tag()).is_some();
-        let (popped, token_peer) = self.our_routes(&msg);
+        let (popped, token_peer, next_route) = self.routes(&msg);
 
         if !in_dialog && method != Method::Ack && method != Method::Cancel {
             let from_local = msg
@@ -278,7 +295,12 @@ impl Core {
             self.respond(key, &msg, &from, 482, "Loop Detected", &[]);
             return;
         }
-        let targets = match self.select_targets(&msg, in_dialog, popped, token_peer, now, false) {
+        let route = Route {
+            popped,
+            token_peer,
+            next: next_route,
+        };
+        let targets = match self.route_targets(&msg, in_dialog, route, now, false) {
             Ok(targets) => targets,
             Err((status, reason)) => {
                 self.respond(key, &msg, &from, status, reason, &[("Allow", ALLOW)]);
@@ -293,6 +315,10 @@ impl Core {
             Some(Ok(n)) => n.saturating_sub(1),
             _ => 69,
         };
+        // What `Forward::build_message` checks beyond writing (see `Forwarded`): the fields
+        // added (a Via, two Record-Route, Max-Forwards) stay within the parser's limit.
+        let within_limit =
+            msg.headers().len() + 4 <= huddle_sip::message::ParseLimits::default().max_headers;
         let mut ctx = Context {
             request: msg,
             from,
@@ -315,27 +341,38 @@ impl Core {
                     .max_forwards(max_forwards);
                 let rr_out;
                 let rr_in;
+                let mut plain = true;
                 if record {
                     rr_out = self.record_route(&out);
                     rr_in = self.record_route(&from);
+                    plain = plain_value(&rr_out) && plain_value(&rr_in);
                     fwd = fwd
                         .prepend("Record-Route", &rr_out)
                         .prepend("Record-Route", &rr_in);
                 }
                 if let Some(uri) = target.request_uri.as_deref() {
+                    plain &= huddle_sip::syntax::is_one_line(uri);
                     fwd = fwd.request_uri(uri);
                 }
-                fwd.build_message()
-            };
-            let Ok(request) = built else {
-                continue;
+                if plain && !ctx.invite && ctx.request.defect().is_none() && within_limit {
+                    Forwarded::Bytes(fwd.build())
+                } else {
+                    Forwarded::Message(fwd.build_message())
+                }
             };
             let reliable = out.transport.is_reliable();
             let branch = super::via_branch(&via);
-            match self
-                .txn
-                .send_request_with_branch(request, branch, out, reliable, now)
-            {
+            let started = match built {
+                Forwarded::Bytes(bytes) => {
+                    self.txn
+                        .send_forwarded(&ctx.request, bytes, branch, out, reliable, now)
+                }
+                Forwarded::Message(Ok(request)) => self
+                    .txn
+                    .send_request_with_branch(request, branch, out, reliable, now),
+                Forwarded::Message(Err(_)) => continue,
+            };
+            match started {
                 Ok(client) => ctx.branches.push(Branch {
                     key: client,
                     final_status: None,
@@ -390,6 +427,28 @@ impl Core {
         now: Instant,
         trusted: bool,
     ) -> Result<Vec<Target>, (u16, &'static str)> {
+        let route = Route {
+            popped,
+            token_peer,
+            next: msg.header_list(&HeaderName::Route).nth(popped),
+        };
+        self.route_targets(msg, in_dialog, route, now, trusted)
+    }
+
+    /// [`Core::select_targets`] with the Route elements already read ([`Core::routes`]).
+    fn route_targets(
+        &self,
+        msg: &Message,
+        in_dialog: bool,
+        route: Route<'_>,
+        now: Instant,
+        trusted: bool,
+    ) -> Result<Vec<Target>, (u16, &'static str)> {
+        let Route {
+            popped,
+            token_peer,
+            next: remaining_route,
+        } = route;
         if let Some(peer) = token_peer {
             // The flow token names the connection the next hop registered over.
             return Ok(vec![Target {
@@ -397,7 +456,6 @@ impl Core {
                 request_uri: None,
             }]);
         }
-        let remaining_route = msg.header_list(&HeaderName::Route).nth(popped);
         if let Some(route) = remaining_route {
             let uri = NameAddr::parse(route).ok().map(|a| a.uri);
             let peer = uri
@@ -477,9 +535,13 @@ impl Core {
     /// Relays ACK for 2xx and other requests outside any transaction, without state.
     pub(super) fn route_stateless(&mut self, msg: Message, _from: Peer, now: Instant) {
         let in_dialog = msg.to_header().ok().and_then(|t| t.tag()).is_some();
-        let (popped, token_peer) = self.our_routes(&msg);
-        let Ok(mut targets) = self.select_targets(&msg, in_dialog, popped, token_peer, now, false)
-        else {
+        let (popped, token_peer, next) = self.routes(&msg);
+        let route = Route {
+            popped,
+            token_peer,
+            next,
+        };
+        let Ok(mut targets) = self.route_targets(&msg, in_dialog, route, now, false) else {
             return;
         };
         let Some(target) = targets.pop() else { return };
@@ -565,9 +627,7 @@ impl Core {
             // RFC 6026: 2xx retransmissions of an accepted INVITE still go upstream.
             if (200..300).contains(&status) {
                 if let Some(r) = response.as_ref() {
-                    if let Ok(m) = Forward::new(r).drop_top_via().build_message() {
-                        let _ = self.txn.respond_message(server, &m, now);
-                    }
+                    let _ = self.txn.respond_built(server, status, relayed(r), now);
                 }
             }
             return;
@@ -582,9 +642,7 @@ impl Core {
             };
             if !ctx.final_sent {
                 if let Some(r) = response.as_ref() {
-                    if let Ok(m) = Forward::new(r).drop_top_via().build_message() {
-                        let _ = self.txn.respond_message(server, &m, now);
-                    }
+                    let _ = self.txn.respond_built(server, status, relayed(r), now);
                 }
             }
             return;
@@ -603,12 +661,11 @@ impl Core {
                 Vec::new()
             };
             if let Some(r) = response.as_ref() {
-                if let Ok(m) = Forward::new(r).drop_top_via().build_message() {
-                    if first {
-                        self.relay_final(server, &m, now);
-                    } else {
-                        let _ = self.txn.respond_message(server, &m, now);
-                    }
+                let bytes = relayed(r);
+                if first {
+                    self.relay_final(server, r, bytes, now);
+                } else {
+                    let _ = self.txn.respond_built(server, status, bytes, now);
                 }
             }
             for other in others {
@@ -648,26 +705,25 @@ impl Core {
             .branches
             .iter()
             .enumerate()
-            .filter_map(|(i, b)| b.final_status.map(|s| (i, b, s)))
-            .min_by_key(|&(i, _, s)| best_response_rank(s, i))
-            .map(|(_, b, s)| {
+            .filter_map(|(i, b)| b.final_status.map(|s| (i, s)))
+            .min_by_key(|&(i, s)| best_response_rank(s, i))
+            .map(|(i, s)| {
                 // A 503 is not passed upstream as is: it would make the caller's element think
-                // *we* are unavailable (RFC 3261 §16.7 step 6).
-                let forward = (s != 503)
-                    .then(|| {
-                        b.final_response
-                            .as_ref()
-                            .map(|r| Forward::new(r).drop_top_via().build_message())
-                    })
-                    .flatten();
+                // *we* are unavailable (RFC 3261 §16.7 step 6). The context sends no other
+                // final response, so the chosen one is taken out of it.
+                let forward = match s {
+                    503 => None,
+                    _ => ctx.branches[i].final_response.take(),
+                };
                 (forward, if s == 503 { 500 } else { s })
             });
-        let (req, from) = (ctx.request.clone(), ctx.from);
         match best {
-            Some((Some(Ok(m)), _)) => self.relay_final(server, &m, now),
-            // As `respond` would: a forward that does not parse is dropped.
-            Some((Some(Err(_)), _)) => {}
+            Some((Some(r), _)) => {
+                let bytes = relayed(&r);
+                self.relay_final(server, &r, bytes, now);
+            }
             Some((None, status)) => {
+                let (req, from) = (ctx.request.clone(), ctx.from);
                 let reason = match status {
                     408 => "Request Timeout",
                     500 => "Server Internal Error - Downstream Unavailable",
@@ -678,6 +734,38 @@ impl Core {
             None => {}
         }
     }
+}
+
+/// A request forwarded on one branch. A non-INVITE one goes as bytes
+/// ([`huddle_sip::transaction::TransactionLayer::send_forwarded`]): its transaction keeps
+/// nothing else, and the offsets `build_message` recorded for a parsed copy were made and
+/// dropped for every BYE and MESSAGE. Only where `build_message` could not fail: the received
+/// request has no defect, the added fields and the Request-URI are plain one-line text (else
+/// it parses what it wrote) and they stay within the parser's limit of fields; otherwise the
+/// `Message` path as before, which skips the branch when the result does not parse.
+// Only ever a local, consumed at once: boxing the message would allocate.
+#[allow(clippy::large_enum_variant)]
+enum Forwarded {
+    Bytes(bytes::Bytes),
+    Message(Result<Message, huddle_sip::message::ParseError>),
+}
+
+/// A value `Forward` writes as the parser reads it back: no line break, no white space at
+/// either end (what it calls a plain field, for our own Record-Route values).
+fn plain_value(value: &str) -> bool {
+    let edge = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+    huddle_sip::syntax::is_one_line(value)
+        && !edge(value.as_bytes().first())
+        && !edge(value.as_bytes().last())
+}
+
+/// A response relayed upstream: as received, less our Via (RFC 3261 §16.7 step 3). Written as
+/// bytes only: nothing reads the relayed copy again (the transaction layer keeps its bytes, the
+/// metrics read the received response), so the offsets `build_message` records for a `Message`
+/// were made and dropped for every 1xx and 2xx of a call. Removing one Via element of a valid
+/// response leaves a message that parses (`build_message` would have parsed the same bytes).
+fn relayed(response: &Message) -> bytes::Bytes {
+    Forward::new(response).drop_top_via().build()
 }
 
 /// Orders final responses for RFC 3261 §16.7 step 6: any 6xx; then the lowest class among

@@ -37,11 +37,12 @@ pub(crate) mod services;
 mod worker;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use huddle_sdk::hosting::{PluginInfo, PluginInstance, StartError};
 use huddle_sdk::loader::LoadError;
 use huddle_sdk::{Claim, Error, Level, Message, RequestId};
+use huddle_sip::message::HeaderName;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, OnPanic, PluginConfig};
@@ -81,8 +82,125 @@ pub(crate) enum HostCommand {
         plugin: usize,
         id: RequestId,
         request: Message,
+        /// The control fields, when they were taken out of the request before it was written
+        /// (a request given in parts); `None`: they are among the request's header fields,
+        /// to be read there and dropped before sending (a request given as bytes).
+        control: Option<SendControl>,
     },
 }
+
+/// The header by which a plugin pins a request it sends to one binding (`core::plugins`
+/// module docs); never forwarded.
+pub const BINDING_HEADER: &str = "Huddle-Binding";
+/// The header by which a plugin asks to hear only failures of a request it sends (module docs,
+/// value [`REPORT_FAILURES`]); never forwarded.
+pub const REPORT_HEADER: &str = "Huddle-Report";
+/// [`REPORT_HEADER`]'s value: no response for a 2xx, the final response for a failure.
+pub const REPORT_FAILURES: &str = "failures";
+/// The header by which a plugin has the host answer one of its transactions `200 OK` when the
+/// request it sends succeeds (module docs; ABI 1.6); never forwarded.
+pub const ANSWER_HEADER: &str = huddle_sdk::abi::HUDDLE_ANSWER_HEADER;
+
+/// What a plugin's control fields ([`BINDING_HEADER`], [`REPORT_HEADER`], [`ANSWER_HEADER`])
+/// ask of the host for a request it sends. The first field of each name counts, read as a
+/// parser reads a value (white space around it left out).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct SendControl {
+    /// The `location/` key of the one binding the request goes to.
+    pub(crate) binding: Option<String>,
+    /// `Huddle-Report: failures`: a 2xx is not delivered.
+    pub(crate) failures_only: bool,
+    /// The plugin's transaction the host answers `200 OK` on a 2xx.
+    pub(crate) answer: Option<u64>,
+    /// Which names were seen (bits: binding, report, answer), for "the first counts" and for
+    /// whether the request carries fields to drop.
+    seen: u8,
+}
+
+// `SendControl::take`'s length test: the shortest and the longest control name.
+const _: () = assert!(
+    REPORT_HEADER.len() == ANSWER_HEADER.len() && REPORT_HEADER.len() < BINDING_HEADER.len()
+);
+
+impl SendControl {
+    const BINDING: u8 = 1;
+    const REPORT: u8 = 2;
+    const ANSWER: u8 = 4;
+
+    /// Takes field `name: value` when it is a control field (true), recording it unless one of
+    /// its name came before; false for any other field.
+    #[inline]
+    pub(crate) fn take(&mut self, name: &str, value: &str) -> bool {
+        // Asked about every field of every request sent in parts: the lengths of the three
+        // names (13 and 14) and their first letter tell almost every other field apart here.
+        let n = name.as_bytes();
+        if !(REPORT_HEADER.len()..=BINDING_HEADER.len()).contains(&n.len())
+            || !n[0].eq_ignore_ascii_case(&b'h')
+        {
+            return false;
+        }
+        self.take_named(name, value)
+    }
+
+    fn take_named(&mut self, name: &str, value: &str) -> bool {
+        let bit = if name.eq_ignore_ascii_case(BINDING_HEADER) {
+            Self::BINDING
+        } else if name.eq_ignore_ascii_case(REPORT_HEADER) {
+            Self::REPORT
+        } else if name.eq_ignore_ascii_case(ANSWER_HEADER) {
+            Self::ANSWER
+        } else {
+            return false;
+        };
+        if self.seen & bit == 0 {
+            self.seen |= bit;
+            self.set(bit, value.trim_matches([' ', '\t']));
+        }
+        true
+    }
+
+    fn set(&mut self, bit: u8, value: &str) {
+        match bit {
+            Self::BINDING => self.binding = Some(value.to_owned()),
+            Self::REPORT => self.failures_only = value.trim().eq_ignore_ascii_case(REPORT_FAILURES),
+            _ => self.answer = value.trim().parse::<u64>().ok(),
+        }
+    }
+
+    /// The control fields of a request given as bytes, read from its header fields.
+    pub(crate) fn of(request: &Message) -> SendControl {
+        let mut control = SendControl::default();
+        for (bit, name) in CONTROL_NAMES.iter() {
+            if let Some(value) = request.header(name) {
+                control.seen |= bit;
+                control.set(*bit, value);
+            }
+        }
+        control
+    }
+
+    /// Whether any control field was given.
+    pub(crate) fn any(&self) -> bool {
+        self.seen != 0
+    }
+
+    /// The names of the control fields given, to drop from a request that carries them.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &'static HeaderName> + '_ {
+        CONTROL_NAMES
+            .iter()
+            .filter(|(bit, _)| self.seen & bit != 0)
+            .map(|(_, name)| name)
+    }
+}
+
+/// The control fields' names, resolved once (each lookup used to resolve and allocate them).
+static CONTROL_NAMES: LazyLock<[(u8, HeaderName); 3]> = LazyLock::new(|| {
+    [
+        (SendControl::BINDING, HeaderName::parse(BINDING_HEADER)),
+        (SendControl::REPORT, HeaderName::parse(REPORT_HEADER)),
+        (SendControl::ANSWER, HeaderName::parse(ANSWER_HEADER)),
+    ]
+});
 
 /// One started instance, as the core routes to it.
 #[derive(Debug)]

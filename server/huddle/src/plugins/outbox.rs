@@ -190,6 +190,7 @@ mod tests {
                                 b"OPTIONS sip:a@example.test SIP/2.0\r\nContent-Length: 0\r\n\r\n",
                             ))
                             .unwrap(),
+                            control: None,
                         },
                     )
                     .unwrap();

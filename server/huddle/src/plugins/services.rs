@@ -34,7 +34,7 @@ use tokio::task::AbortHandle;
 
 use super::mailbox::{Job, Mailbox, MediaJob};
 use super::outbox::Outbox;
-use super::HostCommand;
+use super::{HostCommand, SendControl};
 use crate::media::{MediaEngine, MediaError, MediaEvents};
 use crate::store::{Access, Namespace, Op, Scoped, Store, StoreError, WatchEvent, MAX_SCAN_PAGE};
 
@@ -50,8 +50,11 @@ pub(crate) const WATCH_CREDIT: usize = 1024;
 
 /// The capabilities every instance is offered: everything, media only when the engine runs.
 pub(crate) fn host_capabilities(media: bool) -> Capabilities {
-    // Events are always offered: without `[webhooks]` they are accepted and go nowhere.
-    let all = Capabilities::ALL.with(Capabilities::EVENTS);
+    // Events are always offered: without `[webhooks]` they are accepted and go nowhere. The
+    // allocator lent (ABI 1.11) is this program's global one.
+    let all = Capabilities::ALL
+        .with(Capabilities::EVENTS)
+        .with(Capabilities::HOST_ALLOCATOR);
     if media {
         all
     } else {
@@ -385,7 +388,12 @@ impl Services {
     /// Checks a request the plugin gave (as bytes or parts) and hands it to the core. `built`:
     /// written by [`Message::from_parts`], which checked already that it has no Via, a Call-ID
     /// and a CSeq naming its method.
-    fn send_message(&self, message: Message, built: bool) -> Result<RequestId> {
+    fn send_message(
+        &self,
+        message: Message,
+        built: bool,
+        control: Option<SendControl>,
+    ) -> Result<RequestId> {
         let Some(method) = message.method() else {
             return Err(self.refuse("send_request: the bytes are a response, not a request"));
         };
@@ -415,6 +423,7 @@ impl Services {
             plugin: self.index,
             id,
             request: message,
+            control,
         })?;
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
         Ok(id)
@@ -521,21 +530,28 @@ impl HostServices for Services {
 
     fn send_request(&self, request: &[u8]) -> Result<RequestId> {
         let message = self.parse(request)?;
-        self.send_message(message, false)
+        self.send_message(message, false, None)
     }
 
     fn send_request_parts(&self, parts: &RequestParts<'_>) -> Result<RequestId> {
         // Written once with the offsets recorded: the checks the parser's reading stands for
         // here are `from_parts`'s (tokens, no line breaks, the mandatory fields once, the
-        // CSeq's method), and the rest are the byte form's, below.
-        let message = Message::from_parts(parts, self.max_message).map_err(|e| {
+        // CSeq's method), and the rest are the byte form's, below. The control fields are
+        // taken out as they go by (checked as every field is), so the core neither looks them
+        // up nor writes the request again without them: it adds its Via to the fields as
+        // they are (`Message::relayed`).
+        let mut control = SendControl::default();
+        let message = Message::from_parts_leaving_out(parts, self.max_message, |name, value| {
+            control.take(name, value)
+        })
+        .map_err(|e| {
             tracing::warn!(plugin = %self.shared.name, error = %e, "send_request_parts refused");
             match e {
                 PartsError::TooLarge(_) | PartsError::TooManyHeaders(_) => Error::TooLarge,
                 _ => Error::InvalidArgument,
             }
         })?;
-        self.send_message(message, true)
+        self.send_message(message, true, Some(control))
     }
 
     fn store_get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -1043,14 +1059,31 @@ mod tests {
         let id = request.with_parts(|p| s.send_request_parts(p)).unwrap();
         match rx.try_recv() {
             Ok(HostCommand::Send {
-                id: i, request: m, ..
+                id: i,
+                request: m,
+                control: Some(control),
+                ..
             }) => {
                 assert_eq!(i, id);
-                assert_eq!(m.raw(), &request.clone().build(), "the bytes' request");
-                assert_eq!(m.header(&HeaderName::parse("Huddle-Answer")), Some("4"));
+                // The bytes' request, less the control field, which came as the command's.
+                let bytes = Message::parse(request.clone().build()).unwrap();
+                assert_eq!(SendControl::of(&bytes), control);
+                assert_eq!(control.answer, Some(4));
+                let dropped = huddle_sip::build::Forward::new(&bytes)
+                    .drop_header(HeaderName::parse("Huddle-Answer"))
+                    .build();
+                assert_eq!(m.raw(), &dropped);
+                assert_eq!(m.header(&HeaderName::parse("Huddle-Answer")), None);
             }
             other => panic!("{other:?}"),
         }
+        // Bytes keep their control fields for the core to read and drop.
+        s.send_request(&request.clone().build()).unwrap();
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(HostCommand::Send { control: None, request: m, .. })
+                if m.header(&HeaderName::parse("Huddle-Answer")) == Some("4")
+        ));
         let fields = [
             ("From", "<sip:kit@example.test>;tag=k1"),
             ("To", "<sip:alice@example.test>"),
@@ -1101,6 +1134,22 @@ mod tests {
         assert_eq!(
             s.send_request_parts(&parts("MESSAGE", &f)),
             Err(Error::InvalidArgument)
+        );
+        // A control field is checked as every field is, and counts towards the limits.
+        let mut f = fields.to_vec();
+        f.push((
+            "Huddle-Binding",
+            "alice@example.test/1\r\nVia: SIP/2.0/UDP 192.0.2.1",
+        ));
+        assert_eq!(
+            s.send_request_parts(&parts("MESSAGE", &f)),
+            Err(Error::InvalidArgument)
+        );
+        let mut f = fields.to_vec();
+        f.extend(std::iter::repeat_n(("Huddle-Report", "failures"), 256));
+        assert_eq!(
+            s.send_request_parts(&parts("MESSAGE", &f)),
+            Err(Error::TooLarge)
         );
         let big = "x".repeat(70_000);
         let mut f = fields.to_vec();

@@ -115,4 +115,4 @@ pub use credentials::{Credentials, Param, Qop};
 pub use error::AuthError;
 pub use nonce::{NonceId, NonceIssuer, NonceStatus};
 pub use replay::NonceCounts;
-pub use response::verify_response;
+pub use response::{verify_response, verify_response_cached, Ha2Cache};

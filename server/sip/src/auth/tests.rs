@@ -431,3 +431,71 @@ fn truncated_and_mutated_inputs_never_panic() {
     }
     assert!(counts.len() <= counts.capacity());
 }
+
+/// One cache through a run of requests whose method, digest-uri, algorithm, qop and body
+/// change in every pattern (same as the last, one part different, back again, prefixes of each
+/// other): every verdict is the uncached one, for the right HA1, a wrong one and a wrong
+/// method, and the right answers verify.
+#[test]
+fn the_kept_ha2_gives_the_verdicts_of_hashing_it_each_time() {
+    let nonce = "dcd98b7102dd2f0e8b11d0f600bfb0c093";
+    let methods = ["REGISTER", "INVITE", "INVITE:", "INV", ""];
+    let uris = [
+        "sip:example.test",
+        "sip:bob@example.test",
+        ":sip:a",
+        "sip:b",
+        "",
+    ];
+    let qops: [Option<&str>; 3] = [Some("auth"), None, Some("auth-int")];
+    let mut cache = Ha2Cache::default();
+    let mut checked = 0;
+    for round in 0..3 {
+        for (i, method) in methods.iter().enumerate() {
+            for (j, uri) in uris.iter().enumerate() {
+                let alg = Algorithm::ALL[(i + j + round) % 2];
+                let qop = qops[(i * 3 + j + round) % 3];
+                let client = Client {
+                    alg,
+                    user: "alice",
+                    realm: "example.test",
+                    password: "pw",
+                    uri,
+                };
+                let body: &[u8] = if j % 2 == 0 { b"v=0" } else { b"" };
+                let params = qop.map(|q| (q, "00000001", "0a4f113b"));
+                let response = client.response(method, nonce, params, body);
+                let qop_part = match qop {
+                    Some(q) => format!(",qop={q},nc=00000001,cnonce=\"0a4f113b\""),
+                    None => String::new(),
+                };
+                let value = format!(
+                    "Digest username=\"alice\",realm=\"example.test\",nonce=\"{nonce}\",uri=\"{uri}\",response=\"{response}\",algorithm={alg}{qop_part}"
+                );
+                let creds = Credentials::parse(&value).unwrap();
+                let right = ha1("alice", "example.test", "pw", alg);
+                let wrong = ha1("alice", "example.test", "pW", alg);
+                for ha1 in [&right, &wrong] {
+                    for m in [*method, "BYE", *method] {
+                        for body in [Some(body), None] {
+                            assert_eq!(
+                                verify_response_cached(&creds, m, ha1, body, &mut cache),
+                                verify_response(&creds, m, ha1, body),
+                                "{value} as {m}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+                assert!(verify_response_cached(
+                    &creds,
+                    method,
+                    &right,
+                    Some(body),
+                    &mut cache
+                ));
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 25 * 12);
+}

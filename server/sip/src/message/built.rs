@@ -66,6 +66,22 @@ impl Message {
     /// repeated, when the CSeq does not name `method`, or over `max_len` bytes or the parser's
     /// header limit.
     pub fn from_parts(parts: &RequestParts<'_>, max_len: usize) -> Result<Message, PartsError> {
+        Message::from_parts_leaving_out(parts, max_len, |_, _| false)
+    }
+
+    /// [`Message::from_parts`], except that the extension fields (names the parser does not
+    /// know) for which `leave_out(name, value)` says true are not written: a host's control
+    /// fields, which it takes as instructions instead of sending them. `leave_out` is asked
+    /// about every field, in order, before anything is checked or written (so that the buffer
+    /// is allocated at the size written): what it keeps of a field counts only when the result
+    /// is `Ok`. A known name is written whatever it says, and so is every field past the
+    /// 256th. A field left out is checked as every field is and counts towards `max_len` and
+    /// the field limit, so the parts refused are exactly those `from_parts` refuses.
+    pub fn from_parts_leaving_out(
+        parts: &RequestParts<'_>,
+        max_len: usize,
+        mut leave_out: impl FnMut(&str, &str) -> bool,
+    ) -> Result<Message, PartsError> {
         let max_headers = ParseLimits::default().max_headers;
         // Content-Length is one of the fields.
         if parts.headers.len() + 1 > max_headers {
@@ -75,17 +91,21 @@ impl Message {
             return Err(PartsError::Method);
         }
         let uri = parts.uri.as_bytes();
-        if uri.is_empty()
-            || uri[0] == b'<'
-            || memchr::memchr(b':', uri).is_none()
-            || has_any(uri, |b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0))
-        {
+        if !plain_request_uri(parts.uri) {
             return Err(PartsError::RequestUri);
         }
-        // The exact size, so nothing is written (or regrown) before the size check.
+        // The size as `from_parts` would write it (the limit), and the size written here (the
+        // buffer), computed before anything is written or regrown.
         let mut len = parts.method.len() + 1 + uri.len() + " SIP/2.0\r\n".len();
-        for (name, value) in parts.headers {
-            len += name.len() + 2 + value.len() + 2;
+        let mut left_out = 0;
+        let mut out_bits = [0u64; 4];
+        for (i, (name, value)) in parts.headers.iter().enumerate() {
+            let size = name.len() + 2 + value.len() + 2;
+            len += size;
+            if i < 256 && leave_out(name, value) {
+                out_bits[i / 64] |= 1 << (i % 64);
+                left_out += size;
+            }
         }
         // A body past u32::MAX is refused by the size check below whatever its digits say.
         let mut digits = [0u8; 10];
@@ -100,7 +120,7 @@ impl Message {
 
         // The body goes after the header text in the same buffer: one allocation, none regrown
         // (and `Bytes::from` a full `Vec` takes it as it is).
-        let mut head = String::with_capacity(len);
+        let mut head = String::with_capacity(len - left_out);
         head.push_str(parts.method);
         head.push(' ');
         head.push_str(parts.uri);
@@ -124,6 +144,9 @@ impl Message {
                 return Err(PartsError::HeaderValue(i, name.to_owned()));
             }
             let known = HeaderName::known(name.as_bytes());
+            if i < 256 && out_bits[i / 64] >> (i % 64) & 1 == 1 && known.is_none() {
+                continue;
+            }
             match known {
                 Some(HeaderName::Via) => return Err(PartsError::Reserved(i, "Via")),
                 Some(HeaderName::ContentLength) => {
@@ -196,6 +219,164 @@ impl Message {
         }
         Ok(message)
     }
+}
+
+impl Message {
+    /// This request as a proxy sends it on: `Via: via` above every field, the Request-URI
+    /// replaced by `request_uri` when given, `Max-Forwards: <max_forwards>` after the fields
+    /// when given, everything else copied. The same message as
+    /// `build::Forward::new(self).prepend("Via", via)` with those edits and `build_message`
+    /// (a test holds the two to each other), written with one copy of the header section
+    /// instead of a field-by-field rewrite and no second reading of the Request-Line: the way
+    /// the host sends a request a plugin gave in parts ([`Message::from_parts`]), whose fields
+    /// it knows to be plain.
+    ///
+    /// `None` when this message is not one that can be written so (a response, a message with
+    /// a defect or a header section that is not UTF-8, fields that do not follow each other
+    /// line by line, a Max-Forwards field while `max_forwards` is given, a `via` or
+    /// `request_uri` the parser would not read back as given, more fields than the parser's
+    /// limit): the caller writes it with `Forward` then.
+    pub fn relayed(
+        &self,
+        via: &str,
+        request_uri: Option<&str>,
+        max_forwards: Option<u8>,
+    ) -> Option<Message> {
+        let (StartLine::Request { method, .. }, None, Some(head)) =
+            (&self.start, &self.defect, &self.head)
+        else {
+            return None;
+        };
+        if via.is_empty()
+            || has_any(via.as_bytes(), |b| matches!(b, b'\r' | b'\n'))
+            || via.starts_with([' ', '\t'])
+            || via.ends_with([' ', '\t'])
+            || request_uri.is_some_and(|u| !plain_request_uri(u))
+        {
+            return None;
+        }
+        let old_start_end = self.start_line_end as usize;
+        let old_headers_end = self.headers_end as usize;
+        // The fields must tile the header section, so that one copy of it is every line.
+        let mut at = old_start_end;
+        for h in &self.headers {
+            if h.line.start as usize != at {
+                return None;
+            }
+            at = h.line.end as usize;
+            if max_forwards.is_some() && h.name == HeaderName::MaxForwards {
+                return None;
+            }
+        }
+        if at != old_headers_end
+            || self.headers.len() + 1 + usize::from(max_forwards.is_some())
+                > ParseLimits::default().max_headers
+        {
+            return None;
+        }
+        let raw = &self.raw[..];
+        let blank = if raw.get(old_headers_end) == Some(&b'\r') {
+            2
+        } else {
+            1
+        };
+        if raw.len() < old_headers_end + blank {
+            return None;
+        }
+        let body_end = (old_headers_end + blank + self.body.len()).min(raw.len());
+        let mut mf_digits = [0u8; 10];
+        let mf = max_forwards.map(|n| crate::build::decimal(u32::from(n), &mut mf_digits));
+
+        let start_len = match request_uri {
+            Some(uri) => method.as_str().len() + 1 + uri.len() + " SIP/2.0\r\n".len(),
+            None => old_start_end,
+        };
+        let via_len = "Via: ".len() + via.len() + 2;
+        let mf_len = mf.map_or(0, |v| "Max-Forwards: ".len() + v.len() + 2);
+        let headers_end = start_len + via_len + (old_headers_end - old_start_end) + mf_len;
+        let len = headers_end + (body_end - old_headers_end);
+
+        let mut out = String::with_capacity(len);
+        let start = match request_uri {
+            Some(uri) => {
+                out.push_str(method.as_str());
+                out.push(' ');
+                out.push_str(uri);
+                out.push_str(" SIP/2.0\r\n");
+                let uri_start = method.as_str().len() + 1;
+                StartLine::Request {
+                    method: Method::parse(method.as_str()),
+                    uri: Span::new(uri_start, uri_start + uri.len()),
+                    version: Span::new(start_len - 9, start_len - 2),
+                }
+            }
+            None => {
+                out.push_str(head.get(..old_start_end)?);
+                self.start.clone()
+            }
+        };
+        let mut headers = Vec::with_capacity(self.headers.len() + 2);
+        out.push_str("Via: ");
+        out.push_str(via);
+        out.push_str("\r\n");
+        headers.push(Header {
+            name: HeaderName::Via,
+            line: Span::new(start_len, start_len + via_len),
+            value: Span::new(start_len + 5, start_len + via_len - 2),
+        });
+        out.push_str(head.get(old_start_end..old_headers_end)?);
+        // Every old offset moves by the same amount: the fields were copied as one block.
+        let shift = (start_len + via_len) as i64 - old_start_end as i64;
+        let moved = |s: Span| {
+            Span::new(
+                (i64::from(s.start) + shift) as usize,
+                (i64::from(s.end) + shift) as usize,
+            )
+        };
+        headers.extend(self.headers.iter().map(|h| Header {
+            name: h.name.clone(),
+            line: moved(h.line),
+            value: moved(h.value),
+        }));
+        if let Some(v) = mf {
+            let line_start = out.len();
+            out.push_str("Max-Forwards: ");
+            let value_start = out.len();
+            out.push_str(v);
+            out.push_str("\r\n");
+            headers.push(Header {
+                name: HeaderName::MaxForwards,
+                line: Span::new(line_start, out.len()),
+                value: Span::new(value_start, value_start + v.len()),
+            });
+        }
+        debug_assert_eq!(out.len(), headers_end);
+        let head_text: Arc<str> = Arc::from(out.as_str());
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&raw[old_headers_end..body_end]);
+        let body_start = headers_end + blank;
+        Some(Message {
+            body: Span::new(body_start, bytes.len()),
+            raw: bytes.into(),
+            head: Some(head_text),
+            start,
+            start_line_end: start_len as u32,
+            headers,
+            headers_end: headers_end as u32,
+            defect: None,
+            views: Views::default(),
+        })
+    }
+}
+
+/// A Request-URI the parser reads back exactly as written, with no defect: not empty, not a
+/// name-addr, with a scheme's colon, and no white space, line break or NUL.
+fn plain_request_uri(uri: &str) -> bool {
+    let b = uri.as_bytes();
+    !b.is_empty()
+        && b[0] != b'<'
+        && memchr::memchr(b':', b).is_some()
+        && !has_any(b, |c| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | 0))
 }
 
 /// Whether some byte of `b` is one of `bad`'s. Every byte is looked at (no early exit), which
@@ -374,6 +555,171 @@ mod tests {
         assert_eq!(refused(parts(&many, b"")), PartsError::TooManyHeaders(256));
         let body = vec![b'x'; 4096];
         assert_eq!(refused(parts(HEADERS, &body)), PartsError::TooLarge(4096));
+    }
+
+    const VIA: &str = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-hd00ff-1c;rport";
+
+    /// What the core wrote before `relayed`: `Forward` with the same edits.
+    fn forwarded(m: &Message, uri: Option<&str>, mf: Option<u8>) -> Message {
+        let mut f = crate::build::Forward::new(m).prepend("Via", VIA);
+        if let Some(n) = mf {
+            f = f.max_forwards(n);
+        }
+        if let Some(u) = uri {
+            f = f.request_uri(u);
+        }
+        f.build_message().unwrap()
+    }
+
+    #[test]
+    fn a_relayed_request_is_the_one_forward_writes() {
+        let no_mf: Vec<_> = HEADERS
+            .iter()
+            .copied()
+            .filter(|(n, _)| *n != "Max-Forwards")
+            .collect();
+        let mut messages = Vec::new();
+        for headers in [HEADERS, &no_mf[..]] {
+            for body in [&b""[..], b"hello\r\n\r\nthere"] {
+                messages.push((
+                    Message::from_parts(&parts(headers, body), 65_535).unwrap(),
+                    true,
+                ));
+            }
+        }
+        // Received messages too: LF line ends, compact names, a folded field, bytes past the
+        // body, an extension method, an extension field.
+        for raw in [
+            &b"MESSAGE sip:bob@example.test SIP/2.0\r\nf: <sip:a@h>;tag=1\r\nt: <sip:bob@example.test>\r\ni: c9\r\nCSeq: 2 MESSAGE\r\nSubject: one\r\n two\r\nl: 2\r\n\r\nhiEXTRA"[..],
+            b"MESSAGE sip:bob@example.test SIP/2.0\nFrom: <sip:a@h>;tag=1\nTo: <sip:bob@example.test>\nCall-ID: c9\nCSeq: 2 MESSAGE\nMax-Forwards: 9\nContent-Length: 2\n\nhi",
+            b"FOO sip:bob@example.test SIP/2.0\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:bob@example.test>\r\nCall-ID: c9\r\nCSeq: 2 FOO\r\nX-Thing:   spaced  \r\nContent-Length: 0\r\n\r\n",
+        ] {
+            messages.push((Message::parse(Bytes::from_static(raw)).unwrap(), false));
+        }
+        let long = format!("sip:{}@192.0.2.9:5070;transport=tcp", "u".repeat(300));
+        let mut fast = 0;
+        for (m, built) in &messages {
+            for uri in [
+                None,
+                Some("sip:bob@192.0.2.7:5070;transport=tcp;ob"),
+                Some("sips:b@h"),
+                Some(long.as_str()),
+            ] {
+                for mf in [None, Some(70)] {
+                    let relayed = m.relayed(VIA, uri, mf);
+                    if mf.is_some() && m.max_forwards().is_some() {
+                        assert!(relayed.is_none(), "a Max-Forwards is never written twice");
+                        continue;
+                    }
+                    if *built {
+                        assert!(relayed.is_some(), "parts are always relayed so");
+                    }
+                    if let Some(r) = relayed {
+                        fast += 1;
+                        assert_eq!(seen(&r), seen(&forwarded(m, uri, mf)), "{uri:?} {mf:?}");
+                        let parsed = Message::parse(Bytes::copy_from_slice(r.raw())).unwrap();
+                        assert_eq!(seen(&r), seen(&parsed));
+                    }
+                }
+            }
+        }
+        assert!(fast >= 24, "{fast}");
+        // What it does not write, `Forward` does: each is `None`.
+        let (m, _) = &messages[0];
+        for uri in ["", "<sip:b@h>", "sip:b @h", "sip:b@h\r\nX: y", "nocolon"] {
+            assert!(m.relayed(VIA, Some(uri), None).is_none(), "{uri:?}");
+        }
+        for via in [
+            "",
+            " SIP/2.0/UDP h",
+            "SIP/2.0/UDP h\r\nX: y",
+            "SIP/2.0/UDP h\t",
+        ] {
+            assert!(m.relayed(via, None, None).is_none(), "{via:?}");
+        }
+        let response = Message::parse(Bytes::from_static(
+            b"SIP/2.0 200 OK\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
+        ))
+        .unwrap();
+        assert!(response.relayed(VIA, None, None).is_none());
+    }
+
+    #[test]
+    fn fields_left_out_are_those_forward_dropped_and_count_towards_the_limits() {
+        let control = ["Huddle-Binding", "Huddle-Answer", "Huddle-Report"];
+        let is_control = |n: &str| control.iter().any(|c| c.eq_ignore_ascii_case(n));
+        let mut fields = HEADERS.to_vec();
+        fields.insert(2, ("Huddle-Binding", "bob@example.test/b1"));
+        fields.insert(6, ("huddle-answer", " 7 "));
+        fields.push(("HUDDLE-REPORT", "failures"));
+        let p = parts(&fields, b"hello");
+        let all = Message::from_parts(&p, 65_535).unwrap();
+        let mut taken = Vec::new();
+        let kept = Message::from_parts_leaving_out(&p, 65_535, |n, v| {
+            let c = is_control(n);
+            if c {
+                taken.push((n.to_owned(), v.to_owned()));
+            }
+            c
+        })
+        .unwrap();
+        assert_eq!(
+            taken,
+            [
+                (
+                    "Huddle-Binding".to_owned(),
+                    "bob@example.test/b1".to_owned()
+                ),
+                ("huddle-answer".to_owned(), " 7 ".to_owned()),
+                ("HUDDLE-REPORT".to_owned(), "failures".to_owned())
+            ]
+        );
+        let parsed = Message::parse(Bytes::copy_from_slice(kept.raw())).unwrap();
+        assert_eq!(seen(&kept), seen(&parsed));
+        let control_len: usize = taken.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+        assert_eq!(kept.raw().len(), all.raw().len() - control_len);
+        // The wire as before: `Forward` dropping the control fields from the whole request.
+        let uri = "sip:bob@192.0.2.7:5070;transport=ws";
+        let mut old = crate::build::Forward::new(&all).prepend("Via", VIA);
+        for c in control {
+            old = old.drop_header(HeaderName::parse(c));
+        }
+        let old = old.request_uri(uri).build_message().unwrap();
+        let new = kept.relayed(VIA, Some(uri), None).unwrap();
+        assert_eq!(seen(&new), seen(&old));
+
+        // Only extension fields are left out: a known name is written whatever the answer.
+        let kept_all = Message::from_parts_leaving_out(&p, 65_535, |_, _| true).unwrap();
+        let parsed = Message::parse(Bytes::copy_from_slice(kept_all.raw())).unwrap();
+        assert_eq!(seen(&kept_all), seen(&parsed));
+        assert_eq!(kept_all.headers().len(), 8, "{:?}", kept_all.raw());
+        assert_eq!(kept_all.header(&HeaderName::parse("X-Empty")), None);
+
+        // Refused as `from_parts` refuses: a control value with a line break, and the limits
+        // count the fields left out.
+        let mut bad = fields.clone();
+        bad[2].1 = "b1\r\nVia: SIP/2.0/UDP evil";
+        assert_eq!(
+            Message::from_parts_leaving_out(&parts(&bad, b""), 65_535, |n, _| is_control(n))
+                .unwrap_err(),
+            PartsError::HeaderValue(2, "Huddle-Binding".into())
+        );
+        let len = all.raw().len();
+        assert!(Message::from_parts_leaving_out(&p, len, |n, _| is_control(n)).is_ok());
+        assert_eq!(
+            Message::from_parts_leaving_out(&p, len - 1, |n, _| is_control(n)).unwrap_err(),
+            PartsError::TooLarge(len - 1)
+        );
+        let many: Vec<_> = HEADERS
+            .iter()
+            .copied()
+            .chain(std::iter::repeat_n(("Huddle-Report", "failures"), 250))
+            .collect();
+        assert_eq!(
+            Message::from_parts_leaving_out(&parts(&many, b""), 65_535, |n, _| is_control(n))
+                .unwrap_err(),
+            PartsError::TooManyHeaders(256)
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use crate::message::Message;
 
 use super::common::{after, earliest, Action, Retransmit, State};
@@ -29,36 +31,38 @@ enum Inner {
 /// One non-INVITE client transaction.
 #[derive(Debug)]
 pub struct ClientNonInvite {
-    /// Kept while Timer E may send it again, then dropped: a Completed transaction lives on
-    /// for Timer K and needs nothing of it. Boxed, so that a finished transaction is small.
-    request: Option<Box<Message>>,
+    /// The request's bytes, kept while Timer E may send them again, then dropped: a Completed
+    /// transaction lives on for Timer K and needs nothing of it. Only the bytes: nothing but a
+    /// retransmission reads a non-INVITE request again (an INVITE's is read for its CANCEL and
+    /// ACK), so a proxy can start one without a parsed copy of what it forwards.
+    request: Option<Bytes>,
     reliable: bool,
     inner: Inner,
 }
 
 impl ClientNonInvite {
-    /// Sends the request and enters Trying.
+    /// Sends the request (its bytes) and enters Trying.
     pub fn start(
-        request: Message,
+        request: Bytes,
         reliable: bool,
         timers: &TimerConfig,
         now: Instant,
         out: &mut Vec<Action>,
     ) -> ClientNonInvite {
-        out.push(Action::Transmit(request.raw().clone()));
+        out.push(Action::Transmit(request.clone()));
         ClientNonInvite {
             inner: Inner::Trying {
                 e: Retransmit::start(reliable, now, timers.timer_e()),
                 f: after(now, timers.timer_f()),
             },
-            request: Some(Box::new(request)),
+            request: Some(request),
             reliable,
         }
     }
 
-    /// The request this transaction sends, until a final response arrives (or it ends).
-    pub fn request(&self) -> Option<&Message> {
-        self.request.as_deref()
+    /// The bytes this transaction sends, until a final response arrives (or it ends).
+    pub fn request(&self) -> Option<&Bytes> {
+        self.request.as_ref()
     }
 
     /// The current state.
@@ -126,7 +130,7 @@ impl ClientNonInvite {
                 if e.due(now) =>
             {
                 if let Some(request) = &self.request {
-                    out.push(Action::Transmit(request.raw().clone()));
+                    out.push(Action::Transmit(request.clone()));
                 }
                 let t2 = timers.t2;
                 if proceeding {

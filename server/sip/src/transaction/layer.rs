@@ -198,6 +198,22 @@ impl KeyIndex {
     }
 }
 
+/// A request a client transaction starts with: parsed, or (non-INVITE only, see
+/// [`TransactionLayer::send_forwarded`]) as bytes.
+#[derive(Debug)]
+// Only ever an argument, moved into a machine at once: boxing the message would allocate.
+#[allow(clippy::large_enum_variant)]
+enum Outgoing {
+    Message(Message),
+    Bytes(Bytes),
+}
+
+impl From<Message> for Outgoing {
+    fn from(request: Message) -> Self {
+        Outgoing::Message(request)
+    }
+}
+
 /// A CANCEL asked for while its INVITE is still Calling: RFC 3261 §9.1 holds it back until a
 /// provisional response arrives, and drops it if a final one comes first.
 #[derive(Debug)]
@@ -340,11 +356,21 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             .map(|e| e.machine.state())
     }
 
-    /// The request a live client transaction sends, until it has a final response: then only
-    /// what matching and the ACK need is kept.
+    /// The INVITE a live INVITE client transaction sends, until it has a final response: then
+    /// only what matching and the ACK need is kept. A non-INVITE client transaction keeps only
+    /// its request's bytes ([`ClientNonInvite::request`]): `None` for one.
     pub fn request(&self, key: ClientKey) -> Option<&Message> {
         match &self.entries.get(&key.0)?.machine {
             Machine::ClientInvite(m) => m.request(),
+            _ => None,
+        }
+    }
+
+    /// The bytes a live client transaction sends (INVITE or not), until it has a final
+    /// response.
+    pub fn request_bytes(&self, key: ClientKey) -> Option<&Bytes> {
+        match &self.entries.get(&key.0)?.machine {
+            Machine::ClientInvite(m) => m.request().map(Message::raw),
             Machine::ClientNonInvite(m) => m.request(),
             _ => None,
         }
@@ -410,10 +436,45 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         self.start_request(key, request, to, reliable, now)
     }
 
+    /// [`TransactionLayer::send_request_with_branch`] for a request the TU forwards as bytes:
+    /// `request` is `original` as the TU rewrote it, with the same method and CSeq and a top
+    /// Via of its own whose branch is `branch`. A non-INVITE transaction keeps only the bytes,
+    /// so the TU needs no parsed copy of what it forwards; an INVITE, whose CANCEL and ACK are
+    /// built from it, is parsed here.
+    pub fn send_forwarded(
+        &mut self,
+        original: &Message,
+        request: Bytes,
+        branch: &str,
+        to: D,
+        reliable: bool,
+        now: Instant,
+    ) -> Result<ClientKey, TransactionError> {
+        match original.method() {
+            Some(Method::Ack) => return Err(TransactionError::AckIsNotATransaction),
+            Some(Method::Invite) => {
+                let request = Message::parse(request)?;
+                return self.send_request_with_branch(request, branch, to, reliable, now);
+            }
+            _ => {}
+        }
+        let key = ClientMatch::of_request_with_branch(original, branch)?;
+        #[cfg(debug_assertions)]
+        {
+            let sent = Message::parse(request.clone()).ok();
+            debug_assert_eq!(
+                sent.as_ref().and_then(|m| ClientMatch::of_request(m).ok()),
+                Some(key.clone()),
+                "{branch} is not the top Via's branch, or the method or CSeq changed"
+            );
+        }
+        self.start_request(key, Outgoing::Bytes(request), to, reliable, now)
+    }
+
     fn start_request(
         &mut self,
         key: ClientMatch,
-        request: Message,
+        request: impl Into<Outgoing>,
         to: D,
         reliable: bool,
         now: Instant,
@@ -425,7 +486,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             return Err(TransactionError::Overloaded);
         }
         let id = self.alloc_id();
-        self.start_client(id, key, request, to, reliable, now);
+        self.start_client(id, key, request.into(), to, reliable, now);
         Ok(ClientKey(id))
     }
 
@@ -471,7 +532,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
             self.pending_cancels
                 .insert(invite.0, PendingCancel { id, key, request });
         } else {
-            self.start_client(id, key, request, peer, reliable, now);
+            self.start_client(id, key, request.into(), peer, reliable, now);
         }
         Ok(ClientKey(id))
     }
@@ -655,21 +716,29 @@ impl<D: Clone + Debug> TransactionLayer<D> {
         &mut self,
         id: u64,
         key: ClientMatch,
-        request: Message,
+        request: Outgoing,
         to: D,
         reliable: bool,
         now: Instant,
     ) {
         let mut out = std::mem::take(&mut self.scratch);
         let timers = &self.config.timers;
-        let machine = if request.method() == Some(&Method::Invite) {
-            Machine::ClientInvite(ClientInvite::start(
+        let machine = match request {
+            Outgoing::Message(request) if request.method() == Some(&Method::Invite) => {
+                Machine::ClientInvite(ClientInvite::start(
+                    request, reliable, timers, now, &mut out,
+                ))
+            }
+            Outgoing::Message(request) => Machine::ClientNonInvite(ClientNonInvite::start(
+                request.raw().clone(),
+                reliable,
+                timers,
+                now,
+                &mut out,
+            )),
+            Outgoing::Bytes(request) => Machine::ClientNonInvite(ClientNonInvite::start(
                 request, reliable, timers, now, &mut out,
-            ))
-        } else {
-            Machine::ClientNonInvite(ClientNonInvite::start(
-                request, reliable, timers, now, &mut out,
-            ))
+            )),
         };
         self.scratch = out;
         self.clients.insert(&key, id);
@@ -935,7 +1004,7 @@ impl<D: Clone + Debug> TransactionLayer<D> {
                 State::Proceeding => {
                     if let Some(p) = self.pending_cancels.remove(&id) {
                         let (peer, reliable) = (entry.peer.clone(), entry.reliable);
-                        self.start_client(p.id, p.key, p.request, peer, reliable, now);
+                        self.start_client(p.id, p.key, p.request.into(), peer, reliable, now);
                     }
                 }
                 _ => {

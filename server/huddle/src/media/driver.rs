@@ -54,14 +54,15 @@
 //! and puts it in the outbox: no `write_rtp`, no release pass, no `poll_output` for it.
 //! What keeps this correct next to str0m, which seals with the same keys:
 //!
-//! * **Nonces.** An (SSRC, index) is sealed once: each extended sequence number of a stream is
-//!   either ours or str0m's, and a packet whose rewritten number was used already (a late
-//!   packet of a source switched away from) or is too old to tell is not sent
-//!   ([`repair::SealedIndices`]). The receiver's RTX SSRC of a fast stream is ours alone: what
-//!   str0m writes on a fast leg's forwarded stream is not nackable (so its RTX cache stays
-//!   empty and it never resends), and without bandwidth estimation str0m sends no padding;
-//!   a stream the plugin sent nackable packets on keeps its RTX to str0m, and the fast
-//!   egress repairs it by retransmission. No SRTCP of ours is sent.
+//! * **Nonces.** An (SSRC, index) is sealed once, on every leg (fast or not): each output
+//!   stream has one numbering, the [`Rewriter`]'s, fed by its forwarded sources and the
+//!   plugin's own packets alike; a packet of a source older than its first since the switch
+//!   to it has no place in it and is dropped; every index is claimed before it is written,
+//!   whoever seals it, and a packet whose index was used already or is too old to tell is not
+//!   written ([`repair::SealedIndices`], counted in `FastEgress::refused`). The receiver's RTX
+//!   SSRC of a fast stream is ours alone: nothing str0m writes on a fast leg is nackable (so
+//!   its RTX cache stays empty and it never resends), and without bandwidth estimation str0m
+//!   sends no padding. No SRTCP of ours is sent.
 //! * **Sender reports.** str0m's SR for a stream takes its RTP time from the last packet
 //!   written plus the time since, and says 0 for a stream it never wrote, which breaks the
 //!   receiver's audio/video sync. So one packet per stream per [`STR0M_ANCHOR_INTERVAL`]
@@ -73,8 +74,12 @@
 //!   those packets.
 //! * **Loss repair.** A sent packet of a video stream is kept ([`repair::SentCache`]); the
 //!   peer's SRTCP is opened (a copy, with our own receive context) and its NACKs answered with
-//!   RTX (or a retransmission of our own packet where RTX is not negotiated). str0m still gets
-//!   that SRTCP: PLI/FIR, receiver reports and its NACK count work as before.
+//!   RTX (or a retransmission of our own packet where RTX is not negotiated), within a budget
+//!   per stream (about a sixth of its packets per second) and per RTCP packet
+//!   ([`repair::MAX_REPAIRS_PER_RTCP`]), each request costing one cache slot. str0m still
+//!   gets that SRTCP: PLI/FIR, receiver reports and its NACK count work as before. Fast
+//!   packets carry no transport-cc or abs-send-time (anchors do): the receiver's estimate
+//!   (REMB) rests on fewer samples than on a leg str0m sends everything on.
 //! * **Keys.** Only with current keys: `own_srtp` follows the key slot's generation and is
 //!   `None` before DTLS or for unusable keys; then (or before str0m has sent the leg anything,
 //!   which tells where to send) packets go through str0m.
@@ -105,6 +110,10 @@ use super::{Command, MediaEngine, MediaEvents};
 /// (an attacker choosing SSRCs only slows its own leg's map).
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
+/// The [`Rewriter`] source key of a plugin's own packets (its SSRC in the low 32 bits): apart
+/// from every forwarded source's SSRC.
+const PLUGIN_SOURCE: u64 = 1 << 32;
 
 /// Datagrams read per wake-up before deadlines and timers get their turn.
 const READ_BATCH: usize = 256;
@@ -197,12 +206,13 @@ type Tapper = (usize, Arc<dyn MediaEvents>);
 #[derive(Default)]
 struct TxState {
     plugin_seq: SeqExtender,
+    /// The one numbering of the stream, whoever feeds it (forwarded sources and the plugin).
     rewriter: Rewriter,
+    /// Main-stream indices written so far, by us or by str0m, on any leg: none is sealed
+    /// twice (module docs, "Fast egress").
+    sealed: repair::SealedIndices,
     /// The stream as the fast egress sends it, from its first forwarded packet on.
     fast: Option<Box<FastStream>>,
-    /// The plugin sent nackable packets on it through str0m: str0m may answer NACKs on its
-    /// RTX SSRC, so the fast egress must not (it repairs by retransmission instead).
-    str0m_rtx: bool,
 }
 
 /// One outgoing stream of a fast-egress leg, as the driver sends it itself.
@@ -220,14 +230,12 @@ struct FastStream {
     behind_anchor: bool,
     /// The send stream still exists (a renegotiation may remove it).
     live: bool,
-    /// Main-stream indices sealed so far, by us or by str0m: none is sealed twice.
-    sealed: repair::SealedIndices,
 }
 
 impl FastStream {
     /// The stream `mid` of `rtc` as the receiver negotiated it; `None` when it has no send
     /// stream.
-    fn new(rtc: &mut Rtc, mid: Mid, video: bool, str0m_rtx: bool) -> Option<FastStream> {
+    fn new(rtc: &mut Rtc, mid: Mid, video: bool) -> Option<FastStream> {
         let exts = rtc.media(mid).map_or_else(EgressExtensions::default, |m| {
             let map = m.remote_extmap();
             EgressExtensions {
@@ -241,14 +249,13 @@ impl FastStream {
         let tx = api.stream_tx_by_mid(mid, None)?;
         Some(FastStream {
             ssrc: *tx.ssrc(),
-            rtx: tx.rtx().filter(|_| !str0m_rtx).map(|s| *s),
+            rtx: tx.rtx().map(|s| *s),
             mid,
             exts,
             cache: video.then(|| SentCache::new(repair::CACHE_PACKETS, repair::CACHE_AGE)),
             anchored: None,
             behind_anchor: false,
             live: true,
-            sealed: repair::SealedIndices::default(),
         })
     }
 }
@@ -276,17 +283,16 @@ struct Outgoing<'a> {
 }
 
 /// A leg's SRTP contexts of our own, next to str0m's: the same keys, for the forwarding fast
-/// path (bench/NOTES.md, "Media: a forwarding fast path outside str0m"). Built once per leg;
-/// for now only debug builds use them, to check each inbound packet ([`verify_inbound`]).
+/// path (bench/NOTES.md, "Media: a forwarding fast path outside str0m"). Built once per key
+/// generation: `tx` seals the fast egress's packets, `rx` opens the peer's SRTCP for its NACKs
+/// (and, in debug builds, checks each inbound packet, [`verify_inbound_rtp`]).
 #[derive(Debug)]
 pub(crate) struct OwnSrtp {
     /// The key slot's generation these were built from.
     generation: u32,
     profile: super::srtp::SrtpProfile,
-    /// Seals what the fast path will send outside str0m (step 2 of the plan).
-    #[allow(dead_code)]
+    /// Seals what the fast egress sends outside str0m.
     tx: SrtpTx,
-    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     rx: SrtpRx,
 }
 
@@ -363,10 +369,15 @@ impl Leg {
         self
     }
 
-    /// How the next forwarded packet of `mid` leaves. Fast only with current keys and a known
+    /// How the next packet of `mid` (index `seq`) leaves, on any leg. Not at all when its
+    /// index was written before (by either sealer). Fast only with current keys and a known
     /// destination; even then one packet per [`STR0M_ANCHOR_INTERVAL`] (and the first) goes
     /// through str0m.
     fn route(&mut self, mid: Mid, seq: u64, video: bool, now: Instant) -> Route {
+        // Claimed before anything else: whichever way it leaves, the index is used.
+        if !self.tx.entry(mid).or_default().sealed.claim(seq) {
+            return Route::Skip;
+        }
         if !self.fast_egress {
             return Route::Str0m { anchor: false };
         }
@@ -385,14 +396,18 @@ impl Leg {
         } = self;
         let state = tx.entry(mid).or_default();
         if state.fast.is_none() {
-            state.fast = FastStream::new(rtc, mid, video, state.str0m_rtx).map(Box::new);
+            state.fast = FastStream::new(rtc, mid, video).map(Box::new);
             *repairs |= state.fast.as_ref().is_some_and(|f| f.cache.is_some());
         }
-        let Some(fast) = state.fast.as_mut().filter(|f| f.live) else {
+        let Some(fast) = state.fast.as_mut() else {
             return Route::Str0m { anchor: false };
         };
-        if !fast.sealed.claim(seq) {
-            return Route::Skip;
+        if !fast.live {
+            // No anchor to wait for on a stream gone (else `anchors` would stay up).
+            if std::mem::take(&mut fast.behind_anchor) {
+                *anchors = anchors.saturating_sub(1);
+            }
+            return Route::Str0m { anchor: false };
         }
         let since = fast.anchored.map(|at| now.saturating_duration_since(at));
         if fast.behind_anchor {
@@ -400,7 +415,7 @@ impl Leg {
                 return Route::Str0m { anchor: true };
             }
             fast.behind_anchor = false;
-            *anchors -= 1;
+            *anchors = anchors.saturating_sub(1);
         }
         match since {
             Some(d) if d < STR0M_ANCHOR_INTERVAL => Route::Fast(to),
@@ -424,7 +439,7 @@ impl Leg {
             if let Some(fast) = state.fast.as_deref_mut() {
                 if fast.behind_anchor && fast.ssrc == ssrc {
                     fast.behind_anchor = false;
-                    self.anchors -= 1;
+                    self.anchors = self.anchors.saturating_sub(1);
                 }
             }
         }
@@ -433,12 +448,14 @@ impl Leg {
     /// After a renegotiation: each fast stream takes the SSRCs and extension ids now
     /// negotiated, keeping its RTX sequence and cache (an index once used stays used).
     fn refresh_fast_streams(&mut self) {
-        let Leg { rtc, tx, .. } = self;
+        let Leg {
+            rtc, tx, anchors, ..
+        } = self;
         for (mid, state) in tx.iter_mut() {
             let Some(fast) = state.fast.as_deref_mut() else {
                 continue;
             };
-            match FastStream::new(rtc, *mid, fast.cache.is_some(), state.str0m_rtx) {
+            match FastStream::new(rtc, *mid, fast.cache.is_some()) {
                 Some(new) => {
                     fast.ssrc = new.ssrc;
                     fast.rtx = new.rtx;
@@ -447,7 +464,12 @@ impl Leg {
                 }
                 // The stream is gone: nothing more is sent fast on it (str0m finds no send
                 // stream for what comes and drops it).
-                None => fast.live = false,
+                None => {
+                    fast.live = false;
+                    if std::mem::take(&mut fast.behind_anchor) {
+                        *anchors = anchors.saturating_sub(1);
+                    }
+                }
             }
         }
     }
@@ -468,10 +490,7 @@ impl Leg {
         let mut buf = Vec::with_capacity(repair::MAX_HEADER + payload.len() + overhead);
         let header_len = write_header(&mut buf, fast, p);
         buf.extend_from_slice(&payload);
-        let len = buf.len();
-        buf.resize(len + overhead, 0);
-        let sealed = srtp.tx.protect_rtp(&mut buf, len, p.seq).ok()?;
-        buf.truncate(sealed);
+        srtp.tx.protect_rtp_vec(&mut buf, p.seq).ok()?;
         if let Some(cache) = fast.cache.as_mut() {
             // SRTP leaves the header in the clear: it is still the plaintext one.
             cache.insert(now, p.seq, &buf[..header_len], payload, p.rtx_pt, true);
@@ -498,11 +517,9 @@ impl Leg {
     /// Answers the NACKs in the peer's RTCP (`plain`, opened) for streams the fast egress
     /// sends: each repair sealed into `out`.
     fn answer_nacks(&mut self, plain: &[u8], now: Instant, out: &mut Vec<Vec<u8>>) {
-        let mut asked: Vec<(u32, u16)> = Vec::new();
-        repair::for_each_nack(plain, |ssrc, seq| {
-            // Bounded: a compound packet of 1,500 bytes names at most ~6,000.
-            asked.push((ssrc, seq));
-        });
+        // Bounded, deduplicated (review of the fast egress, #3): each request then costs one
+        // slot of one cache.
+        let asked = repair::nack_requests(plain);
         if asked.is_empty() || self.own_srtp().is_none() {
             return;
         }
@@ -511,7 +528,11 @@ impl Leg {
             return;
         };
         let overhead = srtp.profile.rtp_overhead();
+        let mut repairs = 0;
         for (ssrc, seq) in asked {
+            if repairs == repair::MAX_REPAIRS_PER_RTCP {
+                break;
+            }
             let Some(fast) = tx
                 .values_mut()
                 .filter_map(|s| s.fast.as_deref_mut())
@@ -545,10 +566,8 @@ impl Leg {
                 }
                 (Resend::Rtx { .. }, None) => continue,
             };
-            let len = buf.len();
-            buf.resize(len + overhead, 0);
-            if let Ok(n) = srtp.tx.protect_rtp(&mut buf, len, index) {
-                buf.truncate(n);
+            if srtp.tx.protect_rtp_vec(&mut buf, index).is_ok() {
+                repairs += 1;
                 out.push(buf);
             }
         }
@@ -1221,10 +1240,17 @@ impl Driver {
                 3000
             };
             let state = dst_leg.tx.entry(dst_mid).or_default();
-            let (seq, ts, switched) =
-                state
-                    .rewriter
-                    .rewrite(ssrc, *packet.seq_no, packet.header.timestamp, step);
+            let rewritten = state.rewriter.rewrite(
+                u64::from(ssrc),
+                *packet.seq_no,
+                packet.header.timestamp,
+                step,
+            );
+            // From before the source's first packet since the switch: no place in the output.
+            let Some((seq, ts, switched)) = rewritten else {
+                self.engine.counters().fast(4);
+                continue;
+            };
             if switched {
                 // The output's timestamps now follow another clock: str0m's sender reports
                 // must learn the new relation from this packet (module docs, "Fast egress").
@@ -1248,7 +1274,7 @@ impl Driver {
                 ext: &packet.header.ext_vals,
             };
             match dst_leg.route(dst_mid, seq, video, now) {
-                Route::Skip => {}
+                Route::Skip => self.engine.counters().fast(4),
                 Route::Fast(to) => {
                     let sealed = dst_leg.seal_forwarded(dst_mid, &out, payload, now);
                     if let Some(datagram) = sealed {
@@ -1312,11 +1338,27 @@ impl Driver {
         let kind = leg.rtc.media(mid).map(|m| m.kind());
         let video = kind == Some(MediaKind::Video);
         let state = leg.tx.entry(mid).or_default();
-        let seq = state.plugin_seq.extend(p.seq);
+        let plugin_seq = state.plugin_seq.extend(p.seq);
+        // The plugin's packets take the stream's one numbering too, as a source of their own
+        // (review of the fast egress, #5): forwarded and plugin-sent packets on one stream
+        // never use one index twice.
+        let step = if video { 3000 } else { 960 };
+        let Some((seq, ts, _)) = state.rewriter.rewrite(
+            PLUGIN_SOURCE | u64::from(p.ssrc),
+            plugin_seq,
+            p.timestamp,
+            step,
+        ) else {
+            self.engine.counters().fast(4);
+            return;
+        };
         let now = Instant::now();
         let route = leg.route(mid, seq, video, now);
         let rtx_pt = match route {
-            Route::Skip => return,
+            Route::Skip => {
+                self.engine.counters().fast(4);
+                return;
+            }
             Route::Fast(_) | Route::Str0m { anchor: true } if video => leg
                 .rtc
                 .codec_config()
@@ -1333,7 +1375,7 @@ impl Driver {
             rtx_pt,
             marker: p.marker,
             seq,
-            ts: p.timestamp,
+            ts,
             ext: &ext,
         };
         let payload: Arc<[u8]> = Arc::from(p.payload);
@@ -1357,17 +1399,12 @@ impl Driver {
                     self.engine.counters().fast(1);
                 }
                 // On a fast leg str0m never answers NACKs (the driver does, module docs).
-                // Elsewhere a stream the fast egress sent on may have had RTX of ours: str0m
-                // must not send RTX there (one RTX sequence per SSRC and key); otherwise str0m's
-                // RTX stays str0m's.
-                let state = leg.tx.entry(mid).or_default();
-                let nackable = video && !leg.fast_egress && state.fast.is_none();
-                state.str0m_rtx |= nackable;
+                let nackable = video && !leg.fast_egress;
                 let mut api = leg.rtc.direct_api();
                 let Some(tx) = api.stream_tx_by_mid(mid, None) else {
                     return;
                 };
-                let write = RtpWrite::new(p.pt.into(), SeqNo::from(seq), p.timestamp, now, payload)
+                let write = RtpWrite::new(p.pt.into(), SeqNo::from(seq), ts, now, payload)
                     .marker(p.marker)
                     .nackable(nackable);
                 tx.write_rtp(write);
@@ -1688,10 +1725,28 @@ mod tests {
 
         let anchor = Route::Str0m { anchor: true };
         let str0m = Route::Str0m { anchor: false };
+        // Review #2 and #6: every write is claimed, on any leg and any route.
+        leg.fast_egress = false;
+        assert_eq!(
+            leg.route(mid, 0, true, now),
+            str0m,
+            "a leg without fast egress"
+        );
+        assert_eq!(
+            leg.route(mid, 0, true, now),
+            Route::Skip,
+            "its index is used"
+        );
+        leg.fast_egress = true;
         assert_eq!(
             leg.route(mid, 1, true, now),
             str0m,
             "no destination, no keys"
+        );
+        assert_eq!(
+            leg.route(mid, 1, true, now),
+            Route::Skip,
+            "claimed all the same"
         );
         leg.dest = Some(peer_addr);
         assert_eq!(leg.route(mid, 2, true, now), str0m, "no keys");
@@ -1773,6 +1828,14 @@ mod tests {
         let mut buf = sealed.clone();
         let opened = rx2.unprotect_rtp(&mut buf).expect("the new keys");
         assert_eq!(&buf[opened.header_len..opened.len], b"eight");
+
+        // Review #7: a stream removed while its anchor waits does not keep `anchors` up.
+        let later = later + STR0M_ANCHOR_INTERVAL;
+        assert_eq!(leg.route(mid, 11, true, later), anchor);
+        assert_eq!(leg.anchors, 1);
+        leg.tx.get_mut(&mid).unwrap().fast.as_mut().unwrap().live = false;
+        assert_eq!(leg.route(mid, 12, true, later), str0m);
+        assert_eq!(leg.anchors, 0);
     }
 
     #[test]

@@ -247,8 +247,9 @@ pub(crate) struct MediaCounters {
     /// opened.
     srtp_verify: [AtomicU64; 4],
     /// Fast egress: packets sealed by the driver, forwarded packets written through str0m on
-    /// fast legs (its sender reports' anchor), repairs sent, debug drops ([`FastEgress`]).
-    fast: [AtomicU64; 4],
+    /// fast legs (its sender reports' anchor), repairs sent, debug drops, packets not written
+    /// for their index ([`FastEgress`]).
+    fast: [AtomicU64; 5],
     /// Debug builds: the fast egress drops every n-th packet it seals (0: none), so that tests
     /// see its loss repair at work.
     #[cfg(debug_assertions)]
@@ -269,6 +270,10 @@ pub struct FastEgress {
     pub repaired: u64,
     /// Debug builds: packets left out on purpose ([`MediaEngine::drop_fast_egress_every`]).
     pub dropped: u64,
+    /// Packets not written, on any leg, because their index was used already or has no place
+    /// in the output stream (a late packet from before its source's first since a switch):
+    /// sealing them would reuse an SRTP nonce.
+    pub refused: u64,
 }
 
 /// What the engine's own SRTP contexts did next to str0m's: read in tests (debug builds check
@@ -447,6 +452,7 @@ impl MediaEngine {
             through_str0m: l(&c.fast[1]),
             repaired: l(&c.fast[2]),
             dropped: l(&c.fast[3]),
+            refused: l(&c.fast[4]),
         }
     }
 

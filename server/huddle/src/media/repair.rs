@@ -17,7 +17,6 @@
 //! (the driver never lets str0m send on it: its packets on a fast stream are not nackable, and
 //! without bandwidth estimation str0m sends no padding).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,13 +86,19 @@ pub(crate) enum Resend {
 }
 
 /// The packets recently sent on one stream, and its RTX sequence.
+///
+/// A ring indexed by sequence number (`seq % capacity`, each slot tagged with its whole
+/// sequence number): a NACKed packet is found, or known absent, in one step, however hostile
+/// the NACK (review of the fast egress, #3).
 #[derive(Debug)]
 pub(crate) struct SentCache {
-    /// In the order sent (sequence numbers mostly ascending; a late source packet may come
-    /// out of order).
-    entries: VecDeque<Sent>,
-    max_packets: usize,
+    /// Slot `seq % len`: the packet of `seq`, if it is still held. Allocated at the first
+    /// insert.
+    slots: Vec<Option<Sent>>,
+    capacity: usize,
     max_age: Duration,
+    /// The highest sequence number kept: only `newest - capacity < seq <= newest` can be held.
+    newest: Option<u64>,
     /// The next RTX sequence number (extended: the RTX stream's SRTP index).
     next_rtx_seq: u64,
     /// Start of the current window, packets sent and repairs made in it, packets sent in
@@ -102,20 +107,26 @@ pub(crate) struct SentCache {
     sent: u32,
     resent: u32,
     sent_before: u32,
+    /// Slots looked at for NACKs so far (tests bound the work a NACK causes).
+    #[cfg(test)]
+    lookups: u64,
 }
 
 impl SentCache {
     pub(crate) fn new(max_packets: usize, max_age: Duration) -> SentCache {
         SentCache {
-            entries: VecDeque::with_capacity(max_packets.min(64)),
-            max_packets: max_packets.max(1),
+            slots: Vec::new(),
+            capacity: max_packets.max(1),
             max_age,
+            newest: None,
             // Low, as the rewriter starts its streams: no rollover counter to signal.
             next_rtx_seq: 1,
             window: None,
             sent: 0,
             resent: 0,
             sent_before: 0,
+            #[cfg(test)]
+            lookups: 0,
         }
     }
 
@@ -135,8 +146,14 @@ impl SentCache {
         }
     }
 
-    /// Keeps a packet sent at `now`; drops what is too old or beyond the count. `false` (and
-    /// nothing kept) when the header is longer than [`MAX_HEADER`].
+    fn slot(&self, seq: u64) -> usize {
+        // The remainder is below `capacity`, a usize.
+        (seq % self.capacity as u64) as usize
+    }
+
+    /// Keeps a packet sent at `now` (in place of the one `capacity` sequence numbers before).
+    /// `false` (and nothing kept) when the header is longer than [`MAX_HEADER`] or the packet
+    /// is older than what the cache spans.
     pub(crate) fn insert(
         &mut self,
         now: Instant,
@@ -152,19 +169,21 @@ impl SentCache {
         if header.len() > MAX_HEADER {
             return false;
         }
-        while self.entries.len() >= self.max_packets
-            || self
-                .entries
-                .front()
-                .is_some_and(|e| now.saturating_duration_since(e.at) > self.max_age)
+        if self
+            .newest
+            .is_some_and(|n| n.saturating_sub(seq) >= self.capacity as u64)
         {
-            self.entries.pop_front();
+            return false;
         }
         self.tick(now);
         self.sent = self.sent.saturating_add(1);
+        if self.slots.is_empty() {
+            self.slots.resize_with(self.capacity, || None);
+        }
         let mut h = [0; MAX_HEADER];
         h[..header.len()].copy_from_slice(header);
-        self.entries.push_back(Sent {
+        let i = self.slot(seq);
+        self.slots[i] = Some(Sent {
             seq,
             at: now,
             header: h,
@@ -175,47 +194,64 @@ impl SentCache {
             resends: 0,
             last_resend: None,
         });
+        self.newest = Some(self.newest.map_or(seq, |n| n.max(seq)));
         true
     }
 
-    /// Packets held.
+    /// Packets held and not older than the cache's age, counted from the newest.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        let Some(newest) = self.newest else {
+            return 0;
+        };
+        let Some(at) = self.slots[self.slot(newest)].as_ref().map(|e| e.at) else {
+            return 0;
+        };
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|e| at.saturating_duration_since(e.at) <= self.max_age)
+            .count()
     }
 
-    /// The extended value of a NACKed 16-bit sequence number: the one nearest the newest
-    /// packet sent.
+    /// The extended value of a NACKed 16-bit sequence number: the one at or below the newest
+    /// packet sent, within what the cache spans; `None` for any other (never held).
     pub(crate) fn extend(&self, seq: u16) -> Option<u64> {
-        let last = self.entries.back()?.seq;
-        let candidate = (last & !0xffff) | u64::from(seq);
-        Some(if candidate > last && candidate - last > 0x8000 {
-            candidate.checked_sub(0x1_0000)?
-        } else if candidate < last && last - candidate > 0x8000 {
-            candidate + 0x1_0000
-        } else {
-            candidate
-        })
+        let newest = self.newest?;
+        let back = u64::from((newest as u16).wrapping_sub(seq));
+        if back >= self.capacity as u64 {
+            return None;
+        }
+        newest.checked_sub(back)
     }
 
     /// How to repair `seq` at `now` (with RTX if `rtx` is negotiated on the stream), and the
-    /// cached packet to build it from; `None` when it is not held any more, too old, resent
-    /// just now or too often, or (without RTX) not ours to send again.
+    /// cached packet to build it from; `None` when the stream's repair budget is spent, or
+    /// the packet is not held any more, too old, resent just now or too often, or (without
+    /// RTX) not ours to send again. One slot looked at, at most.
     pub(crate) fn resend(&mut self, now: Instant, seq: u64, rtx: bool) -> Option<(Resend, &Sent)> {
         self.tick(now);
         let budget = self.sent.max(self.sent_before) / RESEND_SHARE + RESEND_FLOOR;
         if self.resent >= budget {
             return None;
         }
+        let newest = self.newest?;
+        if seq > newest || newest - seq >= self.capacity as u64 {
+            return None;
+        }
+        let i = self.slot(seq);
+        #[cfg(test)]
+        {
+            self.lookups += 1;
+        }
         let max_age = self.max_age;
-        // NACKs name recent packets: search from the newest.
         let Self {
-            entries,
+            slots,
             next_rtx_seq,
             resent,
             ..
         } = self;
-        let entry = entries.iter_mut().rev().find(|e| e.seq == seq)?;
+        let entry = slots.get_mut(i)?.as_mut().filter(|e| e.seq == seq)?;
         if now.saturating_duration_since(entry.at) > max_age
             || entry.resends >= MAX_RESENDS
             || entry
@@ -254,6 +290,9 @@ pub(crate) struct SealedIndices {
 impl SealedIndices {
     /// Marks `index` used; `false` if it was used already or is too old to tell.
     pub(crate) fn claim(&mut self, index: u64) -> bool {
+        if index > MAX_RTP_INDEX {
+            return false;
+        }
         let Some(top) = self.top else {
             self.top = Some(index);
             self.used = 1;
@@ -261,6 +300,12 @@ impl SealedIndices {
         };
         if index > top {
             let shift = index - top;
+            // The receiver guesses an index within 2^15 of the highest it saw (RFC 3711
+            // §3.3.1): a longer jump cannot be its next packet, and must not move the window
+            // past every index to come (review of the fast egress, #1).
+            if shift >= MAX_INDEX_JUMP {
+                return false;
+            }
             self.used = if shift >= 128 { 0 } else { self.used << shift };
             self.used |= 1;
             self.top = Some(index);
@@ -274,6 +319,11 @@ impl SealedIndices {
         true
     }
 }
+
+/// The highest SRTP index (48 bits, RFC 3711 §3.3.1).
+const MAX_RTP_INDEX: u64 = (1 << 48) - 1;
+/// How far past the highest sealed index the next may be.
+const MAX_INDEX_JUMP: u64 = 1 << 15;
 
 /// Appends to `out` the RTX packet (RFC 4588 §4) repairing `sent`: its header with the RTX
 /// SSRC, payload type and sequence number, then the original sequence number and payload.
@@ -300,6 +350,27 @@ pub(crate) fn write_again(sent: &Sent, out: &mut Vec<u8>) {
     out.extend_from_slice(&sent.payload);
 }
 
+/// Most sequence numbers of one RTCP packet whose repair is looked at: a receiver names what
+/// it lost since its last feedback, far fewer; a 2 KB packet of full bitmasks names ~8,500.
+pub(crate) const MAX_NACKED_PER_RTCP: usize = 256;
+/// Most repairs sent for one RTCP packet, all streams together: what one NACK can make the
+/// driver send at once, whatever each stream's budget ([`RESEND_SHARE`]) still allows.
+pub(crate) const MAX_REPAIRS_PER_RTCP: usize = 32;
+
+/// The (media SSRC, sequence number) pairs the Generic NACKs of the compound RTCP `packet`
+/// ask for: the first [`MAX_NACKED_PER_RTCP`], each once, sorted.
+pub(crate) fn nack_requests(packet: &[u8]) -> Vec<(u32, u16)> {
+    let mut asked = Vec::new();
+    for_each_nack(packet, |ssrc, seq| {
+        if asked.len() < MAX_NACKED_PER_RTCP {
+            asked.push((ssrc, seq));
+        }
+    });
+    asked.sort_unstable();
+    asked.dedup();
+    asked
+}
+
 /// Calls `f(media_ssrc, seq)` for every sequence number a Generic NACK in the compound RTCP
 /// `packet` (plaintext) asks for. A malformed packet ends the walk; what was read before
 /// stands.
@@ -312,9 +383,18 @@ pub(crate) fn for_each_nack(mut packet: &[u8], mut f: impl FnMut(u32, u16)) {
         let Some(body) = packet.get(..len) else {
             break;
         };
+        // With the P bit the last byte counts padding octets, which are no FCI (RFC 3550 §6.4.1).
+        let padding = if body[0] & 0x20 != 0 {
+            usize::from(body[len - 1])
+        } else {
+            0
+        };
         if pt == RTPFB && fmt == FMT_NACK && len >= 16 {
             let media = u32::from_be_bytes([body[8], body[9], body[10], body[11]]);
-            for fci in body[12..].chunks_exact(4) {
+            let fcis = body
+                .get(12..len.saturating_sub(padding))
+                .unwrap_or_default();
+            for fci in fcis.chunks_exact(4) {
                 let pid = u16::from_be_bytes([fci[0], fci[1]]);
                 let blp = u16::from_be_bytes([fci[2], fci[3]]);
                 f(media, pid);
@@ -378,6 +458,14 @@ mod tests {
         cut.truncate(14);
         for_each_nack(&cut, |_, _| panic!("nothing to read"));
         for_each_nack(&[0x81, RTPFB, 0, 1, 0, 0, 0, 0], |_, _| panic!("no FCI"));
+        // Padded: the last word is padding, no FCI.
+        let mut padded = nack(1, &[(5, 0), (0x0102, 0x0304)]);
+        padded[0] |= 0x20;
+        let n = padded.len();
+        padded[n - 4..].copy_from_slice(&[0, 0, 0, 4]);
+        let mut seen = Vec::new();
+        for_each_nack(&padded, |ssrc, seq| seen.push((ssrc, seq)));
+        assert_eq!(seen, vec![(1, 5)]);
     }
 
     #[test]
@@ -555,16 +643,89 @@ mod tests {
     }
 
     #[test]
-    fn nacked_sequence_numbers_extend_around_the_newest_sent() {
+    fn nacked_sequence_numbers_extend_below_the_newest_sent() {
         let t0 = Instant::now();
         let mut cache = SentCache::new(8, CACHE_AGE);
         assert_eq!(cache.extend(5), None, "nothing sent");
         cache.insert(t0, 0x1_0002, &header(2, 1), Arc::from([]), None, true);
         assert_eq!(cache.extend(1), Some(0x1_0001));
         assert_eq!(cache.extend(0xfffe), Some(0xfffe), "before the rollover");
-        assert_eq!(cache.extend(3), Some(0x1_0003));
+        assert_eq!(cache.extend(3), None, "newer than anything sent");
+        assert_eq!(cache.extend(0xfff0), None, "older than the cache spans");
         let mut low = SentCache::new(8, CACHE_AGE);
         low.insert(t0, 3, &header(3, 1), Arc::from([]), None, true);
         assert_eq!(low.extend(0xfffe), None, "no index below 0");
+    }
+
+    #[test]
+    fn a_late_packet_mapped_far_ahead_neither_panics_nor_blocks_the_stream() {
+        // Review #1: a late packet that once mapped to u64::MAX took the window's top, and
+        // every index after it was refused; in the cache, extending around it overflowed.
+        let mut w = SealedIndices::default();
+        assert!(w.claim(1));
+        assert!(!w.claim(u64::MAX), "beyond any SRTP index");
+        assert!(!w.claim(MAX_RTP_INDEX), "a jump the receiver cannot follow");
+        assert!(w.claim(2), "the stream goes on");
+        assert!(w.claim(2 + MAX_INDEX_JUMP - 1));
+        let t0 = Instant::now();
+        let mut cache = SentCache::new(8, CACHE_AGE);
+        cache.insert(t0, u64::MAX, &header(0xffff, 1), Arc::from([]), None, true);
+        assert_eq!(cache.extend(0x10), None);
+        assert_eq!(cache.extend(0xfffe), Some(u64::MAX - 1));
+        assert!(cache.resend(t0, 5, true).is_none());
+    }
+
+    #[test]
+    fn a_hostile_nack_costs_bounded_lookups_and_bytes() {
+        // A 2 KB compound RTCP packet: NACKs for unknown SSRCs, for the stream with every
+        // bitmask bit set (out of range and in range), and repeats of one sequence number.
+        const SSRC: u32 = 0x5151;
+        let t0 = Instant::now();
+        let mut cache = SentCache::new(CACHE_PACKETS, CACHE_AGE);
+        let size = 1000usize;
+        for seq in 1000..1000 + CACHE_PACKETS as u64 {
+            let payload: Arc<[u8]> = Arc::from(vec![0u8; size]);
+            cache.insert(t0, seq, &header(seq as u16, SSRC), payload, Some(97), true);
+        }
+        let mut rtcp = Vec::new();
+        let wide: Vec<(u16, u16)> = (0..100u16).map(|i| (i.wrapping_mul(655), 0xffff)).collect();
+        rtcp.extend(nack(SSRC, &wide));
+        rtcp.extend(nack(SSRC, &[(1200, 0xffff); 100]));
+        rtcp.extend(nack(0xdead, &[(1, 0xffff); 100]));
+        rtcp.extend(nack(SSRC, &[(1300, 0); 200]));
+        assert!(rtcp.len() >= 2000, "{}", rtcp.len());
+        let mut seen = 0usize;
+        for_each_nack(&rtcp, |_, _| seen += 1);
+        assert!(seen > 5_000, "{seen} sequence numbers named");
+
+        let asked = nack_requests(&rtcp);
+        assert!(asked.len() <= MAX_NACKED_PER_RTCP);
+        let (mut repairs, mut bytes) = (0usize, 0usize);
+        for (ssrc, seq) in asked {
+            if ssrc != SSRC || repairs == MAX_REPAIRS_PER_RTCP {
+                continue;
+            }
+            let Some(seq) = cache.extend(seq) else {
+                continue;
+            };
+            if let Some((_, sent)) = cache.resend(t0, seq, true) {
+                repairs += 1;
+                bytes += sent.header().len() + 2 + sent.payload().len();
+            }
+        }
+        assert!(
+            cache.lookups <= MAX_NACKED_PER_RTCP as u64,
+            "{}",
+            cache.lookups
+        );
+        assert!(repairs > 0 && repairs <= MAX_REPAIRS_PER_RTCP);
+        assert!(bytes <= MAX_REPAIRS_PER_RTCP * (MAX_HEADER + 2 + size));
+        // The stream's budget for this second: a sixth of what it sent, plus a few.
+        let budget = CACHE_PACKETS / RESEND_SHARE as usize + RESEND_FLOOR as usize;
+        let mut more = 0;
+        for seq in 1000..1000 + CACHE_PACKETS as u64 {
+            more += usize::from(cache.resend(t0, seq, true).is_some());
+        }
+        assert_eq!(repairs + more, budget, "one second's repairs");
     }
 }

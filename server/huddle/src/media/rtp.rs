@@ -206,25 +206,53 @@ impl SeqExtender {
 /// own SSRC, contiguous sequence numbers, monotonic timestamps) whatever sources feed it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rewriter {
-    source: Option<u32>,
-    seq_delta: u64,
+    source: Option<u64>,
+    /// The current source's first (extended) sequence number since the switch to it, and the
+    /// output sequence number it got.
+    first: u64,
+    base: u64,
     ts_delta: u32,
     last_out_seq: Option<u64>,
     last_out_ts: u32,
 }
 
+/// A source's sequence number this far from its first (or from the output's last) is no late
+/// or reordered packet but a restart: it is taken as a switch.
+const REWRITE_JUMP: u64 = 1 << 14;
+
 impl Rewriter {
-    /// Rewrites one packet from source `ssrc` (extended `seq`, `ts`). Returns the output
-    /// sequence number and timestamp, and whether the source changed (a switch: the caller
-    /// asks the new source for a key frame).
-    pub fn rewrite(&mut self, ssrc: u32, seq: u64, ts: u32, clock_step: u32) -> (u64, u32, bool) {
-        let switched = self.source != Some(ssrc);
+    /// Rewrites one packet from `source` (an SSRC, or any other key of a sender; extended
+    /// `seq`, `ts`). Returns the output sequence number and timestamp, and whether the source
+    /// changed (a switch: the caller asks the new source for a key frame); `None` for a packet
+    /// of the current source older than its first one since the switch, which has no place
+    /// in the output (its number would be one the previous source used, or below 1).
+    pub fn rewrite(
+        &mut self,
+        source: u64,
+        seq: u64,
+        ts: u32,
+        clock_step: u32,
+    ) -> Option<(u64, u32, bool)> {
+        let mut switched = self.source != Some(source);
+        if !switched {
+            if seq < self.first {
+                if self.first - seq <= REWRITE_JUMP {
+                    return None;
+                }
+                switched = true;
+            } else {
+                let out = self.base.saturating_add(seq - self.first);
+                switched = self
+                    .last_out_seq
+                    .is_some_and(|l| out > l.saturating_add(REWRITE_JUMP));
+            }
+        }
         if switched {
-            self.source = Some(ssrc);
+            self.source = Some(source);
             // Continue right after what the receiver saw last; keep the output starting low
             // so that no rollover counter needs signalling (str0m's `RtpWrite` docs).
-            let next = self.last_out_seq.map_or(1, |s| s + 1);
-            self.seq_delta = next.wrapping_sub(seq);
+            self.base = self.last_out_seq.map_or(1, |s| s.saturating_add(1));
+            self.first = seq;
             let next_ts = if self.last_out_seq.is_some() {
                 self.last_out_ts.wrapping_add(clock_step)
             } else {
@@ -232,13 +260,13 @@ impl Rewriter {
             };
             self.ts_delta = next_ts.wrapping_sub(ts);
         }
-        let out_seq = seq.wrapping_add(self.seq_delta);
+        let out_seq = self.base.checked_add(seq - self.first)?;
         let out_ts = ts.wrapping_add(self.ts_delta);
         if self.last_out_seq.is_none_or(|l| out_seq > l) {
             self.last_out_seq = Some(out_seq);
             self.last_out_ts = out_ts;
         }
-        (out_seq, out_ts, switched)
+        Some((out_seq, out_ts, switched))
     }
 }
 
@@ -460,12 +488,46 @@ mod tests {
     #[test]
     fn a_switch_keeps_the_output_contiguous() {
         let mut r = Rewriter::default();
-        assert_eq!(r.rewrite(1, 5000, 100, 3000), (1, 100, true));
-        assert_eq!(r.rewrite(1, 5001, 3100, 3000), (2, 3100, false));
-        let (seq, ts, switched) = r.rewrite(2, 90, 777, 3000);
+        assert_eq!(r.rewrite(1, 5000, 100, 3000), Some((1, 100, true)));
+        assert_eq!(r.rewrite(1, 5001, 3100, 3000), Some((2, 3100, false)));
+        let (seq, ts, switched) = r.rewrite(2, 90, 777, 3000).unwrap();
         assert!(switched);
         assert_eq!((seq, ts), (3, 6100));
-        assert_eq!(r.rewrite(2, 91, 3777, 3000).0, 4);
+        assert_eq!(r.rewrite(2, 91, 3777, 3000).unwrap().0, 4);
+    }
+
+    #[test]
+    fn a_packet_from_before_a_sources_first_is_dropped() {
+        // Review #1: 4998 after 5000 mapped to u64::MAX (and overflowed debug builds at the
+        // next switch).
+        let mut r = Rewriter::default();
+        assert_eq!(r.rewrite(1, 5000, 100, 3000), Some((1, 100, true)));
+        assert_eq!(r.rewrite(1, 4998, 0, 3000), None);
+        assert_eq!(r.rewrite(1, 4999, 0, 3000), None);
+        assert_eq!(r.rewrite(1, 5002, 6100, 3000), Some((3, 6100, false)));
+        assert_eq!(
+            r.rewrite(1, 5001, 3100, 3000),
+            Some((2, 3100, false)),
+            "reordered"
+        );
+        // After a switch the new source's earlier packets would land on the old one's.
+        assert_eq!(r.rewrite(2, 90, 0, 3000).map(|o| o.0), Some(4));
+        assert_eq!(r.rewrite(2, 89, 0, 3000), None);
+        assert_eq!(r.rewrite(2, 91, 0, 3000).map(|o| o.0), Some(5));
+        // A restart of the source's numbering far back or far ahead: a switch, still
+        // contiguous.
+        assert_eq!(r.rewrite(3, 50_000, 0, 3000).map(|o| o.0), Some(6));
+        assert_eq!(
+            r.rewrite(3, 10, 0, 3000).map(|o| (o.0, o.2)),
+            Some((7, true))
+        );
+        let far = 10 + REWRITE_JUMP + 100;
+        assert_eq!(
+            r.rewrite(3, far, 0, 3000).map(|o| (o.0, o.2)),
+            Some((8, true))
+        );
+        assert_eq!(r.rewrite(3, u64::MAX, 0, 3000).map(|o| o.0), Some(9));
+        assert_eq!(r.rewrite(3, u64::MAX - 1, 0, 3000), None);
     }
 
     #[test]

@@ -20,13 +20,9 @@ async fn browsers_call_echo_and_get_their_media_back() {
     // Debug builds: the media engine's fast egress leaves out every 40th packet it seals (its
     // loss hook), so the browser must NACK and get video repaired to keep decoding.
     let lossy = cfg!(debug_assertions);
-    if lossy {
-        std::env::set_var("HUDDLE_DEBUG_FAST_EGRESS_DROP", "40");
-    }
     let server = PluginServer::start(&plugin_entry(&lib, "")).await;
-    if lossy {
-        std::env::remove_var("HUDDLE_DEBUG_FAST_EGRESS_DROP");
-    }
+    #[cfg(debug_assertions)]
+    server.running.media_drop_fast_egress_every(40);
     assert!(
         server.running.media_addr().is_some(),
         "the media engine runs"

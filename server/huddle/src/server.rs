@@ -97,6 +97,15 @@ impl Running {
         self.media.as_ref().map(|(engine, _)| engine.fast_egress())
     }
 
+    /// Debug builds: the media engine's fast egress leaves out every `n`-th packet it seals
+    /// (its loss hook, `MediaEngine::drop_fast_egress_every`), for tests.
+    #[cfg(debug_assertions)]
+    pub fn media_drop_fast_egress_every(&self, n: u64) {
+        if let Some((engine, _)) = self.media.as_ref() {
+            engine.drop_fast_egress_every(n);
+        }
+    }
+
     /// The WebSocket URL clients should use, if a `ws:` listener exists.
     pub fn ws_url(&self) -> Option<String> {
         self.addrs.get(&Transport::Ws).map(|a| format!("ws://{a}"))

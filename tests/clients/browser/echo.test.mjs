@@ -51,7 +51,7 @@ function fmt(s) {
   return (
     `audio pkts=${a.packetsReceived} lost=${a.packetsLost ?? '-'} (${a.codec}); video pkts=${v.packetsReceived} lost=${v.packetsLost} ` +
     `frames received=${v.framesReceived} decoded=${v.framesDecoded} key=${v.keyFramesDecoded} dropped=${v.framesDropped} ` +
-    `nack=${v.nackCount} pli=${v.pliCount} fir=${v.firCount} ${v.frameWidth}x${v.frameHeight} (${v.codec}); ice=${s.iceConnectionState}; pair ${s.pair}`
+    `nack=${v.nackCount} rtx=${v.retransmittedPacketsReceived} pli=${v.pliCount} fir=${v.firCount} ${v.frameWidth}x${v.frameHeight} (${v.codec}); ice=${s.iceConnectionState}; pair ${s.pair}`
   );
 }
 
@@ -84,15 +84,19 @@ async function awaitEcho(page, label, diag, after = null) {
     second = await stats(page, label);
     if (second.audio.packetsReceived > first.audio.packetsReceived && second.video.framesDecoded > first.video.framesDecoded) break;
   }
-  // The server's debug loss hook (HUDDLE_EXPECT_NACK): lost video packets are NACKed, and the video keeps
-  // decoding (checked below) because the server repairs them.
-  while (process.env.HUDDLE_EXPECT_NACK && !(second.video.nackCount > 0) && Date.now() < deadline) {
+  // The server's debug loss hook (HUDDLE_EXPECT_NACK): lost video packets are NACKed, and the browser
+  // takes the server's repairs (RTX packets it counts as received: they opened and were accepted).
+  const repaired = (s) => s.video.nackCount > 0 && s.video.retransmittedPacketsReceived > 0;
+  while (process.env.HUDDLE_EXPECT_NACK && !repaired(second) && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 500));
     second = await stats(page, label);
   }
   diag(`${label} sample 1: ${fmt(first)}`);
   diag(`${label} sample 2: ${fmt(second)}`);
-  if (process.env.HUDDLE_EXPECT_NACK) assert.ok(second.video.nackCount > 0, `${label}: lost video packets NACKed`);
+  if (process.env.HUDDLE_EXPECT_NACK) {
+    assert.ok(second.video.nackCount > 0, `${label}: lost video packets NACKed`);
+    assert.ok(second.video.retransmittedPacketsReceived > 0, `${label}: repairs received (retransmittedPacketsReceived)`);
+  }
   assert.ok(second.audio.packetsReceived > first.audio.packetsReceived, `${label}: echoed audio packetsReceived rising`);
   assert.ok(second.video.packetsReceived > first.video.packetsReceived, `${label}: echoed video packetsReceived rising`);
   assert.ok(second.video.framesDecoded > first.video.framesDecoded, `${label}: echoed video framesDecoded rising`);

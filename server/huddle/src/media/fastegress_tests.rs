@@ -65,7 +65,12 @@ struct Peer {
     events: mpsc::UnboundedReceiver<PeerEvent>,
     frames: mpsc::UnboundedSender<Frame>,
     mid: Mid,
+    /// The SSRCs of the RTP datagrams that reached the peer (in the clear in SRTP), whether
+    /// str0m accepted them or not.
+    wire_ssrcs: WireSsrcs,
 }
+
+type WireSsrcs = Arc<std::sync::Mutex<std::collections::BTreeSet<u32>>>;
 
 impl Peer {
     /// Offers one video m-line (VP8 with RTX) in `direction`; `config` is the peer's
@@ -107,12 +112,22 @@ impl Peer {
         }
         let (event_tx, events) = mpsc::unbounded_channel();
         let (frames, frame_rx) = mpsc::unbounded_channel();
-        tokio::spawn(drive(rtc, socket, local, mid, event_tx, frame_rx));
+        let wire_ssrcs = WireSsrcs::default();
+        tokio::spawn(drive(
+            rtc,
+            socket,
+            local,
+            mid,
+            event_tx,
+            frame_rx,
+            wire_ssrcs.clone(),
+        ));
         (
             Peer {
                 events,
                 frames,
                 mid,
+                wire_ssrcs,
             },
             session,
             answer,
@@ -146,6 +161,7 @@ async fn drive(
     mid: Mid,
     events: mpsc::UnboundedSender<PeerEvent>,
     mut frames: mpsc::UnboundedReceiver<Frame>,
+    wire_ssrcs: WireSsrcs,
 ) {
     let mut buf = vec![0u8; 2048];
     loop {
@@ -182,6 +198,12 @@ async fn drive(
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, source)) = r else { return };
+                let datagram = &buf[..n];
+                // RTP (RFC 7983, RFC 5761): its SSRC.
+                if n >= 12 && (128..=191).contains(&datagram[0]) && !(192..=223).contains(&datagram[1]) {
+                    let ssrc = u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
+                    wire_ssrcs.lock().unwrap().insert(ssrc);
+                }
                 if let Ok(receive) = Receive::new(Protocol::Udp, source, local, &buf[..n]) {
                     let _ = rtc.handle_input(Input::Receive(Instant::now(), receive));
                 }
@@ -429,7 +451,7 @@ async fn without_rtx_lost_packets_are_sent_again() {
 #[cfg(debug_assertions)]
 async fn repaired(rtx: bool) {
     let (engine, task) = start().await;
-    let (sender, mut receiver, _) = forwarded_pair_with(&engine, rtx).await;
+    let (sender, mut receiver, ssrc) = forwarded_pair_with(&engine, rtx).await;
     let seq = until_flowing(&sender, &mut receiver, 1).await;
     engine.drop_fast_egress_every(7);
     let count = 100u64;
@@ -469,6 +491,15 @@ async fn repaired(rtx: bool) {
         stats.dropped >= 10 && stats.repaired >= stats.dropped / 2,
         "{stats:?}"
     );
+    // With RTX the repairs came on another SSRC (the receiver's RTX SSRC: the only other one
+    // of its stream); without, only on the stream's own.
+    let wire = receiver.wire_ssrcs.lock().unwrap().clone();
+    assert!(wire.contains(&ssrc), "{wire:?}");
+    if rtx {
+        assert_eq!(wire.len(), 2, "the stream's and its RTX SSRC: {wire:?}");
+    } else {
+        assert_eq!(wire.len(), 1, "no RTX SSRC: {wire:?}");
+    }
     engine.drop_fast_egress_every(0);
     engine.shutdown(task).await;
 }

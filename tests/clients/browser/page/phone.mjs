@@ -338,6 +338,7 @@ window.phone = {
                 framesDropped: s.framesDropped,
                 keyFramesDecoded: s.keyFramesDecoded,
                 nackCount: s.nackCount,
+                retransmittedPacketsReceived: s.retransmittedPacketsReceived,
                 pliCount: s.pliCount,
                 firCount: s.firCount,
                 packetsLost: s.packetsLost,

@@ -1278,14 +1278,7 @@ impl Driver {
                 Route::Fast(to) => {
                     let sealed = dst_leg.seal_forwarded(dst_mid, &out, payload, now);
                     if let Some(datagram) = sealed {
-                        self.engine.counters().fast(0);
-                        #[cfg(debug_assertions)]
-                        let send = !self.debug_drop();
-                        #[cfg(not(debug_assertions))]
-                        let send = true;
-                        if send {
-                            self.transmit(to, datagram);
-                        }
+                        self.send_sealed(to, datagram);
                     }
                 }
                 Route::Str0m { anchor } => {
@@ -1383,14 +1376,7 @@ impl Driver {
             Route::Skip => {}
             Route::Fast(to) => {
                 if let Some(datagram) = leg.seal_forwarded(mid, &out, payload, now) {
-                    self.engine.counters().fast(0);
-                    #[cfg(debug_assertions)]
-                    let send = !self.debug_drop();
-                    #[cfg(not(debug_assertions))]
-                    let send = true;
-                    if send {
-                        self.transmit(to, datagram);
-                    }
+                    self.send_sealed(to, datagram);
                 }
             }
             Route::Str0m { anchor } => {
@@ -1411,6 +1397,16 @@ impl Driver {
                 self.touch(session);
             }
         }
+    }
+
+    /// Sends a packet the fast egress sealed (debug builds: unless the loss hook leaves it out).
+    fn send_sealed(&mut self, to: SocketAddr, datagram: Vec<u8>) {
+        self.engine.counters().fast(0);
+        #[cfg(debug_assertions)]
+        if self.debug_drop() {
+            return;
+        }
+        self.transmit(to, datagram);
     }
 
     /// Debug builds: whether to leave out this sealed packet ([`MediaEngine::drop_fast_egress_every`]).
@@ -1534,7 +1530,7 @@ impl Driver {
 
 /// RTP or RTCP (RFC 7983: the first byte is 128..=191), and which: RTCP's packet type is
 /// 192..=223 (RFC 5761).
-fn srtp_kind(bytes: &[u8]) -> Option<bool> {
+pub(crate) fn srtp_kind(bytes: &[u8]) -> Option<bool> {
     if !bytes.first().is_some_and(|b| (128..=191).contains(b)) {
         return None;
     }

@@ -200,7 +200,7 @@ async fn drive(
                 let Ok((n, source)) = r else { return };
                 let datagram = &buf[..n];
                 // RTP (RFC 7983, RFC 5761): its SSRC.
-                if n >= 12 && (128..=191).contains(&datagram[0]) && !(192..=223).contains(&datagram[1]) {
+                if n >= 12 && super::driver::srtp_kind(datagram) == Some(false) {
                     let ssrc = u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
                     wire_ssrcs.lock().unwrap().insert(ssrc);
                 }

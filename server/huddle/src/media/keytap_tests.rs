@@ -158,12 +158,12 @@ fn deliver(to: &mut Side, from: SocketAddr, datagrams: Vec<Vec<u8>>, now: Instan
 
 /// RTP or RTCP (RFC 7983: first byte 128..=191).
 fn is_srtp(d: &[u8]) -> bool {
-    d.first().is_some_and(|b| (128..=191).contains(b))
+    super::driver::srtp_kind(d).is_some()
 }
 
 /// RTCP under RFC 5761's rule (payload type 192..=223 in the second byte).
 fn is_rtcp(d: &[u8]) -> bool {
-    is_srtp(d) && d.get(1).is_some_and(|b| (192..=223).contains(b))
+    super::driver::srtp_kind(d) == Some(true)
 }
 
 fn write_rtp(side: &mut Side, mid: Mid, seq: u64, now: Instant, payload: &[u8]) {

@@ -374,15 +374,9 @@ pub(crate) fn nack_requests(packet: &[u8]) -> Vec<(u32, u16)> {
 /// Calls `f(media_ssrc, seq)` for every sequence number a Generic NACK in the compound RTCP
 /// `packet` (plaintext) asks for. A malformed packet ends the walk; what was read before
 /// stands.
-pub(crate) fn for_each_nack(mut packet: &[u8], mut f: impl FnMut(u32, u16)) {
-    while packet.len() >= 4 && packet[0] >> 6 == 2 {
-        let fmt = packet[0] & 0x1f;
-        let pt = packet[1];
-        let words = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
-        let len = 4 + 4 * words;
-        let Some(body) = packet.get(..len) else {
-            break;
-        };
+pub(crate) fn for_each_nack(packet: &[u8], mut f: impl FnMut(u32, u16)) {
+    super::rtp::for_each_rtcp(packet, |pt, fmt, body| {
+        let len = body.len();
         // With the P bit the last byte counts padding octets, which are no FCI (RFC 3550 §6.4.1).
         let padding = if body[0] & 0x20 != 0 {
             usize::from(body[len - 1])
@@ -405,8 +399,7 @@ pub(crate) fn for_each_nack(mut packet: &[u8], mut f: impl FnMut(u32, u16)) {
                 }
             }
         }
-        packet = &packet[len..];
-    }
+    });
 }
 
 #[cfg(test)]

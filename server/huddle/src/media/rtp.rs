@@ -352,18 +352,27 @@ pub fn pli(sender: u32, media: u32) -> Vec<u8> {
     out
 }
 
-/// The media SSRCs of the key-frame requests (PLI, and FIR entries) in a compound RTCP
-/// packet. Malformed packets end the walk; what was read before is kept.
-pub fn keyframe_requests(mut packet: &[u8]) -> Vec<u32> {
-    let mut out = Vec::new();
+/// Calls `f(pt, fmt, packet)` for each packet of a compound RTCP packet (its whole length as
+/// its header says, padding included; at least 4 bytes). A malformed packet ends the walk;
+/// what was read before stands.
+pub fn for_each_rtcp(mut packet: &[u8], mut f: impl FnMut(u8, u8, &[u8])) {
     while packet.len() >= 4 && packet[0] >> 6 == 2 {
-        let fmt = packet[0] & 0x1f;
-        let pt = packet[1];
         let words = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
         let len = 4 + 4 * words;
         let Some(body) = packet.get(..len) else {
             break;
         };
+        f(packet[1], packet[0] & 0x1f, body);
+        packet = &packet[len..];
+    }
+}
+
+/// The media SSRCs of the key-frame requests (PLI, and FIR entries) in a compound RTCP
+/// packet. Malformed packets end the walk; what was read before is kept.
+pub fn keyframe_requests(packet: &[u8]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for_each_rtcp(packet, |pt, fmt, body| {
+        let len = body.len();
         if pt == PSFB && fmt == FMT_PLI && len >= 12 {
             out.push(u32::from_be_bytes([body[8], body[9], body[10], body[11]]));
         } else if pt == PSFB && fmt == FMT_FIR && len >= 20 {
@@ -372,8 +381,7 @@ pub fn keyframe_requests(mut packet: &[u8]) -> Vec<u32> {
                 out.push(u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]));
             }
         }
-        packet = &packet[len..];
-    }
+    });
     out
 }
 

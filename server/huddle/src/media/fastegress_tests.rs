@@ -22,7 +22,8 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::{CodecName, EngineSettings, MediaEngine, MediaEvents};
+use super::forward_tests::{answered_ssrc, engine_on_loopback};
+use super::{MediaEngine, MediaEvents};
 
 struct Quiet;
 
@@ -233,29 +234,8 @@ async fn drive(
     }
 }
 
-/// The `a=ssrc:` of an answer (the leg's SSRC).
-fn answered_ssrc(answer: &str) -> u32 {
-    answer
-        .lines()
-        .find_map(|l| l.strip_prefix("a=ssrc:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("the answer announces the leg's SSRC")
-}
-
 async fn start() -> (MediaEngine, super::EngineTask) {
-    MediaEngine::start(EngineSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        advertise: None,
-        connect_timeout: Duration::from_secs(10),
-        idle_timeout: Duration::from_secs(10),
-        max_sessions: 8,
-        codecs: vec![CodecName::Vp8],
-        bandwidth_estimation: false,
-        fast_egress: true,
-    })
-    .await
-    .unwrap()
+    engine_on_loopback(false, true).await
 }
 
 /// A sender and a receiver whose extension ids differ from the sender's (and from str0m's

@@ -248,7 +248,7 @@ async fn drive(
 }
 
 /// The `a=ssrc:` of the engine's answer (what it sends with on that leg).
-fn answered_ssrc(answer: &str) -> u32 {
+pub(super) fn answered_ssrc(answer: &str) -> u32 {
     answer
         .lines()
         .find_map(|l| l.strip_prefix("a=ssrc:"))
@@ -428,6 +428,14 @@ async fn a_stream_forwarded_into_another_leg_arrives_rewritten_and_key_frame_req
 }
 
 async fn start_engine() -> (MediaEngine, super::EngineTask) {
+    engine_on_loopback(true, false).await
+}
+
+/// An engine on a loopback port for VP8, with or without bandwidth estimation and fast egress.
+pub(super) async fn engine_on_loopback(
+    bandwidth_estimation: bool,
+    fast_egress: bool,
+) -> (MediaEngine, super::EngineTask) {
     MediaEngine::start(EngineSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         advertise: None,
@@ -435,8 +443,8 @@ async fn start_engine() -> (MediaEngine, super::EngineTask) {
         idle_timeout: Duration::from_secs(10),
         max_sessions: 8,
         codecs: vec![CodecName::Vp8],
-        bandwidth_estimation: true,
-        fast_egress: false,
+        bandwidth_estimation,
+        fast_egress,
     })
     .await
     .unwrap()

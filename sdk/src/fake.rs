@@ -1182,6 +1182,27 @@ impl FakePlugin {
     }
 }
 
+/// The shared library a plugin package built, for its integration tests: Cargo puts the
+/// `cdylib` next to the test binary (`target/<profile>/deps/`) or one folder up. Pass
+/// `env!("CARGO_PKG_NAME")`; the library is named after the package (`-` → `_`).
+pub fn built_cdylib(package: &str) -> std::path::PathBuf {
+    let name = format!(
+        "{}{}.{}",
+        std::env::consts::DLL_PREFIX,
+        package.replace('-', "_"),
+        std::env::consts::DLL_EXTENSION
+    );
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe.parent().expect("target/<profile>/deps");
+    [
+        deps.join(&name),
+        deps.parent().expect("target/<profile>").join(&name),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .unwrap_or_else(|| panic!("{name} was not built next to {}", deps.display()))
+}
+
 /// A small valid request for tests: `method` to `uri`, From `sip:alice@example.test`, with
 /// `body` as `text/plain` when not empty.
 pub fn sample_request(method: &str, uri: &str, body: &str) -> Bytes {

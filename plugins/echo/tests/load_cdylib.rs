@@ -5,29 +5,12 @@
 
 use std::path::PathBuf;
 
-use huddle_sdk::fake::{sample_request, FakeHost};
+use huddle_sdk::fake::{built_cdylib, sample_request, FakeHost};
 use huddle_sdk::hosting::HostServices;
 use huddle_sdk::{Capabilities, Method};
 
-/// Cargo builds the cdylib next to the test binary's directory (`target/<profile>/`) and in
-/// `deps/` when it links this test against the crate.
 fn cdylib() -> PathBuf {
-    // The library is named after the package: `huddle-plugin-echo` → `libhuddle_plugin_echo.so`.
-    let name = format!(
-        "{}{}.{}",
-        std::env::consts::DLL_PREFIX,
-        env!("CARGO_PKG_NAME").replace('-', "_"),
-        std::env::consts::DLL_EXTENSION
-    );
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let deps = exe.parent().expect("target/<profile>/deps");
-    [
-        deps.join(&name),
-        deps.parent().expect("target/<profile>").join(&name),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-    .unwrap_or_else(|| panic!("{name} was not built next to {}", deps.display()))
+    built_cdylib(env!("CARGO_PKG_NAME"))
 }
 
 #[test]

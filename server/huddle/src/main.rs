@@ -14,8 +14,129 @@ mod messages_cli;
 /// mimalloc rather than glibc malloc: the SIP thread allocates and frees a few hundred small
 /// blocks per transaction; glibc spent about a sixth of the server's CPU on it (arena growth
 /// and trimming with mprotect and page faults, chunk consolidation) in the UDP benchmarks.
+/// Plugin libraries that take the host's allocator (ABI 1.11) allocate here too.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: mi::Mimalloc = mi::Mimalloc;
+
+/// mimalloc called the way a C program calls it.
+///
+/// The `mimalloc` crate's allocator passes every Rust allocation to `mi_malloc_aligned`. Its
+/// fast path takes a block only when the size's page has one on its free list; otherwise
+/// (and for every size over 1 KiB) it over-allocates by `alignment - 1` unless the size class
+/// is a power of two, which takes the block from the next size class (a 48-byte request from
+/// the 64-byte page) and never collects the blocks freed back to the size's own page: once a
+/// 48-, 80- or 96-byte page's free list had run dry, every later request of that size took
+/// the slow path (bench/NOTES.md, branch msgcost). `mi_malloc`, like any C `malloc`, returns
+/// blocks aligned for every object that fits (16 bytes from a size of 16, mimalloc's size
+/// classes being whole double words past one word), so an alignment up to 16 and no larger
+/// than the size needs no aligned call; the address is still checked (a block that is not
+/// aligned after all goes back, and the aligned call is made), so a mimalloc built otherwise
+/// stays correct, only slower.
+#[allow(unsafe_code)]
+mod mi {
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::ffi::c_void;
+
+    use libmimalloc_sys::{
+        mi_free, mi_malloc, mi_malloc_aligned, mi_realloc, mi_realloc_aligned, mi_zalloc,
+        mi_zalloc_aligned,
+    };
+
+    /// The alignment of `max_align_t`: what C's `malloc` promises for a block at least that
+    /// large (mimalloc's `MI_MAX_ALIGN_SIZE`).
+    const PLAIN_ALIGN: usize = 16;
+
+    /// The global allocator (module docs).
+    #[derive(Debug)]
+    pub struct Mimalloc;
+
+    /// Whether `malloc`'s own alignment serves `align` for a block of `size` bytes.
+    #[inline(always)]
+    fn plain(size: usize, align: usize) -> bool {
+        align <= PLAIN_ALIGN && align <= size
+    }
+
+    #[inline(always)]
+    fn aligned(p: *mut u8, align: usize) -> bool {
+        p.addr() & (align - 1) == 0
+    }
+
+    // SAFETY: every block comes from mimalloc with at least the alignment asked (the plain
+    // calls' results are checked, and replaced by the aligned calls' when short of it) and is
+    // released or resized by mimalloc, whose `mi_free` and `mi_realloc` take a block of any of
+    // its allocation calls; null is returned only when mimalloc returned null.
+    unsafe impl GlobalAlloc for Mimalloc {
+        #[inline]
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let (size, align) = (layout.size(), layout.align());
+            if plain(size, align) {
+                // SAFETY: mimalloc takes any size.
+                let p = unsafe { mi_malloc(size) }.cast::<u8>();
+                if aligned(p, align) {
+                    return p;
+                }
+                // SAFETY: a block mi_malloc just made, not handed out.
+                unsafe { mi_free(p.cast::<c_void>()) };
+            }
+            // SAFETY: `align` is a power of two (a `Layout`'s).
+            unsafe { mi_malloc_aligned(size, align) }.cast::<u8>()
+        }
+
+        #[inline]
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let (size, align) = (layout.size(), layout.align());
+            if plain(size, align) {
+                // SAFETY: as in `alloc`.
+                let p = unsafe { mi_zalloc(size) }.cast::<u8>();
+                if aligned(p, align) {
+                    return p;
+                }
+                // SAFETY: as in `alloc`.
+                unsafe { mi_free(p.cast::<c_void>()) };
+            }
+            // SAFETY: as in `alloc`.
+            unsafe { mi_zalloc_aligned(size, align) }.cast::<u8>()
+        }
+
+        #[inline]
+        unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+            // SAFETY: the caller's promise: a block of this allocator, so of mimalloc.
+            unsafe { mi_free(ptr.cast::<c_void>()) }
+        }
+
+        #[inline]
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let align = layout.align();
+            if plain(new_size, align) {
+                // SAFETY: the caller's promise: a live block of mimalloc; on null the block is
+                // left as it was, as `GlobalAlloc::realloc` requires.
+                let p = unsafe { mi_realloc(ptr.cast::<c_void>(), new_size) }.cast::<u8>();
+                if aligned(p, align) {
+                    return p;
+                }
+                // `realloc` promises C's alignment too, so this is a mimalloc built otherwise;
+                // the contents move to an aligned block (the old one is gone already, so a
+                // failure here cannot be given back as null).
+                let layout = Layout::from_size_align(new_size, align)
+                    .unwrap_or_else(|_| std::process::abort());
+                // SAFETY: as in `alloc`.
+                let q = unsafe { mi_malloc_aligned(new_size, align) }.cast::<u8>();
+                if q.is_null() {
+                    std::alloc::handle_alloc_error(layout);
+                }
+                // SAFETY: `p` holds `new_size` bytes of contents and `q` room for as many; two
+                // live blocks do not overlap. `p` is mimalloc's and released once.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(p, q, new_size);
+                    mi_free(p.cast::<c_void>());
+                }
+                return q;
+            }
+            // SAFETY: as above; `align` is a power of two.
+            unsafe { mi_realloc_aligned(ptr.cast::<c_void>(), new_size, align) }.cast::<u8>()
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -319,6 +440,69 @@ fn main() -> anyhow::Result<()> {
             huddle::transport::generate_self_signed(&hosts, &cert, &key)?;
             println!("wrote {} and {}", cert.display(), key.display());
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(unsafe_code)]
+mod tests {
+    use std::alloc::{GlobalAlloc, Layout};
+
+    use super::mi::Mimalloc;
+
+    /// Sizes around mimalloc's size classes (one word, double words, the 1 KiB small limit, the
+    /// large classes) and alignments from 1 to past the plain calls' 16: every block aligned,
+    /// zeroed when asked, its contents kept by growing and shrinking, freed.
+    #[test]
+    fn blocks_are_aligned_and_keep_their_contents_through_realloc() {
+        let sizes = [
+            1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 24, 31, 32, 40, 48, 56, 64, 72, 80, 96, 100, 127, 128,
+            160, 200, 255, 256, 320, 500, 1000, 1024, 1025, 1500, 2048, 4000, 4096, 5000, 70_000,
+        ];
+        let a = Mimalloc;
+        for align in [1, 2, 4, 8, 16, 32, 64, 4096] {
+            for &size in &sizes {
+                let layout = Layout::from_size_align(size, align).unwrap();
+                // SAFETY: a layout of non-zero size; each block is used within its size and
+                // freed once with its layout.
+                unsafe {
+                    let z = a.alloc_zeroed(layout);
+                    assert!(!z.is_null());
+                    assert_eq!(z.addr() % align, 0, "zeroed {size}/{align}");
+                    assert!(std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0));
+                    a.dealloc(z, layout);
+
+                    let mut p = a.alloc(layout);
+                    assert!(!p.is_null());
+                    assert_eq!(p.addr() % align, 0, "alloc {size}/{align}");
+                    for i in 0..size {
+                        *p.add(i) = (i % 251) as u8;
+                    }
+                    for new_size in [size * 3 + 5, (size / 2).max(1), size + 1] {
+                        let old = Layout::from_size_align(size, align).unwrap();
+                        let keep = size.min(new_size);
+                        let q = a.realloc(p, old, new_size);
+                        assert!(!q.is_null());
+                        assert_eq!(q.addr() % align, 0, "realloc {size}->{new_size}/{align}");
+                        for i in 0..keep {
+                            assert_eq!(*q.add(i), (i % 251) as u8);
+                        }
+                        let back =
+                            a.realloc(q, Layout::from_size_align(new_size, align).unwrap(), size);
+                        assert!(!back.is_null());
+                        assert_eq!(back.addr() % align, 0);
+                        for i in 0..keep {
+                            assert_eq!(*back.add(i), (i % 251) as u8);
+                        }
+                        for i in keep..size {
+                            *back.add(i) = (i % 251) as u8;
+                        }
+                        p = back;
+                    }
+                    a.dealloc(p, layout);
+                }
+            }
         }
     }
 }

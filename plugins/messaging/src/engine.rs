@@ -112,6 +112,34 @@ pub struct Stored {
     pub progress: Progress,
 }
 
+impl Stored {
+    /// About the size of its record ([`crate::wire::encode`]): the text fields as they are
+    /// (JSON escapes a few characters of some), the field names, numbers and punctuation.
+    pub fn record_size_hint(&self) -> usize {
+        const FIXED: usize = 256;
+        let owed: usize = self.progress.owed.iter().map(|k| k.len() + 3).sum();
+        let imdn = self.imdn.as_ref().map_or(0, |a| a.message_id.len() + 48);
+        let body = match &self.body {
+            Body::Text(t) | Body::Hex(t) => t.len(),
+        };
+        FIXED
+            + self.user.len()
+            + self.to.len()
+            + self.from.len()
+            + self.from_uri.len()
+            + self.content_type.len()
+            + self.date.len()
+            + body
+            + owed
+            + imdn
+    }
+
+    /// Its record, written into a buffer of about its size.
+    pub fn record(&self) -> Vec<u8> {
+        crate::wire::encode_sized(self, self.record_size_hint())
+    }
+}
+
 /// How far a stored message got. Undelivered, it goes to every device of its user, those that
 /// register later included; once a device accepted it, only to the devices it was queued on
 /// then (the engine's rule within a run, which the record carries across a restart).
@@ -1556,6 +1584,29 @@ mod tests {
         let seq = store_offline(&mut e, 1, "hi", 0);
         let record = crate::wire::encode(e.message(seq).expect("stored"));
         assert!(!String::from_utf8_lossy(&record).contains("progress"));
+    }
+
+    /// The record written into a buffer of its hinted size is the record, and the hint holds
+    /// it without growing for plain fields (a stored message, one with progress and a notice).
+    #[test]
+    fn a_record_is_written_whole_into_its_hinted_buffer() {
+        let mut e = Engine::new(limits());
+        let seq = store_offline(&mut e, 1, "hi \"there\"", 0);
+        let mut m = e.message(seq).expect("stored").clone();
+        for _ in 0..2 {
+            let record = m.record();
+            assert_eq!(record, crate::wire::encode(&m));
+            assert!(record.len() <= m.record_size_hint(), "{}", record.len());
+            m.progress = Progress {
+                delivered: true,
+                owed: vec![BOB1.to_owned(), BOB2.to_owned()],
+            };
+            m.imdn = Some(ImdnAsk {
+                message_id: "id-1".into(),
+                cpim: true,
+            });
+            m.body = Body::of(&[0xff; 40]);
+        }
     }
 
     #[test]

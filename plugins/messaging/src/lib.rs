@@ -177,6 +177,83 @@ pub struct HistoryEntry {
     pub body: Body,
 }
 
+/// A [`HistoryEntry`] borrowed from the request it records: it serializes as the entry does
+/// (same fields, same order, the body as [`Body`] writes it).
+#[derive(Serialize)]
+#[serde(crate = "huddle_sdk::serde")]
+struct HistoryRef<'a> {
+    seq: u64,
+    ts_ms: u64,
+    from: &'a str,
+    to: &'a str,
+    content_type: &'a str,
+    body: BodyRef<'a>,
+}
+
+/// [`Body`] borrowed where it is text.
+#[derive(Serialize)]
+#[serde(crate = "huddle_sdk::serde", rename_all = "snake_case")]
+enum BodyRef<'a> {
+    Text(&'a str),
+    Hex(String),
+}
+
+impl<'a> BodyRef<'a> {
+    fn of(bytes: &'a [u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => BodyRef::Text(text),
+            Err(_) => match Body::of(bytes) {
+                Body::Hex(hex) | Body::Text(hex) => BodyRef::Hex(hex),
+            },
+        }
+    }
+}
+
+/// Buffered history, kept as the record it will be written as ([`wire::encode`] of a
+/// `Vec<HistoryEntry>`: the format byte, then the JSON array) and written into as each message
+/// is accepted, from the request's borrowed fields: owned entries cost four copies and a
+/// `Body` per message, dropped again at the flush.
+#[derive(Debug, Default)]
+struct HistoryBuffer {
+    record: Vec<u8>,
+    entries: usize,
+    /// The first entry's arrival and sequence number (the batch's key).
+    first: (u64, u64),
+    /// The last batch's size, reserved for the next one.
+    last_len: usize,
+}
+
+impl HistoryBuffer {
+    fn push(&mut self, entry: &HistoryRef<'_>) {
+        if self.entries == 0 {
+            self.record.clear();
+            self.record.reserve(self.last_len.max(256));
+            self.record.extend_from_slice(&[wire::RECORD_FORMAT, b'[']);
+            self.first = (entry.ts_ms, entry.seq);
+        } else {
+            self.record.push(b',');
+        }
+        // Strings and numbers into a Vec: cannot fail.
+        let _ = serde_json::to_writer(&mut self.record, entry);
+        self.entries += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// The batch's key fields, its number of entries and its record; empty afterwards.
+    fn take(&mut self) -> Option<((u64, u64), usize, Vec<u8>)> {
+        if self.entries == 0 {
+            return None;
+        }
+        self.record.push(b']');
+        self.last_len = self.record.len();
+        let entries = std::mem::take(&mut self.entries);
+        Some((self.first, entries, std::mem::take(&mut self.record)))
+    }
+}
+
 /// The plugin instance.
 #[derive(Debug)]
 pub struct Messaging {
@@ -204,7 +281,7 @@ pub struct Messaging {
     devices: HashSet<String>,
     location_watch: Option<WatchId>,
     wake: Option<(TimerId, u64)>,
-    history: Vec<HistoryEntry>,
+    history: HistoryBuffer,
     flush_armed: bool,
     history_seq: u64,
     writers: Option<Writers>,
@@ -315,7 +392,7 @@ impl Plugin for Messaging {
             devices: HashSet::default(),
             location_watch,
             wake: None,
-            history: Vec::new(),
+            history: HistoryBuffer::default(),
             flush_armed: false,
             history_seq: 0,
             writers,
@@ -671,7 +748,7 @@ impl Messaging {
                     let Some(stored) = self.engine.message(seq) else {
                         continue;
                     };
-                    let value = wire::encode(stored);
+                    let value = stored.record();
                     let event = host.wants_event(EVENT_STORED).then(|| stored_event(stored));
                     let reply = then.and_then(|txn| self.waiting.remove(&txn)).map(Box::new);
                     if let Some(request) = &reply {
@@ -697,7 +774,7 @@ impl Messaging {
                     let written = match self.engine.message(seq) {
                         Some(stored) => host
                             .store()
-                            .put(&queue_key(seq), &wire::encode(stored))
+                            .put(&queue_key(seq), &stored.record())
                             .map(|()| host.wants_event(EVENT_STORED).then(|| stored_event(stored))),
                         None => Err(Error::NotFound),
                     };
@@ -726,7 +803,7 @@ impl Messaging {
                     let Some(stored) = self.engine.message(seq) else {
                         continue;
                     };
-                    let (key, value) = (queue_key(seq), wire::encode(stored));
+                    let (key, value) = (queue_key(seq), stored.record());
                     match &self.writers {
                         Some(writers) => writers.submit(host, seq, Job::Rewrite { key, value }),
                         None => {
@@ -852,20 +929,17 @@ impl Messaging {
         if self.config.history_retention_secs == 0 {
             return;
         }
-        self.history.push(HistoryEntry {
-            seq: {
-                self.history_seq += 1;
-                self.history_seq
-            },
+        self.history_seq += 1;
+        self.history.push(&HistoryRef {
+            seq: self.history_seq,
             ts_ms: now_ms(),
-            from: request.from_uri().unwrap_or_default().to_owned(),
+            from: request.from_uri().unwrap_or_default(),
             to: request
                 .to_uri()
                 .filter(|t| t.contains('@'))
-                .unwrap_or(request.uri())
-                .to_owned(),
-            content_type: request.content_type_full().unwrap_or("").to_owned(),
-            body: Body::of(request.body()),
+                .unwrap_or(request.uri()),
+            content_type: request.content_type_full().unwrap_or(""),
+            body: BodyRef::of(request.body()),
         });
         if self.history.len() >= HISTORY_BATCH {
             self.flush(host);
@@ -877,14 +951,12 @@ impl Messaging {
 
     /// Writes buffered history as one record (on a writer when there are writers).
     fn flush(&mut self, host: &Host) {
-        let Some(first) = self.history.first() else {
+        let Some(((ts_ms, seq), entries, value)) = self.history.take() else {
             return;
         };
-        let key = format!("h/{:016x}-{:016x}", first.ts_ms, first.seq);
-        let batch = std::mem::take(&mut self.history);
+        let key = format!("h/{ts_ms:016x}-{seq:016x}");
         if let Some(writers) = &self.writers {
             // Off this thread, sharing a commit with the messages being written.
-            let value = wire::encode(&batch);
             let job = Job::Rewrite {
                 key: key.into_bytes(),
                 value,
@@ -892,8 +964,8 @@ impl Messaging {
             writers.submit(host, 0, job);
             return;
         }
-        if let Err(e) = host.store().put(key.as_bytes(), &wire::encode(&batch)) {
-            huddle_sdk::warn!(host, "history of {} messages not written: {e}", batch.len());
+        if let Err(e) = host.store().put(key.as_bytes(), &value) {
+            huddle_sdk::warn!(host, "history of {entries} messages not written: {e}");
         }
     }
 

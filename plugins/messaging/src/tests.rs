@@ -709,3 +709,45 @@ fn a_delivery_in_parts_is_the_request_new_request_writes() {
         }
     }
 }
+
+/// The history written as each message arrives is the record the owned entries made:
+/// escapes, non-ASCII text, a binary body, one entry and several.
+#[test]
+fn history_written_as_it_comes_is_the_record_of_its_entries() {
+    let bodies: [&[u8]; 4] = [
+        b"hello",
+        "quote \" back\\slash \n tab\t ctl\u{1} \u{e9}t\u{e9} \u{1f600}".as_bytes(),
+        &[0xff, 0x00, 0x10, 0xab],
+        b"",
+    ];
+    for n in 1..=bodies.len() {
+        let mut buffer = HistoryBuffer::default();
+        let mut owned = Vec::new();
+        for (i, body) in bodies.iter().take(n).enumerate() {
+            let seq = i as u64 + 7;
+            let entry = HistoryRef {
+                seq,
+                ts_ms: 1_700_000_000_000 + seq,
+                from: "sip:alice@example.test",
+                to: "sip:b\"ob@example.test",
+                content_type: "text/plain; charset=\"utf-8\"",
+                body: BodyRef::of(body),
+            };
+            buffer.push(&entry);
+            owned.push(HistoryEntry {
+                seq,
+                ts_ms: entry.ts_ms,
+                from: entry.from.to_owned(),
+                to: entry.to.to_owned(),
+                content_type: entry.content_type.to_owned(),
+                body: Body::of(body),
+            });
+        }
+        assert_eq!(buffer.len(), n);
+        let (first, entries, record) = buffer.take().expect("a batch");
+        assert_eq!((first, entries), ((1_700_000_000_007, 7), n));
+        assert_eq!(record, wire::encode(&owned));
+        assert_eq!(wire::decode::<Vec<HistoryEntry>>(&record), Some(owned));
+        assert!(buffer.take().is_none());
+    }
+}

@@ -195,7 +195,14 @@ pub fn rfc3339(unix_ms: u64) -> String {
 
 /// Encodes a record: the format byte, then JSON.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![RECORD_FORMAT];
+    encode_sized(value, 64)
+}
+
+/// [`encode`] into a buffer of `capacity` bytes at first: a record grown from a few bytes is
+/// reallocated at each doubling (six or seven times for a stored message).
+pub fn encode_sized<T: Serialize>(value: &T, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity.max(1));
+    out.push(RECORD_FORMAT);
     // Serializing plain structs of strings and numbers into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut out, value);
     out

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Instructions and heap allocations of one callgrind dump (bench/callgrind-huddle.sh with
 # bench/profile-hook.sh): the total Ir and the calls into mimalloc's allocation entry points
-# (mi_malloc_aligned, mi_zalloc_aligned, mi_realloc_aligned; Rust's global allocator goes
-# through these), summed from the call graph's `calls=` lines, so it needs no allocator hook.
+# (mi_malloc, mi_zalloc, mi_realloc, and their _aligned forms: the server's global allocator
+# takes the plain ones for alignments up to 16, builds before msgcost the aligned ones for
+# all), summed from the call graph's `calls=` lines, so it needs no allocator hook.
 #
 #   bench/callgrind-allocs.sh /tmp/callgrind.out.<pid>.1 [more dumps...]
 set -euo pipefail
@@ -22,9 +23,10 @@ for file in "$@"; do
 		/^calls=/ { split(substr($0, 7), c, " "); calls[callee] += c[1] }
 		/^(summary|totals):/ { total = $2 }
 		END {
-			allocs = calls["mi_malloc_aligned"] + calls["mi_zalloc_aligned"] + calls["mi_realloc_aligned"]
+			m = calls["mi_malloc"] + calls["mi_malloc_aligned"]
+			z = calls["mi_zalloc"] + calls["mi_zalloc_aligned"]
+			r = calls["mi_realloc"] + calls["mi_realloc_aligned"]
 			printf "%s: %d instructions, %d allocations (malloc %d, zalloc %d, realloc %d), %d frees\n",
-				file, total, allocs, calls["mi_malloc_aligned"], calls["mi_zalloc_aligned"],
-				calls["mi_realloc_aligned"], calls["mi_free"]
+				file, total, m + z + r, m, z, r, calls["mi_free"]
 		}' "$file"
 done

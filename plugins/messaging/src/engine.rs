@@ -29,6 +29,7 @@
 //! `max_body_bytes` (`413`); messages in flight to a user's live devices (not stored, their
 //! senders waiting) are capped at four times the quota.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The engine's maps hash with foldhash (seeded per process, as the host's maps): SipHash was
@@ -225,8 +226,8 @@ pub enum Effect {
         txn: u64,
         /// Status code.
         status: u16,
-        /// Reason phrase, saying why.
-        reason: String,
+        /// Reason phrase, saying why (most are constants: no allocation per answer).
+        reason: Cow<'static, str>,
     },
     /// Write message `seq` durably; on success answer `then` (if any) 202, on failure tell
     /// [`Engine::store_failed`].
@@ -512,7 +513,7 @@ impl Engine {
     /// A message arrived.
     pub fn on_message(&mut self, m: Incoming, now_ms: u64) -> Vec<Effect> {
         let mut out = Vec::new();
-        let respond = |status: u16, reason: String| Effect::Respond {
+        let respond = |status: u16, reason: Cow<'static, str>| Effect::Respond {
             txn: m.txn,
             status,
             reason,
@@ -523,7 +524,8 @@ impl Engine {
                 format!(
                     "Request Entity Too Large - Body Over {} Bytes",
                     self.limits.max_body_bytes
-                ),
+                )
+                .into(),
             ));
             return out;
         }
@@ -555,7 +557,8 @@ impl Engine {
                 format!(
                     "Busy Here - Message Store Full ({} Messages)",
                     self.limits.quota_messages
-                ),
+                )
+                .into(),
             ));
             return out;
         }
@@ -565,7 +568,8 @@ impl Engine {
                 format!(
                     "Busy Here - Message Store Full ({} Bytes)",
                     self.limits.quota_bytes
-                ),
+                )
+                .into(),
             ));
             return out;
         }
@@ -578,13 +582,19 @@ impl Engine {
             from_uri: m.from_uri,
             content_type: m.content_type,
             date: m.date.unwrap_or_else(|| crate::wire::sip_date(now_ms)),
-            body: Body::of(&m.body),
+            body: Body::from_vec(m.body),
             received_ms: now_ms,
             expires_ms: now_ms.saturating_add(self.limits.lifetime_ms),
             imdn: m.imdn,
             progress: Progress::default(),
         };
-        let user = self.users.entry(m.user.clone()).or_default();
+        // A user seen before (every online one) is found without a copy of the name.
+        if !self.users.contains_key(&m.user) {
+            self.users.insert(m.user.clone(), User::default());
+        }
+        let Some(user) = self.users.get_mut(&m.user) else {
+            return out;
+        };
         user.messages.insert(seq);
         let devices: Vec<String> = user.devices.keys().cloned().collect();
         for d in &devices {

@@ -290,6 +290,9 @@ pub struct Messaging {
     date: Option<(u64, String)>,
     /// Call-IDs of the requests this plugin sends.
     call_ids: CallIds,
+    /// Text written for each delivery (its Call-ID, To and `Huddle-Answer`), kept between
+    /// deliveries: three strings allocated and freed per delivery otherwise.
+    scratch: String,
 }
 
 /// Call-IDs for the requests this plugin sends: a random prefix drawn once per instance and a
@@ -310,8 +313,16 @@ impl CallIds {
     }
 
     fn next(&mut self) -> String {
+        let mut id = String::new();
+        self.write_next(&mut id);
+        id
+    }
+
+    /// The next Call-ID, appended to `out`.
+    fn write_next(&mut self, out: &mut String) {
+        use std::fmt::Write as _;
         self.next += 1;
-        format!("{}-{:x}@huddle.invalid", self.prefix, self.next)
+        let _ = write!(out, "{}-{:x}@huddle.invalid", self.prefix, self.next);
     }
 }
 
@@ -398,6 +409,7 @@ impl Plugin for Messaging {
             writers,
             date: None,
             call_ids: CallIds::new(),
+            scratch: String::new(),
         })
     }
 
@@ -841,14 +853,16 @@ impl Messaging {
                             let txn = self.waiting.get(&sender)?.transaction()?;
                             Some((sender, txn))
                         });
-                    let call_id = self.call_ids.next();
+                    let scratch = &mut self.scratch;
+                    scratch.clear();
+                    self.call_ids.write_next(scratch);
                     let sent = self
                         .engine
                         .message(seq)
                         .ok_or(Error::NotFound)
                         .and_then(|m| {
                             let answer = answer.map(|(_, t)| t);
-                            send_delivery(host, m, &target, &call_id, answer)
+                            send_delivery(host, m, &target, answer, scratch)
                         });
                     match sent {
                         Ok(id) => {
@@ -1064,50 +1078,70 @@ fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 /// Sends the MESSAGE that delivers `m` to `target`: the original From, Date and Content-Type.
+/// `scratch` holds its Call-ID, and is written on (see [`delivery_parts`]).
 fn send_delivery(
     host: &Host,
     m: &Stored,
     target: &Target,
-    call_id: &str,
     answer: Option<TransactionId>,
+    scratch: &mut String,
 ) -> Result<RequestId> {
-    delivery_parts(m, target, call_id, answer, |parts| host.send_parts(parts))
+    delivery_parts(m, target, answer, scratch, |parts| host.send_parts(parts))
 }
 
 /// Hands `f` the delivery of `m` to `target` in parts, borrowed from `m`: the fields
 /// `NewRequest` would write, in its order, without copying them into one first (this runs for
-/// every delivery).
+/// every delivery). `scratch` holds the Call-ID; the To and `Huddle-Answer` values are
+/// written after it, so that a delivery allocates nothing of its own once `scratch` has grown
+/// (the fields' array lives on the stack).
 fn delivery_parts<R>(
     m: &Stored,
     target: &Target,
-    call_id: &str,
     answer: Option<TransactionId>,
+    scratch: &mut String,
     f: impl FnOnce(&RequestParts<'_>) -> R,
 ) -> R {
+    use std::fmt::Write as _;
+    let call_id_end = scratch.len();
+    scratch.push('<');
+    scratch.push_str(&m.to);
+    scratch.push('>');
+    let to_end = scratch.len();
+    if let Some(txn) = answer {
+        let _ = write!(scratch, "{}", txn.0);
+    }
+    let (call_id, rest) = scratch.split_at(call_id_end);
+    let (to, answer_value) = rest.split_at(to_end - call_id_end);
     let from = huddle_sdk::tagged(&m.from);
-    let to = format!("<{}>", m.to);
-    let answer = answer.map(|txn| txn.0.to_string());
-    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(9);
-    headers.extend([
+    let fields = [
         ("Max-Forwards", "70"),
         ("From", &*from),
-        ("To", &*to),
+        ("To", to),
         ("Call-ID", call_id),
         ("CSeq", "1 MESSAGE"),
         ("Date", &*m.date),
-    ]);
-    if let Target::Device(key) = target {
-        headers.push((BINDING_HEADER, key));
+    ];
+    let binding = match target {
+        Target::Device(key) => Some((BINDING_HEADER, key.as_str())),
+        Target::Aor => None,
+    };
+    let answer = answer.map(|_| (HUDDLE_ANSWER_HEADER, answer_value));
+    let mut headers = [("", ""); 9];
+    let mut n = 0;
+    for field in fields
+        .into_iter()
+        .chain(binding)
+        .chain(answer)
+        .chain([("Content-Type", m.content_type.as_str())])
+    {
+        headers[n] = field;
+        n += 1;
     }
-    if let Some(txn) = &answer {
-        headers.push((HUDDLE_ANSWER_HEADER, txn));
-    }
-    headers.push(("Content-Type", &m.content_type));
     let body = m.body.as_bytes();
     f(&RequestParts {
         method: "MESSAGE",
         uri: &m.to,
-        headers: &headers,
+        headers: &headers[..n],
         body: &body,
     })
 }

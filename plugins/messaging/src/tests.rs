@@ -676,7 +676,8 @@ fn a_delivery_in_parts_is_the_request_new_request_writes() {
             imdn: None,
             progress: Default::default(),
         };
-        let parts = delivery_parts(&m, &target, "c1@h", answer, |p| {
+        let mut scratch = String::from("c1@h");
+        let parts = delivery_parts(&m, &target, answer, &mut scratch, |p| {
             huddle_sdk::Message::from_parts(p, 65_535).unwrap()
         });
         let mut req = NewRequest::new(Method::Message, &m.to)

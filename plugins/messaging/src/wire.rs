@@ -235,6 +235,14 @@ impl Body {
         }
     }
 
+    /// Wraps bytes it takes: text kept without a copy.
+    pub fn from_vec(bytes: Vec<u8>) -> Body {
+        match String::from_utf8(bytes) {
+            Ok(t) => Body::Text(t),
+            Err(e) => Body::of(e.as_bytes()),
+        }
+    }
+
     /// The length of the bytes.
     pub fn len(&self) -> usize {
         match self {

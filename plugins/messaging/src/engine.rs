@@ -135,9 +135,67 @@ impl Stored {
             + imdn
     }
 
-    /// Its record, written into a buffer of about its size.
+    /// Its record ([`crate::wire::encode`] of it, the same bytes), written by hand into a
+    /// buffer of about its size.
     pub fn record(&self) -> Vec<u8> {
-        crate::wire::encode_sized(self, self.record_size_hint())
+        use crate::wire::json;
+        let mut out = Vec::with_capacity(self.record_size_hint());
+        out.extend_from_slice(&[crate::wire::RECORD_FORMAT, b'{']);
+        json::key(&mut out, true, "seq");
+        json::number(&mut out, self.seq);
+        for (key, value) in [
+            ("user", &self.user),
+            ("to", &self.to),
+            ("from", &self.from),
+            ("from_uri", &self.from_uri),
+            ("content_type", &self.content_type),
+            ("date", &self.date),
+        ] {
+            json::key(&mut out, false, key);
+            json::string(&mut out, value);
+        }
+        json::key(&mut out, false, "body");
+        self.body.write_json(&mut out);
+        json::key(&mut out, false, "received_ms");
+        json::number(&mut out, self.received_ms);
+        json::key(&mut out, false, "expires_ms");
+        json::number(&mut out, self.expires_ms);
+        json::key(&mut out, false, "imdn");
+        match &self.imdn {
+            None => out.extend_from_slice(b"null"),
+            Some(ask) => {
+                out.push(b'{');
+                json::key(&mut out, true, "message_id");
+                json::string(&mut out, &ask.message_id);
+                json::key(&mut out, false, "cpim");
+                out.extend_from_slice(if ask.cpim { b"true" } else { b"false" });
+                out.push(b'}');
+            }
+        }
+        if !self.progress.is_undelivered() {
+            json::key(&mut out, false, "progress");
+            out.push(b'{');
+            json::key(&mut out, true, "delivered");
+            out.extend_from_slice(if self.progress.delivered {
+                b"true"
+            } else {
+                b"false"
+            });
+            if !self.progress.owed.is_empty() {
+                json::key(&mut out, false, "owed");
+                out.push(b'[');
+                for (i, key) in self.progress.owed.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    json::string(&mut out, key);
+                }
+                out.push(b']');
+            }
+            out.push(b'}');
+        }
+        out.push(b'}');
+        out
     }
 }
 
@@ -1617,6 +1675,20 @@ mod tests {
             });
             m.body = Body::of(&[0xff; 40]);
         }
+        // Fields with characters JSON escapes, an empty progress list, a notice not asked in
+        // CPIM, a body of text.
+        m.user = "b\"o\\b\u{1}".into();
+        m.from = "\"Al\tice\" <sip:a@h>;tag=x\r\n".into();
+        m.date = String::new();
+        m.progress.owed.clear();
+        m.imdn = Some(ImdnAsk {
+            message_id: "\u{7f}é😀".into(),
+            cpim: false,
+        });
+        m.body = Body::of("line\nline\u{0}".as_bytes());
+        assert_eq!(m.record(), crate::wire::encode(&m));
+        m.progress.delivered = false;
+        assert_eq!(m.record(), crate::wire::encode(&m));
     }
 
     #[test]

@@ -198,6 +198,36 @@ enum BodyRef<'a> {
     Hex(String),
 }
 
+impl HistoryRef<'_> {
+    /// Appends the entry as `serde_json` writes it (by hand: see `wire::json`).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        use wire::json;
+        out.push(b'{');
+        json::key(out, true, "seq");
+        json::number(out, self.seq);
+        json::key(out, false, "ts_ms");
+        json::number(out, self.ts_ms);
+        for (key, value) in [
+            ("from", self.from),
+            ("to", self.to),
+            ("content_type", self.content_type),
+        ] {
+            json::key(out, false, key);
+            json::string(out, value);
+        }
+        json::key(out, false, "body");
+        let (key, value) = match &self.body {
+            BodyRef::Text(t) => ("text", *t),
+            BodyRef::Hex(h) => ("hex", h.as_str()),
+        };
+        out.push(b'{');
+        json::key(out, true, key);
+        json::string(out, value);
+        out.push(b'}');
+        out.push(b'}');
+    }
+}
+
 impl<'a> BodyRef<'a> {
     fn of(bytes: &'a [u8]) -> Self {
         match std::str::from_utf8(bytes) {
@@ -233,8 +263,7 @@ impl HistoryBuffer {
         } else {
             self.record.push(b',');
         }
-        // Strings and numbers into a Vec: cannot fail.
-        let _ = serde_json::to_writer(&mut self.record, entry);
+        entry.write_json(&mut self.record);
         self.entries += 1;
     }
 

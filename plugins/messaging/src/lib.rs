@@ -58,9 +58,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use huddle_sdk::abi::HUDDLE_ANSWER_HEADER;
 use huddle_sdk::serde::{Deserialize, Serialize};
 use huddle_sdk::{
-    Capabilities, Claim, Claims, Config, ConfigError, Error, Host, Method, NewRequest, Plugin,
-    RegistrationEvent, Request, RequestId, RequestParts, Response, Result, StoreChange, TimerId,
-    TransactionId, WatchId,
+    Capabilities, Claim, Claims, Config, ConfigError, Error, HeaderName, Host, Method, NewRequest,
+    Plugin, RegistrationEvent, Request, RequestId, RequestParts, Response, Result, StoreChange,
+    TimerId, TransactionId, WatchId,
 };
 
 use engine::{user_of_binding, Effect, Engine, Incoming, Limits, Recipient, Stored, Target};
@@ -479,8 +479,8 @@ impl Plugin for Messaging {
                     (form != ImdnForm::Cpim)
                         .then(|| {
                             wire::header_imdn(
-                                request.header("Disposition-Notification"),
-                                request.header("Message-ID"),
+                                unknown_header(&request, "Disposition-Notification"),
+                                unknown_header(&request, "Message-ID"),
                             )
                         })
                         .flatten()
@@ -1034,6 +1034,19 @@ impl Messaging {
         let next = if deleted == SWEEP_BATCH { 1 } else { 600 };
         let _ = host.set_timer(Duration::from_secs(next), TOKEN_SWEEP);
     }
+}
+
+/// The first value of a field whose name the SIP parser does not know
+/// (`Disposition-Notification`, `Message-ID`): what `Request::header` gives, found by the
+/// name's text, where `header` makes an owned name to look it up (an allocation per lookup,
+/// two per message).
+fn unknown_header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    let message = request.message();
+    message
+        .headers()
+        .iter()
+        .find(|h| matches!(&h.name, HeaderName::Other(n) if n.eq_ignore_ascii_case(name)))
+        .map(|h| message.text(h.value))
 }
 
 /// The webhook event of a message made durable.

@@ -752,3 +752,27 @@ fn history_written_as_it_comes_is_the_record_of_its_entries() {
         assert!(buffer.take().is_none());
     }
 }
+
+/// The IMDN fields found by their text are what `Request::header` finds: any case, the first
+/// of two, an empty value, absent, and names that only start or end the same.
+#[test]
+fn unknown_fields_are_found_as_request_header_finds_them() {
+    let head = "MESSAGE sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:bob@example.test>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\n";
+    for fields in [
+        "",
+        "Disposition-Notification: positive-delivery\r\nMessage-ID: <m1>\r\n",
+        "disposition-notification: negative-delivery\r\nMESSAGE-ID: m2\r\nMessage-ID: m3\r\n",
+        "Message-IDs: no\r\nX-Disposition-Notification: no\r\nDisposition-Notification:\r\n",
+    ] {
+        let bytes = huddle_sdk::Bytes::from(format!("{head}{fields}Content-Length: 0\r\n\r\n"));
+        let info = huddle_sdk::RequestInfo::new(huddle_sdk::Transport::Udp, None);
+        let request = Request::parse(None, bytes, info).expect("a request");
+        for name in ["Disposition-Notification", "Message-ID"] {
+            assert_eq!(
+                unknown_header(&request, name),
+                request.header(name),
+                "{fields}"
+            );
+        }
+    }
+}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Instructions and heap allocations of one callgrind dump (bench/callgrind-huddle.sh with
 # bench/profile-hook.sh): the total Ir and the calls into mimalloc's allocation entry points
-# (mi_malloc, mi_zalloc, mi_realloc, and their _aligned forms: the server's global allocator
-# takes the plain ones for alignments up to 16, builds before msgcost the aligned ones for
-# all), summed from the call graph's `calls=` lines, so it needs no allocator hook.
+# (mi_malloc, mi_zalloc, mi_realloc, and their _aligned forms: the `mimalloc` crate's global
+# allocator calls the aligned ones for every Rust allocation; C code such as aws-lc may call the
+# plain ones), summed from the call graph's `calls=` lines, so it needs no allocator hook.
 #
 #   bench/callgrind-allocs.sh /tmp/callgrind.out.<pid>.1 [more dumps...]
 set -euo pipefail

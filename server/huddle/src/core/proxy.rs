@@ -743,8 +743,6 @@ impl Core {
 /// request has no defect, the added fields and the Request-URI are plain one-line text (else
 /// it parses what it wrote) and they stay within the parser's limit of fields; otherwise the
 /// `Message` path as before, which skips the branch when the result does not parse.
-// Only ever a local, consumed at once: boxing the message would allocate.
-#[allow(clippy::large_enum_variant)]
 enum Forwarded {
     Bytes(bytes::Bytes),
     Message(Result<Message, huddle_sip::message::ParseError>),

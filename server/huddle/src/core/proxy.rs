@@ -275,7 +275,7 @@ impl Core {
         let Some(method) = msg.method().cloned() else {
             return;
         };
-        let in_dialog = msg.to_header().ok().and_then(|t| t.tag()).is_some();
+        let in_dialog = msg.to_tag().is_some();
         let (popped, token_peer, next_route) = self.routes(&msg);
 
         if !in_dialog && method != Method::Ack && method != Method::Cancel {
@@ -534,7 +534,7 @@ impl Core {
 
     /// Relays ACK for 2xx and other requests outside any transaction, without state.
     pub(super) fn route_stateless(&mut self, msg: Message, _from: Peer, now: Instant) {
-        let in_dialog = msg.to_header().ok().and_then(|t| t.tag()).is_some();
+        let in_dialog = msg.to_tag().is_some();
         let (popped, token_peer, next) = self.routes(&msg);
         let route = Route {
             popped,

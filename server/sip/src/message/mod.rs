@@ -229,9 +229,16 @@ struct Views {
     first: FirstFields,
     from: Memo<4>,
     to: Memo<4>,
-    top_via: Memo<6>,
+    top_via: Memo<7>,
     request_uri: Memo<5>,
     first_contact: Memo<4>,
+    /// Read two or three times a message (validation, the transaction key, the registrar, the
+    /// proxy's loop hash, metrics), ~200 instructions a parse.
+    cseq: Memo<2>,
+    /// The From and To tags (`None` kept too): the transaction key, the proxy's loop hash and
+    /// dialog checks and the response builder each looked for `tag` among the parameters.
+    from_tag: Memo<1>,
+    to_tag: Memo<1>,
 }
 
 /// One memoised view, as words written by whichever reader parsed it first.
@@ -408,19 +415,23 @@ impl Words<4> for NameAddrSpans {
     }
 }
 
-impl Words<6> for ViaSpans {
-    fn to_words(&self) -> [u64; 6] {
+const FLAG_B: u64 = 1 << 18;
+
+impl Words<7> for ViaSpans {
+    fn to_words(&self) -> [u64; 7] {
         let rport = if self.rport.is_some() { FLAG_A } else { 0 };
+        let more = if self.more { FLAG_B } else { 0 };
         [
             span_word(self.transport),
             span_word(self.host),
             span_word(self.params),
             opt_span_word(self.branch),
-            port_word(self.port) | rport,
+            port_word(self.port) | rport | more,
             opt_span_word(self.rport.flatten()),
+            span_word(self.element),
         ]
     }
-    fn from_words(w: [u64; 6]) -> Self {
+    fn from_words(w: [u64; 7]) -> Self {
         ViaSpans {
             transport: word_span(w[0]),
             host: word_span(w[1]),
@@ -428,6 +439,8 @@ impl Words<6> for ViaSpans {
             branch: word_opt_span(w[3]),
             port: word_port(w[4]),
             rport: (w[4] & FLAG_A != 0).then(|| word_opt_span(w[5])),
+            element: word_span(w[6]),
+            more: w[4] & FLAG_B != 0,
         }
     }
 }
@@ -472,6 +485,93 @@ struct UriSpans {
     headers: Option<Span>,
 }
 
+/// A CSeq as [`Memo`] keeps it: the number, the method as [`method_code`] and where the
+/// method's text is.
+#[derive(Debug, Clone, Copy)]
+struct CSeqSpans {
+    seq: u32,
+    method: u8,
+    method_text: Span,
+}
+
+impl Words<2> for CSeqSpans {
+    fn to_words(&self) -> [u64; 2] {
+        [
+            u64::from(self.seq) | (u64::from(self.method) << 32),
+            span_word(self.method_text),
+        ]
+    }
+    fn from_words(w: [u64; 2]) -> Self {
+        CSeqSpans {
+            seq: w[0] as u32,
+            method: (w[0] >> 32) as u8,
+            method_text: word_span(w[1]),
+        }
+    }
+}
+
+/// A tag as [`Memo`] keeps it: absent is kept too.
+#[derive(Debug, Clone, Copy)]
+struct TagSpan(Option<Span>);
+
+impl Words<1> for TagSpan {
+    fn to_words(&self) -> [u64; 1] {
+        [opt_span_word(self.0)]
+    }
+    fn from_words(w: [u64; 1]) -> Self {
+        TagSpan(word_opt_span(w[0]))
+    }
+}
+
+/// The methods a kept CSeq names by number, in [`method_code`]'s order; any other method is
+/// [`OTHER_METHOD`] and read again from its text.
+const KNOWN_METHODS: [Method; 14] = [
+    Method::Ack,
+    Method::Bye,
+    Method::Cancel,
+    Method::Info,
+    Method::Invite,
+    Method::Message,
+    Method::Notify,
+    Method::Options,
+    Method::Prack,
+    Method::Publish,
+    Method::Refer,
+    Method::Register,
+    Method::Subscribe,
+    Method::Update,
+];
+
+const OTHER_METHOD: u8 = u8::MAX;
+
+fn method_code(method: &Method) -> u8 {
+    match method {
+        Method::Ack => 0,
+        Method::Bye => 1,
+        Method::Cancel => 2,
+        Method::Info => 3,
+        Method::Invite => 4,
+        Method::Message => 5,
+        Method::Notify => 6,
+        Method::Options => 7,
+        Method::Prack => 8,
+        Method::Publish => 9,
+        Method::Refer => 10,
+        Method::Register => 11,
+        Method::Subscribe => 12,
+        Method::Update => 13,
+        Method::Other(_) => OTHER_METHOD,
+    }
+}
+
+/// The method [`method_code`] gave `code`, `text` being its text as written.
+fn method_of(code: u8, text: &str) -> Method {
+    match KNOWN_METHODS.get(usize::from(code)) {
+        Some(method) => method.clone(),
+        None => Method::parse(text),
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct NameAddrSpans {
     display: Option<Span>,
@@ -490,6 +590,11 @@ struct ViaSpans {
     branch: Option<Span>,
     /// [`Via::rport`] of the top Via: every response asks for it.
     rport: Option<Option<Span>>,
+    /// The top Via element's text, and whether more elements follow it in its field (a comma):
+    /// validation, the response builder and the proxy's forwarding of a response each split
+    /// that field again to find out.
+    element: Span,
+    more: bool,
 }
 
 /// A message written by [`crate::build`] from a parsed one, with the offsets it recorded while
@@ -683,10 +788,48 @@ impl Message {
 
     /// The parsed CSeq.
     pub fn cseq(&self) -> Result<CSeq<'_>, HeaderError> {
-        CSeq::parse(
-            self.header(&HeaderName::CSeq)
-                .ok_or(HeaderError::Missing("CSeq"))?,
-        )
+        let spans = self.m.views.cseq.get_or_parse(|| {
+            let cseq = CSeq::parse(
+                self.header(&HeaderName::CSeq)
+                    .ok_or(HeaderError::Missing("CSeq"))?,
+            )?;
+            Ok::<_, HeaderError>(CSeqSpans {
+                seq: cseq.seq,
+                method: method_code(&cseq.method),
+                method_text: self.span_of(cseq.method_text),
+            })
+        })?;
+        let method_text = self.text(spans.method_text);
+        Ok(CSeq {
+            seq: spans.seq,
+            method: method_of(spans.method, method_text),
+            method_text,
+        })
+    }
+
+    /// The From header's tag (`from_header()`'s [`NameAddr::tag`], kept after the first read);
+    /// `None` also when From does not parse.
+    pub fn from_tag(&self) -> Option<&str> {
+        let found = self.m.views.from_tag.get_or_parse(|| {
+            let tag = self.from_header().ok().and_then(|f| f.tag());
+            Ok::<_, std::convert::Infallible>(TagSpan(tag.map(|t| self.span_of(t))))
+        });
+        match found {
+            Ok(TagSpan(tag)) => tag.map(|t| self.text(t)),
+            Err(never) => match never {},
+        }
+    }
+
+    /// The To header's tag, as [`Message::from_tag`] reads From's.
+    pub fn to_tag(&self) -> Option<&str> {
+        let found = self.m.views.to_tag.get_or_parse(|| {
+            let tag = self.to_header().ok().and_then(|t| t.tag());
+            Ok::<_, std::convert::Infallible>(TagSpan(tag.map(|t| self.span_of(t))))
+        });
+        match found {
+            Ok(TagSpan(tag)) => tag.map(|t| self.text(t)),
+            Err(never) => match never {},
+        }
     }
 
     /// The parsed From header (parsed once, on first use).
@@ -757,13 +900,20 @@ impl Message {
 
     fn top_via_spans(&self) -> Result<ViaSpans, HeaderError> {
         self.m.views.top_via.get_or_parse(|| {
-            let first = self
-                .header_list(&HeaderName::Via)
-                .next()
-                .ok_or(HeaderError::Missing("Via"))?;
+            let mut vias = HeaderList {
+                msg: self,
+                name: &HeaderName::Via,
+                fields: self.fields_from_first(&HeaderName::Via).iter(),
+                list: None,
+            };
+            let first = vias.next().ok_or(HeaderError::Missing("Via"))?;
+            // The first field's split goes on after its first element only past a comma.
+            let more = vias.list.as_ref().is_some_and(|rest| !rest.is_done());
             let found = Via::parse_found(first)?;
             let via = found.via;
             Ok(ViaSpans {
+                element: self.span_of(first),
+                more,
                 transport: self.span_of(via.transport),
                 host: self.span_of(via.host),
                 port: via.port,
@@ -860,6 +1010,14 @@ impl Message {
     }
 
     /// [`Via::rport`] of the top Via, found when it was parsed; `None` when it does not parse.
+    /// The top Via element's text and whether more elements follow it in the same field
+    /// (`None` when the top Via does not parse): the first Via field is that element alone
+    /// when they do not.
+    pub(crate) fn top_via_element(&self) -> Option<(&str, bool)> {
+        let spans = self.top_via_spans().ok()?;
+        Some((self.text(spans.element), spans.more))
+    }
+
     pub(crate) fn top_via_rport(&self) -> Option<Option<Option<&str>>> {
         let spans = self.top_via_spans().ok()?;
         Some(spans.rport.map(|r| r.map(|s| self.text(s))))
@@ -935,6 +1093,8 @@ mod tests {
                             params: a1,
                             branch: b,
                             rport,
+                            element: b1,
+                            more: port.is_some(),
                         };
                         let back = ViaSpans::from_words(v.to_words());
                         assert_eq!(format!("{back:?}"), format!("{v:?}"));
@@ -1030,19 +1190,22 @@ mod tests {
     fn views_read_alike_from_threads_racing_to_parse_them_and_from_clones() {
         let text = "INVITE sips:bob@[::1]:5061;transport=tls SIP/2.0\r\n\
                     Via: SIP/2.0/TLS h:5061;branch=z9hG4bKr;rport\r\n\
-                    From: \"A\" <sip:a@h>;tag=1\r\nTo: sip:b@h\r\n\
+                    From: \"A\" <sip:a@h>;tag=1\r\nTo: sip:b@h\r\nCSeq: 7 INVITE\r\n\
                     Contact: <sip:a@h;ob>;expires=30\r\nl: 0\r\n\r\n";
         let fresh = || Message::parse(Bytes::from_static(text.as_bytes())).unwrap();
         let reference = fresh();
         let read = |m: &Message| {
             format!(
-                "{:?} {:?} {:?} {:?} {:?} {:?}",
+                "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
                 m.top_via(),
                 m.branch(),
                 m.from_header(),
                 m.to_header(),
                 m.request_sip_uri(),
-                m.first_contact()
+                m.first_contact(),
+                m.cseq(),
+                m.from_tag(),
+                m.to_tag()
             )
         };
         let expected = read(&reference);
@@ -1057,6 +1220,73 @@ mod tests {
                     assert_eq!(r.join().unwrap(), expected);
                 }
             });
+        }
+    }
+
+    #[test]
+    fn kept_cseq_and_tags_read_as_fresh_parses() {
+        let cseqs = [
+            "CSeq: 1 REGISTER\r\n",
+            "CSeq:   42   FOO  \r\n",
+            "CSeq: 3 ACK\r\n",
+            "CSeq: 2147483647 update\r\n",
+            "CSeq: 2147483648 BYE\r\n",
+            "CSeq: x INVITE\r\n",
+            "CSeq: 5\r\n",
+            "CSeq: 6 INVITE\r\nCSeq: 7 BYE\r\n",
+            "",
+        ];
+        let methods = [
+            "ACK",
+            "BYE",
+            "CANCEL",
+            "INFO",
+            "INVITE",
+            "MESSAGE",
+            "NOTIFY",
+            "OPTIONS",
+            "PRACK",
+            "PUBLISH",
+            "REFER",
+            "REGISTER",
+            "SUBSCRIBE",
+            "UPDATE",
+            "PING",
+            "Invite",
+        ];
+        let mut fields: Vec<String> = cseqs.iter().map(|c| c.to_string()).collect();
+        fields.extend(methods.iter().map(|m| format!("CSeq: 9 {m}\r\n")));
+        let tags = [
+            "From: <sip:a@h>;tag=1\r\nTo: sip:b@h;tag=2\r\n",
+            "f: \"A;tag=x\" <sip:a@h;tag=u>;x=1;TAG=Ab\r\nt: <sip:b@h>\r\n",
+            "From: sip:a@h;tag=\r\nTo: sip:b@h;tag\r\n",
+            "From: <sip:a@h\r\nTo: b\r\n",
+            "To: <sip:b@h>;tag=9\r\n",
+            "From: <sip:a@h>;tag=\\xff\r\nTo: <sip:b@h>;tag=2\r\n",
+        ];
+        for (i, cseq) in fields.iter().enumerate() {
+            let tag = tags[i % tags.len()];
+            let text = format!(
+                "OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n{tag}{cseq}l: 0\r\n\r\n"
+            );
+            let mut bytes = text.into_bytes();
+            // A header section that is not UTF-8 (the messages without kept text).
+            if let Some(at) = bytes.windows(2).position(|w| w == b"\\x") {
+                bytes.splice(at..at + 4, [0xff]);
+            }
+            let m = Message::parse(Bytes::from(bytes)).unwrap();
+            let fresh_cseq = m
+                .header(&HeaderName::CSeq)
+                .ok_or(HeaderError::Missing("CSeq"))
+                .and_then(CSeq::parse);
+            let fresh_from = m.from_header().ok().and_then(|f| f.tag());
+            let fresh_to = m.to_header().ok().and_then(|t| t.tag());
+            // Twice: the second read comes from what the first kept; a clone keeps it.
+            for m in [&m, &m, &m.clone()] {
+                assert_eq!(m.cseq(), fresh_cseq, "{cseq:?}");
+                assert_eq!(m.from_tag(), fresh_from, "{tag:?}");
+                assert_eq!(m.to_tag(), fresh_to, "{tag:?}");
+            }
         }
     }
 }

@@ -951,6 +951,8 @@ mod tests {
             format!("{a};x=\"p,q\""),
             format!("{a};x=\"p,q\", {b}"),
             format!("SIP/2.0/UDP h;branch=z9hG4bK1;rport=x, {b}"),
+            "SIP/2.0/UDP h;rport=5061;branch=".to_owned(),
+            "SIP/2.0/UDP h;rport;branch".to_owned(),
             "SIP/2.0/UDP".to_owned(),
             "SIP/2.0/UDP, ".to_owned() + b,
             format!("{a},\r\n {b}"),
@@ -983,6 +985,16 @@ mod tests {
                 assert_eq!(
                     m.top_via_element(),
                     parsed.then_some((top, more)),
+                    "{vias:?}"
+                );
+                assert_eq!(
+                    m.top_via_rport(),
+                    Via::parse(top).ok().map(|v| v.rport()),
+                    "{vias:?}"
+                );
+                assert_eq!(
+                    m.branch(),
+                    Via::parse(top).ok().and_then(|v| v.branch()),
                     "{vias:?}"
                 );
                 let others: String = m.headers()[1..]

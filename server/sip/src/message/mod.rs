@@ -1006,7 +1006,21 @@ impl Message {
     /// The `branch` parameter of the top Via (whether or not it carries the RFC 3261 magic
     /// cookie), as [`Via::branch`] reads it; found once, when the top Via is parsed.
     pub fn branch(&self) -> Option<&str> {
-        self.top_via_spans().ok()?.branch.map(|s| self.text(s))
+        word_opt_span(self.top_via_word(3)?).map(|s| self.text(s))
+    }
+
+    /// Word `i` of the kept top Via ([`ViaSpans`]' words), parsed first if need be; `None`
+    /// when it does not parse. Most readers want one or two of its seven words, several times
+    /// a message.
+    #[inline]
+    fn top_via_word(&self, i: usize) -> Option<u64> {
+        match self.m.views.top_via.word(i) {
+            Some(word) => Some(word),
+            None => {
+                self.top_via_spans().ok()?;
+                self.m.views.top_via.word(i)
+            }
+        }
     }
 
     /// [`Via::rport`] of the top Via, found when it was parsed; `None` when it does not parse.
@@ -1014,13 +1028,17 @@ impl Message {
     /// (`None` when the top Via does not parse): the first Via field is that element alone
     /// when they do not.
     pub(crate) fn top_via_element(&self) -> Option<(&str, bool)> {
-        let spans = self.top_via_spans().ok()?;
-        Some((self.text(spans.element), spans.more))
+        let flags = self.top_via_word(4)?;
+        let element = word_span(self.top_via_word(6)?);
+        Some((self.text(element), flags & FLAG_B != 0))
     }
 
     pub(crate) fn top_via_rport(&self) -> Option<Option<Option<&str>>> {
-        let spans = self.top_via_spans().ok()?;
-        Some(spans.rport.map(|r| r.map(|s| self.text(s))))
+        if self.top_via_word(4)? & FLAG_A == 0 {
+            return Some(None);
+        }
+        let value = word_opt_span(self.top_via_word(5)?);
+        Some(Some(value.map(|s| self.text(s))))
     }
 }
 

@@ -429,23 +429,18 @@ impl<'a> Cursor<'a> {
     }
 
     fn skip_lws(&mut self) {
-        self.pos += self.run(is_lws);
-    }
-
-    /// How many bytes from the cursor on match `pred`: one pass over the slice, with the
-    /// predicate inlined (through a `fn` pointer and a bounds check per byte this loop was
-    /// about a third of every parse).
-    #[inline]
-    fn run(&self, pred: impl Fn(u8) -> bool) -> usize {
-        let rest = self.text.as_bytes().get(self.pos..).unwrap_or_default();
-        rest.iter().position(|&b| !pred(b)).unwrap_or(rest.len())
+        while self.peek().is_some_and(is_lws) {
+            self.pos += 1;
+        }
     }
 
     /// Consumes ASCII bytes matching `pred`; always stops on a char boundary since `pred` only
     /// accepts ASCII.
-    fn take_while(&mut self, pred: impl Fn(u8) -> bool) -> &'a str {
+    fn take_while(&mut self, pred: fn(u8) -> bool) -> &'a str {
         let start = self.pos;
-        self.pos += self.run(pred);
+        while self.peek().is_some_and(pred) {
+            self.pos += 1;
+        }
         self.text.get(start..self.pos).unwrap_or_default()
     }
 

@@ -246,9 +246,10 @@ mod tests {
                     let mut ours = String::from("left over");
                     digest.challenge_into(stale, &mut ours);
                     // The nonce is whatever sits between the head and the tail.
-                    let nonce = &ours[digest.challenge_head.len()..]
-                        [..ours.len() - digest.challenge_head.len() - digest.challenge_tail.len()
-                            - if stale { ",stale=true".len() } else { 0 }];
+                    let nonce = &ours[digest.challenge_head.len()..][..ours.len()
+                        - digest.challenge_head.len()
+                        - digest.challenge_tail.len()
+                        - if stale { ",stale=true".len() } else { 0 }];
                     assert_eq!(
                         digest.issuer.check(nonce, realm, unix_now()),
                         NonceStatus::Valid,

@@ -296,6 +296,23 @@ impl<const N: usize> Memo<N> {
         self.ready.store(true, Ordering::Release);
     }
 
+    /// The kept view rebuilt by `rebuild`, or what `parse` makes of the message: on the first
+    /// read the parsed value itself (rebuilding it from the words just kept cost ~100
+    /// instructions a view), its words kept when `Ok`.
+    #[inline]
+    fn read<T: Words<N>, V, E>(
+        &self,
+        parse: impl FnOnce() -> Result<(V, T), E>,
+        rebuild: impl FnOnce(T) -> V,
+    ) -> Result<V, E> {
+        if let Some(words) = self.get() {
+            return Ok(rebuild(T::from_words(words)));
+        }
+        let (value, view) = parse()?;
+        self.set(view.to_words());
+        Ok(value)
+    }
+
     /// The kept view, or what `parse` makes of the message (kept when `Ok`).
     fn get_or_parse<T: Words<N>, E>(&self, parse: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         if let Some(words) = self.get() {
@@ -788,23 +805,27 @@ impl Message {
 
     /// The parsed CSeq.
     pub fn cseq(&self) -> Result<CSeq<'_>, HeaderError> {
-        let spans = self.m.views.cseq.get_or_parse(|| {
-            let cseq = CSeq::parse(
-                self.header(&HeaderName::CSeq)
-                    .ok_or(HeaderError::Missing("CSeq"))?,
-            )?;
-            Ok::<_, HeaderError>(CSeqSpans {
-                seq: cseq.seq,
-                method: method_code(&cseq.method),
-                method_text: self.span_of(cseq.method_text),
-            })
-        })?;
-        let method_text = self.text(spans.method_text);
-        Ok(CSeq {
-            seq: spans.seq,
-            method: method_of(spans.method, method_text),
-            method_text,
-        })
+        if let Some(words) = self.m.views.cseq.get() {
+            let spans = CSeqSpans::from_words(words);
+            let method_text = self.text(spans.method_text);
+            return Ok(CSeq {
+                seq: spans.seq,
+                method: method_of(spans.method, method_text),
+                method_text,
+            });
+        }
+        // The first read returns what it parsed, and keeps it for the others.
+        let cseq = CSeq::parse(
+            self.header(&HeaderName::CSeq)
+                .ok_or(HeaderError::Missing("CSeq"))?,
+        )?;
+        let spans = CSeqSpans {
+            seq: cseq.seq,
+            method: method_code(&cseq.method),
+            method_text: self.span_of(cseq.method_text),
+        };
+        self.m.views.cseq.set(spans.to_words());
+        Ok(cseq)
     }
 
     /// The From header's tag (`from_header()`'s [`NameAddr::tag`], kept after the first read);
@@ -834,26 +855,30 @@ impl Message {
 
     /// The parsed From header (parsed once, on first use).
     pub fn from_header(&self) -> Result<NameAddr<'_>, HeaderError> {
-        let spans = self.m.views.from.get_or_parse(|| {
-            let addr = NameAddr::parse(
-                self.header(&HeaderName::From)
-                    .ok_or(HeaderError::Missing("From"))?,
-            )?;
-            Ok(self.name_addr_spans(&addr))
-        });
-        spans.map(|s| self.name_addr_at(s))
+        self.m.views.from.read(
+            || {
+                let addr = NameAddr::parse(
+                    self.header(&HeaderName::From)
+                        .ok_or(HeaderError::Missing("From"))?,
+                )?;
+                Ok((addr, self.name_addr_spans(&addr)))
+            },
+            |s| self.name_addr_at(s),
+        )
     }
 
     /// The parsed To header (parsed once, on first use).
     pub fn to_header(&self) -> Result<NameAddr<'_>, HeaderError> {
-        let spans = self.m.views.to.get_or_parse(|| {
-            let addr = NameAddr::parse(
-                self.header(&HeaderName::To)
-                    .ok_or(HeaderError::Missing("To"))?,
-            )?;
-            Ok(self.name_addr_spans(&addr))
-        });
-        spans.map(|s| self.name_addr_at(s))
+        self.m.views.to.read(
+            || {
+                let addr = NameAddr::parse(
+                    self.header(&HeaderName::To)
+                        .ok_or(HeaderError::Missing("To"))?,
+                )?;
+                Ok((addr, self.name_addr_spans(&addr)))
+            },
+            |s| self.name_addr_at(s),
+        )
     }
 
     /// The first element of the Contact field(s) (parsed once, on first use: validation and the
@@ -861,12 +886,10 @@ impl Message {
     /// [`NameAddr::parse`] makes it; callers that accept it check the text first.
     pub fn first_contact(&self) -> Option<Result<NameAddr<'_>, HeaderError>> {
         let first = self.header_list(&HeaderName::Contact).next()?;
-        let spans = self
-            .m
-            .views
-            .first_contact
-            .get_or_parse(|| NameAddr::parse(first).map(|addr| self.name_addr_spans(&addr)));
-        Some(spans.map(|s| self.name_addr_at(s)))
+        Some(self.m.views.first_contact.read(
+            || NameAddr::parse(first).map(|addr| (addr, self.name_addr_spans(&addr))),
+            |s| self.name_addr_at(s),
+        ))
     }
 
     /// The `index`th element of the Contact field(s), whose text is `text`, parsed: the first
@@ -878,76 +901,87 @@ impl Message {
     ) -> Result<NameAddr<'a>, HeaderError> {
         match index {
             // `text` is the first element: parsed into the kept view without finding it again.
-            0 => self
-                .m
-                .views
-                .first_contact
-                .get_or_parse(|| NameAddr::parse(text).map(|addr| self.name_addr_spans(&addr)))
-                .map(|s| self.name_addr_at(s)),
+            0 => self.m.views.first_contact.read(
+                || NameAddr::parse(text).map(|addr| (addr, self.name_addr_spans(&addr))),
+                |s| self.name_addr_at(s),
+            ),
             _ => NameAddr::parse(text),
         }
     }
 
     /// The topmost Via (parsed once, on first use).
     pub fn top_via(&self) -> Result<Via<'_>, HeaderError> {
-        self.top_via_spans().map(|s| Via {
-            transport: self.text(s.transport),
-            host: self.text(s.host),
-            port: s.port,
-            params: self.text(s.params),
-        })
+        self.m.views.top_via.read(
+            || self.parse_top_via(),
+            |s| Via {
+                transport: self.text(s.transport),
+                host: self.text(s.host),
+                port: s.port,
+                params: self.text(s.params),
+            },
+        )
     }
 
     fn top_via_spans(&self) -> Result<ViaSpans, HeaderError> {
-        self.m.views.top_via.get_or_parse(|| {
-            let mut vias = HeaderList {
-                msg: self,
-                name: &HeaderName::Via,
-                fields: self.fields_from_first(&HeaderName::Via).iter(),
-                list: None,
-            };
-            let first = vias.next().ok_or(HeaderError::Missing("Via"))?;
-            // The first field's split goes on after its first element only past a comma.
-            let more = vias.list.as_ref().is_some_and(|rest| !rest.is_done());
-            let found = Via::parse_found(first)?;
-            let via = found.via;
-            Ok(ViaSpans {
-                element: self.span_of(first),
-                more,
-                transport: self.span_of(via.transport),
-                host: self.span_of(via.host),
-                port: via.port,
-                params: self.span_of(via.params),
-                // An empty value maps to an empty span, which reads as "" again.
-                branch: found.branch.flatten().map(|b| self.span_of(b)),
-                rport: found.rport.map(|r| r.map(|v| self.span_of(v))),
-            })
-        })
+        self.m
+            .views
+            .top_via
+            .get_or_parse(|| self.parse_top_via().map(|(_, spans)| spans))
+    }
+
+    /// The top Via element parsed, and its view.
+    fn parse_top_via(&self) -> Result<(Via<'_>, ViaSpans), HeaderError> {
+        let mut vias = HeaderList {
+            msg: self,
+            name: &HeaderName::Via,
+            fields: self.fields_from_first(&HeaderName::Via).iter(),
+            list: None,
+        };
+        let first = vias.next().ok_or(HeaderError::Missing("Via"))?;
+        // The first field's split goes on after its first element only past a comma.
+        let more = vias.list.as_ref().is_some_and(|rest| !rest.is_done());
+        let found = Via::parse_found(first)?;
+        let via = found.via;
+        let spans = ViaSpans {
+            element: self.span_of(first),
+            more,
+            transport: self.span_of(via.transport),
+            host: self.span_of(via.host),
+            port: via.port,
+            params: self.span_of(via.params),
+            // An empty value maps to an empty span, which reads as "" again.
+            branch: found.branch.flatten().map(|b| self.span_of(b)),
+            rport: found.rport.map(|r| r.map(|v| self.span_of(v))),
+        };
+        Ok((via, spans))
     }
 
     /// The Request-URI as a SIP URI (parsed once, on first use: validation, routing and the
     /// registrar each read it). `None` for responses.
     pub fn request_sip_uri(&self) -> Option<Result<SipUri<'_>, UriError>> {
         let uri = self.request_uri()?;
-        let spans = self.m.views.request_uri.get_or_parse(|| {
-            let u = SipUri::parse(uri)?;
-            Ok(UriSpans {
-                scheme: u.scheme,
-                user: u.user.map(|s| self.span_of(s)),
-                host: self.span_of(u.host),
-                port: u.port,
-                params: self.span_of(u.params),
-                headers: u.headers.map(|s| self.span_of(s)),
-            })
-        });
-        Some(spans.map(|s| SipUri {
-            scheme: s.scheme,
-            user: s.user.map(|u| self.text(u)),
-            host: self.text(s.host),
-            port: s.port,
-            params: self.text(s.params),
-            headers: s.headers.map(|h| self.text(h)),
-        }))
+        Some(self.m.views.request_uri.read(
+            || {
+                let u = SipUri::parse(uri)?;
+                let spans = UriSpans {
+                    scheme: u.scheme,
+                    user: u.user.map(|s| self.span_of(s)),
+                    host: self.span_of(u.host),
+                    port: u.port,
+                    params: self.span_of(u.params),
+                    headers: u.headers.map(|s| self.span_of(s)),
+                };
+                Ok((u, spans))
+            },
+            |s| SipUri {
+                scheme: s.scheme,
+                user: s.user.map(|u| self.text(u)),
+                host: self.text(s.host),
+                port: s.port,
+                params: self.text(s.params),
+                headers: s.headers.map(|h| self.text(h)),
+            },
+        ))
     }
 
     /// Where `part`, a slice of text this message handed out (through [`Message::text`]), lies

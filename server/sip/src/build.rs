@@ -226,9 +226,15 @@ impl<'a> ResponseBuilder<'a> {
             match h.name {
                 HeaderName::Via if !via_done && self.source.is_some() => {
                     via_done = true;
-                    let value = req.text(h.value);
-                    let mut items = syntax::split_list(value);
-                    let top = items.next().unwrap_or("");
+                    // The kept view knows the top element and whether the field holds more:
+                    // a field of one element is not split again.
+                    let (top, mut items) = match req.top_via_element() {
+                        Some((top, false)) => (top, None),
+                        _ => {
+                            let mut items = syntax::split_list(req.text(h.value));
+                            (items.next().unwrap_or(""), Some(items))
+                        }
+                    };
                     out.extend_from_slice(b"Via: ");
                     // The request's memoised top Via is this element when its parameters
                     // end where the element ends, in the same buffer: no second parse.
@@ -253,7 +259,7 @@ impl<'a> ResponseBuilder<'a> {
                     out.extend_from_slice(b"\r\n");
                     // The rest of that field stays one line: one line per element would turn a
                     // long Via list into more header fields than a parser accepts.
-                    let mut rest = items.peekable();
+                    let mut rest = items.take().into_iter().flatten().peekable();
                     if rest.peek().is_some() {
                         out.extend_from_slice(b"Via: ");
                         for (i, item) in rest.enumerate() {
@@ -270,7 +276,7 @@ impl<'a> ResponseBuilder<'a> {
                 }
                 HeaderName::To => {
                     let value = req.text(h.value);
-                    let has_tag = req.to_header().ok().and_then(|t| t.tag()).is_some();
+                    let has_tag = req.to_tag().is_some();
                     match self.to_tag {
                         Some(tag) if !has_tag && self.status > 100 => {
                             out.extend_from_slice(b"To: ");
@@ -506,6 +512,10 @@ impl<'a> Forward<'a> {
                 }
                 HeaderName::Via if !via_done => {
                     via_done = true;
+                    // The top Via alone in its field (the kept view says so): the field goes.
+                    if msg.top_via_element().is_some_and(|(_, more)| !more) {
+                        continue;
+                    }
                     1
                 }
                 _ => 0,
@@ -923,6 +933,101 @@ mod tests {
                 let fast = a.build_message();
                 let slow = Message::parse(b.build());
                 assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{text:?}");
+            }
+        }
+    }
+
+    /// First Via fields of one element or more (quoted commas, empty elements, a trailing
+    /// comma, an unparseable top element), alone or before a second Via field.
+    fn via_layouts() -> Vec<String> {
+        let a = "SIP/2.0/UDP h:5060;branch=z9hG4bK1;rport";
+        let b = "SIP/2.0/TCP b;branch=z9hG4bK2";
+        let firsts = [
+            a.to_owned(),
+            format!("{a}, {b}"),
+            format!("{a} ,{b}"),
+            format!("{a},"),
+            format!("{a} , , {b}"),
+            format!("{a};x=\"p,q\""),
+            format!("{a};x=\"p,q\", {b}"),
+            format!("SIP/2.0/UDP h;branch=z9hG4bK1;rport=x, {b}"),
+            "SIP/2.0/UDP h;rport=5061;branch=".to_owned(),
+            "SIP/2.0/UDP h;rport;branch".to_owned(),
+            "SIP/2.0/UDP".to_owned(),
+            "SIP/2.0/UDP, ".to_owned() + b,
+            format!("{a},\r\n {b}"),
+        ];
+        let mut out = Vec::new();
+        for first in firsts {
+            for second in ["", "Via: SIP/2.0/SCTP c;branch=z9hG4bK3\r\n"] {
+                out.push(format!("Via: {first}\r\n{second}"));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_kept_top_via_element_spares_splitting_the_field_again() {
+        let src = Source {
+            ip: "10.0.0.9",
+            port: 5070,
+        };
+        for vias in via_layouts() {
+            for start in ["OPTIONS sip:h SIP/2.0", "SIP/2.0 200 OK"] {
+                let text = format!("{start}\r\n{vias}From: <sip:a@h>;tag=f\r\nTo: <sip:h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+                let m = msg(&text);
+                let first_field = m.header_values(&HeaderName::Via).next().unwrap();
+                let mut split = syntax::split_list(first_field);
+                let top = split.next().unwrap();
+                let more = split.next().is_some();
+                let rest: Vec<&str> = syntax::split_list(first_field).skip(1).collect();
+                let parsed = Via::parse(top).is_ok();
+                assert_eq!(
+                    m.top_via_element(),
+                    parsed.then_some((top, more)),
+                    "{vias:?}"
+                );
+                assert_eq!(
+                    m.top_via_rport(),
+                    Via::parse(top).ok().map(|v| v.rport()),
+                    "{vias:?}"
+                );
+                assert_eq!(
+                    m.branch(),
+                    Via::parse(top).ok().and_then(|v| v.branch()),
+                    "{vias:?}"
+                );
+                let others: String = m.headers()[1..]
+                    .iter()
+                    .filter(|h| h.name == HeaderName::Via)
+                    .map(|h| m.text(h.line).to_owned())
+                    .collect();
+                // What the builder wrote before it asked the kept view.
+                let stamped = Via::parse(top)
+                    .ok()
+                    .and_then(|_| stamp_via(top, src))
+                    .unwrap_or_else(|| top.to_owned());
+                let mut expected = format!("Via: {stamped}\r\n");
+                if !rest.is_empty() {
+                    expected += &format!("Via: {}\r\n", rest.join(", "));
+                }
+                expected += &others;
+                let built = ResponseBuilder::new(&m, 200, "OK").source(src).build();
+                let built = std::str::from_utf8(&built).unwrap();
+                assert!(
+                    built.starts_with(&format!("SIP/2.0 200 OK\r\n{expected}From: ")),
+                    "{vias:?}\n{built}"
+                );
+                // A forwarded response less its top Via: the field goes, or what follows
+                // the first element stays.
+                let dropped =
+                    String::from_utf8(Forward::new(&m).drop_top_via().build().to_vec()).unwrap();
+                let line = m.text(m.headers()[0].line);
+                let kept = match list_after(first_field, 1) {
+                    Some(rest) => format!("Via: {rest}\r\n"),
+                    None => String::new(),
+                };
+                assert_eq!(dropped, text.replacen(line, &kept, 1), "{vias:?}");
             }
         }
     }

@@ -217,6 +217,13 @@ pub struct ListIter<'a> {
     rest: Option<&'a str>,
 }
 
+impl ListIter<'_> {
+    /// True when no element is left (the last one had no comma after it).
+    pub(crate) fn is_done(&self) -> bool {
+        self.rest.is_none()
+    }
+}
+
 impl<'a> Iterator for ListIter<'a> {
     type Item = &'a str;
     fn next(&mut self) -> Option<&'a str> {

@@ -195,7 +195,15 @@ fn check_common(msg: &Message) -> Result<(), &'static str> {
     // The top Via through the message's memoised view: the transaction layer and the
     // response builder read it again, and parsing it once serves all three.
     msg.top_via().map_err(|_| "Bad Request - Malformed Via")?;
-    for via in msg.header_list(&HeaderName::Via).skip(1) {
+    // Every other element: the kept view tells whether the first field holds more than the
+    // top one, so a one-element field (nearly every first Via) is not split again.
+    let more = msg.top_via_element().is_some_and(|(_, more)| more);
+    let mut fields = msg.header_values(&HeaderName::Via);
+    let first = fields.next().filter(|_| more);
+    let rest_of_first = first
+        .into_iter()
+        .flat_map(|f| syntax::split_list(f).skip(1));
+    for via in rest_of_first.chain(fields.flat_map(syntax::split_list)) {
         Via::parse(via).map_err(|_| "Bad Request - Malformed Via")?;
     }
     msg.from_header()
@@ -260,6 +268,41 @@ mod tests {
             fields.push(FIELDS[i + 1]);
             let r = validate_request(&request(&fields), &caps).unwrap_err();
             assert_eq!((r.status, r.reason), (400, reason));
+        }
+    }
+
+    #[test]
+    fn every_via_element_is_checked_as_a_split_of_every_field_checks_it() {
+        let a = "SIP/2.0/UDP h;branch=z9hG4bK1";
+        let firsts = [
+            a.to_owned(),
+            format!("{a}, SIP/2.0/UDP b"),
+            format!("{a}, bad"),
+            format!("{a},"),
+            format!("{a};x=\"p,bad\""),
+            format!("{a} , , SIP/2.0/UDP b"),
+            "bad".to_owned(),
+        ];
+        for first in &firsts {
+            for second in [
+                "",
+                "\r\nVia: SIP/2.0/UDP c",
+                "\r\nVia: bad",
+                "\r\nVia: SIP/2.0/UDP c, x",
+            ] {
+                let via = format!("Via: {first}{second}");
+                let m = request(&[&via, FIELDS[1], FIELDS[2], FIELDS[3], FIELDS[4]]);
+                let all_parse = m
+                    .header_list(&HeaderName::Via)
+                    .all(|v| Via::parse(v).is_ok());
+                let got = validate_request(&m, &Capabilities::default());
+                assert_eq!(
+                    got.is_ok(),
+                    all_parse,
+                    "{via:?}: {:?}",
+                    got.err().map(|r| r.reason)
+                );
+            }
         }
     }
 }

@@ -31,12 +31,13 @@ pub enum Verdict<'u> {
 #[derive(Debug)]
 pub struct Digest {
     realm: String,
-    algorithm: Algorithm,
     issuer: NonceIssuer,
     counts: NonceCounts,
     salts: SaltPool,
-    /// The last nonce issued, its buffer reused by every challenge.
-    nonce: String,
+    /// The challenge's text before the nonce and after it (without `stale`), written once:
+    /// the realm's quoting cost more than the rest of a challenge (see [`challenge_parts`]).
+    challenge_head: String,
+    challenge_tail: String,
     /// The last request's HA2: refreshes and calls to one user hash the same one.
     ha2: Ha2Cache,
 }
@@ -99,16 +100,29 @@ fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+/// What `challenge_into` writes around an empty nonce: `Digest realm="…",nonce="` and
+/// `",algorithm=…,qop="auth"`. The quoted realm escapes every `"` it holds, so the text
+/// `,nonce=""` occurs once, at the nonce.
+fn challenge_parts(realm: &str, algorithm: Algorithm) -> (String, String) {
+    let mut full = String::new();
+    challenge_into(&mut full, realm, "", algorithm, false, None);
+    const AT: &str = ",nonce=\"\"";
+    let at = full.rfind(AT).map_or(full.len(), |i| i + AT.len() - 1);
+    let tail = full.split_off(at);
+    (full, tail)
+}
+
 impl Digest {
     /// New state with a random nonce secret.
     pub fn new(realm: &str, algorithm: Algorithm, nonce_lifetime_secs: u64) -> Digest {
+        let (challenge_head, challenge_tail) = challenge_parts(realm, algorithm);
         Digest {
             realm: realm.to_owned(),
-            algorithm,
             issuer: NonceIssuer::new(random()).with_lifetime(nonce_lifetime_secs),
             counts: NonceCounts::new(100_000, nonce_lifetime_secs.max(60) * 2),
             salts: SaltPool::new(),
-            nonce: String::new(),
+            challenge_head,
+            challenge_tail,
             ha2: Ha2Cache::default(),
         }
     }
@@ -117,10 +131,14 @@ impl Digest {
     /// `out` (cleared first): the caller keeps one buffer for every challenge.
     pub fn challenge_into(&mut self, stale: bool, out: &mut String) {
         let salt = self.salts.next();
-        self.nonce.clear();
-        self.issuer
-            .issue_into(unix_now(), &self.realm, salt, &mut self.nonce);
-        challenge_into(out, &self.realm, &self.nonce, self.algorithm, stale, None);
+        // What `challenge_into` writes: our nonces are base64url, which quoting leaves as is.
+        out.clear();
+        out.push_str(&self.challenge_head);
+        self.issuer.issue_into(unix_now(), &self.realm, salt, out);
+        out.push_str(&self.challenge_tail);
+        if stale {
+            out.push_str(",stale=true");
+        }
     }
 
     /// Checks the credentials of `req` in `header` (Authorization for the registrar,
@@ -208,5 +226,40 @@ mod tests {
             digest.issuer.check(nonce, "example.test", unix_now()),
             NonceStatus::Valid
         );
+    }
+
+    #[test]
+    fn challenges_read_as_the_challenge_builder_writes_them() {
+        for realm in [
+            "example.test",
+            "a\"b\\c",
+            "tab\there",
+            "ctl\u{1}x",
+            ",nonce=\"\"",
+            "x\\\",nonce=\"\"",
+            "",
+            "ü",
+        ] {
+            for algorithm in [Algorithm::Md5, Algorithm::Sha256] {
+                let mut digest = Digest::new(realm, algorithm, 300);
+                for stale in [false, true] {
+                    let mut ours = String::from("left over");
+                    digest.challenge_into(stale, &mut ours);
+                    // The nonce is whatever sits between the head and the tail.
+                    let nonce = &ours[digest.challenge_head.len()..][..ours.len()
+                        - digest.challenge_head.len()
+                        - digest.challenge_tail.len()
+                        - if stale { ",stale=true".len() } else { 0 }];
+                    assert_eq!(
+                        digest.issuer.check(nonce, realm, unix_now()),
+                        NonceStatus::Valid,
+                        "{realm:?}"
+                    );
+                    let mut expected = String::new();
+                    challenge_into(&mut expected, realm, nonce, algorithm, stale, None);
+                    assert_eq!(ours, expected, "{realm:?} {stale}");
+                }
+            }
+        }
     }
 }

@@ -242,7 +242,7 @@ fn info_for(from: &Peer, auth_user: Option<String>, related: Option<u64>) -> Req
 }
 
 fn in_dialog(msg: &Message) -> bool {
-    msg.to_header().ok().and_then(|t| t.tag()).is_some()
+    msg.to_tag().is_some()
 }
 
 impl Core {

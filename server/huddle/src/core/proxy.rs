@@ -275,7 +275,7 @@ impl Core {
         let Some(method) = msg.method().cloned() else {
             return;
         };
-        let in_dialog = msg.to_header().ok().and_then(|t| t.tag()).is_some();
+        let in_dialog = msg.to_tag().is_some();
         let (popped, token_peer, next_route) = self.routes(&msg);
 
         if !in_dialog && method != Method::Ack && method != Method::Cancel {
@@ -534,7 +534,7 @@ impl Core {
 
     /// Relays ACK for 2xx and other requests outside any transaction, without state.
     pub(super) fn route_stateless(&mut self, msg: Message, _from: Peer, now: Instant) {
-        let in_dialog = msg.to_header().ok().and_then(|t| t.tag()).is_some();
+        let in_dialog = msg.to_tag().is_some();
         let (popped, token_peer, next) = self.routes(&msg);
         let route = Route {
             popped,
@@ -743,8 +743,6 @@ impl Core {
 /// request has no defect, the added fields and the Request-URI are plain one-line text (else
 /// it parses what it wrote) and they stay within the parser's limit of fields; otherwise the
 /// `Message` path as before, which skips the branch when the result does not parse.
-// Only ever a local, consumed at once: boxing the message would allocate.
-#[allow(clippy::large_enum_variant)]
 enum Forwarded {
     Bytes(bytes::Bytes),
     Message(Result<Message, huddle_sip::message::ParseError>),

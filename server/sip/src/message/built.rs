@@ -198,7 +198,7 @@ impl Message {
         let mut raw = head.into_bytes();
         raw.extend_from_slice(parts.body);
         let body = Span::new(raw.len() - parts.body.len(), raw.len());
-        let message = Message {
+        let message = Message::from_fields(super::Fields {
             raw: raw.into(),
             head: Some(head_text),
             start,
@@ -208,7 +208,7 @@ impl Message {
             body,
             defect: None,
             views: Views::default(),
-        };
+        });
         // The CSeq's number and method, read as every later reader reads them.
         let cseq_ok = cseq_at.is_some()
             && message
@@ -243,7 +243,7 @@ impl Message {
         max_forwards: Option<u8>,
     ) -> Option<Message> {
         let (StartLine::Request { method, .. }, None, Some(head)) =
-            (&self.start, &self.defect, &self.head)
+            (&self.m.start, &self.m.defect, &self.m.head)
         else {
             return None;
         };
@@ -255,11 +255,11 @@ impl Message {
         {
             return None;
         }
-        let old_start_end = self.start_line_end as usize;
-        let old_headers_end = self.headers_end as usize;
+        let old_start_end = self.m.start_line_end as usize;
+        let old_headers_end = self.m.headers_end as usize;
         // The fields must tile the header section, so that one copy of it is every line.
         let mut at = old_start_end;
-        for h in &self.headers {
+        for h in &self.m.headers {
             if h.line.start as usize != at {
                 return None;
             }
@@ -269,12 +269,12 @@ impl Message {
             }
         }
         if at != old_headers_end
-            || self.headers.len() + 1 + usize::from(max_forwards.is_some())
+            || self.m.headers.len() + 1 + usize::from(max_forwards.is_some())
                 > ParseLimits::default().max_headers
         {
             return None;
         }
-        let raw = &self.raw[..];
+        let raw = &self.m.raw[..];
         let blank = if raw.get(old_headers_end) == Some(&b'\r') {
             2
         } else {
@@ -283,7 +283,7 @@ impl Message {
         if raw.len() < old_headers_end + blank {
             return None;
         }
-        let body_end = (old_headers_end + blank + self.body.len()).min(raw.len());
+        let body_end = (old_headers_end + blank + self.m.body.len()).min(raw.len());
         let mut mf_digits = [0u8; 10];
         let mf = max_forwards.map(|n| crate::build::decimal(u32::from(n), &mut mf_digits));
 
@@ -312,10 +312,10 @@ impl Message {
             }
             None => {
                 out.push_str(head.get(..old_start_end)?);
-                self.start.clone()
+                self.m.start.clone()
             }
         };
-        let mut headers = Vec::with_capacity(self.headers.len() + 2);
+        let mut headers = Vec::with_capacity(self.m.headers.len() + 2);
         out.push_str("Via: ");
         out.push_str(via);
         out.push_str("\r\n");
@@ -333,7 +333,7 @@ impl Message {
                 (i64::from(s.end) + shift) as usize,
             )
         };
-        headers.extend(self.headers.iter().map(|h| Header {
+        headers.extend(self.m.headers.iter().map(|h| Header {
             name: h.name.clone(),
             line: moved(h.line),
             value: moved(h.value),
@@ -355,7 +355,7 @@ impl Message {
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(&raw[old_headers_end..body_end]);
         let body_start = headers_end + blank;
-        Some(Message {
+        Some(Message::from_fields(super::Fields {
             body: Span::new(body_start, bytes.len()),
             raw: bytes.into(),
             head: Some(head_text),
@@ -365,7 +365,7 @@ impl Message {
             headers_end: headers_end as u32,
             defect: None,
             views: Views::default(),
-        })
+        }))
     }
 }
 

@@ -146,7 +146,7 @@ impl Message {
         if Some(body_end) != body_start.checked_add(body_len) {
             return None;
         }
-        Some(Message {
+        Some(Message::from_fields(super::Fields {
             head: Some(head),
             raw,
             start,
@@ -156,12 +156,12 @@ impl Message {
             body: index.body,
             defect: None,
             views: Default::default(),
-        })
+        }))
     }
 
     /// The body's place in the bytes.
     pub fn body_span(&self) -> Span {
-        self.body
+        self.m.body
     }
 
     /// This message's header fields as an index, for [`Message::from_index`] on another copy
@@ -169,10 +169,10 @@ impl Message {
     /// [`Message::body_span`]); `None` for a response or a message with a defect (those are
     /// parsed).
     pub fn index_fields(&self) -> Option<impl ExactSizeIterator<Item = FieldSpans> + '_> {
-        if !self.is_request() || self.defect.is_some() || self.head.is_none() {
+        if !self.is_request() || self.m.defect.is_some() || self.m.head.is_none() {
             return None;
         }
-        Some(self.headers.iter().map(|h| FieldSpans {
+        Some(self.m.headers.iter().map(|h| FieldSpans {
             line: h.line,
             value: h.value,
         }))
@@ -190,7 +190,7 @@ mod tests {
             msg.index_fields().unwrap().collect(),
             msg.start_line_end() as u32,
             msg.headers_end() as u32,
-            msg.body,
+            msg.m.body,
         )
     }
 

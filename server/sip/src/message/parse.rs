@@ -72,7 +72,7 @@ pub(super) fn parse(raw: Bytes, limits: &ParseLimits) -> Result<Message, ParseEr
         Err(_) => (parse_fields(&raw, limits, true)?, None),
     };
     let head = head.or_else(|| super::head_text(&raw, layout.headers_end));
-    Ok(Message {
+    Ok(Message::from_fields(super::Fields {
         head,
         body: layout.body,
         raw,
@@ -82,7 +82,7 @@ pub(super) fn parse(raw: Bytes, limits: &ParseLimits) -> Result<Message, ParseEr
         headers_end: layout.headers_end as u32,
         defect: layout.defect,
         views: Default::default(),
-    })
+    }))
 }
 
 /// What one parsing pass found: everything of a [`Message`] but its bytes and header text.

@@ -38,9 +38,8 @@ enum Inner {
 pub struct ClientInvite {
     /// Kept while it may be sent again or answered with a failure (Calling, Proceeding: Timer
     /// A, a CANCEL, the ACK for a 3xx–6xx), then dropped: an Accepted or Completed transaction
-    /// lives 32 s over UDP (Timers M, D) and needs only its deadline and ACK. Boxed, so that
-    /// a finished transaction is small.
-    request: Option<Box<Message>>,
+    /// lives 32 s over UDP (Timers M, D) and needs only its deadline and ACK.
+    request: Option<Message>,
     reliable: bool,
     inner: Inner,
 }
@@ -60,14 +59,14 @@ impl ClientInvite {
                 a: Retransmit::start(reliable, now, timers.timer_a()),
                 b: after(now, timers.timer_b()),
             },
-            request: Some(Box::new(request)),
+            request: Some(request),
             reliable,
         }
     }
 
     /// The INVITE this transaction sends, until a final response arrives (or it ends).
     pub fn request(&self) -> Option<&Message> {
-        self.request.as_deref()
+        self.request.as_ref()
     }
 
     /// The current state.

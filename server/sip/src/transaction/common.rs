@@ -10,9 +10,6 @@ use crate::message::Message;
 use super::Timer;
 
 /// What a state machine asks its owner to do; the machines never see destinations or queues.
-// Actions live for one input (in a reused scratch vector) and a `Message` is moved in and out
-// at once; boxing it would cost an allocation per delivered response for nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Action {

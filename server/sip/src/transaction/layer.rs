@@ -90,9 +90,8 @@ pub enum Event<D> {
 #[derive(Debug)]
 #[allow(clippy::enum_variant_names)] // named after the RFC 3261 figures
 enum Machine {
-    // A client machine keeps its request (a `Message`, about 300 bytes) boxed, and only until
-    // the final response, so that no entry is sized for it: entries live 32 s over UDP
-    // (Timers J, M, D) and most are server ones.
+    // A client machine keeps its request (a `Message` is one pointer) only until the final
+    // response: entries live 32 s over UDP (Timers J, M, D) and most are server ones.
     ClientInvite(ClientInvite),
     ClientNonInvite(ClientNonInvite),
     ServerInvite(ServerInvite),
@@ -201,8 +200,6 @@ impl KeyIndex {
 /// A request a client transaction starts with: parsed, or (non-INVITE only, see
 /// [`TransactionLayer::send_forwarded`]) as bytes.
 #[derive(Debug)]
-// Only ever an argument, moved into a machine at once: boxing the message would allocate.
-#[allow(clippy::large_enum_variant)]
 enum Outgoing {
     Message(Message),
     Bytes(Bytes),

@@ -40,8 +40,6 @@ enum Inner {
 }
 
 /// What happened to an ACK that matched an INVITE server transaction.
-// A return value, consumed at once; boxing the ACK would cost an allocation per ACK.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 #[must_use]
 pub enum AckDisposition {

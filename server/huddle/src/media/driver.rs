@@ -486,8 +486,9 @@ impl Leg {
         true
     }
 
-    /// The peer's header-extension ids, the same in every media section (BUNDLE: str0m reads
-    /// them per session); `None` when they differ.
+    /// The peer's header-extension ids over every media section (BUNDLE: one id means one
+    /// extension in all of them, and str0m reads them per session); `None` when a section
+    /// gives an extension another id than another section does.
     fn extension_ids(&self) -> Option<ExtensionIds> {
         use str0m::rtp::Extension as E;
         let mut found: Option<ExtensionIds> = None;
@@ -505,10 +506,26 @@ impl Leg {
                 video_orientation: map.id_of(E::VideoOrientation),
                 playout_delay: map.id_of(E::PlayoutDelay),
             };
-            match found {
-                None => found = Some(ids),
-                Some(f) if f == ids => {}
-                Some(_) => return None,
+            let Some(f) = found.as_mut() else {
+                found = Some(ids);
+                continue;
+            };
+            // A section may lack an extension another has (audio has no video orientation):
+            // merged; one extension under two ids is not.
+            for (have, new) in [
+                (&mut f.mid, ids.mid),
+                (&mut f.transport_cc, ids.transport_cc),
+                (&mut f.rid, ids.rid),
+                (&mut f.repaired_rid, ids.repaired_rid),
+                (&mut f.audio_level, ids.audio_level),
+                (&mut f.video_orientation, ids.video_orientation),
+                (&mut f.playout_delay, ids.playout_delay),
+            ] {
+                match (*have, new) {
+                    (Some(a), Some(b)) if a != b => return None,
+                    (None, b) => *have = b,
+                    _ => {}
+                }
             }
         }
         found
@@ -1240,6 +1257,11 @@ impl Driver {
         // Polled whenever due, sendable or not, so that its deadlines move on.
         let mut out = Vec::new();
         let done = ingress.core.poll(now, &mut out);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            for p in &out {
+                tracing::trace!(session = id, rtcp = ?p, "fast ingress feedback");
+            }
+        }
         // Where str0m sends the leg's media (the ICE pair in use), else where the peer's
         // media comes from.
         let (Some(srtp), Some(to)) = (srtp.as_mut(), dest.or(ingress.peer)) else {
@@ -1496,9 +1518,11 @@ impl Driver {
                     // DTLS handed its keying material to the tap in the drain that emits this.
                     let profile = leg.own_srtp().map(|s| s.profile);
                     self.engine.counters().srtp_profile(profile);
-                    if leg.start_ingress(Instant::now()) {
+                    let fast = leg.start_ingress(Instant::now());
+                    if fast {
                         self.engine.counters().ingress(0, 1);
                     }
+                    tracing::debug!(session = id, fast, "media leg's inbound RTP: fast ingress");
                     tracing::debug!(session = id, srtp = ?profile, "media leg connected");
                     leg.connect_by = None;
                     leg.events.ready(id);

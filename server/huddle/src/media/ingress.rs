@@ -53,6 +53,11 @@ pub(crate) const NACK_MAX_AGE: Duration = Duration::from_secs(1);
 pub(crate) const MAX_MISSING: usize = 256;
 /// Receiver reports at most this often.
 pub(crate) const RR_INTERVAL: Duration = Duration::from_secs(1);
+/// The resolution of transport feedback's arrival times (250 µs).
+const TWCC_TICK: Duration = Duration::from_micros(250);
+/// How far [`TwccRegister::record`] may move an arrival time later to keep a batch's packets a
+/// tick apart.
+const TWCC_SPREAD: Duration = Duration::from_millis(1);
 /// NACK items (PID + BLP) per RTCP packet at most.
 const MAX_NACK_ITEMS: usize = 64;
 /// An RTX packet's original sequence number further back than this from the stream's newest is
@@ -182,6 +187,8 @@ pub(crate) struct TwccRegister {
     /// Arrival of `next + i`.
     times: VecDeque<Option<Instant>>,
     feedback_count: u8,
+    /// The arrival time recorded last.
+    last: Option<Instant>,
 }
 
 impl TwccRegister {
@@ -192,12 +199,25 @@ impl TwccRegister {
             next: None,
             times: VecDeque::new(),
             feedback_count: 0,
+            last: None,
         }
     }
 
     /// A packet with transport-wide sequence number `seq` arrived at `at`. One already
     /// reported (late, or a duplicate) is not reported again.
+    ///
+    /// The driver reads datagrams in batches and stamps each as it handles it, so packets that
+    /// arrived spread out can get the same 250 µs tick; a sender's probe whose packets all
+    /// share one tick has no receive interval and fails (libwebrtc drops probe clusters with a
+    /// zero interval), which keeps its estimate down. So a packet within a tick of the one
+    /// before is recorded a tick after it, at most [`TWCC_SPREAD`] after its own time (a
+    /// jitter far below what congestion control reacts to).
     pub(crate) fn record(&mut self, seq: u16, at: Instant) {
+        let at = match self.last {
+            Some(last) if at < last + TWCC_TICK => (last + TWCC_TICK).min(at + TWCC_SPREAD),
+            _ => at,
+        };
+        self.last = Some(self.last.map_or(at, |l| l.max(at)));
         let ext = self.ext.extend(seq);
         let next = *self.next.get_or_insert(ext);
         if ext < next {
@@ -786,6 +806,33 @@ mod tests {
         }
         assert_eq!(received, 1001);
         assert!(reports >= 3, "{reports}");
+    }
+
+    #[test]
+    fn a_batch_read_at_once_is_reported_a_tick_apart_within_a_millisecond() {
+        let zero = Instant::now();
+        let mut r = TwccRegister::new(zero);
+        let at = zero + ms(100);
+        for seq in 0..8u16 {
+            r.record(seq, at);
+        }
+        let mut out = Vec::new();
+        assert!(r.write_report(1, 2, &mut out));
+        let ticks: Vec<i64> = parse_twcc(&out).4.into_iter().flatten().collect();
+        let first = 400;
+        assert_eq!(
+            ticks,
+            vec![
+                first,
+                first + 1,
+                first + 2,
+                first + 3,
+                first + 4,
+                first + 4,
+                first + 4,
+                first + 4
+            ]
+        );
     }
 
     #[test]

@@ -562,7 +562,9 @@ impl Ingress {
             own_ssrc,
             twcc: TwccRegister::new(now),
             streams: Vec::new(),
-            twcc_at: now + TWCC_INTERVAL,
+            // The first report goes with the first packets (as str0m's does): a sender's first
+            // probes are judged on it.
+            twcc_at: now,
             nack_at: now + NACK_INTERVAL,
             rr_at: now + RR_INTERVAL,
         }

@@ -84,6 +84,33 @@
 //!   `None` before DTLS or for unusable keys; then (or before str0m has sent the leg anything,
 //!   which tells where to send) packets go through str0m.
 
+//!
+//! # Fast ingress
+//!
+//! On a leg without bandwidth estimation (and with the engine's `fast_ingress` on), once DTLS
+//! is up, inbound SRTP RTP does not reach str0m: `Driver::datagram` tells RTP from RTCP by
+//! the second byte (RFC 5761, RFC 7983; STUN, DTLS and all SRTCP still go to str0m), opens the
+//! packet with the leg's own receive context (`SrtpRx`: index estimate and replay window per
+//! SSRC, moved only by authenticated packets), and hands it to `rtp_in`, the function str0m's
+//! packets go through too, so forwarding, taps and the plugin's `rtp` callback see the same
+//! plaintext. A repair on the leg's RTX payload type is un-RTX'd (its OSN, under the main
+//! stream's SSRC) only when it fills a hole of that stream. The feedback str0m would have
+//! sent about these packets is the driver's ([`super::ingress`], sans-IO): transport-wide
+//! congestion control feedback (every packet of the leg counts, RTX, padding and probes
+//! included, since its sequence numbers are transport-wide: a leg's RTP goes all one way),
+//! NACKs for holes and receiver reports, sealed with our SRTCP on a sender SSRC of our own
+//! (reserved on our `SrtpTx`, allocated by str0m as one no stream of the leg uses), sent
+//! where str0m sends the leg's media (or, before str0m sent any, where the media comes
+//! from). Key-frame requests stay str0m's: a stream it never saw RTP of is declared to it
+//! (`expect_stream_rx`), so `request_keyframe` works. What the fast path cannot place
+//! (unknown payload type or MID, a RID, padding, too many streams, an RTX packet repairing
+//! nothing) is dropped and counted, never passed to str0m. Per leg it is all or nothing,
+//! decided when the leg connects: the first keys only (a second key generation hands the leg
+//! to str0m for good, with each stream's rollover counter set on str0m's side), no simulcast,
+//! one id per extension across the media sections; a renegotiation that brings simulcast or
+//! moves an extension's id hands the leg back too. Its timers share the leg's deadline; a
+//! deadline of the fast ingress alone does not give str0m a pass.
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -253,6 +253,8 @@ struct FastIngress {
     /// Where the peer's last authenticated RTP came from: where its feedback goes until str0m
     /// has sent the leg anything (a receive-only leg may not for a second).
     peer: Option<SocketAddr>,
+    /// A new stream found every place taken by live ones: the leg goes to str0m.
+    hand_back: bool,
 }
 
 /// One inbound RTP packet as `rtp_in` forwards or hands it to plugins: from str0m's
@@ -508,6 +510,7 @@ impl Leg {
             ids,
             mains: Vec::new(),
             peer: None,
+            hand_back: false,
         }));
         self.ingress_off = false;
         true
@@ -565,13 +568,10 @@ impl Leg {
         let Some(ingress) = self.ingress.take() else {
             return;
         };
+        // From our own stream state: `self.srtp` may already hold the new keys' empty context.
         let mut api = self.rtc.direct_api();
-        for (_, ssrc) in &ingress.mains {
-            let highest = self
-                .srtp
-                .as_ref()
-                .and_then(|s| s.rx.rtp_highest_index(*ssrc));
-            if let (Some(highest), Some(rx)) = (highest, api.stream_rx(&Ssrc::from(*ssrc))) {
+        for (ssrc, _, highest) in ingress.core.highest_indices().filter(|s| !s.1) {
+            if let Some(rx) = api.stream_rx(&Ssrc::from(ssrc)) {
                 rx.reset_roc(highest >> 16);
             }
         }
@@ -808,7 +808,10 @@ impl Leg {
         if let Some(seq) = ext.transport_cc {
             ingress.core.twcc.record(seq, now);
         }
-        if ext.rid || p.payload.is_empty() {
+        // Padding-only packets go on: on a main SSRC they hold a sequence number (not a hole:
+        // no NACK, no loss, and the forwarded output stays contiguous, as str0m handed them
+        // up); on an RTX SSRC they carry no OSN and end below.
+        if ext.rid {
             return None;
         }
         let params = rtc.codec_config().params();
@@ -840,9 +843,19 @@ impl Leg {
         };
         let video = rtc.media(mid).is_some_and(|m| m.kind() == MediaKind::Video);
         // State first (bounded), the SSRC's mid only with it: a flood of new SSRCs ends here.
-        ingress
-            .core
-            .stream(p.ssrc, rtx, video && !rtx, clock, now)?;
+        // A stream idle long enough gives its place; with every place live the leg goes to
+        // str0m (never a live stream dropped, nor a new one).
+        if ingress.core.find(p.ssrc).is_none() {
+            if let Some(gone) = ingress.core.make_room(now) {
+                rx_mids.remove(&gone);
+                ingress.mains.retain(|(_, s)| *s != gone);
+            }
+        }
+        let Some(stream) = ingress.core.stream(p.ssrc, rtx, video && !rtx, clock, now) else {
+            ingress.hand_back = true;
+            return None;
+        };
+        let filled = stream.received(index, p.timestamp, now);
         if let std::collections::hash_map::Entry::Vacant(e) = rx_mids.entry(p.ssrc) {
             e.insert(mid);
             if !rtx {
@@ -867,9 +880,7 @@ impl Leg {
             }
             (main, seq, payload, true)
         } else {
-            if let Some(stream) = ingress.core.find(p.ssrc) {
-                stream.received(index, p.timestamp, now);
-            }
+            let _ = filled;
             match ingress.mains.iter_mut().find(|(m, _)| *m == mid) {
                 Some(entry) => entry.1 = p.ssrc,
                 None => ingress.mains.push((mid, p.ssrc)),
@@ -1167,11 +1178,14 @@ impl Driver {
             {
                 // New keys: str0m takes the leg's RTP from here on (module docs).
                 leg.stop_ingress();
-            } else if kind == Some(false) {
-                self.fast_rtp_in(id, bytes, source, now);
+            } else if kind == Some(false) && self.fast_rtp_in(id, bytes, source, now) {
                 return;
             }
         }
+        // Handed back just now, or never fast: str0m's.
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
         leg.clock = now;
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.candidate, bytes) else {
             return;
@@ -1779,28 +1793,35 @@ impl Driver {
     /// the leg's own context (replay and rollover there), recorded for the feedback, un-RTX'd,
     /// and handed to `rtp_in` as str0m's packets are. What it cannot place is dropped and
     /// counted, never passed to str0m (the leg's transport feedback is ours alone).
-    fn fast_rtp_in(&mut self, id: u64, bytes: &[u8], source: SocketAddr, now: Instant) {
+    ///
+    /// False when the leg was just handed to str0m (every stream place taken by a live one, or
+    /// our SRTP context full): the caller gives str0m this datagram.
+    fn fast_rtp_in(&mut self, id: u64, bytes: &[u8], source: SocketAddr, now: Instant) -> bool {
         let counters = self.engine.counters();
         let Some(leg) = self.legs.get_mut(&id) else {
-            return;
+            return true;
         };
         let mut buf = bytes.to_vec();
         let Some(srtp) = leg.own_srtp() else {
-            return;
+            return true;
         };
         let opened = match srtp.rx.unprotect_rtp(&mut buf) {
             Ok(o) => o,
             Err(SrtpError::AuthFailed) => {
                 counters.ingress(2, 1);
-                return;
+                return true;
             }
             Err(SrtpError::Replayed | SrtpError::TooOld) => {
                 counters.ingress(3, 1);
-                return;
+                return true;
+            }
+            Err(SrtpError::TooManySsrcs) => {
+                leg.stop_ingress();
+                return false;
             }
             Err(_) => {
                 counters.ingress(4, 1);
-                return;
+                return true;
             }
         };
         counters.ingress(1, 1);
@@ -1815,10 +1836,19 @@ impl Driver {
                 }
                 self.rtp_in(id, packet.0);
             }
+            None if leg.ingress.as_ref().is_some_and(|i| i.hand_back) => {
+                tracing::warn!(
+                    session = id,
+                    "fast ingress: every stream place live; str0m takes the leg"
+                );
+                leg.stop_ingress();
+                return false;
+            }
             None => counters.ingress(4, 1),
         }
         self.ingress_feedback(id, now);
         self.reschedule(id);
+        true
     }
 
     /// A packet from a plugin, on stream `mid` of leg `session`: its own sequence numbers,
@@ -2524,6 +2554,21 @@ mod tests {
         let last = forged.len() - 1;
         forged[last] ^= 1;
         assert_eq!(open(&mut leg, &forged).err(), Some(SrtpError::AuthFailed));
+        // Padding only on the main SSRC (review #4): no hole, handed on empty (as str0m did),
+        // and the next packet makes no hole of it either.
+        let mut pad = vec![0xa0, pt, 0, 8, 0, 0, 0x30, 0x39];
+        pad.extend_from_slice(&main.to_be_bytes());
+        pad.extend_from_slice(&[0, 0, 0, 4]);
+        peer.protect_rtp_vec(&mut pad, 8).unwrap();
+        let (p, _) = open(&mut leg, &pad)
+            .unwrap()
+            .expect("padding keeps its number");
+        assert_eq!((p.ssrc, p.seq, p.payload.len()), (main, 8, 0));
+        assert!(open(&mut leg, &sealed(&peer, main, pt, 9, None, b"nine"))
+            .unwrap()
+            .is_some());
+        let stream = leg.ingress.as_mut().unwrap().core.find(main).unwrap();
+        assert!(!stream.is_missing(8));
         // An unknown payload type, and a stream without MID nor signalling: dropped.
         assert!(open(&mut leg, &sealed(&peer, main, 3, 7, None, b"x"))
             .unwrap()
@@ -2542,13 +2587,46 @@ mod tests {
         assert_eq!(ingress.core.streams(), crate::media::ingress::MAX_STREAMS);
         assert_eq!(placed, crate::media::ingress::MAX_STREAMS - 2);
         assert!(leg.rx_mids.len() <= crate::media::ingress::MAX_STREAMS);
+        // Every place live: no stream dropped, the leg goes to str0m instead (review #2).
+        assert!(ingress.hand_back);
     }
 
     #[test]
     fn a_rekey_or_a_second_start_hands_the_leg_to_str0m() {
-        let (mut leg, _mid, _peer, keys) = ingress_leg();
+        let (mut leg, mid, peer, keys) = ingress_leg();
         assert!(leg.start_ingress(Instant::now()), "started stays started");
+        // A stream past its first wrap (ROC 1).
+        let mid_id = leg.ingress.as_ref().unwrap().ids.mid.unwrap();
+        let pt = *leg.rtc.codec_config().params()[0].pt();
+        let ssrc = 0x4444;
+        leg.own_srtp()
+            .unwrap()
+            .rx
+            .seed_rtp_index(ssrc, 0x1_0000)
+            .unwrap();
+        let mut buf = sealed(
+            &peer,
+            ssrc,
+            pt,
+            0x1_0005,
+            Some((mid_id, mid.as_ref())),
+            b"x",
+        );
+        let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
+        buf.truncate(o.len);
+        assert!(leg.place_inbound(&buf, o.index, Instant::now()).is_some());
         keys.put(&[6u8; 88], SrtpProfile::AEAD_AES_256_GCM, false);
+        // Our context is replaced by the new keys' (empty) one first, as any packet forwarded
+        // into the leg would do (review #3): the ROC handed to str0m is still the stream's.
+        assert!(leg.own_srtp().unwrap().rx.rtp_highest_index(ssrc).is_none());
+        let highest: Vec<_> = leg
+            .ingress
+            .as_ref()
+            .unwrap()
+            .core
+            .highest_indices()
+            .collect();
+        assert_eq!(highest, vec![(ssrc, false, 0x1_0005)]);
         leg.stop_ingress();
         assert!(leg.ingress.is_none());
         assert!(

@@ -31,8 +31,12 @@ use std::time::{Duration, Instant};
 
 use super::rtp::SeqExtender;
 
-/// Inbound streams (SSRCs: main and RTX) tracked per leg; packets of further SSRCs are dropped.
+/// Inbound streams (SSRCs: main and RTX) tracked per leg. A new SSRC beyond it takes the place
+/// of the stream idle longest, if that one has been idle [`STREAM_IDLE`] (a stream the sender
+/// replaced: a new transceiver, a renegotiation); with every stream live there is no room.
 pub(crate) const MAX_STREAMS: usize = 16;
+/// A stream without packets this long may give its place to a new one.
+pub(crate) const STREAM_IDLE: Duration = Duration::from_secs(10);
 /// Transport-wide sequence numbers kept past the first one not yet reported; a number further
 /// ahead starts the register over (a restart, or a peer jumping around).
 pub(crate) const TWCC_SPAN: usize = 4096;
@@ -47,7 +51,9 @@ pub(crate) const NACK_INTERVAL: Duration = Duration::from_millis(30);
 pub(crate) const NACK_RETRY: Duration = Duration::from_millis(100);
 /// Times one hole is asked for at most.
 pub(crate) const NACK_TRIES: u8 = 4;
-/// A hole older than this is given up on.
+/// A hole older than this is given up on: no longer asked for, and its repair no longer taken
+/// (a repair answering the last request may come an RTT after it: holes stay open for repairs
+/// this long whatever the number of requests).
 pub(crate) const NACK_MAX_AGE: Duration = Duration::from_secs(1);
 /// Holes kept per stream (the newest); a gap wider than this is a jump, not loss.
 pub(crate) const MAX_MISSING: usize = 256;
@@ -375,6 +381,8 @@ pub(crate) struct RxStream {
     missing: VecDeque<Missing>,
     /// The middle 32 bits of the last SR's NTP time, and when it came.
     last_sr: Option<(u32, Instant)>,
+    /// When a packet of the stream came last (for [`Ingress::make_room`]).
+    last_packet: Instant,
 }
 
 impl RxStream {
@@ -393,6 +401,7 @@ impl RxStream {
             epoch: now,
             missing: VecDeque::new(),
             last_sr: None,
+            last_packet: now,
         }
     }
 
@@ -405,6 +414,7 @@ impl RxStream {
     /// RTP time. Returns whether it fills a hole (a late packet or a repair).
     pub(crate) fn received(&mut self, index: u64, ts: u32, now: Instant) -> bool {
         self.received += 1;
+        self.last_packet = self.last_packet.max(now);
         let arrival =
             now.saturating_duration_since(self.epoch).as_secs_f64() * f64::from(self.clock_rate);
         if let Some((prev_arrival, prev_ts)) = self.transit {
@@ -466,14 +476,14 @@ impl RxStream {
 
     /// Appends a NACK from `sender` for the holes due a request now; false when none is.
     fn write_nack(&mut self, sender: u32, now: Instant, out: &mut Vec<u8>) -> bool {
-        self.missing.retain(|m| {
-            m.tries < NACK_TRIES && now.saturating_duration_since(m.since) < NACK_MAX_AGE
-        });
+        self.missing
+            .retain(|m| now.saturating_duration_since(m.since) < NACK_MAX_AGE);
         let mut items: Vec<(u16, u16)> = Vec::new();
         let mut pid: Option<u64> = None;
         for m in self.missing.iter_mut() {
-            if m.last
-                .is_some_and(|l| now.saturating_duration_since(l) < NACK_RETRY)
+            if m.tries >= NACK_TRIES
+                || m.last
+                    .is_some_and(|l| now.saturating_duration_since(l) < NACK_RETRY)
             {
                 continue;
             }
@@ -590,6 +600,32 @@ impl Ingress {
             }
         };
         self.streams.get_mut(i)
+    }
+
+    /// Before a new SSRC's [`Ingress::stream`]: when the table is full, frees the place of the
+    /// stream idle longest if it has been idle [`STREAM_IDLE`], and returns its SSRC (the
+    /// caller forgets what it keeps about it). `None`: room already, or every stream live.
+    pub(crate) fn make_room(&mut self, now: Instant) -> Option<u32> {
+        if self.streams.len() < MAX_STREAMS {
+            return None;
+        }
+        let (i, idle) = self
+            .streams
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| s.last_packet)
+            .map(|(i, s)| (i, now.saturating_duration_since(s.last_packet)))?;
+        if idle < STREAM_IDLE {
+            return None;
+        }
+        Some(self.streams.swap_remove(i).ssrc)
+    }
+
+    /// Each stream's SSRC, whether it is RTX, and its newest index (for a hand-back to str0m).
+    pub(crate) fn highest_indices(&self) -> impl Iterator<Item = (u32, bool, u64)> + '_ {
+        self.streams
+            .iter()
+            .filter_map(|s| s.highest().map(|h| (s.ssrc, s.rtx, h)))
     }
 
     /// The state of `ssrc`, if it has any.
@@ -891,6 +927,68 @@ mod tests {
         }
         assert_eq!(rounds, u32::from(NACK_TRIES));
         assert!(ing.find(1000).unwrap().missing.is_empty());
+    }
+
+    #[test]
+    fn a_hole_takes_its_repair_after_its_last_request_until_it_is_too_old() {
+        let t0 = Instant::now();
+        let mut ing = Ingress::new(1, t0);
+        let s = ing.stream(7, false, true, 90_000, t0).unwrap();
+        s.received(1, 0, t0);
+        s.received(3, 0, t0);
+        let mut t = t0;
+        let mut asked = 0;
+        while asked < u32::from(NACK_TRIES) {
+            t += NACK_INTERVAL;
+            asked += ing.poll(t, &mut Vec::new()).nacks;
+        }
+        // Asked four times; no more requests, but the hole stays open for the repair.
+        let mut out = Vec::new();
+        assert_eq!(ing.poll(t + NACK_RETRY + NACK_INTERVAL, &mut out).nacks, 0);
+        let s = ing.find(7).unwrap();
+        assert!(
+            s.is_missing(2),
+            "the repair answering the last request is still taken"
+        );
+        assert!(s.fill(2));
+        // A hole past NACK_MAX_AGE is closed.
+        let s = ing.find(7).unwrap();
+        s.received(5, 0, t0);
+        ing.poll(t0 + NACK_MAX_AGE + NACK_INTERVAL, &mut Vec::new());
+        assert!(!ing.find(7).unwrap().is_missing(4));
+    }
+
+    #[test]
+    fn an_idle_stream_gives_its_place_to_a_new_one_but_a_live_one_never() {
+        let t0 = Instant::now();
+        let mut ing = Ingress::new(1, t0);
+        for ssrc in 0..MAX_STREAMS as u32 {
+            ing.stream(ssrc, false, false, 90_000, t0)
+                .unwrap()
+                .received(1, 0, t0);
+        }
+        // All live: no room, nothing evicted.
+        let soon = t0 + STREAM_IDLE / 2;
+        ing.find(3).unwrap().received(2, 0, soon);
+        assert_eq!(ing.make_room(soon), None);
+        assert!(ing.stream(100, false, false, 90_000, soon).is_none());
+        // Later, the longest idle goes (not 3, which had a packet since).
+        let later = t0 + STREAM_IDLE;
+        let gone = ing.make_room(later).expect("an idle stream evicted");
+        assert_ne!(gone, 3);
+        assert!(ing.stream(100, false, false, 90_000, later).is_some());
+        // 20 SSRCs in turn, the old ones idle: each new one is placed.
+        let mut t = later;
+        for ssrc in 200..220 {
+            t += STREAM_IDLE;
+            ing.make_room(t);
+            assert!(
+                ing.stream(ssrc, false, false, 90_000, t).is_some(),
+                "{ssrc}"
+            );
+            ing.find(ssrc).unwrap().received(1, 0, t);
+        }
+        assert_eq!(ing.streams(), MAX_STREAMS);
     }
 
     #[test]

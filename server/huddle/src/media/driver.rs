@@ -820,8 +820,9 @@ impl Leg {
             Some(main) => (main.pt(), true),
             None => (params.iter().find(|c| c.pt() == pt)?.pt(), false),
         };
-        let spec = params.iter().find(|c| c.pt() == main_pt)?.spec();
-        let clock = spec.clock_rate.get();
+        let main_params = params.iter().find(|c| c.pt() == main_pt)?;
+        let rtx_negotiated = main_params.resend().is_some();
+        let clock = main_params.spec().clock_rate.get();
         let mid = match rx_mids.get(&p.ssrc) {
             Some(mid) => *mid,
             None => {
@@ -855,7 +856,13 @@ impl Leg {
             ingress.hand_back = true;
             return None;
         };
+        stream.set_rtx_repair(rtx_negotiated);
+        let before = stream.highest();
         let filled = stream.received(index, p.timestamp, now);
+        // Below the newest and no hole: delivered already (the original after its repair).
+        if !rtx && stream.nacks() && before.is_some_and(|h| index < h) && !filled {
+            return None;
+        }
         if let std::collections::hash_map::Entry::Vacant(e) = rx_mids.entry(p.ssrc) {
             e.insert(mid);
             if !rtx {
@@ -880,7 +887,6 @@ impl Leg {
             }
             (main, seq, payload, true)
         } else {
-            let _ = filled;
             match ingress.mains.iter_mut().find(|(m, _)| *m == mid) {
                 Some(entry) => entry.1 = p.ssrc,
                 None => ingress.mains.push((mid, p.ssrc)),
@@ -2537,6 +2543,10 @@ mod tests {
             (main, 4, 4, pt, true)
         );
         assert_eq!(&p.payload[..], b"four");
+        // The original of 4 after its repair: delivered already (review #6).
+        assert!(open(&mut leg, &sealed(&peer, main, pt, 4, None, b"four"))
+            .unwrap()
+            .is_none());
         // A second repair of 4, one of a packet received (3), one ahead of the stream (9), one
         // from before the window: authenticated, and dropped.
         for (seq, osn) in [(2, 4), (3, 3), (4, 9), (5, 60_000)] {

@@ -57,6 +57,10 @@ pub(crate) const NACK_TRIES: u8 = 4;
 pub(crate) const NACK_MAX_AGE: Duration = Duration::from_secs(1);
 /// Holes kept per stream (the newest); a gap wider than this is a jump, not loss.
 pub(crate) const MAX_MISSING: usize = 256;
+/// How far behind the newest a hole is still asked for on a stream repaired by plain
+/// retransmission (no RTX): the repair comes on the stream's own SSRC, and our SRTP replay
+/// window (128) refuses anything older.
+pub(crate) const PLAIN_REPAIR_REACH: u64 = 127;
 /// Receiver reports at most this often.
 pub(crate) const RR_INTERVAL: Duration = Duration::from_secs(1);
 /// The resolution of transport feedback's arrival times (250 µs).
@@ -383,6 +387,8 @@ pub(crate) struct RxStream {
     last_sr: Option<(u32, Instant)>,
     /// When a packet of the stream came last (for [`Ingress::make_room`]).
     last_packet: Instant,
+    /// Its repairs come on an RTX SSRC (else on its own: [`PLAIN_REPAIR_REACH`]).
+    rtx_repair: bool,
 }
 
 impl RxStream {
@@ -402,7 +408,18 @@ impl RxStream {
             missing: VecDeque::new(),
             last_sr: None,
             last_packet: now,
+            rtx_repair: false,
         }
+    }
+
+    /// Repairs of this stream come on an RTX SSRC (RTX negotiated for its payload type).
+    pub(crate) fn set_rtx_repair(&mut self, yes: bool) {
+        self.rtx_repair = yes;
+    }
+
+    /// Holes are tracked (NACKed) on this stream.
+    pub(crate) fn nacks(&self) -> bool {
+        self.nack
     }
 
     /// The newest extended sequence number (SRTP index) received.
@@ -476,8 +493,15 @@ impl RxStream {
 
     /// Appends a NACK from `sender` for the holes due a request now; false when none is.
     fn write_nack(&mut self, sender: u32, now: Instant, out: &mut Vec<u8>) -> bool {
-        self.missing
-            .retain(|m| now.saturating_duration_since(m.since) < NACK_MAX_AGE);
+        let reach = if self.rtx_repair {
+            u64::MAX
+        } else {
+            PLAIN_REPAIR_REACH
+        };
+        let highest = self.highest;
+        self.missing.retain(|m| {
+            now.saturating_duration_since(m.since) < NACK_MAX_AGE && highest - m.seq <= reach
+        });
         let mut items: Vec<(u16, u16)> = Vec::new();
         let mut pid: Option<u64> = None;
         for m in self.missing.iter_mut() {
@@ -956,6 +980,29 @@ mod tests {
         s.received(5, 0, t0);
         ing.poll(t0 + NACK_MAX_AGE + NACK_INTERVAL, &mut Vec::new());
         assert!(!ing.find(7).unwrap().is_missing(4));
+    }
+
+    #[test]
+    fn without_rtx_holes_beyond_the_replay_window_are_not_asked_for() {
+        let t0 = Instant::now();
+        for (rtx, want) in [(false, vec![151u64]), (true, vec![1, 151])] {
+            let mut ing = Ingress::new(1, t0);
+            let s = ing.stream(7, false, true, 90_000, t0).unwrap();
+            s.set_rtx_repair(rtx);
+            s.received(0, 0, t0);
+            s.received(2, 0, t0);
+            for i in 3..151 {
+                s.received(i, 0, t0);
+            }
+            s.received(152, 0, t0);
+            let mut out = Vec::new();
+            ing.poll(t0 + NACK_INTERVAL, &mut out);
+            let mut asked = Vec::new();
+            for p in &out {
+                crate::media::repair::for_each_nack(p, |_, seq| asked.push(u64::from(seq)));
+            }
+            assert_eq!(asked, want, "rtx {rtx}");
+        }
     }
 
     #[test]

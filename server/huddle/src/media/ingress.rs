@@ -199,6 +199,10 @@ pub(crate) struct TwccRegister {
     feedback_count: u8,
     /// The arrival time recorded last.
     last: Option<Instant>,
+    /// A number too far ahead to keep the gap, seen once: the register starts over from it only
+    /// when a second one near it confirms it (one outlier must not make every packet after
+    /// it look late).
+    jump: Option<u64>,
 }
 
 impl TwccRegister {
@@ -210,6 +214,7 @@ impl TwccRegister {
             times: VecDeque::new(),
             feedback_count: 0,
             last: None,
+            jump: None,
         }
     }
 
@@ -235,7 +240,15 @@ impl TwccRegister {
         }
         let mut off = (ext - next) as usize;
         if off >= TWCC_SPAN {
-            // Too far ahead to keep the hole in between: start over from here.
+            if !self
+                .jump
+                .is_some_and(|j| ext.abs_diff(j) < TWCC_SPAN as u64)
+            {
+                self.jump = Some(ext);
+                return;
+            }
+            // Confirmed, and too far ahead to keep the hole in between: start over from here.
+            self.jump = None;
             self.times.clear();
             self.next = Some(ext);
             off = 0;
@@ -895,6 +908,30 @@ mod tests {
                 first + 4
             ]
         );
+    }
+
+    #[test]
+    fn one_outlier_does_not_stall_the_feedback_but_a_confirmed_jump_restarts_it() {
+        let zero = Instant::now();
+        let mut r = TwccRegister::new(zero);
+        r.record(100, zero + ms(1));
+        r.record(100 + 20_000, zero + ms(2));
+        r.record(101, zero + ms(3));
+        let mut out = Vec::new();
+        assert!(r.write_report(1, 2, &mut out));
+        let (base, count, ..) = parse_twcc(&out);
+        assert_eq!(
+            (base, count),
+            (100, 2),
+            "the outlier left out, 101 reported"
+        );
+        // Two near each other far ahead: a real jump.
+        r.record(30_000, zero + ms(4));
+        r.record(30_001, zero + ms(5));
+        out.clear();
+        assert!(r.write_report(1, 2, &mut out));
+        let (base, count, ..) = parse_twcc(&out);
+        assert_eq!((base, count), (30_001, 1));
     }
 
     #[test]

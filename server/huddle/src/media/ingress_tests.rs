@@ -356,7 +356,10 @@ async fn replayed_forged_and_flooding_datagrams_are_dropped_and_the_stream_goes_
     // opened into a stream: nothing unplaceable), and the stream went on (above).
     let after = engine.fast_ingress();
     assert!(after.replayed > before.replayed, "{before:?} → {after:?}");
-    assert!(after.auth_failed > before.auth_failed, "{before:?} → {after:?}");
+    assert!(
+        after.auth_failed > before.auth_failed,
+        "{before:?} → {after:?}"
+    );
     assert_eq!(after.unhandled, before.unhandled, "{before:?} → {after:?}");
     engine.shutdown(task).await;
 }

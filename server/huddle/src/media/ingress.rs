@@ -240,9 +240,9 @@ impl TwccRegister {
         }
         let mut off = (ext - next) as usize;
         if off >= TWCC_SPAN {
-            if !self
+            if self
                 .jump
-                .is_some_and(|j| ext.abs_diff(j) < TWCC_SPAN as u64)
+                .is_none_or(|j| ext.abs_diff(j) >= TWCC_SPAN as u64)
             {
                 self.jump = Some(ext);
                 return;

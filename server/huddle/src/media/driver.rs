@@ -561,6 +561,22 @@ impl Leg {
         found
     }
 
+    /// Whether str0m now sends on our feedback's SSRC (a stream it allocated after ours, which
+    /// its allocator could not know of): our SRTCP must stop at once (one key, two index
+    /// counters on one SSRC).
+    fn own_ssrc_taken(&mut self) -> bool {
+        let Some(own) = self.ingress.as_ref().map(|i| i.core.own_ssrc) else {
+            return false;
+        };
+        let own = Ssrc::from(own);
+        let mut api = self.rtc.direct_api();
+        api.stream_tx(&own).is_some()
+            || self.mids.iter().any(|m| {
+                api.stream_tx_by_mid(*m, None)
+                    .is_some_and(|tx| tx.rtx() == Some(own))
+            })
+    }
+
     /// Hands the leg's RTP back to str0m for good (a rekey, simulcast): each stream's rollover
     /// counter is set on str0m's side from ours, so str0m opens what comes next.
     fn stop_ingress(&mut self) {
@@ -929,6 +945,10 @@ impl Leg {
                 .is_some_and(|m| matches!(m.rids_rx(), str0m::media::Rids::Specific(_)))
         });
         let ids = self.extension_ids();
+        if self.own_ssrc_taken() {
+            self.stop_ingress();
+            return;
+        }
         match (simulcast, ids, self.ingress.as_deref_mut()) {
             (false, Some(ids), Some(ingress)) => ingress.ids = ids,
             _ => self.stop_ingress(),
@@ -1537,6 +1557,14 @@ impl Driver {
                     // its check came from, which may be another candidate).
                     if let Some(rtcp) = srtp_kind(&t.contents) {
                         leg.dest = Some(t.destination);
+                        // str0m's RTCP-only SSRC, allocated lazily, hit ours: stop ours.
+                        if rtcp
+                            && leg.ingress.as_ref().is_some_and(|i| {
+                                t.contents.get(4..8) == Some(&i.core.own_ssrc.to_be_bytes()[..])
+                            })
+                        {
+                            leg.stop_ingress();
+                        }
                         if !rtcp && leg.anchors > 0 {
                             leg.released(&t.contents);
                         }
@@ -2599,6 +2627,19 @@ mod tests {
         assert!(leg.rx_mids.len() <= crate::media::ingress::MAX_STREAMS);
         // Every place live: no stream dropped, the leg goes to str0m instead (review #2).
         assert!(ingress.hand_back);
+    }
+
+    #[test]
+    fn a_str0m_stream_on_our_feedback_ssrc_hands_the_leg_to_str0m() {
+        let (mut leg, mid, _peer, _keys) = ingress_leg();
+        leg.refresh_ingress();
+        assert!(leg.ingress.is_some(), "nothing taken: still fast");
+        let own = leg.ingress.as_ref().unwrap().core.own_ssrc;
+        leg.rtc
+            .direct_api()
+            .declare_stream_tx(Ssrc::from(own), None, mid, None);
+        leg.refresh_ingress();
+        assert!(leg.ingress.is_none() && leg.ingress_off);
     }
 
     #[test]

@@ -100,8 +100,8 @@
 //! included, since its sequence numbers are transport-wide: a leg's RTP goes all one way),
 //! NACKs for holes and receiver reports, sealed with our SRTCP on a sender SSRC of our own
 //! (reserved on our `SrtpTx`, allocated by str0m as one no stream of the leg uses), sent
-//! where str0m sends the leg's media (or, before str0m sent any, where the media comes
-//! from). Key-frame requests stay str0m's: a stream it never saw RTP of is declared to it
+//! where the peer's last authenticated RTP came from (else where str0m sends the leg's
+//! media). Key-frame requests stay str0m's: a stream it never saw RTP of is declared to it
 //! (`expect_stream_rx`), so `request_keyframe` works. What the fast path cannot place
 //! (unknown payload type or MID, a RID, padding, too many streams, an RTX packet repairing
 //! nothing) is dropped and counted, never passed to str0m. Per leg it is all or nothing,
@@ -1303,8 +1303,8 @@ impl Driver {
     }
 
     /// Sends the fast ingress's feedback due at `now` for leg `id` (transport feedback, NACKs,
-    /// receiver reports), each sealed with our SRTCP on the leg's own sender SSRC, to where str0m
-    /// sends the leg's media.
+    /// receiver reports), each sealed with our SRTCP on the leg's own sender SSRC, to
+    /// [`feedback_destination`].
     fn ingress_feedback(&mut self, id: u64, now: Instant) {
         let Some(leg) = self.legs.get_mut(&id) else {
             return;
@@ -1329,9 +1329,8 @@ impl Driver {
                 tracing::trace!(session = id, rtcp = ?p, "fast ingress feedback");
             }
         }
-        // Where str0m sends the leg's media (the ICE pair in use), else where the peer's
-        // media comes from.
-        let (Some(srtp), Some(to)) = (srtp.as_mut(), dest.or(ingress.peer)) else {
+        let (Some(srtp), Some(to)) = (srtp.as_mut(), feedback_destination(*dest, ingress.peer))
+        else {
             return;
         };
         let overhead = srtp.profile.rtcp_overhead();
@@ -2149,6 +2148,13 @@ fn open_inbound_rtcp(
     Some(copy)
 }
 
+/// Where the fast ingress's feedback goes: where the peer's last authenticated RTP came from
+/// (the path it uses now: after an ICE path change, str0m's send address follows only on its
+/// next send, up to a second later), else where str0m sends the leg's media.
+fn feedback_destination(str0m: Option<SocketAddr>, peer: Option<SocketAddr>) -> Option<SocketAddr> {
+    peer.or(str0m)
+}
+
 /// The 64-bit sequence number nearest `near` whose low 16 bits are `seq`.
 fn extend_near(near: u64, seq: u16) -> u64 {
     let base = near & !0xffff;
@@ -2684,6 +2690,19 @@ mod tests {
             !leg.start_ingress(Instant::now()),
             "never again on this leg"
         );
+    }
+
+    #[test]
+    fn feedback_follows_the_media_source_before_str0ms_send_address() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        assert_eq!(
+            feedback_destination(Some(a), Some(b)),
+            Some(b),
+            "review #11"
+        );
+        assert_eq!(feedback_destination(Some(a), None), Some(a));
+        assert_eq!(feedback_destination(None, None), None);
     }
 
     #[test]

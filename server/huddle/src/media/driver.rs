@@ -257,6 +257,17 @@ struct FastIngress {
     hand_back: bool,
 }
 
+/// Why the fast ingress did not forward an opened packet (two counters of [`FastIngress`]:
+/// what senders send anyway, and what it could not place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dropped {
+    /// RTX padding and probes, a repair of a packet we have, the original after its repair.
+    Expected,
+    /// An unknown payload type or MID, a RID, no room for a new stream, an RTX packet whose
+    /// OSN is no hole we could have asked for, or whose stream is unknown.
+    Unplaced,
+}
+
 /// One inbound RTP packet as `rtp_in` forwards or hands it to plugins: from str0m's
 /// `RtpPacket` or opened by the fast ingress.
 struct Inbound {
@@ -809,7 +820,12 @@ impl Leg {
     /// tells str0m of a new one so that key-frame requests for it work), and un-RTX's a repair.
     /// `None` for what is not forwarded: padding, probes, simulcast, an unknown stream or
     /// payload type, a repair of nothing missing. The flag: it was a repair.
-    fn place_inbound(&mut self, plain: &[u8], index: u64, now: Instant) -> Option<(Inbound, bool)> {
+    fn place_inbound(
+        &mut self,
+        plain: &[u8],
+        index: u64,
+        now: Instant,
+    ) -> Result<(Inbound, bool), Dropped> {
         let Leg {
             rtc,
             ingress,
@@ -817,8 +833,8 @@ impl Leg {
             mids,
             ..
         } = self;
-        let ingress = ingress.as_deref_mut()?;
-        let p = rtp::parse(plain)?;
+        let ingress = ingress.as_deref_mut().ok_or(Dropped::Unplaced)?;
+        let p = rtp::parse(plain).ok_or(Dropped::Unplaced)?;
         let ext = read_extensions(plain, &ingress.ids);
         // Every packet counts for the transport feedback (padding and probes too).
         if let Some(seq) = ext.transport_cc {
@@ -828,15 +844,25 @@ impl Leg {
         // no NACK, no loss, and the forwarded output stays contiguous, as str0m handed them
         // up); on an RTX SSRC they carry no OSN and end below.
         if ext.rid {
-            return None;
+            return Err(Dropped::Unplaced);
         }
         let params = rtc.codec_config().params();
         let pt = Pt::from(p.pt);
         let (main_pt, rtx) = match params.iter().find(|c| c.resend() == Some(pt)) {
             Some(main) => (main.pt(), true),
-            None => (params.iter().find(|c| c.pt() == pt)?.pt(), false),
+            None => (
+                params
+                    .iter()
+                    .find(|c| c.pt() == pt)
+                    .ok_or(Dropped::Unplaced)?
+                    .pt(),
+                false,
+            ),
         };
-        let main_params = params.iter().find(|c| c.pt() == main_pt)?;
+        let main_params = params
+            .iter()
+            .find(|c| c.pt() == main_pt)
+            .ok_or(Dropped::Unplaced)?;
         let rtx_negotiated = main_params.resend().is_some();
         let clock = main_params.spec().clock_rate.get();
         let mid = match rx_mids.get(&p.ssrc) {
@@ -853,8 +879,10 @@ impl Leg {
                     }),
                     None => None,
                 };
-                let mid = known.or_else(|| ext.mid_str().map(Mid::from))?;
-                rtc.media(mid)?;
+                let mid = known
+                    .or_else(|| ext.mid_str().map(Mid::from))
+                    .ok_or(Dropped::Unplaced)?;
+                rtc.media(mid).ok_or(Dropped::Unplaced)?;
                 mid
             }
         };
@@ -870,14 +898,14 @@ impl Leg {
         }
         let Some(stream) = ingress.core.stream(p.ssrc, rtx, video && !rtx, clock, now) else {
             ingress.hand_back = true;
-            return None;
+            return Err(Dropped::Unplaced);
         };
         stream.set_rtx_repair(rtx_negotiated);
         let before = stream.highest();
         let filled = stream.received(index, p.timestamp, now);
         // Below the newest and no hole: delivered already (the original after its repair).
         if !rtx && stream.nacks() && before.is_some_and(|h| index < h) && !filled {
-            return None;
+            return Err(Dropped::Expected);
         }
         if let std::collections::hash_map::Entry::Vacant(e) = rx_mids.entry(p.ssrc) {
             e.insert(mid);
@@ -892,14 +920,24 @@ impl Leg {
             // RFC 4588: the original sequence number, then the original payload.
             let (osn, payload) = match p.payload {
                 [a, b, rest @ ..] if !rest.is_empty() => (u16::from_be_bytes([*a, *b]), rest),
-                _ => return None,
+                _ => return Err(Dropped::Expected),
             };
-            let main = ingress.mains.iter().find(|(m, _)| *m == mid)?.1;
-            let stream = ingress.core.find(main)?;
-            let highest = stream.highest()?;
+            let main = ingress
+                .mains
+                .iter()
+                .find(|(m, _)| *m == mid)
+                .ok_or(Dropped::Unplaced)?
+                .1;
+            let stream = ingress.core.find(main).ok_or(Dropped::Unplaced)?;
+            let highest = stream.highest().ok_or(Dropped::Unplaced)?;
             let seq = extend_near(highest, osn);
-            if seq > highest || highest - seq >= RTX_WINDOW || !stream.fill(seq) {
-                return None;
+            // An OSN ahead of the stream or far behind it repairs nothing we could have asked
+            // for; one of a packet we have is a sender's probe (RTX payload padding).
+            if seq > highest || highest - seq >= RTX_WINDOW {
+                return Err(Dropped::Unplaced);
+            }
+            if !stream.fill(seq) {
+                return Err(Dropped::Expected);
             }
             (main, seq, payload, true)
         } else {
@@ -915,7 +953,7 @@ impl Leg {
             let at = 12 + 4 * i;
             *c = u32::from_be_bytes([plain[at], plain[at + 1], plain[at + 2], plain[at + 3]]);
         }
-        Some((
+        Ok((
             Inbound {
                 ssrc,
                 pt: main_pt,
@@ -1863,13 +1901,13 @@ impl Driver {
         }
         buf.truncate(opened.len);
         match leg.place_inbound(&buf, opened.index, now) {
-            Some(packet) => {
+            Ok(packet) => {
                 if packet.1 {
                     counters.ingress(5, 1);
                 }
                 self.rtp_in(id, packet.0);
             }
-            None if leg.ingress.as_ref().is_some_and(|i| i.hand_back) => {
+            Err(_) if leg.ingress.as_ref().is_some_and(|i| i.hand_back) => {
                 tracing::warn!(
                     session = id,
                     "fast ingress: every stream place live; str0m takes the leg"
@@ -1877,7 +1915,8 @@ impl Driver {
                 leg.stop_ingress();
                 return false;
             }
-            None => counters.ingress(4, 1),
+            Err(Dropped::Unplaced) => counters.ingress(4, 1),
+            Err(Dropped::Expected) => counters.ingress(8, 1),
         }
         self.ingress_feedback(id, now);
         self.reschedule(id);
@@ -2545,7 +2584,7 @@ mod tests {
             let mut buf = bytes.to_vec();
             let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf)?;
             buf.truncate(o.len);
-            Ok::<_, SrtpError>(leg.place_inbound(&buf, o.index, now))
+            Ok::<_, SrtpError>(leg.place_inbound(&buf, o.index, now).ok())
         };
         // The main stream, placed by its MID: 1, 2, 3, 5 (4 lost).
         let main = 0x1111;
@@ -2577,6 +2616,23 @@ mod tests {
             (main, 4, 4, pt, true)
         );
         assert_eq!(&p.payload[..], b"four");
+        // Review #12: what senders send anyway counts apart from what cannot be placed.
+        let raw = |leg: &mut Leg, bytes: Vec<u8>| {
+            let mut buf = bytes;
+            let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
+            buf.truncate(o.len);
+            leg.place_inbound(&buf, o.index, now).err()
+        };
+        assert_eq!(
+            raw(&mut leg, repair(10, 4)),
+            Some(Dropped::Expected),
+            "repair of a packet we have"
+        );
+        assert_eq!(
+            raw(&mut leg, repair(11, 900)),
+            Some(Dropped::Unplaced),
+            "OSN ahead"
+        );
         // The original of 4 after its repair: delivered already (review #6).
         assert!(open(&mut leg, &sealed(&peer, main, pt, 4, None, b"four"))
             .unwrap()
@@ -2671,7 +2727,7 @@ mod tests {
         );
         let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
         buf.truncate(o.len);
-        assert!(leg.place_inbound(&buf, o.index, Instant::now()).is_some());
+        assert!(leg.place_inbound(&buf, o.index, Instant::now()).is_ok());
         keys.put(&[6u8; 88], SrtpProfile::AEAD_AES_256_GCM, false);
         // Our context is replaced by the new keys' (empty) one first, as any packet forwarded
         // into the leg would do (review #3): the ROC handed to str0m is still the stream's.

@@ -261,7 +261,7 @@ pub(crate) struct MediaCounters {
     /// for their index ([`FastEgress`]).
     fast: [AtomicU64; 5],
     /// Fast ingress ([`FastIngress`], in its field order).
-    ingress: [AtomicU64; 8],
+    ingress: [AtomicU64; 9],
     /// Debug builds: the fast egress drops every n-th packet it seals (0: none), so that tests
     /// see its loss repair at work.
     #[cfg(debug_assertions)]
@@ -300,8 +300,8 @@ pub struct FastIngress {
     pub auth_failed: u64,
     /// Dropped: replayed, or older than the replay window.
     pub replayed: u64,
-    /// Dropped after opening: a stream it cannot place (unknown payload type or MID, RID,
-    /// too many streams), padding, or an RTX packet that repairs nothing.
+    /// Dropped after opening, as it could not place them: an unknown payload type or MID, a
+    /// RID, no room for a new stream, an RTX packet whose OSN no hole could have asked for.
     pub unhandled: u64,
     /// RTX packets whose original packet was missing, forwarded in its place.
     pub repaired: u64,
@@ -309,6 +309,9 @@ pub struct FastIngress {
     pub feedback: u64,
     /// Of those, transport-wide congestion control feedback.
     pub twcc: u64,
+    /// Dropped after opening as senders send them anyway: RTX padding and probes, repairs of
+    /// packets received, an original after its repair.
+    pub ignored: u64,
 }
 
 /// What the engine's own SRTP contexts did next to str0m's: read in tests (debug builds check
@@ -512,6 +515,7 @@ impl MediaEngine {
             repaired: l(5),
             feedback: l(6),
             twcc: l(7),
+            ignored: l(8),
         }
     }
 

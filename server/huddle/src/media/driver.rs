@@ -127,7 +127,7 @@ use str0m::{Event, IceConnectionState, Input, Output, Reason, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::ingress::{read_extensions, ExtensionIds, Extensions, Ingress, RTX_WINDOW};
+use super::ingress::{read_extensions, ExtensionIds, Extensions, Ingress, MAX_STREAMS, RTX_WINDOW};
 use super::keytap::{KeySlot, LegKeys};
 use super::repair::{self, Resend, SentCache};
 use super::rtp::{self, EgressExtensions, EgressHeader, KeyframeGate, Rewriter, SeqExtender};
@@ -255,6 +255,10 @@ struct FastIngress {
     peer: Option<SocketAddr>,
     /// A new stream found every place taken by live ones: the leg goes to str0m.
     hand_back: bool,
+    /// Each RTX SSRC's main SSRC, fixed at its first packet (the pairing signalled in the SDP,
+    /// else the mid's main then): a repair in flight when the sender changes the mid's main
+    /// stream must not land in the new one.
+    rtx_mains: Vec<(u32, u32)>,
 }
 
 /// Why the fast ingress did not forward an opened packet (two counters of [`FastIngress`]:
@@ -522,6 +526,7 @@ impl Leg {
             mains: Vec::new(),
             peer: None,
             hand_back: false,
+            rtx_mains: Vec::new(),
         }));
         self.ingress_off = false;
         true
@@ -894,6 +899,7 @@ impl Leg {
             if let Some(gone) = ingress.core.make_room(now) {
                 rx_mids.remove(&gone);
                 ingress.mains.retain(|(_, s)| *s != gone);
+                ingress.rtx_mains.retain(|(r, m)| *r != gone && *m != gone);
             }
         }
         let Some(stream) = ingress.core.stream(p.ssrc, rtx, video && !rtx, clock, now) else {
@@ -922,12 +928,23 @@ impl Leg {
                 [a, b, rest @ ..] if !rest.is_empty() => (u16::from_be_bytes([*a, *b]), rest),
                 _ => return Err(Dropped::Expected),
             };
-            let main = ingress
-                .mains
-                .iter()
-                .find(|(m, _)| *m == mid)
-                .ok_or(Dropped::Unplaced)?
-                .1;
+            let main = match ingress.rtx_mains.iter().find(|(r, _)| *r == p.ssrc) {
+                Some((_, main)) => *main,
+                None => {
+                    let signalled = rtc
+                        .direct_api()
+                        .stream_rx_by_mid(mid, None)
+                        .filter(|s| s.rtx() == Some(Ssrc::from(p.ssrc)))
+                        .map(|s| *s.ssrc());
+                    let current = ingress.mains.iter().find(|(m, _)| *m == mid).map(|m| m.1);
+                    let main = signalled.or(current).ok_or(Dropped::Unplaced)?;
+                    // Bounded as the streams are (an RTX SSRC has a stream of its own).
+                    if ingress.rtx_mains.len() < MAX_STREAMS {
+                        ingress.rtx_mains.push((p.ssrc, main));
+                    }
+                    main
+                }
+            };
             let stream = ingress.core.find(main).ok_or(Dropped::Unplaced)?;
             let highest = stream.highest().ok_or(Dropped::Unplaced)?;
             let seq = extend_near(highest, osn);
@@ -2689,6 +2706,46 @@ mod tests {
         assert!(leg.rx_mids.len() <= crate::media::ingress::MAX_STREAMS);
         // Every place live: no stream dropped, the leg goes to str0m instead (review #2).
         assert!(ingress.hand_back);
+    }
+
+    #[test]
+    fn a_repair_stays_with_the_main_stream_its_rtx_ssrc_first_repaired() {
+        let (mut leg, mid, peer, _keys) = ingress_leg();
+        let now = Instant::now();
+        let mid_id = leg.ingress.as_ref().unwrap().ids.mid.unwrap();
+        let m = Some((mid_id, mid.as_ref()));
+        let params = leg.rtc.codec_config().params();
+        let vp8 = params.iter().find(|p| p.resend().is_some()).unwrap();
+        let (pt, rtx_pt) = (*vp8.pt(), *vp8.resend().unwrap());
+        let place = |leg: &mut Leg, bytes: Vec<u8>| {
+            let mut buf = bytes;
+            let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
+            buf.truncate(o.len);
+            leg.place_inbound(&buf, o.index, now)
+        };
+        let repair = |seq: u64, osn: u16| {
+            let mut payload = osn.to_be_bytes().to_vec();
+            payload.extend_from_slice(b"r");
+            sealed(&peer, 0x2222, rtx_pt, seq, m, &payload)
+        };
+        // Main A with hole 2; its repair binds the RTX SSRC to A.
+        for seq in [1, 3] {
+            assert!(place(&mut leg, sealed(&peer, 0xa, pt, seq, m, b"a")).is_ok());
+        }
+        assert_eq!(place(&mut leg, repair(1, 2)).map(|p| p.0.ssrc), Ok(0xa));
+        // The mid's main becomes B, with hole 11: a late repair from A's RTX SSRC is A's.
+        for seq in [10, 12] {
+            assert!(place(&mut leg, sealed(&peer, 0xb, pt, seq, m, b"b")).is_ok());
+        }
+        assert_eq!(
+            place(&mut leg, repair(2, 11)).err(),
+            Some(Dropped::Unplaced)
+        );
+        let ingress = leg.ingress.as_mut().unwrap();
+        assert!(
+            ingress.core.find(0xb).unwrap().is_missing(11),
+            "B's hole untouched"
+        );
     }
 
     #[test]

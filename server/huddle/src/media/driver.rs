@@ -102,9 +102,12 @@
 //! (reserved on our `SrtpTx`, allocated by str0m as one no stream of the leg uses), sent
 //! where the peer's last authenticated RTP came from (else where str0m sends the leg's
 //! media). Key-frame requests stay str0m's: a stream it never saw RTP of is declared to it
-//! (`expect_stream_rx`), so `request_keyframe` works. What the fast path cannot place
-//! (unknown payload type or MID, a RID, padding, too many streams, an RTX packet repairing
-//! nothing) is dropped and counted, never passed to str0m. Per leg it is all or nothing,
+//! (`expect_stream_rx`), so `request_keyframe` works. Padding-only packets of a main stream
+//! keep their number and go on empty, as str0m handed them up. What the fast path cannot
+//! place (unknown payload type or MID, a RID, an RTX packet repairing nothing) is dropped and
+//! counted, never passed to str0m. A new stream takes the place of one idle for 10 s; with
+//! every place live (or our SRTP context full) the leg goes to str0m, never a live stream
+//! dropped. Per leg it is all or nothing,
 //! decided when the leg connects: the first keys only (a second key generation hands the leg
 //! to str0m for good, with each stream's rollover counter set on str0m's side), no simulcast,
 //! one id per extension across the media sections; a renegotiation that brings simulcast or

@@ -9,6 +9,8 @@
 # then, per build, the medians of the server's CPU per echoed packet (µs; one packet received
 # and one sent) and per leg-second (ms), with and without the runs whose loss exceeded 1%
 # (those are client-limited: compare them per packet only), and the ratio new/base.
+# BENCH_NEW_ENV="NAME=VALUE ..." is set for the new build's runs only (e.g.
+# BENCH_MEDIA_FAST_INGRESS=true, a key the base build would refuse).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -26,7 +28,9 @@ for i in $(seq "$runs"); do
 		dir=$base
 		[[ $which == new ]] && dir=$new
 		load=$(cut -d' ' -f1 /proc/loadavg)
-		result=$(CARGO_TARGET_DIR=$dir "$here/run.sh" 2>/dev/null)
+		extra=()
+		[[ $which == new ]] && read -r -a extra <<<"${BENCH_NEW_ENV:-}"
+		result=$(env "${extra[@]}" CARGO_TARGET_DIR="$dir" "$here/run.sh" 2>/dev/null)
 		loss=$(grep -o 'loss=[0-9.]*' <<<"$result" | cut -d= -f2)
 		ms=$(grep -o '[0-9.]* ms CPU per second per leg' <<<"$result" | cut -d' ' -f1)
 		us=$(grep -o 'server_us_per_echoed_packet=[0-9.]*' <<<"$result" | cut -d= -f2)

@@ -60,6 +60,10 @@ trap cleanup EXIT
 # on); unset, the key is not written, so builds without it start too.
 fast_egress_line=
 [[ -n ${BENCH_MEDIA_FAST_EGRESS:-} ]] && fast_egress_line="fast_egress = $BENCH_MEDIA_FAST_EGRESS"
+# BENCH_MEDIA_FAST_INGRESS=true|false sets `[media] fast_ingress` (builds from branch ingress on),
+# the same way.
+fast_ingress_line=
+[[ -n ${BENCH_MEDIA_FAST_INGRESS:-} ]] && fast_ingress_line="fast_ingress = $BENCH_MEDIA_FAST_INGRESS"
 sip_port=$(free_port 25060)
 media_port=$(free_port 30000)
 cat >"$work/huddle.toml" <<TOML
@@ -74,6 +78,7 @@ listen = "127.0.0.1:$media_port"
 connect_timeout_secs = 30
 max_sessions = 100000
 ${fast_egress_line}
+${fast_ingress_line}
 [store]
 path = "$work/huddle.redb"
 [log]

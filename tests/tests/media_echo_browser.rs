@@ -16,11 +16,43 @@ fn node_test(file: &str, ws_url: &str, env: &[(&str, &str)], limit: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browsers_call_echo_and_get_their_media_back() {
+    echo_in_browsers(None).await;
+}
+
+/// With the fast ingress on, str0m never sees the browsers' RTP: the transport-wide feedback
+/// Chromium's congestion control runs on is the driver's, from an SSRC of its own that no SDP
+/// announced. Chromium must take it: its estimate (availableOutgoingBitrate) climbs to
+/// 1 Mbit/s while the echo keeps decoding, and (debug builds) NACK repair still works.
+/// Not in the default run: in about one call in eight on a loaded machine Chromium's second
+/// start-up probe fails and the estimate stays at ~0.9 Mbit/s, because the driver stamps
+/// arrivals when it reads them (a cluster read in one late batch looks compressed, which
+/// libwebrtc takes as an invalid probe). Run with `--ignored`; the fix is kernel receive
+/// timestamps (bench/NOTES.md, "Media fast path, step 3").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "flaky until arrivals carry kernel receive timestamps (one call in ~8 under load)"]
+async fn the_browsers_estimate_climbs_on_the_fast_ingress_feedback() {
+    echo_in_browsers(Some(true)).await;
+}
+
+/// The same with str0m's own feedback (the knob off), for comparison:
+/// `cargo test -p huddle-e2e --test media_echo_browser -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a comparison for the fast ingress test, not a check of its own"]
+async fn the_browsers_estimate_climbs_on_str0ms_feedback() {
+    echo_in_browsers(Some(false)).await;
+}
+
+/// The echo test in Chromium; `fast_ingress`: `[media] fast_ingress` set (else the default),
+/// and the browsers' estimate must reach 1 Mbit/s.
+async fn echo_in_browsers(fast_ingress: Option<bool>) {
     let lib = tokio::task::block_in_place(|| cargo_cdylib("huddle-plugin-echo"));
     // Debug builds: the media engine's fast egress leaves out every 40th packet it seals (its
     // loss hook), so the browser must NACK and get video repaired to keep decoding.
     let lossy = cfg!(debug_assertions);
-    let server = PluginServer::start(&plugin_entry(&lib, "")).await;
+    let media = fast_ingress.map_or(String::new(), |on| {
+        format!("[media]\nfast_ingress = {on}\n")
+    });
+    let server = PluginServer::start(&format!("{media}{}", plugin_entry(&lib, ""))).await;
     #[cfg(debug_assertions)]
     server.running.media_drop_fast_egress_every(40);
     assert!(
@@ -29,12 +61,19 @@ async fn browsers_call_echo_and_get_their_media_back() {
     );
     let url = server.ws_url();
     tokio::task::block_in_place(|| {
-        let env: &[(&str, &str)] = if lossy {
-            &[("HUDDLE_EXPECT_NACK", "1")]
-        } else {
-            &[]
-        };
-        node_test("browser/echo.test.mjs", &url, env, Duration::from_secs(480));
+        let mut env: Vec<(&str, &str)> = Vec::new();
+        if lossy {
+            env.push(("HUDDLE_EXPECT_NACK", "1"));
+        }
+        if fast_ingress.is_some() {
+            env.push(("HUDDLE_EXPECT_BWE_BPS", "1000000"));
+        }
+        node_test(
+            "browser/echo.test.mjs",
+            &url,
+            &env,
+            Duration::from_secs(480),
+        );
     });
     assert_eq!(
         server.running.media_sessions(),
@@ -52,7 +91,20 @@ async fn browsers_call_echo_and_get_their_media_back() {
         srtp.legs[3] == 0 && srtp.legs[..3].iter().sum::<u64>() > 0,
         "{srtp:?}"
     );
-    if cfg!(debug_assertions) {
+    let ingress = server
+        .running
+        .media_fast_ingress()
+        .expect("the media engine runs");
+    eprintln!("fast ingress: {ingress:?}");
+    if fast_ingress == Some(true) {
+        assert!(
+            ingress.legs > 0 && ingress.opened > 0 && ingress.twcc > 0,
+            "{ingress:?}"
+        );
+        assert_eq!(ingress.auth_failed, 0, "{ingress:?}");
+    }
+    // Our contexts check str0m's opens; with the fast ingress str0m opens no RTP.
+    if cfg!(debug_assertions) && ingress.legs == 0 {
         assert!(srtp.rtp > 0 && srtp.rtcp > 0, "{srtp:?}");
         assert_eq!(
             (srtp.rtp_opened, srtp.rtcp_opened),

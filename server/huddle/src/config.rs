@@ -114,6 +114,10 @@ pub struct MediaConfig {
     /// Forwarded streams of legs without bandwidth estimation are sealed and sent by the
     /// media driver itself, with its own NACK repair, instead of through str0m.
     pub fast_egress: bool,
+    /// Inbound RTP of legs without bandwidth estimation is opened by the media driver itself,
+    /// which then sends the feedback about it (transport-wide congestion control, NACK,
+    /// receiver reports), instead of going through str0m.
+    pub fast_ingress: bool,
 }
 
 impl Default for MediaConfig {
@@ -130,6 +134,7 @@ impl Default for MediaConfig {
                 .to_vec(),
             bandwidth_estimation: false,
             fast_egress: true,
+            fast_ingress: false,
         }
     }
 }
@@ -151,6 +156,7 @@ impl MediaConfig {
             codecs,
             bandwidth_estimation: self.bandwidth_estimation,
             fast_egress: self.fast_egress,
+            fast_ingress: self.fast_ingress,
         })
     }
 }

@@ -97,6 +97,11 @@ impl Running {
         self.media.as_ref().map(|(engine, _)| engine.fast_egress())
     }
 
+    /// What the media engine's fast ingress did (packets it opened, feedback it sent), for tests.
+    pub fn media_fast_ingress(&self) -> Option<crate::media::FastIngress> {
+        self.media.as_ref().map(|(engine, _)| engine.fast_ingress())
+    }
+
     /// Debug builds: the media engine's fast egress leaves out every `n`-th packet it seals
     /// (its loss hook, `MediaEngine::drop_fast_egress_every`), for tests.
     #[cfg(debug_assertions)]

@@ -8,7 +8,10 @@
 // caller's media vanishes without signalling, so the server tears the leg down and ends the dialog with a
 // BYE of its own (hang-up from the server side).
 //
-// HUDDLE_ECHO_USER (default "echo") names the plugin's user.
+// HUDDLE_ECHO_USER (default "echo") names the plugin's user. HUDDLE_EXPECT_BWE_BPS (bit/s): the
+// browser's send-side estimate (candidate pair availableOutgoingBitrate, from the transport-wide
+// feedback the server sends about what it receives) must reach it within HUDDLE_EXPECT_BWE_MS
+// (default 6000) of the echo flowing.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -51,7 +54,8 @@ function fmt(s) {
   return (
     `audio pkts=${a.packetsReceived} lost=${a.packetsLost ?? '-'} (${a.codec}); video pkts=${v.packetsReceived} lost=${v.packetsLost} ` +
     `frames received=${v.framesReceived} decoded=${v.framesDecoded} key=${v.keyFramesDecoded} dropped=${v.framesDropped} ` +
-    `nack=${v.nackCount} rtx=${v.retransmittedPacketsReceived} pli=${v.pliCount} fir=${v.firCount} ${v.frameWidth}x${v.frameHeight} (${v.codec}); ice=${s.iceConnectionState}; pair ${s.pair}`
+    `nack=${v.nackCount} rtx=${v.retransmittedPacketsReceived} pli=${v.pliCount} fir=${v.firCount} ${v.frameWidth}x${v.frameHeight} (${v.codec}); ice=${s.iceConnectionState}; pair ${s.pair} ` +
+    `availableOutgoingBitrate=${s.availableOutgoingBitrate}`
   );
 }
 
@@ -119,6 +123,22 @@ async function callEcho(t, lib, cleanup) {
   await inPage(page, label, 'INVITE sent', (to) => window.phone.call(to), `sip:${ECHO}@${tg.domain}`);
   await inPage(page, label, "call 'established' (200 OK/ACK)", (ms) => window.phone.waitFor('established', ms, ['failed', 'ended']), MEDIA_MS, MEDIA_MS);
   const flowing = await awaitEcho(page, label, diag);
+  const want = Number(process.env.HUDDLE_EXPECT_BWE_BPS || 0);
+  if (want > 0) {
+    // Polled: the estimate has no event. Within a few seconds of the echo flowing only the
+    // start-up probes judged on transport feedback get it there: without usable feedback the
+    // loss-based ramp from 300 kbit/s (~8 %/s) needs ~16 s (HUDDLE_EXPECT_BWE_MS, default 6 s).
+    const deadline = Date.now() + Number(process.env.HUDDLE_EXPECT_BWE_MS || 6000);
+    let s = await stats(page, label);
+    while (!(s?.availableOutgoingBitrate >= want) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 500));
+      s = await stats(page, label);
+    }
+    diag(`${label} estimate: ${fmt(s)}`);
+    assert.ok(s?.availableOutgoingBitrate >= want, `${label}: availableOutgoingBitrate ${s?.availableOutgoingBitrate} reached ${want}`);
+    // And the echo still decodes after the climb.
+    await awaitEcho(page, `${label} after the estimate climbed`, diag, s);
+  }
   return { page, label, diag, flowing };
 }
 

@@ -84,6 +84,36 @@
 //!   `None` before DTLS or for unusable keys; then (or before str0m has sent the leg anything,
 //!   which tells where to send) packets go through str0m.
 
+//!
+//! # Fast ingress
+//!
+//! On a leg without bandwidth estimation (and with the engine's `fast_ingress` on), once DTLS
+//! is up, inbound SRTP RTP does not reach str0m: `Driver::datagram` tells RTP from RTCP by
+//! the second byte (RFC 5761, RFC 7983; STUN, DTLS and all SRTCP still go to str0m), opens the
+//! packet with the leg's own receive context (`SrtpRx`: index estimate and replay window per
+//! SSRC, moved only by authenticated packets), and hands it to `rtp_in`, the function str0m's
+//! packets go through too, so forwarding, taps and the plugin's `rtp` callback see the same
+//! plaintext. A repair on the leg's RTX payload type is un-RTX'd (its OSN, under the main
+//! stream's SSRC) only when it fills a hole of that stream. The feedback str0m would have
+//! sent about these packets is the driver's ([`super::ingress`], sans-IO): transport-wide
+//! congestion control feedback (every packet of the leg counts, RTX, padding and probes
+//! included, since its sequence numbers are transport-wide: a leg's RTP goes all one way),
+//! NACKs for holes and receiver reports, sealed with our SRTCP on a sender SSRC of our own
+//! (reserved on our `SrtpTx`, allocated by str0m as one no stream of the leg uses), sent
+//! where the peer's last authenticated RTP came from (else where str0m sends the leg's
+//! media). Key-frame requests stay str0m's: a stream it never saw RTP of is declared to it
+//! (`expect_stream_rx`), so `request_keyframe` works. Padding-only packets of a main stream
+//! keep their number and go on empty, as str0m handed them up. What the fast path cannot
+//! place (unknown payload type or MID, a RID, an RTX packet repairing nothing) is dropped and
+//! counted, never passed to str0m. A new stream takes the place of one idle for 10 s; with
+//! every place live (or our SRTP context full) the leg goes to str0m, never a live stream
+//! dropped. Per leg it is all or nothing,
+//! decided when the leg connects: the first keys only (a second key generation hands the leg
+//! to str0m for good, with each stream's rollover counter set on str0m's side), no simulcast,
+//! one id per extension across the media sections; a renegotiation that brings simulcast or
+//! moves an extension's id hands the leg back too. Its timers share the leg's deadline; a
+//! deadline of the fast ingress alone does not give str0m a pass.
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -91,17 +121,20 @@ use std::time::{Duration, Instant};
 
 use huddle_sdk::HangupReason;
 use str0m::bwe::BweKind;
-use str0m::media::{ExtensionValues, Frequency, KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{
+    ExtensionValues, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt,
+};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, Ssrc, VideoOrientation};
 use str0m::{Event, IceConnectionState, Input, Output, Reason, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::ingress::{read_extensions, ExtensionIds, Extensions, Ingress, MAX_STREAMS, RTX_WINDOW};
 use super::keytap::{KeySlot, LegKeys};
 use super::repair::{self, Resend, SentCache};
 use super::rtp::{self, EgressExtensions, EgressHeader, KeyframeGate, Rewriter, SeqExtender};
-use super::srtp::{LegSrtp, SrtpRx, SrtpTx};
+use super::srtp::{LegSrtp, SrtpError, SrtpRx, SrtpTx};
 use super::udp::{Outbox, RecvBuffers, SEND_BATCH};
 use super::{Command, MediaEngine, MediaEvents};
 
@@ -198,6 +231,83 @@ pub(crate) struct Leg {
     repairs: bool,
     /// Fast streams waiting for str0m to send their anchor packet (`FastStream::behind_anchor`).
     anchors: usize,
+    /// The leg's media sections (for the peer's header-extension ids and simulcast).
+    mids: Vec<Mid>,
+    /// Inbound RTP may be opened by the driver (module docs, "Fast ingress"): bandwidth
+    /// estimation off, and the engine's knob on.
+    fast_ingress: bool,
+    /// The fast ingress's state, from the leg's connection on; `None` when it does not (or no
+    /// longer) take the leg's RTP.
+    ingress: Option<Box<FastIngress>>,
+    /// The fast ingress gave the leg up for good (a rekey, simulcast after a renegotiation):
+    /// str0m takes its RTP.
+    ingress_off: bool,
+}
+
+/// One leg's fast ingress: the sans-IO receive state and what places its packets.
+struct FastIngress {
+    core: Ingress,
+    /// The key generation it opens with; another one ends it (module docs, "Fast ingress").
+    generation: u32,
+    /// The peer's header-extension ids.
+    ids: ExtensionIds,
+    /// Per media section, the main SSRC seen (what its RTX packets repair).
+    mains: Vec<(Mid, u32)>,
+    /// Where the peer's last authenticated RTP came from: where its feedback goes until str0m
+    /// has sent the leg anything (a receive-only leg may not for a second).
+    peer: Option<SocketAddr>,
+    /// A new stream found every place taken by live ones: the leg goes to str0m.
+    hand_back: bool,
+    /// Each RTX SSRC's main SSRC, fixed at its first packet (the pairing signalled in the SDP,
+    /// else the mid's main then): a repair in flight when the sender changes the mid's main
+    /// stream must not land in the new one.
+    rtx_mains: Vec<(u32, u32)>,
+}
+
+/// Why the fast ingress did not forward an opened packet (two counters of [`FastIngress`]:
+/// what senders send anyway, and what it could not place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dropped {
+    /// RTX padding and probes, a repair of a packet we have, the original after its repair.
+    Expected,
+    /// An unknown payload type or MID, a RID, no room for a new stream, an RTX packet whose
+    /// OSN is no hole we could have asked for, or whose stream is unknown.
+    Unplaced,
+}
+
+/// One inbound RTP packet as `rtp_in` forwards or hands it to plugins: from str0m's
+/// `RtpPacket` or opened by the fast ingress.
+struct Inbound {
+    ssrc: u32,
+    pt: Pt,
+    marker: bool,
+    /// The extended sequence number (un-RTX'd for a repair).
+    seq: u64,
+    seq16: u16,
+    timestamp: u32,
+    csrc: [u32; 15],
+    csrc_count: usize,
+    ext: ExtensionValues,
+    payload: Arc<[u8]>,
+    arrival: Instant,
+}
+
+impl From<RtpPacket> for Inbound {
+    fn from(p: RtpPacket) -> Inbound {
+        Inbound {
+            ssrc: *p.header.ssrc,
+            pt: p.header.payload_type,
+            marker: p.header.marker,
+            seq: *p.seq_no,
+            seq16: p.header.sequence_number,
+            timestamp: p.header.timestamp,
+            csrc: p.header.csrc,
+            csrc_count: p.header.csrc_count.min(15),
+            ext: p.header.ext_vals,
+            payload: p.payload,
+            arrival: p.timestamp,
+        }
+    }
 }
 
 /// A plugin tapping a stream: its index and where its events go.
@@ -359,6 +469,146 @@ impl Leg {
             dest: None,
             repairs: false,
             anchors: 0,
+            mids: Vec::new(),
+            fast_ingress: false,
+            ingress: None,
+            ingress_off: false,
+        }
+    }
+
+    /// The leg's media sections, as answered.
+    pub(crate) fn with_mids(mut self, mids: Vec<Mid>) -> Leg {
+        self.mids = mids;
+        self
+    }
+
+    /// Opens inbound RTP outside str0m once connected (module docs, "Fast ingress"); only
+    /// for a leg without bandwidth estimation.
+    pub(crate) fn with_fast_ingress(mut self) -> Leg {
+        self.fast_ingress = true;
+        self
+    }
+
+    /// Starts the fast ingress if the leg may have it: the first keys (a rekey hands the leg to
+    /// str0m for good), a profile we implement, no simulcast, and a sender SSRC of our own for
+    /// its feedback, reserved on our SRTP context (never one str0m sends on). Called once
+    /// connected, before any RTP was opened: every inbound RTP packet of the leg goes one way
+    /// (the transport-wide sequence numbers need one register). Whether it started.
+    fn start_ingress(&mut self, now: Instant) -> bool {
+        if !self.fast_ingress || self.ingress_off || self.ingress.is_some() {
+            return self.ingress.is_some();
+        }
+        // Decided once: whatever the outcome, RTP already went (or goes) one way.
+        self.ingress_off = true;
+        let generation = self.keys.generation();
+        if generation != 1 {
+            return false;
+        }
+        let simulcast = self.mids.iter().any(|m| {
+            self.rtc
+                .media(*m)
+                .is_some_and(|m| matches!(m.rids_rx(), str0m::media::Rids::Specific(_)))
+        });
+        if simulcast {
+            return false;
+        }
+        let Some(ids) = self.extension_ids() else {
+            return false;
+        };
+        let own = *self.rtc.direct_api().new_ssrc();
+        let Some(srtp) = self.own_srtp() else {
+            return false;
+        };
+        if srtp.tx.reserve_own_rtcp_ssrc(own).is_err() {
+            return false;
+        }
+        self.ingress = Some(Box::new(FastIngress {
+            core: Ingress::new(own, now),
+            generation,
+            ids,
+            mains: Vec::new(),
+            peer: None,
+            hand_back: false,
+            rtx_mains: Vec::new(),
+        }));
+        self.ingress_off = false;
+        true
+    }
+
+    /// The peer's header-extension ids over every media section (BUNDLE: one id means one
+    /// extension in all of them, and str0m reads them per session); `None` when a section
+    /// gives an extension another id than another section does.
+    fn extension_ids(&self) -> Option<ExtensionIds> {
+        use str0m::rtp::Extension as E;
+        let mut found: Option<ExtensionIds> = None;
+        for mid in &self.mids {
+            let Some(media) = self.rtc.media(*mid) else {
+                continue;
+            };
+            let map = media.remote_extmap();
+            let ids = ExtensionIds {
+                mid: map.id_of(E::RtpMid),
+                transport_cc: map.id_of(E::TransportSequenceNumber),
+                rid: map.id_of(E::RtpStreamId),
+                repaired_rid: map.id_of(E::RepairedRtpStreamId),
+                audio_level: map.id_of(E::AudioLevel),
+                video_orientation: map.id_of(E::VideoOrientation),
+                playout_delay: map.id_of(E::PlayoutDelay),
+            };
+            let Some(f) = found.as_mut() else {
+                found = Some(ids);
+                continue;
+            };
+            // A section may lack an extension another has (audio has no video orientation):
+            // merged; one extension under two ids is not.
+            for (have, new) in [
+                (&mut f.mid, ids.mid),
+                (&mut f.transport_cc, ids.transport_cc),
+                (&mut f.rid, ids.rid),
+                (&mut f.repaired_rid, ids.repaired_rid),
+                (&mut f.audio_level, ids.audio_level),
+                (&mut f.video_orientation, ids.video_orientation),
+                (&mut f.playout_delay, ids.playout_delay),
+            ] {
+                match (*have, new) {
+                    (Some(a), Some(b)) if a != b => return None,
+                    (None, b) => *have = b,
+                    _ => {}
+                }
+            }
+        }
+        found
+    }
+
+    /// Whether str0m now sends on our feedback's SSRC (a stream it allocated after ours, which
+    /// its allocator could not know of): our SRTCP must stop at once (one key, two index
+    /// counters on one SSRC).
+    fn own_ssrc_taken(&mut self) -> bool {
+        let Some(own) = self.ingress.as_ref().map(|i| i.core.own_ssrc) else {
+            return false;
+        };
+        let own = Ssrc::from(own);
+        let mut api = self.rtc.direct_api();
+        api.stream_tx(&own).is_some()
+            || self.mids.iter().any(|m| {
+                api.stream_tx_by_mid(*m, None)
+                    .is_some_and(|tx| tx.rtx() == Some(own))
+            })
+    }
+
+    /// Hands the leg's RTP back to str0m for good (a rekey, simulcast): each stream's rollover
+    /// counter is set on str0m's side from ours, so str0m opens what comes next.
+    fn stop_ingress(&mut self) {
+        self.ingress_off = true;
+        let Some(ingress) = self.ingress.take() else {
+            return;
+        };
+        // From our own stream state: `self.srtp` may already hold the new keys' empty context.
+        let mut api = self.rtc.direct_api();
+        for (ssrc, _, highest) in ingress.core.highest_indices().filter(|s| !s.1) {
+            if let Some(rx) = api.stream_rx(&Ssrc::from(ssrc)) {
+                rx.reset_roc(highest >> 16);
+            }
         }
     }
 
@@ -573,6 +823,196 @@ impl Leg {
         }
     }
 
+    /// Places an opened inbound packet (`plain`, its SRTP index `index`) of a fast-ingress leg:
+    /// records its transport-wide sequence number, finds its stream (by SSRC, else by MID, and
+    /// tells str0m of a new one so that key-frame requests for it work), and un-RTX's a repair.
+    /// `None` for what is not forwarded: padding, probes, simulcast, an unknown stream or
+    /// payload type, a repair of nothing missing. The flag: it was a repair.
+    fn place_inbound(
+        &mut self,
+        plain: &[u8],
+        index: u64,
+        now: Instant,
+    ) -> Result<(Inbound, bool), Dropped> {
+        let Leg {
+            rtc,
+            ingress,
+            rx_mids,
+            mids,
+            ..
+        } = self;
+        let ingress = ingress.as_deref_mut().ok_or(Dropped::Unplaced)?;
+        let p = rtp::parse(plain).ok_or(Dropped::Unplaced)?;
+        let ext = read_extensions(plain, &ingress.ids);
+        // Every packet counts for the transport feedback (padding and probes too).
+        if let Some(seq) = ext.transport_cc {
+            ingress.core.twcc.record(seq, now);
+        }
+        // Padding-only packets go on: on a main SSRC they hold a sequence number (not a hole:
+        // no NACK, no loss, and the forwarded output stays contiguous, as str0m handed them
+        // up); on an RTX SSRC they carry no OSN and end below.
+        if ext.rid {
+            return Err(Dropped::Unplaced);
+        }
+        let params = rtc.codec_config().params();
+        let pt = Pt::from(p.pt);
+        let (main_pt, rtx) = match params.iter().find(|c| c.resend() == Some(pt)) {
+            Some(main) => (main.pt(), true),
+            None => (
+                params
+                    .iter()
+                    .find(|c| c.pt() == pt)
+                    .ok_or(Dropped::Unplaced)?
+                    .pt(),
+                false,
+            ),
+        };
+        let main_params = params
+            .iter()
+            .find(|c| c.pt() == main_pt)
+            .ok_or(Dropped::Unplaced)?;
+        let rtx_negotiated = main_params.resend().is_some();
+        let clock = main_params.spec().clock_rate.get();
+        let mid = match rx_mids.get(&p.ssrc) {
+            Some(mid) => *mid,
+            None => {
+                let mut api = rtc.direct_api();
+                let ssrc = Ssrc::from(p.ssrc);
+                let known = match api.stream_rx(&ssrc) {
+                    Some(s) => Some(s.mid()),
+                    // An RTX SSRC signalled with its main one (a=ssrc-group:FID).
+                    None if rtx => mids.iter().copied().find(|m| {
+                        api.stream_rx_by_mid(*m, None)
+                            .is_some_and(|s| s.rtx() == Some(ssrc))
+                    }),
+                    None => None,
+                };
+                let mid = known
+                    .or_else(|| ext.mid_str().map(Mid::from))
+                    .ok_or(Dropped::Unplaced)?;
+                rtc.media(mid).ok_or(Dropped::Unplaced)?;
+                mid
+            }
+        };
+        let video = rtc.media(mid).is_some_and(|m| m.kind() == MediaKind::Video);
+        // State first (bounded), the SSRC's mid only with it: a flood of new SSRCs ends here.
+        // A stream idle long enough gives its place; with every place live the leg goes to
+        // str0m (never a live stream dropped, nor a new one).
+        if ingress.core.find(p.ssrc).is_none() {
+            if let Some(gone) = ingress.core.make_room(now) {
+                rx_mids.remove(&gone);
+                ingress.mains.retain(|(_, s)| *s != gone);
+                ingress.rtx_mains.retain(|(r, m)| *r != gone && *m != gone);
+            }
+        }
+        let Some(stream) = ingress.core.stream(p.ssrc, rtx, video && !rtx, clock, now) else {
+            ingress.hand_back = true;
+            return Err(Dropped::Unplaced);
+        };
+        stream.set_rtx_repair(rtx_negotiated);
+        let before = stream.highest();
+        let filled = stream.received(index, p.timestamp, now);
+        // Below the newest and no hole: delivered already (the original after its repair).
+        if !rtx && stream.nacks() && before.is_some_and(|h| index < h) && !filled {
+            return Err(Dropped::Expected);
+        }
+        if let std::collections::hash_map::Entry::Vacant(e) = rx_mids.entry(p.ssrc) {
+            e.insert(mid);
+            if !rtx {
+                let mut api = rtc.direct_api();
+                if api.stream_rx(&Ssrc::from(p.ssrc)).is_none() {
+                    api.expect_stream_rx(Ssrc::from(p.ssrc), None, mid, None);
+                }
+            }
+        }
+        let (ssrc, seq, payload, repaired) = if rtx {
+            // RFC 4588: the original sequence number, then the original payload.
+            let (osn, payload) = match p.payload {
+                [a, b, rest @ ..] if !rest.is_empty() => (u16::from_be_bytes([*a, *b]), rest),
+                _ => return Err(Dropped::Expected),
+            };
+            let main = match ingress.rtx_mains.iter().find(|(r, _)| *r == p.ssrc) {
+                Some((_, main)) => *main,
+                None => {
+                    let signalled = rtc
+                        .direct_api()
+                        .stream_rx_by_mid(mid, None)
+                        .filter(|s| s.rtx() == Some(Ssrc::from(p.ssrc)))
+                        .map(|s| *s.ssrc());
+                    let current = ingress.mains.iter().find(|(m, _)| *m == mid).map(|m| m.1);
+                    let main = signalled.or(current).ok_or(Dropped::Unplaced)?;
+                    // Bounded as the streams are (an RTX SSRC has a stream of its own).
+                    if ingress.rtx_mains.len() < MAX_STREAMS {
+                        ingress.rtx_mains.push((p.ssrc, main));
+                    }
+                    main
+                }
+            };
+            let stream = ingress.core.find(main).ok_or(Dropped::Unplaced)?;
+            let highest = stream.highest().ok_or(Dropped::Unplaced)?;
+            let seq = extend_near(highest, osn);
+            // An OSN ahead of the stream or far behind it repairs nothing we could have asked
+            // for; one of a packet we have is a sender's probe (RTX payload padding).
+            if seq > highest || highest - seq >= RTX_WINDOW {
+                return Err(Dropped::Unplaced);
+            }
+            if !stream.fill(seq) {
+                return Err(Dropped::Expected);
+            }
+            (main, seq, payload, true)
+        } else {
+            match ingress.mains.iter_mut().find(|(m, _)| *m == mid) {
+                Some(entry) => entry.1 = p.ssrc,
+                None => ingress.mains.push((mid, p.ssrc)),
+            }
+            (p.ssrc, index, p.payload, false)
+        };
+        let csrc_count = usize::from(plain[0] & 0x0f);
+        let mut csrc = [0u32; 15];
+        for (i, c) in csrc.iter_mut().enumerate().take(csrc_count) {
+            let at = 12 + 4 * i;
+            *c = u32::from_be_bytes([plain[at], plain[at + 1], plain[at + 2], plain[at + 3]]);
+        }
+        Ok((
+            Inbound {
+                ssrc,
+                pt: main_pt,
+                marker: p.marker,
+                seq,
+                seq16: seq as u16,
+                timestamp: p.timestamp,
+                csrc,
+                csrc_count,
+                ext: extension_values(&ext),
+                payload: Arc::from(payload),
+                arrival: now,
+            },
+            repaired,
+        ))
+    }
+
+    /// After a renegotiation: the fast ingress goes on only where it still may (no simulcast,
+    /// the same extension ids); else str0m takes the leg's RTP from here on.
+    fn refresh_ingress(&mut self) {
+        if self.ingress.is_none() {
+            return;
+        }
+        let simulcast = self.mids.iter().any(|m| {
+            self.rtc
+                .media(*m)
+                .is_some_and(|m| matches!(m.rids_rx(), str0m::media::Rids::Specific(_)))
+        });
+        let ids = self.extension_ids();
+        if self.own_ssrc_taken() {
+            self.stop_ingress();
+            return;
+        }
+        match (simulcast, ids, self.ingress.as_deref_mut()) {
+            (false, Some(ids), Some(ingress)) => ingress.ids = ids,
+            _ => self.stop_ingress(),
+        }
+    }
+
     /// Lets every timeout fire when str0m asks: for legs whose `Rtc` paces its sending
     /// (bandwidth estimation), where a late timer would delay packets.
     pub(crate) fn without_timer_slack(mut self) -> Leg {
@@ -595,11 +1035,19 @@ impl Leg {
     fn next_deadline(&self) -> Option<Instant> {
         // Until connected the connect deadline guards the leg, afterwards the idle one.
         let guard = self.connect_by.unwrap_or(self.last_rx + self.idle_timeout);
-        let timeout = match self.timeout {
+        let mut next = self.str0m_deadline().map_or(guard, |t| t.min(guard));
+        if let Some(t) = self.ingress.as_ref().and_then(|i| i.core.next_deadline()) {
+            next = next.min(t);
+        }
+        Some(next)
+    }
+
+    /// When str0m wants its next pass (with the slack of periodic reports).
+    fn str0m_deadline(&self) -> Option<Instant> {
+        match self.timeout {
             Some(t) if self.lenient => Some(t + self.timer_slack),
             t => t,
-        };
-        Some(timeout.map_or(guard, |t| t.min(guard)))
+        }
     }
 
     /// Notes the `Rtc`'s next timeout: lenient if it is a periodic report due in the future
@@ -804,16 +1252,37 @@ impl Driver {
         };
         let now = Instant::now();
         leg.last_rx = now;
+        let kind = srtp_kind(bytes);
+        if leg.ingress.is_some() {
+            let current = leg.keys.generation();
+            if leg
+                .ingress
+                .as_ref()
+                .is_some_and(|i| i.generation != current)
+            {
+                // New keys: str0m takes the leg's RTP from here on (module docs).
+                leg.stop_ingress();
+            } else if kind == Some(false) && self.fast_rtp_in(id, bytes, source, now) {
+                return;
+            }
+        }
+        // Handed back just now, or never fast: str0m's.
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
         leg.clock = now;
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.candidate, bytes) else {
             return;
         };
         let mut repairs = Vec::new();
-        match srtp_kind(bytes) {
-            Some(true) if cfg!(debug_assertions) || leg.repairs => {
+        match kind {
+            Some(true) if cfg!(debug_assertions) || leg.repairs || leg.ingress.is_some() => {
                 if let Some(plain) = open_inbound_rtcp(leg, bytes, self.engine.counters()) {
                     if leg.repairs {
                         leg.answer_nacks(&plain, now, &mut repairs);
+                    }
+                    if let Some(ingress) = leg.ingress.as_deref_mut() {
+                        note_sender_reports(&mut ingress.core, &plain, now);
                     }
                 }
             }
@@ -861,12 +1330,101 @@ impl Driver {
                 self.remove(id, HangupReason::Transport);
                 continue;
             }
+            // The fast ingress's feedback timers share the leg's deadline: str0m gets its
+            // pass only when its own timeout is due (or the leg waits for one).
+            let str0m_due = leg.unreleased || leg.str0m_deadline().is_none_or(|t| t <= now);
+            if leg.ingress.is_some() {
+                self.ingress_feedback(id, now);
+            }
+            if !str0m_due {
+                self.reschedule(id);
+                // Nothing left due: on to the next leg (else str0m's pass below, so that no
+                // deadline can stay in the past).
+                if self
+                    .legs
+                    .get(&id)
+                    .is_none_or(|l| l.deadline.is_some_and(|d| d > now))
+                {
+                    continue;
+                }
+            }
+            let Some(leg) = self.legs.get_mut(&id) else {
+                continue;
+            };
             leg.clock = now;
             if let Err(e) = leg.rtc.handle_input(Input::Timeout(now)) {
                 tracing::debug!(session = id, error = %e, "media timeout handling failed");
             }
             leg.unreleased = false;
             self.drain(id, false);
+        }
+    }
+
+    /// Sends the fast ingress's feedback due at `now` for leg `id` (transport feedback, NACKs,
+    /// receiver reports), each sealed with our SRTCP on the leg's own sender SSRC, to
+    /// [`feedback_destination`].
+    fn ingress_feedback(&mut self, id: u64, now: Instant) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        let Leg {
+            ingress,
+            srtp,
+            dest,
+            ..
+        } = leg;
+        let Some(ingress) = ingress.as_deref_mut() else {
+            return;
+        };
+        if ingress.core.next_deadline().is_none_or(|t| t > now) {
+            return;
+        }
+        // Polled whenever due, sendable or not, so that its deadlines move on.
+        let mut out = Vec::new();
+        let done = ingress.core.poll(now, &mut out);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            for p in &out {
+                tracing::trace!(session = id, rtcp = ?p, "fast ingress feedback");
+            }
+        }
+        let (Some(srtp), Some(to)) = (srtp.as_mut(), feedback_destination(*dest, ingress.peer))
+        else {
+            return;
+        };
+        let overhead = srtp.profile.rtcp_overhead();
+        let mut sealed = Vec::with_capacity(out.len());
+        for mut packet in out {
+            let len = packet.len();
+            packet.resize(len + overhead, 0);
+            if let Ok(n) = srtp.tx.protect_rtcp(&mut packet, len) {
+                packet.truncate(n);
+                sealed.push(packet);
+            }
+        }
+        let counters = self.engine.counters();
+        counters.rtcp(false, u64::from(done.nacks), 0);
+        counters.ingress(6, sealed.len() as u64);
+        counters.ingress(7, u64::from(done.twcc));
+        for packet in sealed {
+            self.transmit(to, packet);
+        }
+    }
+
+    /// Registers leg `id`'s next deadline (after its `Rtc`, its fast ingress or its guards
+    /// moved it).
+    fn reschedule(&mut self, id: u64) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        let next = leg.next_deadline();
+        if next != leg.deadline {
+            if let Some(old) = leg.deadline {
+                self.deadlines.remove(&(old, id));
+            }
+            if let Some(new) = next {
+                self.deadlines.insert((new, id));
+            }
+            leg.deadline = next;
         }
     }
 
@@ -888,6 +1446,10 @@ impl Driver {
                     Some(leg) => {
                         let answer = super::sdp::answer(&mut leg.rtc, *offer);
                         leg.refresh_fast_streams();
+                        if let Ok(text) = &answer {
+                            leg.mids = super::mids_of(text);
+                            leg.refresh_ingress();
+                        }
                         answer
                     }
                     None => Err(super::SdpError::NotAcceptable),
@@ -1052,6 +1614,14 @@ impl Driver {
                     // its check came from, which may be another candidate).
                     if let Some(rtcp) = srtp_kind(&t.contents) {
                         leg.dest = Some(t.destination);
+                        // str0m's RTCP-only SSRC, allocated lazily, hit ours: stop ours.
+                        if rtcp
+                            && leg.ingress.as_ref().is_some_and(|i| {
+                                t.contents.get(4..8) == Some(&i.core.own_ssrc.to_be_bytes()[..])
+                            })
+                        {
+                            leg.stop_ingress();
+                        }
                         if !rtcp && leg.anchors > 0 {
                             leg.released(&t.contents);
                         }
@@ -1070,19 +1640,7 @@ impl Driver {
                 }
             }
         }
-        let Some(leg) = self.legs.get_mut(&id) else {
-            return;
-        };
-        let next = leg.next_deadline();
-        if next != leg.deadline {
-            if let Some(old) = leg.deadline {
-                self.deadlines.remove(&(old, id));
-            }
-            if let Some(new) = next {
-                self.deadlines.insert((new, id));
-            }
-            leg.deadline = next;
-        }
+        self.reschedule(id);
     }
 
     fn event(&mut self, id: u64, event: Event) {
@@ -1092,6 +1650,11 @@ impl Driver {
                     // DTLS handed its keying material to the tap in the drain that emits this.
                     let profile = leg.own_srtp().map(|s| s.profile);
                     self.engine.counters().srtp_profile(profile);
+                    let fast = leg.start_ingress(Instant::now());
+                    if fast {
+                        self.engine.counters().ingress(0, 1);
+                    }
+                    tracing::debug!(session = id, fast, "media leg's inbound RTP: fast ingress");
                     tracing::debug!(session = id, srtp = ?profile, "media leg connected");
                     leg.connect_by = None;
                     leg.events.ready(id);
@@ -1102,7 +1665,7 @@ impl Driver {
                 tracing::info!(session = id, "media leg lost ICE connectivity");
                 self.remove(id, HangupReason::Transport);
             }
-            Event::RtpPacket(packet) => self.rtp_in(id, packet),
+            Event::RtpPacket(packet) => self.rtp_in(id, Inbound::from(packet)),
             // Egress: what the peer asked of us; ingress: what we asked of the peer.
             Event::MediaEgressStats(st) => {
                 self.rtcp_stats(id, (st.mid, st.rid, true), st.nacks, st.plis);
@@ -1153,19 +1716,20 @@ impl Driver {
         }
     }
 
-    /// An incoming packet: forwarded in the fast path, else handed to the plugin.
-    fn rtp_in(&mut self, id: u64, mut packet: RtpPacket) {
+    /// An incoming packet (from str0m, or opened by the fast ingress): forwarded, else handed
+    /// to the plugin.
+    fn rtp_in(&mut self, id: u64, mut packet: Inbound) {
         let Some(leg) = self.legs.get_mut(&id) else {
             return;
         };
-        let ssrc = *packet.header.ssrc;
+        let ssrc = packet.ssrc;
         let mid = match leg.rx_mids.get(&ssrc) {
             Some(mid) => *mid,
             None => {
                 let Some(mid) = leg
                     .rtc
                     .direct_api()
-                    .stream_rx(&packet.header.ssrc)
+                    .stream_rx(&Ssrc::from(ssrc))
                     .map(|s| s.mid())
                 else {
                     return;
@@ -1185,14 +1749,14 @@ impl Driver {
         if targets.is_empty() || taps.is_some() {
             let bytes = rtp::serialize(
                 &rtp::Rtp {
-                    pt: *packet.header.payload_type,
-                    marker: packet.header.marker,
-                    seq: packet.header.sequence_number,
-                    timestamp: packet.header.timestamp,
+                    pt: *packet.pt,
+                    marker: packet.marker,
+                    seq: packet.seq16,
+                    timestamp: packet.timestamp,
                     ssrc,
                     payload: &packet.payload,
                 },
-                &packet.header.csrc[..packet.header.csrc_count.min(15)],
+                &packet.csrc[..packet.csrc_count.min(15)],
             );
             for (_, tapper) in taps.into_iter().flatten() {
                 tapper.rtp(id, &mid, bytes.clone());
@@ -1203,7 +1767,7 @@ impl Driver {
             }
         }
         let kind = leg.rtc.media(mid).map(|m| m.kind());
-        let src_pt = packet.header.payload_type;
+        let src_pt = packet.pt;
         let codec = leg
             .rtc
             .codec_config()
@@ -1240,12 +1804,10 @@ impl Driver {
                 3000
             };
             let state = dst_leg.tx.entry(dst_mid).or_default();
-            let rewritten = state.rewriter.rewrite(
-                u64::from(ssrc),
-                *packet.seq_no,
-                packet.header.timestamp,
-                step,
-            );
+            let rewritten =
+                state
+                    .rewriter
+                    .rewrite(u64::from(ssrc), packet.seq, packet.timestamp, step);
             // From before the source's first packet since the switch: no place in the output.
             let Some((seq, ts, switched)) = rewritten else {
                 self.engine.counters().fast(4);
@@ -1268,10 +1830,10 @@ impl Driver {
             let out = Outgoing {
                 pt: *pt,
                 rtx_pt: rtx_pt.map(|p| *p),
-                marker: packet.header.marker,
+                marker: packet.marker,
                 seq,
                 ts,
-                ext: &packet.header.ext_vals,
+                ext: &packet.ext,
             };
             match dst_leg.route(dst_mid, seq, video, now) {
                 Route::Skip => self.engine.counters().fast(4),
@@ -1287,9 +1849,9 @@ impl Driver {
                         self.engine.counters().fast(1);
                     }
                     let ext_vals = if i == last {
-                        std::mem::take(&mut packet.header.ext_vals)
+                        std::mem::take(&mut packet.ext)
                     } else {
-                        packet.header.ext_vals.clone()
+                        packet.ext.clone()
                     };
                     let mut api = dst_leg.rtc.direct_api();
                     let Some(tx) = api.stream_tx_by_mid(dst_mid, None) else {
@@ -1297,8 +1859,8 @@ impl Driver {
                     };
                     // On a fast leg str0m must never answer a NACK for a forwarded stream: it
                     // would send on the RTX SSRC the driver sends on (module docs).
-                    let write = RtpWrite::new(pt, SeqNo::from(seq), ts, packet.timestamp, payload)
-                        .marker(packet.header.marker)
+                    let write = RtpWrite::new(pt, SeqNo::from(seq), ts, packet.arrival, payload)
+                        .marker(packet.marker)
                         .ext_vals(ext_vals)
                         .nackable(video && !dst_leg.fast_egress);
                     tx.write_rtp(write);
@@ -1316,6 +1878,69 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// An inbound SRTP packet of a fast-ingress leg (module docs, "Fast ingress"): opened with
+    /// the leg's own context (replay and rollover there), recorded for the feedback, un-RTX'd,
+    /// and handed to `rtp_in` as str0m's packets are. What it cannot place is dropped and
+    /// counted, never passed to str0m (the leg's transport feedback is ours alone).
+    ///
+    /// False when the leg was just handed to str0m (every stream place taken by a live one, or
+    /// our SRTP context full): the caller gives str0m this datagram.
+    fn fast_rtp_in(&mut self, id: u64, bytes: &[u8], source: SocketAddr, now: Instant) -> bool {
+        let counters = self.engine.counters();
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return true;
+        };
+        let mut buf = bytes.to_vec();
+        let Some(srtp) = leg.own_srtp() else {
+            return true;
+        };
+        let opened = match srtp.rx.unprotect_rtp(&mut buf) {
+            Ok(o) => o,
+            Err(SrtpError::AuthFailed) => {
+                counters.ingress(2, 1);
+                return true;
+            }
+            Err(SrtpError::Replayed | SrtpError::TooOld) => {
+                counters.ingress(3, 1);
+                return true;
+            }
+            Err(SrtpError::TooManySsrcs) => {
+                leg.stop_ingress();
+                return false;
+            }
+            Err(_) => {
+                counters.ingress(4, 1);
+                return true;
+            }
+        };
+        counters.ingress(1, 1);
+        if let Some(ingress) = leg.ingress.as_deref_mut() {
+            ingress.peer = Some(source);
+        }
+        buf.truncate(opened.len);
+        match leg.place_inbound(&buf, opened.index, now) {
+            Ok(packet) => {
+                if packet.1 {
+                    counters.ingress(5, 1);
+                }
+                self.rtp_in(id, packet.0);
+            }
+            Err(_) if leg.ingress.as_ref().is_some_and(|i| i.hand_back) => {
+                tracing::warn!(
+                    session = id,
+                    "fast ingress: every stream place live; str0m takes the leg"
+                );
+                leg.stop_ingress();
+                return false;
+            }
+            Err(Dropped::Unplaced) => counters.ingress(4, 1),
+            Err(Dropped::Expected) => counters.ingress(8, 1),
+        }
+        self.ingress_feedback(id, now);
+        self.reschedule(id);
+        true
     }
 
     /// A packet from a plugin, on stream `mid` of leg `session`: its own sequence numbers,
@@ -1582,6 +2207,61 @@ fn open_inbound_rtcp(
     Some(copy)
 }
 
+/// Where the fast ingress's feedback goes: where the peer's last authenticated RTP came from
+/// (the path it uses now: after an ICE path change, str0m's send address follows only on its
+/// next send, up to a second later), else where str0m sends the leg's media.
+fn feedback_destination(str0m: Option<SocketAddr>, peer: Option<SocketAddr>) -> Option<SocketAddr> {
+    peer.or(str0m)
+}
+
+/// The 64-bit sequence number nearest `near` whose low 16 bits are `seq`.
+fn extend_near(near: u64, seq: u16) -> u64 {
+    let base = near & !0xffff;
+    [
+        base.checked_sub(0x1_0000),
+        Some(base),
+        base.checked_add(0x1_0000),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|b| b | u64::from(seq))
+    .min_by_key(|c| c.abs_diff(near))
+    .unwrap_or(u64::from(seq))
+}
+
+/// The header-extension values the fast ingress read, as str0m hands them up (what the egress
+/// and str0m's writes keep).
+fn extension_values(e: &Extensions) -> ExtensionValues {
+    let mut v = ExtensionValues::default();
+    if let Some((voice, level)) = e.audio_level {
+        v.audio_level = Some(-((level & 0x7f) as i8));
+        v.voice_activity = Some(voice);
+    }
+    v.video_orientation = e.video_orientation.map(VideoOrientation::from);
+    if let Some([a, b, c]) = e.playout_delay {
+        let min = (u64::from(a) << 4) | u64::from(b >> 4);
+        let max = (u64::from(b & 0x0f) << 8) | u64::from(c);
+        v.play_delay_min = Some(MediaTime::from_hundredths(min));
+        v.play_delay_max = Some(MediaTime::from_hundredths(max));
+    }
+    v
+}
+
+/// The sender reports in the peer's (opened) RTCP, for the fast ingress's receiver reports.
+fn note_sender_reports(ingress: &mut Ingress, plain: &[u8], now: Instant) {
+    rtp::for_each_rtcp(plain, |pt, _, body| {
+        if pt == 200 && body.len() >= 16 {
+            let ssrc = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+            let ntp = u64::from_be_bytes([
+                body[8], body[9], body[10], body[11], body[12], body[13], body[14], body[15],
+            ]);
+            if let Some(stream) = ingress.find(ssrc) {
+                stream.sender_report(ntp, now);
+            }
+        }
+    });
+}
+
 /// Appends the header of one forwarded packet as `fast` sends it: the receiver's SSRC and
 /// extension ids, the values the sender gave kept where the receiver negotiated them.
 fn write_header(out: &mut Vec<u8>, fast: &FastStream, p: &Outgoing<'_>) -> usize {
@@ -1832,6 +2512,313 @@ mod tests {
         leg.tx.get_mut(&mid).unwrap().fast.as_mut().unwrap().live = false;
         assert_eq!(leg.route(mid, 12, true, later), str0m);
         assert_eq!(leg.anchors, 0);
+    }
+
+    /// A leg answered to a str0m peer's video offer (VP8 with RTX), keys in its slot (we are
+    /// the DTLS server), fast ingress started; and the peer's sending context.
+    fn ingress_leg() -> (Leg, Mid, SrtpTx, Arc<KeySlot>) {
+        use crate::media::srtp::SrtpProfile as Ours;
+        use str0m::media::Direction;
+        crate::media::install_crypto();
+        let now = Instant::now();
+        let settings = LegSettings {
+            candidate: "127.0.0.1:40000".parse().unwrap(),
+            codecs: vec![CodecName::Vp8],
+            bandwidth_estimation: false,
+        };
+        let (mut rtc, ufrag, keys) = new_leg(&settings, now);
+        let mut peer = str0m::RtcConfig::new()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_vp8(true)
+            .build(now);
+        peer.add_local_candidate(
+            str0m::Candidate::host("127.0.0.1:50000".parse().unwrap(), "udp").unwrap(),
+        );
+        let mut change = peer.sdp_api();
+        let mid = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, _) = change.apply().unwrap();
+        let offer = crate::media::sdp::check_offer(offer.to_sdp_string().as_bytes()).unwrap();
+        crate::media::sdp::answer(&mut rtc, offer).unwrap();
+        let t = Duration::from_secs(10);
+        let mut leg = Leg::new(1, rtc, ufrag, keys.clone(), Arc::new(Quiet), now, t, t)
+            .with_mids(vec![mid])
+            .with_fast_ingress();
+        let material = [5u8; 88];
+        keys.put(&material, SrtpProfile::AEAD_AES_256_GCM, false);
+        assert!(
+            leg.start_ingress(now),
+            "keys, no simulcast: the fast ingress starts"
+        );
+        let peer_tx = LegSrtp::from_keying_material(Ours::AeadAes256Gcm, &material, true)
+            .unwrap()
+            .tx;
+        (leg, mid, peer_tx, keys)
+    }
+
+    /// An SRTP packet from the peer: `ssrc`, `pt`, `seq`, the MID extension when `mid_id`,
+    /// `payload`; sealed at index `seq`.
+    fn sealed(
+        tx: &SrtpTx,
+        ssrc: u32,
+        pt: u8,
+        seq: u64,
+        mid: Option<(u8, &str)>,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut p = vec![0x80, pt, 0, 0, 0, 0, 0x30, 0x39];
+        p[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        if let Some((id, mid)) = mid {
+            p[0] |= 0x10;
+            let mut ext = vec![(id << 4) | (mid.len() as u8 - 1)];
+            ext.extend_from_slice(mid.as_bytes());
+            while ext.len() % 4 != 0 {
+                ext.push(0);
+            }
+            p.extend_from_slice(&[0xbe, 0xde, 0, (ext.len() / 4) as u8]);
+            p.extend_from_slice(&ext);
+        }
+        p.extend_from_slice(payload);
+        tx.protect_rtp_vec(&mut p, seq).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_fast_ingress_places_streams_unrtxes_only_repairs_of_holes_and_stays_bounded() {
+        let (mut leg, mid, peer, _keys) = ingress_leg();
+        let now = Instant::now();
+        let ingress = leg.ingress.as_ref().unwrap();
+        let own = ingress.core.own_ssrc;
+        let mid_id = ingress.ids.mid.expect("MID negotiated");
+        assert_eq!(
+            leg.srtp.as_ref().unwrap().tx.own_rtcp_ssrc(),
+            Some(own),
+            "our feedback's SSRC is reserved on our SRTCP"
+        );
+        let params = leg.rtc.codec_config().params();
+        let vp8 = params.iter().find(|p| p.resend().is_some()).unwrap();
+        let (pt, rtx_pt) = (*vp8.pt(), *vp8.resend().unwrap());
+        let m = Some((mid_id, mid.as_ref()));
+        let open = |leg: &mut Leg, bytes: &[u8]| {
+            let mut buf = bytes.to_vec();
+            let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf)?;
+            buf.truncate(o.len);
+            Ok::<_, SrtpError>(leg.place_inbound(&buf, o.index, now).ok())
+        };
+        // The main stream, placed by its MID: 1, 2, 3, 5 (4 lost).
+        let main = 0x1111;
+        let first = sealed(&peer, main, pt, 1, m, b"one");
+        for (seq, data) in [(1, &first), (2, &sealed(&peer, main, pt, 2, m, b"two"))] {
+            let (p, repaired) = open(&mut leg, data).unwrap().expect("placed");
+            assert_eq!((p.ssrc, p.seq, *p.pt, repaired), (main, seq, pt, false));
+        }
+        for seq in [3, 5] {
+            assert!(open(&mut leg, &sealed(&peer, main, pt, seq, None, b"x"))
+                .unwrap()
+                .is_some());
+        }
+        assert_eq!(leg.rx_mids.get(&main), Some(&mid));
+        assert!(
+            leg.rtc.direct_api().stream_rx(&Ssrc::from(main)).is_some(),
+            "str0m knows the stream: key-frame requests for it work"
+        );
+        // RTX on another SSRC: 4 was missing, so its repair is the packet, un-RTX'd.
+        let rtx = 0x2222;
+        let repair = |seq: u64, osn: u16| {
+            let mut payload = osn.to_be_bytes().to_vec();
+            payload.extend_from_slice(b"four");
+            sealed(&peer, rtx, rtx_pt, seq, m, &payload)
+        };
+        let (p, repaired) = open(&mut leg, &repair(1, 4)).unwrap().unwrap();
+        assert_eq!(
+            (p.ssrc, p.seq, p.seq16, *p.pt, repaired),
+            (main, 4, 4, pt, true)
+        );
+        assert_eq!(&p.payload[..], b"four");
+        // Review #12: what senders send anyway counts apart from what cannot be placed.
+        let raw = |leg: &mut Leg, bytes: Vec<u8>| {
+            let mut buf = bytes;
+            let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
+            buf.truncate(o.len);
+            leg.place_inbound(&buf, o.index, now).err()
+        };
+        assert_eq!(
+            raw(&mut leg, repair(10, 4)),
+            Some(Dropped::Expected),
+            "repair of a packet we have"
+        );
+        assert_eq!(
+            raw(&mut leg, repair(11, 900)),
+            Some(Dropped::Unplaced),
+            "OSN ahead"
+        );
+        // The original of 4 after its repair: delivered already (review #6).
+        assert!(open(&mut leg, &sealed(&peer, main, pt, 4, None, b"four"))
+            .unwrap()
+            .is_none());
+        // A second repair of 4, one of a packet received (3), one ahead of the stream (9), one
+        // from before the window: authenticated, and dropped.
+        for (seq, osn) in [(2, 4), (3, 3), (4, 9), (5, 60_000)] {
+            assert!(
+                open(&mut leg, &repair(seq, osn)).unwrap().is_none(),
+                "osn {osn}"
+            );
+        }
+        // An RTX packet too short to carry an OSN.
+        let short = sealed(&peer, rtx, rtx_pt, 6, m, b"x");
+        assert!(open(&mut leg, &short).unwrap().is_none());
+        // Replayed and forged packets do not open.
+        assert_eq!(open(&mut leg, &first).err(), Some(SrtpError::Replayed));
+        let mut forged = sealed(&peer, main, pt, 6, None, b"six");
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(open(&mut leg, &forged).err(), Some(SrtpError::AuthFailed));
+        // Padding only on the main SSRC (review #4): no hole, handed on empty (as str0m did),
+        // and the next packet makes no hole of it either.
+        let mut pad = vec![0xa0, pt, 0, 8, 0, 0, 0x30, 0x39];
+        pad.extend_from_slice(&main.to_be_bytes());
+        pad.extend_from_slice(&[0, 0, 0, 4]);
+        peer.protect_rtp_vec(&mut pad, 8).unwrap();
+        let (p, _) = open(&mut leg, &pad)
+            .unwrap()
+            .expect("padding keeps its number");
+        assert_eq!((p.ssrc, p.seq, p.payload.len()), (main, 8, 0));
+        assert!(open(&mut leg, &sealed(&peer, main, pt, 9, None, b"nine"))
+            .unwrap()
+            .is_some());
+        let stream = leg.ingress.as_mut().unwrap().core.find(main).unwrap();
+        assert!(!stream.is_missing(8));
+        // An unknown payload type, and a stream without MID nor signalling: dropped.
+        assert!(open(&mut leg, &sealed(&peer, main, 3, 7, None, b"x"))
+            .unwrap()
+            .is_none());
+        assert!(open(&mut leg, &sealed(&peer, 0x3333, pt, 1, None, b"x"))
+            .unwrap()
+            .is_none());
+        // A flood of authenticated new SSRCs: the streams tracked and their mids stay capped.
+        let mut placed = 0;
+        for ssrc in 0..200u32 {
+            if let Ok(Some(_)) = open(&mut leg, &sealed(&peer, 0x10_0000 + ssrc, pt, 1, m, b"f")) {
+                placed += 1;
+            }
+        }
+        let ingress = leg.ingress.as_ref().unwrap();
+        assert_eq!(ingress.core.streams(), crate::media::ingress::MAX_STREAMS);
+        assert_eq!(placed, crate::media::ingress::MAX_STREAMS - 2);
+        assert!(leg.rx_mids.len() <= crate::media::ingress::MAX_STREAMS);
+        // Every place live: no stream dropped, the leg goes to str0m instead (review #2).
+        assert!(ingress.hand_back);
+    }
+
+    #[test]
+    fn a_repair_stays_with_the_main_stream_its_rtx_ssrc_first_repaired() {
+        let (mut leg, mid, peer, _keys) = ingress_leg();
+        let now = Instant::now();
+        let mid_id = leg.ingress.as_ref().unwrap().ids.mid.unwrap();
+        let m = Some((mid_id, mid.as_ref()));
+        let params = leg.rtc.codec_config().params();
+        let vp8 = params.iter().find(|p| p.resend().is_some()).unwrap();
+        let (pt, rtx_pt) = (*vp8.pt(), *vp8.resend().unwrap());
+        let place = |leg: &mut Leg, bytes: Vec<u8>| {
+            let mut buf = bytes;
+            let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
+            buf.truncate(o.len);
+            leg.place_inbound(&buf, o.index, now)
+        };
+        let repair = |seq: u64, osn: u16| {
+            let mut payload = osn.to_be_bytes().to_vec();
+            payload.extend_from_slice(b"r");
+            sealed(&peer, 0x2222, rtx_pt, seq, m, &payload)
+        };
+        // Main A with hole 2; its repair binds the RTX SSRC to A.
+        for seq in [1, 3] {
+            assert!(place(&mut leg, sealed(&peer, 0xa, pt, seq, m, b"a")).is_ok());
+        }
+        assert_eq!(place(&mut leg, repair(1, 2)).map(|p| p.0.ssrc), Ok(0xa));
+        // The mid's main becomes B, with hole 11: a late repair from A's RTX SSRC is A's.
+        for seq in [10, 12] {
+            assert!(place(&mut leg, sealed(&peer, 0xb, pt, seq, m, b"b")).is_ok());
+        }
+        assert_eq!(
+            place(&mut leg, repair(2, 11)).err(),
+            Some(Dropped::Unplaced)
+        );
+        let ingress = leg.ingress.as_mut().unwrap();
+        assert!(
+            ingress.core.find(0xb).unwrap().is_missing(11),
+            "B's hole untouched"
+        );
+    }
+
+    #[test]
+    fn a_str0m_stream_on_our_feedback_ssrc_hands_the_leg_to_str0m() {
+        let (mut leg, mid, _peer, _keys) = ingress_leg();
+        leg.refresh_ingress();
+        assert!(leg.ingress.is_some(), "nothing taken: still fast");
+        let own = leg.ingress.as_ref().unwrap().core.own_ssrc;
+        leg.rtc
+            .direct_api()
+            .declare_stream_tx(Ssrc::from(own), None, mid, None);
+        leg.refresh_ingress();
+        assert!(leg.ingress.is_none() && leg.ingress_off);
+    }
+
+    #[test]
+    fn a_rekey_or_a_second_start_hands_the_leg_to_str0m() {
+        let (mut leg, mid, peer, keys) = ingress_leg();
+        assert!(leg.start_ingress(Instant::now()), "started stays started");
+        // A stream past its first wrap (ROC 1).
+        let mid_id = leg.ingress.as_ref().unwrap().ids.mid.unwrap();
+        let pt = *leg.rtc.codec_config().params()[0].pt();
+        let ssrc = 0x4444;
+        leg.own_srtp()
+            .unwrap()
+            .rx
+            .seed_rtp_index(ssrc, 0x1_0000)
+            .unwrap();
+        let mut buf = sealed(
+            &peer,
+            ssrc,
+            pt,
+            0x1_0005,
+            Some((mid_id, mid.as_ref())),
+            b"x",
+        );
+        let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
+        buf.truncate(o.len);
+        assert!(leg.place_inbound(&buf, o.index, Instant::now()).is_ok());
+        keys.put(&[6u8; 88], SrtpProfile::AEAD_AES_256_GCM, false);
+        // Our context is replaced by the new keys' (empty) one first, as any packet forwarded
+        // into the leg would do (review #3): the ROC handed to str0m is still the stream's.
+        assert!(leg.own_srtp().unwrap().rx.rtp_highest_index(ssrc).is_none());
+        let highest: Vec<_> = leg
+            .ingress
+            .as_ref()
+            .unwrap()
+            .core
+            .highest_indices()
+            .collect();
+        assert_eq!(highest, vec![(ssrc, false, 0x1_0005)]);
+        leg.stop_ingress();
+        assert!(leg.ingress.is_none());
+        assert!(
+            !leg.start_ingress(Instant::now()),
+            "never again on this leg"
+        );
+    }
+
+    #[test]
+    fn feedback_follows_the_media_source_before_str0ms_send_address() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        assert_eq!(
+            feedback_destination(Some(a), Some(b)),
+            Some(b),
+            "review #11"
+        );
+        assert_eq!(feedback_destination(Some(a), None), Some(a));
+        assert_eq!(feedback_destination(None, None), None);
     }
 
     #[test]

@@ -272,6 +272,7 @@ async fn a_stream_forwarded_into_another_leg_arrives_rewritten_and_key_frame_req
         codecs: vec![CodecName::Vp8],
         bandwidth_estimation: true,
         fast_egress: false,
+        fast_ingress: false,
     })
     .await
     .unwrap();
@@ -436,6 +437,15 @@ pub(super) async fn engine_on_loopback(
     bandwidth_estimation: bool,
     fast_egress: bool,
 ) -> (MediaEngine, super::EngineTask) {
+    engine_with(bandwidth_estimation, fast_egress, false).await
+}
+
+/// As [`engine_on_loopback`], with or without the fast ingress too.
+pub(super) async fn engine_with(
+    bandwidth_estimation: bool,
+    fast_egress: bool,
+    fast_ingress: bool,
+) -> (MediaEngine, super::EngineTask) {
     MediaEngine::start(EngineSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         advertise: None,
@@ -445,6 +455,7 @@ pub(super) async fn engine_on_loopback(
         codecs: vec![CodecName::Vp8],
         bandwidth_estimation,
         fast_egress,
+        fast_ingress,
     })
     .await
     .unwrap()

@@ -47,6 +47,9 @@ pub mod driver;
 mod fastegress_tests;
 #[cfg(test)]
 mod forward_tests;
+mod ingress;
+#[cfg(test)]
+mod ingress_tests;
 mod keytap;
 #[cfg(test)]
 mod keytap_tests;
@@ -137,6 +140,11 @@ pub struct EngineSettings {
     /// driver itself, outside str0m, with its own loss repair (bench/NOTES.md, "Media fast
     /// path, step 2").
     pub fast_egress: bool,
+    /// Inbound RTP of legs without bandwidth estimation is opened by the driver itself and
+    /// handed to forwarding and plugins without str0m, which also sends the feedback about it
+    /// (transport-wide congestion control, NACK, receiver reports) (bench/NOTES.md, "Media fast
+    /// path, step 3").
+    pub fast_ingress: bool,
 }
 
 /// What the registry knows of a leg, for synchronous checks in the callers' threads.
@@ -227,6 +235,8 @@ struct Shared {
     counters: MediaCounters,
     /// [`EngineSettings::fast_egress`], for legs without bandwidth estimation.
     fast_egress: bool,
+    /// [`EngineSettings::fast_ingress`], for legs without bandwidth estimation.
+    fast_ingress: bool,
 }
 
 /// What the driver counts for `/metrics`; read at scrape time.
@@ -250,6 +260,8 @@ pub(crate) struct MediaCounters {
     /// fast legs (its sender reports' anchor), repairs sent, debug drops, packets not written
     /// for their index ([`FastEgress`]).
     fast: [AtomicU64; 5],
+    /// Fast ingress ([`FastIngress`], in its field order).
+    ingress: [AtomicU64; 9],
     /// Debug builds: the fast egress drops every n-th packet it seals (0: none), so that tests
     /// see its loss repair at work.
     #[cfg(debug_assertions)]
@@ -274,6 +286,32 @@ pub struct FastEgress {
     /// in the output stream (a late packet from before its source's first since a switch):
     /// sealing them would reuse an SRTP nonce.
     pub refused: u64,
+}
+
+/// What the fast ingress did since start (read in tests and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FastIngress {
+    /// Legs whose inbound RTP the driver opened itself.
+    pub legs: u64,
+    /// Inbound RTP packets it opened (authenticated, not replayed).
+    pub opened: u64,
+    /// Dropped: the tag did not verify.
+    pub auth_failed: u64,
+    /// Dropped: replayed, or older than the replay window.
+    pub replayed: u64,
+    /// Dropped after opening, as it could not place them: an unknown payload type or MID, a
+    /// RID, no room for a new stream, an RTX packet whose OSN no hole could have asked for.
+    pub unhandled: u64,
+    /// RTX packets whose original packet was missing, forwarded in its place.
+    pub repaired: u64,
+    /// RTCP packets it sent (transport feedback, NACK, receiver reports).
+    pub feedback: u64,
+    /// Of those, transport-wide congestion control feedback.
+    pub twcc: u64,
+    /// Dropped after opening as senders send them anyway: RTX padding and probes, repairs of
+    /// packets received, an original after its repair.
+    pub ignored: u64,
 }
 
 /// What the engine's own SRTP contexts did next to str0m's: read in tests (debug builds check
@@ -336,6 +374,13 @@ impl MediaCounters {
         }
     }
 
+    /// Fast ingress: one event of [`FastIngress`]'s field `what` (in field order).
+    pub(crate) fn ingress(&self, what: usize, n: u64) {
+        if let Some(c) = self.ingress.get(what) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Debug builds: the n-th packets to drop (0: none).
     #[cfg(debug_assertions)]
     pub(crate) fn drop_every(&self) -> u64 {
@@ -381,6 +426,7 @@ impl MediaEngine {
                 bandwidth_estimation: settings.bandwidth_estimation,
             },
             fast_egress: settings.fast_egress,
+            fast_ingress: settings.fast_ingress,
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.idle_timeout,
             max_sessions: settings.max_sessions,
@@ -453,6 +499,23 @@ impl MediaEngine {
             repaired: l(&c.fast[2]),
             dropped: l(&c.fast[3]),
             refused: l(&c.fast[4]),
+        }
+    }
+
+    /// What the fast ingress did since start ([`FastIngress`]).
+    pub fn fast_ingress(&self) -> FastIngress {
+        let c = &self.shared.counters.ingress;
+        let l = |i: usize| c[i].load(Ordering::Relaxed);
+        FastIngress {
+            legs: l(0),
+            opened: l(1),
+            auth_failed: l(2),
+            replayed: l(3),
+            unhandled: l(4),
+            repaired: l(5),
+            feedback: l(6),
+            twcc: l(7),
+            ignored: l(8),
         }
     }
 
@@ -561,10 +624,16 @@ impl MediaEngine {
             self.shared.connect_timeout,
             self.shared.idle_timeout,
         );
+        leg = leg.with_mids(mids_of(&text));
         if self.shared.leg.bandwidth_estimation {
             leg = leg.without_timer_slack();
-        } else if self.shared.fast_egress {
-            leg = leg.with_fast_egress();
+        } else {
+            if self.shared.fast_egress {
+                leg = leg.with_fast_egress();
+            }
+            if self.shared.fast_ingress {
+                leg = leg.with_fast_ingress();
+            }
         }
         if let Err(e) = self.send(Command::Insert(Box::new(leg))) {
             self.registry().remove(&id);

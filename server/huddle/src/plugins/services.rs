@@ -1201,6 +1201,7 @@ mod tests {
             codecs: vec![crate::media::CodecName::Vp8],
             bandwidth_estimation: false,
             fast_egress: false,
+            fast_ingress: false,
         })
         .await
         .unwrap();

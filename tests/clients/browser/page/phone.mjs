@@ -351,6 +351,8 @@ window.phone = {
         const l = byId.get(s.localCandidateId);
         const r = byId.get(s.remoteCandidateId);
         out.pair = `${l?.address}:${l?.port}/${l?.protocol} <-> ${r?.address}:${r?.port}/${r?.protocol}`;
+        // The sender's bandwidth estimate (transport-wide congestion control on the server's feedback).
+        out.availableOutgoingBitrate = s.availableOutgoingBitrate;
       }
     });
     const v = document.getElementById('remote');

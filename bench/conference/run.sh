@@ -20,6 +20,10 @@
 #   BENCH_CONF_AUDIO="no yes"                     # video-only run, with-audio run, or one of them
 #   BENCH_HOOK=bench/profile-hook.sh PROFILE=perf # run as `HOOK start|stop PID DIR` around each
 #                                                 # measured load run, DIR under BENCH_HOOK_DIR
+#   BENCH_CONF_FAST_INGRESS=true|false            # `[media] fast_ingress` (inbound SRTP RTP opened
+#                                                 # by the media driver, not str0m); unset: the
+#                                                 # server's default, and the key is not written
+#   BENCH_CONF_FAST_EGRESS=true|false             # `[media] fast_egress`, the same way
 #
 # The delay run: N legs send silence (Opus of digital silence) and video; the first leg sends a
 # 200 ms burst of the tone every second, and every other leg times how long after the burst's
@@ -113,6 +117,11 @@ for p in "${plist[@]:1}"; do
 done
 [[ -n $lower ]] && room_video+=$'\n'"lower_profiles = [$lower]"
 
+# Written into `[media]` only when set, so builds that do not know a key still start.
+media_knobs=
+[[ -n ${BENCH_CONF_FAST_INGRESS:-} ]] && media_knobs+="fast_ingress = $BENCH_CONF_FAST_INGRESS"$'\n'
+[[ -n ${BENCH_CONF_FAST_EGRESS:-} ]] && media_knobs+="fast_egress = $BENCH_CONF_FAST_EGRESS"$'\n'
+
 start_server() {
 	sip_port=$(free_port 25060)
 	media_port=$(free_port 30000)
@@ -127,7 +136,7 @@ request_burst_per_ip = 100000
 listen = "127.0.0.1:$media_port"
 connect_timeout_secs = 30
 max_sessions = 1000
-[store]
+${media_knobs}[store]
 path = "$work/huddle.redb"
 [log]
 level = "warn"
@@ -178,7 +187,7 @@ hook_root=${BENCH_HOOK_DIR:-/tmp/conference-bench-hook.$$}
 
 field() { sed -nE "s/.*$1=([0-9.]+).*/\\1/p" | head -1; }
 
-note "profiles: $profiles; ${secs} s per run; load before: $(uptime | sed 's/.*load average: //')"
+note "profiles: $profiles; ${secs} s per run${media_knobs:+; [media] $(tr '\n' ' ' <<<"$media_knobs")}; load before: $(uptime | sed 's/.*load average: //')"
 printf '%4s | %8s %8s %5s | %8s %8s %6s %7s %6s | %8s %8s %6s %7s %6s\n' \
 	N raw_core raw/part rt video vid/part ratio fps loss% a+v av/part ratio fps loss%
 for n in $sizes; do

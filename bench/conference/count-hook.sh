@@ -14,6 +14,11 @@
 #     BENCH_CONF_SIZES=16 BENCH_CONF_DELAY_N=0 BENCH_CONF_VIDEO_DELAY_N=0 bench/conference/run.sh
 #   perf probe -d 'probe_huddle:*'      # afterwards
 #
+# COUNT_EVENTS=ev1,ev2 adds events of other objects, e.g. uprobes on GStreamer's libraries
+# (`perf probe -x /usr/lib/x86_64-linux-gnu/libgstapp-1.0.so.0 --add 'push=gst_app_src_push_buffer'`
+# counts the packets pushed into the tiles' `appsrc`s, `gst_video_decoder_finish_frame` in
+# libgstvideo the frames the tiles decoded).
+#
 # `hin`: passes of the legs' `Rtc`s (receives and timer passes); `spr`: packets a plugin wrote
 # into a leg; `apply`: commands the media engine applied. Uprobes cost a few µs a hit: CPU
 # figures of a counted run are not comparable with uncounted ones.
@@ -26,6 +31,7 @@ case $action in
 start)
 	exe=$(readlink -f "/proc/$pid/exe")
 	probes=$(perf probe -l 2>/dev/null | grep -F "in $exe)" | awk '{print $1}' | paste -sd, - || true)
+	[[ -n ${COUNT_EVENTS:-} ]] && probes+="${probes:+,}$COUNT_EVENTS"
 	(
 		sleep "$delay"
 		perf stat -x, -e task-clock,context-switches \

@@ -24,6 +24,7 @@
 #                                                 # by the media driver, not str0m); unset: the
 #                                                 # server's default, and the key is not written
 #   BENCH_CONF_FAST_EGRESS=true|false             # `[media] fast_egress`, the same way
+#   BENCH_VERBOSE=1                               # the load client's log and result lines too
 #
 # The delay run: N legs send silence (Opus of digital silence) and video; the first leg sends a
 # 200 ms burst of the tone every second, and every other leg times how long after the burst's
@@ -198,6 +199,7 @@ for n in $sizes; do
 		extra=()
 		[[ $audio == yes ]] && extra=(--audio-clip "$work/audio.rtp")
 		out=$(load "$n" "${extra[@]}")
+		[[ ${BENCH_VERBOSE:-0} == 1 ]] && note "N=$n audio=$audio: $(tr '\n' ' ' <<<"$out")"
 		cores=$(sed -nE 's/.*= ([0-9.]+)% of one core.*/\1/p' <<<"$out" | awk '{print $1/100}')
 		fps=$(field video_fps_received_per_leg <<<"$out")
 		loss=$(field loss <<<"$out")

@@ -179,3 +179,175 @@ impl RtpSink for Ingress {
         self.deliver(session.0, mid, packet);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gst::prelude::*;
+    use std::time::{Duration, Instant};
+
+    /// A VP8 RTP packet (payload type 96, one frame, marker set) of `len` bytes.
+    fn vp8_packet(seq: u16, len: usize) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        p[0] = 0x80;
+        p[1] = 0x80 | 96;
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
+        p[8..12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        // VP8 payload descriptor: start of a partition; then a key frame's first bytes.
+        p[12] = 0x10;
+        for (i, b) in p[13..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        p
+    }
+
+    fn rtp_caps(pt: i32) -> gst::Caps {
+        gst::Caps::builder("application/x-rtp")
+            .field("media", "video")
+            .field("encoding-name", "VP8")
+            .field("clock-rate", 90000i32)
+            .field("payload", pt)
+            .build()
+    }
+
+    /// An appsrc as the rooms build them, straight into an appsink: what a tile's depayloader
+    /// would get.
+    fn tap() -> (gst::Pipeline, gst_app::AppSrc, gst_app::AppSink) {
+        gst::init().unwrap();
+        let pipeline = gst::Pipeline::new();
+        let src = crate::media::live_appsrc(&rtp_caps(96), 2_000_000, true);
+        let sink = gst_app::AppSink::builder().sync(false).build();
+        pipeline
+            .add_many([src.upcast_ref::<gst::Element>(), sink.upcast_ref()])
+            .unwrap();
+        src.link(&sink).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        (pipeline, src, sink)
+    }
+
+    fn pull(sink: &gst_app::AppSink) -> Option<gst::Buffer> {
+        sink.try_pull_sample(gst::ClockTime::from_seconds(5))
+            .and_then(|s| s.buffer_owned())
+    }
+
+    /// A participant's packets reach the appsrc of their stream byte for byte, stamped on
+    /// arrival; other mids, other payload types and muted audio do not.
+    #[test]
+    fn packets_reach_their_stream_s_appsrc_byte_for_byte() {
+        let (pipeline, video, video_sink) = tap();
+        let (audio_pipeline, audio, audio_sink) = tap();
+        let ingress = Ingress::default();
+        ingress.participant(
+            7,
+            Some(("0".to_owned(), Feed { src: audio, pt: 96 })),
+            Some("1".to_owned()),
+            Some(Feed { src: video, pt: 96 }),
+        );
+        let first = vp8_packet(1, 300);
+        ingress.deliver(7, "1", &first);
+        ingress.deliver(7, "2", &vp8_packet(2, 300)); // no such stream
+        let mut other_pt = vp8_packet(3, 300);
+        other_pt[1] = 0x80 | 97;
+        ingress.deliver(7, "1", &other_pt);
+        ingress.deliver(8, "1", &vp8_packet(4, 300)); // no such session
+        ingress.deliver(7, "1", &[0x80, 96, 0, 5]); // shorter than a header
+        let last = vp8_packet(6, 1200);
+        ingress.deliver(7, "1", &last);
+        for sent in [&first, &last] {
+            let got = pull(&video_sink).expect("the packet");
+            assert_eq!(got.map_readable().unwrap().as_slice(), sent.as_slice());
+            assert!(got.pts().is_some(), "stamped on arrival");
+        }
+        ingress.set_muted(7, true);
+        ingress.deliver(7, "0", &vp8_packet(7, 100));
+        ingress.set_muted(7, false);
+        let heard = vp8_packet(8, 100);
+        ingress.deliver(7, "0", &heard);
+        let got = pull(&audio_sink).expect("the unmuted packet");
+        assert_eq!(got.map_readable().unwrap().as_slice(), heard.as_slice());
+        // Nothing else came through.
+        pipeline.set_state(gst::State::Null).unwrap();
+        audio_pipeline.set_state(gst::State::Null).unwrap();
+        assert!(video_sink.try_pull_sample(gst::ClockTime::ZERO).is_none());
+        assert!(audio_sink.try_pull_sample(gst::ClockTime::ZERO).is_none());
+    }
+
+    /// A shared screen's packets get the screen appsrc's payload type, and only those of the
+    /// type its first packet had go in.
+    #[test]
+    fn a_screen_s_packets_are_rewritten_to_its_payload_type() {
+        let (pipeline, src, sink) = tap();
+        let ingress = Ingress::default();
+        ingress.screen(9, src);
+        let mut first = vp8_packet(1, 500);
+        first[1] = 0x80 | 100;
+        ingress.deliver(9, "whatever", &first);
+        let mut rtx = vp8_packet(2, 500);
+        rtx[1] = 101;
+        ingress.deliver(9, "whatever", &rtx);
+        let mut second = vp8_packet(3, 500);
+        second[1] = 100;
+        ingress.deliver(9, "x", &second);
+        for (sent, marker) in [(&first, 0x80), (&second, 0)] {
+            let got = pull(&sink).expect("the packet");
+            let got = got.map_readable().unwrap();
+            assert_eq!(got[1], marker | SCREEN_PT, "the screen's type, marker kept");
+            assert_eq!(got[0], sent[0]);
+            assert_eq!(&got[2..], &sent[2..]);
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert!(sink.try_pull_sample(gst::ClockTime::ZERO).is_none());
+    }
+
+    /// What one packet costs on the way in, for callgrind (not a test): `INGRESS_PACKETS`
+    /// (default 20,000) packets of 450 bytes, one a frame, through `deliver` into a tile's
+    /// appsrc and depayloader, as the host's media thread hands them over.
+    ///
+    ///   valgrind --tool=callgrind --toggle-collect='*Ingress*deliver*' \
+    ///     target/release/deps/huddle_plugin_conference-* deliver_cost --ignored --exact ...
+    #[test]
+    #[ignore = "a cost harness for callgrind"]
+    fn deliver_cost() {
+        gst::init().unwrap();
+        let packets: u16 = std::env::var("INGRESS_PACKETS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        let pipeline = gst::Pipeline::new();
+        let src = crate::media::live_appsrc(&rtp_caps(96), 2_000_000, true);
+        let depay = gst::ElementFactory::make("rtpvp8depay").build().unwrap();
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .build()
+            .unwrap();
+        let src_element: &gst::Element = src.upcast_ref();
+        pipeline.add_many([src_element, &depay, &sink]).unwrap();
+        gst::Element::link_many([src_element, &depay, &sink]).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let ingress = Ingress::default();
+        ingress.participant(1, None, Some("1".to_owned()), Some(Feed { src, pt: 96 }));
+        let all: Vec<Vec<u8>> = (0..packets).map(|i| vp8_packet(i, 450)).collect();
+        for p in &all {
+            ingress.deliver(1, "1", p);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let queued: u64 = ingress_src(&ingress).property("current-level-buffers");
+            if queued == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+
+    fn ingress_src(ingress: &Ingress) -> gst_app::AppSrc {
+        match ingress.read().get(&1) {
+            Some(Route::Participant {
+                video: Some(feed), ..
+            }) => feed.src.clone(),
+            _ => unreachable!("routed above"),
+        }
+    }
+}

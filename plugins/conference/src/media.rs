@@ -1394,7 +1394,7 @@ fn audio_pipeline(
 /// A live `appsrc` for what we push (RTP from the host, PCM from the mixer): at most
 /// `max_bytes` wait, the oldest dropped first when a pipeline falls behind; `timestamp` stamps
 /// buffers on arrival (RTP), otherwise the pusher sets them (the mixer's clock).
-fn live_appsrc(caps: &gst::Caps, max_bytes: u64, timestamp: bool) -> gst_app::AppSrc {
+pub(crate) fn live_appsrc(caps: &gst::Caps, max_bytes: u64, timestamp: bool) -> gst_app::AppSrc {
     let src = gst_app::AppSrc::builder()
         .caps(caps)
         .is_live(true)

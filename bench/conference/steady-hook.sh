@@ -11,6 +11,11 @@
 #
 #   BENCH_HOOK=bench/conference/steady-hook.sh STEADY=threads|record bench/conference/run.sh
 #
+# On a loaded machine the 16 legs may take longer than DELAY to connect, and the load client
+# sends video only once all have: such a window sees the canvas going out but little or no
+# video coming in (the tiles' `appsrcN:src` threads near idle). Use DELAY=8 (and
+# BENCH_CONF_SECS ≥ DELAY + WIN + 2) there, and check the tiles' CPU before reading a window.
+#
 #   STEADY=threads (default): CPU ticks and voluntary context switches (the thread went to
 #     sleep: a wake-up follows) per thread group (appsrcN:src = a tile's depayload, decode and
 #     label; queueN:src = the encoders and the tiles' queues; pool-huddle = the compositor's

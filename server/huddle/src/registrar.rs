@@ -164,9 +164,9 @@ impl Binding {
         out.extend_from_slice(b",\"contact_header\":");
         push_json_str(&mut out, &self.contact_header);
         out.extend_from_slice(b",\"transport\":");
-        push_json_str(&mut out, transport.name());
+        push_json_plain(&mut out, transport.name());
         out.extend_from_slice(b",\"addr\":");
-        push_json_str(&mut out, &addr);
+        push_json_plain(&mut out, &addr);
         out.extend_from_slice(b",\"flow\":");
         match flow {
             Some(f) => out.extend_from_slice(digits.format(f).as_bytes()),
@@ -306,6 +306,15 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
     } else {
         out.extend_from_slice(bytes);
     }
+    out.push(b'"');
+}
+
+/// A JSON string of text that never needs escaping (a transport's name, a socket address's
+/// `Display` form: letters, digits, `.:[]%`), without [`push_json_str`]'s scan for escapes
+/// (~90 instructions for a two-letter name, ~190 for an address, in every record).
+fn push_json_plain(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
     out.push(b'"');
 }
 
@@ -1071,6 +1080,16 @@ mod tests {
                 transport: Transport::Tcp,
                 addr: "10.0.0.2:5062".parse().unwrap(),
             },
+            // Every transport's name and a scoped IPv6 address: written without the escape
+            // scan, so they must come out as serde_json writes them.
+            Reach::Address {
+                transport: Transport::Tls,
+                addr: "[fe80::1%7]:65535".parse().unwrap(),
+            },
+            Reach::Address {
+                transport: Transport::Wss,
+                addr: "255.255.255.255:0".parse().unwrap(),
+            },
         ];
         let mut checked = 0;
         for (i, text) in texts.iter().enumerate() {
@@ -1099,7 +1118,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 18);
+        assert_eq!(checked, 30);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! client frames must be masked (else close 1002), fragments are reassembled within
 //! `max_message_size` (else close 1009), text messages must be UTF-8 (else close 1007).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -107,10 +108,11 @@ impl WsError {
 /// What the client said, frame by frame, with data messages reassembled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum WsEvent {
-    /// A whole text or binary message (text already checked to be UTF-8).
+    /// A whole text or binary message; a text message's `text` is its bytes as text, checked
+    /// to be UTF-8 here, which the SIP parser takes instead of checking them again.
     Message {
         data: Bytes,
-        text: bool,
+        text: Option<Arc<str>>,
     },
     Ping(Bytes),
     Pong,
@@ -239,9 +241,12 @@ impl Decoder {
 }
 
 fn message(data: BytesMut, text: bool) -> Result<WsEvent, WsError> {
-    if text && std::str::from_utf8(&data).is_err() {
-        return Err(WsError::BadUtf8);
-    }
+    let text = match text {
+        true => Some(Arc::from(
+            std::str::from_utf8(&data).map_err(|_| WsError::BadUtf8)?,
+        )),
+        false => None,
+    };
     Ok(WsEvent::Message {
         data: data.freeze(),
         text,
@@ -472,9 +477,9 @@ async fn drain_events(
     ctx: &mut TaskCtx,
 ) -> Result<(), CloseReason> {
     loop {
-        let data = match decoder.next_event()? {
+        let (data, text) = match decoder.next_event()? {
             None => return Ok(()),
-            Some(WsEvent::Message { data, .. }) => data,
+            Some(WsEvent::Message { data, text }) => (data, text),
             Some(WsEvent::Ping(payload)) => {
                 let _ = outlet.send_frame(OP_PONG, payload);
                 continue;
@@ -489,7 +494,7 @@ async fn drain_events(
             }
             continue;
         }
-        if !ctx.deliver(source.message(data)).await {
+        if !ctx.deliver(source.message_with_text(data, text)).await {
             return Err(CloseReason::undelivered(ctx));
         }
     }
@@ -576,11 +581,11 @@ mod tests {
             [
                 WsEvent::Message {
                     data: Bytes::from_static(b"REGISTER one"),
-                    text: true
+                    text: Some(Arc::from("REGISTER one"))
                 },
                 WsEvent::Message {
                     data: Bytes::from(vec![0xff; 300]),
-                    text: false
+                    text: None
                 },
             ]
         );
@@ -589,7 +594,7 @@ mod tests {
             d.next_event().unwrap(),
             Some(WsEvent::Message {
                 data: Bytes::from_static(b"three"),
-                text: false
+                text: None
             })
         );
         assert_eq!(d.next_event().unwrap(), None);
@@ -639,7 +644,7 @@ mod tests {
                 WsEvent::Ping(Bytes::from_static(b"hi")),
                 WsEvent::Message {
                     data: Bytes::from_static(b"REGISTER sip:x"),
-                    text: true
+                    text: Some(Arc::from("REGISTER sip:x"))
                 },
             ]
         );

@@ -204,7 +204,8 @@ impl std::fmt::Debug for Message {
 #[derive(Debug, Clone)]
 struct Fields {
     raw: Bytes,
-    /// `raw[..headers_end]` as text, validated once when the message was parsed or written, so
+    /// `raw[..headers_end]` as text (or all of `raw`, when its reader had it as text already:
+    /// [`Message::parse_text`]), validated once when the message was parsed or written, so
     /// that reading a header does not validate its bytes again. `None` when some header field
     /// is not UTF-8 ([`Defect::HeaderNotUtf8`]); spans are then validated one by one.
     head: Option<Arc<str>>,
@@ -664,6 +665,14 @@ impl Message {
         parse::parse(raw, limits)
     }
 
+    /// [`Message::parse`] of bytes the caller also holds as text: a WebSocket transport checks
+    /// a text message to be UTF-8 before it hands it on, and this takes that text instead of
+    /// checking and copying the header section again. `text` must be `raw` as text; bytes that
+    /// are not are parsed as by [`Message::parse`].
+    pub fn parse_text(raw: Bytes, text: Arc<str>) -> Result<Message, ParseError> {
+        parse::parse_text(raw, text, &ParseLimits::default())
+    }
+
     /// The message exactly as received (or built).
     pub fn raw(&self) -> &Bytes {
         &self.m.raw
@@ -814,11 +823,29 @@ impl Message {
                 method_text,
             });
         }
-        // The first read returns what it parsed, and keeps it for the others.
-        let cseq = CSeq::parse(
+        self.keep_cseq(
             self.header(&HeaderName::CSeq)
                 .ok_or(HeaderError::Missing("CSeq"))?,
-        )?;
+        )
+    }
+
+    /// [`Message::cseq`] read from the field at `at` of [`Message::headers`], which the caller
+    /// knows to be the first CSeq field (a message it wrote).
+    pub(crate) fn cseq_of_field(&self, at: usize) -> Result<CSeq<'_>, HeaderError> {
+        let field = self
+            .m
+            .headers
+            .get(at)
+            .filter(|h| h.name == HeaderName::CSeq);
+        match field {
+            Some(h) => self.keep_cseq(self.text(h.value)),
+            None => self.cseq(),
+        }
+    }
+
+    /// The first read of the CSeq: parses `value` and keeps what it found for the others.
+    fn keep_cseq<'m>(&'m self, value: &'m str) -> Result<CSeq<'m>, HeaderError> {
+        let cseq = CSeq::parse(value)?;
         let spans = CSeqSpans {
             seq: cseq.seq,
             method: method_code(&cseq.method),

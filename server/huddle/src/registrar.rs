@@ -157,6 +157,9 @@ impl Binding {
         let mut out = Vec::with_capacity(self.record_head.len() + 48);
         out.extend_from_slice(&self.record_head);
         self.encode_tail(&mut out);
+        // The head is right only while every change to a binding empties it: every test and
+        // debug build holds it to a fresh encoding.
+        debug_assert_eq!(out, self.encode_record(aor, key), "stale record head");
         out
     }
 
@@ -534,7 +537,8 @@ pub struct Location {
     /// The store is written from here in one batch per persist interval, each key once as it
     /// then stands: a binding refreshed many times within the interval is one write.
     dirty: HashMap<String, usize, foldhash::fast::RandomState>,
-    /// A store key being built or compared, reused.
+    /// A store key being built or compared, reused; also the Contact header a refresh writes
+    /// before comparing it with the binding's (the two swap allocations when it changed).
     scratch: String,
 }
 

@@ -218,9 +218,11 @@ fn base64url_encode(input: &[u8], out: &mut String) {
             }
             _ => [0; 5],
         };
-        // Only alphabet characters were written: ASCII, so this never fails.
-        out.push_str(std::str::from_utf8(&buf[..written]).unwrap_or_default());
-        out.push_str(std::str::from_utf8(&tail[..usize::from(tail[4])]).unwrap_or_default());
+        out.push_str(std::str::from_utf8(&buf[..written]).expect("base64url alphabet is ASCII"));
+        out.push_str(
+            std::str::from_utf8(&tail[..usize::from(tail[4])])
+                .expect("base64url alphabet is ASCII"),
+        );
     }
 }
 

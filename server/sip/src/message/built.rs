@@ -140,6 +140,7 @@ impl Message {
             // Every name `known` accepts is a token (a test holds it to that), so only the
             // others are checked byte by byte: ~60 instructions a field.
             let known = HeaderName::known(name.as_bytes());
+            debug_assert!(known.is_none() || syntax::is_token(name), "{name:?}");
             if known.is_none() && !syntax::is_token(name) {
                 return Err(PartsError::HeaderName(i));
             }

@@ -124,6 +124,10 @@ impl Message {
             // Every name `known` accepts is a token (a test holds it to that): only the others
             // are checked byte by byte.
             let known = HeaderName::known(name_bytes);
+            debug_assert!(
+                known.is_none() || name_bytes.iter().all(|&b| syntax::is_token_char(b)),
+                "{name_bytes:?}"
+            );
             if name_bytes.is_empty()
                 || (known.is_none() && !name_bytes.iter().all(|&b| syntax::is_token_char(b)))
             {

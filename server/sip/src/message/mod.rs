@@ -668,7 +668,9 @@ impl Message {
     /// [`Message::parse`] of bytes the caller also holds as text: a WebSocket transport checks
     /// a text message to be UTF-8 before it hands it on, and this takes that text instead of
     /// checking and copying the header section again. `text` must be `raw` as text; bytes that
-    /// are not are parsed as by [`Message::parse`].
+    /// are not are parsed as by [`Message::parse`]. Made from the text's own allocation
+    /// (`Bytes::from_owner`), `raw` is recognised by its address; else it is compared in full.
+    /// With default limits only: there is no `parse_text_with` (the core uses the defaults).
     pub fn parse_text(raw: Bytes, text: Arc<str>) -> Result<Message, ParseError> {
         parse::parse_text(raw, text, &ParseLimits::default())
     }

@@ -20,6 +20,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -60,7 +61,7 @@ impl Reach {
 }
 
 /// One binding.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Binding {
     /// The Contact URI (without `<>`).
     pub contact: String,
@@ -82,6 +83,25 @@ pub struct Binding {
     /// a WebSocket refresh). Empty until written; emptied by every change to what it holds
     /// (the refresh in [`Location::register_into`] is the only place fields change).
     record_head: Vec<u8>,
+}
+
+impl fmt::Debug for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The kept record head is the fields again, as JSON bytes: its length says enough.
+        f.debug_struct("Binding")
+            .field("contact", &self.contact)
+            .field("contact_header", &self.contact_header)
+            .field("reach", &self.reach)
+            .field("instance", &self.instance)
+            .field("reg_id", &self.reg_id)
+            .field("call_id", &self.call_id)
+            .field("cseq", &self.cseq)
+            .field("expires_at", &self.expires_at)
+            .field("expires_unix", &self.expires_unix)
+            .field("serial", &self.serial)
+            .field("record_head_len", &self.record_head.len())
+            .finish()
+    }
 }
 
 impl Binding {
@@ -1034,6 +1054,27 @@ mod tests {
     }
 
     const SIPML5: &str = "\"alice\"<sip:alice@df7jal23ls0d.invalid;rtcweb-breaker=no;transport=ws>;expires=300;click2call=no";
+
+    #[test]
+    fn a_bindings_debug_gives_the_kept_heads_length_not_its_bytes() {
+        let cfg = RegistrarConfig::default();
+        let mut loc = Location::new();
+        let now = Instant::now();
+        let mut list = ContactList::default();
+        let req = register("a", 1, SIPML5, Some(600));
+        loc.register_into(&req, "alice@example.test", ws(1), now, &cfg, &mut list)
+            .unwrap();
+        loc.take_changes(&mut Vec::new());
+        let b = &loc.bindings["alice@example.test"][0];
+        assert!(!b.record_head.is_empty());
+        let shown = format!("{b:?}");
+        assert!(
+            shown.contains(&format!("record_head_len: {}", b.record_head.len())),
+            "{shown}"
+        );
+        assert!(shown.contains("call_id: \"a\""), "{shown}");
+        assert!(shown.len() < 600, "{shown}");
+    }
 
     #[test]
     fn kept_record_heads_write_what_a_fresh_encoding_writes() {

@@ -243,8 +243,8 @@ impl Decoder {
 
 /// Text messages up to this size are handed to the parser as text, in one allocation that is
 /// also their bytes; larger ones (an INVITE with browser SDP) go as bytes. Copying a message
-/// spares the parser's UTF-8 check and copy of the header section: ~190 instructions less for
-/// a 630-byte WS REGISTER, but ~700 more for a 3.4 KB INVITE, whose body the parser never
+/// spares the parser's UTF-8 check and copy of the header section: ~270 instructions less for
+/// a 630-byte WS REGISTER, but ~280 more for a 3.4 KB INVITE, whose body the parser neither
 /// checks nor copies (bench/NOTES.md, sipcut4).
 const TEXT_HANDOVER_MAX: usize = 1024;
 

@@ -34,7 +34,11 @@ const SOURCE: Source<'static> = Source {
 
 /// Fuzz body of the `parse_message` target.
 pub fn check_parse_message(data: &[u8]) {
-    let Ok(msg) = Message::parse(Bytes::copy_from_slice(data)) else {
+    let parsed = Message::parse(Bytes::copy_from_slice(data));
+    if let Ok(text) = std::str::from_utf8(data) {
+        check_parse_text(text, &parsed);
+    }
+    let Ok(msg) = parsed else {
         return;
     };
     check_structure(&msg);
@@ -51,6 +55,40 @@ pub fn check_parse_message(data: &[u8]) {
     // A proxy forwards only what passed validation.
     if validated {
         check_forward(&msg);
+    }
+}
+
+/// [`Message::parse_text`] (a WebSocket transport's text handed over) reads UTF-8 bytes as
+/// [`Message::parse`] does, whether the bytes are a copy or the text's own allocation.
+fn check_parse_text(text: &str, parsed: &Result<Message, huddle_sip::message::ParseError>) {
+    struct Shared(std::sync::Arc<str>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    let shared: std::sync::Arc<str> = std::sync::Arc::from(text);
+    let copied = Message::parse_text(Bytes::copy_from_slice(text.as_bytes()), shared.clone());
+    let own = Message::parse_text(Bytes::from_owner(Shared(shared.clone())), shared);
+    for by_text in [copied, own] {
+        match (parsed, by_text) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a.start_line(), b.start_line());
+                assert_eq!(a.headers(), b.headers());
+                assert_eq!(a.headers_end(), b.headers_end());
+                assert_eq!(a.defect(), b.defect());
+                assert_eq!(a.body(), b.body());
+                for h in a.headers() {
+                    assert_eq!(a.text(h.value), b.text(h.value));
+                    assert_eq!(a.text(h.line), b.text(h.line));
+                }
+                assert_eq!(a.text(a.body_span()), b.text(b.body_span()));
+                check_structure(&b);
+                exercise_accessors(&b);
+            }
+            (Err(a), Err(b)) => assert_eq!(*a, b),
+            (a, b) => panic!("parse {:?}, parse_text {:?}", a.is_ok(), b.is_ok()),
+        }
     }
 }
 

@@ -499,6 +499,9 @@ impl<'a> Forward<'a> {
         let mut routes_to_drop = self.drop_routes;
         let mut via_done = !self.drop_top_via;
         let mut saw_max_forwards = false;
+        // Fields copied as they are: consecutive lines of `raw` (the parser's fields tile the
+        // header section) go out with one copy per run instead of one per field.
+        let mut run = 0..0;
         for h in msg.headers() {
             if self.drop_headers.iter().any(|d| d.matches(&h.name)) {
                 continue;
@@ -521,6 +524,7 @@ impl<'a> Forward<'a> {
                 _ => 0,
             };
             if skip > 0 {
+                out.extend_from_slice(&raw[std::mem::take(&mut run)]);
                 if let Some(rest) = list_after(msg.text(h.value), skip) {
                     push_tracked(&mut out, track, h.name.clone(), rest);
                 }
@@ -529,23 +533,31 @@ impl<'a> Forward<'a> {
             if h.name == HeaderName::MaxForwards {
                 saw_max_forwards = true;
                 if let Some(mf) = self.max_forwards {
+                    out.extend_from_slice(&raw[std::mem::take(&mut run)]);
                     let mut buf = [0; 10];
                     let value = decimal(u32::from(mf), &mut buf);
                     push_tracked(&mut out, track, HeaderName::MaxForwards, value);
                     continue;
                 }
             }
-            let at = out.len();
-            out.extend_from_slice(&raw[h.line.range()]);
+            let line = h.line.range();
+            if run.end != line.start {
+                out.extend_from_slice(&raw[std::mem::take(&mut run)]);
+                run = line.start..line.start;
+            }
+            // Where this line lands once the run is written.
+            let at = out.len() + (line.start - run.start);
+            run.end = line.end;
             if let Some(t) = track.as_mut() {
                 let shift = |i: u32| (i as usize + at) - h.line.start as usize;
                 t.headers.push(Header {
                     name: h.name.clone(),
-                    line: Span::new(at, out.len()),
+                    line: Span::new(at, at + line.len()),
                     value: Span::new(shift(h.value.start), shift(h.value.end)),
                 });
             }
         }
+        out.extend_from_slice(&raw[run]);
         if let (Some(mf), false) = (self.max_forwards, saw_max_forwards) {
             let mut buf = [0; 10];
             let value = decimal(u32::from(mf), &mut buf);
@@ -935,6 +947,28 @@ mod tests {
                 assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{text:?}");
             }
         }
+    }
+
+    #[test]
+    fn fields_are_copied_as_received_around_the_edited_ones() {
+        // A line the parser skipped (no colon) breaks the run of copied lines; dropped,
+        // replaced and cut fields sit between runs.
+        let text = "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nX-A: 1\r\nno colon here\r\nX-B:  2 \r\nSubject: s\r\nX-C: 3\r\nMax-Forwards: 70\r\nRoute: <sip:r1;lr>, <sip:r2;lr>\r\nX-D: 4\r\n  folded\r\nl: 0\r\n\r\n";
+        let m = msg(text);
+        assert!(m.defect().is_some());
+        let out = Forward::new(&m)
+            .prepend("Via", "SIP/2.0/UDP p;branch=z9hG4bKp")
+            .drop_header(HeaderName::Subject)
+            .max_forwards(69)
+            .drop_routes(1)
+            .build();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP p;branch=z9hG4bKp\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nX-A: 1\r\nX-B:  2 \r\nX-C: 3\r\nMax-Forwards: 69\r\nRoute: <sip:r2;lr>\r\nX-D: 4\r\n  folded\r\nl: 0\r\n\r\n"
+        );
+        let out = Forward::new(&m).build();
+        let without_bad = text.replace("no colon here\r\n", "");
+        assert_eq!(std::str::from_utf8(&out).unwrap(), without_bad);
     }
 
     /// First Via fields of one element or more (quoted commas, empty elements, a trailing

@@ -359,7 +359,11 @@ impl Core {
             flow: inbound.flow,
             remote: inbound.remote,
         };
-        let msg = match Message::parse(inbound.data) {
+        let parsed = match inbound.text {
+            Some(text) => Message::parse_text(inbound.data, text),
+            None => Message::parse(inbound.data),
+        };
+        let msg = match parsed {
             Ok(msg) => msg,
             Err(e) => {
                 tracing::debug!(remote = %peer.remote, error = %e, "unparseable message dropped");

@@ -196,6 +196,9 @@ pub struct Inbound {
     pub remote: SocketAddr,
     /// The message bytes.
     pub data: Bytes,
+    /// The same bytes as text, when the transport checked them to be UTF-8 already (a WebSocket
+    /// text message): the parser takes it instead of checking the header section again.
+    pub text: Option<Arc<str>>,
 }
 
 /// What the transports tell the core.

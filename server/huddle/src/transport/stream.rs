@@ -209,12 +209,19 @@ pub(crate) struct Source {
 impl Source {
     /// One whole message read from this connection, for the core.
     pub(crate) fn message(&self, data: Bytes) -> TransportEvent {
+        self.message_with_text(data, None)
+    }
+
+    /// [`Source::message`] with the bytes as text when the reader checked them already (a
+    /// WebSocket text message).
+    pub(crate) fn message_with_text(&self, data: Bytes, text: Option<Arc<str>>) -> TransportEvent {
         TransportEvent::Message(Inbound {
             transport: self.transport,
             flow: Some(self.id),
             local: self.local,
             remote: self.remote,
             data,
+            text,
         })
     }
 }

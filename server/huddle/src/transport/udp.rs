@@ -96,6 +96,7 @@ pub(crate) async fn run(socket: UdpSocket, reader: std::net::UdpSocket, mut ctx:
                 local,
                 remote,
                 data: Bytes::copy_from_slice(data),
+                text: None,
             });
             if !ctx.deliver(event).await {
                 debug!(%local, "UDP listener stopped");

@@ -65,10 +65,10 @@ impl Param {
         Self::Opaque,
     ];
 
-    fn from_name(name: &str) -> Option<Self> {
+    fn from_name(name: &[u8]) -> Option<Self> {
         // The lowercase spellings every client writes, compared as whole words (a byte-by-byte
         // case fold of every name was ~10% of a parse); any other case takes the fold below.
-        match name.as_bytes() {
+        match name {
             b"username" => return Some(Self::Username),
             b"realm" => return Some(Self::Realm),
             b"nonce" => return Some(Self::Nonce),
@@ -94,7 +94,7 @@ impl Param {
         candidates
             .iter()
             .copied()
-            .find(|param| name.eq_ignore_ascii_case(param.as_str()))
+            .find(|param| name.eq_ignore_ascii_case(param.as_str().as_bytes()))
     }
 }
 
@@ -181,7 +181,7 @@ impl<'a> Credentials<'a> {
             if cursor.at_end() {
                 break;
             }
-            let name = cursor.take_while(is_token);
+            let name = cursor.take_bytes_while(is_token);
             if name.is_empty() {
                 return Err(AuthError::BadParamSyntax);
             }
@@ -444,6 +444,18 @@ impl<'a> Cursor<'a> {
         self.text.get(start..self.pos).unwrap_or_default()
     }
 
+    /// [`Cursor::take_while`] as bytes, for names (compared, never kept as text).
+    fn take_bytes_while(&mut self, pred: fn(u8) -> bool) -> &'a [u8] {
+        let start = self.pos;
+        while self.peek().is_some_and(pred) {
+            self.pos += 1;
+        }
+        self.text
+            .as_bytes()
+            .get(start..self.pos)
+            .unwrap_or_default()
+    }
+
     /// A quoted string (unescaped) or a bare value.
     fn value(&mut self) -> Result<Cow<'a, str>, AuthError> {
         if self.peek() != Some(b'"') {
@@ -503,15 +515,21 @@ mod tests {
     fn every_parameter_name_is_known_in_any_case_and_no_other() {
         for param in Param::ALL {
             let name = param.as_str();
-            assert_eq!(Param::from_name(name), Some(param));
-            assert_eq!(Param::from_name(&name.to_ascii_uppercase()), Some(param));
+            assert_eq!(Param::from_name(name.as_bytes()), Some(param));
+            assert_eq!(
+                Param::from_name(name.to_ascii_uppercase().as_bytes()),
+                Some(param)
+            );
             let capitalized = format!("{}{}", name[..1].to_ascii_uppercase(), &name[1..]);
-            assert_eq!(Param::from_name(&capitalized), Some(param));
-            assert_eq!(Param::from_name(&format!("{name}x")), None);
-            assert_eq!(Param::from_name(&format!("z{}", &name[1..])), None);
+            assert_eq!(Param::from_name(capitalized.as_bytes()), Some(param));
+            assert_eq!(Param::from_name(format!("{name}x").as_bytes()), None);
+            assert_eq!(
+                Param::from_name(format!("z{}", &name[1..]).as_bytes()),
+                None
+            );
         }
         for other in ["", "userhash", "username*", "stale", "domain", "n"] {
-            assert_eq!(Param::from_name(other), None, "{other}");
+            assert_eq!(Param::from_name(other.as_bytes()), None, "{other}");
         }
     }
 

@@ -305,6 +305,35 @@ mod tests {
     ];
 
     #[test]
+    fn every_name_known_accepts_is_a_token() {
+        // `Message::from_parts` checks only the names `known` does not accept to be tokens.
+        let mut accepted = 0;
+        let spellings = KNOWN_NAMES.iter().flat_map(|n| {
+            [
+                n.to_string(),
+                n.to_ascii_lowercase(),
+                n.to_ascii_uppercase(),
+            ]
+        });
+        let compact = (0..=255u8).map(|c| String::from_utf8_lossy(&[c]).into_owned());
+        for name in spellings.chain(compact) {
+            let bytes = name.as_bytes();
+            for at in 0..bytes.len() {
+                for b in 0..=255u8 {
+                    let mut mutated = bytes.to_vec();
+                    mutated[at] = b;
+                    if HeaderName::known(&mutated).is_some() {
+                        accepted += 1;
+                        let text = std::str::from_utf8(&mutated).unwrap();
+                        assert!(crate::syntax::is_token(text), "{mutated:?}");
+                    }
+                }
+            }
+        }
+        assert!(accepted > 3 * HeaderName::KNOWN, "{accepted}");
+    }
+
+    #[test]
     fn known_names_have_slots_of_their_own() {
         let mut seen = [false; HeaderName::KNOWN];
         // Full names and every compact form.

@@ -97,7 +97,9 @@ impl Message {
             }
             // `line_start < value_start`: the name and its colon come before the value.
             let before = bytes.get(line_start..value_start)?;
-            let colon = memchr::memchr(b':', before)?;
+            // A name and its colon: a few bytes, where a plain search costs less than
+            // `memchr`'s dispatch (~130 instructions a field).
+            let colon = before.iter().position(|&b| b == b':')?;
             if !before[colon + 1..].iter().all(|&b| syntax::is_lws(b)) {
                 return None;
             }
@@ -119,10 +121,19 @@ impl Message {
                 .rposition(|&b| b != b' ' && b != b'\t')
                 .map_or(0, |i| i + 1);
             let name_bytes = &name_bytes[..name_len];
-            if name_bytes.is_empty() || !name_bytes.iter().all(|&b| syntax::is_token_char(b)) {
+            // Every name `known` accepts is a token (a test holds it to that): only the others
+            // are checked byte by byte.
+            let known = HeaderName::known(name_bytes);
+            debug_assert!(
+                known.is_none() || name_bytes.iter().all(|&b| syntax::is_token_char(b)),
+                "{name_bytes:?}"
+            );
+            if name_bytes.is_empty()
+                || (known.is_none() && !name_bytes.iter().all(|&b| syntax::is_token_char(b)))
+            {
                 return None;
             }
-            let name = HeaderName::known(name_bytes).unwrap_or_else(|| {
+            let name = known.unwrap_or_else(|| {
                 HeaderName::Other(std::str::from_utf8(name_bytes).unwrap_or("").into())
             });
             if name == HeaderName::ContentLength {
@@ -229,6 +240,32 @@ mod tests {
         assert_eq!(m.from_header().unwrap().tag(), Some("a1"));
         assert_eq!(m.cseq().unwrap().seq, 7);
         assert_eq!(m.headers_end(), parsed.headers_end());
+    }
+
+    #[test]
+    fn names_are_checked_whether_known_or_not() {
+        let parsed = Message::parse(Bytes::from_static(MESSAGE.as_bytes())).unwrap();
+        let (fields, sle, he, body) = index_of(&parsed);
+        // The same layout with the name written otherwise: a known name in another case, an
+        // unknown token, and names that are not tokens.
+        for (name, ok) in [
+            ("SUBJECT", true),
+            ("sUbJeCt", true),
+            ("X-Subjx", true),
+            ("Subj@ct", false),
+            ("Sub ect", false),
+            ("Subje\u{e9}", false),
+        ] {
+            let text = MESSAGE.replacen("Subject", name, 1);
+            assert_eq!(text.len(), MESSAGE.len());
+            let raw: &'static [u8] = Box::leak(text.into_bytes().into_boxed_slice());
+            let rebuilt = rebuild(raw, &fields, sle, he, body);
+            assert_eq!(rebuilt.is_some(), ok, "{name}");
+            if let Some(m) = rebuilt {
+                let fresh = Message::parse(Bytes::from_static(raw)).unwrap();
+                assert_eq!(m.headers(), fresh.headers(), "{name}");
+            }
+        }
     }
 
     #[test]

@@ -204,7 +204,8 @@ impl std::fmt::Debug for Message {
 #[derive(Debug, Clone)]
 struct Fields {
     raw: Bytes,
-    /// `raw[..headers_end]` as text, validated once when the message was parsed or written, so
+    /// `raw[..headers_end]` as text (or all of `raw`, when its reader had it as text already:
+    /// [`Message::parse_text`]), validated once when the message was parsed or written, so
     /// that reading a header does not validate its bytes again. `None` when some header field
     /// is not UTF-8 ([`Defect::HeaderNotUtf8`]); spans are then validated one by one.
     head: Option<Arc<str>>,
@@ -664,6 +665,16 @@ impl Message {
         parse::parse(raw, limits)
     }
 
+    /// [`Message::parse`] of bytes the caller also holds as text: a WebSocket transport checks
+    /// a text message to be UTF-8 before it hands it on, and this takes that text instead of
+    /// checking and copying the header section again. `text` must be `raw` as text; bytes that
+    /// are not are parsed as by [`Message::parse`]. Made from the text's own allocation
+    /// (`Bytes::from_owner`), `raw` is recognised by its address; else it is compared in full.
+    /// With default limits only: there is no `parse_text_with` (the core uses the defaults).
+    pub fn parse_text(raw: Bytes, text: Arc<str>) -> Result<Message, ParseError> {
+        parse::parse_text(raw, text, &ParseLimits::default())
+    }
+
     /// The message exactly as received (or built).
     pub fn raw(&self) -> &Bytes {
         &self.m.raw
@@ -814,11 +825,29 @@ impl Message {
                 method_text,
             });
         }
-        // The first read returns what it parsed, and keeps it for the others.
-        let cseq = CSeq::parse(
+        self.keep_cseq(
             self.header(&HeaderName::CSeq)
                 .ok_or(HeaderError::Missing("CSeq"))?,
-        )?;
+        )
+    }
+
+    /// [`Message::cseq`] read from the field at `at` of [`Message::headers`], which the caller
+    /// knows to be the first CSeq field (a message it wrote).
+    pub(crate) fn cseq_of_field(&self, at: usize) -> Result<CSeq<'_>, HeaderError> {
+        let field = self
+            .m
+            .headers
+            .get(at)
+            .filter(|h| h.name == HeaderName::CSeq);
+        match field {
+            Some(h) => self.keep_cseq(self.text(h.value)),
+            None => self.cseq(),
+        }
+    }
+
+    /// The first read of the CSeq: parses `value` and keeps what it found for the others.
+    fn keep_cseq<'m>(&'m self, value: &'m str) -> Result<CSeq<'m>, HeaderError> {
+        let cseq = CSeq::parse(value)?;
         let spans = CSeqSpans {
             seq: cseq.seq,
             method: method_code(&cseq.method),
@@ -875,6 +904,14 @@ impl Message {
                     self.header(&HeaderName::To)
                         .ok_or(HeaderError::Missing("To"))?,
                 )?;
+                // A request's tag is kept with the first parse: the response to nearly every
+                // request asks for it (`to_tag`), which otherwise rebuilt the view to find it
+                // (~300 instructions a request against ~60 here). Not a response's: a relayed
+                // response's To is parsed by validation and its tag seldom asked for.
+                if self.is_request() && self.m.views.to_tag.get().is_none() {
+                    let tag = TagSpan(addr.tag().map(|t| self.span_of(t)));
+                    self.m.views.to_tag.set(tag.to_words());
+                }
                 Ok((addr, self.name_addr_spans(&addr)))
             },
             |s| self.name_addr_at(s),
@@ -1318,14 +1355,21 @@ mod tests {
         ];
         for (i, cseq) in fields.iter().enumerate() {
             let tag = tags[i % tags.len()];
-            let text = format!(
-                "OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n{tag}{cseq}l: 0\r\n\r\n"
-            );
+            // Requests and responses (only a request's To tag is kept with its To).
+            let start = ["OPTIONS sip:h SIP/2.0", "SIP/2.0 200 OK"][i / tags.len() % 2];
+            let text =
+                format!("{start}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n{tag}{cseq}l: 0\r\n\r\n");
             let mut bytes = text.into_bytes();
             // A header section that is not UTF-8 (the messages without kept text).
             if let Some(at) = bytes.windows(2).position(|w| w == b"\\x") {
                 bytes.splice(at..at + 4, [0xff]);
             }
+            // The To tag asked for before the To header (the view fills both) and after it.
+            let first = Message::parse(Bytes::from(bytes.clone())).unwrap();
+            let to_tag_first = first.to_tag().map(str::to_owned);
+            let to_after = first.to_header().ok().and_then(|t| t.tag());
+            assert_eq!(to_tag_first.as_deref(), to_after, "{tag:?}");
+            assert_eq!(first.to_tag(), to_after, "{tag:?}");
             let m = Message::parse(Bytes::from(bytes)).unwrap();
             let fresh_cseq = m
                 .header(&HeaderName::CSeq)
@@ -1339,6 +1383,13 @@ mod tests {
                 assert_eq!(m.from_tag(), fresh_from, "{tag:?}");
                 assert_eq!(m.to_tag(), fresh_to, "{tag:?}");
             }
+            // And against a parse of the To text alone, without any kept view.
+            let alone = m
+                .header(&HeaderName::To)
+                .and_then(|t| NameAddr::parse(t).ok())
+                .and_then(|t| t.tag());
+            assert_eq!(m.to_tag(), alone, "{tag:?}");
+            assert_eq!(to_tag_first.as_deref(), alone, "{tag:?}");
         }
     }
 }

@@ -5,6 +5,8 @@
 //! connection closed. Problems that still allow an answer are recorded as a
 //! [`super::Defect`] and answered `400` by validation.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::{Defect, Header, HeaderName, Message, Method, Span, StartLine};
@@ -74,6 +76,39 @@ pub(super) fn parse(raw: Bytes, limits: &ParseLimits) -> Result<Message, ParseEr
     let head = head.or_else(|| super::head_text(&raw, layout.headers_end));
     Ok(Message::from_fields(super::Fields {
         head,
+        body: layout.body,
+        raw,
+        start: layout.start,
+        start_line_end: layout.start_line_end as u32,
+        headers: layout.headers,
+        headers_end: layout.headers_end as u32,
+        defect: layout.defect,
+        views: Default::default(),
+    }))
+}
+
+/// [`parse`] of bytes whose reader already holds them as text (a WebSocket text message, which
+/// its transport checks to be UTF-8 before anything else): `text` becomes the message's text,
+/// so the header section is neither checked nor copied again. Bytes that are not `text` are
+/// parsed by [`parse`]. Bytes made from the text's allocation are recognised by their address;
+/// others cost a full comparison, which for a large body can cost more than the check it
+/// spares.
+pub(super) fn parse_text(
+    raw: Bytes,
+    text: Arc<str>,
+    limits: &ParseLimits,
+) -> Result<Message, ParseError> {
+    // The same memory is the same bytes (a transport that made `raw` from the text's own
+    // allocation); anything else is compared in full before the text is trusted.
+    let same =
+        (raw.as_ptr() == text.as_ptr() && raw.len() == text.len()) || raw[..] == *text.as_bytes();
+    if !same {
+        return parse(raw, limits);
+    }
+    // All of it is UTF-8, so the pass that checks field by field would find what this one does.
+    let layout = parse_fields(&raw, limits, false)?;
+    Ok(Message::from_fields(super::Fields {
+        head: Some(text),
         body: layout.body,
         raw,
         start: layout.start,
@@ -592,6 +627,98 @@ mod tests {
             parse("SIP/2.0 200 OK\r\n\r\n").unwrap().request_sip_uri(),
             None
         );
+    }
+
+    /// Everything a reader can see of a message, for comparing two parses of one text.
+    fn seen(m: &Message) -> String {
+        let values: Vec<&str> = m.headers().iter().map(|h| m.text(h.value)).collect();
+        let lines: Vec<&str> = m.headers().iter().map(|h| m.text(h.line)).collect();
+        let index = m.index_fields().map(|f| f.collect::<Vec<_>>());
+        format!(
+            "{:?} {:?} {} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} \
+             {:?} {:?} {:?}",
+            m.raw(),
+            m.start_line(),
+            m.start_line_end(),
+            m.headers_end(),
+            m.headers(),
+            m.defect(),
+            m.body(),
+            m.body_span(),
+            values,
+            lines,
+            m.request_uri(),
+            m.reason(),
+            m.top_via(),
+            m.from_header(),
+            m.to_header(),
+            m.first_contact(),
+            m.cseq(),
+            m.request_sip_uri(),
+            m.branch(),
+            index,
+            m.relayed("SIP/2.0/UDP p;branch=z9hG4bKp", Some("sip:x@y"), Some(9)),
+        )
+    }
+
+    #[test]
+    fn text_handed_over_parses_as_the_bytes_do() {
+        let register = "REGISTER sip:h SIP/2.0\r\nVia: SIP/2.0/WSS df7.invalid;branch=z9hG4bK1;rport\r\nMax-Forwards: 70\r\nTo: <sip:a@h>\r\nFrom: \"Ä\" <sip:a@h>;tag=t1\r\nCall-ID: c1\r\nCSeq: 2 REGISTER\r\nContact: <sip:x@df7.invalid;transport=ws>;+sip.instance=\"<urn:uuid:1>\";expires=600\r\nContent-Length: 0\r\n\r\n";
+        let mut texts = vec![
+            register.to_string(),
+            format!("\r\n\r\n{register}"),
+            register.replace("\r\n", "\n"),
+            "MESSAGE sip:bob@h SIP/2.0\r\nVia: SIP/2.0/WS a.invalid;branch=z9hG4bK2\r\nSubject: a\r\n  b\r\nl: 7\r\n\r\nhé 😀trailing".into(),
+            "MESSAGE sip:bob@h SIP/2.0\r\nl: 3\r\n\r\nh\u{e9}".into(),
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/WS a.invalid;branch=z9hG4bK2\r\nCSeq: 1 MESSAGE\r\n\r\n".into(),
+            "OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -1\r\n: x\r\nbad line\r\nl: 1\r\nl: 1\r\n\r\nx".into(),
+            "INVITE  sip:a@b  SIP/2.0\r\nl: 0\r\n\r\n".into(),
+            "INVITE sip:a@b SIP/2.0\r\nVia: x\r\n".into(),
+            "SIP/2.0 99 no\r\n\r\n".into(),
+            "\r\n\r\n".into(),
+            String::new(),
+            format!("OPTIONS sip:a@b SIP/2.0\r\n{}\r\n", "X: y\r\n".repeat(300)),
+        ];
+        let prefixes: Vec<String> = (0..=register.len())
+            .filter_map(|i| register.get(..i).map(String::from))
+            .collect();
+        texts.extend(prefixes);
+        /// Bytes that are the text's own allocation (as the WebSocket transport makes them).
+        struct Shared(Arc<str>);
+        impl AsRef<[u8]> for Shared {
+            fn as_ref(&self) -> &[u8] {
+                self.0.as_bytes()
+            }
+        }
+        for text in &texts {
+            let raw = Bytes::copy_from_slice(text.as_bytes());
+            let by_bytes = Message::parse(raw.clone());
+            let shared: Arc<str> = Arc::from(text.as_str());
+            let by_text = Message::parse_text(raw, Arc::from(text.as_str()));
+            let by_shared =
+                Message::parse_text(Bytes::from_owner(Shared(Arc::clone(&shared))), shared);
+            for by in [&by_text, &by_shared] {
+                match (&by_bytes, by) {
+                    (Ok(a), Ok(b)) => assert_eq!(seen(a), seen(b), "{text:?}"),
+                    (a, b) => assert_eq!(a.as_ref().err(), b.as_ref().err(), "{text:?}"),
+                }
+            }
+        }
+        // Text that is not the bytes: the bytes are what is parsed, whatever the text says.
+        let mut bad = register.as_bytes().to_vec();
+        bad.splice(30..30, [0xff, 0xfe]);
+        for (raw, text) in [
+            (Bytes::from(bad), register),
+            (
+                Bytes::from_static(b"OPTIONS sip:a@b SIP/2.0\r\n\r\n"),
+                register,
+            ),
+            (Bytes::copy_from_slice(register.as_bytes()), "x"),
+        ] {
+            let by_bytes = Message::parse(raw.clone()).map(|m| seen(&m));
+            let by_text = Message::parse_text(raw, Arc::from(text)).map(|m| seen(&m));
+            assert_eq!(by_bytes, by_text);
+        }
     }
 
     #[test]

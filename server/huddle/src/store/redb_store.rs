@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use ::redb::{
-    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, StorageError,
-    TableDefinition, WriteTransaction,
+    Builder, ConcurrencyMode, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable,
+    StorageError, TableDefinition, WriteTransaction,
 };
 
 use super::error::{EngineError, Result, StoreError};
@@ -123,6 +123,11 @@ impl RedbStore {
         let path = path.as_ref().to_path_buf();
         let mut builder = Builder::new();
         builder
+            // One writer, this process: `huddle user` and any other opener are refused while
+            // the server runs (`AlreadyOpen`), which `watches_see_every_write` promises and the
+            // host's account set (`plugins/services.rs`, `Accounts`) relies on. redb's
+            // default, said because of that.
+            .set_concurrency_mode(ConcurrencyMode::ExclusiveWriter)
             .set_cache_size(options.cache_size)
             .set_check_integrity_on_open(options.check_integrity_on_open);
         let db = builder.create(&path).map_err(|e| open_error(&path, e))?;
@@ -520,5 +525,11 @@ impl Store for RedbStore {
 
     fn watch_count(&self) -> usize {
         self.hub.len()
+    }
+
+    // The file is opened `ExclusiveWriter` (`open_with`): no other process writes it while
+    // this handle lives, and every commit notifies the hub before it returns.
+    fn watches_see_every_write(&self) -> bool {
+        true
     }
 }

@@ -229,9 +229,11 @@
 //! [`HUDDLE_CAP_LOCATION`]) answers whether the host has an account named `user` (a Request-URI
 //! user part, UTF-8, unescaped): [`HUDDLE_OK`] when it has, [`HUDDLE_ERR_NOT_FOUND`] when it has
 //! not (a name no account can have, empty or with characters user names never contain, is
-//! simply not found). The host reads its accounts as they are at the moment of the call (the
-//! store, where `huddle user add` and `huddle user remove` write them), so the answer is never
-//! older than the call; it costs a store read, no SIP round trip. Whether the user has
+//! simply not found). The answer is the host's accounts as they are at the moment of the call
+//! (every account written or removed before the call counts; `huddle user add` and `huddle
+//! user remove` write them with the server stopped), with no SIP round trip: Huddle answers
+//! from the account names it holds in memory, kept current by a watch on its store, and reads
+//! the store per call where that store may have other writers. Whether the user has
 //! bindings is what registration events and the `location` namespace say (events come in order
 //! with the requests that follow them); this call says nothing about bindings, so that a plugin
 //! never mixes two views of them that may disagree for a moment. The accounts' credentials stay

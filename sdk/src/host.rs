@@ -257,8 +257,9 @@ impl Host {
     }
 
     /// (ABI 1.5, with [`crate::Capabilities::LOCATION`]) Whether the host has an account named
-    /// `user` (a Request-URI user part): read as the host's store holds it at the moment of the
-    /// call, with no SIP round trip. Says nothing about bindings (registration events and the
+    /// `user` (a Request-URI user part): the host's accounts as they are at the moment of the
+    /// call (Huddle answers from the names it holds in memory, kept current by a watch on its
+    /// store), with no SIP round trip. Says nothing about bindings (registration events and the
     /// `location` namespace do). [`Error::NotSupported`] from hosts before ABI 1.5 or without
     /// the capability: the plugin then learns it some other way (routing to the address of
     /// record: `404` for no such user).

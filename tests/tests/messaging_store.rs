@@ -192,7 +192,8 @@ async fn unknown_user_404_large_body_413_full_mailbox_486() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_written_while_running_decide_between_202_and_404() {
-    // The plugin asks the host's accounts (plugin ABI 1.5 `user_exists`, a store read), not
+    // The plugin asks the host's accounts (plugin ABI 1.5 `user_exists`: the host's account
+    // set, kept current by a watch on the store it shares with this test), not
     // the user's address: erin, written to the store after start-up, is unknown to the
     // proxy's routing (which would answer 404) yet gets her message stored.
     let server = server("").await;

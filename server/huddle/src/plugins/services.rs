@@ -7,8 +7,9 @@
 //!   channel (full: [`Error::Busy`]), held until the end of the batch when the call comes
 //!   from the instance's own thread ([`Outbox`]);
 //! * the store is called directly, through [`Scoped`] views: read-write `plugin/<name>/`,
-//!   read-only `location/` and other plugins' `plugin/<other>/`; `user_exists` (ABI 1.5) reads
-//!   whether `credentials/<user>` is there, never its value;
+//!   read-only `location/` and other plugins' `plugin/<other>/`; `user_exists` (ABI 1.5) says
+//!   whether `credentials/<user>` is there, never its value, from the account names held in
+//!   memory (`Accounts`) when the store's watches see every write, else by a store read;
 //! * watches and timers are tokio tasks that put their events in the instance's mailbox;
 //! * logs go to `tracing` with a `plugin` field;
 //! * media calls go to the [`MediaEngine`] (when it runs: then, and only then, the instance is
@@ -17,7 +18,7 @@
 //!   registered an RTP sink (ABI 1.7): that is handed to the sink right there, on the media
 //!   thread, with no queue and no hop to the instance's thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
@@ -36,7 +37,9 @@ use super::mailbox::{Job, Mailbox, MediaJob};
 use super::outbox::Outbox;
 use super::{HostCommand, SendControl};
 use crate::media::{MediaEngine, MediaError, MediaEvents};
-use crate::store::{Access, Namespace, Op, Scoped, Store, StoreError, WatchEvent, MAX_SCAN_PAGE};
+use crate::store::{
+    scan_pages, Access, Namespace, Op, Scoped, Store, StoreError, Watch, WatchEvent, MAX_SCAN_PAGE,
+};
 
 /// Timers one instance may have armed at once.
 pub(crate) const MAX_TIMERS: usize = 65_536;
@@ -131,6 +134,82 @@ fn media_error(e: MediaError) -> Error {
             reason: sdp.reason().to_owned(),
             warning: sdp.warning().map(str::to_owned),
         })),
+    }
+}
+
+/// Accounts held in memory at most for `user_exists`; past this the store is read per call.
+pub(crate) const MAX_KNOWN_ACCOUNTS: usize = 100_000;
+
+/// The account names `user_exists` answers from (ABI 1.5): every `credentials/<name>` read
+/// once, at the first call, then kept current by a watch on `credentials/`. The answer was a
+/// redb read transaction per call (about 5.7 k instructions, one per message to a user with no
+/// device); now it is a hash lookup after draining the watch.
+///
+/// Exact only where [`Store::watches_see_every_write`]: the server's own store handle is the
+/// only writer (the redb file is opened by one process, so `huddle user add`/`remove` run with
+/// the server stopped), and a write's watchers are notified before it returns. The watch is
+/// drained before every answer, so an account written or removed before the call (`[[users]]`
+/// at start-up, or a write through the handle the server shares) is answered as the store has
+/// it. A store that cannot promise that is read per call, as before. A lagged or closed watch
+/// drops the set and the next call reads everything again; that first read, and the one after a
+/// lag, scan every account on the calling thread (the plugin's), about 10 ms for 10,000. More
+/// than [`MAX_KNOWN_ACCOUNTS`] accounts: no set, the store is read per call from then on, for
+/// the instance's life.
+#[derive(Debug, Default)]
+enum Accounts {
+    /// Not read yet, or dropped (the watch lagged).
+    #[default]
+    Unread,
+    Known {
+        watch: Watch,
+        names: HashSet<Box<[u8]>, foldhash::fast::RandomState>,
+    },
+    /// Too many to hold: read per call.
+    TooMany,
+}
+
+impl Accounts {
+    /// Reads every account, watching `credentials/` from just before the scan (a write during
+    /// the scan is seen by both; applying it again changes nothing).
+    fn read(store: &dyn Store, max: usize) -> std::result::Result<Accounts, StoreError> {
+        let prefix = Namespace::credentials().prefix().to_vec();
+        let watch = store.watch_prefix(&prefix)?;
+        let mut names = HashSet::default();
+        for page in scan_pages(store, &prefix, MAX_SCAN_PAGE) {
+            for (key, _) in page? {
+                if names.len() == max {
+                    return Ok(Accounts::TooMany);
+                }
+                names.insert(key[prefix.len()..].into());
+            }
+        }
+        Ok(Accounts::Known { watch, names })
+    }
+
+    /// Applies the writes the watch has seen; `false` when the set can no longer be trusted
+    /// (changes were dropped, or the store is gone).
+    fn catch_up(&mut self, max: usize) -> bool {
+        let Accounts::Known { watch, names } = self else {
+            return false;
+        };
+        let skip = Namespace::credentials().prefix().len();
+        while let Some(event) = watch.try_recv() {
+            match event {
+                WatchEvent::Change(change) => {
+                    let name = change.key.get(skip..).unwrap_or_default();
+                    if change.value.is_some() {
+                        if names.len() >= max && !names.contains(name) {
+                            return false;
+                        }
+                        names.insert(name.into());
+                    } else {
+                        names.remove(name);
+                    }
+                }
+                WatchEvent::Lagged => return false,
+            }
+        }
+        !watch.is_closed()
     }
 }
 
@@ -288,6 +367,8 @@ pub(crate) struct Services {
     ops: Option<Arc<crate::admin::Ops>>,
     /// `store_batch` limits: operations, bytes of keys and values (`[store]`).
     batch_limit: (usize, usize),
+    /// What `user_exists` answers from.
+    accounts: Mutex<Accounts>,
 }
 
 impl Services {
@@ -325,6 +406,7 @@ impl Services {
                 crate::config::StoreConfig::default().plugin_batch_max_ops,
                 crate::config::StoreConfig::default().plugin_batch_max_bytes,
             ),
+            accounts: Mutex::new(Accounts::Unread),
         })
     }
 
@@ -427,6 +509,14 @@ impl Services {
         })?;
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
         Ok(id)
+    }
+
+    /// Whether `credentials/<user>` is in the store (a read transaction).
+    fn account_in_store(&self, user: &str) -> Result<bool> {
+        self.store
+            .get(&Namespace::credentials().key(user.as_bytes()))
+            .map(|record| record.is_some())
+            .map_err(|e| self.store_error(e))
     }
 
     fn refuse(&self, why: &str) -> Error {
@@ -564,10 +654,31 @@ impl HostServices for Services {
         if !crate::users::valid_user_name(user) {
             return Ok(false);
         }
-        self.store
-            .get(&Namespace::credentials().key(user.as_bytes()))
-            .map(|record| record.is_some())
-            .map_err(|e| self.store_error(e))
+        if !self.store.watches_see_every_write() {
+            return self.account_in_store(user);
+        }
+        let mut accounts = self.accounts.lock().unwrap_or_else(|poisoned| {
+            // A panic while the watch was drained may have lost a change: read again.
+            let mut accounts = poisoned.into_inner();
+            *accounts = Accounts::Unread;
+            accounts
+        });
+        if !accounts.catch_up(MAX_KNOWN_ACCOUNTS) && !matches!(*accounts, Accounts::TooMany) {
+            // Unread until read whole: a failed read leaves nothing stale behind.
+            *accounts = Accounts::Unread;
+            let mut read = Accounts::read(self.store.as_ref(), MAX_KNOWN_ACCOUNTS)
+                .map_err(|e| self.store_error(e))?;
+            // What was written while the scan ran (a delete of a name the scan had passed
+            // already) is on the watch: applied before the set answers anything.
+            if read.catch_up(MAX_KNOWN_ACCOUNTS) || matches!(read, Accounts::TooMany) {
+                *accounts = read;
+            }
+        }
+        if let Accounts::Known { names, .. } = &*accounts {
+            return Ok(names.contains(user.as_bytes()));
+        }
+        drop(accounts);
+        self.account_in_store(user)
     }
 
     fn store_put(&self, key: &[u8], value: &[u8]) -> Result<()> {
@@ -889,6 +1000,185 @@ mod tests {
         assert_eq!(kit.user_exists(""), Ok(false));
         assert!(crate::users::remove_user(store.as_ref(), "bob").unwrap());
         assert_eq!(kit.user_exists("bob"), Ok(false));
+    }
+
+    /// A store that counts its reads, says what `watches_see_every_write` is set to, and can
+    /// write to itself while a scan is under way (before answering scan page `n`, from 1).
+    struct Probe {
+        inner: MemoryStore,
+        every_write: bool,
+        gets: AtomicUsize,
+        scans: AtomicUsize,
+        #[allow(clippy::type_complexity)]
+        during_scan: Mutex<Option<(usize, Box<dyn FnOnce(&MemoryStore) + Send>)>>,
+    }
+
+    impl std::fmt::Debug for Probe {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Probe").finish_non_exhaustive()
+        }
+    }
+
+    impl Probe {
+        fn new(every_write: bool) -> Self {
+            Probe {
+                inner: MemoryStore::new(),
+                every_write,
+                gets: AtomicUsize::new(0),
+                scans: AtomicUsize::new(0),
+                during_scan: Mutex::new(None),
+            }
+        }
+    }
+
+    impl Store for Probe {
+        fn get(&self, key: &[u8]) -> crate::store::Result<Option<Vec<u8>>> {
+            self.gets.fetch_add(1, Ordering::Relaxed);
+            self.inner.get(key)
+        }
+        fn put(&self, key: &[u8], value: &[u8]) -> crate::store::Result<()> {
+            self.inner.put(key, value)
+        }
+        fn delete(&self, key: &[u8]) -> crate::store::Result<bool> {
+            self.inner.delete(key)
+        }
+        fn compare_and_swap(
+            &self,
+            key: &[u8],
+            expected: Option<&[u8]>,
+            new: Option<&[u8]>,
+        ) -> crate::store::Result<std::result::Result<(), crate::store::CasConflict>> {
+            self.inner.compare_and_swap(key, expected, new)
+        }
+        fn scan_prefix(
+            &self,
+            prefix: &[u8],
+            start_after: Option<&[u8]>,
+            limit: usize,
+        ) -> crate::store::Result<crate::store::ScanPage> {
+            let n = self.scans.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut during = lock(&self.during_scan);
+            if during.as_ref().is_some_and(|(at, _)| *at == n) {
+                if let Some((_, write)) = during.take() {
+                    write(&self.inner);
+                }
+            }
+            drop(during);
+            self.inner.scan_prefix(prefix, start_after, limit)
+        }
+        fn apply_batch(&self, ops: Vec<Op>) -> crate::store::Result<()> {
+            self.inner.apply_batch(ops)
+        }
+        fn watch_prefix(&self, prefix: &[u8]) -> crate::store::Result<Watch> {
+            self.inner.watch_prefix(prefix)
+        }
+        fn watch_count(&self) -> usize {
+            self.inner.watch_count()
+        }
+        fn watches_see_every_write(&self) -> bool {
+            self.every_write
+        }
+    }
+
+    fn account(name: &str) -> Op {
+        Op::put(Namespace::credentials().key(name.as_bytes()), "x")
+    }
+
+    #[tokio::test]
+    async fn user_exists_reads_the_store_per_call_only_where_watches_may_miss_writes() {
+        for every_write in [true, false] {
+            let probe = Arc::new(Probe::new(every_write));
+            let store: Arc<dyn Store> = probe.clone();
+            store.apply_batch(vec![account("bob")]).unwrap();
+            let (kit, _rx) = services("kit", store.clone());
+            for _ in 0..5 {
+                assert_eq!(kit.user_exists("bob"), Ok(true));
+                assert_eq!(kit.user_exists("carol"), Ok(false));
+            }
+            store.apply_batch(vec![account("carol")]).unwrap();
+            store.delete(b"credentials/bob").unwrap();
+            assert_eq!(kit.user_exists("bob"), Ok(false));
+            assert_eq!(kit.user_exists("carol"), Ok(true));
+            let gets = probe.gets.load(Ordering::Relaxed);
+            if every_write {
+                assert_eq!(gets, 0, "answered from the set, read once by a scan");
+            } else {
+                assert_eq!(gets, 12, "one store read per call");
+                assert_eq!(probe.scans.load(Ordering::Relaxed), 0);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_while_the_accounts_are_read_are_followed() {
+        // Written before the first page is answered, and between two pages (a delete of an
+        // account the first page had, a put past both).
+        let page = MAX_SCAN_PAGE;
+        for (at, accounts) in [(1, 3), (2, page + 5)] {
+            let probe = Arc::new(Probe::new(true));
+            let store: Arc<dyn Store> = probe.clone();
+            store
+                .apply_batch(
+                    (0..accounts)
+                        .map(|i| account(&format!("u{i:05}")))
+                        .collect(),
+                )
+                .unwrap();
+            *lock(&probe.during_scan) = Some((
+                at,
+                Box::new(|inner: &MemoryStore| {
+                    inner.delete(b"credentials/u00000").unwrap();
+                    inner.put(b"credentials/zed", b"x").unwrap();
+                    inner.put(b"credentials/u00001", b"y").unwrap();
+                }),
+            ));
+            let (kit, _rx) = services("kit", store.clone());
+            assert_eq!(kit.user_exists("u00000"), Ok(false), "scan page {at}");
+            assert_eq!(kit.user_exists("zed"), Ok(true), "scan page {at}");
+            assert_eq!(kit.user_exists("u00001"), Ok(true), "scan page {at}");
+            let last = format!("u{:05}", accounts - 1);
+            assert_eq!(kit.user_exists(&last), Ok(true), "scan page {at}");
+            assert!(probe.scans.load(Ordering::Relaxed) >= at);
+            assert_eq!(probe.gets.load(Ordering::Relaxed), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn user_exists_stays_right_when_its_watch_lags_and_past_the_accounts_it_holds() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (kit, _rx) = services("kit", store.clone());
+        assert_eq!(kit.user_exists("u0"), Ok(false));
+        // More writes than the watch holds before the next call: it lags, the set is read again.
+        let ops = (0..crate::store::DEFAULT_WATCH_CAPACITY + 10)
+            .map(|i| {
+                Op::put(
+                    Namespace::credentials().key(format!("u{i}").as_bytes()),
+                    "x",
+                )
+            })
+            .collect();
+        store.apply_batch(ops).unwrap();
+        assert_eq!(kit.user_exists("u0"), Ok(true));
+        let last = crate::store::DEFAULT_WATCH_CAPACITY + 9;
+        assert_eq!(kit.user_exists(&format!("u{last}")), Ok(true));
+        assert_eq!(kit.user_exists(&format!("u{}", last + 1)), Ok(false));
+        store.delete(b"credentials/u7").unwrap();
+        assert_eq!(kit.user_exists("u7"), Ok(false));
+        assert_eq!(kit.user_exists("u8"), Ok(true));
+
+        // Past its limit the set is not kept: the store answers each call.
+        let mut few = Accounts::read(store.as_ref(), 3).unwrap();
+        assert!(matches!(few, Accounts::TooMany));
+        assert!(!few.catch_up(3));
+        let mut some = Accounts::read(store.as_ref(), 5000).unwrap();
+        assert!(some.catch_up(5000));
+        store.put(b"credentials/new", b"x").unwrap();
+        assert!(some.catch_up(5000));
+        store.put(b"credentials/newer", b"x").unwrap();
+        assert!(
+            !some.catch_up(1),
+            "a set that would grow past its limit is given up"
+        );
     }
 
     #[tokio::test]

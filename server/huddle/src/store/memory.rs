@@ -166,4 +166,9 @@ impl Store for MemoryStore {
     fn watch_count(&self) -> usize {
         self.hub.len()
     }
+
+    // One process's memory, its watchers notified under the write lock.
+    fn watches_see_every_write(&self) -> bool {
+        true
+    }
 }

@@ -59,7 +59,9 @@
 //! the store is dropped, `recv` returns `None`.
 //!
 //! Watches see the writes made through this store handle (and any [`Scoped`] views of it). A
-//! distributed engine will deliver other nodes' writes through the same interface.
+//! distributed engine will deliver other nodes' writes through the same interface, later than
+//! they return there; [`Store::watches_see_every_write`] says whether a handle is the only
+//! writer, so that something kept in memory by a watch is exact.
 //!
 //! # Durability
 //!
@@ -244,6 +246,16 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// How many watches are registered on this store (for metrics and tests).
     fn watch_count(&self) -> usize;
+
+    /// Whether this handle's watches see every write to the store: nothing but this handle
+    /// writes it (no other process, no other node), and a write's watchers are notified before
+    /// the write returns. Then a copy of a prefix kept by a watch, drained before each use, is
+    /// exact for every write completed before that use (the host's account set for
+    /// `user_exists` relies on it). `false` by default: an engine shared with other writers
+    /// says nothing, and such copies read the store instead.
+    fn watches_see_every_write(&self) -> bool {
+        false
+    }
 }
 
 /// Walks every entry under `prefix`, one page of at most `page_size` entries per item, so that a

@@ -217,6 +217,10 @@ impl Store for Scoped {
     fn watch_count(&self) -> usize {
         self.inner.watch_count()
     }
+
+    fn watches_see_every_write(&self) -> bool {
+        self.inner.watches_see_every_write()
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,11 @@
 //! still returns only once its own write is durable; under concurrency the `fsync` is shared
 //! (the messaging plugin's store writers rely on this for its `202 Accepted`s).
 //!
+//! The file grows through [`ZeroedGrowth`], redb's file backend writing zeros into the space
+//! the file grows by ahead of redb's first writes there: on ext4 a commit into a hole made its
+//! `fdatasync` allocate blocks and write the extent and inode blocks synchronously, each commit,
+//! for as long as the file grows (bench/NOTES.md, branch msgstore, 2026-11-28).
+//!
 //! The file carries a small metadata table with the store's layout version. A fresh (empty) file
 //! gets it on first open; a redb file with tables but without it belongs to someone else and is
 //! refused, as is a layout newer than this build knows.
@@ -22,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use ::redb::{
-    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, StorageError,
-    TableDefinition, WriteTransaction,
+    BackendError, Builder, ConcurrencyMode, Database, DatabaseError, Durability, ReadableDatabase,
+    ReadableTable, StorageBackend, StorageError, TableDefinition, WriteTransaction,
 };
 
 use super::error::{EngineError, Result, StoreError};
@@ -123,9 +128,25 @@ impl RedbStore {
         let path = path.as_ref().to_path_buf();
         let mut builder = Builder::new();
         builder
+            // One writer, this process: `huddle user` and any other opener are refused while
+            // the server runs (`AlreadyOpen`), which `watches_see_every_write` promises and the
+            // host's account set (`plugins/services.rs`, `Accounts`) relies on. redb's
+            // default, said because of that.
+            .set_concurrency_mode(ConcurrencyMode::ExclusiveWriter)
             .set_cache_size(options.cache_size)
             .set_check_integrity_on_open(options.check_integrity_on_open);
-        let db = builder.create(&path).map_err(|e| open_error(&path, e))?;
+        // What `Builder::create` does, with the growth written as zeros (`ZeroedGrowth`).
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .and_then(ZeroedGrowth::new)
+            .map_err(|e| open_error(&path, e.into()))?;
+        let db = builder
+            .create_with_backend(file)
+            .map_err(|e| open_error(&path, e))?;
         init_layout(&db, &path)?;
         tracing::info!(path = %path.display(), "state store opened");
         Ok(Self {
@@ -313,6 +334,179 @@ impl RedbStore {
             self.commit(txn, &changes)?;
         }
         Ok(existed)
+    }
+}
+
+/// Bytes of zeros written ahead of redb's writes into space the file grew by (see
+/// [`ZeroedGrowth`]).
+const ZERO_CHUNK: u64 = 1 << 20;
+/// A write this far past the zeroed part of the grown space is not worth the zeros in between:
+/// the rest of that growth is left as it is. With it, one write adds at most two chunks of
+/// zeros to its commit.
+const MAX_ZERO_GAP: u64 = ZERO_CHUNK;
+
+/// redb's file backend, except that the space the file grows by is written with zeros ahead of
+/// redb's first writes into it, a chunk ([`ZERO_CHUNK`]) at a time.
+///
+/// redb grows its file with `set_len`: on ext4 the new space is a hole, so each page redb then
+/// writes there makes the commit's `fdatasync` allocate blocks (as unwritten extents, converted
+/// once written) and write the inode and extent blocks synchronously, two more device writes
+/// and waits per commit while the file grows (and an offline message store grows all the
+/// time). Written zeros take that cost once per chunk; redb's later writes land on allocated,
+/// written blocks and its `fdatasync` is its pages and the device flush. What the file holds is
+/// unchanged: the zeros are written only where it reads as zeros, into space added by
+/// `set_len` that redb has not written yet (everything from `zeroed` to `end`), in front of or
+/// around redb's own write, never over it; they are made durable with redb's next sync, like
+/// its own writes. Nothing is zeroed ahead at open: the file is taken as it is.
+#[derive(Debug)]
+struct ZeroedGrowth {
+    file: ::redb::backends::FileBackend,
+    grown: Mutex<Grown>,
+}
+
+/// The space added by the last growths: `zeroed..end` has not been written since.
+#[derive(Debug)]
+struct Grown {
+    zeroed: u64,
+    end: u64,
+}
+
+impl ZeroedGrowth {
+    fn new(file: std::fs::File) -> std::io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(ZeroedGrowth {
+            // Infallible in this redb (its `DatabaseError` is for older APIs).
+            file: ::redb::backends::FileBackend::new(file)
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            grown: Mutex::new(Grown {
+                zeroed: len,
+                end: len,
+            }),
+        })
+    }
+
+    fn grown(&self) -> MutexGuard<'_, Grown> {
+        // Updated in whole steps: a poisoned value is still a consistent one.
+        self.grown.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_zeros(&self, from: u64, to: u64) -> std::io::Result<()> {
+        // In the zero-filled data segment: costs no memory until read, and then the zero page.
+        static ZEROS: [u8; ZERO_CHUNK as usize] = [0; ZERO_CHUNK as usize];
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(ZERO_CHUNK);
+            // `n` is at most the buffer's length.
+            self.file.write(at, &ZEROS[..n as usize])?;
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+impl StorageBackend for ZeroedGrowth {
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.file.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        let mut grown = self.grown();
+        let old = self.file.len()?;
+        self.file.set_len(len)?;
+        if len > old {
+            // Only `old..len` is known to be unwritten (`end` is the length whenever
+            // `zeroed..end` is not empty, since every length change comes through here).
+            if grown.zeroed >= grown.end || grown.end != old {
+                grown.zeroed = old;
+            }
+            grown.end = len;
+        } else {
+            grown.end = grown.end.min(len);
+            grown.zeroed = grown.zeroed.min(len);
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let end = offset.saturating_add(data.len() as u64);
+        let mut grown = self.grown();
+        if end > grown.zeroed && offset < grown.end {
+            if offset > grown.zeroed.saturating_add(MAX_ZERO_GAP) {
+                grown.zeroed = grown.end;
+            } else {
+                let to = end
+                    .div_ceil(ZERO_CHUNK)
+                    .saturating_mul(ZERO_CHUNK)
+                    .min(grown.end);
+                if offset > grown.zeroed {
+                    self.write_zeros(grown.zeroed, offset)?;
+                }
+                self.write_zeros(end, to)?;
+                grown.zeroed = to.max(end);
+            }
+        }
+        drop(grown);
+        self.file.write(offset, data)
+    }
+
+    fn close(&self) -> std::io::Result<()> {
+        self.file.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), BackendError> {
+        self.file.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), BackendError> {
+        self.file.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), BackendError> {
+        self.file.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, BackendError> {
+        self.file.query_lock_range(start, end)
     }
 }
 
@@ -520,5 +714,141 @@ impl Store for RedbStore {
 
     fn watch_count(&self) -> usize {
         self.hub.len()
+    }
+
+    // The file is opened `ExclusiveWriter` (`open_with`): no other process writes it while
+    // this handle lives, and every commit notifies the hub before it returns.
+    fn watches_see_every_write(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(unix)]
+    use std::os::unix::fs::MetadataExt;
+
+    use ::redb::StorageBackend;
+
+    use super::{ZeroedGrowth, MAX_ZERO_GAP, ZERO_CHUNK};
+
+    /// The file reads exactly as a plain file would after the same lengths and writes (a model
+    /// in memory), whatever order redb writes the grown space in: growth, shrinking, writes
+    /// behind, inside and far ahead of the zeroed part, across its end.
+    #[test]
+    fn a_file_grown_with_zeros_reads_as_one_grown_with_set_len() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below.max(1)
+        };
+        for round in 0..4 {
+            let path = dir.path().join(format!("f{round}"));
+            let file = std::fs::File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .unwrap();
+            let backend = ZeroedGrowth::new(file).unwrap();
+            let mut model: Vec<u8> = Vec::new();
+            for step in 0..300u64 {
+                match next(10) {
+                    0 | 1 => {
+                        let len = model.len() as u64 + next(3 * ZERO_CHUNK) + 1;
+                        backend.set_len(len).unwrap();
+                        model.resize(len as usize, 0);
+                    }
+                    2 if step % 7 == 0 => {
+                        let len = next(model.len() as u64 + 1);
+                        backend.set_len(len).unwrap();
+                        model.truncate(len as usize);
+                    }
+                    _ if !model.is_empty() => {
+                        let len = model.len() as u64;
+                        // Mostly near the end of what was written, sometimes anywhere or far on.
+                        let at = match next(4) {
+                            0 => next(len),
+                            _ => len.saturating_sub(next(MAX_ZERO_GAP + ZERO_CHUNK)),
+                        };
+                        let n = (next(3 * 4096) + 1).min(len - at);
+                        let byte = (step % 251 + 1) as u8;
+                        backend.write(at, &vec![byte; n as usize]).unwrap();
+                        model[at as usize..(at + n) as usize].fill(byte);
+                    }
+                    _ => {}
+                }
+                assert_eq!(backend.len().unwrap(), model.len() as u64);
+            }
+            let mut read = vec![0u8; model.len()];
+            backend.read(0, &mut read).unwrap();
+            assert!(read == model, "round {round}: contents differ");
+            assert_eq!(std::fs::read(&path).unwrap(), model);
+        }
+    }
+
+    /// Two threads writing interleaved pages of grown space (redb flushes from one thread,
+    /// but reads and writes may come from several): every page holds its writer's bytes, the
+    /// zeros never land on a page written by the other thread.
+    #[test]
+    fn concurrent_writes_into_grown_space_keep_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        let backend = std::sync::Arc::new(ZeroedGrowth::new(file).unwrap());
+        let pages = 3 * ZERO_CHUNK / 4096;
+        backend.set_len(pages * 4096).unwrap();
+        let threads: Vec<_> = (0..2u64)
+            .map(|t| {
+                let backend = backend.clone();
+                std::thread::spawn(move || {
+                    for page in (t..pages).step_by(2) {
+                        backend.write(page * 4096, &[t as u8 + 1; 4096]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let read = std::fs::read(&path).unwrap();
+        for (page, bytes) in read.chunks(4096).enumerate() {
+            let want = (page % 2) as u8 + 1;
+            assert!(bytes.iter().all(|b| *b == want), "page {page}");
+        }
+    }
+
+    /// The point of it: redb's first write into grown space leaves the chunk around it
+    /// allocated on disk (a hole before), so later writes there allocate nothing.
+    #[cfg(unix)]
+    #[test]
+    fn grown_space_is_allocated_around_the_first_write_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = std::fs::File::create_new(&path).unwrap();
+        let backend = ZeroedGrowth::new(file).unwrap();
+        backend.set_len(4 * ZERO_CHUNK).unwrap();
+        let blocks = || std::fs::metadata(&path).unwrap().blocks() * 512;
+        if blocks() >= ZERO_CHUNK {
+            // A file system without holes: nothing to see here.
+            return;
+        }
+        backend.write(4096, &[7; 4096]).unwrap();
+        backend.sync_data().unwrap();
+        if blocks() < 8192 {
+            // Zeros stored as nothing (compression): the file system saves the allocation itself.
+            return;
+        }
+        assert!(blocks() >= ZERO_CHUNK, "the first chunk is written whole");
+        assert!(blocks() < 2 * ZERO_CHUNK, "and no more");
     }
 }

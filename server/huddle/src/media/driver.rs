@@ -113,6 +113,15 @@
 //! one id per extension across the media sections; a renegotiation that brings simulcast or
 //! moves an extension's id hands the leg back too. Its timers share the leg's deadline; a
 //! deadline of the fast ingress alone does not give str0m a pass.
+//!
+//! Arrival times: the transport feedback reports when each packet arrived, and the sender's
+//! estimator reads their spacing (a probe cluster received faster than it was sent is
+//! refused). A batch read late holds packets that arrived milliseconds apart, so with the
+//! fast ingress on the media socket has kernel receive timestamps (`SO_TIMESTAMPNS`,
+//! [`super::udp`]): the feedback, the streams' jitter and the delay since the peer's last
+//! SR count from the datagram's stamp, mapped to `Instant`. Everything else (str0m's clock,
+//! the timers, the packet handed on) keeps the driver's clock, which never goes back.
+//! Without a stamp the read time stands in (`Arrival::read`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -130,7 +139,9 @@ use str0m::{Event, IceConnectionState, Input, Output, Reason, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::ingress::{read_extensions, ExtensionIds, Extensions, Ingress, MAX_STREAMS, RTX_WINDOW};
+use super::ingress::{
+    read_extensions, Arrival, ExtensionIds, Extensions, Ingress, MAX_STREAMS, RTX_WINDOW,
+};
 use super::keytap::{KeySlot, LegKeys};
 use super::repair::{self, Resend, SentCache};
 use super::rtp::{self, EgressExtensions, EgressHeader, KeyframeGate, Rewriter, SeqExtender};
@@ -828,10 +839,14 @@ impl Leg {
     /// tells str0m of a new one so that key-frame requests for it work), and un-RTX's a repair.
     /// `None` for what is not forwarded: padding, probes, simulcast, an unknown stream or
     /// payload type, a repair of nothing missing. The flag: it was a repair.
+    ///
+    /// `arrival` (the kernel's stamp when there is one) is what the feedback reports and the
+    /// stream state counts from; `now`, the driver's clock, is what goes on with the packet.
     fn place_inbound(
         &mut self,
         plain: &[u8],
         index: u64,
+        arrival: Arrival,
         now: Instant,
     ) -> Result<(Inbound, bool), Dropped> {
         let Leg {
@@ -846,7 +861,7 @@ impl Leg {
         let ext = read_extensions(plain, &ingress.ids);
         // Every packet counts for the transport feedback (padding and probes too).
         if let Some(seq) = ext.transport_cc {
-            ingress.core.twcc.record(seq, now);
+            ingress.core.twcc.record(seq, arrival);
         }
         // Padding-only packets go on: on a main SSRC they hold a sequence number (not a hole:
         // no NACK, no loss, and the forwarded output stays contiguous, as str0m handed them
@@ -899,19 +914,22 @@ impl Leg {
         // A stream idle long enough gives its place; with every place live the leg goes to
         // str0m (never a live stream dropped, nor a new one).
         if ingress.core.find(p.ssrc).is_none() {
-            if let Some(gone) = ingress.core.make_room(now) {
+            if let Some(gone) = ingress.core.make_room(arrival.at) {
                 rx_mids.remove(&gone);
                 ingress.mains.retain(|(_, s)| *s != gone);
                 ingress.rtx_mains.retain(|(r, m)| *r != gone && *m != gone);
             }
         }
-        let Some(stream) = ingress.core.stream(p.ssrc, rtx, video && !rtx, clock, now) else {
+        let Some(stream) = ingress
+            .core
+            .stream(p.ssrc, rtx, video && !rtx, clock, arrival.at)
+        else {
             ingress.hand_back = true;
             return Err(Dropped::Unplaced);
         };
         stream.set_rtx_repair(rtx_negotiated);
         let before = stream.highest();
-        let filled = stream.received(index, p.timestamp, now);
+        let filled = stream.received(index, p.timestamp, arrival.at);
         // Below the newest and no hole: delivered already (the original after its repair).
         if !rtx && stream.nacks() && before.is_some_and(|h| index < h) && !filled {
             return Err(Dropped::Expected);
@@ -1096,6 +1114,7 @@ pub(crate) async fn run(
     candidate: SocketAddr,
     mut commands: mpsc::Receiver<Command>,
     engine: MediaEngine,
+    stamped: bool,
 ) {
     let mut d = Driver {
         socket,
@@ -1110,7 +1129,7 @@ pub(crate) async fn run(
         #[cfg(debug_assertions)]
         sealed: 0,
     };
-    let mut buf = RecvBuffers::new();
+    let mut buf = RecvBuffers::new(stamped);
     // One timer for the whole run, moved only when the earliest deadline changes (a new
     // `Sleep` per turn would register and cancel a timer-wheel entry on every wake-up).
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
@@ -1183,10 +1202,10 @@ impl Driver {
             }
             read += buf.len();
             for i in 0..buf.len() {
-                let (bytes, source) = buf.datagram(i);
+                let (bytes, source, arrival) = buf.datagram(i);
                 self.engine.counters().received(bytes.len());
                 if let Some(source) = source {
-                    self.datagram(bytes, source);
+                    self.datagram(bytes, source, arrival);
                 }
             }
             if !more {
@@ -1228,8 +1247,9 @@ impl Driver {
         self.outbox.flush(&self.socket, |n| counters.sent(n));
     }
 
-    /// Routes one datagram to its leg (see the module docs of `media`).
-    fn datagram(&mut self, bytes: &[u8], source: SocketAddr) {
+    /// Routes one datagram to its leg (see the module docs of `media`). `stamp`: when it
+    /// arrived by the kernel's receive timestamp, if the socket gave one.
+    fn datagram(&mut self, bytes: &[u8], source: SocketAddr, stamp: Option<Instant>) {
         let id = match stun_ufrag(bytes).and_then(|u| self.by_ufrag.get(u).copied()) {
             Some(id) => {
                 if let Some(leg) = self.legs.get_mut(&id) {
@@ -1251,6 +1271,9 @@ impl Driver {
             return;
         };
         let now = Instant::now();
+        // The fast ingress's feedback tells the sender when its packets arrived; str0m's clock
+        // (and everything else) is the driver's, which must not go back.
+        let arrival = stamp.map_or(Arrival::read(now), Arrival::stamped);
         leg.last_rx = now;
         let kind = srtp_kind(bytes);
         if leg.ingress.is_some() {
@@ -1262,7 +1285,7 @@ impl Driver {
             {
                 // New keys: str0m takes the leg's RTP from here on (module docs).
                 leg.stop_ingress();
-            } else if kind == Some(false) && self.fast_rtp_in(id, bytes, source, now) {
+            } else if kind == Some(false) && self.fast_rtp_in(id, bytes, source, arrival, now) {
                 return;
             }
         }
@@ -1282,7 +1305,7 @@ impl Driver {
                         leg.answer_nacks(&plain, now, &mut repairs);
                     }
                     if let Some(ingress) = leg.ingress.as_deref_mut() {
-                        note_sender_reports(&mut ingress.core, &plain, now);
+                        note_sender_reports(&mut ingress.core, &plain, arrival.at);
                     }
                 }
             }
@@ -1887,7 +1910,14 @@ impl Driver {
     ///
     /// False when the leg was just handed to str0m (every stream place taken by a live one, or
     /// our SRTP context full): the caller gives str0m this datagram.
-    fn fast_rtp_in(&mut self, id: u64, bytes: &[u8], source: SocketAddr, now: Instant) -> bool {
+    fn fast_rtp_in(
+        &mut self,
+        id: u64,
+        bytes: &[u8],
+        source: SocketAddr,
+        arrival: Arrival,
+        now: Instant,
+    ) -> bool {
         let counters = self.engine.counters();
         let Some(leg) = self.legs.get_mut(&id) else {
             return true;
@@ -1920,7 +1950,7 @@ impl Driver {
             ingress.peer = Some(source);
         }
         buf.truncate(opened.len);
-        match leg.place_inbound(&buf, opened.index, now) {
+        match leg.place_inbound(&buf, opened.index, arrival, now) {
             Ok(packet) => {
                 if packet.1 {
                     counters.ingress(5, 1);
@@ -2604,7 +2634,10 @@ mod tests {
             let mut buf = bytes.to_vec();
             let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf)?;
             buf.truncate(o.len);
-            Ok::<_, SrtpError>(leg.place_inbound(&buf, o.index, now).ok())
+            Ok::<_, SrtpError>(
+                leg.place_inbound(&buf, o.index, Arrival::read(now), now)
+                    .ok(),
+            )
         };
         // The main stream, placed by its MID: 1, 2, 3, 5 (4 lost).
         let main = 0x1111;
@@ -2641,7 +2674,8 @@ mod tests {
             let mut buf = bytes;
             let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
             buf.truncate(o.len);
-            leg.place_inbound(&buf, o.index, now).err()
+            leg.place_inbound(&buf, o.index, Arrival::read(now), now)
+                .err()
         };
         assert_eq!(
             raw(&mut leg, repair(10, 4)),
@@ -2724,7 +2758,7 @@ mod tests {
             let mut buf = bytes;
             let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
             buf.truncate(o.len);
-            leg.place_inbound(&buf, o.index, now)
+            leg.place_inbound(&buf, o.index, Arrival::read(now), now)
         };
         let repair = |seq: u64, osn: u16| {
             let mut payload = osn.to_be_bytes().to_vec();
@@ -2787,7 +2821,9 @@ mod tests {
         );
         let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
         buf.truncate(o.len);
-        assert!(leg.place_inbound(&buf, o.index, Instant::now()).is_ok());
+        assert!(leg
+            .place_inbound(&buf, o.index, Arrival::read(Instant::now()), Instant::now())
+            .is_ok());
         keys.put(&[6u8; 88], SrtpProfile::AEAD_AES_256_GCM, false);
         // Our context is replaced by the new keys' (empty) one first, as any packet forwarded
         // into the leg would do (review #3): the ROC handed to str0m is still the stream's.

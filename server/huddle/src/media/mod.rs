@@ -445,7 +445,12 @@ impl MediaEngine {
         {
             engine.drop_fast_egress_every(n);
         }
-        let task = tokio::spawn(driver::run(socket, candidate, rx, engine.clone()));
+        // Only the fast ingress reads the stamps (its transport feedback); it runs on legs
+        // without bandwidth estimation.
+        let stamped = settings.fast_ingress
+            && !settings.bandwidth_estimation
+            && udp::enable_receive_timestamps(&socket);
+        let task = tokio::spawn(driver::run(socket, candidate, rx, engine.clone(), stamped));
         tracing::info!(%local, %candidate, "media engine listening");
         Ok((engine, EngineTask(task)))
     }

@@ -2547,6 +2547,12 @@ mod tests {
     /// A leg answered to a str0m peer's video offer (VP8 with RTX), keys in its slot (we are
     /// the DTLS server), fast ingress started; and the peer's sending context.
     fn ingress_leg() -> (Leg, Mid, SrtpTx, Arc<KeySlot>) {
+        let (leg, mid, tx, keys, _) = ingress_leg_and_peer();
+        (leg, mid, tx, keys)
+    }
+
+    /// [`ingress_leg`] and the peer, its offer answered (it may offer again).
+    fn ingress_leg_and_peer() -> (Leg, Mid, SrtpTx, Arc<KeySlot>, str0m::Rtc) {
         use crate::media::srtp::SrtpProfile as Ours;
         use str0m::media::Direction;
         crate::media::install_crypto();
@@ -2567,9 +2573,15 @@ mod tests {
         );
         let mut change = peer.sdp_api();
         let mid = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-        let (offer, _) = change.apply().unwrap();
+        let (offer, pending) = change.apply().unwrap();
         let offer = crate::media::sdp::check_offer(offer.to_sdp_string().as_bytes()).unwrap();
-        crate::media::sdp::answer(&mut rtc, offer).unwrap();
+        let answer = crate::media::sdp::answer(&mut rtc, offer).unwrap();
+        peer.sdp_api()
+            .accept_answer(
+                pending,
+                str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap(),
+            )
+            .unwrap();
         let t = Duration::from_secs(10);
         let mut leg = Leg::new(1, rtc, ufrag, keys.clone(), Arc::new(Quiet), now, t, t)
             .with_mids(vec![mid])
@@ -2583,7 +2595,109 @@ mod tests {
         let peer_tx = LegSrtp::from_keying_material(Ours::AeadAes256Gcm, &material, true)
             .unwrap()
             .tx;
-        (leg, mid, peer_tx, keys)
+        (leg, mid, peer_tx, keys, peer)
+    }
+
+    /// The peer offers again (`change` adds to its session, `edit` rewrites the offer's text)
+    /// and the leg answers as the driver does (`Command::Renegotiate`).
+    fn renegotiate(
+        leg: &mut Leg,
+        peer: &mut str0m::Rtc,
+        change: impl FnOnce(&mut str0m::change::SdpApi<'_>),
+        edit: impl FnOnce(String) -> String,
+    ) {
+        let mut api = peer.sdp_api();
+        change(&mut api);
+        let (offer, pending) = api.apply().expect("a change to offer");
+        let text = edit(offer.to_sdp_string());
+        let offer = crate::media::sdp::check_offer(text.as_bytes()).unwrap();
+        let answer = crate::media::sdp::answer(&mut leg.rtc, offer).unwrap();
+        leg.refresh_fast_streams();
+        leg.mids = crate::media::mids_of(&answer);
+        leg.refresh_ingress();
+        peer.sdp_api()
+            .accept_answer(
+                pending,
+                str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap(),
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_renegotiation_keeps_the_fast_ingress_unless_it_brings_simulcast_or_splits_an_extension() {
+        use str0m::media::{Direction, Simulcast, SimulcastLayer};
+        // A second stream (audio, without video orientation: merged): still fast, ids kept.
+        let (mut leg, _mid, _tx, _keys, mut peer) = ingress_leg_and_peer();
+        let ids = leg.ingress.as_ref().unwrap().ids;
+        renegotiate(
+            &mut leg,
+            &mut peer,
+            |api| {
+                api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            },
+            |offer| offer,
+        );
+        assert_eq!(leg.mids.len(), 2);
+        assert_eq!(leg.ingress.as_ref().map(|i| i.ids), Some(ids));
+        // The MID extension under another id in the new section only: str0m keeps the ids it
+        // negotiated first (one map for the session), and so do we: still fast, ids as str0m's.
+        let mid_id = ids.mid.unwrap();
+        let free = (1..15u8)
+            .find(|id| {
+                ![
+                    ids.mid,
+                    ids.transport_cc,
+                    ids.rid,
+                    ids.repaired_rid,
+                    ids.audio_level,
+                ]
+                .contains(&Some(*id))
+                    && ![ids.video_orientation, ids.playout_delay].contains(&Some(*id))
+            })
+            .unwrap();
+        let (mut leg2, _mid, _tx, _keys, mut peer2) = ingress_leg_and_peer();
+        renegotiate(
+            &mut leg2,
+            &mut peer2,
+            |api| {
+                api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            },
+            |offer| {
+                let from = format!("a=extmap:{mid_id} urn:ietf:params:rtp-hdrext:sdes:mid");
+                let to = format!("a=extmap:{free} urn:ietf:params:rtp-hdrext:sdes:mid");
+                // The last section is the new one.
+                let at = offer.rfind(&from).expect("the new section's MID extension");
+                format!("{}{to}{}", &offer[..at], &offer[at + from.len()..])
+            },
+        );
+        assert_eq!(leg2.extension_ids(), Some(ids));
+        assert_eq!(leg2.ingress.as_ref().map(|i| i.ids), Some(ids));
+        // Simulcast offered on a new video section: str0m takes the leg.
+        let mut simulcast = Simulcast::new();
+        simulcast.add_send_layer(SimulcastLayer::new("h"));
+        simulcast.add_send_layer(SimulcastLayer::new("l"));
+        renegotiate(
+            &mut leg,
+            &mut peer,
+            |api| {
+                api.add_media(
+                    MediaKind::Video,
+                    Direction::SendOnly,
+                    None,
+                    None,
+                    Some(simulcast),
+                );
+            },
+            |offer| offer,
+        );
+        assert_eq!(leg.mids.len(), 3);
+        // For the simulcast alone: the ids still agree.
+        assert!(leg.extension_ids().is_some());
+        assert!(leg.mids.iter().any(|m| matches!(
+            leg.rtc.media(*m).map(|m| m.rids_rx()),
+            Some(str0m::media::Rids::Specific(_))
+        )));
+        assert!(leg.ingress.is_none() && leg.ingress_off);
     }
 
     /// An SRTP packet from the peer: `ssrc`, `pt`, `seq`, the MID extension when `mid_id`,
@@ -2782,6 +2896,63 @@ mod tests {
         assert!(
             ingress.core.find(0xb).unwrap().is_missing(11),
             "B's hole untouched"
+        );
+    }
+
+    #[test]
+    fn a_sender_report_from_the_wire_gives_the_receiver_reports_lsr_and_dlsr() {
+        let t0 = Instant::now();
+        let mut ingress = Ingress::new(9, t0);
+        ingress
+            .stream(0x55, false, false, 48_000, t0)
+            .unwrap()
+            .received(1, 960, t0);
+        // A compound packet as browsers send it: an SR of a stream we do not receive, the SR
+        // of ours (with a report block of its own), then SDES.
+        let sr = |ssrc: u32, ntp: u64| {
+            let mut p = vec![0x81, 200, 0, 12];
+            p.extend_from_slice(&ssrc.to_be_bytes());
+            p.extend_from_slice(&ntp.to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0x30, 0x39, 0, 0, 0, 7, 0, 0, 0x10, 0]);
+            p.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+            p.extend_from_slice(&[0; 20]);
+            p
+        };
+        let mut compound = sr(0x77, 0x0101_0101_0202_0202);
+        compound.extend(sr(0x55, 0xaabb_ccdd_1122_3344));
+        compound.extend_from_slice(&[0x81, 202, 0, 3, 0, 0, 0, 0x55, 1, 2, b'a', b'b', 0, 0, 0, 0]);
+        note_sender_reports(&mut ingress, &compound, t0 + Duration::from_millis(200));
+        let mut out = Vec::new();
+        assert_eq!(
+            ingress
+                .poll(t0 + Duration::from_millis(1700), &mut out)
+                .reports,
+            1
+        );
+        let rr = &out[0];
+        assert_eq!(rr[1], 201);
+        assert_eq!(u32::from_be_bytes(rr[8..12].try_into().unwrap()), 0x55);
+        assert_eq!(
+            u32::from_be_bytes(rr[24..28].try_into().unwrap()),
+            0xccdd_1122,
+            "LSR: the middle of the SR's NTP time"
+        );
+        assert_eq!(
+            u32::from_be_bytes(rr[28..32].try_into().unwrap()),
+            3 * 65_536 / 2,
+            "DLSR: 1.5 s since the SR arrived"
+        );
+        // A truncated SR changes nothing.
+        note_sender_reports(
+            &mut ingress,
+            &sr(0x55, 1)[..20],
+            t0 + Duration::from_millis(1800),
+        );
+        out.clear();
+        ingress.poll(t0 + Duration::from_millis(2700), &mut out);
+        assert_eq!(
+            u32::from_be_bytes(out[0][24..28].try_into().unwrap()),
+            0xccdd_1122
         );
     }
 

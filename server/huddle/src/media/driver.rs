@@ -253,6 +253,10 @@ pub(crate) struct Leg {
     /// The fast ingress gave the leg up for good (a rekey, simulcast after a renegotiation):
     /// str0m takes its RTP.
     ingress_off: bool,
+    /// Main SSRCs the fast ingress handed to str0m whose rollover counter str0m has not been
+    /// given yet: it is, with the first of their packets our context authenticates
+    /// ([`Leg::roc_for_str0m`]).
+    roc_pending: Vec<u32>,
 }
 
 /// One leg's fast ingress: the sans-IO receive state and what places its packets.
@@ -484,6 +488,7 @@ impl Leg {
             fast_ingress: false,
             ingress: None,
             ingress_off: false,
+            roc_pending: Vec::new(),
         }
     }
 
@@ -607,20 +612,63 @@ impl Leg {
             })
     }
 
-    /// Hands the leg's RTP back to str0m for good (a rekey, simulcast): each stream's rollover
-    /// counter is set on str0m's side from ours, so str0m opens what comes next.
+    /// Hands the leg's RTP back to str0m for good (a rekey, simulcast). str0m never saw these
+    /// streams, so it would extend their sequence numbers at rollover counter 0: each main
+    /// stream's counter is handed over too, with the stream's first packet our context
+    /// authenticates ([`Leg::roc_for_str0m`]). On a rekey our context may already be the new
+    /// keys' (empty) one: it is seeded from our stream state first.
     fn stop_ingress(&mut self) {
         self.ingress_off = true;
         let Some(ingress) = self.ingress.take() else {
             return;
         };
-        // From our own stream state: `self.srtp` may already hold the new keys' empty context.
-        let mut api = self.rtc.direct_api();
-        for (ssrc, _, highest) in ingress.core.highest_indices().filter(|s| !s.1) {
-            if let Some(rx) = api.stream_rx(&Ssrc::from(ssrc)) {
-                rx.reset_roc(highest >> 16);
+        let mains: Vec<(u32, u64)> = ingress
+            .core
+            .highest_indices()
+            .filter(|s| !s.1)
+            .map(|s| (s.0, s.2))
+            .collect();
+        if let Some(srtp) = self.own_srtp() {
+            for &(ssrc, highest) in &mains {
+                if srtp.rx.rtp_highest_index(ssrc).is_none() {
+                    let _ = srtp.rx.seed_rtp_index(ssrc, highest);
+                }
             }
         }
+        self.roc_pending = mains.into_iter().map(|m| m.0).collect();
+    }
+
+    /// An inbound RTP datagram of a leg the fast ingress handed to str0m, before str0m gets it.
+    /// For a stream whose rollover counter str0m still needs, our context opens a copy: if it
+    /// authenticates, str0m is given that packet's counter (`reset_roc`, which str0m applies to
+    /// the next packet of the stream, before authenticating it: so only one we know is genuine
+    /// may follow), else the datagram is dropped (a forgery or replay would waste the one
+    /// `reset_roc` and leave str0m at counter 0 for good). The first field: str0m gets the
+    /// datagram; the second: our context opened it (debug builds check it no further).
+    fn roc_for_str0m(&mut self, bytes: &[u8]) -> (bool, bool) {
+        let Some(ssrc) = bytes
+            .get(8..12)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            return (true, false);
+        };
+        let Some(at) = self.roc_pending.iter().position(|s| *s == ssrc) else {
+            return (true, false);
+        };
+        let Some(srtp) = self.own_srtp() else {
+            // No usable keys of ours: nothing to tell str0m with.
+            self.roc_pending.swap_remove(at);
+            return (true, false);
+        };
+        let mut copy = bytes.to_vec();
+        let Ok(opened) = srtp.rx.unprotect_rtp(&mut copy) else {
+            return (false, false);
+        };
+        self.roc_pending.swap_remove(at);
+        if let Some(rx) = self.rtc.direct_api().stream_rx(&Ssrc::from(ssrc)) {
+            rx.reset_roc(opened.index >> 16);
+        }
+        (true, true)
     }
 
     /// Sends forwarded streams outside str0m (module docs, "Fast egress"); only for a leg
@@ -1293,6 +1341,15 @@ impl Driver {
         let Some(leg) = self.legs.get_mut(&id) else {
             return;
         };
+        let (give, opened) = match kind {
+            Some(false) if !leg.roc_pending.is_empty() => leg.roc_for_str0m(bytes),
+            _ => (true, false),
+        };
+        if !give {
+            return;
+        }
+        // Debug builds open every str0m-bound RTP packet with our context too: not twice.
+        let verify = cfg!(debug_assertions) && !opened;
         leg.clock = now;
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.candidate, bytes) else {
             return;
@@ -1310,7 +1367,7 @@ impl Driver {
                 }
             }
             #[cfg(debug_assertions)]
-            Some(false) => verify_inbound_rtp(leg, bytes, self.engine.counters()),
+            Some(false) if verify => verify_inbound_rtp(leg, bytes, self.engine.counters()),
             _ => {}
         }
         if let Err(e) = leg.rtc.handle_input(Input::Receive(now, receive)) {
@@ -3013,6 +3070,37 @@ mod tests {
             !leg.start_ingress(Instant::now()),
             "never again on this leg"
         );
+        // The new keys' context is seeded with the stream's state, and str0m gets the ROC
+        // only with a packet it authenticates (review #3c): a forgery, or a replay of what
+        // came before, is dropped and leaves the hand-over pending.
+        assert_eq!(leg.roc_pending, vec![ssrc]);
+        assert_eq!(
+            leg.own_srtp().unwrap().rx.rtp_highest_index(ssrc),
+            Some(0x1_0005)
+        );
+        use crate::media::srtp::SrtpProfile as Ours;
+        let new_tx = LegSrtp::from_keying_material(Ours::AeadAes256Gcm, &[6u8; 88], true)
+            .unwrap()
+            .tx;
+        let m = Some((mid_id, mid.as_ref()));
+        let mut forged = sealed(&new_tx, ssrc, pt, 0x1_0006, m, b"y");
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(leg.roc_for_str0m(&forged), (false, false));
+        let old = sealed(&new_tx, ssrc, pt, 0x1_0005, m, b"x");
+        assert_eq!(leg.roc_for_str0m(&old), (false, false));
+        assert_eq!(leg.roc_pending, vec![ssrc]);
+        // Another SSRC's packets pass unopened.
+        assert_eq!(
+            leg.roc_for_str0m(&sealed(&new_tx, 0x5555, pt, 1, m, b"z")),
+            (true, false)
+        );
+        // The next genuine packet: str0m is given its ROC (that packet's, so a first packet
+        // across a wrap gets the new one), once.
+        let next = sealed(&new_tx, ssrc, pt, 0x1_0006, m, b"y");
+        assert_eq!(leg.roc_for_str0m(&next), (true, true));
+        assert!(leg.roc_pending.is_empty());
+        assert_eq!(leg.roc_for_str0m(&next), (true, false), "once only");
     }
 
     #[test]

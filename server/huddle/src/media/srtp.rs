@@ -46,8 +46,7 @@
 //!
 //! A few methods are `#[cfg(test)]`: tested, but with no caller in the driver yet — SSRC
 //! adoption and forgetting (to evict a receive stream without letting it be replayed at ROC 0),
-//! seeding an index (to carry rollover counters into new keys on a rekey instead of handing the
-//! leg to str0m), SRTCP at a given index. Whoever needs one drops its `cfg`.
+//! SRTCP at a given index. Whoever needs one drops its `cfg`.
 
 use std::fmt;
 
@@ -658,7 +657,6 @@ impl SrtpRx {
     /// so it is not refused), and taking it as is would open again what was accepted above it
     /// and, across a wrap, fix a ROC one too low for good. Only authenticated packets and
     /// seeds move the state, both only forwards.
-    #[cfg(test)]
     pub(crate) fn seed_rtp_index(
         &mut self,
         ssrc: u32,
@@ -694,7 +692,6 @@ impl SrtpRx {
 
     /// The highest authenticated (or seeded) RTP index of `ssrc`; `None` without state or
     /// for an adopted SSRC with no packet yet.
-    #[cfg(test)]
     pub(crate) fn rtp_highest_index(&self, ssrc: u32) -> Option<u64> {
         self.rtp_streams
             .iter()
@@ -724,7 +721,6 @@ impl ReplayState {
         }
     }
 
-    #[cfg(test)]
     fn adopted(ssrc: u32) -> ReplayState {
         ReplayState {
             ssrc,
@@ -736,7 +732,6 @@ impl ReplayState {
 
     /// Merges a seed (everything in the window at and below `index` received) into the state,
     /// never lowering `top`.
-    #[cfg(test)]
     fn seed(&mut self, index: u64) {
         if !self.started || index > self.top {
             *self = ReplayState {

@@ -109,10 +109,22 @@
 //! every place live (or our SRTP context full) the leg goes to str0m, never a live stream
 //! dropped. Per leg it is all or nothing,
 //! decided when the leg connects: the first keys only (a second key generation hands the leg
-//! to str0m for good, with each stream's rollover counter set on str0m's side), no simulcast,
+//! to str0m for good), no simulcast,
 //! one id per extension across the media sections; a renegotiation that brings simulcast or
 //! moves an extension's id hands the leg back too. Its timers share the leg's deadline; a
 //! deadline of the fast ingress alone does not give str0m a pass.
+//!
+//! Handing back: str0m never saw the leg's streams, so it would extend their sequence numbers
+//! at rollover counter 0. Each main stream's counter goes to str0m (`StreamRx::reset_roc`)
+//! with that stream's first packet our own context authenticates; until then the stream's
+//! packets that do not authenticate are dropped, since str0m applies `reset_roc` to the next
+//! packet before authenticating it, and a forgery or replay would spend it and leave the
+//! stream at counter 0 for good (`Leg::roc_for_str0m`). On a rekey our context is the new
+//! keys' by then: it is seeded from our stream state first. RTX streams cannot be handed over:
+//! str0m 0.25's `reset_roc` covers the main register only and seeds the RTX window from its
+//! own (private) session history, which never saw them; so after a hand-back, repairs on an
+//! RTX SSRC whose sequence number has wrapped since the call began fail str0m's
+//! authentication (dropped: that stream loses loss repair; its media is unaffected).
 //!
 //! Arrival times: the transport feedback reports when each packet arrived, and the sender's
 //! estimator reads their spacing (a probe cluster received faster than it was sent is

@@ -271,6 +271,13 @@ pub(crate) struct Leg {
     roc_pending: Vec<u32>,
 }
 
+/// Which of a leg's receive streams a key-frame request is for.
+#[derive(Debug, Clone, Copy)]
+enum KeyframeOf {
+    Mid(Mid),
+    Ssrc(u32),
+}
+
 /// One leg's fast ingress: the sans-IO receive state and what places its packets.
 struct FastIngress {
     core: Ingress,
@@ -622,6 +629,37 @@ impl Leg {
                 api.stream_tx_by_mid(*m, None)
                     .is_some_and(|tx| tx.rtx() == Some(own))
             })
+    }
+
+    /// Asks the peer for a key frame on the stream `of` (str0m sends the PLI or FIR at its
+    /// next pass).
+    ///
+    /// str0m counts the PLIs it sends in its ingress stats, which it reports only for streams
+    /// it received RTP on: never, on a fast-ingress leg. There each PLI is counted here (one
+    /// per request: str0m sends one per pass however many requests came before it), and
+    /// noted as seen, so that str0m's cumulative count, if it reports one later (the leg
+    /// handed back), adds only what came after.
+    fn request_keyframe(
+        &mut self,
+        of: KeyframeOf,
+        kind: KeyframeRequestKind,
+        counters: &super::MediaCounters,
+    ) {
+        let fast = self.ingress.is_some();
+        let mut api = self.rtc.direct_api();
+        let rx = match of {
+            KeyframeOf::Mid(mid) => api.stream_rx_by_mid(mid, None),
+            KeyframeOf::Ssrc(ssrc) => api.stream_rx(&Ssrc::from(ssrc)),
+        };
+        let Some(rx) = rx else {
+            return;
+        };
+        rx.request_keyframe(kind);
+        if fast && kind == KeyframeRequestKind::Pli {
+            let key = (rx.mid(), rx.rid(), false);
+            self.rtcp_seen.entry(key).or_default().1 += 1;
+            counters.rtcp(false, 0, 1);
+        }
     }
 
     /// Hands the leg's RTP back to str0m for good (a rekey, simulcast). str0m never saw these
@@ -1581,16 +1619,20 @@ impl Driver {
                             .or_default()
                             .note(Instant::now());
                     }
-                    let mut api = leg.rtc.direct_api();
+                    let counters = self.engine.counters();
                     if let Some(mid) = mid {
-                        if let Some(rx) = api.stream_rx_by_mid(mid, None) {
-                            rx.request_keyframe(KeyframeRequestKind::Pli);
-                        }
+                        leg.request_keyframe(
+                            KeyframeOf::Mid(mid),
+                            KeyframeRequestKind::Pli,
+                            counters,
+                        );
                     }
                     for ssrc in ssrcs {
-                        if let Some(rx) = api.stream_rx(&Ssrc::from(ssrc)) {
-                            rx.request_keyframe(KeyframeRequestKind::Pli);
-                        }
+                        leg.request_keyframe(
+                            KeyframeOf::Ssrc(ssrc),
+                            KeyframeRequestKind::Pli,
+                            counters,
+                        );
                     }
                     self.touch(session);
                 }
@@ -1654,9 +1696,11 @@ impl Driver {
             let targets = leg.forwards.entry(src_mid).or_insert_with(|| Arc::from([]));
             *targets = targets.iter().copied().chain([(dst, dst_mid)]).collect();
             // A new receiver needs a picture now.
-            if let Some(rx) = leg.rtc.direct_api().stream_rx_by_mid(src_mid, None) {
-                rx.request_keyframe(KeyframeRequestKind::Pli);
-            }
+            leg.request_keyframe(
+                KeyframeOf::Mid(src_mid),
+                KeyframeRequestKind::Pli,
+                self.engine.counters(),
+            );
             self.touch(src_leg);
         }
         if let Some(leg) = self.legs.get_mut(&dst) {
@@ -1778,11 +1822,11 @@ impl Driver {
                             .or_default()
                             .allow(Instant::now(), FORWARDED_KEYFRAME_INTERVAL);
                         if passed {
-                            if let Some(rx) =
-                                src_leg.rtc.direct_api().stream_rx_by_mid(src_mid, None)
-                            {
-                                rx.request_keyframe(req.kind);
-                            }
+                            src_leg.request_keyframe(
+                                KeyframeOf::Mid(src_mid),
+                                req.kind,
+                                self.engine.counters(),
+                            );
                             self.touch(src);
                         }
                     }
@@ -1962,9 +2006,11 @@ impl Driver {
             }
             if switched && kind == Some(MediaKind::Video) {
                 if let Some(src_leg) = self.legs.get_mut(&id) {
-                    if let Some(rx) = src_leg.rtc.direct_api().stream_rx_by_mid(mid, None) {
-                        rx.request_keyframe(KeyframeRequestKind::Pli);
-                    }
+                    src_leg.request_keyframe(
+                        KeyframeOf::Mid(mid),
+                        KeyframeRequestKind::Pli,
+                        self.engine.counters(),
+                    );
                     src_leg.unreleased = true;
                     self.dirty.insert(id);
                 }
@@ -3023,6 +3069,53 @@ mod tests {
             u32::from_be_bytes(out[0][24..28].try_into().unwrap()),
             0xccdd_1122
         );
+    }
+
+    #[test]
+    fn key_frame_requests_of_a_fast_ingress_leg_are_counted_here_once() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (mut leg, mid, peer, _keys) = ingress_leg();
+        let counters = crate::media::MediaCounters::default();
+        let mid_id = leg.ingress.as_ref().unwrap().ids.mid.unwrap();
+        let pt = *leg.rtc.codec_config().params()[0].pt();
+        let mut buf = sealed(&peer, 0x4444, pt, 1, Some((mid_id, mid.as_ref())), b"x");
+        let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
+        buf.truncate(o.len);
+        let now = Instant::now();
+        assert!(leg
+            .place_inbound(&buf, o.index, Arrival::read(now), now)
+            .is_ok());
+        leg.request_keyframe(
+            KeyframeOf::Ssrc(0x4444),
+            KeyframeRequestKind::Pli,
+            &counters,
+        );
+        leg.request_keyframe(
+            KeyframeOf::Ssrc(0x9999),
+            KeyframeRequestKind::Pli,
+            &counters,
+        );
+        leg.request_keyframe(
+            KeyframeOf::Ssrc(0x4444),
+            KeyframeRequestKind::Fir,
+            &counters,
+        );
+        assert_eq!(
+            counters.plis_sent.load(Relaxed),
+            1,
+            "a PLI, not an unknown stream's"
+        );
+        // str0m's cumulative count, should it report one after a hand-back, adds only what is
+        // new.
+        let key = (mid, None, false);
+        assert_eq!(leg.rtcp_seen.get(&key), Some(&(0, 1)));
+        leg.stop_ingress();
+        leg.request_keyframe(
+            KeyframeOf::Ssrc(0x4444),
+            KeyframeRequestKind::Pli,
+            &counters,
+        );
+        assert_eq!(counters.plis_sent.load(Relaxed), 1, "str0m's to count now");
     }
 
     #[test]

@@ -396,6 +396,38 @@ mod tests {
         }
     }
 
+    /// What a full batch costs to read with and without kernel stamps, for callgrind
+    /// (bench/NOTES.md, "Media fast ingress: kernel receive timestamps"):
+    /// `HUDDLE_BENCH_STAMPED=1|0 valgrind --tool=callgrind
+    /// --toggle-collect='*RecvBuffers*read*' <test binary> --ignored read_cost --exact ...`.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    #[ignore = "a benchmark to run under callgrind"]
+    async fn read_cost() {
+        let stamped = std::env::var("HUDDLE_BENCH_STAMPED").is_ok_and(|v| v == "1");
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if stamped {
+            assert!(enable_receive_timestamps(&rx));
+        }
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut bufs = RecvBuffers::new(stamped);
+        let mut read = 0;
+        for _ in 0..500 {
+            for _ in 0..RECV_BATCH {
+                tx.send_to(&[7; 1000], to).unwrap();
+            }
+            let mut got = 0;
+            while got < RECV_BATCH {
+                rx.readable().await.unwrap();
+                bufs.read(&rx).unwrap();
+                got += bufs.len();
+            }
+            read += got;
+        }
+        eprintln!("read {read} datagrams, stamped: {stamped}");
+    }
+
     #[tokio::test]
     async fn a_batch_goes_out_in_order_and_comes_back_in_batches() {
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();

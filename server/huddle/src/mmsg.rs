@@ -122,9 +122,10 @@ pub(crate) fn enable_receive_timestamps(socket: &impl AsFd) -> std::io::Result<(
 /// [`receive`] with each datagram's kernel receive timestamp (`SO_TIMESTAMPNS`, see
 /// [`enable_receive_timestamps`]), as the time since the Unix epoch on the system clock,
 /// appended to `stamps` (one for each entry appended to `out`): `None` when the datagram
-/// carries none (the option is off, or the control message did not fit). The headers and their control-message space
-/// are built per call, so a count the kernel wrote back into a header cannot shrink the next
-/// call's space.
+/// carries none (the option is off, or the control message did not fit). The headers and
+/// their control-message space are built per call: the kernel writes the length it used back
+/// into each header, and nix does not reset it, so a kept set could shrink the next call's
+/// space.
 pub(crate) fn receive_stamped<const N: usize>(
     socket: &impl AsFd,
     buf: &mut [u8],

@@ -2061,6 +2061,9 @@ impl Driver {
             }
         };
         counters.ingress(1, 1);
+        if arrival.stamped {
+            counters.ingress(9, 1);
+        }
         if let Some(ingress) = leg.ingress.as_deref_mut() {
             ingress.peer = Some(source);
         }

@@ -68,6 +68,9 @@ const TWCC_TICK: Duration = Duration::from_micros(250);
 /// How far [`TwccRegister::record`] may move a read-time arrival later to keep a batch's
 /// packets a tick apart (without kernel stamps only).
 const TWCC_SPREAD: Duration = Duration::from_millis(1);
+/// How far before the leg's start the transport feedback's reference time is put: further
+/// back than any arrival stamp the driver passes on (`udp.rs`: at most 2 s old).
+const TWCC_ZERO_BACK: Duration = Duration::from_secs(10);
 /// NACK items (PID + BLP) per RTCP packet at most.
 const MAX_NACK_ITEMS: usize = 64;
 /// An RTX packet's original sequence number further back than this from the stream's newest is
@@ -633,7 +636,10 @@ impl Ingress {
     pub(crate) fn new(own_ssrc: u32, now: Instant) -> Ingress {
         Ingress {
             own_ssrc,
-            twcc: TwccRegister::new(now),
+            // Kernel stamps may be older than `now` (the batch that connected the leg, read
+            // late): the reference must be before any arrival the register can be given, or
+            // those collapse onto it (`saturating_duration_since`).
+            twcc: TwccRegister::new(now.checked_sub(TWCC_ZERO_BACK).unwrap_or(now)),
             streams: Vec::new(),
             // The first report goes with the first packets (as str0m's does): a sender's first
             // probes are judged on it.
@@ -982,6 +988,21 @@ mod tests {
             Arrival::stamped(zero + ms(10) + Duration::from_micros(50)),
         );
         assert_eq!(reported_ticks(&mut r), vec![40, 40]);
+    }
+
+    #[test]
+    fn arrivals_stamped_before_the_leg_started_keep_their_spacing() {
+        // The batch that connected the leg was read late: its stamps, and the next batch's,
+        // are older than the `now` the ingress started at.
+        let t0 = Instant::now() + Duration::from_secs(30);
+        let mut ing = Ingress::new(1, t0);
+        for i in 0..5u16 {
+            let at = t0 - ms(8) + ms(2 * u64::from(i));
+            ing.twcc.record(i, Arrival::stamped(at));
+        }
+        let ticks = reported_ticks(&mut ing.twcc);
+        let gaps: Vec<i64> = ticks.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(gaps, vec![8, 8, 8, 8], "{ticks:?}");
     }
 
     #[test]

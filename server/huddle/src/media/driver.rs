@@ -2760,19 +2760,6 @@ mod tests {
         // The MID extension under another id in the new section only: str0m keeps the ids it
         // negotiated first (one map for the session), and so do we: still fast, ids as str0m's.
         let mid_id = ids.mid.unwrap();
-        let free = (1..15u8)
-            .find(|id| {
-                ![
-                    ids.mid,
-                    ids.transport_cc,
-                    ids.rid,
-                    ids.repaired_rid,
-                    ids.audio_level,
-                ]
-                .contains(&Some(*id))
-                    && ![ids.video_orientation, ids.playout_delay].contains(&Some(*id))
-            })
-            .unwrap();
         let (mut leg2, _mid, _tx, _keys, mut peer2) = ingress_leg_and_peer();
         renegotiate(
             &mut leg2,
@@ -2781,11 +2768,20 @@ mod tests {
                 api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
             },
             |offer| {
+                // An id no section of the offer uses (RFC 8285: one extension per id).
+                let used: Vec<u8> = offer
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("a=extmap:"))
+                    .filter_map(|l| l.split([' ', '/']).next()?.parse().ok())
+                    .collect();
+                let free = (1..15u8).find(|id| !used.contains(id)).unwrap();
                 let from = format!("a=extmap:{mid_id} urn:ietf:params:rtp-hdrext:sdes:mid");
                 let to = format!("a=extmap:{free} urn:ietf:params:rtp-hdrext:sdes:mid");
                 // The last section is the new one.
                 let at = offer.rfind(&from).expect("the new section's MID extension");
-                format!("{}{to}{}", &offer[..at], &offer[at + from.len()..])
+                let edited = format!("{}{to}{}", &offer[..at], &offer[at + from.len()..]);
+                assert_eq!(edited.matches(&to).count(), 1);
+                edited
             },
         );
         assert_eq!(leg2.extension_ids(), Some(ids));

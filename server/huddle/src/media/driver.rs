@@ -3014,6 +3014,48 @@ mod tests {
     }
 
     #[test]
+    fn kernel_stamped_arrivals_reach_the_transport_feedback_through_place_inbound() {
+        let (mut leg, mid, peer, _keys) = ingress_leg();
+        let ids = leg.ingress.as_ref().unwrap().ids;
+        let mid_id = ids.mid.unwrap();
+        let tcc_id = ids.transport_cc.expect("transport-cc negotiated");
+        let pt = *leg.rtc.codec_config().params()[0].pt();
+        let now = Instant::now() + Duration::from_secs(1);
+        // Five packets 2 ms apart, read together 30 ms after the first.
+        for i in 0..5u16 {
+            let mut p = vec![0x90, pt, 0, 0, 0, 0, 0x30, 0x39];
+            p[2..4].copy_from_slice(&(1 + i).to_be_bytes());
+            p.extend_from_slice(&0x4444u32.to_be_bytes());
+            let mut ext = vec![(mid_id << 4) | (mid.len() as u8 - 1)];
+            ext.extend_from_slice(mid.as_bytes());
+            ext.push((tcc_id << 4) | 1);
+            ext.extend_from_slice(&i.to_be_bytes());
+            while ext.len() % 4 != 0 {
+                ext.push(0);
+            }
+            p.extend_from_slice(&[0xbe, 0xde, 0, (ext.len() / 4) as u8]);
+            p.extend_from_slice(&ext);
+            p.push(b'x');
+            peer.protect_rtp_vec(&mut p, u64::from(1 + i)).unwrap();
+            let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut p).unwrap();
+            p.truncate(o.len);
+            let at = now - Duration::from_millis(30) + Duration::from_millis(2 * u64::from(i));
+            assert!(leg
+                .place_inbound(&p, o.index, Arrival::stamped(at), now)
+                .is_ok());
+        }
+        let mut out = Vec::new();
+        leg.ingress.as_mut().unwrap().core.poll(now, &mut out);
+        let twcc = out
+            .iter()
+            .find(|p| p[1] == 205 && p[0] & 0x1f == 15)
+            .expect("transport feedback");
+        // Five received: one run-length chunk, then one-byte deltas of 8 ticks (2 ms).
+        assert_eq!(u16::from_be_bytes([twcc[14], twcc[15]]), 5);
+        assert_eq!(twcc[23..27], [8, 8, 8, 8], "{twcc:?}");
+    }
+
+    #[test]
     fn a_sender_report_from_the_wire_gives_the_receiver_reports_lsr_and_dlsr() {
         let t0 = Instant::now();
         let mut ingress = Ingress::new(9, t0);

@@ -7,7 +7,11 @@
 //!   late holds datagrams that arrived milliseconds apart; the fast ingress's transport
 //!   feedback must tell the sender those times (bench/NOTES.md, "Media fast ingress: kernel
 //!   receive timestamps"). The stamps are on the system clock; [`arrival_from_stamp`] maps
-//!   them to `Instant`s through one pair of clock readings per batch.
+//!   them to `Instant`s through one pair of clock readings per batch. The option turns on the
+//!   kernel's stamping of every packet the host receives (a global switch, tens of ns a
+//!   packet), and does so a little after it is set (deferred work): until then datagrams are
+//!   stamped when read. str0m's own transport feedback (legs with bandwidth estimation) still
+//!   uses read times.
 //! * [`Outbox`] holds what the legs transmit during one driver turn (the echoes of a receive
 //!   batch, a composite packet's copies for every receiver) and writes it with `sendmmsg`,
 //!   [`SEND_BATCH`] datagrams per call. Datagrams leave in the order they were held, so each

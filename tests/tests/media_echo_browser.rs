@@ -19,17 +19,21 @@ async fn browsers_call_echo_and_get_their_media_back() {
     echo_in_browsers(None).await;
 }
 
-/// With the fast ingress on, str0m never sees the browsers' RTP: the transport-wide feedback
-/// Chromium's congestion control runs on is the driver's, from an SSRC of its own that no SDP
-/// announced. Chromium must take it: its estimate (availableOutgoingBitrate) climbs to
-/// 1 Mbit/s while the echo keeps decoding, and (debug builds) NACK repair still works.
-/// Not in the default run: in about one call in eight on a loaded machine Chromium's second
-/// start-up probe fails and the estimate stays at ~0.9 Mbit/s, because the driver stamps
-/// arrivals when it reads them (a cluster read in one late batch looks compressed, which
-/// libwebrtc takes as an invalid probe). Run with `--ignored`; the fix is kernel receive
-/// timestamps (bench/NOTES.md, "Media fast path, step 3").
+/// With the fast ingress on (the default), str0m never sees the browsers' RTP: the
+/// transport-wide feedback Chromium's congestion control runs on is the driver's, from an SSRC
+/// of its own that no SDP announced. Chromium must take it: its estimate
+/// (availableOutgoingBitrate) climbs to 1 Mbit/s within 6 s of the echo flowing — only its
+/// start-up probes, judged on transport feedback, get there that fast — while the echo keeps
+/// decoding, and (debug builds) NACK repair still works.
+/// Not in the default run: Chromium's own prober needs the CPU. On a 2-core machine at load
+/// ≳ 8 it sends its first start-up probe cluster late and slow and drops the second one (no
+/// probe-sized burst follows the first in the transport-wide sequence the server receives,
+/// and Chromium logs no result for it); its estimate then stays at ~0.9 Mbit/s or below,
+/// with str0m's feedback (`the_browsers_estimate_climbs_on_str0ms_feedback`) as with ours
+/// (bench/NOTES.md, "Media fast ingress: kernel receive timestamps"). Run with `--ignored` on
+/// a machine that is not saturated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky until arrivals carry kernel receive timestamps (one call in ~8 under load)"]
+#[ignore = "Chromium's prober drops its start-up probes when starved of CPU, whichever feedback"]
 async fn the_browsers_estimate_climbs_on_the_fast_ingress_feedback() {
     echo_in_browsers(Some(true)).await;
 }
@@ -68,6 +72,14 @@ async fn echo_in_browsers(fast_ingress: Option<bool>) {
         if fast_ingress.is_some() {
             env.push(("HUDDLE_EXPECT_BWE_BPS", "1000000"));
         }
+        // The fast ingress (the default) sends the transport feedback: Chromium must take it.
+        // Without it the estimate falls from the 300 kbit/s start to ~0.1 Mbit/s within a few
+        // seconds; with it, it stays at or above the start, even when a CPU-starved Chromium
+        // drops its start-up probes (bench/NOTES.md, "Media fast ingress: kernel receive
+        // timestamps").
+        if fast_ingress != Some(false) {
+            env.push(("HUDDLE_EXPECT_BWE_FLOOR_BPS", "250000"));
+        }
         node_test(
             "browser/echo.test.mjs",
             &url,
@@ -96,7 +108,8 @@ async fn echo_in_browsers(fast_ingress: Option<bool>) {
         .media_fast_ingress()
         .expect("the media engine runs");
     eprintln!("fast ingress: {ingress:?}");
-    if fast_ingress == Some(true) {
+    // On by default.
+    if fast_ingress != Some(false) {
         assert!(
             ingress.legs > 0 && ingress.opened > 0 && ingress.twcc > 0,
             "{ingress:?}"

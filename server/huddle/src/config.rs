@@ -134,7 +134,7 @@ impl Default for MediaConfig {
                 .to_vec(),
             bandwidth_estimation: false,
             fast_egress: true,
-            fast_ingress: false,
+            fast_ingress: true,
         }
     }
 }

@@ -1,15 +1,22 @@
 //! Batched datagram system calls shared by the SIP UDP transport and the media socket:
 //! `recvmmsg` through nix and `sendmmsg` through rustix (their safe wrappers; no `unsafe`
 //! here). Linux only: elsewhere the callers read and write one datagram at a time.
+//!
+//! The media socket also reads each datagram's kernel receive timestamp ([`receive_stamped`],
+//! `SO_TIMESTAMPNS`, enabled by [`enable_receive_timestamps`]); the SIP transport reads no
+//! control messages.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
 
 use arrayvec::ArrayVec;
 use nix::sys::socket::{
-    recvmmsg, AddressFamily, MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage,
+    recvmmsg, setsockopt, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, MultiHeaders,
+    SockaddrLike, SockaddrStorage,
 };
+use nix::sys::time::TimeSpec;
 use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
 
 /// Datagrams written per `sendmmsg` at most (the kernel takes up to 1024).
@@ -92,16 +99,72 @@ fn receive_with<const N: usize>(
         None,
     )?;
     for msg in results {
-        let source = msg.address.and_then(|a| match a.family() {
-            Some(AddressFamily::Inet) => a.as_sockaddr_in().map(|v4| SocketAddr::V4((*v4).into())),
-            Some(AddressFamily::Inet6) => {
-                a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
-            }
-            _ => None,
-        });
-        out.push((msg.bytes, source));
+        out.push((msg.bytes, msg.address.and_then(ip_address)));
     }
     Ok(())
+}
+
+/// The sender's address, if it is an IP one.
+fn ip_address(a: SockaddrStorage) -> Option<SocketAddr> {
+    match a.family() {
+        Some(AddressFamily::Inet) => a.as_sockaddr_in().map(|v4| SocketAddr::V4((*v4).into())),
+        Some(AddressFamily::Inet6) => a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())),
+        _ => None,
+    }
+}
+
+/// Asks the kernel to stamp each datagram `socket` receives (`SO_TIMESTAMPNS`: the system
+/// clock, nanoseconds, taken when the datagram entered the stack), for [`receive_stamped`].
+pub(crate) fn enable_receive_timestamps(socket: &impl AsFd) -> std::io::Result<()> {
+    Ok(setsockopt(socket, sockopt::ReceiveTimestampns, &true)?)
+}
+
+/// [`receive`] with each datagram's kernel receive timestamp (`SO_TIMESTAMPNS`, see
+/// [`enable_receive_timestamps`]), as the time since the Unix epoch on the system clock,
+/// appended to `stamps` (one for each entry appended to `out`): `None` when the datagram
+/// carries none (the option is off, or the control message did not fit). The headers and
+/// their control-message space are built per call: the kernel writes the length it used back
+/// into each header, and nix does not reset it, so a kept set could shrink the next call's
+/// space.
+pub(crate) fn receive_stamped<const N: usize>(
+    socket: &impl AsFd,
+    buf: &mut [u8],
+    slot: usize,
+    out: &mut Vec<(usize, Option<SocketAddr>)>,
+    stamps: &mut Vec<Option<Duration>>,
+) -> std::io::Result<()> {
+    let mut headers =
+        MultiHeaders::<SockaddrStorage>::preallocate(N, Some(nix::cmsg_space!(TimeSpec)));
+    let mut slots = buf.chunks_mut(slot);
+    let mut iovs: [[IoSliceMut<'_>; 1]; N] =
+        std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
+    let results = recvmmsg(
+        socket.as_fd().as_raw_fd(),
+        &mut headers,
+        iovs.iter_mut(),
+        MsgFlags::empty(),
+        None,
+    )?;
+    for msg in results {
+        let stamp = msg.cmsgs().ok().and_then(|mut cmsgs| {
+            cmsgs.find_map(|c| match c {
+                ControlMessageOwned::ScmTimestampns(ts) => since_epoch(ts),
+                _ => None,
+            })
+        });
+        out.push((msg.bytes, msg.address.and_then(ip_address)));
+        stamps.push(stamp);
+    }
+    Ok(())
+}
+
+/// A kernel timestamp as the time since the Unix epoch (`None` before it).
+fn since_epoch(ts: TimeSpec) -> Option<Duration> {
+    let secs = u64::try_from(ts.tv_sec()).ok()?;
+    let nanos = u32::try_from(ts.tv_nsec())
+        .ok()
+        .filter(|n| *n < 1_000_000_000)?;
+    Some(Duration::new(secs, nanos))
 }
 
 /// One `sendmmsg` of the first [`SEND_BATCH`] of `datagrams` (destination, bytes): how many

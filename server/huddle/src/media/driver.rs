@@ -109,10 +109,31 @@
 //! every place live (or our SRTP context full) the leg goes to str0m, never a live stream
 //! dropped. Per leg it is all or nothing,
 //! decided when the leg connects: the first keys only (a second key generation hands the leg
-//! to str0m for good, with each stream's rollover counter set on str0m's side), no simulcast,
+//! to str0m for good), no simulcast,
 //! one id per extension across the media sections; a renegotiation that brings simulcast or
 //! moves an extension's id hands the leg back too. Its timers share the leg's deadline; a
 //! deadline of the fast ingress alone does not give str0m a pass.
+//!
+//! Handing back: str0m never saw the leg's streams, so it would extend their sequence numbers
+//! at rollover counter 0. Each main stream's counter goes to str0m (`StreamRx::reset_roc`)
+//! with that stream's first packet our own context authenticates; until then the stream's
+//! packets that do not authenticate are dropped, since str0m applies `reset_roc` to the next
+//! packet before authenticating it, and a forgery or replay would spend it and leave the
+//! stream at counter 0 for good (`Leg::roc_for_str0m`). On a rekey our context is the new
+//! keys' by then: it is seeded from our stream state first. RTX streams cannot be handed over:
+//! str0m 0.25's `reset_roc` covers the main register only and seeds the RTX window from its
+//! own (private) session history, which never saw them; so after a hand-back, repairs on an
+//! RTX SSRC whose sequence number has wrapped since the call began fail str0m's
+//! authentication (dropped: that stream loses loss repair; its media is unaffected).
+//!
+//! Arrival times: the transport feedback reports when each packet arrived, and the sender's
+//! estimator reads their spacing (a probe cluster received faster than it was sent is
+//! refused). A batch read late holds packets that arrived milliseconds apart, so with the
+//! fast ingress on the media socket has kernel receive timestamps (`SO_TIMESTAMPNS`,
+//! [`super::udp`]): the feedback, the streams' jitter and the delay since the peer's last
+//! SR count from the datagram's stamp, mapped to `Instant`. Everything else (str0m's clock,
+//! the timers, the packet handed on) keeps the driver's clock, which never goes back.
+//! Without a stamp the read time stands in (`Arrival::read`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -130,7 +151,9 @@ use str0m::{Event, IceConnectionState, Input, Output, Reason, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::ingress::{read_extensions, ExtensionIds, Extensions, Ingress, MAX_STREAMS, RTX_WINDOW};
+use super::ingress::{
+    read_extensions, Arrival, ExtensionIds, Extensions, Ingress, MAX_STREAMS, RTX_WINDOW,
+};
 use super::keytap::{KeySlot, LegKeys};
 use super::repair::{self, Resend, SentCache};
 use super::rtp::{self, EgressExtensions, EgressHeader, KeyframeGate, Rewriter, SeqExtender};
@@ -242,6 +265,17 @@ pub(crate) struct Leg {
     /// The fast ingress gave the leg up for good (a rekey, simulcast after a renegotiation):
     /// str0m takes its RTP.
     ingress_off: bool,
+    /// Main SSRCs the fast ingress handed to str0m whose rollover counter str0m has not been
+    /// given yet: it is, with the first of their packets our context authenticates
+    /// ([`Leg::roc_for_str0m`]).
+    roc_pending: Vec<u32>,
+}
+
+/// Which of a leg's receive streams a key-frame request is for.
+#[derive(Debug, Clone, Copy)]
+enum KeyframeOf {
+    Mid(Mid),
+    Ssrc(u32),
 }
 
 /// One leg's fast ingress: the sans-IO receive state and what places its packets.
@@ -473,6 +507,7 @@ impl Leg {
             fast_ingress: false,
             ingress: None,
             ingress_off: false,
+            roc_pending: Vec::new(),
         }
     }
 
@@ -596,20 +631,94 @@ impl Leg {
             })
     }
 
-    /// Hands the leg's RTP back to str0m for good (a rekey, simulcast): each stream's rollover
-    /// counter is set on str0m's side from ours, so str0m opens what comes next.
+    /// Asks the peer for a key frame on the stream `of` (str0m sends the PLI or FIR at its
+    /// next pass).
+    ///
+    /// str0m counts the PLIs it sends in its ingress stats, which it reports only for streams
+    /// it received RTP on: never, on a fast-ingress leg. There each PLI is counted here (one
+    /// per request: str0m sends one per pass however many requests came before it), and
+    /// noted as seen, so that str0m's cumulative count, if it reports one later (the leg
+    /// handed back), adds only what came after.
+    fn request_keyframe(
+        &mut self,
+        of: KeyframeOf,
+        kind: KeyframeRequestKind,
+        counters: &super::MediaCounters,
+    ) {
+        let fast = self.ingress.is_some();
+        let mut api = self.rtc.direct_api();
+        let rx = match of {
+            KeyframeOf::Mid(mid) => api.stream_rx_by_mid(mid, None),
+            KeyframeOf::Ssrc(ssrc) => api.stream_rx(&Ssrc::from(ssrc)),
+        };
+        let Some(rx) = rx else {
+            return;
+        };
+        rx.request_keyframe(kind);
+        if fast && kind == KeyframeRequestKind::Pli {
+            let key = (rx.mid(), rx.rid(), false);
+            self.rtcp_seen.entry(key).or_default().1 += 1;
+            counters.rtcp(false, 0, 1);
+        }
+    }
+
+    /// Hands the leg's RTP back to str0m for good (a rekey, simulcast). str0m never saw these
+    /// streams, so it would extend their sequence numbers at rollover counter 0: each main
+    /// stream's counter is handed over too, with the stream's first packet our context
+    /// authenticates ([`Leg::roc_for_str0m`]). On a rekey our context may already be the new
+    /// keys' (empty) one: it is seeded from our stream state first.
     fn stop_ingress(&mut self) {
         self.ingress_off = true;
         let Some(ingress) = self.ingress.take() else {
             return;
         };
-        // From our own stream state: `self.srtp` may already hold the new keys' empty context.
-        let mut api = self.rtc.direct_api();
-        for (ssrc, _, highest) in ingress.core.highest_indices().filter(|s| !s.1) {
-            if let Some(rx) = api.stream_rx(&Ssrc::from(ssrc)) {
-                rx.reset_roc(highest >> 16);
+        let mains: Vec<(u32, u64)> = ingress
+            .core
+            .highest_indices()
+            .filter(|s| !s.1)
+            .map(|s| (s.0, s.2))
+            .collect();
+        if let Some(srtp) = self.own_srtp() {
+            for &(ssrc, highest) in &mains {
+                if srtp.rx.rtp_highest_index(ssrc).is_none() {
+                    let _ = srtp.rx.seed_rtp_index(ssrc, highest);
+                }
             }
         }
+        self.roc_pending = mains.into_iter().map(|m| m.0).collect();
+    }
+
+    /// An inbound RTP datagram of a leg the fast ingress handed to str0m, before str0m gets it.
+    /// For a stream whose rollover counter str0m still needs, our context opens a copy: if it
+    /// authenticates, str0m is given that packet's counter (`reset_roc`, which str0m applies to
+    /// the next packet of the stream, before authenticating it: so only one we know is genuine
+    /// may follow), else the datagram is dropped (a forgery or replay would waste the one
+    /// `reset_roc` and leave str0m at counter 0 for good). The first field: str0m gets the
+    /// datagram; the second: our context opened it (debug builds check it no further).
+    fn roc_for_str0m(&mut self, bytes: &[u8]) -> (bool, bool) {
+        let Some(ssrc) = bytes
+            .get(8..12)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            return (true, false);
+        };
+        let Some(at) = self.roc_pending.iter().position(|s| *s == ssrc) else {
+            return (true, false);
+        };
+        let Some(srtp) = self.own_srtp() else {
+            // No usable keys of ours: nothing to tell str0m with.
+            self.roc_pending.swap_remove(at);
+            return (true, false);
+        };
+        let mut copy = bytes.to_vec();
+        let Ok(opened) = srtp.rx.unprotect_rtp(&mut copy) else {
+            return (false, false);
+        };
+        self.roc_pending.swap_remove(at);
+        if let Some(rx) = self.rtc.direct_api().stream_rx(&Ssrc::from(ssrc)) {
+            rx.reset_roc(opened.index >> 16);
+        }
+        (true, true)
     }
 
     /// Sends forwarded streams outside str0m (module docs, "Fast egress"); only for a leg
@@ -828,10 +937,14 @@ impl Leg {
     /// tells str0m of a new one so that key-frame requests for it work), and un-RTX's a repair.
     /// `None` for what is not forwarded: padding, probes, simulcast, an unknown stream or
     /// payload type, a repair of nothing missing. The flag: it was a repair.
+    ///
+    /// `arrival` (the kernel's stamp when there is one) is what the feedback reports and the
+    /// stream state counts from; `now`, the driver's clock, is what goes on with the packet.
     fn place_inbound(
         &mut self,
         plain: &[u8],
         index: u64,
+        arrival: Arrival,
         now: Instant,
     ) -> Result<(Inbound, bool), Dropped> {
         let Leg {
@@ -846,7 +959,7 @@ impl Leg {
         let ext = read_extensions(plain, &ingress.ids);
         // Every packet counts for the transport feedback (padding and probes too).
         if let Some(seq) = ext.transport_cc {
-            ingress.core.twcc.record(seq, now);
+            ingress.core.twcc.record(seq, arrival);
         }
         // Padding-only packets go on: on a main SSRC they hold a sequence number (not a hole:
         // no NACK, no loss, and the forwarded output stays contiguous, as str0m handed them
@@ -899,19 +1012,22 @@ impl Leg {
         // A stream idle long enough gives its place; with every place live the leg goes to
         // str0m (never a live stream dropped, nor a new one).
         if ingress.core.find(p.ssrc).is_none() {
-            if let Some(gone) = ingress.core.make_room(now) {
+            if let Some(gone) = ingress.core.make_room(arrival.at) {
                 rx_mids.remove(&gone);
                 ingress.mains.retain(|(_, s)| *s != gone);
                 ingress.rtx_mains.retain(|(r, m)| *r != gone && *m != gone);
             }
         }
-        let Some(stream) = ingress.core.stream(p.ssrc, rtx, video && !rtx, clock, now) else {
+        let Some(stream) = ingress
+            .core
+            .stream(p.ssrc, rtx, video && !rtx, clock, arrival.at)
+        else {
             ingress.hand_back = true;
             return Err(Dropped::Unplaced);
         };
         stream.set_rtx_repair(rtx_negotiated);
         let before = stream.highest();
-        let filled = stream.received(index, p.timestamp, now);
+        let filled = stream.received(index, p.timestamp, arrival.at);
         // Below the newest and no hole: delivered already (the original after its repair).
         if !rtx && stream.nacks() && before.is_some_and(|h| index < h) && !filled {
             return Err(Dropped::Expected);
@@ -1096,6 +1212,7 @@ pub(crate) async fn run(
     candidate: SocketAddr,
     mut commands: mpsc::Receiver<Command>,
     engine: MediaEngine,
+    stamped: bool,
 ) {
     let mut d = Driver {
         socket,
@@ -1110,7 +1227,7 @@ pub(crate) async fn run(
         #[cfg(debug_assertions)]
         sealed: 0,
     };
-    let mut buf = RecvBuffers::new();
+    let mut buf = RecvBuffers::new(stamped);
     // One timer for the whole run, moved only when the earliest deadline changes (a new
     // `Sleep` per turn would register and cancel a timer-wheel entry on every wake-up).
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
@@ -1183,10 +1300,10 @@ impl Driver {
             }
             read += buf.len();
             for i in 0..buf.len() {
-                let (bytes, source) = buf.datagram(i);
+                let (bytes, source, arrival) = buf.datagram(i);
                 self.engine.counters().received(bytes.len());
                 if let Some(source) = source {
-                    self.datagram(bytes, source);
+                    self.datagram(bytes, source, arrival);
                 }
             }
             if !more {
@@ -1228,8 +1345,9 @@ impl Driver {
         self.outbox.flush(&self.socket, |n| counters.sent(n));
     }
 
-    /// Routes one datagram to its leg (see the module docs of `media`).
-    fn datagram(&mut self, bytes: &[u8], source: SocketAddr) {
+    /// Routes one datagram to its leg (see the module docs of `media`). `stamp`: when it
+    /// arrived by the kernel's receive timestamp, if the socket gave one.
+    fn datagram(&mut self, bytes: &[u8], source: SocketAddr, stamp: Option<Instant>) {
         let id = match stun_ufrag(bytes).and_then(|u| self.by_ufrag.get(u).copied()) {
             Some(id) => {
                 if let Some(leg) = self.legs.get_mut(&id) {
@@ -1251,6 +1369,9 @@ impl Driver {
             return;
         };
         let now = Instant::now();
+        // The fast ingress's feedback tells the sender when its packets arrived; str0m's clock
+        // (and everything else) is the driver's, which must not go back.
+        let arrival = stamp.map_or(Arrival::read(now), Arrival::stamped);
         leg.last_rx = now;
         let kind = srtp_kind(bytes);
         if leg.ingress.is_some() {
@@ -1262,7 +1383,7 @@ impl Driver {
             {
                 // New keys: str0m takes the leg's RTP from here on (module docs).
                 leg.stop_ingress();
-            } else if kind == Some(false) && self.fast_rtp_in(id, bytes, source, now) {
+            } else if kind == Some(false) && self.fast_rtp_in(id, bytes, source, arrival, now) {
                 return;
             }
         }
@@ -1270,6 +1391,15 @@ impl Driver {
         let Some(leg) = self.legs.get_mut(&id) else {
             return;
         };
+        let (give, opened) = match kind {
+            Some(false) if !leg.roc_pending.is_empty() => leg.roc_for_str0m(bytes),
+            _ => (true, false),
+        };
+        if !give {
+            return;
+        }
+        // Debug builds open every str0m-bound RTP packet with our context too: not twice.
+        let verify = cfg!(debug_assertions) && !opened;
         leg.clock = now;
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.candidate, bytes) else {
             return;
@@ -1282,12 +1412,12 @@ impl Driver {
                         leg.answer_nacks(&plain, now, &mut repairs);
                     }
                     if let Some(ingress) = leg.ingress.as_deref_mut() {
-                        note_sender_reports(&mut ingress.core, &plain, now);
+                        note_sender_reports(&mut ingress.core, &plain, arrival.at);
                     }
                 }
             }
             #[cfg(debug_assertions)]
-            Some(false) => verify_inbound_rtp(leg, bytes, self.engine.counters()),
+            Some(false) if verify => verify_inbound_rtp(leg, bytes, self.engine.counters()),
             _ => {}
         }
         if let Err(e) = leg.rtc.handle_input(Input::Receive(now, receive)) {
@@ -1489,16 +1619,20 @@ impl Driver {
                             .or_default()
                             .note(Instant::now());
                     }
-                    let mut api = leg.rtc.direct_api();
+                    let counters = self.engine.counters();
                     if let Some(mid) = mid {
-                        if let Some(rx) = api.stream_rx_by_mid(mid, None) {
-                            rx.request_keyframe(KeyframeRequestKind::Pli);
-                        }
+                        leg.request_keyframe(
+                            KeyframeOf::Mid(mid),
+                            KeyframeRequestKind::Pli,
+                            counters,
+                        );
                     }
                     for ssrc in ssrcs {
-                        if let Some(rx) = api.stream_rx(&Ssrc::from(ssrc)) {
-                            rx.request_keyframe(KeyframeRequestKind::Pli);
-                        }
+                        leg.request_keyframe(
+                            KeyframeOf::Ssrc(ssrc),
+                            KeyframeRequestKind::Pli,
+                            counters,
+                        );
                     }
                     self.touch(session);
                 }
@@ -1562,9 +1696,11 @@ impl Driver {
             let targets = leg.forwards.entry(src_mid).or_insert_with(|| Arc::from([]));
             *targets = targets.iter().copied().chain([(dst, dst_mid)]).collect();
             // A new receiver needs a picture now.
-            if let Some(rx) = leg.rtc.direct_api().stream_rx_by_mid(src_mid, None) {
-                rx.request_keyframe(KeyframeRequestKind::Pli);
-            }
+            leg.request_keyframe(
+                KeyframeOf::Mid(src_mid),
+                KeyframeRequestKind::Pli,
+                self.engine.counters(),
+            );
             self.touch(src_leg);
         }
         if let Some(leg) = self.legs.get_mut(&dst) {
@@ -1686,11 +1822,11 @@ impl Driver {
                             .or_default()
                             .allow(Instant::now(), FORWARDED_KEYFRAME_INTERVAL);
                         if passed {
-                            if let Some(rx) =
-                                src_leg.rtc.direct_api().stream_rx_by_mid(src_mid, None)
-                            {
-                                rx.request_keyframe(req.kind);
-                            }
+                            src_leg.request_keyframe(
+                                KeyframeOf::Mid(src_mid),
+                                req.kind,
+                                self.engine.counters(),
+                            );
                             self.touch(src);
                         }
                     }
@@ -1870,9 +2006,11 @@ impl Driver {
             }
             if switched && kind == Some(MediaKind::Video) {
                 if let Some(src_leg) = self.legs.get_mut(&id) {
-                    if let Some(rx) = src_leg.rtc.direct_api().stream_rx_by_mid(mid, None) {
-                        rx.request_keyframe(KeyframeRequestKind::Pli);
-                    }
+                    src_leg.request_keyframe(
+                        KeyframeOf::Mid(mid),
+                        KeyframeRequestKind::Pli,
+                        self.engine.counters(),
+                    );
                     src_leg.unreleased = true;
                     self.dirty.insert(id);
                 }
@@ -1887,7 +2025,14 @@ impl Driver {
     ///
     /// False when the leg was just handed to str0m (every stream place taken by a live one, or
     /// our SRTP context full): the caller gives str0m this datagram.
-    fn fast_rtp_in(&mut self, id: u64, bytes: &[u8], source: SocketAddr, now: Instant) -> bool {
+    fn fast_rtp_in(
+        &mut self,
+        id: u64,
+        bytes: &[u8],
+        source: SocketAddr,
+        arrival: Arrival,
+        now: Instant,
+    ) -> bool {
         let counters = self.engine.counters();
         let Some(leg) = self.legs.get_mut(&id) else {
             return true;
@@ -1916,11 +2061,14 @@ impl Driver {
             }
         };
         counters.ingress(1, 1);
+        if arrival.stamped {
+            counters.ingress(9, 1);
+        }
         if let Some(ingress) = leg.ingress.as_deref_mut() {
             ingress.peer = Some(source);
         }
         buf.truncate(opened.len);
-        match leg.place_inbound(&buf, opened.index, now) {
+        match leg.place_inbound(&buf, opened.index, arrival, now) {
             Ok(packet) => {
                 if packet.1 {
                     counters.ingress(5, 1);
@@ -2517,6 +2665,12 @@ mod tests {
     /// A leg answered to a str0m peer's video offer (VP8 with RTX), keys in its slot (we are
     /// the DTLS server), fast ingress started; and the peer's sending context.
     fn ingress_leg() -> (Leg, Mid, SrtpTx, Arc<KeySlot>) {
+        let (leg, mid, tx, keys, _) = ingress_leg_and_peer();
+        (leg, mid, tx, keys)
+    }
+
+    /// [`ingress_leg`] and the peer, its offer answered (it may offer again).
+    fn ingress_leg_and_peer() -> (Leg, Mid, SrtpTx, Arc<KeySlot>, str0m::Rtc) {
         use crate::media::srtp::SrtpProfile as Ours;
         use str0m::media::Direction;
         crate::media::install_crypto();
@@ -2537,9 +2691,15 @@ mod tests {
         );
         let mut change = peer.sdp_api();
         let mid = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-        let (offer, _) = change.apply().unwrap();
+        let (offer, pending) = change.apply().unwrap();
         let offer = crate::media::sdp::check_offer(offer.to_sdp_string().as_bytes()).unwrap();
-        crate::media::sdp::answer(&mut rtc, offer).unwrap();
+        let answer = crate::media::sdp::answer(&mut rtc, offer).unwrap();
+        peer.sdp_api()
+            .accept_answer(
+                pending,
+                str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap(),
+            )
+            .unwrap();
         let t = Duration::from_secs(10);
         let mut leg = Leg::new(1, rtc, ufrag, keys.clone(), Arc::new(Quiet), now, t, t)
             .with_mids(vec![mid])
@@ -2553,7 +2713,105 @@ mod tests {
         let peer_tx = LegSrtp::from_keying_material(Ours::AeadAes256Gcm, &material, true)
             .unwrap()
             .tx;
-        (leg, mid, peer_tx, keys)
+        (leg, mid, peer_tx, keys, peer)
+    }
+
+    /// The peer offers again (`change` adds to its session, `edit` rewrites the offer's text)
+    /// and the leg answers as the driver does (`Command::Renegotiate`).
+    fn renegotiate(
+        leg: &mut Leg,
+        peer: &mut str0m::Rtc,
+        change: impl FnOnce(&mut str0m::change::SdpApi<'_>),
+        edit: impl FnOnce(String) -> String,
+    ) {
+        let mut api = peer.sdp_api();
+        change(&mut api);
+        let (offer, pending) = api.apply().expect("a change to offer");
+        let text = edit(offer.to_sdp_string());
+        let offer = crate::media::sdp::check_offer(text.as_bytes()).unwrap();
+        let answer = crate::media::sdp::answer(&mut leg.rtc, offer).unwrap();
+        leg.refresh_fast_streams();
+        leg.mids = crate::media::mids_of(&answer);
+        leg.refresh_ingress();
+        peer.sdp_api()
+            .accept_answer(
+                pending,
+                str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap(),
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_renegotiation_keeps_the_fast_ingress_unless_it_brings_simulcast_or_splits_an_extension() {
+        use str0m::media::{Direction, Simulcast, SimulcastLayer};
+        // A second stream (audio, without video orientation: merged): still fast, ids kept.
+        let (mut leg, _mid, _tx, _keys, mut peer) = ingress_leg_and_peer();
+        let ids = leg.ingress.as_ref().unwrap().ids;
+        renegotiate(
+            &mut leg,
+            &mut peer,
+            |api| {
+                api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            },
+            |offer| offer,
+        );
+        assert_eq!(leg.mids.len(), 2);
+        assert_eq!(leg.ingress.as_ref().map(|i| i.ids), Some(ids));
+        // The MID extension under another id in the new section only: str0m keeps the ids it
+        // negotiated first (one map for the session), and so do we: still fast, ids as str0m's.
+        let mid_id = ids.mid.unwrap();
+        let (mut leg2, _mid, _tx, _keys, mut peer2) = ingress_leg_and_peer();
+        renegotiate(
+            &mut leg2,
+            &mut peer2,
+            |api| {
+                api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            },
+            |offer| {
+                // An id no section of the offer uses (RFC 8285: one extension per id).
+                let used: Vec<u8> = offer
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("a=extmap:"))
+                    .filter_map(|l| l.split([' ', '/']).next()?.parse().ok())
+                    .collect();
+                let free = (1..15u8).find(|id| !used.contains(id)).unwrap();
+                let from = format!("a=extmap:{mid_id} urn:ietf:params:rtp-hdrext:sdes:mid");
+                let to = format!("a=extmap:{free} urn:ietf:params:rtp-hdrext:sdes:mid");
+                // The last section is the new one.
+                let at = offer.rfind(&from).expect("the new section's MID extension");
+                let edited = format!("{}{to}{}", &offer[..at], &offer[at + from.len()..]);
+                assert_eq!(edited.matches(&to).count(), 1);
+                edited
+            },
+        );
+        assert_eq!(leg2.extension_ids(), Some(ids));
+        assert_eq!(leg2.ingress.as_ref().map(|i| i.ids), Some(ids));
+        // Simulcast offered on a new video section: str0m takes the leg.
+        let mut simulcast = Simulcast::new();
+        simulcast.add_send_layer(SimulcastLayer::new("h"));
+        simulcast.add_send_layer(SimulcastLayer::new("l"));
+        renegotiate(
+            &mut leg,
+            &mut peer,
+            |api| {
+                api.add_media(
+                    MediaKind::Video,
+                    Direction::SendOnly,
+                    None,
+                    None,
+                    Some(simulcast),
+                );
+            },
+            |offer| offer,
+        );
+        assert_eq!(leg.mids.len(), 3);
+        // For the simulcast alone: the ids still agree.
+        assert!(leg.extension_ids().is_some());
+        assert!(leg.mids.iter().any(|m| matches!(
+            leg.rtc.media(*m).map(|m| m.rids_rx()),
+            Some(str0m::media::Rids::Specific(_))
+        )));
+        assert!(leg.ingress.is_none() && leg.ingress_off);
     }
 
     /// An SRTP packet from the peer: `ssrc`, `pt`, `seq`, the MID extension when `mid_id`,
@@ -2604,7 +2862,10 @@ mod tests {
             let mut buf = bytes.to_vec();
             let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf)?;
             buf.truncate(o.len);
-            Ok::<_, SrtpError>(leg.place_inbound(&buf, o.index, now).ok())
+            Ok::<_, SrtpError>(
+                leg.place_inbound(&buf, o.index, Arrival::read(now), now)
+                    .ok(),
+            )
         };
         // The main stream, placed by its MID: 1, 2, 3, 5 (4 lost).
         let main = 0x1111;
@@ -2641,7 +2902,8 @@ mod tests {
             let mut buf = bytes;
             let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
             buf.truncate(o.len);
-            leg.place_inbound(&buf, o.index, now).err()
+            leg.place_inbound(&buf, o.index, Arrival::read(now), now)
+                .err()
         };
         assert_eq!(
             raw(&mut leg, repair(10, 4)),
@@ -2724,7 +2986,7 @@ mod tests {
             let mut buf = bytes;
             let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
             buf.truncate(o.len);
-            leg.place_inbound(&buf, o.index, now)
+            leg.place_inbound(&buf, o.index, Arrival::read(now), now)
         };
         let repair = |seq: u64, osn: u16| {
             let mut payload = osn.to_be_bytes().to_vec();
@@ -2749,6 +3011,152 @@ mod tests {
             ingress.core.find(0xb).unwrap().is_missing(11),
             "B's hole untouched"
         );
+    }
+
+    #[test]
+    fn kernel_stamped_arrivals_reach_the_transport_feedback_through_place_inbound() {
+        let (mut leg, mid, peer, _keys) = ingress_leg();
+        let ids = leg.ingress.as_ref().unwrap().ids;
+        let mid_id = ids.mid.unwrap();
+        let tcc_id = ids.transport_cc.expect("transport-cc negotiated");
+        let pt = *leg.rtc.codec_config().params()[0].pt();
+        let now = Instant::now() + Duration::from_secs(1);
+        // Five packets 2 ms apart, read together 30 ms after the first.
+        for i in 0..5u16 {
+            let mut p = vec![0x90, pt, 0, 0, 0, 0, 0x30, 0x39];
+            p[2..4].copy_from_slice(&(1 + i).to_be_bytes());
+            p.extend_from_slice(&0x4444u32.to_be_bytes());
+            let mut ext = vec![(mid_id << 4) | (mid.len() as u8 - 1)];
+            ext.extend_from_slice(mid.as_bytes());
+            ext.push((tcc_id << 4) | 1);
+            ext.extend_from_slice(&i.to_be_bytes());
+            while ext.len() % 4 != 0 {
+                ext.push(0);
+            }
+            p.extend_from_slice(&[0xbe, 0xde, 0, (ext.len() / 4) as u8]);
+            p.extend_from_slice(&ext);
+            p.push(b'x');
+            peer.protect_rtp_vec(&mut p, u64::from(1 + i)).unwrap();
+            let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut p).unwrap();
+            p.truncate(o.len);
+            let at = now - Duration::from_millis(30) + Duration::from_millis(2 * u64::from(i));
+            assert!(leg
+                .place_inbound(&p, o.index, Arrival::stamped(at), now)
+                .is_ok());
+        }
+        let mut out = Vec::new();
+        leg.ingress.as_mut().unwrap().core.poll(now, &mut out);
+        let twcc = out
+            .iter()
+            .find(|p| p[1] == 205 && p[0] & 0x1f == 15)
+            .expect("transport feedback");
+        // Five received: one run-length chunk, then one-byte deltas of 8 ticks (2 ms).
+        assert_eq!(u16::from_be_bytes([twcc[14], twcc[15]]), 5);
+        assert_eq!(twcc[23..27], [8, 8, 8, 8], "{twcc:?}");
+    }
+
+    #[test]
+    fn a_sender_report_from_the_wire_gives_the_receiver_reports_lsr_and_dlsr() {
+        let t0 = Instant::now();
+        let mut ingress = Ingress::new(9, t0);
+        ingress
+            .stream(0x55, false, false, 48_000, t0)
+            .unwrap()
+            .received(1, 960, t0);
+        // A compound packet as browsers send it: an SR of a stream we do not receive, the SR
+        // of ours (with a report block of its own), then SDES.
+        let sr = |ssrc: u32, ntp: u64| {
+            let mut p = vec![0x81, 200, 0, 12];
+            p.extend_from_slice(&ssrc.to_be_bytes());
+            p.extend_from_slice(&ntp.to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0x30, 0x39, 0, 0, 0, 7, 0, 0, 0x10, 0]);
+            p.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+            p.extend_from_slice(&[0; 20]);
+            p
+        };
+        let mut compound = sr(0x77, 0x0101_0101_0202_0202);
+        compound.extend(sr(0x55, 0xaabb_ccdd_1122_3344));
+        compound.extend_from_slice(&[0x81, 202, 0, 3, 0, 0, 0, 0x55, 1, 2, b'a', b'b', 0, 0, 0, 0]);
+        note_sender_reports(&mut ingress, &compound, t0 + Duration::from_millis(200));
+        let mut out = Vec::new();
+        assert_eq!(
+            ingress
+                .poll(t0 + Duration::from_millis(1700), &mut out)
+                .reports,
+            1
+        );
+        let rr = &out[0];
+        assert_eq!(rr[1], 201);
+        assert_eq!(u32::from_be_bytes(rr[8..12].try_into().unwrap()), 0x55);
+        assert_eq!(
+            u32::from_be_bytes(rr[24..28].try_into().unwrap()),
+            0xccdd_1122,
+            "LSR: the middle of the SR's NTP time"
+        );
+        assert_eq!(
+            u32::from_be_bytes(rr[28..32].try_into().unwrap()),
+            3 * 65_536 / 2,
+            "DLSR: 1.5 s since the SR arrived"
+        );
+        // A truncated SR changes nothing.
+        note_sender_reports(
+            &mut ingress,
+            &sr(0x55, 1)[..20],
+            t0 + Duration::from_millis(1800),
+        );
+        out.clear();
+        ingress.poll(t0 + Duration::from_millis(2700), &mut out);
+        assert_eq!(
+            u32::from_be_bytes(out[0][24..28].try_into().unwrap()),
+            0xccdd_1122
+        );
+    }
+
+    #[test]
+    fn key_frame_requests_of_a_fast_ingress_leg_are_counted_here_once() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (mut leg, mid, peer, _keys) = ingress_leg();
+        let counters = crate::media::MediaCounters::default();
+        let mid_id = leg.ingress.as_ref().unwrap().ids.mid.unwrap();
+        let pt = *leg.rtc.codec_config().params()[0].pt();
+        let mut buf = sealed(&peer, 0x4444, pt, 1, Some((mid_id, mid.as_ref())), b"x");
+        let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
+        buf.truncate(o.len);
+        let now = Instant::now();
+        assert!(leg
+            .place_inbound(&buf, o.index, Arrival::read(now), now)
+            .is_ok());
+        leg.request_keyframe(
+            KeyframeOf::Ssrc(0x4444),
+            KeyframeRequestKind::Pli,
+            &counters,
+        );
+        leg.request_keyframe(
+            KeyframeOf::Ssrc(0x9999),
+            KeyframeRequestKind::Pli,
+            &counters,
+        );
+        leg.request_keyframe(
+            KeyframeOf::Ssrc(0x4444),
+            KeyframeRequestKind::Fir,
+            &counters,
+        );
+        assert_eq!(
+            counters.plis_sent.load(Relaxed),
+            1,
+            "a PLI, not an unknown stream's"
+        );
+        // str0m's cumulative count, should it report one after a hand-back, adds only what is
+        // new.
+        let key = (mid, None, false);
+        assert_eq!(leg.rtcp_seen.get(&key), Some(&(0, 1)));
+        leg.stop_ingress();
+        leg.request_keyframe(
+            KeyframeOf::Ssrc(0x4444),
+            KeyframeRequestKind::Pli,
+            &counters,
+        );
+        assert_eq!(counters.plis_sent.load(Relaxed), 1, "str0m's to count now");
     }
 
     #[test]
@@ -2787,7 +3195,9 @@ mod tests {
         );
         let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut buf).unwrap();
         buf.truncate(o.len);
-        assert!(leg.place_inbound(&buf, o.index, Instant::now()).is_ok());
+        assert!(leg
+            .place_inbound(&buf, o.index, Arrival::read(Instant::now()), Instant::now())
+            .is_ok());
         keys.put(&[6u8; 88], SrtpProfile::AEAD_AES_256_GCM, false);
         // Our context is replaced by the new keys' (empty) one first, as any packet forwarded
         // into the leg would do (review #3): the ROC handed to str0m is still the stream's.
@@ -2806,6 +3216,37 @@ mod tests {
             !leg.start_ingress(Instant::now()),
             "never again on this leg"
         );
+        // The new keys' context is seeded with the stream's state, and str0m gets the ROC
+        // only with a packet it authenticates (review #3c): a forgery, or a replay of what
+        // came before, is dropped and leaves the hand-over pending.
+        assert_eq!(leg.roc_pending, vec![ssrc]);
+        assert_eq!(
+            leg.own_srtp().unwrap().rx.rtp_highest_index(ssrc),
+            Some(0x1_0005)
+        );
+        use crate::media::srtp::SrtpProfile as Ours;
+        let new_tx = LegSrtp::from_keying_material(Ours::AeadAes256Gcm, &[6u8; 88], true)
+            .unwrap()
+            .tx;
+        let m = Some((mid_id, mid.as_ref()));
+        let mut forged = sealed(&new_tx, ssrc, pt, 0x1_0006, m, b"y");
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(leg.roc_for_str0m(&forged), (false, false));
+        let old = sealed(&new_tx, ssrc, pt, 0x1_0005, m, b"x");
+        assert_eq!(leg.roc_for_str0m(&old), (false, false));
+        assert_eq!(leg.roc_pending, vec![ssrc]);
+        // Another SSRC's packets pass unopened.
+        assert_eq!(
+            leg.roc_for_str0m(&sealed(&new_tx, 0x5555, pt, 1, m, b"z")),
+            (true, false)
+        );
+        // The next genuine packet: str0m is given its ROC (that packet's, so a first packet
+        // across a wrap gets the new one), once.
+        let next = sealed(&new_tx, ssrc, pt, 0x1_0006, m, b"y");
+        assert_eq!(leg.roc_for_str0m(&next), (true, true));
+        assert!(leg.roc_pending.is_empty());
+        assert_eq!(leg.roc_for_str0m(&next), (true, false), "once only");
     }
 
     #[test]

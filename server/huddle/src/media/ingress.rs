@@ -65,9 +65,12 @@ pub(crate) const PLAIN_REPAIR_REACH: u64 = 127;
 pub(crate) const RR_INTERVAL: Duration = Duration::from_secs(1);
 /// The resolution of transport feedback's arrival times (250 µs).
 const TWCC_TICK: Duration = Duration::from_micros(250);
-/// How far [`TwccRegister::record`] may move an arrival time later to keep a batch's packets a
-/// tick apart.
+/// How far [`TwccRegister::record`] may move a read-time arrival later to keep a batch's
+/// packets a tick apart (without kernel stamps only).
 const TWCC_SPREAD: Duration = Duration::from_millis(1);
+/// How far before the leg's start the transport feedback's reference time is put: further
+/// back than any arrival stamp the driver passes on (`udp.rs`: at most 2 s old).
+const TWCC_ZERO_BACK: Duration = Duration::from_secs(10);
 /// NACK items (PID + BLP) per RTCP packet at most.
 const MAX_NACK_ITEMS: usize = 64;
 /// An RTX packet's original sequence number further back than this from the stream's newest is
@@ -185,6 +188,27 @@ pub(crate) fn read_extensions(packet: &[u8], ids: &ExtensionIds) -> Extensions {
     out
 }
 
+/// When an inbound packet arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Arrival {
+    pub(crate) at: Instant,
+    /// `at` is the kernel's receive timestamp of the datagram (driver/udp.rs): the packet's
+    /// own time, whatever batch it was read in. Else it is when the driver read it.
+    pub(crate) stamped: bool,
+}
+
+impl Arrival {
+    /// The kernel's receive timestamp, as an `Instant`.
+    pub(crate) fn stamped(at: Instant) -> Arrival {
+        Arrival { at, stamped: true }
+    }
+
+    /// When the driver read the datagram (no kernel stamp).
+    pub(crate) fn read(at: Instant) -> Arrival {
+        Arrival { at, stamped: false }
+    }
+}
+
 /// The transport-wide sequence numbers received and when, until reported
 /// (draft-holmer-rmcat-transport-wide-cc-extensions-01).
 #[derive(Debug)]
@@ -218,19 +242,24 @@ impl TwccRegister {
         }
     }
 
-    /// A packet with transport-wide sequence number `seq` arrived at `at`. One already
+    /// A packet with transport-wide sequence number `seq` arrived (`arrival`). One already
     /// reported (late, or a duplicate) is not reported again.
     ///
-    /// The driver reads datagrams in batches and stamps each as it handles it, so packets that
-    /// arrived spread out can get the same 250 µs tick; a sender's probe whose packets all
-    /// share one tick has no receive interval and fails (libwebrtc drops probe clusters with a
-    /// zero interval), which keeps its estimate down. So a packet within a tick of the one
-    /// before is recorded a tick after it, at most [`TWCC_SPREAD`] after its own time (a
-    /// jitter far below what congestion control reacts to).
-    pub(crate) fn record(&mut self, seq: u16, at: Instant) {
+    /// A kernel stamp is the packet's own time and is taken as it is. A read time is not: the
+    /// driver reads datagrams in batches, so packets that arrived spread out can get the same
+    /// 250 µs tick, and a sender's probe whose packets all share one tick has no receive
+    /// interval and fails (libwebrtc drops probe clusters with a zero interval). So a read-time
+    /// packet within a tick of the one before is recorded a tick after it, at most
+    /// [`TWCC_SPREAD`] after its own time (a jitter far below what congestion control reacts
+    /// to). That cannot restore a batch's real spacing — a probe read in one late batch still
+    /// looks compressed, faster than it was sent, and the sender may reject it — which is what
+    /// the kernel stamps are for.
+    pub(crate) fn record(&mut self, seq: u16, arrival: Arrival) {
         let at = match self.last {
-            Some(last) if at < last + TWCC_TICK => (last + TWCC_TICK).min(at + TWCC_SPREAD),
-            _ => at,
+            Some(last) if !arrival.stamped && arrival.at < last + TWCC_TICK => {
+                (last + TWCC_TICK).min(arrival.at + TWCC_SPREAD)
+            }
+            _ => arrival.at,
         };
         self.last = Some(self.last.map_or(at, |l| l.max(at)));
         let ext = self.ext.extend(seq);
@@ -607,7 +636,10 @@ impl Ingress {
     pub(crate) fn new(own_ssrc: u32, now: Instant) -> Ingress {
         Ingress {
             own_ssrc,
-            twcc: TwccRegister::new(now),
+            // Kernel stamps may be older than `now` (the batch that connected the leg, read
+            // late): the reference must be before any arrival the register can be given, or
+            // those collapse onto it (`saturating_duration_since`).
+            twcc: TwccRegister::new(now.checked_sub(TWCC_ZERO_BACK).unwrap_or(now)),
             streams: Vec::new(),
             // The first report goes with the first packets (as str0m's does): a sender's first
             // probes are judged on it.
@@ -742,6 +774,7 @@ impl Ingress {
 
 #[cfg(test)]
 mod tests {
+    use super::super::udp::arrival_from_stamp;
     use super::*;
 
     fn ms(n: u64) -> Duration {
@@ -814,10 +847,10 @@ mod tests {
             if seq == 105 || (110..=112).contains(&seq) || seq == 115 {
                 continue;
             }
-            r.record(seq, zero + ms(70 + u64::from(seq - 100)));
+            r.record(seq, Arrival::stamped(zero + ms(70 + u64::from(seq - 100))));
         }
-        r.record(115, zero + ms(200));
-        r.record(101, zero + ms(300)); // a duplicate keeps the first arrival
+        r.record(115, Arrival::stamped(zero + ms(200)));
+        r.record(101, Arrival::stamped(zero + ms(300))); // a duplicate keeps the first arrival
         assert!(r.write_report(0xabc, 0xdef, &mut out));
         let (base, count, reference, fb, statuses) = parse_twcc(&out);
         assert_eq!(u32::from_be_bytes(out[4..8].try_into().unwrap()), 0xabc);
@@ -835,9 +868,9 @@ mod tests {
         }
         // Reported once: the next report starts after 120; a late 104 is not reported again.
         out.clear();
-        r.record(104, zero + ms(400));
+        r.record(104, Arrival::stamped(zero + ms(400)));
         assert!(!r.write_report(1, 2, &mut out));
-        r.record(121, zero + ms(401));
+        r.record(121, Arrival::stamped(zero + ms(401)));
         assert!(r.write_report(1, 2, &mut out));
         let (base, count, _, fb, statuses) = parse_twcc(&out);
         assert_eq!((base, count, fb), (121, 1, 1));
@@ -851,19 +884,19 @@ mod tests {
         // A hostile walk: each number as far as the 16-bit extension allows.
         let mut seq = 0u16;
         for i in 0..10_000u64 {
-            r.record(seq, zero + Duration::from_micros(i));
+            r.record(seq, Arrival::stamped(zero + Duration::from_micros(i)));
             seq = seq.wrapping_add(30_000);
             assert!(r.times.len() <= TWCC_SPAN);
         }
         // Long runs, with a gap of 3,000 lost and then 1,000 packets: several reports, each
         // at most TWCC_MAX_STATUS, the arrivals seconds apart (large deltas).
         let mut r = TwccRegister::new(zero);
-        r.record(0, zero);
-        r.record(3000, zero + ms(5000));
+        r.record(0, Arrival::stamped(zero));
+        r.record(3000, Arrival::stamped(zero + ms(5000)));
         for s in 3001..4000u16 {
             r.record(
                 s,
-                zero + ms(5000) + Duration::from_micros(100 * u64::from(s)),
+                Arrival::stamped(zero + ms(5000) + Duration::from_micros(100 * u64::from(s))),
             );
         }
         let mut reports = 0;
@@ -889,7 +922,7 @@ mod tests {
         let mut r = TwccRegister::new(zero);
         let at = zero + ms(100);
         for seq in 0..8u16 {
-            r.record(seq, at);
+            r.record(seq, Arrival::read(at));
         }
         let mut out = Vec::new();
         assert!(r.write_report(1, 2, &mut out));
@@ -910,13 +943,75 @@ mod tests {
         );
     }
 
+    /// The ticks of the arrivals in the one report `r` has (all received).
+    fn reported_ticks(r: &mut TwccRegister) -> Vec<i64> {
+        let mut out = Vec::new();
+        assert!(r.write_report(1, 2, &mut out));
+        parse_twcc(&out).4.into_iter().flatten().collect()
+    }
+
+    #[test]
+    fn a_probe_cluster_read_late_in_one_batch_keeps_its_spacing_with_kernel_stamps() {
+        // A sender's probe: 8 packets 2 ms apart (the prober's smallest spacing), all waiting
+        // in the socket until one batch reads them 30 ms after the last arrived.
+        let epoch = Duration::from_secs(1_790_000_000);
+        let sent: Vec<Duration> = (0..8u64).map(|i| epoch + ms(2 * i)).collect();
+        let zero = Instant::now();
+        let mono = zero + ms(200);
+        let wall = sent[7] + ms(30);
+        let mut stamped = TwccRegister::new(zero);
+        let mut read = TwccRegister::new(zero);
+        let mut floor = None;
+        for (seq, stamp) in sent.iter().enumerate() {
+            let at = arrival_from_stamp(*stamp, wall, mono, floor);
+            floor = Some(at);
+            stamped.record(seq as u16, Arrival::stamped(at));
+            read.record(seq as u16, Arrival::read(mono));
+        }
+        // Stamped: 8 ticks (2 ms) apart, the last 30 ms before the read.
+        let ticks = reported_ticks(&mut stamped);
+        let last = 4 * (200 - 30);
+        assert_eq!(
+            ticks,
+            (0..8).map(|i| last - 8 * (7 - i)).collect::<Vec<i64>>()
+        );
+        // Read time: the 14 ms cluster squeezed into 1 ms, at the read (what failed Chrome's
+        // second probe).
+        let ticks = reported_ticks(&mut read);
+        assert_eq!(ticks.last().unwrap() - ticks[0], 4);
+        assert_eq!(ticks[0], 4 * 200);
+        // Two packets the kernel stamped within one tick stay there: no spread is invented.
+        let mut r = TwccRegister::new(zero);
+        r.record(0, Arrival::stamped(zero + ms(10)));
+        r.record(
+            1,
+            Arrival::stamped(zero + ms(10) + Duration::from_micros(50)),
+        );
+        assert_eq!(reported_ticks(&mut r), vec![40, 40]);
+    }
+
+    #[test]
+    fn arrivals_stamped_before_the_leg_started_keep_their_spacing() {
+        // The batch that connected the leg was read late: its stamps, and the next batch's,
+        // are older than the `now` the ingress started at.
+        let t0 = Instant::now() + Duration::from_secs(30);
+        let mut ing = Ingress::new(1, t0);
+        for i in 0..5u16 {
+            let at = t0 - ms(8) + ms(2 * u64::from(i));
+            ing.twcc.record(i, Arrival::stamped(at));
+        }
+        let ticks = reported_ticks(&mut ing.twcc);
+        let gaps: Vec<i64> = ticks.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(gaps, vec![8, 8, 8, 8], "{ticks:?}");
+    }
+
     #[test]
     fn one_outlier_does_not_stall_the_feedback_but_a_confirmed_jump_restarts_it() {
         let zero = Instant::now();
         let mut r = TwccRegister::new(zero);
-        r.record(100, zero + ms(1));
-        r.record(100 + 20_000, zero + ms(2));
-        r.record(101, zero + ms(3));
+        r.record(100, Arrival::stamped(zero + ms(1)));
+        r.record(100 + 20_000, Arrival::stamped(zero + ms(2)));
+        r.record(101, Arrival::stamped(zero + ms(3)));
         let mut out = Vec::new();
         assert!(r.write_report(1, 2, &mut out));
         let (base, count, ..) = parse_twcc(&out);
@@ -926,8 +1021,8 @@ mod tests {
             "the outlier left out, 101 reported"
         );
         // Two near each other far ahead: a real jump.
-        r.record(30_000, zero + ms(4));
-        r.record(30_001, zero + ms(5));
+        r.record(30_000, Arrival::stamped(zero + ms(4)));
+        r.record(30_001, Arrival::stamped(zero + ms(5)));
         out.clear();
         assert!(r.write_report(1, 2, &mut out));
         let (base, count, ..) = parse_twcc(&out);

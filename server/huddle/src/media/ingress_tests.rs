@@ -273,6 +273,11 @@ async fn a_senders_bandwidth_estimate_climbs_on_the_drivers_transport_feedback()
     let stats = engine.fast_ingress();
     assert_eq!(stats.legs, 1, "{stats:?}");
     assert!(stats.twcc > 0 && stats.opened > 0, "{stats:?}");
+    // The feedback's arrival times are the kernel's (the socket option is on and the stamps
+    // reach the ingress), every packet's.
+    if cfg!(target_os = "linux") {
+        assert_eq!(stats.stamped, stats.opened, "{stats:?}");
+    }
     engine.shutdown(task).await;
 }
 

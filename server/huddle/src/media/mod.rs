@@ -261,7 +261,7 @@ pub(crate) struct MediaCounters {
     /// for their index ([`FastEgress`]).
     fast: [AtomicU64; 5],
     /// Fast ingress ([`FastIngress`], in its field order).
-    ingress: [AtomicU64; 9],
+    ingress: [AtomicU64; 10],
     /// Debug builds: the fast egress drops every n-th packet it seals (0: none), so that tests
     /// see its loss repair at work.
     #[cfg(debug_assertions)]
@@ -312,6 +312,9 @@ pub struct FastIngress {
     /// Dropped after opening as senders send them anyway: RTX padding and probes, repairs of
     /// packets received, an original after its repair.
     pub ignored: u64,
+    /// Opened packets whose arrival time was the kernel's receive timestamp (the rest: the
+    /// time the driver read them).
+    pub stamped: u64,
 }
 
 /// What the engine's own SRTP contexts did next to str0m's: read in tests (debug builds check
@@ -445,7 +448,12 @@ impl MediaEngine {
         {
             engine.drop_fast_egress_every(n);
         }
-        let task = tokio::spawn(driver::run(socket, candidate, rx, engine.clone()));
+        // Only the fast ingress reads the stamps (its transport feedback); it runs on legs
+        // without bandwidth estimation.
+        let stamped = settings.fast_ingress
+            && !settings.bandwidth_estimation
+            && udp::enable_receive_timestamps(&socket);
+        let task = tokio::spawn(driver::run(socket, candidate, rx, engine.clone(), stamped));
         tracing::info!(%local, %candidate, "media engine listening");
         Ok((engine, EngineTask(task)))
     }
@@ -516,6 +524,7 @@ impl MediaEngine {
             feedback: l(6),
             twcc: l(7),
             ignored: l(8),
+            stamped: l(9),
         }
     }
 

@@ -43,10 +43,10 @@
 //! | `AES128_CM_HMAC_SHA1_80` | 16 / 14 | 10-byte HMAC tag | E‖index, 10-byte tag |
 //! | `AEAD_AES_128_GCM` | 16 / 12 | 16-byte GCM tag | 16-byte tag, E‖index |
 //! | `AEAD_AES_256_GCM` | 32 / 12 | 16-byte GCM tag | 16-byte tag, E‖index |
-
-// The driver's fast path (branch keytap) is this module's first user; until it lands, the
-// tests are.
-#![allow(dead_code)]
+//!
+//! A few methods are `#[cfg(test)]`: tested, but with no caller in the driver yet — SSRC
+//! adoption and forgetting (to evict a receive stream without letting it be replayed at ROC 0),
+//! SRTCP at a given index. Whoever needs one drops its `cfg`.
 
 use std::fmt;
 
@@ -313,13 +313,9 @@ impl SrtpTx {
     }
 
     /// The SSRC reserved for our own RTCP, if any.
+    #[cfg(test)]
     pub(crate) fn own_rtcp_ssrc(&self) -> Option<u32> {
         self.own_rtcp_ssrc
-    }
-
-    /// The profile these keys are for.
-    pub(crate) fn profile(&self) -> SrtpProfile {
-        self.profile
     }
 
     /// Protects the RTP packet in `buf[..len]` in place and returns the SRTP packet's length
@@ -427,6 +423,7 @@ impl SrtpTx {
     /// same (SSRC, index) and only one of them may ever be sent. The SSRC reserved for our own
     /// RTCP is refused ([`SrtpError::RtcpSsrcReserved`]): its indices are
     /// [`SrtpTx::protect_rtcp`]'s. A refused packet is left as it was.
+    #[cfg(test)]
     pub(crate) fn protect_rtcp_at(
         &self,
         buf: &mut [u8],
@@ -449,6 +446,7 @@ impl SrtpTx {
     /// On [`SrtpError::AuthFailed`] under AES-GCM the datagram's bytes are unspecified: the
     /// caller must drop it, not send it on (or open a copy). Every other error leaves it as
     /// it was.
+    #[cfg(test)]
     pub(crate) fn open_own_rtcp(&self, buf: &mut [u8]) -> Result<OpenedRtcp, SrtpError> {
         let trailer = parse_srtcp(self.profile, buf)?;
         self.rtcp.open_rtcp(buf, &trailer)?;
@@ -456,6 +454,7 @@ impl SrtpTx {
     }
 
     /// The index the next SRTCP packet will carry.
+    #[cfg(test)]
     pub(crate) fn next_srtcp_index(&self) -> u32 {
         self.srtcp_index
     }
@@ -540,6 +539,7 @@ impl SrtpRx {
     /// handed over past its first wrap (every packet then fails as `AuthFailed`). A fast path
     /// that takes streams over from str0m turns it on. SRTCP is not affected: its index is in
     /// the clear.
+    #[cfg(test)]
     pub(crate) fn refuse_unknown_ssrcs(&mut self, refuse: bool) {
         self.refuse_unknown = refuse;
     }
@@ -547,6 +547,7 @@ impl SrtpRx {
     /// Declares an RTP stream whose first packet will come to this context (str0m opened none
     /// of it): it starts at ROC 0 with the first packet that authenticates. A no-op for an SSRC
     /// that has state already; [`SrtpError::TooManySsrcs`] when [`MAX_RX_SSRCS`] have.
+    #[cfg(test)]
     pub(crate) fn adopt_ssrc(&mut self, ssrc: u32) -> Result<(), SrtpError> {
         if self.rtp_streams.iter().any(|s| s.ssrc == ssrc) {
             return Ok(());
@@ -556,11 +557,6 @@ impl SrtpRx {
         }
         self.rtp_streams.push(ReplayState::adopted(ssrc));
         Ok(())
-    }
-
-    /// The profile these keys are for.
-    pub(crate) fn profile(&self) -> SrtpProfile {
-        self.profile
     }
 
     /// Authenticates and decrypts the SRTP packet `buf` in place.
@@ -688,6 +684,7 @@ impl SrtpRx {
     /// stream at ROC 0 with an empty window, so each recorded packet of the old stream at ROC 0
     /// opens once more (a replay) and would be forwarded if the SSRC were still routed. With it
     /// on, such packets are [`SrtpError::UnknownSsrc`] until the SSRC is adopted again.
+    #[cfg(test)]
     pub(crate) fn forget_ssrc(&mut self, ssrc: u32) {
         self.rtp_streams.retain(|s| s.ssrc != ssrc);
         self.rtcp_streams.retain(|s| s.ssrc != ssrc);

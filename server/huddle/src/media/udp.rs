@@ -1,7 +1,17 @@
 //! Batched datagram I/O of the media socket, through the system calls the SIP UDP transport
 //! uses too ([`crate::mmsg`]: `recvmmsg`, `sendmmsg`; no `unsafe` here).
 //!
-//! * [`RecvBuffers`] reads up to [`RECV_BATCH`] datagrams per system call.
+//! * [`RecvBuffers`] reads up to [`RECV_BATCH`] datagrams per system call, and with them, if
+//!   the socket has them on ([`enable_receive_timestamps`], `SO_TIMESTAMPNS`), the kernel's
+//!   receive timestamp of each: when it arrived, not when the driver got to it. A batch read
+//!   late holds datagrams that arrived milliseconds apart; the fast ingress's transport
+//!   feedback must tell the sender those times (bench/NOTES.md, "Media fast ingress: kernel
+//!   receive timestamps"). The stamps are on the system clock; [`arrival_from_stamp`] maps
+//!   them to `Instant`s through one pair of clock readings per batch. The option turns on the
+//!   kernel's stamping of every packet the host receives (a global switch, tens of ns a
+//!   packet), and does so a little after it is set (deferred work): until then datagrams are
+//!   stamped when read. str0m's own transport feedback (legs with bandwidth estimation) still
+//!   uses read times.
 //! * [`Outbox`] holds what the legs transmit during one driver turn (the echoes of a receive
 //!   batch, a composite packet's copies for every receiver) and writes it with `sendmmsg`,
 //!   [`SEND_BATCH`] datagrams per call. Datagrams leave in the order they were held, so each
@@ -12,6 +22,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -34,13 +45,28 @@ pub(crate) struct RecvBuffers {
     buf: Vec<u8>,
     /// Length and sender of each datagram of the last batch (`None`: not an IP address).
     received: Vec<(usize, Option<SocketAddr>)>,
+    /// Read each datagram's kernel receive timestamp (the socket has them on:
+    /// [`enable_receive_timestamps`]).
+    stamped: bool,
+    /// The kernel's stamp of each datagram of the last batch (system clock, since the epoch).
+    stamps: Vec<Option<Duration>>,
+    /// When each datagram of the last batch arrived, from its stamp ([`arrival_from_stamp`]);
+    /// `None` without one.
+    arrivals: Vec<Option<Instant>>,
+    /// The latest arrival given so far: none later is put before it.
+    last_arrival: Option<Instant>,
 }
 
 impl RecvBuffers {
-    pub(crate) fn new() -> RecvBuffers {
+    /// Buffers for a socket with kernel receive timestamps on (`stamped`) or off.
+    pub(crate) fn new(stamped: bool) -> RecvBuffers {
         RecvBuffers {
             buf: vec![0; MAX_DATAGRAM * RECV_BATCH],
             received: Vec::with_capacity(RECV_BATCH),
+            stamped,
+            stamps: Vec::with_capacity(if stamped { RECV_BATCH } else { 0 }),
+            arrivals: Vec::with_capacity(if stamped { RECV_BATCH } else { 0 }),
+            last_arrival: None,
         }
     }
 
@@ -49,11 +75,14 @@ impl RecvBuffers {
         self.received.len()
     }
 
-    /// Datagram `i` of the last batch and its sender (`None`: not an IP address, no leg's).
-    pub(crate) fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
+    /// Datagram `i` of the last batch, its sender (`None`: not an IP address, no leg's) and
+    /// when it arrived by the kernel's stamp (`None`: no stamp; the reader's clock is all
+    /// there is).
+    pub(crate) fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>, Option<Instant>) {
         let (len, source) = self.received[i];
         let start = i * MAX_DATAGRAM;
-        (&self.buf[start..start + len], source)
+        let arrival = self.arrivals.get(i).copied().flatten();
+        (&self.buf[start..start + len], source, arrival)
     }
 
     /// Reads what the socket holds, up to [`RECV_BATCH`] datagrams. True if the batch was full
@@ -64,20 +93,95 @@ impl RecvBuffers {
     /// socket's (ICMP reports on Linux); the caller goes on.
     pub(crate) fn read(&mut self, socket: &UdpSocket) -> std::io::Result<bool> {
         self.received.clear();
-        let RecvBuffers { buf, received } = self;
+        self.stamps.clear();
+        let RecvBuffers {
+            buf,
+            received,
+            stamped,
+            stamps,
+            ..
+        } = self;
         let result = socket.try_io(Interest::READABLE, || {
-            receive(socket, buf, received)?;
+            receive(socket, buf, received, stamped.then_some(&mut *stamps))?;
             if received.len() < RECV_BATCH {
                 return Err(std::io::ErrorKind::WouldBlock.into());
             }
             Ok(())
         });
+        if self.stamped {
+            self.map_stamps();
+        }
         match result {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
         }
     }
+
+    /// The batch's stamps as `Instant`s, through one (system clock, monotonic clock) pair read
+    /// now, after the batch.
+    fn map_stamps(&mut self) {
+        self.arrivals.clear();
+        if self.stamps.is_empty() {
+            return;
+        }
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).ok();
+        let mono = Instant::now();
+        for stamp in &self.stamps {
+            let arrival = stamp
+                .zip(wall)
+                .map(|(s, w)| arrival_from_stamp(s, w, mono, self.last_arrival));
+            if arrival.is_some() {
+                self.last_arrival = arrival;
+            }
+            self.arrivals.push(arrival);
+        }
+    }
+}
+
+/// A kernel stamp older than this when its batch is read says the system clock was stepped
+/// forward, not that the datagram waited that long in the socket.
+const MAX_STAMP_AGE: Duration = Duration::from_secs(2);
+
+/// When a datagram stamped `stamp` by the kernel (system clock, since the Unix epoch) arrived,
+/// as an `Instant`: `mono` less the stamp's age at `wall`, the system clock read together with
+/// `mono` after the datagram was read. The system clock may be stepped (NTP, an operator), so
+/// the result is kept within [`floor`, `mono`], `floor` being the arrival of the datagram
+/// before: a step can neither put arrivals before earlier ones nor after the read. A stamp
+/// older than [`MAX_STAMP_AGE`] says nothing sensible: the datagram gets `floor` (`mono` if
+/// there is none).
+pub(crate) fn arrival_from_stamp(
+    stamp: Duration,
+    wall: Duration,
+    mono: Instant,
+    floor: Option<Instant>,
+) -> Instant {
+    let floor = floor.map(|f| f.min(mono));
+    // A stamp ahead of the clock (a step back since) has age 0: `mono`.
+    let age = wall.saturating_sub(stamp);
+    match mono.checked_sub(age).filter(|_| age <= MAX_STAMP_AGE) {
+        Some(at) => floor.map_or(at, |f| at.max(f)),
+        None => floor.unwrap_or(mono),
+    }
+}
+
+/// Turns on kernel receive timestamps for the media socket ([`RecvBuffers::new`]'s `stamped`):
+/// false where they cannot be had.
+#[cfg(target_os = "linux")]
+pub(crate) fn enable_receive_timestamps(socket: &UdpSocket) -> bool {
+    match crate::mmsg::enable_receive_timestamps(socket) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "media socket: no kernel receive timestamps");
+            false
+        }
+    }
+}
+
+/// [`enable_receive_timestamps`] where there is no `recvmmsg` to read them with.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn enable_receive_timestamps(_socket: &UdpSocket) -> bool {
+    false
 }
 
 #[cfg(target_os = "linux")]
@@ -85,16 +189,23 @@ fn receive(
     socket: &UdpSocket,
     buf: &mut [u8],
     out: &mut Vec<(usize, Option<SocketAddr>)>,
+    stamps: Option<&mut Vec<Option<Duration>>>,
 ) -> std::io::Result<()> {
-    crate::mmsg::receive::<RECV_BATCH>(socket, buf, MAX_DATAGRAM, out)
+    match stamps {
+        Some(stamps) => {
+            crate::mmsg::receive_stamped::<RECV_BATCH>(socket, buf, MAX_DATAGRAM, out, stamps)
+        }
+        None => crate::mmsg::receive::<RECV_BATCH>(socket, buf, MAX_DATAGRAM, out),
+    }
 }
 
-/// [`receive`] one datagram at a time, where `recvmmsg` is not available.
+/// [`receive`] one datagram at a time, where `recvmmsg` is not available (and no stamps).
 #[cfg(not(target_os = "linux"))]
 fn receive(
     socket: &UdpSocket,
     buf: &mut [u8],
     out: &mut Vec<(usize, Option<SocketAddr>)>,
+    _stamps: Option<&mut Vec<Option<Duration>>>,
 ) -> std::io::Result<()> {
     let (len, source) = socket.try_recv_from(&mut buf[..MAX_DATAGRAM])?;
     out.push((len, Some(source)));
@@ -192,17 +303,151 @@ mod tests {
     use super::*;
 
     async fn read_all(rx: &UdpSocket, count: usize) -> Vec<(Vec<u8>, Option<SocketAddr>)> {
-        let mut bufs = RecvBuffers::new();
+        let mut bufs = RecvBuffers::new(false);
         let mut got = Vec::new();
         while got.len() < count {
             rx.readable().await.unwrap();
             bufs.read(rx).unwrap();
             for i in 0..bufs.len() {
-                let (d, from) = bufs.datagram(i);
+                let (d, from, _) = bufs.datagram(i);
                 got.push((d.to_vec(), from));
             }
         }
         got
+    }
+
+    #[test]
+    fn a_stamp_maps_to_the_instant_it_was_taken_and_never_back_nor_ahead() {
+        let mono = Instant::now() + Duration::from_secs(100);
+        let wall = Duration::from_secs(1_790_000_000);
+        let ms = Duration::from_millis;
+        // 30 ms old when the batch was read: 30 ms before the read.
+        assert_eq!(
+            arrival_from_stamp(wall - ms(30), wall, mono, None),
+            mono - ms(30)
+        );
+        // Before the datagram before it (the clock stepped back between their stamps): at it.
+        let floor = Some(mono - ms(10));
+        assert_eq!(
+            arrival_from_stamp(wall - ms(30), wall, mono, floor),
+            mono - ms(10)
+        );
+        assert_eq!(
+            arrival_from_stamp(wall - ms(5), wall, mono, floor),
+            mono - ms(5)
+        );
+        // A stamp ahead of the clock read after it (the clock stepped back after it): the read.
+        assert_eq!(arrival_from_stamp(wall + ms(500), wall, mono, floor), mono);
+        // Older than the monotonic clock can say (a big step forward): the floor, or the read.
+        let huge = Duration::from_secs(u64::MAX / 4);
+        assert_eq!(
+            arrival_from_stamp(Duration::ZERO, huge, mono, floor),
+            mono - ms(10)
+        );
+        assert_eq!(arrival_from_stamp(Duration::ZERO, huge, mono, None), mono);
+        // A floor after the read (not from this reader) does not put it in the future.
+        assert_eq!(
+            arrival_from_stamp(wall, wall, mono, Some(mono + ms(1))),
+            mono
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn kernel_stamps_come_with_each_datagram_and_predate_the_read() {
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let plain = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert!(enable_receive_timestamps(&rx));
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // The kernel turns stamping on at arrival a little after the first socket asks
+        // (deferred work): until then a datagram is stamped when it is read. Wait (bounded)
+        // until one read 2 ms after it was sent carries an earlier stamp.
+        let mut bufs = RecvBuffers::new(true);
+        let mut live = false;
+        for _ in 0..500 {
+            tx.send_to(&[9; 8], rx.local_addr().unwrap()).unwrap();
+            rx.readable().await.unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+            bufs.read(&rx).unwrap();
+            let read = Instant::now();
+            if (0..bufs.len()).any(|i| {
+                bufs.datagram(i)
+                    .2
+                    .is_some_and(|a| a + Duration::from_millis(1) <= read)
+            }) {
+                live = true;
+                break;
+            }
+        }
+        assert!(live, "the kernel never stamped at arrival");
+        for i in 0..3u8 {
+            tx.send_to(&[i; 40], rx.local_addr().unwrap()).unwrap();
+            tx.send_to(&[i; 40], plain.local_addr().unwrap()).unwrap();
+        }
+        // All there (loopback delivers within `send_to`), then read well after: the stamps
+        // say when they arrived, not when they were read.
+        rx.readable().await.unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut arrivals = Vec::new();
+        while arrivals.len() < 3 {
+            rx.readable().await.unwrap();
+            bufs.read(&rx).unwrap();
+            for i in 0..bufs.len() {
+                let (d, _, arrival) = bufs.datagram(i);
+                assert_eq!(d, [arrivals.len() as u8; 40]);
+                arrivals.push(arrival.expect("a kernel stamp"));
+            }
+        }
+        let read = Instant::now();
+        assert!(arrivals.windows(2).all(|w| w[0] <= w[1]), "{arrivals:?}");
+        // All were sent before the 20 ms wait: the last stamp is well before the read.
+        assert!(
+            arrivals[2] + Duration::from_millis(15) <= read,
+            "{arrivals:?} {read:?}"
+        );
+        // A socket without the option, read by buffers that ask for stamps: none.
+        let mut bufs = RecvBuffers::new(true);
+        let mut got = 0;
+        while got < 3 {
+            plain.readable().await.unwrap();
+            bufs.read(&plain).unwrap();
+            for i in 0..bufs.len() {
+                assert_eq!(bufs.datagram(i).2, None);
+                got += 1;
+            }
+        }
+    }
+
+    /// What a full batch costs to read with and without kernel stamps, for callgrind
+    /// (bench/NOTES.md, "Media fast ingress: kernel receive timestamps"):
+    /// `HUDDLE_BENCH_STAMPED=1|0 valgrind --tool=callgrind
+    /// --toggle-collect='*RecvBuffers*read*' <test binary> --ignored read_cost --exact ...`.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    #[ignore = "a benchmark to run under callgrind"]
+    async fn read_cost() {
+        let stamped = std::env::var("HUDDLE_BENCH_STAMPED").is_ok_and(|v| v == "1");
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if stamped {
+            assert!(enable_receive_timestamps(&rx));
+        }
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut bufs = RecvBuffers::new(stamped);
+        let mut read = 0;
+        for _ in 0..500 {
+            for _ in 0..RECV_BATCH {
+                tx.send_to(&[7; 1000], to).unwrap();
+            }
+            let mut got = 0;
+            while got < RECV_BATCH {
+                rx.readable().await.unwrap();
+                bufs.read(&rx).unwrap();
+                got += bufs.len();
+            }
+            read += got;
+        }
+        eprintln!("read {read} datagrams, stamped: {stamped}");
     }
 
     #[tokio::test]

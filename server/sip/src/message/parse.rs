@@ -74,17 +74,7 @@ pub(super) fn parse(raw: Bytes, limits: &ParseLimits) -> Result<Message, ParseEr
         Err(_) => (parse_fields(&raw, limits, true)?, None),
     };
     let head = head.or_else(|| super::head_text(&raw, layout.headers_end));
-    Ok(Message::from_fields(super::Fields {
-        head,
-        body: layout.body,
-        raw,
-        start: layout.start,
-        start_line_end: layout.start_line_end as u32,
-        headers: layout.headers,
-        headers_end: layout.headers_end as u32,
-        defect: layout.defect,
-        views: Default::default(),
-    }))
+    Ok(layout.into_message(raw, head))
 }
 
 /// [`parse`] of bytes whose reader already holds them as text (a WebSocket text message, which
@@ -107,17 +97,7 @@ pub(super) fn parse_text(
     }
     // All of it is UTF-8, so the pass that checks field by field would find what this one does.
     let layout = parse_fields(&raw, limits, false)?;
-    Ok(Message::from_fields(super::Fields {
-        head: Some(text),
-        body: layout.body,
-        raw,
-        start: layout.start,
-        start_line_end: layout.start_line_end as u32,
-        headers: layout.headers,
-        headers_end: layout.headers_end as u32,
-        defect: layout.defect,
-        views: Default::default(),
-    }))
+    Ok(layout.into_message(raw, Some(text)))
 }
 
 /// What one parsing pass found: everything of a [`Message`] but its bytes and header text.
@@ -128,6 +108,22 @@ struct Layout {
     headers_end: usize,
     body: Span,
     defect: Option<Defect>,
+}
+
+impl Layout {
+    fn into_message(self, raw: Bytes, head: Option<Arc<str>>) -> Message {
+        Message::from_fields(super::Fields {
+            head,
+            body: self.body,
+            raw,
+            start: self.start,
+            start_line_end: self.start_line_end as u32,
+            headers: self.headers,
+            headers_end: self.headers_end as u32,
+            defect: self.defect,
+            views: Default::default(),
+        })
+    }
 }
 
 /// One parsing pass; `check_fields` validates each header field as UTF-8 (skipping and

@@ -35,7 +35,7 @@ pub(crate) fn receive<const N: usize>(
     // kernel wrote last, so a set reused for a socket of another family would cut the next
     // sender's address to it (see `receive_kept`).
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(N, None);
-    receive_with::<N>(socket, &mut headers, buf, slot, out)
+    receive_with::<N>(socket, &mut headers, buf, slot, out, None)
 }
 
 /// A set of `recvmmsg` headers kept for one address family and batch size.
@@ -77,16 +77,19 @@ pub(crate) fn receive_kept<const N: usize>(
                 kept.len() - 1
             }
         };
-        receive_with::<N>(socket, &mut kept[index].headers, buf, slot, out)
+        receive_with::<N>(socket, &mut kept[index].headers, buf, slot, out, None)
     })
 }
 
+/// One `recvmmsg` into `headers`; with `stamps`, each datagram's kernel receive timestamp is
+/// read from its control messages too (the headers must have room for them).
 fn receive_with<const N: usize>(
     socket: &impl AsFd,
     headers: &mut MultiHeaders<SockaddrStorage>,
     buf: &mut [u8],
     slot: usize,
     out: &mut Vec<(usize, Option<SocketAddr>)>,
+    mut stamps: Option<&mut Vec<Option<Duration>>>,
 ) -> std::io::Result<()> {
     let mut slots = buf.chunks_mut(slot);
     let mut iovs: [[IoSliceMut<'_>; 1]; N] =
@@ -99,6 +102,14 @@ fn receive_with<const N: usize>(
         None,
     )?;
     for msg in results {
+        if let Some(stamps) = stamps.as_deref_mut() {
+            stamps.push(msg.cmsgs().ok().and_then(|mut cmsgs| {
+                cmsgs.find_map(|c| match c {
+                    ControlMessageOwned::ScmTimestampns(ts) => since_epoch(ts),
+                    _ => None,
+                })
+            }));
+        }
         out.push((msg.bytes, msg.address.and_then(ip_address)));
     }
     Ok(())
@@ -135,27 +146,7 @@ pub(crate) fn receive_stamped<const N: usize>(
 ) -> std::io::Result<()> {
     let mut headers =
         MultiHeaders::<SockaddrStorage>::preallocate(N, Some(nix::cmsg_space!(TimeSpec)));
-    let mut slots = buf.chunks_mut(slot);
-    let mut iovs: [[IoSliceMut<'_>; 1]; N] =
-        std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
-    let results = recvmmsg(
-        socket.as_fd().as_raw_fd(),
-        &mut headers,
-        iovs.iter_mut(),
-        MsgFlags::empty(),
-        None,
-    )?;
-    for msg in results {
-        let stamp = msg.cmsgs().ok().and_then(|mut cmsgs| {
-            cmsgs.find_map(|c| match c {
-                ControlMessageOwned::ScmTimestampns(ts) => since_epoch(ts),
-                _ => None,
-            })
-        });
-        out.push((msg.bytes, msg.address.and_then(ip_address)));
-        stamps.push(stamp);
-    }
-    Ok(())
+    receive_with::<N>(socket, &mut headers, buf, slot, out, Some(stamps))
 }
 
 /// A kernel timestamp as the time since the Unix epoch (`None` before it).

@@ -72,6 +72,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 pub use config::{ConfigError, TransportConfig};
+pub(crate) use shared::Stop;
 pub use spec::{ListenSpec, ParseListenSpecError};
 pub use tls::{
     client_config_with_roots, generate_self_signed, load_tls_config, TlsContext, TlsError,

@@ -2,9 +2,12 @@
 //! the shutdown plumbing.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use huddle_sip::idmap::IdMap;
@@ -470,6 +473,62 @@ impl TaskCtx {
     }
 }
 
+/// Shutdown as a future that costs next to nothing to poll again while nothing was sent on the
+/// watch: `select!` loops poll their stop branch on every turn, and a waiting `wait_for` costs
+/// a lock round trip and two state machines per poll — about 3 % of a call's instructions
+/// between the SIP core and the UDP reader (bench/NOTES.md, sipcut5). Once its waiter is
+/// registered, a poll by the same task (same waker) only reads the watch's version, and polls
+/// the waiter again when that moved (or the sender is gone) or the task is another.
+pub(crate) struct Stop {
+    /// A clone never marked seen: `has_changed` tells whether anything was sent since.
+    probe: watch::Receiver<bool>,
+    wait: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The waker the waiter was last registered with.
+    waker: Option<Waker>,
+}
+
+impl Stop {
+    /// Resolves once `shutdown` is true or its sender is gone (immediately if so already).
+    pub(crate) fn new(shutdown: &watch::Receiver<bool>) -> Self {
+        let mut rx = shutdown.clone();
+        Self {
+            probe: shutdown.clone(),
+            wait: Box::pin(async move {
+                // An error means the sender is gone, which is shutdown too.
+                let _ = rx.wait_for(|&stop| stop).await;
+            }),
+            waker: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stop").finish_non_exhaustive()
+    }
+}
+
+impl Future for Stop {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let registered = this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if registered && matches!(this.probe.has_changed(), Ok(false)) {
+            return Poll::Pending;
+        }
+        match this.wait.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(()),
+            Poll::Pending => {
+                if !registered {
+                    this.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
 /// The position of `transport` in [`Transport::ALL`] (the metrics' gauge index).
 fn transport_index(transport: Transport) -> usize {
     Transport::ALL
@@ -481,6 +540,84 @@ fn transport_index(transport: Transport) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn counting_waker() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        (Arc::clone(&count), Waker::from(count))
+    }
+
+    fn woken(count: &Count) -> usize {
+        count.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn stop_waits_for_true_and_wakes_its_task() {
+        let (tx, rx) = watch::channel(false);
+        let mut stop = Stop::new(&rx);
+        let (count, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        // Polled again and again with nothing sent: pending, no wake.
+        for _ in 0..3 {
+            assert!(Pin::new(&mut stop).poll(&mut cx).is_pending());
+        }
+        assert_eq!(woken(&count), 0);
+        // A send of false wakes the task but does not stop it, and later polls still wait.
+        tx.send(false).unwrap();
+        assert_eq!(woken(&count), 1);
+        for _ in 0..3 {
+            assert!(Pin::new(&mut stop).poll(&mut cx).is_pending());
+        }
+        tx.send(true).unwrap();
+        assert!(woken(&count) >= 2);
+        assert!(Pin::new(&mut stop).poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn stop_is_ready_at_once_after_shutdown_and_when_the_sender_is_gone() {
+        let (count, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        // Shutdown already begun before the future was made (and seen by the receiver).
+        let (tx, mut rx) = watch::channel(false);
+        tx.send(true).unwrap();
+        rx.borrow_and_update();
+        assert!(Pin::new(&mut Stop::new(&rx)).poll(&mut cx).is_ready());
+        // The sender dropped while waiting: the registered task is woken and the stop resolves.
+        let (tx, rx) = watch::channel(false);
+        let mut stop = Stop::new(&rx);
+        assert!(Pin::new(&mut stop).poll(&mut cx).is_pending());
+        drop(tx);
+        assert_eq!(woken(&count), 1);
+        assert!(Pin::new(&mut stop).poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn stop_polled_from_another_task_registers_that_task() {
+        let (tx, rx) = watch::channel(false);
+        let mut stop = Stop::new(&rx);
+        let (first, first_waker) = counting_waker();
+        let (second, second_waker) = counting_waker();
+        assert!(Pin::new(&mut stop)
+            .poll(&mut Context::from_waker(&first_waker))
+            .is_pending());
+        assert!(Pin::new(&mut stop)
+            .poll(&mut Context::from_waker(&second_waker))
+            .is_pending());
+        tx.send(true).unwrap();
+        assert_eq!(woken(&first), 0);
+        assert_eq!(woken(&second), 1);
+        assert!(Pin::new(&mut stop)
+            .poll(&mut Context::from_waker(&second_waker))
+            .is_ready());
+    }
     use crate::transport::stream::DirectIo;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};

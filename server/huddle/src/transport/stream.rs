@@ -23,7 +23,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_rustls::TlsConnector;
 use tracing::debug;
 
-use super::shared::{would_block, ConnSlot, FlowIo, Outlet, Shared, TaskCtx};
+use super::shared::{would_block, ConnSlot, FlowIo, Outlet, Shared, Stop, TaskCtx};
 use super::{FlowId, Inbound, SendError, Transport, TransportEvent};
 
 /// Room made in a connection's receive buffer when it runs short (the buffer is reused, never
@@ -141,9 +141,7 @@ where
     // Shutdown and a local close are waited for by one future each for the whole connection,
     // not by new ones on every turn (as in the WebSocket driver). `notify_one` keeps a permit
     // for a waiter that is not registered yet, so nothing is missed before the first poll.
-    let mut shutdown = ctx.shutdown.clone();
-    let stop = TaskCtx::shutdown_signal(&mut shutdown);
-    tokio::pin!(stop);
+    let mut stop = Stop::new(&ctx.shutdown);
     let closed = close.notified();
     tokio::pin!(closed);
     let reason = loop {

@@ -10,7 +10,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tracing::{debug, trace};
 
-use super::shared::{Shared, TaskCtx};
+use super::shared::{Shared, Stop, TaskCtx};
 use super::{Inbound, SendError, Transport, TransportEvent};
 
 /// Datagrams read per system call at most; a wake-up under load finds a handful. One where
@@ -38,14 +38,18 @@ pub(crate) async fn run(socket: UdpSocket, reader: std::net::UdpSocket, mut ctx:
     let slot = max + 1;
     let mut buf = vec![0u8; slot * RECV_BATCH];
     let mut received = Vec::with_capacity(RECV_BATCH);
-    // One shutdown future for the life of the socket, not one per wake-up.
-    let mut shutdown = ctx.shutdown.clone();
-    let stop = TaskCtx::shutdown_signal(&mut shutdown);
-    tokio::pin!(stop);
+    // One shutdown future for the life of the socket, not one per wake-up, and cheap to poll
+    // on each one (`Stop`).
+    let mut stop = Stop::new(&ctx.shutdown);
     loop {
+        // Shutdown first, then the socket: a fixed order (no random draw per wake-up), and a
+        // stop is seen even while datagrams keep coming. The readiness is polled in place
+        // (`poll_recv_ready` keeps one waker on the socket) rather than through a fresh
+        // `readable()` future per wake-up, which joined and left the socket's waiter list.
         let ready = tokio::select! {
+            biased;
             () = &mut stop => break,
-            ready = socket.readable() => ready,
+            ready = std::future::poll_fn(|cx| socket.poll_recv_ready(cx)) => ready,
         };
         if ready.is_err() {
             // The reactor is gone: the runtime is shutting down.

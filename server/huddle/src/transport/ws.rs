@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
 use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_response, Request};
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
 
-use super::shared::{FlowIo, Outlet, TaskCtx};
+use super::shared::{FlowIo, Outlet, Stop, TaskCtx};
 use super::stream::{make_room, write, CloseReason, Source};
 
 /// The RFC 7118 subprotocol token.
@@ -416,9 +416,7 @@ where
     // Shutdown and a local close are waited for by one future each for the whole connection,
     // not by new ones on every turn (a turn per message each way). `notify_one` keeps a permit
     // for a waiter that is not registered yet, so nothing is missed before the first poll.
-    let mut shutdown = ctx.shutdown.clone();
-    let stop = TaskCtx::shutdown_signal(&mut shutdown);
-    tokio::pin!(stop);
+    let mut stop = Stop::new(&ctx.shutdown);
     let closed = close.notified();
     tokio::pin!(closed);
     let source = Source {

@@ -8,6 +8,8 @@
 #   PROFILE=perf: `perf stat` of the server's threads (context switches, CPU migrations, cycles
 #     and instructions, user and kernel cycles, system calls by kind) into DIR/perf-stat.txt.
 #   PROFILE=record: `perf record -g` of the server (DIR/perf.data; read it with perf report).
+#   Both follow every process of the server's tree, as of the start: Kamailio's workers are
+#   processes of their own, which the main pid alone would leave out.
 #   PROFILE=strace: `strace -c -f` of the server and every process under it (system calls
 #     counted, DIR/strace.txt).
 #
@@ -56,11 +58,11 @@ perf:start)
 		-e syscalls:sys_enter_recvmmsg,syscalls:sys_enter_sendmmsg,syscalls:sys_enter_write \
 		-e syscalls:sys_enter_read,syscalls:sys_enter_pwrite64,syscalls:sys_enter_fsync \
 		-e syscalls:sys_enter_fdatasync,syscalls:sys_enter_madvise,syscalls:sys_enter_mmap,syscalls:sys_enter_munmap,syscalls:sys_enter_mprotect,syscalls:sys_enter_brk \
-		-p "$pid" -o "$dir/perf-stat.txt" &
+		-p "$(proc_tree "$pid" | paste -sd,)" -o "$dir/perf-stat.txt" &
 	echo $! >"$state"
 	;;
 record:start)
-	perf record -q -g -p "$pid" -o "$dir/perf.data" 2>/dev/null &
+	perf record -q -g -p "$(proc_tree "$pid" | paste -sd,)" -o "$dir/perf.data" 2>/dev/null &
 	echo $! >"$state"
 	;;
 strace:start)

@@ -79,8 +79,9 @@ impl Job {
 /// How writers gather jobs into commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gather {
-    /// How long a batch smaller than `max` waits for more after its first job (zero: it
-    /// takes what is queued and commits at once; the batches then follow the load).
+    /// How long a batch smaller than `max` waits for more after its first job at most (it
+    /// commits earlier after a [`Gather::quiet`] spell with no new job; zero: it takes what
+    /// is queued and commits at once, the batches then follow the load).
     pub window: Duration,
     /// Jobs in one commit at most (the batch commits as soon as it has this many).
     pub max: usize,

@@ -440,9 +440,12 @@ pub fn tagged(addr: &str) -> Cow<'_, str> {
 /// cryptographically random: these are the OS's bytes, not a generator seeded from them).
 ///
 /// The bytes come from a per-thread pool filled by one `getrandom` call for
-/// [`RANDOM_POOL`] bytes, so a tag costs a system call only once per 32: the messaging
+/// 256 bytes (`RANDOM_POOL`), so a tag costs a system call only once per 32: the messaging
 /// plugin's store writer made one per `202` (bench/NOTES.md, branch msgonline). Each byte is
-/// handed out once. A process that forks would share its pool with the child; plugins do not.
+/// handed out once. Not to be called in a child forked without exec: its copy of the pool
+/// would repeat the parent's next tags. Should the OS source ever fail, up to 64 bytes come
+/// from a clock-and-counter mix instead (unique, not secret) and the next call asks the OS
+/// again.
 pub fn random_token(bytes: usize) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = bytes.min(64);
@@ -456,8 +459,10 @@ pub fn random_token(bytes: usize) -> String {
     out
 }
 
-/// Bytes of OS randomness one thread draws at a time for [`random_token`].
-pub const RANDOM_POOL: usize = 256;
+/// Bytes of OS randomness one thread draws at a time for `random_token`.
+pub(crate) const RANDOM_POOL: usize = 256;
+// A token takes at most 64 bytes from one pool.
+const _: () = assert!(RANDOM_POOL >= 64);
 
 /// A thread's unread OS random bytes (`bytes[used..]`).
 struct RandomPool {
@@ -469,35 +474,38 @@ impl RandomPool {
     /// Fills `out` with bytes never handed out before, drawing a new pool when this one runs
     /// short (what is left of the old one is dropped, never reused).
     fn take(&mut self, out: &mut [u8]) {
+        let mut from_os = true;
         if out.len() > RANDOM_POOL - self.used {
-            self.refill();
+            from_os = self.refill();
         }
         let end = self.used + out.len();
         out.copy_from_slice(&self.bytes[self.used..end]);
-        // Handed out: not kept where a later read of the pool could find them.
-        self.bytes[self.used..end].fill(0);
-        self.used = end;
+        // A pool from the fallback serves this call only: the next asks the OS again.
+        self.used = if from_os { end } else { RANDOM_POOL };
     }
 
-    fn refill(&mut self) {
-        if getrandom::fill(&mut self.bytes).is_err() {
-            // The OS source failing is all but unheard of; uniqueness, not secrecy, is what
-            // tags need, so a clock-and-counter mix is an acceptable fallback.
-            use std::sync::atomic::{AtomicU64, Ordering};
-            static COUNTER: AtomicU64 = AtomicU64::new(0);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            let mut x = nanos ^ COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-            for b in &mut self.bytes {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-        }
+    /// A fresh pool; `false` when the OS source failed and the fallback filled it.
+    fn refill(&mut self) -> bool {
         self.used = 0;
+        if getrandom::fill(&mut self.bytes).is_ok() {
+            return true;
+        }
+        // The OS source failing is all but unheard of; then a clock-and-counter mix keeps
+        // the tokens of this one call unique, though not secret (`take` asks the OS again next).
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut x = nanos ^ COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        for b in &mut self.bytes {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        false
     }
 }
 
@@ -701,10 +709,6 @@ mod tests {
         assert_eq!(a, [0, 1, 2, 3, 4, 5, 6, 7]);
         pool.take(&mut a);
         assert_eq!(a, [8, 9, 10, 11, 12, 13, 14, 15]);
-        assert!(
-            pool.bytes[..16].iter().all(|&b| b == 0),
-            "handed-out bytes wiped"
-        );
         pool.used = RANDOM_POOL - 4;
         let before = pool.bytes;
         pool.take(&mut a);

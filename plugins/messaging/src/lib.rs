@@ -120,11 +120,12 @@ pub struct MessagingConfig {
     /// How long a writer holds a batch for more writes to share its commit, in milliseconds
     /// (default 40). Each commit costs about the same CPU whatever it holds (a disk sync: the
     /// sleep, the wake-up and the device flush, not the bytes; bench/messaging/NOTES.md), so
-    /// at 500 stored messages/s a 40 ms hold makes about 20 messages per commit instead of 2-3,
-    /// and each 202 comes later by up to the window. A batch that sees no new write for half
-    /// the window commits then: a lone message waits 20 ms, not 40, as before (bench/NOTES.md,
-    /// branch msgonline: 20 → 40 ms took about a fifth off an offline message's CPU at 500/s;
-    /// the 202's p50/p99 went from 12/28 to about 24/50 ms). 0: no hold; a writer commits what
+    /// under load the window sets the commits per second: at 500 stored messages/s a 40 ms hold
+    /// makes about 20 messages per commit (2-3 with no hold). A held batch commits earlier once
+    /// 20 ms (`writer::QUIET`, or the window if shorter) pass with no new write: a lone message
+    /// waits 20 ms, as with the earlier 20 ms default, and a window of 20 ms or less holds as a
+    /// plain window. A 202 waits for a commit in flight, its batch's hold and its own commit
+    /// (bench/NOTES.md, branch msgonline: p50/p99 by rate). 0: no hold; a writer commits what
     /// is queued at once, and what arrives during a commit makes the next one.
     pub store_batch_window_ms: u64,
     /// Writes in one commit at most (a full batch commits at once). Batches over the host's

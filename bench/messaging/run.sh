@@ -34,7 +34,7 @@
 #   db_sqlite, one durable INSERT at a time, passes 100/s and 150/s but not 250/s here)
 #   BENCH_DURATION=8 BENCH_WARMUP=2 BENCH_TRANSPORT=u1 (or t1) BENCH_KEEP=0 (1: keep the work folder)
 #   HUDDLE_BIN=target/release/huddle MESSAGING_LIB=target/release/libhuddle_plugin_messaging.so
-#   BENCH_STORE_WRITERS, BENCH_BATCH_WINDOW_MS (unset: the plugin's defaults)
+#   BENCH_STORE_WRITERS, BENCH_BATCH_WINDOW_MS, BENCH_HISTORY_FLUSH_MS (unset: the plugin's defaults)
 #   BENCH_HOOK= (a command run as `HOOK start PID DIR` just before and `HOOK stop PID DIR` just
 #   after each measured run, as in bench/run.sh: e.g. PROFILE=record BENCH_HOOK=bench/profile-hook.sh)
 #   (build: cargo build --release -p huddle -p huddle-plugin-messaging)
@@ -190,6 +190,7 @@ start_huddle() {
 		# The plugin's own defaults unless set (a build before batched writes used 4 writers).
 		[[ -z ${BENCH_STORE_WRITERS:-} ]] || echo "store_writers = $BENCH_STORE_WRITERS"
 		[[ -z ${BENCH_BATCH_WINDOW_MS:-} ]] || echo "store_batch_window_ms = $BENCH_BATCH_WINDOW_MS"
+		[[ -z ${BENCH_HISTORY_FLUSH_MS:-} ]] || echo "history_flush_ms = $BENCH_HISTORY_FLUSH_MS"
 		huddle_users 10000
 	} >"$dir/huddle.toml"
 	setsid "$huddle_bin" run --config "$dir/huddle.toml" </dev/null >"$dir/huddle.log" 2>&1 &

@@ -4,7 +4,6 @@
 //! tags, Via `received`/`rport`, Call-IDs, CSeq, Max-Forwards, Content-Length.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -436,13 +435,63 @@ pub fn tagged(addr: &str) -> Cow<'_, str> {
     }
 }
 
-/// `2 * bytes` lowercase hex characters from the operating system's random source; suitable for
-/// tags, Call-IDs and branch parameters.
+/// `2 * bytes` lowercase hex characters (`bytes` up to 64) from the operating system's random
+/// source; suitable for tags, Call-IDs and branch parameters (RFC 3261 wants tags
+/// cryptographically random: these are the OS's bytes, not a generator seeded from them).
+///
+/// The bytes come from a per-thread pool filled by one `getrandom` call for
+/// 256 bytes (`RANDOM_POOL`), so a tag costs a system call only once per 32: the messaging
+/// plugin's store writer made one per `202` (bench/NOTES.md, branch msgonline). Each byte is
+/// handed out once. Not to be called in a child forked without exec: its copy of the pool
+/// would repeat the parent's next tags. Should the OS source ever fail, up to 64 bytes come
+/// from a clock-and-counter mix instead (unique, not secret) and the next call asks the OS
+/// again.
 pub fn random_token(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes.min(64)];
-    if getrandom::fill(&mut buf).is_err() {
-        // The OS source failing is all but unheard of; uniqueness, not secrecy, is what tags
-        // need, so a clock-and-counter mix is an acceptable fallback.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = bytes.min(64);
+    let mut buf = [0u8; 64];
+    POOL.with(|pool| pool.borrow_mut().take(&mut buf[..n]));
+    let mut out = String::with_capacity(n * 2);
+    for &b in &buf[..n] {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    out
+}
+
+/// Bytes of OS randomness one thread draws at a time for `random_token`.
+pub(crate) const RANDOM_POOL: usize = 256;
+// A token takes at most 64 bytes from one pool.
+const _: () = assert!(RANDOM_POOL >= 64);
+
+/// A thread's unread OS random bytes (`bytes[used..]`).
+struct RandomPool {
+    bytes: [u8; RANDOM_POOL],
+    used: usize,
+}
+
+impl RandomPool {
+    /// Fills `out` with bytes never handed out before, drawing a new pool when this one runs
+    /// short (what is left of the old one is dropped, never reused).
+    fn take(&mut self, out: &mut [u8]) {
+        let mut from_os = true;
+        if out.len() > RANDOM_POOL - self.used {
+            from_os = self.refill();
+        }
+        let end = self.used + out.len();
+        out.copy_from_slice(&self.bytes[self.used..end]);
+        // A pool from the fallback serves this call only: the next asks the OS again.
+        self.used = if from_os { end } else { RANDOM_POOL };
+    }
+
+    /// A fresh pool; `false` when the OS source failed and the fallback filled it.
+    fn refill(&mut self) -> bool {
+        self.used = 0;
+        if getrandom::fill(&mut self.bytes).is_ok() {
+            return true;
+        }
+        // The OS source failing is all but unheard of; then a clock-and-counter mix keeps
+        // the tokens of this one call unique, though not secret (`take` asks the OS again next).
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
@@ -450,18 +499,20 @@ pub fn random_token(bytes: usize) -> String {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let mut x = nanos ^ COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-        for b in &mut buf {
+        for b in &mut self.bytes {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             *b = x as u8;
         }
+        false
     }
-    let mut out = String::with_capacity(buf.len() * 2);
-    for b in buf {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+}
+
+thread_local! {
+    static POOL: std::cell::RefCell<RandomPool> = const {
+        std::cell::RefCell::new(RandomPool { bytes: [0; RANDOM_POOL], used: RANDOM_POOL })
+    };
 }
 
 #[cfg(test)]
@@ -643,5 +694,43 @@ mod tests {
         assert_eq!(a.len(), 16);
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(a, random_token(8));
+        assert_eq!(random_token(0), "");
+        assert_eq!(random_token(100).len(), 128, "64 bytes at most");
+    }
+
+    #[test]
+    fn the_pool_hands_out_its_bytes_in_order_once_and_draws_again_when_short() {
+        let mut pool = RandomPool {
+            bytes: std::array::from_fn(|i| i as u8),
+            used: 0,
+        };
+        let mut a = [0u8; 8];
+        pool.take(&mut a);
+        assert_eq!(a, [0, 1, 2, 3, 4, 5, 6, 7]);
+        pool.take(&mut a);
+        assert_eq!(a, [8, 9, 10, 11, 12, 13, 14, 15]);
+        pool.used = RANDOM_POOL - 4;
+        let before = pool.bytes;
+        pool.take(&mut a);
+        assert_eq!(pool.used, 8, "a fresh pool, its first 8 bytes taken");
+        assert_ne!(&pool.bytes[8..], &before[8..], "drawn again from the OS");
+    }
+
+    #[test]
+    fn tokens_keep_differing_across_many_pools() {
+        let tokens: std::collections::HashSet<String> =
+            (0..10 * RANDOM_POOL).map(|_| random_token(8)).collect();
+        assert_eq!(tokens.len(), 10 * RANDOM_POOL);
+        let bits: u32 = tokens
+            .iter()
+            .flat_map(|t| t.bytes())
+            .map(|b| u32::from(b - if b >= b'a' { b'a' - 10 } else { b'0' }).count_ones())
+            .sum();
+        let all = (10 * RANDOM_POOL * 16 * 4) as f64;
+        let share = f64::from(bits) / all;
+        assert!(
+            (0.45..0.55).contains(&share),
+            "about half the bits set: {share}"
+        );
     }
 }

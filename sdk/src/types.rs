@@ -269,9 +269,30 @@ impl RequestInfo {
         self
     }
 
-    /// The source IP as text, as it crosses the ABI (empty when unknown).
+    /// The source IP as text, as it crosses the ABI (empty when unknown). An IPv4 address is
+    /// written digit by digit: `Display` went through the formatting machinery, ~1.4 k
+    /// instructions for each answer a plugin built (the Via's `received`).
     pub fn source_ip_text(&self) -> String {
-        self.source.map(|s| s.ip().to_string()).unwrap_or_default()
+        match self.source.map(|s| s.ip()) {
+            None => String::new(),
+            Some(IpAddr::V4(v4)) => {
+                let mut out = String::with_capacity(15);
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    if octet >= 100 {
+                        out.push(char::from(b'0' + octet / 100));
+                    }
+                    if octet >= 10 {
+                        out.push(char::from(b'0' + octet / 10 % 10));
+                    }
+                    out.push(char::from(b'0' + octet % 10));
+                }
+                out
+            }
+            Some(ip) => ip.to_string(),
+        }
     }
 
     /// Parses the ABI's text form of the source address.
@@ -500,6 +521,22 @@ mod tests {
             "media|0x10000000000"
         );
         assert!(Capabilities::ALL.contains(Capabilities::MEDIA));
+    }
+
+    #[test]
+    fn source_ip_text_is_what_display_writes() {
+        // Every octet value in every position.
+        let mut ips: Vec<IpAddr> = (0..=255u8)
+            .flat_map(|o| [[o, 1, 2, 3], [4, o, 5, 6], [7, 8, o, 9], [10, 11, 12, o]])
+            .map(IpAddr::from)
+            .collect();
+        ips.push("2001:db8::1".parse().unwrap());
+        ips.push("::ffff:192.0.2.1".parse().unwrap());
+        for ip in ips {
+            let info = RequestInfo::new(Transport::Udp, Some(SocketAddr::new(ip, 5060)));
+            assert_eq!(info.source_ip_text(), ip.to_string());
+        }
+        assert_eq!(RequestInfo::new(Transport::Udp, None).source_ip_text(), "");
     }
 
     #[test]

@@ -118,12 +118,15 @@ pub struct MessagingConfig {
     /// sync per batch); 0: write on the plugin's thread, one sync per write.
     pub store_writers: usize,
     /// How long a writer holds a batch for more writes to share its commit, in milliseconds
-    /// (default 20). Each commit costs about the same CPU whatever it holds (a disk sync: the
+    /// (default 40). Each commit costs about the same CPU whatever it holds (a disk sync: the
     /// sleep, the wake-up and the device flush, not the bytes; bench/messaging/NOTES.md), so
-    /// at 500 stored messages/s a 20 ms hold makes about 12 messages per commit instead of 2-3,
-    /// and each 202 comes later by up to the window (p50 16 ms, p99 32 ms measured). 0: no
-    /// hold; a writer commits what is queued at once, and what arrives during a commit makes
-    /// the next one.
+    /// under load the window sets the commits per second: at 500 stored messages/s a 40 ms hold
+    /// makes about 20 messages per commit (2-3 with no hold). A held batch commits earlier once
+    /// 20 ms (`writer::QUIET`, or the window if shorter) pass with no new write: a lone message
+    /// waits 20 ms, as with the earlier 20 ms default, and a window of 20 ms or less holds as a
+    /// plain window. A 202 waits for a commit in flight, its batch's hold and its own commit
+    /// (bench/NOTES.md, branch msgonline: p50/p99 by rate). 0: no hold; a writer commits what
+    /// is queued at once, and what arrives during a commit makes the next one.
     pub store_batch_window_ms: u64,
     /// Writes in one commit at most (a full batch commits at once). Batches over the host's
     /// `[store] plugin_batch_max_*` are split.
@@ -153,7 +156,7 @@ impl Default for MessagingConfig {
             history_retention_secs: 30 * 24 * 3600,
             history_flush_ms: 200,
             store_writers: 1,
-            store_batch_window_ms: 20,
+            store_batch_window_ms: 40,
             store_batch_max: 256,
         }
     }

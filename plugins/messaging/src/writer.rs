@@ -5,10 +5,14 @@
 //! the same whatever it holds, so a writer takes everything queued for it at once (up to
 //! `batch_max`) and sends it to the host in ONE `store_batch` commit (ABI 1.3). Only then does
 //! it answer the senders `202 Accepted` and raise `message.stored`, so an answer never
-//! precedes durability. Whatever arrives while a commit is in flight is the next batch: a
-//! lone write commits at once, and under load the batches grow by themselves ([`Pending`]).
-//! A `batch_window` (`store_batch_window_ms`, 20 ms by default) holds a batch for more writes:
-//! a commit's CPU is mostly its disk sync, whatever it holds, so fewer commits, later 202s.
+//! precedes durability. Whatever arrives while a commit is in flight is the next batch, so
+//! under load the batches grow by themselves ([`Pending`]).
+//! A `batch_window` (`store_batch_window_ms`, 40 ms by default) holds a batch for more writes:
+//! a commit's CPU is mostly its disk sync, whatever it holds, so fewer commits, later 202s. A
+//! held batch commits before its window ends once [`QUIET`] (20 ms, or the window if shorter)
+//! passed since the last write was queued ([`Hold`]): a lone write, or writes far apart, gain
+//! nothing by waiting longer. A message's 202 therefore waits for a commit in flight, its
+//! batch's hold and its own commit.
 //! The plugin's thread keeps serving meanwhile. On a host without `store_batch` (before ABI
 //! 1.3) each job is written alone.
 //!
@@ -77,11 +81,60 @@ impl Job {
 /// How writers gather jobs into commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gather {
-    /// How long a batch smaller than `max` waits for more after its first job (zero: it
-    /// takes what is queued and commits at once; the batches then follow the load).
+    /// How long a batch smaller than `max` waits for more after its first job at most (it
+    /// commits earlier after a [`Gather::quiet`] spell with no new job; zero: it takes what
+    /// is queued and commits at once, the batches then follow the load).
     pub window: Duration,
     /// Jobs in one commit at most (the batch commits as soon as it has this many).
     pub max: usize,
+}
+
+/// How long a held batch waits after the last write queued before it commits without the rest
+/// of its window (never longer than the window). Under load writes come closer together than
+/// this and the batch fills its window (fewer commits); a lone write waits this long, as it
+/// did with the earlier 20 ms window, and a window of 20 ms or less behaves as it did before
+/// the quiet spell existed.
+pub const QUIET: Duration = Duration::from_millis(20);
+
+impl Gather {
+    /// The quiet spell of this window: [`QUIET`], or the window if shorter.
+    pub fn quiet(&self) -> Duration {
+        QUIET.min(self.window)
+    }
+}
+
+/// A held batch's clock, sans IO: when it commits, given when it was taken and when the last
+/// write was queued.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold {
+    start: Instant,
+    deadline: Instant,
+    quiet: Duration,
+}
+
+impl Hold {
+    /// A batch taken at `start`.
+    pub fn new(start: Instant, gather: Gather) -> Hold {
+        Hold {
+            start,
+            deadline: start + gather.window,
+            quiet: gather.quiet(),
+        }
+    }
+
+    /// `None`: commit now. `Some(wait)`: look again after at most `wait` (pushes during a
+    /// hold wake nobody, so the writer looks when the quiet spell or the window would end).
+    /// `last_push`: when the last write was queued, if ever (one queued before `start` is
+    /// in the batch and counts as `start`); `ready`: the batch can be filled, or the queue
+    /// closed.
+    pub fn poll(&self, now: Instant, last_push: Option<Instant>, ready: bool) -> Option<Duration> {
+        if ready {
+            return None;
+        }
+        let quiet_from = last_push.map_or(self.start, |t| t.max(self.start));
+        let until = self.deadline.min(quiet_from + self.quiet);
+        (until > now).then(|| until - now)
+    }
 }
 
 /// How a writer found its queue when it came for work: the sans-IO core of a writer, which
@@ -109,6 +162,8 @@ pub struct Pending<T> {
     /// are queued (they fill the batch).
     fill_at: Option<usize>,
     closed: bool,
+    /// When the last job was queued (stamped by the pushing thread, [`Pending::stamp`]).
+    last_push: Option<Instant>,
 }
 
 impl<T> Default for Pending<T> {
@@ -118,11 +173,17 @@ impl<T> Default for Pending<T> {
             sleeping: false,
             fill_at: None,
             closed: false,
+            last_push: None,
         }
     }
 }
 
 impl<T> Pending<T> {
+    /// Notes that a job is being queued at `now` (a held batch's quiet spell starts over).
+    pub fn stamp(&mut self, now: Instant) {
+        self.last_push = Some(now);
+    }
+
     /// Queues `job`; `true` when the writer must be woken: it sleeps (once: the next pushes
     /// say `false` until it sleeps again), or it holds a batch that this job fills.
     pub fn push(&mut self, job: T) -> bool {
@@ -217,18 +278,19 @@ impl Shared {
         if gather.window.is_zero() {
             return Some(batch);
         }
-        // Held until the window ends, the batch can be filled, or the queue closes; the
-        // plugin's pushes meanwhile wake nobody.
-        let deadline = Instant::now() + gather.window;
+        // Held until the window ends, a quiet spell passes since the last write was queued,
+        // the batch can be filled, or the queue closes; the plugin's pushes meanwhile wake
+        // nobody (the writer looks when the quiet spell would end).
+        let hold = Hold::new(Instant::now(), gather);
         pending.hold(&batch, gather.max);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || pending.closed || pending.fills(&batch, gather.max) {
+            let ready = pending.closed || pending.fills(&batch, gather.max);
+            let Some(wait) = hold.poll(Instant::now(), pending.last_push, ready) else {
                 break;
-            }
+            };
             pending = self
                 .wake
-                .wait_timeout(pending, left)
+                .wait_timeout(pending, wait)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
@@ -306,7 +368,10 @@ impl Writers {
             commit(host, &self.failed, vec![job]);
             return;
         }
-        if shared.lock().push(job) {
+        let mut pending = shared.lock();
+        pending.stamp(Instant::now());
+        if pending.push(job) {
+            drop(pending);
             shared.wake.notify_one();
         }
     }
@@ -433,7 +498,89 @@ fn finish(host: &Host, failed: &Mutex<Vec<u64>>, job: Job, result: &huddle_sdk::
 
 #[cfg(test)]
 mod pending_tests {
-    use super::{Pending, Take};
+    use super::{Gather, Hold, Pending, Take, QUIET};
+    use std::time::{Duration, Instant};
+
+    /// When a batch taken at 0 commits, in virtual time: the writer looks only when `poll`
+    /// says (pushes wake nobody), and sees the pushes made up to then. `pushes` in ms.
+    fn commit_at(gather: Gather, pushes: &[u64]) -> u64 {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let hold = Hold::new(t0, gather);
+        let mut now = t0;
+        for _ in 0..1000 {
+            let last_push = pushes
+                .iter()
+                .map(|&p| t0 + ms(p))
+                .filter(|&p| p <= now)
+                .max();
+            match hold.poll(now, last_push, false) {
+                None => return (now - t0).as_millis() as u64,
+                Some(wait) => now += wait,
+            }
+        }
+        panic!("never committed");
+    }
+
+    fn window(ms: u64) -> Gather {
+        Gather {
+            window: Duration::from_millis(ms),
+            max: 64,
+        }
+    }
+
+    #[test]
+    fn a_held_batch_commits_a_quiet_spell_after_the_last_write_or_at_its_windows_end() {
+        let w = window(40);
+        assert_eq!(w.quiet(), QUIET);
+        // A lone write waits one quiet spell.
+        assert_eq!(commit_at(w, &[]), 20);
+        // One more write soon after, then nothing: a quiet spell after that write, not the
+        // whole window (the first version of this rule held it to 40).
+        assert_eq!(commit_at(w, &[1]), 21);
+        assert_eq!(commit_at(w, &[19]), 39);
+        // Writes keep coming: held to the window's end, never longer.
+        let steady: Vec<u64> = (1..=60).map(|i| i * 2).collect();
+        assert_eq!(commit_at(w, &steady), 40);
+        assert_eq!(commit_at(w, &[5, 24]), 40);
+        // A write after the quiet spell ended goes to the next batch.
+        assert_eq!(commit_at(w, &[5, 30]), 25);
+        // A write queued before the batch was taken is in it: the spell starts at the take.
+        let t0 = Instant::now();
+        let hold = Hold::new(t0, w);
+        let before = t0.checked_sub(Duration::from_millis(5));
+        assert_eq!(hold.poll(t0, before, false), Some(QUIET));
+    }
+
+    #[test]
+    fn a_filled_or_closed_batch_commits_at_once_and_early_looks_change_nothing() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let hold = Hold::new(t0, window(40));
+        assert_eq!(hold.poll(t0, None, true), None, "filled or closed");
+        assert_eq!(hold.poll(t0 + ms(3), Some(t0 + ms(1)), true), None);
+        // Spurious wake-ups: each look answers the time left to the same commit instant.
+        for look in [0, 1, 7, 20] {
+            assert_eq!(
+                hold.poll(t0 + ms(look), Some(t0 + ms(1)), false),
+                Some(ms(21 - look))
+            );
+        }
+        assert_eq!(hold.poll(t0 + ms(21), Some(t0 + ms(1)), false), None);
+    }
+
+    #[test]
+    fn a_window_up_to_the_quiet_spell_holds_as_a_plain_window_did() {
+        // 20 ms or less (an explicitly configured window): the spell is the window, so the
+        // batch holds exactly the window, as before the quiet spell existed.
+        for w in [1, 10, 20] {
+            assert_eq!(window(w).quiet(), Duration::from_millis(w));
+            assert_eq!(commit_at(window(w), &[]), w);
+            assert_eq!(commit_at(window(w), &[w / 2]), w);
+        }
+        assert_eq!(commit_at(window(1000), &[10, 25]), 45);
+        assert_eq!(commit_at(window(1000), &[100, 200]), 20);
+    }
 
     #[test]
     fn an_idle_writer_is_woken_once_and_takes_everything_queued_in_order() {

@@ -181,6 +181,35 @@ pub(crate) fn send<'a>(
     Ok(sendmmsg(socket, &mut msgs, SendFlags::empty())?)
 }
 
+/// One `sendmsg` of `segments` to `to` as a single UDP GSO send (`UDP_SEGMENT`, Linux 4.18):
+/// the kernel sends them as separate datagrams, each `segment` bytes but the last (which may be
+/// shorter), running the UDP/IP send path once for all of them. The caller keeps to the
+/// kernel's limits (at most 64 segments, 64 KiB in all, `segment` within the route's MTU);
+/// `EIO` or `EINVAL` say the socket or device cannot do it (no checksum offload, a route with
+/// a smaller MTU): send the datagrams one by one instead.
+pub(crate) fn send_segments<'a>(
+    socket: &impl AsFd,
+    to: SocketAddr,
+    segments: impl IntoIterator<Item = &'a [u8]>,
+    segment: u16,
+) -> std::io::Result<()> {
+    let iovs: ArrayVec<IoSlice<'_>, SEND_BATCH> = segments
+        .into_iter()
+        .take(SEND_BATCH)
+        .map(IoSlice::new)
+        .collect();
+    let addr = SockaddrStorage::from(to);
+    let gso = [nix::sys::socket::ControlMessage::UdpGsoSegments(&segment)];
+    nix::sys::socket::sendmsg(
+        socket.as_fd().as_raw_fd(),
+        &iovs,
+        &gso,
+        MsgFlags::empty(),
+        Some(&addr),
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,6 +145,9 @@ pub struct EngineSettings {
     /// (transport-wide congestion control, NACK, receiver reports) (bench/NOTES.md, "Media fast
     /// path, step 3").
     pub fast_ingress: bool,
+    /// A flush's datagrams to one destination of equal size go as one UDP GSO send
+    /// (`UDP_SEGMENT`, Linux), until the kernel refuses one (bench/NOTES.md, "Media host I/O").
+    pub udp_gso: bool,
 }
 
 /// What the registry knows of a leg, for synchronous checks in the callers' threads.
@@ -453,7 +456,14 @@ impl MediaEngine {
         let stamped = settings.fast_ingress
             && !settings.bandwidth_estimation
             && udp::enable_receive_timestamps(&socket);
-        let task = tokio::spawn(driver::run(socket, candidate, rx, engine.clone(), stamped));
+        let task = tokio::spawn(driver::run(
+            socket,
+            candidate,
+            rx,
+            engine.clone(),
+            stamped,
+            settings.udp_gso,
+        ));
         tracing::info!(%local, %candidate, "media engine listening");
         Ok((engine, EngineTask(task)))
     }

@@ -40,14 +40,11 @@
 //! Besides its packets, each leg asks for timer passes of its own: NACK reports every 33 ms,
 //! TWCC feedback every 50 ms, RR/SR, stats and the pause check. Each would be a pass (and often
 //! a wake-up) between two packets of the leg, although the next packet's receive runs the
-//! same timer work. So these periodic timeouts — str0m's and the fast ingress's feedback (TWCC,
-//! NACK, receiver reports) — fire 5–15 ms late, on a grid of [`TIMER_SLACK`] steps shared by
-//! every leg: a leg that receives media meanwhile does the work in its receive pass and its
-//! timer never fires, and the legs whose timers do fire share one wake-up per step (at most
-//! 100 a second for all of them) instead of one each. A quiet leg reports a few milliseconds
-//! late. Timeouts str0m asks for "now" (a key-frame request, a packet to send), DTLS and ICE
-//! timers, the leg's guards, and every timer of a leg whose `Rtc` paces (bandwidth estimation
-//! on) fire on time.
+//! same timer work. So these periodic timeouts fire up to [`TIMER_SLACK`] late: a leg that
+//! receives media meanwhile does the work in its receive pass and its timer never fires; a
+//! quiet leg reports a few milliseconds late. Timeouts str0m asks for "now" (a key-frame
+//! request, a packet to send), DTLS and ICE timers, and every timer of a leg whose `Rtc` paces
+//! (bandwidth estimation on) fire on time.
 //!
 //! # Fast egress
 //!
@@ -192,8 +189,8 @@ pub(crate) const STR0M_ANCHOR_INTERVAL: Duration = Duration::from_secs(1);
 /// it (it does so only on the leg's next input), so that none overtakes it on the wire; at
 /// most this long, should str0m never send it.
 const ANCHOR_RELEASE_WAIT: Duration = Duration::from_millis(100);
-/// The step of the grid a leg's periodic report timers fire on, at most this much later than
-/// asked (module docs, "Timer slack").
+/// How much later than str0m asks a leg's periodic report timers may fire (module docs,
+/// "Timer slack"): longer than the 8 ms between two packets of a 1 Mbit/s video stream.
 pub(crate) const TIMER_SLACK: Duration = Duration::from_millis(10);
 
 /// One leg: its `Rtc` and what the host keeps around it.
@@ -1158,27 +1155,18 @@ impl Leg {
         // Until connected the connect deadline guards the leg, afterwards the idle one.
         let guard = self.connect_by.unwrap_or(self.last_rx + self.idle_timeout);
         let mut next = self.str0m_deadline().map_or(guard, |t| t.min(guard));
-        // The fast ingress's feedback is periodic too (module docs, "Timer slack").
         if let Some(t) = self.ingress.as_ref().and_then(|i| i.core.next_deadline()) {
-            next = next.min(self.on_grid(t));
+            next = next.min(t);
         }
         Some(next)
     }
 
-    /// When str0m wants its next pass (periodic reports: on the slack's grid).
+    /// When str0m wants its next pass (with the slack of periodic reports).
     fn str0m_deadline(&self) -> Option<Instant> {
         match self.timeout {
-            Some(t) if self.lenient => Some(self.on_grid(t)),
+            Some(t) if self.lenient => Some(t + self.timer_slack),
             t => t,
         }
-    }
-
-    /// A periodic deadline moved to the first point at least half a step later on the
-    /// engine-wide grid of [`Leg::timer_slack`] steps (none without slack): 5–15 ms late, 10 on
-    /// average as a fixed slack of one step was, but every leg's periodic timers fall on the
-    /// same instants, so one wake-up serves all those due within one step.
-    fn on_grid(&self, t: Instant) -> Instant {
-        grid_point(t + self.timer_slack / 2, self.timer_slack)
     }
 
     /// Notes the `Rtc`'s next timeout: lenient if it is a periodic report due in the future
@@ -2381,28 +2369,6 @@ fn feedback_destination(str0m: Option<SocketAddr>, peer: Option<SocketAddr>) -> 
     peer.or(str0m)
 }
 
-/// The first instant at or after `t` on the grid of step `step` shared by every leg of the
-/// process (its origin: the first call); `t` itself for a zero step.
-fn grid_point(t: Instant, step: Duration) -> Instant {
-    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    // Nanoseconds in a `u64` (centuries): a division per deadline, not a 128-bit one.
-    let Ok(step) = u64::try_from(step.as_nanos()) else {
-        return t;
-    };
-    if step == 0 {
-        return t;
-    }
-    let origin = *ORIGIN.get_or_init(Instant::now);
-    let Ok(since) = u64::try_from(t.saturating_duration_since(origin).as_nanos()) else {
-        return t;
-    };
-    since
-        .div_ceil(step)
-        .checked_mul(step)
-        .and_then(|n| origin.checked_add(Duration::from_nanos(n)))
-        .map_or(t, |g| g.max(t))
-}
-
 /// The 64-bit sequence number nearest `near` whose low 16 bits are `seq`.
 fn extend_near(near: u64, seq: u16) -> u64 {
     let base = near & !0xffff;
@@ -3301,33 +3267,6 @@ mod tests {
         );
         assert_eq!(feedback_destination(Some(a), None), Some(a));
         assert_eq!(feedback_destination(None, None), None);
-    }
-
-    #[test]
-    fn periodic_deadlines_of_every_leg_fall_on_one_grid_never_early() {
-        let step = TIMER_SLACK;
-        let base = Instant::now();
-        let ms = Duration::from_millis;
-        // Deadlines asked for at odd instants, as different legs' timers are.
-        let asked: Vec<Instant> = [0u64, 1, 3, 7, 9, 10, 11, 19, 20, 23, 57, 1_000]
-            .iter()
-            .map(|&n| base + ms(n) + Duration::from_micros(n * 37))
-            .collect();
-        let points: Vec<Instant> = asked.iter().map(|&t| grid_point(t, step)).collect();
-        for (t, g) in asked.iter().zip(&points) {
-            assert!(g >= t, "never before asked");
-            assert!(*g - *t < step, "less than a step late");
-        }
-        // One grid: any two points are whole steps apart.
-        for g in &points {
-            let apart = g.saturating_duration_since(points[0]).as_nanos();
-            assert_eq!(apart % step.as_nanos(), 0, "{apart}");
-        }
-        // Those asked within one step share a point (one wake-up for all of them).
-        let shared = points.windows(2).filter(|w| w[0] == w[1]).count();
-        assert!(shared > 0);
-        // No slack (bandwidth estimation on): on time.
-        assert_eq!(grid_point(asked[3], Duration::ZERO), asked[3]);
     }
 
     #[test]

@@ -1347,6 +1347,10 @@ impl Driver {
     fn flush(&mut self) {
         let counters = self.engine.counters();
         self.outbox.flush(&self.socket, |n| counters.sent(n));
+        let gso = self.outbox.take_gso_counts();
+        if gso != super::udp::GsoCounts::default() {
+            counters.gso(gso);
+        }
     }
 
     /// Routes one datagram to its leg (see the module docs of `media`). `stamp`: when it

@@ -23,10 +23,13 @@
 //!   datagrams to one destination of equal size (a video frame's packets, the last may be
 //!   shorter) go as one `sendmsg` the kernel splits into those datagrams ([`plan_sends`]):
 //!   one pass of its UDP/IP send path for all of them instead of one each. Only the order
-//!   across destinations changes. The first send the kernel refuses as impossible (`EIO`,
-//!   `EINVAL`: no offload on the device, a smaller MTU) turns it off for the socket.
+//!   across destinations changes. Used only where the kernel takes the socket option at start
+//!   ([`probe_gso`]: an older kernel would ignore the per-send option and send one big
+//!   datagram). If the very first GSO send is refused as impossible (`EIO`, `EINVAL`) offload
+//!   is off for the socket; a later refusal is that route's (its path MTU or device): the
+//!   send goes again one datagram at a time, and so does everything to that destination.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -171,6 +174,27 @@ pub(crate) fn arrival_from_stamp(
     }
 }
 
+/// Whether the kernel takes UDP GSO sends on `socket` (Linux 4.18, `UDP_SEGMENT`): it accepts
+/// the socket option (set to 0, the default: no segmentation unless a send asks). A kernel
+/// without it would ignore the per-send option, sending a GSO send's datagrams as one, so
+/// offload is used only where this says yes.
+#[cfg(target_os = "linux")]
+pub(crate) fn probe_gso(socket: &UdpSocket) -> bool {
+    match nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::UdpGsoSegment, &0) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::info!(error = %e, "media socket: no UDP segmentation offload (UDP_SEGMENT)");
+            false
+        }
+    }
+}
+
+/// [`probe_gso`] where there is no UDP GSO.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn probe_gso(_socket: &UdpSocket) -> bool {
+    false
+}
+
 /// Turns on kernel receive timestamps for the media socket ([`RecvBuffers::new`]'s `stamped`):
 /// false where they cannot be had.
 #[cfg(target_os = "linux")]
@@ -218,9 +242,18 @@ fn receive(
     Ok(())
 }
 
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
+/// Destinations remembered as refusing GSO sends at most; beyond, the set starts again (each
+/// then costs one more refused send).
+pub(crate) const NO_GSO_DESTINATIONS: usize = 256;
+
 /// Segments one GSO send carries at most (the kernel's `UDP_MAX_SEGMENTS` was 64 before 6.x).
 pub(crate) const GSO_MAX_SEGMENTS: usize = 64;
-/// Bytes one GSO send carries at most: within a UDP datagram's 65,507 (IPv4) / 65,487
+// A GSO send is one `sendmsg` whose segments `mmsg::send_segments` holds on the stack.
+#[cfg(target_os = "linux")]
+const _: () = assert!(GSO_MAX_SEGMENTS <= crate::mmsg::SEND_BATCH);
+/// Bytes one GSO send carries at most: within a UDP datagram's 65,507 (IPv4) / 65,527
 /// (IPv6) bytes of payload.
 pub(crate) const GSO_MAX_BYTES: usize = 65_000;
 /// The largest datagram sent as a GSO segment: the kernel refuses a segment that would not fit
@@ -254,11 +287,15 @@ pub(crate) struct Planner {
     group_of: Vec<u32>,
     /// Each destination's latest send: the only one its next datagram may join.
     latest: HashMap<SocketAddr, u32, foldhash::fast::RandomState>,
+    /// Scratch of [`Outbox::plan`]: the held datagrams taken out before they go back in plan
+    /// order.
+    taken: Vec<Option<(SocketAddr, Vec<u8>)>>,
     starts: Vec<usize>,
 }
 
 /// Groups `datagrams` (destination, length, in the order they were produced) into the sends of
-/// one flush for UDP segmentation offload (GSO): a datagram joins its destination's latest send
+/// one flush for UDP segmentation offload (GSO), except those to `no_gso`'s destinations (the
+/// kernel refused a GSO send there): a datagram joins its destination's latest send
 /// if that send's datagrams are all as long as its first, this one is no longer, and the
 /// kernel's limits hold ([`GSO_MAX_SEGMENTS`], [`GSO_MAX_BYTES`], [`GSO_MAX_SEGMENT`]); a shorter
 /// one ends the send. So the packets of a frame to one receiver (equal sizes but the last) go
@@ -272,6 +309,7 @@ pub(crate) struct Planner {
 pub(crate) fn plan_sends(
     planner: &mut Planner,
     datagrams: impl Iterator<Item = (SocketAddr, usize)>,
+    no_gso: &FastSet<SocketAddr>,
     order: &mut Vec<usize>,
     sends: &mut Vec<PlannedSend>,
 ) -> bool {
@@ -282,6 +320,7 @@ pub(crate) fn plan_sends(
         group_of,
         latest,
         starts,
+        ..
     } = planner;
     groups.clear();
     group_of.clear();
@@ -309,7 +348,7 @@ pub(crate) fn plan_sends(
                     count: 1,
                     segment: len,
                     bytes: len,
-                    open: len > 0 && len <= GSO_MAX_SEGMENT,
+                    open: len > 0 && len <= GSO_MAX_SEGMENT && !no_gso.contains(&to),
                 });
                 latest.insert(to, g);
                 g
@@ -340,9 +379,11 @@ pub(crate) fn plan_sends(
     true
 }
 
-/// Whether the kernel's refusal of a GSO send says it cannot do them at all here (no
-/// segmentation offload or checksum offload on the device, a kernel without `UDP_SEGMENT`, a
-/// route whose MTU is below the segment): then every send goes one datagram at a time.
+/// Whether the kernel's refusal of a GSO send says it cannot do them on that route: `EIO`
+/// (no checksum offload on the route's device, an IPsec route), `EINVAL` (the segment does not
+/// fit the path's MTU). `EOPNOTSUPP`/`ENOPROTOOPT` are defensive: a kernel without
+/// `UDP_SEGMENT` is found by the probe at start ([`probe_gso`]), since its `sendmsg` would
+/// ignore the option rather than refuse it.
 fn gso_unsupported(e: &std::io::Error) -> bool {
     #[cfg(target_os = "linux")]
     {
@@ -400,6 +441,18 @@ impl Wire for SocketWire<'_> {
     }
 }
 
+/// What the outbox's segmentation offload did ([`Outbox::take_gso_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct GsoCounts {
+    /// GSO sends that went out.
+    pub(crate) sends: u64,
+    /// Datagrams they carried.
+    pub(crate) datagrams: u64,
+    /// GSO sends the kernel refused as impossible on their route, sent again one datagram at a
+    /// time.
+    pub(crate) fallbacks: u64,
+}
+
 /// Whether the outbox sends with segmentation offload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Gso {
@@ -415,6 +468,15 @@ pub(crate) struct Outbox {
     /// The socket refused the front datagram (full buffer): wait until it is writable.
     blocked: bool,
     gso: Gso,
+    /// A GSO send went out once: from then on a refusal is its destination's (the route's MTU
+    /// or device), not the socket's.
+    gso_confirmed: bool,
+    /// Destinations whose GSO sends the kernel refused (bounded, [`NO_GSO_DESTINATIONS`]):
+    /// their datagrams go one at a time.
+    no_gso: FastSet<SocketAddr>,
+    /// GSO sends, the datagrams they carried, and the refused ones sent again one at a time,
+    /// since [`Outbox::take_gso_counts`] last read them.
+    gso_counts: GsoCounts,
     /// The current flush's sends, front first, as (datagrams left, segment size): parallel to
     /// the front of `held` once it is in plan order. Empty: every datagram on its own.
     plan: VecDeque<PlannedSend>,
@@ -441,6 +503,9 @@ impl Outbox {
             } else {
                 Gso::Off
             },
+            gso_confirmed: false,
+            no_gso: FastSet::default(),
+            gso_counts: GsoCounts::default(),
             plan: VecDeque::new(),
             planner: Planner::default(),
             order: Vec::new(),
@@ -473,6 +538,11 @@ impl Outbox {
         self.held.len() >= batch
     }
 
+    /// What segmentation offload did since the last call.
+    pub(crate) fn take_gso_counts(&mut self) -> GsoCounts {
+        std::mem::take(&mut self.gso_counts)
+    }
+
     /// Segmentation offload is (still) on.
     #[cfg(test)]
     pub(crate) fn gso(&self) -> bool {
@@ -500,13 +570,16 @@ impl Outbox {
         let grouped = plan_sends(
             &mut self.planner,
             self.held.iter().map(|(to, d)| (*to, d.len())),
+            &self.no_gso,
             &mut self.order,
             &mut self.sends,
         );
         if !grouped {
             return;
         }
-        let mut taken: Vec<Option<(SocketAddr, Vec<u8>)>> = self.held.drain(..).map(Some).collect();
+        let taken = &mut self.planner.taken;
+        taken.clear();
+        taken.extend(self.held.drain(..).map(Some));
         self.held
             .extend(self.order.iter().filter_map(|&i| taken[i].take()));
         self.plan.extend(self.sends.iter().copied());
@@ -551,14 +624,36 @@ impl Outbox {
                 if count > 1 {
                     let to = held[0].0;
                     match wire.send_segments(to, &held[..count], segment) {
-                        Ok(()) => self.consumed(count, &mut sent, true),
+                        Ok(()) => {
+                            self.gso_confirmed = true;
+                            self.gso_counts.sends += 1;
+                            self.gso_counts.datagrams += count as u64;
+                            self.consumed(count, &mut sent, true);
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             self.blocked = true;
                             return;
                         }
-                        Err(e) if gso_unsupported(&e) => {
+                        // The very first GSO send refused: none will work on this socket.
+                        Err(e) if gso_unsupported(&e) && !self.gso_confirmed => {
                             tracing::info!(error = %e, "media socket: no UDP segmentation offload, one datagram per send");
+                            self.gso_counts.fallbacks += 1;
                             self.gso = Gso::Off;
+                        }
+                        // Later, a refusal is that route's (its path MTU, its device): that
+                        // destination's datagrams go one at a time from here on, and these
+                        // again now, as below.
+                        Err(e) if gso_unsupported(&e) => {
+                            tracing::debug!(error = %e, %to, "media socket: no UDP segmentation offload to this peer");
+                            self.gso_counts.fallbacks += 1;
+                            if self.no_gso.len() >= NO_GSO_DESTINATIONS {
+                                self.no_gso.clear();
+                            }
+                            self.no_gso.insert(to);
+                            self.plan.pop_front();
+                            for _ in 0..count {
+                                self.plan.push_front(PlannedSend { count: 1, segment });
+                            }
                         }
                         // Refused for another reason (an unreachable destination, no buffer
                         // memory): tried again one datagram at a time, where each refused one
@@ -623,6 +718,12 @@ fn send_gso(
     segments: &[(SocketAddr, Vec<u8>)],
     segment: usize,
 ) -> std::io::Result<()> {
+    debug_assert!(segments.iter().all(|(t, _)| *t == to));
+    debug_assert!(segments.split_last().is_some_and(|(last, rest)| {
+        rest.iter().all(|(_, d)| d.len() == segment) && last.1.len() <= segment
+    }));
+    // Planned sends keep to `GSO_MAX_SEGMENT`; a larger one is refused (and sent again one
+    // datagram at a time).
     let segment = u16::try_from(segment).map_err(|_| std::io::ErrorKind::InvalidInput)?;
     crate::mmsg::send_segments(
         socket,
@@ -965,6 +1066,7 @@ mod tests {
         let grouped = plan_sends(
             &mut Planner::default(),
             datagrams.iter().map(|&(p, len)| (addr(p), len)),
+            &FastSet::default(),
             &mut order,
             &mut sends,
         );
@@ -1000,6 +1102,44 @@ mod tests {
         assert_eq!(plan(&[(1, 1000), (2, 1000), (3, 1000)]), None);
         assert_eq!(plan(&[(1, 100), (1, 200), (1, 300)]), None);
         assert_eq!(plan(&[]), None);
+    }
+
+    #[test]
+    fn a_destination_that_refused_offload_gets_none() {
+        let mut no_gso = FastSet::default();
+        no_gso.insert(addr(2));
+        let mut order = Vec::new();
+        let mut sends = Vec::new();
+        let frame = [(1, 1000), (2, 1000), (1, 1000), (2, 1000)];
+        assert!(plan_sends(
+            &mut Planner::default(),
+            frame.iter().map(|&(p, len)| (addr(p), len)),
+            &no_gso,
+            &mut order,
+            &mut sends,
+        ));
+        assert_eq!(order, [0, 2, 1, 3]);
+        let sends: Vec<(usize, usize)> = sends.iter().map(|s| (s.count, s.segment)).collect();
+        assert_eq!(sends, [(2, 1000), (1, 1000), (1, 1000)]);
+    }
+
+    #[test]
+    fn a_turn_holds_more_before_writing_with_offload() {
+        let fill = |outbox: &mut Outbox, n: usize| {
+            for _ in 0..n {
+                outbox.push(addr(1), vec![0; 10]);
+            }
+        };
+        let mut plain = Outbox::new(false);
+        fill(&mut plain, SEND_BATCH - 1);
+        assert!(!plain.full());
+        fill(&mut plain, 1);
+        assert!(plain.full());
+        let mut gso = Outbox::new(true);
+        fill(&mut gso, SEND_BATCH);
+        assert_eq!(gso.full(), !cfg!(target_os = "linux"));
+        fill(&mut gso, 3 * SEND_BATCH);
+        assert!(gso.full());
     }
 
     #[test]
@@ -1179,6 +1319,46 @@ mod tests {
             assert_eq!(wire.gso_calls, 1);
         }
 
+        // Offload that worked once: a refusal later is that route's (a path MTU below the
+        // segment). Its datagrams go again one at a time, and that destination's from then on;
+        // the others keep offload.
+        let mut outbox = Outbox::new(true);
+        frame_for_three(&mut outbox, ports);
+        let mut wire = Recorder {
+            gso: vec![Answer::Ok, Answer::Errno(nix::libc::EINVAL)],
+            ..Recorder::default()
+        };
+        let mut sent = 0;
+        outbox.flush_with(&mut wire, |_| sent += 1);
+        assert_eq!(sent, 12);
+        for (r, port) in ports.iter().enumerate() {
+            assert_eq!(by_receiver(&wire.wire, *port), expected(r as u8));
+        }
+        assert_eq!(wire.gso_sends, [(addr(1), 4, 1000), (addr(3), 4, 1000)]);
+        assert!(outbox.gso());
+        assert_eq!(
+            outbox.take_gso_counts(),
+            GsoCounts {
+                sends: 2,
+                datagrams: 8,
+                fallbacks: 1
+            }
+        );
+        frame_for_three(&mut outbox, ports);
+        let calls = wire.gso_calls;
+        outbox.flush_with(&mut wire, |_| sent += 1);
+        assert_eq!(sent, 24);
+        assert_eq!(
+            wire.gso_calls,
+            calls + 2,
+            "none tried to the second receiver"
+        );
+        assert_eq!(
+            by_receiver(&wire.wire, 2),
+            [expected(1), expected(1)].concat()
+        );
+        assert_eq!(outbox.take_gso_counts().fallbacks, 0);
+
         // Without offload asked for, the order as produced, in system calls' worths.
         let mut outbox = Outbox::new(false);
         frame_for_three(&mut outbox, ports);
@@ -1218,7 +1398,10 @@ mod tests {
             UdpSocket::bind("127.0.0.1:0").await.unwrap(),
         ];
         let ports = receivers.each_ref().map(|r| r.local_addr().unwrap().port());
-        let mut outbox = Outbox::new(true);
+        // Where the kernel has no UDP_SEGMENT (before 4.18, some sandboxes) offload stays off
+        // and the datagrams go one by one.
+        let gso = probe_gso(&a);
+        let mut outbox = Outbox::new(gso);
         frame_for_three(&mut outbox, ports);
         let mut wire = Counting(SocketWire(&a), 0);
         let mut sent = 0;
@@ -1230,8 +1413,8 @@ mod tests {
             }
         }
         assert_eq!(sent, 12);
-        // Loopback segments in software: offload stays on (kernels since 4.18).
-        if cfg!(target_os = "linux") {
+        // Loopback segments in software: one send per receiver.
+        if gso {
             assert!(outbox.gso());
             assert_eq!(wire.1, 3);
         }

@@ -1370,6 +1370,151 @@ mod tests {
         assert_eq!(firsts, [0, 16, 32, 1, 17, 33, 2, 18, 34, 3, 19, 35]);
     }
 
+    /// A kernel that answers at random (xorshift): partial batches, a full socket, refusals
+    /// of single datagrams and of GSO sends (impossible on the route, or another reason).
+    struct Chaos {
+        x: u32,
+        /// Every datagram that went out, by id, with its destination.
+        out: Vec<(SocketAddr, u16)>,
+        /// Every datagram the kernel refused alone (the front of a batch it refused).
+        refused: Vec<u16>,
+    }
+
+    impl Chaos {
+        fn next(&mut self) -> u32 {
+            self.x ^= self.x << 13;
+            self.x ^= self.x >> 17;
+            self.x ^= self.x << 5;
+            self.x
+        }
+    }
+
+    fn id(d: &[u8]) -> u16 {
+        u16::from_be_bytes([d[0], d[1]])
+    }
+
+    impl Wire for Chaos {
+        fn send_each(&mut self, batch: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
+            match self.next() % 6 {
+                0 => Err(std::io::ErrorKind::WouldBlock.into()),
+                1 => {
+                    self.refused.push(id(&batch[0].1));
+                    Err(std::io::Error::from_raw_os_error(nix::libc::EHOSTUNREACH))
+                }
+                _ => {
+                    let n = 1 + self.next() as usize % batch.len().min(SEND_BATCH);
+                    self.out
+                        .extend(batch[..n].iter().map(|(to, d)| (*to, id(d))));
+                    Ok(n)
+                }
+            }
+        }
+
+        fn send_segments(
+            &mut self,
+            to: SocketAddr,
+            segments: &[(SocketAddr, Vec<u8>)],
+            segment: usize,
+        ) -> std::io::Result<()> {
+            assert!(segments.iter().all(|(t, _)| *t == to));
+            let (last, rest) = segments.split_last().unwrap();
+            assert!(rest.iter().all(|(_, d)| d.len() == segment) && last.1.len() <= segment);
+            match self.next() % 8 {
+                0 => Err(std::io::ErrorKind::WouldBlock.into()),
+                1 => Err(std::io::Error::from_raw_os_error(nix::libc::EINVAL)),
+                2 => Err(std::io::Error::from_raw_os_error(nix::libc::ENOBUFS)),
+                _ => {
+                    self.out.extend(segments.iter().map(|(to, d)| (*to, id(d))));
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn whatever_the_kernel_answers_nothing_is_sent_twice_lost_or_reordered() {
+        for seed in 1..=40u32 {
+            let mut wire = Chaos {
+                x: 0x9e37_79b9 ^ seed.wrapping_mul(0x85eb_ca6b),
+                out: Vec::new(),
+                refused: Vec::new(),
+            };
+            let mut outbox = Outbox::new(true);
+            let mut pushed = Vec::new();
+            let mut next_id = 0u16;
+            let mut sent = 0usize;
+            for _ in 0..60 {
+                // A turn's datagrams: frames of equal packets with a shorter last, and RTCP.
+                for _ in 0..(wire.next() % 40) {
+                    let to = addr(1 + (wire.next() % 4) as u16);
+                    let len = [1000, 1000, 1000, 400, 90][(wire.next() % 5) as usize];
+                    let mut d = vec![0; len];
+                    d[..2].copy_from_slice(&next_id.to_be_bytes());
+                    if outbox.push(to, d) {
+                        pushed.push((to, next_id));
+                    }
+                    next_id += 1;
+                }
+                outbox.flush_with(&mut wire, |_| sent += 1);
+            }
+            // Then a kernel that takes everything.
+            let mut calm = Recorder::default();
+            outbox.flush_with(&mut calm, |_| sent += 1);
+            assert_eq!(outbox.len(), 0);
+            let calm_ids: Vec<u16> = {
+                // The calm wire kept only first bytes: replay what it sent from `pushed`.
+                let seen: std::collections::HashSet<u16> = wire
+                    .out
+                    .iter()
+                    .map(|(_, i)| *i)
+                    .chain(wire.refused.iter().copied())
+                    .collect();
+                pushed
+                    .iter()
+                    .map(|(_, i)| *i)
+                    .filter(|i| !seen.contains(i))
+                    .collect()
+            };
+            assert_eq!(calm.wire.len(), calm_ids.len(), "seed {seed}");
+            // Each datagram out at most once, and out or refused, never both, never neither.
+            let mut out_ids: Vec<u16> = wire.out.iter().map(|(_, i)| *i).collect();
+            out_ids.sort_unstable();
+            let before = out_ids.len();
+            out_ids.dedup();
+            assert_eq!(
+                out_ids.len(),
+                before,
+                "seed {seed}: a datagram went out twice"
+            );
+            assert!(
+                wire.refused
+                    .iter()
+                    .all(|r| out_ids.binary_search(r).is_err()),
+                "seed {seed}"
+            );
+            assert_eq!(
+                wire.out.len() + wire.refused.len() + calm_ids.len(),
+                pushed.len(),
+                "seed {seed}"
+            );
+            assert_eq!(sent, wire.out.len() + calm.wire.len(), "seed {seed}");
+            // Each destination's datagrams left in the order they were pushed.
+            for port in 1..=4 {
+                let mine: Vec<u16> = wire
+                    .out
+                    .iter()
+                    .filter(|(to, _)| *to == addr(port))
+                    .map(|(_, i)| *i)
+                    .collect();
+                assert!(
+                    mine.windows(2).all(|w| w[0] < w[1]),
+                    "seed {seed}: {mine:?}"
+                );
+            }
+        }
+    }
+
     /// Counts the GSO sends that went out through a real socket.
     struct Counting<'a>(SocketWire<'a>, usize);
 

@@ -13,6 +13,10 @@
 #     defined on TARGET_DIR's huddle
 #     (e.g. `perf probe -x TARGET_DIR/release/huddle --add <mangled str0m::Rtc::poll_output>`:
 #     calls into str0m per echoed packet).
+#   PROFILE=threads: per thread of the server, over SECS: user and kernel CPU (/proc utime and
+#     stime), run time (schedstat), voluntary and involuntary context switches, and (`perf stat
+#     --per-thread`) every system call it entered (`raw_syscalls:sys_enter`) and the socket,
+#     wake-up and timer calls by name, into OUT (OUT.perf has perf's own table).
 # Then prints run.sh's result lines (echoed packets, CPU per echoed packet, steal). OUT.log keeps
 # run.sh's whole output. BENCH_MEDIALOADER and the other run.sh variables pass through.
 set -euo pipefail
@@ -43,7 +47,38 @@ count)
 		-e syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex${probes:+,$probes} \
 		-p "$server" -o "$out" -- sleep "$secs"
 	;;
-*) echo "profile.sh: PROFILE is record or count" >&2; exit 1 ;;
+threads)
+	snapshot() {
+		local t stat rest name run vol invol
+		local -a v
+		for t in /proc/"$server"/task/*; do
+			stat=$(cat "$t/stat" 2>/dev/null) || continue
+			rest=${stat##*) }
+			read -r -a v <<<"$rest"
+			name=${stat#*(}
+			name=${name%)*}
+			run=$(cut -d' ' -f1 "$t/schedstat" 2>/dev/null) || run=0
+			vol=$(awk '/^voluntary_ctxt_switches/ { print $2 }' "$t/status" 2>/dev/null) || vol=0
+			invol=$(awk '/^nonvoluntary_ctxt_switches/ { print $2 }' "$t/status" 2>/dev/null) || invol=0
+			echo "${t##*/} ${name// /_} ${v[11]} ${v[12]} $run $vol $invol"
+		done
+	}
+	snapshot >"$out.start"
+	perf stat --per-thread -x, -e task-clock,context-switches,raw_syscalls:sys_enter \
+		-e syscalls:sys_enter_recvmmsg,syscalls:sys_enter_sendmmsg,syscalls:sys_enter_sendmsg \
+		-e syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto \
+		-e syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex \
+		-p "$server" -o "$out.perf" -- sleep "$secs"
+	snapshot | awk -v hz="$(getconf CLK_TCK)" -v start="$out.start" '
+		BEGIN { while ((getline l < start) > 0) { split(l, f, " "); s[f[1]] = l } }
+		($1 in s) {
+			split(s[$1], f, " ")
+			n = $2 "/" $1
+			printf "%-28s user_ms=%.0f sys_ms=%.0f run_ms=%.1f vol_cs=%d invol_cs=%d\n", n,
+				($3 - f[3]) * 1000 / hz, ($4 - f[4]) * 1000 / hz, ($5 - f[5]) / 1e6, $6 - f[6], $7 - f[7]
+		}' | sort -t= -k4 -rn >"$out"
+	;;
+*) echo "profile.sh: PROFILE is record, count or threads" >&2; exit 1 ;;
 esac
 wait "$run"
 grep -E "legs=|echoed|steal|server_cpu" "$log"

@@ -64,6 +64,10 @@ fast_egress_line=
 # the same way.
 fast_ingress_line=
 [[ -n ${BENCH_MEDIA_FAST_INGRESS:-} ]] && fast_ingress_line="fast_ingress = $BENCH_MEDIA_FAST_INGRESS"
+# BENCH_MEDIA_UDP_GSO=true|false sets `[media] udp_gso` (builds from branch medgso on), the same
+# way.
+udp_gso_line=
+[[ -n ${BENCH_MEDIA_UDP_GSO:-} ]] && udp_gso_line="udp_gso = $BENCH_MEDIA_UDP_GSO"
 sip_port=$(free_port 25060)
 media_port=$(free_port 30000)
 cat >"$work/huddle.toml" <<TOML
@@ -79,6 +83,7 @@ connect_timeout_secs = 30
 max_sessions = 100000
 ${fast_egress_line}
 ${fast_ingress_line}
+${udp_gso_line}
 [store]
 path = "$work/huddle.redb"
 [log]

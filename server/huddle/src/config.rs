@@ -118,6 +118,9 @@ pub struct MediaConfig {
     /// which then sends the feedback about it (transport-wide congestion control, NACK,
     /// receiver reports), instead of going through str0m.
     pub fast_ingress: bool,
+    /// Datagrams of one turn to one destination with equal sizes (a frame's packets) go to the
+    /// kernel as one send (UDP segmentation offload, Linux); off where the kernel refuses it.
+    pub udp_gso: bool,
 }
 
 impl Default for MediaConfig {
@@ -135,6 +138,7 @@ impl Default for MediaConfig {
             bandwidth_estimation: false,
             fast_egress: true,
             fast_ingress: true,
+            udp_gso: true,
         }
     }
 }
@@ -157,6 +161,7 @@ impl MediaConfig {
             bandwidth_estimation: self.bandwidth_estimation,
             fast_egress: self.fast_egress,
             fast_ingress: self.fast_ingress,
+            udp_gso: self.udp_gso,
         })
     }
 }

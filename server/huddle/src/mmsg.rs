@@ -181,6 +181,43 @@ pub(crate) fn send<'a>(
     Ok(sendmmsg(socket, &mut msgs, SendFlags::empty())?)
 }
 
+/// One `sendmsg` of `segments` to `to` as a single UDP GSO send (`UDP_SEGMENT`, Linux 4.18):
+/// the kernel sends them as separate datagrams, each `segment` bytes but the last (which may be
+/// shorter), running the UDP/IP send path once for all of them. The caller keeps to the
+/// kernel's limits (at most [`SEND_BATCH`] segments here, else `InvalidInput`; 64 KiB in all;
+/// `segment` within the route's MTU) and has checked that the kernel knows `UDP_SEGMENT` (one
+/// before 4.18 ignores the option and sends one big datagram). `EIO` or `EINVAL` say the route
+/// cannot do it (no checksum offload on its device, a path MTU below the segment): send the
+/// datagrams one by one instead. A send the kernel reports shorter than the segments is `EIO`.
+pub(crate) fn send_segments<'a>(
+    socket: &impl AsFd,
+    to: SocketAddr,
+    segments: impl IntoIterator<Item = &'a [u8]>,
+    segment: u16,
+) -> std::io::Result<()> {
+    let mut iovs = ArrayVec::<IoSlice<'_>, SEND_BATCH>::new();
+    let mut total = 0;
+    for s in segments {
+        iovs.try_push(IoSlice::new(s))
+            .map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        total += s.len();
+    }
+    let addr = SockaddrStorage::from(to);
+    let gso = [nix::sys::socket::ControlMessage::UdpGsoSegments(&segment)];
+    let n = nix::sys::socket::sendmsg(
+        socket.as_fd().as_raw_fd(),
+        &iovs,
+        &gso,
+        MsgFlags::empty(),
+        Some(&addr),
+    )?;
+    // UDP sends all or nothing: anything else is a stack to send one datagram at a time to.
+    if n != total {
+        return Err(nix::errno::Errno::EIO.into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

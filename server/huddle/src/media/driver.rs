@@ -30,7 +30,10 @@
 //! end of the turn, or as soon as a system call's worth is held. Datagrams leave in the order
 //! the legs produced them. If the socket's buffer is full the rest waits, in order, for the
 //! socket to become writable (bounded: beyond [`OUTBOX_LIMIT`](super::udp::OUTBOX_LIMIT) newer
-//! datagrams are dropped, as a full network queue would drop them).
+//! datagrams are dropped, as a full network queue would drop them). With UDP segmentation
+//! offload on, a destination's datagrams of equal size in one flush go as one send (a frame's
+//! packets for each receiver of a composite), and a turn holds four system calls' worth
+//! before it writes.
 //!
 //! # Timer slack
 //!
@@ -158,7 +161,7 @@ use super::keytap::{KeySlot, LegKeys};
 use super::repair::{self, Resend, SentCache};
 use super::rtp::{self, EgressExtensions, EgressHeader, KeyframeGate, Rewriter, SeqExtender};
 use super::srtp::{LegSrtp, SrtpError, SrtpRx, SrtpTx};
-use super::udp::{Outbox, RecvBuffers, SEND_BATCH};
+use super::udp::{Outbox, RecvBuffers};
 use super::{Command, MediaEngine, MediaEvents};
 
 /// The driver's maps, looked up several times per packet: keys are ids, addresses and small
@@ -1213,6 +1216,7 @@ pub(crate) async fn run(
     mut commands: mpsc::Receiver<Command>,
     engine: MediaEngine,
     stamped: bool,
+    gso: bool,
 ) {
     let mut d = Driver {
         socket,
@@ -1223,7 +1227,7 @@ pub(crate) async fn run(
         by_addr: FastMap::default(),
         deadlines: BTreeSet::new(),
         dirty: FastSet::default(),
-        outbox: Outbox::default(),
+        outbox: Outbox::new(gso),
         #[cfg(debug_assertions)]
         sealed: 0,
     };
@@ -1334,7 +1338,7 @@ impl Driver {
         // UDP: what does not fit (the socket's buffer and the outbox full) is dropped, as the
         // network would drop it.
         self.outbox.push(to, datagram);
-        if self.outbox.len() >= SEND_BATCH && !self.outbox.blocked() {
+        if self.outbox.full() && !self.outbox.blocked() {
             self.flush();
         }
     }
@@ -1343,6 +1347,10 @@ impl Driver {
     fn flush(&mut self) {
         let counters = self.engine.counters();
         self.outbox.flush(&self.socket, |n| counters.sent(n));
+        let gso = self.outbox.take_gso_counts();
+        if gso != super::udp::GsoCounts::default() {
+            counters.gso(gso);
+        }
     }
 
     /// Routes one datagram to its leg (see the module docs of `media`). `stamp`: when it

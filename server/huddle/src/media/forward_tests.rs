@@ -273,6 +273,7 @@ async fn a_stream_forwarded_into_another_leg_arrives_rewritten_and_key_frame_req
         bandwidth_estimation: true,
         fast_egress: false,
         fast_ingress: false,
+        udp_gso: true,
     })
     .await
     .unwrap();
@@ -456,6 +457,7 @@ pub(super) async fn engine_with(
         bandwidth_estimation,
         fast_egress,
         fast_ingress,
+        udp_gso: true,
     })
     .await
     .unwrap()

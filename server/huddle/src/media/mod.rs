@@ -145,6 +145,10 @@ pub struct EngineSettings {
     /// (transport-wide congestion control, NACK, receiver reports) (bench/NOTES.md, "Media fast
     /// path, step 3").
     pub fast_ingress: bool,
+    /// A flush's datagrams to one destination of equal size go as one UDP GSO send
+    /// (`UDP_SEGMENT`, Linux) where the kernel has it (bench/NOTES.md, "Media host I/O: UDP GSO
+    /// on egress").
+    pub udp_gso: bool,
 }
 
 /// What the registry knows of a leg, for synchronous checks in the callers' threads.
@@ -262,10 +266,26 @@ pub(crate) struct MediaCounters {
     fast: [AtomicU64; 5],
     /// Fast ingress ([`FastIngress`], in its field order).
     ingress: [AtomicU64; 10],
+    /// UDP segmentation offload ([`UdpGso`], in its field order).
+    gso: [AtomicU64; 3],
     /// Debug builds: the fast egress drops every n-th packet it seals (0: none), so that tests
     /// see its loss repair at work.
     #[cfg(debug_assertions)]
     drop_every: AtomicU64,
+}
+
+/// What UDP segmentation offload on the media socket did since start (read in tests and
+/// benchmarks; `[media] udp_gso`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UdpGso {
+    /// GSO sends: each carried several datagrams to one peer in one system call.
+    pub sends: u64,
+    /// Datagrams those carried.
+    pub datagrams: u64,
+    /// GSO sends the kernel refused as impossible on their route (the first one ever turns
+    /// offload off; later ones turn it off for that peer), sent again one datagram at a time.
+    pub fallbacks: u64,
 }
 
 /// What the fast egress did since start (read in tests and benchmarks).
@@ -377,6 +397,13 @@ impl MediaCounters {
         }
     }
 
+    /// What the outbox's segmentation offload did since it was last asked.
+    pub(crate) fn gso(&self, counts: udp::GsoCounts) {
+        self.gso[0].fetch_add(counts.sends, Ordering::Relaxed);
+        self.gso[1].fetch_add(counts.datagrams, Ordering::Relaxed);
+        self.gso[2].fetch_add(counts.fallbacks, Ordering::Relaxed);
+    }
+
     /// Fast ingress: one event of [`FastIngress`]'s field `what` (in field order).
     pub(crate) fn ingress(&self, what: usize, n: u64) {
         if let Some(c) = self.ingress.get(what) {
@@ -453,7 +480,15 @@ impl MediaEngine {
         let stamped = settings.fast_ingress
             && !settings.bandwidth_estimation
             && udp::enable_receive_timestamps(&socket);
-        let task = tokio::spawn(driver::run(socket, candidate, rx, engine.clone(), stamped));
+        let gso = settings.udp_gso && udp::probe_gso(&socket);
+        let task = tokio::spawn(driver::run(
+            socket,
+            candidate,
+            rx,
+            engine.clone(),
+            stamped,
+            gso,
+        ));
         tracing::info!(%local, %candidate, "media engine listening");
         Ok((engine, EngineTask(task)))
     }
@@ -494,6 +529,17 @@ impl MediaEngine {
             rtp_opened: l(&v[1]),
             rtcp: l(&v[2]),
             rtcp_opened: l(&v[3]),
+        }
+    }
+
+    /// What UDP segmentation offload did since start ([`UdpGso`]).
+    pub fn udp_gso(&self) -> UdpGso {
+        let c = &self.shared.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        UdpGso {
+            sends: l(&c.gso[0]),
+            datagrams: l(&c.gso[1]),
+            fallbacks: l(&c.gso[2]),
         }
     }
 

@@ -19,8 +19,17 @@
 //!   (`EAGAIN`, or a batch the kernel cut short) keeps the rest, in order, for the next time
 //!   the socket is writable; while blocked the outbox holds at most [`OUTBOX_LIMIT`] datagrams
 //!   and drops newer ones beyond that, as a full network queue would.
+//! * With UDP segmentation offload (GSO, `UDP_SEGMENT`, Linux; `[media] udp_gso`), a flush's
+//!   datagrams to one destination of equal size (a video frame's packets, the last may be
+//!   shorter) go as one `sendmsg` the kernel splits into those datagrams ([`plan_sends`]):
+//!   one pass of its UDP/IP send path for all of them instead of one each. Only the order
+//!   across destinations changes. Used only where the kernel takes the socket option at start
+//!   ([`probe_gso`]: an older kernel would ignore the per-send option and send one big
+//!   datagram). If the very first GSO send is refused as impossible (`EIO`, `EINVAL`) offload
+//!   is off for the socket; a later refusal is that route's (its path MTU or device): the
+//!   send goes again one datagram at a time, and so does everything to that destination.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -165,6 +174,27 @@ pub(crate) fn arrival_from_stamp(
     }
 }
 
+/// Whether the kernel takes UDP GSO sends on `socket` (Linux 4.18, `UDP_SEGMENT`): it accepts
+/// the socket option (set to 0, the default: no segmentation unless a send asks). A kernel
+/// without it would ignore the per-send option, sending a GSO send's datagrams as one, so
+/// offload is used only where this says yes.
+#[cfg(target_os = "linux")]
+pub(crate) fn probe_gso(socket: &UdpSocket) -> bool {
+    match nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::UdpGsoSegment, &0) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::info!(error = %e, "media socket: no UDP segmentation offload (UDP_SEGMENT)");
+            false
+        }
+    }
+}
+
+/// [`probe_gso`] where there is no UDP GSO.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn probe_gso(_socket: &UdpSocket) -> bool {
+    false
+}
+
 /// Turns on kernel receive timestamps for the media socket ([`RecvBuffers::new`]'s `stamped`):
 /// false where they cannot be had.
 #[cfg(target_os = "linux")]
@@ -212,15 +242,277 @@ fn receive(
     Ok(())
 }
 
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
+/// Destinations remembered as refusing GSO sends at most; beyond, the set starts again (each
+/// then costs one more refused send).
+pub(crate) const NO_GSO_DESTINATIONS: usize = 256;
+
+/// Segments one GSO send carries at most (the kernel's `UDP_MAX_SEGMENTS` was 64 before 6.x).
+pub(crate) const GSO_MAX_SEGMENTS: usize = 64;
+// A GSO send is one `sendmsg` whose segments `mmsg::send_segments` holds on the stack.
+#[cfg(target_os = "linux")]
+const _: () = assert!(GSO_MAX_SEGMENTS <= crate::mmsg::SEND_BATCH);
+/// Bytes one GSO send carries at most: within a UDP datagram's 65,507 (IPv4) / 65,527
+/// (IPv6) bytes of payload.
+pub(crate) const GSO_MAX_BYTES: usize = 65_000;
+/// The largest datagram sent as a GSO segment: the kernel refuses a segment that would not fit
+/// the route's MTU unfragmented (1,452 bytes of UDP payload over IPv6 on a 1,500-byte link);
+/// larger ones (none a WebRTC peer sends) go on their own.
+pub(crate) const GSO_MAX_SEGMENT: usize = 1452;
+
+/// One send of a flush ([`plan_sends`]): `count` datagrams to one destination, back to back in
+/// the plan's order. With more than one, each but the last is `segment` bytes long and the last
+/// at most that: the kernel's rule for one GSO send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PlannedSend {
+    pub(crate) count: usize,
+    pub(crate) segment: usize,
+}
+
+/// A send being built by [`plan_sends`].
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    count: usize,
+    segment: usize,
+    bytes: usize,
+    /// More of its destination's datagrams may join it.
+    open: bool,
+}
+
+/// Scratch of [`plan_sends`], kept between flushes.
+#[derive(Debug, Default)]
+pub(crate) struct Planner {
+    groups: Vec<Group>,
+    group_of: Vec<u32>,
+    /// Each destination's latest send: the only one its next datagram may join.
+    latest: HashMap<SocketAddr, u32, foldhash::fast::RandomState>,
+    /// Scratch of [`Outbox::plan`]: the held datagrams taken out before they go back in plan
+    /// order.
+    taken: Vec<Option<(SocketAddr, Vec<u8>)>>,
+    starts: Vec<usize>,
+}
+
+/// Groups `datagrams` (destination, length, in the order they were produced) into the sends of
+/// one flush for UDP segmentation offload (GSO), except those to `no_gso`'s destinations (the
+/// kernel refused a GSO send there): a datagram joins its destination's latest send
+/// if that send's datagrams are all as long as its first, this one is no longer, and the
+/// kernel's limits hold ([`GSO_MAX_SEGMENTS`], [`GSO_MAX_BYTES`], [`GSO_MAX_SEGMENT`]); a shorter
+/// one ends the send. So the packets of a frame to one receiver (equal sizes but the last) go
+/// as one send even when the frame's copies for other receivers come between them.
+///
+/// Fills `order` with the datagrams' indices in send order (each send's back to back) and
+/// `sends` with the sends, in the order of their first datagrams: each destination's datagrams
+/// keep their order; only different destinations' may pass each other. Returns false (and
+/// leaves both empty) when no send would carry more than one datagram: the order as produced is
+/// then the plan.
+pub(crate) fn plan_sends(
+    planner: &mut Planner,
+    datagrams: impl Iterator<Item = (SocketAddr, usize)>,
+    no_gso: &FastSet<SocketAddr>,
+    order: &mut Vec<usize>,
+    sends: &mut Vec<PlannedSend>,
+) -> bool {
+    order.clear();
+    sends.clear();
+    let Planner {
+        groups,
+        group_of,
+        latest,
+        starts,
+        ..
+    } = planner;
+    groups.clear();
+    group_of.clear();
+    latest.clear();
+    for (to, len) in datagrams {
+        let joined = latest.get(&to).copied().filter(|&g| {
+            let g = &groups[g as usize];
+            g.open
+                && len <= g.segment
+                && g.count < GSO_MAX_SEGMENTS
+                && g.bytes + len <= GSO_MAX_BYTES
+        });
+        let g = match joined {
+            Some(g) => {
+                let group = &mut groups[g as usize];
+                group.count += 1;
+                group.bytes += len;
+                // A shorter datagram can only be a send's last.
+                group.open = len == group.segment;
+                g
+            }
+            None => {
+                let g = groups.len() as u32;
+                groups.push(Group {
+                    count: 1,
+                    segment: len,
+                    bytes: len,
+                    open: len > 0 && len <= GSO_MAX_SEGMENT && !no_gso.contains(&to),
+                });
+                latest.insert(to, g);
+                g
+            }
+        };
+        group_of.push(g);
+    }
+    if groups.len() == group_of.len() {
+        return false;
+    }
+    // Each send's datagrams back to back: a counting sort by send, stable within one.
+    starts.clear();
+    let mut at = 0;
+    for g in groups.iter() {
+        starts.push(at);
+        at += g.count;
+        sends.push(PlannedSend {
+            count: g.count,
+            segment: g.segment,
+        });
+    }
+    order.resize(group_of.len(), 0);
+    for (i, &g) in group_of.iter().enumerate() {
+        let slot = &mut starts[g as usize];
+        order[*slot] = i;
+        *slot += 1;
+    }
+    true
+}
+
+/// Whether the kernel's refusal of a GSO send says it cannot do them on that route: `EIO`
+/// (no checksum offload on the route's device, an IPsec route), `EINVAL` (the segment does not
+/// fit the path's MTU). `EOPNOTSUPP`/`ENOPROTOOPT` are defensive: a kernel without
+/// `UDP_SEGMENT` is found by the probe at start ([`probe_gso`]), since its `sendmsg` would
+/// ignore the option rather than refuse it.
+fn gso_unsupported(e: &std::io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::errno::Errno;
+        [
+            Errno::EIO,
+            Errno::EINVAL,
+            Errno::EOPNOTSUPP,
+            Errno::ENOPROTOOPT,
+        ]
+        .iter()
+        .any(|errno| e.raw_os_error() == Some(*errno as i32))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = e;
+        true
+    }
+}
+
+/// How [`Outbox::flush_with`] writes: one batch of separate datagrams, or one GSO send.
+pub(crate) trait Wire {
+    /// Writes a prefix of `batch` (at most [`SEND_BATCH`]), one datagram each; says how many.
+    fn send_each(&mut self, batch: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize>;
+    /// Writes `segments` (all to `to`, at most [`GSO_MAX_SEGMENTS`]) as one GSO send of
+    /// `segment`-byte datagrams (the last may be shorter): all or none.
+    fn send_segments(
+        &mut self,
+        to: SocketAddr,
+        segments: &[(SocketAddr, Vec<u8>)],
+        segment: usize,
+    ) -> std::io::Result<()>;
+}
+
+/// The media socket as a [`Wire`].
+struct SocketWire<'a>(&'a UdpSocket);
+
+impl Wire for SocketWire<'_> {
+    fn send_each(&mut self, batch: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
+        // `try_io`: `EAGAIN` clears tokio's writable readiness, so `writable()` then waits for
+        // the kernel to make room.
+        self.0
+            .try_io(Interest::WRITABLE, || send_many(self.0, batch))
+    }
+
+    fn send_segments(
+        &mut self,
+        to: SocketAddr,
+        segments: &[(SocketAddr, Vec<u8>)],
+        segment: usize,
+    ) -> std::io::Result<()> {
+        self.0.try_io(Interest::WRITABLE, || {
+            send_gso(self.0, to, segments, segment)
+        })
+    }
+}
+
+/// What the outbox's segmentation offload did ([`Outbox::take_gso_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct GsoCounts {
+    /// GSO sends that went out.
+    pub(crate) sends: u64,
+    /// Datagrams they carried.
+    pub(crate) datagrams: u64,
+    /// GSO sends the kernel refused as impossible on their route, sent again one datagram at a
+    /// time.
+    pub(crate) fallbacks: u64,
+}
+
+/// Whether the outbox sends with segmentation offload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gso {
+    /// Sends of several datagrams to one destination go as one.
+    On,
+    /// Not asked for, or the kernel refused it once: one datagram at a time.
+    Off,
+}
+
 /// Datagrams held until [`Outbox::flush`] (module docs).
-#[derive(Default)]
 pub(crate) struct Outbox {
     held: VecDeque<(SocketAddr, Vec<u8>)>,
     /// The socket refused the front datagram (full buffer): wait until it is writable.
     blocked: bool,
+    gso: Gso,
+    /// A GSO send went out once: from then on a refusal is its destination's (the route's MTU
+    /// or device), not the socket's.
+    gso_confirmed: bool,
+    /// Destinations whose GSO sends the kernel refused (bounded, [`NO_GSO_DESTINATIONS`]):
+    /// their datagrams go one at a time.
+    no_gso: FastSet<SocketAddr>,
+    /// GSO sends, the datagrams they carried, and the refused ones sent again one at a time,
+    /// since [`Outbox::take_gso_counts`] last read them.
+    gso_counts: GsoCounts,
+    /// The current flush's sends, front first, as (datagrams left, segment size): parallel to
+    /// the front of `held` once it is in plan order. Empty: every datagram on its own.
+    plan: VecDeque<PlannedSend>,
+    planner: Planner,
+    order: Vec<usize>,
+    sends: Vec<PlannedSend>,
+}
+
+impl Default for Outbox {
+    fn default() -> Outbox {
+        Outbox::new(false)
+    }
 }
 
 impl Outbox {
+    /// An outbox that groups each destination's datagrams into GSO sends (`gso`, Linux only)
+    /// until the kernel refuses one, or sends every datagram on its own.
+    pub(crate) fn new(gso: bool) -> Outbox {
+        Outbox {
+            held: VecDeque::new(),
+            blocked: false,
+            gso: if gso && cfg!(target_os = "linux") {
+                Gso::On
+            } else {
+                Gso::Off
+            },
+            gso_confirmed: false,
+            no_gso: FastSet::default(),
+            gso_counts: GsoCounts::default(),
+            plan: VecDeque::new(),
+            planner: Planner::default(),
+            order: Vec::new(),
+            sends: Vec::new(),
+        }
+    }
+
     /// Holds one datagram; false if it was dropped because the outbox is full.
     pub(crate) fn push(&mut self, to: SocketAddr, datagram: Vec<u8>) -> bool {
         if self.held.len() >= OUTBOX_LIMIT {
@@ -230,8 +522,31 @@ impl Outbox {
         true
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.held.len()
+    }
+
+    /// Datagrams held before a turn writes them at once: a system call's worth, or with
+    /// segmentation offload four (so that a frame's packets for many receivers are grouped
+    /// in one flush).
+    pub(crate) fn full(&self) -> bool {
+        let batch = match self.gso {
+            Gso::On => 4 * SEND_BATCH,
+            Gso::Off => SEND_BATCH,
+        };
+        self.held.len() >= batch
+    }
+
+    /// What segmentation offload did since the last call.
+    pub(crate) fn take_gso_counts(&mut self) -> GsoCounts {
+        std::mem::take(&mut self.gso_counts)
+    }
+
+    /// Segmentation offload is (still) on.
+    #[cfg(test)]
+    pub(crate) fn gso(&self) -> bool {
+        self.gso == Gso::On
     }
 
     /// Datagrams are held and the last flush found the socket full.
@@ -239,45 +554,142 @@ impl Outbox {
         self.blocked && !self.held.is_empty()
     }
 
-    /// Writes held datagrams in order until none is left or the socket is full; `sent` gets
-    /// the size of each one that went out. A datagram the kernel refuses for another reason
-    /// (an unreachable destination) is dropped and the rest go on.
+    /// Writes held datagrams until none is left or the socket is full; `sent` gets the size of
+    /// each one that went out. Each destination's datagrams leave in the order they were held;
+    /// with segmentation offload a destination's run of equal-sized datagrams leaves as one
+    /// send ([`plan_sends`]). A datagram the kernel refuses for another reason (an unreachable
+    /// destination) is dropped and the rest go on; a GSO send so refused is tried again one
+    /// datagram at a time.
     pub(crate) fn flush(&mut self, socket: &UdpSocket, sent: impl FnMut(usize)) {
-        // `try_io`: `EAGAIN` clears tokio's writable readiness, so `writable()` then waits for
-        // the kernel to make room.
-        self.flush_with(
-            |batch| socket.try_io(Interest::WRITABLE, || send_many(socket, batch)),
-            sent,
-        );
+        self.flush_with(&mut SocketWire(socket), sent);
     }
 
-    /// [`flush`](Self::flush) through `send`, which writes a prefix of the datagrams it is
-    /// given and says how many.
-    fn flush_with(
-        &mut self,
-        mut send: impl FnMut(&[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize>,
-        mut sent: impl FnMut(usize),
-    ) {
+    /// Puts `held` in the order [`plan_sends`] gives and `plan` in step with it.
+    fn plan(&mut self) {
+        self.plan.clear();
+        let grouped = plan_sends(
+            &mut self.planner,
+            self.held.iter().map(|(to, d)| (*to, d.len())),
+            &self.no_gso,
+            &mut self.order,
+            &mut self.sends,
+        );
+        if !grouped {
+            return;
+        }
+        let taken = &mut self.planner.taken;
+        taken.clear();
+        taken.extend(self.held.drain(..).map(Some));
+        self.held
+            .extend(self.order.iter().filter_map(|&i| taken[i].take()));
+        self.plan.extend(self.sends.iter().copied());
+    }
+
+    /// `n` datagrams left the front of `held` (sent or dropped): `plan` follows.
+    fn consumed(&mut self, mut n: usize, sent: &mut impl FnMut(usize), counted: bool) {
+        for (_, d) in self.held.drain(..n.min(self.held.len())) {
+            if counted {
+                sent(d.len());
+            }
+        }
+        while n > 0 {
+            let Some(front) = self.plan.front_mut() else {
+                break;
+            };
+            if front.count <= n {
+                n -= front.count;
+                self.plan.pop_front();
+            } else {
+                front.count -= n;
+                n = 0;
+            }
+        }
+    }
+
+    /// [`flush`](Self::flush) through `wire`.
+    pub(crate) fn flush_with(&mut self, wire: &mut impl Wire, mut sent: impl FnMut(usize)) {
         self.blocked = false;
+        if self.held.is_empty() {
+            return;
+        }
+        if self.gso == Gso::On {
+            self.plan();
+        } else {
+            self.plan.clear();
+        }
         while !self.held.is_empty() {
-            let (front, _) = self.held.as_slices();
-            // The ring buffer's front part (where it wraps, the rest comes next round).
-            let batch = &front[..front.len().min(SEND_BATCH)];
-            match send(batch) {
-                Ok(n) if n > 0 => {
-                    for (_, d) in self.held.drain(..n.min(batch.len())) {
-                        sent(d.len());
+            let held = self.held.make_contiguous();
+            let next = self.plan.front().copied();
+            if let (Gso::On, Some(PlannedSend { count, segment })) = (self.gso, next) {
+                if count > 1 {
+                    let to = held[0].0;
+                    match wire.send_segments(to, &held[..count], segment) {
+                        Ok(()) => {
+                            self.gso_confirmed = true;
+                            self.gso_counts.sends += 1;
+                            self.gso_counts.datagrams += count as u64;
+                            self.consumed(count, &mut sent, true);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            self.blocked = true;
+                            return;
+                        }
+                        // The very first GSO send refused: none will work on this socket.
+                        Err(e) if gso_unsupported(&e) && !self.gso_confirmed => {
+                            tracing::info!(error = %e, "media socket: no UDP segmentation offload, one datagram per send");
+                            self.gso_counts.fallbacks += 1;
+                            self.gso = Gso::Off;
+                        }
+                        // Later, a refusal is that route's (its path MTU, its device): that
+                        // destination's datagrams go one at a time from here on, and these
+                        // again now, as below.
+                        Err(e) if gso_unsupported(&e) => {
+                            tracing::debug!(error = %e, %to, "media socket: no UDP segmentation offload to this peer");
+                            self.gso_counts.fallbacks += 1;
+                            if self.no_gso.len() >= NO_GSO_DESTINATIONS {
+                                self.no_gso.clear();
+                            }
+                            self.no_gso.insert(to);
+                            self.plan.pop_front();
+                            for _ in 0..count {
+                                self.plan.push_front(PlannedSend { count: 1, segment });
+                            }
+                        }
+                        // Refused for another reason (an unreachable destination, no buffer
+                        // memory): tried again one datagram at a time, where each refused one
+                        // is dropped alone, as before offload.
+                        Err(_) => {
+                            self.plan.pop_front();
+                            for _ in 0..count {
+                                self.plan.push_front(PlannedSend { count: 1, segment });
+                            }
+                        }
                     }
+                    continue;
                 }
+            }
+            // Datagrams on their own: the run of single sends at the front (all of them
+            // without a plan or without offload).
+            let run = match self.gso {
+                Gso::On if !self.plan.is_empty() => self
+                    .plan
+                    .iter()
+                    .take(SEND_BATCH)
+                    .take_while(|s| s.count == 1)
+                    .count(),
+                _ => SEND_BATCH,
+            };
+            let batch = &held[..held.len().min(run).max(1)];
+            let len = batch.len();
+            match wire.send_each(batch) {
+                Ok(n) if n > 0 => self.consumed(n.min(len), &mut sent, true),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.blocked = true;
                     return;
                 }
                 // Refused (or nothing written without an error): that one is dropped, as the
                 // network would drop it.
-                Ok(_) | Err(_) => {
-                    self.held.pop_front();
-                }
+                Ok(_) | Err(_) => self.consumed(1, &mut sent, false),
             }
         }
     }
@@ -296,6 +708,40 @@ fn send_many(socket: &UdpSocket, held: &[(SocketAddr, Vec<u8>)]) -> std::io::Res
         return Ok(0);
     };
     socket.try_send_to(d, *to).map(|_| 1)
+}
+
+/// One GSO send of `segments` to `to`.
+#[cfg(target_os = "linux")]
+fn send_gso(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    segments: &[(SocketAddr, Vec<u8>)],
+    segment: usize,
+) -> std::io::Result<()> {
+    debug_assert!(segments.iter().all(|(t, _)| *t == to));
+    debug_assert!(segments.split_last().is_some_and(|(last, rest)| {
+        rest.iter().all(|(_, d)| d.len() == segment) && last.1.len() <= segment
+    }));
+    // Planned sends keep to `GSO_MAX_SEGMENT`; a larger one is refused (and sent again one
+    // datagram at a time).
+    let segment = u16::try_from(segment).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    crate::mmsg::send_segments(
+        socket,
+        to,
+        segments.iter().map(|(_, d)| d.as_slice()),
+        segment,
+    )
+}
+
+/// No GSO here: [`gso_unsupported`] turns it off on the first try.
+#[cfg(not(target_os = "linux"))]
+fn send_gso(
+    _socket: &UdpSocket,
+    _to: SocketAddr,
+    _segments: &[(SocketAddr, Vec<u8>)],
+    _segment: usize,
+) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
 }
 
 #[cfg(test)]
@@ -481,24 +927,65 @@ mod tests {
         assert_eq!(got, expected);
     }
 
-    /// A sender that takes `take[i]` datagrams on call `i` (`None`: the socket is full),
-    /// recording the first byte of each.
-    fn sender<'a>(
-        take: &'a [Option<usize>],
-        wire: &'a mut Vec<u8>,
-    ) -> impl FnMut(&[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> + 'a {
-        let mut call = 0;
-        move |batch| {
-            let step = take.get(call).copied().flatten();
-            call += 1;
-            match step {
-                None => Err(std::io::ErrorKind::WouldBlock.into()),
-                Some(n) => {
-                    let n = n.min(batch.len());
-                    wire.extend(batch[..n].iter().map(|(_, d)| d[0]));
-                    Ok(n)
-                }
+    /// What the fake kernel answers a GSO send.
+    #[derive(Debug, Clone, Copy)]
+    enum Answer {
+        Ok,
+        /// The socket's buffer is full.
+        Full,
+        Errno(i32),
+    }
+
+    /// A [`Wire`] that records what goes out: `send_each` call `i` takes `take[i]` datagrams
+    /// (`None`: the socket is full; beyond the list, all it is given); GSO sends get `gso[j]`
+    /// (`Ok`, or the error; beyond the list, `Ok`).
+    #[derive(Default)]
+    struct Recorder {
+        take: Vec<Option<usize>>,
+        each_calls: usize,
+        gso: Vec<Answer>,
+        gso_calls: usize,
+        /// Each datagram that went out: destination and first byte.
+        wire: Vec<(SocketAddr, u8)>,
+        /// Each GSO send that went out: destination, datagrams, segment size.
+        gso_sends: Vec<(SocketAddr, usize, usize)>,
+    }
+
+    impl Wire for Recorder {
+        fn send_each(&mut self, batch: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
+            let step = self.take.get(self.each_calls).copied();
+            self.each_calls += 1;
+            let n = match step {
+                Some(None) => return Err(std::io::ErrorKind::WouldBlock.into()),
+                Some(Some(n)) => n.min(batch.len()),
+                None => batch.len().min(SEND_BATCH),
+            };
+            self.wire
+                .extend(batch[..n].iter().map(|(to, d)| (*to, d[0])));
+            Ok(n)
+        }
+
+        fn send_segments(
+            &mut self,
+            to: SocketAddr,
+            segments: &[(SocketAddr, Vec<u8>)],
+            segment: usize,
+        ) -> std::io::Result<()> {
+            let answer = self.gso.get(self.gso_calls).copied().unwrap_or(Answer::Ok);
+            self.gso_calls += 1;
+            match answer {
+                Answer::Ok => {}
+                Answer::Full => return Err(std::io::ErrorKind::WouldBlock.into()),
+                Answer::Errno(code) => return Err(std::io::Error::from_raw_os_error(code)),
             }
+            assert!(segments.iter().all(|(t, _)| *t == to));
+            assert!(segments.len() <= GSO_MAX_SEGMENTS);
+            let (last, rest) = segments.split_last().unwrap();
+            assert!(rest.iter().all(|(_, d)| d.len() == segment));
+            assert!(last.1.len() <= segment);
+            self.wire.extend(segments.iter().map(|(to, d)| (*to, d[0])));
+            self.gso_sends.push((to, segments.len(), segment));
+            Ok(())
         }
     }
 
@@ -509,18 +996,23 @@ mod tests {
         for i in 0..10u8 {
             assert!(outbox.push(to, vec![i; 10]));
         }
-        let mut wire = Vec::new();
         let mut sent = 0;
         // The kernel cuts a batch short, then the next call finds the buffer full.
-        outbox.flush_with(sender(&[Some(3), Some(2), None], &mut wire), |_| sent += 1);
-        assert_eq!(wire, [0, 1, 2, 3, 4]);
+        let mut wire = Recorder {
+            take: vec![Some(3), Some(2), None],
+            ..Recorder::default()
+        };
+        outbox.flush_with(&mut wire, |_| sent += 1);
+        let firsts = |w: &Recorder| w.wire.iter().map(|(_, b)| *b).collect::<Vec<u8>>();
+        assert_eq!(firsts(&wire), [0, 1, 2, 3, 4]);
         assert_eq!(sent, 5);
         assert!(outbox.blocked());
         assert_eq!(outbox.len(), 5);
         // Held while blocked, after what was already waiting.
         assert!(outbox.push(to, vec![10; 10]));
-        outbox.flush_with(sender(&[Some(64)], &mut wire), |_| sent += 1);
-        assert_eq!(wire, (0..11).collect::<Vec<u8>>());
+        wire.take.push(Some(64));
+        outbox.flush_with(&mut wire, |_| sent += 1);
+        assert_eq!(firsts(&wire), (0..11).collect::<Vec<u8>>());
         assert_eq!(sent, 11);
         assert!(!outbox.blocked());
         assert_eq!(outbox.len(), 0);
@@ -528,28 +1020,560 @@ mod tests {
 
     #[test]
     fn a_refused_datagram_is_dropped_and_the_rest_go_on() {
+        /// Refuses the first call (EHOSTUNREACH-like: the front datagram fails alone).
+        struct RefuseFirst(usize, Vec<u8>);
+        impl Wire for RefuseFirst {
+            fn send_each(&mut self, batch: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
+                self.0 += 1;
+                if self.0 == 1 {
+                    return Err(std::io::ErrorKind::PermissionDenied.into());
+                }
+                self.1.extend(batch.iter().map(|(_, d)| d[0]));
+                Ok(batch.len())
+            }
+            fn send_segments(
+                &mut self,
+                _: SocketAddr,
+                _: &[(SocketAddr, Vec<u8>)],
+                _: usize,
+            ) -> std::io::Result<()> {
+                unreachable!("no offload asked for")
+            }
+        }
         let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let mut outbox = Outbox::default();
         for i in 0..4u8 {
             outbox.push(to, vec![i; 10]);
         }
-        let mut calls = 0;
-        let mut wire = Vec::new();
-        outbox.flush_with(
-            |batch| {
-                calls += 1;
-                if calls == 1 {
-                    // EHOSTUNREACH-like: the front datagram fails alone.
-                    return Err(std::io::ErrorKind::PermissionDenied.into());
-                }
-                wire.extend(batch.iter().map(|(_, d)| d[0]));
-                Ok(batch.len())
-            },
-            |_| {},
-        );
-        assert_eq!(wire, [1, 2, 3]);
+        let mut wire = RefuseFirst(0, Vec::new());
+        outbox.flush_with(&mut wire, |_| {});
+        assert_eq!(wire.1, [1, 2, 3]);
         assert_eq!(outbox.len(), 0);
         assert!(!outbox.blocked());
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// A plan as datagram indices in send order and (count, segment) per send.
+    type Plan = (Vec<usize>, Vec<(usize, usize)>);
+
+    /// [`plan_sends`] of (destination port, length) pairs.
+    fn plan(datagrams: &[(u16, usize)]) -> Option<Plan> {
+        let mut order = Vec::new();
+        let mut sends = Vec::new();
+        let grouped = plan_sends(
+            &mut Planner::default(),
+            datagrams.iter().map(|&(p, len)| (addr(p), len)),
+            &FastSet::default(),
+            &mut order,
+            &mut sends,
+        );
+        if !grouped {
+            assert!(order.is_empty() && sends.is_empty());
+            return None;
+        }
+        Some((order, sends.iter().map(|s| (s.count, s.segment)).collect()))
+    }
+
+    #[test]
+    fn a_destinations_equal_sized_datagrams_go_as_one_send_and_a_shorter_one_ends_it() {
+        // A frame's packets for two receivers, packet by packet (as the conference sends a
+        // composite frame): each receiver's three go as one send, the shorter last included;
+        // A's next packet starts a send of its own.
+        let (order, sends) = plan(&[
+            (1, 1000),
+            (2, 1000),
+            (1, 1000),
+            (2, 1000),
+            (1, 400),
+            (2, 1000),
+            (1, 1000),
+        ])
+        .unwrap();
+        assert_eq!(order, [0, 2, 4, 1, 3, 5, 6]);
+        assert_eq!(sends, [(3, 1000), (3, 1000), (1, 1000)]);
+        // A longer datagram cannot be a segment of a shorter send: it starts one.
+        let (order, sends) = plan(&[(1, 500), (1, 1000), (1, 1000), (1, 500), (1, 500)]).unwrap();
+        assert_eq!(order, [0, 1, 2, 3, 4]);
+        assert_eq!(sends, [(1, 500), (3, 1000), (1, 500)]);
+        // Nothing to group: every destination once, or sizes that never repeat in a row.
+        assert_eq!(plan(&[(1, 1000), (2, 1000), (3, 1000)]), None);
+        assert_eq!(plan(&[(1, 100), (1, 200), (1, 300)]), None);
+        assert_eq!(plan(&[]), None);
+    }
+
+    #[test]
+    fn a_destination_that_refused_offload_gets_none() {
+        let mut no_gso = FastSet::default();
+        no_gso.insert(addr(2));
+        let mut order = Vec::new();
+        let mut sends = Vec::new();
+        let frame = [(1, 1000), (2, 1000), (1, 1000), (2, 1000)];
+        assert!(plan_sends(
+            &mut Planner::default(),
+            frame.iter().map(|&(p, len)| (addr(p), len)),
+            &no_gso,
+            &mut order,
+            &mut sends,
+        ));
+        assert_eq!(order, [0, 2, 1, 3]);
+        let sends: Vec<(usize, usize)> = sends.iter().map(|s| (s.count, s.segment)).collect();
+        assert_eq!(sends, [(2, 1000), (1, 1000), (1, 1000)]);
+    }
+
+    #[test]
+    fn a_turn_holds_more_before_writing_with_offload() {
+        let fill = |outbox: &mut Outbox, n: usize| {
+            for _ in 0..n {
+                outbox.push(addr(1), vec![0; 10]);
+            }
+        };
+        let mut plain = Outbox::new(false);
+        fill(&mut plain, SEND_BATCH - 1);
+        assert!(!plain.full());
+        fill(&mut plain, 1);
+        assert!(plain.full());
+        let mut gso = Outbox::new(true);
+        fill(&mut gso, SEND_BATCH);
+        assert_eq!(gso.full(), !cfg!(target_os = "linux"));
+        fill(&mut gso, 3 * SEND_BATCH);
+        assert!(gso.full());
+    }
+
+    #[test]
+    fn sends_keep_to_the_kernels_limits() {
+        // At most 64 segments.
+        let (_, sends) = plan(&[(1, 100); 70]).unwrap();
+        assert_eq!(sends, [(64, 100), (6, 100)]);
+        // At most 65,000 bytes: 46 × 1,400 = 64,400.
+        let (_, sends) = plan(&[(1, 1400); 50]).unwrap();
+        assert_eq!(sends, [(46, 1400), (4, 1400)]);
+        // A datagram too large for a segment goes alone, as an empty one does.
+        assert_eq!(plan(&[(1, GSO_MAX_SEGMENT + 1); 3]), None);
+        assert_eq!(plan(&[(1, 0); 3]), None);
+        let (_, sends) = plan(&[(1, GSO_MAX_SEGMENT); 3]).unwrap();
+        assert_eq!(sends, [(3, GSO_MAX_SEGMENT)]);
+    }
+
+    #[test]
+    fn every_destination_keeps_its_order_in_any_mix() {
+        // A pseudo-random mix of destinations and sizes (xorshift): whatever the grouping,
+        // the plan is a permutation, each destination's datagrams keep their order, and each
+        // send is one destination's within the kernel's rules.
+        let mut x = 0x2545_f491_u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for _ in 0..200 {
+            let n = (next() % 300) as usize;
+            let datagrams: Vec<(u16, usize)> = (0..n)
+                .map(|_| {
+                    let port = 1 + (next() % 5) as u16;
+                    let len = [1000, 1000, 1000, 300, 1200, 1500][(next() % 6) as usize];
+                    (port, len)
+                })
+                .collect();
+            let Some((order, sends)) = plan(&datagrams) else {
+                continue;
+            };
+            let mut seen = order.clone();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..n).collect::<Vec<_>>());
+            for port in 1..=5 {
+                let mine: Vec<usize> = order
+                    .iter()
+                    .copied()
+                    .filter(|&i| datagrams[i].0 == port)
+                    .collect();
+                assert!(mine.windows(2).all(|w| w[0] < w[1]), "{mine:?}");
+            }
+            let mut at = 0;
+            let mut firsts = Vec::new();
+            for &(count, segment) in &sends {
+                let members = &order[at..at + count];
+                at += count;
+                firsts.push(members[0]);
+                let port = datagrams[members[0]].0;
+                assert!(members.iter().all(|&i| datagrams[i].0 == port));
+                assert!(count <= GSO_MAX_SEGMENTS);
+                if count > 1 {
+                    let (last, rest) = members.split_last().unwrap();
+                    assert!(rest.iter().all(|&i| datagrams[i].1 == segment));
+                    assert!(datagrams[*last].1 <= segment);
+                    assert!(segment <= GSO_MAX_SEGMENT);
+                    let bytes: usize = members.iter().map(|&i| datagrams[i].1).sum();
+                    assert!(bytes <= GSO_MAX_BYTES);
+                }
+            }
+            assert_eq!(at, n);
+            assert!(firsts.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+
+    /// Three receivers' copies of a four-packet frame (the last shorter), packet by packet.
+    fn frame_for_three(outbox: &mut Outbox, ports: [u16; 3]) {
+        for packet in 0..4u8 {
+            for (r, port) in ports.iter().enumerate() {
+                let len = if packet == 3 { 300 } else { 1000 };
+                assert!(outbox.push(addr(*port), vec![16 * r as u8 + packet; len]));
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_frame_goes_as_one_gso_send_per_receiver_and_refusals_fall_back() {
+        let ports = [1, 2, 3];
+        let by_receiver = |wire: &[(SocketAddr, u8)], port: u16| -> Vec<u8> {
+            wire.iter()
+                .filter(|(to, _)| *to == addr(port))
+                .map(|(_, b)| *b)
+                .collect()
+        };
+        let expected = |r: u8| (0..4).map(|p| 16 * r + p).collect::<Vec<u8>>();
+
+        // Offload works: one send per receiver.
+        let mut outbox = Outbox::new(true);
+        frame_for_three(&mut outbox, ports);
+        let mut wire = Recorder::default();
+        let mut sent = Vec::new();
+        outbox.flush_with(&mut wire, |n| sent.push(n));
+        assert_eq!(wire.gso_sends, ports.map(|p| (addr(p), 4, 1000)).to_vec());
+        assert_eq!(wire.each_calls, 0);
+        assert_eq!(sent.len(), 12);
+        assert_eq!(outbox.len(), 0);
+        assert!(outbox.gso());
+
+        // The socket full at the second receiver's send: it and the rest wait, in order.
+        frame_for_three(&mut outbox, ports);
+        let mut wire = Recorder {
+            gso: vec![Answer::Ok, Answer::Full],
+            ..Recorder::default()
+        };
+        outbox.flush_with(&mut wire, |_| {});
+        assert!(outbox.blocked());
+        assert_eq!(outbox.len(), 8);
+        outbox.flush_with(&mut wire, |_| {});
+        assert_eq!(outbox.len(), 0);
+        for (r, port) in ports.iter().enumerate() {
+            assert_eq!(by_receiver(&wire.wire, *port), expected(r as u8));
+        }
+        assert_eq!(wire.gso_sends.len(), 3);
+
+        // Another refusal (here: no route to the first receiver): that send is tried again
+        // one datagram at a time, where the kernel refuses each (dropped alone); the others
+        // go on, offload stays on.
+        frame_for_three(&mut outbox, ports);
+        let mut wire = Recorder {
+            gso: vec![Answer::Errno(nix::libc::EHOSTUNREACH)],
+            take: vec![Some(1), Some(1)],
+            ..Recorder::default()
+        };
+        let mut sent = 0;
+        outbox.flush_with(&mut wire, |_| sent += 1);
+        assert_eq!(by_receiver(&wire.wire, 1), expected(0));
+        assert_eq!(by_receiver(&wire.wire, 2), expected(1));
+        assert_eq!(by_receiver(&wire.wire, 3), expected(2));
+        assert_eq!(wire.gso_sends.len(), 2);
+        assert_eq!(sent, 12);
+        assert!(outbox.gso());
+        frame_for_three(&mut outbox, ports);
+        let mut wire = Recorder {
+            gso: vec![Answer::Errno(nix::libc::EHOSTUNREACH)],
+            take: vec![Some(0), Some(0), Some(0), Some(0)],
+            ..Recorder::default()
+        };
+        outbox.flush_with(&mut wire, |_| {});
+        assert!(by_receiver(&wire.wire, 1).is_empty());
+        assert_eq!(by_receiver(&wire.wire, 2), expected(1));
+        assert_eq!(by_receiver(&wire.wire, 3), expected(2));
+        assert_eq!(outbox.len(), 0);
+        assert!(outbox.gso());
+
+        // The kernel cannot (EIO: no offload on the device): every datagram goes on its own,
+        // in order, and offload stays off for good.
+        for errno in [nix::libc::EIO, nix::libc::EINVAL] {
+            let mut outbox = Outbox::new(true);
+            frame_for_three(&mut outbox, ports);
+            let mut wire = Recorder {
+                gso: vec![Answer::Errno(errno)],
+                ..Recorder::default()
+            };
+            let mut sent = 0;
+            outbox.flush_with(&mut wire, |_| sent += 1);
+            assert_eq!(sent, 12);
+            assert!(wire.gso_sends.is_empty());
+            assert_eq!(wire.gso_calls, 1);
+            for (r, port) in ports.iter().enumerate() {
+                assert_eq!(by_receiver(&wire.wire, *port), expected(r as u8));
+            }
+            assert!(!outbox.gso());
+            frame_for_three(&mut outbox, ports);
+            outbox.flush_with(&mut wire, |_| sent += 1);
+            assert_eq!(sent, 24);
+            assert_eq!(wire.gso_calls, 1);
+        }
+
+        // Offload that worked once: a refusal later is that route's (a path MTU below the
+        // segment). Its datagrams go again one at a time, and that destination's from then on;
+        // the others keep offload.
+        let mut outbox = Outbox::new(true);
+        frame_for_three(&mut outbox, ports);
+        let mut wire = Recorder {
+            gso: vec![Answer::Ok, Answer::Errno(nix::libc::EINVAL)],
+            ..Recorder::default()
+        };
+        let mut sent = 0;
+        outbox.flush_with(&mut wire, |_| sent += 1);
+        assert_eq!(sent, 12);
+        for (r, port) in ports.iter().enumerate() {
+            assert_eq!(by_receiver(&wire.wire, *port), expected(r as u8));
+        }
+        assert_eq!(wire.gso_sends, [(addr(1), 4, 1000), (addr(3), 4, 1000)]);
+        assert!(outbox.gso());
+        assert_eq!(
+            outbox.take_gso_counts(),
+            GsoCounts {
+                sends: 2,
+                datagrams: 8,
+                fallbacks: 1
+            }
+        );
+        frame_for_three(&mut outbox, ports);
+        let calls = wire.gso_calls;
+        outbox.flush_with(&mut wire, |_| sent += 1);
+        assert_eq!(sent, 24);
+        assert_eq!(
+            wire.gso_calls,
+            calls + 2,
+            "none tried to the second receiver"
+        );
+        assert_eq!(
+            by_receiver(&wire.wire, 2),
+            [expected(1), expected(1)].concat()
+        );
+        assert_eq!(outbox.take_gso_counts().fallbacks, 0);
+
+        // Without offload asked for, the order as produced, in system calls' worths.
+        let mut outbox = Outbox::new(false);
+        frame_for_three(&mut outbox, ports);
+        let mut wire = Recorder::default();
+        outbox.flush_with(&mut wire, |_| {});
+        assert_eq!(wire.gso_calls, 0);
+        assert_eq!(wire.each_calls, 1);
+        let firsts: Vec<u8> = wire.wire.iter().map(|(_, b)| *b).collect();
+        assert_eq!(firsts, [0, 16, 32, 1, 17, 33, 2, 18, 34, 3, 19, 35]);
+    }
+
+    /// A kernel that answers at random (xorshift): partial batches, a full socket, refusals
+    /// of single datagrams and of GSO sends (impossible on the route, or another reason).
+    struct Chaos {
+        x: u32,
+        /// Every datagram that went out, by id, with its destination.
+        out: Vec<(SocketAddr, u16)>,
+        /// Every datagram the kernel refused alone (the front of a batch it refused).
+        refused: Vec<u16>,
+    }
+
+    impl Chaos {
+        fn next(&mut self) -> u32 {
+            self.x ^= self.x << 13;
+            self.x ^= self.x >> 17;
+            self.x ^= self.x << 5;
+            self.x
+        }
+    }
+
+    fn id(d: &[u8]) -> u16 {
+        u16::from_be_bytes([d[0], d[1]])
+    }
+
+    impl Wire for Chaos {
+        fn send_each(&mut self, batch: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
+            match self.next() % 6 {
+                0 => Err(std::io::ErrorKind::WouldBlock.into()),
+                1 => {
+                    self.refused.push(id(&batch[0].1));
+                    Err(std::io::Error::from_raw_os_error(nix::libc::EHOSTUNREACH))
+                }
+                _ => {
+                    let n = 1 + self.next() as usize % batch.len().min(SEND_BATCH);
+                    self.out
+                        .extend(batch[..n].iter().map(|(to, d)| (*to, id(d))));
+                    Ok(n)
+                }
+            }
+        }
+
+        fn send_segments(
+            &mut self,
+            to: SocketAddr,
+            segments: &[(SocketAddr, Vec<u8>)],
+            segment: usize,
+        ) -> std::io::Result<()> {
+            assert!(segments.iter().all(|(t, _)| *t == to));
+            let (last, rest) = segments.split_last().unwrap();
+            assert!(rest.iter().all(|(_, d)| d.len() == segment) && last.1.len() <= segment);
+            match self.next() % 8 {
+                0 => Err(std::io::ErrorKind::WouldBlock.into()),
+                1 => Err(std::io::Error::from_raw_os_error(nix::libc::EINVAL)),
+                2 => Err(std::io::Error::from_raw_os_error(nix::libc::ENOBUFS)),
+                _ => {
+                    self.out.extend(segments.iter().map(|(to, d)| (*to, id(d))));
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn whatever_the_kernel_answers_nothing_is_sent_twice_lost_or_reordered() {
+        for seed in 1..=40u32 {
+            let mut wire = Chaos {
+                x: 0x9e37_79b9 ^ seed.wrapping_mul(0x85eb_ca6b),
+                out: Vec::new(),
+                refused: Vec::new(),
+            };
+            let mut outbox = Outbox::new(true);
+            let mut pushed = Vec::new();
+            let mut next_id = 0u16;
+            let mut sent = 0usize;
+            for _ in 0..60 {
+                // A turn's datagrams: frames of equal packets with a shorter last, and RTCP.
+                for _ in 0..(wire.next() % 40) {
+                    let to = addr(1 + (wire.next() % 4) as u16);
+                    let len = [1000, 1000, 1000, 400, 90][(wire.next() % 5) as usize];
+                    let mut d = vec![0; len];
+                    d[..2].copy_from_slice(&next_id.to_be_bytes());
+                    if outbox.push(to, d) {
+                        pushed.push((to, next_id));
+                    }
+                    next_id += 1;
+                }
+                outbox.flush_with(&mut wire, |_| sent += 1);
+            }
+            // Then a kernel that takes everything.
+            let mut calm = Recorder::default();
+            outbox.flush_with(&mut calm, |_| sent += 1);
+            assert_eq!(outbox.len(), 0);
+            let calm_ids: Vec<u16> = {
+                // The calm wire kept only first bytes: replay what it sent from `pushed`.
+                let seen: std::collections::HashSet<u16> = wire
+                    .out
+                    .iter()
+                    .map(|(_, i)| *i)
+                    .chain(wire.refused.iter().copied())
+                    .collect();
+                pushed
+                    .iter()
+                    .map(|(_, i)| *i)
+                    .filter(|i| !seen.contains(i))
+                    .collect()
+            };
+            assert_eq!(calm.wire.len(), calm_ids.len(), "seed {seed}");
+            // Each datagram out at most once, and out or refused, never both, never neither.
+            let mut out_ids: Vec<u16> = wire.out.iter().map(|(_, i)| *i).collect();
+            out_ids.sort_unstable();
+            let before = out_ids.len();
+            out_ids.dedup();
+            assert_eq!(
+                out_ids.len(),
+                before,
+                "seed {seed}: a datagram went out twice"
+            );
+            assert!(
+                wire.refused
+                    .iter()
+                    .all(|r| out_ids.binary_search(r).is_err()),
+                "seed {seed}"
+            );
+            assert_eq!(
+                wire.out.len() + wire.refused.len() + calm_ids.len(),
+                pushed.len(),
+                "seed {seed}"
+            );
+            assert_eq!(sent, wire.out.len() + calm.wire.len(), "seed {seed}");
+            // Each destination's datagrams left in the order they were pushed.
+            for port in 1..=4 {
+                let mine: Vec<u16> = wire
+                    .out
+                    .iter()
+                    .filter(|(to, _)| *to == addr(port))
+                    .map(|(_, i)| *i)
+                    .collect();
+                assert!(
+                    mine.windows(2).all(|w| w[0] < w[1]),
+                    "seed {seed}: {mine:?}"
+                );
+            }
+        }
+    }
+
+    /// Counts the GSO sends that went out through a real socket.
+    struct Counting<'a>(SocketWire<'a>, usize);
+
+    impl Wire for Counting<'_> {
+        fn send_each(&mut self, batch: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
+            self.0.send_each(batch)
+        }
+        fn send_segments(
+            &mut self,
+            to: SocketAddr,
+            segments: &[(SocketAddr, Vec<u8>)],
+            segment: usize,
+        ) -> std::io::Result<()> {
+            self.0.send_segments(to, segments, segment)?;
+            self.1 += 1;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn gso_sends_arrive_as_the_datagrams_they_carry() {
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let receivers = [
+            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        ];
+        let ports = receivers.each_ref().map(|r| r.local_addr().unwrap().port());
+        // Where the kernel has no UDP_SEGMENT (before 4.18, some sandboxes) offload stays off
+        // and the datagrams go one by one.
+        let gso = probe_gso(&a);
+        let mut outbox = Outbox::new(gso);
+        frame_for_three(&mut outbox, ports);
+        let mut wire = Counting(SocketWire(&a), 0);
+        let mut sent = 0;
+        loop {
+            a.writable().await.unwrap();
+            outbox.flush_with(&mut wire, |_| sent += 1);
+            if outbox.len() == 0 {
+                break;
+            }
+        }
+        assert_eq!(sent, 12);
+        // Loopback segments in software: one send per receiver.
+        if gso {
+            assert!(outbox.gso());
+            assert_eq!(wire.1, 3);
+        }
+        let from = a.local_addr().unwrap();
+        for (r, rx) in receivers.iter().enumerate() {
+            let got = read_all(rx, 4).await;
+            let expected: Vec<_> = (0..4u8)
+                .map(|p| {
+                    let len = if p == 3 { 300 } else { 1000 };
+                    (vec![16 * r as u8 + p; len], Some(from))
+                })
+                .collect();
+            assert_eq!(got, expected);
+        }
     }
 
     #[test]

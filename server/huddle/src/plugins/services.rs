@@ -1492,6 +1492,7 @@ mod tests {
             bandwidth_estimation: false,
             fast_egress: false,
             fast_ingress: false,
+            udp_gso: true,
         })
         .await
         .unwrap();

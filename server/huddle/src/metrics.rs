@@ -137,6 +137,12 @@ pub struct MediaTotals {
     pub plis_sent: u64,
     /// PLIs received.
     pub plis_received: u64,
+    /// UDP segmentation offload: sends that carried several datagrams (one `UDP_SEGMENT` send).
+    pub gso_sends: u64,
+    /// Datagrams those sends carried.
+    pub gso_datagrams: u64,
+    /// Groups the kernel refused as one send, sent again one datagram at a time.
+    pub gso_fallbacks: u64,
 }
 
 /// The conference plugin's rooms, read at scrape time from its documented keyspace.
@@ -432,6 +438,27 @@ impl Metrics {
                 "huddle_media_plis_total{{direction=\"received\"}} {}",
                 m.plis_received
             )?;
+            family(
+                out,
+                "huddle_media_gso_sends_total",
+                "counter",
+                "Media sends that carried several datagrams as one (UDP segmentation offload).",
+            )?;
+            writeln!(out, "huddle_media_gso_sends_total {}", m.gso_sends)?;
+            family(
+                out,
+                "huddle_media_gso_datagrams_total",
+                "counter",
+                "Datagrams sent within those offloaded sends (also in huddle_media_packets_total).",
+            )?;
+            writeln!(out, "huddle_media_gso_datagrams_total {}", m.gso_datagrams)?;
+            family(
+                out,
+                "huddle_media_gso_fallbacks_total",
+                "counter",
+                "Offloaded sends the kernel refused, sent again one datagram at a time.",
+            )?;
+            writeln!(out, "huddle_media_gso_fallbacks_total {}", m.gso_fallbacks)?;
         }
         if let Some(rooms) = &snap.rooms {
             family(
@@ -514,5 +541,25 @@ mod tests {
         );
         assert!(text.contains("huddle_sip_transactions_total{method=\"OTHER\",status=\"699\"} 1\n"));
         assert!(!text.contains("status=\"100\""));
+    }
+
+    #[test]
+    fn media_totals_include_the_segmentation_offload_counters() {
+        let m = Metrics::default();
+        assert!(!m.render(&Snapshot::default()).contains("huddle_media_gso"));
+        let snap = Snapshot {
+            media: Some(MediaTotals {
+                gso_sends: 3,
+                gso_datagrams: 17,
+                gso_fallbacks: 1,
+                ..MediaTotals::default()
+            }),
+            ..Snapshot::default()
+        };
+        let text = m.render(&snap);
+        assert!(text.contains("\nhuddle_media_gso_sends_total 3\n"));
+        assert!(text.contains("\nhuddle_media_gso_datagrams_total 17\n"));
+        assert!(text.contains("\nhuddle_media_gso_fallbacks_total 1\n"));
+        assert!(text.contains("# TYPE huddle_media_gso_fallbacks_total counter\n"));
     }
 }

@@ -130,6 +130,10 @@ test(`admin API: list, participants, lock, mute, layout and kick in sip:${ROOM}`
     assert.ok(metric(m2, series) > metric(m1, series), `${series} rises with traffic: ${metric(m1, series)} → ${metric(m2, series)}`);
   }
   assert.ok(metric(m2, 'huddle_connections{transport="ws"}') >= 2, 'the WebSocket connections are counted');
+  // UDP segmentation offload is reported (loopback takes it, or the probe turned it off: either
+  // way no group was refused and re-sent).
+  assert.equal(typeof metric(m2, 'huddle_media_gso_sends_total'), 'number', 'GSO sends are reported');
+  assert.equal(metric(m2, 'huddle_media_gso_fallbacks_total'), 0, 'no offloaded send was refused');
   // The room asked each newcomer for a key frame (a PLI): it shows once the media engine's stats
   // (every 5 s) have come round.
   const plis = 'huddle_media_plis_total{direction="sent"}';

@@ -515,6 +515,9 @@ impl MediaEngine {
             nacks_received: l(&c.nacks_received),
             plis_sent: l(&c.plis_sent),
             plis_received: l(&c.plis_received),
+            gso_sends: l(&c.gso[0]),
+            gso_datagrams: l(&c.gso[1]),
+            gso_fallbacks: l(&c.gso[2]),
         }
     }
 

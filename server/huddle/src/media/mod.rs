@@ -506,6 +506,7 @@ impl MediaEngine {
     pub fn totals(&self) -> crate::metrics::MediaTotals {
         let c = &self.shared.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let gso = self.udp_gso();
         crate::metrics::MediaTotals {
             packets_in: l(&c.packets_in),
             packets_out: l(&c.packets_out),
@@ -515,9 +516,9 @@ impl MediaEngine {
             nacks_received: l(&c.nacks_received),
             plis_sent: l(&c.plis_sent),
             plis_received: l(&c.plis_received),
-            gso_sends: l(&c.gso[0]),
-            gso_datagrams: l(&c.gso[1]),
-            gso_fallbacks: l(&c.gso[2]),
+            gso_sends: gso.sends,
+            gso_datagrams: gso.datagrams,
+            gso_fallbacks: gso.fallbacks,
         }
     }
 

@@ -606,6 +606,14 @@ impl Outbox {
         }
     }
 
+    /// The planned GSO send at the front (`count` datagrams) goes again as single sends.
+    fn send_front_singly(&mut self, count: usize, segment: usize) {
+        self.plan.pop_front();
+        for _ in 0..count {
+            self.plan.push_front(PlannedSend { count: 1, segment });
+        }
+    }
+
     /// [`flush`](Self::flush) through `wire`.
     pub(crate) fn flush_with(&mut self, wire: &mut impl Wire, mut sent: impl FnMut(usize)) {
         self.blocked = false;
@@ -650,20 +658,12 @@ impl Outbox {
                                 self.no_gso.clear();
                             }
                             self.no_gso.insert(to);
-                            self.plan.pop_front();
-                            for _ in 0..count {
-                                self.plan.push_front(PlannedSend { count: 1, segment });
-                            }
+                            self.send_front_singly(count, segment);
                         }
                         // Refused for another reason (an unreachable destination, no buffer
                         // memory): tried again one datagram at a time, where each refused one
                         // is dropped alone, as before offload.
-                        Err(_) => {
-                            self.plan.pop_front();
-                            for _ in 0..count {
-                                self.plan.push_front(PlannedSend { count: 1, segment });
-                            }
-                        }
+                        Err(_) => self.send_front_singly(count, segment),
                     }
                     continue;
                 }

@@ -590,6 +590,33 @@ impl HostServices for FakeHost {
         Ok(())
     }
 
+    fn respond_status(
+        &self,
+        txn: TransactionId,
+        status: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<()> {
+        let mut st = self.lock();
+        let t = st.txns.get_mut(&txn).ok_or(Error::UnknownTransaction)?;
+        if t.final_sent {
+            return Err(Error::UnknownTransaction);
+        }
+        // Written from the request held, as a host does; the SDK checked the parts.
+        let bytes = ResponseBuilder::new(&t.request, status, reason)
+            .to_tag(&crate::message::random_token(8))
+            .headers(headers)
+            .build();
+        let message = Message::parse(bytes).map_err(|_| Error::InvalidArgument)?;
+        t.final_sent = true;
+        st.responses.push(SentResponse {
+            txn,
+            message,
+            synthetic: false,
+        });
+        Ok(())
+    }
+
     fn retarget(&self, txn: TransactionId, uri: &str) -> Result<()> {
         huddle_sip::uri::SipUri::parse(uri).map_err(|_| Error::InvalidArgument)?;
         let mut st = self.lock();

@@ -144,6 +144,21 @@ impl Request {
     pub fn local_tag(&self) -> &str {
         self.local_tag.get_or_init(|| random_token(8))
     }
+
+    /// Whether a final response with `status` may carry a To tag the host chooses (ABI 1.12,
+    /// [`crate::Host::respond_status`]): not when [`Request::local_tag`] was made already (a
+    /// response written here carried it, so later ones must too), nor for a 2xx that may
+    /// start a dialog (INVITE, SUBSCRIBE, REFER without a To tag), whose tag the plugin's own
+    /// in-dialog requests would then have to name.
+    pub(crate) fn host_may_tag(&self, status: u16) -> bool {
+        let starts_dialog = status < 300
+            && self.message.to_tag().is_none()
+            && matches!(
+                self.method(),
+                Method::Invite | Method::Subscribe | Method::Refer
+            );
+        self.local_tag.get().is_none() && !starts_dialog
+    }
 }
 
 /// A response to a request the plugin sent.

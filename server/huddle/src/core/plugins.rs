@@ -609,6 +609,13 @@ impl Core {
                     }
                 }
             }
+            HostCommand::Answer {
+                plugin,
+                txn,
+                answer,
+            } => answer.with_parts(|status, reason, extra| {
+                self.plugin_answer(plugin, txn, status, reason, extra);
+            }),
             HostCommand::Fail { plugin, txn, error } => {
                 let (status, reason, extra): (u16, &str, &[(&str, &str)]) = match error {
                     Error::Busy => (

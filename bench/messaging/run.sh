@@ -28,6 +28,9 @@
 #   label "kamailio-sqlite"; both: one after the other; ratios are printed against each)
 #   BENCH_KAMAILIO_SQLITE_JOURNAL=WAL (or DELETE, SQLite's own default: four fdatasyncs and a
 #   journal file created and unlinked per stored message, about 30/s here; WAL: one fdatasync)
+#   BENCH_KAMAILIO_MEM=tlsf (Kamailio's memory manager, -x, for shared and private memory: tlsf,
+#   or qm, Kamailio's own default, which in this build (DBG_SR_MEMORY) cost 20-35 % more CPU per
+#   message here, or fm; bench/NOTES.md, branch msg202)
 #   BENCH_KAMAILIO_SQLITE_CHILDREN=1 (UDP and TCP workers of the db_sqlite Kamailio; 4, as the
 #   db_text one, makes concurrent INSERTs fail with "database is locked": no busy timeout)
 #   BENCH_RATES_ONLINE="1000 2000 4000" BENCH_RATES_OFFLINE="100 250 500 1000 2000" (msilo on
@@ -50,7 +53,7 @@ servers=${BENCH_SERVERS:-kamailio huddle}
 kamailio_db=${BENCH_KAMAILIO_DB:-both}
 kamailio_sqlite_children=${BENCH_KAMAILIO_SQLITE_CHILDREN:-1}
 kamailio_sqlite_journal=${BENCH_KAMAILIO_SQLITE_JOURNAL:-WAL}
-kamailio_mem=${BENCH_KAMAILIO_MEM-}
+kamailio_mem=${BENCH_KAMAILIO_MEM:-tlsf}
 workloads=${BENCH_WORKLOADS:-online offline}
 rates_online=${BENCH_RATES_ONLINE:-1000 2000 4000}
 rates_offline=${BENCH_RATES_OFFLINE:-100 250 500 1000 2000}
@@ -78,7 +81,7 @@ both) kamailio_dbs="text sqlite" ;;
 esac
 case $kamailio_sqlite_children in 1 | 4) ;; *) die "BENCH_KAMAILIO_SQLITE_CHILDREN must be 1 or 4" ;; esac
 case $kamailio_sqlite_journal in WAL | DELETE) ;; *) die "BENCH_KAMAILIO_SQLITE_JOURNAL must be WAL or DELETE" ;; esac
-case $kamailio_mem in "" | qm | fm | tlsf) ;; *) die "BENCH_KAMAILIO_MEM must be qm, fm or tlsf" ;; esac
+case $kamailio_mem in qm | fm | tlsf) ;; *) die "BENCH_KAMAILIO_MEM must be tlsf, qm or fm" ;; esac
 # Result label of each Kamailio variant (db_text keeps the label of earlier runs).
 kamailio_label() {
 	case $1 in text) echo kamailio ;; sqlite) echo kamailio-sqlite ;; esac
@@ -162,10 +165,8 @@ start_kamailio() { # start_kamailio LABEL text|sqlite
 		((kamailio_sqlite_children == 1)) && defines+=(-A ONE_WORKER)
 	fi
 	sip_port=$(free_port 25160)
-	local -a mem=()
-	[[ -z $kamailio_mem ]] || mem=(-x "$kamailio_mem")
 	setsid kamailio -DD -E -f "$here/kamailio-msilo.cfg" -A "SIP_IP=$ip" -A "SIP_PORT=$sip_port" \
-		-A "DB_URL=\"$url\"" "${defines[@]}" -m "${KAM_SHM_MB:-1024}" -M 16 "${mem[@]}" -Y "$dir" -w "$dir" \
+		-A "DB_URL=\"$url\"" "${defines[@]}" -m "${KAM_SHM_MB:-1024}" -M 16 -x "$kamailio_mem" -Y "$dir" -w "$dir" \
 		</dev/null >"$dir/kamailio.log" 2>&1 &
 	server_pid=$!
 	wait_sip "$server_pid" "$dir/kamailio.log" || {

@@ -320,8 +320,8 @@ typedef struct {
   size_t struct_size;
   // The status code, 200..=699.
   uint32_t status;
-  // The reason phrase (`Accepted`), UTF-8 without CR, LF or NUL, not NUL-terminated; may be
-  // empty.
+  // The reason phrase (`Accepted`), UTF-8 without control characters but HTAB, not
+  // NUL-terminated; may be empty.
   const uint8_t *reason;
   // Length of `reason` in bytes.
   size_t reason_len;

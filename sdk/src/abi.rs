@@ -173,10 +173,10 @@
 //! afterwards.
 //!
 //! Refused with [`HUDDLE_ERR_INVALID_ARGUMENT`], nothing sent: a status outside 200..=699
-//! (provisional responses go through `respond`); a reason phrase with a CR, LF or NUL; a
-//! field name that is not a token, or names a field the host writes (Via, From, To, Call-ID,
-//! CSeq, Content-Length, Content-Type, Server, compact forms included); a value with a CR, LF
-//! or NUL; text that is not UTF-8; a null `response`, or one whose `struct_size` is below
+//! (provisional responses go through `respond`); a reason phrase with a control character
+//! (CR, LF, NUL, any below 0x20 but HTAB, DEL); a field name that is not a token, or names a
+//! field the host writes (Via, From, To, Call-ID, CSeq, Content-Length, Content-Type, Server,
+//! compact forms included); a value with a control character; text that is not UTF-8; a null `response`, or one whose `struct_size` is below
 //! [`HUDDLE_STATUS_RESPONSE_MIN_SIZE`]. [`HUDDLE_ERR_TOO_LARGE`]: more than
 //! [`HUDDLE_STATUS_RESPONSE_MAX_FIELDS`] fields, or more text than the host's message size
 //! limit. [`HUDDLE_ERR_UNKNOWN_TRANSACTION`] as for `respond`. [`HUDDLE_ERR_NOT_SUPPORTED`]:
@@ -773,8 +773,8 @@ pub struct HuddleStatusResponse {
     pub struct_size: usize,
     /// The status code, 200..=699.
     pub status: u32,
-    /// The reason phrase (`Accepted`), UTF-8 without CR, LF or NUL, not NUL-terminated; may be
-    /// empty.
+    /// The reason phrase (`Accepted`), UTF-8 without control characters but HTAB, not
+    /// NUL-terminated; may be empty.
     pub reason: *const u8,
     /// Length of `reason` in bytes.
     pub reason_len: usize,

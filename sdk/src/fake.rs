@@ -973,6 +973,25 @@ impl FakePlugin {
         if !routed {
             return Err(Error::NotFound);
         }
+        self.deliver_with_transaction(message, info)
+    }
+
+    /// Delivers a request with a new transaction whether or not one of the plugin's claims
+    /// matches it, as a host does when its configuration replaced the plugin's claims
+    /// (`claims = [...]` in a `[[plugins]]` entry): what the plugin does with a request it
+    /// did not ask for. Otherwise as [`FakePlugin::request`].
+    pub fn request_unclaimed(&mut self, request: impl AsRef<[u8]>) -> Result<TransactionId> {
+        let info = RequestInfo::new(Transport::Udp, Some(([192, 0, 2, 10], 5060).into()));
+        let message = Message::parse(Bytes::copy_from_slice(request.as_ref()))
+            .map_err(|_| Error::InvalidArgument)?;
+        self.deliver_with_transaction(message, &info)
+    }
+
+    fn deliver_with_transaction(
+        &mut self,
+        message: Message,
+        info: &RequestInfo,
+    ) -> Result<TransactionId> {
         let txn = {
             let mut st = self.host.lock();
             let txn = TransactionId(st.id());

@@ -283,16 +283,32 @@ impl Host {
     /// there) when the host may choose its To tag: the request's own
     /// ([`Request::local_tag`]) was not made yet (no response written here carried it), and
     /// it is no 2xx that may start a dialog (INVITE, SUBSCRIBE, REFER out of dialog).
-    /// Otherwise, and from hosts before 1.12, the bytes are written here.
+    /// Otherwise, and from hosts before 1.12, the bytes are written here. After a reply by
+    /// status the response's tag is the host's: a plugin that needs the tag later asks for
+    /// [`Request::local_tag`] before replying (see there).
     pub fn reply(&self, request: &Request, status: u16, reason: &str) -> Result<()> {
+        self.reply_with(request, status, reason, &[])
+    }
+
+    /// [`Host::reply`] with extra header fields (name, value), written after the ones copied
+    /// from the request (a 405's `Allow`); by status or as bytes by the same rule. None of
+    /// the fields the host writes itself ([`Host::respond_status`]).
+    pub fn reply_with(
+        &self,
+        request: &Request,
+        status: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<()> {
         let txn = request.transaction().ok_or(Error::UnknownTransaction)?;
         if status >= 200 && request.host_may_tag(status) {
-            match self.respond_status(txn, status, reason, &[]) {
+            match self.respond_status(txn, status, reason, headers) {
                 Err(Error::NotSupported) => {}
                 done => return done,
             }
         }
-        self.respond(txn, &request.reply(status, reason))
+        let response = request.response(status, reason).headers(headers).build();
+        self.respond(txn, &response)
     }
 
     /// (ABI 1.12) Answers server transaction `txn` finally with `status` (200..=699), `reason`

@@ -1288,7 +1288,8 @@ unsafe extern "C" fn h_respond(ctx: *mut c_void, txn: u64, msg: *const u8, len: 
 /// (ABI 1.12) Whether a final response given by status ([`HostServices::respond_status`]) can
 /// be written as given: `Err` names what cannot (the SDK answers it
 /// [`Error::InvalidArgument`]). A host writing such responses relies on these checks: the
-/// status is final, the reason and values hold no line break or NUL, each name is a token and
+/// status is final, the reason and values hold no control character (HTAB aside: no line break,
+/// no NUL), each name is a token and
 /// none names a field the host writes itself (those it copies from the request, the body's,
 /// and `Server`), compact forms included.
 pub fn check_status_response(
@@ -1296,13 +1297,14 @@ pub fn check_status_response(
     reason: &str,
     headers: &[(&str, &str)],
 ) -> std::result::Result<u16, &'static str> {
-    let breaks = |t: &str| t.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
+    // RFC 3261's Reason-Phrase and header values hold no control character but HTAB.
+    let breaks = |t: &str| t.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f);
     let status = u16::try_from(status)
         .ok()
         .filter(|s| (200..=699).contains(s))
         .ok_or("the status is not a final one (200..=699)")?;
     if breaks(reason) {
-        return Err("the reason phrase has a line break or NUL");
+        return Err("the reason phrase has a control character");
     }
     for (name, value) in headers {
         if !huddle_sip::syntax::is_token(name) {
@@ -1322,7 +1324,7 @@ pub fn check_status_response(
             return Err("a field is one the host writes itself");
         }
         if breaks(value) {
-            return Err("a field value has a line break or NUL");
+            return Err("a field value has a control character");
         }
     }
     Ok(status)

@@ -61,6 +61,14 @@ impl Plugin for Replier {
         let mut results = Vec::new();
         match request.header("Subject").unwrap_or_default() {
             "final" => results.push(host.reply(&request, 202, "Accepted")),
+            "busy" => results.push(host.reply(&request, 486, "Busy Here")),
+            "bad-event" => results.push(host.reply(&request, 489, "Bad Event")),
+            "allow" => results.push(host.reply_with(
+                &request,
+                405,
+                "Method Not Allowed",
+                &[("Allow", "MESSAGE")],
+            )),
             "ringing-then-final" => {
                 results.push(host.reply(&request, 180, "Ringing"));
                 results.push(host.reply(&request, 200, "OK"));
@@ -291,7 +299,14 @@ fn this_host_writes_the_response_from_the_request_and_refuses_what_cannot_be_wri
         let r = status_response(status, b"Whatever", &none);
         assert_eq!(call(txn.0, &r), bad, "status {status}");
     }
-    for reason in [&b"OK\r\nX-Injected: 1"[..], b"OK\n", b"OK\0", b"\xff\xfe"] {
+    for reason in [
+        &b"OK\r\nX-Injected: 1"[..],
+        b"OK\n",
+        b"OK\0",
+        b"\xff\xfe",
+        b"O\x07K",
+        b"OK\x7f",
+    ] {
         let r = status_response(200, reason, &none);
         assert_eq!(call(txn.0, &r), bad, "reason {reason:?}");
     }
@@ -334,7 +349,7 @@ fn this_host_writes_the_response_from_the_request_and_refuses_what_cannot_be_wri
         let r = status_response(200, b"OK", &fields);
         assert_eq!(call(txn.0, &r), bad, "field name {name:?}");
     }
-    for value in ["a\r\nb", "a\nb", "a\0b"] {
+    for value in ["a\r\nb", "a\nb", "a\0b", "a\x1bb"] {
         let fields = [header("Expires", value)];
         let r = status_response(200, b"OK", &fields);
         assert_eq!(call(txn.0, &r), bad, "field value {value:?}");
@@ -362,7 +377,7 @@ fn this_host_writes_the_response_from_the_request_and_refuses_what_cannot_be_wri
     );
 
     // What can be written is, from the request the host holds: the transaction is then gone.
-    let fields = [header("Expires", "60"), header("X-Note", "stored  twice ")];
+    let fields = [header("Expires", "60"), header("X-Note", "stored\ttwice ")];
     let r = status_response(202, b"Accepted - Stored", &fields);
     assert_eq!(call(txn.0, &r), abi::HUDDLE_OK);
     assert_eq!(call(txn.0, &r), abi::HUDDLE_ERR_UNKNOWN_TRANSACTION);
@@ -377,7 +392,7 @@ fn this_host_writes_the_response_from_the_request_and_refuses_what_cannot_be_wri
     assert_eq!(m.header(&HeaderName::parse("Expires")), Some("60"));
     assert_eq!(
         m.header(&HeaderName::parse("X-Note")),
-        Some("stored  twice")
+        Some("stored\ttwice")
     );
     assert!(m.body().is_empty());
     let _ = plugin.stop();
@@ -439,6 +454,17 @@ fn a_2xx_that_may_start_a_dialog_keeps_the_plugins_tag_and_the_rest_go_by_status
         assert_eq!(sent[0].0, "bytes", "{m}");
         assert!(matches!(results()[..], [Ok(())]));
     }
+    // A failure starts no dialog: by status, whatever the method (the conference's, echo's and
+    // screenshare's refusals of an INVITE, a 487 after CANCEL).
+    for (m, subject, want) in [
+        ("INVITE", "busy", "486 Busy Here"),
+        ("SUBSCRIBE", "bad-event", "489 Bad Event"),
+        ("REFER", "busy", "486 Busy Here"),
+    ] {
+        deliver(&table, &message(subject).replace("MESSAGE", m));
+        assert_eq!(sent(), [("status", want.to_owned())], "{m}");
+        assert!(matches!(results()[..], [Ok(())]));
+    }
     // In a dialog (a To tag already), or any other method: by status.
     for (m, to_tag) in [
         ("INVITE", true),
@@ -451,4 +477,31 @@ fn a_2xx_that_may_start_a_dialog_keeps_the_plugins_tag_and_the_rest_go_by_status
         assert_eq!(sent(), [("status", "202 Accepted".to_owned())], "{m}");
         assert!(matches!(results()[..], [Ok(())]));
     }
+}
+
+#[test]
+fn extra_fields_go_by_status_or_in_the_bytes() {
+    let _serial = serial();
+    // As bytes on a 1.11 host: the field is written here.
+    let before = std::mem::offset_of!(HuddleHostApi, respond_status);
+    deliver(&table(11, before), &message("allow"));
+    let sent = sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, "bytes");
+    let m = Message::parse(Bytes::from(sent[0].1.clone())).unwrap();
+    assert_eq!(m.status(), Some(405));
+    assert_eq!(m.header(&HeaderName::parse("Allow")), Some("MESSAGE"));
+    assert!(matches!(results()[..], [Ok(())]));
+    // By status on this host: the host writes it.
+    let host = FakeHost::new();
+    let mut plugin = host.start(&entry(), "").unwrap();
+    let txn = plugin.request(message("allow")).unwrap();
+    let response = host.final_response(txn).unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(
+        response.message.header(&HeaderName::parse("Allow")),
+        Some("MESSAGE")
+    );
+    assert!(matches!(results()[..], [Ok(())]));
+    let _ = plugin.stop();
 }

@@ -109,6 +109,13 @@ pub(crate) struct StatusAnswer {
 
 impl StatusAnswer {
     pub(crate) fn new(status: u16, reason: &str, fields: &[(&str, &str)]) -> Self {
+        // The core writes these as they are: only text the SDK's checks passed may get here.
+        debug_assert!(huddle_sdk::hosting::check_status_response(
+            u32::from(status),
+            reason,
+            fields
+        )
+        .is_ok());
         StatusAnswer {
             status,
             reason: reason.into(),
@@ -121,6 +128,7 @@ impl StatusAnswer {
 
     /// Calls `f` with the status, the reason and the fields as the core's answer takes them.
     pub(crate) fn with_parts<R>(&self, f: impl FnOnce(u16, &str, &[(&str, &str)]) -> R) -> R {
+        // On the stack for the few fields a plugin adds (the 202 has none); more on the heap.
         let mut small = [("", ""); 4];
         let mut large = Vec::new();
         let fields: &mut [(&str, &str)] = if self.fields.len() <= small.len() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Rows per message of bench/messaging/callgrind.sh dumps (100 messages per workload): the
 plugin's callbacks, the whole process less the store writer's thread, the writer's instructions
-per commit and the number of commits. Usage: callgrind-rows.py OUT [OUT...]"""
+per commit and the number of commits, and the whole process with the writer. Usage: callgrind-rows.py OUT [OUT...]"""
 import re,subprocess,glob,sys
 def load(f):
     out=subprocess.run(['callgrind_annotate','--inclusive=yes','--auto=no','--threshold=100','--show-percs=no',f],capture_output=True,text=True).stdout
@@ -29,7 +29,8 @@ for i,name in ((1,'online'),(2,'offline')):
         w=get(d,r'messaging::writer::commit \[')
         c=commits(f)
         cb=get(d,r'export::handle_request \[')+get(d,r'export::handle_response \[')+get(d,r'export::on_timer \[')
-        rows[r]={'plugin callbacks (k/msg)':cb/1e5,'whole process less the store writer (k/msg)':(tot-w)/1e5,
+        rows[r]={'plugin callbacks (k/msg)':cb/1e5,'whole process (k/msg)':tot/1e5,
+                 'whole process less the store writer (k/msg)':(tot-w)/1e5,'store writer (k/msg)':w/1e5,
                  'store writer per commit (k)':w/max(c,1)/1e3,'commits':c}
     for k in rows[runs[0]]:
         print(f'| {k} | '+' | '.join(f'{rows[r][k]:.1f}' for r in runs)+' |')

@@ -25,9 +25,14 @@
 #
 # Environment (defaults): BENCH_SERVERS="kamailio huddle" BENCH_WORKLOADS="online offline"
 #   BENCH_KAMAILIO_DB=both (text: msilo on db_text, result label "kamailio"; sqlite: on db_sqlite,
-#   label "kamailio-sqlite"; both: one after the other; ratios are printed against each)
+#   label "kamailio-sqlite"; both: one after the other; ratios are printed against each; with
+#   BENCH_KAMAILIO_MEM other than tlsf the label ends in it: "kamailio-qm")
 #   BENCH_KAMAILIO_SQLITE_JOURNAL=WAL (or DELETE, SQLite's own default: four fdatasyncs and a
 #   journal file created and unlinked per stored message, about 30/s here; WAL: one fdatasync)
+#   BENCH_KAMAILIO_MEM=tlsf (Kamailio's memory manager, -x: for shared memory, and for private
+#   memory too since no -X is given; tlsf, or qm, Kamailio's own default, which in this build
+#   (DBG_SR_MEMORY) cost 20-35 % more CPU per message here, or fm; bench/NOTES.md, branch
+#   msg202; the ratio lines name it)
 #   BENCH_KAMAILIO_SQLITE_CHILDREN=1 (UDP and TCP workers of the db_sqlite Kamailio; 4, as the
 #   db_text one, makes concurrent INSERTs fail with "database is locked": no busy timeout)
 #   BENCH_RATES_ONLINE="1000 2000 4000" BENCH_RATES_OFFLINE="100 250 500 1000 2000" (msilo on
@@ -50,6 +55,7 @@ servers=${BENCH_SERVERS:-kamailio huddle}
 kamailio_db=${BENCH_KAMAILIO_DB:-both}
 kamailio_sqlite_children=${BENCH_KAMAILIO_SQLITE_CHILDREN:-1}
 kamailio_sqlite_journal=${BENCH_KAMAILIO_SQLITE_JOURNAL:-WAL}
+kamailio_mem=${BENCH_KAMAILIO_MEM:-tlsf}
 workloads=${BENCH_WORKLOADS:-online offline}
 rates_online=${BENCH_RATES_ONLINE:-1000 2000 4000}
 rates_offline=${BENCH_RATES_OFFLINE:-100 250 500 1000 2000}
@@ -77,9 +83,14 @@ both) kamailio_dbs="text sqlite" ;;
 esac
 case $kamailio_sqlite_children in 1 | 4) ;; *) die "BENCH_KAMAILIO_SQLITE_CHILDREN must be 1 or 4" ;; esac
 case $kamailio_sqlite_journal in WAL | DELETE) ;; *) die "BENCH_KAMAILIO_SQLITE_JOURNAL must be WAL or DELETE" ;; esac
+case $kamailio_mem in qm | fm | tlsf) ;; *) die "BENCH_KAMAILIO_MEM must be tlsf, qm or fm" ;; esac
 # Result label of each Kamailio variant (db_text keeps the label of earlier runs).
 kamailio_label() {
-	case $1 in text) echo kamailio ;; sqlite) echo kamailio-sqlite ;; esac
+	local label
+	case $1 in text) label=kamailio ;; sqlite) label=kamailio-sqlite ;; esac
+	# A manager other than the default is in the label, so its rows are not mistaken for them.
+	[[ $kamailio_mem == tlsf ]] || label+=-$kamailio_mem
+	echo "$label"
 }
 if [[ " $servers " == *" kamailio "* && " $kamailio_dbs " == *" sqlite "* ]] &&
 	! { [[ -f /usr/share/kamailio/db_sqlite/msilo-create.sql ]] && command -v sqlite3 >/dev/null; }; then
@@ -161,7 +172,7 @@ start_kamailio() { # start_kamailio LABEL text|sqlite
 	fi
 	sip_port=$(free_port 25160)
 	setsid kamailio -DD -E -f "$here/kamailio-msilo.cfg" -A "SIP_IP=$ip" -A "SIP_PORT=$sip_port" \
-		-A "DB_URL=\"$url\"" "${defines[@]}" -m "${KAM_SHM_MB:-1024}" -M 16 -Y "$dir" -w "$dir" \
+		-A "DB_URL=\"$url\"" "${defines[@]}" -m "${KAM_SHM_MB:-1024}" -M 16 -x "$kamailio_mem" -Y "$dir" -w "$dir" \
 		</dev/null >"$dir/kamailio.log" 2>&1 &
 	server_pid=$!
 	wait_sip "$server_pid" "$dir/kamailio.log" || {
@@ -264,8 +275,8 @@ done
 
 for server in "${runs[@]}"; do
 	case $server in
-	kamailio) start_kamailio "$server" text || { stop_all; continue; } ;;
-	kamailio-sqlite) start_kamailio "$server" sqlite || { stop_all; continue; } ;;
+	kamailio-sqlite*) start_kamailio "$server" sqlite || { stop_all; continue; } ;;
+	kamailio*) start_kamailio "$server" text || { stop_all; continue; } ;;
 	huddle) start_huddle || { stop_all; continue; } ;;
 	esac
 	for name in $workloads; do
@@ -295,13 +306,15 @@ awk -F'\t' '{ printf "%-15s %-8s %6s %7s %7s %6s %5s %5s %7s %9s %6s\n", $1, $2,
 echo
 # Ratios against each Kamailio variant: CPU per 1,000 messages at each rate both passed; highest
 # rate passed. "kamailio" is msilo on db_text (202 before the message is on disk),
-# "kamailio-sqlite" msilo on db_sqlite (on disk before the 202, as Huddle).
-awk -F'\t' '
+# "kamailio-sqlite" msilo on db_sqlite (on disk before the 202, as Huddle), either with a
+# suffix naming its memory manager when not tlsf.
+awk -F'\t' -v mem="$kamailio_mem" '
 	$11 == "yes" { cpu[$1, $2, $3] = $10; if ($3 + 0 > best[$1, $2] + 0) best[$1, $2] = $3; rates[$2, $3] = 1 }
 	{ seen[$2] = 1; if ($1 ~ /^kamailio/) kams[$1] = 1 }
 	END {
 		for (kam in kams) for (w in seen) {
-			what = (kam == "kamailio" ? "db_text, not durable at 202" : "db_sqlite, durable at 202")
+			what = (kam ~ /sqlite/ ? "db_sqlite, durable at 202" : "db_text, not durable at 202")
+			what = what ", -x " mem
 			for (k in rates) {
 				split(k, kk, SUBSEP); if (kk[1] != w) continue; r = kk[2]
 				if ((("huddle", w, r) in cpu) && ((kam, w, r) in cpu) && cpu[kam, w, r] > 0)

@@ -20,7 +20,7 @@
 #define HUDDLE_PLUGIN_ABI_MAJOR 1
 
 // The ABI minor version this SDK was built with.
-#define HUDDLE_PLUGIN_ABI_MINOR 11
+#define HUDDLE_PLUGIN_ABI_MINOR 12
 
 // Success.
 #define HUDDLE_OK 0
@@ -203,6 +203,9 @@
 // (ABI 1.9) `HuddleRequestInfo::source_family`: IPv6, all 16 bytes of `source_addr`.
 #define HUDDLE_ADDR_IPV6 6
 
+// (ABI 1.12) The most header fields `respond_status` takes in one response.
+#define HUDDLE_STATUS_RESPONSE_MAX_FIELDS 32
+
 // A byte buffer allocated by the host and lent to the plugin.
 //
 // Ownership: the host owns `ptr[0..len]`. The plugin may read it until it passes the buffer
@@ -308,6 +311,26 @@ typedef struct {
   // Length of `body` in bytes.
   size_t body_len;
 } HuddleRequestParts;
+
+// (ABI 1.12) A final response for `HuddleHostApi::respond_status`, given as its status, reason
+// phrase and extra header fields; the host writes the rest from the request (module docs,
+// "Final responses by status"). Borrowed for the call, like everything it points to.
+typedef struct {
+  // `sizeof(HuddleStatusResponse)` as the plugin knows it.
+  size_t struct_size;
+  // The status code, 200..=699.
+  uint32_t status;
+  // The reason phrase (`Accepted`), UTF-8 without control characters but HTAB, not
+  // NUL-terminated; may be empty.
+  const uint8_t *reason;
+  // Length of `reason` in bytes.
+  size_t reason_len;
+  // Extra header fields, written in order after the ones copied from the request; none of
+  // the fields the host writes itself.
+  const HuddleHeader *headers;
+  // Number of entries in `headers`.
+  size_t headers_len;
+} HuddleStatusResponse;
 
 // The host's table (host → plugin), passed to `init`. Owned by the host; valid, like `ctx`,
 // until `destroy` returns. Every function takes `ctx` as its first argument. Out-parameters are
@@ -456,6 +479,12 @@ typedef struct {
   // `align` to `new_size` bytes, keeping its contents up to the smaller size: the block's
   // new address, or null (then the old block is untouched).
   uint8_t *(*mem_realloc)(uint8_t *ptr, size_t size, size_t align, size_t new_size);
+  // (ABI 1.12) Answers server transaction `txn` finally with `*response` (status, reason,
+  // extra fields), the host writing the response from the request it holds.
+  // `HUDDLE_ERR_NOT_SUPPORTED` from a host that cannot (write the bytes and call
+  // `respond`). Module docs, "Final responses by status". Never null when `struct_size`
+  // covers it; absent otherwise.
+  int32_t (*respond_status)(void *ctx, uint64_t txn, const HuddleStatusResponse *response);
 } HuddleHostApi;
 
 // (ABI 1.9) One header field of a request as the host's parse found it: byte offsets into the

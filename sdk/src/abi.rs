@@ -54,8 +54,9 @@
 //!   `on_store_change`, `HUDDLE_CAP_REGISTRATION_EVENTS` needs `on_registration`, and
 //!   `HUDDLE_CAP_MEDIA` needs `media_ready`, `incoming_rtp`, `incoming_rtcp` and
 //!   `media_hangup`. The host refuses a descriptor that breaks this, naming the callback.
-//! * **Host functions**: `free_buf`, `log`, `claim` and `respond` are never null, nor is
-//!   `retarget` in a table whose `struct_size` covers it (ABI 1.4). Every other
+//! * **Host functions**: `free_buf`, `log`, `claim` and `respond` are never null, nor are
+//!   `retarget` (ABI 1.4) and `respond_status` (ABI 1.12) in a table whose `struct_size`
+//!   covers them. Every other
 //!   host function is non-null exactly when its capability bit is set in `host_capabilities`
 //!   (store functions: `HUDDLE_CAP_STORE`; `store_watch`/`store_unwatch`:
 //!   `HUDDLE_CAP_STORE_WATCH`; `send_request`: `HUDDLE_CAP_SEND_REQUEST`; timers:
@@ -154,6 +155,34 @@
 //! exactly one final response through `handle_response`, matched by the request id; when no
 //! response comes the host synthesises one (`408` on timeout, `480` when the target is not
 //! registered, `503` on transport failure). Delivered responses have the host's Via removed.
+//!
+//! # Final responses by status (ABI 1.12)
+//!
+//! `respond_status(ctx, txn, response)` (host table, optional by `struct_size`; never null in a
+//! host whose table covers it) answers server transaction `txn` finally with the status,
+//! reason phrase and extra header fields of a [`HuddleStatusResponse`], the host writing the
+//! response from the request it holds (Via stamped with `received`/`rport`, From, To with a
+//! tag of the host's, Call-ID, CSeq, the fields given in order, `Content-Length: 0`), where
+//! with `respond` the plugin writes the bytes and the host parses them again to check them. A
+//! plugin answering with no body and no To tag of its own chosen yet (no provisional response
+//! carried one) calls this; the SDK's `Host::reply` does. The To tag is the host's, unknown to
+//! the plugin: a response whose tag the plugin must name later (a 2xx that starts a dialog: to
+//! an INVITE, SUBSCRIBE or REFER without a To tag) or repeat (after a provisional response
+//! with a tag) goes through `respond`. The host may add fields of its own (Huddle adds
+//! `Server`). Everything else is `respond`'s for a final response: the transaction is gone
+//! afterwards.
+//!
+//! Refused with [`HUDDLE_ERR_INVALID_ARGUMENT`], nothing sent: a status outside 200..=699
+//! (provisional responses go through `respond`); a reason phrase with a control character
+//! (CR, LF, NUL, any below 0x20 but HTAB, DEL); a field name that is not a token, or names a
+//! field the host writes (Via, From, To, Call-ID, CSeq, Content-Length, Content-Type, Server,
+//! compact forms included); a value with a control character; text that is not UTF-8; a null `response`, or one whose `struct_size` is below
+//! [`HUDDLE_STATUS_RESPONSE_MIN_SIZE`]. [`HUDDLE_ERR_TOO_LARGE`]: more than
+//! [`HUDDLE_STATUS_RESPONSE_MAX_FIELDS`] fields, or more text than the host's message size
+//! limit. [`HUDDLE_ERR_UNKNOWN_TRANSACTION`] as for `respond`. [`HUDDLE_ERR_NOT_SUPPORTED`]:
+//! this host cannot write responses (it holds no request): write the bytes and call
+//! `respond`. A host before 1.12 has no such entry: the same. The response and everything it
+//! points to are borrowed for the call.
 //!
 //! # Requests in parts (ABI 1.10)
 //!
@@ -407,7 +436,7 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version. Part of the entry symbol's name.
 pub const HUDDLE_PLUGIN_ABI_MAJOR: u32 = 1;
 /// The ABI minor version this SDK was built with.
-pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 11;
+pub const HUDDLE_PLUGIN_ABI_MINOR: u32 = 12;
 /// (ABI 1.6) The header naming the plugin's transaction the host answers `200 OK` when the
 /// request carrying it succeeds (module docs, "Answers made by the host").
 pub const HUDDLE_ANSWER_HEADER: &str = "Huddle-Answer";
@@ -733,6 +762,34 @@ pub struct HuddleRequestParts {
 /// The smallest `struct_size` a host accepts in request parts: the 1.10 layout, which ends
 /// with `body_len`.
 pub const HUDDLE_REQUEST_PARTS_MIN_SIZE: usize = std::mem::size_of::<HuddleRequestParts>();
+
+/// (ABI 1.12) A final response for `HuddleHostApi::respond_status`, given as its status, reason
+/// phrase and extra header fields; the host writes the rest from the request (module docs,
+/// "Final responses by status"). Borrowed for the call, like everything it points to.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HuddleStatusResponse {
+    /// `sizeof(HuddleStatusResponse)` as the plugin knows it.
+    pub struct_size: usize,
+    /// The status code, 200..=699.
+    pub status: u32,
+    /// The reason phrase (`Accepted`), UTF-8 without control characters but HTAB, not
+    /// NUL-terminated; may be empty.
+    pub reason: *const u8,
+    /// Length of `reason` in bytes.
+    pub reason_len: usize,
+    /// Extra header fields, written in order after the ones copied from the request; none of
+    /// the fields the host writes itself.
+    pub headers: *const HuddleHeader,
+    /// Number of entries in `headers`.
+    pub headers_len: usize,
+}
+
+/// (ABI 1.12) The smallest `struct_size` a host accepts in a status response: the 1.12
+/// layout, which ends with `headers_len`.
+pub const HUDDLE_STATUS_RESPONSE_MIN_SIZE: usize = std::mem::size_of::<HuddleStatusResponse>();
+/// (ABI 1.12) The most header fields `respond_status` takes in one response.
+pub const HUDDLE_STATUS_RESPONSE_MAX_FIELDS: usize = 32;
 
 /// A registration event, for plugins that require `HUDDLE_CAP_REGISTRATION_EVENTS`. Borrowed
 /// for the duration of `on_registration`.
@@ -1245,6 +1302,18 @@ pub struct HuddleHostApi {
     /// new address, or null (then the old block is untouched).
     pub mem_realloc: Option<
         unsafe extern "C" fn(ptr: *mut u8, size: usize, align: usize, new_size: usize) -> *mut u8,
+    >,
+    /// (ABI 1.12) Answers server transaction `txn` finally with `*response` (status, reason,
+    /// extra fields), the host writing the response from the request it holds.
+    /// `HUDDLE_ERR_NOT_SUPPORTED` from a host that cannot (write the bytes and call
+    /// `respond`). Module docs, "Final responses by status". Never null when `struct_size`
+    /// covers it; absent otherwise.
+    pub respond_status: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            txn: u64,
+            response: *const HuddleStatusResponse,
+        ) -> i32,
     >,
 }
 

@@ -590,6 +590,33 @@ impl HostServices for FakeHost {
         Ok(())
     }
 
+    fn respond_status(
+        &self,
+        txn: TransactionId,
+        status: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<()> {
+        let mut st = self.lock();
+        let t = st.txns.get_mut(&txn).ok_or(Error::UnknownTransaction)?;
+        if t.final_sent {
+            return Err(Error::UnknownTransaction);
+        }
+        // Written from the request held, as a host does; the SDK checked the parts.
+        let bytes = ResponseBuilder::new(&t.request, status, reason)
+            .to_tag(&crate::message::random_token(8))
+            .headers(headers)
+            .build();
+        let message = Message::parse(bytes).map_err(|_| Error::InvalidArgument)?;
+        t.final_sent = true;
+        st.responses.push(SentResponse {
+            txn,
+            message,
+            synthetic: false,
+        });
+        Ok(())
+    }
+
     fn retarget(&self, txn: TransactionId, uri: &str) -> Result<()> {
         huddle_sip::uri::SipUri::parse(uri).map_err(|_| Error::InvalidArgument)?;
         let mut st = self.lock();
@@ -946,6 +973,25 @@ impl FakePlugin {
         if !routed {
             return Err(Error::NotFound);
         }
+        self.deliver_with_transaction(message, info)
+    }
+
+    /// Delivers a request with a new transaction whether or not one of the plugin's claims
+    /// matches it, as a host does when its configuration replaced the plugin's claims
+    /// (`claims = [...]` in a `[[plugins]]` entry): what the plugin does with a request it
+    /// did not ask for. Otherwise as [`FakePlugin::request`].
+    pub fn request_unclaimed(&mut self, request: impl AsRef<[u8]>) -> Result<TransactionId> {
+        let info = RequestInfo::new(Transport::Udp, Some(([192, 0, 2, 10], 5060).into()));
+        let message = Message::parse(Bytes::copy_from_slice(request.as_ref()))
+            .map_err(|_| Error::InvalidArgument)?;
+        self.deliver_with_transaction(message, &info)
+    }
+
+    fn deliver_with_transaction(
+        &mut self,
+        message: Message,
+        info: &RequestInfo,
+    ) -> Result<TransactionId> {
         let txn = {
             let mut st = self.host.lock();
             let txn = TransactionId(st.id());

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::abi::{
     self, HuddleClaim, HuddleHeader, HuddleHostApi, HuddleHostBuf, HuddleRequestParts,
-    HuddleRtpOut, HuddleStoreOp,
+    HuddleRtpOut, HuddleStatusResponse, HuddleStoreOp,
 };
 use crate::claims::Claim;
 use crate::error::{Error, Result};
@@ -277,9 +277,88 @@ impl Host {
 
     /// Answers `request` with a bodiless response. [`Error::UnknownTransaction`] for a request
     /// that expects no answer (ACK, CANCEL).
+    ///
+    /// A final response goes by status (ABI 1.12, [`Host::respond_status`]: the host writes
+    /// it from the request it holds, instead of the bytes being written here and parsed again
+    /// there) when the host may choose its To tag: the request's own
+    /// ([`Request::local_tag`]) was not made yet (no response written here carried it), and
+    /// it is no 2xx that may start a dialog (INVITE, SUBSCRIBE, REFER out of dialog).
+    /// Otherwise, and from hosts before 1.12, the bytes are written here. After a reply by
+    /// status the response's tag is the host's: a plugin that needs the tag later asks for
+    /// [`Request::local_tag`] before replying (see there).
     pub fn reply(&self, request: &Request, status: u16, reason: &str) -> Result<()> {
+        self.reply_with(request, status, reason, &[])
+    }
+
+    /// [`Host::reply`] with extra header fields (name, value), written after the ones copied
+    /// from the request (a 405's `Allow`); by status or as bytes by the same rule. None of
+    /// the fields the host writes itself ([`Host::respond_status`]).
+    pub fn reply_with(
+        &self,
+        request: &Request,
+        status: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<()> {
         let txn = request.transaction().ok_or(Error::UnknownTransaction)?;
-        self.respond(txn, &request.reply(status, reason))
+        if status >= 200 && request.host_may_tag(status) {
+            match self.respond_status(txn, status, reason, headers) {
+                Err(Error::NotSupported) => {}
+                done => return done,
+            }
+        }
+        let response = request.response(status, reason).headers(headers).build();
+        self.respond(txn, &response)
+    }
+
+    /// (ABI 1.12) Answers server transaction `txn` finally with `status` (200..=699), `reason`
+    /// and `headers` (name, value; none of the fields the host writes: Via, From, To, Call-ID,
+    /// CSeq, Content-Length, Content-Type, Server), written by the host from the request it
+    /// holds, with a To tag of its own and no body. [`Error::InvalidArgument`] for what cannot
+    /// be written as given ([`crate::hosting::check_status_response`]), [`Error::TooLarge`]
+    /// for more than [`abi::HUDDLE_STATUS_RESPONSE_MAX_FIELDS`] fields,
+    /// [`Error::UnknownTransaction`] as for [`Host::respond`], and [`Error::NotSupported`] from
+    /// hosts before 1.12 or that cannot: write the bytes then ([`Request::response`]).
+    pub fn respond_status(
+        &self,
+        txn: TransactionId,
+        status: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<()> {
+        if headers.len() > abi::HUDDLE_STATUS_RESPONSE_MAX_FIELDS {
+            return Err(Error::TooLarge);
+        }
+        self.with(|api| {
+            let f = api.respond_status.ok_or(Error::NotSupported)?;
+            // On the stack for a few fields; a longer list goes to the heap.
+            let mut small = [EMPTY_HEADER; 4];
+            let mut large = Vec::new();
+            let fields: &mut [HuddleHeader] = if headers.len() <= small.len() {
+                &mut small[..headers.len()]
+            } else {
+                large.resize(headers.len(), EMPTY_HEADER);
+                &mut large
+            };
+            for (field, (name, value)) in fields.iter_mut().zip(headers) {
+                *field = HuddleHeader {
+                    name: name.as_ptr(),
+                    name_len: name.len(),
+                    value: value.as_ptr(),
+                    value_len: value.len(),
+                };
+            }
+            let raw = HuddleStatusResponse {
+                struct_size: std::mem::size_of::<HuddleStatusResponse>(),
+                status: u32::from(status),
+                reason: reason.as_ptr(),
+                reason_len: reason.len(),
+                headers: fields.as_ptr(),
+                headers_len: headers.len(),
+            };
+            // SAFETY: valid while alive; `raw` and everything it points to outlive the call.
+            Error::from_code(unsafe { f(api.ctx, txn.0, &raw) })
+        })
     }
 
     /// Sends a request (complete bytes without Via, as [`crate::NewRequest`] builds them). Its

@@ -37,7 +37,7 @@ use huddle_sip::Message;
 use crate::abi::{
     self, HuddleClaim, HuddleField, HuddleHeader, HuddleHostApi, HuddleHostBuf,
     HuddlePluginDescriptor, HuddleRegistrationEvent, HuddleRequestInfo, HuddleRequestParts,
-    HuddleScanVisitor,
+    HuddleScanVisitor, HuddleStatusResponse,
 };
 use crate::claims::Claim;
 use crate::error::{Error, Result};
@@ -68,6 +68,24 @@ pub trait HostServices: Send + Sync + 'static {
 
     /// A response on server transaction `txn` (complete bytes, not yet checked by the SDK).
     fn respond(&self, txn: TransactionId, response: &[u8]) -> Result<()>;
+
+    /// (ABI 1.12) A final response on server transaction `txn` given as its status, reason
+    /// phrase and extra header fields, for the host to write from the request it holds. The
+    /// SDK has checked them ([`check_status_response`]): status 200..=699, no line breaks,
+    /// field names that are tokens and not among the fields the host writes, at most
+    /// [`abi::HUDDLE_STATUS_RESPONSE_MAX_FIELDS`] of them. See [`crate::abi`], "Final responses
+    /// by status". The default answers [`Error::NotSupported`]: the plugin then writes the
+    /// bytes and calls [`respond`](Self::respond).
+    fn respond_status(
+        &self,
+        txn: TransactionId,
+        status: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<()> {
+        let _ = (txn, status, reason, headers);
+        Err(Error::NotSupported)
+    }
 
     /// (ABI 1.4) The plugin gives up server transaction `txn` and asks that its request be
     /// routed again as if its Request-URI were `uri` (not yet checked by the SDK beyond UTF-8).
@@ -1049,6 +1067,7 @@ fn host_table(caps: Capabilities) -> HuddleHostApi {
         mem_alloc_zeroed: has(Capabilities::HOST_ALLOCATOR).then_some(h_mem_alloc_zeroed as _),
         mem_dealloc: has(Capabilities::HOST_ALLOCATOR).then_some(h_mem_dealloc as _),
         mem_realloc: has(Capabilities::HOST_ALLOCATOR).then_some(h_mem_realloc as _),
+        respond_status: Some(h_respond_status),
     }
 }
 
@@ -1262,6 +1281,93 @@ unsafe extern "C" fn h_respond(ctx: *mut c_void, txn: u64, msg: *const u8, len: 
     unsafe {
         host_call(ctx, |b| {
             b.services.respond(TransactionId(txn), arg(msg, len)?)
+        })
+    }
+}
+
+/// (ABI 1.12) Whether a final response given by status ([`HostServices::respond_status`]) can
+/// be written as given: `Err` names what cannot (the SDK answers it
+/// [`Error::InvalidArgument`]). A host writing such responses relies on these checks: the
+/// status is final, the reason and values hold no control character (HTAB aside: no line break,
+/// no NUL), each name is a token and
+/// none names a field the host writes itself (those it copies from the request, the body's,
+/// and `Server`), compact forms included.
+pub fn check_status_response(
+    status: u32,
+    reason: &str,
+    headers: &[(&str, &str)],
+) -> std::result::Result<u16, &'static str> {
+    // RFC 3261's Reason-Phrase and header values hold no control character but HTAB.
+    let breaks = |t: &str| t.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f);
+    let status = u16::try_from(status)
+        .ok()
+        .filter(|s| (200..=699).contains(s))
+        .ok_or("the status is not a final one (200..=699)")?;
+    if breaks(reason) {
+        return Err("the reason phrase has a control character");
+    }
+    for (name, value) in headers {
+        if !huddle_sip::syntax::is_token(name) {
+            return Err("a field name is not a token");
+        }
+        let written = matches!(
+            huddle_sip::HeaderName::parse(name),
+            huddle_sip::HeaderName::Via
+                | huddle_sip::HeaderName::From
+                | huddle_sip::HeaderName::To
+                | huddle_sip::HeaderName::CallId
+                | huddle_sip::HeaderName::CSeq
+                | huddle_sip::HeaderName::ContentLength
+                | huddle_sip::HeaderName::ContentType
+        ) || name.eq_ignore_ascii_case("Server");
+        if written {
+            return Err("a field is one the host writes itself");
+        }
+        if breaks(value) {
+            return Err("a field value has a control character");
+        }
+    }
+    Ok(status)
+}
+
+unsafe extern "C" fn h_respond_status(
+    ctx: *mut c_void,
+    txn: u64,
+    response: *const HuddleStatusResponse,
+) -> i32 {
+    // SAFETY: ctx from our table; the response and all it points to are borrowed for the call.
+    unsafe {
+        host_call(ctx, |b| {
+            if response.is_null() {
+                return Err(Error::InvalidArgument);
+            }
+            // The size first: a struct smaller than the 1.12 layout is not read beyond it.
+            if std::ptr::addr_of!((*response).struct_size).read_unaligned()
+                < abi::HUDDLE_STATUS_RESPONSE_MIN_SIZE
+            {
+                return Err(Error::InvalidArgument);
+            }
+            let r = response.read_unaligned();
+            if r.headers_len > abi::HUDDLE_STATUS_RESPONSE_MAX_FIELDS {
+                return Err(Error::TooLarge);
+            }
+            let fields: &[HuddleHeader] = lent_array(r.headers, r.headers_len)?;
+            let mut pairs = [("", ""); abi::HUDDLE_STATUS_RESPONSE_MAX_FIELDS];
+            let pairs = &mut pairs[..fields.len()];
+            for (pair, f) in pairs.iter_mut().zip(fields) {
+                *pair = (
+                    text_arg(f.name, f.name_len)?,
+                    text_arg(f.value, f.value_len)?,
+                );
+            }
+            let reason = text_arg(r.reason, r.reason_len)?;
+            let status = check_status_response(r.status, reason, pairs).map_err(|why| {
+                b.services
+                    .log(Level::Warn, &format!("respond_status refused: {why}"));
+                Error::InvalidArgument
+            })?;
+            b.services
+                .respond_status(TransactionId(txn), status, reason, pairs)
         })
     }
 }

@@ -140,9 +140,30 @@ impl Request {
         self.response(status, reason).build()
     }
 
-    /// The To tag this plugin uses in responses to this request.
+    /// The To tag this plugin uses in responses it writes to this request (made on the first
+    /// call, shared with clones). A final response sent by status ([`crate::Host::reply`] when
+    /// no response carried this tag yet, or [`crate::Host::respond_status`]) carries the host's
+    /// tag instead, which the plugin never learns: call this *before* replying when the tag is
+    /// needed later (a [`crate::dialog::UasDialog`], a log), and `Host::reply` then writes the bytes
+    /// with it. Reply to one request from one thread at a time: a reply by status on one
+    /// thread racing a response written with this tag on another would carry two tags.
     pub fn local_tag(&self) -> &str {
         self.local_tag.get_or_init(|| random_token(8))
+    }
+
+    /// Whether a final response with `status` may carry a To tag the host chooses (ABI 1.12,
+    /// [`crate::Host::respond_status`]): not when [`Request::local_tag`] was made already (a
+    /// response written here carried it, so later ones must too), nor for a 2xx that may
+    /// start a dialog (INVITE, SUBSCRIBE, REFER without a To tag), whose tag the plugin's own
+    /// in-dialog requests would then have to name.
+    pub(crate) fn host_may_tag(&self, status: u16) -> bool {
+        let starts_dialog = status < 300
+            && self.message.to_tag().is_none()
+            && matches!(
+                self.method(),
+                Method::Invite | Method::Subscribe | Method::Refer
+            );
+        self.local_tag.get().is_none() && !starts_dialog
     }
 }
 

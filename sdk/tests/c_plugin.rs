@@ -12,7 +12,8 @@ use std::process::Command;
 
 use huddle_sdk::abi::{
     HuddleClaim, HuddleField, HuddleHeader, HuddleHostApi, HuddleHostBuf, HuddlePluginDescriptor,
-    HuddleRegistrationEvent, HuddleRequestInfo, HuddleRequestParts, HuddleRtpOut, HuddleStoreOp,
+    HuddleRegistrationEvent, HuddleRequestInfo, HuddleRequestParts, HuddleRtpOut,
+    HuddleStatusResponse, HuddleStoreOp,
 };
 use huddle_sdk::fake::{sample_request, FakeHost};
 use huddle_sdk::hosting::DescriptorError;
@@ -128,6 +129,7 @@ fn c_and_rust_layouts_agree() {
         HuddleRequestParts {
             struct_size, method, method_len, uri, uri_len, headers, headers_len, body, body_len
         }
+        HuddleStatusResponse { struct_size, status, reason, reason_len, headers, headers_len }
         HuddleRegistrationEvent { struct_size, kind, bindings, aor, aor_len }
         HuddleStoreOp { op, key, key_len, value, value_len }
         HuddleRtpOut { session, mid, mid_len, packet, len }
@@ -143,7 +145,7 @@ fn c_and_rust_layouts_agree() {
             media_send_rtcp, media_request_keyframe, media_forward, media_close, emit_event,
             media_tap, store_batch, retarget, user_exists, media_rtp_sink, media_send_rtp_batch,
             event_wanted, send_request_parts, mem_alloc, mem_alloc_zeroed, mem_dealloc,
-            mem_realloc
+            mem_realloc, respond_status
         }
     };
     let mut c = String::from(

@@ -90,7 +90,7 @@ fn this_host_lends_its_allocator_and_its_entries_refuse_what_no_layout_holds() {
         .unwrap();
     // SAFETY: the table of a live instance (the plugin is dropped at the end).
     let table = unsafe { &*(*TABLE.lock().unwrap() as *const HuddleHostApi) };
-    assert_eq!(table.abi_minor, 11);
+    assert_eq!(table.abi_minor, abi::HUDDLE_PLUGIN_ABI_MINOR);
     assert_ne!(table.host_capabilities & abi::HUDDLE_CAP_HOST_ALLOCATOR, 0);
     let (alloc, zeroed, dealloc, realloc) = (
         table.mem_alloc.unwrap(),

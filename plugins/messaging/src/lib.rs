@@ -447,7 +447,8 @@ impl Plugin for Messaging {
 
     fn handle_request(&mut self, host: &Host, request: Request) -> Result<()> {
         if request.method() != &Method::Message {
-            return host.reply(&request, 405, "Method Not Allowed");
+            // RFC 3261 §8.2.1: a 405 lists the methods that are allowed.
+            return host.reply_with(&request, 405, "Method Not Allowed", &[("Allow", "MESSAGE")]);
         }
         let Some(user) = request.uri_user().map(str::to_owned) else {
             return host.reply(&request, 404, "Not Found - No User In Request-URI");

@@ -258,6 +258,23 @@ fn unknown_user_gets_404_and_a_big_body_413() {
 }
 
 #[test]
+fn another_method_gets_405_naming_message_in_allow() {
+    let (host, mut plugin) = start("");
+    // Only a configuration that replaced the plugin's claims routes it another method.
+    assert!(plugin.request(sample_request("OPTIONS", BOB, "")).is_err());
+    let txn = plugin
+        .request_unclaimed(sample_request("OPTIONS", BOB, ""))
+        .unwrap();
+    let response = host.final_response(txn).unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(
+        response.message.header(&HeaderName::parse("Allow")),
+        Some("MESSAGE")
+    );
+    assert!(host.sent_requests().is_empty());
+}
+
+#[test]
 fn is_composing_is_relayed_never_stored() {
     let (host, mut plugin) = start("");
     let req = String::from_utf8(sample_request("MESSAGE", BOB, "<isComposing/>").to_vec())

@@ -609,6 +609,31 @@ impl Core {
                     }
                 }
             }
+            HostCommand::Answer {
+                plugin,
+                txn,
+                answer,
+            } => {
+                let Some(t) = self.plugins.txns.get(&txn).filter(|t| t.plugin == plugin) else {
+                    tracing::debug!(plugin = %self.plugins.name(plugin), txn, "answer for a transaction that ended");
+                    return;
+                };
+                let (key, request, from) = (t.key, t.request.clone(), t.from);
+                let (status, bytes) = answer.with_parts(|status, reason, extra| {
+                    let bytes = self.response_bytes(&request, &from, status, reason, extra);
+                    (status, bytes)
+                });
+                match self.txn.respond_built(key, status, bytes, now) {
+                    Ok(()) => self
+                        .config
+                        .ops
+                        .metrics
+                        .final_response(request.method(), status),
+                    Err(e) => {
+                        tracing::debug!(plugin = %self.plugins.name(plugin), error = %e, "plugin answer not sent");
+                    }
+                }
+            }
             HostCommand::Fail { plugin, txn, error } => {
                 let (status, reason, extra): (u16, &str, &[(&str, &str)]) = match error {
                     Error::Busy => (

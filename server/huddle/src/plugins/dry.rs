@@ -43,6 +43,16 @@ impl HostServices for DryServices {
         Err(Error::UnknownTransaction)
     }
 
+    fn respond_status(
+        &self,
+        _txn: TransactionId,
+        _status: u16,
+        _reason: &str,
+        _headers: &[(&str, &str)],
+    ) -> Result<()> {
+        Err(Error::UnknownTransaction)
+    }
+
     fn send_request(&self, _request: &[u8]) -> Result<RequestId> {
         Ok(RequestId(self.id()))
     }

@@ -62,6 +62,13 @@ pub(crate) enum HostCommand {
         txn: u64,
         response: Message,
     },
+    /// (ABI 1.12) Answer a transaction handed to the plugin (checked: open; the parts by the
+    /// SDK) finally, written from the request the core holds.
+    Answer {
+        plugin: usize,
+        txn: u64,
+        answer: StatusAnswer,
+    },
     /// The callback for `txn` failed without a final response: answer it for the plugin.
     Fail {
         plugin: usize,
@@ -87,6 +94,54 @@ pub(crate) enum HostCommand {
         /// to be read there and dropped before sending (a request given as bytes).
         control: Option<SendControl>,
     },
+}
+
+/// (ABI 1.12) A final response a plugin gave by status (`respond_status`): what the core adds
+/// to the request it holds to write it. The SDK checked the parts (final status, no line
+/// breaks, no field the core writes).
+#[derive(Debug)]
+pub(crate) struct StatusAnswer {
+    status: u16,
+    reason: Box<str>,
+    /// Extra header fields (name, value), usually none.
+    fields: Vec<(Box<str>, Box<str>)>,
+}
+
+impl StatusAnswer {
+    pub(crate) fn new(status: u16, reason: &str, fields: &[(&str, &str)]) -> Self {
+        // The core writes these as they are: only text the SDK's checks passed may get here.
+        debug_assert!(huddle_sdk::hosting::check_status_response(
+            u32::from(status),
+            reason,
+            fields
+        )
+        .is_ok());
+        StatusAnswer {
+            status,
+            reason: reason.into(),
+            fields: fields
+                .iter()
+                .map(|(name, value)| ((*name).into(), (*value).into()))
+                .collect(),
+        }
+    }
+
+    /// Calls `f` with the status, the reason and the fields as the core's answer takes them.
+    pub(crate) fn with_parts<R>(&self, f: impl FnOnce(u16, &str, &[(&str, &str)]) -> R) -> R {
+        // On the stack for the few fields a plugin adds (the 202 has none); more on the heap.
+        let mut small = [("", ""); 4];
+        let mut large = Vec::new();
+        let fields: &mut [(&str, &str)] = if self.fields.len() <= small.len() {
+            &mut small[..self.fields.len()]
+        } else {
+            large.resize(self.fields.len(), ("", ""));
+            &mut large
+        };
+        for (field, (name, value)) in fields.iter_mut().zip(&self.fields) {
+            *field = (name, value);
+        }
+        f(self.status, &self.reason, fields)
+    }
 }
 
 /// The header by which a plugin pins a request it sends to one binding (`core::plugins`

@@ -35,7 +35,7 @@ use tokio::task::AbortHandle;
 
 use super::mailbox::{Job, Mailbox, MediaJob};
 use super::outbox::Outbox;
-use super::{HostCommand, SendControl};
+use super::{HostCommand, SendControl, StatusAnswer};
 use crate::media::{MediaEngine, MediaError, MediaEvents};
 use crate::store::{
     scan_pages, Access, Namespace, Op, Scoped, Store, StoreError, Watch, WatchEvent, MAX_SCAN_PAGE,
@@ -587,6 +587,39 @@ impl HostServices for Services {
             if let Some(entry) = removed {
                 lock(&self.shared.open).insert(txn.0, entry);
             }
+        }
+        sent
+    }
+
+    fn respond_status(
+        &self,
+        txn: TransactionId,
+        status: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<()> {
+        let text = reason.len()
+            + headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len() + 4)
+                .sum::<usize>();
+        if text > self.max_message {
+            return Err(Error::TooLarge);
+        }
+        // Made before the lock: the open map is shared with the core's thread.
+        let answer = StatusAnswer::new(status, reason, headers);
+        // Final: taken from the plugin now, as `respond` does for a final response.
+        let Some(entry) = lock(&self.shared.open).remove(&txn.0) else {
+            return Err(Error::UnknownTransaction);
+        };
+        let sent = self.command(HostCommand::Answer {
+            plugin: self.index,
+            txn: txn.0,
+            answer,
+        });
+        if sent.is_err() {
+            // Not handed over: the transaction is still the plugin's to answer.
+            lock(&self.shared.open).insert(txn.0, entry);
         }
         sent
     }
@@ -1250,6 +1283,75 @@ mod tests {
             Err(Error::UnknownTransaction),
             "finished"
         );
+    }
+
+    #[tokio::test]
+    async fn respond_status_takes_an_open_transaction_once_and_gives_it_back_when_refused() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (s, mut rx) = services("kit", store);
+        let open = || OpenTxn {
+            call_id: "c1".into(),
+            cseq: 4,
+            out_of_dialog: true,
+        };
+        assert_eq!(
+            s.respond_status(TransactionId(7), 202, "Accepted", &[]),
+            Err(Error::UnknownTransaction)
+        );
+        lock(&s.shared.open).insert(7, open());
+        let long = "x".repeat(70_000);
+        assert_eq!(
+            s.respond_status(TransactionId(7), 202, &long, &[]),
+            Err(Error::TooLarge),
+            "more text than a message may hold"
+        );
+        s.respond_status(TransactionId(7), 202, "Accepted", &[("Expires", "60")])
+            .unwrap();
+        match rx.try_recv() {
+            Ok(HostCommand::Answer {
+                plugin: 0,
+                txn: 7,
+                answer,
+            }) => answer.with_parts(|status, reason, fields| {
+                assert_eq!(status, 202);
+                assert_eq!(reason, "Accepted");
+                assert_eq!(fields, [("Expires", "60")]);
+            }),
+            other => panic!("expected the answer, got {other:?}"),
+        }
+        assert_eq!(
+            s.respond_status(TransactionId(7), 202, "Accepted", &[]),
+            Err(Error::UnknownTransaction),
+            "finished"
+        );
+
+        // The core's channel full: refused as busy, and the transaction is still the plugin's.
+        lock(&s.shared.open).insert(8, open());
+        let mut filled = 0;
+        while s.respond_status(TransactionId(8), 200, "OK", &[]).is_ok() {
+            filled += 1;
+            lock(&s.shared.open).insert(8, open());
+        }
+        assert_eq!(filled, 4, "the channel's capacity");
+        assert_eq!(
+            s.respond_status(TransactionId(8), 200, "OK", &[]),
+            Err(Error::Busy)
+        );
+        assert!(lock(&s.shared.open).contains_key(&8));
+        // Many fields, past the stack's few, reach the core in order.
+        while rx.try_recv().is_ok() {}
+        let fields: Vec<(String, String)> =
+            (0..9).map(|i| (format!("X-F{i}"), i.to_string())).collect();
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (&**n, &**v)).collect();
+        s.respond_status(TransactionId(8), 480, "", &fields)
+            .unwrap();
+        match rx.try_recv() {
+            Ok(HostCommand::Answer { answer, .. }) => answer.with_parts(|status, reason, got| {
+                assert_eq!((status, reason), (480, ""));
+                assert_eq!(got, &fields[..]);
+            }),
+            other => panic!("expected the answer, got {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -27,11 +27,36 @@ const PER_SENDER: usize = 60;
 /// SIGKILL once this many 202s are in.
 const KILL_AFTER: usize = 80;
 
+/// A port free for both UDP and TCP, below the kernel's ephemeral range: the server is
+/// restarted on the same ports, and while it is down an outgoing connection elsewhere in the
+/// suite may be given any free ephemeral port as its local one — the WS listener's included —
+/// which then refuses the restarted server's bind ("Address already in use"). The kernel never
+/// hands out ports below `ip_local_port_range` on its own.
 fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let floor = 10_000u16
+        .min(ephemeral_low.saturating_sub(1_000))
+        .max(1_024);
+    let span = u64::from(ephemeral_low.saturating_sub(floor)).max(1);
+    let mut seed = std::hash::BuildHasher::hash_one(
+        &std::collections::hash_map::RandomState::new(),
+        std::process::id(),
+    );
+    for _ in 0..500 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = floor + ((seed >> 33) % span) as u16;
+        let both_free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if both_free {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP below {ephemeral_low} in 500 tries");
 }
 
 /// A `huddle run` process, killed when dropped still running: a test that fails half-way

@@ -38,6 +38,11 @@ done
 echo_lib=$target/libhuddle_plugin_echo.so
 [[ -f $echo_lib ]] || die "$echo_lib is missing: cargo build --release -p huddle-plugin-echo"
 
+# BENCH_MEDIA_BULK=1: the load client's bulk mode (`medialoader --bulk`: str0m does ICE and DTLS,
+# one thread seals, sends and counts every leg's RTP), which drives several hundred legs from
+# one core where the default mode (a str0m Rtc and a task per leg) saturates at ~100–150.
+bulk_flag=()
+[[ ${BENCH_MEDIA_BULK:-0} == 1 ]] && bulk_flag=(--bulk)
 pin_server=() pin_client=() client_threads=0
 if command -v taskset >/dev/null 2>&1 && (($(nproc) > 1)); then
 	pin_server=(taskset -c "$server_cpu")
@@ -109,7 +114,7 @@ for legs in $legs_list; do
 	note "run: $legs legs at $kbps kbit/s for $secs s"
 	steal0=$(steal_ticks)
 	"${pin_client[@]}" "$loader" --sip "127.0.0.1:$sip_port" --legs "$legs" --kbps "$kbps" \
-		--secs "$secs" --server-pid "$server_pid" --rate 50 --threads "$client_threads"
+		--secs "$secs" --server-pid "$server_pid" --rate 50 --threads "$client_threads" "${bulk_flag[@]}"
 	# CPU the hypervisor gave other guests meanwhile (all cores, the whole run): see measure_hook.
 	echo "host_steal_ms=$((($(steal_ticks) - steal0) * 1000 / $(getconf CLK_TCK)))"
 	# Let every BYE land before the next run.

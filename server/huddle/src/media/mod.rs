@@ -50,13 +50,13 @@ mod forward_tests;
 mod ingress;
 #[cfg(test)]
 mod ingress_tests;
-mod keytap;
+pub mod keytap;
 #[cfg(test)]
 mod keytap_tests;
 mod repair;
 pub mod rtp;
 pub mod sdp;
-pub(crate) mod srtp;
+pub mod srtp;
 mod udp;
 
 use std::collections::HashMap;

@@ -816,7 +816,7 @@ impl Window {
                 String::new()
             };
             println!(
-                "client_cpu={cpu:.2}s (user {user:.2}, sys {sys:.2}) = {:.1}% of one core; {:.0} us per leg-second{per_sent}; waited_for_cpu_ms={:.0}",
+                "client_cpu={cpu:.2}s (user {user:.2}, sys {sys:.2}) client_core={:.1}%; {:.0} us per leg-second{per_sent}; waited_for_cpu_ms={:.0}",
                 100.0 * cpu / wall,
                 1e6 * cpu / wall / connected.max(1) as f64,
                 (w1 - w0) * 1000.0

@@ -73,6 +73,10 @@ fast_ingress_line=
 # way.
 udp_gso_line=
 [[ -n ${BENCH_MEDIA_UDP_GSO:-} ]] && udp_gso_line="udp_gso = $BENCH_MEDIA_UDP_GSO"
+# BENCH_MEDIA_UDP_RECV_BUFFER=<bytes> sets `[media] udp_recv_buffer` (builds from branch medload
+# on; 0 = the kernel's default), the same way.
+udp_recv_buffer_line=
+[[ -n ${BENCH_MEDIA_UDP_RECV_BUFFER:-} ]] && udp_recv_buffer_line="udp_recv_buffer = $BENCH_MEDIA_UDP_RECV_BUFFER"
 sip_port=$(free_port 25060)
 media_port=$(free_port 30000)
 cat >"$work/huddle.toml" <<TOML
@@ -89,6 +93,7 @@ max_sessions = 100000
 ${fast_egress_line}
 ${fast_ingress_line}
 ${udp_gso_line}
+${udp_recv_buffer_line}
 [store]
 path = "$work/huddle.redb"
 [log]

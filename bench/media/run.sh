@@ -38,6 +38,11 @@ done
 echo_lib=$target/libhuddle_plugin_echo.so
 [[ -f $echo_lib ]] || die "$echo_lib is missing: cargo build --release -p huddle-plugin-echo"
 
+# BENCH_MEDIA_BULK=1: the load client's bulk mode (`medialoader --bulk`: str0m does ICE and DTLS,
+# one thread seals, sends and counts every leg's RTP), which drives several hundred legs from
+# one core where the default mode (a str0m Rtc and a task per leg) saturates at ~100–150.
+bulk_flag=()
+[[ ${BENCH_MEDIA_BULK:-0} == 1 ]] && bulk_flag=(--bulk)
 pin_server=() pin_client=() client_threads=0
 if command -v taskset >/dev/null 2>&1 && (($(nproc) > 1)); then
 	pin_server=(taskset -c "$server_cpu")
@@ -68,6 +73,10 @@ fast_ingress_line=
 # way.
 udp_gso_line=
 [[ -n ${BENCH_MEDIA_UDP_GSO:-} ]] && udp_gso_line="udp_gso = $BENCH_MEDIA_UDP_GSO"
+# BENCH_MEDIA_UDP_RECV_BUFFER=<bytes> sets `[media] udp_recv_buffer` (builds from branch medload
+# on; 0 = the kernel's default), the same way.
+udp_recv_buffer_line=
+[[ -n ${BENCH_MEDIA_UDP_RECV_BUFFER:-} ]] && udp_recv_buffer_line="udp_recv_buffer = $BENCH_MEDIA_UDP_RECV_BUFFER"
 sip_port=$(free_port 25060)
 media_port=$(free_port 30000)
 cat >"$work/huddle.toml" <<TOML
@@ -84,6 +93,7 @@ max_sessions = 100000
 ${fast_egress_line}
 ${fast_ingress_line}
 ${udp_gso_line}
+${udp_recv_buffer_line}
 [store]
 path = "$work/huddle.redb"
 [log]
@@ -109,7 +119,7 @@ for legs in $legs_list; do
 	note "run: $legs legs at $kbps kbit/s for $secs s"
 	steal0=$(steal_ticks)
 	"${pin_client[@]}" "$loader" --sip "127.0.0.1:$sip_port" --legs "$legs" --kbps "$kbps" \
-		--secs "$secs" --server-pid "$server_pid" --rate 50 --threads "$client_threads"
+		--secs "$secs" --server-pid "$server_pid" --rate 50 --threads "$client_threads" "${bulk_flag[@]}"
 	# CPU the hypervisor gave other guests meanwhile (all cores, the whole run): see measure_hook.
 	echo "host_steal_ms=$((($(steal_ticks) - steal0) * 1000 / $(getconf CLK_TCK)))"
 	# Let every BYE land before the next run.

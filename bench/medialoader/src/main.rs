@@ -54,6 +54,8 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig}
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+mod bulk;
+mod bulk_run;
 mod video_probe;
 use video_probe::{rtp_bytes, Grid, VideoProbe, Watcher};
 
@@ -122,6 +124,16 @@ struct Args {
     /// it pins the client to one core, where a second worker only adds context switches.
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Bulk mode: str0m does each leg's SDP, ICE and DTLS, then the RTP goes past it (the SRTP
+    /// keys tapped from DTLS as the server taps them): one thread seals, sends, receives and
+    /// counts for every leg (`bulk_run.rs`), so that one core drives several hundred legs.
+    /// Filler video only.
+    #[arg(long, conflicts_with_all = ["video_clip", "probe_clip", "video_probe_clip"])]
+    bulk: bool,
+    /// Bulk mode: one echoed packet in this many per leg (and each leg's first) is decrypted
+    /// and its payload checked.
+    #[arg(long, default_value_t = 64)]
+    verify_every: u64,
 }
 
 /// The delay probe's shared state: the speaker opens bursts, the listeners time them.
@@ -391,6 +403,41 @@ fn request(sip: &Sip, call: &Call, method: &str, cseq: u32, body: Option<&str>) 
     out
 }
 
+/// Sends the INVITE with `offer` and ACKs its 200: the call (for its BYE) and the SDP answer.
+async fn invite(args: &Args, sip: &Sip, offer: &str) -> anyhow::Result<(Call, SdpAnswer)> {
+    let call_id = format!("{}@medialoader", token());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    sip.legs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(call_id.clone(), tx);
+    let mut call = Call {
+        call_id: call_id.clone(),
+        from: format!("<sip:load@loadgen.invalid>;tag={}", token()),
+        to: format!("<sip:{}@{}>", args.user, args.domain),
+        ruri: format!("sip:{}@{}", args.user, args.domain),
+        cseq: 1,
+    };
+    sip.send(&request(sip, &call, "INVITE", 1, Some(offer)))
+        .await?;
+    let ok = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .context("no final response to the INVITE")?
+            .context("SIP closed")?;
+        match msg.status() {
+            Some(s) if s < 200 => continue,
+            Some(200..=299) => break msg,
+            Some(s) => bail!("INVITE answered {s}"),
+            None => continue,
+        }
+    };
+    call.to = ok.header(&HeaderName::To).unwrap_or_default().to_owned();
+    sip.send(&request(sip, &call, "ACK", 1, None)).await?;
+    let answer = SdpAnswer::from_sdp_string(std::str::from_utf8(ok.body())?)?;
+    Ok((call, answer))
+}
+
 /// One leg: INVITE, ICE/DTLS, media until `stop`, BYE. With a `probe`, the `speaker` sends its
 /// bursts and every other leg times them.
 #[allow(clippy::too_many_arguments)]
@@ -443,36 +490,7 @@ async fn leg(
     let (offer, pending) = change.apply().context("an offer")?;
     let offer = offer.to_sdp_string();
 
-    let call_id = format!("{}@medialoader", token());
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    sip.legs
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(call_id.clone(), tx);
-    let mut call = Call {
-        call_id: call_id.clone(),
-        from: format!("<sip:load@loadgen.invalid>;tag={}", token()),
-        to: format!("<sip:{}@{}>", args.user, args.domain),
-        ruri: format!("sip:{}@{}", args.user, args.domain),
-        cseq: 1,
-    };
-    sip.send(&request(&sip, &call, "INVITE", 1, Some(&offer)))
-        .await?;
-    let ok = loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .context("no final response to the INVITE")?
-            .context("SIP closed")?;
-        match msg.status() {
-            Some(s) if s < 200 => continue,
-            Some(200..=299) => break msg,
-            Some(s) => bail!("INVITE answered {s}"),
-            None => continue,
-        }
-    };
-    call.to = ok.header(&HeaderName::To).unwrap_or_default().to_owned();
-    sip.send(&request(&sip, &call, "ACK", 1, None)).await?;
-    let answer = SdpAnswer::from_sdp_string(std::str::from_utf8(ok.body())?)?;
+    let (mut call, answer) = invite(&args, &sip, &offer).await?;
     rtc.sdp_api().accept_answer(pending, answer)?;
 
     let mut buf = vec![0u8; 2048];
@@ -671,15 +689,140 @@ async fn leg(
     Ok(())
 }
 
-/// user+sys CPU time of a process, from /proc/<pid>/stat (clock ticks → seconds).
-fn cpu_secs(pid: u32) -> Option<f64> {
+/// (user, system) CPU time of a process, from /proc/<pid>/stat (clock ticks → seconds).
+fn cpu_split(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5) (utime, stime) are 12 and 13 after the command name.
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // CLK_TCK is 100 on Linux.
-    Some(ticks / 100.0)
+    // Fields 14 and 15 of stat(5) (utime, stime) are 12 and 13 after the command name; CLK_TCK
+    // is 100 on Linux.
+    let field = |i: usize| Some(fields.get(i)?.parse::<f64>().ok()? / 100.0);
+    Some((field(11)?, field(12)?))
+}
+
+/// How long a process's threads were runnable but waited for a CPU, summed (seconds; the
+/// second field of each `/proc/<pid>/task/<tid>/schedstat`): a run whose server or client
+/// waited long lost packets to the machine's other load, not to its own work.
+fn run_delay(pid: u32) -> Option<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(stat) = std::fs::read_to_string(task.ok()?.path().join("schedstat")) else {
+            continue;
+        };
+        ns += stat
+            .split_whitespace()
+            .nth(1)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(ns as f64 / 1e9)
+}
+
+/// A process's (user, system) CPU seconds and its threads' wait for a CPU.
+type Reading = (f64, f64, f64);
+/// A [`Reading`], if readable.
+type Cpu = Option<Reading>;
+
+fn cpu_now(pid: u32) -> Cpu {
+    let (user, sys) = cpu_split(pid)?;
+    Some((user, sys, run_delay(pid)?))
+}
+
+/// The readings at the start of the measured window: the server's CPU, ours, the time.
+#[derive(Debug, Clone, Copy)]
+struct WindowStart(Cpu, Cpu, Instant);
+
+/// The CPU readings at both ends of the measured window.
+#[derive(Debug, Default, Clone, Copy)]
+struct Window {
+    wall: f64,
+    /// Echoed packets received inside it.
+    echoed: u64,
+    /// The server's and this process's (user, system, waited) seconds at the start and the
+    /// end.
+    server: Option<(Reading, Reading)>,
+    client: Option<(Reading, Reading)>,
+    /// Packets the client sent in all (for its CPU per packet), 0 if not known.
+    client_packets: u64,
+}
+
+impl Window {
+    fn open(server_pid: Option<u32>) -> WindowStart {
+        WindowStart(
+            server_pid.and_then(cpu_now),
+            cpu_now(std::process::id()),
+            Instant::now(),
+        )
+    }
+
+    fn close(start: WindowStart, server_pid: Option<u32>, echoed: u64) -> Window {
+        let WindowStart(server0, client0, t0) = start;
+        let server1 = server_pid.and_then(cpu_now);
+        let client1 = cpu_now(std::process::id());
+        Window {
+            wall: t0.elapsed().as_secs_f64(),
+            echoed,
+            server: server0.zip(server1),
+            client: client0.zip(client1),
+            client_packets: 0,
+        }
+    }
+
+    /// The server's CPU over the window (as before: per leg-second and per echoed packet, then
+    /// user and system apart), and the load client's own.
+    fn print(&self, connected: u64) {
+        let wall = self.wall;
+        let echoed = self.echoed;
+        let per_packet = |s: f64| {
+            if echoed > 0 {
+                s * 1e6 / echoed as f64
+            } else {
+                0.0
+            }
+        };
+        if let Some(((u0, s0, w0), (u1, s1, w1))) = self.server {
+            let (user, sys) = (u1 - u0, s1 - s0);
+            let cpu = user + sys;
+            let core = cpu / wall;
+            let per_leg_ms = 1000.0 * cpu / wall / connected.max(1) as f64;
+            println!(
+                "server_cpu={cpu:.2}s over {wall:.1}s = {:.1}% of one core; {per_leg_ms:.2} ms CPU per second per leg; projected legs per core at this load: {:.0}",
+                core * 100.0,
+                if core > 0.0 { connected as f64 / core } else { 0.0 }
+            );
+            // One echoed packet is one received and one sent by the server: half of this is the
+            // cost of one forwarded packet.
+            println!(
+                "echoed_packets={echoed} ({:.0}/s) server_us_per_echoed_packet={:.1}",
+                echoed as f64 / wall,
+                per_packet(cpu)
+            );
+            println!(
+                "server_split user_us_per_echoed_packet={:.1} sys_us_per_echoed_packet={:.1} waited_for_cpu_ms={:.0}",
+                per_packet(user),
+                per_packet(sys),
+                (w1 - w0) * 1000.0
+            );
+        }
+        if let Some(((u0, s0, w0), (u1, s1, w1))) = self.client {
+            let (user, sys) = (u1 - u0, s1 - s0);
+            let cpu = user + sys;
+            let per_sent = if self.client_packets > 0 {
+                format!(
+                    "; {:.1} us per packet sent and echoed",
+                    cpu * 1e6 / self.client_packets as f64
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "client_cpu={cpu:.2}s (user {user:.2}, sys {sys:.2}) client_core={:.1}%; {:.0} us per leg-second{per_sent}; waited_for_cpu_ms={:.0}",
+                100.0 * cpu / wall,
+                1e6 * cpu / wall / connected.max(1) as f64,
+                (w1 - w0) * 1000.0
+            );
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -703,6 +846,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         legs: Mutex::new(HashMap::new()),
     });
     tokio::spawn(sip.clone().pump());
+    if args.bulk {
+        return run_bulk(args, sip).await;
+    }
     let totals = Arc::new(Totals::default());
     let clips = match &args.video_clip {
         Some(video) => Some((
@@ -781,13 +927,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = start_tx.send(true);
     // A warm-up second, then the measured window.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let cpu0 = args.server_pid.and_then(cpu_secs);
     let echoed0 = totals.echoed_live.load(Ordering::Relaxed);
-    let t0 = Instant::now();
+    let start = Window::open(args.server_pid);
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
-    let cpu1 = args.server_pid.and_then(cpu_secs);
     let echoed = totals.echoed_live.load(Ordering::Relaxed) - echoed0;
-    let wall = t0.elapsed().as_secs_f64();
+    let window = Window::close(start, args.server_pid, echoed);
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
@@ -843,26 +987,220 @@ async fn run(args: Args) -> anyhow::Result<()> {
             probe.pictures.load(Ordering::Relaxed),
         );
     }
-    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
-        let cpu = c1 - c0;
-        let core = cpu / wall;
-        let per_leg_ms = 1000.0 * cpu / wall / connected.max(1) as f64;
-        println!(
-            "server_cpu={cpu:.2}s over {wall:.1}s = {:.1}% of one core; {per_leg_ms:.2} ms CPU per second per leg; projected legs per core at this load: {:.0}",
-            core * 100.0,
-            if core > 0.0 { connected as f64 / core } else { 0.0 }
-        );
-        // One echoed packet is one received and one sent by the server: half of this is the
-        // cost of one forwarded packet.
-        println!(
-            "echoed_packets={echoed} ({:.0}/s) server_us_per_echoed_packet={:.1}",
-            echoed as f64 / wall,
-            if echoed > 0 {
-                cpu * 1e6 / echoed as f64
-            } else {
-                0.0
+    window.print(connected);
+    Ok(())
+}
+
+/// A bulk leg's set-up: SDP, ICE and DTLS by str0m (its keys tapped as the server taps them),
+/// then the leg goes to the engine thread with its socket, its `Rtc` and SRTP contexts of its
+/// own.
+async fn bulk_handshake(
+    args: Args,
+    sip: Arc<Sip>,
+    engine: std::sync::mpsc::Sender<bulk_run::Leg>,
+    calls: Arc<Mutex<Vec<Call>>>,
+) -> anyhow::Result<()> {
+    use huddle::media::srtp::{LegSrtp, SrtpProfile};
+    use str0m::rtp::Extension;
+
+    let socket = UdpSocket::bind((args.bind, 0)).await?;
+    let local = socket.local_addr()?;
+    let config = RtcConfig::new()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_vp8(true)
+        .set_stats_interval(None);
+    let (mut rtc, keys) = huddle::media::keytap::build(config, Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp")?);
+    let mut change = rtc.sdp_api();
+    let mid: Mid = change.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+    let (offer, pending) = change.apply().context("an offer")?;
+    let (call, answer) = invite(&args, &sip, &offer.to_sdp_string()).await?;
+    calls
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(call);
+    rtc.sdp_api().accept_answer(pending, answer)?;
+
+    let mut buf = vec![0u8; 2048];
+    let mut remote = None;
+    let give_up = Instant::now() + Duration::from_secs(20);
+    let mut connected = false;
+    loop {
+        let timeout = loop {
+            match rtc.poll_output()? {
+                Output::Transmit(t) => {
+                    remote = Some(t.destination);
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                }
+                Output::Timeout(t) => break t,
+                Output::Event(Event::Connected) => connected = true,
+                Output::Event(Event::IceConnectionStateChange(
+                    IceConnectionState::Disconnected,
+                )) => bail!("ICE disconnected"),
+                Output::Event(_) => {}
             }
-        );
+        };
+        if connected {
+            break;
+        }
+        if Instant::now() >= give_up {
+            bail!("not connected within 20 s");
+        }
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let (n, source) = r?;
+                if let Ok(recv) = Receive::new(Protocol::Udp, source, local, &buf[..n]) {
+                    rtc.handle_input(Input::Receive(Instant::now(), recv))?;
+                }
+            }
+            () = tokio::time::sleep_until(timeout.min(give_up).into()) => {
+                rtc.handle_input(Input::Timeout(Instant::now()))?;
+            }
+        }
     }
+    // The tap filled the slot in the drain that said Connected.
+    let keys = keys.take().context("no DTLS-SRTP keys captured")?;
+    let profile =
+        SrtpProfile::from_dtls(keys.profile).context("an SRTP profile we do not implement")?;
+    let mut srtp = LegSrtp::from_keying_material(profile, &keys.material, keys.dtls_client)?;
+    let pt = rtc
+        .codec_config()
+        .params()
+        .first()
+        .map(|p| *p.pt())
+        .context("no VP8")?;
+    let mut api = rtc.direct_api();
+    let ssrc = *api
+        .stream_tx_by_mid(mid, None)
+        .context("no send stream")?
+        .ssrc();
+    // An SSRC none of str0m's streams uses, for our receiver reports: str0m seals its own
+    // SRTCP with the same key and its own indices, under other SSRCs.
+    let own_rtcp_ssrc = *api.new_ssrc();
+    srtp.tx.reserve_own_rtcp_ssrc(own_rtcp_ssrc)?;
+    let map = rtc.media(mid).context("no video")?.remote_extmap();
+    let ids = bulk::ExtensionIds {
+        mid: map.id_of(Extension::RtpMid),
+        abs_send_time: map.id_of(Extension::AbsoluteSendTime),
+        transport_cc: map.id_of(Extension::TransportSequenceNumber),
+    };
+    let remote = remote.context("str0m sent nothing")?;
+    let socket = socket.into_std()?;
+    socket.connect(remote)?;
+    engine
+        .send(bulk_run::Leg {
+            socket,
+            local,
+            remote,
+            rtc,
+            srtp,
+            pt,
+            ssrc,
+            own_rtcp_ssrc,
+            mid: mid.to_string(),
+            ids,
+        })
+        .ok()
+        .context("the engine stopped")?;
+    Ok(())
+}
+
+/// The bulk mode's run: the legs' handshakes on the runtime, the media on the engine thread
+/// ([`bulk_run`]), the same measured window and result lines as the default mode plus the
+/// engine's own counts.
+async fn run_bulk(args: Args, sip: Arc<Sip>) -> anyhow::Result<()> {
+    let shared = Arc::new(bulk_run::Shared::default());
+    let settings = bulk_run::Settings {
+        interval: Duration::from_micros(PAYLOAD as u64 * 8 * 1000 / args.kbps.max(1)),
+        payload: PAYLOAD,
+        verify_every: args.verify_every,
+    };
+    let (legs_tx, legs_rx) = std::sync::mpsc::channel();
+    let engine = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("bulk".into())
+            .spawn(move || bulk_run::run(legs_rx, shared, settings))?
+    };
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let connected = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(args.legs);
+    let gap = Duration::from_micros(1_000_000 / args.rate.max(1));
+    for _ in 0..args.legs {
+        let (a, s, e, c) = (args.clone(), sip.clone(), legs_tx.clone(), calls.clone());
+        let (ok, bad) = (connected.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            match bulk_handshake(a, s, e, c).await {
+                Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    eprintln!("leg failed: {e:#}");
+                    bad.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+        }));
+        tokio::time::sleep(gap).await;
+    }
+    drop(legs_tx);
+    for t in tasks {
+        // Each ends at its hand-over or its failure (bounded by the INVITE's and ICE's
+        // timeouts).
+        let _ = t.await;
+    }
+    let connected = connected.load(Ordering::Relaxed);
+    eprintln!("{connected}/{} legs connected; sending", args.legs);
+    shared.sending.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let echoed0 = shared.echoed_live.load(Ordering::Relaxed);
+    let sent0 = shared.sent_live.load(Ordering::Relaxed);
+    let start = Window::open(args.server_pid);
+    tokio::time::sleep(Duration::from_secs(args.secs)).await;
+    let echoed = shared.echoed_live.load(Ordering::Relaxed) - echoed0;
+    let sent = shared.sent_live.load(Ordering::Relaxed) - sent0;
+    let mut window = Window::close(start, args.server_pid, echoed);
+    window.client_packets = sent + echoed;
+    shared.stop.store(true, Ordering::Relaxed);
+    let t = engine
+        .join()
+        .map_err(|_| anyhow::anyhow!("the engine panicked"))??;
+    let calls = std::mem::take(
+        &mut *calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for mut call in calls {
+        call.cseq += 1;
+        sip.send(&request(&sip, &call, "BYE", call.cseq, None))
+            .await?;
+    }
+    let expected = t.expected.max(1);
+    let loss = 100.0 * (1.0 - t.received as f64 / expected as f64);
+    println!(
+        "legs={} connected={connected} failed={} kbps_per_leg={} sent={} received={} expected={expected} loss={loss:.3}%",
+        args.legs,
+        failed.load(Ordering::Relaxed),
+        args.kbps,
+        t.sent,
+        t.received,
+    );
+    // The engine's counts over the whole sending time (warm-up second included).
+    let leg_secs = (t.legs.max(1) * (args.secs + 1)) as f64;
+    println!(
+        "bulk late_sends={} skipped={} send_errors={} verified={} verify_failed={} other_rtp={} rtcp_in={} ({:.1}/s per leg) reports_sent={} rtc_passes={} ({:.1}/s per leg) ice_lost={}",
+        t.late_sends,
+        t.skipped,
+        t.send_errors,
+        t.verified,
+        t.verify_failed,
+        t.other_rtp,
+        t.rtcp_in,
+        t.rtcp_in as f64 / leg_secs,
+        t.reports_sent,
+        t.rtc_passes,
+        t.rtc_passes as f64 / leg_secs,
+        t.ice_lost,
+    );
+    window.print(connected);
     Ok(())
 }

@@ -121,7 +121,13 @@ pub struct MediaConfig {
     /// Datagrams of one turn to one destination with equal sizes (a frame's packets) go to the
     /// kernel as one send (UDP segmentation offload, Linux); off where the kernel refuses it.
     pub udp_gso: bool,
+    /// The media socket's receive buffer, bytes (0: the kernel's default); at most
+    /// [`MAX_MEDIA_RECV_BUFFER`]. The kernel caps it at `net.core.rmem_max`.
+    pub udp_recv_buffer: usize,
 }
+
+/// The largest `[media] udp_recv_buffer` accepted (the kernel takes an `int`, and doubles it).
+pub const MAX_MEDIA_RECV_BUFFER: usize = 1 << 30;
 
 impl Default for MediaConfig {
     fn default() -> Self {
@@ -139,6 +145,9 @@ impl Default for MediaConfig {
             fast_egress: true,
             fast_ingress: true,
             udp_gso: true,
+            // As the SIP socket's (transport::UDP_RECV_BUFFER): the default 208 KB holds
+            // ~1.4 ms of input at 500 echo legs (bench/NOTES.md, branch medload).
+            udp_recv_buffer: 4 << 20,
         }
     }
 }
@@ -162,6 +171,7 @@ impl MediaConfig {
             fast_egress: self.fast_egress,
             fast_ingress: self.fast_ingress,
             udp_gso: self.udp_gso,
+            udp_recv_buffer: self.udp_recv_buffer,
         })
     }
 }
@@ -476,7 +486,7 @@ pub enum ConfigError {
     #[error("{path}: [media] codecs: unknown codec {name:?} (known: opus, g722, pcmu, pcma, vp8, h264, vp9, av1)")]
     MediaCodec { path: PathBuf, name: String },
     #[error(
-        "{path}: [media] connect_timeout_secs, idle_timeout_secs and max_sessions must be at least 1"
+        "{path}: [media] connect_timeout_secs, idle_timeout_secs and max_sessions must be at least 1, udp_recv_buffer at most 1073741824"
     )]
     MediaLimits { path: PathBuf },
     #[error("{path}: [web] room {room:?} must be 1-64 letters, digits, '-', '_' or '.'")]
@@ -580,6 +590,7 @@ impl Config {
         if config.media.connect_timeout_secs == 0
             || config.media.idle_timeout_secs == 0
             || config.media.max_sessions == 0
+            || config.media.udp_recv_buffer > MAX_MEDIA_RECV_BUFFER
         {
             return Err(ConfigError::MediaLimits { path });
         }
@@ -662,6 +673,18 @@ mod tests {
 
     fn parse(extra: &str) -> Result<Config, ConfigError> {
         Config::from_toml(&format!("{BASE}{extra}"), Path::new("t.toml"))
+    }
+
+    #[test]
+    fn the_media_receive_buffer_defaults_to_4_mib_and_is_bounded() {
+        let settings = parse("").unwrap().media.settings().unwrap();
+        assert_eq!(settings.udp_recv_buffer, 4 << 20);
+        let off = parse("[media]\nudp_recv_buffer = 0\n").unwrap();
+        assert_eq!(off.media.settings().unwrap().udp_recv_buffer, 0);
+        let max = format!("[media]\nudp_recv_buffer = {MAX_MEDIA_RECV_BUFFER}\n");
+        assert!(parse(&max).is_ok());
+        let over = format!("[media]\nudp_recv_buffer = {}\n", MAX_MEDIA_RECV_BUFFER + 1);
+        assert!(matches!(parse(&over), Err(ConfigError::MediaLimits { .. })));
     }
 
     #[test]

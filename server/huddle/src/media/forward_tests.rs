@@ -274,6 +274,7 @@ async fn a_stream_forwarded_into_another_leg_arrives_rewritten_and_key_frame_req
         fast_egress: false,
         fast_ingress: false,
         udp_gso: true,
+        udp_recv_buffer: 0,
     })
     .await
     .unwrap();
@@ -458,6 +459,7 @@ pub(super) async fn engine_with(
         fast_egress,
         fast_ingress,
         udp_gso: true,
+        udp_recv_buffer: 0,
     })
     .await
     .unwrap()

@@ -37,7 +37,7 @@ use str0m::crypto::{CryptoError, CryptoProvider};
 use str0m::{Rtc, RtcConfig};
 
 /// One leg's captured keys: what the driver builds its own SRTP contexts from.
-pub(crate) struct LegKeys {
+pub struct LegKeys {
     /// RFC 5764 §4.2 layout: client key, server key, client salt, server salt.
     pub material: Vec<u8>,
     /// The SRTP protection profile DTLS negotiated.
@@ -62,7 +62,7 @@ impl std::fmt::Debug for LegKeys {
 /// Where a leg's DTLS instance leaves its keys; shared by the instance (inside the `Rtc`) and
 /// the driver's leg, so it lives exactly as long as both.
 #[derive(Debug, Default)]
-pub(crate) struct KeySlot {
+pub struct KeySlot {
     /// How many times keys were captured; 0 before the handshake.
     generation: AtomicU32,
     /// The latest keys not taken yet.
@@ -72,12 +72,12 @@ pub(crate) struct KeySlot {
 impl KeySlot {
     /// How many times keys were captured (0: none yet). Contexts built from an older
     /// generation are stale.
-    pub(crate) fn generation(&self) -> u32 {
+    pub fn generation(&self) -> u32 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// Takes the latest keys, if any arrived since the last take. The slot keeps no copy.
-    pub(crate) fn take(&self) -> Option<LegKeys> {
+    pub fn take(&self) -> Option<LegKeys> {
         self.keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -126,7 +126,7 @@ impl Drop for Armed {
 }
 
 /// Builds an `Rtc` whose DTLS keys land in the returned slot.
-pub(crate) fn build(config: RtcConfig, now: Instant) -> (Rtc, Arc<KeySlot>) {
+pub fn build(config: RtcConfig, now: Instant) -> (Rtc, Arc<KeySlot>) {
     let slot = Arc::new(KeySlot::default());
     let rtc = {
         let _armed = Armed::new(slot.clone());

@@ -50,13 +50,13 @@ mod forward_tests;
 mod ingress;
 #[cfg(test)]
 mod ingress_tests;
-mod keytap;
+pub mod keytap;
 #[cfg(test)]
 mod keytap_tests;
 mod repair;
 pub mod rtp;
 pub mod sdp;
-pub(crate) mod srtp;
+pub mod srtp;
 mod udp;
 
 use std::collections::HashMap;
@@ -149,6 +149,19 @@ pub struct EngineSettings {
     /// (`UDP_SEGMENT`, Linux) where the kernel has it (bench/NOTES.md, "Media host I/O: UDP GSO
     /// on egress").
     pub udp_gso: bool,
+    /// The socket's receive buffer, bytes; 0 leaves the kernel's default.
+    pub udp_recv_buffer: usize,
+}
+
+/// Asks for a receive buffer of `bytes` on `socket` (0: leaves the kernel's default) and
+/// returns what the kernel reports it gave (Linux doubles the request, for its bookkeeping,
+/// after capping it at `net.core.rmem_max`).
+fn set_recv_buffer(socket: impl std::os::fd::AsFd, bytes: usize) -> std::io::Result<usize> {
+    let socket = socket2::SockRef::from(&socket);
+    if bytes > 0 {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    socket.recv_buffer_size()
 }
 
 /// What the registry knows of a leg, for synchronous checks in the callers' threads.
@@ -444,6 +457,19 @@ impl MediaEngine {
     pub async fn start(settings: EngineSettings) -> std::io::Result<(MediaEngine, EngineTask)> {
         install_crypto();
         let socket = tokio::net::UdpSocket::bind(settings.listen).await?;
+        // The driver drains the socket once per turn: at hundreds of legs the default buffer
+        // holds about a millisecond of input, and any longer wait for the CPU drops datagrams.
+        let asked = settings.udp_recv_buffer;
+        match set_recv_buffer(&socket, asked) {
+            Ok(got) if got < asked => tracing::warn!(
+                asked,
+                got,
+                "the media socket's receive buffer is smaller than [media] udp_recv_buffer: \
+                 net.core.rmem_max caps it (raise that sysctl)"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(asked, "the media socket's receive buffer: {e}"),
+        }
         let local = socket.local_addr()?;
         let ip = settings.advertise.unwrap_or(local.ip());
         let candidate = SocketAddr::new(ip, local.port());
@@ -889,4 +915,38 @@ fn mids_of(sdp: &str) -> Vec<Mid> {
         .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
         .map(Mid::from)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_recv_buffer;
+
+    fn socket() -> std::net::UdpSocket {
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("bind")
+    }
+
+    #[test]
+    fn the_receive_buffer_is_what_the_kernel_gives_for_the_request_and_zero_leaves_its_default() {
+        let untouched = socket2::SockRef::from(&socket())
+            .recv_buffer_size()
+            .expect("SO_RCVBUF");
+        assert_eq!(set_recv_buffer(socket(), 0).expect("read back"), untouched);
+        // Linux caps the request at net.core.rmem_max and reports double what it took; the
+        // expectation follows this machine's sysctl, whatever it is.
+        #[cfg(target_os = "linux")]
+        {
+            let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+                .expect("rmem_max")
+                .trim()
+                .parse()
+                .expect("a number");
+            for asked in [64 << 10, 4 << 20, 64 << 20] {
+                assert_eq!(
+                    set_recv_buffer(socket(), asked).expect("set"),
+                    2 * asked.min(max),
+                    "asked {asked}, rmem_max {max}"
+                );
+            }
+        }
+    }
 }

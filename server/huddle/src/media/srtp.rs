@@ -96,7 +96,7 @@ const LABEL_RTCP_SALT: u8 = 5;
 
 /// A DTLS-SRTP protection profile (RFC 5764 §4.1.2, RFC 7714 §14.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum SrtpProfile {
+pub enum SrtpProfile {
     /// `SRTP_AES128_CM_HMAC_SHA1_80` (0x0001).
     Aes128CmSha1_80,
     /// `SRTP_AEAD_AES_128_GCM` (0x0007).
@@ -109,7 +109,7 @@ impl SrtpProfile {
     /// The profile the DTLS handshake negotiated, as str0m reports it with the keying material
     /// (`DtlsOutput::KeyingMaterial`); `None` for one this module does not implement (dimpl's
     /// enum is non-exhaustive).
-    pub(crate) fn from_dtls(profile: str0m::crypto::dtls::SrtpProfile) -> Option<SrtpProfile> {
+    pub fn from_dtls(profile: str0m::crypto::dtls::SrtpProfile) -> Option<SrtpProfile> {
         use str0m::crypto::dtls::SrtpProfile as Dtls;
         match profile {
             Dtls::AES128_CM_SHA1_80 => Some(SrtpProfile::Aes128CmSha1_80),
@@ -162,7 +162,7 @@ impl SrtpProfile {
 /// Why a packet could not be protected or unprotected, or keys not derived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum SrtpError {
+pub enum SrtpError {
     /// The keying material is not `profile.keying_material_len()` bytes long.
     #[error("keying material has the wrong length for the profile")]
     KeyingMaterialLength,
@@ -216,11 +216,11 @@ pub(crate) enum SrtpError {
 
 /// One leg's SRTP contexts, both directions, as derived from the DTLS keying material.
 #[derive(Debug)]
-pub(crate) struct LegSrtp {
+pub struct LegSrtp {
     /// What we send with.
-    pub(crate) tx: SrtpTx,
+    pub tx: SrtpTx,
     /// What we receive with.
-    pub(crate) rx: SrtpRx,
+    pub rx: SrtpRx,
 }
 
 impl LegSrtp {
@@ -229,7 +229,7 @@ impl LegSrtp {
     /// `material` is `client_write_key ‖ server_write_key ‖ client_write_salt ‖
     /// server_write_salt` (RFC 5764 §4.2). `dtls_client` is whether we were the DTLS client
     /// (str0m's `is_active`): the client sends with the client's half, as str0m does.
-    pub(crate) fn from_keying_material(
+    pub fn from_keying_material(
         profile: SrtpProfile,
         material: &[u8],
         dtls_client: bool,
@@ -255,7 +255,7 @@ impl LegSrtp {
 }
 
 /// The sending half: seals RTP and SRTCP in place.
-pub(crate) struct SrtpTx {
+pub struct SrtpTx {
     profile: SrtpProfile,
     rtp: Cipher,
     rtcp: Cipher,
@@ -302,7 +302,7 @@ impl SrtpTx {
     /// local media SSRCs, nor str0m's RTCP-only one). It is reserved for the life of these
     /// keys: reserving it again is a no-op, another SSRC is [`SrtpError::RtcpSsrcReserved`]
     /// (indices already spent on the first would be free again for str0m's packets).
-    pub(crate) fn reserve_own_rtcp_ssrc(&mut self, ssrc: u32) -> Result<(), SrtpError> {
+    pub fn reserve_own_rtcp_ssrc(&mut self, ssrc: u32) -> Result<(), SrtpError> {
         match self.own_rtcp_ssrc {
             Some(own) if own != ssrc => Err(SrtpError::RtcpSsrcReserved),
             _ => {
@@ -332,12 +332,7 @@ impl SrtpTx {
     /// SSRC and index). A repeated AES-GCM nonce gives away the plaintexts' XOR and the GHASH
     /// key, with which anyone can forge packets for the leg; AES-CM repeats its keystream.
     /// A refused packet is left as it was.
-    pub(crate) fn protect_rtp(
-        &self,
-        buf: &mut [u8],
-        len: usize,
-        index: u64,
-    ) -> Result<usize, SrtpError> {
+    pub fn protect_rtp(&self, buf: &mut [u8], len: usize, index: u64) -> Result<usize, SrtpError> {
         let tag_len = self.profile.tag_len();
         let out_len = len.checked_add(tag_len).ok_or(SrtpError::BufferTooSmall)?;
         if buf.len() < out_len {
@@ -402,7 +397,7 @@ impl SrtpTx {
     /// (also before any was reserved). The index counts from 0 per `SrtpTx`, as str0m's does
     /// on the same key, so the reservation is what keeps the two from sealing one (SSRC,
     /// index) twice. A refused packet is left as it was.
-    pub(crate) fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+    pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
         let ssrc = rtcp_sender_ssrc(buf, len)?;
         if self.own_rtcp_ssrc != Some(ssrc) {
             return Err(SrtpError::RtcpSsrcNotReserved);
@@ -462,15 +457,15 @@ impl SrtpTx {
 
 /// What [`SrtpRx::unprotect_rtp`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct OpenedRtp {
+pub struct OpenedRtp {
     /// `buf[..len]` is the plain RTP packet (header, payload, any RTP padding).
-    pub(crate) len: usize,
+    pub len: usize,
     /// Where the payload starts (fixed header, CSRCs and header extension).
-    pub(crate) header_len: usize,
+    pub header_len: usize,
     /// The packet's SSRC.
-    pub(crate) ssrc: u32,
+    pub ssrc: u32,
     /// The packet's 48-bit SRTP index (`ROC << 16 | SEQ`): its extended sequence number.
-    pub(crate) index: u64,
+    pub index: u64,
 }
 
 /// What [`SrtpRx::unprotect_rtcp`] found.
@@ -488,7 +483,7 @@ pub(crate) struct OpenedRtcp {
 }
 
 /// The receiving half: opens RTP and SRTCP in place, with per-SSRC index and replay state.
-pub(crate) struct SrtpRx {
+pub struct SrtpRx {
     profile: SrtpProfile,
     rtp: Cipher,
     rtcp: Cipher,
@@ -567,7 +562,7 @@ impl SrtpRx {
     /// tag verifies does the packet move the estimate and the window. On
     /// [`SrtpError::AuthFailed`] under AES-GCM `buf` is unspecified; every other error leaves
     /// it as it was.
-    pub(crate) fn unprotect_rtp(&mut self, buf: &mut [u8]) -> Result<OpenedRtp, SrtpError> {
+    pub fn unprotect_rtp(&mut self, buf: &mut [u8]) -> Result<OpenedRtp, SrtpError> {
         let tag_len = self.profile.tag_len();
         let hlen = rtp_header_len(buf)?;
         if buf.len() < hlen + tag_len {

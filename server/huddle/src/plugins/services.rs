@@ -1595,6 +1595,7 @@ mod tests {
             fast_egress: false,
             fast_ingress: false,
             udp_gso: true,
+            udp_recv_buffer: 0,
         })
         .await
         .unwrap();

@@ -11,6 +11,7 @@ mod digest;
 mod limits;
 mod plugins;
 mod proxy;
+mod quiet;
 mod tokens;
 
 use std::collections::HashMap;
@@ -242,13 +243,16 @@ impl Core {
     /// instructions, bench/NOTES.md). `events` brings the other transports' messages.
     pub async fn run(
         mut self,
-        mut events: mpsc::Receiver<TransportEvent>,
+        events: mpsc::Receiver<TransportEvent>,
         mut udp: Vec<UdpReceiver>,
         shutdown: watch::Receiver<bool>,
     ) {
-        let Some(mut commands) = self.plugin_commands.take() else {
+        let Some(commands) = self.plugin_commands.take() else {
             return;
         };
+        // Polled on every turn, and mostly empty: cheap to poll while nothing was sent.
+        let mut commands = quiet::QuietReceiver::new(commands);
+        let mut events = quiet::QuietReceiver::new(events);
         // One timer for the whole loop, re-armed only when the earliest deadline moves: under
         // load it rarely does (new transactions time out later than old ones), and registering
         // a fresh timer on every turn cost a timer-wheel insert and removal per batch of events.

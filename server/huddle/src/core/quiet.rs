@@ -1,0 +1,206 @@
+//! A channel receiver that costs next to nothing to poll while nothing was sent: the core's
+//! `select!` polls every branch on every turn, and under a UDP load its two other channels
+//! (the stream transports' events, the plugins' commands) are nearly always empty. An empty
+//! tokio `mpsc` poll costs ~400 instructions (the coop budget, the block list twice, the
+//! waker registration), two of them per turn about 3.5 % of a call's instructions
+//! (bench/NOTES.md, sipcut6).
+//!
+//! [`QuietReceiver`] polls the channel with a waker of its own, which records that the channel
+//! woke it before waking the task. Once a poll found the channel empty (so that waker is
+//! registered with it), later polls by the same task only read that record, and poll the
+//! channel again once it was woken: by a send, or by the last sender going away.
+
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+
+use tokio::sync::mpsc;
+
+/// The waker the channel holds: marks itself woken, then wakes the task.
+#[derive(Debug, Default)]
+struct Mark {
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for Mark {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+/// An [`mpsc::Receiver`] whose empty polls are cheap (see the module docs).
+#[derive(Debug)]
+pub(crate) struct QuietReceiver<T> {
+    rx: mpsc::Receiver<T>,
+    mark: Arc<Mark>,
+    /// `mark` as a waker, handed to the channel.
+    waker: Waker,
+    /// The task waker `mark` wakes (a copy, compared without the lock).
+    task: Option<Waker>,
+    /// The last poll found the channel empty: `waker` is registered with it, and until `mark`
+    /// is woken nothing arrived.
+    waiting: bool,
+}
+
+impl<T> QuietReceiver<T> {
+    pub(crate) fn new(rx: mpsc::Receiver<T>) -> Self {
+        let mark = Arc::new(Mark::default());
+        Self {
+            rx,
+            waker: Waker::from(Arc::clone(&mark)),
+            mark,
+            task: None,
+            waiting: false,
+        }
+    }
+
+    /// As [`mpsc::Receiver::poll_recv`].
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let same_task = self.task.as_ref().is_some_and(|t| t.will_wake(cx.waker()));
+        if self.waiting && same_task && !self.mark.woken.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        if !same_task {
+            let task = cx.waker().clone();
+            *self
+                .mark
+                .task
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(task.clone());
+            self.task = Some(task);
+        }
+        // Cleared before the channel is polled: a send from now on marks it again (the poll
+        // below registers `waker` before it reports empty, and looks once more after).
+        self.mark.woken.store(false, Ordering::Release);
+        let polled = self.rx.poll_recv(&mut Context::from_waker(&self.waker));
+        self.waiting = polled.is_pending();
+        polled
+    }
+
+    /// As [`mpsc::Receiver::recv`].
+    pub(crate) async fn recv(&mut self) -> Option<T> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// As [`mpsc::Receiver::try_recv`].
+    pub(crate) fn try_recv(&mut self) -> Result<T, mpsc::error::TryRecvError> {
+        self.rx.try_recv()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::pin;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A waker that counts its wakes.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting_waker() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        (Arc::clone(&count), Waker::from(count))
+    }
+
+    fn woken(count: &Count) -> usize {
+        count.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_send_wakes_the_task_and_is_received() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut rx = QuietReceiver::new(rx);
+        let (count, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..3 {
+            assert!(rx.poll_recv(&mut cx).is_pending());
+        }
+        assert_eq!(woken(&count), 0);
+        tx.try_send(1).unwrap();
+        assert_eq!(woken(&count), 1);
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(1)));
+        // Two sends while the receiver is not waiting: both come, then it waits again.
+        tx.try_send(2).unwrap();
+        tx.try_send(3).unwrap();
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(2)));
+        assert_eq!(rx.try_recv(), Ok(3));
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        tx.try_send(4).unwrap();
+        assert!(woken(&count) >= 2);
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(4)));
+    }
+
+    #[test]
+    fn the_last_sender_going_away_ends_it() {
+        let (tx, rx) = mpsc::channel::<u8>(4);
+        let mut rx = QuietReceiver::new(rx);
+        let (count, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        drop(tx);
+        assert_eq!(woken(&count), 1);
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn another_task_polling_is_the_one_woken() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut rx = QuietReceiver::new(rx);
+        let (first, first_waker) = counting_waker();
+        let (second, second_waker) = counting_waker();
+        assert!(rx
+            .poll_recv(&mut Context::from_waker(&first_waker))
+            .is_pending());
+        assert!(rx
+            .poll_recv(&mut Context::from_waker(&second_waker))
+            .is_pending());
+        tx.try_send(7).unwrap();
+        assert_eq!(woken(&first), 0);
+        assert_eq!(woken(&second), 1);
+        assert_eq!(
+            rx.poll_recv(&mut Context::from_waker(&second_waker)),
+            Poll::Ready(Some(7))
+        );
+    }
+
+    #[tokio::test]
+    async fn sends_from_another_thread_all_arrive() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut rx = QuietReceiver::new(rx);
+        let sender = std::thread::spawn(move || {
+            for i in 0..10_000u32 {
+                tx.blocking_send(i).unwrap();
+            }
+        });
+        let mut recv = pin!(async {
+            let mut next = 0;
+            while let Some(i) = rx.recv().await {
+                assert_eq!(i, next);
+                next += 1;
+            }
+            next
+        });
+        let got = tokio::time::timeout(std::time::Duration::from_secs(20), &mut recv)
+            .await
+            .expect("every message in time");
+        assert_eq!(got, 10_000);
+        sender.join().unwrap();
+    }
+}

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use huddle::transport::{
-    poll_any_ready, Destination, FlowId, SendError, TlsContext, Transport, TransportConfig,
-    TransportEvent, TransportHandle, Transports, UdpBatch, UdpReceiver,
+    Destination, FlowId, SendError, TlsContext, Transport, TransportConfig, TransportEvent,
+    TransportHandle, Transports, UdpBatch, UdpReceiver,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::Receiver;
@@ -71,7 +71,16 @@ async fn read_any(
 ) -> (usize, Vec<(SocketAddr, Vec<u8>)>) {
     let (index, ready) = timeout(
         LIMIT,
-        std::future::poll_fn(|cx| poll_any_ready(receivers, first, cx)),
+        std::future::poll_fn(|cx| {
+            let n = receivers.len();
+            (0..n)
+                .map(|k| (first + k) % n)
+                .find_map(|i| match receivers[i].poll_ready(cx) {
+                    std::task::Poll::Ready(ready) => Some((i, ready)),
+                    std::task::Poll::Pending => None,
+                })
+                .map_or(std::task::Poll::Pending, std::task::Poll::Ready)
+        }),
     )
     .await
     .expect("nothing to read in time");

@@ -35,8 +35,8 @@ use crate::plugins::mailbox::HeldWakes;
 use crate::plugins::{CorePlugins, HostCommand};
 use crate::registrar::{Change, ContactList, Location, Reach, Rejection};
 use crate::transport::{
-    poll_any_ready, Destination, FlowId, Inbound, Stop, Transport, TransportEvent, TransportHandle,
-    UdpBatch, UdpReceiver,
+    Destination, FlowId, Inbound, Stop, Transport, TransportEvent, TransportHandle, UdpBatch,
+    UdpReceiver,
 };
 use crate::users::UserRecord;
 
@@ -149,6 +149,27 @@ fn on_timer_grid(at: Instant, origin: Instant) -> Instant {
     origin
         .checked_add(Duration::from_nanos(offset))
         .unwrap_or(at)
+}
+
+/// Polls the UDP receivers for one with something to read, starting at `first` (the caller
+/// rotates it, so that one busy socket cannot starve another), each through its quiet waker:
+/// its index and readiness.
+fn poll_udp(
+    udp: &[UdpReceiver],
+    wakes: &mut [quiet::QuietWake],
+    first: usize,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<(usize, std::io::Result<()>)> {
+    let n = udp.len();
+    for k in 0..n {
+        let i = (first + k) % n;
+        if let (Some(receiver), Some(wake)) = (udp.get(i), wakes.get_mut(i)) {
+            if let std::task::Poll::Ready(ready) = wake.poll(cx, |cx| receiver.poll_ready(cx)) {
+                return std::task::Poll::Ready((i, ready));
+            }
+        }
+    }
+    std::task::Poll::Pending
 }
 
 /// A core turn (one batch of events, or the timers) longer than this is logged.
@@ -268,6 +289,9 @@ impl Core {
         // The receiver polled first next turn: the one after the last read, so that a socket
         // that is always ready does not starve another.
         let mut udp_first = 0;
+        // Polled on every turn, and mostly not readable under a stream load.
+        let mut udp_wakes: Vec<quiet::QuietWake> =
+            udp.iter().map(|_| quiet::QuietWake::new()).collect();
         loop {
             let deadline = [
                 self.txn.poll_timeout(),
@@ -289,13 +313,15 @@ impl Core {
             // Plugin threads this turn hands jobs to are woken once, when it ends.
             let held;
             let started = tokio::select! {
-                (index, ready) = std::future::poll_fn(|cx| poll_any_ready(&udp, udp_first, cx)),
-                    if !udp.is_empty() =>
+                (index, ready) = std::future::poll_fn(|cx| {
+                    poll_udp(&udp, &mut udp_wakes, udp_first, cx)
+                }), if !udp.is_empty() =>
                 {
                     if ready.is_err() {
                         // The reactor is gone (the runtime is shutting down): nothing more
                         // comes from this socket.
                         udp.swap_remove(index);
+                        udp_wakes.swap_remove(index);
                         continue;
                     }
                     udp_first = index + 1;

@@ -1,14 +1,14 @@
-//! A channel receiver that costs next to nothing to poll while nothing was sent: the core's
-//! `select!` polls every branch on every turn, and under a UDP load its two other channels
-//! (the stream transports' events, the plugins' commands) are nearly always empty. An empty
-//! tokio `mpsc` poll costs ~400 instructions (the coop budget, the block list twice, the
-//! waker registration), two of them per turn about 3.5 % of a call's instructions
-//! (bench/NOTES.md, sipcut6).
+//! Branches of the core's `select!` that cost next to nothing to poll while nothing happened:
+//! the loop polls every branch on every turn, and most are idle on most turns. Under a UDP
+//! load the stream transports' event channel and the plugins' command channel are nearly
+//! always empty (an empty tokio `mpsc` poll is ~190 instructions: the coop budget, the block
+//! list twice, the waker registration); under a WebSocket load the UDP sockets are never
+//! readable (a readiness poll that finds nothing takes the socket's waiter lock, ~150).
 //!
-//! [`QuietReceiver`] polls the channel with a waker of its own, which records that the channel
-//! woke it before waking the task. Once a poll found the channel empty (so that waker is
-//! registered with it), later polls by the same task only read that record, and poll the
-//! channel again once it was woken: by a send, or by the last sender going away.
+//! [`QuietWake`] polls with a waker of its own, which records that it was woken before waking
+//! the task. Once a poll returned `Pending` (so that waker is registered), later polls by the
+//! same task only read that record, and poll again once it was woken: by a send, by the last
+//! sender going away, by the socket becoming readable or the reactor shutting down.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,25 +38,25 @@ impl Wake for Mark {
     }
 }
 
-/// An [`mpsc::Receiver`] whose empty polls are cheap (see the module docs).
+/// A waker of its own for something polled on every turn of one task: while what it was
+/// registered with has not woken it since a poll returned `Pending`, a poll by the same task
+/// returns `Pending` without polling it again.
 #[derive(Debug)]
-pub(crate) struct QuietReceiver<T> {
-    rx: mpsc::Receiver<T>,
+pub(crate) struct QuietWake {
     mark: Arc<Mark>,
-    /// `mark` as a waker, handed to the channel.
+    /// `mark` as a waker, handed to what is polled.
     waker: Waker,
     /// The task waker `mark` wakes (a copy, compared without the lock).
     task: Option<Waker>,
-    /// The last poll found the channel empty: `waker` is registered with it, and until `mark`
-    /// is woken nothing arrived.
+    /// The last poll returned `Pending`: `waker` is registered, and until `mark` is woken
+    /// nothing changed.
     waiting: bool,
 }
 
-impl<T> QuietReceiver<T> {
-    pub(crate) fn new(rx: mpsc::Receiver<T>) -> Self {
+impl QuietWake {
+    pub(crate) fn new() -> Self {
         let mark = Arc::new(Mark::default());
         Self {
-            rx,
             waker: Waker::from(Arc::clone(&mark)),
             mark,
             task: None,
@@ -64,8 +64,14 @@ impl<T> QuietReceiver<T> {
         }
     }
 
-    /// As [`mpsc::Receiver::poll_recv`].
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    /// `poll` with this waker, unless nothing woke it since it last returned `Pending` (see
+    /// the type's docs). `poll` must register the waker it is given whenever it returns
+    /// `Pending`, as every `poll_*` of tokio does.
+    pub(crate) fn poll<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
         let same_task = self.task.as_ref().is_some_and(|t| t.will_wake(cx.waker()));
         if self.waiting && same_task && !self.mark.woken.load(Ordering::Acquire) {
             return Poll::Pending;
@@ -79,12 +85,34 @@ impl<T> QuietReceiver<T> {
                 .unwrap_or_else(PoisonError::into_inner) = Some(task.clone());
             self.task = Some(task);
         }
-        // Cleared before the channel is polled: a send from now on marks it again (the poll
-        // below registers `waker` before it reports empty, and looks once more after).
+        // Cleared before polling: a wake from now on marks it again (a poll that returns
+        // `Pending` has registered `waker` and looked once more after).
         self.mark.woken.store(false, Ordering::Release);
-        let polled = self.rx.poll_recv(&mut Context::from_waker(&self.waker));
+        let polled = poll(&mut Context::from_waker(&self.waker));
         self.waiting = polled.is_pending();
         polled
+    }
+}
+
+/// An [`mpsc::Receiver`] whose empty polls are cheap (see the module docs).
+#[derive(Debug)]
+pub(crate) struct QuietReceiver<T> {
+    rx: mpsc::Receiver<T>,
+    wake: QuietWake,
+}
+
+impl<T> QuietReceiver<T> {
+    pub(crate) fn new(rx: mpsc::Receiver<T>) -> Self {
+        Self {
+            rx,
+            wake: QuietWake::new(),
+        }
+    }
+
+    /// As [`mpsc::Receiver::poll_recv`].
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let rx = &mut self.rx;
+        self.wake.poll(cx, |cx| rx.poll_recv(cx))
     }
 
     /// As [`mpsc::Receiver::recv`].
@@ -202,5 +230,31 @@ mod tests {
             .expect("every message in time");
         assert_eq!(got, 10_000);
         sender.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_socket_becoming_readable_wakes_the_task() {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut wake = QuietWake::new();
+        let (count, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..3 {
+            assert!(wake
+                .poll(&mut cx, |cx| socket.poll_recv_ready(cx))
+                .is_pending());
+        }
+        peer.send_to(b"x", socket.local_addr().unwrap()).unwrap();
+        // The reactor runs while this task waits for the wake (bounded).
+        let mut waited = 0;
+        while woken(&count) == 0 {
+            waited += 1;
+            assert!(waited < 10_000, "never woken");
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            wake.poll(&mut cx, |cx| socket.poll_recv_ready(cx)),
+            Poll::Ready(Ok(()))
+        ));
     }
 }

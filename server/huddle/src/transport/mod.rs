@@ -81,7 +81,7 @@ pub use spec::{ListenSpec, ParseListenSpecError};
 pub use tls::{
     client_config_with_roots, generate_self_signed, load_tls_config, TlsContext, TlsError,
 };
-pub use udp::{poll_any_ready, Datagram, UdpBatch, UdpReceiver};
+pub use udp::{Datagram, UdpBatch, UdpReceiver};
 
 use shared::Shared;
 

@@ -164,23 +164,6 @@ impl UdpReceiver {
     }
 }
 
-/// Polls `receivers` for one with something to read, starting at `first` (rotated by the
-/// caller, so that one busy socket cannot starve another): its index and readiness.
-pub fn poll_any_ready(
-    receivers: &[UdpReceiver],
-    first: usize,
-    cx: &mut Context<'_>,
-) -> Poll<(usize, std::io::Result<()>)> {
-    let n = receivers.len();
-    for k in 0..n {
-        let i = (first + k) % n;
-        if let Poll::Ready(ready) = receivers[i].poll_ready(cx) {
-            return Poll::Ready((i, ready));
-        }
-    }
-    Poll::Pending
-}
-
 /// Reads `receiver` until shutdown, handing each datagram to the core's event channel: the
 /// transports' own reader, when the caller does not read the UDP sockets itself.
 pub(crate) async fn run(mut receiver: UdpReceiver, mut ctx: TaskCtx) {

@@ -260,8 +260,9 @@ impl Core {
     /// Runs until `shutdown` flips to true or the transports go away. `udp` are the UDP
     /// sockets' receiving ends ([`Transports::bind_with_udp`](crate::transport::Transports::bind_with_udp)),
     /// read here: a datagram is handled where it is read, with no event, no channel and no
-    /// second task woken for it (the reader task and the channel cost ~8 % of a call's
-    /// instructions, bench/NOTES.md). `events` brings the other transports' messages.
+    /// second task woken for it (the reader task and the channel receive were ~10 k of a
+    /// call's ~208 k instructions: bench/NOTES.md, sipcut6). `events` brings the other
+    /// transports' messages.
     pub async fn run(
         mut self,
         events: mpsc::Receiver<TransportEvent>,
@@ -318,11 +319,13 @@ impl Core {
                 }), if !udp.is_empty() =>
                 {
                     if ready.is_err() {
-                        // The reactor is gone (the runtime is shutting down): nothing more
-                        // comes from this socket.
-                        udp.swap_remove(index);
-                        udp_wakes.swap_remove(index);
-                        continue;
+                        // The reactor is gone: the runtime is shutting down, and the core
+                        // with it (as the transports' own UDP tasks stop then).
+                        tracing::warn!(
+                            local = %udp[index].local_addr(),
+                            "UDP socket's reactor gone; SIP core stopping"
+                        );
+                        break;
                     }
                     udp_first = index + 1;
                     held = HeldWakes::begin();
@@ -1227,6 +1230,52 @@ mod tests {
                 format!("{high:x}{low:x}")
             );
         }
+    }
+
+    /// A loopback UDP receiver as the transports make one.
+    async fn udp_receiver() -> UdpReceiver {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let reader = socket2::SockRef::from(&socket).try_clone().unwrap();
+        UdpReceiver::new(socket, reader.into(), local, 1024)
+    }
+
+    #[tokio::test]
+    async fn udp_polls_start_at_first_and_find_every_ready_socket() {
+        let udp = vec![udp_receiver().await, udp_receiver().await];
+        let mut wakes: Vec<quiet::QuietWake> =
+            udp.iter().map(|_| quiet::QuietWake::new()).collect();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for r in &udp {
+            client.send_to(b"OPTIONS", r.local_addr()).unwrap();
+        }
+        // Both readable (bounded wait for the reactor to see each).
+        for r in &udp {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                std::future::poll_fn(|cx| r.poll_ready(cx)),
+            )
+            .await
+            .expect("readable in time")
+            .unwrap();
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let index = |p: std::task::Poll<(usize, std::io::Result<()>)>| match p {
+            std::task::Poll::Ready((i, Ok(()))) => Some(i),
+            _ => None,
+        };
+        assert_eq!(index(poll_udp(&udp, &mut wakes, 0, &mut cx)), Some(0));
+        assert_eq!(index(poll_udp(&udp, &mut wakes, 1, &mut cx)), Some(1));
+        assert_eq!(index(poll_udp(&udp, &mut wakes, 2, &mut cx)), Some(0));
+        // Reading the first empties it: the second is found from either start.
+        let mut udp = udp;
+        let mut read = 0;
+        udp[0].read(|_| read += 1);
+        assert_eq!(read, 1);
+        assert_eq!(index(poll_udp(&udp, &mut wakes, 0, &mut cx)), Some(1));
+        udp[1].read(|_| read += 1);
+        assert_eq!(read, 2);
+        assert!(poll_udp(&udp, &mut wakes, 0, &mut cx).is_pending());
     }
 
     #[test]

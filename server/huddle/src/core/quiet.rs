@@ -3,7 +3,10 @@
 //! load the stream transports' event channel and the plugins' command channel are nearly
 //! always empty (an empty tokio `mpsc` poll is ~190 instructions: the coop budget, the block
 //! list twice, the waker registration); under a WebSocket load the UDP sockets are never
-//! readable (a readiness poll that finds nothing takes the socket's waiter lock, ~150).
+//! readable (a readiness poll that finds nothing takes the socket's waiter lock, ~150: 1.5 % of
+//! a WS MESSAGE, bench/NOTES.md, sipcut6). `transport::Stop` does the same for the shutdown
+//! watch by its version number instead (a watch has one; these have nothing to compare but a
+//! wake).
 //!
 //! [`QuietWake`] polls with a waker of its own, which records that it was woken before waking
 //! the task. Once a poll returned `Pending` (so that waker is registered), later polls by the
@@ -51,6 +54,9 @@ pub(crate) struct QuietWake {
     /// The last poll returned `Pending`: `waker` is registered, and until `mark` is woken
     /// nothing changed.
     waiting: bool,
+    /// Polls that went through to what is polled (tests check the quiet path is taken).
+    #[cfg(test)]
+    full_polls: usize,
 }
 
 impl QuietWake {
@@ -61,6 +67,8 @@ impl QuietWake {
             mark,
             task: None,
             waiting: false,
+            #[cfg(test)]
+            full_polls: 0,
         }
     }
 
@@ -88,6 +96,10 @@ impl QuietWake {
         // Cleared before polling: a wake from now on marks it again (a poll that returns
         // `Pending` has registered `waker` and looked once more after).
         self.mark.woken.store(false, Ordering::Release);
+        #[cfg(test)]
+        {
+            self.full_polls += 1;
+        }
         let polled = poll(&mut Context::from_waker(&self.waker));
         self.waiting = polled.is_pending();
         polled
@@ -120,7 +132,10 @@ impl<T> QuietReceiver<T> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// As [`mpsc::Receiver::try_recv`].
+    /// As [`mpsc::Receiver::try_recv`]. It leaves `waiting` alone: tokio's `try_recv`, when
+    /// it finds a send in progress, swaps the channel's registered waker for one of its own,
+    /// but wakes the registered one (`Mark`) first, so the next poll goes to the channel
+    /// (tokio 1.54 `sync/mpsc/chan.rs`; re-check on a tokio upgrade).
     pub(crate) fn try_recv(&mut self) -> Result<T, mpsc::error::TryRecvError> {
         self.rx.try_recv()
     }
@@ -176,6 +191,29 @@ mod tests {
     }
 
     #[test]
+    fn empty_polls_by_the_same_task_do_not_reach_the_channel() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut rx = QuietReceiver::new(rx);
+        let (_count, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..5 {
+            assert!(rx.poll_recv(&mut cx).is_pending());
+        }
+        assert_eq!(
+            rx.wake.full_polls, 1,
+            "one poll registers, the rest are quiet"
+        );
+        tx.try_send(1).unwrap();
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(1)));
+        assert_eq!(rx.wake.full_polls, 2);
+        // Empty again: one full poll registers, then quiet again (the woken mark was cleared).
+        for _ in 0..5 {
+            assert!(rx.poll_recv(&mut cx).is_pending());
+        }
+        assert_eq!(rx.wake.full_polls, 3);
+    }
+
+    #[test]
     fn the_last_sender_going_away_ends_it() {
         let (tx, rx) = mpsc::channel::<u8>(4);
         let mut rx = QuietReceiver::new(rx);
@@ -208,6 +246,8 @@ mod tests {
         );
     }
 
+    /// A smoke test: it would catch a lost wake-up (the mark cleared after the channel's poll
+    /// instead of before) only if a send fell into that window, by chance.
     #[tokio::test]
     async fn sends_from_another_thread_all_arrive() {
         let (tx, rx) = mpsc::channel(8);

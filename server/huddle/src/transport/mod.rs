@@ -17,7 +17,8 @@
 //! is handled in the task that read it (no event, no channel hand-off, no second task woken).
 //!
 //! Tasks follow mini-redis (`server.rs`, `shutdown.rs`): one accept loop per listener, one task per
-//! connection (and one per UDP socket), a semaphore bounding connections, a `watch` channel
+//! connection (and, with [`Transports::bind`], one per UDP socket; the server reads its UDP
+//! sockets in the core instead), a semaphore bounding connections, a `watch` channel
 //! announcing shutdown, and a completion channel whose closing tells [`Transports::shutdown`]
 //! that every task has ended.
 //!

@@ -35,7 +35,6 @@ const SEND_BATCH: usize = 64;
 /// buffer of its own. Each datagram is one message (RFC 3261 §18.3 framing does not apply);
 /// datagrams over the size limit are answered 513, whitespace-only ones (keep-alives some
 /// clients send) are dropped: only the rest reach the caller.
-#[derive(Debug)]
 pub struct UdpReceiver {
     /// Tells when there is something to read (tokio's readiness).
     socket: UdpSocket,
@@ -75,6 +74,19 @@ impl Datagram<'_> {
     }
 }
 
+impl std::fmt::Debug for UdpReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the buffer: a megabyte of stale datagrams.
+        f.debug_struct("UdpReceiver")
+            .field("local", &self.local)
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The largest UDP payload (IPv6 jumbograms aside): a slot never needs more than this.
+const MAX_DATAGRAM: usize = 65_535;
+
 impl UdpReceiver {
     pub(crate) fn new(
         socket: UdpSocket,
@@ -83,7 +95,9 @@ impl UdpReceiver {
         max: usize,
     ) -> Self {
         // Each slot holds one byte more than allowed, so an oversized datagram shows up as
-        // `len > max` instead of being silently truncated to a valid-looking size.
+        // `len > max` instead of being silently truncated to a valid-looking size; no datagram
+        // is larger than `MAX_DATAGRAM`, whatever `max_message_size` allows for streams.
+        let max = max.min(MAX_DATAGRAM);
         Self {
             socket,
             reader,

@@ -130,49 +130,6 @@ mod transport_udp {
         assert!(timeout(LIMIT, rx.recv()).await.unwrap().is_none());
     }
 
-    #[tokio::test]
-    async fn oversized_and_blank_datagrams_are_dropped() {
-        let config = TransportConfig {
-            max_message_size: 1024,
-            ..Default::default()
-        };
-        let (transports, _handle, mut rx) = bind("udp:127.0.0.1:0", config).await;
-        let server = transports.local_addr_for(Transport::Udp).unwrap();
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let big = format!("{OPTIONS}{}", "x".repeat(1100));
-        client.send_to(big.as_bytes(), server).await.unwrap();
-        client.send_to(b"\r\n\r\n", server).await.unwrap();
-        client.send_to(OPTIONS.as_bytes(), server).await.unwrap();
-        let TransportEvent::Message(m) = next_event(&mut rx).await else {
-            panic!("expected a message")
-        };
-        assert_eq!(
-            &m.data[..],
-            OPTIONS.as_bytes(),
-            "only the valid datagram arrives"
-        );
-    }
-
-    /// More datagrams than one receive call takes arrive whole and in order.
-    #[tokio::test]
-    async fn a_burst_of_datagrams_arrives_whole_and_in_order() {
-        let (_transports, _handle, mut rx, server) = bind_udp().await;
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let messages: Vec<String> = (0..50)
-            .map(|i| OPTIONS.replace("Call-ID: u1", &format!("Call-ID: burst-{i}")))
-            .collect();
-        for m in &messages {
-            client.send_to(m.as_bytes(), server).await.unwrap();
-        }
-        for expected in &messages {
-            let TransportEvent::Message(m) = next_event(&mut rx).await else {
-                panic!("expected a message")
-            };
-            assert_eq!(&m.data[..], expected.as_bytes());
-            assert_eq!(m.remote, client.local_addr().unwrap());
-        }
-    }
-
     /// Datagrams held in a batch go out at `flush`, each to its peer, in the order held, also
     /// when there are more than one system call takes.
     #[tokio::test]

@@ -47,8 +47,9 @@ struct Kept {
 
 thread_local! {
     /// Headers kept between [`receive_kept`] calls on this thread. (nix's headers are not
-    /// `Send`, so an async task could not hold them across an `await`; the SIP runtime runs
-    /// its UDP tasks on one thread.)
+    /// `Send`, so an async task could not hold them across an `await`: they are borrowed only
+    /// within one `receive_kept` call, never across an `await`, by whichever task reads the
+    /// SIP UDP sockets — the core on the SIP thread, or `udp::run`.)
     static KEPT: std::cell::RefCell<Vec<Kept>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 

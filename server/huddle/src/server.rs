@@ -364,14 +364,14 @@ impl SipThread {
         shutdown: watch::Receiver<bool>,
         ready: tokio::sync::oneshot::Sender<anyhow::Result<HashMap<Transport, SocketAddr>>>,
     ) {
-        let bound = Transports::bind(
+        let bound = Transports::bind_with_udp(
             &self.config.sip.listen,
             self.transport_config,
             TlsContext::default(),
         )
         .await
         .context("binding listeners");
-        let (transports, handle, events) = match bound {
+        let (transports, handle, events, udp) = match bound {
             Ok(bound) => bound,
             Err(e) => {
                 let _ = ready.send(Err(e));
@@ -398,7 +398,7 @@ impl SipThread {
         // that wakes the `block_on` future makes the runtime poll the reactor once more
         // (`epoll_wait` with no timeout) before polling it, on every message; a woken task is
         // simply polled next.
-        if let Err(e) = tokio::spawn(core.run(events, shutdown)).await {
+        if let Err(e) = tokio::spawn(core.run(events, udp, shutdown)).await {
             if e.is_panic() {
                 // As before the core was a task: a panic in it is not swallowed.
                 std::panic::resume_unwind(e.into_panic());

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use huddle::transport::{
     Destination, FlowId, SendError, TlsContext, Transport, TransportConfig, TransportEvent,
-    TransportHandle, Transports, UdpBatch,
+    TransportHandle, Transports, UdpBatch, UdpReceiver,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::Receiver;
@@ -63,6 +63,37 @@ async fn next_event(rx: &mut Receiver<TransportEvent>) -> TransportEvent {
         .expect("event channel closed")
 }
 
+/// Waits (bounded) until one of `receivers`, polled from `first` on, has something to read,
+/// then reads it: its index and the messages read, each with its sender.
+async fn read_any(
+    receivers: &mut [UdpReceiver],
+    first: usize,
+) -> (usize, Vec<(SocketAddr, Vec<u8>)>) {
+    let (index, ready) = timeout(
+        LIMIT,
+        std::future::poll_fn(|cx| {
+            let n = receivers.len();
+            (0..n)
+                .map(|k| (first + k) % n)
+                .find_map(|i| match receivers[i].poll_ready(cx) {
+                    std::task::Poll::Ready(ready) => Some((i, ready)),
+                    std::task::Poll::Pending => None,
+                })
+                .map_or(std::task::Poll::Pending, std::task::Poll::Ready)
+        }),
+    )
+    .await
+    .expect("nothing to read in time");
+    ready.unwrap();
+    let local = receivers[index].local_addr();
+    let mut read = Vec::new();
+    receivers[index].read(|d| {
+        assert_eq!(d.local, local);
+        read.push((d.remote, d.data.to_vec()));
+    });
+    (index, read)
+}
+
 /// Tests live in a module named after the file, so `cargo test transport` selects them.
 mod transport_udp {
     use super::*;
@@ -97,49 +128,6 @@ mod transport_udp {
         assert_eq!(&buf[..n], reply.as_bytes());
         transports.shutdown().await;
         assert!(timeout(LIMIT, rx.recv()).await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn oversized_and_blank_datagrams_are_dropped() {
-        let config = TransportConfig {
-            max_message_size: 1024,
-            ..Default::default()
-        };
-        let (transports, _handle, mut rx) = bind("udp:127.0.0.1:0", config).await;
-        let server = transports.local_addr_for(Transport::Udp).unwrap();
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let big = format!("{OPTIONS}{}", "x".repeat(1100));
-        client.send_to(big.as_bytes(), server).await.unwrap();
-        client.send_to(b"\r\n\r\n", server).await.unwrap();
-        client.send_to(OPTIONS.as_bytes(), server).await.unwrap();
-        let TransportEvent::Message(m) = next_event(&mut rx).await else {
-            panic!("expected a message")
-        };
-        assert_eq!(
-            &m.data[..],
-            OPTIONS.as_bytes(),
-            "only the valid datagram arrives"
-        );
-    }
-
-    /// More datagrams than one receive call takes arrive whole and in order.
-    #[tokio::test]
-    async fn a_burst_of_datagrams_arrives_whole_and_in_order() {
-        let (_transports, _handle, mut rx, server) = bind_udp().await;
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let messages: Vec<String> = (0..50)
-            .map(|i| OPTIONS.replace("Call-ID: u1", &format!("Call-ID: burst-{i}")))
-            .collect();
-        for m in &messages {
-            client.send_to(m.as_bytes(), server).await.unwrap();
-        }
-        for expected in &messages {
-            let TransportEvent::Message(m) = next_event(&mut rx).await else {
-                panic!("expected a message")
-            };
-            assert_eq!(&m.data[..], expected.as_bytes());
-            assert_eq!(m.remote, client.local_addr().unwrap());
-        }
     }
 
     /// Datagrams held in a batch go out at `flush`, each to its peer, in the order held, also
@@ -222,5 +210,81 @@ mod transport_udp {
             )
             .unwrap_err();
         assert!(matches!(err, SendError::UnknownFlow(_)), "{err}");
+    }
+
+    /// With `bind_with_udp` no task reads the UDP sockets: the caller reads each receiver, which
+    /// keeps the rules (an oversized request answered 513, a keep-alive dropped) and the order
+    /// of a burst larger than one read, and nothing comes on the event channel.
+    #[tokio::test]
+    async fn the_caller_reads_the_udp_receivers_itself() {
+        let config = TransportConfig {
+            max_message_size: 1024,
+            ..Default::default()
+        };
+        let specs = [
+            "udp:127.0.0.1:0".parse().unwrap(),
+            "udp:127.0.0.1:0".parse().unwrap(),
+        ];
+        let (transports, _handle, mut rx, mut receivers) =
+            Transports::bind_with_udp(&specs, config, TlsContext::default())
+                .await
+                .unwrap();
+        assert_eq!(receivers.len(), 2);
+        let addrs: Vec<SocketAddr> = transports.local_addrs().iter().map(|s| s.addr).collect();
+        assert_eq!(receivers[0].local_addr(), addrs[0]);
+        assert_eq!(receivers[1].local_addr(), addrs[1]);
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let me = client.local_addr().unwrap();
+
+        // Oversized (a whole request, so it can be answered), blank, then a message: to the
+        // second socket, which is found although the first is polled first.
+        let big = format!(
+            "OPTIONS sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP client.test;branch=z9hG4bK2\r\n\
+             From: <sip:a@example.test>;tag=1\r\nTo: <sip:bob@example.test>\r\nCall-ID: big\r\n\
+             CSeq: 1 OPTIONS\r\nContent-Length: 1100\r\n\r\n{}",
+            "x".repeat(1100)
+        );
+        client.send_to(big.as_bytes(), addrs[1]).await.unwrap();
+        client.send_to(b"\r\n\r\n", addrs[1]).await.unwrap();
+        client.send_to(OPTIONS.as_bytes(), addrs[1]).await.unwrap();
+        let mut got = Vec::new();
+        while got.is_empty() {
+            let (index, read) = read_any(&mut receivers, 0).await;
+            assert_eq!(index, 1);
+            got.extend(read);
+        }
+        assert_eq!(got, vec![(me, OPTIONS.as_bytes().to_vec())]);
+        let mut buf = [0u8; 2048];
+        let (n, from) = recv_datagram(&client, &mut buf).await;
+        assert_eq!(from, addrs[1], "answered from the socket it came to");
+        assert!(
+            buf[..n].starts_with(b"SIP/2.0 513 "),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+
+        // A burst larger than one read, to the first socket: whole and in order.
+        let messages: Vec<String> = (0..40)
+            .map(|i| OPTIONS.replace("Call-ID: u1", &format!("Call-ID: burst-{i}")))
+            .collect();
+        for m in &messages {
+            client.send_to(m.as_bytes(), addrs[0]).await.unwrap();
+        }
+        let mut got = Vec::new();
+        while got.len() < messages.len() {
+            let (index, read) = read_any(&mut receivers, 1).await;
+            assert_eq!(index, 0);
+            got.extend(read);
+        }
+        let expected: Vec<(SocketAddr, Vec<u8>)> = messages
+            .iter()
+            .map(|m| (me, m.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(got, expected);
+
+        assert!(rx.try_recv().is_err(), "no UDP message on the channel");
+        drop(receivers);
+        transports.shutdown().await;
+        assert!(timeout(LIMIT, rx.recv()).await.unwrap().is_none());
     }
 }

@@ -11,6 +11,7 @@ mod digest;
 mod limits;
 mod plugins;
 mod proxy;
+mod quiet;
 mod tokens;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ use crate::plugins::{CorePlugins, HostCommand};
 use crate::registrar::{Change, ContactList, Location, Reach, Rejection};
 use crate::transport::{
     Destination, FlowId, Inbound, Stop, Transport, TransportEvent, TransportHandle, UdpBatch,
+    UdpReceiver,
 };
 use crate::users::UserRecord;
 
@@ -149,6 +151,27 @@ fn on_timer_grid(at: Instant, origin: Instant) -> Instant {
         .unwrap_or(at)
 }
 
+/// Polls the UDP receivers for one with something to read, starting at `first` (the caller
+/// rotates it, so that one busy socket cannot starve another), each through its quiet waker:
+/// its index and readiness.
+fn poll_udp(
+    udp: &[UdpReceiver],
+    wakes: &mut [quiet::QuietWake],
+    first: usize,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<(usize, std::io::Result<()>)> {
+    let n = udp.len();
+    for k in 0..n {
+        let i = (first + k) % n;
+        if let (Some(receiver), Some(wake)) = (udp.get(i), wakes.get_mut(i)) {
+            if let std::task::Poll::Ready(ready) = wake.poll(cx, |cx| receiver.poll_ready(cx)) {
+                return std::task::Poll::Ready((i, ready));
+            }
+        }
+    }
+    std::task::Poll::Pending
+}
+
 /// A core turn (one batch of events, or the timers) longer than this is logged.
 const SLOW_TURN: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -234,15 +257,24 @@ impl Core {
         }
     }
 
-    /// Runs until `shutdown` flips to true or the transports go away.
+    /// Runs until `shutdown` flips to true or the transports go away. `udp` are the UDP
+    /// sockets' receiving ends ([`Transports::bind_with_udp`](crate::transport::Transports::bind_with_udp)),
+    /// read here: a datagram is handled where it is read, with no event, no channel and no
+    /// second task woken for it (the reader task and the channel receive were ~10 k of a
+    /// call's ~208 k instructions: bench/NOTES.md, sipcut6). `events` brings the other
+    /// transports' messages.
     pub async fn run(
         mut self,
-        mut events: mpsc::Receiver<TransportEvent>,
+        events: mpsc::Receiver<TransportEvent>,
+        mut udp: Vec<UdpReceiver>,
         shutdown: watch::Receiver<bool>,
     ) {
-        let Some(mut commands) = self.plugin_commands.take() else {
+        let Some(commands) = self.plugin_commands.take() else {
             return;
         };
+        // Polled on every turn, and mostly empty: cheap to poll while nothing was sent.
+        let mut commands = quiet::QuietReceiver::new(commands);
+        let mut events = quiet::QuietReceiver::new(events);
         // One timer for the whole loop, re-armed only when the earliest deadline moves: under
         // load it rarely does (new transactions time out later than old ones), and registering
         // a fresh timer on every turn cost a timer-wheel insert and removal per batch of events.
@@ -255,6 +287,12 @@ impl Core {
         // trips, ~4 k instructions a call). A dropped sender (the server handle is gone) is
         // shutdown too.
         let mut stop = Stop::new(&shutdown);
+        // The receiver polled first next turn: the one after the last read, so that a socket
+        // that is always ready does not starve another.
+        let mut udp_first = 0;
+        // Polled on every turn, and mostly not readable under a stream load.
+        let mut udp_wakes: Vec<quiet::QuietWake> =
+            udp.iter().map(|_| quiet::QuietWake::new()).collect();
         loop {
             let deadline = [
                 self.txn.poll_timeout(),
@@ -276,6 +314,28 @@ impl Core {
             // Plugin threads this turn hands jobs to are woken once, when it ends.
             let held;
             let started = tokio::select! {
+                (index, ready) = std::future::poll_fn(|cx| {
+                    poll_udp(&udp, &mut udp_wakes, udp_first, cx)
+                }), if !udp.is_empty() =>
+                {
+                    if ready.is_err() {
+                        // The reactor is gone: the runtime is shutting down, and the core
+                        // with it (as the transports' own UDP tasks stop then).
+                        tracing::warn!(
+                            local = %udp[index].local_addr(),
+                            "UDP socket's reactor gone; SIP core stopping"
+                        );
+                        break;
+                    }
+                    udp_first = index + 1;
+                    held = HeldWakes::begin();
+                    let now = Instant::now();
+                    udp[index].read(|datagram| {
+                        self.on_inbound(datagram.to_inbound(), now);
+                        self.drain(now);
+                    });
+                    now
+                }
                 event = events.recv() => {
                     let Some(event) = event else { break };
                     held = HeldWakes::begin();
@@ -1170,6 +1230,52 @@ mod tests {
                 format!("{high:x}{low:x}")
             );
         }
+    }
+
+    /// A loopback UDP receiver as the transports make one.
+    async fn udp_receiver() -> UdpReceiver {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let reader = socket2::SockRef::from(&socket).try_clone().unwrap();
+        UdpReceiver::new(socket, reader.into(), local, 1024)
+    }
+
+    #[tokio::test]
+    async fn udp_polls_start_at_first_and_find_every_ready_socket() {
+        let udp = vec![udp_receiver().await, udp_receiver().await];
+        let mut wakes: Vec<quiet::QuietWake> =
+            udp.iter().map(|_| quiet::QuietWake::new()).collect();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for r in &udp {
+            client.send_to(b"OPTIONS", r.local_addr()).unwrap();
+        }
+        // Both readable (bounded wait for the reactor to see each).
+        for r in &udp {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                std::future::poll_fn(|cx| r.poll_ready(cx)),
+            )
+            .await
+            .expect("readable in time")
+            .unwrap();
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let index = |p: std::task::Poll<(usize, std::io::Result<()>)>| match p {
+            std::task::Poll::Ready((i, Ok(()))) => Some(i),
+            _ => None,
+        };
+        assert_eq!(index(poll_udp(&udp, &mut wakes, 0, &mut cx)), Some(0));
+        assert_eq!(index(poll_udp(&udp, &mut wakes, 1, &mut cx)), Some(1));
+        assert_eq!(index(poll_udp(&udp, &mut wakes, 2, &mut cx)), Some(0));
+        // Reading the first empties it: the second is found from either start.
+        let mut udp = udp;
+        let mut read = 0;
+        udp[0].read(|_| read += 1);
+        assert_eq!(read, 1);
+        assert_eq!(index(poll_udp(&udp, &mut wakes, 0, &mut cx)), Some(1));
+        udp[1].read(|_| read += 1);
+        assert_eq!(read, 2);
+        assert!(poll_udp(&udp, &mut wakes, 0, &mut cx).is_pending());
     }
 
     #[test]

@@ -12,8 +12,13 @@
 //! - the receiving end of a bounded channel of [`TransportEvent`]s: each whole SIP message read
 //!   from the network ([`Inbound`]), and [`TransportEvent::FlowClosed`] once per ended connection.
 //!
+//! [`Transports::bind_with_udp`] does the same but starts no UDP tasks: it also returns each UDP
+//! socket's receiving end ([`UdpReceiver`]), which the SIP core reads itself, so that a datagram
+//! is handled in the task that read it (no event, no channel hand-off, no second task woken).
+//!
 //! Tasks follow mini-redis (`server.rs`, `shutdown.rs`): one accept loop per listener, one task per
-//! connection (and one per UDP socket), a semaphore bounding connections, a `watch` channel
+//! connection (and, with [`Transports::bind`], one per UDP socket; the server reads its UDP
+//! sockets in the core instead), a semaphore bounding connections, a `watch` channel
 //! announcing shutdown, and a completion channel whose closing tells [`Transports::shutdown`]
 //! that every task has ended.
 //!
@@ -77,7 +82,7 @@ pub use spec::{ListenSpec, ParseListenSpecError};
 pub use tls::{
     client_config_with_roots, generate_self_signed, load_tls_config, TlsContext, TlsError,
 };
-pub use udp::UdpBatch;
+pub use udp::{Datagram, UdpBatch, UdpReceiver};
 
 use shared::Shared;
 
@@ -323,6 +328,33 @@ impl Transports {
         config: TransportConfig,
         tls: TlsContext,
     ) -> Result<(Transports, TransportHandle, mpsc::Receiver<TransportEvent>), TransportError> {
+        let (transports, handle, events, udp) = Self::bind_with_udp(specs, config, tls).await?;
+        for receiver in udp {
+            if let Some(ctx) = transports.shared.task_ctx() {
+                tokio::spawn(udp::run(receiver, ctx));
+            }
+        }
+        Ok((transports, handle, events))
+    }
+
+    /// [`bind`](Self::bind), except that no task reads the UDP sockets: their receiving ends
+    /// come back to the caller, who reads them (the SIP core does, so that a datagram is
+    /// handled where it is read: no event, no channel, no second task woken per datagram).
+    /// Messages of the other transports and `FlowClosed` still come on the channel. The caller
+    /// stops reading at shutdown by dropping the receivers.
+    pub async fn bind_with_udp(
+        specs: &[ListenSpec],
+        config: TransportConfig,
+        tls: TlsContext,
+    ) -> Result<
+        (
+            Transports,
+            TransportHandle,
+            mpsc::Receiver<TransportEvent>,
+            Vec<UdpReceiver>,
+        ),
+        TransportError,
+    > {
         config.validate()?;
         let mut tls = tls;
         if tls.server.is_none() {
@@ -361,7 +393,7 @@ impl Transports {
                     .map_err(bind_err)?;
                 sender.set_nonblocking(true).map_err(bind_err)?;
                 // The reader's handle for `recvmmsg`, which tokio's socket does not offer; tokio
-                // still tells when there is something to read (see `udp::run`).
+                // still tells when there is something to read (see `UdpReceiver`).
                 let reader = sender.try_clone().map_err(bind_err)?;
                 udp_senders.push((local, std::net::UdpSocket::from(sender)));
                 udp.push((socket, std::net::UdpSocket::from(reader)));
@@ -378,14 +410,15 @@ impl Transports {
             });
         }
 
+        let max = config.max_message_size;
+        let udp = udp
+            .into_iter()
+            .zip(&udp_senders)
+            .map(|((socket, reader), (local, _))| UdpReceiver::new(socket, reader, *local, max))
+            .collect();
         let (events_tx, events_rx) = mpsc::channel(config.event_queue_len);
         let (done_tx, done_rx) = mpsc::channel(1);
         let shared = Shared::new(config, tls, bound, udp_senders, events_tx, done_tx);
-        for (socket, reader) in udp {
-            if let Some(ctx) = shared.task_ctx() {
-                tokio::spawn(udp::run(socket, reader, ctx));
-            }
-        }
         for (transport, listener, local) in tcp {
             if let Some(ctx) = shared.task_ctx() {
                 tokio::spawn(listener::run(listener, transport, local, ctx));
@@ -401,6 +434,7 @@ impl Transports {
             },
             handle,
             events_rx,
+            udp,
         ))
     }
 

@@ -1,9 +1,16 @@
-//! SIP over UDP: one task per socket reads datagrams, several per system call (`recvmmsg`);
-//! what the core sends in one turn is held in a [`UdpBatch`] and goes out with one `sendmmsg`
-//! per socket. Under load several datagrams arrive per wake-up (about 4.5 under SIPp): one
-//! system call per datagram each way became about one per wake-up each way (bench/NOTES.md).
+//! SIP over UDP: each listening socket's receiving end is a [`UdpReceiver`], which reads
+//! datagrams several per system call (`recvmmsg`) and applies the rules every datagram goes
+//! through (the size limit's 513, keep-alives dropped). The SIP core owns the receivers and
+//! reads them itself ([`Transports::bind_with_udp`](super::Transports::bind_with_udp)): a
+//! datagram is handled where it is read, with no hand-off to another task. Otherwise ([`run`],
+//! for [`Transports::bind`](super::Transports::bind)) one task per socket reads it and hands
+//! each datagram to the event channel. What the core sends in one turn is held in a
+//! [`UdpBatch`] and goes out with one `sendmmsg` per socket. Under load several datagrams
+//! arrive per wake-up (about 4.5 under SIPp): one system call per datagram each way became
+//! about one per wake-up each way (bench/NOTES.md).
 
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::Interest;
@@ -23,47 +30,114 @@ const SEND_BATCH: usize = crate::mmsg::SEND_BATCH;
 #[cfg(not(target_os = "linux"))]
 const SEND_BATCH: usize = 64;
 
-/// Reads datagrams until shutdown. Each datagram is one message (RFC 3261 §18.3 framing does
-/// not apply); datagrams over the size limit are answered 513, whitespace-only ones
-/// (keep-alives some clients send) are dropped. `reader` is the same socket as `socket` (a
-/// duplicate descriptor): tokio's socket tells when there is something to read, `reader`
-/// reads it in batches.
-pub(crate) async fn run(socket: UdpSocket, reader: std::net::UdpSocket, mut ctx: TaskCtx) {
-    let max = ctx.shared.config.max_message_size;
-    let Ok(local) = socket.local_addr() else {
-        return;
-    };
-    // Each slot holds one byte more than allowed, so an oversized datagram shows up as
-    // `len > max` instead of being silently truncated to a valid-looking size.
-    let slot = max + 1;
-    let mut buf = vec![0u8; slot * RECV_BATCH];
-    let mut received = Vec::with_capacity(RECV_BATCH);
-    // One shutdown future for the life of the socket, not one per wake-up, and cheap to poll
-    // on each one (`Stop`).
-    let mut stop = Stop::new(&ctx.shutdown);
-    loop {
-        // Shutdown first, then the socket: a fixed order (no random draw per wake-up), and a
-        // stop is seen even while datagrams keep coming. The readiness is polled in place
-        // (`poll_recv_ready` keeps one waker on the socket) rather than through a fresh
-        // `readable()` future per wake-up, which joined and left the socket's waiter list.
-        let ready = tokio::select! {
-            biased;
-            () = &mut stop => break,
-            ready = std::future::poll_fn(|cx| socket.poll_recv_ready(cx)) => ready,
-        };
-        if ready.is_err() {
-            // The reactor is gone: the runtime is shutting down.
-            break;
+/// The receiving end of one UDP listening socket: tells when datagrams are waiting
+/// ([`poll_ready`](Self::poll_ready)) and reads them in batches ([`read`](Self::read)) into a
+/// buffer of its own. Each datagram is one message (RFC 3261 §18.3 framing does not apply);
+/// datagrams over the size limit are answered 513, whitespace-only ones (keep-alives some
+/// clients send) are dropped: only the rest reach the caller.
+pub struct UdpReceiver {
+    /// Tells when there is something to read (tokio's readiness).
+    socket: UdpSocket,
+    /// The same socket (a duplicate descriptor), read in batches: tokio's socket offers no
+    /// `recvmmsg`.
+    reader: std::net::UdpSocket,
+    local: SocketAddr,
+    max: usize,
+    /// `RECV_BATCH` slots of `max + 1` bytes.
+    buf: Vec<u8>,
+    /// Length and sender of each datagram of the last batch.
+    received: Vec<(usize, Option<SocketAddr>)>,
+}
+
+/// One datagram a [`UdpReceiver`] read, borrowed from its buffer until the next read.
+#[derive(Debug, Clone, Copy)]
+pub struct Datagram<'a> {
+    /// The listening socket's address.
+    pub local: SocketAddr,
+    /// The sender.
+    pub remote: SocketAddr,
+    /// The datagram's bytes.
+    pub data: &'a [u8],
+}
+
+impl Datagram<'_> {
+    /// The datagram as the transports hand any message to the core (its bytes copied).
+    pub fn to_inbound(&self) -> Inbound {
+        Inbound {
+            transport: Transport::Udp,
+            flow: None,
+            local: self.local,
+            remote: self.remote,
+            data: Bytes::copy_from_slice(self.data),
+            text: None,
         }
-        received.clear();
-        // `WouldBlock` makes tokio forget that the socket is readable, so the next turn waits
-        // for the next datagram. Besides an empty socket, that is also the right answer for a
+    }
+}
+
+impl std::fmt::Debug for UdpReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the buffer: a megabyte of stale datagrams.
+        f.debug_struct("UdpReceiver")
+            .field("local", &self.local)
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The largest UDP payload (IPv6 jumbograms aside): a slot never needs more than this.
+const MAX_DATAGRAM: usize = 65_535;
+
+impl UdpReceiver {
+    pub(crate) fn new(
+        socket: UdpSocket,
+        reader: std::net::UdpSocket,
+        local: SocketAddr,
+        max: usize,
+    ) -> Self {
+        // Each slot holds one byte more than allowed, so an oversized datagram shows up as
+        // `len > max` instead of being silently truncated to a valid-looking size; no datagram
+        // is larger than `MAX_DATAGRAM`, whatever `max_message_size` allows for streams.
+        let max = max.min(MAX_DATAGRAM);
+        Self {
+            socket,
+            reader,
+            local,
+            max,
+            buf: vec![0u8; (max + 1) * RECV_BATCH],
+            received: Vec::with_capacity(RECV_BATCH),
+        }
+    }
+
+    /// The socket's bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Ready when the socket has something to read; an error means the reactor is gone (the
+    /// runtime is shutting down) and nothing will be read any more. The readiness is polled in
+    /// place (one waker slot on the socket), not through a `readable()` future per wake-up,
+    /// which joined and left the socket's waiter list.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.socket.poll_recv_ready(cx)
+    }
+
+    /// Reads what the socket holds (one batch, at most 16 datagrams) and gives each datagram
+    /// that is a message to `each`, in order. Answers oversized ones 513 and drops keep-alives
+    /// and datagrams without an IP sender. Read after [`poll_ready`](Self::poll_ready) said
+    /// ready; an empty socket reads nothing.
+    pub fn read(&mut self, mut each: impl FnMut(Datagram<'_>)) {
+        let slot = self.max + 1;
+        self.received.clear();
+        let (reader, local, buf, received) =
+            (&self.reader, self.local, &mut self.buf, &mut self.received);
+        // `WouldBlock` makes tokio forget that the socket is readable, so the next wait is for
+        // the next datagram. Besides an empty socket, that is also the right answer for a
         // batch that is not full: the read stopped because the socket ran dry (tokio does the
         // same after a short read of a stream), and checking with another system call would
         // only find it empty. Nothing is missed: tokio clears only the readiness it had seen
         // before the read, and a datagram arriving since is a newer readiness event.
-        let result = socket.try_io(Interest::READABLE, || {
-            receive(&reader, local.is_ipv6(), &mut buf, slot, &mut received)?;
+        let result = self.socket.try_io(Interest::READABLE, || {
+            receive(reader, local.is_ipv6(), buf, slot, received)?;
             if received.len() < RECV_BATCH {
                 return Err(std::io::ErrorKind::WouldBlock.into());
             }
@@ -75,34 +149,58 @@ pub(crate) async fn run(socket: UdpSocket, reader: std::net::UdpSocket, mut ctx:
             Err(e) => {
                 // Per-datagram errors (e.g. ICMP reports on some systems); the socket lives on.
                 debug!(%local, error = %e, "UDP receive error");
-                continue;
+                return;
             }
         }
-        for (i, &(len, remote)) in received.iter().enumerate() {
+        for (i, &(len, remote)) in self.received.iter().enumerate() {
             // Without a sender address there is no one to answer.
             let Some(remote) = remote else { continue };
             let start = i * slot;
-            if len > max {
-                debug!(%local, %remote, limit = max, "oversized UDP datagram answered 513");
-                if let Some(reply) = super::too_large_reply(&buf[start..start + max], remote) {
-                    let _ = reader.send_to(&reply, remote);
+            if len > self.max {
+                debug!(%local, %remote, limit = self.max, "oversized UDP datagram answered 513");
+                let head = &self.buf[start..start + self.max];
+                if let Some(reply) = super::too_large_reply(head, remote) {
+                    let _ = self.reader.send_to(&reply, remote);
                 }
                 continue;
             }
-            let data = &buf[start..start + len];
+            let data = &self.buf[start..start + len];
             if data.iter().all(|b| b.is_ascii_whitespace()) {
                 trace!(%remote, "ignoring keep-alive datagram");
                 continue;
             }
-            let event = TransportEvent::Message(Inbound {
-                transport: Transport::Udp,
-                flow: None,
+            each(Datagram {
                 local,
                 remote,
-                data: Bytes::copy_from_slice(data),
-                text: None,
+                data,
             });
-            if !ctx.deliver(event).await {
+        }
+    }
+}
+
+/// Reads `receiver` until shutdown, handing each datagram to the core's event channel: the
+/// transports' own reader, when the caller does not read the UDP sockets itself.
+pub(crate) async fn run(mut receiver: UdpReceiver, mut ctx: TaskCtx) {
+    let local = receiver.local_addr();
+    let mut batch = Vec::with_capacity(RECV_BATCH);
+    // One shutdown future for the life of the socket, not one per wake-up, and cheap to poll
+    // on each one (`Stop`).
+    let mut stop = Stop::new(&ctx.shutdown);
+    loop {
+        // Shutdown first, then the socket: a fixed order (no random draw per wake-up), and a
+        // stop is seen even while datagrams keep coming.
+        let ready = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            ready = std::future::poll_fn(|cx| receiver.poll_ready(cx)) => ready,
+        };
+        if ready.is_err() {
+            // The reactor is gone: the runtime is shutting down.
+            break;
+        }
+        receiver.read(|datagram| batch.push(datagram.to_inbound()));
+        for inbound in batch.drain(..) {
+            if !ctx.deliver(TransportEvent::Message(inbound)).await {
                 debug!(%local, "UDP listener stopped");
                 return;
             }

@@ -6,9 +6,10 @@
 //!
 //! ```text
 //! video (one pipeline per room):
-//!   videotestsrc(live, 16x16, transparent) ──────────────────┐ (background: keeps the
-//!   appsrc(RTP VP8) → rtpvp8depay → vp8dec → queue ───────────┤  canvas ticking when an
-//!   appsrc(RTP H.264) → rtph264depay → avdec_h264 → … → queue ─┤  uplink freezes)
+//!   appsrc(RTP VP8) → rtpvp8depay → vp8dec → queue ───────────┐ (the compositor is live
+//!   appsrc(RTP H.264) → rtph264depay → avdec_h264 → … → queue ─┤  on its own: the canvas
+//!                                                             │  ticks when an uplink
+//!                                                             │  freezes or none sends)
 //!   videotestsrc(placeholder) → queue ────────────────────────┤
 //!   appsrc(tapped screen, VP8/H.264) → depay → decode → queue ┤ (while one is shared)
 //!                          compositor ─(names blended: probe)→ tee ─┬→ queue → vp8enc → rtpvp8pay → appsink ─► receivers of
@@ -88,6 +89,9 @@ use crate::sdp::{AudioCodec, VideoCodec};
 pub const MAX_QUEUE: usize = FRAME * 10;
 /// A participant's audio enters the mix once 40 ms are queued (absorbs network jitter).
 const PRIME: usize = FRAME * 2;
+/// How long the canvas waits for a tile's frame past its time before going ahead without it
+/// (ns), besides one canvas frame ([`canvas_compositor`]).
+const CANVAS_WAIT: u64 = 60_000_000;
 /// Shared key frames are forced at most this often, whoever asks.
 const KEYFRAME_GAP: Duration = Duration::from_millis(500);
 
@@ -576,43 +580,11 @@ impl RoomMedia {
         };
         let video = gst::Pipeline::with_name(&format!("room-{room}"));
         let raw_caps = raw_video_caps(&canvas);
-        let background = make("videotestsrc")?;
-        background.set_property("is-live", true);
-        background.set_property_from_str("pattern", "black");
-        // The background only sets the canvas's pace (it is live, at the canvas rate); the
-        // compositor's own black fill paints. A full-canvas black frame blended under the
-        // tiles cost ~0.1 core at 720p30, so it is a transparent 16x16 one.
-        let bg_caps = make("capsfilter")?;
-        bg_caps.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .field("width", 16i32)
-                .field("height", 16i32)
-                .field("framerate", gst::Fraction::new(canvas.fps as i32, 1))
-                .build(),
-        );
-        let compositor = make("compositor")?;
-        compositor.set_property_from_str("background", "black");
-        // Decoders and the network are late by tens of ms; the canvas waits this much for
-        // them, then goes ahead with each tile's last frame (a frozen uplink stays frozen in
-        // its tile only).
-        compositor.set_property("latency", 60_000_000u64);
+        let compositor = canvas_compositor(&canvas)?;
         let out_caps = make("capsfilter")?;
         out_caps.set_property("caps", &raw_caps);
         let tee = make("tee")?;
-        video.add_many([&background, &bg_caps, &compositor, &out_caps, &tee])?;
-        gst::Element::link_many([&background, &bg_caps])?;
-        let bg_pad = compositor
-            .request_pad_simple("sink_%u")
-            .ok_or_else(|| MediaError("compositor gave no sink pad".to_owned()))?;
-        bg_pad.set_property("zorder", 0u32);
-        // Fully transparent pads are skipped by the compositor, not blended.
-        bg_pad.set_property("alpha", 0.0f64);
-        bg_caps
-            .static_pad("src")
-            .ok_or_else(|| MediaError("capsfilter without src".to_owned()))?
-            .link(&bg_pad)?;
+        video.add_many([&compositor, &out_caps, &tee])?;
         gst::Element::link_many([&compositor, &out_caps, &tee])?;
         blend_names(&compositor, &raw_caps, &shared.overlay)?;
         let mut encoders = Vec::with_capacity(profiles.len());
@@ -845,7 +817,7 @@ impl RoomMedia {
     }
 
     /// Adds a decoding branch (ending in its leaky queue) to the running pipeline, links it to a
-    /// new compositor pad above the background, and starts it; the pad is where the layout
+    /// new compositor pad, and starts it; the pad is where the layout
     /// places it.
     fn attach_to_canvas(&self, branch: &[gst::Element]) -> Result<gst::Pad, MediaError> {
         self.video.add_many(branch)?;
@@ -1449,6 +1421,29 @@ fn newest_frames_queue() -> Result<gst::Element, MediaError> {
     Ok(queue)
 }
 
+/// The room's compositor. It paces the canvas itself: live from the start (`force-live`),
+/// it puts out a frame every canvas period whether or not any tile has one (a room before
+/// its first picture, a frozen uplink: that tile keeps its last frame). No source sets the
+/// pace, so no thread wakes 30 times a second only to hand it an empty frame: a live
+/// `videotestsrc` did that until session 18 (bench/NOTES.md, branch conf4c).
+///
+/// It waits for late tiles as long as it did with that source: `latency` (decoders and the
+/// network are late by tens of ms; after it the canvas goes ahead with each tile's last
+/// frame) and one canvas frame as the least its inputs report (`min-upstream-latency`: what
+/// that source reported; a tile's `appsrc` reports less).
+fn canvas_compositor(canvas: &VideoProfile) -> Result<gst::Element, MediaError> {
+    let frame = 1_000_000_000u64 / u64::from(canvas.fps.max(1));
+    // `force-live` is read when the aggregator is built.
+    let compositor = gst::ElementFactory::make("compositor")
+        .property("force-live", true)
+        .build()
+        .map_err(|_| MediaError("GStreamer element 'compositor' is not installed".to_owned()))?;
+    compositor.set_property_from_str("background", "black");
+    compositor.set_property("latency", CANVAS_WAIT);
+    compositor.set_property("min-upstream-latency", frame);
+    Ok(compositor)
+}
+
 /// I420 caps of a profile's size and rate.
 fn raw_video_caps(profile: &VideoProfile) -> gst::Caps {
     gst::Caps::builder("video/x-raw")
@@ -1647,4 +1642,142 @@ fn mixer_loop(shared: &Shared) {
         }
     }
     shared.cpu.leave_current();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROFILE: VideoProfile = VideoProfile {
+        width: 64,
+        height: 64,
+        fps: 30,
+        bitrate_kbps: 100,
+        keyframe_interval_secs: 10,
+    };
+
+    /// The canvas's compositor alone, into an `appsink`: nothing else in the pipeline.
+    fn canvas_alone() -> (gst::Pipeline, gst::Element, gst_app::AppSink) {
+        gst::init().unwrap();
+        let pipeline = gst::Pipeline::new();
+        let compositor = canvas_compositor(&PROFILE).unwrap();
+        let caps = make("capsfilter").unwrap();
+        caps.set_property("caps", raw_video_caps(&PROFILE));
+        let sink = gst_app::AppSink::builder().build();
+        pipeline
+            .add_many([&compositor, &caps, sink.upcast_ref()])
+            .unwrap();
+        gst::Element::link_many([&compositor, &caps, sink.upcast_ref()]).unwrap();
+        (pipeline, compositor, sink)
+    }
+
+    fn play(pipeline: &gst::Pipeline) {
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let (reached, _, _) = pipeline.state(Some(gst::ClockTime::from_seconds(5)));
+        assert!(reached.is_ok(), "the canvas plays");
+    }
+
+    /// Frames the canvas puts out, up to `n`, each waited for at most 5 s.
+    fn frames(sink: &gst_app::AppSink, n: usize) -> usize {
+        (0..n)
+            .take_while(|_| {
+                sink.try_pull_sample(gst::ClockTime::from_seconds(5))
+                    .is_some()
+            })
+            .count()
+    }
+
+    /// No source paces the room's canvas (a room before its first picture has none): the
+    /// compositor does, at the canvas rate.
+    #[test]
+    fn the_canvas_ticks_with_no_source_at_all() {
+        let (pipeline, _, sink) = canvas_alone();
+        play(&pipeline);
+        assert_eq!(frames(&sink, 10), 10, "frames without any input");
+        let caps = sink.sink_pads()[0].current_caps().unwrap();
+        assert!(
+            caps.is_subset(&raw_video_caps(&PROFILE)),
+            "at the canvas's size and rate: {caps}"
+        );
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+
+    /// A live tile (as a participant's `appsrc` is) on the canvas, fed nothing yet.
+    fn add_tile(pipeline: &gst::Pipeline, compositor: &gst::Element) -> gst_app::AppSrc {
+        let tile_caps = gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", 16i32)
+            .field("height", 16i32)
+            .field("framerate", gst::Fraction::new(30, 1))
+            .build();
+        let src = live_appsrc(&tile_caps, 1_000_000, true);
+        let queue = newest_frames_queue().unwrap();
+        pipeline.add_many([src.upcast_ref(), &queue]).unwrap();
+        src.link(&queue).unwrap();
+        let pad = compositor.request_pad_simple("sink_%u").unwrap();
+        queue.static_pad("src").unwrap().link(&pad).unwrap();
+        src
+    }
+
+    /// A tile that sent one frame and froze does not hold the canvas back.
+    #[test]
+    fn a_frozen_tile_does_not_stop_the_canvas() {
+        let (pipeline, compositor, sink) = canvas_alone();
+        let src = add_tile(&pipeline, &compositor);
+        play(&pipeline);
+        src.push_buffer(gst::Buffer::from_mut_slice(vec![0x80u8; 16 * 16 * 3 / 2]))
+            .unwrap();
+        assert_eq!(frames(&sink, 15), 15, "frames after the tile's only one");
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+
+    /// The pipeline's latency: how long the canvas waits for its tiles.
+    fn latency(pipeline: &gst::Pipeline) -> gst::ClockTime {
+        play(pipeline);
+        let mut query = gst::query::Latency::new();
+        assert!(pipeline.query(&mut query));
+        let (live, min, _) = query.result();
+        assert!(live, "the canvas is live");
+        pipeline.set_state(gst::State::Null).unwrap();
+        min
+    }
+
+    /// The canvas waits for late tiles as long as it did when a live source at its rate
+    /// paced it: `CANVAS_WAIT` past a frame's time, plus that source's frame.
+    #[test]
+    fn the_canvas_waits_for_tiles_as_long_as_with_a_pacing_source() {
+        let (pipeline, compositor, _sink) = canvas_alone();
+        let _tile = add_tile(&pipeline, &compositor);
+        let ours = latency(&pipeline);
+
+        let paced = gst::Pipeline::new();
+        let compositor = make("compositor").unwrap();
+        compositor.set_property("latency", CANVAS_WAIT);
+        let pacer = make("videotestsrc").unwrap();
+        pacer.set_property("is-live", true);
+        let pacer_caps = make("capsfilter").unwrap();
+        pacer_caps.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
+                .field("width", 16i32)
+                .field("height", 16i32)
+                .field("framerate", gst::Fraction::new(PROFILE.fps as i32, 1))
+                .build(),
+        );
+        let caps = make("capsfilter").unwrap();
+        caps.set_property("caps", raw_video_caps(&PROFILE));
+        let sink = gst_app::AppSink::builder().build();
+        paced
+            .add_many([&pacer, &pacer_caps, &compositor, &caps, sink.upcast_ref()])
+            .unwrap();
+        gst::Element::link_many([&pacer, &pacer_caps, &compositor, &caps, sink.upcast_ref()])
+            .unwrap();
+        let _tile = add_tile(&paced, &compositor);
+        let theirs = latency(&paced);
+        assert!(
+            ours >= theirs,
+            "{ours} against {theirs} with a pacing source"
+        );
+    }
 }

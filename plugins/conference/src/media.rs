@@ -20,9 +20,8 @@
 //! audio (one pipeline per participant):
 //!   appsrc(RTP) → depay → decode → convert/resample to 48 kHz mono → appsink ─► input queue
 //!   appsrc(PCM, from the mixer thread) → encode → pay → appsink ─► that participant
-//! mixer thread (one per room, every 20 ms while a member has audio): one frame from each
-//!   input queue, total − own for each participant, levels → active speaker; without audio
-//!   it sleeps but for the key frames owed (`Keyframes::idle_turn`).
+//! mixer thread (one per room, every 20 ms): one frame from each input queue,
+//!   total − own for each participant, levels → active speaker.
 //! ```
 //!
 //! The composite is encoded once per output profile (the room's `video`, then its
@@ -67,7 +66,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -196,8 +195,11 @@ struct Shared {
     tiles: Mutex<Vec<Tile>>,
     speaker: Mutex<Option<ParticipantId>>,
     stop: AtomicBool,
-    /// Forced key frames: each output's encoder pad, state, and the mixer thread's wake-up.
-    keyframes: Keyframes,
+    /// Each output's encoder src pad, where key frames are asked for: the VP8 profiles (set
+    /// once built), then the H.264 output's while it exists.
+    encoder_pads: Mutex<Vec<Option<gst::Pad>>>,
+    /// Each output's forced key frames: when the last was asked for, and whether one is owed.
+    keyframes: Mutex<Vec<KeyframeState>>,
     /// The index of the H.264 output (after the VP8 profiles).
     h264_output: usize,
     /// Changed at run time by the admin API (`RoomMedia::set_layout`).
@@ -238,65 +240,11 @@ struct KeyframeState {
     owed: bool,
 }
 
-/// What the mixer thread sleeps on while the room has nothing to mix (no member with audio):
-/// a member with audio joined, a key frame became owed, or the room stops. A poke that comes
-/// before the wait counts (a flag), so one between the mixer's look and its wait is not lost.
-#[derive(Debug, Default)]
-struct MixerWake {
-    poked: Mutex<bool>,
-    cond: Condvar,
-}
-
-impl MixerWake {
-    fn poke(&self) {
-        *lock(&self.poked) = true;
-        self.cond.notify_one();
-    }
-
-    /// Sleeps until poked or `timeout` has passed (`None`: until poked); takes the poke.
-    fn wait(&self, timeout: Option<Duration>) {
-        let mut poked = lock(&self.poked);
-        if !*poked {
-            poked = match timeout {
-                Some(t) => {
-                    self.cond
-                        .wait_timeout(poked, t)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-                None => self.cond.wait(poked).unwrap_or_else(|e| e.into_inner()),
-            };
-        }
-        *poked = false;
-    }
-}
-
-/// Forced key frames of a room's outputs, rate-limited per output ([`KEYFRAME_GAP`]); one
-/// asked for within the gap is owed and paid by the mixer thread when the gap ends.
-#[derive(Debug)]
-struct Keyframes {
-    /// Each output's encoder src pad, where key frames are asked for: the VP8 profiles (set
-    /// once built), then the H.264 output's while it exists.
-    pads: Mutex<Vec<Option<gst::Pad>>>,
-    /// Each output's forced key frames: when the last was asked for, and whether one is owed.
-    states: Mutex<Vec<KeyframeState>>,
-    /// Pokes the mixer thread when it idles ([`Keyframes::idle_turn`]).
-    wake: MixerWake,
-}
-
-impl Keyframes {
-    fn new(outputs: usize) -> Keyframes {
-        Keyframes {
-            pads: Mutex::new(vec![None; outputs]),
-            states: Mutex::new(vec![KeyframeState::default(); outputs]),
-            wake: MixerWake::default(),
-        }
-    }
-
+impl Shared {
     /// A key frame in `profile` now, or when [`KEYFRAME_GAP`] since the last has passed.
-    fn request(&self, profile: usize, now: Instant) {
+    fn request_keyframe(&self, profile: usize, now: Instant) {
         {
-            let mut states = lock(&self.states);
+            let mut states = lock(&self.keyframes);
             let Some(state) = states.get_mut(profile) else {
                 return;
             };
@@ -305,21 +253,18 @@ impl Keyframes {
                 .is_some_and(|t| now.duration_since(t) < KEYFRAME_GAP)
             {
                 state.owed = true;
-                drop(states);
-                // An idle mixer sleeps until the earliest owed one is due: this one may be.
-                self.wake.poke();
                 return;
             }
             state.last = Some(now);
             state.owed = false;
         }
-        self.send(profile);
+        self.send_keyframe_event(profile);
     }
 
     /// Sends the key frames owed whose gap has passed.
-    fn pay_due(&self, now: Instant) {
+    fn pay_owed_keyframes(&self, now: Instant) {
         let due: Vec<usize> = {
-            let mut states = lock(&self.states);
+            let mut states = lock(&self.keyframes);
             states
                 .iter_mut()
                 .enumerate()
@@ -334,46 +279,18 @@ impl Keyframes {
                 .collect()
         };
         for profile in due {
-            self.send(profile);
+            self.send_keyframe_event(profile);
         }
     }
 
-    /// How long until the earliest owed key frame is due (`None`: none is owed).
-    fn next_due(&self, now: Instant) -> Option<Duration> {
-        lock(&self.states)
-            .iter()
-            .filter(|s| s.owed)
-            .map(|s| {
-                s.last.map_or(Duration::ZERO, |t| {
-                    (t + KEYFRAME_GAP).saturating_duration_since(now)
-                })
-            })
-            .min()
-    }
-
-    /// The mixer thread's turn while there is nothing to mix: sleeps until the earliest owed
-    /// key frame is due (or until poked), then pays what is due. Instead of a tick every
-    /// 20 ms: a video-only room's mixer has nothing else to do.
-    fn idle_turn(&self) {
-        self.wake.wait(self.next_due(Instant::now()));
-        self.pay_due(Instant::now());
-    }
-
-    fn send(&self, profile: usize) {
+    fn send_keyframe_event(&self, profile: usize) {
         let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
             .all_headers(true)
             .build();
-        let pad = lock(&self.pads).get(profile).cloned().flatten();
+        let pad = lock(&self.encoder_pads).get(profile).cloned().flatten();
         if let Some(pad) = pad {
             pad.send_event(event);
         }
-    }
-}
-
-impl Shared {
-    /// A key frame in `profile` now, or when [`KEYFRAME_GAP`] since the last has passed.
-    fn request_keyframe(&self, profile: usize, now: Instant) {
-        self.keyframes.request(profile, now);
     }
 
     /// Puts every tile where the layout says, and its name on it; the active speaker's is the
@@ -640,7 +557,8 @@ impl RoomMedia {
             tiles: Mutex::new(Vec::new()),
             speaker: Mutex::new(None),
             stop: AtomicBool::new(false),
-            keyframes: Keyframes::new(profiles.len() + 1),
+            encoder_pads: Mutex::new(vec![None; profiles.len() + 1]),
+            keyframes: Mutex::new(vec![KeyframeState::default(); profiles.len() + 1]),
             h264_output: profiles.len(),
             layout: Mutex::new(layout),
             canvas,
@@ -690,7 +608,7 @@ impl RoomMedia {
             tee.link(&branch[0])?;
         }
         {
-            let mut pads = lock(&shared.keyframes.pads);
+            let mut pads = lock(&shared.encoder_pads);
             for (slot, encoder) in pads.iter_mut().zip(&encoders) {
                 *slot = encoder.static_pad("src");
             }
@@ -758,8 +676,6 @@ impl RoomMedia {
                 primed: false,
                 encoder: Some(encoder),
             });
-            // The mixer may idle (no member had audio): it ticks from now on.
-            self.shared.keyframes.wake.poke();
         }
         let video_in = spec
             .video
@@ -864,10 +780,10 @@ impl RoomMedia {
                 return Err(e);
             }
         };
-        if let Some(slot) = lock(&self.shared.keyframes.pads).get_mut(self.shared.h264_output) {
+        if let Some(slot) = lock(&self.shared.encoder_pads).get_mut(self.shared.h264_output) {
             *slot = Some(encoder_src);
         }
-        if let Some(state) = lock(&self.shared.keyframes.states).get_mut(self.shared.h264_output) {
+        if let Some(state) = lock(&self.shared.keyframes).get_mut(self.shared.h264_output) {
             *state = KeyframeState::default();
         }
         Ok(OutputBranch { tee_pad, elements })
@@ -885,7 +801,7 @@ impl RoomMedia {
         let Some(branch) = self.h264.take() else {
             return;
         };
-        if let Some(slot) = lock(&self.shared.keyframes.pads).get_mut(h264) {
+        if let Some(slot) = lock(&self.shared.encoder_pads).get_mut(h264) {
             *slot = None;
         }
         // Unlinked first: the tee then skips the pad (a tee only fails when every pad is
@@ -1143,7 +1059,7 @@ impl RoomMedia {
         }
         if changed {
             // The new stream must start with a key frame even within the rate limit.
-            if let Some(state) = lock(&self.shared.keyframes.states).get_mut(profile) {
+            if let Some(state) = lock(&self.shared.keyframes).get_mut(profile) {
                 state.last = None;
             }
             self.force_keyframe(profile);
@@ -1192,7 +1108,6 @@ impl Drop for RoomMedia {
             self.ingress.remove(screen.session);
         }
         self.shared.stop.store(true, Ordering::Relaxed);
-        self.shared.keyframes.wake.poke();
         if let Some(m) = self.mixer.take() {
             let _ = m.join();
         }
@@ -1657,13 +1572,6 @@ fn mixer_loop(shared: &Shared) {
     let mut frames: Vec<Vec<i16>> = Vec::new();
     let mut outs: Vec<Vec<i16>> = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
-        if lock(&shared.audio).is_empty() {
-            // Nothing to mix (a video-only room): no tick, only the key frames owed, until a
-            // member with audio joins (a poke) and the clock starts over.
-            shared.keyframes.idle_turn();
-            next = Instant::now();
-            continue;
-        }
         let now = Instant::now();
         if next > now {
             thread::sleep(next - now);
@@ -1674,7 +1582,7 @@ fn mixer_loop(shared: &Shared) {
             next = Instant::now() + period;
         }
         tick += 1;
-        shared.keyframes.pay_due(Instant::now());
+        shared.pay_owed_keyframes(Instant::now());
         let mut audio = lock(&shared.audio);
         // The detector indexes by position: rebuild it when the membership changes.
         let now_ids: Vec<ParticipantId> = audio.iter().map(|m| m.id).collect();
@@ -1871,106 +1779,5 @@ mod tests {
             ours >= theirs,
             "{ours} against {theirs} with a pacing source"
         );
-    }
-
-    /// An encoder's src pad that counts the key frames asked of it.
-    fn counting_pad() -> (gst::Pad, Arc<std::sync::atomic::AtomicUsize>) {
-        gst::init().unwrap();
-        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let seen = count.clone();
-        let pad = gst::Pad::builder(gst::PadDirection::Src)
-            .event_function(move |_, _, event| {
-                if event.type_() == gst::EventType::CustomUpstream {
-                    seen.fetch_add(1, Ordering::SeqCst);
-                }
-                true
-            })
-            .build();
-        pad.set_active(true).unwrap();
-        (pad, count)
-    }
-
-    fn keyframes() -> (Arc<Keyframes>, Arc<std::sync::atomic::AtomicUsize>) {
-        let (pad, count) = counting_pad();
-        let kf = Keyframes::new(1);
-        lock(&kf.pads)[0] = Some(pad);
-        (Arc::new(kf), count)
-    }
-
-    /// Runs `f` on a thread and waits for it, bounded (a lost wake-up fails, not hangs).
-    fn finishes(f: impl FnOnce() + Send + 'static) -> bool {
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            f();
-            let _ = tx.send(());
-        });
-        rx.recv_timeout(Duration::from_secs(30)).is_ok()
-    }
-
-    /// A key frame asked for within the gap is owed; an idle mixer (no audio) sleeps until
-    /// the gap ends and pays it.
-    #[test]
-    fn an_idle_mixer_pays_an_owed_key_frame_when_its_gap_ends() {
-        let (kf, count) = keyframes();
-        let now = Instant::now();
-        kf.request(0, now);
-        assert_eq!(count.load(Ordering::SeqCst), 1, "the first goes at once");
-        kf.request(0, now);
-        assert_eq!(count.load(Ordering::SeqCst), 1, "the second is owed");
-        // The request poked the mixer: a turn that finds it not yet due pays nothing.
-        kf.idle_turn();
-        if count.load(Ordering::SeqCst) == 1 {
-            kf.idle_turn();
-        }
-        assert_eq!(count.load(Ordering::SeqCst), 2, "paid when due");
-        assert_eq!(kf.next_due(Instant::now()), None, "nothing owed after");
-    }
-
-    /// An idle mixer with nothing owed sleeps until poked (a member with audio joined, the
-    /// room stops); a poke before it sleeps counts.
-    #[test]
-    fn a_poke_wakes_an_idle_mixer_before_or_during_its_sleep() {
-        let (kf, count) = keyframes();
-        kf.wake.poke();
-        let k = kf.clone();
-        assert!(finishes(move || k.idle_turn()), "a poke before the wait");
-        let k = kf.clone();
-        let (started_tx, started) = mpsc::channel();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let _ = started_tx.send(());
-            k.idle_turn();
-            let _ = tx.send(());
-        });
-        started.recv().unwrap();
-        kf.wake.poke();
-        assert!(
-            rx.recv_timeout(Duration::from_secs(30)).is_ok(),
-            "a poke while it waits"
-        );
-        assert_eq!(count.load(Ordering::SeqCst), 0, "nothing was owed");
-    }
-
-    /// A key frame owed while the mixer idles with nothing owed wakes it: it is paid.
-    #[test]
-    fn a_key_frame_owed_while_the_mixer_idles_is_paid() {
-        let (kf, count) = keyframes();
-        kf.request(0, Instant::now());
-        // Take the poke-free state: the mixer now sleeps with nothing owed.
-        let k = kf.clone();
-        let c = count.clone();
-        let (started_tx, started) = mpsc::channel();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let _ = started_tx.send(());
-            while c.load(Ordering::SeqCst) < 2 {
-                k.idle_turn();
-            }
-            let _ = tx.send(());
-        });
-        started.recv().unwrap();
-        kf.request(0, Instant::now());
-        assert!(rx.recv_timeout(Duration::from_secs(30)).is_ok(), "paid");
-        assert_eq!(count.load(Ordering::SeqCst), 2);
     }
 }

@@ -935,24 +935,7 @@ impl RoomMedia {
                     branch.push(make("videoconvert")?);
                 }
             }
-            None => {
-                let src = make("videotestsrc")?;
-                src.set_property("is-live", true);
-                src.set_property_from_str("pattern", "solid-color");
-                src.set_property("foreground-color", 0xff30_3040u32);
-                let caps = make("capsfilter")?;
-                caps.set_property(
-                    "caps",
-                    gst::Caps::builder("video/x-raw")
-                        .field("format", "I420")
-                        .field("width", 320i32)
-                        .field("height", 180i32)
-                        .field("framerate", gst::Fraction::new(fps.min(5), 1))
-                        .build(),
-                );
-                branch.push(src);
-                branch.push(caps);
-            }
+            None => branch.extend(placeholder(fps)?),
         }
         // Never let a slow tile hold the canvas back.
         branch.push(newest_frames_queue()?);
@@ -1421,19 +1404,59 @@ fn newest_frames_queue() -> Result<gst::Element, MediaError> {
     Ok(queue)
 }
 
+/// A named tile's picture while there is no video (audio only, camera off): a dark solid
+/// colour, live at a low rate. It reports no latency of its own: a live `videotestsrc`
+/// answers one of its frames (200 ms at 5 fps), and the compositor takes its inputs' largest
+/// latency as part of how long it waits for every canvas frame, so a room whose first tile
+/// is a placeholder would wait a fifth of a second for each. The canvas's wait is its own
+/// ([`canvas_compositor`]).
+fn placeholder(fps: i32) -> Result<[gst::Element; 2], MediaError> {
+    let src = make("videotestsrc")?;
+    src.set_property("is-live", true);
+    src.set_property_from_str("pattern", "solid-color");
+    src.set_property("foreground-color", 0xff30_3040u32);
+    let caps = make("capsfilter")?;
+    caps.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", 320i32)
+            .field("height", 180i32)
+            .field("framerate", gst::Fraction::new(fps.min(5), 1))
+            .build(),
+    );
+    caps.static_pad("src")
+        .ok_or_else(|| MediaError("capsfilter without src".to_owned()))?
+        .add_probe(
+            gst::PadProbeType::QUERY_UPSTREAM | gst::PadProbeType::PULL,
+            |_, probe| {
+                if let Some(gst::PadProbeData::Query(query)) = probe.data.as_mut() {
+                    if let gst::QueryViewMut::Latency(latency) = query.view_mut() {
+                        let (live, _, max) = latency.result();
+                        latency.set(live, gst::ClockTime::ZERO, max);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            },
+        )
+        .ok_or_else(|| MediaError("no probe on the placeholder".to_owned()))?;
+    Ok([src, caps])
+}
+
 /// The room's compositor. It paces the canvas itself: live from the start (`force-live`),
 /// it puts out a frame every canvas period whether or not any tile has one (a room before
-/// its first picture, a frozen uplink: that tile keeps its last frame). No source sets the
-/// pace, so no thread wakes 30 times a second only to hand it an empty frame: a live
-/// `videotestsrc` did that until session 18 (bench/NOTES.md, branch conf4c).
+/// its first picture, a frozen uplink: that tile keeps its last frame). A live source only
+/// to set the pace (a 16x16 `videotestsrc`, until now) cost a thread waking at the canvas
+/// rate and a compositor wake-up per frame.
 ///
 /// It waits for late tiles as long as it did with that source: `latency` (decoders and the
 /// network are late by tens of ms; after it the canvas goes ahead with each tile's last
-/// frame) and one canvas frame as the least its inputs report (`min-upstream-latency`: what
-/// that source reported; a tile's `appsrc` reports less).
+/// frame) and, as the least its inputs report, one canvas frame (`min-upstream-latency`:
+/// what that source reported; a tile's `appsrc` reports less, a placeholder nothing).
 fn canvas_compositor(canvas: &VideoProfile) -> Result<gst::Element, MediaError> {
     let frame = 1_000_000_000u64 / u64::from(canvas.fps.max(1));
-    // `force-live` is read when the aggregator is built.
+    // `force-live` is construct-only (GStreamer 1.22, which the crate requires: gstreamer-rs
+    // panics on a property the element does not have).
     let compositor = gst::ElementFactory::make("compositor")
         .property("force-live", true)
         .build()
@@ -1671,29 +1694,70 @@ mod tests {
         (pipeline, compositor, sink)
     }
 
+    /// `branch` (ending in the tiles' queue) linked to a new pad of the canvas.
+    fn attach(pipeline: &gst::Pipeline, compositor: &gst::Element, mut branch: Vec<gst::Element>) {
+        branch.push(newest_frames_queue().unwrap());
+        pipeline.add_many(&branch).unwrap();
+        gst::Element::link_many(&branch).unwrap();
+        let pad = compositor.request_pad_simple("sink_%u").unwrap();
+        let last = branch.last().unwrap();
+        last.static_pad("src").unwrap().link(&pad).unwrap();
+    }
+
+    /// A live tile of raw 16x16 frames (as a participant's `appsrc`, decoded), fed nothing yet.
+    fn add_tile(pipeline: &gst::Pipeline, compositor: &gst::Element) -> gst_app::AppSrc {
+        let tile = VideoProfile {
+            width: 16,
+            height: 16,
+            ..PROFILE
+        };
+        let src = live_appsrc(&raw_video_caps(&tile), 1_000_000, true);
+        attach(pipeline, compositor, vec![src.clone().upcast()]);
+        src
+    }
+
     fn play(pipeline: &gst::Pipeline) {
         pipeline.set_state(gst::State::Playing).unwrap();
         let (reached, _, _) = pipeline.state(Some(gst::ClockTime::from_seconds(5)));
         assert!(reached.is_ok(), "the canvas plays");
     }
 
-    /// Frames the canvas puts out, up to `n`, each waited for at most 5 s.
-    fn frames(sink: &gst_app::AppSink, n: usize) -> usize {
+    /// The frames the canvas puts out, up to `n`, each waited for at most 5 s.
+    fn frames(sink: &gst_app::AppSink, n: usize) -> Vec<gst::Sample> {
         (0..n)
-            .take_while(|_| {
-                sink.try_pull_sample(gst::ClockTime::from_seconds(5))
-                    .is_some()
-            })
-            .count()
+            .map_while(|_| sink.try_pull_sample(gst::ClockTime::from_seconds(5)))
+            .collect()
+    }
+
+    fn frame() -> gst::ClockTime {
+        gst::ClockTime::SECOND / u64::from(PROFILE.fps)
     }
 
     /// No source paces the room's canvas (a room before its first picture has none): the
-    /// compositor does, at the canvas rate.
+    /// compositor does, a frame per canvas period, none ahead of the clock.
     #[test]
     fn the_canvas_ticks_with_no_source_at_all() {
         let (pipeline, _, sink) = canvas_alone();
         play(&pipeline);
-        assert_eq!(frames(&sink, 10), 10, "frames without any input");
+        let got = frames(&sink, 10);
+        assert_eq!(got.len(), 10, "frames without any input");
+        let now = pipeline.current_running_time().unwrap();
+        let pts: Vec<gst::ClockTime> = got
+            .iter()
+            .map(|s| s.buffer().unwrap().pts().unwrap())
+            .collect();
+        for pair in pts.windows(2) {
+            let step = pair[1] - pair[0];
+            assert!(
+                step.nseconds().abs_diff(frame().nseconds()) <= 1,
+                "one canvas frame apart: {pts:?}"
+            );
+        }
+        assert!(
+            pts[9] <= now,
+            "no frame ahead of the clock: {} at {now}",
+            pts[9]
+        );
         let caps = sink.sink_pads()[0].current_caps().unwrap();
         assert!(
             caps.is_subset(&raw_video_caps(&PROFILE)),
@@ -1702,24 +1766,8 @@ mod tests {
         pipeline.set_state(gst::State::Null).unwrap();
     }
 
-    /// A live tile (as a participant's `appsrc` is) on the canvas, fed nothing yet.
-    fn add_tile(pipeline: &gst::Pipeline, compositor: &gst::Element) -> gst_app::AppSrc {
-        let tile_caps = gst::Caps::builder("video/x-raw")
-            .field("format", "I420")
-            .field("width", 16i32)
-            .field("height", 16i32)
-            .field("framerate", gst::Fraction::new(30, 1))
-            .build();
-        let src = live_appsrc(&tile_caps, 1_000_000, true);
-        let queue = newest_frames_queue().unwrap();
-        pipeline.add_many([src.upcast_ref(), &queue]).unwrap();
-        src.link(&queue).unwrap();
-        let pad = compositor.request_pad_simple("sink_%u").unwrap();
-        queue.static_pad("src").unwrap().link(&pad).unwrap();
-        src
-    }
-
-    /// A tile that sent one frame and froze does not hold the canvas back.
+    /// A tile that sent one frame and froze does not hold the canvas back, and keeps its
+    /// last frame in its place.
     #[test]
     fn a_frozen_tile_does_not_stop_the_canvas() {
         let (pipeline, compositor, sink) = canvas_alone();
@@ -1727,57 +1775,52 @@ mod tests {
         play(&pipeline);
         src.push_buffer(gst::Buffer::from_mut_slice(vec![0x80u8; 16 * 16 * 3 / 2]))
             .unwrap();
-        assert_eq!(frames(&sink, 15), 15, "frames after the tile's only one");
+        let got = frames(&sink, 15);
+        assert_eq!(got.len(), 15, "frames after the tile's only one");
+        let last = got
+            .last()
+            .unwrap()
+            .buffer()
+            .unwrap()
+            .map_readable()
+            .unwrap();
+        // Luma of the tile's place (the pad's default: the top left corner, at its size),
+        // and beside it the black canvas.
+        assert_eq!(
+            last[4 * PROFILE.width as usize + 4],
+            0x80,
+            "the tile's last frame"
+        );
+        assert_eq!(last[4 * PROFILE.width as usize + 40], 16, "black beside it");
         pipeline.set_state(gst::State::Null).unwrap();
     }
 
-    /// The pipeline's latency: how long the canvas waits for its tiles.
-    fn latency(pipeline: &gst::Pipeline) -> gst::ClockTime {
-        play(pipeline);
+    /// How long the compositor waits for a canvas frame's tiles.
+    fn canvas_wait(compositor: &gst::Element) -> gst::ClockTime {
         let mut query = gst::query::Latency::new();
-        assert!(pipeline.query(&mut query));
+        assert!(compositor.static_pad("src").unwrap().query(&mut query));
         let (live, min, _) = query.result();
         assert!(live, "the canvas is live");
-        pipeline.set_state(gst::State::Null).unwrap();
         min
     }
 
-    /// The canvas waits for late tiles as long as it did when a live source at its rate
-    /// paced it: `CANVAS_WAIT` past a frame's time, plus that source's frame.
+    /// The canvas waits for late tiles its own time — `CANVAS_WAIT` and one canvas frame,
+    /// what it waited with a live pacing source at its rate — whichever tile comes first: a
+    /// participant's video or a placeholder (a live source at 5 fps, which would answer
+    /// 200 ms).
     #[test]
-    fn the_canvas_waits_for_tiles_as_long_as_with_a_pacing_source() {
-        let (pipeline, compositor, _sink) = canvas_alone();
-        let _tile = add_tile(&pipeline, &compositor);
-        let ours = latency(&pipeline);
-
-        let paced = gst::Pipeline::new();
-        let compositor = make("compositor").unwrap();
-        compositor.set_property("latency", CANVAS_WAIT);
-        let pacer = make("videotestsrc").unwrap();
-        pacer.set_property("is-live", true);
-        let pacer_caps = make("capsfilter").unwrap();
-        pacer_caps.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .field("width", 16i32)
-                .field("height", 16i32)
-                .field("framerate", gst::Fraction::new(PROFILE.fps as i32, 1))
-                .build(),
-        );
-        let caps = make("capsfilter").unwrap();
-        caps.set_property("caps", raw_video_caps(&PROFILE));
-        let sink = gst_app::AppSink::builder().build();
-        paced
-            .add_many([&pacer, &pacer_caps, &compositor, &caps, sink.upcast_ref()])
-            .unwrap();
-        gst::Element::link_many([&pacer, &pacer_caps, &compositor, &caps, sink.upcast_ref()])
-            .unwrap();
-        let _tile = add_tile(&paced, &compositor);
-        let theirs = latency(&paced);
-        assert!(
-            ours >= theirs,
-            "{ours} against {theirs} with a pacing source"
-        );
+    fn the_canvas_waits_the_same_whichever_tile_comes_first() {
+        let expected = gst::ClockTime::from_nseconds(CANVAS_WAIT) + frame() * 2;
+        for first in ["video", "placeholder"] {
+            let (pipeline, compositor, _sink) = canvas_alone();
+            if first == "video" {
+                add_tile(&pipeline, &compositor);
+            } else {
+                attach(&pipeline, &compositor, placeholder(30).unwrap().to_vec());
+            }
+            play(&pipeline);
+            assert_eq!(canvas_wait(&compositor), expected, "{first} first");
+            pipeline.set_state(gst::State::Null).unwrap();
+        }
     }
 }

@@ -90,7 +90,7 @@ pub const MAX_QUEUE: usize = FRAME * 10;
 /// A participant's audio enters the mix once 40 ms are queued (absorbs network jitter).
 const PRIME: usize = FRAME * 2;
 /// How long the canvas waits for a tile's frame past its time before going ahead without it
-/// (ns), besides one canvas frame ([`canvas_compositor`]).
+/// (ns), on top of the frames its inputs and the compositor report ([`canvas_compositor`]).
 const CANVAS_WAIT: u64 = 60_000_000;
 /// Shared key frames are forced at most this often, whoever asks.
 const KEYFRAME_GAP: Duration = Duration::from_millis(500);
@@ -1804,10 +1804,10 @@ mod tests {
         min
     }
 
-    /// The canvas waits for late tiles its own time — `CANVAS_WAIT` and one canvas frame,
-    /// what it waited with a live pacing source at its rate — whichever tile comes first: a
-    /// participant's video or a placeholder (a live source at 5 fps, which would answer
-    /// 200 ms).
+    /// The canvas waits for late tiles its own time — `CANVAS_WAIT` and two canvas frames
+    /// (the least its inputs report, one, and the compositor's own), what it waited with a
+    /// live pacing source at its rate — whichever tile comes first: a participant's video or
+    /// a placeholder (a live source at 5 fps, which would answer 200 ms).
     #[test]
     fn the_canvas_waits_the_same_whichever_tile_comes_first() {
         let expected = gst::ClockTime::from_nseconds(CANVAS_WAIT) + frame() * 2;

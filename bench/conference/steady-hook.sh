@@ -21,7 +21,8 @@
 #     label; queueN:src = the encoders and the tiles' queues; pool-huddle = the compositor's
 #     scaling and blending workers; tokio-rt-worker = the host's media engine) over the window,
 #     into DIR/groups.txt.
-#   STEADY=record: also `perf record -F 499 -g` of the server over the window (DIR/perf.data);
+#   STEADY=record: also `perf record -F 499 -g` of the server over the window (DIR/perf.data;
+#     FREQ=4999 for more samples of a thread that runs little, e.g. the media thread at N = 4);
 #     cores by library and thread: perf report -i DIR/perf.data --sort comm,dso -g none.
 #   STEADY=stat: instead of sleeping, `perf stat --per-thread` over the window (DIR/stat.csv):
 #     task-clock, context switches, datagrams the server put on the wire (`net:net_dev_queue`)
@@ -54,7 +55,7 @@ start)
 		sleep "$delay"
 		snapshot >"$dir/threads.start"
 		if [[ ${STEADY:-threads} == record ]]; then
-			timeout -s INT "$win" perf record -q -F 499 -g -p "$pid" -o "$dir/perf.data" 2>/dev/null || true
+			timeout -s INT "$win" perf record -q -F "${FREQ:-499}" -g -p "$pid" -o "$dir/perf.data" 2>/dev/null || true
 		elif [[ ${STEADY:-threads} == stat ]]; then
 			perf stat --per-thread -x, -e task-clock,context-switches,net:net_dev_queue \
 				-e syscalls:sys_enter_recvmmsg,syscalls:sys_enter_sendmmsg \

@@ -6,9 +6,10 @@
 //!
 //! ```text
 //! video (one pipeline per room):
-//!   videotestsrc(live, 16x16, transparent) ──────────────────┐ (background: keeps the
-//!   appsrc(RTP VP8) → rtpvp8depay → vp8dec → queue ───────────┤  canvas ticking when an
-//!   appsrc(RTP H.264) → rtph264depay → avdec_h264 → … → queue ─┤  uplink freezes)
+//!   appsrc(RTP VP8) → rtpvp8depay → vp8dec → queue ───────────┐ (the compositor is live
+//!   appsrc(RTP H.264) → rtph264depay → avdec_h264 → … → queue ─┤  on its own: the canvas
+//!                                                             │  ticks when an uplink
+//!                                                             │  freezes or none sends)
 //!   videotestsrc(placeholder) → queue ────────────────────────┤
 //!   appsrc(tapped screen, VP8/H.264) → depay → decode → queue ┤ (while one is shared)
 //!                          compositor ─(names blended: probe)→ tee ─┬→ queue → vp8enc → rtpvp8pay → appsink ─► receivers of
@@ -88,6 +89,9 @@ use crate::sdp::{AudioCodec, VideoCodec};
 pub const MAX_QUEUE: usize = FRAME * 10;
 /// A participant's audio enters the mix once 40 ms are queued (absorbs network jitter).
 const PRIME: usize = FRAME * 2;
+/// How long the canvas waits for a tile's frame past its time before going ahead without it
+/// (ns), on top of the frames its inputs and the compositor report ([`canvas_compositor`]).
+const CANVAS_WAIT: u64 = 60_000_000;
 /// Shared key frames are forced at most this often, whoever asks.
 const KEYFRAME_GAP: Duration = Duration::from_millis(500);
 
@@ -576,43 +580,11 @@ impl RoomMedia {
         };
         let video = gst::Pipeline::with_name(&format!("room-{room}"));
         let raw_caps = raw_video_caps(&canvas);
-        let background = make("videotestsrc")?;
-        background.set_property("is-live", true);
-        background.set_property_from_str("pattern", "black");
-        // The background only sets the canvas's pace (it is live, at the canvas rate); the
-        // compositor's own black fill paints. A full-canvas black frame blended under the
-        // tiles cost ~0.1 core at 720p30, so it is a transparent 16x16 one.
-        let bg_caps = make("capsfilter")?;
-        bg_caps.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .field("width", 16i32)
-                .field("height", 16i32)
-                .field("framerate", gst::Fraction::new(canvas.fps as i32, 1))
-                .build(),
-        );
-        let compositor = make("compositor")?;
-        compositor.set_property_from_str("background", "black");
-        // Decoders and the network are late by tens of ms; the canvas waits this much for
-        // them, then goes ahead with each tile's last frame (a frozen uplink stays frozen in
-        // its tile only).
-        compositor.set_property("latency", 60_000_000u64);
+        let compositor = canvas_compositor(&canvas)?;
         let out_caps = make("capsfilter")?;
         out_caps.set_property("caps", &raw_caps);
         let tee = make("tee")?;
-        video.add_many([&background, &bg_caps, &compositor, &out_caps, &tee])?;
-        gst::Element::link_many([&background, &bg_caps])?;
-        let bg_pad = compositor
-            .request_pad_simple("sink_%u")
-            .ok_or_else(|| MediaError("compositor gave no sink pad".to_owned()))?;
-        bg_pad.set_property("zorder", 0u32);
-        // Fully transparent pads are skipped by the compositor, not blended.
-        bg_pad.set_property("alpha", 0.0f64);
-        bg_caps
-            .static_pad("src")
-            .ok_or_else(|| MediaError("capsfilter without src".to_owned()))?
-            .link(&bg_pad)?;
+        video.add_many([&compositor, &out_caps, &tee])?;
         gst::Element::link_many([&compositor, &out_caps, &tee])?;
         blend_names(&compositor, &raw_caps, &shared.overlay)?;
         let mut encoders = Vec::with_capacity(profiles.len());
@@ -845,7 +817,7 @@ impl RoomMedia {
     }
 
     /// Adds a decoding branch (ending in its leaky queue) to the running pipeline, links it to a
-    /// new compositor pad above the background, and starts it; the pad is where the layout
+    /// new compositor pad, and starts it; the pad is where the layout
     /// places it.
     fn attach_to_canvas(&self, branch: &[gst::Element]) -> Result<gst::Pad, MediaError> {
         self.video.add_many(branch)?;
@@ -963,24 +935,7 @@ impl RoomMedia {
                     branch.push(make("videoconvert")?);
                 }
             }
-            None => {
-                let src = make("videotestsrc")?;
-                src.set_property("is-live", true);
-                src.set_property_from_str("pattern", "solid-color");
-                src.set_property("foreground-color", 0xff30_3040u32);
-                let caps = make("capsfilter")?;
-                caps.set_property(
-                    "caps",
-                    gst::Caps::builder("video/x-raw")
-                        .field("format", "I420")
-                        .field("width", 320i32)
-                        .field("height", 180i32)
-                        .field("framerate", gst::Fraction::new(fps.min(5), 1))
-                        .build(),
-                );
-                branch.push(src);
-                branch.push(caps);
-            }
+            None => branch.extend(placeholder(fps)?),
         }
         // Never let a slow tile hold the canvas back.
         branch.push(newest_frames_queue()?);
@@ -1449,6 +1404,69 @@ fn newest_frames_queue() -> Result<gst::Element, MediaError> {
     Ok(queue)
 }
 
+/// A named tile's picture while there is no video (audio only, camera off): a dark solid
+/// colour, live at a low rate. It reports no latency of its own: a live `videotestsrc`
+/// answers one of its frames (200 ms at 5 fps), and the compositor takes its inputs' largest
+/// latency as part of how long it waits for every canvas frame, so a room whose first tile
+/// is a placeholder would wait a fifth of a second for each. The canvas's wait is its own
+/// ([`canvas_compositor`]).
+fn placeholder(fps: i32) -> Result<[gst::Element; 2], MediaError> {
+    let src = make("videotestsrc")?;
+    src.set_property("is-live", true);
+    src.set_property_from_str("pattern", "solid-color");
+    src.set_property("foreground-color", 0xff30_3040u32);
+    let caps = make("capsfilter")?;
+    caps.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", 320i32)
+            .field("height", 180i32)
+            .field("framerate", gst::Fraction::new(fps.min(5), 1))
+            .build(),
+    );
+    caps.static_pad("src")
+        .ok_or_else(|| MediaError("capsfilter without src".to_owned()))?
+        .add_probe(
+            gst::PadProbeType::QUERY_UPSTREAM | gst::PadProbeType::PULL,
+            |_, probe| {
+                if let Some(gst::PadProbeData::Query(query)) = probe.data.as_mut() {
+                    if let gst::QueryViewMut::Latency(latency) = query.view_mut() {
+                        let (live, _, max) = latency.result();
+                        latency.set(live, gst::ClockTime::ZERO, max);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            },
+        )
+        .ok_or_else(|| MediaError("no probe on the placeholder".to_owned()))?;
+    Ok([src, caps])
+}
+
+/// The room's compositor. It paces the canvas itself: live from the start (`force-live`),
+/// it puts out a frame every canvas period whether or not any tile has one (a room before
+/// its first picture, a frozen uplink: that tile keeps its last frame). A live source only
+/// to set the pace (a 16x16 `videotestsrc`, until now) cost a thread waking at the canvas
+/// rate and a compositor wake-up per frame.
+///
+/// It waits for late tiles as long as it did with that source: `latency` (decoders and the
+/// network are late by tens of ms; after it the canvas goes ahead with each tile's last
+/// frame) and, as the least its inputs report, one canvas frame (`min-upstream-latency`:
+/// what that source reported; a tile's `appsrc` reports less, a placeholder nothing).
+fn canvas_compositor(canvas: &VideoProfile) -> Result<gst::Element, MediaError> {
+    let frame = 1_000_000_000u64 / u64::from(canvas.fps.max(1));
+    // `force-live` is construct-only (GStreamer 1.22, which the crate requires: gstreamer-rs
+    // panics on a property the element does not have).
+    let compositor = gst::ElementFactory::make("compositor")
+        .property("force-live", true)
+        .build()
+        .map_err(|_| MediaError("GStreamer element 'compositor' is not installed".to_owned()))?;
+    compositor.set_property_from_str("background", "black");
+    compositor.set_property("latency", CANVAS_WAIT);
+    compositor.set_property("min-upstream-latency", frame);
+    Ok(compositor)
+}
+
 /// I420 caps of a profile's size and rate.
 fn raw_video_caps(profile: &VideoProfile) -> gst::Caps {
     gst::Caps::builder("video/x-raw")
@@ -1647,4 +1665,162 @@ fn mixer_loop(shared: &Shared) {
         }
     }
     shared.cpu.leave_current();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROFILE: VideoProfile = VideoProfile {
+        width: 64,
+        height: 64,
+        fps: 30,
+        bitrate_kbps: 100,
+        keyframe_interval_secs: 10,
+    };
+
+    /// The canvas's compositor alone, into an `appsink`: nothing else in the pipeline.
+    fn canvas_alone() -> (gst::Pipeline, gst::Element, gst_app::AppSink) {
+        gst::init().unwrap();
+        let pipeline = gst::Pipeline::new();
+        let compositor = canvas_compositor(&PROFILE).unwrap();
+        let caps = make("capsfilter").unwrap();
+        caps.set_property("caps", raw_video_caps(&PROFILE));
+        let sink = gst_app::AppSink::builder().build();
+        pipeline
+            .add_many([&compositor, &caps, sink.upcast_ref()])
+            .unwrap();
+        gst::Element::link_many([&compositor, &caps, sink.upcast_ref()]).unwrap();
+        (pipeline, compositor, sink)
+    }
+
+    /// `branch` (ending in the tiles' queue) linked to a new pad of the canvas.
+    fn attach(pipeline: &gst::Pipeline, compositor: &gst::Element, mut branch: Vec<gst::Element>) {
+        branch.push(newest_frames_queue().unwrap());
+        pipeline.add_many(&branch).unwrap();
+        gst::Element::link_many(&branch).unwrap();
+        let pad = compositor.request_pad_simple("sink_%u").unwrap();
+        let last = branch.last().unwrap();
+        last.static_pad("src").unwrap().link(&pad).unwrap();
+    }
+
+    /// A live tile of raw 16x16 frames (as a participant's `appsrc`, decoded), fed nothing yet.
+    fn add_tile(pipeline: &gst::Pipeline, compositor: &gst::Element) -> gst_app::AppSrc {
+        let tile = VideoProfile {
+            width: 16,
+            height: 16,
+            ..PROFILE
+        };
+        let src = live_appsrc(&raw_video_caps(&tile), 1_000_000, true);
+        attach(pipeline, compositor, vec![src.clone().upcast()]);
+        src
+    }
+
+    fn play(pipeline: &gst::Pipeline) {
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let (reached, _, _) = pipeline.state(Some(gst::ClockTime::from_seconds(5)));
+        assert!(reached.is_ok(), "the canvas plays");
+    }
+
+    /// The frames the canvas puts out, up to `n`, each waited for at most 5 s.
+    fn frames(sink: &gst_app::AppSink, n: usize) -> Vec<gst::Sample> {
+        (0..n)
+            .map_while(|_| sink.try_pull_sample(gst::ClockTime::from_seconds(5)))
+            .collect()
+    }
+
+    fn frame() -> gst::ClockTime {
+        gst::ClockTime::SECOND / u64::from(PROFILE.fps)
+    }
+
+    /// No source paces the room's canvas (a room before its first picture has none): the
+    /// compositor does, a frame per canvas period, none ahead of the clock.
+    #[test]
+    fn the_canvas_ticks_with_no_source_at_all() {
+        let (pipeline, _, sink) = canvas_alone();
+        play(&pipeline);
+        let got = frames(&sink, 10);
+        assert_eq!(got.len(), 10, "frames without any input");
+        let now = pipeline.current_running_time().unwrap();
+        let pts: Vec<gst::ClockTime> = got
+            .iter()
+            .map(|s| s.buffer().unwrap().pts().unwrap())
+            .collect();
+        for pair in pts.windows(2) {
+            let step = pair[1] - pair[0];
+            assert!(
+                step.nseconds().abs_diff(frame().nseconds()) <= 1,
+                "one canvas frame apart: {pts:?}"
+            );
+        }
+        assert!(
+            pts[9] <= now,
+            "no frame ahead of the clock: {} at {now}",
+            pts[9]
+        );
+        let caps = sink.sink_pads()[0].current_caps().unwrap();
+        assert!(
+            caps.is_subset(&raw_video_caps(&PROFILE)),
+            "at the canvas's size and rate: {caps}"
+        );
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+
+    /// A tile that sent one frame and froze does not hold the canvas back, and keeps its
+    /// last frame in its place.
+    #[test]
+    fn a_frozen_tile_does_not_stop_the_canvas() {
+        let (pipeline, compositor, sink) = canvas_alone();
+        let src = add_tile(&pipeline, &compositor);
+        play(&pipeline);
+        src.push_buffer(gst::Buffer::from_mut_slice(vec![0x80u8; 16 * 16 * 3 / 2]))
+            .unwrap();
+        let got = frames(&sink, 15);
+        assert_eq!(got.len(), 15, "frames after the tile's only one");
+        let last = got
+            .last()
+            .unwrap()
+            .buffer()
+            .unwrap()
+            .map_readable()
+            .unwrap();
+        // Luma of the tile's place (the pad's default: the top left corner, at its size),
+        // and beside it the black canvas.
+        assert_eq!(
+            last[4 * PROFILE.width as usize + 4],
+            0x80,
+            "the tile's last frame"
+        );
+        assert_eq!(last[4 * PROFILE.width as usize + 40], 16, "black beside it");
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+
+    /// How long the compositor waits for a canvas frame's tiles.
+    fn canvas_wait(compositor: &gst::Element) -> gst::ClockTime {
+        let mut query = gst::query::Latency::new();
+        assert!(compositor.static_pad("src").unwrap().query(&mut query));
+        let (live, min, _) = query.result();
+        assert!(live, "the canvas is live");
+        min
+    }
+
+    /// The canvas waits for late tiles its own time — `CANVAS_WAIT` and two canvas frames
+    /// (the least its inputs report, one, and the compositor's own), what it waited with a
+    /// live pacing source at its rate — whichever tile comes first: a participant's video or
+    /// a placeholder (a live source at 5 fps, which would answer 200 ms).
+    #[test]
+    fn the_canvas_waits_the_same_whichever_tile_comes_first() {
+        let expected = gst::ClockTime::from_nseconds(CANVAS_WAIT) + frame() * 2;
+        for first in ["video", "placeholder"] {
+            let (pipeline, compositor, _sink) = canvas_alone();
+            if first == "video" {
+                add_tile(&pipeline, &compositor);
+            } else {
+                attach(&pipeline, &compositor, placeholder(30).unwrap().to_vec());
+            }
+            play(&pipeline);
+            assert_eq!(canvas_wait(&compositor), expected, "{first} first");
+            pipeline.set_state(gst::State::Null).unwrap();
+        }
+    }
 }

@@ -583,15 +583,7 @@ impl RoomMedia {
         // compositor's own black fill paints. A full-canvas black frame blended under the
         // tiles cost ~0.1 core at 720p30, so it is a transparent 16x16 one.
         let bg_caps = make("capsfilter")?;
-        bg_caps.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .field("width", 16i32)
-                .field("height", 16i32)
-                .field("framerate", gst::Fraction::new(canvas.fps as i32, 1))
-                .build(),
-        );
+        bg_caps.set_property("caps", i420_caps(16, 16, canvas.fps as i32));
         let compositor = make("compositor")?;
         compositor.set_property_from_str("background", "black");
         // Decoders and the network are late by tens of ms; the canvas waits this much for
@@ -1435,15 +1427,7 @@ fn placeholder(fps: i32) -> Result<[gst::Element; 2], MediaError> {
     src.set_property_from_str("pattern", "solid-color");
     src.set_property("foreground-color", 0xff30_3040u32);
     let caps = make("capsfilter")?;
-    caps.set_property(
-        "caps",
-        gst::Caps::builder("video/x-raw")
-            .field("format", "I420")
-            .field("width", 320i32)
-            .field("height", 180i32)
-            .field("framerate", gst::Fraction::new(fps.min(5), 1))
-            .build(),
-    );
+    caps.set_property("caps", i420_caps(320, 180, fps.min(5)));
     caps.static_pad("src")
         .ok_or_else(|| MediaError("capsfilter without src".to_owned()))?
         .add_probe(
@@ -1473,11 +1457,20 @@ fn newest_frames_queue() -> Result<gst::Element, MediaError> {
 
 /// I420 caps of a profile's size and rate.
 fn raw_video_caps(profile: &VideoProfile) -> gst::Caps {
+    i420_caps(
+        profile.width as i32,
+        profile.height as i32,
+        profile.fps as i32,
+    )
+}
+
+/// I420 caps of `width`x`height` at `fps` frames a second.
+fn i420_caps(width: i32, height: i32, fps: i32) -> gst::Caps {
     gst::Caps::builder("video/x-raw")
         .field("format", "I420")
-        .field("width", profile.width as i32)
-        .field("height", profile.height as i32)
-        .field("framerate", gst::Fraction::new(profile.fps as i32, 1))
+        .field("width", width)
+        .field("height", height)
+        .field("framerate", gst::Fraction::new(fps, 1))
         .build()
 }
 

@@ -742,9 +742,10 @@ impl Core {
         extra: &[(&str, &str)],
     ) {
         let bytes = self.response_bytes(req, peer, status, reason, extra);
-        self.config.ops.metrics.final_response(req.method(), status);
-        if let Err(e) = self.txn.respond_built(key, status, bytes, Instant::now()) {
-            tracing::debug!(error = %e, "response for a finished transaction dropped");
+        match self.txn.respond_built(key, status, bytes, Instant::now()) {
+            // Counted once sent, as relayed finals are (`relay_final`).
+            Ok(()) => self.config.ops.metrics.final_response(req.method(), status),
+            Err(e) => tracing::debug!(error = %e, "response for a finished transaction dropped"),
         }
     }
 

@@ -613,27 +613,9 @@ impl Core {
                 plugin,
                 txn,
                 answer,
-            } => {
-                let Some(t) = self.plugins.txns.get(&txn).filter(|t| t.plugin == plugin) else {
-                    tracing::debug!(plugin = %self.plugins.name(plugin), txn, "answer for a transaction that ended");
-                    return;
-                };
-                let (key, request, from) = (t.key, t.request.clone(), t.from);
-                let (status, bytes) = answer.with_parts(|status, reason, extra| {
-                    let bytes = self.response_bytes(&request, &from, status, reason, extra);
-                    (status, bytes)
-                });
-                match self.txn.respond_built(key, status, bytes, now) {
-                    Ok(()) => self
-                        .config
-                        .ops
-                        .metrics
-                        .final_response(request.method(), status),
-                    Err(e) => {
-                        tracing::debug!(plugin = %self.plugins.name(plugin), error = %e, "plugin answer not sent");
-                    }
-                }
-            }
+            } => answer.with_parts(|status, reason, extra| {
+                self.plugin_answer(plugin, txn, status, reason, extra);
+            }),
             HostCommand::Fail { plugin, txn, error } => {
                 let (status, reason, extra): (u16, &str, &[(&str, &str)]) = match error {
                     Error::Busy => (
@@ -643,9 +625,11 @@ impl Core {
                     ),
                     _ => (500, "Server Internal Error - Plugin Failed", &[]),
                 };
+                tracing::debug!(plugin = %self.plugins.name(plugin), status, "answering for the plugin");
                 self.plugin_answer(plugin, txn, status, reason, extra);
             }
             HostCommand::Disabled { plugin, txn } => {
+                tracing::debug!(plugin = %self.plugins.name(plugin), "answering 503 for the disabled plugin");
                 self.plugin_answer(
                     plugin,
                     txn,
@@ -674,10 +658,10 @@ impl Core {
         extra: &[(&str, &str)],
     ) {
         let Some(t) = self.plugins.txns.get(&txn).filter(|t| t.plugin == plugin) else {
+            tracing::debug!(plugin = %self.plugins.name(plugin), txn, status, "answer for a transaction that ended");
             return;
         };
         let (key, request, from) = (t.key, t.request.clone(), t.from);
-        tracing::debug!(plugin = %self.plugins.name(plugin), status, "answering for the plugin");
         self.respond(key, &request, &from, status, reason, extra);
     }
 

@@ -6,8 +6,8 @@
 #                                      (+ libssl-dev when Cargo.lock pulls openssl-sys)
 #                                      + the demo page's JsSIP: nodejs/npm only when no node is on
 #                                      PATH, npm ci in web/, then web/vendor/jssip.js (browser build)
-#   scripts/install-deps.sh --test     + sip-tester chromium cbindgen procps iproute2,
-#                                      then npm ci in tests/clients
+#   scripts/install-deps.sh --test     + sip-tester chromium cbindgen procps iproute2
+#                                      gstreamer1.0-tools, then npm ci in tests/clients
 #   scripts/install-deps.sh --bench    + sip-tester procps iproute2 and kamailio
 #                                      kamailio-websocket-modules kamailio-extra-modules
 #                                      kamailio-presence-modules (bench/presence)
@@ -60,7 +60,8 @@ if ((want_test || want_bench)); then
 	packages+=(sip-tester procps iproute2)
 fi
 if ((want_test)); then
-	packages+=(chromium cbindgen)
+	# gst-inspect-1.0: the room tests check with it that GStreamer is there before they start.
+	packages+=(chromium cbindgen gstreamer1.0-tools)
 fi
 # The demo page (web/) loads JsSIP from npm; the client tests run in Node.
 if ! command -v node >/dev/null; then

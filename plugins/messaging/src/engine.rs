@@ -238,6 +238,9 @@ pub struct Incoming {
     pub to: String,
     /// The From header value.
     pub from: String,
+    /// Whether `from` carries a tag, as the glue read it (false when it cannot tell): a
+    /// delivery then sends it as it is, without reading it again (see [`Engine::from_tagged`]).
+    pub from_tagged: bool,
     /// The From URI.
     pub from_uri: String,
     /// The Content-Type, parameters included.
@@ -366,6 +369,8 @@ struct Msg {
     attempts: HashMap<String, u32>,
     /// An attempt to the address of record in flight.
     aor_attempt: Option<u64>,
+    /// `Incoming::from_tagged`; false for a message read back from the store.
+    from_tagged: bool,
 }
 
 /// What a pending wake-up is for.
@@ -411,6 +416,73 @@ pub fn user_of_binding(key: &str) -> Option<&str> {
 /// building a set.
 const SCAN_IN_FLIGHT: usize = 32;
 
+/// What a device's pump reads and writes besides the device: borrowed apart from
+/// `Engine::users`, so that every device of a user can be pumped where it is.
+struct Sends<'a> {
+    msgs: &'a HashMap<u64, Msg>,
+    attempts: &'a mut HashMap<u64, (u64, Target)>,
+    next_attempt: &'a mut u64,
+}
+
+impl Sends<'_> {
+    /// Sends the next queued messages to device `key`, in order, up to `window` in flight,
+    /// unless it is backing off.
+    fn pump(
+        &mut self,
+        key: &str,
+        dev: &mut Device,
+        window: usize,
+        now_ms: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        if dev.retry_at.is_some_and(|t| t > now_ms) {
+            return;
+        }
+        // What is in flight is skipped. A small window (16 by default) is scanned: a set built
+        // on every call cost an allocation per delivery and per answer.
+        let busy: Option<BTreeSet<u64>> = (dev.in_flight.len() > SCAN_IN_FLIGHT)
+            .then(|| dev.in_flight.values().copied().collect());
+        let mut dead = Vec::new();
+        let mut next = Vec::new();
+        for &seq in &dev.queue {
+            if dev.in_flight.len() + next.len() >= window {
+                break;
+            }
+            let in_flight = match &busy {
+                Some(busy) => busy.contains(&seq),
+                None => dev.in_flight.values().any(|&s| s == seq),
+            };
+            if in_flight {
+                continue;
+            }
+            if self
+                .msgs
+                .get(&seq)
+                .is_some_and(|m| m.data.expires_ms > now_ms)
+            {
+                next.push(seq);
+            } else {
+                dead.push(seq);
+            }
+        }
+        for seq in dead {
+            dev.queue.remove(&seq);
+        }
+        for seq in next {
+            *self.next_attempt += 1;
+            let attempt = *self.next_attempt;
+            dev.in_flight.insert(attempt, seq);
+            self.attempts
+                .insert(attempt, (seq, Target::Device(key.to_owned())));
+            out.push(Effect::Send {
+                attempt,
+                seq,
+                target: Target::Device(key.to_owned()),
+            });
+        }
+    }
+}
+
 impl Engine {
     /// An empty engine.
     pub fn new(limits: Limits) -> Self {
@@ -434,6 +506,13 @@ impl Engine {
     /// A message still held.
     pub fn message(&self, seq: u64) -> Option<&Stored> {
         self.msgs.get(&seq).map(|m| &m.data)
+    }
+
+    /// Whether the From of `seq` is known to carry a tag (its delivery may send it as it is):
+    /// the glue said so when it arrived. False when not known (a message read back from the
+    /// store): the delivery reads it then.
+    pub fn from_tagged(&self, seq: u64) -> bool {
+        self.msgs.get(&seq).is_some_and(|m| m.from_tagged)
     }
 
     /// The sender's transaction (the plugin's number) while the sender of `seq` waits.
@@ -496,6 +575,7 @@ impl Engine {
                 sender: None,
                 attempts: HashMap::default(),
                 aor_attempt: None,
+                from_tagged: false,
             },
         );
         out
@@ -632,9 +712,25 @@ impl Engine {
             return out;
         }
         let seq = self.new_seq(now_ms);
+        let from_tagged = m.from_tagged;
+        let user_name = m.user;
+        // A user seen before (every online one) is found without a copy of the name.
+        if !self.users.contains_key(&user_name) {
+            self.users.insert(user_name.clone(), User::default());
+        }
+        let Some(user) = self.users.get_mut(&user_name) else {
+            return out;
+        };
+        user.messages.insert(seq);
+        // Queued on every device; whether there are any decides below (no copy of their keys:
+        // the pump below finds them again by name).
+        for dev in user.devices.values_mut() {
+            dev.queue.insert(seq);
+        }
+        let has_devices = !user.devices.is_empty();
         let data = Stored {
             seq,
-            user: m.user.clone(),
+            user: user_name.clone(),
             to: m.to,
             from: m.from,
             from_uri: m.from_uri,
@@ -646,20 +742,6 @@ impl Engine {
             imdn: m.imdn,
             progress: Progress::default(),
         };
-        // A user seen before (every online one) is found without a copy of the name.
-        if !self.users.contains_key(&m.user) {
-            self.users.insert(m.user.clone(), User::default());
-        }
-        let Some(user) = self.users.get_mut(&m.user) else {
-            return out;
-        };
-        user.messages.insert(seq);
-        let devices: Vec<String> = user.devices.keys().cloned().collect();
-        for d in &devices {
-            if let Some(dev) = user.devices.get_mut(d) {
-                dev.queue.insert(seq);
-            }
-        }
         self.msgs.insert(
             seq,
             Msg {
@@ -670,6 +752,7 @@ impl Engine {
                 sender: Some(m.txn),
                 attempts: HashMap::default(),
                 aor_attempt: None,
+                from_tagged,
             },
         );
         self.wakes.insert((
@@ -685,14 +768,14 @@ impl Engine {
                 held > 0
                     || self
                         .offline
-                        .get(&m.user)
+                        .get(&user_name)
                         .is_some_and(|&until| until > now_ms)
             }
         };
-        if devices.is_empty() && known_offline {
+        if !has_devices && known_offline {
             // The user exists and has no device: store it without asking the host.
             self.persist(seq, true, &mut out);
-        } else if devices.is_empty() {
+        } else if !has_devices {
             let attempt = self.new_attempt(seq, Target::Aor);
             if let Some(msg) = self.msgs.get_mut(&seq) {
                 msg.aor_attempt = Some(attempt);
@@ -705,12 +788,10 @@ impl Engine {
         } else {
             self.wakes
                 .insert((now_ms + self.limits.answer_timeout_ms, Wake::Answer(seq)));
-            for d in devices {
-                self.pump(&m.user, &d, now_ms, &mut out);
-            }
+            self.pump_all(&user_name, now_ms, &mut out);
             // A device with a full window takes the message soon; when every device is
             // backing off after failures, nobody will before the retry: store it and answer.
-            if self.all_failing(&m.user, now_ms) {
+            if self.all_failing(&user_name, now_ms) {
                 self.settle(seq, &mut out);
             }
         }
@@ -754,29 +835,27 @@ impl Engine {
                     // Devices that appeared meanwhile get it now; the sender waits for them
                     // (up to the answer deadline) or, with none, is answered once it is stored.
                     let user_name = self.msgs.get(&seq).map(|m| m.data.user.clone());
-                    let devices: Vec<String> = user_name
+                    let has_devices = user_name
                         .as_ref()
                         .and_then(|u| self.users.get_mut(u))
-                        .map(|u| {
+                        .is_some_and(|u| {
                             for d in u.devices.values_mut() {
                                 d.queue.insert(seq);
                             }
-                            u.devices.keys().cloned().collect()
-                        })
-                        .unwrap_or_default();
-                    if let (Some(user_name), false) = (user_name, devices.is_empty()) {
+                            !u.devices.is_empty()
+                        });
+                    if let (Some(user_name), true) = (user_name, has_devices) {
                         self.wakes
                             .insert((now_ms + self.limits.answer_timeout_ms, Wake::Answer(seq)));
-                        for d in devices {
-                            self.pump(&user_name, &d, now_ms, &mut out);
-                        }
+                        self.pump_all(&user_name, now_ms, &mut out);
                     }
                     self.settle(seq, &mut out);
                 }
                 self.finish_if_done(seq, &mut out);
             }
             Target::Device(key) => {
-                let Some(user_name) = user_of_binding(&key).map(str::to_owned) else {
+                // Borrowed from the key: a copy of the name per answer is not needed.
+                let Some(user_name) = user_of_binding(&key) else {
                     return out;
                 };
                 let max_attempts = self.limits.max_attempts;
@@ -784,7 +863,7 @@ impl Engine {
                 let mut retry = None;
                 if let Some(dev) = self
                     .users
-                    .get_mut(&user_name)
+                    .get_mut(user_name)
                     .and_then(|u| u.devices.get_mut(&key))
                 {
                     dev.in_flight.remove(&attempt);
@@ -809,12 +888,12 @@ impl Engine {
                 }
                 if let Some(at) = retry {
                     self.wakes
-                        .insert((at, Wake::Retry(user_name.clone(), key.clone())));
+                        .insert((at, Wake::Retry(user_name.to_owned(), key.clone())));
                 }
                 if ok {
                     self.delivered(seq, &mut out);
                     self.record_progress(seq, &mut out);
-                } else if retry.is_some() && self.queued_on(seq, &user_name, &key) {
+                } else if retry.is_some() && self.queued_on(seq, user_name, &key) {
                     // Retried later from the store: durable now, whoever else delivers it.
                     let answer =
                         !self.msgs.get(&seq).is_some_and(|m| m.delivered) && !self.in_flight(seq);
@@ -823,12 +902,12 @@ impl Engine {
                     self.settle(seq, &mut out);
                 }
                 self.finish_if_done(seq, &mut out);
-                if retry.is_some() && self.all_failing(&user_name, now_ms) {
+                if retry.is_some() && self.all_failing(user_name, now_ms) {
                     // Nobody will take the messages queued behind this one before a retry:
                     // their senders are answered once they are durable.
                     let queued: Vec<u64> = self
                         .users
-                        .get(&user_name)
+                        .get(user_name)
                         .map(|u| u.messages.iter().copied().collect())
                         .unwrap_or_default();
                     for q in queued {
@@ -837,7 +916,7 @@ impl Engine {
                         }
                     }
                 }
-                self.pump(&user_name, &key, now_ms, &mut out);
+                self.pump(user_name, &key, now_ms, &mut out);
             }
         }
         out
@@ -928,50 +1007,28 @@ impl Engine {
         else {
             return;
         };
-        if dev.retry_at.is_some_and(|t| t > now_ms) {
+        let mut sends = Sends {
+            msgs: &self.msgs,
+            attempts: &mut self.attempts,
+            next_attempt: &mut self.next_attempt,
+        };
+        sends.pump(key, dev, window, now_ms, out);
+    }
+
+    /// [`Engine::pump`] for every device of the user, found in place: a new message to an
+    /// online user used to copy every device's key to pump them one by one.
+    fn pump_all(&mut self, user_name: &str, now_ms: u64, out: &mut Vec<Effect>) {
+        let window = self.limits.device_window.max(1);
+        let Some(user) = self.users.get_mut(user_name) else {
             return;
-        }
-        // What is in flight is skipped. A small window (16 by default) is scanned: a set built
-        // on every call cost an allocation per delivery and per answer.
-        let busy: Option<BTreeSet<u64>> = (dev.in_flight.len() > SCAN_IN_FLIGHT)
-            .then(|| dev.in_flight.values().copied().collect());
-        let mut dead = Vec::new();
-        let mut next = Vec::new();
-        for &seq in &dev.queue {
-            if dev.in_flight.len() + next.len() >= window {
-                break;
-            }
-            let in_flight = match &busy {
-                Some(busy) => busy.contains(&seq),
-                None => dev.in_flight.values().any(|&s| s == seq),
-            };
-            if in_flight {
-                continue;
-            }
-            if self
-                .msgs
-                .get(&seq)
-                .is_some_and(|m| m.data.expires_ms > now_ms)
-            {
-                next.push(seq);
-            } else {
-                dead.push(seq);
-            }
-        }
-        for seq in dead {
-            dev.queue.remove(&seq);
-        }
-        for seq in next {
-            self.next_attempt += 1;
-            let attempt = self.next_attempt;
-            dev.in_flight.insert(attempt, seq);
-            self.attempts
-                .insert(attempt, (seq, Target::Device(key.to_owned())));
-            out.push(Effect::Send {
-                attempt,
-                seq,
-                target: Target::Device(key.to_owned()),
-            });
+        };
+        let mut sends = Sends {
+            msgs: &self.msgs,
+            attempts: &mut self.attempts,
+            next_attempt: &mut self.next_attempt,
+        };
+        for (key, dev) in &mut user.devices {
+            sends.pump(key, dev, window, now_ms, out);
         }
     }
 
@@ -1210,6 +1267,7 @@ mod tests {
             user: "bob".into(),
             to: "sip:bob@example.test".into(),
             from: "<sip:alice@example.test>;tag=a".into(),
+            from_tagged: true,
             from_uri: "sip:alice@example.test".into(),
             content_type: "text/plain;charset=UTF-8".into(),
             date: None,
@@ -1263,6 +1321,32 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// What the glue read of the From is kept with the message; a message read back from the
+    /// store has it read again at its delivery.
+    #[test]
+    fn whether_the_from_is_tagged_is_kept_until_a_restart() {
+        let mut e = Engine::new(Limits {
+            device_window: 16,
+            ..limits()
+        });
+        e.device_up(BOB1, 0);
+        let untagged = Incoming {
+            from: "<sip:alice@example.test>".into(),
+            from_tagged: false,
+            ..msg(2, "b")
+        };
+        let out = [e.on_message(msg(1, "a"), 0), e.on_message(untagged, 0)].concat();
+        let s = sends(&out);
+        assert_eq!(s.len(), 2, "{out:?}");
+        assert!(e.from_tagged(s[0].1));
+        assert!(!e.from_tagged(s[1].1));
+        let stored = e.message(s[0].1).cloned().unwrap();
+        let mut again = Engine::new(limits());
+        again.restore(stored.clone(), 0);
+        assert!(!again.from_tagged(stored.seq), "read back: not known");
+        assert!(!e.from_tagged(u64::MAX));
     }
 
     #[test]

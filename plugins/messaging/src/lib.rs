@@ -491,9 +491,18 @@ impl Plugin for Messaging {
                 })
             }
         };
-        let from = request
-            .header("From")
-            .map_or_else(|| format!("<{from_uri}>"), str::to_owned);
+        let (from, from_tagged) = match request.header("From") {
+            // Read (and kept) by `from_uri` above: whether it has a tag is free here, where
+            // each delivery read the value again to find out (`huddle_sdk::tagged`).
+            Some(from) => (
+                from.to_owned(),
+                request
+                    .message()
+                    .from_header()
+                    .is_ok_and(|f| f.tag().is_some()),
+            ),
+            None => (format!("<{from_uri}>"), false),
+        };
         let to = request
             .to_uri()
             .filter(|t| t.contains('@'))
@@ -512,6 +521,7 @@ impl Plugin for Messaging {
             user,
             to,
             from,
+            from_tagged,
             from_uri,
             content_type,
             date: Some(date),
@@ -889,13 +899,18 @@ impl Messaging {
                     let scratch = &mut self.scratch;
                     scratch.clear();
                     self.call_ids.write_next(scratch);
+                    let from = if self.engine.from_tagged(seq) {
+                        FromField::Tagged
+                    } else {
+                        FromField::Unknown
+                    };
                     let sent = self
                         .engine
                         .message(seq)
                         .ok_or(Error::NotFound)
                         .and_then(|m| {
                             let answer = answer.map(|(_, t)| t);
-                            send_delivery(host, m, &target, answer, scratch)
+                            send_delivery(host, m, from, &target, answer, scratch)
                         });
                     match sent {
                         Ok(id) => {
@@ -1123,16 +1138,29 @@ fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
+/// What is known of a stored message's From when it is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FromField {
+    /// It carries a tag (read when the message arrived): sent as it is.
+    Tagged,
+    /// Not known (a message read back from the store): read again, and given a tag if it
+    /// has none.
+    Unknown,
+}
+
 /// Sends the MESSAGE that delivers `m` to `target`: the original From, Date and Content-Type.
 /// `scratch` holds its Call-ID, and is written on (see [`delivery_parts`]).
 fn send_delivery(
     host: &Host,
     m: &Stored,
+    from: FromField,
     target: &Target,
     answer: Option<TransactionId>,
     scratch: &mut String,
 ) -> Result<RequestId> {
-    delivery_parts(m, target, answer, scratch, |parts| host.send_parts(parts))
+    delivery_parts(m, from, target, answer, scratch, |parts| {
+        host.send_parts(parts)
+    })
 }
 
 /// Hands `f` the delivery of `m` to `target` in parts, borrowed from `m`: the fields
@@ -1142,6 +1170,7 @@ fn send_delivery(
 /// (the fields' array lives on the stack).
 fn delivery_parts<R>(
     m: &Stored,
+    from: FromField,
     target: &Target,
     answer: Option<TransactionId>,
     scratch: &mut String,
@@ -1158,7 +1187,10 @@ fn delivery_parts<R>(
     }
     let (call_id, rest) = scratch.split_at(call_id_end);
     let (to, answer_value) = rest.split_at(to_end - call_id_end);
-    let from = huddle_sdk::tagged(&m.from);
+    let from = match from {
+        FromField::Tagged => std::borrow::Cow::Borrowed(m.from.as_str()),
+        FromField::Unknown => huddle_sdk::tagged(&m.from),
+    };
     let fields = [
         ("Max-Forwards", "70"),
         ("From", &*from),

@@ -694,7 +694,7 @@ fn a_delivery_in_parts_is_the_request_new_request_writes() {
             progress: Default::default(),
         };
         let mut scratch = String::from("c1@h");
-        let parts = delivery_parts(&m, &target, answer, &mut scratch, |p| {
+        let parts = delivery_parts(&m, FromField::Unknown, &target, answer, &mut scratch, |p| {
             huddle_sdk::Message::from_parts(p, 65_535).unwrap()
         });
         let mut req = NewRequest::new(Method::Message, &m.to)
@@ -725,6 +725,70 @@ fn a_delivery_in_parts_is_the_request_new_request_writes() {
             };
             assert_eq!(text(&parts, &a), text(&built, &b));
         }
+    }
+}
+
+/// A From known to carry a tag goes out as stored, not read again (`tagged` would have added
+/// one to this tag-less value); one not known is read and tagged.
+#[test]
+fn a_from_known_to_be_tagged_is_sent_without_being_read_again() {
+    let m = Stored {
+        seq: 1,
+        user: "bob".into(),
+        to: BOB.into(),
+        from: "<sip:alice@example.test>".into(),
+        from_uri: "sip:alice@example.test".into(),
+        content_type: "text/plain".into(),
+        date: "Fri, 27 Nov 2026 17:00:00 GMT".into(),
+        body: Body::of(b"hi"),
+        received_ms: 0,
+        expires_ms: 1,
+        imdn: None,
+        progress: Default::default(),
+    };
+    let from_of = |from: FromField| {
+        let mut scratch = String::from("c1@h");
+        delivery_parts(&m, from, &Target::Aor, None, &mut scratch, |p| {
+            let field = p.headers.iter().find(|(n, _)| *n == "From").unwrap();
+            field.1.to_owned()
+        })
+    };
+    assert_eq!(from_of(FromField::Tagged), "<sip:alice@example.test>");
+    assert!(from_of(FromField::Unknown).starts_with("<sip:alice@example.test>;tag="));
+}
+
+/// Through the plugin: a sender's tagged From is delivered as received, a tag-less one gets a
+/// tag (what `tagged` did for every delivery before the arrival's reading was kept).
+#[test]
+fn a_senders_from_is_delivered_as_received_or_with_a_tag_added() {
+    let (host, mut plugin) = start("");
+    register(&host, &mut plugin, "bob@example.test/d1");
+    let from = HeaderName::From;
+    for (given, tagged) in [
+        ("\"Al\" <sip:alice@example.test>;tag=x1;p=q", true),
+        ("<sip:alice@example.test>;p=q", false),
+        ("sip:alice@example.test", false),
+    ] {
+        let text = String::from_utf8(sample_request("MESSAGE", BOB, "hi").to_vec()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("From:"))
+            .unwrap()
+            .to_owned();
+        let text = text.replace(&line, &format!("From: {given}"));
+        let txn = plugin.request(text.into_bytes()).unwrap();
+        let sent = host.take_sent_requests();
+        assert_eq!(sent.len(), 1, "{given}");
+        let out = sent[0].message.header(&from).unwrap().to_owned();
+        if tagged {
+            assert_eq!(out, given);
+        } else {
+            let f = sent[0].message.from_header().unwrap();
+            assert!(f.tag().is_some_and(|t| t.len() == 16), "{out}");
+            assert_eq!(f.uri, "sip:alice@example.test");
+        }
+        plugin.answer(&sent[0], 200, "OK").unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 200);
     }
 }
 

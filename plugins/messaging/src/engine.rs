@@ -408,8 +408,14 @@ pub fn notice_id(message_id: &str, now_ms: u64) -> String {
 
 /// The user part of a `location/` key (`bob@example.test/…`).
 pub fn user_of_binding(key: &str) -> Option<&str> {
-    let aor = key.split('/').next()?;
-    aor.split('@').next().filter(|u| !u.is_empty())
+    // Up to the first `@` or `/`, whichever comes first (what splitting at `/` and then at `@`
+    // gives), by one scan of the bytes: `str::split` cost ~320 instructions an answer here.
+    let end = key
+        .bytes()
+        .position(|b| b == b'/' || b == b'@')
+        .unwrap_or(key.len());
+    // Both are ASCII: `end` is a character boundary.
+    Some(&key[..end]).filter(|u| !u.is_empty())
 }
 
 /// Deliveries in flight to one device up to which [`Engine::pump`] scans them rather than
@@ -1321,6 +1327,32 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The user part of a binding key, as splitting at `/` then at `@` gives it.
+    #[test]
+    fn the_user_of_a_binding_key_is_what_the_splits_give() {
+        fn split(key: &str) -> Option<&str> {
+            key.split('/')
+                .next()
+                .and_then(|aor| aor.split('@').next())
+                .filter(|u| !u.is_empty())
+        }
+        for key in [
+            "bob@example.test/k1",
+            "bob@example.test",
+            "bob/k1@x",
+            "bob",
+            "@example.test/k",
+            "/k",
+            "",
+            "b\u{e9}b@h/k",
+            "a@b@c/d/e",
+            "@",
+            "/",
+        ] {
+            assert_eq!(user_of_binding(key), split(key), "{key:?}");
+        }
     }
 
     /// What the glue read of the From is kept with the message; a message read back from the

@@ -857,3 +857,21 @@ fn unknown_fields_are_found_as_request_header_finds_them() {
         }
     }
 }
+
+/// The Call-IDs and hex written by hand are what `format!` wrote, at every digit count.
+#[test]
+fn call_ids_written_by_hand_are_what_format_wrote() {
+    let mut ids = CallIds::new();
+    let mut values = vec![0u64, 1, 9, 10, 15, 16, 255, 256, u64::MAX - 1];
+    values.extend((0..64).map(|shift| 1u64 << shift));
+    values.extend((1..64).map(|shift| (1u64 << shift) - 1));
+    for n in values {
+        let mut hex = String::from("x");
+        push_hex(&mut hex, n);
+        assert_eq!(hex, format!("x{n:x}"));
+        ids.next = n;
+        let mut id = String::new();
+        ids.write_next(&mut id);
+        assert_eq!(id, format!("{}-{:x}@huddle.invalid", ids.prefix, n + 1));
+    }
+}

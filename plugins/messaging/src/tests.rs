@@ -875,3 +875,20 @@ fn call_ids_written_by_hand_are_what_format_wrote() {
         assert_eq!(id, format!("{}-{:x}@huddle.invalid", ids.prefix, n + 1));
     }
 }
+
+/// The store keys written by hand are what `format!` wrote.
+#[test]
+fn store_keys_written_by_hand_are_what_format_wrote() {
+    let mut values = vec![0u64, 1, 15, 16, u64::MAX];
+    values.extend((0..64).map(|shift| 1u64 << shift));
+    values.extend((1..64).map(|shift| (1u64 << shift) - 1));
+    for &n in &values {
+        assert_eq!(queue_key(n), format!("q/{n:016x}").into_bytes());
+        for &m in &values[..8] {
+            assert_eq!(
+                history_key(n, m),
+                format!("h/{n:016x}-{m:016x}").into_bytes()
+            );
+        }
+    }
+}

@@ -728,8 +728,8 @@ impl Engine {
             return out;
         };
         user.messages.insert(seq);
-        // Queued on every device; whether there are any decides below (no copy of their keys:
-        // the pump below finds them again by name).
+        // Queued on every device; whether there are any decides below (their keys are not
+        // copied: `pump_all` walks the devices where they are).
         for dev in user.devices.values_mut() {
             dev.queue.insert(seq);
         }

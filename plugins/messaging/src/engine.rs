@@ -236,11 +236,8 @@ pub struct Incoming {
     pub user: String,
     /// The recipient's address.
     pub to: String,
-    /// The From header value.
-    pub from: String,
-    /// Whether `from` carries a tag, as the glue read it (false when it cannot tell): a
-    /// delivery then sends it as it is, without reading it again (see [`Engine::from_tagged`]).
-    pub from_tagged: bool,
+    /// The From header value, with whether it carries a tag.
+    pub from: SenderFrom,
     /// The From URI.
     pub from_uri: String,
     /// The Content-Type, parameters included.
@@ -253,6 +250,48 @@ pub struct Incoming {
     pub imdn: Option<ImdnAsk>,
     /// What the host said about the recipient.
     pub recipient: Recipient,
+}
+
+/// A sender's From value and whether it carries a tag, made together so that they cannot
+/// disagree: a delivery sends a tagged one as it is, without reading it again (see
+/// [`Engine::from_tagged`]), and reads any other one with `huddle_sdk::tagged`, which adds a
+/// tag when it finds none. Only [`SenderFrom::received`] can say "tagged".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderFrom {
+    value: String,
+    tagged: bool,
+}
+
+impl SenderFrom {
+    /// The first From field of `message` as received, tagged when its parsed header has a tag:
+    /// the field, parser and `tag()` that `huddle_sdk::tagged` reads, through
+    /// [`huddle_sdk::Message::from_tag`] (kept from the request's first read of its From).
+    /// `None` when the message has no From.
+    pub fn received(message: &huddle_sdk::Message) -> Option<Self> {
+        let value = message.header(&huddle_sdk::HeaderName::From)?;
+        Some(SenderFrom {
+            value: value.to_owned(),
+            tagged: message.from_tag().is_some(),
+        })
+    }
+
+    /// A From value not known to carry a tag: its delivery reads it again.
+    pub fn unknown(value: String) -> Self {
+        SenderFrom {
+            value,
+            tagged: false,
+        }
+    }
+
+    /// The value, as received.
+    pub fn as_str(&self) -> &str {
+        &self.value
+    }
+
+    /// Whether the value is known to carry a tag.
+    pub fn is_tagged(&self) -> bool {
+        self.tagged
+    }
 }
 
 /// What the host said about a message's recipient when it arrived. Only consulted when the
@@ -369,7 +408,8 @@ struct Msg {
     attempts: HashMap<String, u32>,
     /// An attempt to the address of record in flight.
     aor_attempt: Option<u64>,
-    /// `Incoming::from_tagged`; false for a message read back from the store.
+    /// Whether `data.from` is known to carry a tag ([`SenderFrom`]); false for a message read
+    /// back from the store.
     from_tagged: bool,
 }
 
@@ -718,7 +758,7 @@ impl Engine {
             return out;
         }
         let seq = self.new_seq(now_ms);
-        let from_tagged = m.from_tagged;
+        let from_tagged = m.from.tagged;
         let user_name = m.user;
         // A user seen before (every online one) is found without a copy of the name.
         if !self.users.contains_key(&user_name) {
@@ -738,7 +778,7 @@ impl Engine {
             seq,
             user: user_name.clone(),
             to: m.to,
-            from: m.from,
+            from: m.from.value,
             from_uri: m.from_uri,
             content_type: m.content_type,
             date: m.date.unwrap_or_else(|| crate::wire::sip_date(now_ms)),
@@ -1002,8 +1042,7 @@ impl Engine {
         out
     }
 
-    /// Sends the next queued messages to a device, in order, up to `device_window` in flight,
-    /// unless it is backing off.
+    /// Finds device `key` of `user_name`, then [`Sends::pump`] with `device_window`.
     fn pump(&mut self, user_name: &str, key: &str, now_ms: u64, out: &mut Vec<Effect>) {
         let window = self.limits.device_window.max(1);
         let Some(dev) = self
@@ -1272,8 +1311,7 @@ mod tests {
             txn,
             user: "bob".into(),
             to: "sip:bob@example.test".into(),
-            from: "<sip:alice@example.test>;tag=a".into(),
-            from_tagged: true,
+            from: from_of("<sip:alice@example.test>;tag=a"),
             from_uri: "sip:alice@example.test".into(),
             content_type: "text/plain;charset=UTF-8".into(),
             date: None,
@@ -1281,6 +1319,66 @@ mod tests {
             imdn: None,
             recipient: Recipient::Unknown,
         }
+    }
+
+    /// `from` as [`SenderFrom::received`] reads it from a request.
+    fn from_of(from: &str) -> SenderFrom {
+        received(&format!("From: {from}\r\n")).unwrap()
+    }
+
+    /// What [`SenderFrom::received`] reads from a request with these From `fields` (each
+    /// ending with CRLF).
+    fn received(fields: &str) -> Option<SenderFrom> {
+        let text = format!(
+            "MESSAGE sip:bob@example.test SIP/2.0\r\n{fields}To: <sip:bob@example.test>\r\n\
+             Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let message = huddle_sdk::Message::parse(text.into_bytes().into()).unwrap();
+        SenderFrom::received(&message)
+    }
+
+    /// A From is said to be tagged exactly when `huddle_sdk::tagged` would send it as it is,
+    /// and its value is the first From field's, as received.
+    #[test]
+    fn a_received_from_is_tagged_exactly_when_tagged_leaves_it_alone() {
+        for (fields, value) in [
+            ("From: <sip:a@x>;tag=1\r\n", "<sip:a@x>;tag=1"),
+            (
+                "From: \"A\" <sip:a@x>;p=q;tag=1;r\r\n",
+                "\"A\" <sip:a@x>;p=q;tag=1;r",
+            ),
+            ("f: <sip:a@x>;tag=1\r\n", "<sip:a@x>;tag=1"),
+            ("FROM: <sip:a@x>;TAG=1\r\n", "<sip:a@x>;TAG=1"),
+            ("From: sip:a@x;tag=1\r\n", "sip:a@x;tag=1"),
+            ("From: <sip:a@x;tag=1>\r\n", "<sip:a@x;tag=1>"),
+            ("From: <sip:a@x>;p=q\r\n", "<sip:a@x>;p=q"),
+            ("From: sip:a@x\r\n", "sip:a@x"),
+            (
+                r#"From: "A \"x;tag=y\"" <sip:a@x>"#,
+                r#""A \"x;tag=y\"" <sip:a@x>"#,
+            ),
+            ("From: \"a;tag=y\" <sip:a@x>\r\n", "\"a;tag=y\" <sip:a@x>"),
+            ("From: <sip:a@x>;tag=\r\n", "<sip:a@x>;tag="),
+            ("From: <sip:a@x>;tag\r\n", "<sip:a@x>;tag"),
+            ("From: <sip:a@x\r\n", "<sip:a@x"),
+            (
+                "From: <sip:a@x>;tag=1\r\nFrom: <sip:b@x>\r\n",
+                "<sip:a@x>;tag=1",
+            ),
+            ("From: <sip:a@x>\r\nFrom: <sip:b@x>;tag=1\r\n", "<sip:a@x>"),
+        ] {
+            let fields = if fields.ends_with("\r\n") {
+                fields.to_owned()
+            } else {
+                format!("{fields}\r\n")
+            };
+            let from = received(&fields).unwrap();
+            assert_eq!(from.as_str(), value, "{fields:?}");
+            let as_is = matches!(huddle_sdk::tagged(value), Cow::Borrowed(_));
+            assert_eq!(from.is_tagged(), as_is, "{fields:?}");
+        }
+        assert_eq!(received(""), None);
+        assert!(!SenderFrom::unknown("<sip:a@x>;tag=1".into()).is_tagged());
     }
 
     /// A message to bob, about whom the host said `recipient`.
@@ -1365,8 +1463,7 @@ mod tests {
         });
         e.device_up(BOB1, 0);
         let untagged = Incoming {
-            from: "<sip:alice@example.test>".into(),
-            from_tagged: false,
+            from: from_of("<sip:alice@example.test>"),
             ..msg(2, "b")
         };
         let out = [e.on_message(msg(1, "a"), 0), e.on_message(untagged, 0)].concat();

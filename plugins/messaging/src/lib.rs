@@ -63,7 +63,9 @@ use huddle_sdk::{
     TimerId, TransactionId, WatchId,
 };
 
-use engine::{user_of_binding, Effect, Engine, Incoming, Limits, Recipient, Stored, Target};
+use engine::{
+    user_of_binding, Effect, Engine, Incoming, Limits, Recipient, SenderFrom, Stored, Target,
+};
 use wire::{Body, ImdnForm};
 use writer::{Gather, Job, Writers, TOKEN_FAILED};
 
@@ -374,8 +376,7 @@ fn push_hex(out: &mut String, n: u64) {
             break;
         }
     }
-    // Hex digits are ASCII.
-    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
+    out.extend(buf[at..].iter().map(|&b| char::from(b)));
 }
 
 fn now_ms() -> u64 {
@@ -535,18 +536,10 @@ impl Plugin for Messaging {
                 })
             }
         };
-        let (from, from_tagged) = match request.header("From") {
-            // Read (and kept) by `from_uri` above: whether it has a tag is free here, where
-            // each delivery read the value again to find out (`huddle_sdk::tagged`).
-            Some(from) => (
-                from.to_owned(),
-                request
-                    .message()
-                    .from_header()
-                    .is_ok_and(|f| f.tag().is_some()),
-            ),
-            None => (format!("<{from_uri}>"), false),
-        };
+        // Read (and kept) by `from_uri` above: whether it has a tag is free here, where each
+        // delivery read the value again to find out (`huddle_sdk::tagged`).
+        let from = SenderFrom::received(request.message())
+            .unwrap_or_else(|| SenderFrom::unknown(format!("<{from_uri}>")));
         let to = request
             .to_uri()
             .filter(|t| t.contains('@'))
@@ -565,7 +558,6 @@ impl Plugin for Messaging {
             user,
             to,
             from,
-            from_tagged,
             from_uri,
             content_type,
             date: Some(date),
@@ -943,18 +935,14 @@ impl Messaging {
                     let scratch = &mut self.scratch;
                     scratch.clear();
                     self.call_ids.write_next(scratch);
-                    let from = if self.engine.from_tagged(seq) {
-                        FromField::Tagged
-                    } else {
-                        FromField::Unknown
-                    };
+                    let from_tagged = self.engine.from_tagged(seq);
                     let sent = self
                         .engine
                         .message(seq)
                         .ok_or(Error::NotFound)
                         .and_then(|m| {
                             let answer = answer.map(|(_, t)| t);
-                            send_delivery(host, m, from, &target, answer, scratch)
+                            send_delivery(host, m, from_tagged, &target, answer, scratch)
                         });
                     match sent {
                         Ok(id) => {
@@ -1179,27 +1167,17 @@ fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-/// What is known of a stored message's From when it is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FromField {
-    /// It carries a tag (read when the message arrived): sent as it is.
-    Tagged,
-    /// Not known (a message read back from the store): read again, and given a tag if it
-    /// has none.
-    Unknown,
-}
-
 /// Sends the MESSAGE that delivers `m` to `target`: the original From, Date and Content-Type.
 /// `scratch` holds its Call-ID, and is written on (see [`delivery_parts`]).
 fn send_delivery(
     host: &Host,
     m: &Stored,
-    from: FromField,
+    from_tagged: bool,
     target: &Target,
     answer: Option<TransactionId>,
     scratch: &mut String,
 ) -> Result<RequestId> {
-    delivery_parts(m, from, target, answer, scratch, |parts| {
+    delivery_parts(m, from_tagged, target, answer, scratch, |parts| {
         host.send_parts(parts)
     })
 }
@@ -1211,7 +1189,7 @@ fn send_delivery(
 /// (the fields' array lives on the stack).
 fn delivery_parts<R>(
     m: &Stored,
-    from: FromField,
+    from_tagged: bool,
     target: &Target,
     answer: Option<TransactionId>,
     scratch: &mut String,
@@ -1227,9 +1205,12 @@ fn delivery_parts<R>(
     }
     let (call_id, rest) = scratch.split_at(call_id_end);
     let (to, answer_value) = rest.split_at(to_end - call_id_end);
-    let from = match from {
-        FromField::Tagged => std::borrow::Cow::Borrowed(m.from.as_str()),
-        FromField::Unknown => huddle_sdk::tagged(&m.from),
+    // `from_tagged` is the engine's (`Engine::from_tagged`): true only when the arrival's
+    // `SenderFrom::received` read a tag in this very value.
+    let from = if from_tagged {
+        std::borrow::Cow::Borrowed(m.from.as_str())
+    } else {
+        huddle_sdk::tagged(&m.from)
     };
     let fields = [
         ("Max-Forwards", "70"),

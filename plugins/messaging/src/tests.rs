@@ -694,7 +694,7 @@ fn a_delivery_in_parts_is_the_request_new_request_writes() {
             progress: Default::default(),
         };
         let mut scratch = String::from("c1@h");
-        let parts = delivery_parts(&m, FromField::Unknown, &target, answer, &mut scratch, |p| {
+        let parts = delivery_parts(&m, false, &target, answer, &mut scratch, |p| {
             huddle_sdk::Message::from_parts(p, 65_535).unwrap()
         });
         let mut req = NewRequest::new(Method::Message, &m.to)
@@ -746,28 +746,48 @@ fn a_from_known_to_be_tagged_is_sent_without_being_read_again() {
         imdn: None,
         progress: Default::default(),
     };
-    let from_of = |from: FromField| {
+    let from_of = |from_tagged: bool| {
         let mut scratch = String::from("c1@h");
-        delivery_parts(&m, from, &Target::Aor, None, &mut scratch, |p| {
+        delivery_parts(&m, from_tagged, &Target::Aor, None, &mut scratch, |p| {
             let field = p.headers.iter().find(|(n, _)| *n == "From").unwrap();
             field.1.to_owned()
         })
     };
-    assert_eq!(from_of(FromField::Tagged), "<sip:alice@example.test>");
-    assert!(from_of(FromField::Unknown).starts_with("<sip:alice@example.test>;tag="));
+    assert_eq!(from_of(true), "<sip:alice@example.test>");
+    assert!(from_of(false).starts_with("<sip:alice@example.test>;tag="));
 }
 
 /// Through the plugin: a sender's tagged From is delivered as received, a tag-less one gets a
-/// tag (what `tagged` did for every delivery before the arrival's reading was kept).
+/// tag (what `tagged` did for every delivery before the arrival's reading was kept), at the
+/// edges where the arrival's reading and `tagged` could drift apart: a `;tag=` inside a quoted
+/// display name (with an escaped quote) is no tag, the compact `f:` and `;TAG=` are read, and
+/// the header's other parameters survive.
 #[test]
 fn a_senders_from_is_delivered_as_received_or_with_a_tag_added() {
     let (host, mut plugin) = start("");
     register(&host, &mut plugin, "bob@example.test/d1");
     let from = HeaderName::From;
-    for (given, tagged) in [
-        ("\"Al\" <sip:alice@example.test>;tag=x1;p=q", true),
-        ("<sip:alice@example.test>;p=q", false),
-        ("sip:alice@example.test", false),
+    // (field name, value, what the delivery's From starts with when a tag is added: `None`
+    // when it is sent as received).
+    for (name, given, tag_added_to) in [
+        ("From", "\"Al\" <sip:alice@example.test>;tag=x1;p=q", None),
+        ("f", "<sip:alice@example.test>;tag=a", None),
+        ("From", "<sip:alice@example.test>;TAG=a", None),
+        (
+            "From",
+            "<sip:alice@example.test>;p=q",
+            Some("<sip:alice@example.test>;p=q;tag="),
+        ),
+        (
+            "From",
+            "sip:alice@example.test",
+            Some("<sip:alice@example.test>;tag="),
+        ),
+        (
+            "From",
+            r#""A \"x;tag=y\"" <sip:alice@example.test>"#,
+            Some(r#""A \"x;tag=y\"" <sip:alice@example.test>;tag="#),
+        ),
     ] {
         let text = String::from_utf8(sample_request("MESSAGE", BOB, "hi").to_vec()).unwrap();
         let line = text
@@ -775,17 +795,20 @@ fn a_senders_from_is_delivered_as_received_or_with_a_tag_added() {
             .find(|l| l.starts_with("From:"))
             .unwrap()
             .to_owned();
-        let text = text.replace(&line, &format!("From: {given}"));
+        let text = text.replace(&line, &format!("{name}: {given}"));
         let txn = plugin.request(text.into_bytes()).unwrap();
         let sent = host.take_sent_requests();
         assert_eq!(sent.len(), 1, "{given}");
         let out = sent[0].message.header(&from).unwrap().to_owned();
-        if tagged {
-            assert_eq!(out, given);
-        } else {
-            let f = sent[0].message.from_header().unwrap();
-            assert!(f.tag().is_some_and(|t| t.len() == 16), "{out}");
-            assert_eq!(f.uri, "sip:alice@example.test");
+        let f = sent[0].message.from_header().unwrap();
+        assert_eq!(f.uri, "sip:alice@example.test", "{out}");
+        match tag_added_to {
+            None => assert_eq!(out, given),
+            Some(prefix) => {
+                assert!(out.starts_with(prefix), "{out}");
+                assert!(f.tag().is_some_and(|t| t.len() == 16), "{out}");
+                assert_eq!(out.len(), prefix.len() + 16, "{out}");
+            }
         }
         plugin.answer(&sent[0], 200, "OK").unwrap();
         assert_eq!(host.final_response(txn).unwrap().status(), 200);

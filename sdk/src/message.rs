@@ -678,9 +678,13 @@ mod tests {
             info,
         )
         .unwrap();
-        assert!(req.local_tag.get().is_none(), "no cell until needed");
+        // The cell itself (not the tag in it): made by the first clone, shared by the copy.
+        let cell = |r: &Request| r.local_tag.get().map(Arc::as_ptr);
+        assert_eq!(cell(&req), None, "no cell until needed");
         assert!(req.host_may_tag(200));
         let copy = req.clone();
+        assert!(cell(&req).is_some(), "the clone made the shared cell");
+        assert_eq!(cell(&req), cell(&copy));
         assert!(req.host_may_tag(200) && copy.host_may_tag(200));
         let tag = copy.local_tag().to_owned();
         assert!(!req.host_may_tag(200), "the clone's tag is the original's");

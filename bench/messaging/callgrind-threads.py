@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Instructions per message per thread from `CG_THREADS=1 bench/messaging/callgrind.sh` dumps
-(100 messages per workload; one dump per thread, callgrind.out.PID.N-TID). A thread is named by
+(MESSAGES = 100 messages per workload; one dump per thread, callgrind.out.PID.N-TID). A thread is named by
 what it runs: the SIP core (`Core::run`), a plugin instance (`plugins::worker::run`), the
 messaging store writer (`messaging::writer`), tokio's workers; threads that ran nothing in the
 measured run are left out. Usage: callgrind-threads.py OUT [OUT...]"""
 import glob, re, sys
+
+# Messages per workload: callgrind.sh runs BENCH_RATES_ONLINE/OFFLINE=20 for BENCH_DURATION=5 s.
+MESSAGES = 20 * 5
 
 KINDS = [
     ('SIP thread (core)', r'huddle::core::Core::run'),
@@ -42,8 +45,12 @@ for part, name in ((1, 'online'), (2, 'offline')):
     order = [k for k, _ in KINDS] + ['other']
     if not rows:
         continue
+    def k_per_message(total):
+        return '–' if total is None else f'{total / MESSAGES / 1e3:.1f}'
+
     for kind in order:
         if kind in rows:
-            print(f'| {kind} | ' + ' | '.join(f'{rows[kind].get(r, 0) / 1e5:.1f}' for r in runs) + ' |')
-    print('| whole process | ' + ' | '.join(
-        f'{sum(rows[k].get(r, 0) for k in rows) / 1e5:.1f}' for r in runs) + ' |')
+            # A kind missing from a run is '–', not 0.0.
+            print(f'| {kind} | ' + ' | '.join(k_per_message(rows[kind].get(r)) for r in runs) + ' |')
+    totals = [[rows[k][r] for k in rows if r in rows[k]] for r in runs]
+    print('| whole process | ' + ' | '.join(k_per_message(sum(t) if t else None) for t in totals) + ' |')

@@ -30,8 +30,9 @@ if [[ ${1:-} == --server ]]; then
 	wait $pid || true
 	# CG_THREADS=1: one dump per thread (callgrind.out.PID.N-TID), for per-thread figures
 	# (bench/messaging/callgrind-threads.py); callgrind-rows.py reads the default dumps.
-	exec valgrind --tool=callgrind --instr-atstart=no \
-		${CG_THREADS:+--separate-threads=yes} \
+	separate=no
+	if [[ ${CG_THREADS:-} == 1 ]]; then separate=yes; fi
+	exec valgrind --tool=callgrind --instr-atstart=no --separate-threads=$separate \
 		--callgrind-out-file="${CALLGRIND_OUT:?}" "$bin" "$@"
 fi
 out=${1:?usage: callgrind.sh OUT [HUDDLE [MESSAGING_LIB]]}

@@ -7,6 +7,8 @@
 # bench/messaging/callgrind-rows.py OUT [OUT...].
 #
 #   bench/messaging/callgrind.sh OUT [HUDDLE [MESSAGING_LIB]]
+#   CG_THREADS=1 bench/messaging/callgrind.sh OUT ...   (one dump per thread; then
+#   bench/messaging/callgrind-threads.py OUT [OUT...])
 #
 # (the branch msgcost's measurements, bench/NOTES.md; earlier branches used /tmp copies of it)
 set -euo pipefail
@@ -26,7 +28,11 @@ if [[ ${1:-} == --server ]]; then
 	done
 	kill -INT $pid
 	wait $pid || true
-	exec valgrind --tool=callgrind --instr-atstart=no \
+	# CG_THREADS=1: one dump per thread (callgrind.out.PID.N-TID), for per-thread figures
+	# (bench/messaging/callgrind-threads.py); callgrind-rows.py reads the default dumps.
+	separate=no
+	if [[ ${CG_THREADS:-} == 1 ]]; then separate=yes; fi
+	exec valgrind --tool=callgrind --instr-atstart=no --separate-threads=$separate \
 		--callgrind-out-file="${CALLGRIND_OUT:?}" "$bin" "$@"
 fi
 out=${1:?usage: callgrind.sh OUT [HUDDLE [MESSAGING_LIB]]}

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::types::{RequestId, RequestInfo, TransactionId};
 
 /// A request the host routed to the plugin.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Request {
     txn: Option<TransactionId>,
     message: Message,
@@ -24,9 +24,23 @@ pub struct Request {
     /// The source address as text and the To tag, made on first use: a request the plugin
     /// never answers itself (a message the host answers on the delivery's 2xx) needs neither,
     /// and the tag costs a system call (`getrandom`). The tag is shared with clones, so every
-    /// copy of the request answers with the same one.
+    /// copy of the request answers with the same one: the cell holding it is shared, made on
+    /// the first clone or the first tag (most requests are never cloned, and the cell was an
+    /// allocation per request).
     source_ip: OnceLock<String>,
-    local_tag: Arc<OnceLock<String>>,
+    local_tag: OnceLock<Arc<OnceLock<String>>>,
+}
+
+impl Clone for Request {
+    fn clone(&self) -> Self {
+        Request {
+            txn: self.txn,
+            message: self.message.clone(),
+            info: self.info.clone(),
+            source_ip: self.source_ip.clone(),
+            local_tag: OnceLock::from(Arc::clone(self.tag_cell())),
+        }
+    }
 }
 
 impl Request {
@@ -55,8 +69,13 @@ impl Request {
             source_ip: OnceLock::new(),
             message,
             info,
-            local_tag: Arc::new(OnceLock::new()),
+            local_tag: OnceLock::new(),
         })
+    }
+
+    /// The cell of the To tag, shared with every clone (made on first use).
+    fn tag_cell(&self) -> &Arc<OnceLock<String>> {
+        self.local_tag.get_or_init(|| Arc::new(OnceLock::new()))
     }
 
     /// The server transaction to answer, `None` when nothing is to be answered.
@@ -148,7 +167,7 @@ impl Request {
     /// with it. Reply to one request from one thread at a time: a reply by status on one
     /// thread racing a response written with this tag on another would carry two tags.
     pub fn local_tag(&self) -> &str {
-        self.local_tag.get_or_init(|| random_token(8))
+        self.tag_cell().get_or_init(|| random_token(8))
     }
 
     /// Whether a final response with `status` may carry a To tag the host chooses (ABI 1.12,
@@ -163,7 +182,7 @@ impl Request {
                 self.method(),
                 Method::Invite | Method::Subscribe | Method::Refer
             );
-        self.local_tag.get().is_none() && !starts_dialog
+        self.local_tag.get().is_none_or(|cell| cell.get().is_none()) && !starts_dialog
     }
 }
 
@@ -646,6 +665,31 @@ mod tests {
         let tag = first.to_header().unwrap().tag().map(str::to_owned);
         assert!(tag.as_deref().is_some_and(|t| t.len() == 16));
         assert_eq!(tag.as_deref(), Some(req.local_tag()));
+    }
+
+    /// The tag's cell is made lazily, but a tag made through any clone still binds every
+    /// copy: none of them may then leave the tag to the host.
+    #[test]
+    fn a_tag_made_on_a_clone_keeps_every_copy_from_replying_by_status() {
+        let info = RequestInfo::new(Transport::Udp, Some("192.0.2.7:40000".parse().unwrap()));
+        let req = Request::parse(
+            Some(TransactionId(3)),
+            Bytes::from_static(MESSAGE.as_bytes()),
+            info,
+        )
+        .unwrap();
+        // The cell itself (not the tag in it): made by the first clone, shared by the copy.
+        let cell = |r: &Request| r.local_tag.get().map(Arc::as_ptr);
+        assert_eq!(cell(&req), None, "no cell until needed");
+        assert!(req.host_may_tag(200));
+        let copy = req.clone();
+        assert!(cell(&req).is_some(), "the clone made the shared cell");
+        assert_eq!(cell(&req), cell(&copy));
+        assert!(req.host_may_tag(200) && copy.host_may_tag(200));
+        let tag = copy.local_tag().to_owned();
+        assert!(!req.host_may_tag(200), "the clone's tag is the original's");
+        assert!(!copy.host_may_tag(200));
+        assert_eq!(req.local_tag(), tag);
     }
 
     #[test]

@@ -236,8 +236,8 @@ pub struct Incoming {
     pub user: String,
     /// The recipient's address.
     pub to: String,
-    /// The From header value.
-    pub from: String,
+    /// The From header value, with whether it carries a tag.
+    pub from: SenderFrom,
     /// The From URI.
     pub from_uri: String,
     /// The Content-Type, parameters included.
@@ -250,6 +250,48 @@ pub struct Incoming {
     pub imdn: Option<ImdnAsk>,
     /// What the host said about the recipient.
     pub recipient: Recipient,
+}
+
+/// A sender's From value and whether it carries a tag, made together so that they cannot
+/// disagree: a delivery sends a tagged one as it is, without reading it again (see
+/// [`Engine::from_tagged`]), and reads any other one with `huddle_sdk::tagged`, which adds a
+/// tag when it finds none. Only [`SenderFrom::received`] can say "tagged".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderFrom {
+    value: String,
+    tagged: bool,
+}
+
+impl SenderFrom {
+    /// The first From field of `message` as received, tagged when its parsed header has a tag:
+    /// the field, parser and `tag()` that `huddle_sdk::tagged` reads, through
+    /// [`huddle_sdk::Message::from_tag`] (kept from the request's first read of its From).
+    /// `None` when the message has no From.
+    pub fn received(message: &huddle_sdk::Message) -> Option<Self> {
+        let value = message.header(&huddle_sdk::HeaderName::From)?;
+        Some(SenderFrom {
+            value: value.to_owned(),
+            tagged: message.from_tag().is_some(),
+        })
+    }
+
+    /// A From value not known to carry a tag: its delivery reads it again.
+    pub fn unknown(value: String) -> Self {
+        SenderFrom {
+            value,
+            tagged: false,
+        }
+    }
+
+    /// The value, as received.
+    pub fn as_str(&self) -> &str {
+        &self.value
+    }
+
+    /// Whether the value is known to carry a tag.
+    pub fn is_tagged(&self) -> bool {
+        self.tagged
+    }
 }
 
 /// What the host said about a message's recipient when it arrived. Only consulted when the
@@ -366,6 +408,9 @@ struct Msg {
     attempts: HashMap<String, u32>,
     /// An attempt to the address of record in flight.
     aor_attempt: Option<u64>,
+    /// Whether `data.from` is known to carry a tag ([`SenderFrom`]); false for a message read
+    /// back from the store.
+    from_tagged: bool,
 }
 
 /// What a pending wake-up is for.
@@ -403,13 +448,86 @@ pub fn notice_id(message_id: &str, now_ms: u64) -> String {
 
 /// The user part of a `location/` key (`bob@example.test/…`).
 pub fn user_of_binding(key: &str) -> Option<&str> {
-    let aor = key.split('/').next()?;
-    aor.split('@').next().filter(|u| !u.is_empty())
+    // Up to the first `@` or `/`, whichever comes first (what splitting at `/` and then at `@`
+    // gives), by one scan of the bytes: `str::split` cost ~320 instructions an answer here.
+    let end = key
+        .bytes()
+        .position(|b| b == b'/' || b == b'@')
+        .unwrap_or(key.len());
+    // Both are ASCII: `end` is a character boundary.
+    Some(&key[..end]).filter(|u| !u.is_empty())
 }
 
 /// Deliveries in flight to one device up to which [`Engine::pump`] scans them rather than
 /// building a set.
 const SCAN_IN_FLIGHT: usize = 32;
+
+/// What a device's pump reads and writes besides the device: borrowed apart from
+/// `Engine::users`, so that every device of a user can be pumped where it is.
+struct Sends<'a> {
+    msgs: &'a HashMap<u64, Msg>,
+    attempts: &'a mut HashMap<u64, (u64, Target)>,
+    next_attempt: &'a mut u64,
+}
+
+impl Sends<'_> {
+    /// Sends the next queued messages to device `key`, in order, up to `window` in flight,
+    /// unless it is backing off.
+    fn pump(
+        &mut self,
+        key: &str,
+        dev: &mut Device,
+        window: usize,
+        now_ms: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        if dev.retry_at.is_some_and(|t| t > now_ms) {
+            return;
+        }
+        // What is in flight is skipped. A small window (16 by default) is scanned: a set built
+        // on every call cost an allocation per delivery and per answer.
+        let busy: Option<BTreeSet<u64>> = (dev.in_flight.len() > SCAN_IN_FLIGHT)
+            .then(|| dev.in_flight.values().copied().collect());
+        let mut dead = Vec::new();
+        let mut next = Vec::new();
+        for &seq in &dev.queue {
+            if dev.in_flight.len() + next.len() >= window {
+                break;
+            }
+            let in_flight = match &busy {
+                Some(busy) => busy.contains(&seq),
+                None => dev.in_flight.values().any(|&s| s == seq),
+            };
+            if in_flight {
+                continue;
+            }
+            if self
+                .msgs
+                .get(&seq)
+                .is_some_and(|m| m.data.expires_ms > now_ms)
+            {
+                next.push(seq);
+            } else {
+                dead.push(seq);
+            }
+        }
+        for seq in dead {
+            dev.queue.remove(&seq);
+        }
+        for seq in next {
+            *self.next_attempt += 1;
+            let attempt = *self.next_attempt;
+            dev.in_flight.insert(attempt, seq);
+            self.attempts
+                .insert(attempt, (seq, Target::Device(key.to_owned())));
+            out.push(Effect::Send {
+                attempt,
+                seq,
+                target: Target::Device(key.to_owned()),
+            });
+        }
+    }
+}
 
 impl Engine {
     /// An empty engine.
@@ -434,6 +552,13 @@ impl Engine {
     /// A message still held.
     pub fn message(&self, seq: u64) -> Option<&Stored> {
         self.msgs.get(&seq).map(|m| &m.data)
+    }
+
+    /// Whether the From of `seq` is known to carry a tag (its delivery may send it as it is):
+    /// the glue said so when it arrived. False when not known (a message read back from the
+    /// store): the delivery reads it then.
+    pub fn from_tagged(&self, seq: u64) -> bool {
+        self.msgs.get(&seq).is_some_and(|m| m.from_tagged)
     }
 
     /// The sender's transaction (the plugin's number) while the sender of `seq` waits.
@@ -496,6 +621,7 @@ impl Engine {
                 sender: None,
                 attempts: HashMap::default(),
                 aor_attempt: None,
+                from_tagged: false,
             },
         );
         out
@@ -632,11 +758,27 @@ impl Engine {
             return out;
         }
         let seq = self.new_seq(now_ms);
+        let from_tagged = m.from.tagged;
+        let user_name = m.user;
+        // A user seen before (every online one) is found without a copy of the name.
+        if !self.users.contains_key(&user_name) {
+            self.users.insert(user_name.clone(), User::default());
+        }
+        let Some(user) = self.users.get_mut(&user_name) else {
+            return out;
+        };
+        user.messages.insert(seq);
+        // Queued on every device; whether there are any decides below (their keys are not
+        // copied: `pump_all` walks the devices where they are).
+        for dev in user.devices.values_mut() {
+            dev.queue.insert(seq);
+        }
+        let has_devices = !user.devices.is_empty();
         let data = Stored {
             seq,
-            user: m.user.clone(),
+            user: user_name.clone(),
             to: m.to,
-            from: m.from,
+            from: m.from.value,
             from_uri: m.from_uri,
             content_type: m.content_type,
             date: m.date.unwrap_or_else(|| crate::wire::sip_date(now_ms)),
@@ -646,20 +788,6 @@ impl Engine {
             imdn: m.imdn,
             progress: Progress::default(),
         };
-        // A user seen before (every online one) is found without a copy of the name.
-        if !self.users.contains_key(&m.user) {
-            self.users.insert(m.user.clone(), User::default());
-        }
-        let Some(user) = self.users.get_mut(&m.user) else {
-            return out;
-        };
-        user.messages.insert(seq);
-        let devices: Vec<String> = user.devices.keys().cloned().collect();
-        for d in &devices {
-            if let Some(dev) = user.devices.get_mut(d) {
-                dev.queue.insert(seq);
-            }
-        }
         self.msgs.insert(
             seq,
             Msg {
@@ -670,6 +798,7 @@ impl Engine {
                 sender: Some(m.txn),
                 attempts: HashMap::default(),
                 aor_attempt: None,
+                from_tagged,
             },
         );
         self.wakes.insert((
@@ -685,14 +814,14 @@ impl Engine {
                 held > 0
                     || self
                         .offline
-                        .get(&m.user)
+                        .get(&user_name)
                         .is_some_and(|&until| until > now_ms)
             }
         };
-        if devices.is_empty() && known_offline {
+        if !has_devices && known_offline {
             // The user exists and has no device: store it without asking the host.
             self.persist(seq, true, &mut out);
-        } else if devices.is_empty() {
+        } else if !has_devices {
             let attempt = self.new_attempt(seq, Target::Aor);
             if let Some(msg) = self.msgs.get_mut(&seq) {
                 msg.aor_attempt = Some(attempt);
@@ -705,12 +834,10 @@ impl Engine {
         } else {
             self.wakes
                 .insert((now_ms + self.limits.answer_timeout_ms, Wake::Answer(seq)));
-            for d in devices {
-                self.pump(&m.user, &d, now_ms, &mut out);
-            }
+            self.pump_all(&user_name, now_ms, &mut out);
             // A device with a full window takes the message soon; when every device is
             // backing off after failures, nobody will before the retry: store it and answer.
-            if self.all_failing(&m.user, now_ms) {
+            if self.all_failing(&user_name, now_ms) {
                 self.settle(seq, &mut out);
             }
         }
@@ -754,29 +881,27 @@ impl Engine {
                     // Devices that appeared meanwhile get it now; the sender waits for them
                     // (up to the answer deadline) or, with none, is answered once it is stored.
                     let user_name = self.msgs.get(&seq).map(|m| m.data.user.clone());
-                    let devices: Vec<String> = user_name
+                    let has_devices = user_name
                         .as_ref()
                         .and_then(|u| self.users.get_mut(u))
-                        .map(|u| {
+                        .is_some_and(|u| {
                             for d in u.devices.values_mut() {
                                 d.queue.insert(seq);
                             }
-                            u.devices.keys().cloned().collect()
-                        })
-                        .unwrap_or_default();
-                    if let (Some(user_name), false) = (user_name, devices.is_empty()) {
+                            !u.devices.is_empty()
+                        });
+                    if let (Some(user_name), true) = (user_name, has_devices) {
                         self.wakes
                             .insert((now_ms + self.limits.answer_timeout_ms, Wake::Answer(seq)));
-                        for d in devices {
-                            self.pump(&user_name, &d, now_ms, &mut out);
-                        }
+                        self.pump_all(&user_name, now_ms, &mut out);
                     }
                     self.settle(seq, &mut out);
                 }
                 self.finish_if_done(seq, &mut out);
             }
             Target::Device(key) => {
-                let Some(user_name) = user_of_binding(&key).map(str::to_owned) else {
+                // Borrowed from the key: a copy of the name per answer is not needed.
+                let Some(user_name) = user_of_binding(&key) else {
                     return out;
                 };
                 let max_attempts = self.limits.max_attempts;
@@ -784,7 +909,7 @@ impl Engine {
                 let mut retry = None;
                 if let Some(dev) = self
                     .users
-                    .get_mut(&user_name)
+                    .get_mut(user_name)
                     .and_then(|u| u.devices.get_mut(&key))
                 {
                     dev.in_flight.remove(&attempt);
@@ -809,12 +934,12 @@ impl Engine {
                 }
                 if let Some(at) = retry {
                     self.wakes
-                        .insert((at, Wake::Retry(user_name.clone(), key.clone())));
+                        .insert((at, Wake::Retry(user_name.to_owned(), key.clone())));
                 }
                 if ok {
                     self.delivered(seq, &mut out);
                     self.record_progress(seq, &mut out);
-                } else if retry.is_some() && self.queued_on(seq, &user_name, &key) {
+                } else if retry.is_some() && self.queued_on(seq, user_name, &key) {
                     // Retried later from the store: durable now, whoever else delivers it.
                     let answer =
                         !self.msgs.get(&seq).is_some_and(|m| m.delivered) && !self.in_flight(seq);
@@ -823,12 +948,12 @@ impl Engine {
                     self.settle(seq, &mut out);
                 }
                 self.finish_if_done(seq, &mut out);
-                if retry.is_some() && self.all_failing(&user_name, now_ms) {
+                if retry.is_some() && self.all_failing(user_name, now_ms) {
                     // Nobody will take the messages queued behind this one before a retry:
                     // their senders are answered once they are durable.
                     let queued: Vec<u64> = self
                         .users
-                        .get(&user_name)
+                        .get(user_name)
                         .map(|u| u.messages.iter().copied().collect())
                         .unwrap_or_default();
                     for q in queued {
@@ -837,7 +962,7 @@ impl Engine {
                         }
                     }
                 }
-                self.pump(&user_name, &key, now_ms, &mut out);
+                self.pump(user_name, &key, now_ms, &mut out);
             }
         }
         out
@@ -917,8 +1042,7 @@ impl Engine {
         out
     }
 
-    /// Sends the next queued messages to a device, in order, up to `device_window` in flight,
-    /// unless it is backing off.
+    /// Finds device `key` of `user_name`, then [`Sends::pump`] with `device_window`.
     fn pump(&mut self, user_name: &str, key: &str, now_ms: u64, out: &mut Vec<Effect>) {
         let window = self.limits.device_window.max(1);
         let Some(dev) = self
@@ -928,50 +1052,28 @@ impl Engine {
         else {
             return;
         };
-        if dev.retry_at.is_some_and(|t| t > now_ms) {
+        let mut sends = Sends {
+            msgs: &self.msgs,
+            attempts: &mut self.attempts,
+            next_attempt: &mut self.next_attempt,
+        };
+        sends.pump(key, dev, window, now_ms, out);
+    }
+
+    /// [`Engine::pump`] for every device of the user, found in place: a new message to an
+    /// online user used to copy every device's key to pump them one by one.
+    fn pump_all(&mut self, user_name: &str, now_ms: u64, out: &mut Vec<Effect>) {
+        let window = self.limits.device_window.max(1);
+        let Some(user) = self.users.get_mut(user_name) else {
             return;
-        }
-        // What is in flight is skipped. A small window (16 by default) is scanned: a set built
-        // on every call cost an allocation per delivery and per answer.
-        let busy: Option<BTreeSet<u64>> = (dev.in_flight.len() > SCAN_IN_FLIGHT)
-            .then(|| dev.in_flight.values().copied().collect());
-        let mut dead = Vec::new();
-        let mut next = Vec::new();
-        for &seq in &dev.queue {
-            if dev.in_flight.len() + next.len() >= window {
-                break;
-            }
-            let in_flight = match &busy {
-                Some(busy) => busy.contains(&seq),
-                None => dev.in_flight.values().any(|&s| s == seq),
-            };
-            if in_flight {
-                continue;
-            }
-            if self
-                .msgs
-                .get(&seq)
-                .is_some_and(|m| m.data.expires_ms > now_ms)
-            {
-                next.push(seq);
-            } else {
-                dead.push(seq);
-            }
-        }
-        for seq in dead {
-            dev.queue.remove(&seq);
-        }
-        for seq in next {
-            self.next_attempt += 1;
-            let attempt = self.next_attempt;
-            dev.in_flight.insert(attempt, seq);
-            self.attempts
-                .insert(attempt, (seq, Target::Device(key.to_owned())));
-            out.push(Effect::Send {
-                attempt,
-                seq,
-                target: Target::Device(key.to_owned()),
-            });
+        };
+        let mut sends = Sends {
+            msgs: &self.msgs,
+            attempts: &mut self.attempts,
+            next_attempt: &mut self.next_attempt,
+        };
+        for (key, dev) in &mut user.devices {
+            sends.pump(key, dev, window, now_ms, out);
         }
     }
 
@@ -1209,7 +1311,7 @@ mod tests {
             txn,
             user: "bob".into(),
             to: "sip:bob@example.test".into(),
-            from: "<sip:alice@example.test>;tag=a".into(),
+            from: from_of("<sip:alice@example.test>;tag=a"),
             from_uri: "sip:alice@example.test".into(),
             content_type: "text/plain;charset=UTF-8".into(),
             date: None,
@@ -1217,6 +1319,66 @@ mod tests {
             imdn: None,
             recipient: Recipient::Unknown,
         }
+    }
+
+    /// `from` as [`SenderFrom::received`] reads it from a request.
+    fn from_of(from: &str) -> SenderFrom {
+        received(&format!("From: {from}\r\n")).unwrap()
+    }
+
+    /// What [`SenderFrom::received`] reads from a request with these From `fields` (each
+    /// ending with CRLF).
+    fn received(fields: &str) -> Option<SenderFrom> {
+        let text = format!(
+            "MESSAGE sip:bob@example.test SIP/2.0\r\n{fields}To: <sip:bob@example.test>\r\n\
+             Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let message = huddle_sdk::Message::parse(text.into_bytes().into()).unwrap();
+        SenderFrom::received(&message)
+    }
+
+    /// A From is said to be tagged exactly when `huddle_sdk::tagged` would send it as it is,
+    /// and its value is the first From field's, as received.
+    #[test]
+    fn a_received_from_is_tagged_exactly_when_tagged_leaves_it_alone() {
+        for (fields, value) in [
+            ("From: <sip:a@x>;tag=1\r\n", "<sip:a@x>;tag=1"),
+            (
+                "From: \"A\" <sip:a@x>;p=q;tag=1;r\r\n",
+                "\"A\" <sip:a@x>;p=q;tag=1;r",
+            ),
+            ("f: <sip:a@x>;tag=1\r\n", "<sip:a@x>;tag=1"),
+            ("FROM: <sip:a@x>;TAG=1\r\n", "<sip:a@x>;TAG=1"),
+            ("From: sip:a@x;tag=1\r\n", "sip:a@x;tag=1"),
+            ("From: <sip:a@x;tag=1>\r\n", "<sip:a@x;tag=1>"),
+            ("From: <sip:a@x>;p=q\r\n", "<sip:a@x>;p=q"),
+            ("From: sip:a@x\r\n", "sip:a@x"),
+            (
+                r#"From: "A \"x;tag=y\"" <sip:a@x>"#,
+                r#""A \"x;tag=y\"" <sip:a@x>"#,
+            ),
+            ("From: \"a;tag=y\" <sip:a@x>\r\n", "\"a;tag=y\" <sip:a@x>"),
+            ("From: <sip:a@x>;tag=\r\n", "<sip:a@x>;tag="),
+            ("From: <sip:a@x>;tag\r\n", "<sip:a@x>;tag"),
+            ("From: <sip:a@x\r\n", "<sip:a@x"),
+            (
+                "From: <sip:a@x>;tag=1\r\nFrom: <sip:b@x>\r\n",
+                "<sip:a@x>;tag=1",
+            ),
+            ("From: <sip:a@x>\r\nFrom: <sip:b@x>;tag=1\r\n", "<sip:a@x>"),
+        ] {
+            let fields = if fields.ends_with("\r\n") {
+                fields.to_owned()
+            } else {
+                format!("{fields}\r\n")
+            };
+            let from = received(&fields).unwrap();
+            assert_eq!(from.as_str(), value, "{fields:?}");
+            let as_is = matches!(huddle_sdk::tagged(value), Cow::Borrowed(_));
+            assert_eq!(from.is_tagged(), as_is, "{fields:?}");
+        }
+        assert_eq!(received(""), None);
+        assert!(!SenderFrom::unknown("<sip:a@x>;tag=1".into()).is_tagged());
     }
 
     /// A message to bob, about whom the host said `recipient`.
@@ -1263,6 +1425,57 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The user part of a binding key, as splitting at `/` then at `@` gives it.
+    #[test]
+    fn the_user_of_a_binding_key_is_what_the_splits_give() {
+        fn split(key: &str) -> Option<&str> {
+            key.split('/')
+                .next()
+                .and_then(|aor| aor.split('@').next())
+                .filter(|u| !u.is_empty())
+        }
+        for key in [
+            "bob@example.test/k1",
+            "bob@example.test",
+            "bob/k1@x",
+            "bob",
+            "@example.test/k",
+            "/k",
+            "",
+            "b\u{e9}b@h/k",
+            "a@b@c/d/e",
+            "@",
+            "/",
+        ] {
+            assert_eq!(user_of_binding(key), split(key), "{key:?}");
+        }
+    }
+
+    /// What the glue read of the From is kept with the message; a message read back from the
+    /// store has it read again at its delivery.
+    #[test]
+    fn whether_the_from_is_tagged_is_kept_until_a_restart() {
+        let mut e = Engine::new(Limits {
+            device_window: 16,
+            ..limits()
+        });
+        e.device_up(BOB1, 0);
+        let untagged = Incoming {
+            from: from_of("<sip:alice@example.test>"),
+            ..msg(2, "b")
+        };
+        let out = [e.on_message(msg(1, "a"), 0), e.on_message(untagged, 0)].concat();
+        let s = sends(&out);
+        assert_eq!(s.len(), 2, "{out:?}");
+        assert!(e.from_tagged(s[0].1));
+        assert!(!e.from_tagged(s[1].1));
+        let stored = e.message(s[0].1).cloned().unwrap();
+        let mut again = Engine::new(limits());
+        again.restore(stored.clone(), 0);
+        assert!(!again.from_tagged(stored.seq), "read back: not known");
+        assert!(!e.from_tagged(u64::MAX));
     }
 
     #[test]

@@ -63,7 +63,9 @@ use huddle_sdk::{
     TimerId, TransactionId, WatchId,
 };
 
-use engine::{user_of_binding, Effect, Engine, Incoming, Limits, Recipient, Stored, Target};
+use engine::{
+    user_of_binding, Effect, Engine, Incoming, Limits, Recipient, SenderFrom, Stored, Target,
+};
 use wire::{Body, ImdnForm};
 use writer::{Gather, Job, Writers, TOKEN_FAILED};
 
@@ -205,29 +207,28 @@ impl HistoryRef<'_> {
     /// Appends the entry as `serde_json` writes it (by hand: see `wire::json`).
     fn write_json(&self, out: &mut Vec<u8>) {
         use wire::json;
-        out.push(b'{');
-        json::key(out, true, "seq");
-        json::number(out, self.seq);
-        json::key(out, false, "ts_ms");
-        json::number(out, self.ts_ms);
-        for (key, value) in [
-            ("from", self.from),
-            ("to", self.to),
-            ("content_type", self.content_type),
-        ] {
-            json::key(out, false, key);
-            json::string(out, value);
-        }
-        json::key(out, false, "body");
-        let (key, value) = match &self.body {
-            BodyRef::Text(t) => ("text", *t),
-            BodyRef::Hex(h) => ("hex", h.as_str()),
+        let (body_key, body): (&[u8], &str) = match &self.body {
+            BodyRef::Text(t) => (b",\"body\":{\"text\":", t),
+            BodyRef::Hex(h) => (b",\"body\":{\"hex\":", h.as_str()),
         };
-        out.push(b'{');
-        json::key(out, true, key);
-        json::string(out, value);
-        out.push(b'}');
-        out.push(b'}');
+        // Room for the entry as written unescaped (the keys and punctuation ~80 bytes, two
+        // numbers of up to 20 digits), so that it grows the buffer once at most; the keys go
+        // in with the punctuation around them, one copy each (a call per key, comma and quote
+        // cost ~400 instructions an entry).
+        out.reserve(120 + self.from.len() + self.to.len() + self.content_type.len() + body.len());
+        out.extend_from_slice(b"{\"seq\":");
+        json::number(out, self.seq);
+        out.extend_from_slice(b",\"ts_ms\":");
+        json::number(out, self.ts_ms);
+        out.extend_from_slice(b",\"from\":");
+        json::string(out, self.from);
+        out.extend_from_slice(b",\"to\":");
+        json::string(out, self.to);
+        out.extend_from_slice(b",\"content_type\":");
+        json::string(out, self.content_type);
+        out.extend_from_slice(body_key);
+        json::string(out, body);
+        out.extend_from_slice(b"}}");
     }
 }
 
@@ -350,12 +351,32 @@ impl CallIds {
         id
     }
 
-    /// The next Call-ID, appended to `out`.
+    /// The next Call-ID, appended to `out` (the counter in lowercase hex, written by hand:
+    /// `write!` cost ~300 instructions a delivery).
     fn write_next(&mut self, out: &mut String) {
-        use std::fmt::Write as _;
         self.next += 1;
-        let _ = write!(out, "{}-{:x}@huddle.invalid", self.prefix, self.next);
+        out.push_str(&self.prefix);
+        out.push('-');
+        push_hex(out, self.next);
+        out.push_str("@huddle.invalid");
     }
+}
+
+/// Appends `n` in lowercase hex without leading zeros (`format!("{n:x}")`).
+fn push_hex(out: &mut String, n: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 16];
+    let mut at = buf.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        buf[at] = HEX[(n & 15) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(buf[at..].iter().map(|&b| char::from(b)));
 }
 
 fn now_ms() -> u64 {
@@ -365,8 +386,32 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A stored message's key, `q/` and its sequence number in 16 lowercase hex digits (written
+/// by hand: `format!` cost ~900 instructions a stored message).
 fn queue_key(seq: u64) -> Vec<u8> {
-    format!("q/{seq:016x}").into_bytes()
+    let mut key = Vec::with_capacity(18);
+    key.extend_from_slice(b"q/");
+    push_hex16(&mut key, seq);
+    key
+}
+
+/// A history batch's key, `h/<first arrival>-<first sequence number>`, both in 16 lowercase
+/// hex digits.
+fn history_key(ts_ms: u64, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(35);
+    key.extend_from_slice(b"h/");
+    push_hex16(&mut key, ts_ms);
+    key.push(b'-');
+    push_hex16(&mut key, seq);
+    key
+}
+
+/// Appends `n` as 16 lowercase hex digits (`format!("{n:016x}")`).
+fn push_hex16(out: &mut Vec<u8>, n: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(HEX[((n >> (shift * 4)) & 15) as usize]);
+    }
 }
 
 /// The part of a `location/` record this plugin reads.
@@ -491,9 +536,10 @@ impl Plugin for Messaging {
                 })
             }
         };
-        let from = request
-            .header("From")
-            .map_or_else(|| format!("<{from_uri}>"), str::to_owned);
+        // Read (and kept) by `from_uri` above: whether it has a tag is free here, where each
+        // delivery read the value again to find out (`huddle_sdk::tagged`).
+        let from = SenderFrom::received(request.message())
+            .unwrap_or_else(|| SenderFrom::unknown(format!("<{from_uri}>")));
         let to = request
             .to_uri()
             .filter(|t| t.contains('@'))
@@ -889,13 +935,14 @@ impl Messaging {
                     let scratch = &mut self.scratch;
                     scratch.clear();
                     self.call_ids.write_next(scratch);
+                    let from_tagged = self.engine.from_tagged(seq);
                     let sent = self
                         .engine
                         .message(seq)
                         .ok_or(Error::NotFound)
                         .and_then(|m| {
                             let answer = answer.map(|(_, t)| t);
-                            send_delivery(host, m, &target, answer, scratch)
+                            send_delivery(host, m, from_tagged, &target, answer, scratch)
                         });
                     match sent {
                         Ok(id) => {
@@ -1001,17 +1048,14 @@ impl Messaging {
         let Some(((ts_ms, seq), entries, value)) = self.history.take() else {
             return;
         };
-        let key = format!("h/{ts_ms:016x}-{seq:016x}");
+        let key = history_key(ts_ms, seq);
         if let Some(writers) = &self.writers {
             // Off this thread, sharing a commit with the messages being written.
-            let job = Job::Rewrite {
-                key: key.into_bytes(),
-                value,
-            };
+            let job = Job::Rewrite { key, value };
             writers.submit(host, 0, job);
             return;
         }
-        if let Err(e) = host.store().put(key.as_bytes(), &value) {
+        if let Err(e) = host.store().put(&key, &value) {
             huddle_sdk::warn!(host, "history of {entries} messages not written: {e}");
         }
     }
@@ -1128,11 +1172,14 @@ fn to_json<T: Serialize>(value: &T) -> String {
 fn send_delivery(
     host: &Host,
     m: &Stored,
+    from_tagged: bool,
     target: &Target,
     answer: Option<TransactionId>,
     scratch: &mut String,
 ) -> Result<RequestId> {
-    delivery_parts(m, target, answer, scratch, |parts| host.send_parts(parts))
+    delivery_parts(m, from_tagged, target, answer, scratch, |parts| {
+        host.send_parts(parts)
+    })
 }
 
 /// Hands `f` the delivery of `m` to `target` in parts, borrowed from `m`: the fields
@@ -1142,23 +1189,29 @@ fn send_delivery(
 /// (the fields' array lives on the stack).
 fn delivery_parts<R>(
     m: &Stored,
+    from_tagged: bool,
     target: &Target,
     answer: Option<TransactionId>,
     scratch: &mut String,
     f: impl FnOnce(&RequestParts<'_>) -> R,
 ) -> R {
-    use std::fmt::Write as _;
     let call_id_end = scratch.len();
     scratch.push('<');
     scratch.push_str(&m.to);
     scratch.push('>');
     let to_end = scratch.len();
     if let Some(txn) = answer {
-        let _ = write!(scratch, "{}", txn.0);
+        scratch.push_str(itoa::Buffer::new().format(txn.0));
     }
     let (call_id, rest) = scratch.split_at(call_id_end);
     let (to, answer_value) = rest.split_at(to_end - call_id_end);
-    let from = huddle_sdk::tagged(&m.from);
+    // `from_tagged` is the engine's (`Engine::from_tagged`): true only when the arrival's
+    // `SenderFrom::received` read a tag in this very value.
+    let from = if from_tagged {
+        std::borrow::Cow::Borrowed(m.from.as_str())
+    } else {
+        huddle_sdk::tagged(&m.from)
+    };
     let fields = [
         ("Max-Forwards", "70"),
         ("From", &*from),

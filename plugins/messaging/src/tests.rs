@@ -694,7 +694,7 @@ fn a_delivery_in_parts_is_the_request_new_request_writes() {
             progress: Default::default(),
         };
         let mut scratch = String::from("c1@h");
-        let parts = delivery_parts(&m, &target, answer, &mut scratch, |p| {
+        let parts = delivery_parts(&m, false, &target, answer, &mut scratch, |p| {
             huddle_sdk::Message::from_parts(p, 65_535).unwrap()
         });
         let mut req = NewRequest::new(Method::Message, &m.to)
@@ -725,6 +725,93 @@ fn a_delivery_in_parts_is_the_request_new_request_writes() {
             };
             assert_eq!(text(&parts, &a), text(&built, &b));
         }
+    }
+}
+
+/// A From known to carry a tag goes out as stored, not read again (`tagged` would have added
+/// one to this tag-less value); one not known is read and tagged.
+#[test]
+fn a_from_known_to_be_tagged_is_sent_without_being_read_again() {
+    let m = Stored {
+        seq: 1,
+        user: "bob".into(),
+        to: BOB.into(),
+        from: "<sip:alice@example.test>".into(),
+        from_uri: "sip:alice@example.test".into(),
+        content_type: "text/plain".into(),
+        date: "Fri, 27 Nov 2026 17:00:00 GMT".into(),
+        body: Body::of(b"hi"),
+        received_ms: 0,
+        expires_ms: 1,
+        imdn: None,
+        progress: Default::default(),
+    };
+    let from_of = |from_tagged: bool| {
+        let mut scratch = String::from("c1@h");
+        delivery_parts(&m, from_tagged, &Target::Aor, None, &mut scratch, |p| {
+            let field = p.headers.iter().find(|(n, _)| *n == "From").unwrap();
+            field.1.to_owned()
+        })
+    };
+    assert_eq!(from_of(true), "<sip:alice@example.test>");
+    assert!(from_of(false).starts_with("<sip:alice@example.test>;tag="));
+}
+
+/// Through the plugin: a sender's tagged From is delivered as received, a tag-less one gets a
+/// tag (what `tagged` did for every delivery before the arrival's reading was kept), at the
+/// edges where the arrival's reading and `tagged` could drift apart: a `;tag=` inside a quoted
+/// display name (with an escaped quote) is no tag, the compact `f:` and `;TAG=` are read, and
+/// the header's other parameters survive.
+#[test]
+fn a_senders_from_is_delivered_as_received_or_with_a_tag_added() {
+    let (host, mut plugin) = start("");
+    register(&host, &mut plugin, "bob@example.test/d1");
+    let from = HeaderName::From;
+    // (field name, value, what the delivery's From starts with when a tag is added: `None`
+    // when it is sent as received).
+    for (name, given, tag_added_to) in [
+        ("From", "\"Al\" <sip:alice@example.test>;tag=x1;p=q", None),
+        ("f", "<sip:alice@example.test>;tag=a", None),
+        ("From", "<sip:alice@example.test>;TAG=a", None),
+        (
+            "From",
+            "<sip:alice@example.test>;p=q",
+            Some("<sip:alice@example.test>;p=q;tag="),
+        ),
+        (
+            "From",
+            "sip:alice@example.test",
+            Some("<sip:alice@example.test>;tag="),
+        ),
+        (
+            "From",
+            r#""A \"x;tag=y\"" <sip:alice@example.test>"#,
+            Some(r#""A \"x;tag=y\"" <sip:alice@example.test>;tag="#),
+        ),
+    ] {
+        let text = String::from_utf8(sample_request("MESSAGE", BOB, "hi").to_vec()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("From:"))
+            .unwrap()
+            .to_owned();
+        let text = text.replace(&line, &format!("{name}: {given}"));
+        let txn = plugin.request(text.into_bytes()).unwrap();
+        let sent = host.take_sent_requests();
+        assert_eq!(sent.len(), 1, "{given}");
+        let out = sent[0].message.header(&from).unwrap().to_owned();
+        let f = sent[0].message.from_header().unwrap();
+        assert_eq!(f.uri, "sip:alice@example.test", "{out}");
+        match tag_added_to {
+            None => assert_eq!(out, given),
+            Some(prefix) => {
+                assert!(out.starts_with(prefix), "{out}");
+                assert!(f.tag().is_some_and(|t| t.len() == 16), "{out}");
+                assert_eq!(out.len(), prefix.len() + 16, "{out}");
+            }
+        }
+        plugin.answer(&sent[0], 200, "OK").unwrap();
+        assert_eq!(host.final_response(txn).unwrap().status(), 200);
     }
 }
 
@@ -789,6 +876,41 @@ fn unknown_fields_are_found_as_request_header_finds_them() {
                 unknown_header(&request, name),
                 request.header(name),
                 "{fields}"
+            );
+        }
+    }
+}
+
+/// The Call-IDs and hex written by hand are what `format!` wrote, at every digit count.
+#[test]
+fn call_ids_written_by_hand_are_what_format_wrote() {
+    let mut ids = CallIds::new();
+    let mut values = vec![0u64, 1, 9, 10, 15, 16, 255, 256, u64::MAX - 1];
+    values.extend((0..64).map(|shift| 1u64 << shift));
+    values.extend((1..64).map(|shift| (1u64 << shift) - 1));
+    for n in values {
+        let mut hex = String::from("x");
+        push_hex(&mut hex, n);
+        assert_eq!(hex, format!("x{n:x}"));
+        ids.next = n;
+        let mut id = String::new();
+        ids.write_next(&mut id);
+        assert_eq!(id, format!("{}-{:x}@huddle.invalid", ids.prefix, n + 1));
+    }
+}
+
+/// The store keys written by hand are what `format!` wrote.
+#[test]
+fn store_keys_written_by_hand_are_what_format_wrote() {
+    let mut values = vec![0u64, 1, 15, 16, u64::MAX];
+    values.extend((0..64).map(|shift| 1u64 << shift));
+    values.extend((1..64).map(|shift| (1u64 << shift) - 1));
+    for &n in &values {
+        assert_eq!(queue_key(n), format!("q/{n:016x}").into_bytes());
+        for &m in &values[..8] {
+            assert_eq!(
+                history_key(n, m),
+                format!("h/{n:016x}-{m:016x}").into_bytes()
             );
         }
     }

@@ -47,6 +47,11 @@ pub enum Reach {
     Address {
         transport: Transport,
         addr: SocketAddr,
+        /// UDP: our listening socket the REGISTER came to, which requests to the binding are
+        /// sent from (a NAT or a client bound to one address takes them from there only).
+        /// Not stored: a binding restored after a restart has none, and is sent to from the
+        /// first listening socket of its address family.
+        local: Option<SocketAddr>,
     },
 }
 
@@ -129,7 +134,9 @@ impl Binding {
     /// drops WebSocket ones (their connection is gone).
     pub fn record(&self, aor: &str) -> BindingRecord {
         let (transport, addr, flow) = match self.reach {
-            Reach::Address { transport, addr } => (transport, addr, None),
+            Reach::Address {
+                transport, addr, ..
+            } => (transport, addr, None),
             Reach::Flow {
                 flow,
                 transport,
@@ -201,7 +208,9 @@ impl Binding {
     /// The record up to and including `"cseq":`.
     fn encode_head(&self, aor: &str, key: &str, out: &mut Vec<u8>) {
         let (transport, addr, flow) = match self.reach {
-            Reach::Address { transport, addr } => (transport, addr, None),
+            Reach::Address {
+                transport, addr, ..
+            } => (transport, addr, None),
             Reach::Flow {
                 flow,
                 transport,
@@ -997,7 +1006,11 @@ impl Location {
         let binding = Binding {
             contact: record.contact,
             contact_header: record.contact_header,
-            reach: Reach::Address { transport, addr },
+            reach: Reach::Address {
+                transport,
+                addr,
+                local: None,
+            },
             instance: record.instance,
             reg_id: record.reg_id,
             call_id: record.call_id,
@@ -1256,20 +1269,24 @@ mod tests {
             Reach::Address {
                 transport: Transport::Udp,
                 addr: "[2001:db8::7]:5060".parse().unwrap(),
+                local: None,
             },
             Reach::Address {
                 transport: Transport::Tcp,
                 addr: "10.0.0.2:5062".parse().unwrap(),
+                local: None,
             },
             // Every transport's name and a scoped IPv6 address: written without the escape
             // scan, so they must come out as serde_json writes them.
             Reach::Address {
                 transport: Transport::Tls,
                 addr: "[fe80::1%7]:65535".parse().unwrap(),
+                local: None,
             },
             Reach::Address {
                 transport: Transport::Wss,
                 addr: "255.255.255.255:0".parse().unwrap(),
+                local: None,
             },
         ];
         let mut checked = 0;
@@ -1390,6 +1407,7 @@ mod tests {
         let udp = Reach::Address {
             transport: Transport::Udp,
             addr: "127.0.0.1:5070".parse().unwrap(),
+            local: None,
         };
         loc.register(
             &register("c", 2, "<sip:a@127.0.0.1:5070>", Some(120)),
@@ -1421,6 +1439,7 @@ mod tests {
         Reach::Address {
             transport: Transport::Udp,
             addr: "127.0.0.1:5070".parse().unwrap(),
+            local: None,
         }
     }
 
@@ -1484,7 +1503,8 @@ mod tests {
             b.reach,
             Reach::Address {
                 transport: Transport::Udp,
-                addr: "10.0.0.2:5062".parse().unwrap()
+                addr: "10.0.0.2:5062".parse().unwrap(),
+                local: None
             }
         );
     }

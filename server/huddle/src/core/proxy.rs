@@ -157,6 +157,7 @@ fn peer_for_uri(uri: &SipUri<'_>) -> Option<Peer> {
         transport,
         flow: None,
         remote: SocketAddr::new(ip, port),
+        local: None,
     })
 }
 
@@ -208,6 +209,7 @@ impl Core {
                         transport: info.transport,
                         flow: Some(flow),
                         remote: info.remote,
+                        local: None,
                     })
                 }),
         )
@@ -225,6 +227,7 @@ impl Core {
                         transport,
                         flow: None,
                         remote: SocketAddr::from(([0, 0, 0, 0], 0)),
+                        local: None,
                     };
                     (transport, self.write_record_route(&peer))
                 })
@@ -329,7 +332,7 @@ impl Core {
         };
         for target in targets {
             let out = target.peer;
-            let local = self.local.get(&out.transport).copied();
+            let local = self.sending_from(&out);
             let Some(local) = local else {
                 continue;
             };
@@ -492,22 +495,7 @@ impl Core {
                 .location
                 .lookup(&aor, now)
                 .map(|b| Target {
-                    peer: match b.reach {
-                        crate::registrar::Reach::Flow {
-                            flow,
-                            transport,
-                            remote,
-                        } => Peer {
-                            transport,
-                            flow: Some(flow),
-                            remote,
-                        },
-                        crate::registrar::Reach::Address { transport, addr } => Peer {
-                            transport,
-                            flow: None,
-                            remote: addr,
-                        },
-                    },
+                    peer: Peer::reaching(b.reach),
                     request_uri: Some(b.contact.clone()),
                 })
                 .collect();
@@ -546,7 +534,7 @@ impl Core {
         };
         let Some(target) = targets.pop() else { return };
         let out = target.peer;
-        let Some(local) = self.local.get(&out.transport).copied() else {
+        let Some(local) = self.sending_from(&out) else {
             return;
         };
         // Nothing here checks for loops (a looping ACK ends with Max-Forwards), so the branch

@@ -352,7 +352,7 @@ impl FirstFields {
         };
         let word = match self.words.word(slot / 8) {
             Some(word) => word,
-            None => self.fill(headers)[slot / 8],
+            None => self.fill(headers).0[slot / 8],
         };
         match (word >> (slot % 8 * 8)) as u8 {
             0 => None,
@@ -364,15 +364,13 @@ impl FirstFields {
     fn repeated(&self, headers: &[Header]) -> u64 {
         match self.repeated.word(0) {
             Some(bits) => bits,
-            None => {
-                self.fill(headers);
-                self.repeated.word(0).unwrap_or(0)
-            }
+            None => self.fill(headers).1,
         }
     }
 
-    /// Goes through the fields once and keeps what it found; the words of `words`.
-    fn fill(&self, headers: &[Header]) -> [u64; FIRST_WORDS] {
+    /// Goes through the fields once and keeps what it found: the words of `words` and the
+    /// bits of `repeated`.
+    fn fill(&self, headers: &[Header]) -> ([u64; FIRST_WORDS], u64) {
         let mut first = [0u8; FIRST_WORDS * 8];
         let mut repeated = 0u64;
         for (i, h) in headers.iter().enumerate() {
@@ -389,9 +387,11 @@ impl FirstFields {
             bytes.copy_from_slice(&first[w * 8..w * 8 + 8]);
             u64::from_le_bytes(bytes)
         });
-        self.repeated.set([repeated]);
+        // The positions first: a reader that sees `repeated` set sees them too (the release
+        // of one follows the other's).
         self.words.set(words);
-        words
+        self.repeated.set([repeated]);
+        (words, repeated)
     }
 }
 
@@ -819,19 +819,25 @@ impl Message {
             .count()
     }
 
-    /// How many fields carry the known name `name`, as far as it matters for a field that
-    /// must appear once: 0, 1, or 2 for more than one; `None` for a name without a slot.
-    /// Found by the pass that finds each name's first field (no pass of its own).
-    pub(crate) fn noted_count(&self, name: &HeaderName) -> Option<usize> {
-        let slot = name.slot()?;
+    /// How many fields carry `name`, as far as it matters for a field that must appear once:
+    /// 0, 1, or 2 for more than one. For a known name, from the pass that finds each name's
+    /// first field (no pass of its own); others are counted.
+    pub(crate) fn noted_count(&self, name: &HeaderName) -> usize {
+        let Some(slot) = name.slot() else {
+            return self.header_count(name).min(2);
+        };
         let first = &self.m.views.first;
         if first.repeated(&self.m.headers) >> slot & 1 != 0 {
-            return Some(2);
+            return 2;
         }
-        // Read here directly: through `FirstFields::start` a caller more made the compiler
-        // stop inlining it into every lookup by name.
-        let word = first.words.word(slot / 8)?;
-        Some(usize::from((word >> (slot % 8 * 8)) as u8 != 0))
+        // Set before `repeated`; filled again if a racing reader got here first. Read here
+        // directly: calling `FirstFields::start` from here too stopped the compiler inlining
+        // it into every lookup by name.
+        let word = match first.words.word(slot / 8) {
+            Some(word) => word,
+            None => first.fill(&self.m.headers).0[slot / 8],
+        };
+        usize::from((word >> (slot % 8 * 8)) as u8 != 0)
     }
 
     /// The body (exactly Content-Length bytes when the header is present).
@@ -1022,7 +1028,13 @@ impl Message {
         // then the element scanned again), ~300 instructions a message. The element is the
         // field up to its first comma (several Vias in one field: SIPp's responses): a plain
         // element holds no quote or `<`, so that comma is the one the split finds.
-        if let Some(field) = self.fields_from_first(&HeaderName::Via).first() {
+        // The search start is the first Via field only below the 255th field (positions are
+        // capped): past it, the field found there may be another header (hostile input).
+        let first_field = self
+            .fields_from_first(&HeaderName::Via)
+            .first()
+            .filter(|h| h.name == HeaderName::Via);
+        if let Some(field) = first_field {
             let value = self.text(field.value);
             let (element, more) = match syntax::find_byte(value, b',') {
                 Some(comma) => (syntax::trim_lws(&value[..comma]), true),
@@ -1339,13 +1351,7 @@ mod tests {
                     "{name} of {count}"
                 );
                 assert_eq!(m.header_count(name), scan.len(), "{name} of {count}");
-                if name.slot().is_some() {
-                    assert_eq!(
-                        m.noted_count(name),
-                        Some(scan.len().min(2)),
-                        "{name} of {count}"
-                    );
-                }
+                assert_eq!(m.noted_count(name), scan.len().min(2), "{name} of {count}");
                 let split: Vec<&str> = scan.iter().flat_map(|v| syntax::split_list(v)).collect();
                 assert_eq!(
                     m.header_list(name).collect::<Vec<_>>(),
@@ -1477,6 +1483,30 @@ mod tests {
             assert_eq!(m.from_tag(), alone(HeaderName::From), "{tag:?}");
         }
     }
+
+    #[test]
+    fn a_top_via_past_the_capped_position_is_read_from_the_via_field() {
+        // Positions are kept capped at the 255th field (the search starts there): a first Via
+        // further on must not be read from the field at the cap, here Via-shaped text in
+        // another header (hostile input: it would become the branch and the reply's Via).
+        let mut text = String::from("OPTIONS sip:a@b SIP/2.0\r\n");
+        for i in 0..254 {
+            text.push_str(&format!("X-F{i}: v\r\n"));
+        }
+        text.push_str("X-A: SIP/2.0/UDP 6.6.6.6;branch=z9hG4bKevil\r\n");
+        text.push_str("Via: SIP/2.0/UDP real.test;branch=z9hG4bKreal\r\n\r\n");
+        let m = Message::parse(Bytes::from(text)).unwrap();
+        assert_eq!(m.headers().len(), 256);
+        let via = m.top_via().unwrap();
+        assert_eq!(via.host, "real.test");
+        assert_eq!(m.branch(), Some("z9hG4bKreal"));
+        assert_eq!(
+            m.top_via_element().map(|(e, _)| e),
+            Some("SIP/2.0/UDP real.test;branch=z9hG4bKreal")
+        );
+        assert_eq!(m.noted_count(&HeaderName::Via), 1);
+    }
+
     #[test]
     fn the_top_via_read_in_one_pass_reads_as_the_list_split_does() {
         let firsts = [

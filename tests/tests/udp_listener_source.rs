@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use huddle::transport::Transport;
 use huddle_e2e::sip_client::{
-    ack_for_failure, method_of, new_tag, response, text, Challenge, DigestSession, Session, Ua,
-    WAIT,
+    ack_for_failure, method_of, new_tag, response, text, Challenge, Dialog, DigestSession, Session,
+    Ua, WAIT,
 };
 use huddle_e2e::{test_config, TestServer, DOMAIN};
 use huddle_sip::message::HeaderName;
@@ -265,6 +265,79 @@ async fn udp_datagrams_leave_from_the_socket_the_peer_talks_to() {
         .await;
     let (_, from) = bob_phone.next("the proxy's ACK", is_call("ACK")).await;
     assert_eq!(from, second, "the proxy's ACK leaves from bob's socket");
+
+    // A call answered: the dialog's requests follow our Record-Route, which names the socket
+    // each side talks to, so the ACK for the 200 reaches bob from the second listener and
+    // bob's BYE reaches alice from the first; each answer leaves where its request came.
+    let mut s = Session::new();
+    let invite = through_407(&alice_phone, &alice, first, &mut s, "INVITE", |s, auth| {
+        alice.invite_request("bob", s, sdp, auth)
+    })
+    .await;
+    let call_id = s.call_id.clone();
+    let in_call = |method: &'static str| {
+        let call_id = call_id.clone();
+        move |m: &Message| {
+            method_of(m).as_deref() == Some(method) && m.call_id() == Some(call_id.as_str())
+        }
+    };
+    let (copy, from) = bob_phone
+        .next("the forwarded INVITE", in_call("INVITE"))
+        .await;
+    assert_eq!(from, second, "{}", text(&copy));
+    let bob_tag = new_tag();
+    let contact = format!("<{}>", bob.contact_uri);
+    bob_phone
+        .send(
+            from,
+            &response(
+                &copy,
+                200,
+                "OK",
+                Some(&bob_tag),
+                &[("Contact", &contact)],
+                Some(("application/sdp", sdp)),
+            ),
+        )
+        .await;
+    let (ok, from) = alice_phone
+        .final_response(&s.call_id, cseq_of(&invite))
+        .await;
+    assert_eq!(ok.status(), Some(200), "{}", text(&ok));
+    assert_eq!(
+        from, first,
+        "the 200 leaves from the socket the INVITE came to"
+    );
+    let mut caller = Dialog::caller(&invite, &ok, None);
+    alice_phone
+        .send(first, &caller.request(&alice, "ACK", &[], None))
+        .await;
+    let (ack, from) = bob_phone.next("the ACK for the 200", in_call("ACK")).await;
+    assert_eq!(
+        from,
+        second,
+        "the ACK for the 200 leaves from bob's socket:\n{}",
+        text(&ack)
+    );
+    let mut callee = Dialog::callee(&copy, &bob_tag);
+    let bye = callee.request(&bob, "BYE", &[], None);
+    bob_phone.send(second, &bye).await;
+    let (bye_copy, from) = alice_phone.next("bob's BYE", in_call("BYE")).await;
+    assert_eq!(
+        from,
+        first,
+        "bob's BYE leaves from alice's socket:\n{}",
+        text(&bye_copy)
+    );
+    alice_phone
+        .send(from, &response(&bye_copy, 200, "OK", None, &[], None))
+        .await;
+    let (done, from) = bob_phone.final_response(&call_id, cseq_of(&bye)).await;
+    assert_eq!(done.status(), Some(200), "{}", text(&done));
+    assert_eq!(
+        from, second,
+        "the BYE's 200 leaves from the socket the BYE came to"
+    );
 
     server.stop().await;
 }

@@ -63,6 +63,24 @@ impl Reach {
             Reach::Address { .. } => None,
         }
     }
+
+    /// Equal in what the stored record holds (`local` is not stored): a refresh that only
+    /// came to another socket does not make the record be written afresh.
+    fn same_record(&self, other: &Reach) -> bool {
+        match (self, other) {
+            (
+                Reach::Address {
+                    transport, addr, ..
+                },
+                Reach::Address {
+                    transport: t,
+                    addr: a,
+                    ..
+                },
+            ) => transport == t && addr == a,
+            (a, b) => a == b,
+        }
+    }
 }
 
 /// One binding.
@@ -755,7 +773,7 @@ impl Location {
                             *slot = new.map(Cow::into_owned);
                         }
                     }
-                    changed |= b.reg_id != update.reg_id || b.reach != reach;
+                    changed |= b.reg_id != update.reg_id || !b.reach.same_record(&reach);
                     b.reg_id = update.reg_id;
                     b.reach = reach;
                     changed |= set_text(&mut b.call_id, call_id);
@@ -1433,6 +1451,34 @@ mod tests {
         let out = loc.register(&register("j2", 2, "*", Some(0)), aor, ws(4), now, &cfg);
         assert!(matches!(out, RegisterOutcome::Ok { ref contacts } if contacts.is_empty()));
         assert_eq!(loc.lookup(aor, now).count(), 0);
+    }
+
+    #[test]
+    fn a_refresh_to_another_socket_keeps_the_record_head_and_takes_the_socket() {
+        let cfg = RegistrarConfig::default();
+        let mut loc = Location::new();
+        let now = Instant::now();
+        let aor = "alice@example.test";
+        let mut list = ContactList::default();
+        let contact = "<sip:alice@10.0.0.1:5070>";
+        let via = |local: &str| Reach::Address {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5070".parse().unwrap(),
+            local: Some(local.parse().unwrap()),
+        };
+        for (cseq, local) in [(1, "127.0.0.1:5060"), (2, "127.0.0.2:5070")] {
+            let req = register("a", cseq, contact, Some(600));
+            loc.register_into(&req, aor, via(local), now, &cfg, &mut list)
+                .unwrap();
+            let b = &loc.bindings[aor][0];
+            assert_eq!(b.reach, via(local), "requests leave from the latest socket");
+            if cseq == 2 {
+                // Only the cseq changed in the record: the kept head stays.
+                assert!(!b.record_head.is_empty(), "the head was thrown away");
+            }
+            let mut changes = Vec::new();
+            loc.take_changes(&mut changes);
+        }
     }
 
     fn udp() -> Reach {

@@ -689,11 +689,25 @@ impl Core {
     }
 
     /// The listening address a request to `out` leaves from, for its Via: a UDP peer's own
-    /// socket (`Peer::local`), else the transport's first listener.
+    /// socket (`Peer::local`), else the first UDP listener of its address family; for other
+    /// transports the transport's first listener.
     pub(crate) fn sending_from(&self, out: &Peer) -> Option<SocketAddr> {
+        if out.transport != Transport::Udp {
+            return self.local.get(&out.transport).copied();
+        }
+        // As `transport::udp` picks the socket: the peer's own, else the first of the
+        // destination's address family, else the first.
+        let udp = || {
+            self.transports
+                .local_addrs()
+                .iter()
+                .filter(|s| s.transport == Transport::Udp)
+                .map(|s| s.addr)
+        };
         out.local
-            .filter(|_| out.transport == Transport::Udp)
-            .or_else(|| self.local.get(&out.transport).copied())
+            .or_else(|| udp().find(|a| a.is_ipv4() == out.remote.is_ipv4()))
+            .or_else(|| udp().next())
+            .or_else(|| self.local.get(&Transport::Udp).copied())
     }
 
     /// Appends a listening address as `ip:port`: its text is kept from the start, since
@@ -1201,6 +1215,56 @@ fn uri_names_us(identities: &Identities, uri: &SipUri<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_udp_peer_is_sent_to_from_its_own_socket_others_as_before() {
+        let remote: SocketAddr = "192.0.2.7:5062".parse().unwrap();
+        let local: SocketAddr = "127.0.0.2:5070".parse().unwrap();
+        let peer = |transport, flow, local| Peer {
+            transport,
+            flow,
+            remote,
+            local,
+        };
+        assert_eq!(
+            peer(Transport::Udp, None, Some(local)).destination(),
+            Destination::UdpFrom {
+                local,
+                addr: remote
+            }
+        );
+        // Not heard from (a URI's address): the transports pick the family's first socket.
+        assert_eq!(
+            peer(Transport::Udp, None, None).destination(),
+            Destination::Address {
+                transport: Transport::Udp,
+                addr: remote
+            }
+        );
+        // A stream peer is its flow, or its address; `local` never applies to it.
+        let flow = FlowId::from_raw(7);
+        assert_eq!(
+            peer(Transport::Tcp, Some(flow), Some(local)).destination(),
+            Destination::Flow(flow)
+        );
+        assert_eq!(
+            peer(Transport::Tcp, None, Some(local)).destination(),
+            Destination::Address {
+                transport: Transport::Tcp,
+                addr: remote
+            }
+        );
+        // A binding reached by address keeps its socket; by flow, its flow.
+        let reach = Reach::Address {
+            transport: Transport::Udp,
+            addr: remote,
+            local: Some(local),
+        };
+        assert_eq!(
+            Peer::reaching(reach),
+            peer(Transport::Udp, None, Some(local))
+        );
+    }
 
     #[test]
     fn hex_is_format_hex() {

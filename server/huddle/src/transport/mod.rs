@@ -30,7 +30,9 @@
 //! unreachable, its connection is all there is). When the connection ends, for whatever reason,
 //! the flow leaves the table first (later sends fail with [`SendError::UnknownFlow`]) and then
 //! exactly one [`TransportEvent::FlowClosed`] is sent, so the registrar can drop its bindings.
-//! UDP has no flows: datagrams carry `flow: None` and replies go to [`Destination::Address`].
+//! UDP has no flows: datagrams carry `flow: None`; replies go to [`Destination::UdpFrom`] (from
+//! the socket the peer's datagram came to), or [`Destination::Address`] for a peer not heard
+//! from.
 //!
 //! # Back-pressure and bounds
 //!
@@ -237,10 +239,11 @@ pub enum Destination {
     },
     /// Over UDP to `addr`, from the listening socket bound at `local`: the one the peer's
     /// request (or the REGISTER of its binding) came in on. A response leaves from the address
-    /// its request arrived at (RFC 3261 §18.2.2), and a request to a binding from the address
-    /// the binding was registered at: a client that checks the source, or a NAT that let the
-    /// client's datagram out, drops anything from another address. Sent as
-    /// [`Address`](Self::Address) is when no socket is bound at `local` (any more).
+    /// its request arrived at (RFC 3581 §4, amending RFC 3261 §18.2.2); a request to a binding
+    /// from the address the binding was registered at is NAT practice (RFC 5626's flows): a
+    /// client that checks the source, or a NAT that let the client's datagram out, drops
+    /// anything from another address. Sent as [`Address`](Self::Address) is when no socket is
+    /// bound at `local` (any more).
     UdpFrom {
         /// The listening socket's bound address ([`Inbound::local`]).
         local: SocketAddr,

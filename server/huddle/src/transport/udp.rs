@@ -245,8 +245,9 @@ fn route(
     local: Option<SocketAddr>,
     addr: SocketAddr,
 ) -> Result<(usize, SocketAddr), SendError> {
-    // An IPv6 socket reaches IPv4 peers when dual-stack (it received from one); an IPv4 socket
-    // never reaches IPv6 ones.
+    // Whether a socket can reach `addr`: an IPv4 socket never reaches an IPv6 peer; an IPv6
+    // one is taken to reach an IPv4 peer (dual-stack), which holds when `local` was learned
+    // from that peer's own datagram. It matters only for a `local` from elsewhere.
     let reaches = |l: &SocketAddr| l.is_ipv6() || addr.is_ipv4();
     let (index, (local, _)) = local
         .and_then(|want| {

@@ -49,8 +49,8 @@ pub enum Reach {
         addr: SocketAddr,
         /// UDP: our listening socket the REGISTER came to, which requests to the binding are
         /// sent from (a NAT or a client bound to one address takes them from there only).
-        /// Not stored: a binding restored after a restart has none, and is sent to from the
-        /// first listening socket of its address family.
+        /// Stored with the binding (`BindingRecord::local`), so a restart keeps it; `None`
+        /// (records written before it was stored): sent from the family's first socket.
         local: Option<SocketAddr>,
     },
 }
@@ -61,24 +61,6 @@ impl Reach {
         match self {
             Reach::Flow { flow, .. } => Some(*flow),
             Reach::Address { .. } => None,
-        }
-    }
-
-    /// Equal in what the stored record holds (`local` is not stored): a refresh that only
-    /// came to another socket does not make the record be written afresh.
-    fn same_record(&self, other: &Reach) -> bool {
-        match (self, other) {
-            (
-                Reach::Address {
-                    transport, addr, ..
-                },
-                Reach::Address {
-                    transport: t,
-                    addr: a,
-                    ..
-                },
-            ) => transport == t && addr == a,
-            (a, b) => a == b,
         }
     }
 }
@@ -128,6 +110,14 @@ impl fmt::Debug for Binding {
 }
 
 impl Binding {
+    /// The UDP socket its REGISTER came to ([`Reach::Address`]'s `local`).
+    fn local(&self) -> Option<SocketAddr> {
+        match self.reach {
+            Reach::Address { local, .. } => local,
+            Reach::Flow { .. } => None,
+        }
+    }
+
     /// Seconds left at `now`.
     pub fn remaining(&self, now: Instant) -> u32 {
         self.expires_at
@@ -162,6 +152,7 @@ impl Binding {
             } => (transport, remote, Some(flow.get())),
         };
         BindingRecord {
+            local: self.local().map(|l| l.to_string()),
             aor: aor.to_owned(),
             key: self.store_key(aor),
             contact: self.contact.clone(),
@@ -219,8 +210,9 @@ impl Binding {
             &self.call_id,
             self.instance.as_deref().unwrap_or_default(),
         ];
-        // The address's text: at most 47 bytes (a scoped IPv6 address and port).
-        192 + 48 + strings.iter().map(|s| s.len()).sum::<usize>()
+        // The address's text: at most 47 bytes (a scoped IPv6 address and port); the local
+        // socket's the same, with its name.
+        192 + 48 + 60 + strings.iter().map(|s| s.len()).sum::<usize>()
     }
 
     /// The record up to and including `"cseq":`.
@@ -255,6 +247,12 @@ impl Binding {
         match flow {
             Some(f) => out.extend_from_slice(digits.format(f).as_bytes()),
             None => out.extend_from_slice(b"null"),
+        }
+        // Only when known, as serde leaves it out (`skip_serializing_if`).
+        if let Some(local) = self.local() {
+            let mut v4 = arrayvec::ArrayString::<21>::new();
+            out.extend_from_slice(b",\"local\":");
+            push_json_plain(out, &addr_text(local, &mut v4));
         }
         out.extend_from_slice(b",\"instance\":");
         match &self.instance {
@@ -326,6 +324,10 @@ pub struct BindingRecord {
     /// The connection it is bound to, for connection-bound bindings (as in the flow token).
     #[serde(default)]
     pub flow: Option<u64>,
+    /// UDP: our listening socket (`ip:port`) the REGISTER came to, which requests to the
+    /// binding leave from. Absent from records written before it was kept, and for others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<String>,
     pub instance: Option<String>,
     pub reg_id: Option<u32>,
     pub call_id: String,
@@ -773,7 +775,7 @@ impl Location {
                             *slot = new.map(Cow::into_owned);
                         }
                     }
-                    changed |= b.reg_id != update.reg_id || !b.reach.same_record(&reach);
+                    changed |= b.reg_id != update.reg_id || b.reach != reach;
                     b.reg_id = update.reg_id;
                     b.reach = reach;
                     changed |= set_text(&mut b.call_id, call_id);
@@ -1027,7 +1029,7 @@ impl Location {
             reach: Reach::Address {
                 transport,
                 addr,
-                local: None,
+                local: record.local.as_deref().and_then(|l| l.parse().ok()),
             },
             instance: record.instance,
             reg_id: record.reg_id,
@@ -1454,7 +1456,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refresh_to_another_socket_keeps_the_record_head_and_takes_the_socket() {
+    fn the_socket_a_udp_binding_registered_through_is_stored_and_restored() {
         let cfg = RegistrarConfig::default();
         let mut loc = Location::new();
         let now = Instant::now();
@@ -1466,19 +1468,47 @@ mod tests {
             addr: "127.0.0.1:5070".parse().unwrap(),
             local: Some(local.parse().unwrap()),
         };
-        for (cseq, local) in [(1, "127.0.0.1:5060"), (2, "127.0.0.2:5070")] {
+        // A refresh that came to another socket: requests leave from the new one, and the
+        // record says so (encoded by hand as serde would: `encode_record_kept` asserts it).
+        for (cseq, local) in [
+            (1, "127.0.0.1:5060"),
+            (2, "127.0.0.2:5070"),
+            (3, "127.0.0.2:5070"),
+        ] {
             let req = register("a", cseq, contact, Some(600));
             loc.register_into(&req, aor, via(local), now, &cfg, &mut list)
                 .unwrap();
-            let b = &loc.bindings[aor][0];
-            assert_eq!(b.reach, via(local), "requests leave from the latest socket");
-            if cseq == 2 {
-                // Only the cseq changed in the record: the kept head stays.
-                assert!(!b.record_head.is_empty(), "the head was thrown away");
-            }
+            assert_eq!(loc.bindings[aor][0].reach, via(local));
             let mut changes = Vec::new();
             loc.take_changes(&mut changes);
+            let records = puts(&changes);
+            assert_eq!(records.len(), 1);
+            assert_eq!(records[0].1.local.as_deref(), Some(local));
+            // Byte for byte what serde writes of the record.
+            let Change::Put { value, .. } = &changes[0] else {
+                panic!("a put")
+            };
+            let b = &loc.bindings[aor][0];
+            assert_eq!(
+                String::from_utf8_lossy(value),
+                String::from_utf8_lossy(&Record::encode(&b.record(aor)).unwrap())
+            );
+            // A restart brings the socket back.
+            let mut restored = Location::new();
+            restored.restore(records[0].1.clone(), now);
+            assert_eq!(restored.bindings[aor][0].reach, via(local));
         }
+        // Records without it (older ones, streams) read as before, and are written without it.
+        let mut old = Location::new();
+        let req = register("b", 1, contact, Some(600));
+        old.register_into(&req, aor, udp(), now, &cfg, &mut list)
+            .unwrap();
+        let mut changes = Vec::new();
+        old.take_changes(&mut changes);
+        let Change::Put { value, .. } = &changes[0] else {
+            panic!("a put")
+        };
+        assert!(!String::from_utf8_lossy(value).contains("\"local\""));
     }
 
     fn udp() -> Reach {
@@ -1707,6 +1737,7 @@ mod tests {
             transport: transport.into(),
             addr: "10.0.0.2:5062".into(),
             flow: None,
+            local: None,
             instance: None,
             reg_id: None,
             call_id: "c1".into(),

@@ -821,7 +821,9 @@ impl Message {
 
     /// How many fields carry `name`, as far as it matters for a field that must appear once:
     /// 0, 1, or 2 for more than one. For a known name, from the pass that finds each name's
-    /// first field (no pass of its own); others are counted.
+    /// first field (no pass of its own); others are counted. Inlined: five calls a message
+    /// out of line cost ~150 instructions more (callgrind, the call workload).
+    #[inline]
     pub(crate) fn noted_count(&self, name: &HeaderName) -> usize {
         let Some(slot) = name.slot() else {
             return self.header_count(name).min(2);

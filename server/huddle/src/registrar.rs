@@ -47,6 +47,11 @@ pub enum Reach {
     Address {
         transport: Transport,
         addr: SocketAddr,
+        /// UDP: our listening socket the REGISTER came to, which requests to the binding are
+        /// sent from (a NAT or a client bound to one address takes them from there only).
+        /// Stored with the binding (`BindingRecord::local`), so a restart keeps it; `None`
+        /// (records written before it was stored): sent from the family's first socket.
+        local: Option<SocketAddr>,
     },
 }
 
@@ -105,6 +110,14 @@ impl fmt::Debug for Binding {
 }
 
 impl Binding {
+    /// The UDP socket its REGISTER came to ([`Reach::Address`]'s `local`).
+    fn local(&self) -> Option<SocketAddr> {
+        match self.reach {
+            Reach::Address { local, .. } => local,
+            Reach::Flow { .. } => None,
+        }
+    }
+
     /// Seconds left at `now`.
     pub fn remaining(&self, now: Instant) -> u32 {
         self.expires_at
@@ -129,7 +142,9 @@ impl Binding {
     /// drops WebSocket ones (their connection is gone).
     pub fn record(&self, aor: &str) -> BindingRecord {
         let (transport, addr, flow) = match self.reach {
-            Reach::Address { transport, addr } => (transport, addr, None),
+            Reach::Address {
+                transport, addr, ..
+            } => (transport, addr, None),
             Reach::Flow {
                 flow,
                 transport,
@@ -137,6 +152,7 @@ impl Binding {
             } => (transport, remote, Some(flow.get())),
         };
         BindingRecord {
+            local: self.local().map(|l| l.to_string()),
             aor: aor.to_owned(),
             key: self.store_key(aor),
             contact: self.contact.clone(),
@@ -194,14 +210,17 @@ impl Binding {
             &self.call_id,
             self.instance.as_deref().unwrap_or_default(),
         ];
-        // The address's text: at most 47 bytes (a scoped IPv6 address and port).
-        192 + 48 + strings.iter().map(|s| s.len()).sum::<usize>()
+        // The address's text: at most 47 bytes (a scoped IPv6 address and port); the local
+        // socket's the same, with its name.
+        192 + 48 + 60 + strings.iter().map(|s| s.len()).sum::<usize>()
     }
 
     /// The record up to and including `"cseq":`.
     fn encode_head(&self, aor: &str, key: &str, out: &mut Vec<u8>) {
         let (transport, addr, flow) = match self.reach {
-            Reach::Address { transport, addr } => (transport, addr, None),
+            Reach::Address {
+                transport, addr, ..
+            } => (transport, addr, None),
             Reach::Flow {
                 flow,
                 transport,
@@ -228,6 +247,12 @@ impl Binding {
         match flow {
             Some(f) => out.extend_from_slice(digits.format(f).as_bytes()),
             None => out.extend_from_slice(b"null"),
+        }
+        // Only when known, as serde leaves it out (`skip_serializing_if`).
+        if let Some(local) = self.local() {
+            let mut v4 = arrayvec::ArrayString::<21>::new();
+            out.extend_from_slice(b",\"local\":");
+            push_json_plain(out, &addr_text(local, &mut v4));
         }
         out.extend_from_slice(b",\"instance\":");
         match &self.instance {
@@ -299,6 +324,10 @@ pub struct BindingRecord {
     /// The connection it is bound to, for connection-bound bindings (as in the flow token).
     #[serde(default)]
     pub flow: Option<u64>,
+    /// UDP: our listening socket (`ip:port`) the REGISTER came to, which requests to the
+    /// binding leave from. Absent from records written before it was kept, and for others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<String>,
     pub instance: Option<String>,
     pub reg_id: Option<u32>,
     pub call_id: String,
@@ -997,7 +1026,11 @@ impl Location {
         let binding = Binding {
             contact: record.contact,
             contact_header: record.contact_header,
-            reach: Reach::Address { transport, addr },
+            reach: Reach::Address {
+                transport,
+                addr,
+                local: record.local.as_deref().and_then(|l| l.parse().ok()),
+            },
             instance: record.instance,
             reg_id: record.reg_id,
             call_id: record.call_id,
@@ -1256,20 +1289,24 @@ mod tests {
             Reach::Address {
                 transport: Transport::Udp,
                 addr: "[2001:db8::7]:5060".parse().unwrap(),
+                local: None,
             },
             Reach::Address {
                 transport: Transport::Tcp,
                 addr: "10.0.0.2:5062".parse().unwrap(),
+                local: None,
             },
             // Every transport's name and a scoped IPv6 address: written without the escape
             // scan, so they must come out as serde_json writes them.
             Reach::Address {
                 transport: Transport::Tls,
                 addr: "[fe80::1%7]:65535".parse().unwrap(),
+                local: None,
             },
             Reach::Address {
                 transport: Transport::Wss,
                 addr: "255.255.255.255:0".parse().unwrap(),
+                local: None,
             },
         ];
         let mut checked = 0;
@@ -1390,6 +1427,7 @@ mod tests {
         let udp = Reach::Address {
             transport: Transport::Udp,
             addr: "127.0.0.1:5070".parse().unwrap(),
+            local: None,
         };
         loc.register(
             &register("c", 2, "<sip:a@127.0.0.1:5070>", Some(120)),
@@ -1417,10 +1455,67 @@ mod tests {
         assert_eq!(loc.lookup(aor, now).count(), 0);
     }
 
+    #[test]
+    fn the_socket_a_udp_binding_registered_through_is_stored_and_restored() {
+        let cfg = RegistrarConfig::default();
+        let mut loc = Location::new();
+        let now = Instant::now();
+        let aor = "alice@example.test";
+        let mut list = ContactList::default();
+        let contact = "<sip:alice@10.0.0.1:5070>";
+        let via = |local: &str| Reach::Address {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5070".parse().unwrap(),
+            local: Some(local.parse().unwrap()),
+        };
+        // A refresh that came to another socket: requests leave from the new one, and the
+        // record says so (encoded by hand as serde would: `encode_record_kept` asserts it).
+        for (cseq, local) in [
+            (1, "127.0.0.1:5060"),
+            (2, "127.0.0.2:5070"),
+            (3, "127.0.0.2:5070"),
+        ] {
+            let req = register("a", cseq, contact, Some(600));
+            loc.register_into(&req, aor, via(local), now, &cfg, &mut list)
+                .unwrap();
+            assert_eq!(loc.bindings[aor][0].reach, via(local));
+            let mut changes = Vec::new();
+            loc.take_changes(&mut changes);
+            let records = puts(&changes);
+            assert_eq!(records.len(), 1);
+            assert_eq!(records[0].1.local.as_deref(), Some(local));
+            // Byte for byte what serde writes of the record.
+            let Change::Put { value, .. } = &changes[0] else {
+                panic!("a put")
+            };
+            let b = &loc.bindings[aor][0];
+            assert_eq!(
+                String::from_utf8_lossy(value),
+                String::from_utf8_lossy(&Record::encode(&b.record(aor)).unwrap())
+            );
+            // A restart brings the socket back.
+            let mut restored = Location::new();
+            restored.restore(records[0].1.clone(), now);
+            assert_eq!(restored.bindings[aor][0].reach, via(local));
+        }
+        // Records without it (older ones, streams) read as before, and are written without it.
+        let mut old = Location::new();
+        let req = register("b", 1, contact, Some(600));
+        old.register_into(&req, aor, udp(), now, &cfg, &mut list)
+            .unwrap();
+        let mut changes = Vec::new();
+        old.take_changes(&mut changes);
+        let Change::Put { value, .. } = &changes[0] else {
+            panic!("a put")
+        };
+        assert!(!String::from_utf8_lossy(value).contains("\"local\""));
+    }
+
     fn udp() -> Reach {
         Reach::Address {
             transport: Transport::Udp,
             addr: "127.0.0.1:5070".parse().unwrap(),
+            local: None,
         }
     }
 
@@ -1484,7 +1579,8 @@ mod tests {
             b.reach,
             Reach::Address {
                 transport: Transport::Udp,
-                addr: "10.0.0.2:5062".parse().unwrap()
+                addr: "10.0.0.2:5062".parse().unwrap(),
+                local: None
             }
         );
     }
@@ -1641,6 +1737,7 @@ mod tests {
             transport: transport.into(),
             addr: "10.0.0.2:5062".into(),
             flow: None,
+            local: None,
             instance: None,
             reg_id: None,
             call_id: "c1".into(),

@@ -1,6 +1,5 @@
 //! A server with two UDP listeners: the SIP core reads both sockets itself, and answers each
-//! request (from a listening socket of the peer's address family, `transport::udp::route`: the
-//! first one, whichever socket the request came to).
+//! request from the socket it came to (RFC 3261 §18.2.2; `Destination::UdpFrom`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -60,8 +59,8 @@ async fn each_udp_listener_is_read() {
             let text = String::from_utf8_lossy(&buf[..n]);
             assert_eq!(
                 from.port(),
-                ports[0],
-                "sent from the first listener: {text}"
+                *port,
+                "answered from the listener the request came to: {text}"
             );
             assert!(text.starts_with("SIP/2.0 "), "{text}");
             assert!(text.contains(&call_id), "{text}");

@@ -164,34 +164,25 @@ pub fn validate_response(msg: &Message) -> Result<(), &'static str> {
 }
 
 fn check_common(msg: &Message) -> Result<(), &'static str> {
-    // One pass over the fields counts all of them (this runs for every message).
-    let mut counts = [0usize; SINGLE.len()];
-    let mut vias = 0usize;
-    for h in msg.headers() {
-        // Indexes into SINGLE.
-        let slot = match h.name {
-            HeaderName::CallId => 0,
-            HeaderName::CSeq => 1,
-            HeaderName::From => 2,
-            HeaderName::To => 3,
-            HeaderName::Via => {
-                vias += 1;
-                continue;
-            }
-            _ => continue,
-        };
-        counts[slot] += 1;
-    }
-    for ((_, missing, multiple), count) in SINGLE.iter().zip(counts) {
-        match count {
+    // How many of each: found by the pass over the fields that the lookups by name make
+    // anyway.
+    for (name, missing, multiple) in &SINGLE {
+        match msg.noted_count(name) {
             0 => return Err(*missing),
             1 => {}
             _ => return Err(*multiple),
         }
     }
-    if vias == 0 {
+    if msg.noted_count(&HeaderName::Via) == 0 {
         return Err("Bad Request - Missing Via");
     }
+    check_views(msg)
+}
+
+/// The views every later step reads (top Via, From, To), parsed once here, every other Via
+/// element checked, and the Call-ID not empty. Apart from the counts only to be read on its
+/// own; no reason of cost.
+fn check_views(msg: &Message) -> Result<(), &'static str> {
     // The top Via through the message's memoised view: the transaction layer and the
     // response builder read it again, and parsing it once serves all three.
     msg.top_via().map_err(|_| "Bad Request - Malformed Via")?;

@@ -59,16 +59,51 @@ pub struct Peer {
     pub transport: Transport,
     pub flow: Option<FlowId>,
     pub remote: SocketAddr,
+    /// UDP: our listening socket the peer's datagrams came to (its bound address), which is
+    /// where ours to it leave from (see [`Destination::UdpFrom`]); `None` for a peer we have
+    /// not heard from (a Request-URI's address), where the family's first socket sends.
+    pub local: Option<SocketAddr>,
 }
 
 impl Peer {
     /// The transport destination.
     pub fn destination(&self) -> Destination {
-        match self.flow {
-            Some(flow) => Destination::Flow(flow),
-            None => Destination::Address {
+        match (self.flow, self.local) {
+            (Some(flow), _) => Destination::Flow(flow),
+            (None, Some(local)) if self.transport == Transport::Udp => Destination::UdpFrom {
+                local,
+                addr: self.remote,
+            },
+            (None, _) => Destination::Address {
                 transport: self.transport,
                 addr: self.remote,
+            },
+        }
+    }
+
+    /// Where a binding is reached: over its connection, or (UDP) from the socket its
+    /// REGISTER came to.
+    pub fn reaching(reach: Reach) -> Peer {
+        match reach {
+            Reach::Flow {
+                flow,
+                transport,
+                remote,
+            } => Peer {
+                transport,
+                flow: Some(flow),
+                remote,
+                local: None,
+            },
+            Reach::Address {
+                transport,
+                addr,
+                local,
+            } => Peer {
+                transport,
+                flow: None,
+                remote: addr,
+                local,
             },
         }
     }
@@ -201,7 +236,16 @@ impl Core {
         for alias in &config.sip.aliases {
             identities.add(alias.to_ascii_lowercase());
         }
-        for addr in local.values() {
+        // Every listening address, not only each transport's first: a request may come to,
+        // and a Via or Route name, any of them (a UDP peer's datagrams leave from the socket
+        // they came to, `Peer::local`).
+        let mut listening: Vec<SocketAddr> = local.values().copied().collect();
+        for spec in transports.local_addrs() {
+            if !listening.contains(&spec.addr) {
+                listening.push(spec.addr);
+            }
+        }
+        for addr in &listening {
             identities.add(addr.to_string());
             identities.add(addr.ip().to_string());
         }
@@ -248,7 +292,7 @@ impl Core {
             config,
             transports,
             udp_out: UdpBatch::default(),
-            local_text: local.values().map(|a| (*a, a.to_string())).collect(),
+            local_text: listening.iter().map(|a| (*a, a.to_string())).collect(),
             local,
             identities,
             location,
@@ -419,6 +463,8 @@ impl Core {
             transport: inbound.transport,
             flow: inbound.flow,
             remote: inbound.remote,
+            // Only UDP sends by it: a stream peer is its flow.
+            local: (inbound.transport == Transport::Udp).then_some(inbound.local),
         };
         let parsed = match inbound.text {
             Some(text) => Message::parse_text(inbound.data, text),
@@ -642,6 +688,28 @@ impl Core {
         via
     }
 
+    /// The listening address a request to `out` leaves from, for its Via: a UDP peer's own
+    /// socket (`Peer::local`), else the first UDP listener of its address family; for other
+    /// transports the transport's first listener.
+    pub(crate) fn sending_from(&self, out: &Peer) -> Option<SocketAddr> {
+        if out.transport != Transport::Udp {
+            return self.local.get(&out.transport).copied();
+        }
+        // As `transport::udp` picks the socket: the peer's own, else the first of the
+        // destination's address family, else the first.
+        let udp = || {
+            self.transports
+                .local_addrs()
+                .iter()
+                .filter(|s| s.transport == Transport::Udp)
+                .map(|s| s.addr)
+        };
+        out.local
+            .or_else(|| udp().find(|a| a.is_ipv4() == out.remote.is_ipv4()))
+            .or_else(|| udp().next())
+            .or_else(|| self.local.get(&Transport::Udp).copied())
+    }
+
     /// Appends a listening address as `ip:port`: its text is kept from the start, since
     /// formatting an address costs more than the rest of a Via or Record-Route.
     fn push_local(&self, out: &mut impl std::fmt::Write, addr: SocketAddr) {
@@ -694,7 +762,7 @@ impl Core {
             v.contains(prefix)
                 && huddle_sip::headers::Via::parse(v).is_ok_and(|via| {
                     via.branch().is_some_and(|b| b.starts_with(prefix))
-                        && self.local.values().any(|a| {
+                        && self.local_text.iter().any(|(a, _)| {
                             via.port == Some(a.port())
                                 && via.host.trim_start_matches('[').trim_end_matches(']')
                                     == a.ip().to_string()
@@ -982,6 +1050,7 @@ impl Core {
             None => Reach::Address {
                 transport: from.transport,
                 addr: from.remote,
+                local: from.local,
             },
         };
         let before = (self.registration_events_wanted() || self.config.ops.webhooks_on())
@@ -1146,6 +1215,56 @@ fn uri_names_us(identities: &Identities, uri: &SipUri<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_udp_peer_is_sent_to_from_its_own_socket_others_as_before() {
+        let remote: SocketAddr = "192.0.2.7:5062".parse().unwrap();
+        let local: SocketAddr = "127.0.0.2:5070".parse().unwrap();
+        let peer = |transport, flow, local| Peer {
+            transport,
+            flow,
+            remote,
+            local,
+        };
+        assert_eq!(
+            peer(Transport::Udp, None, Some(local)).destination(),
+            Destination::UdpFrom {
+                local,
+                addr: remote
+            }
+        );
+        // Not heard from (a URI's address): the transports pick the family's first socket.
+        assert_eq!(
+            peer(Transport::Udp, None, None).destination(),
+            Destination::Address {
+                transport: Transport::Udp,
+                addr: remote
+            }
+        );
+        // A stream peer is its flow, or its address; `local` never applies to it.
+        let flow = FlowId::from_raw(7);
+        assert_eq!(
+            peer(Transport::Tcp, Some(flow), Some(local)).destination(),
+            Destination::Flow(flow)
+        );
+        assert_eq!(
+            peer(Transport::Tcp, None, Some(local)).destination(),
+            Destination::Address {
+                transport: Transport::Tcp,
+                addr: remote
+            }
+        );
+        // A binding reached by address keeps its socket; by flow, its flow.
+        let reach = Reach::Address {
+            transport: Transport::Udp,
+            addr: remote,
+            local: Some(local),
+        };
+        assert_eq!(
+            Peer::reaching(reach),
+            peer(Transport::Udp, None, Some(local))
+        );
+    }
 
     #[test]
     fn hex_is_format_hex() {

@@ -95,7 +95,6 @@ use super::{Core, Peer, Role};
 use crate::plugins::mailbox::Job;
 use crate::plugins::services::OpenTxn;
 use crate::plugins::{CorePlugins, HostCommand, PluginHandle, SendControl};
-use crate::registrar::Reach;
 use crate::transport::Transport;
 
 /// How long a 2xx the host answered for (module docs) may wait in a plugin's mailbox for
@@ -710,7 +709,7 @@ impl Core {
         };
         for target in targets {
             let peer = target.peer;
-            let Some(local) = self.local.get(&peer.transport).copied() else {
+            let Some(local) = self.sending_from(&peer) else {
                 continue;
             };
             let loop_prefix = self.loop_prefix(&out.request);
@@ -784,22 +783,7 @@ impl Core {
             .lookup(aor, now)
             .find(|b| b.store_key(aor) == key)
             .map(|b| {
-                let peer = match b.reach {
-                    Reach::Flow {
-                        flow,
-                        transport,
-                        remote,
-                    } => Peer {
-                        transport,
-                        flow: Some(flow),
-                        remote,
-                    },
-                    Reach::Address { transport, addr } => Peer {
-                        transport,
-                        flow: None,
-                        remote: addr,
-                    },
-                };
+                let peer = Peer::reaching(b.reach);
                 vec![Target {
                     peer,
                     request_uri: Some(b.contact.clone()),

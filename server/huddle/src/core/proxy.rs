@@ -124,6 +124,8 @@ struct Route<'m> {
     popped: usize,
     token_peer: Option<Peer>,
     next: Option<&'m str>,
+    /// The UDP listener the last of ours names (see [`Core::routes`]).
+    local: Option<SocketAddr>,
 }
 
 /// Where one branch goes.
@@ -157,6 +159,7 @@ fn peer_for_uri(uri: &SipUri<'_>) -> Option<Peer> {
         transport,
         flow: None,
         remote: SocketAddr::new(ip, port),
+        local: None,
     })
 }
 
@@ -164,53 +167,82 @@ impl Core {
     /// Counts the leading Route elements that name this server, and the flow token of the
     /// last one (the hop after us, RFC 5626 §5.3).
     pub(super) fn our_routes(&self, msg: &Message) -> (usize, Option<Peer>) {
-        let (count, flow_peer, _) = self.routes(msg);
-        (count, flow_peer)
+        let route = self.routes(msg);
+        (route.popped, route.token_peer)
     }
 
     /// [`Core::our_routes`], and the first Route element after ours (`header_list(Route)
     /// .nth(count)`, the next hop's), found by the same pass: splitting a Route list costs a
     /// scan per element, and the proxy asked for it again in [`Core::select_targets`].
-    fn routes<'m>(&self, msg: &'m Message) -> (usize, Option<Peer>, Option<&'m str>) {
+    ///
+    /// Also the UDP listener the last of ours names: we Record-Route a UDP dialog with the
+    /// socket each side talks to (`Core::record_route`), so an in-dialog request leaves from
+    /// the socket its next hop knows (a NAT or a phone bound to one address takes nothing
+    /// else).
+    fn routes<'m>(&self, msg: &'m Message) -> Route<'m> {
         let flowless = self.flowless_routes();
-        let mut count = 0;
-        let mut flow_peer = None;
-        for route in msg.header_list(&HeaderName::Route) {
+        let mut route = Route {
+            popped: 0,
+            token_peer: None,
+            next: None,
+            local: None,
+        };
+        for element in msg.header_list(&HeaderName::Route) {
             // Every in-dialog request of a dialog we Record-Routed without a flow token (all
             // of a UDP call's) carries our own text back: known without parsing it.
-            let peer = if flowless.iter().any(|(_, own)| **own == *route) {
-                None
-            } else {
-                match self.route_to_us(route) {
-                    Some(peer) => peer,
-                    None => return (count, flow_peer, Some(route)),
-                }
+            let (peer, named) = match flowless.iter().find(|(_, own)| **own == *element) {
+                Some((transport, _)) => (None, self.local.get(transport).copied()),
+                None => match self.route_to_us(element) {
+                    Some(found) => found,
+                    None => {
+                        route.next = Some(element);
+                        return route;
+                    }
+                },
             };
-            count += 1;
-            flow_peer = peer;
+            route.popped += 1;
+            route.token_peer = peer;
+            route.local = named.filter(|addr| self.is_udp_listener(*addr));
         }
-        (count, flow_peer, None)
+        route
+    }
+
+    /// True when `addr` is one of our UDP listening sockets.
+    fn is_udp_listener(&self, addr: SocketAddr) -> bool {
+        self.transports
+            .local_addrs()
+            .iter()
+            .any(|spec| spec.transport == Transport::Udp && spec.addr == addr)
     }
 
     /// For a Route element naming this server, the connection its flow token names, if it has
-    /// a valid one; `None` when it names someone else (or does not parse).
-    fn route_to_us(&self, route: &str) -> Option<Option<Peer>> {
+    /// a valid one, and the address it names (`host:port` as an IP address, when it is one);
+    /// `None` when it names someone else (or does not parse).
+    fn route_to_us(&self, route: &str) -> Option<(Option<Peer>, Option<SocketAddr>)> {
         let addr = NameAddr::parse(route).ok()?;
         let uri = SipUri::parse(addr.uri).ok()?;
         if !self.is_local(&uri) {
             return None;
         }
-        Some(
-            uri.user
-                .and_then(|u| self.tokens.decode(u))
-                .and_then(|flow| {
-                    self.transports.flow_info(flow).map(|info| Peer {
-                        transport: info.transport,
-                        flow: Some(flow),
-                        remote: info.remote,
-                    })
-                }),
-        )
+        let named = uri
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, uri.port.unwrap_or(5060)));
+        let peer = uri
+            .user
+            .and_then(|u| self.tokens.decode(u))
+            .and_then(|flow| {
+                self.transports.flow_info(flow).map(|info| Peer {
+                    transport: info.transport,
+                    flow: Some(flow),
+                    remote: info.remote,
+                    local: None,
+                })
+            });
+        Some((peer, named))
     }
 
     /// What [`Core::record_route`] writes for a peer without a flow, per listening transport,
@@ -225,10 +257,11 @@ impl Core {
                         transport,
                         flow: None,
                         remote: SocketAddr::from(([0, 0, 0, 0], 0)),
+                        local: None,
                     };
                     (transport, self.write_record_route(&peer))
                 })
-                .filter(|(_, route)| matches!(self.route_to_us(route), Some(None)))
+                .filter(|(_, route)| matches!(self.route_to_us(route), Some((None, _))))
                 .map(|(transport, route)| (transport, route.into_boxed_str()))
                 .collect()
         })
@@ -237,7 +270,7 @@ impl Core {
     /// `<sip:[flow token@]host;transport=…;lr>` (a Record-Route pair per proxied INVITE):
     /// without a flow token the same text every time, written once.
     pub(super) fn record_route(&self, peer: &Peer) -> Cow<'_, str> {
-        if peer.flow.is_none() {
+        if peer.flow.is_none() && self.record_route_local(peer).is_none() {
             if let Some((_, route)) = self
                 .flowless_routes()
                 .iter()
@@ -249,12 +282,23 @@ impl Core {
         Cow::Owned(self.write_record_route(peer))
     }
 
+    /// The UDP socket a Record-Route for `peer` names when it is not the transport's first
+    /// listener: the one that peer talks to (`Peer::local`), so that its in-dialog requests
+    /// come to that socket and ours to it leave from there ([`Core::routes`]).
+    fn record_route_local(&self, peer: &Peer) -> Option<SocketAddr> {
+        peer.local.filter(|l| {
+            peer.flow.is_none()
+                && peer.transport == Transport::Udp
+                && self.local.get(&Transport::Udp) != Some(l)
+        })
+    }
+
     /// [`Core::record_route`], written into one string.
     fn write_record_route(&self, peer: &Peer) -> String {
         let local = self
-            .local
-            .get(&peer.transport)
-            .or_else(|| self.local.values().next());
+            .record_route_local(peer)
+            .or_else(|| self.local.get(&peer.transport).copied())
+            .or_else(|| self.local.values().next().copied());
         let mut out = String::with_capacity(96);
         out.push_str("<sip:");
         if let Some(flow) = peer.flow {
@@ -262,7 +306,7 @@ impl Core {
             out.push('@');
         }
         match local {
-            Some(addr) => self.push_local(&mut out, *addr),
+            Some(addr) => self.push_local(&mut out, addr),
             None => out.push_str(&self.config.sip.domain),
         }
         out.push_str(";transport=");
@@ -276,7 +320,8 @@ impl Core {
             return;
         };
         let in_dialog = msg.to_tag().is_some();
-        let (popped, token_peer, next_route) = self.routes(&msg);
+        let route = self.routes(&msg);
+        let popped = route.popped;
 
         if !in_dialog && method != Method::Ack && method != Method::Cancel {
             let from_local = msg
@@ -295,11 +340,6 @@ impl Core {
             self.respond(key, &msg, &from, 482, "Loop Detected", &[]);
             return;
         }
-        let route = Route {
-            popped,
-            token_peer,
-            next: next_route,
-        };
         let targets = match self.route_targets(&msg, in_dialog, route, now, false) {
             Ok(targets) => targets,
             Err((status, reason)) => {
@@ -329,7 +369,7 @@ impl Core {
         };
         for target in targets {
             let out = target.peer;
-            let local = self.local.get(&out.transport).copied();
+            let local = self.sending_from(&out);
             let Some(local) = local else {
                 continue;
             };
@@ -427,10 +467,13 @@ impl Core {
         now: Instant,
         trusted: bool,
     ) -> Result<Vec<Target>, (u16, &'static str)> {
+        // Plugins' in-dialog requests: sent from the family's first UDP socket (the Route's
+        // socket is not looked for here).
         let route = Route {
             popped,
             token_peer,
             next: msg.header_list(&HeaderName::Route).nth(popped),
+            local: None,
         };
         self.route_targets(msg, in_dialog, route, now, trusted)
     }
@@ -448,7 +491,17 @@ impl Core {
             popped,
             token_peer,
             next: remaining_route,
+            local: route_local,
         } = route;
+        // A UDP next hop found by URI is sent to from the socket our last Route names.
+        let peer_for_uri = |uri: &SipUri<'_>| {
+            peer_for_uri(uri).map(|mut peer| {
+                if peer.transport == Transport::Udp {
+                    peer.local = route_local;
+                }
+                peer
+            })
+        };
         if let Some(peer) = token_peer {
             // The flow token names the connection the next hop registered over.
             return Ok(vec![Target {
@@ -492,22 +545,7 @@ impl Core {
                 .location
                 .lookup(&aor, now)
                 .map(|b| Target {
-                    peer: match b.reach {
-                        crate::registrar::Reach::Flow {
-                            flow,
-                            transport,
-                            remote,
-                        } => Peer {
-                            transport,
-                            flow: Some(flow),
-                            remote,
-                        },
-                        crate::registrar::Reach::Address { transport, addr } => Peer {
-                            transport,
-                            flow: None,
-                            remote: addr,
-                        },
-                    },
+                    peer: Peer::reaching(b.reach),
                     request_uri: Some(b.contact.clone()),
                 })
                 .collect();
@@ -535,18 +573,14 @@ impl Core {
     /// Relays ACK for 2xx and other requests outside any transaction, without state.
     pub(super) fn route_stateless(&mut self, msg: Message, _from: Peer, now: Instant) {
         let in_dialog = msg.to_tag().is_some();
-        let (popped, token_peer, next) = self.routes(&msg);
-        let route = Route {
-            popped,
-            token_peer,
-            next,
-        };
+        let route = self.routes(&msg);
+        let popped = route.popped;
         let Ok(mut targets) = self.route_targets(&msg, in_dialog, route, now, false) else {
             return;
         };
         let Some(target) = targets.pop() else { return };
         let out = target.peer;
-        let Some(local) = self.local.get(&out.transport).copied() else {
+        let Some(local) = self.sending_from(&out) else {
             return;
         };
         // Nothing here checks for loops (a looping ACK ends with Max-Forwards), so the branch

@@ -30,7 +30,9 @@
 //! unreachable, its connection is all there is). When the connection ends, for whatever reason,
 //! the flow leaves the table first (later sends fail with [`SendError::UnknownFlow`]) and then
 //! exactly one [`TransportEvent::FlowClosed`] is sent, so the registrar can drop its bindings.
-//! UDP has no flows: datagrams carry `flow: None` and replies go to [`Destination::Address`].
+//! UDP has no flows: datagrams carry `flow: None`; replies go to [`Destination::UdpFrom`] (from
+//! the socket the peer's datagram came to), or [`Destination::Address`] for a peer not heard
+//! from.
 //!
 //! # Back-pressure and bounds
 //!
@@ -225,12 +227,26 @@ pub enum TransportEvent {
 pub enum Destination {
     /// Over exactly this connection, or not at all.
     Flow(FlowId),
-    /// To an address. UDP: sent from a listening socket of the same address family. TCP/TLS:
-    /// over an existing connection to that address, else over a new outbound one. WS/WSS: only
-    /// over an existing connection (browsers cannot be dialled).
+    /// To an address. UDP: sent from the first listening socket of the same address family
+    /// (a peer we have heard from goes [`UdpFrom`](Self::UdpFrom) instead). TCP/TLS: over an
+    /// existing connection to that address, else over a new outbound one. WS/WSS: only over an
+    /// existing connection (browsers cannot be dialled).
     Address {
         /// The transport to use.
         transport: Transport,
+        /// The peer address.
+        addr: SocketAddr,
+    },
+    /// Over UDP to `addr`, from the listening socket bound at `local`: the one the peer's
+    /// request (or the REGISTER of its binding) came in on. A response leaves from the address
+    /// its request arrived at (RFC 3581 §4, amending RFC 3261 §18.2.2); a request to a binding
+    /// from the address the binding was registered at is NAT practice (RFC 5626's flows): a
+    /// client that checks the source, or a NAT that let the client's datagram out, drops
+    /// anything from another address. Sent as [`Address`](Self::Address) is when no socket is
+    /// bound at `local` (any more).
+    UdpFrom {
+        /// The listening socket's bound address ([`Inbound::local`]).
+        local: SocketAddr,
         /// The peer address.
         addr: SocketAddr,
     },
@@ -487,7 +503,10 @@ impl TransportHandle {
             Destination::Address {
                 transport: Transport::Udp,
                 addr,
-            } => udp::send(&self.shared, addr, &data).map(|()| None),
+            } => udp::send(&self.shared, None, addr, &data).map(|()| None),
+            Destination::UdpFrom { local, addr } => {
+                udp::send(&self.shared, Some(local), addr, &data).map(|()| None)
+            }
             Destination::Address { transport, addr } => {
                 stream::send_to_address(&self.shared, transport, addr, data).map(Some)
             }
@@ -508,7 +527,10 @@ impl TransportHandle {
             Destination::Address {
                 transport: Transport::Udp,
                 addr,
-            } => udp::hold(&self.shared, batch, addr, data, tag).map(|()| None),
+            } => udp::hold(&self.shared, batch, None, addr, data, tag).map(|()| None),
+            Destination::UdpFrom { local, addr } => {
+                udp::hold(&self.shared, batch, Some(local), addr, data, tag).map(|()| None)
+            }
             dest => self.send(dest, data),
         }
     }

@@ -236,14 +236,34 @@ fn receive(
     Ok(())
 }
 
-/// The listening socket `addr` is sent from (one of its address family) and the address as
-/// that socket takes it.
-fn route(shared: &Shared, addr: SocketAddr) -> Result<(usize, SocketAddr), SendError> {
-    let (index, (local, _)) = shared
-        .udp
-        .iter()
-        .enumerate()
-        .find(|(_, (l, _))| l.is_ipv4() == addr.is_ipv4())
+/// The listening socket a datagram to `addr` is sent from, and the address as that socket
+/// takes it: the one bound at `local` when there is one that can reach `addr` (the socket the
+/// peer's request or REGISTER came in on, see [`Destination::UdpFrom`](super::Destination)),
+/// else the first one of `addr`'s address family, else the first one.
+fn route(
+    shared: &Shared,
+    local: Option<SocketAddr>,
+    addr: SocketAddr,
+) -> Result<(usize, SocketAddr), SendError> {
+    // Whether a socket can reach `addr`: an IPv4 socket never reaches an IPv6 peer; an IPv6
+    // one is taken to reach an IPv4 peer (dual-stack), which holds when `local` was learned
+    // from that peer's own datagram. It matters only for a `local` from elsewhere.
+    let reaches = |l: &SocketAddr| l.is_ipv6() || addr.is_ipv4();
+    let (index, (local, _)) = local
+        .and_then(|want| {
+            shared
+                .udp
+                .iter()
+                .enumerate()
+                .find(|(_, (l, _))| *l == want && reaches(l))
+        })
+        .or_else(|| {
+            shared
+                .udp
+                .iter()
+                .enumerate()
+                .find(|(_, (l, _))| l.is_ipv4() == addr.is_ipv4())
+        })
         .or_else(|| shared.udp.first().map(|s| (0, s)))
         .ok_or(SendError::NoSocket(Transport::Udp))?;
     // A dual-stack IPv6 socket reaches IPv4 peers through mapped addresses.
@@ -256,13 +276,19 @@ fn route(shared: &Shared, addr: SocketAddr) -> Result<(usize, SocketAddr), SendE
     Ok((index, addr))
 }
 
-/// Sends one datagram from a listening socket of the destination's address family, without
-/// waiting: a full socket buffer is `WouldBlock` (the send handle is non-blocking).
-pub(crate) fn send(shared: &Shared, addr: SocketAddr, data: &[u8]) -> Result<(), SendError> {
+/// Sends one datagram from the listening socket [`route`] picks (the one bound at `local`, if
+/// any), without waiting: a full socket buffer is `WouldBlock` (the send handle is
+/// non-blocking).
+pub(crate) fn send(
+    shared: &Shared,
+    local: Option<SocketAddr>,
+    addr: SocketAddr,
+    data: &[u8],
+) -> Result<(), SendError> {
     if shared.is_shut_down() {
         return Err(SendError::ShutDown);
     }
-    let (index, addr) = route(shared, addr)?;
+    let (index, addr) = route(shared, local, addr)?;
     match shared.udp[index].1.send_to(data, addr) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(SendError::WouldBlock),
@@ -302,10 +328,12 @@ impl<T> UdpBatch<T> {
     }
 }
 
-/// Holds a datagram for the next [`flush`]; the destination is checked now.
+/// Holds a datagram for the next [`flush`], from the socket [`route`] picks; the destination
+/// is checked now.
 pub(crate) fn hold<T>(
     shared: &Shared,
     batch: &mut UdpBatch<T>,
+    local: Option<SocketAddr>,
     addr: SocketAddr,
     data: Bytes,
     tag: T,
@@ -313,7 +341,7 @@ pub(crate) fn hold<T>(
     if shared.is_shut_down() {
         return Err(SendError::ShutDown);
     }
-    let (socket, to) = route(shared, addr)?;
+    let (socket, to) = route(shared, local, addr)?;
     batch.held.push(Held {
         socket,
         to,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::headers::{CSeq, HeaderError, NameAddr, Via};
+use crate::headers::{CSeq, HeaderError, NameAddr, Via, ViaFound};
 use crate::syntax;
 use crate::uri::{Scheme, SipUri, UriError};
 
@@ -333,9 +333,15 @@ impl<const N: usize> Memo<N> {
 #[derive(Debug, Clone, Default)]
 struct FirstFields {
     words: Memo<FIRST_WORDS>,
+    /// A bit per known name ([`HeaderName::slot`]) carried by more than one field, found by
+    /// the same pass: validation's check of the fields that must appear once reads it instead
+    /// of going through the fields again.
+    repeated: Memo<1>,
 }
 
 const FIRST_WORDS: usize = HeaderName::KNOWN.div_ceil(8);
+// `FirstFields::repeated` has a bit per slot.
+const _: () = assert!(HeaderName::KNOWN <= 64);
 
 impl FirstFields {
     /// Where the search for `name` in `headers` starts, `None` when no field carries it.
@@ -346,11 +352,7 @@ impl FirstFields {
         };
         let word = match self.words.word(slot / 8) {
             Some(word) => word,
-            None => {
-                let words = FirstFields::find(headers);
-                self.words.set(words);
-                words[slot / 8]
-            }
+            None => self.fill(headers).0[slot / 8],
         };
         match (word >> (slot % 8 * 8)) as u8 {
             0 => None,
@@ -358,20 +360,38 @@ impl FirstFields {
         }
     }
 
-    fn find(headers: &[Header]) -> [u64; FIRST_WORDS] {
+    /// The bits of [`FirstFields::repeated`].
+    fn repeated(&self, headers: &[Header]) -> u64 {
+        match self.repeated.word(0) {
+            Some(bits) => bits,
+            None => self.fill(headers).1,
+        }
+    }
+
+    /// Goes through the fields once and keeps what it found: the words of `words` and the
+    /// bits of `repeated`.
+    fn fill(&self, headers: &[Header]) -> ([u64; FIRST_WORDS], u64) {
         let mut first = [0u8; FIRST_WORDS * 8];
+        let mut repeated = 0u64;
         for (i, h) in headers.iter().enumerate() {
             if let Some(slot) = h.name.slot() {
                 if first[slot] == 0 {
                     first[slot] = u8::try_from(i + 1).unwrap_or(u8::MAX);
+                } else {
+                    repeated |= 1 << slot;
                 }
             }
         }
-        std::array::from_fn(|w| {
+        let words = std::array::from_fn(|w| {
             let mut bytes = [0u8; 8];
             bytes.copy_from_slice(&first[w * 8..w * 8 + 8]);
             u64::from_le_bytes(bytes)
-        })
+        });
+        // The positions first: a reader that sees `repeated` set sees them too (the release
+        // of one follows the other's).
+        self.words.set(words);
+        self.repeated.set([repeated]);
+        (words, repeated)
     }
 }
 
@@ -799,6 +819,29 @@ impl Message {
             .count()
     }
 
+    /// How many fields carry `name`, as far as it matters for a field that must appear once:
+    /// 0, 1, or 2 for more than one. For a known name, from the pass that finds each name's
+    /// first field (no pass of its own); others are counted. Inlined: five calls a message
+    /// out of line cost ~150 instructions more (callgrind, the call workload).
+    #[inline]
+    pub(crate) fn noted_count(&self, name: &HeaderName) -> usize {
+        let Some(slot) = name.slot() else {
+            return self.header_count(name).min(2);
+        };
+        let first = &self.m.views.first;
+        if first.repeated(&self.m.headers) >> slot & 1 != 0 {
+            return 2;
+        }
+        // Set before `repeated`; filled again if a racing reader got here first. Read here
+        // directly: calling `FirstFields::start` from here too stopped the compiler inlining
+        // it into every lookup by name.
+        let word = match first.words.word(slot / 8) {
+            Some(word) => word,
+            None => first.fill(&self.m.headers).0[slot / 8],
+        };
+        usize::from((word >> (slot % 8 * 8)) as u8 != 0)
+    }
+
     /// The body (exactly Content-Length bytes when the header is present).
     pub fn body(&self) -> &[u8] {
         &self.m.raw[self.m.body.range()]
@@ -886,10 +929,15 @@ impl Message {
     pub fn from_header(&self) -> Result<NameAddr<'_>, HeaderError> {
         self.m.views.from.read(
             || {
-                let addr = NameAddr::parse(
+                let (addr, tag) = NameAddr::parse_found(
                     self.header(&HeaderName::From)
                         .ok_or(HeaderError::Missing("From"))?,
                 )?;
+                // The tag, when the parse found it on its way: the transaction key, the loop
+                // hash and dialog checks read it next.
+                if let Some(tag) = tag {
+                    self.keep_tag(&self.m.views.from_tag, tag);
+                }
                 Ok((addr, self.name_addr_spans(&addr)))
             },
             |s| self.name_addr_at(s),
@@ -900,22 +948,31 @@ impl Message {
     pub fn to_header(&self) -> Result<NameAddr<'_>, HeaderError> {
         self.m.views.to.read(
             || {
-                let addr = NameAddr::parse(
+                let (addr, tag) = NameAddr::parse_found(
                     self.header(&HeaderName::To)
                         .ok_or(HeaderError::Missing("To"))?,
                 )?;
-                // A request's tag is kept with the first parse: the response to nearly every
-                // request asks for it (`to_tag`), which otherwise rebuilt the view to find it
-                // (~300 instructions a request against ~60 here). Not a response's: a relayed
-                // response's To is parsed by validation and its tag seldom asked for.
-                if self.is_request() && self.m.views.to_tag.get().is_none() {
-                    let tag = TagSpan(addr.tag().map(|t| self.span_of(t)));
-                    self.m.views.to_tag.set(tag.to_words());
+                // The tag is kept with the first parse when that parse found it (nearly
+                // always), and searched for a request's otherwise: the response to nearly
+                // every request asks for it (`to_tag`), which otherwise rebuilt the view to
+                // find it (~300 instructions a request). Not searched for a response's: a
+                // relayed response's To is parsed by validation and its tag seldom asked for.
+                match tag {
+                    Some(tag) => self.keep_tag(&self.m.views.to_tag, tag),
+                    None if self.is_request() => self.keep_tag(&self.m.views.to_tag, addr.tag()),
+                    None => {}
                 }
                 Ok((addr, self.name_addr_spans(&addr)))
             },
             |s| self.name_addr_at(s),
         )
+    }
+
+    /// Keeps `tag` (text of this message, or `None` for no tag) in `memo` unless it holds one.
+    fn keep_tag(&self, memo: &Memo<1>, tag: Option<&str>) {
+        if memo.get().is_none() {
+            memo.set(TagSpan(tag.map(|t| self.span_of(t))).to_words());
+        }
     }
 
     /// The first element of the Contact field(s) (parsed once, on first use: validation and the
@@ -968,6 +1025,27 @@ impl Message {
 
     /// The top Via element parsed, and its view.
     fn parse_top_via(&self) -> Result<(Via<'_>, ViaSpans), HeaderError> {
+        // Nearly every top Via element is written plainly (`Via::parse_plain`): read in one
+        // pass, without the list split below (a quote- and bracket-aware scan for a comma,
+        // then the element scanned again), ~300 instructions a message. The element is the
+        // field up to its first comma (several Vias in one field: SIPp's responses): a plain
+        // element holds no quote or `<`, so that comma is the one the split finds.
+        // The search start is the first Via field only below the 255th field (positions are
+        // capped): past it, the field found there may be another header (hostile input).
+        let first_field = self
+            .fields_from_first(&HeaderName::Via)
+            .first()
+            .filter(|h| h.name == HeaderName::Via);
+        if let Some(field) = first_field {
+            let value = self.text(field.value);
+            let (element, more) = match syntax::find_byte(value, b',') {
+                Some(comma) => (syntax::trim_lws(&value[..comma]), true),
+                None => (value, false),
+            };
+            if let Some(found) = Via::parse_plain(element) {
+                return Ok(self.top_via_found(found, element, more));
+            }
+        }
         let mut vias = HeaderList {
             msg: self,
             name: &HeaderName::Via,
@@ -978,9 +1056,19 @@ impl Message {
         // The first field's split goes on after its first element only past a comma.
         let more = vias.list.as_ref().is_some_and(|rest| !rest.is_done());
         let found = Via::parse_found(first)?;
+        Ok(self.top_via_found(found, first, more))
+    }
+
+    /// The top Via `found` in its element `element`, and its view.
+    fn top_via_found<'m>(
+        &'m self,
+        found: ViaFound<'m>,
+        element: &'m str,
+        more: bool,
+    ) -> (Via<'m>, ViaSpans) {
         let via = found.via;
         let spans = ViaSpans {
-            element: self.span_of(first),
+            element: self.span_of(element),
             more,
             transport: self.span_of(via.transport),
             host: self.span_of(via.host),
@@ -990,7 +1078,7 @@ impl Message {
             branch: found.branch.flatten().map(|b| self.span_of(b)),
             rport: found.rport.map(|r| r.map(|v| self.span_of(v))),
         };
-        Ok((via, spans))
+        (via, spans)
     }
 
     /// The Request-URI as a SIP URI (parsed once, on first use: validation, routing and the
@@ -1265,6 +1353,7 @@ mod tests {
                     "{name} of {count}"
                 );
                 assert_eq!(m.header_count(name), scan.len(), "{name} of {count}");
+                assert_eq!(m.noted_count(name), scan.len().min(2), "{name} of {count}");
                 let split: Vec<&str> = scan.iter().flat_map(|v| syntax::split_list(v)).collect();
                 assert_eq!(
                     m.header_list(name).collect::<Vec<_>>(),
@@ -1352,6 +1441,8 @@ mod tests {
             "From: <sip:a@h\r\nTo: b\r\n",
             "To: <sip:b@h>;tag=9\r\n",
             "From: <sip:a@h>;tag=\\xff\r\nTo: <sip:b@h>;tag=2\r\n",
+            "From: \"A\" <sip:a@h>;x;Tag=first;tag=second\r\nTo: <sip:b@h>;TAG=T;x=\"q\"\r\n",
+            "From: <sip:a@h>;x=1\r\nTo: B <sip:b@h>;lr;tag=b;tag\r\n",
         ];
         for (i, cseq) in fields.iter().enumerate() {
             let tag = tags[i % tags.len()];
@@ -1383,13 +1474,87 @@ mod tests {
                 assert_eq!(m.from_tag(), fresh_from, "{tag:?}");
                 assert_eq!(m.to_tag(), fresh_to, "{tag:?}");
             }
-            // And against a parse of the To text alone, without any kept view.
-            let alone = m
-                .header(&HeaderName::To)
-                .and_then(|t| NameAddr::parse(t).ok())
-                .and_then(|t| t.tag());
-            assert_eq!(m.to_tag(), alone, "{tag:?}");
-            assert_eq!(to_tag_first.as_deref(), alone, "{tag:?}");
+            // And against a parse of the To and From texts alone, without any kept view.
+            let alone = |name| {
+                m.header(&name)
+                    .and_then(|t| NameAddr::parse(t).ok())
+                    .and_then(|t| t.tag())
+            };
+            assert_eq!(m.to_tag(), alone(HeaderName::To), "{tag:?}");
+            assert_eq!(to_tag_first.as_deref(), alone(HeaderName::To), "{tag:?}");
+            assert_eq!(m.from_tag(), alone(HeaderName::From), "{tag:?}");
+        }
+    }
+
+    #[test]
+    fn a_top_via_past_the_capped_position_is_read_from_the_via_field() {
+        // Positions are kept capped at the 255th field (the search starts there): a first Via
+        // further on must not be read from the field at the cap, here Via-shaped text in
+        // another header (hostile input: it would become the branch and the reply's Via).
+        let mut text = String::from("OPTIONS sip:a@b SIP/2.0\r\n");
+        for i in 0..254 {
+            text.push_str(&format!("X-F{i}: v\r\n"));
+        }
+        text.push_str("X-A: SIP/2.0/UDP 6.6.6.6;branch=z9hG4bKevil\r\n");
+        text.push_str("Via: SIP/2.0/UDP real.test;branch=z9hG4bKreal\r\n\r\n");
+        let m = Message::parse(Bytes::from(text)).unwrap();
+        assert_eq!(m.headers().len(), 256);
+        let via = m.top_via().unwrap();
+        assert_eq!(via.host, "real.test");
+        assert_eq!(m.branch(), Some("z9hG4bKreal"));
+        assert_eq!(
+            m.top_via_element().map(|(e, _)| e),
+            Some("SIP/2.0/UDP real.test;branch=z9hG4bKreal")
+        );
+        assert_eq!(m.noted_count(&HeaderName::Via), 1);
+    }
+
+    #[test]
+    fn the_top_via_read_in_one_pass_reads_as_the_list_split_does() {
+        let firsts = [
+            "SIP/2.0/UDP h:5060;branch=z9hG4bK1;rport",
+            "sip/2.0/ws df7.invalid;rport=9;branch=z9hG4bKa;received=1.2.3.4",
+            "SIP/2.0/UDP h;branch=z9hG4bK1, SIP/2.0/TCP g",
+            "SIP/2.0/UDP h;branch=z9hG4bK1 , SIP/2.0/TCP g",
+            "SIP/2.0/UDP h;branch=z9hG4bK1,",
+            "SIP/2.0/UDP h;branch=\"a,b\"",
+            "SIP/2.0/UDP [::1]:5060;branch=z9hG4bK1",
+            "SIP / 2.0 / UDP h;branch=z9hG4bK1",
+            "SIP/2.0/UDP h;BRANCH=x;branch=y;RPORT",
+            "SIP/2.0/UDP h;branch",
+            "SIP/2.0/UDP h;;branch=1",
+            "SIP/2.0/UDP",
+            "",
+            ",SIP/2.0/UDP h;branch=z9hG4bK1",
+            "bad",
+        ];
+        for first in firsts {
+            for rest in ["", "Via: SIP/2.0/TCP later;branch=z9hG4bK2\r\n"] {
+                let text = format!(
+                    "OPTIONS sip:a@b SIP/2.0\r\nMax-Forwards: 70\r\nVia: {first}\r\n{rest}l: 0\r\n\r\n"
+                );
+                let m = Message::parse(Bytes::from(text)).unwrap();
+                // What the list split reads: the first element of all the Via fields.
+                let mut list = m.header_list(&HeaderName::Via);
+                let element = list.next();
+                let parsed = element.map(crate::headers::Via::parse);
+                let via = m.top_via();
+                match parsed {
+                    Some(Ok(want)) => assert_eq!(via, Ok(want), "{first:?} {rest:?}"),
+                    _ => assert!(via.is_err(), "{first:?} {rest:?}: {via:?}"),
+                }
+                let Ok(want) = via else { continue };
+                let element = element.unwrap();
+                // More elements in the same field as the top one: the field is not it alone.
+                let first_field = m.header(&HeaderName::Via).unwrap();
+                assert_eq!(
+                    m.top_via_element(),
+                    Some((element, first_field != element)),
+                    "{first:?} {rest:?}"
+                );
+                assert_eq!(m.branch(), want.branch(), "{first:?}");
+                assert_eq!(m.top_via_rport(), Some(want.rport()), "{first:?}");
+            }
         }
     }
 }

@@ -19,6 +19,14 @@
 //! most [`NACK_TRIES`] times, [`NACK_RETRY`] apart and while younger than [`NACK_MAX_AGE`];
 //! receiver reports every [`RR_INTERVAL`] once a stream has packets.
 //!
+//! Each of these is due from its time on, but may wait a slack ([`TWCC_SLACK`], [`NACK_SLACK`],
+//! [`RR_SLACK`]; [`Ingress::due`] gives both ends): the driver polls at any wake-up after the
+//! first and wakes for the feedback alone only at the second. A leg's packets come more often
+//! than its feedback (30 a second for the smallest video), so its feedback rides its packets
+//! and costs no wake-up of its own: at a 50 ms interval with no slack, the reports fell between
+//! two packets and woke the host's media thread about 50 times a second at four participants
+//! (bench/NOTES.md, "Conference room (MCU) at N = 4: the wake-ups beyond raw").
+//!
 //! # Header extensions
 //!
 //! [`read_extensions`] reads the few extensions the ingress and the egress use (MID,
@@ -45,8 +53,18 @@ pub(crate) const TWCC_SPAN: usize = 4096;
 pub(crate) const TWCC_MAX_STATUS: usize = 400;
 /// Transport feedback at most this often (str0m's cadence).
 pub(crate) const TWCC_INTERVAL: Duration = Duration::from_millis(50);
+/// How long transport feedback may wait past its interval for a packet to ride: reports come
+/// 50 to 100 ms apart, as libwebrtc's receivers send them (their interval adapts between 50 and
+/// 250 ms, 100 by default), and the sender's estimator reads the arrival times in them, not when
+/// they come. Longer than the 33 ms between frames at 30 per second, so that a video leg's
+/// next packet comes first.
+pub(crate) const TWCC_SLACK: Duration = Duration::from_millis(50);
 /// NACK rounds at most this often.
 pub(crate) const NACK_INTERVAL: Duration = Duration::from_millis(30);
+/// How long a NACK round may wait past its interval: a hole is asked for within 40 ms of its
+/// detection (as str0m's NACK timer with the driver's `TIMER_SLACK`), and asked again
+/// [`NACK_RETRY`] apart, well within the second a sender keeps packets for retransmission.
+pub(crate) const NACK_SLACK: Duration = Duration::from_millis(10);
 /// One hole asked for again at least this long after the last time.
 pub(crate) const NACK_RETRY: Duration = Duration::from_millis(100);
 /// Times one hole is asked for at most.
@@ -63,6 +81,10 @@ pub(crate) const MAX_MISSING: usize = 256;
 pub(crate) const PLAIN_REPAIR_REACH: u64 = 127;
 /// Receiver reports at most this often.
 pub(crate) const RR_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a receiver report may wait past its interval (RFC 3550 §6.3.1 spreads the interval
+/// over 0.5–1.5 times its value anyway; the delay since the last SR is measured to the report's
+/// own time, so a late report's round-trip time stays right).
+pub(crate) const RR_SLACK: Duration = Duration::from_millis(250);
 /// The resolution of transport feedback's arrival times (250 µs).
 const TWCC_TICK: Duration = Duration::from_micros(250);
 /// How far [`TwccRegister::record`] may move a read-time arrival later to keep a batch's
@@ -620,6 +642,16 @@ pub(crate) struct Feedback {
     pub(crate) nacks: u32,
 }
 
+/// When a leg's feedback is next due ([`Ingress::due`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Due {
+    /// From here on [`Ingress::poll`] has something to send: any wake-up of the driver sends it.
+    pub(crate) at: Instant,
+    /// The latest it may be sent (each kind's slack past its time): the driver wakes for it then
+    /// if nothing woke it before.
+    pub(crate) by: Instant,
+}
+
 /// One leg's fast-ingress receive state.
 #[derive(Debug)]
 pub(crate) struct Ingress {
@@ -708,18 +740,25 @@ impl Ingress {
         self.streams.len()
     }
 
-    /// When [`Ingress::poll`] has something to do next; `None` while nothing can be due.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+    /// When [`Ingress::poll`] has something to do next, and by when it must run at the latest
+    /// (module docs, "Cadence"); `None` while nothing can be due.
+    pub(crate) fn due(&self) -> Option<Due> {
+        let mut next: Option<Due> = None;
+        let mut at = |t: Instant, slack: Duration| {
+            let by = t + slack;
+            next = Some(next.map_or(Due { at: t, by }, |n| Due {
+                at: n.at.min(t),
+                by: n.by.min(by),
+            }));
+        };
         if self.twcc.has_news() {
-            at(self.twcc_at);
+            at(self.twcc_at, TWCC_SLACK);
         }
         if self.streams.iter().any(|s| !s.missing.is_empty()) {
-            at(self.nack_at);
+            at(self.nack_at, NACK_SLACK);
         }
         if self.streams.iter().any(|s| !s.rtx && s.first.is_some()) {
-            at(self.rr_at);
+            at(self.rr_at, RR_SLACK);
         }
         next
     }
@@ -1043,6 +1082,146 @@ mod tests {
         // 9 symbols left after the run: one vector of 7, then the last two (both 0) as a run.
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks[2], 2);
+    }
+
+    /// What went out when, as the driver serves a leg's feedback.
+    #[derive(Default)]
+    struct Served {
+        /// Transport feedback: when, and how many arrivals it reported.
+        twcc: Vec<(Instant, usize)>,
+        /// NACKs: when, and the sequence numbers asked for.
+        nacks: Vec<(Instant, Vec<u64>)>,
+        rr: Vec<Instant>,
+        /// Wake-ups for the feedback alone (no packet arrived).
+        wakeups: usize,
+    }
+
+    /// Feeds `arrivals` (time, sequence number) of one video stream with NACKs into `ing` and
+    /// serves its feedback as the driver does: polled with a packet once due
+    /// (`Driver::fast_rtp_in`), else on a wake-up of its own at `Due::by`; wake-ups until
+    /// `until`.
+    fn serve(ing: &mut Ingress, arrivals: &[(Instant, u64)], until: Instant) -> Served {
+        let mut served = Served::default();
+        let mut next = arrivals.iter().peekable();
+        for _ in 0..100_000 {
+            let wake = ing.due().map(|d| d.by).filter(|w| *w <= until);
+            let now = match (next.peek(), wake) {
+                (Some(&&(at, seq)), w) if w.is_none_or(|w| at <= w) => {
+                    next.next();
+                    ing.twcc.record(seq as u16, Arrival::stamped(at));
+                    ing.stream(0xaa, false, true, 90_000, at).unwrap().received(
+                        seq,
+                        3000 * seq as u32,
+                        at,
+                    );
+                    at
+                }
+                (_, Some(w)) => {
+                    served.wakeups += 1;
+                    w
+                }
+                _ => break,
+            };
+            if ing.due().is_none_or(|d| d.at > now) {
+                continue;
+            }
+            let mut out = Vec::new();
+            ing.poll(now, &mut out);
+            for p in &out {
+                match (p[1], p[0] & 0x1f) {
+                    (RTPFB, FMT_TWCC) => served
+                        .twcc
+                        .push((now, parse_twcc(p).4.iter().flatten().count())),
+                    (RTPFB, FMT_NACK) => {
+                        let mut asked = Vec::new();
+                        crate::media::repair::for_each_nack(p, |_, seq| asked.push(u64::from(seq)));
+                        served.nacks.push((now, asked));
+                    }
+                    (RR, _) => served.rr.push(now),
+                    other => panic!("unexpected feedback {other:?}"),
+                }
+            }
+        }
+        served
+    }
+
+    #[test]
+    fn feedback_rides_the_packets_of_a_30_fps_stream_within_its_bounds() {
+        // One packet per frame at 30 frames a second for 10 s (the smallest video), one lost in
+        // every 50: every piece of feedback must go with a packet, none with a wake-up of its
+        // own, and none later than its slack allows.
+        let t0 = Instant::now();
+        let mut ing = Ingress::new(1, t0);
+        let frame = Duration::from_micros(33_333);
+        let lost = |seq: u64| seq % 50 == 25;
+        let arrivals: Vec<(Instant, u64)> = (0..300u64)
+            .filter(|s| !lost(*s))
+            .map(|s| (t0 + frame * s as u32, s))
+            .collect();
+        let end = arrivals.last().unwrap().0;
+        let served = serve(&mut ing, &arrivals, end);
+        assert_eq!(served.wakeups, 0, "feedback woke the driver on its own");
+        // Transport feedback: every arrival reported, reports 50–100 ms apart.
+        let reported: usize = served.twcc.iter().map(|r| r.1).sum();
+        assert!(
+            reported + 1 >= arrivals.len(),
+            "{reported} of {}",
+            arrivals.len()
+        );
+        for w in served.twcc.windows(2) {
+            let gap = w[1].0 - w[0].0;
+            assert!(
+                (TWCC_INTERVAL..=TWCC_INTERVAL + TWCC_SLACK).contains(&gap),
+                "transport feedback {gap:?} apart"
+            );
+        }
+        // Receiver reports: about one a second, at most the slack late.
+        assert!(served.rr.len() >= 9, "{} receiver reports", served.rr.len());
+        for w in served.rr.windows(2) {
+            assert!(w[1] - w[0] <= RR_INTERVAL + RR_SLACK, "{:?}", w[1] - w[0]);
+        }
+        // Each hole asked for within one NACK round and its slack of the packet that showed
+        // it, then again within a retry, a round and its slack of the last time.
+        for hole in (0..300u64).filter(|s| lost(*s) && *s < 290) {
+            let shown = t0 + frame * (hole as u32 + 1);
+            let asked: Vec<Instant> = served
+                .nacks
+                .iter()
+                .filter(|n| n.1.contains(&hole))
+                .map(|n| n.0)
+                .collect();
+            assert!(
+                asked.len() >= 2,
+                "hole {hole} asked for {} times",
+                asked.len()
+            );
+            assert!(
+                asked[0] - shown <= NACK_INTERVAL + NACK_SLACK,
+                "hole {hole} first asked late"
+            );
+            for w in asked.windows(2) {
+                assert!(w[1] - w[0] <= NACK_RETRY + NACK_INTERVAL + NACK_SLACK);
+            }
+        }
+    }
+
+    #[test]
+    fn feedback_for_the_last_packets_goes_by_its_bound_when_none_follows() {
+        // A burst, then silence: its transport feedback and the receiver report are sent on
+        // wake-ups of their own, each no later than its slack past its time.
+        let t0 = Instant::now();
+        let mut ing = Ingress::new(1, t0);
+        let arrivals: Vec<(Instant, u64)> = (0..10u64).map(|s| (t0 + ms(5 * s), s)).collect();
+        let served = serve(&mut ing, &arrivals, t0 + ms(1500));
+        let reported: usize = served.twcc.iter().map(|r| r.1).sum();
+        assert_eq!(reported, 10, "every arrival reported");
+        // The first report went with the first packet; the rest, due 50 ms later, by a
+        // wake-up at its bound.
+        assert_eq!(served.twcc.len(), 2);
+        assert_eq!(served.twcc[0].0, t0);
+        assert_eq!(served.twcc[1].0, t0 + TWCC_INTERVAL + TWCC_SLACK);
+        assert_eq!(served.rr, vec![t0 + RR_INTERVAL + RR_SLACK]);
+        assert_eq!(served.wakeups, 2);
     }
 
     #[test]

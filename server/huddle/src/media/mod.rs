@@ -8,10 +8,10 @@
 //! * [`rtp`] holds the byte-level helpers: the plain RTP that crosses the plugin boundary, the
 //!   sequence-number extension and the rewriting of the forwarding fast path, RTCP key-frame
 //!   requests.
-//! * [`driver`] is the one tokio task that owns the UDP socket and every leg's `Rtc`: it
-//!   `select!`s on the socket, the earliest leg deadline and a bounded command channel, feeds
-//!   datagrams to the leg they belong to, and drains each touched leg's `poll_output` until it
-//!   says `Timeout`. One socket serves every leg (the port in `[media] listen`); [`udp`] reads
+//! * [`driver`] is the one tokio task (on a thread of its own, `huddle-media`) that owns the
+//!   UDP socket and every leg's `Rtc`: it `select!`s on the socket, the earliest leg deadline
+//!   and a bounded command channel, feeds datagrams to the leg they belong to, and drains each
+//!   touched leg's `poll_output` until it says `Timeout`. One socket serves every leg (the port in `[media] listen`); [`udp`] reads
 //!   it with `recvmmsg` and writes each turn's datagrams with `sendmmsg`.
 //! * [`MediaEngine`] is the handle plugins' host functions use. It is `Clone` and thread-safe;
 //!   its calls never wait for the driver except [`MediaEngine::answer`] on a renegotiation
@@ -462,7 +462,8 @@ pub struct MediaEngine {
 pub struct EngineTask(pub tokio::task::JoinHandle<()>);
 
 impl MediaEngine {
-    /// Binds the socket and starts the driver on the current runtime.
+    /// Binds the socket and starts the driver on its own thread (`huddle-media`); the returned
+    /// task, on the current runtime, ends when the driver does.
     pub async fn start(settings: EngineSettings) -> std::io::Result<(MediaEngine, EngineTask)> {
         install_crypto();
         let socket = tokio::net::UdpSocket::bind(settings.listen).await?;
@@ -516,14 +517,41 @@ impl MediaEngine {
             && !settings.bandwidth_estimation
             && udp::enable_receive_timestamps(&socket);
         let gso = settings.udp_gso && udp::probe_gso(&socket);
-        let task = tokio::spawn(driver::run(
-            socket,
-            candidate,
-            rx,
-            engine.clone(),
-            stamped,
-            gso,
-        ));
+        // The driver runs on a thread of its own, in a current-thread runtime: it sleeps and
+        // wakes on that one thread. As a task of the shared runtime it was woken on whichever
+        // worker found the socket ready or took a command's wake-up, and the workers woke each
+        // other for it (futex calls, context switches: bench/NOTES.md, "Media driver wake-ups").
+        let socket = socket.into_std()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        // What ends the driver's thread: `Err` with a panic's payload, which the engine's task
+        // then panics with, so that `EngineTask` reports it as a spawned driver task did.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<std::thread::Result<()>>();
+        let driven = engine.clone();
+        std::thread::Builder::new()
+            .name("huddle-media".into())
+            .spawn(move || {
+                let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    runtime.block_on(async move {
+                        match tokio::net::UdpSocket::from_std(socket) {
+                            Ok(socket) => {
+                                driver::run(socket, candidate, rx, driven, stamped, gso).await;
+                            }
+                            Err(e) => tracing::error!("the media socket on the media thread: {e}"),
+                        }
+                    });
+                }));
+                if ended.is_err() {
+                    tracing::error!("the media driver panicked: every media leg is gone");
+                }
+                let _ = done_tx.send(ended);
+            })?;
+        let task = tokio::spawn(async move {
+            if let Ok(Err(panic)) = done_rx.await {
+                std::panic::resume_unwind(panic);
+            }
+        });
         tracing::info!(%local, %candidate, "media engine listening");
         Ok((engine, EngineTask(task)))
     }

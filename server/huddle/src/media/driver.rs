@@ -1523,12 +1523,11 @@ impl Driver {
         let Some(ingress) = ingress.as_deref_mut() else {
             return;
         };
-        if ingress.core.due().is_none_or(|d| d.at > now) {
-            return;
-        }
         // Polled whenever due, sendable or not, so that its deadlines move on.
         let mut out = Vec::new();
-        let done = ingress.core.poll(now, &mut out);
+        let Some(done) = ingress.core.poll_due(now, &mut out) else {
+            return;
+        };
         if tracing::enabled!(tracing::Level::TRACE) {
             for p in &out {
                 tracing::trace!(session = id, rtcp = ?p, "fast ingress feedback");
@@ -3073,12 +3072,13 @@ mod tests {
     }
 
     #[test]
-    fn the_legs_deadline_lets_due_feedback_wait_for_a_packet_up_to_its_bound() {
+    fn the_legs_deadline_is_its_feedbacks_bound_not_its_time() {
         let (mut leg, mid, peer, _keys) = ingress_leg();
         let ids = leg.ingress.as_ref().unwrap().ids;
         let (mid_id, tcc_id) = (ids.mid.unwrap(), ids.transport_cc.unwrap());
         let pt = *leg.rtc.codec_config().params()[0].pt();
-        let now = Instant::now() + Duration::from_secs(1);
+        // Before the receiver report is due (the leg's start + 1 s).
+        let now = Instant::now() + Duration::from_millis(10);
         let packet = |leg: &mut Leg, seq: u16, at: Instant| {
             let mut p = vec![0x90, pt, 0, 0, 0, 0, 0x30, 0x39];
             p[2..4].copy_from_slice(&seq.to_be_bytes());
@@ -3107,7 +3107,8 @@ mod tests {
         core.poll(now, &mut Vec::new());
         packet(&mut leg, 2, now + Duration::from_millis(10));
         // The next is due an interval later, but the leg's deadline (the driver's wake-up) is
-        // its bound: a packet in between takes it along.
+        // its bound: a packet in between takes it along (`Ingress::poll_due` in
+        // `Driver::ingress_feedback`).
         let due = leg.ingress.as_ref().unwrap().core.due().unwrap();
         assert_eq!(due.at, now + super::super::ingress::TWCC_INTERVAL);
         assert_eq!(due.by, due.at + super::super::ingress::TWCC_SLACK);

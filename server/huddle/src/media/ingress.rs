@@ -20,12 +20,15 @@
 //! receiver reports every [`RR_INTERVAL`] once a stream has packets.
 //!
 //! Each of these is due from its time on, but may wait a slack ([`TWCC_SLACK`], [`NACK_SLACK`],
-//! [`RR_SLACK`]; [`Ingress::due`] gives both ends): the driver polls at any wake-up after the
-//! first and wakes for the feedback alone only at the second. A leg's packets come more often
-//! than its feedback (30 a second for the smallest video), so its feedback rides its packets
-//! and costs no wake-up of its own: at a 50 ms interval with no slack, the reports fell between
-//! two packets and woke the host's media thread about 50 times a second at four participants
-//! (bench/NOTES.md, "Conference room (MCU) at N = 4: the wake-ups beyond raw").
+//! [`RR_SLACK`]; [`Ingress::due`] gives both ends): the driver polls ([`Ingress::poll_due`])
+//! with each of the leg's packets and at the leg's own deadline, and that deadline is the
+//! second end, so it wakes for the feedback alone only when no packet came in the window. A leg
+//! with audio (50 packets a second) or video at 20 frames a second or more has a packet in
+//! every window, so its feedback rides its packets: at a 50 ms interval with no slack, the
+//! reports fell between two packets and woke the host's media thread about 30 times a second
+//! at four participants (bench/NOTES.md, "Conference room (MCU) at N = 4: the wake-ups beyond
+//! raw", and "Media driver wake-ups"). A sparser leg (a screen share at 5 frames a second)
+//! still wakes the driver once per report.
 //!
 //! # Header extensions
 //!
@@ -54,15 +57,16 @@ pub(crate) const TWCC_MAX_STATUS: usize = 400;
 /// Transport feedback at most this often (str0m's cadence).
 pub(crate) const TWCC_INTERVAL: Duration = Duration::from_millis(50);
 /// How long transport feedback may wait past its interval for a packet to ride: reports come
-/// 50 to 100 ms apart, as libwebrtc's receivers send them (their interval adapts between 50 and
-/// 250 ms, 100 by default), and the sender's estimator reads the arrival times in them, not when
-/// they come. Longer than the 33 ms between frames at 30 per second, so that a video leg's
-/// next packet comes first.
+/// 50 to 100 ms apart, no later than libwebrtc's own receivers send them (their interval adapts
+/// between 50 and 250 ms, 100 by default), so a Chrome sender sees feedback no older than from a
+/// Chrome peer (its estimator reads the feedback's delay too: the RTT of its delay-based
+/// controller, the congestion window). Longer than the 33 ms between frames at 30 per second,
+/// so that a video leg's next packet comes first.
 pub(crate) const TWCC_SLACK: Duration = Duration::from_millis(50);
 /// NACK rounds at most this often.
 pub(crate) const NACK_INTERVAL: Duration = Duration::from_millis(30);
 /// How long a NACK round may wait past its interval: a hole is asked for within 40 ms of its
-/// detection (as str0m's NACK timer with the driver's `TIMER_SLACK`), and asked again
+/// detection (about as str0m's 33 ms NACK timer with the driver's `TIMER_SLACK`), and asked again
 /// [`NACK_RETRY`] apart, well within the second a sender keeps packets for retransmission.
 pub(crate) const NACK_SLACK: Duration = Duration::from_millis(10);
 /// One hole asked for again at least this long after the last time.
@@ -645,7 +649,7 @@ pub(crate) struct Feedback {
 /// When a leg's feedback is next due ([`Ingress::due`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Due {
-    /// From here on [`Ingress::poll`] has something to send: any wake-up of the driver sends it.
+    /// From here on [`Ingress::poll`] has something to send: the leg's next packet sends it.
     pub(crate) at: Instant,
     /// The latest it may be sent (each kind's slack past its time): the driver wakes for it then
     /// if nothing woke it before.
@@ -744,7 +748,7 @@ impl Ingress {
     /// (module docs, "Cadence"); `None` while nothing can be due.
     pub(crate) fn due(&self) -> Option<Due> {
         let mut next: Option<Due> = None;
-        let mut at = |t: Instant, slack: Duration| {
+        let mut consider = |t: Instant, slack: Duration| {
             let by = t + slack;
             next = Some(next.map_or(Due { at: t, by }, |n| Due {
                 at: n.at.min(t),
@@ -752,15 +756,24 @@ impl Ingress {
             }));
         };
         if self.twcc.has_news() {
-            at(self.twcc_at, TWCC_SLACK);
+            consider(self.twcc_at, TWCC_SLACK);
         }
         if self.streams.iter().any(|s| !s.missing.is_empty()) {
-            at(self.nack_at, NACK_SLACK);
+            consider(self.nack_at, NACK_SLACK);
         }
         if self.streams.iter().any(|s| !s.rtx && s.first.is_some()) {
-            at(self.rr_at, RR_SLACK);
+            consider(self.rr_at, RR_SLACK);
         }
         next
+    }
+
+    /// [`Ingress::poll`] if anything is due at `now` (`Due::at`), else `None`: what the driver
+    /// calls with each of the leg's packets and at the leg's deadline.
+    pub(crate) fn poll_due(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) -> Option<Feedback> {
+        if self.due().is_none_or(|d| d.at > now) {
+            return None;
+        }
+        Some(self.poll(now, out))
     }
 
     /// Writes the feedback due at `now`, each RTCP packet (plain, sender SSRC
@@ -1093,7 +1106,7 @@ mod tests {
         nacks: Vec<(Instant, Vec<u64>)>,
         rr: Vec<Instant>,
         /// Wake-ups for the feedback alone (no packet arrived).
-        wakeups: usize,
+        wakeups: Vec<Instant>,
     }
 
     /// Feeds `arrivals` (time, sequence number) of one video stream with NACKs into `ing` and
@@ -1117,16 +1130,15 @@ mod tests {
                     at
                 }
                 (_, Some(w)) => {
-                    served.wakeups += 1;
+                    served.wakeups.push(w);
                     w
                 }
                 _ => break,
             };
-            if ing.due().is_none_or(|d| d.at > now) {
+            let mut out = Vec::new();
+            if ing.poll_due(now, &mut out).is_none() {
                 continue;
             }
-            let mut out = Vec::new();
-            ing.poll(now, &mut out);
             for p in &out {
                 match (p[1], p[0] & 0x1f) {
                     (RTPFB, FMT_TWCC) => served
@@ -1159,15 +1171,13 @@ mod tests {
             .map(|s| (t0 + frame * s as u32, s))
             .collect();
         let end = arrivals.last().unwrap().0;
-        let served = serve(&mut ing, &arrivals, end);
-        assert_eq!(served.wakeups, 0, "feedback woke the driver on its own");
-        // Transport feedback: every arrival reported, reports 50–100 ms apart.
+        let served = serve(&mut ing, &arrivals, end + TWCC_INTERVAL + TWCC_SLACK);
+        let early: Vec<_> = served.wakeups.iter().filter(|w| **w <= end).collect();
+        assert!(early.is_empty(), "feedback woke the driver on its own");
+        // Transport feedback: every arrival reported once, by the bound after the last one,
+        // reports 50–100 ms apart.
         let reported: usize = served.twcc.iter().map(|r| r.1).sum();
-        assert!(
-            reported + 1 >= arrivals.len(),
-            "{reported} of {}",
-            arrivals.len()
-        );
+        assert_eq!(reported, arrivals.len());
         for w in served.twcc.windows(2) {
             let gap = w[1].0 - w[0].0;
             assert!(
@@ -1221,7 +1231,77 @@ mod tests {
         assert_eq!(served.twcc[0].0, t0);
         assert_eq!(served.twcc[1].0, t0 + TWCC_INTERVAL + TWCC_SLACK);
         assert_eq!(served.rr, vec![t0 + RR_INTERVAL + RR_SLACK]);
-        assert_eq!(served.wakeups, 2);
+        assert_eq!(served.wakeups.len(), 2);
+    }
+
+    #[test]
+    fn a_hole_before_silence_is_still_asked_for_each_try_within_its_bound() {
+        let t0 = Instant::now();
+        let mut ing = Ingress::new(1, t0);
+        let arrivals = [(t0, 0), (t0 + ms(5), 2)];
+        let served = serve(&mut ing, &arrivals, t0 + NACK_MAX_AGE);
+        let asked: Vec<Instant> = served
+            .nacks
+            .iter()
+            .filter(|n| n.1 == vec![1])
+            .map(|n| n.0)
+            .collect();
+        assert_eq!(asked.len(), usize::from(NACK_TRIES), "{asked:?}");
+        assert!(asked[0] - (t0 + ms(5)) <= NACK_INTERVAL + NACK_SLACK);
+        for w in asked.windows(2) {
+            assert!(
+                w[1] - w[0] <= NACK_RETRY + NACK_INTERVAL + NACK_SLACK,
+                "{asked:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_earliest_kind_sets_when_feedback_is_due_and_the_strictest_by_when() {
+        let t0 = Instant::now();
+        let mut ing = Ingress::new(1, t0);
+        assert_eq!(ing.due(), None, "nothing received: nothing due");
+        // A packet, reported at once: then transport feedback (news), a NACK round (a hole)
+        // and a receiver report are all pending.
+        ing.twcc.record(0, Arrival::stamped(t0));
+        ing.stream(7, false, true, 90_000, t0)
+            .unwrap()
+            .received(10, 0, t0);
+        ing.poll(t0, &mut Vec::new());
+        let t1 = t0 + ms(20);
+        ing.twcc.record(1, Arrival::stamped(t1));
+        ing.find(7).unwrap().received(12, 0, t1);
+        // TWCC at t0 + 50 (by + 100), NACK at t0 + 30 (by + 40), RR at t0 + 1 s (by + 1.25 s).
+        assert_eq!(
+            ing.due(),
+            Some(Due {
+                at: t0 + NACK_INTERVAL,
+                by: t0 + NACK_INTERVAL + NACK_SLACK
+            })
+        );
+        assert_eq!(ing.poll_due(t0 + ms(29), &mut Vec::new()), None);
+        // The hole repaired: TWCC's time, and its own bound, which is before the RR's.
+        assert!(ing.find(7).unwrap().fill(11));
+        assert_eq!(
+            ing.due(),
+            Some(Due {
+                at: t0 + TWCC_INTERVAL,
+                by: t0 + TWCC_INTERVAL + TWCC_SLACK
+            })
+        );
+        // Reported: the RR's alone.
+        let mut out = Vec::new();
+        assert_eq!(
+            ing.poll_due(t0 + TWCC_INTERVAL, &mut out).map(|f| f.twcc),
+            Some(1)
+        );
+        assert_eq!(
+            ing.due(),
+            Some(Due {
+                at: t0 + RR_INTERVAL,
+                by: t0 + RR_INTERVAL + RR_SLACK
+            })
+        );
     }
 
     #[test]

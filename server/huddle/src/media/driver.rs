@@ -1215,11 +1215,13 @@ struct Driver {
     sealed: u64,
 }
 
-/// Runs the engine until `Shutdown` (or every handle is gone).
+/// Runs the engine until `Shutdown`, or until `stop_rx` closes (the engine's owner dropped its
+/// [`super::EngineTask`]: the command channel never closes, since the driver holds a handle).
 pub(crate) async fn run(
     socket: UdpSocket,
     candidate: SocketAddr,
     mut commands: mpsc::Receiver<Command>,
+    mut stop_rx: tokio::sync::oneshot::Receiver<()>,
     engine: MediaEngine,
     stamped: bool,
     gso: bool,
@@ -1261,6 +1263,8 @@ pub(crate) async fn run(
                     None => stop = true,
                 }
             }
+            // Ready only once, when the owner is gone: the run ends then.
+            _ = &mut stop_rx => stop = true,
             () = &mut sleep, if armed.is_some() => {}
             // Only while datagrams wait for room in the socket's buffer (the flush below).
             r = d.socket.writable(), if d.outbox.blocked() => {

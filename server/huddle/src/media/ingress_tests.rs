@@ -284,7 +284,7 @@ async fn a_senders_bandwidth_estimate_climbs_on_the_drivers_transport_feedback()
     if cfg!(target_os = "linux") {
         assert_eq!(stats.stamped, stats.opened, "{stats:?}");
     }
-    engine.shutdown(task).await;
+    engine.shutdown(task).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,7 +327,7 @@ async fn a_packet_lost_on_the_way_is_nacked_and_its_rtx_repair_reaches_the_plugi
     // `MediaEngine::start`): every packet reached the plugin from that one thread.
     let threads = plugin.1.lock().unwrap().clone();
     assert_eq!(threads, BTreeSet::from(["huddle-media".to_owned()]));
-    engine.shutdown(task).await;
+    engine.shutdown(task).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,5 +376,5 @@ async fn replayed_forged_and_flooding_datagrams_are_dropped_and_the_stream_goes_
         "{before:?} → {after:?}"
     );
     assert_eq!(after.unhandled, before.unhandled, "{before:?} → {after:?}");
-    engine.shutdown(task).await;
+    engine.shutdown(task).await.unwrap();
 }

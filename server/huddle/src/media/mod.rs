@@ -53,6 +53,8 @@ mod ingress_tests;
 pub mod keytap;
 #[cfg(test)]
 mod keytap_tests;
+#[cfg(test)]
+mod lifecycle_tests;
 mod repair;
 pub mod rtp;
 pub mod sdp;
@@ -457,13 +459,20 @@ pub struct MediaEngine {
     shared: Arc<Shared>,
 }
 
-/// The engine's task, to await at shutdown.
+/// The engine's thread (`huddle-media`), to hand to [`MediaEngine::shutdown`]. Its owner
+/// dropping it without that stops the driver too (its legs hung up with `SHUTDOWN`, its socket
+/// closed), so that an error path or a failed test leaves no thread behind; only `shutdown`
+/// waits for the thread to end.
 #[derive(Debug)]
-pub struct EngineTask(pub tokio::task::JoinHandle<()>);
+pub struct EngineTask {
+    thread: std::thread::JoinHandle<()>,
+    /// Dropped with the task: the driver stops when this closes.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
 
 impl MediaEngine {
-    /// Binds the socket and starts the driver on its own thread (`huddle-media`); the returned
-    /// task, on the current runtime, ends when the driver does.
+    /// Binds the socket and starts the driver on its own thread (`huddle-media`); returns once
+    /// the driver runs, or with what kept it from running.
     pub async fn start(settings: EngineSettings) -> std::io::Result<(MediaEngine, EngineTask)> {
         install_crypto();
         let socket = tokio::net::UdpSocket::bind(settings.listen).await?;
@@ -521,39 +530,72 @@ impl MediaEngine {
         // wakes on that one thread. As a task of the shared runtime it was woken on whichever
         // worker found the socket ready or took a command's wake-up, and the workers woke each
         // other for it (futex calls, context switches: bench/NOTES.md, "Media driver wake-ups").
+        // The runtime is built, and the socket registered with its reactor, on that thread,
+        // which reports how that went before `start` returns (as the `huddle-sip` thread does):
+        // every failure reaches the caller, and no runtime is ever dropped in this async
+        // context (tokio panics on that).
         let socket = socket.into_std()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        // What ends the driver's thread: `Err` with a panic's payload, which the engine's task
-        // then panics with, so that `EngineTask` reports it as a spawned driver task did.
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<std::thread::Result<()>>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let driven = engine.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("huddle-media".into())
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
                 let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     runtime.block_on(async move {
                         match tokio::net::UdpSocket::from_std(socket) {
                             Ok(socket) => {
-                                driver::run(socket, candidate, rx, driven, stamped, gso).await;
+                                let _ = ready_tx.send(Ok(()));
+                                driver::run(socket, candidate, rx, stop_rx, driven, stamped, gso)
+                                    .await;
                             }
-                            Err(e) => tracing::error!("the media socket on the media thread: {e}"),
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                            }
                         }
                     });
                 }));
-                if ended.is_err() {
-                    tracing::error!("the media driver panicked: every media leg is gone");
+                if let Err(panic) = ended {
+                    // The driver's state unwound with it: the socket is closed and the legs
+                    // dropped, but no plugin heard `hangup` and the registry still lists them.
+                    tracing::error!(
+                        panic = panic_message(&*panic),
+                        "the media driver panicked: media stopped, its legs were not hung up"
+                    );
+                    // Carried to whoever joins the thread (`MediaEngine::shutdown`).
+                    std::panic::resume_unwind(panic);
                 }
-                let _ = done_tx.send(ended);
             })?;
-        let task = tokio::spawn(async move {
-            if let Ok(Err(panic)) = done_rx.await {
-                std::panic::resume_unwind(panic);
-            }
-        });
+        let started = match ready_rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(std::io::Error::other(
+                "the media thread ended during start-up",
+            )),
+        };
+        if let Err(e) = started {
+            // The thread has returned (or is returning): nothing runs on it.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            return Err(e);
+        }
         tracing::info!(%local, %candidate, "media engine listening");
-        Ok((engine, EngineTask(task)))
+        Ok((
+            engine,
+            EngineTask {
+                thread,
+                _stop: stop_tx,
+            },
+        ))
     }
 
     /// The bound UDP address.
@@ -938,12 +980,33 @@ impl MediaEngine {
         self.send(Command::Close { session })
     }
 
-    /// Stops the engine: every leg is closed and its plugin told `SHUTDOWN`.
-    pub async fn shutdown(&self, task: EngineTask) {
-        if self.shared.commands.send(Command::Shutdown).await.is_ok() {
-            let _ = task.0.await;
+    /// Stops the engine: every leg is closed and its plugin told `SHUTDOWN` (after the commands
+    /// queued before), and waits for the driver's thread to end. `Err` with the panic's message
+    /// when the driver had panicked (logged then, too).
+    pub async fn shutdown(&self, task: EngineTask) -> Result<(), String> {
+        // Fails when the driver is gone already (it panicked); the join says how it ended.
+        let _ = self.shared.commands.send(Command::Shutdown).await;
+        let EngineTask {
+            thread,
+            _stop: stop,
+        } = task;
+        drop(stop);
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(panic)) => Err(panic_message(&*panic).to_owned()),
+            // The runtime is shutting down; the driver has been told to stop.
+            Err(_) => Ok(()),
         }
     }
+}
+
+/// A panic's message: its payload when that is a string (what `panic!` makes).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a payload that is not a string)")
 }
 
 /// The `a=mid:` values of an SDP.

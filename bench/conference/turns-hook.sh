@@ -14,7 +14,9 @@
 # a command applied: a plugin's packets or a set-up), `deadline` (neither: a leg's deadline woke
 # it, or the socket became writable). Output in DIR/turns.txt, per second of the window. The
 # probes cost a few µs a hit: CPU figures of such a run are not comparable with uncounted ones
-# (bench/conference/steady-hook.sh STEADY=stat for those).
+# (bench/conference/steady-hook.sh STEADY=stat for those). Only out-of-line calls are counted:
+# the hook stops when a symbol is missing, but not when some of a function's call sites were
+# inlined (check with `perf probe -x BINARY -L` or the disassembly after a compiler change).
 set -euo pipefail
 
 action=$1 pid=$2 dir=$3
@@ -45,6 +47,8 @@ start)
 	echo $! >"$dir/.turns-hook.pid"
 	;;
 stop)
+	# The probes go whatever happens below (`set -e`: no turns.data, perf script failing).
+	trap "perf probe -q -d 'mwturns:*' >/dev/null 2>&1 || true" EXIT
 	hook=$(cat "$dir/.turns-hook.pid")
 	rm -f "$dir/.turns-hook.pid"
 	for _ in $(seq $(((delay + win + 5) * 10))); do
@@ -65,7 +69,6 @@ stop)
 				printf "turns %d (%.1f/s): read %d (%.1f/s), command %d (%.1f/s), deadline %d (%.1f/s); threads %d\n",
 					t, t / win, r, r / win, c, c / win, d, d / win, n
 			}' >"$dir/turns.txt"
-	perf probe -q -d 'mwturns:*' >/dev/null 2>&1 || true
 	cat "$dir/turns.txt" >&2
 	;;
 *)

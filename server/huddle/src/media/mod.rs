@@ -11,8 +11,9 @@
 //! * [`driver`] is the one tokio task (on a thread of its own, `huddle-media`) that owns the
 //!   UDP socket and every leg's `Rtc`: it `select!`s on the socket, the earliest leg deadline
 //!   and a bounded command channel, feeds datagrams to the leg they belong to, and drains each
-//!   touched leg's `poll_output` until it says `Timeout`. One socket serves every leg (the port in `[media] listen`); [`udp`] reads
-//!   it with `recvmmsg` and writes each turn's datagrams with `sendmmsg`.
+//!   touched leg's `poll_output` until it says `Timeout`. One socket serves every leg (the
+//!   port in `[media] listen`); [`udp`] reads it with `recvmmsg` and writes each turn's
+//!   datagrams with `sendmmsg`.
 //! * [`MediaEngine`] is the handle plugins' host functions use. It is `Clone` and thread-safe;
 //!   its calls never wait for the driver except [`MediaEngine::answer`] on a renegotiation
 //!   (the leg's `Rtc` lives in the driver), which waits a bounded time.
@@ -107,7 +108,7 @@ pub enum MediaError {
 }
 
 /// Where a leg's events go: the plugin that answered it. Implementations queue and return at
-/// once (they run on the driver task).
+/// once (they run on the driver's thread, `huddle-media`).
 pub trait MediaEvents: Send + Sync + 'static {
     /// ICE and DTLS are up.
     fn ready(&self, session: u64);

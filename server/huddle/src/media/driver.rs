@@ -1263,8 +1263,18 @@ pub(crate) async fn run(
                     None => stop = true,
                 }
             }
-            // Ready only once, when the owner is gone: the run ends then.
-            _ = &mut stop_rx => stop = true,
+            // Ready only once, when the owner is gone: the run ends then. What was queued
+            // before still applies (a leg inserted then is hung up below with the rest);
+            // nothing can be queued after the close, so the drain is bounded by the queue.
+            _ = &mut stop_rx => {
+                commands.close();
+                while let Ok(c) = commands.try_recv() {
+                    if d.apply(c) {
+                        break;
+                    }
+                }
+                stop = true;
+            }
             () = &mut sleep, if armed.is_some() => {}
             // Only while datagrams wait for room in the socket's buffer (the flush below).
             r = d.socket.writable(), if d.outbox.blocked() => {

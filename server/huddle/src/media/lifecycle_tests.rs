@@ -29,18 +29,20 @@ impl MediaEvents for Hangups {
     fn bitrate(&self, _: u64, _: u64) {}
 }
 
-/// A leg for plugin 1: an offer answered (no peer connects; the leg lives in the driver).
-fn leg(engine: &MediaEngine, events: Arc<Hangups>) -> u64 {
+/// A video offer, as a browser would make it.
+fn offer() -> String {
     let mut rtc = RtcConfig::new()
         .clear_codecs()
         .enable_vp8(true)
         .build(Instant::now());
     let mut change = rtc.sdp_api();
     change.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
-    let (offer, _) = change.apply().unwrap();
-    let (session, _) = engine
-        .answer(1, events, None, offer.to_sdp_string().as_bytes())
-        .unwrap();
+    change.apply().unwrap().0.to_sdp_string()
+}
+
+/// A leg for plugin 1: an offer answered (no peer connects; the leg lives in the driver).
+fn leg(engine: &MediaEngine, events: Arc<Hangups>) -> u64 {
+    let (session, _) = engine.answer(1, events, None, offer().as_bytes()).unwrap();
     session
 }
 
@@ -100,18 +102,21 @@ async fn a_driver_panic_ends_the_thread_shutdown_reports_it_and_later_calls_get_
         panic_on_hangup: true,
         ..Hangups::default()
     });
-    let doomed = leg(&engine, panics);
-    let plugin = Arc::new(Hangups::default());
-    let other = leg(&engine, plugin.clone());
-    // The driver tells the plugin of the close on its own thread, and that call panics.
+    let doomed = leg(&engine, panics.clone());
+    // The driver tells the plugin of the leg's end (the close, or at the latest the shutdown)
+    // on its own thread, and that call panics.
     engine.close(1, doomed).unwrap();
     let ended = engine.shutdown(task).await;
     assert_eq!(ended, Err("this plugin's hangup panics".to_owned()));
-    // The other leg unwound with the driver: dropped, never hung up; its entry stays.
-    assert!(plugin.heard.lock().unwrap().is_empty());
-    assert_eq!(Arc::strong_count(&plugin), 1);
-    assert_eq!(engine.close(1, other), Err(MediaError::Stopped));
-    assert_eq!(engine.send_rtcp(1, other, &[]), Ok(()), "nothing to send");
+    // The leg unwound with the driver; the engine refuses what needs the driver.
+    assert_eq!(Arc::strong_count(&panics), 1);
+    let plugin = Arc::new(Hangups::default());
+    let offer = offer();
+    assert_eq!(
+        engine.answer(1, plugin, None, offer.as_bytes()).err(),
+        Some(MediaError::Stopped)
+    );
+    assert_eq!(engine.sessions(), 0, "the refused leg is not kept");
 }
 
 #[test]
@@ -126,4 +131,27 @@ fn a_panics_message_is_its_string_payload() {
     assert_eq!(panic_message(&*literal), "a literal");
     assert_eq!(panic_message(&*formatted), "formatted 7");
     assert_eq!(panic_message(&*other), "(a payload that is not a string)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_plugins_fail_to_start_stops_its_media_engine_and_frees_its_port() {
+    // A free port for `[media] listen` (taken and given back at once).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = format!(
+        "[sip]\ndomain = \"example.test\"\nlisten = [\"udp:127.0.0.1:0\"]\n\
+         [media]\nlisten = \"{port}\"\n\
+         [[plugins]]\npath = \"/nonexistent/libmissing.so\"\n"
+    );
+    let config = crate::config::Config::from_toml(&text, std::path::Path::new("t.toml")).unwrap();
+    let store: Arc<dyn crate::store::Store> = Arc::new(crate::store::MemoryStore::default());
+    let err = crate::server::start(config, store)
+        .await
+        .expect_err("a missing plugin stops start-up");
+    assert!(format!("{err:#}").contains("libmissing"), "{err:#}");
+    // The engine was shut down on that path, its thread joined: the port is free now, not
+    // once the thread gets to it.
+    std::net::UdpSocket::bind(port).expect("the media port is free again");
 }

@@ -987,12 +987,15 @@ impl MediaEngine {
     pub async fn shutdown(&self, task: EngineTask) -> Result<(), String> {
         // Fails when the driver is gone already (it panicked); the join says how it ended.
         let _ = self.shared.commands.send(Command::Shutdown).await;
+        // The stop signal is kept until the thread has ended: were it dropped now, the driver
+        // could take it before the commands queued ahead of `Shutdown`.
         let EngineTask {
             thread,
             _stop: stop,
         } = task;
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
         drop(stop);
-        match tokio::task::spawn_blocking(move || thread.join()).await {
+        match joined {
             Ok(Ok(())) => Ok(()),
             Ok(Err(panic)) => Err(panic_message(&*panic).to_owned()),
             // The runtime is shutting down; the driver has been told to stop.

@@ -19,7 +19,8 @@
 #   STEADY=threads (default): CPU ticks and voluntary context switches (the thread went to
 #     sleep: a wake-up follows) per thread group (appsrcN:src = a tile's depayload, decode and
 #     label; queueN:src = the encoders and the tiles' queues; pool-huddle = the compositor's
-#     scaling and blending workers; tokio-rt-worker = the host's media engine) over the window,
+#     scaling and blending workers; huddle-media = the host's media engine, tokio-rt-worker = the
+#     host's shared runtime) over the window,
 #     into DIR/groups.txt.
 #   STEADY=record: also `perf record -F 499 -g` of the server over the window (DIR/perf.data;
 #     FREQ=4999 for more samples of a thread that runs little, e.g. the media thread at N = 4);

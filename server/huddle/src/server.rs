@@ -54,7 +54,8 @@ impl Running {
         }
         // Media legs end before the plugins' threads stop, so each plugin hears of its own.
         if let Some((engine, task)) = self.media.take() {
-            engine.shutdown(task).await;
+            // A panic was logged when the driver panicked.
+            let _ = engine.shutdown(task).await;
         }
         if let Some(plugins) = self.plugins.take() {
             let _ = tokio::task::spawn_blocking(move || plugins.stop()).await;
@@ -240,12 +241,26 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
     config.ops.start_webhooks(&config.webhooks);
     let engine = media.as_ref().map(|(engine, _)| engine.clone());
     let (plugins, workers) = {
-        let config = config.clone();
+        let plugin_config = config.clone();
         let store = store.clone();
         let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || crate::plugins::start(&config, store, runtime, engine))
-            .await
-            .context("starting plugins")??
+        let started = tokio::task::spawn_blocking(move || {
+            crate::plugins::start(&plugin_config, store, runtime, engine)
+        })
+        .await
+        .context("starting plugins")
+        .and_then(|started| started.map_err(anyhow::Error::from));
+        match started {
+            Ok(started) => started,
+            Err(e) => {
+                // The media thread and its socket end with the failed start.
+                if let Some((engine, task)) = media {
+                    let _ = engine.shutdown(task).await;
+                }
+                config.ops.stop_webhooks();
+                return Err(e);
+            }
+        }
     };
 
     // The transports and the core run on one thread of their own, on a current-thread
@@ -338,7 +353,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
             })
             .await;
             if let Some((engine, task)) = media {
-                engine.shutdown(task).await;
+                let _ = engine.shutdown(task).await;
             }
             config.ops.stop_webhooks();
             Err(e)

@@ -44,7 +44,10 @@
 //! receives media meanwhile does the work in its receive pass and its timer never fires; a
 //! quiet leg reports a few milliseconds late. Timeouts str0m asks for "now" (a key-frame
 //! request, a packet to send), DTLS and ICE timers, and every timer of a leg whose `Rtc` paces
-//! (bandwidth estimation on) fire on time.
+//! (bandwidth estimation on) fire on time. The fast ingress's own feedback (transport
+//! feedback, NACKs, receiver reports) has a slack of its own per kind
+//! ([`super::ingress`], "Cadence"): once due it goes with the leg's next packet or deadline,
+//! and the leg's deadline is the latest it may wait.
 //!
 //! # Fast egress
 //!
@@ -1155,8 +1158,11 @@ impl Leg {
         // Until connected the connect deadline guards the leg, afterwards the idle one.
         let guard = self.connect_by.unwrap_or(self.last_rx + self.idle_timeout);
         let mut next = self.str0m_deadline().map_or(guard, |t| t.min(guard));
-        if let Some(t) = self.ingress.as_ref().and_then(|i| i.core.next_deadline()) {
-            next = next.min(t);
+        // The fast ingress's feedback wakes the driver only when it can wait no longer: until
+        // then it goes with the leg's packets (`Driver::fast_rtp_in`) or another deadline of
+        // the leg (`super::ingress`, "Cadence").
+        if let Some(due) = self.ingress.as_ref().and_then(|i| i.core.due()) {
+            next = next.min(due.by);
         }
         Some(next)
     }
@@ -1209,11 +1215,13 @@ struct Driver {
     sealed: u64,
 }
 
-/// Runs the engine until `Shutdown` (or every handle is gone).
+/// Runs the engine until `Shutdown`, or until `stop_rx` closes (the engine's owner dropped its
+/// [`super::EngineTask`]: the command channel never closes, since the driver holds a handle).
 pub(crate) async fn run(
     socket: UdpSocket,
     candidate: SocketAddr,
     mut commands: mpsc::Receiver<Command>,
+    mut stop_rx: tokio::sync::oneshot::Receiver<()>,
     engine: MediaEngine,
     stamped: bool,
     gso: bool,
@@ -1254,6 +1262,18 @@ pub(crate) async fn run(
                     Some(c) => stop = d.apply(c),
                     None => stop = true,
                 }
+            }
+            // Ready only once, when the owner is gone: the run ends then. What was queued
+            // before still applies (a leg inserted then is hung up below with the rest);
+            // nothing can be queued after the close, so the drain is bounded by the queue.
+            _ = &mut stop_rx => {
+                commands.close();
+                while let Ok(c) = commands.try_recv() {
+                    if d.apply(c) {
+                        break;
+                    }
+                }
+                stop = true;
             }
             () = &mut sleep, if armed.is_some() => {}
             // Only while datagrams wait for room in the socket's buffer (the flush below).
@@ -1517,12 +1537,11 @@ impl Driver {
         let Some(ingress) = ingress.as_deref_mut() else {
             return;
         };
-        if ingress.core.next_deadline().is_none_or(|t| t > now) {
-            return;
-        }
         // Polled whenever due, sendable or not, so that its deadlines move on.
         let mut out = Vec::new();
-        let done = ingress.core.poll(now, &mut out);
+        let Some(done) = ingress.core.poll_due(now, &mut out) else {
+            return;
+        };
         if tracing::enabled!(tracing::Level::TRACE) {
             for p in &out {
                 tracing::trace!(session = id, rtcp = ?p, "fast ingress feedback");
@@ -3064,6 +3083,50 @@ mod tests {
         // Five received: one run-length chunk, then one-byte deltas of 8 ticks (2 ms).
         assert_eq!(u16::from_be_bytes([twcc[14], twcc[15]]), 5);
         assert_eq!(twcc[23..27], [8, 8, 8, 8], "{twcc:?}");
+    }
+
+    #[test]
+    fn the_legs_deadline_is_its_feedbacks_bound_not_its_time() {
+        let (mut leg, mid, peer, _keys) = ingress_leg();
+        let ids = leg.ingress.as_ref().unwrap().ids;
+        let (mid_id, tcc_id) = (ids.mid.unwrap(), ids.transport_cc.unwrap());
+        let pt = *leg.rtc.codec_config().params()[0].pt();
+        // Before the receiver report is due (the leg's start + 1 s).
+        let now = Instant::now() + Duration::from_millis(10);
+        let packet = |leg: &mut Leg, seq: u16, at: Instant| {
+            let mut p = vec![0x90, pt, 0, 0, 0, 0, 0x30, 0x39];
+            p[2..4].copy_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&0x4444u32.to_be_bytes());
+            let mut ext = vec![(mid_id << 4) | (mid.len() as u8 - 1)];
+            ext.extend_from_slice(mid.as_bytes());
+            ext.push((tcc_id << 4) | 1);
+            ext.extend_from_slice(&seq.to_be_bytes());
+            while ext.len() % 4 != 0 {
+                ext.push(0);
+            }
+            p.extend_from_slice(&[0xbe, 0xde, 0, (ext.len() / 4) as u8]);
+            p.extend_from_slice(&ext);
+            p.push(b'x');
+            peer.protect_rtp_vec(&mut p, u64::from(seq)).unwrap();
+            let o = leg.own_srtp().unwrap().rx.unprotect_rtp(&mut p).unwrap();
+            p.truncate(o.len);
+            assert!(leg
+                .place_inbound(&p, o.index, Arrival::stamped(at), at)
+                .is_ok());
+        };
+        packet(&mut leg, 1, now);
+        // The first report goes at once (with the first packet).
+        let core = &mut leg.ingress.as_mut().unwrap().core;
+        assert!(core.due().is_some_and(|d| d.at <= now));
+        core.poll(now, &mut Vec::new());
+        packet(&mut leg, 2, now + Duration::from_millis(10));
+        // The next is due an interval later, but the leg's deadline (the driver's wake-up) is
+        // its bound: a packet in between takes it along (`Ingress::poll_due` in
+        // `Driver::ingress_feedback`).
+        let due = leg.ingress.as_ref().unwrap().core.due().unwrap();
+        assert_eq!(due.at, now + super::super::ingress::TWCC_INTERVAL);
+        assert_eq!(due.by, due.at + super::super::ingress::TWCC_SLACK);
+        assert_eq!(leg.next_deadline(), Some(due.by));
     }
 
     #[test]

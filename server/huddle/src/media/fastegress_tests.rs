@@ -349,7 +349,7 @@ async fn a_forwarded_stream_leaves_sealed_by_the_driver_with_the_receivers_exten
         sealed >= count as usize / 2 && stats.through_str0m >= 1,
         "{sealed} of {count} sealed by the driver; {stats:?}"
     );
-    engine.shutdown(task).await;
+    engine.shutdown(task).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,7 +412,7 @@ async fn the_receivers_sender_reports_follow_the_forwarded_streams_clock() {
     );
     let stats = engine.fast_egress();
     assert!(stats.sealed > 0 && stats.through_str0m >= 2, "{stats:?}");
-    engine.shutdown(task).await;
+    engine.shutdown(task).await.unwrap();
 }
 
 #[cfg(debug_assertions)]
@@ -481,7 +481,7 @@ async fn repaired(rtx: bool) {
         assert_eq!(wire.len(), 1, "no RTX SSRC: {wire:?}");
     }
     engine.drop_fast_egress_every(0);
-    engine.shutdown(task).await;
+    engine.shutdown(task).await.unwrap();
 }
 
 /// A stream the plugin sends itself (the conference's composite) leaves the same way: sealed
@@ -544,5 +544,5 @@ async fn a_plugin_sent_stream_is_sealed_by_the_driver_and_repaired() {
     if cfg!(debug_assertions) {
         assert!(stats.dropped > 0 && stats.repaired > 0, "{stats:?}");
     }
-    engine.shutdown(task).await;
+    engine.shutdown(task).await.unwrap();
 }

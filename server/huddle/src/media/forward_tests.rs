@@ -415,7 +415,7 @@ async fn a_stream_forwarded_into_another_leg_arrives_rewritten_and_key_frame_req
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(plugin.seen(|s| s.hangups.iter().all(|(s, _)| *s != dst)));
-    engine.shutdown(task).await;
+    engine.shutdown(task).await.unwrap();
     // Both legs got our own SRTP contexts (str0m to str0m: AES-256-GCM), and in debug builds
     // they opened every SRTP and SRTCP packet that arrived (read once nothing arrives).
     let verify = engine.srtp_verify();
@@ -622,5 +622,5 @@ async fn another_plugin_taps_a_stream_forwarded_or_not_and_the_tap_ends_with_the
         engine.request_keyframe(2, src, &src_mid),
         Err(super::MediaError::NotFound)
     );
-    engine.shutdown(task).await;
+    engine.shutdown(task).await.unwrap();
 }

@@ -19,6 +19,21 @@
 //! most [`NACK_TRIES`] times, [`NACK_RETRY`] apart and while younger than [`NACK_MAX_AGE`];
 //! receiver reports every [`RR_INTERVAL`] once a stream has packets.
 //!
+//! Each of these is due from its time on, but may wait a slack ([`TWCC_SLACK`], [`NACK_SLACK`],
+//! [`RR_SLACK`]; [`Ingress::due`] gives both ends): the driver polls ([`Ingress::poll_due`])
+//! with each of the leg's packets and at the leg's own deadline, and that deadline is the
+//! second end, so it wakes for the feedback alone only when no packet came in the window. A leg
+//! with audio (50 packets a second) or video at 20 frames a second or more has a packet in
+//! every transport feedback and receiver report window (50 ms and 250 ms wide), so those ride
+//! its packets. NACK rounds (while a hole is open) have a 10 ms window, 30 ms after the last
+//! round: video at 30 frames a second lands a packet in it, but at 24 frames a second or fewer
+//! (packets 40 ms or more apart) each round wakes the driver, about every 40 ms until the hole
+//! is filled or given up ([`NACK_MAX_AGE`]). At a 50 ms interval with no slack, the
+//! reports fell between two packets and woke the host's media thread about 30 times a second
+//! at four participants (bench/NOTES.md, "Conference room (MCU) at N = 4: the wake-ups beyond
+//! raw", and "Media driver wake-ups"). A sparser leg (a screen share at 5 frames a second)
+//! still wakes the driver once per report.
+//!
 //! # Header extensions
 //!
 //! [`read_extensions`] reads the few extensions the ingress and the egress use (MID,
@@ -45,8 +60,19 @@ pub(crate) const TWCC_SPAN: usize = 4096;
 pub(crate) const TWCC_MAX_STATUS: usize = 400;
 /// Transport feedback at most this often (str0m's cadence).
 pub(crate) const TWCC_INTERVAL: Duration = Duration::from_millis(50);
+/// How long transport feedback may wait past its interval for a packet to ride: reports come
+/// 50 to 100 ms apart, no later than libwebrtc's own receivers send them (their interval adapts
+/// between 50 and 250 ms, 100 by default), so a Chrome sender sees feedback no older than from a
+/// Chrome peer (its estimator reads the feedback's delay too: the RTT of its delay-based
+/// controller, the congestion window). Longer than the 33 ms between frames at 30 per second,
+/// so that a video leg's next packet comes first.
+pub(crate) const TWCC_SLACK: Duration = Duration::from_millis(50);
 /// NACK rounds at most this often.
 pub(crate) const NACK_INTERVAL: Duration = Duration::from_millis(30);
+/// How long a NACK round may wait past its interval: a hole is asked for within 40 ms of its
+/// detection (about as str0m's 33 ms NACK timer with the driver's `TIMER_SLACK`), and asked again
+/// [`NACK_RETRY`] apart, well within the second a sender keeps packets for retransmission.
+pub(crate) const NACK_SLACK: Duration = Duration::from_millis(10);
 /// One hole asked for again at least this long after the last time.
 pub(crate) const NACK_RETRY: Duration = Duration::from_millis(100);
 /// Times one hole is asked for at most.
@@ -63,6 +89,10 @@ pub(crate) const MAX_MISSING: usize = 256;
 pub(crate) const PLAIN_REPAIR_REACH: u64 = 127;
 /// Receiver reports at most this often.
 pub(crate) const RR_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a receiver report may wait past its interval (RFC 3550 §6.3.1 spreads the interval
+/// over 0.5–1.5 times its value anyway; the delay since the last SR is measured to the report's
+/// own time, so a late report's round-trip time stays right).
+pub(crate) const RR_SLACK: Duration = Duration::from_millis(250);
 /// The resolution of transport feedback's arrival times (250 µs).
 const TWCC_TICK: Duration = Duration::from_micros(250);
 /// How far [`TwccRegister::record`] may move a read-time arrival later to keep a batch's
@@ -620,6 +650,16 @@ pub(crate) struct Feedback {
     pub(crate) nacks: u32,
 }
 
+/// When a leg's feedback is next due ([`Ingress::due`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Due {
+    /// From here on [`Ingress::poll`] has something to send: the leg's next packet sends it.
+    pub(crate) at: Instant,
+    /// The latest it may be sent (each kind's slack past its time): the driver wakes for it then
+    /// if nothing woke it before.
+    pub(crate) by: Instant,
+}
+
 /// One leg's fast-ingress receive state.
 #[derive(Debug)]
 pub(crate) struct Ingress {
@@ -708,20 +748,36 @@ impl Ingress {
         self.streams.len()
     }
 
-    /// When [`Ingress::poll`] has something to do next; `None` while nothing can be due.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+    /// When [`Ingress::poll`] has something to do next, and by when it must run at the latest
+    /// (module docs, "Cadence"); `None` while nothing can be due.
+    pub(crate) fn due(&self) -> Option<Due> {
+        let mut next: Option<Due> = None;
+        let mut consider = |t: Instant, slack: Duration| {
+            let by = t + slack;
+            next = Some(next.map_or(Due { at: t, by }, |n| Due {
+                at: n.at.min(t),
+                by: n.by.min(by),
+            }));
+        };
         if self.twcc.has_news() {
-            at(self.twcc_at);
+            consider(self.twcc_at, TWCC_SLACK);
         }
         if self.streams.iter().any(|s| !s.missing.is_empty()) {
-            at(self.nack_at);
+            consider(self.nack_at, NACK_SLACK);
         }
         if self.streams.iter().any(|s| !s.rtx && s.first.is_some()) {
-            at(self.rr_at);
+            consider(self.rr_at, RR_SLACK);
         }
         next
+    }
+
+    /// [`Ingress::poll`] if anything is due at `now` (`Due::at`), else `None`: what the driver
+    /// calls with each of the leg's packets and at the leg's deadline.
+    pub(crate) fn poll_due(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) -> Option<Feedback> {
+        if self.due().is_none_or(|d| d.at > now) {
+            return None;
+        }
+        Some(self.poll(now, out))
     }
 
     /// Writes the feedback due at `now`, each RTCP packet (plain, sender SSRC
@@ -1043,6 +1099,271 @@ mod tests {
         // 9 symbols left after the run: one vector of 7, then the last two (both 0) as a run.
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks[2], 2);
+    }
+
+    /// What went out when, as the driver serves a leg's feedback.
+    #[derive(Default)]
+    struct Served {
+        /// Transport feedback: when, and how many arrivals it reported.
+        twcc: Vec<(Instant, usize)>,
+        /// NACKs: when, and the sequence numbers asked for.
+        nacks: Vec<(Instant, Vec<u64>)>,
+        rr: Vec<Instant>,
+        /// Wake-ups for the feedback alone (no packet arrived).
+        wakeups: Vec<Instant>,
+    }
+
+    /// Feeds `arrivals` (time, sequence number) of one video stream with NACKs into `ing` and
+    /// serves its feedback as the driver does: polled with a packet once due
+    /// (`Driver::fast_rtp_in`), else on a wake-up of its own at `Due::by`; wake-ups until
+    /// `until`.
+    fn serve(ing: &mut Ingress, arrivals: &[(Instant, u64)], until: Instant) -> Served {
+        let mut served = Served::default();
+        let mut next = arrivals.iter().peekable();
+        for step in 0.. {
+            // `poll` stopped moving a deadline: the data below would be truncated.
+            assert!(step < 100_000, "serve did not finish");
+            let wake = ing.due().map(|d| d.by).filter(|w| *w <= until);
+            let now = match (next.peek(), wake) {
+                (Some(&&(at, seq)), w) if w.is_none_or(|w| at <= w) => {
+                    next.next();
+                    ing.twcc.record(seq as u16, Arrival::stamped(at));
+                    ing.stream(0xaa, false, true, 90_000, at).unwrap().received(
+                        seq,
+                        3000 * seq as u32,
+                        at,
+                    );
+                    at
+                }
+                (_, Some(w)) => {
+                    served.wakeups.push(w);
+                    w
+                }
+                _ => break,
+            };
+            let mut out = Vec::new();
+            if ing.poll_due(now, &mut out).is_none() {
+                continue;
+            }
+            for p in &out {
+                match (p[1], p[0] & 0x1f) {
+                    (RTPFB, FMT_TWCC) => served
+                        .twcc
+                        .push((now, parse_twcc(p).4.iter().flatten().count())),
+                    (RTPFB, FMT_NACK) => {
+                        let mut asked = Vec::new();
+                        crate::media::repair::for_each_nack(p, |_, seq| asked.push(u64::from(seq)));
+                        served.nacks.push((now, asked));
+                    }
+                    (RR, _) => served.rr.push(now),
+                    other => panic!("unexpected feedback {other:?}"),
+                }
+            }
+        }
+        served
+    }
+
+    #[test]
+    fn feedback_rides_the_packets_of_a_30_fps_stream_within_its_bounds() {
+        // One packet per frame at 30 frames a second for 10 s, one lost in
+        // every 50: every piece of feedback must go with a packet, none with a wake-up of its
+        // own, and none later than its slack allows.
+        let t0 = Instant::now();
+        let mut ing = Ingress::new(1, t0);
+        let frame = Duration::from_micros(33_333);
+        let lost = |seq: u64| seq % 50 == 25;
+        let arrivals: Vec<(Instant, u64)> = (0..300u64)
+            .filter(|s| !lost(*s))
+            .map(|s| (t0 + frame * s as u32, s))
+            .collect();
+        let end = arrivals.last().unwrap().0;
+        let served = serve(&mut ing, &arrivals, end + TWCC_INTERVAL + TWCC_SLACK);
+        let early: Vec<_> = served.wakeups.iter().filter(|w| **w <= end).collect();
+        assert!(early.is_empty(), "feedback woke the driver on its own");
+        // Transport feedback: every arrival reported once, by the bound after the last one,
+        // reports 50–100 ms apart.
+        let reported: usize = served.twcc.iter().map(|r| r.1).sum();
+        assert_eq!(reported, arrivals.len());
+        for w in served.twcc.windows(2) {
+            let gap = w[1].0 - w[0].0;
+            assert!(
+                // What the docs promise on the wire (as libwebrtc), not the constants.
+                (ms(50)..=ms(100)).contains(&gap),
+                "transport feedback {gap:?} apart"
+            );
+        }
+        // Receiver reports: about one a second, at most the slack late.
+        assert!(served.rr.len() >= 9, "{} receiver reports", served.rr.len());
+        for w in served.rr.windows(2) {
+            assert!(w[1] - w[0] <= RR_INTERVAL + RR_SLACK, "{:?}", w[1] - w[0]);
+        }
+        // Each hole asked for within one NACK round and its slack of the packet that showed
+        // it, then again within a retry, a round and its slack of the last time.
+        for hole in (0..300u64).filter(|s| lost(*s) && *s < 290) {
+            let shown = t0 + frame * (hole as u32 + 1);
+            let asked: Vec<Instant> = served
+                .nacks
+                .iter()
+                .filter(|n| n.1.contains(&hole))
+                .map(|n| n.0)
+                .collect();
+            assert!(
+                asked.len() >= 2,
+                "hole {hole} asked for {} times",
+                asked.len()
+            );
+            assert!(asked[0] - shown <= ms(40), "hole {hole} first asked late");
+            for w in asked.windows(2) {
+                assert!(w[1] - w[0] <= NACK_RETRY + NACK_INTERVAL + NACK_SLACK);
+            }
+        }
+    }
+
+    #[test]
+    fn feedback_for_the_last_packets_goes_by_its_bound_when_none_follows() {
+        // A burst, then silence: its transport feedback and the receiver report are sent on
+        // wake-ups of their own, each no later than its slack past its time.
+        let t0 = Instant::now();
+        let mut ing = Ingress::new(1, t0);
+        let arrivals: Vec<(Instant, u64)> = (0..10u64).map(|s| (t0 + ms(5 * s), s)).collect();
+        let served = serve(&mut ing, &arrivals, t0 + ms(1500));
+        let reported: usize = served.twcc.iter().map(|r| r.1).sum();
+        assert_eq!(reported, 10, "every arrival reported");
+        // The first report went with the first packet; the rest, due 50 ms later, by a
+        // wake-up at its bound.
+        assert_eq!(served.twcc.len(), 2);
+        assert_eq!(served.twcc[0].0, t0);
+        assert_eq!(served.twcc[1].0, t0 + TWCC_INTERVAL + TWCC_SLACK);
+        assert_eq!(served.rr, vec![t0 + RR_INTERVAL + RR_SLACK]);
+        assert_eq!(served.wakeups.len(), 2);
+    }
+
+    #[test]
+    fn a_hole_before_silence_is_still_asked_for_each_try_within_its_bound() {
+        let t0 = Instant::now();
+        let mut ing = Ingress::new(1, t0);
+        let arrivals = [(t0, 0), (t0 + ms(5), 2)];
+        let served = serve(&mut ing, &arrivals, t0 + NACK_MAX_AGE);
+        let asked: Vec<Instant> = served
+            .nacks
+            .iter()
+            .filter(|n| n.1 == vec![1])
+            .map(|n| n.0)
+            .collect();
+        assert_eq!(asked.len(), usize::from(NACK_TRIES), "{asked:?}");
+        assert!(asked[0] - (t0 + ms(5)) <= ms(40));
+        for w in asked.windows(2) {
+            assert!(
+                w[1] - w[0] <= NACK_RETRY + NACK_INTERVAL + NACK_SLACK,
+                "{asked:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn at_20_fps_each_nack_round_wakes_the_driver_while_transport_feedback_rides() {
+        // Packets 50 ms apart, one lost: a NACK round is due 30 ms after the last and sent by
+        // 40 ms, a window no packet lands in, so every round is a wake-up of its own (module
+        // docs, "Cadence"); transport feedback and receiver reports still ride the packets.
+        let t0 = Instant::now();
+        let mut ing = Ingress::new(1, t0);
+        let arrivals: Vec<(Instant, u64)> = (0..60u64)
+            .filter(|s| *s != 10)
+            .map(|s| (t0 + ms(50 * s), s))
+            .collect();
+        let end = arrivals.last().unwrap().0;
+        let served = serve(&mut ing, &arrivals, end);
+        let rounds: Vec<Instant> = served
+            .nacks
+            .iter()
+            .filter(|n| n.1.contains(&10))
+            .map(|n| n.0)
+            .collect();
+        assert_eq!(rounds.len(), usize::from(NACK_TRIES), "{rounds:?}");
+        // The first request goes with the packet that shows the hole (packet 11, at 550 ms);
+        // each later one is a wake-up of its own, and every wake-up comes while the hole is
+        // open: none for other feedback.
+        assert_eq!(rounds[0], t0 + ms(550));
+        for r in &rounds[1..] {
+            assert!(
+                served.wakeups.contains(r),
+                "round at {:?} rode a packet",
+                *r - t0
+            );
+        }
+        let shown = t0 + ms(550);
+        for w in &served.wakeups {
+            assert!(
+                *w > shown && *w <= shown + NACK_MAX_AGE + ms(40),
+                "a wake-up at {:?} for other feedback",
+                *w - t0
+            );
+        }
+        // The cost, on record: 21 wake-ups (590, 630, 670, 740 ms, ... 1570 ms), about one per
+        // 40 ms for the second the hole stays open, though only 3 of them ask for it (a retry
+        // is due 100 ms after the last request; the others are rounds with nothing to ask).
+        let wakeups: Vec<_> = served.wakeups.iter().map(|w| *w - t0).collect();
+        assert_eq!(wakeups.len(), 21, "{wakeups:?}");
+        assert_eq!(wakeups[..3], [ms(590), ms(630), ms(670)]);
+    }
+
+    #[test]
+    fn the_earliest_kind_sets_when_feedback_is_due_and_the_strictest_by_when() {
+        let t0 = Instant::now();
+        let mut ing = Ingress::new(1, t0);
+        assert_eq!(ing.due(), None, "nothing received: nothing due");
+        // A packet, reported at once: then transport feedback (news), a NACK round (a hole)
+        // and a receiver report are all pending.
+        ing.twcc.record(0, Arrival::stamped(t0));
+        ing.stream(7, false, true, 90_000, t0)
+            .unwrap()
+            .received(10, 0, t0);
+        ing.poll(t0, &mut Vec::new());
+        let t1 = t0 + ms(20);
+        ing.twcc.record(1, Arrival::stamped(t1));
+        ing.find(7).unwrap().received(12, 0, t1);
+        // TWCC at t0 + 50 (by + 100), NACK at t0 + 30 (by + 40), RR at t0 + 1 s (by + 1.25 s).
+        assert_eq!(
+            ing.due(),
+            Some(Due {
+                at: t0 + NACK_INTERVAL,
+                by: t0 + NACK_INTERVAL + NACK_SLACK
+            })
+        );
+        assert_eq!(ing.poll_due(t0 + ms(29), &mut Vec::new()), None);
+        // A NACK round at its time, before TWCC's: the next round's time (t0 + 60) is after
+        // TWCC's (t0 + 50), but its bound (t0 + 70) is before TWCC's (t0 + 100). Due: the
+        // earliest time of any kind, and the strictest bound of any kind.
+        assert!(ing.poll_due(t0 + ms(30), &mut Vec::new()).is_some());
+        assert_eq!(
+            ing.due(),
+            Some(Due {
+                at: t0 + ms(50),
+                by: t0 + ms(70)
+            })
+        );
+        // The hole repaired: TWCC's time, and its own bound, which is before the RR's.
+        assert!(ing.find(7).unwrap().fill(11));
+        assert_eq!(
+            ing.due(),
+            Some(Due {
+                at: t0 + TWCC_INTERVAL,
+                by: t0 + TWCC_INTERVAL + TWCC_SLACK
+            })
+        );
+        // Reported: the RR's alone.
+        let mut out = Vec::new();
+        assert_eq!(
+            ing.poll_due(t0 + TWCC_INTERVAL, &mut out).map(|f| f.twcc),
+            Some(1)
+        );
+        assert_eq!(
+            ing.due(),
+            Some(Due {
+                at: t0 + RR_INTERVAL,
+                by: t0 + RR_INTERVAL + RR_SLACK
+            })
+        );
     }
 
     #[test]

@@ -25,9 +25,10 @@ use tokio::sync::mpsc;
 use super::forward_tests::engine_with;
 use super::{MediaEngine, MediaEvents};
 
-/// The frames the "plugin" got (payloads start with `frame <n> `).
+/// The frames the "plugin" got (payloads start with `frame <n> `), and the threads they came
+/// on.
 #[derive(Default)]
-struct Frames(Mutex<BTreeSet<u64>>);
+struct Frames(Mutex<BTreeSet<u64>>, Mutex<BTreeSet<String>>);
 
 impl Frames {
     fn has(&self, n: u64) -> bool {
@@ -44,6 +45,11 @@ impl MediaEvents for Frames {
         if let Some(n) = super::rtp::parse(&packet).and_then(|p| frame_number(p.payload)) {
             self.0.lock().unwrap().insert(n);
         }
+        let thread = std::thread::current();
+        self.1
+            .lock()
+            .unwrap()
+            .insert(thread.name().unwrap_or("unnamed").to_owned());
     }
     fn rtcp(&self, _: u64, _: Vec<u8>) {}
     fn hangup(&self, _: u64, _: HangupReason) {}
@@ -278,7 +284,7 @@ async fn a_senders_bandwidth_estimate_climbs_on_the_drivers_transport_feedback()
     if cfg!(target_os = "linux") {
         assert_eq!(stats.stamped, stats.opened, "{stats:?}");
     }
-    engine.shutdown(task).await;
+    engine.shutdown(task).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +323,11 @@ async fn a_packet_lost_on_the_way_is_nacked_and_its_rtx_repair_reaches_the_plugi
     let stats = engine.fast_ingress();
     assert!(stats.repaired >= 3, "{stats:?}");
     assert!(engine.totals().nacks_sent > 0, "{:?}", engine.totals());
-    engine.shutdown(task).await;
+    // The driver runs on a thread of its own, not on the runtime that started it (mod.rs,
+    // `MediaEngine::start`): every packet reached the plugin from that one thread.
+    let threads = plugin.1.lock().unwrap().clone();
+    assert_eq!(threads, BTreeSet::from(["huddle-media".to_owned()]));
+    engine.shutdown(task).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,5 +376,5 @@ async fn replayed_forged_and_flooding_datagrams_are_dropped_and_the_stream_goes_
         "{before:?} → {after:?}"
     );
     assert_eq!(after.unhandled, before.unhandled, "{before:?} → {after:?}");
-    engine.shutdown(task).await;
+    engine.shutdown(task).await.unwrap();
 }

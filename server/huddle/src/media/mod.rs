@@ -8,11 +8,12 @@
 //! * [`rtp`] holds the byte-level helpers: the plain RTP that crosses the plugin boundary, the
 //!   sequence-number extension and the rewriting of the forwarding fast path, RTCP key-frame
 //!   requests.
-//! * [`driver`] is the one tokio task that owns the UDP socket and every leg's `Rtc`: it
-//!   `select!`s on the socket, the earliest leg deadline and a bounded command channel, feeds
-//!   datagrams to the leg they belong to, and drains each touched leg's `poll_output` until it
-//!   says `Timeout`. One socket serves every leg (the port in `[media] listen`); [`udp`] reads
-//!   it with `recvmmsg` and writes each turn's datagrams with `sendmmsg`.
+//! * [`driver`] is the one tokio task (on a thread of its own, `huddle-media`) that owns the
+//!   UDP socket and every leg's `Rtc`: it `select!`s on the socket, the earliest leg deadline
+//!   and a bounded command channel, feeds datagrams to the leg they belong to, and drains each
+//!   touched leg's `poll_output` until it says `Timeout`. One socket serves every leg (the
+//!   port in `[media] listen`); [`udp`] reads it with `recvmmsg` and writes each turn's
+//!   datagrams with `sendmmsg`.
 //! * [`MediaEngine`] is the handle plugins' host functions use. It is `Clone` and thread-safe;
 //!   its calls never wait for the driver except [`MediaEngine::answer`] on a renegotiation
 //!   (the leg's `Rtc` lives in the driver), which waits a bounded time.
@@ -53,6 +54,8 @@ mod ingress_tests;
 pub mod keytap;
 #[cfg(test)]
 mod keytap_tests;
+#[cfg(test)]
+mod lifecycle_tests;
 mod repair;
 pub mod rtp;
 pub mod sdp;
@@ -105,7 +108,7 @@ pub enum MediaError {
 }
 
 /// Where a leg's events go: the plugin that answered it. Implementations queue and return at
-/// once (they run on the driver task).
+/// once (they run on the driver's thread, `huddle-media`).
 pub trait MediaEvents: Send + Sync + 'static {
     /// ICE and DTLS are up.
     fn ready(&self, session: u64);
@@ -457,12 +460,20 @@ pub struct MediaEngine {
     shared: Arc<Shared>,
 }
 
-/// The engine's task, to await at shutdown.
+/// The engine's thread (`huddle-media`), to hand to [`MediaEngine::shutdown`]. Its owner
+/// dropping it without that stops the driver too (its legs hung up with `SHUTDOWN`, its socket
+/// closed), so that an error path or a failed test leaves no thread behind; only `shutdown`
+/// waits for the thread to end.
 #[derive(Debug)]
-pub struct EngineTask(pub tokio::task::JoinHandle<()>);
+pub struct EngineTask {
+    thread: std::thread::JoinHandle<()>,
+    /// Dropped with the task: the driver stops when this closes.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
 
 impl MediaEngine {
-    /// Binds the socket and starts the driver on the current runtime.
+    /// Binds the socket and starts the driver on its own thread (`huddle-media`); returns once
+    /// the driver runs, or with what kept it from running.
     pub async fn start(settings: EngineSettings) -> std::io::Result<(MediaEngine, EngineTask)> {
         install_crypto();
         let socket = tokio::net::UdpSocket::bind(settings.listen).await?;
@@ -516,16 +527,76 @@ impl MediaEngine {
             && !settings.bandwidth_estimation
             && udp::enable_receive_timestamps(&socket);
         let gso = settings.udp_gso && udp::probe_gso(&socket);
-        let task = tokio::spawn(driver::run(
-            socket,
-            candidate,
-            rx,
-            engine.clone(),
-            stamped,
-            gso,
-        ));
+        // The driver runs on a thread of its own, in a current-thread runtime: it sleeps and
+        // wakes on that one thread. As a task of the shared runtime it was woken on whichever
+        // worker found the socket ready or took a command's wake-up, and the workers woke each
+        // other for it (futex calls, context switches: bench/NOTES.md, "Media driver wake-ups").
+        // The runtime is built, and the socket registered with its reactor, on that thread,
+        // which reports how that went before `start` returns (as the `huddle-sip` thread does):
+        // every failure reaches the caller, and no runtime is ever dropped in this async
+        // context (tokio panics on that).
+        let socket = socket.into_std()?;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let driven = engine.clone();
+        let thread = std::thread::Builder::new()
+            .name("huddle-media".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    runtime.block_on(async move {
+                        match tokio::net::UdpSocket::from_std(socket) {
+                            Ok(socket) => {
+                                let _ = ready_tx.send(Ok(()));
+                                driver::run(socket, candidate, rx, stop_rx, driven, stamped, gso)
+                                    .await;
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                            }
+                        }
+                    });
+                }));
+                if let Err(panic) = ended {
+                    // The driver's state unwound with it: the socket is closed and the legs
+                    // dropped, but no plugin heard `hangup` and the registry still lists them.
+                    tracing::error!(
+                        panic = panic_message(&*panic),
+                        "the media driver panicked: media stopped, its legs were not hung up"
+                    );
+                    // Carried to whoever joins the thread (`MediaEngine::shutdown`).
+                    std::panic::resume_unwind(panic);
+                }
+            })?;
+        let started = match ready_rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(std::io::Error::other(
+                "the media thread ended during start-up",
+            )),
+        };
+        if let Err(e) = started {
+            // The thread has returned (or is returning): nothing runs on it.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            return Err(e);
+        }
         tracing::info!(%local, %candidate, "media engine listening");
-        Ok((engine, EngineTask(task)))
+        Ok((
+            engine,
+            EngineTask {
+                thread,
+                _stop: stop_tx,
+            },
+        ))
     }
 
     /// The bound UDP address.
@@ -910,12 +981,36 @@ impl MediaEngine {
         self.send(Command::Close { session })
     }
 
-    /// Stops the engine: every leg is closed and its plugin told `SHUTDOWN`.
-    pub async fn shutdown(&self, task: EngineTask) {
-        if self.shared.commands.send(Command::Shutdown).await.is_ok() {
-            let _ = task.0.await;
+    /// Stops the engine: every leg is closed and its plugin told `SHUTDOWN` (after the commands
+    /// queued before), and waits for the driver's thread to end. `Err` with the panic's message
+    /// when the driver had panicked (logged then, too).
+    pub async fn shutdown(&self, task: EngineTask) -> Result<(), String> {
+        // Fails when the driver is gone already (it panicked); the join says how it ended.
+        let _ = self.shared.commands.send(Command::Shutdown).await;
+        // The stop signal is kept until the thread has ended: were it dropped now, the driver
+        // could take it before the commands queued ahead of `Shutdown`.
+        let EngineTask {
+            thread,
+            _stop: stop,
+        } = task;
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        drop(stop);
+        match joined {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(panic)) => Err(panic_message(&*panic).to_owned()),
+            // The runtime is shutting down; the driver has been told to stop.
+            Err(_) => Ok(()),
         }
     }
+}
+
+/// A panic's message: its payload when that is a string (what `panic!` makes).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a payload that is not a string)")
 }
 
 /// The `a=mid:` values of an SDP.

@@ -1647,6 +1647,6 @@ mod tests {
             "{job:?}"
         );
         drop(instance);
-        engine.shutdown(task).await;
+        engine.shutdown(task).await.unwrap();
     }
 }

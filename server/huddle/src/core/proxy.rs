@@ -48,7 +48,17 @@ pub struct ProxyState {
     timer_c: BTreeSet<(Instant, ServerKey)>,
     /// The Record-Route values this proxy writes without a flow token, one per listening
     /// transport (see [`Core::our_routes`]); made at first use.
-    flowless_routes: std::cell::OnceCell<Vec<(Transport, Box<str>)>>,
+    flowless_routes: std::cell::OnceCell<Vec<FlowlessRoute>>,
+}
+
+/// Our own Record-Route text for a peer without a flow, kept with the UDP listener it names:
+/// an in-dialog request carrying it back pops it and learns its socket without parsing it or
+/// looking the listener up per request.
+#[derive(Debug)]
+pub(super) struct FlowlessRoute {
+    transport: Transport,
+    text: Box<str>,
+    udp_local: Option<SocketAddr>,
 }
 
 /// Timer C: "greater than 3 minutes" (RFC 3261 §16.6 step 11).
@@ -190,10 +200,10 @@ impl Core {
         for element in msg.header_list(&HeaderName::Route) {
             // Every in-dialog request of a dialog we Record-Routed without a flow token (all
             // of a UDP call's) carries our own text back: known without parsing it.
-            let (peer, named) = match flowless.iter().find(|(_, own)| **own == *element) {
-                Some((transport, _)) => (None, self.local.get(transport).copied()),
+            let (peer, udp_local) = match flowless.iter().find(|own| *own.text == *element) {
+                Some(own) => (None, own.udp_local),
                 None => match self.route_to_us(element) {
-                    Some(found) => found,
+                    Some((peer, named)) => (peer, named.filter(|addr| self.is_udp_listener(*addr))),
                     None => {
                         route.next = Some(element);
                         return route;
@@ -202,7 +212,7 @@ impl Core {
             };
             route.popped += 1;
             route.token_peer = peer;
-            route.local = named.filter(|addr| self.is_udp_listener(*addr));
+            route.local = udp_local;
         }
         route
     }
@@ -248,7 +258,7 @@ impl Core {
     /// What [`Core::record_route`] writes for a peer without a flow, per listening transport,
     /// kept only where [`Core::route_to_us`] reads it back as naming us without a flow, so
     /// that matching one by its text is the same as parsing it.
-    fn flowless_routes(&self) -> &[(Transport, Box<str>)] {
+    fn flowless_routes(&self) -> &[FlowlessRoute] {
         self.proxy.flowless_routes.get_or_init(|| {
             self.local
                 .keys()
@@ -261,8 +271,18 @@ impl Core {
                     };
                     (transport, self.write_record_route(&peer))
                 })
-                .filter(|(_, route)| matches!(self.route_to_us(route), Some((None, _))))
-                .map(|(transport, route)| (transport, route.into_boxed_str()))
+                .filter_map(|(transport, route)| match self.route_to_us(&route) {
+                    Some((None, _)) => Some(FlowlessRoute {
+                        transport,
+                        udp_local: self
+                            .local
+                            .get(&transport)
+                            .copied()
+                            .filter(|addr| self.is_udp_listener(*addr)),
+                        text: route.into_boxed_str(),
+                    }),
+                    _ => None,
+                })
                 .collect()
         })
     }
@@ -271,12 +291,12 @@ impl Core {
     /// without a flow token the same text every time, written once.
     pub(super) fn record_route(&self, peer: &Peer) -> Cow<'_, str> {
         if peer.flow.is_none() && self.record_route_local(peer).is_none() {
-            if let Some((_, route)) = self
+            if let Some(own) = self
                 .flowless_routes()
                 .iter()
-                .find(|(t, _)| *t == peer.transport)
+                .find(|own| own.transport == peer.transport)
             {
-                return Cow::Borrowed(route);
+                return Cow::Borrowed(&own.text);
             }
         }
         Cow::Owned(self.write_record_route(peer))
